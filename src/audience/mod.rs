@@ -1,0 +1,71 @@
+//! Audience conditions: one syntax tree, two evaluators.
+//!
+//! `sql` compiles a condition into a parameterised WHERE clause for scans over
+//! millions of contacts; `eval` decides it in Rust for one contact on the event
+//! path. A property test holds the two equal.
+
+use crate::duration::Duration;
+use crate::workflow::Located;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    All(Vec<Condition>),
+    Any(Vec<Condition>),
+    Not(Box<Condition>),
+    Tag(String),
+    Field { field: Located<String>, test: FieldTest },
+    /// The contact has `at_least` (default 1) events `name`, within the last `within` if given.
+    Event { name: String, within: Option<Duration>, at_least: u32 },
+    Owner(OwnerTest),
+}
+
+/// A literal written in a condition. Numbers compare as numbers; strings that
+/// are RFC 3339 timestamps compare as time against timestamp fields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldTest {
+    Equals(Literal),
+    NotEquals(Literal),
+    In(Vec<Literal>),
+    NotIn(Vec<Literal>),
+    Contains(String),
+    StartsWith(String),
+    Gt(Literal),
+    Gte(Literal),
+    Lt(Literal),
+    Lte(Literal),
+    Exists(bool),
+    /// The timestamp field is older than now - D.
+    OlderThan(Duration),
+    /// The timestamp field is newer than now - D.
+    NewerThan(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnerTest {
+    None,
+    Any,
+    Is(String),
+}
+
+impl Condition {
+    /// Names of the events this condition looks at, so callers load only those.
+    pub fn event_names(&self, out: &mut Vec<String>) {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.event_names(out)),
+            Condition::Not(c) => c.event_names(out),
+            Condition::Event { name, .. } => {
+                if !out.contains(name) {
+                    out.push(name.clone())
+                }
+            }
+            _ => {}
+        }
+    }
+}

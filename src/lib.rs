@@ -1,0 +1,14 @@
+//! nurture: marketing automation workflows kept as files in Git.
+//!
+//! Reading order: `workflow` and `settings` (the files), `audience` and
+//! `template` (conditions and messages), `store` (the customer store),
+//! `engine` (plan, then apply), `cli` (the commands).
+
+pub mod audience;
+pub mod contact;
+pub mod diagnostics;
+pub mod duration;
+pub mod schedule;
+pub mod settings;
+pub mod workflow;
+pub mod cli;

@@ -1,0 +1,195 @@
+//! The types of a workflow, as the rest of nurture sees it once loaded and
+//! checked. Names that refer to other things (channels, templates, teams,
+//! fields) keep the place they were written, so checks can point at them.
+
+use std::path::PathBuf;
+
+use crate::audience::Condition;
+use crate::diagnostics::Pos;
+use crate::duration::Duration;
+use crate::schedule::CronSchedule;
+
+/// A value together with where it was written in the user's file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub pos: Pos,
+}
+
+impl<T> Located<T> {
+    pub fn new(value: T, pos: Pos) -> Self {
+        Located { value, pos }
+    }
+}
+
+impl<T> std::ops::Deref for Located<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub trigger: Trigger,
+    /// `None` means every contact.
+    pub audience: Option<Condition>,
+    pub entry: Entry,
+    pub steps: Vec<Step>,
+    pub exit_when: Option<Condition>,
+    /// The file it came from, for diagnostics and `status`.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    ContactCreated,
+    TagAdded { tag: String },
+    /// Fires at each `check` tick for contacts quiet for longer than `quiet_for`,
+    /// once per quiet spell.
+    Inactive { quiet_for: Duration, check: CronSchedule },
+    Event { name: String },
+    Schedule { cron: CronSchedule },
+}
+
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::ContactCreated => "contact_created",
+            Trigger::TagAdded { .. } => "tag_added",
+            Trigger::Inactive { .. } => "inactive",
+            Trigger::Event { .. } => "event",
+            Trigger::Schedule { .. } => "schedule",
+        }
+    }
+    /// Triggers fired by a cron tick rather than by an entry in the event log.
+    pub fn is_ticked(&self) -> bool {
+        matches!(self, Trigger::Inactive { .. } | Trigger::Schedule { .. })
+    }
+}
+
+/// How often one contact may enter the workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Once,
+    EveryTime,
+    OncePer(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The user's `id:` or, by default, the step's position ("0", "3.then.1").
+    pub id: String,
+    pub pos: Pos,
+    pub action: StepAction,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepAction {
+    Send(SendStep),
+    Assign(AssignStep),
+    Tag(TagStep),
+    Wait(Duration),
+    If(IfStep),
+}
+
+impl StepAction {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepAction::Send(_) => "send",
+            StepAction::Assign(_) => "assign",
+            StepAction::Tag(_) => "tag",
+            StepAction::Wait(_) => "wait",
+            StepAction::If(_) => "if",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SendStep {
+    pub channel: Located<String>,
+    pub template: Located<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    LeastLoaded,
+    ByField,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssignStep {
+    pub team: Located<String>,
+    pub strategy: Strategy,
+    /// Required with `by_field`: the contact field matched against a salesperson's id or region.
+    pub field: Option<Located<String>>,
+    pub only_if_unassigned: bool,
+    /// A channel on which the chosen salesperson is told about the new contact.
+    pub notify: Option<Located<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TagStep {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IfStep {
+    pub condition: Condition,
+    pub then: Vec<Step>,
+    pub otherwise: Vec<Step>,
+}
+
+impl Workflow {
+    /// Every step, depth first, in the order they would run on the `then` path.
+    pub fn all_steps(&self) -> Vec<&Step> {
+        fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
+            for s in steps {
+                out.push(s);
+                if let StepAction::If(i) = &s.action {
+                    walk(&i.then, out);
+                    walk(&i.otherwise, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.steps, &mut out);
+        out
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.all_steps().into_iter().find(|s| s.id == id)
+    }
+
+    /// The step that runs after step `id` completes, leaving branches as needed:
+    /// the last step of a `then` continues after its `if`.
+    pub fn next_after(&self, id: &str) -> Option<&Step> {
+        fn find<'a>(steps: &'a [Step], id: &str, after: Option<&'a Step>) -> Option<Option<&'a Step>> {
+            for (i, s) in steps.iter().enumerate() {
+                let following = steps.get(i + 1).or(after);
+                if s.id == id {
+                    return Some(following);
+                }
+                if let StepAction::If(b) = &s.action {
+                    if let Some(r) = find(&b.then, id, following) {
+                        return Some(r);
+                    }
+                    if let Some(r) = find(&b.otherwise, id, following) {
+                        return Some(r);
+                    }
+                }
+            }
+            None
+        }
+        find(&self.steps, id, None).flatten()
+    }
+
+    pub fn first_step(&self) -> Option<&Step> {
+        self.steps.first()
+    }
+}
