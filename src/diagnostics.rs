@@ -13,3 +13,13 @@ impl Pos {
         Pos { line, col }
     }
 }
+
+/// One problem in one of the user's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: std::path::PathBuf,
+    pub pos: Pos,
+    pub message: String,
+    /// "did you mean ...?" and similar, shown after the message.
+    pub suggestion: Option<String>,
+}
