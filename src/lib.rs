@@ -4,10 +4,12 @@
 //! `template` (conditions and messages), `store` (the customer store),
 //! `engine` (plan, then apply), `cli` (the commands).
 
+pub mod assign;
 pub mod audience;
 pub mod contact;
 pub mod diagnostics;
 pub mod duration;
+pub mod policy;
 pub mod schedule;
 pub mod settings;
 pub mod workflow;
