@@ -13,4 +13,5 @@ pub mod policy;
 pub mod schedule;
 pub mod settings;
 pub mod workflow;
+pub mod yaml;
 pub mod cli;
