@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test suite. The README and CI (.ci/run) both call this script, so what
+# you run locally is what CI runs. Extra arguments go to `cargo test`
+# (e.g. ./test.sh dry_run to run only matching tests).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+echo "== cargo test" >&2
+cargo test --locked "$@"
+
+# The examples are part of the product: the quick start runs them, users copy them.
+echo "== validate the examples" >&2
+cargo run --locked --quiet -- validate
+cargo run --locked --quiet -- --config bench/nurture.yaml validate
+
+# The committed sample is exactly what the generator writes.
+echo "== contacts/sample.csv matches bench/gen_contacts.py" >&2
+python3 bench/gen_contacts.py --rows 3000 | cmp - contacts/sample.csv
