@@ -12,6 +12,7 @@ pub mod duration;
 pub mod policy;
 pub mod schedule;
 pub mod settings;
+pub mod template;
 pub mod workflow;
 pub mod yaml;
 pub mod cli;
