@@ -4,6 +4,9 @@
 //! millions of contacts; `eval` decides it in Rust for one contact on the event
 //! path. A property test holds the two equal.
 
+pub mod eval;
+pub mod sql;
+
 use crate::duration::Duration;
 use crate::workflow::Located;
 
