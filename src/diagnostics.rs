@@ -53,7 +53,11 @@ impl Diagnostic {
     }
 
     /// Adds `did you mean "X"?` when one of `candidates` is close to `word`.
-    pub fn did_you_mean<S: AsRef<str>>(mut self, word: &str, candidates: &[S]) -> Self {
+    pub fn did_you_mean<I, S>(mut self, word: &str, candidates: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
         if let Some(s) = did_you_mean(word, candidates) {
             self.suggestion = Some(format!("did you mean \"{s}\"?"));
         }
@@ -121,9 +125,7 @@ impl std::fmt::Display for Diagnostic {
 
 /// Sorts by file, then line, then column, and drops exact duplicates.
 pub fn sort(diags: &mut Vec<Diagnostic>) {
-    diags.sort_by(|a, b| {
-        (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message))
-    });
+    diags.sort_by(|a, b| (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message)));
     diags.dedup();
 }
 
@@ -158,9 +160,13 @@ pub fn file_count(diags: &[Diagnostic]) -> usize {
 /// The candidate closest to `word`, if it is close enough to be what the user
 /// meant. Case differences count as near misses; short words need near-exact
 /// matches so that "sms" does not suggest "smtp" for "abc".
-pub fn did_you_mean<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
+pub fn did_you_mean<I, S>(word: &str, candidates: I) -> Option<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
     let lower = word.to_lowercase();
-    let mut best: Option<(f64, &str)> = None;
+    let mut best: Option<(f64, String)> = None;
     for c in candidates {
         let c = c.as_ref();
         if c == word {
@@ -183,11 +189,11 @@ pub fn did_you_mean<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<Strin
             continue;
         }
         let score = jw - dist as f64 * 0.01;
-        if best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, c.to_string()));
         }
     }
-    best.map(|(_, c)| c.to_string())
+    best.map(|(_, c)| c)
 }
 
 #[cfg(test)]
@@ -201,13 +207,21 @@ mod tests {
         assert_eq!(did_you_mean("chanel", &keys).as_deref(), Some("channel"));
         assert_eq!(did_you_mean("Template", &keys).as_deref(), Some("template"));
         assert_eq!(did_you_mean("body", &keys), None);
-        assert_eq!(did_you_mean("smss", &["sms", "console"]).as_deref(), Some("sms"));
-        assert_eq!(did_you_mean("ctiy", &["city", "name"]).as_deref(), Some("city"));
+        assert_eq!(
+            did_you_mean("smss", &["sms", "console"]).as_deref(),
+            Some("sms")
+        );
+        assert_eq!(
+            did_you_mean("ctiy", &["city", "name"]).as_deref(),
+            Some("city")
+        );
         assert_eq!(did_you_mean("abc", &["sms"]), None);
         assert_eq!(did_you_mean("x", &["y"]), None);
         assert_eq!(did_you_mean("", &["sms"]), None);
         let none: [&str; 0] = [];
-        assert_eq!(did_you_mean("sms", &none), None);
+        assert_eq!(did_you_mean("sms", none), None);
+        let owned = vec!["template".to_string()];
+        assert_eq!(did_you_mean("templat", &owned).as_deref(), Some("template"));
     }
 
     #[test]
@@ -230,7 +244,13 @@ mod tests {
             Diagnostic::new("a", Pos::new(1, 9), "x"),
         ];
         sort(&mut v);
-        let order: Vec<_> = v.iter().map(|d| (d.file.display().to_string(), d.pos.line)).collect();
-        assert_eq!(order, [("a".into(), 1), ("a".into(), 3), ("b".to_string(), 1)]);
+        let order: Vec<_> = v
+            .iter()
+            .map(|d| (d.file.display().to_string(), d.pos.line))
+            .collect();
+        assert_eq!(
+            order,
+            [("a".into(), 1), ("a".into(), 3), ("b".to_string(), 1)]
+        );
     }
 }

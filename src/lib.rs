@@ -10,6 +10,7 @@ pub mod contact;
 pub mod diagnostics;
 pub mod duration;
 pub mod policy;
+pub mod project;
 pub mod schedule;
 pub mod settings;
 pub mod template;

@@ -2,13 +2,14 @@
 //! channels and teams. Every key has a default, so a fresh folder works.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
 
-use crate::diagnostics::Pos;
+use crate::diagnostics::{Diagnostic, Pos};
 use crate::duration::Duration;
 use crate::workflow::Located;
+use crate::yaml::{self, Node, Reader};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -94,7 +95,11 @@ impl ChannelKind {
     ];
 
     pub fn name(self) -> &'static str {
-        ChannelKind::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("log")
+        ChannelKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("log")
     }
 
     /// The contact field a message on this kind of channel is addressed to.
@@ -194,4 +199,515 @@ impl Settings {
     pub fn salesperson(&self, id: &str) -> Option<&Salesperson> {
         self.teams.values().flatten().find(|s| s.id == id)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Loading `nurture.yaml`
+// ---------------------------------------------------------------------------
+
+const TOP_KEYS: &[&str] = &[
+    "database",
+    "workflows",
+    "templates",
+    "timezone",
+    "listen",
+    "api_token_env",
+    "policies",
+    "channels",
+    "teams",
+    "fields",
+];
+const SALESPERSON_KEYS: &[&str] = &["id", "name", "wecom_userid", "email", "region", "capacity"];
+const FIELD_TYPES: &[(&str, FieldType)] = &[
+    ("string", FieldType::String),
+    ("number", FieldType::Number),
+    ("timestamp", FieldType::Timestamp),
+    ("bool", FieldType::Bool),
+];
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        FIELD_TYPES
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("string")
+    }
+}
+
+/// Key fragments that suggest a secret written straight into the file.
+fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    !k.ends_with("_env")
+        && [
+            "secret",
+            "password",
+            "passwd",
+            "token",
+            "api_key",
+            "apikey",
+            "private_key",
+            "aes_key",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+impl Settings {
+    /// Reads `config_path`. A missing file gives [`Settings::defaults`] for its
+    /// folder (a fresh folder works). Every problem in the file is reported.
+    ///
+    /// Channels: when the file defines no channels at all, the default `log`
+    /// channel `console` exists, as in a fresh folder. A file that defines
+    /// channels gets exactly those: add `console: { kind: log }` to keep it.
+    /// That way nothing is silently sent to a channel the user did not write.
+    pub fn load(config_path: &Path) -> Result<Settings, Vec<Diagnostic>> {
+        let root = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let src = match std::fs::read_to_string(config_path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Settings::defaults(root));
+            }
+            Err(e) => {
+                return Err(vec![Diagnostic::new(
+                    config_path,
+                    Pos::default(),
+                    format!("cannot read the settings: {e}"),
+                )]);
+            }
+        };
+        Settings::parse_str(config_path, &src)
+    }
+
+    /// Reads settings from `src`, the text of `config_path`.
+    pub fn parse_str(config_path: &Path, src: &str) -> Result<Settings, Vec<Diagnostic>> {
+        let root = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut s = Settings::defaults(root.clone());
+        s.file = Some(config_path.to_path_buf());
+        let (node, diags) = yaml::parse(config_path, src);
+        let mut r = Reader::new(config_path);
+        r.diags = diags;
+        if let Some(node) = node
+            && !node.is_null()
+        {
+            read_settings(&mut r, &node, &mut s);
+        }
+        if r.diags.is_empty() {
+            Ok(s)
+        } else {
+            Err(r.diags)
+        }
+    }
+}
+
+fn read_settings(r: &mut Reader, node: &Node, s: &mut Settings) {
+    let Some(f) = r.fields(node, "the settings", TOP_KEYS) else {
+        return;
+    };
+    if let Some(n) = f.get("database")
+        && let Some(db) = r.string(n, "database")
+    {
+        if db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://")
+        {
+            s.database = db;
+        } else {
+            r.error(
+                n.pos,
+                format!("database \"{db}\" must start with sqlite:// or postgres://"),
+            );
+        }
+    }
+    if let Some(n) = f.get("workflows")
+        && let Some(d) = r.string(n, "workflows")
+    {
+        s.workflows_dir = s.root.join(d);
+    }
+    if let Some(n) = f.get("templates")
+        && let Some(d) = r.string(n, "templates")
+    {
+        s.templates_dir = s.root.join(d);
+    }
+    if let Some(n) = f.get("timezone")
+        && let Some(tz) = r.string(n, "timezone")
+    {
+        match tz.parse::<Tz>() {
+            Ok(t) => s.timezone = t,
+            Err(_) => {
+                let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+                r.push(
+                    Diagnostic::new(r.file, n.pos, format!("unknown timezone \"{tz}\""))
+                        .did_you_mean(&tz, &names),
+                );
+                if r.diags.last().is_some_and(|d| d.suggestion.is_none()) {
+                    let d = r.diags.pop().expect("just pushed");
+                    r.push(d.with_suggestion(
+                        "use an IANA name such as \"Asia/Shanghai\" or \"Europe/Berlin\"",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(n) = f.get("listen")
+        && let Some(l) = r.string(n, "listen")
+    {
+        let port_ok = l
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if port_ok {
+            s.listen = l;
+        } else {
+            r.error(
+                n.pos,
+                format!("listen \"{l}\" must be HOST:PORT, e.g. 127.0.0.1:8080"),
+            );
+        }
+    }
+    if let Some(n) = f.get("api_token_env")
+        && let Some(v) = r.string(n, "api_token_env")
+    {
+        check_env_name(r, n, &v);
+        s.api_token_env = v;
+    }
+    if let Some(n) = f.get("policies") {
+        read_policies(r, n, &mut s.policies);
+    }
+    if let Some(n) = f.get("fields") {
+        read_fields(r, n, &mut s.fields);
+    }
+    if let Some(n) = f.get("channels") {
+        let channels = read_channels(r, n);
+        if !channels.is_empty() {
+            s.channels = channels;
+        }
+    }
+    if let Some(n) = f.get("teams") {
+        s.teams = read_teams(r, n);
+    }
+}
+
+fn check_env_name(r: &mut Reader, n: &Node, v: &str) {
+    let ok = v
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        r.error(
+            n.pos,
+            format!("\"{v}\" is not an environment variable name; a key ending in _env names the variable that holds the secret, e.g. TWILIO_AUTH_TOKEN"),
+        );
+    }
+}
+
+fn read_policies(r: &mut Reader, node: &Node, p: &mut Policies) {
+    let Some(f) = r.fields(node, "policies", &["quiet_hours", "frequency_cap"]) else {
+        return;
+    };
+    if let Some(n) = f.get("quiet_hours")
+        && let Some(q) = r.fields(n, "quiet_hours", &["start", "end"])
+    {
+        let mut time = |key: &str| -> Option<chrono::NaiveTime> {
+            let Some(n) = q.get(key) else {
+                r.error(q.pos, format!("quiet_hours needs \"{key}\" (HH:MM)"));
+                return None;
+            };
+            let t = r.string(n, key)?;
+            let parsed = chrono::NaiveTime::parse_from_str(&t, "%H:%M").ok();
+            if parsed.is_none() {
+                r.error(
+                    n.pos,
+                    format!(
+                        "quiet_hours {key} \"{t}\" must be a time of day as HH:MM, e.g. \"21:00\""
+                    ),
+                );
+            }
+            parsed
+        };
+        let (start, end) = (time("start"), time("end"));
+        if let (Some(start), Some(end)) = (start, end) {
+            if start == end {
+                r.error(
+                    q.pos,
+                    "quiet_hours start and end are equal; remove quiet_hours to send at any time",
+                );
+            } else {
+                p.quiet_hours = Some(QuietHours { start, end });
+            }
+        }
+    }
+    if let Some(n) = f.get("frequency_cap")
+        && let Some(c) = r.fields(n, "frequency_cap", &["max", "per"])
+    {
+        let max = match c.get("max") {
+            Some(n) => r.u32(n, "frequency_cap max"),
+            None => {
+                r.error(c.pos, "frequency_cap needs \"max\" (messages per contact)");
+                None
+            }
+        };
+        let per = match c.get("per") {
+            Some(n) => r.duration(n, "frequency_cap per"),
+            None => {
+                r.error(c.pos, "frequency_cap needs \"per\" (a duration such as 7d)");
+                None
+            }
+        };
+        if let (Some(max), Some(per)) = (max, per) {
+            p.frequency_cap = Some(FrequencyCap { max, per });
+        }
+    }
+}
+
+fn read_fields(r: &mut Reader, node: &Node, out: &mut BTreeMap<String, FieldType>) {
+    let Some(entries) = node.as_map() else {
+        if !node.is_null() {
+            r.error(
+                node.pos,
+                format!(
+                    "fields must be a map of name: type, found {}",
+                    node.describe()
+                ),
+            );
+        }
+        return;
+    };
+    let type_names: Vec<&str> = FIELD_TYPES.iter().map(|(n, _)| *n).collect();
+    for (k, v) in entries {
+        let Some(name) = r.string(k, "a field name") else {
+            continue;
+        };
+        if crate::contact::BUILTIN_FIELDS.contains(&name.as_str()) {
+            r.error(
+                k.pos,
+                format!("\"{name}\" is a built-in contact field; declare only custom attributes"),
+            );
+            continue;
+        }
+        let Some(t) = r.string(v, "a field type") else {
+            continue;
+        };
+        match FIELD_TYPES.iter().find(|(n, _)| *n == t) {
+            Some((_, ft)) => {
+                out.insert(name, *ft);
+            }
+            None => {
+                let mut d = Diagnostic::new(r.file, v.pos, format!("unknown field type \"{t}\""))
+                    .did_you_mean(&t, &type_names);
+                if d.suggestion.is_none() {
+                    d = d.with_suggestion("field types are: string, number, timestamp, bool");
+                }
+                r.push(d);
+            }
+        }
+    }
+}
+
+/// `50/s`, `600/m`, `1000/h`.
+fn parse_rate(text: &str) -> Option<RateLimit> {
+    let (count, unit) = text.trim().split_once('/')?;
+    let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3_600),
+        "d" => Duration::from_secs(86_400),
+        _ => return None,
+    };
+    Some(RateLimit { count, per })
+}
+
+fn read_channels(r: &mut Reader, node: &Node) -> BTreeMap<String, ChannelSettings> {
+    let mut out = BTreeMap::new();
+    let Some(entries) = node.as_map() else {
+        if !node.is_null() {
+            r.error(
+                node.pos,
+                format!(
+                    "channels must be a map of name: settings, found {}",
+                    node.describe()
+                ),
+            );
+        }
+        return out;
+    };
+    let kinds: Vec<&str> = ChannelKind::ALL.iter().map(|(n, _)| *n).collect();
+    for (k, v) in entries {
+        let Some(name) = r.string(k, "a channel name") else {
+            continue;
+        };
+        let Some(m) = v.as_map() else {
+            r.error(
+                v.pos,
+                format!(
+                    "channel \"{name}\" must be a map with a kind, found {}",
+                    v.describe()
+                ),
+            );
+            continue;
+        };
+        let mut ch = ChannelSettings {
+            name: name.clone(),
+            kind: ChannelKind::Log,
+            pos: k.pos,
+            rate_limit: None,
+            concurrency: None,
+            options: BTreeMap::new(),
+        };
+        let mut kind_ok = false;
+        for (ok, ov) in m {
+            let Some(key) = ok.scalar_text() else {
+                continue;
+            };
+            match key {
+                "kind" => {
+                    let Some(kind) = r.string(ov, "kind") else {
+                        continue;
+                    };
+                    match ChannelKind::ALL.iter().find(|(n, _)| *n == kind) {
+                        Some((_, kd)) => {
+                            ch.kind = *kd;
+                            kind_ok = true;
+                        }
+                        None => {
+                            let mut d = Diagnostic::new(
+                                r.file,
+                                ov.pos,
+                                format!("unknown channel kind \"{kind}\""),
+                            )
+                            .did_you_mean(&kind, &kinds);
+                            if d.suggestion.is_none() {
+                                d = d.with_suggestion(format!("kinds are: {}", kinds.join(", ")));
+                            }
+                            r.push(d);
+                            // Reported; avoid a second "needs a kind".
+                            kind_ok = true;
+                        }
+                    }
+                }
+                "rate_limit" => {
+                    let Some(t) = r.string(ov, "rate_limit") else {
+                        continue;
+                    };
+                    match parse_rate(&t) {
+                        Some(rl) => ch.rate_limit = Some(rl),
+                        None => r.error(
+                            ov.pos,
+                            format!("rate_limit \"{t}\" must be COUNT/UNIT with a unit of s, m or h, e.g. 50/s or 600/m"),
+                        ),
+                    }
+                }
+                "concurrency" => {
+                    if let Some(c) = r.u32(ov, "concurrency") {
+                        if c == 0 {
+                            r.error(ov.pos, "concurrency must be at least 1");
+                        } else {
+                            ch.concurrency = Some(c);
+                        }
+                    }
+                }
+                _ => {
+                    let Some(text) = ov.scalar_text().map(str::to_string) else {
+                        r.error(
+                            ov.pos,
+                            format!(
+                                "channel option \"{key}\" must be a single value, found {}",
+                                ov.describe()
+                            ),
+                        );
+                        continue;
+                    };
+                    if key.ends_with("_env") {
+                        check_env_name(r, ov, &text);
+                    } else if looks_secret(key) {
+                        r.push(
+                            Diagnostic::new(r.file, ok.pos, format!("\"{key}\" looks like a secret written into the file"))
+                                .with_suggestion(format!(
+                                    "keep secrets out of nurture.yaml: write \"{key}_env: SOME_VAR\" and put the secret in that environment variable"
+                                )),
+                        );
+                        continue;
+                    }
+                    ch.options
+                        .insert(key.to_string(), Located::new(text, ov.pos));
+                }
+            }
+        }
+        if !kind_ok {
+            r.push(
+                Diagnostic::new(r.file, k.pos, format!("channel \"{name}\" needs a kind"))
+                    .with_suggestion(format!("kinds are: {}", kinds.join(", "))),
+            );
+        }
+        out.insert(name, ch);
+    }
+    out
+}
+
+fn read_teams(r: &mut Reader, node: &Node) -> BTreeMap<String, Vec<Salesperson>> {
+    let mut out = BTreeMap::new();
+    let Some(entries) = node.as_map() else {
+        if !node.is_null() {
+            r.error(
+                node.pos,
+                format!(
+                    "teams must be a map of team name: list of salespeople, found {}",
+                    node.describe()
+                ),
+            );
+        }
+        return out;
+    };
+    let mut seen: BTreeMap<String, (String, Pos)> = BTreeMap::new();
+    for (k, v) in entries {
+        let Some(team) = r.string(k, "a team name") else {
+            continue;
+        };
+        let Some(items) = r.seq(v, &format!("team \"{team}\"")) else {
+            continue;
+        };
+        let mut people = Vec::new();
+        for item in items {
+            let Some(f) = r.fields(item, "a salesperson", SALESPERSON_KEYS) else {
+                continue;
+            };
+            let Some(idn) = f.get("id") else {
+                r.error(item.pos, "a salesperson needs an \"id\"");
+                continue;
+            };
+            let Some(id) = r.string(idn, "id") else {
+                continue;
+            };
+            if let Some((first_team, first)) = seen.get(&id) {
+                r.error(
+                    idn.pos,
+                    format!(
+                        "salesperson id \"{id}\" is already used in team \"{first_team}\" (line {}); ids must be unique across teams",
+                        first.line
+                    ),
+                );
+                continue;
+            }
+            seen.insert(id.clone(), (team.clone(), idn.pos));
+            let mut opt = |key: &str| f.get(key).and_then(|n| r.string(n, key));
+            let sp = Salesperson {
+                id,
+                name: opt("name"),
+                wecom_userid: opt("wecom_userid"),
+                email: opt("email"),
+                region: opt("region"),
+                capacity: f.get("capacity").and_then(|n| r.u32(n, "capacity")),
+            };
+            people.push(sp);
+        }
+        out.insert(team, people);
+    }
+    out
 }

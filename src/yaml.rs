@@ -37,14 +37,20 @@ pub enum Kind {
     Seq(Vec<Node>),
     /// `quoted` is true for quoted and block (`|`, `>`) scalars, and for `!!str`:
     /// those are always strings, never numbers, booleans or null.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     /// `null`, `~`, or nothing at all.
     Null,
 }
 
 impl Node {
     pub fn null(pos: Pos) -> Node {
-        Node { pos, kind: Kind::Null }
+        Node {
+            pos,
+            kind: Kind::Null,
+        }
     }
 
     /// What this node is, for messages: "a map", "a list", "a number", ...
@@ -86,16 +92,20 @@ impl Node {
     pub fn as_str(&self) -> Option<&str> {
         match &self.kind {
             Kind::Scalar { text, quoted: true } => Some(text),
-            Kind::Scalar { text, quoted: false } if self.as_bool().is_none() && self.as_f64().is_none() => {
-                Some(text)
-            }
+            Kind::Scalar {
+                text,
+                quoted: false,
+            } if self.as_bool().is_none() && self.as_f64().is_none() => Some(text),
             _ => None,
         }
     }
 
     pub fn as_bool(&self) -> Option<bool> {
         match &self.kind {
-            Kind::Scalar { text, quoted: false } => match text.as_str() {
+            Kind::Scalar {
+                text,
+                quoted: false,
+            } => match text.as_str() {
                 "true" | "True" | "TRUE" => Some(true),
                 "false" | "False" | "FALSE" => Some(false),
                 _ => None,
@@ -106,7 +116,10 @@ impl Node {
 
     pub fn as_i64(&self) -> Option<i64> {
         match &self.kind {
-            Kind::Scalar { text, quoted: false } => {
+            Kind::Scalar {
+                text,
+                quoted: false,
+            } => {
                 let t = text.strip_prefix('+').unwrap_or(text);
                 t.parse::<i64>().ok()
             }
@@ -116,7 +129,10 @@ impl Node {
 
     pub fn as_f64(&self) -> Option<f64> {
         match &self.kind {
-            Kind::Scalar { text, quoted: false } => {
+            Kind::Scalar {
+                text,
+                quoted: false,
+            } => {
                 if let Some(i) = self.as_i64() {
                     return Some(i as f64);
                 }
@@ -125,7 +141,11 @@ impl Node {
                 let numeric = !t.is_empty()
                     && t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
                     && t.chars().any(|c| c.is_ascii_digit());
-                if numeric { t.parse::<f64>().ok().filter(|f| f.is_finite()) } else { None }
+                if numeric {
+                    t.parse::<f64>().ok().filter(|f| f.is_finite())
+                } else {
+                    None
+                }
             }
             _ => None,
         }
@@ -183,7 +203,10 @@ pub fn parse(file: &Path, src: &str) -> (Option<Node>, Vec<Diagnostic>) {
         b.diags.push(Diagnostic::new(
             file,
             Pos::new(1, 1),
-            format!("file is too large ({} bytes; at most {MAX_BYTES})", src.len()),
+            format!(
+                "file is too large ({} bytes; at most {MAX_BYTES})",
+                src.len()
+            ),
         ));
         return (None, b.diags);
     }
@@ -214,9 +237,17 @@ impl<'a> Builder<'a> {
                     u32::try_from(m.line()).unwrap_or(u32::MAX).max(1),
                     u32::try_from(m.col()).unwrap_or(u32::MAX - 1) + 1,
                 );
-                Err(Diagnostic::new(self.file, pos, format!("YAML syntax error: {}", e.info())))
+                Err(Diagnostic::new(
+                    self.file,
+                    pos,
+                    format!("YAML syntax error: {}", e.info()),
+                ))
             }
-            None => Err(Diagnostic::new(self.file, Pos::new(1, 1), "YAML syntax error: unexpected end of input")),
+            None => Err(Diagnostic::new(
+                self.file,
+                Pos::new(1, 1),
+                "YAML syntax error: unexpected end of input",
+            )),
         }
     }
 
@@ -261,19 +292,31 @@ impl<'a> Builder<'a> {
     fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, Diagnostic> {
         let pos = pos_of(&span);
         if depth > MAX_DEPTH {
-            return Err(Diagnostic::new(self.file, pos, format!("nesting is too deep (more than {MAX_DEPTH} levels)")));
+            return Err(Diagnostic::new(
+                self.file,
+                pos,
+                format!("nesting is too deep (more than {MAX_DEPTH} levels)"),
+            ));
         }
         self.count(1, pos)?;
         let (node, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
-                let str_tag = tag.as_ref().is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str")
-                    || tag.as_ref().is_some_and(|t| t.handle == "!!" && t.suffix == "str");
+                let str_tag = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str")
+                    || tag
+                        .as_ref()
+                        .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
                 let quoted = str_tag || !matches!(style, ScalarStyle::Plain);
-                let kind = if !quoted && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
-                    Kind::Null
-                } else {
-                    Kind::Scalar { text: text.into_owned(), quoted }
-                };
+                let kind =
+                    if !quoted && matches!(text.as_ref(), "" | "~" | "null" | "Null" | "NULL") {
+                        Kind::Null
+                    } else {
+                        Kind::Scalar {
+                            text: text.into_owned(),
+                            quoted,
+                        }
+                    };
                 (Node { pos, kind }, anchor)
             }
             Event::SequenceStart(anchor, _) => {
@@ -285,7 +328,13 @@ impl<'a> Builder<'a> {
                     }
                     items.push(self.node(ev, span, depth + 1)?);
                 }
-                (Node { pos, kind: Kind::Seq(items) }, anchor)
+                (
+                    Node {
+                        pos,
+                        kind: Kind::Seq(items),
+                    },
+                    anchor,
+                )
             }
             Event::MappingStart(anchor, _) => {
                 let mut entries: Vec<(Node, Node)> = Vec::new();
@@ -310,17 +359,29 @@ impl<'a> Builder<'a> {
                         ));
                         continue;
                     };
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.scalar_text().unwrap_or("") == text) {
+                    if let Some((first, _)) = entries
+                        .iter()
+                        .find(|(k, _)| k.scalar_text().unwrap_or("") == text)
+                    {
                         self.diags.push(Diagnostic::new(
                             self.file,
                             key.pos,
-                            format!("duplicate key \"{text}\" (first written at line {})", first.pos.line),
+                            format!(
+                                "duplicate key \"{text}\" (first written at line {})",
+                                first.pos.line
+                            ),
                         ));
                         continue;
                     }
                     entries.push((key, value));
                 }
-                (Node { pos, kind: Kind::Map(entries) }, anchor)
+                (
+                    Node {
+                        pos,
+                        kind: Kind::Map(entries),
+                    },
+                    anchor,
+                )
             }
             Event::Alias(id) => match self.anchors.get(&id) {
                 Some(n) => {
@@ -329,7 +390,13 @@ impl<'a> Builder<'a> {
                     n.pos = pos;
                     return Ok(n);
                 }
-                None => return Err(Diagnostic::new(self.file, pos, "alias refers to an unknown anchor")),
+                None => {
+                    return Err(Diagnostic::new(
+                        self.file,
+                        pos,
+                        "alias refers to an unknown anchor",
+                    ));
+                }
             },
             other => {
                 return Err(Diagnostic::new(
@@ -366,7 +433,10 @@ impl<'n> Fields<'n> {
             .map(|(_, v)| v)
     }
     pub fn key_node(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| k.scalar_text() == Some(key)).map(|(k, _)| k)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.scalar_text() == Some(key))
+            .map(|(k, _)| k)
     }
     pub fn has(&self, key: &str) -> bool {
         self.get(key).is_some()
@@ -378,7 +448,10 @@ impl<'n> Fields<'n> {
 
 impl<'f> Reader<'f> {
     pub fn new(file: &'f Path) -> Self {
-        Reader { file, diags: Vec::new() }
+        Reader {
+            file,
+            diags: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
@@ -392,8 +465,12 @@ impl<'f> Reader<'f> {
     /// Reports `key` as unknown, suggesting the closest allowed key.
     pub fn unknown_key(&mut self, key: &Node, allowed: &[&str], what: &str) {
         let text = key.scalar_text().unwrap_or("");
-        let mut d = Diagnostic::new(self.file, key.pos, format!("unknown key \"{text}\" in {what}"))
-            .did_you_mean(text, allowed);
+        let mut d = Diagnostic::new(
+            self.file,
+            key.pos,
+            format!("unknown key \"{text}\" in {what}"),
+        )
+        .did_you_mean(text, allowed);
         if d.suggestion.is_none() {
             d = d.with_suggestion(format!("{what} takes: {}", allowed.join(", ")));
         }
@@ -402,9 +479,17 @@ impl<'f> Reader<'f> {
 
     /// `node` as a map with only `allowed` keys (unknown ones are reported and
     /// still returned, so that later checks may look at what is there).
-    pub fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    pub fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         let Some(entries) = node.as_map() else {
-            self.error(node.pos, format!("{what} must be a map, found {}", node.describe()));
+            self.error(
+                node.pos,
+                format!("{what} must be a map, found {}", node.describe()),
+            );
             return None;
         };
         for (k, _) in entries {
@@ -412,14 +497,20 @@ impl<'f> Reader<'f> {
                 self.unknown_key(k, allowed, what);
             }
         }
-        Some(Fields { pos: node.pos, entries })
+        Some(Fields {
+            pos: node.pos,
+            entries,
+        })
     }
 
     pub fn seq<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [Node]> {
         match &node.kind {
             Kind::Seq(s) => Some(s),
             _ => {
-                self.error(node.pos, format!("{what} must be a list, found {}", node.describe()));
+                self.error(
+                    node.pos,
+                    format!("{what} must be a list, found {}", node.describe()),
+                );
                 None
             }
         }
@@ -434,7 +525,10 @@ impl<'f> Reader<'f> {
                 None
             }
             _ => {
-                self.error(node.pos, format!("{what} must be a string, found {}", node.describe()));
+                self.error(
+                    node.pos,
+                    format!("{what} must be a string, found {}", node.describe()),
+                );
                 None
             }
         }
@@ -452,7 +546,10 @@ impl<'f> Reader<'f> {
     pub fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
         let b = node.as_bool();
         if b.is_none() {
-            self.error(node.pos, format!("{what} must be true or false, found {}", node.describe()));
+            self.error(
+                node.pos,
+                format!("{what} must be true or false, found {}", node.describe()),
+            );
         }
         b
     }
@@ -460,7 +557,13 @@ impl<'f> Reader<'f> {
     pub fn u32(&mut self, node: &Node, what: &str) -> Option<u32> {
         let v = node.as_i64().and_then(|i| u32::try_from(i).ok());
         if v.is_none() {
-            self.error(node.pos, format!("{what} must be a whole number (0 or more), found {}", node.describe()));
+            self.error(
+                node.pos,
+                format!(
+                    "{what} must be a whole number (0 or more), found {}",
+                    node.describe()
+                ),
+            );
         }
         v
     }
@@ -529,7 +632,10 @@ mod tests {
         let (n, d) = p("x: &t { tag: vip }\ny: *t\n");
         assert!(d.is_empty(), "{d:?}");
         let n = n.unwrap();
-        assert_eq!(n.get("y").unwrap().get("tag").unwrap().as_str(), Some("vip"));
+        assert_eq!(
+            n.get("y").unwrap().get("tag").unwrap().as_str(),
+            Some("vip")
+        );
         assert_eq!(n.get("y").unwrap().pos, Pos::new(2, 4));
     }
 

@@ -5,6 +5,7 @@
 //! path. A property test holds the two equal.
 
 pub mod eval;
+pub mod parse;
 pub mod sql;
 
 use crate::duration::Duration;

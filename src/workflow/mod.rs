@@ -1,5 +1,14 @@
 //! Workflows: the YAML files marketers keep in `workflows/`.
+//!
+//! `model` holds the types, `load` reads one file into them (with every
+//! problem reported at its place), `check` applies the rules that need the
+//! whole project (names unique, channels/templates/teams exist, ...), and
+//! `schema` describes the file format as JSON Schema for editors.
 
+pub mod check;
+pub mod load;
 pub mod model;
+pub mod schema;
 
+pub use load::{LoadedWorkflow, load_file, load_str};
 pub use model::*;

@@ -1,0 +1,178 @@
+//! A project: the settings, every workflow and every template, loaded and
+//! checked together. `validate`, `dry-run` and the daemon all start here.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::diagnostics::{self, Diagnostic};
+use crate::settings::Settings;
+use crate::template::Templates;
+use crate::workflow::check::{CheckContext, check_project, template_files};
+use crate::workflow::{LoadedWorkflow, Workflow, load_file};
+
+/// A valid project: nothing in it has a problem.
+#[derive(Debug)]
+pub struct Project {
+    pub settings: Settings,
+    /// Every workflow, in file name order, including disabled ones
+    /// (`enabled: false`): they are loaded and checked, and the engine skips
+    /// them. See [`Project::enabled_workflows`].
+    pub workflows: Vec<Workflow>,
+    pub templates: Templates,
+}
+
+/// Everything found while loading, valid or not: what `validate` reports.
+#[derive(Debug)]
+pub struct LoadReport {
+    /// `None` when the settings file has problems (then the defaults' folders
+    /// were used to find the other files, and cross-file checks were skipped).
+    pub settings: Option<Settings>,
+    /// Workflows that could be read (possibly with problems).
+    pub workflows: Vec<LoadedWorkflow>,
+    /// Every `*.yaml`/`*.yml` file in the workflows folder, sorted.
+    pub workflow_files: Vec<PathBuf>,
+    pub templates: Templates,
+    /// Every problem in every file, sorted by file, line and column.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadReport {
+    pub fn is_ok(&self) -> bool {
+        self.diagnostics.is_empty() && self.settings.is_some()
+    }
+
+    /// The project, when there are no problems.
+    pub fn into_project(self) -> Result<Project, Vec<Diagnostic>> {
+        match self.settings {
+            Some(settings) if self.diagnostics.is_empty() => Ok(Project {
+                settings,
+                workflows: self.workflows.into_iter().map(|l| l.workflow).collect(),
+                templates: self.templates,
+            }),
+            _ => Err(self.diagnostics),
+        }
+    }
+}
+
+/// `*.yaml` and `*.yml` files directly in `dir`, sorted. A missing folder has none.
+pub fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Diagnostic::new(
+                dir,
+                Default::default(),
+                format!("cannot read the workflows folder: {e}"),
+            ));
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl Project {
+    /// Loads and checks everything `config_path` names, collecting every
+    /// problem. `now` is the time of the sample template render.
+    pub fn load_report(config_path: &Path, now: DateTime<Utc>) -> LoadReport {
+        let mut diags = Vec::new();
+        let settings = match Settings::load(config_path) {
+            Ok(s) => Some(s),
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        };
+        let folders = settings.clone().unwrap_or_else(|| {
+            Settings::defaults(
+                config_path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            )
+        });
+        let files = match workflow_files(&folders.workflows_dir) {
+            Ok(f) => f,
+            Err(d) => {
+                diags.push(d);
+                Vec::new()
+            }
+        };
+        let mut workflows = Vec::new();
+        for f in &files {
+            let (wf, d) = load_file(f);
+            diags.extend(d);
+            workflows.extend(wf);
+        }
+        let (templates, d) = Templates::load(&folders.templates_dir);
+        diags.extend(d);
+        if let Some(s) = &settings {
+            let names = template_files(&s.templates_dir);
+            let cx = CheckContext {
+                settings: s,
+                templates: &templates,
+                template_files: &names,
+                now,
+            };
+            diags.extend(check_project(&cx, &workflows));
+        }
+        diagnostics::sort(&mut diags);
+        LoadReport {
+            settings,
+            workflows,
+            workflow_files: files,
+            templates,
+            diagnostics: diags,
+        }
+    }
+
+    /// The project, or every problem found.
+    pub fn load_strict(config_path: &Path) -> Result<Project, Vec<Diagnostic>> {
+        Project::load_report(config_path, Utc::now()).into_project()
+    }
+
+    /// Like [`load_strict`](Self::load_strict), printing the problems to stderr
+    /// (with a count) and failing with [`Failure::Reported`](crate::cli::Failure::Reported).
+    pub fn load_or_report(config_path: &Path) -> Result<Project, crate::cli::Failure> {
+        Project::load_strict(config_path).map_err(|diags| {
+            eprint_report(&diags);
+            crate::cli::Failure::Reported
+        })
+    }
+
+    pub fn enabled_workflows(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.iter().filter(|w| w.enabled)
+    }
+
+    pub fn workflow(&self, name: &str) -> Option<&Workflow> {
+        self.workflows.iter().find(|w| w.name == name)
+    }
+
+    /// Names of every template, for did-you-mean and listings.
+    pub fn template_names(&self) -> BTreeSet<String> {
+        self.templates.names().map(str::to_string).collect()
+    }
+}
+
+/// Prints diagnostics to stderr and the closing `N problems in M files` line.
+pub fn eprint_report(diags: &[Diagnostic]) {
+    diagnostics::eprint_all(diags);
+    eprintln!("{}", problems_line(diags));
+}
+
+/// `1 problem in 1 file`, `3 problems in 2 files`.
+pub fn problems_line(diags: &[Diagnostic]) -> String {
+    let n = diags.len();
+    let m = diagnostics::file_count(diags);
+    format!(
+        "{n} problem{} in {m} file{}",
+        if n == 1 { "" } else { "s" },
+        if m == 1 { "" } else { "s" }
+    )
+}

@@ -1,0 +1,500 @@
+//! A workflow file (YAML) → [`Workflow`], reporting every problem in the file.
+
+use std::path::Path;
+
+use super::model::*;
+use crate::audience::Condition;
+use crate::audience::parse::parse_condition;
+use crate::diagnostics::{Diagnostic, Pos};
+use crate::schedule::CronSchedule;
+use crate::yaml::{self, Fields, Node, Reader};
+
+pub const WORKFLOW_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "enabled",
+    "trigger",
+    "audience",
+    "entry",
+    "steps",
+    "exit_when",
+];
+pub const TRIGGER_KINDS: &[&str] = &[
+    "contact_created",
+    "tag_added",
+    "inactive",
+    "event",
+    "schedule",
+];
+pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if"];
+pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
+/// `check:` of an `inactive` trigger when none is written: hourly.
+pub const DEFAULT_INACTIVE_CHECK: &str = "0 * * * *";
+
+/// A loaded workflow and the places the checks need that the model does not keep.
+#[derive(Debug, Clone)]
+pub struct LoadedWorkflow {
+    pub workflow: Workflow,
+    /// Where `name:` was written; 1:1 when the name comes from the file name.
+    pub name_pos: Pos,
+}
+
+/// Reads and loads one workflow file.
+pub fn load_file(path: &Path) -> (Option<LoadedWorkflow>, Vec<Diagnostic>) {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(src) => load_str(path, &src),
+            Err(_) => (
+                None,
+                vec![Diagnostic::new(
+                    path,
+                    Pos::new(1, 1),
+                    "file is not UTF-8 text",
+                )],
+            ),
+        },
+        Err(e) => (
+            None,
+            vec![Diagnostic::new(
+                path,
+                Pos::default(),
+                format!("cannot read the file: {e}"),
+            )],
+        ),
+    }
+}
+
+/// Loads a workflow from `src`, the text of `path`. The workflow comes back
+/// whenever its trigger could be read, even with problems elsewhere (steps
+/// that could not be read are left out), so that the project checks can
+/// still look at it; any diagnostic means the file is not valid.
+pub fn load_str(path: &Path, src: &str) -> (Option<LoadedWorkflow>, Vec<Diagnostic>) {
+    let (node, diags) = yaml::parse(path, src);
+    let mut r = Reader::new(path);
+    r.diags = diags;
+    let wf = node.and_then(|n| read_workflow(&mut r, &n, path));
+    (wf, r.diags)
+}
+
+fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkflow> {
+    if node.is_null() {
+        r.error(
+            Pos::new(1, 1),
+            "the workflow file is empty; it needs at least a trigger and steps",
+        );
+        return None;
+    }
+    let f = r.fields(node, "a workflow", WORKFLOW_KEYS)?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (name, name_pos) = match f.get("name") {
+        Some(n) => (r.string(n, "name").unwrap_or(stem), n.pos),
+        None => (stem, Pos::new(1, 1)),
+    };
+    let description = f
+        .get("description")
+        .and_then(|n| r.string(n, "description"));
+    let enabled = f
+        .get("enabled")
+        .and_then(|n| r.bool(n, "enabled"))
+        .unwrap_or(true);
+    let trigger = match f.get("trigger") {
+        Some(n) => read_trigger(r, n),
+        None => {
+            r.push(
+                Diagnostic::new(r.file, f.pos, "a workflow needs a trigger").with_suggestion(
+                    format!("add trigger: with one of {}", TRIGGER_KINDS.join(", ")),
+                ),
+            );
+            None
+        }
+    };
+    let audience = opt_condition(r, &f, "audience");
+    let exit_when = opt_condition(r, &f, "exit_when");
+    let entry = f
+        .get("entry")
+        .and_then(|n| read_entry(r, n))
+        .unwrap_or(Entry::Once);
+    let steps = match f.get("steps") {
+        Some(n) => match r.seq(n, "steps") {
+            Some([]) => {
+                r.error(n.pos, "steps is empty; a workflow needs at least one step");
+                Vec::new()
+            }
+            Some(items) => read_steps(r, items, None),
+            None => Vec::new(),
+        },
+        None => {
+            r.push(
+                Diagnostic::new(r.file, f.pos, "a workflow needs steps")
+                    .with_suggestion(format!("add steps: a list of {}", STEP_KINDS.join(", "))),
+            );
+            Vec::new()
+        }
+    };
+    Some(LoadedWorkflow {
+        workflow: Workflow {
+            name,
+            description,
+            enabled,
+            trigger: trigger?,
+            audience,
+            entry,
+            steps,
+            exit_when,
+            file: path.to_path_buf(),
+        },
+        name_pos,
+    })
+}
+
+fn opt_condition(r: &mut Reader, f: &Fields, key: &str) -> Option<Condition> {
+    let n = f.get(key)?;
+    if n.is_null() {
+        return None;
+    }
+    parse_condition(r, n)
+}
+
+fn cron(r: &mut Reader, n: &Node, what: &str) -> Option<CronSchedule> {
+    let text = r.string(n, what)?;
+    match CronSchedule::parse(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            r.error(n.pos, e);
+            None
+        }
+    }
+}
+
+fn one_kind<'n>(
+    r: &mut Reader,
+    node: &'n Node,
+    kinds: &[&str],
+    what: &str,
+) -> Option<(&'n Node, &'n Node)> {
+    let entries = node.as_map()?;
+    let found: Vec<&(Node, Node)> = entries
+        .iter()
+        .filter(|(k, _)| kinds.contains(&k.scalar_text().unwrap_or("")))
+        .collect();
+    match found.as_slice() {
+        [] => {
+            if entries.is_empty() {
+                r.push(
+                    Diagnostic::new(r.file, node.pos, format!("empty {what}"))
+                        .with_suggestion(format!("write one of: {}", kinds.join(", "))),
+                );
+            }
+            None
+        }
+        [(k, v)] => Some((k, v)),
+        [(a, _), (b, _), ..] => {
+            r.push(Diagnostic::new(
+                r.file,
+                b.pos,
+                format!(
+                    "a {what} has exactly one kind, but this one has \"{}\" and \"{}\"",
+                    a.scalar_text().unwrap_or(""),
+                    b.scalar_text().unwrap_or("")
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
+    // Unknown keys are reported with a suggestion by `fields`.
+    r.fields(node, "the trigger", TRIGGER_KINDS)?;
+    let (k, v) = one_kind(r, node, TRIGGER_KINDS, "trigger")?;
+    match k.scalar_text().unwrap_or("") {
+        "contact_created" => {
+            if !v.is_null() {
+                r.fields(v, "contact_created", &[])?;
+            }
+            Some(Trigger::ContactCreated)
+        }
+        "tag_added" => {
+            let f = r.fields(v, "tag_added", &["tag"])?;
+            let Some(t) = f.get("tag") else {
+                r.error(
+                    v.pos,
+                    "tag_added needs \"tag\", e.g. tag_added: { tag: vip }",
+                );
+                return None;
+            };
+            Some(Trigger::TagAdded {
+                tag: r.string(t, "tag")?,
+            })
+        }
+        "inactive" => {
+            let f = r.fields(v, "inactive", &["for", "check"])?;
+            let quiet_for = match f.get("for") {
+                Some(n) => r.duration(n, "for"),
+                None => {
+                    r.error(v.pos, "inactive needs \"for\", e.g. inactive: { for: 30d }");
+                    None
+                }
+            };
+            let check = match f.get("check") {
+                Some(n) => cron(r, n, "check"),
+                None => CronSchedule::parse(DEFAULT_INACTIVE_CHECK).ok(),
+            };
+            Some(Trigger::Inactive {
+                quiet_for: quiet_for?,
+                check: check?,
+            })
+        }
+        "event" => {
+            let f = r.fields(v, "the event trigger", &["name"])?;
+            let Some(n) = f.get("name") else {
+                r.error(
+                    v.pos,
+                    "the event trigger needs \"name\", e.g. event: { name: purchase }",
+                );
+                return None;
+            };
+            Some(Trigger::Event {
+                name: r.string(n, "name")?,
+            })
+        }
+        "schedule" => {
+            let f = r.fields(v, "schedule", &["cron"])?;
+            let Some(n) = f.get("cron") else {
+                r.error(
+                    v.pos,
+                    "schedule needs \"cron\", e.g. schedule: { cron: \"0 9 * * 1\" }",
+                );
+                return None;
+            };
+            Some(Trigger::Schedule {
+                cron: cron(r, n, "cron")?,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn read_entry(r: &mut Reader, n: &Node) -> Option<Entry> {
+    let text = r.string(n, "entry")?;
+    let t = text.trim();
+    match t {
+        "once" => return Some(Entry::Once),
+        "every_time" => return Some(Entry::EveryTime),
+        _ => {}
+    }
+    if let Some(rest) = t.strip_prefix("once per ") {
+        return match rest.trim().parse() {
+            Ok(d) => Some(Entry::OncePer(d)),
+            Err(crate::duration::DurationError(msg)) => {
+                r.error(n.pos, format!("entry: {msg}"));
+                None
+            }
+        };
+    }
+    let mut d = Diagnostic::new(r.file, n.pos, format!("unknown entry \"{t}\""))
+        .did_you_mean(t, ["once", "every_time"]);
+    if d.suggestion.is_none() {
+        d = d.with_suggestion(
+            "entry is once, every_time, or \"once per DURATION\" such as \"once per 30d\"",
+        );
+    }
+    r.push(d);
+    None
+}
+
+/// Reads a list of steps. `parent` is the id of the enclosing branch
+/// ("3.then"), `None` at the top level.
+fn read_steps(r: &mut Reader, items: &[Node], parent: Option<&str>) -> Vec<Step> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let default_id = match parent {
+            Some(p) => format!("{p}.{i}"),
+            None => i.to_string(),
+        };
+        if let Some(s) = read_step(r, item, default_id) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
+    let Some(entries) = node.as_map() else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                node.pos,
+                format!(
+                    "a step must be a map such as send: {{...}}, found {}",
+                    node.describe()
+                ),
+            )
+            .with_suggestion(format!("steps are: {}", STEP_KINDS.join(", "))),
+        );
+        return None;
+    };
+    let kind = entries
+        .iter()
+        .find(|(k, _)| STEP_KINDS.contains(&k.scalar_text().unwrap_or("")))
+        .and_then(|(k, _)| k.scalar_text())
+        .unwrap_or("");
+    let mut allowed: Vec<&str> = STEP_KINDS.to_vec();
+    allowed.push("id");
+    if kind == "if" {
+        allowed.extend(["then", "else"]);
+    }
+    for (k, _) in entries {
+        let text = k.scalar_text().unwrap_or("");
+        if (text == "then" || text == "else") && kind != "if" {
+            r.error(k.pos, format!("\"{text}\" belongs to an if step"));
+        } else if !allowed.contains(&text) {
+            r.unknown_key(k, &allowed, "a step");
+        }
+    }
+    let (k, v) = one_kind(r, node, STEP_KINDS, "step")?;
+    let f = Fields {
+        pos: node.pos,
+        entries,
+    };
+    let id = match f.get("id") {
+        Some(n) => r.string(n, "id")?,
+        None => default_id,
+    };
+    let action = match k.scalar_text().unwrap_or("") {
+        "send" => {
+            let sf = r.fields(v, "a send step", &["channel", "template"])?;
+            let channel = required_located(r, &sf, v, "channel", "a send step");
+            let template = required_located(r, &sf, v, "template", "a send step");
+            StepAction::Send(SendStep {
+                channel: channel?,
+                template: template?,
+            })
+        }
+        "assign" => read_assign(r, v)?,
+        "tag" => {
+            let tf = r.fields(v, "a tag step", &["add", "remove"])?;
+            let add = tf
+                .get("add")
+                .map(|n| r.strings(n, "add"))
+                .unwrap_or_default();
+            let remove = tf
+                .get("remove")
+                .map(|n| r.strings(n, "remove"))
+                .unwrap_or_default();
+            if add.is_empty() && remove.is_empty() {
+                r.error(v.pos, "a tag step needs add: [...] or remove: [...]");
+                return None;
+            }
+            StepAction::Tag(TagStep { add, remove })
+        }
+        "wait" => StepAction::Wait(r.duration(v, "wait")?),
+        "if" => {
+            let condition = parse_condition(r, v);
+            let branch = |r: &mut Reader, key: &str, short: &str| -> Vec<Step> {
+                match f.get(key) {
+                    Some(n) if n.is_null() => Vec::new(),
+                    Some(n) => match r.seq(n, key) {
+                        Some(items) => read_steps(r, items, Some(&format!("{id}.{short}"))),
+                        None => Vec::new(),
+                    },
+                    None => Vec::new(),
+                }
+            };
+            let then = branch(r, "then", "then");
+            let otherwise = branch(r, "else", "else");
+            if !f.has("then") && !f.has("else") {
+                r.error(node.pos, "an if step needs then: [...] and/or else: [...]");
+            }
+            StepAction::If(IfStep {
+                condition: condition?,
+                then,
+                otherwise,
+            })
+        }
+        _ => return None,
+    };
+    Some(Step {
+        id,
+        pos: node.pos,
+        action,
+    })
+}
+
+fn required_located(
+    r: &mut Reader,
+    f: &Fields,
+    at: &Node,
+    key: &str,
+    what: &str,
+) -> Option<Located<String>> {
+    match f.get(key) {
+        Some(n) => r.string(n, key).map(|s| Located::new(s, n.pos)),
+        None => {
+            r.error(at.pos, format!("{what} needs \"{key}\""));
+            None
+        }
+    }
+}
+
+fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
+    let f = r.fields(
+        v,
+        "an assign step",
+        &["team", "strategy", "field", "only_if_unassigned", "notify"],
+    )?;
+    let team = required_located(r, &f, v, "team", "an assign step");
+    let strategy = match f.get("strategy") {
+        None => Some(Strategy::RoundRobin),
+        Some(n) => {
+            let s = r.string(n, "strategy")?;
+            match s.as_str() {
+                "round_robin" => Some(Strategy::RoundRobin),
+                "least_loaded" => Some(Strategy::LeastLoaded),
+                "by_field" => Some(Strategy::ByField),
+                _ => {
+                    let mut d = Diagnostic::new(r.file, n.pos, format!("unknown strategy \"{s}\""))
+                        .did_you_mean(&s, STRATEGIES);
+                    if d.suggestion.is_none() {
+                        d = d.with_suggestion(format!("strategies are: {}", STRATEGIES.join(", ")));
+                    }
+                    r.push(d);
+                    None
+                }
+            }
+        }
+    };
+    let field = f
+        .get("field")
+        .and_then(|n| r.string(n, "field").map(|s| Located::new(s, n.pos)));
+    match (strategy, &field) {
+        (Some(Strategy::ByField), None) => {
+            r.push(
+                Diagnostic::new(r.file, f.get("strategy").map_or(v.pos, |n| n.pos), "strategy by_field needs \"field\"")
+                    .with_suggestion("name the contact field matched against a salesperson's id or region, e.g. field: region"),
+            );
+            return None;
+        }
+        (Some(Strategy::RoundRobin | Strategy::LeastLoaded), Some(fl)) => {
+            r.error(fl.pos, "\"field\" is only used with strategy: by_field");
+        }
+        _ => {}
+    }
+    let only_if_unassigned = f
+        .get("only_if_unassigned")
+        .and_then(|n| r.bool(n, "only_if_unassigned"))
+        .unwrap_or(false);
+    let notify = f
+        .get("notify")
+        .and_then(|n| r.string(n, "notify").map(|s| Located::new(s, n.pos)));
+    Some(StepAction::Assign(AssignStep {
+        team: team?,
+        strategy: strategy?,
+        field,
+        only_if_unassigned,
+        notify,
+    }))
+}

@@ -1,0 +1,1 @@
+//! JSON Schema of a workflow file.
