@@ -1,17 +1,347 @@
-//! `nurture contacts import|add|tag|event|unsubscribe`
+//! `nurture contacts import|add|tag|event|unsubscribe`: changes to the
+//! customer store, one at a time as the HTTP API makes them, or a CSV file.
+//!
+//! Exit codes: 0 done; 1 the input is wrong (unknown contact, bad value, a
+//! bad CSV header, or any bad CSV row: the good rows are imported all the
+//! same and the bad ones are listed as `FILE:LINE: reason`); 2 anything else.
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value};
 
-use super::CliResult;
+use super::{CliResult, Failure};
+use crate::settings::Settings;
+use crate::store::import::thousands;
+use crate::store::{ContactInput, Store, StoreError, Upserted};
 
 #[derive(Subcommand, Debug)]
 pub enum ContactsCommand {
-    /// Upsert contacts from a CSV file.
-    Import { file: std::path::PathBuf },
+    /// Upsert contacts from a CSV file. The first row names the columns:
+    /// id (required), name, email, phone, wecom_external_userid, owner,
+    /// timezone, created_at, last_active_at (RFC 3339), unsubscribed,
+    /// tags (separated by `;`, added, never removed); any other column is a
+    /// custom attribute. An empty cell leaves the stored value as it is.
+    /// Bad rows are listed with their line numbers and skipped; the others
+    /// are imported, and the command then exits 1.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Create a contact, or update the fields given of an existing one.
+    Add(AddArgs),
+    /// Add or remove tags of a contact.
+    Tag(TagArgs),
+    /// Record an event for a contact (moves its last_active_at).
+    Event(EventArgs),
+    /// Unsubscribe a contact from every channel, or opt it out of one.
+    Unsubscribe(UnsubscribeArgs),
 }
 
-pub async fn run(_config: &Path, _cmd: ContactsCommand) -> CliResult {
-    Err(super::Failure::Other(anyhow::anyhow!("contacts: not built yet")))
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The contact's id (your own key).
+    pub id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// The WeCom external user id.
+    #[arg(long = "wecom-id", alias = "wecom-external-userid")]
+    pub wecom_id: Option<String>,
+    /// The assigned salesperson's id.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// IANA time zone name, e.g. Asia/Shanghai.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// RFC 3339; default: now, for a new contact.
+    #[arg(long)]
+    pub created_at: Option<String>,
+    /// RFC 3339.
+    #[arg(long)]
+    pub last_active_at: Option<String>,
+    /// A custom attribute, KEY=VALUE (a string); repeat for more.
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    pub attrs: Vec<String>,
+    /// A tag to add; repeat for more.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    pub id: String,
+    /// A tag to add; repeat for more.
+    #[arg(long = "add", value_name = "TAG")]
+    pub add: Vec<String>,
+    /// A tag to remove; repeat for more.
+    #[arg(long = "remove", value_name = "TAG")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventArgs {
+    /// The contact's id.
+    pub id: String,
+    /// The event's name, e.g. purchase.
+    pub name: String,
+    /// When it happened (RFC 3339); default: now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// A property, KEY=VALUE (a string); repeat for more.
+    #[arg(long = "prop", value_name = "KEY=VALUE")]
+    pub props: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnsubscribeArgs {
+    pub id: String,
+    /// Only this channel (a channel name from nurture.yaml); default: all channels.
+    #[arg(long)]
+    pub channel: Option<String>,
+}
+
+pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
+    let settings = load_settings(config)?;
+    let store = Store::open(&settings.database_url())
+        .await
+        .map_err(store_failure)?;
+    let now = Utc::now();
+    let result = match cmd {
+        ContactsCommand::Import { file } => import(&store, &file, now).await,
+        ContactsCommand::Add(a) => add(&store, a, now).await,
+        ContactsCommand::Tag(a) => tag(&store, a, now).await,
+        ContactsCommand::Event(a) => event(&store, a, now).await,
+        ContactsCommand::Unsubscribe(a) => unsubscribe(&store, &settings, a, now).await,
+    };
+    store.close().await;
+    result
+}
+
+fn load_settings(config: &Path) -> Result<Settings, Failure> {
+    Settings::load(config).map_err(|diags| {
+        crate::diagnostics::eprint_all(&diags);
+        Failure::Reported
+    })
+}
+
+/// Wrong input is exit 1; a store that cannot be opened or written is exit 2.
+fn store_failure(e: StoreError) -> Failure {
+    match e {
+        StoreError::UnknownContact(_)
+        | StoreError::Invalid(_)
+        | StoreError::BadFile { .. }
+        | StoreError::UnsupportedUrl { .. } => Failure::Input(e.to_string()),
+        StoreError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Failure::Input(e.to_string())
+        }
+        other => Failure::Other(anyhow::Error::new(other)),
+    }
+}
+
+fn parse_time(flag: &str, s: &str) -> Result<DateTime<Utc>, Failure> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            Failure::Input(format!(
+                "{flag}: {s:?} is not an RFC 3339 timestamp (like 2026-01-31T09:00:00+08:00)"
+            ))
+        })
+}
+
+fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Map<String, Value>, Failure> {
+    let mut m = Map::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Failure::Input(format!("{flag} {p:?}: expected KEY=VALUE")));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(Failure::Input(format!("{flag} {p:?}: the key is empty")));
+        }
+        m.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(m)
+}
+
+async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let report = store
+        .import_csv(file, now, |p| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.total_bytes);
+                bar.set_position(p.bytes_read);
+                bar.set_message(format!("{} rows", thousands(p.rows)));
+            }
+        })
+        .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report.map_err(store_failure)?;
+    let shown = file.display();
+    for b in &report.bad {
+        eprintln!("{shown}:{}: {}", b.line, b.reason);
+    }
+    let secs = report.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 {
+        (report.rows as f64 / secs) as u64
+    } else {
+        0
+    };
+    println!(
+        "imported {} rows from {shown}: {} new, {} updated, {} unchanged, {} bad ({:.1} s, {} rows/s)",
+        thousands(report.rows),
+        thousands(report.inserted),
+        thousands(report.updated),
+        thousands(report.unchanged),
+        thousands(report.bad.len() as u64),
+        secs,
+        thousands(rate),
+    );
+    if report.bad.is_empty() {
+        Ok(())
+    } else {
+        let n = report.bad.len();
+        eprintln!(
+            "error: {} bad row{} {} skipped (listed above); every other row was imported",
+            thousands(n as u64),
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "was" } else { "were" },
+        );
+        Err(Failure::Reported)
+    }
+}
+
+async fn add(store: &Store, a: AddArgs, now: DateTime<Utc>) -> CliResult {
+    let input = ContactInput {
+        id: a.id.clone(),
+        name: a.name,
+        email: a.email,
+        phone: a.phone,
+        wecom_external_userid: a.wecom_id,
+        owner: a.owner,
+        timezone: a.timezone,
+        created_at: a
+            .created_at
+            .as_deref()
+            .map(|s| parse_time("--created-at", s))
+            .transpose()?,
+        last_active_at: a
+            .last_active_at
+            .as_deref()
+            .map(|s| parse_time("--last-active-at", s))
+            .transpose()?,
+        unsubscribed: None,
+        tags: a.tags,
+        attrs: parse_pairs("--attr", &a.attrs)?,
+    };
+    let done = store
+        .upsert_contact(&input, now)
+        .await
+        .map_err(store_failure)?;
+    let what = match done {
+        Upserted::Created => "created",
+        Upserted::Updated => "updated",
+        Upserted::Unchanged => "unchanged",
+    };
+    println!("{what} contact {}", a.id);
+    Ok(())
+}
+
+async fn tag(store: &Store, a: TagArgs, now: DateTime<Utc>) -> CliResult {
+    if a.add.is_empty() && a.remove.is_empty() {
+        return Err(Failure::Input(
+            "contacts tag: give --add TAG or --remove TAG".into(),
+        ));
+    }
+    let added = store
+        .add_tags(&a.id, &a.add, now)
+        .await
+        .map_err(store_failure)?;
+    let removed = store
+        .remove_tags(&a.id, &a.remove)
+        .await
+        .map_err(store_failure)?;
+    if added.is_empty() && removed.is_empty() {
+        println!("contact {}: tags unchanged", a.id);
+    } else {
+        let mut parts = Vec::new();
+        if !added.is_empty() {
+            parts.push(format!("added {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            parts.push(format!("removed {}", removed.join(", ")));
+        }
+        println!("contact {}: {}", a.id, parts.join("; "));
+    }
+    Ok(())
+}
+
+async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>) -> CliResult {
+    let at =
+        a.at.as_deref()
+            .map(|s| parse_time("--at", s))
+            .transpose()?
+            .unwrap_or(now);
+    let props = Value::Object(parse_pairs("--prop", &a.props)?);
+    let id = store
+        .record_event(&a.id, &a.name, at, &props)
+        .await
+        .map_err(store_failure)?;
+    println!(
+        "recorded event {} #{id} for contact {} at {}",
+        a.name,
+        a.id,
+        at.to_rfc3339()
+    );
+    Ok(())
+}
+
+async fn unsubscribe(
+    store: &Store,
+    settings: &Settings,
+    a: UnsubscribeArgs,
+    now: DateTime<Utc>,
+) -> CliResult {
+    if let Some(ch) = &a.channel
+        && !settings.channels.contains_key(ch)
+    {
+        let known: Vec<&str> = settings.channels.keys().map(String::as_str).collect();
+        let hint = crate::diagnostics::did_you_mean(ch, known.iter().copied())
+            .map(|s| format!("; did you mean {s:?}?"))
+            .unwrap_or_default();
+        return Err(Failure::Input(format!(
+            "no channel {ch:?} in the settings (channels: {}){hint}",
+            known.join(", ")
+        )));
+    }
+    let changed = store
+        .unsubscribe(&a.id, a.channel.as_deref(), now)
+        .await
+        .map_err(store_failure)?;
+    let scope = match &a.channel {
+        Some(ch) => format!("from channel {ch}"),
+        None => "from every channel".to_string(),
+    };
+    if changed {
+        println!("contact {} unsubscribed {scope}", a.id);
+    } else {
+        println!("contact {} was already unsubscribed {scope}", a.id);
+    }
+    Ok(())
 }

@@ -1,0 +1,845 @@
+//! Contacts, tags, opt-outs and events: single changes (as the API and the
+//! `contacts` commands make them), the batched upsert that CSV import uses,
+//! and the streaming scan the engine plans over.
+//!
+//! Writes never log anything themselves: the schema's triggers write the
+//! event log, and only for real changes (a new contact, a tag the contact did
+//! not have, an event). An upsert that changes nothing writes nothing.
+
+use std::collections::{BTreeSet, HashSet};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, AssertSqlSafe, Row as _, SqliteConnection};
+
+use super::{BEGIN_IMMEDIATE, Backend, Store, StoreError, from_ms, to_ms};
+use crate::contact::{BUILTIN_FIELDS, Contact};
+
+/// A contact to create or update. On update, `None` (and an absent attribute)
+/// leaves the stored value as it is; attributes are merged key by key (a JSON
+/// merge patch: a `null` value removes the attribute). Tags are added, never
+/// removed: use [`Store::remove_tags`] for that.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactInput {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub wecom_external_userid: Option<String>,
+    pub owner: Option<String>,
+    /// IANA name, checked.
+    pub timezone: Option<String>,
+    /// Defaults to `now` for a new contact.
+    pub created_at: Option<DateTime<Utc>>,
+    pub last_active_at: Option<DateTime<Utc>>,
+    pub unsubscribed: Option<bool>,
+    pub tags: Vec<String>,
+    pub attrs: Map<String, Value>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A bound value of a WHERE clause given to [`Store::scan_contacts`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+    Real(f64),
+}
+
+/// One contact row as the batched writer takes it: already checked, times in
+/// milliseconds, attributes as JSON text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Row {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub wecom_external_userid: Option<String>,
+    pub owner: Option<String>,
+    pub timezone: Option<String>,
+    pub created_at: Option<i64>,
+    pub last_active_at: Option<i64>,
+    pub unsubscribed: Option<bool>,
+    pub tags: Vec<String>,
+    /// A JSON object: the merge patch applied to the stored attributes.
+    pub attrs: String,
+    /// The attributes a new contact starts with, when they differ from
+    /// `attrs` (a patch with `null` values, which a new contact must not keep).
+    pub attrs_new: Option<String>,
+}
+
+/// Characters that may not appear in a tag or a channel name (the scan joins
+/// them with U+001F).
+fn check_name(kind: &str, s: &str) -> Result<String, StoreError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(StoreError::Invalid(format!("empty {kind}")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{kind} {t:?} contains a control character"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+pub(crate) fn check_tag(s: &str) -> Result<String, StoreError> {
+    check_name("tag", s)
+}
+
+pub(crate) fn check_id(id: &str) -> Result<(), StoreError> {
+    if id.trim().is_empty() {
+        return Err(StoreError::Invalid("empty contact id".into()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "contact id {id:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_timezone(tz: &str) -> Result<(), StoreError> {
+    chrono_tz::Tz::from_str(tz).map(|_| ()).map_err(|_| {
+        StoreError::Invalid(format!(
+            "unknown timezone {tz:?} (expected an IANA name such as Asia/Shanghai)"
+        ))
+    })
+}
+
+impl ContactInput {
+    pub(crate) fn to_row(&self) -> Result<Row, StoreError> {
+        check_id(&self.id)?;
+        if let Some(tz) = &self.timezone {
+            check_timezone(tz)?;
+        }
+        for k in self.attrs.keys() {
+            if BUILTIN_FIELDS.contains(&k.as_str()) {
+                return Err(StoreError::Invalid(format!(
+                    "attribute {k:?} is a built-in field; set it as such"
+                )));
+            }
+            if k.is_empty() {
+                return Err(StoreError::Invalid("empty attribute name".into()));
+            }
+        }
+        let mut tags = Vec::with_capacity(self.tags.len());
+        for t in &self.tags {
+            let t = check_tag(t)?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let attrs = serde_json::to_string(&self.attrs).expect("a JSON map serialises");
+        let attrs_new = if self.attrs.values().any(Value::is_null) {
+            let kept: Map<String, Value> = self
+                .attrs
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            Some(serde_json::to_string(&kept).expect("a JSON map serialises"))
+        } else {
+            None
+        };
+        Ok(Row {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            email: self.email.clone(),
+            phone: self.phone.clone(),
+            wecom_external_userid: self.wecom_external_userid.clone(),
+            owner: self.owner.clone(),
+            timezone: self.timezone.clone(),
+            created_at: self.created_at.map(to_ms),
+            last_active_at: self.last_active_at.map(to_ms),
+            unsubscribed: self.unsubscribed,
+            tags,
+            attrs,
+            attrs_new,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The batched writer.
+
+/// Rows per multi-row statement. SQLite allows 32,766 bound variables; the
+/// widest statement binds 11 per row.
+const CONTACT_CHUNK: usize = 500;
+const TAG_CHUNK: usize = 1000;
+const EXISTS_CHUNK: usize = 1000;
+
+/// `head` followed by `n` groups `group` separated by commas, then `tail`.
+fn repeat_sql(head: &str, group: &str, n: usize, tail: &str) -> String {
+    let mut s = String::with_capacity(head.len() + tail.len() + n * (group.len() + 1));
+    s.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(group);
+    }
+    s.push_str(tail);
+    s
+}
+
+fn add<'q, T>(args: &mut SqliteArguments, v: T)
+where
+    T: 'q + sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    args.add(v).expect("encoding a plain value cannot fail");
+}
+
+/// Upserts `rows` (ids unique among them) on a connection inside a
+/// transaction that holds the write lock, and says for each row what happened.
+pub(crate) async fn write_rows(
+    conn: &mut SqliteConnection,
+    rows: &[Row],
+    now: i64,
+) -> Result<Vec<Upserted>, StoreError> {
+    // 1. Which of these contacts exist already?
+    let mut existing: HashSet<String> = HashSet::new();
+    for chunk in rows.chunks(EXISTS_CHUNK) {
+        let sql = repeat_sql(
+            "SELECT id FROM contacts WHERE id IN (",
+            "?",
+            chunk.len(),
+            ")",
+        );
+        let mut args = SqliteArguments::default();
+        for r in chunk {
+            add(&mut args, r.id.clone());
+        }
+        let found: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), args)
+            .fetch_all(&mut *conn)
+            .await?;
+        existing.extend(found);
+    }
+    let (old, new): (Vec<usize>, Vec<usize>) =
+        (0..rows.len()).partition(|&i| existing.contains(&rows[i].id));
+
+    // 2. New contacts: plain multi-row INSERTs (the trigger logs contact_created).
+    for chunk in new.chunks(CONTACT_CHUNK) {
+        let sql = repeat_sql(
+            "INSERT INTO contacts (id, name, email, phone, wecom_external_userid, owner, timezone, \
+             created_at, last_active_at, unsubscribed, attrs, updated_at) VALUES ",
+            "(?,?,?,?,?,?,?,?,?,?,json(?),?)",
+            chunk.len(),
+            "",
+        );
+        let mut args = SqliteArguments::default();
+        for &i in chunk {
+            let r = &rows[i];
+            add(&mut args, r.id.clone());
+            add(&mut args, r.name.clone());
+            add(&mut args, r.email.clone());
+            add(&mut args, r.phone.clone());
+            add(&mut args, r.wecom_external_userid.clone());
+            add(&mut args, r.owner.clone());
+            add(&mut args, r.timezone.clone());
+            add(&mut args, r.created_at.unwrap_or(now));
+            add(&mut args, r.last_active_at);
+            add(&mut args, r.unsubscribed.unwrap_or(false));
+            add(&mut args, r.attrs_new.as_ref().unwrap_or(&r.attrs).clone());
+            add(&mut args, now);
+        }
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *conn)
+            .await?;
+    }
+    write_tags(conn, rows, &new, now, false).await?;
+
+    // 3. Existing contacts: one UPDATE ... FROM (VALUES ...) per chunk that
+    //    touches only the rows whose values differ, and says which.
+    let mut changed: HashSet<String> = HashSet::new();
+    for chunk in old.chunks(CONTACT_CHUNK) {
+        let sql = repeat_sql(
+            "WITH v(id, name, email, phone, wecom_external_userid, owner, timezone, created_at, \
+             last_active_at, unsubscribed, attrs) AS (VALUES ",
+            "(?,?,?,?,?,?,?,?,?,?,?)",
+            chunk.len(),
+            UPDATE_TAIL,
+        );
+        let mut args = SqliteArguments::default();
+        for &i in chunk {
+            let r = &rows[i];
+            add(&mut args, r.id.clone());
+            add(&mut args, r.name.clone());
+            add(&mut args, r.email.clone());
+            add(&mut args, r.phone.clone());
+            add(&mut args, r.wecom_external_userid.clone());
+            add(&mut args, r.owner.clone());
+            add(&mut args, r.timezone.clone());
+            add(&mut args, r.created_at);
+            add(&mut args, r.last_active_at);
+            add(&mut args, r.unsubscribed);
+            add(&mut args, r.attrs.clone());
+        }
+        add(&mut args, now);
+        let ids: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), args)
+            .fetch_all(&mut *conn)
+            .await?;
+        changed.extend(ids);
+    }
+    changed.extend(write_tags(conn, rows, &old, now, true).await?);
+
+    Ok(rows
+        .iter()
+        .map(|r| {
+            if !existing.contains(&r.id) {
+                Upserted::Created
+            } else if changed.contains(&r.id) {
+                Upserted::Updated
+            } else {
+                Upserted::Unchanged
+            }
+        })
+        .collect())
+}
+
+const UPDATE_TAIL: &str = ") UPDATE contacts SET \
+    name = coalesce(v.name, contacts.name), \
+    email = coalesce(v.email, contacts.email), \
+    phone = coalesce(v.phone, contacts.phone), \
+    wecom_external_userid = coalesce(v.wecom_external_userid, contacts.wecom_external_userid), \
+    owner = coalesce(v.owner, contacts.owner), \
+    timezone = coalesce(v.timezone, contacts.timezone), \
+    created_at = coalesce(v.created_at, contacts.created_at), \
+    last_active_at = coalesce(v.last_active_at, contacts.last_active_at), \
+    unsubscribed = coalesce(v.unsubscribed, contacts.unsubscribed), \
+    attrs = CASE WHEN v.attrs = '{}' THEN contacts.attrs ELSE json_patch(contacts.attrs, v.attrs) END, \
+    updated_at = ? \
+    FROM v WHERE contacts.id = v.id AND ( \
+       (v.name IS NOT NULL AND v.name IS NOT contacts.name) \
+    OR (v.email IS NOT NULL AND v.email IS NOT contacts.email) \
+    OR (v.phone IS NOT NULL AND v.phone IS NOT contacts.phone) \
+    OR (v.wecom_external_userid IS NOT NULL AND v.wecom_external_userid IS NOT contacts.wecom_external_userid) \
+    OR (v.owner IS NOT NULL AND v.owner IS NOT contacts.owner) \
+    OR (v.timezone IS NOT NULL AND v.timezone IS NOT contacts.timezone) \
+    OR (v.created_at IS NOT NULL AND v.created_at IS NOT contacts.created_at) \
+    OR (v.last_active_at IS NOT NULL AND v.last_active_at IS NOT contacts.last_active_at) \
+    OR (v.unsubscribed IS NOT NULL AND v.unsubscribed IS NOT contacts.unsubscribed) \
+    OR (v.attrs <> '{}' AND json_patch(contacts.attrs, v.attrs) IS NOT contacts.attrs)) \
+    RETURNING id";
+
+/// Adds the tags of `rows[which]` (INSERT OR IGNORE: a tag the contact has
+/// already writes nothing). With `returning`, gives the ids of the contacts
+/// that got a new tag.
+async fn write_tags(
+    conn: &mut SqliteConnection,
+    rows: &[Row],
+    which: &[usize],
+    now: i64,
+    returning: bool,
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut pairs = which
+        .iter()
+        .flat_map(|&i| rows[i].tags.iter().map(move |t| (&rows[i].id, t)))
+        .peekable();
+    while pairs.peek().is_some() {
+        let chunk: Vec<_> = pairs.by_ref().take(TAG_CHUNK).collect();
+        let sql = repeat_sql(
+            "INSERT OR IGNORE INTO contact_tags (contact_id, tag, added_at) VALUES ",
+            "(?,?,?)",
+            chunk.len(),
+            if returning {
+                " RETURNING contact_id"
+            } else {
+                ""
+            },
+        );
+        let mut args = SqliteArguments::default();
+        for (id, tag) in chunk {
+            add(&mut args, id.clone());
+            add(&mut args, tag.clone());
+            add(&mut args, now);
+        }
+        if returning {
+            let ids: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), args)
+                .fetch_all(&mut *conn)
+                .await?;
+            out.extend(ids);
+        } else {
+            sqlx::query_with(AssertSqlSafe(sql), args)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Reading contacts.
+
+const CONTACT_COLUMNS: &str = "SELECT c.id, c.name, c.email, c.phone, c.wecom_external_userid, \
+    c.owner, c.timezone, c.created_at, c.last_active_at, c.unsubscribed, c.attrs, \
+    (SELECT group_concat(t.tag, char(31)) FROM contact_tags t WHERE t.contact_id = c.id) AS tags, \
+    (SELECT group_concat(o.channel, char(31)) FROM contact_opt_outs o WHERE o.contact_id = c.id) AS opt_outs \
+    FROM contacts c";
+
+fn split_set(s: Option<&str>) -> BTreeSet<String> {
+    match s {
+        Some(s) if !s.is_empty() => s.split('\u{1f}').map(str::to_string).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Decodes one row of [`CONTACT_COLUMNS`] (by position: no name lookups).
+fn decode_contact(row: &SqliteRow) -> Result<Contact, StoreError> {
+    let id: String = row.try_get(0)?;
+    let attrs_text: &str = row.try_get(10)?;
+    let attrs = if attrs_text == "{}" {
+        Map::new()
+    } else {
+        serde_json::from_str::<Map<String, Value>>(attrs_text).map_err(|e| {
+            StoreError::Invalid(format!(
+                "contact {id:?}: stored attributes are not a JSON object: {e}"
+            ))
+        })?
+    };
+    Ok(Contact {
+        name: row.try_get(1)?,
+        email: row.try_get(2)?,
+        phone: row.try_get(3)?,
+        wecom_external_userid: row.try_get(4)?,
+        owner: row.try_get(5)?,
+        timezone: row.try_get(6)?,
+        created_at: from_ms(row.try_get(7)?),
+        last_active_at: row.try_get::<Option<i64>, _>(8)?.map(from_ms),
+        unsubscribed: row.try_get::<i64, _>(9)? != 0,
+        attrs,
+        tags: split_set(row.try_get(11)?),
+        opted_out: split_set(row.try_get(12)?),
+        events: Vec::new(),
+        id,
+    })
+}
+
+fn bind_all(args: &mut SqliteArguments, binds: &[Bind]) {
+    for b in binds {
+        match b {
+            Bind::Text(s) => add(args, s.clone()),
+            Bind::Int(i) => add(args, *i),
+            Bind::Real(f) => add(args, *f),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The store's contact operations.
+
+impl Store {
+    fn pool(&self) -> &sqlx::SqlitePool {
+        match &self.backend {
+            Backend::Sqlite(p) => p,
+        }
+    }
+
+    /// Creates or updates one contact. An update that changes nothing writes
+    /// nothing (no `updated_at` move, no event-log row).
+    pub async fn upsert_contact(
+        &self,
+        input: &ContactInput,
+        now: DateTime<Utc>,
+    ) -> Result<Upserted, StoreError> {
+        let row = input.to_row()?;
+        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        let out = write_rows(&mut tx, std::slice::from_ref(&row), to_ms(now)).await?;
+        tx.commit().await?;
+        Ok(out[0])
+    }
+
+    /// Adds tags; gives the ones the contact did not have (only those are
+    /// written, and logged as `tag_added`).
+    pub async fn add_tags(
+        &self,
+        id: &str,
+        tags: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let tags = tags
+            .iter()
+            .map(|t| check_tag(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        require_contact(&mut tx, id).await?;
+        let mut added = Vec::new();
+        for tag in tags {
+            let n = sqlx::query(
+                "INSERT OR IGNORE INTO contact_tags (contact_id, tag, added_at) VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&tag)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                added.push(tag);
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Removes tags; gives the ones the contact had (logged as `tag_removed`).
+    pub async fn remove_tags(&self, id: &str, tags: &[String]) -> Result<Vec<String>, StoreError> {
+        let tags = tags
+            .iter()
+            .map(|t| check_tag(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        require_contact(&mut tx, id).await?;
+        let mut removed = Vec::new();
+        for tag in tags {
+            let n = sqlx::query("DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?")
+                .bind(id)
+                .bind(&tag)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n > 0 {
+                removed.push(tag);
+            }
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Records an event for an existing contact; moves its `last_active_at`
+    /// forward (never back). `properties` must be a JSON object (or null).
+    /// Gives the event's id.
+    pub async fn record_event(
+        &self,
+        id: &str,
+        name: &str,
+        at: DateTime<Utc>,
+        properties: &Value,
+    ) -> Result<i64, StoreError> {
+        let name = check_name("event name", name)?;
+        let props = match properties {
+            Value::Null => "{}".to_string(),
+            Value::Object(_) => properties.to_string(),
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "event properties must be a JSON object, not {other}"
+                )));
+            }
+        };
+        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        require_contact(&mut tx, id).await?;
+        let event_id: i64 =
+            sqlx::query_scalar("INSERT INTO events (contact_id, name, at, properties) VALUES (?, ?, ?, ?) RETURNING id")
+                .bind(id)
+                .bind(&name)
+                .bind(to_ms(at))
+                .bind(props)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(event_id)
+    }
+
+    /// Unsubscribes a contact from every channel (`None`) or opts it out of
+    /// one channel. Gives whether anything changed.
+    pub async fn unsubscribe(
+        &self,
+        id: &str,
+        channel: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        require_contact(&mut tx, id).await?;
+        let n = match channel {
+            None => {
+                sqlx::query("UPDATE contacts SET unsubscribed = 1, updated_at = ? WHERE id = ? AND unsubscribed = 0")
+                    .bind(to_ms(now))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            Some(ch) => {
+                let ch = check_name("channel name", ch)?;
+                sqlx::query("INSERT OR IGNORE INTO contact_opt_outs (contact_id, channel, at) VALUES (?, ?, ?)")
+                    .bind(id)
+                    .bind(ch)
+                    .bind(to_ms(now))
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// One contact with its tags and opt-outs (events are not loaded).
+    pub async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
+        let sql = format!("{CONTACT_COLUMNS} WHERE c.id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode_contact).transpose()
+    }
+
+    /// Streams the contacts matching `where_sql` (a WHERE clause over the
+    /// table alias `c`, with `?` placeholders for `binds`), in id order, with
+    /// tags and opt-outs filled and events empty. Rows are decoded as they
+    /// arrive: memory stays flat however many contacts match.
+    pub fn scan_contacts<'a>(
+        &'a self,
+        where_sql: &str,
+        binds: &[Bind],
+    ) -> BoxStream<'a, Result<Contact, StoreError>> {
+        let sql = format!("{CONTACT_COLUMNS} WHERE {where_sql} ORDER BY c.id");
+        let mut args = SqliteArguments::default();
+        bind_all(&mut args, binds);
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .fetch(self.pool())
+            .map(|r| {
+                r.map_err(StoreError::from)
+                    .and_then(|row| decode_contact(&row))
+            })
+            .boxed()
+    }
+
+    /// How many contacts the store holds.
+    pub async fn count_contacts(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM contacts")
+            .fetch_one(self.pool())
+            .await?)
+    }
+}
+
+async fn require_contact(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::UnknownContact(id.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use futures::TryStreamExt;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap()
+    }
+
+    async fn store() -> Store {
+        Store::open("sqlite::memory:").await.unwrap()
+    }
+
+    async fn count(store: &Store, sql: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_one(store.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn input(id: &str) -> ContactInput {
+        ContactInput {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn upsert_creates_updates_and_leaves_unchanged() {
+        let s = store().await;
+        let mut c = input("c1");
+        c.name = Some("Ada".into());
+        c.tags = vec!["vip".into(), " vip ".into()];
+        c.attrs.insert("city".into(), "Shanghai".into());
+        assert_eq!(s.upsert_contact(&c, t(0)).await.unwrap(), Upserted::Created);
+        assert_eq!(count(&s, "SELECT count(*) FROM event_log").await, 2); // created + tag
+        // The same again: nothing written.
+        assert_eq!(
+            s.upsert_contact(&c, t(10)).await.unwrap(),
+            Upserted::Unchanged
+        );
+        assert_eq!(count(&s, "SELECT count(*) FROM event_log").await, 2);
+        assert_eq!(
+            count(&s, "SELECT updated_at FROM contacts").await,
+            t(0).timestamp_millis()
+        );
+        // None leaves fields as they are; attributes merge key by key.
+        let mut d = input("c1");
+        d.attrs.insert("plan".into(), "pro".into());
+        assert_eq!(
+            s.upsert_contact(&d, t(20)).await.unwrap(),
+            Upserted::Updated
+        );
+        let got = s.contact("c1").await.unwrap().unwrap();
+        assert_eq!(got.name.as_deref(), Some("Ada"));
+        assert_eq!(got.attrs.get("city"), Some(&Value::from("Shanghai")));
+        assert_eq!(got.attrs.get("plan"), Some(&Value::from("pro")));
+        assert_eq!(got.created_at, t(0));
+        assert_eq!(got.tags, BTreeSet::from(["vip".to_string()]));
+        assert_eq!(
+            count(&s, "SELECT updated_at FROM contacts").await,
+            t(20).timestamp_millis()
+        );
+        // The same partial update again: unchanged.
+        assert_eq!(
+            s.upsert_contact(&d, t(30)).await.unwrap(),
+            Upserted::Unchanged
+        );
+        // A new tag alone is an update, logged once.
+        let mut e = input("c1");
+        e.tags = vec!["vip".into(), "new".into()];
+        assert_eq!(
+            s.upsert_contact(&e, t(40)).await.unwrap(),
+            Upserted::Updated
+        );
+        assert_eq!(
+            s.upsert_contact(&e, t(50)).await.unwrap(),
+            Upserted::Unchanged
+        );
+        assert_eq!(
+            count(
+                &s,
+                "SELECT count(*) FROM event_log WHERE kind = 'tag_added'"
+            )
+            .await,
+            2
+        );
+        // null removes an attribute.
+        let mut f = input("c1");
+        f.attrs.insert("plan".into(), Value::Null);
+        assert_eq!(
+            s.upsert_contact(&f, t(60)).await.unwrap(),
+            Upserted::Updated
+        );
+        assert!(
+            !s.contact("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .attrs
+                .contains_key("plan")
+        );
+        assert_eq!(
+            s.upsert_contact(&f, t(70)).await.unwrap(),
+            Upserted::Unchanged
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_inputs_are_refused() {
+        let s = store().await;
+        let mut c = input("c1");
+        c.timezone = Some("Mars/Base".into());
+        assert!(matches!(
+            s.upsert_contact(&c, t(0)).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.upsert_contact(&input(" "), t(0)).await,
+            Err(StoreError::Invalid(_))
+        ));
+        let mut c = input("c1");
+        c.attrs.insert("email".into(), "x".into());
+        assert!(matches!(
+            s.upsert_contact(&c, t(0)).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.record_event("nobody", "purchase", t(0), &Value::Null)
+                .await,
+            Err(StoreError::UnknownContact(_))
+        ));
+        assert!(matches!(
+            s.add_tags("nobody", &["x".into()], t(0)).await,
+            Err(StoreError::UnknownContact(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn tags_events_unsubscribe_and_scan() {
+        let s = store().await;
+        for id in ["b", "a", "c"] {
+            s.upsert_contact(&input(id), t(0)).await.unwrap();
+        }
+        assert_eq!(
+            s.add_tags("a", &["x".into(), "y".into()], t(1))
+                .await
+                .unwrap(),
+            vec!["x", "y"]
+        );
+        assert_eq!(
+            s.add_tags("a", &["x".into()], t(2)).await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            s.remove_tags("a", &["y".into(), "z".into()]).await.unwrap(),
+            vec!["y"]
+        );
+        assert_eq!(
+            count(
+                &s,
+                "SELECT count(*) FROM event_log WHERE kind = 'tag_removed'"
+            )
+            .await,
+            1
+        );
+        s.record_event("b", "purchase", t(100), &serde_json::json!({"amount": 5}))
+            .await
+            .unwrap();
+        s.record_event("b", "visit", t(50), &Value::Null)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.contact("b").await.unwrap().unwrap().last_active_at,
+            Some(t(100))
+        );
+        assert!(s.unsubscribe("c", Some("sms"), t(3)).await.unwrap());
+        assert!(!s.unsubscribe("c", Some("sms"), t(3)).await.unwrap());
+        assert!(s.unsubscribe("c", None, t(3)).await.unwrap());
+        let all: Vec<Contact> = s.scan_contacts("1 = 1", &[]).try_collect().await.unwrap();
+        assert_eq!(
+            all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(all[0].tags, BTreeSet::from(["x".to_string()]));
+        assert_eq!(all[2].opted_out, BTreeSet::from(["sms".to_string()]));
+        assert!(all[2].unsubscribed);
+        let some: Vec<Contact> = s
+            .scan_contacts(
+                "c.id > ? AND c.created_at >= ?",
+                &[Bind::Text("a".into()), Bind::Int(0)],
+            )
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(some.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn rows_inserted_by_sql_are_logged() {
+        let s = store().await;
+        sqlx::query("INSERT INTO contacts (id, created_at, updated_at) VALUES ('ext', 5, 5)")
+            .execute(s.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(count(&s, "SELECT count(*) FROM event_log WHERE kind = 'contact_created' AND contact_id = 'ext'").await, 1);
+    }
+}
