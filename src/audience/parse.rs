@@ -99,17 +99,10 @@ fn parse_kind(
         "all" | "any" => {
             r.fields(map, &format!("an \"{kind}\" condition"), &[kind])?;
             let items = r.seq(value, &format!("\"{kind}\""))?;
-            let mut out = Vec::with_capacity(items.len());
-            let mut ok = true;
-            for item in items {
-                match parse_condition(r, item) {
-                    Some(c) => out.push(c),
-                    None => ok = false,
-                }
-            }
-            if !ok {
-                return None;
-            }
+            // A child that cannot be read is reported and left out; the
+            // others are kept so the project checks still look at them (the
+            // condition as a whole is invalid anyway).
+            let out: Vec<Condition> = items.iter().filter_map(|item| parse_condition(r, item)).collect();
             Some(if kind == "all" {
                 Condition::All(out)
             } else {

@@ -1,4 +1,8 @@
-//! `nurture schema`
+//! `nurture schema`: the JSON Schema of a workflow file, for editors.
+//!
+//! With the YAML language server, put this first in a workflow file:
+//! `# yaml-language-server: $schema=./workflow.schema.json`
+//! after `nurture schema > workflow.schema.json`.
 
 use clap::Args;
 
@@ -8,5 +12,6 @@ use super::CliResult;
 pub struct SchemaArgs {}
 
 pub fn run(_args: SchemaArgs) -> CliResult {
-    Err(super::Failure::Other(anyhow::anyhow!("schema: not built yet")))
+    println!("{}", crate::workflow::schema::workflow_schema_json());
+    Ok(())
 }

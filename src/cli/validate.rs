@@ -1,17 +1,72 @@
-//! `nurture validate [PATH...]`
+//! `nurture validate [PATH...]` (SPEC §3.1): every problem in every file, on
+//! stderr, then `N problems in M files`; exit 1 when there is any problem.
 
 use std::path::{Path, PathBuf};
 
+use chrono::Utc;
 use clap::Args;
 
-use super::CliResult;
+use super::{CliResult, Failure};
+use crate::diagnostics::Diagnostic;
+use crate::project::{Project, eprint_report};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Files or folders to check (default: the settings and everything they name).
+    /// Workflow (or template) files or folders whose problems to report
+    /// (default: everything). The settings and all files are still loaded, so
+    /// that cross-file rules (unique names, existing templates) hold.
     pub paths: Vec<PathBuf>,
 }
 
-pub async fn run(_config: &Path, _args: ValidateArgs) -> CliResult {
-    Err(super::Failure::Other(anyhow::anyhow!("validate: not built yet")))
+pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
+    let mut wanted = Vec::new();
+    for p in &args.paths {
+        match p.canonicalize() {
+            Ok(c) => wanted.push(c),
+            Err(e) => return Err(Failure::Input(format!("{}: {e}", p.display()))),
+        }
+    }
+    let report = Project::load_report(config, Utc::now());
+    let settings_file = config.canonicalize().ok();
+    let selected = |d: &Diagnostic| -> bool {
+        if wanted.is_empty() {
+            return true;
+        }
+        let Ok(f) = d.file.canonicalize() else { return true };
+        // Problems in the settings concern every file.
+        settings_file.as_ref() == Some(&f) || wanted.iter().any(|w| f.starts_with(w))
+    };
+    let diags: Vec<Diagnostic> = report.diagnostics.iter().filter(|d| selected(d)).cloned().collect();
+    if !diags.is_empty() {
+        eprint_report(&diags);
+        return Err(Failure::Reported);
+    }
+    let n_wf = report
+        .workflows
+        .iter()
+        .filter(|w| {
+            wanted.is_empty()
+                || w.workflow.file.canonicalize().is_ok_and(|f| wanted.iter().any(|p| f.starts_with(p)))
+        })
+        .collect::<Vec<_>>();
+    let disabled: Vec<&str> = n_wf.iter().filter(|w| !w.workflow.enabled).map(|w| w.workflow.name.as_str()).collect();
+    let (channels, teams) = report
+        .settings
+        .as_ref()
+        .map(|s| (s.channels.len(), s.teams.len()))
+        .unwrap_or_default();
+    let templates = report.templates.names().count();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut line = format!(
+        "ok: {}, {}, {}, {}",
+        plural(n_wf.len(), "workflow"),
+        plural(templates, "template"),
+        plural(channels, "channel"),
+        plural(teams, "team")
+    );
+    if !disabled.is_empty() {
+        line.push_str(&format!(" ({} disabled: {})", disabled.len(), disabled.join(", ")));
+    }
+    println!("{line}");
+    Ok(())
 }

@@ -144,7 +144,9 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
             StepAction::Send(send) => {
                 check_channel(file, &send.channel, &channels, out);
                 let t = &send.template;
-                if !cx.templates.contains(t) && !cx.template_files.contains(&t.value) {
+                if t.value.is_empty() {
+                    // Missing in the file: reported by the loader.
+                } else if !cx.templates.contains(t) && !cx.template_files.contains(&t.value) {
                     let mut d = Diagnostic::new(
                         file,
                         t.pos,
@@ -184,7 +186,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                 }
             }
             StepAction::Assign(a) => {
-                if !s.teams.contains_key(&a.team.value) {
+                if !a.team.value.is_empty() && !s.teams.contains_key(&a.team.value) {
                     let mut d = Diagnostic::new(
                         file,
                         a.team.pos,
@@ -222,7 +224,7 @@ fn check_channel(
     channels: &[&str],
     out: &mut Vec<Diagnostic>,
 ) {
-    if channels.contains(&ch.value.as_str()) {
+    if ch.value.is_empty() || channels.contains(&ch.value.as_str()) {
         return;
     }
     let mut d = Diagnostic::new(

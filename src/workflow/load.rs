@@ -39,6 +39,15 @@ pub struct LoadedWorkflow {
     pub name_pos: Pos,
 }
 
+/// The workflow of `path` when it has no problem of its own (the project
+/// checks — unique names, existing channels, ... — are not run here).
+pub fn load_valid(path: &Path) -> Result<LoadedWorkflow, Vec<Diagnostic>> {
+    match load_file(path) {
+        (Some(w), d) if d.is_empty() => Ok(w),
+        (_, d) => Err(d),
+    }
+}
+
 /// Reads and loads one workflow file.
 pub fn load_file(path: &Path) -> (Option<LoadedWorkflow>, Vec<Diagnostic>) {
     match std::fs::read(path) {
@@ -64,10 +73,13 @@ pub fn load_file(path: &Path) -> (Option<LoadedWorkflow>, Vec<Diagnostic>) {
     }
 }
 
-/// Loads a workflow from `src`, the text of `path`. The workflow comes back
-/// whenever its trigger could be read, even with problems elsewhere (steps
-/// that could not be read are left out), so that the project checks can
-/// still look at it; any diagnostic means the file is not valid.
+/// Loads a workflow from `src`, the text of `path`.
+///
+/// The workflow comes back whenever the file is a YAML map, even with
+/// problems (parts that could not be read are left out or replaced by
+/// placeholders), so that the project checks can still look at it. **Any
+/// diagnostic means the workflow is not valid and must not run**; use
+/// [`load_valid`] when only a valid workflow will do.
 pub fn load_str(path: &Path, src: &str) -> (Option<LoadedWorkflow>, Vec<Diagnostic>) {
     let (node, diags) = yaml::parse(path, src);
     let mut r = Reader::new(path);
@@ -139,7 +151,9 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             name,
             description,
             enabled,
-            trigger: trigger?,
+            // A placeholder when the trigger is wrong (already reported), so
+            // that the project checks still look at the rest of the file.
+            trigger: trigger.unwrap_or(Trigger::ContactCreated),
             audience,
             entry,
             steps,
@@ -410,7 +424,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
                 r.error(node.pos, "an if step needs then: [...] and/or else: [...]");
             }
             StepAction::If(IfStep {
-                condition: condition?,
+                condition: condition.unwrap_or(Condition::All(Vec::new())),
                 then,
                 otherwise,
             })
@@ -435,7 +449,8 @@ fn required_located(
         Some(n) => r.string(n, key).map(|s| Located::new(s, n.pos)),
         None => {
             r.error(at.pos, format!("{what} needs \"{key}\""));
-            None
+            // An empty name is a placeholder the checks skip (already reported).
+            Some(Located::new(String::new(), at.pos))
         }
     }
 }
@@ -476,7 +491,6 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
                 Diagnostic::new(r.file, f.get("strategy").map_or(v.pos, |n| n.pos), "strategy by_field needs \"field\"")
                     .with_suggestion("name the contact field matched against a salesperson's id or region, e.g. field: region"),
             );
-            return None;
         }
         (Some(Strategy::RoundRobin | Strategy::LeastLoaded), Some(fl)) => {
             r.error(fl.pos, "\"field\" is only used with strategy: by_field");

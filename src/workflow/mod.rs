@@ -10,5 +10,5 @@ pub mod load;
 pub mod model;
 pub mod schema;
 
-pub use load::{LoadedWorkflow, load_file, load_str};
+pub use load::{LoadedWorkflow, load_file, load_str, load_valid};
 pub use model::*;

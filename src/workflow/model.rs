@@ -47,12 +47,21 @@ pub struct Workflow {
 #[derive(Debug, Clone)]
 pub enum Trigger {
     ContactCreated,
-    TagAdded { tag: String },
+    TagAdded {
+        tag: String,
+    },
     /// Fires at each `check` tick for contacts quiet for longer than `quiet_for`,
     /// once per quiet spell.
-    Inactive { quiet_for: Duration, check: CronSchedule },
-    Event { name: String },
-    Schedule { cron: CronSchedule },
+    Inactive {
+        quiet_for: Duration,
+        check: CronSchedule,
+    },
+    Event {
+        name: String,
+    },
+    Schedule {
+        cron: CronSchedule,
+    },
 }
 
 impl Trigger {
@@ -169,7 +178,11 @@ impl Workflow {
     /// The step that runs after step `id` completes, leaving branches as needed:
     /// the last step of a `then` continues after its `if`.
     pub fn next_after(&self, id: &str) -> Option<&Step> {
-        fn find<'a>(steps: &'a [Step], id: &str, after: Option<&'a Step>) -> Option<Option<&'a Step>> {
+        fn find<'a>(
+            steps: &'a [Step],
+            id: &str,
+            after: Option<&'a Step>,
+        ) -> Option<Option<&'a Step>> {
             for (i, s) in steps.iter().enumerate() {
                 let following = steps.get(i + 1).or(after);
                 if s.id == id {

@@ -1,1 +1,335 @@
-//! JSON Schema of a workflow file.
+//! JSON Schema of a workflow file, for editors (`nurture schema`).
+//!
+//! The structs here exist only to describe the YAML shape; the loader in
+//! `load.rs` does the real reading (with positions and better messages). A
+//! test holds the two together: every example workflow validates against
+//! this schema. Steps are one-key maps (`- send: {...}`) with an optional
+//! `id`; conditions are maps with one kind key (a `field` condition with
+//! exactly one operator); durations and cron expressions are strings with a
+//! pattern.
+
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+/// Pattern of a duration: `30s`, `45m`, `12h`, `30d`, `2w`.
+pub const DURATION_PATTERN: &str = r"^\s*[0-9]+[smhdw]\s*$";
+/// Pattern of a cron expression: 5 fields (or 6–7 with seconds and year).
+pub const CRON_PATTERN: &str = r"^\s*\S+(\s+\S+){4,6}\s*$";
+
+/// The JSON Schema of a workflow file, as pretty JSON.
+pub fn workflow_schema_json() -> String {
+    let mut schema = schemars::schema_for!(WorkflowFile);
+    schema.insert("$id".into(), "https://nurture.dev/schema/workflow.json".into());
+    schema.insert("title".into(), "nurture workflow".into());
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// A nurture workflow: one per file in `workflows/`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct WorkflowFile {
+    /// Unique name; default: the file name without `.yaml`.
+    name: Option<String>,
+    /// What the workflow is for.
+    description: Option<String>,
+    /// `false` keeps the workflow loaded and checked, but it does not run. Default true.
+    enabled: Option<bool>,
+    /// What starts an enrollment: exactly one kind.
+    trigger: Trigger,
+    /// Who may enter and stay in the workflow; default: every contact.
+    audience: Option<Condition>,
+    /// How often one contact may enter: `once` (default), `every_time`, or `once per 30d`.
+    entry: Option<EntryRule>,
+    /// What happens, in order.
+    #[schemars(length(min = 1))]
+    steps: Vec<Step>,
+    /// A goal: the contact leaves the workflow as soon as this holds.
+    exit_when: Option<Condition>,
+}
+
+/// Exactly one trigger kind.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Trigger {
+    /// A contact is added to the store (API, import, or another system). Write `contact_created: {}`.
+    ContactCreated(Option<Empty>),
+    /// Tag `tag` is added to a contact that did not have it.
+    TagAdded(TagAdded),
+    /// At each `check` tick, for contacts quiet for longer than `for`; once per quiet spell.
+    Inactive(Inactive),
+    /// An event `name` is recorded for a contact.
+    Event(EventTrigger),
+    /// At each tick, for every contact in the audience (a recurring broadcast).
+    Schedule(ScheduleTrigger),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TagAdded {
+    /// The tag.
+    tag: String,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Inactive {
+    /// How long without activity, e.g. `30d`.
+    #[serde(rename = "for")]
+    quiet_for: DurationStr,
+    /// When to look (cron, 5 fields, in the settings' timezone); default hourly `0 * * * *`.
+    check: Option<CronStr>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct EventTrigger {
+    /// The event name, e.g. `purchase`.
+    name: String,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ScheduleTrigger {
+    /// Cron expression (5 fields: minute hour day month weekday), e.g. `0 9 * * 1`.
+    cron: CronStr,
+}
+
+struct DurationStr;
+impl JsonSchema for DurationStr {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A whole number and a unit: s, m, h, d or w (30s, 45m, 12h, 30d, 2w).",
+            "examples": ["3d", "12h", "2w"]
+        })
+    }
+}
+
+struct CronStr;
+impl JsonSchema for CronStr {
+    fn schema_name() -> Cow<'static, str> {
+        "Cron".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": CRON_PATTERN,
+            "description": "Cron: minute hour day month weekday, read in the settings' timezone (6 or 7 fields with seconds and year are accepted too).",
+            "examples": ["0 9 * * *", "30 10 * * 1-5"]
+        })
+    }
+}
+
+struct EntryRule;
+impl JsonSchema for EntryRule {
+    fn schema_name() -> Cow<'static, str> {
+        "Entry".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": r"^\s*(once|every_time|once per\s+[0-9]+[smhdw])\s*$",
+            "description": "once (default): a contact enters at most once; every_time: at every trigger; \"once per 30d\": at most once in any 30 days.",
+            "examples": ["once", "every_time", "once per 30d"]
+        })
+    }
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+/// Render `template` for the contact and send it on `channel`.
+struct Send {
+    /// A channel name from nurture.yaml.
+    channel: String,
+    /// A template name: `templates/NAME.hbs`.
+    template: String,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum StrategyName {
+    RoundRobin,
+    LeastLoaded,
+    ByField,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+/// Set the contact's owner to a salesperson of `team`.
+struct Assign {
+    /// A team name from nurture.yaml.
+    team: String,
+    /// round_robin (default), least_loaded (against capacity), or by_field (salesperson id or region equals the contact's `field`).
+    strategy: Option<StrategyName>,
+    /// With by_field: the contact field matched against a salesperson's id or region.
+    field: Option<String>,
+    /// Keep the current owner when there is one. Default false.
+    only_if_unassigned: Option<bool>,
+    /// A channel on which the salesperson is told about the contact.
+    notify: Option<String>,
+}
+
+/// One tag or a list of tags.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum Tags {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+/// Change the contact's tags.
+struct TagChange {
+    add: Option<Tags>,
+    remove: Option<Tags>,
+}
+
+/// A step: one kind key, optionally an `id` (and `then`/`else` on an `if`).
+struct Step;
+impl JsonSchema for Step {
+    fn schema_name() -> Cow<'static, str> {
+        "Step".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let id = json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "description": "A stable id: running contacts stay at their step by id when the file is edited. Default: the step's position (\"0\", \"3.then.1\")."
+        });
+        let steps = g.subschema_for::<Vec<Step>>();
+        let one = |key: &str, schema: Schema, desc: &str| {
+            json_schema!({
+                "type": "object",
+                "description": desc,
+                "properties": { key: schema, "id": id.clone() },
+                "required": [key],
+                "additionalProperties": false
+            })
+        };
+        let send = one("send", g.subschema_for::<Send>(), "Render a template and send it on a channel.");
+        let assign = one("assign", g.subschema_for::<Assign>(), "Assign a salesperson.");
+        let tag = one("tag", g.subschema_for::<TagChange>(), "Add or remove tags.");
+        let wait = one("wait", g.subschema_for::<DurationStr>(), "Continue after a while, e.g. wait: 3d.");
+        let cond = g.subschema_for::<Condition>();
+        let if_step = json_schema!({
+            "type": "object",
+            "description": "Branch on a condition.",
+            "properties": {
+                "if": cond,
+                "then": steps.clone(),
+                "else": steps,
+                "id": id
+            },
+            "required": ["if"],
+            "anyOf": [{ "required": ["then"] }, { "required": ["else"] }],
+            "additionalProperties": false
+        });
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step] })
+    }
+}
+
+/// An audience condition (recursive).
+struct Condition;
+impl JsonSchema for Condition {
+    fn schema_name() -> Cow<'static, str> {
+        "Condition".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let cond = g.subschema_for::<Condition>();
+        let duration = g.subschema_for::<DurationStr>();
+        let literal = json_schema!({ "type": ["string", "number", "boolean"] });
+        let list = json_schema!({ "type": "array", "items": literal.clone() });
+        let string = json_schema!({ "type": "string" });
+        let mut variants = vec![
+            json_schema!({
+                "type": "object", "description": "Every condition holds.",
+                "properties": { "all": { "type": "array", "items": cond.clone() } },
+                "required": ["all"], "additionalProperties": false
+            }),
+            json_schema!({
+                "type": "object", "description": "At least one condition holds.",
+                "properties": { "any": { "type": "array", "items": cond.clone() } },
+                "required": ["any"], "additionalProperties": false
+            }),
+            json_schema!({
+                "type": "object", "description": "The condition does not hold.",
+                "properties": { "not": cond },
+                "required": ["not"], "additionalProperties": false
+            }),
+            json_schema!({
+                "type": "object", "description": "The contact has the tag.",
+                "properties": { "tag": string.clone() },
+                "required": ["tag"], "additionalProperties": false
+            }),
+            json_schema!({
+                "type": "object", "description": "The contact has (at_least, default 1) events of this name (within the last `within`).",
+                "properties": {
+                    "event": string.clone(),
+                    "within": duration.clone(),
+                    "at_least": { "type": "integer", "minimum": 1 }
+                },
+                "required": ["event"], "additionalProperties": false
+            }),
+            json_schema!({
+                "type": "object", "description": "By assigned salesperson: none, any, or a salesperson id.",
+                "properties": { "owner": { "type": "string", "examples": ["none", "any"] } },
+                "required": ["owner"], "additionalProperties": false
+            }),
+        ];
+        let ops: [(&str, Schema, &str); 13] = [
+            ("equals", literal.clone(), "The field equals the value."),
+            ("not_equals", literal.clone(), "The field differs from the value."),
+            ("in", list.clone(), "The field is one of the values."),
+            ("not_in", list, "The field is none of the values."),
+            ("contains", string.clone(), "The text field contains the text."),
+            ("starts_with", string.clone(), "The text field starts with the text."),
+            ("gt", literal.clone(), "Greater than (numbers as numbers, timestamps as time)."),
+            ("gte", literal.clone(), "Greater than or equal."),
+            ("lt", literal.clone(), "Less than."),
+            ("lte", literal, "Less than or equal."),
+            ("exists", json_schema!({ "type": "boolean" }), "The field is set (true) or not (false)."),
+            ("older_than", duration.clone(), "The timestamp field is older than now minus the duration."),
+            ("newer_than", duration, "The timestamp field is newer than now minus the duration."),
+        ];
+        for (op, schema, desc) in ops {
+            variants.push(json_schema!({
+                "type": "object",
+                "description": format!("field {op}: {desc}"),
+                "properties": {
+                    "field": { "type": "string", "description": "A built-in contact field or a custom attribute." },
+                    op: schema
+                },
+                "required": ["field", op],
+                "additionalProperties": false
+            }));
+        }
+        json_schema!({ "anyOf": variants })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_json_with_definitions() {
+        let text = workflow_schema_json();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "object");
+        assert!(v["$defs"]["Condition"].is_object(), "{text}");
+        assert!(v["$defs"]["Step"].is_object());
+        assert_eq!(v["properties"]["trigger"]["$ref"], "#/$defs/Trigger");
+    }
+}
