@@ -222,7 +222,7 @@ fn tags_hold(test: &FieldTest, c: &Contact) -> bool {
         FieldTest::NotEquals(_) | FieldTest::NotIn(_) => true,
         FieldTest::Contains(s) => c.tags.contains(s),
         FieldTest::StartsWith(s) => c.tags.iter().any(|t| t.starts_with(s.as_str())),
-        FieldTest::Exists(b) => !c.tags.is_empty() == *b,
+        FieldTest::Exists(b) => c.tags.is_empty() != *b,
         _ => false,
     }
 }

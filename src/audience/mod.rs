@@ -17,9 +17,16 @@ pub enum Condition {
     Any(Vec<Condition>),
     Not(Box<Condition>),
     Tag(String),
-    Field { field: Located<String>, test: FieldTest },
+    Field {
+        field: Located<String>,
+        test: FieldTest,
+    },
     /// The contact has `at_least` (default 1) events `name`, within the last `within` if given.
-    Event { name: String, within: Option<Duration>, at_least: u32 },
+    Event {
+        name: String,
+        within: Option<Duration>,
+        at_least: u32,
+    },
     Owner(OwnerTest),
 }
 
@@ -64,11 +71,7 @@ impl Condition {
         match self {
             Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.event_names(out)),
             Condition::Not(c) => c.event_names(out),
-            Condition::Event { name, .. } => {
-                if !out.contains(name) {
-                    out.push(name.clone())
-                }
-            }
+            Condition::Event { name, .. } if !out.contains(name) => out.push(name.clone()),
             _ => {}
         }
     }

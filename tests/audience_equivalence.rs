@@ -1,0 +1,536 @@
+//! The two audience evaluators agree: for random contacts stored in a real
+//! SQLite database and random conditions, the ids selected by the compiled
+//! SQL are exactly the contacts for which `eval::holds` is true.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, TimeZone, Utc};
+use nurture::audience::eval::holds;
+use nurture::audience::sql::{Dialect, Sql, bind_sqlite_scalar, compile};
+use nurture::audience::{Condition, FieldTest, Literal, OwnerTest};
+use nurture::contact::{Contact, EventFact};
+use nurture::diagnostics::Pos;
+use nurture::duration::Duration;
+use nurture::workflow::Located;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use serde_json::{Map, Value, json};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
+}
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+/// Texts that probe every rule: numbers as text (valid and not), bools,
+/// timestamps in and out of the UTC forms, quotes, LIKE wildcards, case.
+const TEXTS: &[&str] = &[
+    "",
+    "Ada",
+    "ada",
+    "Shanghai",
+    "Shang",
+    "12",
+    " 12 ",
+    "12.0",
+    "1.5",
+    "-0",
+    "01",
+    "+1",
+    ".5",
+    "1.",
+    "0x10",
+    "1e3",
+    "1E+3",
+    "Infinity",
+    "NaN",
+    "9223372036854775807",
+    "9223372036854775808",
+    "99999999999999999999",
+    "\u{a0}12",
+    "true",
+    "TRUE",
+    "False",
+    "2026-05-31T00:00:00Z",
+    "2026-05-31T00:00:00.000Z",
+    "2026-05-31T00:00:00.001Z",
+    "2026-05-25T12:30:00.500Z",
+    "2026-05-31T08:00:00+08:00",
+    "2026-05-31",
+    "2026-13-45T99:99:99Z",
+    "2025-01-01T00:00:00Z",
+    "x\"y",
+    "it's",
+    "%_",
+    "a%",
+    "Ünïcödé",
+    "s01",
+    "vip",
+    "vi",
+];
+
+const NUMS: &[f64] = &[
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    1.5,
+    12.0,
+    100.0,
+    1000.0,
+    1e20,
+    9.223372036854776e18,
+    -9.223372036854776e18,
+    f64::INFINITY,
+    f64::NAN,
+];
+
+const ATTR_KEYS: &[&str] = &[
+    "city",
+    "score",
+    "flag",
+    "when",
+    "a.b",
+    "q\"k",
+    "back\\slash",
+];
+const BUILTINS: &[&str] = &[
+    "id",
+    "name",
+    "email",
+    "phone",
+    "wecom_external_userid",
+    "owner",
+    "timezone",
+    "created_at",
+    "last_active_at",
+    "unsubscribed",
+    "tags",
+];
+const TAGS: &[&str] = &["vip", "vip-east", "new", "do-not-disturb", "VIP"];
+const EVENTS: &[&str] = &["purchase", "open"];
+const OWNERS: &[&str] = &["s01", "s02"];
+
+/// Times around `now`, including the exact cut-offs of the durations below.
+fn time_ms() -> impl Strategy<Value = i64> {
+    let n = now().timestamp_millis();
+    prop_oneof![
+        (0i64..60).prop_map(move |d| n - d * DAY),
+        (0i64..72).prop_map(move |h| n - h * HOUR),
+        prop::sample::select(vec![
+            n - HOUR,
+            n - DAY,
+            n - 7 * DAY,
+            n - 30 * DAY,
+            n + 1,
+            n - 1
+        ])
+        .prop_map(|x| x),
+        (-5i64..5).prop_map(move |d| n - DAY + d),
+    ]
+}
+
+fn durations() -> impl Strategy<Value = Duration> {
+    prop::sample::select(vec![3_600i64, 86_400, 7 * 86_400, 30 * 86_400])
+        .prop_map(Duration::from_secs)
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(TEXTS).prop_map(str::to_string),
+        1 => "[a-zA-Z0-9 .:+-]{0,6}",
+    ]
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::weighted(0.7, text())
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        4 => text().prop_map(Value::String),
+        2 => prop::sample::select(vec![-1i64, 0, 1, 2, 12, 100, 1000, i64::MAX, i64::MIN]).prop_map(|i| json!(i)),
+        1 => Just(json!(u64::MAX)),
+        2 => prop::sample::select(vec![0.5, 1.0, -0.0, 1.5, 12.0, 1e20, 2.5]).prop_map(|f| json!(f)),
+        1 => any::<bool>().prop_map(Value::Bool),
+        1 => Just(Value::Null),
+        1 => Just(json!(["vip", 1])),
+        1 => Just(json!({"k": "v"})),
+    ]
+}
+
+fn contact(i: usize) -> impl Strategy<Value = Contact> {
+    let builtins = (
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        prop::option::weighted(0.6, prop::sample::select(OWNERS).prop_map(str::to_string)),
+        opt_text(),
+        time_ms(),
+        prop::option::weighted(0.7, time_ms()),
+        any::<bool>(),
+    );
+    let tags =
+        prop::collection::btree_set(prop::sample::select(TAGS).prop_map(str::to_string), 0..3);
+    let attrs = prop::collection::btree_map(prop::sample::select(ATTR_KEYS), json_value(), 0..5);
+    let events = prop::collection::vec((prop::sample::select(EVENTS), time_ms()), 0..5);
+    (builtins, tags, attrs, events).prop_map(move |(b, tags, attrs, events)| {
+        let (name, email, phone, wecom, owner, timezone, created, active, unsubscribed) = b;
+        let ts = |ms: i64| Utc.timestamp_millis_opt(ms).unwrap();
+        let attrs: Map<String, Value> =
+            attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        Contact {
+            id: format!("c{i:03}"),
+            name,
+            email,
+            phone,
+            wecom_external_userid: wecom,
+            owner,
+            timezone,
+            created_at: ts(created),
+            last_active_at: active.map(ts),
+            unsubscribed,
+            opted_out: BTreeSet::new(),
+            tags,
+            attrs,
+            events: events
+                .into_iter()
+                .map(|(n, at)| EventFact {
+                    name: n.to_string(),
+                    at: ts(at),
+                })
+                .collect(),
+        }
+    })
+}
+
+fn contacts() -> impl Strategy<Value = Vec<Contact>> {
+    (1usize..30).prop_flat_map(|n| (0..n).map(contact).collect::<Vec<_>>())
+}
+
+fn literal() -> impl Strategy<Value = Literal> {
+    let n = now().timestamp_millis();
+    prop_oneof![
+        4 => text().prop_map(Literal::Str),
+        1 => time_ms().prop_map(|ms| Literal::Str(Utc.timestamp_millis_opt(ms).unwrap().to_rfc3339())),
+        3 => prop::sample::select(NUMS).prop_map(Literal::Num),
+        1 => time_ms().prop_map(|ms| Literal::Num(ms as f64)),
+        1 => Just(Literal::Num((n - DAY) as f64 + 0.5)),
+        2 => any::<bool>().prop_map(Literal::Bool),
+    ]
+}
+
+fn field_test() -> impl Strategy<Value = FieldTest> {
+    let lits = || prop::collection::vec(literal(), 0..4);
+    prop_oneof![
+        literal().prop_map(FieldTest::Equals),
+        literal().prop_map(FieldTest::NotEquals),
+        lits().prop_map(FieldTest::In),
+        lits().prop_map(FieldTest::NotIn),
+        text().prop_map(FieldTest::Contains),
+        text().prop_map(FieldTest::StartsWith),
+        prop::sample::select(TAGS).prop_map(|t| FieldTest::Contains(t.to_string())),
+        literal().prop_map(FieldTest::Gt),
+        literal().prop_map(FieldTest::Gte),
+        literal().prop_map(FieldTest::Lt),
+        literal().prop_map(FieldTest::Lte),
+        any::<bool>().prop_map(FieldTest::Exists),
+        durations().prop_map(FieldTest::OlderThan),
+        durations().prop_map(FieldTest::NewerThan),
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Condition> {
+    let field = prop_oneof![
+        prop::sample::select(BUILTINS),
+        prop::sample::select(ATTR_KEYS),
+        Just("never_set"),
+    ];
+    prop_oneof![
+        1 => prop::sample::select(TAGS).prop_map(|t| Condition::Tag(t.to_string())),
+        1 => prop_oneof![
+            Just(OwnerTest::None),
+            Just(OwnerTest::Any),
+            prop::sample::select(OWNERS).prop_map(|o| OwnerTest::Is(o.to_string())),
+        ]
+        .prop_map(Condition::Owner),
+        1 => (prop::sample::select(EVENTS), prop::option::of(durations()), 0u32..4).prop_map(
+            |(name, within, at_least)| Condition::Event {
+                name: name.to_string(),
+                within,
+                at_least,
+            }
+        ),
+        6 => (field, field_test()).prop_map(|(f, test)| Condition::Field {
+            field: Located::new(f.to_string(), Pos::default()),
+            test,
+        }),
+    ]
+}
+
+fn condition() -> impl Strategy<Value = Condition> {
+    leaf().prop_recursive(3, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Condition::All),
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Condition::Any),
+            inner.prop_map(|c| Condition::Not(Box::new(c))),
+        ]
+    })
+}
+
+async fn database(dir: &std::path::Path) -> SqlitePool {
+    let opts = SqliteConnectOptions::new()
+        .filename(dir.join("nurture.db"))
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::migrate!("migrations/sqlite")
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+async fn store(pool: &SqlitePool, contacts: &[Contact]) {
+    let mut tx = pool.begin().await.unwrap();
+    for q in [
+        "DELETE FROM contact_tags",
+        "DELETE FROM events",
+        "DELETE FROM contacts",
+    ] {
+        sqlx::query(q).execute(&mut *tx).await.unwrap();
+    }
+    // Events first: their trigger moves last_active_at of existing contacts,
+    // and here the stored contact must be exactly the generated one.
+    for c in contacts {
+        for e in &c.events {
+            sqlx::query("INSERT INTO events (contact_id, name, at) VALUES (?, ?, ?)")
+                .bind(&c.id)
+                .bind(&e.name)
+                .bind(e.at.timestamp_millis())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+    }
+    for c in contacts {
+        sqlx::query(
+            "INSERT INTO contacts (id, name, email, phone, wecom_external_userid, owner, timezone, \
+             created_at, last_active_at, unsubscribed, attrs, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(&c.email)
+        .bind(&c.phone)
+        .bind(&c.wecom_external_userid)
+        .bind(&c.owner)
+        .bind(&c.timezone)
+        .bind(c.created_at.timestamp_millis())
+        .bind(c.last_active_at.map(|t| t.timestamp_millis()))
+        .bind(c.unsubscribed)
+        .bind(serde_json::to_string(&c.attrs).unwrap())
+        .bind(0i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        for t in &c.tags {
+            sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES (?, ?, 0)")
+                .bind(&c.id)
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn selected(pool: &SqlitePool, cond: &Condition) -> (BTreeSet<String>, Sql) {
+    let mut sql = Sql::new(Dialect::Sqlite);
+    sql.push("SELECT c.id FROM contacts c WHERE ");
+    compile(cond, now(), &mut sql).unwrap();
+    let q = bind_sqlite_scalar(
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
+        &sql.binds,
+    );
+    let ids = q
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sql.inline_sqlite()));
+    (ids.into_iter().collect(), sql)
+}
+
+fn expected(contacts: &[Contact], cond: &Condition) -> BTreeSet<String> {
+    contacts
+        .iter()
+        .filter(|c| holds(cond, c, now()))
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+#[test]
+fn sql_and_rust_agree() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = rt.block_on(database(dir.path()));
+    let cases: u32 = std::env::var("NURTURE_AUDIENCE_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (contacts(), prop::collection::vec(condition(), 1..16));
+    let result = runner.run(&strategy, |(contacts, conds)| {
+        rt.block_on(store(&pool, &contacts));
+        for cond in &conds {
+            let (got, sql) = rt.block_on(selected(&pool, cond));
+            let want = expected(&contacts, cond);
+            if got != want {
+                let differ: BTreeMap<&String, &Contact> = contacts
+                    .iter()
+                    .filter(|c| got.contains(&c.id) != want.contains(&c.id))
+                    .map(|c| (&c.id, c))
+                    .collect();
+                return Err(TestCaseError::fail(format!(
+                    "condition {cond:#?}\nSQL: {}\nSQL only: {:?}\nRust only: {:?}\ncontacts that differ: {differ:#?}",
+                    sql.inline_sqlite(),
+                    got.difference(&want).collect::<Vec<_>>(),
+                    want.difference(&got).collect::<Vec<_>>(),
+                )));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+fn field(name: &str, test: FieldTest) -> Condition {
+    Condition::Field {
+        field: Located::new(name.to_string(), Pos::default()),
+        test,
+    }
+}
+
+/// A few decisions spelled out, on one contact, in both evaluators.
+#[test]
+fn documented_decisions() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = rt.block_on(database(dir.path()));
+    let mut attrs = Map::new();
+    attrs.insert("zip".into(), json!("200000"));
+    attrs.insert("score".into(), json!(42));
+    attrs.insert("vip".into(), json!("TRUE"));
+    attrs.insert("seen".into(), json!("2026-05-30T00:00:00Z"));
+    attrs.insert("nothing".into(), Value::Null);
+    let c = Contact {
+        id: "c1".into(),
+        name: Some("Ada 100%".into()),
+        created_at: now() - chrono::Duration::days(10),
+        tags: ["vip".to_string()].into(),
+        attrs,
+        ..Contact::default()
+    };
+    rt.block_on(store(&pool, std::slice::from_ref(&c)));
+    let s = |x: &str| Literal::Str(x.into());
+    let cases = [
+        (
+            field("zip", FieldTest::Equals(Literal::Num(200000.0))),
+            true,
+        ),
+        (field("zip", FieldTest::Gt(Literal::Num(99999.0))), true),
+        (field("zip", FieldTest::Gt(s("99999"))), false), // text order
+        (field("score", FieldTest::Equals(s("42"))), true),
+        (field("score", FieldTest::Equals(s("042"))), false),
+        (field("vip", FieldTest::Equals(Literal::Bool(true))), true),
+        (field("nothing", FieldTest::NotEquals(s("x"))), true),
+        (field("nothing", FieldTest::Exists(false)), true),
+        (field("absent", FieldTest::NotIn(vec![s("x")])), true),
+        (field("absent", FieldTest::Lt(Literal::Num(1.0))), false),
+        (field("name", FieldTest::Contains("100%".into())), true),
+        (field("name", FieldTest::Contains("ada".into())), false),
+        (field("name", FieldTest::StartsWith("Ada".into())), true),
+        (
+            field(
+                "seen",
+                FieldTest::NewerThan(Duration::from_secs(7 * 86_400)),
+            ),
+            true,
+        ),
+        (
+            field("seen", FieldTest::OlderThan(Duration::from_secs(86_400))),
+            true,
+        ),
+        (
+            field("seen", FieldTest::Gt(s("2026-05-30T07:00:00+08:00"))),
+            true,
+        ),
+        (
+            field(
+                "created_at",
+                FieldTest::OlderThan(Duration::from_secs(7 * 86_400)),
+            ),
+            true,
+        ),
+        (
+            field("created_at", FieldTest::Lt(s("2026-05-25T00:00:00+02:00"))),
+            true,
+        ),
+        (
+            field(
+                "last_active_at",
+                FieldTest::NewerThan(Duration::from_secs(86_400)),
+            ),
+            false,
+        ),
+        (field("tags", FieldTest::Contains("vip".into())), true),
+        (field("tags", FieldTest::StartsWith("vi".into())), true),
+        (field("tags", FieldTest::Exists(true)), true),
+        (
+            field("unsubscribed", FieldTest::Equals(Literal::Bool(false))),
+            true,
+        ),
+        (field("unsubscribed", FieldTest::Equals(s("FALSE"))), true),
+        (Condition::Owner(OwnerTest::None), true),
+        (Condition::Tag("'; DROP TABLE contacts; --".into()), false),
+        (
+            Condition::Event {
+                name: "purchase".into(),
+                within: None,
+                at_least: 0,
+            },
+            true,
+        ),
+        (Condition::All(vec![]), true),
+        (Condition::Any(vec![]), false),
+    ];
+    for (cond, want) in cases {
+        assert_eq!(holds(&cond, &c, now()), want, "Rust: {cond:?}");
+        let (got, sql) = rt.block_on(selected(&pool, &cond));
+        assert_eq!(
+            got.contains("c1"),
+            want,
+            "SQL: {cond:?}\n{}",
+            sql.inline_sqlite()
+        );
+    }
+}
