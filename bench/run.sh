@@ -22,7 +22,7 @@ COUNT_RUN="${COUNT_RUN:-1}"
 OUT=bench/out
 CONFIG=bench/nurture.yaml
 DB="$OUT/bench.db"          # what bench/nurture.yaml's `database` points at
-BIN=target/release/nurture
+BIN="${CARGO_TARGET_DIR:-target}/release/nurture"
 WORKFLOW=bench-winback
 
 # The store must be the one in bench/nurture.yaml, not one from the environment.
