@@ -105,7 +105,8 @@ struct Entry {
     parts: Vec<Part>,
 }
 
-/// The compiled templates of a folder.
+/// The compiled templates of a folder. Cheap to share behind an `Arc`; `Send + Sync`.
+#[derive(Clone)]
 pub struct Templates {
     text: Handlebars<'static>,
     html: Handlebars<'static>,
@@ -308,7 +309,7 @@ impl Templates {
 
     /// Like [`render`](Self::render) with a prebuilt handlebars context, which
     /// saves a copy of the data when one context renders several templates.
-    pub fn render_context(&self, name: &str, ctx: &Context) -> Result<Rendered, TemplateError> {
+    pub fn render_with(&self, name: &str, ctx: &Context) -> Result<Rendered, TemplateError> {
         self.render_in(&self.text, name, ctx)
     }
 

@@ -201,3 +201,12 @@ fn render_context_has_contact_owner_workflow_and_local_now() {
     let v = render_context(&no_tz, None, "wb", now, chrono_tz::Asia::Shanghai);
     assert_eq!(v["now"], "2026-07-01T16:00:00+08:00");
 }
+
+#[test]
+fn templates_are_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<Templates>();
+    let t = one("Hi {{contact.name}}");
+    let ctx = handlebars::Context::from(ctx());
+    assert_eq!(t.clone().render_with("t", &ctx).unwrap().body, "Hi Ada");
+}
