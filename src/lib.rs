@@ -6,14 +6,16 @@
 
 pub mod assign;
 pub mod audience;
+pub mod cli;
 pub mod contact;
 pub mod diagnostics;
 pub mod duration;
+pub mod engine;
 pub mod policy;
 pub mod project;
 pub mod schedule;
 pub mod settings;
+pub mod store;
 pub mod template;
 pub mod workflow;
 pub mod yaml;
-pub mod cli;

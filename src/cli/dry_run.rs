@@ -1,14 +1,520 @@
-//! `nurture dry-run`
+//! `nurture dry-run`: what the daemon would do at a time, printed, not done.
+//!
+//! It runs the daemon's own decision code (`engine::sources::plan_due` and
+//! `engine::plan`) against the real store and writes nothing to it.
 
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use clap::Args;
+use anyhow::Context;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use clap::{Args, ValueEnum};
 
-use super::CliResult;
+use super::{CliResult, Failure};
+use crate::engine::explain::{ExplainInput, explain};
+use crate::engine::plan::{Action, PlannedStep, Planner, StartAt};
+use crate::engine::sources::{self, DueOptions, Start, plan_due};
+use crate::project::Project;
+use crate::store::Store;
+use crate::store::plan_reads;
 
 #[derive(Args, Debug)]
-pub struct DryRunArgs {}
+pub struct DryRunArgs {
+    /// Only this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// The time to plan for: RFC 3339 (2026-11-01T09:00:00+08:00), or a local
+    /// time in the settings' timezone (2026-11-01T09:00). Default: now.
+    #[arg(long)]
+    pub at: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Tell, for one contact and every workflow, which condition held or failed.
+    #[arg(long, value_name = "CONTACT_ID")]
+    pub explain: Option<String>,
+    /// Also show event-triggered workflows as if their trigger fired now for every contact.
+    #[arg(long)]
+    pub all_contacts: bool,
+    /// Rows shown after the summary by the table format.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
 
-pub async fn run(_config: &Path, _args: DryRunArgs) -> CliResult {
-    Err(super::Failure::Other(anyhow::anyhow!("dry-run: not built yet")))
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Jsonl,
+    Csv,
+}
+
+pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
+    let project = Project::load_or_report(config)?;
+    let tz = project.settings.timezone;
+    let at = match &args.at {
+        Some(s) => parse_at(s, tz).map_err(Failure::Input)?,
+        None => Utc::now(),
+    };
+    if let Some(name) = &args.workflow {
+        if !project.workflows.iter().any(|w| &w.name == name) {
+            let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
+            let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
+                .map(|s| format!("; did you mean \"{s}\"?"))
+                .unwrap_or_default();
+            return Err(Failure::Input(format!(
+                "no workflow named \"{name}\"{hint}"
+            )));
+        }
+    }
+    let url = project.settings.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if !Path::new(path).exists() {
+            return Err(Failure::Input(format!(
+                "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
+            )));
+        }
+    }
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {url}"))?;
+    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let assign = plan_reads::assign_state(pool)
+        .await
+        .context("reading assignment counters")?;
+    let mut planner = Planner::new(&project.settings, &project.templates, at, assign);
+
+    if let Some(id) = &args.explain {
+        return explain_contact(&project, &store, &mut planner, id, args.workflow.as_deref()).await;
+    }
+
+    let opts = DueOptions {
+        workflow: args.workflow.clone(),
+        all_contacts: args.all_contacts,
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut sink: Box<dyn Sink> = match args.format {
+        Format::Jsonl => Box::new(JsonlSink { tz }),
+        Format::Csv => Box::new(CsvSink::new()),
+        Format::Table => Box::new(TableSink::new(args.limit, tz)),
+    };
+    let result = plan_due(&store, &project.workflows, &mut planner, &opts, |d| {
+        for s in &d.plan.steps {
+            sink.row(&mut out, s)?;
+        }
+        if let Start::New { .. } = d.start {
+            sink.entered(&d.workflow.name);
+        }
+        Ok(())
+    })
+    .await;
+    let result = result.and_then(|_| {
+        sink.finish(&mut out, &project.workflows, at, tz)
+            .map_err(Into::into)
+    });
+    let result = result.and_then(|_| out.flush().map_err(Into::into));
+    match result {
+        Ok(()) => Ok(()),
+        // `dry-run | head` closes the pipe early: that is not an error.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(Failure::Other(e)),
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// RFC 3339, or a local date-time (`T` or space, seconds optional) in `tz`.
+pub fn parse_at(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
+            return tz
+                .from_local_datetime(&n)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| format!("--at {s}: that time does not exist in {tz} (a DST gap)"));
+        }
+    }
+    Err(format!(
+        "--at \"{s}\" is not a time; write RFC 3339 like 2026-11-01T09:00:00+08:00, or 2026-11-01T09:00 in {tz}"
+    ))
+}
+
+/// Where planned rows go.
+trait Sink {
+    fn row(&mut self, out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()>;
+    fn entered(&mut self, _workflow: &str) {}
+    fn finish(
+        &mut self,
+        _out: &mut dyn Write,
+        _wfs: &[crate::workflow::Workflow],
+        _at: DateTime<Utc>,
+        _tz: Tz,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One JSON object per line, written as it is decided.
+struct JsonlSink {
+    tz: Tz,
+}
+
+impl Sink for JsonlSink {
+    fn row(&mut self, out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut *out, &s.to_json_row(self.tz))?;
+        out.write_all(b"\n")?;
+        Ok(())
+    }
+}
+
+const CSV_COLUMNS: [&str; 15] = [
+    "workflow",
+    "contact_id",
+    "step",
+    "action",
+    "channel",
+    "to",
+    "subject",
+    "body",
+    "at",
+    "salesperson",
+    "notify",
+    "add",
+    "remove",
+    "until",
+    "reason",
+];
+
+struct CsvSink {
+    header_written: bool,
+}
+
+impl CsvSink {
+    fn new() -> Self {
+        CsvSink {
+            header_written: false,
+        }
+    }
+}
+
+impl Sink for CsvSink {
+    fn row(&mut self, out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()> {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(&mut *out);
+        if !self.header_written {
+            w.write_record(CSV_COLUMNS)?;
+            self.header_written = true;
+        }
+        let r = s.to_json_row(Tz::UTC);
+        let join = |v: Option<&[String]>| v.map(|v| v.join(";")).unwrap_or_default();
+        let at = match &s.action {
+            Action::Send { at, tz, .. } => at.with_timezone(tz).to_rfc3339(),
+            _ => String::new(),
+        };
+        w.write_record([
+            r.workflow,
+            r.contact_id,
+            r.step,
+            r.action,
+            r.channel.unwrap_or(""),
+            r.to.unwrap_or(""),
+            r.subject.unwrap_or(""),
+            r.body.unwrap_or(""),
+            &at,
+            r.salesperson.unwrap_or(""),
+            r.notify.unwrap_or(""),
+            &join(r.add),
+            &join(r.remove),
+            r.until.as_deref().unwrap_or(""),
+            r.reason.as_deref().unwrap_or(""),
+        ])?;
+        w.flush()?;
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        out: &mut dyn Write,
+        _: &[crate::workflow::Workflow],
+        _: DateTime<Utc>,
+        _: Tz,
+    ) -> io::Result<()> {
+        if !self.header_written {
+            writeln!(out, "{}", CSV_COLUMNS.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// A summary per workflow, then the first rows.
+struct TableSink {
+    limit: usize,
+    tz: Tz,
+    rows: Vec<PlannedStep>,
+    per_workflow: BTreeMap<String, Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    entered: u64,
+    actions: BTreeMap<String, u64>,
+}
+
+impl TableSink {
+    fn new(limit: usize, tz: Tz) -> Self {
+        TableSink {
+            limit,
+            tz,
+            rows: Vec::new(),
+            per_workflow: BTreeMap::new(),
+        }
+    }
+}
+
+impl Sink for TableSink {
+    fn row(&mut self, _out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()> {
+        let key = match &s.action {
+            Action::Skip { reason } => format!("skip {}", reason.code()),
+            Action::Exit { reason } => format!("exit {}", reason.code()),
+            a => a.name().to_string(),
+        };
+        *self
+            .per_workflow
+            .entry(s.workflow.clone())
+            .or_default()
+            .actions
+            .entry(key)
+            .or_insert(0) += 1;
+        if self.rows.len() < self.limit {
+            self.rows.push(s.clone());
+        }
+        Ok(())
+    }
+
+    fn entered(&mut self, workflow: &str) {
+        self.per_workflow
+            .entry(workflow.to_string())
+            .or_default()
+            .entered += 1;
+    }
+
+    fn finish(
+        &mut self,
+        out: &mut dyn Write,
+        wfs: &[crate::workflow::Workflow],
+        at: DateTime<Utc>,
+        tz: Tz,
+    ) -> io::Result<()> {
+        writeln!(
+            out,
+            "Dry run at {} — nothing was sent or changed.\n",
+            at.with_timezone(&tz).to_rfc3339()
+        )?;
+        writeln!(
+            out,
+            "{:<28} {:<16} {:>8}  actions",
+            "WORKFLOW", "TRIGGER", "ENTER"
+        )?;
+        for wf in wfs {
+            let counts = self.per_workflow.get(&wf.name);
+            let actions = counts
+                .map(|c| {
+                    c.actions
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let state = if wf.enabled {
+                wf.trigger.kind()
+            } else {
+                "disabled"
+            };
+            writeln!(
+                out,
+                "{:<28} {:<16} {:>8}  {}",
+                wf.name,
+                state,
+                counts.map(|c| c.entered).unwrap_or(0),
+                if actions.is_empty() {
+                    "-".to_string()
+                } else {
+                    actions
+                }
+            )?;
+        }
+        let total: u64 = self
+            .per_workflow
+            .values()
+            .flat_map(|c| c.actions.values())
+            .sum();
+        writeln!(out)?;
+        if self.rows.is_empty() {
+            writeln!(out, "Nothing is due.")?;
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "First {} of {} actions (--format jsonl or csv for all):",
+            self.rows.len(),
+            total
+        )?;
+        writeln!(
+            out,
+            "{:<22} {:<10} {:<6} {:<7} DETAIL",
+            "WORKFLOW", "CONTACT", "STEP", "ACTION"
+        )?;
+        for s in &self.rows {
+            let detail = match &s.action {
+                Action::Send {
+                    channel,
+                    to,
+                    body,
+                    at,
+                    tz,
+                    ..
+                } => {
+                    let mut b: String = body.replace('\n', " ");
+                    if b.chars().count() > 48 {
+                        b = b.chars().take(47).collect::<String>() + "…";
+                    }
+                    format!(
+                        "{channel} → {to} at {}: {b}",
+                        at.with_timezone(tz).format("%Y-%m-%d %H:%M %:z")
+                    )
+                }
+                Action::Assign {
+                    salesperson,
+                    notify,
+                    ..
+                } => match notify {
+                    Some(n) => format!("→ {salesperson} (notified on {n})"),
+                    None => format!("→ {salesperson}"),
+                },
+                Action::Tag { add, remove } => {
+                    format!("+[{}] -[{}]", add.join(", "), remove.join(", "))
+                }
+                Action::Wait { until } => format!(
+                    "until {}",
+                    until.with_timezone(&self.tz).format("%Y-%m-%d %H:%M %:z")
+                ),
+                Action::Exit { reason } | Action::Skip { reason } => reason.to_string(),
+            };
+            writeln!(
+                out,
+                "{:<22} {:<10} {:<6} {:<7} {}",
+                s.workflow,
+                s.contact_id,
+                s.step,
+                s.action.name(),
+                detail
+            )?;
+        }
+        Ok(())
+    }
+}
+
+async fn explain_contact(
+    project: &Project,
+    store: &Store,
+    planner: &mut Planner<'_>,
+    id: &str,
+    only: Option<&str>,
+) -> CliResult {
+    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let Some(mut contact) = store.contact(id).await.context("reading the contact")? else {
+        return Err(Failure::Input(format!("no contact with id \"{id}\"")));
+    };
+    let at = planner.now;
+    let tz = crate::policy::contact_tz(&contact, &project.settings);
+    let enrollments = plan_reads::enrollments_of(pool, id)
+        .await
+        .context("reading enrollments")?;
+    let cursor = plan_reads::cursor(pool, plan_reads::DAEMON_CURSOR)
+        .await
+        .context("reading the cursor")?;
+    let pending: Vec<plan_reads::LogEntry> = plan_reads::pending_log(pool, cursor, i64::MAX)
+        .await
+        .context("reading the event log")?
+        .into_iter()
+        .filter(|e| e.contact_id == id)
+        .collect();
+    let mut names = Vec::new();
+    for wf in &project.workflows {
+        for n in sources::event_names(wf) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let mut events = plan_reads::events_of(pool, &[id.to_string()], &names)
+        .await
+        .context("reading events")?;
+    contact.events = events.remove(id).unwrap_or_default();
+    let recent = match &project.settings.policies.frequency_cap {
+        Some(cap) => plan_reads::recent_messages(pool, &[id.to_string()], at - cap.per.to_chrono())
+            .await
+            .context("reading messages")?
+            .get(id)
+            .copied()
+            .unwrap_or(0),
+        None => 0,
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Contact {id}{} at {}\n\n",
+        contact
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        at.with_timezone(&tz).to_rfc3339()
+    ));
+    for wf in project
+        .workflows
+        .iter()
+        .filter(|w| only.is_none_or(|o| o == w.name))
+    {
+        use crate::workflow::Trigger;
+        let pending_triggers = pending
+            .iter()
+            .filter(|e| match &wf.trigger {
+                Trigger::ContactCreated => e.kind == "contact_created",
+                Trigger::TagAdded { tag } => {
+                    e.kind == "tag_added" && e.name.as_deref() == Some(tag)
+                }
+                Trigger::Event { name } => e.kind == "event" && e.name.as_deref() == Some(name),
+                _ => false,
+            })
+            .count();
+        let plan = planner.plan(wf, &contact, StartAt::First, recent);
+        out.push_str(&explain(&ExplainInput {
+            wf,
+            contact: &contact,
+            at,
+            tz,
+            enrollments: &enrollments,
+            pending_triggers,
+            would_do: Some(&plan.steps),
+        }));
+        out.push('\n');
+    }
+    print!("{out}");
+    Ok(())
 }

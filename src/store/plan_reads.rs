@@ -1,0 +1,181 @@
+//! What the planner reads from the store besides contacts: the event log,
+//! enrollments, recent messages and assignment counters. Reads only: the
+//! dry-run uses all of these and must change nothing.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::TryStreamExt;
+use sqlx::{Row, SqlitePool};
+
+use crate::assign::AssignState;
+use crate::contact::EventFact;
+
+/// The daemon's event-log consumer; the dry-run reads its position.
+pub const DAEMON_CURSOR: &str = "daemon";
+
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+/// An entry of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub kind: String,
+    pub contact_id: String,
+    pub name: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An enrollment as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentRow {
+    pub id: i64,
+    pub workflow: String,
+    pub contact_id: String,
+    pub entry_key: String,
+    pub status: String,
+    pub step_id: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+}
+
+pub async fn cursor(pool: &SqlitePool, name: &str) -> sqlx::Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT position FROM cursors WHERE name = ?")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Log entries after `after`, oldest first, at most `limit`.
+pub async fn pending_log(pool: &SqlitePool, after: i64, limit: i64) -> sqlx::Result<Vec<LogEntry>> {
+    let rows = sqlx::query(
+        "SELECT seq, kind, contact_id, name, at FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LogEntry {
+            seq: r.get(0),
+            kind: r.get(1),
+            contact_id: r.get(2),
+            name: r.get(3),
+            at: from_ms(r.get(4)),
+        })
+        .collect())
+}
+
+fn enrollment(r: sqlx::sqlite::SqliteRow) -> EnrollmentRow {
+    EnrollmentRow {
+        id: r.get(0),
+        workflow: r.get(1),
+        contact_id: r.get(2),
+        entry_key: r.get(3),
+        status: r.get(4),
+        step_id: r.get(5),
+        next_run_at: r.get::<Option<i64>, _>(6).map(from_ms),
+        started_at: from_ms(r.get(7)),
+    }
+}
+
+const ENROLLMENT_COLS: &str = "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at";
+
+/// Active enrollments whose next step is due at `at`, oldest due first.
+pub async fn due_enrollments(pool: &SqlitePool, at: DateTime<Utc>) -> sqlx::Result<Vec<EnrollmentRow>> {
+    let sql = format!(
+        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE status = 'active' AND next_run_at <= ? ORDER BY next_run_at, id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(ms(at)).fetch(pool).map_ok(enrollment).try_collect().await?;
+    Ok(rows)
+}
+
+/// Every enrollment of a contact (all workflows), oldest first.
+pub async fn enrollments_of(pool: &SqlitePool, contact_id: &str) -> sqlx::Result<Vec<EnrollmentRow>> {
+    let sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id = ? ORDER BY started_at, id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(contact_id).fetch(pool).map_ok(enrollment).try_collect().await?;
+    Ok(rows)
+}
+
+/// Events named `names` of the given contacts, grouped by contact.
+pub async fn events_of(
+    pool: &SqlitePool,
+    contact_ids: &[String],
+    names: &[String],
+) -> sqlx::Result<HashMap<String, Vec<EventFact>>> {
+    let mut out: HashMap<String, Vec<EventFact>> = HashMap::new();
+    if contact_ids.is_empty() || names.is_empty() {
+        return Ok(out);
+    }
+    // Chunks keep us well below SQLite's limit on bound variables.
+    for chunk in contact_ids.chunks(500) {
+        let mut sql = String::from("SELECT contact_id, name, at FROM events WHERE contact_id IN (");
+        push_placeholders(&mut sql, chunk.len());
+        sql.push_str(") AND name IN (");
+        push_placeholders(&mut sql, names.len());
+        sql.push(')');
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for n in names {
+            q = q.bind(n);
+        }
+        let rows = q.fetch_all(pool).await?;
+        for r in rows {
+            let id: String = r.get(0);
+            out.entry(id).or_default().push(EventFact { name: r.get(1), at: from_ms(r.get(2)) });
+        }
+    }
+    Ok(out)
+}
+
+/// Messages queued or sent to each contact since `since` (for the frequency cap).
+pub async fn recent_messages(
+    pool: &SqlitePool,
+    contact_ids: &[String],
+    since: DateTime<Utc>,
+) -> sqlx::Result<HashMap<String, u32>> {
+    let mut out = HashMap::new();
+    for chunk in contact_ids.chunks(500) {
+        let mut sql = String::from("SELECT contact_id, count(*) FROM outbox WHERE contact_id IN (");
+        push_placeholders(&mut sql, chunk.len());
+        sql.push_str(") AND created_at > ? AND status NOT IN ('cancelled', 'dead') GROUP BY contact_id");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        let rows = q.bind(ms(since)).fetch_all(pool).await?;
+        for r in rows {
+            let n: i64 = r.get(1);
+            out.insert(r.get::<String, _>(0), u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(out)
+}
+
+/// Round-robin positions and open contacts per salesperson.
+pub async fn assign_state(pool: &SqlitePool) -> sqlx::Result<AssignState> {
+    let mut st = AssignState::default();
+    for r in sqlx::query("SELECT team, next_index FROM team_cursors").fetch_all(pool).await? {
+        st.team_cursor.insert(r.get(0), r.get(1));
+    }
+    for r in sqlx::query("SELECT salesperson_id, open_contacts FROM salesperson_load").fetch_all(pool).await? {
+        st.load.insert(r.get(0), r.get(1));
+    }
+    Ok(st)
+}
+
+fn push_placeholders(sql: &mut String, n: usize) {
+    for i in 0..n {
+        sql.push_str(if i == 0 { "?" } else { ",?" });
+    }
+}
