@@ -14,7 +14,7 @@ use crate::audience::eval::holds;
 use crate::contact::Contact;
 use crate::policy;
 use crate::settings::Settings;
-use crate::template::{render_context, Templates};
+use crate::template::{Templates, render_context};
 use crate::workflow::{Step, StepAction, Workflow};
 
 /// Why a step was skipped or an enrollment ended. The text is part of the
@@ -128,7 +128,10 @@ pub struct PlannedStep {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Sleeping until `until`, then continuing at `next_step` (`None`: it then ends).
-    Waiting { next_step: Option<String>, until: DateTime<Utc> },
+    Waiting {
+        next_step: Option<String>,
+        until: DateTime<Utc>,
+    },
     Done,
     Exited(Reason),
 }
@@ -163,14 +166,31 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(settings: &'a Settings, templates: &'a Templates, now: DateTime<Utc>, assign: AssignState) -> Self {
-        Planner { settings, templates, now, assign, planned_sends: HashMap::new() }
+    pub fn new(
+        settings: &'a Settings,
+        templates: &'a Templates,
+        now: DateTime<Utc>,
+        assign: AssignState,
+    ) -> Self {
+        Planner {
+            settings,
+            templates,
+            now,
+            assign,
+            planned_sends: HashMap::new(),
+        }
     }
 
     /// Plan a contact's way through `wf` from `start`, until a wait, the end,
     /// or an exit. `recent_messages` is how many messages the store holds for
     /// the contact inside the frequency cap's window.
-    pub fn plan(&mut self, wf: &Workflow, contact: &Contact, start: StartAt<'_>, recent_messages: u32) -> EnrollmentPlan {
+    pub fn plan(
+        &mut self,
+        wf: &Workflow,
+        contact: &Contact,
+        start: StartAt<'_>,
+        recent_messages: u32,
+    ) -> EnrollmentPlan {
         let mut c = contact.clone();
         let mut steps = Vec::new();
         let mut ran = Vec::new();
@@ -201,15 +221,35 @@ impl<'a> Planner<'a> {
             if let Some(goal) = &wf.exit_when {
                 if holds(goal, &c, self.now) {
                     let reason = Reason::GoalReached;
-                    steps.push(row(step, Action::Exit { reason: reason.clone() }));
-                    return EnrollmentPlan { steps, outcome: Outcome::Exited(reason), ran, contact_after: c };
+                    steps.push(row(
+                        step,
+                        Action::Exit {
+                            reason: reason.clone(),
+                        },
+                    ));
+                    return EnrollmentPlan {
+                        steps,
+                        outcome: Outcome::Exited(reason),
+                        ran,
+                        contact_after: c,
+                    };
                 }
             }
             if let Some(audience) = &wf.audience {
                 if !holds(audience, &c, self.now) {
                     let reason = Reason::LeftAudience;
-                    steps.push(row(step, Action::Exit { reason: reason.clone() }));
-                    return EnrollmentPlan { steps, outcome: Outcome::Exited(reason), ran, contact_after: c };
+                    steps.push(row(
+                        step,
+                        Action::Exit {
+                            reason: reason.clone(),
+                        },
+                    ));
+                    return EnrollmentPlan {
+                        steps,
+                        outcome: Outcome::Exited(reason),
+                        ran,
+                        contact_after: c,
+                    };
                 }
             }
 
@@ -217,11 +257,22 @@ impl<'a> Planner<'a> {
             let mut next = wf.next_after(&step.id);
             match &step.action {
                 StepAction::Send(send) => {
-                    let action = self.plan_send(wf, &c, &send.channel.value, &send.template.value, recent_messages);
+                    let action = self.plan_send(
+                        wf,
+                        &c,
+                        &send.channel.value,
+                        &send.template.value,
+                        recent_messages,
+                    );
                     steps.push(row(step, action));
                 }
                 StepAction::Assign(a) => {
-                    let team = self.settings.teams.get(&a.team.value).map(Vec::as_slice).unwrap_or(&[]);
+                    let team = self
+                        .settings
+                        .teams
+                        .get(&a.team.value)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
                     let action = match self.assign.pick(a, team, &c) {
                         Pick::Chosen(id) => {
                             let previous = c.owner.replace(id.clone());
@@ -231,16 +282,32 @@ impl<'a> Planner<'a> {
                                 notify: a.notify.as_ref().map(|n| n.value.clone()),
                             }
                         }
-                        Pick::AlreadyAssigned => Action::Skip { reason: Reason::AlreadyAssigned },
-                        Pick::TeamFull => Action::Skip { reason: Reason::TeamFull },
-                        Pick::NoMatch => Action::Skip { reason: Reason::NoMatchingSalesperson },
+                        Pick::AlreadyAssigned => Action::Skip {
+                            reason: Reason::AlreadyAssigned,
+                        },
+                        Pick::TeamFull => Action::Skip {
+                            reason: Reason::TeamFull,
+                        },
+                        Pick::NoMatch => Action::Skip {
+                            reason: Reason::NoMatchingSalesperson,
+                        },
                     };
                     steps.push(row(step, action));
                 }
                 StepAction::Tag(t) => {
                     // Only real changes are reported, as only they produce tag events.
-                    let add: Vec<String> = t.add.iter().filter(|x| !c.tags.contains(*x)).cloned().collect();
-                    let remove: Vec<String> = t.remove.iter().filter(|x| c.tags.contains(*x)).cloned().collect();
+                    let add: Vec<String> = t
+                        .add
+                        .iter()
+                        .filter(|x| !c.tags.contains(*x))
+                        .cloned()
+                        .collect();
+                    let remove: Vec<String> = t
+                        .remove
+                        .iter()
+                        .filter(|x| c.tags.contains(*x))
+                        .cloned()
+                        .collect();
                     c.tags.extend(add.iter().cloned());
                     for r in &remove {
                         c.tags.remove(r);
@@ -252,13 +319,20 @@ impl<'a> Planner<'a> {
                     steps.push(row(step, Action::Wait { until }));
                     return EnrollmentPlan {
                         steps,
-                        outcome: Outcome::Waiting { next_step: next.map(|s| s.id.clone()), until },
+                        outcome: Outcome::Waiting {
+                            next_step: next.map(|s| s.id.clone()),
+                            until,
+                        },
                         ran,
                         contact_after: c,
                     };
                 }
                 StepAction::If(branch) => {
-                    let taken = if holds(&branch.condition, &c, self.now) { &branch.then } else { &branch.otherwise };
+                    let taken = if holds(&branch.condition, &c, self.now) {
+                        &branch.then
+                    } else {
+                        &branch.otherwise
+                    };
                     if let Some(first) = taken.first() {
                         next = Some(first);
                     }
@@ -266,30 +340,57 @@ impl<'a> Planner<'a> {
             }
             current = next;
         }
-        EnrollmentPlan { steps, outcome: Outcome::Done, ran, contact_after: c }
+        EnrollmentPlan {
+            steps,
+            outcome: Outcome::Done,
+            ran,
+            contact_after: c,
+        }
     }
 
     /// Decide one message: consent, address, cap, rendering, quiet hours.
-    fn plan_send(&mut self, wf: &Workflow, c: &Contact, channel: &str, template: &str, recent: u32) -> Action {
+    fn plan_send(
+        &mut self,
+        wf: &Workflow,
+        c: &Contact,
+        channel: &str,
+        template: &str,
+        recent: u32,
+    ) -> Action {
         let Some(ch) = self.settings.channels.get(channel) else {
             // `validate` refuses unknown channels, so this only happens on a broken reload.
-            return Action::Skip { reason: Reason::TemplateError(format!("unknown channel \"{channel}\"")) };
+            return Action::Skip {
+                reason: Reason::TemplateError(format!("unknown channel \"{channel}\"")),
+            };
         };
         if !policy::consents(c, channel) {
-            return Action::Skip { reason: Reason::Unsubscribed };
+            return Action::Skip {
+                reason: Reason::Unsubscribed,
+            };
         }
-        let to = match ch.kind.address_field() {
+        // A log or webhook channel reaches the contact by id, unless its
+        // `address:` option names the field it stands in for (a `log` channel
+        // named `sms` in a quick start previews real phone numbers).
+        let field = ch.kind.address_field().or_else(|| ch.options.get("address").map(|a| a.value.as_str()));
+        let to = match field {
             Some("phone") => c.phone.clone(),
             Some("email") => c.email.clone(),
             Some("wecom_external_userid") => c.wecom_external_userid.clone(),
             _ => Some(c.id.clone()),
         };
         let Some(to) = to.filter(|t| !t.trim().is_empty()) else {
-            return Action::Skip { reason: Reason::NoAddress };
+            return Action::Skip {
+                reason: Reason::NoAddress,
+            };
         };
         let planned = self.planned_sends.get(&c.id).copied().unwrap_or(0);
-        if policy::over_cap(self.settings.policies.frequency_cap.as_ref(), recent + planned) {
-            return Action::Skip { reason: Reason::FrequencyCap };
+        if policy::over_cap(
+            self.settings.policies.frequency_cap.as_ref(),
+            recent + planned,
+        ) {
+            return Action::Skip {
+                reason: Reason::FrequencyCap,
+            };
         }
         let tz = policy::contact_tz(c, self.settings);
         let owner = c
@@ -300,11 +401,22 @@ impl<'a> Planner<'a> {
         let ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
         let rendered = match self.templates.render(template, &ctx) {
             Ok(r) => r,
-            Err(e) => return Action::Skip { reason: Reason::TemplateError(e.to_string()) },
+            Err(e) => {
+                return Action::Skip {
+                    reason: Reason::TemplateError(e.to_string()),
+                };
+            }
         };
         *self.planned_sends.entry(c.id.clone()).or_insert(0) += 1;
         let at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), self.now, tz);
-        Action::Send { channel: channel.to_string(), to, subject: rendered.subject, body: rendered.body, at, tz }
+        Action::Send {
+            channel: channel.to_string(),
+            to,
+            subject: rendered.subject,
+            body: rendered.body,
+            at,
+            tz,
+        }
     }
 }
 
@@ -359,14 +471,25 @@ impl PlannedStep {
             reason: None,
         };
         match &self.action {
-            Action::Send { channel, to, subject, body, at, tz } => {
+            Action::Send {
+                channel,
+                to,
+                subject,
+                body,
+                at,
+                tz,
+            } => {
                 r.channel = Some(channel);
                 r.to = Some(to);
                 r.subject = subject.as_deref();
                 r.body = Some(body);
                 r.at = Some(at.with_timezone(tz).to_rfc3339());
             }
-            Action::Assign { salesperson, notify, .. } => {
+            Action::Assign {
+                salesperson,
+                notify,
+                ..
+            } => {
                 r.salesperson = Some(salesperson);
                 r.notify = notify.as_deref();
             }
@@ -374,8 +497,12 @@ impl PlannedStep {
                 r.add = Some(add);
                 r.remove = Some(remove);
             }
-            Action::Wait { until } => r.until = Some(until.with_timezone(&settings_tz).to_rfc3339()),
-            Action::Exit { reason } | Action::Skip { reason } => r.reason = Some(reason.to_string()),
+            Action::Wait { until } => {
+                r.until = Some(until.with_timezone(&settings_tz).to_rfc3339())
+            }
+            Action::Exit { reason } | Action::Skip { reason } => {
+                r.reason = Some(reason.to_string())
+            }
         }
         r
     }
