@@ -442,6 +442,7 @@ fn documented_decisions() {
     attrs.insert("vip".into(), json!("TRUE"));
     attrs.insert("seen".into(), json!("2026-05-30T00:00:00Z"));
     attrs.insert("nothing".into(), Value::Null);
+    attrs.insert("q\"k\\".into(), json!("quoted key"));
     let c = Contact {
         id: "c1".into(),
         name: Some("Ada 100%".into()),
@@ -511,6 +512,8 @@ fn documented_decisions() {
         ),
         (field("unsubscribed", FieldTest::Equals(s("FALSE"))), true),
         (Condition::Owner(OwnerTest::None), true),
+        (field("q\"k\\", FieldTest::Equals(s("quoted key"))), true),
+        (field("q\"k", FieldTest::Exists(true)), false),
         (Condition::Tag("'; DROP TABLE contacts; --".into()), false),
         (
             Condition::Event {
