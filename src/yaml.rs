@@ -438,6 +438,12 @@ impl<'n> Fields<'n> {
             .find(|(k, _)| k.scalar_text() == Some(key))
             .map(|(k, _)| k)
     }
+    /// Whether some other key looks like a misspelling of `key` (then a
+    /// "needs KEY" message would only repeat the "did you mean" one).
+    pub fn misspelt(&self, key: &str) -> bool {
+        self.keys()
+            .any(|k| k != key && crate::diagnostics::did_you_mean(k, [key]).is_some())
+    }
     pub fn has(&self, key: &str) -> bool {
         self.get(key).is_some()
     }

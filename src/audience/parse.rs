@@ -55,9 +55,15 @@ pub fn parse_condition(r: &mut Reader, node: &Node) -> Option<Condition> {
                     )),
                 );
             }
+            let near_field = entries.iter().any(|(k, _)| {
+                crate::diagnostics::did_you_mean(k.scalar_text().unwrap_or(""), ["field"]).is_some()
+            });
             for (k, _) in entries {
                 let text = k.scalar_text().unwrap_or("");
                 if FIELD_OPERATORS.contains(&text) {
+                    if near_field {
+                        continue;
+                    }
                     r.error(k.pos, format!("\"{text}\" needs a \"field:\" to compare, e.g. {{ field: city, {text}: ... }}"));
                 } else {
                     r.unknown_key(k, CONDITION_KINDS, "a condition");
@@ -102,7 +108,10 @@ fn parse_kind(
             // A child that cannot be read is reported and left out; the
             // others are kept so the project checks still look at them (the
             // condition as a whole is invalid anyway).
-            let out: Vec<Condition> = items.iter().filter_map(|item| parse_condition(r, item)).collect();
+            let out: Vec<Condition> = items
+                .iter()
+                .filter_map(|item| parse_condition(r, item))
+                .collect();
             Some(if kind == "all" {
                 Condition::All(out)
             } else {

@@ -32,11 +32,18 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         if wanted.is_empty() {
             return true;
         }
-        let Ok(f) = d.file.canonicalize() else { return true };
+        let Ok(f) = d.file.canonicalize() else {
+            return true;
+        };
         // Problems in the settings concern every file.
         settings_file.as_ref() == Some(&f) || wanted.iter().any(|w| f.starts_with(w))
     };
-    let diags: Vec<Diagnostic> = report.diagnostics.iter().filter(|d| selected(d)).cloned().collect();
+    let diags: Vec<Diagnostic> = report
+        .diagnostics
+        .iter()
+        .filter(|d| selected(d))
+        .cloned()
+        .collect();
     if !diags.is_empty() {
         eprint_report(&diags);
         return Err(Failure::Reported);
@@ -46,10 +53,17 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         .iter()
         .filter(|w| {
             wanted.is_empty()
-                || w.workflow.file.canonicalize().is_ok_and(|f| wanted.iter().any(|p| f.starts_with(p)))
+                || w.workflow
+                    .file
+                    .canonicalize()
+                    .is_ok_and(|f| wanted.iter().any(|p| f.starts_with(p)))
         })
         .collect::<Vec<_>>();
-    let disabled: Vec<&str> = n_wf.iter().filter(|w| !w.workflow.enabled).map(|w| w.workflow.name.as_str()).collect();
+    let disabled: Vec<&str> = n_wf
+        .iter()
+        .filter(|w| !w.workflow.enabled)
+        .map(|w| w.workflow.name.as_str())
+        .collect();
     let (channels, teams) = report
         .settings
         .as_ref()
@@ -65,7 +79,11 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         plural(teams, "team")
     );
     if !disabled.is_empty() {
-        line.push_str(&format!(" ({} disabled: {})", disabled.len(), disabled.join(", ")));
+        line.push_str(&format!(
+            " ({} disabled: {})",
+            disabled.len(),
+            disabled.join(", ")
+        ));
     }
     println!("{line}");
     Ok(())

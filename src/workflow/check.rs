@@ -168,21 +168,22 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                         ));
                     }
                     out.push(d);
-                } else if cx.templates.contains(t) && rendered.insert(t.value.as_str()) {
-                    if let Err(e) = cx.templates.render(t, &sample_context(cx, &wf.name)) {
-                        out.push(render_diag(
-                            cx,
-                            Diagnostic::new(
-                                file,
-                                t.pos,
-                                format!(
-                                    "template \"{}\" does not render for a sample contact: {e}",
-                                    t.value
-                                ),
+                } else if cx.templates.contains(t)
+                    && rendered.insert(t.value.as_str())
+                    && let Err(e) = cx.templates.render(t, &sample_context(cx, &wf.name))
+                {
+                    out.push(render_diag(
+                        cx,
+                        Diagnostic::new(
+                            file,
+                            t.pos,
+                            format!(
+                                "template \"{}\" does not render for a sample contact: {e}",
+                                t.value
                             ),
-                            &e,
-                        ));
-                    }
+                        ),
+                        &e,
+                    ));
                 }
             }
             StepAction::Assign(a) => {

@@ -234,6 +234,9 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
         "tag_added" => {
             let f = r.fields(v, "tag_added", &["tag"])?;
             let Some(t) = f.get("tag") else {
+                if f.misspelt("tag") {
+                    return None;
+                }
                 r.error(
                     v.pos,
                     "tag_added needs \"tag\", e.g. tag_added: { tag: vip }",
@@ -249,7 +252,9 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
             let quiet_for = match f.get("for") {
                 Some(n) => r.duration(n, "for"),
                 None => {
-                    r.error(v.pos, "inactive needs \"for\", e.g. inactive: { for: 30d }");
+                    if !f.misspelt("for") {
+                        r.error(v.pos, "inactive needs \"for\", e.g. inactive: { for: 30d }");
+                    }
                     None
                 }
             };
@@ -265,6 +270,9 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
         "event" => {
             let f = r.fields(v, "the event trigger", &["name"])?;
             let Some(n) = f.get("name") else {
+                if f.misspelt("name") {
+                    return None;
+                }
                 r.error(
                     v.pos,
                     "the event trigger needs \"name\", e.g. event: { name: purchase }",
@@ -278,6 +286,9 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
         "schedule" => {
             let f = r.fields(v, "schedule", &["cron"])?;
             let Some(n) = f.get("cron") else {
+                if f.misspelt("cron") {
+                    return None;
+                }
                 r.error(
                     v.pos,
                     "schedule needs \"cron\", e.g. schedule: { cron: \"0 9 * * 1\" }",
@@ -448,7 +459,9 @@ fn required_located(
     match f.get(key) {
         Some(n) => r.string(n, key).map(|s| Located::new(s, n.pos)),
         None => {
-            r.error(at.pos, format!("{what} needs \"{key}\""));
+            if !f.misspelt(key) {
+                r.error(at.pos, format!("{what} needs \"{key}\""));
+            }
             // An empty name is a placeholder the checks skip (already reported).
             Some(Located::new(String::new(), at.pos))
         }
@@ -506,7 +519,9 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         .and_then(|n| r.string(n, "notify").map(|s| Located::new(s, n.pos)));
     Some(StepAction::Assign(AssignStep {
         team: team?,
-        strategy: strategy?,
+        // Placeholder after an unknown strategy (reported), so `team` and
+        // `notify` are still checked.
+        strategy: strategy.unwrap_or(Strategy::RoundRobin),
         field,
         only_if_unassigned,
         notify,

@@ -22,7 +22,10 @@ pub const CRON_PATTERN: &str = r"^\s*\S+(\s+\S+){4,6}\s*$";
 /// The JSON Schema of a workflow file, as pretty JSON.
 pub fn workflow_schema_json() -> String {
     let mut schema = schemars::schema_for!(WorkflowFile);
-    schema.insert("$id".into(), "https://nurture.dev/schema/workflow.json".into());
+    schema.insert(
+        "$id".into(),
+        "https://nurture.dev/schema/workflow.json".into(),
+    );
     schema.insert("title".into(), "nurture workflow".into());
     serde_json::to_string_pretty(&schema).unwrap_or_default()
 }
@@ -218,10 +221,22 @@ impl JsonSchema for Step {
                 "additionalProperties": false
             })
         };
-        let send = one("send", g.subschema_for::<Send>(), "Render a template and send it on a channel.");
-        let assign = one("assign", g.subschema_for::<Assign>(), "Assign a salesperson.");
+        let send = one(
+            "send",
+            g.subschema_for::<Send>(),
+            "Render a template and send it on a channel.",
+        );
+        let assign = one(
+            "assign",
+            g.subschema_for::<Assign>(),
+            "Assign a salesperson.",
+        );
         let tag = one("tag", g.subschema_for::<TagChange>(), "Add or remove tags.");
-        let wait = one("wait", g.subschema_for::<DurationStr>(), "Continue after a while, e.g. wait: 3d.");
+        let wait = one(
+            "wait",
+            g.subschema_for::<DurationStr>(),
+            "Continue after a while, e.g. wait: 3d.",
+        );
         let cond = g.subschema_for::<Condition>();
         let if_step = json_schema!({
             "type": "object",
@@ -290,18 +305,46 @@ impl JsonSchema for Condition {
         ];
         let ops: [(&str, Schema, &str); 13] = [
             ("equals", literal.clone(), "The field equals the value."),
-            ("not_equals", literal.clone(), "The field differs from the value."),
+            (
+                "not_equals",
+                literal.clone(),
+                "The field differs from the value.",
+            ),
             ("in", list.clone(), "The field is one of the values."),
             ("not_in", list, "The field is none of the values."),
-            ("contains", string.clone(), "The text field contains the text."),
-            ("starts_with", string.clone(), "The text field starts with the text."),
-            ("gt", literal.clone(), "Greater than (numbers as numbers, timestamps as time)."),
+            (
+                "contains",
+                string.clone(),
+                "The text field contains the text.",
+            ),
+            (
+                "starts_with",
+                string.clone(),
+                "The text field starts with the text.",
+            ),
+            (
+                "gt",
+                literal.clone(),
+                "Greater than (numbers as numbers, timestamps as time).",
+            ),
             ("gte", literal.clone(), "Greater than or equal."),
             ("lt", literal.clone(), "Less than."),
             ("lte", literal, "Less than or equal."),
-            ("exists", json_schema!({ "type": "boolean" }), "The field is set (true) or not (false)."),
-            ("older_than", duration.clone(), "The timestamp field is older than now minus the duration."),
-            ("newer_than", duration, "The timestamp field is newer than now minus the duration."),
+            (
+                "exists",
+                json_schema!({ "type": "boolean" }),
+                "The field is set (true) or not (false).",
+            ),
+            (
+                "older_than",
+                duration.clone(),
+                "The timestamp field is older than now minus the duration.",
+            ),
+            (
+                "newer_than",
+                duration,
+                "The timestamp field is newer than now minus the duration.",
+            ),
         ];
         for (op, schema, desc) in ops {
             variants.push(json_schema!({
