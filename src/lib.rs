@@ -6,11 +6,13 @@
 
 pub mod assign;
 pub mod audience;
+pub mod channels;
 pub mod cli;
 pub mod contact;
 pub mod diagnostics;
 pub mod duration;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod project;
 pub mod schedule;

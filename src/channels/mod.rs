@@ -1,0 +1,73 @@
+//! Channels: one small adapter per provider. An adapter turns a rendered
+//! message into one provider call and maps the answer to a [`Delivery`].
+//! Retries, backoff, rate limits, concurrency and dead-lettering live once, in
+//! `delivery`, for every channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::settings::{ChannelKind, ChannelSettings};
+
+/// A message taken from the outbox, as an adapter sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutMessage {
+    /// The idempotency key: (workflow, contact, enrollment, step). Stable across retries.
+    pub id: String,
+    pub workflow: String,
+    pub contact_id: String,
+    pub step_id: String,
+    pub channel: String,
+    /// The address: phone, email, WeCom id, or the contact id for webhook/log.
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: String,
+    /// The contact as templates see it (`Contact::template_value`), for webhooks.
+    pub contact: serde_json::Value,
+    /// 1 for the first try.
+    pub attempt: u32,
+}
+
+/// What a provider said about one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Accepted; `provider_id` is the provider's own id when it gives one.
+    Delivered { provider_id: Option<String> },
+    /// Try again: a timeout, a 5xx, a 429 (with its `Retry-After` in `after`).
+    Retry { after: Option<Duration>, reason: String },
+    /// Do not try again (4xx other than 429, or a provider code that says so).
+    Permanent { reason: String },
+}
+
+/// A provider adapter. Adapters are stateless towards the outbox: they never
+/// retry or sleep themselves.
+pub trait Channel: Send + Sync {
+    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery>;
+}
+
+/// An error in a channel's settings, found when the daemon builds its channels.
+#[derive(Debug, thiserror::Error)]
+#[error("channel \"{channel}\": {message}")]
+pub struct ChannelError {
+    pub channel: String,
+    pub message: String,
+}
+
+/// The channels of the current settings, with their adapters.
+#[derive(Clone, Default)]
+pub struct Registry {
+    pub channels: HashMap<String, (ChannelSettings, Arc<dyn Channel>)>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<&(ChannelSettings, Arc<dyn Channel>)> {
+        self.channels.get(name)
+    }
+}
+
+/// `kind` names for messages that don't belong to the decision path.
+pub fn kind_name(k: ChannelKind) -> &'static str {
+    k.name()
+}
