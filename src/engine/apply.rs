@@ -32,6 +32,21 @@ pub async fn apply(pool: &SqlitePool, settings: &Settings, d: &Decided<'_>, now:
     // IMMEDIATE: take SQLite's write lock up front, so the read-then-write
     // below cannot be interleaved with another writer.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.context("beginning a transaction")?;
+    let applied = apply_in(&mut tx, settings, d, now).await?;
+    tx.commit().await.context("committing the plan")?;
+    Ok(applied)
+}
+
+/// Apply one plan inside the caller's transaction (the daemon applies a batch
+/// of plans, and moves its cursor, in one transaction). A stale plan writes
+/// nothing and leaves the transaction usable.
+pub async fn apply_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    settings: &Settings,
+    d: &Decided<'_>,
+    now: DateTime<Utc>,
+) -> Result<Applied> {
+    let tx = &mut **tx;
     let enrollment_id = match &d.start {
         Start::New { entry_key, .. } => {
             let id: Option<i64> = sqlx::query_scalar(
@@ -53,13 +68,16 @@ pub async fn apply(pool: &SqlitePool, settings: &Settings, d: &Decided<'_>, now:
             }
         }
         Start::Existing { enrollment_id } => {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM enrollments WHERE id = ?")
+            // The plan started from the stored step; if the enrollment moved on
+            // since it was read (another daemon, a replay), the plan is stale.
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT status, step_id FROM enrollments WHERE id = ?")
                     .bind(enrollment_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if status.as_deref() != Some("active") {
-                return Ok(Applied::Stale);
+            match row {
+                Some((status, step)) if status == "active" && step.as_deref() == d.from_step.as_deref() => {}
+                _ => return Ok(Applied::Stale),
             }
             *enrollment_id
         }
@@ -86,11 +104,13 @@ pub async fn apply(pool: &SqlitePool, settings: &Settings, d: &Decided<'_>, now:
         if !fresh {
             continue;
         }
-        messages += effects(&mut tx, settings, d, enrollment_id, s, now).await?;
+        messages += effects(tx, settings, d, enrollment_id, s, now).await?;
     }
 
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
-        Outcome::Waiting { next_step, until } => ("active", next_step.clone(), Some(ms(*until)), None),
+        Outcome::Waiting { next_step, until } => {
+            ("active", next_step.clone(), Some(ms(*until)), None)
+        }
         Outcome::Done => ("done", None, None, None),
         Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
     };
@@ -112,13 +132,15 @@ pub async fn apply(pool: &SqlitePool, settings: &Settings, d: &Decided<'_>, now:
     .execute(&mut *tx)
     .await
     .context("updating the enrollment")?;
-    tx.commit().await.context("committing the plan")?;
-    Ok(Applied::Stored { enrollment_id, messages })
+    Ok(Applied::Stored {
+        enrollment_id,
+        messages,
+    })
 }
 
 /// What a step changes in the store; returns how many messages it queued.
 async fn effects(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     settings: &Settings,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -126,20 +148,50 @@ async fn effects(
     now: DateTime<Utc>,
 ) -> Result<usize> {
     match &s.action {
-        Action::Send { channel, to, subject, body, at, .. } => {
+        Action::Send {
+            channel,
+            to,
+            subject,
+            body,
+            at,
+            ..
+        } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
-            queue(tx, &id, d, enrollment_id, &s.step, channel, to, subject.as_deref(), body, *at, now).await
+            queue(
+                tx,
+                &id,
+                d,
+                enrollment_id,
+                &s.step,
+                channel,
+                to,
+                subject.as_deref(),
+                body,
+                *at,
+                now,
+            )
+            .await
         }
-        Action::Assign { salesperson, notify, .. } => {
+        Action::Assign {
+            salesperson,
+            notify,
+            ..
+        } => {
             sqlx::query("UPDATE contacts SET owner = ?, updated_at = ? WHERE id = ?")
                 .bind(salesperson)
                 .bind(ms(now))
                 .bind(&d.contact_id)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             // Round robin continues after the chosen salesperson.
-            if let Some(crate::workflow::StepAction::Assign(a)) = d.workflow.step(&s.step).map(|st| &st.action) {
-                let team = settings.teams.get(&a.team.value).map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(crate::workflow::StepAction::Assign(a)) =
+                d.workflow.step(&s.step).map(|st| &st.action)
+            {
+                let team = settings
+                    .teams
+                    .get(&a.team.value)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
                 if let Some(i) = team.iter().position(|p| &p.id == salesperson) {
                     if a.strategy == crate::workflow::Strategy::RoundRobin {
                         sqlx::query(
@@ -148,13 +200,15 @@ async fn effects(
                         )
                         .bind(&a.team.value)
                         .bind(((i + 1) % team.len()) as i64)
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await?;
                     }
                 }
             }
             let Some(channel) = notify else { return Ok(0) };
-            let Some(person) = settings.salesperson(salesperson) else { return Ok(0) };
+            let Some(person) = settings.salesperson(salesperson) else {
+                return Ok(0);
+            };
             let kind = settings.channels.get(channel).map(|c| c.kind);
             let to = match kind.and_then(|k| k.address_field()) {
                 Some("email") => person.email.clone(),
@@ -163,9 +217,28 @@ async fn effects(
                 None => Some(person.id.clone()),
             };
             let Some(to) = to else { return Ok(0) };
-            let body = format!("New contact assigned to you: {} (workflow {})", d.contact_id, d.workflow.name);
-            let id = format!("{}:notify", message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step));
-            queue(tx, &id, d, enrollment_id, &s.step, channel, &to, None, &body, now, now).await
+            let body = format!(
+                "New contact assigned to you: {} (workflow {})",
+                d.contact_id, d.workflow.name
+            );
+            let id = format!(
+                "{}:notify",
+                message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
+            );
+            queue(
+                tx,
+                &id,
+                d,
+                enrollment_id,
+                &s.step,
+                channel,
+                &to,
+                None,
+                &body,
+                now,
+                now,
+            )
+            .await
         }
         Action::Tag { add, remove } => {
             for t in add {
@@ -173,14 +246,14 @@ async fn effects(
                     .bind(&d.contact_id)
                     .bind(t)
                     .bind(ms(now))
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             for t in remove {
                 sqlx::query("DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?")
                     .bind(&d.contact_id)
                     .bind(t)
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             Ok(0)
@@ -191,7 +264,7 @@ async fn effects(
 
 #[allow(clippy::too_many_arguments)]
 async fn queue(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut sqlx::SqliteConnection,
     id: &str,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -221,7 +294,7 @@ async fn queue(
     .bind(ms(at))
     .bind(ms(at))
     .bind(ms(now))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     Ok(n as usize)

@@ -27,10 +27,22 @@ pub struct ExplainInput<'a> {
 }
 
 pub fn explain(input: &ExplainInput<'_>) -> String {
-    let ExplainInput { wf, contact: c, at, tz, .. } = *input;
+    let ExplainInput {
+        wf,
+        contact: c,
+        at,
+        tz,
+        ..
+    } = *input;
     let mut out = String::new();
     let mark = |b: bool| if b { "✓" } else { "✗" };
-    let _ = writeln!(out, "{} ({}){}", wf.name, wf.file.display(), if wf.enabled { "" } else { " — disabled" });
+    let _ = writeln!(
+        out,
+        "{} ({}){}",
+        wf.name,
+        wf.file.display(),
+        if wf.enabled { "" } else { " — disabled" }
+    );
 
     // Trigger.
     let trigger_ok = match &wf.trigger {
@@ -84,13 +96,22 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             ok
         }
         Trigger::Schedule { cron } => {
-            let _ = writeln!(out, "  ✓ trigger schedule \"{}\": {}", cron.source(), cron.describe());
+            let _ = writeln!(
+                out,
+                "  ✓ trigger schedule \"{}\": {}",
+                cron.source(),
+                cron.describe()
+            );
             true
         }
     };
 
     // Entry policy.
-    let mine: Vec<&EnrollmentRow> = input.enrollments.iter().filter(|e| e.workflow == wf.name).collect();
+    let mine: Vec<&EnrollmentRow> = input
+        .enrollments
+        .iter()
+        .filter(|e| e.workflow == wf.name)
+        .collect();
     let entry_ok = match wf.entry {
         Entry::Once => {
             let ok = mine.is_empty();
@@ -98,12 +119,23 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 out,
                 "  {} entry once: {}",
                 mark(ok),
-                if ok { "never enrolled".to_string() } else { format!("already enrolled {}", mine[0].started_at.with_timezone(&tz).to_rfc3339()) }
+                if ok {
+                    "never enrolled".to_string()
+                } else {
+                    format!(
+                        "already enrolled {}",
+                        mine[0].started_at.with_timezone(&tz).to_rfc3339()
+                    )
+                }
             );
             ok
         }
         Entry::EveryTime => {
-            let _ = writeln!(out, "  ✓ entry every_time ({} earlier enrollments)", mine.len());
+            let _ = writeln!(
+                out,
+                "  ✓ entry every_time ({} earlier enrollments)",
+                mine.len()
+            );
             true
         }
         Entry::OncePer(d) => {
@@ -153,7 +185,11 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 out,
                 "  {} exit_when {}:",
                 mark(!reached),
-                if reached { "holds: the contact is at the goal and would leave" } else { "does not hold" }
+                if reached {
+                    "holds: the contact is at the goal and would leave"
+                } else {
+                    "does not hold"
+                }
             );
             tree(&mut out, cond, c, at, 2);
             reached
@@ -162,7 +198,15 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
 
     let enters = wf.enabled && trigger_ok && entry_ok && audience_ok;
     if enters {
-        let _ = writeln!(out, "  → would enter{}", if goal { ", and leave at once (goal reached)" } else { "" });
+        let _ = writeln!(
+            out,
+            "  → would enter{}",
+            if goal {
+                ", and leave at once (goal reached)"
+            } else {
+                ""
+            }
+        );
         if let Some(steps) = input.would_do {
             for s in steps {
                 let _ = writeln!(out, "      step {}: {}", s.step, describe_step(s, tz));
@@ -186,8 +230,19 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
 fn describe_step(s: &PlannedStep, tz: Tz) -> String {
     use crate::engine::plan::Action::*;
     match &s.action {
-        Send { channel, to, body, at, tz: ctz, .. } => {
-            format!("send on {channel} to {to} at {}: {}", at.with_timezone(ctz).to_rfc3339(), body.replace('\n', " "))
+        Send {
+            channel,
+            to,
+            body,
+            at,
+            tz: ctz,
+            ..
+        } => {
+            format!(
+                "send on {channel} to {to} at {}: {}",
+                at.with_timezone(ctz).to_rfc3339(),
+                body.replace('\n', " ")
+            )
         }
         Assign { salesperson, .. } => format!("assign to {salesperson}"),
         Tag { add, remove } => format!("tag +{:?} -{:?}", add, remove),
@@ -204,7 +259,11 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
     let m = if holds(cond, c, at) { "✓" } else { "✗" };
     match cond {
         Condition::All(cs) | Condition::Any(cs) => {
-            let word = if matches!(cond, Condition::All(_)) { "all of" } else { "any of" };
+            let word = if matches!(cond, Condition::All(_)) {
+                "all of"
+            } else {
+                "any of"
+            };
             let _ = writeln!(out, "{pad}{m} {word}:");
             for sub in cs {
                 tree(out, sub, c, at, depth + 1);
@@ -224,9 +283,17 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
                 OwnerTest::Any => "any".to_string(),
                 OwnerTest::Is(id) => id.clone(),
             };
-            let _ = writeln!(out, "{pad}{m} owner {want} (owner: {})", c.owner.as_deref().unwrap_or("none"));
+            let _ = writeln!(
+                out,
+                "{pad}{m} owner {want} (owner: {})",
+                c.owner.as_deref().unwrap_or("none")
+            );
         }
-        Condition::Event { name, within, at_least } => {
+        Condition::Event {
+            name,
+            within,
+            at_least,
+        } => {
             let n = c
                 .events
                 .iter()
@@ -236,12 +303,21 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
                 out,
                 "{pad}{m} event {name}{}{} ({n} found)",
                 within.map(|w| format!(" within {w}")).unwrap_or_default(),
-                if *at_least > 1 { format!(" at least {at_least}") } else { String::new() }
+                if *at_least > 1 {
+                    format!(" at least {at_least}")
+                } else {
+                    String::new()
+                }
             );
         }
         Condition::Field { field, test } => {
             let value = field_value(c, field);
-            let _ = writeln!(out, "{pad}{m} field {} {} (value: {value})", field.value, describe_test(test));
+            let _ = writeln!(
+                out,
+                "{pad}{m} field {} {} (value: {value})",
+                field.value,
+                describe_test(test)
+            );
         }
     }
 }

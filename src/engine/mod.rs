@@ -1,9 +1,10 @@
 //! The engine: plan, then apply. `plan` decides; `sources` finds what is due
 //! at a time (pending events, cron-ticked workflows, sleeping enrollments).
 
-pub mod plan;
 pub mod apply;
 pub mod explain;
+pub mod plan;
+pub mod scheduler;
 pub mod sources;
 
 pub use plan::*;

@@ -181,6 +181,12 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Forget the messages planned so far: once a batch of plans is applied,
+    /// its messages are in the store and count from there.
+    pub fn forget_planned(&mut self) {
+        self.planned_sends.clear();
+    }
+
     /// Plan a contact's way through `wf` from `start`, until a wait, the end,
     /// or an exit. `recent_messages` is how many messages the store holds for
     /// the contact inside the frequency cap's window.
@@ -371,7 +377,10 @@ impl<'a> Planner<'a> {
         // A log or webhook channel reaches the contact by id, unless its
         // `address:` option names the field it stands in for (a `log` channel
         // named `sms` in a quick start previews real phone numbers).
-        let field = ch.kind.address_field().or_else(|| ch.options.get("address").map(|a| a.value.as_str()));
+        let field = ch
+            .kind
+            .address_field()
+            .or_else(|| ch.options.get("address").map(|a| a.value.as_str()));
         let to = match field {
             Some("phone") => c.phone.clone(),
             Some("email") => c.email.clone(),

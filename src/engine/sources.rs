@@ -15,12 +15,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::SqlitePool;
 
-use crate::audience::sql::{compile, Bind, Dialect, Sql};
 use crate::audience::Condition;
+use crate::audience::sql::{Bind, Dialect, Sql, compile};
 use crate::contact::Contact;
 use crate::engine::plan::{EnrollmentPlan, Planner, StartAt};
-use crate::store::plan_reads::{self, ms, DAEMON_CURSOR};
 use crate::store::Store;
+use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
 use crate::workflow::{Entry, StepAction, Trigger, Workflow};
 
 /// How a piece of work starts.
@@ -48,6 +48,8 @@ pub struct Decided<'w> {
     pub workflow: &'w Workflow,
     pub contact_id: String,
     pub start: Start,
+    /// For an existing enrollment, the stored step the plan started from.
+    pub from_step: Option<String>,
     pub plan: EnrollmentPlan,
 }
 
@@ -82,9 +84,13 @@ where
     let at = planner.now;
 
     // 1. Enrollments whose next step is due.
-    for e in plan_reads::due_enrollments(pool, at).await? {
-        let Some(wf) = selected.iter().find(|w| w.name == e.workflow) else { continue };
-        let Some(mut contact) = store.contact(&e.contact_id).await? else { continue };
+    for e in plan_reads::due_enrollments(pool, at, i64::MAX).await? {
+        let Some(wf) = selected.iter().find(|w| w.name == e.workflow) else {
+            continue;
+        };
+        let Some(mut contact) = store.contact(&e.contact_id).await? else {
+            continue;
+        };
         let recent = enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
         let plan = match &e.step_id {
             Some(step) => planner.plan(wf, &contact, StartAt::Step(step), recent[0]),
@@ -96,11 +102,23 @@ where
                 contact_after: contact.clone(),
             },
         };
-        on_plan(Decided { workflow: wf, contact_id: e.contact_id, start: Start::Existing { enrollment_id: e.id }, plan })?;
+        on_plan(Decided {
+            workflow: wf,
+            contact_id: e.contact_id,
+            start: Start::Existing {
+                enrollment_id: e.id,
+            },
+            from_step: e.step_id.clone(),
+            plan,
+        })?;
     }
 
     // 2. Event-log entries not yet processed, for event-triggered workflows.
-    let event_triggered: Vec<&Workflow> = selected.iter().copied().filter(|w| !w.trigger.is_ticked()).collect();
+    let event_triggered: Vec<&Workflow> = selected
+        .iter()
+        .copied()
+        .filter(|w| !w.trigger.is_ticked())
+        .collect();
     if !event_triggered.is_empty() {
         let mut after = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
         // Enrollments decided in this run, so a second event does not enter a contact twice.
@@ -111,19 +129,11 @@ where
             after = last.seq;
             for entry in &batch {
                 for wf in &event_triggered {
-                    let fires = match &wf.trigger {
-                        Trigger::ContactCreated => entry.kind == "contact_created",
-                        Trigger::TagAdded { tag } => entry.kind == "tag_added" && entry.name.as_deref() == Some(tag),
-                        Trigger::Event { name } => entry.kind == "event" && entry.name.as_deref() == Some(name),
-                        _ => false,
-                    };
+                    let fires = fires(wf, entry);
                     if !fires {
                         continue;
                     }
-                    let entry_key = match wf.entry {
-                        Entry::Once => "once".to_string(),
-                        _ => format!("log:{}", entry.seq),
-                    };
+                    let entry_key = log_entry_key(wf, entry.seq);
                     let key = (wf.name.clone(), entry.contact_id.clone());
                     if wf.entry != Entry::EveryTime && entered.contains(&key) {
                         continue;
@@ -131,15 +141,27 @@ where
                     if !may_enter(pool, wf, &entry.contact_id, &entry_key, at).await? {
                         continue;
                     }
-                    let Some(mut contact) = store.contact(&entry.contact_id).await? else { continue };
-                    let recent = enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
+                    let Some(mut contact) = store.contact(&entry.contact_id).await? else {
+                        continue;
+                    };
+                    let recent =
+                        enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
                     if !in_audience(wf, &contact, at) {
                         continue;
                     }
                     entered.insert(key);
                     let plan = planner.plan(wf, &contact, StartAt::First, recent[0]);
-                    let start = Start::New { entry_key, cause: Cause::Log(entry.seq) };
-                    on_plan(Decided { workflow: wf, contact_id: contact.id.clone(), start, plan })?;
+                    let start = Start::New {
+                        entry_key,
+                        cause: Cause::Log(entry.seq),
+                    };
+                    on_plan(Decided {
+                        workflow: wf,
+                        contact_id: contact.id.clone(),
+                        start,
+                        from_step: None,
+                        plan,
+                    })?;
                 }
             }
         }
@@ -155,15 +177,7 @@ where
             continue;
         }
         let (filter, key_of, cause): (Sql, KeyOf, Cause) = scan_filter(wf, at)?;
-        let binds: Vec<crate::store::Bind> = filter
-            .binds
-            .iter()
-            .map(|b| match b {
-                Bind::Text(t) => crate::store::Bind::Text(t.clone()),
-                Bind::Int(i) => crate::store::Bind::Int(*i),
-                Bind::Real(r) => crate::store::Bind::Real(*r),
-            })
-            .collect();
+        let binds = store_binds(&filter);
         let mut stream = store.scan_contacts(&filter.text, &binds);
         let mut chunk: Vec<Contact> = Vec::with_capacity(CHUNK);
         loop {
@@ -182,8 +196,17 @@ where
                     }
                     let entry_key = key_of.key(wf, &contact);
                     let plan = planner.plan(wf, &contact, StartAt::First, recent);
-                    let start = Start::New { entry_key, cause: cause.clone() };
-                    on_plan(Decided { workflow: wf, contact_id: contact.id.clone(), start, plan })?;
+                    let start = Start::New {
+                        entry_key,
+                        cause: cause.clone(),
+                    };
+                    on_plan(Decided {
+                        workflow: wf,
+                        contact_id: contact.id.clone(),
+                        start,
+                        from_step: None,
+                        plan,
+                    })?;
                 }
             }
             if done {
@@ -195,7 +218,7 @@ where
 }
 
 /// How a scan names the enrollments it would create.
-enum KeyOf {
+pub enum KeyOf {
     Once,
     Spell,
     Tick(i64),
@@ -203,7 +226,7 @@ enum KeyOf {
 }
 
 impl KeyOf {
-    fn key(&self, wf: &Workflow, c: &Contact) -> String {
+    pub fn key(&self, wf: &Workflow, c: &Contact) -> String {
         if wf.entry == Entry::Once {
             return "once".into();
         }
@@ -217,7 +240,7 @@ impl KeyOf {
 }
 
 /// The WHERE clause of a scan: audience, trigger condition, entry policy.
-fn scan_filter(wf: &Workflow, at: DateTime<Utc>) -> Result<(Sql, KeyOf, Cause)> {
+pub fn scan_filter(wf: &Workflow, at: DateTime<Utc>) -> Result<(Sql, KeyOf, Cause)> {
     let mut sql = Sql::new(Dialect::Sqlite);
     sql.push("(");
     match &wf.audience {
@@ -253,12 +276,22 @@ fn scan_filter(wf: &Workflow, at: DateTime<Utc>) -> Result<(Sql, KeyOf, Cause)> 
         }
         Entry::EveryTime => {}
     }
-    let key_of = if wf.entry == Entry::Once { KeyOf::Once } else { key_of };
+    let key_of = if wf.entry == Entry::Once {
+        KeyOf::Once
+    } else {
+        key_of
+    };
     Ok((sql, key_of, cause))
 }
 
 /// May the contact enter `wf` now under its entry policy?
-pub async fn may_enter(pool: &SqlitePool, wf: &Workflow, contact_id: &str, key: &str, at: DateTime<Utc>) -> Result<bool> {
+pub async fn may_enter(
+    pool: &SqlitePool,
+    wf: &Workflow,
+    contact_id: &str,
+    key: &str,
+    at: DateTime<Utc>,
+) -> Result<bool> {
     let existing = plan_reads::enrollments_of(pool, contact_id).await?;
     let mine = existing.iter().filter(|e| e.workflow == wf.name);
     Ok(match wf.entry {
@@ -266,7 +299,8 @@ pub async fn may_enter(pool: &SqlitePool, wf: &Workflow, contact_id: &str, key: 
         Entry::EveryTime => mine.into_iter().all(|e| e.entry_key != key),
         Entry::OncePer(d) => {
             let since = at - d.to_chrono();
-            mine.into_iter().all(|e| e.entry_key != key && e.started_at <= since)
+            mine.into_iter()
+                .all(|e| e.entry_key != key && e.started_at <= since)
         }
     })
 }
@@ -297,7 +331,12 @@ pub fn event_names(wf: &Workflow) -> Vec<String> {
 
 /// Load what the planner needs beyond the contact rows: the events the
 /// workflow's conditions look at, and recent message counts for the cap.
-async fn enrich(pool: &SqlitePool, wf: &Workflow, contacts: &mut [Contact], planner: &Planner<'_>) -> Result<Vec<u32>> {
+pub async fn enrich(
+    pool: &SqlitePool,
+    wf: &Workflow,
+    contacts: &mut [Contact],
+    planner: &Planner<'_>,
+) -> Result<Vec<u32>> {
     let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
     let names = event_names(wf);
     if !names.is_empty() {
@@ -307,8 +346,46 @@ async fn enrich(pool: &SqlitePool, wf: &Workflow, contacts: &mut [Contact], plan
         }
     }
     let counts = match &planner.settings.policies.frequency_cap {
-        Some(cap) => plan_reads::recent_messages(pool, &ids, planner.now - cap.per.to_chrono()).await?,
+        Some(cap) => {
+            plan_reads::recent_messages(pool, &ids, planner.now - cap.per.to_chrono()).await?
+        }
         None => Default::default(),
     };
-    Ok(ids.iter().map(|id| counts.get(id).copied().unwrap_or(0)).collect())
+    Ok(ids
+        .iter()
+        .map(|id| counts.get(id).copied().unwrap_or(0))
+        .collect())
+}
+
+/// Does this event-log entry fire the workflow's trigger?
+pub fn fires(wf: &Workflow, entry: &plan_reads::LogEntry) -> bool {
+    match &wf.trigger {
+        Trigger::ContactCreated => entry.kind == "contact_created",
+        Trigger::TagAdded { tag } => entry.kind == "tag_added" && entry.name.as_deref() == Some(tag),
+        Trigger::Event { name } => entry.kind == "event" && entry.name.as_deref() == Some(name),
+        _ => false,
+    }
+}
+
+/// The entry key of an enrollment made by an event-log entry: `once` makes
+/// the unique key refuse a second entry; otherwise the entry's sequence
+/// number makes a replay of the same entry harmless.
+pub fn log_entry_key(wf: &Workflow, seq: i64) -> String {
+    match wf.entry {
+        Entry::Once => "once".to_string(),
+        _ => format!("log:{seq}"),
+    }
+}
+
+/// The compiled filter's parameters, as the store binds them.
+pub fn store_binds(filter: &Sql) -> Vec<crate::store::Bind> {
+    filter
+        .binds
+        .iter()
+        .map(|b| match b {
+            Bind::Text(t) => crate::store::Bind::Text(t.clone()),
+            Bind::Int(i) => crate::store::Bind::Int(*i),
+            Bind::Real(r) => crate::store::Bind::Real(*r),
+        })
+        .collect()
 }

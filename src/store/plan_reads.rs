@@ -87,21 +87,42 @@ fn enrollment(r: sqlx::sqlite::SqliteRow) -> EnrollmentRow {
     }
 }
 
-const ENROLLMENT_COLS: &str = "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at";
+const ENROLLMENT_COLS: &str =
+    "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at";
 
 /// Active enrollments whose next step is due at `at`, oldest due first.
-pub async fn due_enrollments(pool: &SqlitePool, at: DateTime<Utc>) -> sqlx::Result<Vec<EnrollmentRow>> {
+pub async fn due_enrollments(
+    pool: &SqlitePool,
+    at: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<EnrollmentRow>> {
     let sql = format!(
-        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE status = 'active' AND next_run_at <= ? ORDER BY next_run_at, id"
+        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE status = 'active' AND next_run_at <= ? ORDER BY next_run_at, id LIMIT ?"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(ms(at)).fetch(pool).map_ok(enrollment).try_collect().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(ms(at))
+        .bind(limit)
+        .fetch(pool)
+        .map_ok(enrollment)
+        .try_collect()
+        .await?;
     Ok(rows)
 }
 
 /// Every enrollment of a contact (all workflows), oldest first.
-pub async fn enrollments_of(pool: &SqlitePool, contact_id: &str) -> sqlx::Result<Vec<EnrollmentRow>> {
-    let sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id = ? ORDER BY started_at, id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(contact_id).fetch(pool).map_ok(enrollment).try_collect().await?;
+pub async fn enrollments_of(
+    pool: &SqlitePool,
+    contact_id: &str,
+) -> sqlx::Result<Vec<EnrollmentRow>> {
+    let sql = format!(
+        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id = ? ORDER BY started_at, id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(contact_id)
+        .fetch(pool)
+        .map_ok(enrollment)
+        .try_collect()
+        .await?;
     Ok(rows)
 }
 
@@ -132,7 +153,10 @@ pub async fn events_of(
         let rows = q.fetch_all(pool).await?;
         for r in rows {
             let id: String = r.get(0);
-            out.entry(id).or_default().push(EventFact { name: r.get(1), at: from_ms(r.get(2)) });
+            out.entry(id).or_default().push(EventFact {
+                name: r.get(1),
+                at: from_ms(r.get(2)),
+            });
         }
     }
     Ok(out)
@@ -148,7 +172,9 @@ pub async fn recent_messages(
     for chunk in contact_ids.chunks(500) {
         let mut sql = String::from("SELECT contact_id, count(*) FROM outbox WHERE contact_id IN (");
         push_placeholders(&mut sql, chunk.len());
-        sql.push_str(") AND created_at > ? AND status NOT IN ('cancelled', 'dead') GROUP BY contact_id");
+        sql.push_str(
+            ") AND created_at > ? AND status NOT IN ('cancelled', 'dead') GROUP BY contact_id",
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
         for id in chunk {
             q = q.bind(id);
@@ -165,10 +191,16 @@ pub async fn recent_messages(
 /// Round-robin positions and open contacts per salesperson.
 pub async fn assign_state(pool: &SqlitePool) -> sqlx::Result<AssignState> {
     let mut st = AssignState::default();
-    for r in sqlx::query("SELECT team, next_index FROM team_cursors").fetch_all(pool).await? {
+    for r in sqlx::query("SELECT team, next_index FROM team_cursors")
+        .fetch_all(pool)
+        .await?
+    {
         st.team_cursor.insert(r.get(0), r.get(1));
     }
-    for r in sqlx::query("SELECT salesperson_id, open_contacts FROM salesperson_load").fetch_all(pool).await? {
+    for r in sqlx::query("SELECT salesperson_id, open_contacts FROM salesperson_load")
+        .fetch_all(pool)
+        .await?
+    {
         st.load.insert(r.get(0), r.get(1));
     }
     Ok(st)

@@ -1,0 +1,352 @@
+//! The daemon's decision loop: the same sources as the dry-run, but applied.
+//!
+//! Each pass takes, in the dry-run's order, enrollments whose step is due, new
+//! entries of the event log, and cron ticks of `inactive` and `schedule`
+//! workflows; plans them with `Planner::plan`; and applies the plans in
+//! batches, one transaction per batch. The event-log cursor moves in the
+//! same transaction as the plans of its entries, and cron ticks are recorded
+//! once their scan completes, so a crash at any point replays work whose
+//! unique keys make a second application harmless.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sqlx::SqlitePool;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::contact::Contact;
+use crate::engine::apply::{apply_in, Applied};
+use crate::engine::plan::{EnrollmentPlan, Outcome, Planner, StartAt};
+use crate::engine::sources::{self, Decided, Start};
+use crate::metrics;
+use crate::project::Project;
+use crate::store::plan_reads::{self, ms, DAEMON_CURSOR};
+use crate::store::Store;
+use crate::workflow::Workflow;
+
+/// Plans applied per transaction.
+const BATCH: usize = 256;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub plans: usize,
+    pub messages: usize,
+}
+
+pub struct Scheduler {
+    pub store: Store,
+    pub project: watch::Receiver<Arc<Project>>,
+    /// Woken by the API and hot reload when there may be new work.
+    pub wake: Arc<Notify>,
+    /// Wakes the delivery worker when messages were queued.
+    pub deliver: Arc<Notify>,
+    pub shutdown: CancellationToken,
+    /// `--until-idle`: stop once nothing is left to do (tests, batch runs).
+    pub until_idle: bool,
+}
+
+impl Scheduler {
+    pub async fn run(mut self) -> Result<()> {
+        let pool = self.store.sqlite_pool().context("the store is not SQLite")?.clone();
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let project = self.project.borrow_and_update().clone();
+            let now = Utc::now();
+            let pass = match self.pass(&pool, &project, now).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "scheduler pass failed; retrying in 1 s");
+                    Pass { plans: 0, messages: 0 }
+                }
+            };
+            if pass.messages > 0 {
+                self.deliver.notify_one();
+            }
+            if pass.plans > 0 {
+                tracing::debug!(plans = pass.plans, messages = pass.messages, "scheduler pass");
+                continue;
+            }
+            if self.until_idle && idle(&pool).await.unwrap_or(false) {
+                tracing::info!("nothing left to do; stopping (--until-idle)");
+                self.shutdown.cancel();
+                break;
+            }
+            let sleep = next_wake(&pool, &project, now).await.unwrap_or(StdDuration::from_secs(1));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = self.project.changed() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over everything due at `now`.
+    pub async fn pass(&self, pool: &SqlitePool, project: &Project, now: DateTime<Utc>) -> Result<Pass> {
+        let assign = plan_reads::assign_state(pool).await?;
+        let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
+        let mut pass = Pass::default();
+        let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
+        self.due_steps(pool, &enabled, &mut planner, &mut pass).await?;
+        self.event_log(pool, &enabled, &mut planner, &mut pass).await?;
+        for wf in enabled.iter().filter(|w| w.trigger.is_ticked()) {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            self.tick(pool, project, wf, &mut planner, &mut pass).await?;
+        }
+        Ok(pass)
+    }
+
+    /// Enrollments whose next step is due.
+    async fn due_steps(&self, pool: &SqlitePool, enabled: &[&Workflow], planner: &mut Planner<'_>, pass: &mut Pass) -> Result<()> {
+        let due = plan_reads::due_enrollments(pool, planner.now, BATCH as i64).await?;
+        let mut batch = Vec::new();
+        for e in due {
+            let Some(wf) = enabled.iter().copied().find(|w| w.name == e.workflow) else {
+                // The workflow was removed or disabled: its enrollments wait for it to return.
+                continue;
+            };
+            let Some(mut contact) = self.store.contact(&e.contact_id).await? else {
+                continue;
+            };
+            let recent = sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
+            let plan = match &e.step_id {
+                Some(step) => planner.plan(wf, &contact, StartAt::Step(step), recent[0]),
+                None => EnrollmentPlan { steps: vec![], outcome: Outcome::Done, ran: vec![], contact_after: contact.clone() },
+            };
+            batch.push(Decided {
+                workflow: wf,
+                contact_id: e.contact_id.clone(),
+                start: Start::Existing { enrollment_id: e.id },
+                from_step: e.step_id.clone(),
+                plan,
+            });
+        }
+        self.commit(pool, planner, &batch, None, pass).await
+    }
+
+    /// New entries of the event log, for event-triggered workflows.
+    async fn event_log(&self, pool: &SqlitePool, enabled: &[&Workflow], planner: &mut Planner<'_>, pass: &mut Pass) -> Result<()> {
+        let after = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
+        let entries = plan_reads::pending_log(pool, after, BATCH as i64).await?;
+        let Some(last) = entries.last().map(|e| e.seq) else { return Ok(()) };
+        let mut batch = Vec::new();
+        let mut entered: HashSet<(String, String)> = HashSet::new();
+        for entry in &entries {
+            metrics::global().event(&entry.kind);
+            for wf in enabled.iter().copied().filter(|w| !w.trigger.is_ticked()) {
+                if !sources::fires(wf, entry) {
+                    continue;
+                }
+                let key = (wf.name.clone(), entry.contact_id.clone());
+                if wf.entry != crate::workflow::Entry::EveryTime && entered.contains(&key) {
+                    continue;
+                }
+                let entry_key = sources::log_entry_key(wf, entry.seq);
+                if !sources::may_enter(pool, wf, &entry.contact_id, &entry_key, planner.now).await? {
+                    continue;
+                }
+                let Some(mut contact) = self.store.contact(&entry.contact_id).await? else { continue };
+                let recent = sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
+                if !sources::in_audience(wf, &contact, planner.now) {
+                    continue;
+                }
+                entered.insert(key);
+                let plan = planner.plan(wf, &contact, StartAt::First, recent[0]);
+                batch.push(Decided {
+                    workflow: wf,
+                    contact_id: contact.id.clone(),
+                    start: Start::New { entry_key, cause: sources::Cause::Log(entry.seq) },
+                    from_step: None,
+                    plan,
+                });
+            }
+        }
+        // The plans and the cursor move together.
+        self.commit(pool, planner, &batch, Some(last), pass).await?;
+        pass.plans = pass.plans.max(1);
+        Ok(())
+    }
+
+    /// A cron-ticked workflow: run its latest tick if not taken yet.
+    async fn tick(&self, pool: &SqlitePool, project: &Project, wf: &Workflow, planner: &mut Planner<'_>, pass: &mut Pass) -> Result<()> {
+        let now = planner.now;
+        let cron = match &wf.trigger {
+            crate::workflow::Trigger::Inactive { check, .. } => check,
+            crate::workflow::Trigger::Schedule { cron } => cron,
+            _ => return Ok(()),
+        };
+        let Some(tick) = cron.latest_at_or_before(now, project.settings.timezone) else { return Ok(()) };
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = ?")
+            .bind(&wf.name)
+            .fetch_one(pool)
+            .await?;
+        match last {
+            // First sight of this workflow: its past ticks are not "missed";
+            // only ticks from now on run. (A newly deployed monthly broadcast
+            // does not fire for the 1st of the month on the 20th.)
+            None => {
+                take_tick(pool, wf, tick, now).await?;
+                return Ok(());
+            }
+            Some(t) if t >= ms(tick) => return Ok(()),
+            // Missed while down, or simply due: run the latest tick, once.
+            Some(_) => {}
+        }
+        tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339(), "cron tick");
+        let (filter, key_of, cause) = sources::scan_filter(wf, now)?;
+        let binds = sources::store_binds(&filter);
+        let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+        let mut stream = self.store.scan_contacts(&filter.text, &binds);
+        let mut contacts = Vec::new();
+        // Collect first: the scan holds a read on the store that the applies
+        // below would otherwise wait behind.
+        while let Some(c) = stream.next().await {
+            contacts.push(c?);
+        }
+        drop(stream);
+        for c in contacts {
+            chunk.push(c);
+            if chunk.len() == BATCH {
+                self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass).await?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass).await?;
+        }
+        take_tick(pool, wf, tick, now).await?;
+        pass.plans = pass.plans.max(1);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_chunk(
+        &self,
+        pool: &SqlitePool,
+        wf: &Workflow,
+        chunk: &mut Vec<Contact>,
+        key_of: &sources::KeyOf,
+        cause: &sources::Cause,
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let recent = sources::enrich(pool, wf, chunk, planner).await?;
+        let mut batch = Vec::new();
+        for (contact, recent) in chunk.drain(..).zip(recent) {
+            if !sources::in_audience(wf, &contact, planner.now) {
+                continue;
+            }
+            let plan = planner.plan(wf, &contact, StartAt::First, recent);
+            batch.push(Decided {
+                workflow: wf,
+                contact_id: contact.id.clone(),
+                start: Start::New { entry_key: key_of.key(wf, &contact), cause: cause.clone() },
+                from_step: None,
+                plan,
+            });
+        }
+        self.commit(pool, planner, &batch, None, pass).await
+    }
+
+    /// Apply a batch of plans (and move the cursor) in one transaction.
+    async fn commit(&self, pool: &SqlitePool, planner: &mut Planner<'_>, batch: &[Decided<'_>], cursor: Option<i64>, pass: &mut Pass) -> Result<()> {
+        if batch.is_empty() && cursor.is_none() {
+            return Ok(());
+        }
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.context("beginning a transaction")?;
+        let mut stored = Vec::new();
+        for d in batch {
+            match apply_in(&mut tx, planner.settings, d, planner.now).await? {
+                Applied::Stored { messages, .. } => {
+                    pass.plans += 1;
+                    pass.messages += messages;
+                    stored.push(d);
+                }
+                Applied::Stale => {}
+            }
+        }
+        if let Some(seq) = cursor {
+            sqlx::query(
+                "INSERT INTO cursors (name, position) VALUES (?, ?)
+                 ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
+            )
+            .bind(DAEMON_CURSOR)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("committing plans")?;
+        planner.forget_planned();
+        for d in stored {
+            let outcome = match (&d.start, &d.plan.outcome) {
+                (_, Outcome::Exited(_)) => "exited",
+                (_, Outcome::Done) => "done",
+                (Start::New { .. }, _) => "started",
+                (Start::Existing { .. }, _) => "continued",
+            };
+            metrics::global().enrollment(&d.workflow.name, outcome);
+            for s in &d.plan.steps {
+                tracing::debug!(workflow = %s.workflow, contact = %s.contact_id, step = %s.step, action = s.action.name(), "applied");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn take_tick(pool: &SqlitePool, wf: &Workflow, tick: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query("INSERT INTO cron_ticks (workflow, tick_at, taken_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        .bind(&wf.name)
+        .bind(ms(tick))
+        .bind(ms(now))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Nothing to plan or deliver: the log is consumed, no enrollment is active,
+/// no message waits.
+async fn idle(pool: &SqlitePool) -> Result<bool> {
+    let (pending, active, queued): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM event_log WHERE seq > coalesce((SELECT position FROM cursors WHERE name = ?), 0)),
+                (SELECT count(*) FROM enrollments WHERE status = 'active'),
+                (SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending'))",
+    )
+    .bind(DAEMON_CURSOR)
+    .fetch_one(pool)
+    .await?;
+    Ok(pending == 0 && active == 0 && queued == 0)
+}
+
+/// How long to sleep: until the next due enrollment or cron tick, at most 1 s
+/// (new work from outside the API — rows written by other systems — is found
+/// by polling).
+async fn next_wake(pool: &SqlitePool, project: &Project, now: DateTime<Utc>) -> Result<StdDuration> {
+    let mut next = now + chrono::Duration::seconds(1);
+    let due: Option<i64> = sqlx::query_scalar("SELECT min(next_run_at) FROM enrollments WHERE status = 'active'")
+        .fetch_one(pool)
+        .await?;
+    if let Some(d) = due {
+        next = next.min(plan_reads::from_ms(d));
+    }
+    for wf in project.workflows.iter().filter(|w| w.enabled) {
+        let cron = match &wf.trigger {
+            crate::workflow::Trigger::Inactive { check, .. } => check,
+            crate::workflow::Trigger::Schedule { cron } => cron,
+            _ => continue,
+        };
+        if let Some(t) = cron.next_after(now, project.settings.timezone) {
+            next = next.min(t);
+        }
+    }
+    Ok((next - now).to_std().unwrap_or_default().max(StdDuration::from_millis(5)))
+}
