@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 AT="${1:-2026-11-01T10:00:00+08:00}"
 cargo build --release --locked
-nurture=target/release/nurture
+nurture="${CARGO_TARGET_DIR:-target}/release/nurture"
 
 "$nurture" validate
 "$nurture" contacts import contacts/sample.csv     # an upsert: running it again changes nothing
