@@ -238,6 +238,8 @@ impl Templates {
             .into_iter()
             .map(|f| (Some(f.key), f.value, f.line - 1, f.col - 1))
             .collect();
+        // The newline that ends the file is not part of the message.
+        let body = body.trim_end_matches(['\n', '\r']);
         pieces.push((None, body.to_string(), body_offset, 0));
         for (key, src, line_offset, col_offset) in pieces {
             match compile(&src) {
