@@ -11,6 +11,14 @@ use futures::future::BoxFuture;
 
 use crate::settings::{ChannelKind, ChannelSettings};
 
+pub mod build;
+pub mod delivery;
+pub mod log;
+pub mod retry;
+pub mod webhook;
+
+pub use build::build_registry;
+
 /// A message taken from the outbox, as an adapter sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutMessage {

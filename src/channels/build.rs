@@ -1,0 +1,245 @@
+//! Building the channel [`Registry`] from the settings: one adapter per
+//! configured channel, secrets read from the env vars named by `*_env` keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::log::LogChannel;
+use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
+use super::{Channel, ChannelError, Delivery, OutMessage, Registry};
+use crate::settings::{ChannelKind, ChannelSettings, Settings};
+
+/// In-flight requests of a channel without `concurrency` in its settings.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
+
+/// Builds every channel of `settings`, reading secrets from the process
+/// environment. Every problem is reported (not only the first); an error
+/// names the channel and the env var, never a secret's value.
+pub fn build_registry(settings: &Settings) -> Result<Registry, Vec<ChannelError>> {
+    build_registry_with_env(settings, &|name| std::env::var(name).ok())
+}
+
+/// [`build_registry`] with the environment given as a lookup function (tests).
+pub fn build_registry_with_env(
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Registry, Vec<ChannelError>> {
+    let mut registry = Registry::default();
+    let mut errors = Vec::new();
+    for (name, cs) in &settings.channels {
+        match build_channel(cs, env) {
+            Ok(ch) => {
+                registry.channels.insert(name.clone(), (cs.clone(), ch));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(registry)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Builds the adapter of one channel.
+pub fn build_channel(
+    cs: &ChannelSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Channel>, ChannelError> {
+    let err = |message: String| ChannelError {
+        channel: cs.name.clone(),
+        message,
+    };
+    match cs.kind {
+        ChannelKind::Log => Ok(Arc::new(LogChannel)),
+        ChannelKind::Webhook => {
+            let url_text = option(cs, "url").ok_or_else(|| {
+                err("a webhook channel needs \"url\" (the full URL to POST to)".into())
+            })?;
+            let url = reqwest::Url::parse(url_text)
+                .map_err(|e| err(format!("url \"{url_text}\" is not a valid URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(err(format!(
+                    "url \"{url_text}\" must be http:// or https://"
+                )));
+            }
+            let secret = match option(cs, "secret_env") {
+                Some(var) => {
+                    let value = env(var).ok_or_else(|| {
+                        err(format!(
+                            "the environment variable {var} (secret_env) is not set"
+                        ))
+                    })?;
+                    Some(Secret::parse(&value).map_err(|m| {
+                        err(format!("the environment variable {var} (secret_env): {m}"))
+                    })?)
+                }
+                None => None,
+            };
+            let timeout = match option(cs, "timeout") {
+                Some(t) => parse_timeout(t).ok_or_else(|| {
+                    err(format!(
+                        "timeout \"{t}\" must be a duration such as 15s, 1m or 500ms"
+                    ))
+                })?,
+                None => DEFAULT_TIMEOUT,
+            };
+            let ch = WebhookChannel::new(WebhookConfig {
+                url,
+                secret,
+                timeout,
+                max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
+            })
+            .map_err(err)?;
+            Ok(Arc::new(ch))
+        }
+        kind @ (ChannelKind::Twilio
+        | ChannelKind::AliyunSms
+        | ChannelKind::Wecom
+        | ChannelKind::Smtp) => {
+            tracing::warn!(
+                channel = %cs.name,
+                kind = kind.name(),
+                "channel kind {} is not supported yet: its messages are dead-lettered",
+                kind.name()
+            );
+            Ok(Arc::new(Unsupported { kind }))
+        }
+    }
+}
+
+fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
+    cs.options
+        .get(key)
+        .map(|v| v.value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// `500ms`, or a nurture duration (`15s`, `1m`, ...). Zero is refused.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let d = if let Some(ms) = t.strip_suffix("ms") {
+        Duration::from_millis(ms.trim().parse().ok()?)
+    } else {
+        let d: crate::duration::Duration = t.parse().ok()?;
+        Duration::from_secs(u64::try_from(d.secs()).ok()?)
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+/// The adapter of a kind nurture cannot talk to yet: every message is a
+/// permanent failure with a reason that says so, so the daemon keeps running
+/// the other channels.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsupported {
+    pub kind: ChannelKind,
+}
+
+impl Channel for Unsupported {
+    fn send<'a>(&'a self, _msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+        Box::pin(std::future::ready(Delivery::Permanent {
+            reason: format!("channel kind {} is not supported yet", self.kind.name()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::Pos;
+    use crate::workflow::Located;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn channel(name: &str, kind: ChannelKind, opts: &[(&str, &str)]) -> ChannelSettings {
+        ChannelSettings {
+            name: name.into(),
+            kind,
+            pos: Pos::default(),
+            rate_limit: None,
+            concurrency: None,
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), Located::new(v.to_string(), Pos::default())))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("15s"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_timeout("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_timeout("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("0s"), None);
+        assert_eq!(parse_timeout("fast"), None);
+    }
+
+    #[test]
+    fn builds_and_reports_every_problem() {
+        let mut s = Settings::defaults(PathBuf::from("."));
+        for c in [
+            channel(
+                "hook",
+                ChannelKind::Webhook,
+                &[
+                    ("url", "http://127.0.0.1:9/x"),
+                    ("secret_env", "HOOK_SECRET"),
+                ],
+            ),
+            channel("nourl", ChannelKind::Webhook, &[]),
+            channel(
+                "nosecret",
+                ChannelKind::Webhook,
+                &[
+                    ("url", "http://127.0.0.1:9/x"),
+                    ("secret_env", "MISSING_SECRET"),
+                ],
+            ),
+            channel("sms", ChannelKind::Twilio, &[]),
+        ] {
+            s.channels.insert(c.name.clone(), c);
+        }
+        let env = |name: &str| (name == "HOOK_SECRET").then(|| "s3cr3t-value".to_string());
+        let errs = build_registry_with_env(&s, &env).err().expect("two errors");
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("\"nourl\"") && t.contains("needs \"url\""))
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("\"nosecret\"") && t.contains("MISSING_SECRET"))
+        );
+        assert!(text.iter().all(|t| !t.contains("s3cr3t")));
+
+        s.channels.remove("nourl");
+        s.channels.remove("nosecret");
+        let reg = build_registry_with_env(&s, &env).expect("builds");
+        assert!(reg.get("hook").is_some() && reg.get("console").is_some());
+        let (_, sms) = reg
+            .get("sms")
+            .expect("unsupported kinds still get an adapter");
+        let msg = OutMessage {
+            id: "m".into(),
+            workflow: "w".into(),
+            contact_id: "c".into(),
+            step_id: "0".into(),
+            channel: "sms".into(),
+            to: "+1".into(),
+            subject: None,
+            body: "hi".into(),
+            contact: serde_json::Value::Null,
+            attempt: 1,
+        };
+        let d = futures::executor::block_on(sms.send(&msg));
+        assert_eq!(
+            d,
+            Delivery::Permanent {
+                reason: "channel kind twilio is not supported yet".into()
+            }
+        );
+    }
+}

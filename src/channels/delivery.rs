@@ -1,0 +1,931 @@
+//! The delivery worker: takes due messages from the outbox and hands them to
+//! their channel's adapter, once, for every channel.
+//!
+//! How a message moves (SPEC §4):
+//!
+//! 1. **Claim.** In one `BEGIN IMMEDIATE` transaction the worker marks due
+//!    `queued` rows `sending` with its `lease_owner` and a `lease_until`
+//!    (`UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …`). Rows whose lease
+//!    expired (a worker killed mid-send) are put back in the pool first, with a
+//!    note in `last_error`: that is the one case where a message may be sent
+//!    twice, and its id, sent as the idempotency key, lets the receiver dedupe.
+//!    A live worker renews its leases every `lease / 3`, so a message waiting
+//!    for its channel's rate limit is never taken by another worker.
+//! 2. **Consent.** The contacts of a claimed batch are read in one query. An
+//!    unsubscribed or opted-out contact's message is `cancelled` (last_error
+//!    `unsubscribed`), a deleted contact's too (`contact_deleted`). A message
+//!    that then waits more than `consent_recheck_after` for its channel is
+//!    checked again right before the call.
+//! 3. **Send.** Per channel: a semaphore holds in-flight calls to
+//!    `concurrency` and a GCRA limiter (governor) holds calls to `rate_limit`.
+//!    Each channel claims at most a bounded number of messages ahead, so a slow
+//!    channel never holds back the others.
+//! 4. **Outcome.** Delivered → `sent`. Retry → `queued` again after
+//!    `max(Retry-After, backoff with full jitter)`, or `dead` with the
+//!    provider's reason once `max_attempts` tries were made. Permanent →
+//!    `dead`. Outcomes are written by one writer task that commits whatever
+//!    has accumulated in one transaction (batched under load, one row when
+//!    idle); every write checks that this worker still holds the lease.
+//!
+//! Shutdown: stop claiming, let calls already in progress finish (at most
+//! `shutdown_grace`), write their outcomes, then hand every message still
+//! leased to this worker back to the pool (`queued`, lease cleared, attempts
+//! unchanged) and return.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota};
+use rand::RngExt;
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::build::DEFAULT_CONCURRENCY;
+use super::retry::next_delay;
+use super::{Channel, Delivery, OutMessage, Registry};
+use crate::contact::Contact;
+use crate::metrics;
+use crate::settings::RateLimit;
+use crate::store::{Bind, Store};
+
+/// How the worker runs. `Default` is what the daemon uses.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    /// Written into `outbox.lease_owner`; unique per process.
+    pub worker_id: String,
+    /// Most messages claimed per channel in one claim.
+    pub batch: usize,
+    /// How long a claim holds before another worker may take the message.
+    pub lease: Duration,
+    /// Tries in all (the first included) before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// Backoff of the first retry (before jitter); doubles each retry.
+    pub backoff_base: Duration,
+    /// The backoff's ceiling.
+    pub backoff_max: Duration,
+    /// How long shutdown waits for calls in progress.
+    pub shutdown_grace: Duration,
+    /// When a message's channel is not in the settings, it stays queued and
+    /// is looked at again after this long.
+    pub unknown_channel_delay: Duration,
+    /// A message that waited longer than this for its channel has its
+    /// contact's consent checked again right before the call.
+    pub consent_recheck_after: Duration,
+    /// The longest the worker sleeps without looking at the outbox.
+    pub max_idle: Duration,
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        DeliveryOptions {
+            worker_id: default_worker_id(),
+            batch: 256,
+            lease: Duration::from_secs(60),
+            max_attempts: 8,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(3_600),
+            shutdown_grace: Duration::from_secs(10),
+            unknown_channel_delay: Duration::from_secs(30),
+            consent_recheck_after: Duration::from_secs(1),
+            max_idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `HOST-PID-RANDOM`: distinct for every process, even on one host.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "nurture".into());
+    let nonce: u32 = rand::rng().random();
+    format!("{host}-{}-{nonce:08x}", std::process::id())
+}
+
+/// The rate limiter quota for `rate`: never more than `rate.count` calls in
+/// any window of length `rate.per` (half-open).
+///
+/// A small burst (`count × 10 ms / per`, at least 1) keeps high rates from
+/// being throttled by timer granularity; the emission interval is stretched
+/// so that burst plus refill still fit in `count` per window. The long-run
+/// rate is therefore `(count - burst + 1) / per`, at most 1 % under the limit.
+pub fn quota(rate: RateLimit) -> Quota {
+    let per = Duration::from_secs(rate.per.secs().max(1) as u64);
+    let count = rate.count.max(1);
+    let burst =
+        (u128::from(count) * 10_000_000 / per.as_nanos()).clamp(1, u128::from(count)) as u32;
+    let slots = u128::from(count - burst + 1);
+    // Round the interval up: rounding down would let one extra call in.
+    let period_ns = per.as_nanos().div_ceil(slots);
+    let period = Duration::from_nanos(u64::try_from(period_ns).unwrap_or(u64::MAX));
+    Quota::with_period(period)
+        .expect("a positive period")
+        .allow_burst(NonZeroU32::new(burst).expect("burst >= 1"))
+}
+
+/// Messages a channel may hold claimed (in flight or waiting for a permit or
+/// its rate limit): enough to keep its concurrency busy, at most about five
+/// seconds of its rate.
+fn max_pending(concurrency: u32, rate: Option<RateLimit>, batch: usize) -> usize {
+    let by_concurrency = (concurrency as usize).saturating_mul(4).max(1);
+    let by_rate = rate.map_or(usize::MAX, |r| {
+        let per = r.per.secs().max(1) as u128;
+        ((u128::from(r.count) * 5 / per) as usize).max(1)
+    });
+    by_concurrency.min(by_rate).min(batch.max(1) * 4)
+}
+
+/// One channel's limits, rebuilt when its settings change.
+struct Lane {
+    limits: (Option<RateLimit>, u32),
+    semaphore: Arc<Semaphore>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    max_pending: usize,
+    /// Claimed and not yet written back (shared with the writer).
+    pending: Arc<AtomicUsize>,
+}
+
+/// A claimed outbox row.
+struct Claimed {
+    id: String,
+    workflow: String,
+    contact_id: String,
+    step_id: String,
+    channel: String,
+    recipient: String,
+    subject: Option<String>,
+    body: String,
+    attempts: u32,
+    created_at: i64,
+}
+
+/// What becomes of one claimed message.
+#[derive(Debug)]
+enum Fate {
+    Sent {
+        provider_id: Option<String>,
+    },
+    Retry {
+        next_at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+    /// Back to the pool without counting a try.
+    Release {
+        next_at: i64,
+        error: String,
+    },
+}
+
+struct Outcome {
+    id: String,
+    channel: String,
+    created_at: i64,
+    fate: Fate,
+    pending: Arc<AtomicUsize>,
+    /// Wake the claim loop when `pending` falls to this.
+    room_at: usize,
+}
+
+struct Shared {
+    store: Store,
+    pool: SqlitePool,
+    opts: DeliveryOptions,
+    /// Ids claimed by this worker and not yet written back: a reclaim of one of
+    /// them (after a stall longer than the lease) must not start a second call.
+    inflight: Mutex<HashSet<String>>,
+    /// Notified when a channel's pending count falls low enough to claim more.
+    room: Notify,
+}
+
+fn now_ms() -> i64 {
+    crate::store::to_ms(chrono::Utc::now())
+}
+
+fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs the delivery worker until `shutdown` is cancelled (see the module
+/// docs). `registry` carries the current channels (the daemon sends a new one
+/// on a settings reload); `wake` is notified by the scheduler after it queued
+/// messages.
+pub async fn run(
+    store: Store,
+    mut registry: watch::Receiver<Arc<Registry>>,
+    opts: DeliveryOptions,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let Some(pool) = store.sqlite_pool().cloned() else {
+        tracing::error!("the delivery worker needs a SQLite store");
+        return;
+    };
+    let shared = Arc::new(Shared {
+        store,
+        pool,
+        opts,
+        inflight: Mutex::new(HashSet::new()),
+        room: Notify::new(),
+    });
+    let opts = &shared.opts;
+    let tracker = TaskTracker::new();
+    // Cancelled when the grace period is over: calls still running are dropped.
+    let hard_stop = CancellationToken::new();
+    let (out_tx, out_rx) = mpsc::channel::<Outcome>(8_192);
+    let writer = tokio::spawn(writer(shared.clone(), out_rx, shutdown.clone()));
+
+    let mut lanes: HashMap<String, Lane> = HashMap::new();
+    let mut registry_open = true;
+    let mut last_renew = Instant::now();
+    let mut last_unknown_sweep: Option<Instant> = None;
+    let mut last_depth: Option<Instant> = None;
+    tracing::info!(worker = %opts.worker_id, "delivery worker started");
+
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let reg = registry.borrow_and_update().clone();
+        sync_lanes(&mut lanes, &reg, opts.batch);
+
+        if last_renew.elapsed() >= opts.lease / 3 {
+            if let Err(e) = renew_leases(&shared).await {
+                tracing::warn!(error = %e, "renewing outbox leases failed");
+            }
+            last_renew = Instant::now();
+        }
+        if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            if let Ok(n) = queue_depth(&shared.pool).await {
+                metrics::global().queue_depth.set(n);
+            }
+            last_depth = Some(Instant::now());
+        }
+
+        // How many each channel may claim now.
+        let mut wants: Vec<(String, usize)> = Vec::new();
+        let mut blocked = false;
+        for (name, lane) in &lanes {
+            let room = lane
+                .max_pending
+                .saturating_sub(lane.pending.load(Ordering::Acquire));
+            let n = room.min(opts.batch);
+            if n == 0 {
+                blocked = true;
+            } else {
+                wants.push((name.clone(), n));
+            }
+        }
+        let sweep = last_unknown_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        let claimed = match claim(
+            &shared,
+            &wants,
+            sweep.then(|| reg.channels.keys().cloned().collect()),
+        )
+        .await
+        {
+            Ok(c) => {
+                if sweep {
+                    last_unknown_sweep = Some(Instant::now());
+                }
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming outbox messages failed; trying again shortly");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
+        };
+        let mut more = false;
+        for ((name, want), rows) in wants.iter().zip(claimed) {
+            if rows.len() >= *want {
+                more = true;
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let (Some(lane), Some((_, adapter))) = (lanes.get(name), reg.get(name)) else {
+                continue;
+            };
+            dispatch(
+                &shared,
+                lane,
+                adapter.clone(),
+                rows,
+                &tracker,
+                &out_tx,
+                &shutdown,
+                &hard_stop,
+            )
+            .await;
+        }
+        if more {
+            tokio::task::yield_now().await;
+            continue;
+        }
+
+        // Sleep until something may be due, woken early by the scheduler, by
+        // a full channel freeing room, or by new settings.
+        let idle = match next_due(&shared.pool).await {
+            Ok(Some(at)) => {
+                let d = at - now_ms();
+                if d > 0 {
+                    Duration::from_millis(d as u64).min(opts.max_idle)
+                } else {
+                    // Due but not claimable (its channel is full or unknown):
+                    // wait for room, at most max_idle.
+                    opts.max_idle
+                }
+            }
+            _ => opts.max_idle,
+        }
+        .max(Duration::from_millis(1));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = shared.room.notified(), if blocked => {}
+            r = registry.changed(), if registry_open => {
+                if r.is_err() {
+                    registry_open = false;
+                }
+            }
+            _ = tokio::time::sleep(idle) => {}
+        }
+    }
+
+    // Shutdown: calls in progress finish (bounded), the rest is handed back.
+    tracing::info!(worker = %opts.worker_id, "delivery worker stopping");
+    tracker.close();
+    if tokio::time::timeout(opts.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "provider calls still running after {:?}; their messages are handed back and may be sent again (same idempotency key)",
+            opts.shutdown_grace
+        );
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    drop(out_tx);
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "the outbox writer failed");
+    }
+    match hand_back(&shared).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(messages = n, "handed claimed messages back to the outbox"),
+        Err(e) => tracing::error!(
+            error = %e,
+            "handing messages back failed; they return to the pool when their lease expires"
+        ),
+    }
+    tracing::info!(worker = %opts.worker_id, "delivery worker stopped");
+}
+
+fn sync_lanes(lanes: &mut HashMap<String, Lane>, reg: &Registry, batch: usize) {
+    lanes.retain(|name, _| reg.channels.contains_key(name));
+    for (name, (cs, _)) in &reg.channels {
+        let concurrency = cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+        let limits = (cs.rate_limit, concurrency);
+        if lanes.get(name).is_some_and(|l| l.limits == limits) {
+            continue;
+        }
+        // New or changed: fresh limits; the pending count carries over.
+        let pending = lanes
+            .get(name)
+            .map(|l| l.pending.clone())
+            .unwrap_or_default();
+        lanes.insert(
+            name.clone(),
+            Lane {
+                limits,
+                semaphore: Arc::new(Semaphore::new(concurrency as usize)),
+                limiter: cs
+                    .rate_limit
+                    .map(|r| Arc::new(DefaultDirectRateLimiter::direct(quota(r)))),
+                max_pending: max_pending(concurrency, cs.rate_limit, batch),
+                pending,
+            },
+        );
+    }
+}
+
+const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at";
+
+/// Claims up to `n` due messages of each channel in `wants`, in one write
+/// transaction. Also puts expired leases back in the pool and, when
+/// `known` is given, pushes back the due messages of channels not in it.
+async fn claim(
+    shared: &Shared,
+    wants: &[(String, usize)],
+    known: Option<Vec<String>>,
+) -> Result<Vec<Vec<Claimed>>, sqlx::Error> {
+    let now = now_ms();
+    let lease_until = now + dur_ms(shared.opts.lease);
+    let mut tx = shared.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let reaped = sqlx::query(
+        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+                last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
+          WHERE status = 'sending' AND lease_until < ?",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if reaped > 0 {
+        tracing::warn!(messages = reaped, "reclaimed messages whose lease expired");
+    }
+    if let Some(known) = known {
+        let names = serde_json::to_string(&known).unwrap_or_else(|_| "[]".into());
+        let parked = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ?,
+                    last_error = 'channel \"' || channel || '\" is not in the settings; the message waits until it is'
+              WHERE status = 'queued' AND next_attempt_at <= ?
+                AND channel NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(now + dur_ms(shared.opts.unknown_channel_delay))
+        .bind(now)
+        .bind(names)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if parked > 0 {
+            tracing::warn!(
+                messages = parked,
+                "messages for channels that are not in the settings stay queued"
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(wants.len());
+    for (channel, n) in wants {
+        let sql = format!(
+            "UPDATE outbox SET status = 'sending', lease_owner = ?, lease_until = ?
+              WHERE id IN (SELECT id FROM outbox
+                            WHERE status = 'queued' AND next_attempt_at <= ? AND channel = ?
+                            ORDER BY next_attempt_at LIMIT ?)
+             {RETURNING}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&shared.opts.worker_id)
+            .bind(lease_until)
+            .bind(now)
+            .bind(channel)
+            .bind(*n as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for r in rows {
+            claimed.push(Claimed {
+                id: r.try_get(0)?,
+                workflow: r.try_get(1)?,
+                contact_id: r.try_get(2)?,
+                step_id: r.try_get(3)?,
+                channel: r.try_get(4)?,
+                recipient: r.try_get(5)?,
+                subject: r.try_get(6)?,
+                body: r.try_get(7)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
+                created_at: r.try_get(9)?,
+            });
+        }
+        out.push(claimed);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn renew_leases(shared: &Shared) -> Result<u64, sqlx::Error> {
+    let until = now_ms() + dur_ms(shared.opts.lease);
+    Ok(sqlx::query(
+        "UPDATE outbox SET lease_until = ? WHERE status = 'sending' AND lease_owner = ?",
+    )
+    .bind(until)
+    .bind(&shared.opts.worker_id)
+    .execute(&shared.pool)
+    .await?
+    .rows_affected())
+}
+
+async fn hand_back(shared: &Shared) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
+          WHERE status = 'sending' AND lease_owner = ?",
+    )
+    .bind(&shared.opts.worker_id)
+    .execute(&shared.pool)
+    .await?
+    .rows_affected())
+}
+
+async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
+        .fetch_one(pool)
+        .await
+}
+
+async fn queue_depth(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
+        .fetch_one(pool)
+        .await
+}
+
+/// Why a contact may not get a message on `channel`, if so.
+fn consent(contact: Option<&Contact>, channel: &str) -> Option<&'static str> {
+    match contact {
+        None => Some("contact_deleted"),
+        Some(c) if c.unsubscribed || c.opted_out.contains(channel) => Some("unsubscribed"),
+        Some(_) => None,
+    }
+}
+
+async fn load_contacts(store: &Store, ids: &[&str]) -> Result<HashMap<String, Contact>, String> {
+    let json = serde_json::to_string(ids).map_err(|e| e.to_string())?;
+    let mut stream = store.scan_contacts(
+        "c.id IN (SELECT value FROM json_each(?))",
+        &[Bind::Text(json)],
+    );
+    let mut out = HashMap::with_capacity(ids.len());
+    while let Some(c) = stream.next().await {
+        let c = c.map_err(|e| e.to_string())?;
+        out.insert(c.id.clone(), c);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    shared: &Arc<Shared>,
+    lane: &Lane,
+    adapter: Arc<dyn Channel>,
+    rows: Vec<Claimed>,
+    tracker: &TaskTracker,
+    out: &mpsc::Sender<Outcome>,
+    shutdown: &CancellationToken,
+    hard_stop: &CancellationToken,
+) {
+    // Not ours to start again: still running from an earlier claim.
+    let rows: Vec<Claimed> = {
+        let mut inflight = shared.inflight.lock().expect("inflight lock");
+        rows.into_iter()
+            .filter(|r| inflight.insert(r.id.clone()))
+            .collect()
+    };
+    if rows.is_empty() {
+        return;
+    }
+    lane.pending.fetch_add(rows.len(), Ordering::AcqRel);
+    let room_at = lane.max_pending / 2;
+    let checked_at = Instant::now();
+    let ids: Vec<&str> = rows.iter().map(|r| r.contact_id.as_str()).collect();
+    let contacts = match load_contacts(&shared.store, &ids).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading contacts for delivery failed; the messages wait");
+            None
+        }
+    };
+    for row in rows {
+        let outcome = |fate| Outcome {
+            id: row.id.clone(),
+            channel: row.channel.clone(),
+            created_at: row.created_at,
+            fate,
+            pending: lane.pending.clone(),
+            room_at,
+        };
+        let Some(contacts) = &contacts else {
+            let fate = Fate::Release {
+                next_at: now_ms() + 1_000,
+                error: "could not read the contact; trying again".into(),
+            };
+            let _ = out.send(outcome(fate)).await;
+            continue;
+        };
+        let contact = contacts.get(&row.contact_id);
+        if let Some(reason) = consent(contact, &row.channel) {
+            let _ = out
+                .send(outcome(Fate::Cancelled {
+                    reason: reason.into(),
+                }))
+                .await;
+            continue;
+        }
+        let contact_value = contact.map(Contact::template_value).unwrap_or_default();
+        let msg = OutMessage {
+            id: row.id.clone(),
+            workflow: row.workflow.clone(),
+            contact_id: row.contact_id.clone(),
+            step_id: row.step_id.clone(),
+            channel: row.channel.clone(),
+            to: row.recipient.clone(),
+            subject: row.subject.clone(),
+            body: row.body.clone(),
+            contact: contact_value,
+            attempt: row.attempts + 1,
+        };
+        let task = SendTask {
+            shared: shared.clone(),
+            adapter: adapter.clone(),
+            semaphore: lane.semaphore.clone(),
+            limiter: lane.limiter.clone(),
+            out: out.clone(),
+            shutdown: shutdown.clone(),
+            hard_stop: hard_stop.clone(),
+            checked_at,
+            pending: lane.pending.clone(),
+            room_at,
+            created_at: row.created_at,
+            attempts: row.attempts,
+        };
+        tracker.spawn(task.run(msg));
+    }
+}
+
+struct SendTask {
+    shared: Arc<Shared>,
+    adapter: Arc<dyn Channel>,
+    semaphore: Arc<Semaphore>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    out: mpsc::Sender<Outcome>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    checked_at: Instant,
+    pending: Arc<AtomicUsize>,
+    room_at: usize,
+    created_at: i64,
+    attempts: u32,
+}
+
+impl SendTask {
+    async fn run(self, mut msg: OutMessage) {
+        // On shutdown, a message not yet started is left for the final hand-back.
+        let _permit = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return,
+            p = self.semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        if let Some(limiter) = &self.limiter {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                _ = limiter.until_ready() => {}
+            }
+        }
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let opts = &self.shared.opts;
+        if self.checked_at.elapsed() > opts.consent_recheck_after {
+            match self.shared.store.contact(&msg.contact_id).await {
+                Ok(c) => {
+                    if let Some(reason) = consent(c.as_ref(), &msg.channel) {
+                        self.finish(
+                            &msg,
+                            Fate::Cancelled {
+                                reason: reason.into(),
+                            },
+                        )
+                        .await;
+                        return;
+                    }
+                    if let Some(c) = c {
+                        msg.contact = c.template_value();
+                    }
+                }
+                Err(e) => {
+                    let fate = Fate::Release {
+                        next_at: now_ms() + 1_000,
+                        error: format!("could not read the contact: {e}"),
+                    };
+                    self.finish(&msg, fate).await;
+                    return;
+                }
+            }
+        }
+        let started = Instant::now();
+        let delivery = tokio::select! {
+            biased;
+            d = self.adapter.send(&msg) => d,
+            // Past the grace period: leave the row leased for the hand-back.
+            _ = self.hard_stop.cancelled() => return,
+        };
+        metrics::global().provider_call(&msg.channel, started.elapsed().as_secs_f64());
+        let tries = self.attempts + 1;
+        let fate = match delivery {
+            Delivery::Delivered { provider_id } => Fate::Sent { provider_id },
+            Delivery::Permanent { reason } => Fate::Dead { error: reason },
+            Delivery::Retry { reason, .. } if tries >= opts.max_attempts => Fate::Dead {
+                error: format!("gave up after {tries} tries: {reason}"),
+            },
+            Delivery::Retry { after, reason } => {
+                let unit: f64 = rand::rng().random();
+                let delay = next_delay(tries, after, opts.backoff_base, opts.backoff_max, unit);
+                Fate::Retry {
+                    next_at: now_ms() + dur_ms(delay),
+                    error: reason,
+                }
+            }
+        };
+        self.finish(&msg, fate).await;
+    }
+
+    async fn finish(&self, msg: &OutMessage, fate: Fate) {
+        let _ = self
+            .out
+            .send(Outcome {
+                id: msg.id.clone(),
+                channel: msg.channel.clone(),
+                created_at: self.created_at,
+                fate,
+                pending: self.pending.clone(),
+                room_at: self.room_at,
+            })
+            .await;
+    }
+}
+
+/// Writes outcomes: everything that accumulated while the previous commit ran
+/// goes into the next transaction.
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: CancellationToken) {
+    let mut buf = Vec::with_capacity(1_024);
+    loop {
+        if rx.recv_many(&mut buf, 1_024).await == 0 {
+            break;
+        }
+        let mut tries = 0u32;
+        loop {
+            match write_outcomes(&shared, &buf).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tries += 1;
+                    if shutdown.is_cancelled() && tries >= 20 {
+                        tracing::error!(
+                            error = %e,
+                            messages = buf.len(),
+                            "could not record delivery outcomes; the messages return to the pool when their lease expires"
+                        );
+                        break;
+                    }
+                    tracing::warn!(error = %e, "recording delivery outcomes failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tries.min(20)))).await;
+                }
+            }
+        }
+        let m = metrics::global();
+        let now = now_ms();
+        {
+            let mut inflight = shared.inflight.lock().expect("inflight lock");
+            for o in &buf {
+                inflight.remove(&o.id);
+            }
+        }
+        for o in buf.drain(..) {
+            match &o.fate {
+                Fate::Sent { .. } => {
+                    m.send(&o.channel, "sent");
+                    m.delivered_after(&o.channel, (now - o.created_at).max(0) as f64 / 1000.0);
+                }
+                Fate::Retry { .. } => m.send(&o.channel, "retry"),
+                Fate::Dead { .. } => m.send(&o.channel, "dead"),
+                Fate::Cancelled { .. } => m.send(&o.channel, "cancelled"),
+                Fate::Release { .. } => {}
+            }
+            let left = o.pending.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+            if left <= o.room_at {
+                shared.room.notify_one();
+            }
+        }
+    }
+}
+
+async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
+    let owner = &shared.opts.worker_id;
+    let now = now_ms();
+    let mut tx = shared.pool.begin_with("BEGIN IMMEDIATE").await?;
+    for o in outcomes {
+        let q = match &o.fate {
+            Fate::Sent { provider_id } => sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, provider_id = ?, attempts = attempts + 1,
+                        last_error = NULL, lease_owner = NULL, lease_until = NULL
+                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            )
+            .bind(now)
+            .bind(provider_id.as_deref()),
+            Fate::Retry { next_at, error } => sqlx::query(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = ?, last_error = ?, attempts = attempts + 1,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            )
+            .bind(*next_at)
+            .bind(error.as_str()),
+            Fate::Dead { error } => sqlx::query(
+                "UPDATE outbox SET status = 'dead', last_error = ?, attempts = attempts + 1,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            )
+            .bind(error.as_str()),
+            Fate::Cancelled { reason } => sqlx::query(
+                "UPDATE outbox SET status = 'cancelled', last_error = ?, lease_owner = NULL, lease_until = NULL
+                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            )
+            .bind(reason.as_str()),
+            Fate::Release { next_at, error } => sqlx::query(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = ?, last_error = ?,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+            )
+            .bind(*next_at)
+            .bind(error.as_str()),
+        };
+        let done = q
+            .bind(o.id.as_str())
+            .bind(owner.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tracing::warn!(id = %o.id, "outcome not recorded: the message's lease was taken by another worker");
+        }
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duration::Duration as NDuration;
+
+    fn rate(count: u32, secs: i64) -> RateLimit {
+        RateLimit {
+            count,
+            per: NDuration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn quota_never_exceeds_the_window() {
+        for (count, secs) in [
+            (1, 1),
+            (20, 1),
+            (50, 1),
+            (600, 60),
+            (5_000, 1),
+            (100_000, 1),
+            (1, 3_600),
+        ] {
+            let q = quota(rate(count, secs));
+            let per_ns = Duration::from_secs(secs as u64).as_nanos();
+            let burst = u128::from(q.burst_size().get());
+            let period = q.replenish_interval().as_nanos();
+            // Most calls in a half-open window of `per`: the burst, then one per period.
+            let most = burst + per_ns.div_ceil(period) - 1;
+            assert!(most <= u128::from(count), "{count}/{secs}s allows {most}");
+            // And not far under the limit.
+            assert!(
+                most * 100 >= u128::from(count) * 99,
+                "{count}/{secs}s allows only {most}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_is_bounded_by_rate_and_concurrency() {
+        assert_eq!(max_pending(64, None, 256), 256);
+        assert_eq!(max_pending(1, None, 256), 4);
+        assert_eq!(max_pending(64, Some(rate(20, 1)), 256), 100);
+        assert_eq!(max_pending(64, Some(rate(1, 60)), 256), 1);
+        assert_eq!(max_pending(1_000, None, 256), 1_024);
+    }
+
+    #[test]
+    fn consent_rules() {
+        let mut c = Contact {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        assert_eq!(consent(None, "sms"), Some("contact_deleted"));
+        assert_eq!(consent(Some(&c), "sms"), None);
+        c.opted_out.insert("sms".into());
+        assert_eq!(consent(Some(&c), "sms"), Some("unsubscribed"));
+        assert_eq!(consent(Some(&c), "hook"), None);
+        c.unsubscribed = true;
+        assert_eq!(consent(Some(&c), "hook"), Some("unsubscribed"));
+    }
+}
