@@ -4,6 +4,7 @@
 //! `template` (conditions and messages), `store` (the customer store),
 //! `engine` (plan, then apply), `cli` (the commands).
 
+pub mod api;
 pub mod assign;
 pub mod audience;
 pub mod channels;

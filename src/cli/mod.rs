@@ -7,11 +7,17 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod contacts;
 pub mod dry_run;
+pub mod history;
 pub mod schema;
+pub mod status;
 pub mod validate;
 
 #[derive(Parser, Debug)]
-#[command(name = "nurture", version, about = "Marketing automation workflows kept as files in Git")]
+#[command(
+    name = "nurture",
+    version,
+    about = "Marketing automation workflows kept as files in Git"
+)]
 pub struct Cli {
     /// The settings file; its folder is where `workflows/` and `templates/` are looked for.
     #[arg(long, global = true, default_value = "nurture.yaml")]
@@ -32,6 +38,11 @@ pub enum Command {
     Contacts(contacts::ContactsCommand),
     /// Print the JSON Schema of a workflow file (for editors).
     Schema(schema::SchemaArgs),
+    /// Per workflow: enrolled, active, waiting, done, exited, sent, failed, queued; and
+    /// the loaded-or-broken state of each file.
+    Status(status::StatusArgs),
+    /// What happened to one contact, in time order.
+    History(history::HistoryArgs),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -61,7 +72,10 @@ pub type CliResult = Result<(), Failure>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -85,6 +99,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::DryRun(args) => dry_run::run(&cli.config, args).await,
         Command::Contacts(cmd) => contacts::run(&cli.config, cmd).await,
         Command::Schema(args) => schema::run(args),
+        Command::Status(args) => status::run(&cli.config, args).await,
+        Command::History(args) => history::run(&cli.config, args).await,
     }
 }
 

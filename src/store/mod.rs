@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub mod contacts;
 pub mod import;
 pub mod plan_reads;
+pub mod status;
 
 pub use contacts::{Bind, ContactInput, Upserted};
 pub use import::{BadRow, ImportProgress, ImportReport};

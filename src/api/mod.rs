@@ -1,0 +1,261 @@
+//! The daemon's HTTP API (SPEC §4.1).
+//!
+//! - `/v1/...` writes contacts, tags, events and opt-outs, each the twin of a
+//!   `nurture contacts` command. Every `/v1` route needs
+//!   `Authorization: Bearer TOKEN`, the token being the value of the
+//!   environment variable that `api_token_env` names. When that variable is
+//!   unset (or empty) the API does not run open: every `/v1` request gets 401
+//!   saying so.
+//! - `/healthz` and `/metrics` are open (probes and Prometheus do not carry
+//!   tokens) and show nothing about contacts.
+//!
+//! Every error is JSON, `{"error": "..."}`, naming the problem: the body
+//! extractors in [`error`] replace axum's plain-text rejections. Bodies are
+//! limited to [`BODY_LIMIT`] bytes (413). After every write that changed
+//! something, `wake` is notified so the scheduler reacts at once instead of
+//! at its next poll.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::store::Store;
+
+pub mod contacts;
+pub mod error;
+
+pub use error::{ApiError, BODY_LIMIT};
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    /// The bearer token; `None` closes `/v1` (401 for everyone).
+    pub token: Option<String>,
+    /// Notified after every write that changed something.
+    pub wake: Arc<Notify>,
+    /// The name of the environment variable the token comes from, for the
+    /// message when it is unset.
+    pub token_env: String,
+    /// Channel names an unsubscribe may name (from the settings); `None`
+    /// accepts any name.
+    pub channels: Option<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    // Never print the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("store", &self.store.url())
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token_env", &self.token_env)
+            .field("channels", &self.channels)
+            .finish()
+    }
+}
+
+impl ApiState {
+    /// A state with `token` as given (`None` or empty: `/v1` closed), the
+    /// default token variable name in messages, and any channel name
+    /// accepted by unsubscribe.
+    pub fn new(store: Store, token: Option<String>, wake: Arc<Notify>) -> ApiState {
+        ApiState {
+            store,
+            token: token.filter(|t| !t.is_empty()),
+            wake,
+            token_env: "NURTURE_API_TOKEN".into(),
+            channels: None,
+        }
+    }
+
+    /// The state the daemon serves: the token read from the environment
+    /// variable `settings.api_token_env` names, unsubscribe checked against
+    /// the settings' channels.
+    pub fn from_settings(store: Store, settings: &Settings, wake: Arc<Notify>) -> ApiState {
+        let token = std::env::var(&settings.api_token_env).ok();
+        let mut st = ApiState::new(store, token, wake);
+        st.token_env = settings.api_token_env.clone();
+        st.channels = Some(settings.channels.keys().cloned().collect());
+        if st.token.is_none() {
+            tracing::warn!(
+                env = %settings.api_token_env,
+                "the API token variable is unset: every /v1 request will get 401"
+            );
+        }
+        st
+    }
+}
+
+/// Every route of the API.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/contacts", post(contacts::upsert))
+        .route("/contacts/{id}/tags", post(contacts::tags))
+        .route("/contacts/{id}/unsubscribe", post(contacts::unsubscribe))
+        .route("/events", post(contacts::event))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets the
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP API listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Equal in time whatever the guess: the loop runs over the whole expected
+/// token and never stops early.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for (i, b) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(0);
+        diff |= usize::from(g ^ b);
+    }
+    diff == 0
+}
+
+fn unauthorized(message: String) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let Some(expected) = &st.token else {
+        return unauthorized(format!(
+            "the API is closed: no bearer token is configured (set the environment variable \
+             {} that api_token_env names, then restart the daemon)",
+            st.token_env
+        ));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match given {
+        None => {
+            unauthorized("missing bearer token: send the header Authorization: Bearer TOKEN".into())
+        }
+        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        Some(_) => unauthorized("wrong bearer token".into()),
+    }
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    // Method and path only: never headers (the token) or bodies (contacts).
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if path == "/healthz" || path == "/metrics" {
+        tracing::debug!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms, "request");
+    }
+    res
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// `GET /healthz`: 200 when `SELECT 1` on the store answers within 2 s.
+async fn healthz(State(st): State<ApiState>) -> Response {
+    let Some(pool) = st.store.sqlite_pool() else {
+        return (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response();
+    };
+    let probe = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(pool);
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
+        Ok(Err(e)) => unavailable(format!("the store is not reachable: {e}")),
+        Err(_) => unavailable("the store did not answer within 2 s".into()),
+    }
+}
+
+fn unavailable(message: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "unavailable", "error": message})),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: the Prometheus text format; the outbox queue depth is
+/// counted on each scrape.
+async fn metrics(State(st): State<ApiState>) -> Response {
+    if let Some(pool) = st.store.sqlite_pool() {
+        match crate::store::status::outbox_queue_depth(pool).await {
+            Ok(n) => {
+                crate::metrics::global().queue_depth.set(n);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secreT", b"secret"));
+        assert!(!constant_time_eq(b"secret-and-more", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"sec", b"secret"));
+    }
+}

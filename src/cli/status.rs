@@ -1,0 +1,376 @@
+//! `nurture status`: per workflow, how many contacts are enrolled, active
+//! (of which waiting for a later step), done and exited, and how many
+//! messages were sent, failed (dead-lettered) and are still queued; then the
+//! loaded-or-broken state of each settings, workflow and template file.
+//!
+//! File states come from the daemon when it has recorded them (table
+//! `file_states`, written at each (re)load: a broken file there means the
+//! daemon kept running its last valid version); otherwise the files are
+//! checked now, as `validate` would.
+//!
+//! Exit codes: 0 shown (broken files are reported, not an error: `validate`
+//! is the command that fails on them); 1 the settings file is broken;
+//! 2 the store cannot be read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{CliResult, Failure};
+use crate::project::Project;
+use crate::store::Store;
+use crate::store::status::{WorkflowCounts, file_states, workflow_counts};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// One file's state as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRow {
+    pub file: String,
+    /// `loaded` or `broken`.
+    pub state: String,
+    /// Problems, one `FILE:LINE:COLUMN: message` each; empty when loaded.
+    pub diagnostics: Vec<String>,
+}
+
+/// One workflow as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowRow {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// `loaded`, `broken`, `disabled`, or `removed` (no file, but rows in the store).
+    pub state: String,
+    #[serde(flatten)]
+    pub counts: WorkflowCounts,
+}
+
+pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
+    let now = Utc::now();
+    let report = Project::load_report(config, now);
+    let Some(settings) = report.settings.clone() else {
+        crate::project::eprint_report(&report.diagnostics);
+        return Err(Failure::Reported);
+    };
+    let root = settings.root.clone();
+    let show = |p: &Path| -> String { relative(&root, p) };
+
+    // Counts, when there is a store.
+    let url = settings.database_url();
+    let no_store = url
+        .strip_prefix("sqlite://")
+        .is_some_and(|p| !Path::new(p).exists());
+    let mut recorded = Vec::new();
+    let counts = if no_store {
+        BTreeMap::new()
+    } else {
+        let store = Store::open(&url)
+            .await
+            .with_context(|| format!("opening the store {url}"))?;
+        let pool = store.sqlite_pool().context("the store is not SQLite")?;
+        let counts = workflow_counts(pool, now)
+            .await
+            .context("counting enrollments and messages")?;
+        recorded = file_states(pool).await.context("reading file states")?;
+        store.close().await;
+        counts
+    };
+
+    // File states: the daemon's, else checked now.
+    let from_daemon = !recorded.is_empty();
+    let recorded_at: Option<DateTime<Utc>> = recorded.iter().map(|f| f.updated_at).max();
+    let files: Vec<FileRow> = if from_daemon {
+        recorded
+            .iter()
+            .map(|f| FileRow {
+                file: show(Path::new(&f.file)),
+                state: f.state.clone(),
+                diagnostics: f
+                    .diagnostics
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+            .collect()
+    } else {
+        checked_now(&report, &settings.templates_dir, &show)
+    };
+    let state_of: BTreeMap<&str, &str> = files
+        .iter()
+        .map(|f| (f.file.as_str(), f.state.as_str()))
+        .collect();
+
+    // Workflows: every one found in the files, and any the store knows of.
+    let mut rows: Vec<WorkflowRow> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut files_with_workflow: BTreeSet<PathBuf> = BTreeSet::new();
+    for lw in &report.workflows {
+        let w = &lw.workflow;
+        if !seen.insert(w.name.clone()) {
+            continue;
+        }
+        files_with_workflow.insert(w.file.clone());
+        let file = show(&w.file);
+        let state = match state_of.get(file.as_str()) {
+            Some(&"broken") => "broken",
+            _ if !w.enabled => "disabled",
+            Some(s) => s,
+            None => "loaded",
+        };
+        rows.push(WorkflowRow {
+            name: w.name.clone(),
+            counts: counts
+                .get(&w.name)
+                .cloned()
+                .unwrap_or_else(|| WorkflowCounts {
+                    workflow: w.name.clone(),
+                    ..Default::default()
+                }),
+            file: Some(file),
+            state: state.to_string(),
+        });
+    }
+    // A file that could not be read as a workflow at all: named by its stem.
+    for f in &report.workflow_files {
+        if files_with_workflow.contains(f) {
+            continue;
+        }
+        let Some(name) = f.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if !seen.insert(name.to_string()) {
+            continue;
+        }
+        rows.push(WorkflowRow {
+            name: name.to_string(),
+            counts: counts.get(name).cloned().unwrap_or_else(|| WorkflowCounts {
+                workflow: name.to_string(),
+                ..Default::default()
+            }),
+            file: Some(show(f)),
+            state: "broken".into(),
+        });
+    }
+    for (name, c) in &counts {
+        if seen.insert(name.clone()) {
+            rows.push(WorkflowRow {
+                name: name.clone(),
+                file: None,
+                state: "removed".into(),
+                counts: c.clone(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let res = match args.format {
+        StatusFormat::Json => {
+            let v = json!({
+                "workflows": rows,
+                "files": files,
+                "files_source": if from_daemon { "daemon" } else { "checked_now" },
+                "files_recorded_at": recorded_at.map(|t| t.with_timezone(&settings.timezone).to_rfc3339()),
+                "store": if no_store { None } else { Some(url.clone()) },
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("JSON"))
+        }
+        StatusFormat::Table => write_table(
+            &mut out,
+            &rows,
+            &files,
+            from_daemon.then_some(recorded_at).flatten(),
+            settings.timezone,
+            no_store.then_some(url.as_str()),
+        ),
+    };
+    match res.and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Other(
+            anyhow::Error::new(e).context("writing the status"),
+        )),
+    }
+}
+
+/// `p` relative to the project folder when it is inside it.
+fn relative(root: &Path, p: &Path) -> String {
+    let rel = p.strip_prefix(root).unwrap_or(p);
+    let rel = rel.strip_prefix(".").unwrap_or(rel);
+    rel.display().to_string()
+}
+
+/// The settings file, every workflow file and every template file, with the
+/// problems found now.
+fn checked_now(
+    report: &crate::project::LoadReport,
+    templates_dir: &Path,
+    show: &dyn Fn(&Path) -> String,
+) -> Vec<FileRow> {
+    let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in &report.diagnostics {
+        by_file
+            .entry(show(&d.file))
+            .or_default()
+            .push(d.to_string());
+    }
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    if let Some(f) = report.settings.as_ref().and_then(|s| s.file.as_ref()) {
+        names.insert(show(f));
+    }
+    for f in &report.workflow_files {
+        names.insert(show(f));
+    }
+    if let Ok(entries) = std::fs::read_dir(templates_dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "hbs") {
+                names.insert(show(&p));
+            }
+        }
+    }
+    // Problems in files not listed above (a folder, say) are shown too.
+    names.extend(by_file.keys().cloned());
+    names
+        .into_iter()
+        .map(|file| {
+            let diagnostics = by_file.remove(&file).unwrap_or_default();
+            FileRow {
+                state: if diagnostics.is_empty() {
+                    "loaded"
+                } else {
+                    "broken"
+                }
+                .into(),
+                file,
+                diagnostics,
+            }
+        })
+        .collect()
+}
+
+fn write_table(
+    out: &mut impl Write,
+    rows: &[WorkflowRow],
+    files: &[FileRow],
+    recorded_at: Option<DateTime<Utc>>,
+    tz: Tz,
+    no_store: Option<&str>,
+) -> std::io::Result<()> {
+    if let Some(url) = no_store {
+        writeln!(out, "no customer store at {url} yet: every count is 0")?;
+    }
+    let headers = [
+        "WORKFLOW", "STATE", "ENROLLED", "ACTIVE", "WAITING", "DONE", "EXITED", "SENT", "FAILED",
+        "QUEUED",
+    ];
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let c = &r.counts;
+            vec![
+                r.name.clone(),
+                r.state.clone(),
+                c.enrolled.to_string(),
+                c.active.to_string(),
+                c.waiting.to_string(),
+                c.done.to_string(),
+                c.exited.to_string(),
+                c.sent.to_string(),
+                c.failed.to_string(),
+                c.queued.to_string(),
+            ]
+        })
+        .collect();
+    if table.is_empty() {
+        writeln!(out, "no workflows")?;
+    } else {
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+        for row in &table {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| -> String {
+            let mut s = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                if i < 2 {
+                    s.push_str(cell);
+                    if i + 1 < cells.len() {
+                        s.push_str(&" ".repeat(pad));
+                    }
+                } else {
+                    s.push_str(&" ".repeat(pad));
+                    s.push_str(cell);
+                }
+            }
+            s
+        };
+        writeln!(out, "{}", line(headers.to_vec()))?;
+        for row in &table {
+            writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+        }
+    }
+    writeln!(out)?;
+    match recorded_at {
+        Some(t) => writeln!(
+            out,
+            "files (as the daemon loaded them at {}):",
+            t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z")
+        )?,
+        None => writeln!(out, "files (checked now; the daemon has not recorded any):")?,
+    }
+    if files.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    let width = files
+        .iter()
+        .map(|f| f.file.chars().count())
+        .max()
+        .unwrap_or(0);
+    for f in files {
+        match f.diagnostics.first() {
+            None => writeln!(out, "  {:<6}  {}", f.state, f.file)?,
+            Some(first) => {
+                let more = f.diagnostics.len() - 1;
+                let more = if more > 0 {
+                    format!(" (and {more} more; run nurture validate)")
+                } else {
+                    String::new()
+                };
+                writeln!(out, "  {:<6}  {:<width$}  {first}{more}", f.state, f.file)?
+            }
+        }
+    }
+    if recorded_at.is_some() && files.iter().any(|f| f.state == "broken") {
+        writeln!(
+            out,
+            "a broken file keeps its last valid version running in the daemon"
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! What `nurture status` and `nurture history` read, and the one thing the
+//! daemon writes for them: the loaded-or-broken state of each file
+//! (`file_states`, migration 0002).
+//!
+//! Reads only, apart from [`record_file_states`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Row as _, SqlitePool};
+
+use super::{from_ms, to_ms};
+
+// ---------------------------------------------------------------------------
+// Counts per workflow.
+
+/// Counts of one workflow's enrollments and messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkflowCounts {
+    pub workflow: String,
+    /// Every enrollment, whatever its status.
+    pub enrolled: i64,
+    /// Enrollments still running (including `waiting` ones).
+    pub active: i64,
+    /// Active enrollments whose next step is due later than `now`.
+    pub waiting: i64,
+    /// Enrollments that ran to the end.
+    pub done: i64,
+    /// Enrollments that left early (audience, goal, ...).
+    pub exited: i64,
+    /// Messages the provider accepted.
+    pub sent: i64,
+    /// Messages dead-lettered (retries exhausted or a permanent error).
+    pub failed: i64,
+    /// Messages waiting to be delivered (queued, sending, or failed and due for a retry).
+    pub queued: i64,
+    /// Messages cancelled before delivery.
+    pub cancelled: i64,
+}
+
+/// Outbox statuses that still wait for delivery.
+pub const WAITING_OUTBOX: &str = "('queued', 'sending', 'failed')";
+
+/// Counts for every workflow that has enrollments or messages, by name.
+pub async fn workflow_counts(
+    pool: &SqlitePool,
+    now: DateTime<Utc>,
+) -> sqlx::Result<BTreeMap<String, WorkflowCounts>> {
+    let mut out: BTreeMap<String, WorkflowCounts> = BTreeMap::new();
+    let rows = sqlx::query(
+        "SELECT workflow, count(*), \
+                coalesce(sum(status = 'active'), 0), \
+                coalesce(sum(status = 'active' AND next_run_at > ?), 0), \
+                coalesce(sum(status = 'done'), 0), \
+                coalesce(sum(status = 'exited'), 0) \
+           FROM enrollments GROUP BY workflow",
+    )
+    .bind(to_ms(now))
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let c = out.entry(name.clone()).or_insert_with(|| WorkflowCounts {
+            workflow: name,
+            ..Default::default()
+        });
+        c.enrolled = r.try_get(1)?;
+        c.active = r.try_get(2)?;
+        c.waiting = r.try_get(3)?;
+        c.done = r.try_get(4)?;
+        c.exited = r.try_get(5)?;
+    }
+    let rows = sqlx::query(
+        "SELECT workflow, \
+                coalesce(sum(status = 'sent'), 0), \
+                coalesce(sum(status = 'dead'), 0), \
+                coalesce(sum(status IN ('queued', 'sending', 'failed')), 0), \
+                coalesce(sum(status = 'cancelled'), 0) \
+           FROM outbox GROUP BY workflow",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let c = out.entry(name.clone()).or_insert_with(|| WorkflowCounts {
+            workflow: name,
+            ..Default::default()
+        });
+        c.sent = r.try_get(1)?;
+        c.failed = r.try_get(2)?;
+        c.queued = r.try_get(3)?;
+        c.cancelled = r.try_get(4)?;
+    }
+    Ok(out)
+}
+
+/// Messages waiting in the outbox, all workflows together (the
+/// `nurture_outbox_queue_depth` gauge).
+pub async fn outbox_queue_depth(pool: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending', 'failed')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// File states.
+
+/// The state of one file as the daemon last loaded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileState {
+    pub file: String,
+    /// `loaded` or `broken` (the daemon keeps running the last valid version
+    /// of a broken file).
+    pub state: String,
+    /// The rendered diagnostics, one `FILE:LINE:COLUMN: message` per line;
+    /// empty when loaded.
+    pub diagnostics: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Replaces the recorded file states with `files`: `(file, state,
+/// diagnostics)`, where state is `loaded` or `broken` and diagnostics are
+/// the rendered reports (empty when loaded). The daemon calls this after
+/// every (re)load with every settings, workflow and template file it looked
+/// at; files not in the list are forgotten.
+pub async fn record_file_states(
+    pool: &SqlitePool,
+    files: &[(String, String, String)],
+) -> sqlx::Result<()> {
+    let now = to_ms(Utc::now());
+    let mut tx = pool.begin_with(super::BEGIN_IMMEDIATE).await?;
+    sqlx::query("DELETE FROM file_states")
+        .execute(&mut *tx)
+        .await?;
+    for (file, state, diagnostics) in files {
+        sqlx::query(
+            "INSERT INTO file_states (file, state, diagnostics, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (file) DO UPDATE SET state = excluded.state, \
+             diagnostics = excluded.diagnostics, updated_at = excluded.updated_at",
+        )
+        .bind(file)
+        .bind(state)
+        .bind(diagnostics)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Every recorded file state, by file name.
+pub async fn file_states(pool: &SqlitePool) -> sqlx::Result<Vec<FileState>> {
+    let rows =
+        sqlx::query("SELECT file, state, diagnostics, updated_at FROM file_states ORDER BY file")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(FileState {
+                file: r.try_get(0)?,
+                state: r.try_get(1)?,
+                diagnostics: r.try_get(2)?,
+                updated_at: from_ms(r.try_get(3)?),
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// One contact's history.
+
+/// One thing that happened to a contact. `kind` is one of
+/// `contact_created`, `tag_added`, `tag_removed`, `event`,
+/// `enrollment_started`, `enrollment_ended`, `step`, `message_queued`,
+/// `message_sent`, `message_dead`, `message_cancelled`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistoryEntry {
+    #[serde(skip)]
+    pub at: DateTime<Utc>,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment_id: Option<i64>,
+    /// The tag, the event's name, or the step id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An event's properties.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<serde_json::Value>,
+    /// A step's action (`send`, `assign`, `tag`, `wait`, `exit`, `skip`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// A step's detail, an enrollment's end reason, a message's last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// An enrollment's status when it ended (`done`, `exited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
+    /// Tie-break within one millisecond: the order things happen in.
+    #[serde(skip)]
+    order: (u8, i64),
+}
+
+impl HistoryEntry {
+    fn new(at: i64, kind: &'static str, rank: u8, seq: i64) -> HistoryEntry {
+        HistoryEntry {
+            at: from_ms(at),
+            kind,
+            workflow: None,
+            enrollment_id: None,
+            name: None,
+            properties: None,
+            action: None,
+            detail: None,
+            status: None,
+            message_id: None,
+            channel: None,
+            to: None,
+            subject: None,
+            body: None,
+            provider_id: None,
+            attempts: None,
+            order: (rank, seq),
+        }
+    }
+}
+
+/// Everything recorded about contact `id`, oldest first: the event log
+/// (created, tags, events), enrollments started and ended, steps run, and
+/// messages queued, sent, dead-lettered or cancelled. Messages that ended
+/// without being sent have no time of their own in the outbox: they are put
+/// at their last attempt time (`next_attempt_at`).
+pub async fn contact_history(pool: &SqlitePool, id: &str) -> sqlx::Result<Vec<HistoryEntry>> {
+    let mut out = Vec::new();
+
+    let rows = sqlx::query(
+        "SELECT l.seq, l.kind, l.name, l.at, e.properties, e.at \
+           FROM event_log l LEFT JOIN events e ON e.id = l.event_id \
+          WHERE l.contact_id = ? ORDER BY l.seq",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let seq: i64 = r.try_get(0)?;
+        let kind: String = r.try_get(1)?;
+        let at: i64 = r
+            .try_get::<Option<i64>, _>(5)?
+            .unwrap_or(r.try_get::<i64, _>(3)?);
+        let (kind, rank) = match kind.as_str() {
+            "contact_created" => ("contact_created", 0),
+            "tag_added" => ("tag_added", 1),
+            "tag_removed" => ("tag_removed", 1),
+            "event" => ("event", 2),
+            _ => ("log", 2),
+        };
+        let mut e = HistoryEntry::new(at, kind, rank, seq);
+        e.name = r.try_get(2)?;
+        if kind == "event" {
+            let props: Option<String> = r.try_get(4)?;
+            e.properties = props
+                .and_then(|p| serde_json::from_str(&p).ok())
+                .filter(|v: &serde_json::Value| v.as_object().is_some_and(|m| !m.is_empty()));
+        }
+        out.push(e);
+    }
+
+    let rows = sqlx::query(
+        "SELECT id, workflow, entry_key, status, started_at, ended_at, end_reason \
+           FROM enrollments WHERE contact_id = ? ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let eid: i64 = r.try_get(0)?;
+        let workflow: String = r.try_get(1)?;
+        let mut s = HistoryEntry::new(r.try_get(4)?, "enrollment_started", 3, eid);
+        s.workflow = Some(workflow.clone());
+        s.enrollment_id = Some(eid);
+        s.detail = Some(format!("entry {}", r.try_get::<String, _>(2)?));
+        out.push(s);
+        if let Some(ended) = r.try_get::<Option<i64>, _>(5)? {
+            let mut e = HistoryEntry::new(ended, "enrollment_ended", 7, eid);
+            e.workflow = Some(workflow);
+            e.enrollment_id = Some(eid);
+            e.status = Some(r.try_get(3)?);
+            e.detail = r.try_get(6)?;
+            out.push(e);
+        }
+    }
+
+    let rows = sqlx::query(
+        "SELECT s.enrollment_id, e.workflow, s.step_id, s.ran_at, s.action, s.detail \
+           FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id \
+          WHERE e.contact_id = ? ORDER BY s.ran_at, s.rowid",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    for (i, r) in rows.into_iter().enumerate() {
+        let mut e = HistoryEntry::new(r.try_get(3)?, "step", 4, i as i64);
+        e.enrollment_id = Some(r.try_get(0)?);
+        e.workflow = Some(r.try_get(1)?);
+        e.name = Some(r.try_get(2)?);
+        e.action = Some(r.try_get(4)?);
+        e.detail = r.try_get(5)?;
+        out.push(e);
+    }
+
+    let rows = sqlx::query(
+        "SELECT id, workflow, enrollment_id, step_id, channel, recipient, subject, body, status, \
+                attempts, next_attempt_at, created_at, sent_at, provider_id, last_error, rowid \
+           FROM outbox WHERE contact_id = ? ORDER BY created_at, rowid",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let rowid: i64 = r.try_get(15)?;
+        let status: String = r.try_get(8)?;
+        let base = |at: i64, kind: &'static str, rank: u8| -> sqlx::Result<HistoryEntry> {
+            let mut e = HistoryEntry::new(at, kind, rank, rowid);
+            e.message_id = Some(r.try_get(0)?);
+            e.workflow = Some(r.try_get(1)?);
+            e.enrollment_id = r.try_get(2)?;
+            e.name = Some(r.try_get(3)?);
+            e.channel = Some(r.try_get(4)?);
+            e.to = Some(r.try_get(5)?);
+            Ok(e)
+        };
+        let mut q = base(r.try_get(11)?, "message_queued", 5)?;
+        q.subject = r.try_get(6)?;
+        q.body = Some(r.try_get(7)?);
+        out.push(q);
+        let attempts: i64 = r.try_get(9)?;
+        let last_at: i64 = r.try_get(10)?;
+        let sent_at: Option<i64> = r.try_get(12)?;
+        match status.as_str() {
+            "sent" => {
+                let mut e = base(sent_at.unwrap_or(last_at), "message_sent", 6)?;
+                e.provider_id = r.try_get(13)?;
+                e.attempts = Some(attempts);
+                out.push(e);
+            }
+            "dead" => {
+                let mut e = base(sent_at.unwrap_or(last_at), "message_dead", 6)?;
+                e.detail = r.try_get(14)?;
+                e.attempts = Some(attempts);
+                out.push(e);
+            }
+            "cancelled" => {
+                let mut e = base(sent_at.unwrap_or(last_at), "message_cancelled", 6)?;
+                e.detail = r.try_get(14)?;
+                out.push(e);
+            }
+            _ => {
+                // Still on its way: say so on the queued line.
+                if let Some(last) = out.last_mut() {
+                    last.status = Some(status.clone());
+                    last.attempts = Some(attempts);
+                    last.detail = r.try_get(14)?;
+                }
+            }
+        }
+    }
+
+    out.sort_by_key(|a| (a.at, a.order));
+    Ok(out)
+}
+
+/// Whether contact `id` exists.
+pub async fn contact_exists(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ContactInput, Store};
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn counts_file_states_and_history() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        let pool = s.sqlite_pool().unwrap().clone();
+        s.upsert_contact(
+            &ContactInput {
+                id: "c1".into(),
+                created_at: Some(t(0)),
+                ..Default::default()
+            },
+            t(0),
+        )
+        .await
+        .unwrap();
+        s.add_tags("c1", &["vip".into()], t(10)).await.unwrap();
+        s.record_event("c1", "purchase", t(20), &serde_json::json!({"amount": 5}))
+            .await
+            .unwrap();
+        for (id, status, next) in [(1, "active", 1000), (2, "active", -1000), (3, "done", 0)] {
+            sqlx::query(
+                "INSERT INTO enrollments (id, workflow, contact_id, entry_key, status, next_run_at, started_at, ended_at, end_reason) \
+                 VALUES (?, 'w', 'c1', ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(id.to_string())
+            .bind(status)
+            .bind(to_ms(t(next)))
+            .bind(to_ms(t(30)))
+            .bind((status == "done").then(|| to_ms(t(50))))
+            .bind((status == "done").then_some("completed"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES (3, '0', ?, 'send', 'sms')",
+        )
+        .bind(to_ms(t(40)))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body, status, attempts, not_before, next_attempt_at, created_at, sent_at, last_error) \
+             VALUES ('m1', 'w', 'c1', 3, '0', 'sms', '+1', 'Hi', 'dead', 5, ?, ?, ?, NULL, 'bad number')",
+        )
+        .bind(to_ms(t(40)))
+        .bind(to_ms(t(45)))
+        .bind(to_ms(t(40)))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let counts = workflow_counts(&pool, t(0)).await.unwrap();
+        let w = &counts["w"];
+        assert_eq!(
+            (w.enrolled, w.active, w.waiting, w.done, w.exited, w.failed),
+            (3, 2, 1, 1, 0, 1)
+        );
+        assert_eq!(outbox_queue_depth(&pool).await.unwrap(), 0);
+
+        let h = contact_history(&pool, "c1").await.unwrap();
+        let kinds: Vec<&str> = h.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "contact_created",
+                "tag_added",
+                "event",
+                "enrollment_started",
+                "enrollment_started",
+                "enrollment_started",
+                "step",
+                "message_queued",
+                "message_dead",
+                "enrollment_ended"
+            ]
+        );
+        assert_eq!(h[8].detail.as_deref(), Some("bad number"));
+
+        record_file_states(
+            &pool,
+            &[
+                ("a.yaml".into(), "loaded".into(), String::new()),
+                ("b.yaml".into(), "broken".into(), "b.yaml:1:1: bad".into()),
+            ],
+        )
+        .await
+        .unwrap();
+        record_file_states(&pool, &[("b.yaml".into(), "broken".into(), "x".into())])
+            .await
+            .unwrap();
+        let fs = file_states(&pool).await.unwrap();
+        assert_eq!(fs.len(), 1);
+        assert_eq!(fs[0].diagnostics, "x");
+    }
+}
