@@ -205,9 +205,10 @@ where
 /// transaction that holds the write lock, and says for each row what happened.
 pub(crate) async fn write_rows(
     conn: &mut SqliteConnection,
-    rows: &[Row],
+    rows: &mut [Row],
     now: i64,
 ) -> Result<Vec<Upserted>, StoreError> {
+    // Values are moved into the statements' arguments (ids and tags stay).
     // 1. Which of these contacts exist already?
     let mut existing: HashSet<String> = HashSet::new();
     for chunk in rows.chunks(EXISTS_CHUNK) {
@@ -234,24 +235,29 @@ pub(crate) async fn write_rows(
         let sql = repeat_sql(
             "INSERT INTO contacts (id, name, email, phone, wecom_external_userid, owner, timezone, \
              created_at, last_active_at, unsubscribed, attrs, updated_at) VALUES ",
-            "(?,?,?,?,?,?,?,?,?,?,json(?),?)",
+            "(?,?,?,?,?,?,?,?,?,?,?,?)",
             chunk.len(),
             "",
         );
         let mut args = SqliteArguments::default();
         for &i in chunk {
-            let r = &rows[i];
+            let r = &mut rows[i];
             add(&mut args, r.id.clone());
-            add(&mut args, r.name.clone());
-            add(&mut args, r.email.clone());
-            add(&mut args, r.phone.clone());
-            add(&mut args, r.wecom_external_userid.clone());
-            add(&mut args, r.owner.clone());
-            add(&mut args, r.timezone.clone());
+            add(&mut args, r.name.take());
+            add(&mut args, r.email.take());
+            add(&mut args, r.phone.take());
+            add(&mut args, r.wecom_external_userid.take());
+            add(&mut args, r.owner.take());
+            add(&mut args, r.timezone.take());
             add(&mut args, r.created_at.unwrap_or(now));
             add(&mut args, r.last_active_at);
             add(&mut args, r.unsubscribed.unwrap_or(false));
-            add(&mut args, r.attrs_new.as_ref().unwrap_or(&r.attrs).clone());
+            add(
+                &mut args,
+                r.attrs_new
+                    .take()
+                    .unwrap_or_else(|| std::mem::take(&mut r.attrs)),
+            );
             add(&mut args, now);
         }
         sqlx::query_with(AssertSqlSafe(sql), args)
@@ -273,18 +279,18 @@ pub(crate) async fn write_rows(
         );
         let mut args = SqliteArguments::default();
         for &i in chunk {
-            let r = &rows[i];
+            let r = &mut rows[i];
             add(&mut args, r.id.clone());
-            add(&mut args, r.name.clone());
-            add(&mut args, r.email.clone());
-            add(&mut args, r.phone.clone());
-            add(&mut args, r.wecom_external_userid.clone());
-            add(&mut args, r.owner.clone());
-            add(&mut args, r.timezone.clone());
+            add(&mut args, r.name.take());
+            add(&mut args, r.email.take());
+            add(&mut args, r.phone.take());
+            add(&mut args, r.wecom_external_userid.take());
+            add(&mut args, r.owner.take());
+            add(&mut args, r.timezone.take());
             add(&mut args, r.created_at);
             add(&mut args, r.last_active_at);
             add(&mut args, r.unsubscribed);
-            add(&mut args, r.attrs.clone());
+            add(&mut args, std::mem::take(&mut r.attrs));
         }
         add(&mut args, now);
         let ids: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(sql), args)
@@ -344,12 +350,13 @@ async fn write_tags(
     returning: bool,
 ) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
-    let mut pairs = which
-        .iter()
-        .flat_map(|&i| rows[i].tags.iter().map(move |t| (&rows[i].id, t)))
-        .peekable();
-    while pairs.peek().is_some() {
-        let chunk: Vec<_> = pairs.by_ref().take(TAG_CHUNK).collect();
+    // Plain (index, index) pairs: no iterator adapters held across an await,
+    // which would make the future !Send.
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for &i in which {
+        pairs.extend((0..rows[i].tags.len()).map(|k| (i, k)));
+    }
+    for chunk in pairs.chunks(TAG_CHUNK) {
         let sql = repeat_sql(
             "INSERT OR IGNORE INTO contact_tags (contact_id, tag, added_at) VALUES ",
             "(?,?,?)",
@@ -361,9 +368,9 @@ async fn write_tags(
             },
         );
         let mut args = SqliteArguments::default();
-        for (id, tag) in chunk {
-            add(&mut args, id.clone());
-            add(&mut args, tag.clone());
+        for &(i, k) in chunk {
+            add(&mut args, rows[i].id.clone());
+            add(&mut args, rows[i].tags[k].clone());
             add(&mut args, now);
         }
         if returning {
@@ -456,7 +463,8 @@ impl Store {
     ) -> Result<Upserted, StoreError> {
         let row = input.to_row()?;
         let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
-        let out = write_rows(&mut tx, std::slice::from_ref(&row), to_ms(now)).await?;
+        let mut row = row;
+        let out = write_rows(&mut tx, std::slice::from_mut(&mut row), to_ms(now)).await?;
         tx.commit().await?;
         Ok(out[0])
     }
@@ -831,6 +839,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(some.len(), 2);
+    }
+
+    /// The API serves these from tokio tasks: the futures must be Send.
+    #[allow(dead_code)]
+    fn futures_are_send(s: &Store, c: &ContactInput, now: DateTime<Utc>) {
+        fn send<T: Send>(_: T) {}
+        send(s.upsert_contact(c, now));
+        send(s.add_tags("a", &[], now));
+        send(s.remove_tags("a", &[]));
+        send(s.record_event("a", "e", now, &Value::Null));
+        send(s.unsubscribe("a", None, now));
+        send(s.contact("a"));
+        send(s.scan_contacts("1", &[]));
+        send(s.import_csv(std::path::Path::new("x"), now, |_| {}));
     }
 
     #[tokio::test]

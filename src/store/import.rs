@@ -415,7 +415,7 @@ impl Store {
         };
         let mut result = Ok(());
         while let Some(msg) = rx.recv().await {
-            let batch = match msg {
+            let mut batch = match msg {
                 Ok(b) => b,
                 Err(e) => {
                     result = Err(e);
@@ -425,7 +425,7 @@ impl Store {
             if !batch.rows.is_empty() {
                 let written = async {
                     let mut t = pool.begin_with(BEGIN_IMMEDIATE).await?;
-                    let out = write_rows(&mut t, &batch.rows, now_ms).await?;
+                    let out = write_rows(&mut t, &mut batch.rows, now_ms).await?;
                     t.commit().await?;
                     Ok::<_, StoreError>(out)
                 }
@@ -469,7 +469,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -1,0 +1,205 @@
+//! `nurture contacts add|tag|event|unsubscribe`: the real binary, a real
+//! SQLite store, effects checked with SQL.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::{AssertSqlSafe, SqlitePool};
+
+fn nurture(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("nurture").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("NURTURE_DATABASE")
+        .arg("--config")
+        .arg(dir.join("nurture.yaml"));
+    cmd
+}
+
+async fn pool(dir: &Path) -> SqlitePool {
+    let url = format!("sqlite://{}", dir.join("nurture.db").display());
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap()
+}
+
+async fn scalar<T>(pool: &SqlitePool, sql: &str) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = nurture(dir).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn add_tag_event_unsubscribe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, out, err) = run(
+        d,
+        &[
+            "contacts",
+            "add",
+            "c1",
+            "--name",
+            "Ada",
+            "--timezone",
+            "Asia/Shanghai",
+            "--attr",
+            "city=Shanghai",
+            "--tag",
+            "vip",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created contact c1"), "{out}");
+    let (_, out, _) = run(d, &["contacts", "add", "c1", "--name", "Ada"]);
+    assert!(out.contains("unchanged"), "{out}");
+    let (_, out, _) = run(d, &["contacts", "add", "c1", "--email", "ada@example.com"]);
+    assert!(out.contains("updated"), "{out}");
+
+    let (code, out, _) = run(
+        d,
+        &[
+            "contacts", "tag", "c1", "--add", "won", "--add", "vip", "--remove", "vip",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("added won") && out.contains("removed vip"),
+        "{out}"
+    );
+
+    let (code, _, err) = run(
+        d,
+        &[
+            "contacts",
+            "event",
+            "c1",
+            "purchase",
+            "--at",
+            "2026-11-01T10:00:00+08:00",
+            "--prop",
+            "amount=99",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // An older event does not move last_active_at back.
+    run(
+        d,
+        &[
+            "contacts",
+            "event",
+            "c1",
+            "visit",
+            "--at",
+            "2026-10-01T10:00:00+08:00",
+        ],
+    );
+
+    let (code, _, _) = run(
+        d,
+        &["contacts", "unsubscribe", "c1", "--channel", "console"],
+    );
+    assert_eq!(code, 0);
+    let (code, _, _) = run(d, &["contacts", "unsubscribe", "c1"]);
+    assert_eq!(code, 0);
+
+    let db = pool(d).await;
+    assert_eq!(
+        scalar::<String>(&db, "SELECT email FROM contacts WHERE id = 'c1'").await,
+        "ada@example.com"
+    );
+    assert_eq!(
+        scalar::<String>(&db, "SELECT attrs FROM contacts WHERE id = 'c1'").await,
+        r#"{"city":"Shanghai"}"#
+    );
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT last_active_at FROM contacts WHERE id = 'c1'").await,
+        1_793_498_400_000
+    );
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT unsubscribed FROM contacts WHERE id = 'c1'").await,
+        1
+    );
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT channel FROM contact_opt_outs WHERE contact_id = 'c1'"
+        )
+        .await,
+        "console"
+    );
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT properties ->> '$.amount' FROM events WHERE name = 'purchase'"
+        )
+        .await,
+        "99"
+    );
+    assert_eq!(
+        scalar::<String>(&db, "SELECT group_concat(kind || ':' || coalesce(name, ''), ',') FROM (SELECT * FROM event_log ORDER BY seq)").await,
+        "contact_created:,tag_added:vip,tag_added:won,tag_removed:vip,event:purchase,event:visit"
+    );
+}
+
+#[tokio::test]
+async fn wrong_input_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, _, err) = run(d, &["contacts", "event", "ghost", "purchase"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no contact with id \"ghost\""), "{err}");
+    assert_eq!(run(d, &["contacts", "tag", "ghost", "--add", "x"]).0, 1);
+    assert_eq!(run(d, &["contacts", "unsubscribe", "ghost"]).0, 1);
+    assert_eq!(
+        run(d, &["contacts", "add", "c1", "--timezone", "Mars/Base"]).0,
+        1
+    );
+    assert_eq!(run(d, &["contacts", "add", "c1", "--attr", "novalue"]).0, 1);
+    assert_eq!(run(d, &["contacts", "add", "c1", "--attr", "email=x"]).0, 1);
+    run(d, &["contacts", "add", "c1"]);
+    assert_eq!(
+        run(d, &["contacts", "event", "c1", "x", "--at", "yesterday"]).0,
+        1
+    );
+    let (code, _, err) = run(d, &["contacts", "unsubscribe", "c1", "--channel", "consle"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("console"), "{err}");
+}
+
+#[tokio::test]
+async fn a_row_written_by_another_system_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(d, &["contacts", "add", "c1"]);
+    let db = pool(d).await;
+    sqlx::query("INSERT INTO contacts (id, created_at, updated_at) VALUES ('ext1', 1000, 1000)")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ('ext1', 'vip', 1000)",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT count(*) FROM event_log WHERE contact_id = 'ext1' AND kind IN ('contact_created', 'tag_added')").await,
+        2
+    );
+}

@@ -1,0 +1,271 @@
+//! `nurture contacts import`: the real binary on real CSV files and a real
+//! SQLite store in a temporary folder; results checked with SQL.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::{AssertSqlSafe, SqlitePool};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/import")
+        .join(name)
+}
+
+fn nurture(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("nurture").unwrap();
+    cmd.current_dir(dir)
+        .env_remove("NURTURE_DATABASE")
+        .arg("--config")
+        .arg(dir.join("nurture.yaml"));
+    cmd
+}
+
+async fn pool(dir: &Path) -> SqlitePool {
+    let url = format!("sqlite://{}", dir.join("nurture.db").display());
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap()
+}
+
+async fn scalar<T>(pool: &SqlitePool, sql: &str) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The mixed fixture plus a last row with invalid UTF-8 (line 13).
+fn mixed_csv(dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(fixture("mixed.csv")).unwrap();
+    bytes.extend_from_slice(b"c8,Bad \xff Bytes,,,,,,,\n");
+    let path = dir.join("mixed.csv");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_by_line_and_good_rows_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = mixed_csv(dir.path());
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let f = csv.display().to_string();
+    for (line, what) in [
+        (5, "missing id"),
+        (6, "created_at"),
+        (7, "timezone"),
+        (9, "expected 9 columns, found 2"),
+        (10, "already on line 2"),
+        (11, "unsubscribed"),
+        (13, "UTF-8"),
+    ] {
+        let prefix = format!("{f}:{line}: ");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
+            "no {prefix}...{what} in:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with(&f)).count(),
+        7,
+        "{stderr}"
+    );
+    assert!(stdout.contains("imported 10 rows"), "{stdout}");
+    assert!(
+        stdout.contains("3 new, 0 updated, 0 unchanged, 7 bad"),
+        "{stdout}"
+    );
+
+    let db = pool(dir.path()).await;
+    assert_eq!(scalar::<i64>(&db, "SELECT count(*) FROM contacts").await, 3);
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT group_concat(id, ',') FROM (SELECT id FROM contacts ORDER BY id)"
+        )
+        .await,
+        "c1,c2,c7"
+    );
+    // Tags split on ';', trimmed, empties dropped.
+    assert_eq!(
+        scalar::<String>(&db, "SELECT group_concat(tag, ',') FROM (SELECT tag FROM contact_tags WHERE contact_id = 'c1' ORDER BY tag)").await,
+        "newsletter,vip"
+    );
+    // Attributes: strings; an empty cell is no attribute; quoted multi-line values kept.
+    assert_eq!(
+        scalar::<String>(&db, "SELECT attrs FROM contacts WHERE id = 'c1'").await,
+        r#"{"city":"Shanghai"}"#
+    );
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT attrs ->> '$.note' FROM contacts WHERE id = 'c2'"
+        )
+        .await,
+        "first line\nsecond line"
+    );
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT attrs ->> '$.note' FROM contacts WHERE id = 'c7'"
+        )
+        .await,
+        "say \"hi\""
+    );
+    // Built-in fields.
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT created_at FROM contacts WHERE id = 'c1'").await,
+        1_767_229_200_000
+    );
+    assert_eq!(
+        scalar::<String>(&db, "SELECT timezone FROM contacts WHERE id = 'c1'").await,
+        "Asia/Shanghai"
+    );
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT unsubscribed FROM contacts WHERE id = 'c7'").await,
+        1
+    );
+    assert_eq!(
+        scalar::<Option<String>>(&db, "SELECT email FROM contacts WHERE id = 'c2'").await,
+        None
+    );
+    // The event log: 3 contacts created, 3 tags added.
+    assert_eq!(
+        scalar::<i64>(
+            &db,
+            "SELECT count(*) FROM event_log WHERE kind = 'contact_created'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        scalar::<i64>(
+            &db,
+            "SELECT count(*) FROM event_log WHERE kind = 'tag_added'"
+        )
+        .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn importing_the_same_file_twice_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = mixed_csv(dir.path());
+    nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&csv)
+        .assert()
+        .code(1);
+    let db = pool(dir.path()).await;
+    let log = scalar::<i64>(&db, "SELECT count(*) FROM event_log").await;
+    let stamp = scalar::<String>(
+        &db,
+        "SELECT group_concat(id || ':' || updated_at || ':' || attrs, ';') FROM contacts",
+    )
+    .await;
+    db.close().await;
+
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 new, 0 updated, 3 unchanged, 7 bad"),
+        "{stdout}"
+    );
+    let db = pool(dir.path()).await;
+    assert_eq!(
+        scalar::<i64>(&db, "SELECT count(*) FROM event_log").await,
+        log
+    );
+    assert_eq!(
+        scalar::<String>(
+            &db,
+            "SELECT group_concat(id || ':' || updated_at || ':' || attrs, ';') FROM contacts"
+        )
+        .await,
+        stamp
+    );
+}
+
+#[tokio::test]
+async fn a_clean_file_exits_0_and_a_second_file_updates_and_adds_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(fixture("good.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 new, 0 updated, 0 unchanged, 0 bad"));
+
+    // g1 changes level and gets a new tag; g2 is the same; g3 is new. Tags are never removed.
+    let second = dir.path().join("second.csv");
+    std::fs::write(&second, "id,level,tags\ng1,4,new\ng2,,\ng3,1,\n").unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 new, 1 updated, 1 unchanged, 0 bad"));
+    let db = pool(dir.path()).await;
+    assert_eq!(
+        scalar::<String>(&db, "SELECT attrs FROM contacts WHERE id = 'g1'").await,
+        r#"{"level":"4"}"#
+    );
+    assert_eq!(
+        scalar::<String>(&db, "SELECT name FROM contacts WHERE id = 'g1'").await,
+        "Gao"
+    );
+    assert_eq!(
+        scalar::<String>(&db, "SELECT group_concat(tag, ',') FROM (SELECT tag FROM contact_tags WHERE contact_id = 'g1' ORDER BY tag)").await,
+        "gold,new,vip"
+    );
+}
+
+#[test]
+fn a_file_without_an_id_column_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("noid.csv");
+    std::fs::write(&csv, "name,email\nAda,a@example.com\n").unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no \"id\" column"));
+    let missing = nurture(dir.path())
+        .args(["contacts", "import", "nope.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+}
