@@ -253,11 +253,13 @@ fn status_counts_per_workflow_and_shows_a_broken_file() {
         "{broken_line}"
     );
 
-    // Once the daemon recorded file states, those are shown.
-    p.sql(&[
+    // Once the daemon recorded file states (by absolute path), those are shown.
+    let welcome = p.path("workflows/welcome.yaml").canonicalize().unwrap();
+    p.sql(&[&format!(
         "INSERT INTO file_states (file, state, diagnostics, updated_at) VALUES \
-         ('workflows/welcome.yaml', 'broken', 'workflows/welcome.yaml:2:3: unknown step \"sned\"', 1793494800000)",
-    ]);
+         ('{0}', 'broken', '{0}:2:3: unknown step \"sned\"', 1793494800000)",
+        welcome.display()
+    )]);
     let out = p.run_ok(&["status"]);
     assert!(out.contains("as the daemon loaded them"), "{out}");
     assert!(out.contains("unknown step \"sned\""), "{out}");

@@ -213,9 +213,27 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
     }
 }
 
-/// `p` relative to the project folder when it is inside it.
+/// `p` relative to the project folder when it is inside it. Both are
+/// resolved first when they exist, so the daemon's paths (absolute, say)
+/// and the ones found now name a file the same way.
 fn relative(root: &Path, p: &Path) -> String {
-    let rel = p.strip_prefix(root).unwrap_or(p);
+    let root = if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    };
+    let root_abs = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let p_abs = p.canonicalize().unwrap_or_else(|_| {
+        if p.is_relative() {
+            root_abs.join(p)
+        } else {
+            p.to_path_buf()
+        }
+    });
+    let rel = p_abs
+        .strip_prefix(&root_abs)
+        .or_else(|_| p.strip_prefix(root))
+        .unwrap_or(p);
     let rel = rel.strip_prefix(".").unwrap_or(rel);
     rel.display().to_string()
 }
@@ -373,4 +391,33 @@ fn write_table(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_shown_relative_to_the_project() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("workflows")).unwrap();
+        std::fs::write(dir.path().join("workflows/a.yaml"), "").unwrap();
+        let root = dir.path();
+        assert_eq!(
+            relative(root, &root.join("workflows/a.yaml")),
+            "workflows/a.yaml"
+        );
+        assert_eq!(
+            relative(root, Path::new("workflows/a.yaml")),
+            "workflows/a.yaml"
+        );
+        assert_eq!(
+            relative(root, &root.join("workflows/gone.yaml")),
+            "workflows/gone.yaml"
+        );
+        assert_eq!(
+            relative(Path::new("/elsewhere"), Path::new("/x/y.yaml")),
+            "/x/y.yaml"
+        );
+    }
 }
