@@ -94,36 +94,13 @@ fn check_attr(field: &str, v: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// Runs `Store::upsert_contact` on a blocking thread. Its future holds a
-/// borrowing iterator across an await (`write_tags` in store/contacts.rs),
-/// for which rustc cannot prove `Send` (rust-lang/rust#64552), and axum
-/// handlers must be `Send`. `Handle::block_on` on a blocking-pool thread
-/// needs no `Send`. Remove once the store's future is `Send`.
-async fn upsert_send(
-    store: &crate::store::Store,
-    input: &ContactInput,
-) -> Result<Upserted, ApiError> {
-    let store = store.clone();
-    let input = input.clone();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(store.upsert_contact(&input, Utc::now())))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the upsert task failed: {e}"),
-            )
-        })?
-        .map_err(ApiError::from)
-}
-
 /// `POST /v1/contacts`: 201 created, 200 updated or unchanged.
 pub async fn upsert(
     State(st): State<ApiState>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let input = contact_input(body)?;
-    let done = upsert_send(&st.store, &input).await?;
+    let done = st.store.upsert_contact(&input, Utc::now()).await?;
     let (status, result) = match done {
         Upserted::Created => (StatusCode::CREATED, "created"),
         Upserted::Updated => (StatusCode::OK, "updated"),
@@ -216,17 +193,6 @@ pub async fn unsubscribe(
 ) -> Result<Response, ApiError> {
     let channel = opt_string(&mut body, "channel")?;
     no_other_fields(&body, &["channel"])?;
-    if let (Some(ch), Some(known)) = (&channel, &st.channels)
-        && !known.contains(ch)
-    {
-        let hint = crate::diagnostics::did_you_mean(ch, known.iter().map(String::as_str))
-            .map(|s| format!("; did you mean \"{s}\"?"))
-            .unwrap_or_default();
-        return Err(ApiError::bad_request(format!(
-            "field \"channel\": no channel {ch:?} in the settings (channels: {}){hint}",
-            known.iter().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    }
     let changed = st
         .store
         .unsubscribe(&id, channel.as_deref(), Utc::now())

@@ -15,7 +15,6 @@
 //! something, `wake` is notified so the scheduler reacts at once instead of
 //! at its next poll.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,16 +40,11 @@ pub use error::{ApiError, BODY_LIMIT};
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
-    /// The bearer token; `None` closes `/v1` (401 for everyone).
+    /// The bearer token (the value of the variable `api_token_env` names);
+    /// `None` or empty closes `/v1` (401 for everyone).
     pub token: Option<String>,
     /// Notified after every write that changed something.
     pub wake: Arc<Notify>,
-    /// The name of the environment variable the token comes from, for the
-    /// message when it is unset.
-    pub token_env: String,
-    /// Channel names an unsubscribe may name (from the settings); `None`
-    /// accepts any name.
-    pub channels: Option<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -59,41 +53,18 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("store", &self.store.url())
             .field("token", &self.token.as_ref().map(|_| "<set>"))
-            .field("token_env", &self.token_env)
-            .field("channels", &self.channels)
             .finish()
     }
 }
 
 impl ApiState {
-    /// A state with `token` as given (`None` or empty: `/v1` closed), the
-    /// default token variable name in messages, and any channel name
-    /// accepted by unsubscribe.
-    pub fn new(store: Store, token: Option<String>, wake: Arc<Notify>) -> ApiState {
-        ApiState {
-            store,
-            token: token.filter(|t| !t.is_empty()),
-            wake,
-            token_env: "NURTURE_API_TOKEN".into(),
-            channels: None,
-        }
-    }
-
     /// The state the daemon serves: the token read from the environment
-    /// variable `settings.api_token_env` names, unsubscribe checked against
-    /// the settings' channels.
+    /// variable `settings.api_token_env` names.
     pub fn from_settings(store: Store, settings: &Settings, wake: Arc<Notify>) -> ApiState {
-        let token = std::env::var(&settings.api_token_env).ok();
-        let mut st = ApiState::new(store, token, wake);
-        st.token_env = settings.api_token_env.clone();
-        st.channels = Some(settings.channels.keys().cloned().collect());
-        if st.token.is_none() {
-            tracing::warn!(
-                env = %settings.api_token_env,
-                "the API token variable is unset: every /v1 request will get 401"
-            );
-        }
-        st
+        let token = std::env::var(&settings.api_token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        ApiState { store, token, wake }
     }
 }
 
@@ -150,12 +121,13 @@ fn unauthorized(message: String) -> Response {
 }
 
 async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
-    let Some(expected) = &st.token else {
-        return unauthorized(format!(
+    let Some(expected) = st.token.as_ref().filter(|t| !t.is_empty()) else {
+        return unauthorized(
             "the API is closed: no bearer token is configured (set the environment variable \
-             {} that api_token_env names, then restart the daemon)",
-            st.token_env
-        ));
+             that api_token_env names in nurture.yaml, NURTURE_API_TOKEN by default, then \
+             restart the daemon)"
+                .into(),
+        );
     };
     let given = req
         .headers()
