@@ -69,6 +69,11 @@ impl ApiState {
 }
 
 /// Every route of the API.
+///
+/// The bearer check is a `route_layer` on the `/v1` routes listed here.
+/// `/v1/wecom/callback` (WeCom signs its requests instead of sending a
+/// token) must be added to the outer router, not to `v1`, or WeCom would get
+/// 401.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/contacts", post(contacts::upsert))
