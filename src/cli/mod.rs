@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod contacts;
 pub mod dry_run;
 pub mod history;
+pub mod run;
 pub mod schema;
 pub mod status;
 pub mod validate;
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Check settings, workflows and templates; exit 1 with every problem found.
     Validate(validate::ValidateArgs),
+    /// The daemon: take triggers from the store, run enrollments, deliver messages, serve the API.
+    Run(run::RunArgs),
     /// Show what the daemon would do at a time, changing nothing and sending nothing.
     DryRun(dry_run::DryRunArgs),
     /// Load and change contacts.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Validate(args) => validate::run(&cli.config, args).await,
+        Command::Run(args) => run::run(&cli.config, args).await,
         Command::DryRun(args) => dry_run::run(&cli.config, args).await,
         Command::Contacts(cmd) => contacts::run(&cli.config, cmd).await,
         Command::Schema(args) => schema::run(args),

@@ -1,0 +1,62 @@
+//! `nurture run`: the daemon.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{CliResult, Failure};
+use crate::project::Project;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Log format: text (default on a terminal) or json.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Address of the HTTP API, overriding the settings' `listen` (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Stop once nothing is left to do: the event log consumed, no active
+    /// enrollment, no message waiting. For tests and one-off batch runs.
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Delivery attempts before a message is dead-lettered.
+    #[arg(long, default_value_t = 8)]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds; it doubles per attempt, with jitter.
+    #[arg(long, default_value_t = 1000)]
+    pub backoff_ms: u64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub async fn run(config: &Path, args: RunArgs) -> CliResult {
+    init_logging(args.log_format);
+    let project = Project::load_or_report(config)?;
+    let delivery = crate::channels::delivery::DeliveryOptions {
+        max_attempts: args.max_attempts,
+        backoff_base: Duration::from_millis(args.backoff_ms),
+        ..Default::default()
+    };
+    let opts = crate::daemon::DaemonOptions {
+        config: config.to_path_buf(),
+        listen: args.listen,
+        until_idle: args.until_idle,
+        delivery,
+    };
+    crate::daemon::run(project, opts).await.map_err(Failure::Other)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("NURTURE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
