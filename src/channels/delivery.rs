@@ -42,7 +42,7 @@ use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota};
 use rand::RngExt;
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -146,8 +146,8 @@ fn max_pending(concurrency: u32, rate: Option<RateLimit>, batch: usize) -> usize
 /// One channel's limits, rebuilt when its settings change.
 struct Lane {
     limits: (Option<RateLimit>, u32),
-    semaphore: Arc<Semaphore>,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// To the lane's pump, which starts the calls in claim order.
+    queue: mpsc::UnboundedSender<(SendTask, OutMessage)>,
     max_pending: usize,
     /// Claimed and not yet written back (shared with the writer).
     pending: Arc<AtomicUsize>,
@@ -260,7 +260,7 @@ pub async fn run(
             break;
         }
         let reg = registry.borrow_and_update().clone();
-        sync_lanes(&mut lanes, &reg, opts.batch);
+        sync_lanes(&mut lanes, &reg, opts.batch, &tracker, &shutdown);
 
         if last_renew.elapsed() >= opts.lease / 3 {
             if let Err(e) = renew_leases(&shared).await {
@@ -322,17 +322,7 @@ pub async fn run(
             let (Some(lane), Some((_, adapter))) = (lanes.get(name), reg.get(name)) else {
                 continue;
             };
-            dispatch(
-                &shared,
-                lane,
-                adapter.clone(),
-                rows,
-                &tracker,
-                &out_tx,
-                &shutdown,
-                &hard_stop,
-            )
-            .await;
+            dispatch(&shared, lane, adapter.clone(), rows, &out_tx, &hard_stop).await;
         }
         if more {
             tokio::task::yield_now().await;
@@ -397,7 +387,15 @@ pub async fn run(
     tracing::info!(worker = %opts.worker_id, "delivery worker stopped");
 }
 
-fn sync_lanes(lanes: &mut HashMap<String, Lane>, reg: &Registry, batch: usize) {
+/// One lane per channel of `reg`. A lane whose limits changed gets a new pump;
+/// the old one finishes what it was given (under the old limits) and ends.
+fn sync_lanes(
+    lanes: &mut HashMap<String, Lane>,
+    reg: &Registry,
+    batch: usize,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     lanes.retain(|name, _| reg.channels.contains_key(name));
     for (name, (cs, _)) in &reg.channels {
         let concurrency = cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
@@ -410,18 +408,63 @@ fn sync_lanes(lanes: &mut HashMap<String, Lane>, reg: &Registry, batch: usize) {
             .get(name)
             .map(|l| l.pending.clone())
             .unwrap_or_default();
+        let (queue, rx) = mpsc::unbounded_channel();
+        tracker.spawn(pump(
+            rx,
+            Arc::new(Semaphore::new(concurrency as usize)),
+            cs.rate_limit
+                .map(|r| DefaultDirectRateLimiter::direct(quota(r))),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
         lanes.insert(
             name.clone(),
             Lane {
                 limits,
-                semaphore: Arc::new(Semaphore::new(concurrency as usize)),
-                limiter: cs
-                    .rate_limit
-                    .map(|r| Arc::new(DefaultDirectRateLimiter::direct(quota(r)))),
+                queue,
                 max_pending: max_pending(concurrency, cs.rate_limit, batch),
                 pending,
             },
         );
+    }
+}
+
+/// Starts a lane's calls in the order they were claimed: each waits for a
+/// concurrency permit, then for the rate limit, then runs in its own task
+/// (holding the permit until its call is done). On shutdown, what is still
+/// queued here is left for the final hand-back.
+async fn pump(
+    mut rx: mpsc::UnboundedReceiver<(SendTask, OutMessage)>,
+    semaphore: Arc<Semaphore>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (task, msg) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            t = rx.recv() => match t {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            p = semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        if let Some(limiter) = &limiter {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = limiter.until_ready() => {}
+            }
+        }
+        tracker.spawn(task.run(msg, permit));
     }
 }
 
@@ -567,15 +610,12 @@ async fn load_contacts(store: &Store, ids: &[&str]) -> Result<HashMap<String, Co
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     shared: &Arc<Shared>,
     lane: &Lane,
     adapter: Arc<dyn Channel>,
     rows: Vec<Claimed>,
-    tracker: &TaskTracker,
     out: &mpsc::Sender<Outcome>,
-    shutdown: &CancellationToken,
     hard_stop: &CancellationToken,
 ) {
     // Not ours to start again: still running from an earlier claim.
@@ -641,10 +681,7 @@ async fn dispatch(
         let task = SendTask {
             shared: shared.clone(),
             adapter: adapter.clone(),
-            semaphore: lane.semaphore.clone(),
-            limiter: lane.limiter.clone(),
             out: out.clone(),
-            shutdown: shutdown.clone(),
             hard_stop: hard_stop.clone(),
             checked_at,
             pending: lane.pending.clone(),
@@ -652,17 +689,15 @@ async fn dispatch(
             created_at: row.created_at,
             attempts: row.attempts,
         };
-        tracker.spawn(task.run(msg));
+        // The pump ends only on shutdown; the row is then handed back.
+        let _ = lane.queue.send((task, msg));
     }
 }
 
 struct SendTask {
     shared: Arc<Shared>,
     adapter: Arc<dyn Channel>,
-    semaphore: Arc<Semaphore>,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
     out: mpsc::Sender<Outcome>,
-    shutdown: CancellationToken,
     hard_stop: CancellationToken,
     checked_at: Instant,
     pending: Arc<AtomicUsize>,
@@ -672,26 +707,8 @@ struct SendTask {
 }
 
 impl SendTask {
-    async fn run(self, mut msg: OutMessage) {
-        // On shutdown, a message not yet started is left for the final hand-back.
-        let _permit = tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => return,
-            p = self.semaphore.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        if let Some(limiter) = &self.limiter {
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return,
-                _ = limiter.until_ready() => {}
-            }
-        }
-        if self.shutdown.is_cancelled() {
-            return;
-        }
+    /// Makes the call, holding `_permit` (the channel's concurrency) until done.
+    async fn run(self, mut msg: OutMessage, _permit: OwnedSemaphorePermit) {
         let opts = &self.shared.opts;
         if self.checked_at.elapsed() > opts.consent_recheck_after {
             match self.shared.store.contact(&msg.contact_id).await {

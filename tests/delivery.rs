@@ -1,0 +1,687 @@
+//! The delivery worker end to end: a real SQLite file, outbox rows and
+//! contacts written with plain SQL, webhook channels built from real
+//! settings text, and a loopback receiver that records what it got.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{KeyInit, Mac};
+use nurture::channels::Registry;
+use nurture::channels::build::build_registry_with_env;
+use nurture::channels::delivery::{self, DeliveryOptions};
+use nurture::settings::Settings;
+use nurture::store::Store;
+use sqlx::Row as _;
+use support::receiver::{Receiver, Reply, script};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+const SECRET_BYTES: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+struct Env {
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+    let store = Store::open(&url).await.unwrap();
+    Env { store, _dir: dir }
+}
+
+impl Env {
+    fn pool(&self) -> &sqlx::SqlitePool {
+        self.store.sqlite_pool().unwrap()
+    }
+
+    async fn contact(&self, id: &str) {
+        sqlx::query(
+            "INSERT INTO contacts (id, name, email, created_at, updated_at, attrs) VALUES (?, ?, ?, ?, ?, '{\"city\":\"Hangzhou\"}')",
+        )
+        .bind(id)
+        .bind(format!("Name {id}"))
+        .bind(format!("{id}@example.com"))
+        .bind(now_ms())
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .unwrap();
+    }
+
+    /// Queues a message due at `at` (ms).
+    async fn queue_at(&self, id: &str, contact: &str, channel: &str, at: i64) {
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
+                                 status, attempts, not_before, next_attempt_at, created_at)
+             VALUES (?, 'winback', ?, 1, '1', ?, ?, 'Hello', ?, 'queued', 0, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(contact)
+        .bind(channel)
+        .bind(contact)
+        .bind(format!("Hi {contact}"))
+        .bind(at)
+        .bind(at)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await
+        .unwrap();
+    }
+
+    async fn queue(&self, id: &str, contact: &str, channel: &str) {
+        self.queue_at(id, contact, channel, now_ms()).await
+    }
+
+    async fn row(&self, id: &str) -> OutRow {
+        let r = sqlx::query(
+            "SELECT status, attempts, last_error, provider_id, sent_at, lease_owner, lease_until, next_attempt_at
+               FROM outbox WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_one(self.pool())
+        .await
+        .unwrap();
+        OutRow {
+            status: r.get(0),
+            attempts: r.get(1),
+            last_error: r.get(2),
+            provider_id: r.get(3),
+            sent_at: r.get(4),
+            lease_owner: r.get(5),
+            lease_until: r.get(6),
+            next_attempt_at: r.get(7),
+        }
+    }
+
+    /// Waits until message `id` has `status`; panics with the row after `timeout`.
+    async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> OutRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let row = self.row(id).await;
+            if row.status == status {
+                return row;
+            }
+            if Instant::now() > deadline {
+                panic!("message {id} did not become {status} within {timeout:?}: {row:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+#[allow(dead_code)]
+struct OutRow {
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    provider_id: Option<String>,
+    sent_at: Option<i64>,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+    next_attempt_at: i64,
+}
+
+/// Channels from settings text (the `channels:` block), with `HOOK_SECRET`
+/// set to the test secret in `whsec_` form.
+fn registry(channels_yaml: &str) -> Registry {
+    let text = format!("channels:\n{channels_yaml}");
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text)
+        .unwrap_or_else(|d| panic!("settings: {d:?}"));
+    let secret = format!("whsec_{}", BASE64.encode(SECRET_BYTES));
+    build_registry_with_env(&settings, &|name| {
+        (name == "HOOK_SECRET").then(|| secret.clone())
+    })
+    .unwrap_or_else(|e| panic!("channels: {e:?}"))
+}
+
+fn hook(url: &str, extra: &str) -> String {
+    format!("  hook:\n    kind: webhook\n    url: {url}\n    secret_env: HOOK_SECRET\n{extra}")
+}
+
+fn fast_options() -> DeliveryOptions {
+    DeliveryOptions {
+        worker_id: "test-worker".into(),
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        max_idle: Duration::from_millis(100),
+        ..DeliveryOptions::default()
+    }
+}
+
+struct Worker {
+    shutdown: CancellationToken,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+    _registry: watch::Sender<Arc<Registry>>,
+}
+
+impl Worker {
+    fn start(env: &Env, registry: Registry, opts: DeliveryOptions) -> Worker {
+        let (tx, rx) = watch::channel(Arc::new(registry));
+        let shutdown = CancellationToken::new();
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(delivery::run(
+            env.store.clone(),
+            rx,
+            opts,
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        Worker {
+            shutdown,
+            wake,
+            task,
+            _registry: tx,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the worker stops")
+            .unwrap();
+    }
+}
+
+fn verify_signature(id: &str, ts: &str, body: &[u8], header: &str) -> bool {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET_BYTES).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    header.split(' ').any(|sig| {
+        sig.strip_prefix("v1,")
+            .and_then(|b| BASE64.decode(b).ok())
+            .is_some_and(|got| got.as_slice() == expected.as_slice())
+    })
+}
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_on_200_with_idempotency_key_and_a_valid_signature() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok().body(r#"{"id":"prov-42"}"#))).await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
+    let row = env.wait_status("m1", "sent", T).await;
+    w.stop().await;
+
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.provider_id.as_deref(), Some("prov-42"));
+    assert!(row.sent_at.is_some());
+    assert_eq!(row.lease_owner, None);
+    assert_eq!(row.last_error, None);
+
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path, "/hook");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("idempotency-key"), Some("m1"));
+    assert_eq!(r.header("webhook-id"), Some("m1"));
+    let ts = r.header("webhook-timestamp").unwrap();
+    let ts_n: i64 = ts.parse().unwrap();
+    assert!((ts_n - now_ms() / 1000).abs() <= 5, "timestamp {ts} is now");
+    let sig = r.header("webhook-signature").unwrap();
+    assert!(
+        verify_signature("m1", ts, &r.body, sig),
+        "signature {sig} verifies"
+    );
+    assert!(
+        !verify_signature("m1", ts, b"{}", sig),
+        "and only for this body"
+    );
+
+    let body = r.json();
+    assert_eq!(body["message_id"], "m1");
+    assert_eq!(body["workflow"], "winback");
+    assert_eq!(body["contact_id"], "c1");
+    assert_eq!(body["to"], "c1");
+    assert_eq!(body["subject"], "Hello");
+    assert_eq!(body["body"], "Hi c1");
+    assert_eq!(body["contact"]["id"], "c1");
+    assert_eq!(body["contact"]["name"], "Name c1");
+    assert_eq!(body["contact"]["city"], "Hangzhou");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_5xx_with_the_same_key_then_delivers() {
+    let env = env().await;
+    let rx = Receiver::start(script::fail_first(2, 500)).await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
+    let row = env.wait_status("m1", "sent", T).await;
+    w.stop().await;
+    assert_eq!(row.attempts, 3);
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(
+        reqs.iter()
+            .all(|r| r.header("idempotency-key") == Some("m1"))
+    );
+    // The body is the same on every try; the timestamp is the attempt's.
+    assert!(reqs.iter().all(|r| r.body == reqs[0].body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honours_retry_after_on_429() {
+    let env = env().await;
+    let rx = Receiver::start(script::first_then(
+        1,
+        Reply::status(429).header("Retry-After", "1"),
+        Reply::ok(),
+    ))
+    .await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
+    // Between the two tries the row says why it waits.
+    let waiting = env.wait_status("m1", "queued", T).await;
+    let row = env.wait_status("m1", "sent", T).await;
+    w.stop().await;
+    assert!(
+        waiting.last_error.is_none() || waiting.last_error.as_deref().unwrap().contains("429"),
+        "{waiting:?}"
+    );
+    assert_eq!(row.attempts, 2);
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    // Times in the store are whole milliseconds: allow that rounding.
+    assert!(
+        gap >= Duration::from_millis(998),
+        "second try after {gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_after_max_attempts_with_the_providers_reason() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(
+        Reply::status(503).body("down for maintenance"),
+    ))
+    .await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let opts = DeliveryOptions {
+        max_attempts: 3,
+        ..fast_options()
+    };
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
+    let row = env.wait_status("m1", "dead", T).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.stop().await;
+    assert_eq!(row.attempts, 3);
+    let err = row.last_error.unwrap();
+    assert!(
+        err.contains("503") && err.contains("down for maintenance"),
+        "{err}"
+    );
+    assert_eq!(rx.count(), 3, "no try after the cap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_permanent_and_tried_once() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(
+        Reply::status(400).body(r#"{"error":"field to is invalid"}"#),
+    ))
+    .await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
+    let row = env.wait_status("m1", "dead", T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.stop().await;
+    assert_eq!(row.attempts, 1);
+    let err = row.last_error.unwrap();
+    assert!(
+        err.starts_with("HTTP 400") && err.contains("field to is invalid"),
+        "{err}"
+    );
+    assert_eq!(rx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_retried() {
+    let env = env().await;
+    let rx = Receiver::start(script::first_then(
+        1,
+        Reply::ok().delay(Duration::from_secs(3)),
+        Reply::ok(),
+    ))
+    .await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let reg = registry(&hook(&rx.url("/hook"), "    timeout: 300ms\n"));
+    let w = Worker::start(&env, reg, fast_options());
+    let row = env.wait_status("m1", "sent", T).await;
+    w.stop().await;
+    assert_eq!(row.attempts, 2);
+    assert_eq!(rx.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_in_every_window() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let n = 60;
+    for i in 0..n {
+        env.contact(&format!("c{i}")).await;
+        env.queue(&format!("m{i:02}"), &format!("c{i}"), "hook")
+            .await;
+    }
+    let reg = registry(&hook(&rx.url("/hook"), "    rate_limit: 20/s\n"));
+    let w = Worker::start(&env, reg, fast_options());
+    let reqs = rx.wait_for(n, Duration::from_secs(20)).await;
+    w.stop().await;
+    let times: Vec<Instant> = reqs.iter().map(|r| r.at).collect();
+    // The limiter lets at most 20 calls start in any 1 s window. Arrival times
+    // carry a little network jitter, so the receiver checks windows of 950 ms.
+    for (i, t0) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|t| **t - *t0 < Duration::from_millis(950))
+            .count();
+        assert!(
+            in_window <= 20,
+            "{in_window} requests within 950 ms of request {i}"
+        );
+    }
+    let span = *times.last().unwrap() - times[0];
+    assert!(
+        span >= Duration::from_millis(1_900),
+        "60 messages at 20/s took {span:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_concurrency_cap_holds() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(
+        Reply::ok().delay(Duration::from_millis(150)),
+    ))
+    .await;
+    for i in 0..12 {
+        env.contact(&format!("c{i}")).await;
+        env.queue(&format!("m{i:02}"), &format!("c{i}"), "hook")
+            .await;
+    }
+    let reg = registry(&hook(&rx.url("/hook"), "    concurrency: 3\n"));
+    let w = Worker::start(&env, reg, fast_options());
+    rx.wait_for(12, T).await;
+    w.stop().await;
+    assert_eq!(rx.max_in_flight(), 3, "three at a time, never more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_is_checked_at_delivery_time() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    for c in ["c1", "c2", "c3", "c4"] {
+        env.contact(c).await;
+    }
+    let due = now_ms() + 600;
+    env.queue_at("m1", "c1", "hook", due).await;
+    env.queue_at("m2", "c2", "hook", due).await;
+    env.queue_at("m3", "c3", "hook", due).await;
+    env.queue_at("m4", "c4", "hook", due).await;
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
+    // While the messages wait: c1 unsubscribes from everything, c2 opts out
+    // of this channel, c3 is deleted; c4 keeps its consent.
+    sqlx::query("UPDATE contacts SET unsubscribed = 1 WHERE id = 'c1'")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ('c2', 'hook', 0)")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM contacts WHERE id = 'c3'")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    env.wait_status("m4", "sent", T).await;
+    let r1 = env.wait_status("m1", "cancelled", T).await;
+    let r2 = env.wait_status("m2", "cancelled", T).await;
+    let r3 = env.wait_status("m3", "cancelled", T).await;
+    w.stop().await;
+    assert_eq!(r1.last_error.as_deref(), Some("unsubscribed"));
+    assert_eq!(r2.last_error.as_deref(), Some("unsubscribed"));
+    assert_eq!(r3.last_error.as_deref(), Some("contact_deleted"));
+    assert_eq!(r1.attempts, 0);
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("idempotency-key"), Some("m4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_is_checked_again_after_waiting_for_the_rate_limit() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    for c in ["c1", "c2", "c3"] {
+        env.contact(c).await;
+    }
+    let t = now_ms();
+    env.queue_at("m1", "c1", "hook", t).await;
+    env.queue_at("m2", "c2", "hook", t + 1).await;
+    env.queue_at("m3", "c3", "hook", t + 2).await;
+    // One call per second: m3 waits about two seconds after it was claimed.
+    let reg = registry(&hook(
+        &rx.url("/hook"),
+        "    rate_limit: 1/s\n    concurrency: 1\n",
+    ));
+    let opts = DeliveryOptions {
+        consent_recheck_after: Duration::from_millis(100),
+        ..fast_options()
+    };
+    let w = Worker::start(&env, reg, opts);
+    rx.wait_for(1, T).await;
+    assert_eq!(
+        env.row("m3").await.status,
+        "sending",
+        "m3 is claimed and waiting"
+    );
+    sqlx::query("UPDATE contacts SET unsubscribed = 1 WHERE id = 'c3'")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    env.wait_status("m2", "sent", T).await;
+    let r3 = env.wait_status("m3", "cancelled", T).await;
+    w.stop().await;
+    assert_eq!(r3.last_error.as_deref(), Some("unsubscribed"));
+    assert_eq!(rx.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_reclaimed_and_a_live_one_is_not() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    env.contact("c1").await;
+    env.contact("c2").await;
+    env.queue("dead-worker-msg", "c1", "hook").await;
+    env.queue("live-worker-msg", "c2", "hook").await;
+    // A worker that died mid-send, and one that is still busy.
+    sqlx::query(
+        "UPDATE outbox SET status = 'sending', lease_owner = 'killed', lease_until = ? WHERE id = 'dead-worker-msg'",
+    )
+    .bind(now_ms() - 1_000)
+    .execute(env.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE outbox SET status = 'sending', lease_owner = 'alive', lease_until = ? WHERE id = 'live-worker-msg'",
+    )
+    .bind(now_ms() + 60_000)
+    .execute(env.pool())
+    .await
+    .unwrap();
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
+    let row = env.wait_status("dead-worker-msg", "sent", T).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    w.stop().await;
+    assert_eq!(row.attempts, 1);
+    let live = env.row("live-worker-msg").await;
+    assert_eq!(live.status, "sending");
+    assert_eq!(live.lease_owner.as_deref(), Some("alive"));
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("idempotency-key"), Some("dead-worker-msg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_call_in_flight_and_hands_back_the_rest() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(
+        Reply::ok().delay(Duration::from_millis(400)),
+    ))
+    .await;
+    for i in 0..5 {
+        env.contact(&format!("c{i}")).await;
+        env.queue_at(&format!("m{i}"), &format!("c{i}"), "hook", now_ms() + i)
+            .await;
+    }
+    let reg = registry(&hook(&rx.url("/hook"), "    concurrency: 1\n"));
+    let w = Worker::start(&env, reg, fast_options());
+    rx.wait_for(1, T).await;
+    // All five are claimed; one is being sent.
+    let started = Instant::now();
+    w.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        rx.requests()[0].header("webhook-id"),
+        Some("m0"),
+        "calls start in claim order"
+    );
+    let first = env.row("m0").await;
+    assert_eq!(
+        first.status,
+        "sent",
+        "the call in flight finished and was recorded: {first:?} {:?}",
+        rx.requests()
+            .iter()
+            .map(|r| r.header("webhook-id").map(str::to_string))
+            .collect::<Vec<_>>()
+    );
+    for i in 1..5 {
+        let r = env.row(&format!("m{i}")).await;
+        assert_eq!(r.status, "queued", "m{i} handed back: {r:?}");
+        assert_eq!(r.lease_owner, None);
+        assert_eq!(r.lease_until, None);
+        assert_eq!(r.attempts, 0);
+    }
+    assert_eq!(rx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_past_the_grace_period() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok().delay(Duration::from_secs(10)))).await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let opts = DeliveryOptions {
+        shutdown_grace: Duration::from_millis(200),
+        ..fast_options()
+    };
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
+    rx.wait_for(1, T).await;
+    let started = Instant::now();
+    w.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    let r = env.row("m1").await;
+    assert_eq!(
+        r.status, "queued",
+        "handed back, to be sent again with the same key"
+    );
+    assert_eq!(r.lease_owner, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_an_unknown_channel_waits() {
+    let env = env().await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "removed").await;
+    let before = now_ms();
+    let w = Worker::start(
+        &env,
+        registry("  console:\n    kind: log\n"),
+        fast_options(),
+    );
+    let deadline = Instant::now() + T;
+    let row = loop {
+        let r = env.row("m1").await;
+        if r.last_error.is_some() || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    w.stop().await;
+    assert_eq!(row.status, "queued");
+    assert_eq!(row.attempts, 0);
+    assert!(
+        row.last_error
+            .unwrap()
+            .contains("\"removed\" is not in the settings")
+    );
+    assert!(
+        row.next_attempt_at >= before + 29_000,
+        "looked at again later"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_channel_delivers_and_unsupported_kinds_dead_letter() {
+    let env = env().await;
+    env.contact("c1").await;
+    env.queue("m-log", "c1", "console").await;
+    env.queue("m-sms", "c1", "sms").await;
+    let reg = registry("  console:\n    kind: log\n  sms:\n    kind: twilio\n");
+    let w = Worker::start(&env, reg, fast_options());
+    let log = env.wait_status("m-log", "sent", T).await;
+    let sms = env.wait_status("m-sms", "dead", T).await;
+    w.stop().await;
+    assert_eq!(log.attempts, 1);
+    assert_eq!(
+        sms.last_error.as_deref(),
+        Some("channel kind twilio is not supported yet")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_delivers_without_waiting_for_the_poll() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    env.contact("c1").await;
+    let opts = DeliveryOptions {
+        max_idle: Duration::from_secs(30),
+        ..fast_options()
+    };
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
+    // Let the worker go idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.queue("m1", "c1", "hook").await;
+    let t = Instant::now();
+    w.wake.notify_one();
+    rx.wait_for(1, Duration::from_secs(2)).await;
+    assert!(t.elapsed() < Duration::from_secs(1));
+    w.stop().await;
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the end-to-end tests. Each test file includes this with
+//! `mod support;` and uses what it needs.
+#![allow(dead_code)]
+
+pub mod receiver;
