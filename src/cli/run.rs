@@ -26,6 +26,12 @@ pub struct RunArgs {
     /// First retry delay in milliseconds; it doubles per attempt, with jitter.
     #[arg(long, default_value_t = 1000)]
     pub backoff_ms: u64,
+    /// How long a claimed message stays leased to this daemon, in
+    /// milliseconds. After a crash, messages that were in flight return to the
+    /// pool once their lease expires (and may then be sent a second time, with
+    /// the same idempotency key).
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub lease_ms: u64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +46,7 @@ pub async fn run(config: &Path, args: RunArgs) -> CliResult {
     let delivery = crate::channels::delivery::DeliveryOptions {
         max_attempts: args.max_attempts,
         backoff_base: Duration::from_millis(args.backoff_ms),
+        lease: Duration::from_millis(args.lease_ms),
         ..Default::default()
     };
     let opts = crate::daemon::DaemonOptions {
