@@ -233,18 +233,19 @@ fn kill_9_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
     );
 
     // What the store says.
-    let (enrollments, outbox): (Vec<(i64, String, String)>, Vec<(String, String)>) =
-        rt.block_on(async {
-            let e = sqlx::query_as("SELECT id, workflow, contact_id FROM enrollments")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            let o = sqlx::query_as("SELECT id, status FROM outbox")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-            (e, o)
-        });
+    type Enrollments = Vec<(i64, String, String)>;
+    type Outbox = Vec<(String, String)>;
+    let (enrollments, outbox): (Enrollments, Outbox) = rt.block_on(async {
+        let e = sqlx::query_as("SELECT id, workflow, contact_id FROM enrollments")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let o = sqlx::query_as("SELECT id, status FROM outbox")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        (e, o)
+    });
     rt.block_on(pool.close());
 
     assert_eq!(enrollments.len(), CONTACTS, "one enrollment per contact");
