@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The delivery benchmark: the daemon (`nurture run`) sending webhooks to a fast
+# loopback receiver (examples/bench_receiver.rs), release build.
+#
+#   bench/delivery.sh                 # all three measurements
+#   bench/delivery.sh throughput      # (a) only; also: latency, idle
+#
+# (a) throughput: N contacts (default 100,000; env N) imported, a
+#     contact_created workflow sending one webhook each, `nurture run
+#     --until-idle`; messages/s = messages / (last receipt - first receipt).
+# (b) latency: the daemon running, examples/bench_load.rs creating contacts
+#     with POST /v1/contacts at RATE/s (default 500) for SECONDS (default 20);
+#     time from just before each POST to the receiver seeing its welcome
+#     message, p50/p90/p99/max.
+# (c) idle memory: the quick-start project (nurture.yaml, workflows/,
+#     templates/ and contacts/sample.csv of the repository, copied), daemon
+#     started, VmRSS from /proc/PID/status after IDLE_S seconds (default 5).
+#
+# Everything goes to bench/out/delivery/ (gitignored); a markdown summary is
+# printed and appended to bench/out/delivery/results.md.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WHAT="${1:-all}"
+N="${N:-100000}"
+RATE="${RATE:-500}"
+SECONDS_LOAD="${SECONDS_LOAD:-20}"
+IDLE_S="${IDLE_S:-5}"
+OUT="$ROOT/bench/out/delivery"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release/nurture"
+RECEIVER="$TARGET/release/examples/bench_receiver"
+LOAD="$TARGET/release/examples/bench_load"
+TOKEN=bench-token
+export NURTURE_API_TOKEN=$TOKEN
+unset NURTURE_DATABASE
+export NURTURE_LOG="${NURTURE_LOG:-warn}"
+
+command -v python3 >/dev/null || { echo "bench: needs python3" >&2; exit 2; }
+[[ -x /usr/bin/time ]] || { echo "bench: needs GNU time (apt-get install time)" >&2; exit 2; }
+
+mkdir -p "$OUT"
+echo "== build" >&2
+cargo build --release --locked --bin nurture --example bench_receiver --example bench_load >&2
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# Starts "$@" in the background with stdout to $1.out; waits for its
+# "listening on ADDR" line; sets ADDR and PID.
+start_listening() {
+    local name=$1; shift
+    "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 1 200); do
+        if ADDR=$(sed -n 's/^listening on //p' "$OUT/$name.out" | head -n1) && [[ -n "$ADDR" ]]; then
+            return 0
+        fi
+        kill -0 "$PID" 2>/dev/null || { echo "bench: $name exited; see $OUT/$name.err" >&2; exit 1; }
+        sleep 0.05
+    done
+    echo "bench: $name did not print its address" >&2
+    exit 1
+}
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# A project in $1 whose one workflow sends a webhook to every new contact.
+webhook_project() {
+    local dir=$1 url=$2
+    rm -rf "$dir"
+    mkdir -p "$dir/workflows" "$dir/templates"
+    cat >"$dir/nurture.yaml" <<EOF
+database: sqlite://nurture.db
+timezone: Asia/Shanghai
+channels:
+  hook:
+    kind: webhook
+    url: $url
+EOF
+    cat >"$dir/workflows/welcome.yaml" <<'EOF'
+trigger: { contact_created: {} }
+steps:
+  - send: { channel: hook, template: welcome }
+EOF
+    printf 'Welcome, {{contact.name}}! Your account %s is ready.' '{{contact.id}}' >"$dir/templates/welcome.hbs"
+}
+
+start_listening receiver "$RECEIVER" 127.0.0.1:0
+RECV="http://$ADDR"
+RECV_PID=$PID
+echo "== receiver at $RECV" >&2
+
+COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo "+dirty")
+RESULT="$OUT/results.md"
+{
+    echo
+    echo "### $(date -u +%Y-%m-%dT%H:%MZ) commit $COMMIT, $(nproc) CPUs, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >>"$RESULT"
+
+# --- (a) sustained throughput ----------------------------------------------
+if [[ "$WHAT" == all || "$WHAT" == throughput ]]; then
+    P="$OUT/throughput"
+    webhook_project "$P" "$RECV/hook"
+    echo "== (a) generate and import $N contacts" >&2
+    python3 - "$N" >"$P/contacts.csv" <<'EOF'
+import sys
+n = int(sys.argv[1])
+print("id,name,email")
+for i in range(n):
+    print(f"t{i:07},Name {i},t{i:07}@example.com")
+EOF
+    "$BIN" --config "$P/nurture.yaml" contacts import "$P/contacts.csv" >"$OUT/import.log" 2>&1
+    curl -s -X POST "$RECV/reset" >/dev/null
+    echo "== (a) nurture run --until-idle" >&2
+    /usr/bin/time -v -o "$OUT/time.throughput" \
+        "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 \
+        >"$OUT/throughput.out" 2>"$OUT/throughput.err"
+    stats=$(curl -s "$RECV/stats")
+    count=$(echo "$stats" | json '["count"]')
+    unique=$(echo "$stats" | json '["unique"]')
+    span=$(echo "$stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.3f" % ((s["last_us"]-s["first_us"])/1e6))')
+    rate=$(awk -v n="$count" -v s="$span" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }')
+    wall=$(awk '/Elapsed \(wall clock\)/ { print $NF }' "$OUT/time.throughput" |
+        awk -F: '{ if (NF == 3) printf "%.2f", $1*3600+$2*60+$3; else printf "%.2f", $1*60+$2 }')
+    peak=$(awk '/Maximum resident set size/ { printf "%.0f", $NF / 1024 }' "$OUT/time.throughput")
+    cpu=$(awk -F: '/Percent of CPU/ { gsub(/ /, "", $2); print $2 }' "$OUT/time.throughput")
+    sent=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from outbox where status='sent'\").fetchone()[0])" "$P/nurture.db")
+    {
+        echo
+        echo "(a) throughput, $N contacts: $count requests ($unique distinct message ids; $sent outbox rows sent) in ${span} s from first to last receipt = **$rate messages/s**; daemon wall ${wall} s (planning included), peak RSS ${peak} MB, CPU $cpu"
+    } | tee -a "$RESULT"
+fi
+
+# --- (b) latency at a steady rate --------------------------------------------
+if [[ "$WHAT" == all || "$WHAT" == latency ]]; then
+    P="$OUT/latency"
+    webhook_project "$P" "$RECV/hook"
+    curl -s -X POST "$RECV/reset" >/dev/null
+    echo "== (b) daemon, then $RATE contacts/s for $SECONDS_LOAD s" >&2
+    start_listening latency-daemon "$BIN" --config "$P/nurture.yaml" run --listen 127.0.0.1:0
+    DAEMON_PID=$PID
+    "$LOAD" --api "http://$ADDR" --token "$TOKEN" --receiver "$RECV" \
+        --rate "$RATE" --seconds "$SECONDS_LOAD" >"$OUT/latency.json" 2>"$OUT/latency.err"
+    cat "$OUT/latency.err" >&2
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true
+    r=$(cat "$OUT/latency.json")
+    line=$(echo "$r" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("(b) latency POST /v1/contacts -> webhook received, %d contacts offered at %.0f/s (start lag max %.1f ms), %d accepted, %d received, %d missing: **p50 %.1f ms, p90 %.1f ms, p99 %.1f ms**, max %.1f ms (API answer p50 %.1f ms, p99 %.1f ms)" % (
+    r["offered"], r["offered_rate"], r["start_lag_max_ms"], r["accepted"], r["received"], r["missing"],
+    r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"], r["api_p50_ms"], r["api_p99_ms"]))')
+    { echo; echo "$line"; } | tee -a "$RESULT"
+fi
+
+# --- (c) idle memory -------------------------------------------------------------
+if [[ "$WHAT" == all || "$WHAT" == idle ]]; then
+    P="$OUT/idle"
+    rm -rf "$P"
+    mkdir -p "$P"
+    cp -r nurture.yaml workflows templates "$P/"
+    echo "== (c) the quick-start project, sample contacts, daemon idle for $IDLE_S s" >&2
+    if [[ -f contacts/sample.csv ]]; then
+        "$BIN" --config "$P/nurture.yaml" contacts import contacts/sample.csv >"$OUT/idle-import.log" 2>&1 || true
+    fi
+    start_listening idle-daemon "$BIN" --config "$P/nurture.yaml" run --listen 127.0.0.1:0
+    IDLE_PID=$PID
+    sleep "$IDLE_S"
+    rss=$(awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$IDLE_PID/status")
+    hwm=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$IDLE_PID/status")
+    threads=$(awk '/Threads/ { print $2 }' "/proc/$IDLE_PID/status")
+    contacts=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from contacts').fetchone()[0])" "$P/nurture.db")
+    kill -TERM "$IDLE_PID"; wait "$IDLE_PID" || true
+    { echo; echo "(c) idle memory, quick-start project ($contacts contacts), after $IDLE_S s: **VmRSS $rss MB** (VmHWM $hwm MB, $threads threads)"; } | tee -a "$RESULT"
+fi
