@@ -2,4 +2,5 @@
 //! `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod receiver;
