@@ -419,7 +419,8 @@ async fn an_unsubscribe_stops_a_queued_message() {
     d.post_ok("/v1/contacts", json!({"id": "leaver", "name": "Lee"}))
         .await;
     p.wait_count(
-        "SELECT count(*) FROM outbox WHERE contact_id = 'leaver' AND status IN ('queued', 'sending')",
+        // Claimed by the worker, waiting for the channel's one slot.
+        "SELECT count(*) FROM outbox WHERE contact_id = 'leaver' AND status = 'sending'",
         1,
         5 * SECS,
     )
@@ -782,5 +783,46 @@ async fn rows_written_by_another_system_trigger_workflows() {
     assert_eq!(workflows, ["greet", "vip", "thanks"]);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(rx.count(), 3);
+    stop(d, &p);
+}
+
+/// 6b. The same while the message waits for the end of quiet hours (hours
+///     away): the unsubscribe cancels it at once rather than leaving it
+///     `queued` for an unsubscribed contact until the window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_cancels_a_message_held_by_quiet_hours() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let policies = format!(
+        "policies:\n  quiet_hours: {{ start: \"{}\", end: \"{}\" }}\n",
+        shanghai_hhmm(-60),
+        shanghai_hhmm(120)
+    );
+    let p = Project::new(&settings(&rx, "", &policies));
+    p.write("workflows/greet.yaml", &greet_workflow("welcome"))
+        .write("templates/welcome.hbs", "Hello {{contact.name}}");
+    let d = Daemon::start(&p, &[]);
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    d.post_ok("/v1/contacts", json!({"id": "c2", "name": "Bo"}))
+        .await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'queued'",
+        2,
+        10 * SECS,
+    )
+    .await;
+    d.post_ok("/v1/contacts/c1/unsubscribe", json!({})).await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE contact_id = 'c1' AND status = 'cancelled' AND last_error = 'unsubscribed'",
+        1,
+        5 * SECS,
+    )
+    .await;
+    // The other contact's message still waits for the window's end.
+    let other = &p
+        .rows("SELECT status FROM outbox WHERE contact_id = 'c2'")
+        .await[0];
+    assert_eq!(other["status"], "queued");
+    assert_eq!(rx.count(), 0);
     stop(d, &p);
 }

@@ -570,7 +570,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
         require_contact(&mut tx, id).await?;
-        let n = match channel {
+        let channel = channel.map(|ch| check_name("channel name", ch)).transpose()?;
+        let n = match channel.as_deref() {
             None => {
                 sqlx::query("UPDATE contacts SET unsubscribed = 1, updated_at = ? WHERE id = ? AND unsubscribed = 0")
                     .bind(to_ms(now))
@@ -579,7 +580,6 @@ impl Store {
                     .await?
             }
             Some(ch) => {
-                let ch = check_name("channel name", ch)?;
                 sqlx::query("INSERT OR IGNORE INTO contact_opt_outs (contact_id, channel, at) VALUES (?, ?, ?)")
                     .bind(id)
                     .bind(ch)
@@ -588,6 +588,19 @@ impl Store {
                     .await?
             }
         };
+        // Messages still waiting in the outbox (quiet hours, a retry, a busy
+        // channel) are cancelled now, not left `queued` until the delivery
+        // worker claims them (it checks consent again, for the ones already
+        // claimed).
+        sqlx::query(
+            "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
+              WHERE contact_id = ? AND status = 'queued' AND (? IS NULL OR channel = ?)",
+        )
+        .bind(id)
+        .bind(channel.as_deref())
+        .bind(channel.as_deref())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(n.rows_affected() > 0)
     }
