@@ -623,8 +623,8 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
     );
     wait_log(&p, "reload rejected", rejected, 10 * SECS).await;
     assert!(
-        p.log().contains("greet.yaml"),
-        "the diagnostic names the file:\n{}",
+        p.log().contains("greet.yaml:2:"),
+        "the diagnostic names the file and line:\n{}",
         p.log()
     );
     let f = file_state(&p, "greet.yaml");
@@ -651,7 +651,7 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
     wait_log(&p, "reload rejected", rejected, 10 * SECS).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        p.log().contains("nowhere"),
+        p.log().contains("greet.yaml:3:") && p.log().contains("\"nowhere\""),
         "the diagnostic names the channel:\n{}",
         p.log()
     );
@@ -666,6 +666,19 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
     let reqs = rx.wait_for(4, 10 * SECS).await;
     assert_eq!(body_of(&reqs[3]), "Hello v2 Di");
     assert_eq!(reqs[3].json()["workflow"], "greet");
+
+    // Fixed (and changed): loaded again, and the new version runs.
+    let reloads = p.log().matches("reloaded workflows and templates").count();
+    p.write("templates/bye.hbs", "Fixed {{contact.name}}");
+    p.write("workflows/greet.yaml", &greet_workflow("bye"));
+    wait_log(&p, "reloaded workflows and templates", reloads, 10 * SECS).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let f = file_state(&p, "greet.yaml");
+    assert_eq!(f["state"], "loaded", "{f}");
+    d.post_ok("/v1/contacts", json!({"id": "c5", "name": "Ed"}))
+        .await;
+    let reqs = rx.wait_for(5, 10 * SECS).await;
+    assert_eq!(body_of(&reqs[4]), "Fixed Ed");
     stop(d, &p);
 }
 
