@@ -839,3 +839,38 @@ async fn an_unsubscribe_cancels_a_message_held_by_quiet_hours() {
     assert_eq!(rx.count(), 0);
     stop(d, &p);
 }
+
+/// Logs: plain text without colour codes when stderr is not a terminal (a
+/// file, journald), and one JSON object per line with `--log-format json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    p.write("workflows/greet.yaml", &greet_workflow("welcome"))
+        .write("templates/welcome.hbs", "Hello {{contact.name}}");
+    let d = Daemon::start(&p, &[]);
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    rx.wait_for(1, 10 * SECS).await;
+    stop(d, &p);
+    let text = p.log();
+    assert!(text.contains("listening"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log written to a file:\n{text:?}"
+    );
+
+    std::fs::remove_file(p.log_path()).unwrap();
+    let d = Daemon::start(&p, &["--log-format", "json"]);
+    d.post_ok("/v1/contacts", json!({"id": "c2", "name": "Bo"}))
+        .await;
+    rx.wait_for(2, 10 * SECS).await;
+    stop(d, &p);
+    let log = p.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+}
