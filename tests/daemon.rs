@@ -874,3 +874,106 @@ async fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
     }
 }
+
+/// A 6-field cron (every 2 s) with `entry: every_time`: the tick seen at
+/// start is only recorded, each later tick sends once per contact, and no
+/// tick runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_ticks_run_once_each() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    p.write(
+        "workflows/pulse.yaml",
+        "trigger: { schedule: { cron: \"*/2 * * * * *\" } }\nentry: every_time\nsteps:\n  - send: { channel: hook, template: pulse }\n",
+    )
+    .write("templates/pulse.hbs", "pulse for {{contact.name}}");
+    p.ok(&["contacts", "add", "c1", "--name", "Ada"]);
+    let d = Daemon::start(&p, &[]);
+    let reqs = rx.wait_for(2, 10 * SECS).await;
+    let gap = reqs[1].at.duration_since(reqs[0].at);
+    assert!(
+        gap >= SECS && gap <= Duration::from_millis(4500),
+        "ticks {gap:?} apart"
+    );
+    stop(d, &p);
+    let ticks = p.count("SELECT count(*) FROM cron_ticks").await;
+    let messages = p.count("SELECT count(*) FROM outbox").await;
+    assert_eq!(
+        messages,
+        ticks - 1,
+        "one message per tick taken, except the first (only recorded)"
+    );
+    let ids: std::collections::BTreeSet<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.header("Idempotency-Key").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), rx.count(), "a message was sent twice");
+    assert!(rx.requests().iter().all(|r| body_of(r) == "pulse for Ada"));
+}
+
+/// A daemon stopped during a wait resumes after a restart: the step after
+/// the wait runs once, the one before it is not repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_an_enrollment_in_its_wait() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    p.write(
+        "workflows/drip.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: hook, template: one }\n  - wait: 2s\n  - send: { channel: hook, template: two }\n",
+    )
+    .write("templates/one.hbs", "one")
+    .write("templates/two.hbs", "two");
+    let d = Daemon::start(&p, &[]);
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    rx.wait_for(1, 10 * SECS).await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent'",
+        1,
+        5 * SECS,
+    )
+    .await;
+    stop(d, &p);
+    // Down for longer than the wait.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(rx.count(), 1);
+    let restarted = Instant::now();
+    let d = Daemon::start(&p, &[]);
+    let reqs = rx.wait_for(2, 10 * SECS).await;
+    assert!(
+        reqs[1].at.duration_since(restarted) < 3 * SECS,
+        "the overdue step ran promptly"
+    );
+    assert_eq!(body_of(&reqs[1]), "two");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(rx.count(), 2, "nothing repeated");
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE status = 'done'",
+        1,
+        5 * SECS,
+    )
+    .await;
+    stop(d, &p);
+}
+
+/// `--until-idle` exits 0 by itself once the event log is consumed and the
+/// outbox delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_idle_exits_when_the_work_is_done() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    p.write("workflows/greet.yaml", &greet_workflow("welcome"))
+        .write("templates/welcome.hbs", "Hello {{contact.name}}");
+    p.ok(&["contacts", "add", "c1", "--name", "Ada"]);
+    p.ok(&["contacts", "add", "c2", "--name", "Bo"]);
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    let status = d.wait(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}; log:\n{}", p.log());
+    assert_eq!(rx.count(), 2);
+    assert_eq!(
+        p.count("SELECT count(*) FROM outbox WHERE status = 'sent'")
+            .await,
+        2
+    );
+}
