@@ -18,8 +18,10 @@
 //!   skipped; every good row is imported.
 //! - Importing the same file again changes nothing and logs nothing.
 //!
-//! Speed: one thread parses while the async side writes batches of
-//! [`BATCH_ROWS`] rows, one transaction each, with multi-row statements.
+//! Speed: one thread parses while another writes batches of [`BATCH_ROWS`]
+//! rows, one transaction each, through `rusqlite` on its own connection to
+//! the store's file (`store::bulk`; an in-memory store is written through
+//! the pool with `write_rows`, the same SQL).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,7 +33,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::contacts::{Row, Upserted, check_tag, write_rows};
+use super::bulk::{BulkWriter, Counts};
+use super::contacts::{Row, check_tag, write_rows};
 use super::{BEGIN_IMMEDIATE, Backend, Store, StoreError, to_ms};
 
 /// Rows per transaction.
@@ -381,6 +384,52 @@ fn parse_file(path: &Path, tx: &mpsc::Sender<Result<Batch, StoreError>>) -> Resu
     Ok(())
 }
 
+/// What the writer hands back after a batch: its counts, and the batch
+/// (dropped on the async side, off the writer's thread).
+struct Written {
+    counts: Counts,
+    batch: Batch,
+}
+
+/// Adds a written batch to the report and the progress.
+fn tally(report: &mut ImportReport, state: &mut ImportProgress, w: Written) {
+    report.inserted += w.counts.created;
+    report.updated += w.counts.updated;
+    report.unchanged += w.counts.unchanged;
+    report.rows += w.batch.records;
+    report.bad.extend(w.batch.bad);
+    state.bytes_read = w.batch.bytes_read;
+    state.rows = report.rows;
+    state.inserted = report.inserted;
+    state.updated = report.updated;
+    state.unchanged = report.unchanged;
+    state.bad = report.bad.len() as u64;
+}
+
+/// Writes the parser's batches through `writer` until the parser is done or
+/// an error; sends each result on.
+fn write_batches(
+    mut writer: BulkWriter,
+    mut rx: mpsc::Receiver<Result<Batch, StoreError>>,
+    done: mpsc::Sender<Result<Written, StoreError>>,
+    now_ms: i64,
+) {
+    while let Some(msg) = rx.blocking_recv() {
+        let written = msg.and_then(|batch| {
+            let counts = if batch.rows.is_empty() {
+                Counts::default()
+            } else {
+                writer.write_batch(&batch.rows, now_ms)?
+            };
+            Ok(Written { counts, batch })
+        });
+        let failed = written.is_err();
+        if done.blocking_send(written).is_err() || failed {
+            return;
+        }
+    }
+}
+
 impl Store {
     /// Upserts the contacts of a CSV file (see the module documentation for
     /// the rules). Bad rows are reported, not fatal; an unreadable file or a
@@ -399,14 +448,28 @@ impl Store {
                 source,
             })?
             .len();
-        let (tx, mut rx) = mpsc::channel::<Result<Batch, StoreError>>(2);
+        let Backend::Sqlite(pool) = &self.backend;
+        // The file behind the store; empty for an in-memory store, which a
+        // second connection cannot reach.
+        let db_file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(pool)
+                .await?;
+        let writer = if db_file.is_empty() {
+            None
+        } else {
+            let w = tokio::task::spawn_blocking(move || BulkWriter::open(&db_file))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            Some(w)
+        };
+        let (tx, rx) = mpsc::channel::<Result<Batch, StoreError>>(2);
         let owned: PathBuf = path.to_path_buf();
         let parser = std::thread::spawn(move || {
             if let Err(e) = parse_file(&owned, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        let Backend::Sqlite(pool) = &self.backend;
         let now_ms = to_ms(now);
         let mut report = ImportReport::default();
         let mut state = ImportProgress {
@@ -414,49 +477,61 @@ impl Store {
             ..Default::default()
         };
         let mut result = Ok(());
-        while let Some(msg) = rx.recv().await {
-            let mut batch = match msg {
-                Ok(b) => b,
-                Err(e) => {
-                    result = Err(e);
-                    break;
+        match writer {
+            Some(writer) => {
+                let (done_tx, mut done) = mpsc::channel::<Result<Written, StoreError>>(2);
+                let task = tokio::task::spawn_blocking(move || {
+                    write_batches(writer, rx, done_tx, now_ms)
+                });
+                while let Some(msg) = done.recv().await {
+                    match msg {
+                        Ok(w) => {
+                            tally(&mut report, &mut state, w);
+                            progress(state);
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
                 }
-            };
-            if !batch.rows.is_empty() {
-                let written = async {
-                    let mut t = pool.begin_with(BEGIN_IMMEDIATE).await?;
-                    let out = write_rows(&mut t, &mut batch.rows, now_ms).await?;
-                    t.commit().await?;
-                    Ok::<_, StoreError>(out)
+                drop(done);
+                if let Err(e) = task.await {
+                    std::panic::resume_unwind(e.into_panic());
                 }
-                .await;
-                match written {
-                    Ok(out) => {
-                        for u in out {
-                            match u {
-                                Upserted::Created => report.inserted += 1,
-                                Upserted::Updated => report.updated += 1,
-                                Upserted::Unchanged => report.unchanged += 1,
+            }
+            None => {
+                let mut rx = rx;
+                while let Some(msg) = rx.recv().await {
+                    let mut batch = match msg {
+                        Ok(b) => b,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    };
+                    let mut counts = Counts::default();
+                    if !batch.rows.is_empty() {
+                        let written = async {
+                            let mut t = pool.begin_with(BEGIN_IMMEDIATE).await?;
+                            let out = write_rows(&mut t, &mut batch.rows, now_ms).await?;
+                            t.commit().await?;
+                            Ok::<_, StoreError>(out)
+                        }
+                        .await;
+                        match written {
+                            Ok(out) => counts = Counts::of(&out),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
                             }
                         }
                     }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
+                    tally(&mut report, &mut state, Written { counts, batch });
+                    progress(state);
                 }
             }
-            report.rows += batch.records;
-            report.bad.extend(batch.bad);
-            state.bytes_read = batch.bytes_read;
-            state.rows = report.rows;
-            state.inserted = report.inserted;
-            state.updated = report.updated;
-            state.unchanged = report.unchanged;
-            state.bad = report.bad.len() as u64;
-            progress(state);
         }
-        drop(rx);
         let _ = parser.join();
         result?;
         report.elapsed = started.elapsed();

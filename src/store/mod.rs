@@ -16,6 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+mod bulk;
 pub mod contacts;
 pub mod import;
 pub mod plan_reads;
@@ -105,7 +106,11 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // Rows cross from SQLite's worker thread in a bounded channel; a deep
+            // one lets a scan over a million contacts run without a thread
+            // handoff per row.
+            .row_buffer_size(4096);
         // An in-memory database lives in one connection: never open a second.
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
