@@ -685,3 +685,114 @@ async fn wake_delivers_without_waiting_for_the_poll() {
     assert!(t.elapsed() < Duration::from_secs(1));
     w.stop().await;
 }
+
+/// Throughput through a fast loopback webhook (the receiver runs in this
+/// process, on the same two cores). Run with
+/// `cargo test --release --test delivery throughput -- --ignored --nocapture`;
+/// `NURTURE_BENCH_N` sets the message count (default 20 000).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn throughput() {
+    let n: usize = std::env::var("NURTURE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let now = now_ms();
+    let mut tx = env.pool().begin().await.unwrap();
+    for i in 0..n {
+        sqlx::query(
+            "INSERT INTO contacts (id, name, created_at, updated_at) VALUES (?, 'x', ?, ?)",
+        )
+        .bind(format!("c{i:07}"))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, step_id, channel, recipient, body, status, attempts,
+                                 not_before, next_attempt_at, created_at)
+             VALUES (?, 'bench', ?, '0', 'hook', ?, 'Hello there', 'queued', 0, ?, ?, ?)",
+        )
+        .bind(format!("m{i:07}"))
+        .bind(format!("c{i:07}"))
+        .bind(format!("c{i:07}"))
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let started = Instant::now();
+    let w = Worker::start(
+        &env,
+        registry(&hook(&rx.url("/hook"), "")),
+        DeliveryOptions {
+            worker_id: "bench".into(),
+            ..DeliveryOptions::default()
+        },
+    );
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'sent'")
+            .fetch_one(env.pool())
+            .await
+            .unwrap();
+        if sent as usize == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "only {sent} of {n} sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    w.stop().await;
+    assert_eq!(rx.count(), n, "each message sent exactly once");
+    println!(
+        "delivered {n} messages in {:.2} s: {:.0} messages/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_are_retried_then_dead_lettered_with_the_reason() {
+    let env = env().await;
+    let slow = Receiver::start(script::always(Reply::ok().delay(Duration::from_secs(3)))).await;
+    // A port nobody listens on: bind one, note it, close it.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    env.contact("c1").await;
+    env.queue("m-slow", "c1", "slow").await;
+    env.queue("m-closed", "c1", "closed").await;
+    let yaml = format!(
+        "  slow:\n    kind: webhook\n    url: {}?token=abc\n    timeout: 200ms\n  closed:\n    kind: webhook\n    url: http://{closed}/hook?token=abc\n",
+        slow.url("/hook")
+    );
+    let opts = DeliveryOptions {
+        max_attempts: 2,
+        ..fast_options()
+    };
+    let w = Worker::start(&env, registry(&yaml), opts);
+    let s = env.wait_status("m-slow", "dead", T).await;
+    let c = env.wait_status("m-closed", "dead", T).await;
+    w.stop().await;
+    let (s, c) = (s.last_error.unwrap(), c.last_error.unwrap());
+    assert!(s.contains("gave up after 2 tries: timed out"), "{s}");
+    assert!(
+        c.contains("gave up after 2 tries: connection failed"),
+        "{c}"
+    );
+    assert!(
+        !s.contains("token=abc") && !c.contains("token=abc"),
+        "no URL in the reason"
+    );
+    assert_eq!(slow.count(), 2);
+}

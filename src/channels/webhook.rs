@@ -160,7 +160,7 @@ impl WebhookChannel {
         }
         let mut resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return transport_error(&e),
+            Err(e) => return transport_error(e),
         };
         let status = resp.status();
         let retry_after = resp
@@ -185,7 +185,7 @@ impl WebhookChannel {
                     tracing::debug!(error = %e, "webhook answer body unreadable");
                     break;
                 }
-                Err(e) => return transport_error(&e),
+                Err(e) => return transport_error(e),
             }
         }
         classify(status, retry_after, &answer)
@@ -198,7 +198,9 @@ impl Channel for WebhookChannel {
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> Delivery {
+fn transport_error(e: reqwest::Error) -> Delivery {
+    // Without the URL: a URL may carry a token in its query string.
+    let e = e.without_url();
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -206,10 +208,9 @@ fn transport_error(e: &reqwest::Error) -> Delivery {
     } else {
         "request failed"
     };
-    // The error's Display names the URL but never the headers or the secret.
     Delivery::Retry {
         after: None,
-        reason: format!("{what}: {}", error_chain(e)),
+        reason: format!("{what}: {}", error_chain(&e)),
     }
 }
 
