@@ -796,3 +796,41 @@ async fn transport_errors_are_retried_then_dead_lettered_with_the_reason() {
     );
     assert_eq!(slow.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_while_messages_wait_for_their_channel() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    for i in 0..5 {
+        env.contact(&format!("c{i}")).await;
+        env.queue(&format!("m{i}"), &format!("c{i}"), "hook").await;
+    }
+    // Five messages at 2/s wait up to two seconds, far longer than the lease.
+    let reg = registry(&hook(&rx.url("/hook"), "    rate_limit: 2/s\n"));
+    let opts = DeliveryOptions {
+        lease: Duration::from_millis(300),
+        ..fast_options()
+    };
+    let w = Worker::start(&env, reg, opts);
+    rx.wait_for(1, T).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let waiting = env.row("m4").await;
+    assert_eq!(waiting.status, "sending");
+    assert_eq!(waiting.lease_owner.as_deref(), Some("test-worker"));
+    assert!(
+        waiting.lease_until.unwrap() > now_ms(),
+        "lease renewed: {waiting:?}"
+    );
+    for i in 0..5 {
+        let r = env.wait_status(&format!("m{i}"), "sent", T).await;
+        assert_eq!(r.attempts, 1);
+    }
+    w.stop().await;
+    let mut ids: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["m0", "m1", "m2", "m3", "m4"], "each sent once");
+}

@@ -99,12 +99,20 @@ pub fn build_channel(
         | ChannelKind::AliyunSms
         | ChannelKind::Wecom
         | ChannelKind::Smtp) => {
-            tracing::warn!(
-                channel = %cs.name,
-                kind = kind.name(),
-                "channel kind {} is not supported yet: its messages are dead-lettered",
-                kind.name()
-            );
+            // Once per channel and kind, not at every settings reload.
+            static WARNED: std::sync::Mutex<Vec<(String, &'static str)>> =
+                std::sync::Mutex::new(Vec::new());
+            let key = (cs.name.clone(), kind.name());
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if !warned.contains(&key) {
+                tracing::warn!(
+                    channel = %cs.name,
+                    kind = kind.name(),
+                    "channel kind {} is not supported yet: its messages are dead-lettered",
+                    kind.name()
+                );
+                warned.push(key);
+            }
             Ok(Arc::new(Unsupported { kind }))
         }
     }

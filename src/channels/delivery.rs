@@ -344,6 +344,7 @@ pub async fn run(
             }
             _ => opts.max_idle,
         }
+        .min(opts.lease / 3) // wake in time to renew the leases
         .max(Duration::from_millis(1));
         tokio::select! {
             _ = shutdown.cancelled() => break,
