@@ -37,7 +37,9 @@ export NURTURE_API_TOKEN=$TOKEN
 unset NURTURE_DATABASE
 export NURTURE_LOG="${NURTURE_LOG:-warn}"
 
-command -v python3 >/dev/null || { echo "bench: needs python3" >&2; exit 2; }
+for tool in python3 sqlite3 curl; do
+    command -v "$tool" >/dev/null || { echo "bench: needs $tool (apt-get install $tool)" >&2; exit 2; }
+done
 [[ -x /usr/bin/time ]] || { echo "bench: needs GNU time (apt-get install time)" >&2; exit 2; }
 
 mkdir -p "$OUT"
@@ -96,7 +98,11 @@ RECV="http://$ADDR"
 RECV_PID=$PID
 echo "== receiver at $RECV" >&2
 
-COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo "+dirty")
+if COMMIT=$(git rev-parse --short HEAD 2>/dev/null); then
+    git diff --quiet HEAD -- src Cargo.toml Cargo.lock || COMMIT="$COMMIT+dirty"
+else
+    COMMIT="${BENCH_COMMIT:-unknown (not a git checkout)}"
+fi
 RESULT="$OUT/results.md"
 {
     echo
@@ -134,6 +140,27 @@ EOF
     {
         echo
         echo "(a) throughput, $N contacts: $count requests ($unique distinct message ids; $sent outbox rows sent) in ${span} s from first to last receipt = **$rate messages/s**; daemon wall ${wall} s (planning included), peak RSS ${peak} MB, CPU $cpu"
+    } | tee -a "$RESULT"
+
+    # (a2) delivery alone: the same 100,000 outbox rows queued again (the
+    # enrollments are done and the event log consumed, so the scheduler has
+    # nothing to plan), then `run --until-idle` once more.
+    sqlite3 "$P/nurture.db" "UPDATE outbox SET status = 'queued', sent_at = NULL, attempts = 0, next_attempt_at = 0,
+                                   lease_owner = NULL, lease_until = NULL, provider_id = NULL"
+    curl -s -X POST "$RECV/reset" >/dev/null
+    echo "== (a2) delivery only: nurture run --until-idle over a full outbox" >&2
+    /usr/bin/time -v -o "$OUT/time.delivery-only" \
+        "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 \
+        >"$OUT/delivery-only.out" 2>"$OUT/delivery-only.err"
+    stats=$(curl -s "$RECV/stats")
+    count=$(echo "$stats" | json '["count"]')
+    span=$(echo "$stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.3f" % ((s["last_us"]-s["first_us"])/1e6))')
+    rate=$(awk -v n="$count" -v s="$span" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }')
+    cpu=$(awk -F: '/Percent of CPU/ { gsub(/ /, "", $2); print $2 }' "$OUT/time.delivery-only")
+    peak=$(awk '/Maximum resident set size/ { printf "%.0f", $NF / 1024 }' "$OUT/time.delivery-only")
+    {
+        echo
+        echo "(a2) delivery only, $count messages already in the outbox: ${span} s from first to last receipt = **$rate messages/s**, peak RSS ${peak} MB, CPU $cpu"
     } | tee -a "$RESULT"
 fi
 

@@ -181,7 +181,7 @@ const TAG_CHUNK: usize = 1000;
 const EXISTS_CHUNK: usize = 1000;
 
 /// `head` followed by `n` groups `group` separated by commas, then `tail`.
-fn repeat_sql(head: &str, group: &str, n: usize, tail: &str) -> String {
+pub(crate) fn repeat_sql(head: &str, group: &str, n: usize, tail: &str) -> String {
     let mut s = String::with_capacity(head.len() + tail.len() + n * (group.len() + 1));
     s.push_str(head);
     for i in 0..n {
@@ -314,7 +314,7 @@ pub(crate) async fn write_rows(
         .collect())
 }
 
-const UPDATE_TAIL: &str = ") UPDATE contacts SET \
+pub(crate) const UPDATE_TAIL: &str = ") UPDATE contacts SET \
     name = coalesce(v.name, contacts.name), \
     email = coalesce(v.email, contacts.email), \
     phone = coalesce(v.phone, contacts.phone), \
