@@ -304,6 +304,21 @@ fn field_sql(field: &str, test: &FieldTest, now_ms: i64, out: &mut Sql) {
                 out.push("0");
                 return;
             }
+            // One kind of value can match (the usual case: a text test).
+            // Test the value first and its type only for the rows it kept:
+            // on a scan of a million contacts this saves a JSON lookup per row.
+            if cases.len() == 1 {
+                let (ty, text, binds) = cases.pop().expect("one case");
+                out.push("COALESCE(COALESCE(");
+                out.push(&text);
+                out.binds.extend(binds);
+                out.push(", 0) AND json_type(c.attrs, ");
+                out.bind(Bind::Text(json_path(k)));
+                out.push(") = '");
+                out.push(ty);
+                out.push("', 0)");
+                return;
+            }
             out.push("COALESCE(CASE json_type(c.attrs, ");
             out.bind(Bind::Text(json_path(k)));
             out.push(")");

@@ -50,6 +50,10 @@ pub enum Format {
 }
 
 pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
+    // Quiet by default; NURTURE_LOG=debug shows each scan's SQL.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NURTURE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init();
     let project = Project::load_or_report(config)?;
     let tz = project.settings.timezone;
     let at = match &args.at {

@@ -142,8 +142,6 @@ pub struct EnrollmentPlan {
     pub outcome: Outcome,
     /// The ids of steps that ran, in order (the daemon records them so none runs twice).
     pub ran: Vec<String>,
-    /// The contact as it will be after the plan (owner and tags changed).
-    pub contact_after: Contact,
 }
 
 /// Where a plan starts: a fresh enrollment at the first step, or an existing
@@ -197,7 +195,8 @@ impl<'a> Planner<'a> {
         start: StartAt<'_>,
         recent_messages: u32,
     ) -> EnrollmentPlan {
-        let mut c = contact.clone();
+        // Copied only when a step changes it (assign, tag): most plans only read.
+        let mut c = std::borrow::Cow::Borrowed(contact);
         let mut steps = Vec::new();
         let mut ran = Vec::new();
         let row = |step: &Step, action: Action| PlannedStep {
@@ -215,8 +214,7 @@ impl<'a> Planner<'a> {
                     return EnrollmentPlan {
                         steps,
                         outcome: Outcome::Exited(Reason::StepRemoved(id.to_string())),
-                        ran,
-                        contact_after: c,
+                        ran
                     };
                 }
             },
@@ -236,8 +234,7 @@ impl<'a> Planner<'a> {
                     return EnrollmentPlan {
                         steps,
                         outcome: Outcome::Exited(reason),
-                        ran,
-                        contact_after: c,
+                        ran
                     };
                 }
             }
@@ -253,8 +250,7 @@ impl<'a> Planner<'a> {
                     return EnrollmentPlan {
                         steps,
                         outcome: Outcome::Exited(reason),
-                        ran,
-                        contact_after: c,
+                        ran
                     };
                 }
             }
@@ -281,7 +277,7 @@ impl<'a> Planner<'a> {
                         .unwrap_or(&[]);
                     let action = match self.assign.pick(a, team, &c) {
                         Pick::Chosen(id) => {
-                            let previous = c.owner.replace(id.clone());
+                            let previous = c.to_mut().owner.replace(id.clone());
                             Action::Assign {
                                 salesperson: id,
                                 previous,
@@ -314,9 +310,9 @@ impl<'a> Planner<'a> {
                         .filter(|x| c.tags.contains(*x))
                         .cloned()
                         .collect();
-                    c.tags.extend(add.iter().cloned());
+                    c.to_mut().tags.extend(add.iter().cloned());
                     for r in &remove {
-                        c.tags.remove(r);
+                        c.to_mut().tags.remove(r);
                     }
                     steps.push(row(step, Action::Tag { add, remove }));
                 }
@@ -329,8 +325,7 @@ impl<'a> Planner<'a> {
                             next_step: next.map(|s| s.id.clone()),
                             until,
                         },
-                        ran,
-                        contact_after: c,
+                        ran
                     };
                 }
                 StepAction::If(branch) => {
@@ -349,8 +344,7 @@ impl<'a> Planner<'a> {
         EnrollmentPlan {
             steps,
             outcome: Outcome::Done,
-            ran,
-            contact_after: c,
+            ran
         }
     }
 
@@ -407,8 +401,8 @@ impl<'a> Planner<'a> {
             .as_deref()
             .and_then(|id| self.settings.salesperson(id))
             .map(|s| s.template_value());
-        let ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
-        let rendered = match self.templates.render(template, &ctx) {
+        let ctx = handlebars::Context::from(render_context(c, owner.as_ref(), &wf.name, self.now, tz));
+        let rendered = match self.templates.render_with(template, &ctx) {
             Ok(r) => r,
             Err(e) => {
                 return Action::Skip {

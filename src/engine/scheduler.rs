@@ -122,7 +122,7 @@ impl Scheduler {
             let recent = sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
             let plan = match &e.step_id {
                 Some(step) => planner.plan(wf, &contact, StartAt::Step(step), recent[0]),
-                None => EnrollmentPlan { steps: vec![], outcome: Outcome::Done, ran: vec![], contact_after: contact.clone() },
+                None => EnrollmentPlan { steps: vec![], outcome: Outcome::Done, ran: vec![] },
             };
             batch.push(Decided {
                 workflow: wf,

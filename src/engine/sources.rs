@@ -98,8 +98,7 @@ where
             None => EnrollmentPlan {
                 steps: vec![],
                 outcome: crate::engine::plan::Outcome::Done,
-                ran: vec![],
-                contact_after: contact.clone(),
+                ran: vec![]
             },
         };
         on_plan(Decided {
@@ -178,6 +177,7 @@ where
         }
         let (filter, key_of, cause): (Sql, KeyOf, Cause) = scan_filter(wf, at)?;
         let binds = store_binds(&filter);
+        tracing::debug!(workflow = %wf.name, sql = %filter.inline_sqlite(), "scan");
         let mut stream = store.scan_contacts(&filter.text, &binds);
         let mut chunk: Vec<Contact> = Vec::with_capacity(CHUNK);
         loop {
@@ -242,25 +242,31 @@ impl KeyOf {
 /// The WHERE clause of a scan: audience, trigger condition, entry policy.
 pub fn scan_filter(wf: &Workflow, at: DateTime<Utc>) -> Result<(Sql, KeyOf, Cause)> {
     let mut sql = Sql::new(Dialect::Sqlite);
+    // The trigger's own test first: it is the cheapest, and SQLite evaluates
+    // the terms in order, so most contacts are dismissed before the audience's
+    // subqueries run.
+    let (key_of, cause) = match &wf.trigger {
+        Trigger::Inactive { quiet_for, .. } => {
+            sql.push("coalesce(c.last_active_at, c.created_at) < ");
+            sql.bind(Bind::Int(ms(at - quiet_for.to_chrono())));
+            sql.push(" AND ");
+            (KeyOf::Spell, Cause::Tick(at))
+        }
+        Trigger::Schedule { .. } => (KeyOf::Tick(ms(at)), Cause::Tick(at)),
+        _ => (KeyOf::Now(ms(at)), Cause::Imagined),
+    };
     sql.push("(");
     match &wf.audience {
         Some(cond) => compile(cond, at, &mut sql)?,
         None => sql.push("1=1"),
     }
     sql.push(")");
-    let (key_of, cause) = match &wf.trigger {
-        Trigger::Inactive { quiet_for, .. } => {
-            sql.push(" AND coalesce(c.last_active_at, c.created_at) < ");
-            sql.bind(Bind::Int(ms(at - quiet_for.to_chrono())));
-            // Once per quiet spell: not if this spell already entered.
-            sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
-            sql.bind(Bind::Text(wf.name.clone()));
-            sql.push(" AND e.entry_key = 'spell:' || coalesce(c.last_active_at, c.created_at))");
-            (KeyOf::Spell, Cause::Tick(at))
-        }
-        Trigger::Schedule { .. } => (KeyOf::Tick(ms(at)), Cause::Tick(at)),
-        _ => (KeyOf::Now(ms(at)), Cause::Imagined),
-    };
+    if let Trigger::Inactive { .. } = &wf.trigger {
+        // Once per quiet spell: not if this spell already entered.
+        sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
+        sql.bind(Bind::Text(wf.name.clone()));
+        sql.push(" AND e.entry_key = 'spell:' || coalesce(c.last_active_at, c.created_at))");
+    }
     match wf.entry {
         Entry::Once => {
             sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
