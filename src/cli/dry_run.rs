@@ -52,7 +52,7 @@ pub enum Format {
 pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     // Quiet by default; NURTURE_LOG=debug shows each scan's SQL.
     let filter = tracing_subscriber::EnvFilter::try_from_env("NURTURE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init();
     let project = Project::load_or_report(config)?;
     let tz = project.settings.timezone;
