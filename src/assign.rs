@@ -36,7 +36,8 @@ impl AssignState {
             return Pick::AlreadyAssigned;
         }
         let has_room = |s: &Salesperson, load: &HashMap<String, i64>| {
-            s.capacity.is_none_or(|c| load.get(&s.id).copied().unwrap_or(0) < i64::from(c))
+            s.capacity
+                .is_none_or(|c| load.get(&s.id).copied().unwrap_or(0) < i64::from(c))
         };
         let chosen = match step.strategy {
             Strategy::RoundRobin => {
@@ -65,8 +66,12 @@ impl AssignState {
                 None => return Pick::TeamFull,
             },
             Strategy::ByField => {
-                let Some(field) = &step.field else { return Pick::NoMatch };
-                let Some(value) = field_text(contact, &field.value) else { return Pick::NoMatch };
+                let Some(field) = &step.field else {
+                    return Pick::NoMatch;
+                };
+                let Some(value) = field_text(contact, &field.value) else {
+                    return Pick::NoMatch;
+                };
                 let matching = team
                     .iter()
                     .filter(|s| s.id == value || s.region.as_deref() == Some(value.as_str()));
@@ -146,10 +151,16 @@ mod tests {
 
     #[test]
     fn round_robin_goes_around_and_skips_full_salespeople() {
-        let team = [sp("a", None, None), sp("b", None, Some(0)), sp("c", None, None)];
+        let team = [
+            sp("a", None, None),
+            sp("b", None, Some(0)),
+            sp("c", None, None),
+        ];
         let mut st = AssignState::default();
         let c = Contact::default();
-        let picks: Vec<_> = (0..4).map(|_| st.pick(&step(Strategy::RoundRobin, None), &team, &c)).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| st.pick(&step(Strategy::RoundRobin, None), &team, &c))
+            .collect();
         let ids: Vec<_> = picks
             .iter()
             .map(|p| match p {
@@ -174,20 +185,32 @@ mod tests {
 
     #[test]
     fn by_field_matches_id_or_region() {
-        let team = [sp("s01", Some("Shanghai"), None), sp("s02", Some("Beijing"), None)];
+        let team = [
+            sp("s01", Some("Shanghai"), None),
+            sp("s02", Some("Beijing"), None),
+        ];
         let mut st = AssignState::default();
         let mut c = Contact::default();
         c.attrs.insert("city".into(), "Beijing".into());
-        assert_eq!(st.pick(&step(Strategy::ByField, Some("city")), &team, &c), Pick::Chosen("s02".into()));
+        assert_eq!(
+            st.pick(&step(Strategy::ByField, Some("city")), &team, &c),
+            Pick::Chosen("s02".into())
+        );
         c.attrs.insert("city".into(), "Chengdu".into());
-        assert_eq!(st.pick(&step(Strategy::ByField, Some("city")), &team, &c), Pick::NoMatch);
+        assert_eq!(
+            st.pick(&step(Strategy::ByField, Some("city")), &team, &c),
+            Pick::NoMatch
+        );
     }
 
     #[test]
     fn only_if_unassigned_keeps_the_owner() {
         let team = [sp("a", None, None)];
         let mut st = AssignState::default();
-        let c = Contact { owner: Some("z".into()), ..Contact::default() };
+        let c = Contact {
+            owner: Some("z".into()),
+            ..Contact::default()
+        };
         let mut s = step(Strategy::RoundRobin, None);
         s.only_if_unassigned = true;
         assert_eq!(st.pick(&s, &team, &c), Pick::AlreadyAssigned);

@@ -79,7 +79,10 @@ impl Contact {
                 m.insert(k.into(), Value::String(v.clone()));
             }
         }
-        m.insert("created_at".into(), Value::String(self.created_at.to_rfc3339()));
+        m.insert(
+            "created_at".into(),
+            Value::String(self.created_at.to_rfc3339()),
+        );
         if let Some(t) = self.last_active_at {
             m.insert("last_active_at".into(), Value::String(t.to_rfc3339()));
         }

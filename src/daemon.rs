@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::Registry;
@@ -33,9 +33,16 @@ pub struct DaemonOptions {
 pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let settings = project.settings.clone();
     let url = settings.database_url();
-    let store = Store::open(&url).await.with_context(|| format!("opening the store {url}"))?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {url}"))?;
     let registry = crate::channels::build::build_registry(&settings).map_err(|errs| {
-        anyhow::anyhow!(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        anyhow::anyhow!(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     })?;
     record_states(&store, &opts.config, &[]).await;
 
@@ -46,19 +53,28 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
 
     // The HTTP API.
-    let listen = opts.listen.clone().unwrap_or_else(|| settings.listen.clone());
+    let listen = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| settings.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
-    let token = std::env::var(&settings.api_token_env).ok().filter(|t| !t.is_empty());
+    let token = std::env::var(&settings.api_token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
     if token.is_none() {
         tracing::warn!(
             env = %settings.api_token_env,
             "the API token variable is not set: every /v1 request will be refused with 401"
         );
     }
-    let api_state = crate::api::ApiState { store: store.clone(), token, wake: wake.clone() };
+    let api_state = crate::api::ApiState {
+        store: store.clone(),
+        token,
+        wake: wake.clone(),
+    };
     let api = tokio::spawn(crate::api::serve(listener, api_state, shutdown.clone()));
     // Tests and scripts read this line to find the port when listening on :0.
     tracing::info!(address = %local, "listening");
@@ -98,7 +114,8 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     watcher.abort();
     s.context("the scheduler task panicked")??;
     w.context("the delivery task panicked")?;
-    a.context("the API task panicked")?.context("the API failed")?;
+    a.context("the API task panicked")?
+        .context("the API failed")?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -108,13 +125,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -142,18 +160,23 @@ async fn watch_files(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let current = project_tx.borrow().clone();
     let config_name = config.file_name().map(|n| n.to_os_string());
-    let dirs = [current.settings.workflows_dir.clone(), current.settings.templates_dir.clone()];
+    let dirs = [
+        current.settings.workflows_dir.clone(),
+        current.settings.templates_dir.clone(),
+    ];
     // Only our files matter: the store's own writes (nurture.db and its WAL)
     // live in the same folder and must not trigger reloads.
     let relevant = move |p: &Path| {
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-        p.file_name().map(|n| n.to_os_string()) == config_name || matches!(ext, "yaml" | "yml" | "hbs")
+        p.file_name().map(|n| n.to_os_string()) == config_name
+            || matches!(ext, "yaml" | "yml" | "hbs")
     };
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) && ev.paths.iter().any(|p| relevant(p)) {
-                let _ = tx.send(());
-            }
+        if let Ok(ev) = ev
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+            && ev.paths.iter().any(|p| relevant(p))
+        {
+            let _ = tx.send(());
         }
     }) {
         Ok(w) => w,
@@ -162,7 +185,10 @@ async fn watch_files(
             return;
         }
     };
-    let folder = config.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let folder = config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     for d in dirs.iter() {
         if let Err(e) = watcher.watch(d, RecursiveMode::Recursive) {
             tracing::warn!(dir = %d.display(), error = %e, "cannot watch folder");
@@ -170,7 +196,14 @@ async fn watch_files(
     }
     // The settings file itself (teams, channels, policies): watch its folder
     // without recursion, since editors replace files rather than write them.
-    let _ = watcher.watch(if folder.as_os_str().is_empty() { Path::new(".") } else { &folder }, RecursiveMode::NonRecursive);
+    let _ = watcher.watch(
+        if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &folder
+        },
+        RecursiveMode::NonRecursive,
+    );
 
     loop {
         tokio::select! {
@@ -197,7 +230,9 @@ async fn reload(
         Ok(project) => {
             let old = project_tx.borrow().clone();
             if project.settings.database_url() != old.settings.database_url() {
-                tracing::warn!("the database setting changed: restart the daemon for it to take effect");
+                tracing::warn!(
+                    "the database setting changed: restart the daemon for it to take effect"
+                );
             }
             match crate::channels::build::build_registry(&project.settings) {
                 Ok(reg) => {
@@ -210,7 +245,10 @@ async fn reload(
                     return;
                 }
             }
-            tracing::info!(workflows = project.workflows.len(), "reloaded workflows and templates");
+            tracing::info!(
+                workflows = project.workflows.len(),
+                "reloaded workflows and templates"
+            );
             project_tx.send_replace(Arc::new(project));
             record_states(store, config, &[]).await;
         }
@@ -227,10 +265,20 @@ async fn reload(
 async fn record_states(store: &Store, config: &Path, diags: &[crate::diagnostics::Diagnostic]) {
     let report = Project::load_report(config, Utc::now());
     let mut files: Vec<PathBuf> = report.workflow_files.clone();
-    files.extend(report.templates.names().map(|n| report.settings.as_ref().map(|s| s.templates_dir.join(format!("{n}.hbs"))).unwrap_or_default()));
+    files.extend(report.templates.names().map(|n| {
+        report
+            .settings
+            .as_ref()
+            .map(|s| s.templates_dir.join(format!("{n}.hbs")))
+            .unwrap_or_default()
+    }));
     let mut states = Vec::new();
     for f in files {
-        let mine: Vec<String> = diags.iter().filter(|d| d.file == f).map(|d| d.headline()).collect();
+        let mine: Vec<String> = diags
+            .iter()
+            .filter(|d| d.file == f)
+            .map(|d| d.headline())
+            .collect();
         let state = if mine.is_empty() { "loaded" } else { "broken" };
         states.push((f.display().to_string(), state.to_string(), mine.join("\n")));
     }
@@ -240,9 +288,9 @@ async fn record_states(store: &Store, config: &Path, diags: &[crate::diagnostics
             states.push((f, "broken".to_string(), d.headline()));
         }
     }
-    if let Some(pool) = store.sqlite_pool() {
-        if let Err(e) = crate::store::status::record_file_states(pool, &states).await {
-            tracing::warn!(error = %e, "cannot record file states");
-        }
+    if let Some(pool) = store.sqlite_pool()
+        && let Err(e) = crate::store::status::record_file_states(pool, &states).await
+    {
+        tracing::warn!(error = %e, "cannot record file states");
     }
 }

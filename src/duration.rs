@@ -67,7 +67,9 @@ impl std::str::FromStr for Duration {
         let secs = n
             .checked_mul(per)
             .filter(|s| *s <= 100 * 366 * 86_400)
-            .ok_or_else(|| DurationError(format!("duration \"{t}\" is too large (at most 100 years)")))?;
+            .ok_or_else(|| {
+                DurationError(format!("duration \"{t}\" is too large (at most 100 years)"))
+            })?;
         Ok(Duration { secs })
     }
 }
@@ -99,7 +101,12 @@ mod tests {
 
     #[test]
     fn refuses_with_a_reason() {
-        assert!("30".parse::<Duration>().unwrap_err().0.contains("did you mean \"30d\""));
+        assert!(
+            "30".parse::<Duration>()
+                .unwrap_err()
+                .0
+                .contains("did you mean \"30d\"")
+        );
         assert!("3x".parse::<Duration>().is_err());
         assert!("d".parse::<Duration>().is_err());
         assert!("-3d".parse::<Duration>().is_err());

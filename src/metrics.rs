@@ -9,7 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -41,42 +41,82 @@ impl Metrics {
         let enrollments = Family::<Labels, Counter>::default();
         let sends = Family::<Labels, Counter>::default();
         let queue_depth = Gauge::default();
-        let delivery_latency = Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        let provider_latency = Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let delivery_latency =
+            Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let provider_latency =
+            Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         registry.register("events", "Event-log entries processed", events.clone());
-        registry.register("enrollments", "Enrollments by workflow and outcome", enrollments.clone());
-        registry.register("sends", "Delivery attempts by channel and outcome", sends.clone());
-        registry.register("outbox_queue_depth", "Messages waiting in the outbox", queue_depth.clone());
+        registry.register(
+            "enrollments",
+            "Enrollments by workflow and outcome",
+            enrollments.clone(),
+        );
+        registry.register(
+            "sends",
+            "Delivery attempts by channel and outcome",
+            sends.clone(),
+        );
+        registry.register(
+            "outbox_queue_depth",
+            "Messages waiting in the outbox",
+            queue_depth.clone(),
+        );
         registry.register(
             "delivery_latency_seconds",
             "From queued to accepted by the provider",
             delivery_latency.clone(),
         );
-        registry.register("provider_latency_seconds", "Duration of provider calls", provider_latency.clone());
-        Metrics { registry, events, enrollments, sends, queue_depth, delivery_latency, provider_latency }
+        registry.register(
+            "provider_latency_seconds",
+            "Duration of provider calls",
+            provider_latency.clone(),
+        );
+        Metrics {
+            registry,
+            events,
+            enrollments,
+            sends,
+            queue_depth,
+            delivery_latency,
+            provider_latency,
+        }
     }
 
     /// Count one delivery attempt.
     pub fn send(&self, channel: &str, outcome: &'static str) {
-        self.sends.get_or_create(&vec![("channel", channel.to_string()), ("outcome", outcome.to_string())]).inc();
+        self.sends
+            .get_or_create(&vec![
+                ("channel", channel.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
     }
 
     pub fn event(&self, kind: &str) {
-        self.events.get_or_create(&vec![("kind", kind.to_string())]).inc();
+        self.events
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
     }
 
     pub fn enrollment(&self, workflow: &str, outcome: &'static str) {
         self.enrollments
-            .get_or_create(&vec![("workflow", workflow.to_string()), ("outcome", outcome.to_string())])
+            .get_or_create(&vec![
+                ("workflow", workflow.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
             .inc();
     }
 
     pub fn delivered_after(&self, channel: &str, seconds: f64) {
-        self.delivery_latency.get_or_create(&vec![("channel", channel.to_string())]).observe(seconds);
+        self.delivery_latency
+            .get_or_create(&vec![("channel", channel.to_string())])
+            .observe(seconds);
     }
 
     pub fn provider_call(&self, channel: &str, seconds: f64) {
-        self.provider_latency.get_or_create(&vec![("channel", channel.to_string())]).observe(seconds);
+        self.provider_latency
+            .get_or_create(&vec![("channel", channel.to_string())])
+            .observe(seconds);
     }
 }
 

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn quiet_hours_across_midnight_defer_to_the_morning() {
-        let q = QuietHours { start: hm(21, 0), end: hm(9, 0) };
+        let q = QuietHours {
+            start: hm(21, 0),
+            end: hm(9, 0),
+        };
         let tz = chrono_tz::Asia::Shanghai;
         // 22:30 in Shanghai → 09:00 next day.
         assert_eq!(
@@ -106,29 +109,48 @@ mod tests {
 
     #[test]
     fn quiet_hours_are_contact_local() {
-        let q = QuietHours { start: hm(21, 0), end: hm(9, 0) };
+        let q = QuietHours {
+            start: hm(21, 0),
+            end: hm(9, 0),
+        };
         // 10:00 in Shanghai is 18:00 the day before in Los Angeles (PST): fine there.
         let t = at("2026-11-02T10:00:00+08:00");
-        assert_eq!(deliverable_at(Some(&q), t, chrono_tz::America::Los_Angeles), t);
+        assert_eq!(
+            deliverable_at(Some(&q), t, chrono_tz::America::Los_Angeles),
+            t
+        );
         // 14:00 in Shanghai is 22:00 in LA: deferred to 09:00 LA.
         assert_eq!(
-            deliverable_at(Some(&q), at("2026-11-02T14:00:00+08:00"), chrono_tz::America::Los_Angeles),
+            deliverable_at(
+                Some(&q),
+                at("2026-11-02T14:00:00+08:00"),
+                chrono_tz::America::Los_Angeles
+            ),
             at("2026-11-02T09:00:00-08:00")
         );
     }
 
     #[test]
     fn a_window_within_one_day() {
-        let q = QuietHours { start: hm(12, 0), end: hm(14, 0) };
+        let q = QuietHours {
+            start: hm(12, 0),
+            end: hm(14, 0),
+        };
         let tz = chrono_tz::UTC;
-        assert_eq!(deliverable_at(Some(&q), at("2026-11-02T12:30:00Z"), tz), at("2026-11-02T14:00:00Z"));
+        assert_eq!(
+            deliverable_at(Some(&q), at("2026-11-02T12:30:00Z"), tz),
+            at("2026-11-02T14:00:00Z")
+        );
         let t = at("2026-11-02T15:00:00Z");
         assert_eq!(deliverable_at(Some(&q), t, tz), t);
     }
 
     #[test]
     fn the_cap_counts_what_was_already_sent() {
-        let cap = FrequencyCap { max: 3, per: crate::duration::Duration::from_secs(7 * 86_400) };
+        let cap = FrequencyCap {
+            max: 3,
+            per: crate::duration::Duration::from_secs(7 * 86_400),
+        };
         assert!(!over_cap(Some(&cap), 2));
         assert!(over_cap(Some(&cap), 3));
         assert!(!over_cap(None, 100));

@@ -31,7 +31,10 @@ impl CronSchedule {
         let cron = source
             .parse::<croner::Cron>()
             .map_err(|e| format!("invalid cron expression \"{source}\": {e}"))?;
-        Ok(CronSchedule { source: source.to_string(), cron })
+        Ok(CronSchedule {
+            source: source.to_string(),
+            cron,
+        })
     }
 
     pub fn source(&self) -> &str {

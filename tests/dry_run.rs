@@ -30,16 +30,32 @@ impl Project {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("nurture").unwrap();
-        c.current_dir(self.dir.path()).env_remove("NURTURE_DATABASE").arg("--config").arg(self.path("nurture.yaml"));
+        c.current_dir(self.dir.path())
+            .env_remove("NURTURE_DATABASE")
+            .arg("--config")
+            .arg(self.path("nurture.yaml"));
         c
     }
     fn import(&self, csv: &str) {
         self.write("contacts.csv", csv);
-        self.cmd().args(["contacts", "import"]).arg(self.path("contacts.csv")).assert().success();
+        self.cmd()
+            .args(["contacts", "import"])
+            .arg(self.path("contacts.csv"))
+            .assert()
+            .success();
     }
     fn dry_run_jsonl(&self, extra: &[&str]) -> Vec<Value> {
-        let out = self.cmd().args(["dry-run", "--format", "jsonl"]).args(extra).output().unwrap();
-        assert!(out.status.success(), "dry-run failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .cmd()
+            .args(["dry-run", "--format", "jsonl"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dry-run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -92,13 +108,18 @@ fn generated_contacts(n: usize) -> String {
         if i % 7 == 0 {
             tags.push("dnd");
         }
-        let phone = if i % 11 == 0 { String::new() } else { format!("+86138{i:08}") };
+        let phone = if i % 11 == 0 {
+            String::new()
+        } else {
+            format!("+86138{i:08}")
+        };
         // Activity spread over the 80 days before 2026-11-01; some never active.
         let last = if i % 13 == 0 {
             String::new()
         } else {
             let day = i % 80;
-            let d = chrono::DateTime::parse_from_rfc3339("2026-11-01T08:00:00+08:00").unwrap() - chrono::Duration::days(day as i64);
+            let d = chrono::DateTime::parse_from_rfc3339("2026-11-01T08:00:00+08:00").unwrap()
+                - chrono::Duration::days(day as i64);
             d.to_rfc3339()
         };
         let unsub = if i % 17 == 0 { "true" } else { "false" };
@@ -128,13 +149,17 @@ steps:
 #[test]
 fn dry_run_plans_exactly_the_rows_an_independent_query_selects() {
     let p = Project::new(SETTINGS);
-    p.write("workflows/winback.yaml", WINBACK)
-        .write("templates/winback.hbs", "Hi {{contact.name}}, we miss you in {{contact.city}}.");
+    p.write("workflows/winback.yaml", WINBACK).write(
+        "templates/winback.hbs",
+        "Hi {{contact.name}}, we miss you in {{contact.city}}.",
+    );
     p.import(&generated_contacts(600));
     let rows = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
 
     // The same question asked in plain SQL, written independently of the compiler.
-    let at_ms = chrono::DateTime::parse_from_rfc3339("2026-11-01T10:00:00+08:00").unwrap().timestamp_millis();
+    let at_ms = chrono::DateTime::parse_from_rfc3339("2026-11-01T10:00:00+08:00")
+        .unwrap()
+        .timestamp_millis();
     let (matched, reachable): (BTreeSet<String>, BTreeSet<String>) = rt().block_on(async {
         let pool = sqlx::SqlitePool::connect(&query(&p.db(), |u| u.to_string())).await.unwrap();
         let rows = sqlx::query(
@@ -156,8 +181,16 @@ fn dry_run_plans_exactly_the_rows_an_independent_query_selects() {
             .collect();
         (all, ok)
     });
-    assert!(matched.len() > 20, "the fixture should match a fair number of contacts, got {}", matched.len());
-    assert_eq!(ids_of(&rows, "send"), reachable, "sends are the matched contacts that can be reached");
+    assert!(
+        matched.len() > 20,
+        "the fixture should match a fair number of contacts, got {}",
+        matched.len()
+    );
+    assert_eq!(
+        ids_of(&rows, "send"),
+        reachable,
+        "sends are the matched contacts that can be reached"
+    );
     let waits = ids_of(&rows, "wait");
     assert_eq!(waits, matched, "every matched contact enters and waits");
     // The rest are skips with the right reasons.
@@ -165,11 +198,23 @@ fn dry_run_plans_exactly_the_rows_an_independent_query_selects() {
         let id = r["contact_id"].as_str().unwrap();
         assert!(matched.contains(id));
         let reason = r["reason"].as_str().unwrap();
-        assert!(reason == "unsubscribed" || reason == "no_address", "unexpected reason {reason}");
+        assert!(
+            reason == "unsubscribed" || reason == "no_address",
+            "unexpected reason {reason}"
+        );
     }
     // The SPEC's field names.
     let send = rows.iter().find(|r| r["action"] == "send").unwrap();
-    for key in ["workflow", "contact_id", "step", "action", "channel", "to", "body", "at"] {
+    for key in [
+        "workflow",
+        "contact_id",
+        "step",
+        "action",
+        "channel",
+        "to",
+        "body",
+        "at",
+    ] {
         assert!(send.get(key).is_some(), "send row lacks {key}: {send}");
     }
     assert_eq!(send["step"], "0");
@@ -185,13 +230,18 @@ fn unsubscribed_and_opted_out_contacts_are_never_planned_a_send() {
     // One more opts out of sms only, through the CLI.
     let rows_before = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
     let victim = ids_of(&rows_before, "send").into_iter().next().unwrap();
-    p.cmd().args(["contacts", "unsubscribe", &victim, "--channel", "sms"]).assert().success();
+    p.cmd()
+        .args(["contacts", "unsubscribe", &victim, "--channel", "sms"])
+        .assert()
+        .success();
 
     let rows = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
     let sends = ids_of(&rows, "send");
     assert!(!sends.contains(&victim));
     let unsubscribed: BTreeSet<String> = rt().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db().display())).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db().display()))
+            .await
+            .unwrap();
         sqlx::query_scalar::<_, String>("SELECT id FROM contacts WHERE unsubscribed = 1")
             .fetch_all(&pool)
             .await
@@ -200,9 +250,20 @@ fn unsubscribed_and_opted_out_contacts_are_never_planned_a_send() {
             .collect()
     });
     assert!(!unsubscribed.is_empty());
-    assert!(sends.is_disjoint(&unsubscribed), "an unsubscribed contact was planned a send");
-    let skipped: Vec<&Value> = rows.iter().filter(|r| r["contact_id"] == victim.as_str()).collect();
-    assert!(skipped.iter().any(|r| r["action"] == "skip" && r["reason"] == "unsubscribed"), "{skipped:?}");
+    assert!(
+        sends.is_disjoint(&unsubscribed),
+        "an unsubscribed contact was planned a send"
+    );
+    let skipped: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["contact_id"] == victim.as_str())
+        .collect();
+    assert!(
+        skipped
+            .iter()
+            .any(|r| r["action"] == "skip" && r["reason"] == "unsubscribed"),
+        "{skipped:?}"
+    );
 }
 
 #[test]
@@ -223,7 +284,12 @@ fn quiet_hours_defer_to_the_contacts_morning() {
     // 22:30 in Shanghai is 06:30 in Los Angeles (PST): both are quiet.
     let rows = p.dry_run_jsonl(&["--at", "2026-11-10T22:30:00+08:00"]);
     let at = |id: &str| {
-        rows.iter().find(|r| r["contact_id"] == id && r["action"] == "send").unwrap()["at"].as_str().unwrap().to_string()
+        rows.iter()
+            .find(|r| r["contact_id"] == id && r["action"] == "send")
+            .unwrap()["at"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(at("sh"), "2026-11-11T09:00:00+08:00");
     assert_eq!(at("la"), "2026-11-10T09:00:00-08:00");
@@ -240,7 +306,10 @@ fn strict_templates_skip_instead_of_sending_hi_comma() {
         "workflows/hello.yaml",
         "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hello }\n",
     )
-    .write("templates/hello.hbs", "Hi {{contact.name}}, see you in {{contact.city}}!");
+    .write(
+        "templates/hello.hbs",
+        "Hi {{contact.name}}, see you in {{contact.city}}!",
+    );
     p.import(
         "id,name,phone,city\n\
          full,Ada,+8613800000001,Shanghai\n\
@@ -252,7 +321,13 @@ fn strict_templates_skip_instead_of_sending_hi_comma() {
     for id in ["noname", "nocity"] {
         let r = rows.iter().find(|r| r["contact_id"] == id).unwrap();
         assert_eq!(r["action"], "skip");
-        assert!(r["reason"].as_str().unwrap().starts_with("template_error: "), "{r}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("template_error: "),
+            "{r}"
+        );
     }
     for r in &rows {
         if let Some(body) = r["body"].as_str() {
@@ -277,37 +352,72 @@ fn round_robin_spreads_new_contacts_evenly_and_shows_the_real_pick() {
     let rows = p.dry_run_jsonl(&["--at", "2026-11-10T10:00:00+08:00"]);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in rows.iter().filter(|r| r["action"] == "assign") {
-        *counts.entry(r["salesperson"].as_str().unwrap().to_string()).or_default() += 1;
+        *counts
+            .entry(r["salesperson"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     assert_eq!(counts.values().sum::<usize>(), 301);
-    let (min, max) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+    let (min, max) = (
+        counts.values().min().unwrap(),
+        counts.values().max().unwrap(),
+    );
     assert!(max - min <= 1, "uneven: {counts:?}");
     // The message names the salesperson the assignment picked.
     let names = BTreeMap::from([("s1", "Wang Fang"), ("s2", "Li Lei"), ("s3", "Chen Jie")]);
     for pair in rows.chunks(2) {
         let who = pair[0]["salesperson"].as_str().unwrap();
-        assert!(pair[1]["body"].as_str().unwrap().starts_with(names[who]), "{pair:?}");
+        assert!(
+            pair[1]["body"].as_str().unwrap().starts_with(names[who]),
+            "{pair:?}"
+        );
     }
 }
 
 #[test]
 fn explain_says_which_condition_held_and_which_failed() {
     let p = Project::new(SETTINGS);
-    p.write("workflows/winback.yaml", WINBACK).write("templates/winback.hbs", "Hi {{contact.name}}");
+    p.write("workflows/winback.yaml", WINBACK)
+        .write("templates/winback.hbs", "Hi {{contact.name}}");
     p.import(
         "id,name,phone,created_at,last_active_at,tags,city\n\
          bj,Beijing VIP,+8613800000001,2026-01-01T00:00:00Z,2026-08-01T00:00:00Z,vip,Beijing\n\
          sh,Shanghai VIP,+8613800000002,2026-01-01T00:00:00Z,2026-08-01T00:00:00Z,vip,Shanghai\n",
     );
-    let out = p.cmd().args(["dry-run", "--at", "2026-11-01T10:00:00+08:00", "--explain", "bj"]).output().unwrap();
+    let out = p
+        .cmd()
+        .args([
+            "dry-run",
+            "--at",
+            "2026-11-01T10:00:00+08:00",
+            "--explain",
+            "bj",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("✓ tag vip"), "{text}");
-    assert!(text.contains("✗ field city in [\"Shanghai\", \"Hangzhou\"] (value: \"Beijing\")"), "{text}");
-    assert!(text.contains("would not enter: not in the audience"), "{text}");
+    assert!(
+        text.contains("✗ field city in [\"Shanghai\", \"Hangzhou\"] (value: \"Beijing\")"),
+        "{text}"
+    );
+    assert!(
+        text.contains("would not enter: not in the audience"),
+        "{text}"
+    );
 
     let text = String::from_utf8(
-        p.cmd().args(["dry-run", "--at", "2026-11-01T10:00:00+08:00", "--explain", "sh"]).output().unwrap().stdout,
+        p.cmd()
+            .args([
+                "dry-run",
+                "--at",
+                "2026-11-01T10:00:00+08:00",
+                "--explain",
+                "sh",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     assert!(text.contains("→ would enter"), "{text}");
@@ -323,7 +433,8 @@ fn explain_says_which_condition_held_and_which_failed() {
 #[test]
 fn dry_run_changes_nothing_in_the_store() {
     let p = Project::new(SETTINGS);
-    p.write("workflows/winback.yaml", WINBACK).write("templates/winback.hbs", "Hi {{contact.name}}");
+    p.write("workflows/winback.yaml", WINBACK)
+        .write("templates/winback.hbs", "Hi {{contact.name}}");
     p.write(
         "workflows/greet.yaml",
         "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: east, strategy: round_robin }\n",
@@ -331,13 +442,33 @@ fn dry_run_changes_nothing_in_the_store() {
     p.import(&generated_contacts(200));
     let snapshot = || {
         rt().block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db().display())).await.unwrap();
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db().display()))
+                .await
+                .unwrap();
             let mut v = vec![];
-            for t in ["contacts", "contact_tags", "event_log", "enrollments", "enrollment_steps", "outbox", "team_cursors", "cursors", "salesperson_load"] {
-                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}"))).fetch_one(&pool).await.unwrap();
+            for t in [
+                "contacts",
+                "contact_tags",
+                "event_log",
+                "enrollments",
+                "enrollment_steps",
+                "outbox",
+                "team_cursors",
+                "cursors",
+                "salesperson_load",
+            ] {
+                let n: i64 =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
                 v.push((t, n));
             }
-            let owners: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts WHERE owner IS NOT NULL").fetch_one(&pool).await.unwrap();
+            let owners: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM contacts WHERE owner IS NOT NULL")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             v.push(("owners", owners));
             pool.close().await;
             v
@@ -345,7 +476,17 @@ fn dry_run_changes_nothing_in_the_store() {
     };
     let before = snapshot();
     for format in ["table", "jsonl", "csv"] {
-        p.cmd().args(["dry-run", "--at", "2026-11-01T10:00:00+08:00", "--all-contacts", "--format", format]).assert().success();
+        p.cmd()
+            .args([
+                "dry-run",
+                "--at",
+                "2026-11-01T10:00:00+08:00",
+                "--all-contacts",
+                "--format",
+                format,
+            ])
+            .assert()
+            .success();
     }
     assert_eq!(snapshot(), before);
 }
@@ -353,10 +494,23 @@ fn dry_run_changes_nothing_in_the_store() {
 #[test]
 fn csv_and_table_formats_carry_the_same_plan() {
     let p = Project::new(SETTINGS);
-    p.write("workflows/winback.yaml", WINBACK).write("templates/winback.hbs", "Hi {{contact.name}}, \"quoted\", comma");
+    p.write("workflows/winback.yaml", WINBACK).write(
+        "templates/winback.hbs",
+        "Hi {{contact.name}}, \"quoted\", comma",
+    );
     p.import(&generated_contacts(300));
     let jsonl = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
-    let out = p.cmd().args(["dry-run", "--at", "2026-11-01T10:00:00+08:00", "--format", "csv"]).output().unwrap();
+    let out = p
+        .cmd()
+        .args([
+            "dry-run",
+            "--at",
+            "2026-11-01T10:00:00+08:00",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
     let mut rdr = csv::Reader::from_reader(out.stdout.as_slice());
     let headers = rdr.headers().unwrap().clone();
     assert_eq!(&headers[0], "workflow");
@@ -367,7 +521,11 @@ fn csv_and_table_formats_carry_the_same_plan() {
     assert!(first_send[body_col].contains("\"quoted\", comma"));
 
     let table = String::from_utf8(
-        p.cmd().args(["dry-run", "--at", "2026-11-01T10:00:00+08:00"]).output().unwrap().stdout,
+        p.cmd()
+            .args(["dry-run", "--at", "2026-11-01T10:00:00+08:00"])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     let sends = jsonl.iter().filter(|r| r["action"] == "send").count();
@@ -378,9 +536,14 @@ fn csv_and_table_formats_carry_the_same_plan() {
 #[test]
 fn bad_at_and_unknown_workflow_are_user_errors() {
     let p = Project::new(SETTINGS);
-    p.write("workflows/winback.yaml", WINBACK).write("templates/winback.hbs", "Hi {{contact.name}}");
+    p.write("workflows/winback.yaml", WINBACK)
+        .write("templates/winback.hbs", "Hi {{contact.name}}");
     p.import("id\nx\n");
-    p.cmd().args(["dry-run", "--at", "yesterday"]).assert().code(1).stderr(predicates::str::contains("RFC 3339"));
+    p.cmd()
+        .args(["dry-run", "--at", "yesterday"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("RFC 3339"));
     p.cmd()
         .args(["dry-run", "--workflow", "winbak"])
         .assert()

@@ -44,7 +44,10 @@ pub enum Delivery {
     /// Accepted; `provider_id` is the provider's own id when it gives one.
     Delivered { provider_id: Option<String> },
     /// Try again: a timeout, a 5xx, a 429 (with its `Retry-After` in `after`).
-    Retry { after: Option<Duration>, reason: String },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
     /// Do not try again (4xx other than 429, or a provider code that says so).
     Permanent { reason: String },
 }

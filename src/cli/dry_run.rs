@@ -53,31 +53,34 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     // Quiet by default; NURTURE_LOG=debug shows each scan's SQL.
     let filter = tracing_subscriber::EnvFilter::try_from_env("NURTURE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx=error"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
     let project = Project::load_or_report(config)?;
     let tz = project.settings.timezone;
     let at = match &args.at {
         Some(s) => parse_at(s, tz).map_err(Failure::Input)?,
         None => Utc::now(),
     };
-    if let Some(name) = &args.workflow {
-        if !project.workflows.iter().any(|w| &w.name == name) {
-            let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
-            let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
-                .map(|s| format!("; did you mean \"{s}\"?"))
-                .unwrap_or_default();
-            return Err(Failure::Input(format!(
-                "no workflow named \"{name}\"{hint}"
-            )));
-        }
+    if let Some(name) = &args.workflow
+        && !project.workflows.iter().any(|w| &w.name == name)
+    {
+        let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
+        let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
+            .map(|s| format!("; did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        return Err(Failure::Input(format!(
+            "no workflow named \"{name}\"{hint}"
+        )));
     }
     let url = project.settings.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        if !Path::new(path).exists() {
-            return Err(Failure::Input(format!(
-                "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
-            )));
-        }
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !Path::new(path).exists()
+    {
+        return Err(Failure::Input(format!(
+            "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
+        )));
     }
     let store = Store::open(&url)
         .await

@@ -55,7 +55,9 @@ pub async fn run(config: &Path, args: RunArgs) -> CliResult {
         until_idle: args.until_idle,
         delivery,
     };
-    crate::daemon::run(project, opts).await.map_err(Failure::Other)
+    crate::daemon::run(project, opts)
+        .await
+        .map_err(Failure::Other)
 }
 
 fn init_logging(format: LogFormat) {

@@ -28,10 +28,18 @@ pub fn message_id(workflow: &str, contact_id: &str, enrollment_id: i64, step: &s
     format!("{workflow}:{contact_id}:{enrollment_id}:{step}")
 }
 
-pub async fn apply(pool: &SqlitePool, settings: &Settings, d: &Decided<'_>, now: DateTime<Utc>) -> Result<Applied> {
+pub async fn apply(
+    pool: &SqlitePool,
+    settings: &Settings,
+    d: &Decided<'_>,
+    now: DateTime<Utc>,
+) -> Result<Applied> {
     // IMMEDIATE: take SQLite's write lock up front, so the read-then-write
     // below cannot be interleaved with another writer.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.context("beginning a transaction")?;
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .context("beginning a transaction")?;
     let applied = apply_in(&mut tx, settings, d, now).await?;
     tx.commit().await.context("committing the plan")?;
     Ok(applied)
@@ -76,7 +84,8 @@ pub async fn apply_in(
                     .fetch_optional(&mut *tx)
                     .await?;
             match row {
-                Some((status, step)) if status == "active" && step.as_deref() == d.from_step.as_deref() => {}
+                Some((status, step))
+                    if status == "active" && step.as_deref() == d.from_step.as_deref() => {}
                 _ => return Ok(Applied::Stale),
             }
             *enrollment_id
@@ -192,17 +201,17 @@ async fn effects(
                     .get(&a.team.value)
                     .map(Vec::as_slice)
                     .unwrap_or(&[]);
-                if let Some(i) = team.iter().position(|p| &p.id == salesperson) {
-                    if a.strategy == crate::workflow::Strategy::RoundRobin {
-                        sqlx::query(
-                            "INSERT INTO team_cursors (team, next_index) VALUES (?, ?)
+                if let Some(i) = team.iter().position(|p| &p.id == salesperson)
+                    && a.strategy == crate::workflow::Strategy::RoundRobin
+                {
+                    sqlx::query(
+                        "INSERT INTO team_cursors (team, next_index) VALUES (?, ?)
                              ON CONFLICT (team) DO UPDATE SET next_index = excluded.next_index",
-                        )
-                        .bind(&a.team.value)
-                        .bind(((i + 1) % team.len()) as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+                    )
+                    .bind(&a.team.value)
+                    .bind(((i + 1) % team.len()) as i64)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             let Some(channel) = notify else { return Ok(0) };

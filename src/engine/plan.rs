@@ -214,7 +214,7 @@ impl<'a> Planner<'a> {
                     return EnrollmentPlan {
                         steps,
                         outcome: Outcome::Exited(Reason::StepRemoved(id.to_string())),
-                        ran
+                        ran,
                     };
                 }
             },
@@ -222,37 +222,37 @@ impl<'a> Planner<'a> {
 
         while let Some(step) = current {
             // Before every step: the goal, then the audience.
-            if let Some(goal) = &wf.exit_when {
-                if holds(goal, &c, self.now) {
-                    let reason = Reason::GoalReached;
-                    steps.push(row(
-                        step,
-                        Action::Exit {
-                            reason: reason.clone(),
-                        },
-                    ));
-                    return EnrollmentPlan {
-                        steps,
-                        outcome: Outcome::Exited(reason),
-                        ran
-                    };
-                }
+            if let Some(goal) = &wf.exit_when
+                && holds(goal, &c, self.now)
+            {
+                let reason = Reason::GoalReached;
+                steps.push(row(
+                    step,
+                    Action::Exit {
+                        reason: reason.clone(),
+                    },
+                ));
+                return EnrollmentPlan {
+                    steps,
+                    outcome: Outcome::Exited(reason),
+                    ran,
+                };
             }
-            if let Some(audience) = &wf.audience {
-                if !holds(audience, &c, self.now) {
-                    let reason = Reason::LeftAudience;
-                    steps.push(row(
-                        step,
-                        Action::Exit {
-                            reason: reason.clone(),
-                        },
-                    ));
-                    return EnrollmentPlan {
-                        steps,
-                        outcome: Outcome::Exited(reason),
-                        ran
-                    };
-                }
+            if let Some(audience) = &wf.audience
+                && !holds(audience, &c, self.now)
+            {
+                let reason = Reason::LeftAudience;
+                steps.push(row(
+                    step,
+                    Action::Exit {
+                        reason: reason.clone(),
+                    },
+                ));
+                return EnrollmentPlan {
+                    steps,
+                    outcome: Outcome::Exited(reason),
+                    ran,
+                };
             }
 
             ran.push(step.id.clone());
@@ -325,7 +325,7 @@ impl<'a> Planner<'a> {
                             next_step: next.map(|s| s.id.clone()),
                             until,
                         },
-                        ran
+                        ran,
                     };
                 }
                 StepAction::If(branch) => {
@@ -344,7 +344,7 @@ impl<'a> Planner<'a> {
         EnrollmentPlan {
             steps,
             outcome: Outcome::Done,
-            ran
+            ran,
         }
     }
 
@@ -401,7 +401,8 @@ impl<'a> Planner<'a> {
             .as_deref()
             .and_then(|id| self.settings.salesperson(id))
             .map(|s| s.template_value());
-        let ctx = handlebars::Context::from(render_context(c, owner.as_ref(), &wf.name, self.now, tz));
+        let ctx =
+            handlebars::Context::from(render_context(c, owner.as_ref(), &wf.name, self.now, tz));
         let rendered = match self.templates.render_with(template, &ctx) {
             Ok(r) => r,
             Err(e) => {

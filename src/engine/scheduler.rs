@@ -16,17 +16,17 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::SqlitePool;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::contact::Contact;
-use crate::engine::apply::{apply_in, Applied};
+use crate::engine::apply::{Applied, apply_in};
 use crate::engine::plan::{EnrollmentPlan, Outcome, Planner, StartAt};
 use crate::engine::sources::{self, Decided, Start};
 use crate::metrics;
 use crate::project::Project;
-use crate::store::plan_reads::{self, ms, DAEMON_CURSOR};
 use crate::store::Store;
+use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
 use crate::workflow::Workflow;
 
 /// Plans applied per transaction.
@@ -53,7 +53,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub async fn run(mut self) -> Result<()> {
-        let pool = self.store.sqlite_pool().context("the store is not SQLite")?.clone();
+        let pool = self
+            .store
+            .sqlite_pool()
+            .context("the store is not SQLite")?
+            .clone();
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -64,14 +68,21 @@ impl Scheduler {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "scheduler pass failed; retrying in 1 s");
-                    Pass { plans: 0, messages: 0 }
+                    Pass {
+                        plans: 0,
+                        messages: 0,
+                    }
                 }
             };
             if pass.messages > 0 {
                 self.deliver.notify_one();
             }
             if pass.plans > 0 {
-                tracing::debug!(plans = pass.plans, messages = pass.messages, "scheduler pass");
+                tracing::debug!(
+                    plans = pass.plans,
+                    messages = pass.messages,
+                    "scheduler pass"
+                );
                 continue;
             }
             if self.until_idle && idle(&pool).await.unwrap_or(false) {
@@ -79,7 +90,9 @@ impl Scheduler {
                 self.shutdown.cancel();
                 break;
             }
-            let sleep = next_wake(&pool, &project, now).await.unwrap_or(StdDuration::from_secs(1));
+            let sleep = next_wake(&pool, &project, now)
+                .await
+                .unwrap_or(StdDuration::from_secs(1));
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
@@ -91,24 +104,38 @@ impl Scheduler {
     }
 
     /// One pass over everything due at `now`.
-    pub async fn pass(&self, pool: &SqlitePool, project: &Project, now: DateTime<Utc>) -> Result<Pass> {
+    pub async fn pass(
+        &self,
+        pool: &SqlitePool,
+        project: &Project,
+        now: DateTime<Utc>,
+    ) -> Result<Pass> {
         let assign = plan_reads::assign_state(pool).await?;
         let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
         let mut pass = Pass::default();
         let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
-        self.due_steps(pool, &enabled, &mut planner, &mut pass).await?;
-        self.event_log(pool, &enabled, &mut planner, &mut pass).await?;
+        self.due_steps(pool, &enabled, &mut planner, &mut pass)
+            .await?;
+        self.event_log(pool, &enabled, &mut planner, &mut pass)
+            .await?;
         for wf in enabled.iter().filter(|w| w.trigger.is_ticked()) {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            self.tick(pool, project, wf, &mut planner, &mut pass).await?;
+            self.tick(pool, project, wf, &mut planner, &mut pass)
+                .await?;
         }
         Ok(pass)
     }
 
     /// Enrollments whose next step is due.
-    async fn due_steps(&self, pool: &SqlitePool, enabled: &[&Workflow], planner: &mut Planner<'_>, pass: &mut Pass) -> Result<()> {
+    async fn due_steps(
+        &self,
+        pool: &SqlitePool,
+        enabled: &[&Workflow],
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
         let due = plan_reads::due_enrollments(pool, planner.now, BATCH as i64).await?;
         let mut batch = Vec::new();
         for e in due {
@@ -119,15 +146,22 @@ impl Scheduler {
             let Some(mut contact) = self.store.contact(&e.contact_id).await? else {
                 continue;
             };
-            let recent = sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
+            let recent =
+                sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
             let plan = match &e.step_id {
                 Some(step) => planner.plan(wf, &contact, StartAt::Step(step), recent[0]),
-                None => EnrollmentPlan { steps: vec![], outcome: Outcome::Done, ran: vec![] },
+                None => EnrollmentPlan {
+                    steps: vec![],
+                    outcome: Outcome::Done,
+                    ran: vec![],
+                },
             };
             batch.push(Decided {
                 workflow: wf,
                 contact_id: e.contact_id.clone(),
-                start: Start::Existing { enrollment_id: e.id },
+                start: Start::Existing {
+                    enrollment_id: e.id,
+                },
                 from_step: e.step_id.clone(),
                 plan,
             });
@@ -136,10 +170,18 @@ impl Scheduler {
     }
 
     /// New entries of the event log, for event-triggered workflows.
-    async fn event_log(&self, pool: &SqlitePool, enabled: &[&Workflow], planner: &mut Planner<'_>, pass: &mut Pass) -> Result<()> {
+    async fn event_log(
+        &self,
+        pool: &SqlitePool,
+        enabled: &[&Workflow],
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
         let after = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
         let entries = plan_reads::pending_log(pool, after, BATCH as i64).await?;
-        let Some(last) = entries.last().map(|e| e.seq) else { return Ok(()) };
+        let Some(last) = entries.last().map(|e| e.seq) else {
+            return Ok(());
+        };
         let mut batch = Vec::new();
         let mut entered: HashSet<(String, String)> = HashSet::new();
         for entry in &entries {
@@ -153,11 +195,15 @@ impl Scheduler {
                     continue;
                 }
                 let entry_key = sources::log_entry_key(wf, entry.seq);
-                if !sources::may_enter(pool, wf, &entry.contact_id, &entry_key, planner.now).await? {
+                if !sources::may_enter(pool, wf, &entry.contact_id, &entry_key, planner.now).await?
+                {
                     continue;
                 }
-                let Some(mut contact) = self.store.contact(&entry.contact_id).await? else { continue };
-                let recent = sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
+                let Some(mut contact) = self.store.contact(&entry.contact_id).await? else {
+                    continue;
+                };
+                let recent =
+                    sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
                 if !sources::in_audience(wf, &contact, planner.now) {
                     continue;
                 }
@@ -166,7 +212,10 @@ impl Scheduler {
                 batch.push(Decided {
                     workflow: wf,
                     contact_id: contact.id.clone(),
-                    start: Start::New { entry_key, cause: sources::Cause::Log(entry.seq) },
+                    start: Start::New {
+                        entry_key,
+                        cause: sources::Cause::Log(entry.seq),
+                    },
                     from_step: None,
                     plan,
                 });
@@ -179,18 +228,28 @@ impl Scheduler {
     }
 
     /// A cron-ticked workflow: run its latest tick if not taken yet.
-    async fn tick(&self, pool: &SqlitePool, project: &Project, wf: &Workflow, planner: &mut Planner<'_>, pass: &mut Pass) -> Result<()> {
+    async fn tick(
+        &self,
+        pool: &SqlitePool,
+        project: &Project,
+        wf: &Workflow,
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
         let now = planner.now;
         let cron = match &wf.trigger {
             crate::workflow::Trigger::Inactive { check, .. } => check,
             crate::workflow::Trigger::Schedule { cron } => cron,
             _ => return Ok(()),
         };
-        let Some(tick) = cron.latest_at_or_before(now, project.settings.timezone) else { return Ok(()) };
-        let last: Option<i64> = sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = ?")
-            .bind(&wf.name)
-            .fetch_one(pool)
-            .await?;
+        let Some(tick) = cron.latest_at_or_before(now, project.settings.timezone) else {
+            return Ok(());
+        };
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = ?")
+                .bind(&wf.name)
+                .fetch_one(pool)
+                .await?;
         match last {
             // First sight of this workflow: its past ticks are not "missed";
             // only ticks from now on run. (A newly deployed monthly broadcast
@@ -218,11 +277,13 @@ impl Scheduler {
         for c in contacts {
             chunk.push(c);
             if chunk.len() == BATCH {
-                self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass).await?;
+                self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass)
+                    .await?;
             }
         }
         if !chunk.is_empty() {
-            self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass).await?;
+            self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass)
+                .await?;
         }
         take_tick(pool, wf, tick, now).await?;
         pass.plans = pass.plans.max(1);
@@ -250,7 +311,10 @@ impl Scheduler {
             batch.push(Decided {
                 workflow: wf,
                 contact_id: contact.id.clone(),
-                start: Start::New { entry_key: key_of.key(wf, &contact), cause: cause.clone() },
+                start: Start::New {
+                    entry_key: key_of.key(wf, &contact),
+                    cause: cause.clone(),
+                },
                 from_step: None,
                 plan,
             });
@@ -259,11 +323,21 @@ impl Scheduler {
     }
 
     /// Apply a batch of plans (and move the cursor) in one transaction.
-    async fn commit(&self, pool: &SqlitePool, planner: &mut Planner<'_>, batch: &[Decided<'_>], cursor: Option<i64>, pass: &mut Pass) -> Result<()> {
+    async fn commit(
+        &self,
+        pool: &SqlitePool,
+        planner: &mut Planner<'_>,
+        batch: &[Decided<'_>],
+        cursor: Option<i64>,
+        pass: &mut Pass,
+    ) -> Result<()> {
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.context("beginning a transaction")?;
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("beginning a transaction")?;
         let mut stored = Vec::new();
         for d in batch {
             match apply_in(&mut tx, planner.settings, d, planner.now).await? {
@@ -303,7 +377,12 @@ impl Scheduler {
     }
 }
 
-async fn take_tick(pool: &SqlitePool, wf: &Workflow, tick: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+async fn take_tick(
+    pool: &SqlitePool,
+    wf: &Workflow,
+    tick: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query("INSERT INTO cron_ticks (workflow, tick_at, taken_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
         .bind(&wf.name)
         .bind(ms(tick))
@@ -330,11 +409,16 @@ async fn idle(pool: &SqlitePool) -> Result<bool> {
 /// How long to sleep: until the next due enrollment or cron tick, at most 1 s
 /// (new work from outside the API — rows written by other systems — is found
 /// by polling).
-async fn next_wake(pool: &SqlitePool, project: &Project, now: DateTime<Utc>) -> Result<StdDuration> {
+async fn next_wake(
+    pool: &SqlitePool,
+    project: &Project,
+    now: DateTime<Utc>,
+) -> Result<StdDuration> {
     let mut next = now + chrono::Duration::seconds(1);
-    let due: Option<i64> = sqlx::query_scalar("SELECT min(next_run_at) FROM enrollments WHERE status = 'active'")
-        .fetch_one(pool)
-        .await?;
+    let due: Option<i64> =
+        sqlx::query_scalar("SELECT min(next_run_at) FROM enrollments WHERE status = 'active'")
+            .fetch_one(pool)
+            .await?;
     if let Some(d) = due {
         next = next.min(plan_reads::from_ms(d));
     }
@@ -348,5 +432,8 @@ async fn next_wake(pool: &SqlitePool, project: &Project, now: DateTime<Utc>) -> 
             next = next.min(t);
         }
     }
-    Ok((next - now).to_std().unwrap_or_default().max(StdDuration::from_millis(5)))
+    Ok((next - now)
+        .to_std()
+        .unwrap_or_default()
+        .max(StdDuration::from_millis(5)))
 }

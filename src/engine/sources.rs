@@ -98,7 +98,7 @@ where
             None => EnrollmentPlan {
                 steps: vec![],
                 outcome: crate::engine::plan::Outcome::Done,
-                ran: vec![]
+                ran: vec![],
             },
         };
         on_plan(Decided {
@@ -367,7 +367,9 @@ pub async fn enrich(
 pub fn fires(wf: &Workflow, entry: &plan_reads::LogEntry) -> bool {
     match &wf.trigger {
         Trigger::ContactCreated => entry.kind == "contact_created",
-        Trigger::TagAdded { tag } => entry.kind == "tag_added" && entry.name.as_deref() == Some(tag),
+        Trigger::TagAdded { tag } => {
+            entry.kind == "tag_added" && entry.name.as_deref() == Some(tag)
+        }
         Trigger::Event { name } => entry.kind == "event" && entry.name.as_deref() == Some(name),
         _ => false,
     }
