@@ -125,10 +125,17 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
     };
     let audience = opt_condition(r, &f, "audience");
     let exit_when = opt_condition(r, &f, "exit_when");
+    // `once` is the default, except for a `schedule`: a recurring broadcast
+    // that reached each contact only on its first tick would surprise anyone
+    // (README, "Decisions").
+    let default_entry = match &trigger {
+        Some(Trigger::Schedule { .. }) => Entry::EveryTime,
+        _ => Entry::Once,
+    };
     let entry = f
         .get("entry")
         .and_then(|n| read_entry(r, n))
-        .unwrap_or(Entry::Once);
+        .unwrap_or(default_entry);
     let steps = match f.get("steps") {
         Some(n) => match r.seq(n, "steps") {
             Some([]) => {
@@ -526,4 +533,36 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         only_if_unassigned,
         notify,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry_of(src: &str) -> Entry {
+        let (wf, diags) = load_str(Path::new("w.yaml"), src);
+        assert!(diags.is_empty(), "{diags:?}");
+        wf.unwrap().workflow.entry
+    }
+
+    #[test]
+    fn a_schedule_enters_on_every_tick_unless_told_otherwise() {
+        let steps = "steps:\n  - wait: 1d\n";
+        assert_eq!(
+            entry_of(&format!(
+                "trigger: {{ schedule: {{ cron: \"0 9 1 * *\" }} }}\n{steps}"
+            )),
+            Entry::EveryTime
+        );
+        assert_eq!(
+            entry_of(&format!(
+                "trigger: {{ schedule: {{ cron: \"0 9 1 * *\" }} }}\nentry: once\n{steps}"
+            )),
+            Entry::Once
+        );
+        assert_eq!(
+            entry_of(&format!("trigger: {{ contact_created: {{}} }}\n{steps}")),
+            Entry::Once
+        );
+    }
 }
