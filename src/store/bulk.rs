@@ -4,14 +4,15 @@
 //!
 //! Why: sqlx runs every statement on its worker thread and copies each bound
 //! value through a channel; for a million contacts that worker was the
-//! import's bottleneck. Here the statements are prepared once per connection
-//! and stepped one row at a time, binding borrowed values.
+//! import's bottleneck. Here the multi-row statements are prepared once per
+//! connection (`prepare_cached`) and bind borrowed values.
 //!
-//! The SQL is that of `write_rows`, row by row, in the same order, so the
-//! stored rows, the event log (its rows and their order) and the
-//! Created/Updated/Unchanged classification are the same:
-//! 1. new contacts are inserted (`ON CONFLICT (id) DO NOTHING` doubles as the
-//!    existence check: a contact that exists is left for step 3);
+//! The SQL is that of `write_rows`, in the same order, so the stored rows,
+//! the event log (its rows and their order) and the Created/Updated/Unchanged
+//! classification are the same:
+//! 1. new contacts are inserted (`ON CONFLICT (id) DO NOTHING RETURNING id`
+//!    doubles as the existence check: a contact that exists is left for
+//!    step 3);
 //! 2. the new contacts' tags are added;
 //! 3. existing contacts are updated only where a given value differs (same
 //!    `coalesce`/`json_patch` expressions as `write_rows`' UPDATE);
@@ -25,10 +26,12 @@ use std::borrow::Cow;
 use std::error::Error as StdError;
 
 use std::collections::HashSet;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, Statement, ToSql};
 
-use super::contacts::{Row, Upserted};
+use super::contacts::{Row, UPDATE_TAIL, Upserted, repeat_sql};
 use super::{BUSY_TIMEOUT, StoreError};
 
 /// A rusqlite error as the store reports database errors (`StoreError::Db`).
@@ -99,20 +102,6 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 const CONTACT_CHUNK: usize = 500;
 const TAG_CHUNK: usize = 1000;
 
-/// `head` followed by `n` groups `group` separated by commas, then `tail`.
-fn repeat_sql(head: &str, group: &str, n: usize, tail: &str) -> String {
-    let mut s = String::with_capacity(head.len() + tail.len() + n * (group.len() + 1));
-    s.push_str(head);
-    for i in 0..n {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(group);
-    }
-    s.push_str(tail);
-    s
-}
-
 /// New contacts, `n` rows; gives the ids it inserted (an id that exists is
 /// left for the UPDATE).
 fn insert_sql(n: usize) -> String {
@@ -150,35 +139,23 @@ fn update_sql(n: usize) -> String {
     )
 }
 
-/// The same text as `contacts::UPDATE_TAIL`.
-const UPDATE_TAIL: &str = ") UPDATE contacts SET \
-    name = coalesce(v.name, contacts.name), \
-    email = coalesce(v.email, contacts.email), \
-    phone = coalesce(v.phone, contacts.phone), \
-    wecom_external_userid = coalesce(v.wecom_external_userid, contacts.wecom_external_userid), \
-    owner = coalesce(v.owner, contacts.owner), \
-    timezone = coalesce(v.timezone, contacts.timezone), \
-    created_at = coalesce(v.created_at, contacts.created_at), \
-    last_active_at = coalesce(v.last_active_at, contacts.last_active_at), \
-    unsubscribed = coalesce(v.unsubscribed, contacts.unsubscribed), \
-    attrs = CASE WHEN v.attrs = '{}' THEN contacts.attrs ELSE json_patch(contacts.attrs, v.attrs) END, \
-    updated_at = ? \
-    FROM v WHERE contacts.id = v.id AND ( \
-       (v.name IS NOT NULL AND v.name IS NOT contacts.name) \
-    OR (v.email IS NOT NULL AND v.email IS NOT contacts.email) \
-    OR (v.phone IS NOT NULL AND v.phone IS NOT contacts.phone) \
-    OR (v.wecom_external_userid IS NOT NULL AND v.wecom_external_userid IS NOT contacts.wecom_external_userid) \
-    OR (v.owner IS NOT NULL AND v.owner IS NOT contacts.owner) \
-    OR (v.timezone IS NOT NULL AND v.timezone IS NOT contacts.timezone) \
-    OR (v.created_at IS NOT NULL AND v.created_at IS NOT contacts.created_at) \
-    OR (v.last_active_at IS NOT NULL AND v.last_active_at IS NOT contacts.last_active_at) \
-    OR (v.unsubscribed IS NOT NULL AND v.unsubscribed IS NOT contacts.unsubscribed) \
-    OR (v.attrs <> '{}' AND json_patch(contacts.attrs, v.attrs) IS NOT contacts.attrs)) \
-    RETURNING id";
+/// A connection to the store's file (created and migrated by Store::open).
+fn open_conn(path: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    Ok(conn)
+}
 
 /// A connection that writes import batches.
 pub(crate) struct BulkWriter {
     conn: Connection,
+    /// Wakes the checkpointing thread after each commit.
+    checkpoint: Option<mpsc::Sender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 /// How many rows of a batch were created, updated and left unchanged.
@@ -193,12 +170,7 @@ impl BulkWriter {
     /// Opens the store's file (which `Store::open` created and migrated) with
     /// the settings of the store's own connections.
     pub(crate) fn open(path: &str) -> Result<BulkWriter, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        let conn = open_conn(path)?;
         conn.execute_batch(
             // journal_mode = WAL is kept in the file by Store::open.
             "PRAGMA synchronous = NORMAL; \
@@ -207,21 +179,43 @@ impl BulkWriter {
              PRAGMA cache_size = -65536;",
         )
         .map_err(db_err)?;
+        // The WAL is copied into the database by a thread of its own (a
+        // PASSIVE checkpoint after each commit) rather than by the commit
+        // on this thread: the writer is the import's bottleneck. Durability
+        // is unchanged (WAL, synchronous = NORMAL, as Store::open sets).
+        let checker = open_conn(path)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(db_err)?;
+        let (checkpoint, rx) = mpsc::channel::<()>();
+        let checkpointer = std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                // A failed or partial checkpoint is retried after the next
+                // commit; the store's own connections checkpoint too.
+                let _ = checker.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+            }
+            let _ = checker.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+        });
         // Full chunks and remainders of the four statements.
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(BulkWriter { conn })
+        Ok(BulkWriter {
+            conn,
+            checkpoint: Some(checkpoint),
+            checkpointer: Some(checkpointer),
+        })
     }
 
     /// Upserts `rows` (ids unique among them) in one `BEGIN IMMEDIATE`
     /// transaction; on error nothing of the batch is written.
     pub(crate) fn write_batch(&mut self, rows: &[Row], now: i64) -> Result<Counts, StoreError> {
-        let tx = rusqlite::Transaction::new(
-            &mut self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )
-        .map_err(db_err)?;
+        let tx =
+            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
         let counts = write(&tx, rows, now).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
+        if let Some(c) = &self.checkpoint {
+            let _ = c.send(());
+        }
         Ok(counts)
     }
 }
@@ -251,7 +245,7 @@ fn write_tags(
     rows: &[Row],
     which: &[usize],
     now: i64,
-    mut changed: Option<&mut [bool]>,
+    changed: Option<&mut [bool]>,
 ) -> rusqlite::Result<()> {
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for &i in which {
@@ -272,7 +266,7 @@ fn write_tags(
             st.raw_execute()?;
         }
     }
-    if let Some(changed) = changed.as_deref_mut()
+    if let Some(changed) = changed
         && !got.is_empty()
     {
         for &i in which {
@@ -376,6 +370,16 @@ fn write(conn: &Connection, rows: &[Row], now: i64) -> rusqlite::Result<Counts> 
         }
     }
     Ok(counts)
+}
+
+impl Drop for BulkWriter {
+    fn drop(&mut self) {
+        // The last checkpoint runs before the import reports.
+        self.checkpoint = None;
+        if let Some(h) = self.checkpointer.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Counts {
