@@ -182,45 +182,23 @@ impl Scheduler {
         let Some(last) = entries.last().map(|e| e.seq) else {
             return Ok(());
         };
-        let mut batch = Vec::new();
-        let mut entered: HashSet<(String, String)> = HashSet::new();
         for entry in &entries {
             metrics::global().event(&entry.kind);
-            for wf in enabled.iter().copied().filter(|w| !w.trigger.is_ticked()) {
-                if !sources::fires(wf, entry) {
-                    continue;
-                }
-                let key = (wf.name.clone(), entry.contact_id.clone());
-                if wf.entry != crate::workflow::Entry::EveryTime && entered.contains(&key) {
-                    continue;
-                }
-                let entry_key = sources::log_entry_key(wf, entry.seq);
-                if !sources::may_enter(pool, wf, &entry.contact_id, &entry_key, planner.now).await?
-                {
-                    continue;
-                }
-                let Some(mut contact) = self.store.contact(&entry.contact_id).await? else {
-                    continue;
-                };
-                let recent =
-                    sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
-                if !sources::in_audience(wf, &contact, planner.now) {
-                    continue;
-                }
-                entered.insert(key);
-                let plan = planner.plan(wf, &contact, StartAt::First, recent[0]);
-                batch.push(Decided {
-                    workflow: wf,
-                    contact_id: contact.id.clone(),
-                    start: Start::New {
-                        entry_key,
-                        cause: sources::Cause::Log(entry.seq),
-                    },
-                    from_step: None,
-                    plan,
-                });
-            }
         }
+        let event_triggered: Vec<&Workflow> = enabled
+            .iter()
+            .copied()
+            .filter(|w| !w.trigger.is_ticked())
+            .collect();
+        let mut entered: HashSet<(String, String)> = HashSet::new();
+        let batch = sources::plan_log_batch(
+            &self.store,
+            &event_triggered,
+            &entries,
+            planner,
+            &mut entered,
+        )
+        .await?;
         // The plans and the cursor move together.
         self.commit(pool, planner, &batch, Some(last), pass).await?;
         pass.plans = pass.plans.max(1);

@@ -8,7 +8,7 @@
 //! `Planner::plan` and handed to the caller, who prints it (dry-run) or
 //! applies it (daemon).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -126,42 +126,8 @@ where
             let batch = plan_reads::pending_log(pool, after, 10_000).await?;
             let Some(last) = batch.last() else { break };
             after = last.seq;
-            for entry in &batch {
-                for wf in &event_triggered {
-                    let fires = fires(wf, entry);
-                    if !fires {
-                        continue;
-                    }
-                    let entry_key = log_entry_key(wf, entry.seq);
-                    let key = (wf.name.clone(), entry.contact_id.clone());
-                    if wf.entry != Entry::EveryTime && entered.contains(&key) {
-                        continue;
-                    }
-                    if !may_enter(pool, wf, &entry.contact_id, &entry_key, at).await? {
-                        continue;
-                    }
-                    let Some(mut contact) = store.contact(&entry.contact_id).await? else {
-                        continue;
-                    };
-                    let recent =
-                        enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
-                    if !in_audience(wf, &contact, at) {
-                        continue;
-                    }
-                    entered.insert(key);
-                    let plan = planner.plan(wf, &contact, StartAt::First, recent[0]);
-                    let start = Start::New {
-                        entry_key,
-                        cause: Cause::Log(entry.seq),
-                    };
-                    on_plan(Decided {
-                        workflow: wf,
-                        contact_id: contact.id.clone(),
-                        start,
-                        from_step: None,
-                        plan,
-                    })?;
-                }
+            for d in plan_log_batch(store, &event_triggered, &batch, planner, &mut entered).await? {
+                on_plan(d)?;
             }
         }
     }
@@ -299,16 +265,132 @@ pub async fn may_enter(
     at: DateTime<Utc>,
 ) -> Result<bool> {
     let existing = plan_reads::enrollments_of(pool, contact_id).await?;
-    let mine = existing.iter().filter(|e| e.workflow == wf.name);
-    Ok(match wf.entry {
-        Entry::Once => mine.count() == 0,
-        Entry::EveryTime => mine.into_iter().all(|e| e.entry_key != key),
+    Ok(may_enter_given(wf, &existing, key, at))
+}
+
+/// The entry policy over the contact's existing enrollments (any workflow).
+pub fn may_enter_given(
+    wf: &Workflow,
+    existing: &[plan_reads::EnrollmentRow],
+    key: &str,
+    at: DateTime<Utc>,
+) -> bool {
+    let mut mine = existing.iter().filter(|e| e.workflow == wf.name);
+    match wf.entry {
+        Entry::Once => mine.next().is_none(),
+        Entry::EveryTime => mine.all(|e| e.entry_key != key),
         Entry::OncePer(d) => {
             let since = at - d.to_chrono();
-            mine.into_iter()
-                .all(|e| e.entry_key != key && e.started_at <= since)
+            mine.all(|e| e.entry_key != key && e.started_at <= since)
         }
-    })
+    }
+}
+
+/// Plan a batch of event-log entries for the event-triggered `workflows`:
+/// the dry-run prints these plans, the daemon applies them together with the
+/// cursor. Contacts, their enrollments, events and recent messages are read
+/// in a few queries for the whole batch. `entered` remembers the enrollments
+/// decided so far in this run, so a second entry in the same batch does not
+/// enter a contact twice before the first is stored.
+pub async fn plan_log_batch<'w>(
+    store: &Store,
+    workflows: &[&'w Workflow],
+    entries: &[plan_reads::LogEntry],
+    planner: &mut Planner<'_>,
+    entered: &mut HashSet<(String, String)>,
+) -> Result<Vec<Decided<'w>>> {
+    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let at = planner.now;
+    let firing: Vec<(&plan_reads::LogEntry, &'w Workflow)> = entries
+        .iter()
+        .flat_map(|e| {
+            workflows
+                .iter()
+                .filter(move |w| fires(w, e))
+                .map(move |w| (e, *w))
+        })
+        .collect();
+    if firing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = firing.iter().map(|(e, _)| e.contact_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut contacts: HashMap<String, Contact> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let mut filter = Sql::new(Dialect::Sqlite);
+        filter.push("c.id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                filter.push(",");
+            }
+            filter.bind(Bind::Text(id.clone()));
+        }
+        filter.push(")");
+        let binds = store_binds(&filter);
+        let mut stream = store.scan_contacts(&filter.text, &binds);
+        while let Some(c) = stream.next().await {
+            let c = c?;
+            contacts.insert(c.id.clone(), c);
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (_, wf) in &firing {
+        for n in event_names(wf) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let mut events = plan_reads::events_of(pool, &ids, &names).await?;
+    for c in contacts.values_mut() {
+        c.events = events.remove(&c.id).unwrap_or_default();
+    }
+    let recent = match &planner.settings.policies.frequency_cap {
+        Some(cap) => plan_reads::recent_messages(pool, &ids, at - cap.per.to_chrono()).await?,
+        None => HashMap::new(),
+    };
+    let enrollments = plan_reads::enrollments_of_many(pool, &ids).await?;
+
+    let mut out = Vec::new();
+    for (entry, wf) in firing {
+        let key = (wf.name.clone(), entry.contact_id.clone());
+        if wf.entry != Entry::EveryTime && entered.contains(&key) {
+            continue;
+        }
+        let entry_key = log_entry_key(wf, entry.seq);
+        let existing = enrollments
+            .get(&entry.contact_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if !may_enter_given(wf, existing, &entry_key, at) {
+            continue;
+        }
+        let Some(contact) = contacts.get(&entry.contact_id) else {
+            continue;
+        };
+        if !in_audience(wf, contact, at) {
+            continue;
+        }
+        entered.insert(key);
+        let plan = planner.plan(
+            wf,
+            contact,
+            StartAt::First,
+            recent.get(&contact.id).copied().unwrap_or(0),
+        );
+        out.push(Decided {
+            workflow: wf,
+            contact_id: contact.id.clone(),
+            start: Start::New {
+                entry_key,
+                cause: Cause::Log(entry.seq),
+            },
+            from_step: None,
+            plan,
+        });
+    }
+    Ok(out)
 }
 
 /// Whether the contact is in the workflow's audience and not already at its goal.

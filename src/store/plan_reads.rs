@@ -126,6 +126,28 @@ pub async fn enrollments_of(
     Ok(rows)
 }
 
+/// Every enrollment of each of the given contacts, by contact.
+pub async fn enrollments_of_many(
+    pool: &SqlitePool,
+    contact_ids: &[String],
+) -> sqlx::Result<HashMap<String, Vec<EnrollmentRow>>> {
+    let mut out: HashMap<String, Vec<EnrollmentRow>> = HashMap::new();
+    for chunk in contact_ids.chunks(500) {
+        let mut sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id IN (");
+        push_placeholders(&mut sql, chunk.len());
+        sql.push_str(") ORDER BY started_at, id");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(pool).await? {
+            let e = enrollment(r);
+            out.entry(e.contact_id.clone()).or_default().push(e);
+        }
+    }
+    Ok(out)
+}
+
 /// Events named `names` of the given contacts, grouped by contact.
 pub async fn events_of(
     pool: &SqlitePool,
