@@ -382,9 +382,21 @@ impl Sink for TableSink {
             self.rows.len(),
             total
         )?;
+        // Columns as wide as their widest cell among the rows shown.
+        let width = |f: fn(&PlannedStep) -> usize, head: &str| {
+            self.rows
+                .iter()
+                .map(f)
+                .max()
+                .unwrap_or(0)
+                .max(head.chars().count())
+        };
+        let ww = width(|s| s.workflow.chars().count(), "WORKFLOW");
+        let cw = width(|s| s.contact_id.chars().count(), "CONTACT");
+        let sw = width(|s| s.step.chars().count(), "STEP");
         writeln!(
             out,
-            "{:<22} {:<10} {:<6} {:<7} DETAIL",
+            "{:<ww$} {:<cw$} {:<sw$} {:<7} DETAIL",
             "WORKFLOW", "CONTACT", "STEP", "ACTION"
         )?;
         for s in &self.rows {
@@ -425,7 +437,7 @@ impl Sink for TableSink {
             };
             writeln!(
                 out,
-                "{:<22} {:<10} {:<6} {:<7} {}",
+                "{:<ww$} {:<cw$} {:<sw$} {:<7} {}",
                 s.workflow,
                 s.contact_id,
                 s.step,
