@@ -63,7 +63,10 @@ fn front_matter_subject_and_extra_are_rendered() {
         r.extra.get("preheader").map(String::as_str),
         Some("Just for Ada")
     );
-    assert_eq!(r.body, "Body w", "the final newline of the file is not part of the message");
+    assert_eq!(
+        r.body, "Body w",
+        "the final newline of the file is not part of the message"
+    );
     assert_eq!(
         t.front_matter_keys("t").collect::<Vec<_>>(),
         ["subject", "preheader"]

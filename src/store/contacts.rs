@@ -621,7 +621,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
         require_contact(&mut tx, id).await?;
-        let channel = channel.map(|ch| check_name("channel name", ch)).transpose()?;
+        let channel = channel
+            .map(|ch| check_name("channel name", ch))
+            .transpose()?;
         let n = match channel.as_deref() {
             None => {
                 sqlx::query("UPDATE contacts SET unsubscribed = 1, updated_at = ? WHERE id = ? AND unsubscribed = 0")
