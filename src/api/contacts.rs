@@ -16,22 +16,11 @@ use super::error::{
 };
 use crate::store::{ContactInput, Upserted};
 
-/// Keys of `POST /v1/contacts` that are not custom attributes.
-const CONTACT_KEYS: &[&str] = &[
-    "id",
-    "name",
-    "email",
-    "phone",
-    "wecom_external_userid",
-    "owner",
-    "timezone",
-    "created_at",
-    "last_active_at",
-    "unsubscribed",
-    "tags",
-    "attributes",
-];
-
+/// Keys of `POST /v1/contacts` that are not custom attributes: the built-in
+/// fields, and `attributes` (an explicit object of custom ones).
+fn is_contact_key(k: &str) -> bool {
+    k == "attributes" || crate::contact::BUILTIN_FIELDS.contains(&k)
+}
 /// Reads a contact body: built-in fields by name; `attributes` (an object)
 /// and every other top-level key are custom attributes. Built-in fields given
 /// as `null` are left as stored; an attribute given as `null` is removed.
@@ -62,7 +51,7 @@ pub fn contact_input(mut m: Map<String, Value>) -> Result<ContactInput, ApiError
         }
     };
     for (k, v) in &attrs {
-        if CONTACT_KEYS.contains(&k.as_str()) {
+        if is_contact_key(k) {
             return Err(ApiError::bad_request(format!(
                 "attributes.{k}: {k:?} is a built-in field; give it at the top level"
             )));

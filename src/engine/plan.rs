@@ -222,26 +222,22 @@ impl<'a> Planner<'a> {
 
         while let Some(step) = current {
             // Before every step: the goal, then the audience.
-            if let Some(goal) = &wf.exit_when
-                && holds(goal, &c, self.now)
+            let leave = if wf
+                .exit_when
+                .as_ref()
+                .is_some_and(|g| holds(g, &c, self.now))
             {
-                let reason = Reason::GoalReached;
-                steps.push(row(
-                    step,
-                    Action::Exit {
-                        reason: reason.clone(),
-                    },
-                ));
-                return EnrollmentPlan {
-                    steps,
-                    outcome: Outcome::Exited(reason),
-                    ran,
-                };
-            }
-            if let Some(audience) = &wf.audience
-                && !holds(audience, &c, self.now)
+                Some(Reason::GoalReached)
+            } else if wf
+                .audience
+                .as_ref()
+                .is_some_and(|a| !holds(a, &c, self.now))
             {
-                let reason = Reason::LeftAudience;
+                Some(Reason::LeftAudience)
+            } else {
+                None
+            };
+            if let Some(reason) = leave {
                 steps.push(row(
                     step,
                     Action::Exit {
