@@ -33,6 +33,7 @@ use crate::store::Store;
 
 pub mod contacts;
 pub mod error;
+pub mod wecom_crypto;
 
 pub use error::{ApiError, BODY_LIMIT};
 
