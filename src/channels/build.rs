@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::aliyun_sms::{AliyunSmsChannel, AliyunSmsConfig};
 use super::log::LogChannel;
+use super::twilio::{Sender, TwilioChannel, TwilioConfig};
 use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
 use super::{Channel, ChannelError, Delivery, OutMessage, Registry};
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
@@ -95,10 +97,9 @@ pub fn build_channel(
             .map_err(err)?;
             Ok(Arc::new(ch))
         }
-        kind @ (ChannelKind::Twilio
-        | ChannelKind::AliyunSms
-        | ChannelKind::Wecom
-        | ChannelKind::Smtp) => {
+        ChannelKind::Twilio => build_twilio(cs, env).map_err(err),
+        ChannelKind::AliyunSms => build_aliyun_sms(cs, env).map_err(err),
+        kind @ (ChannelKind::Wecom | ChannelKind::Smtp) => {
             // Once per channel and kind, not at every settings reload.
             static WARNED: std::sync::Mutex<Vec<(String, &'static str)>> =
                 std::sync::Mutex::new(Vec::new());
@@ -116,6 +117,99 @@ pub fn build_channel(
             Ok(Arc::new(Unsupported { kind }))
         }
     }
+}
+
+/// The value of the env var named by option `key` (`*_env`), both required.
+fn secret_from_env(
+    cs: &ChannelSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    key: &str,
+    what: &str,
+) -> Result<String, String> {
+    let kind = cs.kind.name();
+    let var = option(cs, key).ok_or_else(|| {
+        format!("a {kind} channel needs \"{key}\" (the environment variable holding the {what})")
+    })?;
+    match env(var) {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        Some(_) => Err(format!("the environment variable {var} ({key}) is empty")),
+        None => Err(format!("the environment variable {var} ({key}) is not set")),
+    }
+}
+
+/// `base_url` (default `default`), checked to be http(s).
+fn base_url(cs: &ChannelSettings, default: &str) -> Result<reqwest::Url, String> {
+    let text = option(cs, "base_url").unwrap_or(default);
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("base_url \"{text}\" is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("base_url \"{text}\" must be http:// or https://"));
+    }
+    Ok(url)
+}
+
+fn timeout_option(cs: &ChannelSettings) -> Result<Duration, String> {
+    match option(cs, "timeout") {
+        Some(t) => parse_timeout(t)
+            .ok_or_else(|| format!("timeout \"{t}\" must be a duration such as 15s, 1m or 500ms")),
+        None => Ok(DEFAULT_TIMEOUT),
+    }
+}
+
+fn build_twilio(
+    cs: &ChannelSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Channel>, String> {
+    let base_url = base_url(cs, super::twilio::DEFAULT_BASE_URL)?;
+    let sender = match (option(cs, "from"), option(cs, "messaging_service_sid")) {
+        (Some(f), None) => Sender::From(f.to_string()),
+        (None, Some(s)) => Sender::MessagingService(s.to_string()),
+        (Some(_), Some(_)) => {
+            return Err("set either \"from\" or \"messaging_service_sid\", not both".into());
+        }
+        (None, None) => {
+            return Err(
+                "a twilio channel needs \"from\" (a sender number) or \"messaging_service_sid\""
+                    .into(),
+            );
+        }
+    };
+    let account_sid = secret_from_env(cs, env, "account_sid_env", "account SID")?;
+    let auth_token = secret_from_env(cs, env, "auth_token_env", "auth token")?;
+    let ch = TwilioChannel::new(TwilioConfig {
+        base_url,
+        account_sid,
+        auth_token,
+        sender,
+        timeout: timeout_option(cs)?,
+        max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
+    })?;
+    Ok(Arc::new(ch))
+}
+
+fn build_aliyun_sms(
+    cs: &ChannelSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Channel>, String> {
+    let base_url = base_url(cs, super::aliyun_sms::DEFAULT_BASE_URL)?;
+    let sign_name = option(cs, "sign_name")
+        .ok_or("an aliyun_sms channel needs \"sign_name\" (the approved SMS signature)")?;
+    let template_code = option(cs, "template_code").ok_or(
+        "an aliyun_sms channel needs \"template_code\" (e.g. SMS_15305...; its one variable is ${content})",
+    )?;
+    let access_key_id = secret_from_env(cs, env, "access_key_id_env", "AccessKey ID")?;
+    let access_key_secret = secret_from_env(cs, env, "access_key_secret_env", "AccessKey secret")?;
+    let ch = AliyunSmsChannel::new(AliyunSmsConfig {
+        base_url,
+        access_key_id,
+        access_key_secret,
+        sign_name: sign_name.to_string(),
+        template_code: template_code.to_string(),
+        region_id: option(cs, "region_id").unwrap_or("cn-hangzhou").to_string(),
+        timeout: timeout_option(cs)?,
+        max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
+    })?;
+    Ok(Arc::new(ch))
 }
 
 fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
@@ -205,7 +299,7 @@ mod tests {
                     ("secret_env", "MISSING_SECRET"),
                 ],
             ),
-            channel("sms", ChannelKind::Twilio, &[]),
+            channel("sms", ChannelKind::Smtp, &[]),
         ] {
             s.channels.insert(c.name.clone(), c);
         }
@@ -246,7 +340,7 @@ mod tests {
         assert_eq!(
             d,
             Delivery::Permanent {
-                reason: "channel kind twilio is not supported yet".into()
+                reason: "channel kind smtp is not supported yet".into()
             }
         );
     }

@@ -11,10 +11,12 @@ use futures::future::BoxFuture;
 
 use crate::settings::{ChannelKind, ChannelSettings};
 
+pub mod aliyun_sms;
 pub mod build;
 pub mod delivery;
 pub mod log;
 pub mod retry;
+pub mod twilio;
 pub mod webhook;
 
 pub use build::build_registry;

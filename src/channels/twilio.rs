@@ -1,0 +1,344 @@
+//! The `twilio` channel: one `POST {base}/2010-04-01/Accounts/{sid}/Messages.json`
+//! per message (reference/channel-apis.md §2).
+//!
+//! The body is form-encoded `To`, `From` (or `MessagingServiceSid`) and `Body`,
+//! with HTTP Basic auth `AccountSid:AuthToken`.
+//!
+//! Answers: 2xx is delivered (the provider id is the JSON `sid`). Otherwise the
+//! JSON error body's `code` decides:
+//! - 20429, HTTP 429 and HTTP 5xx are retried, honouring `Retry-After`;
+//! - 21611 (the `From` queue is full) is retried after the quota window;
+//! - 21610 (the recipient replied STOP) is permanent with a reason starting
+//!   `opted_out:` so the delivery layer can mark the contact opted out;
+//! - 21211, 21614 and every other 4xx are permanent.
+//!
+//! Twilio's REST API has no idempotency key: a timeout or a 5xx after Twilio
+//! accepted the message may send it twice when retried.
+
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+
+use super::retry::parse_retry_after;
+use super::{Channel, Delivery, OutMessage};
+
+/// The default API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+
+/// How much of an error answer's body goes into a reason.
+const EXCERPT_CHARS: usize = 200;
+/// How much of an answer's body is read at all.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a 21611 (`From` queue full) waits when Twilio gives no `Retry-After`.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(60);
+
+/// Who the message is from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A phone number or alphanumeric sender id (`From`).
+    From(String),
+    /// A messaging service (`MessagingServiceSid`).
+    MessagingService(String),
+}
+
+/// Options of a Twilio channel, taken from its settings.
+#[derive(Clone)]
+pub struct TwilioConfig {
+    /// `https://api.twilio.com` unless overridden (tests point it at a loopback fake).
+    pub base_url: reqwest::Url,
+    pub account_sid: String,
+    pub auth_token: String,
+    pub sender: Sender,
+    pub timeout: Duration,
+    /// Connections kept open (the channel's concurrency).
+    pub max_idle: usize,
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"..")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioChannel {
+    client: reqwest::Client,
+    config: TwilioConfig,
+    /// `{base}/2010-04-01/Accounts/{sid}/Messages.json`.
+    endpoint: String,
+}
+
+impl TwilioChannel {
+    pub fn new(config: TwilioConfig) -> Result<TwilioChannel, String> {
+        if config.account_sid.is_empty()
+            || !config
+                .account_sid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err("the account SID must be letters and digits (AC...)".into());
+        }
+        let client = http_client(config.timeout, config.max_idle)?;
+        let endpoint = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            config.base_url.as_str().trim_end_matches('/'),
+            config.account_sid
+        );
+        Ok(TwilioChannel {
+            client,
+            config,
+            endpoint,
+        })
+    }
+
+    async fn deliver(&self, msg: &OutMessage) -> Delivery {
+        let sender = match &self.config.sender {
+            Sender::From(f) => ("From", f.as_str()),
+            Sender::MessagingService(s) => ("MessagingServiceSid", s.as_str()),
+        };
+        let body = form_encode(&[("To", msg.to.as_str()), sender, ("Body", msg.body.as_str())]);
+        let now = SystemTime::now();
+        let req = self
+            .client
+            .post(&self.endpoint)
+            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        match read_answer(req, now).await {
+            Ok((status, retry_after, answer)) => classify(status, retry_after, &answer),
+            Err(d) => d,
+        }
+    }
+}
+
+impl Channel for TwilioChannel {
+    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+        Box::pin(self.deliver(msg))
+    }
+}
+
+/// Maps a Twilio answer to a [`Delivery`].
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Delivery {
+    let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+    if status.is_success() {
+        let provider_id = json
+            .as_ref()
+            .and_then(|v| v.get("sid"))
+            .and_then(|s| s.as_str())
+            .map(str::to_string);
+        return Delivery::Delivered { provider_id };
+    }
+    let code = json
+        .as_ref()
+        .and_then(|v| v.get("code"))
+        .and_then(|c| c.as_i64().or_else(|| c.as_str()?.parse().ok()));
+    let message = json
+        .as_ref()
+        .and_then(|v| v.get("message"))
+        .and_then(|m| m.as_str())
+        .map(|m| excerpt(m.as_bytes()));
+    let http = status.as_u16();
+    let what = match (code, &message) {
+        (Some(c), Some(m)) => format!("twilio {c}: {m} (HTTP {http})"),
+        (Some(c), None) => format!("twilio {c} (HTTP {http})"),
+        (None, _) => with_excerpt(format!("HTTP {http}"), body),
+    };
+    match (code, http) {
+        (Some(21610), _) => Delivery::Permanent {
+            reason: format!("opted_out: {what}"),
+        },
+        (Some(20429), _) | (_, 429) | (_, 500..=599) => Delivery::Retry {
+            after: retry_after,
+            reason: what,
+        },
+        (Some(21611), _) => Delivery::Retry {
+            after: Some(retry_after.unwrap_or(QUEUE_FULL_WAIT)),
+            reason: what,
+        },
+        (_, 300..=399) => Delivery::Permanent {
+            reason: format!("{what}: redirects are not followed; check base_url"),
+        },
+        _ => Delivery::Permanent { reason: what },
+    }
+}
+
+// ---- helpers shared with the Aliyun adapter ----
+
+/// An HTTP client for a provider API: no redirects, bounded timeouts.
+pub(crate) fn http_client(timeout: Duration, max_idle: usize) -> Result<reqwest::Client, String> {
+    super::webhook::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(max_idle.max(1))
+        .tcp_nodelay(true)
+        .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Sends `req` and reads a bounded prefix of the answer: the status, the
+/// `Retry-After` delay and the body. A transport error is a `Retry`.
+pub(crate) async fn read_answer(
+    req: reqwest::RequestBuilder,
+    now: SystemTime,
+) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Delivery> {
+    let mut resp = req.send().await.map_err(transport_error)?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    let mut answer = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_BODY_BYTES.saturating_sub(answer.len());
+                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if answer.len() >= MAX_BODY_BYTES {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(transport_error(e)),
+        }
+    }
+    Ok((status, retry_after, answer))
+}
+
+pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
+    // Without the URL: it may carry credentials in its query string.
+    let e = e.without_url();
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    Delivery::Retry {
+        after: None,
+        reason: format!("{what}: {s}"),
+    }
+}
+
+/// The first characters of an answer, on one line.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out.trim().to_string()
+}
+
+pub(crate) fn with_excerpt(prefix: String, body: &[u8]) -> String {
+    let e = excerpt(body);
+    if e.is_empty() {
+        prefix
+    } else {
+        format!("{prefix}: {e}")
+    }
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters
+/// (`A-Z a-z 0-9 - _ . ~`), upper-case hex, on UTF-8 bytes. This is also
+/// Aliyun's POP encoding (`URLEncoder` then `+`→`%20`, `*`→`%2A`, `%7E`→`~`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `k=v&k=v`, each side percent-encoded (valid `application/x-www-form-urlencoded`).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_forms() {
+        assert_eq!(
+            form_encode(&[("To", "+8613800000000"), ("Body", "hi there*~ 你")]),
+            "To=%2B8613800000000&Body=hi%20there%2A~%20%E4%BD%A0"
+        );
+    }
+
+    #[test]
+    fn answers_map_to_deliveries() {
+        assert_eq!(
+            classify(
+                StatusCode::CREATED,
+                None,
+                br#"{"sid":"SM1","status":"queued"}"#
+            ),
+            Delivery::Delivered {
+                provider_id: Some("SM1".into())
+            }
+        );
+        let d = Some(Duration::from_secs(7));
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, d, br#"{"code":20429,"message":"Too many"}"#),
+            Delivery::Retry { after: Some(a), reason } if a == Duration::from_secs(7) && reason.starts_with("twilio 20429")
+        ));
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, d, b"down"),
+            Delivery::Retry { after: Some(_), reason } if reason == "HTTP 503: down"
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, None, br#"{"code":21610,"message":"unsubscribed"}"#),
+            Delivery::Permanent { reason } if reason.starts_with("opted_out: twilio 21610")
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, None, br#"{"code":21611,"message":"queue full"}"#),
+            Delivery::Retry { after: Some(a), .. } if a == QUEUE_FULL_WAIT
+        ));
+        for code in [21211, 21614, 21408, 20003] {
+            let body = format!(r#"{{"code":{code},"message":"no"}}"#);
+            assert!(matches!(
+                classify(StatusCode::BAD_REQUEST, None, body.as_bytes()),
+                Delivery::Permanent { reason } if reason.starts_with(&format!("twilio {code}"))
+            ));
+        }
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, None, b""),
+            Delivery::Permanent { reason } if reason == "HTTP 403"
+        ));
+    }
+}

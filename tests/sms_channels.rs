@@ -1,0 +1,446 @@
+//! The SMS adapters (`twilio`, `aliyun_sms`) against loopback fakes: channels
+//! built from real settings text, each fake checking what a provider checks
+//! (path, auth, form fields, signature) and answering each class of result.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use nurture::channels::build::build_registry_with_env;
+use nurture::channels::{Channel, Delivery, OutMessage, aliyun_sms};
+use nurture::settings::Settings;
+use support::receiver::{Receiver, Reply, Request, Script};
+
+const SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "tw-token-secret";
+const AK_ID: &str = "LTAI-test-id";
+const AK_SECRET: &str = "ak-secret-value";
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TW_SID" => Some(SID.into()),
+        "TW_TOKEN" => Some(TOKEN.into()),
+        "ALI_ID" => Some(AK_ID.into()),
+        "ALI_SECRET" => Some(AK_SECRET.into()),
+        _ => None,
+    }
+}
+
+fn channel(yaml: &str, name: &str) -> Arc<dyn Channel> {
+    let text = format!("channels:\n{yaml}");
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text)
+        .unwrap_or_else(|d| panic!("settings: {d:?}"));
+    let reg = build_registry_with_env(&settings, &env).unwrap_or_else(|e| panic!("{e:?}"));
+    reg.get(name).expect("the channel").1.clone()
+}
+
+fn build_errors(yaml: &str) -> Vec<String> {
+    let text = format!("channels:\n{yaml}");
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text)
+        .unwrap_or_else(|d| panic!("settings: {d:?}"));
+    match build_registry_with_env(&settings, &env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn msg(to: &str, body: &str) -> OutMessage {
+    OutMessage {
+        id: "winback:c1:1:2".into(),
+        workflow: "winback".into(),
+        contact_id: "c1".into(),
+        step_id: "2".into(),
+        channel: "sms".into(),
+        to: to.into(),
+        subject: None,
+        body: body.into(),
+        contact: serde_json::Value::Null,
+        attempt: 1,
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body.
+fn form(body: &[u8]) -> BTreeMap<String, String> {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex"));
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).expect("utf-8")
+    }
+    std::str::from_utf8(body)
+        .expect("utf-8 body")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- Twilio
+
+/// A Twilio fake: 401 unless the path, basic auth and form are right; then
+/// the answer is chosen by the `To` number.
+fn twilio_fake() -> Script {
+    Arc::new(|r: &Request| {
+        let expected_auth = format!("Basic {}", BASE64.encode(format!("{SID}:{TOKEN}")));
+        if r.method != "POST"
+            || r.path != format!("/2010-04-01/Accounts/{SID}/Messages.json")
+            || r.header("authorization") != Some(expected_auth.as_str())
+            || r.header("content-type") != Some("application/x-www-form-urlencoded")
+        {
+            return Reply::status(401)
+                .body(r#"{"code":20003,"message":"Authenticate","status":401}"#);
+        }
+        let f = form(&r.body);
+        if f.get("From").map(String::as_str) != Some("+15005550006") || !f.contains_key("Body") {
+            return Reply::status(400).body(r#"{"code":21602,"message":"missing","status":400}"#);
+        }
+        let err = |http: u16, code: u32| {
+            Reply::status(http).body(&format!(
+                r#"{{"code":{code},"message":"error {code}","more_info":"https://www.twilio.com/docs/errors/{code}","status":{http}}}"#
+            ))
+        };
+        match f["To"].as_str() {
+            "+15005550429" => err(429, 20429).header("Retry-After", "3"),
+            "+15005550500" => Reply::status(500).body("oops"),
+            "+15005550610" => err(400, 21610),
+            "+15005550211" => err(400, 21211),
+            "+15005550614" => err(400, 21614),
+            to => Reply::status(201).body(&format!(
+                r#"{{"sid":"SM{}","status":"queued","to":"{to}","body":{}}}"#,
+                r.index,
+                serde_json::Value::String(f["Body"].clone())
+            )),
+        }
+    })
+}
+
+fn twilio_yaml(base: &str, extra: &str) -> String {
+    format!(
+        "  sms:\n    kind: twilio\n    base_url: {base}\n    account_sid_env: TW_SID\n    auth_token_env: TW_TOKEN\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn twilio_sends_and_classifies() {
+    let rx = Receiver::start(twilio_fake()).await;
+    let ch = channel(
+        &twilio_yaml(&rx.url(""), "    from: \"+15005550006\"\n"),
+        "sms",
+    );
+
+    let body = "Hi Ann & co: 50% off ✨ +more";
+    assert_eq!(
+        ch.send(&msg("+8613800000000", body)).await,
+        Delivery::Delivered {
+            provider_id: Some("SM0".into())
+        }
+    );
+    let f = form(&rx.requests()[0].body);
+    assert_eq!(f["To"], "+8613800000000");
+    assert_eq!(f["Body"], body);
+    assert_eq!(f.len(), 3, "{f:?}");
+
+    match ch.send(&msg("+15005550429", "x")).await {
+        Delivery::Retry { after, reason } => {
+            assert_eq!(after, Some(Duration::from_secs(3)));
+            assert!(reason.starts_with("twilio 20429"), "{reason}");
+        }
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(
+        ch.send(&msg("+15005550500", "x")).await,
+        Delivery::Retry { reason, .. } if reason == "HTTP 500: oops"
+    ));
+    assert!(matches!(
+        ch.send(&msg("+15005550610", "x")).await,
+        Delivery::Permanent { reason } if reason.starts_with("opted_out: twilio 21610")
+    ));
+    for (to, code) in [("+15005550211", "21211"), ("+15005550614", "21614")] {
+        assert!(matches!(
+            ch.send(&msg(to, "x")).await,
+            Delivery::Permanent { reason } if reason.starts_with(&format!("twilio {code}: error {code}"))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn twilio_messaging_service_and_bad_auth() {
+    let rx = Receiver::start(twilio_fake()).await;
+    // A messaging service instead of From: the fake wants From, so 400 21602.
+    let ch = channel(
+        &twilio_yaml(&rx.url("/"), "    messaging_service_sid: MG123\n"),
+        "sms",
+    );
+    assert!(matches!(
+        ch.send(&msg("+8613800000000", "x")).await,
+        Delivery::Permanent { reason } if reason.starts_with("twilio 21602")
+    ));
+    let f = form(&rx.requests()[0].body);
+    assert_eq!(
+        f.get("MessagingServiceSid").map(String::as_str),
+        Some("MG123")
+    );
+    assert!(!f.contains_key("From"));
+
+    // A wrong token: 20003 is permanent.
+    let text = format!(
+        "channels:\n{}",
+        twilio_yaml(&rx.url(""), "    from: \"+15005550006\"\n")
+    );
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text).unwrap();
+    let reg = build_registry_with_env(&settings, &|n| {
+        if n == "TW_TOKEN" {
+            Some("wrong".into())
+        } else {
+            env(n)
+        }
+    })
+    .unwrap();
+    assert!(matches!(
+        reg.get("sms").unwrap().1.send(&msg("+8613800000000", "x")).await,
+        Delivery::Permanent { reason } if reason.starts_with("twilio 20003")
+    ));
+}
+
+#[tokio::test]
+async fn twilio_timeouts_retry() {
+    let rx = Receiver::start(Arc::new(|_: &Request| {
+        Reply::status(201)
+            .body(r#"{"sid":"SMlate"}"#)
+            .delay(Duration::from_secs(2))
+    }))
+    .await;
+    let ch = channel(
+        &twilio_yaml(
+            &rx.url(""),
+            "    from: \"+15005550006\"\n    timeout: 200ms\n",
+        ),
+        "sms",
+    );
+    assert!(matches!(
+        ch.send(&msg("+8613800000000", "x")).await,
+        Delivery::Retry { after: None, reason } if reason.starts_with("timed out")
+    ));
+}
+
+#[test]
+fn twilio_settings_errors_are_clear() {
+    let errs = build_errors(
+        "  a:\n    kind: twilio\n    account_sid_env: TW_SID\n    auth_token_env: TW_TOKEN\n  b:\n    kind: twilio\n    from: \"+1\"\n    auth_token_env: TW_TOKEN\n  c:\n    kind: twilio\n    from: \"+1\"\n    account_sid_env: TW_SID\n    auth_token_env: NOPE_TOKEN\n",
+    );
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("\"a\"") && e.contains("needs \"from\""))
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("\"b\"") && e.contains("needs \"account_sid_env\""))
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("\"c\"") && e.contains("NOPE_TOKEN") && e.contains("not set"))
+    );
+    assert!(errs.iter().all(|e| !e.contains(TOKEN)));
+}
+
+// ---------------------------------------------------------------- Aliyun
+
+/// An Aliyun fake: checks the signature over the received parameters and the
+/// fixed parameters, then answers by phone number.
+fn aliyun_fake() -> Script {
+    Arc::new(|r: &Request| {
+        let f = form(&r.body);
+        let params: Vec<(String, String)> = f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let expected = aliyun_sms::signature("POST", &params, AK_SECRET);
+        if r.method != "POST"
+            || f.get("Signature") != Some(&expected)
+            || f.get("AccessKeyId").map(String::as_str) != Some(AK_ID)
+        {
+            return Reply::status(400).body(
+                r#"{"Code":"SignatureDoesNotMatch","Message":"Specified signature is not matched","RequestId":"r"}"#,
+            );
+        }
+        let fixed = [
+            ("Action", "SendSms"),
+            ("Version", "2017-05-25"),
+            ("Format", "JSON"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("SignName", "阿里云短信测试"),
+            ("TemplateCode", "SMS_15305000"),
+            ("RegionId", "cn-hangzhou"),
+        ];
+        for (k, v) in fixed {
+            if f.get(k).map(String::as_str) != Some(v) {
+                return Reply::status(400).body(&format!(
+                    r#"{{"Code":"isv.INVALID_PARAMETERS","Message":"{k}"}}"#
+                ));
+            }
+        }
+        let ts_ok = f.get("Timestamp").is_some_and(|t| {
+            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%SZ").is_ok()
+        });
+        let tp: Option<serde_json::Value> = f
+            .get("TemplateParam")
+            .and_then(|t| serde_json::from_str(t).ok());
+        if !ts_ok
+            || f.get("SignatureNonce").is_none_or(|n| n.len() < 16)
+            || tp.as_ref().and_then(|v| v.get("content")).is_none()
+        {
+            return Reply::status(400).body(r#"{"Code":"isv.INVALID_JSON_PARAM","Message":"bad"}"#);
+        }
+        let code = |c: &str| {
+            Reply::ok().body(&format!(
+                r#"{{"Code":"{c}","Message":"m {c}","RequestId":"r"}}"#
+            ))
+        };
+        match f["PhoneNumbers"].as_str() {
+            "13800000001" => code("isv.BUSINESS_LIMIT_CONTROL"),
+            "13800000002" => {
+                Reply::status(400).body(r#"{"Code":"Throttling.User","Message":"slow down"}"#)
+            }
+            "13800000003" => code("isv.MOBILE_NUMBER_ILLEGAL"),
+            "13800000004" => code("isv.SMS_TEMPLATE_ILLEGAL"),
+            "13800000005" => Reply::status(503)
+                .body("unavailable")
+                .header("Retry-After", "4"),
+            "13800000006" => {
+                Reply::status(500).body(r#"{"Code":"isp.SYSTEM_ERROR","Message":"x"}"#)
+            }
+            _ => Reply::ok().body(&format!(
+                r#"{{"Code":"OK","Message":"OK","BizId":"900619746936498440^{}","RequestId":"r"}}"#,
+                r.index
+            )),
+        }
+    })
+}
+
+fn aliyun_yaml(base: &str, extra: &str) -> String {
+    format!(
+        "  ali:\n    kind: aliyun_sms\n    base_url: {base}\n    access_key_id_env: ALI_ID\n    access_key_secret_env: ALI_SECRET\n    sign_name: 阿里云短信测试\n    template_code: SMS_15305000\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn aliyun_signs_sends_and_classifies() {
+    let rx = Receiver::start(aliyun_fake()).await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), ""), "ali");
+
+    let body = "您好 Ann: 50% off *today* ~ {\"x\"} +more";
+    assert_eq!(
+        ch.send(&msg("13800000000", body)).await,
+        Delivery::Delivered {
+            provider_id: Some("900619746936498440^0".into())
+        }
+    );
+    let first = &rx.requests()[0];
+    let f = form(&first.body);
+    assert_eq!(first.path, "/");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&f["TemplateParam"]).unwrap(),
+        serde_json::json!({ "content": body })
+    );
+    assert_eq!(f["OutId"], "winback:c1:1:2");
+
+    // A second send of the same message gets a fresh nonce.
+    ch.send(&msg("13800000000", body)).await;
+    let second = form(&rx.requests()[1].body);
+    assert_ne!(f["SignatureNonce"], second["SignatureNonce"]);
+
+    assert!(matches!(
+        ch.send(&msg("13800000001", "x")).await,
+        Delivery::Retry { after: Some(a), reason }
+            if a == Duration::from_secs(60) && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL")
+    ));
+    assert!(matches!(
+        ch.send(&msg("13800000002", "x")).await,
+        Delivery::Retry { reason, .. } if reason.starts_with("aliyun Throttling.User: slow down")
+    ));
+    for (to, code) in [
+        ("13800000003", "isv.MOBILE_NUMBER_ILLEGAL"),
+        ("13800000004", "isv.SMS_TEMPLATE_ILLEGAL"),
+    ] {
+        assert!(matches!(
+            ch.send(&msg(to, "x")).await,
+            Delivery::Permanent { reason } if reason.starts_with(&format!("aliyun {code}"))
+        ));
+    }
+    assert!(matches!(
+        ch.send(&msg("13800000005", "x")).await,
+        Delivery::Retry { after: Some(a), reason } if a == Duration::from_secs(4) && reason == "HTTP 503: unavailable"
+    ));
+    assert!(matches!(
+        ch.send(&msg("13800000006", "x")).await,
+        Delivery::Retry { reason, .. } if reason.starts_with("aliyun isp.SYSTEM_ERROR")
+    ));
+}
+
+#[tokio::test]
+async fn aliyun_wrong_secret_is_refused_by_the_fake() {
+    let rx = Receiver::start(aliyun_fake()).await;
+    let text = format!("channels:\n{}", aliyun_yaml(&rx.url("/"), ""));
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text).unwrap();
+    let reg = build_registry_with_env(&settings, &|n| {
+        if n == "ALI_SECRET" {
+            Some("not-the-secret".into())
+        } else {
+            env(n)
+        }
+    })
+    .unwrap();
+    assert!(matches!(
+        reg.get("ali").unwrap().1.send(&msg("13800000000", "x")).await,
+        Delivery::Permanent { reason } if reason.starts_with("aliyun SignatureDoesNotMatch")
+    ));
+}
+
+#[tokio::test]
+async fn aliyun_timeouts_retry() {
+    let rx = Receiver::start(Arc::new(|_: &Request| {
+        Reply::ok()
+            .body(r#"{"Code":"OK","BizId":"late"}"#)
+            .delay(Duration::from_secs(2))
+    }))
+    .await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), "    timeout: 200ms\n"), "ali");
+    assert!(matches!(
+        ch.send(&msg("13800000000", "x")).await,
+        Delivery::Retry { after: None, reason } if reason.starts_with("timed out")
+    ));
+}
+
+#[test]
+fn aliyun_settings_errors_are_clear() {
+    let errs = build_errors(
+        "  a:\n    kind: aliyun_sms\n    access_key_id_env: ALI_ID\n    access_key_secret_env: ALI_SECRET\n    template_code: SMS_1\n  b:\n    kind: aliyun_sms\n    access_key_id_env: ALI_ID\n    access_key_secret_env: NOPE_SECRET\n    sign_name: S\n    template_code: SMS_1\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("\"a\"") && e.contains("needs \"sign_name\""))
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("\"b\"") && e.contains("NOPE_SECRET") && e.contains("not set"))
+    );
+}
