@@ -834,3 +834,52 @@ async fn leases_are_renewed_while_messages_wait_for_their_channel() {
     ids.sort();
     assert_eq!(ids, ["m0", "m1", "m2", "m3", "m4"], "each sent once");
 }
+
+/// A provider's "this recipient opted out" (Twilio 21610) dead-letters the
+/// message and records the opt-out, so no workflow plans another message on
+/// that channel for the contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_opt_out_is_recorded_for_the_contact() {
+    let env = env().await;
+    env.contact("c1").await;
+    env.contact("c2").await;
+    env.queue("m-stop", "c1", "sms").await;
+    env.queue("m-ok", "c2", "sms").await;
+    // The fake answers by recipient: c1 has opted out at the provider.
+    let rx = Receiver::start(Arc::new(|r: &support::receiver::Request| {
+        if String::from_utf8_lossy(&r.body).contains("To=c1") {
+            Reply::status(400).body(r#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#)
+        } else {
+            Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#)
+        }
+    }))
+    .await;
+    let text = format!(
+        "channels:\n  sms:\n    kind: twilio\n    base_url: {}\n    account_sid_env: SID\n    auth_token_env: TOKEN\n    from: \"+15550001111\"\n",
+        rx.url("")
+    );
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text).unwrap();
+    let reg = build_registry_with_env(&settings, &|name| match name {
+        "SID" => Some("AC123".into()),
+        "TOKEN" => Some("secret".into()),
+        _ => None,
+    })
+    .unwrap();
+    let w = Worker::start(&env, reg, fast_options());
+    let dead = env.wait_status("m-stop", "dead", T).await;
+    env.wait_status("m-ok", "sent", T).await;
+    w.stop().await;
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("opted_out: twilio 21610"),
+        "{dead:?}"
+    );
+    let opted: Vec<(String, String)> =
+        sqlx::query_as("SELECT contact_id, channel FROM contact_opt_outs")
+            .fetch_all(env.pool())
+            .await
+            .unwrap();
+    assert_eq!(opted, vec![("c1".to_string(), "sms".to_string())]);
+}

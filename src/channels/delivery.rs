@@ -192,6 +192,7 @@ enum Fate {
 
 struct Outcome {
     id: String,
+    contact_id: String,
     channel: String,
     created_at: i64,
     fate: Fate,
@@ -643,6 +644,7 @@ async fn dispatch(
     for row in rows {
         let outcome = |fate| Outcome {
             id: row.id.clone(),
+            contact_id: row.contact_id.clone(),
             channel: row.channel.clone(),
             created_at: row.created_at,
             fate,
@@ -770,6 +772,7 @@ impl SendTask {
             .out
             .send(Outcome {
                 id: msg.id.clone(),
+                contact_id: msg.contact_id.clone(),
                 channel: msg.channel.clone(),
                 created_at: self.created_at,
                 fate,
@@ -834,6 +837,10 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
     }
 }
 
+/// How an adapter's permanent reason starts when the provider reports that
+/// the recipient opted out of the channel.
+pub const OPTED_OUT: &str = "opted_out:";
+
 async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let owner = &shared.opts.worker_id;
     let now = now_ms();
@@ -880,6 +887,20 @@ async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sql
             .await?;
         if done.rows_affected() == 0 {
             tracing::warn!(id = %o.id, "outcome not recorded: the message's lease was taken by another worker");
+        }
+        // The provider says the recipient opted out (Twilio 21610, "STOP"):
+        // record it, so no workflow plans another message on this channel.
+        if let Fate::Dead { error } = &o.fate
+            && error.starts_with(OPTED_OUT)
+        {
+            sqlx::query(
+                "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(o.contact_id.as_str())
+            .bind(o.channel.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
     }
     tx.commit().await

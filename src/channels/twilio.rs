@@ -152,7 +152,7 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
     };
     match (code, http) {
         (Some(21610), _) => Delivery::Permanent {
-            reason: format!("opted_out: {what}"),
+            reason: format!("{} {what}", crate::channels::delivery::OPTED_OUT),
         },
         (Some(20429), _) | (_, 429) | (_, 500..=599) => Delivery::Retry {
             after: retry_after,
