@@ -82,12 +82,21 @@ fn write(root: &Path, rel: &str, content: &str) {
     std::fs::write(p, content).unwrap();
 }
 
+/// The environment variables the fixture's channels name (`*_env`).
+const CHANNEL_SECRETS: [(&str, &str); 3] = [
+    ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
+    ("TWILIO_AUTH_TOKEN", "test-token"),
+    ("CRM_HOOK_SECRET", "test-secret"),
+];
+
 /// Runs `nurture validate ARGS` in `dir`; returns (exit code, stdout, stderr).
 fn validate(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::cargo_bin("nurture")
         .unwrap()
         .current_dir(dir)
         .env_remove("NURTURE_DATABASE")
+        // The fixture's channels name these; validate checks they are set.
+        .envs(CHANNEL_SECRETS)
         .arg("validate")
         .args(args)
         .output()
@@ -351,6 +360,7 @@ fn config_elsewhere_gives_paths_from_the_current_folder() {
     let out = Command::cargo_bin("nurture")
         .unwrap()
         .current_dir(dir.path().parent().unwrap())
+        .envs(CHANNEL_SECRETS)
         .arg("--config")
         .arg(
             dir.path()

@@ -38,12 +38,31 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         // Problems in the settings concern every file.
         settings_file.as_ref() == Some(&f) || wanted.iter().any(|w| f.starts_with(w))
     };
-    let diags: Vec<Diagnostic> = report
+    let mut diags: Vec<Diagnostic> = report
         .diagnostics
         .iter()
         .filter(|d| selected(d))
         .cloned()
         .collect();
+    // Each channel's own settings: required keys, and the environment
+    // variables its `*_env` keys name (checked for presence, never printed).
+    if let Some(settings) = &report.settings
+        && let Err(errors) = crate::channels::build::build_registry(settings)
+    {
+        let file = settings
+            .file
+            .clone()
+            .unwrap_or_else(|| config.to_path_buf());
+        for e in errors {
+            let pos = settings
+                .channels
+                .get(&e.channel)
+                .map(|c| c.pos)
+                .unwrap_or_default();
+            diags.push(Diagnostic::new(file.clone(), pos, e.to_string()));
+        }
+        crate::diagnostics::sort(&mut diags);
+    }
     if !diags.is_empty() {
         eprint_report(&diags);
         return Err(Failure::Reported);
