@@ -706,37 +706,7 @@ fn ord_sql(kind: Kind<'_>, op: &str, lit: &Literal, out: &mut Sql) -> bool {
     }
 }
 
-/// Binds an [`Sql`]'s parameters onto a SQLite query, in order.
-pub fn bind_sqlite<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    binds: &[Bind],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s.clone()),
-            Bind::Int(i) => q.bind(*i),
-            Bind::Real(r) => q.bind(*r),
-        };
-    }
-    q
-}
-
-/// [`bind_sqlite`] for `query_as`.
-pub fn bind_sqlite_as<'q, O>(
-    mut q: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>,
-    binds: &[Bind],
-) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments> {
-    for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s.clone()),
-            Bind::Int(i) => q.bind(*i),
-            Bind::Real(r) => q.bind(*r),
-        };
-    }
-    q
-}
-
-/// [`bind_sqlite`] for `query_scalar`.
+/// Binds an [`Sql`]'s parameters onto a SQLite `query_scalar`, in order.
 pub fn bind_sqlite_scalar<'q, O>(
     mut q: sqlx::query::QueryScalar<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>,
     binds: &[Bind],

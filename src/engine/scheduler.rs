@@ -242,9 +242,8 @@ impl Scheduler {
         }
         tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339(), "cron tick");
         let (filter, key_of, cause) = sources::scan_filter(wf, now)?;
-        let binds = sources::store_binds(&filter);
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
-        let mut stream = self.store.scan_contacts(&filter.text, &binds);
+        let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
         let mut contacts = Vec::new();
         // Collect first: the scan holds a read on the store that the applies
         // below would otherwise wait behind.

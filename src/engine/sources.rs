@@ -142,9 +142,8 @@ where
             continue;
         }
         let (filter, key_of, cause): (Sql, KeyOf, Cause) = scan_filter(wf, at)?;
-        let binds = store_binds(&filter);
         tracing::debug!(workflow = %wf.name, sql = %filter.inline_sqlite(), "scan");
-        let mut stream = store.scan_contacts(&filter.text, &binds);
+        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
         let mut chunk: Vec<Contact> = Vec::with_capacity(CHUNK);
         loop {
             let next = stream.next().await;
@@ -327,8 +326,7 @@ pub async fn plan_log_batch<'w>(
             filter.bind(Bind::Text(id.clone()));
         }
         filter.push(")");
-        let binds = store_binds(&filter);
-        let mut stream = store.scan_contacts(&filter.text, &binds);
+        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
         while let Some(c) = stream.next().await {
             let c = c?;
             contacts.insert(c.id.clone(), c);
@@ -465,17 +463,4 @@ pub fn log_entry_key(wf: &Workflow, seq: i64) -> String {
         Entry::Once => "once".to_string(),
         _ => format!("log:{seq}"),
     }
-}
-
-/// The compiled filter's parameters, as the store binds them.
-pub fn store_binds(filter: &Sql) -> Vec<crate::store::Bind> {
-    filter
-        .binds
-        .iter()
-        .map(|b| match b {
-            Bind::Text(t) => crate::store::Bind::Text(t.clone()),
-            Bind::Int(i) => crate::store::Bind::Int(*i),
-            Bind::Real(r) => crate::store::Bind::Real(*r),
-        })
-        .collect()
 }

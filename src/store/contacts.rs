@@ -49,13 +49,9 @@ pub enum Upserted {
     Unchanged,
 }
 
-/// A bound value of a WHERE clause given to [`Store::scan_contacts`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bind {
-    Text(String),
-    Int(i64),
-    Real(f64),
-}
+/// A bound value of a WHERE clause given to [`Store::scan_contacts`]: the
+/// audience compiler's own parameter type, so its output binds as is.
+pub use crate::audience::sql::Bind;
 
 /// One contact row as the batched writer takes it: already checked, times in
 /// milliseconds, attributes as JSON text.
