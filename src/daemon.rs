@@ -87,6 +87,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         deliver: deliver.clone(),
         shutdown: shutdown.clone(),
         until_idle: opts.until_idle,
+        worker: opts.delivery.worker_id.clone(),
     };
     let scheduler = tokio::spawn(scheduler.run());
     let worker = tokio::spawn(crate::channels::delivery::run(
@@ -288,8 +289,8 @@ async fn record_states(store: &Store, config: &Path, diags: &[crate::diagnostics
             states.push((f, "broken".to_string(), d.headline()));
         }
     }
-    if let Some(pool) = store.sqlite_pool()
-        && let Err(e) = crate::store::status::record_file_states(pool, &states).await
+    if let Err(e) =
+        crate::store::status::record_file_states(store.db(), store.dialect(), &states).await
     {
         tracing::warn!(error = %e, "cannot record file states");
     }

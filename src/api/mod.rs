@@ -184,9 +184,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 
 /// `GET /healthz`: 200 when `SELECT 1` on the store answers within 2 s.
 async fn healthz(State(st): State<ApiState>) -> Response {
-    let Some(pool) = st.store.sqlite_pool() else {
-        return (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response();
-    };
+    let pool = st.store.db();
     let probe = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(pool);
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
         Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
@@ -206,13 +204,11 @@ fn unavailable(message: String) -> Response {
 /// `GET /metrics`: the Prometheus text format; the outbox queue depth is
 /// counted on each scrape.
 async fn metrics(State(st): State<ApiState>) -> Response {
-    if let Some(pool) = st.store.sqlite_pool() {
-        match crate::store::status::outbox_queue_depth(pool).await {
-            Ok(n) => {
-                crate::metrics::global().queue_depth.set(n);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
+    match crate::store::status::outbox_queue_depth(st.store.db()).await {
+        Ok(n) => {
+            crate::metrics::global().queue_depth.set(n);
         }
+        Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }
     (
         [(

@@ -21,7 +21,10 @@ use super::{Condition, FieldTest, Literal, OwnerTest};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
-    /// Not compiled yet: [`compile`] returns [`CompileError::Unsupported`].
+    /// Audience conditions are not pushed down yet: [`compile`] writes
+    /// `TRUE` and the callers keep only the contacts that `eval::holds`
+    /// admits (they re-check every scanned contact in Rust anyway, with its
+    /// events loaded), so the result is the same, at the cost of a scan.
     Postgres,
 }
 
@@ -61,16 +64,12 @@ impl Sql {
         self.text.push_str(s);
     }
 
-    /// Appends a placeholder (`?` for SQLite, `$n` for PostgreSQL) bound to `b`.
+    /// Appends a placeholder `$n` bound to `b` (both SQLite and PostgreSQL
+    /// read numbered parameters).
     pub fn bind(&mut self, b: Bind) {
         self.binds.push(b);
-        match self.dialect {
-            Dialect::Sqlite => self.text.push('?'),
-            Dialect::Postgres => {
-                self.text.push('$');
-                self.text.push_str(&self.binds.len().to_string());
-            }
-        }
+        self.text.push('$');
+        self.text.push_str(&self.binds.len().to_string());
     }
 
     fn text_bind(&mut self, s: &str) {
@@ -86,17 +85,22 @@ impl Sql {
 
     /// The SQL with every parameter written in as a literal, for the sqlite3
     /// command-line shell (benchmarks, debugging). SQLite dialect only; the
-    /// text must hold no `?` other than placeholders (true of what
+    /// text must hold no `$DIGIT` other than placeholders (true of what
     /// [`compile`] writes).
     pub fn inline_sqlite(&self) -> String {
         let mut out = String::with_capacity(self.text.len() + 16 * self.binds.len());
-        let mut binds = self.binds.iter();
-        for ch in self.text.chars() {
-            if ch != '?' {
+        let mut chars = self.text.chars().peekable();
+        while let Some(ch) = chars.next() {
+            if ch != '$' || !chars.peek().is_some_and(char::is_ascii_digit) {
                 out.push(ch);
                 continue;
             }
-            match binds.next() {
+            let mut n = 0usize;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                n = n * 10 + d as usize;
+                chars.next();
+            }
+            match n.checked_sub(1).and_then(|i| self.binds.get(i)) {
                 Some(Bind::Text(s)) => {
                     out.push('\'');
                     out.push_str(&s.replace('\'', "''"));
@@ -108,7 +112,7 @@ impl Sql {
                     out.push_str(if *r > 0.0 { "9e999" } else { "-9e999" })
                 }
                 Some(Bind::Real(r)) => out.push_str(&format!("{r:?}")),
-                None => out.push('?'),
+                None => out.push_str(&format!("${n}")),
             }
         }
         out
@@ -123,7 +127,10 @@ pub fn compile(cond: &Condition, now: DateTime<Utc>, out: &mut Sql) -> Result<()
             cond_sql(cond, now.timestamp_millis(), out);
             Ok(())
         }
-        d => Err(CompileError::Unsupported(d)),
+        Dialect::Postgres => {
+            out.push("TRUE");
+            Ok(())
+        }
     }
 }
 
@@ -290,16 +297,24 @@ fn field_sql(field: &str, test: &FieldTest, now_ms: i64, out: &mut Sql) {
                 ("true", Kind::BoolConst(true)),
                 ("false", Kind::BoolConst(false)),
             ];
-            let mut cases = Vec::new();
-            for (ty, kind) in arms {
-                let mut o = Sql::new(out.dialect);
-                // Keep `$n` numbering right for PostgreSQL.
-                o.binds = out.binds.clone();
-                if branch(kind, test, now_ms, &mut o) {
-                    let added = o.binds.split_off(out.binds.len());
-                    cases.push((ty, o.text, added));
+            // Each case is numbered from the binds before it (`$n` placeholders
+            // must match bind positions), so cases are built where they go.
+            let dialect = out.dialect;
+            let build = |binds: &Vec<Bind>| {
+                let mut cases = Vec::new();
+                let mut at = binds.clone();
+                for (ty, kind) in arms {
+                    let mut o = Sql::new(dialect);
+                    o.binds = at.clone();
+                    if branch(kind, test, now_ms, &mut o) {
+                        let added = o.binds.split_off(at.len());
+                        at.extend(added.iter().cloned());
+                        cases.push((ty, o.text, added));
+                    }
                 }
-            }
+                cases
+            };
+            let mut cases = build(&out.binds);
             if cases.is_empty() {
                 out.push("0");
                 return;
@@ -322,6 +337,7 @@ fn field_sql(field: &str, test: &FieldTest, now_ms: i64, out: &mut Sql) {
             out.push("COALESCE(CASE json_type(c.attrs, ");
             out.bind(Bind::Text(json_path(k)));
             out.push(")");
+            let cases = build(&out.binds);
             for (ty, text, binds) in cases {
                 out.push(" WHEN '");
                 out.push(ty);

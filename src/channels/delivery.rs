@@ -3,7 +3,9 @@
 //!
 //! How a message moves (SPEC §4):
 //!
-//! 1. **Claim.** In one `BEGIN IMMEDIATE` transaction the worker marks due
+//! 1. **Claim.** In one write transaction (`BEGIN IMMEDIATE` on SQLite; on
+//!    PostgreSQL the inner SELECT is `FOR UPDATE SKIP LOCKED`, so daemons
+//!    sharing the store claim disjoint rows without waiting) the worker marks due
 //!    `queued` rows `sending` with its `lease_owner` and a `lease_until`
 //!    (`UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …`). Rows whose lease
 //!    expired (a worker killed mid-send) are put back in the pool first, with a
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota};
 use rand::RngExt;
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -203,7 +205,7 @@ struct Outcome {
 
 struct Shared {
     store: Store,
-    pool: SqlitePool,
+    pool: AnyPool,
     opts: DeliveryOptions,
     /// Ids claimed by this worker and not yet written back: a reclaim of one of
     /// them (after a stall longer than the lease) must not start a second call.
@@ -231,10 +233,7 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let Some(pool) = store.sqlite_pool().cloned() else {
-        tracing::error!("the delivery worker needs a SQLite store");
-        return;
-    };
+    let pool = store.db().clone();
     let shared = Arc::new(Shared {
         store,
         pool,
@@ -482,11 +481,11 @@ async fn claim(
 ) -> Result<Vec<Vec<Claimed>>, sqlx::Error> {
     let now = now_ms();
     let lease_until = now + dur_ms(shared.opts.lease);
-    let mut tx = shared.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = shared.store.begin().await?;
     let reaped = sqlx::query(
         "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL,
                 last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
-          WHERE status = 'sending' AND lease_until < ?",
+          WHERE status = 'sending' AND lease_until < $1",
     )
     .bind(now)
     .execute(&mut *tx)
@@ -497,18 +496,20 @@ async fn claim(
     }
     if let Some(known) = known {
         let names = serde_json::to_string(&known).unwrap_or_else(|_| "[]".into());
-        let parked = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = ?,
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = $1,
                     last_error = 'channel \"' || channel || '\" is not in the settings; the message waits until it is'
-              WHERE status = 'queued' AND next_attempt_at <= ?
-                AND channel NOT IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now + dur_ms(shared.opts.unknown_channel_delay))
-        .bind(now)
-        .bind(names)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+              WHERE status = 'queued' AND next_attempt_at <= $2
+                AND channel NOT IN {}",
+            shared.store.dialect().json_strings(3)
+        );
+        let parked = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now + dur_ms(shared.opts.unknown_channel_delay))
+            .bind(now)
+            .bind(names)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if parked > 0 {
             tracing::warn!(
                 messages = parked,
@@ -519,11 +520,13 @@ async fn claim(
     let mut out = Vec::with_capacity(wants.len());
     for (channel, n) in wants {
         let sql = format!(
-            "UPDATE outbox SET status = 'sending', lease_owner = ?, lease_until = ?
+            "UPDATE outbox SET status = 'sending', lease_owner = $1, lease_until = $2
               WHERE id IN (SELECT id FROM outbox
-                            WHERE status = 'queued' AND next_attempt_at <= ? AND channel = ?
-                            ORDER BY next_attempt_at LIMIT ?)
-             {RETURNING}"
+                            WHERE status = 'queued' AND next_attempt_at <= $3 AND channel = $4
+                            ORDER BY next_attempt_at LIMIT $5{skip})
+             {RETURNING}",
+            // Several daemons: each claims rows no other is claiming.
+            skip = shared.store.dialect().skip_locked()
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&shared.opts.worker_id)
@@ -557,7 +560,7 @@ async fn claim(
 async fn renew_leases(shared: &Shared) -> Result<u64, sqlx::Error> {
     let until = now_ms() + dur_ms(shared.opts.lease);
     Ok(sqlx::query(
-        "UPDATE outbox SET lease_until = ? WHERE status = 'sending' AND lease_owner = ?",
+        "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2",
     )
     .bind(until)
     .bind(&shared.opts.worker_id)
@@ -569,7 +572,7 @@ async fn renew_leases(shared: &Shared) -> Result<u64, sqlx::Error> {
 async fn hand_back(shared: &Shared) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
-          WHERE status = 'sending' AND lease_owner = ?",
+          WHERE status = 'sending' AND lease_owner = $1",
     )
     .bind(&shared.opts.worker_id)
     .execute(&shared.pool)
@@ -577,13 +580,13 @@ async fn hand_back(shared: &Shared) -> Result<u64, sqlx::Error> {
     .rows_affected())
 }
 
-async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+async fn next_due(pool: &AnyPool) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
         .fetch_one(pool)
         .await
 }
 
-async fn queue_depth(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+async fn queue_depth(pool: &AnyPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
         .fetch_one(pool)
         .await
@@ -600,10 +603,8 @@ fn consent(contact: Option<&Contact>, channel: &str) -> Option<&'static str> {
 
 async fn load_contacts(store: &Store, ids: &[&str]) -> Result<HashMap<String, Contact>, String> {
     let json = serde_json::to_string(ids).map_err(|e| e.to_string())?;
-    let mut stream = store.scan_contacts(
-        "c.id IN (SELECT value FROM json_each(?))",
-        &[Bind::Text(json)],
-    );
+    let filter = format!("c.id IN {}", store.dialect().json_strings(1));
+    let mut stream = store.scan_contacts(&filter, &[Bind::Text(json)]);
     let mut out = HashMap::with_capacity(ids.len());
     while let Some(c) = stream.next().await {
         let c = c.map_err(|e| e.to_string())?;
@@ -844,38 +845,38 @@ pub const OPTED_OUT: &str = "opted_out:";
 async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let owner = &shared.opts.worker_id;
     let now = now_ms();
-    let mut tx = shared.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = shared.store.begin().await?;
     for o in outcomes {
         let q = match &o.fate {
             Fate::Sent { provider_id } => sqlx::query(
-                "UPDATE outbox SET status = 'sent', sent_at = ?, provider_id = ?, attempts = attempts + 1,
+                "UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = $2, attempts = attempts + 1,
                         last_error = NULL, lease_owner = NULL, lease_until = NULL
-                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
             )
             .bind(now)
             .bind(provider_id.as_deref()),
             Fate::Retry { next_at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = ?, last_error = ?, attempts = attempts + 1,
+                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
                         lease_owner = NULL, lease_until = NULL
-                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
             )
             .bind(*next_at)
             .bind(error.as_str()),
             Fate::Dead { error } => sqlx::query(
-                "UPDATE outbox SET status = 'dead', last_error = ?, attempts = attempts + 1,
+                "UPDATE outbox SET status = 'dead', last_error = $1, attempts = attempts + 1,
                         lease_owner = NULL, lease_until = NULL
-                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                  WHERE id = $2 AND status = 'sending' AND lease_owner = $3",
             )
             .bind(error.as_str()),
             Fate::Cancelled { reason } => sqlx::query(
-                "UPDATE outbox SET status = 'cancelled', last_error = ?, lease_owner = NULL, lease_until = NULL
-                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                "UPDATE outbox SET status = 'cancelled', last_error = $1, lease_owner = NULL, lease_until = NULL
+                  WHERE id = $2 AND status = 'sending' AND lease_owner = $3",
             )
             .bind(reason.as_str()),
             Fate::Release { next_at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = ?, last_error = ?,
+                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2,
                         lease_owner = NULL, lease_until = NULL
-                  WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
             )
             .bind(*next_at)
             .bind(error.as_str()),
@@ -894,7 +895,7 @@ async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sql
             && error.starts_with(OPTED_OUT)
         {
             sqlx::query(
-                "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(o.contact_id.as_str())
             .bind(o.channel.as_str())

@@ -85,7 +85,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {url}"))?;
-    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let pool = store.db();
     let assign = plan_reads::assign_state(pool)
         .await
         .context("reading assignment counters")?;
@@ -456,7 +456,7 @@ async fn explain_contact(
     id: &str,
     only: Option<&str>,
 ) -> CliResult {
-    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let pool = store.db();
     let Some(mut contact) = store.contact(id).await.context("reading the contact")? else {
         return Err(Failure::Input(format!("no contact with id \"{id}\"")));
     };

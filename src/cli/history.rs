@@ -52,7 +52,7 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {url}"))?;
-    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let pool = store.db();
     if !contact_exists(pool, &args.contact)
         .await
         .context("reading the store")?

@@ -85,7 +85,7 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
         let store = Store::open(&url)
             .await
             .with_context(|| format!("opening the store {url}"))?;
-        let pool = store.sqlite_pool().context("the store is not SQLite")?;
+        let pool = store.db();
         let counts = workflow_counts(pool, now)
             .await
             .context("counting enrollments and messages")?;

@@ -5,12 +5,23 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 
+use crate::assign::{AssignState, Pick};
+use crate::contact::Contact;
 use crate::engine::plan::{Action, Outcome, PlannedStep};
 use crate::engine::sources::{Decided, Start};
 use crate::settings::Settings;
+use crate::store::Dialect;
 use crate::store::plan_reads::ms;
+use crate::workflow::{StepAction, Strategy};
+
+/// The transaction-scoped advisory lock every writer of the event log takes
+/// on PostgreSQL (see migrations/postgres/0001_init.sql): log rows become
+/// visible in sequence order. The scheduler takes it first in transactions
+/// that will both write the log (tags) and lock assignment rows, so all
+/// daemons take locks in one order (log, then team) and cannot deadlock.
+pub const EVENT_LOG_WRITE: i64 = 4_711_001;
 
 /// What applying did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,18 +40,19 @@ pub fn message_id(workflow: &str, contact_id: &str, enrollment_id: i64, step: &s
 }
 
 pub async fn apply(
-    pool: &SqlitePool,
+    pool: &AnyPool,
+    dialect: Dialect,
     settings: &Settings,
     d: &Decided<'_>,
     now: DateTime<Utc>,
 ) -> Result<Applied> {
-    // IMMEDIATE: take SQLite's write lock up front, so the read-then-write
-    // below cannot be interleaved with another writer.
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
+    let mut tx = crate::store::begin(pool, dialect)
         .await
         .context("beginning a transaction")?;
-    let applied = apply_in(&mut tx, settings, d, now).await?;
+    if touches_shared_counters(std::slice::from_ref(d)) {
+        lock_event_log(&mut tx, dialect).await?;
+    }
+    let applied = apply_in(&mut tx, dialect, settings, d, now).await?;
     tx.commit().await.context("committing the plan")?;
     Ok(applied)
 }
@@ -49,7 +61,8 @@ pub async fn apply(
 /// of plans, and moves its cursor, in one transaction). A stale plan writes
 /// nothing and leaves the transaction usable.
 pub async fn apply_in(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
     settings: &Settings,
     d: &Decided<'_>,
     now: DateTime<Utc>,
@@ -59,7 +72,7 @@ pub async fn apply_in(
         Start::New { entry_key, .. } => {
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at)
-                 VALUES (?, ?, ?, 'active', ?)
+                 VALUES ($1, $2, $3, 'active', $4)
                  ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
                  RETURNING id",
             )
@@ -78,11 +91,17 @@ pub async fn apply_in(
         Start::Existing { enrollment_id } => {
             // The plan started from the stored step; if the enrollment moved on
             // since it was read (another daemon, a replay), the plan is stale.
-            let row: Option<(String, Option<String>)> =
-                sqlx::query_as("SELECT status, step_id FROM enrollments WHERE id = ?")
-                    .bind(enrollment_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            // On PostgreSQL the row lock makes the check and the writes below
+            // one step: a second daemon holding the same plan waits here, then
+            // finds the enrollment moved on.
+            let sql = format!(
+                "SELECT status, step_id FROM enrollments WHERE id = $1{}",
+                dialect.for_update()
+            );
+            let row: Option<(String, Option<String>)> = sqlx::query_as(AssertSqlSafe(sql))
+                .bind(enrollment_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             match row {
                 Some((status, step))
                     if status == "active" && step.as_deref() == d.from_step.as_deref() => {}
@@ -98,7 +117,7 @@ pub async fn apply_in(
         // A step that already ran (a replay, or an edit that moved ids) is not done again.
         let fresh = sqlx::query(
             "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(enrollment_id)
         .bind(&s.step)
@@ -113,7 +132,7 @@ pub async fn apply_in(
         if !fresh {
             continue;
         }
-        messages += effects(tx, settings, d, enrollment_id, s, now).await?;
+        messages += effects(tx, dialect, settings, d, enrollment_id, s, now).await?;
     }
 
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
@@ -124,11 +143,11 @@ pub async fn apply_in(
         Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
     };
     sqlx::query(
-        "UPDATE enrollments SET status = ?, step_id = ?, last_step_id = coalesce(?, last_step_id),
-                next_run_at = ?, end_reason = ?,
-                ended_at = CASE WHEN ? = 'active' THEN NULL ELSE ? END,
+        "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
+                next_run_at = $4, end_reason = $5,
+                ended_at = CASE WHEN $6 = 'active' THEN NULL ELSE $7 END,
                 lease_owner = NULL, lease_until = NULL
-          WHERE id = ?",
+          WHERE id = $8",
     )
     .bind(status)
     .bind(step_id)
@@ -149,7 +168,8 @@ pub async fn apply_in(
 
 /// What a step changes in the store; returns how many messages it queued.
 async fn effects(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     settings: &Settings,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -186,34 +206,7 @@ async fn effects(
             notify,
             ..
         } => {
-            sqlx::query("UPDATE contacts SET owner = ?, updated_at = ? WHERE id = ?")
-                .bind(salesperson)
-                .bind(ms(now))
-                .bind(&d.contact_id)
-                .execute(&mut *tx)
-                .await?;
-            // Round robin continues after the chosen salesperson.
-            if let Some(crate::workflow::StepAction::Assign(a)) =
-                d.workflow.step(&s.step).map(|st| &st.action)
-            {
-                let team = settings
-                    .teams
-                    .get(&a.team.value)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                if let Some(i) = team.iter().position(|p| &p.id == salesperson)
-                    && a.strategy == crate::workflow::Strategy::RoundRobin
-                {
-                    sqlx::query(
-                        "INSERT INTO team_cursors (team, next_index) VALUES (?, ?)
-                             ON CONFLICT (team) DO UPDATE SET next_index = excluded.next_index",
-                    )
-                    .bind(&a.team.value)
-                    .bind(((i + 1) % team.len()) as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+            let salesperson = &assign(tx, dialect, settings, d, &s.step, salesperson, now).await?;
             let Some(channel) = notify else { return Ok(0) };
             let Some(person) = settings.salesperson(salesperson) else {
                 return Ok(0);
@@ -251,7 +244,7 @@ async fn effects(
         }
         Action::Tag { add, remove } => {
             for t in add {
-                sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(&d.contact_id)
                     .bind(t)
                     .bind(ms(now))
@@ -259,7 +252,7 @@ async fn effects(
                     .await?;
             }
             for t in remove {
-                sqlx::query("DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?")
+                sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
                     .bind(&d.contact_id)
                     .bind(t)
                     .execute(&mut *tx)
@@ -273,7 +266,7 @@ async fn effects(
 
 #[allow(clippy::too_many_arguments)]
 async fn queue(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     id: &str,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -288,7 +281,7 @@ async fn queue(
     let n = sqlx::query(
         "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
                              status, attempts, not_before, next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', 0, $10, $11, $12)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
@@ -307,6 +300,116 @@ async fn queue(
     .await?
     .rows_affected();
     Ok(n as usize)
+}
+
+/// Whether applying these plans may both write the event log and lock the
+/// assignment counters (see [`EVENT_LOG_WRITE`]).
+pub fn touches_shared_counters(batch: &[Decided<'_>]) -> bool {
+    batch.iter().any(|d| {
+        d.plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Tag { .. } | Action::Assign { .. }))
+    })
+}
+
+/// Takes [`EVENT_LOG_WRITE`] for the rest of the transaction (PostgreSQL;
+/// SQLite's write lock already serialises writers).
+pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect) -> Result<()> {
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(EVENT_LOG_WRITE)
+            .execute(&mut **tx)
+            .await
+            .context("locking the event log")?;
+    }
+    Ok(())
+}
+
+/// Writes an `assign` step's choice, and returns the salesperson chosen.
+///
+/// The plan chose from the counters as read at the start of the pass. With
+/// several daemons those may be stale by the time the plan is applied, so
+/// round-robin and least-loaded choices are made again here, from the
+/// counters read under the team's `team_cursors` row lock, which every
+/// assignment to the team takes: the counters move one assignment at a time
+/// across all daemons, and the counts stay balanced. On one daemon the
+/// choice made again is the plan's own. (Text rendered by later steps of the
+/// same plan was rendered with the planned salesperson.)
+async fn assign(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    settings: &Settings,
+    d: &Decided<'_>,
+    step: &str,
+    planned: &str,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    let Some(StepAction::Assign(a)) = d.workflow.step(step).map(|st| &st.action) else {
+        return Ok(planned.to_string());
+    };
+    let team = settings
+        .teams
+        .get(&a.team.value)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut chosen = planned.to_string();
+    if matches!(a.strategy, Strategy::RoundRobin | Strategy::LeastLoaded) && !team.is_empty() {
+        sqlx::query(
+            "INSERT INTO team_cursors (team, next_index) VALUES ($1, 0) ON CONFLICT (team) DO NOTHING",
+        )
+        .bind(&a.team.value)
+        .execute(&mut *tx)
+        .await?;
+        let sql = format!(
+            "SELECT next_index FROM team_cursors WHERE team = $1{}",
+            dialect.for_update()
+        );
+        let cursor: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&a.team.value)
+            .fetch_one(&mut *tx)
+            .await?;
+        let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM contacts WHERE id = $1")
+            .bind(&d.contact_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+        let mut state = AssignState::default();
+        state.team_cursor.insert(a.team.value.clone(), cursor);
+        let loads: Vec<(String, i64)> =
+            sqlx::query_as("SELECT salesperson_id, open_contacts FROM salesperson_load")
+                .fetch_all(&mut *tx)
+                .await?;
+        state.load.extend(loads);
+        let contact = Contact {
+            id: d.contact_id.clone(),
+            owner,
+            ..Default::default()
+        };
+        // The plan already passed `only_if_unassigned`; decide among the team only.
+        let step = crate::workflow::AssignStep {
+            only_if_unassigned: false,
+            ..a.clone()
+        };
+        if let Pick::Chosen(id) = state.pick(&step, team, &contact) {
+            chosen = id;
+        }
+        if a.strategy == Strategy::RoundRobin {
+            let next = state.team_cursor.get(&a.team.value).copied().unwrap_or(0);
+            sqlx::query("UPDATE team_cursors SET next_index = $1 WHERE team = $2")
+                .bind(next)
+                .bind(&a.team.value)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::query("UPDATE contacts SET owner = $1, updated_at = $2 WHERE id = $3")
+        .bind(&chosen)
+        .bind(ms(now))
+        .bind(&d.contact_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(chosen)
 }
 
 fn detail(s: &PlannedStep) -> Option<String> {

@@ -15,22 +15,42 @@ use std::time::Duration as StdDuration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::contact::Contact;
-use crate::engine::apply::{Applied, apply_in};
+use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
 use crate::engine::plan::{EnrollmentPlan, Outcome, Planner, StartAt};
 use crate::engine::sources::{self, Decided, Start};
 use crate::metrics;
 use crate::project::Project;
-use crate::store::Store;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
+use crate::store::{Dialect, Store};
 use crate::workflow::Workflow;
 
 /// Plans applied per transaction.
 const BATCH: usize = 256;
+
+/// How long a claimed due enrollment stays this daemon's. A daemon that dies
+/// holding claims leaves them to the others after this long.
+const ENROLLMENT_LEASE_MS: i64 = 30_000;
+
+/// The transaction-scoped advisory lock of the event-log cursor on
+/// PostgreSQL: one daemon at a time reads a batch after the cursor, applies
+/// it and moves the cursor, in one transaction; the others skip the log for
+/// that pass instead of planning the same batch.
+const EVENT_LOG_CURSOR: i64 = 4_711_002;
+
+/// A stable advisory-lock key per workflow for its cron ticks (FNV-1a).
+fn tick_lock_key(workflow: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "nurture-tick:".bytes().chain(workflow.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +69,13 @@ pub struct Scheduler {
     pub shutdown: CancellationToken,
     /// `--until-idle`: stop once nothing is left to do (tests, batch runs).
     pub until_idle: bool,
+    /// Written into `enrollments.lease_owner`; unique per process.
+    pub worker: String,
 }
 
 impl Scheduler {
     pub async fn run(mut self) -> Result<()> {
-        let pool = self
-            .store
-            .sqlite_pool()
-            .context("the store is not SQLite")?
-            .clone();
+        let pool = self.store.db().clone();
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -106,7 +124,7 @@ impl Scheduler {
     /// One pass over everything due at `now`.
     pub async fn pass(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         project: &Project,
         now: DateTime<Utc>,
     ) -> Result<Pass> {
@@ -131,12 +149,22 @@ impl Scheduler {
     /// Enrollments whose next step is due.
     async fn due_steps(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         enabled: &[&Workflow],
         planner: &mut Planner<'_>,
         pass: &mut Pass,
     ) -> Result<()> {
-        let due = plan_reads::due_enrollments(pool, planner.now, BATCH as i64).await?;
+        // Claimed, not just read: with several daemons each due enrollment
+        // is planned by the daemon that holds its lease.
+        let due = plan_reads::claim_due_enrollments(
+            pool,
+            self.store.dialect(),
+            &self.worker,
+            planner.now,
+            ms(planner.now) + ENROLLMENT_LEASE_MS,
+            BATCH as i64,
+        )
+        .await?;
         let mut batch = Vec::new();
         for e in due {
             let Some(wf) = enabled.iter().copied().find(|w| w.name == e.workflow) else {
@@ -172,13 +200,30 @@ impl Scheduler {
     /// New entries of the event log, for event-triggered workflows.
     async fn event_log(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         enabled: &[&Workflow],
         planner: &mut Planner<'_>,
         pass: &mut Pass,
     ) -> Result<()> {
-        let after = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
-        let entries = plan_reads::pending_log(pool, after, BATCH as i64).await?;
+        // The transaction that applies the batch is opened first: on
+        // PostgreSQL it takes the cursor's lock before reading the cursor, so
+        // one daemon plans each batch (the others find the lock taken and move
+        // on), and the cursor moves with the batch's plans.
+        let dialect = self.store.dialect();
+        let mut tx = crate::store::begin(pool, dialect)
+            .await
+            .context("beginning a transaction")?;
+        if dialect == Dialect::Postgres {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(EVENT_LOG_CURSOR)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !got {
+                return Ok(());
+            }
+        }
+        let after = plan_reads::cursor(&mut *tx, DAEMON_CURSOR).await?;
+        let entries = plan_reads::pending_log(&mut *tx, after, BATCH as i64).await?;
         let Some(last) = entries.last().map(|e| e.seq) else {
             return Ok(());
         };
@@ -200,7 +245,8 @@ impl Scheduler {
         )
         .await?;
         // The plans and the cursor move together.
-        self.commit(pool, planner, &batch, Some(last), pass).await?;
+        self.commit_in(tx, planner, &batch, Some(last), pass)
+            .await?;
         pass.plans = pass.plans.max(1);
         Ok(())
     }
@@ -208,7 +254,7 @@ impl Scheduler {
     /// A cron-ticked workflow: run its latest tick if not taken yet.
     async fn tick(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         project: &Project,
         wf: &Workflow,
         planner: &mut Planner<'_>,
@@ -223,8 +269,47 @@ impl Scheduler {
         let Some(tick) = cron.latest_at_or_before(now, project.settings.timezone) else {
             return Ok(());
         };
+        // On PostgreSQL a tick runs under a session advisory lock per
+        // workflow: one daemon runs it, the others see the lock taken (and,
+        // after it is released, the tick recorded). A daemon that dies
+        // mid-tick loses its session and the lock with it; the next daemon
+        // runs the tick again, and the entry keys make that harmless.
+        if self.store.dialect() == Dialect::Postgres {
+            let mut conn = pool.acquire().await?;
+            let key = tick_lock_key(&wf.name);
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !got {
+                return Ok(());
+            }
+            let ran = self.run_tick(pool, wf, tick, planner, pass).await;
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // Never hand a connection that may still hold the lock back to the pool.
+                let _ = conn.detach();
+            }
+            return ran;
+        }
+        self.run_tick(pool, wf, tick, planner, pass).await
+    }
+
+    /// Runs `tick` of `wf` unless it was taken already.
+    async fn run_tick(
+        &self,
+        pool: &AnyPool,
+        wf: &Workflow,
+        tick: DateTime<Utc>,
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let now = planner.now;
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = ?")
+            sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = $1")
                 .bind(&wf.name)
                 .fetch_one(pool)
                 .await?;
@@ -241,7 +326,7 @@ impl Scheduler {
             Some(_) => {}
         }
         tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339(), "cron tick");
-        let (filter, key_of, cause) = sources::scan_filter(wf, now)?;
+        let (filter, key_of, cause) = sources::scan_filter(wf, now, self.store.dialect())?;
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
         let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
         let mut contacts = Vec::new();
@@ -270,7 +355,7 @@ impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     async fn plan_chunk(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         wf: &Workflow,
         chunk: &mut Vec<Contact>,
         key_of: &sources::KeyOf,
@@ -299,10 +384,10 @@ impl Scheduler {
         self.commit(pool, planner, &batch, None, pass).await
     }
 
-    /// Apply a batch of plans (and move the cursor) in one transaction.
+    /// Apply a batch of plans in one transaction.
     async fn commit(
         &self,
-        pool: &SqlitePool,
+        pool: &AnyPool,
         planner: &mut Planner<'_>,
         batch: &[Decided<'_>],
         cursor: Option<i64>,
@@ -311,13 +396,28 @@ impl Scheduler {
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
+        let tx = crate::store::begin(pool, self.store.dialect())
             .await
             .context("beginning a transaction")?;
+        self.commit_in(tx, planner, batch, cursor, pass).await
+    }
+
+    /// Apply a batch of plans (and move the cursor) in `tx`, and commit it.
+    async fn commit_in(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        planner: &mut Planner<'_>,
+        batch: &[Decided<'_>],
+        cursor: Option<i64>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let dialect = self.store.dialect();
+        if touches_shared_counters(batch) {
+            lock_event_log(&mut tx, dialect).await?;
+        }
         let mut stored = Vec::new();
         for d in batch {
-            match apply_in(&mut tx, planner.settings, d, planner.now).await? {
+            match apply_in(&mut tx, dialect, planner.settings, d, planner.now).await? {
                 Applied::Stored { messages, .. } => {
                     pass.plans += 1;
                     pass.messages += messages;
@@ -328,8 +428,10 @@ impl Scheduler {
         }
         if let Some(seq) = cursor {
             sqlx::query(
-                "INSERT INTO cursors (name, position) VALUES (?, ?)
-                 ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
+                "INSERT INTO cursors (name, position) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = CASE
+                     WHEN excluded.position > cursors.position THEN excluded.position
+                     ELSE cursors.position END",
             )
             .bind(DAEMON_CURSOR)
             .bind(seq)
@@ -355,12 +457,12 @@ impl Scheduler {
 }
 
 async fn take_tick(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     wf: &Workflow,
     tick: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO cron_ticks (workflow, tick_at, taken_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+    sqlx::query("INSERT INTO cron_ticks (workflow, tick_at, taken_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(&wf.name)
         .bind(ms(tick))
         .bind(ms(now))
@@ -371,9 +473,9 @@ async fn take_tick(
 
 /// Nothing to plan or deliver: the log is consumed, no enrollment is active,
 /// no message waits.
-async fn idle(pool: &SqlitePool) -> Result<bool> {
+async fn idle(pool: &AnyPool) -> Result<bool> {
     let (pending, active, queued): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM event_log WHERE seq > coalesce((SELECT position FROM cursors WHERE name = ?), 0)),
+        "SELECT (SELECT count(*) FROM event_log WHERE seq > coalesce((SELECT position FROM cursors WHERE name = $1), 0)),
                 (SELECT count(*) FROM enrollments WHERE status = 'active'),
                 (SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending'))",
     )
@@ -386,16 +488,16 @@ async fn idle(pool: &SqlitePool) -> Result<bool> {
 /// How long to sleep: until the next due enrollment or cron tick, at most 1 s
 /// (new work from outside the API — rows written by other systems — is found
 /// by polling).
-async fn next_wake(
-    pool: &SqlitePool,
-    project: &Project,
-    now: DateTime<Utc>,
-) -> Result<StdDuration> {
+async fn next_wake(pool: &AnyPool, project: &Project, now: DateTime<Utc>) -> Result<StdDuration> {
     let mut next = now + chrono::Duration::seconds(1);
     let due: Option<i64> =
-        sqlx::query_scalar("SELECT min(next_run_at) FROM enrollments WHERE status = 'active'")
-            .fetch_one(pool)
-            .await?;
+        // A row leased to another daemon is due for us only when its lease ends.
+        sqlx::query_scalar(
+            "SELECT min(CASE WHEN lease_until > next_run_at THEN lease_until ELSE next_run_at END)
+               FROM enrollments WHERE status = 'active'",
+        )
+        .fetch_one(pool)
+        .await?;
     if let Some(d) = due {
         next = next.min(plan_reads::from_ms(d));
     }

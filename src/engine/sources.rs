@@ -10,10 +10,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use crate::audience::Condition;
 use crate::audience::sql::{Bind, Dialect, Sql, compile};
@@ -76,7 +76,7 @@ pub async fn plan_due<'w, F>(
 where
     F: FnMut(Decided<'w>) -> Result<()>,
 {
-    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let pool = store.db();
     let selected: Vec<&Workflow> = workflows
         .iter()
         .filter(|w| w.enabled && opts.workflow.as_ref().is_none_or(|n| *n == w.name))
@@ -141,7 +141,7 @@ where
         if !scan {
             continue;
         }
-        let (filter, key_of, cause): (Sql, KeyOf, Cause) = scan_filter(wf, at)?;
+        let (filter, key_of, cause): (Sql, KeyOf, Cause) = scan_filter(wf, at, store.dialect())?;
         tracing::debug!(workflow = %wf.name, sql = %filter.inline_sqlite(), "scan");
         let mut stream = store.scan_contacts(&filter.text, &filter.binds);
         let mut chunk: Vec<Contact> = Vec::with_capacity(CHUNK);
@@ -205,8 +205,12 @@ impl KeyOf {
 }
 
 /// The WHERE clause of a scan: audience, trigger condition, entry policy.
-pub fn scan_filter(wf: &Workflow, at: DateTime<Utc>) -> Result<(Sql, KeyOf, Cause)> {
-    let mut sql = Sql::new(Dialect::Sqlite);
+pub fn scan_filter(
+    wf: &Workflow,
+    at: DateTime<Utc>,
+    dialect: Dialect,
+) -> Result<(Sql, KeyOf, Cause)> {
+    let mut sql = Sql::new(dialect);
     // The trigger's own test first: it is the cheapest, and SQLite evaluates
     // the terms in order, so most contacts are dismissed before the audience's
     // subqueries run.
@@ -257,7 +261,7 @@ pub fn scan_filter(wf: &Workflow, at: DateTime<Utc>) -> Result<(Sql, KeyOf, Caus
 
 /// May the contact enter `wf` now under its entry policy?
 pub async fn may_enter(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     wf: &Workflow,
     contact_id: &str,
     key: &str,
@@ -298,7 +302,7 @@ pub async fn plan_log_batch<'w>(
     planner: &mut Planner<'_>,
     entered: &mut HashSet<(String, String)>,
 ) -> Result<Vec<Decided<'w>>> {
-    let pool = store.sqlite_pool().context("the store is not SQLite")?;
+    let pool = store.db();
     let at = planner.now;
     let firing: Vec<(&plan_reads::LogEntry, &'w Workflow)> = entries
         .iter()
@@ -317,7 +321,7 @@ pub async fn plan_log_batch<'w>(
     ids.dedup();
     let mut contacts: HashMap<String, Contact> = HashMap::new();
     for chunk in ids.chunks(500) {
-        let mut filter = Sql::new(Dialect::Sqlite);
+        let mut filter = Sql::new(store.dialect());
         filter.push("c.id IN (");
         for (i, id) in chunk.iter().enumerate() {
             if i > 0 {
@@ -418,7 +422,7 @@ pub fn event_names(wf: &Workflow) -> Vec<String> {
 /// Load what the planner needs beyond the contact rows: the events the
 /// workflow's conditions look at, and recent message counts for the cap.
 pub async fn enrich(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     wf: &Workflow,
     contacts: &mut [Contact],
     planner: &Planner<'_>,

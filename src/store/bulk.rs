@@ -31,7 +31,8 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, Statement, ToSql};
 
-use super::contacts::{Row, UPDATE_TAIL, Upserted, repeat_sql};
+use super::Dialect;
+use super::contacts::{Row, Upserted, repeat_sql, update_tail};
 use super::{BUSY_TIMEOUT, StoreError};
 
 /// A rusqlite error as the store reports database errors (`StoreError::Db`).
@@ -135,7 +136,7 @@ fn update_sql(n: usize) -> String {
          last_active_at, unsubscribed, attrs) AS (VALUES ",
         "(?,?,?,?,?,?,?,?,?,?,?)",
         n,
-        UPDATE_TAIL,
+        &update_tail(Dialect::Sqlite, "?"),
     )
 }
 

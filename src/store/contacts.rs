@@ -13,10 +13,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Arguments, AssertSqlSafe, Row as _, SqliteConnection};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AnyConnection, Arguments, AssertSqlSafe, Row as _};
 
-use super::{BEGIN_IMMEDIATE, Backend, Store, StoreError, from_ms, to_ms};
+use super::{Dialect, Store, StoreError, from_ms, to_ms};
 use crate::contact::{BUILTIN_FIELDS, Contact};
 
 /// A contact to create or update. On update, `None` (and an absent attribute)
@@ -190,17 +191,39 @@ pub(crate) fn repeat_sql(head: &str, group: &str, n: usize, tail: &str) -> Strin
     s
 }
 
-fn add<'q, T>(args: &mut SqliteArguments, v: T)
+fn add<'q, T>(args: &mut AnyArguments, v: T)
 where
-    T: 'q + sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     args.add(v).expect("encoding a plain value cannot fail");
+}
+
+/// `n` groups of `width` numbered placeholders, `($first,...),(...)`.
+fn numbered_groups(first: usize, width: usize, n: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(n * width * 5);
+    let mut k = first;
+    for g in 0..n {
+        s.push_str(if g == 0 { "(" } else { ",(" });
+        for c in 0..width {
+            let _ = write!(s, "{}${k}", if c == 0 { "" } else { "," });
+            k += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// A stored boolean: an integer 0/1 on both databases.
+fn flag(b: bool) -> i64 {
+    i64::from(b)
 }
 
 /// Upserts `rows` (ids unique among them) on a connection inside a
 /// transaction that holds the write lock, and says for each row what happened.
 pub(crate) async fn write_rows(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    dialect: Dialect,
     rows: &mut [Row],
     now: i64,
 ) -> Result<Vec<Upserted>, StoreError> {
@@ -208,13 +231,10 @@ pub(crate) async fn write_rows(
     // 1. Which of these contacts exist already?
     let mut existing: HashSet<String> = HashSet::new();
     for chunk in rows.chunks(EXISTS_CHUNK) {
-        let sql = repeat_sql(
-            "SELECT id FROM contacts WHERE id IN (",
-            "?",
-            chunk.len(),
-            ")",
-        );
-        let mut args = SqliteArguments::default();
+        let mut sql = String::from("SELECT id FROM contacts WHERE id IN (");
+        super::plan_reads::push_placeholders(&mut sql, 1, chunk.len());
+        sql.push(')');
+        let mut args = AnyArguments::default();
         for r in chunk {
             add(&mut args, r.id.clone());
         }
@@ -228,14 +248,12 @@ pub(crate) async fn write_rows(
 
     // 2. New contacts: plain multi-row INSERTs (the trigger logs contact_created).
     for chunk in new.chunks(CONTACT_CHUNK) {
-        let sql = repeat_sql(
+        let sql = format!(
             "INSERT INTO contacts (id, name, email, phone, wecom_external_userid, owner, timezone, \
-             created_at, last_active_at, unsubscribed, attrs, updated_at) VALUES ",
-            "(?,?,?,?,?,?,?,?,?,?,?,?)",
-            chunk.len(),
-            "",
+             created_at, last_active_at, unsubscribed, attrs, updated_at) VALUES {}",
+            numbered_groups(1, 12, chunk.len())
         );
-        let mut args = SqliteArguments::default();
+        let mut args = AnyArguments::default();
         for &i in chunk {
             let r = &mut rows[i];
             add(&mut args, r.id.clone());
@@ -247,7 +265,7 @@ pub(crate) async fn write_rows(
             add(&mut args, r.timezone.take());
             add(&mut args, r.created_at.unwrap_or(now));
             add(&mut args, r.last_active_at);
-            add(&mut args, r.unsubscribed.unwrap_or(false));
+            add(&mut args, flag(r.unsubscribed.unwrap_or(false)));
             add(
                 &mut args,
                 r.attrs_new
@@ -266,14 +284,13 @@ pub(crate) async fn write_rows(
     //    touches only the rows whose values differ, and says which.
     let mut changed: HashSet<String> = HashSet::new();
     for chunk in old.chunks(CONTACT_CHUNK) {
-        let sql = repeat_sql(
+        let sql = format!(
             "WITH v(id, name, email, phone, wecom_external_userid, owner, timezone, created_at, \
-             last_active_at, unsubscribed, attrs) AS (VALUES ",
-            "(?,?,?,?,?,?,?,?,?,?,?)",
-            chunk.len(),
-            UPDATE_TAIL,
+             last_active_at, unsubscribed, attrs) AS (VALUES {}{}",
+            numbered_groups(1, 11, chunk.len()),
+            update_tail(dialect, &format!("${}", chunk.len() * 11 + 1))
         );
-        let mut args = SqliteArguments::default();
+        let mut args = AnyArguments::default();
         for &i in chunk {
             let r = &mut rows[i];
             add(&mut args, r.id.clone());
@@ -285,7 +302,7 @@ pub(crate) async fn write_rows(
             add(&mut args, r.timezone.take());
             add(&mut args, r.created_at);
             add(&mut args, r.last_active_at);
-            add(&mut args, r.unsubscribed);
+            add(&mut args, r.unsubscribed.map(flag));
             add(&mut args, std::mem::take(&mut r.attrs));
         }
         add(&mut args, now);
@@ -310,7 +327,24 @@ pub(crate) async fn write_rows(
         .collect())
 }
 
-pub(crate) const UPDATE_TAIL: &str = ") UPDATE contacts SET \
+/// The end of the batched UPDATE: `) UPDATE contacts ... RETURNING id`,
+/// touching only rows whose values differ. `updated_at` is the placeholder
+/// of the update time. SQLite's `IS NOT` is PostgreSQL's `IS DISTINCT FROM`;
+/// PostgreSQL compares attributes as JSON (its `json_patch`, defined by the
+/// migration, writes them in jsonb's canonical text).
+pub(crate) fn update_tail(dialect: Dialect, updated_at: &str) -> String {
+    let (ne, attrs_differ) = match dialect {
+        Dialect::Sqlite => (
+            "IS NOT",
+            "json_patch(contacts.attrs, v.attrs) IS NOT contacts.attrs",
+        ),
+        Dialect::Postgres => (
+            "IS DISTINCT FROM",
+            "CAST(json_patch(contacts.attrs, v.attrs) AS jsonb) IS DISTINCT FROM CAST(contacts.attrs AS jsonb)",
+        ),
+    };
+    let mut s = format!(
+        ") UPDATE contacts SET \
     name = coalesce(v.name, contacts.name), \
     email = coalesce(v.email, contacts.email), \
     phone = coalesce(v.phone, contacts.phone), \
@@ -320,26 +354,32 @@ pub(crate) const UPDATE_TAIL: &str = ") UPDATE contacts SET \
     created_at = coalesce(v.created_at, contacts.created_at), \
     last_active_at = coalesce(v.last_active_at, contacts.last_active_at), \
     unsubscribed = coalesce(v.unsubscribed, contacts.unsubscribed), \
-    attrs = CASE WHEN v.attrs = '{}' THEN contacts.attrs ELSE json_patch(contacts.attrs, v.attrs) END, \
-    updated_at = ? \
+    attrs = CASE WHEN v.attrs = '{{}}' THEN contacts.attrs ELSE json_patch(contacts.attrs, v.attrs) END, \
+    updated_at = {updated_at} \
     FROM v WHERE contacts.id = v.id AND ( \
-       (v.name IS NOT NULL AND v.name IS NOT contacts.name) \
-    OR (v.email IS NOT NULL AND v.email IS NOT contacts.email) \
-    OR (v.phone IS NOT NULL AND v.phone IS NOT contacts.phone) \
-    OR (v.wecom_external_userid IS NOT NULL AND v.wecom_external_userid IS NOT contacts.wecom_external_userid) \
-    OR (v.owner IS NOT NULL AND v.owner IS NOT contacts.owner) \
-    OR (v.timezone IS NOT NULL AND v.timezone IS NOT contacts.timezone) \
-    OR (v.created_at IS NOT NULL AND v.created_at IS NOT contacts.created_at) \
-    OR (v.last_active_at IS NOT NULL AND v.last_active_at IS NOT contacts.last_active_at) \
-    OR (v.unsubscribed IS NOT NULL AND v.unsubscribed IS NOT contacts.unsubscribed) \
-    OR (v.attrs <> '{}' AND json_patch(contacts.attrs, v.attrs) IS NOT contacts.attrs)) \
-    RETURNING id";
+       (v.name IS NOT NULL AND v.name {ne} contacts.name) \
+    OR (v.email IS NOT NULL AND v.email {ne} contacts.email) \
+    OR (v.phone IS NOT NULL AND v.phone {ne} contacts.phone) \
+    OR (v.wecom_external_userid IS NOT NULL AND v.wecom_external_userid {ne} contacts.wecom_external_userid) \
+    OR (v.owner IS NOT NULL AND v.owner {ne} contacts.owner) \
+    OR (v.timezone IS NOT NULL AND v.timezone {ne} contacts.timezone) \
+    OR (v.created_at IS NOT NULL AND v.created_at {ne} contacts.created_at) \
+    OR (v.last_active_at IS NOT NULL AND v.last_active_at {ne} contacts.last_active_at) \
+    OR (v.unsubscribed IS NOT NULL AND v.unsubscribed {ne} contacts.unsubscribed) \
+    OR (v.attrs <> '{{}}' AND {attrs_differ})) "
+    );
+    s.push_str(match dialect {
+        Dialect::Sqlite => "RETURNING id",
+        Dialect::Postgres => "RETURNING contacts.id",
+    });
+    s
+}
 
-/// Adds the tags of `rows[which]` (INSERT OR IGNORE: a tag the contact has
-/// already writes nothing). With `returning`, gives the ids of the contacts
+/// Adds the tags of `rows[which]` (ON CONFLICT DO NOTHING: a tag the
+/// contact has already writes nothing). With `returning`, gives the ids of the contacts
 /// that got a new tag.
 async fn write_tags(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rows: &[Row],
     which: &[usize],
     now: i64,
@@ -353,17 +393,17 @@ async fn write_tags(
         pairs.extend((0..rows[i].tags.len()).map(|k| (i, k)));
     }
     for chunk in pairs.chunks(TAG_CHUNK) {
-        let sql = repeat_sql(
-            "INSERT OR IGNORE INTO contact_tags (contact_id, tag, added_at) VALUES ",
-            "(?,?,?)",
-            chunk.len(),
+        let sql = format!(
+            "INSERT INTO contact_tags (contact_id, tag, added_at) VALUES {} \
+             ON CONFLICT DO NOTHING{}",
+            numbered_groups(1, 3, chunk.len()),
             if returning {
                 " RETURNING contact_id"
             } else {
                 ""
             },
         );
-        let mut args = SqliteArguments::default();
+        let mut args = AnyArguments::default();
         for &(i, k) in chunk {
             add(&mut args, rows[i].id.clone());
             add(&mut args, rows[i].tags[k].clone());
@@ -391,6 +431,20 @@ const CONTACT_COLUMNS: &str = "SELECT c.id, c.name, c.email, c.phone, c.wecom_ex
     (SELECT group_concat(t.tag, char(31)) FROM contact_tags t WHERE t.contact_id = c.id) AS tags, \
     (SELECT group_concat(o.channel, char(31)) FROM contact_opt_outs o WHERE o.contact_id = c.id) AS opt_outs \
     FROM contacts c";
+
+/// [`CONTACT_COLUMNS`] in PostgreSQL's words (`string_agg`, `chr`).
+const CONTACT_COLUMNS_PG: &str = "SELECT c.id, c.name, c.email, c.phone, c.wecom_external_userid, \
+    c.owner, c.timezone, c.created_at, c.last_active_at, c.unsubscribed, c.attrs, \
+    (SELECT string_agg(t.tag, chr(31)) FROM contact_tags t WHERE t.contact_id = c.id) AS tags, \
+    (SELECT string_agg(o.channel, chr(31)) FROM contact_opt_outs o WHERE o.contact_id = c.id) AS opt_outs \
+    FROM contacts c";
+
+fn contact_columns(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => CONTACT_COLUMNS,
+        Dialect::Postgres => CONTACT_COLUMNS_PG,
+    }
+}
 
 /// The same columns packed by SQLite into one JSON array per row, for scans.
 /// sqlx copies every column of every row across its worker thread; one
@@ -451,7 +505,7 @@ fn split_set(s: Option<&str>) -> BTreeSet<String> {
 }
 
 /// Decodes one row of [`CONTACT_COLUMNS`] (by position: no name lookups).
-fn decode_contact(row: &SqliteRow) -> Result<Contact, StoreError> {
+fn decode_contact(row: &AnyRow) -> Result<Contact, StoreError> {
     let id: String = row.try_get(0)?;
     let attrs_text: &str = row.try_get(10)?;
     let attrs = if attrs_text == "{}" {
@@ -481,7 +535,7 @@ fn decode_contact(row: &SqliteRow) -> Result<Contact, StoreError> {
     })
 }
 
-fn bind_all(args: &mut SqliteArguments, binds: &[Bind]) {
+fn bind_all(args: &mut AnyArguments, binds: &[Bind]) {
     for b in binds {
         match b {
             Bind::Text(s) => add(args, s.clone()),
@@ -491,16 +545,21 @@ fn bind_all(args: &mut SqliteArguments, binds: &[Bind]) {
     }
 }
 
+fn bind_all_sqlite(args: &mut sqlx::sqlite::SqliteArguments, binds: &[Bind]) {
+    for b in binds {
+        let r = match b {
+            Bind::Text(s) => args.add(s.clone()),
+            Bind::Int(i) => args.add(*i),
+            Bind::Real(f) => args.add(*f),
+        };
+        r.expect("encoding a plain value cannot fail");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The store's contact operations.
 
 impl Store {
-    fn pool(&self) -> &sqlx::SqlitePool {
-        match &self.backend {
-            Backend::Sqlite(p) => p,
-        }
-    }
-
     /// Creates or updates one contact. An update that changes nothing writes
     /// nothing (no `updated_at` move, no event-log row).
     pub async fn upsert_contact(
@@ -509,9 +568,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Upserted, StoreError> {
         let row = input.to_row()?;
-        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = self.begin().await?;
         let mut row = row;
-        let out = write_rows(&mut tx, std::slice::from_mut(&mut row), to_ms(now)).await?;
+        let out = write_rows(
+            &mut tx,
+            self.dialect,
+            std::slice::from_mut(&mut row),
+            to_ms(now),
+        )
+        .await?;
         tx.commit().await?;
         Ok(out[0])
     }
@@ -528,12 +593,12 @@ impl Store {
             .iter()
             .map(|t| check_tag(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = self.begin().await?;
         require_contact(&mut tx, id).await?;
         let mut added = Vec::new();
         for tag in tags {
             let n = sqlx::query(
-                "INSERT OR IGNORE INTO contact_tags (contact_id, tag, added_at) VALUES (?, ?, ?)",
+                "INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(id)
             .bind(&tag)
@@ -555,11 +620,11 @@ impl Store {
             .iter()
             .map(|t| check_tag(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = self.begin().await?;
         require_contact(&mut tx, id).await?;
         let mut removed = Vec::new();
         for tag in tags {
-            let n = sqlx::query("DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?")
+            let n = sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
                 .bind(id)
                 .bind(&tag)
                 .execute(&mut *tx)
@@ -593,10 +658,10 @@ impl Store {
                 )));
             }
         };
-        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = self.begin().await?;
         require_contact(&mut tx, id).await?;
         let event_id: i64 =
-            sqlx::query_scalar("INSERT INTO events (contact_id, name, at, properties) VALUES (?, ?, ?, ?) RETURNING id")
+            sqlx::query_scalar("INSERT INTO events (contact_id, name, at, properties) VALUES ($1, $2, $3, $4) RETURNING id")
                 .bind(id)
                 .bind(&name)
                 .bind(to_ms(at))
@@ -615,21 +680,21 @@ impl Store {
         channel: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = self.begin().await?;
         require_contact(&mut tx, id).await?;
         let channel = channel
             .map(|ch| check_name("channel name", ch))
             .transpose()?;
         let n = match channel.as_deref() {
             None => {
-                sqlx::query("UPDATE contacts SET unsubscribed = 1, updated_at = ? WHERE id = ? AND unsubscribed = 0")
+                sqlx::query("UPDATE contacts SET unsubscribed = 1, updated_at = $1 WHERE id = $2 AND unsubscribed = 0")
                     .bind(to_ms(now))
                     .bind(id)
                     .execute(&mut *tx)
                     .await?
             }
             Some(ch) => {
-                sqlx::query("INSERT OR IGNORE INTO contact_opt_outs (contact_id, channel, at) VALUES (?, ?, ?)")
+                sqlx::query("INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(id)
                     .bind(ch)
                     .bind(to_ms(now))
@@ -643,7 +708,7 @@ impl Store {
         // claimed).
         sqlx::query(
             "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
-              WHERE contact_id = ? AND status = 'queued' AND (? IS NULL OR channel = ?)",
+              WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)",
         )
         .bind(id)
         .bind(channel.as_deref())
@@ -656,10 +721,10 @@ impl Store {
 
     /// One contact with its tags and opt-outs (events are not loaded).
     pub async fn contact(&self, id: &str) -> Result<Option<Contact>, StoreError> {
-        let sql = format!("{CONTACT_COLUMNS} WHERE c.id = ?");
+        let sql = format!("{} WHERE c.id = $1", contact_columns(self.dialect));
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.db)
             .await?;
         row.as_ref().map(decode_contact).transpose()
     }
@@ -676,14 +741,28 @@ impl Store {
         // No ORDER BY: a full scan in rowid order (the order contacts were
         // added) is deterministic, and sorting by id would walk the id index
         // and visit the table at random, a third slower on a million rows.
-        let sql = format!("{CONTACT_JSON} WHERE {where_sql}");
-        let mut args = SqliteArguments::default();
+        if let Some(pool) = &self.sqlite {
+            let sql = format!("{CONTACT_JSON} WHERE {where_sql}");
+            let mut args = sqlx::sqlite::SqliteArguments::default();
+            bind_all_sqlite(&mut args, binds);
+            return sqlx::query_with(AssertSqlSafe(sql), args)
+                .fetch(pool)
+                .map(|r| {
+                    r.map_err(StoreError::from)
+                        .and_then(|row| decode_json_contact(&row))
+                })
+                .boxed();
+        }
+        // PostgreSQL: plain columns (sqlx's PostgreSQL driver decodes them in
+        // the task; there is no worker-thread handoff to save).
+        let sql = format!("{CONTACT_COLUMNS_PG} WHERE {where_sql}");
+        let mut args = AnyArguments::default();
         bind_all(&mut args, binds);
         sqlx::query_with(AssertSqlSafe(sql), args)
-            .fetch(self.pool())
+            .fetch(&self.db)
             .map(|r| {
                 r.map_err(StoreError::from)
-                    .and_then(|row| decode_json_contact(&row))
+                    .and_then(|row| decode_contact(&row))
             })
             .boxed()
     }
@@ -691,13 +770,13 @@ impl Store {
     /// How many contacts the store holds.
     pub async fn count_contacts(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM contacts")
-            .fetch_one(self.pool())
+            .fetch_one(&self.db)
             .await?)
     }
 }
 
-async fn require_contact(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+async fn require_contact(conn: &mut AnyConnection, id: &str) -> Result<(), StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;

@@ -20,8 +20,8 @@
 //!
 //! Speed: one thread parses while another writes batches of [`BATCH_ROWS`]
 //! rows, one transaction each, through `rusqlite` on its own connection to
-//! the store's file (`store::bulk`; an in-memory store is written through
-//! the pool with `write_rows`, the same SQL).
+//! the store's file (`store::bulk`; an in-memory store and PostgreSQL are
+//! written through the pool with `write_rows`, the same SQL).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 
 use super::bulk::{BulkWriter, Counts};
 use super::contacts::{Row, check_tag, write_rows};
-use super::{BEGIN_IMMEDIATE, Backend, Store, StoreError, to_ms};
+use super::{Store, StoreError, to_ms};
 
 /// Rows per transaction. Fewer, larger commits write fewer WAL frames (the
 /// same index pages again and again): 50,000 imported 1,000,000 rows in
@@ -450,13 +450,18 @@ impl Store {
                 source,
             })?
             .len();
-        let Backend::Sqlite(pool) = &self.backend;
-        // The file behind the store; empty for an in-memory store, which a
-        // second connection cannot reach.
-        let db_file: String =
-            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                .fetch_one(pool)
-                .await?;
+        // The file behind a SQLite store; empty for an in-memory store, which
+        // a second connection cannot reach, and for PostgreSQL, which takes
+        // the batches through the pool (multi-row INSERTs and UPDATE ... FROM
+        // VALUES, the same statements).
+        let db_file: String = match &self.sqlite {
+            Some(pool) => {
+                sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                    .fetch_one(pool)
+                    .await?
+            }
+            None => String::new(),
+        };
         let writer = if db_file.is_empty() {
             None
         } else {
@@ -514,8 +519,9 @@ impl Store {
                     let mut counts = Counts::default();
                     if !batch.rows.is_empty() {
                         let written = async {
-                            let mut t = pool.begin_with(BEGIN_IMMEDIATE).await?;
-                            let out = write_rows(&mut t, &mut batch.rows, now_ms).await?;
+                            let mut t = self.begin().await?;
+                            let out =
+                                write_rows(&mut t, self.dialect, &mut batch.rows, now_ms).await?;
                             t.commit().await?;
                             Ok::<_, StoreError>(out)
                         }

@@ -1,10 +1,9 @@
 //! The customer store: contacts, tags, opt-outs, events and the event log,
 //! plus the engine's tables (enrollments, outbox, cursors, ...).
 //!
-//! SQLite is the embedded default; the schema lives in `migrations/sqlite`
-//! and is applied on open. `Backend` is an enum so that a PostgreSQL variant
-//! (same table and column names, `migrations/postgres`) can be added without
-//! changing the callers.
+//! SQLite is the embedded default (`migrations/sqlite`); PostgreSQL has the
+//! same tables and columns (`migrations/postgres`, BIGINT where SQLite says
+//! INTEGER). The schema is applied on open.
 //!
 //! Timestamps are stored as INTEGER milliseconds since the Unix epoch (UTC);
 //! [`to_ms`] and [`from_ms`] convert.
@@ -13,8 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::SqlitePool;
+use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 mod bulk;
 pub mod contacts;
@@ -29,9 +29,7 @@ pub use import::{BadRow, ImportProgress, ImportReport};
 /// contact it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "unsupported database URL {url:?}: expected sqlite://PATH (PostgreSQL is not supported yet)"
-    )]
+    #[error("unsupported database URL {url:?}: expected sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl { url: String },
     #[error("cannot open the store {url}: {source}")]
     Open {
@@ -62,30 +60,44 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-/// The database behind a [`Store`].
-#[derive(Debug, Clone)]
-pub enum Backend {
-    Sqlite(SqlitePool),
-}
+pub use crate::audience::sql::Dialect;
 
-/// A handle on the customer store. Cheap to clone (a connection pool).
+/// A handle on the customer store. Cheap to clone (connection pools).
+///
+/// Every query that reads the same on both databases goes through `db`, an
+/// `AnyPool`, and is written once with `$1, $2, ...` placeholders (SQLite
+/// reads `$N` as numbered parameters too), BIGINT/INTEGER millisecond times
+/// and TEXT JSON, so the Rust types are the same on both. Where the SQL must
+/// differ, code branches on [`Store::dialect`]. The SQLite pool is kept for
+/// the two hot paths that stay SQLite-specific (the packed contact scan and
+/// the rusqlite bulk import).
 #[derive(Debug, Clone)]
 pub struct Store {
-    backend: Backend,
+    db: AnyPool,
+    dialect: Dialect,
+    sqlite: Option<SqlitePool>,
     url: String,
 }
 
 /// How long a connection waits for SQLite's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections per daemon to PostgreSQL: the scheduler, the delivery claim
+/// and writer, the API and a scan can each hold one. Three daemons use 30 of
+/// the server's default 100.
+const PG_CONNECTIONS: u32 = 10;
+
 impl Store {
     /// Opens (and creates, for SQLite) the store at `url` and applies the
     /// migrations. `sqlite://PATH` (relative paths are taken from the working
-    /// directory; `Settings::database_url` makes them absolute) or
-    /// `sqlite::memory:`.
+    /// directory; `Settings::database_url` makes them absolute),
+    /// `sqlite::memory:`, or `postgres://USER:PASS@HOST:PORT/DB`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             Self::open_sqlite(url).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url).await
         } else {
             Err(StoreError::UnsupportedUrl {
                 url: url.to_string(),
@@ -93,12 +105,24 @@ impl Store {
         }
     }
 
-    async fn open_sqlite(url: &str) -> Result<Store, StoreError> {
+    async fn open_sqlite(given: &str) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
-            url: url.to_string(),
+            url: given.to_string(),
             source,
         };
-        let options = SqliteConnectOptions::from_str(url)
+        // Two pools must reach one database: an anonymous in-memory database
+        // is private to its connection, so name it and share its cache.
+        let memory = given.contains(":memory:") || given.contains("mode=memory");
+        let url = if given.contains(":memory:") {
+            let n: u64 = rand::random();
+            format!(
+                "sqlite:file:nurture-memory-{}-{n:016x}?mode=memory&cache=shared",
+                std::process::id()
+            )
+        } else {
+            given.to_string()
+        };
+        let options = SqliteConnectOptions::from_str(&url)
             .map_err(open_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -111,8 +135,6 @@ impl Store {
             // one lets a scan over a million contacts run without a thread
             // handoff per row.
             .row_buffer_size(4096);
-        // An in-memory database lives in one connection: never open a second.
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { 4 })
             .min_connections(if memory { 1 } else { 0 })
@@ -133,11 +155,73 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
-                url: url.to_string(),
+                url: given.to_string(),
                 source,
             })?;
+        // The Any driver rebuilds SQLite options from the URL alone, so the
+        // per-connection pragmas are set again here (WAL is a property of the
+        // file, set above).
+        let db = AnyPoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute(
+                        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                         PRAGMA busy_timeout = 5000; PRAGMA temp_store = memory; \
+                         PRAGMA cache_size = -65536",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(open_err)?;
         Ok(Store {
-            backend: Backend::Sqlite(pool),
+            db,
+            dialect: Dialect::Sqlite,
+            sqlite: Some(pool),
+            url: given.to_string(),
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            url: redact(url),
+            source,
+        };
+        // Migrations run on a concrete connection; sqlx's PostgreSQL migrator
+        // takes an advisory lock, so daemons starting together apply them once.
+        {
+            let mut conn = PgConnection::connect(url).await.map_err(open_err)?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&mut conn)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    url: redact(url),
+                    source,
+                })?;
+            let _ = conn.close().await;
+        }
+        let db = AnyPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(open_err)?;
+        Ok(Store {
+            db,
+            dialect: Dialect::Postgres,
+            sqlite: None,
             url: url.to_string(),
         })
     }
@@ -147,23 +231,87 @@ impl Store {
         &self.url
     }
 
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    /// The pool every dialect-neutral query runs on.
+    pub fn db(&self) -> &AnyPool {
+        &self.db
     }
 
-    /// The SQLite pool, for modules that write their own queries
-    /// (`store::plan_reads`). `None` on other backends.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The SQLite pool, for the SQLite-only fast paths. `None` on PostgreSQL.
     pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
-        match &self.backend {
-            Backend::Sqlite(pool) => Some(pool),
-        }
+        self.sqlite.as_ref()
+    }
+
+    /// Begins a read-then-write transaction: `BEGIN IMMEDIATE` on SQLite
+    /// (the write lock up front, so the transaction cannot fail half-way on a
+    /// lock upgrade); a plain `BEGIN` (READ COMMITTED) on PostgreSQL, where
+    /// the code takes row locks (`FOR UPDATE`) where it reads-then-writes.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        begin(&self.db, self.dialect).await
     }
 
     /// Closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Sqlite(pool) => pool.close().await,
+        self.db.close().await;
+        if let Some(p) = &self.sqlite {
+            p.close().await;
         }
+    }
+}
+
+/// [`Store::begin`] for code that holds only the pool and the dialect.
+pub async fn begin(
+    db: &AnyPool,
+    dialect: Dialect,
+) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match dialect {
+        Dialect::Sqlite => db.begin_with("BEGIN IMMEDIATE").await,
+        Dialect::Postgres => db.begin().await,
+    }
+}
+
+impl Dialect {
+    /// The suffix of a claim's inner SELECT: on PostgreSQL, rows another
+    /// daemon is claiming right now are skipped instead of waited for. SQLite
+    /// has one writer at a time and no row locks.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// The suffix of a read that a write in the same transaction depends on.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// A subquery giving the strings of the JSON array bound at `$n`.
+    pub fn json_strings(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("(SELECT value FROM json_each(${n}))"),
+            Dialect::Postgres => format!("(SELECT jsonb_array_elements_text(CAST(${n} AS jsonb)))"),
+        }
+    }
+}
+
+/// The URL without its password, for error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -176,7 +324,3 @@ pub fn to_ms(t: DateTime<Utc>) -> i64 {
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
-
-/// `BEGIN IMMEDIATE`: SQLite takes the write lock at once, so a
-/// read-then-write transaction cannot fail half-way on a lock upgrade.
-pub(crate) const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::TryStreamExt;
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use crate::assign::AssignState;
 use crate::contact::EventFact;
@@ -45,8 +45,11 @@ pub struct EnrollmentRow {
     pub started_at: DateTime<Utc>,
 }
 
-pub async fn cursor(pool: &SqlitePool, name: &str) -> sqlx::Result<i64> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT position FROM cursors WHERE name = ?")
+pub async fn cursor<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    name: &str,
+) -> sqlx::Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT position FROM cursors WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
         .await?;
@@ -54,9 +57,13 @@ pub async fn cursor(pool: &SqlitePool, name: &str) -> sqlx::Result<i64> {
 }
 
 /// Log entries after `after`, oldest first, at most `limit`.
-pub async fn pending_log(pool: &SqlitePool, after: i64, limit: i64) -> sqlx::Result<Vec<LogEntry>> {
+pub async fn pending_log<'e>(
+    pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<LogEntry>> {
     let rows = sqlx::query(
-        "SELECT seq, kind, contact_id, name, at FROM event_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, kind, contact_id, name, at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after)
     .bind(limit)
@@ -74,7 +81,7 @@ pub async fn pending_log(pool: &SqlitePool, after: i64, limit: i64) -> sqlx::Res
         .collect())
 }
 
-fn enrollment(r: sqlx::sqlite::SqliteRow) -> EnrollmentRow {
+fn enrollment(r: sqlx::any::AnyRow) -> EnrollmentRow {
     EnrollmentRow {
         id: r.get(0),
         workflow: r.get(1),
@@ -92,12 +99,12 @@ const ENROLLMENT_COLS: &str =
 
 /// Active enrollments whose next step is due at `at`, oldest due first.
 pub async fn due_enrollments(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     at: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<Vec<EnrollmentRow>> {
     let sql = format!(
-        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE status = 'active' AND next_run_at <= ? ORDER BY next_run_at, id LIMIT ?"
+        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE status = 'active' AND next_run_at <= $1 ORDER BY next_run_at, id LIMIT $2"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
         .bind(ms(at))
@@ -109,13 +116,46 @@ pub async fn due_enrollments(
     Ok(rows)
 }
 
-/// Every enrollment of a contact (all workflows), oldest first.
-pub async fn enrollments_of(
-    pool: &SqlitePool,
-    contact_id: &str,
+/// Claims up to `limit` due active enrollments for `worker` until
+/// `lease_until`, skipping rows another worker holds an unexpired lease on
+/// (and, on PostgreSQL, rows another daemon is claiming right now: `SKIP
+/// LOCKED`). Applying a plan clears the lease; a daemon that dies leaves
+/// its claims to the others when the lease expires. Oldest due first.
+pub async fn claim_due_enrollments(
+    pool: &AnyPool,
+    dialect: crate::store::Dialect,
+    worker: &str,
+    at: DateTime<Utc>,
+    lease_until: i64,
+    limit: i64,
 ) -> sqlx::Result<Vec<EnrollmentRow>> {
     let sql = format!(
-        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id = ? ORDER BY started_at, id"
+        "UPDATE enrollments SET lease_owner = $1, lease_until = $2
+          WHERE id IN (SELECT id FROM enrollments
+                        WHERE status = 'active' AND next_run_at <= $3
+                          AND (lease_until IS NULL OR lease_until < $3)
+                        ORDER BY next_run_at, id LIMIT $4{})
+         RETURNING {ENROLLMENT_COLS}",
+        dialect.skip_locked()
+    );
+    let mut rows: Vec<EnrollmentRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(worker)
+        .bind(lease_until)
+        .bind(ms(at))
+        .bind(limit)
+        .fetch(pool)
+        .map_ok(enrollment)
+        .try_collect()
+        .await?;
+    // RETURNING gives no order.
+    rows.sort_by_key(|e| (e.next_run_at, e.id));
+    Ok(rows)
+}
+
+/// Every enrollment of a contact (all workflows), oldest first.
+pub async fn enrollments_of(pool: &AnyPool, contact_id: &str) -> sqlx::Result<Vec<EnrollmentRow>> {
+    let sql = format!(
+        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id = $1 ORDER BY started_at, id"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
         .bind(contact_id)
@@ -128,13 +168,13 @@ pub async fn enrollments_of(
 
 /// Every enrollment of each of the given contacts, by contact.
 pub async fn enrollments_of_many(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     contact_ids: &[String],
 ) -> sqlx::Result<HashMap<String, Vec<EnrollmentRow>>> {
     let mut out: HashMap<String, Vec<EnrollmentRow>> = HashMap::new();
     for chunk in contact_ids.chunks(500) {
         let mut sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id IN (");
-        push_placeholders(&mut sql, chunk.len());
+        push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(") ORDER BY started_at, id");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -150,7 +190,7 @@ pub async fn enrollments_of_many(
 
 /// Events named `names` of the given contacts, grouped by contact.
 pub async fn events_of(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     contact_ids: &[String],
     names: &[String],
 ) -> sqlx::Result<HashMap<String, Vec<EventFact>>> {
@@ -161,9 +201,9 @@ pub async fn events_of(
     // Chunks keep us well below SQLite's limit on bound variables.
     for chunk in contact_ids.chunks(500) {
         let mut sql = String::from("SELECT contact_id, name, at FROM events WHERE contact_id IN (");
-        push_placeholders(&mut sql, chunk.len());
+        push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(") AND name IN (");
-        push_placeholders(&mut sql, names.len());
+        push_placeholders(&mut sql, chunk.len() + 1, names.len());
         sql.push(')');
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
         for id in chunk {
@@ -186,17 +226,18 @@ pub async fn events_of(
 
 /// Messages queued or sent to each contact since `since` (for the frequency cap).
 pub async fn recent_messages(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     contact_ids: &[String],
     since: DateTime<Utc>,
 ) -> sqlx::Result<HashMap<String, u32>> {
     let mut out = HashMap::new();
     for chunk in contact_ids.chunks(500) {
         let mut sql = String::from("SELECT contact_id, count(*) FROM outbox WHERE contact_id IN (");
-        push_placeholders(&mut sql, chunk.len());
-        sql.push_str(
-            ") AND created_at > ? AND status NOT IN ('cancelled', 'dead') GROUP BY contact_id",
-        );
+        push_placeholders(&mut sql, 1, chunk.len());
+        sql.push_str(&format!(
+            ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') GROUP BY contact_id",
+            chunk.len() + 1
+        ));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
         for id in chunk {
             q = q.bind(id);
@@ -211,7 +252,7 @@ pub async fn recent_messages(
 }
 
 /// Round-robin positions and open contacts per salesperson.
-pub async fn assign_state(pool: &SqlitePool) -> sqlx::Result<AssignState> {
+pub async fn assign_state(pool: &AnyPool) -> sqlx::Result<AssignState> {
     let mut st = AssignState::default();
     for r in sqlx::query("SELECT team, next_index FROM team_cursors")
         .fetch_all(pool)
@@ -228,8 +269,10 @@ pub async fn assign_state(pool: &SqlitePool) -> sqlx::Result<AssignState> {
     Ok(st)
 }
 
-fn push_placeholders(sql: &mut String, n: usize) {
+/// `$first, $first+1, ...`: `n` numbered placeholders, comma-separated.
+pub fn push_placeholders(sql: &mut String, first: usize, n: usize) {
+    use std::fmt::Write;
     for i in 0..n {
-        sql.push_str(if i == 0 { "?" } else { ",?" });
+        let _ = write!(sql, "{}${}", if i == 0 { "" } else { "," }, first + i);
     }
 }

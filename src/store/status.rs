@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row as _, SqlitePool};
+use sqlx::{AnyPool, Row as _};
 
 use super::{from_ms, to_ms};
 
@@ -43,16 +43,16 @@ pub const WAITING_OUTBOX: &str = "('queued', 'sending', 'failed')";
 
 /// Counts for every workflow that has enrollments or messages, by name.
 pub async fn workflow_counts(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     now: DateTime<Utc>,
 ) -> sqlx::Result<BTreeMap<String, WorkflowCounts>> {
     let mut out: BTreeMap<String, WorkflowCounts> = BTreeMap::new();
     let rows = sqlx::query(
         "SELECT workflow, count(*), \
-                coalesce(sum(status = 'active'), 0), \
-                coalesce(sum(status = 'active' AND next_run_at > ?), 0), \
-                coalesce(sum(status = 'done'), 0), \
-                coalesce(sum(status = 'exited'), 0) \
+                count(*) FILTER (WHERE status = 'active'), \
+                count(*) FILTER (WHERE status = 'active' AND next_run_at > $1), \
+                count(*) FILTER (WHERE status = 'done'), \
+                count(*) FILTER (WHERE status = 'exited') \
            FROM enrollments GROUP BY workflow",
     )
     .bind(to_ms(now))
@@ -72,10 +72,10 @@ pub async fn workflow_counts(
     }
     let rows = sqlx::query(
         "SELECT workflow, \
-                coalesce(sum(status = 'sent'), 0), \
-                coalesce(sum(status = 'dead'), 0), \
-                coalesce(sum(status IN ('queued', 'sending', 'failed')), 0), \
-                coalesce(sum(status = 'cancelled'), 0) \
+                count(*) FILTER (WHERE status = 'sent'), \
+                count(*) FILTER (WHERE status = 'dead'), \
+                count(*) FILTER (WHERE status IN ('queued', 'sending', 'failed')), \
+                count(*) FILTER (WHERE status = 'cancelled') \
            FROM outbox GROUP BY workflow",
     )
     .fetch_all(pool)
@@ -96,7 +96,7 @@ pub async fn workflow_counts(
 
 /// Messages waiting in the outbox, all workflows together (the
 /// `nurture_outbox_queue_depth` gauge).
-pub async fn outbox_queue_depth(pool: &SqlitePool) -> sqlx::Result<i64> {
+pub async fn outbox_queue_depth(pool: &AnyPool) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending', 'failed')",
     )
@@ -126,17 +126,18 @@ pub struct FileState {
 /// every (re)load with every settings, workflow and template file it looked
 /// at; files not in the list are forgotten.
 pub async fn record_file_states(
-    pool: &SqlitePool,
+    pool: &AnyPool,
+    dialect: super::Dialect,
     files: &[(String, String, String)],
 ) -> sqlx::Result<()> {
     let now = to_ms(Utc::now());
-    let mut tx = pool.begin_with(super::BEGIN_IMMEDIATE).await?;
+    let mut tx = super::begin(pool, dialect).await?;
     sqlx::query("DELETE FROM file_states")
         .execute(&mut *tx)
         .await?;
     for (file, state, diagnostics) in files {
         sqlx::query(
-            "INSERT INTO file_states (file, state, diagnostics, updated_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO file_states (file, state, diagnostics, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (file) DO UPDATE SET state = excluded.state, \
              diagnostics = excluded.diagnostics, updated_at = excluded.updated_at",
         )
@@ -151,7 +152,7 @@ pub async fn record_file_states(
 }
 
 /// Every recorded file state, by file name.
-pub async fn file_states(pool: &SqlitePool) -> sqlx::Result<Vec<FileState>> {
+pub async fn file_states(pool: &AnyPool) -> sqlx::Result<Vec<FileState>> {
     let rows =
         sqlx::query("SELECT file, state, diagnostics, updated_at FROM file_states ORDER BY file")
             .fetch_all(pool)
@@ -247,13 +248,13 @@ impl HistoryEntry {
 /// messages queued, sent, dead-lettered or cancelled. Messages that ended
 /// without being sent have no time of their own in the outbox: they are put
 /// at their last attempt time (`next_attempt_at`).
-pub async fn contact_history(pool: &SqlitePool, id: &str) -> sqlx::Result<Vec<HistoryEntry>> {
+pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<HistoryEntry>> {
     let mut out = Vec::new();
 
     let rows = sqlx::query(
         "SELECT l.seq, l.kind, l.name, l.at, e.properties, e.at \
            FROM event_log l LEFT JOIN events e ON e.id = l.event_id \
-          WHERE l.contact_id = ? ORDER BY l.seq",
+          WHERE l.contact_id = $1 ORDER BY l.seq",
     )
     .bind(id)
     .fetch_all(pool)
@@ -284,7 +285,7 @@ pub async fn contact_history(pool: &SqlitePool, id: &str) -> sqlx::Result<Vec<Hi
 
     let rows = sqlx::query(
         "SELECT id, workflow, entry_key, status, started_at, ended_at, end_reason \
-           FROM enrollments WHERE contact_id = ? ORDER BY id",
+           FROM enrollments WHERE contact_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(pool)
@@ -310,7 +311,7 @@ pub async fn contact_history(pool: &SqlitePool, id: &str) -> sqlx::Result<Vec<Hi
     let rows = sqlx::query(
         "SELECT s.enrollment_id, e.workflow, s.step_id, s.ran_at, s.action, s.detail \
            FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id \
-          WHERE e.contact_id = ? ORDER BY s.ran_at, s.rowid",
+          WHERE e.contact_id = $1 ORDER BY s.ran_at, s.rowid",
     )
     .bind(id)
     .fetch_all(pool)
@@ -328,7 +329,7 @@ pub async fn contact_history(pool: &SqlitePool, id: &str) -> sqlx::Result<Vec<Hi
     let rows = sqlx::query(
         "SELECT id, workflow, enrollment_id, step_id, channel, recipient, subject, body, status, \
                 attempts, next_attempt_at, created_at, sent_at, provider_id, last_error, rowid \
-           FROM outbox WHERE contact_id = ? ORDER BY created_at, rowid",
+           FROM outbox WHERE contact_id = $1 ORDER BY created_at, rowid",
     )
     .bind(id)
     .fetch_all(pool)
@@ -387,8 +388,8 @@ pub async fn contact_history(pool: &SqlitePool, id: &str) -> sqlx::Result<Vec<Hi
 }
 
 /// Whether contact `id` exists.
-pub async fn contact_exists(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = ?")
+pub async fn contact_exists(pool: &AnyPool, id: &str) -> sqlx::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = $1")
         .bind(id)
         .fetch_optional(pool)
         .await?;
@@ -408,7 +409,7 @@ mod tests {
     #[tokio::test]
     async fn counts_file_states_and_history() {
         let s = Store::open("sqlite::memory:").await.unwrap();
-        let pool = s.sqlite_pool().unwrap().clone();
+        let pool = s.db().clone();
         s.upsert_contact(
             &ContactInput {
                 id: "c1".into(),
@@ -426,7 +427,7 @@ mod tests {
         for (id, status, next) in [(1, "active", 1000), (2, "active", -1000), (3, "done", 0)] {
             sqlx::query(
                 "INSERT INTO enrollments (id, workflow, contact_id, entry_key, status, next_run_at, started_at, ended_at, end_reason) \
-                 VALUES (?, 'w', 'c1', ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, 'w', 'c1', $2, $3, $4, $5, $6, $7)",
             )
             .bind(id)
             .bind(id.to_string())
@@ -440,7 +441,7 @@ mod tests {
             .unwrap();
         }
         sqlx::query(
-            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES (3, '0', ?, 'send', 'sms')",
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES (3, '0', $1, 'send', 'sms')",
         )
         .bind(to_ms(t(40)))
         .execute(&pool)
@@ -448,7 +449,7 @@ mod tests {
         .unwrap();
         sqlx::query(
             "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body, status, attempts, not_before, next_attempt_at, created_at, sent_at, last_error) \
-             VALUES ('m1', 'w', 'c1', 3, '0', 'sms', '+1', 'Hi', 'dead', 5, ?, ?, ?, NULL, 'bad number')",
+             VALUES ('m1', 'w', 'c1', 3, '0', 'sms', '+1', 'Hi', 'dead', 5, $1, $2, $3, NULL, 'bad number')",
         )
         .bind(to_ms(t(40)))
         .bind(to_ms(t(45)))
@@ -485,6 +486,7 @@ mod tests {
 
         record_file_states(
             &pool,
+            s.dialect(),
             &[
                 ("a.yaml".into(), "loaded".into(), String::new()),
                 ("b.yaml".into(), "broken".into(), "b.yaml:1:1: bad".into()),
@@ -492,9 +494,13 @@ mod tests {
         )
         .await
         .unwrap();
-        record_file_states(&pool, &[("b.yaml".into(), "broken".into(), "x".into())])
-            .await
-            .unwrap();
+        record_file_states(
+            &pool,
+            s.dialect(),
+            &[("b.yaml".into(), "broken".into(), "x".into())],
+        )
+        .await
+        .unwrap();
         let fs = file_states(&pool).await.unwrap();
         assert_eq!(fs.len(), 1);
         assert_eq!(fs[0].diagnostics, "x");
