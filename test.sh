@@ -2,11 +2,21 @@
 # The test suite. The README and CI (.ci/run) both call this script, so what
 # you run locally is what CI runs. Extra arguments go to `cargo test`
 # (e.g. ./test.sh dry_run to run only matching tests).
+#
+# The suite runs twice: on SQLite (the default store), then on a throwaway
+# PostgreSQL server that .ci/with-postgres.sh starts and stops (installing
+# PostgreSQL from Debian's packages if it is missing). NURTURE_SKIP_POSTGRES=1
+# skips the second run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== cargo test" >&2
+echo "== cargo test (SQLite)" >&2
 cargo test --locked "$@"
+
+if [[ "${NURTURE_SKIP_POSTGRES:-}" != 1 ]]; then
+    echo "== cargo test (PostgreSQL)" >&2
+    .ci/with-postgres.sh cargo test --locked "$@"
+fi
 
 # The examples are part of the product: the quick start runs them, users copy them.
 echo "== validate the examples" >&2

@@ -4,6 +4,7 @@
 #
 #   bench/delivery.sh                 # all three measurements
 #   bench/delivery.sh throughput      # (a) only; also: latency, idle
+#   bench/delivery.sh stores          # (d) only: SQLite vs PostgreSQL, 1-3 daemons
 #
 # (a) throughput: N contacts (default 100,000; env N) imported, a
 #     contact_created workflow sending one webhook each, `nurture run
@@ -16,6 +17,14 @@
 #     templates/ and contacts/sample.csv of the repository, copied), daemon
 #     started, VmRSS from /proc/PID/status after IDLE_S seconds (default 5).
 #
+# (d) stores: delivery alone (as a2) of M messages (default 50,000; env M)
+#     already queued, on SQLite with one daemon and on PostgreSQL with one,
+#     two and three daemons (`run --until-idle` each; they share the outbox
+#     through SKIP LOCKED claims). Contacts and outbox rows are written with
+#     SQL, the event-log cursor past them, so only delivery is measured.
+#     PostgreSQL is a throwaway server from .ci/with-postgres.sh (the script
+#     re-runs itself under it).
+#
 # Everything goes to bench/out/delivery/ (gitignored); a markdown summary is
 # printed and appended to bench/out/delivery/results.md.
 set -euo pipefail
@@ -23,6 +32,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WHAT="${1:-all}"
+if [[ ("$WHAT" == all || "$WHAT" == stores) && -z "${NURTURE_BENCH_PG:-}" ]]; then
+    export NURTURE_BENCH_PG=1
+    exec .ci/with-postgres.sh "$0" "$@"
+fi
+M="${M:-50000}"
 N="${N:-100000}"
 RATE="${RATE:-500}"
 SECONDS_LOAD="${SECONDS_LOAD:-20}"
@@ -205,4 +219,60 @@ if [[ "$WHAT" == all || "$WHAT" == idle ]]; then
     contacts=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from contacts').fetchone()[0])" "$P/nurture.db")
     kill -TERM "$IDLE_PID"; wait "$IDLE_PID" || true
     { echo; echo "(c) idle memory, quick-start project ($contacts contacts), after $IDLE_S s: **VmRSS $rss MB** (VmHWM $hwm MB, $threads threads)"; } | tee -a "$RESULT"
+fi
+
+# --- (d) delivery alone, SQLite vs PostgreSQL with 1-3 daemons ---------------
+# The SQL that queues M messages to M contacts; the same text on both stores
+# (a recursive CTE counts 1..M).
+queue_sql() {
+    cat <<EOF
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $M)
+INSERT INTO contacts (id, name, email, created_at, updated_at, attrs, unsubscribed)
+SELECT 'd' || i, 'Name ' || i, 'd' || i || '@example.com', 0, 0, '{}', 0 FROM n;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $M)
+INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                    status, attempts, not_before, next_attempt_at, created_at)
+SELECT 'welcome:d' || i || ':' || i || ':0', 'welcome', 'd' || i, i, '0', 'hook', 'd' || i || '@example.com',
+       'Welcome, Name ' || i || '!', 'queued', 0, 0, 0, 0 FROM n;
+INSERT INTO cursors (name, position) SELECT 'daemon', max(seq) FROM event_log;
+EOF
+}
+
+# Runs K daemons `--until-idle` on project $1 and prints the receiver's rate.
+deliver_with() {
+    local dir=$1 k=$2 pids=() i
+    curl -s -X POST "$RECV/reset" >/dev/null
+    for ((i = 0; i < k; i++)); do
+        "$BIN" --config "$dir/nurture.yaml" run --until-idle --listen 127.0.0.1:0 \
+            >"$OUT/stores-$k-$i.out" 2>"$OUT/stores-$k-$i.err" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    stats=$(curl -s "$RECV/stats")
+    count=$(echo "$stats" | json '["count"]')
+    unique=$(echo "$stats" | json '["unique"]')
+    span=$(echo "$stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("%.3f" % ((s["last_us"]-s["first_us"])/1e6))')
+    rate=$(awk -v n="$count" -v s="$span" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }')
+    echo "$count requests ($unique distinct) in ${span} s = **$rate messages/s**"
+}
+
+if [[ "$WHAT" == all || "$WHAT" == stores ]]; then
+    PSQL=$(ls /usr/lib/postgresql/*/bin/psql | head -n1)
+    P="$OUT/stores"
+    webhook_project "$P" "$RECV/hook"
+    echo "== (d) SQLite, 1 daemon, $M queued messages" >&2
+    "$BIN" --config "$P/nurture.yaml" status >/dev/null # creates and migrates the store
+    queue_sql | sqlite3 "$P/nurture.db"
+    line=$(deliver_with "$P" 1)
+    { echo; echo "(d) delivery alone, $M queued messages, SQLite, 1 daemon: $line"; } | tee -a "$RESULT"
+    for k in 1 2 3; do
+        db="nurture_bench_$k"
+        "$PSQL" -q "$NURTURE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+        url="${NURTURE_TEST_POSTGRES%/*}/$db"
+        echo "== (d) PostgreSQL, $k daemon(s), $M queued messages" >&2
+        NURTURE_DATABASE=$url "$BIN" --config "$P/nurture.yaml" status >/dev/null
+        queue_sql | "$PSQL" -q "$url"
+        line=$(NURTURE_DATABASE=$url deliver_with "$P" "$k")
+        { echo; echo "(d) delivery alone, $M queued messages, PostgreSQL, $k daemon(s): $line"; } | tee -a "$RESULT"
+    done
 fi

@@ -88,6 +88,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         shutdown: shutdown.clone(),
         until_idle: opts.until_idle,
         worker: opts.delivery.worker_id.clone(),
+        lease: opts.delivery.lease,
     };
     let scheduler = tokio::spawn(scheduler.run());
     let worker = tokio::spawn(crate::channels::delivery::run(

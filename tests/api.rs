@@ -13,6 +13,8 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const TOKEN: &str = "s3cret-token";
 
 struct Api {
@@ -31,7 +33,7 @@ impl Api {
         // but the client builder wants one installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+        let url = support::db::url_for(dir.path());
         let store = Store::open(&url).await.unwrap();
         let wake = Arc::new(Notify::new());
         let state = ApiState {
@@ -78,7 +80,7 @@ impl Api {
 
     async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
-            .fetch_one(self.store.sqlite_pool().unwrap())
+            .fetch_one(self.store.db())
             .await
             .unwrap()
     }
@@ -530,7 +532,7 @@ async fn healthz_and_metrics() {
          ('m2', 'w', 'c1', '1', 'sms', '+1', 'hi', 'queued', 0, 0, 0), \
          ('m3', 'w', 'c1', '2', 'sms', '+1', 'hi', 'sent', 0, 0, 0)",
     )
-    .execute(api.store.sqlite_pool().unwrap())
+    .execute(api.store.db())
     .await
     .unwrap();
     let r = api

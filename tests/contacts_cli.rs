@@ -4,30 +4,28 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{AssertSqlSafe, SqlitePool};
+use sqlx::{AnyPool, AssertSqlSafe};
+
+mod support;
 
 fn nurture(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("nurture").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("NURTURE_DATABASE")
-        .arg("--config")
-        .arg(dir.join("nurture.yaml"));
+    cmd.current_dir(dir);
+    match support::db::on_postgres() {
+        true => cmd.env("NURTURE_DATABASE", support::db::url_for(dir)),
+        false => cmd.env_remove("NURTURE_DATABASE"),
+    };
+    cmd.arg("--config").arg(dir.join("nurture.yaml"));
     cmd
 }
 
-async fn pool(dir: &Path) -> SqlitePool {
-    let url = format!("sqlite://{}", dir.join("nurture.db").display());
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap()
+async fn pool(dir: &Path) -> AnyPool {
+    support::db::any_pool(&support::db::url_for(dir)).await
 }
 
-async fn scalar<T>(pool: &SqlitePool, sql: &str) -> T
+async fn scalar<T>(pool: &AnyPool, sql: &str) -> T
 where
-    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
         .fetch_one(pool)

@@ -60,9 +60,9 @@ impl Project {
 
     fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nurture"));
-        c.current_dir(self.dir.path())
-            .env_remove("NURTURE_DATABASE")
-            .env("NURTURE_API_TOKEN", "crash-test-token")
+        c.current_dir(self.dir.path());
+        support::db::point_at(&mut c, self.dir.path());
+        c.env("NURTURE_API_TOKEN", "crash-test-token")
             .arg("--config")
             .arg(self.path("nurture.yaml"));
         c
@@ -115,8 +115,9 @@ impl Project {
         fs::read_to_string(self.path(&format!("daemon-{run}.log"))).unwrap_or_default()
     }
 
+    /// The store: `nurture.db`, or the test's PostgreSQL database.
     fn db_url(&self) -> String {
-        format!("sqlite://{}", self.path("nurture.db").display())
+        support::db::url_for(self.dir.path())
     }
 }
 
@@ -139,7 +140,7 @@ fn jitter(index: usize) -> Duration {
     Duration::from_millis(h % 5)
 }
 
-async fn sending_ids(pool: &sqlx::SqlitePool) -> BTreeSet<String> {
+async fn sending_ids(pool: &sqlx::AnyPool) -> BTreeSet<String> {
     sqlx::query_scalar("SELECT id FROM outbox WHERE status = 'sending'")
         .fetch_all(pool)
         .await
@@ -174,7 +175,7 @@ fn kill_9_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
 
     let pool = rt.block_on(async {
         // Opened only after the import created the file.
-        sqlx::SqlitePool::connect(&p.db_url()).await.unwrap()
+        support::db::any_pool(&p.db_url()).await
     });
     let mut in_flight_at_kills: Vec<BTreeSet<String>> = Vec::new();
     for (run, &at) in kills.iter().enumerate() {

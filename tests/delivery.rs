@@ -34,19 +34,19 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+    let url = support::db::url_for(dir.path());
     let store = Store::open(&url).await.unwrap();
     Env { store, _dir: dir }
 }
 
 impl Env {
-    fn pool(&self) -> &sqlx::SqlitePool {
-        self.store.sqlite_pool().unwrap()
+    fn pool(&self) -> &sqlx::AnyPool {
+        self.store.db()
     }
 
     async fn contact(&self, id: &str) {
         sqlx::query(
-            "INSERT INTO contacts (id, name, email, created_at, updated_at, attrs) VALUES (?, ?, ?, ?, ?, '{\"city\":\"Hangzhou\"}')",
+            "INSERT INTO contacts (id, name, email, created_at, updated_at, attrs) VALUES ($1, $2, $3, $4, $5, '{\"city\":\"Hangzhou\"}')",
         )
         .bind(id)
         .bind(format!("Name {id}"))
@@ -63,7 +63,7 @@ impl Env {
         sqlx::query(
             "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
                                  status, attempts, not_before, next_attempt_at, created_at)
-             VALUES (?, 'winback', ?, 1, '1', ?, ?, 'Hello', ?, 'queued', 0, ?, ?, ?)",
+             VALUES ($1, 'winback', $2, 1, '1', $3, $4, 'Hello', $5, 'queued', 0, $6, $7, $8)",
         )
         .bind(id)
         .bind(contact)
@@ -85,7 +85,7 @@ impl Env {
     async fn row(&self, id: &str) -> OutRow {
         let r = sqlx::query(
             "SELECT status, attempts, last_error, provider_id, sent_at, lease_owner, lease_until, next_attempt_at
-               FROM outbox WHERE id = ?",
+               FROM outbox WHERE id = $1",
         )
         .bind(id)
         .fetch_one(self.pool())
@@ -518,14 +518,14 @@ async fn an_expired_lease_is_reclaimed_and_a_live_one_is_not() {
     env.queue("live-worker-msg", "c2", "hook").await;
     // A worker that died mid-send, and one that is still busy.
     sqlx::query(
-        "UPDATE outbox SET status = 'sending', lease_owner = 'killed', lease_until = ? WHERE id = 'dead-worker-msg'",
+        "UPDATE outbox SET status = 'sending', lease_owner = 'killed', lease_until = $1 WHERE id = 'dead-worker-msg'",
     )
     .bind(now_ms() - 1_000)
     .execute(env.pool())
     .await
     .unwrap();
     sqlx::query(
-        "UPDATE outbox SET status = 'sending', lease_owner = 'alive', lease_until = ? WHERE id = 'live-worker-msg'",
+        "UPDATE outbox SET status = 'sending', lease_owner = 'alive', lease_until = $1 WHERE id = 'live-worker-msg'",
     )
     .bind(now_ms() + 60_000)
     .execute(env.pool())
@@ -703,7 +703,7 @@ async fn throughput() {
     let mut tx = env.pool().begin().await.unwrap();
     for i in 0..n {
         sqlx::query(
-            "INSERT INTO contacts (id, name, created_at, updated_at) VALUES (?, 'x', ?, ?)",
+            "INSERT INTO contacts (id, name, created_at, updated_at) VALUES ($1, 'x', $2, $3)",
         )
         .bind(format!("c{i:07}"))
         .bind(now)
@@ -714,7 +714,7 @@ async fn throughput() {
         sqlx::query(
             "INSERT INTO outbox (id, workflow, contact_id, step_id, channel, recipient, body, status, attempts,
                                  not_before, next_attempt_at, created_at)
-             VALUES (?, 'bench', ?, '0', 'hook', ?, 'Hello there', 'queued', 0, ?, ?, ?)",
+             VALUES ($1, 'bench', $2, '0', 'hook', $3, 'Hello there', 'queued', 0, $4, $5, $6)",
         )
         .bind(format!("m{i:07}"))
         .bind(format!("c{i:07}"))

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use assert_cmd::Command;
 use serde_json::Value;
 
+mod support;
+
 const SETTINGS: &str = r#"
 timezone: Asia/Shanghai
 channels:
@@ -40,9 +42,12 @@ impl Project {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("nurture").unwrap();
-        c.current_dir(self.dir.path())
-            .env_remove("NURTURE_DATABASE")
-            .env("NO_COLOR", "1")
+        c.current_dir(self.dir.path());
+        match support::db::on_postgres() {
+            true => c.env("NURTURE_DATABASE", support::db::url_for(self.dir.path())),
+            false => c.env_remove("NURTURE_DATABASE"),
+        };
+        c.env("NO_COLOR", "1")
             .arg("--config")
             .arg(self.path("nurture.yaml"));
         c
@@ -58,10 +63,10 @@ impl Project {
         String::from_utf8(out.stdout).unwrap()
     }
     fn sql(&self, statements: &[&str]) {
-        let url = format!("sqlite://{}", self.path("nurture.db").display());
+        let url = support::db::url_for(self.dir.path());
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             let store = nurture::store::Store::open(&url).await.unwrap();
-            let pool = store.sqlite_pool().unwrap();
+            let pool = store.db();
             for s in statements {
                 sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
                     .execute(pool)

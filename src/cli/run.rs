@@ -26,10 +26,11 @@ pub struct RunArgs {
     /// First retry delay in milliseconds; it doubles per attempt, with jitter.
     #[arg(long, default_value_t = 1000)]
     pub backoff_ms: u64,
-    /// How long a claimed message stays leased to this daemon, in
-    /// milliseconds. After a crash, messages that were in flight return to the
-    /// pool once their lease expires (and may then be sent a second time, with
-    /// the same idempotency key).
+    /// How long a claimed message (or due enrollment) stays leased to this
+    /// daemon, in milliseconds. After a crash, messages that were in flight
+    /// return to the pool once their lease expires (and may then be sent a
+    /// second time, with the same idempotency key); so do due enrollments,
+    /// for the other daemons sharing the store.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub lease_ms: u64,
 }

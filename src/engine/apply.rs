@@ -132,7 +132,7 @@ pub async fn apply_in(
         if !fresh {
             continue;
         }
-        messages += effects(tx, dialect, settings, d, enrollment_id, s, now).await?;
+        messages += effects(tx, settings, d, enrollment_id, s, now).await?;
     }
 
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
@@ -169,7 +169,6 @@ pub async fn apply_in(
 /// What a step changes in the store; returns how many messages it queued.
 async fn effects(
     tx: &mut sqlx::AnyConnection,
-    dialect: Dialect,
     settings: &Settings,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -206,7 +205,7 @@ async fn effects(
             notify,
             ..
         } => {
-            let salesperson = &assign(tx, dialect, settings, d, &s.step, salesperson, now).await?;
+            let salesperson = &assign(tx, settings, d, &s.step, salesperson, now).await?;
             let Some(channel) = notify else { return Ok(0) };
             let Some(person) = settings.salesperson(salesperson) else {
                 return Ok(0);
@@ -338,7 +337,6 @@ pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect
 /// same plan was rendered with the planned salesperson.)
 async fn assign(
     tx: &mut sqlx::AnyConnection,
-    dialect: Dialect,
     settings: &Settings,
     d: &Decided<'_>,
     step: &str,
@@ -355,35 +353,33 @@ async fn assign(
         .unwrap_or(&[]);
     let mut chosen = planned.to_string();
     if matches!(a.strategy, Strategy::RoundRobin | Strategy::LeastLoaded) && !team.is_empty() {
-        sqlx::query(
-            "INSERT INTO team_cursors (team, next_index) VALUES ($1, 0) ON CONFLICT (team) DO NOTHING",
+        // One statement creates the team's row if needed, locks it (an
+        // upsert that updates takes the row lock on PostgreSQL) and reads
+        // the cursor.
+        let cursor: i64 = sqlx::query_scalar(
+            "INSERT INTO team_cursors (team, next_index) VALUES ($1, 0)
+             ON CONFLICT (team) DO UPDATE SET next_index = team_cursors.next_index
+             RETURNING next_index",
         )
         .bind(&a.team.value)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let sql = format!(
-            "SELECT next_index FROM team_cursors WHERE team = $1{}",
-            dialect.for_update()
-        );
-        let cursor: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(&a.team.value)
-            .fetch_one(&mut *tx)
-            .await?;
-        let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM contacts WHERE id = $1")
-            .bind(&d.contact_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
         let mut state = AssignState::default();
         state.team_cursor.insert(a.team.value.clone(), cursor);
-        let loads: Vec<(String, i64)> =
-            sqlx::query_as("SELECT salesperson_id, open_contacts FROM salesperson_load")
-                .fetch_all(&mut *tx)
-                .await?;
-        state.load.extend(loads);
+        // Open contacts matter to least-loaded, and to round robin only when
+        // someone has a capacity. They are read under the team's lock: every
+        // assignment to the team (the only writer of owners here) holds it.
+        if a.strategy == Strategy::LeastLoaded || team.iter().any(|p| p.capacity.is_some()) {
+            let loads: Vec<(String, i64)> =
+                sqlx::query_as("SELECT salesperson_id, open_contacts FROM salesperson_load")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            state.load.extend(loads);
+        }
+        // The choice does not depend on the current owner (the plan checked
+        // `only_if_unassigned`); `pick` only moves the in-memory load.
         let contact = Contact {
             id: d.contact_id.clone(),
-            owner,
             ..Default::default()
         };
         // The plan already passed `only_if_unassigned`; decide among the team only.

@@ -8,7 +8,7 @@
 //! once their scan completes, so a crash at any point replays work whose
 //! unique keys make a second application harmless.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -31,10 +31,6 @@ use crate::workflow::Workflow;
 
 /// Plans applied per transaction.
 const BATCH: usize = 256;
-
-/// How long a claimed due enrollment stays this daemon's. A daemon that dies
-/// holding claims leaves them to the others after this long.
-const ENROLLMENT_LEASE_MS: i64 = 30_000;
 
 /// The transaction-scoped advisory lock of the event-log cursor on
 /// PostgreSQL: one daemon at a time reads a batch after the cursor, applies
@@ -71,6 +67,10 @@ pub struct Scheduler {
     pub until_idle: bool,
     /// Written into `enrollments.lease_owner`; unique per process.
     pub worker: String,
+    /// How long a claimed due enrollment stays this daemon's (the delivery
+    /// lease, `--lease-ms`): a daemon that dies holding claims leaves them to
+    /// the others after this long.
+    pub lease: StdDuration,
 }
 
 impl Scheduler {
@@ -161,23 +161,52 @@ impl Scheduler {
             self.store.dialect(),
             &self.worker,
             planner.now,
-            ms(planner.now) + ENROLLMENT_LEASE_MS,
+            ms(planner.now) + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
             BATCH as i64,
         )
         .await?;
+        // The workflow was removed or disabled: its enrollments wait for it to return.
+        let due: Vec<(plan_reads::EnrollmentRow, &Workflow)> = due
+            .into_iter()
+            .filter_map(|e| {
+                let wf = enabled.iter().copied().find(|w| w.name == e.workflow)?;
+                Some((e, wf))
+            })
+            .collect();
+        // Contacts, their events and message counts: a few queries per batch
+        // and workflow, not per enrollment.
+        let ids: Vec<String> = due.iter().map(|(e, _)| e.contact_id.clone()).collect();
+        let contacts = sources::load_contacts(&self.store, &ids).await?;
+        let mut ready: HashMap<(String, String), (Contact, u32)> = HashMap::new();
+        let mut names: Vec<&str> = due.iter().map(|(_, wf)| wf.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let wf = due
+                .iter()
+                .find(|(_, w)| w.name == name)
+                .map(|(_, w)| *w)
+                .expect("a workflow of the batch");
+            let mut mine: Vec<Contact> = due
+                .iter()
+                .filter(|(_, w)| w.name == name)
+                .filter_map(|(e, _)| contacts.get(&e.contact_id).cloned())
+                .collect();
+            mine.sort_by(|a, b| a.id.cmp(&b.id));
+            mine.dedup_by(|a, b| a.id == b.id);
+            let recent = sources::enrich(pool, wf, &mut mine, planner).await?;
+            for (c, r) in mine.into_iter().zip(recent) {
+                ready.insert((name.to_string(), c.id.clone()), (c, r));
+            }
+        }
         let mut batch = Vec::new();
-        for e in due {
-            let Some(wf) = enabled.iter().copied().find(|w| w.name == e.workflow) else {
-                // The workflow was removed or disabled: its enrollments wait for it to return.
+        for (e, wf) in due {
+            let Some((contact, recent)) = ready.get(&(wf.name.clone(), e.contact_id.clone()))
+            else {
                 continue;
             };
-            let Some(mut contact) = self.store.contact(&e.contact_id).await? else {
-                continue;
-            };
-            let recent =
-                sources::enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
             let plan = match &e.step_id {
-                Some(step) => planner.plan(wf, &contact, StartAt::Step(step), recent[0]),
+                Some(step) => planner.plan(wf, contact, StartAt::Step(step), *recent),
                 None => EnrollmentPlan {
                     steps: vec![],
                     outcome: Outcome::Done,

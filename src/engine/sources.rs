@@ -319,23 +319,7 @@ pub async fn plan_log_batch<'w>(
     let mut ids: Vec<String> = firing.iter().map(|(e, _)| e.contact_id.clone()).collect();
     ids.sort();
     ids.dedup();
-    let mut contacts: HashMap<String, Contact> = HashMap::new();
-    for chunk in ids.chunks(500) {
-        let mut filter = Sql::new(store.dialect());
-        filter.push("c.id IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                filter.push(",");
-            }
-            filter.bind(Bind::Text(id.clone()));
-        }
-        filter.push(")");
-        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
-        while let Some(c) = stream.next().await {
-            let c = c?;
-            contacts.insert(c.id.clone(), c);
-        }
-    }
+    let mut contacts = load_contacts(store, &ids).await?;
     let mut names: Vec<String> = Vec::new();
     for (_, wf) in &firing {
         for n in event_names(wf) {
@@ -393,6 +377,29 @@ pub async fn plan_log_batch<'w>(
         });
     }
     Ok(out)
+}
+
+/// The contacts with these ids (tags and opt-outs filled, events empty), by
+/// id, read in chunks of 500.
+pub async fn load_contacts(store: &Store, ids: &[String]) -> Result<HashMap<String, Contact>> {
+    let mut contacts: HashMap<String, Contact> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut filter = Sql::new(store.dialect());
+        filter.push("c.id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                filter.push(",");
+            }
+            filter.bind(Bind::Text(id.clone()));
+        }
+        filter.push(")");
+        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
+        while let Some(c) = stream.next().await {
+            let c = c?;
+            contacts.insert(c.id.clone(), c);
+        }
+    }
+    Ok(contacts)
 }
 
 /// Whether the contact is in the workflow's audience and not already at its goal.

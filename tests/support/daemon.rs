@@ -1,6 +1,7 @@
 //! The real `nurture run` as a child process, in a temp project with its own
-//! SQLite file: start it on a free port, talk to its API, read its store, and
-//! stop it with SIGTERM.
+//! store (a SQLite file, or a fresh PostgreSQL database when the suite runs
+//! on PostgreSQL: see `support::db`): start it on a free port, talk to its
+//! API, read its store, and stop it with SIGTERM.
 //!
 //! ```ignore
 //! let p = Project::new(&settings);
@@ -17,8 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, SqlitePool};
+use sqlx::{AnyPool, AssertSqlSafe};
 
 /// The bearer token every test daemon is started with.
 pub const TOKEN: &str = "test-token-e2e";
@@ -28,6 +28,8 @@ pub const HOOK_SECRET: &str = "hook-secret-e2e";
 /// A temp folder with `nurture.yaml`, `workflows/` and `templates/`.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of this project, when the suite runs on one.
+    pub postgres: Option<String>,
 }
 
 impl Project {
@@ -36,7 +38,8 @@ impl Project {
         fs::create_dir(dir.path().join("workflows")).unwrap();
         fs::create_dir(dir.path().join("templates")).unwrap();
         fs::write(dir.path().join("nurture.yaml"), settings).unwrap();
-        Project { dir }
+        let postgres = super::db::postgres_admin().map(|a| super::db::fresh_postgres(&a));
+        Project { dir, postgres }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -51,9 +54,12 @@ impl Project {
     /// The binary with the project's config, token and secret in its env.
     pub fn command(&self) -> Command {
         let mut c = Command::new(assert_cmd::cargo::cargo_bin("nurture"));
-        c.current_dir(self.dir.path())
-            .env_remove("NURTURE_DATABASE")
-            .env("NURTURE_API_TOKEN", TOKEN)
+        c.current_dir(self.dir.path());
+        match &self.postgres {
+            Some(url) => c.env("NURTURE_DATABASE", url),
+            None => c.env_remove("NURTURE_DATABASE"),
+        };
+        c.env("NURTURE_API_TOKEN", TOKEN)
             .env("HOOK_SECRET", HOOK_SECRET)
             .arg("--config")
             .arg(self.path("nurture.yaml"));
@@ -77,16 +83,17 @@ impl Project {
         self.path("nurture.db")
     }
 
+    /// The URL of the project's store.
+    pub fn db_url(&self) -> String {
+        match &self.postgres {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.db_path().display()),
+        }
+    }
+
     /// A small pool on the project's store (the daemon created it).
-    pub async fn pool(&self) -> SqlitePool {
-        let opts = SqliteConnectOptions::new()
-            .filename(self.db_path())
-            .busy_timeout(Duration::from_secs(10));
-        SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .unwrap()
+    pub async fn pool(&self) -> AnyPool {
+        super::db::any_pool(&self.db_url()).await
     }
 
     /// Runs one SQL statement (INSERT, UPDATE) on the store.
@@ -102,7 +109,7 @@ impl Project {
     /// Every row of `sql`, as JSON objects keyed by column name (values as
     /// text, integers or null).
     pub async fn rows(&self, sql: &str) -> Vec<serde_json::Map<String, Value>> {
-        use sqlx::{Column, Row, TypeInfo, ValueRef};
+        use sqlx::{Column, Row, ValueRef};
         let pool = self.pool().await;
         let rows = sqlx::query(AssertSqlSafe(sql.to_string()))
             .fetch_all(&pool)
@@ -115,12 +122,12 @@ impl Project {
                 let raw = r.try_get_raw(i).unwrap();
                 let v = if raw.is_null() {
                     Value::Null
+                } else if let Ok(n) = r.try_get::<i64, _>(i) {
+                    Value::from(n)
+                } else if let Ok(f) = r.try_get::<f64, _>(i) {
+                    Value::from(f)
                 } else {
-                    match raw.type_info().name() {
-                        "INTEGER" => Value::from(r.get::<i64, _>(i)),
-                        "REAL" => Value::from(r.get::<f64, _>(i)),
-                        _ => Value::from(r.get::<String, _>(i)),
-                    }
+                    Value::from(r.get::<String, _>(i))
                 };
                 m.insert(c.name().to_string(), v);
             }
