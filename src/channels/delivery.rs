@@ -469,7 +469,7 @@ async fn pump(
     }
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at";
+const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at";
 
 /// Claims up to `n` due messages of each channel in `wants`, in one write
 /// transaction. Also puts expired leases back in the pool and, when
@@ -537,7 +537,9 @@ async fn claim(
             .fetch_all(&mut *tx)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
+        let mut due_at: HashMap<String, i64> = HashMap::with_capacity(rows.len());
         for r in rows {
+            due_at.insert(r.try_get(0)?, r.try_get(10)?);
             claimed.push(Claimed {
                 id: r.try_get(0)?,
                 workflow: r.try_get(1)?,
@@ -551,6 +553,9 @@ async fn claim(
                 created_at: r.try_get(9)?,
             });
         }
+        // RETURNING gives no order (PostgreSQL's differs from SQLite's):
+        // calls start in due order.
+        claimed.sort_by_key(|c| due_at.get(&c.id).copied().unwrap_or(0));
         out.push(claimed);
     }
     tx.commit().await?;
