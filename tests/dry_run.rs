@@ -1,5 +1,6 @@
 //! End-to-end tests of `nurture dry-run`: the real binary, real files, a real
-//! SQLite store, and answers checked against independent SQL on the same data.
+//! store (SQLite, or PostgreSQL when the suite runs on it: `support::db`),
+//! and answers checked against independent SQL on the same data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -8,6 +9,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 use sqlx::Row;
+
+mod support;
 
 struct Project {
     dir: tempfile::TempDir,
@@ -30,10 +33,12 @@ impl Project {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("nurture").unwrap();
-        c.current_dir(self.dir.path())
-            .env_remove("NURTURE_DATABASE")
-            .arg("--config")
-            .arg(self.path("nurture.yaml"));
+        c.current_dir(self.dir.path());
+        match support::db::on_postgres() {
+            true => c.env("NURTURE_DATABASE", support::db::url_for(self.dir.path())),
+            false => c.env_remove("NURTURE_DATABASE"),
+        };
+        c.arg("--config").arg(self.path("nurture.yaml"));
         c
     }
     fn import(&self, csv: &str) {
@@ -67,8 +72,9 @@ impl Project {
     }
 }
 
-fn query<T: Send + 'static>(db: &Path, f: impl FnOnce(&str) -> T) -> T {
-    f(&format!("sqlite://{}", db.display()))
+/// A pool on the project's store (the file `db`, or its PostgreSQL database).
+async fn pool_of(db: &Path) -> sqlx::AnyPool {
+    support::db::any_pool(&support::db::url_for(db.parent().unwrap())).await
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -161,14 +167,19 @@ fn dry_run_plans_exactly_the_rows_an_independent_query_selects() {
         .unwrap()
         .timestamp_millis();
     let (matched, reachable): (BTreeSet<String>, BTreeSet<String>) = rt().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&query(&p.db(), |u| u.to_string())).await.unwrap();
-        let rows = sqlx::query(
+        let pool = pool_of(&p.db()).await;
+        let city = if support::db::on_postgres() {
+            "CAST(c.attrs AS jsonb) ->> 'city'"
+        } else {
+            "json_extract(c.attrs, '$.city')"
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, unsubscribed, phone FROM contacts c
               WHERE EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = 'vip')
-                AND json_extract(c.attrs, '$.city') IN ('Shanghai', 'Hangzhou')
+                AND {city} IN ('Shanghai', 'Hangzhou')
                 AND NOT EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = 'dnd')
-                AND coalesce(c.last_active_at, c.created_at) < ?",
-        )
+                AND coalesce(c.last_active_at, c.created_at) < $1"
+        )))
         .bind(at_ms - 30 * 86_400_000)
         .fetch_all(&pool)
         .await
@@ -239,9 +250,7 @@ fn unsubscribed_and_opted_out_contacts_are_never_planned_a_send() {
     let sends = ids_of(&rows, "send");
     assert!(!sends.contains(&victim));
     let unsubscribed: BTreeSet<String> = rt().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db().display()))
-            .await
-            .unwrap();
+        let pool = pool_of(&p.db()).await;
         sqlx::query_scalar::<_, String>("SELECT id FROM contacts WHERE unsubscribed = 1")
             .fetch_all(&pool)
             .await
@@ -442,9 +451,7 @@ fn dry_run_changes_nothing_in_the_store() {
     p.import(&generated_contacts(200));
     let snapshot = || {
         rt().block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", p.db().display()))
-                .await
-                .unwrap();
+            let pool = pool_of(&p.db()).await;
             let mut v = vec![];
             for t in [
                 "contacts",

@@ -69,9 +69,9 @@ impl Project {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nurture"));
-        c.current_dir(self.dir.path())
-            .env_remove("NURTURE_DATABASE")
-            .env("NURTURE_API_TOKEN", "fidelity-token")
+        c.current_dir(self.dir.path());
+        support::db::point_at(&mut c, self.dir.path());
+        c.env("NURTURE_API_TOKEN", "fidelity-token")
             .arg("--config")
             .arg(self.path("nurture.yaml"));
         c
@@ -87,7 +87,7 @@ impl Project {
         String::from_utf8(out.stdout).unwrap()
     }
     fn db_url(&self) -> String {
-        format!("sqlite://{}", self.path("nurture.db").display())
+        support::db::url_for(self.dir.path())
     }
     fn log(&self) -> String {
         fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
@@ -336,7 +336,7 @@ teams:
     // The daemon on the same store: run until the event log is consumed, the
     // winback tick after the first-seen one ran, and nothing due is left.
     let mut child = start_daemon(&p);
-    let pool = rt.block_on(sqlx::SqlitePool::connect(&p.db_url())).unwrap();
+    let pool = rt.block_on(support::db::any_pool(&p.db_url()));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -347,7 +347,7 @@ teams:
                 "SELECT (SELECT count(*) FROM cron_ticks WHERE workflow = 'winback'),
                         (SELECT count(*) FROM event_log WHERE seq > coalesce((SELECT max(position) FROM cursors), 0)),
                         (SELECT count(*) FROM outbox WHERE status = 'sending'
-                            OR (status = 'queued' AND next_attempt_at <= ?))",
+                            OR (status = 'queued' AND next_attempt_at <= $1))",
             )
             .bind(Utc::now().timestamp_millis())
             .fetch_one(&pool)
