@@ -16,6 +16,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 use sqlx::SqlitePool;
+
+mod support;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 fn now() -> DateTime<Utc> {
@@ -535,5 +537,122 @@ fn documented_decisions() {
             "SQL: {cond:?}\n{}",
             sql.inline_sqlite()
         );
+    }
+}
+
+/// The contacts stored on PostgreSQL (through the same schema the daemon uses).
+async fn store_pg(pool: &sqlx::AnyPool, contacts: &[Contact]) {
+    let mut tx = pool.begin().await.unwrap();
+    for q in [
+        "DELETE FROM contact_tags",
+        "DELETE FROM events",
+        "DELETE FROM contacts",
+    ] {
+        sqlx::query(q).execute(&mut *tx).await.unwrap();
+    }
+    for c in contacts {
+        for e in &c.events {
+            sqlx::query("INSERT INTO events (contact_id, name, at) VALUES ($1, $2, $3)")
+                .bind(&c.id)
+                .bind(&e.name)
+                .bind(e.at.timestamp_millis())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+    }
+    for c in contacts {
+        sqlx::query(
+            "INSERT INTO contacts (id, name, email, phone, wecom_external_userid, owner, timezone, \
+             created_at, last_active_at, unsubscribed, attrs, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0)",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(&c.email)
+        .bind(&c.phone)
+        .bind(&c.wecom_external_userid)
+        .bind(&c.owner)
+        .bind(&c.timezone)
+        .bind(c.created_at.timestamp_millis())
+        .bind(c.last_active_at.map(|t| t.timestamp_millis()))
+        .bind(i64::from(c.unsubscribed))
+        .bind(serde_json::to_string(&c.attrs).unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        for t in &c.tags {
+            sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, 0)")
+                .bind(&c.id)
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
+/// On PostgreSQL the compiled audience is a pre-filter: it keeps every
+/// contact the Rust evaluator admits (the callers then apply the evaluator),
+/// and exactly those when `pg_prefilter` says it is exact.
+#[test]
+fn postgres_prefilter_keeps_every_member() {
+    let Some(admin) = support::db::postgres_admin() else {
+        eprintln!("postgres_prefilter_keeps_every_member: skipped (set NURTURE_TEST_POSTGRES)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = support::db::fresh_postgres(&admin);
+    let store = rt.block_on(nurture::store::Store::open(&url)).unwrap();
+    let pool = store.db().clone();
+    let cases: u32 = std::env::var("NURTURE_AUDIENCE_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (contacts(), prop::collection::vec(condition(), 1..16));
+    let result = runner.run(&strategy, |(contacts, conds)| {
+        rt.block_on(store_pg(&pool, &contacts));
+        for cond in &conds {
+            let mut sql = Sql::new(Dialect::Postgres);
+            sql.push("SELECT c.id FROM contacts c WHERE ");
+            let exact = nurture::audience::sql::pg_prefilter(cond, now().timestamp_millis(), &mut sql);
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
+            for b in &sql.binds {
+                q = match b {
+                    nurture::audience::sql::Bind::Text(s) => q.bind(s.clone()),
+                    nurture::audience::sql::Bind::Int(i) => q.bind(*i),
+                    nurture::audience::sql::Bind::Real(r) => q.bind(*r),
+                };
+            }
+            let got: BTreeSet<String> = rt
+                .block_on(q.fetch_all(&pool))
+                .unwrap_or_else(|e| panic!("{e}\n{}", sql.text))
+                .into_iter()
+                .collect();
+            let want = expected(&contacts, cond);
+            let missing: Vec<&String> = want.difference(&got).collect();
+            if !missing.is_empty() || (exact && got != want) {
+                return Err(TestCaseError::fail(format!(
+                    "condition {cond:#?}\nSQL ({}): {}\nbinds {:?}\nmissing from SQL: {missing:?}\nSQL only: {:?}",
+                    if exact { "exact" } else { "pre-filter" },
+                    sql.text,
+                    sql.binds,
+                    got.difference(&want).collect::<Vec<_>>(),
+                )));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

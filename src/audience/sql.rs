@@ -21,10 +21,12 @@ use super::{Condition, FieldTest, Literal, OwnerTest};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
-    /// Audience conditions are not pushed down yet: [`compile`] writes
-    /// `TRUE` and the callers keep only the contacts that `eval::holds`
-    /// admits (they re-check every scanned contact in Rust anyway, with its
-    /// events loaded), so the result is the same, at the cost of a scan.
+    /// On PostgreSQL, [`compile`] writes a *pre-filter*: a condition every
+    /// contact of the audience meets (tags, owner and events exactly; field
+    /// tests, whose SQLite-compatible typing rules are not ported yet, as
+    /// `TRUE`). The callers keep only the contacts that `eval::holds` admits
+    /// (they re-check every scanned contact in Rust anyway, with its events
+    /// loaded), so the audience is the same; field tests cost a wider scan.
     Postgres,
 }
 
@@ -128,8 +130,112 @@ pub fn compile(cond: &Condition, now: DateTime<Utc>, out: &mut Sql) -> Result<()
             Ok(())
         }
         Dialect::Postgres => {
-            out.push("TRUE");
+            pg_prefilter(cond, now.timestamp_millis(), out);
             Ok(())
+        }
+    }
+}
+
+/// Writes a PostgreSQL boolean that holds for every contact for which `cond`
+/// holds (never NULL); returns whether it is exact (holds for no other).
+/// Negation keeps only exact parts: the negation of a superset is not one.
+pub fn pg_prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
+    match cond {
+        Condition::All(cs) | Condition::Any(cs) if cs.is_empty() => {
+            out.push(if matches!(cond, Condition::All(_)) {
+                "TRUE"
+            } else {
+                "FALSE"
+            });
+            true
+        }
+        Condition::All(cs) | Condition::Any(cs) => {
+            let op = if matches!(cond, Condition::All(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let mut exact = true;
+            out.push("(");
+            for (i, c) in cs.iter().enumerate() {
+                if i > 0 {
+                    out.push(op);
+                }
+                exact &= pg_prefilter(c, now_ms, out);
+            }
+            out.push(")");
+            exact
+        }
+        Condition::Not(c) => {
+            let mut o = Sql::new(out.dialect);
+            o.binds = out.binds.clone();
+            if pg_prefilter(c, now_ms, &mut o) {
+                out.push("(NOT ");
+                out.push(&o.text);
+                out.push(")");
+                let n = out.binds.len();
+                out.binds.extend(o.binds.split_off(n));
+                true
+            } else {
+                out.push("TRUE");
+                false
+            }
+        }
+        Condition::Tag(t) => {
+            out.push("EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = ");
+            out.text_bind(t);
+            out.push(")");
+            true
+        }
+        Condition::Owner(OwnerTest::None) => {
+            out.push("(c.owner IS NULL)");
+            true
+        }
+        Condition::Owner(OwnerTest::Any) => {
+            out.push("(c.owner IS NOT NULL)");
+            true
+        }
+        Condition::Owner(OwnerTest::Is(id)) => {
+            out.push("(c.owner IS NOT DISTINCT FROM ");
+            out.text_bind(id);
+            out.push(")");
+            true
+        }
+        Condition::Event {
+            name,
+            within,
+            at_least,
+        } => {
+            if *at_least == 0 {
+                out.push("TRUE");
+                return true;
+            }
+            let inner = |out: &mut Sql| {
+                out.push("SELECT 1 FROM events e WHERE e.contact_id = c.id AND e.name = ");
+                out.text_bind(name);
+                if let Some(d) = within {
+                    out.push(" AND e.at > ");
+                    out.bind(Bind::Int(now_ms.saturating_sub(d.millis())));
+                }
+            };
+            if *at_least == 1 {
+                out.push("EXISTS (");
+                inner(out);
+                out.push(")");
+            } else {
+                out.push("((SELECT COUNT(*) FROM (");
+                inner(out);
+                out.push(" LIMIT ");
+                out.bind(Bind::Int(i64::from(*at_least)));
+                out.push(") AS k) >= ");
+                out.bind(Bind::Int(i64::from(*at_least)));
+                out.push(")");
+            }
+            true
+        }
+        Condition::Field { .. } => {
+            out.push("TRUE");
+            false
         }
     }
 }
