@@ -239,6 +239,11 @@ impl Scheduler {
         // one daemon plans each batch (the others find the lock taken and move
         // on), and the cursor moves with the batch's plans.
         let dialect = self.store.dialect();
+        // Nothing new (the usual idle pass): no transaction, no lock.
+        let seen = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
+        if plan_reads::pending_log(pool, seen, 1).await?.is_empty() {
+            return Ok(());
+        }
         let mut tx = crate::store::begin(pool, dialect)
             .await
             .context("beginning a transaction")?;
@@ -304,6 +309,15 @@ impl Scheduler {
         // mid-tick loses its session and the lock with it; the next daemon
         // runs the tick again, and the entry keys make that harmless.
         if self.store.dialect() == Dialect::Postgres {
+            // Taken already (the usual pass): no lock needed to know it.
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = $1")
+                    .bind(&wf.name)
+                    .fetch_one(pool)
+                    .await?;
+            if last.is_some_and(|t| t >= ms(tick)) {
+                return Ok(());
+            }
             let mut conn = pool.acquire().await?;
             let key = tick_lock_key(&wf.name);
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
