@@ -38,7 +38,7 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
 use super::twilio::{excerpt, http_client, percent_encode, read_answer, with_excerpt};
-use super::{Channel, Delivery, OutMessage};
+use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://dysmsapi.aliyuncs.com";
@@ -120,7 +120,7 @@ impl AliyunSmsChannel {
         params
     }
 
-    async fn deliver(&self, msg: &OutMessage) -> Delivery {
+    async fn deliver(&self, msg: &OutMessage) -> Exchange {
         let now = SystemTime::now();
         let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let params = self.signed_params(msg, &timestamp, &nonce(msg, now));
@@ -135,15 +135,17 @@ impl AliyunSmsChannel {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
         match read_answer(req, now).await {
-            Ok((status, retry_after, answer)) => classify(status, retry_after, &answer),
+            Ok((status, retry_after, answer)) => {
+                Exchange::http(classify(status, retry_after, &answer), status, &answer)
+            }
             // A timeout here is uncertain (see the module comment).
-            Err(d) => d,
+            Err(d) => d.into(),
         }
     }
 }
 
 impl Channel for AliyunSmsChannel {
-    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         Box::pin(self.deliver(msg))
     }
 }

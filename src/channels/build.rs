@@ -10,7 +10,7 @@ use super::aliyun_sms::{AliyunSmsChannel, AliyunSmsConfig};
 use super::log::LogChannel;
 use super::twilio::{Sender, TwilioChannel, TwilioConfig};
 use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
-use super::{Channel, ChannelError, Delivery, OutMessage, Registry};
+use super::{Channel, ChannelError, Delivery, Exchange, OutMessage, Registry};
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
 
 /// In-flight requests of a channel without `concurrency` in its settings.
@@ -240,10 +240,13 @@ pub struct Unsupported {
 }
 
 impl Channel for Unsupported {
-    fn send<'a>(&'a self, _msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
-        Box::pin(std::future::ready(Delivery::Permanent {
-            reason: format!("channel kind {} is not supported yet", self.kind.name()),
-        }))
+    fn exchange<'a>(&'a self, _msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
+        Box::pin(std::future::ready(
+            Delivery::Permanent {
+                reason: format!("channel kind {} is not supported yet", self.kind.name()),
+            }
+            .into(),
+        ))
     }
 }
 
