@@ -61,6 +61,7 @@ fn msg(to: &str, body: &str) -> OutMessage {
         body: body.into(),
         contact: serde_json::Value::Null,
         attempt: 1,
+        payload: serde_json::json!({}),
     }
 }
 

@@ -338,6 +338,7 @@ mod tests {
             body: "hi".into(),
             contact: serde_json::Value::Null,
             attempt: 1,
+            payload: serde_json::json!({}),
         };
         let d = futures::executor::block_on(sms.send(&msg));
         assert_eq!(

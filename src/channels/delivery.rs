@@ -165,6 +165,8 @@ struct Claimed {
     body: String,
     attempts: u32,
     created_at: i64,
+    /// The outbox `payload` column, JSON text.
+    payload: String,
 }
 
 /// What becomes of one claimed message.
@@ -470,7 +472,7 @@ async fn pump(
     }
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at";
+const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, payload";
 
 /// Claims up to `n` due messages of each channel in `wants`, in one write
 /// transaction. Also puts expired leases back in the pool and, when
@@ -546,6 +548,7 @@ async fn claim(
                 body: r.try_get(7)?,
                 attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
                 created_at: r.try_get(9)?,
+                payload: r.try_get(10)?,
             });
         }
         out.push(claimed);
@@ -680,6 +683,7 @@ async fn dispatch(
             body: row.body.clone(),
             contact: contact_value,
             attempt: row.attempts + 1,
+            payload: serde_json::from_str(&row.payload).unwrap_or_default(),
         };
         let task = SendTask {
             shared: shared.clone(),

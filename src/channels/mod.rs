@@ -38,6 +38,10 @@ pub struct OutMessage {
     pub contact: serde_json::Value,
     /// 1 for the first try.
     pub attempt: u32,
+    /// The outbox row's `payload`: what a channel needs beyond the text, set
+    /// when the message was queued (e.g. `{"kind": "notice"}` for a notice to
+    /// a salesperson rather than a message to the contact). `{}` when nothing.
+    pub payload: serde_json::Value,
 }
 
 /// What a provider said about one message.
