@@ -166,20 +166,16 @@ async fn effects(
             ..
         } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
-            queue(
-                tx,
-                &id,
-                d,
-                enrollment_id,
-                &s.step,
+            let msg = Queued {
+                id: &id,
                 channel,
                 to,
-                subject.as_deref(),
+                subject: subject.as_deref(),
                 body,
-                *at,
-                now,
-            )
-            .await
+                payload: serde_json::json!({}),
+                at: *at,
+            };
+            queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
         Action::Assign {
             salesperson,
@@ -234,20 +230,17 @@ async fn effects(
                 "{}:notify",
                 message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
             );
-            queue(
-                tx,
-                &id,
-                d,
-                enrollment_id,
-                &s.step,
+            let msg = Queued {
+                id: &id,
                 channel,
-                &to,
-                None,
-                &body,
-                now,
-                now,
-            )
-            .await
+                to: &to,
+                subject: None,
+                body: &body,
+                // Channels tell a notice to a salesperson from a message to the contact.
+                payload: serde_json::json!({ "kind": "notice" }),
+                at: now,
+            };
+            queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
         Action::Tag { add, remove } => {
             for t in add {
@@ -272,36 +265,45 @@ async fn effects(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A message on its way into the outbox.
+struct Queued<'a> {
+    /// The idempotency key.
+    id: &'a str,
+    channel: &'a str,
+    to: &'a str,
+    subject: Option<&'a str>,
+    body: &'a str,
+    /// What the channel needs beyond the text (the outbox `payload` column).
+    payload: serde_json::Value,
+    /// Not before (quiet hours).
+    at: DateTime<Utc>,
+}
+
 async fn queue(
     tx: &mut sqlx::SqliteConnection,
-    id: &str,
     d: &Decided<'_>,
     enrollment_id: i64,
     step: &str,
-    channel: &str,
-    to: &str,
-    subject: Option<&str>,
-    body: &str,
-    at: DateTime<Utc>,
+    m: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<usize> {
     let n = sqlx::query(
         "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
-                             status, attempts, not_before, next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)
+                             payload, status, attempts, not_before, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $11, $12)
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(id)
+    .bind(m.id)
     .bind(&d.workflow.name)
     .bind(&d.contact_id)
     .bind(enrollment_id)
     .bind(step)
-    .bind(channel)
-    .bind(to)
-    .bind(subject)
-    .bind(body)
-    .bind(ms(at))
-    .bind(ms(at))
+    .bind(m.channel)
+    .bind(m.to)
+    .bind(m.subject)
+    .bind(m.body)
+    .bind(m.payload.to_string())
+    .bind(ms(m.at))
     .bind(ms(now))
     .execute(&mut *tx)
     .await?
