@@ -33,6 +33,7 @@ use crate::store::Store;
 
 pub mod contacts;
 pub mod error;
+pub mod unsubscribe;
 pub mod wecom_crypto;
 
 pub use error::{ApiError, BODY_LIMIT};
@@ -85,6 +86,11 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // Public: the signed token is the authorisation (RFC 8058 one-click).
+        .route(
+            "/v1/unsubscribe/{token}",
+            get(unsubscribe::page).post(unsubscribe::one_click),
+        )
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -99,7 +99,8 @@ pub fn build_channel(
         }
         ChannelKind::Twilio => build_twilio(cs, env).map_err(err),
         ChannelKind::AliyunSms => build_aliyun_sms(cs, env).map_err(err),
-        kind @ (ChannelKind::Wecom | ChannelKind::Smtp) => {
+        ChannelKind::Smtp => super::smtp::build(cs, env).map_err(err),
+        kind @ ChannelKind::Wecom => {
             // Once per channel and kind, not at every settings reload.
             static WARNED: std::sync::Mutex<Vec<(String, &'static str)>> =
                 std::sync::Mutex::new(Vec::new());
@@ -120,7 +121,7 @@ pub fn build_channel(
 }
 
 /// The value of the env var named by option `key` (`*_env`), both required.
-fn secret_from_env(
+pub(super) fn secret_from_env(
     cs: &ChannelSettings,
     env: &dyn Fn(&str) -> Option<String>,
     key: &str,
@@ -148,7 +149,7 @@ fn base_url(cs: &ChannelSettings, default: &str) -> Result<reqwest::Url, String>
     Ok(url)
 }
 
-fn timeout_option(cs: &ChannelSettings) -> Result<Duration, String> {
+pub(super) fn timeout_option(cs: &ChannelSettings) -> Result<Duration, String> {
     match option(cs, "timeout") {
         Some(t) => parse_timeout(t)
             .ok_or_else(|| format!("timeout \"{t}\" must be a duration such as 15s, 1m or 500ms")),
@@ -212,7 +213,7 @@ fn build_aliyun_sms(
     Ok(Arc::new(ch))
 }
 
-fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
+pub(super) fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
     cs.options
         .get(key)
         .map(|v| v.value.trim())
@@ -302,7 +303,7 @@ mod tests {
                     ("secret_env", "MISSING_SECRET"),
                 ],
             ),
-            channel("sms", ChannelKind::Smtp, &[]),
+            channel("sms", ChannelKind::Wecom, &[]),
         ] {
             s.channels.insert(c.name.clone(), c);
         }
@@ -344,7 +345,7 @@ mod tests {
         assert_eq!(
             d,
             Delivery::Permanent {
-                reason: "channel kind smtp is not supported yet".into()
+                reason: "channel kind wecom is not supported yet".into()
             }
         );
     }

@@ -16,6 +16,7 @@ pub mod build;
 pub mod delivery;
 pub mod log;
 pub mod retry;
+pub mod smtp;
 pub mod twilio;
 pub mod webhook;
 
