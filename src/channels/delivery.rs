@@ -601,6 +601,21 @@ fn consent(contact: Option<&Contact>, channel: &str) -> Option<&'static str> {
     }
 }
 
+/// [`consent`] for a message with outbox `payload`: a notice goes to a
+/// salesperson and a WeCom transfer moves the relationship between
+/// salespeople; neither is a message to the contact, so the contact's
+/// opt-outs do not hold them back (a deleted contact still does).
+fn consent_for(
+    contact: Option<&Contact>,
+    channel: &str,
+    payload: &serde_json::Value,
+) -> Option<&'static str> {
+    match payload.get("kind").and_then(|k| k.as_str()) {
+        Some("notice" | "transfer") if contact.is_some() => None,
+        _ => consent(contact, channel),
+    }
+}
+
 async fn load_contacts(store: &Store, ids: &[&str]) -> Result<HashMap<String, Contact>, String> {
     let json = serde_json::to_string(ids).map_err(|e| e.to_string())?;
     let mut stream = store.scan_contacts(
@@ -663,7 +678,8 @@ async fn dispatch(
             continue;
         };
         let contact = contacts.get(&row.contact_id);
-        if let Some(reason) = consent(contact, &row.channel) {
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap_or_default();
+        if let Some(reason) = consent_for(contact, &row.channel, &payload) {
             let _ = out
                 .send(outcome(Fate::Cancelled {
                     reason: reason.into(),
@@ -683,7 +699,7 @@ async fn dispatch(
             body: row.body.clone(),
             contact: contact_value,
             attempt: row.attempts + 1,
-            payload: serde_json::from_str(&row.payload).unwrap_or_default(),
+            payload,
         };
         let task = SendTask {
             shared: shared.clone(),
@@ -720,7 +736,7 @@ impl SendTask {
         if self.checked_at.elapsed() > opts.consent_recheck_after {
             match self.shared.store.contact(&msg.contact_id).await {
                 Ok(c) => {
-                    if let Some(reason) = consent(c.as_ref(), &msg.channel) {
+                    if let Some(reason) = consent_for(c.as_ref(), &msg.channel, &msg.payload) {
                         self.finish(
                             &msg,
                             Fate::Cancelled {
@@ -970,5 +986,18 @@ mod tests {
         assert_eq!(consent(Some(&c), "hook"), None);
         c.unsubscribed = true;
         assert_eq!(consent(Some(&c), "hook"), Some("unsubscribed"));
+        // Notices and transfers are not messages to the contact.
+        let notice = serde_json::json!({"kind": "notice"});
+        let transfer = serde_json::json!({"kind": "transfer"});
+        assert_eq!(consent_for(Some(&c), "hook", &notice), None);
+        assert_eq!(consent_for(Some(&c), "hook", &transfer), None);
+        assert_eq!(
+            consent_for(None, "hook", &transfer),
+            Some("contact_deleted")
+        );
+        assert_eq!(
+            consent_for(Some(&c), "hook", &serde_json::json!({})),
+            Some("unsubscribed")
+        );
     }
 }

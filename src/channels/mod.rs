@@ -19,6 +19,7 @@ pub mod retry;
 pub mod smtp;
 pub mod twilio;
 pub mod webhook;
+pub mod wecom;
 
 pub use build::build_registry;
 

@@ -179,9 +179,12 @@ async fn effects(
         }
         Action::Assign {
             salesperson,
+            previous,
             notify,
-            ..
         } => {
+            // Read before the owner changes below.
+            let transfer =
+                wecom_transfer(tx, settings, d, salesperson, previous.as_deref()).await?;
             sqlx::query("UPDATE contacts SET owner = ?, updated_at = ? WHERE id = ?")
                 .bind(salesperson)
                 .bind(ms(now))
@@ -210,9 +213,29 @@ async fn effects(
                     .await?;
                 }
             }
-            let Some(channel) = notify else { return Ok(0) };
+            let mut queued = 0;
+            if let Some((channel, to, payload)) = transfer {
+                let id = format!(
+                    "{}:transfer",
+                    message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
+                );
+                let body = format!("transfer of {to} to {salesperson}");
+                let msg = Queued {
+                    id: &id,
+                    channel: &channel,
+                    to: &to,
+                    subject: None,
+                    body: &body,
+                    payload,
+                    at: now,
+                };
+                queued += queue(tx, d, enrollment_id, &s.step, msg, now).await?;
+            }
+            let Some(channel) = notify else {
+                return Ok(queued);
+            };
             let Some(person) = settings.salesperson(salesperson) else {
-                return Ok(0);
+                return Ok(queued);
             };
             let kind = settings.channels.get(channel).map(|c| c.kind);
             let to = match kind.and_then(|k| k.address_field()) {
@@ -221,7 +244,7 @@ async fn effects(
                 Some(_) => None,
                 None => Some(person.id.clone()),
             };
-            let Some(to) = to else { return Ok(0) };
+            let Some(to) = to else { return Ok(queued) };
             let body = format!(
                 "New contact assigned to you: {} (workflow {})",
                 d.contact_id, d.workflow.name
@@ -240,7 +263,7 @@ async fn effects(
                 payload: serde_json::json!({ "kind": "notice" }),
                 at: now,
             };
-            queue(tx, d, enrollment_id, &s.step, msg, now).await
+            Ok(queued + queue(tx, d, enrollment_id, &s.step, msg, now).await?)
         }
         Action::Tag { add, remove } => {
             for t in add {
@@ -262,6 +285,52 @@ async fn effects(
         }
         Action::Wait { .. } | Action::Exit { .. } | Action::Skip { .. } => Ok(0),
     }
+}
+
+/// The WeCom transfer an assignment calls for (reference §1.5): when the
+/// contact has a WeCom id, the previous and the new salesperson both have a
+/// `wecom_userid` (and differ), and the settings have a `wecom` channel (the
+/// first by name). Returns the channel, the contact's external userid and
+/// the outbox payload.
+async fn wecom_transfer(
+    tx: &mut sqlx::SqliteConnection,
+    settings: &Settings,
+    d: &Decided<'_>,
+    salesperson: &str,
+    previous: Option<&str>,
+) -> Result<Option<(String, String, serde_json::Value)>> {
+    use crate::settings::ChannelKind;
+    let userid = |id: &str| {
+        settings
+            .salesperson(id)
+            .and_then(|p| p.wecom_userid.clone())
+    };
+    let (Some(from), Some(to)) = (previous.and_then(userid), userid(salesperson)) else {
+        return Ok(None);
+    };
+    if from == to {
+        return Ok(None);
+    }
+    let Some(channel) = settings
+        .channels
+        .values()
+        .find(|c| c.kind == ChannelKind::Wecom)
+        .map(|c| c.name.clone())
+    else {
+        return Ok(None);
+    };
+    let external: Option<Option<String>> =
+        sqlx::query_scalar("SELECT wecom_external_userid FROM contacts WHERE id = $1")
+            .bind(&d.contact_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading the contact's WeCom id")?;
+    let Some(external) = external.flatten().filter(|e| !e.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let payload =
+        serde_json::json!({ "kind": "transfer", "handover_userid": from, "takeover_userid": to });
+    Ok(Some((channel, external, payload)))
 }
 
 #[allow(clippy::too_many_arguments)]
