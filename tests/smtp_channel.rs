@@ -42,14 +42,12 @@ struct SmtpServer {
 }
 
 impl SmtpServer {
-    fn start(advertise_auth: bool) -> SmtpServer {
+    /// Starts the server with extra `args` (see smtp_server.py).
+    fn start(args: &[&str]) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
         let mut cmd = Command::new("python3");
-        cmd.arg(&script).arg("--dir").arg(dir.path());
-        if advertise_auth {
-            cmd.arg("--advertise-auth");
-        }
+        cmd.arg(&script).arg("--dir").arg(dir.path()).args(args);
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -233,7 +231,7 @@ fn expected_token(contact: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_has_both_parts_and_exact_headers() {
-    let server = SmtpServer::start(false);
+    let server = SmtpServer::start(&[]);
     let ch = plain_channel(&server);
     let m = msg("welcome:c1:1:0", "c1", "ann@example.com");
     let before = chrono::Utc::now();
@@ -317,7 +315,7 @@ async fn a_message_has_both_parts_and_exact_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_keeps_the_message_id() {
-    let server = SmtpServer::start(false);
+    let server = SmtpServer::start(&[]);
     server.rules(json!({"data": {"bob@example.com": ["451 4.7.1 Greylisted, try again later"]}}));
     let ch = plain_channel(&server);
     let mut m = msg("welcome:c2:7:0", "c2", "bob@example.com");
@@ -349,7 +347,7 @@ async fn a_retry_keeps_the_message_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_map_to_classes() {
-    let server = SmtpServer::start(false);
+    let server = SmtpServer::start(&[]);
     server.rules(json!({
         "rcpt": {
             "busy@example.com": "452 4.2.2 Mailbox full",
@@ -408,7 +406,7 @@ async fn replies_map_to_classes() {
 async fn starttls_is_required_before_auth() {
     // The server offers AUTH in the clear and no STARTTLS: a client that
     // does not insist on TLS would log in and send.
-    let server = SmtpServer::start(true);
+    let server = SmtpServer::start(&["--advertise-auth"]);
     let ch = channel(&format!(
         "    host: 127.0.0.1\n    port: {}\n    tls: starttls\n    username_env: SMTP_USER\n    \
          password_env: SMTP_PASSWORD\n    from: news@example.com\n    \
@@ -446,13 +444,240 @@ async fn a_refused_connection_is_retried() {
     ));
     let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
     assert!(
-        matches!(&ex.delivery, Delivery::Retry { reason, .. } if reason.starts_with("smtp: connection failed")),
+        matches!(&ex.delivery, Delivery::Retry { reason, .. }
+            if reason.starts_with("smtp: connection failed") && reason.to_lowercase().contains("refused")),
         "{ex:?}"
     );
     assert_eq!(ex.answer, None);
 }
 
+// ---- TLS ----
+
+/// A test CA and a certificate for 127.0.0.1 signed by it, made with the
+/// openssl command.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn make() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("the TLS tests need the openssl command (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=nurture test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.path().join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// Server arguments: this certificate, STARTTLS (or implicit TLS).
+    fn server_args(&self, implicit: bool) -> Vec<String> {
+        let mut a = vec![
+            "--tls-cert".to_string(),
+            self.path("leaf.pem"),
+            "--tls-key".to_string(),
+            self.path("leaf.key"),
+        ];
+        if implicit {
+            a.push("--implicit-tls".into());
+        }
+        a
+    }
+}
+
+fn tls_channel(server: &SmtpServer, tls: &str, ca: Option<&str>) -> Arc<dyn Channel> {
+    let ca = ca
+        .map(|c| format!("    tls_ca_file: \"{c}\"\n"))
+        .unwrap_or_default();
+    channel(&format!(
+        "    host: 127.0.0.1\n    port: {}\n    tls: {tls}\n    username_env: SMTP_USER\n    \
+         password_env: SMTP_PASSWORD\n    from: news@example.com\n    \
+         unsubscribe_url: https://mail.example.com\n    unsubscribe_secret_env: UNSUB_SECRET\n    \
+         timeout: 10s\n{ca}",
+        server.port
+    ))
+}
+
+fn position(cmds: &[String], prefix: &str) -> usize {
+    cmds.iter()
+        .position(|c| c.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {cmds:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_then_auth_with_a_verified_certificate() {
+    let certs = Certs::make();
+    let args = certs.server_args(false);
+    let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ch = tls_channel(&server, "starttls", Some(&certs.path("ca.pem")));
+    let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
+    assert!(matches!(ex.delivery, Delivery::Delivered { .. }), "{ex:?}");
+    let cmds = server.commands();
+    let (tls, auth, mail) = (
+        position(&cmds, "STARTTLS"),
+        position(&cmds, "AUTHENTICATED mailer"),
+        position(&cmds, "MAIL"),
+    );
+    assert!(tls < auth && auth < mail, "{cmds:?}");
+    let got = server.wait_messages(1, 10 * SECS).await;
+    assert_eq!(got[0]["rcpt_tos"], json!(["ann@example.com"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_with_a_verified_certificate() {
+    let certs = Certs::make();
+    let args = certs.server_args(true);
+    let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ch = tls_channel(&server, "tls", Some(&certs.path("ca.pem")));
+    let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
+    assert!(matches!(ex.delivery, Delivery::Delivered { .. }), "{ex:?}");
+    let cmds = server.commands();
+    assert!(position(&cmds, "AUTHENTICATED mailer") < position(&cmds, "MAIL"));
+    assert!(!cmds.iter().any(|c| c.starts_with("STARTTLS")), "{cmds:?}");
+    server.wait_messages(1, 10 * SECS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_stops_before_auth() {
+    let certs = Certs::make();
+    let args = certs.server_args(false);
+    let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // Without tls_ca_file the test CA is not trusted.
+    let ch = tls_channel(&server, "starttls", None);
+    let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
+    match &ex.delivery {
+        Delivery::Retry { reason, .. } => {
+            assert!(
+                reason.starts_with("smtp: TLS failed") && reason.contains("certificate"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    let cmds = server.commands();
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.starts_with("AUTH") || c.starts_with("MAIL")),
+        "{cmds:?}"
+    );
+    assert!(server.messages().is_empty());
+}
+
 // ---- the daemon, end to end ----
+
+#[test]
+fn validate_checks_the_smtp_settings() {
+    let p = Project::new(
+        "channels:\n  email:\n    kind: smtp\n    host: smtp.example.com\n    \
+         from: news@example.com\n    unsubscribe_url: http://mail.example.com\n    \
+         unsubscribe_secret_env: UNSUB_SECRET\n",
+    );
+    let out = p.command().arg("validate").output().unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("must be https://"), "{err}");
+
+    p.write(
+        "nurture.yaml",
+        "channels:\n  email:\n    kind: smtp\n    host: smtp.example.com\n    \
+         from: news@example.com\n    unsubscribe_url: https://mail.example.com\n    \
+         unsubscribe_secret_env: UNSUB_SECRET\n",
+    );
+    let out = p.command().arg("validate").output().unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("UNSUB_SECRET (unsubscribe_secret_env) is not set"),
+        "{err}"
+    );
+
+    let out = p
+        .command()
+        .env("UNSUB_SECRET", SECRET)
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(SECRET));
+}
 
 /// `nurture run` with the unsubscribe secret in its environment.
 struct Daemon {
@@ -537,7 +762,7 @@ fn client() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_click_unsubscribe_end_to_end() {
-    let server = SmtpServer::start(false);
+    let server = SmtpServer::start(&[]);
     server
         .rules(json!({"rcpt": {"gone@example.com": "550 5.1.1 <gone@example.com>: User unknown"}}));
     let p = Project::new(&format!(

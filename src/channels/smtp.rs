@@ -5,7 +5,8 @@
 //! STARTTLS and refuses to go on without it (lettre's `Tls::Required`): no
 //! AUTH and no message ever cross an unencrypted connection. `tls: tls` is
 //! implicit TLS (port 465). Certificates are verified against the Mozilla
-//! roots (webpki-roots). `tls: none` is for a relay on the same machine and
+//! roots (webpki-roots), plus the PEM certificates of `tls_ca_file` for a
+//! relay with a private CA. `tls: none` is for a relay on the same machine and
 //! for tests: it is refused for any host but `localhost`, `127.0.0.1` and
 //! `::1`, and never together with credentials. Credentials
 //! (`username_env`/`password_env`) are optional. Each message opens its own
@@ -54,7 +55,7 @@ use futures::future::BoxFuture;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::Digest;
@@ -124,6 +125,9 @@ pub struct SmtpConfig {
     pub unsubscribe_key: UnsubscribeKey,
     /// Per SMTP command (connect, each reply).
     pub timeout: Duration,
+    /// PEM certificates trusted besides the Mozilla roots (`tls_ca_file`):
+    /// a relay with a private CA.
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -173,7 +177,14 @@ impl SmtpChannel {
         let tls = match config.tls {
             TlsMode::None => Tls::None,
             TlsMode::StartTls | TlsMode::Implicit => {
-                let params = TlsParameters::new(config.host.clone())
+                let mut params = TlsParameters::builder(config.host.clone());
+                if let Some(pem) = &config.extra_roots_pem {
+                    let cert = Certificate::from_pem(pem)
+                        .map_err(|e| format!("tls_ca_file: cannot read the certificates: {e}"))?;
+                    params = params.add_root_certificate(cert);
+                }
+                let params = params
+                    .build()
                     .map_err(|e| format!("cannot set up TLS for \"{}\": {e}", config.host))?;
                 if config.tls == TlsMode::StartTls {
                     Tls::Required(params)
@@ -310,6 +321,37 @@ fn error_text(e: &lettre::transport::smtp::Error) -> String {
     parts.join(": ")
 }
 
+/// Whether a rustls error is among the causes of `e` (lettre reports a
+/// failed handshake as a connection error).
+fn is_tls_error(e: &lettre::transport::smtp::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
+}
+
+/// The text of the deepest cause of `e`.
+fn innermost(e: &lettre::transport::smtp::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        text = inner.to_string();
+        src = inner.source();
+    }
+    text
+}
+
 /// Maps lettre's outcome to an [`Exchange`] (see the module docs).
 pub fn classify(
     result: Result<Response, lettre::transport::smtp::Error>,
@@ -369,14 +411,17 @@ pub fn classify(
     } else {
         let what = if e.is_timeout() {
             "timed out"
-        } else if e.is_tls() {
+        } else if e.is_tls() || is_tls_error(&e) {
             "TLS failed"
         } else {
             "connection failed"
         };
+        // The innermost cause is the specific one ("invalid peer
+        // certificate: UnknownIssuer", "Connection refused").
+        let cause = innermost(&e);
         Delivery::Retry {
             after: None,
-            reason: format!("smtp: {what}: {e}"),
+            reason: format!("smtp: {what}: {cause}"),
         }
     };
     delivery.into()

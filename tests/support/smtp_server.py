@@ -2,9 +2,13 @@
 """A real SMTP server for tests/smtp_channel.rs, built on aiosmtpd (PyPI).
 
     python3 tests/support/smtp_server.py --dir DIR [--advertise-auth]
+        [--tls-cert CERT.pem --tls-key KEY.pem [--implicit-tls]]
 
 Listens on 127.0.0.1 on a free port and prints `listening on PORT` once
-ready. No STARTTLS is offered (there is no certificate).
+ready. Without a certificate no STARTTLS is offered. With one, STARTTLS is
+offered and required before anything but EHLO, and AUTH (accepting any
+password) is offered after it; with --implicit-tls the port speaks TLS from
+the first byte instead, and offers AUTH at once.
 
 - Every message that reached the end of DATA is written to DIR/msg-NNNN.json
   (atomically) with the envelope, the reply it got (`reply`: accepted when it
@@ -20,6 +24,7 @@ ready. No STARTTLS is offered (there is no certificate).
   string is the reply to every attempt.
 - --advertise-auth offers AUTH PLAIN/LOGIN without TLS (accepting any
   password), so a client that would send credentials in the clear does.
+  A successful login is logged as {"cmd": "AUTHENTICATED", "arg": LOGIN}.
 """
 
 import argparse
@@ -28,6 +33,7 @@ import email
 import email.policy
 import json
 import os
+import ssl
 import sys
 
 try:
@@ -142,27 +148,50 @@ class LoggingSMTP(SMTP):
         return await super().smtp_STARTTLS(arg)
 
 
-def accept_any(server, session, envelope, mechanism, auth_data):
-    return AuthResult(success=True)
+def accept_any(state):
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        login = getattr(auth_data, "login", b"") or b""
+        state.log("AUTHENTICATED", login.decode("utf-8", "replace"))
+        return AuthResult(success=True)
+
+    return authenticator
 
 
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--advertise-auth", action="store_true")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--implicit-tls", action="store_true")
     args = ap.parse_args()
-    state = Handler(State(args.dir))
+    handler = Handler(State(args.dir))
     loop = asyncio.get_running_loop()
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    starttls = context is not None and not args.implicit_tls
 
     def factory():
         return LoggingSMTP(
-            state,
+            handler,
             hostname="fake-smtp.test",
-            authenticator=accept_any if args.advertise_auth else None,
-            auth_require_tls=not args.advertise_auth,
+            tls_context=context if starttls else None,
+            require_starttls=starttls,
+            authenticator=accept_any(handler.state)
+            if (args.advertise_auth or context is not None)
+            else None,
+            # Implicit TLS is TLS all along (aiosmtpd only knows STARTTLS).
+            auth_require_tls=not (args.advertise_auth or args.implicit_tls),
         )
 
-    server = await loop.create_server(factory, host="127.0.0.1", port=0)
+    server = await loop.create_server(
+        factory,
+        host="127.0.0.1",
+        port=0,
+        ssl=context if args.implicit_tls else None,
+    )
     port = server.sockets[0].getsockname()[1]
     print(f"listening on {port}", flush=True)
     async with server:

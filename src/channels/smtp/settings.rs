@@ -14,6 +14,7 @@
 //!     unsubscribe_secret_env: NURTURE_UNSUBSCRIBE_SECRET  # >= 16 bytes
 //!     unsubscribe_mailto: unsubscribe@example.com # optional
 //!     timeout: 30s              # optional, per SMTP command
+//!     tls_ca_file: relay-ca.pem # optional: also trust this CA (PEM), for a private relay
 //! ```
 
 use std::sync::Arc;
@@ -117,6 +118,24 @@ pub fn config(
         Some(_) => crate::channels::build::timeout_option(cs)?,
         None => DEFAULT_TIMEOUT,
     };
+    let extra_roots_pem = match option(cs, "tls_ca_file") {
+        None => None,
+        Some(_) if tls == TlsMode::None => {
+            return Err("tls_ca_file needs tls: starttls or tls".into());
+        }
+        Some(path) => {
+            // A relative path is read from the working directory: channel options
+            // do not know the settings file's folder. Absolute paths are clearer.
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("tls_ca_file \"{path}\" cannot be read: {e}"))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "tls_ca_file \"{path}\" holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                ));
+            }
+            Some(pem)
+        }
+    };
     Ok(SmtpConfig {
         channel: cs.name.clone(),
         host: host.to_string(),
@@ -128,6 +147,7 @@ pub fn config(
         unsubscribe_mailto,
         unsubscribe_key,
         timeout,
+        extra_roots_pem,
     })
 }
 
@@ -287,6 +307,16 @@ mod tests {
             ),
             (&[("unsubscribe_mailto", "nope")], "not an email address"),
             (&[("timeout", "soon")], "timeout"),
+            (&[("tls_ca_file", "/nonexistent/ca.pem")], "cannot be read"),
+            (&[("tls_ca_file", "/dev/null")], "no PEM certificate"),
+            (
+                &[
+                    ("host", "localhost"),
+                    ("tls", "none"),
+                    ("tls_ca_file", "/dev/null"),
+                ],
+                "needs tls: starttls or tls",
+            ),
             (
                 &[
                     ("host", "127.0.0.1"),
