@@ -2,6 +2,8 @@
 //! (`support/wecom_fake.rs`): the token cache, errcodes in HTTP 200, the
 //! welcome / mass-task choice, notices, transfers and the poller.
 
+mod support;
+
 // Included by path (not from `support/mod.rs`), as in `wecom_callback.rs`,
 // so only the tests that need the fake compile it.
 #[path = "support/wecom_fake.rs"]
@@ -864,4 +866,117 @@ async fn settings_are_checked() {
     assert!(e.contains("base_url"), "{e}");
     let e = check("    secret_env: NOT_SET\n", &["secret_env"]);
     assert!(e.contains("NOT_SET") && e.contains("not set"), "{e}");
+}
+
+// ---- end to end: the real daemon ----
+
+/// A contact with an owner and a WeCom id enters a workflow that assigns it
+/// to another team and sends on a `wecom` channel pointed at the fake: the
+/// relationship is transferred from the old salesperson, the new one gets a
+/// notice, the message becomes a mass task from the new salesperson, and the
+/// poller records both outcomes where `history` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sends_transfers_and_records_outcomes() {
+    use support::daemon::{Daemon, HOOK_SECRET, Project, TOKEN};
+    // The test daemon's environment already holds these two variables; the
+    // fake takes them as the corp id and the secret.
+    let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  wecom:
+    kind: wecom
+    corp_id_env: NURTURE_API_TOKEN
+    secret_env: HOOK_SECRET
+    agent_id: 1000002
+    base_url: "{base}"
+    poll_interval: 200ms
+teams:
+  east:
+    - {{ id: s1, name: Wang Fang, wecom_userid: wangfang }}
+  west:
+    - {{ id: s3, name: Chen Jie, wecom_userid: chenjie }}
+"#
+    ));
+    p.write(
+        "workflows/greet.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: west, strategy: round_robin, notify: wecom }\n  - send: { channel: wecom, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "Hi {{contact.name}}, this is {{owner.name}}.\n");
+    let d = Daemon::start(&p, &[]);
+    let (status, v) = d
+        .post(
+            "/v1/contacts",
+            json!({"id": "c1", "name": "Ada", "owner": "s1", "wecom_external_userid": "wmE2E"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+
+    let wait = Duration::from_secs(20);
+    let tasks = fake.wait_for(ADD_MSG_TEMPLATE, 1, wait).await;
+    assert_eq!(
+        tasks[0],
+        json!({"chat_type": "single", "external_userid": ["wmE2E"], "sender": "chenjie",
+               "text": {"content": "Hi Ada, this is Chen Jie."}})
+    );
+    let transfers = fake.wait_for(TRANSFER_CUSTOMER, 1, wait).await;
+    assert_eq!(
+        transfers[0],
+        json!({"handover_userid": "wangfang", "takeover_userid": "chenjie", "external_userid": ["wmE2E"]})
+    );
+    let notices = fake.wait_for(MESSAGE_SEND, 1, wait).await;
+    assert_eq!(notices[0]["touser"], "chenjie");
+    assert_eq!(notices[0]["enable_duplicate_check"], 1);
+    assert_eq!(fake.count(GETTOKEN), 1, "one token for the three calls");
+
+    // The outbox rows are sent; the tasks wait for their outcome.
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent' AND channel = 'wecom'",
+        3,
+        wait,
+    )
+    .await;
+    let msgid = fake.tasks().keys().next().unwrap().clone();
+    let rows = p
+        .rows("SELECT id, provider_id, payload FROM outbox ORDER BY id")
+        .await;
+    let ids: Vec<_> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(
+        ids[0].ends_with(":0:notify") && ids[1].ends_with(":0:transfer") && ids[2].ends_with(":1"),
+        "{ids:?}"
+    );
+    assert_eq!(rows[2]["provider_id"], json!(msgid));
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tasks WHERE status = 'pending'",
+        2,
+        wait,
+    )
+    .await;
+
+    // WeCom decides: not a friend (the transfer is not done yet), and the
+    // transfer completes.
+    fake.set_send_status("wmE2E", 2);
+    fake.set_transfer_status("wmE2E", 1);
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tasks WHERE (kind = 'mass' AND status = 'not_friend' AND provider_status = 2)
+            OR (kind = 'transfer' AND status = 'done' AND provider_status = 1)",
+        2,
+        wait,
+    )
+    .await;
+    let sent = p
+        .rows("SELECT status, last_error FROM outbox WHERE payload = '{}'")
+        .await;
+    assert_eq!(sent[0]["status"], "sent");
+    assert_eq!(
+        sent[0]["last_error"],
+        "wecom: not a friend of chenjie (status 2)"
+    );
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(h.contains("not a friend of chenjie (status 2)"), "{h}");
+    assert!(h.contains("transfer done (status 1)"), "{h}");
+
+    let (status, _) = d.terminate(Duration::from_secs(15));
+    assert!(status.success(), "log:\n{}", p.log());
 }
