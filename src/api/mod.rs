@@ -8,6 +8,10 @@
 //!   saying so.
 //! - `/healthz` and `/metrics` are open (probes and Prometheus do not carry
 //!   tokens) and show nothing about contacts.
+//! - `/v1/unsubscribe/{token}` (one-click unsubscribe from the `smtp`
+//!   channel's `List-Unsubscribe` links) is open too, the signed token being
+//!   the authorisation, and answers small HTML pages, since people open it in
+//!   a browser ([`unsubscribe`]).
 //!
 //! Every error is JSON, `{"error": "..."}`, naming the problem: the body
 //! extractors in [`error`] replace axum's plain-text rejections. Bodies are
