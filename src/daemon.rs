@@ -76,7 +76,18 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         token,
         wake: wake.clone(),
     };
-    let api = tokio::spawn(crate::api::serve(listener, api_state, shutdown.clone()));
+    // The WeCom callback reads the current settings (reloads apply).
+    let wecom = crate::api::wecom_callback::CallbackState::from_project(
+        store.clone(),
+        wake.clone(),
+        project_rx.clone(),
+    );
+    let api = tokio::spawn(crate::api::serve_with_wecom(
+        listener,
+        api_state,
+        Some(wecom),
+        shutdown.clone(),
+    ));
     // Tests and scripts read this line to find the port when listening on :0.
     tracing::info!(address = %local, "listening");
     println!("listening on {local}");

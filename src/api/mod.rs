@@ -38,6 +38,7 @@ use crate::store::Store;
 pub mod contacts;
 pub mod error;
 pub mod unsubscribe;
+pub mod wecom_callback;
 pub mod wecom_crypto;
 
 pub use error::{ApiError, BODY_LIMIT};
@@ -81,13 +82,19 @@ impl ApiState {
 /// token) must be added to the outer router, not to `v1`, or WeCom would get
 /// 401.
 pub fn router(state: ApiState) -> Router {
+    router_with_wecom(state, None)
+}
+
+/// [`router`] plus, when given, `GET, POST /v1/wecom/callback` (outside the
+/// bearer check: see [`wecom_callback`]).
+pub fn router_with_wecom(state: ApiState, wecom: Option<wecom_callback::CallbackState>) -> Router {
     let v1 = Router::new()
         .route("/contacts", post(contacts::upsert))
         .route("/contacts/{id}/tags", post(contacts::tags))
         .route("/contacts/{id}/unsubscribe", post(contacts::unsubscribe))
         .route("/events", post(contacts::event))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let mut outer = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // Public: the signed token is the authorisation (RFC 8058 one-click).
@@ -95,7 +102,11 @@ pub fn router(state: ApiState) -> Router {
             "/v1/unsubscribe/{token}",
             get(unsubscribe::page).post(unsubscribe::one_click),
         )
-        .nest("/v1", v1)
+        .nest("/v1", v1);
+    if let Some(cb) = wecom {
+        outer = outer.merge(wecom_callback::router(cb));
+    }
+    outer
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -110,10 +121,20 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_wecom(listener, state, None, shutdown).await
+}
+
+/// [`serve`] with the WeCom callback (the daemon's API).
+pub async fn serve_with_wecom(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    wecom: Option<wecom_callback::CallbackState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with_wecom(state, wecom))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
