@@ -363,7 +363,13 @@ async fn gettoken_errors() {
     wc.options.get_mut("secret_env").unwrap().value = "WRONG_SECRET".into();
     let reg = build_registry_full(&settings, &env, Some(&s.store)).unwrap();
     let bad = reg.get("wecom").unwrap().1.clone();
-    let d = send(&bad, &to_contact(1)).await;
+    let ex = bad.exchange(&to_contact(1)).await;
+    let answer = ex.answer.clone().unwrap_or_default();
+    assert!(
+        answer.starts_with("HTTP 200") && answer.contains("40001"),
+        "WeCom's answer is kept: {ex:?}"
+    );
+    let d = ex.delivery;
     assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
     assert!(
         reason(&d).contains("40001") && reason(&d).contains("secret_env"),

@@ -17,6 +17,8 @@ use super::token::{Fetched, TokenCache};
 use crate::channels::twilio::{excerpt, http_client, read_answer};
 use crate::channels::{Delivery, Exchange};
 
+const GETTOKEN: &str = "/cgi-bin/gettoken";
+
 /// One app's credentials and endpoint.
 pub struct WecomApi {
     client: reqwest::Client,
@@ -139,14 +141,25 @@ impl WecomApi {
 
     /// `GET /cgi-bin/gettoken`. 40013 (corp id) and 40001 (secret) are
     /// permanent here: the settings are wrong, and retrying will not fix them.
-    async fn fetch_token(&self) -> Result<Fetched, Delivery> {
-        const PATH: &str = "/cgi-bin/gettoken";
+    /// A failure carries WeCom's answer (`channels test` prints it).
+    async fn fetch_token(&self) -> Result<Fetched, Exchange> {
+        let (status, raw) = self.gettoken_answer().await.map_err(Exchange::from)?;
+        self.read_token(status, &raw)
+            .map_err(|d| Exchange::http(d, status, &raw))
+    }
+
+    async fn gettoken_answer(&self) -> Result<(StatusCode, Vec<u8>), Delivery> {
         let url = self.url(
-            PATH,
+            GETTOKEN,
             &[("corpid", &self.corp_id), ("corpsecret", &self.secret)],
         )?;
         let (status, _, raw) = read_answer(self.client.get(url), SystemTime::now()).await?;
-        let json = json_answer(PATH, status, &raw)?;
+        Ok((status, raw))
+    }
+
+    fn read_token(&self, status: StatusCode, raw: &[u8]) -> Result<Fetched, Delivery> {
+        const PATH: &str = GETTOKEN;
+        let json = json_answer(PATH, status, raw)?;
         match errcode_of(&json) {
             Some(0) => {}
             Some(40013) => {
@@ -166,13 +179,13 @@ impl WecomApi {
                 });
             }
             Some(code) => return Err(errcode_delivery(PATH, code, &json)),
-            None => return Err(bad_answer(PATH, &raw)),
+            None => return Err(bad_answer(PATH, raw)),
         }
         let token = json
             .get("access_token")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| bad_answer(PATH, &raw))?;
+            .ok_or_else(|| bad_answer(PATH, raw))?;
         let expires_in = json
             .get("expires_in")
             .and_then(Value::as_u64)
@@ -183,7 +196,7 @@ impl WecomApi {
         })
     }
 
-    async fn token(&self) -> Result<String, Delivery> {
+    async fn token(&self) -> Result<String, Exchange> {
         self.tokens.get(|| self.fetch_token()).await
     }
 
@@ -220,14 +233,14 @@ impl WecomApi {
     /// POSTs `body` to `path` with a token; `Ok` for errcode 0, else the
     /// exchange to report.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, Exchange> {
-        let token = self.token().await.map_err(Exchange::from)?;
+        let token = self.token().await?;
         match self.call_once(path, &token, body).await {
             Call::Done(a) => Ok(a),
             Call::Failed(e) => Err(e),
             Call::BadToken(_) => {
                 tracing::info!(path, "wecom refused the access token; fetching a new one");
                 self.tokens.invalidate(&token);
-                let token = self.token().await.map_err(Exchange::from)?;
+                let token = self.token().await?;
                 match self.call_once(path, &token, body).await {
                     Call::Done(a) => Ok(a),
                     Call::Failed(e) | Call::BadToken(e) => Err(e),

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::channels::Delivery;
-
 /// How long before WeCom's `expires_in` the token is refreshed.
 pub const EARLY_REFRESH: Duration = Duration::from_secs(200);
 
@@ -83,10 +81,10 @@ impl TokenCache {
 
     /// A valid token: the cached one, or a new one from `fetch` (called by
     /// at most one caller at a time; the others wait and take its result).
-    pub async fn get<F, Fut>(&self, fetch: F) -> Result<String, Delivery>
+    pub async fn get<F, Fut, E>(&self, fetch: F) -> Result<String, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Fetched, Delivery>>,
+        Fut: Future<Output = Result<Fetched, E>>,
     {
         if let Some(t) = self.fresh() {
             return Ok(t);
@@ -124,6 +122,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::Delivery;
     use std::sync::atomic::AtomicUsize;
 
     fn fetched(t: &str, secs: u64) -> Fetched {
@@ -164,7 +163,7 @@ mod tests {
                     .get(|| async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(fetched("t1", 7200))
+                        Ok::<_, Delivery>(fetched("t1", 7200))
                     })
                     .await
             }));
@@ -194,7 +193,9 @@ mod tests {
             })
             .await;
         assert!(r.is_err());
-        let t = cache.get(|| async { Ok(fetched("t2", 7200)) }).await;
+        let t = cache
+            .get(|| async { Ok::<_, Delivery>(fetched("t2", 7200)) })
+            .await;
         assert_eq!(t.unwrap(), "t2");
     }
 }
