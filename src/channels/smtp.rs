@@ -443,6 +443,76 @@ mod tests {
 
     const KNOWN_PREFIX: &str = "20d9135724573c6d8158d4ff04565406";
 
+    fn channel() -> SmtpChannel {
+        SmtpChannel::new(SmtpConfig {
+            channel: "email".into(),
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls: TlsMode::None,
+            credentials: None,
+            from: "Nurture <news@example.com>".parse().unwrap(),
+            unsubscribe_url: "https://mail.example.com".into(),
+            unsubscribe_mailto: None,
+            unsubscribe_key: UnsubscribeKey::new(b"0123456789abcdef").unwrap(),
+            timeout: Duration::from_secs(1),
+            extra_roots_pem: None,
+        })
+        .unwrap()
+    }
+
+    fn out(to: &str, subject: &str) -> OutMessage {
+        OutMessage {
+            id: "w:c1:1:0".into(),
+            workflow: "w".into(),
+            contact_id: "c1".into(),
+            step_id: "0".into(),
+            channel: "email".into(),
+            to: to.into(),
+            subject: Some(subject.into()),
+            body: "hi".into(),
+            contact: serde_json::Value::Null,
+            attempt: 1,
+            payload: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn no_header_injection() {
+        // A subject rendered from contact data must not add headers.
+        let m = channel()
+            .build_message(
+                &out("ann@example.com", "Hi\r\nBcc: evil@example.com"),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let text = String::from_utf8(m.formatted()).unwrap();
+        assert!(!text.lines().any(|l| l.starts_with("Bcc:")), "{text}");
+        assert_eq!(m.envelope().to().len(), 1);
+        // Nor an address.
+        for to in [
+            "ann@example.com\r\nBcc: evil@example.com",
+            "ann@example.com, evil@example.com",
+        ] {
+            assert!(
+                channel()
+                    .build_message(&out(to, "x"), SystemTime::now())
+                    .is_err(),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_none_is_loopback_only_and_never_with_credentials() {
+        let mut c = channel().config.clone();
+        c.host = "smtp.example.com".into();
+        assert!(SmtpChannel::new(c.clone()).is_err());
+        c.host = "localhost".into();
+        c.credentials = Some(("u".into(), "p".into()));
+        let e = SmtpChannel::new(c).err().unwrap();
+        assert!(e.contains("in the clear"), "{e}");
+    }
+
     #[test]
     fn loopback_hosts() {
         for h in [
