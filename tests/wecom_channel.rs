@@ -874,6 +874,61 @@ async fn settings_are_checked() {
     assert!(e.contains("NOT_SET") && e.contains("not set"), "{e}");
 }
 
+/// An unsubscribe cancels the contact's queued messages, but not a notice to
+/// its salesperson nor a WeCom transfer; neither counts toward the cap.
+#[tokio::test]
+async fn notices_and_transfers_are_not_messages_to_the_contact() {
+    let s = setup().await;
+    let now = Utc::now();
+    s.store
+        .upsert_contact(
+            &nurture::store::ContactInput {
+                id: "c1".into(),
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    for (id, payload) in [
+        ("m:send", "{}"),
+        ("m:notify", r#"{"kind":"notice"}"#),
+        (
+            "m:transfer",
+            r#"{"kind":"transfer","handover_userid":"a","takeover_userid":"b"}"#,
+        ),
+    ] {
+        exec(
+            &s.store,
+            &format!(
+                "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                     payload, status, attempts, not_before, next_attempt_at, created_at)
+                 VALUES ('{id}', 'greet', 'c1', 1, '0', 'wecom', 'x', 'hi', '{payload}', 'queued', 0, 0, 0, {})",
+                now.timestamp_millis()
+            ),
+        )
+        .await;
+    }
+    let recent = nurture::store::plan_reads::recent_messages(
+        s.store.sqlite_pool().unwrap(),
+        &["c1".to_string()],
+        now - chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recent.get("c1"), Some(&1), "only the send counts");
+    s.store.unsubscribe("c1", None, now).await.unwrap();
+    let st = rows(&s.store, "SELECT id, status FROM outbox ORDER BY id").await;
+    let st: Vec<_> = st
+        .iter()
+        .map(|r| format!("{}={}", r[0].as_deref().unwrap(), r[1].as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        st,
+        ["m:notify=queued", "m:send=cancelled", "m:transfer=queued"]
+    );
+}
+
 // ---- end to end: the real daemon ----
 
 /// A contact with an owner and a WeCom id enters a workflow that assigns it
