@@ -608,6 +608,27 @@ async fn concurrent_sends_use_a_welcome_code_once() {
 }
 
 #[tokio::test]
+async fn a_welcome_code_survives_a_failed_token_fetch_and_a_busy_answer() {
+    let s = setup().await;
+    welcome_code(&s.store, "WC-keep", 0).await;
+    s.fake.script(GETTOKEN, Answer::Status(503));
+    assert!(is_retry(&send(&s.channel, &to_contact(1)).await));
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(-1, "system busy"));
+    assert!(is_retry(&send(&s.channel, &to_contact(1)).await));
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    let codes: Vec<_> = s
+        .fake
+        .requests(SEND_WELCOME)
+        .iter()
+        .map(|b| b["welcome_code"].clone())
+        .collect();
+    assert_eq!(codes, [json!("WC-keep"), json!("WC-keep")]);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0);
+}
+
+#[tokio::test]
 async fn a_used_welcome_code_is_permanent() {
     let s = setup().await;
     welcome_code(&s.store, "WC-x", 0).await;

@@ -200,6 +200,13 @@ impl WecomApi {
         self.tokens.get(|| self.fetch_token()).await
     }
 
+    /// Makes sure a token is at hand before a call that must not be wasted
+    /// (a welcome code is good for one call): a token failure then happens
+    /// before the call, not in it.
+    pub async fn ensure_token(&self) -> Result<(), Exchange> {
+        self.token().await.map(|_| ())
+    }
+
     async fn call_once(&self, path: &str, token: &str, body: &Value) -> Call {
         let url = match self.url(path, &[("access_token", token)]) {
             Ok(u) => u,

@@ -171,6 +171,17 @@ impl WecomChannel {
 
     /// `send_welcome_msg` with a code taken for this message.
     async fn welcome(&self, pool: &sqlx::SqlitePool, msg: &OutMessage, code: &str) -> Exchange {
+        let release = || async {
+            if let Err(err) = tasks::release_welcome_code(pool, &msg.contact_id, code).await {
+                tracing::warn!(error = %err, "cannot give a welcome code back");
+            }
+        };
+        // No token, no call: the code was not used and a retry may still be
+        // inside its 20 s.
+        if let Err(e) = self.api.ensure_token().await {
+            release().await;
+            return e;
+        }
         let body = json!({ "welcome_code": code, "text": { "content": msg.body } });
         match self.api.post(SEND_WELCOME, &body).await {
             Ok(a) => a.exchange(Delivery::Delivered { provider_id: None }),
@@ -178,11 +189,8 @@ impl WecomChannel {
                 // WeCom answered "busy": the code was not used, and a retry
                 // may still be inside its 20 s. (After a timeout nobody knows,
                 // so the code stays used and the retry becomes a mass task.)
-                if matches!(e.delivery, Delivery::Retry { .. })
-                    && e.answer.is_some()
-                    && let Err(err) = tasks::release_welcome_code(pool, &msg.contact_id, code).await
-                {
-                    tracing::warn!(error = %err, "cannot give a welcome code back");
+                if matches!(e.delivery, Delivery::Retry { .. }) && e.answer.is_some() {
+                    release().await;
                 }
                 e
             }

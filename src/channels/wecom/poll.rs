@@ -193,10 +193,28 @@ fn build_pollers(
     out
 }
 
+/// Batches of due tasks looked at in one round, at most: a backlog is worked
+/// off over several ticks rather than in one burst of calls.
+const BATCHES_PER_ROUND: usize = 10;
+
 /// One round over a channel's due tasks.
 async fn round(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<()> {
+    for _ in 0..BATCHES_PER_ROUND {
+        // Each task looked at is finished or postponed, so the next batch
+        // holds other tasks.
+        if batch(pool, p).await? < BATCH as usize {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One batch of due tasks; returns how many there were.
+async fn batch(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<usize> {
     let now = now_ms();
-    for task in tasks::due(pool, &p.config.name, now, BATCH).await? {
+    let due = tasks::due(pool, &p.config.name, now, BATCH).await?;
+    let n = due.len();
+    for task in due {
         if now - task.created_at > millis(GIVE_UP_AFTER) {
             tasks::finish(
                 pool,
@@ -241,7 +259,7 @@ async fn round(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Reads every page of a result list (`key`) until `found` picks an entry.
