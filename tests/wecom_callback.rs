@@ -346,6 +346,7 @@ async fn url_check_echoes_the_plaintext_and_rejects_forgeries() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let log = p.log();
+    assert!(log.contains("WeCom callback enabled"), "{log}");
     assert!(
         log.contains("msg_signature matches no configured Token"),
         "{log}"

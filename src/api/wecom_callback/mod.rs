@@ -108,11 +108,12 @@ pub enum SettingsSource {
 }
 
 impl SettingsSource {
-    fn current(&self) -> Arc<Settings> {
+    /// Runs `f` on the current settings. Synchronous on purpose: the watch
+    /// borrow must not be held across an await.
+    fn with<R>(&self, f: impl FnOnce(&Settings) -> R) -> R {
         match self {
-            SettingsSource::Fixed(s) => s.clone(),
-            // Clone out of the borrow: the guard must not live across an await.
-            SettingsSource::Project(rx) => Arc::new(rx.borrow().settings.clone()),
+            SettingsSource::Fixed(s) => f(s),
+            SettingsSource::Project(rx) => f(&rx.borrow().settings),
         }
     }
 }
@@ -146,12 +147,22 @@ impl CallbackState {
         wake: Arc<Notify>,
         project: watch::Receiver<Arc<Project>>,
     ) -> CallbackState {
-        CallbackState {
+        let st = CallbackState {
             store,
             wake,
             settings: SettingsSource::Project(project),
             env: Arc::new(|name| std::env::var(name).ok()),
+        };
+        // Say at start-up whether WeCom can reach nurture (problems are
+        // logged again on each request, and `nurture validate` names them).
+        let (ok, errors) = st.settings.with(|s| settings::resolve(s, &*st.env));
+        for c in &ok {
+            tracing::info!(channel = %c.channel, path = PATH, "WeCom callback enabled");
         }
+        for e in &errors {
+            tracing::error!(error = %e, "WeCom callback: the channel's callback settings are unusable");
+        }
+        st
     }
 }
 
@@ -190,8 +201,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 /// The usable callbacks of the current settings, or the answer to give.
 fn configs(st: &CallbackState) -> Result<Vec<CallbackConfig>, Reject> {
-    let settings = st.settings.current();
-    let (ok, errors) = settings::resolve(&settings, &*st.env);
+    let (ok, errors) = st.settings.with(|s| settings::resolve(s, &*st.env));
     for e in &errors {
         tracing::error!(error = %e, "WeCom callback: the channel's callback settings are unusable");
     }
@@ -468,8 +478,7 @@ async fn event(
         Err(r) => return r.into_response(),
     };
     let ev = InnerEvent::parse(&xml);
-    let settings = st.settings.current();
-    let change = ev.change(&settings);
+    let change = st.settings.with(|s| ev.change(s));
     if change == ContactChange::Record {
         match ev.event.as_str() {
             "change_external_tag" => tracing::info!(
