@@ -12,6 +12,10 @@
 //!   channel's `List-Unsubscribe` links) is open too, the signed token being
 //!   the authorisation, and answers small HTML pages, since people open it in
 //!   a browser ([`unsubscribe`]).
+//! - `GET, POST /v1/wecom/callback` (WeCom's customer-contact callback) is
+//!   open as well: WeCom cannot send a bearer token; the `msg_signature` over
+//!   the app's Token and the corp id inside the ciphertext authenticate it,
+//!   and it answers in plain text ([`wecom_callback`]).
 //!
 //! Every error is JSON, `{"error": "..."}`, naming the problem: the body
 //! extractors in [`error`] replace axum's plain-text rejections. Bodies are
