@@ -190,7 +190,7 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
 async fn log_request(req: Request, next: Next) -> Response {
     // Method and path only: never headers (the token) or bodies (contacts).
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let path = loggable_path(req.uri().path());
     let started = Instant::now();
     let res = next.run(req).await;
     let status = res.status().as_u16();
@@ -201,6 +201,16 @@ async fn log_request(req: Request, next: Next) -> Response {
         tracing::info!(%method, %path, status, ms, "request");
     }
     res
+}
+
+/// The path as logs may show it: an unsubscribe link's token is a
+/// capability (whoever holds it can unsubscribe that contact), so it is
+/// replaced by `…`.
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/v1/unsubscribe/") {
+        Some(_) => "/v1/unsubscribe/…".to_string(),
+        None => path.to_string(),
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -270,5 +280,17 @@ mod tests {
         assert!(!constant_time_eq(b"secret-and-more", b"secret"));
         assert!(!constant_time_eq(b"", b"secret"));
         assert!(!constant_time_eq(b"sec", b"secret"));
+    }
+
+    #[test]
+    fn unsubscribe_tokens_stay_out_of_the_logs() {
+        assert_eq!(
+            loggable_path("/v1/unsubscribe/Y29uc29sZQpjMQ.c2lnbmF0dXJl"),
+            "/v1/unsubscribe/…"
+        );
+        assert_eq!(
+            loggable_path("/v1/contacts/c1/tags"),
+            "/v1/contacts/c1/tags"
+        );
     }
 }
