@@ -908,3 +908,48 @@ proptest! {
         prop_assert_eq!(st, 200, "inner {:?}", inner);
     }
 }
+
+/// An existing contact added again (by another salesperson, with a new
+/// welcome code) is a `contact_created` for the workflows: with
+/// `entry: every_time` it enters again and gets the new welcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_added_again_is_welcomed_again_when_the_entry_policy_allows() {
+    let (base_url, fake) = WecomFake::start().await;
+    let p = Project::new(&settings(&base_url, true));
+    p.write(
+        "workflows/welcome.yaml",
+        "trigger: { contact_created: {} }\nentry: every_time\nsteps:\n  - send: { channel: wecom, template: welcome }\n",
+    )
+    .write("templates/welcome.hbs", "Hello from {{owner.name}}");
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let t = chrono::Utc::now().timestamp();
+    let first = contact_event(
+        "add_external_contact",
+        "zhangsan",
+        "wmTwice",
+        t,
+        "<WelcomeCode><![CDATA[CODE-A]]></WelcomeCode>",
+    );
+    assert_eq!(d.post_event(&c, &first, 1).await.0, 200);
+    fake.wait_for(SEND_WELCOME, 1, 15 * SECS).await;
+    let second = contact_event(
+        "add_external_contact",
+        "lisi",
+        "wmTwice",
+        t + 1,
+        "<WelcomeCode><![CDATA[CODE-B]]></WelcomeCode>",
+    );
+    assert_eq!(d.post_event(&c, &second, 2).await.0, 200);
+    let sent = fake.wait_for(SEND_WELCOME, 2, 15 * SECS).await;
+    assert_eq!(sent[0]["welcome_code"], "CODE-A");
+    assert_eq!(sent[0]["text"]["content"], "Hello from Wang Fang");
+    assert_eq!(sent[1]["welcome_code"], "CODE-B");
+    assert_eq!(sent[1]["text"]["content"], "Hello from Li Lei");
+    assert_eq!(
+        p.count("SELECT count(*) FROM enrollments WHERE contact_id = 'wmTwice'")
+            .await,
+        2
+    );
+    d.stop(&p);
+}

@@ -566,6 +566,38 @@ mod tests {
             .unwrap();
         assert_eq!(u.outcome, "unknown_contact");
         assert_eq!(count(&s, "SELECT count(*) FROM contacts").await, 1);
+        // A transfer moves the relationship: recorded with its source, not marked.
+        s.apply_wecom_callback(
+            &key("add_external_contact", "zhangsan", "wmC", "500"),
+            &Value::Null,
+            &add("wmC", "zhangsan", None, None),
+            t(40),
+            t(40),
+        )
+        .await
+        .unwrap();
+        let moved = s
+            .apply_wecom_callback(
+                &key("del_external_contact", "zhangsan", "wmC", "600"),
+                &Value::Null,
+                &ContactChange::Deleted {
+                    external_userid: "wmC".into(),
+                    staff_userid: "zhangsan".into(),
+                    by: DeletedBy::Customer,
+                    source: Some("DELETE_BY_TRANSFER".into()),
+                },
+                t(50),
+                t(50),
+            )
+            .await
+            .unwrap();
+        assert_eq!(moved.outcome, "deleted_by_transfer");
+        let c = s.contact("wmC").await.unwrap().unwrap();
+        assert!(!c.attrs.contains_key(ATTR_DELETED_BY));
+        assert_eq!(
+            count(&s, "SELECT count(*) FROM events WHERE contact_id = 'wmC' AND json_extract(properties, '$.source') = 'DELETE_BY_TRANSFER'").await,
+            1
+        );
         // Re-adding clears the mark.
         s.apply_wecom_callback(
             &key("add_external_contact", "zhangsan", "wmB", "400"),
