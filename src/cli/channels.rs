@@ -108,15 +108,16 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
             ),
         ),
     };
-    let registry = crate::channels::build_registry(settings).map_err(|errors| {
-        Failure::Input(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
+    let registry =
+        crate::channels::build::build_registry_with_store(settings, &store).map_err(|errors| {
+            Failure::Input(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
     let (_, adapter) = registry.get(&args.name).context("the channel was built")?;
     let msg = OutMessage {
         id: format!("channels-test:{}:{}", args.name, now.timestamp_millis()),
