@@ -10,6 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# tests/smtp_channel.rs talks to a real SMTP server: aiosmtpd, from PyPI.
+python3 -c 'import aiosmtpd' 2>/dev/null ||
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+
 echo "== cargo test (SQLite)" >&2
 cargo test --locked "$@"
 

@@ -36,14 +36,15 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {url}"))?;
-    let registry = crate::channels::build::build_registry(&settings).map_err(|errs| {
-        anyhow::anyhow!(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let registry =
+        crate::channels::build::build_registry_with_store(&settings, &store).map_err(|errs| {
+            anyhow::anyhow!(
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
     record_states(&store, &opts.config, &[]).await;
 
     let shutdown = CancellationToken::new();
@@ -75,11 +76,28 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         token,
         wake: wake.clone(),
     };
-    let api = tokio::spawn(crate::api::serve(listener, api_state, shutdown.clone()));
+    // The WeCom callback reads the current settings (reloads apply).
+    let wecom = crate::api::wecom_callback::CallbackState::from_project(
+        store.clone(),
+        wake.clone(),
+        project_rx.clone(),
+    );
+    let api = tokio::spawn(crate::api::serve_with_wecom(
+        listener,
+        api_state,
+        Some(wecom),
+        shutdown.clone(),
+    ));
     // Tests and scripts read this line to find the port when listening on :0.
     tracing::info!(address = %local, "listening");
     println!("listening on {local}");
 
+    // Follows WeCom mass-message tasks and transfers to their outcome.
+    let wecom_poller = tokio::spawn(crate::channels::wecom::poll::run(
+        store.clone(),
+        project_rx.clone(),
+        shutdown.clone(),
+    ));
     let scheduler = Scheduler {
         store: store.clone(),
         project: project_rx,
@@ -114,6 +132,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     shutdown.cancel();
     let (s, w, a) = tokio::join!(scheduler, worker, api);
     watcher.abort();
+    let _ = wecom_poller.await;
     s.context("the scheduler task panicked")??;
     w.context("the delivery task panicked")?;
     a.context("the API task panicked")?
@@ -236,7 +255,7 @@ async fn reload(
                     "the database setting changed: restart the daemon for it to take effect"
                 );
             }
-            match crate::channels::build::build_registry(&project.settings) {
+            match crate::channels::build::build_registry_with_store(&project.settings, store) {
                 Ok(reg) => {
                     registry_tx.send_replace(Arc::new(reg));
                 }

@@ -654,7 +654,12 @@ async fn log_channel_delivers_and_unsupported_kinds_dead_letter() {
     env.contact("c1").await;
     env.queue("m-log", "c1", "console").await;
     env.queue("m-sms", "c1", "sms").await;
-    let reg = registry("  console:\n    kind: log\n  sms:\n    kind: smtp\n");
+    let mut reg = registry("  console:\n    kind: log\n  sms:\n    kind: log\n");
+    // Every kind has an adapter now: `Unsupported` stands for a kind that has none.
+    reg.channels.get_mut("sms").unwrap().1 =
+        std::sync::Arc::new(nurture::channels::build::Unsupported {
+            kind: nurture::settings::ChannelKind::Wecom,
+        });
     let w = Worker::start(&env, reg, fast_options());
     let log = env.wait_status("m-log", "sent", T).await;
     let sms = env.wait_status("m-sms", "dead", T).await;
@@ -662,7 +667,7 @@ async fn log_channel_delivers_and_unsupported_kinds_dead_letter() {
     assert_eq!(log.attempts, 1);
     assert_eq!(
         sms.last_error.as_deref(),
-        Some("channel kind smtp is not supported yet")
+        Some("channel kind wecom is not supported yet")
     );
 }
 

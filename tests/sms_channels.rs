@@ -61,6 +61,7 @@ fn msg(to: &str, body: &str) -> OutMessage {
         body: body.into(),
         contact: serde_json::Value::Null,
         attempt: 1,
+        payload: serde_json::json!({}),
     }
 }
 
@@ -442,5 +443,123 @@ fn aliyun_settings_errors_are_clear() {
     assert!(
         errs.iter()
             .any(|e| e.contains("\"b\"") && e.contains("NOPE_SECRET") && e.contains("not set"))
+    );
+}
+
+/// A stateful Aliyun fake for uncertain sends: `SendSms` records the `OutId`
+/// (as Aliyun would) and may answer too late; `QuerySendDetails` lists what
+/// was recorded for the phone number. Both check the signature.
+fn aliyun_recording_fake(
+    sent: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    late_first_send: bool,
+    query_fails: bool,
+) -> Script {
+    Arc::new(move |r: &Request| {
+        let f = form(&r.body);
+        let params: Vec<(String, String)> = f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if f.get("Signature") != Some(&aliyun_sms::signature("POST", &params, AK_SECRET)) {
+            return Reply::status(400).body(r#"{"Code":"SignatureDoesNotMatch"}"#);
+        }
+        match f.get("Action").map(String::as_str) {
+            Some("SendSms") => {
+                let mut sent = sent.lock().unwrap();
+                sent.push((f["PhoneNumbers"].clone(), f["OutId"].clone()));
+                let reply = Reply::ok().body(r#"{"Code":"OK","Message":"OK","BizId":"b1"}"#);
+                if late_first_send && sent.len() == 1 {
+                    reply.delay(Duration::from_secs(2))
+                } else {
+                    reply
+                }
+            }
+            Some("QuerySendDetails") => {
+                let date_ok = f
+                    .get("SendDate")
+                    .is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y%m%d").is_ok());
+                if !date_ok
+                    || f.get("PageSize").map(String::as_str) != Some("50")
+                    || !f.contains_key("CurrentPage")
+                {
+                    return Reply::status(400).body(r#"{"Code":"isv.INVALID_PARAMETERS"}"#);
+                }
+                if query_fails {
+                    return Reply::status(500).body(r#"{"Code":"isp.SYSTEM_ERROR"}"#);
+                }
+                let records: Vec<serde_json::Value> = sent
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(phone, _)| Some(phone) == f.get("PhoneNumber"))
+                    .map(|(phone, out_id)| {
+                        serde_json::json!({"PhoneNum": phone, "SendStatus": 1, "ErrCode": "", "OutId": out_id})
+                    })
+                    .collect();
+                Reply::ok().body(
+                    &serde_json::json!({
+                        "Code": "OK", "Message": "OK", "TotalCount": records.len(),
+                        "SmsSendDetailDTOs": {"SmsSendDetailDTO": records}
+                    })
+                    .to_string(),
+                )
+            }
+            _ => Reply::status(400).body(r#"{"Code":"InvalidAction"}"#),
+        }
+    })
+}
+
+fn attempt(mut m: OutMessage, n: u32) -> OutMessage {
+    m.attempt = n;
+    m
+}
+
+/// A send that timed out after reaching Aliyun is not sent again: the retry
+/// finds its `OutId` with `QuerySendDetails`.
+#[tokio::test]
+async fn aliyun_timeout_is_resolved_before_a_retry() {
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rx = Receiver::start(aliyun_recording_fake(sent.clone(), true, false)).await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), "    timeout: 300ms\n"), "ali");
+    let m = msg("13800000000", "hello");
+    match ch.send(&attempt(m.clone(), 1)).await {
+        Delivery::Retry { reason, .. } => assert!(reason.contains("uncertain"), "{reason}"),
+        d => panic!("first attempt: {d:?}"),
+    }
+    assert_eq!(
+        ch.send(&attempt(m.clone(), 2)).await,
+        Delivery::Delivered { provider_id: None }
+    );
+    assert_eq!(sent.lock().unwrap().len(), 1, "the SMS went out once");
+    // Another message to the same number is not confused with it.
+    let other = OutMessage {
+        id: "winback:c1:1:3".into(),
+        ..m
+    };
+    assert!(matches!(
+        ch.send(&attempt(other, 2)).await,
+        Delivery::Delivered {
+            provider_id: Some(_)
+        }
+    ));
+    assert_eq!(sent.lock().unwrap().len(), 2);
+}
+
+/// When the query fails, nothing is sent: the message waits for a later try.
+#[tokio::test]
+async fn aliyun_unresolved_uncertainty_does_not_resend() {
+    let sent = Arc::new(std::sync::Mutex::new(vec![(
+        "13800000000".to_string(),
+        "winback:c1:1:2".to_string(),
+    )]));
+    let rx = Receiver::start(aliyun_recording_fake(sent.clone(), false, true)).await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), ""), "ali");
+    match ch.send(&attempt(msg("13800000000", "hello"), 3)).await {
+        Delivery::Retry { reason, .. } => {
+            assert!(reason.contains("QuerySendDetails"), "{reason}")
+        }
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(
+        sent.lock().unwrap().len(),
+        1,
+        "nothing sent while uncertain"
     );
 }

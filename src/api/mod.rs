@@ -8,6 +8,14 @@
 //!   saying so.
 //! - `/healthz` and `/metrics` are open (probes and Prometheus do not carry
 //!   tokens) and show nothing about contacts.
+//! - `/v1/unsubscribe/{token}` (one-click unsubscribe from the `smtp`
+//!   channel's `List-Unsubscribe` links) is open too, the signed token being
+//!   the authorisation, and answers small HTML pages, since people open it in
+//!   a browser ([`unsubscribe`]).
+//! - `GET, POST /v1/wecom/callback` (WeCom's customer-contact callback) is
+//!   open as well: WeCom cannot send a bearer token; the `msg_signature` over
+//!   the app's Token and the corp id inside the ciphertext authenticate it,
+//!   and it answers in plain text ([`wecom_callback`]).
 //!
 //! Every error is JSON, `{"error": "..."}`, naming the problem: the body
 //! extractors in [`error`] replace axum's plain-text rejections. Bodies are
@@ -33,6 +41,8 @@ use crate::store::Store;
 
 pub mod contacts;
 pub mod error;
+pub mod unsubscribe;
+pub mod wecom_callback;
 pub mod wecom_crypto;
 
 pub use error::{ApiError, BODY_LIMIT};
@@ -76,16 +86,31 @@ impl ApiState {
 /// token) must be added to the outer router, not to `v1`, or WeCom would get
 /// 401.
 pub fn router(state: ApiState) -> Router {
+    router_with_wecom(state, None)
+}
+
+/// [`router`] plus, when given, `GET, POST /v1/wecom/callback` (outside the
+/// bearer check: see [`wecom_callback`]).
+pub fn router_with_wecom(state: ApiState, wecom: Option<wecom_callback::CallbackState>) -> Router {
     let v1 = Router::new()
         .route("/contacts", post(contacts::upsert))
         .route("/contacts/{id}/tags", post(contacts::tags))
         .route("/contacts/{id}/unsubscribe", post(contacts::unsubscribe))
         .route("/events", post(contacts::event))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let mut outer = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .nest("/v1", v1)
+        // Public: the signed token is the authorisation (RFC 8058 one-click).
+        .route(
+            "/v1/unsubscribe/{token}",
+            get(unsubscribe::page).post(unsubscribe::one_click),
+        )
+        .nest("/v1", v1);
+    if let Some(cb) = wecom {
+        outer = outer.merge(wecom_callback::router(cb));
+    }
+    outer
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -100,10 +125,20 @@ pub async fn serve(
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_wecom(listener, state, None, shutdown).await
+}
+
+/// [`serve`] with the WeCom callback (the daemon's API).
+pub async fn serve_with_wecom(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    wecom: Option<wecom_callback::CallbackState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router(state))
+    axum::serve(listener, router_with_wecom(state, wecom))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
@@ -155,7 +190,7 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
 async fn log_request(req: Request, next: Next) -> Response {
     // Method and path only: never headers (the token) or bodies (contacts).
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let path = loggable_path(req.uri().path());
     let started = Instant::now();
     let res = next.run(req).await;
     let status = res.status().as_u16();
@@ -166,6 +201,16 @@ async fn log_request(req: Request, next: Next) -> Response {
         tracing::info!(%method, %path, status, ms, "request");
     }
     res
+}
+
+/// The path as logs may show it: an unsubscribe link's token is a
+/// capability (whoever holds it can unsubscribe that contact), so it is
+/// replaced by `…`.
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/v1/unsubscribe/") {
+        Some(_) => "/v1/unsubscribe/…".to_string(),
+        None => path.to_string(),
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -231,5 +276,17 @@ mod tests {
         assert!(!constant_time_eq(b"secret-and-more", b"secret"));
         assert!(!constant_time_eq(b"", b"secret"));
         assert!(!constant_time_eq(b"sec", b"secret"));
+    }
+
+    #[test]
+    fn unsubscribe_tokens_stay_out_of_the_logs() {
+        assert_eq!(
+            loggable_path("/v1/unsubscribe/Y29uc29sZQpjMQ.c2lnbmF0dXJl"),
+            "/v1/unsubscribe/…"
+        );
+        assert_eq!(
+            loggable_path("/v1/contacts/c1/tags"),
+            "/v1/contacts/c1/tags"
+        );
     }
 }

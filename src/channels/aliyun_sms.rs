@@ -22,10 +22,19 @@
 //! and 5xx are retried and the rest is permanent. Timeouts and connection
 //! errors are retried.
 //!
-//! **Aliyun has no idempotency key.** A timeout after the request was sent is
-//! uncertain: the SMS may have gone out. The reference says to check
-//! `QuerySendDetails` (`PhoneNumber`, `BizId`, `SendDate`) before resending;
-//! that is NOT built: a timeout is retried, and may send the SMS twice.
+//! **Aliyun has no idempotency key.** A timeout (or a 5xx, or a daemon killed
+//! mid-call) leaves a send uncertain: the SMS may have gone out. So every
+//! attempt after the first starts by asking `QuerySendDetails`
+//! (`PhoneNumber`, `SendDate` = today and yesterday in China time, 50 per
+//! page) whether a record with our `OutId` (the message id, set on every
+//! `SendSms`) exists. Found: the earlier attempt reached Aliyun, nothing is
+//! sent again (status 1 waiting for the receipt or 3 delivered → delivered;
+//! 2 failed → permanent with Aliyun's `ErrCode`). Not found: the SMS is sent.
+//! If the query itself fails, nothing is sent and the attempt is retried
+//! later: a message may wait, or dead-letter after the cap, but is never sent
+//! twice because of a timeout. The first attempt's failure reason says the
+//! send is uncertain so the outbox records it. That `QuerySendDetails` lists
+//! `OutId` is from Aliyun's documentation, not the reference (unverified).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +47,7 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
 use super::twilio::{excerpt, http_client, percent_encode, read_answer, with_excerpt};
-use super::{Channel, Delivery, OutMessage};
+use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://dysmsapi.aliyuncs.com";
@@ -120,7 +129,13 @@ impl AliyunSmsChannel {
         params
     }
 
-    async fn deliver(&self, msg: &OutMessage) -> Delivery {
+    async fn deliver(&self, msg: &OutMessage) -> Exchange {
+        if msg.attempt > 1 {
+            match self.earlier_send(msg).await {
+                Earlier::NotFound => {}
+                Earlier::Found(exchange) | Earlier::Unknown(exchange) => return exchange,
+            }
+        }
         let now = SystemTime::now();
         let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let params = self.signed_params(msg, &timestamp, &nonce(msg, now));
@@ -135,15 +150,191 @@ impl AliyunSmsChannel {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
         match read_answer(req, now).await {
-            Ok((status, retry_after, answer)) => classify(status, retry_after, &answer),
+            Ok((status, retry_after, answer)) => {
+                Exchange::http(classify(status, retry_after, &answer), status, &answer)
+            }
             // A timeout here is uncertain (see the module comment).
-            Err(d) => d,
+            Err(Delivery::Retry { after, reason }) => Delivery::Retry {
+                after,
+                reason: format!(
+                    "{reason} (uncertain: the SMS may have gone out; the next attempt asks QuerySendDetails before sending)"
+                ),
+            }
+            .into(),
+            Err(d) => d.into(),
+        }
+    }
+
+    /// Whether an earlier attempt of `msg` reached Aliyun: its `OutId` in
+    /// `QuerySendDetails` for today or yesterday (China time).
+    async fn earlier_send(&self, msg: &OutMessage) -> Earlier {
+        let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+        let today = chrono::Utc::now().with_timezone(&china).date_naive();
+        let mut answers = Vec::new();
+        for day in [today, today - chrono::Days::new(1)] {
+            let date = day.format("%Y%m%d").to_string();
+            for page in 1..=MAX_QUERY_PAGES {
+                let (status, body) = match self.query_page(msg, &date, page).await {
+                    Ok(answer) => answer,
+                    Err(reason) => {
+                        return Earlier::Unknown(
+                            Delivery::Retry {
+                                after: None,
+                                reason: format!(
+                                    "cannot tell whether an earlier attempt was sent (QuerySendDetails: {reason}); not sending until it can"
+                                ),
+                            }
+                            .into(),
+                        );
+                    }
+                };
+                answers.push(format!("HTTP {status}\n{}", String::from_utf8_lossy(&body)));
+                match find_out_id(status, &body, &msg.id) {
+                    Lookup::Found(delivery) => {
+                        return Earlier::Found(Exchange {
+                            delivery,
+                            answer: Some(answers.join("\n")),
+                        });
+                    }
+                    Lookup::Error(reason) => {
+                        return Earlier::Unknown(Exchange {
+                            delivery: Delivery::Retry {
+                                after: None,
+                                reason: format!(
+                                    "cannot tell whether an earlier attempt was sent (QuerySendDetails: {reason}); not sending until it can"
+                                ),
+                            },
+                            answer: Some(answers.join("\n")),
+                        });
+                    }
+                    Lookup::LastPage => break,
+                    Lookup::MorePages => {}
+                }
+            }
+        }
+        Earlier::NotFound
+    }
+
+    async fn query_page(
+        &self,
+        msg: &OutMessage,
+        date: &str,
+        page: u32,
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let now = SystemTime::now();
+        let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let page = page.to_string();
+        let page_size = QUERY_PAGE_SIZE.to_string();
+        let nonce = nonce(msg, now);
+        let mut params: Vec<(String, String)> = [
+            ("AccessKeyId", self.config.access_key_id.as_str()),
+            ("Action", "QuerySendDetails"),
+            ("CurrentPage", page.as_str()),
+            ("Format", "JSON"),
+            ("PageSize", page_size.as_str()),
+            ("PhoneNumber", msg.to.as_str()),
+            ("RegionId", self.config.region_id.as_str()),
+            ("SendDate", date),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", nonce.as_str()),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", timestamp.as_str()),
+            ("Version", VERSION),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let sig = signature("POST", &params, &self.config.access_key_secret);
+        params.push(("Signature".into(), sig));
+        let body = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = self
+            .client
+            .post(self.config.base_url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        match read_answer(req, now).await {
+            Ok((status, _, body)) => Ok((status, body)),
+            Err(Delivery::Retry { reason, .. } | Delivery::Permanent { reason }) => Err(reason),
+            Err(Delivery::Delivered { .. }) => Err("unexpected answer".into()),
         }
     }
 }
 
+/// Records asked of `QuerySendDetails` per page (its maximum).
+const QUERY_PAGE_SIZE: u32 = 50;
+/// Pages read per day: a number rarely gets more than a few SMS a day.
+const MAX_QUERY_PAGES: u32 = 4;
+
+/// What `QuerySendDetails` says of an earlier attempt.
+enum Earlier {
+    /// No record with our `OutId`: send.
+    NotFound,
+    /// An earlier attempt reached Aliyun: this is its outcome.
+    Found(Exchange),
+    /// The query failed: do not send now.
+    Unknown(Exchange),
+}
+
+/// What one page of `QuerySendDetails` says.
+#[derive(Debug, PartialEq)]
+enum Lookup {
+    Found(Delivery),
+    LastPage,
+    MorePages,
+    Error(String),
+}
+
+/// Looks for `out_id` in one `QuerySendDetails` answer
+/// (`SmsSendDetailDTOs.SmsSendDetailDTO[]` with `OutId`, `SendStatus`
+/// 1 waiting for the receipt | 2 failed | 3 delivered, `ErrCode`).
+fn find_out_id(status: StatusCode, body: &[u8], out_id: &str) -> Lookup {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Lookup::Error(with_excerpt(format!("HTTP {}", status.as_u16()), body));
+    };
+    let code = json.get("Code").and_then(|c| c.as_str()).unwrap_or("");
+    if !status.is_success() || code != "OK" {
+        return Lookup::Error(format!(
+            "{} (HTTP {})",
+            if code.is_empty() { "no Code" } else { code },
+            status.as_u16()
+        ));
+    }
+    let records = json
+        .pointer("/SmsSendDetailDTOs/SmsSendDetailDTO")
+        .and_then(|r| r.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for r in records {
+        if r.get("OutId").and_then(|o| o.as_str()) != Some(out_id) {
+            continue;
+        }
+        let send_status = r.get("SendStatus").and_then(|s| {
+            s.as_i64()
+                .or_else(|| s.as_str().and_then(|t| t.parse().ok()))
+        });
+        let err = r.get("ErrCode").and_then(|e| e.as_str()).unwrap_or("");
+        return Lookup::Found(match send_status {
+            Some(2) => Delivery::Permanent {
+                reason: format!(
+                    "aliyun: an earlier attempt reached Aliyun and failed to deliver ({err}); not sent again"
+                ),
+            },
+            _ => Delivery::Delivered { provider_id: None },
+        });
+    }
+    if records.len() < QUERY_PAGE_SIZE as usize {
+        Lookup::LastPage
+    } else {
+        Lookup::MorePages
+    }
+}
+
 impl Channel for AliyunSmsChannel {
-    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         Box::pin(self.deliver(msg))
     }
 }
@@ -329,6 +520,66 @@ mod tests {
             signature("GET", &params, "testsecret"),
             "LxugEBqtL8lacmz/6I2QOoMzw+Y="
         );
+    }
+
+    /// Aliyun's own published example (the SMS API's "HTTP protocol and
+    /// signature" page: AccessKeyId `testId`, secret `testSecret`, GET): its
+    /// documented signature is `zJDF%2BLrzhj%2FThnlvIToysFRq6t4%3D`.
+    #[test]
+    fn signature_matches_aliyuns_published_example() {
+        let params: Vec<(String, String)> = [
+            ("AccessKeyId", "testId"),
+            ("Action", "SendSms"),
+            ("Format", "XML"),
+            ("OutId", "123"),
+            ("PhoneNumbers", "15300000001"),
+            ("RegionId", "cn-hangzhou"),
+            ("SignName", "阿里云短信测试专用"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", "45e25e9b-0a6f-4070-8c85-2956eda1b466"),
+            ("SignatureVersion", "1.0"),
+            ("TemplateCode", "SMS_71390007"),
+            ("TemplateParam", r#"{"customer":"test"}"#),
+            ("Timestamp", "2017-07-12T02:42:19Z"),
+            ("Version", "2017-05-25"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let sig = signature("GET", &params, "testSecret");
+        assert_eq!(sig, "zJDF+Lrzhj/ThnlvIToysFRq6t4=");
+        assert_eq!(percent_encode(&sig), "zJDF%2BLrzhj%2FThnlvIToysFRq6t4%3D");
+    }
+
+    #[test]
+    fn query_send_details_lookup() {
+        let page = |records: &str| {
+            format!(
+                r#"{{"Code":"OK","Message":"OK","TotalCount":1,"SmsSendDetailDTOs":{{"SmsSendDetailDTO":[{records}]}}}}"#
+            )
+        };
+        let ok = StatusCode::OK;
+        let found = page(r#"{"PhoneNum":"138","SendStatus":3,"ErrCode":"DELIVERED","OutId":"m1"}"#);
+        assert_eq!(
+            find_out_id(ok, found.as_bytes(), "m1"),
+            Lookup::Found(Delivery::Delivered { provider_id: None })
+        );
+        assert_eq!(find_out_id(ok, found.as_bytes(), "m2"), Lookup::LastPage);
+        let failed = page(r#"{"SendStatus":2,"ErrCode":"MOBILE_NOT_ON_SERVICE","OutId":"m1"}"#);
+        assert!(matches!(
+            find_out_id(ok, failed.as_bytes(), "m1"),
+            Lookup::Found(Delivery::Permanent { reason }) if reason.contains("MOBILE_NOT_ON_SERVICE")
+        ));
+        let full = page(&vec![r#"{"SendStatus":3,"OutId":"other"}"#; 50].join(","));
+        assert_eq!(find_out_id(ok, full.as_bytes(), "m1"), Lookup::MorePages);
+        assert!(matches!(
+            find_out_id(ok, br#"{"Code":"isv.INVALID_PARAMETERS"}"#, "m1"),
+            Lookup::Error(r) if r.contains("isv.INVALID_PARAMETERS")
+        ));
+        assert!(matches!(
+            find_out_id(StatusCode::BAD_GATEWAY, b"<html>", "m1"),
+            Lookup::Error(_)
+        ));
     }
 
     #[test]

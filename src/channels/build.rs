@@ -10,8 +10,10 @@ use super::aliyun_sms::{AliyunSmsChannel, AliyunSmsConfig};
 use super::log::LogChannel;
 use super::twilio::{Sender, TwilioChannel, TwilioConfig};
 use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
-use super::{Channel, ChannelError, Delivery, OutMessage, Registry};
+use super::wecom::{WecomChannel, WecomConfig};
+use super::{Channel, ChannelError, Delivery, Exchange, OutMessage, Registry};
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
+use crate::store::Store;
 
 /// In-flight requests of a channel without `concurrency` in its settings.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
@@ -23,15 +25,43 @@ pub fn build_registry(settings: &Settings) -> Result<Registry, Vec<ChannelError>
     build_registry_with_env(settings, &|name| std::env::var(name).ok())
 }
 
+/// [`build_registry`] for the daemon: channels that keep state in the store
+/// (the WeCom channel's welcome codes and tasks) get `store`.
+pub fn build_registry_with_store(
+    settings: &Settings,
+    store: &Store,
+) -> Result<Registry, Vec<ChannelError>> {
+    build_registry_full(settings, &|name| std::env::var(name).ok(), Some(store))
+}
+
 /// [`build_registry`] with the environment given as a lookup function (tests).
 pub fn build_registry_with_env(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Registry, Vec<ChannelError>> {
+    build_registry_full(settings, env, None)
+}
+
+/// [`build_registry`] with the environment given as a lookup function and
+/// the store when there is one.
+pub fn build_registry_full(
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+    store: Option<&Store>,
+) -> Result<Registry, Vec<ChannelError>> {
     let mut registry = Registry::default();
     let mut errors = Vec::new();
     for (name, cs) in &settings.channels {
-        match build_channel(cs, env) {
+        let built = if cs.kind == ChannelKind::Wecom {
+            // The WeCom channel also needs the teams (senders) and the store.
+            build_wecom(cs, settings, env, store).map_err(|message| ChannelError {
+                channel: cs.name.clone(),
+                message,
+            })
+        } else {
+            build_channel(cs, env)
+        };
+        match built {
             Ok(ch) => {
                 registry.channels.insert(name.clone(), (cs.clone(), ch));
             }
@@ -99,28 +129,17 @@ pub fn build_channel(
         }
         ChannelKind::Twilio => build_twilio(cs, env).map_err(err),
         ChannelKind::AliyunSms => build_aliyun_sms(cs, env).map_err(err),
-        kind @ (ChannelKind::Wecom | ChannelKind::Smtp) => {
-            // Once per channel and kind, not at every settings reload.
-            static WARNED: std::sync::Mutex<Vec<(String, &'static str)>> =
-                std::sync::Mutex::new(Vec::new());
-            let key = (cs.name.clone(), kind.name());
-            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-            if !warned.contains(&key) {
-                tracing::warn!(
-                    channel = %cs.name,
-                    kind = kind.name(),
-                    "channel kind {} is not supported yet: its messages are dead-lettered",
-                    kind.name()
-                );
-                warned.push(key);
-            }
-            Ok(Arc::new(Unsupported { kind }))
+        ChannelKind::Smtp => super::smtp::build(cs, env).map_err(err),
+        // Without the settings' teams and a store, a send to a contact has no
+        // sender: `build_registry*` build WeCom channels whole.
+        ChannelKind::Wecom => {
+            build_wecom(cs, &Settings::defaults(".".into()), env, None).map_err(err)
         }
     }
 }
 
 /// The value of the env var named by option `key` (`*_env`), both required.
-fn secret_from_env(
+pub(super) fn secret_from_env(
     cs: &ChannelSettings,
     env: &dyn Fn(&str) -> Option<String>,
     key: &str,
@@ -148,7 +167,7 @@ fn base_url(cs: &ChannelSettings, default: &str) -> Result<reqwest::Url, String>
     Ok(url)
 }
 
-fn timeout_option(cs: &ChannelSettings) -> Result<Duration, String> {
+pub(super) fn timeout_option(cs: &ChannelSettings) -> Result<Duration, String> {
     match option(cs, "timeout") {
         Some(t) => parse_timeout(t)
             .ok_or_else(|| format!("timeout \"{t}\" must be a duration such as 15s, 1m or 500ms")),
@@ -212,7 +231,62 @@ fn build_aliyun_sms(
     Ok(Arc::new(ch))
 }
 
-fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
+/// A `wecom` channel's options (reference §1): `corp_id_env`, `secret_env`,
+/// `agent_id` (an integer, the app that sends notices), `base_url`,
+/// `mass_message_cap` (informational: `month`, `week`, `day`),
+/// `poll_interval` (default 60 s) and `timeout`. Senders come from the
+/// settings' teams (salesperson id → `wecom_userid`).
+pub fn wecom_config(
+    cs: &ChannelSettings,
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<WecomConfig, String> {
+    let base_url = base_url(cs, super::wecom::DEFAULT_BASE_URL)?;
+    let agent_id = option(cs, "agent_id").ok_or(
+        "a wecom channel needs \"agent_id\" (the integer AgentId of the app that sends notices)",
+    )?;
+    let agent_id: i64 = agent_id
+        .parse()
+        .map_err(|_| format!("agent_id \"{agent_id}\" must be an integer (the app's AgentId)"))?;
+    let corp_id = secret_from_env(cs, env, "corp_id_env", "corp id")?;
+    let secret = secret_from_env(cs, env, "secret_env", "app secret")?;
+    let poll_interval = match option(cs, "poll_interval") {
+        Some(t) => parse_timeout(t).ok_or_else(|| {
+            format!("poll_interval \"{t}\" must be a duration such as 60s, 5m or 500ms")
+        })?,
+        None => super::wecom::DEFAULT_POLL_INTERVAL,
+    };
+    let senders = settings
+        .teams
+        .values()
+        .flatten()
+        .filter_map(|p| Some((p.id.clone(), p.wecom_userid.clone()?)))
+        .collect();
+    Ok(WecomConfig {
+        name: cs.name.clone(),
+        base_url,
+        corp_id,
+        secret,
+        agent_id,
+        mass_message_cap: option(cs, "mass_message_cap").map(str::to_string),
+        poll_interval,
+        timeout: timeout_option(cs)?,
+        max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
+        senders,
+    })
+}
+
+fn build_wecom(
+    cs: &ChannelSettings,
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+    store: Option<&Store>,
+) -> Result<Arc<dyn Channel>, String> {
+    let config = wecom_config(cs, settings, env)?;
+    Ok(Arc::new(WecomChannel::new(config, store.cloned())?))
+}
+
+pub(super) fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
     cs.options
         .get(key)
         .map(|v| v.value.trim())
@@ -240,10 +314,13 @@ pub struct Unsupported {
 }
 
 impl Channel for Unsupported {
-    fn send<'a>(&'a self, _msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
-        Box::pin(std::future::ready(Delivery::Permanent {
-            reason: format!("channel kind {} is not supported yet", self.kind.name()),
-        }))
+    fn exchange<'a>(&'a self, _msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
+        Box::pin(std::future::ready(
+            Delivery::Permanent {
+                reason: format!("channel kind {} is not supported yet", self.kind.name()),
+            }
+            .into(),
+        ))
     }
 }
 
@@ -299,14 +376,20 @@ mod tests {
                     ("secret_env", "MISSING_SECRET"),
                 ],
             ),
-            channel("sms", ChannelKind::Smtp, &[]),
+            channel("wc", ChannelKind::Wecom, &[("corp_id_env", "HOOK_SECRET")]),
         ] {
             s.channels.insert(c.name.clone(), c);
         }
         let env = |name: &str| (name == "HOOK_SECRET").then(|| "s3cr3t-value".to_string());
-        let errs = build_registry_with_env(&s, &env).err().expect("two errors");
+        let errs = build_registry_with_env(&s, &env)
+            .err()
+            .expect("three errors");
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert_eq!(text.len(), 2, "{text:?}");
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("\"wc\"") && t.contains("needs \"agent_id\""))
+        );
         assert!(
             text.iter()
                 .any(|t| t.contains("\"nourl\"") && t.contains("needs \"url\""))
@@ -319,11 +402,12 @@ mod tests {
 
         s.channels.remove("nourl");
         s.channels.remove("nosecret");
+        s.channels.remove("wc");
         let reg = build_registry_with_env(&s, &env).expect("builds");
         assert!(reg.get("hook").is_some() && reg.get("console").is_some());
-        let (_, sms) = reg
-            .get("sms")
-            .expect("unsupported kinds still get an adapter");
+        let sms = Unsupported {
+            kind: ChannelKind::Wecom,
+        };
         let msg = OutMessage {
             id: "m".into(),
             workflow: "w".into(),
@@ -335,12 +419,13 @@ mod tests {
             body: "hi".into(),
             contact: serde_json::Value::Null,
             attempt: 1,
+            payload: serde_json::json!({}),
         };
         let d = futures::executor::block_on(sms.send(&msg));
         assert_eq!(
             d,
             Delivery::Permanent {
-                reason: "channel kind smtp is not supported yet".into()
+                reason: "channel kind wecom is not supported yet".into()
             }
         );
     }

@@ -167,6 +167,8 @@ struct Claimed {
     body: String,
     attempts: u32,
     created_at: i64,
+    /// The outbox `payload` column, JSON text.
+    payload: String,
 }
 
 /// What becomes of one claimed message.
@@ -469,7 +471,7 @@ async fn pump(
     }
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at";
+const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload";
 
 /// Claims up to `n` due messages of each channel in `wants`, in one write
 /// transaction. Also puts expired leases back in the pool and, when
@@ -551,6 +553,7 @@ async fn claim(
                 body: r.try_get(7)?,
                 attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
                 created_at: r.try_get(9)?,
+                payload: r.try_get(11)?,
             });
         }
         // RETURNING gives no order (PostgreSQL's differs from SQLite's):
@@ -603,6 +606,21 @@ fn consent(contact: Option<&Contact>, channel: &str) -> Option<&'static str> {
         None => Some("contact_deleted"),
         Some(c) if c.unsubscribed || c.opted_out.contains(channel) => Some("unsubscribed"),
         Some(_) => None,
+    }
+}
+
+/// [`consent`] for a message with outbox `payload`: a notice goes to a
+/// salesperson and a WeCom transfer moves the relationship between
+/// salespeople; neither is a message to the contact, so the contact's
+/// opt-outs do not hold them back (a deleted contact still does).
+fn consent_for(
+    contact: Option<&Contact>,
+    channel: &str,
+    payload: &serde_json::Value,
+) -> Option<&'static str> {
+    match payload.get("kind").and_then(|k| k.as_str()) {
+        Some("notice" | "transfer") if contact.is_some() => None,
+        _ => consent(contact, channel),
     }
 }
 
@@ -666,7 +684,8 @@ async fn dispatch(
             continue;
         };
         let contact = contacts.get(&row.contact_id);
-        if let Some(reason) = consent(contact, &row.channel) {
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap_or_default();
+        if let Some(reason) = consent_for(contact, &row.channel, &payload) {
             let _ = out
                 .send(outcome(Fate::Cancelled {
                     reason: reason.into(),
@@ -686,6 +705,7 @@ async fn dispatch(
             body: row.body.clone(),
             contact: contact_value,
             attempt: row.attempts + 1,
+            payload,
         };
         let task = SendTask {
             shared: shared.clone(),
@@ -722,7 +742,7 @@ impl SendTask {
         if self.checked_at.elapsed() > opts.consent_recheck_after {
             match self.shared.store.contact(&msg.contact_id).await {
                 Ok(c) => {
-                    if let Some(reason) = consent(c.as_ref(), &msg.channel) {
+                    if let Some(reason) = consent_for(c.as_ref(), &msg.channel, &msg.payload) {
                         self.finish(
                             &msg,
                             Fate::Cancelled {
@@ -972,5 +992,18 @@ mod tests {
         assert_eq!(consent(Some(&c), "hook"), None);
         c.unsubscribed = true;
         assert_eq!(consent(Some(&c), "hook"), Some("unsubscribed"));
+        // Notices and transfers are not messages to the contact.
+        let notice = serde_json::json!({"kind": "notice"});
+        let transfer = serde_json::json!({"kind": "transfer"});
+        assert_eq!(consent_for(Some(&c), "hook", &notice), None);
+        assert_eq!(consent_for(Some(&c), "hook", &transfer), None);
+        assert_eq!(
+            consent_for(None, "hook", &transfer),
+            Some("contact_deleted")
+        );
+        assert_eq!(
+            consent_for(Some(&c), "hook", &serde_json::json!({})),
+            Some("unsubscribed")
+        );
     }
 }

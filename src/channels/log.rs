@@ -3,14 +3,14 @@
 
 use futures::future::BoxFuture;
 
-use super::{Channel, Delivery, OutMessage};
+use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// Writes each message with `tracing::info!` (target `nurture::channel::log`).
 #[derive(Debug, Clone, Default)]
 pub struct LogChannel;
 
 impl Channel for LogChannel {
-    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         tracing::info!(
             target: "nurture::channel::log",
             id = %msg.id,
@@ -20,8 +20,9 @@ impl Channel for LogChannel {
             body = %msg.body,
             "message"
         );
-        Box::pin(std::future::ready(Delivery::Delivered {
-            provider_id: None,
+        Box::pin(std::future::ready(Exchange {
+            delivery: Delivery::Delivered { provider_id: None },
+            answer: Some("written to the log (target nurture::channel::log)".into()),
         }))
     }
 }

@@ -16,8 +16,10 @@ pub mod build;
 pub mod delivery;
 pub mod log;
 pub mod retry;
+pub mod smtp;
 pub mod twilio;
 pub mod webhook;
+pub mod wecom;
 
 pub use build::build_registry;
 
@@ -38,6 +40,10 @@ pub struct OutMessage {
     pub contact: serde_json::Value,
     /// 1 for the first try.
     pub attempt: u32,
+    /// The outbox row's `payload`: what a channel needs beyond the text, set
+    /// when the message was queued (e.g. `{"kind": "notice"}` for a notice to
+    /// a salesperson rather than a message to the contact). `{}` when nothing.
+    pub payload: serde_json::Value,
 }
 
 /// What a provider said about one message.
@@ -54,10 +60,46 @@ pub enum Delivery {
     Permanent { reason: String },
 }
 
+/// One call to a provider: what it means for the message, and the provider's
+/// answer as it came back (status line and body), which `nurture channels
+/// test` prints so users can check credentials before a launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    pub delivery: Delivery,
+    /// `None` when no answer came back (a timeout, a refused connection, a
+    /// message refused before any call).
+    pub answer: Option<String>,
+}
+
+impl From<Delivery> for Exchange {
+    fn from(delivery: Delivery) -> Exchange {
+        Exchange {
+            delivery,
+            answer: None,
+        }
+    }
+}
+
+impl Exchange {
+    /// An HTTP answer: `HTTP 200 OK` and the body as text.
+    pub fn http(delivery: Delivery, status: reqwest::StatusCode, body: &[u8]) -> Exchange {
+        Exchange {
+            delivery,
+            answer: Some(format!("HTTP {status}\n{}", String::from_utf8_lossy(body))),
+        }
+    }
+}
+
 /// A provider adapter. Adapters are stateless towards the outbox: they never
 /// retry or sleep themselves.
 pub trait Channel: Send + Sync {
-    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery>;
+    /// Makes the provider call for `msg`.
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange>;
+
+    /// What the delivery layer needs of [`Channel::exchange`].
+    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+        Box::pin(async move { self.exchange(msg).await.delivery })
+    }
 }
 
 /// An error in a channel's settings, found when the daemon builds its channels.

@@ -22,7 +22,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 
 use super::retry::parse_retry_after;
-use super::{Channel, Delivery, OutMessage};
+use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
@@ -98,7 +98,7 @@ impl TwilioChannel {
         })
     }
 
-    async fn deliver(&self, msg: &OutMessage) -> Delivery {
+    async fn deliver(&self, msg: &OutMessage) -> Exchange {
         let sender = match &self.config.sender {
             Sender::From(f) => ("From", f.as_str()),
             Sender::MessagingService(s) => ("MessagingServiceSid", s.as_str()),
@@ -112,14 +112,16 @@ impl TwilioChannel {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
         match read_answer(req, now).await {
-            Ok((status, retry_after, answer)) => classify(status, retry_after, &answer),
-            Err(d) => d,
+            Ok((status, retry_after, answer)) => {
+                Exchange::http(classify(status, retry_after, &answer), status, &answer)
+            }
+            Err(d) => d.into(),
         }
     }
 }
 
 impl Channel for TwilioChannel {
-    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         Box::pin(self.deliver(msg))
     }
 }

@@ -23,7 +23,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde::Serialize;
 
 use super::retry::parse_retry_after;
-use super::{Channel, Delivery, OutMessage};
+use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default request timeout (connect, send and read the answer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -124,7 +124,7 @@ impl WebhookChannel {
         Ok(WebhookChannel { client, config })
     }
 
-    async fn deliver(&self, msg: &OutMessage) -> Delivery {
+    async fn deliver(&self, msg: &OutMessage) -> Exchange {
         let body = match serde_json::to_vec(&Payload {
             message_id: &msg.id,
             workflow: &msg.workflow,
@@ -138,7 +138,8 @@ impl WebhookChannel {
             Err(e) => {
                 return Delivery::Permanent {
                     reason: format!("cannot serialize the message: {e}"),
-                };
+                }
+                .into();
             }
         };
         let now = SystemTime::now();
@@ -146,7 +147,8 @@ impl WebhookChannel {
         let Ok(id_header) = HeaderValue::from_str(&msg.id) else {
             return Delivery::Permanent {
                 reason: "the message id is not a valid header value".into(),
-            };
+            }
+            .into();
         };
         let mut req = self
             .client
@@ -160,7 +162,7 @@ impl WebhookChannel {
         }
         let mut resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return transport_error(e),
+            Err(e) => return transport_error(e).into(),
         };
         let status = resp.status();
         let retry_after = resp
@@ -185,15 +187,15 @@ impl WebhookChannel {
                     tracing::debug!(error = %e, "webhook answer body unreadable");
                     break;
                 }
-                Err(e) => return transport_error(e),
+                Err(e) => return transport_error(e).into(),
             }
         }
-        classify(status, retry_after, &answer)
+        Exchange::http(classify(status, retry_after, &answer), status, &answer)
     }
 }
 
 impl Channel for WebhookChannel {
-    fn send<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Delivery> {
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         Box::pin(self.deliver(msg))
     }
 }

@@ -166,10 +166,16 @@ pub fn describe(e: &HistoryEntry) -> String {
             }
             s
         }
-        "message_sent" => match &e.provider_id {
-            Some(p) => format!("{wf}: message sent on {channel} (provider id {p})"),
-            None => format!("{wf}: message sent on {channel}"),
-        },
+        "message_sent" => {
+            let mut s = match &e.provider_id {
+                Some(p) => format!("{wf}: message sent on {channel} (provider id {p})"),
+                None => format!("{wf}: message sent on {channel}"),
+            };
+            if let Some(note) = e.detail.as_deref().filter(|n| !n.is_empty()) {
+                s.push_str(&format!(" — {note}"));
+            }
+            s
+        }
         "message_dead" => format!(
             "{wf}: message failed on {channel} after {} attempt{}: {}",
             e.attempts.unwrap_or(0),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod channels;
 pub mod contacts;
 pub mod dry_run;
 pub mod history;
@@ -36,6 +37,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show what the daemon would do at a time, changing nothing and sending nothing.
     DryRun(dry_run::DryRunArgs),
+    /// Check channels: `channels test NAME --to ADDRESS` sends one real message.
+    #[command(subcommand)]
+    Channels(channels::ChannelsCommand),
     /// Load and change contacts.
     #[command(subcommand)]
     Contacts(contacts::ContactsCommand),
@@ -102,6 +106,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Run(args) => run::run(&cli.config, args).await,
         Command::DryRun(args) => dry_run::run(&cli.config, args).await,
         Command::Contacts(cmd) => contacts::run(&cli.config, cmd).await,
+        Command::Channels(cmd) => channels::run(&cli.config, cmd).await,
         Command::Schema(args) => schema::run(args),
         Command::Status(args) => status::run(&cli.config, args).await,
         Command::History(args) => history::run(&cli.config, args).await,

@@ -63,6 +63,19 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         }
         crate::diagnostics::sort(&mut diags);
     }
+    // The WeCom callback's settings (token_env, aes_key_env) on wecom channels.
+    if let Some(settings) = &report.settings {
+        let file = settings
+            .file
+            .clone()
+            .unwrap_or_else(|| config.to_path_buf());
+        let env = |name: &str| std::env::var(name).ok();
+        let found = crate::api::wecom_callback::settings::diagnostics(settings, &file, &env);
+        if !found.is_empty() {
+            diags.extend(found);
+            crate::diagnostics::sort(&mut diags);
+        }
+    }
     if !diags.is_empty() {
         eprint_report(&diags);
         return Err(Failure::Reported);

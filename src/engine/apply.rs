@@ -185,30 +185,48 @@ async fn effects(
             ..
         } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
-            queue(
-                tx,
-                &id,
-                d,
-                enrollment_id,
-                &s.step,
+            let msg = Queued {
+                id: &id,
                 channel,
                 to,
-                subject.as_deref(),
+                subject: subject.as_deref(),
                 body,
-                *at,
-                now,
-            )
-            .await
+                payload: serde_json::json!({}),
+                at: *at,
+            };
+            queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
         Action::Assign {
             salesperson,
+            previous,
             notify,
-            ..
         } => {
             let salesperson = &assign(tx, settings, d, &s.step, salesperson, now).await?;
-            let Some(channel) = notify else { return Ok(0) };
+            let mut queued = 0;
+            if let Some((channel, to, payload)) =
+                wecom_transfer(tx, settings, d, salesperson, previous.as_deref()).await?
+            {
+                let id = format!(
+                    "{}:transfer",
+                    message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
+                );
+                let body = format!("transfer of {to} to {salesperson}");
+                let msg = Queued {
+                    id: &id,
+                    channel: &channel,
+                    to: &to,
+                    subject: None,
+                    body: &body,
+                    payload,
+                    at: now,
+                };
+                queued += queue(tx, d, enrollment_id, &s.step, msg, now).await?;
+            }
+            let Some(channel) = notify else {
+                return Ok(queued);
+            };
             let Some(person) = settings.salesperson(salesperson) else {
-                return Ok(0);
+                return Ok(queued);
             };
             let kind = settings.channels.get(channel).map(|c| c.kind);
             let to = match kind.and_then(|k| k.address_field()) {
@@ -217,7 +235,7 @@ async fn effects(
                 Some(_) => None,
                 None => Some(person.id.clone()),
             };
-            let Some(to) = to else { return Ok(0) };
+            let Some(to) = to else { return Ok(queued) };
             let body = format!(
                 "New contact assigned to you: {} (workflow {})",
                 d.contact_id, d.workflow.name
@@ -226,20 +244,17 @@ async fn effects(
                 "{}:notify",
                 message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
             );
-            queue(
-                tx,
-                &id,
-                d,
-                enrollment_id,
-                &s.step,
+            let msg = Queued {
+                id: &id,
                 channel,
-                &to,
-                None,
-                &body,
-                now,
-                now,
-            )
-            .await
+                to: &to,
+                subject: None,
+                body: &body,
+                // Channels tell a notice to a salesperson from a message to the contact.
+                payload: serde_json::json!({ "kind": "notice" }),
+                at: now,
+            };
+            Ok(queued + queue(tx, d, enrollment_id, &s.step, msg, now).await?)
         }
         Action::Tag { add, remove } => {
             for t in add {
@@ -263,37 +278,91 @@ async fn effects(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The WeCom transfer an assignment calls for (reference §1.5): when the
+/// contact has a WeCom id, the previous and the new salesperson both have a
+/// `wecom_userid` (and differ), and the settings have a `wecom` channel (the
+/// first by name). Returns the channel, the contact's external userid and
+/// the outbox payload.
+async fn wecom_transfer(
+    tx: &mut sqlx::AnyConnection,
+    settings: &Settings,
+    d: &Decided<'_>,
+    salesperson: &str,
+    previous: Option<&str>,
+) -> Result<Option<(String, String, serde_json::Value)>> {
+    use crate::settings::ChannelKind;
+    let userid = |id: &str| {
+        settings
+            .salesperson(id)
+            .and_then(|p| p.wecom_userid.clone())
+    };
+    let (Some(from), Some(to)) = (previous.and_then(userid), userid(salesperson)) else {
+        return Ok(None);
+    };
+    if from == to {
+        return Ok(None);
+    }
+    let Some(channel) = settings
+        .channels
+        .values()
+        .find(|c| c.kind == ChannelKind::Wecom)
+        .map(|c| c.name.clone())
+    else {
+        return Ok(None);
+    };
+    let external: Option<Option<String>> =
+        sqlx::query_scalar("SELECT wecom_external_userid FROM contacts WHERE id = $1")
+            .bind(&d.contact_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading the contact's WeCom id")?;
+    let Some(external) = external.flatten().filter(|e| !e.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let payload =
+        serde_json::json!({ "kind": "transfer", "handover_userid": from, "takeover_userid": to });
+    Ok(Some((channel, external, payload)))
+}
+
+/// A message on its way into the outbox.
+struct Queued<'a> {
+    /// The idempotency key.
+    id: &'a str,
+    channel: &'a str,
+    to: &'a str,
+    subject: Option<&'a str>,
+    body: &'a str,
+    /// What the channel needs beyond the text (the outbox `payload` column).
+    payload: serde_json::Value,
+    /// Not before (quiet hours).
+    at: DateTime<Utc>,
+}
+
 async fn queue(
     tx: &mut sqlx::AnyConnection,
-    id: &str,
     d: &Decided<'_>,
     enrollment_id: i64,
     step: &str,
-    channel: &str,
-    to: &str,
-    subject: Option<&str>,
-    body: &str,
-    at: DateTime<Utc>,
+    m: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<usize> {
     let n = sqlx::query(
         "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
-                             status, attempts, not_before, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', 0, $10, $11, $12)
+                             payload, status, attempts, not_before, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $11, $12)
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(id)
+    .bind(m.id)
     .bind(&d.workflow.name)
     .bind(&d.contact_id)
     .bind(enrollment_id)
     .bind(step)
-    .bind(channel)
-    .bind(to)
-    .bind(subject)
-    .bind(body)
-    .bind(ms(at))
-    .bind(ms(at))
+    .bind(m.channel)
+    .bind(m.to)
+    .bind(m.subject)
+    .bind(m.body)
+    .bind(m.payload.to_string())
+    .bind(ms(m.at))
     .bind(ms(now))
     .execute(&mut *tx)
     .await?

@@ -374,7 +374,12 @@ impl<'a> Planner<'a> {
         let to = match field {
             Some("phone") => c.phone.clone(),
             Some("email") => c.email.clone(),
-            Some("wecom_external_userid") => c.wecom_external_userid.clone(),
+            // A customer whose WeCom relationship ended (marked by the
+            // callback) cannot be reached there any more.
+            Some("wecom_external_userid") => c
+                .wecom_external_userid
+                .clone()
+                .filter(|_| !c.attrs.contains_key(crate::store::wecom::ATTR_DELETED_BY)),
             _ => Some(c.id.clone()),
         };
         let Some(to) = to.filter(|t| !t.trim().is_empty()) else {

@@ -705,10 +705,13 @@ impl Store {
         // Messages still waiting in the outbox (quiet hours, a retry, a busy
         // channel) are cancelled now, not left `queued` until the delivery
         // worker claims them (it checks consent again, for the ones already
-        // claimed).
+        // claimed). Notices to salespeople and WeCom transfers are not
+        // messages to the contact: they stay.
         sqlx::query(
             "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
-              WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)",
+              WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)
+                AND payload NOT LIKE '%\"kind\":\"notice\"%'
+                AND payload NOT LIKE '%\"kind\":\"transfer\"%'",
         )
         .bind(id)
         .bind(channel.as_deref())

@@ -21,6 +21,7 @@ pub mod contacts;
 pub mod import;
 pub mod plan_reads;
 pub mod status;
+pub mod wecom;
 
 pub use contacts::{Bind, ContactInput, Upserted};
 pub use import::{BadRow, ImportProgress, ImportReport};

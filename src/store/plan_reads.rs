@@ -225,6 +225,8 @@ pub async fn events_of(
 }
 
 /// Messages queued or sent to each contact since `since` (for the frequency cap).
+/// Notices to salespeople and WeCom transfers (outbox `payload` kinds) are
+/// not messages to the contact and do not count.
 pub async fn recent_messages(
     pool: &AnyPool,
     contact_ids: &[String],
@@ -235,7 +237,9 @@ pub async fn recent_messages(
         let mut sql = String::from("SELECT contact_id, count(*) FROM outbox WHERE contact_id IN (");
         push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(&format!(
-            ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') GROUP BY contact_id",
+            ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') \
+             AND payload NOT LIKE '%\"kind\":\"notice\"%' AND payload NOT LIKE '%\"kind\":\"transfer\"%' \
+             GROUP BY contact_id",
             chunk.len() + 1
         ));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));

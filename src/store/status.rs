@@ -359,6 +359,9 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
                 let mut e = base(sent_at.unwrap_or(last_at), "message_sent", 6)?;
                 e.provider_id = r.try_get(13)?;
                 e.attempts = Some(attempts);
+                // A provider's later word on a sent message (WeCom: whether
+                // the customer got the mass message, how a transfer ended).
+                e.detail = r.try_get(14)?;
                 out.push(e);
             }
             "dead" => {

@@ -1,0 +1,532 @@
+//! The `smtp` channel: one email per outbox message, sent with lettre over
+//! SMTP submission (reference/channel-apis.md §4).
+//!
+//! **Connection.** `tls: starttls` (the default, port 587) upgrades with
+//! STARTTLS and refuses to go on without it (lettre's `Tls::Required`): no
+//! AUTH and no message ever cross an unencrypted connection. `tls: tls` is
+//! implicit TLS (port 465). Certificates are verified against the Mozilla
+//! roots (webpki-roots), plus the PEM certificates of `tls_ca_file` for a
+//! relay with a private CA. `tls: none` is for a relay on the same machine and
+//! for tests: it is refused for any host but `localhost`, `127.0.0.1` and
+//! `::1`, and never together with credentials. Credentials
+//! (`username_env`/`password_env`) are optional. Each message opens its own
+//! connection (no pool), so an answer always belongs to one message.
+//!
+//! **The message.** `From` (the channel's `from`), `To` (the contact's
+//! email), `Subject` (the template's front matter `subject:`), `Date` (this
+//! attempt), and `Message-ID` = `<hex(SHA-256(outbox id))[..32]@FROM-DOMAIN>`:
+//! derived from the idempotency key, so every retry carries the same id and
+//! receivers that dedupe on it (most large mailbox providers do) show one
+//! message even when an attempt timed out after the server had taken it. The
+//! body is `multipart/alternative`: the rendered text as `text/plain` and
+//! an HTML part made from the same text (see [`html`]).
+//!
+//! **Unsubscribe (RFC 8058).** A message to a contact carries
+//! `List-Unsubscribe: <{unsubscribe_url}/v1/unsubscribe/TOKEN>` (plus
+//! `<mailto:…>` when `unsubscribe_mailto` is set) and
+//! `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, and the same link
+//! at the end of both parts. `TOKEN` names the contact and this channel,
+//! signed with the channel's secret ([`token`]); the daemon answers the
+//! one-click POST at that URL (`api::unsubscribe`) by opting the contact out
+//! of this channel. Assignment notices to salespeople (payload
+//! `{"kind":"notice"}`) carry no unsubscribe link: the recipient is staff,
+//! not the contact the notice is about.
+//!
+//! **Answers.**
+//! - `2xx` → delivered; the provider id is the `Message-ID`.
+//! - `4xx`, timeouts, refused connections, TLS failures → retry.
+//! - STARTTLS not offered while `tls: starttls` → retry, with a reason
+//!   saying so: the settings or the server must change, and a retry lets the
+//!   messages through once they do (the attempt cap dead-letters them
+//!   otherwise); nothing is sent in the clear meanwhile.
+//! - `5xx` → permanent, with the server's code and text.
+//! - `5xx` with enhanced status `5.1.1` (bad destination mailbox) →
+//!   permanent with a reason starting `opted_out:`, so the delivery layer
+//!   records the contact's opt-out of this channel and no workflow mails
+//!   that contact on it again. The opt-out is per contact and channel (it
+//!   shows as `unsubscribed` in skips); if the contact later gets a new
+//!   address, remove it from `contact_opt_outs`.
+//! - An address lettre cannot send to (not an email address, non-ASCII
+//!   without SMTPUTF8 on the server) → permanent.
+
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::response::Response;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sha2::Digest;
+
+use super::{Channel, Delivery, Exchange, OutMessage};
+
+pub mod html;
+pub mod settings;
+pub mod token;
+
+pub use settings::build;
+pub use token::UnsubscribeKey;
+
+/// The default port of submission with STARTTLS.
+pub const DEFAULT_PORT: u16 = 587;
+/// The default port of implicit TLS (submissions).
+pub const DEFAULT_TLS_PORT: u16 = 465;
+/// The path of one-click unsubscribe links, under `unsubscribe_url`.
+pub const UNSUBSCRIBE_PATH: &str = "/v1/unsubscribe/";
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain connect, then STARTTLS, required.
+    StartTls,
+    /// TLS from the first byte.
+    Implicit,
+    /// No encryption: loopback relays and tests only.
+    None,
+}
+
+impl TlsMode {
+    pub fn parse(s: &str) -> Option<TlsMode> {
+        match s {
+            "starttls" => Some(TlsMode::StartTls),
+            "tls" => Some(TlsMode::Implicit),
+            "none" => Some(TlsMode::None),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `host` is this machine (where `tls: none` and `http://` links are allowed).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Options of an SMTP channel, taken from its settings.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// The channel's name: signed into unsubscribe tokens.
+    pub channel: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    pub from: Mailbox,
+    /// Where the daemon is reachable publicly, e.g. `https://mail.example.com`
+    /// (no trailing slash).
+    pub unsubscribe_url: String,
+    /// An address for `List-Unsubscribe: <mailto:…>`, if any.
+    pub unsubscribe_mailto: Option<Address>,
+    pub unsubscribe_key: UnsubscribeKey,
+    /// Per SMTP command (connect, each reply).
+    pub timeout: Duration,
+    /// PEM certificates trusted besides the Mozilla roots (`tls_ca_file`):
+    /// a relay with a private CA.
+    pub extra_roots_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("channel", &self.channel)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .field("from", &self.from.to_string())
+            .field("unsubscribe_url", &self.unsubscribe_url)
+            .finish()
+    }
+}
+
+pub struct SmtpChannel {
+    config: SmtpConfig,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl std::fmt::Debug for SmtpChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpChannel")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl SmtpChannel {
+    pub fn new(config: SmtpConfig) -> Result<SmtpChannel, String> {
+        if config.tls == TlsMode::None && !is_loopback(&config.host) {
+            return Err(format!(
+                "tls: none is only allowed for a relay on this machine (localhost, 127.0.0.1); \
+                 \"{}\" needs starttls or tls",
+                config.host
+            ));
+        }
+        if config.tls == TlsMode::None && config.credentials.is_some() {
+            return Err(
+                "tls: none with username_env/password_env would send the password in the clear; \
+                 use starttls or tls, or drop the credentials"
+                    .into(),
+            );
+        }
+        super::webhook::install_crypto_provider();
+        let tls = match config.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::StartTls | TlsMode::Implicit => {
+                let mut params = TlsParameters::builder(config.host.clone());
+                if let Some(pem) = &config.extra_roots_pem {
+                    let cert = Certificate::from_pem(pem)
+                        .map_err(|e| format!("tls_ca_file: cannot read the certificates: {e}"))?;
+                    params = params.add_root_certificate(cert);
+                }
+                let params = params
+                    .build()
+                    .map_err(|e| format!("cannot set up TLS for \"{}\": {e}", config.host))?;
+                if config.tls == TlsMode::StartTls {
+                    Tls::Required(params)
+                } else {
+                    Tls::Wrapper(params)
+                }
+            }
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .port(config.port)
+            .tls(tls)
+            .timeout(Some(config.timeout));
+        if let Some((user, pass)) = &config.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        }
+        Ok(SmtpChannel {
+            transport: builder.build(),
+            config,
+        })
+    }
+
+    /// The one-click link for `contact_id` on this channel.
+    pub fn unsubscribe_link(&self, contact_id: &str) -> String {
+        format!(
+            "{}{UNSUBSCRIBE_PATH}{}",
+            self.config.unsubscribe_url,
+            token::sign(
+                &self.config.unsubscribe_key,
+                &self.config.channel,
+                contact_id
+            )
+        )
+    }
+
+    /// The email for `msg`, or why it cannot be made (a permanent failure).
+    pub fn build_message(&self, msg: &OutMessage, date: SystemTime) -> Result<Message, String> {
+        let to: Address = msg
+            .to
+            .trim()
+            .parse()
+            .map_err(|e| format!("\"{}\" is not an email address: {e}", msg.to))?;
+        let notice = msg.payload.get("kind").and_then(|k| k.as_str()) == Some("notice");
+        let link = (!notice).then(|| self.unsubscribe_link(&msg.contact_id));
+
+        let mut b = Message::builder()
+            .from(self.config.from.clone())
+            .to(Mailbox::new(None, to))
+            .date(date)
+            .message_id(Some(message_id(&msg.id, self.config.from.email.domain())));
+        if let Some(s) = &msg.subject {
+            b = b.subject(s.clone());
+        }
+        if let Some(link) = &link {
+            let mut value = format!("<{link}>");
+            if let Some(m) = &self.config.unsubscribe_mailto {
+                value.push_str(&format!(", <mailto:{m}?subject=unsubscribe>"));
+            }
+            b = b
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    value,
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                ));
+        }
+        let (text, html) = match &link {
+            Some(link) => (
+                format!("{}\n\n--\nUnsubscribe: {link}\n", msg.body),
+                html::document(
+                    &msg.body,
+                    Some(&format!(
+                        "<p style=\"font-size:small;color:#666\"><a href=\"{}\">Unsubscribe</a></p>",
+                        html::escape(link)
+                    )),
+                ),
+            ),
+            None => (format!("{}\n", msg.body), html::document(&msg.body, None)),
+        };
+        b.multipart(
+            MultiPart::alternative()
+                .singlepart(SinglePart::plain(text))
+                .singlepart(SinglePart::html(html)),
+        )
+        .map_err(|e| format!("cannot build the email: {e}"))
+    }
+
+    async fn deliver(&self, msg: &OutMessage) -> Exchange {
+        let email = match self.build_message(msg, SystemTime::now()) {
+            Ok(m) => m,
+            Err(reason) => return Delivery::Permanent { reason }.into(),
+        };
+        let id = message_id(&msg.id, self.config.from.email.domain());
+        classify(self.transport.send(email).await, &id, self.config.tls)
+    }
+}
+
+impl Channel for SmtpChannel {
+    fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
+        Box::pin(self.deliver(msg))
+    }
+}
+
+/// `<hex(SHA-256(idempotency key))[..32]@domain>`: the same for every try.
+pub fn message_id(key: &str, domain: &str) -> String {
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@{domain}>")
+}
+
+/// The reply as the server sent it: `CODE text` per line.
+fn reply_text(r: &Response) -> String {
+    let code = r.code();
+    let lines: Vec<String> = r.message().map(|l| format!("{code} {l}")).collect();
+    if lines.is_empty() {
+        code.to_string()
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// The text of an SMTP error without lettre's prefix, all causes joined.
+fn error_text(e: &lettre::transport::smtp::Error) -> String {
+    let mut parts = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !parts.contains(&t) {
+            parts.push(t);
+        }
+        src = inner.source();
+    }
+    parts.join(": ")
+}
+
+/// Whether a rustls error is among the causes of `e` (lettre reports a
+/// failed handshake as a connection error).
+fn is_tls_error(e: &lettre::transport::smtp::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
+}
+
+/// The text of the deepest cause of `e`.
+fn innermost(e: &lettre::transport::smtp::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        text = inner.to_string();
+        src = inner.source();
+    }
+    text
+}
+
+/// Maps lettre's outcome to an [`Exchange`] (see the module docs).
+pub fn classify(
+    result: Result<Response, lettre::transport::smtp::Error>,
+    message_id: &str,
+    tls: TlsMode,
+) -> Exchange {
+    let e = match result {
+        Ok(r) => {
+            return Exchange {
+                delivery: Delivery::Delivered {
+                    provider_id: Some(message_id.to_string()),
+                },
+                answer: Some(reply_text(&r)),
+            };
+        }
+        Err(e) => e,
+    };
+    let text = error_text(&e);
+    if let Some(code) = e.status() {
+        // A reply from the server: its code and text are the answer.
+        let answer = format!("{code} {text}").trim_end().to_string();
+        let reason = format!("smtp {answer}");
+        let delivery = if e.is_transient() {
+            Delivery::Retry {
+                after: None,
+                reason,
+            }
+        } else if text.split_whitespace().next() == Some("5.1.1") {
+            Delivery::Permanent {
+                reason: format!(
+                    "{} {reason} (bad mailbox: the address is not mailed again on this channel)",
+                    super::delivery::OPTED_OUT
+                ),
+            }
+        } else {
+            Delivery::Permanent { reason }
+        };
+        return Exchange {
+            delivery,
+            answer: Some(answer),
+        };
+    }
+    let delivery = if e.is_client() && text.contains("STARTTLS") && tls == TlsMode::StartTls {
+        Delivery::Retry {
+            after: None,
+            reason: format!(
+                "smtp: the server does not offer STARTTLS, and tls: starttls refuses to \
+                 authenticate or send without encryption ({text})"
+            ),
+        }
+    } else if e.is_client() {
+        // lettre refused the message itself (e.g. a non-ASCII address the
+        // server cannot take): trying again changes nothing.
+        Delivery::Permanent {
+            reason: format!("smtp: {text}"),
+        }
+    } else {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_tls() || is_tls_error(&e) {
+            "TLS failed"
+        } else {
+            "connection failed"
+        };
+        // The innermost cause is the specific one ("invalid peer
+        // certificate: UnknownIssuer", "Connection refused").
+        let cause = innermost(&e);
+        Delivery::Retry {
+            after: None,
+            reason: format!("smtp: {what}: {cause}"),
+        }
+    };
+    delivery.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_and_distinct() {
+        let a = message_id("w:c1:1:0", "example.com");
+        assert_eq!(a, message_id("w:c1:1:0", "example.com"));
+        assert_ne!(a, message_id("w:c1:2:0", "example.com"));
+        assert_eq!(a.len(), 1 + 32 + 1 + "example.com".len() + 1);
+        // sha256("w:c1:1:0"), first 16 bytes, computed with python3 hashlib.
+        assert_eq!(a, format!("<{}@example.com>", KNOWN_PREFIX));
+    }
+
+    const KNOWN_PREFIX: &str = "20d9135724573c6d8158d4ff04565406";
+
+    fn channel() -> SmtpChannel {
+        SmtpChannel::new(SmtpConfig {
+            channel: "email".into(),
+            host: "127.0.0.1".into(),
+            port: 25,
+            tls: TlsMode::None,
+            credentials: None,
+            from: "Nurture <news@example.com>".parse().unwrap(),
+            unsubscribe_url: "https://mail.example.com".into(),
+            unsubscribe_mailto: None,
+            unsubscribe_key: UnsubscribeKey::new(b"0123456789abcdef").unwrap(),
+            timeout: Duration::from_secs(1),
+            extra_roots_pem: None,
+        })
+        .unwrap()
+    }
+
+    fn out(to: &str, subject: &str) -> OutMessage {
+        OutMessage {
+            id: "w:c1:1:0".into(),
+            workflow: "w".into(),
+            contact_id: "c1".into(),
+            step_id: "0".into(),
+            channel: "email".into(),
+            to: to.into(),
+            subject: Some(subject.into()),
+            body: "hi".into(),
+            contact: serde_json::Value::Null,
+            attempt: 1,
+            payload: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn no_header_injection() {
+        // A subject rendered from contact data must not add headers.
+        let m = channel()
+            .build_message(
+                &out("ann@example.com", "Hi\r\nBcc: evil@example.com"),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let text = String::from_utf8(m.formatted()).unwrap();
+        assert!(!text.lines().any(|l| l.starts_with("Bcc:")), "{text}");
+        assert_eq!(m.envelope().to().len(), 1);
+        // Nor an address.
+        for to in [
+            "ann@example.com\r\nBcc: evil@example.com",
+            "ann@example.com, evil@example.com",
+        ] {
+            assert!(
+                channel()
+                    .build_message(&out(to, "x"), SystemTime::now())
+                    .is_err(),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_none_is_loopback_only_and_never_with_credentials() {
+        let mut c = channel().config.clone();
+        c.host = "smtp.example.com".into();
+        assert!(SmtpChannel::new(c.clone()).is_err());
+        c.host = "localhost".into();
+        c.credentials = Some(("u".into(), "p".into()));
+        let e = SmtpChannel::new(c).err().unwrap();
+        assert!(e.contains("in the clear"), "{e}");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            "LOCALHOST",
+            "127.0.0.2",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["example.com", "10.0.0.1", "localhost.example.com", ""] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}

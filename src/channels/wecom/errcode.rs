@@ -1,0 +1,149 @@
+//! WeCom errcodes and what each means for a message (reference §1.8, with
+//! the codes of §1.1–§1.5). WeCom answers API errors in an HTTP 200 with
+//! `{"errcode": N, "errmsg": "..."}`: the adapter branches on `errcode` only.
+//!
+//! One table, [`CODES`], holds every code nurture knows; [`classify`] reads
+//! it. A code not in the table is **permanent**, with the errcode and errmsg
+//! in the reason: retrying an error nobody has classified risks spamming a
+//! customer, while a dead-lettered message is visible in `nurture status` and
+//! `history` and can be re-queued once the code is understood.
+
+use std::time::Duration;
+
+/// How long a 45009 (API frequency limit) waits at least: WeCom blocks the
+/// caller 60 s for a per-minute limit (longer windows come back as 45009
+/// again, and the delivery layer's backoff grows).
+pub const FREQUENCY_WAIT: Duration = Duration::from_secs(60);
+/// How long a 41048 (the customer's mass-message cap) waits: the cap's window
+/// is a day at the shortest; the delivery layer clamps waits to an hour, so
+/// the message is tried again hourly until its attempts run out.
+pub const CAP_WAIT: Duration = Duration::from_secs(3_600);
+
+/// What an errcode means for the call that got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `0`: done.
+    Ok,
+    /// Busy or overloaded: try again with backoff, at least `after` later.
+    Retry { after: Option<Duration> },
+    /// The access token is bad or expired: fetch a new one and retry once.
+    RefreshToken,
+    /// A quota window: try again after it.
+    Wait(Duration),
+    /// Do not try again.
+    Permanent,
+}
+
+/// Every errcode nurture knows: (code, class, meaning).
+pub const CODES: &[(i64, Class, &str)] = &[
+    (0, Class::Ok, "ok"),
+    (-1, Class::Retry { after: None }, "system busy"),
+    (40014, Class::RefreshToken, "invalid access_token"),
+    (42001, Class::RefreshToken, "access_token expired"),
+    // From gettoken 40001 is a wrong secret (permanent, see `token`); from an
+    // API call it is a token WeCom no longer accepts.
+    (40001, Class::RefreshToken, "invalid credential"),
+    (45009, Class::Wait(FREQUENCY_WAIT), "API frequency limit"),
+    (
+        45033,
+        // The delivery layer's jittered backoff (1 s × 2^n) is the short wait.
+        Class::Retry { after: None },
+        "too many concurrent calls",
+    ),
+    (
+        41048,
+        Class::Wait(CAP_WAIT),
+        "customer's mass-message cap reached",
+    ),
+    (40013, Class::Permanent, "invalid corpid"),
+    (41001, Class::Permanent, "access_token missing"),
+    (60020, Class::Permanent, "caller IP not allow-listed"),
+    (48002, Class::Permanent, "API not permitted"),
+    (60011, Class::Permanent, "no privilege"),
+    (40003, Class::Permanent, "invalid userid"),
+    (40096, Class::Permanent, "invalid external userid"),
+    (84061, Class::Permanent, "no external-contact relationship"),
+    (40058, Class::Permanent, "bad parameter"),
+    (40063, Class::Permanent, "empty or missing parameter"),
+    (44004, Class::Permanent, "empty text"),
+    (45002, Class::Permanent, "content too large"),
+    (81013, Class::Permanent, "all recipients invalid"),
+    (
+        41051,
+        Class::Permanent,
+        "welcome code used or chat already started",
+    ),
+];
+
+/// The class of `errcode`; unknown codes are [`Class::Permanent`].
+pub fn classify(errcode: i64) -> Class {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == errcode)
+        .map(|(_, class, _)| *class)
+        .unwrap_or(Class::Permanent)
+}
+
+/// What nurture calls `errcode` in a reason, when it knows it.
+pub fn meaning(errcode: i64) -> Option<&'static str> {
+    CODES
+        .iter()
+        .find(|(c, _, _)| *c == errcode)
+        .map(|(_, _, m)| *m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every errcode the reference lists (§1.1–§1.5, §1.8), with its class.
+    #[test]
+    fn every_reference_code_lands_in_its_class() {
+        let expected: &[(i64, Class)] = &[
+            (0, Class::Ok),
+            (-1, Class::Retry { after: None }),
+            (40014, Class::RefreshToken),
+            (42001, Class::RefreshToken),
+            (40001, Class::RefreshToken),
+            (45009, Class::Wait(Duration::from_secs(60))),
+            (45033, Class::Retry { after: None }),
+            (41048, Class::Wait(CAP_WAIT)),
+            (40013, Class::Permanent),
+            (41001, Class::Permanent),
+            (60020, Class::Permanent),
+            (48002, Class::Permanent),
+            (60011, Class::Permanent),
+            (40003, Class::Permanent),
+            (40096, Class::Permanent),
+            (84061, Class::Permanent),
+            (40058, Class::Permanent),
+            (40063, Class::Permanent),
+            (44004, Class::Permanent),
+            (45002, Class::Permanent),
+            (81013, Class::Permanent),
+            (41051, Class::Permanent),
+        ];
+        for (code, class) in expected {
+            assert_eq!(classify(*code), *class, "errcode {code}");
+            assert!(meaning(*code).is_some(), "errcode {code} has a meaning");
+        }
+        // The table holds nothing the test does not check.
+        assert_eq!(CODES.len(), expected.len());
+    }
+
+    #[test]
+    fn a_frequency_limit_waits_at_least_a_minute() {
+        match classify(45009) {
+            Class::Wait(d) => assert!(d >= Duration::from_secs(60)),
+            other => panic!("45009 is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_permanent() {
+        for code in [1, 40002, 60112, 90000, i64::MAX, i64::MIN] {
+            assert_eq!(classify(code), Class::Permanent, "errcode {code}");
+            assert_eq!(meaning(code), None);
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The WeCom poller: follows the tasks the channel recorded until WeCom says
+//! how they ended (reference §1.2 and §1.5).
+//!
+//! - A mass message (`add_msg_template`): `get_groupmsg_send_result` with the
+//!   task's msgid and sender. Status 1 sent, 2 not a friend, 3 over the
+//!   per-customer cap; 0 not sent yet (the salesperson has not confirmed).
+//! - A transfer: `transfer_result` for the (handover, takeover) pair. Status
+//!   1 done, 3 refused, 4 takeover member at its customer limit, 5 no
+//!   transfer record; 2 still waiting (WeCom takes over after 24 h).
+//!
+//! A task still waiting is looked at again after `poll_interval × 2^checks`
+//! (at most 32 × `poll_interval`, at most an hour); after [`GIVE_UP_AFTER`]
+//! it is recorded as `expired`. The outcome goes into `wecom_tasks` and, as a
+//! note, into the outbox row's `last_error` (the row stays `sent`), which
+//! `nurture history --contact` shows.
+//!
+//! The poller runs in the daemon beside the delivery worker and takes the
+//! channels from the current settings, so a reload applies to it too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::api::WecomApi;
+use super::tasks::{self, Task};
+use super::{SEND_RESULT, TRANSFER_RESULT, WecomConfig, now_ms};
+use crate::channels::Delivery;
+use crate::project::Project;
+use crate::settings::{ChannelKind, Settings};
+use crate::store::Store;
+
+/// How long a task is followed before it is recorded as `expired`.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
+/// Most tasks of a channel looked at in one round.
+const BATCH: i64 = 200;
+/// Pages of one result list read before waiting for the next round.
+const MAX_PAGES: usize = 20;
+
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// When a task checked `checks` times is looked at next.
+pub fn next_check_delay(poll_interval: Duration, checks: i64) -> Duration {
+    let factor = 1u32 << checks.clamp(0, 5);
+    (poll_interval * factor).min(Duration::from_secs(3_600).max(poll_interval))
+}
+
+/// What WeCom said about one task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Not decided yet (with what was seen, for the record).
+    Waiting(String),
+    /// Decided: (our status, WeCom's status number, the note).
+    Final(&'static str, Option<i64>, String),
+}
+
+/// The outcome of a mass message from its `send_list` status.
+pub fn mass_outcome(status: i64, sender: &str, cap: Option<&str>) -> Outcome {
+    match status {
+        0 => Outcome::Waiting("not sent yet (status 0)".into()),
+        1 => Outcome::Final(
+            "sent",
+            Some(1),
+            "wecom: delivered to the customer (status 1)".into(),
+        ),
+        2 => Outcome::Final(
+            "not_friend",
+            Some(2),
+            format!("wecom: not a friend of {sender} (status 2)"),
+        ),
+        3 => Outcome::Final(
+            "over_cap",
+            Some(3),
+            format!(
+                "wecom: over the per-customer mass-message cap{} (status 3)",
+                cap.map(|c| format!(" (per {c})")).unwrap_or_default()
+            ),
+        ),
+        other => Outcome::Final(
+            "error",
+            Some(other),
+            format!("wecom: unknown send status {other}"),
+        ),
+    }
+}
+
+/// The outcome of a transfer from its `transfer_result` status.
+pub fn transfer_outcome(status: i64) -> Outcome {
+    let (s, note) = match status {
+        1 => ("done", "transfer done (status 1)"),
+        2 => return Outcome::Waiting("waiting for the takeover (status 2)".into()),
+        3 => ("refused", "the customer refused the transfer (status 3)"),
+        4 => (
+            "takeover_limit",
+            "the takeover member is at their customer limit (status 4)",
+        ),
+        5 => (
+            "no_record",
+            "WeCom has no record of the transfer (status 5)",
+        ),
+        other => {
+            return Outcome::Final(
+                "error",
+                Some(other),
+                format!("wecom: unknown transfer status {other}"),
+            );
+        }
+    };
+    Outcome::Final(s, Some(status), format!("wecom: {note}"))
+}
+
+struct Poller {
+    config: WecomConfig,
+    api: WecomApi,
+}
+
+/// Runs until `shutdown`: polls every WeCom channel of the current settings.
+pub async fn run(
+    store: Store,
+    mut project: watch::Receiver<Arc<Project>>,
+    shutdown: CancellationToken,
+) {
+    let Some(pool) = store.sqlite_pool().cloned() else {
+        tracing::error!("the wecom poller needs a SQLite store");
+        return;
+    };
+    let mut pollers: HashMap<String, Poller> = HashMap::new();
+    let mut built_for: Option<Arc<Project>> = None;
+    loop {
+        let current = project.borrow_and_update().clone();
+        if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
+            pollers = build_pollers(&current.settings, &|name| std::env::var(name).ok());
+            built_for = Some(current);
+        }
+        let mut tick = Duration::from_secs(60);
+        for p in pollers.values() {
+            tick = tick.min(p.config.poll_interval);
+            if let Err(e) = round(&pool, p).await {
+                tracing::warn!(channel = %p.config.name, error = %e, "wecom poll round failed");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick.max(Duration::from_millis(50))) => {}
+            r = project.changed() => if r.is_err() {
+                // The daemon is going away; the shutdown token follows.
+                shutdown.cancelled().await;
+                return;
+            },
+        }
+    }
+}
+
+/// One round over every WeCom channel of `settings`, with the environment
+/// given as a lookup function (the daemon's loop does this every tick).
+pub async fn poll_once(
+    store: &Store,
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> sqlx::Result<()> {
+    let Some(pool) = store.sqlite_pool() else {
+        return Ok(());
+    };
+    for p in build_pollers(settings, env).values() {
+        round(pool, p).await?;
+    }
+    Ok(())
+}
+
+fn build_pollers(
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> HashMap<String, Poller> {
+    let mut out = HashMap::new();
+    for (name, cs) in &settings.channels {
+        if cs.kind != ChannelKind::Wecom {
+            continue;
+        }
+        let built = crate::channels::build::wecom_config(cs, settings, env)
+            .and_then(|config| Ok((config.api()?, config)));
+        match built {
+            Ok((api, config)) => {
+                out.insert(name.clone(), Poller { config, api });
+            }
+            Err(e) => tracing::warn!(channel = %name, error = %e, "wecom channel not polled"),
+        }
+    }
+    out
+}
+
+/// Batches of due tasks looked at in one round, at most: a backlog is worked
+/// off over several ticks rather than in one burst of calls.
+const BATCHES_PER_ROUND: usize = 10;
+
+/// One round over a channel's due tasks.
+async fn round(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<()> {
+    for _ in 0..BATCHES_PER_ROUND {
+        // Each task looked at is finished or postponed, so the next batch
+        // holds other tasks.
+        if batch(pool, p).await? < BATCH as usize {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One batch of due tasks; returns how many there were.
+async fn batch(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<usize> {
+    let now = now_ms();
+    let due = tasks::due(pool, &p.config.name, now, BATCH).await?;
+    let n = due.len();
+    for task in due {
+        if now - task.created_at > millis(GIVE_UP_AFTER) {
+            tasks::finish(
+                pool,
+                &task.message_id,
+                "expired",
+                None,
+                &format!(
+                    "wecom: no outcome after {} days; stopped asking",
+                    GIVE_UP_AFTER.as_secs() / 86_400
+                ),
+                now,
+            )
+            .await?;
+            continue;
+        }
+        let outcome = match task.kind.as_str() {
+            "mass" => check_mass(p, &task).await,
+            "transfer" => check_transfer(p, &task).await,
+            other => Err(Delivery::Permanent {
+                reason: format!("unknown task kind {other:?}"),
+            }),
+        };
+        let next = now_ms() + millis(next_check_delay(p.config.poll_interval, task.checks));
+        match outcome {
+            Ok(Outcome::Final(status, code, note)) => {
+                tracing::info!(message = %task.message_id, status, "wecom task finished");
+                tasks::finish(pool, &task.message_id, status, code, &note, now_ms()).await?;
+            }
+            Ok(Outcome::Waiting(what)) => {
+                tasks::postpone(pool, &task.message_id, next, Some(&what)).await?;
+            }
+            Err(Delivery::Permanent { reason }) => {
+                tracing::warn!(message = %task.message_id, %reason, "wecom task cannot be followed");
+                tasks::finish(pool, &task.message_id, "error", None, &reason, now_ms()).await?;
+            }
+            Err(Delivery::Retry { reason, after }) => {
+                let next = next.max(now_ms() + after.map(millis).unwrap_or(0));
+                tasks::postpone(pool, &task.message_id, next, Some(&reason)).await?;
+            }
+            Err(Delivery::Delivered { .. }) => {
+                tasks::postpone(pool, &task.message_id, next, None).await?;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Reads every page of a result list (`key`) until `found` picks an entry.
+async fn find_in_pages(
+    api: &WecomApi,
+    path: &str,
+    mut body: Value,
+    key: &str,
+    found: impl Fn(&Value) -> bool,
+) -> Result<Option<Value>, Delivery> {
+    for _ in 0..MAX_PAGES {
+        let answer = api.post(path, &body).await.map_err(|e| e.delivery)?;
+        if let Some(hit) = answer
+            .json
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().find(|v| found(v)))
+        {
+            return Ok(Some(hit.clone()));
+        }
+        match answer.json.get("next_cursor").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => body["cursor"] = json!(c),
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+async fn check_mass(p: &Poller, task: &Task) -> Result<Outcome, Delivery> {
+    let Some(msgid) = &task.msgid else {
+        return Err(Delivery::Permanent {
+            reason: "wecom: the task has no msgid".into(),
+        });
+    };
+    let body = json!({ "msgid": msgid, "userid": task.userid, "limit": 1000, "cursor": "" });
+    let hit = find_in_pages(&p.api, SEND_RESULT, body, "send_list", |v| {
+        v.get("external_userid").and_then(Value::as_str) == Some(&task.external_userid)
+    })
+    .await?;
+    Ok(
+        match hit.and_then(|v| v.get("status").and_then(Value::as_i64)) {
+            Some(status) => {
+                mass_outcome(status, &task.userid, p.config.mass_message_cap.as_deref())
+            }
+            None => Outcome::Waiting("the customer is not in the send list yet".into()),
+        },
+    )
+}
+
+async fn check_transfer(p: &Poller, task: &Task) -> Result<Outcome, Delivery> {
+    let Some(takeover) = &task.takeover_userid else {
+        return Err(Delivery::Permanent {
+            reason: "wecom: the transfer has no takeover_userid".into(),
+        });
+    };
+    let body = json!({ "handover_userid": task.userid, "takeover_userid": takeover, "cursor": "" });
+    let hit = find_in_pages(&p.api, TRANSFER_RESULT, body, "customer", |v| {
+        v.get("external_userid").and_then(Value::as_str) == Some(&task.external_userid)
+    })
+    .await?;
+    Ok(
+        match hit.and_then(|v| v.get("status").and_then(Value::as_i64)) {
+            Some(status) => transfer_outcome(status),
+            None => Outcome::Waiting("the customer is not in transfer_result yet".into()),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert!(matches!(mass_outcome(0, "u", None), Outcome::Waiting(_)));
+        assert!(matches!(
+            mass_outcome(1, "u", None),
+            Outcome::Final("sent", Some(1), _)
+        ));
+        match mass_outcome(2, "wangfang", None) {
+            Outcome::Final("not_friend", Some(2), n) => assert!(n.contains("wangfang")),
+            o => panic!("{o:?}"),
+        }
+        match mass_outcome(3, "u", Some("month")) {
+            Outcome::Final("over_cap", Some(3), n) => assert!(n.contains("month")),
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(
+            transfer_outcome(1),
+            Outcome::Final("done", Some(1), _)
+        ));
+        assert!(matches!(transfer_outcome(2), Outcome::Waiting(_)));
+        assert!(matches!(
+            transfer_outcome(3),
+            Outcome::Final("refused", Some(3), _)
+        ));
+        assert!(matches!(
+            transfer_outcome(4),
+            Outcome::Final("takeover_limit", Some(4), _)
+        ));
+        assert!(matches!(
+            transfer_outcome(5),
+            Outcome::Final("no_record", Some(5), _)
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let i = Duration::from_secs(60);
+        assert_eq!(next_check_delay(i, 0), i);
+        assert_eq!(next_check_delay(i, 1), i * 2);
+        assert_eq!(next_check_delay(i, 5), i * 32);
+        assert_eq!(next_check_delay(i, 50), i * 32);
+        assert_eq!(
+            next_check_delay(Duration::from_secs(600), 5),
+            Duration::from_secs(3_600)
+        );
+    }
+}

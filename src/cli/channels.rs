@@ -1,0 +1,184 @@
+//! `nurture channels test NAME --to ADDRESS [--template T] [--contact ID]`:
+//! sends ONE real message through a channel of the settings and prints the
+//! provider's full answer — how users check credentials, sender ids and
+//! templates before a launch.
+//!
+//! The message goes straight to the adapter: no outbox row, no retry, no
+//! quiet hours, no frequency cap, no consent check (the user names the
+//! address). Its idempotency key is `channels-test:NAME:MILLIS`, so a
+//! provider that deduplicates never mistakes it for a workflow message.
+//!
+//! The text is the rendered `--template` (for `--contact ID` from the store,
+//! else for the sample contact `validate` uses), or a fixed test line.
+//!
+//! Exit codes: 0 the provider accepted the message; 1 it refused it, or the
+//! channel, template or contact does not exist; 2 no answer came back or the
+//! store cannot be read.
+
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Args, Subcommand};
+
+use super::{CliResult, Failure};
+use crate::channels::{Delivery, OutMessage};
+use crate::contact::Contact;
+use crate::project::Project;
+use crate::store::Store;
+use crate::template::{render_context, sample_contact};
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelsCommand {
+    /// Send one real test message through a channel and print the provider's answer.
+    Test(TestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// The channel's name in the settings.
+    pub name: String,
+    /// The address: a phone number, an email address, a WeCom external user id, ...
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: String,
+    /// Render this template (name without `.hbs`) instead of the fixed test text.
+    #[arg(long, value_name = "T")]
+    pub template: Option<String>,
+    /// Render the template for this contact of the store (default: a sample contact).
+    #[arg(long, value_name = "ID", requires = "template")]
+    pub contact: Option<String>,
+}
+
+pub async fn run(config: &Path, cmd: ChannelsCommand) -> CliResult {
+    match cmd {
+        ChannelsCommand::Test(args) => test(config, args).await,
+    }
+}
+
+async fn test(config: &Path, args: TestArgs) -> CliResult {
+    let project = Project::load_or_report(config)?;
+    let settings = &project.settings;
+    if !settings.channels.contains_key(&args.name) {
+        let known: Vec<&str> = settings.channels.keys().map(String::as_str).collect();
+        let hint = crate::diagnostics::did_you_mean(&args.name, known.iter().copied())
+            .map(|s| format!("; did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        return Err(Failure::Input(format!(
+            "no channel \"{}\" in the settings (channels: {}){hint}",
+            args.name,
+            known.join(", ")
+        )));
+    }
+    let store = open_store(&project).await?;
+    let contact = match &args.contact {
+        Some(id) => store
+            .contact(id)
+            .await
+            .context("reading the store")?
+            .ok_or_else(|| Failure::Input(format!("no contact with id {id:?}")))?,
+        None => sample_contact(),
+    };
+    let now = Utc::now();
+    let (subject, body) = match &args.template {
+        Some(t) => {
+            let owner = contact
+                .owner
+                .as_deref()
+                .and_then(|id| settings.salesperson(id))
+                .map(|s| s.template_value());
+            let ctx = render_context(
+                &contact,
+                owner.as_ref(),
+                "channels-test",
+                now,
+                settings.timezone,
+            );
+            let r = project
+                .templates
+                .render(t, &ctx)
+                .map_err(|e| Failure::Input(format!("template \"{t}\": {e}")))?;
+            (r.subject, r.body)
+        }
+        None => (
+            Some("nurture test message".to_string()),
+            format!(
+                "nurture test message through channel \"{}\" at {}",
+                args.name,
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+    };
+    let registry =
+        crate::channels::build::build_registry_with_store(settings, &store).map_err(|errors| {
+            Failure::Input(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
+    let (_, adapter) = registry.get(&args.name).context("the channel was built")?;
+    let msg = OutMessage {
+        id: format!("channels-test:{}:{}", args.name, now.timestamp_millis()),
+        workflow: "channels-test".into(),
+        contact_id: contact.id.clone(),
+        step_id: "test".into(),
+        channel: args.name.clone(),
+        to: args.to.clone(),
+        subject,
+        body,
+        contact: Contact::template_value(&contact),
+        attempt: 1,
+        payload: serde_json::json!({}),
+    };
+    println!("sending through \"{}\" to {}:", args.name, args.to);
+    if let Some(s) = &msg.subject {
+        println!("  subject: {s}");
+    }
+    for line in msg.body.lines() {
+        println!("  | {line}");
+    }
+    let exchange = adapter.exchange(&msg).await;
+    store.close().await;
+    println!();
+    match &exchange.answer {
+        Some(answer) => {
+            println!("provider answer:");
+            for line in answer.lines() {
+                println!("  {line}");
+            }
+        }
+        None => println!("no answer from the provider"),
+    }
+    println!();
+    match exchange.delivery {
+        Delivery::Delivered { provider_id } => {
+            println!(
+                "result: accepted{}",
+                provider_id
+                    .map(|id| format!(" (provider id {id})"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Delivery::Permanent { reason } => Err(Failure::Input(format!(
+            "refused (the daemon would dead-letter it): {reason}"
+        ))),
+        Delivery::Retry { reason, after } => {
+            let when = after
+                .map(|a| format!(" after {}s", a.as_secs()))
+                .unwrap_or_default();
+            Err(Failure::Other(anyhow::anyhow!(
+                "not sent (the daemon would retry{when}): {reason}"
+            )))
+        }
+    }
+}
+
+async fn open_store(project: &Project) -> Result<Store, Failure> {
+    let url = project.settings.database_url();
+    Ok(Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {url}"))?)
+}

@@ -1,0 +1,619 @@
+//! The WeCom callback's writes (`src/api/wecom_callback`): each event is one
+//! transaction that first claims the event's key in `wecom_callback_events`
+//! (a redelivery claims nothing and changes nothing), then applies it to the
+//! contact. The decisions (ids, owner, attributes, what is logged) are
+//! documented in `api::wecom_callback`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::AnyConnection;
+
+use super::contacts::{ContactInput, Upserted, write_rows};
+use super::{Dialect, Store, StoreError, to_ms};
+
+/// Contact attributes the callback keeps.
+pub const ATTR_STAFF: &str = "wecom_staff_userid";
+pub const ATTR_STATE: &str = "wecom_state";
+pub const ATTR_DELETED_BY: &str = "wecom_deleted_by";
+
+/// Event names recorded for deleted relationships.
+pub const EVENT_CONTACT_DELETED: &str = "wecom_contact_deleted";
+pub const EVENT_FOLLOW_USER_DELETED: &str = "wecom_follow_user_deleted";
+
+/// Handled events are kept this long (redeliveries come within minutes).
+const RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// The dedup key of one callback event (absent fields are `""`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackKey {
+    pub event: String,
+    pub change_type: String,
+    pub user_id: String,
+    pub external_userid: String,
+    pub tag_id: String,
+    pub create_time: String,
+}
+
+/// Who ended a WeCom relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletedBy {
+    /// `del_external_contact`: the customer deleted the staff member.
+    Customer,
+    /// `del_follow_user`: the staff member deleted the customer.
+    Staff,
+}
+
+impl DeletedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletedBy::Customer => "customer",
+            DeletedBy::Staff => "staff",
+        }
+    }
+}
+
+/// What an event does to a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactChange {
+    /// `add_external_contact` / `add_half_external_contact`.
+    Added {
+        external_userid: String,
+        staff_userid: String,
+        /// The salesperson whose `wecom_userid` is the staff member, if any.
+        owner: Option<String>,
+        state: Option<String>,
+        welcome_code: Option<String>,
+    },
+    /// `edit_external_contact`: touch the contact.
+    Edited { external_userid: String },
+    /// `del_external_contact` / `del_follow_user`.
+    Deleted {
+        external_userid: String,
+        staff_userid: String,
+        by: DeletedBy,
+        /// `Source` (`DELETE_BY_TRANSFER` when a transfer moved the customer).
+        source: Option<String>,
+    },
+    /// Nothing to do to a contact: only recorded.
+    Record,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The key was seen before: nothing was written.
+    pub duplicate: bool,
+    pub contact_id: Option<String>,
+    /// `created`, `updated`, `deleted_by_customer`, `deleted_by_transfer`,
+    /// `unknown_contact`, `recorded`, ...
+    pub outcome: String,
+    /// Something the scheduler reads was written (event log, welcome code).
+    pub wake: bool,
+}
+
+impl Store {
+    /// Applies one authenticated callback event in one transaction. `at` is
+    /// the event's own time (its `CreateTime`), `now` the arrival.
+    pub async fn apply_wecom_callback(
+        &self,
+        key: &CallbackKey,
+        detail: &Value,
+        change: &ContactChange,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, StoreError> {
+        let dialect = self.dialect();
+        let mut tx = self.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO wecom_callback_events (event, change_type, user_id, external_userid, \
+             tag_id, create_time, outcome, detail, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.event)
+        .bind(&key.change_type)
+        .bind(&key.user_id)
+        .bind(&key.external_userid)
+        .bind(&key.tag_id)
+        .bind(&key.create_time)
+        .bind(detail.to_string())
+        .bind(to_ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            return Ok(Applied {
+                duplicate: true,
+                outcome: "duplicate".into(),
+                ..Applied::default()
+            });
+        }
+
+        let applied = match change {
+            ContactChange::Added {
+                external_userid,
+                staff_userid,
+                owner,
+                state,
+                welcome_code,
+            } => {
+                added(
+                    &mut tx,
+                    dialect,
+                    external_userid,
+                    staff_userid,
+                    owner.as_deref(),
+                    state.as_deref(),
+                    welcome_code.as_deref(),
+                    to_ms(now),
+                )
+                .await?
+            }
+            ContactChange::Edited { external_userid } => {
+                match find_contact(&mut tx, external_userid).await? {
+                    Some(id) => {
+                        sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
+                            .bind(to_ms(now))
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        applied(Some(id), "touched", false)
+                    }
+                    None => applied(None, "unknown_contact", false),
+                }
+            }
+            ContactChange::Deleted {
+                external_userid,
+                staff_userid,
+                by,
+                source,
+            } => {
+                deleted(
+                    &mut tx,
+                    dialect,
+                    external_userid,
+                    staff_userid,
+                    *by,
+                    source.as_deref(),
+                    to_ms(at),
+                    to_ms(now),
+                )
+                .await?
+            }
+            ContactChange::Record => applied(None, "recorded", false),
+        };
+
+        sqlx::query(
+            "UPDATE wecom_callback_events SET outcome = $1, contact_id = $2 \
+             WHERE event = $3 AND change_type = $4 AND user_id = $5 AND external_userid = $6 \
+             AND tag_id = $7 AND create_time = $8",
+        )
+        .bind(&applied.outcome)
+        .bind(&applied.contact_id)
+        .bind(&key.event)
+        .bind(&key.change_type)
+        .bind(&key.user_id)
+        .bind(&key.external_userid)
+        .bind(&key.tag_id)
+        .bind(&key.create_time)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM wecom_callback_events WHERE received_at < $1")
+            .bind(to_ms(now) - RETENTION_MS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+}
+
+fn applied(contact_id: Option<String>, outcome: &str, wake: bool) -> Applied {
+    Applied {
+        duplicate: false,
+        contact_id,
+        outcome: outcome.into(),
+        wake,
+    }
+}
+
+/// The contact whose `wecom_external_userid` is `external_userid` (the
+/// oldest, should several share it), else the contact whose id it is.
+async fn find_contact(
+    conn: &mut AnyConnection,
+    external_userid: &str,
+) -> Result<Option<String>, StoreError> {
+    let by_wecom: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM contacts WHERE wecom_external_userid = $1 ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(external_userid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if by_wecom.is_some() {
+        return Ok(by_wecom);
+    }
+    Ok(sqlx::query_scalar("SELECT id FROM contacts WHERE id = $1")
+        .bind(external_userid)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+async fn added(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    external_userid: &str,
+    staff_userid: &str,
+    owner: Option<&str>,
+    state: Option<&str>,
+    welcome_code: Option<&str>,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let existing = find_contact(conn, external_userid).await?;
+    let id = existing
+        .clone()
+        .unwrap_or_else(|| external_userid.to_string());
+    let mut attrs = Map::new();
+    attrs.insert(ATTR_STAFF.into(), Value::from(staff_userid));
+    // Added again: the relationship exists again.
+    attrs.insert(ATTR_DELETED_BY.into(), Value::Null);
+    if let Some(s) = state {
+        attrs.insert(ATTR_STATE.into(), Value::from(s));
+    }
+    let input = ContactInput {
+        id: id.clone(),
+        wecom_external_userid: Some(external_userid.to_string()),
+        owner: owner.map(str::to_string),
+        attrs,
+        ..ContactInput::default()
+    };
+    let mut row = input.to_row()?;
+    let done = write_rows(conn, dialect, std::slice::from_mut(&mut row), now).await?[0];
+    if existing.is_some() {
+        // A new contact's INSERT trigger logged contact_created; an existing
+        // one added (again) logs it here, so contact_created workflows see
+        // every add (their entry policy decides whether it enters again).
+        sqlx::query(
+            "INSERT INTO event_log (kind, contact_id, at) VALUES ('contact_created', $1, $2)",
+        )
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(code) = welcome_code {
+        sqlx::query(
+            "INSERT INTO wecom_welcome_codes (contact_id, external_userid, staff_userid, \
+             welcome_code, received_at, used_at) VALUES ($1, $2, $3, $4, $5, NULL) \
+             ON CONFLICT (contact_id) DO UPDATE SET external_userid = excluded.external_userid, \
+             staff_userid = excluded.staff_userid, welcome_code = excluded.welcome_code, \
+             received_at = excluded.received_at, used_at = NULL",
+        )
+        .bind(&id)
+        .bind(external_userid)
+        .bind(staff_userid)
+        .bind(code)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let outcome = match done {
+        Upserted::Created => "created",
+        Upserted::Updated | Upserted::Unchanged => "updated",
+    };
+    Ok(applied(Some(id), outcome, true))
+}
+
+async fn deleted(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    external_userid: &str,
+    staff_userid: &str,
+    by: DeletedBy,
+    source: Option<&str>,
+    at: i64,
+    now: i64,
+) -> Result<Applied, StoreError> {
+    let Some(id) = find_contact(conn, external_userid).await? else {
+        return Ok(applied(None, "unknown_contact", false));
+    };
+    let (last_active, attrs): (Option<i64>, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT last_active_at, attrs FROM contacts WHERE id = $1{}",
+        dialect.for_update()
+    )))
+    .bind(&id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (name, mut props) = match by {
+        DeletedBy::Customer => (EVENT_CONTACT_DELETED, Map::new()),
+        DeletedBy::Staff => (EVENT_FOLLOW_USER_DELETED, Map::new()),
+    };
+    props.insert("user_id".into(), Value::from(staff_userid));
+    if by == DeletedBy::Customer {
+        props.insert(
+            "source".into(),
+            source.map(Value::from).unwrap_or(Value::Null),
+        );
+    }
+    sqlx::query("INSERT INTO events (contact_id, name, at, properties) VALUES ($1, $2, $3, $4)")
+        .bind(&id)
+        .bind(name)
+        .bind(at)
+        .bind(Value::Object(props).to_string())
+        .execute(&mut *conn)
+        .await?;
+    // The events trigger moved last_active_at; the end of a relationship is
+    // not the customer's engagement (an `inactive` workflow must not see a
+    // deletion as activity), so it is put back.
+    sqlx::query("UPDATE contacts SET last_active_at = $1 WHERE id = $2")
+        .bind(last_active)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+
+    let transfer = source == Some("DELETE_BY_TRANSFER");
+    // Mark the contact unreachable on WeCom only when the relationship that
+    // ended is the one nurture knows (the latest add, or none recorded): a
+    // customer may still be a friend of another staff member, and a
+    // transfer moves the relationship rather than ending it.
+    let current_staff = serde_json::from_str::<Map<String, Value>>(&attrs)
+        .ok()
+        .and_then(|m| {
+            m.get(ATTR_STAFF)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    let current = current_staff.as_deref().is_none_or(|s| s == staff_userid);
+    let outcome = if transfer {
+        "deleted_by_transfer".to_string()
+    } else if current {
+        // The attributes were read (and, on PostgreSQL, locked) above; the
+        // merge is done here so the SQL is the same on both databases.
+        let mut merged = serde_json::from_str::<Map<String, Value>>(&attrs).unwrap_or_default();
+        merged.insert(ATTR_DELETED_BY.into(), Value::from(by.as_str()));
+        sqlx::query("UPDATE contacts SET attrs = $1, updated_at = $2 WHERE id = $3")
+            .bind(Value::Object(merged).to_string())
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+        format!("deleted_by_{}", by.as_str())
+    } else {
+        format!("deleted_by_{}_other_staff", by.as_str())
+    };
+    Ok(applied(Some(id), &outcome, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap()
+    }
+
+    fn key(change: &str, user: &str, ext: &str, ct: &str) -> CallbackKey {
+        CallbackKey {
+            event: "change_external_contact".into(),
+            change_type: change.into(),
+            user_id: user.into(),
+            external_userid: ext.into(),
+            tag_id: String::new(),
+            create_time: ct.into(),
+        }
+    }
+
+    fn add(ext: &str, user: &str, owner: Option<&str>, code: Option<&str>) -> ContactChange {
+        ContactChange::Added {
+            external_userid: ext.into(),
+            staff_userid: user.into(),
+            owner: owner.map(Into::into),
+            state: Some("qr1".into()),
+            welcome_code: code.map(Into::into),
+        }
+    }
+
+    async fn count(s: &Store, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(s.db())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn add_creates_then_updates_and_logs_each_add_once() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        let k = key("add_external_contact", "zhangsan", "wmA", "100");
+        let a = s
+            .apply_wecom_callback(
+                &k,
+                &Value::Null,
+                &add("wmA", "zhangsan", Some("sp1"), Some("W1")),
+                t(0),
+                t(0),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.outcome, "created");
+        assert_eq!(a.contact_id.as_deref(), Some("wmA"));
+        let c = s.contact("wmA").await.unwrap().unwrap();
+        assert_eq!(c.owner.as_deref(), Some("sp1"));
+        assert_eq!(c.wecom_external_userid.as_deref(), Some("wmA"));
+        assert_eq!(c.attrs.get(ATTR_STAFF), Some(&Value::from("zhangsan")));
+        assert_eq!(c.attrs.get(ATTR_STATE), Some(&Value::from("qr1")));
+        assert!(!c.attrs.contains_key(ATTR_DELETED_BY));
+        // The redelivery changes nothing.
+        let again = s
+            .apply_wecom_callback(
+                &k,
+                &Value::Null,
+                &add("wmA", "zhangsan", Some("sp1"), Some("W1")),
+                t(0),
+                t(1),
+            )
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(
+            count(
+                &s,
+                "SELECT count(*) FROM event_log WHERE kind = 'contact_created'"
+            )
+            .await,
+            1
+        );
+        // A later add (new CreateTime) of an existing contact logs again and
+        // replaces the welcome code.
+        sqlx::query("UPDATE wecom_welcome_codes SET used_at = 1")
+            .execute(s.db())
+            .await
+            .unwrap();
+        let k2 = key("add_external_contact", "lisi", "wmA", "200");
+        let b = s
+            .apply_wecom_callback(
+                &k2,
+                &Value::Null,
+                &add("wmA", "lisi", None, Some("W2")),
+                t(5),
+                t(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(b.outcome, "updated");
+        assert_eq!(
+            count(
+                &s,
+                "SELECT count(*) FROM event_log WHERE kind = 'contact_created'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            count(&s, "SELECT count(*) FROM wecom_welcome_codes WHERE welcome_code = 'W2' AND used_at IS NULL AND staff_userid = 'lisi'").await,
+            1
+        );
+        // No matching salesperson: the owner is kept, the staff id recorded.
+        let c = s.contact("wmA").await.unwrap().unwrap();
+        assert_eq!(c.owner.as_deref(), Some("sp1"));
+        assert_eq!(c.attrs.get(ATTR_STAFF), Some(&Value::from("lisi")));
+    }
+
+    #[tokio::test]
+    async fn delete_records_an_event_marks_and_keeps_last_active() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        s.apply_wecom_callback(
+            &key("add_external_contact", "zhangsan", "wmB", "100"),
+            &Value::Null,
+            &add("wmB", "zhangsan", None, None),
+            t(0),
+            t(0),
+        )
+        .await
+        .unwrap();
+        // Another staff member's relationship ended: recorded, not marked.
+        let other = ContactChange::Deleted {
+            external_userid: "wmB".into(),
+            staff_userid: "wangwu".into(),
+            by: DeletedBy::Staff,
+            source: None,
+        };
+        let o = s
+            .apply_wecom_callback(
+                &key("del_follow_user", "wangwu", "wmB", "150"),
+                &Value::Null,
+                &other,
+                t(1),
+                t(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(o.outcome, "deleted_by_staff_other_staff");
+        let del = ContactChange::Deleted {
+            external_userid: "wmB".into(),
+            staff_userid: "zhangsan".into(),
+            by: DeletedBy::Customer,
+            source: None,
+        };
+        let k = key("del_external_contact", "zhangsan", "wmB", "200");
+        let d = s
+            .apply_wecom_callback(&k, &Value::Null, &del, t(10), t(10))
+            .await
+            .unwrap();
+        assert_eq!(d.outcome, "deleted_by_customer");
+        let c = s.contact("wmB").await.unwrap().unwrap();
+        assert_eq!(c.attrs.get(ATTR_DELETED_BY), Some(&Value::from("customer")));
+        assert_eq!(c.last_active_at, None);
+        assert_eq!(
+            count(&s, "SELECT count(*) FROM events WHERE name = 'wecom_contact_deleted' AND json_extract(properties, '$.user_id') = 'zhangsan'").await,
+            1
+        );
+        assert!(
+            s.apply_wecom_callback(&k, &Value::Null, &del, t(10), t(11))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        assert_eq!(count(&s, "SELECT count(*) FROM events").await, 2);
+        // Unknown contacts are recorded only.
+        let u = s
+            .apply_wecom_callback(
+                &key("del_external_contact", "zhangsan", "nobody", "300"),
+                &Value::Null,
+                &ContactChange::Deleted {
+                    external_userid: "nobody".into(),
+                    staff_userid: "zhangsan".into(),
+                    by: DeletedBy::Customer,
+                    source: None,
+                },
+                t(20),
+                t(20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(u.outcome, "unknown_contact");
+        assert_eq!(count(&s, "SELECT count(*) FROM contacts").await, 1);
+        // A transfer moves the relationship: recorded with its source, not marked.
+        s.apply_wecom_callback(
+            &key("add_external_contact", "zhangsan", "wmC", "500"),
+            &Value::Null,
+            &add("wmC", "zhangsan", None, None),
+            t(40),
+            t(40),
+        )
+        .await
+        .unwrap();
+        let moved = s
+            .apply_wecom_callback(
+                &key("del_external_contact", "zhangsan", "wmC", "600"),
+                &Value::Null,
+                &ContactChange::Deleted {
+                    external_userid: "wmC".into(),
+                    staff_userid: "zhangsan".into(),
+                    by: DeletedBy::Customer,
+                    source: Some("DELETE_BY_TRANSFER".into()),
+                },
+                t(50),
+                t(50),
+            )
+            .await
+            .unwrap();
+        assert_eq!(moved.outcome, "deleted_by_transfer");
+        let c = s.contact("wmC").await.unwrap().unwrap();
+        assert!(!c.attrs.contains_key(ATTR_DELETED_BY));
+        assert_eq!(
+            count(&s, "SELECT count(*) FROM events WHERE contact_id = 'wmC' AND json_extract(properties, '$.source') = 'DELETE_BY_TRANSFER'").await,
+            1
+        );
+        // Re-adding clears the mark.
+        s.apply_wecom_callback(
+            &key("add_external_contact", "zhangsan", "wmB", "400"),
+            &Value::Null,
+            &add("wmB", "zhangsan", None, None),
+            t(30),
+            t(30),
+        )
+        .await
+        .unwrap();
+        let c = s.contact("wmB").await.unwrap().unwrap();
+        assert!(!c.attrs.contains_key(ATTR_DELETED_BY));
+    }
+}

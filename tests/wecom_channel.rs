@@ -1,0 +1,1064 @@
+//! The `wecom` channel against a loopback fake of WeCom's API
+//! (`support/wecom_fake.rs`): the token cache, errcodes in HTTP 200, the
+//! welcome / mass-task choice, notices, transfers and the poller.
+
+mod support;
+
+// Included by path (not from `support/mod.rs`), as in `wecom_callback.rs`,
+// so only the tests that need the fake compile it.
+#[path = "support/wecom_fake.rs"]
+#[allow(dead_code)]
+mod wecom_fake;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use nurture::channels::build::build_registry_full;
+use nurture::channels::wecom::poll;
+use nurture::channels::{Channel, Delivery, Exchange, OutMessage};
+use nurture::settings::Settings;
+use nurture::store::Store;
+use serde_json::json;
+use wecom_fake::{
+    ADD_MSG_TEMPLATE, Answer, CORP_ID, GETTOKEN, MESSAGE_SEND, SECRET, SEND_RESULT, SEND_WELCOME,
+    TRANSFER_CUSTOMER, TRANSFER_RESULT, WecomFake, WecomHandle,
+};
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "WECOM_CORP" => Some(CORP_ID.into()),
+        "WECOM_SECRET" => Some(SECRET.into()),
+        "WRONG_SECRET" => Some("not-the-secret".into()),
+        _ => None,
+    }
+}
+
+fn settings(base_url: &str, extra: &str) -> Settings {
+    let text = format!(
+        "teams:
+  east:
+    - {{ id: s01, name: Wang Fang, wecom_userid: wangfang }}
+    - {{ id: s02, name: Li Lei, wecom_userid: lilei }}
+    - {{ id: s03, name: No WeCom }}
+channels:
+  wecom:
+    kind: wecom
+    corp_id_env: WECOM_CORP
+    secret_env: WECOM_SECRET
+    agent_id: 1000002
+    base_url: {base_url}
+    mass_message_cap: month
+    poll_interval: 10ms
+{extra}"
+    );
+    Settings::parse_str(Path::new("nurture.yaml"), &text)
+        .unwrap_or_else(|d| panic!("settings: {d:?}"))
+}
+
+struct Setup {
+    fake: WecomHandle,
+    channel: Arc<dyn Channel>,
+    store: Store,
+    settings: Settings,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let (base, fake) = WecomFake::start().await;
+    setup_with(base, fake, "").await
+}
+
+async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let settings = settings(&base, extra);
+    let reg =
+        build_registry_full(&settings, &env, Some(&store)).unwrap_or_else(|e| panic!("{e:?}"));
+    let channel = reg.get("wecom").expect("the channel").1.clone();
+    Setup {
+        fake,
+        channel,
+        store,
+        settings,
+        _dir: dir,
+    }
+}
+
+fn msg(id: &str, contact: &str, to: &str, owner: Option<&str>, body: &str) -> OutMessage {
+    let mut c = json!({ "id": contact, "wecom_external_userid": to });
+    if let Some(o) = owner {
+        c["owner"] = json!(o);
+    }
+    OutMessage {
+        id: id.into(),
+        workflow: "greet".into(),
+        contact_id: contact.into(),
+        step_id: "0".into(),
+        channel: "wecom".into(),
+        to: to.into(),
+        subject: None,
+        body: body.into(),
+        contact: c,
+        attempt: 1,
+        payload: json!({}),
+    }
+}
+
+fn to_contact(n: usize) -> OutMessage {
+    msg(
+        &format!("greet:c{n}:1:0"),
+        &format!("c{n}"),
+        &format!("wmEXT{n}"),
+        Some("s01"),
+        "Hello from nurture",
+    )
+}
+
+fn notice(to: &str) -> OutMessage {
+    let mut m = msg(
+        "greet:c1:1:0:notify",
+        "c1",
+        to,
+        None,
+        "New contact assigned to you: c1",
+    );
+    m.payload = json!({ "kind": "notice" });
+    m
+}
+
+fn transfer(ext: &str, from: &str, to: &str) -> OutMessage {
+    let mut m = msg("greet:c1:1:0:transfer", "c1", ext, Some("s02"), "transfer");
+    m.payload = json!({ "kind": "transfer", "handover_userid": from, "takeover_userid": to });
+    m
+}
+
+async fn send(ch: &Arc<dyn Channel>, m: &OutMessage) -> Delivery {
+    ch.send(m).await
+}
+
+fn is_retry(d: &Delivery) -> bool {
+    matches!(d, Delivery::Retry { .. })
+}
+
+fn reason(d: &Delivery) -> &str {
+    match d {
+        Delivery::Retry { reason, .. } | Delivery::Permanent { reason } => reason,
+        Delivery::Delivered { .. } => "",
+    }
+}
+
+async fn rows(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row;
+    let pool = store.sqlite_pool().unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    r.try_get::<Option<String>, _>(i)
+                        .or_else(|_| {
+                            r.try_get::<Option<i64>, _>(i)
+                                .map(|v| v.map(|v| v.to_string()))
+                        })
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn exec(store: &Store, sql: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A welcome code received `age_ms` ago for contact `c1`.
+async fn welcome_code(store: &Store, code: &str, age_ms: i64) {
+    let at = Utc::now().timestamp_millis() - age_ms;
+    exec(
+        store,
+        &format!(
+            "INSERT INTO wecom_welcome_codes (contact_id, external_userid, staff_userid, welcome_code, received_at)
+             VALUES ('c1', 'wmEXT1', 'wangfang', '{code}', {at})
+             ON CONFLICT (contact_id) DO UPDATE SET welcome_code = excluded.welcome_code,
+                 received_at = excluded.received_at, used_at = NULL"
+        ),
+    )
+    .await;
+}
+
+// ---- mass messages, tokens ----
+
+#[tokio::test]
+async fn a_send_creates_a_mass_task_from_the_salesperson() {
+    let s = setup().await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    let Delivery::Delivered {
+        provider_id: Some(msgid),
+    } = &d
+    else {
+        panic!("{d:?}");
+    };
+    let calls = s.fake.calls(ADD_MSG_TEMPLATE);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].token(), Some("tok-1"));
+    assert_eq!(
+        calls[0].body,
+        json!({
+            "chat_type": "single",
+            "external_userid": ["wmEXT1"],
+            "sender": "wangfang",
+            "text": { "content": "Hello from nurture" },
+        })
+    );
+    assert_eq!(s.fake.tasks()[msgid].0, "wangfang");
+    let t = rows(
+        &s.store,
+        "SELECT kind, contact_id, external_userid, userid, msgid, status FROM wecom_tasks",
+    )
+    .await;
+    assert_eq!(
+        t,
+        vec![
+            [
+                "mass",
+                "c1",
+                "wmEXT1",
+                "wangfang",
+                msgid.as_str(),
+                "pending"
+            ]
+            .map(|v| Some(v.to_string()))
+            .to_vec()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_cached_across_sends() {
+    let s = setup().await;
+    for n in 1..=3 {
+        let d = send(&s.channel, &to_contact(n)).await;
+        assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    }
+    assert_eq!(s.fake.count(GETTOKEN), 1);
+    let q = &s.fake.requests(GETTOKEN)[0];
+    assert_eq!(q["corpid"], CORP_ID);
+    assert_eq!(q["corpsecret"], SECRET);
+    assert!(
+        s.fake
+            .calls(ADD_MSG_TEMPLATE)
+            .iter()
+            .all(|c| c.token() == Some("tok-1"))
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_fetched_again_and_the_call_retried_once() {
+    let s = setup().await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    s.fake.expire_tokens();
+    let d = send(&s.channel, &to_contact(2)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    assert_eq!(s.fake.count(GETTOKEN), 2);
+    let calls = s.fake.calls(ADD_MSG_TEMPLATE);
+    let tokens: Vec<_> = calls
+        .iter()
+        .map(|c| c.token().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        tokens,
+        ["tok-1", "tok-1", "tok-2"],
+        "refused once, then retried with the new token"
+    );
+
+    // A token refused again after the refetch: no loop, a retry later.
+    s.fake.script(
+        ADD_MSG_TEMPLATE,
+        Answer::errcode(40014, "invalid access_token"),
+    );
+    s.fake.script(
+        ADD_MSG_TEMPLATE,
+        Answer::errcode(42001, "access_token expired"),
+    );
+    let d = send(&s.channel, &to_contact(3)).await;
+    assert!(is_retry(&d), "{d:?}");
+    assert!(reason(&d).contains("42001"), "{d:?}");
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 5);
+    assert_eq!(s.fake.count(GETTOKEN), 3);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sends_with_a_refused_token_fetch_it_once() {
+    let s = setup().await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(0)).await,
+        Delivery::Delivered { .. }
+    ));
+    s.fake.expire_tokens();
+    let mut tasks = Vec::new();
+    for n in 1..=50 {
+        let ch = s.channel.clone();
+        tasks.push(tokio::spawn(async move { ch.send(&to_contact(n)).await }));
+    }
+    for t in tasks {
+        let d = t.await.unwrap();
+        assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    }
+    assert_eq!(
+        s.fake.count(GETTOKEN),
+        2,
+        "one fetch before, exactly one refresh"
+    );
+    // Every send ends with the new token.
+    assert_eq!(s.fake.tasks().len(), 51);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sends_after_the_token_expired_fetch_it_once() {
+    let (base, fake) = WecomFake::start().await;
+    // expires_in 2 s: nurture uses such a short-lived token for half its life.
+    fake.set_expires_in(2);
+    let s = setup_with(base, fake, "").await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(0)).await,
+        Delivery::Delivered { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    s.fake.set_expires_in(7200);
+    let mut tasks = Vec::new();
+    for n in 1..=50 {
+        let ch = s.channel.clone();
+        tasks.push(tokio::spawn(async move { ch.send(&to_contact(n)).await }));
+    }
+    for t in tasks {
+        let d = t.await.unwrap();
+        assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    }
+    assert_eq!(
+        s.fake.count(GETTOKEN),
+        2,
+        "one fetch before, exactly one refresh"
+    );
+}
+
+#[tokio::test]
+async fn gettoken_errors() {
+    // A wrong secret: permanent, naming the setting to check.
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_with(base.clone(), fake.clone(), "").await;
+    let mut settings = settings(&base, "");
+    let wc = settings.channels.get_mut("wecom").unwrap();
+    wc.options.get_mut("secret_env").unwrap().value = "WRONG_SECRET".into();
+    let reg = build_registry_full(&settings, &env, Some(&s.store)).unwrap();
+    let bad = reg.get("wecom").unwrap().1.clone();
+    let ex = bad.exchange(&to_contact(1)).await;
+    let answer = ex.answer.clone().unwrap_or_default();
+    assert!(
+        answer.starts_with("HTTP 200") && answer.contains("40001"),
+        "WeCom's answer is kept: {ex:?}"
+    );
+    let d = ex.delivery;
+    assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
+    assert!(
+        reason(&d).contains("40001") && reason(&d).contains("secret_env"),
+        "{d:?}"
+    );
+    assert!(
+        !reason(&d).contains("not-the-secret"),
+        "no secret in reasons: {d:?}"
+    );
+    assert_eq!(fake.count(ADD_MSG_TEMPLATE), 0);
+
+    // A wrong corp id.
+    let (base2, _fake2) = WecomFake::start_with("another-corp", SECRET).await;
+    let s2 = setup_with(base2, _fake2, "").await;
+    let d = send(&s2.channel, &to_contact(1)).await;
+    assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
+    assert!(
+        reason(&d).contains("40013") && reason(&d).contains("corp_id_env"),
+        "{d:?}"
+    );
+
+    // Busy (-1) and a transport error: retried, nothing cached.
+    fake.script(GETTOKEN, Answer::errcode(-1, "system busy"));
+    fake.script(GETTOKEN, Answer::Status(502));
+    assert!(is_retry(&send(&s.channel, &to_contact(1)).await));
+    assert!(is_retry(&send(&s.channel, &to_contact(1)).await));
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+}
+
+/// Errcodes in an HTTP 200 land in their class (the full table is a unit
+/// test in `src/channels/wecom/errcode.rs`).
+#[tokio::test]
+async fn errcodes_through_http() {
+    let s = setup().await;
+    let cases: &[(Answer, &str)] = &[
+        (Answer::errcode(-1, "system busy"), "retry"),
+        (Answer::errcode(45033, "too many concurrent"), "retry"),
+        (Answer::errcode(45009, "api freq out of limit"), "wait60"),
+        (Answer::errcode(41048, "over the cap"), "wait60"),
+        (Answer::errcode(84061, "no relationship"), "permanent"),
+        (
+            Answer::errcode(60020, "not allow to access from your ip"),
+            "permanent",
+        ),
+        (Answer::errcode(48002, "api forbidden"), "permanent"),
+        (
+            Answer::errcode(45002, "content size out of limit"),
+            "permanent",
+        ),
+        (Answer::errcode(41001, "access_token missing"), "permanent"),
+        (Answer::errcode(77777, "something new"), "permanent"),
+        (Answer::Status(502), "retry"),
+        (Answer::Status(404), "retry"),
+        (Answer::Json(json!("not an object")), "retry"),
+    ];
+    for (answer, class) in cases {
+        s.fake.script(ADD_MSG_TEMPLATE, answer.clone());
+        let ex: Exchange = s.channel.exchange(&to_contact(1)).await;
+        let d = &ex.delivery;
+        match *class {
+            "retry" => assert!(is_retry(d), "{answer:?}: {d:?}"),
+            "wait60" => assert!(
+                matches!(d, Delivery::Retry { after: Some(a), .. } if *a >= Duration::from_secs(60)),
+                "{answer:?}: {d:?}"
+            ),
+            _ => assert!(matches!(d, Delivery::Permanent { .. }), "{answer:?}: {d:?}"),
+        }
+        if let Answer::Json(v) = answer
+            && let Some(code) = v.get("errcode")
+        {
+            assert!(reason(d).contains(&code.to_string()), "{d:?}");
+            assert!(
+                ex.answer.as_deref().unwrap().starts_with("HTTP 200"),
+                "{ex:?}"
+            );
+        }
+    }
+    let d = s.channel.send(&to_contact(1)).await;
+    assert!(reason(&d).is_empty(), "{d:?}");
+    let unknown = {
+        s.fake
+            .script(ADD_MSG_TEMPLATE, Answer::errcode(77777, "something new"));
+        s.channel.send(&to_contact(1)).await
+    };
+    assert!(reason(&unknown).contains("77777") && reason(&unknown).contains("something new"));
+}
+
+#[tokio::test]
+async fn a_frequency_limit_waits_at_least_a_minute() {
+    let s = setup().await;
+    s.fake.script(
+        SEND_WELCOME,
+        Answer::errcode(45009, "api freq out of limit"),
+    );
+    welcome_code(&s.store, "WC-1", 0).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    match d {
+        Delivery::Retry { after, ref reason } => {
+            assert!(after.unwrap() >= Duration::from_secs(60));
+            assert!(reason.contains("45009"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // WeCom said no to the call: the code is given back for the retry.
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    assert_eq!(s.fake.count(SEND_WELCOME), 2);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0);
+}
+
+#[tokio::test]
+async fn fail_list_is_permanent() {
+    let s = setup().await;
+    s.fake.script(
+        ADD_MSG_TEMPLATE,
+        Answer::Json(json!({"errcode": 0, "errmsg": "ok", "fail_list": ["wmEXT1"], "msgid": "m1"})),
+    );
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
+    assert!(
+        reason(&d).contains("fail_list") && reason(&d).contains("not a friend"),
+        "{d:?}"
+    );
+    // 40096 with a fail_list: permanent too.
+    s.fake.script(
+        ADD_MSG_TEMPLATE,
+        Answer::Json(
+            json!({"errcode": 40096, "errmsg": "invalid external userid", "fail_list": ["wmEXT1"]}),
+        ),
+    );
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("40096"),
+        "{d:?}"
+    );
+    assert_eq!(rows(&s.store, "SELECT 1 FROM wecom_tasks").await.len(), 0);
+}
+
+#[tokio::test]
+async fn a_send_needs_a_salesperson_with_a_wecom_userid() {
+    let s = setup().await;
+    let mut m = to_contact(1);
+    m.contact.as_object_mut().unwrap().remove("owner");
+    let d = send(&s.channel, &m).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("no owner"),
+        "{d:?}"
+    );
+    m.contact["owner"] = json!("s03");
+    let d = send(&s.channel, &m).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. })
+            && reason(&d).contains("s03")
+            && reason(&d).contains("wecom_userid"),
+        "{d:?}"
+    );
+    m.contact["owner"] = json!("s02");
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(s.fake.requests(ADD_MSG_TEMPLATE)[0]["sender"], "lilei");
+}
+
+// ---- welcome messages ----
+
+#[tokio::test]
+async fn a_fresh_welcome_code_sends_a_welcome_message_once() {
+    let s = setup().await;
+    welcome_code(&s.store, "WC-fresh", 1_000).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    let w = s.fake.requests(SEND_WELCOME);
+    assert_eq!(
+        w,
+        vec![json!({"welcome_code": "WC-fresh", "text": {"content": "Hello from nurture"}})]
+    );
+    assert_eq!(s.fake.calls(SEND_WELCOME)[0].token(), Some("tok-1"));
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0);
+    let used = rows(
+        &s.store,
+        "SELECT used_at IS NOT NULL FROM wecom_welcome_codes",
+    )
+    .await;
+    assert_eq!(used, vec![vec![Some("1".to_string())]]);
+
+    // The code is used: the next send is a mass task.
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(SEND_WELCOME), 1);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 1);
+}
+
+#[tokio::test]
+async fn an_old_welcome_code_is_not_used() {
+    let s = setup().await;
+    welcome_code(&s.store, "WC-old", 25_000).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(SEND_WELCOME), 0);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 1);
+}
+
+#[tokio::test]
+async fn concurrent_sends_use_a_welcome_code_once() {
+    let s = setup().await;
+    welcome_code(&s.store, "WC-race", 0).await;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let ch = s.channel.clone();
+        tasks.push(tokio::spawn(async move { ch.send(&to_contact(1)).await }));
+    }
+    for t in tasks {
+        let d = t.await.unwrap();
+        assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    }
+    assert_eq!(s.fake.count(SEND_WELCOME), 1);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 4);
+}
+
+#[tokio::test]
+async fn a_welcome_code_survives_a_failed_token_fetch_and_a_busy_answer() {
+    let s = setup().await;
+    welcome_code(&s.store, "WC-keep", 0).await;
+    s.fake.script(GETTOKEN, Answer::Status(503));
+    assert!(is_retry(&send(&s.channel, &to_contact(1)).await));
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(-1, "system busy"));
+    assert!(is_retry(&send(&s.channel, &to_contact(1)).await));
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    let codes: Vec<_> = s
+        .fake
+        .requests(SEND_WELCOME)
+        .iter()
+        .map(|b| b["welcome_code"].clone())
+        .collect();
+    assert_eq!(codes, [json!("WC-keep"), json!("WC-keep")]);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0);
+}
+
+#[tokio::test]
+async fn a_used_welcome_code_is_permanent() {
+    let s = setup().await;
+    welcome_code(&s.store, "WC-x", 0).await;
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(41051, "welcome code used"));
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("41051"),
+        "{d:?}"
+    );
+}
+
+// ---- notices ----
+
+#[tokio::test]
+async fn a_notice_goes_through_message_send_with_the_duplicate_check() {
+    let s = setup().await;
+    let d = send(&s.channel, &notice("wangfang")).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(
+        s.fake.requests(MESSAGE_SEND),
+        vec![json!({
+            "touser": "wangfang",
+            "msgtype": "text",
+            "agentid": 1000002,
+            "text": { "content": "New contact assigned to you: c1" },
+            "safe": 0,
+            "enable_duplicate_check": 1,
+            "duplicate_check_interval": 1800,
+        })]
+    );
+    // The recipient is invalid for the app.
+    s.fake.script(
+        MESSAGE_SEND,
+        Answer::Json(json!({"errcode": 0, "errmsg": "ok", "invaliduser": "nobody", "msgid": "x"})),
+    );
+    let d = send(&s.channel, &notice("nobody")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("invaliduser"),
+        "{d:?}"
+    );
+    s.fake.script(
+        MESSAGE_SEND,
+        Answer::errcode(81013, "user & party & tag all invalid"),
+    );
+    let d = send(&s.channel, &notice("nobody")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("81013"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0);
+}
+
+// ---- transfers and the poller ----
+
+#[tokio::test]
+async fn a_transfer_is_started_and_its_result_recorded() {
+    let s = setup().await;
+    let d = send(&s.channel, &transfer("wmEXT1", "lilei", "wangfang")).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    assert_eq!(
+        s.fake.requests(TRANSFER_CUSTOMER),
+        vec![
+            json!({"handover_userid": "lilei", "takeover_userid": "wangfang", "external_userid": ["wmEXT1"]})
+        ]
+    );
+    let pending = "SELECT status, provider_status FROM wecom_tasks WHERE kind = 'transfer'";
+    // Waiting (status 2): still pending after a poll.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(s.fake.count(TRANSFER_RESULT), 1);
+    assert_eq!(
+        s.fake.requests(TRANSFER_RESULT)[0],
+        json!({"handover_userid": "lilei", "takeover_userid": "wangfang", "cursor": ""})
+    );
+    assert_eq!(
+        rows(&s.store, pending).await,
+        vec![vec![Some("pending".into()), None]]
+    );
+    // Done.
+    s.fake.set_transfer_status("wmEXT1", 1);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(
+        rows(&s.store, pending).await,
+        vec![vec![Some("done".into()), Some("1".into())]]
+    );
+
+    // A per-customer errcode: its class (84061: no relationship, permanent).
+    s.fake.script(
+        TRANSFER_CUSTOMER,
+        Answer::Json(json!({"errcode": 0, "errmsg": "ok",
+                            "customer": [{"external_userid": "wmEXT2", "errcode": 84061}]})),
+    );
+    let d = send(&s.channel, &transfer("wmEXT2", "lilei", "wangfang")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("84061"),
+        "{d:?}"
+    );
+}
+
+#[tokio::test]
+async fn transfer_refusals_and_limits_are_recorded() {
+    let s = setup().await;
+    for (ext, status) in [("wmA", 3), ("wmB", 4), ("wmC", 5)] {
+        let mut m = transfer(ext, "lilei", "wangfang");
+        m.id = format!("t:{ext}");
+        assert!(matches!(
+            send(&s.channel, &m).await,
+            Delivery::Delivered { .. }
+        ));
+        s.fake.set_transfer_status(ext, status);
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    let got = rows(
+        &s.store,
+        "SELECT external_userid, status FROM wecom_tasks ORDER BY external_userid",
+    )
+    .await;
+    let want: Vec<Vec<Option<String>>> = [
+        ("wmA", "refused"),
+        ("wmB", "takeover_limit"),
+        ("wmC", "no_record"),
+    ]
+    .iter()
+    .map(|(a, b)| vec![Some(a.to_string()), Some(b.to_string())])
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn the_poller_records_sent_not_a_friend_and_over_the_cap() {
+    let s = setup().await;
+    for n in 1..=4 {
+        assert!(matches!(
+            send(&s.channel, &to_contact(n)).await,
+            Delivery::Delivered { .. }
+        ));
+    }
+    // The outbox row of c2, as the delivery worker leaves it.
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at, sent_at)
+         VALUES ('greet:c2:1:0', 'greet', 'c2', 1, '0', 'wecom', 'wmEXT2', 'hi', 'sent', 1, 0, 0, 0, 0)",
+    )
+    .await;
+    s.fake.set_send_status("wmEXT1", 1);
+    s.fake.set_send_status("wmEXT2", 2);
+    s.fake.set_send_status("wmEXT3", 3);
+    // wmEXT4: 0, the salesperson has not confirmed yet.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    let bodies = s.fake.requests(SEND_RESULT);
+    assert_eq!(bodies.len(), 4);
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b["userid"] == "wangfang" && b["msgid"].is_string())
+    );
+    let got = rows(
+        &s.store,
+        "SELECT contact_id, status, provider_status, detail FROM wecom_tasks ORDER BY contact_id",
+    )
+    .await;
+    let status: Vec<_> = got.iter().map(|r| r[1].clone().unwrap()).collect();
+    assert_eq!(status, ["sent", "not_friend", "over_cap", "pending"]);
+    assert_eq!(got[1][2].as_deref(), Some("2"));
+    assert!(
+        got[1][3]
+            .as_deref()
+            .unwrap()
+            .contains("not a friend of wangfang")
+    );
+    assert!(got[2][3].as_deref().unwrap().contains("cap (per month)"));
+    // The outbox row carries the outcome; it stays sent.
+    let o = rows(&s.store, "SELECT status, last_error FROM outbox").await;
+    assert_eq!(o[0][0].as_deref(), Some("sent"));
+    assert_eq!(
+        o[0][1].as_deref(),
+        Some("wecom: not a friend of wangfang (status 2)")
+    );
+
+    // The pending one is looked at again later, and recorded once decided.
+    s.fake.set_send_status("wmEXT4", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        let st = rows(
+            &s.store,
+            "SELECT status FROM wecom_tasks WHERE contact_id = 'c4'",
+        )
+        .await;
+        if st[0][0].as_deref() == Some("sent") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "c4 never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_task_not_yet_sent_by_the_worker_is_not_polled() {
+    let s = setup().await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at)
+         VALUES ('greet:c1:1:0', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'hi', 'sending', 0, 0, 0, 0)",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(s.fake.count(SEND_RESULT), 0);
+}
+
+#[tokio::test]
+async fn settings_are_checked() {
+    let (base, _fake) = WecomFake::start().await;
+    let check = |extra_opts: &str, drop: &[&str]| {
+        let base_text = format!(
+            "channels:\n  wecom:\n    kind: wecom\n    corp_id_env: WECOM_CORP\n    secret_env: WECOM_SECRET\n    agent_id: 1000002\n    base_url: {base}\n"
+        );
+        let mut text: String = base_text
+            .lines()
+            .filter(|l| !drop.iter().any(|d| l.trim_start().starts_with(d)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(extra_opts);
+        let settings = Settings::parse_str(Path::new("nurture.yaml"), &text).unwrap();
+        match build_registry_full(&settings, &env, None) {
+            Ok(_) => String::new(),
+            Err(e) => e
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    };
+    let ok = check("", &[]);
+    assert_eq!(ok, "", "{ok}");
+    assert!(check("", &["agent_id"]).contains("needs \"agent_id\""));
+    assert!(check("", &["secret_env"]).contains("secret_env"));
+    assert!(check("", &["corp_id_env"]).contains("corp_id_env"));
+    assert!(check("    poll_interval: soon\n", &[]).contains("poll_interval"));
+    let e = check("    agent_id: abc\n", &["agent_id"]);
+    assert!(e.contains("must be an integer"), "{e}");
+    let e = check("    base_url: ftp://x\n", &["base_url"]);
+    assert!(e.contains("base_url"), "{e}");
+    let e = check("    secret_env: NOT_SET\n", &["secret_env"]);
+    assert!(e.contains("NOT_SET") && e.contains("not set"), "{e}");
+}
+
+/// An unsubscribe cancels the contact's queued messages, but not a notice to
+/// its salesperson nor a WeCom transfer; neither counts toward the cap.
+#[tokio::test]
+async fn notices_and_transfers_are_not_messages_to_the_contact() {
+    let s = setup().await;
+    let now = Utc::now();
+    s.store
+        .upsert_contact(
+            &nurture::store::ContactInput {
+                id: "c1".into(),
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    for (id, payload) in [
+        ("m:send", "{}"),
+        ("m:notify", r#"{"kind":"notice"}"#),
+        (
+            "m:transfer",
+            r#"{"kind":"transfer","handover_userid":"a","takeover_userid":"b"}"#,
+        ),
+    ] {
+        exec(
+            &s.store,
+            &format!(
+                "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                     payload, status, attempts, not_before, next_attempt_at, created_at)
+                 VALUES ('{id}', 'greet', 'c1', 1, '0', 'wecom', 'x', 'hi', '{payload}', 'queued', 0, 0, 0, {})",
+                now.timestamp_millis()
+            ),
+        )
+        .await;
+    }
+    let recent = nurture::store::plan_reads::recent_messages(
+        s.store.sqlite_pool().unwrap(),
+        &["c1".to_string()],
+        now - chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(recent.get("c1"), Some(&1), "only the send counts");
+    s.store.unsubscribe("c1", None, now).await.unwrap();
+    let st = rows(&s.store, "SELECT id, status FROM outbox ORDER BY id").await;
+    let st: Vec<_> = st
+        .iter()
+        .map(|r| format!("{}={}", r[0].as_deref().unwrap(), r[1].as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        st,
+        ["m:notify=queued", "m:send=cancelled", "m:transfer=queued"]
+    );
+}
+
+// ---- end to end: the real daemon ----
+
+/// A contact with an owner and a WeCom id enters a workflow that assigns it
+/// to another team and sends on a `wecom` channel pointed at the fake: the
+/// relationship is transferred from the old salesperson, the new one gets a
+/// notice, the message becomes a mass task from the new salesperson, and the
+/// poller records both outcomes where `history` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sends_transfers_and_records_outcomes() {
+    use support::daemon::{Daemon, HOOK_SECRET, Project, TOKEN};
+    // The test daemon's environment already holds these two variables; the
+    // fake takes them as the corp id and the secret.
+    let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  wecom:
+    kind: wecom
+    corp_id_env: NURTURE_API_TOKEN
+    secret_env: HOOK_SECRET
+    agent_id: 1000002
+    base_url: "{base}"
+    poll_interval: 200ms
+teams:
+  east:
+    - {{ id: s1, name: Wang Fang, wecom_userid: wangfang }}
+  west:
+    - {{ id: s3, name: Chen Jie, wecom_userid: chenjie }}
+"#
+    ));
+    p.write(
+        "workflows/greet.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: west, strategy: round_robin, notify: wecom }\n  - send: { channel: wecom, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "Hi {{contact.name}}, this is {{owner.name}}.\n");
+    let d = Daemon::start(&p, &[]);
+    let (status, v) = d
+        .post(
+            "/v1/contacts",
+            json!({"id": "c1", "name": "Ada", "owner": "s1", "wecom_external_userid": "wmE2E"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+
+    let wait = Duration::from_secs(20);
+    let tasks = fake.wait_for(ADD_MSG_TEMPLATE, 1, wait).await;
+    assert_eq!(
+        tasks[0],
+        json!({"chat_type": "single", "external_userid": ["wmE2E"], "sender": "chenjie",
+               "text": {"content": "Hi Ada, this is Chen Jie."}})
+    );
+    let transfers = fake.wait_for(TRANSFER_CUSTOMER, 1, wait).await;
+    assert_eq!(
+        transfers[0],
+        json!({"handover_userid": "wangfang", "takeover_userid": "chenjie", "external_userid": ["wmE2E"]})
+    );
+    let notices = fake.wait_for(MESSAGE_SEND, 1, wait).await;
+    assert_eq!(notices[0]["touser"], "chenjie");
+    assert_eq!(notices[0]["enable_duplicate_check"], 1);
+    assert_eq!(fake.count(GETTOKEN), 1, "one token for the three calls");
+
+    // The outbox rows are sent; the tasks wait for their outcome.
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent' AND channel = 'wecom'",
+        3,
+        wait,
+    )
+    .await;
+    let msgid = fake.tasks().keys().next().unwrap().clone();
+    let rows = p
+        .rows("SELECT id, provider_id, payload FROM outbox ORDER BY id")
+        .await;
+    let ids: Vec<_> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(
+        ids[0].ends_with(":0:notify") && ids[1].ends_with(":0:transfer") && ids[2].ends_with(":1"),
+        "{ids:?}"
+    );
+    assert_eq!(rows[2]["provider_id"], json!(msgid));
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tasks WHERE status = 'pending'",
+        2,
+        wait,
+    )
+    .await;
+
+    // WeCom decides: not a friend (the transfer is not done yet), and the
+    // transfer completes.
+    fake.set_send_status("wmE2E", 2);
+    fake.set_transfer_status("wmE2E", 1);
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tasks WHERE (kind = 'mass' AND status = 'not_friend' AND provider_status = 2)
+            OR (kind = 'transfer' AND status = 'done' AND provider_status = 1)",
+        2,
+        wait,
+    )
+    .await;
+    let sent = p
+        .rows("SELECT status, last_error FROM outbox WHERE payload = '{}'")
+        .await;
+    assert_eq!(sent[0]["status"], "sent");
+    assert_eq!(
+        sent[0]["last_error"],
+        "wecom: not a friend of chenjie (status 2)"
+    );
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(h.contains("not a friend of chenjie (status 2)"), "{h}");
+    assert!(h.contains("transfer done (status 1)"), "{h}");
+
+    let (status, _) = d.terminate(Duration::from_secs(15));
+    assert!(status.success(), "log:\n{}", p.log());
+}
