@@ -768,6 +768,243 @@ async fn transfer_refusals_and_limits_are_recorded() {
     assert_eq!(got, want);
 }
 
+/// The outbox row of an `assign`'s transfer of `c1` from lilei to wangfang,
+/// as apply.rs queues it (the channel reads it to pick a mass sender).
+async fn transfer_row(store: &Store, id: &str, status: &str, created_at: i64) {
+    exec(
+        store,
+        &format!(
+            r#"INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                  payload, status, attempts, not_before, next_attempt_at, created_at)
+               VALUES ('{id}', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'transfer',
+                       '{{"kind":"transfer","handover_userid":"lilei","takeover_userid":"wangfang"}}',
+                       '{status}', 0, 0, 0, {created_at})"#
+        ),
+    )
+    .await;
+}
+
+/// A message to c1 (owner s01 = wangfang) with its own id.
+fn to_c1(id: &str) -> OutMessage {
+    let mut m = to_contact(1);
+    m.id = id.into();
+    m
+}
+
+/// The sender and the task's detail of the mass task for outbox row `id`.
+async fn mass_sender(s: &Setup, id: &str) -> (String, Option<String>) {
+    let r = rows(
+        &s.store,
+        &format!("SELECT userid, detail FROM wecom_tasks WHERE message_id = '{id}'"),
+    )
+    .await;
+    (r[0][0].clone().unwrap(), r[0][1].clone())
+}
+
+/// After an `assign`, the customer is a friend of the new salesperson only
+/// once WeCom completed the takeover: until then (and if it is refused) the
+/// handover member sends, and the task row and outcome note say why.
+#[tokio::test]
+async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
+    let s = setup().await;
+    let t0 = Utc::now().timestamp_millis();
+    let tid = "greet:c1:1:0:transfer";
+    // Queued, transfer_customer not called yet.
+    transfer_row(&s.store, tid, "queued", t0).await;
+    assert!(matches!(
+        send(&s.channel, &to_c1("m1")).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(
+        mass_sender(&s, "m1").await,
+        (
+            "lilei".into(),
+            Some("sent from lilei: transfer to wangfang not started yet".into())
+        )
+    );
+    // Started (WeCom says 2, waiting): still the handover member.
+    assert_eq!(
+        send(&s.channel, &transfer("wmEXT1", "lilei", "wangfang")).await,
+        Delivery::Delivered { provider_id: None }
+    );
+    exec(
+        &s.store,
+        &format!("UPDATE outbox SET status = 'sent' WHERE id = '{tid}'"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert!(matches!(
+        send(&s.channel, &to_c1("m2")).await,
+        Delivery::Delivered { .. }
+    ));
+    let note = "sent from lilei: transfer to wangfang pending";
+    assert_eq!(
+        mass_sender(&s, "m2").await,
+        ("lilei".into(), Some(note.into()))
+    );
+    let senders: Vec<_> = s
+        .fake
+        .requests(ADD_MSG_TEMPLATE)
+        .iter()
+        .map(|b| b["sender"].clone())
+        .collect();
+    assert_eq!(senders, [json!("lilei"), json!("lilei")]);
+
+    // The customer gets m2 from lilei; its outcome note says who sent it and
+    // why, on the outbox row too. (The poller asks WeCom with lilei's id.)
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at, sent_at)
+         VALUES ('m2', 'greet', 'c1', 1, '1', 'wecom', 'wmEXT1', 'hi', 'sent', 1, 0, 0, 0, 0)",
+    )
+    .await;
+    s.fake.set_send_status("wmEXT1", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want = format!("wecom: delivered to the customer (status 1); {note}");
+    loop {
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        let r = rows(
+            &s.store,
+            "SELECT status, detail FROM wecom_tasks WHERE message_id = 'm2'",
+        )
+        .await;
+        if r[0][0].as_deref() == Some("sent") {
+            assert_eq!(r[0][1].as_deref(), Some(want.as_str()));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "m2 never recorded: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let o = rows(
+        &s.store,
+        "SELECT status, last_error FROM outbox WHERE id = 'm2'",
+    )
+    .await;
+    assert_eq!(o, vec![vec![Some("sent".into()), Some(want.clone())]]);
+    assert!(
+        s.fake
+            .requests(SEND_RESULT)
+            .iter()
+            .all(|b| b["userid"] == "lilei")
+    );
+
+    // Done (status 1): the new salesperson sends, with no note.
+    s.fake.set_transfer_status("wmEXT1", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        let r = rows(
+            &s.store,
+            &format!("SELECT status FROM wecom_tasks WHERE message_id = '{tid}'"),
+        )
+        .await;
+        if r[0][0].as_deref() == Some("done") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer never finished: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        send(&s.channel, &to_c1("m3")).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(mass_sender(&s, "m3").await, ("wangfang".into(), None));
+    assert_eq!(s.fake.requests(ADD_MSG_TEMPLATE)[2]["sender"], "wangfang");
+}
+
+#[tokio::test]
+async fn after_a_refused_or_failed_transfer_the_handover_member_keeps_sending() {
+    let s = setup().await;
+    let t0 = Utc::now().timestamp_millis();
+    // Refused by the customer (status 3).
+    let tid = "greet:c1:1:0:transfer";
+    transfer_row(&s.store, tid, "sent", t0).await;
+    assert!(matches!(
+        send(&s.channel, &transfer("wmEXT1", "lilei", "wangfang")).await,
+        Delivery::Delivered { .. }
+    ));
+    s.fake.set_transfer_status("wmEXT1", 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        let r = rows(
+            &s.store,
+            &format!("SELECT status FROM wecom_tasks WHERE message_id = '{tid}'"),
+        )
+        .await;
+        if r[0][0].as_deref() == Some("refused") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusal never recorded: {r:?}"
+        );
+    }
+    assert!(matches!(
+        send(&s.channel, &to_c1("m1")).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(
+        mass_sender(&s, "m1").await,
+        (
+            "lilei".into(),
+            Some("sent from lilei: transfer to wangfang refused by the customer (status 3)".into())
+        )
+    );
+
+    // A later transfer that transfer_customer refused outright (dead): the
+    // relationship never moved either. The latest transfer is the one that counts.
+    transfer_row(&s.store, "greet:c1:2:0:transfer", "dead", t0 + 1).await;
+    assert!(matches!(
+        send(&s.channel, &to_c1("m2")).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(
+        mass_sender(&s, "m2").await,
+        (
+            "lilei".into(),
+            Some("sent from lilei: transfer to wangfang not started (dead)".into())
+        )
+    );
+
+    // The owner changed since by other means (not to the transfer's takeover
+    // member): the transfer says nothing about them, and the owner sends.
+    let mut m = to_c1("m3");
+    m.contact["owner"] = json!("s02");
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(mass_sender(&s, "m3").await, ("lilei".into(), None));
+    let mut m = to_c1("m4");
+    exec(&s.store, "UPDATE outbox SET payload = '{\"kind\":\"transfer\",\"handover_userid\":\"wangfang\",\"takeover_userid\":\"chenjie\"}' WHERE id = 'greet:c1:2:0:transfer'").await;
+    m.contact["owner"] = json!("s01");
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(mass_sender(&s, "m4").await, ("wangfang".into(), None));
+
+    // Other contacts are not affected by c1's transfers.
+    assert!(matches!(
+        send(&s.channel, &to_contact(2)).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(
+        mass_sender(&s, "greet:c2:1:0").await,
+        ("wangfang".into(), None)
+    );
+}
+
 #[tokio::test]
 async fn the_poller_records_sent_not_a_friend_and_over_the_cap() {
     let s = setup().await;
@@ -955,8 +1192,10 @@ async fn notices_and_transfers_are_not_messages_to_the_contact() {
 /// A contact with an owner and a WeCom id enters a workflow that assigns it
 /// to another team and sends on a `wecom` channel pointed at the fake: the
 /// relationship is transferred from the old salesperson, the new one gets a
-/// notice, the message becomes a mass task from the new salesperson, and the
-/// poller records both outcomes where `history` shows them.
+/// notice, the message becomes a mass task from the OLD salesperson (the
+/// customer is not the new one's friend until WeCom completes the takeover,
+/// 24 h later), and the poller records both outcomes where `history` shows
+/// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_sends_transfers_and_records_outcomes() {
     use support::daemon::{Daemon, HOOK_SECRET, Project, TOKEN};
@@ -999,7 +1238,7 @@ teams:
     let tasks = fake.wait_for(ADD_MSG_TEMPLATE, 1, wait).await;
     assert_eq!(
         tasks[0],
-        json!({"chat_type": "single", "external_userid": ["wmE2E"], "sender": "chenjie",
+        json!({"chat_type": "single", "external_userid": ["wmE2E"], "sender": "wangfang",
                "text": {"content": "Hi Ada, this is Chen Jie."}})
     );
     let transfers = fake.wait_for(TRANSFER_CUSTOMER, 1, wait).await;
@@ -1036,12 +1275,13 @@ teams:
     )
     .await;
 
-    // WeCom decides: not a friend (the transfer is not done yet), and the
-    // transfer completes.
-    fake.set_send_status("wmE2E", 2);
+    // WeCom decides: wangfang's task reached the customer, and the transfer
+    // completes.
+    fake.set_send_status("wmE2E", 1);
     fake.set_transfer_status("wmE2E", 1);
     p.wait_count(
-        "SELECT count(*) FROM wecom_tasks WHERE (kind = 'mass' AND status = 'not_friend' AND provider_status = 2)
+        "SELECT count(*) FROM wecom_tasks WHERE (kind = 'mass' AND status = 'sent' AND provider_status = 1
+                                                  AND userid = 'wangfang')
             OR (kind = 'transfer' AND status = 'done' AND provider_status = 1)",
         2,
         wait,
@@ -1051,12 +1291,20 @@ teams:
         .rows("SELECT status, last_error FROM outbox WHERE payload = '{}'")
         .await;
     assert_eq!(sent[0]["status"], "sent");
-    assert_eq!(
-        sent[0]["last_error"],
-        "wecom: not a friend of chenjie (status 2)"
+    // The delivery worker may send the message before or after the transfer
+    // (both are due at once): not started yet, or pending.
+    let note = sent[0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let prefix =
+        "wecom: delivered to the customer (status 1); sent from wangfang: transfer to chenjie ";
+    assert!(
+        note == format!("{prefix}pending") || note == format!("{prefix}not started yet"),
+        "{note}"
     );
     let h = p.ok(&["history", "--contact", "c1"]);
-    assert!(h.contains("not a friend of chenjie (status 2)"), "{h}");
+    assert!(h.contains(&note), "{h}");
     assert!(h.contains("transfer done (status 1)"), "{h}");
 
     let (status, _) = d.terminate(Duration::from_secs(15));

@@ -6,7 +6,9 @@
 //!   with the code (taken atomically: used once). Otherwise an
 //!   `add_msg_template` task (`chat_type: single`, the contact's
 //!   `external_userid`, `sender` = the `wecom_userid` of the contact's
-//!   salesperson in the settings' teams). WeCom only creates a task: the
+//!   salesperson in the settings' teams; while a transfer of the contact to
+//!   that salesperson is not done, the handover member's: see [`sender`]).
+//!   WeCom only creates a task: the
 //!   salesperson confirms it in the client, so the outbox row is `sent` with
 //!   the task's `msgid`, and the poller ([`poll`]) later records whether the
 //!   customer got it (sent / not a friend / over the cap).
@@ -38,6 +40,7 @@ use crate::store::Store;
 pub mod api;
 pub mod errcode;
 pub mod poll;
+pub mod sender;
 pub mod tasks;
 pub mod token;
 
@@ -197,11 +200,19 @@ impl WecomChannel {
         }
     }
 
-    /// `add_msg_template` for one customer, from their salesperson.
+    /// `add_msg_template` for one customer, from their salesperson (or,
+    /// during a transfer, from the member the customer is still a friend of).
     async fn mass_task(&self, msg: &OutMessage) -> Exchange {
-        let sender = match self.sender_of(msg) {
+        let owner = match self.sender_of(msg) {
             Ok(s) => s,
             Err(reason) => return permanent(&reason),
+        };
+        let sender::Sender {
+            userid: sender,
+            note,
+        } = match self.choose_sender(msg, &owner).await {
+            Ok(s) => s,
+            Err(e) => return e,
         };
         let body = json!({
             "chat_type": "single",
@@ -221,9 +232,10 @@ impl WecomChannel {
         if failed {
             return answer.exchange(Delivery::Permanent {
                 reason: format!(
-                    "wecom: {} is in add_msg_template's fail_list: not a friend of {sender} (or over the mass-message cap{})",
+                    "wecom: {} is in add_msg_template's fail_list: not a friend of {sender} (or over the mass-message cap{}){}",
                     msg.to,
-                    self.cap_note()
+                    self.cap_note(),
+                    note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
                 ),
             });
         }
@@ -248,6 +260,7 @@ impl WecomChannel {
             userid: sender,
             takeover_userid: None,
             msgid: Some(msgid.clone()),
+            note,
             created_at: now_ms(),
             checks: 0,
         };
@@ -276,6 +289,29 @@ impl WecomChannel {
                 msg.contact_id
             )
         })
+    }
+
+    /// The owner, unless the contact's latest transfer to them is not done
+    /// yet (or was refused): then the handover member, with a note saying
+    /// why. Without a store there is nothing to look at and the owner sends.
+    async fn choose_sender(
+        &self,
+        msg: &OutMessage,
+        owner: &str,
+    ) -> Result<sender::Sender, Exchange> {
+        let Some(pool) = self.store.as_ref().and_then(Store::sqlite_pool) else {
+            return Ok(sender::choose(owner, None));
+        };
+        match tasks::latest_transfer(pool, &self.config.name, &msg.contact_id).await {
+            Ok(latest) => Ok(sender::choose(owner, latest.as_ref())),
+            // A task from the wrong member is lost ("not a friend"): wait
+            // rather than guess.
+            Err(e) => Err(Delivery::Retry {
+                after: None,
+                reason: format!("wecom: cannot read the contact's transfers: {e}"),
+            }
+            .into()),
+        }
     }
 
     fn cap_note(&self) -> String {
@@ -375,6 +411,7 @@ impl WecomChannel {
                     userid: handover,
                     takeover_userid: Some(takeover),
                     msgid: None,
+                    note: None,
                     created_at: now_ms(),
                     checks: 0,
                 };

@@ -12,7 +12,10 @@
 //! (at most 32 × `poll_interval`, at most an hour); after [`GIVE_UP_AFTER`]
 //! it is recorded as `expired`. The outcome goes into `wecom_tasks` and, as a
 //! note, into the outbox row's `last_error` (the row stays `sent`), which
-//! `nurture history --contact` shows.
+//! `nurture history --contact` shows. A mass task sent from a handover
+//! member during a transfer keeps the reason in its `detail` (see
+//! [`super::sender`]) and its outcome note ends with it, so what was seen
+//! while it waited is logged rather than stored for mass tasks.
 //!
 //! The poller runs in the daemon beside the delivery worker and takes the
 //! channels from the current settings, so a reload applies to it too.
@@ -215,16 +218,34 @@ async fn batch(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<usize> {
     let due = tasks::due(pool, &p.config.name, now, BATCH).await?;
     let n = due.len();
     for task in due {
+        // A mass task's note ("sent from lilei: transfer to wangfang
+        // pending") goes on with its outcome, so `history` says who sent it
+        // and why.
+        let outcome_note = |note: &str| match &task.note {
+            Some(n) => format!("{note}; {n}"),
+            None => note.to_string(),
+        };
+        // A mass task's `detail` holds that note until the outcome: what a
+        // look saw meanwhile is only logged.
+        let seen = |what: String| {
+            if task.kind == "mass" {
+                tracing::debug!(message = %task.message_id, %what, "wecom mass task still waiting");
+                None
+            } else {
+                Some(what)
+            }
+        };
         if now - task.created_at > millis(GIVE_UP_AFTER) {
+            let note = format!(
+                "wecom: no outcome after {} days; stopped asking",
+                GIVE_UP_AFTER.as_secs() / 86_400
+            );
             tasks::finish(
                 pool,
                 &task.message_id,
                 "expired",
                 None,
-                &format!(
-                    "wecom: no outcome after {} days; stopped asking",
-                    GIVE_UP_AFTER.as_secs() / 86_400
-                ),
+                &outcome_note(&note),
                 now,
             )
             .await?;
@@ -241,18 +262,20 @@ async fn batch(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<usize> {
         match outcome {
             Ok(Outcome::Final(status, code, note)) => {
                 tracing::info!(message = %task.message_id, status, "wecom task finished");
+                let note = outcome_note(&note);
                 tasks::finish(pool, &task.message_id, status, code, &note, now_ms()).await?;
             }
             Ok(Outcome::Waiting(what)) => {
-                tasks::postpone(pool, &task.message_id, next, Some(&what)).await?;
+                tasks::postpone(pool, &task.message_id, next, seen(what).as_deref()).await?;
             }
             Err(Delivery::Permanent { reason }) => {
                 tracing::warn!(message = %task.message_id, %reason, "wecom task cannot be followed");
-                tasks::finish(pool, &task.message_id, "error", None, &reason, now_ms()).await?;
+                let note = outcome_note(&reason);
+                tasks::finish(pool, &task.message_id, "error", None, &note, now_ms()).await?;
             }
             Err(Delivery::Retry { reason, after }) => {
                 let next = next.max(now_ms() + after.map(millis).unwrap_or(0));
-                tasks::postpone(pool, &task.message_id, next, Some(&reason)).await?;
+                tasks::postpone(pool, &task.message_id, next, seen(reason).as_deref()).await?;
             }
             Err(Delivery::Delivered { .. }) => {
                 tasks::postpone(pool, &task.message_id, next, None).await?;

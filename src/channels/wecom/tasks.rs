@@ -56,6 +56,11 @@ pub struct Task {
     pub userid: String,
     pub takeover_userid: Option<String>,
     pub msgid: Option<String>,
+    /// Mass tasks only: why the message went out from someone other than the
+    /// contact's salesperson (see [`super::sender`]), e.g. "sent from lilei:
+    /// transfer to wangfang pending". Kept in `detail` until the outcome,
+    /// whose note then carries it on.
+    pub note: Option<String>,
     pub created_at: i64,
     pub checks: i64,
 }
@@ -65,8 +70,9 @@ pub struct Task {
 pub async fn record(pool: &SqlitePool, t: &Task, first_check_at: i64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
-                                  takeover_userid, msgid, status, created_at, checks, next_check_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, 0, $10)
+                                  takeover_userid, msgid, detail, status, created_at, checks,
+                                  next_check_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, 0, $11)
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(&t.message_id)
@@ -77,6 +83,7 @@ pub async fn record(pool: &SqlitePool, t: &Task, first_check_at: i64) -> sqlx::R
     .bind(&t.userid)
     .bind(&t.takeover_userid)
     .bind(&t.msgid)
+    .bind(&t.note)
     .bind(t.created_at)
     .bind(first_check_at)
     .execute(pool)
@@ -93,7 +100,9 @@ pub async fn due(
 ) -> sqlx::Result<Vec<Task>> {
     let rows = sqlx::query(
         "SELECT message_id, channel, kind, contact_id, external_userid, userid, takeover_userid,
-                msgid, created_at, checks
+                msgid, created_at, checks,
+                -- A transfer's `detail` is only what the last look saw.
+                CASE WHEN kind = 'mass' THEN detail END
            FROM wecom_tasks
           WHERE status = 'pending' AND channel = $1 AND next_check_at <= $2
             -- Not before the delivery worker wrote the outbox row `sent`: the
@@ -120,9 +129,60 @@ pub async fn due(
                 msgid: r.try_get(7)?,
                 created_at: r.try_get(8)?,
                 checks: r.try_get(9)?,
+                note: r.try_get(10)?,
             })
         })
         .collect()
+}
+
+/// The contact's latest WeCom transfer on `channel` (an outbox row with a
+/// `transfer` payload, queued by an `assign`), with how far it got: the outbox
+/// status says whether `transfer_customer` was called, the task row what
+/// `transfer_result` said since. The channel picks a mass message's sender
+/// from it ([`super::sender`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatestTransfer {
+    pub handover_userid: Option<String>,
+    pub takeover_userid: Option<String>,
+    /// queued | sending | sent | failed | dead | cancelled
+    pub outbox_status: String,
+    /// The task's status (`pending`, `done`, `refused`, ...); `None` when no
+    /// task was recorded (the call was not made or its record failed).
+    pub task_status: Option<String>,
+    pub provider_status: Option<i64>,
+}
+
+pub async fn latest_transfer(
+    pool: &SqlitePool,
+    channel: &str,
+    contact_id: &str,
+) -> sqlx::Result<Option<LatestTransfer>> {
+    let row = sqlx::query(
+        "SELECT o.payload, o.status, t.status, t.provider_status
+           FROM outbox o LEFT JOIN wecom_tasks t ON t.message_id = o.id
+          WHERE o.contact_id = $1 AND o.channel = $2 AND o.payload LIKE $3
+          ORDER BY o.created_at DESC, o.id DESC LIMIT 1",
+    )
+    .bind(contact_id)
+    .bind(channel)
+    // As plan_reads and contacts tell transfers apart: serde_json writes the
+    // payload without spaces.
+    .bind(r#"%"kind":"transfer"%"#)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let payload: String = r.try_get(0)?;
+    // A payload that does not parse leaves both members unknown, and the
+    // sender falls back to the salesperson.
+    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+    let member = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Ok(Some(LatestTransfer {
+        handover_userid: member("handover_userid"),
+        takeover_userid: member("takeover_userid"),
+        outbox_status: r.try_get(1)?,
+        task_status: r.try_get(2)?,
+        provider_status: r.try_get(3)?,
+    }))
 }
 
 /// Still waiting: look again at `next_check_at`.
