@@ -1168,7 +1168,7 @@ async fn notices_and_transfers_are_not_messages_to_the_contact() {
         .await;
     }
     let recent = nurture::store::plan_reads::recent_messages(
-        s.store.sqlite_pool().unwrap(),
+        s.store.db(),
         &["c1".to_string()],
         now - chrono::Duration::hours(1),
     )

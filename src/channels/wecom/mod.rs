@@ -153,7 +153,7 @@ impl WecomChannel {
                 msg.body.len()
             ));
         }
-        let pool = self.store.as_ref().and_then(Store::sqlite_pool);
+        let pool = self.store.as_ref().map(Store::db);
         if let Some(pool) = pool {
             match tasks::take_welcome_code(pool, &msg.contact_id, now_ms()).await {
                 Ok(Some(code)) => return self.welcome(pool, msg, &code).await,
@@ -173,7 +173,7 @@ impl WecomChannel {
     }
 
     /// `send_welcome_msg` with a code taken for this message.
-    async fn welcome(&self, pool: &sqlx::SqlitePool, msg: &OutMessage, code: &str) -> Exchange {
+    async fn welcome(&self, pool: &sqlx::AnyPool, msg: &OutMessage, code: &str) -> Exchange {
         let release = || async {
             if let Err(err) = tasks::release_welcome_code(pool, &msg.contact_id, code).await {
                 tracing::warn!(error = %err, "cannot give a welcome code back");
@@ -299,7 +299,7 @@ impl WecomChannel {
         msg: &OutMessage,
         owner: &str,
     ) -> Result<sender::Sender, Exchange> {
-        let Some(pool) = self.store.as_ref().and_then(Store::sqlite_pool) else {
+        let Some(pool) = self.store.as_ref().map(Store::db) else {
             return Ok(sender::choose(owner, None));
         };
         match tasks::latest_transfer(pool, &self.config.name, &msg.contact_id).await {
@@ -435,7 +435,7 @@ impl WecomChannel {
     /// failure here is logged, not turned into a retry (which would create a
     /// second task).
     async fn record(&self, task: &tasks::Task) {
-        let Some(pool) = self.store.as_ref().and_then(Store::sqlite_pool) else {
+        let Some(pool) = self.store.as_ref().map(Store::db) else {
             return;
         };
         let first = now_ms() + poll::millis(self.config.poll_interval);

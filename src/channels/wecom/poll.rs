@@ -128,10 +128,7 @@ pub async fn run(
     mut project: watch::Receiver<Arc<Project>>,
     shutdown: CancellationToken,
 ) {
-    let Some(pool) = store.sqlite_pool().cloned() else {
-        tracing::error!("the wecom poller needs a SQLite store");
-        return;
-    };
+    let pool = store.db().clone();
     let mut pollers: HashMap<String, Poller> = HashMap::new();
     let mut built_for: Option<Arc<Project>> = None;
     loop {
@@ -166,9 +163,7 @@ pub async fn poll_once(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> sqlx::Result<()> {
-    let Some(pool) = store.sqlite_pool() else {
-        return Ok(());
-    };
+    let pool = store.db();
     for p in build_pollers(settings, env).values() {
         round(pool, p).await?;
     }
@@ -201,7 +196,7 @@ fn build_pollers(
 const BATCHES_PER_ROUND: usize = 10;
 
 /// One round over a channel's due tasks.
-async fn round(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<()> {
+async fn round(pool: &sqlx::AnyPool, p: &Poller) -> sqlx::Result<()> {
     for _ in 0..BATCHES_PER_ROUND {
         // Each task looked at is finished or postponed, so the next batch
         // holds other tasks.
@@ -213,7 +208,7 @@ async fn round(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<()> {
 }
 
 /// One batch of due tasks; returns how many there were.
-async fn batch(pool: &sqlx::SqlitePool, p: &Poller) -> sqlx::Result<usize> {
+async fn batch(pool: &sqlx::AnyPool, p: &Poller) -> sqlx::Result<usize> {
     let now = now_ms();
     let due = tasks::due(pool, &p.config.name, now, BATCH).await?;
     let n = due.len();

@@ -2,7 +2,7 @@
 //! `wecom_welcome_codes`, migration 0003) and the tasks whose outcome it
 //! polls (table `wecom_tasks`, migration 0004).
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 /// A welcome code is good for 20 s after WeCom's callback (reference §1.3).
 pub const WELCOME_CODE_TTL_MS: i64 = 20_000;
@@ -10,7 +10,7 @@ pub const WELCOME_CODE_TTL_MS: i64 = 20_000;
 /// Takes the contact's welcome code if it is fresh and unused, marking it
 /// used in the same statement, so two sends can never both use one code.
 pub async fn take_welcome_code(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     contact_id: &str,
     now_ms: i64,
 ) -> sqlx::Result<Option<String>> {
@@ -29,7 +29,7 @@ pub async fn take_welcome_code(
 /// Gives a code back after WeCom answered "busy" (the retry may still be
 /// inside its 20 s).
 pub async fn release_welcome_code(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     contact_id: &str,
     code: &str,
 ) -> sqlx::Result<()> {
@@ -67,7 +67,7 @@ pub struct Task {
 
 /// Records a task WeCom accepted; a replay of the same message keeps the
 /// first record.
-pub async fn record(pool: &SqlitePool, t: &Task, first_check_at: i64) -> sqlx::Result<()> {
+pub async fn record(pool: &AnyPool, t: &Task, first_check_at: i64) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
                                   takeover_userid, msgid, detail, status, created_at, checks,
@@ -93,7 +93,7 @@ pub async fn record(pool: &SqlitePool, t: &Task, first_check_at: i64) -> sqlx::R
 
 /// The channel's pending tasks due at `now_ms`, oldest check first.
 pub async fn due(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     channel: &str,
     now_ms: i64,
     limit: i64,
@@ -153,7 +153,7 @@ pub struct LatestTransfer {
 }
 
 pub async fn latest_transfer(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     channel: &str,
     contact_id: &str,
 ) -> sqlx::Result<Option<LatestTransfer>> {
@@ -187,7 +187,7 @@ pub async fn latest_transfer(
 
 /// Still waiting: look again at `next_check_at`.
 pub async fn postpone(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     message_id: &str,
     next_check_at: i64,
     detail: Option<&str>,
@@ -207,7 +207,7 @@ pub async fn postpone(
 /// The task's outcome. `note` also goes on the outbox row (its `last_error`,
 /// the status stays `sent`), where `nurture history --contact` shows it.
 pub async fn finish(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     message_id: &str,
     status: &str,
     provider_status: Option<i64>,
