@@ -1300,3 +1300,38 @@ async fn tag_sync_retries_failures_and_drops_permanent_errors() {
     assert_eq!(s.sync().await, round(1, 0, 0, true));
     assert_eq!(s.tags("wmP").await, vec!["lead"], "lisi still has lead");
 }
+
+/// The sync request is durable: the daemon stops while WeCom has not
+/// answered (without waiting for it), the request stays queued, and the next
+/// start does the sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_tag_sync_survives_a_restart() {
+    let (base_url, fake) = WecomFake::start().await;
+    let p = Project::new(&settings(&base_url, true));
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let t = chrono::Utc::now().timestamp();
+    let vip = "SELECT count(*) FROM contact_tags WHERE contact_id = 'wmR' AND tag = 'vip'";
+    let add = contact_event("add_external_contact", "zhangsan", "wmR", t, "");
+    assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
+    fake.set_follow_user("wmR", "zhangsan", &[("vip", 1)]);
+    fake.set_get_delay(Some(60 * SECS));
+    let edit = contact_event("edit_external_contact", "zhangsan", "wmR", t + 1, "");
+    assert_eq!(d.post_event(&c, &edit, 2).await.0, 200);
+    // The fetch is in flight when the daemon is told to stop.
+    fake.wait_for(EXTERNALCONTACT_GET, 1, 20 * SECS).await;
+    d.stop(&p);
+    assert_eq!(p.count(vip).await, 0);
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_tag_sync WHERE contact_id = 'wmR'")
+            .await,
+        1
+    );
+
+    fake.set_get_delay(None);
+    let d = Running::start(&p, &env());
+    p.wait_count(vip, 1, 30 * SECS).await;
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 10 * SECS)
+        .await;
+    d.stop(&p);
+}

@@ -455,7 +455,13 @@ pub async fn run(
             readers = TagReader::all(&current.settings, &|name| std::env::var(name).ok());
             built_for = Some(current);
         }
-        match round(&store, &readers).await {
+        // A shutdown does not wait for WeCom: a sync cut short (its
+        // transaction rolled back) stays queued for the next start.
+        let done = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = round(&store, &readers) => r,
+        };
+        match done {
             Ok(r) if r.changed => wake.notify_one(),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "wecom tag sync round failed"),
