@@ -98,6 +98,13 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         project_rx.clone(),
         shutdown.clone(),
     ));
+    // Mirrors per-contact WeCom tags queued by the callback (edits).
+    let wecom_tags = tokio::spawn(crate::channels::wecom::contact_tags::run(
+        store.clone(),
+        project_rx.clone(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
     let scheduler = Scheduler {
         store: store.clone(),
         project: project_rx,
@@ -133,6 +140,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let (s, w, a) = tokio::join!(scheduler, worker, api);
     watcher.abort();
     let _ = wecom_poller.await;
+    let _ = wecom_tags.await;
     s.context("the scheduler task panicked")??;
     w.context("the delivery task panicked")?;
     a.context("the API task panicked")?

@@ -6,6 +6,11 @@
 //! output is checked against an independent AES-CBC and published SDK
 //! vectors in tests/wecom_crypto.rs.
 //!
+//! Per-contact WeCom tags: an `edit_external_contact` queues a tag sync, the
+//! daemon's worker reads `externalcontact/get` on the fake and the contact's
+//! tags follow (a `tag_added` workflow sends); in process, the worker's
+//! failure paths (retry, backoff, permanent errcodes, token refetch, pages).
+//!
 //! Plus, in-process, a proptest that random requests never panic the handler
 //! and always get an answer.
 
@@ -31,8 +36,13 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use nurture::channels::wecom::contact_tags::{MAX_ATTEMPTS, Round, sync_due};
+use nurture::store::wecom::{CallbackKey, ContactChange};
 use support::daemon::Project;
-use wecom_fake::{ADD_MSG_TEMPLATE, CORP_ID, SECRET, SEND_WELCOME, WecomFake};
+use wecom_fake::{
+    ADD_MSG_TEMPLATE, Answer, CORP_ID, EXTERNALCONTACT_GET, GETTOKEN, SECRET, SEND_WELCOME,
+    WecomFake,
+};
 
 const SECS: Duration = Duration::from_secs(1);
 /// The callback's Token and EncodingAESKey (any valid pair).
@@ -951,5 +961,377 @@ async fn a_contact_added_again_is_welcomed_again_when_the_entry_policy_allows() 
             .await,
         2
     );
+    d.stop(&p);
+}
+
+// ---------------------------------------------------------------------------
+// Per-contact WeCom tags.
+
+/// The key test of the tag sync: a salesperson tags the customer `vip` in
+/// WeCom → `edit_external_contact` (answered at once; WeCom is asked after)
+/// → the contact gains `vip` → the `tag_added: vip` workflow sends. Removing
+/// `vip` in WeCom removes it; a tag set in nurture is never removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_tag_edits_become_nurture_tags_and_trigger_workflows() {
+    let (base_url, fake) = WecomFake::start().await;
+    let p = Project::new(&settings(&base_url, true));
+    p.write(
+        "workflows/vip.yaml",
+        "trigger: { tag_added: { tag: vip } }\nsteps:\n  - send: { channel: wecom, template: vip }\n",
+    )
+    .write("templates/vip.hbs", "Welcome to VIP, from {{owner.name}}");
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let t = chrono::Utc::now().timestamp();
+    let tags_of = "SELECT count(*) FROM contact_tags WHERE contact_id = 'wmTag' AND tag = ";
+
+    let add = contact_event("add_external_contact", "zhangsan", "wmTag", t, "");
+    assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
+    // A tag nurture set (through the API).
+    let r = d
+        .client
+        .post(d.url("/v1/contacts/wmTag/tags"))
+        .bearer_auth(support::daemon::TOKEN)
+        .json(&serde_json::json!({"add": ["manual"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // zhangsan tags the customer vip (and a personal note); lisi has a tag too.
+    fake.set_follow_user("wmTag", "zhangsan", &[("vip", 1), ("my note", 2)]);
+    fake.set_follow_user("wmTag", "lisi", &[("lead", 1)]);
+    // WeCom is slow: the callback's answer does not wait for it.
+    fake.set_get_delay(Some(6 * SECS));
+    let edit = contact_event("edit_external_contact", "zhangsan", "wmTag", t + 1, "");
+    let t0 = Instant::now();
+    assert_eq!(d.post_event(&c, &edit, 2).await.0, 200);
+    assert!(
+        t0.elapsed() < 5 * SECS,
+        "the callback waited for WeCom: {:?}",
+        t0.elapsed()
+    );
+    // The request is durable before anything is fetched.
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_tag_sync WHERE contact_id = 'wmTag' AND staff_userid = 'zhangsan' AND channel = 'wecom'")
+            .await,
+        1
+    );
+    p.wait_count(&format!("{tags_of} 'vip'"), 1, 30 * SECS)
+        .await;
+    // The tag_added workflow sends: a mass task from the contact's salesperson.
+    let sent = fake.wait_for(ADD_MSG_TEMPLATE, 1, 20 * SECS).await;
+    assert_eq!(sent[0]["text"]["content"], "Welcome to VIP, from Wang Fang");
+    assert_eq!(sent[0]["sender"], "zhangsan");
+    assert_eq!(sent[0]["external_userid"], serde_json::json!(["wmTag"]));
+    let call = &fake.calls(EXTERNALCONTACT_GET)[0];
+    assert_eq!(call.method, reqwest::Method::GET);
+    assert_eq!(
+        call.query.get("external_userid").map(String::as_str),
+        Some("wmTag")
+    );
+    assert!(call.token().is_some_and(|t| t.starts_with("tok-")));
+    // Personal tags and other salespeople's tags are not taken from this edit.
+    assert_eq!(p.count(&format!("{tags_of} 'my note'")).await, 0);
+    assert_eq!(p.count(&format!("{tags_of} 'lead'")).await, 0);
+    assert_eq!(p.count(&format!("{tags_of} 'manual'")).await, 1);
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 10 * SECS)
+        .await;
+
+    // zhangsan removes vip: the tag goes, nurture's tag stays.
+    fake.set_get_delay(None);
+    fake.set_follow_user("wmTag", "zhangsan", &[("my note", 2)]);
+    let edit2 = contact_event("edit_external_contact", "zhangsan", "wmTag", t + 2, "");
+    assert_eq!(d.post_event(&c, &edit2, 3).await.0, 200);
+    p.wait_count(&format!("{tags_of} 'vip'"), 0, 30 * SECS)
+        .await;
+    assert_eq!(p.count(&format!("{tags_of} 'manual'")).await, 1);
+    assert_eq!(
+        p.count("SELECT count(*) FROM event_log WHERE kind = 'tag_removed' AND name = 'vip' AND contact_id = 'wmTag'")
+            .await,
+        1
+    );
+
+    // WeCom gets a tag of the name nurture set, then loses it: nurture's
+    // tag is still nurture's and stays.
+    fake.set_follow_user("wmTag", "zhangsan", &[("manual", 1)]);
+    let edit3 = contact_event("edit_external_contact", "zhangsan", "wmTag", t + 3, "");
+    assert_eq!(d.post_event(&c, &edit3, 4).await.0, 200);
+    fake.wait_for(EXTERNALCONTACT_GET, 3, 20 * SECS).await;
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 20 * SECS)
+        .await;
+    fake.set_follow_user("wmTag", "zhangsan", &[]);
+    let edit4 = contact_event("edit_external_contact", "zhangsan", "wmTag", t + 4, "");
+    assert_eq!(d.post_event(&c, &edit4, 5).await.0, 200);
+    fake.wait_for(EXTERNALCONTACT_GET, 4, 20 * SECS).await;
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 20 * SECS)
+        .await;
+    assert_eq!(p.count(&format!("{tags_of} 'manual'")).await, 1);
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_contact_tags").await,
+        0,
+        "nothing WeCom-sourced is left"
+    );
+    // The vip workflow ran once (entry: once), and the redelivered edit
+    // changes nothing.
+    assert_eq!(d.post_event(&c, &edit4, 6).await.0, 200);
+    tokio::time::sleep(SECS).await;
+    assert_eq!(fake.count(EXTERNALCONTACT_GET), 4);
+    assert_eq!(fake.count(ADD_MSG_TEMPLATE), 1);
+    let log = p.log();
+    assert!(log.contains("wecom tags synced"), "{log}");
+    d.stop(&p);
+}
+
+/// An in-process store with the test settings pointed at `base_url`.
+struct SyncSetup {
+    store: Store,
+    settings: Settings,
+    env: HashMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl SyncSetup {
+    async fn new(base_url: &str) -> SyncSetup {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let settings =
+            Settings::parse_str(&dir.path().join("nurture.yaml"), &settings(base_url, true))
+                .unwrap();
+        let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+        SyncSetup {
+            store: Store::open(&url).await.unwrap(),
+            settings,
+            env: env()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _dir: dir,
+        }
+    }
+
+    async fn apply(&self, change: &str, user: &str, ext: &str, ct: i64, c: ContactChange) {
+        let key = CallbackKey {
+            event: "change_external_contact".into(),
+            change_type: change.into(),
+            user_id: user.into(),
+            external_userid: ext.into(),
+            tag_id: String::new(),
+            create_time: ct.to_string(),
+        };
+        let now = chrono::Utc::now();
+        self.store
+            .apply_wecom_callback(&key, &Value::Null, &c, now, now)
+            .await
+            .unwrap();
+    }
+
+    /// The customer `ext` added by `user`, then edited by `user` (queued on
+    /// `channel`).
+    async fn added_and_edited(&self, ext: &str, user: &str, channel: &str, ct: i64) {
+        let added = ContactChange::Added {
+            external_userid: ext.into(),
+            staff_userid: user.into(),
+            owner: None,
+            state: None,
+            welcome_code: None,
+        };
+        self.apply("add_external_contact", user, ext, ct, added)
+            .await;
+        self.edited(ext, user, channel, ct + 1).await;
+    }
+
+    async fn edited(&self, ext: &str, user: &str, channel: &str, ct: i64) {
+        let edited = ContactChange::Edited {
+            external_userid: ext.into(),
+            staff_userid: user.into(),
+            channel: channel.into(),
+        };
+        self.apply("edit_external_contact", user, ext, ct, edited)
+            .await;
+    }
+
+    async fn sync(&self) -> Round {
+        let env = self.env.clone();
+        sync_due(&self.store, &self.settings, &move |n| env.get(n).cloned())
+            .await
+            .unwrap()
+    }
+
+    async fn exec(&self, sql: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(self.store.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// The queued row of `ext`: (attempts, next_attempt_at, last_error).
+    async fn row(&self, ext: &str) -> Option<(i64, i64, Option<String>)> {
+        sqlx::query_as(
+            "SELECT attempts, next_attempt_at, last_error FROM wecom_tag_sync WHERE external_userid = $1",
+        )
+        .bind(ext)
+        .fetch_optional(self.store.sqlite_pool().unwrap())
+        .await
+        .unwrap()
+    }
+
+    async fn tags(&self, id: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT tag FROM contact_tags WHERE contact_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(self.store.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+fn round(applied: usize, postponed: usize, dropped: usize, changed: bool) -> Round {
+    Round {
+        applied,
+        postponed,
+        dropped,
+        changed,
+    }
+}
+
+/// The worker's failure paths against the fake: no token and WeCom busy are
+/// retried later with a growing wait (the row stays), an expired token is
+/// refetched, permanent errcodes drop the row, pages are all read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_sync_retries_failures_and_drops_permanent_errors() {
+    let (base_url, fake) = WecomFake::start().await;
+    let s = SyncSetup::new(&base_url).await;
+    fake.set_follow_user("wmS", "zhangsan", &[("vip", 1)]);
+    s.added_and_edited("wmS", "zhangsan", "wecom", 100).await;
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+
+    // gettoken fails (even with a wrong secret): retried later, not dropped.
+    fake.script(GETTOKEN, Answer::errcode(40001, "invalid credential"));
+    assert_eq!(s.sync().await, round(0, 1, 0, false));
+    let (attempts, next, err) = s.row("wmS").await.unwrap();
+    assert_eq!(attempts, 1);
+    assert!(next > now_ms() + 3_000, "backs off");
+    assert!(err.unwrap().contains("no access token"));
+    assert_eq!(fake.count(EXTERNALCONTACT_GET), 0);
+    // Not due yet: nothing happens.
+    assert_eq!(s.sync().await, round(0, 0, 0, false));
+
+    // WeCom busy (-1), then a transport error: retried, the wait grows.
+    s.exec("UPDATE wecom_tag_sync SET next_attempt_at = 0")
+        .await;
+    fake.script(EXTERNALCONTACT_GET, Answer::errcode(-1, "system busy"));
+    assert_eq!(s.sync().await, round(0, 1, 0, false));
+    let (attempts, next2, err) = s.row("wmS").await.unwrap();
+    assert_eq!(attempts, 2);
+    assert!(err.unwrap().contains("errcode -1"));
+    assert!(next2 > now_ms() + 8_000, "the second wait is longer");
+    s.exec("UPDATE wecom_tag_sync SET next_attempt_at = 0")
+        .await;
+    fake.script(EXTERNALCONTACT_GET, Answer::Status(502));
+    assert_eq!(s.sync().await, round(0, 1, 0, false));
+    // 45009 waits at least a minute.
+    s.exec("UPDATE wecom_tag_sync SET next_attempt_at = 0")
+        .await;
+    fake.script(
+        EXTERNALCONTACT_GET,
+        Answer::errcode(45009, "api freq out of limit"),
+    );
+    assert_eq!(s.sync().await, round(0, 1, 0, false));
+    let (_, next, _) = s.row("wmS").await.unwrap();
+    assert!(next >= now_ms() + 59_000);
+    assert!(s.tags("wmS").await.is_empty());
+
+    // The token expired: refetched once, and the sync goes through.
+    s.exec("UPDATE wecom_tag_sync SET next_attempt_at = 0")
+        .await;
+    let gettokens = fake.count(GETTOKEN);
+    fake.expire_tokens();
+    assert_eq!(s.sync().await, round(1, 0, 0, true));
+    assert_eq!(fake.count(GETTOKEN), gettokens + 1);
+    assert_eq!(s.tags("wmS").await, vec!["vip"]);
+    assert!(s.row("wmS").await.is_none());
+
+    // Permanent errcodes drop the row: no relationship, invalid id.
+    for (code, msg) in [
+        (84061, "not external contact"),
+        (40096, "invalid external userid"),
+    ] {
+        s.edited("wmS", "zhangsan", "wecom", 200 + code).await;
+        fake.script(EXTERNALCONTACT_GET, Answer::errcode(code, msg));
+        assert_eq!(s.sync().await, round(0, 0, 1, false), "errcode {code}");
+        assert!(s.row("wmS").await.is_none());
+    }
+    assert_eq!(
+        s.tags("wmS").await,
+        vec!["vip"],
+        "a failed sync changes no tag"
+    );
+
+    // Too many failures: given up.
+    s.edited("wmS", "zhangsan", "wecom", 300).await;
+    s.exec(&format!(
+        "UPDATE wecom_tag_sync SET attempts = {}",
+        MAX_ATTEMPTS - 1
+    ))
+    .await;
+    fake.script(EXTERNALCONTACT_GET, Answer::errcode(-1, "system busy"));
+    assert_eq!(s.sync().await, round(0, 0, 1, false));
+    assert!(s.row("wmS").await.is_none());
+
+    // A channel the settings no longer have: kept and retried.
+    s.edited("wmS", "zhangsan", "gone", 400).await;
+    assert_eq!(s.sync().await, round(0, 1, 0, false));
+    assert!(s.row("wmS").await.unwrap().2.unwrap().contains("\"gone\""));
+    s.exec("DELETE FROM wecom_tag_sync").await;
+
+    // Many relationships over several pages: the editor's entry is on the
+    // last page, and a tag another salesperson has (page 1) is not removed.
+    fake.set_follow_user_page(1);
+    fake.set_follow_user("wmP", "lisi", &[("lead", 1)]);
+    fake.set_follow_user("wmP", "wangwu", &[]);
+    fake.set_follow_user("wmP", "zhangsan", &[("lead", 1), ("gold", 3)]);
+    s.added_and_edited("wmP", "zhangsan", "wecom", 500).await;
+    let before = fake.count(EXTERNALCONTACT_GET);
+    assert_eq!(s.sync().await, round(1, 0, 0, true));
+    assert_eq!(fake.count(EXTERNALCONTACT_GET), before + 3, "three pages");
+    assert_eq!(s.tags("wmP").await, vec!["gold", "lead"]);
+    fake.set_follow_user("wmP", "zhangsan", &[]);
+    s.edited("wmP", "zhangsan", "wecom", 600).await;
+    assert_eq!(s.sync().await, round(1, 0, 0, true));
+    assert_eq!(s.tags("wmP").await, vec!["lead"], "lisi still has lead");
+}
+
+/// The sync request is durable: the daemon stops while WeCom has not
+/// answered (without waiting for it), the request stays queued, and the next
+/// start does the sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_tag_sync_survives_a_restart() {
+    let (base_url, fake) = WecomFake::start().await;
+    let p = Project::new(&settings(&base_url, true));
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let t = chrono::Utc::now().timestamp();
+    let vip = "SELECT count(*) FROM contact_tags WHERE contact_id = 'wmR' AND tag = 'vip'";
+    let add = contact_event("add_external_contact", "zhangsan", "wmR", t, "");
+    assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
+    fake.set_follow_user("wmR", "zhangsan", &[("vip", 1)]);
+    fake.set_get_delay(Some(60 * SECS));
+    let edit = contact_event("edit_external_contact", "zhangsan", "wmR", t + 1, "");
+    assert_eq!(d.post_event(&c, &edit, 2).await.0, 200);
+    // The fetch is in flight when the daemon is told to stop.
+    fake.wait_for(EXTERNALCONTACT_GET, 1, 20 * SECS).await;
+    d.stop(&p);
+    assert_eq!(p.count(vip).await, 0);
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_tag_sync WHERE contact_id = 'wmR'")
+            .await,
+        1
+    );
+
+    fake.set_get_delay(None);
+    let d = Running::start(&p, &env());
+    p.wait_count(vip, 1, 30 * SECS).await;
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 10 * SECS)
+        .await;
     d.stop(&p);
 }

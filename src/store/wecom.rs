@@ -2,7 +2,8 @@
 //! transaction that first claims the event's key in `wecom_callback_events`
 //! (a redelivery claims nothing and changes nothing), then applies it to the
 //! contact. The decisions (ids, owner, attributes, what is logged) are
-//! documented in `api::wecom_callback`.
+//! documented in `api::wecom_callback`. An edit queues a tag sync in the
+//! same transaction; the queue and the sync's writes are in [`tags`].
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -10,6 +11,8 @@ use sqlx::AnyConnection;
 
 use super::contacts::{ContactInput, Upserted, write_rows};
 use super::{Dialect, Store, StoreError, to_ms};
+
+pub mod tags;
 
 /// Contact attributes the callback keeps.
 pub const ATTR_STAFF: &str = "wecom_staff_userid";
@@ -64,8 +67,15 @@ pub enum ContactChange {
         state: Option<String>,
         welcome_code: Option<String>,
     },
-    /// `edit_external_contact`: touch the contact.
-    Edited { external_userid: String },
+    /// `edit_external_contact`: touch the contact and, when the staff member
+    /// is known, queue a tag sync (see [`tags`]) on `channel`.
+    Edited {
+        external_userid: String,
+        /// `UserID`, the staff member who edited (`""` if absent).
+        staff_userid: String,
+        /// The wecom channel whose callback settings opened the event.
+        channel: String,
+    },
     /// `del_external_contact` / `del_follow_user`.
     Deleted {
         external_userid: String,
@@ -89,6 +99,8 @@ pub struct Applied {
     pub outcome: String,
     /// Something the scheduler reads was written (event log, welcome code).
     pub wake: bool,
+    /// A tag sync was queued in `wecom_tag_sync`: the worker should look.
+    pub tag_sync: bool,
 }
 
 impl Store {
@@ -149,19 +161,39 @@ impl Store {
                 )
                 .await?
             }
-            ContactChange::Edited { external_userid } => {
-                match find_contact(&mut tx, external_userid).await? {
-                    Some(id) => {
-                        sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
-                            .bind(to_ms(now))
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
+            ContactChange::Edited {
+                external_userid,
+                staff_userid,
+                channel,
+            } => match find_contact(&mut tx, external_userid).await? {
+                Some(id) => {
+                    sqlx::query("UPDATE contacts SET updated_at = $1 WHERE id = $2")
+                        .bind(to_ms(now))
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    // Without the staff member there is no relationship to
+                    // read the tags of: only touched.
+                    if staff_userid.is_empty() || channel.is_empty() {
                         applied(Some(id), "touched", false)
+                    } else {
+                        tags::queue(
+                            &mut tx,
+                            channel,
+                            &id,
+                            staff_userid,
+                            external_userid,
+                            to_ms(now),
+                        )
+                        .await?;
+                        Applied {
+                            tag_sync: true,
+                            ..applied(Some(id), "tag_sync_queued", false)
+                        }
                     }
-                    None => applied(None, "unknown_contact", false),
                 }
-            }
+                None => applied(None, "unknown_contact", false),
+            },
             ContactChange::Deleted {
                 external_userid,
                 staff_userid,
@@ -213,6 +245,7 @@ fn applied(contact_id: Option<String>, outcome: &str, wake: bool) -> Applied {
         contact_id,
         outcome: outcome.into(),
         wake,
+        tag_sync: false,
     }
 }
 

@@ -11,6 +11,11 @@
 //!   issued, 42001 for one it expired ([`WecomHandle::expire_tokens`]);
 //! - required body fields per path (40063 when one is missing) and welcome
 //!   codes used once (41051 the second time).
+//! - `GET /cgi-bin/externalcontact/get?external_userid=[&cursor=]` (a GET,
+//!   token checked the same way): the customer's `follow_user` entries as set
+//!   with [`WecomHandle::set_follow_user`] (84061 for a customer without
+//!   any), paged with `next_cursor` when [`WecomHandle::set_follow_user_page`]
+//!   says so.
 //!
 //! Answers can be scripted per path ([`WecomHandle::script`]): a queue, each
 //! request on that path (after the token check) takes the next one; when the
@@ -44,6 +49,7 @@ pub const SEND_WELCOME: &str = "/cgi-bin/externalcontact/send_welcome_msg";
 pub const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer";
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
+pub const EXTERNALCONTACT_GET: &str = "/cgi-bin/externalcontact/get";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -109,6 +115,12 @@ struct State {
     transfers: Vec<(String, String, String)>,
     /// transfer_result status per external_userid (default 2 waiting).
     transfer_status: HashMap<String, i64>,
+    /// externalcontact/get: external_userid → follow_user entries.
+    follow_users: HashMap<String, Vec<Value>>,
+    /// follow_user entries per page of externalcontact/get (0: one page).
+    follow_user_page: usize,
+    /// How long externalcontact/get takes to answer.
+    get_delay: Option<Duration>,
 }
 
 /// Starts fakes.
@@ -251,6 +263,40 @@ impl WecomHandle {
         st.transfer_status.insert(external_userid.into(), status);
     }
 
+    /// The relationship of staff member `userid` with `external_userid`, as
+    /// externalcontact/get lists it, with these tags `(tag_name, type)`
+    /// (type 1 corp, 2 personal, 3 rule group); replaces that member's entry.
+    pub fn set_follow_user(&self, external_userid: &str, userid: &str, tags: &[(&str, i64)]) {
+        let tags: Vec<Value> = tags
+            .iter()
+            .enumerate()
+            .map(|(i, (name, kind))| {
+                let mut t = json!({"group_name": "Group", "tag_name": name, "type": kind});
+                // WeCom gives no tag_id for a personal tag.
+                if *kind != 2 {
+                    t["tag_id"] = json!(format!("et{userid}{i}"));
+                }
+                t
+            })
+            .collect();
+        let entry = json!({"userid": userid, "remark": "", "description": "",
+                           "createtime": 1_700_000_000, "tags": tags, "add_way": 1});
+        let mut st = self.state.lock().unwrap();
+        let list = st.follow_users.entry(external_userid.into()).or_default();
+        list.retain(|e| e["userid"] != userid);
+        list.push(entry);
+    }
+
+    /// Pages externalcontact/get's `follow_user` by `n` entries (0: no paging).
+    pub fn set_follow_user_page(&self, n: usize) {
+        self.state.lock().unwrap().follow_user_page = n;
+    }
+
+    /// Makes externalcontact/get answer only after `d`.
+    pub fn set_get_delay(&self, d: Option<Duration>) {
+        self.state.lock().unwrap().get_delay = d;
+    }
+
     /// The add_msg_template tasks created so far: msgid → (sender, external_userids).
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
@@ -346,6 +392,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         return Answer::Json(json!({
             "errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": st.expires_in
         }));
+    }
+    if call.path == EXTERNALCONTACT_GET {
+        return external_contact_get(st, call);
     }
     const KNOWN: &[&str] = &[
         ADD_MSG_TEMPLATE,
@@ -489,5 +538,62 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             )
         }
         _ => Answer::Status(404),
+    }
+}
+
+/// `GET externalcontact/get`: the customer and its relationships.
+fn external_contact_get(st: &mut State, call: &Call) -> Answer {
+    if call.method != Method::GET {
+        return Answer::Status(405);
+    }
+    match call.token() {
+        None => return Answer::errcode(41001, "access_token missing"),
+        Some(t) if !st.issued.contains(t) => return Answer::errcode(40014, "invalid access_token"),
+        Some(t) if !st.valid.contains(t) => {
+            return Answer::errcode(42001, "access_token expired");
+        }
+        Some(_) => {}
+    }
+    if let Some(a) = st
+        .scripts
+        .get_mut(EXTERNALCONTACT_GET)
+        .and_then(VecDeque::pop_front)
+    {
+        return a;
+    }
+    let Some(ext) = call.query.get("external_userid").filter(|e| !e.is_empty()) else {
+        return missing("external_userid");
+    };
+    let Some(all) = st.follow_users.get(ext).filter(|l| !l.is_empty()) else {
+        return Answer::errcode(84061, "not external contact");
+    };
+    let start: usize = match call.query.get("cursor").filter(|c| !c.is_empty()) {
+        Some(c) => match c.strip_prefix("cur").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return missing("cursor"),
+        },
+        None => 0,
+    };
+    let size = if st.follow_user_page == 0 {
+        all.len()
+    } else {
+        st.follow_user_page
+    };
+    let end = (start + size).min(all.len());
+    let page: Vec<Value> = all.get(start..end).unwrap_or_default().to_vec();
+    let next = if end < all.len() {
+        format!("cur{end}")
+    } else {
+        String::new()
+    };
+    let answer = Answer::Json(json!({
+        "errcode": 0, "errmsg": "ok",
+        "external_contact": {"external_userid": ext, "name": "Customer", "type": 1, "gender": 0},
+        "follow_user": page,
+        "next_cursor": next,
+    }));
+    match st.get_delay {
+        Some(d) => answer.delayed(d),
+        None => answer,
     }
 }

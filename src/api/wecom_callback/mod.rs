@@ -52,13 +52,28 @@
 //!   (`wecom_staff_userid`, or none recorded) and `Source` is not
 //!   `DELETE_BY_TRANSFER` (a transfer moves the relationship). Unknown
 //!   contacts are only recorded.
-//! - `edit_external_contact`: touches the contact (`updated_at`). WeCom
-//!   sends it when a staff member edits a customer's remark, phone or tags,
-//!   but without the tags: the event carries only `UserID` and
-//!   `ExternalUserID`. Turning it into `tag_added`/`tag_removed` would need
-//!   a call to `externalcontact/get` with an access token, which the
-//!   callback does not make (it must answer within 5 s and holds no token);
-//!   so per-contact WeCom tags are not mirrored yet.
+//! - `edit_external_contact`: touches the contact (`updated_at`) and, when
+//!   `UserID` is present, queues a tag sync. WeCom sends the event when a
+//!   staff member edits a customer's remark, phone or tags, but without the
+//!   tags (only `UserID` and `ExternalUserID`), and reading them takes an
+//!   access token and a call to `externalcontact/get` that may be slow or
+//!   fail. So the callback does not call WeCom: it writes a row
+//!   `wecom_tag_sync (channel, contact, UserID, ExternalUserID)` in the same
+//!   transaction as the event's key (a crash after the 200 loses nothing; a
+//!   redelivery queues nothing more; several edits before the sync share one
+//!   row) and wakes the daemon's tag-sync worker
+//!   (`channels::wecom::contact_tags`), which reads the tags with the
+//!   channel's token after WeCom has its answer. The tags of the editing
+//!   staff member's relationship are mapped by `tag_name` as is (corp and
+//!   rule-group tags; personal tags are not mirrored); a missing one is
+//!   added (the `contact_tags` trigger logs `tag_added`, so `tag_added`
+//!   workflows run) and recorded in `wecom_contact_tags`; a tag recorded
+//!   there that no relationship of the customer has any more is removed
+//!   (`tag_removed`). Tags set by workflows, the CLI or the API are never
+//!   removed by a sync. Failures (no token, WeCom busy, transport) are
+//!   retried with backoff; permanent errcodes (84061, 40096, ...) drop the
+//!   sync with a warning. The rule: `store::wecom::tags`. Unknown contacts
+//!   are not synced (nothing is created).
 //! - `change_external_tag` (`Id`, `TagType`, `ChangeType`): a change of the
 //!   corp's tag library, not of a contact: logged at info and recorded.
 //! - `transfer_fail` and anything else: logged at info and recorded.
@@ -401,8 +416,9 @@ impl InnerEvent {
         Value::Object(m)
     }
 
-    /// What the event does to a contact.
-    pub fn change(&self, settings: &Settings) -> ContactChange {
+    /// What the event does to a contact; `channel` is the wecom channel
+    /// whose callback settings opened it (a tag sync uses its token).
+    pub fn change(&self, settings: &Settings, channel: &str) -> ContactChange {
         let has_ids = !self.external_userid.is_empty() && !self.user_id.is_empty();
         match (self.event.as_str(), self.change_type.as_str()) {
             ("change_external_contact", "add_external_contact" | "add_half_external_contact")
@@ -421,6 +437,8 @@ impl InnerEvent {
             {
                 ContactChange::Edited {
                     external_userid: self.external_userid.clone(),
+                    staff_userid: self.user_id.clone(),
+                    channel: channel.to_string(),
                 }
             }
             ("change_external_contact", kind @ ("del_external_contact" | "del_follow_user"))
@@ -478,7 +496,7 @@ async fn event(
         Err(r) => return r.into_response(),
     };
     let ev = InnerEvent::parse(&xml);
-    let change = st.settings.with(|s| ev.change(s));
+    let change = st.settings.with(|s| ev.change(s, &channel));
     if change == ContactChange::Record {
         match ev.event.as_str() {
             "change_external_tag" => tracing::info!(
@@ -501,6 +519,9 @@ async fn event(
         Ok(Ok(done)) => {
             if done.wake {
                 st.wake.notify_one();
+            }
+            if done.tag_sync {
+                crate::channels::wecom::contact_tags::sync_requested();
             }
             tracing::info!(
                 %channel,
@@ -560,7 +581,7 @@ mod tests {
             }],
         );
         assert_eq!(
-            ev.change(&s),
+            ev.change(&s, "wecom"),
             ContactChange::Added {
                 external_userid: "woAJ2G".into(),
                 staff_userid: "zhangsan".into(),
@@ -577,12 +598,25 @@ mod tests {
         let ev = InnerEvent::parse(
             &xml.replace("<ExternalUserID><![CDATA[woAJ2G]]></ExternalUserID>", ""),
         );
-        assert_eq!(ev.change(&s), ContactChange::Record);
+        assert_eq!(ev.change(&s, "wecom"), ContactChange::Record);
         let tag = InnerEvent::parse(
             "<xml><Event>change_external_tag</Event><Id>etXX</Id><TagType>tag</TagType><ChangeType>delete</ChangeType><CreateTime>5</CreateTime></xml>",
         );
         assert_eq!(tag.tag_id, "etXX");
-        assert_eq!(tag.change(&s), ContactChange::Record);
+        assert_eq!(tag.change(&s, "wecom"), ContactChange::Record);
+        // An edit names the staff member and the channel for the tag sync.
+        let edit = InnerEvent::parse(
+            "<xml><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType>\
+             <UserID>zhangsan</UserID><ExternalUserID>wmE</ExternalUserID><CreateTime>7</CreateTime></xml>",
+        );
+        assert_eq!(
+            edit.change(&s, "corp-a"),
+            ContactChange::Edited {
+                external_userid: "wmE".into(),
+                staff_userid: "zhangsan".into(),
+                channel: "corp-a".into(),
+            }
+        );
         assert_eq!(InnerEvent::parse("garbage"), InnerEvent::default());
     }
 }

@@ -38,6 +38,7 @@ use super::{Channel, Delivery, Exchange, OutMessage};
 use crate::store::Store;
 
 pub mod api;
+pub mod contact_tags;
 pub mod errcode;
 pub mod poll;
 pub mod sender;

@@ -1,0 +1,496 @@
+//! Per-contact WeCom tags in the store (migration 0006): the queue of tag
+//! syncs the callback asks for (`wecom_tag_sync`) and applying what WeCom
+//! said (`contact_tags`, with the WeCom-sourced ones in
+//! `wecom_contact_tags`). The worker that calls WeCom is
+//! `channels::wecom::contact_tags`; the decisions are documented in
+//! `api::wecom_callback`.
+//!
+//! The rule of a sync, for one contact and the salesperson who edited:
+//! - a tag of that salesperson's relationship that the contact lacks is added
+//!   (`tag_added` is logged by the `contact_tags` trigger) and recorded as
+//!   WeCom-sourced; a tag the contact already has stays as it is (if nurture
+//!   set it, it stays nurture's);
+//! - a WeCom-sourced tag that no relationship of the contact has any more
+//!   (every `follow_user` entry is looked at, so one salesperson removing a
+//!   tag another still has removes nothing) is removed (`tag_removed`);
+//! - tags set by workflows, the CLI or the API are never removed.
+
+use std::collections::{BTreeSet, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use crate::store::{BEGIN_IMMEDIATE, Store, StoreError, to_ms};
+
+/// One queued sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSyncRequest {
+    pub channel: String,
+    pub contact_id: String,
+    pub staff_userid: String,
+    pub external_userid: String,
+    /// The row's generation when it was read: an edit arriving meanwhile
+    /// bumps it, and the row then stays for another pass.
+    pub generation: i64,
+    /// Failed fetches so far.
+    pub attempts: i64,
+}
+
+/// What WeCom says the contact's tags are (nurture tag names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WecomTags {
+    /// The tags of the editing salesperson's relationship (empty when WeCom
+    /// lists no relationship with them any more).
+    pub editor: BTreeSet<String>,
+    /// The tags of every relationship, when all of them were read; `None`
+    /// (an incomplete list) means nothing is removed this time.
+    pub all: Option<BTreeSet<String>>,
+}
+
+/// What applying a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagSyncDone {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// The contact no longer exists: nothing was applied.
+    pub contact_gone: bool,
+    /// An edit arrived during the fetch: the row stays, due now.
+    pub requeued: bool,
+}
+
+/// Queues a sync in the callback's transaction. A row already queued for the
+/// same (channel, contact, salesperson) is reused: its generation is bumped
+/// (so a fetch in flight does not retire it) and its schedule kept (a row
+/// backing off after failures keeps backing off).
+pub(crate) async fn queue(
+    conn: &mut SqliteConnection,
+    channel: &str,
+    contact_id: &str,
+    staff_userid: &str,
+    external_userid: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO wecom_tag_sync (channel, contact_id, staff_userid, external_userid, \
+         requested_at, generation, attempts, next_attempt_at, last_error) \
+         VALUES ($1, $2, $3, $4, $5, 1, 0, $5, NULL) \
+         ON CONFLICT (channel, contact_id, staff_userid) DO UPDATE SET \
+         external_userid = excluded.external_userid, requested_at = excluded.requested_at, \
+         generation = wecom_tag_sync.generation + 1",
+    )
+    .bind(channel)
+    .bind(contact_id)
+    .bind(staff_userid)
+    .bind(external_userid)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    fn tag_pool(&self) -> Result<&sqlx::SqlitePool, StoreError> {
+        self.sqlite_pool()
+            .ok_or_else(|| StoreError::Invalid("WeCom tag sync needs the SQLite store".into()))
+    }
+
+    /// Queued syncs due at `now`, oldest first.
+    pub async fn due_wecom_tag_syncs(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TagSyncRequest>, StoreError> {
+        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT channel, contact_id, staff_userid, external_userid, generation, attempts \
+             FROM wecom_tag_sync WHERE next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, requested_at LIMIT $2",
+        )
+        .bind(to_ms(now))
+        .bind(limit)
+        .fetch_all(self.tag_pool()?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(channel, contact_id, staff_userid, external_userid, generation, attempts)| {
+                    TagSyncRequest {
+                        channel,
+                        contact_id,
+                        staff_userid,
+                        external_userid,
+                        generation,
+                        attempts,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// When the earliest queued sync is due (ms), if any.
+    pub async fn next_wecom_tag_sync_at(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT min(next_attempt_at) FROM wecom_tag_sync")
+                .fetch_one(self.tag_pool()?)
+                .await?,
+        )
+    }
+
+    /// A failed fetch: tried again at `next_at`, with the reason kept.
+    pub async fn postpone_wecom_tag_sync(
+        &self,
+        req: &TagSyncRequest,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE wecom_tag_sync SET attempts = attempts + 1, next_attempt_at = $1, \
+             last_error = $2 WHERE channel = $3 AND contact_id = $4 AND staff_userid = $5",
+        )
+        .bind(to_ms(next_at))
+        .bind(error)
+        .bind(&req.channel)
+        .bind(&req.contact_id)
+        .bind(&req.staff_userid)
+        .execute(self.tag_pool()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up on a sync (a permanent error, or too many failures), unless
+    /// an edit arrived since it was read: that one gets its own try. Gives
+    /// whether the row was deleted.
+    pub async fn drop_wecom_tag_sync(&self, req: &TagSyncRequest) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "DELETE FROM wecom_tag_sync WHERE channel = $1 AND contact_id = $2 \
+             AND staff_userid = $3 AND generation = $4",
+        )
+        .bind(&req.channel)
+        .bind(&req.contact_id)
+        .bind(&req.staff_userid)
+        .bind(req.generation)
+        .execute(self.tag_pool()?)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Applies what WeCom said to the contact's tags and retires the queued
+    /// row, in one transaction (see the module docs for the rule).
+    pub async fn apply_wecom_tags(
+        &self,
+        req: &TagSyncRequest,
+        wecom: &WecomTags,
+        now: DateTime<Utc>,
+    ) -> Result<TagSyncDone, StoreError> {
+        let mut tx = self.tag_pool()?.begin_with(BEGIN_IMMEDIATE).await?;
+        let mut done = TagSyncDone::default();
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = $1")
+            .bind(&req.contact_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            // The queued row went with the contact (ON DELETE CASCADE).
+            tx.commit().await?;
+            done.contact_gone = true;
+            return Ok(done);
+        }
+        let current: HashSet<String> =
+            sqlx::query_scalar("SELECT tag FROM contact_tags WHERE contact_id = $1")
+                .bind(&req.contact_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let sourced: Vec<String> =
+            sqlx::query_scalar("SELECT tag FROM wecom_contact_tags WHERE contact_id = $1")
+                .bind(&req.contact_id)
+                .fetch_all(&mut *tx)
+                .await?;
+
+        for tag in &wecom.editor {
+            if current.contains(tag) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&req.contact_id)
+            .bind(tag)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO wecom_contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (contact_id, tag) DO UPDATE SET added_at = excluded.added_at",
+            )
+            .bind(&req.contact_id)
+            .bind(tag)
+            .bind(to_ms(now))
+            .execute(&mut *tx)
+            .await?;
+            done.added.push(tag.clone());
+        }
+
+        if let Some(all) = &wecom.all {
+            for tag in sourced.iter().filter(|t| !all.contains(*t)) {
+                let n = sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
+                    .bind(&req.contact_id)
+                    .bind(tag)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM wecom_contact_tags WHERE contact_id = $1 AND tag = $2")
+                    .bind(&req.contact_id)
+                    .bind(tag)
+                    .execute(&mut *tx)
+                    .await?;
+                // Already removed by nurture (a workflow, the CLI): nothing to log.
+                if n > 0 {
+                    done.removed.push(tag.clone());
+                }
+            }
+        }
+
+        let retired = sqlx::query(
+            "DELETE FROM wecom_tag_sync WHERE channel = $1 AND contact_id = $2 \
+             AND staff_userid = $3 AND generation = $4",
+        )
+        .bind(&req.channel)
+        .bind(&req.contact_id)
+        .bind(&req.staff_userid)
+        .bind(req.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if retired == 0 {
+            // An edit arrived while WeCom was asked: read again, now (its
+            // failures so far belong to the older request).
+            sqlx::query(
+                "UPDATE wecom_tag_sync SET attempts = 0, next_attempt_at = $1, last_error = NULL \
+                 WHERE channel = $2 AND contact_id = $3 AND staff_userid = $4",
+            )
+            .bind(to_ms(now))
+            .bind(&req.channel)
+            .bind(&req.contact_id)
+            .bind(&req.staff_userid)
+            .execute(&mut *tx)
+            .await?;
+            done.requeued = true;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::wecom::{CallbackKey, ContactChange};
+    use chrono::TimeZone;
+    use serde_json::Value;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap()
+    }
+
+    fn set(tags: &[&str]) -> BTreeSet<String> {
+        tags.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn edit(s: &Store, ext: &str, user: &str, ct: &str) {
+        let key = CallbackKey {
+            event: "change_external_contact".into(),
+            change_type: "edit_external_contact".into(),
+            user_id: user.into(),
+            external_userid: ext.into(),
+            tag_id: String::new(),
+            create_time: ct.into(),
+        };
+        let change = ContactChange::Edited {
+            external_userid: ext.into(),
+            staff_userid: user.into(),
+            channel: "wecom".into(),
+        };
+        let a = s
+            .apply_wecom_callback(&key, &Value::Null, &change, t(0), t(0))
+            .await
+            .unwrap();
+        assert!(a.tag_sync, "{a:?}");
+        assert_eq!(a.outcome, "tag_sync_queued");
+    }
+
+    async fn tags(s: &Store, id: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT tag FROM contact_tags WHERE contact_id = $1 ORDER BY tag")
+            .bind(id)
+            .fetch_all(s.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn logged(s: &Store, kind: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT name FROM event_log WHERE kind = $1 ORDER BY seq")
+            .bind(kind)
+            .fetch_all(s.sqlite_pool().unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn syncs_add_and_remove_only_wecom_tags() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
+            .execute(s.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        s.add_tags("c1", &["keep".into(), "both".into()], t(0))
+            .await
+            .unwrap();
+
+        edit(&s, "wm1", "zhangsan", "10").await;
+        let due = s.due_wecom_tag_syncs(t(1), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let req = due[0].clone();
+        assert_eq!(
+            (req.contact_id.as_str(), req.staff_userid.as_str()),
+            ("c1", "zhangsan")
+        );
+        let view = WecomTags {
+            editor: set(&["vip", "both"]),
+            all: Some(set(&["vip", "both", "lisi-only"])),
+        };
+        let d = s.apply_wecom_tags(&req, &view, t(2)).await.unwrap();
+        assert_eq!(d.added, vec!["vip".to_string()], "both was already there");
+        assert!(d.removed.is_empty() && !d.requeued);
+        assert_eq!(tags(&s, "c1").await, vec!["both", "keep", "vip"]);
+        assert!(s.due_wecom_tag_syncs(t(3), 10).await.unwrap().is_empty());
+
+        // vip and both are gone from WeCom: vip (WeCom's) is removed, both
+        // (nurture's before WeCom had it) and keep stay.
+        edit(&s, "wm1", "zhangsan", "20").await;
+        let req = s.due_wecom_tag_syncs(t(3), 10).await.unwrap().remove(0);
+        let d = s
+            .apply_wecom_tags(
+                &req,
+                &WecomTags {
+                    editor: set(&[]),
+                    all: Some(set(&[])),
+                },
+                t(4),
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.removed, vec!["vip".to_string()]);
+        assert_eq!(tags(&s, "c1").await, vec!["both", "keep"]);
+        assert_eq!(logged(&s, "tag_added").await, vec!["keep", "both", "vip"]);
+        assert_eq!(logged(&s, "tag_removed").await, vec!["vip"]);
+    }
+
+    #[tokio::test]
+    async fn another_relationship_keeps_a_tag_and_an_incomplete_list_removes_nothing() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
+            .execute(s.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        edit(&s, "wm1", "zhangsan", "10").await;
+        let req = s.due_wecom_tag_syncs(t(1), 10).await.unwrap().remove(0);
+        s.apply_wecom_tags(
+            &req,
+            &WecomTags {
+                editor: set(&["vip"]),
+                all: Some(set(&["vip"])),
+            },
+            t(1),
+        )
+        .await
+        .unwrap();
+        // zhangsan removed vip, lisi still has it.
+        edit(&s, "wm1", "zhangsan", "20").await;
+        let req = s.due_wecom_tag_syncs(t(2), 10).await.unwrap().remove(0);
+        let d = s
+            .apply_wecom_tags(
+                &req,
+                &WecomTags {
+                    editor: set(&[]),
+                    all: Some(set(&["vip"])),
+                },
+                t(2),
+            )
+            .await
+            .unwrap();
+        assert!(d.removed.is_empty());
+        // Not every relationship was read: nothing removed.
+        edit(&s, "wm1", "zhangsan", "30").await;
+        let req = s.due_wecom_tag_syncs(t(3), 10).await.unwrap().remove(0);
+        let d = s
+            .apply_wecom_tags(
+                &req,
+                &WecomTags {
+                    editor: set(&[]),
+                    all: None,
+                },
+                t(3),
+            )
+            .await
+            .unwrap();
+        assert!(d.removed.is_empty());
+        assert_eq!(tags(&s, "c1").await, vec!["vip"]);
+    }
+
+    #[tokio::test]
+    async fn an_edit_during_the_fetch_keeps_the_row_and_drops_respect_it() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
+            .execute(s.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        edit(&s, "wm1", "zhangsan", "10").await;
+        let req = s.due_wecom_tag_syncs(t(1), 10).await.unwrap().remove(0);
+        // A failure backs off; a new edit keeps the backoff.
+        s.postpone_wecom_tag_sync(&req, t(100), "busy")
+            .await
+            .unwrap();
+        edit(&s, "wm1", "zhangsan", "11").await;
+        assert!(s.due_wecom_tag_syncs(t(50), 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.next_wecom_tag_sync_at().await.unwrap(),
+            Some(to_ms(t(100)))
+        );
+        // The stale request is applied but the row stays, due now.
+        let d = s
+            .apply_wecom_tags(&req, &WecomTags::default(), t(101))
+            .await
+            .unwrap();
+        assert!(d.requeued);
+        let again = s.due_wecom_tag_syncs(t(101), 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 0);
+        assert!(again[0].generation > req.generation);
+        // Dropping with an old generation keeps the row; the current one goes.
+        assert!(!s.drop_wecom_tag_sync(&req).await.unwrap());
+        assert!(s.drop_wecom_tag_sync(&again[0]).await.unwrap());
+        assert_eq!(s.next_wecom_tag_sync_at().await.unwrap(), None);
+
+        // A contact deleted meanwhile: nothing applied, the row went with it.
+        edit(&s, "wm1", "zhangsan", "12").await;
+        let req = s.due_wecom_tag_syncs(t(200), 10).await.unwrap().remove(0);
+        sqlx::query("DELETE FROM contacts WHERE id = 'c1'")
+            .execute(s.sqlite_pool().unwrap())
+            .await
+            .unwrap();
+        let d = s
+            .apply_wecom_tags(
+                &req,
+                &WecomTags {
+                    editor: set(&["vip"]),
+                    all: None,
+                },
+                t(201),
+            )
+            .await
+            .unwrap();
+        assert!(d.contact_gone);
+        assert_eq!(s.next_wecom_tag_sync_at().await.unwrap(), None);
+    }
+}
