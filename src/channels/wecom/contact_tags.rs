@@ -443,10 +443,6 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    if store.sqlite_pool().is_none() {
-        tracing::error!("the wecom tag sync needs a SQLite store");
-        return;
-    }
     let mut readers: HashMap<String, TagReader> = HashMap::new();
     let mut built_for: Option<Arc<Project>> = None;
     loop {

@@ -18,9 +18,9 @@
 use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 
-use crate::store::{BEGIN_IMMEDIATE, Store, StoreError, to_ms};
+use crate::store::{Store, StoreError, to_ms};
 
 /// One queued sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct TagSyncDone {
 /// (so a fetch in flight does not retire it) and its schedule kept (a row
 /// backing off after failures keeps backing off).
 pub(crate) async fn queue(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     channel: &str,
     contact_id: &str,
     staff_userid: &str,
@@ -89,9 +89,8 @@ pub(crate) async fn queue(
 }
 
 impl Store {
-    fn tag_pool(&self) -> Result<&sqlx::SqlitePool, StoreError> {
-        self.sqlite_pool()
-            .ok_or_else(|| StoreError::Invalid("WeCom tag sync needs the SQLite store".into()))
+    fn tag_pool(&self) -> Result<&sqlx::AnyPool, StoreError> {
+        Ok(self.db())
     }
 
     /// Queued syncs due at `now`, oldest first.
@@ -182,7 +181,7 @@ impl Store {
         wecom: &WecomTags,
         now: DateTime<Utc>,
     ) -> Result<TagSyncDone, StoreError> {
-        let mut tx = self.tag_pool()?.begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = self.begin().await?;
         let mut done = TagSyncDone::default();
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = $1")
             .bind(&req.contact_id)
@@ -323,7 +322,7 @@ mod tests {
     async fn tags(s: &Store, id: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT tag FROM contact_tags WHERE contact_id = $1 ORDER BY tag")
             .bind(id)
-            .fetch_all(s.sqlite_pool().unwrap())
+            .fetch_all(s.db())
             .await
             .unwrap()
     }
@@ -331,7 +330,7 @@ mod tests {
     async fn logged(s: &Store, kind: &str) -> Vec<String> {
         sqlx::query_scalar("SELECT name FROM event_log WHERE kind = $1 ORDER BY seq")
             .bind(kind)
-            .fetch_all(s.sqlite_pool().unwrap())
+            .fetch_all(s.db())
             .await
             .unwrap()
     }
@@ -340,7 +339,7 @@ mod tests {
     async fn syncs_add_and_remove_only_wecom_tags() {
         let s = Store::open("sqlite::memory:").await.unwrap();
         sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
-            .execute(s.sqlite_pool().unwrap())
+            .execute(s.db())
             .await
             .unwrap();
         s.add_tags("c1", &["keep".into(), "both".into()], t(0))
@@ -390,7 +389,7 @@ mod tests {
     async fn another_relationship_keeps_a_tag_and_an_incomplete_list_removes_nothing() {
         let s = Store::open("sqlite::memory:").await.unwrap();
         sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
-            .execute(s.sqlite_pool().unwrap())
+            .execute(s.db())
             .await
             .unwrap();
         edit(&s, "wm1", "zhangsan", "10").await;
@@ -442,7 +441,7 @@ mod tests {
     async fn an_edit_during_the_fetch_keeps_the_row_and_drops_respect_it() {
         let s = Store::open("sqlite::memory:").await.unwrap();
         sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
-            .execute(s.sqlite_pool().unwrap())
+            .execute(s.db())
             .await
             .unwrap();
         edit(&s, "wm1", "zhangsan", "10").await;
@@ -476,7 +475,7 @@ mod tests {
         edit(&s, "wm1", "zhangsan", "12").await;
         let req = s.due_wecom_tag_syncs(t(200), 10).await.unwrap().remove(0);
         sqlx::query("DELETE FROM contacts WHERE id = 'c1'")
-            .execute(s.sqlite_pool().unwrap())
+            .execute(s.db())
             .await
             .unwrap();
         let d = s
