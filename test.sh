@@ -11,8 +11,18 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # tests/smtp_channel.rs talks to a real SMTP server: aiosmtpd, from PyPI.
-python3 -c 'import aiosmtpd' 2>/dev/null ||
-    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        # Debian's python3 comes without pip.
+        sudo=""
+        [[ "$(id -u)" -eq 0 ]] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >&2
+    fi
+    # PIP_BREAK_SYSTEM_PACKAGES: Debian marks its python3 "externally managed".
+    PIP_ROOT_USER_ACTION=ignore PIP_BREAK_SYSTEM_PACKAGES=1 \
+        python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+fi
 
 echo "== cargo test (SQLite)" >&2
 cargo test --locked "$@"
