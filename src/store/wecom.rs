@@ -270,6 +270,8 @@ async fn find_contact(
         .await?)
 }
 
+// The event's fields, one argument each, as in `ContactChange::Added`.
+#[allow(clippy::too_many_arguments)]
 async fn added(
     conn: &mut AnyConnection,
     dialect: Dialect,
@@ -335,6 +337,8 @@ async fn added(
     Ok(applied(Some(id), outcome, true))
 }
 
+// The event's fields, one argument each, as in `ContactChange::Deleted`.
+#[allow(clippy::too_many_arguments)]
 async fn deleted(
     conn: &mut AnyConnection,
     dialect: Dialect,
