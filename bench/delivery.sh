@@ -261,7 +261,8 @@ if [[ "$WHAT" == all || "$WHAT" == stores ]]; then
     P="$OUT/stores"
     webhook_project "$P" "$RECV/hook"
     echo "== (d) SQLite, 1 daemon, $M queued messages" >&2
-    "$BIN" --config "$P/nurture.yaml" status >/dev/null # creates and migrates the store
+    echo id >"$P/empty.csv"
+    "$BIN" --config "$P/nurture.yaml" contacts import "$P/empty.csv" >/dev/null # creates the store
     queue_sql | sqlite3 "$P/nurture.db"
     line=$(deliver_with "$P" 1)
     { echo; echo "(d) delivery alone, $M queued messages, SQLite, 1 daemon: $line"; } | tee -a "$RESULT"
@@ -270,7 +271,7 @@ if [[ "$WHAT" == all || "$WHAT" == stores ]]; then
         "$PSQL" -q "$NURTURE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
         url="${NURTURE_TEST_POSTGRES%/*}/$db"
         echo "== (d) PostgreSQL, $k daemon(s), $M queued messages" >&2
-        NURTURE_DATABASE=$url "$BIN" --config "$P/nurture.yaml" status >/dev/null
+        NURTURE_DATABASE=$url "$BIN" --config "$P/nurture.yaml" contacts import "$P/empty.csv" >/dev/null
         queue_sql | "$PSQL" -q "$url"
         line=$(NURTURE_DATABASE=$url deliver_with "$P" "$k")
         { echo; echo "(d) delivery alone, $M queued messages, PostgreSQL, $k daemon(s): $line"; } | tee -a "$RESULT"

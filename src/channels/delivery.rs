@@ -867,19 +867,59 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
 /// the recipient opted out of the channel.
 pub const OPTED_OUT: &str = "opted_out:";
 
+/// Sent outcomes per statement (two parameters each).
+const SENT_CHUNK: usize = 500;
+
 async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let owner = &shared.opts.worker_id;
     let now = now_ms();
     let mut tx = shared.store.begin().await?;
+    // Sent, the common fate, is written a chunk of messages per statement:
+    // on PostgreSQL every statement is a round trip to the server.
+    let sent: Vec<(&str, Option<&str>)> = outcomes
+        .iter()
+        .filter_map(|o| match &o.fate {
+            Fate::Sent { provider_id } => Some((o.id.as_str(), provider_id.as_deref())),
+            _ => None,
+        })
+        .collect();
+    for chunk in sent.chunks(SENT_CHUNK) {
+        let mut values = String::new();
+        for i in 0..chunk.len() {
+            let k = 3 + 2 * i;
+            values.push_str(&format!(
+                "{}(${k}, ${})",
+                if i == 0 { "" } else { "," },
+                k + 1
+            ));
+        }
+        let sql = format!(
+            "WITH v(id, provider_id) AS (VALUES {values})
+             UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = v.provider_id,
+                    attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
+               FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = $2
+             RETURNING {}",
+            match shared.store.dialect() {
+                crate::store::Dialect::Sqlite => "id",
+                crate::store::Dialect::Postgres => "outbox.id",
+            }
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(owner.as_str());
+        for (id, provider) in chunk {
+            q = q.bind(*id).bind(*provider);
+        }
+        let written: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+        for (id, _) in chunk {
+            if !written.contains(*id) {
+                tracing::warn!(id = %id, "outcome not recorded: the message's lease was taken by another worker");
+            }
+        }
+    }
     for o in outcomes {
         let q = match &o.fate {
-            Fate::Sent { provider_id } => sqlx::query(
-                "UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = $2, attempts = attempts + 1,
-                        last_error = NULL, lease_owner = NULL, lease_until = NULL
-                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
-            )
-            .bind(now)
-            .bind(provider_id.as_deref()),
+            Fate::Sent { .. } => continue,
             Fate::Retry { next_at, error } => sqlx::query(
                 "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
                         lease_owner = NULL, lease_until = NULL

@@ -1,0 +1,139 @@
+//! What several daemons sharing one store rely on, tested on the store
+//! directly (on SQLite by default, on PostgreSQL when the suite runs on it):
+//! due enrollments are claimed by one worker at a time and return to the
+//! pool when the lease expires; on PostgreSQL, event-log rows become visible
+//! in sequence order however their transactions interleave; and a store
+//! that cannot be reached is a clear error that never shows the password.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use nurture::store::plan_reads::claim_due_enrollments;
+use nurture::store::{Dialect, Store};
+
+async fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&support::db::url_for(dir.path()))
+        .await
+        .unwrap();
+    (store, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_enrollments_are_claimed_once_until_the_lease_ends() {
+    let (store, _dir) = store().await;
+    let db = store.db();
+    for i in 0..100 {
+        sqlx::query(
+            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, next_run_at, started_at)
+             VALUES ('w', $1, 'once', 'active', 's', $2, 0)",
+        )
+        .bind(format!("c{i:03}"))
+        .bind(1_000 + i as i64)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    let now = Utc.timestamp_millis_opt(10_000).unwrap();
+    let lease_until = 20_000;
+    // Two workers claim at the same time: disjoint sets, 100 in all.
+    let (a, b) = tokio::join!(
+        claim_due_enrollments(db, store.dialect(), "a", now, lease_until, 60),
+        claim_due_enrollments(db, store.dialect(), "b", now, lease_until, 60),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ids_a: BTreeSet<i64> = a.iter().map(|e| e.id).collect();
+    let ids_b: BTreeSet<i64> = b.iter().map(|e| e.id).collect();
+    assert!(
+        ids_a.is_disjoint(&ids_b),
+        "claimed twice: {:?}",
+        ids_a.intersection(&ids_b)
+    );
+    assert_eq!(ids_a.len() + ids_b.len(), 100);
+    // Oldest due first within a claim.
+    assert!(a.windows(2).all(|w| w[0].next_run_at <= w[1].next_run_at));
+
+    // Leased: nobody else gets them before the lease ends...
+    let c = claim_due_enrollments(db, store.dialect(), "c", now, lease_until, 500)
+        .await
+        .unwrap();
+    assert!(c.is_empty(), "claimed while leased: {}", c.len());
+    // ...and everyone may after (a daemon that died leaves them to the others).
+    let later = Utc.timestamp_millis_opt(lease_until + 1).unwrap();
+    let c = claim_due_enrollments(db, store.dialect(), "c", later, lease_until + 30_000, 500)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 100);
+    let owners: Vec<String> = sqlx::query_scalar("SELECT DISTINCT lease_owner FROM enrollments")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(owners, vec!["c".to_string()]);
+}
+
+/// A transaction that logged first but commits last must not let a reader
+/// see the later entry alone (its cursor would move past the earlier one):
+/// writers of the log wait for each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_log_rows_become_visible_in_sequence_order() {
+    let (store, _dir) = store().await;
+    if store.dialect() != Dialect::Postgres {
+        // SQLite has one writer at a time: the order holds by construction.
+        return;
+    }
+    let db = store.db().clone();
+    let mut first = db.begin().await.unwrap();
+    sqlx::query("INSERT INTO contacts (id, created_at, updated_at) VALUES ('first', 1, 1)")
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    // A second writer starts while the first is open...
+    let db2 = db.clone();
+    let second = tokio::spawn(async move {
+        sqlx::query("INSERT INTO contacts (id, created_at, updated_at) VALUES ('second', 2, 2)")
+            .execute(&db2)
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and cannot commit a log row before it: nothing is visible yet.
+    assert!(!second.is_finished(), "the second writer did not wait");
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0);
+    first.commit().await.unwrap();
+    second.await.unwrap();
+    let order: Vec<String> = sqlx::query_scalar("SELECT contact_id FROM event_log ORDER BY seq")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(order, vec!["first".to_string(), "second".to_string()]);
+}
+
+#[test]
+fn an_unreachable_postgresql_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nurture.yaml"), "timezone: UTC\n").unwrap();
+    let out = assert_cmd::Command::cargo_bin("nurture")
+        .unwrap()
+        .current_dir(dir.path())
+        .env(
+            "NURTURE_DATABASE",
+            "postgres://nurture:s3cret@127.0.0.1:1/nurture",
+        )
+        .args(["contacts", "add", "c1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot open the store postgres://nurture:***@127.0.0.1:1/nurture"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "the password was shown: {err}");
+}
