@@ -306,13 +306,19 @@ async fn added(
         // A new contact's INSERT trigger logged contact_created; an existing
         // one added (again) logs it here, so contact_created workflows see
         // every add (their entry policy decides whether it enters again).
-        sqlx::query(
-            "INSERT INTO event_log (kind, contact_id, at) VALUES ('contact_created', $1, $2)",
-        )
-        .bind(&id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        // On PostgreSQL every log writer goes through nurture_log(), which
+        // takes the log's advisory lock so rows become visible in seq order.
+        let sql = match dialect {
+            Dialect::Sqlite => {
+                "INSERT INTO event_log (kind, contact_id, at) VALUES ('contact_created', $1, $2)"
+            }
+            Dialect::Postgres => "SELECT nurture_log('contact_created', $1, NULL, NULL, $2)",
+        };
+        sqlx::query(sql)
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     if let Some(code) = welcome_code {
         sqlx::query(
