@@ -11,9 +11,14 @@ use support::receiver::{Receiver, Reply, script};
 
 fn nurture(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("nurture").unwrap();
-    cmd.current_dir(dir)
-        .env_remove("NURTURE_DATABASE")
-        .env("HOOK_SECRET", "whsec_dGVzdA==")
+    cmd.current_dir(dir);
+    // The store of `dir`: SQLite, or a fresh PostgreSQL database in the
+    // suite's PostgreSQL pass.
+    match support::db::on_postgres() {
+        true => cmd.env("NURTURE_DATABASE", support::db::url_for(dir)),
+        false => cmd.env_remove("NURTURE_DATABASE"),
+    };
+    cmd.env("HOOK_SECRET", "whsec_dGVzdA==")
         .arg("--config")
         .arg(dir.join("nurture.yaml"));
     cmd
