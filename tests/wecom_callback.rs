@@ -1335,3 +1335,84 @@ async fn a_queued_tag_sync_survives_a_restart() {
         .await;
     d.stop(&p);
 }
+
+/// Two daemons working the same tag-sync queue claim disjoint sets of due
+/// rows: a claimed row is leased (its `next_attempt_at` pushed forward), so
+/// only one of them asks WeCom until the lease ends (a daemon that died).
+/// Runs on PostgreSQL too under `.ci/with-postgres.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_of_due_tag_syncs_are_disjoint_until_the_lease_ends() {
+    use chrono::{TimeZone, Utc};
+    use std::collections::BTreeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&support::db::url_for(dir.path()))
+        .await
+        .unwrap();
+    let db = store.db();
+    for i in 0..30 {
+        let contact = format!("c{i:02}");
+        sqlx::query("INSERT INTO contacts (id, created_at, updated_at) VALUES ($1, 1, 1)")
+            .bind(&contact)
+            .execute(db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO wecom_tag_sync (channel, contact_id, staff_userid, external_userid,
+                                         requested_at, generation, attempts, next_attempt_at)
+             VALUES ('wecom', $1, 'zhangsan', $2, $3, 1, 0, $3)",
+        )
+        .bind(&contact)
+        .bind(format!("wm{i:02}"))
+        .bind(1_000 + i as i64)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    let at = |ms: i64| Utc.timestamp_millis_opt(ms).unwrap();
+    let (now, lease_until) = (at(10_000), at(20_000));
+    let (a, b) = tokio::join!(
+        store.claim_wecom_tag_syncs(now, lease_until, 20),
+        store.claim_wecom_tag_syncs(now, lease_until, 20),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ids_a: BTreeSet<String> = a.iter().map(|r| r.contact_id.clone()).collect();
+    let ids_b: BTreeSet<String> = b.iter().map(|r| r.contact_id.clone()).collect();
+    assert!(
+        ids_a.is_disjoint(&ids_b),
+        "claimed twice: {:?}",
+        ids_a.intersection(&ids_b)
+    );
+    assert_eq!(ids_a.len() + ids_b.len(), 30);
+    // Oldest request first within a claim.
+    assert!(a.windows(2).all(|w| w[0].contact_id < w[1].contact_id));
+    let r = a.iter().chain(&b).find(|r| r.contact_id == "c07").unwrap();
+    assert_eq!(
+        (r.external_userid.as_str(), r.generation, r.attempts),
+        ("wm07", 1, 0)
+    );
+
+    // Leased: nobody else gets them before the lease ends...
+    let c = store
+        .claim_wecom_tag_syncs(at(10_001), lease_until, 500)
+        .await
+        .unwrap();
+    assert!(c.is_empty(), "claimed while leased: {c:?}");
+    // ...a failure's postponement sets the real next attempt...
+    store
+        .postpone_wecom_tag_sync(r, at(10_005), "busy")
+        .await
+        .unwrap();
+    let c = store
+        .claim_wecom_tag_syncs(at(10_005), at(20_001), 500)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].contact_id.as_str(), c[0].attempts), ("c07", 1));
+    // ...and a daemon that died leaves the rest to the others after it.
+    let c = store
+        .claim_wecom_tag_syncs(lease_until, at(50_000), 500)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 29);
+}

@@ -1310,3 +1310,98 @@ teams:
     let (status, _) = d.terminate(Duration::from_secs(15));
     assert!(status.success(), "log:\n{}", p.log());
 }
+
+// ---- several daemons on one store ----
+
+/// Two daemons polling the same store claim disjoint sets of due tasks: a
+/// claimed task is leased (its `next_check_at` pushed forward), so nobody
+/// else asks WeCom about it until the lease ends (a daemon that died).
+/// Runs on PostgreSQL too under `.ci/with-postgres.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_of_due_tasks_are_disjoint_until_the_lease_ends() {
+    use nurture::channels::wecom::tasks;
+    use std::collections::BTreeSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&support::db::url_for(dir.path()))
+        .await
+        .unwrap();
+    let db = store.db();
+    for i in 0..40 {
+        sqlx::query(
+            "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
+                                      msgid, status, created_at, checks, next_check_at)
+             VALUES ($1, 'wecom', 'mass', 'c1', 'wmEXT1', 'wangfang', 'msg', 'pending', $2, 0, $2)",
+        )
+        .bind(format!("m{i:02}"))
+        .bind(1_000 + i as i64)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    // One more whose outbox row is still being sent: not claimable yet.
+    sqlx::query(
+        "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
+                                  msgid, status, created_at, checks, next_check_at)
+         VALUES ('busy', 'wecom', 'mass', 'c1', 'wmEXT1', 'wangfang', 'msg', 'pending', 1, 0, 1)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (id, workflow, contact_id, step_id, channel, recipient, body, status,
+                             not_before, next_attempt_at, created_at)
+         VALUES ('busy', 'w', 'c1', 's', 'wecom', 'wmEXT1', 'hi', 'sending', 1, 1, 1)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+
+    let (now, lease_until) = (10_000, 20_000);
+    let d = store.dialect();
+    let (a, b) = tokio::join!(
+        tasks::claim(db, d, "wecom", now, lease_until, 30),
+        tasks::claim(db, d, "wecom", now, lease_until, 30),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ids_a: BTreeSet<String> = a.iter().map(|t| t.message_id.clone()).collect();
+    let ids_b: BTreeSet<String> = b.iter().map(|t| t.message_id.clone()).collect();
+    assert!(
+        ids_a.is_disjoint(&ids_b),
+        "claimed twice: {:?}",
+        ids_a.intersection(&ids_b)
+    );
+    let claimed: BTreeSet<String> = ids_a.union(&ids_b).cloned().collect();
+    assert!(
+        !claimed.contains("busy"),
+        "claimed before its outbox row was sent"
+    );
+    assert_eq!(claimed.len(), 40);
+    // The claim carries what the poller needs.
+    let t = a.iter().chain(&b).find(|t| t.message_id == "m07").unwrap();
+    assert_eq!(
+        (t.kind.as_str(), t.userid.as_str(), t.msgid.as_deref()),
+        ("mass", "wangfang", Some("msg"))
+    );
+
+    // Leased: nobody else gets them before the lease ends...
+    let c = tasks::claim(db, d, "wecom", now + 1, lease_until, 500)
+        .await
+        .unwrap();
+    assert!(c.is_empty(), "claimed while leased: {c:?}");
+    // ...the outcome write sets the real next check...
+    tasks::postpone(db, "m00", now + 5, None).await.unwrap();
+    let c = tasks::claim(db, d, "wecom", now + 5, lease_until + 1, 500)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.iter().map(|t| t.message_id.as_str()).collect::<Vec<_>>(),
+        vec!["m00"]
+    );
+    assert_eq!(c[0].checks, 1);
+    // ...and a daemon that died leaves the rest to the others after it.
+    let c = tasks::claim(db, d, "wecom", lease_until, lease_until + 30_000, 500)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 39);
+}

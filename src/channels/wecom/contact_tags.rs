@@ -70,9 +70,10 @@ pub const MAX_ATTEMPTS: i64 = 30;
 /// The first retry's wait; it doubles with each failure.
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(3_600);
-/// Rows looked at per batch, and batches per round.
-const BATCH: i64 = 50;
-const BATCHES_PER_ROUND: usize = 10;
+/// Rows claimed per batch, and batches per round (500 rows). Batches are
+/// small because a claim's lease must cover the whole batch's calls.
+const BATCH: i64 = 10;
+const BATCHES_PER_ROUND: usize = 50;
 /// The longest the worker sleeps without looking at the queue.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -99,6 +100,8 @@ pub fn retry_delay(attempts: i64) -> Duration {
 /// Reads one customer's tags with one channel's token.
 pub struct TagReader {
     channel: String,
+    /// One call's timeout: a claim's lease is sized from it.
+    timeout: Duration,
     api: WecomApi,
     client: reqwest::Client,
     /// Without a trailing slash.
@@ -116,6 +119,7 @@ impl TagReader {
     pub fn new(config: &super::WecomConfig) -> Result<TagReader, String> {
         Ok(TagReader {
             channel: config.name.clone(),
+            timeout: config.timeout,
             api: config.api()?,
             client: http_client(config.timeout, config.max_idle)?,
             base: config.base_url.as_str().trim_end_matches('/').to_string(),
@@ -344,16 +348,51 @@ pub async fn sync_due(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Round, StoreError> {
-    round(store, &TagReader::all(settings, env)).await
+    round(
+        store,
+        &TagReader::all(settings, env),
+        &mut Claimed::default(),
+    )
+    .await
 }
 
-async fn round(store: &Store, readers: &HashMap<String, TagReader>) -> Result<Round, StoreError> {
+/// The rows a round has claimed and not yet written an outcome for, with
+/// their lease: a shutdown that cuts the round short gives them back.
+#[derive(Default)]
+struct Claimed {
+    rows: Vec<TagSyncRequest>,
+    lease_until: chrono::DateTime<Utc>,
+}
+
+async fn round(
+    store: &Store,
+    readers: &HashMap<String, TagReader>,
+    claimed: &mut Claimed,
+) -> Result<Round, StoreError> {
     let mut out = Round::default();
     for _ in 0..BATCHES_PER_ROUND {
-        let due = store.due_wecom_tag_syncs(Utc::now(), BATCH).await?;
-        let n = due.len();
-        for req in due {
+        // Claimed, not just read: another daemon on the same store skips
+        // them. The lease covers the batch at the slowest channel's timeout
+        // (see `poll::lease`).
+        let timeout = readers
+            .values()
+            .map(|r| r.timeout)
+            .max()
+            .unwrap_or_default();
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(super::poll::lease(timeout, BATCH))
+            .unwrap_or(chrono::Duration::hours(1));
+        claimed.lease_until = now + lease;
+        claimed.rows = store
+            .claim_wecom_tag_syncs(now, claimed.lease_until, BATCH)
+            .await?;
+        // Worked from the end (oldest first): a row leaves the list only
+        // once its outcome is written.
+        claimed.rows.reverse();
+        let n = claimed.rows.len();
+        while let Some(req) = claimed.rows.last().cloned() {
             one(store, readers, &req, &mut out).await?;
+            claimed.rows.pop();
         }
         // Each row looked at is retired or postponed, so the next batch
         // holds other rows.
@@ -452,15 +491,34 @@ pub async fn run(
             built_for = Some(current);
         }
         // A shutdown does not wait for WeCom: a sync cut short (its
-        // transaction rolled back) stays queued for the next start.
+        // transaction rolled back) stays queued, and its claim (with the
+        // batch's others) is given back so the next start need not wait out
+        // the lease.
+        let mut claimed = Claimed::default();
         let done = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = round(&store, &readers) => r,
+            _ = shutdown.cancelled() => {
+                if let Err(e) = store
+                    .release_wecom_tag_syncs(&claimed.rows, claimed.lease_until, Utc::now())
+                    .await
+                {
+                    tracing::warn!(error = %e, "wecom tag sync claims not given back; they wait for their lease");
+                }
+                return;
+            }
+            r = round(&store, &readers, &mut claimed) => r,
         };
         match done {
             Ok(r) if r.changed => wake.notify_one(),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "wecom tag sync round failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "wecom tag sync round failed");
+                // The rows it had not got to are tried again next round
+                // rather than after their lease (best effort: the store just
+                // failed).
+                let _ = store
+                    .release_wecom_tag_syncs(&claimed.rows, claimed.lease_until, Utc::now())
+                    .await;
+            }
         }
         let sleep = match store.next_wecom_tag_sync_at().await {
             Ok(Some(at)) => {

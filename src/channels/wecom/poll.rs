@@ -19,6 +19,8 @@
 //!
 //! The poller runs in the daemon beside the delivery worker and takes the
 //! channels from the current settings, so a reload applies to it too.
+//! Daemons sharing one store divide the tasks: each batch is claimed
+//! ([`tasks::claim`]) with a lease ([`lease`]) before WeCom is asked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,14 +36,26 @@ use super::{SEND_RESULT, TRANSFER_RESULT, WecomConfig, now_ms};
 use crate::channels::Delivery;
 use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
-use crate::store::Store;
+use crate::store::{Dialect, Store};
 
 /// How long a task is followed before it is recorded as `expired`.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
-/// Most tasks of a channel looked at in one round.
-const BATCH: i64 = 200;
+/// Tasks of a channel claimed at once. Small, because the claim's lease must
+/// cover the whole batch's calls (see [`lease`]).
+const BATCH: i64 = 20;
 /// Pages of one result list read before waiting for the next round.
 const MAX_PAGES: usize = 20;
+
+/// How long a claim keeps a batch of `rows` tasks from the other daemons
+/// sharing the store: a minute plus two call timeouts per task, which covers
+/// the usual one page per task even on a slow WeCom. A daemon that dies
+/// leaves its claims to the others after this; a batch that outlives it
+/// (many pages, every call timing out) may see a task looked at twice, which
+/// costs a call, not a wrong outcome (outcome writes only touch pending rows).
+pub fn lease(timeout: Duration, rows: i64) -> Duration {
+    let rows = u32::try_from(rows.max(1)).unwrap_or(u32::MAX);
+    Duration::from_secs(60).saturating_add(timeout.saturating_mul(2).saturating_mul(rows))
+}
 
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -129,6 +143,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let pool = store.db().clone();
+    let dialect = store.dialect();
     let mut pollers: HashMap<String, Poller> = HashMap::new();
     let mut built_for: Option<Arc<Project>> = None;
     loop {
@@ -140,7 +155,7 @@ pub async fn run(
         let mut tick = Duration::from_secs(60);
         for p in pollers.values() {
             tick = tick.min(p.config.poll_interval);
-            if let Err(e) = round(&pool, p).await {
+            if let Err(e) = round(&pool, dialect, p).await {
                 tracing::warn!(channel = %p.config.name, error = %e, "wecom poll round failed");
             }
         }
@@ -165,7 +180,7 @@ pub async fn poll_once(
 ) -> sqlx::Result<()> {
     let pool = store.db();
     for p in build_pollers(settings, env).values() {
-        round(pool, p).await?;
+        round(pool, store.dialect(), p).await?;
     }
     Ok(())
 }
@@ -191,16 +206,16 @@ fn build_pollers(
     out
 }
 
-/// Batches of due tasks looked at in one round, at most: a backlog is worked
-/// off over several ticks rather than in one burst of calls.
-const BATCHES_PER_ROUND: usize = 10;
+/// Batches of due tasks looked at in one round, at most (2,000 tasks): a
+/// backlog is worked off over several ticks rather than in one burst of calls.
+const BATCHES_PER_ROUND: usize = 100;
 
 /// One round over a channel's due tasks.
-async fn round(pool: &sqlx::AnyPool, p: &Poller) -> sqlx::Result<()> {
+async fn round(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Result<()> {
     for _ in 0..BATCHES_PER_ROUND {
-        // Each task looked at is finished or postponed, so the next batch
-        // holds other tasks.
-        if batch(pool, p).await? < BATCH as usize {
+        // Each task claimed is leased, then finished or postponed, so the
+        // next batch holds other tasks.
+        if batch(pool, dialect, p).await? < BATCH as usize {
             break;
         }
     }
@@ -208,9 +223,11 @@ async fn round(pool: &sqlx::AnyPool, p: &Poller) -> sqlx::Result<()> {
 }
 
 /// One batch of due tasks; returns how many there were.
-async fn batch(pool: &sqlx::AnyPool, p: &Poller) -> sqlx::Result<usize> {
+async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Result<usize> {
     let now = now_ms();
-    let due = tasks::due(pool, &p.config.name, now, BATCH).await?;
+    // Claimed, not just read: another daemon on the same store skips them.
+    let lease_until = now + millis(lease(p.config.timeout, BATCH));
+    let due = tasks::claim(pool, dialect, &p.config.name, now, lease_until, BATCH).await?;
     let n = due.len();
     for task in due {
         // A mass task's note ("sent from lilei: transfer to wangfang

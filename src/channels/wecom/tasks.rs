@@ -4,6 +4,8 @@
 
 use sqlx::{AnyPool, Row};
 
+use crate::store::Dialect;
+
 /// A welcome code is good for 20 s after WeCom's callback (reference §1.3).
 pub const WELCOME_CODE_TTL_MS: i64 = 20_000;
 
@@ -91,32 +93,48 @@ pub async fn record(pool: &AnyPool, t: &Task, first_check_at: i64) -> sqlx::Resu
     Ok(())
 }
 
-/// The channel's pending tasks due at `now_ms`, oldest check first.
-pub async fn due(
+/// Claims up to `limit` of the channel's pending tasks due at `now_ms`,
+/// oldest check first, by pushing their `next_check_at` to `lease_until`.
+/// Several daemons may share one store: a claimed task is no longer due for
+/// the others, so only one of them asks WeCom about it (on PostgreSQL, `SKIP
+/// LOCKED` also passes over rows another daemon is claiming right now; SQLite
+/// has one writer). The poller's outcome write ([`postpone`] or [`finish`])
+/// then sets the real next check; a daemon that dies mid-batch leaves its
+/// claims to come due again when the lease ends. One statement, so the claim
+/// is one short transaction.
+pub async fn claim(
     pool: &AnyPool,
+    dialect: Dialect,
     channel: &str,
     now_ms: i64,
+    lease_until: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<Task>> {
-    let rows = sqlx::query(
-        "SELECT message_id, channel, kind, contact_id, external_userid, userid, takeover_userid,
-                msgid, created_at, checks,
-                -- A transfer's `detail` is only what the last look saw.
-                CASE WHEN kind = 'mass' THEN detail END
-           FROM wecom_tasks
-          WHERE status = 'pending' AND channel = $1 AND next_check_at <= $2
-            -- Not before the delivery worker wrote the outbox row `sent`: the
-            -- outcome note goes on that row, and the worker's write clears it.
-            AND NOT EXISTS (SELECT 1 FROM outbox o
-                             WHERE o.id = wecom_tasks.message_id AND o.status <> 'sent')
-          ORDER BY next_check_at LIMIT $3",
-    )
-    .bind(channel)
-    .bind(now_ms)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
+    let sql = format!(
+        "UPDATE wecom_tasks SET next_check_at = $1
+          WHERE message_id IN (
+                SELECT message_id FROM wecom_tasks
+                 WHERE status = 'pending' AND channel = $2 AND next_check_at <= $3
+                   -- Not before the delivery worker wrote the outbox row `sent`: the
+                   -- outcome note goes on that row, and the worker's write clears it.
+                   AND NOT EXISTS (SELECT 1 FROM outbox o
+                                    WHERE o.id = wecom_tasks.message_id AND o.status <> 'sent')
+                 ORDER BY next_check_at, message_id LIMIT $4{})
+         RETURNING message_id, channel, kind, contact_id, external_userid, userid,
+                   takeover_userid, msgid, created_at, checks,
+                   -- A transfer's `detail` is only what the last look saw.
+                   CASE WHEN kind = 'mass' THEN detail END",
+        dialect.skip_locked()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease_until)
+        .bind(channel)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    let mut tasks = rows
+        .into_iter()
         .map(|r| {
             Ok(Task {
                 message_id: r.try_get(0)?,
@@ -132,7 +150,11 @@ pub async fn due(
                 note: r.try_get(10)?,
             })
         })
-        .collect()
+        .collect::<sqlx::Result<Vec<Task>>>()?;
+    // RETURNING gives no order (and the old `next_check_at` is gone): the
+    // oldest task first is close enough.
+    tasks.sort_by_key(|t| t.created_at);
+    Ok(tasks)
 }
 
 /// The contact's latest WeCom transfer on `channel` (an outbox row with a

@@ -125,6 +125,83 @@ impl Store {
             .collect())
     }
 
+    /// Claims up to `limit` queued syncs due at `now`, oldest first, by
+    /// pushing their `next_attempt_at` to `lease_until`. Several daemons may
+    /// share one store: a claimed row is no longer due for the others, so only
+    /// one of them asks WeCom (on PostgreSQL, `SKIP LOCKED` also passes over
+    /// rows another daemon is claiming right now; SQLite has one writer). The
+    /// outcome write (apply, postpone, drop) then retires the row or sets its
+    /// real next attempt; a daemon that dies leaves its claims to come due
+    /// again when the lease ends. One statement: one short transaction.
+    pub async fn claim_wecom_tag_syncs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TagSyncRequest>, StoreError> {
+        let sql = format!(
+            "UPDATE wecom_tag_sync SET next_attempt_at = $1 \
+             WHERE (channel, contact_id, staff_userid) IN ( \
+               SELECT channel, contact_id, staff_userid FROM wecom_tag_sync \
+                WHERE next_attempt_at <= $2 \
+                ORDER BY next_attempt_at, requested_at LIMIT $3{}) \
+             RETURNING channel, contact_id, staff_userid, external_userid, generation, \
+                       attempts, requested_at",
+            self.dialect().skip_locked()
+        );
+        let mut rows: Vec<(String, String, String, String, i64, i64, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(to_ms(lease_until))
+                .bind(to_ms(now))
+                .bind(limit)
+                .fetch_all(self.tag_pool()?)
+                .await?;
+        // RETURNING gives no order (and the old `next_attempt_at` is gone):
+        // the oldest request first is close enough.
+        rows.sort_by_key(|r| r.6);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(channel, contact_id, staff_userid, external_userid, generation, attempts, _)| {
+                    TagSyncRequest {
+                        channel,
+                        contact_id,
+                        staff_userid,
+                        external_userid,
+                        generation,
+                        attempts,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Gives back claims a stopping worker did not get to (or was cut short
+    /// on): due at `now` again, so the next start (or another daemon) need not
+    /// wait for the lease. A row whose outcome was written meanwhile no longer
+    /// holds `lease_until` and is left alone.
+    pub async fn release_wecom_tag_syncs(
+        &self,
+        reqs: &[TagSyncRequest],
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for req in reqs {
+            sqlx::query(
+                "UPDATE wecom_tag_sync SET next_attempt_at = $1 WHERE channel = $2 \
+                 AND contact_id = $3 AND staff_userid = $4 AND next_attempt_at = $5",
+            )
+            .bind(to_ms(now))
+            .bind(&req.channel)
+            .bind(&req.contact_id)
+            .bind(&req.staff_userid)
+            .bind(to_ms(lease_until))
+            .execute(self.tag_pool()?)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// When the earliest queued sync is due (ms), if any.
     pub async fn next_wecom_tag_sync_at(&self) -> Result<Option<i64>, StoreError> {
         Ok(
