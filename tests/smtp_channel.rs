@@ -596,6 +596,35 @@ async fn starttls_then_auth_with_a_verified_certificate() {
     assert_eq!(got[0]["rcpt_tos"], json!(["ann@example.com"]));
 }
 
+/// A refused login is the settings' fault, not the recipient's: the message
+/// waits for the password to be fixed instead of being dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_waits_instead_of_dead_lettering() {
+    let certs = Certs::make();
+    let mut args = certs.server_args(true);
+    args.push("--reject-logins".into());
+    let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ch = tls_channel(&server, "tls", Some(&certs.path("ca.pem")));
+    let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
+    match &ex.delivery {
+        Delivery::Retry {
+            after: Some(after),
+            reason,
+        } => {
+            assert!(*after >= Duration::from_secs(300), "{after:?}");
+            assert!(reason.starts_with("smtp 535"), "{reason}");
+            assert!(reason.contains("password_env"), "{reason}");
+        }
+        d => panic!("{d:?}"),
+    }
+    let cmds = server.commands();
+    assert!(
+        cmds.iter().any(|c| c.starts_with("AUTH_REFUSED")),
+        "{cmds:?}"
+    );
+    assert!(!cmds.iter().any(|c| c.starts_with("MAIL")), "{cmds:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls_with_a_verified_certificate() {
     let certs = Certs::make();

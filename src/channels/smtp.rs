@@ -341,6 +341,15 @@ fn is_tls_error(e: &lettre::transport::smtp::Error) -> bool {
     false
 }
 
+/// How long messages wait when the relay refuses our login.
+pub const AUTH_FAILURE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// SMTP AUTH failures (RFC 4954): 530 authentication required, 534 mechanism
+/// too weak, 535 credentials invalid, 538 encryption required.
+fn is_auth_failure(code: &str) -> bool {
+    matches!(code, "530" | "534" | "535" | "538")
+}
+
 /// The text of the deepest cause of `e`.
 fn innermost(e: &lettre::transport::smtp::Error) -> String {
     let mut text = e.to_string();
@@ -378,6 +387,17 @@ pub fn classify(
             Delivery::Retry {
                 after: None,
                 reason,
+            }
+        } else if is_auth_failure(&code.to_string()) {
+            // Our credentials were refused: a settings problem, not the
+            // recipient's. Every message would fail the same way, so none is
+            // dead-lettered for it at once; they wait (and dead-letter only
+            // after the attempt cap) while someone fixes the password.
+            Delivery::Retry {
+                after: Some(AUTH_FAILURE_WAIT),
+                reason: format!(
+                    "{reason} (the relay refused the login: check username_env and password_env)"
+                ),
             }
         } else if text.split_whitespace().next() == Some("5.1.1") {
             Delivery::Permanent {

@@ -24,6 +24,8 @@ the first byte instead, and offers AUTH at once.
   string is the reply to every attempt.
 - --advertise-auth offers AUTH PLAIN/LOGIN without TLS (accepting any
   password), so a client that would send credentials in the clear does.
+- --reject-logins refuses every login (535), as a relay does with a wrong
+  password.
   A successful login is logged as {"cmd": "AUTHENTICATED", "arg": LOGIN}.
 """
 
@@ -148,9 +150,13 @@ class LoggingSMTP(SMTP):
         return await super().smtp_STARTTLS(arg)
 
 
-def accept_any(state):
+def accept_any(state, reject=False):
     def authenticator(server, session, envelope, mechanism, auth_data):
         login = getattr(auth_data, "login", b"") or b""
+        if reject:
+            # aiosmtpd answers a failed login with 535 5.7.8.
+            state.log("AUTH_REFUSED", login.decode("utf-8", "replace"))
+            return AuthResult(success=False, handled=False)
         state.log("AUTHENTICATED", login.decode("utf-8", "replace"))
         return AuthResult(success=True)
 
@@ -164,6 +170,7 @@ async def main():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--implicit-tls", action="store_true")
+    ap.add_argument("--reject-logins", action="store_true")
     args = ap.parse_args()
     handler = Handler(State(args.dir))
     loop = asyncio.get_running_loop()
@@ -179,7 +186,7 @@ async def main():
             hostname="fake-smtp.test",
             tls_context=context if starttls else None,
             require_starttls=starttls,
-            authenticator=accept_any(handler.state)
+            authenticator=accept_any(handler.state, args.reject_logins)
             if (args.advertise_auth or context is not None)
             else None,
             # Implicit TLS is TLS all along (aiosmtpd only knows STARTTLS).
