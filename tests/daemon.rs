@@ -794,8 +794,36 @@ async fn rows_written_by_another_system_trigger_workflows() {
     assert_eq!(body_of(&reqs[2]), "thanks Sequel");
     let workflows: Vec<Value> = reqs.iter().map(|r| r.json()["workflow"].clone()).collect();
     assert_eq!(workflows, ["greet", "vip", "thanks"]);
+
+    // A row whose attributes are not a JSON object is refused where it is
+    // written, with a message naming the column: it cannot get into the
+    // store and break the scans of every other contact.
+    let pool = p.pool().await;
+    for bad in ["not json", "[1, 2]"] {
+        let err = sqlx::query(
+            "INSERT INTO contacts (id, name, attrs, created_at, updated_at) VALUES ('bad', 'Bad', $1, $2, $2)",
+        )
+        .bind(bad)
+        .bind(now_ms())
+        .execute(&pool)
+        .await
+        .expect_err("a contact with non-object attrs is refused");
+        assert!(err.to_string().contains("attrs"), "{err}");
+    }
+    let err = sqlx::query("UPDATE contacts SET attrs = 'oops' WHERE id = 'sql1'")
+        .execute(&pool)
+        .await
+        .expect_err("an update to non-object attrs is refused");
+    assert!(err.to_string().contains("attrs"), "{err}");
+    pool.close().await;
+    p.exec(&format!(
+        "INSERT INTO contacts (id, name, attrs, created_at, updated_at) VALUES ('sql2', 'Good', '{{\"city\":\"Hangzhou\"}}', {now}, {now})"
+    ))
+    .await;
+    let reqs = rx.wait_for(4, 10 * SECS).await;
+    assert_eq!(body_of(&reqs[3]), "welcome Good");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(rx.count(), 3);
+    assert_eq!(rx.count(), 4);
     stop(d, &p);
 }
 
