@@ -107,6 +107,13 @@ async fn bad_rows_are_reported_by_line_and_good_rows_imported() {
 
     let db = pool(dir.path()).await;
     assert_eq!(scalar::<i64>(&db, "SELECT count(*) FROM contacts").await, 3);
+    // The import lifts the attrs check only inside its own transaction: after
+    // it, a non-object attrs written by another system is refused again.
+    let err = sqlx::query("UPDATE contacts SET attrs = 'oops' WHERE id = 'c1'")
+        .execute(&db)
+        .await
+        .expect_err("the attrs check is back after the import");
+    assert!(err.to_string().contains("attrs"), "{err}");
     assert_eq!(
         scalar::<String>(
             &db,
