@@ -71,6 +71,9 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
+    // Tokens are cached per process by URL and app; an earlier test's fake
+    // may have had this port.
+    nurture::channels::wecom::token::TokenCache::shared(&base, CORP_ID, SECRET).clear();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("n.db").display());
     let store = Store::open(&url).await.unwrap();
@@ -603,8 +606,14 @@ async fn concurrent_sends_use_a_welcome_code_once() {
         let d = t.await.unwrap();
         assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
     }
-    assert_eq!(s.fake.count(SEND_WELCOME), 1);
-    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 4);
+    let calls: Vec<String> = s
+        .fake
+        .all_calls()
+        .iter()
+        .map(|c| format!("{} token={:?}", c.path, c.token()))
+        .collect();
+    assert_eq!(s.fake.count(SEND_WELCOME), 1, "{calls:#?}");
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 4, "{calls:#?}");
 }
 
 #[tokio::test]

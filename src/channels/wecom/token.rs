@@ -113,6 +113,13 @@ impl TokenCache {
         }
     }
 
+    /// Forgets the token. Tests that start a fake WeCom on a port an earlier
+    /// fake used (the same URL and app, so the same shared cache) must not
+    /// inherit a token that fake issued.
+    pub fn clear(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// How many gettoken calls this cache made (for tests and logs).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
