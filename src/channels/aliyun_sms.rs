@@ -46,7 +46,7 @@ use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
-use super::twilio::{excerpt, http_client, percent_encode, read_answer, with_excerpt};
+use super::twilio::{excerpt, form_encode, http_client, percent_encode, read_answer, with_excerpt};
 use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default API base URL.
@@ -139,16 +139,7 @@ impl AliyunSmsChannel {
         let now = SystemTime::now();
         let timestamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let params = self.signed_params(msg, &timestamp, &nonce(msg, now));
-        let body = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let req = self
-            .client
-            .post(self.config.base_url.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
+        let req = self.post_form(&params);
         match read_answer(req, now).await {
             Ok((status, retry_after, answer)) => {
                 Exchange::http(classify(status, retry_after, &answer), status, &answer)
@@ -163,6 +154,18 @@ impl AliyunSmsChannel {
             .into(),
             Err(d) => d.into(),
         }
+    }
+
+    /// A form-encoded `POST` of signed RPC parameters to the API.
+    fn post_form(&self, params: &[(String, String)]) -> reqwest::RequestBuilder {
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.client
+            .post(self.config.base_url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form_encode(&pairs))
     }
 
     /// Whether an earlier attempt of `msg` reached Aliyun: its `OutId` in
@@ -246,16 +249,7 @@ impl AliyunSmsChannel {
         .collect();
         let sig = signature("POST", &params, &self.config.access_key_secret);
         params.push(("Signature".into(), sig));
-        let body = params
-            .iter()
-            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let req = self
-            .client
-            .post(self.config.base_url.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
+        let req = self.post_form(&params);
         match read_answer(req, now).await {
             Ok((status, _, body)) => Ok((status, body)),
             Err(Delivery::Retry { reason, .. } | Delivery::Permanent { reason }) => Err(reason),
@@ -484,16 +478,11 @@ mod tests {
         );
     }
 
-    /// The reference has no signed example. This is a worked example with the
-    /// parameters of Aliyun's documented `SendSms` signing walkthrough
-    /// (AccessKeyId `testid`, secret `testsecret`, GET); the expected
-    /// StringToSign and signature were computed by hand with Python's
-    /// `urllib.parse.quote(s, safe="-_.~")`, `hmac` and `hashlib.sha1` — an
-    /// implementation independent of this one.
-    #[test]
-    fn signature_known_answer() {
-        let params: Vec<(String, String)> = [
-            ("AccessKeyId", "testid"),
+    /// The parameters of Aliyun's documented `SendSms` signing walkthrough,
+    /// with the given AccessKeyId.
+    fn walkthrough(access_key_id: &str) -> Vec<(String, String)> {
+        [
+            ("AccessKeyId", access_key_id),
             ("Action", "SendSms"),
             ("Format", "XML"),
             ("OutId", "123"),
@@ -509,9 +498,20 @@ mod tests {
             ("Version", "2017-05-25"),
         ]
         .into_iter()
-        .rev() // order must not matter
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        .collect()
+    }
+
+    /// A worked example with the
+    /// parameters of Aliyun's documented `SendSms` signing walkthrough
+    /// (AccessKeyId `testid`, secret `testsecret`, GET); the expected
+    /// StringToSign and signature were computed by hand with Python's
+    /// `urllib.parse.quote(s, safe="-_.~")`, `hmac` and `hashlib.sha1` — an
+    /// implementation independent of this one.
+    #[test]
+    fn signature_known_answer() {
+        let mut params = walkthrough("testid");
+        params.reverse(); // order must not matter
         assert_eq!(
             string_to_sign("GET", &params),
             "GET&%2F&AccessKeyId%3Dtestid%26Action%3DSendSms%26Format%3DXML%26OutId%3D123%26PhoneNumbers%3D15300000001%26RegionId%3Dcn-hangzhou%26SignName%3D%25E9%2598%25BF%25E9%2587%258C%25E4%25BA%2591%25E7%259F%25AD%25E4%25BF%25A1%25E6%25B5%258B%25E8%25AF%2595%25E4%25B8%2593%25E7%2594%25A8%26SignatureMethod%3DHMAC-SHA1%26SignatureNonce%3D45e25e9b-0a6f-4070-8c85-2956eda1b466%26SignatureVersion%3D1.0%26TemplateCode%3DSMS_71390007%26TemplateParam%3D%257B%2522customer%2522%253A%2522test%2522%257D%26Timestamp%3D2017-07-12T02%253A42%253A19Z%26Version%3D2017-05-25"
@@ -527,25 +527,7 @@ mod tests {
     /// documented signature is `zJDF%2BLrzhj%2FThnlvIToysFRq6t4%3D`.
     #[test]
     fn signature_matches_aliyuns_published_example() {
-        let params: Vec<(String, String)> = [
-            ("AccessKeyId", "testId"),
-            ("Action", "SendSms"),
-            ("Format", "XML"),
-            ("OutId", "123"),
-            ("PhoneNumbers", "15300000001"),
-            ("RegionId", "cn-hangzhou"),
-            ("SignName", "阿里云短信测试专用"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "45e25e9b-0a6f-4070-8c85-2956eda1b466"),
-            ("SignatureVersion", "1.0"),
-            ("TemplateCode", "SMS_71390007"),
-            ("TemplateParam", r#"{"customer":"test"}"#),
-            ("Timestamp", "2017-07-12T02:42:19Z"),
-            ("Version", "2017-05-25"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let params = walkthrough("testId");
         let sig = signature("GET", &params, "testSecret");
         assert_eq!(sig, "zJDF+Lrzhj/ThnlvIToysFRq6t4=");
         assert_eq!(percent_encode(&sig), "zJDF%2BLrzhj%2FThnlvIToysFRq6t4%3D");
