@@ -41,10 +41,42 @@ pub enum FieldType {
     Bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policies {
     pub quiet_hours: Option<QuietHours>,
     pub frequency_cap: Option<FrequencyCap>,
+    /// `None` only when written `blast_guard: off`.
+    pub blast_guard: Option<BlastGuard>,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Policies {
+            quiet_hours: None,
+            frequency_cap: None,
+            blast_guard: Some(BlastGuard::default()),
+        }
+    }
+}
+
+/// At most `max` new enrollments of one workflow within `per`; beyond that
+/// the workflow is paused until `nurture resume` (its enrollments wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlastGuard {
+    pub max: u32,
+    pub per: Duration,
+}
+
+impl Default for BlastGuard {
+    /// 500 per hour: more than a busy day of new WeCom contacts for one
+    /// salesperson team reaches in an hour, far less than a mistaken
+    /// broadcast to a whole store. See README, "The blast guard".
+    fn default() -> Self {
+        BlastGuard {
+            max: 500,
+            per: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Contact-local window in which nothing is sent; `start` may be after `end`
@@ -408,9 +440,37 @@ fn check_env_name(r: &mut Reader, n: &Node, v: &str) {
 }
 
 fn read_policies(r: &mut Reader, node: &Node, p: &mut Policies) {
-    let Some(f) = r.fields(node, "policies", &["quiet_hours", "frequency_cap"]) else {
+    let Some(f) = r.fields(
+        node,
+        "policies",
+        &["quiet_hours", "frequency_cap", "blast_guard"],
+    ) else {
         return;
     };
+    if let Some(n) = f.get("blast_guard") {
+        if matches!(n.scalar_text(), Some("off") | Some("false")) {
+            p.blast_guard = None;
+        } else if let Some(g) = r.fields(n, "blast_guard", &["max", "per"]) {
+            let mut guard = BlastGuard::default();
+            if let Some(n) = g.get("max")
+                && let Some(max) = r.u32(n, "blast_guard max")
+            {
+                if max == 0 {
+                    r.error(
+                        n.pos,
+                        "blast_guard max must be at least 1; write blast_guard: off to turn the guard off",
+                    );
+                }
+                guard.max = max;
+            }
+            if let Some(n) = g.get("per")
+                && let Some(per) = r.duration(n, "blast_guard per")
+            {
+                guard.per = per;
+            }
+            p.blast_guard = Some(guard);
+        }
+    }
     if let Some(n) = f.get("quiet_hours")
         && let Some(q) = r.fields(n, "quiet_hours", &["start", "end"])
     {

@@ -37,7 +37,7 @@ impl Project {
         fs::write(
             dir.path().join("nurture.yaml"),
             format!(
-                "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{hook_url}\", concurrency: 16 }}\n"
+                "timezone: Asia/Shanghai\npolicies:\n  blast_guard: off   # 10,000 contacts on purpose\nchannels:\n  hook: {{ kind: webhook, url: \"{hook_url}\", concurrency: 16 }}\n"
             ),
         )
         .unwrap();
@@ -162,6 +162,7 @@ fn kill_9_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
     })));
     let p = Project::new(&rx.url("/hook"));
     p.import(CONTACTS);
+    support::db::running_since_epoch(&p.db_url(), &["welcome"]);
 
     // Kill points: receipts counts spread over the run, shifted by a seed
     // taken from the clock (printed, so a failure can be discussed).

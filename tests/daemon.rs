@@ -995,6 +995,7 @@ async fn until_idle_exits_when_the_work_is_done() {
         .write("templates/welcome.hbs", "Hello {{contact.name}}");
     p.ok(&["contacts", "add", "c1", "--name", "Ada"]);
     p.ok(&["contacts", "add", "c2", "--name", "Bo"]);
+    support::db::running_since_epoch(&p.db_url(), &["greet"]);
     let mut d = Daemon::start(&p, &["--until-idle"]);
     let status = d.wait(Duration::from_secs(15));
     assert!(status.success(), "exit {status}; log:\n{}", p.log());

@@ -160,6 +160,10 @@ fn dry_run_plans_exactly_the_rows_an_independent_query_selects() {
         "Hi {{contact.name}}, we miss you in {{contact.city}}.",
     );
     p.import(&generated_contacts(600));
+    support::db::running_since_epoch(
+        &support::db::url_for(p.db().parent().unwrap()),
+        &["winback"],
+    );
     let rows = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
 
     // The same question asked in plain SQL, written independently of the compiler.
@@ -238,6 +242,10 @@ fn unsubscribed_and_opted_out_contacts_are_never_planned_a_send() {
     p.write("workflows/winback.yaml", WINBACK)
         .write("templates/winback.hbs", "Hi {{contact.name}}");
     p.import(&generated_contacts(300));
+    support::db::running_since_epoch(
+        &support::db::url_for(p.db().parent().unwrap()),
+        &["winback"],
+    );
     // One more opts out of sms only, through the CLI.
     let rows_before = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
     let victim = ids_of(&rows_before, "send").into_iter().next().unwrap();
@@ -506,6 +514,10 @@ fn csv_and_table_formats_carry_the_same_plan() {
         "Hi {{contact.name}}, \"quoted\", comma",
     );
     p.import(&generated_contacts(300));
+    support::db::running_since_epoch(
+        &support::db::url_for(p.db().parent().unwrap()),
+        &["winback"],
+    );
     let jsonl = p.dry_run_jsonl(&["--at", "2026-11-01T10:00:00+08:00"]);
     let out = p
         .cmd()

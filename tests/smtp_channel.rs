@@ -839,6 +839,7 @@ channels:
         "--email",
         "gone@example.com",
     ]);
+    support::db::running_since_epoch(&p.db_url(), &["welcome", "vip"]);
     let d = Daemon::start(&p);
 
     // The email reaches the server with its one-click link.

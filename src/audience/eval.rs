@@ -78,10 +78,32 @@ use crate::contact::Contact;
 
 /// Does `cond` hold for `contact` at `now`?
 pub fn holds(cond: &Condition, contact: &Contact, now: DateTime<Utc>) -> bool {
+    holds_from(cond, contact, now, None)
+}
+
+/// [`holds`] for a goal (`exit_when`): events count only at or after
+/// `since`, when the enrollment began. A purchase last year does not mean a
+/// win-back that started today has reached its goal. Tags and fields are read
+/// as they are now.
+pub fn holds_since(
+    cond: &Condition,
+    contact: &Contact,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+) -> bool {
+    holds_from(cond, contact, now, Some(since))
+}
+
+fn holds_from(
+    cond: &Condition,
+    contact: &Contact,
+    now: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
+) -> bool {
     match cond {
-        Condition::All(cs) => cs.iter().all(|c| holds(c, contact, now)),
-        Condition::Any(cs) => cs.iter().any(|c| holds(c, contact, now)),
-        Condition::Not(c) => !holds(c, contact, now),
+        Condition::All(cs) => cs.iter().all(|c| holds_from(c, contact, now, since)),
+        Condition::Any(cs) => cs.iter().any(|c| holds_from(c, contact, now, since)),
+        Condition::Not(c) => !holds_from(c, contact, now, since),
         Condition::Tag(t) => contact.tags.contains(t),
         Condition::Owner(o) => match o {
             OwnerTest::None => contact.owner.is_none(),
@@ -100,7 +122,11 @@ pub fn holds(cond: &Condition, contact: &Contact, now: DateTime<Utc>) -> bool {
             let n = contact
                 .events
                 .iter()
-                .filter(|e| e.name == *name && cutoff.is_none_or(|c| e.at.timestamp_millis() > c))
+                .filter(|e| {
+                    e.name == *name
+                        && cutoff.is_none_or(|c| e.at.timestamp_millis() > c)
+                        && since.is_none_or(|s| e.at >= s)
+                })
                 .take(*at_least as usize)
                 .count();
             n >= *at_least as usize

@@ -1,7 +1,8 @@
-//! `nurture dry-run`: what the daemon would do at a time, printed, not done.
+//! `nurture dry-run`: what the daemon would do from a time on, printed, not done.
 //!
-//! It runs the daemon's own decision code (`engine::sources::plan_due` and
-//! `engine::plan`) against the real store and writes nothing to it.
+//! It runs the daemon's own passes (`engine::simulate`, over
+//! `engine::sources` and `engine::plan`) against the real store, keeping
+//! what the daemon would write in memory, and writes nothing to the store.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
@@ -15,7 +16,8 @@ use clap::{Args, ValueEnum};
 use super::{CliResult, Failure};
 use crate::engine::explain::{ExplainInput, explain};
 use crate::engine::plan::{Action, PlannedStep, Planner, StartAt};
-use crate::engine::sources::{self, DueOptions, Start, plan_due};
+use crate::engine::simulate::{SimOptions, SimReport, Simulation, next_tick};
+use crate::engine::sources::{self, Start};
 use crate::project::Project;
 use crate::store::Store;
 use crate::store::plan_reads;
@@ -29,12 +31,19 @@ pub struct DryRunArgs {
     /// time in the settings' timezone (2026-11-01T09:00). Default: now.
     #[arg(long)]
     pub at: Option<String>,
+    /// Simulate forward to this time: a duration after --at (7d, 36h) or a
+    /// time like --at. Waits elapse, cron workflows tick at their real times,
+    /// quiet hours, frequency caps and assignment counters carry from step to
+    /// step. It assumes no new events. Default: --at only.
+    #[arg(long, value_name = "DURATION_OR_TIME")]
+    pub until: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Tell, for one contact and every workflow, which condition held or failed.
     #[arg(long, value_name = "CONTACT_ID")]
     pub explain: Option<String>,
-    /// Also show event-triggered workflows as if their trigger fired now for every contact.
+    /// Also show event-triggered workflows as if their trigger fired at --at
+    /// for every contact in their audience (never twice for `entry: once`).
     #[arg(long)]
     pub all_contacts: bool,
     /// Rows shown after the summary by the table format.
@@ -85,20 +94,27 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {url}"))?;
-    let pool = store.db();
-    let assign = plan_reads::assign_state(pool)
-        .await
-        .context("reading assignment counters")?;
-    let mut planner = Planner::new(&project.settings, &project.templates, at, assign);
+    let until = match &args.until {
+        None => at,
+        Some(u) => parse_until(u, at, tz).map_err(Failure::Input)?,
+    };
+    let mut sim = Simulation::new(
+        &store,
+        &project,
+        SimOptions {
+            at,
+            until,
+            all_contacts: args.all_contacts,
+        },
+    )
+    .await
+    .context("reading the store")?;
+    let mut planner = sim.planner().await.context("reading the store")?;
 
     if let Some(id) = &args.explain {
         return explain_contact(&project, &store, &mut planner, id, args.workflow.as_deref()).await;
     }
 
-    let opts = DueOptions {
-        workflow: args.workflow.clone(),
-        all_contacts: args.all_contacts,
-    };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut sink: Box<dyn Sink> = match args.format {
@@ -106,20 +122,37 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         Format::Csv => Box::new(CsvSink::new()),
         Format::Table => Box::new(TableSink::new(args.limit, tz)),
     };
-    let result = plan_due(&store, &project.workflows, &mut planner, &opts, |d| {
-        for s in &d.plan.steps {
-            sink.row(&mut out, s)?;
-        }
-        if let Start::New { .. } = d.start {
-            sink.entered(&d.workflow.name);
-        }
-        Ok(())
-    })
-    .await;
-    let result = result.and_then(|_| {
-        sink.finish(&mut out, &project.workflows, at, tz)
-            .map_err(Into::into)
-    });
+    let only = args.workflow.clone();
+    // Every workflow is simulated (they share teams, caps and contacts);
+    // `--workflow` only chooses what is shown.
+    let result = sim
+        .run(&mut planner, |d, when| {
+            if only.as_ref().is_some_and(|o| *o != d.workflow.name) {
+                return Ok(());
+            }
+            for s in &d.plan.steps {
+                sink.row(&mut out, s, when)?;
+            }
+            if let Start::New { .. } = d.start {
+                sink.entered(&d.workflow.name);
+            }
+            Ok(())
+        })
+        .await;
+    let shown: Vec<crate::workflow::Workflow> = project
+        .workflows
+        .iter()
+        .filter(|w| only.as_ref().is_none_or(|o| *o == w.name))
+        .cloned()
+        .collect();
+    let header = Header {
+        at,
+        until,
+        tz,
+        report: &sim.report,
+        project: &project,
+    };
+    let result = result.and_then(|_| sink.finish(&mut out, &shown, &header).map_err(Into::into));
     let result = result.and_then(|_| out.flush().map_err(Into::into));
     match result {
         Ok(()) => Ok(()),
@@ -127,6 +160,32 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         Err(e) if is_broken_pipe(&e) => Ok(()),
         Err(e) => Err(Failure::Other(e)),
     }
+}
+
+/// What the table's header says besides the rows.
+pub struct Header<'a> {
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    tz: Tz,
+    report: &'a SimReport,
+    project: &'a Project,
+}
+
+/// `--until`: a duration after `at`, or a time as `--at` takes it.
+pub fn parse_until(s: &str, at: DateTime<Utc>, tz: Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(d) = s.parse::<crate::duration::Duration>() {
+        return Ok(at + d.to_chrono());
+    }
+    let t = parse_at(s, tz).map_err(|_| {
+        format!("--until \"{s}\" is neither a duration (7d, 36h) nor a time like 2026-11-08T10:00")
+    })?;
+    if t < at {
+        return Err(format!(
+            "--until {s} is before --at {}; give a later time or a duration such as 7d",
+            at.with_timezone(&tz).to_rfc3339()
+        ));
+    }
+    Ok(t)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -162,14 +221,18 @@ pub fn parse_at(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
 
 /// Where planned rows go.
 trait Sink {
-    fn row(&mut self, out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()>;
+    fn row(
+        &mut self,
+        out: &mut dyn Write,
+        s: &PlannedStep,
+        when: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
     fn entered(&mut self, _workflow: &str) {}
     fn finish(
         &mut self,
         _out: &mut dyn Write,
         _wfs: &[crate::workflow::Workflow],
-        _at: DateTime<Utc>,
-        _tz: Tz,
+        _header: &Header<'_>,
     ) -> io::Result<()> {
         Ok(())
     }
@@ -181,9 +244,16 @@ struct JsonlSink {
 }
 
 impl Sink for JsonlSink {
-    fn row(&mut self, out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut *out, &s.to_json_row(self.tz))?;
-        out.write_all(b"\n")?;
+    fn row(
+        &mut self,
+        out: &mut dyn Write,
+        s: &PlannedStep,
+        when: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        // Serialised first, so a closed pipe is an io::Error (see is_broken_pipe).
+        let mut line = serde_json::to_vec(&s.to_json_row(self.tz, when))?;
+        line.push(b'\n');
+        out.write_all(&line)?;
         Ok(())
     }
 }
@@ -219,7 +289,12 @@ impl CsvSink {
 }
 
 impl Sink for CsvSink {
-    fn row(&mut self, out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()> {
+    fn row(
+        &mut self,
+        out: &mut dyn Write,
+        s: &PlannedStep,
+        when: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let mut w = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(&mut *out);
@@ -227,11 +302,11 @@ impl Sink for CsvSink {
             w.write_record(CSV_COLUMNS)?;
             self.header_written = true;
         }
-        let r = s.to_json_row(Tz::UTC);
+        let r = s.to_json_row(Tz::UTC, when);
         let join = |v: Option<&[String]>| v.map(|v| v.join(";")).unwrap_or_default();
         let at = match &s.action {
             Action::Send { at, tz, .. } => at.with_timezone(tz).to_rfc3339(),
-            _ => String::new(),
+            _ => when.to_rfc3339(),
         };
         w.write_record([
             r.workflow,
@@ -258,8 +333,7 @@ impl Sink for CsvSink {
         &mut self,
         out: &mut dyn Write,
         _: &[crate::workflow::Workflow],
-        _: DateTime<Utc>,
-        _: Tz,
+        _: &Header<'_>,
     ) -> io::Result<()> {
         if !self.header_written {
             writeln!(out, "{}", CSV_COLUMNS.join(","))?;
@@ -272,7 +346,7 @@ impl Sink for CsvSink {
 struct TableSink {
     limit: usize,
     tz: Tz,
-    rows: Vec<PlannedStep>,
+    rows: Vec<(PlannedStep, DateTime<Utc>)>,
     per_workflow: BTreeMap<String, Counts>,
 }
 
@@ -294,7 +368,12 @@ impl TableSink {
 }
 
 impl Sink for TableSink {
-    fn row(&mut self, _out: &mut dyn Write, s: &PlannedStep) -> anyhow::Result<()> {
+    fn row(
+        &mut self,
+        _out: &mut dyn Write,
+        s: &PlannedStep,
+        when: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let key = match &s.action {
             Action::Skip { reason } => format!("skip {}", reason.code()),
             Action::Exit { reason } => format!("exit {}", reason.code()),
@@ -308,7 +387,7 @@ impl Sink for TableSink {
             .entry(key)
             .or_insert(0) += 1;
         if self.rows.len() < self.limit {
-            self.rows.push(s.clone());
+            self.rows.push((s.clone(), when));
         }
         Ok(())
     }
@@ -324,14 +403,32 @@ impl Sink for TableSink {
         &mut self,
         out: &mut dyn Write,
         wfs: &[crate::workflow::Workflow],
-        at: DateTime<Utc>,
-        tz: Tz,
+        h: &Header<'_>,
     ) -> io::Result<()> {
-        writeln!(
-            out,
-            "Dry run at {} — nothing was sent or changed.\n",
-            at.with_timezone(&tz).to_rfc3339()
-        )?;
+        let tz = h.tz;
+        let show = |t: DateTime<Utc>| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        };
+        if h.until > h.at {
+            writeln!(
+                out,
+                "Dry run from {} to {} — nothing was sent or changed.",
+                show(h.at),
+                show(h.until)
+            )?;
+            writeln!(
+                out,
+                "Simulated as the daemon would run it, assuming no new contacts or events arrive.\n"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Dry run at {} — nothing was sent or changed.\n",
+                show(h.at)
+            )?;
+        }
         writeln!(
             out,
             "{:<28} {:<16} {:>8}  actions",
@@ -339,7 +436,7 @@ impl Sink for TableSink {
         )?;
         for wf in wfs {
             let counts = self.per_workflow.get(&wf.name);
-            let actions = counts
+            let mut actions = counts
                 .map(|c| {
                     c.actions
                         .iter()
@@ -348,6 +445,17 @@ impl Sink for TableSink {
                         .join(" ")
                 })
                 .unwrap_or_default();
+            // A cron workflow that did not tick in the window shows when it will.
+            if wf.enabled
+                && wf.trigger.is_ticked()
+                && !h.report.ticks_run.iter().any(|(n, _)| *n == wf.name)
+                && let Some(next) = next_tick(h.project, wf, h.until)
+            {
+                if !actions.is_empty() {
+                    actions.push(' ');
+                }
+                actions.push_str(&format!("next tick {}", show(next)));
+            }
             let state = if wf.enabled {
                 wf.trigger.kind()
             } else {
@@ -365,6 +473,15 @@ impl Sink for TableSink {
                     actions
                 }
             )?;
+        }
+        for (name, when, reason) in &h.report.paused {
+            if wfs.iter().any(|w| w.name == *name) {
+                writeln!(
+                    out,
+                    "\n{name}: would be PAUSED at {} by the {reason}",
+                    show(*when)
+                )?;
+            }
         }
         let total: u64 = self
             .per_workflow
@@ -386,7 +503,7 @@ impl Sink for TableSink {
         let width = |f: fn(&PlannedStep) -> usize, head: &str| {
             self.rows
                 .iter()
-                .map(f)
+                .map(|(s, _)| f(s))
                 .max()
                 .unwrap_or(0)
                 .max(head.chars().count())
@@ -396,10 +513,10 @@ impl Sink for TableSink {
         let sw = width(|s| s.step.chars().count(), "STEP");
         writeln!(
             out,
-            "{:<ww$} {:<cw$} {:<sw$} {:<7} DETAIL",
-            "WORKFLOW", "CONTACT", "STEP", "ACTION"
+            "{:<19} {:<ww$} {:<cw$} {:<sw$} {:<7} DETAIL",
+            "WHEN", "WORKFLOW", "CONTACT", "STEP", "ACTION"
         )?;
-        for s in &self.rows {
+        for (s, when) in &self.rows {
             let detail = match &s.action {
                 Action::Send {
                     channel,
@@ -415,7 +532,7 @@ impl Sink for TableSink {
                     }
                     format!(
                         "{channel} → {to} at {}: {b}",
-                        at.with_timezone(tz).format("%Y-%m-%d %H:%M %:z")
+                        at.with_timezone(tz).format("%Y-%m-%d %H:%M:%S %:z")
                     )
                 }
                 Action::Assign {
@@ -431,13 +548,16 @@ impl Sink for TableSink {
                 }
                 Action::Wait { until } => format!(
                     "until {}",
-                    until.with_timezone(&self.tz).format("%Y-%m-%d %H:%M %:z")
+                    until
+                        .with_timezone(&self.tz)
+                        .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
                 Action::Exit { reason } | Action::Skip { reason } => reason.to_string(),
             };
             writeln!(
                 out,
-                "{:<ww$} {:<cw$} {:<sw$} {:<7} {}",
+                "{:<19} {:<ww$} {:<cw$} {:<sw$} {:<7} {}",
+                when.with_timezone(&self.tz).format("%Y-%m-%d %H:%M:%S"),
                 s.workflow,
                 s.contact_id,
                 s.step,
@@ -510,19 +630,22 @@ async fn explain_contact(
         .iter()
         .filter(|w| only.is_none_or(|o| o == w.name))
     {
-        use crate::workflow::Trigger;
-        let pending_triggers = pending
+        let firing: Vec<&plan_reads::LogEntry> =
+            pending.iter().filter(|e| sources::fires(wf, e)).collect();
+        let before_activation = firing
             .iter()
-            .filter(|e| match &wf.trigger {
-                Trigger::ContactCreated => e.kind == "contact_created",
-                Trigger::TagAdded { tag } => {
-                    e.kind == "tag_added" && e.name.as_deref() == Some(tag)
-                }
-                Trigger::Event { name } => e.kind == "event" && e.name.as_deref() == Some(name),
-                _ => false,
+            .filter(|e| {
+                !crate::engine::gates::after_activation(
+                    &planner.gates,
+                    wf,
+                    e,
+                    Some(contact.created_at),
+                )
             })
             .count();
-        let plan = planner.plan(wf, &contact, StartAt::First, recent);
+        let pending_triggers = firing.len() - before_activation;
+        let activated_at = planner.gates.states.get(&wf.name).map(|s| s.activated_at);
+        let plan = planner.plan(wf, &contact, StartAt::First { since: at }, recent);
         out.push_str(&explain(&ExplainInput {
             wf,
             contact: &contact,
@@ -530,6 +653,8 @@ async fn explain_contact(
             tz,
             enrollments: &enrollments,
             pending_triggers,
+            before_activation,
+            activated_at,
             would_do: Some(&plan.steps),
         }));
         out.push('\n');

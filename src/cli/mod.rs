@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod channels;
 pub mod contacts;
 pub mod dry_run;
+pub mod enroll;
 pub mod history;
 pub mod run;
 pub mod schema;
@@ -50,6 +51,11 @@ pub enum Command {
     Status(status::StatusArgs),
     /// What happened to one contact, in time order.
     History(history::HistoryArgs),
+    /// Enroll the contacts already in a workflow's audience, on purpose
+    /// (`--existing`; preview first with `--dry-run`).
+    Enroll(enroll::EnrollArgs),
+    /// Lift the blast guard's pause of a workflow: its held enrollments run.
+    Resume(enroll::ResumeArgs),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -110,6 +116,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Schema(args) => schema::run(args),
         Command::Status(args) => status::run(&cli.config, args).await,
         Command::History(args) => history::run(&cli.config, args).await,
+        Command::Enroll(args) => enroll::enroll(&cli.config, args).await,
+        Command::Resume(args) => enroll::resume(&cli.config, args).await,
     }
 }
 

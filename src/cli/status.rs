@@ -59,6 +59,13 @@ pub struct WorkflowRow {
     pub file: Option<String>,
     /// `loaded`, `broken`, `disabled`, or `removed` (no file, but rows in the store).
     pub state: String,
+    /// When a daemon first loaded it on this store (`None`: not yet; it
+    /// acts only on trigger events after this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<String>,
+    /// Why the blast guard paused it, when it did (`nurture resume` lifts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
     #[serde(flatten)]
     pub counts: WorkflowCounts,
 }
@@ -79,6 +86,7 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
         .strip_prefix("sqlite://")
         .is_some_and(|p| !Path::new(p).exists());
     let mut recorded = Vec::new();
+    let mut wf_states = std::collections::HashMap::new();
     let counts = if no_store {
         BTreeMap::new()
     } else {
@@ -90,6 +98,9 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
             .await
             .context("counting enrollments and messages")?;
         recorded = file_states(pool).await.context("reading file states")?;
+        wf_states = crate::store::workflow_states::all(pool)
+            .await
+            .context("reading workflow states")?;
         store.close().await;
         counts
     };
@@ -147,6 +158,8 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
                 }),
             file: Some(file),
             state: state.to_string(),
+            activated_at: None,
+            paused: None,
         });
     }
     // A file that could not be read as a workflow at all: named by its stem.
@@ -168,6 +181,8 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
             }),
             file: Some(show(f)),
             state: "broken".into(),
+            activated_at: None,
+            paused: None,
         });
     }
     for (name, c) in &counts {
@@ -176,11 +191,29 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
                 name: name.clone(),
                 file: None,
                 state: "removed".into(),
+                activated_at: None,
+                paused: None,
                 counts: c.clone(),
             });
         }
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in &mut rows {
+        if let Some(st) = wf_states.get(&r.name) {
+            r.activated_at = Some(
+                st.activated_at
+                    .with_timezone(&settings.timezone)
+                    .format("%Y-%m-%d %H:%M:%S %:z")
+                    .to_string(),
+            );
+            if let Some((_, reason)) = &st.paused {
+                r.paused = Some(reason.clone());
+                if r.state == "loaded" {
+                    r.state = "paused".into();
+                }
+            }
+        }
+    }
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -351,6 +384,27 @@ fn write_table(
         writeln!(out, "{}", line(headers.to_vec()))?;
         for row in &table {
             writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+        }
+        writeln!(out)?;
+        for r in rows {
+            match (&r.activated_at, &r.paused) {
+                (_, Some(reason)) => writeln!(
+                    out,
+                    "{}: PAUSED by the {reason} (`nurture resume {}`)",
+                    r.name, r.name
+                )?,
+                (Some(t), None) => writeln!(
+                    out,
+                    "{}: activated {t}: acts on trigger events from then on",
+                    r.name
+                )?,
+                (None, None) if r.file.is_some() => writeln!(
+                    out,
+                    "{}: not activated yet (the daemon activates it when it first loads it)",
+                    r.name
+                )?,
+                _ => {}
+            }
         }
     }
     writeln!(out)?;

@@ -31,6 +31,9 @@ pub enum Applied {
     /// Another run (or daemon) got there first: the entry key exists, or the
     /// enrollment moved on since it was read. Nothing was written.
     Stale,
+    /// The plan enrolls nobody (a trigger from before the workflow's
+    /// activation): nothing to write.
+    Passed,
 }
 
 /// The idempotency key of a message: stable across retries, restarts and
@@ -68,6 +71,36 @@ pub async fn apply_in(
     now: DateTime<Utc>,
 ) -> Result<Applied> {
     let tx = &mut **tx;
+    if let Start::Passed { .. } = d.start {
+        return Ok(Applied::Passed);
+    }
+    // Held by the blast guard: stored at its first step, nothing run, until
+    // `nurture resume` makes it due.
+    if let (Start::New { entry_key, .. }, Outcome::Held { first_step }) =
+        (&d.start, &d.plan.outcome)
+    {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at)
+             VALUES ($1, $2, $3, 'held', $4, $5)
+             ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&d.workflow.name)
+        .bind(&d.contact_id)
+        .bind(entry_key)
+        .bind(first_step)
+        .bind(ms(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .context("holding the enrollment")?;
+        return Ok(match id {
+            Some(enrollment_id) => Applied::Stored {
+                enrollment_id,
+                messages: 0,
+            },
+            None => Applied::Stale,
+        });
+    }
     let enrollment_id = match &d.start {
         Start::New { entry_key, .. } => {
             let id: Option<i64> = sqlx::query_scalar(
@@ -109,6 +142,7 @@ pub async fn apply_in(
             }
             *enrollment_id
         }
+        Start::Passed { .. } => return Ok(Applied::Passed),
     };
 
     let mut messages = 0;
@@ -141,6 +175,8 @@ pub async fn apply_in(
         }
         Outcome::Done => ("done", None, None, None),
         Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
+        // Only a new enrollment is held, and it returned above.
+        Outcome::Held { first_step } => ("held", Some(first_step.clone()), None, None),
     };
     sqlx::query(
         "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),

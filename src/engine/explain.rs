@@ -22,6 +22,10 @@ pub struct ExplainInput<'a> {
     pub enrollments: &'a [EnrollmentRow],
     /// Unprocessed event-log entries for this contact that fire this workflow.
     pub pending_triggers: usize,
+    /// Of those, the ones from before the workflow's activation (they do not enroll).
+    pub before_activation: usize,
+    /// When the workflow was activated (`None`: no daemon has loaded it yet).
+    pub activated_at: Option<DateTime<Utc>>,
     /// The steps it would get if it entered now (planned by the same planner).
     pub would_do: Option<&'a [PlannedStep]>,
 }
@@ -44,6 +48,28 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
         if wf.enabled { "" } else { " — disabled" }
     );
 
+    match input.activated_at {
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "  activated {}: trigger events before it do not enroll",
+                t.with_timezone(&tz).to_rfc3339()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  not activated yet: the daemon activates it when it first loads it; trigger events before that do not enroll"
+            );
+        }
+    }
+    if input.before_activation > 0 {
+        let _ = writeln!(
+            out,
+            "  ✗ {} trigger event(s) in the event log are from before the activation: skipped (before_activation)",
+            input.before_activation
+        );
+    }
     // Trigger.
     let trigger_ok = match &wf.trigger {
         Trigger::ContactCreated => {
@@ -180,10 +206,17 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
     let goal = match &wf.exit_when {
         None => false,
         Some(cond) => {
+            // A goal counts events from the moment the contact enters (now),
+            // not its history.
+            let entering = Contact {
+                events: c.events.iter().filter(|e| e.at >= at).cloned().collect(),
+                ..c.clone()
+            };
+            let c = &entering;
             let reached = holds(cond, c, at);
             let _ = writeln!(
                 out,
-                "  {} exit_when {}:",
+                "  {} exit_when (events after entry only) {}:",
                 mark(!reached),
                 if reached {
                     "holds: the contact is at the goal and would leave"

@@ -3,8 +3,10 @@
 
 pub mod apply;
 pub mod explain;
+pub mod gates;
 pub mod plan;
 pub mod scheduler;
+pub mod simulate;
 pub mod sources;
 
 pub use plan::*;

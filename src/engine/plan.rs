@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::assign::{AssignState, Pick};
-use crate::audience::eval::holds;
+use crate::audience::eval::{holds, holds_since};
 use crate::contact::Contact;
 use crate::policy;
 use crate::settings::Settings;
@@ -32,6 +32,11 @@ pub enum Reason {
     NoMatchingSalesperson,
     /// The enrollment's step no longer exists after an edit of the workflow.
     StepRemoved(String),
+    /// The trigger happened before the workflow was activated (first loaded
+    /// by a daemon on this store): imports and backdated events set nothing off.
+    BeforeActivation,
+    /// The blast guard paused the workflow: the enrollment waits for `nurture resume`.
+    BlastGuard,
 }
 
 impl std::fmt::Display for Reason {
@@ -47,6 +52,8 @@ impl std::fmt::Display for Reason {
             Reason::TeamFull => f.write_str("team_full"),
             Reason::NoMatchingSalesperson => f.write_str("no_matching_salesperson"),
             Reason::StepRemoved(id) => write!(f, "step_removed: {id}"),
+            Reason::BeforeActivation => f.write_str("before_activation"),
+            Reason::BlastGuard => f.write_str("blast_guard"),
         }
     }
 }
@@ -65,6 +72,8 @@ impl Reason {
             Reason::TeamFull => "team_full",
             Reason::NoMatchingSalesperson => "no_matching_salesperson",
             Reason::StepRemoved(_) => "step_removed",
+            Reason::BeforeActivation => "before_activation",
+            Reason::BlastGuard => "blast_guard",
         }
     }
 }
@@ -115,6 +124,26 @@ impl Action {
     }
 }
 
+impl EnrollmentPlan {
+    /// A new enrollment the blast guard holds: one skip row at the first
+    /// step, nothing run.
+    pub fn held(wf: &Workflow, contact_id: &str) -> EnrollmentPlan {
+        let first = wf.steps.first().map(|s| s.id.clone()).unwrap_or_default();
+        EnrollmentPlan {
+            steps: vec![PlannedStep {
+                workflow: wf.name.clone(),
+                contact_id: contact_id.to_string(),
+                step: first.clone(),
+                action: Action::Skip {
+                    reason: Reason::BlastGuard,
+                },
+            }],
+            outcome: Outcome::Held { first_step: first },
+            ran: vec![],
+        }
+    }
+}
+
 /// An action for one contact at one step of one workflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedStep {
@@ -134,6 +163,11 @@ pub enum Outcome {
     },
     Done,
     Exited(Reason),
+    /// The blast guard holds the new enrollment at `first_step` until
+    /// `nurture resume`; nothing of it ran.
+    Held {
+        first_step: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,11 +179,32 @@ pub struct EnrollmentPlan {
 }
 
 /// Where a plan starts: a fresh enrollment at the first step, or an existing
-/// one at its stored step.
+/// one at its stored step. `since` is when the enrollment began: goals
+/// (`exit_when`) count only events at or after it.
 #[derive(Debug, Clone, Copy)]
 pub enum StartAt<'a> {
-    First,
-    Step(&'a str),
+    First { since: DateTime<Utc> },
+    Step { id: &'a str, since: DateTime<Utc> },
+}
+
+impl StartAt<'_> {
+    /// When the enrollment began.
+    pub fn since(&self) -> DateTime<Utc> {
+        match self {
+            StartAt::First { since } | StartAt::Step { since, .. } => *since,
+        }
+    }
+}
+
+/// What plans made in this run changed in a contact (owner, tags): later
+/// plans of the same run see the contact as the daemon will have left it,
+/// whether they come in the same batch or a later one. The daemon forgets
+/// these once a batch is committed (the store has them then); the dry-run
+/// keeps them for the whole simulation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactChange {
+    pub owner: Option<Option<String>>,
+    pub tags: Option<std::collections::BTreeSet<String>>,
 }
 
 /// The planner: settings, templates, the clock, and the counters that must
@@ -159,8 +214,13 @@ pub struct Planner<'a> {
     pub templates: &'a Templates,
     pub now: DateTime<Utc>,
     pub assign: AssignState,
-    /// Messages planned in this run, per contact, for the frequency cap.
-    planned_sends: HashMap<String, u32>,
+    /// Activation and pause of each workflow.
+    pub gates: crate::engine::gates::Gates,
+    /// When each workflow was planned to send, per contact (plan times), for
+    /// the frequency cap: messages not yet in the store.
+    planned_sends: HashMap<String, Vec<DateTime<Utc>>>,
+    /// Contacts as plans of this run left them.
+    changes: HashMap<String, ContactChange>,
 }
 
 impl<'a> Planner<'a> {
@@ -175,19 +235,59 @@ impl<'a> Planner<'a> {
             templates,
             now,
             assign,
+            gates: Default::default(),
             planned_sends: HashMap::new(),
+            changes: HashMap::new(),
         }
     }
 
-    /// Forget the messages planned so far: once a batch of plans is applied,
-    /// its messages are in the store and count from there.
+    /// Forget the messages and contact changes planned so far: once a batch
+    /// of plans is applied, they are in the store and count from there.
     pub fn forget_planned(&mut self) {
         self.planned_sends.clear();
+        self.changes.clear();
+    }
+
+    /// The contact as the plans of this run left it.
+    pub fn current<'c>(&self, contact: &'c Contact) -> std::borrow::Cow<'c, Contact> {
+        match self.changes.get(&contact.id) {
+            None => std::borrow::Cow::Borrowed(contact),
+            Some(ch) => {
+                let mut c = contact.clone();
+                if let Some(o) = &ch.owner {
+                    c.owner = o.clone();
+                }
+                if let Some(t) = &ch.tags {
+                    c.tags = t.clone();
+                }
+                std::borrow::Cow::Owned(c)
+            }
+        }
+    }
+
+    /// Messages planned in this run for `contact_id` inside the frequency
+    /// cap's window ending now.
+    fn planned_in_window(&self, contact_id: &str) -> u32 {
+        let Some(times) = self.planned_sends.get(contact_id) else {
+            return 0;
+        };
+        let from = self
+            .settings
+            .policies
+            .frequency_cap
+            .as_ref()
+            .map(|c| self.now - c.per.to_chrono());
+        times
+            .iter()
+            .filter(|t| from.is_none_or(|f| **t > f))
+            .count() as u32
     }
 
     /// Plan a contact's way through `wf` from `start`, until a wait, the end,
     /// or an exit. `recent_messages` is how many messages the store holds for
-    /// the contact inside the frequency cap's window.
+    /// the contact inside the frequency cap's window. The contact is seen as
+    /// earlier plans of this run left it, and what this plan changes in it is
+    /// remembered for the plans after it.
     pub fn plan(
         &mut self,
         wf: &Workflow,
@@ -195,20 +295,41 @@ impl<'a> Planner<'a> {
         start: StartAt<'_>,
         recent_messages: u32,
     ) -> EnrollmentPlan {
-        // Copied only when a step changes it (assign, tag): most plans only read.
-        let mut c = std::borrow::Cow::Borrowed(contact);
+        let mut c = self.current(contact);
+        let plan = self.plan_steps(wf, &mut c, start, recent_messages);
+        if let std::borrow::Cow::Owned(c) = c {
+            self.changes.insert(
+                c.id.clone(),
+                ContactChange {
+                    owner: Some(c.owner),
+                    tags: Some(c.tags),
+                },
+            );
+        }
+        plan
+    }
+
+    fn plan_steps(
+        &mut self,
+        wf: &Workflow,
+        c: &mut std::borrow::Cow<'_, Contact>,
+        start: StartAt<'_>,
+        recent_messages: u32,
+    ) -> EnrollmentPlan {
+        let contact_id = c.id.clone();
         let mut steps = Vec::new();
         let mut ran = Vec::new();
         let row = |step: &Step, action: Action| PlannedStep {
             workflow: wf.name.clone(),
-            contact_id: contact.id.clone(),
+            contact_id: contact_id.clone(),
             step: step.id.clone(),
             action,
         };
+        let since = start.since();
 
         let mut current: Option<&Step> = match start {
-            StartAt::First => wf.steps.first(),
-            StartAt::Step(id) => match wf.step(id) {
+            StartAt::First { .. } => wf.steps.first(),
+            StartAt::Step { id, .. } => match wf.step(id) {
                 Some(s) => Some(s),
                 None => {
                     return EnrollmentPlan {
@@ -225,14 +346,10 @@ impl<'a> Planner<'a> {
             let leave = if wf
                 .exit_when
                 .as_ref()
-                .is_some_and(|g| holds(g, &c, self.now))
+                .is_some_and(|g| holds_since(g, c, self.now, since))
             {
                 Some(Reason::GoalReached)
-            } else if wf
-                .audience
-                .as_ref()
-                .is_some_and(|a| !holds(a, &c, self.now))
-            {
+            } else if wf.audience.as_ref().is_some_and(|a| !holds(a, c, self.now)) {
                 Some(Reason::LeftAudience)
             } else {
                 None
@@ -257,7 +374,7 @@ impl<'a> Planner<'a> {
                 StepAction::Send(send) => {
                     let action = self.plan_send(
                         wf,
-                        &c,
+                        c,
                         &send.channel.value,
                         &send.template.value,
                         recent_messages,
@@ -271,7 +388,7 @@ impl<'a> Planner<'a> {
                         .get(&a.team.value)
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
-                    let action = match self.assign.pick(a, team, &c) {
+                    let action = match self.assign.pick(a, team, c) {
                         Pick::Chosen(id) => {
                             let previous = c.to_mut().owner.replace(id.clone());
                             Action::Assign {
@@ -325,7 +442,7 @@ impl<'a> Planner<'a> {
                     };
                 }
                 StepAction::If(branch) => {
-                    let taken = if holds(&branch.condition, &c, self.now) {
+                    let taken = if holds(&branch.condition, c, self.now) {
                         &branch.then
                     } else {
                         &branch.otherwise
@@ -387,7 +504,7 @@ impl<'a> Planner<'a> {
                 reason: Reason::NoAddress,
             };
         };
-        let planned = self.planned_sends.get(&c.id).copied().unwrap_or(0);
+        let planned = self.planned_in_window(&c.id);
         if policy::over_cap(
             self.settings.policies.frequency_cap.as_ref(),
             recent + planned,
@@ -412,7 +529,10 @@ impl<'a> Planner<'a> {
                 };
             }
         };
-        *self.planned_sends.entry(c.id.clone()).or_insert(0) += 1;
+        self.planned_sends
+            .entry(c.id.clone())
+            .or_default()
+            .push(self.now);
         let at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), self.now, tz);
         Action::Send {
             channel: channel.to_string(),
@@ -457,7 +577,10 @@ pub struct RowJson<'a> {
 }
 
 impl PlannedStep {
-    pub fn to_json_row(&self, settings_tz: Tz) -> RowJson<'_> {
+    /// The row as JSON. `when` is the moment the plan is made; every row
+    /// carries the time it happens (`at`): a message's is when it may go
+    /// out (after quiet hours), in the contact's time zone.
+    pub fn to_json_row(&self, settings_tz: Tz, when: DateTime<Utc>) -> RowJson<'_> {
         let mut r = RowJson {
             workflow: &self.workflow,
             contact_id: &self.contact_id,
@@ -467,7 +590,7 @@ impl PlannedStep {
             to: None,
             subject: None,
             body: None,
-            at: None,
+            at: Some(secs(when.with_timezone(&settings_tz))),
             salesperson: None,
             notify: None,
             add: None,
@@ -488,7 +611,7 @@ impl PlannedStep {
                 r.to = Some(to);
                 r.subject = subject.as_deref();
                 r.body = Some(body);
-                r.at = Some(at.with_timezone(tz).to_rfc3339());
+                r.at = Some(secs(at.with_timezone(tz)));
             }
             Action::Assign {
                 salesperson,
@@ -502,13 +625,19 @@ impl PlannedStep {
                 r.add = Some(add);
                 r.remove = Some(remove);
             }
-            Action::Wait { until } => {
-                r.until = Some(until.with_timezone(&settings_tz).to_rfc3339())
-            }
+            Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Exit { reason } | Action::Skip { reason } => {
                 r.reason = Some(reason.to_string())
             }
         }
         r
     }
+}
+
+/// A time as RFC 3339 to the second: what people read, never nanoseconds.
+fn secs<T: chrono::TimeZone>(t: DateTime<T>) -> String
+where
+    T::Offset: std::fmt::Display,
+{
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }

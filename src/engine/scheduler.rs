@@ -21,16 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::contact::Contact;
 use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
-use crate::engine::plan::{EnrollmentPlan, Outcome, Planner, StartAt};
-use crate::engine::sources::{self, Decided, Start};
+use crate::engine::gates::Gates;
+use crate::engine::plan::{Outcome, Planner};
+use crate::engine::sources::{self, BATCH, Decided, Scan, Start};
 use crate::metrics;
 use crate::project::Project;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
+use crate::store::workflow_states;
 use crate::store::{Dialect, Store};
 use crate::workflow::Workflow;
-
-/// Plans applied per transaction.
-const BATCH: usize = 256;
 
 /// The transaction-scoped advisory lock of the event-log cursor on
 /// PostgreSQL: one daemon at a time reads a batch after the cursor, applies
@@ -130,8 +129,9 @@ impl Scheduler {
     ) -> Result<Pass> {
         let assign = plan_reads::assign_state(pool).await?;
         let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
-        let mut pass = Pass::default();
         let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
+        planner.gates = self.gates(pool, &enabled, now).await?;
+        let mut pass = Pass::default();
         self.due_steps(pool, &enabled, &mut planner, &mut pass)
             .await?;
         self.event_log(pool, &enabled, &mut planner, &mut pass)
@@ -143,7 +143,47 @@ impl Scheduler {
             self.tick(pool, project, wf, &mut planner, &mut pass)
                 .await?;
         }
+        for wf in enabled.iter().filter(|w| w.entry_existing) {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let done = planner
+                .gates
+                .states
+                .get(&wf.name)
+                .is_some_and(|s| s.existing_done_at.is_some());
+            if !done {
+                self.enroll_existing(pool, wf, &mut planner, &mut pass)
+                    .await?;
+            }
+        }
         Ok(pass)
+    }
+
+    /// Activation and pause of every workflow: a workflow this daemon loads
+    /// for the first time on this store is activated now.
+    async fn gates(
+        &self,
+        pool: &AnyPool,
+        enabled: &[&Workflow],
+        now: DateTime<Utc>,
+    ) -> Result<Gates> {
+        let mut states = workflow_states::all(pool).await?;
+        let fresh: Vec<&str> = enabled
+            .iter()
+            .map(|w| w.name.as_str())
+            .filter(|n| !states.contains_key(*n))
+            .collect();
+        if !fresh.is_empty() {
+            for name in workflow_states::activate(pool, &fresh, now).await? {
+                tracing::info!(workflow = %name, "activated: the workflow acts on trigger events from now on");
+            }
+            states = workflow_states::all(pool).await?;
+        }
+        Ok(Gates {
+            states,
+            unrecorded: None,
+        })
     }
 
     /// Enrollments whose next step is due.
@@ -165,65 +205,11 @@ impl Scheduler {
             BATCH as i64,
         )
         .await?;
-        // The workflow was removed or disabled: its enrollments wait for it to return.
-        let due: Vec<(plan_reads::EnrollmentRow, &Workflow)> = due
-            .into_iter()
-            .filter_map(|e| {
-                let wf = enabled.iter().copied().find(|w| w.name == e.workflow)?;
-                Some((e, wf))
-            })
-            .collect();
-        // Contacts, their events and message counts: a few queries per batch
-        // and workflow, not per enrollment.
-        let ids: Vec<String> = due.iter().map(|(e, _)| e.contact_id.clone()).collect();
-        let contacts = sources::load_contacts(&self.store, &ids).await?;
-        let mut ready: HashMap<(String, String), (Contact, u32)> = HashMap::new();
-        let mut names: Vec<&str> = due.iter().map(|(_, wf)| wf.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            let wf = due
-                .iter()
-                .find(|(_, w)| w.name == name)
-                .map(|(_, w)| *w)
-                .expect("a workflow of the batch");
-            let mut mine: Vec<Contact> = due
-                .iter()
-                .filter(|(_, w)| w.name == name)
-                .filter_map(|(e, _)| contacts.get(&e.contact_id).cloned())
-                .collect();
-            mine.sort_by(|a, b| a.id.cmp(&b.id));
-            mine.dedup_by(|a, b| a.id == b.id);
-            let recent = sources::enrich(pool, wf, &mut mine, planner).await?;
-            for (c, r) in mine.into_iter().zip(recent) {
-                ready.insert((name.to_string(), c.id.clone()), (c, r));
-            }
-        }
-        let mut batch = Vec::new();
-        for (e, wf) in due {
-            let Some((contact, recent)) = ready.get(&(wf.name.clone(), e.contact_id.clone()))
-            else {
-                continue;
-            };
-            let plan = match &e.step_id {
-                Some(step) => planner.plan(wf, contact, StartAt::Step(step), *recent),
-                None => EnrollmentPlan {
-                    steps: vec![],
-                    outcome: Outcome::Done,
-                    ran: vec![],
-                },
-            };
-            batch.push(Decided {
-                workflow: wf,
-                contact_id: e.contact_id.clone(),
-                start: Start::Existing {
-                    enrollment_id: e.id,
-                },
-                from_step: e.step_id.clone(),
-                plan,
-            });
-        }
-        self.commit(pool, planner, &batch, None, pass).await
+        // The workflow was removed, disabled or paused: its enrollments wait
+        // for it to return.
+        let due = runnable(due, enabled, &planner.gates);
+        let batch = sources::plan_due_batch(&self.store, due, planner).await?;
+        self.commit(pool, planner, batch, None, pass).await
     }
 
     /// New entries of the event log, for event-triggered workflows.
@@ -270,19 +256,71 @@ impl Scheduler {
             .filter(|w| !w.trigger.is_ticked())
             .collect();
         let mut entered: HashSet<(String, String)> = HashSet::new();
-        let batch = sources::plan_log_batch(
+        let mut batch = sources::plan_log_batch(
             &self.store,
             &event_triggered,
             &entries,
             planner,
             &mut entered,
+            None,
         )
         .await?;
+        let (recent, upcoming) = self.guard_counts(pool, &batch, planner, Some(last)).await?;
+        let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
         // The plans and the cursor move together.
-        self.commit_in(tx, planner, &batch, Some(last), pass)
+        self.commit_in(tx, planner, batch, Some(last), &paused, pass)
             .await?;
         pass.plans = pass.plans.max(1);
         Ok(())
+    }
+
+    /// For the blast guard: per workflow with new enrollments in `batch`,
+    /// how many started in its window, and how many more its trigger has
+    /// waiting in the event log after `log_after`.
+    async fn guard_counts(
+        &self,
+        pool: &AnyPool,
+        batch: &[Decided<'_>],
+        planner: &Planner<'_>,
+        log_after: Option<i64>,
+    ) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
+        let mut recent = HashMap::new();
+        let mut upcoming = HashMap::new();
+        let Some(guard) = planner.settings.policies.blast_guard else {
+            return Ok((recent, upcoming));
+        };
+        let new = sources::new_per_workflow(batch);
+        for name in new.keys() {
+            if planner.gates.is_paused(name) {
+                continue;
+            }
+            let since = planner.gates.window_start(name, &guard, planner.now);
+            let mut conn = pool.acquire().await?;
+            recent.insert(
+                name.clone(),
+                workflow_states::started_since(&mut conn, name, since).await?,
+            );
+            let wf = batch
+                .iter()
+                .find(|d| &d.workflow.name == name)
+                .map(|d| d.workflow);
+            if let (Some(after), Some(wf), Some(activated)) =
+                (log_after, wf, planner.gates.activated_at(name))
+            {
+                let (kind, tag_or_event) = match &wf.trigger {
+                    crate::workflow::Trigger::ContactCreated => ("contact_created", None),
+                    crate::workflow::Trigger::TagAdded { tag } => ("tag_added", Some(tag.as_str())),
+                    crate::workflow::Trigger::Event { name } => ("event", Some(name.as_str())),
+                    _ => continue,
+                };
+                upcoming.insert(
+                    name.clone(),
+                    workflow_states::pending_firing(pool, after, kind, tag_or_event, activated)
+                        .await?,
+                );
+            }
+        }
+        Ok((recent, upcoming))
     }
 
     /// A cron-ticked workflow: run its latest tick if not taken yet.
@@ -356,21 +394,49 @@ impl Scheduler {
                 .bind(&wf.name)
                 .fetch_one(pool)
                 .await?;
-        match last {
-            // First sight of this workflow: its past ticks are not "missed";
-            // only ticks from now on run. (A newly deployed monthly broadcast
-            // does not fire for the 1st of the month on the 20th.)
-            None => {
+        match sources::tick_due(last, tick) {
+            sources::TickDue::FirstSight => {
                 take_tick(pool, wf, tick, now).await?;
                 return Ok(());
             }
-            Some(t) if t >= ms(tick) => return Ok(()),
-            // Missed while down, or simply due: run the latest tick, once.
-            Some(_) => {}
+            sources::TickDue::Taken => return Ok(()),
+            sources::TickDue::Run => {}
         }
         tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339(), "cron tick");
-        let (filter, key_of, cause) = sources::scan_filter(wf, now, self.store.dialect())?;
-        let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+        self.scan(pool, wf, Scan::Trigger, planner, pass).await?;
+        take_tick(pool, wf, tick, now).await?;
+        pass.plans = pass.plans.max(1);
+        Ok(())
+    }
+
+    /// `entry_existing`: enroll the audience as it is, once.
+    async fn enroll_existing(
+        &self,
+        pool: &AnyPool,
+        wf: &Workflow,
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        tracing::info!(workflow = %wf.name, "entry_existing: enrolling the contacts already in the audience");
+        self.scan(pool, wf, Scan::Existing, planner, pass).await?;
+        workflow_states::existing_done(pool, &wf.name, planner.now).await?;
+        pass.plans = pass.plans.max(1);
+        Ok(())
+    }
+
+    /// Scans the workflow's audience and applies the plans in batches. The
+    /// blast guard sees the whole scan before the first batch: a broadcast
+    /// over the limit is held as a whole, not cut off half-way.
+    async fn scan(
+        &self,
+        pool: &AnyPool,
+        wf: &Workflow,
+        scan: Scan,
+        planner: &mut Planner<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let (filter, key_of, cause) =
+            sources::scan_filter(wf, planner.now, self.store.dialect(), scan)?;
         let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
         let mut contacts = Vec::new();
         // Collect first: the scan holds a read on the store that the applies
@@ -379,52 +445,25 @@ impl Scheduler {
             contacts.push(c?);
         }
         drop(stream);
-        for c in contacts {
-            chunk.push(c);
-            if chunk.len() == BATCH {
-                self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass)
+        let mut remaining = contacts.len() as i64;
+        let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+        let mut contacts = contacts.into_iter().peekable();
+        while contacts.peek().is_some() {
+            chunk.extend(contacts.by_ref().take(BATCH));
+            remaining -= chunk.len() as i64;
+            let mut batch =
+                sources::plan_scan_chunk(&self.store, wf, &mut chunk, &key_of, &cause, planner)
                     .await?;
-            }
-        }
-        if !chunk.is_empty() {
-            self.plan_chunk(pool, wf, &mut chunk, &key_of, &cause, planner, pass)
+            let (recent, _) = self.guard_counts(pool, &batch, planner, None).await?;
+            let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
+            let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
+            let tx = crate::store::begin(pool, self.store.dialect())
+                .await
+                .context("beginning a transaction")?;
+            self.commit_in(tx, planner, batch, None, &paused, pass)
                 .await?;
         }
-        take_tick(pool, wf, tick, now).await?;
-        pass.plans = pass.plans.max(1);
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn plan_chunk(
-        &self,
-        pool: &AnyPool,
-        wf: &Workflow,
-        chunk: &mut Vec<Contact>,
-        key_of: &sources::KeyOf,
-        cause: &sources::Cause,
-        planner: &mut Planner<'_>,
-        pass: &mut Pass,
-    ) -> Result<()> {
-        let recent = sources::enrich(pool, wf, chunk, planner).await?;
-        let mut batch = Vec::new();
-        for (contact, recent) in chunk.drain(..).zip(recent) {
-            if !sources::in_audience(wf, &contact, planner.now) {
-                continue;
-            }
-            let plan = planner.plan(wf, &contact, StartAt::First, recent);
-            batch.push(Decided {
-                workflow: wf,
-                contact_id: contact.id.clone(),
-                start: Start::New {
-                    entry_key: key_of.key(wf, &contact),
-                    cause: cause.clone(),
-                },
-                from_step: None,
-                plan,
-            });
-        }
-        self.commit(pool, planner, &batch, None, pass).await
     }
 
     /// Apply a batch of plans in one transaction.
@@ -432,7 +471,7 @@ impl Scheduler {
         &self,
         pool: &AnyPool,
         planner: &mut Planner<'_>,
-        batch: &[Decided<'_>],
+        batch: Vec<Decided<'_>>,
         cursor: Option<i64>,
         pass: &mut Pass,
     ) -> Result<()> {
@@ -442,30 +481,37 @@ impl Scheduler {
         let tx = crate::store::begin(pool, self.store.dialect())
             .await
             .context("beginning a transaction")?;
-        self.commit_in(tx, planner, batch, cursor, pass).await
+        self.commit_in(tx, planner, batch, cursor, &[], pass).await
     }
 
-    /// Apply a batch of plans (and move the cursor) in `tx`, and commit it.
+    /// Apply a batch of plans (record the workflows the blast guard paused,
+    /// and move the cursor) in `tx`, and commit it.
     async fn commit_in(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Any>,
         planner: &mut Planner<'_>,
-        batch: &[Decided<'_>],
+        batch: Vec<Decided<'_>>,
         cursor: Option<i64>,
+        paused: &[(String, String)],
         pass: &mut Pass,
     ) -> Result<()> {
         let dialect = self.store.dialect();
-        if touches_shared_counters(batch) {
+        if touches_shared_counters(&batch) {
             lock_event_log(&mut tx, dialect).await?;
         }
+        for (name, reason) in paused {
+            workflow_states::pause(&mut tx, name, planner.now, reason).await?;
+        }
         let mut stored = Vec::new();
-        for d in batch {
+        let mut passed: HashMap<&str, u64> = HashMap::new();
+        for d in &batch {
             match apply_in(&mut tx, dialect, planner.settings, d, planner.now).await? {
                 Applied::Stored { messages, .. } => {
                     pass.plans += 1;
                     pass.messages += messages;
                     stored.push(d);
                 }
+                Applied::Passed => *passed.entry(d.workflow.name.as_str()).or_insert(0) += 1,
                 Applied::Stale => {}
             }
         }
@@ -483,12 +529,19 @@ impl Scheduler {
         }
         tx.commit().await.context("committing plans")?;
         planner.forget_planned();
+        for (name, reason) in paused {
+            tracing::warn!(workflow = %name, %reason, "workflow paused by the blast guard; its enrollments wait for `nurture resume`");
+        }
+        for (name, n) in passed {
+            tracing::info!(workflow = %name, triggers = n, "trigger events from before the workflow's activation passed over");
+        }
         for d in stored {
             let outcome = match (&d.start, &d.plan.outcome) {
+                (_, Outcome::Held { .. }) => "held",
                 (_, Outcome::Exited(_)) => "exited",
                 (_, Outcome::Done) => "done",
                 (Start::New { .. }, _) => "started",
-                (Start::Existing { .. }, _) => "continued",
+                _ => "continued",
             };
             metrics::global().enrollment(&d.workflow.name, outcome);
             for s in &d.plan.steps {
@@ -497,6 +550,21 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// Due enrollments whose workflow runs: removed, disabled and paused
+/// workflows' enrollments wait for it.
+pub fn runnable<'w>(
+    due: Vec<plan_reads::EnrollmentRow>,
+    enabled: &[&'w Workflow],
+    gates: &Gates,
+) -> Vec<(plan_reads::EnrollmentRow, &'w Workflow)> {
+    due.into_iter()
+        .filter_map(|e| {
+            let wf = enabled.iter().copied().find(|w| w.name == e.workflow)?;
+            (!gates.is_paused(&wf.name)).then_some((e, wf))
+        })
+        .collect()
 }
 
 async fn take_tick(

@@ -1,12 +1,14 @@
-//! What is due at a time: the work the daemon would do at `at`, planned.
+//! What is due at a time, planned: the pieces of a pass that the daemon
+//! (`engine::scheduler`) and the dry-run (`engine::simulate`) share.
 //!
-//! Four sources, in this order: enrollments whose next step is due; entries
-//! of the event log not yet processed (contact created, tag added, event);
-//! workflows triggered by a cron tick (`inactive`, `schedule`), evaluated as
-//! if the tick fell at `at`; and, on request, event-triggered workflows as if
-//! their trigger fired for every contact. Each piece of work is planned by
-//! `Planner::plan` and handed to the caller, who prints it (dry-run) or
-//! applies it (daemon).
+//! A pass takes, in this order: enrollments whose next step is due; entries
+//! of the event log not yet processed (contact created, tag added, event),
+//! interleaved across workflows in the log's order; and workflows triggered
+//! by a cron tick (`inactive`, `schedule`). Each piece is planned by
+//! `Planner::plan`; the daemon applies the plans, the dry-run records them in
+//! its copy of the plan state and prints them. Both take the same batches in
+//! the same order, so the counters that plans share (round-robin positions,
+//! team loads, frequency caps) advance the same way.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,10 +20,15 @@ use sqlx::AnyPool;
 use crate::audience::Condition;
 use crate::audience::sql::{Bind, Dialect, Sql, compile};
 use crate::contact::Contact;
-use crate::engine::plan::{EnrollmentPlan, Planner, StartAt};
+use crate::engine::gates::{self, after_activation};
+use crate::engine::plan::{Action, EnrollmentPlan, Outcome, PlannedStep, Planner, Reason, StartAt};
 use crate::store::Store;
-use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
+use crate::store::plan_reads::{self, EnrollmentRow, ms};
 use crate::workflow::{Entry, StepAction, Trigger, Workflow};
+
+/// Plans per batch: due enrollments and event-log entries are taken this many
+/// at a time, by the daemon (one transaction each) and by the dry-run alike.
+pub const BATCH: usize = 256;
 
 /// How a piece of work starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +37,9 @@ pub enum Start {
     New { entry_key: String, cause: Cause },
     /// An existing enrollment continuing at its stored step.
     Existing { enrollment_id: i64 },
+    /// A trigger that does not enroll (it happened before the workflow's
+    /// activation): reported, nothing stored.
+    Passed { cause: Cause },
 }
 
 /// What made a new enrollment.
@@ -41,6 +51,8 @@ pub enum Cause {
     Tick(DateTime<Utc>),
     /// `--all-contacts`: the trigger imagined firing now.
     Imagined,
+    /// `entry_existing` or `nurture enroll --existing`: the audience as it is.
+    Existing,
 }
 
 /// One planned piece of work.
@@ -53,133 +65,163 @@ pub struct Decided<'w> {
     pub plan: EnrollmentPlan,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct DueOptions {
-    /// Only this workflow.
-    pub workflow: Option<String>,
-    /// Also imagine each event-triggered workflow firing for every contact.
-    pub all_contacts: bool,
+impl Decided<'_> {
+    pub fn is_new(&self) -> bool {
+        matches!(self.start, Start::New { .. })
+    }
 }
 
-/// Contacts are planned in chunks: one query per chunk loads their events and
-/// recent message counts, instead of a query per contact.
-const CHUNK: usize = 512;
-
-/// Plan everything due at `planner.now`, handing each plan to `on_plan`.
-pub async fn plan_due<'w, F>(
+/// Enrollments whose next step is due, planned from their stored step.
+/// Contacts, their events and message counts are read in a few queries per
+/// batch and workflow, not per enrollment.
+pub async fn plan_due_batch<'w>(
     store: &Store,
-    workflows: &'w [Workflow],
+    due: Vec<(EnrollmentRow, &'w Workflow)>,
     planner: &mut Planner<'_>,
-    opts: &DueOptions,
-    mut on_plan: F,
-) -> Result<()>
-where
-    F: FnMut(Decided<'w>) -> Result<()>,
-{
+) -> Result<Vec<Decided<'w>>> {
     let pool = store.db();
-    let selected: Vec<&Workflow> = workflows
-        .iter()
-        .filter(|w| w.enabled && opts.workflow.as_ref().is_none_or(|n| *n == w.name))
-        .collect();
-    let at = planner.now;
-
-    // 1. Enrollments whose next step is due.
-    for e in plan_reads::due_enrollments(pool, at, i64::MAX).await? {
-        let Some(wf) = selected.iter().find(|w| w.name == e.workflow) else {
+    let ids: Vec<String> = due.iter().map(|(e, _)| e.contact_id.clone()).collect();
+    let contacts = load_contacts(store, &ids).await?;
+    let mut ready: HashMap<(String, String), (Contact, u32)> = HashMap::new();
+    let mut names: Vec<&str> = due.iter().map(|(_, wf)| wf.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let Some(wf) = due.iter().find(|(_, w)| w.name == name).map(|(_, w)| *w) else {
             continue;
         };
-        let Some(mut contact) = store.contact(&e.contact_id).await? else {
+        let mut mine: Vec<Contact> = due
+            .iter()
+            .filter(|(_, w)| w.name == name)
+            .filter_map(|(e, _)| contacts.get(&e.contact_id).cloned())
+            .collect();
+        mine.sort_by(|a, b| a.id.cmp(&b.id));
+        mine.dedup_by(|a, b| a.id == b.id);
+        let recent = enrich(pool, wf, &mut mine, planner).await?;
+        for (c, r) in mine.into_iter().zip(recent) {
+            ready.insert((name.to_string(), c.id.clone()), (c, r));
+        }
+    }
+    let mut batch = Vec::new();
+    for (e, wf) in due {
+        let Some((contact, recent)) = ready.get(&(wf.name.clone(), e.contact_id.clone())) else {
             continue;
         };
-        let recent = enrich(pool, wf, std::slice::from_mut(&mut contact), planner).await?;
         let plan = match &e.step_id {
-            Some(step) => planner.plan(wf, &contact, StartAt::Step(step), recent[0]),
+            Some(step) => planner.plan(
+                wf,
+                contact,
+                StartAt::Step {
+                    id: step,
+                    since: e.started_at,
+                },
+                *recent,
+            ),
             // It slept after its last step: waking up ends it.
             None => EnrollmentPlan {
                 steps: vec![],
-                outcome: crate::engine::plan::Outcome::Done,
+                outcome: Outcome::Done,
                 ran: vec![],
             },
         };
-        on_plan(Decided {
+        batch.push(Decided {
             workflow: wf,
-            contact_id: e.contact_id,
+            contact_id: e.contact_id.clone(),
             start: Start::Existing {
                 enrollment_id: e.id,
             },
             from_step: e.step_id.clone(),
             plan,
-        })?;
+        });
     }
+    Ok(batch)
+}
 
-    // 2. Event-log entries not yet processed, for event-triggered workflows.
-    let event_triggered: Vec<&Workflow> = selected
-        .iter()
-        .copied()
-        .filter(|w| !w.trigger.is_ticked())
-        .collect();
-    if !event_triggered.is_empty() {
-        let mut after = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
-        // Enrollments decided in this run, so a second event does not enter a contact twice.
-        let mut entered: HashSet<(String, String)> = HashSet::new();
-        loop {
-            let batch = plan_reads::pending_log(pool, after, 10_000).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            for d in plan_log_batch(store, &event_triggered, &batch, planner, &mut entered).await? {
-                on_plan(d)?;
-            }
-        }
-    }
-
-    // 3. Ticked workflows, as if their tick fell at `at`; 4. imagined triggers.
-    for wf in &selected {
-        let scan = match &wf.trigger {
-            Trigger::Inactive { .. } | Trigger::Schedule { .. } => true,
-            _ => opts.all_contacts,
-        };
-        if !scan {
+/// A scan's contacts (a cron tick, `entry_existing`, `--all-contacts`),
+/// planned as new enrollments.
+pub async fn plan_scan_chunk<'w>(
+    store: &Store,
+    wf: &'w Workflow,
+    chunk: &mut Vec<Contact>,
+    key_of: &KeyOf,
+    cause: &Cause,
+    planner: &mut Planner<'_>,
+) -> Result<Vec<Decided<'w>>> {
+    let recent = enrich(store.db(), wf, chunk, planner).await?;
+    let mut batch = Vec::new();
+    for (contact, recent) in chunk.drain(..).zip(recent) {
+        // The SQL chose the audience; conditions on events are re-checked
+        // here with the events just loaded.
+        if !in_audience(wf, &planner.current(&contact), planner.now) {
             continue;
         }
-        let (filter, key_of, cause): (Sql, KeyOf, Cause) = scan_filter(wf, at, store.dialect())?;
-        tracing::debug!(workflow = %wf.name, sql = %filter.inline_sqlite(), "scan");
-        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
-        let mut chunk: Vec<Contact> = Vec::with_capacity(CHUNK);
-        loop {
-            let next = stream.next().await;
-            let done = next.is_none();
-            if let Some(c) = next {
-                chunk.push(c?);
-            }
-            if chunk.len() == CHUNK || (done && !chunk.is_empty()) {
-                let recent = enrich(pool, wf, &mut chunk, planner).await?;
-                for (contact, recent) in chunk.drain(..).zip(recent) {
-                    // The SQL chose the audience; conditions on events are re-checked here
-                    // with the events just loaded, as the daemon would.
-                    if !in_audience(wf, &contact, at) {
-                        continue;
-                    }
-                    let entry_key = key_of.key(wf, &contact);
-                    let plan = planner.plan(wf, &contact, StartAt::First, recent);
-                    let start = Start::New {
-                        entry_key,
-                        cause: cause.clone(),
-                    };
-                    on_plan(Decided {
-                        workflow: wf,
-                        contact_id: contact.id.clone(),
-                        start,
-                        from_step: None,
-                        plan,
-                    })?;
-                }
-            }
-            if done {
-                break;
-            }
+        let plan = planner.plan(wf, &contact, StartAt::First { since: planner.now }, recent);
+        batch.push(Decided {
+            workflow: wf,
+            contact_id: contact.id.clone(),
+            start: Start::New {
+                entry_key: key_of.key(wf, &contact),
+                cause: cause.clone(),
+            },
+            from_step: None,
+            plan,
+        });
+    }
+    Ok(batch)
+}
+
+/// The blast guard over a batch of plans: for each workflow with new
+/// enrollments in it, when the workflow is paused, or when `recent` (started
+/// in its window) plus what the batch and `upcoming` would add is over the
+/// limit, its new enrollments are held instead. Returns the workflows this
+/// call paused, with the reason.
+pub fn guard_batch(
+    batch: &mut [Decided<'_>],
+    planner: &mut Planner<'_>,
+    recent: &HashMap<String, i64>,
+    upcoming: &HashMap<String, i64>,
+) -> Vec<(String, String)> {
+    let mut fresh: HashMap<String, i64> = HashMap::new();
+    for d in batch.iter().filter(|d| d.is_new() && !is_held(d)) {
+        *fresh.entry(d.workflow.name.clone()).or_insert(0) += 1;
+    }
+    let guard = planner.settings.policies.blast_guard;
+    let mut paused = Vec::new();
+    let mut names: Vec<&String> = fresh.keys().collect();
+    names.sort();
+    for name in names {
+        if planner.gates.is_paused(name) {
+            continue;
+        }
+        let have = recent.get(name).copied().unwrap_or(0);
+        let incoming = fresh[name] + upcoming.get(name).copied().unwrap_or(0);
+        if let Some(g) = guard.as_ref()
+            && gates::trips(Some(g), have, incoming)
+        {
+            let reason = gates::pause_reason(g, have, incoming);
+            planner.gates.pause(name, planner.now, &reason);
+            paused.push((name.clone(), reason));
         }
     }
-    Ok(())
+    for d in batch.iter_mut() {
+        if d.is_new() && !is_held(d) && planner.gates.is_paused(&d.workflow.name) {
+            d.plan = EnrollmentPlan::held(d.workflow, &d.contact_id);
+        }
+    }
+    paused
+}
+
+fn is_held(d: &Decided<'_>) -> bool {
+    matches!(d.plan.outcome, Outcome::Held { .. })
+}
+
+/// New enrollments per workflow in a batch.
+pub fn new_per_workflow(batch: &[Decided<'_>]) -> HashMap<String, i64> {
+    let mut out = HashMap::new();
+    for d in batch.iter().filter(|d| d.is_new()) {
+        *out.entry(d.workflow.name.clone()).or_insert(0) += 1;
+    }
+    out
 }
 
 /// How a scan names the enrollments it would create.
@@ -188,6 +230,8 @@ pub enum KeyOf {
     Spell,
     Tick(i64),
     Now(i64),
+    /// `entry_existing` / `nurture enroll --existing`.
+    Existing(i64),
 }
 
 impl KeyOf {
@@ -200,8 +244,19 @@ impl KeyOf {
             KeyOf::Spell => format!("spell:{}", ms(c.quiet_since())),
             KeyOf::Tick(t) => format!("tick:{t}"),
             KeyOf::Now(t) => format!("now:{t}"),
+            KeyOf::Existing(t) => format!("existing:{t}"),
         }
     }
+}
+
+/// Why contacts are scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// The workflow's cron tick (`inactive`, `schedule`), or, for an
+    /// event-triggered workflow, `--all-contacts`' imagined trigger.
+    Trigger,
+    /// `entry_existing` / `nurture enroll --existing`: the audience as it is.
+    Existing,
 }
 
 /// The WHERE clause of a scan: audience, trigger condition, entry policy.
@@ -209,12 +264,14 @@ pub fn scan_filter(
     wf: &Workflow,
     at: DateTime<Utc>,
     dialect: Dialect,
+    scan: Scan,
 ) -> Result<(Sql, KeyOf, Cause)> {
     let mut sql = Sql::new(dialect);
     // The trigger's own test first: it is the cheapest, and SQLite evaluates
     // the terms in order, so most contacts are dismissed before the audience's
     // subqueries run.
     let (key_of, cause) = match &wf.trigger {
+        _ if scan == Scan::Existing => (KeyOf::Existing(ms(at)), Cause::Existing),
         Trigger::Inactive { quiet_for, .. } => {
             sql.push("coalesce(c.last_active_at, c.created_at) < ");
             sql.bind(Bind::Int(ms(at - quiet_for.to_chrono())));
@@ -230,7 +287,7 @@ pub fn scan_filter(
         None => sql.push("1=1"),
     }
     sql.push(")");
-    if let Trigger::Inactive { .. } = &wf.trigger {
+    if let (Trigger::Inactive { .. }, Scan::Trigger) = (&wf.trigger, scan) {
         // Once per quiet spell: not if this spell already entered.
         sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
         sql.bind(Bind::Text(wf.name.clone()));
@@ -289,18 +346,24 @@ pub fn may_enter_given(
     }
 }
 
-/// Plan a batch of event-log entries for the event-triggered `workflows`:
-/// the dry-run prints these plans, the daemon applies them together with the
-/// cursor. Contacts, their enrollments, events and recent messages are read
-/// in a few queries for the whole batch. `entered` remembers the enrollments
-/// decided so far in this run, so a second entry in the same batch does not
-/// enter a contact twice before the first is stored.
+/// Plan a batch of event-log entries for the event-triggered `workflows`,
+/// in the log's order, interleaved across workflows: the dry-run prints these
+/// plans, the daemon applies them together with the cursor. Contacts, their
+/// enrollments, events and recent messages are read in a few queries for the
+/// whole batch. `entered` remembers the enrollments decided so far in this
+/// run, so a second entry in the same batch does not enter a contact twice
+/// before the first is stored; `more_enrollments` adds enrollments that are
+/// not in the store (the dry-run's own).
+///
+/// A trigger that happened before the workflow's activation comes back as
+/// [`Start::Passed`] with a `before_activation` skip: shown, never stored.
 pub async fn plan_log_batch<'w>(
     store: &Store,
     workflows: &[&'w Workflow],
     entries: &[plan_reads::LogEntry],
     planner: &mut Planner<'_>,
     entered: &mut HashSet<(String, String)>,
+    more_enrollments: Option<&HashMap<String, Vec<EnrollmentRow>>>,
 ) -> Result<Vec<Decided<'w>>> {
     let pool = store.db();
     let at = planner.now;
@@ -316,7 +379,19 @@ pub async fn plan_log_batch<'w>(
     if firing.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<String> = firing.iter().map(|(e, _)| e.contact_id.clone()).collect();
+    // Entries before the activation need no contact, except tags an import
+    // added (they fire for contacts created after the activation).
+    let needs_contact = |e: &plan_reads::LogEntry, wf: &Workflow| {
+        planner
+            .gates
+            .activated_at(&wf.name)
+            .is_some_and(|a| e.at >= a)
+    };
+    let mut ids: Vec<String> = firing
+        .iter()
+        .filter(|(e, wf)| needs_contact(e, wf))
+        .map(|(e, _)| e.contact_id.clone())
+        .collect();
     ids.sort();
     ids.dedup();
     let mut contacts = load_contacts(store, &ids).await?;
@@ -333,13 +408,54 @@ pub async fn plan_log_batch<'w>(
         c.events = events.remove(&c.id).unwrap_or_default();
     }
     let recent = match &planner.settings.policies.frequency_cap {
-        Some(cap) => plan_reads::recent_messages(pool, &ids, at - cap.per.to_chrono()).await?,
-        None => HashMap::new(),
+        Some(cap) if !ids.is_empty() => {
+            plan_reads::recent_messages(pool, &ids, at - cap.per.to_chrono()).await?
+        }
+        _ => HashMap::new(),
     };
-    let enrollments = plan_reads::enrollments_of_many(pool, &ids).await?;
+    let mut enrollments = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        plan_reads::enrollments_of_many(pool, &ids).await?
+    };
+    if let Some(more) = more_enrollments {
+        for id in &ids {
+            if let Some(extra) = more.get(id) {
+                enrollments
+                    .entry(id.clone())
+                    .or_default()
+                    .extend(extra.iter().cloned());
+            }
+        }
+    }
 
     let mut out = Vec::new();
     for (entry, wf) in firing {
+        let contact = contacts.get(&entry.contact_id);
+        if !after_activation(&planner.gates, wf, entry, contact.map(|c| c.created_at)) {
+            let first = wf.steps.first().map(|s| s.id.clone()).unwrap_or_default();
+            out.push(Decided {
+                workflow: wf,
+                contact_id: entry.contact_id.clone(),
+                start: Start::Passed {
+                    cause: Cause::Log(entry.seq),
+                },
+                from_step: None,
+                plan: EnrollmentPlan {
+                    steps: vec![PlannedStep {
+                        workflow: wf.name.clone(),
+                        contact_id: entry.contact_id.clone(),
+                        step: first,
+                        action: Action::Skip {
+                            reason: Reason::BeforeActivation,
+                        },
+                    }],
+                    outcome: Outcome::Done,
+                    ran: vec![],
+                },
+            });
+            continue;
+        }
         let key = (wf.name.clone(), entry.contact_id.clone());
         if wf.entry != Entry::EveryTime && entered.contains(&key) {
             continue;
@@ -352,17 +468,19 @@ pub async fn plan_log_batch<'w>(
         if !may_enter_given(wf, existing, &entry_key, at) {
             continue;
         }
-        let Some(contact) = contacts.get(&entry.contact_id) else {
+        let Some(contact) = contact else {
             continue;
         };
-        if !in_audience(wf, contact, at) {
+        if !in_audience(wf, &planner.current(contact), at) {
             continue;
         }
         entered.insert(key);
+        // Goals count events after the trigger, not the trigger itself.
+        let since = at.max(entry.at + chrono::Duration::milliseconds(1));
         let plan = planner.plan(
             wf,
             contact,
-            StartAt::First,
+            StartAt::First { since },
             recent.get(&contact.id).copied().unwrap_or(0),
         );
         out.push(Decided {
@@ -473,5 +591,26 @@ pub fn log_entry_key(wf: &Workflow, seq: i64) -> String {
     match wf.entry {
         Entry::Once => "once".to_string(),
         _ => format!("log:{seq}"),
+    }
+}
+
+/// Whether a cron tick runs, given the last tick taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickDue {
+    /// No tick was ever taken: this one is recorded, not run. Past ticks are
+    /// not "missed": a monthly broadcast deployed on the 20th does not fire
+    /// for the 1st; its first run is its next real tick.
+    FirstSight,
+    /// Taken already.
+    Taken,
+    /// Due (or missed while the daemon was down): run it, once.
+    Run,
+}
+
+pub fn tick_due(last_taken_ms: Option<i64>, tick: DateTime<Utc>) -> TickDue {
+    match last_taken_ms {
+        None => TickDue::FirstSight,
+        Some(t) if t >= ms(tick) => TickDue::Taken,
+        Some(_) => TickDue::Run,
     }
 }

@@ -213,7 +213,15 @@ impl BulkWriter {
             rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(db_err)?;
         let lifted = lift_attrs_checks(&tx).map_err(db_err)?;
+        // The write lock is held (IMMEDIATE): log rows after this one are ours.
+        let before: i64 = tx
+            .query_row("SELECT coalesce(max(seq), 0) FROM event_log", [], |r| {
+                r.get(0)
+            })
+            .map_err(db_err)?;
         let counts = write(&tx, rows, now).map_err(db_err)?;
+        tx.execute(super::contacts::MARK_IMPORTED_TAGS, [before])
+            .map_err(db_err)?;
         for sql in &lifted {
             tx.execute_batch(sql).map_err(db_err)?;
         }

@@ -221,6 +221,32 @@ fn flag(b: bool) -> i64 {
 
 /// Upserts `rows` (ids unique among them) on a connection inside a
 /// transaction that holds the write lock, and says for each row what happened.
+/// Marks the `tag_added` log rows an import's transaction wrote (those after
+/// `?`, the log's end when it took the write lock) as the import's: a tag
+/// that comes with an imported contact's history is not news, and fires
+/// `tag_added` workflows only for contacts created after their activation.
+pub(crate) const MARK_IMPORTED_TAGS: &str =
+    "UPDATE event_log SET origin = 'import' WHERE seq > ? AND kind = 'tag_added'";
+
+/// The event log's end, read after taking the log writers' lock (on
+/// PostgreSQL; SQLite's `BEGIN IMMEDIATE` holds the write lock already), so
+/// that every log row after it until the commit is this transaction's.
+pub(crate) async fn log_position_locked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+) -> Result<i64, StoreError> {
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::engine::apply::EVENT_LOG_WRITE)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let n: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM event_log")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(n)
+}
+
 pub(crate) async fn write_rows(
     conn: &mut AnyConnection,
     dialect: Dialect,

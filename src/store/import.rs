@@ -520,8 +520,16 @@ impl Store {
                     if !batch.rows.is_empty() {
                         let written = async {
                             let mut t = self.begin().await?;
+                            let before =
+                                super::contacts::log_position_locked(&mut t, self.dialect).await?;
                             let out =
                                 write_rows(&mut t, self.dialect, &mut batch.rows, now_ms).await?;
+                            sqlx::query(sqlx::AssertSqlSafe(
+                                super::contacts::MARK_IMPORTED_TAGS.replace('?', "$1"),
+                            ))
+                            .bind(before)
+                            .execute(&mut *t)
+                            .await?;
                             t.commit().await?;
                             Ok::<_, StoreError>(out)
                         }

@@ -22,6 +22,7 @@ pub mod import;
 pub mod plan_reads;
 pub mod status;
 pub mod wecom;
+pub mod workflow_states;
 
 pub use contacts::{Bind, ContactInput, Upserted};
 pub use import::{BadRow, ImportProgress, ImportReport};

@@ -30,6 +30,8 @@ pub struct LogEntry {
     pub contact_id: String,
     pub name: Option<String>,
     pub at: DateTime<Utc>,
+    /// `Some("import")` for rows a CSV import wrote.
+    pub origin: Option<String>,
 }
 
 /// An enrollment as stored.
@@ -63,7 +65,7 @@ pub async fn pending_log<'e>(
     limit: i64,
 ) -> sqlx::Result<Vec<LogEntry>> {
     let rows = sqlx::query(
-        "SELECT seq, kind, contact_id, name, at FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT seq, kind, contact_id, name, at, origin FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
     .bind(after)
     .bind(limit)
@@ -77,6 +79,7 @@ pub async fn pending_log<'e>(
             contact_id: r.get(2),
             name: r.get(3),
             at: from_ms(r.get(4)),
+            origin: r.get(5),
         })
         .collect())
 }

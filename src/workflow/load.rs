@@ -18,6 +18,7 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "entry",
     "steps",
     "exit_when",
+    "entry_existing",
 ];
 pub const TRIGGER_KINDS: &[&str] = &[
     "contact_created",
@@ -112,6 +113,10 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
         .get("enabled")
         .and_then(|n| r.bool(n, "enabled"))
         .unwrap_or(true);
+    let entry_existing = f
+        .get("entry_existing")
+        .and_then(|n| r.bool(n, "entry_existing"))
+        .unwrap_or(false);
     let trigger = match f.get("trigger") {
         Some(n) => read_trigger(r, n),
         None => {
@@ -165,6 +170,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             entry,
             steps,
             exit_when,
+            entry_existing,
             file: path.to_path_buf(),
         },
         name_pos,

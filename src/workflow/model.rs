@@ -40,6 +40,10 @@ pub struct Workflow {
     pub entry: Entry,
     pub steps: Vec<Step>,
     pub exit_when: Option<Condition>,
+    /// Enroll the contacts already in the audience once, when the workflow is
+    /// activated (or on `nurture enroll --existing`); by default a workflow
+    /// acts only on what happens after its activation.
+    pub entry_existing: bool,
     /// The file it came from, for diagnostics and `status`.
     pub file: PathBuf,
 }

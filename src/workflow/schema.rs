@@ -49,8 +49,13 @@ struct WorkflowFile {
     /// What happens, in order.
     #[schemars(length(min = 1))]
     steps: Vec<Step>,
-    /// A goal: the contact leaves the workflow as soon as this holds.
+    /// A goal: the contact leaves the workflow as soon as this holds. Events
+    /// count only from the moment the enrollment began.
     exit_when: Option<Condition>,
+    /// `true`: when the workflow is first activated, enroll the contacts
+    /// already in its audience, once (the blast guard still applies). Default
+    /// false: a workflow acts only on trigger events after its activation.
+    entry_existing: Option<bool>,
 }
 
 /// Exactly one trigger kind.

@@ -108,3 +108,46 @@ pub fn point_at(cmd: &mut std::process::Command, dir: &Path) {
         cmd.env_remove("NURTURE_DATABASE");
     }
 }
+
+/// Marks `workflows` as activated (and, for cron workflows, ticked) at the Unix epoch in the store at `url`
+/// (which a command has created), as if a daemon had run them since before
+/// the test's contacts and events existed: tests that seed a store and then
+/// start the daemon expect those triggers to enroll. (A real store's
+/// workflows are activated when a daemon first loads them; earlier triggers
+/// are passed over.)
+pub fn running_since_epoch(url: &str, workflows: &[&str]) {
+    let url = url.to_string();
+    let names: Vec<String> = workflows.iter().map(|s| s.to_string()).collect();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let pool = any_pool(&url).await;
+                for n in names {
+                    sqlx::query(
+                        "INSERT INTO workflow_states (workflow, activated_at) VALUES ($1, 0)
+                         ON CONFLICT (workflow) DO UPDATE SET activated_at = 0",
+                    )
+                    .bind(&n)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                    // A cron workflow has ticked before, so its next tick runs
+                    // (rather than being recorded as its first sight).
+                    sqlx::query(
+                        "INSERT INTO cron_ticks (workflow, tick_at, taken_at) VALUES ($1, 0, 0)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&n)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+                pool.close().await;
+            })
+    })
+    .join()
+    .unwrap();
+}

@@ -1,0 +1,180 @@
+//! `nurture enroll WORKFLOW --existing [--dry-run]` and `nurture resume WORKFLOW`:
+//! the two deliberate acts a workflow's activation and blast guard wait for.
+//!
+//! A workflow acts only on what happens after its activation. To reach the
+//! contacts already in its audience, a marketer previews the enrollment
+//! (`--dry-run`), then runs it: the same planner the daemon uses decides each
+//! contact's steps, and the plans are applied in the daemon's batches. The
+//! daemon (if running) delivers the messages and continues the waits.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Args;
+use futures::StreamExt;
+
+use super::{CliResult, Failure};
+use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
+use crate::engine::gates::Gates;
+use crate::engine::plan::{Action, Planner};
+use crate::engine::sources::{self, BATCH, Scan};
+use crate::project::Project;
+use crate::store::Store;
+use crate::store::{plan_reads, workflow_states};
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    /// The workflow.
+    pub workflow: String,
+    /// Enroll the contacts in the workflow's audience now (required: say it on purpose).
+    #[arg(long, required = true)]
+    pub existing: bool,
+    /// Show what would happen, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The workflow the blast guard paused.
+    pub workflow: String,
+}
+
+fn find<'p>(project: &'p Project, name: &str) -> Result<&'p crate::workflow::Workflow, Failure> {
+    project.workflow(name).ok_or_else(|| {
+        let names = project.workflows.iter().map(|w| w.name.as_str());
+        let hint = crate::diagnostics::did_you_mean(name, names)
+            .map(|s| format!("; did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        Failure::Input(format!("no workflow named \"{name}\"{hint}"))
+    })
+}
+
+async fn open_store(project: &Project) -> Result<Store, Failure> {
+    let url = project.settings.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !Path::new(path).exists()
+    {
+        return Err(Failure::Input(format!(
+            "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
+        )));
+    }
+    Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))
+        .map_err(Failure::Other)
+}
+
+pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
+    let project = Project::load_or_report(config)?;
+    let wf = find(&project, &args.workflow)?;
+    if !wf.enabled {
+        return Err(Failure::Input(format!(
+            "workflow \"{}\" is disabled (enabled: false); enable it first",
+            wf.name
+        )));
+    }
+    let store = open_store(&project).await?;
+    let pool = store.db();
+    let now = Utc::now();
+    let assign = plan_reads::assign_state(pool)
+        .await
+        .context("reading assignment counters")?;
+    let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
+    planner.gates = Gates {
+        states: workflow_states::all(pool)
+            .await
+            .context("reading workflow states")?,
+        unrecorded: Some(now),
+    };
+    let (filter, key_of, cause) =
+        sources::scan_filter(wf, now, store.dialect(), Scan::Existing).map_err(Failure::Other)?;
+    let mut contacts = Vec::new();
+    {
+        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
+        while let Some(c) = stream.next().await {
+            contacts.push(c.context("reading contacts")?);
+        }
+    }
+    let mut entered = 0u64;
+    let mut actions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut messages = 0usize;
+    for chunk in contacts.chunks(BATCH) {
+        let mut chunk = chunk.to_vec();
+        let batch =
+            sources::plan_scan_chunk(&store, wf, &mut chunk, &key_of, &cause, &mut planner).await?;
+        for d in &batch {
+            entered += 1;
+            for s in &d.plan.steps {
+                let key = match &s.action {
+                    Action::Skip { reason } => format!("skip {}", reason.code()),
+                    Action::Exit { reason } => format!("exit {}", reason.code()),
+                    a => a.name().to_string(),
+                };
+                *actions.entry(key).or_insert(0) += 1;
+            }
+        }
+        if args.dry_run {
+            continue;
+        }
+        let mut tx = store.begin().await.context("beginning a transaction")?;
+        if touches_shared_counters(&batch) {
+            lock_event_log(&mut tx, store.dialect()).await?;
+        }
+        for d in &batch {
+            if let Applied::Stored { messages: m, .. } =
+                apply_in(&mut tx, store.dialect(), &project.settings, d, now).await?
+            {
+                messages += m;
+            }
+        }
+        tx.commit().await.context("committing the enrollments")?;
+        planner.forget_planned();
+    }
+    let summary = actions
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if args.dry_run {
+        println!(
+            "Would enroll {entered} contact(s) already in the audience of {}: {}",
+            wf.name,
+            if summary.is_empty() { "-" } else { &summary }
+        );
+        println!("Nothing was changed. Run again without --dry-run to enroll them.");
+    } else {
+        workflow_states::activate(pool, &[wf.name.as_str()], now)
+            .await
+            .context("recording the activation")?;
+        workflow_states::existing_done(pool, &wf.name, now)
+            .await
+            .context("recording the enrollment")?;
+        println!(
+            "Enrolled {entered} contact(s) already in the audience of {}: {}; {messages} message(s) queued for the daemon to deliver.",
+            wf.name,
+            if summary.is_empty() { "-" } else { &summary }
+        );
+    }
+    Ok(())
+}
+
+pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
+    let project = Project::load_or_report(config)?;
+    let wf = find(&project, &args.workflow)?;
+    let store = open_store(&project).await?;
+    let r = workflow_states::resume(store.db(), store.dialect(), &wf.name, Utc::now())
+        .await
+        .context("resuming")?;
+    if !r.was_paused && r.released == 0 {
+        println!("{} is not paused; nothing to do.", wf.name);
+    } else {
+        println!(
+            "Resumed {}: {} held enrollment(s) run now; the blast guard counts afresh from now.",
+            wf.name, r.released
+        );
+    }
+    Ok(())
+}

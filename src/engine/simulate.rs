@@ -1,0 +1,550 @@
+//! The dry-run's engine: the daemon's passes, run forward in time on a copy
+//! of the plan state, changing nothing in the store.
+//!
+//! A pass here takes the same pieces as the daemon's (`engine::scheduler`),
+//! in the same order and the same batches: due enrollments, then the event
+//! log, then cron ticks, then `entry_existing` scans. What the daemon would
+//! write is kept in memory instead: the enrollments the simulation made or
+//! moved on, the tags its plans added (as event-log entries that may fire
+//! `tag_added` workflows), the ticks it took, the workflows the blast guard
+//! paused. The planner carries round-robin positions, team loads, planned
+//! messages and contact changes from plan to plan, as the store carries them
+//! for the daemon.
+//!
+//! Time moves from `at` to `until` from one due moment to the next (a
+//! wait's end, a cron tick), with passes at each until nothing more is due.
+//! It assumes no new events arrive; the dry-run says so.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::contact::Contact;
+use crate::engine::gates::Gates;
+use crate::engine::plan::{Action, Outcome, Planner};
+use crate::engine::scheduler::runnable;
+use crate::engine::sources::{self, BATCH, Decided, Scan, Start, TickDue};
+use crate::project::Project;
+use crate::store::Store;
+use crate::store::plan_reads::{self, DAEMON_CURSOR, EnrollmentRow, LogEntry, ms};
+use crate::store::workflow_states;
+use crate::workflow::{Trigger, Workflow};
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub at: DateTime<Utc>,
+    /// The last moment simulated (`at` itself: one moment).
+    pub until: DateTime<Utc>,
+    /// Also imagine each event-triggered workflow firing at `at` for every
+    /// contact in its audience.
+    pub all_contacts: bool,
+}
+
+/// What the simulation reports besides the plans.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    /// Workflows the blast guard would pause, with when and why.
+    pub paused: Vec<(String, DateTime<Utc>, String)>,
+    /// Cron ticks recorded without running (the first-tick rule), by workflow.
+    pub first_sight: Vec<(String, DateTime<Utc>)>,
+    /// Cron ticks run, by workflow.
+    pub ticks_run: Vec<(String, DateTime<Utc>)>,
+}
+
+/// The copy of the plan state.
+pub struct Simulation<'a> {
+    store: &'a Store,
+    project: &'a Project,
+    opts: SimOptions,
+    /// The event log's position the simulation consumed up to (store rows).
+    cursor: i64,
+    /// Entries the simulation's own plans logged (tags they added).
+    own_log: VecDeque<LogEntry>,
+    /// The store's last log entry when the simulation began: entries above
+    /// it are the simulation's own.
+    store_max_seq: i64,
+    next_seq: i64,
+    /// Enrollments the simulation made or moved on, active ones by id.
+    active: HashMap<i64, EnrollmentRow>,
+    /// Store enrollments the simulation has taken over.
+    taken: HashSet<i64>,
+    /// New enrollments by contact, for entry policies.
+    by_contact: HashMap<String, Vec<EnrollmentRow>>,
+    next_id: i64,
+    /// The last cron tick taken, per workflow.
+    ticks: HashMap<String, i64>,
+    /// Enrollment starts per workflow, for the blast guard.
+    started: HashMap<String, Vec<DateTime<Utc>>>,
+    existing_done: HashSet<String>,
+    imagined: bool,
+    pub report: SimReport,
+}
+
+impl<'a> Simulation<'a> {
+    pub async fn new(store: &'a Store, project: &'a Project, opts: SimOptions) -> Result<Self> {
+        let pool = store.db();
+        let cursor = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
+        let max_seq: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM event_log")
+            .fetch_one(pool)
+            .await?;
+        let max_id: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM enrollments")
+            .fetch_one(pool)
+            .await?;
+        let mut ticks = HashMap::new();
+        for (wf, t) in sqlx::query_as::<_, (String, i64)>(
+            "SELECT workflow, max(tick_at) FROM cron_ticks GROUP BY workflow",
+        )
+        .fetch_all(pool)
+        .await?
+        {
+            ticks.insert(wf, t);
+        }
+        Ok(Simulation {
+            store,
+            project,
+            opts,
+            cursor,
+            own_log: VecDeque::new(),
+            store_max_seq: max_seq.unwrap_or(0),
+            next_seq: max_seq.unwrap_or(0) + 1,
+            active: HashMap::new(),
+            taken: HashSet::new(),
+            by_contact: HashMap::new(),
+            next_id: max_id.unwrap_or(0) + 1,
+            ticks,
+            started: HashMap::new(),
+            existing_done: HashSet::new(),
+            imagined: false,
+            report: SimReport::default(),
+        })
+    }
+
+    /// The planner the simulation runs with: counters from the store, and
+    /// workflows no daemon has loaded yet activated at `at`.
+    pub async fn planner(&self) -> Result<Planner<'a>> {
+        let pool = self.store.db();
+        let assign = plan_reads::assign_state(pool).await?;
+        let mut planner = Planner::new(
+            &self.project.settings,
+            &self.project.templates,
+            self.opts.at,
+            assign,
+        );
+        planner.gates = Gates {
+            states: workflow_states::all(pool).await?,
+            unrecorded: Some(self.opts.at),
+        };
+        Ok(planner)
+    }
+
+    /// Runs from `at` to `until`, handing every plan to `on_plan` with the
+    /// moment it was made.
+    pub async fn run<F>(&mut self, planner: &mut Planner<'a>, mut on_plan: F) -> Result<()>
+    where
+        F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
+    {
+        let mut t = self.opts.at;
+        loop {
+            planner.now = t;
+            // Passes at `t` until one makes no plan, as the daemon loops.
+            while self.pass(planner, &mut on_plan).await? > 0 {}
+            match self.next_moment(t).await? {
+                Some(next) if next <= self.opts.until => t = next,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass at `planner.now`; returns how many plans it made.
+    async fn pass<F>(&mut self, planner: &mut Planner<'a>, on_plan: &mut F) -> Result<usize>
+    where
+        F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
+    {
+        let project: &'a Project = self.project;
+        let enabled: Vec<&'a Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
+        let mut plans = 0;
+
+        // 1. Due enrollments.
+        let due = self.due(planner.now).await?;
+        let due = runnable(due, &enabled, &planner.gates);
+        let batch = sources::plan_due_batch(self.store, due, planner).await?;
+        plans += self.take(batch, planner, on_plan)?;
+
+        // 2. The event log.
+        let entries = self.pending_log().await?;
+        if let Some(last) = entries.last() {
+            let last_store_seq = entries
+                .iter()
+                .filter(|e| e.seq <= self.cursor_limit())
+                .map(|e| e.seq)
+                .max();
+            let event_triggered: Vec<&'a Workflow> = enabled
+                .iter()
+                .copied()
+                .filter(|w| !w.trigger.is_ticked())
+                .collect();
+            let mut entered = HashSet::new();
+            let mut batch = sources::plan_log_batch(
+                self.store,
+                &event_triggered,
+                &entries,
+                planner,
+                &mut entered,
+                Some(&self.by_contact),
+            )
+            .await?;
+            let (recent, upcoming) = self.guard_counts(&batch, planner, Some(last.seq)).await?;
+            self.pause(
+                sources::guard_batch(&mut batch, planner, &recent, &upcoming),
+                planner,
+            );
+            if let Some(seq) = last_store_seq {
+                self.cursor = self.cursor.max(seq);
+            }
+            plans += self.take(batch, planner, on_plan)?.max(1);
+        }
+
+        // 3. Cron ticks.
+        for wf in enabled.iter().copied().filter(|w| w.trigger.is_ticked()) {
+            let cron = match &wf.trigger {
+                Trigger::Inactive { check, .. } => check,
+                Trigger::Schedule { cron } => cron,
+                _ => continue,
+            };
+            let Some(tick) = cron.latest_at_or_before(planner.now, project.settings.timezone)
+            else {
+                continue;
+            };
+            match sources::tick_due(self.ticks.get(&wf.name).copied(), tick) {
+                TickDue::Taken => {}
+                TickDue::FirstSight => {
+                    self.ticks.insert(wf.name.clone(), ms(tick));
+                    self.report.first_sight.push((wf.name.clone(), tick));
+                }
+                TickDue::Run => {
+                    plans += self.scan(wf, Scan::Trigger, planner, on_plan).await?.max(1);
+                    self.ticks.insert(wf.name.clone(), ms(tick));
+                    self.report.ticks_run.push((wf.name.clone(), tick));
+                }
+            }
+        }
+
+        // 4. `entry_existing` scans, once.
+        for wf in enabled.iter().copied().filter(|w| w.entry_existing) {
+            let done_in_store = planner
+                .gates
+                .states
+                .get(&wf.name)
+                .is_some_and(|s| s.existing_done_at.is_some());
+            if done_in_store || !self.existing_done.insert(wf.name.clone()) {
+                continue;
+            }
+            plans += self
+                .scan(wf, Scan::Existing, planner, on_plan)
+                .await?
+                .max(1);
+        }
+
+        // `--all-contacts`: event-triggered workflows imagined firing now, once.
+        if self.opts.all_contacts && !self.imagined {
+            self.imagined = true;
+            for wf in enabled.iter().copied().filter(|w| !w.trigger.is_ticked()) {
+                plans += self.scan(wf, Scan::Trigger, planner, on_plan).await?;
+            }
+        }
+        Ok(plans)
+    }
+
+    /// The highest store sequence number (entries above it are the
+    /// simulation's own).
+    fn cursor_limit(&self) -> i64 {
+        self.store_max_seq
+    }
+
+    /// Due enrollments: the store's not yet taken over, and the simulation's.
+    async fn due(&self, at: DateTime<Utc>) -> Result<Vec<EnrollmentRow>> {
+        let limit = (BATCH + self.taken.len()) as i64;
+        let mut rows: Vec<EnrollmentRow> = plan_reads::due_enrollments(self.store.db(), at, limit)
+            .await?
+            .into_iter()
+            .filter(|e| !self.taken.contains(&e.id))
+            .collect();
+        rows.extend(
+            self.active
+                .values()
+                .filter(|e| e.next_run_at.is_some_and(|n| n <= at))
+                .cloned(),
+        );
+        rows.sort_by_key(|e| (e.next_run_at, e.id));
+        rows.truncate(BATCH);
+        Ok(rows)
+    }
+
+    /// The next batch of the event log: the store's entries after the cursor,
+    /// then the simulation's own.
+    async fn pending_log(&mut self) -> Result<Vec<LogEntry>> {
+        let mut entries = plan_reads::pending_log(self.store.db(), self.cursor, BATCH as i64)
+            .await?
+            .into_iter()
+            .filter(|e| e.seq <= self.cursor_limit())
+            .collect::<Vec<_>>();
+        while entries.len() < BATCH {
+            match self.own_log.pop_front() {
+                Some(e) => entries.push(e),
+                None => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The blast guard's counts, as the daemon takes them from the store,
+    /// plus the simulation's own enrollments and log entries.
+    async fn guard_counts(
+        &self,
+        batch: &[Decided<'_>],
+        planner: &Planner<'_>,
+        log_after: Option<i64>,
+    ) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
+        let mut recent = HashMap::new();
+        let mut upcoming = HashMap::new();
+        let Some(guard) = planner.settings.policies.blast_guard else {
+            return Ok((recent, upcoming));
+        };
+        let pool = self.store.db();
+        for (name, _) in sources::new_per_workflow(batch) {
+            if planner.gates.is_paused(&name) {
+                continue;
+            }
+            let since = planner.gates.window_start(&name, &guard, planner.now);
+            let mut conn = pool.acquire().await?;
+            let stored = workflow_states::started_since(&mut conn, &name, since).await?;
+            let mine = self
+                .started
+                .get(&name)
+                .map(|v| v.iter().filter(|t| **t >= since).count() as i64)
+                .unwrap_or(0);
+            recent.insert(name.clone(), stored + mine);
+            let Some(wf) = batch
+                .iter()
+                .find(|d| d.workflow.name == name)
+                .map(|d| d.workflow)
+            else {
+                continue;
+            };
+            if let (Some(after), Some(activated)) = (log_after, planner.gates.activated_at(&name)) {
+                let (kind, which) = match &wf.trigger {
+                    Trigger::ContactCreated => ("contact_created", None),
+                    Trigger::TagAdded { tag } => ("tag_added", Some(tag.as_str())),
+                    Trigger::Event { name } => ("event", Some(name.as_str())),
+                    _ => continue,
+                };
+                let store_after = after.min(self.cursor_limit());
+                let mut n = if store_after < self.cursor_limit() {
+                    workflow_states::pending_firing(pool, store_after, kind, which, activated)
+                        .await?
+                } else {
+                    0
+                };
+                n += self
+                    .own_log
+                    .iter()
+                    .filter(|e| e.kind == kind && (which.is_none() || e.name.as_deref() == which))
+                    .count() as i64;
+                upcoming.insert(name.clone(), n);
+            }
+        }
+        Ok((recent, upcoming))
+    }
+
+    fn pause(&mut self, paused: Vec<(String, String)>, planner: &Planner<'_>) {
+        for (name, reason) in paused {
+            self.report.paused.push((name, planner.now, reason));
+        }
+    }
+
+    /// A scan of `wf`'s audience, planned and taken in the daemon's batches.
+    async fn scan<F>(
+        &mut self,
+        wf: &'a Workflow,
+        scan: Scan,
+        planner: &mut Planner<'a>,
+        on_plan: &mut F,
+    ) -> Result<usize>
+    where
+        F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
+    {
+        let (filter, key_of, cause) =
+            sources::scan_filter(wf, planner.now, self.store.dialect(), scan)?;
+        let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
+        let mut contacts: Vec<Contact> = Vec::new();
+        while let Some(c) = stream.next().await {
+            let c = c?;
+            // The SQL checked the store's enrollments; these are the simulation's.
+            let key = key_of.key(wf, &c);
+            let mine = self.by_contact.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
+            if sources::may_enter_given(wf, mine, &key, planner.now) {
+                contacts.push(c);
+            }
+        }
+        drop(stream);
+        let mut remaining = contacts.len() as i64;
+        let mut plans = 0;
+        let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+        let mut contacts = contacts.into_iter().peekable();
+        while contacts.peek().is_some() {
+            chunk.extend(contacts.by_ref().take(BATCH));
+            remaining -= chunk.len() as i64;
+            let mut batch =
+                sources::plan_scan_chunk(self.store, wf, &mut chunk, &key_of, &cause, planner)
+                    .await?;
+            let (recent, _) = self.guard_counts(&batch, planner, None).await?;
+            let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
+            self.pause(
+                sources::guard_batch(&mut batch, planner, &recent, &upcoming),
+                planner,
+            );
+            plans += self.take(batch, planner, on_plan)?;
+        }
+        Ok(plans)
+    }
+
+    /// What the daemon would write for these plans, kept in memory.
+    fn take<F>(
+        &mut self,
+        batch: Vec<Decided<'a>>,
+        planner: &Planner<'_>,
+        on_plan: &mut F,
+    ) -> Result<usize>
+    where
+        F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
+    {
+        let now = planner.now;
+        let mut plans = 0;
+        for d in batch {
+            on_plan(&d, now)?;
+            let id = match &d.start {
+                Start::Passed { .. } => continue,
+                Start::New { entry_key, .. } => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let row = EnrollmentRow {
+                        id,
+                        workflow: d.workflow.name.clone(),
+                        contact_id: d.contact_id.clone(),
+                        entry_key: entry_key.clone(),
+                        status: "active".into(),
+                        step_id: None,
+                        next_run_at: None,
+                        started_at: now,
+                    };
+                    self.by_contact
+                        .entry(d.contact_id.clone())
+                        .or_default()
+                        .push(row);
+                    self.started
+                        .entry(d.workflow.name.clone())
+                        .or_default()
+                        .push(now);
+                    id
+                }
+                Start::Existing { enrollment_id } => {
+                    self.taken.insert(*enrollment_id);
+                    *enrollment_id
+                }
+            };
+            plans += 1;
+            let started_at = self
+                .active
+                .remove(&id)
+                .map(|e| e.started_at)
+                .or_else(|| {
+                    self.by_contact
+                        .get(&d.contact_id)
+                        .and_then(|v| v.iter().find(|e| e.id == id))
+                        .map(|e| e.started_at)
+                })
+                .unwrap_or(now);
+            if let Outcome::Waiting { next_step, until } = &d.plan.outcome {
+                self.active.insert(
+                    id,
+                    EnrollmentRow {
+                        id,
+                        workflow: d.workflow.name.clone(),
+                        contact_id: d.contact_id.clone(),
+                        entry_key: String::new(),
+                        status: "active".into(),
+                        step_id: next_step.clone(),
+                        next_run_at: Some(*until),
+                        started_at,
+                    },
+                );
+            }
+            for s in &d.plan.steps {
+                if let Action::Tag { add, .. } = &s.action {
+                    for tag in add {
+                        self.own_log.push_back(LogEntry {
+                            seq: self.next_seq,
+                            kind: "tag_added".into(),
+                            contact_id: d.contact_id.clone(),
+                            name: Some(tag.clone()),
+                            at: now,
+                            origin: None,
+                        });
+                        self.next_seq += 1;
+                    }
+                }
+            }
+        }
+        Ok(plans)
+    }
+
+    /// The next moment after `t` when something is due: a wait ending (in
+    /// the store or the simulation) or a cron tick.
+    async fn next_moment(&self, t: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut consider = |c: DateTime<Utc>| {
+            if c > t && next.is_none_or(|n| c < n) {
+                next = Some(c);
+            }
+        };
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT min(next_run_at) FROM enrollments WHERE status = 'active' AND next_run_at > $1",
+        )
+        .bind(ms(t))
+        .fetch_one(self.store.db())
+        .await?;
+        if let Some(s) = stored {
+            consider(plan_reads::from_ms(s));
+        }
+        for e in self.active.values() {
+            if let Some(n) = e.next_run_at {
+                consider(n);
+            }
+        }
+        for wf in self.project.workflows.iter().filter(|w| w.enabled) {
+            let cron = match &wf.trigger {
+                Trigger::Inactive { check, .. } => check,
+                Trigger::Schedule { cron } => cron,
+                _ => continue,
+            };
+            if let Some(n) = cron.next_after(t, self.project.settings.timezone) {
+                consider(n);
+            }
+        }
+        Ok(next)
+    }
+}
+
+/// The next tick of a cron-triggered workflow after `t`.
+pub fn next_tick(project: &Project, wf: &Workflow, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = match &wf.trigger {
+        Trigger::Inactive { check, .. } => check,
+        Trigger::Schedule { cron } => cron,
+        _ => return None,
+    };
+    cron.next_after(t, project.settings.timezone)
+}

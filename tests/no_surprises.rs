@@ -1,0 +1,274 @@
+//! "No surprise sends": what existed before a workflow was activated never
+//! sets it off, goals look forward, the blast guard holds a mass enrollment
+//! for confirmation, and the dry-run shows cron workflows at their real
+//! ticks and drips beyond their first wait. The real binary, a real store
+//! (SQLite, or PostgreSQL in the suite's second pass), a loopback webhook.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use support::daemon::{Daemon, Project};
+use support::receiver::{Receiver, Reply, script};
+
+fn settings(rx: &Receiver, policies: &str) -> String {
+    format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  hook: {{ kind: webhook, url: "{}", secret_env: HOOK_SECRET }}
+{policies}
+"#,
+        rx.url("/hook")
+    )
+}
+
+fn bodies(rx: &Receiver) -> Vec<String> {
+    let mut b: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.json()["body"].as_str().unwrap().to_string())
+        .collect();
+    b.sort();
+    b
+}
+
+const WELCOME: &str =
+    "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: hook, template: welcome }\n";
+const VIP: &str =
+    "trigger: { tag_added: { tag: vip } }\nsteps:\n  - send: { channel: hook, template: vip }\n";
+const THANKS: &str = "trigger: { event: { name: purchase } }\nentry: every_time\nsteps:\n  - send: { channel: hook, template: thanks }\n";
+
+fn project(rx: &Receiver, policies: &str) -> Project {
+    let p = Project::new(&settings(rx, policies));
+    p.write("workflows/welcome.yaml", WELCOME)
+        .write("workflows/vip.yaml", VIP)
+        .write("workflows/thanks.yaml", THANKS)
+        .write("templates/welcome.hbs", "welcome {{contact.id}}")
+        .write("templates/vip.hbs", "vip {{contact.id}}")
+        .write("templates/thanks.hbs", "thanks {{contact.id}}");
+    p
+}
+
+#[tokio::test]
+async fn imports_and_backdated_events_set_nothing_off() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = project(&rx, "");
+    p.write(
+        "old.csv",
+        "id,name,created_at,tags\nold1,A,2025-01-01T00:00:00+08:00,vip\nold2,B,2025-02-01T00:00:00+08:00,\n",
+    );
+    p.ok(&["contacts", "import", p.path("old.csv").to_str().unwrap()]);
+
+    // The dry-run before any daemon ran says why nothing would happen.
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    assert!(preview.contains("before_activation"), "{preview}");
+    assert!(!preview.contains("\"action\":\"send\""), "{preview}");
+
+    let d = Daemon::start(&p, &[]);
+    // The daemon has activated the workflows.
+    p.wait_count(
+        "SELECT count(*) FROM workflow_states",
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
+    // After activation: an import of more old contacts, one of them VIP, and a
+    // backdated purchase for an old contact. None of it is news.
+    p.write(
+        "more.csv",
+        "id,name,created_at,tags\nold3,C,2025-03-01T00:00:00+08:00,vip\n",
+    );
+    p.ok(&["contacts", "import", p.path("more.csv").to_str().unwrap()]);
+    p.ok(&[
+        "contacts",
+        "event",
+        "old1",
+        "purchase",
+        "--at",
+        "2026-10-01T10:00:00+08:00",
+    ]);
+    // Then real news: a new contact, a tag added now, a purchase now.
+    d.post_ok("/v1/contacts", json!({"id": "new1", "name": "N"}))
+        .await;
+    p.ok(&["contacts", "tag", "old2", "--add", "vip"]);
+    p.ok(&["contacts", "event", "old1", "purchase"]);
+    rx.wait_for(3, Duration::from_secs(20)).await;
+    // Everything logged is consumed before the count is read.
+    p.wait_count(
+        "SELECT count(*) FROM event_log WHERE seq > (SELECT position FROM cursors WHERE name = 'daemon')",
+        0,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(
+        bodies(&rx),
+        vec!["thanks old1", "vip old2", "welcome new1"],
+        "log:\n{}",
+        p.log()
+    );
+    let (status, _) = d.terminate(Duration::from_secs(15));
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_goal_counts_only_events_after_entry() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, ""));
+    p.write(
+        "workflows/nudge.yaml",
+        "trigger: { tag_added: { tag: lapsed } }\nexit_when: { event: purchase }\nsteps:\n  - send: { channel: hook, template: nudge }\n",
+    )
+    .write("templates/nudge.hbs", "nudge {{contact.id}}");
+    let d = Daemon::start(&p, &[]);
+    p.wait_count(
+        "SELECT count(*) FROM workflow_states",
+        1,
+        Duration::from_secs(15),
+    )
+    .await;
+    // Bought last month, lapsed today: the goal (a purchase) is not reached
+    // by the old purchase.
+    d.post_ok("/v1/contacts", json!({"id": "b1"})).await;
+    p.ok(&[
+        "contacts",
+        "event",
+        "b1",
+        "purchase",
+        "--at",
+        "2026-10-01T10:00:00+08:00",
+    ]);
+    p.ok(&["contacts", "tag", "b1", "--add", "lapsed"]);
+    rx.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(bodies(&rx), vec!["nudge b1"]);
+    let explain = p.ok(&["dry-run", "--explain", "b1", "--workflow", "nudge"]);
+    assert!(
+        explain.contains("exit_when (events after entry only) does not hold"),
+        "{explain}"
+    );
+    d.terminate(Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn the_blast_guard_holds_a_mass_enrollment_until_resumed() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = project(&rx, "policies:\n  blast_guard: { max: 3, per: 1h }\n");
+    let d = Daemon::start(&p, &[]);
+    p.wait_count(
+        "SELECT count(*) FROM workflow_states",
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
+    // Five new contacts in one import: over the guard's 3 per hour.
+    let mut csv = String::from("id,name\n");
+    for i in 0..5 {
+        csv.push_str(&format!("n{i},Name {i}\n"));
+    }
+    p.write("new.csv", &csv);
+    p.ok(&["contacts", "import", p.path("new.csv").to_str().unwrap()]);
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE workflow = 'welcome' AND status = 'held'",
+        5,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(rx.count(), 0, "nothing was sent while paused");
+    let status = p.ok(&["status"]);
+    assert!(
+        status.contains("welcome: PAUSED by the blast guard"),
+        "{status}"
+    );
+    assert!(p.log().contains("paused by the blast guard"));
+
+    let out = p.ok(&["resume", "welcome"]);
+    assert!(out.contains("5 held enrollment(s) run now"), "{out}");
+    rx.wait_for(5, Duration::from_secs(20)).await;
+    assert_eq!(rx.count(), 5);
+    let status = p.ok(&["status"]);
+    assert!(!status.contains("PAUSED"), "{status}");
+    d.terminate(Duration::from_secs(15));
+}
+
+#[test]
+fn the_dry_run_shows_real_ticks_and_sees_past_the_first_wait() {
+    let rx_settings = "timezone: Asia/Shanghai\nchannels:\n  log: { kind: log }\n";
+    let p = Project::new(rx_settings);
+    p.write(
+        "workflows/monthly.yaml",
+        "trigger: { schedule: { cron: \"0 10 1 * *\" } }\nsteps:\n  - send: { channel: log, template: news }\n",
+    )
+    .write(
+        "workflows/drip.yaml",
+        "trigger: { tag_added: { tag: trial } }\nsteps:\n  - send: { channel: log, template: news }\n  - wait: 3d\n  - id: day3\n    send: { channel: log, template: news }\n  - wait: 4d\n  - id: day7\n    send: { channel: log, template: news }\n",
+    )
+    .write("templates/news.hbs", "news for {{contact.id}}");
+    p.write("c.csv", "id,name\nc1,A\nc2,B\n");
+    p.ok(&["contacts", "import", p.path("c.csv").to_str().unwrap()]);
+
+    // On the 5th, the monthly workflow does not tick: it shows its next tick.
+    let table = p.ok(&["dry-run", "--at", "2026-11-05T10:00:00+08:00"]);
+    assert!(
+        table.contains("next tick 2026-12-01 10:00:00 +08:00"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("monthly                      schedule                2"),
+        "{table}"
+    );
+
+    // A tag added after the (assumed) activation: the drip's whole week.
+    let at = chrono::Utc::now();
+    p.ok(&["contacts", "tag", "c1", "--add", "trial"]);
+    let rows = p.ok(&[
+        "dry-run",
+        "--at",
+        &at.to_rfc3339(),
+        "--until",
+        "8d",
+        "--workflow",
+        "drip",
+        "--format",
+        "jsonl",
+    ]);
+    let steps: Vec<String> = rows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .map(|r| r["step"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps, vec!["0", "day3", "day7"], "{rows}");
+    // --workflow reports that workflow alone.
+    assert!(
+        rows.lines().all(|l| l.contains("\"workflow\":\"drip\"")),
+        "{rows}"
+    );
+
+    // From the 5th: the 1st of November is the first sight (recorded, not
+    // run), as a daemon started on the 5th does; the 1st of December runs.
+    let table = p.ok(&[
+        "dry-run",
+        "--at",
+        "2026-11-05T10:00:00+08:00",
+        "--until",
+        "2026-12-02T00:00",
+        "--workflow",
+        "monthly",
+        "--format",
+        "jsonl",
+    ]);
+    let sends: Vec<serde_json::Value> = table
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .collect();
+    assert_eq!(sends.len(), 2, "{table}");
+    assert!(
+        sends
+            .iter()
+            .all(|r| r["at"].as_str().unwrap().starts_with("2026-12-01T10:00:00")),
+        "{table}"
+    );
+}
