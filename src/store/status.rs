@@ -1,6 +1,6 @@
 //! What `nurture status` and `nurture history` read, and the one thing the
 //! daemon writes for them: the loaded-or-broken state of each file
-//! (`file_states`, migration 0002).
+//! (`file_states`, migrations 0002 and 0011).
 //!
 //! Reads only, apart from [`record_file_states`].
 
@@ -111,40 +111,73 @@ pub async fn outbox_queue_depth(pool: &AnyPool) -> sqlx::Result<i64> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FileState {
     pub file: String,
-    /// `loaded` or `broken` (the daemon keeps running the last valid version
-    /// of a broken file).
+    /// `loaded` (the file on disk is the version running) or `broken` (the
+    /// daemon rejected the file's latest edit and keeps running its last
+    /// valid version, if it ever had one).
     pub state: String,
-    /// The rendered diagnostics, one `FILE:LINE:COLUMN: message` per line;
-    /// empty when loaded.
+    /// The rejected edit's problems, one `FILE:LINE:COLUMN: message` per
+    /// line; empty when loaded.
     pub diagnostics: String,
     pub updated_at: DateTime<Utc>,
+    /// The version running: the first 12 hex digits of the SHA-256 of the
+    /// file's bytes. `None` when no version of the file ever loaded.
+    pub running_hash: Option<String>,
+    /// When the daemon loaded the running version.
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// The rejected newer edit (same hash), when there is one.
+    pub rejected_hash: Option<String>,
+    /// When the daemon first saw the rejected edit.
+    pub rejected_at: Option<DateTime<Utc>>,
 }
 
-/// Replaces the recorded file states with `files`: `(file, state,
-/// diagnostics)`, where state is `loaded` or `broken` and diagnostics are
-/// the rendered reports (empty when loaded). The daemon calls this after
-/// every (re)load with every settings, workflow and template file it looked
-/// at; files not in the list are forgotten.
+impl FileState {
+    /// A file as recorded now: `loaded` unless an edit was rejected.
+    pub fn new(file: impl Into<String>) -> FileState {
+        FileState {
+            file: file.into(),
+            state: "loaded".into(),
+            diagnostics: String::new(),
+            updated_at: Utc::now(),
+            running_hash: None,
+            loaded_at: None,
+            rejected_hash: None,
+            rejected_at: None,
+        }
+    }
+}
+
+/// Replaces the recorded file states with `files` (their `updated_at` is
+/// ignored: now is written). The daemon calls this after every (re)load with
+/// every settings, workflow and template file it looked at; files not in the
+/// list are forgotten.
 pub async fn record_file_states(
     pool: &AnyPool,
     dialect: super::Dialect,
-    files: &[(String, String, String)],
+    files: &[FileState],
 ) -> sqlx::Result<()> {
     let now = to_ms(Utc::now());
     let mut tx = super::begin(pool, dialect).await?;
     sqlx::query("DELETE FROM file_states")
         .execute(&mut *tx)
         .await?;
-    for (file, state, diagnostics) in files {
+    for f in files {
         sqlx::query(
-            "INSERT INTO file_states (file, state, diagnostics, updated_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO file_states (file, state, diagnostics, updated_at, running_hash, loaded_at, \
+                                      rejected_hash, rejected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (file) DO UPDATE SET state = excluded.state, \
-             diagnostics = excluded.diagnostics, updated_at = excluded.updated_at",
+             diagnostics = excluded.diagnostics, updated_at = excluded.updated_at, \
+             running_hash = excluded.running_hash, loaded_at = excluded.loaded_at, \
+             rejected_hash = excluded.rejected_hash, rejected_at = excluded.rejected_at",
         )
-        .bind(file)
-        .bind(state)
-        .bind(diagnostics)
+        .bind(&f.file)
+        .bind(&f.state)
+        .bind(&f.diagnostics)
         .bind(now)
+        .bind(f.running_hash.as_deref())
+        .bind(f.loaded_at.map(to_ms))
+        .bind(f.rejected_hash.as_deref())
+        .bind(f.rejected_at.map(to_ms))
         .execute(&mut *tx)
         .await?;
     }
@@ -153,10 +186,13 @@ pub async fn record_file_states(
 
 /// Every recorded file state, by file name.
 pub async fn file_states(pool: &AnyPool) -> sqlx::Result<Vec<FileState>> {
-    let rows =
-        sqlx::query("SELECT file, state, diagnostics, updated_at FROM file_states ORDER BY file")
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT file, state, diagnostics, updated_at, running_hash, loaded_at, rejected_hash, \
+                rejected_at \
+           FROM file_states ORDER BY file",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.into_iter()
         .map(|r| {
             Ok(FileState {
@@ -164,6 +200,10 @@ pub async fn file_states(pool: &AnyPool) -> sqlx::Result<Vec<FileState>> {
                 state: r.try_get(1)?,
                 diagnostics: r.try_get(2)?,
                 updated_at: from_ms(r.try_get(3)?),
+                running_hash: r.try_get(4)?,
+                loaded_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+                rejected_hash: r.try_get(6)?,
+                rejected_at: r.try_get::<Option<i64>, _>(7)?.map(from_ms),
             })
         })
         .collect()
@@ -487,25 +527,31 @@ mod tests {
         );
         assert_eq!(h[8].detail.as_deref(), Some("bad number"));
 
-        record_file_states(
-            &pool,
-            s.dialect(),
-            &[
-                ("a.yaml".into(), "loaded".into(), String::new()),
-                ("b.yaml".into(), "broken".into(), "b.yaml:1:1: bad".into()),
-            ],
-        )
-        .await
-        .unwrap();
-        record_file_states(
-            &pool,
-            s.dialect(),
-            &[("b.yaml".into(), "broken".into(), "x".into())],
-        )
-        .await
-        .unwrap();
+        let a = FileState {
+            running_hash: Some("0123456789ab".into()),
+            loaded_at: Some(t(5)),
+            ..FileState::new("a.yaml")
+        };
+        let b = FileState {
+            state: "broken".into(),
+            diagnostics: "b.yaml:1:1: bad".into(),
+            ..FileState::new("b.yaml")
+        };
+        record_file_states(&pool, s.dialect(), &[a, b.clone()])
+            .await
+            .unwrap();
+        let b2 = FileState {
+            diagnostics: "x".into(),
+            rejected_hash: Some("ba0ba0ba0ba0".into()),
+            rejected_at: Some(t(7)),
+            ..b
+        };
+        record_file_states(&pool, s.dialect(), &[b2]).await.unwrap();
         let fs = file_states(&pool).await.unwrap();
         assert_eq!(fs.len(), 1);
         assert_eq!(fs[0].diagnostics, "x");
+        assert_eq!(fs[0].running_hash, None);
+        assert_eq!(fs[0].rejected_hash.as_deref(), Some("ba0ba0ba0ba0"));
+        assert_eq!(fs[0].rejected_at, Some(t(7)));
     }
 }
