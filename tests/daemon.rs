@@ -1140,6 +1140,122 @@ async fn an_unsubscribe_cancels_a_message_held_by_quiet_hours() {
         .await[0];
     assert_eq!(other["status"], "queued");
     assert_eq!(rx.count(), 0);
+    // Not silent: a log line, a metric, a count in status, a line in history.
+    assert!(
+        p.log().contains("message cancelled") && p.log().contains("c1"),
+        "{}",
+        p.log()
+    );
+    let m = metrics_text(&d).await;
+    assert!(
+        m.contains(
+            "nurture_messages_cancelled_total{workflow=\"greet\",reason=\"unsubscribed\"} 1"
+        ),
+        "{m}"
+    );
+    let w = workflow_state(&p, "greet");
+    assert_eq!(w["cancelled_by_reason"]["unsubscribed"], 1, "{w}");
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(
+        h.contains("greet: message on hook cancelled (unsubscribed)"),
+        "{h}"
+    );
+    stop(d, &p);
+}
+
+/// `GET /metrics` of a running daemon.
+async fn metrics_text(d: &Daemon) -> String {
+    reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// 11b. Nothing silent: a template that fails at run time (a declared
+///      attribute the contact lacks) is a skip with a log line, a metric, a
+///      count per reason in `status` (JSON and table) and a line in
+///      `history`; a dead letter likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skips_and_dead_letters_at_run_time_are_not_silent() {
+    let rx = Receiver::start(script::always(Reply::status(400))).await;
+    let p = Project::new(&settings(&rx, "", "fields:\n  city: string\n"));
+    p.write("workflows/greet.yaml", &greet_workflow("city"))
+        .write(
+            "templates/city.hbs",
+            "Hello {{contact.name}} in {{contact.city}}",
+        );
+    let d = Daemon::start(&p, &[]);
+    // c1 has no city: the template fails for it. c2 has one: its message
+    // goes out, and the receiver refuses it for good (400).
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    d.post_ok(
+        "/v1/contacts",
+        json!({"id": "c2", "name": "Bo", "city": "Hangzhou"}),
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE workflow = 'greet' AND status = 'done'",
+        2,
+        10 * SECS,
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'dead'",
+        1,
+        10 * SECS,
+    )
+    .await;
+
+    // The log names the workflow, the contact, the step and the reason.
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("step skipped"))
+        .unwrap_or_else(|| panic!("no skip logged:\n{log}"));
+    for want in ["greet", "c1", "step=", "template_error"] {
+        assert!(line.contains(want), "{want} missing in {line}");
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("message dead-lettered"))
+        .unwrap_or_else(|| panic!("no dead letter logged:\n{log}"));
+    for want in ["greet", "c2", "permanent_error"] {
+        assert!(line.contains(want), "{want} missing in {line}");
+    }
+
+    let m = metrics_text(&d).await;
+    assert!(
+        m.contains("nurture_skips_total{workflow=\"greet\",reason=\"template_error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("nurture_messages_dead_total{workflow=\"greet\",reason=\"permanent_error\"} 1"),
+        "{m}"
+    );
+
+    let w = workflow_state(&p, "greet");
+    assert_eq!(w["skipped"]["template_error"], 1, "{w}");
+    assert_eq!(w["failed_by_reason"]["permanent_error"], 1, "{w}");
+    let table = p.ok(&["status"]);
+    let row = |what: &str, reason: &str| {
+        table.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells == ["greet", what, reason, "1"]
+        })
+    };
+    assert!(row("skipped", "template_error"), "{table}");
+    assert!(row("failed", "permanent_error"), "{table}");
+
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(
+        h.contains("greet: step 0 skipped (template_error: missing variable \"contact.city\""),
+        "{h}"
+    );
+    let h = p.ok(&["history", "--contact", "c2"]);
+    assert!(h.contains("greet: message failed on hook"), "{h}");
     stop(d, &p);
 }
 

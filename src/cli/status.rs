@@ -320,6 +320,54 @@ fn checked_now(
         .collect()
 }
 
+/// What did not go out, per workflow and reason: skipped steps, cancelled
+/// messages and dead letters. Nothing is printed when there are none.
+fn write_reasons(out: &mut impl Write, rows: &[WorkflowRow]) -> std::io::Result<()> {
+    let mut lines: Vec<[String; 4]> = Vec::new();
+    for r in rows {
+        let c = &r.counts;
+        for (what, map) in [
+            ("skipped", &c.skipped),
+            ("cancelled", &c.cancelled_by_reason),
+            ("failed", &c.failed_by_reason),
+        ] {
+            for (reason, n) in map {
+                lines.push([r.name.clone(), what.into(), reason.clone(), n.to_string()]);
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "not sent, by reason (nurture history --contact ID shows each one):"
+    )?;
+    let head = ["WORKFLOW", "WHAT", "REASON", "COUNT"].map(String::from);
+    let mut w = [0usize; 4];
+    for l in std::iter::once(&head).chain(lines.iter()) {
+        for (i, cell) in l.iter().enumerate() {
+            w[i] = w[i].max(cell.chars().count());
+        }
+    }
+    for l in std::iter::once(&head).chain(lines.iter()) {
+        writeln!(
+            out,
+            "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
+            l[0],
+            l[1],
+            l[2],
+            l[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )?;
+    }
+    Ok(())
+}
+
 fn write_table(
     out: &mut impl Write,
     rows: &[WorkflowRow],
@@ -386,6 +434,7 @@ fn write_table(
             writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
         }
     }
+    write_reasons(out, rows)?;
     writeln!(out)?;
     match recorded_at {
         Some(t) => writeln!(

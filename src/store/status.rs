@@ -36,6 +36,15 @@ pub struct WorkflowCounts {
     pub queued: i64,
     /// Messages cancelled before delivery.
     pub cancelled: i64,
+    /// Steps skipped at run time, by reason code (`template_error`,
+    /// `no_address`, `frequency_cap`, `unsubscribed`, `team_full`, ...).
+    pub skipped: BTreeMap<String, i64>,
+    /// Messages cancelled before delivery, by reason (`unsubscribed`,
+    /// `contact_deleted`).
+    pub cancelled_by_reason: BTreeMap<String, i64>,
+    /// Messages dead-lettered, by reason (`permanent_error`,
+    /// `retries_exhausted`, `opted_out`); `history` has each one's error.
+    pub failed_by_reason: BTreeMap<String, i64>,
 }
 
 /// Outbox statuses that still wait for delivery.
@@ -90,6 +99,60 @@ pub async fn workflow_counts(
         c.failed = r.try_get(2)?;
         c.queued = r.try_get(3)?;
         c.cancelled = r.try_get(4)?;
+    }
+    fn entry(out: &mut BTreeMap<String, WorkflowCounts>, name: String) -> &mut WorkflowCounts {
+        out.entry(name.clone()).or_insert_with(|| WorkflowCounts {
+            workflow: name,
+            ..Default::default()
+        })
+    }
+    // Skips: the reason's code is the detail up to its first colon
+    // (`template_error: missing variable ...`).
+    let rows = sqlx::query(
+        "SELECT e.workflow, s.detail, count(*) \
+           FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id \
+          WHERE s.action = 'skip' GROUP BY e.workflow, s.detail",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let detail: Option<String> = r.try_get(1)?;
+        let n: i64 = r.try_get(2)?;
+        let code = detail
+            .as_deref()
+            .and_then(|d| d.split(':').next())
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or("unknown")
+            .to_string();
+        *entry(&mut out, name).skipped.entry(code).or_insert(0) += n;
+    }
+    let rows = sqlx::query(
+        "SELECT workflow, status, last_error, count(*) FROM outbox \
+          WHERE status IN ('dead', 'cancelled') GROUP BY workflow, status, last_error",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let status: String = r.try_get(1)?;
+        let error: Option<String> = r.try_get(2)?;
+        let n: i64 = r.try_get(3)?;
+        let error = error.unwrap_or_default();
+        let c = entry(&mut out, name);
+        if status == "dead" {
+            *c.failed_by_reason
+                .entry(crate::metrics::dead_reason(&error).to_string())
+                .or_insert(0) += n;
+        } else {
+            let reason = if error.is_empty() {
+                "unknown".to_string()
+            } else {
+                error
+            };
+            *c.cancelled_by_reason.entry(reason).or_insert(0) += n;
+        }
     }
     Ok(out)
 }
