@@ -45,7 +45,29 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
                     .join("; ")
             )
         })?;
-    record_states(&store, &opts.config, &[]).await;
+    // The per-file state starts from the files as they are now (the project
+    // was just checked as a whole); a restart keeps the load times recorded
+    // for versions that did not change.
+    let (project, running) =
+        match crate::reload::reload(&opts.config, None, Utc::now(), &mut |_| Vec::new()) {
+            Ok(mut r) => {
+                if let Ok(before) = crate::store::status::file_states(store.db()).await {
+                    for f in before {
+                        if let (Some(h), Some(at)) = (&f.running_hash, f.loaded_at) {
+                            r.running.adopt_loaded_at(Path::new(&f.file), h, at);
+                        }
+                    }
+                }
+                let r =
+                    crate::reload::reload(&opts.config, Some(&r.running), Utc::now(), &mut |_| {
+                        Vec::new()
+                    })
+                    .unwrap_or(r);
+                record_states(&store, &r.files).await;
+                (r.project, Some(r.running))
+            }
+            Err(_) => (project, None),
+        };
 
     let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
@@ -125,6 +147,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     ));
     let watcher = tokio::spawn(watch_files(
         opts.config.clone(),
+        running,
         store.clone(),
         project_tx,
         registry_tx,
@@ -173,12 +196,13 @@ async fn shutdown_signal() {
     }
 }
 
-/// Watch the settings, workflows and templates; reload on change. A valid
-/// edit replaces the running project; an invalid one is logged with its
-/// diagnostics and recorded for `status`, and the last valid version keeps
-/// running.
+/// Watch the settings, workflows and templates; reload on change, file by
+/// file (see [`crate::reload`]): a valid edit of a file runs; an invalid one
+/// is logged with its diagnostics and recorded for `status`, and that file's
+/// last valid version keeps running.
 async fn watch_files(
     config: PathBuf,
+    mut running: Option<crate::reload::Running>,
     store: Store,
     project_tx: watch::Sender<Arc<Project>>,
     registry_tx: watch::Sender<Arc<Registry>>,
@@ -242,81 +266,127 @@ async fn watch_files(
         // Debounce: editors write several events per save.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while rx.try_recv().is_ok() {}
-        reload(&config, &store, &project_tx, &registry_tx).await;
+        reload(&config, &mut running, &store, &project_tx, &registry_tx).await;
         wake.notify_one();
     }
 }
 
 async fn reload(
     config: &Path,
+    running: &mut Option<crate::reload::Running>,
     store: &Store,
     project_tx: &watch::Sender<Arc<Project>>,
     registry_tx: &watch::Sender<Arc<Registry>>,
 ) {
-    let report = Project::load_report(config, Utc::now());
-    let diags = report.diagnostics.clone();
-    match report.into_project() {
-        Ok(project) => {
-            let old = project_tx.borrow().clone();
-            if project.settings.database_url() != old.settings.database_url() {
-                tracing::warn!(
-                    "the database setting changed: restart the daemon for it to take effect"
-                );
-            }
-            match crate::channels::build::build_registry_with_store(&project.settings, store) {
-                Ok(reg) => {
-                    registry_tx.send_replace(Arc::new(reg));
+    // A new settings version is taken only if its channels can be built.
+    let mut registry = None;
+    let outcome = {
+        let mut accept = |s: &crate::settings::Settings| {
+            match crate::channels::build::build_registry_with_store(s, store) {
+                Ok(r) => {
+                    registry = Some(r);
+                    Vec::new()
                 }
-                Err(errs) => {
-                    for e in errs {
-                        tracing::error!(error = %e, "reload rejected: channel settings");
-                    }
-                    return;
-                }
+                Err(errs) => errs
+                    .iter()
+                    .map(|e| format!("channel settings: {e}"))
+                    .collect(),
             }
-            tracing::info!(
-                workflows = project.workflows.len(),
-                "reloaded workflows and templates"
-            );
-            project_tx.send_replace(Arc::new(project));
-            record_states(store, config, &[]).await;
-        }
-        Err(_) => {
+        };
+        crate::reload::reload(config, running.as_ref(), Utc::now(), &mut accept)
+    };
+    let r = match outcome {
+        Ok(r) => r,
+        Err(diags) => {
             for d in &diags {
-                tracing::error!(diagnostic = %d.headline(), "reload rejected; the last valid version keeps running");
+                tracing::error!(diagnostic = %d, "reload rejected: no valid settings");
             }
-            record_states(store, config, &diags).await;
+            return;
+        }
+    };
+    for f in r.newly_rejected(running.as_ref()) {
+        let Some(rej) = &f.rejected else { continue };
+        for d in &rej.diagnostics {
+            match &f.running {
+                Some(v) => tracing::error!(
+                    file = %f.file.display(),
+                    running = %v.hash,
+                    diagnostic = %d,
+                    "reload rejected; the last valid version keeps running"
+                ),
+                None => tracing::error!(
+                    file = %f.file.display(),
+                    diagnostic = %d,
+                    "reload rejected; no version of this file runs"
+                ),
+            }
         }
     }
+    if r.settings_changed {
+        let old = project_tx.borrow().clone();
+        if r.project.settings.database_url() != old.settings.database_url() {
+            tracing::warn!(
+                "the database setting changed: restart the daemon for it to take effect"
+            );
+        }
+        if let Some(reg) = registry {
+            registry_tx.send_replace(Arc::new(reg));
+        }
+    }
+    record_states(store, &r.files).await;
+    if r.changed {
+        for f in &r.loaded {
+            let hash = r
+                .files
+                .iter()
+                .find(|x| x.file == *f)
+                .and_then(|x| x.running.as_ref())
+                .map(|v| v.hash.clone());
+            match hash {
+                Some(h) => tracing::info!(file = %f.display(), version = %h, "file loaded"),
+                None => tracing::info!(file = %f.display(), "file removed"),
+            }
+        }
+        tracing::info!(
+            workflows = r.project.workflows.len(),
+            "reloaded workflows and templates"
+        );
+        project_tx.send_replace(Arc::new(r.project));
+    }
+    *running = Some(r.running);
 }
 
-/// Tell `nurture status` which files loaded and which are broken.
-async fn record_states(store: &Store, config: &Path, diags: &[crate::diagnostics::Diagnostic]) {
-    let report = Project::load_report(config, Utc::now());
-    let mut files: Vec<PathBuf> = report.workflow_files.clone();
-    files.extend(report.templates.names().map(|n| {
-        report
-            .settings
-            .as_ref()
-            .map(|s| s.templates_dir.join(format!("{n}.hbs")))
-            .unwrap_or_default()
-    }));
-    let mut states = Vec::new();
-    for f in files {
-        let mine: Vec<String> = diags
-            .iter()
-            .filter(|d| d.file == f)
-            .map(|d| d.headline())
-            .collect();
-        let state = if mine.is_empty() { "loaded" } else { "broken" };
-        states.push((f.display().to_string(), state.to_string(), mine.join("\n")));
-    }
-    for d in diags {
-        let f = d.file.display().to_string();
-        if !states.iter().any(|(s, _, _)| *s == f) {
-            states.push((f, "broken".to_string(), d.headline()));
-        }
-    }
+/// Tell `nurture status` which version of each file runs, and which edits
+/// were rejected.
+async fn record_states(store: &Store, files: &[crate::reload::FileReport]) {
+    use crate::store::status::FileState;
+    let states: Vec<FileState> = files
+        .iter()
+        .map(|f| FileState {
+            state: if f.rejected.is_some() {
+                "broken"
+            } else {
+                "loaded"
+            }
+            .into(),
+            diagnostics: f
+                .rejected
+                .as_ref()
+                .map(|r| {
+                    r.diagnostics
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default(),
+            running_hash: f.running.as_ref().map(|v| v.hash.clone()),
+            loaded_at: f.running.as_ref().map(|v| v.loaded_at),
+            rejected_hash: f.rejected.as_ref().map(|r| r.hash.clone()),
+            rejected_at: f.rejected.as_ref().map(|r| r.seen_at),
+            ..FileState::new(f.file.display().to_string())
+        })
+        .collect();
     if let Err(e) =
         crate::store::status::record_file_states(store.db(), store.dialect(), &states).await
     {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod metrics;
 pub mod policy;
 pub mod project;
+pub mod reload;
 pub mod schedule;
 pub mod settings;
 pub mod store;

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub enrollments: Family<Labels, Counter>,
     /// Delivery attempts by channel and outcome (sent, retry, dead, cancelled).
     pub sends: Family<Labels, Counter>,
+    /// Steps skipped at run time, by workflow and reason code.
+    pub skips: Family<Labels, Counter>,
+    /// Messages dead-lettered, by workflow and reason class.
+    pub dead_letters: Family<Labels, Counter>,
+    /// Messages cancelled before delivery, by workflow and reason.
+    pub cancelled: Family<Labels, Counter>,
     /// Messages waiting in the outbox.
     pub queue_depth: Gauge,
     /// Seconds from a message being queued to the provider accepting it, by channel.
@@ -40,6 +46,9 @@ impl Metrics {
         let events = Family::<Labels, Counter>::default();
         let enrollments = Family::<Labels, Counter>::default();
         let sends = Family::<Labels, Counter>::default();
+        let skips = Family::<Labels, Counter>::default();
+        let dead_letters = Family::<Labels, Counter>::default();
+        let cancelled = Family::<Labels, Counter>::default();
         let queue_depth = Gauge::default();
         let delivery_latency =
             Family::<Labels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
@@ -55,6 +64,21 @@ impl Metrics {
             "sends",
             "Delivery attempts by channel and outcome",
             sends.clone(),
+        );
+        registry.register(
+            "skips",
+            "Steps skipped at run time by workflow and reason",
+            skips.clone(),
+        );
+        registry.register(
+            "messages_dead",
+            "Messages dead-lettered by workflow and reason",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "messages_cancelled",
+            "Messages cancelled before delivery by workflow and reason",
+            cancelled.clone(),
         );
         registry.register(
             "outbox_queue_depth",
@@ -76,6 +100,9 @@ impl Metrics {
             events,
             enrollments,
             sends,
+            skips,
+            dead_letters,
+            cancelled,
             queue_depth,
             delivery_latency,
             provider_latency,
@@ -118,6 +145,83 @@ impl Metrics {
             .get_or_create(&vec![("channel", channel.to_string())])
             .observe(seconds);
     }
+}
+
+/// The class of a dead letter's error, for labels and `status`:
+/// `opted_out` (the provider says the recipient opted out),
+/// `retries_exhausted`, or `permanent_error`.
+pub fn dead_reason(error: &str) -> &'static str {
+    if error.starts_with(crate::channels::delivery::OPTED_OUT) {
+        "opted_out"
+    } else if error.starts_with("gave up after ") {
+        "retries_exhausted"
+    } else {
+        "permanent_error"
+    }
+}
+
+/// A step skipped at run time (template failure, no address, frequency cap,
+/// unsubscribed, team full, ...): an info log line and
+/// `nurture_skips_total{workflow,reason}`. `code` is the reason's code,
+/// `detail` its full text.
+pub fn skipped(workflow: &str, contact: &str, step: &str, code: &str, detail: &str) {
+    tracing::info!(
+        workflow,
+        contact,
+        step,
+        reason = code,
+        detail,
+        "step skipped"
+    );
+    global()
+        .skips
+        .get_or_create(&vec![
+            ("workflow", workflow.to_string()),
+            ("reason", code.to_string()),
+        ])
+        .inc();
+}
+
+/// A message dead-lettered: a warn log line and
+/// `nurture_messages_dead_total{workflow,reason}` (see [`dead_reason`]).
+pub fn dead_letter(workflow: &str, contact: &str, step: &str, channel: &str, error: &str) {
+    let reason = dead_reason(error);
+    tracing::warn!(
+        workflow,
+        contact,
+        step,
+        channel,
+        reason,
+        error,
+        "message dead-lettered"
+    );
+    global()
+        .dead_letters
+        .get_or_create(&vec![
+            ("workflow", workflow.to_string()),
+            ("reason", reason.to_string()),
+        ])
+        .inc();
+}
+
+/// A message cancelled before delivery (unsubscribed, contact deleted): an
+/// info log line and `nurture_messages_cancelled_total{workflow,reason}`.
+pub fn cancelled(workflow: &str, contact: &str, step: &str, channel: &str, reason: &str) {
+    tracing::info!(
+        workflow,
+        contact,
+        step,
+        channel,
+        reason,
+        "message cancelled"
+    );
+    global()
+        .cancelled
+        .get_or_create(&vec![
+            ("workflow", workflow.to_string()),
+            ("reason", reason.to_string()),
+        ])
+        .inc();
 }
 
 pub fn global() -> &'static Metrics {

@@ -633,6 +633,8 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
         !f["diagnostics"].as_array().unwrap().is_empty(),
         "status shows the diagnostic: {f}"
     );
+    assert!(f["running_version"].is_string(), "{f}");
+    assert_eq!(workflow_state(&p, "greet")["state"], "edit_rejected");
     d.post_ok("/v1/contacts", json!({"id": "c3", "name": "Cy"}))
         .await;
     let reqs = rx.wait_for(3, 10 * SECS).await;
@@ -679,6 +681,279 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
         .await;
     let reqs = rx.wait_for(5, 10 * SECS).await;
     assert_eq!(body_of(&reqs[4]), "Fixed Ed");
+    stop(d, &p);
+}
+
+/// The first 12 hex digits of the SHA-256 of `text`: how `status` names a
+/// file version (computed here independently of nurture).
+fn version_of(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Polls `nurture status --format json` until the entry of the file ending
+/// with `suffix` satisfies `ok`; panics after `timeout` with the last entry.
+async fn wait_file(
+    p: &Project,
+    suffix: &str,
+    ok: impl Fn(&Value) -> bool,
+    timeout: Duration,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = p.ok(&["status", "--format", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let f = v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"].as_str().unwrap().ends_with(suffix))
+            .cloned();
+        if let Some(f) = &f
+            && ok(f)
+        {
+            return f.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{suffix} not as expected within {timeout:?}: {f:?}\nstatus: {v}\nlog:\n{}",
+                p.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `nurture status --format json` row of workflow `name`.
+fn workflow_state(p: &Project, name: &str) -> Value {
+    let out = p.ok(&["status", "--format", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("no workflow {name} in status: {v}"))
+        .clone()
+}
+
+/// 8b. Per-file reload: a template broken in the same save as a new, valid
+///     workflow does not hold the workflow back. The new workflow starts
+///     (a contact created after gets its message), the workflow that sends
+///     the broken template keeps its last valid version, and `status` shows
+///     the template's running version and its rejected edit. A new workflow
+///     whose template never had a valid version is rejected, and starts
+///     once the template is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_template_does_not_hold_back_a_new_workflow() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    let v1 = "Hello v1 {{contact.name}}";
+    p.write("workflows/greet.yaml", &greet_workflow("welcome"))
+        .write("templates/welcome.hbs", v1);
+    let d = Daemon::start(&p, &[]);
+    wait_file(
+        &p,
+        "templates/welcome.hbs",
+        |f| f["running_version"] == version_of(v1).as_str(),
+        10 * SECS,
+    )
+    .await;
+
+    // One save: the template broken, a new workflow with its own template,
+    // and another new workflow whose template is broken from the start.
+    let broken = "Hello {{#if contact.name}} v2";
+    p.write("templates/welcome.hbs", broken)
+        .write("templates/vip.hbs", "Welcome aboard {{contact.name}}")
+        .write(
+            "workflows/onboard.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: hook, template: vip }\n",
+        )
+        .write("templates/nope.hbs", "Oops {{/if}}")
+        .write(
+            "workflows/never.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: hook, template: nope }\n",
+        );
+    let onboard = wait_file(
+        &p,
+        "workflows/onboard.yaml",
+        |f| f["state"] == "loaded" && f["running_version"].is_string(),
+        10 * SECS,
+    )
+    .await;
+    assert!(
+        onboard["diagnostics"].as_array().unwrap().is_empty(),
+        "{onboard}"
+    );
+    let t = wait_file(
+        &p,
+        "templates/welcome.hbs",
+        |f| f["state"] == "broken",
+        10 * SECS,
+    )
+    .await;
+    assert_eq!(t["running_version"], version_of(v1).as_str(), "{t}");
+    assert_eq!(t["rejected_version"], version_of(broken).as_str(), "{t}");
+    assert!(
+        t["loaded_at"].is_string() && t["rejected_at"].is_string(),
+        "{t}"
+    );
+    let diag = t["diagnostics"][0].as_str().unwrap();
+    assert!(diag.contains("welcome.hbs:1:"), "FILE:LINE:COLUMN: {t}");
+    let never = wait_file(
+        &p,
+        "workflows/never.yaml",
+        |f| f["state"] == "broken",
+        10 * SECS,
+    )
+    .await;
+    assert!(never["running_version"].is_null(), "{never}");
+    assert!(
+        never["diagnostics"]
+            .to_string()
+            .contains("no valid version"),
+        "{never}"
+    );
+    assert!(
+        never["diagnostics"][0]
+            .as_str()
+            .unwrap()
+            .contains("never.yaml:3:"),
+        "{never}"
+    );
+    assert_eq!(workflow_state(&p, "greet")["state"], "loaded");
+    assert_eq!(workflow_state(&p, "onboard")["state"], "loaded");
+    assert_eq!(workflow_state(&p, "never")["state"], "broken");
+    assert!(p.log().contains("reload rejected"), "{}", p.log());
+
+    // A contact created now: the new workflow greets it, the old one with
+    // its template's last valid version, and `never` does not run.
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    let reqs = rx.wait_for(2, 10 * SECS).await;
+    let mut bodies: Vec<String> = reqs.iter().map(body_of).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["Hello v1 Ada", "Welcome aboard Ada"]);
+
+    // Fixed: both load, and `never` starts.
+    let v2 = "Hello v2 {{contact.name}}";
+    p.write("templates/welcome.hbs", v2)
+        .write("templates/nope.hbs", "Fixed {{contact.name}}");
+    wait_file(
+        &p,
+        "workflows/never.yaml",
+        |f| f["state"] == "loaded" && f["running_version"].is_string(),
+        10 * SECS,
+    )
+    .await;
+    let t = wait_file(
+        &p,
+        "templates/welcome.hbs",
+        |f| f["state"] == "loaded",
+        10 * SECS,
+    )
+    .await;
+    assert_eq!(t["running_version"], version_of(v2).as_str(), "{t}");
+    assert!(t["rejected_version"].is_null(), "{t}");
+    d.post_ok("/v1/contacts", json!({"id": "c2", "name": "Bo"}))
+        .await;
+    let reqs = rx.wait_for(5, 10 * SECS).await;
+    let mut bodies: Vec<String> = reqs[2..].iter().map(body_of).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["Fixed Bo", "Hello v2 Bo", "Welcome aboard Bo"]);
+    stop(d, &p);
+}
+
+/// 8c. A copied workflow file with the same `name` is the one flagged (even
+///     though its file name sorts first); the original keeps running alone.
+///     Once the copy gets a name of its own, it loads and runs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_workflow_with_the_same_name_is_the_one_flagged() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    let original = format!("name: greet\n{}", greet_workflow("welcome"));
+    p.write("workflows/greet.yaml", &original)
+        .write("templates/welcome.hbs", "Hello {{contact.name}}");
+    let d = Daemon::start(&p, &[]);
+    wait_file(
+        &p,
+        "workflows/greet.yaml",
+        |f| f["state"] == "loaded",
+        10 * SECS,
+    )
+    .await;
+
+    p.write("workflows/a-copy.yaml", &original);
+    let copy = wait_file(
+        &p,
+        "workflows/a-copy.yaml",
+        |f| f["state"] == "broken",
+        10 * SECS,
+    )
+    .await;
+    assert!(copy["running_version"].is_null(), "{copy}");
+    let diag = copy["diagnostics"][0].as_str().unwrap();
+    assert!(
+        diag.contains("a-copy.yaml:1:")
+            && diag.contains("already used")
+            && diag.contains("greet.yaml"),
+        "{copy}"
+    );
+    let orig = file_state(&p, "workflows/greet.yaml");
+    assert_eq!(orig["state"], "loaded", "{orig}");
+    assert_eq!(
+        orig["running_version"],
+        version_of(&original).as_str(),
+        "{orig}"
+    );
+    let w = workflow_state(&p, "greet");
+    assert_eq!(w["state"], "loaded", "{w}");
+    assert_eq!(w["file"], "workflows/greet.yaml", "{w}");
+
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    rx.wait_for(1, 10 * SECS).await;
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE contact_id = 'c1' AND status <> 'active'",
+        1,
+        10 * SECS,
+    )
+    .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM outbox WHERE contact_id = 'c1'")
+            .await,
+        1,
+        "one greeting: the copy does not run"
+    );
+
+    // The copy gets its own name: it loads.
+    let renamed = format!("name: greet-copy\n{}", greet_workflow("welcome"));
+    p.write("workflows/a-copy.yaml", &renamed);
+    let copy = wait_file(
+        &p,
+        "workflows/a-copy.yaml",
+        |f| f["state"] == "loaded",
+        10 * SECS,
+    )
+    .await;
+    assert_eq!(
+        copy["running_version"],
+        version_of(&renamed).as_str(),
+        "{copy}"
+    );
+    d.post_ok("/v1/contacts", json!({"id": "c2", "name": "Bo"}))
+        .await;
+    let reqs = rx.wait_for(3, 10 * SECS).await;
+    let mut wfs: Vec<String> = reqs[1..]
+        .iter()
+        .map(|r| r.json()["workflow"].as_str().unwrap().to_string())
+        .collect();
+    wfs.sort();
+    assert_eq!(wfs, ["greet", "greet-copy"]);
     stop(d, &p);
 }
 
@@ -865,6 +1140,122 @@ async fn an_unsubscribe_cancels_a_message_held_by_quiet_hours() {
         .await[0];
     assert_eq!(other["status"], "queued");
     assert_eq!(rx.count(), 0);
+    // Not silent: a log line, a metric, a count in status, a line in history.
+    assert!(
+        p.log().contains("message cancelled") && p.log().contains("c1"),
+        "{}",
+        p.log()
+    );
+    let m = metrics_text(&d).await;
+    assert!(
+        m.contains(
+            "nurture_messages_cancelled_total{workflow=\"greet\",reason=\"unsubscribed\"} 1"
+        ),
+        "{m}"
+    );
+    let w = workflow_state(&p, "greet");
+    assert_eq!(w["cancelled_by_reason"]["unsubscribed"], 1, "{w}");
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(
+        h.contains("greet: message on hook cancelled (unsubscribed)"),
+        "{h}"
+    );
+    stop(d, &p);
+}
+
+/// `GET /metrics` of a running daemon.
+async fn metrics_text(d: &Daemon) -> String {
+    reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// 11b. Nothing silent: a template that fails at run time (a declared
+///      attribute the contact lacks) is a skip with a log line, a metric, a
+///      count per reason in `status` (JSON and table) and a line in
+///      `history`; a dead letter likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skips_and_dead_letters_at_run_time_are_not_silent() {
+    let rx = Receiver::start(script::always(Reply::status(400))).await;
+    let p = Project::new(&settings(&rx, "", "fields:\n  city: string\n"));
+    p.write("workflows/greet.yaml", &greet_workflow("city"))
+        .write(
+            "templates/city.hbs",
+            "Hello {{contact.name}} in {{contact.city}}",
+        );
+    let d = Daemon::start(&p, &[]);
+    // c1 has no city: the template fails for it. c2 has one: its message
+    // goes out, and the receiver refuses it for good (400).
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    d.post_ok(
+        "/v1/contacts",
+        json!({"id": "c2", "name": "Bo", "city": "Hangzhou"}),
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE workflow = 'greet' AND status = 'done'",
+        2,
+        10 * SECS,
+    )
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'dead'",
+        1,
+        10 * SECS,
+    )
+    .await;
+
+    // The log names the workflow, the contact, the step and the reason.
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("step skipped"))
+        .unwrap_or_else(|| panic!("no skip logged:\n{log}"));
+    for want in ["greet", "c1", "step=", "template_error"] {
+        assert!(line.contains(want), "{want} missing in {line}");
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("message dead-lettered"))
+        .unwrap_or_else(|| panic!("no dead letter logged:\n{log}"));
+    for want in ["greet", "c2", "permanent_error"] {
+        assert!(line.contains(want), "{want} missing in {line}");
+    }
+
+    let m = metrics_text(&d).await;
+    assert!(
+        m.contains("nurture_skips_total{workflow=\"greet\",reason=\"template_error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("nurture_messages_dead_total{workflow=\"greet\",reason=\"permanent_error\"} 1"),
+        "{m}"
+    );
+
+    let w = workflow_state(&p, "greet");
+    assert_eq!(w["skipped"]["template_error"], 1, "{w}");
+    assert_eq!(w["failed_by_reason"]["permanent_error"], 1, "{w}");
+    let table = p.ok(&["status"]);
+    let row = |what: &str, reason: &str| {
+        table.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells == ["greet", what, reason, "1"]
+        })
+    };
+    assert!(row("skipped", "template_error"), "{table}");
+    assert!(row("failed", "permanent_error"), "{table}");
+
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(
+        h.contains("greet: step 0 skipped (template_error: missing variable \"contact.city\""),
+        "{h}"
+    );
+    let h = p.ok(&["history", "--contact", "c2"]);
+    assert!(h.contains("greet: message failed on hook"), "{h}");
     stop(d, &p);
 }
 

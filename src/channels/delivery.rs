@@ -196,7 +196,9 @@ enum Fate {
 
 struct Outcome {
     id: String,
+    workflow: String,
     contact_id: String,
+    step_id: String,
     channel: String,
     created_at: i64,
     fate: Fate,
@@ -668,7 +670,9 @@ async fn dispatch(
     for row in rows {
         let outcome = |fate| Outcome {
             id: row.id.clone(),
+            workflow: row.workflow.clone(),
             contact_id: row.contact_id.clone(),
+            step_id: row.step_id.clone(),
             channel: row.channel.clone(),
             created_at: row.created_at,
             fate,
@@ -798,7 +802,9 @@ impl SendTask {
             .out
             .send(Outcome {
                 id: msg.id.clone(),
+                workflow: msg.workflow.clone(),
                 contact_id: msg.contact_id.clone(),
+                step_id: msg.step_id.clone(),
                 channel: msg.channel.clone(),
                 created_at: self.created_at,
                 fate,
@@ -851,8 +857,14 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
                     m.delivered_after(&o.channel, (now - o.created_at).max(0) as f64 / 1000.0);
                 }
                 Fate::Retry { .. } => m.send(&o.channel, "retry"),
-                Fate::Dead { .. } => m.send(&o.channel, "dead"),
-                Fate::Cancelled { .. } => m.send(&o.channel, "cancelled"),
+                Fate::Dead { error } => {
+                    m.send(&o.channel, "dead");
+                    metrics::dead_letter(&o.workflow, &o.contact_id, &o.step_id, &o.channel, error);
+                }
+                Fate::Cancelled { reason } => {
+                    m.send(&o.channel, "cancelled");
+                    metrics::cancelled(&o.workflow, &o.contact_id, &o.step_id, &o.channel, reason);
+                }
                 Fate::Release { .. } => {}
             }
             let left = o.pending.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);

@@ -135,6 +135,11 @@ pub fn describe(e: &HistoryEntry) -> String {
                 _ => format!("{wf}: {status}"),
             }
         }
+        // Nothing happened at this step, and why: said plainly.
+        "step" if e.action.as_deref() == Some("skip") => format!(
+            "{wf}: step {name} skipped ({})",
+            e.detail.as_deref().unwrap_or("no reason recorded")
+        ),
         "step" => {
             let mut s = format!("{wf}: step {name} {}", e.action.as_deref().unwrap_or("?"));
             if let Some(d) = e.detail.as_deref().filter(|d| !d.is_empty()) {

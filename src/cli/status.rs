@@ -45,10 +45,23 @@ pub enum StatusFormat {
 #[derive(Debug, Clone, Serialize)]
 pub struct FileRow {
     pub file: String,
-    /// `loaded` or `broken`.
+    /// `loaded` (the file as it is runs) or `broken` (its latest edit was
+    /// rejected; the version in `running_version`, if any, keeps running).
     pub state: String,
-    /// Problems, one `FILE:LINE:COLUMN: message` each; empty when loaded.
+    /// Problems of the rejected edit, one `FILE:LINE:COLUMN: message` each;
+    /// empty when loaded.
     pub diagnostics: Vec<String>,
+    /// The version the daemon runs: the first 12 hex digits of the SHA-256
+    /// of the file. `null` when no version runs, or when the daemon has not
+    /// recorded the files (then they were checked now).
+    pub running_version: Option<String>,
+    /// When the daemon loaded `running_version`.
+    pub loaded_at: Option<String>,
+    /// The rejected newer edit (`deleted` for a deleted template still in
+    /// use), when `broken`.
+    pub rejected_version: Option<String>,
+    /// When the daemon first saw the rejected edit.
+    pub rejected_at: Option<String>,
 }
 
 /// One workflow as shown.
@@ -108,6 +121,8 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
     // File states: the daemon's, else checked now.
     let from_daemon = !recorded.is_empty();
     let recorded_at: Option<DateTime<Utc>> = recorded.iter().map(|f| f.updated_at).max();
+    let tz = settings.timezone;
+    let time = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339();
     let files: Vec<FileRow> = if from_daemon {
         recorded
             .iter()
@@ -120,31 +135,41 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
                     .filter(|l| !l.trim().is_empty())
                     .map(str::to_string)
                     .collect(),
+                running_version: f.running_hash.clone(),
+                loaded_at: f.loaded_at.map(time),
+                rejected_version: f.rejected_hash.clone(),
+                rejected_at: f.rejected_at.map(time),
             })
             .collect()
     } else {
         checked_now(&report, &settings.templates_dir, &show)
     };
-    let state_of: BTreeMap<&str, &str> = files
-        .iter()
-        .map(|f| (f.file.as_str(), f.state.as_str()))
-        .collect();
+    let row_of: BTreeMap<&str, &FileRow> = files.iter().map(|f| (f.file.as_str(), f)).collect();
 
     // Workflows: every one found in the files, and any the store knows of.
+    // When two files claim one name, the one the daemon runs is shown.
     let mut rows: Vec<WorkflowRow> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut files_with_workflow: BTreeSet<PathBuf> = BTreeSet::new();
-    for lw in &report.workflows {
+    let mut found: Vec<&crate::workflow::LoadedWorkflow> = report.workflows.iter().collect();
+    found.sort_by_key(|lw| {
+        row_of
+            .get(show(&lw.workflow.file).as_str())
+            .is_none_or(|f| f.running_version.is_none())
+    });
+    for lw in found {
         let w = &lw.workflow;
+        files_with_workflow.insert(w.file.clone());
         if !seen.insert(w.name.clone()) {
             continue;
         }
-        files_with_workflow.insert(w.file.clone());
         let file = show(&w.file);
-        let state = match state_of.get(file.as_str()) {
-            Some(&"broken") => "broken",
+        let state = match row_of.get(file.as_str()) {
+            // The daemon runs the last valid version of the file.
+            Some(f) if f.state == "broken" && f.running_version.is_some() => "edit_rejected",
+            Some(f) if f.state == "broken" => "broken",
             _ if !w.enabled => "disabled",
-            Some(s) => s,
+            Some(f) => f.state.as_str(),
             None => "loaded",
         };
         rows.push(WorkflowRow {
@@ -179,8 +204,12 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
                 workflow: name.to_string(),
                 ..Default::default()
             }),
+            state: match row_of.get(show(f).as_str()) {
+                Some(r) if r.running_version.is_some() => "edit_rejected",
+                _ => "broken",
+            }
+            .into(),
             file: Some(show(f)),
-            state: "broken".into(),
             activated_at: None,
             paused: None,
         });
@@ -315,9 +344,61 @@ fn checked_now(
                 .into(),
                 file,
                 diagnostics,
+                running_version: None,
+                loaded_at: None,
+                rejected_version: None,
+                rejected_at: None,
             }
         })
         .collect()
+}
+
+/// What did not go out, per workflow and reason: skipped steps, cancelled
+/// messages and dead letters. Nothing is printed when there are none.
+fn write_reasons(out: &mut impl Write, rows: &[WorkflowRow]) -> std::io::Result<()> {
+    let mut lines: Vec<[String; 4]> = Vec::new();
+    for r in rows {
+        let c = &r.counts;
+        for (what, map) in [
+            ("skipped", &c.skipped),
+            ("cancelled", &c.cancelled_by_reason),
+            ("failed", &c.failed_by_reason),
+        ] {
+            for (reason, n) in map {
+                lines.push([r.name.clone(), what.into(), reason.clone(), n.to_string()]);
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "not sent, by reason (nurture history --contact ID shows each one):"
+    )?;
+    let head = ["WORKFLOW", "WHAT", "REASON", "COUNT"].map(String::from);
+    let mut w = [0usize; 4];
+    for l in std::iter::once(&head).chain(lines.iter()) {
+        for (i, cell) in l.iter().enumerate() {
+            w[i] = w[i].max(cell.chars().count());
+        }
+    }
+    for l in std::iter::once(&head).chain(lines.iter()) {
+        writeln!(
+            out,
+            "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
+            l[0],
+            l[1],
+            l[2],
+            l[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )?;
+    }
+    Ok(())
 }
 
 fn write_table(
@@ -407,6 +488,7 @@ fn write_table(
             }
         }
     }
+    write_reasons(out, rows)?;
     writeln!(out)?;
     match recorded_at {
         Some(t) => writeln!(
@@ -424,24 +506,57 @@ fn write_table(
         .map(|f| f.file.chars().count())
         .max()
         .unwrap_or(0);
+    let at = |t: &Option<String>| -> String {
+        t.as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+            .unwrap_or_else(|| "?".into())
+    };
     for f in files {
-        match f.diagnostics.first() {
-            None => writeln!(out, "  {:<6}  {}", f.state, f.file)?,
-            Some(first) => {
-                let more = f.diagnostics.len() - 1;
-                let more = if more > 0 {
-                    format!(" (and {more} more; run nurture validate)")
-                } else {
-                    String::new()
-                };
-                writeln!(out, "  {:<6}  {:<width$}  {first}{more}", f.state, f.file)?
+        if recorded_at.is_none() {
+            // Checked now: no versions, the first problem on the line.
+            match f.diagnostics.first() {
+                None => writeln!(out, "  {:<6}  {}", f.state, f.file)?,
+                Some(first) => {
+                    let more = f.diagnostics.len() - 1;
+                    let more = if more > 0 {
+                        format!(" (and {more} more; run nurture validate)")
+                    } else {
+                        String::new()
+                    };
+                    writeln!(out, "  {:<6}  {:<width$}  {first}{more}", f.state, f.file)?
+                }
+            }
+            continue;
+        }
+        match &f.running_version {
+            Some(v) => writeln!(
+                out,
+                "  {:<6}  {:<width$}  running {v} (loaded {})",
+                f.state,
+                f.file,
+                at(&f.loaded_at)
+            )?,
+            None => writeln!(out, "  {:<6}  {:<width$}  not running", f.state, f.file)?,
+        }
+        if f.state == "broken" {
+            match &f.rejected_version {
+                Some(v) => writeln!(
+                    out,
+                    "          rejected edit {v} (seen {}):",
+                    at(&f.rejected_at)
+                )?,
+                None => writeln!(out, "          rejected edit:")?,
+            }
+            for d in &f.diagnostics {
+                writeln!(out, "            {d}")?;
             }
         }
     }
     if recorded_at.is_some() && files.iter().any(|f| f.state == "broken") {
         writeln!(
             out,
-            "a broken file keeps its last valid version running in the daemon"
+            "a broken file keeps its last valid version running in the daemon (if it had one)"
         )?;
     }
     Ok(())

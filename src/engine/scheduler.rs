@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::contact::Contact;
 use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
 use crate::engine::gates::Gates;
-use crate::engine::plan::{Outcome, Planner};
+use crate::engine::plan::{Action, Outcome, Planner};
 use crate::engine::sources::{self, BATCH, Decided, Scan, Start};
 use crate::metrics;
 use crate::project::Project;
@@ -546,6 +546,15 @@ impl Scheduler {
             metrics::global().enrollment(&d.workflow.name, outcome);
             for s in &d.plan.steps {
                 tracing::debug!(workflow = %s.workflow, contact = %s.contact_id, step = %s.step, action = s.action.name(), "applied");
+                if let Action::Skip { reason } = &s.action {
+                    metrics::skipped(
+                        &s.workflow,
+                        &s.contact_id,
+                        &s.step,
+                        reason.code(),
+                        &reason.to_string(),
+                    );
+                }
             }
         }
         Ok(())

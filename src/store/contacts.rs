@@ -733,18 +733,22 @@ impl Store {
         // worker claims them (it checks consent again, for the ones already
         // claimed). Notices to salespeople and WeCom transfers are not
         // messages to the contact: they stay.
-        sqlx::query(
+        let cancelled: Vec<(String, String, String)> = sqlx::query_as(
             "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
               WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)
                 AND payload NOT LIKE '%\"kind\":\"notice\"%'
-                AND payload NOT LIKE '%\"kind\":\"transfer\"%'",
+                AND payload NOT LIKE '%\"kind\":\"transfer\"%'
+              RETURNING workflow, step_id, channel",
         )
         .bind(id)
         .bind(channel.as_deref())
         .bind(channel.as_deref())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        for (workflow, step, channel) in &cancelled {
+            crate::metrics::cancelled(workflow, id, step, channel, "unsubscribed");
+        }
         Ok(n.rows_affected() > 0)
     }
 

@@ -1,6 +1,6 @@
 //! What `nurture status` and `nurture history` read, and the one thing the
 //! daemon writes for them: the loaded-or-broken state of each file
-//! (`file_states`, migration 0002).
+//! (`file_states`, migrations 0002 and 0011).
 //!
 //! Reads only, apart from [`record_file_states`].
 
@@ -36,6 +36,15 @@ pub struct WorkflowCounts {
     pub queued: i64,
     /// Messages cancelled before delivery.
     pub cancelled: i64,
+    /// Steps skipped at run time, by reason code (`template_error`,
+    /// `no_address`, `frequency_cap`, `unsubscribed`, `team_full`, ...).
+    pub skipped: BTreeMap<String, i64>,
+    /// Messages cancelled before delivery, by reason (`unsubscribed`,
+    /// `contact_deleted`).
+    pub cancelled_by_reason: BTreeMap<String, i64>,
+    /// Messages dead-lettered, by reason (`permanent_error`,
+    /// `retries_exhausted`, `opted_out`); `history` has each one's error.
+    pub failed_by_reason: BTreeMap<String, i64>,
 }
 
 /// Outbox statuses that still wait for delivery.
@@ -91,6 +100,60 @@ pub async fn workflow_counts(
         c.queued = r.try_get(3)?;
         c.cancelled = r.try_get(4)?;
     }
+    fn entry(out: &mut BTreeMap<String, WorkflowCounts>, name: String) -> &mut WorkflowCounts {
+        out.entry(name.clone()).or_insert_with(|| WorkflowCounts {
+            workflow: name,
+            ..Default::default()
+        })
+    }
+    // Skips: the reason's code is the detail up to its first colon
+    // (`template_error: missing variable ...`).
+    let rows = sqlx::query(
+        "SELECT e.workflow, s.detail, count(*) \
+           FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id \
+          WHERE s.action = 'skip' GROUP BY e.workflow, s.detail",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let detail: Option<String> = r.try_get(1)?;
+        let n: i64 = r.try_get(2)?;
+        let code = detail
+            .as_deref()
+            .and_then(|d| d.split(':').next())
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or("unknown")
+            .to_string();
+        *entry(&mut out, name).skipped.entry(code).or_insert(0) += n;
+    }
+    let rows = sqlx::query(
+        "SELECT workflow, status, last_error, count(*) FROM outbox \
+          WHERE status IN ('dead', 'cancelled') GROUP BY workflow, status, last_error",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let status: String = r.try_get(1)?;
+        let error: Option<String> = r.try_get(2)?;
+        let n: i64 = r.try_get(3)?;
+        let error = error.unwrap_or_default();
+        let c = entry(&mut out, name);
+        if status == "dead" {
+            *c.failed_by_reason
+                .entry(crate::metrics::dead_reason(&error).to_string())
+                .or_insert(0) += n;
+        } else {
+            let reason = if error.is_empty() {
+                "unknown".to_string()
+            } else {
+                error
+            };
+            *c.cancelled_by_reason.entry(reason).or_insert(0) += n;
+        }
+    }
     Ok(out)
 }
 
@@ -111,40 +174,73 @@ pub async fn outbox_queue_depth(pool: &AnyPool) -> sqlx::Result<i64> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FileState {
     pub file: String,
-    /// `loaded` or `broken` (the daemon keeps running the last valid version
-    /// of a broken file).
+    /// `loaded` (the file on disk is the version running) or `broken` (the
+    /// daemon rejected the file's latest edit and keeps running its last
+    /// valid version, if it ever had one).
     pub state: String,
-    /// The rendered diagnostics, one `FILE:LINE:COLUMN: message` per line;
-    /// empty when loaded.
+    /// The rejected edit's problems, one `FILE:LINE:COLUMN: message` per
+    /// line; empty when loaded.
     pub diagnostics: String,
     pub updated_at: DateTime<Utc>,
+    /// The version running: the first 12 hex digits of the SHA-256 of the
+    /// file's bytes. `None` when no version of the file ever loaded.
+    pub running_hash: Option<String>,
+    /// When the daemon loaded the running version.
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// The rejected newer edit (same hash), when there is one.
+    pub rejected_hash: Option<String>,
+    /// When the daemon first saw the rejected edit.
+    pub rejected_at: Option<DateTime<Utc>>,
 }
 
-/// Replaces the recorded file states with `files`: `(file, state,
-/// diagnostics)`, where state is `loaded` or `broken` and diagnostics are
-/// the rendered reports (empty when loaded). The daemon calls this after
-/// every (re)load with every settings, workflow and template file it looked
-/// at; files not in the list are forgotten.
+impl FileState {
+    /// A file as recorded now: `loaded` unless an edit was rejected.
+    pub fn new(file: impl Into<String>) -> FileState {
+        FileState {
+            file: file.into(),
+            state: "loaded".into(),
+            diagnostics: String::new(),
+            updated_at: Utc::now(),
+            running_hash: None,
+            loaded_at: None,
+            rejected_hash: None,
+            rejected_at: None,
+        }
+    }
+}
+
+/// Replaces the recorded file states with `files` (their `updated_at` is
+/// ignored: now is written). The daemon calls this after every (re)load with
+/// every settings, workflow and template file it looked at; files not in the
+/// list are forgotten.
 pub async fn record_file_states(
     pool: &AnyPool,
     dialect: super::Dialect,
-    files: &[(String, String, String)],
+    files: &[FileState],
 ) -> sqlx::Result<()> {
     let now = to_ms(Utc::now());
     let mut tx = super::begin(pool, dialect).await?;
     sqlx::query("DELETE FROM file_states")
         .execute(&mut *tx)
         .await?;
-    for (file, state, diagnostics) in files {
+    for f in files {
         sqlx::query(
-            "INSERT INTO file_states (file, state, diagnostics, updated_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO file_states (file, state, diagnostics, updated_at, running_hash, loaded_at, \
+                                      rejected_hash, rejected_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (file) DO UPDATE SET state = excluded.state, \
-             diagnostics = excluded.diagnostics, updated_at = excluded.updated_at",
+             diagnostics = excluded.diagnostics, updated_at = excluded.updated_at, \
+             running_hash = excluded.running_hash, loaded_at = excluded.loaded_at, \
+             rejected_hash = excluded.rejected_hash, rejected_at = excluded.rejected_at",
         )
-        .bind(file)
-        .bind(state)
-        .bind(diagnostics)
+        .bind(&f.file)
+        .bind(&f.state)
+        .bind(&f.diagnostics)
         .bind(now)
+        .bind(f.running_hash.as_deref())
+        .bind(f.loaded_at.map(to_ms))
+        .bind(f.rejected_hash.as_deref())
+        .bind(f.rejected_at.map(to_ms))
         .execute(&mut *tx)
         .await?;
     }
@@ -153,10 +249,13 @@ pub async fn record_file_states(
 
 /// Every recorded file state, by file name.
 pub async fn file_states(pool: &AnyPool) -> sqlx::Result<Vec<FileState>> {
-    let rows =
-        sqlx::query("SELECT file, state, diagnostics, updated_at FROM file_states ORDER BY file")
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query(
+        "SELECT file, state, diagnostics, updated_at, running_hash, loaded_at, rejected_hash, \
+                rejected_at \
+           FROM file_states ORDER BY file",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.into_iter()
         .map(|r| {
             Ok(FileState {
@@ -164,6 +263,10 @@ pub async fn file_states(pool: &AnyPool) -> sqlx::Result<Vec<FileState>> {
                 state: r.try_get(1)?,
                 diagnostics: r.try_get(2)?,
                 updated_at: from_ms(r.try_get(3)?),
+                running_hash: r.try_get(4)?,
+                loaded_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+                rejected_hash: r.try_get(6)?,
+                rejected_at: r.try_get::<Option<i64>, _>(7)?.map(from_ms),
             })
         })
         .collect()
@@ -487,25 +590,31 @@ mod tests {
         );
         assert_eq!(h[8].detail.as_deref(), Some("bad number"));
 
-        record_file_states(
-            &pool,
-            s.dialect(),
-            &[
-                ("a.yaml".into(), "loaded".into(), String::new()),
-                ("b.yaml".into(), "broken".into(), "b.yaml:1:1: bad".into()),
-            ],
-        )
-        .await
-        .unwrap();
-        record_file_states(
-            &pool,
-            s.dialect(),
-            &[("b.yaml".into(), "broken".into(), "x".into())],
-        )
-        .await
-        .unwrap();
+        let a = FileState {
+            running_hash: Some("0123456789ab".into()),
+            loaded_at: Some(t(5)),
+            ..FileState::new("a.yaml")
+        };
+        let b = FileState {
+            state: "broken".into(),
+            diagnostics: "b.yaml:1:1: bad".into(),
+            ..FileState::new("b.yaml")
+        };
+        record_file_states(&pool, s.dialect(), &[a, b.clone()])
+            .await
+            .unwrap();
+        let b2 = FileState {
+            diagnostics: "x".into(),
+            rejected_hash: Some("ba0ba0ba0ba0".into()),
+            rejected_at: Some(t(7)),
+            ..b
+        };
+        record_file_states(&pool, s.dialect(), &[b2]).await.unwrap();
         let fs = file_states(&pool).await.unwrap();
         assert_eq!(fs.len(), 1);
         assert_eq!(fs[0].diagnostics, "x");
+        assert_eq!(fs[0].running_hash, None);
+        assert_eq!(fs[0].rejected_hash.as_deref(), Some("ba0ba0ba0ba0"));
+        assert_eq!(fs[0].rejected_at, Some(t(7)));
     }
 }
