@@ -252,7 +252,11 @@ impl AliyunSmsChannel {
         let req = self.post_form(&params);
         match read_answer(req, now).await {
             Ok((status, _, body)) => Ok((status, body)),
-            Err(Delivery::Retry { reason, .. } | Delivery::Permanent { reason }) => Err(reason),
+            Err(
+                Delivery::Retry { reason, .. }
+                | Delivery::Permanent { reason }
+                | Delivery::Wait { reason, .. },
+            ) => Err(reason),
             Err(Delivery::Delivered { .. }) => Err("unexpected answer".into()),
         }
     }
