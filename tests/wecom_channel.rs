@@ -1712,3 +1712,232 @@ async fn concurrent_claims_of_due_tasks_are_disjoint_until_the_lease_ends() {
         .unwrap();
     assert_eq!(c.len(), 39);
 }
+
+// ---- errcodes: waits, dispatching, welcome fallback ----
+
+/// 45009 blocks the caller for the window that was exceeded; the message
+/// waits that long and the wait is not an attempt: with `max_attempts: 1` a
+/// retry would have dead-lettered it at once. Once the window has passed
+/// (moved forward in the row, not slept through) it goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frequency_limit_waits_its_window_without_using_up_attempts() {
+    use nurture::channels::delivery::{self, DeliveryOptions};
+    let s = setup().await;
+    exec(
+        &s.store,
+        "INSERT INTO contacts (id, name, owner, wecom_external_userid, created_at, updated_at)
+         VALUES ('c1', 'Ada', 's01', 'wmEXT1', 0, 0)",
+    )
+    .await;
+    let now = Utc::now().timestamp_millis();
+    exec(
+        &s.store,
+        &format!(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at)
+             VALUES ('m1', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'Hi', 'queued', 0, {now}, {now}, {now})"
+        ),
+    )
+    .await;
+    s.fake.script(
+        ADD_MSG_TEMPLATE,
+        Answer::errcode(45009, "api freq out of limit, per hour"),
+    );
+    let reg = build_registry_full(&s.settings, &env, Some(&s.store)).unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(reg));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let opts = DeliveryOptions {
+        worker_id: "w".into(),
+        max_attempts: 1,
+        max_idle: Duration::from_millis(50),
+        ..DeliveryOptions::default()
+    };
+    let task = tokio::spawn(delivery::run(
+        s.store.clone(),
+        rx,
+        opts,
+        wake.clone(),
+        shutdown.clone(),
+    ));
+    let row = "SELECT status, attempts, next_attempt_at, last_error FROM outbox WHERE id = 'm1'";
+    s.fake
+        .wait_for(ADD_MSG_TEMPLATE, 1, Duration::from_secs(10))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = rows(&s.store, row).await;
+        if r[0][0].as_deref() == Some("queued") && r[0][3].is_some() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        r[0][1].as_deref(),
+        Some("0"),
+        "the wait is not an attempt: {r:?}"
+    );
+    let next: i64 = r[0][2].as_deref().unwrap().parse().unwrap();
+    assert!(next >= now + 3_600_000, "waits the hour: {r:?}");
+    assert!(r[0][3].as_deref().unwrap().contains("45009"), "{r:?}");
+    // The hour has passed.
+    exec(
+        &s.store,
+        "UPDATE outbox SET next_attempt_at = 0 WHERE id = 'm1'",
+    )
+    .await;
+    wake.notify_one();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rows(&s.store, row).await;
+        if r[0][0].as_deref() == Some("sent") {
+            assert_eq!(r[0][1].as_deref(), Some("1"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
+}
+
+/// 41063 from the result API means "still being dispatched": asked again,
+/// never recorded as an outcome, then the real status.
+#[tokio::test]
+async fn the_poller_asks_again_while_wecom_is_still_dispatching() {
+    let s = setup().await;
+    s.fake.set_dispatching(2);
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at, sent_at)
+         VALUES ('greet:c1:1:0', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'hi', 'sent', 1, 0, 0, 0, 0)",
+    )
+    .await;
+    s.fake.set_send_status("wmEXT1", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        let r = rows(&s.store, "SELECT status, detail FROM wecom_tasks").await;
+        match r[0][0].as_deref() {
+            Some("pending") => {}
+            Some("sent") => break,
+            other => panic!("41063 is not an outcome: {other:?} {r:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.fake.count(SEND_RESULT) >= 3, "two 41063, then the answer");
+}
+
+/// 41050: the welcome code is invalid, expired or used; the welcome still
+/// reaches the customer, as a mass task.
+#[tokio::test]
+async fn an_invalid_welcome_code_falls_back_to_a_mass_task() {
+    let s = setup().await;
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(41050, "invalid welcome code"));
+    welcome_code(&s.store, "WC-bad", 0).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(SEND_WELCOME), 1);
+    assert_eq!(s.fake.requests(ADD_MSG_TEMPLATE)[0]["sender"], "wangfang");
+}
+
+// ---- notices: invaliduser, unlicenseduser, pacing ----
+
+/// WeCom userids are case-insensitive and `invaliduser` comes back
+/// lower-cased; `unlicenseduser` members did not get the notice.
+#[tokio::test]
+async fn notices_read_invaliduser_case_insensitively_and_unlicensed_as_undelivered() {
+    let s = setup().await;
+    // Several recipients where one is invalid: errcode 0, the invalid one
+    // listed lower-cased (what WeCom answers for "ZhaoLiu").
+    s.fake.script(
+        MESSAGE_SEND,
+        Answer::Json(
+            json!({"errcode": 0, "errmsg": "ok", "invaliduser": "zhaoliu", "msgid": "n1"}),
+        ),
+    );
+    let d = send(&s.channel, &notice("ZhaoLiu")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("invaliduser"),
+        "{d:?}"
+    );
+    // A member written in another case is the member.
+    let d = send(&s.channel, &notice("WangFang")).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    assert_eq!(s.fake.notices_delivered("wangfang"), 1);
+    // No licence: not delivered, permanent.
+    s.fake.set_unlicensed("lisi");
+    let d = send(&s.channel, &notice("lisi")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("unlicenseduser"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.notices_delivered("lisi"), 0);
+    // Nobody valid: 81013.
+    let d = send(&s.channel, &notice("nobody-here")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("81013"),
+        "{d:?}"
+    );
+}
+
+/// WeCom shows a member at most 30 app messages a minute and drops the
+/// rest silently: nurture holds the 31st back (a wait, not an attempt), so
+/// nothing is dropped.
+#[tokio::test]
+async fn notices_are_paced_to_thirty_a_minute_per_salesperson() {
+    let s = setup().await;
+    let mut delivered = 0;
+    let mut waits = Vec::new();
+    for i in 0..35 {
+        let mut m = notice(if i % 2 == 0 { "wangfang" } else { "WANGFANG" });
+        m.id = format!("n{i}");
+        m.body = format!("New contact {i}");
+        match send(&s.channel, &m).await {
+            Delivery::Delivered { .. } => delivered += 1,
+            Delivery::Wait { after, reason } => {
+                assert!(reason.contains("30 a minute"), "{reason}");
+                waits.push(after);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+    assert_eq!(delivered, 30);
+    assert_eq!(waits.len(), 5);
+    assert!(
+        waits
+            .iter()
+            .all(|w| *w <= Duration::from_secs(60) && !w.is_zero())
+    );
+    assert_eq!(s.fake.notices_delivered("wangfang"), 30);
+    assert_eq!(
+        s.fake.notices_dropped("wangfang"),
+        0,
+        "nothing silently lost"
+    );
+    assert_eq!(s.fake.count(MESSAGE_SEND), 30);
+    // Another salesperson has their own budget.
+    let mut m = notice("lilei");
+    m.id = "other".into();
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+}

@@ -15,9 +15,10 @@
 //! Aliyun template must declare one variable, `${content}`.
 //!
 //! Answers, by `Code`: `OK` is delivered (the provider id is `BizId`);
-//! `isv.BUSINESS_LIMIT_CONTROL` / `isv.DAY_LIMIT_CONTROL` /
-//! `isv.MONTH_LIMIT_CONTROL` and `Throttling*` are flow control, retried after
-//! a wait; `isp.*` (but `isp.RAM_PERMISSION_DENY`) is a server error, retried;
+//! `isv.BUSINESS_LIMIT_CONTROL` (per number: a minute, an hour or a day, as
+//! its Message says), `isv.DAY_LIMIT_CONTROL` / `isv.MONTH_LIMIT_CONTROL`
+//! and `Throttling*` are flow control: the message waits for the window
+//! ([`Delivery::Wait`], not an attempt); `isp.*` (but `isp.RAM_PERMISSION_DENY`) is a server error, retried;
 //! every other `isv.*` and other code is permanent. Without a `Code`, HTTP 429
 //! and 5xx are retried and the rest is permanent. Timeouts and connection
 //! errors are retried.
@@ -53,11 +54,12 @@ use super::{Channel, Delivery, Exchange, OutMessage};
 pub const DEFAULT_BASE_URL: &str = "https://dysmsapi.aliyuncs.com";
 /// The API version of `SendSms`.
 pub const VERSION: &str = "2017-05-25";
-/// How long `isv.BUSINESS_LIMIT_CONTROL` (per-number minute/hour limits) and
-/// `Throttling*` wait when the answer has no `Retry-After`.
+/// How long `isv.BUSINESS_LIMIT_CONTROL` (per-number minute, hour and day
+/// limits) waits when its Message names no window, and `Throttling*` when
+/// the answer has no `Retry-After`.
 const FLOW_CONTROL_WAIT: Duration = Duration::from_secs(60);
-/// How long the day and month quotas wait.
-const QUOTA_WAIT: Duration = Duration::from_secs(3_600);
+/// How long the account's day and month quotas wait before asking again.
+const QUOTA_WAIT: Duration = Duration::from_secs(86_400);
 
 /// Options of an Aliyun SMS channel, taken from its settings.
 #[derive(Clone)]
@@ -420,16 +422,22 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
         None => format!("aliyun {code} (HTTP {http})"),
     };
     match code.as_str() {
-        "isv.BUSINESS_LIMIT_CONTROL" => Delivery::Retry {
-            after: Some(retry_after.unwrap_or(FLOW_CONTROL_WAIT)),
+        // Per-number limits per minute, hour and day: the Message names the
+        // window ("触发分钟级流控Permits:1", "触发小时级流控Permits:5",
+        // "触发天级流控Permits:10"), and the message waits it out without
+        // using up an attempt.
+        "isv.BUSINESS_LIMIT_CONTROL" => Delivery::Wait {
+            after: retry_after
+                .or_else(|| field("Message").and_then(|m| super::wecom::errcode::window_in(&m)))
+                .unwrap_or(FLOW_CONTROL_WAIT),
             reason: what,
         },
-        "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => Delivery::Retry {
-            after: Some(retry_after.unwrap_or(QUOTA_WAIT)),
+        "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => Delivery::Wait {
+            after: retry_after.unwrap_or(QUOTA_WAIT),
             reason: what,
         },
-        c if c.starts_with("Throttling") => Delivery::Retry {
-            after: Some(retry_after.unwrap_or(FLOW_CONTROL_WAIT)),
+        c if c.starts_with("Throttling") => Delivery::Wait {
+            after: retry_after.unwrap_or(FLOW_CONTROL_WAIT),
             reason: what,
         },
         "isp.RAM_PERMISSION_DENY" => Delivery::Permanent { reason: what },
@@ -584,15 +592,30 @@ mod tests {
         );
         assert!(matches!(
             ok(r#"{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"limit"}"#),
-            Delivery::Retry { after: Some(a), reason } if a == FLOW_CONTROL_WAIT && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL: limit")
+            Delivery::Wait { after, reason } if after == FLOW_CONTROL_WAIT && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL: limit")
         ));
+        // The window the Message names (as Aliyun words it).
+        for (m, secs) in [
+            ("触发分钟级流控Permits:1", 60),
+            ("触发小时级流控Permits:5", 3_600),
+            ("触发天级流控Permits:10", 86_400),
+        ] {
+            let body = format!(r#"{{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"{m}"}}"#);
+            assert!(
+                matches!(
+                    ok(&body),
+                    Delivery::Wait { after, .. } if after == Duration::from_secs(secs)
+                ),
+                "{m}"
+            );
+        }
         assert!(matches!(
             classify(StatusCode::BAD_REQUEST, Some(Duration::from_secs(2)), br#"{"Code":"Throttling.User"}"#),
-            Delivery::Retry { after: Some(a), .. } if a == Duration::from_secs(2)
+            Delivery::Wait { after, .. } if after == Duration::from_secs(2)
         ));
         assert!(matches!(
             ok(r#"{"Code":"isv.DAY_LIMIT_CONTROL"}"#),
-            Delivery::Retry { after: Some(a), .. } if a == QUOTA_WAIT
+            Delivery::Wait { after, .. } if after == QUOTA_WAIT
         ));
         assert!(matches!(
             ok(r#"{"Code":"isp.SYSTEM_ERROR"}"#),

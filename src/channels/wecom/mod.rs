@@ -41,6 +41,7 @@ use crate::store::wecom::relationships::{self, Relationship};
 pub mod api;
 pub mod contact_tags;
 pub mod errcode;
+pub mod pacing;
 pub mod poll;
 pub mod sender;
 pub mod tasks;
@@ -120,6 +121,8 @@ pub struct WecomChannel {
     /// Reads a customer's relationships (`externalcontact/get`) when the
     /// store has none (with the same token cache as `api`).
     reader: Option<contact_tags::TagReader>,
+    /// Notices per salesperson, held to WeCom's per-member limits.
+    pacing: pacing::Pacing,
 }
 
 impl WecomChannel {
@@ -132,6 +135,7 @@ impl WecomChannel {
             },
             config,
             store,
+            pacing: pacing::Pacing::default(),
         })
     }
 
@@ -390,7 +394,8 @@ impl WecomChannel {
             .map_err(|reason| permanent(&format!("wecom: {} not sent: {reason}", msg.to)))
     }
 
-    /// `message/send` to a salesperson.
+    /// `message/send` to a salesperson, paced to WeCom's per-member limits
+    /// (see [`pacing`]).
     async fn notice(&self, msg: &OutMessage) -> Exchange {
         if msg.to.trim().is_empty() {
             return permanent("wecom: the salesperson has no wecom_userid");
@@ -400,6 +405,13 @@ impl WecomChannel {
                 "wecom: the notice is {} bytes; app messages take at most {NOTICE_TEXT_MAX}",
                 msg.body.len()
             ));
+        }
+        if let Err(wait) = self
+            .pacing
+            .reserve(self.store.as_ref(), &self.config.name, &msg.to)
+            .await
+        {
+            return wait.into();
         }
         let body = json!({
             "touser": msg.to,
@@ -414,16 +426,30 @@ impl WecomChannel {
             Ok(a) => a,
             Err(e) => return e,
         };
-        let invalid = answer
-            .json
-            .get("invaliduser")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if invalid.split('|').any(|u| u == msg.to) {
+        // WeCom userids are case-insensitive and `invaliduser` comes back
+        // lower-cased; `unlicenseduser` members did not get it either.
+        let listed = |key: &str| {
+            answer
+                .json
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .split('|')
+                .any(|u| u.trim().eq_ignore_ascii_case(msg.to.trim()))
+        };
+        if listed("invaliduser") {
             return answer.exchange(Delivery::Permanent {
                 reason: format!(
                     "wecom: {} is not a member the app {} can reach (invaliduser)",
                     msg.to, self.config.agent_id
+                ),
+            });
+        }
+        if listed("unlicenseduser") {
+            return answer.exchange(Delivery::Permanent {
+                reason: format!(
+                    "wecom: {} has no WeCom account licence: the notice was not delivered (unlicenseduser)",
+                    msg.to
                 ),
             });
         }
