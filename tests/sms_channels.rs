@@ -316,7 +316,9 @@ fn aliyun_fake() -> Script {
             ))
         };
         match f["PhoneNumbers"].as_str() {
-            "13800000001" => code("isv.BUSINESS_LIMIT_CONTROL"),
+            "13800000001" => Reply::ok().body(
+                r#"{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"触发小时级流控Permits:5","RequestId":"r"}"#,
+            ),
             "13800000002" => {
                 Reply::status(400).body(r#"{"Code":"Throttling.User","Message":"slow down"}"#)
             }
@@ -368,14 +370,15 @@ async fn aliyun_signs_sends_and_classifies() {
     let second = form(&rx.requests()[1].body);
     assert_ne!(f["SignatureNonce"], second["SignatureNonce"]);
 
+    // Flow control waits (not an attempt) for the window Aliyun names.
     assert!(matches!(
         ch.send(&msg("13800000001", "x")).await,
-        Delivery::Retry { after: Some(a), reason }
-            if a == Duration::from_secs(60) && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL")
+        Delivery::Wait { after, reason }
+            if after == Duration::from_secs(3_600) && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL")
     ));
     assert!(matches!(
         ch.send(&msg("13800000002", "x")).await,
-        Delivery::Retry { reason, .. } if reason.starts_with("aliyun Throttling.User: slow down")
+        Delivery::Wait { reason, .. } if reason.starts_with("aliyun Throttling.User: slow down")
     ));
     for (to, code) in [
         ("13800000003", "isv.MOBILE_NUMBER_ILLEGAL"),
