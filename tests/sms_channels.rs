@@ -466,7 +466,15 @@ fn aliyun_recording_fake(
         match f.get("Action").map(String::as_str) {
             Some("SendSms") => {
                 let mut sent = sent.lock().unwrap();
-                sent.push((f["PhoneNumbers"].clone(), f["OutId"].clone()));
+                // SendSms takes +86/86/0086 in front of a mainland number;
+                // Aliyun records the number itself.
+                let to = f["PhoneNumbers"].trim_start_matches('+');
+                let to = to.strip_prefix("00").unwrap_or(to);
+                let to = match to.strip_prefix("86") {
+                    Some(rest) if rest.len() == 11 && rest.starts_with('1') => rest,
+                    _ => to,
+                };
+                sent.push((to.to_string(), f["OutId"].clone()));
                 let reply = Reply::ok().body(r#"{"Code":"OK","Message":"OK","BizId":"b1"}"#);
                 if late_first_send && sent.len() == 1 {
                     reply.delay(Duration::from_secs(2))
@@ -483,6 +491,16 @@ fn aliyun_recording_fake(
                     || !f.contains_key("CurrentPage")
                 {
                     return Reply::status(400).body(r#"{"Code":"isv.INVALID_PARAMETERS"}"#);
+                }
+                // PhoneNumber: 11 digits for a mainland number (no +86, no
+                // 86), country code and number without + otherwise.
+                let phone = f.get("PhoneNumber").map(String::as_str).unwrap_or("");
+                let digits = !phone.is_empty() && phone.bytes().all(|b| b.is_ascii_digit());
+                let mainland_with_code = phone.len() == 13 && phone.starts_with("861");
+                if !digits || mainland_with_code || phone.starts_with("00") {
+                    return Reply::ok().body(
+                        r#"{"Code":"isv.MOBILE_NUMBER_ILLEGAL","Message":"非法手机号","RequestId":"r"}"#,
+                    );
                 }
                 if query_fails {
                     return Reply::status(500).body(r#"{"Code":"isp.SYSTEM_ERROR"}"#);
@@ -543,6 +561,40 @@ async fn aliyun_timeout_is_resolved_before_a_retry() {
         }
     ));
     assert_eq!(sent.lock().unwrap().len(), 2);
+}
+
+/// Contacts keep E.164 numbers (`+8613800000000`); QuerySendDetails wants
+/// the 11 digits of a mainland number (the fake refuses `+86…` and `86…`
+/// as Aliyun does) and the country code without `+` otherwise: the
+/// uncertain send is still found, not sent twice.
+#[tokio::test]
+async fn aliyun_query_send_details_takes_the_phone_number_in_aliyun_format() {
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rx = Receiver::start(aliyun_recording_fake(sent.clone(), true, false)).await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), "    timeout: 300ms\n"), "ali");
+    for (i, to) in ["+8613800000000", "+85291234567"].iter().enumerate() {
+        let mut m = msg(to, "hello");
+        m.id = format!("winback:c1:1:{i}");
+        let first = ch.send(&attempt(m.clone(), 1)).await;
+        if i == 0 {
+            assert!(matches!(first, Delivery::Retry { .. }), "{first:?}");
+        }
+        assert_eq!(
+            ch.send(&attempt(m.clone(), 2)).await,
+            Delivery::Delivered { provider_id: None },
+            "{to}"
+        );
+    }
+    let asked: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| form(&r.body))
+        .filter(|f| f.get("Action").map(String::as_str) == Some("QuerySendDetails"))
+        .map(|f| f["PhoneNumber"].clone())
+        .collect();
+    assert!(asked.contains(&"13800000000".to_string()), "{asked:?}");
+    assert!(asked.contains(&"85291234567".to_string()), "{asked:?}");
+    assert_eq!(sent.lock().unwrap().len(), 2, "each SMS went out once");
 }
 
 /// When the query fails, nothing is sent: the message waits for a later try.

@@ -231,13 +231,14 @@ impl AliyunSmsChannel {
         let page = page.to_string();
         let page_size = QUERY_PAGE_SIZE.to_string();
         let nonce = nonce(msg, now);
+        let phone = query_phone_number(&msg.to);
         let mut params: Vec<(String, String)> = [
             ("AccessKeyId", self.config.access_key_id.as_str()),
             ("Action", "QuerySendDetails"),
             ("CurrentPage", page.as_str()),
             ("Format", "JSON"),
             ("PageSize", page_size.as_str()),
-            ("PhoneNumber", msg.to.as_str()),
+            ("PhoneNumber", phone.as_str()),
             ("RegionId", self.config.region_id.as_str()),
             ("SendDate", date),
             ("SignatureMethod", "HMAC-SHA1"),
@@ -261,6 +262,27 @@ impl AliyunSmsChannel {
             ) => Err(reason),
             Err(Delivery::Delivered { .. }) => Err("unexpected answer".into()),
         }
+    }
+}
+
+/// `QuerySendDetails`' `PhoneNumber`: unlike `SendSms` (which takes
+/// `+86`/`86`/`0086` in front of a mainland number), it wants the 11 digits
+/// of a mainland number alone, and for other countries the country code and
+/// number without `+` or `00` (reference §3; Aliyun's API reference for
+/// QuerySendDetails). Spaces and dashes are dropped.
+pub fn query_phone_number(to: &str) -> String {
+    let digits: String = to
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+        .collect();
+    let digits = digits.strip_prefix('+').unwrap_or(&digits);
+    let digits = digits.strip_prefix("00").unwrap_or(digits);
+    let mainland =
+        |d: &str| d.len() == 11 && d.starts_with('1') && d.bytes().all(|b| b.is_ascii_digit());
+    match digits.strip_prefix("86") {
+        Some(rest) if mainland(rest) => rest.to_string(),
+        _ => digits.to_string(),
     }
 }
 
@@ -579,6 +601,22 @@ mod tests {
     #[test]
     fn pop_encoding() {
         assert_eq!(percent_encode("a b*c~d+e/"), "a%20b%2Ac~d%2Be%2F");
+    }
+
+    #[test]
+    fn query_phone_numbers_are_11_digits_for_the_mainland() {
+        for (to, want) in [
+            ("+8613800000000", "13800000000"),
+            ("8613800000000", "13800000000"),
+            ("008613800000000", "13800000000"),
+            ("13800000000", "13800000000"),
+            ("+86 138-0000-0000", "13800000000"),
+            ("+85291234567", "85291234567"),
+            ("+14155550100", "14155550100"),
+            ("0085291234567", "85291234567"),
+        ] {
+            assert_eq!(query_phone_number(to), want, "{to}");
+        }
     }
 
     #[test]
