@@ -301,14 +301,32 @@ fn aliyun_fake() -> Script {
         let ts_ok = f.get("Timestamp").is_some_and(|t| {
             chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%SZ").is_ok()
         });
-        let tp: Option<serde_json::Value> = f
+        let tp: Option<serde_json::Map<String, serde_json::Value>> = f
             .get("TemplateParam")
             .and_then(|t| serde_json::from_str(t).ok());
-        if !ts_ok
-            || f.get("SignatureNonce").is_none_or(|n| n.len() < 16)
-            || tp.as_ref().and_then(|v| v.get("content")).is_none()
-        {
-            return Reply::status(400).body(r#"{"Code":"isv.INVALID_JSON_PARAM","Message":"bad"}"#);
+        if !ts_ok || f.get("SignatureNonce").is_none_or(|n| n.len() < 16) {
+            return Reply::status(400).body(r#"{"Code":"isv.INVALID_PARAMETERS","Message":"bad"}"#);
+        }
+        let Some(tp) = tp else {
+            return Reply::ok()
+                .body(r#"{"Code":"isv.INVALID_JSON_PARAM","Message":"JSON参数不合法"}"#);
+        };
+        // The approved template SMS_15305000 is fixed text with two short
+        // variables: 【阿里云短信测试】${name}您好，您的${item}已发货。
+        if APPROVED_VARS.iter().any(|v| !tp.contains_key(*v)) {
+            return Reply::ok()
+                .body(r#"{"Code":"isv.TEMPLATE_MISSING_PARAMETERS","Message":"模板缺少变量"}"#);
+        }
+        for v in tp.values() {
+            let v = v.as_str().unwrap_or_default();
+            if v.chars().count() > 35 {
+                return Reply::ok()
+                    .body(r#"{"Code":"isv.PARAM_LENGTH_LIMIT","Message":"参数超出长度限制"}"#);
+            }
+            if v.contains("://") || v.contains("www.") {
+                return Reply::ok()
+                    .body(r#"{"Code":"isv.PARAM_NOT_SUPPORT_URL","Message":"不支持url为变量"}"#);
+            }
         }
         let code = |c: &str| {
             Reply::ok().body(&format!(
@@ -338,6 +356,11 @@ fn aliyun_fake() -> Script {
     })
 }
 
+/// The variables of the fake's approved template SMS_15305000.
+const APPROVED_VARS: &[&str] = &["name", "item"];
+/// A rendered body for it (what a template with `params:` renders to).
+const PARAMS: &str = r#"{"item":"x","name":"Ann"}"#;
+
 fn aliyun_yaml(base: &str, extra: &str) -> String {
     format!(
         "  ali:\n    kind: aliyun_sms\n    base_url: {base}\n    access_key_id_env: ALI_ID\n    access_key_secret_env: ALI_SECRET\n    sign_name: 阿里云短信测试\n    template_code: SMS_15305000\n{extra}"
@@ -349,7 +372,7 @@ async fn aliyun_signs_sends_and_classifies() {
     let rx = Receiver::start(aliyun_fake()).await;
     let ch = channel(&aliyun_yaml(&rx.url("/"), ""), "ali");
 
-    let body = "您好 Ann: 50% off *today* ~ {\"x\"} +more";
+    let body = r#"{"item":"50% off *today* ~ {\"x\"} +more","name":"您好 Ann"}"#;
     assert_eq!(
         ch.send(&msg("13800000000", body)).await,
         Delivery::Delivered {
@@ -361,7 +384,7 @@ async fn aliyun_signs_sends_and_classifies() {
     assert_eq!(first.path, "/");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&f["TemplateParam"]).unwrap(),
-        serde_json::json!({ "content": body })
+        serde_json::json!({ "name": "您好 Ann", "item": "50% off *today* ~ {\"x\"} +more" })
     );
     assert_eq!(f["OutId"], "winback:c1:1:2");
 
@@ -372,12 +395,12 @@ async fn aliyun_signs_sends_and_classifies() {
 
     // Flow control waits (not an attempt) for the window Aliyun names.
     assert!(matches!(
-        ch.send(&msg("13800000001", "x")).await,
+        ch.send(&msg("13800000001", PARAMS)).await,
         Delivery::Wait { after, reason }
             if after == Duration::from_secs(3_600) && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL")
     ));
     assert!(matches!(
-        ch.send(&msg("13800000002", "x")).await,
+        ch.send(&msg("13800000002", PARAMS)).await,
         Delivery::Wait { reason, .. } if reason.starts_with("aliyun Throttling.User: slow down")
     ));
     for (to, code) in [
@@ -385,16 +408,16 @@ async fn aliyun_signs_sends_and_classifies() {
         ("13800000004", "isv.SMS_TEMPLATE_ILLEGAL"),
     ] {
         assert!(matches!(
-            ch.send(&msg(to, "x")).await,
+            ch.send(&msg(to, PARAMS)).await,
             Delivery::Permanent { reason } if reason.starts_with(&format!("aliyun {code}"))
         ));
     }
     assert!(matches!(
-        ch.send(&msg("13800000005", "x")).await,
+        ch.send(&msg("13800000005", PARAMS)).await,
         Delivery::Retry { after: Some(a), reason } if a == Duration::from_secs(4) && reason == "HTTP 503: unavailable"
     ));
     assert!(matches!(
-        ch.send(&msg("13800000006", "x")).await,
+        ch.send(&msg("13800000006", PARAMS)).await,
         Delivery::Retry { reason, .. } if reason.starts_with("aliyun isp.SYSTEM_ERROR")
     ));
 }
@@ -561,6 +584,53 @@ async fn aliyun_timeout_is_resolved_before_a_retry() {
         }
     ));
     assert_eq!(sent.lock().unwrap().len(), 2);
+}
+
+/// A template's `params:` become the approved template's variables; the
+/// whole message in one `${content}` (today's mapping without params) is
+/// refused by the strict fake as Aliyun refuses it, and so are a long value
+/// and a link.
+#[tokio::test]
+async fn aliyun_template_params_map_named_values_into_the_approved_template() {
+    use nurture::template::Templates;
+    let rx = Receiver::start(aliyun_fake()).await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), ""), "ali");
+    let mut t = Templates::empty();
+    let problems = t.add(
+        "shipped",
+        "---\nparams: { name: \"{{contact.name}}\", item: '{{default contact.item \"您的订单\"}}' }\n---\n【阿里云短信测试】${name}您好，您的${item}已发货。\n",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let r = t
+        .render("shipped", &serde_json::json!({"contact": {"name": "王芳"}}))
+        .unwrap();
+    assert_eq!(r.params.get("name").map(String::as_str), Some("王芳"));
+    let d = ch.send(&msg("13800000000", &r.body)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    let f = form(&rx.requests()[0].body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&f["TemplateParam"]).unwrap(),
+        serde_json::json!({"name": "王芳", "item": "您的订单"})
+    );
+    // The whole text in ${content}: refused.
+    let d = ch
+        .send(&msg("13800000000", "王芳您好，您的订单已发货。"))
+        .await;
+    assert!(
+        matches!(&d, Delivery::Permanent { reason } if reason.contains("TEMPLATE_MISSING_PARAMETERS")),
+        "{d:?}"
+    );
+    for (item, code) in [
+        ("一".repeat(36), "PARAM_LENGTH_LIMIT"),
+        ("https://t.cn/x".to_string(), "PARAM_NOT_SUPPORT_URL"),
+    ] {
+        let body = serde_json::json!({"name": "Ann", "item": item}).to_string();
+        let d = ch.send(&msg("13800000000", &body)).await;
+        assert!(
+            matches!(&d, Delivery::Permanent { reason } if reason.contains(code)),
+            "{d:?}"
+        );
+    }
 }
 
 /// Contacts keep E.164 numbers (`+8613800000000`); QuerySendDetails wants

@@ -10,9 +10,13 @@
 //! StringToSign = `POST&%2F&` + percentEncode(canonicalized query), the query
 //! being the sorted parameters, each key and value POP-percent-encoded.
 //!
-//! `TemplateParam` is the JSON string `{"content": <rendered body>}`: the
-//! reference only says it is a JSON string of the template's variables, so the
-//! Aliyun template must declare one variable, `${content}`.
+//! `TemplateParam` is the JSON string of the approved template's variables.
+//! Aliyun sends only reviewed, fixed template text with short variables (no
+//! links), so a template maps named values into them in its front matter
+//! (`params: { name: "{{contact.name}}" }`); it renders to their JSON object,
+//! which is sent as it is ([`template_param`]). `validate` checks each for
+//! the sample contact. A rendered text that is not such an object goes as
+//! `{"content": text}` (for `channels test` without a template).
 //!
 //! Answers, by `Code`: `OK` is delivered (the provider id is `BizId`);
 //! `isv.BUSINESS_LIMIT_CONTROL` (per number: a minute, an hour or a day, as
@@ -106,7 +110,7 @@ impl AliyunSmsChannel {
         timestamp: &str,
         nonce: &str,
     ) -> Vec<(String, String)> {
-        let template_param = serde_json::json!({ "content": msg.body }).to_string();
+        let template_param = template_param(&msg.body);
         let mut params: Vec<(String, String)> = [
             ("AccessKeyId", self.config.access_key_id.as_str()),
             ("Action", "SendSms"),
@@ -283,6 +287,18 @@ pub fn query_phone_number(to: &str) -> String {
     match digits.strip_prefix("86") {
         Some(rest) if mainland(rest) => rest.to_string(),
         _ => digits.to_string(),
+    }
+}
+
+/// `TemplateParam`: a template with `params:` renders to their JSON object
+/// (`{"name":"王芳","date":"11月1日"}`), which goes as it is; any other text
+/// goes as `{"content": text}` (a template with one `${content}` variable).
+pub fn template_param(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(m)) if !m.is_empty() && m.values().all(|v| v.is_string()) => {
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => serde_json::json!({ "content": body }).to_string(),
     }
 }
 
