@@ -595,6 +595,25 @@ async fn events_create_update_deduplicate_and_delete_contacts() {
     // The welcome codes are never logged.
     assert!(!log.contains("WC-1") && !log.contains("WC-2"), "{log}");
     d.stop(&p);
+
+    // The plan skips WeCom sends to both contacts as no_address: no
+    // relationship of theirs stands (the customer deleted every follow-user
+    // of wmAAA; the only follow-user of crm-7 deleted them).
+    p.write(
+        "workflows/nudge.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: wecom, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "Hi\n");
+    let plan = p.ok(&["dry-run", "--all-contacts", "--format", "jsonl"]);
+    for id in ["wmAAA", "crm-7"] {
+        let row: Value = plan
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["contact_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in the plan:\n{plan}"));
+        assert_eq!(row["action"], "skip", "{row}");
+        assert_eq!(row["reason"], "no_address", "{row}");
+    }
 }
 
 /// Hostile and malformed requests get a 4xx and the daemon keeps serving.
