@@ -1941,3 +1941,62 @@ async fn notices_are_paced_to_thirty_a_minute_per_salesperson() {
         Delivery::Delivered { .. }
     ));
 }
+
+// ---- relationships from batch/get_by_user ----
+
+/// `nurture wecom sync-relationships` reads every relationship of the
+/// settings' salespeople (paged) into the store; a later send picks its
+/// sender from them without asking WeCom again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_relationships_reads_every_salespersons_customers() {
+    use support::daemon::{HOOK_SECRET, Project, TOKEN};
+    let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;
+    for n in 0..120 {
+        fake.befriend(
+            &format!("wmS{n:03}"),
+            if n % 2 == 0 { "wangfang" } else { "lilei" },
+        );
+    }
+    fake.befriend("wmS000", "lilei");
+    fake.befriend("wmOTHER", "someone-else");
+    let p = Project::new(&format!(
+        r#"
+channels:
+  wecom:
+    kind: wecom
+    corp_id_env: NURTURE_API_TOKEN
+    secret_env: HOOK_SECRET
+    agent_id: 1000002
+    base_url: "{base}"
+teams:
+  east:
+    - {{ id: s1, name: Wang Fang, wecom_userid: wangfang }}
+    - {{ id: s2, name: Li Lei, wecom_userid: lilei }}
+    - {{ id: s3, name: No WeCom }}
+"#
+    ));
+    let out = p.ok(&["wecom", "sync-relationships"]);
+    assert!(out.contains("121 relationships of 120 customers"), "{out}");
+    let calls = fake.requests(wecom_fake::BATCH_GET_BY_USER);
+    assert_eq!(calls.len(), 2, "121 relationships, 100 a page");
+    assert_eq!(calls[0]["userid_list"], json!(["lilei", "wangfang"]));
+    assert_eq!(calls[1]["cursor"], "b100");
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_relationships WHERE standing = 1 AND source = 'batch'")
+            .await,
+        121
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_relationships WHERE external_userid = 'wmOTHER'")
+            .await,
+        0,
+        "only the salespeople's relationships"
+    );
+    // No wecom channel named so: exit 1.
+    let bad = p
+        .command()
+        .args(["wecom", "sync-relationships", "--channel", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+}

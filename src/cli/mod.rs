@@ -13,6 +13,7 @@ pub mod run;
 pub mod schema;
 pub mod status;
 pub mod validate;
+pub mod wecom;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +51,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// What happened to one contact, in time order.
     History(history::HistoryArgs),
+    /// WeCom: `wecom sync-relationships` reads every salesperson's customer relationships.
+    #[command(subcommand)]
+    Wecom(wecom::WecomCommand),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -110,6 +114,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Schema(args) => schema::run(args),
         Command::Status(args) => status::run(&cli.config, args).await,
         Command::History(args) => history::run(&cli.config, args).await,
+        Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
     }
 }
 

@@ -25,6 +25,8 @@
 //! - result APIs: `get_groupmsg_send_result` answers 41063 ("still being
 //!   dispatched") for the first [`WecomHandle::set_dispatching`] asks about a
 //!   new task, and 40058 for a msgid it never issued.
+//! - `batch/get_by_user` (`userid_list` of 1–100 members, `limit` ≤ 100,
+//!   paged with `next_cursor`): every relationship of those members.
 //! - `message/send`: the recipients must be members of the fake's directory
 //!   ([`WecomHandle::add_member`]; WeCom userids are case-insensitive), else
 //!   they come back in `invaliduser` **lower-cased**; members without a
@@ -72,6 +74,7 @@ pub const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer";
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
 pub const EXTERNALCONTACT_GET: &str = "/cgi-bin/externalcontact/get";
+pub const BATCH_GET_BY_USER: &str = "/cgi-bin/externalcontact/batch/get_by_user";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -525,6 +528,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         MESSAGE_SEND,
         TRANSFER_CUSTOMER,
         TRANSFER_RESULT,
+        BATCH_GET_BY_USER,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -721,6 +725,53 @@ fn decide(st: &mut State, call: &Call) -> Answer {
                 customers.push(json!({"external_userid": id, "errcode": code}));
             }
             Answer::Json(json!({"errcode": 0, "errmsg": "ok", "customer": customers}))
+        }
+        BATCH_GET_BY_USER => {
+            // userid_list: 1..=100 members; limit: at most 100 (default 50);
+            // the cursor is the one it handed out.
+            let Some(users) = b["userid_list"].as_array().filter(|l| !l.is_empty()) else {
+                return missing("userid_list");
+            };
+            if users.len() > 100 {
+                return Answer::errcode(40058, "userid_list exceeds 100");
+            }
+            let users: Vec<&str> = users.iter().filter_map(Value::as_str).collect();
+            let limit = match b.get("limit").and_then(Value::as_u64) {
+                None => 50,
+                Some(l) if (1..=100).contains(&l) => l as usize,
+                Some(_) => return Answer::errcode(40058, "invalid limit"),
+            };
+            let start: usize = match b["cursor"].as_str().filter(|c| !c.is_empty()) {
+                None => 0,
+                Some(c) => match c.strip_prefix("b").and_then(|n| n.parse().ok()) {
+                    Some(n) => n,
+                    None => return missing("cursor"),
+                },
+            };
+            let mut all: Vec<Value> = Vec::new();
+            let mut exts: Vec<&String> = st.follow_users.keys().collect();
+            exts.sort();
+            for ext in exts {
+                for f in &st.follow_users[ext] {
+                    if users.iter().any(|u| f["userid"] == *u) {
+                        all.push(json!({
+                            "external_contact": {"external_userid": ext, "name": "Customer", "type": 1},
+                            "follow_info": {"userid": f["userid"], "remark": f["remark"],
+                                            "createtime": f["createtime"], "state": f.get("state").cloned().unwrap_or(json!("")),
+                                            "tag_id": []},
+                        }));
+                    }
+                }
+            }
+            let end = (start + limit).min(all.len());
+            let next = if end < all.len() {
+                format!("b{end}")
+            } else {
+                String::new()
+            };
+            Answer::Json(json!({"errcode": 0, "errmsg": "ok",
+                                "external_contact_list": all.get(start..end).unwrap_or_default(),
+                                "next_cursor": next}))
         }
         TRANSFER_RESULT => {
             let (Some(from), Some(to)) =

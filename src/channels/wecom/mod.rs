@@ -41,6 +41,7 @@ use crate::store::wecom::relationships::{self, Relationship};
 pub mod api;
 pub mod contact_tags;
 pub mod errcode;
+pub mod follow_sync;
 pub mod pacing;
 pub mod poll;
 pub mod sender;
