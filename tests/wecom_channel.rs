@@ -1582,6 +1582,14 @@ teams:
     )
     .await;
 
+    // Before WeCom's outcome, history already says who sent the mass
+    // message and why.
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(
+        h.contains("sent from wangfang: chenjie (the owner) is not a WeCom friend of the customer"),
+        "{h}"
+    );
+
     // WeCom decides: wangfang's task reached the customer, and the transfer
     // completes.
     fake.set_send_status("wmE2E", 1);
