@@ -18,8 +18,10 @@ pub const FREQUENCY_WAIT: Duration = Duration::from_secs(60);
 /// The wait of a 45009, from its `errmsg`: WeCom blocks the caller for the
 /// window that was exceeded (per minute, per hour, per day: reference §1.8),
 /// and says which in the message when it does ("…per hour…", "小时", "天").
-/// The delivery layer's wait does not use up the message's attempts, so a
-/// day-long block costs a day, not the message.
+/// Usually it does not (the errmsg is "api freq out of limit", as wechatpy's
+/// and the SDKs' fixtures show): then the message waits a minute and, while
+/// the block lasts, waits again. The delivery layer's wait does not use up
+/// the message's attempts, so a day-long block costs a day, not the message.
 pub fn frequency_wait(errmsg: &str) -> Duration {
     window_in(errmsg).unwrap_or(FREQUENCY_WAIT)
 }
