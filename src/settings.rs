@@ -664,6 +664,41 @@ fn read_channels(r: &mut Reader, node: &Node) -> BTreeMap<String, ChannelSetting
                         ),
                     }
                 }
+                // `dkim: { domain, selector, private_key_env }` (an smtp
+                // channel's signing key): kept as `dkim.KEY` options.
+                "dkim" => {
+                    let Some(sub) = ov.as_map() else {
+                        r.error(
+                            ov.pos,
+                            format!(
+                                "dkim must be a map: dkim: {{ domain: example.com, selector: s1, private_key_env: DKIM_KEY }}, found {}",
+                                ov.describe()
+                            ),
+                        );
+                        continue;
+                    };
+                    for (sk, sv) in sub {
+                        let Some(skey) = sk.scalar_text() else {
+                            continue;
+                        };
+                        if !["domain", "selector", "private_key_env", "algorithm"].contains(&skey) {
+                            r.error(
+                                sk.pos,
+                                format!("unknown dkim key \"{skey}\"; keys are domain, selector, private_key_env, algorithm"),
+                            );
+                            continue;
+                        }
+                        let Some(text) = sv.scalar_text().map(str::to_string) else {
+                            r.error(sv.pos, format!("dkim.{skey} must be a single value"));
+                            continue;
+                        };
+                        if skey.ends_with("_env") {
+                            check_env_name(r, sv, &text);
+                        }
+                        ch.options
+                            .insert(format!("dkim.{skey}"), Located::new(text, sv.pos));
+                    }
+                }
                 "concurrency" => {
                     if let Some(c) = r.u32(ov, "concurrency") {
                         if c == 0 {

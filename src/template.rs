@@ -51,7 +51,15 @@ pub struct Rendered {
     pub body: String,
     /// Other front matter keys, rendered.
     pub extra: BTreeMap<String, String>,
+    /// `params:` (SMS template variables, e.g. Aliyun's), each rendered.
+    /// When a template has them, [`body`](Self::body) is their JSON object
+    /// (`{"name":"王芳"}`): what the SMS provider receives as the approved
+    /// template's variables, and what `dry-run` shows.
+    pub params: BTreeMap<String, String>,
 }
+
+/// The prefix of a `params:` entry's key among the template's parts.
+const PARAM_PREFIX: &str = "params.";
 
 /// Why a message could not be rendered. The text is short: the dry-run prints
 /// it as `template_error: ...`.
@@ -296,6 +304,17 @@ impl Templates {
         self.entries.contains_key(name)
     }
 
+    /// The `params:` names of a template, with the line of each (for
+    /// `validate`).
+    pub fn param_names(&self, name: &str) -> Vec<&str> {
+        self.entries
+            .get(name)
+            .into_iter()
+            .flat_map(|e| e.parts.iter())
+            .filter_map(|p| p.key.as_deref()?.strip_prefix(PARAM_PREFIX))
+            .collect()
+    }
+
     /// Front matter keys of a template (e.g. `subject`).
     pub fn front_matter_keys(&self, name: &str) -> impl Iterator<Item = &str> {
         self.entries
@@ -338,10 +357,18 @@ impl Templates {
             match part.key.as_deref() {
                 None => out.body = text,
                 Some("subject") => out.subject = Some(text),
-                Some(k) => {
-                    out.extra.insert(k.to_string(), text);
-                }
+                Some(k) => match k.strip_prefix(PARAM_PREFIX) {
+                    Some(p) => {
+                        out.params.insert(p.to_string(), text);
+                    }
+                    None => {
+                        out.extra.insert(k.to_string(), text);
+                    }
+                },
             }
+        }
+        if !out.params.is_empty() {
+            out.body = serde_json::to_string(&out.params).unwrap_or_default();
         }
         Ok(out)
     }
@@ -511,6 +538,58 @@ fn split_front_matter(source: &str) -> Result<Split<'_>, (Pos, String)> {
         let lead = rest.len() - rest.trim_start().len();
         let raw = rest.trim();
         let col = line[..colon + 1 + lead].chars().count() as u32 + 1;
+        if key == "params" {
+            // `params: { name: "{{contact.name}}", date: "..." }` on one
+            // line, or an empty value and one indented `name: value` line
+            // per variable.
+            let mut entries = if raw.is_empty() || raw.starts_with('#') {
+                let mut block = Vec::new();
+                loop {
+                    let end = source[offset..]
+                        .find('\n')
+                        .map(|i| offset + i + 1)
+                        .unwrap_or(source.len());
+                    let next = source[offset..end].trim_end_matches(['\n', '\r']);
+                    if !next.starts_with([' ', '\t']) || next.trim().is_empty() {
+                        break;
+                    }
+                    line_no += 1;
+                    offset = end;
+                    let indent = (next.len() - next.trim_start().len()) as u32;
+                    let (k, v, c) = param_entry(next.trim_start())
+                        .map_err(|m| (Pos::new(line_no, indent + 1), m))?;
+                    block.push((k, v, line_no, indent + c));
+                }
+                block
+            } else {
+                parse_flow_params(raw)
+                    .map_err(|m| (Pos::new(line_no, col), m))?
+                    .into_iter()
+                    .map(|(k, v, c)| (k, v, line_no, col + c - 1))
+                    .collect()
+            };
+            if entries.is_empty() {
+                return Err((
+                    Pos::new(line_no, col),
+                    "params needs at least one `name: value`".into(),
+                ));
+            }
+            for (k, v, l, c) in entries.drain(..) {
+                if values
+                    .iter()
+                    .any(|x: &FrontValue| x.key == format!("{PARAM_PREFIX}{k}"))
+                {
+                    return Err((Pos::new(l, c), format!("param \"{k}\" appears twice")));
+                }
+                values.push(FrontValue {
+                    key: format!("{PARAM_PREFIX}{k}"),
+                    value: v,
+                    line: l,
+                    col: c,
+                });
+            }
+            continue;
+        }
         let value = parse_scalar(raw).map_err(|m| (Pos::new(line_no, col), m))?;
         // Quoted values start one column later in the file than their text.
         let col = if raw.starts_with(['"', '\'']) {
@@ -526,6 +605,66 @@ fn split_front_matter(source: &str) -> Result<Split<'_>, (Pos, String)> {
         });
     }
     Ok((values, &source[offset..], line_no))
+}
+
+/// One `name: value` of `params`: (name, value, 1-based column of the
+/// value within `text`).
+fn param_entry(text: &str) -> Result<(String, String, u32), String> {
+    let Some(colon) = text.find(':') else {
+        return Err("params entries are `name: value`".into());
+    };
+    let k = text[..colon].trim();
+    if k.is_empty() || !k.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(format!(
+            "invalid param name \"{k}\"; names are words like `name` (letters, digits, _)"
+        ));
+    }
+    let rest = &text[colon + 1..];
+    let lead = rest.len() - rest.trim_start().len();
+    let v = parse_scalar(rest.trim())?;
+    let col = text[..colon + 1 + lead].chars().count() as u32 + 1;
+    Ok((k.to_string(), v, col))
+}
+
+/// `{ a: "x", b: 'y, z', c: plain }`: the entries of a one-line flow map,
+/// split at commas outside quotes; (name, value, column within `raw`).
+fn parse_flow_params(raw: &str) -> Result<Vec<(String, String, u32)>, String> {
+    let inner = raw
+        .strip_prefix('{')
+        .and_then(|r| r.trim_end().strip_suffix('}'))
+        .ok_or("params is a map: `params: { name: \"...\" }` on one line, or one indented `name: value` per line")?;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let bytes: Vec<(usize, char)> = inner.char_indices().collect();
+    let mut pieces = Vec::new();
+    for &(i, c) in &bytes {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == ',' => {
+                pieces.push((start, &inner[start..i]));
+                start = i + 1;
+            }
+            None => {}
+        }
+    }
+    pieces.push((start, &inner[start..]));
+    for (at, piece) in pieces {
+        if piece.trim().is_empty() {
+            continue;
+        }
+        let lead = piece.len() - piece.trim_start().len();
+        let (k, v, c) = param_entry(piece.trim())?;
+        // +1 for the `{`.
+        let col = inner[..at + lead].chars().count() as u32 + 1 + c;
+        out.push((k, v, col));
+    }
+    Ok(out)
 }
 
 fn parse_scalar(raw: &str) -> Result<String, String> {

@@ -706,6 +706,88 @@ fn validate_checks_the_smtp_settings() {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(!text.contains(SECRET));
+    // Neither nurture's DKIM nor a relay said to sign both unsubscribe
+    // headers: a warning (one-click would not be offered), not a problem.
+    assert!(
+        text.contains("nurture.yaml:2:3: warning: channel \"email\": no DKIM signature is known to cover List-Unsubscribe and List-Unsubscribe-Post"),
+        "{text}"
+    );
+
+    // The relay is said to sign both: no warning.
+    let base = "channels:\n  email:\n    kind: smtp\n    host: smtp.example.com\n    \
+                from: news@mail.example.com\n    unsubscribe_url: https://mail.example.com\n    \
+                unsubscribe_secret_env: UNSUB_SECRET\n";
+    p.write(
+        "nurture.yaml",
+        &format!("{base}    relay_signs_list_unsubscribe: true\n"),
+    );
+    let out = p
+        .command()
+        .env("UNSUB_SECRET", SECRET)
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success() && !text.contains("warning"), "{text}");
+
+    // nurture signs (ed25519 here: the key is the base64 of a 32-byte seed).
+    let dkim = |domain: &str| {
+        format!(
+            "{base}    dkim: {{ domain: {domain}, selector: nurture1, private_key_env: DKIM_KEY, algorithm: ed25519 }}\n"
+        )
+    };
+    let seed = "nWGxne/9WmC6hEr0kuwsxERJxWl7MGkZcDusAxyuf2A=";
+    p.write("nurture.yaml", &dkim("example.com"));
+    let out = p
+        .command()
+        .env("UNSUB_SECRET", SECRET)
+        .env("DKIM_KEY", seed)
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success() && !text.contains("warning"), "{text}");
+    assert!(!text.contains(seed));
+    // Refusals: a domain DMARC would not align, a key the signer cannot
+    // read, a missing variable.
+    p.write("nurture.yaml", &dkim("other.example"));
+    let out = p
+        .command()
+        .env("UNSUB_SECRET", SECRET)
+        .env("DKIM_KEY", seed)
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DMARC would not pass"), "{text}");
+    p.write("nurture.yaml", &dkim("example.com"));
+    let out = p
+        .command()
+        .env("UNSUB_SECRET", SECRET)
+        .env("DKIM_KEY", "not a key")
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is not the base64 of a 32-byte Ed25519 private key"),
+        "{text}"
+    );
+    assert!(!text.contains("not a key"), "no key in messages: {text}");
+    let out = p
+        .command()
+        .env("UNSUB_SECRET", SECRET)
+        .env_remove("DKIM_KEY")
+        .arg("validate")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        text.contains("DKIM_KEY (dkim.private_key_env) is not set"),
+        "{text}"
+    );
 }
 
 /// `nurture run` with the unsubscribe secret in its environment.

@@ -69,3 +69,84 @@ fn a_channel_missing_its_secret_or_a_required_key_is_reported_at_its_place() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs \"from\""));
 }
+
+/// A template sent on an `aliyun_sms` channel maps named values into the
+/// approved template with `params:`; `validate` renders them for a sample
+/// contact and reports a missing `params:`, a value over Aliyun's length
+/// limit and a link, each at the send's template.
+#[test]
+fn aliyun_sms_templates_need_short_params_without_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("nurture.yaml"),
+        "channels:
+  sms:
+    kind: aliyun_sms
+    access_key_id_env: NURTURE_TEST_ALI_ID
+    access_key_secret_env: NURTURE_TEST_ALI_SECRET
+    sign_name: 示例商城
+    template_code: SMS_15305000
+",
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.join("workflows")).unwrap();
+    std::fs::create_dir_all(p.join("templates")).unwrap();
+    let wf = |t: &str| {
+        format!(
+            "trigger: {{ contact_created: {{}} }}\nsteps:\n  - send: {{ channel: sms, template: {t} }}\n"
+        )
+    };
+    std::fs::write(p.join("workflows/a.yaml"), wf("plain")).unwrap();
+    std::fs::write(p.join("workflows/b.yaml"), wf("long")).unwrap();
+    std::fs::write(p.join("workflows/c.yaml"), wf("link")).unwrap();
+    std::fs::write(p.join("workflows/d.yaml"), wf("good")).unwrap();
+    std::fs::write(
+        p.join("templates/plain.hbs"),
+        "{{contact.name}}您好，好久不见。\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("templates/long.hbs"),
+        "---\nparams: { name: \"{{contact.name}}，{{contact.email}}，{{contact.phone}}，{{contact.id}}\" }\n---\n${name}您好\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("templates/link.hbs"),
+        "---\nparams:\n  name: \"{{contact.name}}\"\n  url: \"https://shop.example.com/c\"\n---\n${name}您好\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("templates/good.hbs"),
+        "---\nparams: { name: \"{{contact.name}}\", city: '{{default contact.city \"全国\"}}' }\n---\n${name}您好，${city}门店送您一张回归券。\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("nurture")
+        .unwrap()
+        .current_dir(p)
+        .env("NURTURE_TEST_ALI_ID", "id")
+        .env("NURTURE_TEST_ALI_SECRET", "secret")
+        .arg("validate")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("workflows/a.yaml:3:")
+            && err.contains(
+                "template \"plain\" is sent on the aliyun_sms channel \"sms\" but has no params:"
+            ),
+        "{err}"
+    );
+    assert!(
+        err.contains("workflows/b.yaml:3:")
+            && err.contains("param \"name\" is")
+            && err.contains("at most 35"),
+        "{err}"
+    );
+    assert!(
+        err.contains("workflows/c.yaml:3:") && err.contains("param \"url\" holds a link"),
+        "{err}"
+    );
+    assert!(!err.contains("workflows/d.yaml"), "{err}");
+}

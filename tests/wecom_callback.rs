@@ -485,7 +485,9 @@ async fn events_create_update_deduplicate_and_delete_contacts() {
             > before
     );
 
-    // The customer deletes zhangsan: an event, a mark, last_active_at kept.
+    // zhangsan deletes the customer (del_external_contact: the staff member
+    // deleted the customer): an event with the Source, a mark (no other
+    // relationship stands), last_active_at kept.
     let del = contact_event("del_external_contact", "zhangsan", "wmBBB", t + 4, "");
     assert_eq!(d.post_event(&c, &del, 8).await.0, 200);
     assert_eq!(d.post_event(&c, &del, 9).await.0, 200, "redelivered");
@@ -504,8 +506,9 @@ async fn events_create_update_deduplicate_and_delete_contacts() {
         rows[0]["attrs"]
             .as_str()
             .unwrap()
-            .contains("\"wecom_deleted_by\":\"customer\"")
+            .contains("\"wecom_deleted_by\":\"staff\"")
     );
+    assert_eq!(props["source"], Value::Null);
     assert_eq!(
         p.count(
             "SELECT count(*) FROM event_log WHERE kind = 'event' AND name = 'wecom_contact_deleted'"
@@ -513,8 +516,13 @@ async fn events_create_update_deduplicate_and_delete_contacts() {
         .await,
         1
     );
-    // lisi deletes the customer wmAAA (lisi's is not the latest relationship:
-    // "stranger" added last): recorded, not marked.
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_relationships WHERE external_userid = 'wmBBB' AND userid = 'zhangsan' AND standing = 0 AND ended_by = 'staff'")
+            .await,
+        1
+    );
+    // The customer wmAAA deletes lisi (del_follow_user): recorded, not
+    // marked, since zhangsan and "stranger" still stand.
     let del2 = contact_event("del_follow_user", "lisi", "wmAAA", t + 5, "");
     assert_eq!(d.post_event(&c, &del2, 10).await.0, 200);
     assert_eq!(
@@ -528,6 +536,29 @@ async fn events_create_update_deduplicate_and_delete_contacts() {
             .as_str()
             .unwrap()
             .contains("wecom_deleted_by")
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_relationships WHERE external_userid = 'wmAAA' AND standing = 1")
+            .await,
+        2
+    );
+    // Then the customer deletes the other two: no relationship stands, the
+    // contact is marked deleted by the customer.
+    for (i, who) in ["zhangsan", "stranger"].iter().enumerate() {
+        let del = contact_event("del_follow_user", who, "wmAAA", t + 6 + i as i64, "");
+        assert_eq!(d.post_event(&c, &del, 20 + i as u8).await.0, 200);
+    }
+    assert!(
+        p.rows("SELECT attrs FROM contacts WHERE id = 'wmAAA'")
+            .await[0]["attrs"]
+            .as_str()
+            .unwrap()
+            .contains("\"wecom_deleted_by\":\"customer\"")
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM events WHERE name = 'wecom_follow_user_deleted' AND contact_id = 'wmAAA'")
+            .await,
+        3
     );
     // A deletion for a contact nurture never saw creates nothing.
     let del3 = contact_event("del_external_contact", "zhangsan", "wmNEW", t, "");
@@ -564,6 +595,25 @@ async fn events_create_update_deduplicate_and_delete_contacts() {
     // The welcome codes are never logged.
     assert!(!log.contains("WC-1") && !log.contains("WC-2"), "{log}");
     d.stop(&p);
+
+    // The plan skips WeCom sends to both contacts as no_address: no
+    // relationship of theirs stands (the customer deleted every follow-user
+    // of wmAAA; the only follow-user of crm-7 deleted them).
+    p.write(
+        "workflows/nudge.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: wecom, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "Hi\n");
+    let plan = p.ok(&["dry-run", "--all-contacts", "--format", "jsonl"]);
+    for id in ["wmAAA", "crm-7"] {
+        let row: Value = plan
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["contact_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in the plan:\n{plan}"));
+        assert_eq!(row["action"], "skip", "{row}");
+        assert_eq!(row["reason"], "no_address", "{row}");
+    }
 }
 
 /// Hostile and malformed requests get a 4xx and the daemon keeps serving.

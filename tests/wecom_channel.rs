@@ -42,6 +42,7 @@ fn settings(base_url: &str, extra: &str) -> Settings {
     - {{ id: s01, name: Wang Fang, wecom_userid: wangfang }}
     - {{ id: s02, name: Li Lei, wecom_userid: lilei }}
     - {{ id: s03, name: No WeCom }}
+    - {{ id: s04, name: Chen Jie, wecom_userid: chenjie }}
 channels:
   wecom:
     kind: wecom
@@ -71,12 +72,23 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
+    // The test customers wmEXT0..wmEXT60 were added by wangfang (salesperson
+    // s01, the owner `to_contact` gives them): WeCom delivers mass messages
+    // only from a member the customer is a friend of.
+    for n in 0..=60 {
+        fake.befriend(&format!("wmEXT{n}"), "wangfang");
+    }
     // Tokens are cached per process by URL and app; an earlier test's fake
     // may have had this port.
     nurture::channels::wecom::token::TokenCache::shared(&base, CORP_ID, SECRET).clear();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("n.db").display());
     let store = Store::open(&url).await.unwrap();
+    // ... and nurture knows it (as the callback recorded it), so sends need
+    // no look-up first.
+    for n in 0..=60 {
+        relationship(&store, &format!("wmEXT{n}"), "wangfang", true).await;
+    }
     let settings = settings(&base, extra);
     let reg =
         build_registry_full(&settings, &env, Some(&store)).unwrap_or_else(|e| panic!("{e:?}"));
@@ -87,6 +99,42 @@ async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
         store,
         settings,
         _dir: dir,
+    }
+}
+
+/// A row of `wecom_relationships`, as the callback or a sync writes it.
+async fn relationship(store: &Store, ext: &str, userid: &str, standing: bool) {
+    let now = Utc::now().timestamp_millis();
+    sqlx::query(
+        "INSERT INTO wecom_relationships (external_userid, userid, added_at, standing, ended_by, source, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'callback', $3)
+         ON CONFLICT (external_userid, userid) DO UPDATE SET standing = excluded.standing,
+             ended_by = excluded.ended_by, added_at = excluded.added_at",
+    )
+    .bind(ext)
+    .bind(userid)
+    .bind(now)
+    .bind(i64::from(standing))
+    .bind((!standing).then_some("customer"))
+    .execute(store.db())
+    .await
+    .unwrap();
+}
+
+/// Makes `ext` a friend of exactly `users`, in the fake (WeCom's truth) and
+/// in the store (what nurture recorded).
+async fn only_friends(s: &Setup, ext: &str, users: &[&str]) {
+    for u in s.fake.friends_of(ext) {
+        s.fake.unfriend(ext, &u);
+    }
+    sqlx::query("DELETE FROM wecom_relationships WHERE external_userid = $1")
+        .bind(ext)
+        .execute(s.store.db())
+        .await
+        .unwrap();
+    for u in users {
+        s.fake.befriend(ext, u);
+        relationship(&s.store, ext, u, true).await;
     }
 }
 
@@ -148,7 +196,9 @@ fn is_retry(d: &Delivery) -> bool {
 
 fn reason(d: &Delivery) -> &str {
     match d {
-        Delivery::Retry { reason, .. } | Delivery::Permanent { reason } => reason,
+        Delivery::Retry { reason, .. }
+        | Delivery::Permanent { reason }
+        | Delivery::Wait { reason, .. } => reason,
         Delivery::Delivered { .. } => "",
     }
 }
@@ -412,7 +462,13 @@ async fn errcodes_through_http() {
         (Answer::errcode(-1, "system busy"), "retry"),
         (Answer::errcode(45033, "too many concurrent"), "retry"),
         (Answer::errcode(45009, "api freq out of limit"), "wait60"),
-        (Answer::errcode(41048, "over the cap"), "wait60"),
+        (
+            Answer::errcode(45009, "api freq out of limit, per hour"),
+            "wait3600",
+        ),
+        // Not the cap (that is result status 3): nobody in the task can be
+        // sent to.
+        (Answer::errcode(41048, "no sendable customer"), "permanent"),
         (Answer::errcode(84061, "no relationship"), "permanent"),
         (
             Answer::errcode(60020, "not allow to access from your ip"),
@@ -436,7 +492,11 @@ async fn errcodes_through_http() {
         match *class {
             "retry" => assert!(is_retry(d), "{answer:?}: {d:?}"),
             "wait60" => assert!(
-                matches!(d, Delivery::Retry { after: Some(a), .. } if *a >= Duration::from_secs(60)),
+                matches!(d, Delivery::Wait { after, .. } if *after == Duration::from_secs(60)),
+                "{answer:?}: {d:?}"
+            ),
+            "wait3600" => assert!(
+                matches!(d, Delivery::Wait { after, .. } if *after == Duration::from_secs(3_600)),
                 "{answer:?}: {d:?}"
             ),
             _ => assert!(matches!(d, Delivery::Permanent { .. }), "{answer:?}: {d:?}"),
@@ -471,8 +531,8 @@ async fn a_frequency_limit_waits_at_least_a_minute() {
     welcome_code(&s.store, "WC-1", 0).await;
     let d = send(&s.channel, &to_contact(1)).await;
     match d {
-        Delivery::Retry { after, ref reason } => {
-            assert!(after.unwrap() >= Duration::from_secs(60));
+        Delivery::Wait { after, ref reason } => {
+            assert!(after >= Duration::from_secs(60));
             assert!(reason.contains("45009"));
         }
         other => panic!("{other:?}"),
@@ -512,30 +572,143 @@ async fn fail_list_is_permanent() {
     assert_eq!(rows(&s.store, "SELECT 1 FROM wecom_tasks").await.len(), 0);
 }
 
+/// WeCom delivers a mass message only from a member the customer is a
+/// friend of: the owner when they are one, else a follow-user, with the
+/// reason on the task (and so in `history`).
 #[tokio::test]
-async fn a_send_needs_a_salesperson_with_a_wecom_userid() {
+async fn the_owner_sends_when_a_follow_user_else_a_follow_user_says_why() {
     let s = setup().await;
-    let mut m = to_contact(1);
-    m.contact.as_object_mut().unwrap().remove("owner");
-    let d = send(&s.channel, &m).await;
-    assert!(
-        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("no owner"),
-        "{d:?}"
-    );
-    m.contact["owner"] = json!("s03");
-    let d = send(&s.channel, &m).await;
-    assert!(
-        matches!(d, Delivery::Permanent { .. })
-            && reason(&d).contains("s03")
-            && reason(&d).contains("wecom_userid"),
-        "{d:?}"
-    );
-    m.contact["owner"] = json!("s02");
+    // wmEXT1 is a friend of wangfang (s01) and, since later, of lilei (s02).
+    only_friends(&s, "wmEXT1", &["wangfang"]).await;
+    relationship(&s.store, "wmEXT1", "lilei", true).await;
+    s.fake.befriend("wmEXT1", "lilei");
+    // The owner is a follow-user: the owner sends, no note.
+    let mut m = to_c1("m-owner");
     assert!(matches!(
         send(&s.channel, &m).await,
         Delivery::Delivered { .. }
     ));
+    assert_eq!(mass_sender(&s, "m-owner").await, ("wangfang".into(), None));
+    // Owner chenjie is not a friend: the follow-user who added the customer
+    // last sends, and the task says why.
+    s.fake.add_member("chenjie");
+    m.id = "m-other".into();
+    m.contact["owner"] = json!("s04");
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    let (sender, note) = mass_sender(&s, "m-other").await;
+    assert_eq!(sender, "lilei");
+    let note = note.unwrap();
+    assert!(
+        note.starts_with(
+            "sent from lilei: chenjie (the owner) is not a WeCom friend of the customer"
+        ),
+        "{note}"
+    );
+    // No owner, or one without a wecom_userid: a follow-user still sends.
+    for (id, owner) in [("m-none", None), ("m-s03", Some("s03"))] {
+        let mut m = to_c1(id);
+        match owner {
+            Some(o) => m.contact["owner"] = json!(o),
+            None => {
+                m.contact.as_object_mut().unwrap().remove("owner");
+            }
+        }
+        assert!(matches!(
+            send(&s.channel, &m).await,
+            Delivery::Delivered { .. }
+        ));
+        let (sender, note) = mass_sender(&s, id).await;
+        assert_eq!(sender, "lilei");
+        assert!(note.unwrap().contains("owner has no wecom_userid"));
+    }
+    // Every task went to a friend: WeCom marks none of them "not a friend".
+    for b in s.fake.requests(ADD_MSG_TEMPLATE) {
+        let sender = b["sender"].as_str().unwrap().to_string();
+        assert!(s.fake.friends_of("wmEXT1").contains(&sender), "{b}");
+    }
+}
+
+/// Against the strict fake, the owner's task from a member who is not a
+/// friend is refused (41048), which today's code (sending from the owner
+/// regardless) ran into; a customer nobody is a friend of any more is not
+/// sent to at all.
+#[tokio::test]
+async fn a_non_friend_sender_is_refused_and_no_standing_relationship_is_permanent() {
+    let s = setup().await;
+    // nurture's rows are stale: they say lilei, WeCom says wangfang. A task
+    // from lilei is refused by WeCom with 41048 (no sendable customer):
+    // permanent, not the cap, not retried.
+    only_friends(&s, "wmEXT5", &["wangfang"]).await;
+    sqlx::query("UPDATE wecom_relationships SET userid = 'lilei' WHERE external_userid = 'wmEXT5'")
+        .execute(s.store.db())
+        .await
+        .unwrap();
+    let d = send(&s.channel, &to_contact(5)).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("41048"),
+        "{d:?}"
+    );
+    assert!(reason(&d).contains("sent from lilei"), "{d:?}");
+    // Every relationship ended: nothing is sent, permanently, with the reason.
+    only_friends(&s, "wmEXT6", &[]).await;
+    relationship(&s.store, "wmEXT6", "wangfang", false).await;
+    let before = s.fake.count(ADD_MSG_TEMPLATE);
+    let d = send(&s.channel, &to_contact(6)).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. })
+            && reason(&d).contains("no WeCom relationship of the customer stands"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), before);
+}
+
+/// A customer nurture has no relationship row for (an import) is looked up
+/// with externalcontact/get before the first send, and the rows recorded.
+#[tokio::test]
+async fn unknown_relationships_are_read_from_wecom_first() {
+    let s = setup().await;
+    only_friends(&s, "wmEXT7", &[]).await;
+    sqlx::query("DELETE FROM wecom_relationships WHERE external_userid = 'wmEXT7'")
+        .execute(s.store.db())
+        .await
+        .unwrap();
+    s.fake.befriend("wmEXT7", "lilei");
+    let d = send(&s.channel, &to_contact(7)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    assert_eq!(s.fake.count(wecom_fake::EXTERNALCONTACT_GET), 1);
     assert_eq!(s.fake.requests(ADD_MSG_TEMPLATE)[0]["sender"], "lilei");
+    let r = rows(
+        &s.store,
+        "SELECT userid, standing, source FROM wecom_relationships WHERE external_userid = 'wmEXT7'",
+    )
+    .await;
+    assert_eq!(
+        r,
+        vec![vec![
+            Some("lilei".into()),
+            Some("1".into()),
+            Some("get".into())
+        ]]
+    );
+    // Known now: the next send asks WeCom nothing more.
+    let mut m = to_contact(7);
+    m.id = "again".into();
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(s.fake.count(wecom_fake::EXTERNALCONTACT_GET), 1);
+    // A customer WeCom knows no relationship of (84061): permanent.
+    only_friends(&s, "wmEXT8", &[]).await;
+    let d = send(&s.channel, &to_contact(8)).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. })
+            && reason(&d).contains("not a WeCom friend of any staff member"),
+        "{d:?}"
+    );
 }
 
 // ---- welcome messages ----
@@ -704,6 +877,7 @@ async fn a_notice_goes_through_message_send_with_the_duplicate_check() {
 #[tokio::test]
 async fn a_transfer_is_started_and_its_result_recorded() {
     let s = setup().await;
+    only_friends(&s, "wmEXT1", &["lilei"]).await;
     let d = send(&s.channel, &transfer("wmEXT1", "lilei", "wangfang")).await;
     assert_eq!(d, Delivery::Delivered { provider_id: None });
     assert_eq!(
@@ -733,8 +907,28 @@ async fn a_transfer_is_started_and_its_result_recorded() {
         rows(&s.store, pending).await,
         vec![vec![Some("done".into()), Some("1".into())]]
     );
+    // The relationship moved: wangfang is the follow-user now, lilei's ended
+    // by the transfer (as in WeCom).
+    assert_eq!(s.fake.friends_of("wmEXT1"), ["wangfang"]);
+    assert_eq!(
+        rows(
+            &s.store,
+            "SELECT userid, standing, ended_by FROM wecom_relationships
+              WHERE external_userid = 'wmEXT1' ORDER BY userid"
+        )
+        .await,
+        vec![
+            vec![
+                Some("lilei".into()),
+                Some("0".into()),
+                Some("transfer".into())
+            ],
+            vec![Some("wangfang".into()), Some("1".into()), None],
+        ]
+    );
 
     // A per-customer errcode: its class (84061: no relationship, permanent).
+    only_friends(&s, "wmEXT2", &["lilei"]).await;
     s.fake.script(
         TRANSFER_CUSTOMER,
         Answer::Json(json!({"errcode": 0, "errmsg": "ok",
@@ -747,10 +941,89 @@ async fn a_transfer_is_started_and_its_result_recorded() {
     );
 }
 
+/// The handover member must be a follow-user of the customer (WeCom:
+/// 40131): when the previous owner is not one, a real follow-user hands the
+/// customer over; WeCom's own refusals (40131 on stale rows, 40130, 40129,
+/// 40128) are permanent with their meaning.
+#[tokio::test]
+async fn a_transfer_is_handed_over_by_a_real_follow_user() {
+    let s = setup().await;
+    // The previous owner lilei never added wmEXT3; chenjie did.
+    only_friends(&s, "wmEXT3", &["chenjie"]).await;
+    let mut m = transfer("wmEXT3", "lilei", "wangfang");
+    m.id = "t3".into();
+    assert_eq!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { provider_id: None }
+    );
+    assert_eq!(
+        s.fake.requests(TRANSFER_CUSTOMER)[0],
+        json!({"handover_userid": "chenjie", "takeover_userid": "wangfang", "external_userid": ["wmEXT3"]})
+    );
+    let r = rows(
+        &s.store,
+        "SELECT userid, detail FROM wecom_tasks WHERE message_id = 't3'",
+    )
+    .await;
+    assert_eq!(r[0][0].as_deref(), Some("chenjie"));
+    assert!(
+        r[0][1]
+            .as_deref()
+            .unwrap()
+            .contains("lilei is not a WeCom friend"),
+        "{r:?}"
+    );
+    // A second transfer while the first waits: WeCom says 40129.
+    let mut again = transfer("wmEXT3", "chenjie", "lilei");
+    again.id = "t3b".into();
+    let d = send(&s.channel, &again).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("40129"),
+        "{d:?}"
+    );
+    // The takeover member already is a follow-user: nothing to transfer.
+    only_friends(&s, "wmEXT4", &["lilei", "wangfang"]).await;
+    let before = s.fake.count(TRANSFER_CUSTOMER);
+    let mut m = transfer("wmEXT4", "lilei", "wangfang");
+    m.id = "t4".into();
+    assert_eq!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { provider_id: None }
+    );
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), before);
+    // nurture's rows are stale (they say lilei; WeCom says chenjie): WeCom
+    // refuses the handover with 40131, permanent, with its meaning.
+    only_friends(&s, "wmEXT9", &["chenjie"]).await;
+    sqlx::query("UPDATE wecom_relationships SET userid = 'lilei' WHERE external_userid = 'wmEXT9'")
+        .execute(s.store.db())
+        .await
+        .unwrap();
+    let mut m = transfer("wmEXT9", "lilei", "wangfang");
+    m.id = "t9".into();
+    let d = send(&s.channel, &m).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. })
+            && reason(&d).contains("40131")
+            && reason(&d).contains("not a follow-user"),
+        "{d:?}"
+    );
+    // No relationship stands: nobody can hand the customer over.
+    only_friends(&s, "wmEXT10", &[]).await;
+    relationship(&s.store, "wmEXT10", "lilei", false).await;
+    let mut m = transfer("wmEXT10", "lilei", "wangfang");
+    m.id = "t10".into();
+    let d = send(&s.channel, &m).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("nobody can hand them over"),
+        "{d:?}"
+    );
+}
+
 #[tokio::test]
 async fn transfer_refusals_and_limits_are_recorded() {
     let s = setup().await;
     for (ext, status) in [("wmA", 3), ("wmB", 4), ("wmC", 5)] {
+        only_friends(&s, ext, &["lilei"]).await;
         let mut m = transfer(ext, "lilei", "wangfang");
         m.id = format!("t:{ext}");
         assert!(matches!(
@@ -793,6 +1066,11 @@ async fn transfer_row(store: &Store, id: &str, status: &str, created_at: i64) {
     .await;
 }
 
+/// How a task's note starts when c1's owner wangfang is not lilei's fellow
+/// follow-user.
+const NOT_FRIEND: &str =
+    "sent from lilei: wangfang (the owner) is not a WeCom friend of the customer";
+
 /// A message to c1 (owner s01 = wangfang) with its own id.
 fn to_c1(id: &str) -> OutMessage {
     let mut m = to_contact(1);
@@ -816,6 +1094,7 @@ async fn mass_sender(s: &Setup, id: &str) -> (String, Option<String>) {
 #[tokio::test]
 async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
     let s = setup().await;
+    only_friends(&s, "wmEXT1", &["lilei"]).await;
     let t0 = Utc::now().timestamp_millis();
     let tid = "greet:c1:1:0:transfer";
     // Queued, transfer_customer not called yet.
@@ -828,7 +1107,9 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
         mass_sender(&s, "m1").await,
         (
             "lilei".into(),
-            Some("sent from lilei: transfer to wangfang not started yet".into())
+            Some(format!(
+                "{NOT_FRIEND}; transfer to wangfang not started yet"
+            ))
         )
     );
     // Started (WeCom says 2, waiting): still the handover member.
@@ -847,10 +1128,10 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
         send(&s.channel, &to_c1("m2")).await,
         Delivery::Delivered { .. }
     ));
-    let note = "sent from lilei: transfer to wangfang pending";
+    let note = format!("{NOT_FRIEND}; transfer to wangfang pending");
     assert_eq!(
         mass_sender(&s, "m2").await,
-        ("lilei".into(), Some(note.into()))
+        ("lilei".into(), Some(note.clone()))
     );
     let senders: Vec<_> = s
         .fake
@@ -932,6 +1213,7 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
 #[tokio::test]
 async fn after_a_refused_or_failed_transfer_the_handover_member_keeps_sending() {
     let s = setup().await;
+    only_friends(&s, "wmEXT1", &["lilei"]).await;
     let t0 = Utc::now().timestamp_millis();
     // Refused by the customer (status 3).
     let tid = "greet:c1:1:0:transfer";
@@ -966,7 +1248,9 @@ async fn after_a_refused_or_failed_transfer_the_handover_member_keeps_sending() 
         mass_sender(&s, "m1").await,
         (
             "lilei".into(),
-            Some("sent from lilei: transfer to wangfang refused by the customer (status 3)".into())
+            Some(format!(
+                "{NOT_FRIEND}; transfer to wangfang refused by the customer (status 3)"
+            ))
         )
     );
 
@@ -981,7 +1265,9 @@ async fn after_a_refused_or_failed_transfer_the_handover_member_keeps_sending() 
         mass_sender(&s, "m2").await,
         (
             "lilei".into(),
-            Some("sent from lilei: transfer to wangfang not started (dead)".into())
+            Some(format!(
+                "{NOT_FRIEND}; transfer to wangfang not started (dead)"
+            ))
         )
     );
 
@@ -1001,7 +1287,16 @@ async fn after_a_refused_or_failed_transfer_the_handover_member_keeps_sending() 
         send(&s.channel, &m).await,
         Delivery::Delivered { .. }
     ));
-    assert_eq!(mass_sender(&s, "m4").await, ("wangfang".into(), None));
+    // wangfang is still not a friend: the follow-user sends, saying why.
+    assert_eq!(
+        mass_sender(&s, "m4").await,
+        (
+            "lilei".into(),
+            Some(format!(
+                "{NOT_FRIEND}; lilei is the follow-user who added them most recently"
+            ))
+        )
+    );
 
     // Other contacts are not affected by c1's transfers.
     assert!(matches!(
@@ -1211,6 +1506,9 @@ async fn the_daemon_sends_transfers_and_records_outcomes() {
     // The test daemon's environment already holds these two variables; the
     // fake takes them as the corp id and the secret.
     let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;
+    // wangfang added the customer (nurture learns it from externalcontact/get
+    // before the first send).
+    fake.befriend("wmE2E", "wangfang");
     let p = Project::new(&format!(
         r#"
 timezone: Asia/Shanghai
@@ -1284,6 +1582,14 @@ teams:
     )
     .await;
 
+    // Before WeCom's outcome, history already says who sent the mass
+    // message and why.
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(
+        h.contains("sent from wangfang: chenjie (the owner) is not a WeCom friend of the customer"),
+        "{h}"
+    );
+
     // WeCom decides: wangfang's task reached the customer, and the transfer
     // completes.
     fake.set_send_status("wmE2E", 1);
@@ -1306,8 +1612,8 @@ teams:
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let prefix =
-        "wecom: delivered to the customer (status 1); sent from wangfang: transfer to chenjie ";
+    let prefix = "wecom: delivered to the customer (status 1); sent from wangfang: \
+                  chenjie (the owner) is not a WeCom friend of the customer; transfer to chenjie ";
     assert!(
         note == format!("{prefix}pending") || note == format!("{prefix}not started yet"),
         "{note}"
@@ -1413,4 +1719,292 @@ async fn concurrent_claims_of_due_tasks_are_disjoint_until_the_lease_ends() {
         .await
         .unwrap();
     assert_eq!(c.len(), 39);
+}
+
+// ---- errcodes: waits, dispatching, welcome fallback ----
+
+/// 45009 blocks the caller for the window that was exceeded; the message
+/// waits that long and the wait is not an attempt: with `max_attempts: 1` a
+/// retry would have dead-lettered it at once. Once the window has passed
+/// (moved forward in the row, not slept through) it goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frequency_limit_waits_its_window_without_using_up_attempts() {
+    use nurture::channels::delivery::{self, DeliveryOptions};
+    let s = setup().await;
+    exec(
+        &s.store,
+        "INSERT INTO contacts (id, name, owner, wecom_external_userid, created_at, updated_at)
+         VALUES ('c1', 'Ada', 's01', 'wmEXT1', 0, 0)",
+    )
+    .await;
+    let now = Utc::now().timestamp_millis();
+    exec(
+        &s.store,
+        &format!(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at)
+             VALUES ('m1', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'Hi', 'queued', 0, {now}, {now}, {now})"
+        ),
+    )
+    .await;
+    s.fake.script(
+        ADD_MSG_TEMPLATE,
+        Answer::errcode(45009, "api freq out of limit, per hour"),
+    );
+    let reg = build_registry_full(&s.settings, &env, Some(&s.store)).unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(reg));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let opts = DeliveryOptions {
+        worker_id: "w".into(),
+        max_attempts: 1,
+        max_idle: Duration::from_millis(50),
+        ..DeliveryOptions::default()
+    };
+    let task = tokio::spawn(delivery::run(
+        s.store.clone(),
+        rx,
+        opts,
+        wake.clone(),
+        shutdown.clone(),
+    ));
+    let row = "SELECT status, attempts, next_attempt_at, last_error FROM outbox WHERE id = 'm1'";
+    s.fake
+        .wait_for(ADD_MSG_TEMPLATE, 1, Duration::from_secs(10))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = rows(&s.store, row).await;
+        if r[0][0].as_deref() == Some("queued") && r[0][3].is_some() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        r[0][1].as_deref(),
+        Some("0"),
+        "the wait is not an attempt: {r:?}"
+    );
+    let next: i64 = r[0][2].as_deref().unwrap().parse().unwrap();
+    assert!(next >= now + 3_600_000, "waits the hour: {r:?}");
+    assert!(r[0][3].as_deref().unwrap().contains("45009"), "{r:?}");
+    // The hour has passed.
+    exec(
+        &s.store,
+        "UPDATE outbox SET next_attempt_at = 0 WHERE id = 'm1'",
+    )
+    .await;
+    wake.notify_one();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rows(&s.store, row).await;
+        if r[0][0].as_deref() == Some("sent") {
+            assert_eq!(r[0][1].as_deref(), Some("1"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
+}
+
+/// 41063 from the result API means "still being dispatched": asked again,
+/// never recorded as an outcome, then the real status.
+#[tokio::test]
+async fn the_poller_asks_again_while_wecom_is_still_dispatching() {
+    let s = setup().await;
+    s.fake.set_dispatching(2);
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at, sent_at)
+         VALUES ('greet:c1:1:0', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'hi', 'sent', 1, 0, 0, 0, 0)",
+    )
+    .await;
+    s.fake.set_send_status("wmEXT1", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        let r = rows(&s.store, "SELECT status, detail FROM wecom_tasks").await;
+        match r[0][0].as_deref() {
+            Some("pending") => {}
+            Some("sent") => break,
+            other => panic!("41063 is not an outcome: {other:?} {r:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.fake.count(SEND_RESULT) >= 3, "two 41063, then the answer");
+}
+
+/// 41050: the welcome code is invalid, expired or used; the welcome still
+/// reaches the customer, as a mass task.
+#[tokio::test]
+async fn an_invalid_welcome_code_falls_back_to_a_mass_task() {
+    let s = setup().await;
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(41050, "invalid welcome code"));
+    welcome_code(&s.store, "WC-bad", 0).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(SEND_WELCOME), 1);
+    assert_eq!(s.fake.requests(ADD_MSG_TEMPLATE)[0]["sender"], "wangfang");
+}
+
+// ---- notices: invaliduser, unlicenseduser, pacing ----
+
+/// WeCom userids are case-insensitive and `invaliduser` comes back
+/// lower-cased; `unlicenseduser` members did not get the notice.
+#[tokio::test]
+async fn notices_read_invaliduser_case_insensitively_and_unlicensed_as_undelivered() {
+    let s = setup().await;
+    // Several recipients where one is invalid: errcode 0, the invalid one
+    // listed lower-cased (what WeCom answers for "ZhaoLiu").
+    s.fake.script(
+        MESSAGE_SEND,
+        Answer::Json(
+            json!({"errcode": 0, "errmsg": "ok", "invaliduser": "zhaoliu", "msgid": "n1"}),
+        ),
+    );
+    let d = send(&s.channel, &notice("ZhaoLiu")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("invaliduser"),
+        "{d:?}"
+    );
+    // A member written in another case is the member.
+    let d = send(&s.channel, &notice("WangFang")).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    assert_eq!(s.fake.notices_delivered("wangfang"), 1);
+    // No licence: not delivered, permanent.
+    s.fake.set_unlicensed("lisi");
+    let d = send(&s.channel, &notice("lisi")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("unlicenseduser"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.notices_delivered("lisi"), 0);
+    // Nobody valid: 81013.
+    let d = send(&s.channel, &notice("nobody-here")).await;
+    assert!(
+        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("81013"),
+        "{d:?}"
+    );
+}
+
+/// WeCom shows a member at most 30 app messages a minute and drops the
+/// rest silently: nurture holds the 31st back (a wait, not an attempt), so
+/// nothing is dropped.
+#[tokio::test]
+async fn notices_are_paced_to_thirty_a_minute_per_salesperson() {
+    let s = setup().await;
+    let mut delivered = 0;
+    let mut waits = Vec::new();
+    for i in 0..35 {
+        let mut m = notice(if i % 2 == 0 { "wangfang" } else { "WANGFANG" });
+        m.id = format!("n{i}");
+        m.body = format!("New contact {i}");
+        match send(&s.channel, &m).await {
+            Delivery::Delivered { .. } => delivered += 1,
+            Delivery::Wait { after, reason } => {
+                assert!(reason.contains("30 a minute"), "{reason}");
+                waits.push(after);
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+    assert_eq!(delivered, 30);
+    assert_eq!(waits.len(), 5);
+    assert!(
+        waits
+            .iter()
+            .all(|w| *w <= Duration::from_secs(60) && !w.is_zero())
+    );
+    assert_eq!(s.fake.notices_delivered("wangfang"), 30);
+    assert_eq!(
+        s.fake.notices_dropped("wangfang"),
+        0,
+        "nothing silently lost"
+    );
+    assert_eq!(s.fake.count(MESSAGE_SEND), 30);
+    // Another salesperson has their own budget.
+    let mut m = notice("lilei");
+    m.id = "other".into();
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+}
+
+// ---- relationships from batch/get_by_user ----
+
+/// `nurture wecom sync-relationships` reads every relationship of the
+/// settings' salespeople (paged) into the store; a later send picks its
+/// sender from them without asking WeCom again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_relationships_reads_every_salespersons_customers() {
+    use support::daemon::{HOOK_SECRET, Project, TOKEN};
+    let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;
+    for n in 0..120 {
+        fake.befriend(
+            &format!("wmS{n:03}"),
+            if n % 2 == 0 { "wangfang" } else { "lilei" },
+        );
+    }
+    fake.befriend("wmS000", "lilei");
+    fake.befriend("wmOTHER", "someone-else");
+    let p = Project::new(&format!(
+        r#"
+channels:
+  wecom:
+    kind: wecom
+    corp_id_env: NURTURE_API_TOKEN
+    secret_env: HOOK_SECRET
+    agent_id: 1000002
+    base_url: "{base}"
+teams:
+  east:
+    - {{ id: s1, name: Wang Fang, wecom_userid: wangfang }}
+    - {{ id: s2, name: Li Lei, wecom_userid: lilei }}
+    - {{ id: s3, name: No WeCom }}
+"#
+    ));
+    let out = p.ok(&["wecom", "sync-relationships"]);
+    assert!(out.contains("121 relationships of 120 customers"), "{out}");
+    let calls = fake.requests(wecom_fake::BATCH_GET_BY_USER);
+    assert_eq!(calls.len(), 2, "121 relationships, 100 a page");
+    assert_eq!(calls[0]["userid_list"], json!(["lilei", "wangfang"]));
+    assert_eq!(calls[1]["cursor"], "b100");
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_relationships WHERE standing = 1 AND source = 'batch'")
+            .await,
+        121
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM wecom_relationships WHERE external_userid = 'wmOTHER'")
+            .await,
+        0,
+        "only the salespeople's relationships"
+    );
+    // No wecom channel named so: exit 1.
+    let bad = p
+        .command()
+        .args(["wecom", "sync-relationships", "--channel", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
 }

@@ -10,14 +10,19 @@
 //! StringToSign = `POST&%2F&` + percentEncode(canonicalized query), the query
 //! being the sorted parameters, each key and value POP-percent-encoded.
 //!
-//! `TemplateParam` is the JSON string `{"content": <rendered body>}`: the
-//! reference only says it is a JSON string of the template's variables, so the
-//! Aliyun template must declare one variable, `${content}`.
+//! `TemplateParam` is the JSON string of the approved template's variables.
+//! Aliyun sends only reviewed, fixed template text with short variables (no
+//! links), so a template maps named values into them in its front matter
+//! (`params: { name: "{{contact.name}}" }`); it renders to their JSON object,
+//! which is sent as it is ([`template_param`]). `validate` checks each for
+//! the sample contact. A rendered text that is not such an object goes as
+//! `{"content": text}` (for `channels test` without a template).
 //!
 //! Answers, by `Code`: `OK` is delivered (the provider id is `BizId`);
-//! `isv.BUSINESS_LIMIT_CONTROL` / `isv.DAY_LIMIT_CONTROL` /
-//! `isv.MONTH_LIMIT_CONTROL` and `Throttling*` are flow control, retried after
-//! a wait; `isp.*` (but `isp.RAM_PERMISSION_DENY`) is a server error, retried;
+//! `isv.BUSINESS_LIMIT_CONTROL` (per number: a minute, an hour or a day, as
+//! its Message says), `isv.DAY_LIMIT_CONTROL` / `isv.MONTH_LIMIT_CONTROL`
+//! and `Throttling*` are flow control: the message waits for the window
+//! ([`Delivery::Wait`], not an attempt); `isp.*` (but `isp.RAM_PERMISSION_DENY`) is a server error, retried;
 //! every other `isv.*` and other code is permanent. Without a `Code`, HTTP 429
 //! and 5xx are retried and the rest is permanent. Timeouts and connection
 //! errors are retried.
@@ -53,11 +58,12 @@ use super::{Channel, Delivery, Exchange, OutMessage};
 pub const DEFAULT_BASE_URL: &str = "https://dysmsapi.aliyuncs.com";
 /// The API version of `SendSms`.
 pub const VERSION: &str = "2017-05-25";
-/// How long `isv.BUSINESS_LIMIT_CONTROL` (per-number minute/hour limits) and
-/// `Throttling*` wait when the answer has no `Retry-After`.
+/// How long `isv.BUSINESS_LIMIT_CONTROL` (per-number minute, hour and day
+/// limits) waits when its Message names no window, and `Throttling*` when
+/// the answer has no `Retry-After`.
 const FLOW_CONTROL_WAIT: Duration = Duration::from_secs(60);
-/// How long the day and month quotas wait.
-const QUOTA_WAIT: Duration = Duration::from_secs(3_600);
+/// How long the account's day and month quotas wait before asking again.
+const QUOTA_WAIT: Duration = Duration::from_secs(86_400);
 
 /// Options of an Aliyun SMS channel, taken from its settings.
 #[derive(Clone)]
@@ -104,7 +110,7 @@ impl AliyunSmsChannel {
         timestamp: &str,
         nonce: &str,
     ) -> Vec<(String, String)> {
-        let template_param = serde_json::json!({ "content": msg.body }).to_string();
+        let template_param = template_param(&msg.body);
         let mut params: Vec<(String, String)> = [
             ("AccessKeyId", self.config.access_key_id.as_str()),
             ("Action", "SendSms"),
@@ -229,13 +235,14 @@ impl AliyunSmsChannel {
         let page = page.to_string();
         let page_size = QUERY_PAGE_SIZE.to_string();
         let nonce = nonce(msg, now);
+        let phone = query_phone_number(&msg.to);
         let mut params: Vec<(String, String)> = [
             ("AccessKeyId", self.config.access_key_id.as_str()),
             ("Action", "QuerySendDetails"),
             ("CurrentPage", page.as_str()),
             ("Format", "JSON"),
             ("PageSize", page_size.as_str()),
-            ("PhoneNumber", msg.to.as_str()),
+            ("PhoneNumber", phone.as_str()),
             ("RegionId", self.config.region_id.as_str()),
             ("SendDate", date),
             ("SignatureMethod", "HMAC-SHA1"),
@@ -252,9 +259,46 @@ impl AliyunSmsChannel {
         let req = self.post_form(&params);
         match read_answer(req, now).await {
             Ok((status, _, body)) => Ok((status, body)),
-            Err(Delivery::Retry { reason, .. } | Delivery::Permanent { reason }) => Err(reason),
+            Err(
+                Delivery::Retry { reason, .. }
+                | Delivery::Permanent { reason }
+                | Delivery::Wait { reason, .. },
+            ) => Err(reason),
             Err(Delivery::Delivered { .. }) => Err("unexpected answer".into()),
         }
+    }
+}
+
+/// `QuerySendDetails`' `PhoneNumber`: unlike `SendSms` (which takes
+/// `+86`/`86`/`0086` in front of a mainland number), it wants the 11 digits
+/// of a mainland number alone, and for other countries the country code and
+/// number without `+` or `00` (reference §3; Aliyun's API reference for
+/// QuerySendDetails). Spaces and dashes are dropped.
+pub fn query_phone_number(to: &str) -> String {
+    let digits: String = to
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+        .collect();
+    let digits = digits.strip_prefix('+').unwrap_or(&digits);
+    let digits = digits.strip_prefix("00").unwrap_or(digits);
+    let mainland =
+        |d: &str| d.len() == 11 && d.starts_with('1') && d.bytes().all(|b| b.is_ascii_digit());
+    match digits.strip_prefix("86") {
+        Some(rest) if mainland(rest) => rest.to_string(),
+        _ => digits.to_string(),
+    }
+}
+
+/// `TemplateParam`: a template with `params:` renders to their JSON object
+/// (`{"name":"王芳","date":"11月1日"}`), which goes as it is; any other text
+/// goes as `{"content": text}` (a template with one `${content}` variable).
+pub fn template_param(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(m)) if !m.is_empty() && m.values().all(|v| v.is_string()) => {
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => serde_json::json!({ "content": body }).to_string(),
     }
 }
 
@@ -416,16 +460,22 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
         None => format!("aliyun {code} (HTTP {http})"),
     };
     match code.as_str() {
-        "isv.BUSINESS_LIMIT_CONTROL" => Delivery::Retry {
-            after: Some(retry_after.unwrap_or(FLOW_CONTROL_WAIT)),
+        // Per-number limits per minute, hour and day: the Message names the
+        // window ("触发分钟级流控Permits:1", "触发小时级流控Permits:5",
+        // "触发天级流控Permits:10"), and the message waits it out without
+        // using up an attempt.
+        "isv.BUSINESS_LIMIT_CONTROL" => Delivery::Wait {
+            after: retry_after
+                .or_else(|| field("Message").and_then(|m| super::wecom::errcode::window_in(&m)))
+                .unwrap_or(FLOW_CONTROL_WAIT),
             reason: what,
         },
-        "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => Delivery::Retry {
-            after: Some(retry_after.unwrap_or(QUOTA_WAIT)),
+        "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => Delivery::Wait {
+            after: retry_after.unwrap_or(QUOTA_WAIT),
             reason: what,
         },
-        c if c.starts_with("Throttling") => Delivery::Retry {
-            after: Some(retry_after.unwrap_or(FLOW_CONTROL_WAIT)),
+        c if c.starts_with("Throttling") => Delivery::Wait {
+            after: retry_after.unwrap_or(FLOW_CONTROL_WAIT),
             reason: what,
         },
         "isp.RAM_PERMISSION_DENY" => Delivery::Permanent { reason: what },
@@ -570,6 +620,22 @@ mod tests {
     }
 
     #[test]
+    fn query_phone_numbers_are_11_digits_for_the_mainland() {
+        for (to, want) in [
+            ("+8613800000000", "13800000000"),
+            ("8613800000000", "13800000000"),
+            ("008613800000000", "13800000000"),
+            ("13800000000", "13800000000"),
+            ("+86 138-0000-0000", "13800000000"),
+            ("+85291234567", "85291234567"),
+            ("+14155550100", "14155550100"),
+            ("0085291234567", "85291234567"),
+        ] {
+            assert_eq!(query_phone_number(to), want, "{to}");
+        }
+    }
+
+    #[test]
     fn codes_map_to_deliveries() {
         let ok = |b: &str| classify(StatusCode::OK, None, b.as_bytes());
         assert_eq!(
@@ -580,15 +646,30 @@ mod tests {
         );
         assert!(matches!(
             ok(r#"{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"limit"}"#),
-            Delivery::Retry { after: Some(a), reason } if a == FLOW_CONTROL_WAIT && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL: limit")
+            Delivery::Wait { after, reason } if after == FLOW_CONTROL_WAIT && reason.starts_with("aliyun isv.BUSINESS_LIMIT_CONTROL: limit")
         ));
+        // The window the Message names (as Aliyun words it).
+        for (m, secs) in [
+            ("触发分钟级流控Permits:1", 60),
+            ("触发小时级流控Permits:5", 3_600),
+            ("触发天级流控Permits:10", 86_400),
+        ] {
+            let body = format!(r#"{{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"{m}"}}"#);
+            assert!(
+                matches!(
+                    ok(&body),
+                    Delivery::Wait { after, .. } if after == Duration::from_secs(secs)
+                ),
+                "{m}"
+            );
+        }
         assert!(matches!(
             classify(StatusCode::BAD_REQUEST, Some(Duration::from_secs(2)), br#"{"Code":"Throttling.User"}"#),
-            Delivery::Retry { after: Some(a), .. } if a == Duration::from_secs(2)
+            Delivery::Wait { after, .. } if after == Duration::from_secs(2)
         ));
         assert!(matches!(
             ok(r#"{"Code":"isv.DAY_LIMIT_CONTROL"}"#),
-            Delivery::Retry { after: Some(a), .. } if a == QUOTA_WAIT
+            Delivery::Wait { after, .. } if after == QUOTA_WAIT
         ));
         assert!(matches!(
             ok(r#"{"Code":"isp.SYSTEM_ERROR"}"#),

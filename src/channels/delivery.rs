@@ -56,6 +56,9 @@ use crate::metrics;
 use crate::settings::RateLimit;
 use crate::store::{Bind, Store};
 
+/// The longest a [`Delivery::Wait`] waits (a provider's daily window).
+pub const WAIT_MAX: Duration = Duration::from_secs(86_400);
+
 /// How the worker runs. `Default` is what the daemon uses.
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
@@ -782,6 +785,17 @@ impl SendTask {
         let fate = match delivery {
             Delivery::Delivered { provider_id } => Fate::Sent { provider_id },
             Delivery::Permanent { reason } => Fate::Dead { error: reason },
+            // Waiting out a provider's quota window: not an attempt.
+            Delivery::Wait { after, reason } => {
+                let unit: f64 = rand::rng().random();
+                // A little jitter (up to 5 %, at most a minute) so messages
+                // that waited together do not all come back at once.
+                let jitter = after.mul_f64(0.05 * unit).min(Duration::from_secs(60));
+                Fate::Release {
+                    next_at: now_ms() + dur_ms(after.min(WAIT_MAX) + jitter),
+                    error: format!("waiting {}s: {reason}", after.min(WAIT_MAX).as_secs()),
+                }
+            }
             Delivery::Retry { reason, .. } if tries >= opts.max_attempts => Fate::Dead {
                 error: format!("gave up after {tries} tries: {reason}"),
             },

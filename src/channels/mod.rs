@@ -58,6 +58,11 @@ pub enum Delivery {
     },
     /// Do not try again (4xx other than 429, or a provider code that says so).
     Permanent { reason: String },
+    /// A quota window was exceeded (WeCom 45009, Aliyun
+    /// `isv.BUSINESS_LIMIT_CONTROL`): try again once it has passed. Not a
+    /// failure of the message: the wait does not count towards its attempts
+    /// (a day-long window would otherwise use them all up in minutes).
+    Wait { after: Duration, reason: String },
 }
 
 /// One call to a provider: what it means for the message, and the provider's

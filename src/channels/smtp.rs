@@ -32,6 +32,16 @@
 //! `{"kind":"notice"}`) carry no unsubscribe link: the recipient is staff,
 //! not the contact the notice is about.
 //!
+//! **DKIM (RFC 6376, RFC 8058 §4).** Receivers offer one-click unsubscribe
+//! only when a valid DKIM signature covers both `List-Unsubscribe` and
+//! `List-Unsubscribe-Post`, and the default header lists of OpenDKIM, exim
+//! and rspamd do not include `List-Unsubscribe-Post`. With `dkim: { domain,
+//! selector, private_key_env }` nurture signs each email itself (lettre's
+//! signer, relaxed/relaxed, rsa-sha256 or ed25519-sha256), with `h=` over
+//! [`DKIM_HEADERS`]. Without it the relay must sign both headers;
+//! `relay_signs_list_unsubscribe: true` records that the operator set it up,
+//! and `validate` warns when neither is set.
+//!
 //! **Answers.**
 //! - `2xx` → delivered; the provider id is the `Message-ID`.
 //! - `4xx`, timeouts, refused connections, TLS failures → retry.
@@ -128,6 +138,83 @@ pub struct SmtpConfig {
     /// PEM certificates trusted besides the Mozilla roots (`tls_ca_file`):
     /// a relay with a private CA.
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// DKIM signing by nurture (`dkim:`), if configured.
+    pub dkim: Option<DkimSettings>,
+    /// `relay_signs_list_unsubscribe: true`: the operator says the relay's
+    /// DKIM signature covers List-Unsubscribe and List-Unsubscribe-Post.
+    pub relay_signs_list_unsubscribe: bool,
+}
+
+/// `dkim: { domain, selector, private_key_env, algorithm }`.
+#[derive(Clone)]
+pub struct DkimSettings {
+    /// `d=`: the From address's domain or a parent of it (DMARC alignment).
+    pub domain: String,
+    /// `s=`: the key's DNS name is `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// PKCS#1 PEM (`-----BEGIN RSA PRIVATE KEY-----`) for rsa, base64 of the
+    /// 32-byte seed for ed25519.
+    pub private_key: String,
+    pub algorithm: DkimAlgorithm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
+}
+
+/// The headers nurture's DKIM signature covers (`h=`). RFC 8058 §4: a
+/// receiver offers one-click unsubscribe only when the signature covers
+/// both `List-Unsubscribe` and `List-Unsubscribe-Post`. A header the message
+/// lacks (a notice has no List-Unsubscribe) is still listed, so nobody can
+/// add one without breaking the signature. Not `Content-Type`: lettre
+/// writes a multipart message's Content-Type only when it formats the
+/// message, after signing, so a signature listing it would not verify at
+/// the receiver (the test's independent verifier caught this).
+pub const DKIM_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// The signer of a channel's DKIM settings; `Err` says what is wrong with
+/// the key (never the key).
+pub fn dkim_config(d: &DkimSettings) -> Result<lettre::message::dkim::DkimConfig, String> {
+    use lettre::message::dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+        DkimSigningKey,
+    };
+    let (alg, what) = match d.algorithm {
+        DkimAlgorithm::Rsa => (
+            DkimSigningAlgorithm::Rsa,
+            "a PKCS#1 PEM RSA private key (-----BEGIN RSA PRIVATE KEY-----; openssl genrsa -traditional 2048)",
+        ),
+        DkimAlgorithm::Ed25519 => (
+            DkimSigningAlgorithm::Ed25519,
+            "the base64 of a 32-byte Ed25519 private key",
+        ),
+    };
+    let key = DkimSigningKey::new(d.private_key.trim(), alg)
+        .map_err(|_| format!("the dkim private key (private_key_env) is not {what}"))?;
+    Ok(DkimConfig::new(
+        d.selector.clone(),
+        d.domain.clone(),
+        key,
+        DKIM_HEADERS
+            .iter()
+            .map(|h| HeaderName::new_from_ascii_str(h))
+            .collect(),
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    ))
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -140,6 +227,13 @@ impl std::fmt::Debug for SmtpConfig {
             .field("username", &self.credentials.as_ref().map(|c| &c.0))
             .field("from", &self.from.to_string())
             .field("unsubscribe_url", &self.unsubscribe_url)
+            .field(
+                "dkim",
+                &self
+                    .dkim
+                    .as_ref()
+                    .map(|d| format!("{}._domainkey.{}", d.selector, d.domain)),
+            )
             .finish()
     }
 }
@@ -147,6 +241,7 @@ impl std::fmt::Debug for SmtpConfig {
 pub struct SmtpChannel {
     config: SmtpConfig,
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    dkim: Option<lettre::message::dkim::DkimConfig>,
 }
 
 impl std::fmt::Debug for SmtpChannel {
@@ -200,9 +295,11 @@ impl SmtpChannel {
         if let Some((user, pass)) = &config.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
+        let dkim = config.dkim.as_ref().map(dkim_config).transpose()?;
         Ok(SmtpChannel {
             transport: builder.build(),
             config,
+            dkim,
         })
     }
 
@@ -265,12 +362,18 @@ impl SmtpChannel {
             ),
             None => (format!("{}\n", msg.body), html::document(&msg.body, None)),
         };
-        b.multipart(
-            MultiPart::alternative()
-                .singlepart(SinglePart::plain(text))
-                .singlepart(SinglePart::html(html)),
-        )
-        .map_err(|e| format!("cannot build the email: {e}"))
+        let mut email = b
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::plain(text))
+                    .singlepart(SinglePart::html(html)),
+            )
+            .map_err(|e| format!("cannot build the email: {e}"))?;
+        // Signed last: the signature covers the final headers and body.
+        if let Some(d) = &self.dkim {
+            lettre::message::dkim::dkim_sign(&mut email, d);
+        }
+        Ok(email)
     }
 
     async fn deliver(&self, msg: &OutMessage) -> Exchange {
@@ -450,6 +553,8 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     #[test]
     fn message_ids_are_stable_and_distinct() {
@@ -464,7 +569,13 @@ mod tests {
     const KNOWN_PREFIX: &str = "20d9135724573c6d8158d4ff04565406";
 
     fn channel() -> SmtpChannel {
+        channel_with(None)
+    }
+
+    fn channel_with(dkim: Option<DkimSettings>) -> SmtpChannel {
         SmtpChannel::new(SmtpConfig {
+            dkim,
+            relay_signs_list_unsubscribe: false,
             channel: "email".into(),
             host: "127.0.0.1".into(),
             port: 25,
@@ -494,6 +605,159 @@ mod tests {
             attempt: 1,
             payload: serde_json::json!({}),
         }
+    }
+
+    /// The seed of a throwaway Ed25519 key (RFC 8032 test vector 1).
+    const ED25519_SEED: [u8; 32] = [
+        0x9d, 0x61, 0xb1, 0x9d, 0xef, 0xfd, 0x5a, 0x60, 0xba, 0x84, 0x4a, 0xf4, 0x92, 0xec, 0x2c,
+        0xc4, 0x44, 0x49, 0xc5, 0x69, 0x7b, 0x7b, 0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae,
+        0x7f, 0x60,
+    ];
+
+    /// RFC 6376 §3.4.2 relaxed header canonicalization of one header.
+    fn relaxed_header(name: &str, value: &str) -> String {
+        let unfolded = value.replace("\r\n", "");
+        let collapsed = unfolded
+            .split([' ', '\t'])
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("{}:{}", name.to_ascii_lowercase(), collapsed.trim())
+    }
+
+    /// RFC 6376 §3.4.4 relaxed body canonicalization.
+    fn relaxed_body(body: &str) -> String {
+        let mut lines: Vec<String> = body
+            .split("\r\n")
+            .map(|l| {
+                l.split([' ', '\t'])
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        if lines.is_empty() {
+            return String::new();
+        }
+        lines.join("\r\n") + "\r\n"
+    }
+
+    /// Verifies the email's DKIM-Signature (ed25519-sha256, relaxed/relaxed)
+    /// independently of lettre's signer; returns its `h=` list.
+    fn verify_dkim(raw: &str, public: &ed25519_dalek::VerifyingKey) -> Vec<String> {
+        use sha2::Digest;
+        let (head, body) = raw.split_once("\r\n\r\n").expect("headers and body");
+        // Unfold into (name, raw value) in order.
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                let last = headers.last_mut().unwrap();
+                last.1.push_str("\r\n");
+                last.1.push_str(line);
+            } else {
+                let (n, v) = line.split_once(':').unwrap();
+                headers.push((n.to_string(), v.to_string()));
+            }
+        }
+        let sig = &headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("DKIM-Signature"))
+            .expect("a DKIM-Signature")
+            .1;
+        let tags: std::collections::HashMap<String, String> = sig
+            .replace("\r\n", "")
+            .split(';')
+            .filter_map(|t| t.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.trim().to_string(),
+                    v.chars().filter(|c| !c.is_whitespace()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(tags["a"], "ed25519-sha256");
+        assert_eq!(tags["c"], "relaxed/relaxed");
+        assert_eq!(
+            (tags["d"].as_str(), tags["s"].as_str()),
+            ("example.com", "nurture1")
+        );
+        let bh = BASE64.encode(sha2::Sha256::digest(relaxed_body(body).as_bytes()));
+        assert_eq!(tags["bh"], bh, "body hash");
+        let h: Vec<String> = tags["h"].split(':').map(str::to_string).collect();
+        let mut data = String::new();
+        for name in &h {
+            if let Some((n, v)) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                data.push_str(&relaxed_header(n, v));
+                data.push_str("\r\n");
+            }
+        }
+        // The signature header itself, with b= empty, without CRLF: cut
+        // after the `b=` of the tag whose name is `b` (not `bh`).
+        let mut b_at = None;
+        let mut offset = 0;
+        for seg in sig.split(';') {
+            let lead = seg.len() - seg.trim_start().len();
+            if seg.trim_start().starts_with("b=") {
+                b_at = Some(offset + lead);
+            }
+            offset += seg.len() + 1;
+        }
+        let b_at = b_at.expect("a b= tag");
+        let unsigned = format!("{}b=", &sig[..b_at]);
+        data.push_str(&relaxed_header("DKIM-Signature", &unsigned));
+        let digest = sha2::Sha256::digest(data.as_bytes());
+        let signature = BASE64.decode(tags["b"].as_bytes()).unwrap();
+        let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+        public
+            .verify_strict(&digest, &signature)
+            .expect("the DKIM signature verifies");
+        h
+    }
+
+    #[test]
+    fn dkim_signs_over_both_list_unsubscribe_headers() {
+        let seed = BASE64.encode(ED25519_SEED);
+        let ch = channel_with(Some(DkimSettings {
+            domain: "example.com".into(),
+            selector: "nurture1".into(),
+            private_key: seed,
+            algorithm: DkimAlgorithm::Ed25519,
+        }));
+        let m = ch
+            .build_message(&out("ann@example.org", "Hello  there"), SystemTime::now())
+            .unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+        let public = ed25519_dalek::SigningKey::from_bytes(&ED25519_SEED).verifying_key();
+        let h = verify_dkim(&raw, &public);
+        for needed in [
+            "from",
+            "list-unsubscribe",
+            "list-unsubscribe-post",
+            "subject",
+            "date",
+        ] {
+            assert!(h.iter().any(|x| x == needed), "h= lacks {needed}: {h:?}");
+        }
+        // A changed List-Unsubscribe-Post breaks it.
+        let tampered = raw.replace(
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            "List-Unsubscribe-Post: List-Unsubscribe=Other",
+        );
+        let r = std::panic::catch_unwind(|| verify_dkim(&tampered, &public));
+        assert!(r.is_err(), "the signature covers List-Unsubscribe-Post");
+        // Without dkim: no signature (the relay's job).
+        let plain = channel()
+            .build_message(&out("ann@example.org", "x"), SystemTime::now())
+            .unwrap();
+        assert!(
+            !String::from_utf8(plain.formatted())
+                .unwrap()
+                .contains("DKIM-Signature")
+        );
     }
 
     #[test]

@@ -165,6 +165,10 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         Delivery::Permanent { reason } => Err(Failure::Input(format!(
             "refused (the daemon would dead-letter it): {reason}"
         ))),
+        Delivery::Wait { reason, after } => Err(Failure::Other(anyhow::anyhow!(
+            "not sent (the daemon would wait {}s, without using up an attempt): {reason}",
+            after.as_secs()
+        ))),
         Delivery::Retry { reason, after } => {
             let when = after
                 .map(|a| format!(" after {}s", a.as_secs()))

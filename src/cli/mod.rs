@@ -14,6 +14,7 @@ pub mod run;
 pub mod schema;
 pub mod status;
 pub mod validate;
+pub mod wecom;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +57,9 @@ pub enum Command {
     Enroll(enroll::EnrollArgs),
     /// Lift the blast guard's pause of a workflow: its held enrollments run.
     Resume(enroll::ResumeArgs),
+    /// WeCom: `wecom sync-relationships` reads every salesperson's customer relationships.
+    #[command(subcommand)]
+    Wecom(wecom::WecomCommand),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -118,6 +122,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::History(args) => history::run(&cli.config, args).await,
         Command::Enroll(args) => enroll::enroll(&cli.config, args).await,
         Command::Resume(args) => enroll::resume(&cli.config, args).await,
+        Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
     }
 }
 

@@ -76,6 +76,16 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
             crate::diagnostics::sort(&mut diags);
         }
     }
+    // Warnings: printed, not counted as problems.
+    if let Some(settings) = &report.settings {
+        let file = settings
+            .file
+            .clone()
+            .unwrap_or_else(|| config.to_path_buf());
+        for (pos, w) in one_click_warnings(settings) {
+            eprintln!("{}:{}:{}: warning: {w}", file.display(), pos.line, pos.col);
+        }
+    }
     if !diags.is_empty() {
         eprint_report(&diags);
         return Err(Failure::Reported);
@@ -119,4 +129,32 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
     }
     println!("{line}");
     Ok(())
+}
+
+/// RFC 8058 §4: receivers offer one-click unsubscribe only when a DKIM
+/// signature covers both List-Unsubscribe and List-Unsubscribe-Post, which
+/// the common relays' default header lists do not. Every email an `smtp`
+/// channel sends to a contact carries them, so a channel with neither
+/// `dkim:` (nurture signs) nor `relay_signs_list_unsubscribe: true` (the
+/// operator set the relay up, see the README) gets a warning.
+pub fn one_click_warnings(
+    settings: &crate::settings::Settings,
+) -> Vec<(crate::diagnostics::Pos, String)> {
+    settings
+        .channels
+        .values()
+        .filter(|c| c.kind == crate::settings::ChannelKind::Smtp)
+        .filter(|c| {
+            !c.options.contains_key("dkim.domain")
+                && c.options
+                    .get("relay_signs_list_unsubscribe")
+                    .is_none_or(|v| v.value != "true")
+        })
+        .map(|c| {
+            (c.pos, format!(
+                "channel \"{}\": no DKIM signature is known to cover List-Unsubscribe and List-Unsubscribe-Post, so receivers will not offer one-click unsubscribe (RFC 8058); set dkim: {{ domain, selector, private_key_env }}, or configure the relay to sign both headers and set relay_signs_list_unsubscribe: true",
+                c.name
+            ))
+        })
+        .collect()
 }

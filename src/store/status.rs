@@ -431,7 +431,12 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
 
     let rows = sqlx::query(
         "SELECT id, workflow, enrollment_id, step_id, channel, recipient, subject, body, status, \
-                attempts, next_attempt_at, created_at, sent_at, provider_id, last_error, rowid \
+                attempts, next_attempt_at, created_at, sent_at, provider_id, \
+                -- A WeCom task still waiting for its outcome: who sent it and
+                -- why (a mass message from a follow-user who is not the owner).
+                coalesce(last_error, (SELECT t.detail FROM wecom_tasks t \
+                                       WHERE t.message_id = outbox.id AND t.status = 'pending')), \
+                rowid \
            FROM outbox WHERE contact_id = $1 ORDER BY created_at, rowid",
     )
     .bind(id)

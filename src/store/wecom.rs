@@ -12,14 +12,19 @@ use sqlx::AnyConnection;
 use super::contacts::{ContactInput, Upserted, write_rows};
 use super::{Dialect, Store, StoreError, to_ms};
 
+pub mod relationships;
 pub mod tags;
+
+use relationships::FollowUser;
 
 /// Contact attributes the callback keeps.
 pub const ATTR_STAFF: &str = "wecom_staff_userid";
 pub const ATTR_STATE: &str = "wecom_state";
 pub const ATTR_DELETED_BY: &str = "wecom_deleted_by";
 
-/// Event names recorded for deleted relationships.
+/// Event names recorded for deleted relationships: `del_external_contact`
+/// (the staff member deleted the customer) and `del_follow_user` (the
+/// customer deleted the staff member).
 pub const EVENT_CONTACT_DELETED: &str = "wecom_contact_deleted";
 pub const EVENT_FOLLOW_USER_DELETED: &str = "wecom_follow_user_deleted";
 
@@ -40,9 +45,10 @@ pub struct CallbackKey {
 /// Who ended a WeCom relationship.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeletedBy {
-    /// `del_external_contact`: the customer deleted the staff member.
+    /// `del_follow_user`: the customer deleted the staff member.
     Customer,
-    /// `del_follow_user`: the staff member deleted the customer.
+    /// `del_external_contact`: the staff member deleted the customer (with
+    /// `Source=DELETE_BY_TRANSFER` when a transfer moved the customer).
     Staff,
 }
 
@@ -157,6 +163,7 @@ impl Store {
                     owner.as_deref(),
                     state.as_deref(),
                     welcome_code.as_deref(),
+                    to_ms(at),
                     to_ms(now),
                 )
                 .await?
@@ -280,8 +287,18 @@ async fn added(
     owner: Option<&str>,
     state: Option<&str>,
     welcome_code: Option<&str>,
+    at: i64,
     now: i64,
 ) -> Result<Applied, StoreError> {
+    // The relationship stands (again), whether or not nurture knows the
+    // customer as a contact yet.
+    let follow = FollowUser {
+        userid: staff_userid.to_string(),
+        added_at: Some(at),
+        state: state.map(str::to_string),
+        remark: None,
+    };
+    relationships::stands(conn, external_userid, &follow, "callback", now).await?;
     let existing = find_contact(conn, external_userid).await?;
     let id = existing
         .clone()
@@ -355,22 +372,41 @@ async fn deleted(
     at: i64,
     now: i64,
 ) -> Result<Applied, StoreError> {
+    // `Source` only comes with del_external_contact: DELETE_BY_TRANSFER
+    // means a transfer moved the customer to another member.
+    let transfer = by == DeletedBy::Staff && source == Some("DELETE_BY_TRANSFER");
+    let ended_by = if transfer {
+        relationships::ENDED_BY_TRANSFER
+    } else {
+        by.as_str()
+    };
+    relationships::ended(
+        conn,
+        external_userid,
+        staff_userid,
+        ended_by,
+        at,
+        "callback",
+        now,
+    )
+    .await?;
     let Some(id) = find_contact(conn, external_userid).await? else {
         return Ok(applied(None, "unknown_contact", false));
     };
-    let (last_active, attrs): (Option<i64>, String) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT last_active_at, attrs FROM contacts WHERE id = $1{}",
+    let last_active: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT last_active_at FROM contacts WHERE id = $1{}",
         dialect.for_update()
     )))
     .bind(&id)
     .fetch_one(&mut *conn)
     .await?;
-    let (name, mut props) = match by {
-        DeletedBy::Customer => (EVENT_CONTACT_DELETED, Map::new()),
-        DeletedBy::Staff => (EVENT_FOLLOW_USER_DELETED, Map::new()),
+    let name = match by {
+        DeletedBy::Staff => EVENT_CONTACT_DELETED,
+        DeletedBy::Customer => EVENT_FOLLOW_USER_DELETED,
     };
+    let mut props = Map::new();
     props.insert("user_id".into(), Value::from(staff_userid));
-    if by == DeletedBy::Customer {
+    if by == DeletedBy::Staff {
         props.insert(
             "source".into(),
             source.map(Value::from).unwrap_or(Value::Null),
@@ -392,32 +428,19 @@ async fn deleted(
         .execute(&mut *conn)
         .await?;
 
-    let transfer = source == Some("DELETE_BY_TRANSFER");
-    // Mark the contact unreachable on WeCom only when the relationship that
-    // ended is the one nurture knows (the latest add, or none recorded): a
-    // customer may still be a friend of another staff member, and a
-    // transfer moves the relationship rather than ending it.
-    let current_staff = serde_json::from_str::<Map<String, Value>>(&attrs)
-        .ok()
-        .and_then(|m| {
-            m.get(ATTR_STAFF)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-    let current = current_staff.as_deref().is_none_or(|s| s == staff_userid);
+    // The contact is unreachable on WeCom once no relationship stands (a
+    // customer may still be a friend of another member; a transfer moves
+    // the relationship rather than ending it).
+    relationships::refresh_reachability(conn, dialect, external_userid, now).await?;
+    let marked: String = sqlx::query_scalar("SELECT attrs FROM contacts WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let marked = serde_json::from_str::<Map<String, Value>>(&marked)
+        .is_ok_and(|m| m.contains_key(ATTR_DELETED_BY));
     let outcome = if transfer {
         "deleted_by_transfer".to_string()
-    } else if current {
-        // The attributes were read (and, on PostgreSQL, locked) above; the
-        // merge is done here so the SQL is the same on both databases.
-        let mut merged = serde_json::from_str::<Map<String, Value>>(&attrs).unwrap_or_default();
-        merged.insert(ATTR_DELETED_BY.into(), Value::from(by.as_str()));
-        sqlx::query("UPDATE contacts SET attrs = $1, updated_at = $2 WHERE id = $3")
-            .bind(Value::Object(merged).to_string())
-            .bind(now)
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
+    } else if marked {
         format!("deleted_by_{}", by.as_str())
     } else {
         format!("deleted_by_{}_other_staff", by.as_str())
@@ -552,11 +575,12 @@ mod tests {
         )
         .await
         .unwrap();
-        // Another staff member's relationship ended: recorded, not marked.
+        // The customer deleted another staff member: recorded, not marked
+        // (the relationship with zhangsan stands).
         let other = ContactChange::Deleted {
             external_userid: "wmB".into(),
             staff_userid: "wangwu".into(),
-            by: DeletedBy::Staff,
+            by: DeletedBy::Customer,
             source: None,
         };
         let o = s
@@ -569,11 +593,13 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(o.outcome, "deleted_by_staff_other_staff");
+        assert_eq!(o.outcome, "deleted_by_customer_other_staff");
+        // zhangsan deleted the customer (del_external_contact): no
+        // relationship stands any more.
         let del = ContactChange::Deleted {
             external_userid: "wmB".into(),
             staff_userid: "zhangsan".into(),
-            by: DeletedBy::Customer,
+            by: DeletedBy::Staff,
             source: None,
         };
         let k = key("del_external_contact", "zhangsan", "wmB", "200");
@@ -581,9 +607,9 @@ mod tests {
             .apply_wecom_callback(&k, &Value::Null, &del, t(10), t(10))
             .await
             .unwrap();
-        assert_eq!(d.outcome, "deleted_by_customer");
+        assert_eq!(d.outcome, "deleted_by_staff");
         let c = s.contact("wmB").await.unwrap().unwrap();
-        assert_eq!(c.attrs.get(ATTR_DELETED_BY), Some(&Value::from("customer")));
+        assert_eq!(c.attrs.get(ATTR_DELETED_BY), Some(&Value::from("staff")));
         assert_eq!(c.last_active_at, None);
         assert_eq!(
             count(&s, "SELECT count(*) FROM events WHERE name = 'wecom_contact_deleted' AND json_extract(properties, '$.user_id') = 'zhangsan'").await,
@@ -604,7 +630,7 @@ mod tests {
                 &ContactChange::Deleted {
                     external_userid: "nobody".into(),
                     staff_userid: "zhangsan".into(),
-                    by: DeletedBy::Customer,
+                    by: DeletedBy::Staff,
                     source: None,
                 },
                 t(20),
@@ -631,7 +657,7 @@ mod tests {
                 &ContactChange::Deleted {
                     external_userid: "wmC".into(),
                     staff_userid: "zhangsan".into(),
-                    by: DeletedBy::Customer,
+                    by: DeletedBy::Staff,
                     source: Some("DELETE_BY_TRANSFER".into()),
                 },
                 t(50),

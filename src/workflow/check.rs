@@ -98,6 +98,74 @@ fn template_error_line(e: &TemplateError) -> Option<u32> {
 }
 
 /// Adds a did-you-mean to a missing `contact.X` variable.
+/// Longest value of one Aliyun SMS template variable, in characters
+/// (Aliyun refuses longer ones with `isv.PARAM_LENGTH_LIMIT`).
+pub const SMS_PARAM_MAX_CHARS: usize = 35;
+
+/// Whether `v` looks like it carries a link (Aliyun refuses links in
+/// variables with `isv.PARAM_NOT_SUPPORT_URL`: they belong in the reviewed
+/// template text).
+pub fn has_url(v: &str) -> bool {
+    let l = v.to_lowercase();
+    l.contains("://") || l.contains("www.")
+}
+
+/// A send on an `aliyun_sms` channel: Aliyun sends only reviewed, fixed
+/// templates with short variables, so the template maps named values into
+/// them with `params:` (each rendered for the sample contact: at most
+/// [`SMS_PARAM_MAX_CHARS`] characters, no link).
+fn check_sms_params(cx: &CheckContext, wf: &Workflow, send: &SendStep, out: &mut Vec<Diagnostic>) {
+    let is_aliyun = cx
+        .settings
+        .channels
+        .get(&send.channel.value)
+        .is_some_and(|c| c.kind == crate::settings::ChannelKind::AliyunSms);
+    let t = &send.template;
+    if !is_aliyun || !cx.templates.contains(t) {
+        return;
+    }
+    let file = &wf.file;
+    if cx.templates.param_names(t).is_empty() {
+        out.push(
+            Diagnostic::new(
+                file,
+                t.pos,
+                format!(
+                    "template \"{}\" is sent on the aliyun_sms channel \"{}\" but has no params:",
+                    t.value, send.channel.value
+                ),
+            )
+            .with_suggestion(
+                "Aliyun sends only its reviewed, fixed template text with short variables: map them in the template's front matter, e.g. `params: { name: \"{{contact.name}}\", city: \"{{default contact.city \\\"全国\\\"}}\" }`",
+            ),
+        );
+        return;
+    }
+    let Ok(r) = cx.templates.render(t, &sample_context(cx, &wf.name)) else {
+        // Reported where the template is rendered.
+        return;
+    };
+    for (name, v) in &r.params {
+        let n = v.chars().count();
+        let problem = if n > SMS_PARAM_MAX_CHARS {
+            Some(format!(
+                "is {n} characters for a sample contact; Aliyun takes at most {SMS_PARAM_MAX_CHARS} per variable (isv.PARAM_LENGTH_LIMIT)"
+            ))
+        } else if has_url(v) {
+            Some("holds a link; Aliyun refuses links in variables (isv.PARAM_NOT_SUPPORT_URL): put it in the reviewed template text".to_string())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            out.push(Diagnostic::new(
+                file,
+                t.pos,
+                format!("template \"{}\": param \"{name}\" {p}", t.value),
+            ));
+        }
+    }
+}
+
 fn render_diag(cx: &CheckContext, d: Diagnostic, e: &TemplateError) -> Diagnostic {
     if let TemplateError::MissingVariable { var: Some(var), .. } = e
         && let Some(field) = var.strip_prefix("contact.")
@@ -143,6 +211,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
         match &step.action {
             StepAction::Send(send) => {
                 check_channel(file, &send.channel, &channels, out);
+                check_sms_params(cx, wf, send, out);
                 let t = &send.template;
                 if t.value.is_empty() {
                     // Missing in the file: reported by the loader.

@@ -11,6 +11,30 @@
 //!   issued, 42001 for one it expired ([`WecomHandle::expire_tokens`]);
 //! - required body fields per path (40063 when one is missing) and welcome
 //!   codes used once (41051 the second time).
+//! - **friendships** (reference §1.2, §1.5): a customer is a friend of the
+//!   members set with [`WecomHandle::befriend`] / [`WecomHandle::set_follow_user`].
+//!   `add_msg_template` from a sender who is a friend of none of the task's
+//!   customers is refused with 41048 ("no sendable customer"); a customer in
+//!   a task who is not the sender's friend gets status 2 in
+//!   `get_groupmsg_send_result`. `transfer_customer` refuses per customer:
+//!   40131 when the handover member is not a follow-user, 40130 when handover
+//!   and takeover are the same member, 40129 while an earlier transfer of the
+//!   customer waits, 40128 after 2 transfers in 90 days. A transfer reported
+//!   done ([`WecomHandle::set_transfer_status`] 1) moves the friendship from
+//!   the handover to the takeover member.
+//! - result APIs: `get_groupmsg_send_result` answers 41063 ("still being
+//!   dispatched") for the first [`WecomHandle::set_dispatching`] asks about a
+//!   new task, and 40058 for a msgid it never issued.
+//! - `batch/get_by_user` (`userid_list` of 1–100 members, `limit` ≤ 100,
+//!   paged with `next_cursor`): every relationship of those members.
+//! - `message/send`: the recipients must be members of the fake's directory
+//!   ([`WecomHandle::add_member`]; WeCom userids are case-insensitive), else
+//!   they come back in `invaliduser` **lower-cased**; members without a
+//!   licence ([`WecomHandle::set_unlicensed`]) in `unlicenseduser`; 81013 when
+//!   no recipient is valid. Per member, at most 30 notices a minute and 1,000
+//!   an hour are delivered: the excess is **silently dropped** (errcode 0),
+//!   as WeCom does; [`WecomHandle::notices_delivered`] /
+//!   [`WecomHandle::notices_dropped`] tell them apart.
 //! - `GET /cgi-bin/externalcontact/get?external_userid=[&cursor=]` (a GET,
 //!   token checked the same way): the customer's `follow_user` entries as set
 //!   with [`WecomHandle::set_follow_user`] (84061 for a customer without
@@ -50,6 +74,7 @@ pub const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer";
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
 pub const EXTERNALCONTACT_GET: &str = "/cgi-bin/externalcontact/get";
+pub const BATCH_GET_BY_USER: &str = "/cgi-bin/externalcontact/batch/get_by_user";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -107,12 +132,16 @@ struct State {
     expires_in: i64,
     /// add_msg_template tasks: msgid → (sender, external_userids).
     tasks: HashMap<String, (String, Vec<String>)>,
+    /// (msgid, external_userid) of task customers who were not the sender's
+    /// friend when the task was created (status 2).
+    not_friends: HashSet<(String, String)>,
     /// get_groupmsg_send_result status per external_userid (default 0).
     send_status: HashMap<String, i64>,
     /// Welcome codes already used.
     used_codes: HashSet<String>,
-    /// transfer_customer calls: (handover, takeover, external_userid).
-    transfers: Vec<(String, String, String)>,
+    /// transfer_customer calls accepted: (handover, takeover,
+    /// external_userid, when).
+    transfers: Vec<(String, String, String, Instant)>,
     /// transfer_result status per external_userid (default 2 waiting).
     transfer_status: HashMap<String, i64>,
     /// externalcontact/get: external_userid → follow_user entries.
@@ -121,7 +150,27 @@ struct State {
     follow_user_page: usize,
     /// How long externalcontact/get takes to answer.
     get_delay: Option<Duration>,
+    /// `createtime` of the next relationship set up (grows, so the latest
+    /// friend is the one added last).
+    next_createtime: i64,
+    /// get_groupmsg_send_result answers 41063 this many times per new task.
+    dispatching: u32,
+    /// msgid → asks answered 41063 so far.
+    dispatch_asks: HashMap<String, u32>,
+    /// message/send: members (lower-cased) and those without a licence.
+    members: HashSet<String>,
+    unlicensed: HashSet<String>,
+    /// message/send: per member (lower-cased), when a notice was delivered /
+    /// how many were dropped by the pacing.
+    notices: HashMap<String, Vec<Instant>>,
+    dropped: HashMap<String, usize>,
 }
+
+/// Staff members the fake's directory has from the start.
+pub const MEMBERS: &[&str] = &["wangfang", "lilei", "chenjie", "zhangsan", "lisi", "wangwu"];
+/// WeCom's per-member app message limits (reference §1.4).
+pub const NOTICES_PER_MINUTE: usize = 30;
+pub const NOTICES_PER_HOUR: usize = 1_000;
 
 /// Starts fakes.
 pub struct WecomFake;
@@ -139,6 +188,8 @@ impl WecomFake {
             corp_id: corp_id.into(),
             secret: secret.into(),
             expires_in: 7200,
+            next_createtime: 1_700_000_000,
+            members: MEMBERS.iter().map(|m| m.to_string()).collect(),
             ..State::default()
         }));
         let handle = WecomHandle {
@@ -258,9 +309,22 @@ impl WecomHandle {
 
     /// What `transfer_result` reports for `external_userid` (1 done,
     /// 2 waiting, 3 refused, 4 takeover at its limit, 5 no record).
+    /// Status 1 also moves the customer's friendship from the handover
+    /// member of its latest transfer to the takeover member.
     pub fn set_transfer_status(&self, external_userid: &str, status: i64) {
-        let mut st = self.state.lock().unwrap();
-        st.transfer_status.insert(external_userid.into(), status);
+        let moved = {
+            let mut st = self.state.lock().unwrap();
+            st.transfer_status.insert(external_userid.into(), status);
+            st.transfers
+                .iter()
+                .rev()
+                .find(|(_, _, e, _)| e == external_userid)
+                .map(|(f, t, _, _)| (f.clone(), t.clone()))
+        };
+        if let (1, Some((from, to))) = (status, moved) {
+            self.unfriend(external_userid, &from);
+            self.befriend(external_userid, &to);
+        }
     }
 
     /// The relationship of staff member `userid` with `external_userid`, as
@@ -279,12 +343,73 @@ impl WecomHandle {
                 t
             })
             .collect();
-        let entry = json!({"userid": userid, "remark": "", "description": "",
-                           "createtime": 1_700_000_000, "tags": tags, "add_way": 1});
         let mut st = self.state.lock().unwrap();
+        st.next_createtime += 1;
+        let entry = json!({"userid": userid, "remark": "", "description": "",
+                           "createtime": st.next_createtime, "tags": tags, "add_way": 1});
         let list = st.follow_users.entry(external_userid.into()).or_default();
         list.retain(|e| e["userid"] != userid);
         list.push(entry);
+    }
+
+    /// Makes `external_userid` a friend of staff member `userid` (a
+    /// relationship without tags; one already there is kept as it is).
+    pub fn befriend(&self, external_userid: &str, userid: &str) {
+        let known = {
+            let st = self.state.lock().unwrap();
+            st.follow_users
+                .get(external_userid)
+                .is_some_and(|l| l.iter().any(|e| e["userid"] == userid))
+        };
+        if !known {
+            self.set_follow_user(external_userid, userid, &[]);
+        }
+    }
+
+    /// Ends the relationship of `userid` with `external_userid`.
+    pub fn unfriend(&self, external_userid: &str, userid: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(l) = st.follow_users.get_mut(external_userid) {
+            l.retain(|e| e["userid"] != userid);
+        }
+    }
+
+    /// The members `external_userid` is a friend of.
+    pub fn friends_of(&self, external_userid: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        friends(&st, external_userid)
+    }
+
+    /// get_groupmsg_send_result answers 41063 ("still dispatching") the first
+    /// `n` times it is asked about each new task.
+    pub fn set_dispatching(&self, n: u32) {
+        self.state.lock().unwrap().dispatching = n;
+    }
+
+    /// Adds a member to the directory message/send delivers to.
+    pub fn add_member(&self, userid: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.members.insert(userid.to_lowercase());
+    }
+
+    /// A member without an account licence: message/send lists them in
+    /// `unlicenseduser` and does not deliver.
+    pub fn set_unlicensed(&self, userid: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.unlicensed.insert(userid.to_lowercase());
+    }
+
+    /// Notices message/send delivered to `userid`.
+    pub fn notices_delivered(&self, userid: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.notices.get(&userid.to_lowercase()).map_or(0, Vec::len)
+    }
+
+    /// Notices to `userid` that message/send accepted but dropped (over 30 a
+    /// minute or 1,000 an hour).
+    pub fn notices_dropped(&self, userid: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.dropped.get(&userid.to_lowercase()).copied().unwrap_or(0)
     }
 
     /// Pages externalcontact/get's `follow_user` by `n` entries (0: no paging).
@@ -403,6 +528,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         MESSAGE_SEND,
         TRANSFER_CUSTOMER,
         TRANSFER_RESULT,
+        BATCH_GET_BY_USER,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -441,8 +567,21 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             if !text(b) {
                 return Answer::errcode(44004, "empty content");
             }
+            // Only a member the customer is a friend of can send to them;
+            // a task in which nobody can be sent to is refused.
+            if !ids
+                .iter()
+                .any(|e| friends(st, e).iter().any(|f| f == sender))
+            {
+                return Answer::errcode(41048, "no sendable customer");
+            }
             st.next_id += 1;
             let msgid = format!("msg{}", st.next_id);
+            for e in &ids {
+                if !friends(st, e).iter().any(|f| f == sender) {
+                    st.not_friends.insert((msgid.clone(), e.clone()));
+                }
+            }
             st.tasks.insert(msgid.clone(), (sender.to_string(), ids));
             Answer::Json(json!({"errcode": 0, "errmsg": "ok", "fail_list": [], "msgid": msgid}))
         }
@@ -453,16 +592,25 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             let Some(userid) = b["userid"].as_str() else {
                 return missing("userid");
             };
-            let Some((sender, ids)) = st.tasks.get(msgid) else {
-                return Answer::errcode(41063, "msgid not found");
+            let Some((sender, ids)) = st.tasks.get(msgid).cloned() else {
+                return Answer::errcode(40058, "invalid msgid");
             };
+            let asked = st.dispatch_asks.entry(msgid.to_string()).or_insert(0);
+            if *asked < st.dispatching {
+                *asked += 1;
+                return Answer::errcode(41063, "群发消息正在被派发中，请稍后再试");
+            }
             if sender != userid {
                 return Answer::Json(json!({"errcode": 0, "errmsg": "ok", "send_list": []}));
             }
             let list: Vec<Value> = ids
                 .iter()
                 .map(|e| {
-                    let status = st.send_status.get(e).copied().unwrap_or(0);
+                    let status = if st.not_friends.contains(&(msgid.to_string(), e.clone())) {
+                        2
+                    } else {
+                        st.send_status.get(e).copied().unwrap_or(0)
+                    };
                     json!({"external_userid": e, "userid": userid, "status": status,
                            "send_time": if status == 1 { 1_700_000_000 } else { 0 }})
                 })
@@ -496,9 +644,46 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             if !text(b) {
                 return Answer::errcode(44004, "empty content");
             }
-            let _ = to;
+            // Userids are case-insensitive; WeCom answers the invalid ones
+            // lower-cased.
+            let mut invalid = Vec::new();
+            let mut unlicensed = Vec::new();
+            let mut valid = Vec::new();
+            for u in to.split('|').filter(|u| !u.is_empty()) {
+                let lower = u.to_lowercase();
+                if !st.members.contains(&lower) {
+                    invalid.push(lower);
+                } else if st.unlicensed.contains(&lower) {
+                    unlicensed.push(lower);
+                } else {
+                    valid.push(lower);
+                }
+            }
+            if valid.is_empty() && unlicensed.is_empty() {
+                return Answer::errcode(81013, "user & party & tag all invalid");
+            }
+            let now = Instant::now();
+            for u in valid {
+                // Over 30 a minute or 1,000 an hour: accepted, never shown.
+                let sent = st.notices.entry(u.clone()).or_default();
+                let minute = sent
+                    .iter()
+                    .filter(|t| now.duration_since(**t) < Duration::from_secs(60))
+                    .count();
+                let hour = sent
+                    .iter()
+                    .filter(|t| now.duration_since(**t) < Duration::from_secs(3_600))
+                    .count();
+                if minute >= NOTICES_PER_MINUTE || hour >= NOTICES_PER_HOUR {
+                    *st.dropped.entry(u).or_default() += 1;
+                } else {
+                    sent.push(now);
+                }
+            }
             st.next_id += 1;
-            Answer::Json(json!({"errcode": 0, "errmsg": "ok", "invaliduser": "",
+            Answer::Json(json!({"errcode": 0, "errmsg": "ok",
+                                "invaliduser": invalid.join("|"),
+                                "unlicenseduser": unlicensed.join("|"),
                                 "msgid": format!("notice{}", st.next_id)}))
         }
         TRANSFER_CUSTOMER => {
@@ -511,11 +696,82 @@ fn decide(st: &mut State, call: &Call) -> Answer {
                 return missing("external_userid");
             };
             let mut customers = Vec::new();
+            let now = Instant::now();
             for id in ids.iter().filter_map(Value::as_str) {
-                st.transfers.push((from.into(), to.into(), id.into()));
-                customers.push(json!({"external_userid": id, "errcode": 0}));
+                let earlier: Vec<&(String, String, String, Instant)> =
+                    st.transfers.iter().filter(|t| t.2 == id).collect();
+                let waiting = earlier
+                    .last()
+                    .is_some_and(|_| st.transfer_status.get(id).copied().unwrap_or(2) == 2);
+                let recent = earlier
+                    .iter()
+                    .filter(|t| now.duration_since(t.3) < Duration::from_secs(90 * 86_400))
+                    .count();
+                let code = if from == to {
+                    40130
+                } else if !friends(st, id).iter().any(|f| f == from) {
+                    40131
+                } else if waiting {
+                    40129
+                } else if recent >= 2 {
+                    40128
+                } else {
+                    0
+                };
+                if code == 0 {
+                    st.transfers.push((from.into(), to.into(), id.into(), now));
+                    st.transfer_status.remove(id);
+                }
+                customers.push(json!({"external_userid": id, "errcode": code}));
             }
             Answer::Json(json!({"errcode": 0, "errmsg": "ok", "customer": customers}))
+        }
+        BATCH_GET_BY_USER => {
+            // userid_list: 1..=100 members; limit: at most 100 (default 50);
+            // the cursor is the one it handed out.
+            let Some(users) = b["userid_list"].as_array().filter(|l| !l.is_empty()) else {
+                return missing("userid_list");
+            };
+            if users.len() > 100 {
+                return Answer::errcode(40058, "userid_list exceeds 100");
+            }
+            let users: Vec<&str> = users.iter().filter_map(Value::as_str).collect();
+            let limit = match b.get("limit").and_then(Value::as_u64) {
+                None => 50,
+                Some(l) if (1..=100).contains(&l) => l as usize,
+                Some(_) => return Answer::errcode(40058, "invalid limit"),
+            };
+            let start: usize = match b["cursor"].as_str().filter(|c| !c.is_empty()) {
+                None => 0,
+                Some(c) => match c.strip_prefix("b").and_then(|n| n.parse().ok()) {
+                    Some(n) => n,
+                    None => return missing("cursor"),
+                },
+            };
+            let mut all: Vec<Value> = Vec::new();
+            let mut exts: Vec<&String> = st.follow_users.keys().collect();
+            exts.sort();
+            for ext in exts {
+                for f in &st.follow_users[ext] {
+                    if users.iter().any(|u| f["userid"] == *u) {
+                        all.push(json!({
+                            "external_contact": {"external_userid": ext, "name": "Customer", "type": 1},
+                            "follow_info": {"userid": f["userid"], "remark": f["remark"],
+                                            "createtime": f["createtime"], "state": f.get("state").cloned().unwrap_or(json!("")),
+                                            "tag_id": []},
+                        }));
+                    }
+                }
+            }
+            let end = (start + limit).min(all.len());
+            let next = if end < all.len() {
+                format!("b{end}")
+            } else {
+                String::new()
+            };
+            Answer::Json(json!({"errcode": 0, "errmsg": "ok",
+                                "external_contact_list": all.get(start..end).unwrap_or_default(),
+                                "next_cursor": next}))
         }
         TRANSFER_RESULT => {
             let (Some(from), Some(to)) =
@@ -526,8 +782,8 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             let customers: Vec<Value> = st
                 .transfers
                 .iter()
-                .filter(|(f, t, _)| f == from && t == to)
-                .map(|(_, _, id)| {
+                .filter(|(f, t, _, _)| f == from && t == to)
+                .map(|(_, _, id, _)| {
                     let status = st.transfer_status.get(id).copied().unwrap_or(2);
                     json!({"external_userid": id, "status": status,
                            "takeover_time": if status == 1 { 1_700_000_000 } else { 0 }})
@@ -539,6 +795,18 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         }
         _ => Answer::Status(404),
     }
+}
+
+/// The members `external_userid` is a friend of.
+fn friends(st: &State, external_userid: &str) -> Vec<String> {
+    st.follow_users
+        .get(external_userid)
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e["userid"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `GET externalcontact/get`: the customer and its relationships.

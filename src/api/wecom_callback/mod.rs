@@ -37,21 +37,25 @@
 //!   event-log entry is written — by the contacts INSERT trigger for a new
 //!   contact, here for an existing one, so `trigger: contact_created`
 //!   workflows see every add and their entry policy decides whether it
-//!   enters again. `WelcomeCode` goes into `wecom_welcome_codes` (the
+//!   enters again. The relationship (`UserID` × `ExternalUserID`, the
+//!   event's time, `State`) is recorded as standing in
+//!   `wecom_relationships`. `WelcomeCode` goes into `wecom_welcome_codes` (the
 //!   contact's row replaced: received now, unused) in the same transaction,
 //!   and the scheduler is woken, so the welcome message goes out through
 //!   `send_welcome_msg` inside WeCom's 20 s.
-//! - `del_external_contact` (the customer deleted the staff member) and
-//!   `del_follow_user` (the staff member deleted the customer): an event
-//!   `wecom_contact_deleted` `{user_id, source}` / `wecom_follow_user_deleted`
-//!   `{user_id}` on the contact, so `trigger: event` workflows and event
-//!   conditions can react. It is not the customer's engagement, so
-//!   `last_active_at` is left where it was. The attribute `wecom_deleted_by`
-//!   (`customer` | `staff`) marks the contact as no longer reachable on
-//!   WeCom — only when the relationship that ended is the one nurture knows
-//!   (`wecom_staff_userid`, or none recorded) and `Source` is not
-//!   `DELETE_BY_TRANSFER` (a transfer moves the relationship). Unknown
-//!   contacts are only recorded.
+//! - `del_external_contact` (the staff member deleted the customer;
+//!   `Source=DELETE_BY_TRANSFER` when a transfer moved the customer to
+//!   another member) and `del_follow_user` (the customer deleted the staff
+//!   member): an event `wecom_contact_deleted` `{user_id, source}` /
+//!   `wecom_follow_user_deleted` `{user_id}` on the contact, so `trigger:
+//!   event` workflows and event conditions can react. It is not the
+//!   customer's engagement, so `last_active_at` is left where it was. The
+//!   relationship's row in `wecom_relationships` ends (by `staff`,
+//!   `transfer` or `customer`); once no relationship of the customer stands,
+//!   the attribute `wecom_deleted_by` (`staff` | `customer`) marks the
+//!   contact as no longer reachable on WeCom (see
+//!   `store::wecom::relationships`). Unknown contacts are only recorded
+//!   (and their relationship row).
 //! - `edit_external_contact`: touches the contact (`updated_at`) and, when
 //!   `UserID` is present, queues a tag sync. WeCom sends the event when a
 //!   staff member edits a customer's remark, phone or tags, but without the
@@ -447,10 +451,13 @@ impl InnerEvent {
                 ContactChange::Deleted {
                     external_userid: self.external_userid.clone(),
                     staff_userid: self.user_id.clone(),
+                    // del_external_contact: the staff member deleted the
+                    // customer; del_follow_user: the customer deleted the
+                    // staff member (reference §1.7).
                     by: if kind == "del_external_contact" {
-                        DeletedBy::Customer
-                    } else {
                         DeletedBy::Staff
+                    } else {
+                        DeletedBy::Customer
                     },
                     source: self.source.clone(),
                 }

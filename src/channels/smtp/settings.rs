@@ -15,6 +15,12 @@
 //!     unsubscribe_mailto: unsubscribe@example.com # optional
 //!     timeout: 30s              # optional, per SMTP command
 //!     tls_ca_file: relay-ca.pem # optional: also trust this CA (PEM), for a private relay
+//!     dkim:                     # optional: nurture signs (h= covers List-Unsubscribe and -Post)
+//!       domain: example.com     # the From domain or a parent of it
+//!       selector: nurture1      # DNS: nurture1._domainkey.example.com
+//!       private_key_env: DKIM_PRIVATE_KEY   # PKCS#1 PEM (rsa) or base64 seed (ed25519)
+//!       algorithm: rsa          # rsa (default) | ed25519
+//!     relay_signs_list_unsubscribe: true  # instead of dkim: the relay's signature covers both headers
 //! ```
 
 use std::sync::Arc;
@@ -136,7 +142,20 @@ pub fn config(
             Some(pem)
         }
     };
+    let dkim = dkim(cs, env, &from)?;
+    let relay_signs_list_unsubscribe = match option(cs, "relay_signs_list_unsubscribe") {
+        None => false,
+        Some("true") => true,
+        Some("false") => false,
+        Some(v) => {
+            return Err(format!(
+                "relay_signs_list_unsubscribe \"{v}\" must be true or false"
+            ));
+        }
+    };
     Ok(SmtpConfig {
+        dkim,
+        relay_signs_list_unsubscribe,
         channel: cs.name.clone(),
         host: host.to_string(),
         port,
@@ -149,6 +168,65 @@ pub fn config(
         timeout,
         extra_roots_pem,
     })
+}
+
+/// `dkim: { domain, selector, private_key_env, algorithm }`, checked: all
+/// three keys, a key the signer takes, and a domain aligned with `from`
+/// (DMARC passes only when `d=` is the From domain or a parent of it).
+fn dkim(
+    cs: &ChannelSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    from: &Mailbox,
+) -> Result<Option<super::DkimSettings>, String> {
+    let (domain, selector, key_env) = (
+        option(cs, "dkim.domain"),
+        option(cs, "dkim.selector"),
+        option(cs, "dkim.private_key_env"),
+    );
+    let (domain, selector) = match (domain, selector, key_env) {
+        (None, None, None) => return Ok(None),
+        (Some(d), Some(s), Some(_)) => (d.trim().to_lowercase(), s.trim().to_string()),
+        _ => {
+            return Err(
+                "dkim needs domain, selector and private_key_env (e.g. dkim: { domain: example.com, selector: nurture1, private_key_env: DKIM_PRIVATE_KEY })"
+                    .into(),
+            );
+        }
+    };
+    let from_domain = from.email.domain().to_lowercase();
+    if from_domain != domain && !from_domain.ends_with(&format!(".{domain}")) {
+        return Err(format!(
+            "dkim.domain \"{domain}\" is not the from address's domain ({from_domain}) or a parent of it: DMARC would not pass"
+        ));
+    }
+    if selector.is_empty()
+        || !selector
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(format!(
+            "dkim.selector \"{selector}\" must be a DNS label (letters, digits, -)"
+        ));
+    }
+    let algorithm = match option(cs, "dkim.algorithm") {
+        None | Some("rsa") => super::DkimAlgorithm::Rsa,
+        Some("ed25519") => super::DkimAlgorithm::Ed25519,
+        Some(a) => return Err(format!("dkim.algorithm \"{a}\" must be rsa or ed25519")),
+    };
+    let mut private_key = secret_from_env(cs, env, "dkim.private_key_env", "DKIM private key")?;
+    // A PEM in one environment line (docker env files) has `\n` escapes.
+    if private_key.contains("\\n") && !private_key.contains('\n') {
+        private_key = private_key.replace("\\n", "\n");
+    }
+    let d = super::DkimSettings {
+        domain,
+        selector,
+        private_key,
+        algorithm,
+    };
+    // A key the signer cannot read is a settings problem, reported now.
+    super::dkim_config(&d)?;
+    Ok(Some(d))
 }
 
 /// `unsubscribe_url`: an https:// base URL (http:// only for localhost),

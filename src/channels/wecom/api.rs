@@ -87,8 +87,14 @@ pub fn errcode_delivery(path: &str, code: i64, v: &Value) -> Delivery {
     match classify(code) {
         Class::Ok => Delivery::Delivered { provider_id: None },
         Class::Retry { after } => Delivery::Retry { after, reason },
-        Class::Wait(d) => Delivery::Retry {
-            after: Some(d),
+        Class::Wait(d) => Delivery::Wait {
+            after: if code == 45009 {
+                super::errcode::frequency_wait(
+                    v.get("errmsg").and_then(Value::as_str).unwrap_or(""),
+                )
+            } else {
+                d
+            },
             reason,
         },
         Class::RefreshToken => Delivery::Retry {
@@ -309,8 +315,8 @@ mod tests {
             &json!({"errcode": 45009, "errmsg": "api freq out of limit"}),
         );
         match d {
-            Delivery::Retry { after, reason } => {
-                assert!(after.unwrap() >= Duration::from_secs(60));
+            Delivery::Wait { after, reason } => {
+                assert!(after >= Duration::from_secs(60));
                 assert!(reason.contains("45009") && reason.contains("api freq out of limit"));
             }
             other => panic!("{other:?}"),

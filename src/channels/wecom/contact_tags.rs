@@ -56,6 +56,7 @@ use crate::channels::twilio::{excerpt, http_client, read_answer};
 use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
 use crate::store::contacts::check_tag;
+use crate::store::wecom::relationships::FollowUser;
 use crate::store::wecom::tags::{TagSyncRequest, WecomTags};
 use crate::store::{Store, StoreError};
 
@@ -163,7 +164,9 @@ impl TagReader {
             // the settings can be fixed and reloaded, and the edit is worth
             // mirroring then.
             let reason = match e.delivery {
-                Delivery::Retry { reason, .. } | Delivery::Permanent { reason } => reason,
+                Delivery::Retry { reason, .. }
+                | Delivery::Permanent { reason }
+                | Delivery::Wait { reason, .. } => reason,
                 Delivery::Delivered { .. } => "gettoken failed".into(),
             };
             return Err(no_token(reason));
@@ -243,6 +246,32 @@ impl TagReader {
             "wecom: the customer has more relationships than nurture reads; no tag is removed this time");
         Ok(tags.finish(false))
     }
+
+    /// Every relationship WeCom lists for the customer (all pages); an
+    /// empty list when WeCom says there is none (84061). `None` when there
+    /// are more pages than nurture reads.
+    pub async fn follow_users(
+        &self,
+        external_userid: &str,
+    ) -> Result<Option<Vec<FollowUser>>, Delivery> {
+        let mut tags = PageTags::default();
+        let mut cursor = String::new();
+        for _ in 0..MAX_PAGES {
+            let answer = match self.page(external_userid, &cursor).await {
+                Ok(a) => a,
+                Err(Delivery::Permanent { reason }) if reason.contains("errcode 84061") => {
+                    return Ok(Some(Vec::new()));
+                }
+                Err(e) => return Err(e),
+            };
+            tags.add_page(&answer, "");
+            match answer.get("next_cursor").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() && c != cursor => cursor = c.to_string(),
+                _ => return Ok(tags.finish(true).relationships),
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// `errcode` as a number or a numeric string; a missing one is 0.
@@ -286,6 +315,7 @@ fn read_json(status: StatusCode, raw: &[u8]) -> Result<Value, Delivery> {
 pub struct PageTags {
     editor: BTreeSet<String>,
     all: BTreeSet<String>,
+    follow: Vec<FollowUser>,
 }
 
 impl PageTags {
@@ -298,6 +328,9 @@ impl PageTags {
             .map(Vec::as_slice)
             .unwrap_or_default();
         for entry in entries {
+            if let Some(f) = FollowUser::from_json(entry) {
+                self.follow.push(f);
+            }
             let names = tag_names(entry);
             if entry.get("userid").and_then(Value::as_str) == Some(staff) {
                 self.editor.extend(names.iter().cloned());
@@ -310,6 +343,7 @@ impl PageTags {
         WecomTags {
             editor: self.editor,
             all: complete.then_some(self.all),
+            relationships: complete.then_some(self.follow),
         }
     }
 }
@@ -438,6 +472,14 @@ async fn one(
                 again = done.requeued,
                 "wecom tags synced"
             );
+        }
+        Err(Delivery::Wait { after, reason }) => {
+            // A quota window: not a failure of this sync.
+            let next = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+            out.postponed += 1;
+            tracing::info!(channel = %req.channel, contact = %req.contact_id, %reason,
+                retry_in_s = after.as_secs(), "wecom tag sync waits for WeCom's quota window");
+            store.postpone_wecom_tag_sync(req, next, &reason).await?;
         }
         Err(Delivery::Retry { after, reason }) => {
             if req.attempts + 1 >= MAX_ATTEMPTS {

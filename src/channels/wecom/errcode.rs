@@ -10,14 +10,37 @@
 
 use std::time::Duration;
 
-/// How long a 45009 (API frequency limit) waits at least: WeCom blocks the
-/// caller 60 s for a per-minute limit (longer windows come back as 45009
-/// again, and the delivery layer's backoff grows).
+/// How long a 45009 (API frequency limit) waits when WeCom's answer does
+/// not say which window was exceeded: a minute, the shortest (see
+/// [`frequency_wait`]).
 pub const FREQUENCY_WAIT: Duration = Duration::from_secs(60);
-/// How long a 41048 (the customer's mass-message cap) waits: the cap's window
-/// is a day at the shortest; the delivery layer clamps waits to an hour, so
-/// the message is tried again hourly until its attempts run out.
-pub const CAP_WAIT: Duration = Duration::from_secs(3_600);
+
+/// The wait of a 45009, from its `errmsg`: WeCom blocks the caller for the
+/// window that was exceeded (per minute, per hour, per day: reference §1.8),
+/// and says which in the message when it does ("…per hour…", "小时", "天").
+/// Usually it does not (the errmsg is "api freq out of limit", as wechatpy's
+/// and the SDKs' fixtures show): then the message waits a minute and, while
+/// the block lasts, waits again. The delivery layer's wait does not use up
+/// the message's attempts, so a day-long block costs a day, not the message.
+pub fn frequency_wait(errmsg: &str) -> Duration {
+    window_in(errmsg).unwrap_or(FREQUENCY_WAIT)
+}
+
+/// The quota window a provider's message names: minute, hour or day (in
+/// English or Chinese: 分钟 / 小时 / 天, 日). `None` when it names none.
+pub fn window_in(message: &str) -> Option<Duration> {
+    let m = message.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if has(&["day", "daily", "天", "日"]) {
+        Some(Duration::from_secs(86_400))
+    } else if has(&["hour", "小时"]) {
+        Some(Duration::from_secs(3_600))
+    } else if has(&["minute", "分钟"]) {
+        Some(Duration::from_secs(60))
+    } else {
+        None
+    }
+}
 
 /// What an errcode means for the call that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +74,43 @@ pub const CODES: &[(i64, Class, &str)] = &[
         "too many concurrent calls",
     ),
     (
+        // From the result APIs: the task is still being dispatched; ask
+        // again later. Never a final answer.
+        41063,
+        Class::Retry { after: None },
+        "mass message still being dispatched",
+    ),
+    // Not the per-customer cap (that is result status 3): nobody in the task
+    // can be sent to, usually because the sender is not their friend.
+    (
         41048,
-        Class::Wait(CAP_WAIT),
-        "customer's mass-message cap reached",
+        Class::Permanent,
+        "no sendable customer in the task (not a friend of the sender?)",
+    ),
+    (
+        41050,
+        Class::Permanent,
+        "invalid, expired or used welcome code",
+    ),
+    (
+        40128,
+        Class::Permanent,
+        "transfer: the customer was transferred too often (2 per 90 days)",
+    ),
+    (
+        40129,
+        Class::Permanent,
+        "transfer: the customer is already being transferred",
+    ),
+    (
+        40130,
+        Class::Permanent,
+        "transfer: handover and takeover are the same member",
+    ),
+    (
+        40131,
+        Class::Permanent,
+        "transfer: the handover member is not a follow-user of the customer",
     ),
     (40013, Class::Permanent, "invalid corpid"),
     (41001, Class::Permanent, "access_token missing"),
@@ -107,7 +164,13 @@ mod tests {
             (40001, Class::RefreshToken),
             (45009, Class::Wait(Duration::from_secs(60))),
             (45033, Class::Retry { after: None }),
-            (41048, Class::Wait(CAP_WAIT)),
+            (41063, Class::Retry { after: None }),
+            (41048, Class::Permanent),
+            (41050, Class::Permanent),
+            (40128, Class::Permanent),
+            (40129, Class::Permanent),
+            (40130, Class::Permanent),
+            (40131, Class::Permanent),
             (40013, Class::Permanent),
             (41001, Class::Permanent),
             (60020, Class::Permanent),
@@ -137,6 +200,39 @@ mod tests {
             Class::Wait(d) => assert!(d >= Duration::from_secs(60)),
             other => panic!("45009 is {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_frequency_limit_waits_for_the_window_named() {
+        assert_eq!(
+            frequency_wait("api freq out of limit"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            frequency_wait("api freq out of limit, per minute"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            frequency_wait("api freq out of limit: 150000 per hour"),
+            Duration::from_secs(3_600)
+        );
+        assert_eq!(
+            frequency_wait("接口调用超过天级限制"),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            window_in("触发小时级流控Permits:5"),
+            Some(Duration::from_secs(3_600))
+        );
+        assert_eq!(
+            window_in("触发分钟级流控Permits:1"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            window_in("触发天级流控Permits:10"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(window_in("参数异常"), None);
     }
 
     #[test]

@@ -36,10 +36,13 @@ use serde_json::{Value, json};
 
 use super::{Channel, Delivery, Exchange, OutMessage};
 use crate::store::Store;
+use crate::store::wecom::relationships::{self, Relationship};
 
 pub mod api;
 pub mod contact_tags;
 pub mod errcode;
+pub mod follow_sync;
+pub mod pacing;
 pub mod poll;
 pub mod sender;
 pub mod tasks;
@@ -116,14 +119,24 @@ pub struct WecomChannel {
     /// building channels only to check them) every contact send is a mass
     /// task and its outcome is not polled.
     store: Option<Store>,
+    /// Reads a customer's relationships (`externalcontact/get`) when the
+    /// store has none (with the same token cache as `api`).
+    reader: Option<contact_tags::TagReader>,
+    /// Notices per salesperson, held to WeCom's per-member limits.
+    pacing: pacing::Pacing,
 }
 
 impl WecomChannel {
     pub fn new(config: WecomConfig, store: Option<Store>) -> Result<WecomChannel, String> {
         Ok(WecomChannel {
             api: config.api()?,
+            reader: match store {
+                Some(_) => Some(contact_tags::TagReader::new(&config)?),
+                None => None,
+            },
             config,
             store,
+            pacing: pacing::Pacing::default(),
         })
     }
 
@@ -189,11 +202,20 @@ impl WecomChannel {
         let body = json!({ "welcome_code": code, "text": { "content": msg.body } });
         match self.api.post(SEND_WELCOME, &body).await {
             Ok(a) => a.exchange(Delivery::Delivered { provider_id: None }),
+            // 41050: the code is invalid, expired or used (an admin's console
+            // welcome, a chat already started): the message still goes out,
+            // as a mass task the salesperson confirms.
+            Err(e) if is_errcode(&e, 41050) => {
+                tracing::info!(message = %msg.id, "wecom welcome code refused (41050); sending a mass task instead");
+                self.mass_task(msg).await
+            }
             Err(e) => {
                 // WeCom answered "busy": the code was not used, and a retry
                 // may still be inside its 20 s. (After a timeout nobody knows,
                 // so the code stays used and the retry becomes a mass task.)
-                if matches!(e.delivery, Delivery::Retry { .. }) && e.answer.is_some() {
+                if matches!(e.delivery, Delivery::Retry { .. } | Delivery::Wait { .. })
+                    && e.answer.is_some()
+                {
                     release().await;
                 }
                 e
@@ -201,17 +223,13 @@ impl WecomChannel {
         }
     }
 
-    /// `add_msg_template` for one customer, from their salesperson (or,
-    /// during a transfer, from the member the customer is still a friend of).
+    /// `add_msg_template` for one customer, from a member the customer is a
+    /// friend of (see [`sender`]).
     async fn mass_task(&self, msg: &OutMessage) -> Exchange {
-        let owner = match self.sender_of(msg) {
-            Ok(s) => s,
-            Err(reason) => return permanent(&reason),
-        };
         let sender::Sender {
             userid: sender,
             note,
-        } = match self.choose_sender(msg, &owner).await {
+        } = match self.choose_sender(msg).await {
             Ok(s) => s,
             Err(e) => return e,
         };
@@ -223,7 +241,14 @@ impl WecomChannel {
         });
         let answer = match self.api.post(ADD_MSG_TEMPLATE, &body).await {
             Ok(a) => a,
-            Err(e) => return e,
+            Err(mut e) => {
+                // Say who sent it when WeCom refused the task (41048: nobody
+                // in it can be sent to).
+                if let (Some(n), Delivery::Permanent { reason }) = (&note, &mut e.delivery) {
+                    reason.push_str(&format!("; {n}"));
+                }
+                return e;
+            }
         };
         let failed = answer
             .json
@@ -233,9 +258,8 @@ impl WecomChannel {
         if failed {
             return answer.exchange(Delivery::Permanent {
                 reason: format!(
-                    "wecom: {} is in add_msg_template's fail_list: not a friend of {sender} (or over the mass-message cap{}){}",
+                    "wecom: {} is in add_msg_template's fail_list: WeCom cannot send to them from {sender} (not a friend, or an invalid id){}",
                     msg.to,
-                    self.cap_note(),
                     note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
                 ),
             });
@@ -252,6 +276,9 @@ impl WecomChannel {
                 reason: "wecom: add_msg_template answered without a msgid".into(),
             });
         };
+        if let Some(n) = &note {
+            tracing::info!(message = %msg.id, %n, "wecom mass task not from the owner");
+        }
         let task = tasks::Task {
             message_id: msg.id.clone(),
             channel: self.config.name.clone(),
@@ -271,8 +298,19 @@ impl WecomChannel {
         })
     }
 
-    /// The `wecom_userid` of the contact's salesperson.
-    fn sender_of(&self, msg: &OutMessage) -> Result<String, String> {
+    /// The `wecom_userid` of the contact's salesperson, if it has one.
+    fn owner_userid(&self, msg: &OutMessage) -> Option<String> {
+        let owner = msg
+            .contact
+            .get("owner")
+            .and_then(Value::as_str)
+            .filter(|o| !o.is_empty())?;
+        self.config.senders.get(owner).cloned()
+    }
+
+    /// The owner's `wecom_userid`, or the reason a mass message cannot be
+    /// sent without one (no store: no relationships to pick from).
+    fn owner_required(&self, msg: &OutMessage) -> Result<String, String> {
         let owner = msg
             .contact
             .get("owner")
@@ -292,37 +330,73 @@ impl WecomChannel {
         })
     }
 
-    /// The owner, unless the contact's latest transfer to them is not done
-    /// yet (or was refused): then the handover member, with a note saying
-    /// why. Without a store there is nothing to look at and the owner sends.
-    async fn choose_sender(
+    /// The customer's relationships as nurture knows them; when it knows
+    /// none, read from WeCom (`externalcontact/get`) and recorded first.
+    async fn relationships(
         &self,
-        msg: &OutMessage,
-        owner: &str,
-    ) -> Result<sender::Sender, Exchange> {
-        let Some(pool) = self.store.as_ref().map(Store::db) else {
-            return Ok(sender::choose(owner, None));
-        };
-        match tasks::latest_transfer(pool, &self.config.name, &msg.contact_id).await {
-            Ok(latest) => Ok(sender::choose(owner, latest.as_ref())),
-            // A task from the wrong member is lost ("not a friend"): wait
-            // rather than guess.
-            Err(e) => Err(Delivery::Retry {
+        store: &Store,
+        external_userid: &str,
+    ) -> Result<Vec<Relationship>, Exchange> {
+        let retry = |what: &str, e: &dyn std::fmt::Display| -> Exchange {
+            Delivery::Retry {
                 after: None,
-                reason: format!("wecom: cannot read the contact's transfers: {e}"),
+                reason: format!("wecom: cannot {what} the customer's relationships: {e}"),
             }
-            .into()),
+            .into()
+        };
+        let known = relationships::of_customer(store.db(), external_userid)
+            .await
+            .map_err(|e| retry("read", &e))?;
+        if !known.is_empty() {
+            return Ok(known);
+        }
+        let Some(reader) = &self.reader else {
+            return Ok(known);
+        };
+        match reader.follow_users(external_userid).await {
+            Ok(Some(list)) => {
+                relationships::record_list(store, external_userid, &list, "get", now_ms())
+                    .await
+                    .map_err(|e| retry("record", &e))?;
+                relationships::of_customer(store.db(), external_userid)
+                    .await
+                    .map_err(|e| retry("read", &e))
+            }
+            Ok(None) => Ok(known),
+            Err(d) => Err(d.into()),
         }
     }
 
-    fn cap_note(&self) -> String {
-        match &self.config.mass_message_cap {
-            Some(c) => format!("; cap per {c}"),
-            None => String::new(),
-        }
+    /// The member a mass message goes out from (see [`sender`]). Without a
+    /// store there is nothing to look at and the owner sends.
+    async fn choose_sender(&self, msg: &OutMessage) -> Result<sender::Sender, Exchange> {
+        let Some(store) = self.store.as_ref() else {
+            return match self.owner_required(msg) {
+                Ok(userid) => Ok(sender::Sender { userid, note: None }),
+                Err(reason) => Err(permanent(&reason)),
+            };
+        };
+        let rels = self.relationships(store, &msg.to).await?;
+        let latest =
+            match tasks::latest_transfer(store.db(), &self.config.name, &msg.contact_id).await {
+                Ok(l) => l,
+                // A task from the wrong member is lost ("not a friend"): wait
+                // rather than guess.
+                Err(e) => {
+                    return Err(Delivery::Retry {
+                        after: None,
+                        reason: format!("wecom: cannot read the contact's transfers: {e}"),
+                    }
+                    .into());
+                }
+            };
+        let owner = self.owner_userid(msg);
+        sender::choose(owner.as_deref(), &rels, latest.as_ref())
+            .map_err(|reason| permanent(&format!("wecom: {} not sent: {reason}", msg.to)))
     }
 
-    /// `message/send` to a salesperson.
+    /// `message/send` to a salesperson, paced to WeCom's per-member limits
+    /// (see [`pacing`]).
     async fn notice(&self, msg: &OutMessage) -> Exchange {
         if msg.to.trim().is_empty() {
             return permanent("wecom: the salesperson has no wecom_userid");
@@ -332,6 +406,13 @@ impl WecomChannel {
                 "wecom: the notice is {} bytes; app messages take at most {NOTICE_TEXT_MAX}",
                 msg.body.len()
             ));
+        }
+        if let Err(wait) = self
+            .pacing
+            .reserve(self.store.as_ref(), &self.config.name, &msg.to)
+            .await
+        {
+            return wait.into();
         }
         let body = json!({
             "touser": msg.to,
@@ -346,16 +427,30 @@ impl WecomChannel {
             Ok(a) => a,
             Err(e) => return e,
         };
-        let invalid = answer
-            .json
-            .get("invaliduser")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if invalid.split('|').any(|u| u == msg.to) {
+        // WeCom userids are case-insensitive and `invaliduser` comes back
+        // lower-cased; `unlicenseduser` members did not get it either.
+        let listed = |key: &str| {
+            answer
+                .json
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .split('|')
+                .any(|u| u.trim().eq_ignore_ascii_case(msg.to.trim()))
+        };
+        if listed("invaliduser") {
             return answer.exchange(Delivery::Permanent {
                 reason: format!(
                     "wecom: {} is not a member the app {} can reach (invaliduser)",
                     msg.to, self.config.agent_id
+                ),
+            });
+        }
+        if listed("unlicenseduser") {
+            return answer.exchange(Delivery::Permanent {
+                reason: format!(
+                    "wecom: {} has no WeCom account licence: the notice was not delivered (unlicenseduser)",
+                    msg.to
                 ),
             });
         }
@@ -367,7 +462,11 @@ impl WecomChannel {
         answer.exchange(Delivery::Delivered { provider_id })
     }
 
-    /// `transfer_customer` of one customer.
+    /// `transfer_customer` of one customer. The handover member must be a
+    /// follow-user of the customer (else WeCom answers 40131): the payload's
+    /// `handover_userid` (the previous owner) when it is one, else the
+    /// follow-user who added the customer most recently ([`sender::handover`]).
+    /// A takeover member who already is a follow-user needs no transfer.
     async fn transfer(&self, msg: &OutMessage) -> Exchange {
         let field = |k: &str| {
             msg.payload
@@ -376,12 +475,36 @@ impl WecomChannel {
                 .filter(|v| !v.is_empty())
                 .map(str::to_string)
         };
-        let (Some(handover), Some(takeover)) = (field("handover_userid"), field("takeover_userid"))
-        else {
-            return permanent("wecom: a transfer needs handover_userid and takeover_userid");
+        let Some(takeover) = field("takeover_userid") else {
+            return permanent("wecom: a transfer needs takeover_userid");
         };
         if msg.to.trim().is_empty() {
             return permanent("wecom: the contact has no wecom_external_userid to transfer");
+        }
+        let wanted = field("handover_userid");
+        let (handover, note) = match self.store.as_ref() {
+            Some(store) => {
+                let rels = match self.relationships(store, &msg.to).await {
+                    Ok(r) => r,
+                    Err(e) => return e,
+                };
+                match sender::handover(wanted.as_deref(), &takeover, &rels) {
+                    Ok(Some(s)) => (s.userid, s.note),
+                    Ok(None) => {
+                        tracing::info!(message = %msg.id, customer = %msg.to, %takeover,
+                            "wecom transfer not needed: the takeover member already is a follow-user");
+                        return Delivery::Delivered { provider_id: None }.into();
+                    }
+                    Err(reason) => return permanent(&format!("wecom: {reason}")),
+                }
+            }
+            None => match wanted {
+                Some(w) => (w, None),
+                None => return permanent("wecom: a transfer needs handover_userid"),
+            },
+        };
+        if let Some(n) = &note {
+            tracing::info!(message = %msg.id, %n, "wecom transfer not from the previous owner");
         }
         let body = json!({
             "handover_userid": handover,
@@ -412,7 +535,7 @@ impl WecomChannel {
                     userid: handover,
                     takeover_userid: Some(takeover),
                     msgid: None,
-                    note: None,
+                    note,
                     created_at: now_ms(),
                     checks: 0,
                 };
@@ -450,6 +573,17 @@ impl WecomChannel {
 impl Channel for WecomChannel {
     fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         Box::pin(self.deliver(msg))
+    }
+}
+
+/// Whether WeCom refused a call with `code` (the reason names it, see
+/// [`api::errcode_reason`]).
+fn is_errcode(e: &Exchange, code: i64) -> bool {
+    match &e.delivery {
+        Delivery::Permanent { reason }
+        | Delivery::Retry { reason, .. }
+        | Delivery::Wait { reason, .. } => reason.contains(&format!(" errcode {code} ")),
+        Delivery::Delivered { .. } => false,
     }
 }
 

@@ -274,6 +274,27 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
         match outcome {
             Ok(Outcome::Final(status, code, note)) => {
                 tracing::info!(message = %task.message_id, status, "wecom task finished");
+                // The customer is the takeover member's now: the sender of
+                // the next mass message (and the next handover) follows.
+                if let ("transfer", "done", Some(takeover)) =
+                    (task.kind.as_str(), status, task.takeover_userid.as_deref())
+                    && let Err(e) = crate::store::wecom::relationships::transfer_done(
+                        pool,
+                        dialect,
+                        &task.external_userid,
+                        &task.userid,
+                        takeover,
+                        now_ms(),
+                        now_ms(),
+                    )
+                    .await
+                {
+                    // Polled again: the outcome is written only after this.
+                    tracing::warn!(message = %task.message_id, error = %e,
+                        "wecom: the transfer's relationships could not be recorded");
+                    tasks::postpone(pool, &task.message_id, next, None).await?;
+                    continue;
+                }
                 let note = outcome_note(&note);
                 tasks::finish(pool, &task.message_id, status, code, &note, now_ms()).await?;
             }
@@ -284,6 +305,10 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                 tracing::warn!(message = %task.message_id, %reason, "wecom task cannot be followed");
                 let note = outcome_note(&reason);
                 tasks::finish(pool, &task.message_id, "error", None, &note, now_ms()).await?;
+            }
+            Err(Delivery::Wait { reason, after }) => {
+                let next = next.max(now_ms() + millis(after));
+                tasks::postpone(pool, &task.message_id, next, seen(reason).as_deref()).await?;
             }
             Err(Delivery::Retry { reason, after }) => {
                 let next = next.max(now_ms() + after.map(millis).unwrap_or(0));

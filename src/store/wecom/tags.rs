@@ -45,6 +45,9 @@ pub struct WecomTags {
     /// The tags of every relationship, when all of them were read; `None`
     /// (an incomplete list) means nothing is removed this time.
     pub all: Option<BTreeSet<String>>,
+    /// Every relationship (`follow_user` entry), when all were read: they
+    /// replace the customer's rows in `wecom_relationships`.
+    pub relationships: Option<Vec<super::relationships::FollowUser>>,
 }
 
 /// What applying a sync did.
@@ -328,6 +331,25 @@ impl Store {
             }
         }
 
+        if let Some(list) = &wecom.relationships {
+            let dialect = self.dialect();
+            super::relationships::replace_all(
+                &mut tx,
+                &req.external_userid,
+                list,
+                "get",
+                to_ms(now),
+            )
+            .await?;
+            super::relationships::refresh_reachability(
+                &mut tx,
+                dialect,
+                &req.external_userid,
+                to_ms(now),
+            )
+            .await?;
+        }
+
         let retired = sqlx::query(
             "DELETE FROM wecom_tag_sync WHERE channel = $1 AND contact_id = $2 \
              AND staff_userid = $3 AND generation = $4",
@@ -434,6 +456,7 @@ mod tests {
         let view = WecomTags {
             editor: set(&["vip", "both"]),
             all: Some(set(&["vip", "both", "lisi-only"])),
+            relationships: None,
         };
         let d = s.apply_wecom_tags(&req, &view, t(2)).await.unwrap();
         assert_eq!(d.added, vec!["vip".to_string()], "both was already there");
@@ -451,6 +474,7 @@ mod tests {
                 &WecomTags {
                     editor: set(&[]),
                     all: Some(set(&[])),
+                    relationships: None,
                 },
                 t(4),
             )
@@ -476,6 +500,7 @@ mod tests {
             &WecomTags {
                 editor: set(&["vip"]),
                 all: Some(set(&["vip"])),
+                relationships: None,
             },
             t(1),
         )
@@ -490,6 +515,7 @@ mod tests {
                 &WecomTags {
                     editor: set(&[]),
                     all: Some(set(&["vip"])),
+                    relationships: None,
                 },
                 t(2),
             )
@@ -505,6 +531,7 @@ mod tests {
                 &WecomTags {
                     editor: set(&[]),
                     all: None,
+                    relationships: None,
                 },
                 t(3),
             )
@@ -561,6 +588,7 @@ mod tests {
                 &WecomTags {
                     editor: set(&["vip"]),
                     all: None,
+                    relationships: None,
                 },
                 t(201),
             )
