@@ -2008,3 +2008,49 @@ teams:
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// A customer added in WeCom by a member nurture has no owner for (no
+/// `owner`) is still handed to the salesperson an `assign` picks: the
+/// transfer goes out from the real follow-user, the one who added them.
+#[tokio::test]
+async fn an_assignment_without_a_previous_owner_transfers_from_the_follow_user() {
+    use support::daemon::{Daemon, HOOK_SECRET, Project, TOKEN};
+    let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;
+    fake.befriend("wmNoOwner", "zhaomin");
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  wecom:
+    kind: wecom
+    corp_id_env: NURTURE_API_TOKEN
+    secret_env: HOOK_SECRET
+    agent_id: 1000002
+    base_url: "{base}"
+    poll_interval: 200ms
+teams:
+  west:
+    - {{ id: s3, name: Chen Jie, wecom_userid: chenjie }}
+"#
+    ));
+    p.write(
+        "workflows/greet.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: west, strategy: round_robin }\n",
+    );
+    let d = Daemon::start(&p, &[]);
+    let (status, v) = d
+        .post(
+            "/v1/contacts",
+            json!({"id": "c1", "name": "Ada", "wecom_external_userid": "wmNoOwner"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let transfers = fake
+        .wait_for(TRANSFER_CUSTOMER, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        transfers[0],
+        json!({"handover_userid": "zhaomin", "takeover_userid": "chenjie", "external_userid": ["wmNoOwner"]})
+    );
+    d.terminate(Duration::from_secs(15));
+}

@@ -237,7 +237,25 @@ async fn effects(
             previous,
             notify,
         } => {
-            let salesperson = &assign(tx, settings, d, &s.step, salesperson, now).await?;
+            let chosen = assign(tx, settings, d, &s.step, salesperson, now).await?;
+            if chosen != *salesperson {
+                // The store moved underneath the plan (another daemon
+                // assigned to this team meanwhile): the choice made under the
+                // team's lock stands, and the step says why it differs.
+                let why = format!(
+                    "{chosen} (planned {salesperson}; the team's counters changed since the plan, another daemon assigned meanwhile)"
+                );
+                tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, step = %s.step, planned = %salesperson, chosen = %chosen, "assignment re-decided under the team's lock");
+                sqlx::query(
+                    "UPDATE enrollment_steps SET detail = $1 WHERE enrollment_id = $2 AND step_id = $3",
+                )
+                .bind(why)
+                .bind(enrollment_id)
+                .bind(&s.step)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let salesperson = &chosen;
             let mut queued = 0;
             if let Some((channel, to, payload)) =
                 wecom_transfer(tx, settings, d, salesperson, previous.as_deref()).await?
@@ -315,9 +333,11 @@ async fn effects(
 }
 
 /// The WeCom transfer an assignment calls for (reference §1.5): when the
-/// contact has a WeCom id, the previous and the new salesperson both have a
-/// `wecom_userid` (and differ), and the settings have a `wecom` channel (the
-/// first by name). Returns the channel, the contact's external userid and
+/// contact has a WeCom id, the new salesperson has a `wecom_userid` (other
+/// than the previous one's; an empty `handover_userid` lets the channel pick
+/// a real follow-user), and the settings have a `wecom` channel (the first by
+/// name). A takeover member who already is a follow-user needs none: the
+/// channel finds that out from the relationships. Returns the channel, the contact's external userid and
 /// the outbox payload.
 async fn wecom_transfer(
     tx: &mut sqlx::AnyConnection,
@@ -332,9 +352,13 @@ async fn wecom_transfer(
             .salesperson(id)
             .and_then(|p| p.wecom_userid.clone())
     };
-    let (Some(from), Some(to)) = (previous.and_then(userid), userid(salesperson)) else {
+    // The new owner must be a WeCom member; the previous one need not be:
+    // without one, the channel hands the customer over from a real
+    // follow-user (the one who added the customer most recently).
+    let Some(to) = userid(salesperson) else {
         return Ok(None);
     };
+    let from = previous.and_then(userid).unwrap_or_default();
     if from == to {
         return Ok(None);
     }
@@ -432,14 +456,16 @@ pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect
 
 /// Writes an `assign` step's choice, and returns the salesperson chosen.
 ///
-/// The plan chose from the counters as read at the start of the pass. With
-/// several daemons those may be stale by the time the plan is applied, so
-/// round-robin and least-loaded choices are made again here, from the
+/// The plan chose from the counters as the run carried them. With several
+/// daemons those may be stale by the time the plan is applied, so
+/// round-robin and least-loaded choices are checked here against the
 /// counters read under the team's `team_cursors` row lock, which every
 /// assignment to the team takes: the counters move one assignment at a time
 /// across all daemons, and the counts stay balanced. On one daemon the
-/// choice made again is the plan's own. (Text rendered by later steps of the
-/// same plan was rendered with the planned salesperson.)
+/// choice is the plan's own (tests/plan_equals_daemon.rs holds that); when
+/// another daemon moved the counters, the caller records why the choice
+/// differs. (Text rendered by later steps of the same plan was rendered with
+/// the planned salesperson.)
 async fn assign(
     tx: &mut sqlx::AnyConnection,
     settings: &Settings,
