@@ -102,6 +102,10 @@ floor_mb=$(rss_of "$OUT/time.floor")
 matched_sql=$(sqlite3 "$DB" "SELECT count(*) FROM contacts c WHERE $WHERE")
 
 # --- (b) the dry-run ------------------------------------------------------
+# The workflow has ticked before (as on a store a daemon has been running
+# on): its tick at AT runs. On a store where it never ticked, the first tick
+# a daemon sees is recorded, not run, and the dry-run shows just that.
+sqlite3 "$DB" "INSERT OR IGNORE INTO cron_ticks (workflow, tick_at, taken_at) VALUES ('$WORKFLOW', 0, 0)"
 DRY=("$BIN" --config "$CONFIG" dry-run --format jsonl --at "$AT" --workflow "$WORKFLOW")
 echo "== dry-run" >&2
 dry_s="failed" dry_mb="-" dry_ratio="-" lines="-" sends="-"
@@ -120,6 +124,24 @@ else
     tail -n 5 "$OUT/dryrun.log" >&2 || true
 fi
 
+# --- (d) the week ahead: the quick start's workflows, --until 7d -------------
+# The quick start's own settings and workflows (nurture.yaml at the root) on
+# the same store: a million imported contacts, none of them news to the
+# event-triggered workflows (before_activation), winback and the newsletter
+# at their real ticks, the blast guard holding what is over its limit.
+UNTIL=(env NURTURE_DATABASE="sqlite://$PWD/$DB" "$BIN" --config nurture.yaml dry-run --format jsonl --at "$AT" --until 7d)
+echo "== dry-run --until 7d (quick-start workflows)" >&2
+until_s="failed" until_mb="-" until_lines="-"
+if /usr/bin/time -v -o "$OUT/time.until" "${UNTIL[@]}" >"$OUT/until.jsonl" 2>"$OUT/until.log"; then
+    until_s=$(wall_of "$OUT/time.until")
+    until_mb=$(rss_of "$OUT/time.until")
+    until_lines=$(wc -l <"$OUT/until.jsonl")
+else
+    echo "bench: dry-run --until failed; see $OUT/until.log" >&2
+    tail -n 5 "$OUT/until.log" >&2 || true
+fi
+until_ratio=$(ratio "$until_s" "$floor_s")
+
 # --- report -----------------------------------------------------------------
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo "+dirty")
@@ -135,6 +157,7 @@ Machine: $(nproc) CPUs ($cpu), $mem RAM. Dry-run at $AT, workflow $WORKFLOW.
 | import \`contacts import\` | $import_s | $import_mb | $import_rate contacts/s | ≥ 100,000 contacts/s |
 | dry-run \`--format jsonl\` | $dry_s | $dry_mb | $dry_ratio × floor | ≤ 2× floor, < 300 MB |
 | floor: sqlite3 same SELECT | $floor_s | $floor_mb | | |
+| dry-run \`--until 7d\`, quick-start workflows | $until_s | $until_mb | $until_ratio × floor, $until_lines rows | |
 
 Rows matched: $matched_sql by SQL; dry-run output: $lines lines, $sends sends.
 EOF

@@ -272,3 +272,57 @@ fn the_dry_run_shows_real_ticks_and_sees_past_the_first_wait() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn existing_contacts_are_enrolled_only_on_purpose() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, ""));
+    p.write(
+        "workflows/hello.yaml",
+        "trigger: { contact_created: {} }\naudience: { tag: newsletter }\nsteps:\n  - send: { channel: hook, template: hello }\n",
+    )
+    .write(
+        "workflows/intro.yaml",
+        "trigger: { tag_added: { tag: newsletter } }\nentry_existing: true\nsteps:\n  - send: { channel: hook, template: intro }\n",
+    )
+    .write("templates/hello.hbs", "hello {{contact.id}}")
+    .write("templates/intro.hbs", "intro {{contact.id}}");
+    p.write(
+        "old.csv",
+        "id,name,created_at,tags\no1,A,2025-01-01T00:00:00+08:00,newsletter\no2,B,2025-01-01T00:00:00+08:00,newsletter\no3,C,2025-01-01T00:00:00+08:00,\n",
+    );
+    p.ok(&["contacts", "import", p.path("old.csv").to_str().unwrap()]);
+
+    // The preview of `enroll --existing` changes nothing.
+    let preview = p.ok(&["enroll", "hello", "--existing", "--dry-run"]);
+    assert!(preview.contains("Would enroll 2 contact(s)"), "{preview}");
+    assert!(preview.contains("send=2"), "{preview}");
+
+    // The daemon: `intro` (entry_existing) enrolls its audience once at
+    // activation; `hello` waits to be asked.
+    let d = Daemon::start(&p, &[]);
+    rx.wait_for(3, Duration::from_secs(20)).await;
+    p.wait_count(
+        "SELECT count(*) FROM workflow_states WHERE existing_done_at IS NOT NULL",
+        1,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(bodies(&rx), vec!["intro o1", "intro o2", "intro o3"]);
+    let out = p.ok(&["enroll", "hello", "--existing"]);
+    assert!(out.contains("Enrolled 2 contact(s)"), "{out}");
+    rx.wait_for(5, Duration::from_secs(20)).await;
+    // Asked twice, enrolled once (`entry: once`).
+    let again = p.ok(&["enroll", "hello", "--existing"]);
+    assert!(again.contains("Enrolled 0 contact(s)"), "{again}");
+    let (status, _) = d.terminate(Duration::from_secs(15));
+    assert!(status.success());
+
+    // A restart does not enroll the existing audience again.
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    assert!(d.wait(Duration::from_secs(20)).success(), "{}", p.log());
+    assert_eq!(
+        bodies(&rx),
+        vec!["hello o1", "hello o2", "intro o1", "intro o2", "intro o3"]
+    );
+}

@@ -174,8 +174,14 @@ impl<'a> Simulation<'a> {
         let batch = sources::plan_due_batch(self.store, due, planner).await?;
         plans += self.take(batch, planner, on_plan)?;
 
-        // 2. The event log.
-        let entries = self.pending_log().await?;
+        // 2. The event log. With no event-triggered workflow it fires
+        // nothing (the daemon only moves its cursor over it): not read.
+        let any_event_triggered = enabled.iter().any(|w| !w.trigger.is_ticked());
+        let entries = if any_event_triggered {
+            self.pending_log().await?
+        } else {
+            Vec::new()
+        };
         if let Some(last) = entries.last() {
             let last_store_seq = entries
                 .iter()
