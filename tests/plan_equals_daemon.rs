@@ -98,141 +98,139 @@ steps:
 
 type Send = (String, String, String, String);
 
-fn case(seed: u64) -> impl std::future::Future<Output = ()> {
-    async move {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let rx = Receiver::start(script::always(Reply::ok())).await;
-        let p = Project::new(&settings(&rx));
-        p.write("workflows/welcome.yaml", WELCOME)
-            .write("workflows/vip.yaml", VIP)
-            .write("workflows/buy.yaml", BUY)
-            .write("workflows/follow.yaml", FOLLOW)
-            .write(
-                "templates/hi.hbs",
-                "hi {{contact.name}}, I am {{owner.name}}",
-            )
-            .write(
-                "templates/vip.hbs",
-                "vip {{contact.name}} with {{owner.name}}",
-            )
-            .write(
-                "templates/thanks.hbs",
-                "thanks {{contact.name}} from {{owner.name}}",
-            )
-            .write("templates/follow.hbs", "follow-up by {{owner.name}}");
+async fn case(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx));
+    p.write("workflows/welcome.yaml", WELCOME)
+        .write("workflows/vip.yaml", VIP)
+        .write("workflows/buy.yaml", BUY)
+        .write("workflows/follow.yaml", FOLLOW)
+        .write(
+            "templates/hi.hbs",
+            "hi {{contact.name}}, I am {{owner.name}}",
+        )
+        .write(
+            "templates/vip.hbs",
+            "vip {{contact.name}} with {{owner.name}}",
+        )
+        .write(
+            "templates/thanks.hbs",
+            "thanks {{contact.name}} from {{owner.name}}",
+        )
+        .write("templates/follow.hbs", "follow-up by {{owner.name}}");
 
-        let n = 20 + rng.below(40);
-        let cities = ["Shanghai", "Hangzhou", "Suzhou", "Beijing", ""];
-        let mut csv = String::from("id,name,city,owner,tags\n");
-        for i in 0..n {
-            let city = cities[rng.below(cities.len() as u64) as usize];
-            let owner = if rng.chance(15) { "s3" } else { "" };
-            let tags = if rng.chance(25) { "vip" } else { "" };
-            csv.push_str(&format!("c{i:03},Name {i},{city},{owner},{tags}\n"));
-        }
-        p.write("contacts.csv", &csv);
-        p.ok(&[
-            "contacts",
-            "import",
-            p.path("contacts.csv").to_str().unwrap(),
-        ]);
-        let events = 3 + rng.below(10);
-        for _ in 0..events {
-            let who = format!("c{:03}", rng.below(n));
-            if rng.chance(70) {
-                p.ok(&["contacts", "event", &who, "purchase"]);
-            } else {
-                p.ok(&["contacts", "tag", &who, "--add", "vip"]);
-            }
-        }
-        support::db::running_since_epoch(&p.db_url(), &["welcome", "vip", "buy", "follow"]);
-
-        let preview = p.ok(&["dry-run", "--format", "jsonl"]);
-        let rows: Vec<Value> = preview
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let planned_sends: BTreeSet<Send> = rows
-            .iter()
-            .filter(|r| r["action"] == "send")
-            .map(|r| {
-                (
-                    s(&r["workflow"]),
-                    s(&r["contact_id"]),
-                    s(&r["step"]),
-                    s(&r["body"]),
-                )
-            })
-            .collect();
-        let planned_assigns: BTreeSet<(String, String, String)> = rows
-            .iter()
-            .filter(|r| r["action"] == "assign")
-            .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["salesperson"])))
-            .collect();
-        let planned_skips: BTreeSet<(String, String, String)> = rows
-            .iter()
-            .filter(|r| r["action"] == "skip")
-            .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["reason"])))
-            .collect();
-
-        let mut d = Daemon::start(&p, &["--until-idle"]);
-        let status = d.wait(Duration::from_secs(60));
-        assert!(
-            status.success(),
-            "seed {seed}: exit {status}; log:\n{}",
-            p.log()
-        );
-        let sent: BTreeSet<Send> = rx
-            .requests()
-            .iter()
-            .map(|r| {
-                let j = r.json();
-                // message id: workflow:contact:enrollment:step
-                let id = s(&j["message_id"]);
-                let step = id.rsplit(':').next().unwrap_or_default().to_string();
-                (s(&j["workflow"]), s(&j["contact_id"]), step, s(&j["body"]))
-            })
-            .collect();
-        let assigned: BTreeSet<(String, String, String)> = p
-            .rows(
-                "SELECT e.workflow AS w, e.contact_id AS c, s.detail AS d FROM enrollment_steps s
-                   JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'assign'",
-            )
-            .await
-            .iter()
-            .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
-            .collect();
-        let skipped: BTreeSet<(String, String, String)> = p
-            .rows(
-                "SELECT e.workflow AS w, e.contact_id AS c, s.detail AS d FROM enrollment_steps s
-                   JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'skip'",
-            )
-            .await
-            .iter()
-            .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
-            .collect();
-        eprintln!(
-            "seed {seed}: {} contacts, {} sends, {} assignments, {} skips",
-            n,
-            planned_sends.len(),
-            planned_assigns.len(),
-            planned_skips.len()
-        );
-        assert!(!planned_sends.is_empty(), "seed {seed}: nothing planned");
-        assert_eq!(
-            planned_sends.difference(&sent).collect::<Vec<_>>(),
-            Vec::<&Send>::new(),
-            "seed {seed}: previewed but not sent"
-        );
-        assert_eq!(
-            sent.difference(&planned_sends).collect::<Vec<_>>(),
-            Vec::<&Send>::new(),
-            "seed {seed}: sent but not previewed"
-        );
-        assert_eq!(planned_assigns, assigned, "seed {seed}: assignments");
-        assert_eq!(planned_skips, skipped, "seed {seed}: skips");
+    let n = 20 + rng.below(40);
+    let cities = ["Shanghai", "Hangzhou", "Suzhou", "Beijing", ""];
+    let mut csv = String::from("id,name,city,owner,tags\n");
+    for i in 0..n {
+        let city = cities[rng.below(cities.len() as u64) as usize];
+        let owner = if rng.chance(15) { "s3" } else { "" };
+        let tags = if rng.chance(25) { "vip" } else { "" };
+        csv.push_str(&format!("c{i:03},Name {i},{city},{owner},{tags}\n"));
     }
+    p.write("contacts.csv", &csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    let events = 3 + rng.below(10);
+    for _ in 0..events {
+        let who = format!("c{:03}", rng.below(n));
+        if rng.chance(70) {
+            p.ok(&["contacts", "event", &who, "purchase"]);
+        } else {
+            p.ok(&["contacts", "tag", &who, "--add", "vip"]);
+        }
+    }
+    support::db::running_since_epoch(&p.db_url(), &["welcome", "vip", "buy", "follow"]);
+
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    let rows: Vec<Value> = preview
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let planned_sends: BTreeSet<Send> = rows
+        .iter()
+        .filter(|r| r["action"] == "send")
+        .map(|r| {
+            (
+                s(&r["workflow"]),
+                s(&r["contact_id"]),
+                s(&r["step"]),
+                s(&r["body"]),
+            )
+        })
+        .collect();
+    let planned_assigns: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "assign")
+        .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["salesperson"])))
+        .collect();
+    let planned_skips: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "skip")
+        .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["reason"])))
+        .collect();
+
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    let status = d.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "seed {seed}: exit {status}; log:\n{}",
+        p.log()
+    );
+    let sent: BTreeSet<Send> = rx
+        .requests()
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            // message id: workflow:contact:enrollment:step
+            let id = s(&j["message_id"]);
+            let step = id.rsplit(':').next().unwrap_or_default().to_string();
+            (s(&j["workflow"]), s(&j["contact_id"]), step, s(&j["body"]))
+        })
+        .collect();
+    let assigned: BTreeSet<(String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'assign'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
+        .collect();
+    let skipped: BTreeSet<(String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'skip'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
+        .collect();
+    eprintln!(
+        "seed {seed}: {} contacts, {} sends, {} assignments, {} skips",
+        n,
+        planned_sends.len(),
+        planned_assigns.len(),
+        planned_skips.len()
+    );
+    assert!(!planned_sends.is_empty(), "seed {seed}: nothing planned");
+    assert_eq!(
+        planned_sends.difference(&sent).collect::<Vec<_>>(),
+        Vec::<&Send>::new(),
+        "seed {seed}: previewed but not sent"
+    );
+    assert_eq!(
+        sent.difference(&planned_sends).collect::<Vec<_>>(),
+        Vec::<&Send>::new(),
+        "seed {seed}: sent but not previewed"
+    );
+    assert_eq!(planned_assigns, assigned, "seed {seed}: assignments");
+    assert_eq!(planned_skips, skipped, "seed {seed}: skips");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
