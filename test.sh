@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# tests/smtp_channel.rs talks to a real SMTP server: aiosmtpd, from PyPI.
+# tests/it/smtp_channel.rs talks to a real SMTP server: aiosmtpd, from PyPI.
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         # Debian's python3 comes without pip.

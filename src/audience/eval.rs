@@ -1,7 +1,7 @@
 //! Audience conditions decided in Rust, for one contact.
 //!
 //! This file is the reference for what a condition means; `sql.rs` compiles
-//! the same meaning into SQL and `tests/audience_equivalence.rs` holds the two
+//! the same meaning into SQL and `tests/it/audience_equivalence.rs` holds the two
 //! equal on random contacts and conditions.
 //!
 //! # Semantics

@@ -462,7 +462,7 @@ pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect
 /// counters read under the team's `team_cursors` row lock, which every
 /// assignment to the team takes: the counters move one assignment at a time
 /// across all daemons, and the counts stay balanced. On one daemon the
-/// choice is the plan's own (tests/plan_equals_daemon.rs holds that); when
+/// choice is the plan's own (tests/it/plan_equals_daemon.rs holds that); when
 /// another daemon moved the counters, the caller records why the choice
 /// differs. (Text rendered by later steps of the same plan was rendered with
 /// the planned salesperson.)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use assert_cmd::Command;
 use serde_json::Value;
 
-mod support;
+use crate::support;
 
 const SETTINGS: &str = r#"
 timezone: Asia/Shanghai

@@ -5,7 +5,7 @@
 //! Each test has its own project, store, port and receiver, so they run in
 //! parallel. Timing assertions use the receiver's arrival times.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

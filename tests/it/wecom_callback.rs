@@ -4,7 +4,7 @@
 //! contact gets its welcome message through `send_welcome_msg` on a loopback
 //! fake of WeCom. Events are encrypted with the crate's `WecomCrypto`, whose
 //! output is checked against an independent AES-CBC and published SDK
-//! vectors in tests/wecom_crypto.rs.
+//! vectors in tests/it/wecom_crypto.rs.
 //!
 //! Per-contact WeCom tags: an `edit_external_contact` queues a tag sync, the
 //! daemon's worker reads `externalcontact/get` on the fake and the contact's
@@ -14,11 +14,9 @@
 //! Plus, in-process, a proptest that random requests never panic the handler
 //! and always get an answer.
 
-mod support;
+use crate::support;
 
-#[allow(dead_code)]
-#[path = "support/wecom_fake.rs"]
-mod wecom_fake;
+use crate::support::wecom_fake;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

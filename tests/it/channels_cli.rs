@@ -2,7 +2,7 @@
 //! real binary sends one message through a channel to a loopback receiver and
 //! prints the provider's answer; the exit code says whether it was accepted.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! built from real settings text, each fake checking what a provider checks
 //! (path, auth, form fields, signature) and answering each class of result.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

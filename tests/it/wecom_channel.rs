@@ -2,13 +2,9 @@
 //! (`support/wecom_fake.rs`): the token cache, errcodes in HTTP 200, the
 //! welcome / mass-task choice, notices, transfers and the poller.
 
-mod support;
+use crate::support;
 
-// Included by path (not from `support/mod.rs`), as in `wecom_callback.rs`,
-// so only the tests that need the fake compile it.
-#[path = "support/wecom_fake.rs"]
-#[allow(dead_code)]
-mod wecom_fake;
+use crate::support::wecom_fake;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `nurture validate` and `nurture schema` on real files in a temporary
 //! folder, run through the real binary. Diagnostics are snapshotted
-//! (tests/snapshots/validate__*.snap).
+//! (tests/it/snapshots/validate__*.snap).
 
 use std::path::Path;
 

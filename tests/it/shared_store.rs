@@ -5,7 +5,7 @@
 //! in sequence order however their transactions interleave; and a store
 //! that cannot be reached is a clear error that never shows the password.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

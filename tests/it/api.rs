@@ -13,7 +13,7 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-mod support;
+use crate::support;
 
 const TOKEN: &str = "s3cret-token";
 

@@ -4,7 +4,7 @@
 //! ticks and drips beyond their first wait. The real binary, a real store
 //! (SQLite, or PostgreSQL in the suite's second pass), a loopback webhook.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

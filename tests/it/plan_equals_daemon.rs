@@ -8,7 +8,7 @@
 //! Each case is a fresh project and store, the real binary for the import,
 //! the CLI, the dry-run and `run --until-idle`, and a loopback webhook.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The `smtp` channel against a real SMTP server: Python's aiosmtpd (PyPI),
-//! started by each test from `tests/support/smtp_server.py` on a free
+//! started by each test from `tests/it/support/smtp_server.py` on a free
 //! loopback port. The server writes every message it gets (headers decoded,
 //! both parts) to a folder, logs every command, and refuses chosen
 //! recipients with chosen replies.
@@ -11,7 +11,7 @@
 //! channel, the test follows its `List-Unsubscribe` link with a one-click
 //! POST, and the contact is opted out of email.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ impl SmtpServer {
     /// Starts the server with extra `args` (see smtp_server.py).
     fn start(args: &[&str]) -> SmtpServer {
         let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/smtp_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(&script).arg("--dir").arg(dir.path()).args(args);
         let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();

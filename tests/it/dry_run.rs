@@ -10,7 +10,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use sqlx::Row;
 
-mod support;
+use crate::support;
 
 struct Project {
     dir: tempfile::TempDir,

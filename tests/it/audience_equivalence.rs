@@ -17,7 +17,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value, json};
 use sqlx::SqlitePool;
 
-mod support;
+use crate::support;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 fn now() -> DateTime<Utc> {

@@ -10,7 +10,7 @@
 //! is committed), and only then is it killed with SIGKILL. A message sent
 //! twice must be in the union of those sets.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;

@@ -32,7 +32,7 @@
 //!   or active yesterday (30-day threshold), the next tick sees the same
 //!   contacts; the test waits for that tick.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -2,7 +2,7 @@
 //! contacts written with plain SQL, webhook channels built from real
 //! settings text, and a loopback receiver that records what it got.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -18,7 +18,7 @@
 //! a supported deployment. `NURTURE_MULTI_CONTACTS` scales the contact
 //! count down for a quick local run.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;

@@ -6,7 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use sqlx::{AnyPool, AssertSqlSafe};
 
-mod support;
+use crate::support;
 
 fn nurture(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("nurture").unwrap();

@@ -1,0 +1,33 @@
+//! The integration tests: one test binary (as ripgrep does), one module per
+//! area. Each of the former 27 test executables linked every dependency; one
+//! binary links them once, which is most of the suite's build time and disk.
+//!
+//! `cargo test --test it MODULE::` runs one area (`cargo test --test it dry_run::`).
+
+mod support;
+
+mod api;
+mod audience_equivalence;
+mod channels_cli;
+mod contacts_cli;
+mod crash;
+mod daemon;
+mod delivery;
+mod dry_run;
+mod fidelity;
+mod import;
+mod multi_daemon;
+mod no_surprises;
+mod plan_equals_daemon;
+mod schema_file;
+mod shared_store;
+mod sms_channels;
+mod smtp_channel;
+mod status_history;
+mod template_fuzz;
+mod template_render;
+mod validate;
+mod validate_channels;
+mod wecom_callback;
+mod wecom_channel;
+mod wecom_crypto;
