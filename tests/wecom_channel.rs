@@ -2008,3 +2008,167 @@ teams:
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
 }
+
+// ---- task outcomes as events, reminders (issue 9, point 9) ----
+
+/// Contacts c1..=n as the store knows them, quiet since 2026-01-01.
+async fn contacts(store: &Store, n: usize) {
+    use chrono::TimeZone;
+    for i in 1..=n {
+        let input = nurture::store::contacts::ContactInput {
+            id: format!("c{i}"),
+            wecom_external_userid: Some(format!("wmEXT{i}")),
+            owner: Some("s01".into()),
+            last_active_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()),
+            ..Default::default()
+        };
+        store.upsert_contact(&input, Utc::now()).await.unwrap();
+    }
+}
+
+async fn sent_row(store: &Store, n: usize) {
+    exec(
+        store,
+        &format!(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at, sent_at)
+             VALUES ('greet:c{n}:1:0', 'greet', 'c{n}', 1, 'hello', 'wecom', 'wmEXT{n}', 'hi', 'sent', 1, 0, 0, 0, 0)"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn task_outcomes_are_events_on_the_contact() {
+    let s = setup().await;
+    contacts(&s.store, 4).await;
+    for n in 1..=4 {
+        assert!(matches!(
+            send(&s.channel, &to_contact(n)).await,
+            Delivery::Delivered { .. }
+        ));
+        sent_row(&s.store, n).await;
+    }
+    s.fake.set_send_status("wmEXT1", 1);
+    s.fake.set_send_status("wmEXT2", 2);
+    s.fake.set_send_status("wmEXT3", 3);
+    // c4's salesperson never confirms: after 3 days nurture stops asking.
+    exec(
+        &s.store,
+        "UPDATE wecom_tasks SET created_at = created_at - 4 * 86400000 WHERE contact_id = 'c4'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    // Asked again: nothing is logged twice.
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    let got = rows(
+        &s.store,
+        "SELECT e.contact_id, e.name, json_extract(e.properties, '$.workflow'),
+                json_extract(e.properties, '$.step'), json_extract(e.properties, '$.sender'),
+                json_extract(e.properties, '$.provider_status')
+           FROM events e ORDER BY e.contact_id",
+    )
+    .await;
+    let names: Vec<_> = got
+        .iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("c1".to_string(), "wecom_task_sent".to_string()),
+            ("c2".into(), "wecom_task_not_friend".into()),
+            ("c3".into(), "wecom_task_over_cap".into()),
+            ("c4".into(), "wecom_task_expired".into()),
+        ]
+    );
+    assert_eq!(got[0][2].as_deref(), Some("greet"));
+    assert_eq!(got[0][3].as_deref(), Some("hello"));
+    assert_eq!(got[0][4].as_deref(), Some("wangfang"));
+    assert_eq!(got[1][5].as_deref(), Some("2"));
+    // Each is in the event log (workflows trigger on it) ...
+    let logged = rows(
+        &s.store,
+        "SELECT count(*) FROM event_log WHERE kind = 'event' AND name LIKE 'wecom_task_%'",
+    )
+    .await;
+    assert_eq!(logged[0][0].as_deref(), Some("4"));
+    // ... but a salesperson's send is not the customer's activity.
+    let quiet = rows(
+        &s.store,
+        "SELECT count(*) FROM contacts WHERE last_active_at = 1767225600000",
+    )
+    .await;
+    assert_eq!(quiet[0][0].as_deref(), Some("4"));
+}
+
+#[tokio::test]
+async fn an_unconfirmed_task_is_reminded_at_most_three_times_a_day() {
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_with(base, fake, "    remind_after: 10ms\n").await;
+    contacts(&s.store, 1).await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    sent_row(&s.store, 1).await;
+    let msgid = rows(&s.store, "SELECT msgid FROM wecom_tasks").await[0][0]
+        .clone()
+        .unwrap();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    }
+    // WeCom's 3 a day, and nurture never asked for a fourth.
+    assert_eq!(s.fake.reminders(&msgid), 3);
+    assert_eq!(s.fake.count(wecom_fake::REMIND_GROUPMSG_SEND), 3);
+    let r = rows(
+        &s.store,
+        "SELECT count(*), min(errcode), max(errcode) FROM wecom_reminders",
+    )
+    .await;
+    assert_eq!(r[0], [Some("3".into()), Some("0".into()), Some("0".into())]);
+    // Once sent, no more reminders.
+    s.fake.set_send_status("wmEXT1", 1);
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(s.fake.count(wecom_fake::REMIND_GROUPMSG_SEND), 3);
+}
+
+#[tokio::test]
+async fn the_fake_refuses_a_fourth_reminder_and_an_unknown_msgid() {
+    let s = setup().await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    let msgid = rows(&s.store, "SELECT msgid FROM wecom_tasks").await[0][0]
+        .clone()
+        .unwrap();
+    let api = nurture::channels::build::wecom_config(
+        s.settings.channels.get("wecom").unwrap(),
+        &s.settings,
+        &env,
+    )
+    .unwrap()
+    .api()
+    .unwrap();
+    let path = nurture::channels::wecom::REMIND_GROUPMSG_SEND;
+    for _ in 0..3 {
+        api.post(path, &json!({ "msgid": msgid })).await.unwrap();
+    }
+    let fourth = api
+        .post(path, &json!({ "msgid": msgid }))
+        .await
+        .unwrap_err();
+    assert!(
+        reason(&fourth.delivery).contains("45009"),
+        "{:?}",
+        fourth.delivery
+    );
+    let unknown = api
+        .post(path, &json!({ "msgid": "nope" }))
+        .await
+        .unwrap_err();
+    assert!(reason(&unknown.delivery).contains("40058"));
+}

@@ -27,6 +27,9 @@
 //!   new task, and 40058 for a msgid it never issued.
 //! - `batch/get_by_user` (`userid_list` of 1–100 members, `limit` ≤ 100,
 //!   paged with `next_cursor`): every relationship of those members.
+//! - `remind_groupmsg_send` (`msgid` of one of its tasks, else 40058): at
+//!   most 3 reminders per task in 24 hours; a fourth gets 45009 (WeCom's
+//!   code for it is not documented).
 //! - `message/send`: the recipients must be members of the fake's directory
 //!   ([`WecomHandle::add_member`]; WeCom userids are case-insensitive), else
 //!   they come back in `invaliduser` **lower-cased**; members without a
@@ -75,6 +78,7 @@ pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer"
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
 pub const EXTERNALCONTACT_GET: &str = "/cgi-bin/externalcontact/get";
 pub const BATCH_GET_BY_USER: &str = "/cgi-bin/externalcontact/batch/get_by_user";
+pub const REMIND_GROUPMSG_SEND: &str = "/cgi-bin/externalcontact/remind_groupmsg_send";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -164,6 +168,8 @@ struct State {
     /// how many were dropped by the pacing.
     notices: HashMap<String, Vec<Instant>>,
     dropped: HashMap<String, usize>,
+    /// remind_groupmsg_send: msgid → when each accepted reminder came.
+    reminders: HashMap<String, Vec<Instant>>,
 }
 
 /// Staff members the fake's directory has from the start.
@@ -423,6 +429,12 @@ impl WecomHandle {
     }
 
     /// The add_msg_template tasks created so far: msgid → (sender, external_userids).
+    /// Reminders WeCom accepted for a mass task.
+    pub fn reminders(&self, msgid: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.reminders.get(msgid).map_or(0, Vec::len)
+    }
+
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -529,6 +541,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         TRANSFER_CUSTOMER,
         TRANSFER_RESULT,
         BATCH_GET_BY_USER,
+        REMIND_GROUPMSG_SEND,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -772,6 +785,28 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             Answer::Json(json!({"errcode": 0, "errmsg": "ok",
                                 "external_contact_list": all.get(start..end).unwrap_or_default(),
                                 "next_cursor": next}))
+        }
+        REMIND_GROUPMSG_SEND => {
+            // `msgid` of a task of this corp; at most 3 reminders per task in
+            // 24 hours ("24小时内每个群发最多触发三次提醒"). WeCom's errcode for a
+            // fourth is not documented: the fake answers 45009.
+            let Some(msgid) = b["msgid"].as_str().filter(|m| !m.is_empty()) else {
+                return missing("msgid");
+            };
+            if !st.tasks.contains_key(msgid) {
+                return Answer::errcode(40058, "invalid msgid");
+            }
+            let now = Instant::now();
+            let sent = st.reminders.entry(msgid.to_string()).or_default();
+            let in_day = sent
+                .iter()
+                .filter(|t| now.duration_since(**t) < Duration::from_secs(86_400))
+                .count();
+            if in_day >= 3 {
+                return Answer::errcode(45009, "remind limit: 3 per 24 hours");
+            }
+            sent.push(now);
+            Answer::errcode(0, "ok")
         }
         TRANSFER_RESULT => {
             let (Some(from), Some(to)) =

@@ -61,6 +61,7 @@ pub const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer";
 pub const SEND_RESULT: &str = "/cgi-bin/externalcontact/get_groupmsg_send_result";
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
+pub const REMIND_GROUPMSG_SEND: &str = "/cgi-bin/externalcontact/remind_groupmsg_send";
 
 /// Text limits (bytes): customer messages and welcome messages 4,000, app
 /// messages 2,048 (reference §1.2–§1.4). Longer text is refused before the
@@ -82,6 +83,10 @@ pub struct WecomConfig {
     /// `week`, `day`, ...): only used in reasons and notes.
     pub mass_message_cap: Option<String>,
     pub poll_interval: Duration,
+    /// Remind a salesperson who has not confirmed a mass task this long
+    /// after it was created, and again after as long (at most 3 a day,
+    /// WeCom's limit); `None`: no reminders.
+    pub remind_after: Option<Duration>,
     pub timeout: Duration,
     pub max_idle: usize,
     /// Salesperson id → `wecom_userid`, from the settings' teams.
