@@ -2172,3 +2172,192 @@ async fn the_fake_refuses_a_fourth_reminder_and_an_unknown_msgid() {
         .unwrap_err();
     assert!(reason(&unknown.delivery).contains("40058"));
 }
+
+// ---- succession: staff who left, resigned transfers, WeCom's limits (point 10) ----
+
+fn api_of(s: &Setup) -> nurture::channels::wecom::api::WecomApi {
+    nurture::channels::build::wecom_config(
+        s.settings.channels.get("wecom").unwrap(),
+        &s.settings,
+        &env,
+    )
+    .unwrap()
+    .api()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn resigned_finds_customers_of_staff_who_left_and_logs_each_once() {
+    use nurture::channels::wecom::resigned;
+    let s = setup().await;
+    contacts(&s.store, 2).await;
+    s.fake.resign("lisi", "wmEXT1", 10);
+    s.fake.resign("lisi", "wmEXT2", 400);
+    s.fake.resign("lisi", "wmNOBODY", 1);
+    s.fake.set_unassigned_page(2);
+    let now = Utc::now().timestamp_millis();
+    let f = resigned::sync(&api_of(&s), &s.store, now).await.unwrap();
+    assert_eq!((f.listed, f.new, f.events, f.calls), (3, 3, 2, 2));
+    let bodies = s.fake.requests(wecom_fake::GET_UNASSIGNED_LIST);
+    assert_eq!(bodies[0]["page_size"], 1000);
+    assert_eq!(bodies[1]["cursor"], "u2");
+    let again = resigned::sync(&api_of(&s), &s.store, now + 1)
+        .await
+        .unwrap();
+    assert_eq!((again.listed, again.new, again.events), (3, 0, 0));
+    let ev = rows(
+        &s.store,
+        "SELECT contact_id, json_extract(properties, '$.handover_userid') FROM events
+          WHERE name = 'wecom_staff_left' ORDER BY contact_id",
+    )
+    .await;
+    assert_eq!(
+        ev,
+        [
+            [Some("c1".into()), Some("lisi".into())],
+            [Some("c2".into()), Some("lisi".into())]
+        ]
+    );
+    // page_size over 1,000 is refused by WeCom (the fake too).
+    let e = api_of(&s)
+        .post(resigned::GET_UNASSIGNED_LIST, &json!({ "page_size": 1001 }))
+        .await
+        .unwrap_err();
+    assert!(reason(&e.delivery).contains("40058"));
+}
+
+#[tokio::test]
+async fn a_customer_of_staff_who_left_moves_with_the_resigned_transfer() {
+    use nurture::channels::wecom::resigned;
+    let s = setup().await;
+    contacts(&s.store, 2).await;
+    s.fake.resign("lisi", "wmEXT1", 10);
+    s.fake.resign("lisi", "wmEXT2", 400);
+    resigned::sync(&api_of(&s), &s.store, Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    // The workflow assigns c1 to chenjie: the member who left hands over.
+    let mut m = transfer("wmEXT1", "wangfang", "chenjie");
+    m.id = "greet:c1:1:0:transfer".into();
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 0);
+    let req = s.fake.requests(wecom_fake::RESIGNED_TRANSFER_CUSTOMER);
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0]["handover_userid"], "lisi");
+    assert_eq!(req[0]["takeover_userid"], "chenjie");
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at, sent_at)
+         VALUES ('greet:c1:1:0:transfer', 'greet', 'c1', 1, 'reassign', 'wecom', 'wmEXT1', 'transfer',
+                 'sent', 1, 0, 0, 0, 0)",
+    )
+    .await;
+    s.fake.set_transfer_status("wmEXT1", 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(s.fake.count(wecom_fake::RESIGNED_TRANSFER_RESULT), 1);
+    let t = rows(&s.store, "SELECT kind, status, userid FROM wecom_tasks").await;
+    assert_eq!(
+        t[0],
+        [
+            Some("resigned".into()),
+            Some("done".into()),
+            Some("lisi".into())
+        ]
+    );
+    // No longer unassigned; chenjie is a follow-user; the outcome is an event.
+    let left = rows(
+        &s.store,
+        "SELECT count(*) FROM wecom_unassigned WHERE external_userid = 'wmEXT1'",
+    )
+    .await;
+    assert_eq!(left[0][0].as_deref(), Some("0"));
+    let rel = rows(
+        &s.store,
+        "SELECT standing FROM wecom_relationships WHERE external_userid = 'wmEXT1' AND userid = 'chenjie'",
+    )
+    .await;
+    assert_eq!(rel[0][0].as_deref(), Some("1"));
+    let ev = rows(
+        &s.store,
+        "SELECT json_extract(properties, '$.resigned'), json_extract(properties, '$.takeover_userid')
+           FROM events WHERE contact_id = 'c1' AND name = 'wecom_transfer_done'",
+    )
+    .await;
+    assert_eq!(ev[0], [Some("1".into()), Some("chenjie".into())]);
+
+    // lisi left over a year ago: WeCom would refuse; nurture does not ask.
+    let mut m2 = transfer("wmEXT2", "wangfang", "chenjie");
+    m2.contact_id = "c2".into();
+    let d = send(&s.channel, &m2).await;
+    assert!(
+        reason(&d).contains("lisi left more than a year ago"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(wecom_fake::RESIGNED_TRANSFER_CUSTOMER), 1);
+}
+
+#[tokio::test]
+async fn the_fake_refuses_resigned_transfers_wecom_would_refuse() {
+    use nurture::channels::wecom::resigned;
+    let s = setup().await;
+    s.fake.resign("lisi", "wmEXT1", 10);
+    s.fake.resign("lisi", "wmEXT2", 400);
+    let api = api_of(&s);
+    let code = |v: serde_json::Value| v["customer"][0]["errcode"].as_i64().unwrap();
+    let call = |ext: &str, from: &str, to: &str| json!({ "handover_userid": from, "takeover_userid": to, "external_userid": [ext] });
+    let post = |b: serde_json::Value| {
+        let api = &api;
+        async move {
+            api.post(resigned::RESIGNED_TRANSFER_CUSTOMER, &b)
+                .await
+                .unwrap()
+                .json
+        }
+    };
+    assert_eq!(
+        code(post(call("wmEXT1", "wangfang", "chenjie")).await),
+        40097
+    );
+    assert_eq!(code(post(call("wmEXT2", "lisi", "chenjie")).await), 40097);
+    assert_eq!(code(post(call("wmEXT1", "lisi", "lisi")).await), 40130);
+    assert_eq!(code(post(call("wmEXT1", "lisi", "chenjie")).await), 0);
+    assert_eq!(code(post(call("wmEXT1", "lisi", "wangfang")).await), 40129);
+}
+
+#[tokio::test]
+async fn a_third_transfer_in_ninety_days_is_not_asked_for() {
+    let s = setup().await;
+    let now = Utc::now().timestamp_millis();
+    for (i, days) in [(1, 80), (2, 10)] {
+        exec(
+            &s.store,
+            &format!(
+                "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
+                                          takeover_userid, status, created_at, checks, next_check_at)
+                 VALUES ('old{i}', 'wecom', 'transfer', 'c3', 'wmEXT3', 'wangfang', 'lilei', 'done', {}, 1, 0)",
+                now - days * 86_400_000
+            ),
+        )
+        .await;
+    }
+    let d = send(&s.channel, &transfer("wmEXT3", "wangfang", "chenjie")).await;
+    assert!(matches!(d, Delivery::Permanent { .. }));
+    assert!(reason(&d).contains("40128"), "{d:?}");
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 0);
+    // One of them 100 days ago: the window has room again.
+    exec(
+        &s.store,
+        &format!(
+            "UPDATE wecom_tasks SET created_at = {} WHERE message_id = 'old1'",
+            now - 100 * 86_400_000
+        ),
+    )
+    .await;
+    let d = send(&s.channel, &transfer("wmEXT3", "wangfang", "chenjie")).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+}

@@ -38,6 +38,10 @@ use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
 use crate::store::{Dialect, Store};
 
+/// How often the daemon reads WeCom's unassigned list (customers of staff
+/// who left).
+const RESIGNED_EVERY_MS: i64 = 24 * 3600 * 1000;
+
 /// How long a task is followed before it is recorded as `expired`.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Tasks of a channel claimed at once. Small, because the claim's lease must
@@ -146,6 +150,9 @@ pub async fn run(
     let dialect = store.dialect();
     let mut pollers: HashMap<String, Poller> = HashMap::new();
     let mut built_for: Option<Arc<Project>> = None;
+    // Per channel: when the unassigned list was last read (once a day; at
+    // start, since a restart may have missed a day).
+    let mut resigned_at: HashMap<String, i64> = HashMap::new();
     loop {
         let current = project.borrow_and_update().clone();
         if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
@@ -157,6 +164,20 @@ pub async fn run(
             tick = tick.min(p.config.poll_interval);
             if let Err(e) = round(&pool, dialect, p).await {
                 tracing::warn!(channel = %p.config.name, error = %e, "wecom poll round failed");
+            }
+            let due = resigned_at
+                .get(&p.config.name)
+                .is_none_or(|t| now_ms() - t >= RESIGNED_EVERY_MS);
+            if due {
+                resigned_at.insert(p.config.name.clone(), now_ms());
+                match super::resigned::sync(&p.api, &store, now_ms()).await {
+                    Ok(f) => {
+                        tracing::info!(channel = %p.config.name, listed = f.listed, new = f.new,
+                        events = f.events, "wecom: looked for customers of staff who left")
+                    }
+                    Err((_, e)) => tracing::warn!(channel = %p.config.name, error = ?e.delivery,
+                        "wecom: get_unassigned_list failed; trying again in a day"),
+                }
             }
         }
         tokio::select! {
@@ -266,7 +287,8 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
         }
         let outcome = match task.kind.as_str() {
             "mass" => check_mass(p, &task).await,
-            "transfer" => check_transfer(p, &task).await,
+            "transfer" => check_transfer(p, &task, TRANSFER_RESULT).await,
+            "resigned" => check_transfer(p, &task, super::resigned::RESIGNED_TRANSFER_RESULT).await,
             other => Err(Delivery::Permanent {
                 reason: format!("unknown task kind {other:?}"),
             }),
@@ -277,7 +299,7 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                 tracing::info!(message = %task.message_id, status, "wecom task finished");
                 // The customer is the takeover member's now: the sender of
                 // the next mass message (and the next handover) follows.
-                if let ("transfer", "done", Some(takeover)) =
+                if let ("transfer" | "resigned", "done", Some(takeover)) =
                     (task.kind.as_str(), status, task.takeover_userid.as_deref())
                     && let Err(e) = crate::store::wecom::relationships::transfer_done(
                         pool,
@@ -295,6 +317,9 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                         "wecom: the transfer's relationships could not be recorded");
                     tasks::postpone(pool, &task.message_id, next, None).await?;
                     continue;
+                }
+                if task.kind == "resigned" && status == "done" {
+                    super::resigned::assigned(pool, &task.external_userid, &task.userid).await?;
                 }
                 let note = outcome_note(&note);
                 tasks::finish(pool, dialect, &task, status, code, &note, now_ms()).await?;
@@ -438,14 +463,14 @@ async fn check_mass(p: &Poller, task: &Task) -> Result<Outcome, Delivery> {
     )
 }
 
-async fn check_transfer(p: &Poller, task: &Task) -> Result<Outcome, Delivery> {
+async fn check_transfer(p: &Poller, task: &Task, path: &str) -> Result<Outcome, Delivery> {
     let Some(takeover) = &task.takeover_userid else {
         return Err(Delivery::Permanent {
             reason: "wecom: the transfer has no takeover_userid".into(),
         });
     };
     let body = json!({ "handover_userid": task.userid, "takeover_userid": takeover, "cursor": "" });
-    let hit = find_in_pages(&p.api, TRANSFER_RESULT, body, "customer", |v| {
+    let hit = find_in_pages(&p.api, path, body, "customer", |v| {
         v.get("external_userid").and_then(Value::as_str) == Some(&task.external_userid)
     })
     .await?;
