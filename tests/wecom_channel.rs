@@ -72,6 +72,12 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
+    setup_at(base, fake, extra, None).await
+}
+
+/// As [`setup_with`], on the store `url` (default: a SQLite file in a
+/// fresh folder).
+async fn setup_at(base: String, fake: WecomHandle, extra: &str, pg: Option<()>) -> Setup {
     // The test customers wmEXT0..wmEXT60 were added by wangfang (salesperson
     // s01, the owner `to_contact` gives them): WeCom delivers mass messages
     // only from a member the customer is a friend of.
@@ -82,7 +88,10 @@ async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
     // may have had this port.
     nurture::channels::wecom::token::TokenCache::shared(&base, CORP_ID, SECRET).clear();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let url = match pg {
+        Some(()) => support::db::url_for(dir.path()),
+        None => format!("sqlite://{}", dir.path().join("n.db").display()),
+    };
     let store = Store::open(&url).await.unwrap();
     // ... and nurture knows it (as the callback recorded it), so sends need
     // no look-up first.
@@ -2360,4 +2369,65 @@ async fn a_third_transfer_in_ninety_days_is_not_asked_for() {
     .await;
     let d = send(&s.channel, &transfer("wmEXT3", "wangfang", "chenjie")).await;
     assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+}
+
+/// Outcome events, reminders and the unassigned list on either store.
+/// Runs on PostgreSQL too under `.ci/with-postgres.sh`.
+#[tokio::test]
+async fn outcomes_reminders_and_staff_left_on_either_store() {
+    use nurture::channels::wecom::resigned;
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_at(base, fake, "    remind_after: 10ms\n", Some(())).await;
+    contacts(&s.store, 2).await;
+    let db = s.store.db();
+    for n in 1..=2 {
+        assert!(matches!(
+            send(&s.channel, &to_contact(n)).await,
+            Delivery::Delivered { .. }
+        ));
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at, sent_at)
+             VALUES ($1, 'greet', $2, 1, 'hello', 'wecom', $3, 'hi', 'sent', 1, 0, 0, 0, 0)",
+        )
+        .bind(format!("greet:c{n}:1:0"))
+        .bind(format!("c{n}"))
+        .bind(format!("wmEXT{n}"))
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    s.fake.set_send_status("wmEXT1", 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    let names: Vec<(String, String)> =
+        sqlx::query_as("SELECT contact_id, name FROM events ORDER BY contact_id")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!(names, [("c1".to_string(), "wecom_task_sent".to_string())]);
+    let reminded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM wecom_reminders WHERE errcode = 0")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(reminded, 1);
+    s.fake.resign("lisi", "wmEXT2", 3);
+    let f = resigned::sync(&api_of(&s), &s.store, Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    assert_eq!((f.listed, f.events), (1, 1));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE contact_id = 'c2' AND name = 'wecom_staff_left'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(left, 1);
+    let quiet: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM contacts WHERE last_active_at = 1767225600000")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(quiet, 2);
 }
