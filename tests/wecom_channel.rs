@@ -1437,6 +1437,8 @@ async fn settings_are_checked() {
     assert!(check("", &["secret_env"]).contains("secret_env"));
     assert!(check("", &["corp_id_env"]).contains("corp_id_env"));
     assert!(check("    poll_interval: soon\n", &[]).contains("poll_interval"));
+    assert!(check("    remind_after: soon\n", &[]).contains("remind_after"));
+    assert_eq!(check("    remind_after: 4h\n", &[]), "");
     let e = check("    agent_id: abc\n", &["agent_id"]);
     assert!(e.contains("must be an integer"), "{e}");
     let e = check("    base_url: ftp://x\n", &["base_url"]);
