@@ -234,7 +234,7 @@ fn build_aliyun_sms(
 /// A `wecom` channel's options (reference §1): `corp_id_env`, `secret_env`,
 /// `agent_id` (an integer, the app that sends notices), `base_url`,
 /// `mass_message_cap` (informational: `month`, `week`, `day`),
-/// `poll_interval` (default 60 s) and `timeout`. Senders come from the
+/// `poll_interval` (default 60 s), `remind_after` (none) and `timeout`. Senders come from the
 /// settings' teams (salesperson id → `wecom_userid`).
 pub fn wecom_config(
     cs: &ChannelSettings,
@@ -256,6 +256,13 @@ pub fn wecom_config(
         })?,
         None => super::wecom::DEFAULT_POLL_INTERVAL,
     };
+    let remind_after =
+        match option(cs, "remind_after") {
+            Some(t) => Some(parse_timeout(t).ok_or_else(|| {
+                format!("remind_after \"{t}\" must be a duration such as 4h or 30m")
+            })?),
+            None => None,
+        };
     let senders = settings
         .teams
         .values()
@@ -270,6 +277,7 @@ pub fn wecom_config(
         agent_id,
         mass_message_cap: option(cs, "mass_message_cap").map(str::to_string),
         poll_interval,
+        remind_after,
         timeout: timeout_option(cs)?,
         max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
         senders,

@@ -57,7 +57,7 @@ pub enum Command {
     Enroll(enroll::EnrollArgs),
     /// Lift the blast guard's pause of a workflow: its held enrollments run.
     Resume(enroll::ResumeArgs),
-    /// WeCom: `wecom sync-relationships` reads every salesperson's customer relationships.
+    /// WeCom: `wecom sync-relationships` reads every salesperson's customer relationships; `wecom resigned` finds customers of staff who left.
     #[command(subcommand)]
     Wecom(wecom::WecomCommand),
 }

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use super::{CliResult, Failure};
 use crate::channels::Delivery;
-use crate::channels::wecom::follow_sync;
+use crate::channels::wecom::{follow_sync, resigned};
 use crate::project::Project;
 use crate::settings::ChannelKind;
 use crate::store::Store;
@@ -21,6 +21,8 @@ use crate::store::Store;
 pub enum WecomCommand {
     /// Read the WeCom relationships of every salesperson with a wecom_userid (batch/get_by_user).
     SyncRelationships(SyncArgs),
+    /// Find the customers of staff who left (get_unassigned_list): logs wecom_staff_left on each, once.
+    Resigned(SyncArgs),
 }
 
 #[derive(Args, Debug)]
@@ -33,35 +35,82 @@ pub struct SyncArgs {
 pub async fn run(config: &Path, cmd: WecomCommand) -> CliResult {
     match cmd {
         WecomCommand::SyncRelationships(args) => sync(config, args).await,
+        WecomCommand::Resigned(args) => resigned(config, args).await,
     }
 }
 
-async fn sync(config: &Path, args: SyncArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
-    let settings = &project.settings;
+/// The wecom channel named by `--channel`, or the only one.
+fn channel_name(
+    settings: &crate::settings::Settings,
+    wanted: Option<&String>,
+) -> Result<String, Failure> {
     let wecom: Vec<&str> = settings
         .channels
         .values()
         .filter(|c| c.kind == ChannelKind::Wecom)
         .map(|c| c.name.as_str())
         .collect();
-    let name = match (&args.channel, wecom.as_slice()) {
-        (Some(n), _) if wecom.contains(&n.as_str()) => n.clone(),
-        (Some(n), _) => {
-            return Err(Failure::Input(format!(
-                "no wecom channel \"{n}\" in the settings (wecom channels: {})",
-                wecom.join(", ")
-            )));
+    match (wanted, wecom.as_slice()) {
+        (Some(n), _) if wecom.contains(&n.as_str()) => Ok(n.clone()),
+        (Some(n), _) => Err(Failure::Input(format!(
+            "no wecom channel \"{n}\" in the settings (wecom channels: {})",
+            wecom.join(", ")
+        ))),
+        (None, [one]) => Ok(one.to_string()),
+        (None, []) => Err(Failure::Input("the settings have no wecom channel".into())),
+        (None, _) => Err(Failure::Input(format!(
+            "several wecom channels ({}): name one with --channel",
+            wecom.join(", ")
+        ))),
+    }
+}
+
+fn reason_of(d: Delivery) -> String {
+    match d {
+        Delivery::Retry { reason, .. }
+        | Delivery::Permanent { reason }
+        | Delivery::Wait { reason, .. } => reason,
+        Delivery::Delivered { .. } => "no answer".into(),
+    }
+}
+
+async fn resigned(config: &Path, args: SyncArgs) -> CliResult {
+    let project = Project::load_or_report(config)?;
+    let settings = &project.settings;
+    let name = channel_name(settings, args.channel.as_ref())?;
+    let cs = &settings.channels[&name];
+    let env = |k: &str| std::env::var(k).ok();
+    let config = crate::channels::build::wecom_config(cs, settings, &env)
+        .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")))?;
+    let api = config
+        .api()
+        .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")))?;
+    let url = settings.database_url();
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {url}"))?;
+    let result = resigned::sync(&api, &store, crate::store::to_ms(chrono::Utc::now())).await;
+    store.close().await;
+    match result {
+        Ok(f) => {
+            println!(
+                "wecom {name}: {} customers of staff who left ({} new); wecom_staff_left logged on {} contacts ({} calls)",
+                f.listed, f.new, f.events, f.calls
+            );
+            Ok(())
         }
-        (None, [one]) => one.to_string(),
-        (None, []) => return Err(Failure::Input("the settings have no wecom channel".into())),
-        (None, _) => {
-            return Err(Failure::Input(format!(
-                "several wecom channels ({}): name one with --channel",
-                wecom.join(", ")
-            )));
-        }
-    };
+        Err((f, e)) => Err(Failure::Other(anyhow::anyhow!(
+            "{} ({} entries recorded before it)",
+            reason_of(e.delivery),
+            f.listed
+        ))),
+    }
+}
+
+async fn sync(config: &Path, args: SyncArgs) -> CliResult {
+    let project = Project::load_or_report(config)?;
+    let settings = &project.settings;
+    let name = channel_name(settings, args.channel.as_ref())?;
     let cs = &settings.channels[&name];
     let env = |k: &str| std::env::var(k).ok();
     let config = crate::channels::build::wecom_config(cs, settings, &env)
@@ -100,12 +149,7 @@ async fn sync(config: &Path, args: SyncArgs) -> CliResult {
             Ok(())
         }
         Err((s, e)) => {
-            let reason = match e.delivery {
-                Delivery::Retry { reason, .. }
-                | Delivery::Permanent { reason }
-                | Delivery::Wait { reason, .. } => reason,
-                Delivery::Delivered { .. } => "no answer".into(),
-            };
+            let reason = reason_of(e.delivery);
             Err(Failure::Other(anyhow::anyhow!(
                 "{reason} ({} relationships recorded before it)",
                 s.relationships

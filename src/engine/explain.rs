@@ -105,6 +105,17 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             );
             ok
         }
+        Trigger::StaffLeft => {
+            let ok = input.pending_triggers > 0;
+            let _ = writeln!(
+                out,
+                "  {} trigger staff_left: {} unprocessed {} events in the event log (a follow-user left; see nurture wecom resigned)",
+                mark(ok),
+                input.pending_triggers,
+                crate::workflow::model::STAFF_LEFT_EVENT
+            );
+            ok
+        }
         Trigger::Inactive { quiet_for, check } => {
             let since = c.quiet_since();
             let threshold = at - quiet_for.to_chrono();

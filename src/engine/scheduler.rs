@@ -307,11 +307,8 @@ impl Scheduler {
             if let (Some(after), Some(wf), Some(activated)) =
                 (log_after, wf, planner.gates.activated_at(name))
             {
-                let (kind, tag_or_event) = match &wf.trigger {
-                    crate::workflow::Trigger::ContactCreated => ("contact_created", None),
-                    crate::workflow::Trigger::TagAdded { tag } => ("tag_added", Some(tag.as_str())),
-                    crate::workflow::Trigger::Event { name } => ("event", Some(name.as_str())),
-                    _ => continue,
+                let Some((kind, tag_or_event)) = wf.trigger.log_match() else {
+                    continue;
                 };
                 upcoming.insert(
                     name.clone(),

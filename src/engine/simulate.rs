@@ -342,11 +342,8 @@ impl<'a> Simulation<'a> {
                 continue;
             };
             if let (Some(after), Some(activated)) = (log_after, planner.gates.activated_at(&name)) {
-                let (kind, which) = match &wf.trigger {
-                    Trigger::ContactCreated => ("contact_created", None),
-                    Trigger::TagAdded { tag } => ("tag_added", Some(tag.as_str())),
-                    Trigger::Event { name } => ("event", Some(name.as_str())),
-                    _ => continue,
+                let Some((kind, which)) = wf.trigger.log_match() else {
+                    continue;
                 };
                 let store_after = after.min(self.cursor_limit());
                 let mut n = if store_after < self.cursor_limit() {

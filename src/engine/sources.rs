@@ -574,13 +574,10 @@ pub async fn enrich(
 
 /// Does this event-log entry fire the workflow's trigger?
 pub fn fires(wf: &Workflow, entry: &plan_reads::LogEntry) -> bool {
-    match &wf.trigger {
-        Trigger::ContactCreated => entry.kind == "contact_created",
-        Trigger::TagAdded { tag } => {
-            entry.kind == "tag_added" && entry.name.as_deref() == Some(tag)
-        }
-        Trigger::Event { name } => entry.kind == "event" && entry.name.as_deref() == Some(name),
-        _ => false,
+    match wf.trigger.log_match() {
+        Some((kind, None)) => entry.kind == kind,
+        Some((kind, name)) => entry.kind == kind && entry.name.as_deref() == name,
+        None => false,
     }
 }
 

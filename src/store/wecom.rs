@@ -448,6 +448,44 @@ async fn deleted(
     Ok(applied(Some(id), &outcome, true))
 }
 
+/// Logs a WeCom event on a contact (a task's outcome, a member who left):
+/// it fires `event` workflows like any event, but is not the customer's own
+/// activity, so `last_active_at` stays as it was (an `inactive` workflow
+/// must not see a salesperson's send as engagement). Returns whether the
+/// contact exists (nothing is logged otherwise).
+pub async fn log_quiet_event(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    contact_id: &str,
+    name: &str,
+    at: i64,
+    props: &Value,
+) -> Result<bool, StoreError> {
+    let last_active: Option<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT last_active_at FROM contacts WHERE id = $1{}",
+        dialect.for_update()
+    )))
+    .bind(contact_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(last_active) = last_active else {
+        return Ok(false);
+    };
+    sqlx::query("INSERT INTO events (contact_id, name, at, properties) VALUES ($1, $2, $3, $4)")
+        .bind(contact_id)
+        .bind(name)
+        .bind(at)
+        .bind(props.to_string())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE contacts SET last_active_at = $1 WHERE id = $2")
+        .bind(last_active)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "inactive",
     "event",
     "schedule",
+    "staff_left",
 ];
 pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if"];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
@@ -243,6 +244,12 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
                 r.fields(v, "contact_created", &[])?;
             }
             Some(Trigger::ContactCreated)
+        }
+        "staff_left" => {
+            if !v.is_null() {
+                r.fields(v, "staff_left", &[])?;
+            }
+            Some(Trigger::StaffLeft)
         }
         "tag_added" => {
             let f = r.fields(v, "tag_added", &["tag"])?;
@@ -549,6 +556,45 @@ mod tests {
         let (wf, diags) = load_str(Path::new("w.yaml"), src);
         assert!(diags.is_empty(), "{diags:?}");
         wf.unwrap().workflow.entry
+    }
+
+    #[test]
+    fn staff_left_fires_on_the_wecom_staff_left_event() {
+        use crate::store::plan_reads::LogEntry;
+        for src in [
+            "trigger: { staff_left: {} }\nsteps:\n  - wait: 1d\n",
+            "trigger:\n  staff_left:\nsteps:\n  - wait: 1d\n",
+        ] {
+            let (wf, diags) = load_str(Path::new("w.yaml"), src);
+            assert!(diags.is_empty(), "{diags:?}");
+            let wf = wf.unwrap().workflow;
+            assert_eq!(wf.trigger.kind(), "staff_left");
+            let entry = |kind: &str, name: &str| LogEntry {
+                seq: 1,
+                kind: kind.into(),
+                contact_id: "c1".into(),
+                name: Some(name.into()),
+                at: chrono::Utc::now(),
+                origin: None,
+            };
+            assert!(crate::engine::sources::fires(
+                &wf,
+                &entry("event", "wecom_staff_left")
+            ));
+            assert!(!crate::engine::sources::fires(
+                &wf,
+                &entry("event", "purchase")
+            ));
+            assert!(!crate::engine::sources::fires(
+                &wf,
+                &entry("tag_added", "wecom_staff_left")
+            ));
+        }
+        let (_, diags) = load_str(
+            Path::new("w.yaml"),
+            "trigger: { staff_left: { who: lisi } }\nsteps:\n  - wait: 1d\n",
+        );
+        assert!(!diags.is_empty());
     }
 
     #[test]

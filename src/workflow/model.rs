@@ -48,6 +48,10 @@ pub struct Workflow {
     pub file: PathBuf,
 }
 
+/// The event `staff_left` workflows fire on (logged by
+/// `channels::wecom::resigned`).
+pub const STAFF_LEFT_EVENT: &str = "wecom_staff_left";
+
 #[derive(Debug, Clone)]
 pub enum Trigger {
     ContactCreated,
@@ -66,6 +70,10 @@ pub enum Trigger {
     Schedule {
         cron: CronSchedule,
     },
+    /// A WeCom follow-user of the contact left the company: the contact is
+    /// on WeCom's unassigned list (`nurture wecom resigned`, or the daemon's
+    /// daily look, logs the event `wecom_staff_left`).
+    StaffLeft,
 }
 
 impl Trigger {
@@ -76,6 +84,17 @@ impl Trigger {
             Trigger::Inactive { .. } => "inactive",
             Trigger::Event { .. } => "event",
             Trigger::Schedule { .. } => "schedule",
+            Trigger::StaffLeft => "staff_left",
+        }
+    }
+    /// The event-log entries that fire it: (kind, name).
+    pub fn log_match(&self) -> Option<(&'static str, Option<&str>)> {
+        match self {
+            Trigger::ContactCreated => Some(("contact_created", None)),
+            Trigger::TagAdded { tag } => Some(("tag_added", Some(tag))),
+            Trigger::Event { name } => Some(("event", Some(name))),
+            Trigger::StaffLeft => Some(("event", Some(STAFF_LEFT_EVENT))),
+            Trigger::Inactive { .. } | Trigger::Schedule { .. } => None,
         }
     }
     /// Triggers fired by a cron tick rather than by an entry in the event log.

@@ -72,6 +72,8 @@ enum Trigger {
     Event(EventTrigger),
     /// At each tick, for every contact in the audience (a recurring broadcast).
     Schedule(ScheduleTrigger),
+    /// A WeCom follow-user of the contact left the company (found on WeCom's unassigned list by `nurture wecom resigned` or the daemon's daily look). Write `staff_left: {}`.
+    StaffLeft(Option<Empty>),
 }
 
 #[derive(JsonSchema)]

@@ -68,6 +68,12 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
+    setup_at(base, fake, extra, None).await
+}
+
+/// As [`setup_with`], on the store `url` (default: a SQLite file in a
+/// fresh folder).
+async fn setup_at(base: String, fake: WecomHandle, extra: &str, pg: Option<()>) -> Setup {
     // The test customers wmEXT0..wmEXT60 were added by wangfang (salesperson
     // s01, the owner `to_contact` gives them): WeCom delivers mass messages
     // only from a member the customer is a friend of.
@@ -78,7 +84,10 @@ async fn setup_with(base: String, fake: WecomHandle, extra: &str) -> Setup {
     // may have had this port.
     nurture::channels::wecom::token::TokenCache::shared(&base, CORP_ID, SECRET).clear();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let url = match pg {
+        Some(()) => support::db::url_for(dir.path()),
+        None => format!("sqlite://{}", dir.path().join("n.db").display()),
+    };
     let store = Store::open(&url).await.unwrap();
     // ... and nurture knows it (as the callback recorded it), so sends need
     // no look-up first.
@@ -1424,6 +1433,8 @@ async fn settings_are_checked() {
     assert!(check("", &["secret_env"]).contains("secret_env"));
     assert!(check("", &["corp_id_env"]).contains("corp_id_env"));
     assert!(check("    poll_interval: soon\n", &[]).contains("poll_interval"));
+    assert!(check("    remind_after: soon\n", &[]).contains("remind_after"));
+    assert_eq!(check("    remind_after: 4h\n", &[]), "");
     let e = check("    agent_id: abc\n", &["agent_id"]);
     assert!(e.contains("must be an integer"), "{e}");
     let e = check("    base_url: ftp://x\n", &["base_url"]);
@@ -2049,4 +2060,418 @@ teams:
         json!({"handover_userid": "zhaomin", "takeover_userid": "chenjie", "external_userid": ["wmNoOwner"]})
     );
     d.terminate(Duration::from_secs(15));
+}
+
+// ---- task outcomes as events, reminders (issue 9, point 9) ----
+
+/// Contacts c1..=n as the store knows them, quiet since 2026-01-01.
+async fn contacts(store: &Store, n: usize) {
+    use chrono::TimeZone;
+    for i in 1..=n {
+        let input = nurture::store::contacts::ContactInput {
+            id: format!("c{i}"),
+            wecom_external_userid: Some(format!("wmEXT{i}")),
+            owner: Some("s01".into()),
+            last_active_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()),
+            ..Default::default()
+        };
+        store.upsert_contact(&input, Utc::now()).await.unwrap();
+    }
+}
+
+async fn sent_row(store: &Store, n: usize) {
+    exec(
+        store,
+        &format!(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at, sent_at)
+             VALUES ('greet:c{n}:1:0', 'greet', 'c{n}', 1, 'hello', 'wecom', 'wmEXT{n}', 'hi', 'sent', 1, 0, 0, 0, 0)"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn task_outcomes_are_events_on_the_contact() {
+    let s = setup().await;
+    contacts(&s.store, 4).await;
+    for n in 1..=4 {
+        assert!(matches!(
+            send(&s.channel, &to_contact(n)).await,
+            Delivery::Delivered { .. }
+        ));
+        sent_row(&s.store, n).await;
+    }
+    s.fake.set_send_status("wmEXT1", 1);
+    s.fake.set_send_status("wmEXT2", 2);
+    s.fake.set_send_status("wmEXT3", 3);
+    // c4's salesperson never confirms: after 3 days nurture stops asking.
+    exec(
+        &s.store,
+        "UPDATE wecom_tasks SET created_at = created_at - 4 * 86400000 WHERE contact_id = 'c4'",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    // Asked again: nothing is logged twice.
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    let got = rows(
+        &s.store,
+        "SELECT e.contact_id, e.name, json_extract(e.properties, '$.workflow'),
+                json_extract(e.properties, '$.step'), json_extract(e.properties, '$.sender'),
+                json_extract(e.properties, '$.provider_status')
+           FROM events e ORDER BY e.contact_id",
+    )
+    .await;
+    let names: Vec<_> = got
+        .iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("c1".to_string(), "wecom_task_sent".to_string()),
+            ("c2".into(), "wecom_task_not_friend".into()),
+            ("c3".into(), "wecom_task_over_cap".into()),
+            ("c4".into(), "wecom_task_expired".into()),
+        ]
+    );
+    assert_eq!(got[0][2].as_deref(), Some("greet"));
+    assert_eq!(got[0][3].as_deref(), Some("hello"));
+    assert_eq!(got[0][4].as_deref(), Some("wangfang"));
+    assert_eq!(got[1][5].as_deref(), Some("2"));
+    // Each is in the event log (workflows trigger on it) ...
+    let logged = rows(
+        &s.store,
+        "SELECT count(*) FROM event_log WHERE kind = 'event' AND name LIKE 'wecom_task_%'",
+    )
+    .await;
+    assert_eq!(logged[0][0].as_deref(), Some("4"));
+    // ... but a salesperson's send is not the customer's activity.
+    let quiet = rows(
+        &s.store,
+        "SELECT count(*) FROM contacts WHERE last_active_at = 1767225600000",
+    )
+    .await;
+    assert_eq!(quiet[0][0].as_deref(), Some("4"));
+}
+
+#[tokio::test]
+async fn an_unconfirmed_task_is_reminded_at_most_three_times_a_day() {
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_with(base, fake, "    remind_after: 10ms\n").await;
+    contacts(&s.store, 1).await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    sent_row(&s.store, 1).await;
+    let msgid = rows(&s.store, "SELECT msgid FROM wecom_tasks").await[0][0]
+        .clone()
+        .unwrap();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    }
+    // WeCom's 3 a day, and nurture never asked for a fourth.
+    assert_eq!(s.fake.reminders(&msgid), 3);
+    assert_eq!(s.fake.count(wecom_fake::REMIND_GROUPMSG_SEND), 3);
+    let r = rows(
+        &s.store,
+        "SELECT count(*), min(errcode), max(errcode) FROM wecom_reminders",
+    )
+    .await;
+    assert_eq!(r[0], [Some("3".into()), Some("0".into()), Some("0".into())]);
+    // Once sent, no more reminders.
+    s.fake.set_send_status("wmEXT1", 1);
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(s.fake.count(wecom_fake::REMIND_GROUPMSG_SEND), 3);
+}
+
+#[tokio::test]
+async fn the_fake_refuses_a_fourth_reminder_and_an_unknown_msgid() {
+    let s = setup().await;
+    assert!(matches!(
+        send(&s.channel, &to_contact(1)).await,
+        Delivery::Delivered { .. }
+    ));
+    let msgid = rows(&s.store, "SELECT msgid FROM wecom_tasks").await[0][0]
+        .clone()
+        .unwrap();
+    let api = nurture::channels::build::wecom_config(
+        s.settings.channels.get("wecom").unwrap(),
+        &s.settings,
+        &env,
+    )
+    .unwrap()
+    .api()
+    .unwrap();
+    let path = nurture::channels::wecom::REMIND_GROUPMSG_SEND;
+    for _ in 0..3 {
+        api.post(path, &json!({ "msgid": msgid })).await.unwrap();
+    }
+    let fourth = api
+        .post(path, &json!({ "msgid": msgid }))
+        .await
+        .unwrap_err();
+    assert!(
+        reason(&fourth.delivery).contains("45009"),
+        "{:?}",
+        fourth.delivery
+    );
+    let unknown = api
+        .post(path, &json!({ "msgid": "nope" }))
+        .await
+        .unwrap_err();
+    assert!(reason(&unknown.delivery).contains("40058"));
+}
+
+// ---- succession: staff who left, resigned transfers, WeCom's limits (point 10) ----
+
+fn api_of(s: &Setup) -> nurture::channels::wecom::api::WecomApi {
+    nurture::channels::build::wecom_config(
+        s.settings.channels.get("wecom").unwrap(),
+        &s.settings,
+        &env,
+    )
+    .unwrap()
+    .api()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn resigned_finds_customers_of_staff_who_left_and_logs_each_once() {
+    use nurture::channels::wecom::resigned;
+    let s = setup().await;
+    contacts(&s.store, 2).await;
+    s.fake.resign("lisi", "wmEXT1", 10);
+    s.fake.resign("lisi", "wmEXT2", 400);
+    s.fake.resign("lisi", "wmNOBODY", 1);
+    s.fake.set_unassigned_page(2);
+    let now = Utc::now().timestamp_millis();
+    let f = resigned::sync(&api_of(&s), &s.store, now).await.unwrap();
+    assert_eq!((f.listed, f.new, f.events, f.calls), (3, 3, 2, 2));
+    let bodies = s.fake.requests(wecom_fake::GET_UNASSIGNED_LIST);
+    assert_eq!(bodies[0]["page_size"], 1000);
+    assert_eq!(bodies[1]["cursor"], "u2");
+    let again = resigned::sync(&api_of(&s), &s.store, now + 1)
+        .await
+        .unwrap();
+    assert_eq!((again.listed, again.new, again.events), (3, 0, 0));
+    let ev = rows(
+        &s.store,
+        "SELECT contact_id, json_extract(properties, '$.handover_userid') FROM events
+          WHERE name = 'wecom_staff_left' ORDER BY contact_id",
+    )
+    .await;
+    assert_eq!(
+        ev,
+        [
+            [Some("c1".into()), Some("lisi".into())],
+            [Some("c2".into()), Some("lisi".into())]
+        ]
+    );
+    // page_size over 1,000 is refused by WeCom (the fake too).
+    let e = api_of(&s)
+        .post(resigned::GET_UNASSIGNED_LIST, &json!({ "page_size": 1001 }))
+        .await
+        .unwrap_err();
+    assert!(reason(&e.delivery).contains("40058"));
+}
+
+#[tokio::test]
+async fn a_customer_of_staff_who_left_moves_with_the_resigned_transfer() {
+    use nurture::channels::wecom::resigned;
+    let s = setup().await;
+    contacts(&s.store, 2).await;
+    s.fake.resign("lisi", "wmEXT1", 10);
+    s.fake.resign("lisi", "wmEXT2", 400);
+    resigned::sync(&api_of(&s), &s.store, Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    // The workflow assigns c1 to chenjie: the member who left hands over.
+    let mut m = transfer("wmEXT1", "wangfang", "chenjie");
+    m.id = "greet:c1:1:0:transfer".into();
+    assert!(matches!(
+        send(&s.channel, &m).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 0);
+    let req = s.fake.requests(wecom_fake::RESIGNED_TRANSFER_CUSTOMER);
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0]["handover_userid"], "lisi");
+    assert_eq!(req[0]["takeover_userid"], "chenjie");
+    exec(
+        &s.store,
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                             status, attempts, not_before, next_attempt_at, created_at, sent_at)
+         VALUES ('greet:c1:1:0:transfer', 'greet', 'c1', 1, 'reassign', 'wecom', 'wmEXT1', 'transfer',
+                 'sent', 1, 0, 0, 0, 0)",
+    )
+    .await;
+    s.fake.set_transfer_status("wmEXT1", 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    assert_eq!(s.fake.count(wecom_fake::RESIGNED_TRANSFER_RESULT), 1);
+    let t = rows(&s.store, "SELECT kind, status, userid FROM wecom_tasks").await;
+    assert_eq!(
+        t[0],
+        [
+            Some("resigned".into()),
+            Some("done".into()),
+            Some("lisi".into())
+        ]
+    );
+    // No longer unassigned; chenjie is a follow-user; the outcome is an event.
+    let left = rows(
+        &s.store,
+        "SELECT count(*) FROM wecom_unassigned WHERE external_userid = 'wmEXT1'",
+    )
+    .await;
+    assert_eq!(left[0][0].as_deref(), Some("0"));
+    let rel = rows(
+        &s.store,
+        "SELECT standing FROM wecom_relationships WHERE external_userid = 'wmEXT1' AND userid = 'chenjie'",
+    )
+    .await;
+    assert_eq!(rel[0][0].as_deref(), Some("1"));
+    let ev = rows(
+        &s.store,
+        "SELECT json_extract(properties, '$.resigned'), json_extract(properties, '$.takeover_userid')
+           FROM events WHERE contact_id = 'c1' AND name = 'wecom_transfer_done'",
+    )
+    .await;
+    assert_eq!(ev[0], [Some("1".into()), Some("chenjie".into())]);
+
+    // lisi left over a year ago: WeCom would refuse; nurture does not ask.
+    let mut m2 = transfer("wmEXT2", "wangfang", "chenjie");
+    m2.contact_id = "c2".into();
+    let d = send(&s.channel, &m2).await;
+    assert!(
+        reason(&d).contains("lisi left more than a year ago"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(wecom_fake::RESIGNED_TRANSFER_CUSTOMER), 1);
+}
+
+#[tokio::test]
+async fn the_fake_refuses_resigned_transfers_wecom_would_refuse() {
+    use nurture::channels::wecom::resigned;
+    let s = setup().await;
+    s.fake.resign("lisi", "wmEXT1", 10);
+    s.fake.resign("lisi", "wmEXT2", 400);
+    let api = api_of(&s);
+    let code = |v: serde_json::Value| v["customer"][0]["errcode"].as_i64().unwrap();
+    let call = |ext: &str, from: &str, to: &str| json!({ "handover_userid": from, "takeover_userid": to, "external_userid": [ext] });
+    let post = |b: serde_json::Value| {
+        let api = &api;
+        async move {
+            api.post(resigned::RESIGNED_TRANSFER_CUSTOMER, &b)
+                .await
+                .unwrap()
+                .json
+        }
+    };
+    assert_eq!(
+        code(post(call("wmEXT1", "wangfang", "chenjie")).await),
+        40097
+    );
+    assert_eq!(code(post(call("wmEXT2", "lisi", "chenjie")).await), 40097);
+    assert_eq!(code(post(call("wmEXT1", "lisi", "lisi")).await), 40130);
+    assert_eq!(code(post(call("wmEXT1", "lisi", "chenjie")).await), 0);
+    assert_eq!(code(post(call("wmEXT1", "lisi", "wangfang")).await), 40129);
+}
+
+#[tokio::test]
+async fn a_third_transfer_in_ninety_days_is_not_asked_for() {
+    let s = setup().await;
+    let now = Utc::now().timestamp_millis();
+    for (i, days) in [(1, 80), (2, 10)] {
+        exec(
+            &s.store,
+            &format!(
+                "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
+                                          takeover_userid, status, created_at, checks, next_check_at)
+                 VALUES ('old{i}', 'wecom', 'transfer', 'c3', 'wmEXT3', 'wangfang', 'lilei', 'done', {}, 1, 0)",
+                now - days * 86_400_000
+            ),
+        )
+        .await;
+    }
+    let d = send(&s.channel, &transfer("wmEXT3", "wangfang", "chenjie")).await;
+    assert!(matches!(d, Delivery::Permanent { .. }));
+    assert!(reason(&d).contains("40128"), "{d:?}");
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 0);
+    // One of them 100 days ago: the window has room again.
+    exec(
+        &s.store,
+        &format!(
+            "UPDATE wecom_tasks SET created_at = {} WHERE message_id = 'old1'",
+            now - 100 * 86_400_000
+        ),
+    )
+    .await;
+    let d = send(&s.channel, &transfer("wmEXT3", "wangfang", "chenjie")).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+}
+
+/// Outcome events, reminders and the unassigned list on either store.
+/// Runs on PostgreSQL too under `.ci/with-postgres.sh`.
+#[tokio::test]
+async fn outcomes_reminders_and_staff_left_on_either_store() {
+    use nurture::channels::wecom::resigned;
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_at(base, fake, "    remind_after: 10ms\n", Some(())).await;
+    contacts(&s.store, 2).await;
+    let db = s.store.db();
+    for n in 1..=2 {
+        assert!(matches!(
+            send(&s.channel, &to_contact(n)).await,
+            Delivery::Delivered { .. }
+        ));
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at, sent_at)
+             VALUES ($1, 'greet', $2, 1, 'hello', 'wecom', $3, 'hi', 'sent', 1, 0, 0, 0, 0)",
+        )
+        .bind(format!("greet:c{n}:1:0"))
+        .bind(format!("c{n}"))
+        .bind(format!("wmEXT{n}"))
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    s.fake.set_send_status("wmEXT1", 1);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    let names: Vec<(String, String)> =
+        sqlx::query_as("SELECT contact_id, name FROM events ORDER BY contact_id")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!(names, [("c1".to_string(), "wecom_task_sent".to_string())]);
+    let reminded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM wecom_reminders WHERE errcode = 0")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(reminded, 1);
+    s.fake.resign("lisi", "wmEXT2", 3);
+    let f = resigned::sync(&api_of(&s), &s.store, Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    assert_eq!((f.listed, f.events), (1, 1));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE contact_id = 'c2' AND name = 'wecom_staff_left'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(left, 1);
+    let quiet: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM contacts WHERE last_active_at = 1767225600000")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(quiet, 2);
 }

@@ -44,6 +44,7 @@ pub mod errcode;
 pub mod follow_sync;
 pub mod pacing;
 pub mod poll;
+pub mod resigned;
 pub mod sender;
 pub mod tasks;
 pub mod token;
@@ -61,6 +62,7 @@ pub const MESSAGE_SEND: &str = "/cgi-bin/message/send";
 pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer";
 pub const SEND_RESULT: &str = "/cgi-bin/externalcontact/get_groupmsg_send_result";
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
+pub const REMIND_GROUPMSG_SEND: &str = "/cgi-bin/externalcontact/remind_groupmsg_send";
 
 /// Text limits (bytes): customer messages and welcome messages 4,000, app
 /// messages 2,048 (reference §1.2–§1.4). Longer text is refused before the
@@ -82,6 +84,10 @@ pub struct WecomConfig {
     /// `week`, `day`, ...): only used in reasons and notes.
     pub mass_message_cap: Option<String>,
     pub poll_interval: Duration,
+    /// Remind a salesperson who has not confirmed a mass task this long
+    /// after it was created, and again after as long (at most 3 a day,
+    /// WeCom's limit); `None`: no reminders.
+    pub remind_after: Option<Duration>,
     pub timeout: Duration,
     pub max_idle: usize,
     /// Salesperson id → `wecom_userid`, from the settings' teams.
@@ -482,6 +488,45 @@ impl WecomChannel {
             return permanent("wecom: the contact has no wecom_external_userid to transfer");
         }
         let wanted = field("handover_userid");
+        if let Some(store) = self.store.as_ref() {
+            let pool = store.db();
+            let retry = |e: sqlx::Error| -> Exchange {
+                Delivery::Retry {
+                    after: None,
+                    reason: format!("wecom: cannot read the customer's transfers: {e}"),
+                }
+                .into()
+            };
+            let left = match resigned::resigned_handover(pool, &msg.to).await {
+                Ok(l) => l.filter(|r| r.handover_userid != takeover),
+                Err(e) => return retry(e),
+            };
+            let recent = match resigned::transfers_in_window(pool, &msg.to, now_ms()).await {
+                Ok(n) => n,
+                Err(e) => return retry(e),
+            };
+            if let Some(reason) = resigned::refused_by_limits(recent, left.as_ref(), now_ms()) {
+                return permanent(&format!("wecom: {}: {reason}", msg.to));
+            }
+            // A member who left still holds the customer: only the resigned
+            // transfer moves it (the member cannot hand over any more).
+            if let Some(r) = left {
+                let note = Some(format!(
+                    "handed over from {} (left the company) with the resigned transfer",
+                    r.handover_userid
+                ));
+                return self
+                    .start_transfer(
+                        msg,
+                        resigned::RESIGNED_TRANSFER_CUSTOMER,
+                        "resigned",
+                        r.handover_userid,
+                        takeover,
+                        note,
+                    )
+                    .await;
+            }
+        }
         let (handover, note) = match self.store.as_ref() {
             Some(store) => {
                 let rels = match self.relationships(store, &msg.to).await {
@@ -506,12 +551,27 @@ impl WecomChannel {
         if let Some(n) = &note {
             tracing::info!(message = %msg.id, %n, "wecom transfer not from the previous owner");
         }
+        self.start_transfer(msg, TRANSFER_CUSTOMER, "transfer", handover, takeover, note)
+            .await
+    }
+
+    /// `transfer_customer` or `resigned/transfer_customer` (`path`) of the
+    /// message's customer; per-customer errcode 0 records a task of `kind`.
+    async fn start_transfer(
+        &self,
+        msg: &OutMessage,
+        path: &str,
+        kind: &str,
+        handover: String,
+        takeover: String,
+        note: Option<String>,
+    ) -> Exchange {
         let body = json!({
             "handover_userid": handover,
             "takeover_userid": takeover,
             "external_userid": [msg.to],
         });
-        let answer = match self.api.post(TRANSFER_CUSTOMER, &body).await {
+        let answer = match self.api.post(path, &body).await {
             Ok(a) => a,
             Err(e) => return e,
         };
@@ -529,7 +589,7 @@ impl WecomChannel {
                 let task = tasks::Task {
                     message_id: msg.id.clone(),
                     channel: self.config.name.clone(),
-                    kind: "transfer".into(),
+                    kind: kind.into(),
                     contact_id: msg.contact_id.clone(),
                     external_userid: msg.to.clone(),
                     userid: handover,
@@ -547,10 +607,7 @@ impl WecomChannel {
                 answer.exchange(d)
             }
             None => answer.exchange(Delivery::Permanent {
-                reason: format!(
-                    "wecom: transfer_customer's answer does not mention {}",
-                    msg.to
-                ),
+                reason: format!("wecom: {path}'s answer does not mention {}", msg.to),
             }),
         }
     }

@@ -32,11 +32,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::WecomApi;
 use super::tasks::{self, Task};
-use super::{SEND_RESULT, TRANSFER_RESULT, WecomConfig, now_ms};
+use super::{REMIND_GROUPMSG_SEND, SEND_RESULT, TRANSFER_RESULT, WecomConfig, now_ms};
 use crate::channels::Delivery;
 use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
 use crate::store::{Dialect, Store};
+
+/// How often the daemon reads WeCom's unassigned list (customers of staff
+/// who left).
+const RESIGNED_EVERY_MS: i64 = 24 * 3600 * 1000;
 
 /// How long a task is followed before it is recorded as `expired`.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -146,6 +150,9 @@ pub async fn run(
     let dialect = store.dialect();
     let mut pollers: HashMap<String, Poller> = HashMap::new();
     let mut built_for: Option<Arc<Project>> = None;
+    // Per channel: when the unassigned list was last read (once a day; at
+    // start, since a restart may have missed a day).
+    let mut resigned_at: HashMap<String, i64> = HashMap::new();
     loop {
         let current = project.borrow_and_update().clone();
         if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
@@ -157,6 +164,20 @@ pub async fn run(
             tick = tick.min(p.config.poll_interval);
             if let Err(e) = round(&pool, dialect, p).await {
                 tracing::warn!(channel = %p.config.name, error = %e, "wecom poll round failed");
+            }
+            let due = resigned_at
+                .get(&p.config.name)
+                .is_none_or(|t| now_ms() - t >= RESIGNED_EVERY_MS);
+            if due {
+                resigned_at.insert(p.config.name.clone(), now_ms());
+                match super::resigned::sync(&p.api, &store, now_ms()).await {
+                    Ok(f) => {
+                        tracing::info!(channel = %p.config.name, listed = f.listed, new = f.new,
+                        events = f.events, "wecom: looked for customers of staff who left")
+                    }
+                    Err((_, e)) => tracing::warn!(channel = %p.config.name, error = ?e.delivery,
+                        "wecom: get_unassigned_list failed; trying again in a day"),
+                }
             }
         }
         tokio::select! {
@@ -254,7 +275,8 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
             );
             tasks::finish(
                 pool,
-                &task.message_id,
+                dialect,
+                &task,
                 "expired",
                 None,
                 &outcome_note(&note),
@@ -265,7 +287,8 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
         }
         let outcome = match task.kind.as_str() {
             "mass" => check_mass(p, &task).await,
-            "transfer" => check_transfer(p, &task).await,
+            "transfer" => check_transfer(p, &task, TRANSFER_RESULT).await,
+            "resigned" => check_transfer(p, &task, super::resigned::RESIGNED_TRANSFER_RESULT).await,
             other => Err(Delivery::Permanent {
                 reason: format!("unknown task kind {other:?}"),
             }),
@@ -276,7 +299,7 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                 tracing::info!(message = %task.message_id, status, "wecom task finished");
                 // The customer is the takeover member's now: the sender of
                 // the next mass message (and the next handover) follows.
-                if let ("transfer", "done", Some(takeover)) =
+                if let ("transfer" | "resigned", "done", Some(takeover)) =
                     (task.kind.as_str(), status, task.takeover_userid.as_deref())
                     && let Err(e) = crate::store::wecom::relationships::transfer_done(
                         pool,
@@ -295,16 +318,22 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                     tasks::postpone(pool, &task.message_id, next, None).await?;
                     continue;
                 }
+                if task.kind == "resigned" && status == "done" {
+                    super::resigned::assigned(pool, &task.external_userid, &task.userid).await?;
+                }
                 let note = outcome_note(&note);
-                tasks::finish(pool, &task.message_id, status, code, &note, now_ms()).await?;
+                tasks::finish(pool, dialect, &task, status, code, &note, now_ms()).await?;
             }
             Ok(Outcome::Waiting(what)) => {
+                if task.kind == "mass" {
+                    remind(pool, p, &task).await?;
+                }
                 tasks::postpone(pool, &task.message_id, next, seen(what).as_deref()).await?;
             }
             Err(Delivery::Permanent { reason }) => {
                 tracing::warn!(message = %task.message_id, %reason, "wecom task cannot be followed");
                 let note = outcome_note(&reason);
-                tasks::finish(pool, &task.message_id, "error", None, &note, now_ms()).await?;
+                tasks::finish(pool, dialect, &task, "error", None, &note, now_ms()).await?;
             }
             Err(Delivery::Wait { reason, after }) => {
                 let next = next.max(now_ms() + millis(after));
@@ -320,6 +349,71 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
         }
     }
     Ok(n)
+}
+
+/// WeCom reminds a member of one mass task at most this often in 24 hours
+/// (`remind_groupmsg_send`: "24小时内每个群发最多触发三次提醒").
+pub const REMINDERS_PER_DAY: i64 = 3;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Whether a mass task not confirmed yet is due a reminder at `now`: the
+/// channel's `remind_after` passed since the task was created and since the
+/// last reminder, and fewer than [`REMINDERS_PER_DAY`] went out in the last
+/// 24 hours (`sent_at`: when reminders went, any order).
+pub fn reminder_due(remind_after: Duration, created_at: i64, sent_at: &[i64], now: i64) -> bool {
+    let after = millis(remind_after);
+    let last = sent_at.iter().copied().max().unwrap_or(created_at);
+    let in_day = sent_at.iter().filter(|t| now - **t < DAY_MS).count() as i64;
+    now - created_at >= after && now - last >= after && in_day < REMINDERS_PER_DAY
+}
+
+/// Reminds the sender of a mass task they have not confirmed, when the
+/// channel's `remind_after` says so ([`reminder_due`]). A failed reminder is
+/// logged and recorded with its errcode (it counts towards WeCom's 3, as
+/// WeCom may have counted it); it never fails the round.
+async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<()> {
+    let (Some(after), Some(msgid)) = (p.config.remind_after, task.msgid.as_deref()) else {
+        return Ok(());
+    };
+    let sent_at: Vec<i64> = sqlx::query_scalar("SELECT at FROM wecom_reminders WHERE msgid = $1")
+        .bind(msgid)
+        .fetch_all(pool)
+        .await?;
+    let now = now_ms();
+    if !reminder_due(after, task.created_at, &sent_at, now) {
+        return Ok(());
+    }
+    let errcode = match p
+        .api
+        .post(REMIND_GROUPMSG_SEND, &json!({ "msgid": msgid }))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(message = %task.message_id, sender = %task.userid,
+                "wecom: reminded the salesperson of an unconfirmed mass message");
+            Some(0)
+        }
+        Err(e) => {
+            let code = e
+                .answer
+                .as_deref()
+                .and_then(|a| serde_json::from_str::<Value>(a).ok())
+                .and_then(|a| a.get("errcode").and_then(Value::as_i64));
+            tracing::warn!(message = %task.message_id, error = ?e.delivery,
+                "wecom: remind_groupmsg_send failed");
+            code
+        }
+    };
+    sqlx::query(
+        "INSERT INTO wecom_reminders (message_id, msgid, at, errcode) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&task.message_id)
+    .bind(msgid)
+    .bind(now)
+    .bind(errcode)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Reads every page of a result list (`key`) until `found` picks an entry.
@@ -369,14 +463,14 @@ async fn check_mass(p: &Poller, task: &Task) -> Result<Outcome, Delivery> {
     )
 }
 
-async fn check_transfer(p: &Poller, task: &Task) -> Result<Outcome, Delivery> {
+async fn check_transfer(p: &Poller, task: &Task, path: &str) -> Result<Outcome, Delivery> {
     let Some(takeover) = &task.takeover_userid else {
         return Err(Delivery::Permanent {
             reason: "wecom: the transfer has no takeover_userid".into(),
         });
     };
     let body = json!({ "handover_userid": task.userid, "takeover_userid": takeover, "cursor": "" });
-    let hit = find_in_pages(&p.api, TRANSFER_RESULT, body, "customer", |v| {
+    let hit = find_in_pages(&p.api, path, body, "customer", |v| {
         v.get("external_userid").and_then(Value::as_str) == Some(&task.external_userid)
     })
     .await?;
@@ -424,6 +518,22 @@ mod tests {
             transfer_outcome(5),
             Outcome::Final("no_record", Some(5), _)
         ));
+    }
+
+    #[test]
+    fn reminders_wait_and_stay_within_three_a_day() {
+        let h = 3_600_000;
+        let after = Duration::from_secs(4 * 3600);
+        assert!(!reminder_due(after, 0, &[], 3 * h));
+        assert!(reminder_due(after, 0, &[], 4 * h));
+        assert!(!reminder_due(after, 0, &[4 * h], 7 * h));
+        assert!(reminder_due(after, 0, &[4 * h], 8 * h));
+        // Three in the last 24 h: the next waits until the first is a day old.
+        let one = Duration::from_secs(60);
+        let three = [10 * h, 11 * h, 12 * h];
+        assert!(!reminder_due(one, 0, &three, 20 * h));
+        assert!(!reminder_due(one, 0, &three, 34 * h - 1));
+        assert!(reminder_due(one, 0, &three, 34 * h));
     }
 
     #[test]

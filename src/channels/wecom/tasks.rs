@@ -226,18 +226,41 @@ pub async fn postpone(
     Ok(())
 }
 
+/// The event a task's outcome logs on its contact, so workflows can
+/// trigger on it (`event: { name: wecom_task_sent }`) or branch on it
+/// (`if: { event: wecom_task_not_friend, within: 3d }`).
+pub fn outcome_event(kind: &str, status: &str) -> Option<&'static str> {
+    Some(match (kind, status) {
+        ("mass", "sent") => "wecom_task_sent",
+        ("mass", "not_friend") => "wecom_task_not_friend",
+        ("mass", "over_cap") => "wecom_task_over_cap",
+        ("mass", "expired") => "wecom_task_expired",
+        ("transfer" | "resigned", "done") => "wecom_transfer_done",
+        ("transfer" | "resigned", "refused") => "wecom_transfer_refused",
+        ("transfer" | "resigned", "takeover_limit") => "wecom_transfer_takeover_limit",
+        ("transfer" | "resigned", "no_record") => "wecom_transfer_no_record",
+        ("transfer" | "resigned", "expired") => "wecom_transfer_expired",
+        _ => return None,
+    })
+}
+
 /// The task's outcome. `note` also goes on the outbox row (its `last_error`,
-/// the status stays `sent`), where `nurture history --contact` shows it.
+/// the status stays `sent`), where `nurture history --contact` shows it. The
+/// first write of an outcome also logs its event ([`outcome_event`]) on the
+/// contact, in the same transaction, with the workflow and step that sent
+/// the message, the members, WeCom's status and the note as properties.
 pub async fn finish(
     pool: &AnyPool,
-    message_id: &str,
+    dialect: Dialect,
+    task: &Task,
     status: &str,
     provider_status: Option<i64>,
     note: &str,
     now_ms: i64,
 ) -> sqlx::Result<()> {
+    let message_id = task.message_id.as_str();
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    let written = sqlx::query(
         "UPDATE wecom_tasks SET status = $1, provider_status = $2, detail = $3, finished_at = $4,
                 checks = checks + 1
           WHERE message_id = $5 AND status = 'pending'",
@@ -248,11 +271,52 @@ pub async fn finish(
     .bind(now_ms)
     .bind(message_id)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
     sqlx::query("UPDATE outbox SET last_error = $1 WHERE id = $2 AND status = 'sent'")
         .bind(note)
         .bind(message_id)
         .execute(&mut *tx)
         .await?;
+    if let (1, Some(name)) = (written, outcome_event(&task.kind, status)) {
+        let origin = sqlx::query("SELECT workflow, step_id FROM outbox WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (workflow, step): (Option<String>, Option<String>) = match origin {
+            Some(r) => (r.try_get(0)?, r.try_get(1)?),
+            None => (None, None),
+        };
+        let mut props = serde_json::json!({
+            "message_id": message_id,
+            "workflow": workflow,
+            "step": step,
+            "channel": task.channel,
+            "status": status,
+            "provider_status": provider_status,
+            "note": note,
+        });
+        if task.kind == "mass" {
+            props["sender"] = task.userid.clone().into();
+            props["msgid"] = task.msgid.clone().into();
+        } else {
+            props["handover_userid"] = task.userid.clone().into();
+            props["takeover_userid"] = task.takeover_userid.clone().into();
+            props["resigned"] = (task.kind == "resigned").into();
+        }
+        crate::store::wecom::log_quiet_event(
+            &mut tx,
+            dialect,
+            &task.contact_id,
+            name,
+            now_ms,
+            &props,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Db(e) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })?;
+    }
     tx.commit().await
 }

@@ -27,6 +27,16 @@
 //!   new task, and 40058 for a msgid it never issued.
 //! - `batch/get_by_user` (`userid_list` of 1–100 members, `limit` ≤ 100,
 //!   paged with `next_cursor`): every relationship of those members.
+//! - `remind_groupmsg_send` (`msgid` of one of its tasks, else 40058): at
+//!   most 3 reminders per task in 24 hours; a fourth gets 45009 (WeCom's
+//!   code for it is not documented).
+//! - `get_unassigned_list` (`page_size` ≤ 1,000, `cursor`): the customers
+//!   of members who left ([`WecomHandle::resign`]), `is_last`/`next_cursor`.
+//!   `resigned/transfer_customer` refuses per customer: 40130 same member,
+//!   40097 when the handover member has not left this customer or left over
+//!   a year ago (code not confirmed), 40129 while a transfer waits, 40128
+//!   after 2 transfers in 90 days (shared with `transfer_customer`);
+//!   `resigned/transfer_result` lists only resigned transfers.
 //! - `message/send`: the recipients must be members of the fake's directory
 //!   ([`WecomHandle::add_member`]; WeCom userids are case-insensitive), else
 //!   they come back in `invaliduser` **lower-cased**; members without a
@@ -75,6 +85,10 @@ pub const TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/transfer_customer"
 pub const TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/transfer_result";
 pub const EXTERNALCONTACT_GET: &str = "/cgi-bin/externalcontact/get";
 pub const BATCH_GET_BY_USER: &str = "/cgi-bin/externalcontact/batch/get_by_user";
+pub const REMIND_GROUPMSG_SEND: &str = "/cgi-bin/externalcontact/remind_groupmsg_send";
+pub const GET_UNASSIGNED_LIST: &str = "/cgi-bin/externalcontact/get_unassigned_list";
+pub const RESIGNED_TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/resigned/transfer_customer";
+pub const RESIGNED_TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/resigned/transfer_result";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -164,6 +178,14 @@ struct State {
     /// how many were dropped by the pacing.
     notices: HashMap<String, Vec<Instant>>,
     dropped: HashMap<String, usize>,
+    /// remind_groupmsg_send: msgid → when each accepted reminder came.
+    reminders: HashMap<String, Vec<Instant>>,
+    /// get_unassigned_list: (handover_userid, external_userid, dimission_time s).
+    unassigned: Vec<(String, String, i64)>,
+    /// get_unassigned_list entries per page (0: page_size).
+    unassigned_page: usize,
+    /// transfers (from, to, external_userid) made with the resigned API.
+    resigned_transfers: HashSet<(String, String, String)>,
 }
 
 /// Staff members the fake's directory has from the start.
@@ -322,6 +344,11 @@ impl WecomHandle {
                 .map(|(f, t, _, _)| (f.clone(), t.clone()))
         };
         if let (1, Some((from, to))) = (status, moved) {
+            self.state
+                .lock()
+                .unwrap()
+                .unassigned
+                .retain(|(h, e, _)| !(h == &from && e == external_userid));
             self.unfriend(external_userid, &from);
             self.befriend(external_userid, &to);
         }
@@ -423,6 +450,33 @@ impl WecomHandle {
     }
 
     /// The add_msg_template tasks created so far: msgid → (sender, external_userids).
+    /// Reminders WeCom accepted for a mass task.
+    pub fn reminders(&self, msgid: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.reminders.get(msgid).map_or(0, Vec::len)
+    }
+
+    /// `userid` left the company `days_ago` days ago, leaving `external_userid`
+    /// unassigned (listed by get_unassigned_list until a resigned transfer of
+    /// it is done).
+    pub fn resign(&self, userid: &str, external_userid: &str, days_ago: i64) {
+        let mut st = self.state.lock().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        st.unassigned.push((
+            userid.into(),
+            external_userid.into(),
+            now - days_ago * 86_400,
+        ));
+    }
+
+    /// get_unassigned_list entries per page (0: as many as page_size).
+    pub fn set_unassigned_page(&self, n: usize) {
+        self.state.lock().unwrap().unassigned_page = n;
+    }
+
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -529,6 +583,10 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         TRANSFER_CUSTOMER,
         TRANSFER_RESULT,
         BATCH_GET_BY_USER,
+        REMIND_GROUPMSG_SEND,
+        GET_UNASSIGNED_LIST,
+        RESIGNED_TRANSFER_CUSTOMER,
+        RESIGNED_TRANSFER_RESULT,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -773,7 +831,120 @@ fn decide(st: &mut State, call: &Call) -> Answer {
                                 "external_contact_list": all.get(start..end).unwrap_or_default(),
                                 "next_cursor": next}))
         }
-        TRANSFER_RESULT => {
+        REMIND_GROUPMSG_SEND => {
+            // `msgid` of a task of this corp; at most 3 reminders per task in
+            // 24 hours ("24小时内每个群发最多触发三次提醒"). WeCom's errcode for a
+            // fourth is not documented: the fake answers 45009.
+            let Some(msgid) = b["msgid"].as_str().filter(|m| !m.is_empty()) else {
+                return missing("msgid");
+            };
+            if !st.tasks.contains_key(msgid) {
+                return Answer::errcode(40058, "invalid msgid");
+            }
+            let now = Instant::now();
+            let sent = st.reminders.entry(msgid.to_string()).or_default();
+            let in_day = sent
+                .iter()
+                .filter(|t| now.duration_since(**t) < Duration::from_secs(86_400))
+                .count();
+            if in_day >= 3 {
+                return Answer::errcode(45009, "remind limit: 3 per 24 hours");
+            }
+            sent.push(now);
+            Answer::errcode(0, "ok")
+        }
+        GET_UNASSIGNED_LIST => {
+            // page_size at most 1,000 (default 1,000); cursor as handed out.
+            let size = match b.get("page_size").and_then(Value::as_u64) {
+                None => 1_000,
+                Some(n) if (1..=1_000).contains(&n) => n as usize,
+                Some(_) => return Answer::errcode(40058, "invalid page_size"),
+            };
+            let size = if st.unassigned_page == 0 {
+                size
+            } else {
+                size.min(st.unassigned_page)
+            };
+            let start: usize = match b["cursor"].as_str().filter(|c| !c.is_empty()) {
+                None => 0,
+                Some(c) => match c.strip_prefix("u").and_then(|n| n.parse().ok()) {
+                    Some(n) => n,
+                    None => return missing("cursor"),
+                },
+            };
+            let all = &st.unassigned;
+            let end = (start + size).min(all.len());
+            let info: Vec<Value> = all
+                .get(start..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|(h, e, t)| json!({"handover_userid": h, "external_userid": e, "dimission_time": t}))
+                .collect();
+            let last = end >= all.len();
+            Answer::Json(
+                json!({"errcode": 0, "errmsg": "ok", "info": info, "is_last": last,
+                                "next_cursor": if last { String::new() } else { format!("u{end}") }}),
+            )
+        }
+        RESIGNED_TRANSFER_CUSTOMER => {
+            let (Some(from), Some(to)) =
+                (b["handover_userid"].as_str(), b["takeover_userid"].as_str())
+            else {
+                return missing("handover_userid/takeover_userid");
+            };
+            let Some(ids) = b["external_userid"].as_array().filter(|a| !a.is_empty()) else {
+                return missing("external_userid");
+            };
+            if ids.len() > 100 {
+                return Answer::errcode(40058, "external_userid exceeds 100");
+            }
+            let now = Instant::now();
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let mut customers = Vec::new();
+            for id in ids.iter().filter_map(Value::as_str) {
+                let left = st
+                    .unassigned
+                    .iter()
+                    .find(|(h, e, _)| h == from && e == id)
+                    .map(|(_, _, t)| *t);
+                let earlier: Vec<&(String, String, String, Instant)> =
+                    st.transfers.iter().filter(|t| t.2 == id).collect();
+                let waiting = earlier
+                    .last()
+                    .is_some_and(|_| st.transfer_status.get(id).copied().unwrap_or(2) == 2);
+                let recent = earlier
+                    .iter()
+                    .filter(|t| now.duration_since(t.3) < Duration::from_secs(90 * 86_400))
+                    .count();
+                // WeCom's code for "the handover member has not left / this is
+                // not their customer" and for "left over a year ago" is not
+                // documented in the SDKs read: the fake answers 40097.
+                let code = if from == to {
+                    40130
+                } else if left.is_none_or(|t| now_s - t > 365 * 86_400) {
+                    40097
+                } else if waiting {
+                    40129
+                } else if recent >= 2 {
+                    40128
+                } else {
+                    0
+                };
+                if code == 0 {
+                    st.transfers.push((from.into(), to.into(), id.into(), now));
+                    st.resigned_transfers
+                        .insert((from.into(), to.into(), id.into()));
+                    st.transfer_status.remove(id);
+                }
+                customers.push(json!({"external_userid": id, "errcode": code}));
+            }
+            Answer::Json(json!({"errcode": 0, "errmsg": "ok", "customer": customers}))
+        }
+        TRANSFER_RESULT | RESIGNED_TRANSFER_RESULT => {
+            let resigned = call.path == RESIGNED_TRANSFER_RESULT;
             let (Some(from), Some(to)) =
                 (b["handover_userid"].as_str(), b["takeover_userid"].as_str())
             else {
@@ -783,6 +954,11 @@ fn decide(st: &mut State, call: &Call) -> Answer {
                 .transfers
                 .iter()
                 .filter(|(f, t, _, _)| f == from && t == to)
+                .filter(|(f, t, id, _)| {
+                    st.resigned_transfers
+                        .contains(&(f.clone(), t.clone(), id.clone()))
+                        == resigned
+                })
                 .map(|(_, _, id, _)| {
                     let status = st.transfer_status.get(id).copied().unwrap_or(2);
                     json!({"external_userid": id, "status": status,

@@ -1,0 +1,266 @@
+//! Succession (issue 9, point 10): customers of staff members who left.
+//!
+//! `POST /cgi-bin/externalcontact/get_unassigned_list` (`cursor`,
+//! `page_size` up to 1,000) → `info[{handover_userid, external_userid,
+//! dimission_time}]` (seconds), `is_last`, `next_cursor` (request and answer
+//! shapes as in WxJava's `WxCpExternalContactService.listUnassignedList` and
+//! easywechat's `getUnassigned`). Every entry is kept in `wecom_unassigned`
+//! (migration 0014); one seen for the first time logs the event
+//! [`EVENT_STAFF_LEFT`] on its contact, which the `staff_left` trigger fires
+//! on, so a workflow can `assign` the customer to someone else (the channel
+//! then uses the resigned transfer, see [`resigned_handover`]) and notify
+//! the new owner. `nurture wecom resigned` runs it; the daemon runs it once a
+//! day per wecom channel.
+//!
+//! WeCom's limits, respected before any call (so a refusal is a clear dead
+//! letter rather than a surprise): a customer can be transferred at most
+//! twice in 90 days (both kinds count, [`transfers_in_window`]), and a
+//! resigned member's customers only within a year of the member leaving
+//! ([`RESIGNED_WITHIN`]).
+
+use serde_json::{Value, json};
+use sqlx::{AnyPool, Row};
+
+use super::api::WecomApi;
+use crate::channels::Exchange;
+use crate::store::{Store, StoreError};
+
+pub const GET_UNASSIGNED_LIST: &str = "/cgi-bin/externalcontact/get_unassigned_list";
+pub const RESIGNED_TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/resigned/transfer_customer";
+pub const RESIGNED_TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/resigned/transfer_result";
+/// The event logged on a contact whose follow-user left.
+pub const EVENT_STAFF_LEFT: &str = crate::workflow::STAFF_LEFT_EVENT;
+pub const PAGE_SIZE: i64 = 1_000;
+const MAX_PAGES: usize = 1_000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Resigned members' customers can be handed over within a year of leaving.
+pub const RESIGNED_WITHIN_MS: i64 = 365 * DAY_MS;
+pub const RESIGNED_WITHIN: &str = "a year";
+/// At most 2 transfers per customer in 90 days (errcode 40128).
+pub const TRANSFERS_PER_WINDOW: i64 = 2;
+pub const TRANSFER_WINDOW_MS: i64 = 90 * DAY_MS;
+
+/// What a look at the unassigned list found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Entries listed.
+    pub listed: usize,
+    /// Entries not seen before.
+    pub new: usize,
+    /// `wecom_staff_left` events logged (new entries of known contacts).
+    pub events: usize,
+    pub calls: usize,
+}
+
+/// Reads the whole unassigned list and records it. Stops at the first
+/// failed call (what was read before is recorded).
+pub async fn sync(api: &WecomApi, store: &Store, now_ms: i64) -> Result<Found, (Found, Exchange)> {
+    let mut out = Found::default();
+    let mut cursor = String::new();
+    for _ in 0..MAX_PAGES {
+        out.calls += 1;
+        let body = json!({ "cursor": cursor, "page_size": PAGE_SIZE });
+        let answer = match api.post(GET_UNASSIGNED_LIST, &body).await {
+            Ok(a) => a,
+            Err(e) => return Err((out, e)),
+        };
+        let entries = answer
+            .json
+            .get("info")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for e in &entries {
+            let (Some(ext), Some(handover)) = (
+                e.get("external_userid").and_then(Value::as_str),
+                e.get("handover_userid").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let left = e
+                .get("dimission_time")
+                .and_then(Value::as_i64)
+                .map(|s| s * 1000);
+            out.listed += 1;
+            match record(store, ext, handover, left, now_ms).await {
+                Ok((new, logged)) => {
+                    out.new += usize::from(new);
+                    out.events += usize::from(logged);
+                }
+                Err(err) => {
+                    return Err((
+                        out,
+                        crate::channels::Delivery::Retry {
+                            after: None,
+                            reason: format!("wecom: cannot record the unassigned list: {err}"),
+                        }
+                        .into(),
+                    ));
+                }
+            }
+        }
+        let last = answer.json.get("is_last").and_then(Value::as_bool) == Some(true);
+        match answer.json.get("next_cursor").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() && !last => cursor = c.to_string(),
+            _ => return Ok(out),
+        }
+    }
+    Ok(out)
+}
+
+/// Records one entry; a new one logs [`EVENT_STAFF_LEFT`] on its contact in
+/// the same transaction. Returns (new, event logged).
+async fn record(
+    store: &Store,
+    ext: &str,
+    handover: &str,
+    dimission_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(bool, bool), StoreError> {
+    let dialect = store.dialect();
+    let mut tx = store.begin().await?;
+    let new = sqlx::query(
+        "INSERT INTO wecom_unassigned (external_userid, handover_userid, dimission_time, first_seen_at, last_seen_at)
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (external_userid, handover_userid) DO NOTHING",
+    )
+    .bind(ext)
+    .bind(handover)
+    .bind(dimission_ms)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let mut logged = false;
+    if new {
+        let contact: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM contacts WHERE wecom_external_userid = $1 ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(ext)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = contact {
+            let props = json!({
+                "handover_userid": handover,
+                "external_userid": ext,
+                "dimission_time": dimission_ms,
+            });
+            logged = crate::store::wecom::log_quiet_event(
+                &mut tx,
+                dialect,
+                &id,
+                EVENT_STAFF_LEFT,
+                now_ms,
+                &props,
+            )
+            .await?;
+        }
+    } else {
+        sqlx::query(
+            "UPDATE wecom_unassigned SET last_seen_at = $1, dimission_time = coalesce($2, dimission_time)
+              WHERE external_userid = $3 AND handover_userid = $4",
+        )
+        .bind(now_ms)
+        .bind(dimission_ms)
+        .bind(ext)
+        .bind(handover)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((new, logged))
+}
+
+/// A member who left and still has the customer (from the unassigned list):
+/// the handover of a resigned transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resigned {
+    pub handover_userid: String,
+    pub dimission_ms: Option<i64>,
+}
+
+/// The member who left the customer, if any (the most recent leaver).
+pub async fn resigned_handover(pool: &AnyPool, ext: &str) -> sqlx::Result<Option<Resigned>> {
+    let row = sqlx::query(
+        "SELECT handover_userid, dimission_time FROM wecom_unassigned WHERE external_userid = $1
+          ORDER BY coalesce(dimission_time, 0) DESC, handover_userid LIMIT 1",
+    )
+    .bind(ext)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some(r) => Some(Resigned {
+            handover_userid: r.try_get(0)?,
+            dimission_ms: r.try_get(1)?,
+        }),
+        None => None,
+    })
+}
+
+/// The customer was handed over: it is no longer unassigned.
+pub async fn assigned(pool: &AnyPool, ext: &str, handover: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM wecom_unassigned WHERE external_userid = $1 AND handover_userid = $2")
+        .bind(ext)
+        .bind(handover)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Transfers of the customer WeCom started (either kind) in the 90 days
+/// before `now_ms`; a transfer WeCom has no record of does not count.
+pub async fn transfers_in_window(pool: &AnyPool, ext: &str, now_ms: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM wecom_tasks
+          WHERE external_userid = $1 AND kind IN ('transfer', 'resigned')
+            AND status <> 'no_record' AND created_at > $2",
+    )
+    .bind(ext)
+    .bind(now_ms - TRANSFER_WINDOW_MS)
+    .fetch_one(pool)
+    .await
+}
+
+/// Why a transfer of the customer would be refused by WeCom's limits now,
+/// if it would: `recent` transfers in 90 days, and for a resigned handover
+/// the time since the member left.
+pub fn refused_by_limits(recent: i64, resigned: Option<&Resigned>, now_ms: i64) -> Option<String> {
+    if recent >= TRANSFERS_PER_WINDOW {
+        return Some(format!(
+            "WeCom allows {TRANSFERS_PER_WINDOW} transfers of a customer in 90 days and this one had {recent} (errcode 40128): not transferred"
+        ));
+    }
+    if let Some(Resigned {
+        handover_userid,
+        dimission_ms: Some(left),
+    }) = resigned
+        && now_ms - left > RESIGNED_WITHIN_MS
+    {
+        return Some(format!(
+            "{handover_userid} left more than {RESIGNED_WITHIN} ago: WeCom hands over a resigned member's customers only within {RESIGNED_WITHIN} of leaving"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let now = 1_000 * DAY_MS;
+        assert!(refused_by_limits(2, None, now).unwrap().contains("40128"));
+        assert_eq!(refused_by_limits(1, None, now), None);
+        let r = |days: i64| Resigned {
+            handover_userid: "lisi".into(),
+            dimission_ms: Some(now - days * DAY_MS),
+        };
+        assert_eq!(refused_by_limits(0, Some(&r(364)), now), None);
+        assert!(
+            refused_by_limits(0, Some(&r(366)), now)
+                .unwrap()
+                .contains("lisi left more than a year ago")
+        );
+    }
+}
