@@ -63,6 +63,8 @@ pub struct Simulation<'a> {
     cursor: i64,
     /// Entries the simulation's own plans logged (tags they added).
     own_log: VecDeque<LogEntry>,
+    /// Store entries read ahead, not yet planned.
+    log_ahead: VecDeque<LogEntry>,
     /// The store's last log entry when the simulation began: entries above
     /// it are the simulation's own.
     store_max_seq: i64,
@@ -108,6 +110,7 @@ impl<'a> Simulation<'a> {
             opts,
             cursor,
             own_log: VecDeque::new(),
+            log_ahead: VecDeque::new(),
             store_max_seq: max_seq.unwrap_or(0),
             next_seq: max_seq.unwrap_or(0) + 1,
             active: HashMap::new(),
@@ -293,11 +296,18 @@ impl<'a> Simulation<'a> {
     /// The next batch of the event log: the store's entries after the cursor,
     /// then the simulation's own.
     async fn pending_log(&mut self) -> Result<Vec<LogEntry>> {
-        let mut entries = plan_reads::pending_log(self.store.db(), self.cursor, BATCH as i64)
-            .await?
-            .into_iter()
-            .filter(|e| e.seq <= self.cursor_limit())
-            .collect::<Vec<_>>();
+        // Read ahead in large pages (one query per 8,192 entries, not per
+        // batch); handed out in the daemon's batches.
+        if self.log_ahead.len() < BATCH {
+            let after = self.log_ahead.back().map(|e| e.seq).unwrap_or(self.cursor);
+            if after < self.cursor_limit() {
+                let page = plan_reads::pending_log(self.store.db(), after, 8192).await?;
+                self.log_ahead
+                    .extend(page.into_iter().filter(|e| e.seq <= self.store_max_seq));
+            }
+        }
+        let take = self.log_ahead.len().min(BATCH);
+        let mut entries: Vec<LogEntry> = self.log_ahead.drain(..take).collect();
         while entries.len() < BATCH {
             match self.own_log.pop_front() {
                 Some(e) => entries.push(e),
@@ -382,20 +392,44 @@ impl<'a> Simulation<'a> {
     {
         let (filter, key_of, cause) =
             sources::scan_filter(wf, planner.now, self.store.dialect(), scan)?;
-        let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
+        let store: &'a Store = self.store;
+        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
+        let mut plans = 0;
+        if planner.settings.policies.blast_guard.is_none() {
+            // No guard to judge the scan as a whole: plan it as it streams,
+            // in the daemon's batches, without holding a million contacts.
+            let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+            loop {
+                let next = stream.next().await;
+                let done = next.is_none();
+                if let Some(c) = next {
+                    let c = c?;
+                    if self.may_enter(wf, &key_of, &c, planner.now) {
+                        chunk.push(c);
+                    }
+                }
+                if chunk.len() == BATCH || (done && !chunk.is_empty()) {
+                    let batch = sources::plan_scan_chunk(
+                        self.store, wf, &mut chunk, &key_of, &cause, planner,
+                    )
+                    .await?;
+                    plans += self.take(batch, planner, on_plan)?;
+                }
+                if done {
+                    return Ok(plans);
+                }
+            }
+        }
+        // The daemon collects the scan first and the guard judges it whole.
         let mut contacts: Vec<Contact> = Vec::new();
         while let Some(c) = stream.next().await {
             let c = c?;
-            // The SQL checked the store's enrollments; these are the simulation's.
-            let key = key_of.key(wf, &c);
-            let mine = self.by_contact.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
-            if sources::may_enter_given(wf, mine, &key, planner.now) {
+            if self.may_enter(wf, &key_of, &c, planner.now) {
                 contacts.push(c);
             }
         }
         drop(stream);
         let mut remaining = contacts.len() as i64;
-        let mut plans = 0;
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
         let mut contacts = contacts.into_iter().peekable();
         while contacts.peek().is_some() {
@@ -413,6 +447,21 @@ impl<'a> Simulation<'a> {
             plans += self.take(batch, planner, on_plan)?;
         }
         Ok(plans)
+    }
+
+    /// The entry policy over the simulation's own enrollments (the scan's
+    /// SQL checked the store's).
+    fn may_enter(
+        &self,
+        wf: &Workflow,
+        key_of: &sources::KeyOf,
+        c: &Contact,
+        at: DateTime<Utc>,
+    ) -> bool {
+        match self.by_contact.get(&c.id) {
+            None => true,
+            Some(mine) => sources::may_enter_given(wf, mine, &key_of.key(wf, c), at),
+        }
     }
 
     /// What the daemon would write for these plans, kept in memory.
