@@ -645,7 +645,14 @@ async fn explain_contact(
             .count();
         let pending_triggers = firing.len() - before_activation;
         let activated_at = planner.gates.states.get(&wf.name).map(|s| s.activated_at);
-        let plan = planner.plan(wf, &contact, StartAt::First { since: at }, recent);
+        let trigger = firing.last().map(|e| e.trigger_event());
+        let plan = planner.plan(
+            wf,
+            &contact,
+            StartAt::First { since: at },
+            recent,
+            trigger.as_ref(),
+        );
         out.push_str(&explain(&ExplainInput {
             wf,
             contact: &contact,

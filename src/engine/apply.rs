@@ -80,8 +80,8 @@ pub async fn apply_in(
         (&d.start, &d.plan.outcome)
     {
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at)
-             VALUES ($1, $2, $3, 'held', $4, $5)
+            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at, trigger_event)
+             VALUES ($1, $2, $3, 'held', $4, $5, $6)
              ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
              RETURNING id",
         )
@@ -90,6 +90,7 @@ pub async fn apply_in(
         .bind(entry_key)
         .bind(first_step)
         .bind(ms(now))
+        .bind(d.trigger.as_ref().map(|t| t.to_json()))
         .fetch_optional(&mut *tx)
         .await
         .context("holding the enrollment")?;
@@ -104,8 +105,8 @@ pub async fn apply_in(
     let enrollment_id = match &d.start {
         Start::New { entry_key, .. } => {
             let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at)
-                 VALUES ($1, $2, $3, 'active', $4)
+                "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at, trigger_event)
+                 VALUES ($1, $2, $3, 'active', $4, $5)
                  ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
                  RETURNING id",
             )
@@ -113,6 +114,7 @@ pub async fn apply_in(
             .bind(&d.contact_id)
             .bind(entry_key)
             .bind(ms(now))
+            .bind(d.trigger.as_ref().map(|t| t.to_json()))
             .fetch_optional(&mut *tx)
             .await
             .context("creating the enrollment")?;

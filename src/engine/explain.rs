@@ -326,11 +326,18 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
             name,
             within,
             at_least,
+            where_,
         } => {
             let n = c
                 .events
                 .iter()
-                .filter(|e| &e.name == name && within.is_none_or(|w| e.at > at - w.to_chrono()))
+                .filter(|e| {
+                    &e.name == name
+                        && within.is_none_or(|w| e.at > at - w.to_chrono())
+                        && where_.as_ref().is_none_or(|w| {
+                            crate::audience::eval::property_holds(w, &e.properties, at)
+                        })
+                })
                 .count();
             let _ = writeln!(
                 out,

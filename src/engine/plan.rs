@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::assign::{AssignState, Pick};
 use crate::audience::eval::{holds, holds_since};
-use crate::contact::Contact;
+use crate::contact::{Contact, TriggerEvent};
 use crate::policy;
 use crate::settings::Settings;
 use crate::template::{Templates, render_context};
@@ -287,16 +287,18 @@ impl<'a> Planner<'a> {
     /// or an exit. `recent_messages` is how many messages the store holds for
     /// the contact inside the frequency cap's window. The contact is seen as
     /// earlier plans of this run left it, and what this plan changes in it is
-    /// remembered for the plans after it.
+    /// remembered for the plans after it. `trigger` is the event that
+    /// started the enrollment (templates read it as `event`).
     pub fn plan(
         &mut self,
         wf: &Workflow,
         contact: &Contact,
         start: StartAt<'_>,
         recent_messages: u32,
+        trigger: Option<&TriggerEvent>,
     ) -> EnrollmentPlan {
         let mut c = self.current(contact);
-        let plan = self.plan_steps(wf, &mut c, start, recent_messages);
+        let plan = self.plan_steps(wf, &mut c, start, recent_messages, trigger);
         if let std::borrow::Cow::Owned(c) = c {
             self.changes.insert(
                 c.id.clone(),
@@ -315,6 +317,7 @@ impl<'a> Planner<'a> {
         c: &mut std::borrow::Cow<'_, Contact>,
         start: StartAt<'_>,
         recent_messages: u32,
+        trigger: Option<&TriggerEvent>,
     ) -> EnrollmentPlan {
         let contact_id = c.id.clone();
         let mut steps = Vec::new();
@@ -378,6 +381,7 @@ impl<'a> Planner<'a> {
                         &send.channel.value,
                         &send.template.value,
                         recent_messages,
+                        trigger,
                     );
                     steps.push(row(step, action));
                 }
@@ -469,6 +473,7 @@ impl<'a> Planner<'a> {
         channel: &str,
         template: &str,
         recent: u32,
+        trigger: Option<&TriggerEvent>,
     ) -> Action {
         let Some(ch) = self.settings.channels.get(channel) else {
             // `validate` refuses unknown channels, so this only happens on a broken reload.
@@ -519,8 +524,11 @@ impl<'a> Planner<'a> {
             .as_deref()
             .and_then(|id| self.settings.salesperson(id))
             .map(|s| s.template_value());
-        let ctx =
-            handlebars::Context::from(render_context(c, owner.as_ref(), &wf.name, self.now, tz));
+        let mut ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
+        if let (Some(e), Some(m)) = (trigger, ctx.as_object_mut()) {
+            m.insert("event".into(), e.template_value(tz));
+        }
+        let ctx = handlebars::Context::from(ctx);
         let rendered = match self.templates.render_with(template, &ctx) {
             Ok(r) => r,
             Err(e) => {

@@ -1,0 +1,223 @@
+//! Issue "the marketer's day": event data in messages, dates and money,
+//! notices as templates, a validate that helps, output people read, contacts
+//! in and out. The real binary on a real store (SQLite, or PostgreSQL in the
+//! suite's second pass).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use support::daemon::{Daemon, Project};
+use support::receiver::{Receiver, Reply, script};
+
+const LOG_SETTINGS: &str = "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\n";
+
+/// The abandoned-cart workflow of the issue: the message names the cart item;
+/// a big buyer gets another message (`where:` on an event condition).
+const CART: &str = r#"
+trigger: { event: { name: cart_abandoned } }
+entry: every_time
+steps:
+  - if: { event: purchase, where: { field: amount, gte: 500 } }
+    then:
+      - send: { channel: sms, template: vip-cart }
+    else:
+      - send: { channel: sms, template: cart }
+"#;
+
+fn cart_project(settings: &str) -> Project {
+    let p = Project::new(settings);
+    p.write("workflows/cart.yaml", CART)
+        .write(
+            "templates/cart.hbs",
+            "{{contact.name}}，您的购物车里还有{{event.properties.item}}（{{event.name}} {{event.at}}）",
+        )
+        .write(
+            "templates/vip-cart.hbs",
+            "{{contact.name}}，尊贵的会员：{{event.properties.item}}为您保留",
+        );
+    p
+}
+
+#[test]
+fn the_triggering_event_reaches_the_message_and_conditions_test_its_properties() {
+    let p = cart_project(LOG_SETTINGS);
+    p.ok(&["contacts", "add", "c1", "--name", "王芳"]);
+    p.ok(&["contacts", "add", "c2", "--name", "李雷"]);
+    // c2 bought for 899 before; c1 for 99.
+    for (id, amount) in [("c1", "99"), ("c2", "899")] {
+        p.ok(&[
+            "contacts",
+            "event",
+            id,
+            "purchase",
+            "--at",
+            "2026-10-01T10:00:00+08:00",
+            "--prop",
+            &format!("amount={amount}"),
+        ]);
+    }
+    for (id, item) in [("c1", "羊毛围巾"), ("c2", "真丝睡衣")] {
+        p.ok(&[
+            "contacts",
+            "event",
+            id,
+            "cart_abandoned",
+            "--at",
+            "2026-11-01T09:30:15.123+08:00",
+            "--prop",
+            &format!("item={item}"),
+        ]);
+    }
+    support::db::running_since_epoch(&p.db_url(), &["cart"]);
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2026-11-01T10:00:00+08:00",
+        "--format",
+        "jsonl",
+    ]);
+    insta::assert_snapshot!(out);
+}
+
+#[tokio::test]
+async fn a_step_after_a_wait_still_has_the_triggering_event() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{}\", secret_env: HOOK_SECRET }}\n",
+        rx.url("/hook")
+    ));
+    p.write(
+        "workflows/cart.yaml",
+        "trigger: { event: { name: cart_abandoned } }\nsteps:\n  - wait: 2s\n  - send: { channel: hook, template: cart }\n",
+    )
+    .write(
+        "templates/cart.hbs",
+        "{{event.name}}: {{event.properties.item}} x{{event.properties.qty}} at {{event.at}}",
+    );
+    let d = Daemon::start(&p, &[]);
+    p.wait_count(
+        "SELECT count(*) FROM workflow_states",
+        1,
+        Duration::from_secs(15),
+    )
+    .await;
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "王芳"}))
+        .await;
+    d.post_ok(
+        "/v1/events",
+        json!({"contact_id": "c1", "name": "cart_abandoned", "properties": {"item": "羊毛围巾", "qty": 2}}),
+    )
+    .await;
+    let got = rx.wait_for(1, Duration::from_secs(20)).await;
+    let body = got[0].json()["body"].as_str().unwrap().to_string();
+    let (head, at) = body.split_once(" at ").unwrap();
+    assert_eq!(head, "cart_abandoned: 羊毛围巾 x2", "{body}");
+    // In the contact's (here the settings') time zone, to the second.
+    assert_eq!(at.len(), "2026-11-01T09:30:15+08:00".len(), "{body}");
+    assert!(at.ends_with("+08:00"), "{body}");
+    d.terminate(Duration::from_secs(15));
+}
+
+/// Runs `nurture validate ARGS` in `dir` (relative paths in the output);
+/// returns (exit code, stdout, stderr).
+fn validate_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))
+        .current_dir(dir)
+        .env_remove("NURTURE_DATABASE")
+        .arg("validate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// A folder with `files` (path, content) written in it.
+fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let p = dir.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    dir
+}
+
+const EVENTS_SETTINGS: &str = "timezone: Asia/Shanghai
+channels:
+  sms: { kind: log }
+events:
+  cart_abandoned: { item: string, price: number }
+  purchase: { amount: number }
+";
+
+#[test]
+fn declared_events_are_checked_with_did_you_mean() {
+    let dir = folder(&[
+        ("nurture.yaml", EVENTS_SETTINGS),
+        (
+            "workflows/cart.yaml",
+            "trigger: { event: { name: cart_abandonded } }
+steps:
+  - if: { event: purchse, within: 7d }
+    then:
+      - send: { channel: sms, template: cart }
+  - if: { event: purchase, where: { field: amout, gte: 500 } }
+    then:
+      - send: { channel: sms, template: cart }
+  - if: { event: purchase, where: { field: amount, gte: lots } }
+    then:
+      - send: { channel: sms, template: cart }
+",
+        ),
+        (
+            "workflows/ok.yaml",
+            "trigger: { event: { name: cart_abandoned } }\nsteps:\n  - if: { event: purchase, where: { field: amount, gte: 500 } }\n    then:\n      - send: { channel: sms, template: item }\n",
+        ),
+        ("templates/cart.hbs", "{{contact.id}}"),
+        (
+            "templates/item.hbs",
+            "您的{{event.properties.itme}}还在购物车里",
+        ),
+    ]);
+    let (code, _, err) = validate_in(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn undeclared_events_take_any_property_and_cron_workflows_have_no_event() {
+    let dir = folder(&[
+        ("nurture.yaml", LOG_SETTINGS),
+        (
+            "workflows/cart.yaml",
+            "trigger: { event: { name: cart_abandoned } }\nsteps:\n  - send: { channel: sms, template: item }\n",
+        ),
+        (
+            "workflows/tagged.yaml",
+            "trigger: { tag_added: { tag: vip } }\nsteps:\n  - send: { channel: sms, template: tag }\n",
+        ),
+        (
+            "workflows/monthly.yaml",
+            "trigger: { schedule: { cron: \"0 10 1 * *\" } }\nsteps:\n  - send: { channel: sms, template: monthly }\n",
+        ),
+        (
+            "templates/item.hbs",
+            "您的{{event.properties.item}}（{{event.properties.sku}}）还在购物车里",
+        ),
+        (
+            "templates/tag.hbs",
+            "{{event.name}} {{event.properties.tag}}",
+        ),
+        ("templates/monthly.hbs", "{{event.name}}"),
+    ]);
+    let (code, _, err) = validate_in(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    insta::assert_snapshot!(err);
+}
