@@ -61,6 +61,17 @@ impl Contact {
     /// side. Absent fields are left out (not null) so strict rendering fails on
     /// them instead of printing an empty string.
     pub fn template_value(&self) -> Value {
+        self.template_value_in(None)
+    }
+
+    /// [`template_value`](Self::template_value) with the times in `tz` (the
+    /// contact's own time zone, for templates); UTC when `None`. Times are
+    /// RFC 3339 to the second.
+    pub fn template_value_in(&self, tz: Option<chrono_tz::Tz>) -> Value {
+        let show = |t: DateTime<Utc>| match tz {
+            Some(tz) => crate::timefmt::in_tz(t, tz),
+            None => crate::timefmt::rfc3339(&t),
+        };
         let mut m = Map::new();
         for (k, v) in &self.attrs {
             if !v.is_null() {
@@ -81,12 +92,9 @@ impl Contact {
                 m.insert(k.into(), Value::String(v.clone()));
             }
         }
-        m.insert(
-            "created_at".into(),
-            Value::String(self.created_at.to_rfc3339()),
-        );
+        m.insert("created_at".into(), Value::String(show(self.created_at)));
         if let Some(t) = self.last_active_at {
-            m.insert("last_active_at".into(), Value::String(t.to_rfc3339()));
+            m.insert("last_active_at".into(), Value::String(show(t)));
         }
         m.insert("unsubscribed".into(), Value::Bool(self.unsubscribed));
         m.insert(

@@ -221,3 +221,43 @@ fn undeclared_events_take_any_property_and_cron_workflows_have_no_event() {
     assert_eq!(code, 1, "{err}");
     insta::assert_snapshot!(err);
 }
+
+#[test]
+fn dates_and_money_read_naturally_in_the_contacts_time_zone() {
+    let p = Project::new(
+        "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\nfields:\n  lifetime_value: number\n",
+    );
+    p.write(
+        "workflows/cart.yaml",
+        "trigger: { event: { name: cart_abandoned } }\nentry: every_time\nsteps:\n  - send: { channel: sms, template: cart }\n",
+    )
+    .write(
+        "templates/cart.hbs",
+        "{{contact.name}}：{{date event.at \"M月D日 HH:mm\"}}加购，券{{date (add now \"7d\") \"M月D日\"}}前有效（{{date now \"YYYY-MM-DD dddd\"}}）；累计{{money contact.lifetime_value \"CNY\"}} / {{number contact.lifetime_value}} / {{money 99 \"USD\"}}；注册 {{contact.created_at}}；event {{event.at}}；now {{now}}；{{date event.at}}",
+    )
+    .write(
+        "c.csv",
+        "id,name,timezone,created_at,lifetime_value\nc1,王芳,,2025-12-11T08:57:41.5+08:00,1200\nc2,Ann,America/Los_Angeles,2025-12-11T08:57:41+08:00,1234567.891\n",
+    );
+    p.ok(&["contacts", "import", p.path("c.csv").to_str().unwrap()]);
+    let mut recorded = String::new();
+    for id in ["c1", "c2"] {
+        recorded.push_str(&p.ok(&[
+            "contacts",
+            "event",
+            id,
+            "cart_abandoned",
+            "--at",
+            "2026-11-30T23:30:15.123+08:00",
+        ]));
+    }
+    support::db::running_since_epoch(&p.db_url(), &["cart"]);
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2026-12-01T10:00:00+08:00",
+        "--format",
+        "jsonl",
+    ]);
+    insta::assert_snapshot!(format!("{recorded}{out}"));
+}

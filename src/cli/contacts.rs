@@ -116,7 +116,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         ContactsCommand::Import { file } => import(&store, &file, now).await,
         ContactsCommand::Add(a) => add(&store, a, now).await,
         ContactsCommand::Tag(a) => tag(&store, a, now).await,
-        ContactsCommand::Event(a) => event(&store, a, now).await,
+        ContactsCommand::Event(a) => event(&store, a, now, settings.timezone).await,
         ContactsCommand::Unsubscribe(a) => unsubscribe(&store, &settings, a, now).await,
     };
     store.close().await;
@@ -292,7 +292,7 @@ async fn tag(store: &Store, a: TagArgs, now: DateTime<Utc>) -> CliResult {
     Ok(())
 }
 
-async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>) -> CliResult {
+async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>, tz: chrono_tz::Tz) -> CliResult {
     let at =
         a.at.as_deref()
             .map(|s| parse_time("--at", s))
@@ -307,7 +307,7 @@ async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>) -> CliResult {
         "recorded event {} #{id} for contact {} at {}",
         a.name,
         a.id,
-        at.to_rfc3339()
+        crate::timefmt::in_tz(at, tz)
     );
     Ok(())
 }

@@ -520,7 +520,7 @@ fn detail(s: &PlannedStep) -> Option<String> {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
         Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
-        Action::Wait { until } => Some(until.to_rfc3339()),
+        Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::Exit { reason } | Action::Skip { reason } => Some(reason.to_string()),
     }
 }

@@ -402,7 +402,7 @@ impl Scheduler {
             sources::TickDue::Taken => return Ok(()),
             sources::TickDue::Run => {}
         }
-        tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339(), "cron tick");
+        tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "cron tick");
         self.scan(pool, wf, Scan::Trigger, planner, pass).await?;
         take_tick(pool, wf, tick, now).await?;
         pass.plans = pass.plans.max(1);
