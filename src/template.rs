@@ -58,6 +58,16 @@ pub struct Rendered {
     pub params: BTreeMap<String, String>,
 }
 
+/// The name of the assignment notice's template when `notify:` names none.
+pub const NOTICE_TEMPLATE: &str = "assigned";
+
+/// The shipped assignment notice, used when the project has no
+/// `templates/assigned.hbs`: names the customer and their phone, in Chinese
+/// and English. Variables: `contact`, `owner` (the new salesperson),
+/// `previous_owner` (when there was one), `workflow`, `now`.
+pub const DEFAULT_NOTICE: &str = "【新客户】{{default contact.name contact.id}}（电话 {{default contact.phone \"未留\"}}）已分配给您{{#if previous_owner}}，原顾问{{default previous_owner.name previous_owner.id}}{{/if}}。来自：{{workflow.name}}
+New customer for {{default owner.name owner.id}}: {{default contact.name contact.id}}, phone {{default contact.phone \"not given\"}}{{#if previous_owner}} (previously {{default previous_owner.name previous_owner.id}}){{/if}}. Workflow: {{workflow.name}}";
+
 /// The prefix of a `params:` entry's key among the template's parts.
 const PARAM_PREFIX: &str = "params.";
 
@@ -336,6 +346,25 @@ impl Templates {
     /// saves a copy of the data when one context renders several templates.
     pub fn render_with(&self, name: &str, ctx: &Context) -> Result<Rendered, TemplateError> {
         self.render_in(&self.text, name, ctx)
+    }
+
+    /// Renders an assignment notice: the template `name`, or the shipped
+    /// [`DEFAULT_NOTICE`] when `name` is `assigned` and the project has none.
+    pub fn render_notice(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        if self.contains(name) || name != NOTICE_TEMPLATE {
+            return self.render(name, ctx).map(|r| r.body);
+        }
+        self.text.render_template(DEFAULT_NOTICE, ctx).map_err(|e| {
+            render_error(
+                NOTICE_TEMPLATE,
+                &Part {
+                    key: None,
+                    reg_name: String::new(),
+                    line_offset: 0,
+                },
+                e,
+            )
+        })
     }
 
     /// Renders with HTML escaping of variables, for HTML email bodies.
@@ -793,6 +822,35 @@ pub fn render_context(
     // The time zone the helpers (`date`) format in.
     m.insert("timezone".into(), Value::String(tz.name().to_string()));
     Value::Object(m)
+}
+
+/// The data an assignment notice sees: `contact`, `owner` (the salesperson
+/// now assigned), `previous_owner` (when there was one), `workflow.name`,
+/// `now`; times in `tz` (the settings' time zone: the salesperson's).
+pub fn notice_context(
+    contact: &Contact,
+    owner: &Value,
+    previous_owner: Option<&Value>,
+    workflow: &str,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Value {
+    let mut c = contact.clone();
+    c.timezone = Some(tz.name().to_string());
+    let mut v = render_context(&c, Some(owner), workflow, now, tz);
+    if let Some(m) = v.as_object_mut() {
+        if let Some(contact_v) = m.get_mut("contact").and_then(Value::as_object_mut) {
+            // The contact's own time zone, as stored.
+            match &contact.timezone {
+                Some(z) => contact_v.insert("timezone".into(), Value::String(z.clone())),
+                None => contact_v.remove("timezone"),
+            };
+        }
+        if let Some(p) = previous_owner {
+            m.insert("previous_owner".into(), p.clone());
+        }
+    }
+    v
 }
 
 /// A contact with every built-in field set, for checking that templates

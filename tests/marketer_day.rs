@@ -261,3 +261,57 @@ fn dates_and_money_read_naturally_in_the_contacts_time_zone() {
     ]);
     insta::assert_snapshot!(format!("{recorded}{out}"));
 }
+
+const TEAM_SETTINGS: &str = "timezone: Asia/Shanghai
+channels:
+  wecom: { kind: log }
+teams:
+  east:
+    - { id: s01, name: 王芳 }
+    - { id: s02, name: 李雷 }
+";
+
+#[tokio::test]
+async fn assignment_notices_are_templates_and_name_the_customer() {
+    let p = Project::new(TEAM_SETTINGS);
+    p.write(
+        "workflows/welcome.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: east, notify: wecom }\n",
+    )
+    .write(
+        "workflows/vip.yaml",
+        "trigger: { tag_added: { tag: vip } }\nsteps:\n  - assign: { team: east, strategy: by_field, field: city, notify: { channel: wecom, template: vip-notice } }\n",
+    )
+    .write(
+        "templates/vip-notice.hbs",
+        "{{owner.name}}：VIP {{contact.name}}（{{contact.phone}}）转给您{{#if previous_owner}}，原顾问{{previous_owner.name}}{{/if}}",
+    )
+    .write(
+        "c.csv",
+        "id,name,phone,owner,city,created_at\nc1,周晓明,+8613800000001,,s02,2026-10-01T00:00:00+08:00\nc2,Ann,,s01,s01,2026-10-01T00:00:00+08:00\nc3,陈静,+8613800000003,s01,s02,2026-10-01T00:00:00+08:00\n",
+    );
+    p.ok(&["contacts", "import", p.path("c.csv").to_str().unwrap()]);
+    support::db::running_since_epoch(&p.db_url(), &["welcome", "vip"]);
+    for id in ["c1", "c2", "c3"] {
+        p.ok(&["contacts", "tag", id, "--add", "vip"]);
+    }
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2026-11-01T10:00:00+08:00",
+        "--format",
+        "jsonl",
+    ]);
+    insta::assert_snapshot!(out);
+    // Applied, the notices in the outbox are what the preview showed, and
+    // the contact whose owner stays gets none.
+    p.ok(&["enroll", "vip", "--existing"]);
+    let rows = p
+        .rows("SELECT contact_id, recipient, body FROM outbox ORDER BY contact_id")
+        .await;
+    let got: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} → {}: {}", r["contact_id"], r["recipient"], r["body"]))
+        .collect();
+    insta::assert_snapshot!("assignment_notices_in_the_outbox", got.join("\n"));
+}

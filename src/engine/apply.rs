@@ -238,8 +238,13 @@ async fn effects(
             salesperson,
             previous,
             notify,
+            notices,
         } => {
             let salesperson = &assign(tx, settings, d, &s.step, salesperson, now).await?;
+            if previous.as_deref() == Some(salesperson.as_str()) {
+                // Chosen again under the lock: the owner does not change.
+                return Ok(0);
+            }
             let mut queued = 0;
             if let Some((channel, to, payload)) =
                 wecom_transfer(tx, settings, d, salesperson, previous.as_deref()).await?
@@ -274,10 +279,14 @@ async fn effects(
                 None => Some(person.id.clone()),
             };
             let Some(to) = to else { return Ok(queued) };
-            let body = format!(
-                "New contact assigned to you: {} (workflow {})",
-                d.contact_id, d.workflow.name
-            );
+            let body = match notices.get(salesperson.as_str()) {
+                Some(Ok(b)) => b.clone(),
+                Some(Err(e)) => {
+                    tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, salesperson = %salesperson, error = %e, "assignment notice not sent: its template does not render");
+                    return Ok(queued);
+                }
+                None => return Ok(queued),
+            };
             let id = format!(
                 "{}:notify",
                 message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)

@@ -94,7 +94,13 @@ pub enum Action {
     Assign {
         salesperson: String,
         previous: Option<String>,
+        /// The channel the salesperson is told on.
         notify: Option<String>,
+        /// The notice, rendered for each salesperson the daemon may choose
+        /// when it applies the plan (round robin and least loaded choose
+        /// again under the team's lock): `salesperson`'s, and for those
+        /// strategies every other team member's. `Err` is a template error.
+        notices: std::collections::BTreeMap<String, Result<String, String>>,
     },
     Tag {
         add: Vec<String>,
@@ -393,12 +399,43 @@ impl<'a> Planner<'a> {
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
                     let action = match self.assign.pick(a, team, c) {
+                        // The owner does not change: no reassignment, no notice.
+                        Pick::Chosen(id) if c.owner.as_deref() == Some(id.as_str()) => {
+                            Action::Skip {
+                                reason: Reason::AlreadyAssigned,
+                            }
+                        }
                         Pick::Chosen(id) => {
+                            let notices = match &a.notify {
+                                Some(n) => {
+                                    let others: Vec<&str> = if matches!(
+                                        a.strategy,
+                                        crate::workflow::Strategy::RoundRobin
+                                            | crate::workflow::Strategy::LeastLoaded
+                                    ) {
+                                        team.iter().map(|p| p.id.as_str()).collect()
+                                    } else {
+                                        vec![]
+                                    };
+                                    std::iter::once(id.as_str())
+                                        .chain(others)
+                                        .filter(|s| c.owner.as_deref() != Some(*s))
+                                        .map(|s| {
+                                            (
+                                                s.to_string(),
+                                                self.notice(wf, c, s, n.template_name()),
+                                            )
+                                        })
+                                        .collect()
+                                }
+                                None => Default::default(),
+                            };
                             let previous = c.to_mut().owner.replace(id.clone());
                             Action::Assign {
                                 salesperson: id,
                                 previous,
-                                notify: a.notify.as_ref().map(|n| n.value.clone()),
+                                notify: a.notify.as_ref().map(|n| n.channel.value.clone()),
+                                notices,
                             }
                         }
                         Pick::AlreadyAssigned => Action::Skip {
@@ -463,6 +500,36 @@ impl<'a> Planner<'a> {
             outcome: Outcome::Done,
             ran,
         }
+    }
+
+    /// The assignment notice telling `salesperson` about contact `c` (whose
+    /// owner is still the previous one).
+    fn notice(
+        &self,
+        wf: &Workflow,
+        c: &Contact,
+        salesperson: &str,
+        template: &str,
+    ) -> Result<String, String> {
+        let value = |id: &str| {
+            self.settings
+                .salesperson(id)
+                .map(|s| s.template_value())
+                .unwrap_or_else(|| serde_json::json!({ "id": id }))
+        };
+        let owner = value(salesperson);
+        let previous = c.owner.as_deref().map(value);
+        let ctx = crate::template::notice_context(
+            c,
+            &owner,
+            previous.as_ref(),
+            &wf.name,
+            self.now,
+            self.settings.timezone,
+        );
+        self.templates
+            .render_notice(template, &ctx)
+            .map_err(|e| e.to_string())
     }
 
     /// Decide one message: consent, address, cap, rendering, quiet hours.
@@ -624,10 +691,19 @@ impl PlannedStep {
             Action::Assign {
                 salesperson,
                 notify,
+                notices,
                 ..
             } => {
                 r.salesperson = Some(salesperson);
                 r.notify = notify.as_deref();
+                match notices.get(salesperson) {
+                    Some(Ok(b)) => r.body = Some(b),
+                    // The assignment happens; the notice does not.
+                    Some(Err(e)) => {
+                        r.reason = Some(format!("notice not sent: template_error: {e}"))
+                    }
+                    None => {}
+                }
             }
             Action::Tag { add, remove } => {
                 r.add = Some(add);

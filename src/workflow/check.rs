@@ -390,7 +390,8 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                     out.push(d);
                 }
                 if let Some(n) = &a.notify {
-                    check_channel(file, n, &channels, out);
+                    check_channel(file, &n.channel, &channels, out);
+                    check_notice(cx, file, n, out);
                 }
                 if let Some(f) = &a.field {
                     check_field_name(cx, file, f, out);
@@ -511,6 +512,40 @@ fn check_condition(
             }
         }
         Condition::Owner(_) | Condition::Tag(_) => {}
+    }
+}
+
+/// An assignment notice's template exists and renders for the sample
+/// contact and salesperson.
+fn check_notice(cx: &CheckContext, file: &std::path::Path, n: &Notify, out: &mut Vec<Diagnostic>) {
+    let name = n.template_name();
+    let pos = n.template.as_ref().map_or(n.channel.pos, |t| t.pos);
+    if !cx.templates.contains(name) && name != template::NOTICE_TEMPLATE {
+        if cx.template_files.contains(name) {
+            return; // reported by the loader
+        }
+        out.push(
+            Diagnostic::new(file, pos, format!("no template \"{name}\" for the notice"))
+                .did_you_mean(name, cx.template_files),
+        );
+        return;
+    }
+    let ctx = sample_context(cx, "sample-workflow");
+    let owner = ctx.get("owner").cloned().unwrap_or_default();
+    let mut ctx = ctx;
+    if let Some(m) = ctx.as_object_mut() {
+        m.insert("previous_owner".into(), owner);
+    }
+    if let Err(e) = cx.templates.render_notice(name, &ctx) {
+        out.push(render_diag(
+            cx,
+            Diagnostic::new(
+                file,
+                pos,
+                format!("notice template \"{name}\" does not render for a sample contact: {e}"),
+            ),
+            &e,
+        ));
     }
 }
 
