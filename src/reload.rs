@@ -686,7 +686,7 @@ fn check_one(
     let file = &lw.workflow.file;
     let mut out: Vec<Diagnostic> = check_project(cx, std::slice::from_ref(lw))
         .into_iter()
-        .filter(|d| d.file == *file)
+        .filter(|d| !d.is_warning() && d.file == *file)
         .collect();
     if new {
         for s in lw.workflow.all_steps() {
@@ -776,7 +776,7 @@ fn check_template(
         template_files: &no_files,
         now,
     };
-    if let Err(e) = crate::workflow::check::render_sample(&cx, name, None) {
+    if let Err(e) = crate::workflow::check::render_sample(&cx, name, None, &mut Vec::new()) {
         let line = match &e {
             TemplateError::MissingVariable { line, .. } | TemplateError::Render { line, .. } => {
                 line.unwrap_or(1)

@@ -315,3 +315,40 @@ async fn assignment_notices_are_templates_and_name_the_customer() {
         .collect();
     insta::assert_snapshot!("assignment_notices_in_the_outbox", got.join("\n"));
 }
+
+#[test]
+fn an_undeclared_custom_attribute_is_a_warning_and_a_near_miss_an_error() {
+    let settings =
+        "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\nfields:\n  level: string\n";
+    let dir = folder(&[
+        ("nurture.yaml", settings),
+        (
+            "workflows/hello.yaml",
+            "trigger: { contact_created: {} }\naudience: { field: source, equals: referral }\nsteps:\n  - send: { channel: sms, template: hello }\n",
+        ),
+        (
+            "templates/hello.hbs",
+            "{{contact.name}}您好，{{contact.city}}门店欢迎您",
+        ),
+    ]);
+    let (code, out, err) = validate_in(dir.path(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut both = err;
+    both.push_str(&out);
+    // A near miss of a declared or built-in name stays an error.
+    std::fs::write(
+        dir.path().join("workflows/hello.yaml"),
+        "trigger: { contact_created: {} }\naudience: { field: levle, equals: gold }\nsteps:\n  - send: { channel: sms, template: hello }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("templates/hello.hbs"),
+        "{{contact.nmae}}您好",
+    )
+    .unwrap();
+    let (code, _, err) = validate_in(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    both.push_str("---\n");
+    both.push_str(&err);
+    insta::assert_snapshot!(both);
+}

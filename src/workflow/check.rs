@@ -70,7 +70,13 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
         .map(str::to_string)
         .collect();
     for name in unused {
-        if let Err(e) = render_sample(cx, &name, None) {
+        let mut undeclared = Vec::new();
+        let file = cx.settings.templates_dir.join(format!("{name}.hbs"));
+        let r = render_sample(cx, &name, None, &mut undeclared);
+        for f in undeclared {
+            out.push(undeclared_warning(&file, Pos::new(1, 1), &f));
+        }
+        if let Err(e) = r {
             let file = cx.settings.templates_dir.join(format!("{name}.hbs"));
             let line = template_error_line(&e).unwrap_or(1);
             out.push(render_diag(
@@ -138,7 +144,7 @@ fn check_sms_params(cx: &CheckContext, wf: &Workflow, send: &SendStep, out: &mut
         );
         return;
     }
-    let Ok(r) = render_sample(cx, t, Some(wf)) else {
+    let Ok(r) = render_sample(cx, t, Some(wf), &mut Vec::new()) else {
         // Reported where the template is rendered.
         return;
     };
@@ -222,6 +228,7 @@ pub fn render_sample(
     cx: &CheckContext,
     template: &str,
     wf: Option<&Workflow>,
+    undeclared: &mut Vec<String>,
 ) -> Result<template::Rendered, TemplateError> {
     let mut ctx = sample_context(cx, wf.map_or("sample-workflow", |w| w.name.as_str()));
     let event = sample_event(cx, wf);
@@ -233,6 +240,25 @@ pub fn render_sample(
     }
     for _ in 0..32 {
         match cx.templates.render(template, &ctx) {
+            // A custom attribute not declared under `fields:` (and not a
+            // near miss of a known name): a warning, rendered with a sample.
+            Err(TemplateError::MissingVariable { var: Some(var), .. })
+                if var.strip_prefix("contact.").is_some_and(|f| {
+                    let f = f.split('.').next().unwrap_or_default();
+                    !f.is_empty()
+                        && !known_fields(cx.settings).iter().any(|k| k == f)
+                        && crate::diagnostics::did_you_mean(f, known_fields(cx.settings)).is_none()
+                        && ctx["contact"].get(f).is_none()
+                }) =>
+            {
+                let f = var["contact.".len()..]
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                ctx["contact"][f.as_str()] = Value::String(format!("sample {f}"));
+                undeclared.push(f);
+            }
             Err(TemplateError::MissingVariable { var: Some(var), .. })
                 if open && var.starts_with("event.properties.") =>
             {
@@ -356,7 +382,18 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                     out.push(d);
                 } else if cx.templates.contains(t)
                     && rendered.insert(t.value.as_str())
-                    && let Err(e) = render_sample(cx, t, Some(wf))
+                    && let Err(e) = {
+                        let mut undeclared = Vec::new();
+                        let r = render_sample(cx, t, Some(wf), &mut undeclared);
+                        for f in undeclared {
+                            out.push(undeclared_warning(
+                                file,
+                                t.pos,
+                                &format!("{f}\" in template \"{}", t.value),
+                            ));
+                        }
+                        r
+                    }
                 {
                     out.push(render_diag(
                         cx,
@@ -427,8 +464,10 @@ fn check_channel(
     out.push(d);
 }
 
-/// Unknown field names are reported only when the settings declare
-/// `fields:`; without that list any custom attribute may exist.
+/// A field name that is neither built in nor declared under `fields:`: a
+/// near miss of a known name is an error with "did you mean"; anything else
+/// is a custom attribute nobody declared, a warning (a CSV column such as
+/// `city` works without a declaration, compared as text).
 fn check_field_name(
     cx: &CheckContext,
     file: &std::path::Path,
@@ -436,20 +475,30 @@ fn check_field_name(
     out: &mut Vec<Diagnostic>,
 ) -> bool {
     let s = cx.settings;
-    if s.fields.is_empty()
-        || BUILTIN_FIELDS.contains(&f.value.as_str())
-        || s.fields.contains_key(&f.value)
-    {
+    if BUILTIN_FIELDS.contains(&f.value.as_str()) || s.fields.contains_key(&f.value) {
         return true;
     }
     let known = known_fields(s);
-    let mut d = Diagnostic::new(file, f.pos, format!("unknown field \"{}\"", f.value))
+    let d = Diagnostic::new(file, f.pos, format!("unknown field \"{}\"", f.value))
         .did_you_mean(&f.value, &known);
-    if d.suggestion.is_none() {
-        d = d.with_suggestion("declare custom attributes under fields: in nurture.yaml");
+    if d.suggestion.is_some() {
+        out.push(d);
+        return false;
     }
-    out.push(d);
-    false
+    out.push(undeclared_warning(file, f.pos, &f.value));
+    true
+}
+
+fn undeclared_warning(file: &std::path::Path, pos: Pos, field: &str) -> Diagnostic {
+    Diagnostic::warning(
+        file,
+        pos,
+        format!("custom attribute \"{field}\" is not declared under fields: in nurture.yaml"),
+    )
+    .with_suggestion(format!(
+        "it is read as the contacts have it (CSV imports give text); declare its type (fields: {{ {}: string }}) to have it checked",
+        field.split('"').next().unwrap_or(field)
+    ))
 }
 
 fn check_condition(
