@@ -97,6 +97,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         store: store.clone(),
         token,
         wake: wake.clone(),
+        project: Some(project_rx.clone()),
     };
     // The WeCom callback reads the current settings (reloads apply).
     let wecom = crate::api::wecom_callback::CallbackState::from_project(

@@ -352,3 +352,22 @@ fn an_undeclared_custom_attribute_is_a_warning_and_a_near_miss_an_error() {
     both.push_str(&err);
     insta::assert_snapshot!(both);
 }
+
+#[tokio::test]
+async fn the_api_refuses_an_unsubscribe_from_an_unknown_channel_with_did_you_mean() {
+    let p = Project::new(
+        "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\n  wecom: { kind: log }\n",
+    );
+    let d = Daemon::start(&p, &[]);
+    d.post_ok("/v1/contacts", json!({"id": "c1"})).await;
+    let (status, body) = d
+        .post("/v1/contacts/c1/unsubscribe", json!({"channel": "smss"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    insta::assert_snapshot!(body["error"].as_str().unwrap());
+    let (status, body) = d
+        .post("/v1/contacts/c1/unsubscribe", json!({"channel": "sms"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    d.terminate(Duration::from_secs(15));
+}
