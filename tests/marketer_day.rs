@@ -371,3 +371,89 @@ async fn the_api_refuses_an_unsubscribe_from_an_unknown_channel_with_did_you_mea
     assert_eq!(status, 200, "{body}");
     d.terminate(Duration::from_secs(15));
 }
+
+#[test]
+fn every_command_has_examples_and_completions_are_printed() {
+    let commands: &[&[&str]] = &[
+        &["validate"],
+        &["run"],
+        &["dry-run"],
+        &["channels"],
+        &["channels", "test"],
+        &["contacts"],
+        &["contacts", "import"],
+        &["contacts", "add"],
+        &["contacts", "tag"],
+        &["contacts", "event"],
+        &["contacts", "unsubscribe"],
+        &["schema"],
+        &["status"],
+        &["history"],
+        &["enroll"],
+        &["resume"],
+        &["wecom"],
+        &["wecom", "sync-relationships"],
+        &["completions"],
+    ];
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Every subcommand clap knows is in the list above.
+    let top = help(&[]);
+    for line in top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+    {
+        let Some(name) = line.split_whitespace().next() else {
+            break;
+        };
+        if name == "help" {
+            continue;
+        }
+        assert!(
+            commands.iter().any(|c| c == &[name]),
+            "{name} is missing from the list"
+        );
+    }
+    for c in commands {
+        let h = help(c);
+        assert!(
+            h.contains("Examples:\n  nurture "),
+            "nurture {c:?} --help:\n{h}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("dry-run") && text.contains("contacts"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn piping_into_head_ends_quietly() {
+    let script = format!(
+        "{:?} completions bash | head -1 >/dev/null; {:?} schema | head -c 1 >/dev/null",
+        assert_cmd::cargo::cargo_bin("nurture"),
+        assert_cmd::cargo::cargo_bin("nurture")
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_eq!(err, "", "{err}");
+}

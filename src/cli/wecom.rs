@@ -20,6 +20,9 @@ use crate::store::Store;
 #[derive(Subcommand, Debug)]
 pub enum WecomCommand {
     /// Read the WeCom relationships of every salesperson with a wecom_userid (batch/get_by_user).
+    #[command(after_help = "Examples:
+  nurture wecom sync-relationships
+  nurture wecom sync-relationships --channel wecom")]
     SyncRelationships(SyncArgs),
 }
 
