@@ -25,8 +25,8 @@ pub struct DaemonOptions {
     pub config: PathBuf,
     /// Overrides the settings' `listen`.
     pub listen: Option<String>,
-    /// Stop once nothing is left to do.
-    pub until_idle: bool,
+    /// Stop once nothing is left to do (or nothing is due now).
+    pub until_idle: Option<crate::engine::scheduler::IdleMode>,
     pub delivery: crate::channels::delivery::DeliveryOptions,
 }
 

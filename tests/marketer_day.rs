@@ -457,3 +457,62 @@ fn piping_into_head_ends_quietly() {
     assert!(!err.contains("Broken pipe"), "{err}");
     assert_eq!(err, "", "{err}");
 }
+
+#[test]
+fn until_idle_says_what_it_waits_for_and_now_stops_when_nothing_is_due() {
+    let p = Project::new(LOG_SETTINGS);
+    p.write(
+        "workflows/drip.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hi }\n  - wait: 1d\n  - send: { channel: sms, template: hi }\n",
+    )
+    .write(
+        "workflows/short.yaml",
+        "trigger: { tag_added: { tag: short } }\nsteps:\n  - wait: 2s\n  - send: { channel: sms, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "hi {{contact.id}}");
+    p.ok(&["contacts", "add", "c1"]);
+    support::db::running_since_epoch(&p.db_url(), &["drip", "short"]);
+    let run = |mode: &str| {
+        let out = p
+            .command()
+            .args(["run", mode, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let log = run("--until-idle=now");
+    assert!(
+        log.contains("nothing due now; stopping (--until-idle=now): left for later: 1 enrollment(s) in a wait, the next due at "),
+        "{log}"
+    );
+    // The wait stays in the store.
+    let status = p.ok(&["status", "--format", "json"]);
+    assert!(status.contains("\"drip\""), "{status}");
+
+    // Plain --until-idle waits for the short wait, and says so.
+    p.ok(&["contacts", "add", "c2", "--tag", "short"]);
+    let mut cmd = p.command();
+    cmd.args(["run", "--until-idle", "--listen", "127.0.0.1:0"]);
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    // It is still waiting for drip's one-day wait: stop it.
+    // SAFETY: a plain kill(2) of the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("--until-idle: waiting for 3 enrollment(s) in a wait, the next due at "),
+        "{log}"
+    );
+    assert!(
+        log.contains("--until-idle: waiting for 2 enrollment(s) in a wait, the next due at "),
+        "{log}"
+    );
+}
