@@ -498,7 +498,7 @@ fn until_idle_says_what_it_waits_for_and_now_stops_when_nothing_is_due() {
     p.ok(&["contacts", "add", "c2", "--tag", "short"]);
     let mut cmd = p.command();
     cmd.args(["run", "--until-idle", "--listen", "127.0.0.1:0"]);
-    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(4));
     // It is still waiting for drip's one-day wait: stop it.
     // SAFETY: a plain kill(2) of the child this test started.
