@@ -52,6 +52,8 @@ pub struct Contact {
 pub struct EventFact {
     pub name: String,
     pub at: DateTime<Utc>,
+    /// The event's properties (for `where:` on event conditions).
+    pub properties: Map<String, Value>,
 }
 
 impl Contact {
@@ -59,6 +61,17 @@ impl Contact {
     /// side. Absent fields are left out (not null) so strict rendering fails on
     /// them instead of printing an empty string.
     pub fn template_value(&self) -> Value {
+        self.template_value_in(None)
+    }
+
+    /// [`template_value`](Self::template_value) with the times in `tz` (the
+    /// contact's own time zone, for templates); UTC when `None`. Times are
+    /// RFC 3339 to the second.
+    pub fn template_value_in(&self, tz: Option<chrono_tz::Tz>) -> Value {
+        let show = |t: DateTime<Utc>| match tz {
+            Some(tz) => crate::timefmt::in_tz(t, tz),
+            None => crate::timefmt::rfc3339(&t),
+        };
         let mut m = Map::new();
         for (k, v) in &self.attrs {
             if !v.is_null() {
@@ -79,12 +92,9 @@ impl Contact {
                 m.insert(k.into(), Value::String(v.clone()));
             }
         }
-        m.insert(
-            "created_at".into(),
-            Value::String(self.created_at.to_rfc3339()),
-        );
+        m.insert("created_at".into(), Value::String(show(self.created_at)));
         if let Some(t) = self.last_active_at {
-            m.insert("last_active_at".into(), Value::String(t.to_rfc3339()));
+            m.insert("last_active_at".into(), Value::String(show(t)));
         }
         m.insert("unsubscribed".into(), Value::Bool(self.unsubscribed));
         m.insert(
@@ -97,5 +107,51 @@ impl Contact {
     /// When the current quiet spell began: last activity, or creation when never active.
     pub fn quiet_since(&self) -> DateTime<Utc> {
         self.last_active_at.unwrap_or(self.created_at)
+    }
+}
+
+/// The event that started an enrollment, kept with it: every step's
+/// template reads it as `event` (`{{event.name}}`, `{{event.at}}`,
+/// `{{event.properties.item}}`). A `tag_added` trigger is the event
+/// `tag_added` with the property `tag`; `contact_created` has none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TriggerEvent {
+    pub name: String,
+    pub at: DateTime<Utc>,
+    pub properties: Map<String, Value>,
+}
+
+impl TriggerEvent {
+    /// The stored form: `{"name": ..., "at": MILLIS, "properties": {...}}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "name": self.name,
+            "at": self.at.timestamp_millis(),
+            "properties": self.properties,
+        })
+        .to_string()
+    }
+
+    /// Reads the stored form; `None` for anything else.
+    pub fn from_json(s: &str) -> Option<TriggerEvent> {
+        let v: Value = serde_json::from_str(s).ok()?;
+        Some(TriggerEvent {
+            name: v.get("name")?.as_str()?.to_string(),
+            at: DateTime::from_timestamp_millis(v.get("at")?.as_i64()?)?,
+            properties: v
+                .get("properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// As templates see it, `at` in `tz` to the second.
+    pub fn template_value(&self, tz: chrono_tz::Tz) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "at": self.at.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "properties": self.properties,
+        })
     }
 }

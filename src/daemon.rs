@@ -25,8 +25,8 @@ pub struct DaemonOptions {
     pub config: PathBuf,
     /// Overrides the settings' `listen`.
     pub listen: Option<String>,
-    /// Stop once nothing is left to do.
-    pub until_idle: bool,
+    /// Stop once nothing is left to do (or nothing is due now).
+    pub until_idle: Option<crate::engine::scheduler::IdleMode>,
     pub delivery: crate::channels::delivery::DeliveryOptions,
 }
 
@@ -97,6 +97,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         store: store.clone(),
         token,
         wake: wake.clone(),
+        project: Some(project_rx.clone()),
     };
     // The WeCom callback reads the current settings (reloads apply).
     let wecom = crate::api::wecom_callback::CallbackState::from_project(

@@ -26,6 +26,8 @@ impl Pos {
     }
 }
 
+const WARNING: &str = "warning: ";
+
 /// One problem in one of the user's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -44,6 +46,16 @@ impl Diagnostic {
             message: message.into(),
             suggestion: None,
         }
+    }
+
+    /// A warning: printed by `validate`, which still exits 0; never stops a
+    /// file from loading.
+    pub fn warning(file: impl Into<PathBuf>, pos: Pos, message: impl Into<String>) -> Self {
+        Diagnostic::new(file, pos, format!("{WARNING}{}", message.into()))
+    }
+
+    pub fn is_warning(&self) -> bool {
+        self.message.starts_with(WARNING)
     }
 
     /// Adds a suggestion (shown as `= help: ...`).

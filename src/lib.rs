@@ -22,5 +22,6 @@ pub mod schedule;
 pub mod settings;
 pub mod store;
 pub mod template;
+pub mod timefmt;
 pub mod workflow;
 pub mod yaml;

@@ -36,6 +36,8 @@ pub struct LoadReport {
     pub templates: Templates,
     /// Every problem in every file, sorted by file, line and column.
     pub diagnostics: Vec<Diagnostic>,
+    /// Warnings (`validate` prints them and still exits 0).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl LoadReport {
@@ -122,13 +124,17 @@ impl Project {
             };
             diags.extend(check_project(&cx, &workflows));
         }
+        let (mut warnings, mut diags): (Vec<Diagnostic>, Vec<Diagnostic>) =
+            diags.into_iter().partition(Diagnostic::is_warning);
         diagnostics::sort(&mut diags);
+        diagnostics::sort(&mut warnings);
         LoadReport {
             settings,
             workflows,
             workflow_files: files,
             templates,
             diagnostics: diags,
+            warnings,
         }
     }
 

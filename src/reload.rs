@@ -36,7 +36,7 @@ use crate::diagnostics::{Diagnostic, Pos};
 use crate::project::{Project, workflow_files};
 use crate::settings::Settings;
 use crate::template::{MAX_TEMPLATE_BYTES, TemplateError, Templates};
-use crate::workflow::check::{CheckContext, check_project, sample_context, template_files};
+use crate::workflow::check::{CheckContext, check_project, template_files};
 use crate::workflow::{LoadedWorkflow, StepAction, load_str};
 
 /// The first 12 hex digits of the SHA-256 of a file's bytes: how `status`
@@ -686,7 +686,7 @@ fn check_one(
     let file = &lw.workflow.file;
     let mut out: Vec<Diagnostic> = check_project(cx, std::slice::from_ref(lw))
         .into_iter()
-        .filter(|d| d.file == *file)
+        .filter(|d| !d.is_warning() && d.file == *file)
         .collect();
     if new {
         for s in lw.workflow.all_steps() {
@@ -776,7 +776,7 @@ fn check_template(
         template_files: &no_files,
         now,
     };
-    if let Err(e) = t.render(name, &sample_context(&cx, "sample-workflow")) {
+    if let Err(e) = crate::workflow::check::render_sample(&cx, name, None, &mut Vec::new()) {
         let line = match &e {
             TemplateError::MissingVariable { line, .. } | TemplateError::Render { line, .. } => {
                 line.unwrap_or(1)

@@ -31,6 +31,11 @@ pub struct Settings {
     /// their types. Unknown names in conditions and templates are reported
     /// against this list; the sample contact of `validate` carries them.
     pub fields: BTreeMap<String, FieldType>,
+    /// Event names the workflows may use, each with its properties and their
+    /// types (`events: { purchase: { amount: number } }`). When any is
+    /// declared, `validate` checks event names in triggers and conditions and
+    /// `event.properties.X` in templates against this list.
+    pub events: BTreeMap<String, BTreeMap<String, FieldType>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +217,7 @@ impl Settings {
             channels,
             teams: BTreeMap::new(),
             fields: BTreeMap::new(),
+            events: BTreeMap::new(),
         }
     }
 
@@ -248,6 +254,7 @@ const TOP_KEYS: &[&str] = &[
     "channels",
     "teams",
     "fields",
+    "events",
 ];
 const SALESPERSON_KEYS: &[&str] = &["id", "name", "wecom_userid", "email", "region", "capacity"];
 const FIELD_TYPES: &[(&str, FieldType)] = &[
@@ -414,6 +421,9 @@ fn read_settings(r: &mut Reader, node: &Node, s: &mut Settings) {
     if let Some(n) = f.get("fields") {
         read_fields(r, n, &mut s.fields);
     }
+    if let Some(n) = f.get("events") {
+        read_events(r, n, &mut s.events);
+    }
     if let Some(n) = f.get("channels") {
         let channels = read_channels(r, n);
         if !channels.is_empty() {
@@ -526,13 +536,54 @@ fn read_policies(r: &mut Reader, node: &Node, p: &mut Policies) {
     }
 }
 
-fn read_fields(r: &mut Reader, node: &Node, out: &mut BTreeMap<String, FieldType>) {
+/// `events: { NAME: { PROPERTY: TYPE, ... } }`; `NAME: {}` (or nothing)
+/// declares an event without properties.
+fn read_events(
+    r: &mut Reader,
+    node: &Node,
+    out: &mut BTreeMap<String, BTreeMap<String, FieldType>>,
+) {
     let Some(entries) = node.as_map() else {
         if !node.is_null() {
             r.error(
                 node.pos,
                 format!(
-                    "fields must be a map of name: type, found {}",
+                    "events must be a map of event name: {{ property: type }}, found {}",
+                    node.describe()
+                ),
+            );
+        }
+        return;
+    };
+    for (k, v) in entries {
+        let Some(name) = r.string(k, "an event name") else {
+            continue;
+        };
+        let mut props = BTreeMap::new();
+        if !v.is_null() {
+            read_types(r, v, &mut props, "the properties of an event", false);
+        }
+        out.insert(name, props);
+    }
+}
+
+fn read_fields(r: &mut Reader, node: &Node, out: &mut BTreeMap<String, FieldType>) {
+    read_types(r, node, out, "fields", true)
+}
+
+fn read_types(
+    r: &mut Reader,
+    node: &Node,
+    out: &mut BTreeMap<String, FieldType>,
+    what: &str,
+    contact_fields: bool,
+) {
+    let Some(entries) = node.as_map() else {
+        if !node.is_null() {
+            r.error(
+                node.pos,
+                format!(
+                    "{what} must be a map of name: type, found {}",
                     node.describe()
                 ),
             );
@@ -544,7 +595,7 @@ fn read_fields(r: &mut Reader, node: &Node, out: &mut BTreeMap<String, FieldType
         let Some(name) = r.string(k, "a field name") else {
             continue;
         };
-        if crate::contact::BUILTIN_FIELDS.contains(&name.as_str()) {
+        if contact_fields && crate::contact::BUILTIN_FIELDS.contains(&name.as_str()) {
             r.error(
                 k.pos,
                 format!("\"{name}\" is a built-in contact field; declare only custom attributes"),

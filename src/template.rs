@@ -58,6 +58,16 @@ pub struct Rendered {
     pub params: BTreeMap<String, String>,
 }
 
+/// The name of the assignment notice's template when `notify:` names none.
+pub const NOTICE_TEMPLATE: &str = "assigned";
+
+/// The shipped assignment notice, used when the project has no
+/// `templates/assigned.hbs`: names the customer and their phone, in Chinese
+/// and English. Variables: `contact`, `owner` (the new salesperson),
+/// `previous_owner` (when there was one), `workflow`, `now`.
+pub const DEFAULT_NOTICE: &str = "【新客户】{{default contact.name contact.id}}（电话 {{default contact.phone \"未留\"}}）已分配给您{{#if previous_owner}}，原顾问{{default previous_owner.name previous_owner.id}}{{/if}}。来自：{{workflow.name}}
+New customer for {{default owner.name owner.id}}: {{default contact.name contact.id}}, phone {{default contact.phone \"not given\"}}{{#if previous_owner}} (previously {{default previous_owner.name previous_owner.id}}){{/if}}. Workflow: {{workflow.name}}";
+
 /// The prefix of a `params:` entry's key among the template's parts.
 const PARAM_PREFIX: &str = "params.";
 
@@ -143,6 +153,10 @@ fn registry(escape: bool) -> Handlebars<'static> {
         r.register_escape_fn(handlebars::no_escape);
     }
     r.register_helper("default", Box::new(DefaultHelper));
+    r.register_helper("date", Box::new(DateHelper));
+    r.register_helper("add", Box::new(AddHelper));
+    r.register_helper("money", Box::new(MoneyHelper));
+    r.register_helper("number", Box::new(NumberHelper));
     r
 }
 
@@ -332,6 +346,25 @@ impl Templates {
     /// saves a copy of the data when one context renders several templates.
     pub fn render_with(&self, name: &str, ctx: &Context) -> Result<Rendered, TemplateError> {
         self.render_in(&self.text, name, ctx)
+    }
+
+    /// Renders an assignment notice: the template `name`, or the shipped
+    /// [`DEFAULT_NOTICE`] when `name` is `assigned` and the project has none.
+    pub fn render_notice(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        if self.contains(name) || name != NOTICE_TEMPLATE {
+            return self.render(name, ctx).map(|r| r.body);
+        }
+        self.text.render_template(DEFAULT_NOTICE, ctx).map_err(|e| {
+            render_error(
+                NOTICE_TEMPLATE,
+                &Part {
+                    key: None,
+                    reg_name: String::new(),
+                    line_offset: 0,
+                },
+                e,
+            )
+        })
     }
 
     /// Renders with HTML escaping of variables, for HTML email bodies.
@@ -774,7 +807,7 @@ pub fn render_context(
         .and_then(|z| z.parse::<Tz>().ok())
         .unwrap_or(tz);
     let mut m = serde_json::Map::new();
-    m.insert("contact".into(), contact.template_value());
+    m.insert("contact".into(), contact.template_value_in(Some(tz)));
     if let Some(o) = owner {
         m.insert("owner".into(), o.clone());
     }
@@ -786,7 +819,38 @@ pub fn render_context(
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
         ),
     );
+    // The time zone the helpers (`date`) format in.
+    m.insert("timezone".into(), Value::String(tz.name().to_string()));
     Value::Object(m)
+}
+
+/// The data an assignment notice sees: `contact`, `owner` (the salesperson
+/// now assigned), `previous_owner` (when there was one), `workflow.name`,
+/// `now`; times in `tz` (the settings' time zone: the salesperson's).
+pub fn notice_context(
+    contact: &Contact,
+    owner: &Value,
+    previous_owner: Option<&Value>,
+    workflow: &str,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Value {
+    let mut c = contact.clone();
+    c.timezone = Some(tz.name().to_string());
+    let mut v = render_context(&c, Some(owner), workflow, now, tz);
+    if let Some(m) = v.as_object_mut() {
+        if let Some(contact_v) = m.get_mut("contact").and_then(Value::as_object_mut) {
+            // The contact's own time zone, as stored.
+            match &contact.timezone {
+                Some(z) => contact_v.insert("timezone".into(), Value::String(z.clone())),
+                None => contact_v.remove("timezone"),
+            };
+        }
+        if let Some(p) = previous_owner {
+            m.insert("previous_owner".into(), p.clone());
+        }
+    }
+    v
 }
 
 /// A contact with every built-in field set, for checking that templates
@@ -803,5 +867,303 @@ pub fn sample_contact() -> Contact {
         created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
         last_active_at: DateTime::from_timestamp(1_750_000_000, 0),
         ..Contact::default()
+    }
+}
+
+/// The value of parameter `i` of helper `name`; a missing variable is the
+/// strict-mode error it would be if printed.
+fn param<'a>(h: &'a Helper<'_>, name: &'static str, i: usize) -> Result<&'a Value, RenderError> {
+    let p = h
+        .param(i)
+        .ok_or(RenderErrorReason::ParamNotFoundForIndex(name, i))?;
+    if p.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(p.relative_path().cloned()).into());
+    }
+    Ok(p.value())
+}
+
+fn helper_error(name: &str, msg: String) -> RenderError {
+    RenderErrorReason::Other(format!("{name}: {msg}")).into()
+}
+
+/// The time zone the template renders in (`render_context`'s `timezone`).
+fn context_tz(ctx: &Context) -> Tz {
+    ctx.data()
+        .get("timezone")
+        .and_then(Value::as_str)
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
+}
+
+/// A time given to a helper: RFC 3339 text (what `now`, `event.at` and the
+/// contact's times are), or milliseconds since the epoch.
+fn time_value(name: &str, v: &Value) -> Result<DateTime<Utc>, RenderError> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| {
+                chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+                    .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+            })
+            .map_err(|_| {
+                helper_error(
+                    name,
+                    format!("\"{s}\" is not a time (RFC 3339, e.g. 2026-11-01T09:00:00+08:00)"),
+                )
+            }),
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(DateTime::from_timestamp_millis)
+            .ok_or_else(|| helper_error(name, format!("{n} is not a time"))),
+        other => Err(helper_error(name, format!("{other} is not a time"))),
+    }
+}
+
+/// Formats a time with the tokens `YYYY YY MM M DD D HH H mm ss` and
+/// `dddd` (星期一) / `ddd` (周一); text in `[brackets]` is kept as written.
+pub fn format_date<T: chrono::TimeZone>(t: &DateTime<T>, pattern: &str) -> String {
+    use chrono::{Datelike, Offset, Timelike};
+    const WEEK: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(c) = rest.chars().next() {
+        if c == '[' {
+            match rest.find(']') {
+                Some(end) => {
+                    out.push_str(&rest[1..end]);
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[1..]);
+                    rest = "";
+                }
+            }
+            continue;
+        }
+        let tokens: [(&str, String); 13] = [
+            ("YYYY", format!("{:04}", t.year())),
+            ("YY", format!("{:02}", t.year() % 100)),
+            ("MM", format!("{:02}", t.month())),
+            ("M", t.month().to_string()),
+            ("DD", format!("{:02}", t.day())),
+            ("D", t.day().to_string()),
+            ("HH", format!("{:02}", t.hour())),
+            ("H", t.hour().to_string()),
+            ("mm", format!("{:02}", t.minute())),
+            ("ss", format!("{:02}", t.second())),
+            (
+                "dddd",
+                format!("星期{}", WEEK[t.weekday().num_days_from_monday() as usize]),
+            ),
+            (
+                "ddd",
+                format!("周{}", WEEK[t.weekday().num_days_from_monday() as usize]),
+            ),
+            ("ZZ", String::new()),
+        ];
+        // Longest token first.
+        let mut best: Option<(&str, &String)> = None;
+        for (tok, val) in &tokens {
+            if rest.starts_with(tok) && best.is_none_or(|(b, _)| tok.len() > b.len()) {
+                best = Some((tok, val));
+            }
+        }
+        match best {
+            Some(("ZZ", _)) => {
+                let off = t.offset().fix().local_minus_utc();
+                let sign = if off < 0 { '-' } else { '+' };
+                let off = off.abs();
+                out.push_str(&format!("{sign}{:02}:{:02}", off / 3600, off % 3600 / 60));
+                rest = &rest[2..];
+            }
+            Some((tok, val)) => {
+                out.push_str(val);
+                rest = &rest[tok.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+/// `{{date TIME "M月D日"}}`: TIME in the contact's time zone (the settings'
+/// when the contact has none), formatted; the default pattern is
+/// `YYYY-MM-DD HH:mm`.
+struct DateHelper;
+
+impl HelperDef for DateHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let t = time_value("date", param(h, "date", 0)?)?;
+        let pattern = match h.param(1) {
+            Some(_) => param(h, "date", 1)?
+                .as_str()
+                .ok_or_else(|| {
+                    helper_error("date", "the pattern must be text such as \"M月D日\"".into())
+                })?
+                .to_string(),
+            None => "YYYY-MM-DD HH:mm".to_string(),
+        };
+        let local = t.with_timezone(&context_tz(ctx));
+        Ok(ScopedJson::Derived(Value::String(format_date(
+            &local, &pattern,
+        ))))
+    }
+}
+
+/// `{{date (add now "7d") "M月D日"}}`: a time plus a duration (`30m`,
+/// `12h`, `7d`, `2w`; `-1d` subtracts), as RFC 3339 in the contact's time zone.
+struct AddHelper;
+
+impl HelperDef for AddHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let t = time_value("add", param(h, "add", 0)?)?;
+        let d = param(h, "add", 1)?;
+        let text = match d {
+            Value::String(s) => s.trim().to_string(),
+            other => other.to_string(),
+        };
+        let (neg, body) = match text.strip_prefix('-') {
+            Some(b) => (true, b),
+            None => (false, text.as_str()),
+        };
+        let dur: crate::duration::Duration = body.parse().map_err(|e| {
+            helper_error(
+                "add",
+                format!("\"{text}\" is not a duration such as 7d: {e}"),
+            )
+        })?;
+        let delta = dur.to_chrono();
+        let out = if neg { t - delta } else { t + delta };
+        Ok(ScopedJson::Derived(Value::String(crate::timefmt::in_tz(
+            out,
+            context_tz(ctx),
+        ))))
+    }
+}
+
+/// A number given to a helper: a JSON number or numeric text (what a CSV
+/// import stores).
+fn number_value(name: &str, v: &Value) -> Result<f64, RenderError> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().replace(',', "").parse().ok(),
+        _ => None,
+    }
+    .filter(|f: &f64| f.is_finite())
+    .ok_or_else(|| helper_error(name, format!("{v} is not a number")))
+}
+
+/// `1234567.5` with `decimals` → `1,234,567.50`.
+pub fn group_thousands(n: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, n.abs());
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i.to_string(), Some(f.to_string())),
+        None => (s.clone(), None),
+    };
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let neg = n < 0.0 && s.chars().any(|c| c.is_ascii_digit() && c != '0');
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    out.push_str(&grouped);
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(&f);
+    }
+    out
+}
+
+/// `{{money contact.lifetime_value "CNY"}}` → `¥1,200.00`. Codes with a
+/// symbol: CNY/RMB ¥, USD $, EUR €, GBP £, HKD HK$, JPY ¥ (no decimals),
+/// KRW ₩ (no decimals); others are written before the amount (`SGD 12.00`).
+/// Without a code: CNY.
+struct MoneyHelper;
+
+impl HelperDef for MoneyHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let n = number_value("money", param(h, "money", 0)?)?;
+        let code = match h.param(1) {
+            Some(_) => param(h, "money", 1)?
+                .as_str()
+                .unwrap_or("CNY")
+                .to_ascii_uppercase(),
+            None => "CNY".to_string(),
+        };
+        let (symbol, decimals) = match code.as_str() {
+            "CNY" | "RMB" => ("¥", 2),
+            "USD" => ("$", 2),
+            "EUR" => ("€", 2),
+            "GBP" => ("£", 2),
+            "HKD" => ("HK$", 2),
+            "JPY" => ("¥", 0),
+            "KRW" => ("₩", 0),
+            _ => ("", 2),
+        };
+        let amount = group_thousands(n, decimals);
+        let (sign, digits) = match amount.strip_prefix('-') {
+            Some(d) => ("-", d),
+            None => ("", amount.as_str()),
+        };
+        let text = if symbol.is_empty() {
+            format!("{sign}{code} {digits}")
+        } else {
+            format!("{sign}{symbol}{digits}")
+        };
+        Ok(ScopedJson::Derived(Value::String(text)))
+    }
+}
+
+/// `{{number VALUE 2}}` → `1,200.00`: thousands separated, DECIMALS
+/// places (default: 0 for whole numbers, else 2).
+struct NumberHelper;
+
+impl HelperDef for NumberHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let n = number_value("number", param(h, "number", 0)?)?;
+        let decimals = match h.param(1) {
+            Some(_) => param(h, "number", 1)?
+                .as_u64()
+                .map(|d| d.min(10) as usize)
+                .ok_or_else(|| helper_error("number", "decimals must be a whole number".into()))?,
+            None if n.fract() == 0.0 => 0,
+            None => 2,
+        };
+        Ok(ScopedJson::Derived(Value::String(group_thousands(
+            n, decimals,
+        ))))
     }
 }

@@ -182,6 +182,20 @@ pub async fn unsubscribe(
 ) -> Result<Response, ApiError> {
     let channel = opt_string(&mut body, "channel")?;
     no_other_fields(&body, &["channel"])?;
+    // Like `contacts unsubscribe --channel`: an opt-out of a channel that
+    // does not exist would protect nobody.
+    if let (Some(ch), Some(project)) = (&channel, &st.project) {
+        let known: Vec<String> = project.borrow().settings.channels.keys().cloned().collect();
+        if !known.contains(ch) {
+            let hint = crate::diagnostics::did_you_mean(ch, &known)
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "no channel {ch:?} in the settings (channels: {}){hint}",
+                known.join(", ")
+            )));
+        }
+    }
     let changed = st
         .store
         .unsubscribe(&id, channel.as_deref(), Utc::now())

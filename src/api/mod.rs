@@ -56,6 +56,9 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Notified after every write that changed something.
     pub wake: Arc<Notify>,
+    /// The project as it runs (hot reloads apply): an unsubscribe names one
+    /// of its channels. `None`: any channel name is taken.
+    pub project: Option<tokio::sync::watch::Receiver<Arc<crate::project::Project>>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -75,7 +78,12 @@ impl ApiState {
         let token = std::env::var(&settings.api_token_env)
             .ok()
             .filter(|t| !t.is_empty());
-        ApiState { store, token, wake }
+        ApiState {
+            store,
+            token,
+            wake,
+            project: None,
+        }
     }
 }
 

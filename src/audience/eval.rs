@@ -12,6 +12,8 @@
 //! * `event: N [within: D] [at_least: K]`: at least K (default 1) events named
 //!   N, counting only those with `at > now - D` when `within` is given
 //!   (milliseconds). `at_least: 0` always holds. The caller loads the events.
+//!   `where: { field: P, OP: V }` counts only events whose property P passes
+//!   the test, read as a custom attribute P would be.
 //! * `field: F`: F is a built-in field (`id name email phone
 //!   wecom_external_userid owner timezone created_at last_active_at
 //!   unsubscribed tags`) or else a custom attribute.
@@ -114,6 +116,7 @@ fn holds_from(
             name,
             within,
             at_least,
+            where_,
         } => {
             if *at_least == 0 {
                 return true;
@@ -126,6 +129,9 @@ fn holds_from(
                     e.name == *name
                         && cutoff.is_none_or(|c| e.at.timestamp_millis() > c)
                         && since.is_none_or(|s| e.at >= s)
+                        && where_
+                            .as_ref()
+                            .is_none_or(|w| property_holds(w, &e.properties, now))
                 })
                 .take(*at_least as usize)
                 .count();
@@ -201,16 +207,21 @@ fn value<'a>(f: FieldRef<'_>, c: &'a Contact) -> Val<'a> {
         FieldRef::Time(_) => Val::Missing,
         FieldRef::Bool(_) => Val::Bool(c.unsubscribed),
         FieldRef::Tags => Val::Other,
-        FieldRef::Attr(k) => match c.attrs.get(k) {
-            None | Some(Value::Null) => Val::Missing,
-            Some(Value::String(s)) => Val::Text(s),
-            Some(Value::Bool(b)) => Val::Bool(*b),
-            Some(Value::Number(n)) => Val::Num(match n.as_i64() {
-                Some(i) => Num::Int(i),
-                None => Num::Real(n.as_f64().unwrap_or(f64::NAN)),
-            }),
-            Some(Value::Array(_) | Value::Object(_)) => Val::Other,
-        },
+        FieldRef::Attr(k) => json_val(c.attrs.get(k)),
+    }
+}
+
+/// A JSON value (a custom attribute, an event property) as compared.
+fn json_val(v: Option<&Value>) -> Val<'_> {
+    match v {
+        None | Some(Value::Null) => Val::Missing,
+        Some(Value::String(s)) => Val::Text(s),
+        Some(Value::Bool(b)) => Val::Bool(*b),
+        Some(Value::Number(n)) => Val::Num(match n.as_i64() {
+            Some(i) => Num::Int(i),
+            None => Num::Real(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Some(Value::Array(_) | Value::Object(_)) => Val::Other,
     }
 }
 
@@ -219,7 +230,10 @@ fn field_holds(field: &str, test: &FieldTest, c: &Contact, now: DateTime<Utc>) -
     if f == FieldRef::Tags {
         return tags_hold(test, c);
     }
-    let v = value(f, c);
+    test_value(value(f, c), test, now)
+}
+
+fn test_value(v: Val<'_>, test: &FieldTest, now: DateTime<Utc>) -> bool {
     match test {
         FieldTest::Equals(l) => equals(v, l),
         FieldTest::NotEquals(l) => !equals(v, l),
@@ -241,6 +255,16 @@ fn field_holds(field: &str, test: &FieldTest, c: &Contact, now: DateTime<Utc>) -
                 == Some(Ordering::Greater)
         }
     }
+}
+
+/// A `where:` test on an event's properties: the meaning of the same test on
+/// a custom attribute of that name.
+pub fn property_holds(
+    w: &super::PropertyTest,
+    props: &serde_json::Map<String, Value>,
+    now: DateTime<Utc>,
+) -> bool {
+    test_value(json_val(props.get(w.field.value.as_str())), &w.test, now)
 }
 
 fn tags_hold(test: &FieldTest, c: &Contact) -> bool {

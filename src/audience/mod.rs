@@ -21,11 +21,13 @@ pub enum Condition {
         field: Located<String>,
         test: FieldTest,
     },
-    /// The contact has `at_least` (default 1) events `name`, within the last `within` if given.
+    /// The contact has `at_least` (default 1) events `name`, within the last
+    /// `within` if given, whose properties pass `where_` if given.
     Event {
         name: String,
         within: Option<Duration>,
         at_least: u32,
+        where_: Option<Box<PropertyTest>>,
     },
     Owner(OwnerTest),
 }
@@ -58,6 +60,15 @@ pub enum FieldTest {
     NewerThan(Duration),
 }
 
+/// `where: { field: amount, gte: 500 }` on an event condition: a test of one
+/// property of the event, with the meaning of the same test on a custom
+/// attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropertyTest {
+    pub field: Located<String>,
+    pub test: FieldTest,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum OwnerTest {
     None,
@@ -73,6 +84,17 @@ impl Condition {
             Condition::Not(c) => c.event_names(out),
             Condition::Event { name, .. } if !out.contains(name) => out.push(name.clone()),
             _ => {}
+        }
+    }
+
+    /// Whether an event condition with `where:` is inside (SQL cannot decide
+    /// those exactly: scans narrow without it and decide in Rust).
+    pub fn has_event_where(&self) -> bool {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::has_event_where),
+            Condition::Not(c) => c.has_event_where(),
+            Condition::Event { where_, .. } => where_.is_some(),
+            _ => false,
         }
     }
 }

@@ -139,7 +139,7 @@ fn parse_kind(
             let f = r.fields(
                 map,
                 "an \"event\" condition",
-                &["event", "within", "at_least"],
+                &["event", "within", "at_least", "where"],
             )?;
             let name = r.string(value, "event");
             let within = match f.get("within") {
@@ -160,10 +160,36 @@ fn parse_kind(
                 }
                 None => 1,
             };
+            let where_ = match f.get("where") {
+                Some(w) => {
+                    let field = w.get("field");
+                    match field {
+                        Some(fv) => match parse_field(r, fv, w)? {
+                            Condition::Field { field, test } => {
+                                Some(Box::new(super::PropertyTest { field, test }))
+                            }
+                            _ => None,
+                        },
+                        None => {
+                            r.push(
+                                Diagnostic::new(
+                                    r.file,
+                                    w.pos,
+                                    "where: tests one property of the event",
+                                )
+                                .with_suggestion("write where: { field: amount, gte: 500 }"),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                None => None,
+            };
             Some(Condition::Event {
                 name: name?,
                 within,
                 at_least,
+                where_,
             })
         }
         "field" => parse_field(r, value, map),

@@ -125,6 +125,13 @@ impl Sql {
 /// time windows against `now`.
 pub fn compile(cond: &Condition, now: DateTime<Utc>, out: &mut Sql) -> Result<(), CompileError> {
     match out.dialect {
+        Dialect::Sqlite if cond.has_event_where() => {
+            // Event properties are not compiled to SQL: the scan narrows
+            // (events counted without `where:`, which selects a superset)
+            // and the callers decide in Rust, as on PostgreSQL.
+            pg_prefilter(cond, now.timestamp_millis(), out);
+            Ok(())
+        }
         Dialect::Sqlite => {
             cond_sql(cond, now.timestamp_millis(), out);
             Ok(())
@@ -205,6 +212,7 @@ pub fn pg_prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
             name,
             within,
             at_least,
+            where_,
         } => {
             if *at_least == 0 {
                 out.push("TRUE");
@@ -231,7 +239,8 @@ pub fn pg_prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
                 out.bind(Bind::Int(i64::from(*at_least)));
                 out.push(")");
             }
-            true
+            // Without `where:` the count is exact; with it, a superset.
+            where_.is_none()
         }
         Condition::Field { .. } => {
             out.push("TRUE");
@@ -285,7 +294,9 @@ fn cond_sql(cond: &Condition, now_ms: i64, out: &mut Sql) {
             name,
             within,
             at_least,
+            ..
         } => {
+            // `compile` never sends a condition with `where:` here.
             if *at_least == 0 {
                 out.push("1");
                 return;

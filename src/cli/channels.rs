@@ -31,6 +31,9 @@ use crate::template::{render_context, sample_contact};
 #[derive(Subcommand, Debug)]
 pub enum ChannelsCommand {
     /// Send one real test message through a channel and print the provider's answer.
+    #[command(after_help = "Examples:
+  nurture channels test sms --to +8613800000001
+  nurture channels test sms --to +8613800000001 --template winback-sms --contact c0000123")]
     Test(TestArgs),
 }
 

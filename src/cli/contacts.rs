@@ -26,17 +26,29 @@ pub enum ContactsCommand {
     /// custom attribute. An empty cell leaves the stored value as it is.
     /// Bad rows are listed with their line numbers and skipped; the others
     /// are imported, and the command then exits 1.
+    #[command(after_help = "Examples:
+  nurture contacts import contacts/sample.csv")]
     Import {
         /// The CSV file.
         file: PathBuf,
     },
     /// Create a contact, or update the fields given of an existing one.
+    #[command(after_help = "Examples:
+  nurture contacts add c0009999 --name 周晓明 --phone +8613800000001 --attr city=Shanghai --tag trial")]
     Add(AddArgs),
     /// Add or remove tags of a contact.
+    #[command(after_help = "Examples:
+  nurture contacts tag c0009999 --add vip --remove trial")]
     Tag(TagArgs),
     /// Record an event for a contact (moves its last_active_at).
+    #[command(after_help = "Examples:
+  nurture contacts event c0009999 purchase --prop amount=299
+  nurture contacts event c0009999 cart_abandoned --prop item=羊毛围巾 --at 2026-11-01T09:30:00+08:00")]
     Event(EventArgs),
     /// Unsubscribe a contact from every channel, or opt it out of one.
+    #[command(after_help = "Examples:
+  nurture contacts unsubscribe c0009999
+  nurture contacts unsubscribe c0009999 --channel sms")]
     Unsubscribe(UnsubscribeArgs),
 }
 
@@ -116,7 +128,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         ContactsCommand::Import { file } => import(&store, &file, now).await,
         ContactsCommand::Add(a) => add(&store, a, now).await,
         ContactsCommand::Tag(a) => tag(&store, a, now).await,
-        ContactsCommand::Event(a) => event(&store, a, now).await,
+        ContactsCommand::Event(a) => event(&store, a, now, settings.timezone).await,
         ContactsCommand::Unsubscribe(a) => unsubscribe(&store, &settings, a, now).await,
     };
     store.close().await;
@@ -292,7 +304,7 @@ async fn tag(store: &Store, a: TagArgs, now: DateTime<Utc>) -> CliResult {
     Ok(())
 }
 
-async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>) -> CliResult {
+async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>, tz: chrono_tz::Tz) -> CliResult {
     let at =
         a.at.as_deref()
             .map(|s| parse_time("--at", s))
@@ -307,7 +319,7 @@ async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>) -> CliResult {
         "recorded event {} #{id} for contact {} at {}",
         a.name,
         a.id,
-        at.to_rfc3339()
+        crate::timefmt::in_tz(at, tz)
     );
     Ok(())
 }

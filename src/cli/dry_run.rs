@@ -182,7 +182,8 @@ pub fn parse_until(s: &str, at: DateTime<Utc>, tz: Tz) -> Result<DateTime<Utc>, 
     if t < at {
         return Err(format!(
             "--until {s} is before --at {}; give a later time or a duration such as 7d",
-            at.with_timezone(&tz).to_rfc3339()
+            at.with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ));
     }
     Ok(t)
@@ -305,8 +306,10 @@ impl Sink for CsvSink {
         let r = s.to_json_row(Tz::UTC, when);
         let join = |v: Option<&[String]>| v.map(|v| v.join(";")).unwrap_or_default();
         let at = match &s.action {
-            Action::Send { at, tz, .. } => at.with_timezone(tz).to_rfc3339(),
-            _ => when.to_rfc3339(),
+            Action::Send { at, tz, .. } => at
+                .with_timezone(tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            _ => when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         w.write_record([
             r.workflow,
@@ -623,7 +626,8 @@ async fn explain_contact(
             .as_deref()
             .map(|n| format!(" ({n})"))
             .unwrap_or_default(),
-        at.with_timezone(&tz).to_rfc3339()
+        at.with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));
     for wf in project
         .workflows
@@ -645,7 +649,14 @@ async fn explain_contact(
             .count();
         let pending_triggers = firing.len() - before_activation;
         let activated_at = planner.gates.states.get(&wf.name).map(|s| s.activated_at);
-        let plan = planner.plan(wf, &contact, StartAt::First { since: at }, recent);
+        let trigger = firing.last().map(|e| e.trigger_event());
+        let plan = planner.plan(
+            wf,
+            &contact,
+            StartAt::First { since: at },
+            recent,
+            trigger.as_ref(),
+        );
         out.push_str(&explain(&ExplainInput {
             wf,
             contact: &contact,

@@ -93,7 +93,12 @@ fn write_jsonl(
     for e in entries {
         let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
-            m.insert("at".into(), e.at.with_timezone(&tz).to_rfc3339().into());
+            m.insert(
+                "at".into(),
+                e.at.with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    .into(),
+            );
             m.insert("contact_id".into(), id.into());
         }
         writeln!(out, "{v}")?;

@@ -34,32 +34,77 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check settings, workflows and templates; exit 1 with every problem found.
+    #[command(after_help = "Examples:
+  nurture validate
+  nurture validate workflows/winback-30d.yaml
+  nurture validate templates/welcome.hbs")]
     Validate(validate::ValidateArgs),
     /// The daemon: take triggers from the store, run enrollments, deliver messages, serve the API.
+    #[command(after_help = "Examples:
+  nurture run                       # after export NURTURE_API_TOKEN=$(openssl rand -hex 24)
+  nurture run --listen 0.0.0.0:8080 --log-format json
+  nurture run --until-idle          # tests and batch jobs: stop when nothing is left")]
     Run(run::RunArgs),
     /// Show what the daemon would do at a time, changing nothing and sending nothing.
+    #[command(after_help = "Examples:
+  nurture dry-run
+  nurture dry-run --until 7d
+  nurture dry-run --at 2026-11-01T10:00:00+08:00 --workflow winback-30d
+  nurture dry-run --format jsonl > plan.jsonl
+  nurture dry-run --explain c0000003")]
     DryRun(dry_run::DryRunArgs),
     /// Check channels: `channels test NAME --to ADDRESS` sends one real message.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  nurture channels test sms --to +8613800000001")]
     Channels(channels::ChannelsCommand),
     /// Load and change contacts.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  nurture contacts import contacts/sample.csv
+  nurture contacts add c0009999 --name 周晓明 --tag trial
+  nurture contacts event c0009999 purchase --prop amount=299")]
     Contacts(contacts::ContactsCommand),
     /// Print the JSON Schema of a workflow file (for editors).
+    #[command(after_help = "Examples:
+  nurture schema > schema/workflow.schema.json")]
     Schema(schema::SchemaArgs),
     /// Per workflow: enrolled, active, waiting, done, exited, sent, failed, queued; and
     /// the loaded-or-broken state of each file.
+    #[command(after_help = "Examples:
+  nurture status
+  nurture status --format json | jq .workflows")]
     Status(status::StatusArgs),
     /// What happened to one contact, in time order.
+    #[command(after_help = "Examples:
+  nurture history --contact c0000123
+  nurture history --contact c0000123 --format jsonl")]
     History(history::HistoryArgs),
     /// Enroll the contacts already in a workflow's audience, on purpose
     /// (`--existing`; preview first with `--dry-run`).
+    #[command(after_help = "Examples:
+  nurture enroll welcome-wecom --existing --dry-run
+  nurture enroll welcome-wecom --existing")]
     Enroll(enroll::EnrollArgs),
     /// Lift the blast guard's pause of a workflow: its held enrollments run.
+    #[command(after_help = "Examples:
+  nurture status                # why winback-30d is paused
+  nurture resume winback-30d")]
     Resume(enroll::ResumeArgs),
     /// WeCom: `wecom sync-relationships` reads every salesperson's customer relationships; `wecom resigned` finds customers of staff who left.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  nurture wecom sync-relationships")]
     Wecom(wecom::WecomCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  nurture completions bash > /etc/bash_completion.d/nurture
+  nurture completions zsh > \"${fpath[1]}/_nurture\"
+  nurture completions fish > ~/.config/fish/completions/nurture.fish")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -89,6 +134,21 @@ pub type CliResult = Result<(), Failure>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // `nurture history ... | head` ends quietly, as other Unix tools do,
+        // instead of failing with "Broken pipe". (The daemon keeps Rust's
+        // default: it writes to sockets, never to a pipe a reader may close.)
+        // SAFETY: set once at start, before any thread is spawned.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        clap_complete::generate(*shell, &mut cmd, "nurture", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +183,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Enroll(args) => enroll::enroll(&cli.config, args).await,
         Command::Resume(args) => enroll::resume(&cli.config, args).await,
         Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
+        Command::Completions { .. } => Ok(()),
     }
 }
 

@@ -17,9 +17,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub listen: Option<String>,
     /// Stop once nothing is left to do: the event log consumed, no active
-    /// enrollment, no message waiting. For tests and one-off batch runs.
-    #[arg(long)]
-    pub until_idle: bool,
+    /// enrollment, no message waiting. `--until-idle=now` stops once nothing
+    /// is due now: waits and sends deferred by quiet hours or retries stay
+    /// in the store for the next run. For tests and one-off batch runs.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "all")]
+    pub until_idle: Option<crate::engine::scheduler::IdleMode>,
     /// Delivery attempts before a message is dead-lettered.
     #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,

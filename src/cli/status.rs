@@ -122,7 +122,10 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
     let from_daemon = !recorded.is_empty();
     let recorded_at: Option<DateTime<Utc>> = recorded.iter().map(|f| f.updated_at).max();
     let tz = settings.timezone;
-    let time = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339();
+    let time = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
     let files: Vec<FileRow> = if from_daemon {
         recorded
             .iter()
@@ -252,7 +255,7 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
                 "workflows": rows,
                 "files": files,
                 "files_source": if from_daemon { "daemon" } else { "checked_now" },
-                "files_recorded_at": recorded_at.map(|t| t.with_timezone(&settings.timezone).to_rfc3339()),
+                "files_recorded_at": recorded_at.map(|t| t.with_timezone(&settings.timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                 "store": if no_store { None } else { Some(url.clone()) },
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("JSON"))

@@ -77,6 +77,13 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         }
     }
     // Warnings: printed, not counted as problems.
+    let warnings: Vec<Diagnostic> = report
+        .warnings
+        .iter()
+        .filter(|d| selected(d))
+        .cloned()
+        .collect();
+    crate::diagnostics::eprint_all(&warnings);
     if let Some(settings) = &report.settings {
         let file = settings
             .file

@@ -20,6 +20,9 @@ use crate::store::Store;
 #[derive(Subcommand, Debug)]
 pub enum WecomCommand {
     /// Read the WeCom relationships of every salesperson with a wecom_userid (batch/get_by_user).
+    #[command(after_help = "Examples:
+  nurture wecom sync-relationships
+  nurture wecom sync-relationships --channel wecom")]
     SyncRelationships(SyncArgs),
     /// Find the customers of staff who left (get_unassigned_list): logs wecom_staff_left on each, once.
     Resigned(SyncArgs),

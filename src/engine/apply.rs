@@ -80,8 +80,8 @@ pub async fn apply_in(
         (&d.start, &d.plan.outcome)
     {
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at)
-             VALUES ($1, $2, $3, 'held', $4, $5)
+            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at, trigger_event)
+             VALUES ($1, $2, $3, 'held', $4, $5, $6)
              ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
              RETURNING id",
         )
@@ -90,6 +90,7 @@ pub async fn apply_in(
         .bind(entry_key)
         .bind(first_step)
         .bind(ms(now))
+        .bind(d.trigger.as_ref().map(|t| t.to_json()))
         .fetch_optional(&mut *tx)
         .await
         .context("holding the enrollment")?;
@@ -104,8 +105,8 @@ pub async fn apply_in(
     let enrollment_id = match &d.start {
         Start::New { entry_key, .. } => {
             let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at)
-                 VALUES ($1, $2, $3, 'active', $4)
+                "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at, trigger_event)
+                 VALUES ($1, $2, $3, 'active', $4, $5)
                  ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
                  RETURNING id",
             )
@@ -113,6 +114,7 @@ pub async fn apply_in(
             .bind(&d.contact_id)
             .bind(entry_key)
             .bind(ms(now))
+            .bind(d.trigger.as_ref().map(|t| t.to_json()))
             .fetch_optional(&mut *tx)
             .await
             .context("creating the enrollment")?;
@@ -236,6 +238,7 @@ async fn effects(
             salesperson,
             previous,
             notify,
+            notices,
         } => {
             let chosen = assign(tx, settings, d, &s.step, salesperson, now).await?;
             if chosen != *salesperson {
@@ -256,6 +259,10 @@ async fn effects(
                 .await?;
             }
             let salesperson = &chosen;
+            if previous.as_deref() == Some(salesperson.as_str()) {
+                // Chosen again under the lock: the owner does not change.
+                return Ok(0);
+            }
             let mut queued = 0;
             if let Some((channel, to, payload)) =
                 wecom_transfer(tx, settings, d, salesperson, previous.as_deref()).await?
@@ -290,10 +297,14 @@ async fn effects(
                 None => Some(person.id.clone()),
             };
             let Some(to) = to else { return Ok(queued) };
-            let body = format!(
-                "New contact assigned to you: {} (workflow {})",
-                d.contact_id, d.workflow.name
-            );
+            let body = match notices.get(salesperson.as_str()) {
+                Some(Ok(b)) => b.clone(),
+                Some(Err(e)) => {
+                    tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, salesperson = %salesperson, error = %e, "assignment notice not sent: its template does not render");
+                    return Ok(queued);
+                }
+                None => return Ok(queued),
+            };
             let id = format!(
                 "{}:notify",
                 message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
@@ -544,7 +555,7 @@ fn detail(s: &PlannedStep) -> Option<String> {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
         Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
-        Action::Wait { until } => Some(until.to_rfc3339()),
+        Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::Exit { reason } | Action::Skip { reason } => Some(reason.to_string()),
     }
 }

@@ -53,7 +53,8 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             let _ = writeln!(
                 out,
                 "  activated {}: trigger events before it do not enroll",
-                t.with_timezone(&tz).to_rfc3339()
+                t.with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
         }
         None => {
@@ -78,7 +79,9 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 out,
                 "  {} trigger contact_created: contact created {}; {} unprocessed creation in the event log",
                 mark(ok),
-                c.created_at.with_timezone(&tz).to_rfc3339(),
+                c.created_at
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 input.pending_triggers
             );
             ok
@@ -127,7 +130,9 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 mark(ok),
                 check.source(),
                 check.describe(),
-                since.with_timezone(&tz).to_rfc3339(),
+                since
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 if ok { "" } else { ", not long enough" }
             );
             ok
@@ -161,7 +166,10 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 } else {
                     format!(
                         "already enrolled {}",
-                        mine[0].started_at.with_timezone(&tz).to_rfc3339()
+                        mine[0]
+                            .started_at
+                            .with_timezone(&tz)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     )
                 }
             );
@@ -184,7 +192,11 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 mark(ok),
                 match last {
                     None => "never enrolled".to_string(),
-                    Some(l) => format!("last enrolled {}", l.with_timezone(&tz).to_rfc3339()),
+                    Some(l) => format!(
+                        "last enrolled {}",
+                        l.with_timezone(&tz)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
                 }
             );
             ok
@@ -284,13 +296,19 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
         } => {
             format!(
                 "send on {channel} to {to} at {}: {}",
-                at.with_timezone(ctz).to_rfc3339(),
+                at.with_timezone(ctz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 body.replace('\n', " ")
             )
         }
         Assign { salesperson, .. } => format!("assign to {salesperson}"),
         Tag { add, remove } => format!("tag +{:?} -{:?}", add, remove),
-        Wait { until } => format!("wait until {}", until.with_timezone(&tz).to_rfc3339()),
+        Wait { until } => format!(
+            "wait until {}",
+            until
+                .with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
         Exit { reason } => format!("exit ({reason})"),
         Skip { reason } => format!("skip ({reason})"),
     }
@@ -337,11 +355,18 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
             name,
             within,
             at_least,
+            where_,
         } => {
             let n = c
                 .events
                 .iter()
-                .filter(|e| &e.name == name && within.is_none_or(|w| e.at > at - w.to_chrono()))
+                .filter(|e| {
+                    &e.name == name
+                        && within.is_none_or(|w| e.at > at - w.to_chrono())
+                        && where_.as_ref().is_none_or(|w| {
+                            crate::audience::eval::property_holds(w, &e.properties, at)
+                        })
+                })
                 .count();
             let _ = writeln!(
                 out,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::assign::{AssignState, Pick};
 use crate::audience::eval::{holds, holds_since};
-use crate::contact::Contact;
+use crate::contact::{Contact, TriggerEvent};
 use crate::policy;
 use crate::settings::Settings;
 use crate::template::{Templates, render_context};
@@ -94,7 +94,13 @@ pub enum Action {
     Assign {
         salesperson: String,
         previous: Option<String>,
+        /// The channel the salesperson is told on.
         notify: Option<String>,
+        /// The notice, rendered for each salesperson the daemon may choose
+        /// when it applies the plan (round robin and least loaded choose
+        /// again under the team's lock): `salesperson`'s, and for those
+        /// strategies every other team member's. `Err` is a template error.
+        notices: std::collections::BTreeMap<String, Result<String, String>>,
     },
     Tag {
         add: Vec<String>,
@@ -287,16 +293,18 @@ impl<'a> Planner<'a> {
     /// or an exit. `recent_messages` is how many messages the store holds for
     /// the contact inside the frequency cap's window. The contact is seen as
     /// earlier plans of this run left it, and what this plan changes in it is
-    /// remembered for the plans after it.
+    /// remembered for the plans after it. `trigger` is the event that
+    /// started the enrollment (templates read it as `event`).
     pub fn plan(
         &mut self,
         wf: &Workflow,
         contact: &Contact,
         start: StartAt<'_>,
         recent_messages: u32,
+        trigger: Option<&TriggerEvent>,
     ) -> EnrollmentPlan {
         let mut c = self.current(contact);
-        let plan = self.plan_steps(wf, &mut c, start, recent_messages);
+        let plan = self.plan_steps(wf, &mut c, start, recent_messages, trigger);
         if let std::borrow::Cow::Owned(c) = c {
             self.changes.insert(
                 c.id.clone(),
@@ -315,6 +323,7 @@ impl<'a> Planner<'a> {
         c: &mut std::borrow::Cow<'_, Contact>,
         start: StartAt<'_>,
         recent_messages: u32,
+        trigger: Option<&TriggerEvent>,
     ) -> EnrollmentPlan {
         let contact_id = c.id.clone();
         let mut steps = Vec::new();
@@ -378,6 +387,7 @@ impl<'a> Planner<'a> {
                         &send.channel.value,
                         &send.template.value,
                         recent_messages,
+                        trigger,
                     );
                     steps.push(row(step, action));
                 }
@@ -388,13 +398,55 @@ impl<'a> Planner<'a> {
                         .get(&a.team.value)
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
+                    let cursor_before = self.assign.team_cursor.get(&a.team.value).copied();
                     let action = match self.assign.pick(a, team, c) {
+                        // The owner does not change: no reassignment, no notice.
+                        // Nothing is written, so the daemon's round-robin
+                        // position does not move; neither does the plan's.
+                        Pick::Chosen(id) if c.owner.as_deref() == Some(id.as_str()) => {
+                            match cursor_before {
+                                Some(v) => {
+                                    self.assign.team_cursor.insert(a.team.value.clone(), v);
+                                }
+                                None => {
+                                    self.assign.team_cursor.remove(&a.team.value);
+                                }
+                            }
+                            Action::Skip {
+                                reason: Reason::AlreadyAssigned,
+                            }
+                        }
                         Pick::Chosen(id) => {
+                            let notices = match &a.notify {
+                                Some(n) => {
+                                    let others: Vec<&str> = if matches!(
+                                        a.strategy,
+                                        crate::workflow::Strategy::RoundRobin
+                                            | crate::workflow::Strategy::LeastLoaded
+                                    ) {
+                                        team.iter().map(|p| p.id.as_str()).collect()
+                                    } else {
+                                        vec![]
+                                    };
+                                    std::iter::once(id.as_str())
+                                        .chain(others)
+                                        .filter(|s| c.owner.as_deref() != Some(*s))
+                                        .map(|s| {
+                                            (
+                                                s.to_string(),
+                                                self.notice(wf, c, s, n.template_name()),
+                                            )
+                                        })
+                                        .collect()
+                                }
+                                None => Default::default(),
+                            };
                             let previous = c.to_mut().owner.replace(id.clone());
                             Action::Assign {
                                 salesperson: id,
                                 previous,
-                                notify: a.notify.as_ref().map(|n| n.value.clone()),
+                                notify: a.notify.as_ref().map(|n| n.channel.value.clone()),
+                                notices,
                             }
                         }
                         Pick::AlreadyAssigned => Action::Skip {
@@ -461,6 +513,36 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The assignment notice telling `salesperson` about contact `c` (whose
+    /// owner is still the previous one).
+    fn notice(
+        &self,
+        wf: &Workflow,
+        c: &Contact,
+        salesperson: &str,
+        template: &str,
+    ) -> Result<String, String> {
+        let value = |id: &str| {
+            self.settings
+                .salesperson(id)
+                .map(|s| s.template_value())
+                .unwrap_or_else(|| serde_json::json!({ "id": id }))
+        };
+        let owner = value(salesperson);
+        let previous = c.owner.as_deref().map(value);
+        let ctx = crate::template::notice_context(
+            c,
+            &owner,
+            previous.as_ref(),
+            &wf.name,
+            self.now,
+            self.settings.timezone,
+        );
+        self.templates
+            .render_notice(template, &ctx)
+            .map_err(|e| e.to_string())
+    }
+
     /// Decide one message: consent, address, cap, rendering, quiet hours.
     fn plan_send(
         &mut self,
@@ -469,6 +551,7 @@ impl<'a> Planner<'a> {
         channel: &str,
         template: &str,
         recent: u32,
+        trigger: Option<&TriggerEvent>,
     ) -> Action {
         let Some(ch) = self.settings.channels.get(channel) else {
             // `validate` refuses unknown channels, so this only happens on a broken reload.
@@ -519,8 +602,11 @@ impl<'a> Planner<'a> {
             .as_deref()
             .and_then(|id| self.settings.salesperson(id))
             .map(|s| s.template_value());
-        let ctx =
-            handlebars::Context::from(render_context(c, owner.as_ref(), &wf.name, self.now, tz));
+        let mut ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
+        if let (Some(e), Some(m)) = (trigger, ctx.as_object_mut()) {
+            m.insert("event".into(), e.template_value(tz));
+        }
+        let ctx = handlebars::Context::from(ctx);
         let rendered = match self.templates.render_with(template, &ctx) {
             Ok(r) => r,
             Err(e) => {
@@ -616,10 +702,19 @@ impl PlannedStep {
             Action::Assign {
                 salesperson,
                 notify,
+                notices,
                 ..
             } => {
                 r.salesperson = Some(salesperson);
                 r.notify = notify.as_deref();
+                match notices.get(salesperson) {
+                    Some(Ok(b)) => r.body = Some(b),
+                    // The assignment happens; the notice does not.
+                    Some(Err(e)) => {
+                        r.reason = Some(format!("notice not sent: template_error: {e}"))
+                    }
+                    None => {}
+                }
             }
             Action::Tag { add, remove } => {
                 r.add = Some(add);

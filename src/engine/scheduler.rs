@@ -63,7 +63,7 @@ pub struct Scheduler {
     pub deliver: Arc<Notify>,
     pub shutdown: CancellationToken,
     /// `--until-idle`: stop once nothing is left to do (tests, batch runs).
-    pub until_idle: bool,
+    pub until_idle: Option<IdleMode>,
     /// Written into `enrollments.lease_owner`; unique per process.
     pub worker: String,
     /// How long a claimed due enrollment stays this daemon's (the delivery
@@ -75,6 +75,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub async fn run(mut self) -> Result<()> {
         let pool = self.store.db().clone();
+        let mut last_waiting: Option<String> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -102,10 +103,32 @@ impl Scheduler {
                 );
                 continue;
             }
-            if self.until_idle && idle(&pool).await.unwrap_or(false) {
-                tracing::info!("nothing left to do; stopping (--until-idle)");
-                self.shutdown.cancel();
-                break;
+            if let Some(mode) = self.until_idle {
+                match idle_state(&pool, now).await {
+                    Ok(st) if st.done(mode) => {
+                        match mode {
+                            IdleMode::All => {
+                                tracing::info!("nothing left to do; stopping (--until-idle)")
+                            }
+                            IdleMode::Now => tracing::info!(
+                                waiting_enrollments = st.active,
+                                deferred_messages = st.queued,
+                                "nothing due now; stopping (--until-idle=now): {}",
+                                st.left()
+                            ),
+                        }
+                        self.shutdown.cancel();
+                        break;
+                    }
+                    Ok(st) => {
+                        let what = st.waiting_for(mode);
+                        if last_waiting.as_deref() != Some(what.as_str()) {
+                            tracing::info!("--until-idle: waiting for {what}");
+                            last_waiting = Some(what);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "--until-idle: cannot read the store"),
+                }
             }
             let sleep = next_wake(&pool, &project, now)
                 .await
@@ -399,7 +422,7 @@ impl Scheduler {
             sources::TickDue::Taken => return Ok(()),
             sources::TickDue::Run => {}
         }
-        tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339(), "cron tick");
+        tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "cron tick");
         self.scan(pool, wf, Scan::Trigger, planner, pass).await?;
         take_tick(pool, wf, tick, now).await?;
         pass.plans = pass.plans.max(1);
@@ -590,16 +613,106 @@ async fn take_tick(
 
 /// Nothing to plan or deliver: the log is consumed, no enrollment is active,
 /// no message waits.
-async fn idle(pool: &AnyPool) -> Result<bool> {
-    let (pending, active, queued): (i64, i64, i64) = sqlx::query_as(
+/// When `--until-idle` stops the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdleMode {
+    /// Nothing left at all: no active enrollment, no message waiting.
+    All,
+    /// Nothing due now: waits and deferred messages stay in the store.
+    Now,
+}
+
+/// What is left in the store, for `--until-idle`.
+#[derive(Debug, Clone, Default)]
+pub struct IdleState {
+    pub pending_log: i64,
+    pub active: i64,
+    pub active_due: i64,
+    pub next_active: Option<i64>,
+    pub queued: i64,
+    pub queued_due: i64,
+    pub next_queued: Option<i64>,
+}
+
+impl IdleState {
+    pub fn done(&self, mode: IdleMode) -> bool {
+        match mode {
+            IdleMode::All => self.pending_log == 0 && self.active == 0 && self.queued == 0,
+            IdleMode::Now => self.pending_log == 0 && self.active_due == 0 && self.queued_due == 0,
+        }
+    }
+
+    /// What the daemon still waits for, in words.
+    pub fn waiting_for(&self, mode: IdleMode) -> String {
+        let at = |t: Option<i64>| {
+            t.map(|t| {
+                format!(
+                    ", the next due at {}",
+                    crate::timefmt::rfc3339(&plan_reads::from_ms(t))
+                )
+            })
+            .unwrap_or_default()
+        };
+        let mut parts = Vec::new();
+        if self.pending_log > 0 {
+            parts.push(format!("{} trigger(s) in the event log", self.pending_log));
+        }
+        let (active, queued) = match mode {
+            IdleMode::All => (self.active, self.queued),
+            IdleMode::Now => (self.active_due, self.queued_due),
+        };
+        if active > 0 {
+            parts.push(format!(
+                "{active} enrollment(s) in a wait{}",
+                at(self.next_active)
+            ));
+        }
+        if queued > 0 {
+            parts.push(format!(
+                "{queued} message(s) to deliver (quiet hours, retries){}",
+                at(self.next_queued)
+            ));
+        }
+        if parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    /// What stays in the store when `--until-idle=now` stops.
+    pub fn left(&self) -> String {
+        if self.active == 0 && self.queued == 0 {
+            return "nothing left in the store".to_string();
+        }
+        format!("left for later: {}", self.waiting_for(IdleMode::All))
+    }
+}
+
+pub async fn idle_state(pool: &AnyPool, now: DateTime<Utc>) -> Result<IdleState> {
+    let now = plan_reads::ms(now);
+    let row: (i64, i64, i64, Option<i64>, i64, i64, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM event_log WHERE seq > coalesce((SELECT position FROM cursors WHERE name = $1), 0)),
                 (SELECT count(*) FROM enrollments WHERE status = 'active'),
-                (SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending'))",
+                (SELECT count(*) FROM enrollments WHERE status = 'active' AND next_run_at <= $2),
+                (SELECT min(next_run_at) FROM enrollments WHERE status = 'active'),
+                (SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')),
+                (SELECT count(*) FROM outbox WHERE status = 'sending' OR (status = 'queued' AND next_attempt_at <= $2 AND not_before <= $2)),
+                (SELECT min(CASE WHEN next_attempt_at > not_before THEN next_attempt_at ELSE not_before END) FROM outbox WHERE status = 'queued')",
     )
     .bind(DAEMON_CURSOR)
+    .bind(now)
     .fetch_one(pool)
     .await?;
-    Ok(pending == 0 && active == 0 && queued == 0)
+    Ok(IdleState {
+        pending_log: row.0,
+        active: row.1,
+        active_due: row.2,
+        next_active: row.3,
+        queued: row.4,
+        queued_due: row.5,
+        next_queued: row.6,
+    })
 }
 
 /// How long to sleep: until the next due enrollment or cron tick, at most 1 s

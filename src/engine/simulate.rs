@@ -492,6 +492,7 @@ impl<'a> Simulation<'a> {
                         step_id: None,
                         next_run_at: None,
                         started_at: now,
+                        trigger: d.trigger.clone(),
                     };
                     self.by_contact
                         .entry(d.contact_id.clone())
@@ -509,17 +510,17 @@ impl<'a> Simulation<'a> {
                 }
             };
             plans += 1;
-            let started_at = self
+            let (started_at, trigger) = self
                 .active
                 .remove(&id)
-                .map(|e| e.started_at)
+                .map(|e| (e.started_at, e.trigger))
                 .or_else(|| {
                     self.by_contact
                         .get(&d.contact_id)
                         .and_then(|v| v.iter().find(|e| e.id == id))
-                        .map(|e| e.started_at)
+                        .map(|e| (e.started_at, e.trigger.clone()))
                 })
-                .unwrap_or(now);
+                .unwrap_or((now, None));
             if let Outcome::Waiting { next_step, until } = &d.plan.outcome {
                 self.active.insert(
                     id,
@@ -532,6 +533,7 @@ impl<'a> Simulation<'a> {
                         step_id: next_step.clone(),
                         next_run_at: Some(*until),
                         started_at,
+                        trigger,
                     },
                 );
             }
@@ -545,6 +547,7 @@ impl<'a> Simulation<'a> {
                             name: Some(tag.clone()),
                             at: now,
                             origin: None,
+                            properties: Default::default(),
                         });
                         self.next_seq += 1;
                     }

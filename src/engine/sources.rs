@@ -63,6 +63,8 @@ pub struct Decided<'w> {
     /// For an existing enrollment, the stored step the plan started from.
     pub from_step: Option<String>,
     pub plan: EnrollmentPlan,
+    /// The event that started a new enrollment (stored with it).
+    pub trigger: Option<crate::contact::TriggerEvent>,
 }
 
 impl Decided<'_> {
@@ -116,6 +118,7 @@ pub async fn plan_due_batch<'w>(
                     since: e.started_at,
                 },
                 *recent,
+                e.trigger.as_ref(),
             ),
             // It slept after its last step: waking up ends it.
             None => EnrollmentPlan {
@@ -132,6 +135,7 @@ pub async fn plan_due_batch<'w>(
             },
             from_step: e.step_id.clone(),
             plan,
+            trigger: None,
         });
     }
     Ok(batch)
@@ -155,7 +159,13 @@ pub async fn plan_scan_chunk<'w>(
         if !in_audience(wf, &planner.current(&contact), planner.now) {
             continue;
         }
-        let plan = planner.plan(wf, &contact, StartAt::First { since: planner.now }, recent);
+        let plan = planner.plan(
+            wf,
+            &contact,
+            StartAt::First { since: planner.now },
+            recent,
+            None,
+        );
         batch.push(Decided {
             workflow: wf,
             contact_id: contact.id.clone(),
@@ -165,6 +175,7 @@ pub async fn plan_scan_chunk<'w>(
             },
             from_step: None,
             plan,
+            trigger: None,
         });
     }
     Ok(batch)
@@ -453,6 +464,7 @@ pub async fn plan_log_batch<'w>(
                     outcome: Outcome::Done,
                     ran: vec![],
                 },
+                trigger: None,
             });
             continue;
         }
@@ -477,11 +489,13 @@ pub async fn plan_log_batch<'w>(
         entered.insert(key);
         // Goals count events after the trigger, not the trigger itself.
         let since = at.max(entry.at + chrono::Duration::milliseconds(1));
+        let trigger = entry.trigger_event();
         let plan = planner.plan(
             wf,
             contact,
             StartAt::First { since },
             recent.get(&contact.id).copied().unwrap_or(0),
+            Some(&trigger),
         );
         out.push(Decided {
             workflow: wf,
@@ -492,6 +506,7 @@ pub async fn plan_log_batch<'w>(
             },
             from_step: None,
             plan,
+            trigger: Some(trigger),
         });
     }
     Ok(out)

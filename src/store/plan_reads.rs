@@ -22,6 +22,14 @@ pub fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
+/// A stored properties object (`'{}'` is the common case and costs no parse).
+pub fn parse_props(s: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+    match s {
+        None | Some("{}") | Some("") => serde_json::Map::new(),
+        Some(s) => serde_json::from_str(s).unwrap_or_default(),
+    }
+}
+
 /// An entry of the event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEntry {
@@ -32,6 +40,30 @@ pub struct LogEntry {
     pub at: DateTime<Utc>,
     /// `Some("import")` for rows a CSV import wrote.
     pub origin: Option<String>,
+    /// The event's properties, for `kind = event`.
+    pub properties: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LogEntry {
+    /// The entry as the event that starts an enrollment.
+    pub fn trigger_event(&self) -> crate::contact::TriggerEvent {
+        let mut properties = self.properties.clone();
+        let name = match self.kind.as_str() {
+            "event" => self.name.clone().unwrap_or_default(),
+            "tag_added" | "tag_removed" => {
+                if let Some(t) = &self.name {
+                    properties.insert("tag".into(), serde_json::Value::String(t.clone()));
+                }
+                self.kind.clone()
+            }
+            other => other.to_string(),
+        };
+        crate::contact::TriggerEvent {
+            name,
+            at: self.at,
+            properties,
+        }
+    }
 }
 
 /// An enrollment as stored.
@@ -45,6 +77,8 @@ pub struct EnrollmentRow {
     pub step_id: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
+    /// The event that started it, when one did.
+    pub trigger: Option<crate::contact::TriggerEvent>,
 }
 
 pub async fn cursor<'e>(
@@ -65,7 +99,9 @@ pub async fn pending_log<'e>(
     limit: i64,
 ) -> sqlx::Result<Vec<LogEntry>> {
     let rows = sqlx::query(
-        "SELECT seq, kind, contact_id, name, at, origin FROM event_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT l.seq, l.kind, l.contact_id, l.name, l.at, l.origin, ev.properties \
+         FROM event_log l LEFT JOIN events ev ON ev.id = l.event_id \
+         WHERE l.seq > $1 ORDER BY l.seq LIMIT $2",
     )
     .bind(after)
     .bind(limit)
@@ -80,6 +116,7 @@ pub async fn pending_log<'e>(
             name: r.get(3),
             at: from_ms(r.get(4)),
             origin: r.get(5),
+            properties: parse_props(r.get::<Option<String>, _>(6).as_deref()),
         })
         .collect())
 }
@@ -94,11 +131,15 @@ fn enrollment(r: sqlx::any::AnyRow) -> EnrollmentRow {
         step_id: r.get(5),
         next_run_at: r.get::<Option<i64>, _>(6).map(from_ms),
         started_at: from_ms(r.get(7)),
+        trigger: r
+            .get::<Option<String>, _>(8)
+            .as_deref()
+            .and_then(crate::contact::TriggerEvent::from_json),
     }
 }
 
 const ENROLLMENT_COLS: &str =
-    "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at";
+    "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at, trigger_event";
 
 /// Active enrollments whose next step is due at `at`, oldest due first.
 pub async fn due_enrollments(
@@ -203,7 +244,9 @@ pub async fn events_of(
     }
     // Chunks keep us well below SQLite's limit on bound variables.
     for chunk in contact_ids.chunks(500) {
-        let mut sql = String::from("SELECT contact_id, name, at FROM events WHERE contact_id IN (");
+        let mut sql = String::from(
+            "SELECT contact_id, name, at, properties FROM events WHERE contact_id IN (",
+        );
         push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(") AND name IN (");
         push_placeholders(&mut sql, chunk.len() + 1, names.len());
@@ -218,9 +261,11 @@ pub async fn events_of(
         let rows = q.fetch_all(pool).await?;
         for r in rows {
             let id: String = r.get(0);
+            let props: Option<String> = r.get(3);
             out.entry(id).or_default().push(EventFact {
                 name: r.get(1),
                 at: from_ms(r.get(2)),
+                properties: parse_props(props.as_deref()),
             });
         }
     }

@@ -70,10 +70,13 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
         .map(str::to_string)
         .collect();
     for name in unused {
-        if let Err(e) = cx
-            .templates
-            .render(&name, &sample_context(cx, "sample-workflow"))
-        {
+        let mut undeclared = Vec::new();
+        let file = cx.settings.templates_dir.join(format!("{name}.hbs"));
+        let r = render_sample(cx, &name, None, &mut undeclared);
+        for f in undeclared {
+            out.push(undeclared_warning(&file, Pos::new(1, 1), &f));
+        }
+        if let Err(e) = r {
             let file = cx.settings.templates_dir.join(format!("{name}.hbs"));
             let line = template_error_line(&e).unwrap_or(1);
             out.push(render_diag(
@@ -141,7 +144,7 @@ fn check_sms_params(cx: &CheckContext, wf: &Workflow, send: &SendStep, out: &mut
         );
         return;
     }
-    let Ok(r) = cx.templates.render(t, &sample_context(cx, &wf.name)) else {
+    let Ok(r) = render_sample(cx, t, Some(wf), &mut Vec::new()) else {
         // Reported where the template is rendered.
         return;
     };
@@ -166,7 +169,144 @@ fn check_sms_params(cx: &CheckContext, wf: &Workflow, send: &SendStep, out: &mut
     }
 }
 
+/// The event a workflow's trigger starts its enrollments with, as the
+/// sample render sees it, and whether its properties are open (not declared
+/// under `events:`: any property may exist). `None` for cron triggers.
+fn sample_event(
+    cx: &CheckContext,
+    wf: Option<&Workflow>,
+) -> Option<(crate::contact::TriggerEvent, bool)> {
+    let mut e = crate::contact::TriggerEvent {
+        name: "sample_event".into(),
+        at: cx.now,
+        properties: Default::default(),
+    };
+    let Some(wf) = wf else {
+        return Some((e, true));
+    };
+    match &wf.trigger {
+        Trigger::Event { name } => {
+            e.name = name.clone();
+            match cx.settings.events.get(name) {
+                Some(props) => {
+                    for (p, ty) in props {
+                        e.properties.insert(p.clone(), sample_value(p, *ty));
+                    }
+                    Some((e, false))
+                }
+                None => Some((e, true)),
+            }
+        }
+        Trigger::TagAdded { tag } => {
+            e.name = "tag_added".into();
+            e.properties
+                .insert("tag".into(), Value::String(tag.clone()));
+            Some((e, false))
+        }
+        Trigger::ContactCreated => {
+            e.name = "contact_created".into();
+            Some((e, false))
+        }
+        _ => None,
+    }
+}
+
+fn sample_value(name: &str, ty: FieldType) -> Value {
+    match ty {
+        FieldType::String => Value::String(format!("sample {name}")),
+        FieldType::Number => Value::from(42),
+        FieldType::Timestamp => Value::String("2026-01-01T09:00:00+08:00".into()),
+        FieldType::Bool => Value::Bool(true),
+    }
+}
+
+/// Renders a template for the sample contact, with the event `wf`'s trigger
+/// starts (any workflow's, for a template no workflow sends). Properties of
+/// an event not declared under `events:` may be anything: each one the
+/// template reads is given a sample value.
+pub fn render_sample(
+    cx: &CheckContext,
+    template: &str,
+    wf: Option<&Workflow>,
+    undeclared: &mut Vec<String>,
+) -> Result<template::Rendered, TemplateError> {
+    let mut ctx = sample_context(cx, wf.map_or("sample-workflow", |w| w.name.as_str()));
+    let event = sample_event(cx, wf);
+    let tz = cx.settings.timezone;
+    let mut open = false;
+    if let (Some((e, o)), Some(m)) = (&event, ctx.as_object_mut()) {
+        m.insert("event".into(), e.template_value(tz));
+        open = *o;
+    }
+    for _ in 0..32 {
+        match cx.templates.render(template, &ctx) {
+            // A custom attribute not declared under `fields:` (and not a
+            // near miss of a known name): a warning, rendered with a sample.
+            Err(TemplateError::MissingVariable { var: Some(var), .. })
+                if var.strip_prefix("contact.").is_some_and(|f| {
+                    let f = f.split('.').next().unwrap_or_default();
+                    !f.is_empty()
+                        && !known_fields(cx.settings).iter().any(|k| k == f)
+                        && crate::diagnostics::did_you_mean(f, known_fields(cx.settings)).is_none()
+                        && ctx["contact"].get(f).is_none()
+                }) =>
+            {
+                let f = var["contact.".len()..]
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                ctx["contact"][f.as_str()] = Value::String(format!("sample {f}"));
+                undeclared.push(f);
+            }
+            Err(TemplateError::MissingVariable { var: Some(var), .. })
+                if open && var.starts_with("event.properties.") =>
+            {
+                let prop = var["event.properties.".len()..]
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let props = &mut ctx["event"]["properties"];
+                if prop.is_empty() || props.get(&prop).is_some() {
+                    return cx.templates.render(template, &ctx);
+                }
+                props[prop.as_str()] = Value::String(format!("sample {prop}"));
+            }
+            other => return other,
+        }
+    }
+    cx.templates.render(template, &ctx)
+}
+
 fn render_diag(cx: &CheckContext, d: Diagnostic, e: &TemplateError) -> Diagnostic {
+    if let TemplateError::MissingVariable { var: Some(var), .. } = e
+        && let Some(rest) = var.strip_prefix("event.")
+    {
+        if let Some(prop) = rest.strip_prefix("properties.") {
+            let prop = prop.split('.').next().unwrap_or_default();
+            let declared: Vec<String> = cx
+                .settings
+                .events
+                .values()
+                .flat_map(|p| p.keys().cloned())
+                .collect();
+            let d = d.did_you_mean(prop, &declared);
+            if d.suggestion.is_some() {
+                return d;
+            }
+            return d.with_suggestion(format!(
+                "the event's properties are declared under events: in nurture.yaml; use {{{{default {var} \"...\"}}}} for one some events lack"
+            ));
+        }
+        let d = d.did_you_mean(rest, ["name", "at", "properties"]);
+        if d.suggestion.is_some() {
+            return d;
+        }
+        return d.with_suggestion(
+            "`event` is the event that started the enrollment (event, tag_added and contact_created triggers); a schedule or inactive workflow has none",
+        );
+    }
     if let TemplateError::MissingVariable { var: Some(var), .. } = e
         && let Some(field) = var.strip_prefix("contact.")
     {
@@ -196,6 +336,9 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
     let channels: Vec<&str> = s.channels.keys().map(String::as_str).collect();
     let teams: Vec<&str> = s.teams.keys().map(String::as_str).collect();
 
+    if let Trigger::Event { name } = &wf.trigger {
+        check_event_name(cx, file, name, out);
+    }
     let mut ids: HashMap<&str, Pos> = HashMap::new();
     let mut rendered: BTreeSet<&str> = BTreeSet::new();
     for step in wf.all_steps() {
@@ -239,7 +382,18 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                     out.push(d);
                 } else if cx.templates.contains(t)
                     && rendered.insert(t.value.as_str())
-                    && let Err(e) = cx.templates.render(t, &sample_context(cx, &wf.name))
+                    && let Err(e) = {
+                        let mut undeclared = Vec::new();
+                        let r = render_sample(cx, t, Some(wf), &mut undeclared);
+                        for f in undeclared {
+                            out.push(undeclared_warning(
+                                file,
+                                t.pos,
+                                &format!("{f}\" in template \"{}", t.value),
+                            ));
+                        }
+                        r
+                    }
                 {
                     out.push(render_diag(
                         cx,
@@ -273,7 +427,8 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                     out.push(d);
                 }
                 if let Some(n) = &a.notify {
-                    check_channel(file, n, &channels, out);
+                    check_channel(file, &n.channel, &channels, out);
+                    check_notice(cx, file, n, out);
                 }
                 if let Some(f) = &a.field {
                     check_field_name(cx, file, f, out);
@@ -309,8 +464,10 @@ fn check_channel(
     out.push(d);
 }
 
-/// Unknown field names are reported only when the settings declare
-/// `fields:`; without that list any custom attribute may exist.
+/// A field name that is neither built in nor declared under `fields:`: a
+/// near miss of a known name is an error with "did you mean"; anything else
+/// is a custom attribute nobody declared, a warning (a CSV column such as
+/// `city` works without a declaration, compared as text).
 fn check_field_name(
     cx: &CheckContext,
     file: &std::path::Path,
@@ -318,20 +475,30 @@ fn check_field_name(
     out: &mut Vec<Diagnostic>,
 ) -> bool {
     let s = cx.settings;
-    if s.fields.is_empty()
-        || BUILTIN_FIELDS.contains(&f.value.as_str())
-        || s.fields.contains_key(&f.value)
-    {
+    if BUILTIN_FIELDS.contains(&f.value.as_str()) || s.fields.contains_key(&f.value) {
         return true;
     }
     let known = known_fields(s);
-    let mut d = Diagnostic::new(file, f.pos, format!("unknown field \"{}\"", f.value))
+    let d = Diagnostic::new(file, f.pos, format!("unknown field \"{}\"", f.value))
         .did_you_mean(&f.value, &known);
-    if d.suggestion.is_none() {
-        d = d.with_suggestion("declare custom attributes under fields: in nurture.yaml");
+    if d.suggestion.is_some() {
+        out.push(d);
+        return false;
     }
-    out.push(d);
-    false
+    out.push(undeclared_warning(file, f.pos, &f.value));
+    true
+}
+
+fn undeclared_warning(file: &std::path::Path, pos: Pos, field: &str) -> Diagnostic {
+    Diagnostic::warning(
+        file,
+        pos,
+        format!("custom attribute \"{field}\" is not declared under fields: in nurture.yaml"),
+    )
+    .with_suggestion(format!(
+        "it is read as the contacts have it (CSV imports give text); declare its type (fields: {{ {}: string }}) to have it checked",
+        field.split('"').next().unwrap_or(field)
+    ))
 }
 
 fn check_condition(
@@ -387,8 +554,192 @@ fn check_condition(
                 );
             }
         }
-        Condition::Owner(_) | Condition::Tag(_) | Condition::Event { .. } => {}
+        Condition::Event { name, where_, .. } => {
+            check_event_name(cx, file, name, out);
+            if let Some(w) = where_ {
+                check_property(cx, file, name, w, out);
+            }
+        }
+        Condition::Owner(_) | Condition::Tag(_) => {}
     }
+}
+
+/// An assignment notice's template exists and renders for the sample
+/// contact and salesperson.
+fn check_notice(cx: &CheckContext, file: &std::path::Path, n: &Notify, out: &mut Vec<Diagnostic>) {
+    let name = n.template_name();
+    let pos = n.template.as_ref().map_or(n.channel.pos, |t| t.pos);
+    if !cx.templates.contains(name) && name != template::NOTICE_TEMPLATE {
+        if cx.template_files.contains(name) {
+            return; // reported by the loader
+        }
+        out.push(
+            Diagnostic::new(file, pos, format!("no template \"{name}\" for the notice"))
+                .did_you_mean(name, cx.template_files),
+        );
+        return;
+    }
+    let ctx = sample_context(cx, "sample-workflow");
+    let owner = ctx.get("owner").cloned().unwrap_or_default();
+    let mut ctx = ctx;
+    if let Some(m) = ctx.as_object_mut() {
+        m.insert("previous_owner".into(), owner);
+    }
+    if let Err(e) = cx.templates.render_notice(name, &ctx) {
+        out.push(render_diag(
+            cx,
+            Diagnostic::new(
+                file,
+                pos,
+                format!("notice template \"{name}\" does not render for a sample contact: {e}"),
+            ),
+            &e,
+        ));
+    }
+}
+
+/// Where `text` first appears in `file` (for names the model keeps without
+/// a position); the start of the file if it cannot be read.
+fn find_in_file(file: &std::path::Path, text: &str) -> Pos {
+    let Ok(src) = std::fs::read_to_string(file) else {
+        return Pos::new(1, 1);
+    };
+    for (i, line) in src.lines().enumerate() {
+        if let Some(at) = line.find(text) {
+            let col = line[..at].chars().count() as u32 + 1;
+            return Pos::new(i as u32 + 1, col);
+        }
+    }
+    Pos::new(1, 1)
+}
+
+/// Event names are checked only when the settings declare `events:`.
+fn check_event_name(
+    cx: &CheckContext,
+    file: &std::path::Path,
+    name: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    let events = &cx.settings.events;
+    if events.is_empty() || events.contains_key(name) || BUILTIN_EVENTS.contains(&name) {
+        return;
+    }
+    let known: Vec<&str> = events.keys().map(String::as_str).collect();
+    let mut d = Diagnostic::new(
+        file,
+        find_in_file(file, name),
+        format!("event \"{name}\" is not declared under events: in nurture.yaml"),
+    )
+    .did_you_mean(name, &known);
+    if d.suggestion.is_none() {
+        d = d.with_suggestion(format!(
+            "declared events are: {}; add it there if it is new",
+            known.join(", ")
+        ));
+    }
+    out.push(d);
+}
+
+/// Events nurture itself records, valid whatever `events:` declares.
+const BUILTIN_EVENTS: &[&str] = &["wecom_contact_deleted", "wecom_follow_user_deleted"];
+
+/// `where:` on a declared event: the property exists, and a literal compared
+/// with it fits its type.
+fn check_property(
+    cx: &CheckContext,
+    file: &std::path::Path,
+    event: &str,
+    w: &crate::audience::PropertyTest,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(props) = cx.settings.events.get(event) else {
+        return;
+    };
+    let Some(ty) = props.get(&w.field.value) else {
+        let known: Vec<&str> = props.keys().map(String::as_str).collect();
+        let mut d = Diagnostic::new(
+            file,
+            w.field.pos,
+            format!(
+                "event \"{event}\" has no property \"{}\" under events: in nurture.yaml",
+                w.field.value
+            ),
+        )
+        .did_you_mean(&w.field.value, &known);
+        if d.suggestion.is_none() {
+            d = d.with_suggestion(if known.is_empty() {
+                format!(
+                    "declare it: events: {{ {event}: {{ {}: string }} }}",
+                    w.field.value
+                )
+            } else {
+                format!("its properties are: {}", known.join(", "))
+            });
+        }
+        out.push(d);
+        return;
+    };
+    if let Some(problem) = literal_type_problem(&w.test, *ty) {
+        out.push(Diagnostic::new(
+            file,
+            w.field.pos,
+            format!("property \"{}\" of \"{event}\" {problem}", w.field.value),
+        ));
+    }
+}
+
+/// Why a test cannot hold on a value of type `ty` (a literal of the wrong
+/// type, a time test on something else), if it cannot.
+pub fn literal_type_problem(test: &FieldTest, ty: FieldType) -> Option<String> {
+    use crate::audience::Literal;
+    let lits: Vec<&Literal> = match test {
+        FieldTest::Equals(l)
+        | FieldTest::NotEquals(l)
+        | FieldTest::Gt(l)
+        | FieldTest::Gte(l)
+        | FieldTest::Lt(l)
+        | FieldTest::Lte(l) => vec![l],
+        FieldTest::In(ls) | FieldTest::NotIn(ls) => ls.iter().collect(),
+        FieldTest::OlderThan(_) | FieldTest::NewerThan(_) => {
+            return (ty != FieldType::Timestamp).then(|| {
+                format!(
+                    "is a {}, not a timestamp: older_than/newer_than never hold",
+                    ty.name()
+                )
+            });
+        }
+        _ => vec![],
+    };
+    for l in lits {
+        let ok = match (ty, l) {
+            (FieldType::Number, Literal::Num(_)) => true,
+            (FieldType::Number, Literal::Str(s)) => s.trim().parse::<f64>().is_ok(),
+            (FieldType::Bool, Literal::Bool(_)) => true,
+            (FieldType::Timestamp, Literal::Str(s)) => {
+                chrono::DateTime::parse_from_rfc3339(s).is_ok()
+            }
+            (FieldType::String, _) => true,
+            _ => false,
+        };
+        if !ok {
+            let shown = match l {
+                Literal::Str(s) => format!("\"{s}\""),
+                Literal::Num(n) => n.to_string(),
+                Literal::Bool(b) => b.to_string(),
+            };
+            let want = match ty {
+                FieldType::Number => "a number such as 500",
+                FieldType::Bool => "true or false",
+                FieldType::Timestamp => "an RFC 3339 time such as \"2026-11-01T09:00:00+08:00\"",
+                FieldType::String => "text",
+            };
+            return Some(format!(
+                "is a {}, but {shown} is not {want}: the test can never hold",
+                ty.name()
+            ));
+        }
+    }
+    None
 }
 
 /// The template data of `validate`'s sample render: every built-in field,

@@ -534,9 +534,21 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         .get("only_if_unassigned")
         .and_then(|n| r.bool(n, "only_if_unassigned"))
         .unwrap_or(false);
-    let notify = f
-        .get("notify")
-        .and_then(|n| r.string(n, "notify").map(|s| Located::new(s, n.pos)));
+    let notify = f.get("notify").and_then(|n| {
+        if n.as_map().is_some() {
+            let g = r.fields(n, "notify", &["channel", "template"])?;
+            let channel = required_located(r, &g, n, "channel", "notify")?;
+            let template = g
+                .get("template")
+                .and_then(|t| r.string(t, "template").map(|s| Located::new(s, t.pos)));
+            Some(Notify { channel, template })
+        } else {
+            r.string(n, "notify").map(|s| Notify {
+                channel: Located::new(s, n.pos),
+                template: None,
+            })
+        }
+    });
     Some(StepAction::Assign(AssignStep {
         team: team?,
         // Placeholder after an unknown strategy (reported), so `team` and
@@ -576,6 +588,7 @@ mod tests {
                 name: Some(name.into()),
                 at: chrono::Utc::now(),
                 origin: None,
+                properties: Default::default(),
             };
             assert!(crate::engine::sources::fires(
                 &wf,

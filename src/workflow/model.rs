@@ -160,8 +160,26 @@ pub struct AssignStep {
     /// Required with `by_field`: the contact field matched against a salesperson's id or region.
     pub field: Option<Located<String>>,
     pub only_if_unassigned: bool,
-    /// A channel on which the chosen salesperson is told about the new contact.
-    pub notify: Option<Located<String>>,
+    /// How the chosen salesperson is told about the new contact.
+    pub notify: Option<Notify>,
+}
+
+/// `notify: wecom` or `notify: { channel: wecom, template: assigned }`.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub channel: Located<String>,
+    /// The notice's template; `None`: the shipped default (or the project's
+    /// own `templates/assigned.hbs`).
+    pub template: Option<Located<String>>,
+}
+
+impl Notify {
+    /// The template the notice renders: the one named, else `assigned`.
+    pub fn template_name(&self) -> &str {
+        self.template
+            .as_ref()
+            .map_or(crate::template::NOTICE_TEMPLATE, |t| t.value.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -186,8 +186,23 @@ struct Assign {
     field: Option<String>,
     /// Keep the current owner when there is one. Default false.
     only_if_unassigned: Option<bool>,
-    /// A channel on which the salesperson is told about the contact.
-    notify: Option<String>,
+    /// How the salesperson is told about the contact: a channel (with the
+    /// shipped bilingual notice, or templates/assigned.hbs), or
+    /// { channel, template }.
+    notify: Option<NotifyDef>,
+}
+
+/// `wecom` or `{ channel: wecom, template: assigned }`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum NotifyDef {
+    Channel(String),
+    Template {
+        channel: String,
+        /// Variables: contact, owner, previous_owner, workflow, now.
+        template: Option<String>,
+    },
 }
 
 /// One tag or a list of tags.

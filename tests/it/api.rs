@@ -40,6 +40,7 @@ impl Api {
             store: store.clone(),
             token: token.map(str::to_string),
             wake: wake.clone(),
+            project: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

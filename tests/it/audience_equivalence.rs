@@ -204,6 +204,7 @@ fn contact(i: usize) -> impl Strategy<Value = Contact> {
                 .map(|(n, at)| EventFact {
                     name: n.to_string(),
                     at: ts(at),
+                    properties: Default::default(),
                 })
                 .collect(),
         }
@@ -265,6 +266,7 @@ fn leaf() -> impl Strategy<Value = Condition> {
                 name: name.to_string(),
                 within,
                 at_least,
+                where_: None,
             }
         ),
         6 => (field, field_test()).prop_map(|(f, test)| Condition::Field {
@@ -522,6 +524,7 @@ fn documented_decisions() {
                 name: "purchase".into(),
                 within: None,
                 at_least: 0,
+                where_: None,
             },
             true,
         ),

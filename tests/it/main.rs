@@ -16,6 +16,7 @@ mod delivery;
 mod dry_run;
 mod fidelity;
 mod import;
+mod marketer_day;
 mod multi_daemon;
 mod no_surprises;
 mod plan_equals_daemon;

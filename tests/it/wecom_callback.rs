@@ -897,6 +897,7 @@ fn in_process() -> &'static InProcess {
                 store: store.clone(),
                 token: Some("t".into()),
                 wake: wake.clone(),
+                project: None,
             };
             let cb = CallbackState {
                 store,
