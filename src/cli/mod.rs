@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub mod channels;
+pub mod console;
 pub mod contacts;
 pub mod dry_run;
 pub mod enroll;
+pub mod graph;
 pub mod history;
 pub mod run;
 pub mod schema;
@@ -60,6 +62,10 @@ pub enum Command {
     /// WeCom: `wecom sync-relationships` reads every salesperson's customer relationships.
     #[command(subcommand)]
     Wecom(wecom::WecomCommand),
+    /// Print a workflow as a diagram: Mermaid, Graphviz dot or SVG.
+    Graph(graph::GraphArgs),
+    /// Serve the read-only web console alone against the store (no daemon).
+    Console(console::ConsoleArgs),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -123,6 +129,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Enroll(args) => enroll::enroll(&cli.config, args).await,
         Command::Resume(args) => enroll::resume(&cli.config, args).await,
         Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
+        Command::Graph(args) => graph::run(&cli.config, args).await,
+        Command::Console(args) => console::run(&cli.config, args).await,
     }
 }
 
