@@ -2,6 +2,7 @@
 //! `mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod daemon;
 pub mod db;
 pub mod receiver;
