@@ -159,49 +159,6 @@ async fn the_console_api_on_the_quick_start() {
     );
     assert!(ch["queue_depth"].is_i64());
 
-    // The dry-run, paged: two pages differ, the totals do not.
-    let q = "/v1/dry-run?at=2026-11-01T10:00:00%2B08:00&until=2d&all_contacts=1&limit=10";
-    let (s, p0) = get(&c, &u(q), Some(TOKEN)).await;
-    assert_eq!(s, StatusCode::OK, "{p0}");
-    let (_, p1) = get(&c, &u(&format!("{q}&offset=10")), Some(TOKEN)).await;
-    assert!(p0["matched"].as_u64().unwrap() > 20, "{p0}");
-    assert_eq!(p0["matched"], p1["matched"]);
-    assert_eq!(p0["rows"].as_array().unwrap().len(), 10);
-    assert_ne!(p0["rows"][0], p1["rows"][0]);
-    let (_, sends) = get(
-        &c,
-        &u(&format!("{q}&action=send&workflow=welcome-wecom")),
-        Some(TOKEN),
-    )
-    .await;
-    assert!(
-        sends["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["action"] == "send" && r["workflow"] == "welcome-wecom"),
-        "{sends}"
-    );
-    let (s, big) = get(&c, &u(&format!("{q}&limit=5000")), Some(TOKEN)).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(big["limit"], 1000);
-    let (s, bad) = get(&c, &u("/v1/dry-run?at=yesterday"), Some(TOKEN)).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
-    // Streamed: every matching row, one JSON object per line.
-    let jsonl = c
-        .get(u(&format!("{q}&format=jsonl")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        jsonl.lines().count() as u64,
-        p0["matched"].as_u64().unwrap()
-    );
-
     // One customer: search by Chinese name, phone, e-mail; details; history; explain.
     for q in ["周晓明", "晓明", "+8613800000001", "c9000001"] {
         let (s, found) = get(
@@ -337,6 +294,51 @@ async fn the_console_api_on_the_quick_start() {
     assert_eq!(list["workflows"].as_array().unwrap().len(), 6);
     let (s, _) = get(&c, &format!("{base}/v1/workflows"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let ub = |path: &str| format!("{base}{path}");
+    // The dry-run, paged (the daemon stopped, so the store holds still):
+    // two pages differ, the totals do not.
+    let q = "/v1/dry-run?at=2026-11-01T10:00:00%2B08:00&until=2d&all_contacts=1&limit=10";
+    let (s, p0) = get(&c, &ub(q), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{p0}");
+    let (_, p1) = get(&c, &ub(&format!("{q}&offset=10")), Some(TOKEN)).await;
+    assert!(p0["matched"].as_u64().unwrap() > 20, "{p0}");
+    assert_eq!(p0["matched"], p1["matched"]);
+    assert_eq!(p0["rows"].as_array().unwrap().len(), 10);
+    assert_ne!(p0["rows"][0], p1["rows"][0]);
+    let (_, sends) = get(
+        &c,
+        &ub(&format!("{q}&action=send&workflow=welcome-wecom")),
+        Some(TOKEN),
+    )
+    .await;
+    assert!(
+        sends["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["action"] == "send" && r["workflow"] == "welcome-wecom"),
+        "{sends}"
+    );
+    let (s, big) = get(&c, &ub(&format!("{q}&limit=5000")), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(big["limit"], 1000);
+    let (s, bad) = get(&c, &ub("/v1/dry-run?at=yesterday"), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    // Streamed: every matching row, one JSON object per line.
+    let jsonl = c
+        .get(ub(&format!("{q}&format=jsonl")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        jsonl.lines().count() as u64,
+        p0["matched"].as_u64().unwrap()
+    );
+
     let r = c.get(format!("{base}/console/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let _ = std::process::Command::new("kill")
