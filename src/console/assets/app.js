@@ -86,11 +86,16 @@ function s(tag, attrs, text) {
 }
 
 class Unauthorized extends Error {}
+// An answer for a page the user already left: dropped, never drawn over the new one.
+class Stale extends Error {}
+let gen = 0;
 
 async function api(path) {
+  const my = gen;
   const r = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
   if (r.status === 401) throw new Unauthorized();
   const body = await r.json().catch(() => ({}));
+  if (my !== gen) throw new Stale();
   if (!r.ok) throw new Error(body.error || r.statusText);
   return body;
 }
@@ -419,6 +424,7 @@ async function contactPage(id) {
 // Routing
 
 async function route() {
+  gen += 1;
   const hash = location.hash || "#/journeys";
   const [path, params] = hash.slice(1).split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
@@ -441,6 +447,7 @@ async function route() {
     }
     document.body.dataset.page = parts[0] || "journeys";
   } catch (e) {
+    if (e instanceof Stale) return;
     if (e instanceof Unauthorized) return loginPage();
     main().append(h("p", { class: "error", id: "error" }, e.message));
   }
