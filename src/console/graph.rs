@@ -66,6 +66,7 @@ struct Builder {
 }
 
 impl Builder {
+    #[allow(clippy::too_many_arguments)]
     fn node(
         &mut self,
         id: &str,

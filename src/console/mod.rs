@@ -232,7 +232,7 @@ fn role_of_cookie(st: &ConsoleState, value: &str) -> Option<Role> {
     crate::api::constant_time_eq(given.as_bytes(), want.as_bytes()).then_some(role)
 }
 
-fn cookie_of<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
+fn cookie_of(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
