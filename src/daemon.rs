@@ -105,10 +105,12 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         wake.clone(),
         project_rx.clone(),
     );
-    let api = tokio::spawn(crate::api::serve_with_wecom(
+    let console = crate::console::ConsoleState::new(store.clone(), project_rx.clone());
+    let api = tokio::spawn(crate::api::serve_all(
         listener,
         api_state,
         Some(wecom),
+        Some(console),
         shutdown.clone(),
     ));
     // Tests and scripts read this line to find the port when listening on :0.

@@ -9,6 +9,7 @@ pub mod assign;
 pub mod audience;
 pub mod channels;
 pub mod cli;
+pub mod console;
 pub mod contact;
 pub mod daemon;
 pub mod diagnostics;

@@ -24,6 +24,8 @@ pub struct Settings {
     pub timezone: Tz,
     pub listen: String,
     pub api_token_env: String,
+    /// The variable holding the console's read-only token, if any.
+    pub console_token_env: Option<String>,
     pub policies: Policies,
     pub channels: BTreeMap<String, ChannelSettings>,
     pub teams: BTreeMap<String, Vec<Salesperson>>,
@@ -213,6 +215,7 @@ impl Settings {
             timezone: chrono_tz::Asia::Shanghai,
             listen: "127.0.0.1:8080".into(),
             api_token_env: "NURTURE_API_TOKEN".into(),
+            console_token_env: None,
             policies: Policies::default(),
             channels,
             teams: BTreeMap::new(),
@@ -250,6 +253,7 @@ const TOP_KEYS: &[&str] = &[
     "timezone",
     "listen",
     "api_token_env",
+    "console_token_env",
     "policies",
     "channels",
     "teams",
@@ -414,6 +418,12 @@ fn read_settings(r: &mut Reader, node: &Node, s: &mut Settings) {
     {
         check_env_name(r, n, &v);
         s.api_token_env = v;
+    }
+    if let Some(n) = f.get("console_token_env")
+        && let Some(v) = r.string(n, "console_token_env")
+    {
+        check_env_name(r, n, &v);
+        s.console_token_env = Some(v);
     }
     if let Some(n) = f.get("policies") {
         read_policies(r, n, &mut s.policies);

@@ -143,17 +143,33 @@ pub async fn serve_with_wecom(
     wecom: Option<wecom_callback::CallbackState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_all(listener, state, wecom, None, shutdown).await
+}
+
+/// [`serve_with_wecom`] plus, when given, the web console (`/console/` and
+/// the read routes of `/v1`: see [`crate::console`]).
+pub async fn serve_all(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    wecom: Option<wecom_callback::CallbackState>,
+    console: Option<crate::console::ConsoleState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router_with_wecom(state, wecom))
+    let mut app = router_with_wecom(state, wecom);
+    if let Some(c) = console {
+        app = app.merge(crate::console::router(c));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
 /// Equal in time whatever the guess: the loop runs over the whole expected
 /// token and never stops early.
-fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     let mut diff = given.len() ^ expected.len();
     for (i, b) in expected.iter().enumerate() {
         let g = given.get(i).copied().unwrap_or(0);

@@ -579,6 +579,19 @@ async fn explain_contact(
     id: &str,
     only: Option<&str>,
 ) -> CliResult {
+    let out = explain_text(project, store, planner, id, only).await?;
+    print!("{out}");
+    Ok(())
+}
+
+/// What `--explain ID` prints (the console's explain too).
+pub async fn explain_text(
+    project: &Project,
+    store: &Store,
+    planner: &mut Planner<'_>,
+    id: &str,
+    only: Option<&str>,
+) -> Result<String, Failure> {
     let pool = store.db();
     let Some(mut contact) = store.contact(id).await.context("reading the contact")? else {
         return Err(Failure::Input(format!("no contact with id \"{id}\"")));
@@ -670,6 +683,5 @@ async fn explain_contact(
         }));
         out.push('\n');
     }
-    print!("{out}");
-    Ok(())
+    Ok(out)
 }

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub mod channels;
+pub mod console;
 pub mod contacts;
 pub mod dry_run;
 pub mod enroll;
+pub mod graph;
 pub mod history;
 pub mod run;
 pub mod schema;
@@ -105,6 +107,17 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print a workflow as a diagram: Mermaid, Graphviz dot or SVG.
+    #[command(after_help = "Examples:
+  nurture graph welcome-wecom
+  nurture graph winback-30d --format svg > winback.svg
+  nurture graph vip-upgrade --format dot | dot -Tpng > vip.png")]
+    Graph(graph::GraphArgs),
+    /// Serve the read-only web console alone against the store (no daemon).
+    #[command(after_help = "Examples:
+  nurture console
+  nurture console --listen 127.0.0.1:8081")]
+    Console(console::ConsoleArgs),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -184,6 +197,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Resume(args) => enroll::resume(&cli.config, args).await,
         Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
         Command::Completions { .. } => Ok(()),
+        Command::Graph(args) => graph::run(&cli.config, args).await,
+        Command::Console(args) => console::run(&cli.config, args).await,
     }
 }
 

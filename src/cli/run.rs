@@ -63,7 +63,7 @@ pub async fn run(config: &Path, args: RunArgs) -> CliResult {
         .map_err(Failure::Other)
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("NURTURE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: a log file or journald gets plain text.

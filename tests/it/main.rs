@@ -9,6 +9,8 @@ mod support;
 mod api;
 mod audience_equivalence;
 mod channels_cli;
+mod console_api;
+mod console_browser;
 mod contacts_cli;
 mod crash;
 mod daemon;

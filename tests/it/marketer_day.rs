@@ -394,6 +394,8 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["wecom"],
         &["wecom", "sync-relationships"],
         &["completions"],
+        &["graph"],
+        &["console"],
     ];
     let help = |args: &[&str]| {
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))

@@ -1,0 +1,76 @@
+//! `nurture console`: the web console alone against the store (no daemon,
+//! nothing sent), e.g. on a laptop with a copy of the store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::console::ConsoleState;
+use crate::project::Project;
+use crate::store::Store;
+
+#[derive(Args, Debug)]
+pub struct ConsoleArgs {
+    /// Address to listen on (port 0 picks a free one). Default: the settings' `listen`.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+pub async fn run(config: &Path, args: ConsoleArgs) -> CliResult {
+    super::run::init_logging(super::run::LogFormat::Text);
+    let project = Project::load_or_report(config)?;
+    let url = project.settings.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !Path::new(path).exists()
+    {
+        return Err(Failure::Input(format!(
+            "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
+        )));
+    }
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {url}"))?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| project.settings.listen.clone());
+    let (_keep, rx) = tokio::sync::watch::channel(Arc::new(project));
+    let state = ConsoleState::new(store.clone(), rx);
+    if state.api_token.is_none() && state.console_token.is_none() {
+        tracing::warn!(
+            "neither api_token_env nor console_token_env names a variable that is set: \
+             nobody can sign in"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = listener.local_addr().context("reading the address")?;
+    // Tests and scripts read this line to find the port when listening on :0.
+    println!("console on http://{local}/console/");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    #[cfg(unix)]
+    {
+        let stop = shutdown.clone();
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::spawn(async move {
+                term.recv().await;
+                stop.cancel();
+            });
+        }
+    }
+    crate::console::serve(listener, state, shutdown)
+        .await
+        .context("serving the console")?;
+    store.close().await;
+    Ok(())
+}
