@@ -43,7 +43,7 @@ use crate::workflow::{LoadedWorkflow, StepAction, load_str};
 /// names a version.
 pub fn short_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..6])
 }
 
 /// One version of a file.

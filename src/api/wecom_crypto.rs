@@ -16,11 +16,13 @@
 //! `/healthz`, outside the bearer check.
 
 use aes::Aes256;
-use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use cbc::cipher::block_padding::NoPadding;
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use sha1::{Digest as _, Sha1};
+use subtle::ConstantTimeEq;
 
 /// PKCS#7 block size WeCom pads to (not AES's 16).
 const PAD_BLOCK: usize = 32;
@@ -205,38 +207,21 @@ impl WecomCrypto {
         )
     }
 
+    /// AES-256-CBC with the key's first 16 bytes as the IV, in place, over
+    /// whole blocks (WeCom pads to 32 bytes itself, see `PAD_BLOCK`).
     fn cbc_decrypt(&self, buf: &mut [u8]) {
-        let cipher = Aes256::new(&self.key.into());
-        let mut prev = [0u8; AES_BLOCK];
-        prev.copy_from_slice(&self.key[..AES_BLOCK]);
-        for chunk in buf.chunks_exact_mut(AES_BLOCK) {
-            let mut saved = [0u8; AES_BLOCK];
-            saved.copy_from_slice(chunk);
-            let mut block = aes::Block::from(saved);
-            cipher.decrypt_block(&mut block);
-            chunk.copy_from_slice(&block);
-            for (b, p) in chunk.iter_mut().zip(prev) {
-                *b ^= p;
-            }
-            prev = saved;
-        }
+        let iv: [u8; AES_BLOCK] = self.key[..AES_BLOCK].try_into().expect("16 bytes");
+        // The caller checked that the length is a multiple of the block.
+        let _ = cbc::Decryptor::<Aes256>::new(&self.key.into(), &iv.into())
+            .decrypt_padded_mut::<NoPadding>(buf);
     }
 
     fn cbc_encrypt(&self, buf: &mut [u8]) {
-        let cipher = Aes256::new(&self.key.into());
-        let mut prev = [0u8; AES_BLOCK];
-        prev.copy_from_slice(&self.key[..AES_BLOCK]);
-        for chunk in buf.chunks_exact_mut(AES_BLOCK) {
-            for (b, p) in chunk.iter_mut().zip(prev) {
-                *b ^= p;
-            }
-            let mut plain = [0u8; AES_BLOCK];
-            plain.copy_from_slice(chunk);
-            let mut block = aes::Block::from(plain);
-            cipher.encrypt_block(&mut block);
-            chunk.copy_from_slice(&block);
-            prev.copy_from_slice(chunk);
-        }
+        let iv: [u8; AES_BLOCK] = self.key[..AES_BLOCK].try_into().expect("16 bytes");
+        let len = buf.len();
+        // The caller padded to a multiple of 32 bytes.
+        let _ = cbc::Encryptor::<Aes256>::new(&self.key.into(), &iv.into())
+            .encrypt_padded_mut::<NoPadding>(buf, len);
     }
 }
 
@@ -248,24 +233,13 @@ pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypted: &str) -> 
     for part in parts {
         hasher.update(part.as_bytes());
     }
-    let digest = hasher.finalize();
-    let mut hex = String::with_capacity(40);
-    for byte in digest.iter() {
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0x0f)]));
-    }
-    hex
+    hex::encode(hasher.finalize())
 }
 
 /// Equal length and equal bytes (ASCII case-insensitive), without an early
 /// exit on the first difference.
 fn ct_eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| {
-        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
-    }) == 0
+    a.to_ascii_lowercase().ct_eq(&b.to_ascii_lowercase()).into()
 }
 
 /// The `<Encrypt>` text of an event's outer body.
@@ -305,38 +279,41 @@ impl WecomEvent {
 
 /// The text of the first `<name>` element: CDATA sections verbatim, other
 /// text with the five predefined entities and numeric references decoded
-/// (nothing else is expanded: no DTDs, no external entities). Whitespace
-/// around CDATA is dropped; plain text is trimmed. `None` when the element
-/// is missing, unterminated or contains child elements. `<name/>` is `""`.
+/// (quick-xml expands nothing else: no DTDs, no external entities).
+/// Whitespace around CDATA is dropped; plain text is trimmed. `None` when the
+/// XML is malformed before the element ends, the element is missing or
+/// contains child elements. `<name/>` is `""`.
 pub fn xml_field(xml: &str, name: &str) -> Option<String> {
+    use quick_xml::events::Event;
     if name.is_empty() || name.contains(['<', '>', '/']) {
         return None;
     }
-    let open = format!("<{name}>");
-    let empty = format!("<{name}/>");
-    let close = format!("</{name}>");
-    let start = match (xml.find(&open), xml.find(&empty)) {
-        (Some(o), Some(e)) if e < o => return Some(String::new()),
-        (Some(o), _) => o,
-        (None, Some(_)) => return Some(String::new()),
-        (None, None) => return None,
-    };
-    let mut rest = &xml[start + open.len()..];
+    let mut reader = quick_xml::Reader::from_str(xml);
     // (is CDATA, text)
     let mut segments: Vec<(bool, String)> = Vec::new();
+    let mut inside = false;
     loop {
-        if let Some(after) = rest.strip_prefix("<![CDATA[") {
-            let end = after.find("]]>")?;
-            segments.push((true, after[..end].to_owned()));
-            rest = &after[end + 3..];
-        } else if rest.starts_with(close.as_str()) {
-            break;
-        } else if rest.starts_with('<') || rest.is_empty() {
-            return None;
-        } else {
-            let end = rest.find('<').unwrap_or(rest.len());
-            segments.push((false, unescape(&rest[..end])?));
-            rest = &rest[end..];
+        match reader.read_event().ok()? {
+            Event::Start(e) if !inside && e.name().as_ref() == name.as_bytes() => inside = true,
+            Event::Empty(e) if !inside && e.name().as_ref() == name.as_bytes() => {
+                return Some(String::new());
+            }
+            // A child element: not a text field.
+            Event::Start(_) | Event::Empty(_) if inside => return None,
+            Event::Text(t) if inside => {
+                let raw = std::str::from_utf8(t.as_ref()).ok()?;
+                segments.push((false, unescape(raw)?));
+            }
+            Event::GeneralRef(r) if inside => {
+                let raw = std::str::from_utf8(r.as_ref()).ok()?;
+                segments.push((false, unescape(&format!("&{raw};"))?));
+            }
+            Event::CData(c) if inside => {
+                segments.push((true, std::str::from_utf8(c.as_ref()).ok()?.to_owned()));
+            }
+            Event::End(e) if inside && e.name().as_ref() == name.as_bytes() => break,
+            Event::Eof => return None,
+            _ => {}
         }
     }
     if segments.iter().any(|(cdata, _)| *cdata) {
@@ -359,39 +336,12 @@ pub fn xml_field(xml: &str, name: &str) -> Option<String> {
     }
 }
 
+/// The five predefined entities and numeric character references, through
+/// quick-xml; any other entity is refused (`None`).
 fn unescape(text: &str) -> Option<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let semi = after.find(';')?;
-        let entity = &after[..semi];
-        let ch = match entity {
-            "lt" => '<',
-            "gt" => '>',
-            "amp" => '&',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => {
-                let code = if let Some(hex) = entity
-                    .strip_prefix("#x")
-                    .or_else(|| entity.strip_prefix("#X"))
-                {
-                    u32::from_str_radix(hex, 16).ok()?
-                } else if let Some(dec) = entity.strip_prefix('#') {
-                    dec.parse().ok()?
-                } else {
-                    return None;
-                };
-                char::from_u32(code)?
-            }
-        };
-        out.push(ch);
-        rest = &after[semi + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
+    quick_xml::escape::unescape(text)
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 fn escape_text(text: &str) -> String {

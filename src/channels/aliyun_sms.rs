@@ -51,7 +51,7 @@ use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
-use super::twilio::{excerpt, form_encode, http_client, percent_encode, read_answer, with_excerpt};
+use super::http::{excerpt, form_encode, http_client, percent_encode, read_answer, with_excerpt};
 use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default API base URL.
@@ -390,7 +390,7 @@ fn nonce(msg: &OutMessage, now: SystemTime) -> String {
         msg.id.as_bytes(),
         format!("{}:{nanos}:{n}", msg.attempt).as_bytes(),
     );
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }
 
 /// The canonicalized query: parameters sorted by key, `key=value` with both
@@ -505,7 +505,7 @@ mod tests {
     use super::*;
 
     fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
+        ::hex::encode(b)
     }
 
     #[test]

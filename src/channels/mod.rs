@@ -14,6 +14,7 @@ use crate::settings::{ChannelKind, ChannelSettings};
 pub mod aliyun_sms;
 pub mod build;
 pub mod delivery;
+pub mod http;
 pub mod log;
 pub mod retry;
 pub mod smtp;

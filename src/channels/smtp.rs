@@ -268,7 +268,7 @@ impl SmtpChannel {
                     .into(),
             );
         }
-        super::webhook::install_crypto_provider();
+        super::http::install_crypto_provider();
         let tls = match config.tls {
             TlsMode::None => Tls::None,
             TlsMode::StartTls | TlsMode::Implicit => {
@@ -395,7 +395,7 @@ impl Channel for SmtpChannel {
 /// `<hex(SHA-256(idempotency key))[..32]@domain>`: the same for every try.
 pub fn message_id(key: &str, domain: &str) -> String {
     let digest = sha2::Sha256::digest(key.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&digest[..16]);
     format!("<{hex}@{domain}>")
 }
 

@@ -19,18 +19,16 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 
-use super::retry::parse_retry_after;
+use super::http::{excerpt, form_encode, http_client, read_answer, with_excerpt};
 use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
 /// How much of an error answer's body goes into a reason.
-const EXCERPT_CHARS: usize = 200;
 /// How much of an answer's body is read at all.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a 21611 (`From` queue full) waits when Twilio gives no `Retry-After`.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(60);
 
@@ -169,125 +167,6 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
         },
         _ => Delivery::Permanent { reason: what },
     }
-}
-
-// ---- helpers shared with the Aliyun adapter ----
-
-/// An HTTP client for a provider API: no redirects, bounded timeouts.
-pub(crate) fn http_client(timeout: Duration, max_idle: usize) -> Result<reqwest::Client, String> {
-    super::webhook::install_crypto_provider();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_max_idle_per_host(max_idle.max(1))
-        .tcp_nodelay(true)
-        .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
-}
-
-/// Sends `req` and reads a bounded prefix of the answer: the status, the
-/// `Retry-After` delay and the body. A transport error is a `Retry`.
-pub(crate) async fn read_answer(
-    req: reqwest::RequestBuilder,
-    now: SystemTime,
-) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Delivery> {
-    let mut resp = req.send().await.map_err(transport_error)?;
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now));
-    let mut answer = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = MAX_BODY_BYTES.saturating_sub(answer.len());
-                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if answer.len() >= MAX_BODY_BYTES {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return Err(transport_error(e)),
-        }
-    }
-    Ok((status, retry_after, answer))
-}
-
-pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
-    // Without the URL: it may carry credentials in its query string.
-    let e = e.without_url();
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    Delivery::Retry {
-        after: None,
-        reason: format!("{what}: {s}"),
-    }
-}
-
-/// The first characters of an answer, on one line.
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
-    out.trim().to_string()
-}
-
-pub(crate) fn with_excerpt(prefix: String, body: &[u8]) -> String {
-    let e = excerpt(body);
-    if e.is_empty() {
-        prefix
-    } else {
-        format!("{prefix}: {e}")
-    }
-}
-
-/// RFC 3986 percent-encoding of everything but the unreserved characters
-/// (`A-Z a-z 0-9 - _ . ~`), upper-case hex, on UTF-8 bytes. This is also
-/// Aliyun's POP encoding (`URLEncoder` then `+`→`%20`, `*`→`%2A`, `%7E`→`~`).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `k=v&k=v`, each side percent-encoded (valid `application/x-www-form-urlencoded`).
-pub fn form_encode(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[cfg(test)]

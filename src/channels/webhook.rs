@@ -22,6 +22,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde::Serialize;
 
+use super::http::{http_client, transport_error, with_excerpt};
 use super::retry::parse_retry_after;
 use super::{Channel, Delivery, Exchange, OutMessage};
 
@@ -29,7 +30,6 @@ use super::{Channel, Delivery, Exchange, OutMessage};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How much of an error answer's body goes into `last_error`.
-const EXCERPT_CHARS: usize = 200;
 /// How much of an answer's body is read at all.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -103,24 +103,9 @@ pub struct WebhookChannel {
     config: WebhookConfig,
 }
 
-/// Makes sure rustls has its crypto provider (reqwest is built without one).
-pub(crate) fn install_crypto_provider() {
-    // Err means one is installed already, which is all we need.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl WebhookChannel {
     pub fn new(config: WebhookConfig) -> Result<WebhookChannel, String> {
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(config.max_idle.max(1))
-            .tcp_nodelay(true)
-            .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = http_client(config.timeout, config.max_idle)?;
         Ok(WebhookChannel { client, config })
     }
 
@@ -197,59 +182,6 @@ impl WebhookChannel {
 impl Channel for WebhookChannel {
     fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
         Box::pin(self.deliver(msg))
-    }
-}
-
-fn transport_error(e: reqwest::Error) -> Delivery {
-    // Without the URL: a URL may carry a token in its query string.
-    let e = e.without_url();
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    Delivery::Retry {
-        after: None,
-        reason: format!("{what}: {}", error_chain(&e)),
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
-}
-
-/// The first characters of an answer, on one line.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
-    out.trim().to_string()
-}
-
-fn with_excerpt(prefix: String, body: &[u8]) -> String {
-    let e = excerpt(body);
-    if e.is_empty() {
-        prefix
-    } else {
-        format!("{prefix}: {e}")
     }
 }
 

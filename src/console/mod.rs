@@ -199,11 +199,7 @@ fn mac(token: &str, role: Role, expires: i64) -> String {
     let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes())
         .expect("HMAC takes any key length");
     m.update(format!("nurture-console\n{}\n{expires}", role.name()).as_bytes());
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(m.finalize().into_bytes())
 }
 
 /// The cookie's value for `role`, valid until `expires` (Unix seconds).

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::errcode::{Class, classify, meaning};
 use super::token::{Fetched, TokenCache};
-use crate::channels::twilio::{excerpt, http_client, read_answer};
+use crate::channels::http::{excerpt, http_client, read_answer};
 use crate::channels::{Delivery, Exchange};
 
 const GETTOKEN: &str = "/cgi-bin/gettoken";

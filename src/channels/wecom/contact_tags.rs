@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{WecomApi, errcode_delivery};
 use super::errcode::{Class, classify};
 use crate::channels::Delivery;
-use crate::channels::twilio::{excerpt, http_client, read_answer};
+use crate::channels::http::{excerpt, http_client, read_answer};
 use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
 use crate::store::contacts::check_tag;

@@ -1,0 +1,166 @@
+//! What every HTTP channel needs, once: a client that follows no redirect
+//! and times out, a bounded read of the answer with its `Retry-After`, a
+//! transport error as a retry (without the URL, which may carry a secret),
+//! a one-line excerpt of an answer for reasons, and RFC 3986 form encoding.
+//! Used by the Twilio, Aliyun, webhook and WeCom adapters.
+
+use std::time::{Duration, SystemTime};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+
+use super::Delivery;
+use super::retry::parse_retry_after;
+
+/// Characters of an answer kept in a reason.
+const EXCERPT_CHARS: usize = 200;
+/// Bytes of an answer read at most.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Makes sure rustls has its crypto provider (reqwest is built without one).
+pub(crate) fn install_crypto_provider() {
+    // Err means one is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client for a provider API: no redirects, bounded timeouts.
+pub(crate) fn http_client(timeout: Duration, max_idle: usize) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(max_idle.max(1))
+        .tcp_nodelay(true)
+        .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Sends `req` and reads a bounded prefix of the answer: the status, the
+/// `Retry-After` delay and the body. A transport error is a `Retry`.
+pub(crate) async fn read_answer(
+    req: reqwest::RequestBuilder,
+    now: SystemTime,
+) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Delivery> {
+    let mut resp = req.send().await.map_err(transport_error)?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    let mut answer = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_BODY_BYTES.saturating_sub(answer.len());
+                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if answer.len() >= MAX_BODY_BYTES {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(transport_error(e)),
+        }
+    }
+    Ok((status, retry_after, answer))
+}
+
+/// A failed request as a retry, with the causes but without the URL: it may
+/// carry credentials in its query string.
+pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
+    let e = e.without_url();
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    Delivery::Retry {
+        after: None,
+        reason: format!("{what}: {s}"),
+    }
+}
+
+/// The first characters of an answer, on one line.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    out.trim().to_string()
+}
+
+/// `prefix: excerpt`, or `prefix` when the answer is empty.
+pub(crate) fn with_excerpt(prefix: String, body: &[u8]) -> String {
+    let e = excerpt(body);
+    if e.is_empty() {
+        prefix
+    } else {
+        format!("{prefix}: {e}")
+    }
+}
+
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - _ . ~`).
+const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters,
+/// upper-case hex, on UTF-8 bytes. This is also Aliyun's POP encoding
+/// (`URLEncoder` then `+`→`%20`, `*`→`%2A`, `%7E`→`~`).
+pub fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, RFC3986).to_string()
+}
+
+/// `k=v&k=v`, each side percent-encoded (valid `application/x-www-form-urlencoded`).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_is_rfc3986() {
+        assert_eq!(percent_encode("a b*c~d+e/"), "a%20b%2Ac~d%2Be%2F");
+        assert_eq!(percent_encode("短信"), "%E7%9F%AD%E4%BF%A1");
+        assert_eq!(
+            form_encode(&[("To", "+86 1"), ("k", "v&w")]),
+            "To=%2B86%201&k=v%26w"
+        );
+    }
+
+    #[test]
+    fn an_excerpt_is_one_short_line() {
+        let long = "x".repeat(500);
+        assert_eq!(excerpt(long.as_bytes()).chars().count(), EXCERPT_CHARS + 1);
+        assert_eq!(excerpt(b"a\nb\r\nc"), "a b  c");
+        assert_eq!(with_excerpt("503".into(), b""), "503");
+    }
+}
