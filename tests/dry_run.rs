@@ -346,6 +346,36 @@ fn strict_templates_skip_instead_of_sending_hi_comma() {
 }
 
 #[test]
+fn a_message_over_the_channels_limit_is_a_skip_with_a_reason() {
+    // Two nested `{{#each}}` over a contact's tags: 300 tags make ~90,000
+    // items, over the 64 KiB a `log` channel takes (10,000 tags rendered
+    // 100 MB before the bound).
+    let p = Project::new(SETTINGS);
+    p.write(
+        "workflows/hello.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: tags }\n",
+    )
+    .write(
+        "templates/tags.hbs",
+        "{{#each contact.tags}}{{#each ../contact.tags}}{{this}} {{/each}}{{/each}}",
+    );
+    let tags: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
+    p.import(&format!(
+        "id,name,phone,tags\nmany,Ada,+8613800000001,{}\nfew,Bo,+8613800000002,a;b\n",
+        tags.join(";")
+    ));
+    let rows = p.dry_run_jsonl(&["--at", "2026-11-10T10:00:00+08:00"]);
+    assert_eq!(ids_of(&rows, "send"), BTreeSet::from(["few".to_string()]));
+    let r = rows.iter().find(|r| r["contact_id"] == "many").unwrap();
+    assert_eq!(r["action"], "skip");
+    assert_eq!(
+        r["reason"],
+        "template_error: message is over the channel's limit of 65536 bytes in template \"tags\"",
+        "{r}"
+    );
+}
+
+#[test]
 fn round_robin_spreads_new_contacts_evenly_and_shows_the_real_pick() {
     let p = Project::new(SETTINGS);
     p.write(

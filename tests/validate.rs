@@ -262,6 +262,22 @@ fn template_that_does_not_compile() {
 }
 
 #[test]
+fn deeply_nested_template_is_a_positioned_error_not_a_crash() {
+    // 5,000 nested blocks used to abort `validate` itself with a stack overflow.
+    let dir = project(&[("workflows/winback-vip.yaml", WINBACK)]);
+    let deep = format!(
+        "Hi\n{}x{}\n",
+        "{{#if contact.name}}".repeat(5_000),
+        "{{/if}}".repeat(5_000)
+    );
+    write(dir.path(), "templates/winback.hbs", &deep);
+    let (code, _, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("templates/winback.hbs:2:641: "), "{err}");
+    assert!(err.contains("nested more than 32 deep"), "{err}");
+}
+
+#[test]
 fn yaml_syntax_error() {
     let wf = WINBACK.replace("  - wait: 3d", "   - wait: 3d");
     insta::assert_snapshot!(problems(&wf));

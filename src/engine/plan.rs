@@ -404,7 +404,10 @@ impl<'a> Planner<'a> {
             .map(|s| s.template_value());
         let ctx =
             handlebars::Context::from(render_context(c, owner.as_ref(), &wf.name, self.now, tz));
-        let rendered = match self.templates.render_with(template, &ctx) {
+        let rendered = match self
+            .templates
+            .render_limited(template, &ctx, ch.kind.message_limit())
+        {
             Ok(r) => r,
             Err(e) => {
                 return Action::Skip {
