@@ -137,3 +137,124 @@ fn an_unreachable_postgresql_is_a_clear_error_without_the_password() {
     );
     assert!(!err.contains("s3cret"), "the password was shown: {err}");
 }
+
+/// A transaction that the database ended by itself (SQLite does on
+/// `SQLITE_FULL`, `SQLITE_IOERR`, ...) must not leave its connection in the
+/// pool believing it is still inside it: that wedged every later write with
+/// "attempted to call begin_with at non-zero transaction depth".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_database_ended_by_itself_leaves_the_pool_clean() {
+    let (store, _dir) = store().await;
+    sqlx::query("CREATE TABLE t (x TEXT)")
+        .execute(store.db())
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES ('lost')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // Ends the transaction behind sqlx's back, as SQLite does on an error.
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        drop(tx);
+    }
+    // Every connection of the pool (4 on SQLite) begins and commits cleanly.
+    let mut txs = Vec::new();
+    for i in 0..4 {
+        let mut tx = store
+            .begin()
+            .await
+            .unwrap_or_else(|e| panic!("begin {i}: {e}"));
+        sqlx::query("INSERT INTO t (x) VALUES ('kept')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        txs.push(tx);
+        if store.dialect() == Dialect::Sqlite {
+            // One writer at a time on SQLite.
+            txs.pop().unwrap().commit().await.unwrap();
+        }
+    }
+    for tx in txs {
+        tx.commit().await.unwrap();
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE x = 'kept'")
+        .fetch_one(store.db())
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+}
+
+/// A real "database or disk is full" (SQLite's `max_page_count` makes the
+/// file full at its current size): the failed write is reported, and once
+/// there is room again every write succeeds without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_recover_by_themselves_after_the_disk_was_full() {
+    if support::db::on_postgres() {
+        return; // SQLite's own page limit; PostgreSQL has no per-connection equivalent.
+    }
+    let (store, _dir) = store().await;
+    let db = store.db();
+    sqlx::query("CREATE TABLE t (x BLOB)")
+        .execute(db)
+        .await
+        .unwrap();
+    // Hold every connection of the pool and make each one's file "full".
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut c = db.acquire().await.unwrap();
+        sqlx::query("PRAGMA max_page_count = 1")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        conns.push(c);
+    }
+    drop(conns);
+    // One failed write per full connection (SQLite ends each transaction by
+    // itself; the pool then closes the connection rather than reuse it).
+    let mut failures = 0;
+    for _ in 0..4 {
+        let mut tx = match store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => panic!("begin while full: {e}"),
+        };
+        let r = sqlx::query("INSERT INTO t (x) VALUES (zeroblob(100000))")
+            .execute(&mut *tx)
+            .await;
+        match r {
+            Ok(_) => match tx.commit().await {
+                Ok(()) => panic!("a write succeeded on a full store"),
+                Err(e) => assert!(e.to_string().contains("full"), "{e}"),
+            },
+            Err(e) => {
+                assert!(e.to_string().contains("full"), "{e}");
+                drop(tx);
+            }
+        }
+        failures += 1;
+    }
+    assert_eq!(failures, 4);
+    // Room again: every connection (whichever the pool hands out) can write.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let mut c = db.acquire().await.unwrap();
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        conns.push(c);
+    }
+    drop(conns);
+    for i in 0..8 {
+        let mut tx = store
+            .begin()
+            .await
+            .unwrap_or_else(|e| panic!("begin {i} after the disk has room: {e}"));
+        sqlx::query("INSERT INTO t (x) VALUES (zeroblob(100))")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}

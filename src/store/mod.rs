@@ -137,6 +137,7 @@ impl Store {
             // handoff per row.
             .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
+            .after_release(|conn, _| Box::pin(release_clean(conn)))
             .max_connections(if memory { 1 } else { 4 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
@@ -163,6 +164,7 @@ impl Store {
         // per-connection pragmas are set again here (WAL is a property of the
         // file, set above).
         let db = AnyPoolOptions::new()
+            .after_release(|conn, _| Box::pin(release_clean(conn)))
             .max_connections(if memory { 1 } else { 4 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
@@ -212,6 +214,7 @@ impl Store {
             let _ = conn.close().await;
         }
         let db = AnyPoolOptions::new()
+            .after_release(|conn, _| Box::pin(release_clean(conn)))
             .max_connections(PG_CONNECTIONS)
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(600)))
@@ -261,6 +264,27 @@ impl Store {
             p.close().await;
         }
     }
+}
+
+/// Decides whether a connection goes back to the pool: only when no
+/// transaction is open on it.
+///
+/// SQLite ends a transaction by itself on some errors (`SQLITE_FULL`,
+/// `SQLITE_IOERR`, ...). sqlx still counts it open, its `ROLLBACK` on drop
+/// then fails ("no transaction is active"), and the connection used to go
+/// back to the pool at transaction depth 1: every later `BEGIN IMMEDIATE` on
+/// it failed with "attempted to call begin_with at non-zero transaction
+/// depth" until a restart (a brief disk-full wedged the daemon). The ping
+/// first lets the rollback queued by the dropped transaction run, so the
+/// depth read after it is the real one; a connection still in a transaction
+/// is closed and the pool opens a fresh one when it needs it.
+async fn release_clean<C: Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a store connection left inside a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// [`Store::begin`] for code that holds only the pool and the dialect.
