@@ -229,11 +229,12 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 
 /// `GET /healthz`: 200 when `SELECT 1` on the store answers within 2 s.
 async fn healthz(State(st): State<ApiState>) -> Response {
-    let pool = st.store.db();
-    let probe = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(pool);
+    // A write probe, not a read: a read-only, full, deleted or replaced store
+    // still answers reads while every write fails or is lost.
+    let probe = st.store.check_writable(chrono::Utc::now());
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
-        Ok(Err(e)) => unavailable(format!("the store is not reachable: {e}")),
+        Ok(Ok(())) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
+        Ok(Err(e)) => unavailable(e.to_string()),
         Err(_) => unavailable("the store did not answer within 2 s".into()),
     }
 }

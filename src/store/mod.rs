@@ -59,6 +59,23 @@ pub enum StoreError {
     BadFile { path: String, message: String },
     #[error("store error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The write probe failed: the store answers but cannot take a write.
+    #[error("the store {url} cannot be written: {source}")]
+    NotWritable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The SQLite file this store opened is no longer at its path.
+    #[error(
+        "the store file {path} is gone (deleted or moved away while in use); writes would be lost"
+    )]
+    Gone { path: String },
+    /// Another file now sits at the path of the SQLite file this store opened.
+    #[error(
+        "the store file {path} was replaced by another file while in use; writes would go to the old one"
+    )]
+    Replaced { path: String },
 }
 
 pub use crate::audience::sql::Dialect;
@@ -78,6 +95,30 @@ pub struct Store {
     dialect: Dialect,
     sqlite: Option<SqlitePool>,
     url: String,
+    /// The SQLite file opened, and its identity then (`None` in memory and
+    /// on PostgreSQL).
+    file: Option<FileIdentity>,
+}
+
+/// A file's path and (device, inode) when it was opened: the same path with
+/// another identity is another file.
+#[derive(Debug, Clone)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &std::path::Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
 }
 
 /// How long a connection waits for SQLite's write lock before giving up.
@@ -123,8 +164,9 @@ impl Store {
         } else {
             given.to_string()
         };
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(open_err)?
+        let options = SqliteConnectOptions::from_str(&url).map_err(open_err)?;
+        let path = options.get_filename().to_path_buf();
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -187,11 +229,20 @@ impl Store {
             .connect(&url)
             .await
             .map_err(open_err)?;
+        let file = if memory {
+            None
+        } else {
+            Some(FileIdentity::of(&path).map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?)
+        };
         Ok(Store {
             db,
             dialect: Dialect::Sqlite,
             sqlite: Some(pool),
             url: given.to_string(),
+            file,
         })
     }
 
@@ -227,6 +278,7 @@ impl Store {
             dialect: Dialect::Postgres,
             sqlite: None,
             url: url.to_string(),
+            file: None,
         })
     }
 
@@ -255,6 +307,44 @@ impl Store {
     /// the code takes row locks (`FOR UPDATE`) where it reads-then-writes.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         begin(&self.db, self.dialect).await
+    }
+
+    /// Whether the SQLite file opened is still the file at its path (always
+    /// true on PostgreSQL and in memory). A deleted store keeps working
+    /// through the open file handles, and everything written to it is lost
+    /// at the last close; a replaced one splits the data between two files.
+    pub fn check_same_file(&self) -> Result<(), StoreError> {
+        let Some(f) = &self.file else {
+            return Ok(());
+        };
+        let path = f.path.display().to_string();
+        match FileIdentity::of(&f.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Gone { path }),
+            Err(source) => Err(StoreError::Io { path, source }),
+            Ok(now) if (now.dev, now.ino) != (f.dev, f.ino) => Err(StoreError::Replaced { path }),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Checks that the store is the file it opened and takes a write: a
+    /// committed update of one row of `health_probe`. `/healthz` and the
+    /// daemon's start run it; a read-only or full store fails it.
+    pub async fn check_writable(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check_same_file()?;
+        let not_writable = |source| StoreError::NotWritable {
+            url: redact(&self.url),
+            source,
+        };
+        let mut tx = self.begin().await.map_err(not_writable)?;
+        sqlx::query(
+            "INSERT INTO health_probe (id, at) VALUES ('probe', $1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(to_ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(not_writable)?;
+        tx.commit().await.map_err(not_writable)
     }
 
     /// Closes every connection (checkpointing the WAL).
