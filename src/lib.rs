@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod diagnostics;
 pub mod duration;
 pub mod engine;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod project;

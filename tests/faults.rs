@@ -155,3 +155,52 @@ async fn healthz_is_503_when_the_store_is_gone_or_read_only() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("is gone"), "{body}");
 }
+
+/// Every line the daemon logs is bounded, and in JSON format every line is
+/// still JSON: a reload rejected for a 200 KB value used to log it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_bounded_and_stay_json() {
+    let p = Project::new(SETTINGS);
+    p.write("templates/hi.hbs", "hi");
+    p.write(
+        "workflows/w.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: console, template: hi }\n",
+    );
+    let d = Daemon::start(&p, &["--log-format", "json"]);
+    let key = "k".repeat(200_000);
+    p.write(
+        "workflows/w.yaml",
+        &format!("trigger: {{ contact_created: {{}} }}\nentry: {key}\nsteps:\n  - send: {{ channel: console, template: hi }}\n"),
+    );
+    // The rejection is logged by the reload; the truncation note replaces it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !p.log().contains("log line truncated") {
+        assert!(std::time::Instant::now() < deadline, "{}", p.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = d.terminate(Duration::from_secs(20));
+    assert!(status.success());
+    for line in p.log().lines() {
+        assert!(
+            line.len() <= nurture::logging::MAX_LOG_LINE,
+            "{} bytes",
+            line.len()
+        );
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
+
+#[test]
+fn a_long_text_line_is_cut_at_a_character_boundary() {
+    use nurture::logging::{MAX_LOG_LINE, bound_line};
+    let line = format!("{}\n", "数".repeat(20_000));
+    let out = String::from_utf8(bound_line(line.as_bytes(), false).into_owned()).unwrap();
+    assert!(out.len() <= MAX_LOG_LINE, "{}", out.len());
+    assert!(
+        out.ends_with("[log line truncated: 60001 bytes]\n"),
+        "{}",
+        &out[out.len() - 60..]
+    );
+    assert_eq!(bound_line(b"short\n", false).as_ref(), b"short\n");
+}

@@ -68,7 +68,9 @@ fn init_logging(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::BoundedStderr {
+            json: matches!(format, LogFormat::Json),
+        })
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
