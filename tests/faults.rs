@@ -204,3 +204,99 @@ fn a_long_text_line_is_cut_at_a_character_boundary() {
     );
     assert_eq!(bound_line(b"short\n", false).as_ref(), b"short\n");
 }
+
+/// A project with the repository's example settings, workflows and templates.
+fn example_project() -> Project {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings = std::fs::read_to_string(root.join("nurture.yaml")).unwrap();
+    // The examples listen on 8080; the daemon helper passes --listen.
+    let p = Project::new(&settings);
+    for dir in ["workflows", "templates"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), p.path(dir).join(e.file_name())).unwrap();
+        }
+    }
+    p
+}
+
+/// 100 concurrent API writers against a daemon running the example
+/// workflows (each new contact enrolls and plans messages): no request may
+/// fail. On SQLite they used to get `500 database is locked` within seconds.
+/// Prints the latencies (BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_api_writers_never_fail() {
+    let p = example_project();
+    let d = std::sync::Arc::new(Daemon::start(&p, &[]));
+    let writers: usize = std::env::var("NURTURE_BENCH_WRITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let per_writer: usize = std::env::var("NURTURE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..per_writer {
+                let body = serde_json::json!({
+                    "id": format!("load-{w:03}-{i:04}"),
+                    "name": "压测",
+                    "phone": format!("+86138{w:03}{i:05}"),
+                    "wecom_external_userid": format!("wm{w}x{i}"),
+                    "tags": ["trial", "customer"],
+                    "city": "Shanghai",
+                });
+                let t0 = std::time::Instant::now();
+                let (status, v) = d.post("/v1/contacts", body).await;
+                if t0.elapsed() > Duration::from_secs(5) {
+                    eprintln!(
+                        "slow: writer {w} request {i} started at {:?}, took {:?}: {status}",
+                        t0 - started,
+                        t0.elapsed()
+                    );
+                }
+                out.push((status, v, t0.elapsed()));
+            }
+            out
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        for (status, v, el) in t.await.unwrap() {
+            lat.push(el);
+            if status != 201 {
+                errors.push(format!("{status} {v}"));
+            }
+        }
+    }
+    let total = started.elapsed();
+    lat.sort();
+    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    eprintln!(
+        "{} requests from {writers} writers in {:.1} s: p50 {:?}, p99 {:?}, max {:?}, {} errors",
+        lat.len(),
+        total.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1],
+        errors.len()
+    );
+    if let Ok(path) = std::env::var("NURTURE_BENCH_LOG") {
+        std::fs::write(path, p.log()).unwrap();
+    }
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    let d = std::sync::Arc::into_inner(d).unwrap();
+    let (status, _) = d.terminate(Duration::from_secs(60));
+    assert!(status.success());
+}

@@ -97,6 +97,7 @@ pub fn router_with_wecom(state: ApiState, wecom: Option<wecom_callback::Callback
         .route("/contacts/{id}/tags", post(contacts::tags))
         .route("/contacts/{id}/unsubscribe", post(contacts::unsubscribe))
         .route("/events", post(contacts::event))
+        .route_layer(middleware::from_fn_with_state(state.clone(), write_queue))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut outer = Router::new()
         .route("/healthz", get(healthz))
@@ -228,6 +229,14 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// `GET /healthz`: 200 when `SELECT 1` on the store answers within 2 s.
+/// Runs each `/v1` write in its turn (SQLite: one at a time, in arrival
+/// order; see [`Store::write_turn`](crate::store::Store::write_turn)). After
+/// the token check, so that unauthenticated requests never wait in it.
+async fn write_queue(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let _turn = st.store.write_turn().await;
+    next.run(req).await
+}
+
 async fn healthz(State(st): State<ApiState>) -> Response {
     // A write probe, not a read: a read-only, full, deleted or replaced store
     // still answers reads while every write fails or is lost.

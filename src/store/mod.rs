@@ -98,6 +98,9 @@ pub struct Store {
     /// The SQLite file opened, and its identity then (`None` in memory and
     /// on PostgreSQL).
     file: Option<FileIdentity>,
+    /// The queue API writes wait in on SQLite (one at a time, first come
+    /// first served); `None` on PostgreSQL, which has row locks.
+    write_queue: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 /// A file's path and (device, inode) when it was opened: the same path with
@@ -122,7 +125,19 @@ impl FileIdentity {
 }
 
 /// How long a connection waits for SQLite's write lock before giving up.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// It must cover the longest write transaction of a daemon (a scheduler
+/// batch over many contacts takes seconds), so that API, CLI and import
+/// writes queue behind it rather than fail with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections of the SQLite pool every query goes through. SQLite writes
+/// one at a time, but each of the daemon's tasks (scheduler, delivery claim
+/// and outcomes, WeCom poller, tag sync, the API's one queued writer,
+/// `/healthz`) holds one, and the scheduler reads on a second connection
+/// while it holds the write lock: with four, a burst of API writes could
+/// take the rest and leave the scheduler waiting for a connection while
+/// they waited for its lock (30 s stalls until the pool gave up).
+const SQLITE_CONNECTIONS: u32 = 12;
 
 /// Connections per daemon to PostgreSQL: the scheduler, the delivery claim
 /// and writer, the API and a scan can each hold one. Three daemons use 30 of
@@ -207,7 +222,7 @@ impl Store {
         // file, set above).
         let db = AnyPoolOptions::new()
             .after_release(|conn, _| Box::pin(release_clean(conn)))
-            .max_connections(if memory { 1 } else { 4 })
+            .max_connections(if memory { 1 } else { SQLITE_CONNECTIONS })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
                 None
@@ -219,7 +234,7 @@ impl Store {
                     use sqlx::Executor;
                     conn.execute(
                         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                         PRAGMA busy_timeout = 5000; PRAGMA temp_store = memory; \
+                         PRAGMA busy_timeout = 60000; PRAGMA temp_store = memory; \
                          PRAGMA cache_size = -65536",
                     )
                     .await?;
@@ -243,6 +258,7 @@ impl Store {
             sqlite: Some(pool),
             url: given.to_string(),
             file,
+            write_queue: Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
         })
     }
 
@@ -279,6 +295,7 @@ impl Store {
             sqlite: None,
             url: url.to_string(),
             file: None,
+            write_queue: None,
         })
     }
 
@@ -307,6 +324,18 @@ impl Store {
     /// the code takes row locks (`FOR UPDATE`) where it reads-then-writes.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         begin(&self.db, self.dialect).await
+    }
+
+    /// Waits for this process's turn to write, on SQLite: the API's writers
+    /// queue here in order, so that at most one of them holds a connection
+    /// while it waits for SQLite's write lock. A hundred concurrent requests
+    /// used to take every connection of the pool and spin in SQLite's busy
+    /// handler (which is not fair) until some gave up with "database is
+    /// locked". Hold the permit until the write is committed. `None` (no
+    /// wait) on PostgreSQL.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let q = self.write_queue.clone()?;
+        q.acquire_owned().await.ok()
     }
 
     /// Whether the SQLite file opened is still the file at its path (always
