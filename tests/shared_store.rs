@@ -159,7 +159,7 @@ async fn a_transaction_the_database_ended_by_itself_leaves_the_pool_clean() {
         sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
         drop(tx);
     }
-    // Every connection of the pool (4 on SQLite) begins and commits cleanly.
+    // Every connection of the pool begins and commits cleanly.
     let mut txs = Vec::new();
     for i in 0..4 {
         let mut tx = store
@@ -201,8 +201,9 @@ async fn writes_recover_by_themselves_after_the_disk_was_full() {
         .await
         .unwrap();
     // Hold every connection of the pool and make each one's file "full".
+    let pool_size = nurture::store::SQLITE_CONNECTIONS as usize;
     let mut conns = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..pool_size {
         let mut c = db.acquire().await.unwrap();
         sqlx::query("PRAGMA max_page_count = 1")
             .execute(&mut *c)
@@ -214,7 +215,7 @@ async fn writes_recover_by_themselves_after_the_disk_was_full() {
     // One failed write per full connection (SQLite ends each transaction by
     // itself; the pool then closes the connection rather than reuse it).
     let mut failures = 0;
-    for _ in 0..4 {
+    for _ in 0..pool_size {
         let mut tx = match store.begin().await {
             Ok(tx) => tx,
             Err(e) => panic!("begin while full: {e}"),
@@ -234,10 +235,10 @@ async fn writes_recover_by_themselves_after_the_disk_was_full() {
         }
         failures += 1;
     }
-    assert_eq!(failures, 4);
+    assert_eq!(failures, pool_size);
     // Room again: every connection (whichever the pool hands out) can write.
     let mut conns = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..pool_size {
         let mut c = db.acquire().await.unwrap();
         sqlx::query("PRAGMA max_page_count = 1073741823")
             .execute(&mut *c)
@@ -256,5 +257,75 @@ async fn writes_recover_by_themselves_after_the_disk_was_full() {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+    }
+}
+
+/// Every command that opens the store, run against one that cannot be
+/// reached: none shows the password, in the URL's user part or its query.
+#[test]
+fn no_command_shows_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        "timezone: UTC\nchannels:\n  console: { kind: log }\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/hi.hbs"), "hi").unwrap();
+    let commands: [&[&str]; 6] = [
+        &["run", "--listen", "127.0.0.1:0"],
+        &["status"],
+        &["dry-run"],
+        &["history", "--contact", "c1"],
+        &["channels", "test", "console", "--to", "c1"],
+        &["contacts", "add", "c1"],
+    ];
+    for args in commands {
+        let out = assert_cmd::Command::cargo_bin("nurture")
+            .unwrap()
+            .current_dir(dir.path())
+            .env(
+                "NURTURE_DATABASE",
+                "postgres://nurture:s3cret@127.0.0.1:1/nurture?sslmode=disable&password=s3cret2",
+            )
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(
+            !all.contains("s3cret"),
+            "{args:?} showed the password: {all}"
+        );
+        assert!(
+            all.contains("postgres://nurture:***@127.0.0.1:1/nurture?sslmode=disable&password=***"),
+            "{args:?}: {all}"
+        );
+    }
+}
+
+#[test]
+fn redact_masks_user_passwords_and_secret_parameters() {
+    use nurture::store::redact;
+    for (url, shown) in [
+        ("postgres://u:p@h/db", "postgres://u:***@h/db"),
+        (
+            "postgres://u:p@ss:w@rd@h:5432/db",
+            "postgres://u:***@h:5432/db",
+        ),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        (
+            "postgres://h/db?user=u&Password=p",
+            "postgres://h/db?user=u&Password=***",
+        ),
+        ("sqlite://nurture.db?mode=ro", "sqlite://nurture.db?mode=ro"),
+        ("sqlite://nurture.db", "sqlite://nurture.db"),
+    ] {
+        assert_eq!(redact(url), shown, "{url}");
     }
 }

@@ -84,7 +84,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     }
     let store = Store::open(&url)
         .await
-        .with_context(|| format!("opening the store {url}"))?;
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
     let pool = store.db();
     let assign = plan_reads::assign_state(pool)
         .await

@@ -137,7 +137,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// while it holds the write lock: with four, a burst of API writes could
 /// take the rest and leave the scheduler waiting for a connection while
 /// they waited for its lock (30 s stalls until the pool gave up).
-const SQLITE_CONNECTIONS: u32 = 12;
+pub const SQLITE_CONNECTIONS: u32 = 12;
 
 /// Connections per daemon to PostgreSQL: the scheduler, the delivery claim
 /// and writer, the API and a scan can each hold one. Three daemons use 30 of
@@ -445,18 +445,53 @@ impl Dialect {
     }
 }
 
-/// The URL without its password, for error messages.
+/// Query parameters of a database URL whose values are secrets.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "pass",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "token",
+    "access_token",
+    "auth_token",
+    "api_key",
+    "apikey",
+];
+
+/// The URL with its credentials masked, for anything shown to a person
+/// (errors, logs, `status`): the password of `scheme://user:PASSWORD@host`
+/// and the values of `password=`-like query parameters become `***`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
+                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Milliseconds since the Unix epoch, as the store keeps time.
