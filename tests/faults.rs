@@ -300,3 +300,83 @@ async fn a_hundred_concurrent_api_writers_never_fail() {
     let (status, _) = d.terminate(Duration::from_secs(60));
     assert!(status.success());
 }
+
+/// `nurture outbox requeue --dead` brings dead letters back after a fix; a
+/// running daemon sends them (same message id). `--channel` and `--since`
+/// narrow it; an unknown channel is an input error with a suggestion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_requeued_after_a_fix() {
+    use support::receiver::{Receiver, Reply, script};
+    // The provider refuses the first call (say, a wrong credential), then accepts.
+    let rx = Receiver::start(script::first_then(
+        1,
+        Reply::status(401).body("bad credentials"),
+        Reply::ok(),
+    ))
+    .await;
+    let p = Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{}\", secret_env: HOOK_SECRET }}\n  console: {{ kind: log }}\n",
+        rx.url("/hook")
+    ));
+    p.write("templates/hi.hbs", "hi {{contact.id}}").write(
+        "workflows/w.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: hook, template: hi }\n",
+    );
+    let d = Daemon::start(&p, &[]);
+    d.post_ok("/v1/contacts", serde_json::json!({"id": "c1"}))
+        .await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'dead'",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let out = p
+        .command()
+        .args(["outbox", "requeue", "--dead", "--channel", "hok"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean \"hook\"?"), "{err}");
+    assert_eq!(
+        p.ok(&["outbox", "requeue", "--dead", "--channel", "console"]),
+        "requeued 0 dead messages\n"
+    );
+    assert_eq!(
+        p.ok(&[
+            "outbox",
+            "requeue",
+            "--dead",
+            "--since",
+            "2999-01-01T00:00:00Z"
+        ]),
+        "requeued 0 dead messages\n"
+    );
+    assert_eq!(
+        p.ok(&[
+            "outbox",
+            "requeue",
+            "--dead",
+            "--channel",
+            "hook",
+            "--since",
+            "2020-01-01T00:00"
+        ]),
+        "requeued 1 dead message\n"
+    );
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent' AND attempts = 1",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[0].header("Idempotency-Key"),
+        reqs[1].header("Idempotency-Key")
+    );
+    let (status, _) = d.terminate(Duration::from_secs(20));
+    assert!(status.success());
+}

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod contacts;
 pub mod dry_run;
 pub mod history;
+pub mod outbox;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -50,6 +51,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// What happened to one contact, in time order.
     History(history::HistoryArgs),
+    /// Act on the outbox: `outbox requeue --dead` brings dead letters back.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -110,6 +114,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Schema(args) => schema::run(args),
         Command::Status(args) => status::run(&cli.config, args).await,
         Command::History(args) => history::run(&cli.config, args).await,
+        Command::Outbox(cmd) => outbox::run(&cli.config, cmd).await,
     }
 }
 

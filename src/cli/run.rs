@@ -20,12 +20,20 @@ pub struct RunArgs {
     /// enrollment, no message waiting. For tests and one-off batch runs.
     #[arg(long)]
     pub until_idle: bool,
-    /// Delivery attempts before a message is dead-lettered.
-    #[arg(long, default_value_t = 8)]
-    pub max_attempts: u32,
+    /// How long a message keeps being retried after its first timeout,
+    /// connection error, 5xx or 429 before it is dead-lettered (`30m`, `24h`, `3d`).
+    #[arg(long, default_value = "24h")]
+    pub retry_for: crate::duration::Duration,
+    /// Also dead-letter a message after this many attempts (default: no
+    /// count limit, only --retry-for).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
     /// First retry delay in milliseconds; it doubles per attempt, with jitter.
     #[arg(long, default_value_t = 1000)]
     pub backoff_ms: u64,
+    /// The longest wait between two attempts, in milliseconds.
+    #[arg(long, default_value_t = 600_000)]
+    pub backoff_max_ms: u64,
     /// How long a claimed message (or due enrollment) stays leased to this
     /// daemon, in milliseconds. After a crash, messages that were in flight
     /// return to the pool once their lease expires (and may then be sent a
@@ -45,8 +53,10 @@ pub async fn run(config: &Path, args: RunArgs) -> CliResult {
     init_logging(args.log_format);
     let project = Project::load_or_report(config)?;
     let delivery = crate::channels::delivery::DeliveryOptions {
-        max_attempts: args.max_attempts,
+        max_attempts: args.max_attempts.unwrap_or(u32::MAX),
+        retry_for: Duration::from_secs(u64::try_from(args.retry_for.secs()).unwrap_or(0)),
         backoff_base: Duration::from_millis(args.backoff_ms),
+        backoff_max: Duration::from_millis(args.backoff_max_ms.max(args.backoff_ms)),
         lease: Duration::from_millis(args.lease_ms),
         ..Default::default()
     };
