@@ -77,10 +77,20 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             "the API token variable is not set: every /v1 request will be refused with 401"
         );
     }
+    let names_rx = project_rx.clone();
     let api_state = crate::api::ApiState {
         store: store.clone(),
         token,
         wake: wake.clone(),
+        channel_names: Some(Arc::new(move || {
+            names_rx
+                .borrow()
+                .settings
+                .channels
+                .keys()
+                .cloned()
+                .collect()
+        })),
     };
     // The WeCom callback reads the current settings (reloads apply).
     let wecom = crate::api::wecom_callback::CallbackState::from_project(

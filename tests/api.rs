@@ -40,6 +40,9 @@ impl Api {
             store: store.clone(),
             token: token.map(str::to_string),
             wake: wake.clone(),
+            channel_names: Some(Arc::new(|| {
+                ["sms", "email", "wecom"].map(String::from).to_vec()
+            })),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -461,6 +464,19 @@ async fn tags_events_and_unsubscribe_reach_the_store() {
     assert!(error_of(&v).contains("nobody"), "{v}");
     assert_eq!(api.count("SELECT count(*) FROM events").await, 2);
 
+    // A channel that is not in the settings is refused (it would be an
+    // opt-out that does nothing), with a suggestion.
+    for (ch, hint) in [
+        ("SMS", "did you mean \"sms\"?"),
+        ("pigeon", "channels: sms, email, wecom"),
+    ] {
+        let (s, v) = api
+            .post_json("/v1/contacts/c1/unsubscribe", json!({"channel": ch}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{ch}: {v}");
+        assert!(error_of(&v).contains(hint), "{ch}: {v}");
+    }
+    assert_eq!(api.count("SELECT count(*) FROM contact_opt_outs").await, 0);
     // Unsubscribe from one channel, then from all (an empty body).
     let (s, v) = api
         .post_json("/v1/contacts/c1/unsubscribe", json!({"channel": "sms"}))

@@ -135,6 +135,7 @@ async fn healthz_is_503_when_the_store_is_gone_or_read_only() {
             store,
             token: None,
             wake: Default::default(),
+            channel_names: None,
         };
         tokio::spawn(nurture::api::serve(listener, state, Default::default()));
         answers.push(base);

@@ -849,6 +849,7 @@ fn in_process() -> &'static InProcess {
                 store: store.clone(),
                 token: Some("t".into()),
                 wake: wake.clone(),
+                channel_names: None,
             };
             let cb = CallbackState {
                 store,

@@ -182,6 +182,21 @@ pub async fn unsubscribe(
 ) -> Result<Response, ApiError> {
     let channel = opt_string(&mut body, "channel")?;
     no_other_fields(&body, &["channel"])?;
+    if let (Some(ch), Some(names)) = (&channel, &st.channel_names) {
+        let known = names();
+        if !known.iter().any(|k| k == ch) {
+            // An opt-out from a channel that does not exist would be
+            // recorded and do nothing: the contact would keep getting
+            // messages on the channel they meant.
+            let hint = crate::diagnostics::did_you_mean(ch, known.iter())
+                .map(|s| format!("; did you mean {s:?}?"))
+                .unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "no channel {ch:?} in the settings (channels: {}){hint}",
+                known.join(", ")
+            )));
+        }
+    }
     let changed = st
         .store
         .unsubscribe(&id, channel.as_deref(), Utc::now())

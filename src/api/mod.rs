@@ -56,7 +56,13 @@ pub struct ApiState {
     pub token: Option<String>,
     /// Notified after every write that changed something.
     pub wake: Arc<Notify>,
+    /// The channel names of the current settings (hot reload included),
+    /// which a request's `channel` must be one of; `None` checks nothing.
+    pub channel_names: Option<ChannelNames>,
 }
+
+/// Gives the channel names of the settings in force.
+pub type ChannelNames = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 impl std::fmt::Debug for ApiState {
     // Never print the token.
@@ -75,7 +81,13 @@ impl ApiState {
         let token = std::env::var(&settings.api_token_env)
             .ok()
             .filter(|t| !t.is_empty());
-        ApiState { store, token, wake }
+        let names: Vec<String> = settings.channels.keys().cloned().collect();
+        ApiState {
+            store,
+            token,
+            wake,
+            channel_names: Some(Arc::new(move || names.clone())),
+        }
     }
 }
 
