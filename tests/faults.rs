@@ -381,3 +381,142 @@ async fn dead_letters_are_requeued_after_a_fix() {
     let (status, _) = d.terminate(Duration::from_secs(20));
     assert!(status.success());
 }
+
+/// Serves the API in-process with `limits`; its base address.
+async fn api_with(limits: nurture::api::ServeLimits) -> (std::net::SocketAddr, tempfile::TempDir) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&support::db::url_for(dir.path()))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = nurture::api::ApiState {
+        store,
+        token: Some("t".into()),
+        wake: Default::default(),
+        channel_names: None,
+    };
+    tokio::spawn(nurture::api::serve_with_limits(
+        listener,
+        state,
+        None,
+        limits,
+        Default::default(),
+    ));
+    (addr, dir)
+}
+
+/// Reads until the server closes the connection; panics if it is still open
+/// after `within`.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server kept the connection open");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _dir) = api_with(nurture::api::ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // Connected, nothing sent.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Half a request head.
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // A whole request, then idle on the kept-alive connection.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for s in [&mut idle, &mut half] {
+        closed_by_server(s, Duration::from_secs(5)).await;
+    }
+    let answer = closed_by_server(&mut kept, Duration::from_secs(5)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _dir) = api_with(nurture::api::ServeLimits {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A third is over the limit: closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = closed_by_server(&mut third, Duration::from_secs(5)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // The two within the limit are served.
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_by_server(&mut first, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_routes_are_rate_limited_per_address() {
+    let (addr, _dir) = api_with(nurture::api::ServeLimits {
+        per_ip: Some((
+            std::num::NonZeroU32::new(1).unwrap(),
+            std::num::NonZeroU32::new(3).unwrap(),
+        )),
+        ..Default::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = client
+            .post(format!("http://{addr}/v1/unsubscribe/forged-token"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(&statuses[3..], &[429, 429, 429], "{statuses:?}");
+    assert!(statuses[..3].iter().all(|s| *s != 429), "{statuses:?}");
+    // Routes behind the token, and probes, are not limited this way.
+    for _ in 0..6 {
+        let r = client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}

@@ -38,9 +38,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
 use crate::store::Store;
+pub use serve::ServeLimits;
 
 pub mod contacts;
 pub mod error;
+mod serve;
 pub mod unsubscribe;
 pub mod wecom_callback;
 pub mod wecom_crypto;
@@ -148,12 +150,30 @@ pub async fn serve_with_wecom(
     wecom: Option<wecom_callback::CallbackState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_limits(listener, state, wecom, ServeLimits::default(), shutdown).await
+}
+
+/// [`serve_with_wecom`] with chosen connection limits (tests use small ones).
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    wecom: Option<wecom_callback::CallbackState>,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router_with_wecom(state, wecom))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let router = router_with_wecom(state, wecom)
+        .layer(middleware::from_fn_with_state(
+            serve::PerIp::new(&limits),
+            serve::limit_open_routes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            serve::request_timeout,
+        ));
+    serve::serve_router(listener, router, limits, shutdown).await
 }
 
 /// Equal in time whatever the guess: the loop runs over the whole expected
