@@ -159,6 +159,8 @@ fn registry(escape: bool) -> Handlebars<'static> {
         r.register_escape_fn(handlebars::no_escape);
     }
     r.register_helper("default", Box::new(DefaultHelper));
+    // `{{log contact.phone}}` would write contact data into the daemon's log.
+    r.unregister_helper("log");
     r
 }
 
@@ -650,6 +652,17 @@ fn check_elements(t: &Template) -> Result<(), (u32, u32, String)> {
                     pos.0,
                     pos.1,
                     "decorators ({{* ...}}) are not supported in nurture templates".into(),
+                ));
+            }
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h)
+                if h.name.as_name() == Some("log") =>
+            {
+                return Err((
+                    pos.0,
+                    pos.1,
+                    "{{log}} is disabled in nurture templates: it would write contact data into the daemon's log".into(),
                 ));
             }
             TemplateElement::HelperBlock(h) => {

@@ -295,3 +295,20 @@ fn rendered_output_is_bounded_and_over_the_limit_is_an_error() {
         Err(TemplateError::TooLong { .. })
     ));
 }
+
+#[test]
+fn log_helper_is_refused() {
+    // `{{log}}` wrote contact data into the daemon's log at every render.
+    for src in [
+        "Hi {{log contact.phone}}",
+        "{{#if contact.name}}\n  {{log contact}}{{/if}}",
+    ] {
+        let err = Templates::from_sources([("t", src)]).unwrap_err();
+        assert!(
+            err.message.contains("{{log}} is disabled"),
+            "{src}: {err:?}"
+        );
+    }
+    let err = Templates::from_sources([("t", "a\n  {{log \"x\"}}")]).unwrap_err();
+    assert_eq!((err.pos.line, err.pos.col), (2, 3));
+}
