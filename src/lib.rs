@@ -10,6 +10,7 @@ pub mod audience;
 pub mod channels;
 pub mod cli;
 pub mod contact;
+pub mod csv_safe;
 pub mod daemon;
 pub mod diagnostics;
 pub mod duration;

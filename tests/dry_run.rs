@@ -529,6 +529,43 @@ fn dry_run_changes_nothing_in_the_store() {
 }
 
 #[test]
+fn csv_output_neutralises_formulas_but_keeps_phone_numbers() {
+    let p = Project::new(SETTINGS);
+    p.write(
+        "workflows/hello.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hello }\n",
+    )
+    .write("templates/hello.hbs", "{{contact.name}}");
+    p.import(
+        "id,name,phone\n\
+         evil,\"=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\",+8613800000001\n\
+         at,@SUM(A1),+8613800000002\n",
+    );
+    let out = p
+        .cmd()
+        .args([
+            "dry-run",
+            "--at",
+            "2026-11-10T10:00:00+08:00",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut r = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers = r.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let body = &row[col("body")];
+        assert!(body.starts_with("'=") || body.starts_with("'@"), "{body}");
+        assert!(row[col("to")].starts_with("+86138"), "{row:?}");
+    }
+}
+
+#[test]
 fn csv_and_table_formats_carry_the_same_plan() {
     let p = Project::new(SETTINGS);
     p.write("workflows/winback.yaml", WINBACK).write(

@@ -233,23 +233,27 @@ impl Sink for CsvSink {
             Action::Send { at, tz, .. } => at.with_timezone(tz).to_rfc3339(),
             _ => String::new(),
         };
-        w.write_record([
-            r.workflow,
-            r.contact_id,
-            r.step,
-            r.action,
-            r.channel.unwrap_or(""),
-            r.to.unwrap_or(""),
-            r.subject.unwrap_or(""),
-            r.body.unwrap_or(""),
-            &at,
-            r.salesperson.unwrap_or(""),
-            r.notify.unwrap_or(""),
-            &join(r.add),
-            &join(r.remove),
-            r.until.as_deref().unwrap_or(""),
-            r.reason.as_deref().unwrap_or(""),
-        ])?;
+        // Cells a spreadsheet would run as formulas get a leading `'`.
+        w.write_record(
+            [
+                r.workflow,
+                r.contact_id,
+                r.step,
+                r.action,
+                r.channel.unwrap_or(""),
+                r.to.unwrap_or(""),
+                r.subject.unwrap_or(""),
+                r.body.unwrap_or(""),
+                &at,
+                r.salesperson.unwrap_or(""),
+                r.notify.unwrap_or(""),
+                &join(r.add),
+                &join(r.remove),
+                r.until.as_deref().unwrap_or(""),
+                r.reason.as_deref().unwrap_or(""),
+            ]
+            .map(|c| crate::csv_safe::cell(c).into_owned()),
+        )?;
         w.flush()?;
         Ok(())
     }
