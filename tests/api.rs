@@ -579,3 +579,21 @@ async fn healthz_and_metrics() {
     assert!(!error_of(&v).is_empty());
     api.stop().await;
 }
+
+#[tokio::test]
+async fn contact_ids_are_capped_at_128_bytes() {
+    let api = Api::start(Some(TOKEN)).await;
+    let ok = "x".repeat(128);
+    let (s, _) = api.post_json("/v1/contacts", json!({"id": ok})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // 43 three-byte characters: 129 bytes.
+    let long = "客".repeat(43);
+    let (s, v) = api.post_json("/v1/contacts", json!({"id": long})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        error_of(&v).contains("is 129 bytes long; at most 128 are accepted"),
+        "{v}"
+    );
+    assert_eq!(api.count("SELECT count(*) FROM contacts").await, 1);
+    api.stop().await;
+}

@@ -291,6 +291,8 @@ async fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_are_read() {
             _ => csv.push_str(&format!("c{i:04},Name {i},Beijing\n")),
         }
     }
+    // Line 1004: a contact id of 200 bytes, too long.
+    csv.push_str(&format!("{},Long,x\n", "i".repeat(200)));
     // A quote closed only 200 lines later is taken for an unclosed one too.
     csv.push_str("late,\"Opened here,x\n");
     for i in 0..200 {
@@ -318,20 +320,25 @@ async fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_are_read() {
     );
     assert!(
         stderr.contains(&format!(
-            "{shown}:1004: a quoted field starting on this line runs over 202 lines"
+            "{shown}:1005: a quoted field starting on this line runs over 202 lines"
         )),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!(
-            "{shown}:1206: a quoted field starting on this line is never closed"
+            "{shown}:1207: a quoted field starting on this line is never closed"
         )),
         "{stderr}"
     );
-    // 999 + 200 + `end` + 3 good rows, 3 bad: they add up to every row read.
     assert!(
-        stdout.contains("imported 1,206 rows")
-            && stdout.contains("1,203 new, 0 updated, 0 unchanged, 3 bad"),
+        stderr.contains(&format!("{shown}:1004: contact id \"iiii"))
+            && stderr.contains("is 200 bytes long; at most 128"),
+        "{stderr}"
+    );
+    // 999 + 200 + `end` + 3 good rows, 4 bad: they add up to every row read.
+    assert!(
+        stdout.contains("imported 1,207 rows")
+            && stdout.contains("1,203 new, 0 updated, 0 unchanged, 4 bad"),
         "{stdout}"
     );
     let pool = pool(dir.path()).await;

@@ -238,6 +238,9 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
                 if s.chars().any(char::is_control) {
                     return Err(format!("id {s:?} contains a control character"));
                 }
+                if let Some(reason) = super::contacts::id_too_long(s) {
+                    return Err(reason);
+                }
                 row.id = s.to_string();
             }
             Col::Name => row.name = opt(s),
