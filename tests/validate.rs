@@ -314,6 +314,15 @@ fn a_workflow_that_aliases_expand_past_the_cap_is_refused_where_it_grows() {
 }
 
 #[test]
+fn a_cron_that_never_fires_is_refused() {
+    let wf = WINBACK.replace("check: \"0 9 * * *\"", "check: \"0 9 30 2 *\"");
+    assert_ne!(wf, WINBACK);
+    let err = problems(&wf);
+    assert!(err.contains("workflows/w.yaml:5:"), "{err}");
+    assert!(err.contains("\"0 9 30 2 *\" never fires"), "{err}");
+}
+
+#[test]
 fn yaml_syntax_error() {
     let wf = WINBACK.replace("  - wait: 3d", "   - wait: 3d");
     insta::assert_snapshot!(problems(&wf));
