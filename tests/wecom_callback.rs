@@ -920,6 +920,50 @@ proptest! {
     }
 }
 
+/// A genuinely signed event whose timestamp is more than 10 minutes from
+/// the clock (a captured request replayed later) is refused; within the
+/// window it is accepted.
+#[test]
+fn events_with_a_stale_timestamp_are_refused() {
+    let s = in_process();
+    let c = crypto();
+    let inner = "<xml><Event>change_external_tag</Event><ChangeType>create</ChangeType></xml>";
+    let now = chrono::Utc::now().timestamp();
+    for (age, want) in [
+        (-11 * 60, 403),
+        (11 * 60, 403),
+        (5 * 60, 200),
+        (-5 * 60, 200),
+    ] {
+        let enc = c.encrypt_with_random(inner, [age as u8; 16]);
+        let ts = (now - age).to_string();
+        let nonce = format!("stale{age}");
+        let sig = c.signature(&ts, &nonce, &enc);
+        let body = format!("<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>");
+        let st = s.post(
+            &[
+                ("msg_signature", &sig),
+                ("timestamp", &ts),
+                ("nonce", &nonce),
+            ],
+            body.into_bytes(),
+        );
+        assert_eq!(st, want, "timestamp {age} s old");
+    }
+    let enc = c.encrypt_with_random(inner, [1; 16]);
+    let sig = c.signature("not-a-number", "n", &enc);
+    let body = format!("<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>");
+    let st = s.post(
+        &[
+            ("msg_signature", &sig),
+            ("timestamp", "not-a-number"),
+            ("nonce", "n"),
+        ],
+        body.into_bytes(),
+    );
+    assert_eq!(st, 403);
+}
+
 /// An existing contact added again (by another salesperson, with a new
 /// welcome code) is a `contact_created` for the workflows: with
 /// `entry: every_time` it enters again and gets the new welcome.
