@@ -212,30 +212,30 @@ async fn writes_recover_by_themselves_after_the_disk_was_full() {
         conns.push(c);
     }
     drop(conns);
-    // One failed write per full connection (SQLite ends each transaction by
-    // itself; the pool then closes the connection rather than reuse it).
+    // Writes fail while the connections are full (SQLite ends each of
+    // those transactions by itself; the pool then closes the connection
+    // rather than reuse it). The pool may open a fresh, unlimited connection
+    // once some are closed: a write on it succeeds, which ends this phase.
     let mut failures = 0;
     for _ in 0..pool_size {
         let mut tx = match store.begin().await {
             Ok(tx) => tx,
-            Err(e) => panic!("begin while full: {e}"),
+            Err(e) => panic!("begin after {failures} failed writes: {e}"),
         };
         let r = sqlx::query("INSERT INTO t (x) VALUES (zeroblob(100000))")
             .execute(&mut *tx)
             .await;
-        match r {
+        let err = match r {
             Ok(_) => match tx.commit().await {
-                Ok(()) => panic!("a write succeeded on a full store"),
-                Err(e) => assert!(e.to_string().contains("full"), "{e}"),
+                Ok(()) => break,
+                Err(e) => e,
             },
-            Err(e) => {
-                assert!(e.to_string().contains("full"), "{e}");
-                drop(tx);
-            }
-        }
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("full"), "{err}");
         failures += 1;
     }
-    assert_eq!(failures, pool_size);
+    assert!(failures >= 1, "no write failed on a full store");
     // Room again: every connection (whichever the pool hands out) can write.
     let mut conns = Vec::new();
     for _ in 0..pool_size {
