@@ -122,3 +122,116 @@ proptest! {
         prop_assert_eq!(stored as u64, report.inserted);
     }
 }
+
+/// One API server for all cases (in-process, on a temporary SQLite store).
+struct ApiServer {
+    base: String,
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn api_server() -> &'static ApiServer {
+    static SERVER: std::sync::OnceLock<ApiServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("nurture.db").display());
+        let base = rt.block_on(async {
+            let store = nurture::store::Store::open(&url).await.unwrap();
+            let state = nurture::api::ApiState {
+                store,
+                token: Some("t".into()),
+                wake: Default::default(),
+                channel_names: Some(std::sync::Arc::new(|| vec!["sms".to_string()])),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(nurture::api::serve(listener, state, Default::default()));
+            base
+        });
+        ApiServer {
+            base,
+            rt,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    })
+}
+
+/// JSON-ish bodies: the API's field names with values of every type, and
+/// broken JSON.
+fn bodyish() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("id"),
+        Just("name"),
+        Just("email"),
+        Just("phone"),
+        Just("tags"),
+        Just("attributes"),
+        Just("created_at"),
+        Just("last_active_at"),
+        Just("timezone"),
+        Just("unsubscribed"),
+        Just("owner"),
+        Just("contact_id"),
+        Just("at"),
+        Just("properties"),
+        Just("add"),
+        Just("remove"),
+        Just("channel"),
+        Just("city"),
+        Just(""),
+    ];
+    let value = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        Just("0".to_string()),
+        Just("-1e400".to_string()),
+        Just("\"\"".to_string()),
+        Just("\"c1\"".to_string()),
+        Just("\"2026-01-01T00:00:00+08:00\"".to_string()),
+        Just("\"Asia/Nowhere\"".to_string()),
+        Just("\"\\u0000\"".to_string()),
+        Just("[\"a\", 1, null]".to_string()),
+        Just("{\"k\": {\"n\": [1]}}".to_string()),
+        Just("\"SMS\"".to_string()),
+        "\"[a-z]{0,200}\"".prop_map(|s| s),
+    ];
+    let pair = (key, value).prop_map(|(k, v)| format!("\"{k}\": {v}"));
+    prop_oneof![
+        prop::collection::vec(pair, 0..8).prop_map(|p| format!("{{{}}}", p.join(", "))),
+        ".{0,40}".prop_map(|s| s),
+        Just("[]".to_string()),
+        Just("{\"id\": ".to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// Whatever the body, every write route answers, and never with a 5xx.
+    #[test]
+    fn api_bodies_never_get_a_5xx(body in bodyish(), route in 0..4usize) {
+        let s = api_server();
+        let path = ["/v1/contacts", "/v1/events", "/v1/contacts/c1/tags", "/v1/contacts/c1/unsubscribe"][route];
+        let status = s.rt.block_on(async {
+            s.client
+                .post(format!("{}{path}", s.base))
+                .bearer_auth("t")
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("the server answers")
+                .status()
+                .as_u16()
+        });
+        prop_assert!(status < 500, "{path} {body}: {status}");
+    }
+}
