@@ -266,8 +266,30 @@ async fn a_hundred_concurrent_api_writers_never_fail() {
             out
         }));
     }
+    // The CLI and an import write at the same time, from other processes:
+    // they wait for SQLite's lock (busy_timeout) instead of failing.
+    let mut csv = String::from("id,name,tags\n");
+    for i in 0..500 {
+        csv.push_str(&format!("imp{i:04},Imported,trial\n"));
+    }
+    p.write("import.csv", &csv);
+    let mut cli = Vec::new();
+    for i in 0..5 {
+        let mut c = p.command();
+        c.args(["contacts", "add", &format!("cli-{i}"), "--tag", "trial"]);
+        cli.push(tokio::task::spawn_blocking(move || c.output().unwrap()));
+    }
+    let mut c = p.command();
+    c.args(["contacts", "import"]).arg(p.path("import.csv"));
+    cli.push(tokio::task::spawn_blocking(move || c.output().unwrap()));
     let mut lat = Vec::new();
     let mut errors = Vec::new();
+    for out in cli {
+        let out = out.await.unwrap();
+        if !out.status.success() {
+            errors.push(format!("CLI: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
     for t in tasks {
         for (status, v, el) in t.await.unwrap() {
             lat.push(el);
