@@ -35,7 +35,13 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let url = settings.database_url();
     let store = Store::open(&url)
         .await
-        .with_context(|| format!("opening the store {url}"))?;
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
+    // A store that cannot take a write (read-only file or database, full
+    // disk) would fail every write ten times a second: refuse to start.
+    store
+        .check_writable(Utc::now())
+        .await
+        .context("refusing to start")?;
     let registry =
         crate::channels::build::build_registry_with_store(&settings, &store).map_err(|errs| {
             anyhow::anyhow!(
@@ -93,11 +99,21 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             "the API token variable is not set: every /v1 request will be refused with 401"
         );
     }
+    let names_rx = project_rx.clone();
     let api_state = crate::api::ApiState {
         store: store.clone(),
         token,
         wake: wake.clone(),
         project: Some(project_rx.clone()),
+        channel_names: Some(Arc::new(move || {
+            names_rx
+                .borrow()
+                .settings
+                .channels
+                .keys()
+                .cloned()
+                .collect()
+        })),
     };
     // The WeCom callback reads the current settings (reloads apply).
     let wecom = crate::api::wecom_callback::CallbackState::from_project(
@@ -148,6 +164,8 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         deliver.clone(),
         shutdown.clone(),
     ));
+    // Stops the daemon (non-zero) when its store file is deleted or replaced.
+    let store_watch = tokio::spawn(watch_store(store.clone(), shutdown.clone()));
     let watcher = tokio::spawn(watch_files(
         opts.config.clone(),
         running,
@@ -167,13 +185,41 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     watcher.abort();
     let _ = wecom_poller.await;
     let _ = wecom_tags.await;
+    store_watch.abort();
+    let store_lost = store_watch.await.ok().and_then(|r| r.err());
     s.context("the scheduler task panicked")??;
     w.context("the delivery task panicked")?;
     a.context("the API task panicked")?
         .context("the API failed")?;
     store.close().await;
+    if let Some(e) = store_lost {
+        return Err(e).context("stopped");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the daemon checks that its SQLite file is still the one it
+/// opened.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Returns an error (and cancels `shutdown`) as soon as the store file is
+/// gone or replaced: writes after that would be lost at stop, so the daemon
+/// stops instead of answering 201 into a deleted file. Ends with `Ok` when
+/// the daemon shuts down for another reason.
+async fn watch_store(store: Store, shutdown: CancellationToken) -> Result<()> {
+    let mut tick = tokio::time::interval(STORE_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = store.check_same_file() {
+            tracing::error!(error = %e, "stopping: the store is not the file the daemon opened");
+            shutdown.cancel();
+            return Err(e.into());
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -781,7 +781,7 @@ fn check_template(
             TemplateError::MissingVariable { line, .. } | TemplateError::Render { line, .. } => {
                 line.unwrap_or(1)
             }
-            TemplateError::NotFound(_) => 1,
+            TemplateError::NotFound(_) | TemplateError::TooLong { .. } => 1,
         };
         let mut d = Diagnostic::new(
             path,

@@ -31,6 +31,15 @@ impl CronSchedule {
         let cron = source
             .parse::<croner::Cron>()
             .map_err(|e| format!("invalid cron expression \"{source}\": {e}"))?;
+        // "0 9 30 2 *" (February 30th) parses but never fires: the workflow
+        // would silently never run, and the dry-run would preview nothing.
+        // Searched from a fixed time, so parsing stays a pure function.
+        let from = DateTime::<Utc>::UNIX_EPOCH;
+        if cron.find_next_occurrence(&from, false).is_err() {
+            return Err(format!(
+                "cron expression \"{source}\" never fires (no such date: check the day and month fields, e.g. February has no 30th)"
+            ));
+        }
         Ok(CronSchedule {
             source: source.to_string(),
             cron,
@@ -62,5 +71,26 @@ impl CronSchedule {
             .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CronSchedule;
+
+    #[test]
+    fn crons_that_never_fire_are_refused() {
+        for never in ["0 9 30 2 *", "0 9 31 4 *", "0 0 31 2,4,6,9,11 *"] {
+            let started = std::time::Instant::now();
+            let err = CronSchedule::parse(never).unwrap_err();
+            assert!(err.contains("never fires"), "{never}: {err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{never}"
+            );
+        }
+        for fires in ["0 9 29 2 *", "0 9 * * *", "0 9 31 * *", "*/5 * * * *"] {
+            CronSchedule::parse(fires).unwrap_or_else(|e| panic!("{fires}: {e}"));
+        }
     }
 }

@@ -151,6 +151,23 @@ impl ChannelKind {
             ChannelKind::Webhook | ChannelKind::Log => None,
         }
     }
+
+    /// The longest message a channel of this kind takes; a longer rendered
+    /// message is skipped with a reason (README, "Limits").
+    pub fn message_limit(self) -> crate::template::MessageLimit {
+        use crate::template::MessageLimit;
+        match self {
+            // Twilio refuses bodies over 1,600 characters.
+            ChannelKind::Twilio => MessageLimit::Chars(1600),
+            // Aliyun splits long SMS and caps them at 500 characters.
+            ChannelKind::AliyunSms => MessageLimit::Chars(500),
+            // WeCom's welcome and customer messages take 4,000 bytes of text.
+            ChannelKind::Wecom => MessageLimit::Bytes(4000),
+            ChannelKind::Smtp | ChannelKind::Webhook => MessageLimit::Bytes(1024 * 1024),
+            // Every message on the log channel is one log line.
+            ChannelKind::Log => MessageLimit::Bytes(64 * 1024),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

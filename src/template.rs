@@ -43,6 +43,20 @@ use crate::diagnostics::{Diagnostic, Pos};
 /// stray binary file from being compiled.
 pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
 
+/// Deepest nesting of blocks (`{{#if}}`, `{{#each}}`, `{{else if}}` chains)
+/// a template may have. Compiling and rendering recurse once per level, and a
+/// few thousand levels overflow a thread's stack; real messages use two or
+/// three.
+pub const MAX_TEMPLATE_DEPTH: usize = 32;
+
+/// Deepest nesting of subexpressions (`(default (lookup ...))`) in one tag.
+pub const MAX_SUBEXPRESSION_DEPTH: usize = 16;
+
+/// Most text one render may produce when the caller gives no channel limit
+/// (`validate`'s sample render, `channels test`): two nested `{{#each}}` over
+/// a contact with many tags would otherwise build a message of any size.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
 /// A rendered message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rendered {
@@ -85,6 +99,16 @@ pub enum TemplateError {
         var: Option<String>,
         /// Line in the template file.
         line: Option<u32>,
+    },
+    #[error(
+        "message is over the channel's limit of {limit} in template \"{template}\"{}",
+        part_of(part)
+    )]
+    TooLong {
+        template: String,
+        part: Option<String>,
+        /// The limit, with its unit ("1600 characters", "4000 bytes").
+        limit: String,
     },
     #[error("{message} in template \"{template}\"{}{}", part_of(part), line_of(*line))]
     Render {
@@ -157,6 +181,8 @@ fn registry(escape: bool) -> Handlebars<'static> {
     r.register_helper("add", Box::new(AddHelper));
     r.register_helper("money", Box::new(MoneyHelper));
     r.register_helper("number", Box::new(NumberHelper));
+    // `{{log contact.phone}}` would write contact data into the daemon's log.
+    r.unregister_helper("log");
     r
 }
 
@@ -338,14 +364,33 @@ impl Templates {
     }
 
     /// Renders a template as plain text (no escaping): SMS, WeCom, webhooks.
+    /// The output is bounded by [`MAX_RENDERED_BYTES`].
     pub fn render(&self, name: &str, ctx: &Value) -> Result<Rendered, TemplateError> {
-        self.render_in(&self.text, name, &Context::from(ctx.clone()))
+        self.render_in(
+            &self.text,
+            name,
+            &Context::from(ctx.clone()),
+            MessageLimit::DEFAULT,
+        )
     }
 
     /// Like [`render`](Self::render) with a prebuilt handlebars context, which
     /// saves a copy of the data when one context renders several templates.
     pub fn render_with(&self, name: &str, ctx: &Context) -> Result<Rendered, TemplateError> {
-        self.render_in(&self.text, name, ctx)
+        self.render_in(&self.text, name, ctx, MessageLimit::DEFAULT)
+    }
+
+    /// Like [`render_with`](Self::render_with), for a channel that takes at
+    /// most `limit`: rendering stops as soon as the output is over it (it
+    /// never builds more than the limit's bytes) and the result is
+    /// [`TemplateError::TooLong`].
+    pub fn render_limited(
+        &self,
+        name: &str,
+        ctx: &Context,
+        limit: MessageLimit,
+    ) -> Result<Rendered, TemplateError> {
+        self.render_in(&self.text, name, ctx, limit)
     }
 
     /// Renders an assignment notice: the template `name`, or the shipped
@@ -369,7 +414,12 @@ impl Templates {
 
     /// Renders with HTML escaping of variables, for HTML email bodies.
     pub fn render_html(&self, name: &str, ctx: &Value) -> Result<Rendered, TemplateError> {
-        self.render_in(&self.html, name, &Context::from(ctx.clone()))
+        self.render_in(
+            &self.html,
+            name,
+            &Context::from(ctx.clone()),
+            MessageLimit::DEFAULT,
+        )
     }
 
     fn render_in(
@@ -377,6 +427,7 @@ impl Templates {
         reg: &Handlebars<'static>,
         name: &str,
         ctx: &Context,
+        limit: MessageLimit,
     ) -> Result<Rendered, TemplateError> {
         let entry = self
             .entries
@@ -384,9 +435,33 @@ impl Templates {
             .ok_or_else(|| TemplateError::NotFound(name.to_string()))?;
         let mut out = Rendered::default();
         for part in &entry.parts {
-            let text = reg
-                .render_with_context(&part.reg_name, ctx)
-                .map_err(|e| render_error(name, part, e))?;
+            let too_long = || TemplateError::TooLong {
+                template: name.to_string(),
+                part: part.key.clone(),
+                limit: limit.to_string(),
+            };
+            let mut w = CappedWriter {
+                buf: Vec::new(),
+                max: limit.max_bytes(),
+                over: false,
+            };
+            if let Err(e) = reg.render_with_context_to_write(&part.reg_name, ctx, &mut w) {
+                return Err(if w.over {
+                    too_long()
+                } else {
+                    render_error(name, part, e)
+                });
+            }
+            // Handlebars writes whole `str` segments, so the bytes are UTF-8.
+            let text = String::from_utf8(w.buf).map_err(|e| TemplateError::Render {
+                template: name.to_string(),
+                part: part.key.clone(),
+                message: e.to_string(),
+                line: None,
+            })?;
+            if !limit.fits(&text) {
+                return Err(too_long());
+            }
             match part.key.as_deref() {
                 None => out.body = text,
                 Some("subject") => out.subject = Some(text),
@@ -404,6 +479,67 @@ impl Templates {
             out.body = serde_json::to_string(&out.params).unwrap_or_default();
         }
         Ok(out)
+    }
+}
+
+/// The most one message on a channel may hold: SMS providers count
+/// characters, WeCom counts bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageLimit {
+    Bytes(usize),
+    Chars(usize),
+}
+
+impl MessageLimit {
+    /// The bound when no channel is named.
+    pub const DEFAULT: MessageLimit = MessageLimit::Bytes(MAX_RENDERED_BYTES);
+
+    /// The bytes a render may write before it is stopped (a character is at
+    /// most 4 bytes of UTF-8).
+    fn max_bytes(self) -> usize {
+        match self {
+            MessageLimit::Bytes(n) => n,
+            MessageLimit::Chars(n) => n.saturating_mul(4),
+        }
+    }
+
+    pub fn fits(self, text: &str) -> bool {
+        match self {
+            MessageLimit::Bytes(n) => text.len() <= n,
+            MessageLimit::Chars(n) => text.chars().count() <= n,
+        }
+    }
+}
+
+impl std::fmt::Display for MessageLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageLimit::Bytes(n) => write!(f, "{n} bytes"),
+            MessageLimit::Chars(n) => write!(f, "{n} characters"),
+        }
+    }
+}
+
+/// A buffer that refuses to grow past `max` bytes: the render fails at the
+/// first write over it instead of building a huge string.
+struct CappedWriter {
+    buf: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(b.len()) > self.max {
+            self.over = true;
+            return Err(std::io::Error::other("rendered message too long"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -443,6 +579,7 @@ fn diag(file: &Path, pos: Pos, message: String) -> Diagnostic {
 /// Compiles one piece of template text; errors as (line, column, message)
 /// relative to the piece.
 fn compile(src: &str) -> Result<Template, (u32, u32, String)> {
+    check_nesting(src)?;
     let t = Template::compile(src).map_err(|e| {
         let (line, col) = e.pos().unwrap_or((1, 1));
         let msg = match e.reason() {
@@ -455,6 +592,98 @@ fn compile(src: &str) -> Result<Template, (u32, u32, String)> {
     })?;
     check_elements(&t)?;
     Ok(t)
+}
+
+/// Refuses templates nested deeper than [`MAX_TEMPLATE_DEPTH`] blocks or
+/// [`MAX_SUBEXPRESSION_DEPTH`] parentheses, before handlebars sees them: its
+/// parser and renderer recurse once per level, so thousands of nested
+/// `{{#if}}` would overflow the stack. A lexical scan, so it cannot recurse
+/// itself; an `{{else if}}` chain counts one level per link, as handlebars
+/// nests it. Comments and raw blocks are not special-cased: a tag-like text
+/// in a comment may count, which errs on the side of refusing.
+fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
+    // One entry per open block: how many levels it holds (1 + `else X` links).
+    let mut stack: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let (mut line, mut col) = (1u32, 1u32);
+    let mut rest = src;
+    while let Some(i) = rest.find("{{") {
+        for c in rest[..i].chars() {
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        let at = (line, col);
+        let tag_start = &rest[i..];
+        let end = tag_start
+            .find("}}")
+            .map(|e| e + 2)
+            .unwrap_or(tag_start.len());
+        let tag = &tag_start[..end];
+        let inner = tag
+            .trim_start_matches('{')
+            .trim_start_matches('~')
+            .trim_start();
+        let opens = inner.starts_with('#')
+            || (inner.starts_with('^') && !inner[1..].trim_start().starts_with(['}', '~']));
+        let chained_else = inner.starts_with("else")
+            && inner[4..].starts_with(char::is_whitespace)
+            && !inner[4..].trim_start().starts_with(['}', '~']);
+        if opens {
+            stack.push(1);
+            depth += 1;
+        } else if chained_else {
+            if let Some(top) = stack.last_mut() {
+                *top += 1;
+                depth += 1;
+            }
+        } else if inner.starts_with('/')
+            && let Some(n) = stack.pop()
+        {
+            depth -= n;
+        }
+        if depth > MAX_TEMPLATE_DEPTH {
+            return Err((
+                at.0,
+                at.1,
+                format!(
+                    "blocks are nested more than {MAX_TEMPLATE_DEPTH} deep; flatten the template (an `{{{{else if}}}}` chain counts one level per link)"
+                ),
+            ));
+        }
+        let mut parens = 0usize;
+        for c in tag.chars() {
+            match c {
+                '(' => {
+                    parens += 1;
+                    if parens > MAX_SUBEXPRESSION_DEPTH {
+                        return Err((
+                            at.0,
+                            at.1,
+                            format!(
+                                "subexpressions are nested more than {MAX_SUBEXPRESSION_DEPTH} deep"
+                            ),
+                        ));
+                    }
+                }
+                ')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+        }
+        for c in tag.chars() {
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        rest = &tag_start[end..];
+    }
+    Ok(())
 }
 
 fn to_u32(n: usize) -> u32 {
@@ -483,6 +712,17 @@ fn check_elements(t: &Template) -> Result<(), (u32, u32, String)> {
                     pos.0,
                     pos.1,
                     "decorators ({{* ...}}) are not supported in nurture templates".into(),
+                ));
+            }
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h)
+                if h.name.as_name() == Some("log") =>
+            {
+                return Err((
+                    pos.0,
+                    pos.1,
+                    "{{log}} is disabled in nurture templates: it would write contact data into the daemon's log".into(),
                 ));
             }
             TemplateElement::HelperBlock(h) => {

@@ -173,7 +173,8 @@ impl Node {
             .map(|(_, v)| v)
     }
 
-    fn size(&self) -> usize {
+    /// How many values this node holds, counting every alias expansion.
+    pub fn size(&self) -> usize {
         match &self.kind {
             Kind::Map(m) => 1 + m.iter().map(|(k, v)| k.size() + v.size()).sum::<usize>(),
             Kind::Seq(s) => 1 + s.iter().map(Node::size).sum::<usize>(),

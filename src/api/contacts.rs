@@ -182,12 +182,13 @@ pub async fn unsubscribe(
 ) -> Result<Response, ApiError> {
     let channel = opt_string(&mut body, "channel")?;
     no_other_fields(&body, &["channel"])?;
-    // Like `contacts unsubscribe --channel`: an opt-out of a channel that
-    // does not exist would protect nobody.
-    if let (Some(ch), Some(project)) = (&channel, &st.project) {
-        let known: Vec<String> = project.borrow().settings.channels.keys().cloned().collect();
-        if !known.contains(ch) {
-            let hint = crate::diagnostics::did_you_mean(ch, &known)
+    if let (Some(ch), Some(names)) = (&channel, &st.channel_names) {
+        let known = names();
+        if !known.iter().any(|k| k == ch) {
+            // An opt-out from a channel that does not exist would be
+            // recorded and do nothing: the contact would keep getting
+            // messages on the channel they meant.
+            let hint = crate::diagnostics::did_you_mean(ch, known.iter())
                 .map(|s| format!("; did you mean {s:?}?"))
                 .unwrap_or_default();
             return Err(ApiError::bad_request(format!(

@@ -38,9 +38,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
 use crate::store::Store;
+pub use serve::ServeLimits;
 
 pub mod contacts;
 pub mod error;
+mod serve;
 pub mod unsubscribe;
 pub mod wecom_callback;
 pub mod wecom_crypto;
@@ -59,7 +61,13 @@ pub struct ApiState {
     /// The project as it runs (hot reloads apply): an unsubscribe names one
     /// of its channels. `None`: any channel name is taken.
     pub project: Option<tokio::sync::watch::Receiver<Arc<crate::project::Project>>>,
+    /// The channel names of the current settings (hot reload included),
+    /// which a request's `channel` must be one of; `None` checks nothing.
+    pub channel_names: Option<ChannelNames>,
 }
+
+/// Gives the channel names of the settings in force.
+pub type ChannelNames = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 impl std::fmt::Debug for ApiState {
     // Never print the token.
@@ -78,11 +86,13 @@ impl ApiState {
         let token = std::env::var(&settings.api_token_env)
             .ok()
             .filter(|t| !t.is_empty());
+        let names: Vec<String> = settings.channels.keys().cloned().collect();
         ApiState {
             store,
             token,
             wake,
             project: None,
+            channel_names: Some(Arc::new(move || names.clone())),
         }
     }
 }
@@ -105,6 +115,7 @@ pub fn router_with_wecom(state: ApiState, wecom: Option<wecom_callback::Callback
         .route("/contacts/{id}/tags", post(contacts::tags))
         .route("/contacts/{id}/unsubscribe", post(contacts::unsubscribe))
         .route("/events", post(contacts::event))
+        .route_layer(middleware::from_fn_with_state(state.clone(), write_queue))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mut outer = Router::new()
         .route("/healthz", get(healthz))
@@ -155,6 +166,26 @@ pub async fn serve_all(
     console: Option<crate::console::ConsoleState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with_limits(
+        listener,
+        state,
+        wecom,
+        console,
+        ServeLimits::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_all`] with chosen connection limits (tests use small ones).
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    wecom: Option<wecom_callback::CallbackState>,
+    console: Option<crate::console::ConsoleState>,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
@@ -162,9 +193,16 @@ pub async fn serve_all(
     if let Some(c) = console {
         app = app.merge(crate::console::router(c));
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let router = app
+        .layer(middleware::from_fn_with_state(
+            serve::PerIp::new(&limits),
+            serve::limit_open_routes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            serve::request_timeout,
+        ));
+    serve::serve_router(listener, router, limits, shutdown).await
 }
 
 /// Equal in time whatever the guess: the loop runs over the whole expected
@@ -249,12 +287,21 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// `GET /healthz`: 200 when `SELECT 1` on the store answers within 2 s.
+/// Runs each `/v1` write in its turn (SQLite: one at a time, in arrival
+/// order; see [`Store::write_turn`](crate::store::Store::write_turn)). After
+/// the token check, so that unauthenticated requests never wait in it.
+async fn write_queue(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let _turn = st.store.write_turn().await;
+    next.run(req).await
+}
+
 async fn healthz(State(st): State<ApiState>) -> Response {
-    let pool = st.store.db();
-    let probe = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(pool);
+    // A write probe, not a read: a read-only, full, deleted or replaced store
+    // still answers reads while every write fails or is lost.
+    let probe = st.store.check_writable(chrono::Utc::now());
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
-        Ok(Err(e)) => unavailable(format!("the store is not reachable: {e}")),
+        Ok(Ok(())) => (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response(),
+        Ok(Err(e)) => unavailable(e.to_string()),
         Err(_) => unavailable("the store did not answer within 2 s".into()),
     }
 }

@@ -23,8 +23,10 @@
 //!    Each channel claims at most a bounded number of messages ahead, so a slow
 //!    channel never holds back the others.
 //! 4. **Outcome.** Delivered → `sent`. Retry → `queued` again after
-//!    `max(Retry-After, backoff with full jitter)`, or `dead` with the
-//!    provider's reason once `max_attempts` tries were made. Permanent →
+//!    `max(Retry-After, backoff with full jitter, capped)`, or `dead` with
+//!    the provider's reason once `retry_for` (24 h) has passed since the
+//!    message first failed: retries span an outage by time, not by count
+//!    (`max_attempts` is an optional count limit on top). Permanent →
 //!    `dead`. Outcomes are written by one writer task that commits whatever
 //!    has accumulated in one transaction (batched under load, one row when
 //!    idle); every write checks that this worker still holds the lease.
@@ -58,6 +60,12 @@ use crate::store::{Bind, Store};
 
 /// The longest a [`Delivery::Wait`] waits (a provider's daily window).
 pub const WAIT_MAX: Duration = Duration::from_secs(86_400);
+/// How long retries go on by default: a provider outage of a day does not
+/// dead-letter anything.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
+/// The longest wait between two tries by default: once a provider is back,
+/// every waiting message is tried within this.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 /// How the worker runs. `Default` is what the daemon uses.
 #[derive(Debug, Clone)]
@@ -68,8 +76,13 @@ pub struct DeliveryOptions {
     pub batch: usize,
     /// How long a claim holds before another worker may take the message.
     pub lease: Duration,
-    /// Tries in all (the first included) before a message is dead-lettered.
+    /// Tries in all (the first included) before a message is dead-lettered;
+    /// unlimited (`u32::MAX`) by default: `retry_for` ends retries.
     pub max_attempts: u32,
+    /// How long after its first retryable failure a message keeps being
+    /// retried (timeouts, connection errors, 5xx, 429) before it is
+    /// dead-lettered.
+    pub retry_for: Duration,
     /// Backoff of the first retry (before jitter); doubles each retry.
     pub backoff_base: Duration,
     /// The backoff's ceiling.
@@ -92,9 +105,10 @@ impl Default for DeliveryOptions {
             worker_id: default_worker_id(),
             batch: 256,
             lease: Duration::from_secs(60),
-            max_attempts: 8,
+            max_attempts: u32::MAX,
+            retry_for: DEFAULT_RETRY_FOR,
             backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(3_600),
+            backoff_max: DEFAULT_BACKOFF_MAX,
             shutdown_grace: Duration::from_secs(10),
             unknown_channel_delay: Duration::from_secs(30),
             consent_recheck_after: Duration::from_secs(1),
@@ -172,6 +186,8 @@ struct Claimed {
     created_at: i64,
     /// The outbox `payload` column, JSON text.
     payload: String,
+    /// When the message first failed with an error worth retrying.
+    first_failed_at: Option<i64>,
 }
 
 /// What becomes of one claimed message.
@@ -476,7 +492,13 @@ async fn pump(
     }
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload";
+/// Whether a message that first failed at `first_failed_at` has been
+/// retried for `retry_for` by `now` (never on its first failure).
+fn retries_over(first_failed_at: Option<i64>, now: i64, retry_for: Duration) -> bool {
+    first_failed_at.is_some_and(|t| now.saturating_sub(t) >= dur_ms(retry_for))
+}
+
+const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at";
 
 /// Claims up to `n` due messages of each channel in `wants`, in one write
 /// transaction. Also puts expired leases back in the pool and, when
@@ -559,6 +581,7 @@ async fn claim(
                 attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
                 created_at: r.try_get(9)?,
                 payload: r.try_get(11)?,
+                first_failed_at: r.try_get(12)?,
             });
         }
         // RETURNING gives no order (PostgreSQL's differs from SQLite's):
@@ -724,6 +747,7 @@ async fn dispatch(
             room_at,
             created_at: row.created_at,
             attempts: row.attempts,
+            first_failed_at: row.first_failed_at,
         };
         // The pump ends only on shutdown; the row is then handed back.
         let _ = lane.queue.send((task, msg));
@@ -740,6 +764,7 @@ struct SendTask {
     room_at: usize,
     created_at: i64,
     attempts: u32,
+    first_failed_at: Option<i64>,
 }
 
 impl SendTask {
@@ -799,6 +824,18 @@ impl SendTask {
             Delivery::Retry { reason, .. } if tries >= opts.max_attempts => Fate::Dead {
                 error: format!("gave up after {tries} tries: {reason}"),
             },
+            Delivery::Retry { reason, .. }
+                if retries_over(self.first_failed_at, now_ms(), opts.retry_for) =>
+            {
+                Fate::Dead {
+                    error: format!(
+                        "gave up after {tries} tries over {}: {reason}",
+                        crate::duration::Duration::from_secs(
+                            i64::try_from(opts.retry_for.as_secs()).unwrap_or(i64::MAX)
+                        )
+                    ),
+                }
+            }
             Delivery::Retry { after, reason } => {
                 let unit: f64 = rand::rng().random();
                 let delay = next_delay(tries, after, opts.backoff_base, opts.backoff_max, unit);
@@ -948,17 +985,20 @@ async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sql
             Fate::Sent { .. } => continue,
             Fate::Retry { next_at, error } => sqlx::query(
                 "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
+                        lease_owner = NULL, lease_until = NULL,
+                        first_failed_at = coalesce(first_failed_at, $3)
+                  WHERE id = $4 AND status = 'sending' AND lease_owner = $5",
             )
             .bind(*next_at)
-            .bind(error.as_str()),
+            .bind(error.as_str())
+            .bind(now_ms()),
             Fate::Dead { error } => sqlx::query(
                 "UPDATE outbox SET status = 'dead', last_error = $1, attempts = attempts + 1,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE id = $2 AND status = 'sending' AND lease_owner = $3",
+                        lease_owner = NULL, lease_until = NULL, dead_at = $2
+                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
             )
-            .bind(error.as_str()),
+            .bind(error.as_str())
+            .bind(now_ms()),
             Fate::Cancelled { reason } => sqlx::query(
                 "UPDATE outbox SET status = 'cancelled', last_error = $1, lease_owner = NULL, lease_until = NULL
                   WHERE id = $2 AND status = 'sending' AND lease_owner = $3",

@@ -4,7 +4,8 @@
 //! The body is form-encoded `To`, `From` (or `MessagingServiceSid`) and `Body`,
 //! with HTTP Basic auth `AccountSid:AuthToken`.
 //!
-//! Answers: 2xx is delivered (the provider id is the JSON `sid`). Otherwise the
+//! Answers: 2xx with a JSON `sid` is delivered (the sid is the provider id);
+//! a 2xx without one (an HTML page from a proxy) is retried. Otherwise the
 //! JSON error body's `code` decides:
 //! - 20429, HTTP 429 and HTTP 5xx are retried, honouring `Retry-After`;
 //! - 21611 (the `From` queue is full) is retried after the quota window;
@@ -128,12 +129,30 @@ impl Channel for TwilioChannel {
 pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Delivery {
     let json = serde_json::from_slice::<serde_json::Value>(body).ok();
     if status.is_success() {
-        let provider_id = json
+        let sid = json
             .as_ref()
             .and_then(|v| v.get("sid"))
             .and_then(|s| s.as_str())
-            .map(str::to_string);
-        return Delivery::Delivered { provider_id };
+            .filter(|s| !s.is_empty());
+        return match sid {
+            Some(sid) => Delivery::Delivered {
+                provider_id: Some(sid.to_string()),
+            },
+            // Twilio always answers a created message with its JSON and a
+            // `sid`. A 2xx without one (an HTML page from a proxy, a captive
+            // portal, a wrong base_url) is not proof the message was sent:
+            // retry it (and dead-letter it after the retry window).
+            None => Delivery::Retry {
+                after: retry_after,
+                reason: with_excerpt(
+                    format!(
+                        "HTTP {} without a Twilio message sid (not Twilio's answer? check base_url)",
+                        status.as_u16()
+                    ),
+                    body,
+                ),
+            },
+        };
     }
     let code = json
         .as_ref()
@@ -193,6 +212,17 @@ mod tests {
                 provider_id: Some("SM1".into())
             }
         );
+        // A 200 with an HTML page (a proxy, a captive portal) is not a send.
+        for body in [
+            &b"<html><body>Welcome to the hotel wifi</body></html>"[..],
+            br#"{"status":"queued"}"#,
+            b"",
+        ] {
+            assert!(matches!(
+                classify(StatusCode::OK, None, body),
+                Delivery::Retry { reason, .. } if reason.starts_with("HTTP 200 without a Twilio message sid")
+            ));
+        }
         let d = Some(Duration::from_secs(7));
         assert!(matches!(
             classify(StatusCode::TOO_MANY_REQUESTS, d, br#"{"code":20429,"message":"Too many"}"#),

@@ -187,5 +187,5 @@ async fn open_store(project: &Project) -> Result<Store, Failure> {
     let url = project.settings.database_url();
     Ok(Store::open(&url)
         .await
-        .with_context(|| format!("opening the store {url}"))?)
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?)
 }

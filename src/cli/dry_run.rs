@@ -93,7 +93,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     }
     let store = Store::open(&url)
         .await
-        .with_context(|| format!("opening the store {url}"))?;
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
     let until = match &args.until {
         None => at,
         Some(u) => parse_until(u, at, tz).map_err(Failure::Input)?,
@@ -311,23 +311,27 @@ impl Sink for CsvSink {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             _ => when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        w.write_record([
-            r.workflow,
-            r.contact_id,
-            r.step,
-            r.action,
-            r.channel.unwrap_or(""),
-            r.to.unwrap_or(""),
-            r.subject.unwrap_or(""),
-            r.body.unwrap_or(""),
-            &at,
-            r.salesperson.unwrap_or(""),
-            r.notify.unwrap_or(""),
-            &join(r.add),
-            &join(r.remove),
-            r.until.as_deref().unwrap_or(""),
-            r.reason.as_deref().unwrap_or(""),
-        ])?;
+        // Cells a spreadsheet would run as formulas get a leading `'`.
+        w.write_record(
+            [
+                r.workflow,
+                r.contact_id,
+                r.step,
+                r.action,
+                r.channel.unwrap_or(""),
+                r.to.unwrap_or(""),
+                r.subject.unwrap_or(""),
+                r.body.unwrap_or(""),
+                &at,
+                r.salesperson.unwrap_or(""),
+                r.notify.unwrap_or(""),
+                &join(r.add),
+                &join(r.remove),
+                r.until.as_deref().unwrap_or(""),
+                r.reason.as_deref().unwrap_or(""),
+            ]
+            .map(|c| crate::csv_safe::cell(c).into_owned()),
+        )?;
         w.flush()?;
         Ok(())
     }

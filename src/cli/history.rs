@@ -51,7 +51,7 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
     }
     let store = Store::open(&url)
         .await
-        .with_context(|| format!("opening the store {url}"))?;
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
     let pool = store.db();
     if !contact_exists(pool, &args.contact)
         .await

@@ -12,6 +12,7 @@ pub mod dry_run;
 pub mod enroll;
 pub mod graph;
 pub mod history;
+pub mod outbox;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -118,6 +119,12 @@ pub enum Command {
   nurture console
   nurture console --listen 127.0.0.1:8081")]
     Console(console::ConsoleArgs),
+    /// Act on the outbox: `outbox requeue --dead` brings dead letters back.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:
+  nurture outbox requeue --dead --channel sms
+  nurture outbox requeue --dead --since 2026-11-30T08:00")]
+    Outbox(outbox::OutboxCommand),
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -199,6 +206,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Completions { .. } => Ok(()),
         Command::Graph(args) => graph::run(&cli.config, args).await,
         Command::Console(args) => console::run(&cli.config, args).await,
+        Command::Outbox(cmd) => outbox::run(&cli.config, cmd).await,
     }
 }
 

@@ -22,12 +22,20 @@ pub struct RunArgs {
     /// in the store for the next run. For tests and one-off batch runs.
     #[arg(long, value_name = "WHEN", num_args = 0..=1, default_missing_value = "all")]
     pub until_idle: Option<crate::engine::scheduler::IdleMode>,
-    /// Delivery attempts before a message is dead-lettered.
-    #[arg(long, default_value_t = 8)]
-    pub max_attempts: u32,
+    /// How long a message keeps being retried after its first timeout,
+    /// connection error, 5xx or 429 before it is dead-lettered (`30m`, `24h`, `3d`).
+    #[arg(long, default_value = "24h")]
+    pub retry_for: crate::duration::Duration,
+    /// Also dead-letter a message after this many attempts (default: no
+    /// count limit, only --retry-for).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
     /// First retry delay in milliseconds; it doubles per attempt, with jitter.
     #[arg(long, default_value_t = 1000)]
     pub backoff_ms: u64,
+    /// The longest wait between two attempts, in milliseconds.
+    #[arg(long, default_value_t = 600_000)]
+    pub backoff_max_ms: u64,
     /// How long a claimed message (or due enrollment) stays leased to this
     /// daemon, in milliseconds. After a crash, messages that were in flight
     /// return to the pool once their lease expires (and may then be sent a
@@ -47,8 +55,10 @@ pub async fn run(config: &Path, args: RunArgs) -> CliResult {
     init_logging(args.log_format);
     let project = Project::load_or_report(config)?;
     let delivery = crate::channels::delivery::DeliveryOptions {
-        max_attempts: args.max_attempts,
+        max_attempts: args.max_attempts.unwrap_or(u32::MAX),
+        retry_for: Duration::from_secs(u64::try_from(args.retry_for.secs()).unwrap_or(0)),
         backoff_base: Duration::from_millis(args.backoff_ms),
+        backoff_max: Duration::from_millis(args.backoff_max_ms.max(args.backoff_ms)),
         lease: Duration::from_millis(args.lease_ms),
         ..Default::default()
     };
@@ -70,7 +80,9 @@ pub fn init_logging(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::BoundedStderr {
+            json: matches!(format, LogFormat::Json),
+        })
         .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

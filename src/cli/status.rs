@@ -105,7 +105,7 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
     } else {
         let store = Store::open(&url)
             .await
-            .with_context(|| format!("opening the store {url}"))?;
+            .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
         let pool = store.db();
         let counts = workflow_counts(pool, now)
             .await

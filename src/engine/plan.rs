@@ -607,7 +607,10 @@ impl<'a> Planner<'a> {
             m.insert("event".into(), e.template_value(tz));
         }
         let ctx = handlebars::Context::from(ctx);
-        let rendered = match self.templates.render_with(template, &ctx) {
+        let rendered = match self
+            .templates
+            .render_limited(template, &ctx, ch.kind.message_limit())
+        {
             Ok(r) => r,
             Err(e) => {
                 return Action::Skip {

@@ -95,9 +95,32 @@ pub(crate) fn check_tag(s: &str) -> Result<String, StoreError> {
     check_name("tag", s)
 }
 
+/// Longest contact id accepted, in bytes (UTF-8). Ids are keys from other
+/// systems (a CRM id, a WeCom external user id of 32 characters); a longer
+/// one is refused where it comes in (API, CLI, import, WeCom callback).
+pub const MAX_CONTACT_ID_BYTES: usize = 128;
+
+/// The reason an id is too long, quoting only its start.
+pub(crate) fn id_too_long(id: &str) -> Option<String> {
+    (id.len() > MAX_CONTACT_ID_BYTES).then(|| {
+        let mut cut = 32.min(id.len());
+        while !id.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!(
+            "contact id {:?}... is {} bytes long; at most {MAX_CONTACT_ID_BYTES} are accepted",
+            &id[..cut],
+            id.len()
+        )
+    })
+}
+
 pub(crate) fn check_id(id: &str) -> Result<(), StoreError> {
     if id.trim().is_empty() {
         return Err(StoreError::Invalid("empty contact id".into()));
+    }
+    if let Some(reason) = id_too_long(id) {
+        return Err(StoreError::Invalid(reason));
     }
     if id.chars().any(char::is_control) {
         return Err(StoreError::Invalid(format!(

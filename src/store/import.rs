@@ -16,6 +16,11 @@
 //!   id already seen earlier in the file) is reported with its line number
 //!   (the line where the record starts; quoted fields may span lines) and
 //!   skipped; every good row is imported.
+//! - A quoted field that is never closed, or that runs over more than
+//!   [`MAX_RECORD_LINES`] lines, is a bad row at the line where its record
+//!   starts, and reading resumes on the next line: one stray `"` used to
+//!   swallow every row after it into one field. So the rows counted always
+//!   add up to new + updated + unchanged + bad.
 //! - Importing the same file again changes nothing and logs nothing.
 //!
 //! Speed: one thread parses while another writes batches of [`BATCH_ROWS`]
@@ -25,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -233,6 +238,9 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
                 if s.chars().any(char::is_control) {
                     return Err(format!("id {s:?} contains a control character"));
                 }
+                if let Some(reason) = super::contacts::id_too_long(s) {
+                    return Err(reason);
+                }
                 row.id = s.to_string();
             }
             Col::Name => row.name = opt(s),
@@ -289,6 +297,50 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
     Ok(())
 }
 
+/// Most lines one CSV record may span (quoted fields may hold newlines: an
+/// address over a few lines). A record longer than this is taken for a
+/// quote that was never closed.
+pub const MAX_RECORD_LINES: u64 = 100;
+
+/// Whether the raw bytes of one record end inside a quoted field (RFC 4180,
+/// as the csv crate reads it: a `"` opens quotes only at the start of a
+/// field, `""` inside quotes is a quote).
+fn ends_in_quotes(raw: &[u8]) -> bool {
+    let mut in_quotes = false;
+    let mut field_start = true;
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if in_quotes {
+            if b == b'"' {
+                if raw.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            }
+        } else if b == b'"' && field_start {
+            in_quotes = true;
+            field_start = false;
+        } else {
+            field_start = matches!(b, b',' | b'\n' | b'\r');
+        }
+        i += 1;
+    }
+    in_quotes
+}
+
+/// The raw bytes `start..end` of the file, read again (for the rare record
+/// that spans lines).
+fn raw_range(file: &mut File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.by_ref()
+        .take(end.saturating_sub(start))
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// What the parsing thread hands to the writer.
 struct Batch {
     rows: Vec<Row>,
@@ -309,6 +361,8 @@ fn parse_file(path: &Path, tx: &mpsc::Sender<Result<Batch, StoreError>>) -> Resu
         .flexible(true)
         .buffer_capacity(1 << 20)
         .from_reader(BufReader::with_capacity(1 << 20, file));
+    // A second handle re-reads the records that span lines.
+    let mut again = File::open(path).map_err(io)?;
     let mut rec = csv::ByteRecord::new();
     let csv_err = |e: csv::Error| StoreError::BadFile {
         path: path.display().to_string(),
@@ -348,6 +402,39 @@ fn parse_file(path: &Path, tx: &mpsc::Sender<Result<Batch, StoreError>>) -> Resu
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         batch.records += 1;
+        let end = reader.position().clone();
+        if let Some(start) = rec.position().cloned()
+            && end.line() > start.line() + 1
+        {
+            // The record spans lines: a quoted field with newlines, or a
+            // quote that was never closed and swallowed the rows after it.
+            let raw = raw_range(&mut again, start.byte(), end.byte()).map_err(io)?;
+            let lines = end.line() - start.line();
+            let unclosed = ends_in_quotes(&raw);
+            if unclosed || lines > MAX_RECORD_LINES {
+                batch.bad.push(BadRow {
+                    line,
+                    reason: if unclosed {
+                        "a quoted field starting on this line is never closed; \
+                         close it with \" (a quote inside a quoted field is written \"\")"
+                            .into()
+                    } else {
+                        format!(
+                            "a quoted field starting on this line runs over {lines} lines \
+                             (at most {MAX_RECORD_LINES}); is a closing \" missing?"
+                        )
+                    },
+                });
+                // Resume on the line after the record's first line.
+                let nl = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+                let mut next = csv::Position::new();
+                next.set_byte(start.byte() + nl as u64 + 1)
+                    .set_line(start.line() + 1)
+                    .set_record(start.record() + 1);
+                reader.seek(next).map_err(csv_err)?;
+                continue;
+            }
+        }
         let mut row = Row::default();
         match parse_row(&header, &rec, &mut row) {
             Ok(()) => match seen.get(row.id.as_str()) {

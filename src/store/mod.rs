@@ -19,6 +19,7 @@ use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 mod bulk;
 pub mod contacts;
 pub mod import;
+pub mod outbox;
 pub mod plan_reads;
 pub mod status;
 pub mod wecom;
@@ -60,6 +61,23 @@ pub enum StoreError {
     BadFile { path: String, message: String },
     #[error("store error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The write probe failed: the store answers but cannot take a write.
+    #[error("the store {url} cannot be written: {source}")]
+    NotWritable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The SQLite file this store opened is no longer at its path.
+    #[error(
+        "the store file {path} is gone (deleted or moved away while in use); writes would be lost"
+    )]
+    Gone { path: String },
+    /// Another file now sits at the path of the SQLite file this store opened.
+    #[error(
+        "the store file {path} was replaced by another file while in use; writes would go to the old one"
+    )]
+    Replaced { path: String },
 }
 
 pub use crate::audience::sql::Dialect;
@@ -79,10 +97,49 @@ pub struct Store {
     dialect: Dialect,
     sqlite: Option<SqlitePool>,
     url: String,
+    /// The SQLite file opened, and its identity then (`None` in memory and
+    /// on PostgreSQL).
+    file: Option<FileIdentity>,
+    /// The queue API writes wait in on SQLite (one at a time, first come
+    /// first served); `None` on PostgreSQL, which has row locks.
+    write_queue: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+/// A file's path and (device, inode) when it was opened: the same path with
+/// another identity is another file.
+#[derive(Debug, Clone)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &std::path::Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
 }
 
 /// How long a connection waits for SQLite's write lock before giving up.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// It must cover the longest write transaction of a daemon (a scheduler
+/// batch over many contacts takes seconds), so that API, CLI and import
+/// writes queue behind it rather than fail with "database is locked".
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections of the SQLite pool every query goes through. SQLite writes
+/// one at a time, but each of the daemon's tasks (scheduler, delivery claim
+/// and outcomes, WeCom poller, tag sync, the API's one queued writer,
+/// `/healthz`) holds one, and the scheduler reads on a second connection
+/// while it holds the write lock: with four, a burst of API writes could
+/// take the rest and leave the scheduler waiting for a connection while
+/// they waited for its lock (30 s stalls until the pool gave up).
+pub const SQLITE_CONNECTIONS: u32 = 12;
 
 /// Connections per daemon to PostgreSQL: the scheduler, the delivery claim
 /// and writer, the API and a scan can each hold one. Three daemons use 30 of
@@ -124,8 +181,9 @@ impl Store {
         } else {
             given.to_string()
         };
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(open_err)?
+        let options = SqliteConnectOptions::from_str(&url).map_err(open_err)?;
+        let path = options.get_filename().to_path_buf();
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -138,6 +196,7 @@ impl Store {
             // handoff per row.
             .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
+            .after_release(|conn, _| Box::pin(release_clean(conn)))
             .max_connections(if memory { 1 } else { 4 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
@@ -164,7 +223,8 @@ impl Store {
         // per-connection pragmas are set again here (WAL is a property of the
         // file, set above).
         let db = AnyPoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
+            .after_release(|conn, _| Box::pin(release_clean(conn)))
+            .max_connections(if memory { 1 } else { SQLITE_CONNECTIONS })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
                 None
@@ -176,7 +236,7 @@ impl Store {
                     use sqlx::Executor;
                     conn.execute(
                         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                         PRAGMA busy_timeout = 5000; PRAGMA temp_store = memory; \
+                         PRAGMA busy_timeout = 60000; PRAGMA temp_store = memory; \
                          PRAGMA cache_size = -65536",
                     )
                     .await?;
@@ -186,11 +246,21 @@ impl Store {
             .connect(&url)
             .await
             .map_err(open_err)?;
+        let file = if memory {
+            None
+        } else {
+            Some(FileIdentity::of(&path).map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?)
+        };
         Ok(Store {
             db,
             dialect: Dialect::Sqlite,
             sqlite: Some(pool),
             url: given.to_string(),
+            file,
+            write_queue: Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
         })
     }
 
@@ -213,6 +283,7 @@ impl Store {
             let _ = conn.close().await;
         }
         let db = AnyPoolOptions::new()
+            .after_release(|conn, _| Box::pin(release_clean(conn)))
             .max_connections(PG_CONNECTIONS)
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(600)))
@@ -225,6 +296,8 @@ impl Store {
             dialect: Dialect::Postgres,
             sqlite: None,
             url: url.to_string(),
+            file: None,
+            write_queue: None,
         })
     }
 
@@ -255,6 +328,56 @@ impl Store {
         begin(&self.db, self.dialect).await
     }
 
+    /// Waits for this process's turn to write, on SQLite: the API's writers
+    /// queue here in order, so that at most one of them holds a connection
+    /// while it waits for SQLite's write lock. A hundred concurrent requests
+    /// used to take every connection of the pool and spin in SQLite's busy
+    /// handler (which is not fair) until some gave up with "database is
+    /// locked". Hold the permit until the write is committed. `None` (no
+    /// wait) on PostgreSQL.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let q = self.write_queue.clone()?;
+        q.acquire_owned().await.ok()
+    }
+
+    /// Whether the SQLite file opened is still the file at its path (always
+    /// true on PostgreSQL and in memory). A deleted store keeps working
+    /// through the open file handles, and everything written to it is lost
+    /// at the last close; a replaced one splits the data between two files.
+    pub fn check_same_file(&self) -> Result<(), StoreError> {
+        let Some(f) = &self.file else {
+            return Ok(());
+        };
+        let path = f.path.display().to_string();
+        match FileIdentity::of(&f.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Gone { path }),
+            Err(source) => Err(StoreError::Io { path, source }),
+            Ok(now) if (now.dev, now.ino) != (f.dev, f.ino) => Err(StoreError::Replaced { path }),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Checks that the store is the file it opened and takes a write: a
+    /// committed update of one row of `health_probe`. `/healthz` and the
+    /// daemon's start run it; a read-only or full store fails it.
+    pub async fn check_writable(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check_same_file()?;
+        let not_writable = |source| StoreError::NotWritable {
+            url: redact(&self.url),
+            source,
+        };
+        let mut tx = self.begin().await.map_err(not_writable)?;
+        sqlx::query(
+            "INSERT INTO health_probe (id, at) VALUES ('probe', $1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(to_ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(not_writable)?;
+        tx.commit().await.map_err(not_writable)
+    }
+
     /// Closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.db.close().await;
@@ -262,6 +385,27 @@ impl Store {
             p.close().await;
         }
     }
+}
+
+/// Decides whether a connection goes back to the pool: only when no
+/// transaction is open on it.
+///
+/// SQLite ends a transaction by itself on some errors (`SQLITE_FULL`,
+/// `SQLITE_IOERR`, ...). sqlx still counts it open, its `ROLLBACK` on drop
+/// then fails ("no transaction is active"), and the connection used to go
+/// back to the pool at transaction depth 1: every later `BEGIN IMMEDIATE` on
+/// it failed with "attempted to call begin_with at non-zero transaction
+/// depth" until a restart (a brief disk-full wedged the daemon). The ping
+/// first lets the rollback queued by the dropped transaction run, so the
+/// depth read after it is the real one; a connection still in a transaction
+/// is closed and the pool opens a fresh one when it needs it.
+async fn release_clean<C: Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a store connection left inside a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// [`Store::begin`] for code that holds only the pool and the dialect.
@@ -303,18 +447,53 @@ impl Dialect {
     }
 }
 
-/// The URL without its password, for error messages.
+/// Query parameters of a database URL whose values are secrets.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "pass",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "token",
+    "access_token",
+    "auth_token",
+    "api_key",
+    "apikey",
+];
+
+/// The URL with its credentials masked, for anything shown to a person
+/// (errors, logs, `status`): the password of `scheme://user:PASSWORD@host`
+/// and the values of `password=`-like query parameters become `***`.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
+                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Milliseconds since the Unix epoch, as the store keeps time.

@@ -96,7 +96,7 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
 fn template_error_line(e: &TemplateError) -> Option<u32> {
     match e {
         TemplateError::MissingVariable { line, .. } | TemplateError::Render { line, .. } => *line,
-        TemplateError::NotFound(_) => None,
+        TemplateError::NotFound(_) | TemplateError::TooLong { .. } => None,
     }
 }
 

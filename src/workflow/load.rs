@@ -86,6 +86,13 @@ pub fn load_str(path: &Path, src: &str) -> (Option<LoadedWorkflow>, Vec<Diagnost
     let (node, diags) = yaml::parse(path, src);
     let mut r = Reader::new(path);
     r.diags = diags;
+    if let Some(d) = node
+        .as_ref()
+        .and_then(|n| super::limits::check_size(path, n))
+    {
+        r.diags.push(d);
+        return (None, r.diags);
+    }
     let wf = node.and_then(|n| read_workflow(&mut r, &n, path));
     (wf, r.diags)
 }

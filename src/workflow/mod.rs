@@ -6,6 +6,7 @@
 //! `schema` describes the file format as JSON Schema for editors.
 
 pub mod check;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod schema;

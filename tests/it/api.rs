@@ -41,6 +41,9 @@ impl Api {
             token: token.map(str::to_string),
             wake: wake.clone(),
             project: None,
+            channel_names: Some(Arc::new(|| {
+                ["sms", "email", "wecom"].map(String::from).to_vec()
+            })),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -462,6 +465,19 @@ async fn tags_events_and_unsubscribe_reach_the_store() {
     assert!(error_of(&v).contains("nobody"), "{v}");
     assert_eq!(api.count("SELECT count(*) FROM events").await, 2);
 
+    // A channel that is not in the settings is refused (it would be an
+    // opt-out that does nothing), with a suggestion.
+    for (ch, hint) in [
+        ("SMS", "did you mean \"sms\"?"),
+        ("pigeon", "channels: sms, email, wecom"),
+    ] {
+        let (s, v) = api
+            .post_json("/v1/contacts/c1/unsubscribe", json!({"channel": ch}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{ch}: {v}");
+        assert!(error_of(&v).contains(hint), "{ch}: {v}");
+    }
+    assert_eq!(api.count("SELECT count(*) FROM contact_opt_outs").await, 0);
     // Unsubscribe from one channel, then from all (an empty body).
     let (s, v) = api
         .post_json("/v1/contacts/c1/unsubscribe", json!({"channel": "sms"}))
@@ -562,5 +578,23 @@ async fn healthz_and_metrics() {
     let (s, v) = answer(r).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!error_of(&v).is_empty());
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn contact_ids_are_capped_at_128_bytes() {
+    let api = Api::start(Some(TOKEN)).await;
+    let ok = "x".repeat(128);
+    let (s, _) = api.post_json("/v1/contacts", json!({"id": ok})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // 43 three-byte characters: 129 bytes.
+    let long = "客".repeat(43);
+    let (s, v) = api.post_json("/v1/contacts", json!({"id": long})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        error_of(&v).contains("is 129 bytes long; at most 128 are accepted"),
+        "{v}"
+    );
+    assert_eq!(api.count("SELECT count(*) FROM contacts").await, 1);
     api.stop().await;
 }

@@ -335,6 +335,62 @@ async fn dead_letters_after_max_attempts_with_the_providers_reason() {
     assert_eq!(rx.count(), 3, "no try after the cap");
 }
 
+/// With the defaults, an outage is ridden out by time: twelve failures in a
+/// row (more than the old limit of 8 attempts, which dead-lettered
+/// everything about 68 s into an outage) and the message still goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_outlast_an_outage_by_default() {
+    let env = env().await;
+    let rx = Receiver::start(script::fail_first(12, 503)).await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let defaults = DeliveryOptions::default();
+    assert_eq!(defaults.retry_for, Duration::from_secs(24 * 3600));
+    assert_eq!(defaults.max_attempts, u32::MAX);
+    let opts = DeliveryOptions {
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        ..fast_options()
+    };
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
+    let row = env.wait_status("m1", "sent", T).await;
+    w.stop().await;
+    assert_eq!(row.attempts, 13);
+    assert_eq!(rx.count(), 13);
+}
+
+/// Retries end when `retry_for` has passed since the first failure, however
+/// many tries that took; the reason says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_end_by_time_not_by_count() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::status(503).body("down"))).await;
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let opts = DeliveryOptions {
+        retry_for: Duration::from_millis(1_500),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..fast_options()
+    };
+    let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
+    let row = env.wait_status("m1", "dead", T).await;
+    w.stop().await;
+    let reqs = rx.requests();
+    let span = reqs[reqs.len() - 1].at.duration_since(reqs[0].at);
+    assert!(
+        span >= Duration::from_millis(1_500),
+        "gave up after {span:?}"
+    );
+    assert!(row.attempts > 3, "{}", row.attempts);
+    let err = row.last_error.unwrap();
+    assert!(
+        err.starts_with(&format!("gave up after {} tries over 1s", row.attempts))
+            && err.contains("503"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_is_permanent_and_tried_once() {
     let env = env().await;

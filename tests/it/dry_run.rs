@@ -354,6 +354,36 @@ fn strict_templates_skip_instead_of_sending_hi_comma() {
 }
 
 #[test]
+fn a_message_over_the_channels_limit_is_a_skip_with_a_reason() {
+    // Two nested `{{#each}}` over a contact's tags: 300 tags make ~90,000
+    // items, over the 64 KiB a `log` channel takes (10,000 tags rendered
+    // 100 MB before the bound).
+    let p = Project::new(SETTINGS);
+    p.write(
+        "workflows/hello.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: tags }\n",
+    )
+    .write(
+        "templates/tags.hbs",
+        "{{#each contact.tags}}{{#each ../contact.tags}}{{this}} {{/each}}{{/each}}",
+    );
+    let tags: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
+    p.import(&format!(
+        "id,name,phone,tags\nmany,Ada,+8613800000001,{}\nfew,Bo,+8613800000002,a;b\n",
+        tags.join(";")
+    ));
+    let rows = p.dry_run_jsonl(&["--at", "2026-11-10T10:00:00+08:00"]);
+    assert_eq!(ids_of(&rows, "send"), BTreeSet::from(["few".to_string()]));
+    let r = rows.iter().find(|r| r["contact_id"] == "many").unwrap();
+    assert_eq!(r["action"], "skip");
+    assert_eq!(
+        r["reason"],
+        "template_error: message is over the channel's limit of 65536 bytes in template \"tags\"",
+        "{r}"
+    );
+}
+
+#[test]
 fn round_robin_spreads_new_contacts_evenly_and_shows_the_real_pick() {
     let p = Project::new(SETTINGS);
     p.write(
@@ -504,6 +534,43 @@ fn dry_run_changes_nothing_in_the_store() {
             .success();
     }
     assert_eq!(snapshot(), before);
+}
+
+#[test]
+fn csv_output_neutralises_formulas_but_keeps_phone_numbers() {
+    let p = Project::new(SETTINGS);
+    p.write(
+        "workflows/hello.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hello }\n",
+    )
+    .write("templates/hello.hbs", "{{contact.name}}");
+    p.import(
+        "id,name,phone\n\
+         evil,\"=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\",+8613800000001\n\
+         at,@SUM(A1),+8613800000002\n",
+    );
+    let out = p
+        .cmd()
+        .args([
+            "dry-run",
+            "--at",
+            "2026-11-10T10:00:00+08:00",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut r = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers = r.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let body = &row[col("body")];
+        assert!(body.starts_with("'=") || body.starts_with("'@"), "{body}");
+        assert!(row[col("to")].starts_with("+86138"), "{row:?}");
+    }
 }
 
 #[test]

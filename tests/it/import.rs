@@ -274,3 +274,84 @@ fn a_file_without_an_id_column_is_refused() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
 }
+
+/// One stray quote used to swallow every row after it into one field (990 of
+/// 1,000 rows not imported, and a summary saying every other row was).
+#[tokio::test]
+async fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,name,city\n");
+    for i in 1..=1000 {
+        match i {
+            // Line 11: a stray quote (the next quote in the file, on line
+            // 501, would close it).
+            10 => csv.push_str("c0010,\"Broken,Shanghai\n"),
+            // Line 501: a legal quoted field over three lines.
+            500 => csv.push_str("c0500,\"Multi\nline\nname\",Hangzhou\n"),
+            _ => csv.push_str(&format!("c{i:04},Name {i},Beijing\n")),
+        }
+    }
+    // Line 1004: a contact id of 200 bytes, too long.
+    csv.push_str(&format!("{},Long,x\n", "i".repeat(200)));
+    // A quote closed only 200 lines later is taken for an unclosed one too.
+    csv.push_str("late,\"Opened here,x\n");
+    for i in 0..200 {
+        csv.push_str(&format!("l{i:03},Later {i},Shenzhen\n"));
+    }
+    csv.push_str("end,closed\",x\n");
+    // Line 1206: a quote never closed before the end of the file.
+    csv.push_str("tail,\"never closed\nt1,a,b\nt2,a,b\nt3,a,b\n");
+    let path = dir.path().join("quote.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let shown = path.display();
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:11: a quoted field starting on this line runs over 491 lines"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:1005: a quoted field starting on this line runs over 202 lines"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{shown}:1207: a quoted field starting on this line is never closed"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{shown}:1004: contact id \"iiii"))
+            && stderr.contains("is 200 bytes long; at most 128"),
+        "{stderr}"
+    );
+    // 999 + 200 + `end` + 3 good rows, 4 bad: they add up to every row read.
+    assert!(
+        stdout.contains("imported 1,207 rows")
+            && stdout.contains("1,203 new, 0 updated, 0 unchanged, 4 bad"),
+        "{stdout}"
+    );
+    let pool = pool(dir.path()).await;
+    let n: i64 = scalar(&pool, "SELECT count(*) FROM contacts").await;
+    assert_eq!(n, 1203);
+    assert_eq!(
+        scalar::<String>(&pool, "SELECT name FROM contacts WHERE id = 'c0500'").await,
+        "Multi\nline\nname"
+    );
+    let n: i64 = scalar(
+        &pool,
+        "SELECT count(*) FROM contacts WHERE id IN ('c0011', 'c1000', 'l199', 't3')",
+    )
+    .await;
+    assert_eq!(n, 4);
+}

@@ -396,6 +396,8 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["completions"],
         &["graph"],
         &["console"],
+        &["outbox"],
+        &["outbox", "requeue"],
     ];
     let help = |args: &[&str]| {
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))

@@ -137,3 +137,195 @@ fn an_unreachable_postgresql_is_a_clear_error_without_the_password() {
     );
     assert!(!err.contains("s3cret"), "the password was shown: {err}");
 }
+
+/// A transaction that the database ended by itself (SQLite does on
+/// `SQLITE_FULL`, `SQLITE_IOERR`, ...) must not leave its connection in the
+/// pool believing it is still inside it: that wedged every later write with
+/// "attempted to call begin_with at non-zero transaction depth".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_database_ended_by_itself_leaves_the_pool_clean() {
+    let (store, _dir) = store().await;
+    sqlx::query("CREATE TABLE t (x TEXT)")
+        .execute(store.db())
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES ('lost')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // Ends the transaction behind sqlx's back, as SQLite does on an error.
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        drop(tx);
+    }
+    // Every connection of the pool begins and commits cleanly.
+    let mut txs = Vec::new();
+    for i in 0..4 {
+        let mut tx = store
+            .begin()
+            .await
+            .unwrap_or_else(|e| panic!("begin {i}: {e}"));
+        sqlx::query("INSERT INTO t (x) VALUES ('kept')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        txs.push(tx);
+        if store.dialect() == Dialect::Sqlite {
+            // One writer at a time on SQLite.
+            txs.pop().unwrap().commit().await.unwrap();
+        }
+    }
+    for tx in txs {
+        tx.commit().await.unwrap();
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE x = 'kept'")
+        .fetch_one(store.db())
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+}
+
+/// A real "database or disk is full" (SQLite's `max_page_count` makes the
+/// file full at its current size): the failed write is reported, and once
+/// there is room again every write succeeds without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_recover_by_themselves_after_the_disk_was_full() {
+    if support::db::on_postgres() {
+        return; // SQLite's own page limit; PostgreSQL has no per-connection equivalent.
+    }
+    let (store, _dir) = store().await;
+    let db = store.db();
+    sqlx::query("CREATE TABLE t (x BLOB)")
+        .execute(db)
+        .await
+        .unwrap();
+    // Hold every connection of the pool and make each one's file "full".
+    let pool_size = nurture::store::SQLITE_CONNECTIONS as usize;
+    let mut conns = Vec::new();
+    for _ in 0..pool_size {
+        let mut c = db.acquire().await.unwrap();
+        sqlx::query("PRAGMA max_page_count = 1")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        conns.push(c);
+    }
+    drop(conns);
+    // Writes fail while the connections are full (SQLite ends each of
+    // those transactions by itself; the pool then closes the connection
+    // rather than reuse it). The pool may open a fresh, unlimited connection
+    // once some are closed: a write on it succeeds, which ends this phase.
+    let mut failures = 0;
+    for _ in 0..pool_size {
+        let mut tx = match store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => panic!("begin after {failures} failed writes: {e}"),
+        };
+        let r = sqlx::query("INSERT INTO t (x) VALUES (zeroblob(100000))")
+            .execute(&mut *tx)
+            .await;
+        let err = match r {
+            Ok(_) => match tx.commit().await {
+                Ok(()) => break,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("full"), "{err}");
+        failures += 1;
+    }
+    assert!(failures >= 1, "no write failed on a full store");
+    // Room again: every connection (whichever the pool hands out) can write.
+    let mut conns = Vec::new();
+    for _ in 0..pool_size {
+        let mut c = db.acquire().await.unwrap();
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        conns.push(c);
+    }
+    drop(conns);
+    for i in 0..8 {
+        let mut tx = store
+            .begin()
+            .await
+            .unwrap_or_else(|e| panic!("begin {i} after the disk has room: {e}"));
+        sqlx::query("INSERT INTO t (x) VALUES (zeroblob(100))")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// Every command that opens the store, run against one that cannot be
+/// reached: none shows the password, in the URL's user part or its query.
+#[test]
+fn no_command_shows_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        "timezone: UTC\nchannels:\n  console: { kind: log }\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(dir.path().join("templates/hi.hbs"), "hi").unwrap();
+    let commands: [&[&str]; 6] = [
+        &["run", "--listen", "127.0.0.1:0"],
+        &["status"],
+        &["dry-run"],
+        &["history", "--contact", "c1"],
+        &["channels", "test", "console", "--to", "c1"],
+        &["contacts", "add", "c1"],
+    ];
+    for args in commands {
+        let out = assert_cmd::Command::cargo_bin("nurture")
+            .unwrap()
+            .current_dir(dir.path())
+            .env(
+                "NURTURE_DATABASE",
+                "postgres://nurture:s3cret@127.0.0.1:1/nurture?sslmode=disable&password=s3cret2",
+            )
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(
+            !all.contains("s3cret"),
+            "{args:?} showed the password: {all}"
+        );
+        assert!(
+            all.contains("postgres://nurture:***@127.0.0.1:1/nurture?sslmode=disable&password=***"),
+            "{args:?}: {all}"
+        );
+    }
+}
+
+#[test]
+fn redact_masks_user_passwords_and_secret_parameters() {
+    use nurture::store::redact;
+    for (url, shown) in [
+        ("postgres://u:p@h/db", "postgres://u:***@h/db"),
+        (
+            "postgres://u:p@ss:w@rd@h:5432/db",
+            "postgres://u:***@h:5432/db",
+        ),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        (
+            "postgres://h/db?user=u&Password=p",
+            "postgres://h/db?user=u&Password=***",
+        ),
+        ("sqlite://nurture.db?mode=ro", "sqlite://nurture.db?mode=ro"),
+        ("sqlite://nurture.db", "sqlite://nurture.db"),
+    ] {
+        assert_eq!(redact(url), shown, "{url}");
+    }
+}

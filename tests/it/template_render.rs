@@ -213,3 +213,102 @@ fn templates_are_send_sync_and_clone() {
     let ctx = handlebars::Context::from(ctx());
     assert_eq!(t.clone().render_with("t", &ctx).unwrap().body, "Hi Ada");
 }
+
+/// `n` nested `{{#if}}` blocks around one variable.
+fn nested_ifs(n: usize) -> String {
+    format!(
+        "{}{{{{contact.name}}}}{}",
+        "{{#if contact.name}}".repeat(n),
+        "{{/if}}".repeat(n)
+    )
+}
+
+#[test]
+fn deep_nesting_is_refused_at_compile_with_its_position() {
+    // 5,000 levels used to overflow the stack in handlebars' compiler (every
+    // command aborted); 1,200 compiled and overflowed the daemon's render.
+    for n in [5_000, 1_200, 33] {
+        let src = format!("Hello\n{}", nested_ifs(n));
+        let err = Templates::from_sources([("deep", src.as_str())]).unwrap_err();
+        assert!(err.message.contains("nested more than 32 deep"), "{err:?}");
+        // The 33rd `{{#if` of line 2: columns count from 1, each tag is 20 wide.
+        assert_eq!((err.pos.line, err.pos.col), (2, 32 * 20 + 1), "{n}");
+    }
+    // 32 levels are fine and render.
+    let t = Templates::from_sources([("ok", nested_ifs(32))]).unwrap();
+    assert_eq!(t.render("ok", &ctx()).unwrap().body, "Ada");
+}
+
+#[test]
+fn else_if_chains_and_subexpressions_count_as_nesting() {
+    let chain = format!(
+        "{{{{#if contact.x}}}}{}x{{{{/if}}}}",
+        "{{else if contact.y}}".repeat(40)
+    );
+    let err = Templates::from_sources([("chain", chain.as_str())]).unwrap_err();
+    assert!(err.message.contains("nested more than 32 deep"), "{err:?}");
+    let parens = format!(
+        "{{{{default {}contact.name{} \"x\"}}}}",
+        "(default ".repeat(20),
+        " \"y\")".repeat(20)
+    );
+    let err = Templates::from_sources([("parens", parens.as_str())]).unwrap_err();
+    assert!(err.message.contains("subexpressions are nested"), "{err:?}");
+    // Siblings do not add up: 100 blocks one after another are one level.
+    let siblings = "{{#if contact.name}}a{{else if contact.n}}b{{else}}c{{/if}}".repeat(100);
+    Templates::from_sources([("siblings", siblings.as_str())]).unwrap();
+}
+
+#[test]
+fn rendered_output_is_bounded_and_over_the_limit_is_an_error() {
+    use nurture::template::MessageLimit;
+    // Two nested `{{#each}}` over 10,000 tags: 100 million items, hundreds of
+    // megabytes if rendered; stopped at the bound instead.
+    let tags: Vec<String> = (0..10_000).map(|i| format!("tag{i:05}")).collect();
+    let data = json!({"contact": {"name": "Ada", "tags": tags}});
+    let t = one("{{#each contact.tags}}{{#each ../contact.tags}}{{this}},{{/each}}{{/each}}");
+    let started = std::time::Instant::now();
+    let err = t.render("t", &data).unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::TooLong { limit, .. } if limit == "1048576 bytes"),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // A channel's own limit, counted in characters or bytes.
+    let t = one("{{contact.name}}，您好！");
+    let hb = handlebars::Context::from(ctx());
+    assert_eq!(
+        t.render_limited("t", &hb, MessageLimit::Chars(7))
+            .unwrap()
+            .body,
+        "Ada，您好！"
+    );
+    let err = t
+        .render_limited("t", &hb, MessageLimit::Chars(6))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "message is over the channel's limit of 6 characters in template \"t\""
+    );
+    assert!(matches!(
+        t.render_limited("t", &hb, MessageLimit::Bytes(14)),
+        Err(TemplateError::TooLong { .. })
+    ));
+}
+
+#[test]
+fn log_helper_is_refused() {
+    // `{{log}}` wrote contact data into the daemon's log at every render.
+    for src in [
+        "Hi {{log contact.phone}}",
+        "{{#if contact.name}}\n  {{log contact}}{{/if}}",
+    ] {
+        let err = Templates::from_sources([("t", src)]).unwrap_err();
+        assert!(
+            err.message.contains("{{log}} is disabled"),
+            "{src}: {err:?}"
+        );
+    }
+    let err = Templates::from_sources([("t", "a\n  {{log \"x\"}}")]).unwrap_err();
+    assert_eq!((err.pos.line, err.pos.col), (2, 3));
+}

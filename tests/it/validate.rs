@@ -262,6 +262,67 @@ fn template_that_does_not_compile() {
 }
 
 #[test]
+fn deeply_nested_template_is_a_positioned_error_not_a_crash() {
+    // 5,000 nested blocks used to abort `validate` itself with a stack overflow.
+    let dir = project(&[("workflows/winback-vip.yaml", WINBACK)]);
+    let deep = format!(
+        "Hi\n{}x{}\n",
+        "{{#if contact.name}}".repeat(5_000),
+        "{{/if}}".repeat(5_000)
+    );
+    write(dir.path(), "templates/winback.hbs", &deep);
+    let (code, _, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("templates/winback.hbs:2:641: "), "{err}");
+    assert!(err.contains("nested more than 32 deep"), "{err}");
+}
+
+/// Under 500 bytes of aliases that expand to 1,000 `tag` conditions (one
+/// more level makes 10,000; each used to be evaluated for every contact at
+/// every tick).
+const ALIAS_BOMB: &str = "trigger: { contact_created: {} }
+x:
+  a: &a [{tag: t1}, {tag: t2}, {tag: t3}, {tag: t4}, {tag: t5}, {tag: t6}, {tag: t7}, {tag: t8}, {tag: t9}, {tag: t10}]
+  b: &b [{any: *a}, {any: *a}, {any: *a}, {any: *a}, {any: *a}, {any: *a}, {any: *a}, {any: *a}, {any: *a}, {any: *a}]
+  c: &c [{all: *b}, {all: *b}, {all: *b}, {all: *b}, {all: *b}, {all: *b}, {all: *b}, {all: *b}, {all: *b}, {all: *b}]
+audience: { any: *c }
+steps:
+  - send: { channel: console, template: winback }
+";
+
+#[test]
+fn a_workflow_that_aliases_expand_past_the_cap_is_refused_where_it_grows() {
+    let dir = project(&[("workflows/bomb.yaml", ALIAS_BOMB)]);
+    let (code, _, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    // The report points at the key that holds the most, and suggests a fix.
+    assert!(
+        err.contains("workflows/bomb.yaml:2:1: ") && err.contains("at most 2000 are accepted"),
+        "{err}"
+    );
+    assert!(err.contains("split the workflow"), "{err}");
+    // Under the cap the same shape is fine: one level less.
+    let small: String = ALIAS_BOMB
+        .lines()
+        .filter(|l| !l.contains("c: &c"))
+        .map(|l| format!("{}\n", l.replace("*c", "*b")))
+        .collect();
+    let dir = project(&[("workflows/small.yaml", &small)]);
+    let (code, _, err) = validate(dir.path(), &[]);
+    assert!(!err.contains("at most 2000"), "{err}");
+    let _ = code;
+}
+
+#[test]
+fn a_cron_that_never_fires_is_refused() {
+    let wf = WINBACK.replace("check: \"0 9 * * *\"", "check: \"0 9 30 2 *\"");
+    assert_ne!(wf, WINBACK);
+    let err = problems(&wf);
+    assert!(err.contains("workflows/w.yaml:5:"), "{err}");
+    assert!(err.contains("\"0 9 30 2 *\" never fires"), "{err}");
+}
+
+#[test]
 fn yaml_syntax_error() {
     let wf = WINBACK.replace("  - wait: 3d", "   - wait: 3d");
     insta::assert_snapshot!(problems(&wf));

@@ -898,6 +898,7 @@ fn in_process() -> &'static InProcess {
                 token: Some("t".into()),
                 wake: wake.clone(),
                 project: None,
+                channel_names: None,
             };
             let cb = CallbackState {
                 store,
@@ -966,6 +967,50 @@ proptest! {
         let st = s.post(&q, sealed_body.into_bytes());
         prop_assert_eq!(st, 200, "inner {:?}", inner);
     }
+}
+
+/// A genuinely signed event whose timestamp is more than 10 minutes from
+/// the clock (a captured request replayed later) is refused; within the
+/// window it is accepted.
+#[test]
+fn events_with_a_stale_timestamp_are_refused() {
+    let s = in_process();
+    let c = crypto();
+    let inner = "<xml><Event>change_external_tag</Event><ChangeType>create</ChangeType></xml>";
+    let now = chrono::Utc::now().timestamp();
+    for (age, want) in [
+        (-11 * 60, 403),
+        (11 * 60, 403),
+        (5 * 60, 200),
+        (-5 * 60, 200),
+    ] {
+        let enc = c.encrypt_with_random(inner, [age as u8; 16]);
+        let ts = (now - age).to_string();
+        let nonce = format!("stale{age}");
+        let sig = c.signature(&ts, &nonce, &enc);
+        let body = format!("<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>");
+        let st = s.post(
+            &[
+                ("msg_signature", &sig),
+                ("timestamp", &ts),
+                ("nonce", &nonce),
+            ],
+            body.into_bytes(),
+        );
+        assert_eq!(st, want, "timestamp {age} s old");
+    }
+    let enc = c.encrypt_with_random(inner, [1; 16]);
+    let sig = c.signature("not-a-number", "n", &enc);
+    let body = format!("<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>");
+    let st = s.post(
+        &[
+            ("msg_signature", &sig),
+            ("timestamp", "not-a-number"),
+            ("nonce", "n"),
+        ],
+        body.into_bytes(),
+    );
+    assert_eq!(st, 403);
 }
 
 /// An existing contact added again (by another salesperson, with a new

@@ -308,6 +308,29 @@ fn open(
     Err(reject(StatusCode::UNAUTHORIZED, "bad msg_signature"))
 }
 
+/// How far an event's signed `timestamp` may be from the clock. A captured
+/// request replayed later is refused on top of the event dedupe (which only
+/// knows events it has stored); WeCom signs each delivery afresh.
+pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
+
+/// Refuses an event whose signed timestamp is outside the window (403).
+fn fresh(timestamp: &str, now: chrono::DateTime<Utc>) -> Result<(), Reject> {
+    let ok = timestamp
+        .parse::<i64>()
+        .is_ok_and(|t| (now.timestamp() - t).abs() <= TIMESTAMP_WINDOW_SECS);
+    if ok {
+        return Ok(());
+    }
+    tracing::warn!(
+        timestamp,
+        "WeCom callback rejected: the signed timestamp is more than 10 minutes from the clock"
+    );
+    Err(reject(
+        StatusCode::FORBIDDEN,
+        "stale or invalid timestamp (more than 10 minutes from the server's clock)",
+    ))
+}
+
 /// `GET`: the URL check. Replies with the decrypted `echostr` only.
 async fn url_check(
     State(st): State<CallbackState>,
@@ -502,6 +525,9 @@ async fn event(
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
+    if let Err(r) = fresh(&s.timestamp, Utc::now()) {
+        return r.into_response();
+    }
     let ev = InnerEvent::parse(&xml);
     let change = st.settings.with(|s| ev.change(s, &channel));
     if change == ContactChange::Record {
