@@ -289,7 +289,9 @@ pub fn channel_of<'s>(way: &ContactWay, settings: &'s Settings) -> Option<&'s st
         Some(c) => settings
             .channels
             .get(&c.value)
-            .filter(|c| c.kind == ChannelKind::Wecom)
+            // A `log` channel may stand in for WeCom (the quick start's
+            // preview); `nurture wecom sync` only pushes to `wecom` ones.
+            .filter(|c| matches!(c.kind, ChannelKind::Wecom | ChannelKind::Log))
             .map(|c| c.name.as_str()),
         None => {
             let mut w = settings
