@@ -11,6 +11,7 @@ pub mod channels;
 pub mod cli;
 pub mod console;
 pub mod contact;
+pub mod contact_ways;
 pub mod csv_safe;
 pub mod daemon;
 pub mod diagnostics;

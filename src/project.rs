@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
+use crate::contact_ways::{self, ContactWay};
 use crate::diagnostics::{self, Diagnostic};
 use crate::settings::Settings;
 use crate::template::Templates;
@@ -21,6 +22,9 @@ pub struct Project {
     /// them. See [`Project::enabled_workflows`].
     pub workflows: Vec<Workflow>,
     pub templates: Templates,
+    /// `contact_ways/NAME.yaml`. A code with `welcome:` also has its
+    /// workflow (`contact-way:NAME`) in `workflows`.
+    pub contact_ways: Vec<ContactWay>,
 }
 
 /// Everything found while loading, valid or not: what `validate` reports.
@@ -34,6 +38,8 @@ pub struct LoadReport {
     /// Every `*.yaml`/`*.yml` file in the workflows folder, sorted.
     pub workflow_files: Vec<PathBuf>,
     pub templates: Templates,
+    /// `contact_ways/NAME.yaml` files that could be read.
+    pub contact_ways: Vec<ContactWay>,
     /// Every problem in every file, sorted by file, line and column.
     pub diagnostics: Vec<Diagnostic>,
     /// Warnings (`validate` prints them and still exits 0).
@@ -48,11 +54,21 @@ impl LoadReport {
     /// The project, when there are no problems.
     pub fn into_project(self) -> Result<Project, Vec<Diagnostic>> {
         match self.settings {
-            Some(settings) if self.diagnostics.is_empty() => Ok(Project {
-                settings,
-                workflows: self.workflows.into_iter().map(|l| l.workflow).collect(),
-                templates: self.templates,
-            }),
+            Some(settings) if self.diagnostics.is_empty() => {
+                let mut workflows: Vec<Workflow> =
+                    self.workflows.into_iter().map(|l| l.workflow).collect();
+                workflows.extend(
+                    self.contact_ways
+                        .iter()
+                        .filter_map(|w| contact_ways::welcome_workflow(w, &settings)),
+                );
+                Ok(Project {
+                    settings,
+                    workflows,
+                    templates: self.templates,
+                    contact_ways: self.contact_ways,
+                })
+            }
             _ => Err(self.diagnostics),
         }
     }
@@ -114,6 +130,8 @@ impl Project {
         }
         let (templates, d) = Templates::load(&folders.templates_dir);
         diags.extend(d);
+        let (ways, d) = contact_ways::load_dir(&folders.root.join(contact_ways::DIR));
+        diags.extend(d);
         if let Some(s) = &settings {
             let names = template_files(&s.templates_dir);
             let cx = CheckContext {
@@ -123,6 +141,8 @@ impl Project {
                 now,
             };
             diags.extend(check_project(&cx, &workflows));
+            diags.extend(contact_ways::check(&ways, s, &templates));
+            diags.extend(check_via(&ways, &workflows));
         }
         let (mut warnings, mut diags): (Vec<Diagnostic>, Vec<Diagnostic>) =
             diags.into_iter().partition(Diagnostic::is_warning);
@@ -133,6 +153,7 @@ impl Project {
             workflows,
             workflow_files: files,
             templates,
+            contact_ways: ways,
             diagnostics: diags,
             warnings,
         }
@@ -164,6 +185,30 @@ impl Project {
     pub fn template_names(&self) -> BTreeSet<String> {
         self.templates.names().map(str::to_string).collect()
     }
+}
+
+/// `contact_created: { via: NAME }` must name a contact way.
+pub fn check_via(ways: &[ContactWay], workflows: &[LoadedWorkflow]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for l in workflows {
+        if let crate::workflow::model::Trigger::ContactCreated { via: Some(v) } =
+            &l.workflow.trigger
+            && !ways.iter().any(|w| w.name == v.value)
+        {
+            out.push(
+                Diagnostic::new(
+                    &l.workflow.file,
+                    v.pos,
+                    format!(
+                        "no contact way \"{}\" (contact_ways/{}.yaml)",
+                        v.value, v.value
+                    ),
+                )
+                .did_you_mean(&v.value, ways.iter().map(|w| w.name.as_str())),
+            );
+        }
+    }
+    out
 }
 
 /// Prints diagnostics to stderr and the closing `N problems in M files` line.

@@ -89,6 +89,9 @@ pub struct Running {
     workflows: BTreeMap<PathBuf, RunningWorkflow>,
     /// Rejected edits by file, so that one keeps the time it was first seen.
     rejected: HashMap<PathBuf, Rejected>,
+    /// `contact_ways/`: the last valid set, and the hash of its files.
+    contact_ways: Vec<crate::contact_ways::ContactWay>,
+    contact_ways_hash: String,
 }
 
 impl Running {
@@ -98,6 +101,10 @@ impl Running {
         out.insert((
             self.settings_file.clone(),
             self.settings_version.hash.clone(),
+        ));
+        out.insert((
+            PathBuf::from(crate::contact_ways::DIR),
+            self.contact_ways_hash.clone(),
         ));
         for t in self.templates.values() {
             out.insert((t.file.clone(), t.version.hash.clone()));
@@ -289,6 +296,31 @@ pub fn reload(
     if settings_changed {
         loaded.insert(0, config.to_path_buf());
     }
+    let templates = compile(a.templates.iter());
+    // Contact ways: the folder as a whole; a broken edit keeps the last
+    // valid set (logged; `nurture validate` names the problem).
+    let ways_dir = settings.root.join(crate::contact_ways::DIR);
+    let mut ways_bytes = Vec::new();
+    for f in crate::contact_ways::files(&ways_dir) {
+        ways_bytes.extend(f.to_string_lossy().as_bytes());
+        ways_bytes.extend(std::fs::read(&f).unwrap_or_default());
+    }
+    let contact_ways_hash = short_hash(&ways_bytes);
+    let contact_ways = match prev.filter(|p| p.contact_ways_hash == contact_ways_hash) {
+        Some(p) => p.contact_ways.clone(),
+        None => {
+            let (ways, mut d) = crate::contact_ways::load_dir(&ways_dir);
+            d.extend(crate::contact_ways::check(&ways, &settings, &templates));
+            if d.is_empty() {
+                ways
+            } else {
+                for x in &d {
+                    tracing::error!(problem = %x.headline(), "contact_ways: edit rejected; the last valid contact ways keep running");
+                }
+                prev.map(|p| p.contact_ways.clone()).unwrap_or_default()
+            }
+        }
+    };
     let running = Running {
         settings: settings.clone(),
         settings_file: config.to_path_buf(),
@@ -296,16 +328,25 @@ pub fn reload(
         templates: a.templates,
         workflows: a.workflows,
         rejected,
+        contact_ways: contact_ways.clone(),
+        contact_ways_hash,
     };
     let changed = prev.is_none_or(|p| p.versions() != running.versions());
+    let mut workflows: Vec<crate::workflow::Workflow> = running
+        .workflows
+        .values()
+        .map(|w| w.loaded.workflow.clone())
+        .collect();
+    workflows.extend(
+        contact_ways
+            .iter()
+            .filter_map(|w| crate::contact_ways::welcome_workflow(w, &settings)),
+    );
     let project = Project {
         settings,
-        workflows: running
-            .workflows
-            .values()
-            .map(|w| w.loaded.workflow.clone())
-            .collect(),
-        templates: compile(running.templates.iter()),
+        workflows,
+        templates,
+        contact_ways,
     };
     Ok(Reload {
         running,

@@ -26,6 +26,21 @@ pub enum WecomCommand {
     SyncRelationships(SyncArgs),
     /// Find the customers of staff who left (get_unassigned_list): logs wecom_staff_left on each, once.
     Resigned(SyncArgs),
+    /// Push contact_ways/*.yaml to WeCom (add_contact_way/update_contact_way) and print each QR code; codes whose file is gone are deleted once a --dry-run listed them.
+    #[command(after_help = "Examples:
+  nurture wecom sync --dry-run     # what would change; lists codes whose file is gone
+  nurture wecom sync               # creates, updates, deletes what the dry-run listed")]
+    Sync(ContactWaySyncArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ContactWaySyncArgs {
+    /// The wecom channel (default: every wecom channel that has codes).
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+    /// Call nothing: print what would change, and mark codes whose file is gone as listed for deletion.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -39,6 +54,7 @@ pub async fn run(config: &Path, cmd: WecomCommand) -> CliResult {
     match cmd {
         WecomCommand::SyncRelationships(args) => sync(config, args).await,
         WecomCommand::Resigned(args) => resigned(config, args).await,
+        WecomCommand::Sync(args) => contact_ways(config, args).await,
     }
 }
 
@@ -158,5 +174,87 @@ async fn sync(config: &Path, args: SyncArgs) -> CliResult {
                 s.relationships
             )))
         }
+    }
+}
+
+async fn contact_ways(config: &Path, args: ContactWaySyncArgs) -> CliResult {
+    use crate::channels::wecom::contact_way::{self, Action};
+    let project = Project::load_or_report(config)?;
+    let settings = &project.settings;
+    let names: Vec<String> = match &args.channel {
+        Some(_) => vec![channel_name(settings, args.channel.as_ref())?],
+        None => settings
+            .channels
+            .values()
+            .filter(|c| c.kind == ChannelKind::Wecom)
+            .map(|c| c.name.clone())
+            .collect(),
+    };
+    if names.is_empty() {
+        return Err(Failure::Input("the settings have no wecom channel".into()));
+    }
+    let url = settings.database_url();
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {url}"))?;
+    let now = chrono::Utc::now();
+    let mut failed = None;
+    for name in names {
+        let cs = &settings.channels[&name];
+        let env = |k: &str| std::env::var(k).ok();
+        let built = crate::channels::build::wecom_config(cs, settings, &env)
+            .and_then(|c| c.api())
+            .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")));
+        let api = match built {
+            Ok(a) => a,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
+        let (lines, error) = match contact_way::sync(
+            &api,
+            &store,
+            &project,
+            &name,
+            args.dry_run,
+            false,
+            now,
+        )
+        .await
+        {
+            Ok(l) => (l, None),
+            Err((l, e)) => (l, Some(e)),
+        };
+        for l in &lines {
+            let members = l.members.join(", ");
+            let what = match (&l.action, args.dry_run) {
+                (Action::Create, true) => format!("would create (members {members}: {})", l.why),
+                (Action::Create, false) => format!("created (members {members}: {})", l.why),
+                (Action::Update, true) => format!("would update (members {members}: {})", l.why),
+                (Action::Update, false) => format!("updated (members {members}: {})", l.why),
+                (Action::Recreate, true) => format!("would delete and create again: one member <-> several changes WeCom's type (members {members})"),
+                (Action::Recreate, false) => format!("deleted and created again (members {members}): print the new QR code"),
+                (Action::Unchanged, _) => format!("unchanged (members {members}: {})", l.why),
+                (Action::Delete, true) => "would delete: its file is gone (listed: nurture wecom sync deletes it)".into(),
+                (Action::Delete, false) => "deleted: its file is gone".into(),
+                (Action::DeletePending, _) => "its file is gone: run nurture wecom sync --dry-run to review, then sync deletes it".into(),
+                (Action::NoMembers, _) => format!("not pushed: nobody can be on the code now ({})", l.why),
+            };
+            println!("wecom {name}: {} {what}", l.name);
+            if let Some(qr) = &l.qr_code
+                && !matches!(l.action, Action::Delete)
+            {
+                println!("  QR code: {qr}");
+            }
+        }
+        if let Some(e) = error {
+            failed = Some(format!("wecom {name}: {e}"));
+        }
+    }
+    store.close().await;
+    match failed {
+        Some(e) => Err(Failure::Other(anyhow::anyhow!(e))),
+        None => Ok(()),
     }
 }

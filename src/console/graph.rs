@@ -237,7 +237,7 @@ pub fn graph(wf: &Workflow) -> Graph {
 
 fn trigger(t: &Trigger) -> String {
     match t {
-        Trigger::ContactCreated => "contact created".into(),
+        Trigger::ContactCreated { .. } => "contact created".into(),
         Trigger::TagAdded { tag } => format!("tag added: {tag}"),
         Trigger::Inactive { quiet_for, check } => {
             format!("inactive {quiet_for} (check {})", check.source())

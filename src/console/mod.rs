@@ -367,6 +367,7 @@ mod tests {
             settings: crate::settings::Settings::defaults(dir),
             workflows: Vec::new(),
             templates: Default::default(),
+            contact_ways: Vec::new(),
         };
         let (_tx, rx) = watch::channel(Arc::new(project));
         let st = ConsoleState {

@@ -73,7 +73,7 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
     }
     // Trigger.
     let trigger_ok = match &wf.trigger {
-        Trigger::ContactCreated => {
+        Trigger::ContactCreated { .. } => {
             let ok = input.pending_triggers > 0;
             let _ = writeln!(
                 out,

@@ -21,6 +21,17 @@ use relationships::FollowUser;
 pub const ATTR_STAFF: &str = "wecom_staff_userid";
 pub const ATTR_STATE: &str = "wecom_state";
 pub const ATTR_DELETED_BY: &str = "wecom_deleted_by";
+/// The contact-way code (`contact_ways/NAME.yaml`) of the latest add.
+pub const ATTR_ACQUISITION: &str = "acquisition_channel";
+
+/// The contact-way code a customer was added through (its `State`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// The code's name (its file name, and its `state`).
+    pub name: String,
+    /// The code's `tags:`, added to the contact.
+    pub tags: Vec<String>,
+}
 
 /// Event names recorded for deleted relationships: `del_external_contact`
 /// (the staff member deleted the customer) and `del_follow_user` (the
@@ -72,6 +83,8 @@ pub enum ContactChange {
         owner: Option<String>,
         state: Option<String>,
         welcome_code: Option<String>,
+        /// The contact-way code whose `state` the event carries, if any.
+        via: Option<Via>,
     },
     /// `edit_external_contact`: touch the contact and, when the staff member
     /// is known, queue a tag sync (see [`tags`]) on `channel`.
@@ -154,6 +167,7 @@ impl Store {
                 owner,
                 state,
                 welcome_code,
+                via,
             } => {
                 added(
                     &mut tx,
@@ -163,6 +177,7 @@ impl Store {
                     owner.as_deref(),
                     state.as_deref(),
                     welcome_code.as_deref(),
+                    via.as_ref(),
                     to_ms(at),
                     to_ms(now),
                 )
@@ -287,6 +302,7 @@ async fn added(
     owner: Option<&str>,
     state: Option<&str>,
     welcome_code: Option<&str>,
+    via: Option<&Via>,
     at: i64,
     now: i64,
 ) -> Result<Applied, StoreError> {
@@ -310,6 +326,9 @@ async fn added(
     if let Some(s) = state {
         attrs.insert(ATTR_STATE.into(), Value::from(s));
     }
+    if let Some(v) = via {
+        attrs.insert(ATTR_ACQUISITION.into(), Value::from(v.name.as_str()));
+    }
     let input = ContactInput {
         id: id.clone(),
         wecom_external_userid: Some(external_userid.to_string()),
@@ -327,15 +346,41 @@ async fn added(
         // takes the log's advisory lock so rows become visible in seq order.
         let sql = match dialect {
             Dialect::Sqlite => {
-                "INSERT INTO event_log (kind, contact_id, at) VALUES ('contact_created', $1, $2)"
+                "INSERT INTO event_log (kind, contact_id, name, at) VALUES ('contact_created', $1, $2, $3)"
             }
-            Dialect::Postgres => "SELECT nurture_log('contact_created', $1, NULL, NULL, $2)",
+            Dialect::Postgres => "SELECT nurture_log('contact_created', $1, $2, NULL, $3)",
         };
         sqlx::query(sql)
             .bind(&id)
+            .bind(via.map(|v| v.name.as_str()))
             .bind(now)
             .execute(&mut *conn)
             .await?;
+    } else if let Some(v) = via {
+        // The INSERT trigger logged the creation without a name: the
+        // code's name is what `contact_created: { via: NAME }` matches.
+        sqlx::query(
+            "UPDATE event_log SET name = $1 WHERE seq = (SELECT max(seq) FROM event_log \
+             WHERE kind = 'contact_created' AND contact_id = $2)",
+        )
+        .bind(&v.name)
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(v) = via {
+        // The code's tags (the contact_tags trigger logs tag_added).
+        for tag in &v.tags {
+            sqlx::query(
+                "INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&id)
+            .bind(tag)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     if let Some(code) = welcome_code {
         sqlx::query(
@@ -513,6 +558,7 @@ mod tests {
             owner: owner.map(Into::into),
             state: Some("qr1".into()),
             welcome_code: code.map(Into::into),
+            via: None,
         }
     }
 

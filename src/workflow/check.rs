@@ -203,7 +203,7 @@ fn sample_event(
                 .insert("tag".into(), Value::String(tag.clone()));
             Some((e, false))
         }
-        Trigger::ContactCreated => {
+        Trigger::ContactCreated { .. } => {
             e.name = "contact_created".into();
             Some((e, false))
         }

@@ -173,7 +173,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             enabled,
             // A placeholder when the trigger is wrong (already reported), so
             // that the project checks still look at the rest of the file.
-            trigger: trigger.unwrap_or(Trigger::ContactCreated),
+            trigger: trigger.unwrap_or(Trigger::ContactCreated { via: None }),
             audience,
             entry,
             steps,
@@ -247,10 +247,14 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
     let (k, v) = one_kind(r, node, TRIGGER_KINDS, "trigger")?;
     match k.scalar_text().unwrap_or("") {
         "contact_created" => {
+            let mut via = None;
             if !v.is_null() {
-                r.fields(v, "contact_created", &[])?;
+                let f = r.fields(v, "contact_created", &["via"])?;
+                if let Some(n) = f.get("via") {
+                    via = Some(Located::new(r.string(n, "via")?, n.pos));
+                }
             }
-            Some(Trigger::ContactCreated)
+            Some(Trigger::ContactCreated { via })
         }
         "staff_left" => {
             if !v.is_null() {

@@ -54,7 +54,11 @@ pub const STAFF_LEFT_EVENT: &str = "wecom_staff_left";
 
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    ContactCreated,
+    /// A contact is created (or added again on WeCom); with `via`, only
+    /// through that contact-way code (`contact_ways/NAME.yaml`).
+    ContactCreated {
+        via: Option<Located<String>>,
+    },
     TagAdded {
         tag: String,
     },
@@ -79,7 +83,7 @@ pub enum Trigger {
 impl Trigger {
     pub fn kind(&self) -> &'static str {
         match self {
-            Trigger::ContactCreated => "contact_created",
+            Trigger::ContactCreated { .. } => "contact_created",
             Trigger::TagAdded { .. } => "tag_added",
             Trigger::Inactive { .. } => "inactive",
             Trigger::Event { .. } => "event",
@@ -90,7 +94,9 @@ impl Trigger {
     /// The event-log entries that fire it: (kind, name).
     pub fn log_match(&self) -> Option<(&'static str, Option<&str>)> {
         match self {
-            Trigger::ContactCreated => Some(("contact_created", None)),
+            Trigger::ContactCreated { via } => {
+                Some(("contact_created", via.as_ref().map(|v| v.value.as_str())))
+            }
             Trigger::TagAdded { tag } => Some(("tag_added", Some(tag))),
             Trigger::Event { name } => Some(("event", Some(name))),
             Trigger::StaffLeft => Some(("event", Some(STAFF_LEFT_EVENT))),

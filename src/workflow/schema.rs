@@ -62,8 +62,8 @@ struct WorkflowFile {
 #[derive(JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Trigger {
-    /// A contact is added to the store (API, import, or another system). Write `contact_created: {}`.
-    ContactCreated(Option<Empty>),
+    /// A contact is added to the store (API, import, WeCom, or another system). Write `contact_created: {}`, or `contact_created: { via: NAME }` for customers added through the contact-way code `contact_ways/NAME.yaml`.
+    ContactCreated(Option<ContactCreated>),
     /// Tag `tag` is added to a contact that did not have it.
     TagAdded(TagAdded),
     /// At each `check` tick, for contacts quiet for longer than `for`; once per quiet spell.
@@ -79,6 +79,13 @@ enum Trigger {
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ContactCreated {
+    /// Only customers added through this contact-way code (the file name of `contact_ways/NAME.yaml`; WeCom's `State`).
+    via: Option<String>,
+}
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -35,4 +35,5 @@ mod validate;
 mod validate_channels;
 mod wecom_callback;
 mod wecom_channel;
+mod wecom_contact_ways;
 mod wecom_crypto;

@@ -49,7 +49,7 @@ const AES_KEY: &str = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 const PATH: &str = "/v1/wecom/callback";
 
 /// The env the daemon gets (besides the API token the support sets).
-fn env() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn env() -> Vec<(&'static str, &'static str)> {
     vec![
         ("WECOM_CORP_ID", CORP_ID),
         ("WECOM_SECRET", SECRET),
@@ -60,7 +60,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
 
 /// A wecom channel on `base_url` with the callback, and a team whose
 /// salesperson s1 is WeCom user `zhangsan`.
-fn settings(base_url: &str, callback: bool) -> String {
+pub(crate) fn settings(base_url: &str, callback: bool) -> String {
     let cb = if callback {
         ", token_env: WECOM_CB_TOKEN, aes_key_env: WECOM_CB_AES_KEY"
     } else {
@@ -79,19 +79,19 @@ teams:
     )
 }
 
-fn crypto() -> WecomCrypto {
+pub(crate) fn crypto() -> WecomCrypto {
     WecomCrypto::new(CB_TOKEN, AES_KEY, CORP_ID).unwrap()
 }
 
 /// `nurture run` with the WeCom env vars (the support's `Daemon` takes no env).
-struct Running {
+pub(crate) struct Running {
     child: Child,
     addr: std::net::SocketAddr,
     client: reqwest::Client,
 }
 
 impl Running {
-    fn start(p: &Project, env: &[(&str, &str)]) -> Running {
+    pub(crate) fn start(p: &Project, env: &[(&str, &str)]) -> Running {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -163,14 +163,14 @@ impl Running {
     }
 
     /// Encrypts and signs `inner` as WeCom would and POSTs it.
-    async fn post_event(&self, c: &WecomCrypto, inner: &str, seed: u8) -> (u16, String) {
+    pub(crate) async fn post_event(&self, c: &WecomCrypto, inner: &str, seed: u8) -> (u16, String) {
         let (query, body) = sealed(c, inner, seed);
         let q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, _, text) = self.post_raw(&q, body.into_bytes()).await;
         (status, text)
     }
 
-    fn stop(mut self, p: &Project) {
+    pub(crate) fn stop(mut self, p: &Project) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -232,7 +232,13 @@ fn sealed(c: &WecomCrypto, inner: &str, seed: u8) -> (Vec<(&'static str, String)
 }
 
 /// A decrypted `change_external_contact` event.
-fn contact_event(change: &str, user: &str, ext: &str, create_time: i64, extra: &str) -> String {
+pub(crate) fn contact_event(
+    change: &str,
+    user: &str,
+    ext: &str,
+    create_time: i64,
+    extra: &str,
+) -> String {
     format!(
         "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
          <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
@@ -1229,6 +1235,7 @@ impl SyncSetup {
             owner: None,
             state: None,
             welcome_code: None,
+            via: None,
         };
         self.apply("add_external_contact", user, ext, ct, added)
             .await;

@@ -102,9 +102,10 @@ use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 
 use crate::api::wecom_crypto::{CryptoError, extract_encrypt, xml_field};
+use crate::contact_ways::ContactWay;
 use crate::project::Project;
 use crate::settings::Settings;
-use crate::store::wecom::{CallbackKey, ContactChange, DeletedBy};
+use crate::store::wecom::{CallbackKey, ContactChange, DeletedBy, Via};
 use crate::store::{Store, StoreError};
 
 pub mod settings;
@@ -133,6 +134,14 @@ impl SettingsSource {
         match self {
             SettingsSource::Fixed(s) => f(s),
             SettingsSource::Project(rx) => f(&rx.borrow().settings),
+        }
+    }
+
+    /// The project's contact-way codes (none with fixed settings).
+    fn contact_ways(&self) -> Vec<ContactWay> {
+        match self {
+            SettingsSource::Fixed(_) => Vec::new(),
+            SettingsSource::Project(rx) => rx.borrow().contact_ways.clone(),
         }
     }
 }
@@ -445,7 +454,9 @@ impl InnerEvent {
 
     /// What the event does to a contact; `channel` is the wecom channel
     /// whose callback settings opened it (a tag sync uses its token).
-    pub fn change(&self, settings: &Settings, channel: &str) -> ContactChange {
+    /// `ways`: the project's contact-way codes (a `State` naming one makes
+    /// the add an add through that code).
+    pub fn change(&self, settings: &Settings, ways: &[ContactWay], channel: &str) -> ContactChange {
         let has_ids = !self.external_userid.is_empty() && !self.user_id.is_empty();
         match (self.event.as_str(), self.change_type.as_str()) {
             ("change_external_contact", "add_external_contact" | "add_half_external_contact")
@@ -457,6 +468,14 @@ impl InnerEvent {
                     owner: salesperson_of(settings, &self.user_id),
                     state: self.state.clone(),
                     welcome_code: self.welcome_code.clone(),
+                    via: self
+                        .state
+                        .as_deref()
+                        .and_then(|st| ways.iter().find(|w| w.name == st))
+                        .map(|w| Via {
+                            name: w.name.clone(),
+                            tags: w.tags.clone(),
+                        }),
                 }
             }
             ("change_external_contact", "edit_external_contact")
@@ -529,7 +548,8 @@ async fn event(
         return r.into_response();
     }
     let ev = InnerEvent::parse(&xml);
-    let change = st.settings.with(|s| ev.change(s, &channel));
+    let ways = st.settings.contact_ways();
+    let change = st.settings.with(|s| ev.change(s, &ways, &channel));
     if change == ContactChange::Record {
         match ev.event.as_str() {
             "change_external_tag" => tracing::info!(
@@ -614,13 +634,14 @@ mod tests {
             }],
         );
         assert_eq!(
-            ev.change(&s, "wecom"),
+            ev.change(&s, &[], "wecom"),
             ContactChange::Added {
                 external_userid: "woAJ2G".into(),
                 staff_userid: "zhangsan".into(),
                 owner: Some("sp-zhang".into()),
                 state: Some("qr".into()),
                 welcome_code: Some("WC".into()),
+                via: None,
             }
         );
         assert_eq!(
@@ -631,19 +652,19 @@ mod tests {
         let ev = InnerEvent::parse(
             &xml.replace("<ExternalUserID><![CDATA[woAJ2G]]></ExternalUserID>", ""),
         );
-        assert_eq!(ev.change(&s, "wecom"), ContactChange::Record);
+        assert_eq!(ev.change(&s, &[], "wecom"), ContactChange::Record);
         let tag = InnerEvent::parse(
             "<xml><Event>change_external_tag</Event><Id>etXX</Id><TagType>tag</TagType><ChangeType>delete</ChangeType><CreateTime>5</CreateTime></xml>",
         );
         assert_eq!(tag.tag_id, "etXX");
-        assert_eq!(tag.change(&s, "wecom"), ContactChange::Record);
+        assert_eq!(tag.change(&s, &[], "wecom"), ContactChange::Record);
         // An edit names the staff member and the channel for the tag sync.
         let edit = InnerEvent::parse(
             "<xml><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType>\
              <UserID>zhangsan</UserID><ExternalUserID>wmE</ExternalUserID><CreateTime>7</CreateTime></xml>",
         );
         assert_eq!(
-            edit.change(&s, "corp-a"),
+            edit.change(&s, &[], "corp-a"),
             ContactChange::Edited {
                 external_userid: "wmE".into(),
                 staff_userid: "zhangsan".into(),

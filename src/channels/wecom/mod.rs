@@ -40,6 +40,7 @@ use crate::store::wecom::relationships::{self, Relationship};
 
 pub mod api;
 pub mod contact_tags;
+pub mod contact_way;
 pub mod errcode;
 pub mod follow_sync;
 pub mod pacing;

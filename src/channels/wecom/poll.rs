@@ -179,6 +179,33 @@ pub async fn run(
                         "wecom: get_unassigned_list failed; trying again in a day"),
                 }
             }
+            // Members on the contact-way codes follow caps and online hours.
+            let project_now = built_for.clone().expect("built above");
+            if !project_now.contact_ways.is_empty() {
+                match super::contact_way::sync(
+                    &p.api,
+                    &store,
+                    &project_now,
+                    &p.config.name,
+                    false,
+                    true,
+                    chrono::Utc::now(),
+                )
+                .await
+                {
+                    Ok(lines) => {
+                        for l in lines
+                            .iter()
+                            .filter(|l| l.action == super::contact_way::Action::Update)
+                        {
+                            tracing::info!(channel = %p.config.name, code = %l.name, members = %l.members.join(","),
+                            why = %l.why, "wecom: contact-way members updated");
+                        }
+                    }
+                    Err((_, e)) => tracing::warn!(channel = %p.config.name, error = %e,
+                        "wecom: contact-way members not updated; trying again next round"),
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

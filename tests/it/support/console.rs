@@ -9,13 +9,17 @@ use super::daemon::{Daemon, Project};
 /// The read-only console token the quick-start project names.
 pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
-pub const WORKFLOWS: [&str; 6] = [
+/// The quick start's workflows as loaded: the files, then the built-in
+/// welcome of each contact-way code.
+pub const WORKFLOWS: [&str; 8] = [
+    "douyin-followup",
     "monthly-newsletter",
     "purchase-followup",
     "trial-nurture",
     "vip-upgrade",
     "welcome-wecom",
     "winback-30d",
+    "contact-way:douyin-0618",
 ];
 
 fn repo(p: &str) -> std::path::PathBuf {
@@ -36,7 +40,8 @@ pub async fn quick_start(rows: usize) -> (Project, Daemon) {
         // No quiet hours: the test's messages go out whatever the hour.
         .replace("quiet_hours: { start: \"21:00\", end: \"09:00\" }", "");
     let p = Project::new(&settings);
-    for dir in ["workflows", "templates"] {
+    std::fs::create_dir_all(p.path("contact_ways")).unwrap();
+    for dir in ["workflows", "templates", "contact_ways"] {
         for e in std::fs::read_dir(repo(dir)).unwrap() {
             let e = e.unwrap();
             std::fs::copy(

@@ -89,6 +89,9 @@ pub const REMIND_GROUPMSG_SEND: &str = "/cgi-bin/externalcontact/remind_groupmsg
 pub const GET_UNASSIGNED_LIST: &str = "/cgi-bin/externalcontact/get_unassigned_list";
 pub const RESIGNED_TRANSFER_CUSTOMER: &str = "/cgi-bin/externalcontact/resigned/transfer_customer";
 pub const RESIGNED_TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/resigned/transfer_result";
+pub const ADD_CONTACT_WAY: &str = "/cgi-bin/externalcontact/add_contact_way";
+pub const UPDATE_CONTACT_WAY: &str = "/cgi-bin/externalcontact/update_contact_way";
+pub const DEL_CONTACT_WAY: &str = "/cgi-bin/externalcontact/del_contact_way";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -186,6 +189,8 @@ struct State {
     unassigned_page: usize,
     /// transfers (from, to, external_userid) made with the resigned API.
     resigned_transfers: HashSet<(String, String, String)>,
+    /// add_contact_way codes: config_id → the code (type, scene, user, state, ...).
+    contact_ways: HashMap<String, Value>,
 }
 
 /// Staff members the fake's directory has from the start.
@@ -477,6 +482,11 @@ impl WecomHandle {
         self.state.lock().unwrap().unassigned_page = n;
     }
 
+    /// The contact-way codes that exist, by config_id.
+    pub fn contact_ways(&self) -> HashMap<String, Value> {
+        self.state.lock().unwrap().contact_ways.clone()
+    }
+
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -587,6 +597,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         GET_UNASSIGNED_LIST,
         RESIGNED_TRANSFER_CUSTOMER,
         RESIGNED_TRANSFER_RESULT,
+        ADD_CONTACT_WAY,
+        UPDATE_CONTACT_WAY,
+        DEL_CONTACT_WAY,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -608,6 +621,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
     let b = &call.body;
     let text = |b: &Value| b["text"]["content"].as_str().is_some_and(|c| !c.is_empty());
     match call.path.as_str() {
+        ADD_CONTACT_WAY | UPDATE_CONTACT_WAY | DEL_CONTACT_WAY => contact_way(st, call),
         ADD_MSG_TEMPLATE => {
             let Some(sender) = b["sender"].as_str().filter(|s| !s.is_empty()) else {
                 return missing("sender");
@@ -1039,5 +1053,122 @@ fn external_contact_get(st: &mut State, call: &Call) -> Answer {
     match st.get_delay {
         Some(d) => answer.delayed(d),
         None => answer,
+    }
+}
+
+/// `add_contact_way`, `update_contact_way`, `del_contact_way` (WeCom doc
+/// 92228; WxJava `WxCpContactWayInfo`): `type` 1 (one member) or 2,
+/// `scene` 1 (mini-program) or 2 (QR code: `qr_code` in the answer),
+/// `state` and `remark` at most 30 characters, a type-1 code exactly one
+/// `user`, a type-2 code 1–100 members, every member in the directory
+/// (40003 otherwise). Unknown `config_id`: 40058 (WeCom's exact code for it
+/// is not documented). `type` and `scene` cannot be changed by an update.
+fn contact_way(st: &mut State, call: &Call) -> Answer {
+    let b = &call.body;
+    let chars = |k: &str| b[k].as_str().map_or(0, |s| s.chars().count());
+    if chars("state") > 30 {
+        return Answer::errcode(40058, "state exceeds 30 characters");
+    }
+    if chars("remark") > 30 {
+        return Answer::errcode(40058, "remark exceeds 30 characters");
+    }
+    let users = |b: &Value| -> Result<Option<Vec<String>>, Answer> {
+        match b.get("user") {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(
+                a.iter()
+                    .map(|u| {
+                        u.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| missing("user"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            )),
+            Some(_) => Err(missing("user")),
+        }
+    };
+    let check_users = |st: &State, ty: i64, users: &[String]| -> Option<Answer> {
+        if ty == 1 && users.len() != 1 {
+            return Some(Answer::errcode(
+                40058,
+                "a type 1 contact way takes exactly one user",
+            ));
+        }
+        if users.is_empty() || users.len() > 100 {
+            return Some(Answer::errcode(40058, "user must list 1 to 100 members"));
+        }
+        if let Some(u) = users
+            .iter()
+            .find(|u| !st.members.contains(&u.to_lowercase()))
+        {
+            return Some(Answer::errcode(40003, &format!("invalid userid {u}")));
+        }
+        None
+    };
+    match call.path.as_str() {
+        ADD_CONTACT_WAY => {
+            let ty = match b["type"].as_i64() {
+                Some(t @ (1 | 2)) => t,
+                _ => return missing("type"),
+            };
+            let scene = match b["scene"].as_i64() {
+                Some(s @ (1 | 2)) => s,
+                _ => return missing("scene"),
+            };
+            let us = match users(b) {
+                Ok(u) => u.unwrap_or_default(),
+                Err(a) => return a,
+            };
+            if let Some(a) = check_users(st, ty, &us) {
+                return a;
+            }
+            st.next_id += 1;
+            let config_id = format!("cw{}", st.next_id);
+            let mut code = b.clone();
+            code["config_id"] = json!(config_id);
+            let mut answer = json!({"errcode": 0, "errmsg": "ok", "config_id": config_id});
+            if scene == 2 {
+                let qr = format!("https://wework.qpic.cn/wwpic/fake/{config_id}");
+                code["qr_code"] = json!(qr);
+                answer["qr_code"] = json!(qr);
+            }
+            st.contact_ways.insert(config_id, code);
+            Answer::Json(answer)
+        }
+        UPDATE_CONTACT_WAY => {
+            let Some(id) = b["config_id"].as_str() else {
+                return missing("config_id");
+            };
+            let Some(code) = st.contact_ways.get(id).cloned() else {
+                return Answer::errcode(40058, "invalid config_id");
+            };
+            let ty = code["type"].as_i64().unwrap_or(2);
+            let us = match users(b) {
+                Ok(u) => u,
+                Err(a) => return a,
+            };
+            if let Some(us) = &us
+                && let Some(a) = check_users(st, ty, us)
+            {
+                return a;
+            }
+            let mut code = code;
+            for k in ["remark", "skip_verify", "state", "style", "user", "party"] {
+                if let Some(v) = b.get(k) {
+                    code[k] = v.clone();
+                }
+            }
+            st.contact_ways.insert(id.to_string(), code);
+            Answer::errcode(0, "ok")
+        }
+        _ => {
+            let Some(id) = b["config_id"].as_str() else {
+                return missing("config_id");
+            };
+            if st.contact_ways.remove(id).is_none() {
+                return Answer::errcode(40058, "invalid config_id");
+            }
+            Answer::errcode(0, "ok")
+        }
     }
 }
