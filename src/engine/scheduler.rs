@@ -163,7 +163,7 @@ impl Scheduler {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            self.tick(pool, project, wf, &mut planner, &mut pass)
+            self.tick(pool, project, &enabled, wf, &mut planner, &mut pass)
                 .await?;
         }
         for wf in enabled.iter().filter(|w| w.entry_existing) {
@@ -176,7 +176,7 @@ impl Scheduler {
                 .get(&wf.name)
                 .is_some_and(|s| s.existing_done_at.is_some());
             if !done {
-                self.enroll_existing(pool, wf, &mut planner, &mut pass)
+                self.enroll_existing(pool, &enabled, wf, &mut planner, &mut pass)
                     .await?;
             }
         }
@@ -253,6 +253,7 @@ impl Scheduler {
         if plan_reads::pending_log(pool, seen, 1).await?.is_empty() {
             return Ok(());
         }
+        let _turn = self.store.write_turn().await;
         let mut tx = crate::store::begin(pool, dialect)
             .await
             .context("beginning a transaction")?;
@@ -348,6 +349,7 @@ impl Scheduler {
         &self,
         pool: &AnyPool,
         project: &Project,
+        enabled: &[&Workflow],
         wf: &Workflow,
         planner: &mut Planner<'_>,
         pass: &mut Pass,
@@ -385,7 +387,7 @@ impl Scheduler {
             if !got {
                 return Ok(());
             }
-            let ran = self.run_tick(pool, wf, tick, planner, pass).await;
+            let ran = self.run_tick(pool, enabled, wf, tick, planner, pass).await;
             let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(key)
                 .execute(&mut *conn)
@@ -396,13 +398,14 @@ impl Scheduler {
             }
             return ran;
         }
-        self.run_tick(pool, wf, tick, planner, pass).await
+        self.run_tick(pool, enabled, wf, tick, planner, pass).await
     }
 
     /// Runs `tick` of `wf` unless it was taken already.
     async fn run_tick(
         &self,
         pool: &AnyPool,
+        enabled: &[&Workflow],
         wf: &Workflow,
         tick: DateTime<Utc>,
         planner: &mut Planner<'_>,
@@ -423,7 +426,14 @@ impl Scheduler {
             sources::TickDue::Run => {}
         }
         tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "cron tick");
-        self.scan(pool, wf, Scan::Trigger, planner, pass).await?;
+        if !self
+            .scan(pool, enabled, wf, Scan::Trigger, planner, pass)
+            .await?
+        {
+            // Shutting down mid-scan: the tick is not recorded, so the next
+            // start runs it again (its entry keys make that harmless).
+            return Ok(());
+        }
         take_tick(pool, wf, tick, now).await?;
         pass.plans = pass.plans.max(1);
         Ok(())
@@ -433,12 +443,18 @@ impl Scheduler {
     async fn enroll_existing(
         &self,
         pool: &AnyPool,
+        enabled: &[&Workflow],
         wf: &Workflow,
         planner: &mut Planner<'_>,
         pass: &mut Pass,
     ) -> Result<()> {
         tracing::info!(workflow = %wf.name, "entry_existing: enrolling the contacts already in the audience");
-        self.scan(pool, wf, Scan::Existing, planner, pass).await?;
+        if !self
+            .scan(pool, enabled, wf, Scan::Existing, planner, pass)
+            .await?
+        {
+            return Ok(());
+        }
         workflow_states::existing_done(pool, &wf.name, planner.now).await?;
         pass.plans = pass.plans.max(1);
         Ok(())
@@ -447,14 +463,20 @@ impl Scheduler {
     /// Scans the workflow's audience and applies the plans in batches. The
     /// blast guard sees the whole scan before the first batch: a broadcast
     /// over the limit is held as a whole, not cut off half-way.
+    ///
+    /// A big scan does not hold the rest up: after each batch, one batch of
+    /// the event log is planned (new contacts and events keep flowing while
+    /// a million-contact broadcast is planned), and a shutdown stops the scan
+    /// between batches (returns `false`: not finished).
     async fn scan(
         &self,
         pool: &AnyPool,
+        enabled: &[&Workflow],
         wf: &Workflow,
         scan: Scan,
         planner: &mut Planner<'_>,
         pass: &mut Pass,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (filter, key_of, cause) =
             sources::scan_filter(wf, planner.now, self.store.dialect(), scan)?;
         let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
@@ -477,13 +499,23 @@ impl Scheduler {
             let (recent, _) = self.guard_counts(pool, &batch, planner, None).await?;
             let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
             let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
+            // In turn with the API's writes (SQLite has one writer): a
+            // contact posted during a long scan is written between batches.
+            let turn = self.store.write_turn().await;
             let tx = crate::store::begin(pool, self.store.dialect())
                 .await
                 .context("beginning a transaction")?;
             self.commit_in(tx, planner, batch, None, &paused, pass)
                 .await?;
+            drop(turn);
+            if contacts.peek().is_some() {
+                if self.shutdown.is_cancelled() {
+                    return Ok(false);
+                }
+                self.event_log(pool, enabled, planner, pass).await?;
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Apply a batch of plans in one transaction.
@@ -498,6 +530,7 @@ impl Scheduler {
         if batch.is_empty() && cursor.is_none() {
             return Ok(());
         }
+        let _turn = self.store.write_turn().await;
         let tx = crate::store::begin(pool, self.store.dialect())
             .await
             .context("beginning a transaction")?;

@@ -177,45 +177,8 @@ impl<'a> Simulation<'a> {
         let batch = sources::plan_due_batch(self.store, due, planner).await?;
         plans += self.take(batch, planner, on_plan)?;
 
-        // 2. The event log. With no event-triggered workflow it fires
-        // nothing (the daemon only moves its cursor over it): not read.
-        let any_event_triggered = enabled.iter().any(|w| !w.trigger.is_ticked());
-        let entries = if any_event_triggered {
-            self.pending_log().await?
-        } else {
-            Vec::new()
-        };
-        if let Some(last) = entries.last() {
-            let last_store_seq = entries
-                .iter()
-                .filter(|e| e.seq <= self.cursor_limit())
-                .map(|e| e.seq)
-                .max();
-            let event_triggered: Vec<&'a Workflow> = enabled
-                .iter()
-                .copied()
-                .filter(|w| !w.trigger.is_ticked())
-                .collect();
-            let mut entered = HashSet::new();
-            let mut batch = sources::plan_log_batch(
-                self.store,
-                &event_triggered,
-                &entries,
-                planner,
-                &mut entered,
-                Some(&self.by_contact),
-            )
-            .await?;
-            let (recent, upcoming) = self.guard_counts(&batch, planner, Some(last.seq)).await?;
-            self.pause(
-                sources::guard_batch(&mut batch, planner, &recent, &upcoming),
-                planner,
-            );
-            if let Some(seq) = last_store_seq {
-                self.cursor = self.cursor.max(seq);
-            }
-            plans += self.take(batch, planner, on_plan)?.max(1);
-        }
+        // 2. The event log.
+        plans += self.log_step(&enabled, planner, on_plan).await?;
 
         // 3. Cron ticks.
         for wf in enabled.iter().copied().filter(|w| w.trigger.is_ticked()) {
@@ -235,7 +198,10 @@ impl<'a> Simulation<'a> {
                     self.report.first_sight.push((wf.name.clone(), tick));
                 }
                 TickDue::Run => {
-                    plans += self.scan(wf, Scan::Trigger, planner, on_plan).await?.max(1);
+                    plans += self
+                        .scan(&enabled, wf, Scan::Trigger, planner, on_plan)
+                        .await?
+                        .max(1);
                     self.ticks.insert(wf.name.clone(), ms(tick));
                     self.report.ticks_run.push((wf.name.clone(), tick));
                 }
@@ -253,7 +219,7 @@ impl<'a> Simulation<'a> {
                 continue;
             }
             plans += self
-                .scan(wf, Scan::Existing, planner, on_plan)
+                .scan(&enabled, wf, Scan::Existing, planner, on_plan)
                 .await?
                 .max(1);
         }
@@ -262,10 +228,62 @@ impl<'a> Simulation<'a> {
         if self.opts.all_contacts && !self.imagined {
             self.imagined = true;
             for wf in enabled.iter().copied().filter(|w| !w.trigger.is_ticked()) {
-                plans += self.scan(wf, Scan::Trigger, planner, on_plan).await?;
+                plans += self
+                    .scan(&enabled, wf, Scan::Trigger, planner, on_plan)
+                    .await?;
             }
         }
         Ok(plans)
+    }
+
+    /// One batch of the event log, as the daemon's `event_log` takes it.
+    /// With no event-triggered workflow it fires nothing (the daemon only
+    /// moves its cursor over it): not read.
+    async fn log_step<F>(
+        &mut self,
+        enabled: &[&'a Workflow],
+        planner: &mut Planner<'a>,
+        on_plan: &mut F,
+    ) -> Result<usize>
+    where
+        F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
+    {
+        if !enabled.iter().any(|w| !w.trigger.is_ticked()) {
+            return Ok(0);
+        }
+        let entries = self.pending_log().await?;
+        let Some(last) = entries.last() else {
+            return Ok(0);
+        };
+        let last_store_seq = entries
+            .iter()
+            .filter(|e| e.seq <= self.cursor_limit())
+            .map(|e| e.seq)
+            .max();
+        let event_triggered: Vec<&'a Workflow> = enabled
+            .iter()
+            .copied()
+            .filter(|w| !w.trigger.is_ticked())
+            .collect();
+        let mut entered = HashSet::new();
+        let mut batch = sources::plan_log_batch(
+            self.store,
+            &event_triggered,
+            &entries,
+            planner,
+            &mut entered,
+            Some(&self.by_contact),
+        )
+        .await?;
+        let (recent, upcoming) = self.guard_counts(&batch, planner, Some(last.seq)).await?;
+        self.pause(
+            sources::guard_batch(&mut batch, planner, &recent, &upcoming),
+            planner,
+        );
+        if let Some(seq) = last_store_seq {
+            self.cursor = self.cursor.max(seq);
+        }
+        Ok(self.take(batch, planner, on_plan)?.max(1))
     }
 
     /// The highest store sequence number (entries above it are the
@@ -382,6 +400,7 @@ impl<'a> Simulation<'a> {
     /// A scan of `wf`'s audience, planned and taken in the daemon's batches.
     async fn scan<F>(
         &mut self,
+        enabled: &[&'a Workflow],
         wf: &'a Workflow,
         scan: Scan,
         planner: &mut Planner<'a>,
@@ -399,24 +418,46 @@ impl<'a> Simulation<'a> {
             // No guard to judge the scan as a whole: plan it as it streams,
             // in the daemon's batches, without holding a million contacts.
             let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+            // One contact read ahead: a full batch is planned only once it
+            // is known whether another follows (the daemon moves the event
+            // log between batches, not after the last).
+            let mut ahead: Option<Contact> = None;
             loop {
-                let next = stream.next().await;
-                let done = next.is_none();
-                if let Some(c) = next {
-                    let c = c?;
-                    if self.may_enter(wf, &key_of, &c, planner.now) {
-                        chunk.push(c);
+                let next = match ahead.take() {
+                    Some(c) => Some(c),
+                    None => loop {
+                        match stream.next().await {
+                            None => break None,
+                            Some(c) => {
+                                let c = c?;
+                                if self.may_enter(wf, &key_of, &c, planner.now) {
+                                    break Some(c);
+                                }
+                            }
+                        }
+                    },
+                };
+                let Some(c) = next else {
+                    if !chunk.is_empty() {
+                        let batch = sources::plan_scan_chunk(
+                            self.store, wf, &mut chunk, &key_of, &cause, planner,
+                        )
+                        .await?;
+                        plans += self.take(batch, planner, on_plan)?;
                     }
-                }
-                if chunk.len() == BATCH || (done && !chunk.is_empty()) {
+                    return Ok(plans);
+                };
+                if chunk.len() == BATCH {
+                    // Another contact follows this full batch.
+                    ahead = Some(c);
                     let batch = sources::plan_scan_chunk(
                         self.store, wf, &mut chunk, &key_of, &cause, planner,
                     )
                     .await?;
                     plans += self.take(batch, planner, on_plan)?;
-                }
-                if done {
-                    return Ok(plans);
+                    plans += self.log_step(enabled, planner, on_plan).await?;
+                } else {
+                    chunk.push(c);
                 }
             }
         }
@@ -445,6 +486,10 @@ impl<'a> Simulation<'a> {
                 planner,
             );
             plans += self.take(batch, planner, on_plan)?;
+            // As the daemon: the event log moves between batches.
+            if contacts.peek().is_some() {
+                plans += self.log_step(enabled, planner, on_plan).await?;
+            }
         }
         Ok(plans)
     }

@@ -24,6 +24,7 @@ mod marketer_day;
 mod multi_daemon;
 mod no_surprises;
 mod plan_equals_daemon;
+mod scheduler_fairness;
 mod schema_file;
 mod shared_store;
 mod sms_channels;
