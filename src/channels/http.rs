@@ -39,7 +39,8 @@ pub(crate) fn http_client(timeout: Duration, max_idle: usize) -> Result<reqwest:
 }
 
 /// Sends `req` and reads a bounded prefix of the answer: the status, the
-/// `Retry-After` delay and the body. A transport error is a `Retry`.
+/// `Retry-After` delay and the body. A transport error is a `Retry` (but a
+/// body that breaks after a success status is kept as far as it came).
 pub(crate) async fn read_answer(
     req: reqwest::RequestBuilder,
     now: SystemTime,
@@ -62,6 +63,13 @@ pub(crate) async fn read_answer(
                 }
             }
             Ok(None) => break,
+            // The endpoint said yes; a broken answer body does not undo that
+            // (the caller reads what arrived: a provider whose success needs
+            // fields of the body does not find them, and retries).
+            Err(e) if status.is_success() => {
+                tracing::debug!(error = %e, "answer body unreadable after a success status");
+                break;
+            }
             Err(e) => return Err(transport_error(e)),
         }
     }

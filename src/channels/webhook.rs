@@ -19,19 +19,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::future::BoxFuture;
 use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
 
-use super::http::{http_client, transport_error, with_excerpt};
-use super::retry::parse_retry_after;
+use super::http::{http_client, read_answer, with_excerpt};
 use super::{Channel, Delivery, Exchange, OutMessage};
 
 /// The default request timeout (connect, send and read the answer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How much of an error answer's body goes into `last_error`.
-/// How much of an answer's body is read at all.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A signing secret. `Debug` never shows the bytes.
 #[derive(Clone)]
@@ -145,36 +140,10 @@ impl WebhookChannel {
         if let Some(secret) = &self.config.secret {
             req = req.header("webhook-signature", signature(secret, &msg.id, ts, &body));
         }
-        let mut resp = match req.body(body).send().await {
-            Ok(r) => r,
-            Err(e) => return transport_error(e).into(),
+        let (status, retry_after, answer) = match read_answer(req.body(body), now).await {
+            Ok(a) => a,
+            Err(d) => return d.into(),
         };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now));
-        // Read a bounded prefix of the answer.
-        let mut answer = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_BODY_BYTES.saturating_sub(answer.len());
-                    answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if answer.len() >= MAX_BODY_BYTES {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if status.is_success() => {
-                    // The endpoint said yes; a broken answer body does not undo that.
-                    tracing::debug!(error = %e, "webhook answer body unreadable");
-                    break;
-                }
-                Err(e) => return transport_error(e).into(),
-            }
-        }
         Exchange::http(classify(status, retry_after, &answer), status, &answer)
     }
 }
