@@ -15,6 +15,7 @@ pub mod history;
 pub mod run;
 pub mod schema;
 pub mod status;
+pub mod table;
 pub mod validate;
 pub mod wecom;
 
@@ -71,7 +72,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   nurture schema > schema/workflow.schema.json")]
     Schema(schema::SchemaArgs),
-    /// Per workflow: enrolled, active, waiting, done, exited, sent, failed, queued; and
+    /// Per workflow: enrolled, active, waiting, done, exited, sent, notices, failed, queued,
+    /// deferred by quiet hours; and
     /// the loaded-or-broken state of each file.
     #[command(after_help = "Examples:
   nurture status

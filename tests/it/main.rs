@@ -21,6 +21,7 @@ mod import;
 mod marketer_day;
 mod multi_daemon;
 mod no_surprises;
+mod people_output;
 mod plan_equals_daemon;
 mod schema_file;
 mod shared_store;
