@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::{CliResult, Failure};
 use crate::settings::Settings;
 use crate::store::import::thousands;
-use crate::store::{ContactInput, Store, StoreError, Upserted};
+use crate::store::{ContactInput, Encoding, ImportOptions, Store, StoreError, Upserted};
 
 #[derive(Subcommand, Debug)]
 pub enum ContactsCommand {
@@ -26,11 +26,23 @@ pub enum ContactsCommand {
     /// custom attribute. An empty cell leaves the stored value as it is.
     /// Bad rows are listed with their line numbers and skipped; the others
     /// are imported, and the command then exits 1.
+    /// Columns declared under `fields:` must hold their type (number, bool,
+    /// timestamp); times without an offset, Excel's `2026/5/1 9:00` too, are
+    /// in the settings' time zone. A GBK/GB18030 file is detected.
     #[command(after_help = "Examples:
-  nurture contacts import contacts/sample.csv")]
+  nurture contacts import contacts/sample.csv
+  nurture contacts import export.csv --dry-run
+  nurture contacts import crm-export.csv --encoding gbk")]
     Import {
         /// The CSV file.
         file: PathBuf,
+        /// The file's encoding: utf-8 or gbk (GB18030). Default: UTF-8, or
+        /// GB18030 when the file is not UTF-8 and reads as GB18030.
+        #[arg(long, value_name = "ENCODING")]
+        encoding: Option<String>,
+        /// Report what the import would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Create a contact, or update the fields given of an existing one.
     #[command(after_help = "Examples:
@@ -125,7 +137,29 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         .map_err(store_failure)?;
     let now = Utc::now();
     let result = match cmd {
-        ContactsCommand::Import { file } => import(&store, &file, now).await,
+        ContactsCommand::Import {
+            file,
+            encoding,
+            dry_run,
+        } => {
+            let encoding = encoding
+                .as_deref()
+                .map(str::parse::<Encoding>)
+                .transpose()
+                .map_err(Failure::Input);
+            match encoding {
+                Ok(encoding) => {
+                    let opts = ImportOptions {
+                        fields: settings.fields.clone(),
+                        tz: settings.timezone,
+                        encoding,
+                        dry_run,
+                    };
+                    import(&store, &file, now, &opts).await
+                }
+                Err(e) => Err(e),
+            }
+        }
         ContactsCommand::Add(a) => add(&store, a, now).await,
         ContactsCommand::Tag(a) => tag(&store, a, now).await,
         ContactsCommand::Event(a) => event(&store, a, now, settings.timezone).await,
@@ -181,7 +215,7 @@ fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Map<String, Value>, Failu
     Ok(m)
 }
 
-async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
+async fn import(store: &Store, file: &Path, now: DateTime<Utc>, opts: &ImportOptions) -> CliResult {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -193,7 +227,7 @@ async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
         bar
     });
     let report = store
-        .import_csv(file, now, |p| {
+        .import_csv_with(file, now, opts, |p| {
             if let Some(bar) = &bar {
                 bar.set_length(p.total_bytes);
                 bar.set_position(p.bytes_read);
@@ -216,7 +250,12 @@ async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
         0
     };
     println!(
-        "imported {} rows from {shown}: {} new, {} updated, {} unchanged, {} bad ({:.1} s, {} rows/s)",
+        "{} {} rows from {shown}: {} new, {} updated, {} unchanged, {} bad ({:.1} s, {} rows/s){}",
+        if opts.dry_run {
+            "would import"
+        } else {
+            "imported"
+        },
         thousands(report.rows),
         thousands(report.inserted),
         thousands(report.updated),
@@ -224,16 +263,26 @@ async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
         thousands(report.bad.len() as u64),
         secs,
         thousands(rate),
+        if opts.dry_run {
+            " — dry run: nothing was written"
+        } else {
+            ""
+        },
     );
     if report.bad.is_empty() {
         Ok(())
     } else {
         let n = report.bad.len();
         eprintln!(
-            "error: {} bad row{} {} skipped (listed above); every other row was imported",
+            "error: {} bad row{} {} skipped (listed above); every other row {}",
             thousands(n as u64),
             if n == 1 { "" } else { "s" },
             if n == 1 { "was" } else { "were" },
+            if opts.dry_run {
+                "would be imported"
+            } else {
+                "was imported"
+            },
         );
         Err(Failure::Reported)
     }

@@ -23,6 +23,7 @@ mod multi_daemon;
 mod no_surprises;
 mod people_output;
 mod plan_equals_daemon;
+mod real_exports;
 mod schema_file;
 mod shared_store;
 mod sms_channels;
