@@ -27,6 +27,32 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         }
     }
     let report = Project::load_report(config, Utc::now());
+    // A template given: the workflows that send it are checked with it.
+    if let Some(settings) = &report.settings {
+        let mut users = Vec::new();
+        for lw in &report.workflows {
+            let wf = &lw.workflow;
+            let uses = wf.all_steps().into_iter().any(|st| {
+                let name = match &st.action {
+                    crate::workflow::StepAction::Send(x) => x.template.value.as_str(),
+                    crate::workflow::StepAction::Assign(a) => match &a.notify {
+                        Some(n) => n.template_name(),
+                        None => return false,
+                    },
+                    _ => return false,
+                };
+                settings
+                    .templates_dir
+                    .join(format!("{name}.hbs"))
+                    .canonicalize()
+                    .is_ok_and(|t| wanted.contains(&t))
+            });
+            if uses && let Ok(f) = wf.file.canonicalize() {
+                users.push(f);
+            }
+        }
+        wanted.extend(users);
+    }
     let settings_file = config.canonicalize().ok();
     let selected = |d: &Diagnostic| -> bool {
         if wanted.is_empty() {

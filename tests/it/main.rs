@@ -35,6 +35,7 @@ mod template_fuzz;
 mod template_render;
 mod validate;
 mod validate_channels;
+mod validate_helps;
 mod wecom_callback;
 mod wecom_channel;
 mod wecom_crypto;
