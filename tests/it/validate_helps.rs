@@ -100,3 +100,28 @@ fn template_problems_are_at_the_template_line_and_list_the_variables() {
     assert_eq!(code, 1, "{other}");
     assert!(other.contains("no channel \"smss\""), "{other}");
 }
+
+#[test]
+fn every_problem_of_a_channel_is_reported_in_one_run() {
+    let dir = folder(&[
+        (
+            "nurture.yaml",
+            "timezone: Asia/Shanghai\nchannels:\n  sms:\n    kind: twilio\n    from: \"+15550001\"\n    account_sid_env: NURTURE_TEST_UNSET_SID\n    auth_token_env: NURTURE_TEST_UNSET_TOKEN\n    timeout: soon\n",
+        ),
+        (
+            "workflows/hello.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hi }\n",
+        ),
+        ("templates/hi.hbs", "您好"),
+    ]);
+    let (code, out) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "NURTURE_TEST_UNSET_SID (account_sid_env) is not set",
+        "NURTURE_TEST_UNSET_TOKEN (auth_token_env) is not set",
+        "timeout \"soon\"",
+    ] {
+        assert!(out.contains(want), "{want}:\n{out}");
+    }
+    insta::assert_snapshot!(out);
+}
