@@ -169,7 +169,7 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
 /// the common relays' default header lists do not. Every email an `smtp`
 /// channel sends to a contact carries them, so a channel with neither
 /// `dkim:` (nurture signs) nor `relay_signs_list_unsubscribe: true` (the
-/// operator set the relay up, see the README) gets a warning.
+/// operator set the relay up, see docs/operations.md) gets a warning.
 pub fn one_click_warnings(
     settings: &crate::settings::Settings,
 ) -> Vec<(crate::diagnostics::Pos, String)> {

@@ -1,5 +1,5 @@
 //! The console's JSON read API. Every route is a `GET` under `/v1`, part of
-//! the documented API (README, "The console"), authorised by
+//! the documented API (docs/console.md), authorised by
 //! [`super::require_reader`].
 
 use std::collections::{BTreeMap, HashMap};

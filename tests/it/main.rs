@@ -16,6 +16,7 @@ mod contacts_in_out;
 mod crash;
 mod daemon;
 mod delivery;
+mod docs_links;
 mod dry_run;
 mod fidelity;
 mod getting_started;
