@@ -111,10 +111,14 @@ impl Diagnostic {
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{num} | {text}");
             // Keep tabs as tabs so the caret lines up however the terminal shows them.
+            // A Chinese character takes two columns: two spaces under it.
             let before: String = text
                 .chars()
                 .take(self.pos.col.saturating_sub(1) as usize)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .map(|c| match c {
+                    '\t' => "\t".to_string(),
+                    c => " ".repeat(unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)),
+                })
                 .collect();
             let _ = writeln!(out, "{pad} | {before}^");
         }

@@ -77,7 +77,7 @@ pub struct BlastGuard {
 impl Default for BlastGuard {
     /// 500 per hour: more than a busy day of new WeCom contacts for one
     /// salesperson team reaches in an hour, far less than a mistaken
-    /// broadcast to a whole store. See README, "The blast guard".
+    /// broadcast to a whole store. See docs/no-surprises.md, "The blast guard".
     fn default() -> Self {
         BlastGuard {
             max: 500,

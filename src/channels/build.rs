@@ -65,7 +65,22 @@ pub fn build_registry_full(
             Ok(ch) => {
                 registry.channels.insert(name.clone(), (cs.clone(), ch));
             }
-            Err(e) => errors.push(e),
+            Err(e) => {
+                // Every problem of the channel at once, not one per run:
+                // the builder stops at its first; the others it would meet
+                // (unset variables, bad URLs and timeouts) are added.
+                let more: Vec<String> = more_problems(cs, env)
+                    .into_iter()
+                    .filter(|m| *m != e.message)
+                    .collect();
+                errors.push(e);
+                for message in more {
+                    errors.push(ChannelError {
+                        channel: cs.name.clone(),
+                        message,
+                    });
+                }
+            }
         }
     }
     if errors.is_empty() {
@@ -73,6 +88,39 @@ pub fn build_registry_full(
     } else {
         Err(errors)
     }
+}
+
+/// The problems of a channel's options that can be told without building
+/// it: every `*_env` variable unset or empty, a URL or a timeout that does
+/// not parse. (The WeCom callback's `token_env` and `aes_key_env` are
+/// checked with the callback's settings.)
+fn more_problems(cs: &ChannelSettings, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, v) in &cs.options {
+        let var = v.value.as_str();
+        if key.ends_with("_env") && key != "token_env" && key != "aes_key_env" {
+            match env(var) {
+                Some(x) if !x.trim().is_empty() => {}
+                Some(_) => out.push(format!("the environment variable {var} ({key}) is empty")),
+                None => out.push(format!("the environment variable {var} ({key}) is not set")),
+            }
+        }
+        if key == "url" || key == "base_url" {
+            match reqwest::Url::parse(var) {
+                Err(e) => out.push(format!("{key} \"{var}\" is not a valid URL: {e}")),
+                Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                    out.push(format!("{key} \"{var}\" must be http:// or https://"))
+                }
+                Ok(_) => {}
+            }
+        }
+        if key == "timeout" && parse_timeout(var).is_none() {
+            out.push(format!(
+                "timeout \"{var}\" must be a duration such as 15s, 1m or 500ms"
+            ));
+        }
+    }
+    out
 }
 
 /// Builds the adapter of one channel.

@@ -1,5 +1,11 @@
-//! `nurture contacts import|add|tag|event|unsubscribe`: changes to the
-//! customer store, one at a time as the HTTP API makes them, or a CSV file.
+//! `nurture contacts import|show|export|add|tag|event|unsubscribe`: changes
+//! to the customer store, one at a time as the HTTP API makes them, or a CSV
+//! file; one contact read back, or many written out in the import format.
+//!
+//! `export` writes what `import` reads: the built-in columns, then one
+//! column per attribute any exported contact has (sorted), times in RFC 3339
+//! in the settings' time zone. Opt-outs of single channels are not columns
+//! of the import format and are not exported (`contacts show` lists them).
 //!
 //! Exit codes: 0 done; 1 the input is wrong (unknown contact, bad value, a
 //! bad CSV header, or any bad CSV row: the good rows are imported all the
@@ -15,7 +21,7 @@ use serde_json::{Map, Value};
 use super::{CliResult, Failure};
 use crate::settings::Settings;
 use crate::store::import::thousands;
-use crate::store::{ContactInput, Store, StoreError, Upserted};
+use crate::store::{ContactInput, Encoding, ImportOptions, Store, StoreError, Upserted};
 
 #[derive(Subcommand, Debug)]
 pub enum ContactsCommand {
@@ -26,11 +32,43 @@ pub enum ContactsCommand {
     /// custom attribute. An empty cell leaves the stored value as it is.
     /// Bad rows are listed with their line numbers and skipped; the others
     /// are imported, and the command then exits 1.
+    /// Columns declared under `fields:` must hold their type (number, bool,
+    /// timestamp); times without an offset, Excel's `2026/5/1 9:00` too, are
+    /// in the settings' time zone. A GBK/GB18030 file is detected.
     #[command(after_help = "Examples:
-  nurture contacts import contacts/sample.csv")]
+  nurture contacts import contacts/sample.csv
+  nurture contacts import export.csv --dry-run
+  nurture contacts import crm-export.csv --encoding gbk")]
     Import {
         /// The CSV file.
         file: PathBuf,
+        /// The file's encoding: utf-8 or gbk (GB18030). Default: UTF-8, or
+        /// GB18030 when the file is not UTF-8 and reads as GB18030.
+        #[arg(long, value_name = "ENCODING")]
+        encoding: Option<String>,
+        /// Report what the import would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show one contact: fields, attributes, tags, owner, consent and enrollments.
+    #[command(after_help = "Examples:
+  nurture contacts show c0000123
+  nurture contacts show c0000123 --format json | jq .attributes")]
+    Show {
+        /// The contact's id.
+        id: String,
+        /// `text` for people, `json` as `GET /v1/contacts/{id}` gives it.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+        format: ShowFormat,
+    },
+    /// Write contacts as CSV in the import format (to stdout).
+    #[command(after_help = "Examples:
+  nurture contacts export > contacts.csv
+  nurture contacts export --audience-of winback-30d > winback.csv")]
+    Export {
+        /// Only the contacts in this workflow's audience now.
+        #[arg(long, value_name = "WORKFLOW")]
+        audience_of: Option<String>,
     },
     /// Create a contact, or update the fields given of an existing one.
     #[command(after_help = "Examples:
@@ -50,6 +88,12 @@ pub enum ContactsCommand {
   nurture contacts unsubscribe c0009999
   nurture contacts unsubscribe c0009999 --channel sms")]
     Unsubscribe(UnsubscribeArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -125,7 +169,33 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         .map_err(store_failure)?;
     let now = Utc::now();
     let result = match cmd {
-        ContactsCommand::Import { file } => import(&store, &file, now).await,
+        ContactsCommand::Import {
+            file,
+            encoding,
+            dry_run,
+        } => {
+            let encoding = encoding
+                .as_deref()
+                .map(str::parse::<Encoding>)
+                .transpose()
+                .map_err(Failure::Input);
+            match encoding {
+                Ok(encoding) => {
+                    let opts = ImportOptions {
+                        fields: settings.fields.clone(),
+                        tz: settings.timezone,
+                        encoding,
+                        dry_run,
+                    };
+                    import(&store, &file, now, &opts).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        ContactsCommand::Show { id, format } => show(&store, &settings, &id, format).await,
+        ContactsCommand::Export { audience_of } => {
+            export(&store, config, &settings, audience_of.as_deref(), now).await
+        }
         ContactsCommand::Add(a) => add(&store, a, now).await,
         ContactsCommand::Tag(a) => tag(&store, a, now).await,
         ContactsCommand::Event(a) => event(&store, a, now, settings.timezone).await,
@@ -181,7 +251,7 @@ fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Map<String, Value>, Failu
     Ok(m)
 }
 
-async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
+async fn import(store: &Store, file: &Path, now: DateTime<Utc>, opts: &ImportOptions) -> CliResult {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -193,7 +263,7 @@ async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
         bar
     });
     let report = store
-        .import_csv(file, now, |p| {
+        .import_csv_with(file, now, opts, |p| {
             if let Some(bar) = &bar {
                 bar.set_length(p.total_bytes);
                 bar.set_position(p.bytes_read);
@@ -216,7 +286,12 @@ async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
         0
     };
     println!(
-        "imported {} rows from {shown}: {} new, {} updated, {} unchanged, {} bad ({:.1} s, {} rows/s)",
+        "{} {} rows from {shown}: {} new, {} updated, {} unchanged, {} bad ({:.1} s, {} rows/s){}",
+        if opts.dry_run {
+            "would import"
+        } else {
+            "imported"
+        },
         thousands(report.rows),
         thousands(report.inserted),
         thousands(report.updated),
@@ -224,16 +299,26 @@ async fn import(store: &Store, file: &Path, now: DateTime<Utc>) -> CliResult {
         thousands(report.bad.len() as u64),
         secs,
         thousands(rate),
+        if opts.dry_run {
+            " — dry run: nothing was written"
+        } else {
+            ""
+        },
     );
     if report.bad.is_empty() {
         Ok(())
     } else {
         let n = report.bad.len();
         eprintln!(
-            "error: {} bad row{} {} skipped (listed above); every other row was imported",
+            "error: {} bad row{} {} skipped (listed above); every other row {}",
             thousands(n as u64),
             if n == 1 { "" } else { "s" },
             if n == 1 { "was" } else { "were" },
+            if opts.dry_run {
+                "would be imported"
+            } else {
+                "was imported"
+            },
         );
         Err(Failure::Reported)
     }
@@ -356,4 +441,234 @@ async fn unsubscribe(
         println!("contact {} was already unsubscribed {scope}", a.id);
     }
     Ok(())
+}
+
+async fn show(store: &Store, settings: &Settings, id: &str, format: ShowFormat) -> CliResult {
+    let Some(v) = crate::console::data::contact_value(store, settings, id)
+        .await
+        .map_err(Failure::Other)?
+    else {
+        return Err(Failure::Input(format!("no contact with id {id:?}")));
+    };
+    if format == ShowFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        return Ok(());
+    }
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let mut out = String::new();
+    let name = s("name");
+    out.push_str(&format!(
+        "contact {id}{}\n",
+        if name.is_empty() {
+            String::new()
+        } else {
+            format!(" {name}")
+        }
+    ));
+    let owner = match &v["owner"] {
+        Value::Object(o) => match o.get("name").and_then(Value::as_str) {
+            Some(n) => format!("{} {n}", o["id"].as_str().unwrap_or("")),
+            None => o["id"].as_str().unwrap_or("").to_string(),
+        },
+        _ => "-".into(),
+    };
+    let tags: Vec<&str> = v["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let consent: Vec<String> = v["consent"]["channels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c["channel"].as_str().unwrap_or("?"),
+                        if c["allowed"] == true { "yes" } else { "no" }
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tz = match s("timezone") {
+        t if t.is_empty() => format!("(the settings': {})", settings.timezone),
+        t => t,
+    };
+    let mut fields = super::table::Table::new(&["FIELD", "VALUE"]).indent("  ");
+    for (k, val) in [
+        ("email", s("email")),
+        ("phone", s("phone")),
+        ("wecom_external_userid", s("wecom_external_userid")),
+        ("owner", owner),
+        ("timezone", tz),
+        ("created_at", s("created_at")),
+        ("last_active_at", s("last_active_at")),
+        ("tags", tags.join(", ")),
+        (
+            "unsubscribed",
+            if v["consent"]["unsubscribed"] == true {
+                "yes, from every channel".into()
+            } else {
+                "no".into()
+            },
+        ),
+        ("may receive", consent.join(", ")),
+    ] {
+        fields.row(vec![
+            k.into(),
+            if val.is_empty() { "-".into() } else { val },
+        ]);
+    }
+    let fit = super::table::terminal_width();
+    out.push_str(&fields.render(fit));
+    if let Some(attrs) = v["attributes"].as_object().filter(|a| !a.is_empty()) {
+        out.push_str("attributes:\n");
+        let mut t = super::table::Table::new(&["NAME", "VALUE"]).indent("  ");
+        for (k, val) in attrs {
+            let shown = match val {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            t.row(vec![k.clone(), shown]);
+        }
+        out.push_str(&t.render(fit));
+    }
+    let enrollments = v["enrollments"].as_array().cloned().unwrap_or_default();
+    if enrollments.is_empty() {
+        out.push_str("enrollments: none\n");
+    } else {
+        out.push_str("enrollments:\n");
+        let mut t =
+            super::table::Table::new(&["WORKFLOW", "STATUS", "STEP", "NEXT RUN", "STARTED"])
+                .indent("  ");
+        for e in &enrollments {
+            let f = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+            t.row(vec![
+                f("workflow"),
+                f("status"),
+                f("step"),
+                f("next_run_at"),
+                f("started_at"),
+            ]);
+        }
+        out.push_str(&t.render(fit));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// The built-in columns of the import format, in order.
+const EXPORT_COLUMNS: [&str; 11] = [
+    "id",
+    "name",
+    "email",
+    "phone",
+    "wecom_external_userid",
+    "owner",
+    "timezone",
+    "created_at",
+    "last_active_at",
+    "unsubscribed",
+    "tags",
+];
+
+async fn export(
+    store: &Store,
+    config: &Path,
+    settings: &Settings,
+    audience_of: Option<&str>,
+    now: DateTime<Utc>,
+) -> CliResult {
+    use futures::TryStreamExt;
+    let audience = match audience_of {
+        None => None,
+        Some(name) => {
+            let project = crate::project::Project::load_or_report(config)?;
+            let Some(wf) = project.workflows.iter().find(|w| w.name == name) else {
+                let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
+                let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                return Err(Failure::Input(format!("no workflow named {name:?}{hint}")));
+            };
+            // A workflow without an audience takes every contact.
+            wf.audience.clone()
+        }
+    };
+    let mut contacts: Vec<crate::contact::Contact> = store
+        .scan_contacts("1 = 1", &[])
+        .try_collect()
+        .await
+        .map_err(store_failure)?;
+    if let Some(cond) = &audience {
+        let mut names = Vec::new();
+        cond.event_names(&mut names);
+        if !names.is_empty() {
+            let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
+            let mut events = crate::store::plan_reads::events_of(store.db(), &ids, &names)
+                .await
+                .map_err(|e| Failure::Other(e.into()))?;
+            for c in &mut contacts {
+                c.events = events.remove(&c.id).unwrap_or_default();
+            }
+        }
+        contacts.retain(|c| crate::audience::eval::holds(cond, c, now));
+    }
+    contacts.sort_by(|a, b| a.id.cmp(&b.id));
+    let attr_names: std::collections::BTreeSet<&str> = contacts
+        .iter()
+        .flat_map(|c| c.attrs.keys().map(String::as_str))
+        .collect();
+    let tz = settings.timezone;
+    // To the second; milliseconds only when the store has them (a round
+    // trip keeps every time exactly).
+    let time = |t: DateTime<Utc>| {
+        let f = if t.timestamp_subsec_millis() == 0 {
+            chrono::SecondsFormat::Secs
+        } else {
+            chrono::SecondsFormat::Millis
+        };
+        t.with_timezone(&tz).to_rfc3339_opts(f, true)
+    };
+    let stdout = std::io::stdout();
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(stdout.lock()));
+    let write = |w: &mut csv::Writer<_>| -> csv::Result<()> {
+        let mut header: Vec<&str> = EXPORT_COLUMNS.to_vec();
+        header.extend(attr_names.iter().copied());
+        w.write_record(&header)?;
+        for c in &contacts {
+            let mut rec: Vec<String> = vec![
+                c.id.clone(),
+                c.name.clone().unwrap_or_default(),
+                c.email.clone().unwrap_or_default(),
+                c.phone.clone().unwrap_or_default(),
+                c.wecom_external_userid.clone().unwrap_or_default(),
+                c.owner.clone().unwrap_or_default(),
+                c.timezone.clone().unwrap_or_default(),
+                time(c.created_at),
+                c.last_active_at.map(time).unwrap_or_default(),
+                c.unsubscribed.to_string(),
+                c.tags.iter().cloned().collect::<Vec<_>>().join(";"),
+            ];
+            for a in &attr_names {
+                rec.push(match c.attrs.get(*a) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                });
+            }
+            w.write_record(&rec)?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    match write(&mut w) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe) => {
+            Ok(())
+        }
+        Err(e) => Err(Failure::Other(
+            anyhow::Error::new(e).context("writing the CSV"),
+        )),
+    }
 }

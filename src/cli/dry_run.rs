@@ -13,6 +13,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use clap::{Args, ValueEnum};
 
+use super::table::Table;
 use super::{CliResult, Failure};
 use crate::engine::explain::{ExplainInput, explain};
 use crate::engine::plan::{Action, PlannedStep, Planner, StartAt};
@@ -145,6 +146,21 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         .filter(|w| only.as_ref().is_none_or(|o| *o == w.name))
         .cloned()
         .collect();
+    if result.is_ok() {
+        let mut names = std::collections::HashMap::new();
+        for id in sink.named_contacts() {
+            if let Some(n) = store
+                .contact(&id)
+                .await
+                .context("reading the store")?
+                .and_then(|c| c.name)
+                .filter(|n| !n.is_empty())
+            {
+                names.insert(id, n);
+            }
+        }
+        sink.set_names(names);
+    }
     let header = Header {
         at,
         until,
@@ -229,6 +245,11 @@ trait Sink {
         when: DateTime<Utc>,
     ) -> anyhow::Result<()>;
     fn entered(&mut self, _workflow: &str) {}
+    /// The contacts whose names the output shows.
+    fn named_contacts(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn set_names(&mut self, _names: std::collections::HashMap<String, String>) {}
     fn finish(
         &mut self,
         _out: &mut dyn Write,
@@ -355,6 +376,8 @@ struct TableSink {
     tz: Tz,
     rows: Vec<(PlannedStep, DateTime<Utc>)>,
     per_workflow: BTreeMap<String, Counts>,
+    /// The names of the contacts in `rows`, read once the run is over.
+    names: std::collections::HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -370,6 +393,7 @@ impl TableSink {
             tz,
             rows: Vec::new(),
             per_workflow: BTreeMap::new(),
+            names: Default::default(),
         }
     }
 }
@@ -397,6 +421,21 @@ impl Sink for TableSink {
             self.rows.push((s.clone(), when));
         }
         Ok(())
+    }
+
+    fn named_contacts(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .rows
+            .iter()
+            .map(|(s, _)| s.contact_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    fn set_names(&mut self, names: std::collections::HashMap<String, String>) {
+        self.names = names;
     }
 
     fn entered(&mut self, workflow: &str) {
@@ -436,11 +475,10 @@ impl Sink for TableSink {
                 show(h.at)
             )?;
         }
-        writeln!(
-            out,
-            "{:<28} {:<16} {:>8}  actions",
-            "WORKFLOW", "TRIGGER", "ENTER"
-        )?;
+        let fit = super::table::terminal_width();
+        let mut summary = Table::new(&["WORKFLOW", "TRIGGER", "ENTER", "ACTIONS"])
+            .sep(" ")
+            .right(&[2]);
         for wf in wfs {
             let counts = self.per_workflow.get(&wf.name);
             let mut actions = counts
@@ -468,19 +506,18 @@ impl Sink for TableSink {
             } else {
                 "disabled"
             };
-            writeln!(
-                out,
-                "{:<28} {:<16} {:>8}  {}",
-                wf.name,
-                state,
-                counts.map(|c| c.entered).unwrap_or(0),
+            summary.row(vec![
+                wf.name.clone(),
+                state.to_string(),
+                counts.map(|c| c.entered).unwrap_or(0).to_string(),
                 if actions.is_empty() {
                     "-".to_string()
                 } else {
                     actions
-                }
-            )?;
+                },
+            ]);
         }
+        write!(out, "{}", summary.render(fit))?;
         for (name, when, reason) in &h.report.paused {
             if wfs.iter().any(|w| w.name == *name) {
                 writeln!(
@@ -506,23 +543,17 @@ impl Sink for TableSink {
             self.rows.len(),
             total
         )?;
-        // Columns as wide as their widest cell among the rows shown.
-        let width = |f: fn(&PlannedStep) -> usize, head: &str| {
-            self.rows
-                .iter()
-                .map(|(s, _)| f(s))
-                .max()
-                .unwrap_or(0)
-                .max(head.chars().count())
+        let mut rows =
+            Table::new(&["WHEN", "WORKFLOW", "CONTACT", "STEP", "ACTION", "DETAIL"]).sep(" ");
+        let person = |id: &str| match h
+            .project
+            .settings
+            .salesperson(id)
+            .and_then(|s| s.name.as_deref())
+        {
+            Some(n) => format!("{id} {n}"),
+            None => id.to_string(),
         };
-        let ww = width(|s| s.workflow.chars().count(), "WORKFLOW");
-        let cw = width(|s| s.contact_id.chars().count(), "CONTACT");
-        let sw = width(|s| s.step.chars().count(), "STEP");
-        writeln!(
-            out,
-            "{:<19} {:<ww$} {:<cw$} {:<sw$} {:<7} DETAIL",
-            "WHEN", "WORKFLOW", "CONTACT", "STEP", "ACTION"
-        )?;
         for (s, when) in &self.rows {
             let detail = match &s.action {
                 Action::Send {
@@ -533,10 +564,7 @@ impl Sink for TableSink {
                     tz,
                     ..
                 } => {
-                    let mut b: String = body.replace('\n', " ");
-                    if b.chars().count() > 48 {
-                        b = b.chars().take(47).collect::<String>() + "…";
-                    }
+                    let b = super::table::truncate(&body.replace('\n', " "), 48);
                     format!(
                         "{channel} → {to} at {}: {b}",
                         at.with_timezone(tz).format("%Y-%m-%d %H:%M:%S %:z")
@@ -547,8 +575,8 @@ impl Sink for TableSink {
                     notify,
                     ..
                 } => match notify {
-                    Some(n) => format!("→ {salesperson} (notified on {n})"),
-                    None => format!("→ {salesperson}"),
+                    Some(n) => format!("→ {} (notified on {n})", person(salesperson)),
+                    None => format!("→ {}", person(salesperson)),
                 },
                 Action::Tag { add, remove } => {
                     format!("+[{}] -[{}]", add.join(", "), remove.join(", "))
@@ -561,17 +589,22 @@ impl Sink for TableSink {
                 ),
                 Action::Exit { reason } | Action::Skip { reason } => reason.to_string(),
             };
-            writeln!(
-                out,
-                "{:<19} {:<ww$} {:<cw$} {:<sw$} {:<7} {}",
-                when.with_timezone(&self.tz).format("%Y-%m-%d %H:%M:%S"),
-                s.workflow,
-                s.contact_id,
-                s.step,
-                s.action.name(),
-                detail
-            )?;
+            let contact = match self.names.get(&s.contact_id) {
+                Some(n) => format!("{} {n}", s.contact_id),
+                None => s.contact_id.clone(),
+            };
+            rows.row(vec![
+                when.with_timezone(&self.tz)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
+                s.workflow.clone(),
+                contact,
+                s.step.clone(),
+                s.action.name().to_string(),
+                detail,
+            ]);
         }
+        write!(out, "{}", rows.render(fit))?;
         Ok(())
     }
 }

@@ -1,11 +1,16 @@
 //! `nurture history --contact ID`: what happened to one contact, in time
 //! order — created, tags added and removed, events, enrollments started and
 //! ended (with the reason), steps run, and messages queued, sent,
-//! dead-lettered or cancelled. Times are shown in the settings' timezone.
+//! dead-lettered or cancelled (a notice to a salesperson said apart from a
+//! message to the contact, each with its template and step, a deferral by
+//! quiet hours with its time), and unsubscribes. The contact's and the
+//! salespeople's names stand beside their ids. Times are shown in the
+//! settings' timezone.
 //!
 //! Exit codes: 0 shown; 1 no such contact (or a broken settings file);
 //! 2 the store cannot be read.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -18,6 +23,7 @@ use super::{CliResult, Failure};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::status::{HistoryEntry, contact_exists, contact_history};
+use crate::workflow::StepAction;
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
@@ -66,14 +72,26 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
     let entries = contact_history(pool, &args.contact)
         .await
         .context("reading the contact's history")?;
+    let contact_name = store
+        .contact(&args.contact)
+        .await
+        .context("reading the contact")?
+        .and_then(|c| c.name)
+        .filter(|n| !n.is_empty());
     store.close().await;
+    let ctx = Names::new(config, &settings);
 
-    let tz = settings.timezone;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let res = match args.format {
-        HistoryFormat::Text => write_text(&mut out, &args.contact, &entries, tz),
-        HistoryFormat::Jsonl => write_jsonl(&mut out, &args.contact, &entries, tz),
+        HistoryFormat::Text => write_text(
+            &mut out,
+            &args.contact,
+            contact_name.as_deref(),
+            &entries,
+            &ctx,
+        ),
+        HistoryFormat::Jsonl => write_jsonl(&mut out, &args.contact, &entries, &ctx),
     };
     match res.and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
@@ -88,8 +106,9 @@ fn write_jsonl(
     out: &mut impl Write,
     id: &str,
     entries: &[HistoryEntry],
-    tz: Tz,
+    ctx: &Names,
 ) -> std::io::Result<()> {
+    let tz = ctx.tz;
     for e in entries {
         let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
@@ -100,10 +119,106 @@ fn write_jsonl(
                     .into(),
             );
             m.insert("contact_id".into(), id.into());
+            if let Some(t) = e.deferred_until {
+                m.insert(
+                    "deferred_until".into(),
+                    t.with_timezone(&tz)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        .into(),
+                );
+            }
+            if let Some(t) = ctx.template_of(e) {
+                m.insert("template".into(), t.into());
+            }
+            if let Some(sp) = ctx.salesperson_of(e) {
+                m.insert("salesperson_name".into(), sp.into());
+            }
         }
         writeln!(out, "{v}")?;
     }
     Ok(())
+}
+
+/// What the lines name besides the store's rows: salespeople's names (from
+/// the settings) and the template each step sends (from the workflows as
+/// they are now; a step since removed shows none).
+pub struct Names {
+    pub tz: Tz,
+    salespeople: HashMap<String, String>,
+    templates: HashMap<(String, String), String>,
+}
+
+impl Names {
+    pub fn new(config: &Path, settings: &Settings) -> Names {
+        let salespeople = settings
+            .teams
+            .values()
+            .flatten()
+            .filter_map(|s| Some((s.id.clone(), s.name.clone()?)))
+            .collect();
+        let mut templates = HashMap::new();
+        let report = crate::project::Project::load_report(config, chrono::Utc::now());
+        for lw in &report.workflows {
+            let wf = &lw.workflow;
+            for step in wf.all_steps() {
+                match &step.action {
+                    StepAction::Send(send) => {
+                        templates.insert(
+                            (wf.name.clone(), step.id.clone()),
+                            send.template.value.clone(),
+                        );
+                    }
+                    StepAction::Assign(a) => {
+                        if let Some(n) = &a.notify {
+                            templates.insert(
+                                (wf.name.clone(), step.id.clone()),
+                                n.template_name().to_string(),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Names {
+            tz: settings.timezone,
+            salespeople,
+            templates,
+        }
+    }
+
+    /// The template of a message entry.
+    fn template_of(&self, e: &HistoryEntry) -> Option<&str> {
+        if !e.kind.starts_with("message_") {
+            return None;
+        }
+        self.templates
+            .get(&(e.workflow.clone()?, e.name.clone()?))
+            .map(String::as_str)
+    }
+
+    /// The salesperson an assign step chose, by name.
+    fn salesperson_of(&self, e: &HistoryEntry) -> Option<&str> {
+        if e.kind != "step" || e.action.as_deref() != Some("assign") {
+            return None;
+        }
+        self.salespeople
+            .get(e.detail.as_deref()?)
+            .map(String::as_str)
+    }
+
+    fn person(&self, id: &str) -> String {
+        match self.salespeople.get(id) {
+            Some(n) => format!("{id} {n}"),
+            None => id.to_string(),
+        }
+    }
+
+    fn time(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        t.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
+    }
 }
 
 /// The first line of `s`, at most `n` characters, with `…` when cut.
@@ -117,7 +232,7 @@ fn snippet(s: &str, n: usize) -> String {
 }
 
 /// One readable line (without the time) for an entry.
-pub fn describe(e: &HistoryEntry) -> String {
+pub fn describe(e: &HistoryEntry, ctx: &Names) -> String {
     let wf = e.workflow.as_deref().unwrap_or("?");
     let name = e.name.as_deref().unwrap_or("");
     let channel = e.channel.as_deref().unwrap_or("?");
@@ -145,6 +260,20 @@ pub fn describe(e: &HistoryEntry) -> String {
             "{wf}: step {name} skipped ({})",
             e.detail.as_deref().unwrap_or("no reason recorded")
         ),
+        "step" if e.action.as_deref() == Some("assign") => format!(
+            "{wf}: step {name} assign → {}",
+            ctx.person(e.detail.as_deref().unwrap_or("?"))
+        ),
+        "unsubscribed" => {
+            let what = match &e.channel {
+                Some(ch) => format!("unsubscribed from {ch}"),
+                None => "unsubscribed from every channel".to_string(),
+            };
+            match &e.detail {
+                Some(d) => format!("{what} ({d})"),
+                None => what,
+            }
+        }
         "step" => {
             let mut s = format!("{wf}: step {name} {}", e.action.as_deref().unwrap_or("?"));
             if let Some(d) = e.detail.as_deref().filter(|d| !d.is_empty()) {
@@ -155,9 +284,14 @@ pub fn describe(e: &HistoryEntry) -> String {
         }
         "message_queued" => {
             let mut s = format!(
-                "{wf}: message queued on {channel} to {} (step {name})",
-                e.to.as_deref().unwrap_or("?")
+                "{wf}: {} queued on {channel} to {} ({})",
+                what(e),
+                e.to.as_deref().unwrap_or("?"),
+                which(e, ctx)
             );
+            if let Some(t) = e.deferred_until {
+                s.push_str(&format!(" — deferred by quiet hours until {}", ctx.time(t)));
+            }
             if let Some(subj) = &e.subject {
                 s.push_str(&format!(" subject {:?}", snippet(subj, 60)));
             }
@@ -177,43 +311,87 @@ pub fn describe(e: &HistoryEntry) -> String {
             s
         }
         "message_sent" => {
-            let mut s = match &e.provider_id {
-                Some(p) => format!("{wf}: message sent on {channel} (provider id {p})"),
-                None => format!("{wf}: message sent on {channel}"),
-            };
+            let mut s = format!(
+                "{wf}: {} sent on {channel} to {} ({})",
+                what(e),
+                e.to.as_deref().unwrap_or("?"),
+                which(e, ctx)
+            );
+            if let Some(p) = &e.provider_id {
+                s.push_str(&format!(", provider id {p}"));
+            }
             if let Some(note) = e.detail.as_deref().filter(|n| !n.is_empty()) {
                 s.push_str(&format!(" — {note}"));
             }
             s
         }
         "message_dead" => format!(
-            "{wf}: message failed on {channel} after {} attempt{}: {}",
+            "{wf}: {} ({}) failed on {channel} after {} attempt{}: {}",
+            what(e),
+            which(e, ctx),
             e.attempts.unwrap_or(0),
             if e.attempts == Some(1) { "" } else { "s" },
             e.detail.as_deref().unwrap_or("no reason recorded")
         ),
         "message_cancelled" => match e.detail.as_deref() {
-            Some(r) => format!("{wf}: message on {channel} cancelled ({r})"),
-            None => format!("{wf}: message on {channel} cancelled"),
+            Some(r) => format!(
+                "{wf}: {} ({}) on {channel} cancelled: {r}",
+                what(e),
+                which(e, ctx)
+            ),
+            None => format!(
+                "{wf}: {} ({}) on {channel} cancelled",
+                what(e),
+                which(e, ctx)
+            ),
         },
         other => format!("{other} {name}"),
+    }
+}
+
+/// A message to the contact, or a notice to a salesperson.
+fn what(e: &HistoryEntry) -> &'static str {
+    if e.notice {
+        "notice to the salesperson"
+    } else {
+        "message"
+    }
+}
+
+/// Which message: its template (as the workflow says now) and step.
+fn which(e: &HistoryEntry, ctx: &Names) -> String {
+    let step = e.name.as_deref().unwrap_or("?");
+    match ctx.template_of(e) {
+        Some(t) => format!("template {t}, step {step}"),
+        None => format!("step {step}"),
     }
 }
 
 fn write_text(
     out: &mut impl Write,
     id: &str,
+    name: Option<&str>,
     entries: &[HistoryEntry],
-    tz: Tz,
+    ctx: &Names,
 ) -> std::io::Result<()> {
-    writeln!(out, "history of contact {id} (times in {tz})")?;
+    let tz = ctx.tz;
+    let who = match name {
+        Some(n) => format!("{id} {n}"),
+        None => id.to_string(),
+    };
+    writeln!(out, "history of contact {who} (times in {tz})")?;
+    // Each entry on one line, cut to the terminal's width when there is one.
+    let fit = super::table::terminal_width();
     for e in entries {
-        writeln!(
-            out,
+        let line = format!(
             "{}  {}",
             e.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"),
-            describe(e)
-        )?;
+            describe(e, ctx).replace(['\n', '\r'], " ")
+        );
+        match fit {
+            Some(w) => writeln!(out, "{}", super::table::truncate(&line, w))?,
+            None => writeln!(out, "{line}")?,
+        }
     }
     if entries.is_empty() {
         writeln!(out, "(nothing recorded)")?;

@@ -12,10 +12,12 @@ pub mod dry_run;
 pub mod enroll;
 pub mod graph;
 pub mod history;
+pub mod init;
 pub mod outbox;
 pub mod run;
 pub mod schema;
 pub mod status;
+pub mod table;
 pub mod validate;
 pub mod wecom;
 
@@ -36,6 +38,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Start a project: settings with log channels, a workflow, its templates,
+    /// sample contacts and a .gitignore for the store.
+    #[command(after_help = "Examples:
+  nurture init shop-crm && cd shop-crm && nurture validate
+  nurture init            # in the current, empty folder")]
+    Init(init::InitArgs),
     /// Check settings, workflows and templates; exit 1 with every problem found.
     #[command(after_help = "Examples:
   nurture validate
@@ -72,7 +80,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   nurture schema > schema/workflow.schema.json")]
     Schema(schema::SchemaArgs),
-    /// Per workflow: enrolled, active, waiting, done, exited, sent, failed, queued; and
+    /// Per workflow: enrolled, active, waiting, done, exited, sent, notices, failed, queued,
+    /// deferred by quiet hours; and
     /// the loaded-or-broken state of each file.
     #[command(after_help = "Examples:
   nurture status
@@ -125,6 +134,30 @@ pub enum Command {
   nurture outbox requeue --dead --channel sms
   nurture outbox requeue --dead --since 2026-11-30T08:00")]
     Outbox(outbox::OutboxCommand),
+}
+
+/// Refuses to create a store by accident: with no settings file and no
+/// SQLite store where the settings would put one (and no NURTURE_DATABASE),
+/// a command that would write is run in the wrong folder.
+pub fn refuse_accidental_store(
+    config: &std::path::Path,
+    settings: &crate::settings::Settings,
+) -> Result<(), Failure> {
+    if settings.file.is_some() || std::env::var_os("NURTURE_DATABASE").is_some() {
+        return Ok(());
+    }
+    let url = settings.database_url();
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(());
+    };
+    if path.starts_with(':') || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    Err(Failure::Input(format!(
+        "no {} here and no customer store ({path}): not creating one by accident.\n\
+         hint: cd into your project, give --config path/to/nurture.yaml, or start one with `nurture init`",
+        config.display()
+    )))
 }
 
 /// How a command failed, which decides the exit code (SPEC §3).
@@ -191,7 +224,22 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> CliResult {
+    // The commands that open (so create) the store for writing or serving.
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Contacts(_)
+            | Command::Channels(_)
+            | Command::Enroll(_)
+            | Command::Resume(_)
+            | Command::Wecom(_)
+            | Command::Console(_)
+    ) && let Ok(settings) = crate::settings::Settings::load(&cli.config)
+    {
+        refuse_accidental_store(&cli.config, &settings)?;
+    }
     match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Validate(args) => validate::run(&cli.config, args).await,
         Command::Run(args) => run::run(&cli.config, args).await,
         Command::DryRun(args) => dry_run::run(&cli.config, args).await,

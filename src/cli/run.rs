@@ -85,7 +85,10 @@ pub fn init_logging(format: LogFormat) {
         })
         .with_ansi(ansi);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => {
+            crate::channels::log::JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().try_init()
+        }
         LogFormat::Text => builder.try_init(),
     };
 }

@@ -1,6 +1,8 @@
 //! `nurture status`: per workflow, how many contacts are enrolled, active
 //! (of which waiting for a later step), done and exited, and how many
-//! messages were sent, failed (dead-lettered) and are still queued; then the
+//! messages to contacts were sent (notices to salespeople apart), failed
+//! (dead-lettered), are still queued, and are deferred by quiet hours until
+//! when; then the
 //! loaded-or-broken state of each settings, workflow and template file.
 //!
 //! File states come from the daemon when it has recorded them (table
@@ -23,6 +25,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::json;
 
+use super::table::Table;
 use super::{CliResult, Failure};
 use crate::project::Project;
 use crate::store::Store;
@@ -380,27 +383,14 @@ fn write_reasons(out: &mut impl Write, rows: &[WorkflowRow]) -> std::io::Result<
         out,
         "not sent, by reason (nurture history --contact ID shows each one):"
     )?;
-    let head = ["WORKFLOW", "WHAT", "REASON", "COUNT"].map(String::from);
-    let mut w = [0usize; 4];
-    for l in std::iter::once(&head).chain(lines.iter()) {
-        for (i, cell) in l.iter().enumerate() {
-            w[i] = w[i].max(cell.chars().count());
-        }
+    let mut t = Table::new(&["WORKFLOW", "WHAT", "REASON", "COUNT"])
+        .indent("  ")
+        .right(&[3])
+        .flex(2);
+    for l in lines {
+        t.row(l.to_vec());
     }
-    for l in std::iter::once(&head).chain(lines.iter()) {
-        writeln!(
-            out,
-            "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
-            l[0],
-            l[1],
-            l[2],
-            l[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        )?;
-    }
+    write!(out, "{}", t.render_for_terminal())?;
     Ok(())
 }
 
@@ -416,59 +406,32 @@ fn write_table(
         writeln!(out, "no customer store at {url} yet: every count is 0")?;
     }
     let headers = [
-        "WORKFLOW", "STATE", "ENROLLED", "ACTIVE", "WAITING", "DONE", "EXITED", "SENT", "FAILED",
-        "QUEUED",
+        "WORKFLOW", "STATE", "ENROLLED", "ACTIVE", "WAITING", "DONE", "EXITED", "SENT", "NOTICES",
+        "FAILED", "QUEUED",
     ];
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let c = &r.counts;
-            vec![
-                r.name.clone(),
-                r.state.clone(),
-                c.enrolled.to_string(),
-                c.active.to_string(),
-                c.waiting.to_string(),
-                c.done.to_string(),
-                c.exited.to_string(),
-                c.sent.to_string(),
-                c.failed.to_string(),
-                c.queued.to_string(),
-            ]
-        })
-        .collect();
+    let mut table = Table::new(&headers)
+        .right(&[2, 3, 4, 5, 6, 7, 8, 9, 10])
+        .flex(0);
+    for r in rows {
+        let c = &r.counts;
+        table.row(vec![
+            r.name.clone(),
+            r.state.clone(),
+            c.enrolled.to_string(),
+            c.active.to_string(),
+            c.waiting.to_string(),
+            c.done.to_string(),
+            c.exited.to_string(),
+            c.sent.to_string(),
+            c.notices.to_string(),
+            c.failed.to_string(),
+            c.queued.to_string(),
+        ]);
+    }
     if table.is_empty() {
         writeln!(out, "no workflows")?;
     } else {
-        let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-        for row in &table {
-            for (i, cell) in row.iter().enumerate() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| -> String {
-            let mut s = String::new();
-            for (i, cell) in cells.iter().enumerate() {
-                if i > 0 {
-                    s.push_str("  ");
-                }
-                let pad = widths[i].saturating_sub(cell.chars().count());
-                if i < 2 {
-                    s.push_str(cell);
-                    if i + 1 < cells.len() {
-                        s.push_str(&" ".repeat(pad));
-                    }
-                } else {
-                    s.push_str(&" ".repeat(pad));
-                    s.push_str(cell);
-                }
-            }
-            s
-        };
-        writeln!(out, "{}", line(headers.to_vec()))?;
-        for row in &table {
-            writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-        }
+        write!(out, "{}", table.render_for_terminal())?;
         writeln!(out)?;
         for r in rows {
             match (&r.activated_at, &r.paused) {
@@ -491,6 +454,28 @@ fn write_table(
             }
         }
     }
+    let show = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
+    };
+    for r in rows {
+        let c = &r.counts;
+        if let (Some(from), Some(until)) = (c.deferred_from, c.deferred_until) {
+            let when = if from == until {
+                format!("until {}", show(until))
+            } else {
+                format!("until between {} and {}", show(from), show(until))
+            };
+            writeln!(
+                out,
+                "{}: {} message{} deferred by quiet hours {when}",
+                r.name,
+                c.deferred,
+                if c.deferred == 1 { "" } else { "s" }
+            )?;
+        }
+    }
     write_reasons(out, rows)?;
     writeln!(out)?;
     match recorded_at {
@@ -506,9 +491,10 @@ fn write_table(
     }
     let width = files
         .iter()
-        .map(|f| f.file.chars().count())
+        .map(|f| super::table::width(&f.file))
         .max()
         .unwrap_or(0);
+    let file = |f: &FileRow| super::table::pad_right(&f.file, width);
     let at = |t: &Option<String>| -> String {
         t.as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -527,7 +513,7 @@ fn write_table(
                     } else {
                         String::new()
                     };
-                    writeln!(out, "  {:<6}  {:<width$}  {first}{more}", f.state, f.file)?
+                    writeln!(out, "  {:<6}  {}  {first}{more}", f.state, file(f))?
                 }
             }
             continue;
@@ -535,12 +521,12 @@ fn write_table(
         match &f.running_version {
             Some(v) => writeln!(
                 out,
-                "  {:<6}  {:<width$}  running {v} (loaded {})",
+                "  {:<6}  {}  running {v} (loaded {})",
                 f.state,
-                f.file,
+                file(f),
                 at(&f.loaded_at)
             )?,
-            None => writeln!(out, "  {:<6}  {:<width$}  not running", f.state, f.file)?,
+            None => writeln!(out, "  {:<6}  {}  not running", f.state, file(f))?,
         }
         if f.state == "broken" {
             match &f.rejected_version {

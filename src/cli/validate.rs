@@ -27,6 +27,32 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         }
     }
     let report = Project::load_report(config, Utc::now());
+    // A template given: the workflows that send it are checked with it.
+    if let Some(settings) = &report.settings {
+        let mut users = Vec::new();
+        for lw in &report.workflows {
+            let wf = &lw.workflow;
+            let uses = wf.all_steps().into_iter().any(|st| {
+                let name = match &st.action {
+                    crate::workflow::StepAction::Send(x) => x.template.value.as_str(),
+                    crate::workflow::StepAction::Assign(a) => match &a.notify {
+                        Some(n) => n.template_name(),
+                        None => return false,
+                    },
+                    _ => return false,
+                };
+                settings
+                    .templates_dir
+                    .join(format!("{name}.hbs"))
+                    .canonicalize()
+                    .is_ok_and(|t| wanted.contains(&t))
+            });
+            if uses && let Ok(f) = wf.file.canonicalize() {
+                users.push(f);
+            }
+        }
+        wanted.extend(users);
+    }
     let settings_file = config.canonicalize().ok();
     let selected = |d: &Diagnostic| -> bool {
         if wanted.is_empty() {
@@ -143,7 +169,7 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
 /// the common relays' default header lists do not. Every email an `smtp`
 /// channel sends to a contact carries them, so a channel with neither
 /// `dkim:` (nurture signs) nor `relay_signs_list_unsubscribe: true` (the
-/// operator set the relay up, see the README) gets a warning.
+/// operator set the relay up, see docs/operations.md) gets a warning.
 pub fn one_click_warnings(
     settings: &crate::settings::Settings,
 ) -> Vec<(crate::diagnostics::Pos, String)> {

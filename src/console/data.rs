@@ -1,5 +1,5 @@
 //! The console's JSON read API. Every route is a `GET` under `/v1`, part of
-//! the documented API (README, "The console"), authorised by
+//! the documented API (docs/console.md), authorised by
 //! [`super::require_reader`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -726,30 +726,43 @@ pub async fn search_contacts(
 }
 
 /// `GET /v1/contacts/{id}`: fields, attributes, tags, owner, consent and
-/// enrollments.
+/// enrollments (`nurture contacts show ID --format json` prints the same).
 pub async fn contact(
     State(st): State<ConsoleState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let project = st.project();
-    let tz = project.settings.timezone;
-    let Some(c) = st.store.contact(&id).await? else {
-        return Err(no_contact(&id));
-    };
-    let enrollments = plan_reads::enrollments_of(st.store.db(), &id)
+    match contact_value(&st.store, &project.settings, &id)
         .await
-        .map_err(internal)?;
+        .map_err(internal)?
+    {
+        Some(v) => Ok(Json(v)),
+        None => Err(no_contact(&id)),
+    }
+}
+
+/// One contact as `GET /v1/contacts/{id}` and `contacts show` give it;
+/// `None` when there is no such contact.
+pub async fn contact_value(
+    store: &crate::store::Store,
+    settings: &crate::settings::Settings,
+    id: &str,
+) -> anyhow::Result<Option<Value>> {
+    let tz = settings.timezone;
+    let Some(c) = store.contact(id).await? else {
+        return Ok(None);
+    };
+    let enrollments = plan_reads::enrollments_of(store.db(), id).await?;
     let owner = c.owner.as_deref().map(|o| {
-        let sp = project.settings.salesperson(o);
+        let sp = settings.salesperson(o);
         json!({"id": o, "name": sp.map(|s| s.name.clone())})
     });
-    let channels: Vec<Value> = project
-        .settings
+    let channels: Vec<Value> = settings
         .channels
         .keys()
         .map(|ch| json!({"channel": ch, "allowed": !c.unsubscribed && !c.opted_out.contains(ch)}))
         .collect();
-    Ok(Json(json!({
+    Ok(Some(json!({
         "id": c.id,
         "name": c.name,
         "email": c.email,

@@ -736,7 +736,7 @@ impl Store {
             .transpose()?;
         let n = match channel.as_deref() {
             None => {
-                sqlx::query("UPDATE contacts SET unsubscribed = 1, updated_at = $1 WHERE id = $2 AND unsubscribed = 0")
+                sqlx::query("UPDATE contacts SET unsubscribed = 1, unsubscribed_at = $1, updated_at = $1 WHERE id = $2 AND unsubscribed = 0")
                     .bind(to_ms(now))
                     .bind(id)
                     .execute(&mut *tx)

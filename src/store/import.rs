@@ -10,7 +10,15 @@
 //! - Tags in the file are added, never removed: a contact keeps tags it got
 //!   elsewhere (remove them with `contacts tag ID --remove`).
 //! - `unsubscribed` takes true/false, 1/0, yes/no (any case);
-//!   `created_at`/`last_active_at` are RFC 3339; `timezone` is an IANA name.
+//!   `created_at`/`last_active_at` are RFC 3339 or one of Excel's forms
+//!   (`2026-05-01 09:00:00`, `2026/5/1 9:00`, `2026-05-01` for midnight) in
+//!   the settings' time zone; `timezone` is an IANA name.
+//! - A column declared under `fields:` must hold its type: a number, a bool
+//!   (stored as true/false) or a time (stored as RFC 3339 in the settings'
+//!   time zone); a bad cell makes a bad row, named by line and column.
+//! - A file that is not UTF-8 but reads as GB18030 (what Excel saves as
+//!   "CSV" in a Chinese locale) is read as GB18030; `--encoding gbk` says so
+//!   outright. A BOM is ignored.
 //!   A new contact without `created_at` is created "now".
 //! - A bad row (wrong column count, invalid UTF-8, missing id, bad value, an
 //!   id already seen earlier in the file) is reported with its line number
@@ -41,11 +49,59 @@ use tokio::sync::mpsc;
 use super::bulk::{BulkWriter, Counts};
 use super::contacts::{Row, check_tag, write_rows};
 use super::{Store, StoreError, to_ms};
+use crate::settings::FieldType;
 
 /// Rows per transaction. Fewer, larger commits write fewer WAL frames (the
 /// same index pages again and again): 50,000 imported 1,000,000 rows in
 /// about 12 s where 20,000 took about 20 s (2 CPUs, busy machine).
 pub const BATCH_ROWS: usize = 50_000;
+
+/// How to read a file beyond its header: declared field types, the time
+/// zone of times written without an offset, the file's encoding, and whether
+/// to write at all.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// `fields:` of the settings: a declared column's cells must be of its type.
+    pub fields: std::collections::BTreeMap<String, FieldType>,
+    /// Times without an offset (Excel's `2026/5/1 9:00`) are read in this zone.
+    pub tz: chrono_tz::Tz,
+    /// `None`: UTF-8, or GBK/GB18030 when the file is not UTF-8 and reads as GB18030.
+    pub encoding: Option<Encoding>,
+    /// Count what would change, then roll back: nothing is written.
+    pub dry_run: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            fields: Default::default(),
+            tz: chrono_tz::UTC,
+            encoding: None,
+            dry_run: false,
+        }
+    }
+}
+
+/// A file's encoding, as `--encoding` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    /// GBK and GB18030 (its superset): what Excel saves in a Chinese locale.
+    Gb18030,
+}
+
+impl FromStr for Encoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "utf-8" | "utf8" => Ok(Encoding::Utf8),
+            "gbk" | "gb18030" | "gb2312" | "cp936" => Ok(Encoding::Gb18030),
+            _ => Err(format!(
+                "unknown encoding {s:?}: give utf-8 or gbk (GB18030, what Excel saves in a Chinese locale)"
+            )),
+        }
+    }
+}
 
 /// Where an import stands; given to the progress callback after each batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,11 +172,18 @@ fn builtin_col(name: &str) -> Option<Col> {
 struct Header {
     cols: Vec<Col>,
     names: Vec<String>,
+    /// The declared type of each attribute column (by attribute index).
+    attr_types: Vec<Option<FieldType>>,
+    tz: chrono_tz::Tz,
     /// `"key":` for each attribute column, JSON-escaped once.
     attr_keys: Vec<String>,
 }
 
-fn read_header(path: &Path, rec: &csv::ByteRecord) -> Result<Header, StoreError> {
+fn read_header(
+    path: &Path,
+    rec: &csv::ByteRecord,
+    opts: &ImportOptions,
+) -> Result<Header, StoreError> {
     let bad = |message: String| StoreError::BadFile {
         path: path.display().to_string(),
         message,
@@ -128,6 +191,7 @@ fn read_header(path: &Path, rec: &csv::ByteRecord) -> Result<Header, StoreError>
     let mut cols = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut attr_keys = Vec::new();
+    let mut attr_types = Vec::new();
     for (i, field) in rec.iter().enumerate() {
         let field = if i == 0 {
             field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
@@ -162,6 +226,7 @@ fn read_header(path: &Path, rec: &csv::ByteRecord) -> Result<Header, StoreError>
                 let mut key = serde_json::to_string(&name).expect("a string serialises");
                 key.push(':');
                 attr_keys.push(key);
+                attr_types.push(opts.fields.get(&name).copied());
                 Col::Attr(attr_keys.len() - 1)
             }
         };
@@ -177,26 +242,82 @@ fn read_header(path: &Path, rec: &csv::ByteRecord) -> Result<Header, StoreError>
     Ok(Header {
         cols,
         names,
+        attr_types,
+        tz: opts.tz,
         attr_keys,
     })
 }
 
-fn parse_time(name: &str, s: &str) -> Result<i64, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| to_ms(t.with_timezone(&Utc)))
-        .map_err(|_| {
-            format!("{name}: {s:?} is not an RFC 3339 timestamp (like 2026-01-31T09:00:00+08:00)")
-        })
+/// A time: RFC 3339, or one of Excel's forms (`2026-05-01 09:00:00`,
+/// `2026/5/1 9:00`, a date alone for midnight) in `tz`.
+pub fn parse_time_in(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let local = || {
+        for fmt in [
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%dT%H:%M",
+            "%Y/%m/%d %H:%M:%S",
+            "%Y/%m/%d %H:%M",
+        ] {
+            if let Ok(n) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+                return Some(n);
+            }
+        }
+        for fmt in ["%Y-%m-%d", "%Y/%m/%d"] {
+            if let Ok(d) = chrono::NaiveDate::parse_from_str(s, fmt) {
+                return d.and_hms_opt(0, 0, 0);
+            }
+        }
+        None
+    };
+    let bad = || {
+        format!(
+            "{s:?} is not a time (RFC 3339 like 2026-01-31T09:00:00+08:00, or 2026-01-31 09:00, 2026/1/31 9:00, 2026-01-31 in {tz})"
+        )
+    };
+    let n = local().ok_or_else(bad)?;
+    use chrono::TimeZone;
+    tz.from_local_datetime(&n)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| format!("{s:?} does not exist in {tz} (a daylight-saving gap)"))
+}
+
+fn parse_time(s: &str, tz: chrono_tz::Tz) -> Result<i64, String> {
+    parse_time_in(s, tz).map(to_ms)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(format!(
-            "unsubscribed: {s:?} is not true/false, 1/0 or yes/no"
-        )),
+        _ => Err(format!("{s:?} is not true/false, 1/0 or yes/no")),
     }
+}
+
+/// An attribute cell of a declared type, as stored: a number as written
+/// (trimmed), a bool as true/false, a time as RFC 3339 in `tz`.
+fn typed_cell(ty: FieldType, raw: &str, tz: chrono_tz::Tz) -> Result<Option<String>, String> {
+    let s = raw.trim();
+    Ok(match ty {
+        FieldType::String => None,
+        FieldType::Number => {
+            if s.parse::<f64>().map(|n| n.is_finite()) != Ok(true) {
+                return Err(format!("{s:?} is not a number"));
+            }
+            Some(s.to_string())
+        }
+        FieldType::Bool => Some(parse_bool(s)?.to_string()),
+        FieldType::Timestamp => Some(
+            parse_time_in(s, tz)?
+                .with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    })
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -218,13 +339,20 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
     }
     let mut attrs: Vec<u8> = Vec::new();
     for (i, (col, field)) in h.cols.iter().zip(rec.iter()).enumerate() {
-        let raw = std::str::from_utf8(field)
-            .map_err(|_| format!("column {:?} is not valid UTF-8", h.names[i]))?;
+        // Where a bad cell is: its column's number and name.
+        let at = |e: String| format!("column {} ({}): {e}", i + 1, h.names[i]);
+        let raw = std::str::from_utf8(field).map_err(|_| {
+            at("not valid UTF-8 (save the file as \"CSV UTF-8\" in Excel, or import it with --encoding gbk)".into())
+        })?;
         if let Col::Attr(k) = *col {
             if !raw.is_empty() {
                 attrs.push(if attrs.is_empty() { b'{' } else { b',' });
                 attrs.extend_from_slice(h.attr_keys[k].as_bytes());
-                serde_json::to_writer(&mut attrs, raw)
+                let typed = match h.attr_types[k] {
+                    None | Some(FieldType::String) => None,
+                    Some(ty) => typed_cell(ty, raw, h.tz).map_err(at)?,
+                };
+                serde_json::to_writer(&mut attrs, typed.as_deref().unwrap_or(raw))
                     .expect("writing a string to memory cannot fail");
             }
             continue;
@@ -236,7 +364,7 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
                     return Err("missing id".into());
                 }
                 if s.chars().any(char::is_control) {
-                    return Err(format!("id {s:?} contains a control character"));
+                    return Err(at(format!("id {s:?} contains a control character")));
                 }
                 if let Some(reason) = super::contacts::id_too_long(s) {
                     return Err(reason);
@@ -251,26 +379,26 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
             Col::Timezone => {
                 if !s.is_empty() {
                     chrono_tz::Tz::from_str(s).map_err(|_| {
-                        format!(
-                            "timezone: {s:?} is not an IANA time zone name (like Asia/Shanghai)"
-                        )
+                        at(format!(
+                            "{s:?} is not an IANA time zone name (like Asia/Shanghai)"
+                        ))
                     })?;
                     row.timezone = Some(s.to_string());
                 }
             }
             Col::CreatedAt => {
                 if !s.is_empty() {
-                    row.created_at = Some(parse_time("created_at", s)?);
+                    row.created_at = Some(parse_time(s, h.tz).map_err(at)?);
                 }
             }
             Col::LastActiveAt => {
                 if !s.is_empty() {
-                    row.last_active_at = Some(parse_time("last_active_at", s)?);
+                    row.last_active_at = Some(parse_time(s, h.tz).map_err(at)?);
                 }
             }
             Col::Unsubscribed => {
                 if !s.is_empty() {
-                    row.unsubscribed = Some(parse_bool(s)?);
+                    row.unsubscribed = Some(parse_bool(s).map_err(at)?);
                 }
             }
             Col::Tags => {
@@ -279,7 +407,7 @@ fn parse_row(h: &Header, rec: &csv::ByteRecord, row: &mut Row) -> Result<(), Str
                     if t.is_empty() {
                         continue;
                     }
-                    let t = check_tag(t).map_err(|e| format!("tags: {e}"))?;
+                    let t = check_tag(t).map_err(|e| at(e.to_string()))?;
                     if !row.tags.contains(&t) {
                         row.tags.push(t);
                     }
@@ -332,7 +460,7 @@ fn ends_in_quotes(raw: &[u8]) -> bool {
 
 /// The raw bytes `start..end` of the file, read again (for the rare record
 /// that spans lines).
-fn raw_range(file: &mut File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+fn raw_range<R: Read + Seek>(file: &mut R, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::new();
     file.by_ref()
@@ -340,6 +468,10 @@ fn raw_range(file: &mut File, start: u64, end: u64) -> std::io::Result<Vec<u8>> 
         .read_to_end(&mut buf)?;
     Ok(buf)
 }
+
+/// A source that can be read again at a byte position.
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
 
 /// What the parsing thread hands to the writer.
 struct Batch {
@@ -350,19 +482,66 @@ struct Batch {
 }
 
 /// Reads the file on the current (blocking) thread and sends batches.
-fn parse_file(path: &Path, tx: &mpsc::Sender<Result<Batch, StoreError>>) -> Result<(), StoreError> {
+/// Whether the start of a file is not UTF-8 but reads as GB18030.
+fn looks_gb18030(head: &[u8]) -> bool {
+    let utf8_broken = match std::str::from_utf8(head) {
+        Ok(_) => false,
+        // A character cut by the end of the sample is not a fault.
+        Err(e) => e.error_len().is_some(),
+    };
+    if !utf8_broken {
+        return false;
+    }
+    let mut d = encoding_rs::GB18030.new_decoder_without_bom_handling();
+    let mut out = String::with_capacity(head.len() * 2);
+    let (res, _) = d.decode_to_string_without_replacement(head, &mut out, false);
+    !matches!(res, encoding_rs::DecoderResult::Malformed(..))
+}
+
+fn parse_file(
+    path: &Path,
+    opts: &ImportOptions,
+    tx: &mpsc::Sender<Result<Batch, StoreError>>,
+) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.display().to_string(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let mut file = File::open(path).map_err(io)?;
+    let gbk = match opts.encoding {
+        Some(e) => e == Encoding::Gb18030,
+        None => {
+            use std::io::{Read, Seek};
+            let mut head = vec![0u8; 64 * 1024];
+            let n = file.read(&mut head).map_err(io)?;
+            file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+            looks_gb18030(&head[..n])
+        }
+    };
+    // `again` re-reads the records that span lines, by byte position in
+    // what the parser reads (the decoded text for a GB18030 file).
+    let (input, mut again): (Box<dyn ReadSeek>, Box<dyn ReadSeek>) = if gbk {
+        // Decoded whole into memory: a Chinese Excel export is small next
+        // to the UTF-8 files the fast path streams.
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let (text, _, _) = encoding_rs::GB18030.decode(&bytes);
+        let utf8 = text.into_owned().into_bytes();
+        (
+            Box::new(std::io::Cursor::new(utf8.clone())),
+            Box::new(std::io::Cursor::new(utf8)),
+        )
+    } else {
+        (
+            Box::new(BufReader::with_capacity(1 << 20, file)),
+            Box::new(File::open(path).map_err(io)?),
+        )
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 20)
-        .from_reader(BufReader::with_capacity(1 << 20, file));
-    // A second handle re-reads the records that span lines.
-    let mut again = File::open(path).map_err(io)?;
+        .from_reader(input);
     let mut rec = csv::ByteRecord::new();
     let csv_err = |e: csv::Error| StoreError::BadFile {
         path: path.display().to_string(),
@@ -374,7 +553,7 @@ fn parse_file(path: &Path, tx: &mpsc::Sender<Result<Batch, StoreError>>) -> Resu
             message: "the file is empty: expected a header row naming the columns".into(),
         });
     }
-    let header = read_header(path, &rec)?;
+    let header = read_header(path, &rec, opts)?;
     let mut seen: HashMap<Box<str>, u64> = HashMap::new();
     let mut batch = Batch {
         rows: Vec::with_capacity(BATCH_ROWS),
@@ -528,6 +707,19 @@ impl Store {
         &self,
         path: &Path,
         now: DateTime<Utc>,
+        progress: impl FnMut(ImportProgress),
+    ) -> Result<ImportReport, StoreError> {
+        self.import_csv_with(path, now, &ImportOptions::default(), progress)
+            .await
+    }
+
+    /// [`Store::import_csv`] with declared types, a time zone, an encoding,
+    /// and `dry_run` (every batch in one transaction, rolled back).
+    pub async fn import_csv_with(
+        &self,
+        path: &Path,
+        now: DateTime<Utc>,
+        opts: &ImportOptions,
         mut progress: impl FnMut(ImportProgress),
     ) -> Result<ImportReport, StoreError> {
         let started = Instant::now();
@@ -542,6 +734,8 @@ impl Store {
         // the batches through the pool (multi-row INSERTs and UPDATE ... FROM
         // VALUES, the same statements).
         let db_file: String = match &self.sqlite {
+            // A dry run goes through the pool: one transaction, rolled back.
+            Some(_) if opts.dry_run => String::new(),
             Some(pool) => {
                 sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                     .fetch_one(pool)
@@ -559,8 +753,9 @@ impl Store {
         };
         let (tx, rx) = mpsc::channel::<Result<Batch, StoreError>>(2);
         let owned: PathBuf = path.to_path_buf();
+        let popts = opts.clone();
         let parser = std::thread::spawn(move || {
-            if let Err(e) = parse_file(&owned, &tx) {
+            if let Err(e) = parse_file(&owned, &popts, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
@@ -595,6 +790,11 @@ impl Store {
             }
             None => {
                 let mut rx = rx;
+                let mut dry = if opts.dry_run {
+                    Some(self.begin().await?)
+                } else {
+                    None
+                };
                 while let Some(msg) = rx.recv().await {
                     let mut batch = match msg {
                         Ok(b) => b,
@@ -605,22 +805,26 @@ impl Store {
                     };
                     let mut counts = Counts::default();
                     if !batch.rows.is_empty() {
-                        let written = async {
-                            let mut t = self.begin().await?;
-                            let before =
-                                super::contacts::log_position_locked(&mut t, self.dialect).await?;
-                            let out =
-                                write_rows(&mut t, self.dialect, &mut batch.rows, now_ms).await?;
-                            sqlx::query(sqlx::AssertSqlSafe(
-                                super::contacts::MARK_IMPORTED_TAGS.replace('?', "$1"),
-                            ))
-                            .bind(before)
-                            .execute(&mut *t)
-                            .await?;
-                            t.commit().await?;
-                            Ok::<_, StoreError>(out)
-                        }
-                        .await;
+                        let written = match dry.as_mut() {
+                            Some(t) => {
+                                write_batch_in(t, self.dialect, &mut batch.rows, now_ms).await
+                            }
+                            None => {
+                                async {
+                                    let mut t = self.begin().await?;
+                                    let out = write_batch_in(
+                                        &mut t,
+                                        self.dialect,
+                                        &mut batch.rows,
+                                        now_ms,
+                                    )
+                                    .await?;
+                                    t.commit().await?;
+                                    Ok(out)
+                                }
+                                .await
+                            }
+                        };
                         match written {
                             Ok(out) => counts = Counts::of(&out),
                             Err(e) => {
@@ -632,6 +836,9 @@ impl Store {
                     tally(&mut report, &mut state, Written { counts, batch });
                     progress(state);
                 }
+                if let Some(t) = dry {
+                    t.rollback().await?;
+                }
             }
         }
         let _ = parser.join();
@@ -639,6 +846,24 @@ impl Store {
         report.elapsed = started.elapsed();
         Ok(report)
     }
+}
+
+/// One batch in `t`: the rows, and their tags marked as imported.
+async fn write_batch_in(
+    t: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: super::Dialect,
+    rows: &mut [Row],
+    now_ms: i64,
+) -> Result<Vec<super::Upserted>, StoreError> {
+    let before = super::contacts::log_position_locked(t, dialect).await?;
+    let out = write_rows(&mut *t, dialect, rows, now_ms).await?;
+    sqlx::query(sqlx::AssertSqlSafe(
+        super::contacts::MARK_IMPORTED_TAGS.replace('?', "$1"),
+    ))
+    .bind(before)
+    .execute(&mut **t)
+    .await?;
+    Ok(out)
 }
 
 /// Writes `n` with thousands separators: 1234567 → "1,234,567".

@@ -26,7 +26,7 @@ pub mod wecom;
 pub mod workflow_states;
 
 pub use contacts::{Bind, ContactInput, Upserted};
-pub use import::{BadRow, ImportProgress, ImportReport};
+pub use import::{BadRow, Encoding, ImportOptions, ImportProgress, ImportReport};
 
 /// What can go wrong in the store. Every variant says which store, file or
 /// contact it is about.

@@ -28,8 +28,18 @@ pub struct WorkflowCounts {
     pub done: i64,
     /// Enrollments that left early (audience, goal, ...).
     pub exited: i64,
-    /// Messages the provider accepted.
+    /// Messages to contacts the provider accepted (notices to salespeople
+    /// are counted apart, in `notices`).
     pub sent: i64,
+    /// Assignment notices to salespeople the provider accepted.
+    pub notices: i64,
+    /// Messages to contacts held by quiet hours (not yet due).
+    pub deferred: i64,
+    /// When the first and the last of them may go out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_from: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<DateTime<Utc>>,
     /// Messages dead-lettered (retries exhausted or a permanent error).
     pub failed: i64,
     /// Messages waiting to be delivered (queued, sending, or failed and due for a retry).
@@ -81,12 +91,20 @@ pub async fn workflow_counts(
     }
     let rows = sqlx::query(
         "SELECT workflow, \
-                count(*) FILTER (WHERE status = 'sent'), \
+                count(*) FILTER (WHERE status = 'sent' AND payload NOT LIKE '%\"kind\":\"notice\"%'), \
                 count(*) FILTER (WHERE status = 'dead'), \
                 count(*) FILTER (WHERE status IN ('queued', 'sending', 'failed')), \
-                count(*) FILTER (WHERE status = 'cancelled') \
+                count(*) FILTER (WHERE status = 'cancelled'), \
+                count(*) FILTER (WHERE status = 'sent' AND payload LIKE '%\"kind\":\"notice\"%'), \
+                count(*) FILTER (WHERE status = 'queued' AND attempts = 0 AND not_before > $1 \
+                                   AND not_before > created_at), \
+                min(CASE WHEN status = 'queued' AND attempts = 0 AND not_before > $1 \
+                          AND not_before > created_at THEN not_before END), \
+                max(CASE WHEN status = 'queued' AND attempts = 0 AND not_before > $1 \
+                          AND not_before > created_at THEN not_before END) \
            FROM outbox GROUP BY workflow",
     )
+    .bind(to_ms(now))
     .fetch_all(pool)
     .await?;
     for r in rows {
@@ -99,6 +117,10 @@ pub async fn workflow_counts(
         c.failed = r.try_get(2)?;
         c.queued = r.try_get(3)?;
         c.cancelled = r.try_get(4)?;
+        c.notices = r.try_get(5)?;
+        c.deferred = r.try_get(6)?;
+        c.deferred_from = r.try_get::<Option<i64>, _>(7)?.map(from_ms);
+        c.deferred_until = r.try_get::<Option<i64>, _>(8)?.map(from_ms);
     }
     fn entry(out: &mut BTreeMap<String, WorkflowCounts>, name: String) -> &mut WorkflowCounts {
         out.entry(name.clone()).or_insert_with(|| WorkflowCounts {
@@ -278,7 +300,7 @@ pub async fn file_states(pool: &AnyPool) -> sqlx::Result<Vec<FileState>> {
 /// One thing that happened to a contact. `kind` is one of
 /// `contact_created`, `tag_added`, `tag_removed`, `event`,
 /// `enrollment_started`, `enrollment_ended`, `step`, `message_queued`,
-/// `message_sent`, `message_dead`, `message_cancelled`.
+/// `message_sent`, `message_dead`, `message_cancelled`, `unsubscribed`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HistoryEntry {
     #[serde(skip)]
@@ -317,6 +339,12 @@ pub struct HistoryEntry {
     pub provider_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i64>,
+    /// A notice to a salesperson (not a message to the contact).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub notice: bool,
+    /// A message held by quiet hours: when it may go out.
+    #[serde(skip)]
+    pub deferred_until: Option<DateTime<Utc>>,
     /// Tie-break within one millisecond: the order things happen in.
     #[serde(skip)]
     order: (u8, i64),
@@ -341,6 +369,8 @@ impl HistoryEntry {
             body: None,
             provider_id: None,
             attempts: None,
+            notice: false,
+            deferred_until: None,
             order: (rank, seq),
         }
     }
@@ -436,7 +466,7 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
                 -- why (a mass message from a follow-user who is not the owner).
                 coalesce(last_error, (SELECT t.detail FROM wecom_tasks t \
                                        WHERE t.message_id = outbox.id AND t.status = 'pending')), \
-                rowid \
+                rowid, not_before, payload \
            FROM outbox WHERE contact_id = $1 ORDER BY created_at, rowid",
     )
     .bind(id)
@@ -445,6 +475,9 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
     for r in rows {
         let rowid: i64 = r.try_get(15)?;
         let status: String = r.try_get(8)?;
+        let created: i64 = r.try_get(11)?;
+        let not_before: i64 = r.try_get(16)?;
+        let notice = r.try_get::<String, _>(17)?.contains("\"kind\":\"notice\"");
         let base = |at: i64, kind: &'static str, rank: u8| -> sqlx::Result<HistoryEntry> {
             let mut e = HistoryEntry::new(at, kind, rank, rowid);
             e.message_id = Some(r.try_get(0)?);
@@ -453,11 +486,15 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
             e.name = Some(r.try_get(3)?);
             e.channel = Some(r.try_get(4)?);
             e.to = Some(r.try_get(5)?);
+            e.notice = notice;
             Ok(e)
         };
         let mut q = base(r.try_get(11)?, "message_queued", 5)?;
         q.subject = r.try_get(6)?;
         q.body = Some(r.try_get(7)?);
+        if not_before > created {
+            q.deferred_until = Some(from_ms(not_before));
+        }
         out.push(q);
         let attempts: i64 = r.try_get(9)?;
         let last_at: i64 = r.try_get(10)?;
@@ -492,6 +529,38 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
                 }
             }
         }
+    }
+
+    // Unsubscribes: from one channel (contact_opt_outs), or from every
+    // channel (contacts.unsubscribed_at; unknown when an import set it).
+    let rows = sqlx::query("SELECT channel, at FROM contact_opt_outs WHERE contact_id = $1")
+        .bind(id)
+        .fetch_all(pool)
+        .await?;
+    for (i, r) in rows.into_iter().enumerate() {
+        let mut e = HistoryEntry::new(r.try_get(1)?, "unsubscribed", 2, i as i64);
+        e.channel = Some(r.try_get(0)?);
+        out.push(e);
+    }
+    let row =
+        sqlx::query("SELECT unsubscribed, unsubscribed_at, updated_at FROM contacts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    if let Some(r) = row
+        && r.try_get::<i64, _>(0)? != 0
+    {
+        let at: Option<i64> = r.try_get(1)?;
+        let mut e = HistoryEntry::new(
+            at.unwrap_or(r.try_get::<i64, _>(2)?),
+            "unsubscribed",
+            2,
+            i64::MAX,
+        );
+        if at.is_none() {
+            e.detail = Some("time not recorded: set by an import or an upsert; shown at the contact's last change".into());
+        }
+        out.push(e);
     }
 
     out.sort_by_key(|a| (a.at, a.order));

@@ -54,6 +54,49 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
         }
         check_workflow(cx, wf, &mut out);
     }
+    // `address:` of a channel names the contact field messages go to.
+    if let Some(settings_file) = &cx.settings.file {
+        const ADDRESS_FIELDS: [&str; 4] = ["phone", "email", "wecom_external_userid", "id"];
+        for ch in cx.settings.channels.values() {
+            let Some(a) = ch.options.get("address") else {
+                continue;
+            };
+            let declared = cx.settings.fields.get(&a.value);
+            if ADDRESS_FIELDS.contains(&a.value.as_str()) || declared == Some(&FieldType::String) {
+                continue;
+            }
+            let known: Vec<String> = ADDRESS_FIELDS
+                .iter()
+                .map(|f| f.to_string())
+                .chain(
+                    cx.settings
+                        .fields
+                        .iter()
+                        .filter(|(_, t)| **t == FieldType::String)
+                        .map(|(n, _)| n.clone()),
+                )
+                .collect();
+            let why = match declared {
+                Some(t) => format!("is a {} field, not an address", t.name()),
+                None => "is not a contact field".to_string(),
+            };
+            let d = Diagnostic::new(
+                settings_file,
+                a.pos,
+                format!("channel \"{}\": address \"{}\" {why}", ch.name, a.value),
+            )
+            .did_you_mean(&a.value, &known);
+            let d = if d.suggestion.is_none() {
+                d.with_suggestion(format!(
+                    "address names the contact field messages go to: {}",
+                    known.join(", ")
+                ))
+            } else {
+                d
+            };
+            out.push(d);
+        }
+    }
     // Templates no workflow sends are still checked: they may be used soon.
     let used: BTreeSet<&str> = workflows
         .iter()
@@ -79,11 +122,12 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
         if let Err(e) = r {
             let file = cx.settings.templates_dir.join(format!("{name}.hbs"));
             let line = template_error_line(&e).unwrap_or(1);
+            let col = column_in(&file, line, &e);
             out.push(render_diag(
                 cx,
                 Diagnostic::new(
                     file,
-                    Pos::new(line, 1),
+                    Pos::new(line, col),
                     format!("template does not render for a sample contact: {e}"),
                 ),
                 &e,
@@ -91,6 +135,24 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
         }
     }
     out
+}
+
+/// The column (in characters, from 1) of a missing variable on `line` of
+/// the template file; 1 when it cannot be told.
+fn column_in(file: &std::path::Path, line: u32, e: &TemplateError) -> u32 {
+    let TemplateError::MissingVariable { var: Some(var), .. } = e else {
+        return 1;
+    };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return 1;
+    };
+    let Some(l) = text.lines().nth(line.saturating_sub(1) as usize) else {
+        return 1;
+    };
+    match l.find(var.as_str()) {
+        Some(i) => l[..i].chars().count() as u32 + 1,
+        None => 1,
+    }
 }
 
 fn template_error_line(e: &TemplateError) -> Option<u32> {
@@ -316,10 +378,43 @@ fn render_diag(cx: &CheckContext, d: Diagnostic, e: &TemplateError) -> Diagnosti
             return d;
         }
         return d.with_suggestion(format!(
-            "use {{{{default {var} \"...\"}}}} for a field some contacts lack, or declare it under fields: in nurture.yaml"
+            "use {{{{default {var} \"...\"}}}} for a field some contacts lack, or declare it under fields: in nurture.yaml; the contact's fields are {}",
+            known.iter().map(|k| format!("contact.{k}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if let TemplateError::MissingVariable { var: Some(var), .. } = e {
+        let ctx = sample_context(cx, "sample-workflow");
+        let mut vars = Vec::new();
+        variables(&ctx, "", &mut vars);
+        let d = d.did_you_mean(var, &vars);
+        if d.suggestion.is_some() {
+            return d;
+        }
+        return d.with_suggestion(format!(
+            "the variables are {} (and event.name, event.at, event.properties.* in event-triggered workflows)",
+            vars.join(", ")
         ));
     }
     d
+}
+
+/// The dotted names of the template data's values (`contact.name`,
+/// `owner.name`, `workflow`, ...), two levels deep.
+fn variables(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Object(m) = v {
+        for (k, x) in m {
+            let name = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if x.is_object() && !prefix.contains('.') && prefix.is_empty() {
+                variables(x, &name, out);
+            } else {
+                out.push(name);
+            }
+        }
+    }
 }
 
 fn known_fields(settings: &Settings) -> Vec<String> {
@@ -395,14 +490,21 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                         r
                     }
                 {
+                    // Said where it is to be fixed: the template's file and line.
+                    let hbs = s.templates_dir.join(format!("{}.hbs", t.value));
+                    let line = template_error_line(&e).unwrap_or(1);
+                    let col = column_in(&hbs, line, &e);
                     out.push(render_diag(
                         cx,
                         Diagnostic::new(
-                            file,
-                            t.pos,
+                            hbs,
+                            Pos::new(line, col),
                             format!(
-                                "template \"{}\" does not render for a sample contact: {e}",
-                                t.value
+                                "template \"{}\" does not render for a sample contact of workflow \"{}\" ({}:{}): {e}",
+                                t.value,
+                                wf.name,
+                                file.display(),
+                                t.pos.line
                             ),
                         ),
                         &e,
@@ -514,6 +616,21 @@ fn check_condition(
         Condition::Not(c) => check_condition(cx, file, c, out),
         Condition::Field { field, test } => {
             if !check_field_name(cx, file, field, out) {
+                return;
+            }
+            if let Some(d) = template_literal(file, field, test) {
+                out.push(d);
+                return;
+            }
+            // A literal of the wrong type for a declared field never matches.
+            if let Some(ty) = cx.settings.fields.get(&field.value)
+                && let Some(problem) = literal_type_problem(test, *ty)
+            {
+                out.push(Diagnostic::new(
+                    file,
+                    field.pos,
+                    format!("field \"{}\" {problem}", field.value),
+                ));
                 return;
             }
             if matches!(test, FieldTest::OlderThan(_) | FieldTest::NewerThan(_)) {
@@ -686,6 +803,43 @@ fn check_property(
             format!("property \"{}\" of \"{event}\" {problem}", w.field.value),
         ));
     }
+}
+
+/// A literal that looks like a template (`"{{today}}"`): conditions are not
+/// rendered, so the field is compared with those very characters.
+fn template_literal(
+    file: &std::path::Path,
+    field: &Located<String>,
+    test: &FieldTest,
+) -> Option<Diagnostic> {
+    use crate::audience::Literal;
+    let lits: Vec<&Literal> = match test {
+        FieldTest::Equals(l)
+        | FieldTest::NotEquals(l)
+        | FieldTest::Gt(l)
+        | FieldTest::Gte(l)
+        | FieldTest::Lt(l)
+        | FieldTest::Lte(l) => vec![l],
+        FieldTest::In(ls) | FieldTest::NotIn(ls) => ls.iter().collect(),
+        _ => vec![],
+    };
+    let s = lits.into_iter().find_map(|l| match l {
+        Literal::Str(s) if s.contains("{{") => Some(s),
+        _ => None,
+    })?;
+    Some(
+        Diagnostic::new(
+            file,
+            field.pos,
+            format!(
+                "\"{s}\" is compared as written: conditions are not templates, so the test on \"{}\" can never hold as meant",
+                field.value
+            ),
+        )
+        .with_suggestion(
+            "compare times with older_than / newer_than (e.g. { field: last_active_at, newer_than: 1d } for today's), or a literal value",
+        ),
+    )
 }
 
 /// Why a test cannot hold on a value of type `ty` (a literal of the wrong

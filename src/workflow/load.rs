@@ -140,7 +140,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
     let exit_when = opt_condition(r, &f, "exit_when");
     // `once` is the default, except for a `schedule`: a recurring broadcast
     // that reached each contact only on its first tick would surprise anyone
-    // (README, "Decisions").
+    // (docs/decisions.md).
     let default_entry = match &trigger {
         Some(Trigger::Schedule { .. }) => Entry::EveryTime,
         _ => Entry::Once,

@@ -9,6 +9,10 @@ use sqlx::{AnyPool, AssertSqlSafe};
 use crate::support;
 
 fn nurture(dir: &Path) -> Command {
+    // A project folder: outside one, nurture refuses to create a store.
+    if !dir.join("nurture.yaml").exists() {
+        std::fs::write(dir.join("nurture.yaml"), "timezone: Asia/Shanghai\n").unwrap();
+    }
     let mut cmd = Command::cargo_bin("nurture").unwrap();
     cmd.current_dir(dir);
     match support::db::on_postgres() {

@@ -15,6 +15,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn nurture(dir: &Path) -> Command {
+    // A project folder: outside one, nurture refuses to create a store.
+    if !dir.join("nurture.yaml").exists() {
+        std::fs::write(dir.join("nurture.yaml"), "timezone: Asia/Shanghai\n").unwrap();
+    }
     let mut cmd = Command::cargo_bin("nurture").unwrap();
     cmd.current_dir(dir);
     match support::db::on_postgres() {

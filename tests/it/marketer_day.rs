@@ -375,6 +375,7 @@ async fn the_api_refuses_an_unsubscribe_from_an_unknown_channel_with_did_you_mea
 #[test]
 fn every_command_has_examples_and_completions_are_printed() {
     let commands: &[&[&str]] = &[
+        &["init"],
         &["validate"],
         &["run"],
         &["dry-run"],
@@ -382,6 +383,8 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["channels", "test"],
         &["contacts"],
         &["contacts", "import"],
+        &["contacts", "show"],
+        &["contacts", "export"],
         &["contacts", "add"],
         &["contacts", "tag"],
         &["contacts", "event"],

@@ -1,0 +1,98 @@
+//! Issue 11, item 13: `nurture init [DIR]` scaffolds a project that
+//! validates and runs; a command in a folder with no nurture.yaml and no
+//! store refuses to create one by accident.
+
+use std::path::Path;
+use std::process::Command;
+
+fn nurture(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("nurture"))
+        .current_dir(dir)
+        .env_remove("NURTURE_DATABASE")
+        .env_remove("COLUMNS")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn init_scaffolds_a_project_that_validates_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, out, err) = nurture(tmp.path(), &["init", "shop"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("init_says", out);
+    let dir = tmp.path().join("shop");
+    let mut files: Vec<String> = walk(&dir);
+    files.sort();
+    insta::assert_snapshot!("init_files", files.join("\n"));
+    let (code, out, err) = nurture(&dir, &["validate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.is_empty(), "no warning expected:\n{err}");
+    let (code, _, err) = nurture(&dir, &["contacts", "import", "contacts/sample.csv"]);
+    assert_eq!(code, 0, "{err}");
+    // The store is ignored by git, as .gitignore says.
+    assert!(dir.join("nurture.db").exists());
+    assert!(
+        std::fs::read_to_string(dir.join(".gitignore"))
+            .unwrap()
+            .contains("nurture.db\n")
+    );
+    let (code, out, err) = nurture(
+        &dir,
+        &[
+            "dry-run",
+            "--all-contacts",
+            "--at",
+            "2026-11-01T10:00:00+08:00",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Dry run"), "{out}");
+
+    // Again: nothing is overwritten.
+    let (code, _, err) = nurture(tmp.path(), &["init", "shop"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing was written"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(
+                walk(&p)
+                    .into_iter()
+                    .map(|f| format!("{}/{f}", p.file_name().unwrap().to_string_lossy())),
+            );
+        } else {
+            out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn no_store_is_created_by_accident_in_a_folder_that_is_not_a_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = nurture(tmp.path(), &["contacts", "add", "c1", "--name", "周晓明"]);
+    assert_eq!(code, 1, "{err}");
+    insta::assert_snapshot!(err);
+    assert!(!tmp.path().join("nurture.db").exists());
+    for args in [&["run", "--until-idle"][..], &["enroll", "x", "--existing"]] {
+        let (code, _, err) = nurture(tmp.path(), args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("nurture init"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    // Read-only commands say there is nothing yet, and create nothing.
+    let (code, out, _) = nurture(tmp.path(), &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no customer store"), "{out}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}

@@ -1,0 +1,127 @@
+//! Issue 11, item 5: a validate that helps. Literals checked against
+//! declared types, `address:` naming an address field, cron problems in
+//! words, template problems at the template's own line with the variables
+//! that exist, `validate templates/x.hbs` checking the workflows that send
+//! it, and a comparison to a template string flagged.
+
+use std::path::Path;
+
+fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let p = dir.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    dir
+}
+
+fn validate(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))
+        .current_dir(dir)
+        .env_remove("NURTURE_DATABASE")
+        .arg("validate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap()
+        ),
+    )
+}
+
+const SETTINGS: &str = "timezone: Asia/Shanghai
+channels:
+  sms: { kind: log, address: lifetime_value }
+  email: { kind: log, address: emial }
+fields:
+  lifetime_value: number
+  level: string
+";
+
+#[test]
+fn literals_addresses_cron_and_template_strings_are_checked() {
+    let dir = folder(&[
+        ("nurture.yaml", SETTINGS),
+        (
+            "workflows/vip.yaml",
+            r#"trigger: { schedule: { cron: "0 9 31 2 *" } }
+audience:
+  all:
+    - { field: lifetime_value, gte: "lots" }
+    - { field: level, older_than: 30d }
+    - { field: last_active_at, equals: "{{today}}" }
+steps:
+  - send: { channel: email, template: hi }
+"#,
+        ),
+        ("templates/hi.hbs", "您好"),
+    ]);
+    let (code, out) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn template_problems_are_at_the_template_line_and_list_the_variables() {
+    let dir = folder(&[
+        (
+            "nurture.yaml",
+            "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\n",
+        ),
+        (
+            "workflows/hello.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hello }\n",
+        ),
+        (
+            "workflows/other.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: smss, template: other }\n",
+        ),
+        (
+            "templates/hello.hbs",
+            "{{contact.name}}您好，\n{{shop.name}}欢迎您",
+        ),
+        ("templates/other.hbs", "您好"),
+    ]);
+    let (code, all) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains("smss"), "{all}");
+    // One template: its problems and those of the workflows that send it,
+    // not the others'.
+    let (code, one) = validate(dir.path(), &["templates/hello.hbs"]);
+    assert_eq!(code, 1, "{one}");
+    assert!(!one.contains("smss"), "{one}");
+    insta::assert_snapshot!(one);
+    let (code, other) = validate(dir.path(), &["templates/other.hbs"]);
+    assert_eq!(code, 1, "{other}");
+    assert!(other.contains("no channel \"smss\""), "{other}");
+}
+
+#[test]
+fn every_problem_of_a_channel_is_reported_in_one_run() {
+    let dir = folder(&[
+        (
+            "nurture.yaml",
+            "timezone: Asia/Shanghai\nchannels:\n  sms:\n    kind: twilio\n    from: \"+15550001\"\n    account_sid_env: NURTURE_TEST_UNSET_SID\n    auth_token_env: NURTURE_TEST_UNSET_TOKEN\n    timeout: soon\n",
+        ),
+        (
+            "workflows/hello.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hi }\n",
+        ),
+        ("templates/hi.hbs", "您好"),
+    ]);
+    let (code, out) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "NURTURE_TEST_UNSET_SID (account_sid_env) is not set",
+        "NURTURE_TEST_UNSET_TOKEN (auth_token_env) is not set",
+        "timeout \"soon\"",
+    ] {
+        assert!(out.contains(want), "{want}:\n{out}");
+    }
+    insta::assert_snapshot!(out);
+}
