@@ -161,28 +161,7 @@ fn parse_kind(
                 None => 1,
             };
             let where_ = match f.get("where") {
-                Some(w) => {
-                    let field = w.get("field");
-                    match field {
-                        Some(fv) => match parse_field(r, fv, w)? {
-                            Condition::Field { field, test } => {
-                                Some(Box::new(super::PropertyTest { field, test }))
-                            }
-                            _ => None,
-                        },
-                        None => {
-                            r.push(
-                                Diagnostic::new(
-                                    r.file,
-                                    w.pos,
-                                    "where: tests one property of the event",
-                                )
-                                .with_suggestion("write where: { field: amount, gte: 500 }"),
-                            );
-                            return None;
-                        }
-                    }
-                }
+                Some(w) => Some(Box::new(parse_where(r, w)?)),
                 None => None,
             };
             Some(Condition::Event {
@@ -194,6 +173,24 @@ fn parse_kind(
         }
         "field" => parse_field(r, value, map),
         _ => None,
+    }
+}
+
+/// `where: { field: amount, gte: 500 }`: a test of one property of an event
+/// (event conditions, `wait_until: { event: ..., where: ... }`).
+pub fn parse_where(r: &mut Reader, w: &Node) -> Option<super::PropertyTest> {
+    match w.get("field") {
+        Some(fv) => match parse_field(r, fv, w)? {
+            Condition::Field { field, test } => Some(super::PropertyTest { field, test }),
+            _ => None,
+        },
+        None => {
+            r.push(
+                Diagnostic::new(r.file, w.pos, "where: tests one property of the event")
+                    .with_suggestion("write where: { field: amount, gte: 500 }"),
+            );
+            None
+        }
     }
 }
 

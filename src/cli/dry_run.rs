@@ -555,6 +555,9 @@ impl Sink for TableSink {
                         .with_timezone(&self.tz)
                         .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
+                Action::WaitEnded { met, why } => {
+                    format!("{} ({why})", if *met { "then" } else { "else" })
+                }
                 Action::Exit { reason } | Action::Skip { reason } => reason.to_string(),
             };
             writeln!(

@@ -107,7 +107,10 @@ fn width(steps: &[Step]) -> usize {
     steps
         .iter()
         .map(|s| match &s.action {
-            StepAction::If(i) => width(&i.then).max(1) + width(&i.otherwise).max(1),
+            StepAction::If(_) | StepAction::WaitUntil(_) => {
+                let (t, e) = s.action.branches().unwrap_or_default();
+                width(t).max(1) + width(e).max(1)
+            }
             _ => 1,
         })
         .max()
@@ -133,27 +136,24 @@ fn lay(
             b.edge(&f, &s.id, l);
         }
         row += 1;
-        if let StepAction::If(i) = &s.action {
-            let wt = width(&i.then).max(1) as f64;
-            let we = width(&i.otherwise).max(1) as f64;
+        if let Some((then, otherwise)) = s.action.branches() {
+            let (yes, no) = match &s.action {
+                StepAction::WaitUntil(_) => ("came", "timeout"),
+                _ => ("yes", "no"),
+            };
+            let wt = width(then).max(1) as f64;
+            let we = width(otherwise).max(1) as f64;
             // Centre the two branches under the `if`.
             let total = wt + we;
             let start = left + (cols - total) / 2.0;
-            let (mut ends, r1) = lay(
-                b,
-                &i.then,
-                start,
-                wt,
-                row,
-                vec![(s.id.clone(), Some("yes"))],
-            );
+            let (mut ends, r1) = lay(b, then, start, wt, row, vec![(s.id.clone(), Some(yes))]);
             let (ends2, r2) = lay(
                 b,
-                &i.otherwise,
+                otherwise,
                 start + wt,
                 we,
                 row,
-                vec![(s.id.clone(), Some("no"))],
+                vec![(s.id.clone(), Some(no))],
             );
             ends.extend(ends2);
             from = ends;
@@ -282,6 +282,14 @@ fn describe(s: &Step) -> (&'static str, String, String) {
         }
         StepAction::Wait(d) => ("wait", format!("wait {d}"), String::new()),
         StepAction::If(i) => ("if", "if".into(), condition(&i.condition)),
+        StepAction::WaitUntil(w) => (
+            "wait_until",
+            format!("wait until, at most {}", w.timeout),
+            match &w.until {
+                crate::workflow::WaitFor::Event { condition: c, .. }
+                | crate::workflow::WaitFor::Condition(c) => condition(c),
+            },
+        ),
     }
 }
 

@@ -172,19 +172,23 @@ pub async fn apply_in(
     }
 
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
-        Outcome::Waiting { next_step, until } => {
-            ("active", next_step.clone(), Some(ms(*until)), None)
-        }
+        Outcome::Waiting {
+            next_step, until, ..
+        } => ("active", next_step.clone(), Some(ms(*until)), None),
         Outcome::Done => ("done", None, None, None),
         Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
         // Only a new enrollment is held, and it returned above.
         Outcome::Held { first_step } => ("held", Some(first_step.clone()), None, None),
     };
+    let wait_since = match &d.plan.outcome {
+        Outcome::Waiting { wait_since, .. } => wait_since.map(ms),
+        _ => None,
+    };
     sqlx::query(
         "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
                 next_run_at = $4, end_reason = $5,
                 ended_at = CASE WHEN $6 = 'active' THEN NULL ELSE $7 END,
-                lease_owner = NULL, lease_until = NULL
+                lease_owner = NULL, lease_until = NULL, wait_since = $9
           WHERE id = $8",
     )
     .bind(status)
@@ -195,6 +199,7 @@ pub async fn apply_in(
     .bind(status)
     .bind(ms(now))
     .bind(enrollment_id)
+    .bind(wait_since)
     .execute(&mut *tx)
     .await
     .context("updating the enrollment")?;
@@ -339,8 +344,36 @@ async fn effects(
             }
             Ok(0)
         }
-        Action::Wait { .. } | Action::Exit { .. } | Action::Skip { .. } => Ok(0),
+        Action::Wait { .. }
+        | Action::WaitEnded { .. }
+        | Action::Exit { .. }
+        | Action::Skip { .. } => Ok(0),
     }
+}
+
+/// Make the enrollments waiting at the woken `wait_until` steps due at
+/// `now` (in the transaction that moves the event-log cursor over the
+/// entries that woke them). Their plans decide whether the wait is over.
+pub async fn wake_waiting(
+    tx: &mut Transaction<'static, Any>,
+    wakes: &[crate::engine::sources::Wake],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for w in wakes {
+        sqlx::query(
+            "UPDATE enrollments SET next_run_at = $1
+              WHERE contact_id = $2 AND workflow = $3 AND step_id = $4
+                AND status = 'active' AND wait_since IS NOT NULL AND next_run_at > $1",
+        )
+        .bind(ms(now))
+        .bind(&w.contact_id)
+        .bind(&w.workflow)
+        .bind(&w.step_id)
+        .execute(&mut **tx)
+        .await
+        .context("waking a wait_until step")?;
+    }
+    Ok(())
 }
 
 /// The WeCom transfer an assignment calls for (reference §1.5): when the
@@ -556,6 +589,7 @@ fn detail(s: &PlannedStep) -> Option<String> {
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
         Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Action::WaitEnded { why, .. } => Some(why.clone()),
         Action::Exit { reason } | Action::Skip { reason } => Some(reason.to_string()),
     }
 }

@@ -211,6 +211,44 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             e.entry_key,
             e.step_id.as_deref().unwrap_or("-")
         );
+        // Waiting at a wait_until step: for what, since when, and whether
+        // it would end now.
+        if let (Some(since), Some(step)) = (
+            e.wait_since,
+            e.step_id.as_deref().and_then(|id| wf.step(id)),
+        ) && let crate::workflow::StepAction::WaitUntil(w) = &step.action
+        {
+            let deadline = since + w.timeout.to_chrono();
+            let (met, what) = match &w.until {
+                crate::workflow::WaitFor::Event { name, condition } => (
+                    crate::audience::eval::holds_since(condition, c, at, since),
+                    format!(
+                        "event {name} logged since {}",
+                        since
+                            .with_timezone(&tz)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ),
+                crate::workflow::WaitFor::Condition(cond) => {
+                    (holds(cond, c, at), "the condition".to_string())
+                }
+            };
+            let _ = writeln!(
+                out,
+                "      wait_until: waiting for {what}; {}; timeout at {}",
+                if met {
+                    "it came: takes then at its next pass"
+                } else if at >= deadline {
+                    "timed out: takes else at its next pass"
+                } else {
+                    "not yet"
+                },
+                deadline
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            tree(&mut out, w.until.condition(), c, at, 4);
+        }
     }
 
     // Audience.
@@ -308,6 +346,10 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
             until
                 .with_timezone(&tz)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        WaitEnded { met, why } => format!(
+            "wait_until ends: {} ({why})",
+            if *met { "then" } else { "else" }
         ),
         Exit { reason } => format!("exit ({reason})"),
         Skip { reason } => format!("skip ({reason})"),

@@ -109,6 +109,14 @@ pub enum Action {
     Wait {
         until: DateTime<Utc>,
     },
+    /// A `wait_until` step ended: the event came (or the condition held),
+    /// `met`, and the enrollment takes `then`; or the timeout passed and it
+    /// takes `else`. Recorded at the step id `ID.then` or `ID.else`.
+    WaitEnded {
+        met: bool,
+        /// What ended it, for people: "event purchase at …", "timeout 3d".
+        why: String,
+    },
     Exit {
         reason: Reason,
     },
@@ -124,6 +132,7 @@ impl Action {
             Action::Assign { .. } => "assign",
             Action::Tag { .. } => "tag",
             Action::Wait { .. } => "wait",
+            Action::WaitEnded { .. } => "wait_until",
             Action::Exit { .. } => "exit",
             Action::Skip { .. } => "skip",
         }
@@ -166,6 +175,9 @@ pub enum Outcome {
     Waiting {
         next_step: Option<String>,
         until: DateTime<Utc>,
+        /// Waiting at a `wait_until` step (`next_step`): since when. Stored
+        /// with the enrollment; the plan resumes from it.
+        wait_since: Option<DateTime<Utc>>,
     },
     Done,
     Exited(Reason),
@@ -189,8 +201,16 @@ pub struct EnrollmentPlan {
 /// (`exit_when`) count only events at or after it.
 #[derive(Debug, Clone, Copy)]
 pub enum StartAt<'a> {
-    First { since: DateTime<Utc> },
-    Step { id: &'a str, since: DateTime<Utc> },
+    First {
+        since: DateTime<Utc>,
+    },
+    /// `waiting_since`: the enrollment waits at this `wait_until` step since
+    /// then (`None`: it arrives at the step now).
+    Step {
+        id: &'a str,
+        since: DateTime<Utc>,
+        waiting_since: Option<DateTime<Utc>>,
+    },
 }
 
 impl StartAt<'_> {
@@ -335,6 +355,12 @@ impl<'a> Planner<'a> {
             action,
         };
         let since = start.since();
+        // Only the step the plan starts from can be a wait it resumes.
+        let first_plan = matches!(start, StartAt::First { .. });
+        let mut resuming = match start {
+            StartAt::Step { waiting_since, .. } => waiting_since,
+            StartAt::First { .. } => None,
+        };
 
         let mut current: Option<&Step> = match start {
             StartAt::First { .. } => wf.steps.first(),
@@ -377,6 +403,86 @@ impl<'a> Planner<'a> {
                 };
             }
 
+            let waited_since = resuming.take();
+            if let StepAction::WaitUntil(w) = &step.action {
+                let arrived = waited_since.is_none();
+                // A wait reached in the plan of the event that started the
+                // enrollment begins just after that event: what was logged
+                // since (before the daemon got to it) counts, the trigger
+                // itself does not. Otherwise it begins now.
+                let ws = match (waited_since, first_plan.then_some(trigger).flatten()) {
+                    (Some(ws), _) => ws,
+                    (None, Some(t)) => t.at + chrono::TimeDelta::milliseconds(1),
+                    (None, None) => self.now,
+                };
+                let deadline = ws + w.timeout.to_chrono();
+                // The event that ends the wait: logged after it began and by
+                // its deadline (a daemon late to the deadline does not count
+                // what came after it). On arrival nothing logged before counts.
+                let came = match &w.until {
+                    crate::workflow::WaitFor::Event { condition, .. } if !arrived => {
+                        c.events.iter().find(|e| {
+                            e.at >= ws
+                                && e.at <= deadline
+                                && wait_event_passes(condition, e, self.now)
+                        })
+                    }
+                    _ => None,
+                };
+                let met = match &w.until {
+                    crate::workflow::WaitFor::Event { .. } => came.is_some(),
+                    crate::workflow::WaitFor::Condition(cond) => holds(cond, c, self.now),
+                };
+                let taken = if met {
+                    Some(true)
+                } else if self.now >= deadline {
+                    Some(false)
+                } else {
+                    None
+                };
+                let Some(met) = taken else {
+                    // Waiting (on): until the deadline, woken early by the event
+                    // path; a condition also looks again every hour.
+                    if arrived {
+                        ran.push(step.id.clone());
+                        steps.push(row(step, Action::Wait { until: deadline }));
+                    }
+                    let until = match &w.until {
+                        crate::workflow::WaitFor::Condition(_) => {
+                            deadline.min(self.now + crate::workflow::WaitFor::RECHECK)
+                        }
+                        crate::workflow::WaitFor::Event { .. } => deadline,
+                    };
+                    return EnrollmentPlan {
+                        steps,
+                        outcome: Outcome::Waiting {
+                            next_step: Some(step.id.clone()),
+                            until,
+                            wait_since: Some(ws),
+                        },
+                        ran,
+                    };
+                };
+                let why = match (&w.until, came) {
+                    (crate::workflow::WaitFor::Event { name, .. }, Some(e)) => format!(
+                        "event {name} at {}",
+                        secs(e.at.with_timezone(&self.settings.timezone))
+                    ),
+                    (crate::workflow::WaitFor::Condition(_), _) if met => "condition holds".into(),
+                    _ => format!("timeout {}", w.timeout),
+                };
+                ran.push(step.id.clone());
+                let branch = if met { "then" } else { "else" };
+                steps.push(PlannedStep {
+                    workflow: wf.name.clone(),
+                    contact_id: contact_id.clone(),
+                    step: format!("{}.{branch}", step.id),
+                    action: Action::WaitEnded { met, why },
+                });
+                let taken = if met { &w.then } else { &w.otherwise };
+                current = taken.first().or_else(|| wf.next_after(&step.id));
+                continue;
+            }
             ran.push(step.id.clone());
             let mut next = wf.next_after(&step.id);
             match &step.action {
@@ -489,10 +595,13 @@ impl<'a> Planner<'a> {
                         outcome: Outcome::Waiting {
                             next_step: next.map(|s| s.id.clone()),
                             until,
+                            wait_since: None,
                         },
                         ran,
                     };
                 }
+                // Decided above, before the step is recorded.
+                StepAction::WaitUntil(_) => {}
                 StepAction::If(branch) => {
                     let taken = if holds(&branch.condition, c, self.now) {
                         &branch.then
@@ -660,6 +769,9 @@ pub struct RowJson<'a> {
     pub until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A `wait_until` step ended: `then` (the event came) or `else` (timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<&'static str>,
 }
 
 impl PlannedStep {
@@ -683,6 +795,7 @@ impl PlannedStep {
             remove: None,
             until: None,
             reason: None,
+            branch: None,
         };
         match &self.action {
             Action::Send {
@@ -721,11 +834,32 @@ impl PlannedStep {
                 r.remove = Some(remove);
             }
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
+            Action::WaitEnded { met, why } => {
+                r.branch = Some(if *met { "then" } else { "else" });
+                r.reason = Some(why.clone());
+            }
             Action::Exit { reason } | Action::Skip { reason } => {
                 r.reason = Some(reason.to_string())
             }
         }
         r
+    }
+}
+
+/// Whether event `e` is the one a `wait_until: { event, where }` waits for.
+fn wait_event_passes(
+    cond: &crate::audience::Condition,
+    e: &crate::contact::EventFact,
+    now: DateTime<Utc>,
+) -> bool {
+    match cond {
+        crate::audience::Condition::Event { name, where_, .. } => {
+            e.name == *name
+                && where_
+                    .as_ref()
+                    .is_none_or(|w| crate::audience::eval::property_holds(w, &e.properties, now))
+        }
+        _ => false,
     }
 }
 
@@ -735,4 +869,144 @@ where
     T::Offset: std::fmt::Display,
 {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+#[cfg(test)]
+mod wait_until_tests {
+    use super::*;
+    use crate::contact::EventFact;
+    use chrono::TimeZone;
+
+    const WF: &str = r#"
+name: cart
+trigger: { event: { name: cart_abandoned } }
+steps:
+  - id: w
+    wait_until:
+      event: purchase
+      where: { field: item, equals: scarf }
+      timeout: 1d
+      then:
+        - tag: { add: [bought] }
+      else:
+        - tag: { add: [nudged] }
+  - id: after
+    tag: { add: [done] }
+"#;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+    }
+
+    fn purchase(at: DateTime<Utc>, item: &str) -> EventFact {
+        EventFact {
+            name: "purchase".into(),
+            at,
+            properties: serde_json::json!({ "item": item })
+                .as_object()
+                .unwrap()
+                .clone(),
+        }
+    }
+
+    fn run(
+        contact: &Contact,
+        now: DateTime<Utc>,
+        start: StartAt<'_>,
+        trigger: Option<&TriggerEvent>,
+    ) -> EnrollmentPlan {
+        let settings =
+            Settings::parse_str(std::path::Path::new("nurture.yaml"), "timezone: UTC\n").unwrap();
+        let templates = Templates::empty();
+        let (wf, d) = crate::workflow::load_str(std::path::Path::new("w.yaml"), WF);
+        assert!(d.is_empty(), "{d:?}");
+        let wf = wf.unwrap().workflow;
+        let mut p = Planner::new(&settings, &templates, now, Default::default());
+        p.plan(&wf, contact, start, 0, trigger)
+    }
+
+    fn steps(p: &EnrollmentPlan) -> Vec<(String, &'static str)> {
+        p.steps
+            .iter()
+            .map(|s| (s.step.clone(), s.action.name()))
+            .collect()
+    }
+
+    fn contact(events: Vec<EventFact>) -> Contact {
+        Contact {
+            id: "c1".into(),
+            events,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn arriving_waits_until_the_timeout_and_nothing_before_counts() {
+        // A purchase before the cart was abandoned does not end the wait.
+        let c = contact(vec![purchase(t(-1), "scarf")]);
+        let trigger = TriggerEvent {
+            name: "cart_abandoned".into(),
+            at: t(0),
+            properties: Default::default(),
+        };
+        let p = run(&c, t(0), StartAt::First { since: t(0) }, Some(&trigger));
+        assert_eq!(steps(&p), [("w".to_string(), "wait")]);
+        let ws = t(0) + chrono::TimeDelta::milliseconds(1);
+        assert_eq!(
+            p.outcome,
+            Outcome::Waiting {
+                next_step: Some("w".into()),
+                until: ws + chrono::TimeDelta::days(1),
+                wait_since: Some(ws),
+            }
+        );
+    }
+
+    #[test]
+    fn the_event_takes_then_and_the_timeout_takes_else() {
+        let start = |ws| StartAt::Step {
+            id: "w",
+            since: t(0),
+            waiting_since: Some(ws),
+        };
+        // The scarf is bought an hour into the wait: then, at once.
+        let c = contact(vec![purchase(t(1), "scarf")]);
+        let p = run(&c, t(1), start(t(0)), None);
+        assert_eq!(
+            steps(&p),
+            [
+                ("w.then".to_string(), "wait_until"),
+                ("w.then.0".into(), "tag"),
+                ("after".into(), "tag")
+            ]
+        );
+        assert!(
+            matches!(&p.steps[0].action, Action::WaitEnded { met: true, why } if why.starts_with("event purchase at 2030-01-01T01:00:00"))
+        );
+        assert_eq!(p.outcome, Outcome::Done);
+        // A hat does not pass where:, woken early it waits on, writing nothing.
+        let c = contact(vec![purchase(t(1), "hat")]);
+        let p = run(&c, t(1), start(t(0)), None);
+        assert!(p.steps.is_empty());
+        assert!(
+            matches!(p.outcome, Outcome::Waiting { until, wait_since: Some(ws), .. } if until == t(24) && ws == t(0))
+        );
+        // At the deadline: else.
+        let p = run(&c, t(24), start(t(0)), None);
+        assert_eq!(
+            steps(&p),
+            [
+                ("w.else".to_string(), "wait_until"),
+                ("w.else.0".into(), "tag"),
+                ("after".into(), "tag")
+            ]
+        );
+        assert!(
+            matches!(&p.steps[0].action, Action::WaitEnded { met: false, why } if why == "timeout 1d")
+        );
+        // A purchase after the deadline is too late too.
+        let c = contact(vec![purchase(t(25), "scarf")]);
+        let p = run(&c, t(25), start(t(0)), None);
+        assert_eq!(p.steps[0].step, "w.else");
+    }
 }

@@ -28,7 +28,7 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "schedule",
     "staff_left",
 ];
-pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if"];
+pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if", "wait_until"];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
 /// `check:` of an `inactive` trigger when none is written: hourly.
 pub const DEFAULT_INACTIVE_CHECK: &str = "0 * * * *";
@@ -394,7 +394,18 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
     }
     for (k, _) in entries {
         let text = k.scalar_text().unwrap_or("");
-        if (text == "then" || text == "else") && kind != "if" {
+        if (text == "then" || text == "else") && kind == "wait_until" {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    k.pos,
+                    format!("\"{text}\" of a wait_until step goes inside it"),
+                )
+                .with_suggestion(format!(
+                    "write wait_until: {{ event: purchase, timeout: 3d, {text}: [...] }}"
+                )),
+            );
+        } else if (text == "then" || text == "else") && kind != "if" {
             r.error(k.pos, format!("\"{text}\" belongs to an if step"));
         } else if !allowed.contains(&text) {
             r.unknown_key(k, &allowed, "a step");
@@ -437,6 +448,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
             StepAction::Tag(TagStep { add, remove })
         }
         "wait" => StepAction::Wait(r.duration(v, "wait")?),
+        "wait_until" => read_wait_until(r, v, &id)?,
         "if" => {
             let condition = parse_condition(r, v);
             let branch = |r: &mut Reader, key: &str, short: &str| -> Vec<Step> {
@@ -467,6 +479,98 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         pos: node.pos,
         action,
     })
+}
+
+/// `wait_until: { event: NAME, where?: {...}, timeout: D, then?: [...], else?: [...] }`
+/// or `wait_until: { condition: C, timeout: D, ... }`.
+fn read_wait_until(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
+    let f = r.fields(
+        v,
+        "a wait_until step",
+        &["event", "where", "condition", "timeout", "then", "else"],
+    )?;
+    let until = match (f.get("event"), f.get("condition")) {
+        (Some(_), Some(c)) => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    c.pos,
+                    "a wait_until step waits for an event or a condition, not both",
+                )
+                .with_suggestion(
+                    "for an event with a test of its properties, write event: NAME, where: {...}",
+                ),
+            );
+            return None;
+        }
+        (Some(e), None) => {
+            let name = r.string(e, "event")?;
+            let where_ = match f.get("where") {
+                Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
+                None => None,
+            };
+            WaitFor::Event {
+                condition: Condition::Event {
+                    name: name.clone(),
+                    within: None,
+                    at_least: 1,
+                    where_,
+                },
+                name,
+            }
+        }
+        (None, Some(c)) => {
+            if let Some(w) = f.get("where") {
+                r.error(w.pos, "where: tests the event of wait_until: { event: ... }; a condition has its own where: inside event: conditions");
+            }
+            WaitFor::Condition(parse_condition(r, c)?)
+        }
+        (None, None) => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    v.pos,
+                    "a wait_until step needs event: NAME or condition: {...}",
+                )
+                .with_suggestion(
+                    "write wait_until: { event: purchase, timeout: 3d, then: [...], else: [...] }",
+                ),
+            );
+            return None;
+        }
+    };
+    let Some(t) = f.get("timeout") else {
+        r.push(
+            Diagnostic::new(r.file, v.pos, "a wait_until step needs timeout: DURATION")
+                .with_suggestion(
+                    "the enrollment takes else: once the timeout passes, e.g. timeout: 3d",
+                ),
+        );
+        return None;
+    };
+    let timeout = r.duration(t, "timeout")?;
+    if timeout.to_chrono() <= chrono::TimeDelta::zero() {
+        r.error(t.pos, "timeout must be longer than 0");
+        return None;
+    }
+    let branch = |r: &mut Reader, key: &str| -> Vec<Step> {
+        match f.get(key) {
+            Some(n) if n.is_null() => Vec::new(),
+            Some(n) => match r.seq(n, key) {
+                Some(items) => read_steps(r, items, Some(&format!("{id}.{key}"))),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    };
+    let then = branch(r, "then");
+    let otherwise = branch(r, "else");
+    Some(StepAction::WaitUntil(WaitUntilStep {
+        until,
+        timeout,
+        then,
+        otherwise,
+    }))
 }
 
 fn required_located(
@@ -629,5 +733,120 @@ mod tests {
             entry_of(&format!("trigger: {{ contact_created: {{}} }}\n{steps}")),
             Entry::Once
         );
+    }
+}
+
+#[cfg(test)]
+mod wait_until_tests {
+    use super::*;
+
+    const SRC: &str = r#"
+name: cart
+trigger: { event: { name: cart_abandoned } }
+steps:
+  - id: w
+    wait_until:
+      event: purchase
+      where: { field: amount, gte: 100 }
+      timeout: 3d
+      then:
+        - tag: { add: [bought] }
+      else:
+        - tag: { add: [nudged] }
+        - tag: { add: [nudged-twice] }
+  - id: after
+    tag: { add: [done] }
+"#;
+
+    #[test]
+    fn reads_an_event_wait_with_its_branches_and_their_ids() {
+        let (wf, diags) = load_str(Path::new("w.yaml"), SRC);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        let StepAction::WaitUntil(w) = &wf.steps[0].action else {
+            panic!("{:?}", wf.steps[0]);
+        };
+        assert_eq!(w.timeout.to_string(), "3d");
+        match &w.until {
+            WaitFor::Event { name, condition } => {
+                assert_eq!(name, "purchase");
+                assert!(condition.has_event_where());
+            }
+            other => panic!("{other:?}"),
+        }
+        let ids: Vec<&str> = wf.all_steps().iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["w", "w.then.0", "w.else.0", "w.else.1", "after"]);
+        // The end of either branch continues after the step.
+        assert_eq!(wf.next_after("w.then.0").unwrap().id, "after");
+        assert_eq!(wf.next_after("w.else.0").unwrap().id, "w.else.1");
+        assert_eq!(wf.next_after("w.else.1").unwrap().id, "after");
+    }
+
+    #[test]
+    fn reads_a_condition_wait() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - wait_until: { condition: { tag: vip }, timeout: 2h }\n";
+        let (wf, diags) = load_str(Path::new("w.yaml"), src);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        let StepAction::WaitUntil(w) = &wf.steps[0].action else {
+            panic!();
+        };
+        assert!(matches!(&w.until, WaitFor::Condition(Condition::Tag(t)) if t == "vip"));
+        assert!(w.then.is_empty() && w.otherwise.is_empty());
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        let (_, diags) = load_str(Path::new("w.yaml"), src);
+        diags
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}: {}{}",
+                    d.pos.line,
+                    d.pos.col,
+                    d.message,
+                    d.suggestion
+                        .as_deref()
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_mistakes_where_they_are_written() {
+        let head = "trigger: { contact_created: {} }\nsteps:\n";
+        let e = errors(&format!(
+            "{head}  - wait_until:\n      event: purchase\n      timout: 3d\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("5:7: unknown key \"timout\"") && m.contains("timeout")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|m| m.contains("needs timeout")), "{e:?}");
+        let e = errors(&format!("{head}  - wait_until: {{ timeout: 3d }}\n"));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("needs event: NAME or condition")),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{head}  - wait_until: {{ event: a, condition: {{ tag: b }}, timeout: 1d }}\n"
+        ));
+        assert!(e.iter().any(|m| m.contains("not both")), "{e:?}");
+        let e = errors(&format!(
+            "{head}  - wait_until: {{ event: a, timeout: 1d }}\n    then: []\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("4:5:") && m.contains("goes inside it")),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{head}  - wait_until: {{ event: a, timeout: 0s }}\n"
+        ));
+        assert!(e.iter().any(|m| m.contains("longer than 0")), "{e:?}");
     }
 }

@@ -126,9 +126,19 @@ pub enum StepAction {
     Tag(TagStep),
     Wait(Duration),
     If(IfStep),
+    WaitUntil(WaitUntilStep),
 }
 
 impl StepAction {
+    /// The `then` and `else` steps of a step that branches (`if`, `wait_until`).
+    pub fn branches(&self) -> Option<(&[Step], &[Step])> {
+        match self {
+            StepAction::If(i) => Some((&i.then, &i.otherwise)),
+            StepAction::WaitUntil(w) => Some((&w.then, &w.otherwise)),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             StepAction::Send(_) => "send",
@@ -136,6 +146,7 @@ impl StepAction {
             StepAction::Tag(_) => "tag",
             StepAction::Wait(_) => "wait",
             StepAction::If(_) => "if",
+            StepAction::WaitUntil(_) => "wait_until",
         }
     }
 }
@@ -188,6 +199,42 @@ pub struct TagStep {
     pub remove: Vec<String>,
 }
 
+/// `wait_until: { event: purchase, where: {...}, timeout: 3d, then: [...], else: [...] }`
+/// or `wait_until: { condition: C, timeout: 3d, ... }`: the enrollment waits
+/// at this step until the event is logged (or the condition holds), then
+/// continues with `then`; when `timeout` passes first, with `else`. Either
+/// branch may be empty: the workflow continues after the step.
+#[derive(Debug, Clone)]
+pub struct WaitUntilStep {
+    pub until: WaitFor,
+    pub timeout: Duration,
+    pub then: Vec<Step>,
+    pub otherwise: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub enum WaitFor {
+    /// An event logged at or after the wait began; the condition is
+    /// `Condition::Event` with the step's `where:`. Woken by the event path.
+    Event { name: String, condition: Condition },
+    /// A condition on the contact (tags, fields, events): checked on arrival,
+    /// whenever the event log has an entry for the contact (tag added or
+    /// removed, event), and at least every [`WaitFor::RECHECK`].
+    Condition(Condition),
+}
+
+impl WaitFor {
+    /// How often a condition wait looks again without an entry in the event
+    /// log (attribute changes are not logged).
+    pub const RECHECK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+    pub fn condition(&self) -> &Condition {
+        match self {
+            WaitFor::Event { condition, .. } | WaitFor::Condition(condition) => condition,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IfStep {
     pub condition: Condition,
@@ -201,9 +248,9 @@ impl Workflow {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
             for s in steps {
                 out.push(s);
-                if let StepAction::If(i) = &s.action {
-                    walk(&i.then, out);
-                    walk(&i.otherwise, out);
+                if let Some((then, otherwise)) = s.action.branches() {
+                    walk(then, out);
+                    walk(otherwise, out);
                 }
             }
         }
@@ -229,11 +276,11 @@ impl Workflow {
                 if s.id == id {
                     return Some(following);
                 }
-                if let StepAction::If(b) = &s.action {
-                    if let Some(r) = find(&b.then, id, following) {
+                if let Some((then, otherwise)) = s.action.branches() {
+                    if let Some(r) = find(then, id, following) {
                         return Some(r);
                     }
-                    if let Some(r) = find(&b.otherwise, id, following) {
+                    if let Some(r) = find(otherwise, id, following) {
                         return Some(r);
                     }
                 }

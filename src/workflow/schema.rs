@@ -273,7 +273,31 @@ impl JsonSchema for Step {
             "anyOf": [{ "required": ["then"] }, { "required": ["else"] }],
             "additionalProperties": false
         });
-        json_schema!({ "anyOf": [send, assign, tag, wait, if_step] })
+        let duration = g.subschema_for::<DurationStr>();
+        let wait_until = json_schema!({
+            "type": "object",
+            "description": "Wait until an event is logged (or a condition holds), at most `timeout`: then `then` (it came, at once) or `else` (the timeout passed).",
+            "properties": {
+                "wait_until": {
+                    "type": "object",
+                    "properties": {
+                        "event": { "type": "string", "description": "The event to wait for (logged after the wait began)." },
+                        "where": { "type": "object", "description": "A test of one property of the event, as a field condition: { field: amount, gte: 500 }.", "required": ["field"] },
+                        "condition": cond.clone(),
+                        "timeout": duration,
+                        "then": steps.clone(),
+                        "else": steps.clone()
+                    },
+                    "required": ["timeout"],
+                    "oneOf": [{ "required": ["event"] }, { "required": ["condition"] }],
+                    "additionalProperties": false
+                },
+                "id": id.clone()
+            },
+            "required": ["wait_until"],
+            "additionalProperties": false
+        });
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until] })
     }
 }
 
@@ -315,7 +339,8 @@ impl JsonSchema for Condition {
                 "properties": {
                     "event": string.clone(),
                     "within": duration.clone(),
-                    "at_least": { "type": "integer", "minimum": 1 }
+                    "at_least": { "type": "integer", "minimum": 1 },
+                    "where": { "type": "object", "description": "A test of one property of the event, as a field condition: { field: amount, gte: 500 }.", "required": ["field"] }
                 },
                 "required": ["event"], "additionalProperties": false
             }),

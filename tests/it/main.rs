@@ -31,6 +31,7 @@ mod template_fuzz;
 mod template_render;
 mod validate;
 mod validate_channels;
+mod wait_until;
 mod wecom_callback;
 mod wecom_channel;
 mod wecom_crypto;

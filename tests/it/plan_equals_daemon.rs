@@ -96,6 +96,37 @@ steps:
     send: { channel: hook, template: follow }
 "#;
 
+/// Waits for an event after a tag: woken by the event path, in the same
+/// batch of the log as the tag or a later one.
+const WAITS: &str = r#"
+trigger: { tag_added: { tag: vip } }
+entry: every_time
+steps:
+  - id: w
+    wait_until:
+      event: purchase
+      timeout: 1d
+      then:
+        - id: bought
+          send: { channel: hook, template: bought }
+      else:
+        - id: nudge
+          send: { channel: hook, template: nudge }
+"#;
+
+/// Waits for a tag another workflow's plan adds.
+const WELCOMED: &str = r#"
+trigger: { contact_created: {} }
+steps:
+  - id: w
+    wait_until:
+      condition: { tag: vip-welcomed }
+      timeout: 2d
+      then:
+        - id: welcomed
+          send: { channel: hook, template: welcomed }
+"#;
+
 type Send = (String, String, String, String);
 
 async fn case(seed: u64) {
@@ -106,6 +137,11 @@ async fn case(seed: u64) {
         .write("workflows/vip.yaml", VIP)
         .write("workflows/buy.yaml", BUY)
         .write("workflows/follow.yaml", FOLLOW)
+        .write("workflows/waits.yaml", WAITS)
+        .write("workflows/welcomed.yaml", WELCOMED)
+        .write("templates/bought.hbs", "bought {{contact.name}}")
+        .write("templates/nudge.hbs", "nudge {{contact.name}}")
+        .write("templates/welcomed.hbs", "welcomed {{contact.name}}")
         .write(
             "templates/hi.hbs",
             "hi {{contact.name}}, I am {{owner.name}}",
@@ -144,7 +180,10 @@ async fn case(seed: u64) {
             p.ok(&["contacts", "tag", &who, "--add", "vip"]);
         }
     }
-    support::db::running_since_epoch(&p.db_url(), &["welcome", "vip", "buy", "follow"]);
+    support::db::running_since_epoch(
+        &p.db_url(),
+        &["welcome", "vip", "buy", "follow", "waits", "welcomed"],
+    );
 
     let preview = p.ok(&["dry-run", "--format", "jsonl"]);
     let rows: Vec<Value> = preview
@@ -175,7 +214,14 @@ async fn case(seed: u64) {
         .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["reason"])))
         .collect();
 
-    let mut d = Daemon::start(&p, &["--until-idle"]);
+    let planned_waits: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "wait_until")
+        .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["step"])))
+        .collect();
+
+    // Waits of a day are left waiting: what is due now is compared.
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
     let status = d.wait(Duration::from_secs(60));
     assert!(
         status.success(),
@@ -211,6 +257,21 @@ async fn case(seed: u64) {
         .iter()
         .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
         .collect();
+    let waited: BTreeSet<(String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.step_id AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'wait_until'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
+        .collect();
+    assert_eq!(planned_waits, waited, "seed {seed}: wait_until branches");
+    eprintln!(
+        "seed {seed}: {} waits ended, {} contacts",
+        planned_waits.len(),
+        n
+    );
     eprintln!(
         "seed {seed}: {} contacts, {} sends, {} assignments, {} skips",
         n,
