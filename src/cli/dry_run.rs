@@ -555,6 +555,7 @@ impl Sink for TableSink {
                         .with_timezone(&self.tz)
                         .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
+                Action::Split { arm } => format!("arm {arm}"),
                 Action::WaitEnded { met, why } => {
                     format!("{} ({why})", if *met { "then" } else { "else" })
                 }

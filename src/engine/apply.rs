@@ -346,6 +346,7 @@ async fn effects(
         }
         Action::Wait { .. }
         | Action::WaitEnded { .. }
+        | Action::Split { .. }
         | Action::Exit { .. }
         | Action::Skip { .. } => Ok(0),
     }
@@ -590,6 +591,7 @@ fn detail(s: &PlannedStep) -> Option<String> {
         Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::WaitEnded { why, .. } => Some(why.clone()),
+        Action::Split { arm } => Some(arm.clone()),
         Action::Exit { reason } | Action::Skip { reason } => Some(reason.to_string()),
     }
 }

@@ -251,6 +251,31 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
         }
     }
 
+    // Holdout and split arms: fixed by a hash of the contact's id.
+    if let Some(bp) = wf.holdout {
+        let _ = writeln!(
+            out,
+            "  {} holdout {}%: {}",
+            if wf.held_out(&c.id) { "•" } else { "·" },
+            f64::from(bp) / 100.0,
+            if wf.held_out(&c.id) {
+                "in the control group (enrolled and measured, never messaged or assigned)"
+            } else {
+                "not held out"
+            }
+        );
+    }
+    for s in wf.all_steps() {
+        if let crate::workflow::StepAction::Split(sp) = &s.action {
+            let _ = writeln!(
+                out,
+                "  · split {}: arm {}",
+                s.id,
+                wf.arm(sp, &s.id, &c.id).name.value
+            );
+        }
+    }
+
     // Audience.
     let audience_ok = match &wf.audience {
         None => {
@@ -347,6 +372,7 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
                 .with_timezone(&tz)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
+        Split { arm } => format!("split: arm {arm}"),
         WaitEnded { met, why } => format!(
             "wait_until ends: {} ({why})",
             if *met { "then" } else { "else" }

@@ -37,6 +37,9 @@ pub enum Reason {
     BeforeActivation,
     /// The blast guard paused the workflow: the enrollment waits for `nurture resume`.
     BlastGuard,
+    /// The contact is in the workflow's holdout (control group): enrolled and
+    /// measured, never messaged or assigned.
+    Holdout,
 }
 
 impl std::fmt::Display for Reason {
@@ -54,6 +57,7 @@ impl std::fmt::Display for Reason {
             Reason::StepRemoved(id) => write!(f, "step_removed: {id}"),
             Reason::BeforeActivation => f.write_str("before_activation"),
             Reason::BlastGuard => f.write_str("blast_guard"),
+            Reason::Holdout => f.write_str("holdout"),
         }
     }
 }
@@ -74,9 +78,13 @@ impl Reason {
             Reason::StepRemoved(_) => "step_removed",
             Reason::BeforeActivation => "before_activation",
             Reason::BlastGuard => "blast_guard",
+            Reason::Holdout => "holdout",
         }
     }
 }
+
+/// The step id under which an enrollment in the holdout is recorded.
+pub const HOLDOUT_STEP: &str = "@holdout";
 
 /// One decided action.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +120,11 @@ pub enum Action {
     /// A `wait_until` step ended: the event came (or the condition held),
     /// `met`, and the enrollment takes `then`; or the timeout passed and it
     /// takes `else`. Recorded at the step id `ID.then` or `ID.else`.
+    /// The contact took arm `arm` of a split (or, at step `@holdout`, is in
+    /// the workflow's holdout).
+    Split {
+        arm: String,
+    },
     WaitEnded {
         met: bool,
         /// What ended it, for people: "event purchase at …", "timeout 3d".
@@ -133,6 +146,7 @@ impl Action {
             Action::Tag { .. } => "tag",
             Action::Wait { .. } => "wait",
             Action::WaitEnded { .. } => "wait_until",
+            Action::Split { .. } => "split",
             Action::Exit { .. } => "exit",
             Action::Skip { .. } => "skip",
         }
@@ -357,6 +371,17 @@ impl<'a> Planner<'a> {
         let since = start.since();
         // Only the step the plan starts from can be a wait it resumes.
         let first_plan = matches!(start, StartAt::First { .. });
+        // The control group is recorded once, when the contact enters.
+        if first_plan && wf.held_out(&contact_id) {
+            steps.push(PlannedStep {
+                workflow: wf.name.clone(),
+                contact_id: contact_id.clone(),
+                step: HOLDOUT_STEP.into(),
+                action: Action::Split {
+                    arm: "holdout".into(),
+                },
+            });
+        }
         let mut resuming = match start {
             StartAt::Step { waiting_since, .. } => waiting_since,
             StartAt::First { .. } => None,
@@ -497,6 +522,14 @@ impl<'a> Planner<'a> {
                     );
                     steps.push(row(step, action));
                 }
+                StepAction::Assign(_) if wf.held_out(&c.id) => {
+                    steps.push(row(
+                        step,
+                        Action::Skip {
+                            reason: Reason::Holdout,
+                        },
+                    ));
+                }
                 StepAction::Assign(a) => {
                     let team = self
                         .settings
@@ -602,6 +635,18 @@ impl<'a> Planner<'a> {
                 }
                 // Decided above, before the step is recorded.
                 StepAction::WaitUntil(_) => {}
+                StepAction::Split(sp) => {
+                    let arm = wf.arm(sp, &step.id, &c.id);
+                    steps.push(row(
+                        step,
+                        Action::Split {
+                            arm: arm.name.value.clone(),
+                        },
+                    ));
+                    if let Some(first) = arm.steps.first() {
+                        next = Some(first);
+                    }
+                }
                 StepAction::If(branch) => {
                     let taken = if holds(&branch.condition, c, self.now) {
                         &branch.then
@@ -662,6 +707,11 @@ impl<'a> Planner<'a> {
         recent: u32,
         trigger: Option<&TriggerEvent>,
     ) -> Action {
+        if wf.held_out(&c.id) {
+            return Action::Skip {
+                reason: Reason::Holdout,
+            };
+        }
         let Some(ch) = self.settings.channels.get(channel) else {
             // `validate` refuses unknown channels, so this only happens on a broken reload.
             return Action::Skip {
@@ -772,6 +822,9 @@ pub struct RowJson<'a> {
     /// A `wait_until` step ended: `then` (the event came) or `else` (timeout).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<&'static str>,
+    /// The arm a split chose (`holdout` at step `@holdout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm: Option<&'a str>,
 }
 
 impl PlannedStep {
@@ -796,6 +849,7 @@ impl PlannedStep {
             until: None,
             reason: None,
             branch: None,
+            arm: None,
         };
         match &self.action {
             Action::Send {
@@ -834,6 +888,7 @@ impl PlannedStep {
                 r.remove = Some(remove);
             }
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
+            Action::Split { arm } => r.arm = Some(arm),
             Action::WaitEnded { met, why } => {
                 r.branch = Some(if *met { "then" } else { "else" });
                 r.reason = Some(why.clone());

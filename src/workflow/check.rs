@@ -437,6 +437,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
             StepAction::If(i) => check_condition(cx, file, &i.condition, out),
             // The event's name and its where: are checked as an event condition's.
             StepAction::WaitUntil(w) => check_condition(cx, file, w.until.condition(), out),
+            StepAction::Split(_) => {}
             StepAction::Tag(_) | StepAction::Wait(_) => {}
         }
     }

@@ -19,6 +19,7 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "steps",
     "exit_when",
     "entry_existing",
+    "holdout",
 ];
 pub const TRIGGER_KINDS: &[&str] = &[
     "contact_created",
@@ -28,7 +29,7 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "schedule",
     "staff_left",
 ];
-pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if", "wait_until"];
+pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if", "wait_until", "split"];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
 /// `check:` of an `inactive` trigger when none is written: hourly.
 pub const DEFAULT_INACTIVE_CHECK: &str = "0 * * * *";
@@ -142,6 +143,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
         .get("entry")
         .and_then(|n| read_entry(r, n))
         .unwrap_or(default_entry);
+    let holdout = f.get("holdout").and_then(|n| read_percent(r, n, "holdout"));
     let steps = match f.get("steps") {
         Some(n) => match r.seq(n, "steps") {
             Some([]) => {
@@ -172,6 +174,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             steps,
             exit_when,
             entry_existing,
+            holdout,
             file: path.to_path_buf(),
         },
         name_pos,
@@ -449,6 +452,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         }
         "wait" => StepAction::Wait(r.duration(v, "wait")?),
         "wait_until" => read_wait_until(r, v, &id)?,
+        "split" => read_split(r, v, &id)?,
         "if" => {
             let condition = parse_condition(r, v);
             let branch = |r: &mut Reader, key: &str, short: &str| -> Vec<Step> {
@@ -571,6 +575,116 @@ fn read_wait_until(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
         then,
         otherwise,
     }))
+}
+
+/// `10%`, `2.5%`: a share in hundredths of a percent (1000 = 10%), more
+/// than 0 and less than 100%.
+fn read_percent(r: &mut Reader, n: &Node, what: &str) -> Option<u32> {
+    let text = r.string(n, what)?;
+    let parsed = text
+        .trim()
+        .strip_suffix('%')
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0 && *v < 100.0)
+        .map(|v| (v * 100.0).round() as u32)
+        .filter(|bp| *bp > 0);
+    if parsed.is_none() {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                n.pos,
+                format!("{what} must be a share such as 10%, found \"{text}\""),
+            )
+            .with_suggestion("more than 0% and less than 100%, e.g. holdout: 10%"),
+        );
+    }
+    parsed
+}
+
+/// `split: { arms: [ { name, weight, steps }, ... ] }`.
+fn read_split(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
+    let f = r.fields(v, "a split step", &["arms"])?;
+    let Some(arms_node) = f.get("arms") else {
+        r.push(
+            Diagnostic::new(r.file, v.pos, "a split step needs arms: [...]").with_suggestion(
+                "write split: { arms: [ { name: a, weight: 50, steps: [...] }, { name: b, weight: 50, steps: [...] } ] }",
+            ),
+        );
+        return None;
+    };
+    let items = r.seq(arms_node, "arms")?;
+    if items.len() < 2 {
+        r.error(arms_node.pos, "a split needs at least two arms");
+    }
+    let mut arms: Vec<Arm> = Vec::new();
+    for item in items {
+        let Some(af) = r.fields(item, "an arm", &["name", "weight", "steps"]) else {
+            continue;
+        };
+        let Some(name_node) = af.get("name") else {
+            r.error(
+                item.pos,
+                "an arm needs name: (recorded for each contact, used in reports)",
+            );
+            continue;
+        };
+        let Some(name) = r.string(name_node, "name") else {
+            continue;
+        };
+        if !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            || name.is_empty()
+            || name == "then"
+            || name == "else"
+        {
+            r.error(
+                name_node.pos,
+                format!(
+                    "arm name \"{name}\" must be letters, digits, - and _ (and not then or else)"
+                ),
+            );
+            continue;
+        }
+        if let Some(first) = arms.iter().find(|a| a.name.value == name) {
+            r.error(
+                name_node.pos,
+                format!(
+                    "duplicate arm \"{name}\" (first at line {})",
+                    first.name.pos.line
+                ),
+            );
+            continue;
+        }
+        let weight = match af.get("weight") {
+            Some(w) => match r.u32(w, "weight") {
+                Some(0) => {
+                    r.error(w.pos, "weight must be 1 or more");
+                    continue;
+                }
+                Some(k) => k,
+                None => continue,
+            },
+            None => 1,
+        };
+        let steps = match af.get("steps") {
+            Some(n) if n.is_null() => Vec::new(),
+            Some(n) => match r.seq(n, "steps") {
+                Some(items) => read_steps(r, items, Some(&format!("{id}.{name}"))),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        arms.push(Arm {
+            name: Located::new(name, name_node.pos),
+            weight,
+            steps,
+        });
+    }
+    if arms.is_empty() {
+        return None;
+    }
+    Some(StepAction::Split(SplitStep { arms }))
 }
 
 fn required_located(

@@ -44,6 +44,11 @@ pub struct Workflow {
     /// activated (or on `nurture enroll --existing`); by default a workflow
     /// acts only on what happens after its activation.
     pub entry_existing: bool,
+    /// `holdout: 10%`: this share of contacts (in hundredths of a percent,
+    /// 1000 = 10%) is enrolled and measured but gets no messages and no
+    /// assignment: the control group. Chosen by a stable hash of
+    /// (workflow, contact).
+    pub holdout: Option<u32>,
     /// The file it came from, for diagnostics and `status`.
     pub file: PathBuf,
 }
@@ -127,6 +132,7 @@ pub enum StepAction {
     Wait(Duration),
     If(IfStep),
     WaitUntil(WaitUntilStep),
+    Split(SplitStep),
 }
 
 impl StepAction {
@@ -139,6 +145,17 @@ impl StepAction {
         }
     }
 
+    /// Every list of steps inside this one: `then` and `else`, or a split's arms.
+    pub fn children(&self) -> Vec<&[Step]> {
+        match self {
+            StepAction::Split(s) => s.arms.iter().map(|a| a.steps.as_slice()).collect(),
+            _ => match self.branches() {
+                Some((t, e)) => vec![t, e],
+                None => vec![],
+            },
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             StepAction::Send(_) => "send",
@@ -147,6 +164,7 @@ impl StepAction {
             StepAction::Wait(_) => "wait",
             StepAction::If(_) => "if",
             StepAction::WaitUntil(_) => "wait_until",
+            StepAction::Split(_) => "split",
         }
     }
 }
@@ -235,6 +253,70 @@ impl WaitFor {
     }
 }
 
+/// `split: { arms: [ { name: a, weight: 50, steps: [...] }, ... ] }`: each
+/// contact takes one arm, chosen by a stable hash of (workflow, contact,
+/// split id) in proportion to the weights, so re-entry, the dry-run and the
+/// daemon agree. The arm is recorded (`history`, reports).
+#[derive(Debug, Clone)]
+pub struct SplitStep {
+    pub arms: Vec<Arm>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Arm {
+    pub name: Located<String>,
+    pub weight: u32,
+    pub steps: Vec<Step>,
+}
+
+impl SplitStep {
+    /// The arm of the contact with this hash bucket (0..2^64).
+    pub fn arm_for(&self, h: u64) -> &Arm {
+        let total: u64 = self.arms.iter().map(|a| u64::from(a.weight)).sum();
+        let mut x = ((u128::from(h) * u128::from(total.max(1))) >> 64) as u64;
+        for a in &self.arms {
+            if x < u64::from(a.weight) {
+                return a;
+            }
+            x -= u64::from(a.weight);
+        }
+        self.arms.last().expect("a split has arms")
+    }
+}
+
+/// A stable 64-bit hash of the parts (FNV-1a, then a SplitMix64 finish so
+/// nearby ids spread evenly): the same on every machine, in every release.
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0x1f;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in p.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl Workflow {
+    /// Whether the contact is in the workflow's holdout (control group).
+    pub fn held_out(&self, contact_id: &str) -> bool {
+        self.holdout.is_some_and(|bp| {
+            stable_hash(&[&self.name, contact_id, "holdout"]) % 10_000 < u64::from(bp)
+        })
+    }
+
+    /// The arm of `split` (the step `step_id`) the contact takes.
+    pub fn arm<'s>(&self, split: &'s SplitStep, step_id: &str, contact_id: &str) -> &'s Arm {
+        split.arm_for(stable_hash(&[&self.name, contact_id, step_id]))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IfStep {
     pub condition: Condition,
@@ -248,9 +330,8 @@ impl Workflow {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
             for s in steps {
                 out.push(s);
-                if let Some((then, otherwise)) = s.action.branches() {
-                    walk(then, out);
-                    walk(otherwise, out);
+                for child in s.action.children() {
+                    walk(child, out);
                 }
             }
         }
@@ -276,11 +357,8 @@ impl Workflow {
                 if s.id == id {
                     return Some(following);
                 }
-                if let Some((then, otherwise)) = s.action.branches() {
-                    if let Some(r) = find(then, id, following) {
-                        return Some(r);
-                    }
-                    if let Some(r) = find(otherwise, id, following) {
+                for child in s.action.children() {
+                    if let Some(r) = find(child, id, following) {
                         return Some(r);
                     }
                 }
@@ -292,5 +370,99 @@ impl Workflow {
 
     pub fn first_step(&self) -> Option<&Step> {
         self.steps.first()
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn split(weights: &[u32]) -> SplitStep {
+        SplitStep {
+            arms: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Arm {
+                    name: Located::new(format!("arm{i}"), Pos::new(1, 1)),
+                    weight: *w,
+                    steps: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn wf(holdout: Option<u32>) -> Workflow {
+        Workflow {
+            name: "ab".into(),
+            description: None,
+            enabled: true,
+            trigger: Trigger::ContactCreated,
+            audience: None,
+            entry: Entry::Once,
+            steps: vec![],
+            exit_when: None,
+            entry_existing: false,
+            holdout,
+            file: PathBuf::from("ab.yaml"),
+        }
+    }
+
+    /// Over 10,000 contacts each arm's share is within 1.5 points of its weight.
+    #[test]
+    fn arms_take_their_weights_over_ten_thousand_contacts() {
+        for weights in [&[50, 50][..], &[10, 30, 60], &[1, 1, 1, 1], &[95, 5]] {
+            let sp = split(weights);
+            let w = wf(None);
+            let mut counts = vec![0u32; weights.len()];
+            for i in 0..10_000 {
+                let arm = w.arm(&sp, "offer", &format!("c{i:07}"));
+                let k: usize = arm.name.value[3..].parse().unwrap();
+                counts[k] += 1;
+            }
+            let total: u32 = weights.iter().sum();
+            for (k, n) in counts.iter().enumerate() {
+                let want = f64::from(weights[k]) / f64::from(total);
+                let got = f64::from(*n) / 10_000.0;
+                assert!(
+                    (got - want).abs() < 0.015,
+                    "weights {weights:?}: arm {k} got {got}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_arm_is_stable_and_depends_on_workflow_contact_and_split() {
+        let sp = split(&[50, 50]);
+        let w = wf(None);
+        // The same answer every time (re-entry, dry-run, daemon, another machine).
+        let first: Vec<String> = (0..200)
+            .map(|i| w.arm(&sp, "offer", &format!("c{i}")).name.value.clone())
+            .collect();
+        let again: Vec<String> = (0..200)
+            .map(|i| w.arm(&sp, "offer", &format!("c{i}")).name.value.clone())
+            .collect();
+        assert_eq!(first, again);
+        // Pinned values: a change of the hash would move running tests' contacts.
+        assert_eq!(
+            stable_hash(&["ab", "c1", "offer"]),
+            0x615e_e21b_9b29_2e5a_u64
+        );
+        // Another split in the same workflow is independent of the first.
+        let other: Vec<String> = (0..200)
+            .map(|i| w.arm(&sp, "second", &format!("c{i}")).name.value.clone())
+            .collect();
+        let same = first.iter().zip(&other).filter(|(a, b)| a == b).count();
+        assert!((60..140).contains(&same), "{same} of 200 agree");
+    }
+
+    #[test]
+    fn the_holdout_takes_its_share() {
+        let w = wf(Some(1000));
+        let held = (0..10_000)
+            .filter(|i| w.held_out(&format!("c{i:07}")))
+            .count();
+        assert!((850..1150).contains(&held), "{held}");
+        assert!((0..1000).all(|i| !wf(None).held_out(&format!("c{i}"))));
     }
 }

@@ -56,6 +56,11 @@ struct WorkflowFile {
     /// already in its audience, once (the blast guard still applies). Default
     /// false: a workflow acts only on trigger events after its activation.
     entry_existing: Option<bool>,
+    /// `holdout: 10%`: this share of contacts (a stable hash of workflow and
+    /// contact) is enrolled and measured but never messaged or assigned: the
+    /// control group.
+    #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*%$"))]
+    holdout: Option<String>,
 }
 
 /// Exactly one trigger kind.
@@ -297,7 +302,37 @@ impl JsonSchema for Step {
             "required": ["wait_until"],
             "additionalProperties": false
         });
-        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until] })
+        let split = json_schema!({
+            "type": "object",
+            "description": "Send each contact down one arm, in proportion to the weights, by a stable hash of (workflow, contact, split id); the arm is recorded.",
+            "properties": {
+                "split": {
+                    "type": "object",
+                    "properties": {
+                        "arms": {
+                            "type": "array",
+                            "minItems": 2,
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": { "type": "string", "minLength": 1 },
+                                    "weight": { "type": "integer", "minimum": 1, "default": 1 },
+                                    "steps": steps.clone()
+                                },
+                                "required": ["name"],
+                                "additionalProperties": false
+                            }
+                        }
+                    },
+                    "required": ["arms"],
+                    "additionalProperties": false
+                },
+                "id": id.clone()
+            },
+            "required": ["split"],
+            "additionalProperties": false
+        });
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split] })
     }
 }
 

@@ -26,6 +26,7 @@ mod schema_file;
 mod shared_store;
 mod sms_channels;
 mod smtp_channel;
+mod split;
 mod status_history;
 mod template_fuzz;
 mod template_render;

@@ -127,6 +127,29 @@ steps:
           send: { channel: hook, template: welcomed }
 "#;
 
+/// A split with a holdout: arms by hash, sends skipped for the held out,
+/// an assignment in one arm (round-robin positions move only for the treated).
+const SPLIT: &str = r#"
+trigger: { event: { name: purchase } }
+entry: every_time
+holdout: 25%
+steps:
+  - id: ab
+    split:
+      arms:
+        - name: a
+          weight: 2
+          steps:
+            - id: offer-a
+              send: { channel: hook, template: arm-a }
+        - name: b
+          steps:
+            - id: owner-b
+              assign: { team: east, strategy: round_robin }
+            - id: offer-b
+              send: { channel: hook, template: arm-b }
+"#;
+
 type Send = (String, String, String, String);
 
 async fn case(seed: u64) {
@@ -139,6 +162,12 @@ async fn case(seed: u64) {
         .write("workflows/follow.yaml", FOLLOW)
         .write("workflows/waits.yaml", WAITS)
         .write("workflows/welcomed.yaml", WELCOMED)
+        .write("workflows/split.yaml", SPLIT)
+        .write("templates/arm-a.hbs", "a for {{contact.name}}")
+        .write(
+            "templates/arm-b.hbs",
+            "b for {{contact.name}} by {{owner.name}}",
+        )
         .write("templates/bought.hbs", "bought {{contact.name}}")
         .write("templates/nudge.hbs", "nudge {{contact.name}}")
         .write("templates/welcomed.hbs", "welcomed {{contact.name}}")
@@ -182,7 +211,9 @@ async fn case(seed: u64) {
     }
     support::db::running_since_epoch(
         &p.db_url(),
-        &["welcome", "vip", "buy", "follow", "waits", "welcomed"],
+        &[
+            "welcome", "vip", "buy", "follow", "waits", "welcomed", "split",
+        ],
     );
 
     let preview = p.ok(&["dry-run", "--format", "jsonl"]);
@@ -218,6 +249,18 @@ async fn case(seed: u64) {
         .iter()
         .filter(|r| r["action"] == "wait_until")
         .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["step"])))
+        .collect();
+    let planned_arms: BTreeSet<(String, String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "split")
+        .map(|r| {
+            (
+                s(&r["workflow"]),
+                s(&r["contact_id"]),
+                s(&r["step"]),
+                s(&r["arm"]),
+            )
+        })
         .collect();
 
     // Waits of a day are left waiting: what is due now is compared.
@@ -267,6 +310,16 @@ async fn case(seed: u64) {
         .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
         .collect();
     assert_eq!(planned_waits, waited, "seed {seed}: wait_until branches");
+    let arms: BTreeSet<(String, String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.step_id AS st, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'split'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["st"]), s(&r["d"])))
+        .collect();
+    assert_eq!(planned_arms, arms, "seed {seed}: split arms");
     eprintln!(
         "seed {seed}: {} waits ended, {} contacts",
         planned_waits.len(),

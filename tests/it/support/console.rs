@@ -9,9 +9,11 @@ use super::daemon::{Daemon, Project};
 /// The read-only console token the quick-start project names.
 pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
-pub const WORKFLOWS: [&str; 6] = [
+pub const WORKFLOWS: [&str; 8] = [
+    "cart-recovery",
     "monthly-newsletter",
     "purchase-followup",
+    "reactivation-ab",
     "trial-nurture",
     "vip-upgrade",
     "welcome-wecom",
