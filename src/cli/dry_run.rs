@@ -556,6 +556,19 @@ impl Sink for TableSink {
                         .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
                 Action::Split { arm } => format!("arm {arm}"),
+                Action::Set { values } => values
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Action::Notify {
+                    salesperson,
+                    channel,
+                    body,
+                } => match body {
+                    Ok(_) => format!("→ {salesperson} on {channel} (stays the owner)"),
+                    Err(e) => format!("→ {salesperson}: notice not sent: template_error: {e}"),
+                },
                 Action::WaitEnded { met, why } => {
                     format!("{} ({why})", if *met { "then" } else { "else" })
                 }

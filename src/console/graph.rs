@@ -287,6 +287,23 @@ fn describe(s: &Step) -> (&'static str, String, String) {
         }
         StepAction::Wait(d) => ("wait", format!("wait {d}"), String::new()),
         StepAction::If(i) => ("if", "if".into(), condition(&i.condition)),
+        StepAction::Set(st) => (
+            "set",
+            "set".into(),
+            st.values
+                .iter()
+                .map(|(k, v)| match v {
+                    crate::workflow::SetValue::Literal(x) => format!("{}={x}", k.value),
+                    crate::workflow::SetValue::Template(t) => format!("{}={t}", k.value),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        StepAction::Notify(n) => (
+            "notify",
+            format!("notify on {}", n.channel.value),
+            format!("the owner, template {}", n.template_name()),
+        ),
         StepAction::Split(sp) => (
             "split",
             "split".into(),

@@ -291,17 +291,9 @@ async fn effects(
             let Some(channel) = notify else {
                 return Ok(queued);
             };
-            let Some(person) = settings.salesperson(salesperson) else {
+            let Some(to) = salesperson_address(settings, channel, salesperson) else {
                 return Ok(queued);
             };
-            let kind = settings.channels.get(channel).map(|c| c.kind);
-            let to = match kind.and_then(|k| k.address_field()) {
-                Some("email") => person.email.clone(),
-                Some("wecom_external_userid") => person.wecom_userid.clone(),
-                Some(_) => None,
-                None => Some(person.id.clone()),
-            };
-            let Some(to) = to else { return Ok(queued) };
             let body = match notices.get(salesperson.as_str()) {
                 Some(Ok(b)) => b.clone(),
                 Some(Err(e)) => {
@@ -325,6 +317,50 @@ async fn effects(
                 at: now,
             };
             Ok(queued + queue(tx, d, enrollment_id, &s.step, msg, now).await?)
+        }
+        Action::Set { values } => {
+            if values.is_empty() {
+                return Ok(0);
+            }
+            // A JSON merge patch: null removes the attribute.
+            let patch = serde_json::to_string(values).expect("a JSON map serialises");
+            sqlx::query(
+                "UPDATE contacts SET attrs = json_patch(attrs, $1), updated_at = $2 WHERE id = $3",
+            )
+            .bind(patch)
+            .bind(ms(now))
+            .bind(&d.contact_id)
+            .execute(&mut *tx)
+            .await
+            .context("setting attributes")?;
+            Ok(0)
+        }
+        Action::Notify {
+            salesperson,
+            channel,
+            body,
+        } => {
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, salesperson = %salesperson, error = %e, "notice not sent: its template does not render");
+                    return Ok(0);
+                }
+            };
+            let Some(to) = salesperson_address(settings, channel, salesperson) else {
+                return Ok(0);
+            };
+            let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
+            let msg = Queued {
+                id: &id,
+                channel,
+                to: &to,
+                subject: None,
+                body,
+                payload: serde_json::json!({ "kind": "notice" }),
+                at: now,
+            };
+            queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
         Action::Tag { add, remove } => {
             for t in add {
@@ -584,6 +620,19 @@ async fn assign(
     Ok(chosen)
 }
 
+/// Where a salesperson is told on `channel`: their e-mail, their WeCom
+/// user id, or (log and webhook channels) their id.
+fn salesperson_address(settings: &Settings, channel: &str, salesperson: &str) -> Option<String> {
+    let person = settings.salesperson(salesperson)?;
+    let kind = settings.channels.get(channel).map(|c| c.kind);
+    match kind.and_then(|k| k.address_field()) {
+        Some("email") => person.email.clone(),
+        Some("wecom_external_userid") => person.wecom_userid.clone(),
+        Some(_) => None,
+        None => Some(person.id.clone()),
+    }
+}
+
 fn detail(s: &PlannedStep) -> Option<String> {
     match &s.action {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
@@ -592,6 +641,12 @@ fn detail(s: &PlannedStep) -> Option<String> {
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::WaitEnded { why, .. } => Some(why.clone()),
         Action::Split { arm } => Some(arm.clone()),
+        Action::Set { values } => Some(serde_json::to_string(values).expect("a JSON map")),
+        Action::Notify {
+            salesperson,
+            channel,
+            ..
+        } => Some(format!("{channel} → {salesperson}")),
         Action::Exit { reason } | Action::Skip { reason } => Some(reason.to_string()),
     }
 }

@@ -373,6 +373,19 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
         Split { arm } => format!("split: arm {arm}"),
+        Set { values } => format!(
+            "set {}",
+            values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Notify {
+            salesperson,
+            channel,
+            ..
+        } => format!("notify {salesperson} on {channel}"),
         WaitEnded { met, why } => format!(
             "wait_until ends: {} ({why})",
             if *met { "then" } else { "else" }

@@ -40,6 +40,8 @@ pub enum Reason {
     /// The contact is in the workflow's holdout (control group): enrolled and
     /// measured, never messaged or assigned.
     Holdout,
+    /// A `notify:` step, and the contact has no salesperson.
+    NoOwner,
 }
 
 impl std::fmt::Display for Reason {
@@ -58,6 +60,7 @@ impl std::fmt::Display for Reason {
             Reason::BeforeActivation => f.write_str("before_activation"),
             Reason::BlastGuard => f.write_str("blast_guard"),
             Reason::Holdout => f.write_str("holdout"),
+            Reason::NoOwner => f.write_str("no_owner"),
         }
     }
 }
@@ -79,6 +82,7 @@ impl Reason {
             Reason::BeforeActivation => "before_activation",
             Reason::BlastGuard => "blast_guard",
             Reason::Holdout => "holdout",
+            Reason::NoOwner => "no_owner",
         }
     }
 }
@@ -125,6 +129,17 @@ pub enum Action {
     Split {
         arm: String,
     },
+    /// Custom attributes set (`null`: removed): only the ones that change.
+    Set {
+        values: std::collections::BTreeMap<String, serde_json::Value>,
+    },
+    /// A notice to the contact's salesperson, who stays the owner. `Err`:
+    /// its template does not render (nothing is sent).
+    Notify {
+        salesperson: String,
+        channel: String,
+        body: Result<String, String>,
+    },
     WaitEnded {
         met: bool,
         /// What ended it, for people: "event purchase at …", "timeout 3d".
@@ -147,6 +162,8 @@ impl Action {
             Action::Wait { .. } => "wait",
             Action::WaitEnded { .. } => "wait_until",
             Action::Split { .. } => "split",
+            Action::Set { .. } => "set",
+            Action::Notify { .. } => "notify",
             Action::Exit { .. } => "exit",
             Action::Skip { .. } => "skip",
         }
@@ -245,6 +262,7 @@ impl StartAt<'_> {
 pub struct ContactChange {
     pub owner: Option<Option<String>>,
     pub tags: Option<std::collections::BTreeSet<String>>,
+    pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The planner: settings, templates, the clock, and the counters that must
@@ -300,6 +318,9 @@ impl<'a> Planner<'a> {
                 if let Some(t) = &ch.tags {
                     c.tags = t.clone();
                 }
+                if let Some(a) = &ch.attrs {
+                    c.attrs = a.clone();
+                }
                 std::borrow::Cow::Owned(c)
             }
         }
@@ -345,6 +366,7 @@ impl<'a> Planner<'a> {
                 ContactChange {
                     owner: Some(c.owner),
                     tags: Some(c.tags),
+                    attrs: Some(c.attrs),
                 },
             );
         }
@@ -635,6 +657,53 @@ impl<'a> Planner<'a> {
                 }
                 // Decided above, before the step is recorded.
                 StepAction::WaitUntil(_) => {}
+                StepAction::Set(st) => {
+                    let action = match self.set_values(wf, c, st, trigger) {
+                        Ok(values) => {
+                            let values: std::collections::BTreeMap<String, serde_json::Value> =
+                                values
+                                    .into_iter()
+                                    .filter(|(k, v)| match c.attrs.get(k) {
+                                        Some(old) => old != v,
+                                        None => !v.is_null(),
+                                    })
+                                    .collect();
+                            for (k, v) in &values {
+                                if v.is_null() {
+                                    c.to_mut().attrs.remove(k);
+                                } else {
+                                    c.to_mut().attrs.insert(k.clone(), v.clone());
+                                }
+                            }
+                            Action::Set { values }
+                        }
+                        Err(e) => Action::Skip {
+                            reason: Reason::TemplateError(e),
+                        },
+                    };
+                    steps.push(row(step, action));
+                }
+                StepAction::Notify(_) if wf.held_out(&c.id) => {
+                    steps.push(row(
+                        step,
+                        Action::Skip {
+                            reason: Reason::Holdout,
+                        },
+                    ));
+                }
+                StepAction::Notify(n) => {
+                    let action = match c.owner.clone() {
+                        None => Action::Skip {
+                            reason: Reason::NoOwner,
+                        },
+                        Some(owner) => Action::Notify {
+                            body: self.notice(wf, c, &owner, n.template_name()),
+                            salesperson: owner,
+                            channel: n.channel.value.clone(),
+                        },
+                    };
+                    steps.push(row(step, action));
+                }
                 StepAction::Split(sp) => {
                     let arm = wf.arm(sp, &step.id, &c.id);
                     steps.push(row(
@@ -695,6 +764,71 @@ impl<'a> Planner<'a> {
         self.templates
             .render_notice(template, &ctx)
             .map_err(|e| e.to_string())
+    }
+
+    /// The values of a `set:` step: literals as written, templates rendered
+    /// (with `contact`, `owner`, `event`) and read as the field's declared
+    /// type.
+    fn set_values(
+        &self,
+        wf: &Workflow,
+        c: &Contact,
+        st: &crate::workflow::SetStep,
+        trigger: Option<&TriggerEvent>,
+    ) -> Result<Vec<(String, serde_json::Value)>, String> {
+        use crate::settings::FieldType;
+        use crate::workflow::SetValue;
+        let mut ctx = None;
+        let mut out = Vec::with_capacity(st.values.len());
+        for (k, v) in &st.values {
+            let value = match v {
+                SetValue::Literal(x) => x.clone(),
+                SetValue::Template(src) => {
+                    let ctx = ctx.get_or_insert_with(|| {
+                        let tz = policy::contact_tz(c, self.settings);
+                        let owner = c
+                            .owner
+                            .as_deref()
+                            .and_then(|id| self.settings.salesperson(id))
+                            .map(|s| s.template_value());
+                        let mut ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
+                        if let (Some(e), Some(m)) = (trigger, ctx.as_object_mut()) {
+                            m.insert("event".into(), e.template_value(tz));
+                        }
+                        ctx
+                    });
+                    let text = self
+                        .templates
+                        .render_inline(src, ctx)
+                        .map_err(|e| format!("set {}: {e}", k.value))?;
+                    match self.settings.fields.get(&k.value) {
+                        Some(FieldType::Number) => {
+                            let n: f64 = text.trim().parse().map_err(|_| {
+                                format!("set {}: \"{text}\" is not a number", k.value)
+                            })?;
+                            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                                serde_json::Value::from(n as i64)
+                            } else {
+                                serde_json::Value::from(n)
+                            }
+                        }
+                        Some(FieldType::Bool) => match text.trim() {
+                            "true" => serde_json::Value::Bool(true),
+                            "false" => serde_json::Value::Bool(false),
+                            _ => {
+                                return Err(format!(
+                                    "set {}: \"{text}\" is not true or false",
+                                    k.value
+                                ));
+                            }
+                        },
+                        _ => serde_json::Value::String(text),
+                    }
+                }
+            };
+            out.push((k.value.clone(), value));
+        }
+        Ok(out)
     }
 
     /// Decide one message: consent, address, cap, rendering, quiet hours.
@@ -825,6 +959,9 @@ pub struct RowJson<'a> {
     /// The arm a split chose (`holdout` at step `@holdout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arm: Option<&'a str>,
+    /// The attributes a `set:` step changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl PlannedStep {
@@ -850,6 +987,7 @@ impl PlannedStep {
             reason: None,
             branch: None,
             arm: None,
+            set: None,
         };
         match &self.action {
             Action::Send {
@@ -889,6 +1027,19 @@ impl PlannedStep {
             }
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Split { arm } => r.arm = Some(arm),
+            Action::Set { values } => r.set = Some(values),
+            Action::Notify {
+                salesperson,
+                channel,
+                body,
+            } => {
+                r.salesperson = Some(salesperson);
+                r.notify = Some(channel);
+                match body {
+                    Ok(b) => r.body = Some(b),
+                    Err(e) => r.reason = Some(format!("notice not sent: template_error: {e}")),
+                }
+            }
             Action::WaitEnded { met, why } => {
                 r.branch = Some(if *met { "then" } else { "else" });
                 r.reason = Some(why.clone());

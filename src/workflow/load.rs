@@ -29,7 +29,17 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "schedule",
     "staff_left",
 ];
-pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if", "wait_until", "split"];
+pub const STEP_KINDS: &[&str] = &[
+    "send",
+    "assign",
+    "tag",
+    "wait",
+    "if",
+    "wait_until",
+    "split",
+    "set",
+    "notify",
+];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
 /// `check:` of an `inactive` trigger when none is written: hourly.
 pub const DEFAULT_INACTIVE_CHECK: &str = "0 * * * *";
@@ -453,6 +463,8 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         "wait" => StepAction::Wait(r.duration(v, "wait")?),
         "wait_until" => read_wait_until(r, v, &id)?,
         "split" => read_split(r, v, &id)?,
+        "set" => read_set(r, v)?,
+        "notify" => StepAction::Notify(read_notify(r, v)?),
         "if" => {
             let condition = parse_condition(r, v);
             let branch = |r: &mut Reader, key: &str, short: &str| -> Vec<Step> {
@@ -687,6 +699,85 @@ fn read_split(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
     Some(StepAction::Split(SplitStep { arms }))
 }
 
+/// `notify: wecom` or `notify: { channel: wecom, template: T }`.
+fn read_notify(r: &mut Reader, n: &Node) -> Option<Notify> {
+    if n.as_map().is_some() {
+        let g = r.fields(n, "notify", &["channel", "template"])?;
+        let channel = required_located(r, &g, n, "channel", "notify")?;
+        let template = g
+            .get("template")
+            .and_then(|t| r.string(t, "template").map(|s| Located::new(s, t.pos)));
+        Some(Notify { channel, template })
+    } else {
+        r.string(n, "notify").map(|s| Notify {
+            channel: Located::new(s, n.pos),
+            template: None,
+        })
+    }
+}
+
+/// `set: { FIELD: VALUE, ... }`.
+fn read_set(r: &mut Reader, v: &Node) -> Option<StepAction> {
+    let Some(entries) = v.as_map() else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                v.pos,
+                format!("set: needs a map of attributes, found {}", v.describe()),
+            )
+            .with_suggestion("write set: { level: gold, plan: \"{{event.properties.plan}}\" }"),
+        );
+        return None;
+    };
+    if entries.is_empty() {
+        r.error(v.pos, "set: needs at least one attribute");
+        return None;
+    }
+    let mut values = Vec::new();
+    for (k, val) in entries {
+        let Some(name) = k.scalar_text().map(str::to_string) else {
+            r.error(k.pos, "an attribute name must be text");
+            continue;
+        };
+        let value = match &val.kind {
+            yaml::Kind::Null => SetValue::Literal(serde_json::Value::Null),
+            yaml::Kind::Scalar { text, .. } => {
+                if let Some(s) = val.as_str() {
+                    if s.contains("{{") {
+                        if let Err(e) = handlebars::Template::compile(s) {
+                            r.error(
+                                val.pos,
+                                format!("the value of {name} is not a valid template: {e}"),
+                            );
+                            continue;
+                        }
+                        SetValue::Template(s.to_string())
+                    } else {
+                        SetValue::Literal(serde_json::Value::String(s.to_string()))
+                    }
+                } else if let Some(b) = val.as_bool() {
+                    SetValue::Literal(serde_json::Value::Bool(b))
+                } else if let Some(i) = val.as_i64() {
+                    SetValue::Literal(serde_json::Value::from(i))
+                } else if let Some(f) = val.as_f64() {
+                    SetValue::Literal(serde_json::Value::from(f))
+                } else {
+                    SetValue::Literal(serde_json::Value::String(text.clone()))
+                }
+            }
+            _ => {
+                r.error(
+                    val.pos,
+                    format!("the value of {name} must be text, a number, true/false or null"),
+                );
+                continue;
+            }
+        };
+        values.push((Located::new(name, k.pos), value));
+    }
+    Some(StepAction::Set(SetStep { values }))
+}
+
 fn required_located(
     r: &mut Reader,
     f: &Fields,
@@ -752,21 +843,7 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         .get("only_if_unassigned")
         .and_then(|n| r.bool(n, "only_if_unassigned"))
         .unwrap_or(false);
-    let notify = f.get("notify").and_then(|n| {
-        if n.as_map().is_some() {
-            let g = r.fields(n, "notify", &["channel", "template"])?;
-            let channel = required_located(r, &g, n, "channel", "notify")?;
-            let template = g
-                .get("template")
-                .and_then(|t| r.string(t, "template").map(|s| Located::new(s, t.pos)));
-            Some(Notify { channel, template })
-        } else {
-            r.string(n, "notify").map(|s| Notify {
-                channel: Located::new(s, n.pos),
-                template: None,
-            })
-        }
-    });
+    let notify = f.get("notify").and_then(|n| read_notify(r, n));
     Some(StepAction::Assign(AssignStep {
         team: team?,
         // Placeholder after an unknown strategy (reported), so `team` and
@@ -962,5 +1039,54 @@ steps:
             "{head}  - wait_until: {{ event: a, timeout: 0s }}\n"
         ));
         assert!(e.iter().any(|m| m.contains("longer than 0")), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod set_notify_tests {
+    use super::*;
+
+    #[test]
+    fn reads_set_values_by_their_yaml_type_and_notify() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - set: { a: text, b: 12, c: 1.5, d: true, e: null, f: \"{{contact.name}}\", g: \"12\" }\n  - notify: wecom\n  - notify: { channel: sms, template: t }\n";
+        let (wf, diags) = load_str(Path::new("w.yaml"), src);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        let StepAction::Set(st) = &wf.steps[0].action else {
+            panic!();
+        };
+        let got: Vec<(&str, &SetValue)> = st
+            .values
+            .iter()
+            .map(|(k, v)| (k.value.as_str(), v))
+            .collect();
+        use serde_json::json;
+        assert_eq!(
+            got,
+            vec![
+                ("a", &SetValue::Literal(json!("text"))),
+                ("b", &SetValue::Literal(json!(12))),
+                ("c", &SetValue::Literal(json!(1.5))),
+                ("d", &SetValue::Literal(json!(true))),
+                ("e", &SetValue::Literal(json!(null))),
+                ("f", &SetValue::Template("{{contact.name}}".into())),
+                ("g", &SetValue::Literal(json!("12"))),
+            ]
+        );
+        assert!(
+            matches!(&wf.steps[1].action, StepAction::Notify(n) if n.channel.value == "wecom" && n.template.is_none())
+        );
+        assert!(
+            matches!(&wf.steps[2].action, StepAction::Notify(n) if n.template.as_ref().unwrap().value == "t")
+        );
+    }
+
+    #[test]
+    fn a_broken_template_value_is_reported_where_it_is() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - set: { a: \"{{#if x}}\" }\n";
+        let (_, diags) = load_str(Path::new("w.yaml"), src);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!((diags[0].pos.line, diags[0].pos.col), (3, 15));
+        assert!(diags[0].message.contains("not a valid template"));
     }
 }

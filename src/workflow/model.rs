@@ -133,6 +133,9 @@ pub enum StepAction {
     If(IfStep),
     WaitUntil(WaitUntilStep),
     Split(SplitStep),
+    Set(SetStep),
+    /// Tell the contact's salesperson (the owner), without reassigning.
+    Notify(Notify),
 }
 
 impl StepAction {
@@ -165,6 +168,8 @@ impl StepAction {
             StepAction::If(_) => "if",
             StepAction::WaitUntil(_) => "wait_until",
             StepAction::Split(_) => "split",
+            StepAction::Set(_) => "set",
+            StepAction::Notify(_) => "notify",
         }
     }
 }
@@ -209,6 +214,21 @@ impl Notify {
             .as_ref()
             .map_or(crate::template::NOTICE_TEMPLATE, |t| t.value.as_str())
     }
+}
+
+/// `set: { level: gold, plan: "{{event.properties.plan}}", coupon: null }`:
+/// custom attributes of the contact; a string with `{{` is a template
+/// (rendered like a message, with `contact`, `owner`, `event`); `null`
+/// removes the attribute.
+#[derive(Debug, Clone, Default)]
+pub struct SetStep {
+    pub values: Vec<(Located<String>, SetValue)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    Literal(serde_json::Value),
+    Template(String),
 }
 
 #[derive(Debug, Clone, Default)]

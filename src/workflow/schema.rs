@@ -332,7 +332,33 @@ impl JsonSchema for Step {
             "required": ["split"],
             "additionalProperties": false
         });
-        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split] })
+        let set = one(
+            "set",
+            json_schema!({
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": { "type": ["string", "number", "boolean", "null"] },
+                "description": "Custom attributes to set: a string with {{ is a template (contact, owner, event); null removes the attribute."
+            }),
+            "Set custom attributes of the contact.",
+        );
+        let notify = one(
+            "notify",
+            json_schema!({
+                "description": "A channel name, or { channel, template }.",
+                "anyOf": [
+                    { "type": "string" },
+                    {
+                        "type": "object",
+                        "properties": { "channel": { "type": "string" }, "template": { "type": "string" } },
+                        "required": ["channel"],
+                        "additionalProperties": false
+                    }
+                ]
+            }),
+            "Tell the contact's salesperson with a notice template, without reassigning.",
+        );
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split, set, notify] })
     }
 }
 

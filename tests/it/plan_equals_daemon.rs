@@ -54,6 +54,7 @@ teams:
     - {{ id: s4, name: Zhao Min, region: Suzhou, capacity: 3 }}
 fields:
   city: string
+  note: string
 "#,
         rx.url("/hook")
     )
@@ -140,12 +141,16 @@ steps:
         - name: a
           weight: 2
           steps:
+            - id: move
+              set: { city: Beijing, note: "{{contact.name}} moved" }
             - id: offer-a
               send: { channel: hook, template: arm-a }
         - name: b
           steps:
             - id: owner-b
               assign: { team: east, strategy: round_robin }
+            - id: tell-b
+              notify: { channel: hook, template: told }
             - id: offer-b
               send: { channel: hook, template: arm-b }
 "#;
@@ -163,7 +168,11 @@ async fn case(seed: u64) {
         .write("workflows/waits.yaml", WAITS)
         .write("workflows/welcomed.yaml", WELCOMED)
         .write("workflows/split.yaml", SPLIT)
-        .write("templates/arm-a.hbs", "a for {{contact.name}}")
+        .write(
+            "templates/arm-a.hbs",
+            "a for {{contact.name}} in {{contact.city}}",
+        )
+        .write("templates/told.hbs", "{{owner.name}}, see {{contact.name}}")
         .write(
             "templates/arm-b.hbs",
             "b for {{contact.name}} by {{owner.name}}",
@@ -224,7 +233,7 @@ async fn case(seed: u64) {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let planned_sends: BTreeSet<Send> = rows
         .iter()
-        .filter(|r| r["action"] == "send")
+        .filter(|r| r["action"] == "send" || r["action"] == "notify")
         .map(|r| {
             (
                 s(&r["workflow"]),
@@ -249,6 +258,11 @@ async fn case(seed: u64) {
         .iter()
         .filter(|r| r["action"] == "wait_until")
         .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["step"])))
+        .collect();
+    let planned_sets: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "set")
+        .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), r["set"].to_string()))
         .collect();
     let planned_arms: BTreeSet<(String, String, String, String)> = rows
         .iter()
@@ -320,6 +334,19 @@ async fn case(seed: u64) {
         .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["st"]), s(&r["d"])))
         .collect();
     assert_eq!(planned_arms, arms, "seed {seed}: split arms");
+    let sets: BTreeSet<(String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'set'",
+        )
+        .await
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(&s(&r["d"])).unwrap();
+            (s(&r["w"]), s(&r["c"]), v.to_string())
+        })
+        .collect();
+    assert_eq!(planned_sets, sets, "seed {seed}: attributes set");
     eprintln!(
         "seed {seed}: {} waits ended, {} contacts",
         planned_waits.len(),
