@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod project;
 pub mod reload;
+pub mod report;
 pub mod schedule;
 pub mod settings;
 pub mod store;

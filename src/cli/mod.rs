@@ -12,6 +12,7 @@ pub mod dry_run;
 pub mod enroll;
 pub mod graph;
 pub mod history;
+pub mod report;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -113,6 +114,14 @@ pub enum Command {
   nurture graph winback-30d --format svg > winback.svg
   nurture graph vip-upgrade --format dot | dot -Tpng > vip.png")]
     Graph(graph::GraphArgs),
+    /// A workflow's conversion (per split arm, treated against the holdout, 95%
+    /// intervals, lift) and its funnel: per step reached, sent, skipped, converted after.
+    #[command(after_help = "Examples:
+  nurture report cart-recovery
+  nurture report reactivation-ab --since 30d
+  nurture report reactivation-ab --format json | jq .lift
+  nurture report cart-recovery --format csv > funnel.csv")]
+    Report(report::ReportArgs),
     /// Serve the read-only web console alone against the store (no daemon).
     #[command(after_help = "Examples:
   nurture console
@@ -198,6 +207,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
         Command::Completions { .. } => Ok(()),
         Command::Graph(args) => graph::run(&cli.config, args).await,
+        Command::Report(args) => report::run(&cli.config, args).await,
         Command::Console(args) => console::run(&cli.config, args).await,
     }
 }

@@ -315,6 +315,22 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
         }
     };
 
+    if let Some(g) = &wf.goal {
+        let what = match &g.on {
+            crate::workflow::WaitFor::Event { name, .. } => format!("event {name}"),
+            crate::workflow::WaitFor::Condition(_) => "the condition".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  · goal: {what} within {} of entering ({})",
+            g.within,
+            if wf.exit_on_goal {
+                "the contact then leaves"
+            } else {
+                "measured, the contact stays"
+            }
+        );
+    }
     let enters = wf.enabled && trigger_ok && entry_ok && audience_ok;
     if enters {
         let _ = writeln!(

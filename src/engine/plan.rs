@@ -429,6 +429,11 @@ impl<'a> Planner<'a> {
                 .exit_when
                 .as_ref()
                 .is_some_and(|g| holds_since(g, c, self.now, since))
+                || (wf.exit_on_goal
+                    && wf
+                        .goal
+                        .as_ref()
+                        .is_some_and(|g| g.converted_at(c, self.now, since).is_some()))
             {
                 Some(Reason::GoalReached)
             } else if wf.audience.as_ref().is_some_and(|a| !holds(a, c, self.now)) {
@@ -471,7 +476,12 @@ impl<'a> Planner<'a> {
                         c.events.iter().find(|e| {
                             e.at >= ws
                                 && e.at <= deadline
-                                && wait_event_passes(condition, e, self.now)
+                                && crate::workflow::event_passes(
+                                    condition,
+                                    &e.name,
+                                    &e.properties,
+                                    self.now,
+                                )
                         })
                     }
                     _ => None,
@@ -1049,23 +1059,6 @@ impl PlannedStep {
             }
         }
         r
-    }
-}
-
-/// Whether event `e` is the one a `wait_until: { event, where }` waits for.
-fn wait_event_passes(
-    cond: &crate::audience::Condition,
-    e: &crate::contact::EventFact,
-    now: DateTime<Utc>,
-) -> bool {
-    match cond {
-        crate::audience::Condition::Event { name, where_, .. } => {
-            e.name == *name
-                && where_
-                    .as_ref()
-                    .is_none_or(|w| crate::audience::eval::property_holds(w, &e.properties, now))
-        }
-        _ => false,
     }
 }
 

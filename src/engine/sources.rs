@@ -549,6 +549,7 @@ pub fn event_names(wf: &Workflow) -> Vec<String> {
         .audience
         .iter()
         .chain(wf.exit_when.iter())
+        .chain(wf.goal.iter().map(|g| g.on.condition()))
         .chain(wf.all_steps().into_iter().filter_map(|s| match &s.action {
             StepAction::If(i) => Some(&i.condition),
             StepAction::WaitUntil(w) => Some(w.until.condition()),
@@ -613,12 +614,19 @@ pub fn wakes(workflows: &[&Workflow], entries: &[plan_reads::LogEntry]) -> Vec<W
                 let StepAction::WaitUntil(w) = &s.action else {
                     continue;
                 };
-                let wakes = match &w.until {
-                    crate::workflow::WaitFor::Event { name, .. } => {
-                        e.kind == "event" && e.name.as_deref() == Some(name.as_str())
-                    }
-                    crate::workflow::WaitFor::Condition(_) => true,
-                };
+                let is_event = |name: &str| e.kind == "event" && e.name.as_deref() == Some(name);
+                // Its own event, or the workflow's goal (exit_on_goal: it
+                // leaves at once rather than at the timeout).
+                let goal = wf.exit_on_goal
+                    && wf.goal.as_ref().is_some_and(|g| match &g.on {
+                        crate::workflow::WaitFor::Event { name, .. } => is_event(name),
+                        crate::workflow::WaitFor::Condition(_) => true,
+                    });
+                let wakes = goal
+                    || match &w.until {
+                        crate::workflow::WaitFor::Event { name, .. } => is_event(name),
+                        crate::workflow::WaitFor::Condition(_) => true,
+                    };
                 if wakes {
                     let k = Wake {
                         workflow: wf.name.clone(),

@@ -500,6 +500,9 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
     for c in [&wf.audience, &wf.exit_when].into_iter().flatten() {
         check_condition(cx, file, c, out);
     }
+    if let Some(g) = &wf.goal {
+        check_condition(cx, file, g.on.condition(), out);
+    }
 }
 
 fn check_channel(

@@ -20,6 +20,8 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "exit_when",
     "entry_existing",
     "holdout",
+    "goal",
+    "exit_on_goal",
 ];
 pub const TRIGGER_KINDS: &[&str] = &[
     "contact_created",
@@ -154,6 +156,20 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
         .and_then(|n| read_entry(r, n))
         .unwrap_or(default_entry);
     let holdout = f.get("holdout").and_then(|n| read_percent(r, n, "holdout"));
+    let goal = f.get("goal").and_then(|n| read_goal(r, n));
+    let exit_on_goal = match f.get("exit_on_goal") {
+        Some(n) => {
+            let v = r.bool(n, "exit_on_goal").unwrap_or(true);
+            if goal.is_none() && f.get("goal").is_none() {
+                r.push(
+                    Diagnostic::new(r.file, n.pos, "exit_on_goal without a goal")
+                        .with_suggestion("add goal: { event: purchase, within: 7d }"),
+                );
+            }
+            v
+        }
+        None => true,
+    };
     let steps = match f.get("steps") {
         Some(n) => match r.seq(n, "steps") {
             Some([]) => {
@@ -185,6 +201,8 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             exit_when,
             entry_existing,
             holdout,
+            goal,
+            exit_on_goal,
             file: path.to_path_buf(),
         },
         name_pos,
@@ -611,6 +629,58 @@ fn read_percent(r: &mut Reader, n: &Node, what: &str) -> Option<u32> {
         );
     }
     parsed
+}
+
+/// `goal: { event: NAME, where?: {...}, within: D }` or `goal: { condition: C, within: D }`.
+fn read_goal(r: &mut Reader, v: &Node) -> Option<Goal> {
+    let f = r.fields(v, "a goal", &["event", "where", "condition", "within"])?;
+    let on = match (f.get("event"), f.get("condition")) {
+        (Some(_), Some(c)) => {
+            r.error(c.pos, "a goal is an event or a condition, not both");
+            return None;
+        }
+        (Some(e), None) => {
+            let name = r.string(e, "event")?;
+            let where_ = match f.get("where") {
+                Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
+                None => None,
+            };
+            WaitFor::Event {
+                condition: Condition::Event {
+                    name: name.clone(),
+                    within: None,
+                    at_least: 1,
+                    where_,
+                },
+                name,
+            }
+        }
+        (None, Some(c)) => WaitFor::Condition(parse_condition(r, c)?),
+        (None, None) => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    v.pos,
+                    "a goal needs event: NAME or condition: {...}",
+                )
+                .with_suggestion("write goal: { event: purchase, within: 7d }"),
+            );
+            return None;
+        }
+    };
+    let Some(w) = f.get("within") else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                v.pos,
+                "a goal needs within: DURATION (the conversion window)",
+            )
+            .with_suggestion("e.g. goal: { event: purchase, within: 7d }"),
+        );
+        return None;
+    };
+    let within = r.duration(w, "within")?;
+    Some(Goal { on, within })
 }
 
 /// `split: { arms: [ { name, weight, steps }, ... ] }`.

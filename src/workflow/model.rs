@@ -49,6 +49,11 @@ pub struct Workflow {
     /// assignment: the control group. Chosen by a stable hash of
     /// (workflow, contact).
     pub holdout: Option<u32>,
+    /// `goal: { event: purchase, within: 7d }` (or `{ condition: C, within }`):
+    /// what counts as a conversion, measured by `nurture report`.
+    pub goal: Option<Goal>,
+    /// Leave the workflow once the goal is reached (default true).
+    pub exit_on_goal: bool,
     /// The file it came from, for diagnostics and `status`.
     pub file: PathBuf,
 }
@@ -337,6 +342,63 @@ impl Workflow {
     }
 }
 
+/// A workflow's goal: a contact converts when it holds within `within`
+/// after entering.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    /// As a wait: an event (with `where:`) logged after the enrollment
+    /// began, or a condition on the contact.
+    pub on: WaitFor,
+    pub within: Duration,
+}
+
+impl Goal {
+    /// When the enrollment that began at `since` converted, as far as `c`
+    /// shows at `now`: the first goal event in the window, or (a condition)
+    /// now, if it holds and the window is open.
+    pub fn converted_at(
+        &self,
+        c: &crate::contact::Contact,
+        now: chrono::DateTime<chrono::Utc>,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let end = since + self.within.to_chrono();
+        match &self.on {
+            WaitFor::Event { condition, .. } => c
+                .events
+                .iter()
+                .filter(|e| e.at >= since && e.at <= end && e.at <= now)
+                .filter(|e| event_passes(condition, &e.name, &e.properties, now))
+                .map(|e| e.at)
+                .min(),
+            WaitFor::Condition(cond) => {
+                (now <= end && crate::audience::eval::holds(cond, c, now)).then_some(now)
+            }
+        }
+    }
+}
+
+/// Whether an event (name, properties) is the one an event condition
+/// (`Condition::Event` with its `where:`) names.
+pub fn event_passes(
+    cond: &Condition,
+    name: &str,
+    properties: &serde_json::Map<String, serde_json::Value>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    match cond {
+        Condition::Event {
+            name: want, where_, ..
+        } => {
+            want == name
+                && where_
+                    .as_ref()
+                    .is_none_or(|w| crate::audience::eval::property_holds(w, properties, now))
+        }
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IfStep {
     pub condition: Condition,
@@ -423,6 +485,8 @@ mod split_tests {
             exit_when: None,
             entry_existing: false,
             holdout,
+            goal: None,
+            exit_on_goal: true,
             file: PathBuf::from("ab.yaml"),
         }
     }
@@ -484,5 +548,46 @@ mod split_tests {
             .count();
         assert!((850..1150).contains(&held), "{held}");
         assert!((0..1000).all(|i| !wf(None).held_out(&format!("c{i}"))));
+    }
+}
+
+#[cfg(test)]
+mod goal_tests {
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn an_event_goal_counts_events_inside_the_window_only() {
+        let (wf, d) = crate::workflow::load_str(
+            std::path::Path::new("g.yaml"),
+            "trigger: { contact_created: {} }\ngoal: { event: purchase, where: { field: item, equals: scarf }, within: 1d }\nsteps:\n  - wait: 1h\n",
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let wf = wf.unwrap().workflow;
+        let g = wf.goal.as_ref().unwrap();
+        assert!(wf.exit_on_goal);
+        let t = |h: i64| {
+            Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+        };
+        let ev = |h: i64, item: &str| crate::contact::EventFact {
+            name: "purchase".into(),
+            at: t(h),
+            properties: serde_json::json!({ "item": item })
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let c = |events| crate::contact::Contact {
+            id: "c".into(),
+            events,
+            ..Default::default()
+        };
+        // Before entering, after the window, or another item: no.
+        let none = c(vec![ev(-1, "scarf"), ev(25, "scarf"), ev(2, "hat")]);
+        assert_eq!(g.converted_at(&none, t(30), t(0)), None);
+        // The first one inside the window.
+        let two = c(vec![ev(5, "scarf"), ev(3, "scarf")]);
+        assert_eq!(g.converted_at(&two, t(30), t(0)), Some(t(3)));
+        // Not yet happened as of now.
+        assert_eq!(g.converted_at(&two, t(2), t(0)), None);
     }
 }

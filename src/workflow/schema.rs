@@ -61,6 +61,26 @@ struct WorkflowFile {
     /// control group.
     #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*%$"))]
     holdout: Option<String>,
+    /// What counts as a conversion: `{ event: purchase, where?: {...}, within: 7d }`
+    /// or `{ condition: C, within: 7d }`. `nurture report` measures it.
+    goal: Option<GoalDef>,
+    /// Leave the workflow once the goal is reached. Default true.
+    exit_on_goal: Option<bool>,
+}
+
+/// A goal: an event (optionally with a test of its properties) or a condition, within a window.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GoalDef {
+    /// The event that converts (logged after the contact entered).
+    event: Option<String>,
+    /// A test of one property of the event, as a field condition: `{ field: amount, gte: 500 }`.
+    #[serde(rename = "where")]
+    where_: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A condition that converts (when the plan sees it hold).
+    condition: Option<Condition>,
+    /// The conversion window after entering, e.g. 7d.
+    within: DurationStr,
 }
 
 /// Exactly one trigger kind.

@@ -17,6 +17,7 @@ mod daemon;
 mod delivery;
 mod dry_run;
 mod fidelity;
+mod goals;
 mod import;
 mod marketer_day;
 mod multi_daemon;

@@ -115,9 +115,11 @@ steps:
           send: { channel: hook, template: nudge }
 "#;
 
-/// Waits for a tag another workflow's plan adds.
+/// Waits for a tag another workflow's plan adds; a purchase (the goal)
+/// wakes it and it leaves.
 const WELCOMED: &str = r#"
 trigger: { contact_created: {} }
+goal: { event: purchase, within: 2d }
 steps:
   - id: w
     wait_until:
@@ -134,6 +136,7 @@ const SPLIT: &str = r#"
 trigger: { event: { name: purchase } }
 entry: every_time
 holdout: 25%
+goal: { condition: { tag: vip-welcomed }, within: 1d }
 steps:
   - id: ab
     split:
