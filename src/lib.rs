@@ -21,6 +21,7 @@ pub mod project;
 pub mod reload;
 pub mod report;
 pub mod schedule;
+pub mod segments;
 pub mod settings;
 pub mod store;
 pub mod template;

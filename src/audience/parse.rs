@@ -10,7 +10,9 @@ use crate::workflow::Located;
 use crate::yaml::{Kind, Node, Reader};
 
 /// The keys that say what kind of condition a map is.
-pub const CONDITION_KINDS: &[&str] = &["all", "any", "not", "tag", "field", "event", "owner"];
+pub const CONDITION_KINDS: &[&str] = &[
+    "all", "any", "not", "tag", "field", "event", "owner", "segment",
+];
 
 /// The operators of a `field` condition; exactly one per condition.
 pub const FIELD_OPERATORS: &[&str] = &[
@@ -121,6 +123,13 @@ fn parse_kind(
         "not" => {
             r.fields(map, "a \"not\" condition", &["not"])?;
             Some(Condition::Not(Box::new(parse_condition(r, value)?)))
+        }
+        "segment" => {
+            r.fields(map, "a \"segment\" condition", &["segment"])?;
+            let name = r.string(value, "segment")?;
+            Some(Condition::Segment(crate::workflow::Located::new(
+                name, value.pos,
+            )))
         }
         "tag" => {
             r.fields(map, "a \"tag\" condition", &["tag"])?;

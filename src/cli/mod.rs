@@ -15,6 +15,7 @@ pub mod history;
 pub mod report;
 pub mod run;
 pub mod schema;
+pub mod segments;
 pub mod status;
 pub mod validate;
 pub mod wecom;
@@ -122,6 +123,15 @@ pub enum Command {
   nurture report reactivation-ab --format json | jq .lift
   nurture report cart-recovery --format csv > funnel.csv")]
     Report(report::ReportArgs),
+    /// Reusable segments (segments/NAME.yaml): count their members now, or list them.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  nurture segments count
+  nurture segments count vip-shanghai
+  nurture segments list"
+    )]
+    Segments(segments::SegmentsCommand),
     /// Serve the read-only web console alone against the store (no daemon).
     #[command(after_help = "Examples:
   nurture console
@@ -208,6 +218,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Completions { .. } => Ok(()),
         Command::Graph(args) => graph::run(&cli.config, args).await,
         Command::Report(args) => report::run(&cli.config, args).await,
+        Command::Segments(cmd) => segments::run(&cli.config, cmd).await,
         Command::Console(args) => console::run(&cli.config, args).await,
     }
 }

@@ -332,6 +332,7 @@ pub fn condition(c: &Condition) -> String {
         Literal::Bool(b) => b.to_string(),
     };
     match c {
+        Condition::Segment(name) => format!("segment {}", name.value),
         Condition::All(cs) => cs
             .iter()
             .map(condition_in)

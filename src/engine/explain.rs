@@ -417,6 +417,9 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
     let pad = "  ".repeat(depth);
     let m = if holds(cond, c, at) { "✓" } else { "✗" };
     match cond {
+        Condition::Segment(name) => {
+            let _ = writeln!(out, "{pad}{m} segment {} (not resolved)", name.value);
+        }
         Condition::All(cs) | Condition::Any(cs) => {
             let word = if matches!(cond, Condition::All(_)) {
                 "all of"

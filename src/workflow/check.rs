@@ -622,7 +622,8 @@ fn check_condition(
                 check_property(cx, file, name, w, out);
             }
         }
-        Condition::Owner(_) | Condition::Tag(_) => {}
+        // Resolved (or reported) by `crate::segments` when the project loads.
+        Condition::Owner(_) | Condition::Tag(_) | Condition::Segment(_) => {}
     }
 }
 

@@ -411,6 +411,11 @@ impl JsonSchema for Condition {
                 "required": ["not"], "additionalProperties": false
             }),
             json_schema!({
+                "type": "object", "description": "The contact is in the segment segments/NAME.yaml.",
+                "properties": { "segment": string.clone() },
+                "required": ["segment"], "additionalProperties": false
+            }),
+            json_schema!({
                 "type": "object", "description": "The contact has the tag.",
                 "properties": { "tag": string.clone() },
                 "required": ["tag"], "additionalProperties": false

@@ -24,6 +24,7 @@ mod multi_daemon;
 mod no_surprises;
 mod plan_equals_daemon;
 mod schema_file;
+mod segments;
 mod set_notify;
 mod shared_store;
 mod sms_channels;

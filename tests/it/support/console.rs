@@ -38,7 +38,8 @@ pub async fn quick_start(rows: usize) -> (Project, Daemon) {
         // No quiet hours: the test's messages go out whatever the hour.
         .replace("quiet_hours: { start: \"21:00\", end: \"09:00\" }", "");
     let p = Project::new(&settings);
-    for dir in ["workflows", "templates"] {
+    for dir in ["workflows", "templates", "segments"] {
+        std::fs::create_dir_all(p.path(dir)).unwrap();
         for e in std::fs::read_dir(repo(dir)).unwrap() {
             let e = e.unwrap();
             std::fs::copy(
