@@ -70,8 +70,8 @@ pub async fn run(config: &Path, cmd: SegmentsCommand) -> CliResult {
     }
 }
 
-/// Members now: in SQL, or, when an event condition has `where:` (which SQL
-/// only narrows), the narrowed contacts decided in Rust with their events.
+/// Members now: in SQL where SQL decides exactly, else the contacts SQL
+/// narrows to, decided in Rust with their events.
 pub async fn count(
     store: &Store,
     cond: &crate::audience::Condition,
@@ -79,7 +79,9 @@ pub async fn count(
 ) -> anyhow::Result<u64> {
     let mut sql = Sql::new(store.dialect());
     compile(cond, now, &mut sql)?;
-    if !cond.has_event_where() {
+    // SQLite decides a condition without event `where:` exactly in SQL; on
+    // PostgreSQL the SQL is a prefilter (a superset), decided in Rust.
+    if store.dialect() == crate::store::Dialect::Sqlite && !cond.has_event_where() {
         return Ok(store.count_matching(&sql.text, &sql.binds).await? as u64);
     }
     let mut names = Vec::new();
