@@ -397,6 +397,9 @@ pub fn welcome_workflow(way: &ContactWay, settings: &Settings) -> Option<Workflo
         }],
         exit_when: None,
         entry_existing: false,
+        holdout: None,
+        goal: None,
+        exit_on_goal: true,
         file: way.file.clone(),
     })
 }

@@ -265,6 +265,7 @@ async fn watch_files(
     let dirs = [
         current.settings.workflows_dir.clone(),
         current.settings.templates_dir.clone(),
+        current.settings.segments_dir.clone(),
     ];
     // Only our files matter: the store's own writes (nurture.db and its WAL)
     // live in the same folder and must not trigger reloads.
@@ -291,7 +292,8 @@ async fn watch_files(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    for d in dirs.iter() {
+    // segments/ is optional.
+    for d in dirs.iter().filter(|d| d.exists()) {
         if let Err(e) = watcher.watch(d, RecursiveMode::Recursive) {
             tracing::warn!(dir = %d.display(), error = %e, "cannot watch folder");
         }

@@ -122,11 +122,19 @@ impl Project {
                 Vec::new()
             }
         };
+        let (segments, d) = crate::segments::load(&folders.segments_dir);
+        diags.extend(d);
         let mut workflows = Vec::new();
         for f in &files {
             let (wf, d) = load_file(f);
             diags.extend(d);
-            workflows.extend(wf);
+            if let Some(mut wf) = wf {
+                diags.extend(crate::segments::resolve_workflow(
+                    &mut wf.workflow,
+                    &segments,
+                ));
+                workflows.push(wf);
+            }
         }
         let (templates, d) = Templates::load(&folders.templates_dir);
         diags.extend(d);

@@ -77,6 +77,9 @@ struct RunningTemplate {
 struct RunningWorkflow {
     loaded: LoadedWorkflow,
     version: Version,
+    /// The segments it was resolved with (`crate::segments`): a change of
+    /// any segment file loads the workflow again.
+    segments_hash: String,
 }
 
 /// What runs, file by file: the state a reload starts from.
@@ -95,6 +98,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// The segments each running workflow was resolved with.
+    fn segment_versions(&self) -> BTreeSet<(PathBuf, String)> {
+        self.workflows
+            .iter()
+            .map(|(f, w)| (f.clone(), w.segments_hash.clone()))
+            .collect()
+    }
+
     /// Every running version: (file, hash).
     fn versions(&self) -> BTreeSet<(PathBuf, String)> {
         let mut out = BTreeSet::new();
@@ -331,7 +342,9 @@ pub fn reload(
         contact_ways: contact_ways.clone(),
         contact_ways_hash,
     };
-    let changed = prev.is_none_or(|p| p.versions() != running.versions());
+    let changed = prev.is_none_or(|p| {
+        p.versions() != running.versions() || p.segment_versions() != running.segment_versions()
+    });
     let mut workflows: Vec<crate::workflow::Workflow> = running
         .workflows
         .values()
@@ -504,6 +517,21 @@ fn assemble(
     }
     let mut kept_failures = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
+    // Segments: every workflow is resolved against the current files; a
+    // broken segment file is reported, and workflows that name it are
+    // rejected (the version before keeps running).
+    let (segments, segment_diags) = crate::segments::load(&settings.segments_dir);
+    let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+    for d in segment_diags {
+        by_file.entry(d.file.clone()).or_default().push(d);
+    }
+    for (file, diags) in by_file {
+        files.push(Outcome {
+            file,
+            running: None,
+            rejected: Some((segments.hash.clone(), diags)),
+        });
+    }
     let wf_files = match workflow_files(&settings.workflows_dir) {
         Ok(f) => f,
         Err(d) => {
@@ -521,7 +549,10 @@ fn assemble(
         let old = prev.and_then(|p| p.workflows.get(&path)).cloned();
         let bytes = std::fs::read(&path);
         let hash = bytes.as_deref().map(short_hash).unwrap_or_default();
-        if let Some(w) = old.as_ref().filter(|w| w.version.hash == hash) {
+        if let Some(w) = old
+            .as_ref()
+            .filter(|w| w.version.hash == hash && w.segments_hash == segments.hash)
+        {
             if settings_are_new {
                 kept_failures.extend(check_one(&cx_kept, &w.loaded, &live, false));
             }
@@ -555,6 +586,13 @@ fn assemble(
                 )],
             ),
         };
+        let mut lw = lw;
+        if let Some(lw) = lw.as_mut() {
+            diags.extend(crate::segments::resolve_workflow(
+                &mut lw.workflow,
+                &segments,
+            ));
+        }
         if diags.is_empty()
             && let Some(lw) = &lw
         {
@@ -605,6 +643,7 @@ fn assemble(
                                 hash: e.hash.clone(),
                                 loaded_at: now,
                             },
+                            segments_hash: segments.hash.clone(),
                         },
                     );
                     continue;

@@ -21,6 +21,8 @@ pub struct Settings {
     pub database: String,
     pub workflows_dir: PathBuf,
     pub templates_dir: PathBuf,
+    /// `segments/`: one named condition per file (`segment: NAME`).
+    pub segments_dir: PathBuf,
     pub timezone: Tz,
     pub listen: String,
     pub api_token_env: String,
@@ -228,6 +230,7 @@ impl Settings {
             database: "sqlite://nurture.db".into(),
             workflows_dir: root.join("workflows"),
             templates_dir: root.join("templates"),
+            segments_dir: root.join("segments"),
             root,
             timezone: chrono_tz::Asia::Shanghai,
             listen: "127.0.0.1:8080".into(),
@@ -267,6 +270,7 @@ const TOP_KEYS: &[&str] = &[
     "database",
     "workflows",
     "templates",
+    "segments",
     "timezone",
     "listen",
     "api_token_env",
@@ -394,6 +398,11 @@ fn read_settings(r: &mut Reader, node: &Node, s: &mut Settings) {
         && let Some(d) = r.string(n, "templates")
     {
         s.templates_dir = s.root.join(d);
+    }
+    if let Some(n) = f.get("segments")
+        && let Some(d) = r.string(n, "segments")
+    {
+        s.segments_dir = s.root.join(d);
     }
     if let Some(n) = f.get("timezone")
         && let Some(tz) = r.string(n, "timezone")

@@ -393,6 +393,14 @@ impl Templates {
         self.render_in(&self.text, name, ctx, limit)
     }
 
+    /// Renders a template written inline in a workflow (a `set:` value),
+    /// without HTML escaping, strictly (a missing variable is an error).
+    pub fn render_inline(&self, src: &str, ctx: &Value) -> Result<String, String> {
+        self.text
+            .render_template(src, ctx)
+            .map_err(|e| e.to_string())
+    }
+
     /// Renders an assignment notice: the template `name`, or the shipped
     /// [`DEFAULT_NOTICE`] when `name` is `assigned` and the project has none.
     pub fn render_notice(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {

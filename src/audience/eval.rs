@@ -103,6 +103,7 @@ fn holds_from(
     since: Option<DateTime<Utc>>,
 ) -> bool {
     match cond {
+        Condition::Segment(_) => false,
         Condition::All(cs) => cs.iter().all(|c| holds_from(c, contact, now, since)),
         Condition::Any(cs) => cs.iter().any(|c| holds_from(c, contact, now, since)),
         Condition::Not(c) => !holds_from(c, contact, now, since),

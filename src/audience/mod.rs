@@ -30,6 +30,10 @@ pub enum Condition {
         where_: Option<Box<PropertyTest>>,
     },
     Owner(OwnerTest),
+    /// `segment: NAME`, before the project replaces it with the condition
+    /// of `segments/NAME.yaml` (see `crate::segments`). A running workflow
+    /// never holds one; if one were left, it holds for nobody.
+    Segment(Located<String>),
 }
 
 /// A literal written in a condition. Numbers compare as numbers; strings that

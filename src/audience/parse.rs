@@ -10,7 +10,9 @@ use crate::workflow::Located;
 use crate::yaml::{Kind, Node, Reader};
 
 /// The keys that say what kind of condition a map is.
-pub const CONDITION_KINDS: &[&str] = &["all", "any", "not", "tag", "field", "event", "owner"];
+pub const CONDITION_KINDS: &[&str] = &[
+    "all", "any", "not", "tag", "field", "event", "owner", "segment",
+];
 
 /// The operators of a `field` condition; exactly one per condition.
 pub const FIELD_OPERATORS: &[&str] = &[
@@ -122,6 +124,13 @@ fn parse_kind(
             r.fields(map, "a \"not\" condition", &["not"])?;
             Some(Condition::Not(Box::new(parse_condition(r, value)?)))
         }
+        "segment" => {
+            r.fields(map, "a \"segment\" condition", &["segment"])?;
+            let name = r.string(value, "segment")?;
+            Some(Condition::Segment(crate::workflow::Located::new(
+                name, value.pos,
+            )))
+        }
         "tag" => {
             r.fields(map, "a \"tag\" condition", &["tag"])?;
             Some(Condition::Tag(r.string(value, "tag")?))
@@ -161,28 +170,7 @@ fn parse_kind(
                 None => 1,
             };
             let where_ = match f.get("where") {
-                Some(w) => {
-                    let field = w.get("field");
-                    match field {
-                        Some(fv) => match parse_field(r, fv, w)? {
-                            Condition::Field { field, test } => {
-                                Some(Box::new(super::PropertyTest { field, test }))
-                            }
-                            _ => None,
-                        },
-                        None => {
-                            r.push(
-                                Diagnostic::new(
-                                    r.file,
-                                    w.pos,
-                                    "where: tests one property of the event",
-                                )
-                                .with_suggestion("write where: { field: amount, gte: 500 }"),
-                            );
-                            return None;
-                        }
-                    }
-                }
+                Some(w) => Some(Box::new(parse_where(r, w)?)),
                 None => None,
             };
             Some(Condition::Event {
@@ -194,6 +182,24 @@ fn parse_kind(
         }
         "field" => parse_field(r, value, map),
         _ => None,
+    }
+}
+
+/// `where: { field: amount, gte: 500 }`: a test of one property of an event
+/// (event conditions, `wait_until: { event: ..., where: ... }`).
+pub fn parse_where(r: &mut Reader, w: &Node) -> Option<super::PropertyTest> {
+    match w.get("field") {
+        Some(fv) => match parse_field(r, fv, w)? {
+            Condition::Field { field, test } => Some(super::PropertyTest { field, test }),
+            _ => None,
+        },
+        None => {
+            r.push(
+                Diagnostic::new(r.file, w.pos, "where: tests one property of the event")
+                    .with_suggestion("write where: { field: amount, gte: 500 }"),
+            );
+            None
+        }
     }
 }
 

@@ -148,6 +148,10 @@ pub fn compile(cond: &Condition, now: DateTime<Utc>, out: &mut Sql) -> Result<()
 /// Negation keeps only exact parts: the negation of a superset is not one.
 pub fn pg_prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
     match cond {
+        Condition::Segment(_) => {
+            out.push("FALSE");
+            true
+        }
         Condition::All(cs) | Condition::Any(cs) if cs.is_empty() => {
             out.push(if matches!(cond, Condition::All(_)) {
                 "TRUE"
@@ -251,6 +255,7 @@ pub fn pg_prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
 
 fn cond_sql(cond: &Condition, now_ms: i64, out: &mut Sql) {
     match cond {
+        Condition::Segment(_) => out.push("0"),
         Condition::All(cs) | Condition::Any(cs) if cs.is_empty() => {
             out.push(if matches!(cond, Condition::All(_)) {
                 "1"

@@ -587,6 +587,23 @@ impl Sink for TableSink {
                         .with_timezone(&self.tz)
                         .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
+                Action::Split { arm } => format!("arm {arm}"),
+                Action::Set { values } => values
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Action::Notify {
+                    salesperson,
+                    channel,
+                    body,
+                } => match body {
+                    Ok(_) => format!("→ {salesperson} on {channel} (stays the owner)"),
+                    Err(e) => format!("→ {salesperson}: notice not sent: template_error: {e}"),
+                },
+                Action::WaitEnded { met, why } => {
+                    format!("{} ({why})", if *met { "then" } else { "else" })
+                }
                 Action::Exit { reason } | Action::Skip { reason } => reason.to_string(),
             };
             let contact = match self.names.get(&s.contact_id) {

@@ -14,8 +14,10 @@ pub mod graph;
 pub mod history;
 pub mod init;
 pub mod outbox;
+pub mod report;
 pub mod run;
 pub mod schema;
+pub mod segments;
 pub mod status;
 pub mod table;
 pub mod validate;
@@ -123,6 +125,23 @@ pub enum Command {
   nurture graph winback-30d --format svg > winback.svg
   nurture graph vip-upgrade --format dot | dot -Tpng > vip.png")]
     Graph(graph::GraphArgs),
+    /// A workflow's conversion (per split arm, treated against the holdout, 95%
+    /// intervals, lift) and its funnel: per step reached, sent, skipped, converted after.
+    #[command(after_help = "Examples:
+  nurture report cart-recovery
+  nurture report reactivation-ab --since 30d
+  nurture report reactivation-ab --format json | jq .lift
+  nurture report cart-recovery --format csv > funnel.csv")]
+    Report(report::ReportArgs),
+    /// Reusable segments (segments/NAME.yaml): count their members now, or list them.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  nurture segments count
+  nurture segments count vip-shanghai
+  nurture segments list"
+    )]
+    Segments(segments::SegmentsCommand),
     /// Serve the read-only web console alone against the store (no daemon).
     #[command(after_help = "Examples:
   nurture console
@@ -253,6 +272,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Wecom(cmd) => wecom::run(&cli.config, cmd).await,
         Command::Completions { .. } => Ok(()),
         Command::Graph(args) => graph::run(&cli.config, args).await,
+        Command::Report(args) => report::run(&cli.config, args).await,
+        Command::Segments(cmd) => segments::run(&cli.config, cmd).await,
         Command::Console(args) => console::run(&cli.config, args).await,
         Command::Outbox(cmd) => outbox::run(&cli.config, cmd).await,
     }

@@ -107,7 +107,9 @@ fn width(steps: &[Step]) -> usize {
     steps
         .iter()
         .map(|s| match &s.action {
-            StepAction::If(i) => width(&i.then).max(1) + width(&i.otherwise).max(1),
+            StepAction::If(_) | StepAction::WaitUntil(_) | StepAction::Split(_) => {
+                s.action.children().iter().map(|c| width(c).max(1)).sum()
+            }
             _ => 1,
         })
         .max()
@@ -123,41 +125,44 @@ fn lay(
     left: f64,
     cols: f64,
     mut row: i64,
-    mut from: Vec<(String, Option<&'static str>)>,
-) -> (Vec<(String, Option<&'static str>)>, i64) {
+    mut from: Vec<(String, Option<String>)>,
+) -> (Vec<(String, Option<String>)>, i64) {
     let centre = left + (cols - 1.0) / 2.0;
     for s in steps {
         let (kind, label, detail) = describe(s);
         b.node(&s.id, kind, Some(&s.id), label, detail, centre, row);
         for (f, l) in from.drain(..) {
-            b.edge(&f, &s.id, l);
+            b.edge(&f, &s.id, l.as_deref());
         }
         row += 1;
-        if let StepAction::If(i) = &s.action {
-            let wt = width(&i.then).max(1) as f64;
-            let we = width(&i.otherwise).max(1) as f64;
-            // Centre the two branches under the `if`.
-            let total = wt + we;
-            let start = left + (cols - total) / 2.0;
-            let (mut ends, r1) = lay(
-                b,
-                &i.then,
-                start,
-                wt,
-                row,
-                vec![(s.id.clone(), Some("yes"))],
-            );
-            let (ends2, r2) = lay(
-                b,
-                &i.otherwise,
-                start + wt,
-                we,
-                row,
-                vec![(s.id.clone(), Some("no"))],
-            );
-            ends.extend(ends2);
+        let branches: Vec<(&[Step], String)> = match &s.action {
+            StepAction::If(i) => vec![(&i.then[..], "yes".into()), (&i.otherwise[..], "no".into())],
+            StepAction::WaitUntil(w) => vec![
+                (&w.then[..], "came".into()),
+                (&w.otherwise[..], "timeout".into()),
+            ],
+            StepAction::Split(sp) => sp
+                .arms
+                .iter()
+                .map(|a| (&a.steps[..], format!("{} ({})", a.name.value, a.weight)))
+                .collect(),
+            _ => vec![],
+        };
+        if !branches.is_empty() {
+            // Centre the branches under their step.
+            let total: f64 = branches.iter().map(|(b, _)| width(b).max(1) as f64).sum();
+            let mut start = left + (cols - total) / 2.0;
+            let mut ends = Vec::new();
+            let mut last = row;
+            for (steps, label) in branches {
+                let w = width(steps).max(1) as f64;
+                let (e, r) = lay(b, steps, start, w, row, vec![(s.id.clone(), Some(label))]);
+                ends.extend(e);
+                last = last.max(r);
+                start += w;
+            }
             from = ends;
-            row = r1.max(r2);
+            row = last;
         } else {
             from = vec![(s.id.clone(), None)];
         }
@@ -199,7 +204,7 @@ pub fn graph(wf: &Workflow) -> Graph {
     );
     b.node("end", "end", None, "end".into(), String::new(), centre, row);
     for (f, l) in ends {
-        b.edge(&f, "end", l);
+        b.edge(&f, "end", l.as_deref());
     }
     if let Some(goal) = &wf.exit_when {
         // Beside the trigger: it holds at every step.
@@ -282,6 +287,40 @@ fn describe(s: &Step) -> (&'static str, String, String) {
         }
         StepAction::Wait(d) => ("wait", format!("wait {d}"), String::new()),
         StepAction::If(i) => ("if", "if".into(), condition(&i.condition)),
+        StepAction::Set(st) => (
+            "set",
+            "set".into(),
+            st.values
+                .iter()
+                .map(|(k, v)| match v {
+                    crate::workflow::SetValue::Literal(x) => format!("{}={x}", k.value),
+                    crate::workflow::SetValue::Template(t) => format!("{}={t}", k.value),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        StepAction::Notify(n) => (
+            "notify",
+            format!("notify on {}", n.channel.value),
+            format!("the owner, template {}", n.template_name()),
+        ),
+        StepAction::Split(sp) => (
+            "split",
+            "split".into(),
+            sp.arms
+                .iter()
+                .map(|a| format!("{} {}", a.name.value, a.weight))
+                .collect::<Vec<_>>()
+                .join(" / "),
+        ),
+        StepAction::WaitUntil(w) => (
+            "wait_until",
+            format!("wait until, at most {}", w.timeout),
+            match &w.until {
+                crate::workflow::WaitFor::Event { condition: c, .. }
+                | crate::workflow::WaitFor::Condition(c) => condition(c),
+            },
+        ),
     }
 }
 
@@ -293,6 +332,7 @@ pub fn condition(c: &Condition) -> String {
         Literal::Bool(b) => b.to_string(),
     };
     match c {
+        Condition::Segment(name) => format!("segment {}", name.value),
         Condition::All(cs) => cs
             .iter()
             .map(condition_in)

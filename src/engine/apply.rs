@@ -172,19 +172,23 @@ pub async fn apply_in(
     }
 
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
-        Outcome::Waiting { next_step, until } => {
-            ("active", next_step.clone(), Some(ms(*until)), None)
-        }
+        Outcome::Waiting {
+            next_step, until, ..
+        } => ("active", next_step.clone(), Some(ms(*until)), None),
         Outcome::Done => ("done", None, None, None),
         Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
         // Only a new enrollment is held, and it returned above.
         Outcome::Held { first_step } => ("held", Some(first_step.clone()), None, None),
     };
+    let wait_since = match &d.plan.outcome {
+        Outcome::Waiting { wait_since, .. } => wait_since.map(ms),
+        _ => None,
+    };
     sqlx::query(
         "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
                 next_run_at = $4, end_reason = $5,
                 ended_at = CASE WHEN $6 = 'active' THEN NULL ELSE $7 END,
-                lease_owner = NULL, lease_until = NULL
+                lease_owner = NULL, lease_until = NULL, wait_since = $9
           WHERE id = $8",
     )
     .bind(status)
@@ -195,6 +199,7 @@ pub async fn apply_in(
     .bind(status)
     .bind(ms(now))
     .bind(enrollment_id)
+    .bind(wait_since)
     .execute(&mut *tx)
     .await
     .context("updating the enrollment")?;
@@ -286,17 +291,9 @@ async fn effects(
             let Some(channel) = notify else {
                 return Ok(queued);
             };
-            let Some(person) = settings.salesperson(salesperson) else {
+            let Some(to) = salesperson_address(settings, channel, salesperson) else {
                 return Ok(queued);
             };
-            let kind = settings.channels.get(channel).map(|c| c.kind);
-            let to = match kind.and_then(|k| k.address_field()) {
-                Some("email") => person.email.clone(),
-                Some("wecom_external_userid") => person.wecom_userid.clone(),
-                Some(_) => None,
-                None => Some(person.id.clone()),
-            };
-            let Some(to) = to else { return Ok(queued) };
             let body = match notices.get(salesperson.as_str()) {
                 Some(Ok(b)) => b.clone(),
                 Some(Err(e)) => {
@@ -321,6 +318,50 @@ async fn effects(
             };
             Ok(queued + queue(tx, d, enrollment_id, &s.step, msg, now).await?)
         }
+        Action::Set { values } => {
+            if values.is_empty() {
+                return Ok(0);
+            }
+            // A JSON merge patch: null removes the attribute.
+            let patch = serde_json::to_string(values).expect("a JSON map serialises");
+            sqlx::query(
+                "UPDATE contacts SET attrs = json_patch(attrs, $1), updated_at = $2 WHERE id = $3",
+            )
+            .bind(patch)
+            .bind(ms(now))
+            .bind(&d.contact_id)
+            .execute(&mut *tx)
+            .await
+            .context("setting attributes")?;
+            Ok(0)
+        }
+        Action::Notify {
+            salesperson,
+            channel,
+            body,
+        } => {
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, salesperson = %salesperson, error = %e, "notice not sent: its template does not render");
+                    return Ok(0);
+                }
+            };
+            let Some(to) = salesperson_address(settings, channel, salesperson) else {
+                return Ok(0);
+            };
+            let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
+            let msg = Queued {
+                id: &id,
+                channel,
+                to: &to,
+                subject: None,
+                body,
+                payload: serde_json::json!({ "kind": "notice" }),
+                at: now,
+            };
+            queue(tx, d, enrollment_id, &s.step, msg, now).await
+        }
         Action::Tag { add, remove } => {
             for t in add {
                 sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -339,8 +380,37 @@ async fn effects(
             }
             Ok(0)
         }
-        Action::Wait { .. } | Action::Exit { .. } | Action::Skip { .. } => Ok(0),
+        Action::Wait { .. }
+        | Action::WaitEnded { .. }
+        | Action::Split { .. }
+        | Action::Exit { .. }
+        | Action::Skip { .. } => Ok(0),
     }
+}
+
+/// Make the enrollments waiting at the woken `wait_until` steps due at
+/// `now` (in the transaction that moves the event-log cursor over the
+/// entries that woke them). Their plans decide whether the wait is over.
+pub async fn wake_waiting(
+    tx: &mut Transaction<'static, Any>,
+    wakes: &[crate::engine::sources::Wake],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for w in wakes {
+        sqlx::query(
+            "UPDATE enrollments SET next_run_at = $1
+              WHERE contact_id = $2 AND workflow = $3 AND step_id = $4
+                AND status = 'active' AND wait_since IS NOT NULL AND next_run_at > $1",
+        )
+        .bind(ms(now))
+        .bind(&w.contact_id)
+        .bind(&w.workflow)
+        .bind(&w.step_id)
+        .execute(&mut **tx)
+        .await
+        .context("waking a wait_until step")?;
+    }
+    Ok(())
 }
 
 /// The WeCom transfer an assignment calls for (reference §1.5): when the
@@ -550,12 +620,33 @@ async fn assign(
     Ok(chosen)
 }
 
+/// Where a salesperson is told on `channel`: their e-mail, their WeCom
+/// user id, or (log and webhook channels) their id.
+fn salesperson_address(settings: &Settings, channel: &str, salesperson: &str) -> Option<String> {
+    let person = settings.salesperson(salesperson)?;
+    let kind = settings.channels.get(channel).map(|c| c.kind);
+    match kind.and_then(|k| k.address_field()) {
+        Some("email") => person.email.clone(),
+        Some("wecom_external_userid") => person.wecom_userid.clone(),
+        Some(_) => None,
+        None => Some(person.id.clone()),
+    }
+}
+
 fn detail(s: &PlannedStep) -> Option<String> {
     match &s.action {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
         Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Action::WaitEnded { why, .. } => Some(why.clone()),
+        Action::Split { arm } => Some(arm.clone()),
+        Action::Set { values } => Some(serde_json::to_string(values).expect("a JSON map")),
+        Action::Notify {
+            salesperson,
+            channel,
+            ..
+        } => Some(format!("{channel} → {salesperson}")),
         Action::Exit { reason } | Action::Skip { reason } => Some(reason.to_string()),
     }
 }

@@ -211,6 +211,69 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             e.entry_key,
             e.step_id.as_deref().unwrap_or("-")
         );
+        // Waiting at a wait_until step: for what, since when, and whether
+        // it would end now.
+        if let (Some(since), Some(step)) = (
+            e.wait_since,
+            e.step_id.as_deref().and_then(|id| wf.step(id)),
+        ) && let crate::workflow::StepAction::WaitUntil(w) = &step.action
+        {
+            let deadline = since + w.timeout.to_chrono();
+            let (met, what) = match &w.until {
+                crate::workflow::WaitFor::Event { name, condition } => (
+                    crate::audience::eval::holds_since(condition, c, at, since),
+                    format!(
+                        "event {name} logged since {}",
+                        since
+                            .with_timezone(&tz)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ),
+                crate::workflow::WaitFor::Condition(cond) => {
+                    (holds(cond, c, at), "the condition".to_string())
+                }
+            };
+            let _ = writeln!(
+                out,
+                "      wait_until: waiting for {what}; {}; timeout at {}",
+                if met {
+                    "it came: takes then at its next pass"
+                } else if at >= deadline {
+                    "timed out: takes else at its next pass"
+                } else {
+                    "not yet"
+                },
+                deadline
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            tree(&mut out, w.until.condition(), c, at, 4);
+        }
+    }
+
+    // Holdout and split arms: fixed by a hash of the contact's id.
+    if let Some(bp) = wf.holdout {
+        let _ = writeln!(
+            out,
+            "  {} holdout {}%: {}",
+            if wf.held_out(&c.id) { "•" } else { "·" },
+            f64::from(bp) / 100.0,
+            if wf.held_out(&c.id) {
+                "in the control group (enrolled and measured, never messaged or assigned)"
+            } else {
+                "not held out"
+            }
+        );
+    }
+    for s in wf.all_steps() {
+        if let crate::workflow::StepAction::Split(sp) = &s.action {
+            let _ = writeln!(
+                out,
+                "  · split {}: arm {}",
+                s.id,
+                wf.arm(sp, &s.id, &c.id).name.value
+            );
+        }
     }
 
     // Audience.
@@ -252,6 +315,22 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
         }
     };
 
+    if let Some(g) = &wf.goal {
+        let what = match &g.on {
+            crate::workflow::WaitFor::Event { name, .. } => format!("event {name}"),
+            crate::workflow::WaitFor::Condition(_) => "the condition".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  · goal: {what} within {} of entering ({})",
+            g.within,
+            if wf.exit_on_goal {
+                "the contact then leaves"
+            } else {
+                "measured, the contact stays"
+            }
+        );
+    }
     let enters = wf.enabled && trigger_ok && entry_ok && audience_ok;
     if enters {
         let _ = writeln!(
@@ -309,6 +388,24 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
                 .with_timezone(&tz)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
+        Split { arm } => format!("split: arm {arm}"),
+        Set { values } => format!(
+            "set {}",
+            values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Notify {
+            salesperson,
+            channel,
+            ..
+        } => format!("notify {salesperson} on {channel}"),
+        WaitEnded { met, why } => format!(
+            "wait_until ends: {} ({why})",
+            if *met { "then" } else { "else" }
+        ),
         Exit { reason } => format!("exit ({reason})"),
         Skip { reason } => format!("skip ({reason})"),
     }
@@ -320,6 +417,9 @@ fn tree(out: &mut String, cond: &Condition, c: &Contact, at: DateTime<Utc>, dept
     let pad = "  ".repeat(depth);
     let m = if holds(cond, c, at) { "✓" } else { "✗" };
     match cond {
+        Condition::Segment(name) => {
+            let _ = writeln!(out, "{pad}{m} segment {} (not resolved)", name.value);
+        }
         Condition::All(cs) | Condition::Any(cs) => {
             let word = if matches!(cond, Condition::All(_)) {
                 "all of"

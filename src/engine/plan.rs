@@ -37,6 +37,11 @@ pub enum Reason {
     BeforeActivation,
     /// The blast guard paused the workflow: the enrollment waits for `nurture resume`.
     BlastGuard,
+    /// The contact is in the workflow's holdout (control group): enrolled and
+    /// measured, never messaged or assigned.
+    Holdout,
+    /// A `notify:` step, and the contact has no salesperson.
+    NoOwner,
 }
 
 impl std::fmt::Display for Reason {
@@ -54,6 +59,8 @@ impl std::fmt::Display for Reason {
             Reason::StepRemoved(id) => write!(f, "step_removed: {id}"),
             Reason::BeforeActivation => f.write_str("before_activation"),
             Reason::BlastGuard => f.write_str("blast_guard"),
+            Reason::Holdout => f.write_str("holdout"),
+            Reason::NoOwner => f.write_str("no_owner"),
         }
     }
 }
@@ -74,9 +81,14 @@ impl Reason {
             Reason::StepRemoved(_) => "step_removed",
             Reason::BeforeActivation => "before_activation",
             Reason::BlastGuard => "blast_guard",
+            Reason::Holdout => "holdout",
+            Reason::NoOwner => "no_owner",
         }
     }
 }
+
+/// The step id under which an enrollment in the holdout is recorded.
+pub const HOLDOUT_STEP: &str = "@holdout";
 
 /// One decided action.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +121,30 @@ pub enum Action {
     Wait {
         until: DateTime<Utc>,
     },
+    /// A `wait_until` step ended: the event came (or the condition held),
+    /// `met`, and the enrollment takes `then`; or the timeout passed and it
+    /// takes `else`. Recorded at the step id `ID.then` or `ID.else`.
+    /// The contact took arm `arm` of a split (or, at step `@holdout`, is in
+    /// the workflow's holdout).
+    Split {
+        arm: String,
+    },
+    /// Custom attributes set (`null`: removed): only the ones that change.
+    Set {
+        values: std::collections::BTreeMap<String, serde_json::Value>,
+    },
+    /// A notice to the contact's salesperson, who stays the owner. `Err`:
+    /// its template does not render (nothing is sent).
+    Notify {
+        salesperson: String,
+        channel: String,
+        body: Result<String, String>,
+    },
+    WaitEnded {
+        met: bool,
+        /// What ended it, for people: "event purchase at …", "timeout 3d".
+        why: String,
+    },
     Exit {
         reason: Reason,
     },
@@ -124,6 +160,10 @@ impl Action {
             Action::Assign { .. } => "assign",
             Action::Tag { .. } => "tag",
             Action::Wait { .. } => "wait",
+            Action::WaitEnded { .. } => "wait_until",
+            Action::Split { .. } => "split",
+            Action::Set { .. } => "set",
+            Action::Notify { .. } => "notify",
             Action::Exit { .. } => "exit",
             Action::Skip { .. } => "skip",
         }
@@ -166,6 +206,9 @@ pub enum Outcome {
     Waiting {
         next_step: Option<String>,
         until: DateTime<Utc>,
+        /// Waiting at a `wait_until` step (`next_step`): since when. Stored
+        /// with the enrollment; the plan resumes from it.
+        wait_since: Option<DateTime<Utc>>,
     },
     Done,
     Exited(Reason),
@@ -189,8 +232,16 @@ pub struct EnrollmentPlan {
 /// (`exit_when`) count only events at or after it.
 #[derive(Debug, Clone, Copy)]
 pub enum StartAt<'a> {
-    First { since: DateTime<Utc> },
-    Step { id: &'a str, since: DateTime<Utc> },
+    First {
+        since: DateTime<Utc>,
+    },
+    /// `waiting_since`: the enrollment waits at this `wait_until` step since
+    /// then (`None`: it arrives at the step now).
+    Step {
+        id: &'a str,
+        since: DateTime<Utc>,
+        waiting_since: Option<DateTime<Utc>>,
+    },
 }
 
 impl StartAt<'_> {
@@ -211,6 +262,7 @@ impl StartAt<'_> {
 pub struct ContactChange {
     pub owner: Option<Option<String>>,
     pub tags: Option<std::collections::BTreeSet<String>>,
+    pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The planner: settings, templates, the clock, and the counters that must
@@ -266,6 +318,9 @@ impl<'a> Planner<'a> {
                 if let Some(t) = &ch.tags {
                     c.tags = t.clone();
                 }
+                if let Some(a) = &ch.attrs {
+                    c.attrs = a.clone();
+                }
                 std::borrow::Cow::Owned(c)
             }
         }
@@ -311,6 +366,7 @@ impl<'a> Planner<'a> {
                 ContactChange {
                     owner: Some(c.owner),
                     tags: Some(c.tags),
+                    attrs: Some(c.attrs),
                 },
             );
         }
@@ -335,6 +391,23 @@ impl<'a> Planner<'a> {
             action,
         };
         let since = start.since();
+        // Only the step the plan starts from can be a wait it resumes.
+        let first_plan = matches!(start, StartAt::First { .. });
+        // The control group is recorded once, when the contact enters.
+        if first_plan && wf.held_out(&contact_id) {
+            steps.push(PlannedStep {
+                workflow: wf.name.clone(),
+                contact_id: contact_id.clone(),
+                step: HOLDOUT_STEP.into(),
+                action: Action::Split {
+                    arm: "holdout".into(),
+                },
+            });
+        }
+        let mut resuming = match start {
+            StartAt::Step { waiting_since, .. } => waiting_since,
+            StartAt::First { .. } => None,
+        };
 
         let mut current: Option<&Step> = match start {
             StartAt::First { .. } => wf.steps.first(),
@@ -356,6 +429,11 @@ impl<'a> Planner<'a> {
                 .exit_when
                 .as_ref()
                 .is_some_and(|g| holds_since(g, c, self.now, since))
+                || (wf.exit_on_goal
+                    && wf
+                        .goal
+                        .as_ref()
+                        .is_some_and(|g| g.converted_at(c, self.now, since).is_some()))
             {
                 Some(Reason::GoalReached)
             } else if wf.audience.as_ref().is_some_and(|a| !holds(a, c, self.now)) {
@@ -377,6 +455,91 @@ impl<'a> Planner<'a> {
                 };
             }
 
+            let waited_since = resuming.take();
+            if let StepAction::WaitUntil(w) = &step.action {
+                let arrived = waited_since.is_none();
+                // A wait reached in the plan of the event that started the
+                // enrollment begins just after that event: what was logged
+                // since (before the daemon got to it) counts, the trigger
+                // itself does not. Otherwise it begins now.
+                let ws = match (waited_since, first_plan.then_some(trigger).flatten()) {
+                    (Some(ws), _) => ws,
+                    (None, Some(t)) => t.at + chrono::TimeDelta::milliseconds(1),
+                    (None, None) => self.now,
+                };
+                let deadline = ws + w.timeout.to_chrono();
+                // The event that ends the wait: logged after it began and by
+                // its deadline (a daemon late to the deadline does not count
+                // what came after it). On arrival nothing logged before counts.
+                let came = match &w.until {
+                    crate::workflow::WaitFor::Event { condition, .. } if !arrived => {
+                        c.events.iter().find(|e| {
+                            e.at >= ws
+                                && e.at <= deadline
+                                && crate::workflow::event_passes(
+                                    condition,
+                                    &e.name,
+                                    &e.properties,
+                                    self.now,
+                                )
+                        })
+                    }
+                    _ => None,
+                };
+                let met = match &w.until {
+                    crate::workflow::WaitFor::Event { .. } => came.is_some(),
+                    crate::workflow::WaitFor::Condition(cond) => holds(cond, c, self.now),
+                };
+                let taken = if met {
+                    Some(true)
+                } else if self.now >= deadline {
+                    Some(false)
+                } else {
+                    None
+                };
+                let Some(met) = taken else {
+                    // Waiting (on): until the deadline, woken early by the event
+                    // path; a condition also looks again every hour.
+                    if arrived {
+                        ran.push(step.id.clone());
+                        steps.push(row(step, Action::Wait { until: deadline }));
+                    }
+                    let until = match &w.until {
+                        crate::workflow::WaitFor::Condition(_) => {
+                            deadline.min(self.now + crate::workflow::WaitFor::RECHECK)
+                        }
+                        crate::workflow::WaitFor::Event { .. } => deadline,
+                    };
+                    return EnrollmentPlan {
+                        steps,
+                        outcome: Outcome::Waiting {
+                            next_step: Some(step.id.clone()),
+                            until,
+                            wait_since: Some(ws),
+                        },
+                        ran,
+                    };
+                };
+                let why = match (&w.until, came) {
+                    (crate::workflow::WaitFor::Event { name, .. }, Some(e)) => format!(
+                        "event {name} at {}",
+                        secs(e.at.with_timezone(&self.settings.timezone))
+                    ),
+                    (crate::workflow::WaitFor::Condition(_), _) if met => "condition holds".into(),
+                    _ => format!("timeout {}", w.timeout),
+                };
+                ran.push(step.id.clone());
+                let branch = if met { "then" } else { "else" };
+                steps.push(PlannedStep {
+                    workflow: wf.name.clone(),
+                    contact_id: contact_id.clone(),
+                    step: format!("{}.{branch}", step.id),
+                    action: Action::WaitEnded { met, why },
+                });
+                let taken = if met { &w.then } else { &w.otherwise };
+                current = taken.first().or_else(|| wf.next_after(&step.id));
+                continue;
+            }
             ran.push(step.id.clone());
             let mut next = wf.next_after(&step.id);
             match &step.action {
@@ -390,6 +553,14 @@ impl<'a> Planner<'a> {
                         trigger,
                     );
                     steps.push(row(step, action));
+                }
+                StepAction::Assign(_) if wf.held_out(&c.id) => {
+                    steps.push(row(
+                        step,
+                        Action::Skip {
+                            reason: Reason::Holdout,
+                        },
+                    ));
                 }
                 StepAction::Assign(a) => {
                     let team = self
@@ -489,9 +660,71 @@ impl<'a> Planner<'a> {
                         outcome: Outcome::Waiting {
                             next_step: next.map(|s| s.id.clone()),
                             until,
+                            wait_since: None,
                         },
                         ran,
                     };
+                }
+                // Decided above, before the step is recorded.
+                StepAction::WaitUntil(_) => {}
+                StepAction::Set(st) => {
+                    let action = match self.set_values(wf, c, st, trigger) {
+                        Ok(values) => {
+                            let values: std::collections::BTreeMap<String, serde_json::Value> =
+                                values
+                                    .into_iter()
+                                    .filter(|(k, v)| match c.attrs.get(k) {
+                                        Some(old) => old != v,
+                                        None => !v.is_null(),
+                                    })
+                                    .collect();
+                            for (k, v) in &values {
+                                if v.is_null() {
+                                    c.to_mut().attrs.remove(k);
+                                } else {
+                                    c.to_mut().attrs.insert(k.clone(), v.clone());
+                                }
+                            }
+                            Action::Set { values }
+                        }
+                        Err(e) => Action::Skip {
+                            reason: Reason::TemplateError(e),
+                        },
+                    };
+                    steps.push(row(step, action));
+                }
+                StepAction::Notify(_) if wf.held_out(&c.id) => {
+                    steps.push(row(
+                        step,
+                        Action::Skip {
+                            reason: Reason::Holdout,
+                        },
+                    ));
+                }
+                StepAction::Notify(n) => {
+                    let action = match c.owner.clone() {
+                        None => Action::Skip {
+                            reason: Reason::NoOwner,
+                        },
+                        Some(owner) => Action::Notify {
+                            body: self.notice(wf, c, &owner, n.template_name()),
+                            salesperson: owner,
+                            channel: n.channel.value.clone(),
+                        },
+                    };
+                    steps.push(row(step, action));
+                }
+                StepAction::Split(sp) => {
+                    let arm = wf.arm(sp, &step.id, &c.id);
+                    steps.push(row(
+                        step,
+                        Action::Split {
+                            arm: arm.name.value.clone(),
+                        },
+                    ));
+                    if let Some(first) = arm.steps.first() {
+                        next = Some(first);
+                    }
                 }
                 StepAction::If(branch) => {
                     let taken = if holds(&branch.condition, c, self.now) {
@@ -543,6 +776,71 @@ impl<'a> Planner<'a> {
             .map_err(|e| e.to_string())
     }
 
+    /// The values of a `set:` step: literals as written, templates rendered
+    /// (with `contact`, `owner`, `event`) and read as the field's declared
+    /// type.
+    fn set_values(
+        &self,
+        wf: &Workflow,
+        c: &Contact,
+        st: &crate::workflow::SetStep,
+        trigger: Option<&TriggerEvent>,
+    ) -> Result<Vec<(String, serde_json::Value)>, String> {
+        use crate::settings::FieldType;
+        use crate::workflow::SetValue;
+        let mut ctx = None;
+        let mut out = Vec::with_capacity(st.values.len());
+        for (k, v) in &st.values {
+            let value = match v {
+                SetValue::Literal(x) => x.clone(),
+                SetValue::Template(src) => {
+                    let ctx = ctx.get_or_insert_with(|| {
+                        let tz = policy::contact_tz(c, self.settings);
+                        let owner = c
+                            .owner
+                            .as_deref()
+                            .and_then(|id| self.settings.salesperson(id))
+                            .map(|s| s.template_value());
+                        let mut ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
+                        if let (Some(e), Some(m)) = (trigger, ctx.as_object_mut()) {
+                            m.insert("event".into(), e.template_value(tz));
+                        }
+                        ctx
+                    });
+                    let text = self
+                        .templates
+                        .render_inline(src, ctx)
+                        .map_err(|e| format!("set {}: {e}", k.value))?;
+                    match self.settings.fields.get(&k.value) {
+                        Some(FieldType::Number) => {
+                            let n: f64 = text.trim().parse().map_err(|_| {
+                                format!("set {}: \"{text}\" is not a number", k.value)
+                            })?;
+                            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                                serde_json::Value::from(n as i64)
+                            } else {
+                                serde_json::Value::from(n)
+                            }
+                        }
+                        Some(FieldType::Bool) => match text.trim() {
+                            "true" => serde_json::Value::Bool(true),
+                            "false" => serde_json::Value::Bool(false),
+                            _ => {
+                                return Err(format!(
+                                    "set {}: \"{text}\" is not true or false",
+                                    k.value
+                                ));
+                            }
+                        },
+                        _ => serde_json::Value::String(text),
+                    }
+                }
+            };
+            out.push((k.value.clone(), value));
+        }
+        Ok(out)
+    }
+
     /// Decide one message: consent, address, cap, rendering, quiet hours.
     fn plan_send(
         &mut self,
@@ -553,6 +851,11 @@ impl<'a> Planner<'a> {
         recent: u32,
         trigger: Option<&TriggerEvent>,
     ) -> Action {
+        if wf.held_out(&c.id) {
+            return Action::Skip {
+                reason: Reason::Holdout,
+            };
+        }
         let Some(ch) = self.settings.channels.get(channel) else {
             // `validate` refuses unknown channels, so this only happens on a broken reload.
             return Action::Skip {
@@ -663,6 +966,15 @@ pub struct RowJson<'a> {
     pub until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A `wait_until` step ended: `then` (the event came) or `else` (timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<&'static str>,
+    /// The arm a split chose (`holdout` at step `@holdout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm: Option<&'a str>,
+    /// The attributes a `set:` step changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl PlannedStep {
@@ -686,6 +998,9 @@ impl PlannedStep {
             remove: None,
             until: None,
             reason: None,
+            branch: None,
+            arm: None,
+            set: None,
         };
         match &self.action {
             Action::Send {
@@ -724,6 +1039,24 @@ impl PlannedStep {
                 r.remove = Some(remove);
             }
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
+            Action::Split { arm } => r.arm = Some(arm),
+            Action::Set { values } => r.set = Some(values),
+            Action::Notify {
+                salesperson,
+                channel,
+                body,
+            } => {
+                r.salesperson = Some(salesperson);
+                r.notify = Some(channel);
+                match body {
+                    Ok(b) => r.body = Some(b),
+                    Err(e) => r.reason = Some(format!("notice not sent: template_error: {e}")),
+                }
+            }
+            Action::WaitEnded { met, why } => {
+                r.branch = Some(if *met { "then" } else { "else" });
+                r.reason = Some(why.clone());
+            }
             Action::Exit { reason } | Action::Skip { reason } => {
                 r.reason = Some(reason.to_string())
             }
@@ -738,4 +1071,144 @@ where
     T::Offset: std::fmt::Display,
 {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+#[cfg(test)]
+mod wait_until_tests {
+    use super::*;
+    use crate::contact::EventFact;
+    use chrono::TimeZone;
+
+    const WF: &str = r#"
+name: cart
+trigger: { event: { name: cart_abandoned } }
+steps:
+  - id: w
+    wait_until:
+      event: purchase
+      where: { field: item, equals: scarf }
+      timeout: 1d
+      then:
+        - tag: { add: [bought] }
+      else:
+        - tag: { add: [nudged] }
+  - id: after
+    tag: { add: [done] }
+"#;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+    }
+
+    fn purchase(at: DateTime<Utc>, item: &str) -> EventFact {
+        EventFact {
+            name: "purchase".into(),
+            at,
+            properties: serde_json::json!({ "item": item })
+                .as_object()
+                .unwrap()
+                .clone(),
+        }
+    }
+
+    fn run(
+        contact: &Contact,
+        now: DateTime<Utc>,
+        start: StartAt<'_>,
+        trigger: Option<&TriggerEvent>,
+    ) -> EnrollmentPlan {
+        let settings =
+            Settings::parse_str(std::path::Path::new("nurture.yaml"), "timezone: UTC\n").unwrap();
+        let templates = Templates::empty();
+        let (wf, d) = crate::workflow::load_str(std::path::Path::new("w.yaml"), WF);
+        assert!(d.is_empty(), "{d:?}");
+        let wf = wf.unwrap().workflow;
+        let mut p = Planner::new(&settings, &templates, now, Default::default());
+        p.plan(&wf, contact, start, 0, trigger)
+    }
+
+    fn steps(p: &EnrollmentPlan) -> Vec<(String, &'static str)> {
+        p.steps
+            .iter()
+            .map(|s| (s.step.clone(), s.action.name()))
+            .collect()
+    }
+
+    fn contact(events: Vec<EventFact>) -> Contact {
+        Contact {
+            id: "c1".into(),
+            events,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn arriving_waits_until_the_timeout_and_nothing_before_counts() {
+        // A purchase before the cart was abandoned does not end the wait.
+        let c = contact(vec![purchase(t(-1), "scarf")]);
+        let trigger = TriggerEvent {
+            name: "cart_abandoned".into(),
+            at: t(0),
+            properties: Default::default(),
+        };
+        let p = run(&c, t(0), StartAt::First { since: t(0) }, Some(&trigger));
+        assert_eq!(steps(&p), [("w".to_string(), "wait")]);
+        let ws = t(0) + chrono::TimeDelta::milliseconds(1);
+        assert_eq!(
+            p.outcome,
+            Outcome::Waiting {
+                next_step: Some("w".into()),
+                until: ws + chrono::TimeDelta::days(1),
+                wait_since: Some(ws),
+            }
+        );
+    }
+
+    #[test]
+    fn the_event_takes_then_and_the_timeout_takes_else() {
+        let start = |ws| StartAt::Step {
+            id: "w",
+            since: t(0),
+            waiting_since: Some(ws),
+        };
+        // The scarf is bought an hour into the wait: then, at once.
+        let c = contact(vec![purchase(t(1), "scarf")]);
+        let p = run(&c, t(1), start(t(0)), None);
+        assert_eq!(
+            steps(&p),
+            [
+                ("w.then".to_string(), "wait_until"),
+                ("w.then.0".into(), "tag"),
+                ("after".into(), "tag")
+            ]
+        );
+        assert!(
+            matches!(&p.steps[0].action, Action::WaitEnded { met: true, why } if why.starts_with("event purchase at 2030-01-01T01:00:00"))
+        );
+        assert_eq!(p.outcome, Outcome::Done);
+        // A hat does not pass where:, woken early it waits on, writing nothing.
+        let c = contact(vec![purchase(t(1), "hat")]);
+        let p = run(&c, t(1), start(t(0)), None);
+        assert!(p.steps.is_empty());
+        assert!(
+            matches!(p.outcome, Outcome::Waiting { until, wait_since: Some(ws), .. } if until == t(24) && ws == t(0))
+        );
+        // At the deadline: else.
+        let p = run(&c, t(24), start(t(0)), None);
+        assert_eq!(
+            steps(&p),
+            [
+                ("w.else".to_string(), "wait_until"),
+                ("w.else.0".into(), "tag"),
+                ("after".into(), "tag")
+            ]
+        );
+        assert!(
+            matches!(&p.steps[0].action, Action::WaitEnded { met: false, why } if why == "timeout 1d")
+        );
+        // A purchase after the deadline is too late too.
+        let c = contact(vec![purchase(t(25), "scarf")]);
+        let p = run(&c, t(25), start(t(0)), None);
+        assert_eq!(p.steps[0].step, "w.else");
+    }
 }

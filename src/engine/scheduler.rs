@@ -291,8 +291,11 @@ impl Scheduler {
         .await?;
         let (recent, upcoming) = self.guard_counts(pool, &batch, planner, Some(last)).await?;
         let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
+        // Enrollments waiting for these entries (wait_until) become due,
+        // with the batch's own new enrollments.
+        let wakes = sources::wakes(enabled, &entries);
         // The plans and the cursor move together.
-        self.commit_in(tx, planner, batch, Some(last), &paused, pass)
+        self.commit_in(tx, planner, batch, Some(last), &paused, &wakes, pass)
             .await?;
         pass.plans = pass.plans.max(1);
         Ok(())
@@ -505,7 +508,7 @@ impl Scheduler {
             let tx = crate::store::begin(pool, self.store.dialect())
                 .await
                 .context("beginning a transaction")?;
-            self.commit_in(tx, planner, batch, None, &paused, pass)
+            self.commit_in(tx, planner, batch, None, &paused, &[], pass)
                 .await?;
             drop(turn);
             if contacts.peek().is_some() {
@@ -534,11 +537,14 @@ impl Scheduler {
         let tx = crate::store::begin(pool, self.store.dialect())
             .await
             .context("beginning a transaction")?;
-        self.commit_in(tx, planner, batch, cursor, &[], pass).await
+        self.commit_in(tx, planner, batch, cursor, &[], &[], pass)
+            .await
     }
 
     /// Apply a batch of plans (record the workflows the blast guard paused,
     /// and move the cursor) in `tx`, and commit it.
+    // The batch, and what moves with it in its transaction (cursor, pauses, wakes).
+    #[allow(clippy::too_many_arguments)]
     async fn commit_in(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Any>,
@@ -546,6 +552,7 @@ impl Scheduler {
         batch: Vec<Decided<'_>>,
         cursor: Option<i64>,
         paused: &[(String, String)],
+        wakes: &[sources::Wake],
         pass: &mut Pass,
     ) -> Result<()> {
         let dialect = self.store.dialect();
@@ -568,6 +575,7 @@ impl Scheduler {
                 Applied::Stale => {}
             }
         }
+        crate::engine::apply::wake_waiting(&mut tx, wakes, planner.now).await?;
         if let Some(seq) = cursor {
             sqlx::query(
                 "INSERT INTO cursors (name, position) VALUES ($1, $2)

@@ -248,7 +248,7 @@ impl<'a> Simulation<'a> {
     where
         F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
     {
-        if !enabled.iter().any(|w| !w.trigger.is_ticked()) {
+        if !enabled.iter().any(|w| !w.trigger.is_ticked()) && !sources::any_wait_until(enabled) {
             return Ok(0);
         }
         let entries = self.pending_log().await?;
@@ -283,7 +283,49 @@ impl<'a> Simulation<'a> {
         if let Some(seq) = last_store_seq {
             self.cursor = self.cursor.max(seq);
         }
-        Ok(self.take(batch, planner, on_plan)?.max(1))
+        let plans = self.take(batch, planner, on_plan)?.max(1);
+        // As the daemon: after the batch's plans, in its transaction.
+        let wakes = sources::wakes(enabled, &entries);
+        self.wake(&wakes, planner.now).await?;
+        Ok(plans)
+    }
+
+    /// The daemon's `wake_waiting` on the copy: enrollments waiting at the
+    /// woken `wait_until` steps become due at `now` (store rows are taken over).
+    async fn wake(&mut self, wakes: &[sources::Wake], now: DateTime<Utc>) -> Result<()> {
+        if wakes.is_empty() {
+            return Ok(());
+        }
+        let is_woken = |e: &EnrollmentRow| {
+            e.status == "active"
+                && e.wait_since.is_some()
+                && e.next_run_at.is_some_and(|n| n > now)
+                && wakes.iter().any(|w| {
+                    w.contact_id == e.contact_id
+                        && w.workflow == e.workflow
+                        && e.step_id.as_deref() == Some(w.step_id.as_str())
+                })
+        };
+        for e in self.active.values_mut() {
+            if is_woken(e) {
+                e.next_run_at = Some(now);
+            }
+        }
+        let mut ids: Vec<String> = wakes.iter().map(|w| w.contact_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let stored = plan_reads::enrollments_of_many(self.store.db(), &ids).await?;
+        for rows in stored.into_values() {
+            for mut e in rows {
+                if self.taken.contains(&e.id) || !is_woken(&e) {
+                    continue;
+                }
+                self.taken.insert(e.id);
+                e.next_run_at = Some(now);
+                self.active.insert(e.id, e);
+            }
+        }
+        Ok(())
     }
 
     /// The highest store sequence number (entries above it are the
@@ -538,6 +580,7 @@ impl<'a> Simulation<'a> {
                         next_run_at: None,
                         started_at: now,
                         trigger: d.trigger.clone(),
+                        wait_since: None,
                     };
                     self.by_contact
                         .entry(d.contact_id.clone())
@@ -566,7 +609,12 @@ impl<'a> Simulation<'a> {
                         .map(|e| (e.started_at, e.trigger.clone()))
                 })
                 .unwrap_or((now, None));
-            if let Outcome::Waiting { next_step, until } = &d.plan.outcome {
+            if let Outcome::Waiting {
+                next_step,
+                until,
+                wait_since,
+            } = &d.plan.outcome
+            {
                 self.active.insert(
                     id,
                     EnrollmentRow {
@@ -579,6 +627,7 @@ impl<'a> Simulation<'a> {
                         next_run_at: Some(*until),
                         started_at,
                         trigger,
+                        wait_since: *wait_since,
                     },
                 );
             }

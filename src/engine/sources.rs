@@ -116,6 +116,7 @@ pub async fn plan_due_batch<'w>(
                 StartAt::Step {
                     id: step,
                     since: e.started_at,
+                    waiting_since: e.wait_since,
                 },
                 *recent,
                 e.trigger.as_ref(),
@@ -548,8 +549,10 @@ pub fn event_names(wf: &Workflow) -> Vec<String> {
         .audience
         .iter()
         .chain(wf.exit_when.iter())
+        .chain(wf.goal.iter().map(|g| g.on.condition()))
         .chain(wf.all_steps().into_iter().filter_map(|s| match &s.action {
             StepAction::If(i) => Some(&i.condition),
+            StepAction::WaitUntil(w) => Some(w.until.condition()),
             _ => None,
         }))
         .collect();
@@ -585,6 +588,69 @@ pub async fn enrich(
         .iter()
         .map(|id| counts.get(id).copied().unwrap_or(0))
         .collect())
+}
+
+/// An enrollment waiting at a `wait_until` step that an event-log entry
+/// wakes: it becomes due at once and its plan decides (the event came, the
+/// condition holds, or it waits on).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Wake {
+    pub workflow: String,
+    pub contact_id: String,
+    pub step_id: String,
+}
+
+/// The `wait_until` steps the entries wake, in the log's order, each once:
+/// a wait for an event by that event, a wait for a condition by any entry
+/// of the contact (a tag added or removed, an event). The daemon makes the
+/// enrollments waiting there due in the transaction that moves its cursor
+/// over the entries; the dry-run does the same to its copy.
+pub fn wakes(workflows: &[&Workflow], entries: &[plan_reads::LogEntry]) -> Vec<Wake> {
+    let mut out: Vec<Wake> = Vec::new();
+    let mut seen: HashSet<Wake> = HashSet::new();
+    for e in entries {
+        for wf in workflows {
+            for s in wf.all_steps() {
+                let StepAction::WaitUntil(w) = &s.action else {
+                    continue;
+                };
+                let is_event = |name: &str| e.kind == "event" && e.name.as_deref() == Some(name);
+                // Its own event, or the workflow's goal (exit_on_goal: it
+                // leaves at once rather than at the timeout).
+                let goal = wf.exit_on_goal
+                    && wf.goal.as_ref().is_some_and(|g| match &g.on {
+                        crate::workflow::WaitFor::Event { name, .. } => is_event(name),
+                        crate::workflow::WaitFor::Condition(_) => true,
+                    });
+                let wakes = goal
+                    || match &w.until {
+                        crate::workflow::WaitFor::Event { name, .. } => is_event(name),
+                        crate::workflow::WaitFor::Condition(_) => true,
+                    };
+                if wakes {
+                    let k = Wake {
+                        workflow: wf.name.clone(),
+                        contact_id: e.contact_id.clone(),
+                        step_id: s.id.clone(),
+                    };
+                    if seen.insert(k.clone()) {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether any workflow has a `wait_until` step (the event log then matters
+/// even without event-triggered workflows).
+pub fn any_wait_until(workflows: &[&Workflow]) -> bool {
+    workflows.iter().any(|w| {
+        w.all_steps()
+            .iter()
+            .any(|s| matches!(s.action, StepAction::WaitUntil(_)))
+    })
 }
 
 /// Does this event-log entry fire the workflow's trigger?

@@ -609,6 +609,16 @@ fn bind_all_sqlite(args: &mut sqlx::sqlite::SqliteArguments, binds: &[Bind]) {
 // The store's contact operations.
 
 impl Store {
+    /// How many contacts pass `filter` (a WHERE clause on `contacts c`).
+    pub async fn count_matching(&self, filter: &str, binds: &[Bind]) -> sqlx::Result<i64> {
+        let mut args = AnyArguments::default();
+        bind_all(&mut args, binds);
+        let text = format!("SELECT count(*) FROM contacts c WHERE {filter}");
+        sqlx::query_scalar_with(sqlx::AssertSqlSafe(text), args)
+            .fetch_one(self.db())
+            .await
+    }
+
     /// Creates or updates one contact. An update that changes nothing writes
     /// nothing (no `updated_at` move, no event-log row).
     pub async fn upsert_contact(

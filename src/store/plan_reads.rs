@@ -79,6 +79,8 @@ pub struct EnrollmentRow {
     pub started_at: DateTime<Utc>,
     /// The event that started it, when one did.
     pub trigger: Option<crate::contact::TriggerEvent>,
+    /// Waiting at a `wait_until` step since then.
+    pub wait_since: Option<DateTime<Utc>>,
 }
 
 pub async fn cursor<'e>(
@@ -135,11 +137,11 @@ fn enrollment(r: sqlx::any::AnyRow) -> EnrollmentRow {
             .get::<Option<String>, _>(8)
             .as_deref()
             .and_then(crate::contact::TriggerEvent::from_json),
+        wait_since: r.get::<Option<i64>, _>(9).map(from_ms),
     }
 }
 
-const ENROLLMENT_COLS: &str =
-    "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at, trigger_event";
+const ENROLLMENT_COLS: &str = "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at, trigger_event, wait_since";
 
 /// Active enrollments whose next step is due at `at`, oldest due first.
 pub async fn due_enrollments(

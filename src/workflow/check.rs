@@ -537,11 +537,73 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                 }
             }
             StepAction::If(i) => check_condition(cx, file, &i.condition, out),
+            // The event's name and its where: are checked as an event condition's.
+            StepAction::WaitUntil(w) => check_condition(cx, file, w.until.condition(), out),
+            StepAction::Split(_) => {}
+            StepAction::Notify(n) => {
+                check_channel(file, &n.channel, &channels, out);
+                check_notice(cx, file, n, out);
+            }
+            StepAction::Set(st) => {
+                for (k, v) in &st.values {
+                    if BUILTIN_FIELDS.contains(&k.value.as_str()) {
+                        out.push(
+                            Diagnostic::new(
+                                file,
+                                k.pos,
+                                format!(
+                                    "set: writes custom attributes; \"{}\" is a built-in field",
+                                    k.value
+                                ),
+                            )
+                            .with_suggestion("built-in fields change through the API or an import"),
+                        );
+                        continue;
+                    }
+                    if !check_field_name(cx, file, k, out) {
+                        continue;
+                    }
+                    let declared = s.fields.get(&k.value).copied();
+                    let ok = match (declared, v) {
+                        (Some(t), crate::workflow::SetValue::Literal(x)) => match t {
+                            crate::settings::FieldType::Number => x.is_number() || x.is_null(),
+                            crate::settings::FieldType::Bool => x.is_boolean() || x.is_null(),
+                            crate::settings::FieldType::String => x.is_string() || x.is_null(),
+                            crate::settings::FieldType::Timestamp => {
+                                x.as_str().is_some_and(|t| {
+                                    chrono::DateTime::parse_from_rfc3339(t).is_ok()
+                                }) || x.is_null()
+                            }
+                        },
+                        _ => true,
+                    };
+                    if !ok {
+                        out.push(Diagnostic::new(
+                            file,
+                            k.pos,
+                            format!(
+                                "{} is declared {} in nurture.yaml; this value is not one",
+                                k.value,
+                                match declared {
+                                    Some(crate::settings::FieldType::Number) => "a number",
+                                    Some(crate::settings::FieldType::Bool) => "true or false",
+                                    Some(crate::settings::FieldType::Timestamp) =>
+                                        "a timestamp (RFC 3339)",
+                                    _ => "text",
+                                }
+                            ),
+                        ));
+                    }
+                }
+            }
             StepAction::Tag(_) | StepAction::Wait(_) => {}
         }
     }
     for c in [&wf.audience, &wf.exit_when].into_iter().flatten() {
         check_condition(cx, file, c, out);
+    }
+    if let Some(g) = &wf.goal {
+        check_condition(cx, file, g.on.condition(), out);
     }
 }
 
@@ -677,7 +739,8 @@ fn check_condition(
                 check_property(cx, file, name, w, out);
             }
         }
-        Condition::Owner(_) | Condition::Tag(_) => {}
+        // Resolved (or reported) by `crate::segments` when the project loads.
+        Condition::Owner(_) | Condition::Tag(_) | Condition::Segment(_) => {}
     }
 }
 

@@ -19,6 +19,9 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "steps",
     "exit_when",
     "entry_existing",
+    "holdout",
+    "goal",
+    "exit_on_goal",
 ];
 pub const TRIGGER_KINDS: &[&str] = &[
     "contact_created",
@@ -28,7 +31,17 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "schedule",
     "staff_left",
 ];
-pub const STEP_KINDS: &[&str] = &["send", "assign", "tag", "wait", "if"];
+pub const STEP_KINDS: &[&str] = &[
+    "send",
+    "assign",
+    "tag",
+    "wait",
+    "if",
+    "wait_until",
+    "split",
+    "set",
+    "notify",
+];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
 /// `check:` of an `inactive` trigger when none is written: hourly.
 pub const DEFAULT_INACTIVE_CHECK: &str = "0 * * * *";
@@ -149,6 +162,21 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
         .get("entry")
         .and_then(|n| read_entry(r, n))
         .unwrap_or(default_entry);
+    let holdout = f.get("holdout").and_then(|n| read_percent(r, n, "holdout"));
+    let goal = f.get("goal").and_then(|n| read_goal(r, n));
+    let exit_on_goal = match f.get("exit_on_goal") {
+        Some(n) => {
+            let v = r.bool(n, "exit_on_goal").unwrap_or(true);
+            if goal.is_none() && f.get("goal").is_none() {
+                r.push(
+                    Diagnostic::new(r.file, n.pos, "exit_on_goal without a goal")
+                        .with_suggestion("add goal: { event: purchase, within: 7d }"),
+                );
+            }
+            v
+        }
+        None => true,
+    };
     let steps = match f.get("steps") {
         Some(n) => match r.seq(n, "steps") {
             Some([]) => {
@@ -179,6 +207,9 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             steps,
             exit_when,
             entry_existing,
+            holdout,
+            goal,
+            exit_on_goal,
             file: path.to_path_buf(),
         },
         name_pos,
@@ -405,7 +436,18 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
     }
     for (k, _) in entries {
         let text = k.scalar_text().unwrap_or("");
-        if (text == "then" || text == "else") && kind != "if" {
+        if (text == "then" || text == "else") && kind == "wait_until" {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    k.pos,
+                    format!("\"{text}\" of a wait_until step goes inside it"),
+                )
+                .with_suggestion(format!(
+                    "write wait_until: {{ event: purchase, timeout: 3d, {text}: [...] }}"
+                )),
+            );
+        } else if (text == "then" || text == "else") && kind != "if" {
             r.error(k.pos, format!("\"{text}\" belongs to an if step"));
         } else if !allowed.contains(&text) {
             r.unknown_key(k, &allowed, "a step");
@@ -448,6 +490,10 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
             StepAction::Tag(TagStep { add, remove })
         }
         "wait" => StepAction::Wait(r.duration(v, "wait")?),
+        "wait_until" => read_wait_until(r, v, &id)?,
+        "split" => read_split(r, v, &id)?,
+        "set" => read_set(r, v)?,
+        "notify" => StepAction::Notify(read_notify(r, v)?),
         "if" => {
             let condition = parse_condition(r, v);
             let branch = |r: &mut Reader, key: &str, short: &str| -> Vec<Step> {
@@ -478,6 +524,339 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         pos: node.pos,
         action,
     })
+}
+
+/// `wait_until: { event: NAME, where?: {...}, timeout: D, then?: [...], else?: [...] }`
+/// or `wait_until: { condition: C, timeout: D, ... }`.
+fn read_wait_until(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
+    let f = r.fields(
+        v,
+        "a wait_until step",
+        &["event", "where", "condition", "timeout", "then", "else"],
+    )?;
+    let until = match (f.get("event"), f.get("condition")) {
+        (Some(_), Some(c)) => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    c.pos,
+                    "a wait_until step waits for an event or a condition, not both",
+                )
+                .with_suggestion(
+                    "for an event with a test of its properties, write event: NAME, where: {...}",
+                ),
+            );
+            return None;
+        }
+        (Some(e), None) => {
+            let name = r.string(e, "event")?;
+            let where_ = match f.get("where") {
+                Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
+                None => None,
+            };
+            WaitFor::Event {
+                condition: Condition::Event {
+                    name: name.clone(),
+                    within: None,
+                    at_least: 1,
+                    where_,
+                },
+                name,
+            }
+        }
+        (None, Some(c)) => {
+            if let Some(w) = f.get("where") {
+                r.error(w.pos, "where: tests the event of wait_until: { event: ... }; a condition has its own where: inside event: conditions");
+            }
+            WaitFor::Condition(parse_condition(r, c)?)
+        }
+        (None, None) => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    v.pos,
+                    "a wait_until step needs event: NAME or condition: {...}",
+                )
+                .with_suggestion(
+                    "write wait_until: { event: purchase, timeout: 3d, then: [...], else: [...] }",
+                ),
+            );
+            return None;
+        }
+    };
+    let Some(t) = f.get("timeout") else {
+        r.push(
+            Diagnostic::new(r.file, v.pos, "a wait_until step needs timeout: DURATION")
+                .with_suggestion(
+                    "the enrollment takes else: once the timeout passes, e.g. timeout: 3d",
+                ),
+        );
+        return None;
+    };
+    let timeout = r.duration(t, "timeout")?;
+    if timeout.to_chrono() <= chrono::TimeDelta::zero() {
+        r.error(t.pos, "timeout must be longer than 0");
+        return None;
+    }
+    let branch = |r: &mut Reader, key: &str| -> Vec<Step> {
+        match f.get(key) {
+            Some(n) if n.is_null() => Vec::new(),
+            Some(n) => match r.seq(n, key) {
+                Some(items) => read_steps(r, items, Some(&format!("{id}.{key}"))),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    };
+    let then = branch(r, "then");
+    let otherwise = branch(r, "else");
+    Some(StepAction::WaitUntil(WaitUntilStep {
+        until,
+        timeout,
+        then,
+        otherwise,
+    }))
+}
+
+/// `10%`, `2.5%`: a share in hundredths of a percent (1000 = 10%), more
+/// than 0 and less than 100%.
+fn read_percent(r: &mut Reader, n: &Node, what: &str) -> Option<u32> {
+    let text = r.string(n, what)?;
+    let parsed = text
+        .trim()
+        .strip_suffix('%')
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0 && *v < 100.0)
+        .map(|v| (v * 100.0).round() as u32)
+        .filter(|bp| *bp > 0);
+    if parsed.is_none() {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                n.pos,
+                format!("{what} must be a share such as 10%, found \"{text}\""),
+            )
+            .with_suggestion("more than 0% and less than 100%, e.g. holdout: 10%"),
+        );
+    }
+    parsed
+}
+
+/// `goal: { event: NAME, where?: {...}, within: D }` or `goal: { condition: C, within: D }`.
+fn read_goal(r: &mut Reader, v: &Node) -> Option<Goal> {
+    let f = r.fields(v, "a goal", &["event", "where", "condition", "within"])?;
+    let on = match (f.get("event"), f.get("condition")) {
+        (Some(_), Some(c)) => {
+            r.error(c.pos, "a goal is an event or a condition, not both");
+            return None;
+        }
+        (Some(e), None) => {
+            let name = r.string(e, "event")?;
+            let where_ = match f.get("where") {
+                Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
+                None => None,
+            };
+            WaitFor::Event {
+                condition: Condition::Event {
+                    name: name.clone(),
+                    within: None,
+                    at_least: 1,
+                    where_,
+                },
+                name,
+            }
+        }
+        (None, Some(c)) => WaitFor::Condition(parse_condition(r, c)?),
+        (None, None) => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    v.pos,
+                    "a goal needs event: NAME or condition: {...}",
+                )
+                .with_suggestion("write goal: { event: purchase, within: 7d }"),
+            );
+            return None;
+        }
+    };
+    let Some(w) = f.get("within") else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                v.pos,
+                "a goal needs within: DURATION (the conversion window)",
+            )
+            .with_suggestion("e.g. goal: { event: purchase, within: 7d }"),
+        );
+        return None;
+    };
+    let within = r.duration(w, "within")?;
+    Some(Goal { on, within })
+}
+
+/// `split: { arms: [ { name, weight, steps }, ... ] }`.
+fn read_split(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
+    let f = r.fields(v, "a split step", &["arms"])?;
+    let Some(arms_node) = f.get("arms") else {
+        r.push(
+            Diagnostic::new(r.file, v.pos, "a split step needs arms: [...]").with_suggestion(
+                "write split: { arms: [ { name: a, weight: 50, steps: [...] }, { name: b, weight: 50, steps: [...] } ] }",
+            ),
+        );
+        return None;
+    };
+    let items = r.seq(arms_node, "arms")?;
+    if items.len() < 2 {
+        r.error(arms_node.pos, "a split needs at least two arms");
+    }
+    let mut arms: Vec<Arm> = Vec::new();
+    for item in items {
+        let Some(af) = r.fields(item, "an arm", &["name", "weight", "steps"]) else {
+            continue;
+        };
+        let Some(name_node) = af.get("name") else {
+            r.error(
+                item.pos,
+                "an arm needs name: (recorded for each contact, used in reports)",
+            );
+            continue;
+        };
+        let Some(name) = r.string(name_node, "name") else {
+            continue;
+        };
+        if !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            || name.is_empty()
+            || name == "then"
+            || name == "else"
+        {
+            r.error(
+                name_node.pos,
+                format!(
+                    "arm name \"{name}\" must be letters, digits, - and _ (and not then or else)"
+                ),
+            );
+            continue;
+        }
+        if let Some(first) = arms.iter().find(|a| a.name.value == name) {
+            r.error(
+                name_node.pos,
+                format!(
+                    "duplicate arm \"{name}\" (first at line {})",
+                    first.name.pos.line
+                ),
+            );
+            continue;
+        }
+        let weight = match af.get("weight") {
+            Some(w) => match r.u32(w, "weight") {
+                Some(0) => {
+                    r.error(w.pos, "weight must be 1 or more");
+                    continue;
+                }
+                Some(k) => k,
+                None => continue,
+            },
+            None => 1,
+        };
+        let steps = match af.get("steps") {
+            Some(n) if n.is_null() => Vec::new(),
+            Some(n) => match r.seq(n, "steps") {
+                Some(items) => read_steps(r, items, Some(&format!("{id}.{name}"))),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        arms.push(Arm {
+            name: Located::new(name, name_node.pos),
+            weight,
+            steps,
+        });
+    }
+    if arms.is_empty() {
+        return None;
+    }
+    Some(StepAction::Split(SplitStep { arms }))
+}
+
+/// `notify: wecom` or `notify: { channel: wecom, template: T }`.
+fn read_notify(r: &mut Reader, n: &Node) -> Option<Notify> {
+    if n.as_map().is_some() {
+        let g = r.fields(n, "notify", &["channel", "template"])?;
+        let channel = required_located(r, &g, n, "channel", "notify")?;
+        let template = g
+            .get("template")
+            .and_then(|t| r.string(t, "template").map(|s| Located::new(s, t.pos)));
+        Some(Notify { channel, template })
+    } else {
+        r.string(n, "notify").map(|s| Notify {
+            channel: Located::new(s, n.pos),
+            template: None,
+        })
+    }
+}
+
+/// `set: { FIELD: VALUE, ... }`.
+fn read_set(r: &mut Reader, v: &Node) -> Option<StepAction> {
+    let Some(entries) = v.as_map() else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                v.pos,
+                format!("set: needs a map of attributes, found {}", v.describe()),
+            )
+            .with_suggestion("write set: { level: gold, plan: \"{{event.properties.plan}}\" }"),
+        );
+        return None;
+    };
+    if entries.is_empty() {
+        r.error(v.pos, "set: needs at least one attribute");
+        return None;
+    }
+    let mut values = Vec::new();
+    for (k, val) in entries {
+        let Some(name) = k.scalar_text().map(str::to_string) else {
+            r.error(k.pos, "an attribute name must be text");
+            continue;
+        };
+        let value = match &val.kind {
+            yaml::Kind::Null => SetValue::Literal(serde_json::Value::Null),
+            yaml::Kind::Scalar { text, .. } => {
+                if let Some(s) = val.as_str() {
+                    if s.contains("{{") {
+                        if let Err(e) = handlebars::Template::compile(s) {
+                            r.error(
+                                val.pos,
+                                format!("the value of {name} is not a valid template: {e}"),
+                            );
+                            continue;
+                        }
+                        SetValue::Template(s.to_string())
+                    } else {
+                        SetValue::Literal(serde_json::Value::String(s.to_string()))
+                    }
+                } else if let Some(b) = val.as_bool() {
+                    SetValue::Literal(serde_json::Value::Bool(b))
+                } else if let Some(i) = val.as_i64() {
+                    SetValue::Literal(serde_json::Value::from(i))
+                } else if let Some(f) = val.as_f64() {
+                    SetValue::Literal(serde_json::Value::from(f))
+                } else {
+                    SetValue::Literal(serde_json::Value::String(text.clone()))
+                }
+            }
+            _ => {
+                r.error(
+                    val.pos,
+                    format!("the value of {name} must be text, a number, true/false or null"),
+                );
+                continue;
+            }
+        };
+        values.push((Located::new(name, k.pos), value));
+    }
+    Some(StepAction::Set(SetStep { values }))
 }
 
 fn required_located(
@@ -545,21 +924,7 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         .get("only_if_unassigned")
         .and_then(|n| r.bool(n, "only_if_unassigned"))
         .unwrap_or(false);
-    let notify = f.get("notify").and_then(|n| {
-        if n.as_map().is_some() {
-            let g = r.fields(n, "notify", &["channel", "template"])?;
-            let channel = required_located(r, &g, n, "channel", "notify")?;
-            let template = g
-                .get("template")
-                .and_then(|t| r.string(t, "template").map(|s| Located::new(s, t.pos)));
-            Some(Notify { channel, template })
-        } else {
-            r.string(n, "notify").map(|s| Notify {
-                channel: Located::new(s, n.pos),
-                template: None,
-            })
-        }
-    });
+    let notify = f.get("notify").and_then(|n| read_notify(r, n));
     Some(StepAction::Assign(AssignStep {
         team: team?,
         // Placeholder after an unknown strategy (reported), so `team` and
@@ -640,5 +1005,169 @@ mod tests {
             entry_of(&format!("trigger: {{ contact_created: {{}} }}\n{steps}")),
             Entry::Once
         );
+    }
+}
+
+#[cfg(test)]
+mod wait_until_tests {
+    use super::*;
+
+    const SRC: &str = r#"
+name: cart
+trigger: { event: { name: cart_abandoned } }
+steps:
+  - id: w
+    wait_until:
+      event: purchase
+      where: { field: amount, gte: 100 }
+      timeout: 3d
+      then:
+        - tag: { add: [bought] }
+      else:
+        - tag: { add: [nudged] }
+        - tag: { add: [nudged-twice] }
+  - id: after
+    tag: { add: [done] }
+"#;
+
+    #[test]
+    fn reads_an_event_wait_with_its_branches_and_their_ids() {
+        let (wf, diags) = load_str(Path::new("w.yaml"), SRC);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        let StepAction::WaitUntil(w) = &wf.steps[0].action else {
+            panic!("{:?}", wf.steps[0]);
+        };
+        assert_eq!(w.timeout.to_string(), "3d");
+        match &w.until {
+            WaitFor::Event { name, condition } => {
+                assert_eq!(name, "purchase");
+                assert!(condition.has_event_where());
+            }
+            other => panic!("{other:?}"),
+        }
+        let ids: Vec<&str> = wf.all_steps().iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["w", "w.then.0", "w.else.0", "w.else.1", "after"]);
+        // The end of either branch continues after the step.
+        assert_eq!(wf.next_after("w.then.0").unwrap().id, "after");
+        assert_eq!(wf.next_after("w.else.0").unwrap().id, "w.else.1");
+        assert_eq!(wf.next_after("w.else.1").unwrap().id, "after");
+    }
+
+    #[test]
+    fn reads_a_condition_wait() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - wait_until: { condition: { tag: vip }, timeout: 2h }\n";
+        let (wf, diags) = load_str(Path::new("w.yaml"), src);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        let StepAction::WaitUntil(w) = &wf.steps[0].action else {
+            panic!();
+        };
+        assert!(matches!(&w.until, WaitFor::Condition(Condition::Tag(t)) if t == "vip"));
+        assert!(w.then.is_empty() && w.otherwise.is_empty());
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        let (_, diags) = load_str(Path::new("w.yaml"), src);
+        diags
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}: {}{}",
+                    d.pos.line,
+                    d.pos.col,
+                    d.message,
+                    d.suggestion
+                        .as_deref()
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_mistakes_where_they_are_written() {
+        let head = "trigger: { contact_created: {} }\nsteps:\n";
+        let e = errors(&format!(
+            "{head}  - wait_until:\n      event: purchase\n      timout: 3d\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("5:7: unknown key \"timout\"") && m.contains("timeout")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|m| m.contains("needs timeout")), "{e:?}");
+        let e = errors(&format!("{head}  - wait_until: {{ timeout: 3d }}\n"));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("needs event: NAME or condition")),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{head}  - wait_until: {{ event: a, condition: {{ tag: b }}, timeout: 1d }}\n"
+        ));
+        assert!(e.iter().any(|m| m.contains("not both")), "{e:?}");
+        let e = errors(&format!(
+            "{head}  - wait_until: {{ event: a, timeout: 1d }}\n    then: []\n"
+        ));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("4:5:") && m.contains("goes inside it")),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{head}  - wait_until: {{ event: a, timeout: 0s }}\n"
+        ));
+        assert!(e.iter().any(|m| m.contains("longer than 0")), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod set_notify_tests {
+    use super::*;
+
+    #[test]
+    fn reads_set_values_by_their_yaml_type_and_notify() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - set: { a: text, b: 12, c: 1.5, d: true, e: null, f: \"{{contact.name}}\", g: \"12\" }\n  - notify: wecom\n  - notify: { channel: sms, template: t }\n";
+        let (wf, diags) = load_str(Path::new("w.yaml"), src);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        let StepAction::Set(st) = &wf.steps[0].action else {
+            panic!();
+        };
+        let got: Vec<(&str, &SetValue)> = st
+            .values
+            .iter()
+            .map(|(k, v)| (k.value.as_str(), v))
+            .collect();
+        use serde_json::json;
+        assert_eq!(
+            got,
+            vec![
+                ("a", &SetValue::Literal(json!("text"))),
+                ("b", &SetValue::Literal(json!(12))),
+                ("c", &SetValue::Literal(json!(1.5))),
+                ("d", &SetValue::Literal(json!(true))),
+                ("e", &SetValue::Literal(json!(null))),
+                ("f", &SetValue::Template("{{contact.name}}".into())),
+                ("g", &SetValue::Literal(json!("12"))),
+            ]
+        );
+        assert!(
+            matches!(&wf.steps[1].action, StepAction::Notify(n) if n.channel.value == "wecom" && n.template.is_none())
+        );
+        assert!(
+            matches!(&wf.steps[2].action, StepAction::Notify(n) if n.template.as_ref().unwrap().value == "t")
+        );
+    }
+
+    #[test]
+    fn a_broken_template_value_is_reported_where_it_is() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - set: { a: \"{{#if x}}\" }\n";
+        let (_, diags) = load_str(Path::new("w.yaml"), src);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!((diags[0].pos.line, diags[0].pos.col), (3, 15));
+        assert!(diags[0].message.contains("not a valid template"));
     }
 }

@@ -44,6 +44,16 @@ pub struct Workflow {
     /// activated (or on `nurture enroll --existing`); by default a workflow
     /// acts only on what happens after its activation.
     pub entry_existing: bool,
+    /// `holdout: 10%`: this share of contacts (in hundredths of a percent,
+    /// 1000 = 10%) is enrolled and measured but gets no messages and no
+    /// assignment: the control group. Chosen by a stable hash of
+    /// (workflow, contact).
+    pub holdout: Option<u32>,
+    /// `goal: { event: purchase, within: 7d }` (or `{ condition: C, within }`):
+    /// what counts as a conversion, measured by `nurture report`.
+    pub goal: Option<Goal>,
+    /// Leave the workflow once the goal is reached (default true).
+    pub exit_on_goal: bool,
     /// The file it came from, for diagnostics and `status`.
     pub file: PathBuf,
 }
@@ -132,9 +142,34 @@ pub enum StepAction {
     Tag(TagStep),
     Wait(Duration),
     If(IfStep),
+    WaitUntil(WaitUntilStep),
+    Split(SplitStep),
+    Set(SetStep),
+    /// Tell the contact's salesperson (the owner), without reassigning.
+    Notify(Notify),
 }
 
 impl StepAction {
+    /// The `then` and `else` steps of a step that branches (`if`, `wait_until`).
+    pub fn branches(&self) -> Option<(&[Step], &[Step])> {
+        match self {
+            StepAction::If(i) => Some((&i.then, &i.otherwise)),
+            StepAction::WaitUntil(w) => Some((&w.then, &w.otherwise)),
+            _ => None,
+        }
+    }
+
+    /// Every list of steps inside this one: `then` and `else`, or a split's arms.
+    pub fn children(&self) -> Vec<&[Step]> {
+        match self {
+            StepAction::Split(s) => s.arms.iter().map(|a| a.steps.as_slice()).collect(),
+            _ => match self.branches() {
+                Some((t, e)) => vec![t, e],
+                None => vec![],
+            },
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             StepAction::Send(_) => "send",
@@ -142,6 +177,10 @@ impl StepAction {
             StepAction::Tag(_) => "tag",
             StepAction::Wait(_) => "wait",
             StepAction::If(_) => "if",
+            StepAction::WaitUntil(_) => "wait_until",
+            StepAction::Split(_) => "split",
+            StepAction::Set(_) => "set",
+            StepAction::Notify(_) => "notify",
         }
     }
 }
@@ -188,10 +227,182 @@ impl Notify {
     }
 }
 
+/// `set: { level: gold, plan: "{{event.properties.plan}}", coupon: null }`:
+/// custom attributes of the contact; a string with `{{` is a template
+/// (rendered like a message, with `contact`, `owner`, `event`); `null`
+/// removes the attribute.
+#[derive(Debug, Clone, Default)]
+pub struct SetStep {
+    pub values: Vec<(Located<String>, SetValue)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    Literal(serde_json::Value),
+    Template(String),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TagStep {
     pub add: Vec<String>,
     pub remove: Vec<String>,
+}
+
+/// `wait_until: { event: purchase, where: {...}, timeout: 3d, then: [...], else: [...] }`
+/// or `wait_until: { condition: C, timeout: 3d, ... }`: the enrollment waits
+/// at this step until the event is logged (or the condition holds), then
+/// continues with `then`; when `timeout` passes first, with `else`. Either
+/// branch may be empty: the workflow continues after the step.
+#[derive(Debug, Clone)]
+pub struct WaitUntilStep {
+    pub until: WaitFor,
+    pub timeout: Duration,
+    pub then: Vec<Step>,
+    pub otherwise: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub enum WaitFor {
+    /// An event logged at or after the wait began; the condition is
+    /// `Condition::Event` with the step's `where:`. Woken by the event path.
+    Event { name: String, condition: Condition },
+    /// A condition on the contact (tags, fields, events): checked on arrival,
+    /// whenever the event log has an entry for the contact (tag added or
+    /// removed, event), and at least every [`WaitFor::RECHECK`].
+    Condition(Condition),
+}
+
+impl WaitFor {
+    /// How often a condition wait looks again without an entry in the event
+    /// log (attribute changes are not logged).
+    pub const RECHECK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+    pub fn condition(&self) -> &Condition {
+        match self {
+            WaitFor::Event { condition, .. } | WaitFor::Condition(condition) => condition,
+        }
+    }
+}
+
+/// `split: { arms: [ { name: a, weight: 50, steps: [...] }, ... ] }`: each
+/// contact takes one arm, chosen by a stable hash of (workflow, contact,
+/// split id) in proportion to the weights, so re-entry, the dry-run and the
+/// daemon agree. The arm is recorded (`history`, reports).
+#[derive(Debug, Clone)]
+pub struct SplitStep {
+    pub arms: Vec<Arm>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Arm {
+    pub name: Located<String>,
+    pub weight: u32,
+    pub steps: Vec<Step>,
+}
+
+impl SplitStep {
+    /// The arm of the contact with this hash bucket (0..2^64).
+    pub fn arm_for(&self, h: u64) -> &Arm {
+        let total: u64 = self.arms.iter().map(|a| u64::from(a.weight)).sum();
+        let mut x = ((u128::from(h) * u128::from(total.max(1))) >> 64) as u64;
+        for a in &self.arms {
+            if x < u64::from(a.weight) {
+                return a;
+            }
+            x -= u64::from(a.weight);
+        }
+        self.arms.last().expect("a split has arms")
+    }
+}
+
+/// A stable 64-bit hash of the parts (FNV-1a, then a SplitMix64 finish so
+/// nearby ids spread evenly): the same on every machine, in every release.
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0x1f;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in p.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl Workflow {
+    /// Whether the contact is in the workflow's holdout (control group).
+    pub fn held_out(&self, contact_id: &str) -> bool {
+        self.holdout.is_some_and(|bp| {
+            stable_hash(&[&self.name, contact_id, "holdout"]) % 10_000 < u64::from(bp)
+        })
+    }
+
+    /// The arm of `split` (the step `step_id`) the contact takes.
+    pub fn arm<'s>(&self, split: &'s SplitStep, step_id: &str, contact_id: &str) -> &'s Arm {
+        split.arm_for(stable_hash(&[&self.name, contact_id, step_id]))
+    }
+}
+
+/// A workflow's goal: a contact converts when it holds within `within`
+/// after entering.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    /// As a wait: an event (with `where:`) logged after the enrollment
+    /// began, or a condition on the contact.
+    pub on: WaitFor,
+    pub within: Duration,
+}
+
+impl Goal {
+    /// When the enrollment that began at `since` converted, as far as `c`
+    /// shows at `now`: the first goal event in the window, or (a condition)
+    /// now, if it holds and the window is open.
+    pub fn converted_at(
+        &self,
+        c: &crate::contact::Contact,
+        now: chrono::DateTime<chrono::Utc>,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let end = since + self.within.to_chrono();
+        match &self.on {
+            WaitFor::Event { condition, .. } => c
+                .events
+                .iter()
+                .filter(|e| e.at >= since && e.at <= end && e.at <= now)
+                .filter(|e| event_passes(condition, &e.name, &e.properties, now))
+                .map(|e| e.at)
+                .min(),
+            WaitFor::Condition(cond) => {
+                (now <= end && crate::audience::eval::holds(cond, c, now)).then_some(now)
+            }
+        }
+    }
+}
+
+/// Whether an event (name, properties) is the one an event condition
+/// (`Condition::Event` with its `where:`) names.
+pub fn event_passes(
+    cond: &Condition,
+    name: &str,
+    properties: &serde_json::Map<String, serde_json::Value>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    match cond {
+        Condition::Event {
+            name: want, where_, ..
+        } => {
+            want == name
+                && where_
+                    .as_ref()
+                    .is_none_or(|w| crate::audience::eval::property_holds(w, properties, now))
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -207,9 +418,8 @@ impl Workflow {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a Step>) {
             for s in steps {
                 out.push(s);
-                if let StepAction::If(i) = &s.action {
-                    walk(&i.then, out);
-                    walk(&i.otherwise, out);
+                for child in s.action.children() {
+                    walk(child, out);
                 }
             }
         }
@@ -235,11 +445,8 @@ impl Workflow {
                 if s.id == id {
                     return Some(following);
                 }
-                if let StepAction::If(b) = &s.action {
-                    if let Some(r) = find(&b.then, id, following) {
-                        return Some(r);
-                    }
-                    if let Some(r) = find(&b.otherwise, id, following) {
+                for child in s.action.children() {
+                    if let Some(r) = find(child, id, following) {
                         return Some(r);
                     }
                 }
@@ -251,5 +458,142 @@ impl Workflow {
 
     pub fn first_step(&self) -> Option<&Step> {
         self.steps.first()
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn split(weights: &[u32]) -> SplitStep {
+        SplitStep {
+            arms: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| Arm {
+                    name: Located::new(format!("arm{i}"), Pos::new(1, 1)),
+                    weight: *w,
+                    steps: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn wf(holdout: Option<u32>) -> Workflow {
+        Workflow {
+            name: "ab".into(),
+            description: None,
+            enabled: true,
+            trigger: Trigger::ContactCreated { via: None },
+            audience: None,
+            entry: Entry::Once,
+            steps: vec![],
+            exit_when: None,
+            entry_existing: false,
+            holdout,
+            goal: None,
+            exit_on_goal: true,
+            file: PathBuf::from("ab.yaml"),
+        }
+    }
+
+    /// Over 10,000 contacts each arm's share is within 1.5 points of its weight.
+    #[test]
+    fn arms_take_their_weights_over_ten_thousand_contacts() {
+        for weights in [&[50, 50][..], &[10, 30, 60], &[1, 1, 1, 1], &[95, 5]] {
+            let sp = split(weights);
+            let w = wf(None);
+            let mut counts = vec![0u32; weights.len()];
+            for i in 0..10_000 {
+                let arm = w.arm(&sp, "offer", &format!("c{i:07}"));
+                let k: usize = arm.name.value[3..].parse().unwrap();
+                counts[k] += 1;
+            }
+            let total: u32 = weights.iter().sum();
+            for (k, n) in counts.iter().enumerate() {
+                let want = f64::from(weights[k]) / f64::from(total);
+                let got = f64::from(*n) / 10_000.0;
+                assert!(
+                    (got - want).abs() < 0.015,
+                    "weights {weights:?}: arm {k} got {got}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_arm_is_stable_and_depends_on_workflow_contact_and_split() {
+        let sp = split(&[50, 50]);
+        let w = wf(None);
+        // The same answer every time (re-entry, dry-run, daemon, another machine).
+        let first: Vec<String> = (0..200)
+            .map(|i| w.arm(&sp, "offer", &format!("c{i}")).name.value.clone())
+            .collect();
+        let again: Vec<String> = (0..200)
+            .map(|i| w.arm(&sp, "offer", &format!("c{i}")).name.value.clone())
+            .collect();
+        assert_eq!(first, again);
+        // Pinned values: a change of the hash would move running tests' contacts.
+        assert_eq!(
+            stable_hash(&["ab", "c1", "offer"]),
+            0x615e_e21b_9b29_2e5a_u64
+        );
+        // Another split in the same workflow is independent of the first.
+        let other: Vec<String> = (0..200)
+            .map(|i| w.arm(&sp, "second", &format!("c{i}")).name.value.clone())
+            .collect();
+        let same = first.iter().zip(&other).filter(|(a, b)| a == b).count();
+        assert!((60..140).contains(&same), "{same} of 200 agree");
+    }
+
+    #[test]
+    fn the_holdout_takes_its_share() {
+        let w = wf(Some(1000));
+        let held = (0..10_000)
+            .filter(|i| w.held_out(&format!("c{i:07}")))
+            .count();
+        assert!((850..1150).contains(&held), "{held}");
+        assert!((0..1000).all(|i| !wf(None).held_out(&format!("c{i}"))));
+    }
+}
+
+#[cfg(test)]
+mod goal_tests {
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn an_event_goal_counts_events_inside_the_window_only() {
+        let (wf, d) = crate::workflow::load_str(
+            std::path::Path::new("g.yaml"),
+            "trigger: { contact_created: {} }\ngoal: { event: purchase, where: { field: item, equals: scarf }, within: 1d }\nsteps:\n  - wait: 1h\n",
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let wf = wf.unwrap().workflow;
+        let g = wf.goal.as_ref().unwrap();
+        assert!(wf.exit_on_goal);
+        let t = |h: i64| {
+            Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+        };
+        let ev = |h: i64, item: &str| crate::contact::EventFact {
+            name: "purchase".into(),
+            at: t(h),
+            properties: serde_json::json!({ "item": item })
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let c = |events| crate::contact::Contact {
+            id: "c".into(),
+            events,
+            ..Default::default()
+        };
+        // Before entering, after the window, or another item: no.
+        let none = c(vec![ev(-1, "scarf"), ev(25, "scarf"), ev(2, "hat")]);
+        assert_eq!(g.converted_at(&none, t(30), t(0)), None);
+        // The first one inside the window.
+        let two = c(vec![ev(5, "scarf"), ev(3, "scarf")]);
+        assert_eq!(g.converted_at(&two, t(30), t(0)), Some(t(3)));
+        // Not yet happened as of now.
+        assert_eq!(g.converted_at(&two, t(2), t(0)), None);
     }
 }

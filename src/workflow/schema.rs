@@ -56,6 +56,31 @@ struct WorkflowFile {
     /// already in its audience, once (the blast guard still applies). Default
     /// false: a workflow acts only on trigger events after its activation.
     entry_existing: Option<bool>,
+    /// `holdout: 10%`: this share of contacts (a stable hash of workflow and
+    /// contact) is enrolled and measured but never messaged or assigned: the
+    /// control group.
+    #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*%$"))]
+    holdout: Option<String>,
+    /// What counts as a conversion: `{ event: purchase, where?: {...}, within: 7d }`
+    /// or `{ condition: C, within: 7d }`. `nurture report` measures it.
+    goal: Option<GoalDef>,
+    /// Leave the workflow once the goal is reached. Default true.
+    exit_on_goal: Option<bool>,
+}
+
+/// A goal: an event (optionally with a test of its properties) or a condition, within a window.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GoalDef {
+    /// The event that converts (logged after the contact entered).
+    event: Option<String>,
+    /// A test of one property of the event, as a field condition: `{ field: amount, gte: 500 }`.
+    #[serde(rename = "where")]
+    where_: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A condition that converts (when the plan sees it hold).
+    condition: Option<Condition>,
+    /// The conversion window after entering, e.g. 7d.
+    within: DurationStr,
 }
 
 /// Exactly one trigger kind.
@@ -280,7 +305,87 @@ impl JsonSchema for Step {
             "anyOf": [{ "required": ["then"] }, { "required": ["else"] }],
             "additionalProperties": false
         });
-        json_schema!({ "anyOf": [send, assign, tag, wait, if_step] })
+        let duration = g.subschema_for::<DurationStr>();
+        let wait_until = json_schema!({
+            "type": "object",
+            "description": "Wait until an event is logged (or a condition holds), at most `timeout`: then `then` (it came, at once) or `else` (the timeout passed).",
+            "properties": {
+                "wait_until": {
+                    "type": "object",
+                    "properties": {
+                        "event": { "type": "string", "description": "The event to wait for (logged after the wait began)." },
+                        "where": { "type": "object", "description": "A test of one property of the event, as a field condition: { field: amount, gte: 500 }.", "required": ["field"] },
+                        "condition": cond.clone(),
+                        "timeout": duration,
+                        "then": steps.clone(),
+                        "else": steps.clone()
+                    },
+                    "required": ["timeout"],
+                    "oneOf": [{ "required": ["event"] }, { "required": ["condition"] }],
+                    "additionalProperties": false
+                },
+                "id": id.clone()
+            },
+            "required": ["wait_until"],
+            "additionalProperties": false
+        });
+        let split = json_schema!({
+            "type": "object",
+            "description": "Send each contact down one arm, in proportion to the weights, by a stable hash of (workflow, contact, split id); the arm is recorded.",
+            "properties": {
+                "split": {
+                    "type": "object",
+                    "properties": {
+                        "arms": {
+                            "type": "array",
+                            "minItems": 2,
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": { "type": "string", "minLength": 1 },
+                                    "weight": { "type": "integer", "minimum": 1, "default": 1 },
+                                    "steps": steps.clone()
+                                },
+                                "required": ["name"],
+                                "additionalProperties": false
+                            }
+                        }
+                    },
+                    "required": ["arms"],
+                    "additionalProperties": false
+                },
+                "id": id.clone()
+            },
+            "required": ["split"],
+            "additionalProperties": false
+        });
+        let set = one(
+            "set",
+            json_schema!({
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": { "type": ["string", "number", "boolean", "null"] },
+                "description": "Custom attributes to set: a string with {{ is a template (contact, owner, event); null removes the attribute."
+            }),
+            "Set custom attributes of the contact.",
+        );
+        let notify = one(
+            "notify",
+            json_schema!({
+                "description": "A channel name, or { channel, template }.",
+                "anyOf": [
+                    { "type": "string" },
+                    {
+                        "type": "object",
+                        "properties": { "channel": { "type": "string" }, "template": { "type": "string" } },
+                        "required": ["channel"],
+                        "additionalProperties": false
+                    }
+                ]
+            }),
+            "Tell the contact's salesperson with a notice template, without reassigning.",
+        );
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split, set, notify] })
     }
 }
 
@@ -313,6 +418,11 @@ impl JsonSchema for Condition {
                 "required": ["not"], "additionalProperties": false
             }),
             json_schema!({
+                "type": "object", "description": "The contact is in the segment segments/NAME.yaml.",
+                "properties": { "segment": string.clone() },
+                "required": ["segment"], "additionalProperties": false
+            }),
+            json_schema!({
                 "type": "object", "description": "The contact has the tag.",
                 "properties": { "tag": string.clone() },
                 "required": ["tag"], "additionalProperties": false
@@ -322,7 +432,8 @@ impl JsonSchema for Condition {
                 "properties": {
                     "event": string.clone(),
                     "within": duration.clone(),
-                    "at_least": { "type": "integer", "minimum": 1 }
+                    "at_least": { "type": "integer", "minimum": 1 },
+                    "where": { "type": "object", "description": "A test of one property of the event, as a field condition: { field: amount, gte: 500 }.", "required": ["field"] }
                 },
                 "required": ["event"], "additionalProperties": false
             }),

@@ -190,13 +190,15 @@ async fn the_console_in_chromium() {
     )
     .await;
 
-    // Signed in: the journeys, one card per quick-start workflow (and the contact-way code's welcome); the cookie
-    // is out of the script's reach.
+    // Signed in: the journeys, a card each; the cookie is out of the script's reach.
     sign_in(&c, &base, TOKEN).await;
     wait_for(
         &c,
-        "eight journeys",
-        "return document.querySelectorAll('.workflow').length === 8",
+        "every journey",
+        &format!(
+            "return document.querySelectorAll('.workflow').length === {n}",
+            n = support::console::WORKFLOWS.len()
+        ),
     )
     .await;
     let cookie = c.execute("return document.cookie", vec![]).await.unwrap();
@@ -238,7 +240,7 @@ async fn the_console_in_chromium() {
     c.goto(&format!("{base}/console/#/performance"))
         .await
         .unwrap();
-    wait_for(&c, "the reports", "return document.querySelectorAll('.report svg.chart').length === 8 && !!document.querySelector('#channels tbody tr')").await;
+    wait_for(&c, "the reports", &format!("return document.querySelectorAll('.report svg.chart').length === {n} && !!document.querySelector('#channels tbody tr')", n = support::console::WORKFLOWS.len())).await;
     shot(&c, "3-performance.png").await;
 
     // English on demand.
@@ -248,7 +250,7 @@ async fn the_console_in_chromium() {
         .click()
         .await
         .unwrap();
-    wait_for(&c, "English", "return document.documentElement.lang === 'en' && document.querySelectorAll('.report').length === 8").await;
+    wait_for(&c, "English", &format!("return document.documentElement.lang === 'en' && document.querySelectorAll('.report').length === {n}", n = support::console::WORKFLOWS.len())).await;
     c.find(Locator::Css("#lang"))
         .await
         .unwrap()
@@ -283,7 +285,7 @@ async fn the_console_in_chromium() {
     ))
     .await
     .unwrap();
-    wait_for(&c, "the preview", "return document.querySelectorAll('#preview-summary tbody tr').length === 8 && !!document.querySelector('#range')").await;
+    wait_for(&c, "the preview", &format!("return document.querySelectorAll('#preview-summary tbody tr').length === {n} && !!document.querySelector('#range')", n = support::console::WORKFLOWS.len())).await;
     shot(&c, "5-preview.png").await;
     let _ = c.close().await;
     let (st, _) = d.terminate(Duration::from_secs(20));
@@ -321,7 +323,10 @@ async fn the_console_in_chromium() {
     wait_for(
         &c,
         "journeys",
-        "return document.querySelectorAll('.workflow').length === 8",
+        &format!(
+            "return document.querySelectorAll('.workflow').length === {n}",
+            n = support::console::WORKFLOWS.len()
+        ),
     )
     .await;
     c.goto(&format!("{base}/console/#/preview?workflow=welcome-wecom"))

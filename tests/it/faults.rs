@@ -213,8 +213,8 @@ fn example_project() -> Project {
     let settings = std::fs::read_to_string(root.join("nurture.yaml")).unwrap();
     // The examples listen on 8080; the daemon helper passes --listen.
     let p = Project::new(&settings);
-    std::fs::create_dir_all(p.path("contact_ways")).unwrap();
-    for dir in ["workflows", "templates", "contact_ways"] {
+    for dir in ["workflows", "templates", "contact_ways", "segments"] {
+        std::fs::create_dir_all(p.path(dir)).unwrap();
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), p.path(dir).join(e.file_name())).unwrap();

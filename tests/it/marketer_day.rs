@@ -401,6 +401,8 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["console"],
         &["outbox"],
         &["outbox", "requeue"],
+        &["report"],
+        &["segments"],
     ];
     let help = |args: &[&str]| {
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))

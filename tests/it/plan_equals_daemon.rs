@@ -54,6 +54,7 @@ teams:
     - {{ id: s4, name: Zhao Min, region: Suzhou, capacity: 3 }}
 fields:
   city: string
+  note: string
 "#,
         rx.url("/hook")
     )
@@ -96,6 +97,67 @@ steps:
     send: { channel: hook, template: follow }
 "#;
 
+/// Waits for an event after a tag: woken by the event path, in the same
+/// batch of the log as the tag or a later one.
+const WAITS: &str = r#"
+trigger: { tag_added: { tag: vip } }
+entry: every_time
+steps:
+  - id: w
+    wait_until:
+      event: purchase
+      timeout: 1d
+      then:
+        - id: bought
+          send: { channel: hook, template: bought }
+      else:
+        - id: nudge
+          send: { channel: hook, template: nudge }
+"#;
+
+/// Waits for a tag another workflow's plan adds; a purchase (the goal)
+/// wakes it and it leaves.
+const WELCOMED: &str = r#"
+trigger: { contact_created: {} }
+goal: { event: purchase, within: 2d }
+steps:
+  - id: w
+    wait_until:
+      condition: { tag: vip-welcomed }
+      timeout: 2d
+      then:
+        - id: welcomed
+          send: { channel: hook, template: welcomed }
+"#;
+
+/// A split with a holdout: arms by hash, sends skipped for the held out,
+/// an assignment in one arm (round-robin positions move only for the treated).
+const SPLIT: &str = r#"
+trigger: { event: { name: purchase } }
+entry: every_time
+holdout: 25%
+goal: { condition: { tag: vip-welcomed }, within: 1d }
+steps:
+  - id: ab
+    split:
+      arms:
+        - name: a
+          weight: 2
+          steps:
+            - id: move
+              set: { city: Beijing, note: "{{contact.name}} moved" }
+            - id: offer-a
+              send: { channel: hook, template: arm-a }
+        - name: b
+          steps:
+            - id: owner-b
+              assign: { team: east, strategy: round_robin }
+            - id: tell-b
+              notify: { channel: hook, template: told }
+            - id: offer-b
+              send: { channel: hook, template: arm-b }
+"#;
+
 type Send = (String, String, String, String);
 
 async fn case(seed: u64) {
@@ -106,6 +168,21 @@ async fn case(seed: u64) {
         .write("workflows/vip.yaml", VIP)
         .write("workflows/buy.yaml", BUY)
         .write("workflows/follow.yaml", FOLLOW)
+        .write("workflows/waits.yaml", WAITS)
+        .write("workflows/welcomed.yaml", WELCOMED)
+        .write("workflows/split.yaml", SPLIT)
+        .write(
+            "templates/arm-a.hbs",
+            "a for {{contact.name}} in {{contact.city}}",
+        )
+        .write("templates/told.hbs", "{{owner.name}}, see {{contact.name}}")
+        .write(
+            "templates/arm-b.hbs",
+            "b for {{contact.name}} by {{owner.name}}",
+        )
+        .write("templates/bought.hbs", "bought {{contact.name}}")
+        .write("templates/nudge.hbs", "nudge {{contact.name}}")
+        .write("templates/welcomed.hbs", "welcomed {{contact.name}}")
         .write(
             "templates/hi.hbs",
             "hi {{contact.name}}, I am {{owner.name}}",
@@ -144,7 +221,12 @@ async fn case(seed: u64) {
             p.ok(&["contacts", "tag", &who, "--add", "vip"]);
         }
     }
-    support::db::running_since_epoch(&p.db_url(), &["welcome", "vip", "buy", "follow"]);
+    support::db::running_since_epoch(
+        &p.db_url(),
+        &[
+            "welcome", "vip", "buy", "follow", "waits", "welcomed", "split",
+        ],
+    );
 
     let preview = p.ok(&["dry-run", "--format", "jsonl"]);
     let rows: Vec<Value> = preview
@@ -154,7 +236,7 @@ async fn case(seed: u64) {
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let planned_sends: BTreeSet<Send> = rows
         .iter()
-        .filter(|r| r["action"] == "send")
+        .filter(|r| r["action"] == "send" || r["action"] == "notify")
         .map(|r| {
             (
                 s(&r["workflow"]),
@@ -175,7 +257,31 @@ async fn case(seed: u64) {
         .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["reason"])))
         .collect();
 
-    let mut d = Daemon::start(&p, &["--until-idle"]);
+    let planned_waits: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "wait_until")
+        .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), s(&r["step"])))
+        .collect();
+    let planned_sets: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "set")
+        .map(|r| (s(&r["workflow"]), s(&r["contact_id"]), r["set"].to_string()))
+        .collect();
+    let planned_arms: BTreeSet<(String, String, String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "split")
+        .map(|r| {
+            (
+                s(&r["workflow"]),
+                s(&r["contact_id"]),
+                s(&r["step"]),
+                s(&r["arm"]),
+            )
+        })
+        .collect();
+
+    // Waits of a day are left waiting: what is due now is compared.
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
     let status = d.wait(Duration::from_secs(60));
     assert!(
         status.success(),
@@ -211,6 +317,44 @@ async fn case(seed: u64) {
         .iter()
         .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
         .collect();
+    let waited: BTreeSet<(String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.step_id AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'wait_until'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["d"])))
+        .collect();
+    assert_eq!(planned_waits, waited, "seed {seed}: wait_until branches");
+    let arms: BTreeSet<(String, String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.step_id AS st, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'split'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["w"]), s(&r["c"]), s(&r["st"]), s(&r["d"])))
+        .collect();
+    assert_eq!(planned_arms, arms, "seed {seed}: split arms");
+    let sets: BTreeSet<(String, String, String)> = p
+        .rows(
+            "SELECT e.workflow AS w, e.contact_id AS c, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'set'",
+        )
+        .await
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(&s(&r["d"])).unwrap();
+            (s(&r["w"]), s(&r["c"]), v.to_string())
+        })
+        .collect();
+    assert_eq!(planned_sets, sets, "seed {seed}: attributes set");
+    eprintln!(
+        "seed {seed}: {} waits ended, {} contacts",
+        planned_waits.len(),
+        n
+    );
     eprintln!(
         "seed {seed}: {} contacts, {} sends, {} assignments, {} skips",
         n,

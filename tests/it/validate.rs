@@ -319,7 +319,10 @@ fn a_cron_that_never_fires_is_refused() {
     assert_ne!(wf, WINBACK);
     let err = problems(&wf);
     assert!(err.contains("workflows/w.yaml:5:"), "{err}");
-    assert!(err.contains("day-of-month 30 never happens in February"), "{err}");
+    assert!(
+        err.contains("day-of-month 30 never happens in February"),
+        "{err}"
+    );
 }
 
 #[test]

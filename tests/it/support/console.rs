@@ -11,10 +11,12 @@ pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
 /// The quick start's workflows as loaded: the files, then the built-in
 /// welcome of each contact-way code.
-pub const WORKFLOWS: [&str; 8] = [
+pub const WORKFLOWS: [&str; 10] = [
+    "cart-recovery",
     "douyin-followup",
     "monthly-newsletter",
     "purchase-followup",
+    "reactivation-ab",
     "trial-nurture",
     "vip-upgrade",
     "welcome-wecom",
@@ -40,8 +42,8 @@ pub async fn quick_start(rows: usize) -> (Project, Daemon) {
         // No quiet hours: the test's messages go out whatever the hour.
         .replace("quiet_hours: { start: \"21:00\", end: \"09:00\" }", "");
     let p = Project::new(&settings);
-    std::fs::create_dir_all(p.path("contact_ways")).unwrap();
-    for dir in ["workflows", "templates", "contact_ways"] {
+    for dir in ["workflows", "templates", "segments", "contact_ways"] {
+        std::fs::create_dir_all(p.path(dir)).unwrap();
         for e in std::fs::read_dir(repo(dir)).unwrap() {
             let e = e.unwrap();
             std::fs::copy(

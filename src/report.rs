@@ -1,0 +1,507 @@
+//! `nurture report WORKFLOW`: conversion per workflow, per split arm and for
+//! the holdout, with 95% intervals and the lift over the holdout; and the
+//! funnel, step by step. Read from the store: enrollments, their step
+//! records (arms, skips, exits), the outbox (sent) and the goal's events.
+//!
+//! A contact converts when the workflow's goal holds within its window
+//! after entering: for an event goal, the first such event in the store
+//! (also after the enrollment ended); for a condition goal, the moment the
+//! plan saw it hold (recorded as an exit `goal_reached`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{AnyPool, Row};
+
+use crate::store::plan_reads::{from_ms, ms, parse_props};
+use crate::workflow::{StepAction, WaitFor, Workflow};
+
+/// Conversion of one group of enrollments.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    pub group: String,
+    pub entered: u64,
+    pub converted: u64,
+    pub rate: f64,
+    /// Wilson score interval, 95%.
+    pub ci: [f64; 2],
+}
+
+impl Group {
+    pub fn new(group: impl Into<String>, entered: u64, converted: u64) -> Group {
+        let rate = if entered == 0 {
+            0.0
+        } else {
+            converted as f64 / entered as f64
+        };
+        Group {
+            group: group.into(),
+            entered,
+            converted,
+            rate,
+            ci: wilson(converted, entered),
+        }
+    }
+}
+
+/// The lift of the treated over the holdout.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Lift {
+    /// Difference of the rates, in points of probability (0.041 = 4.1 points).
+    pub absolute: f64,
+    /// Relative to the holdout's rate (`None` when the holdout never converted).
+    pub relative: Option<f64>,
+    /// Two-sided p-value of the two-proportion z-test.
+    pub p_value: f64,
+    pub significant: bool,
+}
+
+/// One step of the funnel.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct StepRow {
+    pub step: String,
+    pub kind: String,
+    /// Enrollments that reached the step (ran it, or skipped it).
+    pub reached: u64,
+    /// Messages of the step delivered.
+    pub sent: u64,
+    /// Skips by reason code.
+    pub skipped: BTreeMap<String, u64>,
+    /// Of those that reached it, how many converted at or after it.
+    pub converted_after: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub workflow: String,
+    pub goal: Option<String>,
+    pub since: Option<String>,
+    /// `all`, then `arm STEP=ARM` per split arm, then `treatment` and
+    /// `holdout` when the workflow has a holdout.
+    pub groups: Vec<Group>,
+    pub lift: Option<Lift>,
+    pub steps: Vec<StepRow>,
+}
+
+/// The 95% Wilson score interval of k successes in n.
+pub fn wilson(k: u64, n: u64) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 0.0];
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let n = n as f64;
+    let p = k as f64 / n;
+    let den = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / den;
+    let half = z * ((p * (1.0 - p) / n) + z * z / (4.0 * n * n)).sqrt() / den;
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
+/// The standard normal CDF (Abramowitz & Stegun 7.1.26 for erf; error < 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * (x.abs() / std::f64::consts::SQRT_2));
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-(x * x) / 2.0).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + y)
+    } else {
+        0.5 * (1.0 - y)
+    }
+}
+
+/// Treated (k1 of n1) against the holdout (k0 of n0): the pooled
+/// two-proportion z-test, two-sided, at 95%.
+pub fn lift(k1: u64, n1: u64, k0: u64, n0: u64) -> Option<Lift> {
+    if n1 == 0 || n0 == 0 {
+        return None;
+    }
+    let (p1, p0) = (k1 as f64 / n1 as f64, k0 as f64 / n0 as f64);
+    let pooled = (k1 + k0) as f64 / (n1 + n0) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n0 as f64)).sqrt();
+    let p_value = if se == 0.0 {
+        1.0
+    } else {
+        2.0 * (1.0 - normal_cdf(((p1 - p0) / se).abs()))
+    };
+    Some(Lift {
+        absolute: p1 - p0,
+        relative: (p0 > 0.0).then(|| (p1 - p0) / p0),
+        p_value,
+        significant: p_value < 0.05,
+    })
+}
+
+/// (enrollment, step, action, detail, ran at).
+type StepRecord = (i64, String, String, Option<String>, DateTime<Utc>);
+/// A goal event's time and properties.
+type GoalEvent = (DateTime<Utc>, serde_json::Map<String, serde_json::Value>);
+
+struct Enrolled {
+    contact: String,
+    started: DateTime<Utc>,
+    converted: Option<DateTime<Utc>>,
+    arms: Vec<String>,
+    holdout: bool,
+}
+
+/// The report of `wf` over enrollments started at or after `since`.
+pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) -> Result<Report> {
+    let since_ms = since.map(ms).unwrap_or(i64::MIN);
+    let mut enrolled: HashMap<i64, Enrolled> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT id, contact_id, started_at FROM enrollments WHERE workflow = $1 AND started_at >= $2",
+    )
+    .bind(&wf.name)
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    {
+        enrolled.insert(
+            r.get(0),
+            Enrolled {
+                contact: r.get(1),
+                started: from_ms(r.get(2)),
+                converted: None,
+                arms: vec![],
+                holdout: false,
+            },
+        );
+    }
+    // Step records: arms, skips, exits, and when each step was reached.
+    let mut reached: Vec<StepRecord> = Vec::new();
+    for r in sqlx::query(
+        "SELECT s.enrollment_id, s.step_id, s.action, s.detail, s.ran_at
+           FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id
+          WHERE e.workflow = $1 AND e.started_at >= $2",
+    )
+    .bind(&wf.name)
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    {
+        let id: i64 = r.get(0);
+        let step: String = r.get(1);
+        let action: String = r.get(2);
+        let detail: Option<String> = r.get(3);
+        let at = from_ms(r.get(4));
+        if let Some(e) = enrolled.get_mut(&id) {
+            if action == "split" && step == crate::engine::plan::HOLDOUT_STEP {
+                e.holdout = true;
+            } else if action == "split" {
+                e.arms
+                    .push(format!("{step}={}", detail.clone().unwrap_or_default()));
+            }
+            // A condition goal is seen by the plan, which exits on it.
+            if action == "exit"
+                && detail.as_deref() == Some("goal_reached")
+                && matches!(wf.goal.as_ref().map(|g| &g.on), Some(WaitFor::Condition(_)))
+            {
+                e.converted = Some(at);
+            }
+        }
+        reached.push((id, step, action, detail, at));
+    }
+    // Event goals: the first goal event in each enrollment's window.
+    if let Some(g) = &wf.goal
+        && let WaitFor::Event { name, condition } = &g.on
+    {
+        let mut events: HashMap<String, Vec<GoalEvent>> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT ev.contact_id, ev.at, ev.properties FROM events ev
+              WHERE ev.name = $1 AND ev.contact_id IN
+                    (SELECT contact_id FROM enrollments WHERE workflow = $2 AND started_at >= $3)",
+        )
+        .bind(name)
+        .bind(&wf.name)
+        .bind(since_ms)
+        .fetch_all(pool)
+        .await?
+        {
+            events.entry(r.get(0)).or_default().push((
+                from_ms(r.get(1)),
+                parse_props(r.get::<Option<String>, _>(2).as_deref()),
+            ));
+        }
+        let now = Utc::now();
+        for e in enrolled.values_mut() {
+            let end = e.started + g.within.to_chrono();
+            e.converted = events
+                .get(&e.contact)
+                .into_iter()
+                .flatten()
+                .filter(|(at, props)| {
+                    *at >= e.started
+                        && *at <= end
+                        && crate::workflow::event_passes(condition, name, props, now)
+                })
+                .map(|(at, _)| *at)
+                .min();
+        }
+    }
+
+    let count = |f: &dyn Fn(&Enrolled) -> bool| -> (u64, u64) {
+        let n = enrolled.values().filter(|e| f(e)).count() as u64;
+        let k = enrolled
+            .values()
+            .filter(|e| f(e) && e.converted.is_some())
+            .count() as u64;
+        (n, k)
+    };
+    let mut groups = Vec::new();
+    let (n, k) = count(&|_| true);
+    groups.push(Group::new("all", n, k));
+    for s in wf.all_steps() {
+        if let StepAction::Split(sp) = &s.action {
+            for a in &sp.arms {
+                let key = format!("{}={}", s.id, a.name.value);
+                let (n, k) = count(&|e| e.arms.contains(&key));
+                groups.push(Group::new(format!("arm {key}"), n, k));
+            }
+        }
+    }
+    let mut lift_of = None;
+    if wf.holdout.is_some() {
+        let (n1, k1) = count(&|e| !e.holdout);
+        let (n0, k0) = count(&|e| e.holdout);
+        groups.push(Group::new("treatment", n1, k1));
+        groups.push(Group::new("holdout", n0, k0));
+        lift_of = lift(k1, n1, k0, n0);
+    }
+
+    // The funnel, in the workflow's step order.
+    let mut sent: HashMap<(i64, String), u64> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT enrollment_id, step_id FROM outbox WHERE workflow = $1 AND status = 'sent' AND enrollment_id IS NOT NULL",
+    )
+    .bind(&wf.name)
+    .fetch_all(pool)
+    .await?
+    {
+        *sent.entry((r.get(0), r.get(1))).or_insert(0) += 1;
+    }
+    let mut rows: Vec<StepRow> = wf
+        .all_steps()
+        .iter()
+        .map(|s| StepRow {
+            step: s.id.clone(),
+            kind: s.action.kind().to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let index: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.step.clone(), i))
+        .collect();
+    for (id, step, action, detail, at) in &reached {
+        let Some(&i) = index.get(step) else { continue };
+        let Some(e) = enrolled.get(id) else { continue };
+        let row = &mut rows[i];
+        if action == "exit" {
+            // Left before running the step: it was not reached.
+            continue;
+        }
+        row.reached += 1;
+        if action == "skip" {
+            let code = detail
+                .as_deref()
+                .unwrap_or("")
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            *row.skipped.entry(code).or_insert(0) += 1;
+        }
+        row.sent += sent.get(&(*id, step.clone())).copied().unwrap_or(0);
+        if e.converted.is_some_and(|c| c >= *at) {
+            row.converted_after += 1;
+        }
+    }
+    Ok(Report {
+        workflow: wf.name.clone(),
+        goal: wf.goal.as_ref().map(|g| match &g.on {
+            WaitFor::Event { name, .. } => format!("event {name} within {}", g.within),
+            WaitFor::Condition(_) => format!("condition within {}", g.within),
+        }),
+        since: since.map(|s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        groups,
+        lift: lift_of,
+        steps: rows,
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: goal {}{}",
+            self.workflow,
+            self.goal
+                .as_deref()
+                .unwrap_or("none (conversion not measured)"),
+            self.since
+                .as_deref()
+                .map(|s| format!(", enrollments since {s}"))
+                .unwrap_or_default()
+        );
+        let w = self
+            .groups
+            .iter()
+            .map(|g| g.group.chars().count())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            out,
+            "\n{:<w$}  {:>8}  {:>9}  {:>6}  95% INTERVAL",
+            "GROUP", "ENTERED", "CONVERTED", "RATE"
+        );
+        for g in &self.groups {
+            let _ = writeln!(
+                out,
+                "{:<w$}  {:>8}  {:>9}  {:>6}  [{}, {}]",
+                g.group,
+                g.entered,
+                g.converted,
+                pct(g.rate),
+                pct(g.ci[0]),
+                pct(g.ci[1])
+            );
+        }
+        if let Some(l) = &self.lift {
+            let _ = writeln!(
+                out,
+                "\nlift over the holdout: {:+.1} points{}, p = {:.3}: {}",
+                l.absolute * 100.0,
+                l.relative
+                    .map(|r| format!(" ({:+.0}% relative)", r * 100.0))
+                    .unwrap_or_default(),
+                l.p_value,
+                if l.significant {
+                    "significant at 95%"
+                } else {
+                    "not significant at 95%"
+                }
+            );
+        }
+        let sw = self
+            .steps
+            .iter()
+            .map(|s| s.step.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let _ = writeln!(
+            out,
+            "\n{:<sw$}  {:<10}  {:>7}  {:>6}  {:>15}  SKIPPED",
+            "STEP", "KIND", "REACHED", "SENT", "CONVERTED AFTER"
+        );
+        for s in &self.steps {
+            let skipped = s
+                .skipped
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "{:<sw$}  {:<10}  {:>7}  {:>6}  {:>15}  {}",
+                s.step,
+                s.kind,
+                s.reached,
+                s.sent,
+                s.converted_after,
+                if skipped.is_empty() { "-" } else { &skipped }
+            );
+        }
+        out
+    }
+
+    /// One CSV: a row per group, then a row per step.
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "section,name,entered,converted,rate,ci_low,ci_high,kind,reached,sent,skipped,converted_after\n",
+        );
+        let q = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        for g in &self.groups {
+            out.push_str(&format!(
+                "group,{},{},{},{:.4},{:.4},{:.4},,,,,\n",
+                q(&g.group),
+                g.entered,
+                g.converted,
+                g.rate,
+                g.ci[0],
+                g.ci[1]
+            ));
+        }
+        for s in &self.steps {
+            let skipped = s
+                .skipped
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";");
+            out.push_str(&format!(
+                "step,{},,,,,,{},{},{},{},{}\n",
+                q(&s.step),
+                s.kind,
+                s.reached,
+                s.sent,
+                q(&skipped),
+                s.converted_after
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_matches_published_values() {
+        // 8 of 10: [0.490, 0.943] (Wilson 1927; Newcombe 1998, table I).
+        let [lo, hi] = wilson(8, 10);
+        assert!(
+            (lo - 0.4902).abs() < 5e-4 && (hi - 0.9433).abs() < 5e-4,
+            "{lo} {hi}"
+        );
+        // 0 of 10: [0, 0.2775].
+        let [lo, hi] = wilson(0, 10);
+        assert!(lo == 0.0 && (hi - 0.2775).abs() < 5e-4, "{hi}");
+        assert_eq!(wilson(0, 0), [0.0, 0.0]);
+    }
+
+    #[test]
+    fn lift_is_significant_only_when_it_should_be() {
+        // 120/1000 against 80/1000: z = 2.98, p = 0.003.
+        let l = lift(120, 1000, 80, 1000).unwrap();
+        assert!((l.absolute - 0.04).abs() < 1e-9);
+        assert!((l.relative.unwrap() - 0.5).abs() < 1e-9);
+        assert!((l.p_value - 0.0029).abs() < 5e-4, "{}", l.p_value);
+        assert!(l.significant);
+        // 11/100 against 9/100: z = 0.471, p = 0.637.
+        let l = lift(11, 100, 9, 100).unwrap();
+        assert!(!l.significant, "{}", l.p_value);
+        assert!((l.p_value - 0.6374).abs() < 5e-4, "{}", l.p_value);
+        assert_eq!(lift(1, 0, 1, 1), None);
+    }
+}

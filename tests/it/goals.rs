@@ -1,0 +1,150 @@
+//! Goals, conversion and the funnel report (issue 14, items 8 and 9): a
+//! goal event wakes a waiting enrollment and it leaves (`exit_on_goal`);
+//! `nurture report` counts entered and converted per arm and for the
+//! holdout, with intervals and the lift, and the funnel per step. The real
+//! binary, the real store.
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use support::daemon::{Daemon, Project};
+use support::receiver::{Receiver, Reply, script};
+
+const WF: &str = r#"
+name: promo
+trigger: { event: { name: visit } }
+holdout: 30%
+goal: { event: purchase, within: 1d }
+steps:
+  - id: ab
+    split:
+      arms:
+        - { name: a, steps: [ { id: hello-a, send: { channel: hook, template: hello } } ] }
+        - { name: b, steps: [ { id: hello-b, send: { channel: hook, template: hello } } ] }
+  - id: w
+    wait_until:
+      event: reply
+      timeout: 1h
+      else:
+        - id: reminder
+          send: { channel: hook, template: hello }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_goal_ends_the_journey_at_once_and_the_report_counts_it() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{}\", secret_env: HOOK_SECRET }}\n",
+        rx.url("/hook")
+    ));
+    p.write("workflows/promo.yaml", WF)
+        .write("templates/hello.hbs", "hello {{contact.name}}");
+    let mut csv = String::from("id,name\n");
+    for i in 0..40 {
+        csv.push_str(&format!("c{i:02},N{i}\n"));
+    }
+    p.write("contacts.csv", &csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    for i in 0..40 {
+        p.ok(&["contacts", "event", &format!("c{i:02}"), "visit"]);
+    }
+    support::db::running_since_epoch(&p.db_url(), &["promo"]);
+    let d = Daemon::start(&p, &[]);
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE step_id = 'w' AND wait_since IS NOT NULL",
+        40,
+        Duration::from_secs(20),
+    )
+    .await;
+    for i in 0..10 {
+        d.post_ok(
+            "/v1/events",
+            json!({ "contact_id": format!("c{i:02}"), "name": "purchase" }),
+        )
+        .await;
+    }
+    // Woken by the goal event, they leave long before the hour is up.
+    p.wait_count(
+        "SELECT count(*) FROM enrollments WHERE status = 'exited' AND end_reason = 'goal_reached'",
+        10,
+        Duration::from_secs(10),
+    )
+    .await;
+    let held = p
+        .count("SELECT count(*) FROM enrollment_steps WHERE step_id = '@holdout'")
+        .await as u64;
+    assert!((3..25).contains(&held), "{held} held out");
+    rx.wait_for((40 - held) as usize, Duration::from_secs(10))
+        .await;
+    drop(d);
+
+    let out = p.ok(&["report", "promo", "--format", "json"]);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["goal"], "event purchase within 1d");
+    let group = |name: &str| {
+        r["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == name)
+            .unwrap_or_else(|| panic!("no group {name}: {out}"))
+            .clone()
+    };
+    assert_eq!(group("all")["entered"], 40);
+    assert_eq!(group("all")["converted"], 10);
+    assert_eq!(group("all")["rate"], 0.25);
+    let ci = group("all")["ci"].as_array().unwrap().clone();
+    assert!(ci[0].as_f64().unwrap() < 0.25 && ci[1].as_f64().unwrap() > 0.25);
+    assert_eq!(group("holdout")["entered"], held);
+    assert_eq!(group("treatment")["entered"], 40 - held);
+    let arms = group("arm ab=a")["entered"].as_u64().unwrap()
+        + group("arm ab=b")["entered"].as_u64().unwrap();
+    assert_eq!(arms, 40, "{out}");
+    assert!(r["lift"]["p_value"].is_number(), "{out}");
+    let step = |id: &str| {
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == id)
+            .unwrap()
+            .clone()
+    };
+    let a = step("hello-a");
+    let b = step("hello-b");
+    assert_eq!(
+        a["reached"].as_u64().unwrap() + b["reached"].as_u64().unwrap(),
+        40
+    );
+    assert_eq!(
+        a["sent"].as_u64().unwrap() + b["sent"].as_u64().unwrap(),
+        40 - held
+    );
+    let skipped = a["skipped"]["holdout"].as_u64().unwrap_or(0)
+        + b["skipped"]["holdout"].as_u64().unwrap_or(0);
+    assert_eq!(skipped, held);
+    assert_eq!(step("ab")["converted_after"], 10);
+    assert_eq!(step("reminder")["reached"], 0);
+    // The table and the CSV carry the same numbers.
+    let table = p.ok(&["report", "promo"]);
+    assert!(table.contains("all"), "{table}");
+    assert!(table.contains("25.0%"), "{table}");
+    assert!(table.contains("lift over the holdout"), "{table}");
+    let csv = p.ok(&["report", "promo", "--format", "csv"]);
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("group,all,40,10,0.2500,")),
+        "{csv}"
+    );
+    // A misspelt workflow.
+    let out = p.command().args(["report", "prom"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"promo\"?"));
+}

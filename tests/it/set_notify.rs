@@ -1,0 +1,167 @@
+//! `set:` and `notify:` steps (issue 14, item 5): attributes set (templated
+//! from the trigger event, typed by the declaration, null removes), seen by
+//! the steps after; the owner told on a channel without reassigning. The
+//! real binary, the real store.
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use support::daemon::{Daemon, Project};
+use support::receiver::{Receiver, Reply, script};
+
+const WF: &str = r#"
+name: upgrade
+trigger: { event: { name: upgraded } }
+steps:
+  - id: s
+    set:
+      plan: "{{event.properties.plan}}"
+      seats: "{{event.properties.seats}}"
+      trial: null
+      level: gold
+  - id: check
+    if: { field: level, equals: gold }
+    then:
+      - id: tell
+        notify: { channel: hook, template: told }
+  - id: hi
+    send: { channel: hook, template: hi }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_changes_attributes_and_notify_tells_the_owner() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  hook: {{ kind: webhook, url: "{}", secret_env: HOOK_SECRET }}
+teams:
+  east:
+    - {{ id: s1, name: 王芳 }}
+fields:
+  plan: string
+  seats: number
+  trial: string
+  level: string
+"#,
+        rx.url("/hook")
+    ));
+    p.write("workflows/upgrade.yaml", WF)
+        .write(
+            "templates/told.hbs",
+            "{{owner.name}}: {{contact.name}} is now on {{contact.plan}}",
+        )
+        .write(
+            "templates/hi.hbs",
+            "{{contact.name}}, welcome to {{contact.plan}} ({{contact.seats}} seats)",
+        )
+        .write(
+            "contacts.csv",
+            "id,name,owner,trial\nc1,Ada,s1,yes\nc2,Bo,,yes\n",
+        );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    for c in ["c1", "c2"] {
+        p.ok(&[
+            "contacts", "event", c, "upgraded", "--prop", "plan=pro", "--prop", "seats=12",
+        ]);
+    }
+    support::db::running_since_epoch(&p.db_url(), &["upgrade"]);
+
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    let rows: Vec<Value> = preview
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let set = rows
+        .iter()
+        .find(|r| r["contact_id"] == "c1" && r["action"] == "set")
+        .unwrap();
+    assert_eq!(
+        set["set"],
+        serde_json::json!({ "level": "gold", "plan": "pro", "seats": 12, "trial": null }),
+        "{preview}"
+    );
+    let told = rows
+        .iter()
+        .find(|r| r["contact_id"] == "c1" && r["action"] == "notify")
+        .unwrap();
+    assert_eq!(told["salesperson"], "s1");
+    assert_eq!(told["body"], "王芳: Ada is now on pro");
+    let c2 = rows
+        .iter()
+        .find(|r| r["contact_id"] == "c2" && r["step"] == "tell")
+        .unwrap();
+    assert_eq!(c2["action"], "skip");
+    assert_eq!(c2["reason"], "no_owner");
+
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    assert!(d.wait(Duration::from_secs(60)).success(), "{}", p.log());
+    let mut bodies: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.json()["body"].as_str().unwrap().to_string())
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            "Ada, welcome to pro (12 seats)",
+            "Bo, welcome to pro (12 seats)",
+            "王芳: Ada is now on pro",
+        ]
+    );
+    // Stored: typed, trial removed; the owner unchanged.
+    let rows = p
+        .rows("SELECT id, owner, attrs FROM contacts ORDER BY id")
+        .await;
+    let attrs: Value = serde_json::from_str(rows[0]["attrs"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        attrs,
+        serde_json::json!({ "level": "gold", "plan": "pro", "seats": 12 })
+    );
+    assert_eq!(rows[0]["owner"], "s1");
+    let h = p.ok(&["history", "--contact", "c1"]);
+    assert!(h.contains("notify"), "{h}");
+}
+
+#[test]
+fn validate_reports_set_and_notify_mistakes() {
+    let p = Project::new(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: { kind: log }\nfields:\n  seats: number\n  level: string\n",
+    );
+    p.write(
+        "workflows/bad.yaml",
+        r#"
+trigger: { contact_created: {} }
+steps:
+  - set: { seats: many, levle: gold, email: x@y.z }
+  - notify: { channel: hok }
+"#,
+    );
+    let out = p.command().arg("validate").output().unwrap();
+    assert!(!out.status.success());
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("bad.yaml:4:12: seats is declared a number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:4:25: unknown field \"levle\""),
+        "{err}"
+    );
+    assert!(err.contains("did you mean \"level\"?"), "{err}");
+    assert!(
+        err.contains("bad.yaml:4:38: set: writes custom attributes"),
+        "{err}"
+    );
+    assert!(err.contains("bad.yaml:5:24"), "{err}");
+}
