@@ -48,6 +48,9 @@ pub enum FieldType {
     Number,
     Timestamp,
     Bool,
+    /// A calendar date `YYYY-MM-DD` (a birthday, a renewal day): not an
+    /// instant; date triggers take it in the contact's time zone.
+    Date,
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +272,7 @@ const FIELD_TYPES: &[(&str, FieldType)] = &[
     ("string", FieldType::String),
     ("number", FieldType::Number),
     ("timestamp", FieldType::Timestamp),
+    ("date", FieldType::Date),
     ("bool", FieldType::Bool),
 ];
 

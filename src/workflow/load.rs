@@ -30,6 +30,7 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "event",
     "schedule",
     "staff_left",
+    "date",
 ];
 pub const STEP_KINDS: &[&str] = &[
     "send",
@@ -148,7 +149,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
     // that reached each contact only on its first tick would surprise anyone
     // (README, "Decisions").
     let default_entry = match &trigger {
-        Some(Trigger::Schedule { .. }) => Entry::EveryTime,
+        Some(Trigger::Schedule { .. } | Trigger::Date(_)) => Entry::EveryTime,
         _ => Entry::Once,
     };
     let entry = f
@@ -276,6 +277,7 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
             }
             Some(Trigger::ContactCreated)
         }
+        "date" => read_date_trigger(r, v),
         "staff_left" => {
             if !v.is_null() {
                 r.fields(v, "staff_left", &[])?;
@@ -629,6 +631,89 @@ fn read_percent(r: &mut Reader, n: &Node, what: &str) -> Option<u32> {
         );
     }
     parsed
+}
+
+/// `date: { field, offset?, at?, every? }`.
+fn read_date_trigger(r: &mut Reader, v: &Node) -> Option<Trigger> {
+    let f = r.fields(v, "the date trigger", &["field", "offset", "at", "every"])?;
+    let Some(fnode) = f.get("field") else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                v.pos,
+                "the date trigger needs field: (a date attribute)",
+            )
+            .with_suggestion("e.g. date: { field: birthday, at: \"10:00\", every: year }"),
+        );
+        return None;
+    };
+    let field = Located::new(r.string(fnode, "field")?, fnode.pos);
+    let offset_days = match f.get("offset") {
+        None => 0,
+        Some(n) => {
+            let text = r.string(n, "offset")?;
+            let t = text.trim();
+            let (neg, rest) = match t.strip_prefix('-') {
+                Some(x) => (true, x),
+                None => (false, t.strip_prefix('+').unwrap_or(t)),
+            };
+            let days = rest
+                .parse::<crate::duration::Duration>()
+                .ok()
+                .map(|d| d.to_chrono())
+                .filter(|d| *d == chrono::TimeDelta::days(d.num_days()))
+                .map(|d| d.num_days());
+            let Some(days) = days else {
+                r.push(
+                    Diagnostic::new(
+                        r.file,
+                        n.pos,
+                        format!("offset \"{text}\" must be whole days, e.g. -3d or 7d"),
+                    )
+                    .with_suggestion("the time of day is at: \"10:00\""),
+                );
+                return None;
+            };
+            if neg { -days } else { days }
+        }
+    };
+    let at = match f.get("at") {
+        None => chrono::NaiveTime::from_hms_opt(9, 0, 0).expect("a valid time"),
+        Some(n) => {
+            let text = r.string(n, "at")?;
+            match chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M") {
+                Ok(t) => t,
+                Err(_) => {
+                    r.error(
+                        n.pos,
+                        format!("at \"{text}\" must be a time HH:MM such as \"10:00\""),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let every_year = match f.get("every") {
+        None => true,
+        Some(n) => match r.string(n, "every")?.as_str() {
+            "year" => true,
+            "once" => false,
+            other => {
+                r.push(
+                    Diagnostic::new(r.file, n.pos, format!("every \"{other}\" is year or once"))
+                        .did_you_mean(other, ["year", "once"]),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Trigger::Date(DateTrigger {
+        field,
+        offset_days,
+        at,
+        every_year,
+        check: CronSchedule::parse(DateTrigger::CHECK).ok()?,
+    }))
 }
 
 /// `goal: { event: NAME, where?: {...}, within: D }` or `goal: { condition: C, within: D }`.

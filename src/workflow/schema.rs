@@ -99,6 +99,30 @@ enum Trigger {
     Schedule(ScheduleTrigger),
     /// A WeCom follow-user of the contact left the company (found on WeCom's unassigned list by `nurture wecom resigned` or the daemon's daily look). Write `staff_left: {}`.
     StaffLeft(Option<Empty>),
+    /// On the date in a contact's date attribute (shifted by `offset`), at `at` in the contact's time zone; every year or once.
+    Date(DateTriggerDef),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DateTriggerDef {
+    /// The date attribute (declare it `date` under fields:), e.g. birthday, renewal_at.
+    field: String,
+    /// Whole days before (-3d) or after (7d) the date. Default 0d.
+    #[schemars(regex(pattern = r"^\s*[+-]?[0-9]+[dw]\s*$"))]
+    offset: Option<String>,
+    /// The local time, HH:MM. Default 09:00.
+    #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
+    at: Option<String>,
+    /// `year` (default: each anniversary; 29 February on the 28th in common years) or `once`.
+    every: Option<DateEvery>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum DateEvery {
+    Year,
+    Once,
 }
 
 #[derive(JsonSchema)]

@@ -14,6 +14,7 @@ mod console_browser;
 mod contacts_cli;
 mod crash;
 mod daemon;
+mod date_trigger;
 mod delivery;
 mod dry_run;
 mod fidelity;

@@ -9,7 +9,8 @@ use super::daemon::{Daemon, Project};
 /// The read-only console token the quick-start project names.
 pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
-pub const WORKFLOWS: [&str; 8] = [
+pub const WORKFLOWS: [&str; 9] = [
+    "birthday",
     "cart-recovery",
     "monthly-newsletter",
     "purchase-followup",
