@@ -455,6 +455,29 @@ impl<'a> Planner<'a> {
                 };
             }
 
+            // A window on the step: outside it, wait for its next opening
+            // (recorded as STEP@window), then run the step.
+            if let Some(win) = &step.window {
+                let tz = policy::contact_tz(c, self.settings);
+                if !win.contains(self.now, tz) {
+                    let until = win.next_open(self.now, tz);
+                    steps.push(PlannedStep {
+                        workflow: wf.name.clone(),
+                        contact_id: contact_id.clone(),
+                        step: format!("{}@window", step.id),
+                        action: Action::Wait { until },
+                    });
+                    return EnrollmentPlan {
+                        steps,
+                        outcome: Outcome::Waiting {
+                            next_step: Some(step.id.clone()),
+                            until,
+                            wait_since: resuming,
+                        },
+                        ran,
+                    };
+                }
+            }
             let waited_since = resuming.take();
             if let StepAction::WaitUntil(w) = &step.action {
                 let arrived = waited_since.is_none();
@@ -544,14 +567,7 @@ impl<'a> Planner<'a> {
             let mut next = wf.next_after(&step.id);
             match &step.action {
                 StepAction::Send(send) => {
-                    let action = self.plan_send(
-                        wf,
-                        c,
-                        &send.channel.value,
-                        &send.template.value,
-                        recent_messages,
-                        trigger,
-                    );
+                    let action = self.plan_send(wf, c, send, recent_messages, trigger);
                     steps.push(row(step, action));
                 }
                 StepAction::Assign(_) if wf.held_out(&c.id) => {
@@ -846,11 +862,12 @@ impl<'a> Planner<'a> {
         &mut self,
         wf: &Workflow,
         c: &Contact,
-        channel: &str,
-        template: &str,
+        send: &crate::workflow::SendStep,
         recent: u32,
         trigger: Option<&TriggerEvent>,
     ) -> Action {
+        let channel = send.channel.value.as_str();
+        let template = send.template.value.as_str();
         if wf.held_out(&c.id) {
             return Action::Skip {
                 reason: Reason::Holdout,
@@ -922,7 +939,12 @@ impl<'a> Planner<'a> {
             .entry(c.id.clone())
             .or_default()
             .push(self.now);
-        let at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), self.now, tz);
+        // `at: "10:00"`: the next such local time; then quiet hours.
+        let base = match send.at {
+            Some(t) => crate::workflow::next_local_time(t, self.now, tz),
+            None => self.now,
+        };
+        let at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), base, tz);
         Action::Send {
             channel: channel.to_string(),
             to,

@@ -422,6 +422,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         .unwrap_or("");
     let mut allowed: Vec<&str> = STEP_KINDS.to_vec();
     allowed.push("id");
+    allowed.push("window");
     if kind == "if" {
         allowed.extend(["then", "else"]);
     }
@@ -453,14 +454,20 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         Some(n) => r.string(n, "id")?,
         None => default_id,
     };
+    let window = f.get("window").and_then(|w| read_window(r, w));
     let action = match k.scalar_text().unwrap_or("") {
         "send" => {
-            let sf = r.fields(v, "a send step", &["channel", "template"])?;
+            let sf = r.fields(v, "a send step", &["channel", "template", "at"])?;
             let channel = required_located(r, &sf, v, "channel", "a send step");
             let template = required_located(r, &sf, v, "template", "a send step");
+            let at = match sf.get("at") {
+                Some(n) => Some(local_time(r, n, "at")?),
+                None => None,
+            };
             StepAction::Send(SendStep {
                 channel: channel?,
                 template: template?,
+                at,
             })
         }
         "assign" => read_assign(r, v)?,
@@ -514,6 +521,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         id,
         pos: node.pos,
         action,
+        window,
     })
 }
 
@@ -631,6 +639,79 @@ fn read_percent(r: &mut Reader, n: &Node, what: &str) -> Option<u32> {
         );
     }
     parsed
+}
+
+/// A local time `HH:MM`.
+fn local_time(r: &mut Reader, n: &Node, what: &str) -> Option<chrono::NaiveTime> {
+    let text = r.string(n, what)?;
+    match chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M") {
+        Ok(t) => Some(t),
+        Err(_) => {
+            r.error(
+                n.pos,
+                format!("{what} \"{text}\" must be a time HH:MM such as \"10:00\""),
+            );
+            None
+        }
+    }
+}
+
+/// `window: { from: "10:00", to: "12:00", days: [mon, tue, ...] }`.
+fn read_window(r: &mut Reader, n: &Node) -> Option<Window> {
+    let f = r.fields(n, "a window", &["from", "to", "days"])?;
+    let (Some(fr), Some(to)) = (f.get("from"), f.get("to")) else {
+        r.push(
+            Diagnostic::new(r.file, n.pos, "a window needs from: and to:").with_suggestion(
+                "e.g. window: { from: \"10:00\", to: \"12:00\", days: [mon, tue, wed, thu, fri] }",
+            ),
+        );
+        return None;
+    };
+    let from = local_time(r, fr, "from")?;
+    let to_t = local_time(r, to, "to")?;
+    if to_t <= from {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                to.pos,
+                "to: must be later than from: on the same day",
+            )
+            .with_suggestion(
+                "a window does not run over midnight: end it at \"23:59\", or start at \"00:00\"",
+            ),
+        );
+        return None;
+    }
+    const DAYS: [(&str, chrono::Weekday); 7] = [
+        ("mon", chrono::Weekday::Mon),
+        ("tue", chrono::Weekday::Tue),
+        ("wed", chrono::Weekday::Wed),
+        ("thu", chrono::Weekday::Thu),
+        ("fri", chrono::Weekday::Fri),
+        ("sat", chrono::Weekday::Sat),
+        ("sun", chrono::Weekday::Sun),
+    ];
+    let mut days = Vec::new();
+    if let Some(dn) = f.get("days") {
+        let items = r.seq(dn, "days")?;
+        for it in items {
+            let Some(t) = r.string(it, "a day") else {
+                continue;
+            };
+            match DAYS.iter().find(|(n, _)| *n == t.to_lowercase()) {
+                Some((_, d)) => days.push(*d),
+                None => r.push(
+                    Diagnostic::new(r.file, it.pos, format!("unknown day \"{t}\""))
+                        .did_you_mean(&t, DAYS.iter().map(|(n, _)| *n)),
+                ),
+            }
+        }
+    }
+    Some(Window {
+        from,
+        to: to_t,
+        days,
+    })
 }
 
 /// `date: { field, offset?, at?, every? }`.

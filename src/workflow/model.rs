@@ -208,6 +208,76 @@ pub struct Step {
     pub id: String,
     pub pos: Pos,
     pub action: StepAction,
+    /// `window: { from, to, days }`: the step runs only inside it, in the
+    /// contact's time zone; outside, the enrollment waits for its next opening.
+    pub window: Option<Window>,
+}
+
+/// A local time window on some weekdays (all when `days` is empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub from: chrono::NaiveTime,
+    pub to: chrono::NaiveTime,
+    pub days: Vec<chrono::Weekday>,
+}
+
+impl Window {
+    fn day_ok(&self, d: chrono::Weekday) -> bool {
+        self.days.is_empty() || self.days.contains(&d)
+    }
+
+    /// Whether `at` is inside the window in `tz` (from inclusive, to exclusive).
+    pub fn contains(&self, at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> bool {
+        use chrono::Datelike;
+        let l = at.with_timezone(&tz);
+        let t = l.time();
+        self.day_ok(l.weekday()) && t >= self.from && t < self.to
+    }
+
+    /// The next opening of the window after `at`, in `tz`.
+    pub fn next_open(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        tz: chrono_tz::Tz,
+    ) -> chrono::DateTime<chrono::Utc> {
+        use chrono::{Datelike, TimeZone};
+        let today = at.with_timezone(&tz).date_naive();
+        for k in 0..8 {
+            let d = today + chrono::TimeDelta::days(k);
+            if !self.day_ok(d.weekday()) {
+                continue;
+            }
+            let local = d.and_time(self.from);
+            let open = tz
+                .from_local_datetime(&local)
+                .earliest()
+                .or_else(|| {
+                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                        .earliest()
+                })
+                .map(|t| t.with_timezone(&chrono::Utc));
+            if let Some(o) = open
+                && o > at
+            {
+                return o;
+            }
+        }
+        at + chrono::TimeDelta::days(7)
+    }
+}
+
+/// The next moment at local time `t` at or after `at`, in `tz` (`send: { at }`).
+pub fn next_local_time(
+    t: chrono::NaiveTime,
+    at: chrono::DateTime<chrono::Utc>,
+    tz: chrono_tz::Tz,
+) -> chrono::DateTime<chrono::Utc> {
+    Window {
+        from: t,
+        to: t,
+        days: vec![],
+    }
+    .next_open(at - chrono::TimeDelta::milliseconds(1), tz)
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +334,9 @@ impl StepAction {
 pub struct SendStep {
     pub channel: Located<String>,
     pub template: Located<String>,
+    /// `at: "10:00"`: the message goes out at the next such local time of
+    /// the contact (the enrollment moves on; the message waits in the outbox).
+    pub at: Option<chrono::NaiveTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -766,5 +839,69 @@ mod date_trigger_tests {
                 .collect();
             assert!(all.contains(want), "{src}: {all}");
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use chrono::{NaiveTime, TimeZone, Utc, Weekday};
+
+    fn t(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn a_weekday_window_in_the_contacts_zone() {
+        let w = Window {
+            from: t(10, 0),
+            to: t(12, 0),
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
+        };
+        let sh = chrono_tz::Asia::Shanghai;
+        // Friday 2030-06-14 11:59 Shanghai is inside; 12:00 is not.
+        let at = |d, h, m| {
+            sh.with_ymd_and_hms(2030, 6, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert!(w.contains(at(14, 11, 59), sh));
+        assert!(!w.contains(at(14, 12, 0), sh));
+        assert!(w.contains(at(14, 10, 0), sh));
+        // Friday after noon: next opening Monday 10:00.
+        assert_eq!(w.next_open(at(14, 12, 0), sh), at(17, 10, 0));
+        // Saturday: Monday. Monday 09:00: that morning.
+        assert_eq!(w.next_open(at(15, 9, 0), sh), at(17, 10, 0));
+        assert_eq!(w.next_open(at(17, 9, 0), sh), at(17, 10, 0));
+        // The same instant is Friday 22:00 in New York: outside.
+        let ny = chrono_tz::America::New_York;
+        assert!(!w.contains(at(15, 10, 0), ny));
+    }
+
+    #[test]
+    fn send_at_is_the_next_such_local_time() {
+        let sh = chrono_tz::Asia::Shanghai;
+        let at = |d, h, m| {
+            sh.with_ymd_and_hms(2030, 6, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(next_local_time(t(10, 0), at(14, 9, 0), sh), at(14, 10, 0));
+        assert_eq!(next_local_time(t(10, 0), at(14, 10, 0), sh), at(14, 10, 0));
+        assert_eq!(next_local_time(t(10, 0), at(14, 10, 1), sh), at(15, 10, 0));
+        // A DST gap: 02:30 does not exist in New York on 2030-03-10; the hour after.
+        let ny = chrono_tz::America::New_York;
+        let before = ny
+            .with_ymd_and_hms(2030, 3, 10, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let got = next_local_time(t(2, 30), before, ny).with_timezone(&ny);
+        assert_eq!(got.format("%Y-%m-%d %H:%M").to_string(), "2030-03-10 03:30");
     }
 }

@@ -213,6 +213,9 @@ struct Send {
     channel: String,
     /// A template name: `templates/NAME.hbs`.
     template: String,
+    /// Send at the next such local time of the contact (HH:MM); the message waits in the outbox.
+    #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
+    at: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -283,11 +286,23 @@ impl JsonSchema for Step {
             "description": "A stable id: running contacts stay at their step by id when the file is edited. Default: the step's position (\"0\", \"3.then.1\")."
         });
         let steps = g.subschema_for::<Vec<Step>>();
+        let hhmm = json_schema!({ "type": "string", "pattern": "^\\s*[0-2][0-9]:[0-5][0-9]\\s*$" });
+        let window = json_schema!({
+            "type": "object",
+            "description": "Run the step only inside this local time window of the contact; outside it, wait for the next opening.",
+            "properties": {
+                "from": hhmm.clone(),
+                "to": hhmm.clone(),
+                "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } }
+            },
+            "required": ["from", "to"],
+            "additionalProperties": false
+        });
         let one = |key: &str, schema: Schema, desc: &str| {
             json_schema!({
                 "type": "object",
                 "description": desc,
-                "properties": { key: schema, "id": id.clone() },
+                "properties": { key: schema, "id": id.clone(), "window": window.clone() },
                 "required": [key],
                 "additionalProperties": false
             })
@@ -316,7 +331,8 @@ impl JsonSchema for Step {
                 "if": cond,
                 "then": steps.clone(),
                 "else": steps,
-                "id": id
+                "id": id,
+                "window": window.clone()
             },
             "required": ["if"],
             "anyOf": [{ "required": ["then"] }, { "required": ["else"] }],
@@ -341,7 +357,8 @@ impl JsonSchema for Step {
                     "oneOf": [{ "required": ["event"] }, { "required": ["condition"] }],
                     "additionalProperties": false
                 },
-                "id": id.clone()
+                "id": id.clone(),
+                "window": window.clone()
             },
             "required": ["wait_until"],
             "additionalProperties": false
@@ -371,7 +388,8 @@ impl JsonSchema for Step {
                     "required": ["arms"],
                     "additionalProperties": false
                 },
-                "id": id.clone()
+                "id": id.clone(),
+                "window": window.clone()
             },
             "required": ["split"],
             "additionalProperties": false

@@ -26,6 +26,7 @@ mod no_surprises;
 mod plan_equals_daemon;
 mod schema_file;
 mod segments;
+mod send_window;
 mod set_notify;
 mod shared_store;
 mod sms_channels;
