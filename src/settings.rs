@@ -645,7 +645,7 @@ fn read_types(
 }
 
 /// `50/s`, `600/m`, `1000/h`.
-fn parse_rate(text: &str) -> Option<RateLimit> {
+pub fn parse_rate(text: &str) -> Option<RateLimit> {
     let (count, unit) = text.trim().split_once('/')?;
     let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
     let per = match unit.trim() {

@@ -279,6 +279,10 @@ pub struct Planner<'a> {
     planned_sends: HashMap<String, Vec<DateTime<Utc>>>,
     /// Contacts as plans of this run left them.
     changes: HashMap<String, ContactChange>,
+    /// Per throttled workflow, when its last message is due to go out (the
+    /// store's latest for the workflow's sends, then this run's): the next
+    /// one goes an interval later. Never forgotten: the store agrees.
+    pub throttle_last: HashMap<String, DateTime<Utc>>,
 }
 
 impl<'a> Planner<'a> {
@@ -296,6 +300,7 @@ impl<'a> Planner<'a> {
             gates: Default::default(),
             planned_sends: HashMap::new(),
             changes: HashMap::new(),
+            throttle_last: HashMap::new(),
         }
     }
 
@@ -944,7 +949,16 @@ impl<'a> Planner<'a> {
             Some(t) => crate::workflow::next_local_time(t, self.now, tz),
             None => self.now,
         };
-        let at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), base, tz);
+        let mut at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), base, tz);
+        // `throttle: N/PERIOD`: one message every PERIOD/N, in plan order.
+        if let Some(rate) = wf.throttle {
+            let every = rate.per.to_chrono() / rate.count as i32;
+            if let Some(last) = self.throttle_last.get(&wf.name) {
+                let slot = at.max(*last + every);
+                at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), slot, tz);
+            }
+            self.throttle_last.insert(wf.name.clone(), at);
+        }
         Action::Send {
             channel: channel.to_string(),
             to,

@@ -154,6 +154,7 @@ impl Scheduler {
         let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
         let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
         planner.gates = self.gates(pool, &enabled, now).await?;
+        planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
         let mut pass = Pass::default();
         self.due_steps(pool, &enabled, &mut planner, &mut pass)
             .await?;

@@ -140,6 +140,13 @@ impl<'a> Simulation<'a> {
             states: workflow_states::all(pool).await?,
             unrecorded: Some(self.opts.at),
         };
+        let enabled: Vec<&Workflow> = self
+            .project
+            .workflows
+            .iter()
+            .filter(|w| w.enabled)
+            .collect();
+        planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
         Ok(planner)
     }
 

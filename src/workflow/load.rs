@@ -22,6 +22,7 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "holdout",
     "goal",
     "exit_on_goal",
+    "throttle",
 ];
 pub const TRIGGER_KINDS: &[&str] = &[
     "contact_created",
@@ -158,6 +159,21 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
         .unwrap_or(default_entry);
     let holdout = f.get("holdout").and_then(|n| read_percent(r, n, "holdout"));
     let goal = f.get("goal").and_then(|n| read_goal(r, n));
+    let throttle = f.get("throttle").and_then(|n| {
+        let text = r.string(n, "throttle")?;
+        let rate = crate::settings::parse_rate(&text);
+        if rate.is_none() {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    n.pos,
+                    format!("throttle \"{text}\" must be a rate such as 200/h"),
+                )
+                .with_suggestion("COUNT/s, COUNT/m, COUNT/h or COUNT/d"),
+            );
+        }
+        rate
+    });
     let exit_on_goal = match f.get("exit_on_goal") {
         Some(n) => {
             let v = r.bool(n, "exit_on_goal").unwrap_or(true);
@@ -204,6 +220,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             holdout,
             goal,
             exit_on_goal,
+            throttle,
             file: path.to_path_buf(),
         },
         name_pos,

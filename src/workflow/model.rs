@@ -54,6 +54,9 @@ pub struct Workflow {
     pub goal: Option<Goal>,
     /// Leave the workflow once the goal is reached (default true).
     pub exit_on_goal: bool,
+    /// `throttle: 200/h`: the workflow's messages go out at most this fast,
+    /// evenly spaced, in the order they were planned.
+    pub throttle: Option<crate::settings::RateLimit>,
     /// The file it came from, for diagnostics and `status`.
     pub file: PathBuf,
 }
@@ -641,6 +644,7 @@ mod split_tests {
             holdout,
             goal: None,
             exit_on_goal: true,
+            throttle: None,
             file: PathBuf::from("ab.yaml"),
         }
     }

@@ -66,6 +66,9 @@ struct WorkflowFile {
     goal: Option<GoalDef>,
     /// Leave the workflow once the goal is reached. Default true.
     exit_on_goal: Option<bool>,
+    /// At most this many of the workflow's messages per period, evenly spaced, in order: `200/h`.
+    #[schemars(regex(pattern = r"^\s*[0-9]+\s*/\s*[smhd]\s*$"))]
+    throttle: Option<String>,
 }
 
 /// A goal: an event (optionally with a test of its properties) or a condition, within a window.

@@ -35,6 +35,7 @@ mod split;
 mod status_history;
 mod template_fuzz;
 mod template_render;
+mod throttle;
 mod validate;
 mod validate_channels;
 mod wait_until;
