@@ -393,13 +393,16 @@ pub fn welcome_workflow(way: &ContactWay, settings: &Settings) -> Option<Workflo
             action: StepAction::Send(SendStep {
                 channel: Located::new(channel.to_string(), template.pos),
                 template,
+                at: None,
             }),
+            window: None,
         }],
         exit_when: None,
         entry_existing: false,
         holdout: None,
         goal: None,
         exit_on_goal: true,
+        throttle: None,
         file: way.file.clone(),
     })
 }

@@ -48,6 +48,9 @@ pub enum FieldType {
     Number,
     Timestamp,
     Bool,
+    /// A calendar date `YYYY-MM-DD` (a birthday, a renewal day): not an
+    /// instant; date triggers take it in the contact's time zone.
+    Date,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +289,7 @@ const FIELD_TYPES: &[(&str, FieldType)] = &[
     ("string", FieldType::String),
     ("number", FieldType::Number),
     ("timestamp", FieldType::Timestamp),
+    ("date", FieldType::Date),
     ("bool", FieldType::Bool),
 ];
 
@@ -658,7 +662,7 @@ fn read_types(
 }
 
 /// `50/s`, `600/m`, `1000/h`.
-fn parse_rate(text: &str) -> Option<RateLimit> {
+pub fn parse_rate(text: &str) -> Option<RateLimit> {
     let (count, unit) = text.trim().split_once('/')?;
     let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
     let per = match unit.trim() {

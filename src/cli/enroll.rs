@@ -89,8 +89,14 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
             .context("reading workflow states")?,
         unrecorded: Some(now),
     };
-    let (filter, key_of, cause) =
-        sources::scan_filter(wf, now, store.dialect(), Scan::Existing).map_err(Failure::Other)?;
+    let (filter, key_of, cause) = sources::scan_filter(
+        wf,
+        now,
+        project.settings.timezone,
+        store.dialect(),
+        Scan::Existing,
+    )
+    .map_err(Failure::Other)?;
     let mut contacts = Vec::new();
     {
         let mut stream = store.scan_contacts(&filter.text, &filter.binds);

@@ -250,6 +250,13 @@ fn trigger(t: &Trigger) -> String {
         Trigger::Event { name } => format!("event: {name}"),
         Trigger::Schedule { cron } => format!("schedule {}", cron.source()),
         Trigger::StaffLeft => "staff left (WeCom)".into(),
+        Trigger::Date(d) => format!(
+            "date {} {:+}d at {} ({})",
+            d.field.value,
+            d.offset_days,
+            d.at.format("%H:%M"),
+            if d.every_year { "every year" } else { "once" }
+        ),
     }
 }
 

@@ -146,6 +146,24 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             );
             true
         }
+        Trigger::Date(d) => {
+            let due = crate::engine::sources::date_due(wf, c, at, tz);
+            let _ = writeln!(
+                out,
+                "  {} trigger date {} {:+}d at {} ({}): {}",
+                mark(due.is_some()),
+                d.field.value,
+                d.offset_days,
+                d.at.format("%H:%M"),
+                if d.every_year { "every year" } else { "once" },
+                match (&due, c.attrs.get(&d.field.value)) {
+                    (Some(day), _) => format!("due now, for {day}"),
+                    (None, Some(v)) => format!("{} is {v}: not due now", d.field.value),
+                    (None, None) => format!("the contact has no {}", d.field.value),
+                }
+            );
+            due.is_some()
+        }
     };
 
     // Entry policy.

@@ -279,6 +279,10 @@ pub struct Planner<'a> {
     planned_sends: HashMap<String, Vec<DateTime<Utc>>>,
     /// Contacts as plans of this run left them.
     changes: HashMap<String, ContactChange>,
+    /// Per throttled workflow, when its last message is due to go out (the
+    /// store's latest for the workflow's sends, then this run's): the next
+    /// one goes an interval later. Never forgotten: the store agrees.
+    pub throttle_last: HashMap<String, DateTime<Utc>>,
 }
 
 impl<'a> Planner<'a> {
@@ -296,6 +300,7 @@ impl<'a> Planner<'a> {
             gates: Default::default(),
             planned_sends: HashMap::new(),
             changes: HashMap::new(),
+            throttle_last: HashMap::new(),
         }
     }
 
@@ -455,6 +460,29 @@ impl<'a> Planner<'a> {
                 };
             }
 
+            // A window on the step: outside it, wait for its next opening
+            // (recorded as STEP@window), then run the step.
+            if let Some(win) = &step.window {
+                let tz = policy::contact_tz(c, self.settings);
+                if !win.contains(self.now, tz) {
+                    let until = win.next_open(self.now, tz);
+                    steps.push(PlannedStep {
+                        workflow: wf.name.clone(),
+                        contact_id: contact_id.clone(),
+                        step: format!("{}@window", step.id),
+                        action: Action::Wait { until },
+                    });
+                    return EnrollmentPlan {
+                        steps,
+                        outcome: Outcome::Waiting {
+                            next_step: Some(step.id.clone()),
+                            until,
+                            wait_since: resuming,
+                        },
+                        ran,
+                    };
+                }
+            }
             let waited_since = resuming.take();
             if let StepAction::WaitUntil(w) = &step.action {
                 let arrived = waited_since.is_none();
@@ -544,14 +572,7 @@ impl<'a> Planner<'a> {
             let mut next = wf.next_after(&step.id);
             match &step.action {
                 StepAction::Send(send) => {
-                    let action = self.plan_send(
-                        wf,
-                        c,
-                        &send.channel.value,
-                        &send.template.value,
-                        recent_messages,
-                        trigger,
-                    );
+                    let action = self.plan_send(wf, c, send, recent_messages, trigger);
                     steps.push(row(step, action));
                 }
                 StepAction::Assign(_) if wf.held_out(&c.id) => {
@@ -846,11 +867,12 @@ impl<'a> Planner<'a> {
         &mut self,
         wf: &Workflow,
         c: &Contact,
-        channel: &str,
-        template: &str,
+        send: &crate::workflow::SendStep,
         recent: u32,
         trigger: Option<&TriggerEvent>,
     ) -> Action {
+        let channel = send.channel.value.as_str();
+        let template = send.template.value.as_str();
         if wf.held_out(&c.id) {
             return Action::Skip {
                 reason: Reason::Holdout,
@@ -925,7 +947,21 @@ impl<'a> Planner<'a> {
             .entry(c.id.clone())
             .or_default()
             .push(self.now);
-        let at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), self.now, tz);
+        // `at: "10:00"`: the next such local time; then quiet hours.
+        let base = match send.at {
+            Some(t) => crate::workflow::next_local_time(t, self.now, tz),
+            None => self.now,
+        };
+        let mut at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), base, tz);
+        // `throttle: N/PERIOD`: one message every PERIOD/N, in plan order.
+        if let Some(rate) = wf.throttle {
+            let every = rate.per.to_chrono() / rate.count as i32;
+            if let Some(last) = self.throttle_last.get(&wf.name) {
+                let slot = at.max(*last + every);
+                at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), slot, tz);
+            }
+            self.throttle_last.insert(wf.name.clone(), at);
+        }
         Action::Send {
             channel: channel.to_string(),
             to,

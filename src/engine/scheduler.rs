@@ -154,6 +154,7 @@ impl Scheduler {
         let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
         let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
         planner.gates = self.gates(pool, &enabled, now).await?;
+        planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
         let mut pass = Pass::default();
         self.due_steps(pool, &enabled, &mut planner, &mut pass)
             .await?;
@@ -358,10 +359,8 @@ impl Scheduler {
         pass: &mut Pass,
     ) -> Result<()> {
         let now = planner.now;
-        let cron = match &wf.trigger {
-            crate::workflow::Trigger::Inactive { check, .. } => check,
-            crate::workflow::Trigger::Schedule { cron } => cron,
-            _ => return Ok(()),
+        let Some(cron) = wf.trigger.tick_cron() else {
+            return Ok(());
         };
         let Some(tick) = cron.latest_at_or_before(now, project.settings.timezone) else {
             return Ok(());
@@ -480,8 +479,13 @@ impl Scheduler {
         planner: &mut Planner<'_>,
         pass: &mut Pass,
     ) -> Result<bool> {
-        let (filter, key_of, cause) =
-            sources::scan_filter(wf, planner.now, self.store.dialect(), scan)?;
+        let (filter, key_of, cause) = sources::scan_filter(
+            wf,
+            planner.now,
+            planner.settings.timezone,
+            self.store.dialect(),
+            scan,
+        )?;
         let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
         let mut contacts = Vec::new();
         // Collect first: the scan holds a read on the store that the applies
@@ -773,10 +777,8 @@ async fn next_wake(pool: &AnyPool, project: &Project, now: DateTime<Utc>) -> Res
         next = next.min(plan_reads::from_ms(d));
     }
     for wf in project.workflows.iter().filter(|w| w.enabled) {
-        let cron = match &wf.trigger {
-            crate::workflow::Trigger::Inactive { check, .. } => check,
-            crate::workflow::Trigger::Schedule { cron } => cron,
-            _ => continue,
+        let Some(cron) = wf.trigger.tick_cron() else {
+            continue;
         };
         if let Some(t) = cron.next_after(now, project.settings.timezone) {
             next = next.min(t);

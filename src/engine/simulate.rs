@@ -30,7 +30,7 @@ use crate::project::Project;
 use crate::store::Store;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, EnrollmentRow, LogEntry, ms};
 use crate::store::workflow_states;
-use crate::workflow::{Trigger, Workflow};
+use crate::workflow::Workflow;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -140,6 +140,13 @@ impl<'a> Simulation<'a> {
             states: workflow_states::all(pool).await?,
             unrecorded: Some(self.opts.at),
         };
+        let enabled: Vec<&Workflow> = self
+            .project
+            .workflows
+            .iter()
+            .filter(|w| w.enabled)
+            .collect();
+        planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
         Ok(planner)
     }
 
@@ -182,10 +189,8 @@ impl<'a> Simulation<'a> {
 
         // 3. Cron ticks.
         for wf in enabled.iter().copied().filter(|w| w.trigger.is_ticked()) {
-            let cron = match &wf.trigger {
-                Trigger::Inactive { check, .. } => check,
-                Trigger::Schedule { cron } => cron,
-                _ => continue,
+            let Some(cron) = wf.trigger.tick_cron() else {
+                continue;
             };
             let Some(tick) = cron.latest_at_or_before(planner.now, project.settings.timezone)
             else {
@@ -451,8 +456,13 @@ impl<'a> Simulation<'a> {
     where
         F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
     {
-        let (filter, key_of, cause) =
-            sources::scan_filter(wf, planner.now, self.store.dialect(), scan)?;
+        let (filter, key_of, cause) = sources::scan_filter(
+            wf,
+            planner.now,
+            planner.settings.timezone,
+            self.store.dialect(),
+            scan,
+        )?;
         let store: &'a Store = self.store;
         let mut stream = store.scan_contacts(&filter.text, &filter.binds);
         let mut plans = 0;
@@ -675,10 +685,8 @@ impl<'a> Simulation<'a> {
             }
         }
         for wf in self.project.workflows.iter().filter(|w| w.enabled) {
-            let cron = match &wf.trigger {
-                Trigger::Inactive { check, .. } => check,
-                Trigger::Schedule { cron } => cron,
-                _ => continue,
+            let Some(cron) = wf.trigger.tick_cron() else {
+                continue;
             };
             if let Some(n) = cron.next_after(t, self.project.settings.timezone) {
                 consider(n);
@@ -690,10 +698,6 @@ impl<'a> Simulation<'a> {
 
 /// The next tick of a cron-triggered workflow after `t`.
 pub fn next_tick(project: &Project, wf: &Workflow, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let cron = match &wf.trigger {
-        Trigger::Inactive { check, .. } => check,
-        Trigger::Schedule { cron } => cron,
-        _ => return None,
-    };
+    let cron = wf.trigger.tick_cron()?;
     cron.next_after(t, project.settings.timezone)
 }

@@ -160,6 +160,13 @@ pub async fn plan_scan_chunk<'w>(
         if !in_audience(wf, &planner.current(&contact), planner.now) {
             continue;
         }
+        // A date trigger: only contacts whose date is due now.
+        if matches!(cause, Cause::Tick(_))
+            && matches!(wf.trigger, Trigger::Date(_))
+            && date_due(wf, &contact, planner.now, planner.settings.timezone).is_none()
+        {
+            continue;
+        }
         let plan = planner.plan(
             wf,
             &contact,
@@ -244,6 +251,9 @@ pub enum KeyOf {
     Now(i64),
     /// `entry_existing` / `nurture enroll --existing`.
     Existing(i64),
+    /// A date trigger at this moment (and the settings' time zone): the key
+    /// is the occurrence's date.
+    Date(DateTime<Utc>, chrono_tz::Tz),
 }
 
 impl KeyOf {
@@ -257,6 +267,10 @@ impl KeyOf {
             KeyOf::Tick(t) => format!("tick:{t}"),
             KeyOf::Now(t) => format!("now:{t}"),
             KeyOf::Existing(t) => format!("existing:{t}"),
+            KeyOf::Date(at, tz) => match date_due(wf, c, *at, *tz) {
+                Some(d) => format!("date:{d}"),
+                None => format!("date:none:{}", ms(*at)),
+            },
         }
     }
 }
@@ -275,6 +289,7 @@ pub enum Scan {
 pub fn scan_filter(
     wf: &Workflow,
     at: DateTime<Utc>,
+    tz: chrono_tz::Tz,
     dialect: Dialect,
     scan: Scan,
 ) -> Result<(Sql, KeyOf, Cause)> {
@@ -291,6 +306,25 @@ pub fn scan_filter(
             (KeyOf::Spell, Cause::Tick(at))
         }
         Trigger::Schedule { .. } => (KeyOf::Tick(ms(at)), Cause::Tick(at)),
+        Trigger::Date(d) => {
+            // The attribute is set; the date itself is decided in Rust, in
+            // the contact's time zone (`date_due`). An occurrence taken in
+            // the last two days is not taken again.
+            compile(
+                &Condition::Field {
+                    field: d.field.clone(),
+                    test: crate::audience::FieldTest::Exists(true),
+                },
+                at,
+                &mut sql,
+            )?;
+            sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
+            sql.bind(Bind::Text(wf.name.clone()));
+            sql.push(" AND e.entry_key LIKE 'date:%' AND e.started_at > ");
+            sql.bind(Bind::Int(ms(at - chrono::TimeDelta::days(2))));
+            sql.push(") AND ");
+            (KeyOf::Date(at, tz), Cause::Tick(at))
+        }
         _ => (KeyOf::Now(ms(at)), Cause::Imagined),
     };
     sql.push("(");
@@ -534,6 +568,27 @@ pub async fn load_contacts(store: &Store, ids: &[String]) -> Result<HashMap<Stri
         }
     }
     Ok(contacts)
+}
+
+/// For a date-triggered workflow: the occurrence of the contact's date due
+/// at `at`, in the contact's time zone.
+/// (`default_tz`: the settings' time zone, for contacts without their own).
+pub fn date_due(
+    wf: &Workflow,
+    c: &Contact,
+    at: DateTime<Utc>,
+    default_tz: chrono_tz::Tz,
+) -> Option<chrono::NaiveDate> {
+    let Trigger::Date(d) = &wf.trigger else {
+        return None;
+    };
+    let tz = c
+        .timezone
+        .as_deref()
+        .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(default_tz);
+    d.due(c.attrs.get(&d.field.value)?, tz, at)
+        .map(|(date, _)| date)
 }
 
 /// Whether the contact is in the workflow's audience and not already at its goal.

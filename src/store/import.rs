@@ -317,6 +317,15 @@ fn typed_cell(ty: FieldType, raw: &str, tz: chrono_tz::Tz) -> Result<Option<Stri
                 .with_timezone(&tz)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ),
+        // A calendar date, not an instant: stored as YYYY-MM-DD (Excel's
+        // 2026/5/1 read too).
+        FieldType::Date => {
+            let d = ["%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d"]
+                .iter()
+                .find_map(|f| chrono::NaiveDate::parse_from_str(s, f).ok())
+                .ok_or_else(|| format!("{s:?} is not a date; write YYYY-MM-DD, e.g. 1990-06-15"))?;
+            Some(d.format("%Y-%m-%d").to_string())
+        }
     })
 }
 

@@ -198,6 +198,39 @@ pub async fn claim_due_enrollments(
     Ok(rows)
 }
 
+/// Per throttled workflow, when its latest message (of a send step) is due
+/// to go out: where the planner's spacing continues from.
+pub async fn throttle_state(
+    pool: &AnyPool,
+    workflows: &[&crate::workflow::Workflow],
+) -> sqlx::Result<HashMap<String, DateTime<Utc>>> {
+    let mut out = HashMap::new();
+    for wf in workflows.iter().filter(|w| w.throttle.is_some()) {
+        let sends: Vec<String> = wf
+            .all_steps()
+            .iter()
+            .filter(|s| matches!(s.action, crate::workflow::StepAction::Send(_)))
+            .map(|s| s.id.clone())
+            .collect();
+        if sends.is_empty() {
+            continue;
+        }
+        let mut sql = String::from(
+            "SELECT max(not_before) FROM outbox WHERE workflow = $1 AND id NOT LIKE '%:notify' AND id NOT LIKE '%:transfer' AND step_id IN (",
+        );
+        push_placeholders(&mut sql, 2, sends.len());
+        sql.push(')');
+        let mut q = sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(sql)).bind(&wf.name);
+        for s in &sends {
+            q = q.bind(s);
+        }
+        if let Some(t) = q.fetch_one(pool).await? {
+            out.insert(wf.name.clone(), from_ms(t));
+        }
+    }
+    Ok(out)
+}
+
 /// Every enrollment of a contact (all workflows), oldest first.
 pub async fn enrollments_of(pool: &AnyPool, contact_id: &str) -> sqlx::Result<Vec<EnrollmentRow>> {
     let sql = format!(

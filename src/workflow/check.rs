@@ -279,6 +279,7 @@ fn sample_value(name: &str, ty: FieldType) -> Value {
         FieldType::Number => Value::from(42),
         FieldType::Timestamp => Value::String("2026-01-01T09:00:00+08:00".into()),
         FieldType::Bool => Value::Bool(true),
+        FieldType::Date => Value::String("1990-06-15".into()),
     }
 }
 
@@ -434,6 +435,25 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
     if let Trigger::Event { name } = &wf.trigger {
         check_event_name(cx, file, name, out);
     }
+    if let Trigger::Date(d) = &wf.trigger
+        && check_field_name(cx, file, &d.field, out)
+    {
+        match s.fields.get(&d.field.value) {
+            Some(FieldType::Date | FieldType::Timestamp) | None => {}
+            Some(t) => out.push(
+                Diagnostic::new(
+                    file,
+                    d.field.pos,
+                    format!(
+                        "the date trigger's field {} is declared {}, not date",
+                        d.field.value,
+                        t.name()
+                    ),
+                )
+                .with_suggestion(format!("declare it fields: {{ {}: date }}", d.field.value)),
+            ),
+        }
+    }
     let mut ids: HashMap<&str, Pos> = HashMap::new();
     let mut rendered: BTreeSet<&str> = BTreeSet::new();
     for step in wf.all_steps() {
@@ -574,6 +594,11 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                                     chrono::DateTime::parse_from_rfc3339(t).is_ok()
                                 }) || x.is_null()
                             }
+                            crate::settings::FieldType::Date => {
+                                x.as_str().is_some_and(|t| {
+                                    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok()
+                                }) || x.is_null()
+                            }
                         },
                         _ => true,
                     };
@@ -585,6 +610,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                                 "{} is declared {} in nurture.yaml; this value is not one",
                                 k.value,
                                 match declared {
+                                    Some(crate::settings::FieldType::Date) => "a date (YYYY-MM-DD)",
                                     Some(crate::settings::FieldType::Number) => "a number",
                                     Some(crate::settings::FieldType::Bool) => "true or false",
                                     Some(crate::settings::FieldType::Timestamp) =>
@@ -936,6 +962,10 @@ pub fn literal_type_problem(test: &FieldTest, ty: FieldType) -> Option<String> {
                 chrono::DateTime::parse_from_rfc3339(s).is_ok()
             }
             (FieldType::String, _) => true,
+            // Dates compare as text, which orders YYYY-MM-DD correctly.
+            (FieldType::Date, Literal::Str(s)) => {
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+            }
             _ => false,
         };
         if !ok {
@@ -949,6 +979,7 @@ pub fn literal_type_problem(test: &FieldTest, ty: FieldType) -> Option<String> {
                 FieldType::Bool => "true or false",
                 FieldType::Timestamp => "an RFC 3339 time such as \"2026-11-01T09:00:00+08:00\"",
                 FieldType::String => "text",
+                FieldType::Date => "a date such as \"2026-11-01\"",
             };
             return Some(format!(
                 "is a {}, but {shown} is not {want}: the test can never hold",
@@ -971,6 +1002,7 @@ pub fn sample_context(cx: &CheckContext, workflow: &str) -> Value {
             FieldType::Number => Value::from(42),
             FieldType::Timestamp => Value::String("2026-01-01T09:00:00+08:00".into()),
             FieldType::Bool => Value::Bool(true),
+            FieldType::Date => Value::String("1990-06-15".into()),
         };
         contact.attrs.insert(name.clone(), v);
     }

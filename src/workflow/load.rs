@@ -22,6 +22,7 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "holdout",
     "goal",
     "exit_on_goal",
+    "throttle",
 ];
 pub const TRIGGER_KINDS: &[&str] = &[
     "contact_created",
@@ -30,6 +31,7 @@ pub const TRIGGER_KINDS: &[&str] = &[
     "event",
     "schedule",
     "staff_left",
+    "date",
 ];
 pub const STEP_KINDS: &[&str] = &[
     "send",
@@ -155,7 +157,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
     // that reached each contact only on its first tick would surprise anyone
     // (docs/decisions.md).
     let default_entry = match &trigger {
-        Some(Trigger::Schedule { .. }) => Entry::EveryTime,
+        Some(Trigger::Schedule { .. } | Trigger::Date(_)) => Entry::EveryTime,
         _ => Entry::Once,
     };
     let entry = f
@@ -164,6 +166,21 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
         .unwrap_or(default_entry);
     let holdout = f.get("holdout").and_then(|n| read_percent(r, n, "holdout"));
     let goal = f.get("goal").and_then(|n| read_goal(r, n));
+    let throttle = f.get("throttle").and_then(|n| {
+        let text = r.string(n, "throttle")?;
+        let rate = crate::settings::parse_rate(&text);
+        if rate.is_none() {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    n.pos,
+                    format!("throttle \"{text}\" must be a rate such as 200/h"),
+                )
+                .with_suggestion("COUNT/s, COUNT/m, COUNT/h or COUNT/d"),
+            );
+        }
+        rate
+    });
     let exit_on_goal = match f.get("exit_on_goal") {
         Some(n) => {
             let v = r.bool(n, "exit_on_goal").unwrap_or(true);
@@ -210,6 +227,7 @@ fn read_workflow(r: &mut Reader, node: &Node, path: &Path) -> Option<LoadedWorkf
             holdout,
             goal,
             exit_on_goal,
+            throttle,
             file: path.to_path_buf(),
         },
         name_pos,
@@ -287,6 +305,7 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
             }
             Some(Trigger::ContactCreated { via })
         }
+        "date" => read_date_trigger(r, v),
         "staff_left" => {
             if !v.is_null() {
                 r.fields(v, "staff_left", &[])?;
@@ -431,6 +450,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         .unwrap_or("");
     let mut allowed: Vec<&str> = STEP_KINDS.to_vec();
     allowed.push("id");
+    allowed.push("window");
     if kind == "if" {
         allowed.extend(["then", "else"]);
     }
@@ -462,14 +482,20 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         Some(n) => r.string(n, "id")?,
         None => default_id,
     };
+    let window = f.get("window").and_then(|w| read_window(r, w));
     let action = match k.scalar_text().unwrap_or("") {
         "send" => {
-            let sf = r.fields(v, "a send step", &["channel", "template"])?;
+            let sf = r.fields(v, "a send step", &["channel", "template", "at"])?;
             let channel = required_located(r, &sf, v, "channel", "a send step");
             let template = required_located(r, &sf, v, "template", "a send step");
+            let at = match sf.get("at") {
+                Some(n) => Some(local_time(r, n, "at")?),
+                None => None,
+            };
             StepAction::Send(SendStep {
                 channel: channel?,
                 template: template?,
+                at,
             })
         }
         "assign" => read_assign(r, v)?,
@@ -523,6 +549,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         id,
         pos: node.pos,
         action,
+        window,
     })
 }
 
@@ -640,6 +667,162 @@ fn read_percent(r: &mut Reader, n: &Node, what: &str) -> Option<u32> {
         );
     }
     parsed
+}
+
+/// A local time `HH:MM`.
+fn local_time(r: &mut Reader, n: &Node, what: &str) -> Option<chrono::NaiveTime> {
+    let text = r.string(n, what)?;
+    match chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M") {
+        Ok(t) => Some(t),
+        Err(_) => {
+            r.error(
+                n.pos,
+                format!("{what} \"{text}\" must be a time HH:MM such as \"10:00\""),
+            );
+            None
+        }
+    }
+}
+
+/// `window: { from: "10:00", to: "12:00", days: [mon, tue, ...] }`.
+fn read_window(r: &mut Reader, n: &Node) -> Option<Window> {
+    let f = r.fields(n, "a window", &["from", "to", "days"])?;
+    let (Some(fr), Some(to)) = (f.get("from"), f.get("to")) else {
+        r.push(
+            Diagnostic::new(r.file, n.pos, "a window needs from: and to:").with_suggestion(
+                "e.g. window: { from: \"10:00\", to: \"12:00\", days: [mon, tue, wed, thu, fri] }",
+            ),
+        );
+        return None;
+    };
+    let from = local_time(r, fr, "from")?;
+    let to_t = local_time(r, to, "to")?;
+    if to_t <= from {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                to.pos,
+                "to: must be later than from: on the same day",
+            )
+            .with_suggestion(
+                "a window does not run over midnight: end it at \"23:59\", or start at \"00:00\"",
+            ),
+        );
+        return None;
+    }
+    const DAYS: [(&str, chrono::Weekday); 7] = [
+        ("mon", chrono::Weekday::Mon),
+        ("tue", chrono::Weekday::Tue),
+        ("wed", chrono::Weekday::Wed),
+        ("thu", chrono::Weekday::Thu),
+        ("fri", chrono::Weekday::Fri),
+        ("sat", chrono::Weekday::Sat),
+        ("sun", chrono::Weekday::Sun),
+    ];
+    let mut days = Vec::new();
+    if let Some(dn) = f.get("days") {
+        let items = r.seq(dn, "days")?;
+        for it in items {
+            let Some(t) = r.string(it, "a day") else {
+                continue;
+            };
+            match DAYS.iter().find(|(n, _)| *n == t.to_lowercase()) {
+                Some((_, d)) => days.push(*d),
+                None => r.push(
+                    Diagnostic::new(r.file, it.pos, format!("unknown day \"{t}\""))
+                        .did_you_mean(&t, DAYS.iter().map(|(n, _)| *n)),
+                ),
+            }
+        }
+    }
+    Some(Window {
+        from,
+        to: to_t,
+        days,
+    })
+}
+
+/// `date: { field, offset?, at?, every? }`.
+fn read_date_trigger(r: &mut Reader, v: &Node) -> Option<Trigger> {
+    let f = r.fields(v, "the date trigger", &["field", "offset", "at", "every"])?;
+    let Some(fnode) = f.get("field") else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                v.pos,
+                "the date trigger needs field: (a date attribute)",
+            )
+            .with_suggestion("e.g. date: { field: birthday, at: \"10:00\", every: year }"),
+        );
+        return None;
+    };
+    let field = Located::new(r.string(fnode, "field")?, fnode.pos);
+    let offset_days = match f.get("offset") {
+        None => 0,
+        Some(n) => {
+            let text = r.string(n, "offset")?;
+            let t = text.trim();
+            let (neg, rest) = match t.strip_prefix('-') {
+                Some(x) => (true, x),
+                None => (false, t.strip_prefix('+').unwrap_or(t)),
+            };
+            let days = rest
+                .parse::<crate::duration::Duration>()
+                .ok()
+                .map(|d| d.to_chrono())
+                .filter(|d| *d == chrono::TimeDelta::days(d.num_days()))
+                .map(|d| d.num_days());
+            let Some(days) = days else {
+                r.push(
+                    Diagnostic::new(
+                        r.file,
+                        n.pos,
+                        format!("offset \"{text}\" must be whole days, e.g. -3d or 7d"),
+                    )
+                    .with_suggestion("the time of day is at: \"10:00\""),
+                );
+                return None;
+            };
+            if neg { -days } else { days }
+        }
+    };
+    let at = match f.get("at") {
+        None => chrono::NaiveTime::from_hms_opt(9, 0, 0).expect("a valid time"),
+        Some(n) => {
+            let text = r.string(n, "at")?;
+            match chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M") {
+                Ok(t) => t,
+                Err(_) => {
+                    r.error(
+                        n.pos,
+                        format!("at \"{text}\" must be a time HH:MM such as \"10:00\""),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let every_year = match f.get("every") {
+        None => true,
+        Some(n) => match r.string(n, "every")?.as_str() {
+            "year" => true,
+            "once" => false,
+            other => {
+                r.push(
+                    Diagnostic::new(r.file, n.pos, format!("every \"{other}\" is year or once"))
+                        .did_you_mean(other, ["year", "once"]),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Trigger::Date(DateTrigger {
+        field,
+        offset_days,
+        at,
+        every_year,
+        check: CronSchedule::parse(DateTrigger::CHECK).ok()?,
+    }))
 }
 
 /// `goal: { event: NAME, where?: {...}, within: D }` or `goal: { condition: C, within: D }`.

@@ -54,6 +54,9 @@ pub struct Workflow {
     pub goal: Option<Goal>,
     /// Leave the workflow once the goal is reached (default true).
     pub exit_on_goal: bool,
+    /// `throttle: 200/h`: the workflow's messages go out at most this fast,
+    /// evenly spaced, in the order they were planned.
+    pub throttle: Option<crate::settings::RateLimit>,
     /// The file it came from, for diagnostics and `status`.
     pub file: PathBuf,
 }
@@ -88,6 +91,77 @@ pub enum Trigger {
     /// on WeCom's unassigned list (`nurture wecom resigned`, or the daemon's
     /// daily look, logs the event `wecom_staff_left`).
     StaffLeft,
+    /// `date: { field: birthday, offset: -3d, at: "10:00", every: year }`:
+    /// on the date of a contact's date attribute (shifted by `offset`), at
+    /// `at` in the contact's time zone; each year, or once.
+    Date(DateTrigger),
+}
+
+#[derive(Debug, Clone)]
+pub struct DateTrigger {
+    pub field: Located<String>,
+    /// Whole days before (negative) or after the date.
+    pub offset_days: i64,
+    pub at: chrono::NaiveTime,
+    pub every_year: bool,
+    /// When the daemon looks (every 15 minutes).
+    pub check: CronSchedule,
+}
+
+impl DateTrigger {
+    /// The check that date triggers run on.
+    pub const CHECK: &'static str = "*/15 * * * *";
+
+    /// The occurrence due for a contact whose attribute is `value`, at `now`
+    /// in time zone `tz`: its date and moment, when the moment is in the
+    /// last day up to `now` (a daemon down for less than a day catches up).
+    /// A date-only value is a calendar date; a timestamp is taken on its
+    /// date in `tz`. Each year, a 29 February falls on the 28th in common
+    /// years.
+    pub fn due(
+        &self,
+        value: &serde_json::Value,
+        tz: chrono_tz::Tz,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
+        use chrono::{Datelike, TimeZone};
+        let text = value.as_str()?.trim();
+        let base = match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            Ok(d) => d,
+            Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+                .ok()?
+                .with_timezone(&tz)
+                .date_naive(),
+        };
+        let moment = |d: chrono::NaiveDate| {
+            let local = d.and_time(self.at);
+            tz.from_local_datetime(&local)
+                .earliest()
+                // In a DST gap: the hour after.
+                .or_else(|| {
+                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                        .earliest()
+                })
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        let shift = chrono::TimeDelta::days(self.offset_days);
+        let candidates: Vec<chrono::NaiveDate> = if self.every_year {
+            let y = now.with_timezone(&tz).year();
+            (y - 1..=y + 1)
+                .filter_map(|y| {
+                    chrono::NaiveDate::from_ymd_opt(y, base.month(), base.day())
+                        .or_else(|| chrono::NaiveDate::from_ymd_opt(y, 2, 28))
+                })
+                .map(|d| d + shift)
+                .collect()
+        } else {
+            vec![base + shift]
+        };
+        candidates.into_iter().find_map(|d| {
+            let m = moment(d)?;
+            (m <= now && m > now - chrono::TimeDelta::days(1)).then_some((d, m))
+        })
+    }
 }
 
 impl Trigger {
@@ -99,6 +173,7 @@ impl Trigger {
             Trigger::Event { .. } => "event",
             Trigger::Schedule { .. } => "schedule",
             Trigger::StaffLeft => "staff_left",
+            Trigger::Date(_) => "date",
         }
     }
     /// The event-log entries that fire it: (kind, name).
@@ -110,12 +185,21 @@ impl Trigger {
             Trigger::TagAdded { tag } => Some(("tag_added", Some(tag))),
             Trigger::Event { name } => Some(("event", Some(name))),
             Trigger::StaffLeft => Some(("event", Some(STAFF_LEFT_EVENT))),
-            Trigger::Inactive { .. } | Trigger::Schedule { .. } => None,
+            Trigger::Inactive { .. } | Trigger::Schedule { .. } | Trigger::Date(_) => None,
         }
     }
     /// Triggers fired by a cron tick rather than by an entry in the event log.
     pub fn is_ticked(&self) -> bool {
-        matches!(self, Trigger::Inactive { .. } | Trigger::Schedule { .. })
+        self.tick_cron().is_some()
+    }
+    /// The cron a ticked trigger runs on.
+    pub fn tick_cron(&self) -> Option<&CronSchedule> {
+        match self {
+            Trigger::Inactive { check, .. } => Some(check),
+            Trigger::Schedule { cron } => Some(cron),
+            Trigger::Date(d) => Some(&d.check),
+            _ => None,
+        }
     }
 }
 
@@ -133,6 +217,76 @@ pub struct Step {
     pub id: String,
     pub pos: Pos,
     pub action: StepAction,
+    /// `window: { from, to, days }`: the step runs only inside it, in the
+    /// contact's time zone; outside, the enrollment waits for its next opening.
+    pub window: Option<Window>,
+}
+
+/// A local time window on some weekdays (all when `days` is empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub from: chrono::NaiveTime,
+    pub to: chrono::NaiveTime,
+    pub days: Vec<chrono::Weekday>,
+}
+
+impl Window {
+    fn day_ok(&self, d: chrono::Weekday) -> bool {
+        self.days.is_empty() || self.days.contains(&d)
+    }
+
+    /// Whether `at` is inside the window in `tz` (from inclusive, to exclusive).
+    pub fn contains(&self, at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> bool {
+        use chrono::Datelike;
+        let l = at.with_timezone(&tz);
+        let t = l.time();
+        self.day_ok(l.weekday()) && t >= self.from && t < self.to
+    }
+
+    /// The next opening of the window after `at`, in `tz`.
+    pub fn next_open(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        tz: chrono_tz::Tz,
+    ) -> chrono::DateTime<chrono::Utc> {
+        use chrono::{Datelike, TimeZone};
+        let today = at.with_timezone(&tz).date_naive();
+        for k in 0..8 {
+            let d = today + chrono::TimeDelta::days(k);
+            if !self.day_ok(d.weekday()) {
+                continue;
+            }
+            let local = d.and_time(self.from);
+            let open = tz
+                .from_local_datetime(&local)
+                .earliest()
+                .or_else(|| {
+                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                        .earliest()
+                })
+                .map(|t| t.with_timezone(&chrono::Utc));
+            if let Some(o) = open
+                && o > at
+            {
+                return o;
+            }
+        }
+        at + chrono::TimeDelta::days(7)
+    }
+}
+
+/// The next moment at local time `t` at or after `at`, in `tz` (`send: { at }`).
+pub fn next_local_time(
+    t: chrono::NaiveTime,
+    at: chrono::DateTime<chrono::Utc>,
+    tz: chrono_tz::Tz,
+) -> chrono::DateTime<chrono::Utc> {
+    Window {
+        from: t,
+        to: t,
+        days: vec![],
+    }
+    .next_open(at - chrono::TimeDelta::milliseconds(1), tz)
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +343,9 @@ impl StepAction {
 pub struct SendStep {
     pub channel: Located<String>,
     pub template: Located<String>,
+    /// `at: "10:00"`: the message goes out at the next such local time of
+    /// the contact (the enrollment moves on; the message waits in the outbox).
+    pub at: Option<chrono::NaiveTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,6 +650,7 @@ mod split_tests {
             holdout,
             goal: None,
             exit_on_goal: true,
+            throttle: None,
             file: PathBuf::from("ab.yaml"),
         }
     }
@@ -595,5 +753,165 @@ mod goal_tests {
         assert_eq!(g.converted_at(&two, t(30), t(0)), Some(t(3)));
         // Not yet happened as of now.
         assert_eq!(g.converted_at(&two, t(2), t(0)), None);
+    }
+}
+
+#[cfg(test)]
+mod date_trigger_tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    fn trigger(src: &str) -> super::DateTrigger {
+        let (wf, d) = crate::workflow::load_str(
+            std::path::Path::new("d.yaml"),
+            &format!("trigger: {{ date: {src} }}\nsteps:\n  - wait: 1d\n"),
+        );
+        assert!(d.is_empty(), "{d:?}");
+        match wf.unwrap().workflow.trigger {
+            super::Trigger::Date(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_birthday_fires_at_the_local_time_of_the_contact() {
+        let t = trigger("{ field: birthday, offset: -1d, at: \"10:00\" }");
+        let sh = chrono_tz::Asia::Shanghai;
+        let ny = chrono_tz::America::New_York;
+        let v = json!("1990-06-15");
+        // 10:00 in Shanghai on the 14th is 02:00 UTC.
+        let at = |y, m, d, h, mi| Utc.with_ymd_and_hms(y, m, d, h, mi, 0).unwrap();
+        assert_eq!(t.due(&v, sh, at(2030, 6, 14, 1, 59)), None);
+        let (day, when) = t.due(&v, sh, at(2030, 6, 14, 2, 0)).unwrap();
+        assert_eq!(day.to_string(), "2030-06-14");
+        assert_eq!(when, at(2030, 6, 14, 2, 0));
+        // Still due later that day (a daemon that was down), not a day later.
+        assert!(t.due(&v, sh, at(2030, 6, 15, 1, 0)).is_some());
+        assert_eq!(t.due(&v, sh, at(2030, 6, 15, 2, 1)), None);
+        // In New York it is 10:00 EDT = 14:00 UTC.
+        assert_eq!(t.due(&v, ny, at(2030, 6, 14, 13, 59)), None);
+        assert!(t.due(&v, ny, at(2030, 6, 14, 14, 0)).is_some());
+        // A timestamp is taken on its date in the contact's zone: 1990-06-14T20:00Z
+        // is the 15th in Shanghai.
+        let ts = json!("1990-06-14T20:00:00Z");
+        assert!(t.due(&ts, sh, at(2030, 6, 14, 2, 0)).is_some());
+        // Not a date: never.
+        assert_eq!(t.due(&json!("soon"), sh, at(2030, 6, 14, 2, 0)), None);
+        assert_eq!(t.due(&json!(19900615), sh, at(2030, 6, 14, 2, 0)), None);
+    }
+
+    #[test]
+    fn a_29_february_birthday_falls_on_the_28th_in_common_years() {
+        let t = trigger("{ field: birthday, at: \"09:00\" }");
+        let utc = chrono_tz::UTC;
+        let v = json!("2000-02-29");
+        let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 9, 30, 0).unwrap();
+        assert_eq!(
+            t.due(&v, utc, at(2031, 2, 28)).unwrap().0.to_string(),
+            "2031-02-28"
+        );
+        assert_eq!(t.due(&v, utc, at(2031, 3, 1)), None);
+        assert_eq!(t.due(&v, utc, at(2032, 2, 28)), None);
+        assert_eq!(
+            t.due(&v, utc, at(2032, 2, 29)).unwrap().0.to_string(),
+            "2032-02-29"
+        );
+    }
+
+    #[test]
+    fn once_fires_for_the_date_itself_only() {
+        let t = trigger("{ field: renewal_at, offset: -3d, at: \"10:00\", every: once }");
+        let utc = chrono_tz::UTC;
+        let v = json!("2030-06-20");
+        let at = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 11, 0, 0).unwrap();
+        assert_eq!(
+            t.due(&v, utc, at(2030, 6, 17)).unwrap().0.to_string(),
+            "2030-06-17"
+        );
+        assert_eq!(t.due(&v, utc, at(2031, 6, 17)), None);
+    }
+
+    #[test]
+    fn validate_reads_offsets_and_refuses_mistakes() {
+        for (src, want) in [
+            ("{ field: b, offset: 36h }", "must be whole days"),
+            ("{ field: b, at: \"25:00\" }", "must be a time HH:MM"),
+            ("{ field: b, every: yaer }", "did you mean \"year\"?"),
+            ("{ offset: 1d }", "needs field:"),
+        ] {
+            let (_, d) = crate::workflow::load_str(
+                std::path::Path::new("d.yaml"),
+                &format!("trigger: {{ date: {src} }}\nsteps:\n  - wait: 1d\n"),
+            );
+            let all: String = d
+                .iter()
+                .map(|x| format!("{} {}", x.message, x.suggestion.clone().unwrap_or_default()))
+                .collect();
+            assert!(all.contains(want), "{src}: {all}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use chrono::{NaiveTime, TimeZone, Utc, Weekday};
+
+    fn t(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn a_weekday_window_in_the_contacts_zone() {
+        let w = Window {
+            from: t(10, 0),
+            to: t(12, 0),
+            days: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+            ],
+        };
+        let sh = chrono_tz::Asia::Shanghai;
+        // Friday 2030-06-14 11:59 Shanghai is inside; 12:00 is not.
+        let at = |d, h, m| {
+            sh.with_ymd_and_hms(2030, 6, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert!(w.contains(at(14, 11, 59), sh));
+        assert!(!w.contains(at(14, 12, 0), sh));
+        assert!(w.contains(at(14, 10, 0), sh));
+        // Friday after noon: next opening Monday 10:00.
+        assert_eq!(w.next_open(at(14, 12, 0), sh), at(17, 10, 0));
+        // Saturday: Monday. Monday 09:00: that morning.
+        assert_eq!(w.next_open(at(15, 9, 0), sh), at(17, 10, 0));
+        assert_eq!(w.next_open(at(17, 9, 0), sh), at(17, 10, 0));
+        // The same instant is Friday 22:00 in New York: outside.
+        let ny = chrono_tz::America::New_York;
+        assert!(!w.contains(at(15, 10, 0), ny));
+    }
+
+    #[test]
+    fn send_at_is_the_next_such_local_time() {
+        let sh = chrono_tz::Asia::Shanghai;
+        let at = |d, h, m| {
+            sh.with_ymd_and_hms(2030, 6, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(next_local_time(t(10, 0), at(14, 9, 0), sh), at(14, 10, 0));
+        assert_eq!(next_local_time(t(10, 0), at(14, 10, 0), sh), at(14, 10, 0));
+        assert_eq!(next_local_time(t(10, 0), at(14, 10, 1), sh), at(15, 10, 0));
+        // A DST gap: 02:30 does not exist in New York on 2030-03-10; the hour after.
+        let ny = chrono_tz::America::New_York;
+        let before = ny
+            .with_ymd_and_hms(2030, 3, 10, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let got = next_local_time(t(2, 30), before, ny).with_timezone(&ny);
+        assert_eq!(got.format("%Y-%m-%d %H:%M").to_string(), "2030-03-10 03:30");
     }
 }

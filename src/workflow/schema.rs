@@ -66,6 +66,9 @@ struct WorkflowFile {
     goal: Option<GoalDef>,
     /// Leave the workflow once the goal is reached. Default true.
     exit_on_goal: Option<bool>,
+    /// At most this many of the workflow's messages per period, evenly spaced, in order: `200/h`.
+    #[schemars(regex(pattern = r"^\s*[0-9]+\s*/\s*[smhd]\s*$"))]
+    throttle: Option<String>,
 }
 
 /// A goal: an event (optionally with a test of its properties) or a condition, within a window.
@@ -99,6 +102,30 @@ enum Trigger {
     Schedule(ScheduleTrigger),
     /// A WeCom follow-user of the contact left the company (found on WeCom's unassigned list by `nurture wecom resigned` or the daemon's daily look). Write `staff_left: {}`.
     StaffLeft(Option<Empty>),
+    /// On the date in a contact's date attribute (shifted by `offset`), at `at` in the contact's time zone; every year or once.
+    Date(DateTriggerDef),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DateTriggerDef {
+    /// The date attribute (declare it `date` under fields:), e.g. birthday, renewal_at.
+    field: String,
+    /// Whole days before (-3d) or after (7d) the date. Default 0d.
+    #[schemars(regex(pattern = r"^\s*[+-]?[0-9]+[dw]\s*$"))]
+    offset: Option<String>,
+    /// The local time, HH:MM. Default 09:00.
+    #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
+    at: Option<String>,
+    /// `year` (default: each anniversary; 29 February on the 28th in common years) or `once`.
+    every: Option<DateEvery>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum DateEvery {
+    Year,
+    Once,
 }
 
 #[derive(JsonSchema)]
@@ -196,6 +223,9 @@ struct Send {
     channel: String,
     /// A template name: `templates/NAME.hbs`.
     template: String,
+    /// Send at the next such local time of the contact (HH:MM); the message waits in the outbox.
+    #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
+    at: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -266,11 +296,23 @@ impl JsonSchema for Step {
             "description": "A stable id: running contacts stay at their step by id when the file is edited. Default: the step's position (\"0\", \"3.then.1\")."
         });
         let steps = g.subschema_for::<Vec<Step>>();
+        let hhmm = json_schema!({ "type": "string", "pattern": "^\\s*[0-2][0-9]:[0-5][0-9]\\s*$" });
+        let window = json_schema!({
+            "type": "object",
+            "description": "Run the step only inside this local time window of the contact; outside it, wait for the next opening.",
+            "properties": {
+                "from": hhmm.clone(),
+                "to": hhmm.clone(),
+                "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } }
+            },
+            "required": ["from", "to"],
+            "additionalProperties": false
+        });
         let one = |key: &str, schema: Schema, desc: &str| {
             json_schema!({
                 "type": "object",
                 "description": desc,
-                "properties": { key: schema, "id": id.clone() },
+                "properties": { key: schema, "id": id.clone(), "window": window.clone() },
                 "required": [key],
                 "additionalProperties": false
             })
@@ -299,7 +341,8 @@ impl JsonSchema for Step {
                 "if": cond,
                 "then": steps.clone(),
                 "else": steps,
-                "id": id
+                "id": id,
+                "window": window.clone()
             },
             "required": ["if"],
             "anyOf": [{ "required": ["then"] }, { "required": ["else"] }],
@@ -324,7 +367,8 @@ impl JsonSchema for Step {
                     "oneOf": [{ "required": ["event"] }, { "required": ["condition"] }],
                     "additionalProperties": false
                 },
-                "id": id.clone()
+                "id": id.clone(),
+                "window": window.clone()
             },
             "required": ["wait_until"],
             "additionalProperties": false
@@ -354,7 +398,8 @@ impl JsonSchema for Step {
                     "required": ["arms"],
                     "additionalProperties": false
                 },
-                "id": id.clone()
+                "id": id.clone(),
+                "window": window.clone()
             },
             "required": ["split"],
             "additionalProperties": false

@@ -11,7 +11,8 @@ pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
 /// The quick start's workflows as loaded: the files, then the built-in
 /// welcome of each contact-way code.
-pub const WORKFLOWS: [&str; 10] = [
+pub const WORKFLOWS: [&str; 11] = [
+    "birthday",
     "cart-recovery",
     "douyin-followup",
     "monthly-newsletter",

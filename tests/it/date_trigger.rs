@@ -1,0 +1,131 @@
+//! Date triggers (issue 14, item 2): `date: { field, offset, at, every }`
+//! fires for each contact on its date at `at` in the contact's time zone,
+//! once per occurrence; `dry-run --until` shows when; the daemon does it.
+//! The real binary, the real store.
+
+use crate::support;
+
+use std::time::Duration;
+
+use chrono::{Timelike, Utc};
+use serde_json::Value;
+
+use support::daemon::{Daemon, Project};
+use support::receiver::{Receiver, Reply, script};
+
+fn project(rx: &Receiver, at: &str) -> Project {
+    let p = Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{}\", secret_env: HOOK_SECRET }}\nfields:\n  birthday: date\n",
+        rx.url("/hook")
+    ));
+    p.write(
+        "workflows/birthday.yaml",
+        &format!(
+            "name: birthday\ntrigger: {{ date: {{ field: birthday, offset: -1d, at: \"{at}\" }} }}\nsteps:\n  - id: wish\n    send: {{ channel: hook, template: wish }}\n"
+        ),
+    )
+    .write("templates/wish.hbs", "happy birthday tomorrow {{contact.name}}");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_shows_each_birthday_at_the_contacts_local_time() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = project(&rx, "10:00");
+    p.write(
+        "contacts.csv",
+        "id,name,birthday,timezone\nsh,Ada,1990-06-15,\nny,Bo,1985-06-15,America/New_York\nleap,Cy,2000-02-29,\nnone,Di,,\n",
+    );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2030-06-13T00:00:00+08:00",
+        "--until",
+        "3d",
+        "--format",
+        "jsonl",
+    ]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sends: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "send")
+        .map(|r| {
+            (
+                r["contact_id"].as_str().unwrap().to_string(),
+                r["at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // 10:00 on the 14th where each contact lives (the first 15-minute check
+    // at or after it), once.
+    assert_eq!(
+        sends,
+        vec![
+            ("sh".to_string(), "2030-06-14T10:00:00+08:00".to_string()),
+            ("ny".to_string(), "2030-06-14T10:00:00-04:00".to_string()),
+        ],
+        "{out}"
+    );
+    // 29 February: the 27th in a common year (the 28th, minus a day).
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2031-02-26T00:00:00+08:00",
+        "--until",
+        "3d",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(
+        out.contains("\"contact_id\":\"leap\"") && out.contains("2031-02-27T10:00:00+08:00"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_wishes_once_when_the_day_comes() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    // A birthday tomorrow, "at" a minute ago in Shanghai: due now.
+    let sh = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai) - chrono::TimeDelta::minutes(1);
+    let at = format!("{:02}:{:02}", sh.hour(), sh.minute());
+    let birthday = (sh.date_naive() + chrono::TimeDelta::days(1))
+        .format("1995-%m-%d")
+        .to_string();
+    let p = project(&rx, &at);
+    p.write(
+        "contacts.csv",
+        &format!("id,name,birthday\nc1,Ada,{birthday}\nc2,Bo,1995-01-01\n"),
+    );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["birthday"]);
+    // (running_since_epoch records a check taken long ago: the current
+    // one runs, it is not the first sight.)
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    assert!(d.wait(Duration::from_secs(30)).success(), "{}", p.log());
+    let got = rx.requests();
+    assert_eq!(got.len(), 1, "{}", p.log());
+    assert_eq!(got[0].json()["body"], "happy birthday tomorrow Ada");
+    let key = p.rows("SELECT entry_key FROM enrollments").await;
+    assert!(
+        key[0]["entry_key"].as_str().unwrap().starts_with("date:"),
+        "{key:?}"
+    );
+    // The check runs again (as the next one would): the occurrence is taken.
+    p.exec("DELETE FROM cron_ticks WHERE tick_at > 0").await;
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    assert!(d.wait(Duration::from_secs(30)).success());
+    assert_eq!(p.log().matches("cron tick").count(), 2, "{}", p.log());
+    assert_eq!(rx.count(), 1);
+}

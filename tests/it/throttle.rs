@@ -1,0 +1,80 @@
+//! `throttle: N/PERIOD` on a workflow (issue 14, item 7, the workflow
+//! throttle): a big enrollment's messages go out evenly spaced, in plan
+//! order, the same in the dry-run and the daemon. The real binary, the
+//! real store.
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use support::daemon::{Daemon, Project};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_workflow_spaces_its_messages() {
+    let p =
+        Project::new("timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log, address: phone }\n");
+    p.write(
+        "workflows/t.yaml",
+        "name: t\ntrigger: { contact_created: {} }\nthrottle: 2/h\nsteps:\n  - id: hi\n    send: { channel: sms, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "hi {{contact.name}}")
+    .write(
+        "contacts.csv",
+        "id,name,phone\nc1,A,+8613000000001\nc2,B,+8613000000002\nc3,C,+8613000000003\nc4,D,+8613000000004\n",
+    );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["t"]);
+    let out = p.ok(&["dry-run", "--format", "jsonl"]);
+    let planned: Vec<(String, chrono::DateTime<chrono::FixedOffset>)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .map(|r| {
+            (
+                r["contact_id"].as_str().unwrap().to_string(),
+                chrono::DateTime::parse_from_rfc3339(r["at"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let gaps = |v: &[i64]| v.windows(2).map(|w| w[1] - w[0]).collect::<Vec<i64>>();
+    let secs: Vec<i64> = planned.iter().map(|(_, t)| t.timestamp()).collect();
+    assert_eq!(gaps(&secs), vec![1800, 1800, 1800], "{out}");
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    assert!(d.wait(Duration::from_secs(30)).success(), "{}", p.log());
+    let rows = p
+        .rows("SELECT contact_id, not_before FROM outbox ORDER BY not_before")
+        .await;
+    let order: Vec<String> = rows
+        .iter()
+        .map(|r| r["contact_id"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = planned.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(order, want);
+    let ms: Vec<i64> = rows
+        .iter()
+        .map(|r| r["not_before"].as_i64().unwrap() / 1000)
+        .collect();
+    assert_eq!(gaps(&ms), vec![1800, 1800, 1800]);
+    // The next message continues after the last one queued, not from now.
+    p.ok(&[
+        "contacts",
+        "add",
+        "c5",
+        "--name",
+        "E",
+        "--phone",
+        "+8613000000005",
+    ]);
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    assert!(d.wait(Duration::from_secs(30)).success());
+    let last = p
+        .rows("SELECT not_before FROM outbox WHERE contact_id = 'c5'")
+        .await;
+    assert_eq!(last[0]["not_before"].as_i64().unwrap() / 1000 - ms[3], 1800);
+}
