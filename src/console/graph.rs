@@ -252,7 +252,7 @@ fn trigger(t: &Trigger) -> String {
         Trigger::StaffLeft => "staff left (WeCom)".into(),
         Trigger::Date(d) => format!(
             "date {} {:+}d at {} ({})",
-            d.field.value,
+            d.calendar.as_deref().unwrap_or(&d.field.value),
             d.offset_days,
             d.at.format("%H:%M"),
             if d.every_year { "every year" } else { "once" }

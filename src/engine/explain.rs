@@ -152,7 +152,7 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 out,
                 "  {} trigger date {} {:+}d at {} ({}): {}",
                 mark(due.is_some()),
-                d.field.value,
+                d.calendar.as_deref().unwrap_or(&d.field.value),
                 d.offset_days,
                 d.at.format("%H:%M"),
                 if d.every_year { "every year" } else { "once" },

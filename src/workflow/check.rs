@@ -341,6 +341,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
         check_event_name(cx, file, name, out);
     }
     if let Trigger::Date(d) = &wf.trigger
+        && d.calendar.is_none()
         && check_field_name(cx, file, &d.field, out)
     {
         match s.fields.get(&d.field.value) {

@@ -95,7 +95,11 @@ pub enum Trigger {
 
 #[derive(Debug, Clone)]
 pub struct DateTrigger {
+    /// The date attribute (unused with `calendar`).
     pub field: Located<String>,
+    /// `schedule: { on: 春节 }`: a day of the named calendar
+    /// (`crate::calendar`) instead of an attribute, every year.
+    pub calendar: Option<String>,
     /// Whole days before (negative) or after the date.
     pub offset_days: i64,
     pub at: chrono::NaiveTime,
@@ -120,7 +124,7 @@ impl DateTrigger {
         tz: chrono_tz::Tz,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
-        use chrono::{Datelike, TimeZone};
+        use chrono::Datelike;
         let text = value.as_str()?.trim();
         let base = match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
             Ok(d) => d,
@@ -128,17 +132,6 @@ impl DateTrigger {
                 .ok()?
                 .with_timezone(&tz)
                 .date_naive(),
-        };
-        let moment = |d: chrono::NaiveDate| {
-            let local = d.and_time(self.at);
-            tz.from_local_datetime(&local)
-                .earliest()
-                // In a DST gap: the hour after.
-                .or_else(|| {
-                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
-                        .earliest()
-                })
-                .map(|t| t.with_timezone(&chrono::Utc))
         };
         let shift = chrono::TimeDelta::days(self.offset_days);
         let candidates: Vec<chrono::NaiveDate> = if self.every_year {
@@ -152,6 +145,43 @@ impl DateTrigger {
                 .collect()
         } else {
             vec![base + shift]
+        };
+        self.first_due(candidates, tz, now)
+    }
+
+    /// The occurrence due for a calendar day (`schedule: { on: 春节 }`).
+    pub fn due_on_calendar(
+        &self,
+        name: &str,
+        tz: chrono_tz::Tz,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
+        use chrono::Datelike;
+        let y = now.with_timezone(&tz).year();
+        let shift = chrono::TimeDelta::days(self.offset_days);
+        let candidates = (y - 1..=y + 1)
+            .filter_map(|y| crate::calendar::date_of(name, y))
+            .map(|d| d + shift)
+            .collect();
+        self.first_due(candidates, tz, now)
+    }
+
+    fn first_due(
+        &self,
+        candidates: Vec<chrono::NaiveDate>,
+        tz: chrono_tz::Tz,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
+        use chrono::TimeZone;
+        let moment = |d: chrono::NaiveDate| {
+            let local = d.and_time(self.at);
+            tz.from_local_datetime(&local)
+                .earliest()
+                .or_else(|| {
+                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                        .earliest()
+                })
+                .map(|t| t.with_timezone(&chrono::Utc))
         };
         candidates.into_iter().find_map(|d| {
             let m = moment(d)?;

@@ -160,7 +160,50 @@ struct EventTrigger {
 #[serde(deny_unknown_fields)]
 struct ScheduleTrigger {
     /// Cron expression (5 fields: minute hour day month weekday), e.g. `0 9 * * 1`.
-    cron: CronStr,
+    cron: Option<CronStr>,
+    /// Instead of cron: a day of the named calendar, every year, in each contact's time zone.
+    on: Option<CalendarDay>,
+    /// With `on`: whole days before (-7d) or after the day.
+    #[schemars(regex(pattern = r"^\s*[+-]?[0-9]+[dw]\s*$"))]
+    offset: Option<String>,
+    /// With `on`: the local time, HH:MM (default 09:00).
+    #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
+    at: Option<String>,
+}
+
+/// A day of the Chinese holiday and shopping calendar (2020–2040).
+#[derive(JsonSchema)]
+enum CalendarDay {
+    #[serde(rename = "春节")]
+    SpringFestival,
+    #[serde(rename = "元宵")]
+    Lantern,
+    #[serde(rename = "端午")]
+    DragonBoat,
+    #[serde(rename = "中秋")]
+    MidAutumn,
+    #[serde(rename = "国庆")]
+    NationalDay,
+    #[serde(rename = "618")]
+    Day618,
+    #[serde(rename = "双11")]
+    Double11,
+    #[serde(rename = "双12")]
+    Double12,
+    #[serde(rename = "spring_festival")]
+    SpringFestivalEn,
+    #[serde(rename = "lantern_festival")]
+    LanternEn,
+    #[serde(rename = "dragon_boat")]
+    DragonBoatEn,
+    #[serde(rename = "mid_autumn")]
+    MidAutumnEn,
+    #[serde(rename = "national_day")]
+    NationalDayEn,
+    #[serde(rename = "double_11")]
+    Double11En,
+    #[serde(rename = "double_12")]
+    Double12En,
 }
 
 struct DurationStr;

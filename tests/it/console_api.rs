@@ -56,7 +56,7 @@ async fn the_console_api_on_the_quick_start() {
         .map(|w| w["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, support::console::WORKFLOWS);
-    let welcome = &list["workflows"][7];
+    let welcome = &list["workflows"][8];
     assert_eq!(welcome["state"], "loaded");
     assert!(
         welcome["counts"]["enrolled"].as_i64().unwrap() > 0,

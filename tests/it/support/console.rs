@@ -9,12 +9,13 @@ use super::daemon::{Daemon, Project};
 /// The read-only console token the quick-start project names.
 pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
-pub const WORKFLOWS: [&str; 9] = [
+pub const WORKFLOWS: [&str; 10] = [
     "birthday",
     "cart-recovery",
     "monthly-newsletter",
     "purchase-followup",
     "reactivation-ab",
+    "spring-festival",
     "trial-nurture",
     "vip-upgrade",
     "welcome-wecom",
