@@ -306,6 +306,15 @@ fn describe(s: &Step) -> (&'static str, String, String) {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
+        StepAction::Webhook(w) => (
+            "webhook",
+            format!("webhook {}", w.channel.value),
+            w.body
+                .iter()
+                .map(|(k, _)| k.value.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         StepAction::Notify(n) => (
             "notify",
             format!("notify on {}", n.channel.value),

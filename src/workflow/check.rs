@@ -459,6 +459,28 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
             // The event's name and its where: are checked as an event condition's.
             StepAction::WaitUntil(w) => check_condition(cx, file, w.until.condition(), out),
             StepAction::Split(_) => {}
+            StepAction::Webhook(w) => {
+                check_channel(file, &w.channel, &channels, out);
+                if let Some(ch) = s.channels.get(&w.channel.value)
+                    && !matches!(
+                        ch.kind,
+                        crate::settings::ChannelKind::Webhook | crate::settings::ChannelKind::Log
+                    )
+                {
+                    out.push(
+                        Diagnostic::new(
+                            file,
+                            w.channel.pos,
+                            format!(
+                                "channel \"{}\" is kind {}; a webhook step posts to a webhook channel",
+                                w.channel.value,
+                                ch.kind.name()
+                            ),
+                        )
+                        .with_suggestion("add one: channels: { crm_hook: { kind: webhook, url: ..., secret_env: ... } } (kind: log previews it)"),
+                    );
+                }
+            }
             StepAction::Notify(n) => {
                 check_channel(file, &n.channel, &channels, out);
                 check_notice(cx, file, n, out);

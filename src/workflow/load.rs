@@ -43,6 +43,7 @@ pub const STEP_KINDS: &[&str] = &[
     "split",
     "set",
     "notify",
+    "webhook",
 ];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
 /// `check:` of an `inactive` trigger when none is written: hourly.
@@ -511,6 +512,18 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         "wait_until" => read_wait_until(r, v, &id)?,
         "split" => read_split(r, v, &id)?,
         "set" => read_set(r, v)?,
+        "webhook" => {
+            let wf_ = r.fields(v, "a webhook step", &["channel", "body"])?;
+            let channel = required_located(r, &wf_, v, "channel", "a webhook step")?;
+            let body = match wf_.get("body") {
+                Some(b) => match read_set(r, b)? {
+                    StepAction::Set(s) => s.values,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            StepAction::Webhook(WebhookStep { channel, body })
+        }
         "notify" => StepAction::Notify(read_notify(r, v)?),
         "if" => {
             let condition = parse_condition(r, v);

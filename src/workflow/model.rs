@@ -325,6 +325,18 @@ pub enum StepAction {
     Set(SetStep),
     /// Tell the contact's salesperson (the owner), without reassigning.
     Notify(Notify),
+    /// Call an HTTP endpoint (a webhook channel) with a JSON body.
+    Webhook(WebhookStep),
+}
+
+/// `webhook: { channel: crm_hook, body: { id: "{{contact.id}}", plan: gold } }`:
+/// one signed POST of `body` (values as in `set:`, templates rendered) to
+/// the channel's URL, through the outbox: the delivery layer's retries,
+/// rate limit and idempotency key.
+#[derive(Debug, Clone)]
+pub struct WebhookStep {
+    pub channel: Located<String>,
+    pub body: Vec<(Located<String>, SetValue)>,
 }
 
 impl StepAction {
@@ -359,6 +371,7 @@ impl StepAction {
             StepAction::Split(_) => "split",
             StepAction::Set(_) => "set",
             StepAction::Notify(_) => "notify",
+            StepAction::Webhook(_) => "webhook",
         }
     }
 }

@@ -466,7 +466,24 @@ impl JsonSchema for Step {
             }),
             "Tell the contact's salesperson with a notice template, without reassigning.",
         );
-        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split, set, notify] })
+        let webhook = one(
+            "webhook",
+            json_schema!({
+                "type": "object",
+                "properties": {
+                    "channel": { "type": "string", "description": "A webhook channel from nurture.yaml (its URL, secret, retries and rate limit)." },
+                    "body": {
+                        "type": "object",
+                        "additionalProperties": { "type": ["string", "number", "boolean", "null"] },
+                        "description": "The JSON body: a string with {{ is a template (contact, owner, event)."
+                    }
+                },
+                "required": ["channel"],
+                "additionalProperties": false
+            }),
+            "Call an HTTP endpoint with a JSON body, through the outbox (retries, idempotency key).",
+        );
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split, set, notify, webhook] })
     }
 }
 
