@@ -396,6 +396,10 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["completions"],
         &["graph"],
         &["console"],
+        &["report"],
+        &["segments"],
+        &["segments", "count"],
+        &["segments", "list"],
     ];
     let help = |args: &[&str]| {
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))
