@@ -691,7 +691,7 @@ fn local_time(r: &mut Reader, n: &Node, what: &str) -> Option<chrono::NaiveTime>
 
 /// `window: { from: "10:00", to: "12:00", days: [mon, tue, ...] }`.
 fn read_window(r: &mut Reader, n: &Node) -> Option<Window> {
-    let f = r.fields(n, "a window", &["from", "to", "days"])?;
+    let f = r.fields(n, "a window", &["from", "to", "days", "on"])?;
     let (Some(fr), Some(to)) = (f.get("from"), f.get("to")) else {
         r.push(
             Diagnostic::new(r.file, n.pos, "a window needs from: and to:").with_suggestion(
@@ -740,10 +740,32 @@ fn read_window(r: &mut Reader, n: &Node) -> Option<Window> {
             }
         }
     }
+    let mut on = Vec::new();
+    if let Some(on_node) = f.get("on") {
+        for it in r.seq(on_node, "on")? {
+            let Some(name) = r.string(it, "a calendar day") else {
+                continue;
+            };
+            if crate::calendar::is_day(&name) {
+                on.push(name);
+            } else {
+                r.push(
+                    Diagnostic::new(r.file, it.pos, format!("no calendar day \"{name}\""))
+                        .did_you_mean(
+                            &name,
+                            crate::calendar::NAMES
+                                .iter()
+                                .flat_map(|(zh, en)| [*zh, *en]),
+                        ),
+                );
+            }
+        }
+    }
     Some(Window {
         from,
         to: to_t,
         days,
+        on,
     })
 }
 

@@ -252,19 +252,26 @@ pub struct Window {
     pub from: chrono::NaiveTime,
     pub to: chrono::NaiveTime,
     pub days: Vec<chrono::Weekday>,
+    /// `on: [双11, 618]`: only on these days of the named calendar.
+    pub on: Vec<String>,
 }
 
 impl Window {
-    fn day_ok(&self, d: chrono::Weekday) -> bool {
-        self.days.is_empty() || self.days.contains(&d)
+    fn date_ok(&self, d: chrono::NaiveDate) -> bool {
+        use chrono::Datelike;
+        (self.days.is_empty() || self.days.contains(&d.weekday()))
+            && (self.on.is_empty()
+                || self
+                    .on
+                    .iter()
+                    .any(|n| crate::calendar::date_of(n, d.year()) == Some(d)))
     }
 
     /// Whether `at` is inside the window in `tz` (from inclusive, to exclusive).
     pub fn contains(&self, at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> bool {
-        use chrono::Datelike;
         let l = at.with_timezone(&tz);
         let t = l.time();
-        self.day_ok(l.weekday()) && t >= self.from && t < self.to
+        self.date_ok(l.date_naive()) && t >= self.from && t < self.to
     }
 
     /// The next opening of the window after `at`, in `tz`.
@@ -273,11 +280,13 @@ impl Window {
         at: chrono::DateTime<chrono::Utc>,
         tz: chrono_tz::Tz,
     ) -> chrono::DateTime<chrono::Utc> {
-        use chrono::{Datelike, TimeZone};
+        use chrono::TimeZone;
         let today = at.with_timezone(&tz).date_naive();
-        for k in 0..8 {
+        // A week finds a weekday; a calendar day may be a year away.
+        let horizon = if self.on.is_empty() { 8 } else { 400 };
+        for k in 0..horizon {
             let d = today + chrono::TimeDelta::days(k);
-            if !self.day_ok(d.weekday()) {
+            if !self.date_ok(d) {
                 continue;
             }
             let local = d.and_time(self.from);
@@ -295,7 +304,7 @@ impl Window {
                 return o;
             }
         }
-        at + chrono::TimeDelta::days(7)
+        at + chrono::TimeDelta::days(horizon)
     }
 }
 
@@ -309,6 +318,7 @@ pub fn next_local_time(
         from: t,
         to: t,
         days: vec![],
+        on: vec![],
     }
     .next_open(at - chrono::TimeDelta::milliseconds(1), tz)
 }
@@ -910,6 +920,7 @@ mod window_tests {
                 Weekday::Thu,
                 Weekday::Fri,
             ],
+            on: vec![],
         };
         let sh = chrono_tz::Asia::Shanghai;
         // Friday 2030-06-14 11:59 Shanghai is inside; 12:00 is not.
@@ -929,6 +940,30 @@ mod window_tests {
         // The same instant is Friday 22:00 in New York: outside.
         let ny = chrono_tz::America::New_York;
         assert!(!w.contains(at(15, 10, 0), ny));
+    }
+
+    #[test]
+    fn a_window_on_calendar_days() {
+        let w = Window {
+            from: t(10, 0),
+            to: t(22, 0),
+            days: vec![],
+            on: vec!["双11".into(), "618".into()],
+        };
+        let sh = chrono_tz::Asia::Shanghai;
+        let at = |m, d, h| {
+            sh.with_ymd_and_hms(2030, m, d, h, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert!(w.contains(at(11, 11, 12), sh));
+        assert!(!w.contains(at(11, 12, 12), sh));
+        assert_eq!(w.next_open(at(7, 1, 9), sh), at(11, 11, 10));
+        let next_618 = sh
+            .with_ymd_and_hms(2031, 6, 18, 10, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(w.next_open(at(11, 11, 23), sh), next_618);
     }
 
     #[test]

@@ -339,7 +339,8 @@ impl JsonSchema for Step {
             "properties": {
                 "from": hhmm.clone(),
                 "to": hhmm.clone(),
-                "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } }
+                "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } },
+                "on": { "type": "array", "items": { "type": "string" }, "description": "Only on these days of the calendar: 春节, 元宵, 端午, 中秋, 国庆, 618, 双11, 双12." }
             },
             "required": ["from", "to"],
             "additionalProperties": false
