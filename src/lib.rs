@@ -7,6 +7,7 @@
 pub mod api;
 pub mod assign;
 pub mod audience;
+pub mod calendar;
 pub mod channels;
 pub mod cli;
 pub mod console;

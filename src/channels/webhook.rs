@@ -105,15 +105,23 @@ impl WebhookChannel {
     }
 
     async fn deliver(&self, msg: &OutMessage) -> Exchange {
-        let body = match serde_json::to_vec(&Payload {
-            message_id: &msg.id,
-            workflow: &msg.workflow,
-            contact_id: &msg.contact_id,
-            to: &msg.to,
-            subject: msg.subject.as_deref(),
-            body: &msg.body,
-            contact: &msg.contact,
-        }) {
+        // A workflow's `webhook:` step posts its own JSON body; a message
+        // posts the envelope.
+        let own = (msg.payload.get("kind").and_then(|k| k.as_str()) == Some("webhook"))
+            .then(|| msg.payload.get("body").cloned().unwrap_or_default());
+        let encoded = match &own {
+            Some(b) => serde_json::to_vec(b),
+            None => serde_json::to_vec(&Payload {
+                message_id: &msg.id,
+                workflow: &msg.workflow,
+                contact_id: &msg.contact_id,
+                to: &msg.to,
+                subject: msg.subject.as_deref(),
+                body: &msg.body,
+                contact: &msg.contact,
+            }),
+        };
+        let body = match encoded {
             Ok(b) => b,
             Err(e) => {
                 return Delivery::Permanent {

@@ -588,6 +588,7 @@ impl Sink for TableSink {
                         .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
                 Action::Split { arm } => format!("arm {arm}"),
+                Action::Webhook { channel, body } => format!("POST {channel}: {body}"),
                 Action::Set { values } => values
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))

@@ -138,7 +138,7 @@ pub enum Command {
         subcommand,
         after_help = "Examples:
   nurture segments count
-  nurture segments count vip-shanghai
+  nurture segments count reachable-by-phone
   nurture segments list"
     )]
     Segments(segments::SegmentsCommand),

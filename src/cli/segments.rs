@@ -16,11 +16,16 @@ use crate::store::Store;
 #[derive(Subcommand, Debug)]
 pub enum SegmentsCommand {
     /// Count the contacts in every segment, or in NAME.
+    #[command(after_help = "Examples:
+  nurture segments count
+  nurture segments count reachable-by-phone")]
     Count {
         /// A segment's name (its file is segments/NAME.yaml).
         name: Option<String>,
     },
     /// The segments, with their descriptions and files.
+    #[command(after_help = "Examples:
+  nurture segments list")]
     List,
 }
 

@@ -252,7 +252,7 @@ fn trigger(t: &Trigger) -> String {
         Trigger::StaffLeft => "staff left (WeCom)".into(),
         Trigger::Date(d) => format!(
             "date {} {:+}d at {} ({})",
-            d.field.value,
+            d.calendar.as_deref().unwrap_or(&d.field.value),
             d.offset_days,
             d.at.format("%H:%M"),
             if d.every_year { "every year" } else { "once" }
@@ -303,6 +303,15 @@ fn describe(s: &Step) -> (&'static str, String, String) {
                     crate::workflow::SetValue::Literal(x) => format!("{}={x}", k.value),
                     crate::workflow::SetValue::Template(t) => format!("{}={t}", k.value),
                 })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        StepAction::Webhook(w) => (
+            "webhook",
+            format!("webhook {}", w.channel.value),
+            w.body
+                .iter()
+                .map(|(k, _)| k.value.clone())
                 .collect::<Vec<_>>()
                 .join(", "),
         ),

@@ -335,6 +335,21 @@ async fn effects(
             .context("setting attributes")?;
             Ok(0)
         }
+        Action::Webhook { channel, body } => {
+            let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
+            let text = serde_json::to_string(body).expect("JSON serialises");
+            let msg = Queued {
+                id: &id,
+                channel,
+                to: &d.contact_id,
+                subject: None,
+                body: &text,
+                // The webhook channel posts `body` as it is instead of its envelope.
+                payload: serde_json::json!({ "kind": "webhook", "body": body }),
+                at: now,
+            };
+            queue(tx, d, enrollment_id, &s.step, msg, now).await
+        }
         Action::Notify {
             salesperson,
             channel,
@@ -641,6 +656,7 @@ fn detail(s: &PlannedStep) -> Option<String> {
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::WaitEnded { why, .. } => Some(why.clone()),
         Action::Split { arm } => Some(arm.clone()),
+        Action::Webhook { channel, .. } => Some(format!("{channel} ← POST")),
         Action::Set { values } => Some(serde_json::to_string(values).expect("a JSON map")),
         Action::Notify {
             salesperson,

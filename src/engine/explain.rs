@@ -152,7 +152,7 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
                 out,
                 "  {} trigger date {} {:+}d at {} ({}): {}",
                 mark(due.is_some()),
-                d.field.value,
+                d.calendar.as_deref().unwrap_or(&d.field.value),
                 d.offset_days,
                 d.at.format("%H:%M"),
                 if d.every_year { "every year" } else { "once" },
@@ -407,6 +407,7 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
         Split { arm } => format!("split: arm {arm}"),
+        Webhook { channel, body } => format!("webhook {channel}: {body}"),
         Set { values } => format!(
             "set {}",
             values

@@ -140,6 +140,11 @@ pub enum Action {
         channel: String,
         body: Result<String, String>,
     },
+    /// A webhook step's call: its JSON body.
+    Webhook {
+        channel: String,
+        body: serde_json::Value,
+    },
     WaitEnded {
         met: bool,
         /// What ended it, for people: "event purchase at …", "timeout 3d".
@@ -164,6 +169,7 @@ impl Action {
             Action::Split { .. } => "split",
             Action::Set { .. } => "set",
             Action::Notify { .. } => "notify",
+            Action::Webhook { .. } => "webhook",
             Action::Exit { .. } => "exit",
             Action::Skip { .. } => "skip",
         }
@@ -714,6 +720,21 @@ impl<'a> Planner<'a> {
                     };
                     steps.push(row(step, action));
                 }
+                StepAction::Webhook(wh) => {
+                    let st = crate::workflow::SetStep {
+                        values: wh.body.clone(),
+                    };
+                    let action = match self.set_values(wf, c, &st, trigger) {
+                        Ok(values) => Action::Webhook {
+                            channel: wh.channel.value.clone(),
+                            body: serde_json::Value::Object(values.into_iter().collect()),
+                        },
+                        Err(e) => Action::Skip {
+                            reason: Reason::TemplateError(e),
+                        },
+                    };
+                    steps.push(row(step, action));
+                }
                 StepAction::Notify(_) if wf.held_out(&c.id) => {
                     steps.push(row(
                         step,
@@ -1011,6 +1032,9 @@ pub struct RowJson<'a> {
     /// The attributes a `set:` step changes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub set: Option<&'a std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The JSON body a `webhook:` step posts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<&'a serde_json::Value>,
 }
 
 impl PlannedStep {
@@ -1037,6 +1061,7 @@ impl PlannedStep {
             branch: None,
             arm: None,
             set: None,
+            payload: None,
         };
         match &self.action {
             Action::Send {
@@ -1077,6 +1102,10 @@ impl PlannedStep {
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Split { arm } => r.arm = Some(arm),
             Action::Set { values } => r.set = Some(values),
+            Action::Webhook { channel, body } => {
+                r.channel = Some(channel);
+                r.payload = Some(body);
+            }
             Action::Notify {
                 salesperson,
                 channel,

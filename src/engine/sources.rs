@@ -310,15 +310,18 @@ pub fn scan_filter(
             // The attribute is set; the date itself is decided in Rust, in
             // the contact's time zone (`date_due`). An occurrence taken in
             // the last two days is not taken again.
-            compile(
-                &Condition::Field {
-                    field: d.field.clone(),
-                    test: crate::audience::FieldTest::Exists(true),
-                },
-                at,
-                &mut sql,
-            )?;
-            sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
+            if d.calendar.is_none() {
+                compile(
+                    &Condition::Field {
+                        field: d.field.clone(),
+                        test: crate::audience::FieldTest::Exists(true),
+                    },
+                    at,
+                    &mut sql,
+                )?;
+                sql.push(" AND ");
+            }
+            sql.push("NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
             sql.bind(Bind::Text(wf.name.clone()));
             sql.push(" AND e.entry_key LIKE 'date:%' AND e.started_at > ");
             sql.bind(Bind::Int(ms(at - chrono::TimeDelta::days(2))));
@@ -587,8 +590,11 @@ pub fn date_due(
         .as_deref()
         .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
         .unwrap_or(default_tz);
-    d.due(c.attrs.get(&d.field.value)?, tz, at)
-        .map(|(date, _)| date)
+    match &d.calendar {
+        Some(day) => d.due_on_calendar(day, tz, at),
+        None => d.due(c.attrs.get(&d.field.value)?, tz, at),
+    }
+    .map(|(date, _)| date)
 }
 
 /// Whether the contact is in the workflow's audience and not already at its goal.

@@ -322,6 +322,7 @@ pub async fn recent_messages(
         sql.push_str(&format!(
             ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') \
              AND payload NOT LIKE '%\"kind\":\"notice\"%' AND payload NOT LIKE '%\"kind\":\"transfer\"%' \
+             AND payload NOT LIKE '%\"kind\":\"webhook\"%' \
              GROUP BY contact_id",
             chunk.len() + 1
         ));

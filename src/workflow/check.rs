@@ -436,6 +436,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
         check_event_name(cx, file, name, out);
     }
     if let Trigger::Date(d) = &wf.trigger
+        && d.calendar.is_none()
         && check_field_name(cx, file, &d.field, out)
     {
         match s.fields.get(&d.field.value) {
@@ -560,6 +561,28 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
             // The event's name and its where: are checked as an event condition's.
             StepAction::WaitUntil(w) => check_condition(cx, file, w.until.condition(), out),
             StepAction::Split(_) => {}
+            StepAction::Webhook(w) => {
+                check_channel(file, &w.channel, &channels, out);
+                if let Some(ch) = s.channels.get(&w.channel.value)
+                    && !matches!(
+                        ch.kind,
+                        crate::settings::ChannelKind::Webhook | crate::settings::ChannelKind::Log
+                    )
+                {
+                    out.push(
+                        Diagnostic::new(
+                            file,
+                            w.channel.pos,
+                            format!(
+                                "channel \"{}\" is kind {}; a webhook step posts to a webhook channel",
+                                w.channel.value,
+                                ch.kind.name()
+                            ),
+                        )
+                        .with_suggestion("add one: channels: { crm_hook: { kind: webhook, url: ..., secret_env: ... } } (kind: log previews it)"),
+                    );
+                }
+            }
             StepAction::Notify(n) => {
                 check_channel(file, &n.channel, &channels, out);
                 check_notice(cx, file, n, out);

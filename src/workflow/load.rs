@@ -43,6 +43,7 @@ pub const STEP_KINDS: &[&str] = &[
     "split",
     "set",
     "notify",
+    "webhook",
 ];
 pub const STRATEGIES: &[&str] = &["round_robin", "least_loaded", "by_field"];
 /// `check:` of an `inactive` trigger when none is written: hourly.
@@ -365,7 +366,10 @@ fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
             })
         }
         "schedule" => {
-            let f = r.fields(v, "schedule", &["cron"])?;
+            let f = r.fields(v, "schedule", &["cron", "on", "offset", "at"])?;
+            if let Some(on) = f.get("on") {
+                return read_calendar_schedule(r, &f, on);
+            }
             let Some(n) = f.get("cron") else {
                 if f.misspelt("cron") {
                     return None;
@@ -519,6 +523,18 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         "wait_until" => read_wait_until(r, v, &id)?,
         "split" => read_split(r, v, &id)?,
         "set" => read_set(r, v)?,
+        "webhook" => {
+            let wf_ = r.fields(v, "a webhook step", &["channel", "body"])?;
+            let channel = required_located(r, &wf_, v, "channel", "a webhook step")?;
+            let body = match wf_.get("body") {
+                Some(b) => match read_set(r, b)? {
+                    StepAction::Set(s) => s.values,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            StepAction::Webhook(WebhookStep { channel, body })
+        }
         "notify" => StepAction::Notify(read_notify(r, v)?),
         "if" => {
             let condition = parse_condition(r, v);
@@ -686,7 +702,7 @@ fn local_time(r: &mut Reader, n: &Node, what: &str) -> Option<chrono::NaiveTime>
 
 /// `window: { from: "10:00", to: "12:00", days: [mon, tue, ...] }`.
 fn read_window(r: &mut Reader, n: &Node) -> Option<Window> {
-    let f = r.fields(n, "a window", &["from", "to", "days"])?;
+    let f = r.fields(n, "a window", &["from", "to", "days", "on"])?;
     let (Some(fr), Some(to)) = (f.get("from"), f.get("to")) else {
         r.push(
             Diagnostic::new(r.file, n.pos, "a window needs from: and to:").with_suggestion(
@@ -735,11 +751,110 @@ fn read_window(r: &mut Reader, n: &Node) -> Option<Window> {
             }
         }
     }
+    let mut on = Vec::new();
+    if let Some(on_node) = f.get("on") {
+        for it in r.seq(on_node, "on")? {
+            let Some(name) = r.string(it, "a calendar day") else {
+                continue;
+            };
+            if crate::calendar::is_day(&name) {
+                on.push(name);
+            } else {
+                r.push(
+                    Diagnostic::new(r.file, it.pos, format!("no calendar day \"{name}\""))
+                        .did_you_mean(
+                            &name,
+                            crate::calendar::NAMES
+                                .iter()
+                                .flat_map(|(zh, en)| [*zh, *en]),
+                        ),
+                );
+            }
+        }
+    }
     Some(Window {
         from,
         to: to_t,
         days,
+        on,
     })
+}
+
+/// `schedule: { on: 春节, offset: -7d, at: "10:00" }`: a day of the named
+/// calendar each year, in each contact's time zone.
+fn read_calendar_schedule(r: &mut Reader, f: &Fields, on: &Node) -> Option<Trigger> {
+    if let Some(c) = f.get("cron") {
+        r.error(c.pos, "a schedule is on: a calendar day or cron:, not both");
+        return None;
+    }
+    let name = r.string(on, "on")?;
+    if !crate::calendar::is_day(&name) {
+        let mut d = Diagnostic::new(r.file, on.pos, format!("no calendar day \"{name}\""))
+            .did_you_mean(
+                &name,
+                crate::calendar::NAMES
+                    .iter()
+                    .flat_map(|(zh, en)| [*zh, *en]),
+            );
+        if d.suggestion.is_none() {
+            d = d.with_suggestion(format!(
+                "the calendar knows {}",
+                crate::calendar::NAMES
+                    .iter()
+                    .map(|(zh, _)| *zh)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        r.push(d);
+        return None;
+    }
+    let offset_days = match f.get("offset") {
+        None => 0,
+        Some(n) => whole_days(r, n)?,
+    };
+    let at = match f.get("at") {
+        None => chrono::NaiveTime::from_hms_opt(9, 0, 0).expect("a valid time"),
+        Some(n) => local_time(r, n, "at")?,
+    };
+    Some(Trigger::Date(DateTrigger {
+        field: Located::new(String::new(), on.pos),
+        calendar: Some(name),
+        offset_days,
+        at,
+        every_year: true,
+        check: CronSchedule::parse(DateTrigger::CHECK).ok()?,
+    }))
+}
+
+/// `-3d`, `7d`, `+1w`: whole days before (negative) or after.
+fn whole_days(r: &mut Reader, n: &Node) -> Option<i64> {
+    let text = r.string(n, "offset")?;
+    let t = text.trim();
+    let (neg, rest) = match t.strip_prefix('-') {
+        Some(x) => (true, x),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let days = rest
+        .parse::<crate::duration::Duration>()
+        .ok()
+        .map(|d| d.to_chrono())
+        .filter(|d| *d == chrono::TimeDelta::days(d.num_days()))
+        .map(|d| d.num_days());
+    match days {
+        Some(d) => Some(if neg { -d } else { d }),
+        None => {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    n.pos,
+                    format!("offset \"{text}\" must be whole days, e.g. -3d or 7d"),
+                )
+                .with_suggestion("the time of day is at: \"10:00\""),
+            );
+            None
+        }
+    }
 }
 
 /// `date: { field, offset?, at?, every? }`.
@@ -818,6 +933,7 @@ fn read_date_trigger(r: &mut Reader, v: &Node) -> Option<Trigger> {
     };
     Some(Trigger::Date(DateTrigger {
         field,
+        calendar: None,
         offset_days,
         at,
         every_year,

@@ -99,7 +99,11 @@ pub enum Trigger {
 
 #[derive(Debug, Clone)]
 pub struct DateTrigger {
+    /// The date attribute (unused with `calendar`).
     pub field: Located<String>,
+    /// `schedule: { on: 春节 }`: a day of the named calendar
+    /// (`crate::calendar`) instead of an attribute, every year.
+    pub calendar: Option<String>,
     /// Whole days before (negative) or after the date.
     pub offset_days: i64,
     pub at: chrono::NaiveTime,
@@ -124,7 +128,7 @@ impl DateTrigger {
         tz: chrono_tz::Tz,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
-        use chrono::{Datelike, TimeZone};
+        use chrono::Datelike;
         let text = value.as_str()?.trim();
         let base = match chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
             Ok(d) => d,
@@ -132,17 +136,6 @@ impl DateTrigger {
                 .ok()?
                 .with_timezone(&tz)
                 .date_naive(),
-        };
-        let moment = |d: chrono::NaiveDate| {
-            let local = d.and_time(self.at);
-            tz.from_local_datetime(&local)
-                .earliest()
-                // In a DST gap: the hour after.
-                .or_else(|| {
-                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
-                        .earliest()
-                })
-                .map(|t| t.with_timezone(&chrono::Utc))
         };
         let shift = chrono::TimeDelta::days(self.offset_days);
         let candidates: Vec<chrono::NaiveDate> = if self.every_year {
@@ -156,6 +149,43 @@ impl DateTrigger {
                 .collect()
         } else {
             vec![base + shift]
+        };
+        self.first_due(candidates, tz, now)
+    }
+
+    /// The occurrence due for a calendar day (`schedule: { on: 春节 }`).
+    pub fn due_on_calendar(
+        &self,
+        name: &str,
+        tz: chrono_tz::Tz,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
+        use chrono::Datelike;
+        let y = now.with_timezone(&tz).year();
+        let shift = chrono::TimeDelta::days(self.offset_days);
+        let candidates = (y - 1..=y + 1)
+            .filter_map(|y| crate::calendar::date_of(name, y))
+            .map(|d| d + shift)
+            .collect();
+        self.first_due(candidates, tz, now)
+    }
+
+    fn first_due(
+        &self,
+        candidates: Vec<chrono::NaiveDate>,
+        tz: chrono_tz::Tz,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
+        use chrono::TimeZone;
+        let moment = |d: chrono::NaiveDate| {
+            let local = d.and_time(self.at);
+            tz.from_local_datetime(&local)
+                .earliest()
+                .or_else(|| {
+                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
+                        .earliest()
+                })
+                .map(|t| t.with_timezone(&chrono::Utc))
         };
         candidates.into_iter().find_map(|d| {
             let m = moment(d)?;
@@ -228,19 +258,26 @@ pub struct Window {
     pub from: chrono::NaiveTime,
     pub to: chrono::NaiveTime,
     pub days: Vec<chrono::Weekday>,
+    /// `on: [双11, 618]`: only on these days of the named calendar.
+    pub on: Vec<String>,
 }
 
 impl Window {
-    fn day_ok(&self, d: chrono::Weekday) -> bool {
-        self.days.is_empty() || self.days.contains(&d)
+    fn date_ok(&self, d: chrono::NaiveDate) -> bool {
+        use chrono::Datelike;
+        (self.days.is_empty() || self.days.contains(&d.weekday()))
+            && (self.on.is_empty()
+                || self
+                    .on
+                    .iter()
+                    .any(|n| crate::calendar::date_of(n, d.year()) == Some(d)))
     }
 
     /// Whether `at` is inside the window in `tz` (from inclusive, to exclusive).
     pub fn contains(&self, at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> bool {
-        use chrono::Datelike;
         let l = at.with_timezone(&tz);
         let t = l.time();
-        self.day_ok(l.weekday()) && t >= self.from && t < self.to
+        self.date_ok(l.date_naive()) && t >= self.from && t < self.to
     }
 
     /// The next opening of the window after `at`, in `tz`.
@@ -249,11 +286,13 @@ impl Window {
         at: chrono::DateTime<chrono::Utc>,
         tz: chrono_tz::Tz,
     ) -> chrono::DateTime<chrono::Utc> {
-        use chrono::{Datelike, TimeZone};
+        use chrono::TimeZone;
         let today = at.with_timezone(&tz).date_naive();
-        for k in 0..8 {
+        // A week finds a weekday; a calendar day may be a year away.
+        let horizon = if self.on.is_empty() { 8 } else { 400 };
+        for k in 0..horizon {
             let d = today + chrono::TimeDelta::days(k);
-            if !self.day_ok(d.weekday()) {
+            if !self.date_ok(d) {
                 continue;
             }
             let local = d.and_time(self.from);
@@ -271,7 +310,7 @@ impl Window {
                 return o;
             }
         }
-        at + chrono::TimeDelta::days(7)
+        at + chrono::TimeDelta::days(horizon)
     }
 }
 
@@ -285,6 +324,7 @@ pub fn next_local_time(
         from: t,
         to: t,
         days: vec![],
+        on: vec![],
     }
     .next_open(at - chrono::TimeDelta::milliseconds(1), tz)
 }
@@ -301,6 +341,18 @@ pub enum StepAction {
     Set(SetStep),
     /// Tell the contact's salesperson (the owner), without reassigning.
     Notify(Notify),
+    /// Call an HTTP endpoint (a webhook channel) with a JSON body.
+    Webhook(WebhookStep),
+}
+
+/// `webhook: { channel: crm_hook, body: { id: "{{contact.id}}", plan: gold } }`:
+/// one signed POST of `body` (values as in `set:`, templates rendered) to
+/// the channel's URL, through the outbox: the delivery layer's retries,
+/// rate limit and idempotency key.
+#[derive(Debug, Clone)]
+pub struct WebhookStep {
+    pub channel: Located<String>,
+    pub body: Vec<(Located<String>, SetValue)>,
 }
 
 impl StepAction {
@@ -335,6 +387,7 @@ impl StepAction {
             StepAction::Split(_) => "split",
             StepAction::Set(_) => "set",
             StepAction::Notify(_) => "notify",
+            StepAction::Webhook(_) => "webhook",
         }
     }
 }
@@ -873,6 +926,7 @@ mod window_tests {
                 Weekday::Thu,
                 Weekday::Fri,
             ],
+            on: vec![],
         };
         let sh = chrono_tz::Asia::Shanghai;
         // Friday 2030-06-14 11:59 Shanghai is inside; 12:00 is not.
@@ -892,6 +946,30 @@ mod window_tests {
         // The same instant is Friday 22:00 in New York: outside.
         let ny = chrono_tz::America::New_York;
         assert!(!w.contains(at(15, 10, 0), ny));
+    }
+
+    #[test]
+    fn a_window_on_calendar_days() {
+        let w = Window {
+            from: t(10, 0),
+            to: t(22, 0),
+            days: vec![],
+            on: vec!["双11".into(), "618".into()],
+        };
+        let sh = chrono_tz::Asia::Shanghai;
+        let at = |m, d, h| {
+            sh.with_ymd_and_hms(2030, m, d, h, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert!(w.contains(at(11, 11, 12), sh));
+        assert!(!w.contains(at(11, 12, 12), sh));
+        assert_eq!(w.next_open(at(7, 1, 9), sh), at(11, 11, 10));
+        let next_618 = sh
+            .with_ymd_and_hms(2031, 6, 18, 10, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(w.next_open(at(11, 11, 23), sh), next_618);
     }
 
     #[test]

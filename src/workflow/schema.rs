@@ -167,7 +167,50 @@ struct EventTrigger {
 #[serde(deny_unknown_fields)]
 struct ScheduleTrigger {
     /// Cron expression (5 fields: minute hour day month weekday), e.g. `0 9 * * 1`.
-    cron: CronStr,
+    cron: Option<CronStr>,
+    /// Instead of cron: a day of the named calendar, every year, in each contact's time zone.
+    on: Option<CalendarDay>,
+    /// With `on`: whole days before (-7d) or after the day.
+    #[schemars(regex(pattern = r"^\s*[+-]?[0-9]+[dw]\s*$"))]
+    offset: Option<String>,
+    /// With `on`: the local time, HH:MM (default 09:00).
+    #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
+    at: Option<String>,
+}
+
+/// A day of the Chinese holiday and shopping calendar (2020–2040).
+#[derive(JsonSchema)]
+enum CalendarDay {
+    #[serde(rename = "春节")]
+    SpringFestival,
+    #[serde(rename = "元宵")]
+    Lantern,
+    #[serde(rename = "端午")]
+    DragonBoat,
+    #[serde(rename = "中秋")]
+    MidAutumn,
+    #[serde(rename = "国庆")]
+    NationalDay,
+    #[serde(rename = "618")]
+    Day618,
+    #[serde(rename = "双11")]
+    Double11,
+    #[serde(rename = "双12")]
+    Double12,
+    #[serde(rename = "spring_festival")]
+    SpringFestivalEn,
+    #[serde(rename = "lantern_festival")]
+    LanternEn,
+    #[serde(rename = "dragon_boat")]
+    DragonBoatEn,
+    #[serde(rename = "mid_autumn")]
+    MidAutumnEn,
+    #[serde(rename = "national_day")]
+    NationalDayEn,
+    #[serde(rename = "double_11")]
+    Double11En,
+    #[serde(rename = "double_12")]
+    Double12En,
 }
 
 struct DurationStr;
@@ -303,7 +346,8 @@ impl JsonSchema for Step {
             "properties": {
                 "from": hhmm.clone(),
                 "to": hhmm.clone(),
-                "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } }
+                "days": { "type": "array", "items": { "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] } },
+                "on": { "type": "array", "items": { "type": "string" }, "description": "Only on these days of the calendar: 春节, 元宵, 端午, 中秋, 国庆, 618, 双11, 双12." }
             },
             "required": ["from", "to"],
             "additionalProperties": false
@@ -430,7 +474,24 @@ impl JsonSchema for Step {
             }),
             "Tell the contact's salesperson with a notice template, without reassigning.",
         );
-        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split, set, notify] })
+        let webhook = one(
+            "webhook",
+            json_schema!({
+                "type": "object",
+                "properties": {
+                    "channel": { "type": "string", "description": "A webhook channel from nurture.yaml (its URL, secret, retries and rate limit)." },
+                    "body": {
+                        "type": "object",
+                        "additionalProperties": { "type": ["string", "number", "boolean", "null"] },
+                        "description": "The JSON body: a string with {{ is a template (contact, owner, event)."
+                    }
+                },
+                "required": ["channel"],
+                "additionalProperties": false
+            }),
+            "Call an HTTP endpoint with a JSON body, through the outbox (retries, idempotency key).",
+        );
+        json_schema!({ "anyOf": [send, assign, tag, wait, if_step, wait_until, split, set, notify, webhook] })
     }
 }
 

@@ -129,3 +129,49 @@ async fn the_daemon_wishes_once_when_the_day_comes() {
     assert_eq!(p.log().matches("cron tick").count(), 2, "{}", p.log());
     assert_eq!(rx.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_on_a_calendar_day() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = project(&rx, "10:00");
+    p.write(
+        "workflows/cny.yaml",
+        "name: cny\ntrigger: { schedule: { on: 春节, offset: -7d, at: \"10:00\" } }\nsteps:\n  - id: greet\n    send: { channel: hook, template: wish }\n",
+    )
+    .write("contacts.csv", "id,name\nc1,Ada\n");
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    // 春节 2031 is 23 January: a week before, the 16th, at 10:00 Shanghai.
+    let out = p.ok(&[
+        "dry-run",
+        "--workflow",
+        "cny",
+        "--at",
+        "2031-01-15T00:00:00+08:00",
+        "--until",
+        "3d",
+        "--format",
+        "jsonl",
+    ]);
+    let sends: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .collect();
+    assert_eq!(sends.len(), 1, "{out}");
+    assert_eq!(sends[0]["at"], "2031-01-16T10:00:00+08:00");
+    // A misspelt day.
+    p.write(
+        "workflows/bad.yaml",
+        "trigger: { schedule: { on: 双十一 } }\nsteps:\n  - wait: 1d\n",
+    );
+    let o = p.command().arg("validate").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml:1:28: no calendar day \"双十一\""),
+        "{err}"
+    );
+}

@@ -403,6 +403,8 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["outbox", "requeue"],
         &["report"],
         &["segments"],
+        &["segments", "count"],
+        &["segments", "list"],
     ];
     let help = |args: &[&str]| {
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))

@@ -165,3 +165,62 @@ steps:
     );
     assert!(err.contains("bad.yaml:5:24"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_step_posts_its_body_through_the_delivery_layer() {
+    // The endpoint fails once: the delivery layer retries with the same key.
+    let rx = Receiver::start(script::fail_first(1, 503)).await;
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  crm: {{ kind: webhook, url: "{}", secret_env: HOOK_SECRET }}
+fields:
+  plan: string
+"#,
+        rx.url("/crm")
+    ));
+    p.write(
+        "workflows/sync.yaml",
+        r#"
+name: sync
+trigger: { event: { name: upgraded } }
+steps:
+  - id: push
+    webhook:
+      channel: crm
+      body: { contact: "{{contact.id}}", plan: "{{event.properties.plan}}", source: nurture, seats: 3 }
+"#,
+    )
+    .write("contacts.csv", "id,name\nc1,Ada\n");
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    p.ok(&["contacts", "event", "c1", "upgraded", "--prop", "plan=pro"]);
+    support::db::running_since_epoch(&p.db_url(), &["sync"]);
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    let row: Value = serde_json::from_str(preview.lines().next().unwrap()).unwrap();
+    assert_eq!(row["action"], "webhook");
+    assert_eq!(
+        row["payload"],
+        serde_json::json!({ "contact": "c1", "plan": "pro", "source": "nurture", "seats": 3 })
+    );
+    let mut d = Daemon::start(&p, &["--until-idle", "--backoff-ms", "50"]);
+    assert!(d.wait(Duration::from_secs(60)).success(), "{}", p.log());
+    let got = rx.requests();
+    assert_eq!(got.len(), 2, "one failure, one retry");
+    assert_eq!(got[1].json(), row["payload"]);
+    assert_eq!(
+        got[0].header("idempotency-key"),
+        got[1].header("idempotency-key")
+    );
+    assert_eq!(got[1].header("idempotency-key"), Some("sync:c1:1:push"));
+    // Not a message to the contact: the frequency cap does not count it.
+    assert_eq!(
+        p.count("SELECT count(*) FROM outbox WHERE status = 'sent' AND payload LIKE '%\"kind\":\"webhook\"%'")
+            .await,
+        1
+    );
+}

@@ -11,13 +11,14 @@ pub const CONSOLE_TOKEN: &str = "console-read-only-e2e";
 
 /// The quick start's workflows as loaded: the files, then the built-in
 /// welcome of each contact-way code.
-pub const WORKFLOWS: [&str; 11] = [
+pub const WORKFLOWS: [&str; 12] = [
     "birthday",
     "cart-recovery",
     "douyin-followup",
     "monthly-newsletter",
     "purchase-followup",
     "reactivation-ab",
+    "spring-festival",
     "trial-nurture",
     "vip-upgrade",
     "welcome-wecom",
