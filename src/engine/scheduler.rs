@@ -290,7 +290,7 @@ impl Scheduler {
             None,
         )
         .await?;
-        let (recent, upcoming) = self.guard_counts(pool, &batch, planner, Some(last)).await?;
+        let (recent, upcoming) = sources::guard_counts(pool, &batch, planner, Some(last)).await?;
         let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
         // Enrollments waiting for these entries (wait_until) become due,
         // with the batch's own new enrollments.
@@ -300,52 +300,6 @@ impl Scheduler {
             .await?;
         pass.plans = pass.plans.max(1);
         Ok(())
-    }
-
-    /// For the blast guard: per workflow with new enrollments in `batch`,
-    /// how many started in its window, and how many more its trigger has
-    /// waiting in the event log after `log_after`.
-    async fn guard_counts(
-        &self,
-        pool: &AnyPool,
-        batch: &[Decided<'_>],
-        planner: &Planner<'_>,
-        log_after: Option<i64>,
-    ) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
-        let mut recent = HashMap::new();
-        let mut upcoming = HashMap::new();
-        let Some(guard) = planner.settings.policies.blast_guard else {
-            return Ok((recent, upcoming));
-        };
-        let new = sources::new_per_workflow(batch);
-        for name in new.keys() {
-            if planner.gates.is_paused(name) {
-                continue;
-            }
-            let since = planner.gates.window_start(name, &guard, planner.now);
-            let mut conn = pool.acquire().await?;
-            recent.insert(
-                name.clone(),
-                workflow_states::started_since(&mut conn, name, since).await?,
-            );
-            let wf = batch
-                .iter()
-                .find(|d| &d.workflow.name == name)
-                .map(|d| d.workflow);
-            if let (Some(after), Some(wf), Some(activated)) =
-                (log_after, wf, planner.gates.activated_at(name))
-            {
-                let Some((kind, tag_or_event)) = wf.trigger.log_match() else {
-                    continue;
-                };
-                upcoming.insert(
-                    name.clone(),
-                    workflow_states::pending_firing(pool, after, kind, tag_or_event, activated)
-                        .await?,
-                );
-            }
-        }
-        Ok((recent, upcoming))
     }
 
     /// A cron-ticked workflow: run its latest tick if not taken yet.
@@ -503,7 +457,7 @@ impl Scheduler {
             let mut batch =
                 sources::plan_scan_chunk(&self.store, wf, &mut chunk, &key_of, &cause, planner)
                     .await?;
-            let (recent, _) = self.guard_counts(pool, &batch, planner, None).await?;
+            let (recent, _) = sources::guard_counts(pool, &batch, planner, None).await?;
             let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
             let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
             // In turn with the API's writes (SQLite has one writer): a

@@ -390,50 +390,38 @@ impl<'a> Simulation<'a> {
         planner: &Planner<'_>,
         log_after: Option<i64>,
     ) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
-        let mut recent = HashMap::new();
-        let mut upcoming = HashMap::new();
+        // The store's counts; a log position past the store's own entries
+        // counts only the simulation's.
+        let limit = self.cursor_limit();
+        let store_after = log_after.map(|a| a.min(limit)).filter(|a| *a < limit);
+        let (mut recent, mut upcoming) =
+            sources::guard_counts(self.store.db(), batch, planner, store_after).await?;
         let Some(guard) = planner.settings.policies.blast_guard else {
             return Ok((recent, upcoming));
         };
-        let pool = self.store.db();
-        for (name, _) in sources::new_per_workflow(batch) {
-            if planner.gates.is_paused(&name) {
-                continue;
-            }
-            let since = planner.gates.window_start(&name, &guard, planner.now);
-            let mut conn = pool.acquire().await?;
-            let stored = workflow_states::started_since(&mut conn, &name, since).await?;
-            let mine = self
+        for (name, n) in recent.iter_mut() {
+            let since = planner.gates.window_start(name, &guard, planner.now);
+            *n += self
                 .started
-                .get(&name)
+                .get(name)
                 .map(|v| v.iter().filter(|t| **t >= since).count() as i64)
                 .unwrap_or(0);
-            recent.insert(name.clone(), stored + mine);
-            let Some(wf) = batch
+            if log_after.is_none() {
+                continue;
+            }
+            let Some((kind, which)) = batch
                 .iter()
-                .find(|d| d.workflow.name == name)
-                .map(|d| d.workflow)
+                .find(|d| d.workflow.name == *name)
+                .and_then(|d| d.workflow.trigger.log_match())
             else {
                 continue;
             };
-            if let (Some(after), Some(activated)) = (log_after, planner.gates.activated_at(&name)) {
-                let Some((kind, which)) = wf.trigger.log_match() else {
-                    continue;
-                };
-                let store_after = after.min(self.cursor_limit());
-                let mut n = if store_after < self.cursor_limit() {
-                    workflow_states::pending_firing(pool, store_after, kind, which, activated)
-                        .await?
-                } else {
-                    0
-                };
-                n += self
-                    .own_log
-                    .iter()
-                    .filter(|e| e.kind == kind && (which.is_none() || e.name.as_deref() == which))
-                    .count() as i64;
-                upcoming.insert(name.clone(), n);
-            }
+            let mine = self
+                .own_log
+                .iter()
+                .filter(|e| e.kind == kind && (which.is_none() || e.name.as_deref() == which))
+                .count() as i64;
+            *upcoming.entry(name.clone()).or_insert(0) += mine;
         }
         Ok((recent, upcoming))
     }

@@ -24,6 +24,7 @@ use crate::engine::gates::{self, after_activation};
 use crate::engine::plan::{Action, EnrollmentPlan, Outcome, PlannedStep, Planner, Reason, StartAt};
 use crate::store::Store;
 use crate::store::plan_reads::{self, EnrollmentRow, ms};
+use crate::store::workflow_states;
 use crate::workflow::{Entry, StepAction, Trigger, Workflow};
 
 /// Plans per batch: due enrollments and event-log entries are taken this many
@@ -363,18 +364,6 @@ pub fn scan_filter(
         key_of
     };
     Ok((sql, key_of, cause))
-}
-
-/// May the contact enter `wf` now under its entry policy?
-pub async fn may_enter(
-    pool: &AnyPool,
-    wf: &Workflow,
-    contact_id: &str,
-    key: &str,
-    at: DateTime<Utc>,
-) -> Result<bool> {
-    let existing = plan_reads::enrollments_of(pool, contact_id).await?;
-    Ok(may_enter_given(wf, &existing, key, at))
 }
 
 /// The entry policy over the contact's existing enrollments (any workflow).
@@ -752,4 +741,50 @@ pub fn tick_due(last_taken_ms: Option<i64>, tick: DateTime<Utc>) -> TickDue {
         Some(t) if t >= ms(tick) => TickDue::Taken,
         Some(_) => TickDue::Run,
     }
+}
+
+/// For the blast guard, from the store: per workflow with new enrollments in
+/// `batch` (and not paused), how many enrollments started in its window, and,
+/// with `log_after`, how many of its trigger events wait in the event log
+/// after that position. The daemon uses these as they are; the dry-run adds
+/// its own enrollments and log entries.
+pub async fn guard_counts(
+    pool: &AnyPool,
+    batch: &[Decided<'_>],
+    planner: &Planner<'_>,
+    log_after: Option<i64>,
+) -> Result<(HashMap<String, i64>, HashMap<String, i64>)> {
+    let mut recent = HashMap::new();
+    let mut upcoming = HashMap::new();
+    let Some(guard) = planner.settings.policies.blast_guard else {
+        return Ok((recent, upcoming));
+    };
+    let new = new_per_workflow(batch);
+    for name in new.keys() {
+        if planner.gates.is_paused(name) {
+            continue;
+        }
+        let since = planner.gates.window_start(name, &guard, planner.now);
+        let mut conn = pool.acquire().await?;
+        recent.insert(
+            name.clone(),
+            workflow_states::started_since(&mut conn, name, since).await?,
+        );
+        let wf = batch
+            .iter()
+            .find(|d| &d.workflow.name == name)
+            .map(|d| d.workflow);
+        if let (Some(after), Some(wf), Some(activated)) =
+            (log_after, wf, planner.gates.activated_at(name))
+        {
+            let Some((kind, tag_or_event)) = wf.trigger.log_match() else {
+                continue;
+            };
+            upcoming.insert(
+                name.clone(),
+                workflow_states::pending_firing(pool, after, kind, tag_or_event, activated).await?,
+            );
+        }
+    }
+    Ok((recent, upcoming))
 }
