@@ -1,11 +1,14 @@
 //! `nurture run`: the long-running daemon.
 //!
-//! Four tasks share one store and one cancellation token (mini-redis's
+//! Its tasks share one store and one cancellation token (mini-redis's
 //! shutdown pattern): the scheduler (plans and applies), the delivery worker
-//! (sends the outbox), the HTTP API, and the file watcher (hot reload). On
-//! SIGTERM or Ctrl-C the token is cancelled: the API stops accepting, the
-//! scheduler finishes the transaction in hand, the worker lets in-flight sends
-//! finish and hands back what it claimed, and the process exits 0.
+//! (sends the outbox), the HTTP API, the WeCom poller and tag sync, and the
+//! store and file watchers (hot reload). On SIGTERM or Ctrl-C the token is
+//! cancelled: the API stops accepting, the scheduler finishes the transaction
+//! in hand, the worker lets in-flight sends finish and hands back what it
+//! claimed, and the process exits 0. The tasks are supervised as one
+//! ([`supervisor`]): if any of them dies, the others are stopped the same way
+//! and the process exits non-zero.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +23,9 @@ use crate::channels::Registry;
 use crate::engine::scheduler::Scheduler;
 use crate::project::Project;
 use crate::store::Store;
+
+mod supervisor;
+use supervisor::Supervisor;
 
 pub struct DaemonOptions {
     pub config: PathBuf,
@@ -122,30 +128,44 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         project_rx.clone(),
     );
     let console = crate::console::ConsoleState::new(store.clone(), project_rx.clone());
-    let api = tokio::spawn(crate::api::serve_all(
-        listener,
-        api_state,
-        Some(wecom),
-        Some(console),
-        shutdown.clone(),
-    ));
+    let mut tasks = Supervisor::new(shutdown.clone());
+    tasks.spawn("api", {
+        let shutdown = shutdown.clone();
+        async move {
+            crate::api::serve_all(listener, api_state, Some(wecom), Some(console), shutdown)
+                .await
+                .context("the API server failed")
+        }
+    });
     // Tests and scripts read this line to find the port when listening on :0.
     tracing::info!(address = %local, "listening");
     println!("listening on {local}");
 
     // Follows WeCom mass-message tasks and transfers to their outcome.
-    let wecom_poller = tokio::spawn(crate::channels::wecom::poll::run(
-        store.clone(),
-        project_rx.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn("wecom-poller", {
+        let run = crate::channels::wecom::poll::run(
+            store.clone(),
+            project_rx.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            run.await;
+            Ok(())
+        }
+    });
     // Mirrors per-contact WeCom tags queued by the callback (edits).
-    let wecom_tags = tokio::spawn(crate::channels::wecom::contact_tags::run(
-        store.clone(),
-        project_rx.clone(),
-        wake.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn("wecom-tag-sync", {
+        let run = crate::channels::wecom::contact_tags::run(
+            store.clone(),
+            project_rx.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            run.await;
+            Ok(())
+        }
+    });
     let scheduler = Scheduler {
         store: store.clone(),
         project: project_rx,
@@ -156,45 +176,35 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         worker: opts.delivery.worker_id.clone(),
         lease: opts.delivery.lease,
     };
-    let scheduler = tokio::spawn(scheduler.run());
-    let worker = tokio::spawn(crate::channels::delivery::run(
-        store.clone(),
-        registry_rx,
-        opts.delivery,
-        deliver.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn("scheduler", scheduler.run());
+    tasks.spawn(
+        "delivery",
+        crate::channels::delivery::run(
+            store.clone(),
+            registry_rx,
+            opts.delivery,
+            deliver.clone(),
+            shutdown.clone(),
+        ),
+    );
     // Stops the daemon (non-zero) when its store file is deleted or replaced.
-    let store_watch = tokio::spawn(watch_store(store.clone(), shutdown.clone()));
-    let watcher = tokio::spawn(watch_files(
-        opts.config.clone(),
-        running,
-        store.clone(),
-        project_tx,
-        registry_tx,
-        wake.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn("store-watch", watch_store(store.clone(), shutdown.clone()));
+    tasks.spawn(
+        "reload-watcher",
+        watch_files(
+            opts.config.clone(),
+            running,
+            store.clone(),
+            project_tx,
+            registry_tx,
+            wake.clone(),
+            shutdown.clone(),
+        ),
+    );
 
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down: finishing work in flight"),
-        _ = shutdown.cancelled() => {}
-    }
-    shutdown.cancel();
-    let (s, w, a) = tokio::join!(scheduler, worker, api);
-    watcher.abort();
-    let _ = wecom_poller.await;
-    let _ = wecom_tags.await;
-    store_watch.abort();
-    let store_lost = store_watch.await.ok().and_then(|r| r.err());
-    s.context("the scheduler task panicked")??;
-    w.context("the delivery task panicked")?;
-    a.context("the API task panicked")?
-        .context("the API failed")?;
+    let outcome = tasks.run(shutdown_signal()).await;
     store.close().await;
-    if let Some(e) = store_lost {
-        return Err(e).context("stopped");
-    }
+    outcome.context("stopped")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -257,7 +267,7 @@ async fn watch_files(
     registry_tx: watch::Sender<Arc<Registry>>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
-) {
+) -> Result<()> {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let current = project_tx.borrow().clone();
@@ -285,7 +295,9 @@ async fn watch_files(
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch files; hot reload is off");
-            return;
+            // Not a failure of the daemon: it runs on without reloads.
+            shutdown.cancelled().await;
+            return Ok(());
         }
     };
     let folder = config
@@ -311,8 +323,11 @@ async fn watch_files(
 
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            got = rx.recv() => if got.is_none() { return },
+            _ = shutdown.cancelled() => return Ok(()),
+            // The watcher's callback holds the sender for as long as `watcher` lives.
+            got = rx.recv() => if got.is_none() {
+                anyhow::bail!("the file watcher stopped");
+            },
         }
         // Debounce: editors write several events per save.
         tokio::time::sleep(Duration::from_millis(200)).await;

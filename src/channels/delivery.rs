@@ -255,7 +255,7 @@ pub async fn run(
     opts: DeliveryOptions,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     let pool = store.db().clone();
     let shared = Arc::new(Shared {
         store,
@@ -269,7 +269,10 @@ pub async fn run(
     // Cancelled when the grace period is over: calls still running are dropped.
     let hard_stop = CancellationToken::new();
     let (out_tx, out_rx) = mpsc::channel::<Outcome>(8_192);
-    let writer = tokio::spawn(writer(shared.clone(), out_rx, shutdown.clone()));
+    let mut writer = tokio::spawn(writer(shared.clone(), out_rx, shutdown.clone()));
+    // Set when the writer ended before shutdown (a panic): nothing would
+    // record outcomes any more, so the worker stops and the daemon with it.
+    let mut writer_died: Option<anyhow::Error> = None;
 
     let mut lanes: HashMap<String, Lane> = HashMap::new();
     let mut registry_open = true;
@@ -280,6 +283,10 @@ pub async fn run(
 
     loop {
         if shutdown.is_cancelled() {
+            break;
+        }
+        if writer.is_finished() {
+            writer_died = Some(writer_end((&mut writer).await));
             break;
         }
         let reg = registry.borrow_and_update().clone();
@@ -378,6 +385,10 @@ pub async fn run(
                     registry_open = false;
                 }
             }
+            w = &mut writer => {
+                writer_died = Some(writer_end(w));
+                break;
+            }
             _ = tokio::time::sleep(idle) => {}
         }
     }
@@ -397,8 +408,10 @@ pub async fn run(
         tracker.wait().await;
     }
     drop(out_tx);
-    if let Err(e) = writer.await {
-        tracing::error!(error = %e, "the outbox writer failed");
+    if writer_died.is_none()
+        && let Err(e) = writer.await
+    {
+        writer_died = Some(anyhow::anyhow!("the outbox writer failed: {e}"));
     }
     match hand_back(&shared).await {
         Ok(0) => {}
@@ -409,6 +422,17 @@ pub async fn run(
         ),
     }
     tracing::info!(worker = %opts.worker_id, "delivery worker stopped");
+    writer_died.map_or(Ok(()), Err)
+}
+
+/// Why the writer ended while the worker still ran.
+fn writer_end(joined: Result<(), tokio::task::JoinError>) -> anyhow::Error {
+    let why = match joined {
+        Ok(()) => "it ended".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(error = %why, "the outbox writer stopped; the delivery worker stops too");
+    anyhow::anyhow!("the outbox writer stopped: {why}")
 }
 
 /// One lane per channel of `reg`. A lane whose limits changed gets a new pump;
@@ -488,7 +512,7 @@ async fn pump(
                 _ = limiter.until_ready() => {}
             }
         }
-        tracker.spawn(task.run(msg, permit));
+        tracker.spawn(task.run_caught(msg, permit));
     }
 }
 
@@ -674,7 +698,10 @@ async fn dispatch(
 ) {
     // Not ours to start again: still running from an earlier claim.
     let rows: Vec<Claimed> = {
-        let mut inflight = shared.inflight.lock().expect("inflight lock");
+        let mut inflight = shared
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         rows.into_iter()
             .filter(|r| inflight.insert(r.id.clone()))
             .collect()
@@ -768,6 +795,56 @@ struct SendTask {
 }
 
 impl SendTask {
+    /// [`SendTask::run`], with a panic (a bug in an adapter) turned into a
+    /// retry of that message: one bad call must not leave its message leased
+    /// forever nor take the worker down.
+    async fn run_caught(self, msg: OutMessage, permit: OwnedSemaphorePermit) {
+        use futures::FutureExt;
+        let out = self.out.clone();
+        let (backoff_base, backoff_max, tries) = (
+            self.shared.opts.backoff_base,
+            self.shared.opts.backoff_max,
+            self.attempts + 1,
+        );
+        let on_panic = Outcome {
+            id: msg.id.clone(),
+            workflow: msg.workflow.clone(),
+            contact_id: msg.contact_id.clone(),
+            step_id: msg.step_id.clone(),
+            channel: msg.channel.clone(),
+            created_at: self.created_at,
+            fate: Fate::Retry {
+                next_at: 0,
+                error: String::new(),
+            },
+            pending: self.pending.clone(),
+            room_at: self.room_at,
+        };
+        let caught = std::panic::AssertUnwindSafe(self.run(msg, permit))
+            .catch_unwind()
+            .await;
+        if let Err(p) = caught {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(id = %on_panic.id, channel = %on_panic.channel, panic = %why,
+                "the channel adapter panicked; the message will be tried again");
+            let unit: f64 = rand::rng().random();
+            let delay = next_delay(tries, None, backoff_base, backoff_max, unit);
+            let _ = out
+                .send(Outcome {
+                    fate: Fate::Retry {
+                        next_at: now_ms() + dur_ms(delay),
+                        error: format!("the channel adapter panicked: {why}"),
+                    },
+                    ..on_panic
+                })
+                .await;
+        }
+    }
+
     /// Makes the call, holding `_permit` (the channel's concurrency) until done.
     async fn run(self, mut msg: OutMessage, _permit: OwnedSemaphorePermit) {
         let opts = &self.shared.opts;
@@ -896,7 +973,10 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
         let m = metrics::global();
         let now = now_ms();
         {
-            let mut inflight = shared.inflight.lock().expect("inflight lock");
+            let mut inflight = shared
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
             for o in &buf {
                 inflight.remove(&o.id);
             }

@@ -162,7 +162,7 @@ fn fast_options() -> DeliveryOptions {
 struct Worker {
     shutdown: CancellationToken,
     wake: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _registry: watch::Sender<Arc<Registry>>,
 }
 
@@ -191,7 +191,8 @@ impl Worker {
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("the worker stops")
-            .unwrap();
+            .unwrap()
+            .expect("the worker ends without error");
     }
 }
 

@@ -546,3 +546,53 @@ async fn the_open_routes_are_rate_limited_per_address() {
         assert_eq!(r.status(), 200);
     }
 }
+
+/// Issue 12 item 8: every background task is supervised. When one dies (a
+/// panic, an error, or a plain return while the daemon is not stopping),
+/// the daemon says which, stops the others cleanly (the delivery worker
+/// hands its claims back) and exits non-zero, so a service manager restarts
+/// it, instead of limping on with the API up. The death is injected with the
+/// test-only `NURTURE_TEST_FAULT` hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dying_task_stops_the_daemon_non_zero_and_names_the_task() {
+    let cases = [
+        ("panic:delivery", "delivery", "panicked"),
+        ("error:scheduler", "scheduler", "injected error"),
+        ("exit:wecom-poller", "wecom-poller", "ended on its own"),
+        ("panic:api", "api", "panicked"),
+    ];
+    for (fault, task, why) in cases {
+        let p = Project::new(SETTINGS);
+        let mut d = Daemon::start_with_env(&p, &[], &[("NURTURE_TEST_FAULT", fault)]);
+        let status = d.wait(Duration::from_secs(30));
+        let log = p.log();
+        assert!(!status.success(), "{fault}: {status}\n{log}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("daemon task") && l.contains("stopping the daemon"))
+            .unwrap_or_else(|| panic!("{fault}: no supervisor line in\n{log}"));
+        assert!(line.contains(&format!("task=\"{task}\"")), "{fault}: {line}");
+        assert!(log.contains(why), "{fault}: {log}");
+        // The final error names the task too (what systemd's journal shows last).
+        assert!(
+            log.contains(&format!("the {task} task")),
+            "{fault}: {log}"
+        );
+        if task != "delivery" {
+            // The others stopped the ordinary way.
+            assert!(log.contains("delivery worker stopped"), "{fault}: {log}");
+        }
+    }
+}
+
+/// Without a fault, SIGTERM still stops every task and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_task_and_exits_zero() {
+    let p = Project::new(SETTINGS);
+    let d = Daemon::start(&p, &[]);
+    let (status, _) = d.terminate(Duration::from_secs(30));
+    let log = p.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!log.contains("daemon task"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

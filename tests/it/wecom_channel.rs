@@ -1814,7 +1814,7 @@ async fn a_frequency_limit_waits_its_window_without_using_up_attempts() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
 }
 

@@ -184,6 +184,11 @@ impl Daemon {
     /// Starts `nurture run --listen 127.0.0.1:0 EXTRA...` and waits for its
     /// `listening on ADDR` line. stderr goes to `daemon.log` in the project.
     pub fn start(p: &Project, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(p, extra, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(p: &Project, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -193,6 +198,7 @@ impl Daemon {
             .command()
             .args(["run", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
