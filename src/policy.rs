@@ -10,11 +10,16 @@ use crate::settings::{FrequencyCap, QuietHours, Settings};
 
 /// The contact's own timezone when it has a valid one, else the settings'.
 pub fn contact_tz(contact: &Contact, settings: &Settings) -> Tz {
+    contact_tz_or(contact, settings.timezone)
+}
+
+/// The contact's own timezone when it has a valid one, else `default`.
+pub fn contact_tz_or(contact: &Contact, default: Tz) -> Tz {
     contact
         .timezone
         .as_deref()
         .and_then(|t| t.parse::<Tz>().ok())
-        .unwrap_or(settings.timezone)
+        .unwrap_or(default)
 }
 
 /// May this contact be messaged on `channel` at all?

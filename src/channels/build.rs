@@ -49,7 +49,10 @@ pub fn build_registry_full(
     env: &dyn Fn(&str) -> Option<String>,
     store: Option<&Store>,
 ) -> Result<Registry, Vec<ChannelError>> {
-    let mut registry = Registry::default();
+    let mut registry = Registry {
+        policy: super::DeliveryPolicy::of(settings),
+        ..Registry::default()
+    };
     let mut errors = Vec::new();
     for (name, cs) in &settings.channels {
         let built = if cs.kind == ChannelKind::Wecom {

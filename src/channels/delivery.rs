@@ -52,7 +52,9 @@ use tokio_util::task::TaskTracker;
 
 use super::build::DEFAULT_CONCURRENCY;
 use super::retry::next_delay;
-use super::{Channel, Delivery, OutMessage, Registry};
+use super::{Channel, Delivery, DeliveryPolicy, OutMessage, Registry};
+use crate::settings::QuietHours;
+use chrono_tz::Tz;
 use crate::contact::Contact;
 use crate::metrics;
 use crate::settings::RateLimit;
@@ -352,7 +354,16 @@ pub async fn run(
             let (Some(lane), Some((_, adapter))) = (lanes.get(name), reg.get(name)) else {
                 continue;
             };
-            dispatch(&shared, lane, adapter.clone(), rows, &out_tx, &hard_stop).await;
+            dispatch(
+                &shared,
+                lane,
+                adapter.clone(),
+                &reg.policy,
+                rows,
+                &out_tx,
+                &hard_stop,
+            )
+            .await;
         }
         if more {
             tokio::task::yield_now().await;
@@ -676,6 +687,37 @@ fn consent_for(
     }
 }
 
+/// Whether a message with outbox `payload` is one to the contact, held by
+/// the contact's quiet hours (as the planner holds a `send`): a notice goes to
+/// a salesperson, a transfer moves a relationship between salespeople, and a
+/// `webhook:` step calls the team's own system; none of them waits.
+fn to_the_contact(payload: &serde_json::Value) -> bool {
+    !matches!(
+        payload.get("kind").and_then(|k| k.as_str()),
+        Some("notice" | "transfer" | "webhook")
+    )
+}
+
+/// The first instant at or after `at_ms` outside the contact's quiet hours
+/// (`at_ms` itself without them): [`crate::policy::deliverable_at`], the
+/// function the planner uses for a first send.
+fn in_window(quiet: Option<(QuietHours, Tz)>, at_ms: i64) -> i64 {
+    let Some((q, tz)) = quiet else { return at_ms };
+    let Some(at) = chrono::DateTime::from_timestamp_millis(at_ms) else {
+        return at_ms;
+    };
+    crate::store::to_ms(crate::policy::deliverable_at(Some(&q), at, tz)).max(at_ms)
+}
+
+/// `last_error` of a message held back by quiet hours.
+fn quiet_note(until_ms: i64, quiet: Option<(QuietHours, Tz)>) -> String {
+    let tz = quiet.map_or(chrono_tz::UTC, |(_, tz)| tz);
+    let local = chrono::DateTime::from_timestamp_millis(until_ms)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
+        .unwrap_or_default();
+    format!("deferred by quiet hours until {local}")
+}
+
 async fn load_contacts(store: &Store, ids: &[&str]) -> Result<HashMap<String, Contact>, String> {
     let json = serde_json::to_string(ids).map_err(|e| e.to_string())?;
     let filter = format!("c.id IN {}", store.dialect().json_strings(1));
@@ -688,10 +730,12 @@ async fn load_contacts(store: &Store, ids: &[&str]) -> Result<HashMap<String, Co
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     shared: &Arc<Shared>,
     lane: &Lane,
     adapter: Arc<dyn Channel>,
+    policy: &DeliveryPolicy,
     rows: Vec<Claimed>,
     out: &mpsc::Sender<Outcome>,
     hard_stop: &CancellationToken,
@@ -750,6 +794,25 @@ async fn dispatch(
                 .await;
             continue;
         }
+        // Quiet hours hold on every attempt, not only the first: a retry, a
+        // provider's wait, a released or a reclaimed message (whose lease
+        // expired) is due only when the contact's window allows.
+        let quiet = match (policy.quiet_hours, contact) {
+            (Some(q), Some(c)) if to_the_contact(&payload) => {
+                Some((q, crate::policy::contact_tz_or(c, policy.timezone)))
+            }
+            _ => None,
+        };
+        let now = now_ms();
+        let allowed = in_window(quiet, now);
+        if allowed > now {
+            let fate = Fate::Release {
+                next_at: allowed,
+                error: quiet_note(allowed, quiet),
+            };
+            let _ = out.send(outcome(fate)).await;
+            continue;
+        }
         let contact_value = contact.map(Contact::template_value).unwrap_or_default();
         let msg = OutMessage {
             id: row.id.clone(),
@@ -775,6 +838,7 @@ async fn dispatch(
             created_at: row.created_at,
             attempts: row.attempts,
             first_failed_at: row.first_failed_at,
+            quiet,
         };
         // The pump ends only on shutdown; the row is then handed back.
         let _ = lane.queue.send((task, msg));
@@ -792,6 +856,8 @@ struct SendTask {
     created_at: i64,
     attempts: u32,
     first_failed_at: Option<i64>,
+    /// The contact's quiet hours and timezone, when they apply to this message.
+    quiet: Option<(QuietHours, Tz)>,
 }
 
 impl SendTask {
@@ -921,6 +987,17 @@ impl SendTask {
                     error: reason,
                 }
             }
+        };
+        let fate = match fate {
+            Fate::Retry { next_at, error } => Fate::Retry {
+                next_at: in_window(self.quiet, next_at),
+                error,
+            },
+            Fate::Release { next_at, error } => Fate::Release {
+                next_at: in_window(self.quiet, next_at),
+                error,
+            },
+            f => f,
         };
         self.finish(&msg, fate).await;
     }
@@ -1163,6 +1240,38 @@ mod tests {
         assert_eq!(max_pending(64, Some(rate(20, 1)), 256), 100);
         assert_eq!(max_pending(64, Some(rate(1, 60)), 256), 1);
         assert_eq!(max_pending(1_000, None, 256), 1_024);
+    }
+
+    #[test]
+    fn every_attempt_is_held_to_the_contacts_window() {
+        let q = QuietHours {
+            start: chrono::NaiveTime::from_hms_opt(21, 0, 0).unwrap(),
+            end: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+        };
+        let sh = chrono_tz::Asia::Shanghai;
+        let ms = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        // The example: 20:59 meets a one-hour wait; not 21:59 but 09:00.
+        let retry_at = ms("2026-11-02T21:59:00+08:00");
+        assert_eq!(
+            in_window(Some((q, sh)), retry_at),
+            ms("2026-11-03T09:00:00+08:00")
+        );
+        let fine = ms("2026-11-02T10:00:00+08:00");
+        assert_eq!(in_window(Some((q, sh)), fine), fine);
+        assert_eq!(in_window(None, retry_at), retry_at);
+        assert!(
+            quiet_note(ms("2026-11-03T09:00:00+08:00"), Some((q, sh)))
+                .contains("2026-11-03 09:00 CST")
+        );
+        assert!(to_the_contact(&serde_json::json!({})));
+        assert!(to_the_contact(&serde_json::json!({"kind": "wecom"})));
+        for kind in ["notice", "transfer", "webhook"] {
+            assert!(!to_the_contact(&serde_json::json!({ "kind": kind })));
+        }
     }
 
     #[test]

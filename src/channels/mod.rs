@@ -120,6 +120,36 @@ pub struct ChannelError {
 #[derive(Clone, Default)]
 pub struct Registry {
     pub channels: HashMap<String, (ChannelSettings, Arc<dyn Channel>)>,
+    /// The policies delivery applies again on every attempt.
+    pub policy: DeliveryPolicy,
+}
+
+/// What the delivery worker needs of the settings' policies: a retry, a
+/// provider's wait, a released or reclaimed message goes out only when the
+/// contact's quiet hours allow, exactly like a first send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryPolicy {
+    pub quiet_hours: Option<crate::settings::QuietHours>,
+    /// For contacts without a valid timezone of their own.
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            quiet_hours: None,
+            timezone: chrono_tz::UTC,
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    pub fn of(settings: &crate::settings::Settings) -> DeliveryPolicy {
+        DeliveryPolicy {
+            quiet_hours: settings.policies.quiet_hours,
+            timezone: settings.timezone,
+        }
+    }
 }
 
 impl Registry {

@@ -945,3 +945,134 @@ async fn a_provider_opt_out_is_recorded_for_the_contact() {
             .unwrap();
     assert_eq!(opted, vec![("c1".to_string(), "sms".to_string())]);
 }
+
+/// Channels and quiet hours `start`–`end` (HH:MM, Asia/Shanghai) as the
+/// daemon builds them from settings text.
+fn registry_with_quiet_hours(channels_yaml: &str, start: &str, end: &str) -> Registry {
+    let text = format!(
+        "timezone: Asia/Shanghai\npolicies:\n  quiet_hours: {{ start: \"{start}\", end: \"{end}\" }}\nchannels:\n{channels_yaml}"
+    );
+    let settings = Settings::parse_str(Path::new("nurture.yaml"), &text)
+        .unwrap_or_else(|d| panic!("settings: {d:?}"));
+    let secret = format!("whsec_{}", BASE64.encode(SECRET_BYTES));
+    build_registry_with_env(&settings, &|name| {
+        (name == "HOOK_SECRET").then(|| secret.clone())
+    })
+    .unwrap_or_else(|e| panic!("channels: {e:?}"))
+}
+
+/// This minute (UTC, whole minutes) and `HH:MM` in Shanghai of an instant.
+fn this_minute() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    chrono::Utc::now()
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap()
+}
+
+fn shanghai_hm(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%H:%M")
+        .to_string()
+}
+
+/// Issue 12 item 9: a retry is deferred to the contact's window exactly like
+/// a first send. The provider answers 429 with `Retry-After: 600`; quiet
+/// hours start in two minutes and last three hours; the retry is due at the
+/// end of the quiet hours, not ten minutes from now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_falls_in_quiet_hours_waits_for_their_end() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(
+        Reply::status(429).header("Retry-After", "600"),
+    ))
+    .await;
+    let start = this_minute() + chrono::TimeDelta::minutes(2);
+    let end = start + chrono::TimeDelta::hours(3);
+    env.contact("c1").await;
+    env.queue("m1", "c1", "hook").await;
+    let reg = registry_with_quiet_hours(
+        &hook(&rx.url("/hook"), ""),
+        &shanghai_hm(start),
+        &shanghai_hm(end),
+    );
+    let w = Worker::start(&env, reg, fast_options());
+    rx.wait_for(1, T).await;
+    let deadline = Instant::now() + T;
+    let row = loop {
+        let row = env.row("m1").await;
+        if row.status == "queued" && row.attempts == 1 {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "{row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    w.stop().await;
+    assert_eq!(
+        row.next_attempt_at,
+        end.timestamp_millis(),
+        "the retry waits for the end of quiet hours: {row:?}"
+    );
+    assert!(row.last_error.as_deref().unwrap_or("").contains("429"), "{row:?}");
+    assert_eq!(rx.count(), 1);
+}
+
+/// Issue 12 item 9: a message reclaimed after a crash (its lease expired)
+/// during the contact's quiet hours is not sent then: it goes back to the
+/// outbox until the window ends. A notice to a salesperson is not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reclaimed_message_in_quiet_hours_waits_and_a_notice_does_not() {
+    let env = env().await;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let start = this_minute() - chrono::TimeDelta::hours(1);
+    let end = this_minute() + chrono::TimeDelta::hours(1);
+    env.contact("c1").await;
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
+                             status, attempts, not_before, next_attempt_at, created_at, lease_owner, lease_until)
+         VALUES ('m1', 'winback', 'c1', 1, '1', 'hook', 'c1', NULL, 'Hi', 'sending', 0, $1, $1, $1, 'killed-worker', $2)",
+    )
+    .bind(now - 60_000)
+    .bind(now - 1)
+    .execute(env.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
+                             payload, status, attempts, not_before, next_attempt_at, created_at)
+         VALUES ('n1', 'winback', 'c1', 1, '1:notify', 'hook', 'sales-1', NULL, 'New lead', '{\"kind\":\"notice\"}', 'queued', 0, $1, $1, $1)",
+    )
+    .bind(now)
+    .execute(env.pool())
+    .await
+    .unwrap();
+    let reg = registry_with_quiet_hours(
+        &hook(&rx.url("/hook"), ""),
+        &shanghai_hm(start),
+        &shanghai_hm(end),
+    );
+    let w = Worker::start(&env, reg, fast_options());
+    env.wait_status("n1", "sent", T).await;
+    let deadline = Instant::now() + T;
+    let row = loop {
+        let row = env.row("m1").await;
+        if row.status == "queued" && row.next_attempt_at > now {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "{row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    w.stop().await;
+    assert_eq!(row.next_attempt_at, end.timestamp_millis(), "{row:?}");
+    assert_eq!(row.attempts, 0, "holding back is not an attempt: {row:?}");
+    assert!(
+        row.last_error.as_deref().unwrap_or("").contains("quiet hours"),
+        "{row:?}"
+    );
+    let ids: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(ids, ["n1"], "only the notice went out");
+}
