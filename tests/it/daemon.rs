@@ -108,7 +108,7 @@ async fn a_contact_created_through_the_api_is_assigned_and_greeted() {
         .await;
     assert_eq!(status, 201, "{v}");
     let reqs = rx.wait_for(1, 10 * SECS).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 1, "exactly one request for one contact");
     let r = &reqs[0];
     assert_eq!(r.method, "POST");
@@ -170,7 +170,7 @@ async fn a_tag_added_through_the_cli_starts_its_workflow() {
     let d = Daemon::start(&p, &[]);
     d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 0, "no message before the tag");
 
     p.ok(&["contacts", "tag", "c1", "--add", "vip"]);
@@ -180,7 +180,7 @@ async fn a_tag_added_through_the_cli_starts_its_workflow() {
     assert_eq!(reqs[0].json()["workflow"], "vip");
     // Adding it again is no new tag: nothing more.
     p.ok(&["contacts", "tag", "c1", "--add", "vip"]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 1);
     stop(d, &p);
 }
@@ -217,8 +217,7 @@ steps:
     .await;
     d.post_ok("/v1/contacts", json!({"id": "r1", "name": "Arr"}))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(rx.count(), 0, "nothing is sent during the wait");
+    // Nothing is sent during the wait: every request below arrives after it.
     let reqs = rx.wait_for(2, 10 * SECS).await;
     for r in &reqs {
         let after = r.at.duration_since(t0);
@@ -233,7 +232,7 @@ steps:
         }
     }
     assert_ne!(contact_of(&reqs[0]), contact_of(&reqs[1]));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 2);
     p.wait_count(
         "SELECT count(*) FROM enrollments WHERE status = 'done'",
@@ -286,7 +285,7 @@ steps:
         5 * SECS,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    p.settled(10 * SECS).await;
     let buyer: Vec<String> = rx
         .requests()
         .iter()
@@ -341,7 +340,7 @@ async fn quiet_hours_hold_the_message() {
         ahead > 115 * 60_000 && ahead <= 121 * 60_000,
         "not_before is {ahead} ms ahead"
     );
-    tokio::time::sleep(3 * SECS).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 0, "nothing is delivered in quiet hours");
     let row = &p.rows("SELECT status FROM outbox").await[0];
     assert_eq!(row["status"], "queued");
@@ -372,7 +371,7 @@ async fn the_frequency_cap_holds_across_workflows() {
         5 * SECS,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 1, "one message in all");
     let steps = p
         .rows(
@@ -440,7 +439,7 @@ async fn an_unsubscribe_stops_a_queued_message() {
         10 * SECS,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.settled(10 * SECS).await;
     assert!(
         rx.requests().iter().all(|r| contact_of(r) != "leaver"),
         "the unsubscribed contact's message reached the endpoint"
@@ -476,7 +475,7 @@ async fn retries_after_5xx_until_delivered() {
         5 * SECS,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 3);
     let key = reqs[0].header("Idempotency-Key").unwrap().to_string();
     assert!(
@@ -527,7 +526,7 @@ async fn a_400_is_not_retried() {
         5 * SECS,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 1, "a permanent error is not retried");
     let row = &p.rows("SELECT attempts, last_error FROM outbox").await[0];
     assert_eq!(row["attempts"], 1);
@@ -551,7 +550,7 @@ async fn retries_stop_at_max_attempts() {
         5 * SECS,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 3, "no try after the last");
     let row = &p.rows("SELECT attempts, last_error FROM outbox").await[0];
     assert_eq!(row["attempts"], 3);
@@ -651,14 +650,13 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
         "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: nowhere, template: welcome }\n",
     );
     wait_log(&p, "reload rejected", rejected, 10 * SECS).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         p.log().contains("greet.yaml:3:") && p.log().contains("\"nowhere\""),
         "the diagnostic names the channel:\n{}",
         p.log()
     );
-    let f = file_state(&p, "greet.yaml");
-    assert_eq!(f["state"], "broken", "{f}");
+    // The log line comes first; `status` follows once the state is recorded.
+    let f = wait_file(&p, "greet.yaml", |f| f["state"] == "broken", 10 * SECS).await;
     assert!(
         f["diagnostics"].to_string().contains("nowhere"),
         "status shows the unknown channel: {f}"
@@ -674,9 +672,7 @@ async fn hot_reload_takes_valid_edits_and_keeps_the_last_good_version() {
     p.write("templates/bye.hbs", "Fixed {{contact.name}}");
     p.write("workflows/greet.yaml", &greet_workflow("bye"));
     wait_log(&p, "reloaded workflows and templates", reloads, 10 * SECS).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let f = file_state(&p, "greet.yaml");
-    assert_eq!(f["state"], "loaded", "{f}");
+    wait_file(&p, "greet.yaml", |f| f["state"] == "loaded", 10 * SECS).await;
     d.post_ok("/v1/contacts", json!({"id": "c5", "name": "Ed"}))
         .await;
     let reqs = rx.wait_for(5, 10 * SECS).await;
@@ -977,7 +973,6 @@ async fn sigterm_drains_and_a_restart_delivers_the_rest() {
     p.wait_count("SELECT count(*) FROM outbox", 8, 10 * SECS)
         .await;
     rx.wait_for(2, 10 * SECS).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (status, took) = d.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit {status}; log:\n{}", p.log());
@@ -1097,7 +1092,7 @@ async fn rows_written_by_another_system_trigger_workflows() {
     .await;
     let reqs = rx.wait_for(4, 10 * SECS).await;
     assert_eq!(body_of(&reqs[3]), "welcome Good");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 4);
     stop(d, &p);
 }
@@ -1354,8 +1349,13 @@ async fn a_restart_resumes_an_enrollment_in_its_wait() {
     )
     .await;
     stop(d, &p);
-    // Down for longer than the wait.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Down for longer than the wait: until the step after it is overdue.
+    let due = p
+        .count("SELECT next_run_at FROM enrollments WHERE status = 'active'")
+        .await;
+    while chrono::Utc::now().timestamp_millis() <= due + 500 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(rx.count(), 1);
     let restarted = Instant::now();
     let d = Daemon::start(&p, &[]);
@@ -1365,7 +1365,7 @@ async fn a_restart_resumes_an_enrollment_in_its_wait() {
         "the overdue step ran promptly"
     );
     assert_eq!(body_of(&reqs[1]), "two");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(rx.count(), 2, "nothing repeated");
     p.wait_count(
         "SELECT count(*) FROM enrollments WHERE status = 'done'",

@@ -325,7 +325,7 @@ async fn dead_letters_after_max_attempts_with_the_providers_reason() {
     };
     let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
     let row = env.wait_status("m1", "dead", T).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once stopped, the worker has nothing in flight: the count is final.
     w.stop().await;
     assert_eq!(row.attempts, 3);
     let err = row.last_error.unwrap();
@@ -403,7 +403,6 @@ async fn a_400_is_permanent_and_tried_once() {
     env.queue("m1", "c1", "hook").await;
     let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
     let row = env.wait_status("m1", "dead", T).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     w.stop().await;
     assert_eq!(row.attempts, 1);
     let err = row.last_error.unwrap();
@@ -590,15 +589,22 @@ async fn an_expired_lease_is_reclaimed_and_a_live_one_is_not() {
     .unwrap();
     let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), fast_options());
     let row = env.wait_status("dead-worker-msg", "sent", T).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A message queued now is claimed by a later pass, whose reaper would
+    // also have taken the live worker's message if it treated its lease as over.
+    env.queue("probe", "c1", "hook").await;
+    w.wake.notify_one();
+    env.wait_status("probe", "sent", T).await;
     w.stop().await;
     assert_eq!(row.attempts, 1);
     let live = env.row("live-worker-msg").await;
     assert_eq!(live.status, "sending");
     assert_eq!(live.lease_owner.as_deref(), Some("alive"));
-    let reqs = rx.requests();
-    assert_eq!(reqs.len(), 1);
-    assert_eq!(reqs[0].header("idempotency-key"), Some("dead-worker-msg"));
+    let keys: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(keys, ["dead-worker-msg", "probe"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,8 +744,9 @@ async fn wake_delivers_without_waiting_for_the_poll() {
         ..fast_options()
     };
     let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
-    // Let the worker go idle.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the worker go idle: it has nothing more once m0 is recorded.
+    env.queue("m0", "c1", "hook").await;
+    env.wait_status("m0", "sent", T).await;
     env.queue("m1", "c1", "hook").await;
     let t = Instant::now();
     w.wake.notify_one();
@@ -875,7 +882,12 @@ async fn leases_are_renewed_while_messages_wait_for_their_channel() {
     };
     let w = Worker::start(&env, reg, opts);
     rx.wait_for(1, T).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Past the first lease of m4 (which waits its turn at 2/s): still ours.
+    let first = env.row("m4").await;
+    let first_lease = first.lease_until.expect("m4 is leased");
+    while now_ms() <= first_lease + 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let waiting = env.row("m4").await;
     assert_eq!(waiting.status, "sending");
     assert_eq!(waiting.lease_owner.as_deref(), Some("test-worker"));

@@ -826,7 +826,7 @@ async fn a_new_external_contact_gets_the_welcome_message() {
     );
     // A redelivery of the same event sends nothing more.
     assert_eq!(d.post_event(&c, &add, 2).await.0, 200);
-    tokio::time::sleep(2 * SECS).await;
+    p.settled(10 * SECS).await;
     assert_eq!(fake.count(SEND_WELCOME), 1);
     assert_eq!(
         fake.count(ADD_MSG_TEMPLATE),
@@ -1175,7 +1175,7 @@ async fn wecom_tag_edits_become_nurture_tags_and_trigger_workflows() {
     // The vip workflow ran once (entry: once), and the redelivered edit
     // changes nothing.
     assert_eq!(d.post_event(&c, &edit4, 6).await.0, 200);
-    tokio::time::sleep(SECS).await;
+    p.settled(10 * SECS).await;
     assert_eq!(fake.count(EXTERNALCONTACT_GET), 4);
     assert_eq!(fake.count(ADD_MSG_TEMPLATE), 1);
     let log = p.log();

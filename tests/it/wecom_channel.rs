@@ -393,7 +393,7 @@ async fn fifty_concurrent_sends_after_the_token_expired_fetch_it_once() {
         send(&s.channel, &to_contact(0)).await,
         Delivery::Delivered { .. }
     ));
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let_time_pass(Duration::from_millis(1_500)).await;
     s.fake.set_expires_in(7200);
     let mut tasks = Vec::new();
     for n in 1..=50 {
@@ -893,7 +893,7 @@ async fn a_transfer_is_started_and_its_result_recorded() {
     );
     let pending = "SELECT status, provider_status FROM wecom_tasks WHERE kind = 'transfer'";
     // Waiting (status 2): still pending after a poll.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     assert_eq!(s.fake.count(TRANSFER_RESULT), 1);
     assert_eq!(
@@ -906,7 +906,7 @@ async fn a_transfer_is_started_and_its_result_recorded() {
     );
     // Done.
     s.fake.set_transfer_status("wmEXT1", 1);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    let_time_pass(Duration::from_millis(60)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     assert_eq!(
         rows(&s.store, pending).await,
@@ -1037,7 +1037,7 @@ async fn transfer_refusals_and_limits_are_recorded() {
         ));
         s.fake.set_transfer_status(ext, status);
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     let got = rows(
         &s.store,
@@ -1127,7 +1127,7 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
         &format!("UPDATE outbox SET status = 'sent' WHERE id = '{tid}'"),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     assert!(matches!(
         send(&s.channel, &to_c1("m2")).await,
@@ -1335,7 +1335,7 @@ async fn the_poller_records_sent_not_a_friend_and_over_the_cap() {
     s.fake.set_send_status("wmEXT2", 2);
     s.fake.set_send_status("wmEXT3", 3);
     // wmEXT4: 0, the salesperson has not confirmed yet.
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     let bodies = s.fake.requests(SEND_RESULT);
     assert_eq!(bodies.len(), 4);
@@ -1399,7 +1399,7 @@ async fn a_task_not_yet_sent_by_the_worker_is_not_polled() {
          VALUES ('greet:c1:1:0', 'greet', 'c1', 1, '0', 'wecom', 'wmEXT1', 'hi', 'sending', 0, 0, 0, 0)",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     assert_eq!(s.fake.count(SEND_RESULT), 0);
 }
@@ -2111,7 +2111,7 @@ async fn task_outcomes_are_events_on_the_contact() {
         "UPDATE wecom_tasks SET created_at = created_at - 4 * 86400000 WHERE contact_id = 'c4'",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     // Asked again: nothing is logged twice.
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
@@ -2310,7 +2310,7 @@ async fn a_customer_of_staff_who_left_moves_with_the_resigned_transfer() {
     )
     .await;
     s.fake.set_transfer_status("wmEXT1", 1);
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     assert_eq!(s.fake.count(wecom_fake::RESIGNED_TRANSFER_RESULT), 1);
     let t = rows(&s.store, "SELECT kind, status, userid FROM wecom_tasks").await;
@@ -2442,7 +2442,7 @@ async fn outcomes_reminders_and_staff_left_on_either_store() {
         .unwrap();
     }
     s.fake.set_send_status("wmEXT1", 1);
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let_time_pass(Duration::from_millis(30)).await;
     poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
     let names: Vec<(String, String)> =
         sqlx::query_as("SELECT contact_id, name FROM events ORDER BY contact_id")
@@ -2474,4 +2474,13 @@ async fn outcomes_reminders_and_staff_left_on_either_store() {
             .await
             .unwrap();
     assert_eq!(quiet, 2);
+}
+
+/// Moves the clocks of the WeCom code (token lifetimes, task schedules) by
+/// `d` without waiting: tokio's clock is paused, advanced and resumed (see
+/// `nurture::channels::wecom::now_ms`). Only for current-thread tests.
+async fn let_time_pass(d: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(d).await;
+    tokio::time::resume();
 }

@@ -652,6 +652,38 @@ fn permanent(reason: &str) -> Exchange {
     .into()
 }
 
+/// The WeCom code's clock (task times, poll schedules): the system time,
+/// shifted by however far tokio's clock is from the real one. In the daemon
+/// the shift is zero; a test that pauses tokio's clock
+/// (`tokio::time::pause`) freezes this one too, and `tokio::time::advance`
+/// moves it, so tests of the poller let an hour pass without waiting for it.
 pub(crate) fn now_ms() -> i64 {
-    crate::store::to_ms(chrono::Utc::now())
+    let tokio_now = tokio::time::Instant::now().into_std();
+    let real_now = std::time::Instant::now();
+    let wall = crate::store::to_ms(chrono::Utc::now());
+    let shift = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match tokio_now.checked_duration_since(real_now) {
+        Some(ahead) => wall.saturating_add(shift(ahead)),
+        None => wall.saturating_sub(shift(real_now.duration_since(tokio_now))),
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    #[tokio::test]
+    async fn the_wecom_clock_follows_a_paused_tokio_clock() {
+        let before = super::now_ms();
+        assert!((before - crate::store::to_ms(chrono::Utc::now())).abs() < 1_000);
+        tokio::time::pause();
+        let paused = super::now_ms();
+        tokio::time::advance(std::time::Duration::from_secs(3_600)).await;
+        let later = super::now_ms();
+        assert!(
+            (later - paused - 3_600_000).abs() < 1_000,
+            "{paused} → {later}"
+        );
+        tokio::time::resume();
+        // Running again, still an hour ahead of the system time.
+        assert!(super::now_ms() - crate::store::to_ms(chrono::Utc::now()) >= 3_599_000);
+    }
 }

@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests move it with `tokio::time::pause` and `advance`.
+use tokio::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -186,6 +189,21 @@ mod tests {
         assert_eq!(cache.fresh().as_deref(), Some("t1"));
         cache.invalidate("t1");
         assert_eq!(cache.fresh(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_used_for_its_usable_life_then_fetched_again() {
+        let cache = TokenCache::default();
+        let get = |t: &'static str| {
+            cache.get(move || async move { Ok::<_, Delivery>(fetched(t, 7200)) })
+        };
+        assert_eq!(get("t1").await.unwrap(), "t1");
+        // 7,200 s from WeCom: used for 7,000 s.
+        tokio::time::advance(Duration::from_secs(6_999)).await;
+        assert_eq!(get("t2").await.unwrap(), "t1");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(get("t2").await.unwrap(), "t2");
+        assert_eq!(cache.fetches(), 2);
     }
 
     #[tokio::test]

@@ -163,6 +163,44 @@ impl Project {
         }
     }
 
+    /// Waits until the daemon has nothing to do now — the state in which
+    /// `run --until-idle=now` stops: every trigger in the event log planned,
+    /// no enrollment due, no message due or in flight (and no WeCom tag sync
+    /// due). From then on nothing
+    /// more reaches a receiver until something is written or a wait, retry
+    /// or quiet hours end. This is the observable "quiet" that "nothing more
+    /// arrived" assertions wait for (instead of sleeping). Panics with what
+    /// is still pending after `timeout`.
+    pub async fn settled(&self, timeout: Duration) {
+        use nurture::engine::scheduler::{IdleMode, idle_state};
+        let pool = self.pool().await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = chrono::Utc::now();
+            let st = idle_state(&pool, now).await.unwrap();
+            // The WeCom tag sync's queue (fed by the callback) too.
+            let tag_syncs: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM wecom_tag_sync WHERE next_attempt_at <= $1",
+            )
+            .bind(now.timestamp_millis())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if st.done(IdleMode::Now) && tag_syncs == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the daemon did not settle within {timeout:?}: waiting for {} and {tag_syncs} WeCom tag sync(s); log:\n{}",
+                    st.waiting_for(IdleMode::Now),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pool.close().await;
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.path("daemon.log")
     }
