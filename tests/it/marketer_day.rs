@@ -509,15 +509,30 @@ fn until_idle_says_what_it_waits_for_and_now_stops_when_nothing_is_due() {
     p.ok(&["contacts", "add", "c2", "--tag", "short"]);
     let mut cmd = p.command();
     cmd.args(["run", "--until-idle", "--listen", "127.0.0.1:0"]);
-    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(4));
-    // It is still waiting for drip's one-day wait: stop it.
+    let log_path = p.path("until-idle.log");
+    let mut child = cmd
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Once the short wait is over, it says it still waits for drip's
+    // one-day waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    while !read().contains("--until-idle: waiting for 2 enrollment(s)") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second waiting line: {}",
+            read()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{}", read());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SAFETY: a plain kill(2) of the child this test started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(child.wait().unwrap().success(), "{}", read());
+    let log = read();
     assert!(
         log.contains("--until-idle: waiting for 3 enrollment(s) in a wait, the next due at "),
         "{log}"

@@ -98,9 +98,15 @@ async fn event_log_rows_become_visible_in_sequence_order() {
             .await
             .unwrap();
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // ...and cannot commit a log row before it: nothing is visible yet.
-    assert!(!second.is_finished(), "the second writer did not wait");
+    // ...and cannot commit a log row before it: it is still waiting 300 ms
+    // later, and nothing is visible yet.
+    let mut second = second;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut second)
+            .await
+            .is_err(),
+        "the second writer did not wait"
+    );
     let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM event_log")
         .fetch_one(&db)
         .await

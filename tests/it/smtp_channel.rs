@@ -1050,7 +1050,7 @@ channels:
     );
     let history = p.ok(&["history", "--contact", "c1"]);
     assert!(history.contains("unsubscribed"), "{history}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.settled(10 * SECS).await;
     assert_eq!(server.messages().len(), 1, "exactly one email went out");
     d.stop(&p);
 }
