@@ -29,7 +29,8 @@
 //!
 //! **Aliyun has no idempotency key.** A timeout (or a 5xx, or a daemon killed
 //! mid-call) leaves a send uncertain: the SMS may have gone out. So every
-//! attempt after the first starts by asking `QuerySendDetails`
+//! attempt after the first, and a first attempt reclaimed after its worker
+//! died mid-call (`in_doubt`), starts by asking `QuerySendDetails`
 //! (`PhoneNumber`, `SendDate` = today and yesterday in China time, 50 per
 //! page) whether a record with our `OutId` (the message id, set on every
 //! `SendSms`) exists. Found: the earlier attempt reached Aliyun, nothing is
@@ -136,7 +137,7 @@ impl AliyunSmsChannel {
     }
 
     async fn deliver(&self, msg: &OutMessage) -> Exchange {
-        if msg.attempt > 1 {
+        if msg.attempt > 1 || msg.in_doubt {
             match self.earlier_send(msg).await {
                 Earlier::NotFound => {}
                 Earlier::Found(exchange) | Earlier::Unknown(exchange) => return exchange,

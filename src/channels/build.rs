@@ -479,6 +479,7 @@ mod tests {
             contact: serde_json::Value::Null,
             attempt: 1,
             payload: serde_json::json!({}),
+            in_doubt: false,
         };
         let d = futures::executor::block_on(sms.send(&msg));
         assert_eq!(

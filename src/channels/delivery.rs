@@ -30,6 +30,12 @@
 //!    `dead`. Outcomes are written by one writer task that commits whatever
 //!    has accumulated in one transaction (batched under load, one row when
 //!    idle); every write checks that this worker still holds the lease.
+//!    A call keeps its channel's concurrency slot until its outcome is
+//!    committed: calls in flight plus outcomes not yet durable never exceed
+//!    `concurrency`, so that is the most a `kill -9` can make go out twice.
+//!    A message reclaimed after its lease expired is marked `in_doubt`: an
+//!    adapter that can ask its provider whether it already got the message
+//!    (Aliyun `QuerySendDetails`, WeCom's recorded task) asks before sending.
 //!
 //! Shutdown: stop claiming, let calls already in progress finish (at most
 //! `shutdown_grace`), write their outcomes, then hand every message still
@@ -190,6 +196,8 @@ struct Claimed {
     payload: String,
     /// When the message first failed with an error worth retrying.
     first_failed_at: Option<i64>,
+    /// Reclaimed after a lease expired: an earlier call may have reached the provider.
+    in_doubt: bool,
 }
 
 /// What becomes of one claimed message.
@@ -226,6 +234,11 @@ struct Outcome {
     pending: Arc<AtomicUsize>,
     /// Wake the claim loop when `pending` falls to this.
     room_at: usize,
+    /// The channel's concurrency slot the call held: released only once the
+    /// outcome is committed, so the calls in flight plus the outcomes not yet
+    /// durable never exceed `concurrency` — the most a `kill -9` can cause
+    /// to be sent twice.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Shared {
@@ -533,7 +546,7 @@ fn retries_over(first_failed_at: Option<i64>, now: i64, retry_for: Duration) -> 
     first_failed_at.is_some_and(|t| now.saturating_sub(t) >= dur_ms(retry_for))
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at";
+const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at, in_doubt";
 
 /// Claims up to `n` due messages of each channel in `wants`, in one write
 /// transaction. Also puts expired leases back in the pool and, when
@@ -547,7 +560,7 @@ async fn claim(
     let lease_until = now + dur_ms(shared.opts.lease);
     let mut tx = shared.store.begin().await?;
     let reaped = sqlx::query(
-        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL,
+        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL, in_doubt = 1,
                 last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
           WHERE status = 'sending' AND lease_until < $1",
     )
@@ -617,6 +630,7 @@ async fn claim(
                 created_at: r.try_get(9)?,
                 payload: r.try_get(11)?,
                 first_failed_at: r.try_get(12)?,
+                in_doubt: r.try_get::<i64, _>(13)? != 0,
             });
         }
         // RETURNING gives no order (PostgreSQL's differs from SQLite's):
@@ -775,6 +789,7 @@ async fn dispatch(
             fate,
             pending: lane.pending.clone(),
             room_at,
+            _permit: None,
         };
         let Some(contacts) = &contacts else {
             let fate = Fate::Release {
@@ -826,6 +841,7 @@ async fn dispatch(
             contact: contact_value,
             attempt: row.attempts + 1,
             payload,
+            in_doubt: row.in_doubt,
         };
         let task = SendTask {
             shared: shared.clone(),
@@ -839,6 +855,7 @@ async fn dispatch(
             attempts: row.attempts,
             first_failed_at: row.first_failed_at,
             quiet,
+            permit: None,
         };
         // The pump ends only on shutdown; the row is then handed back.
         let _ = lane.queue.send((task, msg));
@@ -858,6 +875,8 @@ struct SendTask {
     first_failed_at: Option<i64>,
     /// The contact's quiet hours and timezone, when they apply to this message.
     quiet: Option<(QuietHours, Tz)>,
+    /// The channel's concurrency slot, from the pump; it goes with the outcome.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl SendTask {
@@ -885,6 +904,7 @@ impl SendTask {
             },
             pending: self.pending.clone(),
             room_at: self.room_at,
+            _permit: None,
         };
         let caught = std::panic::AssertUnwindSafe(self.run(msg, permit))
             .catch_unwind()
@@ -911,8 +931,10 @@ impl SendTask {
         }
     }
 
-    /// Makes the call, holding `_permit` (the channel's concurrency) until done.
-    async fn run(self, mut msg: OutMessage, _permit: OwnedSemaphorePermit) {
+    /// Makes the call, holding `permit` (the channel's concurrency) until its
+    /// outcome is written.
+    async fn run(mut self, mut msg: OutMessage, permit: OwnedSemaphorePermit) {
+        self.permit = Some(permit);
         let opts = &self.shared.opts;
         if self.checked_at.elapsed() > opts.consent_recheck_after {
             match self.shared.store.contact(&msg.contact_id).await {
@@ -1002,7 +1024,8 @@ impl SendTask {
         self.finish(&msg, fate).await;
     }
 
-    async fn finish(&self, msg: &OutMessage, fate: Fate) {
+    async fn finish(&mut self, msg: &OutMessage, fate: Fate) {
+        let permit = self.permit.take();
         let _ = self
             .out
             .send(Outcome {
@@ -1015,6 +1038,7 @@ impl SendTask {
                 fate,
                 pending: self.pending.clone(),
                 room_at: self.room_at,
+                _permit: permit,
             })
             .await;
     }

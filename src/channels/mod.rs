@@ -45,6 +45,11 @@ pub struct OutMessage {
     /// when the message was queued (e.g. `{"kind": "notice"}` for a notice to
     /// a salesperson rather than a message to the contact). `{}` when nothing.
     pub payload: serde_json::Value,
+    /// An earlier call may have reached the provider without its outcome
+    /// being recorded (the message was reclaimed after a worker died
+    /// mid-call). An adapter that can ask its provider whether the message
+    /// already went out asks before sending it again.
+    pub in_doubt: bool,
 }
 
 /// What a provider said about one message.

@@ -604,6 +604,7 @@ mod tests {
             contact: serde_json::Value::Null,
             attempt: 1,
             payload: serde_json::json!({}),
+            in_doubt: false,
         }
     }
 

@@ -134,6 +134,7 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         contact: Contact::template_value(&contact),
         attempt: 1,
         payload: serde_json::json!({}),
+        in_doubt: false,
     };
     println!("sending through \"{}\" to {}:", args.name, args.to);
     if let Some(s) = &msg.subject {

@@ -12,6 +12,7 @@ use sqlx::AnyConnection;
 use super::contacts::{ContactInput, Upserted, write_rows};
 use super::{Dialect, Store, StoreError, to_ms};
 
+pub mod recorded;
 pub mod relationships;
 pub mod tags;
 

@@ -24,6 +24,8 @@ use support::receiver::{Receiver, Reply};
 const CONTACTS: usize = 10_000;
 /// Short, so a killed daemon's claims come back quickly.
 const LEASE_MS: u64 = 2_000;
+/// The webhook channel's `concurrency`.
+const CONCURRENCY: usize = 16;
 
 struct Project {
     dir: tempfile::TempDir,
@@ -37,7 +39,7 @@ impl Project {
         fs::write(
             dir.path().join("nurture.yaml"),
             format!(
-                "timezone: Asia/Shanghai\npolicies:\n  blast_guard: off   # 10,000 contacts on purpose\nchannels:\n  hook: {{ kind: webhook, url: \"{hook_url}\", concurrency: 16 }}\n"
+                "timezone: Asia/Shanghai\npolicies:\n  blast_guard: off   # 10,000 contacts on purpose\nchannels:\n  hook: {{ kind: webhook, url: \"{hook_url}\", concurrency: {CONCURRENCY} }}\n"
             ),
         )
         .unwrap();
@@ -330,6 +332,14 @@ fn kill_9_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
             "{k} was sent {n} times but leased at only {kills_leased} kills"
         );
     }
+    // Issue 12 item 10: a call keeps its concurrency slot until its outcome
+    // is committed, so a kill repeats at most `concurrency` messages.
+    let repeats: usize = duplicates.iter().map(|(_, n)| n - 1).sum();
+    assert!(
+        repeats <= kills.len() * CONCURRENCY,
+        "{repeats} repeated sends over {} kills at concurrency {CONCURRENCY}",
+        kills.len()
+    );
     eprintln!(
         "crash test: {} requests for {} messages, {} sent twice (all leased at a kill; {} leased in all), {:.1} s",
         requests.len(),

@@ -596,6 +596,16 @@ async fn an_expired_lease_is_reclaimed_and_a_live_one_is_not() {
     env.wait_status("probe", "sent", T).await;
     w.stop().await;
     assert_eq!(row.attempts, 1);
+    // The reclaimed message is marked: its adapter may ask before sending.
+    let doubt: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, in_doubt FROM outbox WHERE id IN ('dead-worker-msg', 'probe') ORDER BY id")
+            .fetch_all(env.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        doubt,
+        [("dead-worker-msg".to_string(), 1), ("probe".to_string(), 0)]
+    );
     let live = env.row("live-worker-msg").await;
     assert_eq!(live.status, "sending");
     assert_eq!(live.lease_owner.as_deref(), Some("alive"));

@@ -62,6 +62,7 @@ fn msg(to: &str, body: &str) -> OutMessage {
         contact: serde_json::Value::Null,
         attempt: 1,
         payload: serde_json::json!({}),
+        in_doubt: false,
     }
 }
 
@@ -686,5 +687,59 @@ async fn aliyun_unresolved_uncertainty_does_not_resend() {
         sent.lock().unwrap().len(),
         1,
         "nothing sent while uncertain"
+    );
+}
+
+/// Issue 12 item 10: a first attempt reclaimed after its worker died
+/// mid-call (`in_doubt`) asks `QuerySendDetails` before sending, like a
+/// retry: found, it is not sent again; not found, it is sent.
+#[tokio::test]
+async fn aliyun_reclaimed_message_is_looked_up_before_it_is_sent_again() {
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rx = Receiver::start(aliyun_recording_fake(sent.clone(), false, false)).await;
+    let ch = channel(&aliyun_yaml(&rx.url("/"), ""), "ali");
+    let m = msg("13800000000", "hello");
+    assert!(matches!(
+        ch.send(&m).await,
+        Delivery::Delivered { .. }
+    ));
+    let reclaimed = OutMessage {
+        in_doubt: true,
+        ..m.clone()
+    };
+    assert_eq!(reclaimed.attempt, 1);
+    assert_eq!(
+        ch.send(&reclaimed).await,
+        Delivery::Delivered { provider_id: None },
+        "found by its OutId"
+    );
+    assert_eq!(sent.lock().unwrap().len(), 1, "the SMS went out once");
+    let never_sent = OutMessage {
+        id: "winback:c9:1:0".into(),
+        in_doubt: true,
+        ..m
+    };
+    assert!(matches!(
+        ch.send(&never_sent).await,
+        Delivery::Delivered {
+            provider_id: Some(_)
+        }
+    ));
+    assert_eq!(sent.lock().unwrap().len(), 2);
+    let actions: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| form(&r.body)["Action"].clone())
+        .collect();
+    // Found on today's page; not found after today's and yesterday's.
+    assert_eq!(
+        actions,
+        [
+            "SendSms",
+            "QuerySendDetails",
+            "QuerySendDetails",
+            "QuerySendDetails",
+            "SendSms"
+        ]
     );
 }

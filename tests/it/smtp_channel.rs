@@ -206,6 +206,7 @@ fn msg(id: &str, contact: &str, to: &str) -> OutMessage {
         contact: json!({"id": contact, "name": "Ada"}),
         attempt: 1,
         payload: json!({}),
+        in_doubt: false,
     }
 }
 

@@ -160,6 +160,7 @@ fn msg(id: &str, contact: &str, to: &str, owner: Option<&str>, body: &str) -> Ou
         contact: c,
         attempt: 1,
         payload: json!({}),
+        in_doubt: false,
     }
 }
 
@@ -2483,4 +2484,48 @@ async fn let_time_pass(d: Duration) {
     tokio::time::pause();
     tokio::time::advance(d).await;
     tokio::time::resume();
+}
+
+/// Issue 12 item 10: a message reclaimed after its worker died mid-call
+/// (`in_doubt`) is looked up before WeCom is called again: its recorded task
+/// means WeCom already has it, so no second task is created for the
+/// salesperson; one without a record is sent.
+#[tokio::test]
+async fn a_reclaimed_message_whose_task_is_recorded_is_not_sent_again() {
+    let s = setup().await;
+    let first = send(&s.channel, &to_contact(1)).await;
+    let Delivery::Delivered {
+        provider_id: Some(msgid),
+    } = first
+    else {
+        panic!("{first:?}");
+    };
+    let mut again = to_contact(1);
+    again.in_doubt = true;
+    assert_eq!(
+        send(&s.channel, &again).await,
+        Delivery::Delivered {
+            provider_id: Some(msgid)
+        },
+        "the recorded task answers for it"
+    );
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 1, "no second task");
+    // In doubt, but never accepted (the crash came before WeCom's answer): sent.
+    let mut other = to_contact(2);
+    other.in_doubt = true;
+    assert!(matches!(
+        send(&s.channel, &other).await,
+        Delivery::Delivered { .. }
+    ));
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
+    // A store that cannot tell: not sent now.
+    exec(&s.store, "DROP TABLE wecom_tasks").await;
+    let mut unknown = to_contact(3);
+    unknown.in_doubt = true;
+    let d = send(&s.channel, &unknown).await;
+    assert!(
+        matches!(&d, Delivery::Retry { reason, .. } if reason.contains("cannot tell")),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
 }

@@ -24,9 +24,11 @@
 //! a new token that WeCom's protocol calls for.
 //!
 //! Not idempotent on WeCom's side: `add_msg_template` and `transfer_customer`
-//! have no idempotency key, so a crash between WeCom's answer and the outbox
-//! write (a lease that expires) can create a second task for the salesperson
-//! to confirm. `message/send` is protected by its duplicate check.
+//! have no idempotency key. A task WeCom accepted is recorded right away, so
+//! a message reclaimed after a crash (`in_doubt`) whose task is recorded is
+//! not sent again; only a crash between WeCom's answer and that record can
+//! create a second task for the salesperson to confirm. `message/send` is
+//! protected by its duplicate check.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -153,7 +155,14 @@ impl WecomChannel {
     }
 
     async fn deliver(&self, msg: &OutMessage) -> Exchange {
-        match msg.payload.get("kind").and_then(Value::as_str) {
+        let kind = msg.payload.get("kind").and_then(Value::as_str);
+        if msg.in_doubt
+            && matches!(kind, None | Some("transfer"))
+            && let Some(e) = self.already_accepted(msg).await
+        {
+            return e;
+        }
+        match kind {
             None => self.to_contact(msg).await,
             Some("notice") => self.notice(msg).await,
             Some("transfer") => self.transfer(msg).await,
@@ -191,6 +200,36 @@ impl WecomChannel {
             }
         }
         self.mass_task(msg).await
+    }
+
+    /// Asks before sending a message again that an earlier call, cut short
+    /// by a crash, may have handed to WeCom: a task recorded for it means
+    /// WeCom accepted it (delivered, with the recorded `msgid`); a store
+    /// that cannot tell means not sending now. `None`: send.
+    async fn already_accepted(&self, msg: &OutMessage) -> Option<Exchange> {
+        let pool = self.store.as_ref().map(Store::db)?;
+        match crate::store::wecom::recorded::task_of_message(pool, &msg.id).await {
+            Ok(Some(task)) => {
+                tracing::info!(message = %msg.id, kind = %task.kind,
+                    "wecom already accepted this message before the worker stopped (task recorded); not sent again");
+                Some(
+                    Delivery::Delivered {
+                        provider_id: task.msgid,
+                    }
+                    .into(),
+                )
+            }
+            Ok(None) => None,
+            Err(e) => Some(
+                Delivery::Retry {
+                    after: None,
+                    reason: format!(
+                        "wecom: cannot tell whether an earlier call was accepted (reading its task: {e}); not sending until it can"
+                    ),
+                }
+                .into(),
+            ),
+        }
     }
 
     /// `send_welcome_msg` with a code taken for this message.
