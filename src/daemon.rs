@@ -81,6 +81,10 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             Err(_) => (project, None),
         };
 
+    // One-click unsubscribe links are verified with the keys of the smtp
+    // channels built so far (this registry's, then each reload's).
+    let unsubscribe_keys = crate::channels::smtp::token::UnsubscribeKeys::default();
+    add_keys(&unsubscribe_keys, &registry);
     let shutdown = CancellationToken::new();
     let wake = Arc::new(Notify::new());
     let deliver = Arc::new(Notify::new());
@@ -120,11 +124,15 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
                 .cloned()
                 .collect()
         })),
+        unsubscribe_keys: unsubscribe_keys.clone(),
     };
+    // The WeCom callback asks the tag sync for work through this handle.
+    let tag_sync = Arc::new(Notify::new());
     // The WeCom callback reads the current settings (reloads apply).
     let wecom = crate::api::wecom_callback::CallbackState::from_project(
         store.clone(),
         wake.clone(),
+        tag_sync.clone(),
         project_rx.clone(),
     );
     let console = crate::console::ConsoleState::new(store.clone(), project_rx.clone());
@@ -143,11 +151,8 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
 
     // Follows WeCom mass-message tasks and transfers to their outcome.
     tasks.spawn("wecom-poller", {
-        let run = crate::channels::wecom::poll::run(
-            store.clone(),
-            project_rx.clone(),
-            shutdown.clone(),
-        );
+        let run =
+            crate::channels::wecom::poll::run(store.clone(), project_rx.clone(), shutdown.clone());
         async move {
             run.await;
             Ok(())
@@ -158,6 +163,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         let run = crate::channels::wecom::contact_tags::run(
             store.clone(),
             project_rx.clone(),
+            tag_sync,
             wake.clone(),
             shutdown.clone(),
         );
@@ -197,6 +203,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             store.clone(),
             project_tx,
             registry_tx,
+            unsubscribe_keys,
             wake.clone(),
             shutdown.clone(),
         ),
@@ -265,6 +272,7 @@ async fn watch_files(
     store: Store,
     project_tx: watch::Sender<Arc<Project>>,
     registry_tx: watch::Sender<Arc<Registry>>,
+    keys: crate::channels::smtp::token::UnsubscribeKeys,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -332,7 +340,15 @@ async fn watch_files(
         // Debounce: editors write several events per save.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while rx.try_recv().is_ok() {}
-        reload(&config, &mut running, &store, &project_tx, &registry_tx).await;
+        reload(
+            &config,
+            &mut running,
+            &store,
+            &project_tx,
+            &registry_tx,
+            &keys,
+        )
+        .await;
         wake.notify_one();
     }
 }
@@ -343,6 +359,7 @@ async fn reload(
     store: &Store,
     project_tx: &watch::Sender<Arc<Project>>,
     registry_tx: &watch::Sender<Arc<Registry>>,
+    keys: &crate::channels::smtp::token::UnsubscribeKeys,
 ) {
     // A new settings version is taken only if its channels can be built.
     let mut registry = None;
@@ -396,6 +413,7 @@ async fn reload(
             );
         }
         if let Some(reg) = registry {
+            add_keys(keys, &reg);
             registry_tx.send_replace(Arc::new(reg));
         }
     }
@@ -420,6 +438,13 @@ async fn reload(
         project_tx.send_replace(Arc::new(r.project));
     }
     *running = Some(r.running);
+}
+
+/// Lets the API verify the unsubscribe links `registry`'s smtp channels sign.
+fn add_keys(keys: &crate::channels::smtp::token::UnsubscribeKeys, registry: &Registry) {
+    for (channel, key) in &registry.unsubscribe_keys {
+        keys.add(channel, key);
+    }
 }
 
 /// Tell `nurture status` which version of each file runs, and which edits

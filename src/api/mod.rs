@@ -64,6 +64,9 @@ pub struct ApiState {
     /// The channel names of the current settings (hot reload included),
     /// which a request's `channel` must be one of; `None` checks nothing.
     pub channel_names: Option<ChannelNames>,
+    /// The keys one-click unsubscribe links are verified with (the daemon
+    /// adds those of every registry it builds, so reloads apply).
+    pub unsubscribe_keys: crate::channels::smtp::token::UnsubscribeKeys,
 }
 
 /// Gives the channel names of the settings in force.
@@ -93,6 +96,7 @@ impl ApiState {
             wake,
             project: None,
             channel_names: Some(Arc::new(move || names.clone())),
+            unsubscribe_keys: Default::default(),
         }
     }
 }

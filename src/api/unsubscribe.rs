@@ -26,12 +26,12 @@ use chrono::Utc;
 
 use super::ApiState;
 use crate::channels::smtp::html::escape;
-use crate::channels::smtp::token::{self, Unsubscribe};
+use crate::channels::smtp::token::Unsubscribe;
 use crate::store::StoreError;
 
 /// `GET /v1/unsubscribe/{token}`: a confirmation page; changes nothing.
-pub async fn page(Path(token): Path<String>) -> Response {
-    if token::verify(&token).is_none() {
+pub async fn page(State(st): State<ApiState>, Path(token): Path<String>) -> Response {
+    if st.unsubscribe_keys.verify(&token).is_none() {
         return invalid_link();
     }
     html(
@@ -54,7 +54,7 @@ pub async fn one_click(
     let Some(Unsubscribe {
         channel,
         contact_id,
-    }) = token::verify(&token)
+    }) = st.unsubscribe_keys.verify(&token)
     else {
         return invalid_link();
     };

@@ -61,6 +61,17 @@ pub fn build_registry_full(
                 channel: cs.name.clone(),
                 message,
             })
+        } else if cs.kind == ChannelKind::Smtp {
+            // Its unsubscribe key goes with the registry, for the API.
+            super::smtp::build(cs, env)
+                .map(|(ch, key)| {
+                    registry.unsubscribe_keys.push((name.clone(), key));
+                    ch
+                })
+                .map_err(|message| ChannelError {
+                    channel: cs.name.clone(),
+                    message,
+                })
         } else {
             build_channel(cs, env)
         };
@@ -180,7 +191,7 @@ pub fn build_channel(
         }
         ChannelKind::Twilio => build_twilio(cs, env).map_err(err),
         ChannelKind::AliyunSms => build_aliyun_sms(cs, env).map_err(err),
-        ChannelKind::Smtp => super::smtp::build(cs, env).map_err(err),
+        ChannelKind::Smtp => super::smtp::build(cs, env).map(|(ch, _)| ch).map_err(err),
         // Without the settings' teams and a store, a send to a contact has no
         // sender: `build_registry*` build WeCom channels whole.
         ChannelKind::Wecom => {

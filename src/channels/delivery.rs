@@ -59,12 +59,12 @@ use tokio_util::task::TaskTracker;
 use super::build::DEFAULT_CONCURRENCY;
 use super::retry::next_delay;
 use super::{Channel, Delivery, DeliveryPolicy, OutMessage, Registry};
-use crate::settings::QuietHours;
-use chrono_tz::Tz;
 use crate::contact::Contact;
 use crate::metrics;
+use crate::settings::QuietHours;
 use crate::settings::RateLimit;
 use crate::store::{Bind, Store};
+use chrono_tz::Tz;
 
 /// The longest a [`Delivery::Wait`] waits (a provider's daily window).
 pub const WAIT_MAX: Duration = Duration::from_secs(86_400);
@@ -1075,9 +1075,9 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
         let now = now_ms();
         {
             let mut inflight = shared
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for o in &buf {
                 inflight.remove(&o.id);
             }

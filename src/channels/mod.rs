@@ -127,6 +127,9 @@ pub struct Registry {
     pub channels: HashMap<String, (ChannelSettings, Arc<dyn Channel>)>,
     /// The policies delivery applies again on every attempt.
     pub policy: DeliveryPolicy,
+    /// The unsubscribe keys of its smtp channels, by channel name (the
+    /// daemon adds them to the API's [`smtp::token::UnsubscribeKeys`]).
+    pub unsubscribe_keys: Vec<(String, smtp::UnsubscribeKey)>,
 }
 
 /// What the delivery worker needs of the settings' policies: a retry, a

@@ -57,9 +57,7 @@ fn parse_fault(spec: &str) -> Option<(Fault, String)> {
 
 impl Supervisor {
     pub fn new(shutdown: CancellationToken) -> Supervisor {
-        let fault = std::env::var(FAULT_ENV)
-            .ok()
-            .and_then(|s| parse_fault(&s));
+        let fault = std::env::var(FAULT_ENV).ok().and_then(|s| parse_fault(&s));
         Supervisor {
             set: JoinSet::new(),
             names: HashMap::new(),
@@ -140,7 +138,10 @@ impl Supervisor {
         match outcome {
             Ok(()) if stopping => None,
             Ok(()) => {
-                tracing::error!(task = name, "daemon task ended on its own; stopping the daemon");
+                tracing::error!(
+                    task = name,
+                    "daemon task ended on its own; stopping the daemon"
+                );
                 Some(anyhow!("the {name} task ended on its own"))
             }
             Err(why) => {

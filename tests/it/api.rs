@@ -44,6 +44,7 @@ impl Api {
             channel_names: Some(Arc::new(|| {
                 ["sms", "email", "wecom"].map(String::from).to_vec()
             })),
+            unsubscribe_keys: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -597,11 +597,12 @@ async fn an_expired_lease_is_reclaimed_and_a_live_one_is_not() {
     w.stop().await;
     assert_eq!(row.attempts, 1);
     // The reclaimed message is marked: its adapter may ask before sending.
-    let doubt: Vec<(String, i64)> =
-        sqlx::query_as("SELECT id, in_doubt FROM outbox WHERE id IN ('dead-worker-msg', 'probe') ORDER BY id")
-            .fetch_all(env.pool())
-            .await
-            .unwrap();
+    let doubt: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, in_doubt FROM outbox WHERE id IN ('dead-worker-msg', 'probe') ORDER BY id",
+    )
+    .fetch_all(env.pool())
+    .await
+    .unwrap();
     assert_eq!(
         doubt,
         [("dead-worker-msg".to_string(), 1), ("probe".to_string(), 0)]
@@ -1034,7 +1035,10 @@ async fn a_retry_that_falls_in_quiet_hours_waits_for_their_end() {
         end.timestamp_millis(),
         "the retry waits for the end of quiet hours: {row:?}"
     );
-    assert!(row.last_error.as_deref().unwrap_or("").contains("429"), "{row:?}");
+    assert!(
+        row.last_error.as_deref().unwrap_or("").contains("429"),
+        "{row:?}"
+    );
     assert_eq!(rx.count(), 1);
 }
 
@@ -1088,7 +1092,10 @@ async fn a_reclaimed_message_in_quiet_hours_waits_and_a_notice_does_not() {
     assert_eq!(row.next_attempt_at, end.timestamp_millis(), "{row:?}");
     assert_eq!(row.attempts, 0, "holding back is not an attempt: {row:?}");
     assert!(
-        row.last_error.as_deref().unwrap_or("").contains("quiet hours"),
+        row.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("quiet hours"),
         "{row:?}"
     );
     let ids: Vec<String> = rx

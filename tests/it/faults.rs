@@ -137,6 +137,7 @@ async fn healthz_is_503_when_the_store_is_gone_or_read_only() {
             wake: Default::default(),
             project: None,
             channel_names: None,
+            unsubscribe_keys: Default::default(),
         };
         tokio::spawn(nurture::api::serve(listener, state, Default::default()));
         answers.push(base);
@@ -421,6 +422,7 @@ async fn api_with(limits: nurture::api::ServeLimits) -> (std::net::SocketAddr, t
         wake: Default::default(),
         project: None,
         channel_names: None,
+        unsubscribe_keys: Default::default(),
     };
     tokio::spawn(nurture::api::serve_with_limits(
         listener,
@@ -571,13 +573,13 @@ async fn a_dying_task_stops_the_daemon_non_zero_and_names_the_task() {
             .lines()
             .find(|l| l.contains("daemon task") && l.contains("stopping the daemon"))
             .unwrap_or_else(|| panic!("{fault}: no supervisor line in\n{log}"));
-        assert!(line.contains(&format!("task=\"{task}\"")), "{fault}: {line}");
+        assert!(
+            line.contains(&format!("task=\"{task}\"")),
+            "{fault}: {line}"
+        );
         assert!(log.contains(why), "{fault}: {log}");
         // The final error names the task too (what systemd's journal shows last).
-        assert!(
-            log.contains(&format!("the {task} task")),
-            "{fault}: {log}"
-        );
+        assert!(log.contains(&format!("the {task} task")), "{fault}: {log}");
         if task != "delivery" {
             // The others stopped the ordinary way.
             assert!(log.contains("delivery worker stopped"), "{fault}: {log}");

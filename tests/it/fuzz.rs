@@ -150,6 +150,7 @@ fn api_server() -> &'static ApiServer {
                 wake: Default::default(),
                 project: None,
                 channel_names: Some(std::sync::Arc::new(|| vec!["sms".to_string()])),
+                unsubscribe_keys: Default::default(),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());

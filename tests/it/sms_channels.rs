@@ -699,10 +699,7 @@ async fn aliyun_reclaimed_message_is_looked_up_before_it_is_sent_again() {
     let rx = Receiver::start(aliyun_recording_fake(sent.clone(), false, false)).await;
     let ch = channel(&aliyun_yaml(&rx.url("/"), ""), "ali");
     let m = msg("13800000000", "hello");
-    assert!(matches!(
-        ch.send(&m).await,
-        Delivery::Delivered { .. }
-    ));
+    assert!(matches!(ch.send(&m).await, Delivery::Delivered { .. }));
     let reclaimed = OutMessage {
         in_doubt: true,
         ..m.clone()

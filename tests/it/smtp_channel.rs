@@ -799,6 +799,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(p: &Project) -> Daemon {
+        Daemon::start_with(p, &[])
+    }
+
+    /// [`Daemon::start`] with more environment variables.
+    fn start_with(p: &Project, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -807,6 +812,7 @@ impl Daemon {
         let mut child = p
             .command()
             .env("UNSUB_SECRET", SECRET)
+            .envs(env.iter().copied())
             .args(["run", "--listen", "127.0.0.1:0", "--backoff-ms", "100"])
             .stdout(Stdio::piped())
             .stderr(log)
@@ -1053,5 +1059,52 @@ channels:
     assert!(history.contains("unsubscribed"), "{history}");
     p.settled(10 * SECS).await;
     assert_eq!(server.messages().len(), 1, "exactly one email went out");
+    d.stop(&p);
+}
+
+/// Issue 12 item 6: the unsubscribe keys are the daemon's (the API state
+/// carries them, no global): a rotated secret is accepted once the reload
+/// that names it is, and links signed with the old one keep working until
+/// the daemon restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_unsubscribe_secret_takes_effect_on_reload() {
+    const ROTATED: &str = "rotated-unsubscribe-secret-0123456";
+    let settings = |var: &str| {
+        format!(
+            "timezone: UTC\nchannels:\n  email:\n    kind: smtp\n    host: 127.0.0.1\n    port: 2525\n    tls: none\n    from: \"Nurture <news@example.com>\"\n    unsubscribe_url: https://mail.example.com\n    unsubscribe_secret_env: {var}\n"
+        )
+    };
+    let p = Project::new(&settings("UNSUB_SECRET"));
+    let d = Daemon::start_with(&p, &[("UNSUB_SECRET_2", ROTATED)]);
+    let sign = |secret: &str| {
+        let payload = "email\nc1";
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(b"nurture-unsubscribe-v1\n");
+        mac.update(payload.as_bytes());
+        format!(
+            "{}.{}",
+            B64URL.encode(payload),
+            B64URL.encode(mac.finalize().into_bytes())
+        )
+    };
+    let http = client();
+    let status = |token: String| {
+        let http = http.clone();
+        let url = d.url(&format!("/v1/unsubscribe/{token}"));
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(sign(SECRET)).await, 200);
+    assert_eq!(status(sign(ROTATED)).await, 404, "not yet");
+    p.write("nurture.yaml", &settings("UNSUB_SECRET_2"));
+    let deadline = Instant::now() + 20 * SECS;
+    while status(sign(ROTATED)).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated secret was not taken; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(sign(SECRET)).await, 200, "old links keep working");
     d.stop(&p);
 }

@@ -905,10 +905,12 @@ fn in_process() -> &'static InProcess {
                 wake: wake.clone(),
                 project: None,
                 channel_names: None,
+                unsubscribe_keys: Default::default(),
             };
             let cb = CallbackState {
                 store,
                 wake,
+                tag_sync: Arc::new(Notify::new()),
                 settings: SettingsSource::Fixed(Arc::new(settings)),
                 env: Arc::new(move |name| env.get(name).cloned()),
             };

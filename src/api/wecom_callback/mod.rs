@@ -156,6 +156,9 @@ pub struct CallbackState {
     pub store: Store,
     /// The scheduler's wake-up (the one `POST /v1/contacts` notifies).
     pub wake: Arc<Notify>,
+    /// The WeCom tag sync's wake-up: notified when an event queued a sync
+    /// (the daemon's tag-sync task waits on the same handle).
+    pub tag_sync: Arc<Notify>,
     pub settings: SettingsSource,
     pub env: EnvLookup,
 }
@@ -173,11 +176,13 @@ impl CallbackState {
     pub fn from_project(
         store: Store,
         wake: Arc<Notify>,
+        tag_sync: Arc<Notify>,
         project: watch::Receiver<Arc<Project>>,
     ) -> CallbackState {
         let st = CallbackState {
             store,
             wake,
+            tag_sync,
             settings: SettingsSource::Project(project),
             env: Arc::new(|name| std::env::var(name).ok()),
         };
@@ -574,7 +579,9 @@ async fn event(
                 st.wake.notify_one();
             }
             if done.tag_sync {
-                crate::channels::wecom::contact_tags::sync_requested();
+                // A permit is kept if the sync is busy, so a request made
+                // during a round is not missed.
+                st.tag_sync.notify_one();
             }
             tracing::info!(
                 %channel,

@@ -29,7 +29,7 @@ use std::time::Duration;
 use lettre::Address;
 use lettre::message::Mailbox;
 
-use super::token::{UnsubscribeKey, register_key};
+use super::token::UnsubscribeKey;
 use super::{DEFAULT_PORT, DEFAULT_TLS_PORT, SmtpChannel, SmtpConfig, TlsMode, is_loopback};
 use crate::channels::Channel;
 use crate::channels::build::{option, secret_from_env};
@@ -40,17 +40,16 @@ use crate::settings::ChannelSettings;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds the adapter of an `smtp` channel (one problem at a time, named
-/// after the key; secrets are never printed) and registers its unsubscribe
-/// key so the API can verify the links it signs.
+/// after the key; secrets are never printed) and its unsubscribe key, which
+/// the registry carries so the daemon can hand it to the API.
 pub fn build(
     cs: &ChannelSettings,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn Channel>, String> {
+) -> Result<(Arc<dyn Channel>, UnsubscribeKey), String> {
     let config = config(cs, env)?;
     let key = config.unsubscribe_key.clone();
     let ch = SmtpChannel::new(config)?;
-    register_key(&cs.name, &key);
-    Ok(Arc::new(ch))
+    Ok((Arc::new(ch), key))
 }
 
 /// The channel's options as an [`SmtpConfig`].

@@ -11,7 +11,7 @@
 //! working (a link that stopped working would leave the recipient only the
 //! "report spam" button). Changing the secret invalidates every link sent
 //! before, so rotate it only when it leaked; links of a secret replaced by a
-//! hot reload keep working until the daemon restarts (see [`register_key`]).
+//! hot reload keep working until the daemon restarts (see [`UnsubscribeKeys`]).
 //!
 //! The payload is readable by the recipient (it is their own contact id and
 //! the channel name); only the MAC is secret-derived. Verification compares
@@ -113,37 +113,47 @@ pub fn verify_with(token: &str, keys: &[UnsubscribeKey]) -> Option<Unsubscribe> 
     ok.then_some(who)
 }
 
-/// The keys of the smtp channels this process built, by channel name.
+/// The keys the API verifies one-click links with, by channel name: a
+/// handle the daemon owns and shares with the API state (no global).
 ///
 /// The API answers one-click POSTs with no login, so the handler needs the
-/// secret of the channel named in the token. Channels are built from the
-/// settings (at start and on every hot reload) in `channels::build`, which
-/// registers each smtp channel's key here; the API state does not carry the
-/// settings. Keys are only added, never removed, while the process runs: a
-/// link signed with a secret that a reload replaced keeps working until the
-/// next restart.
-static KEYS: RwLock<Option<HashMap<String, Vec<UnsubscribeKey>>>> = RwLock::new(None);
+/// secret of the channel named in the token. The daemon adds the keys of the
+/// smtp channels of every registry it builds (at start and on each hot
+/// reload), so a rotated secret is accepted once the reload is. Keys are
+/// only added, never removed, while the daemon runs: a link signed with a
+/// secret that a reload replaced keeps working until the next restart.
+#[derive(Clone, Default)]
+pub struct UnsubscribeKeys(Arc<RwLock<HashMap<String, Vec<UnsubscribeKey>>>>);
 
-/// Remembers `key` as a key of `channel`'s unsubscribe links.
-pub fn register_key(channel: &str, key: &UnsubscribeKey) {
-    let mut keys = KEYS.write().unwrap_or_else(|p| p.into_inner());
-    let per_channel = keys
-        .get_or_insert_with(HashMap::new)
-        .entry(channel.to_string())
-        .or_default();
-    if !per_channel.contains(key) {
-        per_channel.push(key.clone());
+impl std::fmt::Debug for UnsubscribeKeys {
+    // Never print a key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("UnsubscribeKeys")
+            .field("channels", &map.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
-/// Checks `token` against the registered keys of the channel it names.
-pub fn verify(token: &str) -> Option<Unsubscribe> {
-    let (who, _, _) = parse(token)?;
-    let keys = {
-        let map = KEYS.read().unwrap_or_else(|p| p.into_inner());
-        map.as_ref()?.get(&who.channel)?.clone()
-    };
-    verify_with(token, &keys)
+impl UnsubscribeKeys {
+    /// Remembers `key` as a key of `channel`'s unsubscribe links.
+    pub fn add(&self, channel: &str, key: &UnsubscribeKey) {
+        let mut keys = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let per_channel = keys.entry(channel.to_string()).or_default();
+        if !per_channel.contains(key) {
+            per_channel.push(key.clone());
+        }
+    }
+
+    /// Checks `token` against the keys of the channel it names.
+    pub fn verify(&self, token: &str) -> Option<Unsubscribe> {
+        let (who, _, _) = parse(token)?;
+        let keys = {
+            let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+            map.get(&who.channel)?.clone()
+        };
+        verify_with(token, &keys)
+    }
 }
 
 #[cfg(test)]
@@ -206,13 +216,22 @@ mod tests {
     }
 
     #[test]
-    fn registry() {
+    fn keys_handle() {
+        let keys = UnsubscribeKeys::default();
         let k = key("registry-test-secret-1");
-        register_key("reg-test", &k);
-        register_key("reg-test", &k);
         let t = sign(&k, "reg-test", "c1");
-        assert_eq!(verify(&t).unwrap().contact_id, "c1");
+        assert!(keys.verify(&t).is_none(), "nothing added yet");
+        keys.add("reg-test", &k);
+        keys.add("reg-test", &k);
+        assert_eq!(keys.verify(&t).unwrap().contact_id, "c1");
         let other = sign(&k, "reg-test-unknown", "c1");
-        assert!(verify(&other).is_none());
+        assert!(keys.verify(&other).is_none());
+        // A rotated secret: the new one verifies, the old links still do.
+        let k2 = key("registry-test-secret-2");
+        keys.add("reg-test", &k2);
+        assert!(keys.verify(&sign(&k2, "reg-test", "c2")).is_some());
+        assert!(keys.verify(&t).is_some());
+        // Another handle (another daemon in the same process) shares nothing.
+        assert!(UnsubscribeKeys::default().verify(&t).is_none());
     }
 }

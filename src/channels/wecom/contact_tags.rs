@@ -35,12 +35,13 @@
 //! nurture does not know, ...) drops the row with a warning.
 //!
 //! The worker runs in the daemon, reads the channels from the current
-//! settings (reloads apply), wakes when the callback queues a row
-//! ([`sync_requested`]) or when a postponed row is due, and wakes the
-//! scheduler when tags changed so `tag_added` / `tag_removed` workflows run.
+//! settings (reloads apply), wakes when the callback queues a row (it
+//! notifies the tag-sync handle the daemon gave them both) or when a
+//! postponed row is due, and wakes the scheduler when tags changed so
+//! `tag_added` / `tag_removed` workflows run.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
@@ -80,17 +81,6 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// WeCom tag `type` of a salesperson's personal tag (not mirrored).
 const PERSONAL_TAG: i64 = 2;
-
-fn wakeup() -> &'static Notify {
-    static WAKE: OnceLock<Notify> = OnceLock::new();
-    WAKE.get_or_init(Notify::new)
-}
-
-/// Tells the worker that the callback queued a sync. A permit is kept if
-/// the worker is busy, so a request made during a round is not missed.
-pub fn sync_requested() {
-    wakeup().notify_one();
-}
 
 /// How long a sync that failed `attempts` times (before this failure) waits.
 pub fn retry_delay(attempts: i64) -> Duration {
@@ -518,9 +508,13 @@ async fn one(
 
 /// Runs until `shutdown`: works the queue with the channels of the current
 /// settings, and wakes the scheduler (`wake`) when tags changed.
+/// Runs the tag sync until `shutdown`. `requested` is notified by the
+/// callback when it queued a sync; `wake` is the scheduler's, notified when
+/// a sync changed a contact's tags.
 pub async fn run(
     store: Store,
     mut project: watch::Receiver<Arc<Project>>,
+    requested: Arc<Notify>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -576,7 +570,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(sleep.max(Duration::from_millis(50))) => {}
-            _ = wakeup().notified() => {}
+            _ = requested.notified() => {}
             r = project.changed() => if r.is_err() {
                 shutdown.cancelled().await;
                 return;

@@ -194,9 +194,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_token_is_used_for_its_usable_life_then_fetched_again() {
         let cache = TokenCache::default();
-        let get = |t: &'static str| {
-            cache.get(move || async move { Ok::<_, Delivery>(fetched(t, 7200)) })
-        };
+        let get =
+            |t: &'static str| cache.get(move || async move { Ok::<_, Delivery>(fetched(t, 7200)) });
         assert_eq!(get("t1").await.unwrap(), "t1");
         // 7,200 s from WeCom: used for 7,000 s.
         tokio::time::advance(Duration::from_secs(6_999)).await;
