@@ -201,9 +201,11 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             opts.config.clone(),
             running,
             store.clone(),
-            project_tx,
-            registry_tx,
-            unsubscribe_keys,
+            Reloaded {
+                project: project_tx,
+                registry: registry_tx,
+                keys: unsubscribe_keys,
+            },
             wake.clone(),
             shutdown.clone(),
         ),
@@ -262,6 +264,14 @@ async fn shutdown_signal() {
     }
 }
 
+/// What a reload updates: the running project, the channels, and the
+/// unsubscribe keys the API verifies links with.
+struct Reloaded {
+    project: watch::Sender<Arc<Project>>,
+    registry: watch::Sender<Arc<Registry>>,
+    keys: crate::channels::smtp::token::UnsubscribeKeys,
+}
+
 /// Watch the settings, workflows and templates; reload on change, file by
 /// file (see [`crate::reload`]): a valid edit of a file runs; an invalid one
 /// is logged with its diagnostics and recorded for `status`, and that file's
@@ -270,15 +280,13 @@ async fn watch_files(
     config: PathBuf,
     mut running: Option<crate::reload::Running>,
     store: Store,
-    project_tx: watch::Sender<Arc<Project>>,
-    registry_tx: watch::Sender<Arc<Registry>>,
-    keys: crate::channels::smtp::token::UnsubscribeKeys,
+    to: Reloaded,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let current = project_tx.borrow().clone();
+    let current = to.project.borrow().clone();
     let config_name = config.file_name().map(|n| n.to_os_string());
     let dirs = [
         current.settings.workflows_dir.clone(),
@@ -340,15 +348,7 @@ async fn watch_files(
         // Debounce: editors write several events per save.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while rx.try_recv().is_ok() {}
-        reload(
-            &config,
-            &mut running,
-            &store,
-            &project_tx,
-            &registry_tx,
-            &keys,
-        )
-        .await;
+        reload(&config, &mut running, &store, &to).await;
         wake.notify_one();
     }
 }
@@ -357,10 +357,9 @@ async fn reload(
     config: &Path,
     running: &mut Option<crate::reload::Running>,
     store: &Store,
-    project_tx: &watch::Sender<Arc<Project>>,
-    registry_tx: &watch::Sender<Arc<Registry>>,
-    keys: &crate::channels::smtp::token::UnsubscribeKeys,
+    to: &Reloaded,
 ) {
+    let (project_tx, registry_tx, keys) = (&to.project, &to.registry, &to.keys);
     // A new settings version is taken only if its channels can be built.
     let mut registry = None;
     let outcome = {

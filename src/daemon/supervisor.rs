@@ -173,11 +173,9 @@ fn join_error_text(e: JoinError) -> String {
 mod tests {
     use super::*;
 
-    fn quiet(shutdown: CancellationToken) -> impl Future<Output = Result<()>> {
-        async move {
-            shutdown.cancelled().await;
-            Ok(())
-        }
+    async fn quiet(shutdown: CancellationToken) -> Result<()> {
+        shutdown.cancelled().await;
+        Ok(())
     }
 
     #[tokio::test]
