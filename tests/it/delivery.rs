@@ -757,11 +757,12 @@ async fn wake_delivers_without_waiting_for_the_poll() {
     let w = Worker::start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
     // Let the worker go idle: it has nothing more once m0 is recorded.
     env.queue("m0", "c1", "hook").await;
+    w.wake.notify_one();
     env.wait_status("m0", "sent", T).await;
     env.queue("m1", "c1", "hook").await;
     let t = Instant::now();
     w.wake.notify_one();
-    rx.wait_for(1, Duration::from_secs(2)).await;
+    rx.wait_for(2, Duration::from_secs(2)).await;
     assert!(t.elapsed() < Duration::from_secs(1));
     w.stop().await;
 }
