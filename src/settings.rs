@@ -23,6 +23,8 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     /// `segments/`: one named condition per file (`segment: NAME`).
     pub segments_dir: PathBuf,
+    /// `tests/`: workflow test cases that `nurture test` runs.
+    pub tests_dir: PathBuf,
     pub timezone: Tz,
     pub listen: String,
     pub api_token_env: String,
@@ -234,6 +236,7 @@ impl Settings {
             workflows_dir: root.join("workflows"),
             templates_dir: root.join("templates"),
             segments_dir: root.join("segments"),
+            tests_dir: root.join("tests"),
             root,
             timezone: chrono_tz::Asia::Shanghai,
             listen: "127.0.0.1:8080".into(),
@@ -274,6 +277,7 @@ const TOP_KEYS: &[&str] = &[
     "workflows",
     "templates",
     "segments",
+    "tests",
     "timezone",
     "listen",
     "api_token_env",
@@ -407,6 +411,11 @@ fn read_settings(r: &mut Reader, node: &Node, s: &mut Settings) {
         && let Some(d) = r.string(n, "segments")
     {
         s.segments_dir = s.root.join(d);
+    }
+    if let Some(n) = f.get("tests")
+        && let Some(d) = r.string(n, "tests")
+    {
+        s.tests_dir = s.root.join(d);
     }
     if let Some(n) = f.get("timezone")
         && let Some(tz) = r.string(n, "timezone")

@@ -317,6 +317,22 @@ impl<'a> Planner<'a> {
         self.changes.clear();
     }
 
+    /// Tags changed in the store from outside the plans (a `nurture test`
+    /// case's timed tag): the contact as plans of this run left it changes
+    /// too, or their remembered tag set would hide the new tag.
+    pub fn tags_changed_outside(&mut self, contact_id: &str, add: &[String], remove: &[String]) {
+        if let Some(tags) = self
+            .changes
+            .get_mut(contact_id)
+            .and_then(|ch| ch.tags.as_mut())
+        {
+            tags.extend(add.iter().cloned());
+            for r in remove {
+                tags.remove(r);
+            }
+        }
+    }
+
     /// The contact as the plans of this run left it.
     pub fn current<'c>(&self, contact: &'c Contact) -> std::borrow::Cow<'c, Contact> {
         match self.changes.get(&contact.id) {

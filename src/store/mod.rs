@@ -19,6 +19,7 @@ use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 mod bulk;
 pub mod contacts;
 pub mod import;
+pub mod log_position;
 pub mod outbox;
 pub mod plan_reads;
 pub mod status;
