@@ -43,7 +43,8 @@ pub fn fulfils(e: &Expectation, o: &Observed) -> bool {
 
 fn field_matches(key: &str, m: &Match, o: &Observed) -> bool {
     match m {
-        Match::At(t) => o.at == *t,
+        // To the second, as times are written.
+        Match::At(t) => o.at.timestamp() == t.timestamp(),
         Match::Contains(parts) => o
             .fields
             .get("body")
@@ -117,7 +118,7 @@ pub fn closest<'o>(
 /// when there are some.
 pub fn show_time(t: DateTime<Utc>, tz: Tz) -> String {
     let local = t.with_timezone(&tz);
-    if local.timestamp_subsec_millis() == 0 && local.format("%S").to_string() == "00" {
+    if local.format("%S").to_string() == "00" {
         local.format("%Y-%m-%dT%H:%M").to_string()
     } else {
         local.format("%Y-%m-%dT%H:%M:%S").to_string()
@@ -129,8 +130,12 @@ pub fn show_time(t: DateTime<Utc>, tz: Tz) -> String {
 pub fn scalar(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars().next().is_some_and(char::is_alphanumeric)
-        && s.chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '/'))
+        && s.chars().all(|c| {
+            c.is_alphanumeric()
+                    || matches!(c, '_' | '-' | '.' | '@' | '/')
+                    // CJK punctuation (，。！) means nothing to YAML.
+                    || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
+        })
         && s.parse::<f64>().is_err()
         && !matches!(
             s.to_ascii_lowercase().as_str(),

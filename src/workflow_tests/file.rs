@@ -438,7 +438,9 @@ fn contacts(r: &mut Reader<'_>, n: &Node, known: &Known<'_>) -> Option<Contacts>
                         n.pos,
                         format!("no CSV file {} (paths are from the project folder)", text),
                     )
-                    .with_suggestion("give a CSV path like contacts/sample.csv, or a list of contacts"),
+                    .with_suggestion(
+                        "give a CSV path like contacts/sample.csv, or a list of contacts",
+                    ),
                 );
                 return None;
             }
@@ -497,7 +499,10 @@ fn event(
     let at = match f.get("at") {
         Some(a) => time(r, a, "at", known.tz, Some(start)),
         None => {
-            r.error(f.pos, "an event needs `at:`, a time or a duration after the start");
+            r.error(
+                f.pos,
+                "an event needs `at:`, a time or a duration after the start",
+            );
             None
         }
     };
@@ -579,7 +584,9 @@ fn expectation(
                     n.describe()
                 ),
             )
-            .with_suggestion("- send: { workflow: welcome-wecom, contact: t1, body_contains: 欢迎 }"),
+            .with_suggestion(
+                "- send: { workflow: welcome-wecom, contact: t1, body_contains: 欢迎 }",
+            ),
         );
         return None;
     };

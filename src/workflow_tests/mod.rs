@@ -28,10 +28,7 @@ pub fn files_in(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(path)? {
         let p = entry?.path();
-        if p.is_file()
-            && p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        if p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(p);
         }
     }
@@ -152,18 +149,22 @@ fn report(
         match closest(e, seen, v) {
             Some((o, differ)) => {
                 writeln!(out, "    + {}", observed_line(o, tz))?;
-                writeln!(out, "      (the closest seen; differs in: {})", differ.join(", "))?;
+                writeln!(
+                    out,
+                    "      (the closest seen; differs in: {})",
+                    differ.join(", ")
+                )?;
             }
-            None => writeln!(out, "      (nothing of the kind `{}` was seen)", e.kind.name())?,
+            None => writeln!(
+                out,
+                "      (nothing of the kind `{}` was seen)",
+                e.kind.name()
+            )?,
         }
     }
     if !v.unexpected.is_empty() {
         let at = case.expect_key.unwrap_or(case.pos);
-        writeln!(
-            out,
-            "  {shown}:{}:{}: seen, not expected:",
-            at.line, at.col
-        )?;
+        writeln!(out, "  {shown}:{}:{}: seen, not expected:", at.line, at.col)?;
         for j in &v.unexpected {
             writeln!(out, "    + {}", observed_line(seen[*j], tz))?;
         }

@@ -86,7 +86,12 @@ pub fn rewrite(source: &str, results: &[CaseResult<'_>], tz: Tz) -> String {
                 .unwrap_or(end)
                 .max(from + 1);
             // Only whole lines of its own (not `expect: [{...}]` on the key's line).
-            if from == start || case.expect.get(i + 1).is_some_and(|n| n.pos.line == case.expect[i].pos.line) {
+            if from == start
+                || case
+                    .expect
+                    .get(i + 1)
+                    .is_some_and(|n| n.pos.line == case.expect[i].pos.line)
+            {
                 return Vec::new();
             }
             let mut v: Vec<String> = lines[from..to.min(lines.len())]
@@ -132,4 +137,59 @@ pub fn rewrite(source: &str, results: &[CaseResult<'_>], tz: Tz) -> String {
         text.push('\n');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow_tests::compare::compare;
+    use crate::workflow_tests::file::{Kind, Known, parse_str};
+    use chrono::TimeZone;
+    use std::collections::BTreeMap;
+
+    fn observed(contact: &str) -> Observed {
+        let mut fields = BTreeMap::new();
+        fields.insert("workflow", "w".to_string());
+        fields.insert("contact", contact.to_string());
+        fields.insert("arm", "a".to_string());
+        Observed {
+            kind: Kind::Arm,
+            at: chrono::Utc.with_ymd_and_hms(2026, 11, 2, 2, 0, 0).unwrap(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_case_without_expect_gets_one_and_other_cases_stay() {
+        let src = "cases:\n  - name: one\n    start: 2026-11-02T10:00\n    # a comment\n  - name: two  # kept\n    start: 2026-11-02T10:00\n    expect:\n    - arm: { contact: x }\n";
+        let known = Known {
+            tz: chrono_tz::Asia::Shanghai,
+            workflows: vec!["w"],
+            root: std::path::Path::new("."),
+        };
+        let (f, d) = parse_str(std::path::Path::new("t.yaml"), src, &known);
+        assert!(d.is_empty(), "{d:?}");
+        let f = f.unwrap();
+        let seen = [observed("c1")];
+        let seen: Vec<&Observed> = seen.iter().collect();
+        let v1 = compare(&f.cases[0], &seen);
+        let v2 = compare(&f.cases[1], &seen);
+        let results = [
+            CaseResult {
+                case: &f.cases[0],
+                seen: seen.clone(),
+                verdict: &v1,
+            },
+            CaseResult {
+                case: &f.cases[1],
+                seen: seen.clone(),
+                verdict: &v2,
+            },
+        ];
+        let out = rewrite(src, &results, chrono_tz::Asia::Shanghai);
+        assert_eq!(
+            out,
+            "cases:\n  - name: one\n    start: 2026-11-02T10:00\n    expect:\n      - arm: { workflow: w, contact: c1, arm: a, at: \"2026-11-02T10:00\" }\n    # a comment\n  - name: two  # kept\n    start: 2026-11-02T10:00\n    expect:\n    - arm: { workflow: w, contact: c1, arm: a, at: \"2026-11-02T10:00\" }\n"
+        );
+    }
 }
