@@ -245,7 +245,7 @@ async fn effects(
             notify,
             notices,
         } => {
-            let chosen = assign(tx, settings, d, &s.step, salesperson, now).await?;
+            let chosen = assign(tx, settings, d, enrollment_id, &s.step, salesperson, now).await?;
             if chosen != *salesperson {
                 // The store moved underneath the plan (another daemon
                 // assigned to this team meanwhile): the choice made under the
@@ -562,10 +562,12 @@ pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect
 /// another daemon moved the counters, the caller records why the choice
 /// differs. (Text rendered by later steps of the same plan was rendered with
 /// the planned salesperson.)
+#[allow(clippy::too_many_arguments)]
 async fn assign(
     tx: &mut sqlx::AnyConnection,
     settings: &Settings,
     d: &Decided<'_>,
+    enrollment_id: i64,
     step: &str,
     planned: &str,
     now: DateTime<Utc>,
@@ -609,12 +611,31 @@ async fn assign(
             id: d.contact_id.clone(),
             ..Default::default()
         };
+        // `per_salesperson`: the salespeople at the cap, counted under the
+        // same lock (every assignment of the step holds it), as the plan did.
+        let capped: std::collections::HashSet<String> = match a.per_salesperson {
+            Some(rate) => {
+                let since = now - rate.per.to_chrono();
+                let rows = crate::store::caps::assigned_since(
+                    &mut *tx,
+                    &d.workflow.name,
+                    step,
+                    since,
+                    Some(enrollment_id),
+                )
+                .await?;
+                crate::engine::caps::at_cap(&rows, rate.count, since)
+                    .into_keys()
+                    .collect()
+            }
+            None => Default::default(),
+        };
         // The plan already passed `only_if_unassigned`; decide among the team only.
         let step = crate::workflow::AssignStep {
             only_if_unassigned: false,
             ..a.clone()
         };
-        if let Pick::Chosen(id) = state.pick(&step, team, &contact) {
+        if let Pick::Chosen(id) = state.pick_capped(&step, team, &contact, &capped) {
             chosen = id;
         }
         if a.strategy == Strategy::RoundRobin {

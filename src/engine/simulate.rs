@@ -151,6 +151,7 @@ impl<'a> Simulation<'a> {
             .filter(|w| w.enabled)
             .collect();
         planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
+        crate::engine::caps::load(&mut planner, pool, &enabled).await?;
         Ok(planner)
     }
 

@@ -17,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 mod bulk;
+pub mod caps;
 pub mod contacts;
 pub mod import;
 pub mod log_position;

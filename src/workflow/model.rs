@@ -399,6 +399,10 @@ pub struct SendStep {
     /// `at: "10:00"`: the message goes out at the next such local time of
     /// the contact (the enrollment moves on; the message waits in the outbox).
     pub at: Option<chrono::NaiveTime>,
+    /// `per_salesperson: 30/d`: at most this many of the step's messages go
+    /// out per salesperson (the contact's owner, who sends on WeCom) within
+    /// the window; the excess waits in the outbox, in order.
+    pub per_salesperson: Option<crate::settings::RateLimit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,6 +421,11 @@ pub struct AssignStep {
     pub only_if_unassigned: bool,
     /// How the chosen salesperson is told about the new contact.
     pub notify: Option<Notify>,
+    /// `per_salesperson: 30/d`: at most this many contacts per salesperson
+    /// from this step within the window; those at it are passed over, and
+    /// when the whole team is, the enrollment waits (in order) for the first
+    /// place to free.
+    pub per_salesperson: Option<crate::settings::RateLimit>,
 }
 
 /// `notify: wecom` or `notify: { channel: wecom, template: assigned }`.
