@@ -335,7 +335,11 @@ async fn effects(
             .context("setting attributes")?;
             Ok(0)
         }
-        Action::Webhook { channel, body } => {
+        Action::Webhook {
+            channel,
+            body,
+            store,
+        } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
             let text = serde_json::to_string(body).expect("JSON serialises");
             let msg = Queued {
@@ -345,7 +349,12 @@ async fn effects(
                 subject: None,
                 body: &text,
                 // The webhook channel posts `body` as it is instead of its envelope.
-                payload: serde_json::json!({ "kind": "webhook", "body": body }),
+                // `store`: the attributes the answer sets once delivered.
+                payload: if store.is_empty() {
+                    serde_json::json!({ "kind": "webhook", "body": body })
+                } else {
+                    serde_json::json!({ "kind": "webhook", "body": body, "store": store })
+                },
                 at: now,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await

@@ -140,10 +140,12 @@ pub enum Action {
         channel: String,
         body: Result<String, String>,
     },
-    /// A webhook step's call: its JSON body.
+    /// A webhook step's call: its JSON body, and the attributes its answer
+    /// will set (attribute → JSON pointer), which no preview can know.
     Webhook {
         channel: String,
         body: serde_json::Value,
+        store: std::collections::BTreeMap<String, String>,
     },
     WaitEnded {
         met: bool,
@@ -808,6 +810,11 @@ impl<'a> Planner<'a> {
                         Ok(values) => Action::Webhook {
                             channel: wh.channel.value.clone(),
                             body: serde_json::Value::Object(values.into_iter().collect()),
+                            store: wh
+                                .store
+                                .iter()
+                                .map(|(k, p)| (k.value.clone(), p.clone()))
+                                .collect(),
                         },
                         Err(e) => Action::Skip {
                             reason: Reason::TemplateError(e),
@@ -1201,6 +1208,10 @@ pub struct RowJson<'a> {
     /// The JSON body a `webhook:` step posts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<&'a serde_json::Value>,
+    /// What a `webhook:` step would store from the answer: attribute → JSON
+    /// pointer (the answer is not known before the call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_store: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 impl PlannedStep {
@@ -1228,6 +1239,7 @@ impl PlannedStep {
             arm: None,
             set: None,
             payload: None,
+            would_store: None,
         };
         match &self.action {
             Action::Send {
@@ -1268,9 +1280,14 @@ impl PlannedStep {
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Split { arm } => r.arm = Some(arm),
             Action::Set { values } => r.set = Some(values),
-            Action::Webhook { channel, body } => {
+            Action::Webhook {
+                channel,
+                body,
+                store,
+            } => {
                 r.channel = Some(channel);
                 r.payload = Some(body);
+                r.would_store = (!store.is_empty()).then_some(store);
             }
             Action::Notify {
                 salesperson,

@@ -16,6 +16,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
+pub mod answers;
 mod bulk;
 pub mod caps;
 pub mod contacts;

@@ -532,7 +532,11 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         "split" => read_split(r, v, &id)?,
         "set" => read_set(r, v)?,
         "webhook" => {
-            let wf_ = r.fields(v, "a webhook step", &["channel", "body"])?;
+            let wf_ = r.fields(v, "a webhook step", &["channel", "body", "store"])?;
+            let store = wf_
+                .get("store")
+                .map(|n| read_webhook_store(r, n))
+                .unwrap_or_default();
             let channel = required_located(r, &wf_, v, "channel", "a webhook step")?;
             let body = match wf_.get("body") {
                 Some(b) => match read_set(r, b)? {
@@ -541,7 +545,11 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
                 },
                 None => Vec::new(),
             };
-            StepAction::Webhook(WebhookStep { channel, body })
+            StepAction::Webhook(WebhookStep {
+                channel,
+                body,
+                store,
+            })
         }
         "notify" => StepAction::Notify(read_notify(r, v)?),
         "if" => {
@@ -1252,6 +1260,58 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         notify,
         per_salesperson,
     }))
+}
+
+/// A webhook step's `store: { ATTRIBUTE: /json/pointer }`.
+fn read_webhook_store(r: &mut Reader, n: &Node) -> Vec<(Located<String>, String)> {
+    let Some(entries) = n.as_map() else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                n.pos,
+                format!(
+                    "store: needs a map of attribute: /json/pointer, found {}",
+                    n.describe()
+                ),
+            )
+            .with_suggestion("write store: { crm_id: /id, crm_stage: /deal/stage }"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = k.scalar_text().map(str::to_string) else {
+            r.error(k.pos, "an attribute name must be text");
+            continue;
+        };
+        if crate::contact::BUILTIN_FIELDS.contains(&name.as_str()) {
+            r.error(
+                k.pos,
+                format!("store: \"{name}\" is a built-in field; a webhook's answer sets custom attributes only"),
+            );
+            continue;
+        }
+        let Some(pointer) = r.string(v, "a JSON pointer") else {
+            continue;
+        };
+        if !pointer.starts_with('/') {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    v.pos,
+                    format!("store: \"{pointer}\" is not a JSON pointer"),
+                )
+                .with_suggestion(format!(
+                    "a JSON pointer starts with / and names the path: /{} or /data/{}",
+                    pointer.trim_start_matches('.'),
+                    pointer.trim_start_matches('.')
+                )),
+            );
+            continue;
+        }
+        out.push((Located::new(name, k.pos), pointer));
+    }
+    out
 }
 
 /// `per_salesperson: 30/d`.

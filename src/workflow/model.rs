@@ -353,6 +353,9 @@ pub enum StepAction {
 pub struct WebhookStep {
     pub channel: Located<String>,
     pub body: Vec<(Located<String>, SetValue)>,
+    /// `store: { crm_id: /id }`: once the call succeeds, these attributes
+    /// of the contact take the values at these JSON pointers of the answer.
+    pub store: Vec<(Located<String>, String)>,
 }
 
 impl StepAction {

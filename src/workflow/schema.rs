@@ -490,6 +490,11 @@ impl JsonSchema for Step {
                         "type": "object",
                         "additionalProperties": { "type": ["string", "number", "boolean", "null"] },
                         "description": "The JSON body: a string with {{ is a template (contact, owner, event)."
+                    },
+                    "store": {
+                        "type": "object",
+                        "additionalProperties": { "type": "string", "pattern": "^/" },
+                        "description": "Once the call succeeds, set these custom attributes from its JSON answer: attribute: /json/pointer (RFC 6901)."
                     }
                 },
                 "required": ["channel"],
