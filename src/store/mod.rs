@@ -24,6 +24,7 @@ pub mod import;
 pub mod log_position;
 pub mod outbox;
 pub mod plan_reads;
+pub mod report_reads;
 pub mod status;
 pub mod wecom;
 pub mod workflow_states;

@@ -402,3 +402,172 @@ fn nurture_graph_prints_the_diagram() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"welcome-wecom\""));
 }
+
+/// The performance per split arm and against the holdout (issue 15, item 2):
+/// `GET /v1/report/workflows/{name}` gives `nurture report`'s groups (all,
+/// each arm, treatment, holdout) with intervals and the lift, and per group
+/// entered, sent and converted per day; the list marks the workflow as an
+/// experiment. On the store the suite runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_performance_per_arm_and_against_the_holdout() {
+    use support::receiver::{Receiver, Reply, script};
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = support::daemon::Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{}\", secret_env: HOOK_SECRET }}\n",
+        rx.url("/hook")
+    ));
+    p.write(
+        "workflows/promo.yaml",
+        r#"
+name: promo
+trigger: { event: { name: visit } }
+holdout: 30%
+goal: { event: purchase, within: 1d }
+exit_on_goal: false
+steps:
+  - id: ab
+    split:
+      arms:
+        - { name: a, steps: [ { id: hello-a, send: { channel: hook, template: hello } } ] }
+        - { name: b, steps: [ { id: hello-b, send: { channel: hook, template: hello } } ] }
+"#,
+    )
+    .write("templates/hello.hbs", "hello {{contact.name}}");
+    let mut csv = String::from("id,name\n");
+    for i in 0..40 {
+        csv.push_str(&format!("c{i:02},N{i}\n"));
+    }
+    p.write("contacts.csv", &csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    for i in 0..40 {
+        p.ok(&["contacts", "event", &format!("c{i:02}"), "visit"]);
+    }
+    for i in 0..12 {
+        p.ok(&["contacts", "event", &format!("c{i:02}"), "purchase"]);
+    }
+    support::db::running_since_epoch(&p.db_url(), &["promo"]);
+    let d = support::daemon::Daemon::start(&p, &[]);
+    p.wait_count(
+        "SELECT count(*) FROM enrollments",
+        40,
+        Duration::from_secs(20),
+    )
+    .await;
+    let held = p
+        .count("SELECT count(*) FROM enrollment_steps WHERE step_id = '@holdout'")
+        .await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent'",
+        40 - held,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let c = reqwest::Client::new();
+    let (s, _) = get(&c, &d.url("/v1/report/workflows/promo"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, r) = get(&c, &d.url("/v1/report/workflows/promo?days=7"), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let group = |name: &str| -> Value {
+        r["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == name)
+            .unwrap_or_else(|| panic!("no group {name}: {r}"))
+            .clone()
+    };
+    // The purchases came before the visits: none is a conversion. Then 5
+    // contacts buy (within the day of their visit).
+    assert_eq!(group("all")["entered"], 40, "{r}");
+    assert_eq!(group("all")["converted"], 0, "{r}");
+    drop(r);
+    for i in 30..35 {
+        d.post_ok(
+            "/v1/events",
+            serde_json::json!({ "contact_id": format!("c{i:02}"), "name": "purchase" }),
+        )
+        .await;
+    }
+    let (_, r) = get(&c, &d.url("/v1/report/workflows/promo?days=7"), Some(TOKEN)).await;
+    let group = |name: &str| -> Value {
+        r["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == name)
+            .unwrap_or_else(|| panic!("no group {name}: {r}"))
+            .clone()
+    };
+    assert_eq!(group("all")["converted"], 5, "{r}");
+    assert_eq!(group("all")["kind"], "all");
+    assert_eq!(group("ab=a")["kind"], "arm");
+    let n = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(
+        n(&group("ab=a")["entered"]) + n(&group("ab=b")["entered"]),
+        40
+    );
+    assert_eq!(n(&group("treatment")["entered"]), 40 - held as u64);
+    assert_eq!(n(&group("holdout")["entered"]), held as u64);
+    assert_eq!(
+        n(&group("treatment")["converted"]) + n(&group("holdout")["converted"]),
+        5
+    );
+    assert!(r["lift"]["p_value"].is_number(), "{r}");
+    assert_eq!(r["holdout"], true);
+    // Per day: 7 days, everything today (the last).
+    assert_eq!(r["days"].as_array().unwrap().len(), 7);
+    let daily = |name: &str| -> Value {
+        r["daily"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == name)
+            .unwrap_or_else(|| panic!("no daily {name}: {r}"))
+            .clone()
+    };
+    let sum = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(daily("all")["entered"][6], 40, "{r}");
+    assert_eq!(sum(&daily("all")["entered"]), 40);
+    assert_eq!(sum(&daily("all")["sent"]), 40 - held as u64);
+    assert_eq!(
+        sum(&daily("holdout")["sent"]),
+        0,
+        "the holdout gets nothing"
+    );
+    assert_eq!(sum(&daily("all")["converted"]), 5);
+    assert_eq!(
+        sum(&daily("ab=a")["sent"]) + sum(&daily("ab=b")["sent"]),
+        40 - held as u64
+    );
+    // The funnel is there too, and the list marks the experiment.
+    assert!(
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "hello-a")
+    );
+    let (_, list) = get(&c, &d.url("/v1/report/workflows?days=7"), Some(TOKEN)).await;
+    assert_eq!(list["workflows"][0]["experiment"], true, "{list}");
+    // A misspelt name.
+    let (s, v) = get(&c, &d.url("/v1/report/workflows/prom"), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"promo\"?"),
+        "{v}"
+    );
+}

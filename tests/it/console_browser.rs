@@ -241,6 +241,8 @@ async fn the_console_in_chromium() {
         .await
         .unwrap();
     wait_for(&c, "the reports", &format!("return document.querySelectorAll('.report svg.chart').length === {n} && !!document.querySelector('#channels tbody tr')", n = support::console::WORKFLOWS.len())).await;
+    // The A/B workflow's groups (all, each arm, treatment, holdout), in Chinese.
+    wait_for(&c, "the arms", "const t = document.querySelector('.card.arms[data-workflow=\"reactivation-ab\"]'); return !!t && t.querySelectorAll('tr[data-group]').length === 5 && !!t.querySelector('tr[data-group=\"holdout\"]') && t.textContent.includes('各实验组与对照组') && !!t.querySelector('svg.chart')").await;
     shot(&c, "3-performance.png").await;
 
     // English on demand.
