@@ -80,6 +80,13 @@ async fn browser(d: &Driver, chromium: &PathBuf) -> Client {
             "prefs": {"intl.accept_languages": "zh-CN,zh"},
         }),
     );
+    // A 100,000-row preview re-runs the simulation per page: on a loaded
+    // machine (the whole suite on PostgreSQL) it takes longer than
+    // WebDriver's default 30 s script timeout.
+    caps.insert(
+        "timeouts".into(),
+        json!({ "script": 180_000, "pageLoad": 300_000 }),
+    );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", d.port))
