@@ -37,6 +37,10 @@ echo "== validate the examples" >&2
 cargo run --locked --quiet -- validate
 cargo run --locked --quiet -- --config bench/nurture.yaml validate
 
+# The quick start's workflow tests (workflow-tests/, see docs/workflow-tests.md).
+echo "== nurture test (the quick start's workflow tests)" >&2
+cargo run --locked --quiet -- test
+
 # The committed sample is exactly what the generator writes.
 echo "== contacts/sample.csv matches bench/gen_contacts.py" >&2
 python3 bench/gen_contacts.py --rows 3000 | cmp - contacts/sample.csv

@@ -32,12 +32,25 @@ pub enum Pick {
 impl AssignState {
     /// Decide, and advance the counters as the daemon would on applying it.
     pub fn pick(&mut self, step: &AssignStep, team: &[Salesperson], contact: &Contact) -> Pick {
+        self.pick_capped(step, team, contact, &std::collections::HashSet::new())
+    }
+
+    /// [`pick`](Self::pick), passing over the salespeople in `capped` (at
+    /// the step's `per_salesperson` cap) as if they were at capacity.
+    pub fn pick_capped(
+        &mut self,
+        step: &AssignStep,
+        team: &[Salesperson],
+        contact: &Contact,
+        capped: &std::collections::HashSet<String>,
+    ) -> Pick {
         if step.only_if_unassigned && contact.owner.is_some() {
             return Pick::AlreadyAssigned;
         }
         let has_room = |s: &Salesperson, load: &HashMap<String, i64>| {
-            s.capacity
-                .is_none_or(|c| load.get(&s.id).copied().unwrap_or(0) < i64::from(c))
+            !capped.contains(&s.id)
+                && s.capacity
+                    .is_none_or(|c| load.get(&s.id).copied().unwrap_or(0) < i64::from(c))
         };
         let chosen = match step.strategy {
             Strategy::RoundRobin => {
@@ -146,6 +159,7 @@ mod tests {
             field: field.map(|f| Located::new(f.into(), Pos::default())),
             only_if_unassigned: false,
             notify: None,
+            per_salesperson: None,
         }
     }
 

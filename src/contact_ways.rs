@@ -394,6 +394,7 @@ pub fn welcome_workflow(way: &ContactWay, settings: &Settings) -> Option<Workflo
                 channel: Located::new(channel.to_string(), template.pos),
                 template,
                 at: None,
+                per_salesperson: None,
             }),
             window: None,
         }],

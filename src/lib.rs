@@ -31,4 +31,5 @@ pub mod store;
 pub mod template;
 pub mod timefmt;
 pub mod workflow;
+pub mod workflow_tests;
 pub mod yaml;

@@ -34,6 +34,16 @@ pub struct Metrics {
     pub delivery_latency: Family<Labels, Histogram>,
     /// Seconds a provider call took, by channel.
     pub provider_latency: Family<Labels, Histogram>,
+    /// `nurture report`'s funnel, by workflow and step (read from the store
+    /// on a scrape, at most once a minute; see `funnel`).
+    pub funnel_reached: Family<Labels, Gauge>,
+    pub funnel_sent: Family<Labels, Gauge>,
+    pub funnel_skipped: Family<Labels, Gauge>,
+    pub funnel_converted_after: Family<Labels, Gauge>,
+    /// Conversion by workflow and group (`all`, each split arm `STEP=ARM`,
+    /// `treatment`, `holdout`).
+    pub conversion_entered: Family<Labels, Gauge>,
+    pub conversion_converted: Family<Labels, Gauge>,
 }
 
 fn histogram() -> Histogram {
@@ -95,6 +105,42 @@ impl Metrics {
             "Duration of provider calls",
             provider_latency.clone(),
         );
+        let funnel_reached = Family::<Labels, Gauge>::default();
+        let funnel_sent = Family::<Labels, Gauge>::default();
+        let funnel_skipped = Family::<Labels, Gauge>::default();
+        let funnel_converted_after = Family::<Labels, Gauge>::default();
+        let conversion_entered = Family::<Labels, Gauge>::default();
+        let conversion_converted = Family::<Labels, Gauge>::default();
+        registry.register(
+            "funnel_reached",
+            "Enrollments that reached each step, by workflow and step",
+            funnel_reached.clone(),
+        );
+        registry.register(
+            "funnel_sent",
+            "Messages of each step delivered, by workflow and step",
+            funnel_sent.clone(),
+        );
+        registry.register(
+            "funnel_skipped",
+            "Steps skipped, by workflow, step and reason",
+            funnel_skipped.clone(),
+        );
+        registry.register(
+            "funnel_converted_after",
+            "Enrollments that reached each step and converted at or after it",
+            funnel_converted_after.clone(),
+        );
+        registry.register(
+            "conversion_entered",
+            "Enrollments by workflow and group (all, split arm STEP=ARM, treatment, holdout)",
+            conversion_entered.clone(),
+        );
+        registry.register(
+            "conversion_converted",
+            "Enrollments that reached the workflow's goal, by workflow and group",
+            conversion_converted.clone(),
+        );
         Metrics {
             registry,
             events,
@@ -106,6 +152,58 @@ impl Metrics {
             queue_depth,
             delivery_latency,
             provider_latency,
+            funnel_reached,
+            funnel_sent,
+            funnel_skipped,
+            funnel_converted_after,
+            conversion_entered,
+            conversion_converted,
+        }
+    }
+
+    /// Sets the funnel and conversion gauges to these reports (replacing
+    /// the previous ones: a removed workflow or step disappears).
+    pub fn set_reports(&self, reports: &[crate::report::Report]) {
+        let all = [
+            &self.funnel_reached,
+            &self.funnel_sent,
+            &self.funnel_skipped,
+            &self.funnel_converted_after,
+            &self.conversion_entered,
+            &self.conversion_converted,
+        ];
+        for f in all {
+            f.clear();
+        }
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for r in reports {
+            for s in &r.steps {
+                let l = vec![("workflow", r.workflow.clone()), ("step", s.step.clone())];
+                self.funnel_reached.get_or_create(&l).set(n(s.reached));
+                self.funnel_sent.get_or_create(&l).set(n(s.sent));
+                self.funnel_converted_after
+                    .get_or_create(&l)
+                    .set(n(s.converted_after));
+                for (reason, k) in &s.skipped {
+                    let mut l = l.clone();
+                    l.push(("reason", reason.clone()));
+                    self.funnel_skipped.get_or_create(&l).set(n(*k));
+                }
+            }
+            if r.goal.is_none() {
+                continue;
+            }
+            for g in &r.groups {
+                let group = g.group.strip_prefix("arm ").unwrap_or(&g.group);
+                let l = vec![
+                    ("workflow", r.workflow.clone()),
+                    ("group", group.to_string()),
+                ];
+                self.conversion_entered.get_or_create(&l).set(n(g.entered));
+                self.conversion_converted
+                    .get_or_create(&l)
+                    .set(n(g.converted));
+            }
         }
     }
 

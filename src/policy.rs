@@ -155,6 +155,7 @@ mod tests {
         let cap = FrequencyCap {
             max: 3,
             per: crate::duration::Duration::from_secs(7 * 86_400),
+            on_cap: Default::default(),
         };
         assert!(!over_cap(Some(&cap), 2));
         assert!(over_cap(Some(&cap), 3));

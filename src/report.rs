@@ -83,6 +83,94 @@ pub struct Report {
     pub groups: Vec<Group>,
     pub lift: Option<Lift>,
     pub steps: Vec<StepRow>,
+    /// Each enrollment counted, for series over time (the console's chart
+    /// per arm); not part of the report's output.
+    #[serde(skip)]
+    pub enrollments: Vec<Counted>,
+}
+
+/// One enrollment as the report counted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counted {
+    pub id: i64,
+    pub started: DateTime<Utc>,
+    pub converted: Option<DateTime<Utc>>,
+    /// The groups it is in besides `all`: `STEP=ARM` per split arm taken,
+    /// and `treatment` or `holdout` when the workflow has a holdout.
+    pub groups: Vec<String>,
+}
+
+/// A group's entered, sent and converted per day.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DailyGroup {
+    pub group: String,
+    pub entered: Vec<u64>,
+    pub sent: Vec<u64>,
+    pub converted: Vec<u64>,
+}
+
+impl Report {
+    /// Per group (`all`, each arm, `treatment`, `holdout`), entered,
+    /// messages sent and converted per day: `days` days from day number
+    /// `first` (days since the epoch in local time, `offset_ms` from UTC).
+    /// `sent` gives (enrollment, sent at) of the workflow's messages.
+    pub fn daily(
+        &self,
+        sent: &[(i64, DateTime<Utc>)],
+        offset_ms: i64,
+        first: i64,
+        days: usize,
+    ) -> Vec<DailyGroup> {
+        const DAY: i64 = 86_400_000;
+        let slot = |t: DateTime<Utc>| -> Option<usize> {
+            let d = (ms(t) + offset_ms).div_euclid(DAY) - first;
+            usize::try_from(d).ok().filter(|d| *d < days)
+        };
+        let names: Vec<String> = self
+            .groups
+            .iter()
+            .map(|g| g.group.strip_prefix("arm ").unwrap_or(&g.group).to_string())
+            .collect();
+        let mut out: Vec<DailyGroup> = names
+            .iter()
+            .map(|n| DailyGroup {
+                group: n.clone(),
+                entered: vec![0; days],
+                sent: vec![0; days],
+                converted: vec![0; days],
+            })
+            .collect();
+        let index: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let mut of: HashMap<i64, Vec<usize>> = HashMap::new();
+        for e in &self.enrollments {
+            let gs: Vec<usize> = std::iter::once("all")
+                .chain(e.groups.iter().map(String::as_str))
+                .filter_map(|g| index.get(g).copied())
+                .collect();
+            for &g in &gs {
+                if let Some(d) = slot(e.started) {
+                    out[g].entered[d] += 1;
+                }
+                if let Some(d) = e.converted.and_then(slot) {
+                    out[g].converted[d] += 1;
+                }
+            }
+            of.insert(e.id, gs);
+        }
+        for (id, at) in sent {
+            let (Some(gs), Some(d)) = (of.get(id), slot(*at)) else {
+                continue;
+            };
+            for &g in gs {
+                out[g].sent[d] += 1;
+            }
+        }
+        out
+    }
 }
 
 /// The 95% Wilson score interval of k successes in n.
@@ -332,6 +420,24 @@ pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) 
         groups,
         lift: lift_of,
         steps: rows,
+        enrollments: enrolled
+            .iter()
+            .map(|(id, e)| Counted {
+                id: *id,
+                started: e.started,
+                converted: e.converted,
+                groups: e
+                    .arms
+                    .iter()
+                    .cloned()
+                    .chain(
+                        wf.holdout
+                            .is_some()
+                            .then(|| if e.holdout { "holdout" } else { "treatment" }.to_string()),
+                    )
+                    .collect(),
+            })
+            .collect(),
     })
 }
 

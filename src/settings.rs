@@ -23,6 +23,8 @@ pub struct Settings {
     pub templates_dir: PathBuf,
     /// `segments/`: one named condition per file (`segment: NAME`).
     pub segments_dir: PathBuf,
+    /// `tests/`: workflow test cases that `nurture test` runs.
+    pub tests_dir: PathBuf,
     pub timezone: Tz,
     pub listen: String,
     pub api_token_env: String,
@@ -103,6 +105,20 @@ pub struct QuietHours {
 pub struct FrequencyCap {
     pub max: u32,
     pub per: Duration,
+    /// What a send over the cap does: skipped (the default), or deferred
+    /// until the window frees.
+    pub on_cap: OnCap,
+}
+
+/// `frequency_cap: { on_cap: defer | skip }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCap {
+    /// The send is skipped with reason `frequency_cap` (the enrollment moves on).
+    #[default]
+    Skip,
+    /// The enrollment waits at the send until the oldest message counted
+    /// in the window leaves it, then tries again.
+    Defer,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +250,7 @@ impl Settings {
             workflows_dir: root.join("workflows"),
             templates_dir: root.join("templates"),
             segments_dir: root.join("segments"),
+            tests_dir: root.join("tests"),
             root,
             timezone: chrono_tz::Asia::Shanghai,
             listen: "127.0.0.1:8080".into(),
@@ -274,6 +291,7 @@ const TOP_KEYS: &[&str] = &[
     "workflows",
     "templates",
     "segments",
+    "tests",
     "timezone",
     "listen",
     "api_token_env",
@@ -407,6 +425,11 @@ fn read_settings(r: &mut Reader, node: &Node, s: &mut Settings) {
         && let Some(d) = r.string(n, "segments")
     {
         s.segments_dir = s.root.join(d);
+    }
+    if let Some(n) = f.get("tests")
+        && let Some(d) = r.string(n, "tests")
+    {
+        s.tests_dir = s.root.join(d);
     }
     if let Some(n) = f.get("timezone")
         && let Some(tz) = r.string(n, "timezone")
@@ -554,7 +577,7 @@ fn read_policies(r: &mut Reader, node: &Node, p: &mut Policies) {
         }
     }
     if let Some(n) = f.get("frequency_cap")
-        && let Some(c) = r.fields(n, "frequency_cap", &["max", "per"])
+        && let Some(c) = r.fields(n, "frequency_cap", &["max", "per", "on_cap"])
     {
         let max = match c.get("max") {
             Some(n) => r.u32(n, "frequency_cap max"),
@@ -570,8 +593,31 @@ fn read_policies(r: &mut Reader, node: &Node, p: &mut Policies) {
                 None
             }
         };
-        if let (Some(max), Some(per)) = (max, per) {
-            p.frequency_cap = Some(FrequencyCap { max, per });
+        let on_cap = match c.get("on_cap") {
+            None => Some(OnCap::Skip),
+            Some(n) => match r.string(n, "frequency_cap on_cap").as_deref() {
+                Some("skip") => Some(OnCap::Skip),
+                Some("defer") => Some(OnCap::Defer),
+                Some(other) => {
+                    let mut d = Diagnostic::new(
+                        r.file,
+                        n.pos,
+                        format!("frequency_cap on_cap \"{other}\" must be skip or defer"),
+                    )
+                    .did_you_mean(other, ["skip", "defer"]);
+                    if d.suggestion.is_none() {
+                        d = d.with_suggestion(
+                            "skip: the send is skipped (default); defer: it waits until the window frees",
+                        );
+                    }
+                    r.push(d);
+                    None
+                }
+                None => None,
+            },
+        };
+        if let (Some(max), Some(per), Some(on_cap)) = (max, per, on_cap) {
+            p.frequency_cap = Some(FrequencyCap { max, per, on_cap });
         }
     }
 }
@@ -896,4 +942,31 @@ fn read_teams(r: &mut Reader, node: &Node) -> BTreeMap<String, Vec<Salesperson>>
         out.insert(team, people);
     }
     out
+}
+
+#[cfg(test)]
+mod on_cap_tests {
+    use super::*;
+
+    #[test]
+    fn on_cap_is_skip_by_default_or_defer() {
+        let s = |src: &str| Settings::parse_str(Path::new("nurture.yaml"), src);
+        let cap = |src: &str| s(src).unwrap().policies.frequency_cap.unwrap().on_cap;
+        assert_eq!(
+            cap("policies:\n  frequency_cap: { max: 3, per: 7d }\n"),
+            OnCap::Skip
+        );
+        assert_eq!(
+            cap("policies:\n  frequency_cap: { max: 3, per: 7d, on_cap: defer }\n"),
+            OnCap::Defer
+        );
+        let d = s("policies:\n  frequency_cap: { max: 3, per: 7d, on_cap: defr }\n").unwrap_err();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].pos, Pos::new(2, 45));
+        assert!(
+            d[0].message
+                .contains("on_cap \"defr\" must be skip or defer")
+        );
+        assert_eq!(d[0].suggestion.as_deref(), Some("did you mean \"defer\"?"));
+    }
 }

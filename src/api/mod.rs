@@ -318,6 +318,38 @@ fn unavailable(message: String) -> Response {
         .into_response()
 }
 
+/// The funnel and conversion gauges: `nurture report`'s numbers for every
+/// enabled workflow, read from the store on a scrape, at most once a minute
+/// (a report reads every enrollment of its workflow; Prometheus scrapes
+/// every 15 s by default). Scrapes in between show the last numbers.
+async fn funnel(st: &ApiState) {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    const EVERY: Duration = Duration::from_secs(60);
+    let Some(project) = st.project.as_ref().map(|p| p.borrow().clone()) else {
+        return;
+    };
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let mut reports = Vec::new();
+    for wf in project.enabled_workflows() {
+        match crate::report::build(st.store.db(), wf, None).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                tracing::warn!(workflow = %wf.name, error = %e, "cannot read the funnel for /metrics");
+                return;
+            }
+        }
+    }
+    crate::metrics::global().set_reports(&reports);
+}
+
 /// `GET /metrics`: the Prometheus text format; the outbox queue depth is
 /// counted on each scrape.
 async fn metrics(State(st): State<ApiState>) -> Response {
@@ -327,6 +359,7 @@ async fn metrics(State(st): State<ApiState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the outbox for /metrics"),
     }
+    funnel(&st).await;
     (
         [(
             header::CONTENT_TYPE,

@@ -205,6 +205,8 @@ struct Claimed {
 enum Fate {
     Sent {
         provider_id: Option<String>,
+        /// A webhook step's `store:`: the attributes its answer sets.
+        store: serde_json::Map<String, serde_json::Value>,
     },
     Retry {
         next_at: i64,
@@ -964,16 +966,29 @@ impl SendTask {
             }
         }
         let started = Instant::now();
-        let delivery = tokio::select! {
+        // A webhook step with `store:` needs the answer, not only its meaning.
+        let wants_answer = msg.payload.get("store").is_some_and(|s| s.is_object());
+        let exchange = tokio::select! {
             biased;
-            d = self.adapter.send(&msg) => d,
+            e = async {
+                if wants_answer {
+                    self.adapter.exchange(&msg).await
+                } else {
+                    self.adapter.send(&msg).await.into()
+                }
+            } => e,
             // Past the grace period: leave the row leased for the hand-back.
             _ = self.hard_stop.cancelled() => return,
         };
+        let store = match (&exchange.delivery, wants_answer) {
+            (Delivery::Delivered { .. }, true) => answer_values(&msg, exchange.answer.as_deref()),
+            _ => Default::default(),
+        };
+        let delivery = exchange.delivery;
         metrics::global().provider_call(&msg.channel, started.elapsed().as_secs_f64());
         let tries = self.attempts + 1;
         let fate = match delivery {
-            Delivery::Delivered { provider_id } => Fate::Sent { provider_id },
+            Delivery::Delivered { provider_id } => Fate::Sent { provider_id, store },
             Delivery::Permanent { reason } => Fate::Dead { error: reason },
             // Waiting out a provider's quota window: not an attempt.
             Delivery::Wait { after, reason } => {
@@ -1042,6 +1057,35 @@ impl SendTask {
             })
             .await;
     }
+}
+
+/// The attributes a delivered webhook step's answer sets (its `store:`):
+/// the answer's body is JSON; what cannot be stored is logged, and the rest
+/// is stored.
+fn answer_values(
+    msg: &OutMessage,
+    answer: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let Some(store) = msg.payload.get("store").and_then(|s| s.as_object()) else {
+        return Default::default();
+    };
+    // `Exchange::http`: the status line, then the body.
+    let body = answer
+        .and_then(|a| a.split_once('\n'))
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    let json: serde_json::Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(id = %msg.id, workflow = %msg.workflow, contact = %msg.contact_id, step = %msg.step_id, error = %e, "webhook answer is not JSON: nothing stored");
+            return Default::default();
+        }
+    };
+    let (values, problems) = crate::store::answers::pick(&json, store);
+    for p in problems {
+        tracing::warn!(id = %msg.id, workflow = %msg.workflow, contact = %msg.contact_id, step = %msg.step_id, problem = %p, "webhook answer: an attribute not stored");
+    }
+    values
 }
 
 /// Writes outcomes: everything that accumulated while the previous commit ran
@@ -1123,10 +1167,11 @@ async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sql
     let sent: Vec<(&str, Option<&str>)> = outcomes
         .iter()
         .filter_map(|o| match &o.fate {
-            Fate::Sent { provider_id } => Some((o.id.as_str(), provider_id.as_deref())),
+            Fate::Sent { provider_id, .. } => Some((o.id.as_str(), provider_id.as_deref())),
             _ => None,
         })
         .collect();
+    let mut recorded: HashSet<String> = HashSet::new();
     for chunk in sent.chunks(SENT_CHUNK) {
         let mut values = String::new();
         for i in 0..chunk.len() {
@@ -1159,6 +1204,17 @@ async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sql
             if !written.contains(*id) {
                 tracing::warn!(id = %id, "outcome not recorded: the message's lease was taken by another worker");
             }
+        }
+        recorded.extend(written);
+    }
+    // What webhook steps' answers set, in the transaction that records them sent.
+    for o in outcomes {
+        if let Fate::Sent { store, .. } = &o.fate
+            && !store.is_empty()
+            && recorded.contains(&o.id)
+        {
+            let when = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+            crate::store::answers::store_answer(&mut tx, &o.contact_id, store, when).await?;
         }
     }
     for o in outcomes {

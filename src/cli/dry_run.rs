@@ -588,7 +588,19 @@ impl Sink for TableSink {
                         .format("%Y-%m-%d %H:%M:%S %:z")
                 ),
                 Action::Split { arm } => format!("arm {arm}"),
-                Action::Webhook { channel, body } => format!("POST {channel}: {body}"),
+                Action::Webhook {
+                    channel,
+                    body,
+                    store,
+                } if !store.is_empty() => format!(
+                    "POST {channel}: {body}; would store {} from the answer",
+                    store
+                        .iter()
+                        .map(|(k, p)| format!("{k} ← {p}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Action::Webhook { channel, body, .. } => format!("POST {channel}: {body}"),
                 Action::Set { values } => values
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))

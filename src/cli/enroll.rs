@@ -89,6 +89,9 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
             .context("reading workflow states")?,
         unrecorded: Some(now),
     };
+    crate::engine::caps::load(&mut planner, pool, &[wf])
+        .await
+        .context("reading the per-salesperson caps")?;
     let (filter, key_of, cause) = sources::scan_filter(
         wf,
         now,

@@ -20,6 +20,7 @@ pub mod schema;
 pub mod segments;
 pub mod status;
 pub mod table;
+pub mod test;
 pub mod validate;
 pub mod wecom;
 
@@ -147,6 +148,13 @@ pub enum Command {
   nurture console
   nurture console --listen 127.0.0.1:8081")]
     Console(console::ConsoleArgs),
+    /// Run the workflow tests (tests/*.yaml): contacts, events at times, and what
+    /// should happen, checked on a throwaway store with the dry-run's engine.
+    #[command(after_help = "Examples:
+  nurture test
+  nurture test workflow-tests/cart-recovery.yaml --case \"buys within a day\"
+  nurture test --update          # write what happened as the expectations; review the diff")]
+    Test(test::TestArgs),
     /// Act on the outbox: `outbox requeue --dead` brings dead letters back.
     #[command(subcommand)]
     #[command(after_help = "Examples:
@@ -276,6 +284,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Segments(cmd) => segments::run(&cli.config, cmd).await,
         Command::Console(args) => console::run(&cli.config, args).await,
         Command::Outbox(cmd) => outbox::run(&cli.config, cmd).await,
+        Command::Test(args) => test::run(&cli.config, args).await,
     }
 }
 

@@ -103,6 +103,9 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
         .is_some_and(|p| !Path::new(p).exists());
     let mut recorded = Vec::new();
     let mut wf_states = std::collections::HashMap::new();
+    // `--format json`: each loaded workflow's conversion and funnel, the
+    // numbers of `nurture report` (and of /metrics).
+    let mut reports: BTreeMap<String, crate::report::Report> = BTreeMap::new();
     let counts = if no_store {
         BTreeMap::new()
     } else {
@@ -117,6 +120,14 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
         wf_states = crate::store::workflow_states::all(pool)
             .await
             .context("reading workflow states")?;
+        if args.format == StatusFormat::Json {
+            for l in &report.workflows {
+                let r = crate::report::build(pool, &l.workflow, None)
+                    .await
+                    .with_context(|| format!("the report of {}", l.workflow.name))?;
+                reports.insert(l.workflow.name.clone(), r);
+            }
+        }
         store.close().await;
         counts
     };
@@ -256,6 +267,7 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
         StatusFormat::Json => {
             let v = json!({
                 "workflows": rows,
+                "reports": reports,
                 "files": files,
                 "files_source": if from_daemon { "daemon" } else { "checked_now" },
                 "files_recorded_at": recorded_at.map(|t| t.with_timezone(&settings.timezone).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),

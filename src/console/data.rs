@@ -28,9 +28,9 @@ use crate::store::plan_reads;
 use crate::store::status::{contact_history, file_states, workflow_counts};
 use crate::store::{from_ms, to_ms};
 
-type Params = Query<HashMap<String, String>>;
+pub(super) type Params = Query<HashMap<String, String>>;
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("cannot read the store: {e}"),
@@ -46,7 +46,12 @@ fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-fn number(q: &HashMap<String, String>, k: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+pub(super) fn number(
+    q: &HashMap<String, String>,
+    k: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
     match param(q, k) {
         None => Ok(default),
         Some(s) => s
@@ -65,7 +70,7 @@ fn relative(root: &FsPath, file: &FsPath) -> String {
         .unwrap_or_else(|_| file.display().to_string())
 }
 
-fn unknown_workflow(project: &Project, name: &str) -> ApiError {
+pub(super) fn unknown_workflow(project: &Project, name: &str) -> ApiError {
     let hint =
         crate::diagnostics::did_you_mean(name, project.workflows.iter().map(|w| w.name.as_str()))
             .map(|s| format!("; did you mean \"{s}\"?"))
@@ -386,8 +391,18 @@ pub async fn report_workflows(
         .into_iter()
         .map(|(name, s)| {
             let total = |k: &str| s.get(k).map(|v| v.iter().sum::<i64>()).unwrap_or(0);
+            // A split or a holdout: the page shows it per arm
+            // (`/v1/report/workflows/{name}`).
+            let experiment = project.workflow(&name).is_some_and(|w| {
+                w.holdout.is_some()
+                    || w
+                        .all_steps()
+                        .iter()
+                        .any(|s| matches!(s.action, crate::workflow::StepAction::Split(_)))
+            });
             json!({
                 "workflow": name,
+                "experiment": experiment,
                 "totals": {"entered": total("entered"), "sent": total("sent"), "converted": total("converted")},
                 "entered": s["entered"], "sent": s["sent"], "converted": s["converted"],
             })

@@ -35,6 +35,7 @@ use crate::project::Project;
 use crate::store::Store;
 
 pub mod data;
+pub mod experiments;
 pub mod graph;
 
 /// What the console's handlers share. Cheap to clone.
@@ -95,6 +96,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: ConsoleState) -> Router<S
         .route("/v1/workflows", get(data::workflows))
         .route("/v1/workflows/{name}/graph", get(data::workflow_graph))
         .route("/v1/report/workflows", get(data::report_workflows))
+        .route(
+            "/v1/report/workflows/{name}",
+            get(experiments::report_workflow),
+        )
         .route("/v1/report/channels", get(data::report_channels))
         .route("/v1/dry-run", get(data::dry_run))
         .route("/v1/contacts/search", get(data::search_contacts))

@@ -245,7 +245,7 @@ async fn effects(
             notify,
             notices,
         } => {
-            let chosen = assign(tx, settings, d, &s.step, salesperson, now).await?;
+            let chosen = assign(tx, settings, d, enrollment_id, &s.step, salesperson, now).await?;
             if chosen != *salesperson {
                 // The store moved underneath the plan (another daemon
                 // assigned to this team meanwhile): the choice made under the
@@ -335,7 +335,11 @@ async fn effects(
             .context("setting attributes")?;
             Ok(0)
         }
-        Action::Webhook { channel, body } => {
+        Action::Webhook {
+            channel,
+            body,
+            store,
+        } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
             let text = serde_json::to_string(body).expect("JSON serialises");
             let msg = Queued {
@@ -345,7 +349,12 @@ async fn effects(
                 subject: None,
                 body: &text,
                 // The webhook channel posts `body` as it is instead of its envelope.
-                payload: serde_json::json!({ "kind": "webhook", "body": body }),
+                // `store`: the attributes the answer sets once delivered.
+                payload: if store.is_empty() {
+                    serde_json::json!({ "kind": "webhook", "body": body })
+                } else {
+                    serde_json::json!({ "kind": "webhook", "body": body, "store": store })
+                },
                 at: now,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
@@ -562,10 +571,12 @@ pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect
 /// another daemon moved the counters, the caller records why the choice
 /// differs. (Text rendered by later steps of the same plan was rendered with
 /// the planned salesperson.)
+#[allow(clippy::too_many_arguments)]
 async fn assign(
     tx: &mut sqlx::AnyConnection,
     settings: &Settings,
     d: &Decided<'_>,
+    enrollment_id: i64,
     step: &str,
     planned: &str,
     now: DateTime<Utc>,
@@ -609,12 +620,31 @@ async fn assign(
             id: d.contact_id.clone(),
             ..Default::default()
         };
+        // `per_salesperson`: the salespeople at the cap, counted under the
+        // same lock (every assignment of the step holds it), as the plan did.
+        let capped: std::collections::HashSet<String> = match a.per_salesperson {
+            Some(rate) => {
+                let since = now - rate.per.to_chrono();
+                let rows = crate::store::caps::assigned_since(
+                    &mut *tx,
+                    &d.workflow.name,
+                    step,
+                    since,
+                    Some(enrollment_id),
+                )
+                .await?;
+                crate::engine::caps::at_cap(&rows, rate.count, since)
+                    .into_keys()
+                    .collect()
+            }
+            None => Default::default(),
+        };
         // The plan already passed `only_if_unassigned`; decide among the team only.
         let step = crate::workflow::AssignStep {
             only_if_unassigned: false,
             ..a.clone()
         };
-        if let Pick::Chosen(id) = state.pick(&step, team, &contact) {
+        if let Pick::Chosen(id) = state.pick_capped(&step, team, &contact, &capped) {
             chosen = id;
         }
         if a.strategy == Strategy::RoundRobin {

@@ -407,7 +407,7 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
         Split { arm } => format!("split: arm {arm}"),
-        Webhook { channel, body } => format!("webhook {channel}: {body}"),
+        Webhook { channel, body, .. } => format!("webhook {channel}: {body}"),
         Set { values } => format!(
             "set {}",
             values

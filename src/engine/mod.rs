@@ -2,6 +2,7 @@
 //! at a time (pending events, cron-ticked workflows, sleeping enrollments).
 
 pub mod apply;
+pub mod caps;
 pub mod explain;
 pub mod gates;
 pub mod plan;

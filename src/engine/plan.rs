@@ -140,10 +140,12 @@ pub enum Action {
         channel: String,
         body: Result<String, String>,
     },
-    /// A webhook step's call: its JSON body.
+    /// A webhook step's call: its JSON body, and the attributes its answer
+    /// will set (attribute → JSON pointer), which no preview can know.
     Webhook {
         channel: String,
         body: serde_json::Value,
+        store: std::collections::BTreeMap<String, String>,
     },
     WaitEnded {
         met: bool,
@@ -289,6 +291,15 @@ pub struct Planner<'a> {
     /// store's latest for the workflow's sends, then this run's): the next
     /// one goes an interval later. Never forgotten: the store agrees.
     pub throttle_last: HashMap<String, DateTime<Utc>>,
+    /// `on_cap: defer`: per contact, the oldest message the store counts in
+    /// the frequency cap's window (see `engine::caps::load_oldest`).
+    pub cap_oldest: HashMap<String, DateTime<Utc>>,
+    /// `per_salesperson` on assign steps: (workflow, step) → who was given a
+    /// contact when, the store's then this run's. Never forgotten: the store agrees.
+    pub assigned: crate::engine::caps::PerSalesperson,
+    /// `per_salesperson` on send steps: (workflow, step) → the owner and
+    /// when each message goes out.
+    pub owner_sends: crate::engine::caps::PerSalesperson,
 }
 
 impl<'a> Planner<'a> {
@@ -307,6 +318,9 @@ impl<'a> Planner<'a> {
             planned_sends: HashMap::new(),
             changes: HashMap::new(),
             throttle_last: HashMap::new(),
+            cap_oldest: HashMap::new(),
+            assigned: HashMap::new(),
+            owner_sends: HashMap::new(),
         }
     }
 
@@ -315,6 +329,22 @@ impl<'a> Planner<'a> {
     pub fn forget_planned(&mut self) {
         self.planned_sends.clear();
         self.changes.clear();
+    }
+
+    /// Tags changed in the store from outside the plans (a `nurture test`
+    /// case's timed tag): the contact as plans of this run left it changes
+    /// too, or their remembered tag set would hide the new tag.
+    pub fn tags_changed_outside(&mut self, contact_id: &str, add: &[String], remove: &[String]) {
+        if let Some(tags) = self
+            .changes
+            .get_mut(contact_id)
+            .and_then(|ch| ch.tags.as_mut())
+        {
+            tags.extend(add.iter().cloned());
+            for r in remove {
+                tags.remove(r);
+            }
+        }
     }
 
     /// The contact as the plans of this run left it.
@@ -578,7 +608,21 @@ impl<'a> Planner<'a> {
             let mut next = wf.next_after(&step.id);
             match &step.action {
                 StepAction::Send(send) => {
-                    let action = self.plan_send(wf, c, send, recent_messages, trigger);
+                    let action = self.plan_send(wf, &step.id, c, send, recent_messages, trigger);
+                    // `on_cap: defer`: the send waits (not run) until the
+                    // oldest message counted leaves the window, then tries again.
+                    if matches!(
+                        action,
+                        Action::Skip {
+                            reason: Reason::FrequencyCap
+                        }
+                    ) && let Some(cap) = self.settings.policies.frequency_cap
+                        && cap.on_cap == crate::settings::OnCap::Defer
+                    {
+                        ran.pop();
+                        let until = self.cap_frees(&c.id, cap);
+                        return self.wait_at(wf, &contact_id, step, "cap", until, steps, ran);
+                    }
                     steps.push(row(step, action));
                 }
                 StepAction::Assign(_) if wf.held_out(&c.id) => {
@@ -597,7 +641,45 @@ impl<'a> Planner<'a> {
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
                     let cursor_before = self.assign.team_cursor.get(&a.team.value).copied();
-                    let action = match self.assign.pick(a, team, c) {
+                    let key = (wf.name.clone(), step.id.clone());
+                    let capped = match a.per_salesperson {
+                        Some(rate) => crate::engine::caps::at_cap(
+                            self.assigned.get(&key).map(Vec::as_slice).unwrap_or(&[]),
+                            rate.count,
+                            self.now - rate.per.to_chrono(),
+                        ),
+                        None => HashMap::new(),
+                    };
+                    let capped_ids: std::collections::HashSet<String> =
+                        capped.keys().cloned().collect();
+                    let picked = self.assign.pick_capped(a, team, c, &capped_ids);
+                    // The whole team (or the matching salesperson) is at the
+                    // cap: the enrollment waits, not run, for the first place
+                    // to free, and is taken again in its turn.
+                    if let (Pick::TeamFull | Pick::NoMatch, Some(rate)) =
+                        (&picked, a.per_salesperson)
+                        && !capped.is_empty()
+                        && matches!(self.assign.clone().pick(a, team, c), Pick::Chosen(_))
+                    {
+                        ran.pop();
+                        let per = rate.per.to_chrono();
+                        let n = rate.count as usize;
+                        let until = capped
+                            .values()
+                            .map(|times| times[times.len() - n] + per)
+                            .min()
+                            .unwrap_or(self.now + per);
+                        return self.wait_at(wf, &contact_id, step, "cap", until, steps, ran);
+                    }
+                    if let (Pick::Chosen(id), Some(_)) = (&picked, a.per_salesperson)
+                        && c.owner.as_deref() != Some(id.as_str())
+                    {
+                        self.assigned
+                            .entry(key)
+                            .or_default()
+                            .push((id.clone(), self.now));
+                    }
+                    let action = match picked {
                         // The owner does not change: no reassignment, no notice.
                         // Nothing is written, so the daemon's round-robin
                         // position does not move; neither does the plan's.
@@ -728,6 +810,11 @@ impl<'a> Planner<'a> {
                         Ok(values) => Action::Webhook {
                             channel: wh.channel.value.clone(),
                             body: serde_json::Value::Object(values.into_iter().collect()),
+                            store: wh
+                                .store
+                                .iter()
+                                .map(|(k, p)| (k.value.clone(), p.clone()))
+                                .collect(),
                         },
                         Err(e) => Action::Skip {
                             reason: Reason::TemplateError(e),
@@ -784,6 +871,59 @@ impl<'a> Planner<'a> {
         EnrollmentPlan {
             steps,
             outcome: Outcome::Done,
+            ran,
+        }
+    }
+
+    /// When a contact over the frequency cap may be sent to again: the
+    /// oldest message counted (the store's, or this run's) leaves the window.
+    fn cap_frees(&self, contact_id: &str, cap: crate::settings::FrequencyCap) -> DateTime<Utc> {
+        let per = cap.per.to_chrono();
+        let from = self.now - per;
+        let planned = self
+            .planned_sends
+            .get(contact_id)
+            .and_then(|v| v.iter().filter(|t| **t > from).min().copied());
+        let stored = self
+            .cap_oldest
+            .get(contact_id)
+            .copied()
+            .filter(|t| *t > from);
+        match (stored, planned) {
+            (Some(a), Some(b)) => a.min(b) + per,
+            (Some(a), None) | (None, Some(a)) => a + per,
+            // Nothing known in the window (a cap of 0): look again a window later.
+            (None, None) => self.now + per,
+        }
+    }
+
+    /// The plan stops before `step`, which waits until `until` (recorded as
+    /// STEP@WHY) and is run then.
+    #[allow(clippy::too_many_arguments)]
+    fn wait_at(
+        &self,
+        wf: &Workflow,
+        contact_id: &str,
+        step: &Step,
+        why: &str,
+        until: DateTime<Utc>,
+        mut steps: Vec<PlannedStep>,
+        ran: Vec<String>,
+    ) -> EnrollmentPlan {
+        let until = until.max(self.now);
+        steps.push(PlannedStep {
+            workflow: wf.name.clone(),
+            contact_id: contact_id.to_string(),
+            step: format!("{}@{why}", step.id),
+            action: Action::Wait { until },
+        });
+        EnrollmentPlan {
+            steps,
+            outcome: Outcome::Waiting {
+                next_step: Some(step.id.clone()),
+                until,
+                wait_since: None,
+            },
             ran,
         }
     }
@@ -887,6 +1027,7 @@ impl<'a> Planner<'a> {
     fn plan_send(
         &mut self,
         wf: &Workflow,
+        step_id: &str,
         c: &Contact,
         send: &crate::workflow::SendStep,
         recent: u32,
@@ -983,6 +1124,38 @@ impl<'a> Planner<'a> {
             }
             self.throttle_last.insert(wf.name.clone(), at);
         }
+        // `per_salesperson: N/PERIOD`: at most N of the step's messages per
+        // owner in any PERIOD; the excess goes out as places free, in order.
+        if let (Some(rate), Some(owner)) = (send.per_salesperson, c.owner.as_deref()) {
+            let sent = self
+                .owner_sends
+                .entry((wf.name.clone(), step_id.to_string()))
+                .or_default();
+            let per = rate.per.to_chrono();
+            let n = rate.count as usize;
+            let mine: Vec<DateTime<Utc>> = sent
+                .iter()
+                .filter(|(o, _)| o == owner)
+                .map(|(_, t)| *t)
+                .collect();
+            if let Some(last) = mine.iter().max() {
+                at = at.max(*last);
+            }
+            loop {
+                let mut window: Vec<DateTime<Utc>> = mine
+                    .iter()
+                    .copied()
+                    .filter(|t| *t > at - per && *t <= at)
+                    .collect();
+                window.sort();
+                if window.len() < n {
+                    break;
+                }
+                let frees = window[window.len() - n] + per;
+                at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), frees, tz);
+            }
+            sent.push((owner.to_string(), at));
+        }
         Action::Send {
             channel: channel.to_string(),
             to,
@@ -1035,6 +1208,10 @@ pub struct RowJson<'a> {
     /// The JSON body a `webhook:` step posts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<&'a serde_json::Value>,
+    /// What a `webhook:` step would store from the answer: attribute → JSON
+    /// pointer (the answer is not known before the call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_store: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 impl PlannedStep {
@@ -1062,6 +1239,7 @@ impl PlannedStep {
             arm: None,
             set: None,
             payload: None,
+            would_store: None,
         };
         match &self.action {
             Action::Send {
@@ -1102,9 +1280,14 @@ impl PlannedStep {
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Split { arm } => r.arm = Some(arm),
             Action::Set { values } => r.set = Some(values),
-            Action::Webhook { channel, body } => {
+            Action::Webhook {
+                channel,
+                body,
+                store,
+            } => {
                 r.channel = Some(channel);
                 r.payload = Some(body);
+                r.would_store = (!store.is_empty()).then_some(store);
             }
             Action::Notify {
                 salesperson,

@@ -155,6 +155,7 @@ impl Scheduler {
         let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
         planner.gates = self.gates(pool, &enabled, now).await?;
         planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
+        crate::engine::caps::load(&mut planner, pool, &enabled).await?;
         let mut pass = Pass::default();
         self.due_steps(pool, &enabled, &mut planner, &mut pass)
             .await?;

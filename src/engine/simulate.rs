@@ -82,6 +82,8 @@ pub struct Simulation<'a> {
     started: HashMap<String, Vec<DateTime<Utc>>>,
     existing_done: HashSet<String>,
     imagined: bool,
+    /// The moment the simulation has reached (`at` until it runs).
+    now: DateTime<Utc>,
     pub report: SimReport,
 }
 
@@ -104,6 +106,7 @@ impl<'a> Simulation<'a> {
         {
             ticks.insert(wf, t);
         }
+        let now = opts.at;
         Ok(Simulation {
             store,
             project,
@@ -121,6 +124,7 @@ impl<'a> Simulation<'a> {
             started: HashMap::new(),
             existing_done: HashSet::new(),
             imagined: false,
+            now,
             report: SimReport::default(),
         })
     }
@@ -147,24 +151,64 @@ impl<'a> Simulation<'a> {
             .filter(|w| w.enabled)
             .collect();
         planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
+        crate::engine::caps::load(&mut planner, pool, &enabled).await?;
         Ok(planner)
     }
 
     /// Runs from `at` to `until`, handing every plan to `on_plan` with the
     /// moment it was made.
-    pub async fn run<F>(&mut self, planner: &mut Planner<'a>, mut on_plan: F) -> Result<()>
+    pub async fn run<F>(&mut self, planner: &mut Planner<'a>, on_plan: F) -> Result<()>
     where
         F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
     {
-        let mut t = self.opts.at;
+        let until = self.opts.until;
+        self.run_to(planner, until, on_plan).await
+    }
+
+    /// Runs from where the simulation stands to `until` (passes at the
+    /// current moment first, then at each due moment up to `until`), and
+    /// stands at `until` afterwards. `nurture test` runs it in legs, writing
+    /// the case's events to its throwaway store between them.
+    pub async fn run_to<F>(
+        &mut self,
+        planner: &mut Planner<'a>,
+        until: DateTime<Utc>,
+        mut on_plan: F,
+    ) -> Result<()>
+    where
+        F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
+    {
+        let mut t = self.now;
         loop {
             planner.now = t;
             // Passes at `t` until one makes no plan, as the daemon loops.
             while self.pass(planner, &mut on_plan).await? > 0 {}
             match self.next_moment(t).await? {
-                Some(next) if next <= self.opts.until => t = next,
+                Some(next) if next <= until => t = next,
                 _ => break,
             }
+        }
+        self.now = t.max(until);
+        planner.now = self.now;
+        Ok(())
+    }
+
+    /// Takes in what was written to the store since the simulation began
+    /// (a `nurture test` case's events and tags, on its throwaway store):
+    /// the new event-log entries are read as the daemon would read them.
+    /// The simulation's own entries not yet planned are numbered after them.
+    pub async fn absorb_store_writes(&mut self) -> Result<()> {
+        let max = crate::store::log_position::max_seq(self.store.db())
+            .await?
+            .unwrap_or(0);
+        if max <= self.store_max_seq {
+            return Ok(());
+        }
+        self.store_max_seq = max;
+        self.next_seq = self.next_seq.max(max + 1);
+        for e in self.own_log.iter_mut() {
+            e.seq = self.next_seq;
+            self.next_seq += 1;
         }
         Ok(())
     }

@@ -451,6 +451,7 @@ pub async fn plan_log_batch<'w>(
         }
         _ => HashMap::new(),
     };
+    crate::engine::caps::load_oldest(planner, pool, &ids).await?;
     let mut enrollments = if ids.is_empty() {
         HashMap::new()
     } else {
@@ -618,9 +619,10 @@ pub async fn enrich(
     pool: &AnyPool,
     wf: &Workflow,
     contacts: &mut [Contact],
-    planner: &Planner<'_>,
+    planner: &mut Planner<'_>,
 ) -> Result<Vec<u32>> {
     let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
+    crate::engine::caps::load_oldest(planner, pool, &ids).await?;
     let names = event_names(wf);
     if !names.is_empty() {
         let mut events = plan_reads::events_of(pool, &ids, &names).await?;

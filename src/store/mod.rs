@@ -16,11 +16,15 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
+pub mod answers;
 mod bulk;
+pub mod caps;
 pub mod contacts;
 pub mod import;
+pub mod log_position;
 pub mod outbox;
 pub mod plan_reads;
+pub mod report_reads;
 pub mod status;
 pub mod wecom;
 pub mod workflow_states;

@@ -489,7 +489,14 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
     let window = f.get("window").and_then(|w| read_window(r, w));
     let action = match k.scalar_text().unwrap_or("") {
         "send" => {
-            let sf = r.fields(v, "a send step", &["channel", "template", "at"])?;
+            let sf = r.fields(
+                v,
+                "a send step",
+                &["channel", "template", "at", "per_salesperson"],
+            )?;
+            let per_salesperson = sf
+                .get("per_salesperson")
+                .and_then(|n| read_per_salesperson(r, n));
             let channel = required_located(r, &sf, v, "channel", "a send step");
             let template = required_located(r, &sf, v, "template", "a send step");
             let at = match sf.get("at") {
@@ -500,6 +507,7 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
                 channel: channel?,
                 template: template?,
                 at,
+                per_salesperson,
             })
         }
         "assign" => read_assign(r, v)?,
@@ -524,7 +532,11 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
         "split" => read_split(r, v, &id)?,
         "set" => read_set(r, v)?,
         "webhook" => {
-            let wf_ = r.fields(v, "a webhook step", &["channel", "body"])?;
+            let wf_ = r.fields(v, "a webhook step", &["channel", "body", "store"])?;
+            let store = wf_
+                .get("store")
+                .map(|n| read_webhook_store(r, n))
+                .unwrap_or_default();
             let channel = required_located(r, &wf_, v, "channel", "a webhook step")?;
             let body = match wf_.get("body") {
                 Some(b) => match read_set(r, b)? {
@@ -533,7 +545,11 @@ fn read_step(r: &mut Reader, node: &Node, default_id: String) -> Option<Step> {
                 },
                 None => Vec::new(),
             };
-            StepAction::Webhook(WebhookStep { channel, body })
+            StepAction::Webhook(WebhookStep {
+                channel,
+                body,
+                store,
+            })
         }
         "notify" => StepAction::Notify(read_notify(r, v)?),
         "if" => {
@@ -1181,8 +1197,18 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
     let f = r.fields(
         v,
         "an assign step",
-        &["team", "strategy", "field", "only_if_unassigned", "notify"],
+        &[
+            "team",
+            "strategy",
+            "field",
+            "only_if_unassigned",
+            "notify",
+            "per_salesperson",
+        ],
     )?;
+    let per_salesperson = f
+        .get("per_salesperson")
+        .and_then(|n| read_per_salesperson(r, n));
     let team = required_located(r, &f, v, "team", "an assign step");
     let strategy = match f.get("strategy") {
         None => Some(Strategy::RoundRobin),
@@ -1232,7 +1258,77 @@ fn read_assign(r: &mut Reader, v: &Node) -> Option<StepAction> {
         field,
         only_if_unassigned,
         notify,
+        per_salesperson,
     }))
+}
+
+/// A webhook step's `store: { ATTRIBUTE: /json/pointer }`.
+fn read_webhook_store(r: &mut Reader, n: &Node) -> Vec<(Located<String>, String)> {
+    let Some(entries) = n.as_map() else {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                n.pos,
+                format!(
+                    "store: needs a map of attribute: /json/pointer, found {}",
+                    n.describe()
+                ),
+            )
+            .with_suggestion("write store: { crm_id: /id, crm_stage: /deal/stage }"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = k.scalar_text().map(str::to_string) else {
+            r.error(k.pos, "an attribute name must be text");
+            continue;
+        };
+        if crate::contact::BUILTIN_FIELDS.contains(&name.as_str()) {
+            r.error(
+                k.pos,
+                format!("store: \"{name}\" is a built-in field; a webhook's answer sets custom attributes only"),
+            );
+            continue;
+        }
+        let Some(pointer) = r.string(v, "a JSON pointer") else {
+            continue;
+        };
+        if !pointer.starts_with('/') {
+            r.push(
+                Diagnostic::new(
+                    r.file,
+                    v.pos,
+                    format!("store: \"{pointer}\" is not a JSON pointer"),
+                )
+                .with_suggestion(format!(
+                    "a JSON pointer starts with / and names the path: /{} or /data/{}",
+                    pointer.trim_start_matches('.'),
+                    pointer.trim_start_matches('.')
+                )),
+            );
+            continue;
+        }
+        out.push((Located::new(name, k.pos), pointer));
+    }
+    out
+}
+
+/// `per_salesperson: 30/d`.
+fn read_per_salesperson(r: &mut Reader, n: &Node) -> Option<crate::settings::RateLimit> {
+    let text = r.string(n, "per_salesperson")?;
+    let rate = crate::settings::parse_rate(&text);
+    if rate.is_none() {
+        r.push(
+            Diagnostic::new(
+                r.file,
+                n.pos,
+                format!("per_salesperson \"{text}\" must be a rate such as 30/d"),
+            )
+            .with_suggestion("COUNT/h or COUNT/d: at most COUNT per salesperson in that time"),
+        );
+    }
+    rate
 }
 
 #[cfg(test)]
@@ -1243,6 +1339,36 @@ mod tests {
         let (wf, diags) = load_str(Path::new("w.yaml"), src);
         assert!(diags.is_empty(), "{diags:?}");
         wf.unwrap().workflow.entry
+    }
+
+    #[test]
+    fn per_salesperson_is_a_rate_on_assign_and_send() {
+        let src = "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: t, per_salesperson: 30/d }\n  - send: { channel: c, template: x, per_salesperson: 5/h }\n";
+        let (wf, diags) = load_str(Path::new("w.yaml"), src);
+        assert!(diags.is_empty(), "{diags:?}");
+        let wf = wf.unwrap().workflow;
+        match (&wf.steps[0].action, &wf.steps[1].action) {
+            (StepAction::Assign(a), StepAction::Send(s)) => {
+                let a = a.per_salesperson.unwrap();
+                assert_eq!(
+                    (a.count, a.per.to_chrono()),
+                    (30, chrono::TimeDelta::days(1))
+                );
+                assert_eq!(s.per_salesperson.unwrap().count, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, diags) = load_str(
+            Path::new("w.yaml"),
+            "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: t, per_salesperson: lots }\n",
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].pos, Pos::new(3, 41));
+        assert!(
+            diags[0]
+                .message
+                .contains("per_salesperson \"lots\" must be a rate such as 30/d")
+        );
     }
 
     #[test]

@@ -353,6 +353,9 @@ pub enum StepAction {
 pub struct WebhookStep {
     pub channel: Located<String>,
     pub body: Vec<(Located<String>, SetValue)>,
+    /// `store: { crm_id: /id }`: once the call succeeds, these attributes
+    /// of the contact take the values at these JSON pointers of the answer.
+    pub store: Vec<(Located<String>, String)>,
 }
 
 impl StepAction {
@@ -399,6 +402,10 @@ pub struct SendStep {
     /// `at: "10:00"`: the message goes out at the next such local time of
     /// the contact (the enrollment moves on; the message waits in the outbox).
     pub at: Option<chrono::NaiveTime>,
+    /// `per_salesperson: 30/d`: at most this many of the step's messages go
+    /// out per salesperson (the contact's owner, who sends on WeCom) within
+    /// the window; the excess waits in the outbox, in order.
+    pub per_salesperson: Option<crate::settings::RateLimit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,6 +424,11 @@ pub struct AssignStep {
     pub only_if_unassigned: bool,
     /// How the chosen salesperson is told about the new contact.
     pub notify: Option<Notify>,
+    /// `per_salesperson: 30/d`: at most this many contacts per salesperson
+    /// from this step within the window; those at it are passed over, and
+    /// when the whole team is, the enrollment waits (in order) for the first
+    /// place to free.
+    pub per_salesperson: Option<crate::settings::RateLimit>,
 }
 
 /// `notify: wecom` or `notify: { channel: wecom, template: assigned }`.

@@ -176,6 +176,9 @@ struct ScheduleTrigger {
     /// With `on`: the local time, HH:MM (default 09:00).
     #[schemars(regex(pattern = r"^\s*[0-2][0-9]:[0-5][0-9]\s*$"))]
     at: Option<String>,
+    /// At most this many of the step's messages per salesperson (the contact's owner, who sends on WeCom) in the period: `30/d`; the excess waits in order.
+    #[schemars(regex(pattern = r"^\s*[0-9]+\s*/\s*[smhd]\s*$"))]
+    per_salesperson: Option<String>,
 }
 
 /// A day of the Chinese holiday and shopping calendar (2020–2040).
@@ -295,6 +298,9 @@ struct Assign {
     /// shipped bilingual notice, or templates/assigned.hbs), or
     /// { channel, template }.
     notify: Option<NotifyDef>,
+    /// At most this many contacts per salesperson from this step in the period: `30/d`. Those at it are passed over; when the whole team is, the enrollment waits, in order, for the first place to free.
+    #[schemars(regex(pattern = r"^\s*[0-9]+\s*/\s*[smhd]\s*$"))]
+    per_salesperson: Option<String>,
 }
 
 /// `wecom` or `{ channel: wecom, template: assigned }`.
@@ -484,6 +490,11 @@ impl JsonSchema for Step {
                         "type": "object",
                         "additionalProperties": { "type": ["string", "number", "boolean", "null"] },
                         "description": "The JSON body: a string with {{ is a template (contact, owner, event)."
+                    },
+                    "store": {
+                        "type": "object",
+                        "additionalProperties": { "type": "string", "pattern": "^/" },
+                        "description": "Once the call succeeds, set these custom attributes from its JSON answer: attribute: /json/pointer (RFC 6901)."
                     }
                 },
                 "required": ["channel"],

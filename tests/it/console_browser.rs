@@ -80,6 +80,13 @@ async fn browser(d: &Driver, chromium: &PathBuf) -> Client {
             "prefs": {"intl.accept_languages": "zh-CN,zh"},
         }),
     );
+    // A 100,000-row preview re-runs the simulation per page: on a loaded
+    // machine (the whole suite on PostgreSQL) it takes longer than
+    // WebDriver's default 30 s script timeout.
+    caps.insert(
+        "timeouts".into(),
+        json!({ "script": 180_000, "pageLoad": 300_000 }),
+    );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{}", d.port))
@@ -241,6 +248,8 @@ async fn the_console_in_chromium() {
         .await
         .unwrap();
     wait_for(&c, "the reports", &format!("return document.querySelectorAll('.report svg.chart').length === {n} && !!document.querySelector('#channels tbody tr')", n = support::console::WORKFLOWS.len())).await;
+    // The A/B workflow's groups (all, each arm, treatment, holdout), in Chinese.
+    wait_for(&c, "the arms", "const t = document.querySelector('.card.arms[data-workflow=\"reactivation-ab\"]'); return !!t && t.querySelectorAll('tr[data-group]').length === 5 && !!t.querySelector('tr[data-group=\"holdout\"]') && t.textContent.includes('各实验组与对照组') && !!t.querySelector('svg.chart')").await;
     shot(&c, "3-performance.png").await;
 
     // English on demand.

@@ -83,6 +83,20 @@ async fn the_goal_ends_the_journey_at_once_and_the_report_counts_it() {
     assert!((3..25).contains(&held), "{held} held out");
     rx.wait_for((40 - held) as usize, Duration::from_secs(10))
         .await;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent'",
+        (40 - held) as i64,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The same numbers on /metrics, read once everything is settled (the
+    // funnel is read from the store on a scrape, at most once a minute).
+    let metrics = reqwest::get(d.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     drop(d);
 
     let out = p.ok(&["report", "promo", "--format", "json"]);
@@ -143,6 +157,56 @@ async fn the_goal_ends_the_journey_at_once_and_the_report_counts_it() {
             .any(|l| l.starts_with("group,all,40,10,0.2500,")),
         "{csv}"
     );
+    // /metrics: per step reached, sent, skipped by reason, converted after;
+    // per group (arm, treatment, holdout) entered and converted.
+    for st in r["steps"].as_array().unwrap() {
+        let l = format!(
+            "workflow=\"promo\",step=\"{}\"",
+            st["step"].as_str().unwrap()
+        );
+        for (series, key) in [
+            ("funnel_reached", "reached"),
+            ("funnel_sent", "sent"),
+            ("funnel_converted_after", "converted_after"),
+        ] {
+            let line = format!("nurture_{series}{{{l}}} {}", st[key]);
+            assert!(
+                metrics.lines().any(|m| m == line),
+                "no {line} in:\n{metrics}"
+            );
+        }
+        for (reason, n) in st["skipped"].as_object().unwrap() {
+            let line = format!("nurture_funnel_skipped{{{l},reason=\"{reason}\"}} {n}");
+            assert!(
+                metrics.lines().any(|m| m == line),
+                "no {line} in:\n{metrics}"
+            );
+        }
+    }
+    for g in r["groups"].as_array().unwrap() {
+        let name = g["group"].as_str().unwrap();
+        let name = name.strip_prefix("arm ").unwrap_or(name);
+        for (series, key) in [
+            ("conversion_entered", "entered"),
+            ("conversion_converted", "converted"),
+        ] {
+            let line = format!(
+                "nurture_{series}{{workflow=\"promo\",group=\"{name}\"}} {}",
+                g[key]
+            );
+            assert!(
+                metrics.lines().any(|m| m == line),
+                "no {line} in:\n{metrics}"
+            );
+        }
+    }
+    assert!(
+        metrics.contains("nurture_funnel_skipped{workflow=\"promo\",step=\"hello-"),
+        "{metrics}"
+    );
+    // And in `status --format json`, under reports.
+    let status: Value = serde_json::from_str(&p.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(status["reports"]["promo"], r, "status --format json");
     // A misspelt workflow.
     let out = p.command().args(["report", "prom"]).output().unwrap();
     assert!(!out.status.success());

@@ -405,6 +405,7 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["segments"],
         &["segments", "count"],
         &["segments", "list"],
+        &["test"],
     ];
     let help = |args: &[&str]| {
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("nurture"))

@@ -392,3 +392,229 @@ async fn the_dry_run_is_what_the_daemon_does_for_random_sequences() {
         case(seed).await;
     }
 }
+
+/// Caps and times (issue 14, items 3 and 7): `per_salesperson` on an assign
+/// (passed over at the cap; the enrollment waits, in order, when the whole
+/// team is) and on a send (the excess goes out later, in order), the
+/// frequency cap's `on_cap: defer` (the enrollment waits for the window to
+/// free), a step `window:` and a send `at:`. What the dry-run shows is what
+/// the daemon stores: the assignments, every queued message with the time
+/// it may go out, and every enrollment left waiting with its step and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_windows_and_send_times_are_the_daemons() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+policies:
+  frequency_cap: {{ max: 2, per: 1d, on_cap: defer }}
+channels:
+  hook: {{ kind: webhook, url: "{}", secret_env: HOOK_SECRET }}
+teams:
+  east:
+    - {{ id: s1, name: 王芳 }}
+    - {{ id: s2, name: Li Lei, capacity: 2 }}
+    - {{ id: s3, name: 陈杰 }}
+"#,
+        rx.url("/hook")
+    ));
+    p.write(
+        "workflows/capped.yaml",
+        r#"
+trigger: { contact_created: {} }
+steps:
+  - id: owner
+    assign: { team: east, strategy: round_robin, per_salesperson: 3/d }
+  - id: hello
+    send: { channel: hook, template: hi, per_salesperson: 2/h }
+  - id: again
+    send: { channel: hook, template: hi }
+  - id: third
+    send: { channel: hook, template: hi }
+"#,
+    )
+    .write(
+        "workflows/timed.yaml",
+        r#"
+trigger: { tag_added: { tag: vip } }
+steps:
+  - id: office
+    window: { from: "10:00", to: "10:30", days: [tue] }
+    send: { channel: hook, template: vip }
+  - id: night
+    send: { channel: hook, template: vip, at: "03:00" }
+"#,
+    )
+    .write(
+        "templates/hi.hbs",
+        "hi {{contact.name}} from {{owner.name}}",
+    )
+    .write("templates/vip.hbs", "vip {{contact.name}}");
+    let mut csv = String::from("id,name,tags\n");
+    for i in 0..14 {
+        let tags = if i % 3 == 0 { "vip" } else { "" };
+        csv.push_str(&format!("k{i:02},Name {i},{tags}\n"));
+    }
+    p.write("contacts.csv", &csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["capped", "timed"]);
+
+    // The dry-run plans at its now, the daemon a moment later: times
+    // counted from now differ by that moment, fixed ones (a window, 03:00)
+    // do not. Both are compared within the time between them.
+    let began = std::time::Instant::now();
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    let rows: Vec<Value> = preview
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let secs = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    let planned_assigns: BTreeSet<(String, String)> = rows
+        .iter()
+        .filter(|r| r["action"] == "assign")
+        .map(|r| (s(&r["contact_id"]), s(&r["salesperson"])))
+        .collect();
+    let planned_sends: BTreeSet<(String, String, String, i64)> = rows
+        .iter()
+        .filter(|r| r["action"] == "send")
+        .map(|r| {
+            (
+                s(&r["workflow"]),
+                s(&r["contact_id"]),
+                s(&r["step"]),
+                secs(&r["at"]),
+            )
+        })
+        .collect();
+    // Waits before a step (STEP@cap, STEP@window): the enrollment stays
+    // at STEP until then.
+    let planned_waits: BTreeSet<(String, String, String, i64)> = rows
+        .iter()
+        .filter(|r| r["action"] == "wait" && s(&r["step"]).contains('@'))
+        .map(|r| {
+            let step = s(&r["step"]);
+            (
+                s(&r["workflow"]),
+                s(&r["contact_id"]),
+                step.split('@').next().unwrap().to_string(),
+                secs(&r["until"]),
+            )
+        })
+        .collect();
+    let why: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r["action"] == "wait")
+        .map(|r| s(&r["step"]))
+        .filter_map(|st| st.split_once('@').map(|(_, w)| w.to_string()))
+        .collect();
+    // Each kind of wait happened (the window's only on days it is closed now).
+    assert!(why.contains("cap"), "{preview}");
+    assert!(
+        planned_assigns.iter().filter(|(_, sp)| sp == "s2").count() <= 2,
+        "capacity 2: {planned_assigns:?}"
+    );
+
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    let status = d.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit {status}; log:\n{}", p.log());
+    let assigned: BTreeSet<(String, String)> = p
+        .rows(
+            "SELECT e.contact_id AS c, s.detail AS d FROM enrollment_steps s
+               JOIN enrollments e ON e.id = s.enrollment_id WHERE s.action = 'assign'",
+        )
+        .await
+        .iter()
+        .map(|r| (s(&r["c"]), s(&r["d"])))
+        .collect();
+    let queued: BTreeSet<(String, String, String, i64)> = p
+        .rows(
+            "SELECT workflow AS w, contact_id AS c, step_id AS st, not_before AS t FROM outbox
+              WHERE id NOT LIKE '%:notify' AND id NOT LIKE '%:transfer'",
+        )
+        .await
+        .iter()
+        .map(|r| {
+            (
+                s(&r["w"]),
+                s(&r["c"]),
+                s(&r["st"]),
+                r["t"].as_i64().unwrap().div_euclid(1000),
+            )
+        })
+        .collect();
+    let waiting: BTreeSet<(String, String, String, i64)> = p
+        .rows(
+            "SELECT workflow AS w, contact_id AS c, step_id AS st, next_run_at AS t FROM enrollments
+              WHERE status = 'active'",
+        )
+        .await
+        .iter()
+        .map(|r| {
+            (
+                s(&r["w"]),
+                s(&r["c"]),
+                s(&r["st"]),
+                r["t"].as_i64().unwrap().div_euclid(1000),
+            )
+        })
+        .collect();
+    let slack = began.elapsed().as_secs() as i64 + 2;
+    assert_eq!(planned_assigns, assigned, "assignments");
+    same_times(
+        &planned_sends,
+        &queued,
+        slack,
+        "messages and when they go out",
+    );
+    same_times(
+        &planned_waits,
+        &waiting,
+        slack,
+        "enrollments waiting, where and until when",
+    );
+    // 14 contacts, at most 3 a day for each of 3 salespeople (s2 holds 2):
+    // some wait for tomorrow.
+    assert_eq!(planned_assigns.len(), 8, "{planned_assigns:?}");
+    assert!(
+        planned_waits
+            .iter()
+            .any(|(w, _, st, _)| w == "capped" && st == "owner"),
+        "{planned_waits:?}"
+    );
+    assert!(
+        planned_waits
+            .iter()
+            .any(|(w, _, st, _)| w == "capped" && st == "third"),
+        "on_cap: defer: {planned_waits:?}"
+    );
+}
+
+/// The same (workflow, contact, step) keys, at times at most `slack` seconds apart.
+fn same_times(
+    planned: &BTreeSet<(String, String, String, i64)>,
+    stored: &BTreeSet<(String, String, String, i64)>,
+    slack: i64,
+    what: &str,
+) {
+    let keys = |s: &BTreeSet<(String, String, String, i64)>| -> Vec<(String, String, String)> {
+        s.iter()
+            .map(|(w, c, st, _)| (w.clone(), c.clone(), st.clone()))
+            .collect()
+    };
+    assert_eq!(keys(planned), keys(stored), "{what}");
+    for (a, b) in planned.iter().zip(stored) {
+        assert!(
+            (a.3 - b.3).abs() <= slack,
+            "{what}: planned {a:?}, stored {b:?} (more than {slack}s apart)"
+        );
+    }
+}

@@ -224,3 +224,122 @@ steps:
         1
     );
 }
+
+/// `store:` on a webhook step (issue 14, item 5): once the call succeeds,
+/// fields of its JSON answer become the contact's attributes (what the
+/// answer lacks, or gives as an object, is not stored); a failed call stores
+/// nothing. The dry-run cannot know the answer: it says what it would store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_step_stores_fields_of_its_answer() {
+    // c1's call is answered with JSON; c2's is refused for good.
+    let rx = Receiver::start(std::sync::Arc::new(|r: &support::receiver::Request| {
+        if r.json()["contact"] == "c2" {
+            Reply::status(400).body("{\"error\":\"no such account\"}")
+        } else {
+            Reply::ok().body(
+                r#"{"id": "crm-7", "deal": {"stage": "qualified", "score": 81}, "tags": ["x"]}"#,
+            )
+        }
+    }))
+    .await;
+    let p = Project::new(&format!(
+        r#"
+timezone: Asia/Shanghai
+channels:
+  crm: {{ kind: webhook, url: "{}", secret_env: HOOK_SECRET }}
+fields:
+  crm_id: string
+  crm_stage: string
+"#,
+        rx.url("/crm")
+    ));
+    p.write(
+        "workflows/sync.yaml",
+        r#"
+name: sync
+trigger: { event: { name: upgraded } }
+steps:
+  - id: push
+    webhook:
+      channel: crm
+      body: { contact: "{{contact.id}}" }
+      store: { crm_id: /id, crm_stage: /deal/stage, score: /deal/score, crm_tags: /tags, gone: /nothing }
+"#,
+    )
+    .write("contacts.csv", "id,name\nc1,Ada\nc2,Bo\n");
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    p.ok(&["contacts", "event", "c1", "upgraded"]);
+    p.ok(&["contacts", "event", "c2", "upgraded"]);
+    support::db::running_since_epoch(&p.db_url(), &["sync"]);
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    let row: Value = serde_json::from_str(preview.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        row["would_store"],
+        serde_json::json!({ "crm_id": "/id", "crm_stage": "/deal/stage", "score": "/deal/score", "crm_tags": "/tags", "gone": "/nothing" })
+    );
+    let table = p.ok(&["dry-run"]);
+    assert!(table.contains("would store crm_id ← /id"), "{table}");
+
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    assert!(d.wait(Duration::from_secs(60)).success(), "{}", p.log());
+    assert_eq!(rx.requests().len(), 2);
+    let show = |id: &str| -> Value {
+        serde_json::from_str(&p.ok(&["contacts", "show", id, "--format", "json"])).unwrap()
+    };
+    let c1 = show("c1");
+    let attrs = c1["attributes"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{c1}"));
+    assert_eq!(attrs["crm_id"], "crm-7", "{c1}");
+    assert_eq!(attrs["crm_stage"], "qualified");
+    assert_eq!(attrs["score"], 81);
+    assert!(
+        !attrs.contains_key("crm_tags"),
+        "a list is not stored: {c1}"
+    );
+    assert!(!attrs.contains_key("gone"), "{c1}");
+    let log = p.log();
+    assert!(log.contains("crm_tags: /tags is a list"), "{log}");
+    assert!(
+        log.contains("gone: the answer has nothing at /nothing"),
+        "{log}"
+    );
+    // The refused call stored nothing.
+    let c2 = show("c2");
+    assert!(
+        c2["attributes"]
+            .as_object()
+            .is_none_or(|a| !a.contains_key("crm_id")),
+        "{c2}"
+    );
+}
+
+#[test]
+fn validate_reports_webhook_store_mistakes() {
+    let p = Project::new(
+        "timezone: Asia/Shanghai\nchannels:\n  crm: { kind: webhook, url: \"http://127.0.0.1:9/\" }\n",
+    );
+    p.write(
+        "workflows/bad.yaml",
+        "name: bad\ntrigger: { event: { name: x } }\nsteps:\n  - webhook: { channel: crm, store: { crm_id: id, phone: /phone } }\n",
+    );
+    let out = p.command().arg("validate").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:4:47: store: \"id\" is not a JSON pointer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: a JSON pointer starts with / and names the path: /id"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:4:51: store: \"phone\" is a built-in field"),
+        "{err}"
+    );
+}

@@ -16,7 +16,10 @@ const T = {
     "p.title": "Performance", "p.days": "Last 30 days", "p.entered": "entered", "p.sent": "sent",
     "p.converted": "converted", "p.channels": "Delivery by channel", "p.channel": "channel",
     "p.retried": "retried", "p.dead": "dead", "p.cancelled": "cancelled", "p.queued": "queued",
-    "p.depth": "Queue depth", "v.title": "Preview (dry-run)", "v.at": "At", "v.until": "Until",
+    "p.depth": "Queue depth", "p.arms": "Per arm and against the holdout", "p.group": "group",
+    "p.rate": "rate", "p.ci": "95% interval", "p.lift": "Lift over the holdout: {a} points ({r}), p = {p}: {s}",
+    "p.sig": "significant", "p.notsig": "not significant", "p.convday": "Converted per day, per group",
+    "v.title": "Preview (dry-run)", "v.at": "At", "v.until": "Until",
     "v.workflow": "Workflow", "v.action": "Action", "v.contact": "Contact", "v.all": "all",
     "v.run": "Show", "v.prev": "← Previous", "v.next": "Next →", "v.rows": "rows {a}–{b} of {n}",
     "v.none": "Nothing is due.", "v.note": "Nothing was sent or changed.", "v.when": "when",
@@ -40,7 +43,10 @@ const T = {
     "c.entered": "进入", "c.done": "完成", "c.converted": "转化", "c.failed": "失败",
     "p.title": "效果", "p.days": "最近 30 天", "p.entered": "进入", "p.sent": "发送", "p.converted": "转化",
     "p.channels": "各渠道投递", "p.channel": "渠道", "p.retried": "重试", "p.dead": "失败",
-    "p.cancelled": "取消", "p.queued": "排队", "p.depth": "队列深度",
+    "p.cancelled": "取消", "p.queued": "排队", "p.depth": "队列深度", "p.arms": "各实验组与对照组",
+    "p.group": "分组", "p.rate": "转化率", "p.ci": "95% 置信区间",
+    "p.lift": "相对对照组提升：{a} 个百分点（{r}），p = {p}：{s}", "p.sig": "显著", "p.notsig": "不显著",
+    "p.convday": "各组每日转化",
     "v.title": "预览（演练）", "v.at": "时间", "v.until": "直到", "v.workflow": "工作流", "v.action": "动作",
     "v.contact": "客户", "v.all": "全部", "v.run": "查看", "v.prev": "← 上一页", "v.next": "下一页 →",
     "v.rows": "第 {a}–{b} 行，共 {n} 行", "v.none": "没有待执行的动作。", "v.note": "未发送、未修改任何内容。",
@@ -261,6 +267,8 @@ function chart(days, series) {
   svg.append(s("line", { x1: pad, y1: H - pad, x2: W, y2: H - pad, stroke: "#ccd" }));
   svg.append(s("text", { x: 2, y: 12, "font-size": 10, fill: "#667" }, String(max)));
   const colours = { entered: "#2f6fd6", sent: "#2b9a57", converted: "#c7374a" };
+  const palette = ["#2f6fd6", "#2b9a57", "#c7374a", "#8a5cd1", "#d68a2f", "#2fa7b8", "#667"];
+  Object.keys(series).forEach((k, i) => { if (!colours[k]) colours[k] = palette[i % palette.length]; });
   const step = (W - pad) / Math.max(1, days.length - 1);
   for (const [k, vals] of Object.entries(series)) {
     const pts = vals.map((v, i) => `${pad + i * step},${H - pad - (v / max) * (H - 2 * pad)}`).join(" ");
@@ -279,15 +287,39 @@ async function performancePage() {
     h("h2", {}, w.workflow),
     h("p", {}, `${t("p.entered")} ${w.totals.entered} · ${t("p.sent")} ${w.totals.sent} · ${t("p.converted")} ${w.totals.converted}`),
     chart(rep.days, { entered: w.entered, sent: w.sent, converted: w.converted }), legend.cloneNode(true)));
+  const arms = await Promise.all(rep.workflows.filter((w) => w.experiment)
+    .map((w) => api(`/v1/report/workflows/${encodeURIComponent(w.workflow)}?days=30`).then(armsCard)));
   const rows = ch.channels.map((c) => h("tr", {},
     h("td", {}, c.channel), ...["sent", "retried", "dead", "cancelled", "queued"].map((k) => h("td", { class: "num" }, c[k]))));
   show(h("h1", {}, t("p.title")), h("p", { class: "muted" }, `${t("p.days")} (${rep.timezone})`),
     h("div", { class: "grid" }, cards),
+    ...arms,
     h("div", { class: "card" }, h("h2", {}, t("p.channels")),
       h("table", { id: "channels" }, h("thead", {}, h("tr", {}, h("th", {}, t("p.channel")),
         ...["sent", "retried", "dead", "cancelled", "queued"].map((k) => h("th", { class: "num" }, t(`p.${k}`))))),
       h("tbody", {}, rows)),
       h("p", {}, `${t("p.depth")}: ${ch.queue_depth}`)));
+}
+
+// One workflow per split arm and against its holdout: conversion with its
+// 95% interval per group, the lift, and conversions per day per group.
+function armsCard(r) {
+  const pct = (x) => `${(x * 100).toFixed(1)}%`;
+  const rows = r.groups.map((g) => h("tr", { "data-group": g.group, class: `group-${g.kind}` },
+    h("td", {}, g.group), h("td", { class: "num" }, g.entered), h("td", { class: "num" }, g.converted),
+    h("td", { class: "num" }, pct(g.rate)), h("td", { class: "num" }, `${pct(g.ci[0])} – ${pct(g.ci[1])}`)));
+  const lift = r.lift ? h("p", { class: "lift" }, t("p.lift", {
+    a: (r.lift.absolute * 100).toFixed(1), r: r.lift.relative == null ? "—" : pct(r.lift.relative),
+    p: r.lift.p_value.toFixed(3), s: t(r.lift.significant ? "p.sig" : "p.notsig") })) : null;
+  const series = {};
+  for (const d of r.daily) if (d.group !== "all") series[d.group] = d.converted;
+  const legend = h("div", { class: "legend" }, Object.keys(series).map((k) => h("span", {}, k)));
+  return h("div", { class: "card arms", "data-workflow": r.workflow },
+    h("h2", {}, `${r.workflow} · ${t("p.arms")}`),
+    r.goal ? h("p", { class: "muted" }, r.goal) : null,
+    h("table", {}, h("thead", {}, h("tr", {}, ...["p.group", "p.entered", "p.converted", "p.rate", "p.ci"]
+      .map((k, i) => h("th", i ? { class: "num" } : {}, t(k))))), h("tbody", {}, rows)),
+    lift, h("p", { class: "muted" }, t("p.convday")), chart(r.days, series), legend);
 }
 
 // ---------------------------------------------------------------------------
