@@ -502,27 +502,24 @@ async fn queue(
     m: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    let n = sqlx::query(
-        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
-                             payload, status, attempts, not_before, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $11, $12)
-         ON CONFLICT (id) DO NOTHING",
+    let n = crate::store::outbox::insert(
+        tx,
+        &crate::store::outbox::NewMessage {
+            id: m.id,
+            workflow: &d.workflow.name,
+            contact_id: &d.contact_id,
+            enrollment_id,
+            step_id: step,
+            channel: m.channel,
+            recipient: m.to,
+            subject: m.subject,
+            body: m.body,
+            payload: m.payload.to_string(),
+            not_before: ms(m.at),
+            created_at: ms(now),
+        },
     )
-    .bind(m.id)
-    .bind(&d.workflow.name)
-    .bind(&d.contact_id)
-    .bind(enrollment_id)
-    .bind(step)
-    .bind(m.channel)
-    .bind(m.to)
-    .bind(m.subject)
-    .bind(m.body)
-    .bind(m.payload.to_string())
-    .bind(ms(m.at))
-    .bind(ms(now))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .await?;
     Ok(n as usize)
 }
 
