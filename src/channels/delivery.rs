@@ -55,7 +55,7 @@ use super::{Channel, Delivery, OutMessage, Registry};
 use crate::contact::Contact;
 use crate::metrics;
 use crate::settings::RateLimit;
-use crate::store::outbox::{self, Claimed, ClaimTimes, Fate, Recorded};
+use crate::store::outbox::{self, ClaimTimes, Claimed, Fate, Recorded};
 use crate::store::{Bind, Store};
 
 /// The longest a [`Delivery::Wait`] waits (a provider's daily window).

@@ -18,9 +18,11 @@ use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 mod bulk;
 pub mod contacts;
+pub mod enrollments;
 pub mod import;
 pub mod outbox;
 pub mod plan_reads;
+pub mod plan_writes;
 pub mod status;
 pub mod wecom;
 pub mod workflow_states;
