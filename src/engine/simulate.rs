@@ -89,21 +89,9 @@ impl<'a> Simulation<'a> {
     pub async fn new(store: &'a Store, project: &'a Project, opts: SimOptions) -> Result<Self> {
         let pool = store.db();
         let cursor = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
-        let max_seq: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM event_log")
-            .fetch_one(pool)
-            .await?;
-        let max_id: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM enrollments")
-            .fetch_one(pool)
-            .await?;
-        let mut ticks = HashMap::new();
-        for (wf, t) in sqlx::query_as::<_, (String, i64)>(
-            "SELECT workflow, max(tick_at) FROM cron_ticks GROUP BY workflow",
-        )
-        .fetch_all(pool)
-        .await?
-        {
-            ticks.insert(wf, t);
-        }
+        let marks = crate::store::ticks::marks(store).await?;
+        let (max_seq, max_id) = (marks.max_seq, marks.max_enrollment_id);
+        let ticks: HashMap<String, i64> = marks.ticks.into_iter().collect();
         Ok(Simulation {
             store,
             project,
@@ -658,12 +646,7 @@ impl<'a> Simulation<'a> {
                 next = Some(c);
             }
         };
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT min(next_run_at) FROM enrollments WHERE status = 'active' AND next_run_at > $1",
-        )
-        .bind(ms(t))
-        .fetch_one(self.store.db())
-        .await?;
+        let stored = crate::store::ticks::next_enrollment_due_after(self.store, ms(t)).await?;
         if let Some(s) = stored {
             consider(plan_reads::from_ms(s));
         }

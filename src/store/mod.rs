@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod plan_reads;
 pub mod plan_writes;
 pub mod status;
+pub mod ticks;
 pub mod wecom;
 pub mod workflow_states;
 
