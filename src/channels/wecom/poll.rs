@@ -402,10 +402,7 @@ async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<(
     let (Some(after), Some(msgid)) = (p.config.remind_after, task.msgid.as_deref()) else {
         return Ok(());
     };
-    let sent_at: Vec<i64> = sqlx::query_scalar("SELECT at FROM wecom_reminders WHERE msgid = $1")
-        .bind(msgid)
-        .fetch_all(pool)
-        .await?;
+    let sent_at = tasks::reminders_sent(pool, msgid).await?;
     let now = now_ms();
     if !reminder_due(after, task.created_at, &sent_at, now) {
         return Ok(());
@@ -431,15 +428,7 @@ async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<(
             code
         }
     };
-    sqlx::query(
-        "INSERT INTO wecom_reminders (message_id, msgid, at, errcode) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&task.message_id)
-    .bind(msgid)
-    .bind(now)
-    .bind(errcode)
-    .execute(pool)
-    .await?;
+    tasks::record_reminder(pool, &task.message_id, msgid, now, errcode).await?;
     Ok(())
 }
 
