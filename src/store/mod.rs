@@ -17,12 +17,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 mod bulk;
+pub mod console;
 pub mod contacts;
 pub mod enrollments;
 pub mod import;
 pub mod outbox;
 pub mod plan_reads;
 pub mod plan_writes;
+pub mod reports;
 pub mod status;
 pub mod ticks;
 pub mod wecom;
