@@ -56,6 +56,7 @@ use crate::contact::Contact;
 use crate::metrics;
 use crate::settings::RateLimit;
 use crate::store::outbox::{self, ClaimTimes, Claimed, Fate, Recorded};
+use crate::store::states::MessageKind;
 use crate::store::{Bind, Store};
 
 /// The longest a [`Delivery::Wait`] waits (a provider's daily window).
@@ -498,8 +499,12 @@ fn consent_for(
     channel: &str,
     payload: &serde_json::Value,
 ) -> Option<&'static str> {
-    match payload.get("kind").and_then(|k| k.as_str()) {
-        Some("notice" | "transfer") if contact.is_some() => None,
+    let kind = payload
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .and_then(|k| MessageKind::parse(k).ok());
+    match kind {
+        Some(MessageKind::Notice | MessageKind::Transfer) if contact.is_some() => None,
         _ => consent(contact, channel),
     }
 }

@@ -16,6 +16,7 @@ use crate::store::Dialect;
 use crate::store::enrollments::{self, NewEnrollment, Settled};
 use crate::store::plan_reads::ms;
 use crate::store::plan_writes;
+use crate::store::states::{EnrollmentStatus, MessageKind};
 use crate::workflow::{StepAction, Strategy};
 
 pub use crate::store::plan_writes::EVENT_LOG_WRITE;
@@ -120,7 +121,8 @@ pub async fn apply_in(
             let row = enrollments::lock(tx, dialect, *enrollment_id).await?;
             match row {
                 Some((status, step))
-                    if status == "active" && step.as_deref() == d.from_step.as_deref() => {}
+                    if status == EnrollmentStatus::Active
+                        && step.as_deref() == d.from_step.as_deref() => {}
                 _ => return Ok(Applied::Stale),
             }
             *enrollment_id
@@ -151,11 +153,18 @@ pub async fn apply_in(
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
         Outcome::Waiting {
             next_step, until, ..
-        } => ("active", next_step.clone(), Some(ms(*until)), None),
-        Outcome::Done => ("done", None, None, None),
-        Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
+        } => (
+            EnrollmentStatus::Active,
+            next_step.clone(),
+            Some(ms(*until)),
+            None,
+        ),
+        Outcome::Done => (EnrollmentStatus::Done, None, None, None),
+        Outcome::Exited(r) => (EnrollmentStatus::Exited, None, None, Some(r.to_string())),
         // Only a new enrollment is held, and it returned above.
-        Outcome::Held { first_step } => ("held", Some(first_step.clone()), None, None),
+        Outcome::Held { first_step } => {
+            (EnrollmentStatus::Held, Some(first_step.clone()), None, None)
+        }
     };
     let wait_since = match &d.plan.outcome {
         Outcome::Waiting { wait_since, .. } => wait_since.map(ms),
@@ -279,7 +288,7 @@ async fn effects(
                 subject: None,
                 body: &body,
                 // Channels tell a notice to a salesperson from a message to the contact.
-                payload: serde_json::json!({ "kind": "notice" }),
+                payload: serde_json::json!({ "kind": MessageKind::Notice.as_str() }),
                 at: now,
             };
             Ok(queued + queue(tx, d, enrollment_id, &s.step, msg, now).await?)
@@ -305,7 +314,7 @@ async fn effects(
                 subject: None,
                 body: &text,
                 // The webhook channel posts `body` as it is instead of its envelope.
-                payload: serde_json::json!({ "kind": "webhook", "body": body }),
+                payload: serde_json::json!({ "kind": MessageKind::Webhook.as_str(), "body": body }),
                 at: now,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
@@ -332,7 +341,7 @@ async fn effects(
                 to: &to,
                 subject: None,
                 body,
-                payload: serde_json::json!({ "kind": "notice" }),
+                payload: serde_json::json!({ "kind": MessageKind::Notice.as_str() }),
                 at: now,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
@@ -414,8 +423,7 @@ async fn wecom_transfer(
     let Some(external) = external.flatten().filter(|e| !e.trim().is_empty()) else {
         return Ok(None);
     };
-    let payload =
-        serde_json::json!({ "kind": "transfer", "handover_userid": from, "takeover_userid": to });
+    let payload = serde_json::json!({ "kind": MessageKind::Transfer.as_str(), "handover_userid": from, "takeover_userid": to });
     Ok(Some((channel, external, payload)))
 }
 

@@ -15,6 +15,7 @@
 //! wait's end, a cron tick), with passes at each until nothing more is due.
 //! It assumes no new events arrive; the dry-run says so.
 
+use crate::store::states::EnrollmentStatus;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use anyhow::Result;
@@ -290,7 +291,7 @@ impl<'a> Simulation<'a> {
             return Ok(());
         }
         let is_woken = |e: &EnrollmentRow| {
-            e.status == "active"
+            e.status == EnrollmentStatus::Active
                 && e.wait_since.is_some()
                 && e.next_run_at.is_some_and(|n| n > now)
                 && wakes.iter().any(|w| {
@@ -561,7 +562,7 @@ impl<'a> Simulation<'a> {
                         workflow: d.workflow.name.clone(),
                         contact_id: d.contact_id.clone(),
                         entry_key: entry_key.clone(),
-                        status: "active".into(),
+                        status: EnrollmentStatus::Active,
                         step_id: None,
                         next_run_at: None,
                         started_at: now,
@@ -608,7 +609,7 @@ impl<'a> Simulation<'a> {
                         workflow: d.workflow.name.clone(),
                         contact_id: d.contact_id.clone(),
                         entry_key: String::new(),
-                        status: "active".into(),
+                        status: EnrollmentStatus::Active,
                         step_id: next_step.clone(),
                         next_run_at: Some(*until),
                         started_at,

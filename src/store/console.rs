@@ -118,7 +118,7 @@ pub async fn channel_totals(pool: &AnyPool) -> sqlx::Result<Vec<ChannelTotals>> 
         "SELECT channel, count(*) FILTER (WHERE status = 'sent') AS sent, \
                 count(*) FILTER (WHERE status = 'dead') AS dead, \
                 count(*) FILTER (WHERE status = 'cancelled') AS cancelled, \
-                count(*) FILTER (WHERE status IN ('queued', 'sending', 'failed')) AS queued, \
+                count(*) FILTER (WHERE status IN ('queued', 'sending')) AS queued, \
                 CAST(coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0) AS BIGINT) AS retried \
            FROM outbox GROUP BY channel",
     )

@@ -5,6 +5,7 @@
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::Dialect;
+use super::states::EnrollmentStatus;
 
 /// An enrollment a plan starts.
 #[derive(Debug)]
@@ -65,7 +66,7 @@ pub async fn lock(
     tx: &mut AnyConnection,
     dialect: Dialect,
     id: i64,
-) -> sqlx::Result<Option<(String, Option<String>)>> {
+) -> sqlx::Result<Option<(EnrollmentStatus, Option<String>)>> {
     let sql = format!(
         "SELECT status, step_id FROM enrollments WHERE id = $1{}",
         dialect.for_update()
@@ -122,9 +123,9 @@ pub async fn set_step_detail(
 
 /// Where a plan leaves an enrollment.
 #[derive(Debug)]
-pub struct Settled<'a> {
+pub struct Settled {
     pub id: i64,
-    pub status: &'a str,
+    pub status: EnrollmentStatus,
     pub step_id: Option<String>,
     /// The last step that ran, if any ran.
     pub last_step: Option<String>,
@@ -135,7 +136,7 @@ pub struct Settled<'a> {
 }
 
 /// Writes where the plan left the enrollment, and clears its lease.
-pub async fn settle(tx: &mut AnyConnection, s: Settled<'_>) -> sqlx::Result<()> {
+pub async fn settle(tx: &mut AnyConnection, s: Settled) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
                 next_run_at = $4, end_reason = $5,

@@ -25,6 +25,7 @@ pub mod outbox;
 pub mod plan_reads;
 pub mod plan_writes;
 pub mod reports;
+pub mod states;
 pub mod status;
 pub mod ticks;
 pub mod wecom;

@@ -73,7 +73,7 @@ pub struct EnrollmentRow {
     pub workflow: String,
     pub contact_id: String,
     pub entry_key: String,
-    pub status: String,
+    pub status: crate::store::states::EnrollmentStatus,
     pub step_id: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
@@ -321,8 +321,7 @@ pub async fn recent_messages(
         push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(&format!(
             ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') \
-             AND payload NOT LIKE '%\"kind\":\"notice\"%' AND payload NOT LIKE '%\"kind\":\"transfer\"%' \
-             AND payload NOT LIKE '%\"kind\":\"webhook\"%' \
+             AND kind = 'message' \
              GROUP BY contact_id",
             chunk.len() + 1
         ));

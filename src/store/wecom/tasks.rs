@@ -5,6 +5,7 @@
 use sqlx::{AnyPool, Row};
 
 use crate::store::Dialect;
+use crate::store::states::{OutboxStatus, WecomTaskKind, WecomTaskStatus};
 
 /// A welcome code is good for 20 s after WeCom's callback (reference §1.3).
 pub const WELCOME_CODE_TTL_MS: i64 = 20_000;
@@ -50,8 +51,7 @@ pub async fn release_welcome_code(
 pub struct Task {
     pub message_id: String,
     pub channel: String,
-    /// `mass` or `transfer`.
-    pub kind: String,
+    pub kind: WecomTaskKind,
     pub contact_id: String,
     pub external_userid: String,
     /// The sender (mass) or the handover member (transfer).
@@ -166,11 +166,10 @@ pub async fn claim(
 pub struct LatestTransfer {
     pub handover_userid: Option<String>,
     pub takeover_userid: Option<String>,
-    /// queued | sending | sent | failed | dead | cancelled
-    pub outbox_status: String,
-    /// The task's status (`pending`, `done`, `refused`, ...); `None` when no
-    /// task was recorded (the call was not made or its record failed).
-    pub task_status: Option<String>,
+    pub outbox_status: OutboxStatus,
+    /// The task's status; `None` when no task was recorded (the call was
+    /// not made or its record failed).
+    pub task_status: Option<WecomTaskStatus>,
     pub provider_status: Option<i64>,
 }
 
@@ -182,14 +181,11 @@ pub async fn latest_transfer(
     let row = sqlx::query(
         "SELECT o.payload, o.status, t.status, t.provider_status
            FROM outbox o LEFT JOIN wecom_tasks t ON t.message_id = o.id
-          WHERE o.contact_id = $1 AND o.channel = $2 AND o.payload LIKE $3
+          WHERE o.contact_id = $1 AND o.channel = $2 AND o.kind = 'transfer'
           ORDER BY o.created_at DESC, o.id DESC LIMIT 1",
     )
     .bind(contact_id)
     .bind(channel)
-    // As plan_reads and contacts tell transfers apart: serde_json writes the
-    // payload without spaces.
-    .bind(r#"%"kind":"transfer"%"#)
     .fetch_optional(pool)
     .await?;
     let Some(r) = row else { return Ok(None) };
@@ -229,17 +225,19 @@ pub async fn postpone(
 /// The event a task's outcome logs on its contact, so workflows can
 /// trigger on it (`event: { name: wecom_task_sent }`) or branch on it
 /// (`if: { event: wecom_task_not_friend, within: 3d }`).
-pub fn outcome_event(kind: &str, status: &str) -> Option<&'static str> {
-    Some(match (kind, status) {
-        ("mass", "sent") => "wecom_task_sent",
-        ("mass", "not_friend") => "wecom_task_not_friend",
-        ("mass", "over_cap") => "wecom_task_over_cap",
-        ("mass", "expired") => "wecom_task_expired",
-        ("transfer" | "resigned", "done") => "wecom_transfer_done",
-        ("transfer" | "resigned", "refused") => "wecom_transfer_refused",
-        ("transfer" | "resigned", "takeover_limit") => "wecom_transfer_takeover_limit",
-        ("transfer" | "resigned", "no_record") => "wecom_transfer_no_record",
-        ("transfer" | "resigned", "expired") => "wecom_transfer_expired",
+pub fn outcome_event(kind: WecomTaskKind, status: WecomTaskStatus) -> Option<&'static str> {
+    use WecomTaskStatus as S;
+    let transfer = kind.is_transfer();
+    Some(match (transfer, status) {
+        (false, S::Sent) => "wecom_task_sent",
+        (false, S::NotFriend) => "wecom_task_not_friend",
+        (false, S::OverCap) => "wecom_task_over_cap",
+        (false, S::Expired) => "wecom_task_expired",
+        (true, S::Done) => "wecom_transfer_done",
+        (true, S::Refused) => "wecom_transfer_refused",
+        (true, S::TakeoverLimit) => "wecom_transfer_takeover_limit",
+        (true, S::NoRecord) => "wecom_transfer_no_record",
+        (true, S::Expired) => "wecom_transfer_expired",
         _ => return None,
     })
 }
@@ -253,7 +251,7 @@ pub async fn finish(
     pool: &AnyPool,
     dialect: Dialect,
     task: &Task,
-    status: &str,
+    status: WecomTaskStatus,
     provider_status: Option<i64>,
     note: &str,
     now_ms: i64,
@@ -278,7 +276,7 @@ pub async fn finish(
         .bind(message_id)
         .execute(&mut *tx)
         .await?;
-    if let (1, Some(name)) = (written, outcome_event(&task.kind, status)) {
+    if let (1, Some(name)) = (written, outcome_event(task.kind, status)) {
         let origin = sqlx::query("SELECT workflow, step_id FROM outbox WHERE id = $1")
             .bind(message_id)
             .fetch_optional(&mut *tx)
@@ -296,13 +294,13 @@ pub async fn finish(
             "provider_status": provider_status,
             "note": note,
         });
-        if task.kind == "mass" {
+        if task.kind == WecomTaskKind::Mass {
             props["sender"] = task.userid.clone().into();
             props["msgid"] = task.msgid.clone().into();
         } else {
             props["handover_userid"] = task.userid.clone().into();
             props["takeover_userid"] = task.takeover_userid.clone().into();
-            props["resigned"] = (task.kind == "resigned").into();
+            props["resigned"] = (task.kind == WecomTaskKind::Resigned).into();
         }
         crate::store::wecom::log_quiet_event(
             &mut tx,
@@ -359,12 +357,11 @@ pub async fn sent_notices(
 ) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar(
         "SELECT sent_at FROM outbox WHERE channel = $1 AND lower(recipient) = $2
-            AND status = 'sent' AND sent_at >= $3 AND payload LIKE $4",
+            AND status = 'sent' AND sent_at >= $3 AND kind = 'notice'",
     )
     .bind(channel)
     .bind(userid)
     .bind(since)
-    .bind(r#"%"kind":"notice"%"#)
     .fetch_all(pool)
     .await
 }
