@@ -79,7 +79,7 @@ pub async fn record(pool: &AnyPool, t: &Task, first_check_at: i64) -> sqlx::Resu
     )
     .bind(&t.message_id)
     .bind(&t.channel)
-    .bind(&t.kind)
+    .bind(t.kind)
     .bind(&t.contact_id)
     .bind(&t.external_userid)
     .bind(&t.userid)
