@@ -17,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 mod bulk;
+mod claim;
 pub mod console;
 pub mod contacts;
 pub mod enrollments;

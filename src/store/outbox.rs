@@ -122,7 +122,7 @@ pub struct ClaimTimes {
     pub unknown_until: i64,
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at";
+const CLAIMED_COLS: &str = "id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at";
 
 /// Claims up to `n` due messages of each channel in `wants` for `owner`, in
 /// one write transaction. Also puts expired leases back in the pool and,
@@ -174,15 +174,16 @@ pub async fn claim(
     }
     let mut out = Vec::with_capacity(wants.len());
     for (channel, n) in wants {
-        let sql = format!(
-            "UPDATE outbox SET status = 'sending', lease_owner = $1, lease_until = $2
-              WHERE id IN (SELECT id FROM outbox
-                            WHERE status = 'queued' AND next_attempt_at <= $3 AND channel = $4
-                            ORDER BY next_attempt_at LIMIT $5{skip})
-             {RETURNING}",
-            // Several daemons: each claims rows no other is claiming.
-            skip = store.dialect().skip_locked()
-        );
+        let sql = super::claim::Claim {
+            table: "outbox",
+            key: "id",
+            lease: "status = 'sending', lease_owner = $1, lease_until = $2",
+            due: "status = 'queued' AND next_attempt_at <= $3 AND channel = $4",
+            order: "next_attempt_at",
+            limit: "$5",
+            returning: CLAIMED_COLS,
+        }
+        .sql(store.dialect());
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(owner)
             .bind(times.lease_until)

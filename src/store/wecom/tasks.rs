@@ -110,22 +110,23 @@ pub async fn claim(
     lease_until: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<Task>> {
-    let sql = format!(
-        "UPDATE wecom_tasks SET next_check_at = $1
-          WHERE message_id IN (
-                SELECT message_id FROM wecom_tasks
-                 WHERE status = 'pending' AND channel = $2 AND next_check_at <= $3
+    let sql = crate::store::claim::Claim {
+        table: "wecom_tasks",
+        key: "message_id",
+        lease: "next_check_at = $1",
+        due: "status = 'pending' AND channel = $2 AND next_check_at <= $3
                    -- Not before the delivery worker wrote the outbox row `sent`: the
                    -- outcome note goes on that row, and the worker's write clears it.
                    AND NOT EXISTS (SELECT 1 FROM outbox o
-                                    WHERE o.id = wecom_tasks.message_id AND o.status <> 'sent')
-                 ORDER BY next_check_at, message_id LIMIT $4{})
-         RETURNING message_id, channel, kind, contact_id, external_userid, userid,
+                                    WHERE o.id = wecom_tasks.message_id AND o.status <> 'sent')",
+        order: "next_check_at, message_id",
+        limit: "$4",
+        returning: "message_id, channel, kind, contact_id, external_userid, userid,
                    takeover_userid, msgid, created_at, checks,
                    -- A transfer's `detail` is only what the last look saw.
                    CASE WHEN kind = 'mass' THEN detail END",
-        dialect.skip_locked()
-    );
+    }
+    .sql(dialect);
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(lease_until)
         .bind(channel)
