@@ -30,6 +30,9 @@ cargo test --locked "$@"
 if [[ "${NURTURE_SKIP_POSTGRES:-}" != 1 ]]; then
     echo "== cargo test (PostgreSQL)" >&2
     .ci/with-postgres.sh cargo test --locked "$@"
+    # The schema-parity test compares both migration sets; it needs the server.
+    echo "== schema parity (SQLite and PostgreSQL migrations)" >&2
+    .ci/with-postgres.sh cargo test --locked --test it schema_parity -- --ignored
 fi
 
 # The examples are part of the product: the quick start runs them, users copy them.

@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 use crate::store::plan_reads::{from_ms, ms, parse_props};
+use crate::store::reports;
 use crate::workflow::{StepAction, WaitFor, Workflow};
 
 /// Conversion of one group of enrollments.
@@ -241,19 +242,12 @@ struct Enrolled {
 pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) -> Result<Report> {
     let since_ms = since.map(ms).unwrap_or(i64::MIN);
     let mut enrolled: HashMap<i64, Enrolled> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT id, contact_id, started_at FROM enrollments WHERE workflow = $1 AND started_at >= $2",
-    )
-    .bind(&wf.name)
-    .bind(since_ms)
-    .fetch_all(pool)
-    .await?
-    {
+    for (id, contact, started) in reports::enrollments(pool, &wf.name, since_ms).await? {
         enrolled.insert(
-            r.get(0),
+            id,
             Enrolled {
-                contact: r.get(1),
-                started: from_ms(r.get(2)),
+                contact,
+                started: from_ms(started),
                 converted: None,
                 arms: vec![],
                 holdout: false,
@@ -262,21 +256,8 @@ pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) 
     }
     // Step records: arms, skips, exits, and when each step was reached.
     let mut reached: Vec<StepRecord> = Vec::new();
-    for r in sqlx::query(
-        "SELECT s.enrollment_id, s.step_id, s.action, s.detail, s.ran_at
-           FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id
-          WHERE e.workflow = $1 AND e.started_at >= $2",
-    )
-    .bind(&wf.name)
-    .bind(since_ms)
-    .fetch_all(pool)
-    .await?
-    {
-        let id: i64 = r.get(0);
-        let step: String = r.get(1);
-        let action: String = r.get(2);
-        let detail: Option<String> = r.get(3);
-        let at = from_ms(r.get(4));
+    for (id, step, action, detail, at) in reports::steps(pool, &wf.name, since_ms).await? {
+        let at = from_ms(at);
         if let Some(e) = enrolled.get_mut(&id) {
             if action == "split" && step == crate::engine::plan::HOLDOUT_STEP {
                 e.holdout = true;
@@ -299,21 +280,11 @@ pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) 
         && let WaitFor::Event { name, condition } = &g.on
     {
         let mut events: HashMap<String, Vec<GoalEvent>> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT ev.contact_id, ev.at, ev.properties FROM events ev
-              WHERE ev.name = $1 AND ev.contact_id IN
-                    (SELECT contact_id FROM enrollments WHERE workflow = $2 AND started_at >= $3)",
-        )
-        .bind(name)
-        .bind(&wf.name)
-        .bind(since_ms)
-        .fetch_all(pool)
-        .await?
-        {
-            events.entry(r.get(0)).or_default().push((
-                from_ms(r.get(1)),
-                parse_props(r.get::<Option<String>, _>(2).as_deref()),
-            ));
+        for (contact, at, props) in reports::goal_events(pool, name, &wf.name, since_ms).await? {
+            events
+                .entry(contact)
+                .or_default()
+                .push((from_ms(at), parse_props(props.as_deref())));
         }
         let now = Utc::now();
         for e in enrolled.values_mut() {
@@ -363,14 +334,8 @@ pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) 
 
     // The funnel, in the workflow's step order.
     let mut sent: HashMap<(i64, String), u64> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT enrollment_id, step_id FROM outbox WHERE workflow = $1 AND status = 'sent' AND enrollment_id IS NOT NULL",
-    )
-    .bind(&wf.name)
-    .fetch_all(pool)
-    .await?
-    {
-        *sent.entry((r.get(0), r.get(1))).or_insert(0) += 1;
+    for key in reports::sent(pool, &wf.name).await? {
+        *sent.entry(key).or_insert(0) += 1;
     }
     let mut rows: Vec<StepRow> = wf
         .all_steps()

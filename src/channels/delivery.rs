@@ -51,7 +51,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota};
 use rand::RngExt;
-use sqlx::{AnyPool, Row};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +62,8 @@ use crate::contact::Contact;
 use crate::metrics;
 use crate::settings::QuietHours;
 use crate::settings::RateLimit;
+use crate::store::outbox::{self, ClaimTimes, Claimed, Fate, Recorded};
+use crate::store::states::MessageKind;
 use crate::store::{Bind, Store};
 use chrono_tz::Tz;
 
@@ -180,51 +181,6 @@ struct Lane {
     pending: Arc<AtomicUsize>,
 }
 
-/// A claimed outbox row.
-struct Claimed {
-    id: String,
-    workflow: String,
-    contact_id: String,
-    step_id: String,
-    channel: String,
-    recipient: String,
-    subject: Option<String>,
-    body: String,
-    attempts: u32,
-    created_at: i64,
-    /// The outbox `payload` column, JSON text.
-    payload: String,
-    /// When the message first failed with an error worth retrying.
-    first_failed_at: Option<i64>,
-    /// Reclaimed after a lease expired: an earlier call may have reached the provider.
-    in_doubt: bool,
-}
-
-/// What becomes of one claimed message.
-#[derive(Debug)]
-enum Fate {
-    Sent {
-        provider_id: Option<String>,
-        /// A webhook step's `store:`: the attributes its answer sets.
-        store: serde_json::Map<String, serde_json::Value>,
-    },
-    Retry {
-        next_at: i64,
-        error: String,
-    },
-    Dead {
-        error: String,
-    },
-    Cancelled {
-        reason: String,
-    },
-    /// Back to the pool without counting a try.
-    Release {
-        next_at: i64,
-        error: String,
-    },
-}
-
 struct Outcome {
     id: String,
     workflow: String,
@@ -245,7 +201,6 @@ struct Outcome {
 
 struct Shared {
     store: Store,
-    pool: AnyPool,
     opts: DeliveryOptions,
     /// Ids claimed by this worker and not yet written back: a reclaim of one of
     /// them (after a stall longer than the lease) must not start a second call.
@@ -273,10 +228,8 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = store.db().clone();
     let shared = Arc::new(Shared {
         store,
-        pool,
         opts,
         inflight: Mutex::new(HashSet::new()),
         room: Notify::new(),
@@ -316,7 +269,7 @@ pub async fn run(
             last_renew = Instant::now();
         }
         if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-            if let Ok(n) = queue_depth(&shared.pool).await {
+            if let Ok(n) = outbox::queue_depth(&shared.store).await {
                 metrics::global().queue_depth.set(n);
             }
             last_depth = Some(Instant::now());
@@ -387,7 +340,7 @@ pub async fn run(
 
         // Sleep until something may be due, woken early by the scheduler, by
         // a full channel freeing room, or by new settings.
-        let idle = match next_due(&shared.pool).await {
+        let idle = match outbox::next_due(&shared.store).await {
             Ok(Some(at)) => {
                 let d = at - now_ms();
                 if d > 0 {
@@ -548,135 +501,30 @@ fn retries_over(first_failed_at: Option<i64>, now: i64, retry_for: Duration) -> 
     first_failed_at.is_some_and(|t| now.saturating_sub(t) >= dur_ms(retry_for))
 }
 
-const RETURNING: &str = "RETURNING id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at, in_doubt";
-
-/// Claims up to `n` due messages of each channel in `wants`, in one write
-/// transaction. Also puts expired leases back in the pool and, when
-/// `known` is given, pushes back the due messages of channels not in it.
+/// Claims up to `n` due messages of each channel in `wants` (see
+/// [`outbox::claim`]); when `known` is given, the due messages of channels not
+/// in it are pushed back.
 async fn claim(
     shared: &Shared,
     wants: &[(String, usize)],
     known: Option<Vec<String>>,
 ) -> Result<Vec<Vec<Claimed>>, sqlx::Error> {
     let now = now_ms();
-    let lease_until = now + dur_ms(shared.opts.lease);
-    let mut tx = shared.store.begin().await?;
-    let reaped = sqlx::query(
-        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL, in_doubt = 1,
-                last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
-          WHERE status = 'sending' AND lease_until < $1",
-    )
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if reaped > 0 {
-        tracing::warn!(messages = reaped, "reclaimed messages whose lease expired");
-    }
-    if let Some(known) = known {
-        let names = serde_json::to_string(&known).unwrap_or_else(|_| "[]".into());
-        let sql = format!(
-            "UPDATE outbox SET next_attempt_at = $1,
-                    last_error = 'channel \"' || channel || '\" is not in the settings; the message waits until it is'
-              WHERE status = 'queued' AND next_attempt_at <= $2
-                AND channel NOT IN {}",
-            shared.store.dialect().json_strings(3)
-        );
-        let parked = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now + dur_ms(shared.opts.unknown_channel_delay))
-            .bind(now)
-            .bind(names)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if parked > 0 {
-            tracing::warn!(
-                messages = parked,
-                "messages for channels that are not in the settings stay queued"
-            );
-        }
-    }
-    let mut out = Vec::with_capacity(wants.len());
-    for (channel, n) in wants {
-        let sql = format!(
-            "UPDATE outbox SET status = 'sending', lease_owner = $1, lease_until = $2
-              WHERE id IN (SELECT id FROM outbox
-                            WHERE status = 'queued' AND next_attempt_at <= $3 AND channel = $4
-                            ORDER BY next_attempt_at LIMIT $5{skip})
-             {RETURNING}",
-            // Several daemons: each claims rows no other is claiming.
-            skip = shared.store.dialect().skip_locked()
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&shared.opts.worker_id)
-            .bind(lease_until)
-            .bind(now)
-            .bind(channel)
-            .bind(*n as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        let mut due_at: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-        for r in rows {
-            due_at.insert(r.try_get(0)?, r.try_get(10)?);
-            claimed.push(Claimed {
-                id: r.try_get(0)?,
-                workflow: r.try_get(1)?,
-                contact_id: r.try_get(2)?,
-                step_id: r.try_get(3)?,
-                channel: r.try_get(4)?,
-                recipient: r.try_get(5)?,
-                subject: r.try_get(6)?,
-                body: r.try_get(7)?,
-                attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
-                created_at: r.try_get(9)?,
-                payload: r.try_get(11)?,
-                first_failed_at: r.try_get(12)?,
-                in_doubt: r.try_get::<i64, _>(13)? != 0,
-            });
-        }
-        // RETURNING gives no order (PostgreSQL's differs from SQLite's):
-        // calls start in due order.
-        claimed.sort_by_key(|c| due_at.get(&c.id).copied().unwrap_or(0));
-        out.push(claimed);
-    }
-    tx.commit().await?;
-    Ok(out)
+    let times = ClaimTimes {
+        now,
+        lease_until: now + dur_ms(shared.opts.lease),
+        unknown_until: now + dur_ms(shared.opts.unknown_channel_delay),
+    };
+    outbox::claim(&shared.store, &shared.opts.worker_id, times, wants, known).await
 }
 
 async fn renew_leases(shared: &Shared) -> Result<u64, sqlx::Error> {
     let until = now_ms() + dur_ms(shared.opts.lease);
-    Ok(sqlx::query(
-        "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2",
-    )
-    .bind(until)
-    .bind(&shared.opts.worker_id)
-    .execute(&shared.pool)
-    .await?
-    .rows_affected())
+    outbox::renew_leases(&shared.store, &shared.opts.worker_id, until).await
 }
 
 async fn hand_back(shared: &Shared) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
-          WHERE status = 'sending' AND lease_owner = $1",
-    )
-    .bind(&shared.opts.worker_id)
-    .execute(&shared.pool)
-    .await?
-    .rows_affected())
-}
-
-async fn next_due(pool: &AnyPool) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
-        .fetch_one(pool)
-        .await
-}
-
-async fn queue_depth(pool: &AnyPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
-        .fetch_one(pool)
-        .await
+    outbox::hand_back(&shared.store, &shared.opts.worker_id).await
 }
 
 /// Why a contact may not get a message on `channel`, if so.
@@ -697,8 +545,12 @@ fn consent_for(
     channel: &str,
     payload: &serde_json::Value,
 ) -> Option<&'static str> {
-    match payload.get("kind").and_then(|k| k.as_str()) {
-        Some("notice" | "transfer") if contact.is_some() => None,
+    let kind = payload
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .and_then(|k| MessageKind::parse(k).ok());
+    match kind {
+        Some(MessageKind::Notice | MessageKind::Transfer) if contact.is_some() => None,
         _ => consent(contact, channel),
     }
 }
@@ -1155,124 +1007,18 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
 /// the recipient opted out of the channel.
 pub const OPTED_OUT: &str = "opted_out:";
 
-/// Sent outcomes per statement (two parameters each).
-const SENT_CHUNK: usize = 500;
-
 async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
-    let owner = &shared.opts.worker_id;
-    let now = now_ms();
-    let mut tx = shared.store.begin().await?;
-    // Sent, the common fate, is written a chunk of messages per statement:
-    // on PostgreSQL every statement is a round trip to the server.
-    let sent: Vec<(&str, Option<&str>)> = outcomes
+    let recorded: Vec<Recorded<'_>> = outcomes
         .iter()
-        .filter_map(|o| match &o.fate {
-            Fate::Sent { provider_id, .. } => Some((o.id.as_str(), provider_id.as_deref())),
-            _ => None,
+        .map(|o| Recorded {
+            id: &o.id,
+            contact_id: &o.contact_id,
+            channel: &o.channel,
+            fate: &o.fate,
+            opted_out: matches!(&o.fate, Fate::Dead { error } if error.starts_with(OPTED_OUT)),
         })
         .collect();
-    let mut recorded: HashSet<String> = HashSet::new();
-    for chunk in sent.chunks(SENT_CHUNK) {
-        let mut values = String::new();
-        for i in 0..chunk.len() {
-            let k = 3 + 2 * i;
-            values.push_str(&format!(
-                "{}(${k}, ${})",
-                if i == 0 { "" } else { "," },
-                k + 1
-            ));
-        }
-        let sql = format!(
-            "WITH v(id, provider_id) AS (VALUES {values})
-             UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = v.provider_id,
-                    attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
-               FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = $2
-             RETURNING {}",
-            match shared.store.dialect() {
-                crate::store::Dialect::Sqlite => "id",
-                crate::store::Dialect::Postgres => "outbox.id",
-            }
-        );
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(owner.as_str());
-        for (id, provider) in chunk {
-            q = q.bind(*id).bind(*provider);
-        }
-        let written: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
-        for (id, _) in chunk {
-            if !written.contains(*id) {
-                tracing::warn!(id = %id, "outcome not recorded: the message's lease was taken by another worker");
-            }
-        }
-        recorded.extend(written);
-    }
-    // What webhook steps' answers set, in the transaction that records them sent.
-    for o in outcomes {
-        if let Fate::Sent { store, .. } = &o.fate
-            && !store.is_empty()
-            && recorded.contains(&o.id)
-        {
-            let when = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
-            crate::store::answers::store_answer(&mut tx, &o.contact_id, store, when).await?;
-        }
-    }
-    for o in outcomes {
-        let q = match &o.fate {
-            Fate::Sent { .. } => continue,
-            Fate::Retry { next_at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
-                        lease_owner = NULL, lease_until = NULL,
-                        first_failed_at = coalesce(first_failed_at, $3)
-                  WHERE id = $4 AND status = 'sending' AND lease_owner = $5",
-            )
-            .bind(*next_at)
-            .bind(error.as_str())
-            .bind(now_ms()),
-            Fate::Dead { error } => sqlx::query(
-                "UPDATE outbox SET status = 'dead', last_error = $1, attempts = attempts + 1,
-                        lease_owner = NULL, lease_until = NULL, dead_at = $2
-                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
-            )
-            .bind(error.as_str())
-            .bind(now_ms()),
-            Fate::Cancelled { reason } => sqlx::query(
-                "UPDATE outbox SET status = 'cancelled', last_error = $1, lease_owner = NULL, lease_until = NULL
-                  WHERE id = $2 AND status = 'sending' AND lease_owner = $3",
-            )
-            .bind(reason.as_str()),
-            Fate::Release { next_at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
-            )
-            .bind(*next_at)
-            .bind(error.as_str()),
-        };
-        let done = q
-            .bind(o.id.as_str())
-            .bind(owner.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            tracing::warn!(id = %o.id, "outcome not recorded: the message's lease was taken by another worker");
-        }
-        // The provider says the recipient opted out (Twilio 21610, "STOP"):
-        // record it, so no workflow plans another message on this channel.
-        if let Fate::Dead { error } = &o.fate
-            && error.starts_with(OPTED_OUT)
-        {
-            sqlx::query(
-                "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(o.contact_id.as_str())
-            .bind(o.channel.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await
+    outbox::record_outcomes(&shared.store, &shared.opts.worker_id, now_ms(), &recorded).await
 }
 
 #[cfg(test)]

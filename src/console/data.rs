@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::path::Path as FsPath;
 
+use crate::store::console;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -14,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use super::ConsoleState;
 use crate::api::ApiError;
@@ -210,33 +210,11 @@ async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
             }
         }
     };
-    for r in sqlx::query(
-        "SELECT s.step_id, s.action, count(*) FROM enrollment_steps s \
-           JOIN enrollments e ON e.id = s.enrollment_id WHERE e.workflow = $1 \
-          GROUP BY s.step_id, s.action",
-    )
-    .bind(wf)
-    .fetch_all(pool)
-    .await?
-    {
-        let step: String = r.try_get(0)?;
-        let action: String = r.try_get(1)?;
-        let n: i64 = r.try_get(2)?;
+    for (step, action, n) in console::step_actions(pool, wf).await? {
         bump(&mut nodes, &step, &["reached"], n);
         bump(&mut nodes, &step, &[action.as_str()], n);
     }
-    for r in sqlx::query(
-        "SELECT s.step_id, s.detail, count(*) FROM enrollment_steps s \
-           JOIN enrollments e ON e.id = s.enrollment_id \
-          WHERE e.workflow = $1 AND s.action = 'skip' GROUP BY s.step_id, s.detail",
-    )
-    .bind(wf)
-    .fetch_all(pool)
-    .await?
-    {
-        let step: String = r.try_get(0)?;
-        let detail: Option<String> = r.try_get(1)?;
-        let n: i64 = r.try_get(2)?;
+    for (step, detail, n) in console::skips(pool, wf).await? {
         let code = detail
             .as_deref()
             .and_then(|d| d.split(':').next())
@@ -246,16 +224,7 @@ async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
             .to_string();
         bump(&mut nodes, &step, &["skipped", code.as_str()], n);
     }
-    for r in sqlx::query(
-        "SELECT step_id, status, count(*) FROM outbox WHERE workflow = $1 GROUP BY step_id, status",
-    )
-    .bind(wf)
-    .fetch_all(pool)
-    .await?
-    {
-        let step: String = r.try_get(0)?;
-        let status: String = r.try_get(1)?;
-        let n: i64 = r.try_get(2)?;
+    for (step, status, n) in console::messages_by_step(pool, wf).await? {
         let key = match status.as_str() {
             "sent" => "sent",
             "dead" => "failed",
@@ -264,18 +233,7 @@ async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
         };
         bump(&mut nodes, &step, &["messages", key], n);
     }
-    for r in sqlx::query(
-        "SELECT step_id, status, end_reason, count(*) FROM enrollments WHERE workflow = $1 \
-          GROUP BY step_id, status, end_reason",
-    )
-    .bind(wf)
-    .fetch_all(pool)
-    .await?
-    {
-        let step: Option<String> = r.try_get(0)?;
-        let status: String = r.try_get(1)?;
-        let reason: Option<String> = r.try_get(2)?;
-        let n: i64 = r.try_get(3)?;
+    for (step, status, reason, n) in console::enrollments_by_step(pool, wf).await? {
         bump(&mut nodes, "trigger", &["entered"], n);
         match status.as_str() {
             "active" | "held" => {
@@ -352,34 +310,16 @@ pub async fn report_workflows(
             s.insert(k, vec![0; days as usize]);
         }
     }
-    let queries: [(&'static str, &str); 3] = [
-        (
-            "entered",
-            "SELECT workflow, (started_at + $1) / 86400000, count(*) FROM enrollments \
-              WHERE started_at >= $2 GROUP BY 1, 2",
-        ),
-        (
-            "sent",
-            "SELECT workflow, (sent_at + $1) / 86400000, count(*) FROM outbox \
-              WHERE status = 'sent' AND sent_at >= $2 GROUP BY 1, 2",
-        ),
-        (
-            "converted",
-            "SELECT workflow, (ended_at + $1) / 86400000, count(*) FROM enrollments \
-              WHERE end_reason = 'goal_reached' AND ended_at >= $2 GROUP BY 1, 2",
-        ),
+    let queries: [(&'static str, console::Daily); 3] = [
+        ("entered", console::Daily::Entered),
+        ("sent", console::Daily::Sent),
+        ("converted", console::Daily::Converted),
     ];
-    for (key, sql) in queries {
-        for r in sqlx::query(sql)
-            .bind(offset_ms)
-            .bind(since)
-            .fetch_all(pool)
+    for (key, which) in queries {
+        for (name, day, n) in console::daily(pool, which, offset_ms, since)
             .await
             .map_err(internal)?
         {
-            let name: String = r.try_get(0).map_err(internal)?;
-            let day: i64 = r.try_get(1).map_err(internal)?;
-            let n: i64 = r.try_get(2).map_err(internal)?;
             if let Some(v) = series.get_mut(&name).and_then(|s| s.get_mut(key))
                 && let Some(slot) = v.get_mut((day - first) as usize)
             {
@@ -428,23 +368,10 @@ pub async fn report_channels(State(st): State<ConsoleState>) -> Result<Json<Valu
             json!({"sent": 0, "retried": 0, "dead": 0, "cancelled": 0, "queued": 0, "since_start": {}}),
         );
     }
-    for r in sqlx::query(
-        "SELECT channel, count(*) FILTER (WHERE status = 'sent'), \
-                count(*) FILTER (WHERE status = 'dead'), \
-                count(*) FILTER (WHERE status = 'cancelled'), \
-                count(*) FILTER (WHERE status IN ('queued', 'sending', 'failed')), \
-                CAST(coalesce(sum(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0) AS BIGINT) \
-           FROM outbox GROUP BY channel",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(internal)?
-    {
-        let name: String = r.try_get(0).map_err(internal)?;
-        let g = |i: usize| r.try_get::<i64, _>(i).map_err(internal);
+    for t in console::channel_totals(pool).await.map_err(internal)? {
         channels.insert(
-            name,
-            json!({"sent": g(1)?, "dead": g(2)?, "cancelled": g(3)?, "queued": g(4)?, "retried": g(5)?, "since_start": {}}),
+            t.channel,
+            json!({"sent": t.sent, "dead": t.dead, "cancelled": t.cancelled, "queued": t.queued, "retried": t.retried, "since_start": {}}),
         );
     }
     for line in crate::metrics::render().lines() {
@@ -711,31 +638,12 @@ pub async fn search_contacts(
         ));
     };
     let limit = number(&q, "limit", 20, 200)? as i64;
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    let like = format!("%{escaped}%");
-    let prefix = format!("{escaped}%");
-    let rows = sqlx::query(
-        "SELECT id, name, phone, email, owner FROM contacts \
-          WHERE id = $1 OR id LIKE $2 ESCAPE '\\' OR name LIKE $3 ESCAPE '\\' \
-             OR phone LIKE $3 ESCAPE '\\' OR lower(email) LIKE lower($3) ESCAPE '\\' \
-          ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END, id LIMIT $4",
-    )
-    .bind(text)
-    .bind(&prefix)
-    .bind(&like)
-    .bind(limit)
-    .fetch_all(st.store.db())
-    .await
-    .map_err(internal)?;
+    let rows = console::search_contacts(st.store.db(), text, limit)
+        .await
+        .map_err(internal)?;
     let mut out = Vec::new();
-    for r in rows {
-        let g = |i: usize| r.try_get::<Option<String>, _>(i).map_err(internal);
-        out.push(
-            json!({"id": g(0)?, "name": g(1)?, "phone": g(2)?, "email": g(3)?, "owner": g(4)?}),
-        );
+    for (id, name, phone, email, owner) in rows {
+        out.push(json!({"id": id, "name": name, "phone": phone, "email": email, "owner": owner}));
     }
     Ok(Json(json!({"contacts": out})))
 }

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 
 use crate::assign::{AssignState, Pick};
 use crate::contact::Contact;
@@ -13,15 +13,13 @@ use crate::engine::plan::{Action, Outcome, PlannedStep};
 use crate::engine::sources::{Decided, Start};
 use crate::settings::Settings;
 use crate::store::Dialect;
+use crate::store::enrollments::{self, NewEnrollment, Settled};
 use crate::store::plan_reads::ms;
+use crate::store::plan_writes;
+use crate::store::states::{EnrollmentStatus, MessageKind};
 use crate::workflow::{StepAction, Strategy};
 
-/// The transaction-scoped advisory lock every writer of the event log takes
-/// on PostgreSQL (see migrations/postgres/0001_init.sql): log rows become
-/// visible in sequence order. The scheduler takes it first in transactions
-/// that will both write the log (tags) and lock assignment rows, so all
-/// daemons take locks in one order (log, then team) and cannot deadlock.
-pub const EVENT_LOG_WRITE: i64 = 4_711_001;
+pub use crate::store::plan_writes::EVENT_LOG_WRITE;
 
 /// What applying did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,21 +77,16 @@ pub async fn apply_in(
     if let (Start::New { entry_key, .. }, Outcome::Held { first_step }) =
         (&d.start, &d.plan.outcome)
     {
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at, trigger_event)
-             VALUES ($1, $2, $3, 'held', $4, $5, $6)
-             ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&d.workflow.name)
-        .bind(&d.contact_id)
-        .bind(entry_key)
-        .bind(first_step)
-        .bind(ms(now))
-        .bind(d.trigger.as_ref().map(|t| t.to_json()))
-        .fetch_optional(&mut *tx)
-        .await
-        .context("holding the enrollment")?;
+        let new = NewEnrollment {
+            workflow: &d.workflow.name,
+            contact_id: &d.contact_id,
+            entry_key,
+            started_at: ms(now),
+            trigger_event: d.trigger.as_ref().map(|t| t.to_json()),
+        };
+        let id = enrollments::hold(tx, &new, first_step)
+            .await
+            .context("holding the enrollment")?;
         return Ok(match id {
             Some(enrollment_id) => Applied::Stored {
                 enrollment_id,
@@ -104,20 +97,16 @@ pub async fn apply_in(
     }
     let enrollment_id = match &d.start {
         Start::New { entry_key, .. } => {
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at, trigger_event)
-                 VALUES ($1, $2, $3, 'active', $4, $5)
-                 ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
-                 RETURNING id",
-            )
-            .bind(&d.workflow.name)
-            .bind(&d.contact_id)
-            .bind(entry_key)
-            .bind(ms(now))
-            .bind(d.trigger.as_ref().map(|t| t.to_json()))
-            .fetch_optional(&mut *tx)
-            .await
-            .context("creating the enrollment")?;
+            let new = NewEnrollment {
+                workflow: &d.workflow.name,
+                contact_id: &d.contact_id,
+                entry_key,
+                started_at: ms(now),
+                trigger_event: d.trigger.as_ref().map(|t| t.to_json()),
+            };
+            let id = enrollments::start(tx, &new)
+                .await
+                .context("creating the enrollment")?;
             match id {
                 Some(id) => id,
                 None => return Ok(Applied::Stale),
@@ -129,17 +118,11 @@ pub async fn apply_in(
             // On PostgreSQL the row lock makes the check and the writes below
             // one step: a second daemon holding the same plan waits here, then
             // finds the enrollment moved on.
-            let sql = format!(
-                "SELECT status, step_id FROM enrollments WHERE id = $1{}",
-                dialect.for_update()
-            );
-            let row: Option<(String, Option<String>)> = sqlx::query_as(AssertSqlSafe(sql))
-                .bind(enrollment_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row = enrollments::lock(tx, dialect, *enrollment_id).await?;
             match row {
                 Some((status, step))
-                    if status == "active" && step.as_deref() == d.from_step.as_deref() => {}
+                    if status == EnrollmentStatus::Active
+                        && step.as_deref() == d.from_step.as_deref() => {}
                 _ => return Ok(Applied::Stale),
             }
             *enrollment_id
@@ -151,19 +134,15 @@ pub async fn apply_in(
     let mut last_step = None;
     for s in &d.plan.steps {
         // A step that already ran (a replay, or an edit that moved ids) is not done again.
-        let fresh = sqlx::query(
-            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        let fresh = enrollments::record_step(
+            tx,
+            enrollment_id,
+            &s.step,
+            ms(now),
+            s.action.name(),
+            detail(s),
         )
-        .bind(enrollment_id)
-        .bind(&s.step)
-        .bind(ms(now))
-        .bind(s.action.name())
-        .bind(detail(s))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        .await?;
         last_step = Some(s.step.clone());
         if !fresh {
             continue;
@@ -174,33 +153,36 @@ pub async fn apply_in(
     let (status, step_id, next_run_at, reason) = match &d.plan.outcome {
         Outcome::Waiting {
             next_step, until, ..
-        } => ("active", next_step.clone(), Some(ms(*until)), None),
-        Outcome::Done => ("done", None, None, None),
-        Outcome::Exited(r) => ("exited", None, None, Some(r.to_string())),
+        } => (
+            EnrollmentStatus::Active,
+            next_step.clone(),
+            Some(ms(*until)),
+            None,
+        ),
+        Outcome::Done => (EnrollmentStatus::Done, None, None, None),
+        Outcome::Exited(r) => (EnrollmentStatus::Exited, None, None, Some(r.to_string())),
         // Only a new enrollment is held, and it returned above.
-        Outcome::Held { first_step } => ("held", Some(first_step.clone()), None, None),
+        Outcome::Held { first_step } => {
+            (EnrollmentStatus::Held, Some(first_step.clone()), None, None)
+        }
     };
     let wait_since = match &d.plan.outcome {
         Outcome::Waiting { wait_since, .. } => wait_since.map(ms),
         _ => None,
     };
-    sqlx::query(
-        "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
-                next_run_at = $4, end_reason = $5,
-                ended_at = CASE WHEN $6 = 'active' THEN NULL ELSE $7 END,
-                lease_owner = NULL, lease_until = NULL, wait_since = $9
-          WHERE id = $8",
+    enrollments::settle(
+        tx,
+        Settled {
+            id: enrollment_id,
+            status,
+            step_id,
+            last_step,
+            next_run_at,
+            end_reason: reason,
+            now: ms(now),
+            wait_since,
+        },
     )
-    .bind(status)
-    .bind(step_id)
-    .bind(last_step)
-    .bind(next_run_at)
-    .bind(reason)
-    .bind(status)
-    .bind(ms(now))
-    .bind(enrollment_id)
-    .bind(wait_since)
-    .execute(&mut *tx)
     .await
     .context("updating the enrollment")?;
     Ok(Applied::Stored {
@@ -254,14 +236,7 @@ async fn effects(
                     "{chosen} (planned {salesperson}; the team's counters changed since the plan, another daemon assigned meanwhile)"
                 );
                 tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, step = %s.step, planned = %salesperson, chosen = %chosen, "assignment re-decided under the team's lock");
-                sqlx::query(
-                    "UPDATE enrollment_steps SET detail = $1 WHERE enrollment_id = $2 AND step_id = $3",
-                )
-                .bind(why)
-                .bind(enrollment_id)
-                .bind(&s.step)
-                .execute(&mut *tx)
-                .await?;
+                enrollments::set_step_detail(tx, enrollment_id, &s.step, &why).await?;
             }
             let salesperson = &chosen;
             if previous.as_deref() == Some(salesperson.as_str()) {
@@ -313,7 +288,7 @@ async fn effects(
                 subject: None,
                 body: &body,
                 // Channels tell a notice to a salesperson from a message to the contact.
-                payload: serde_json::json!({ "kind": "notice" }),
+                payload: serde_json::json!({ "kind": MessageKind::Notice.as_str() }),
                 at: now,
             };
             Ok(queued + queue(tx, d, enrollment_id, &s.step, msg, now).await?)
@@ -324,15 +299,9 @@ async fn effects(
             }
             // A JSON merge patch: null removes the attribute.
             let patch = serde_json::to_string(values).expect("a JSON map serialises");
-            sqlx::query(
-                "UPDATE contacts SET attrs = json_patch(attrs, $1), updated_at = $2 WHERE id = $3",
-            )
-            .bind(patch)
-            .bind(ms(now))
-            .bind(&d.contact_id)
-            .execute(&mut *tx)
-            .await
-            .context("setting attributes")?;
+            plan_writes::patch_attrs(tx, &d.contact_id, &patch, ms(now))
+                .await
+                .context("setting attributes")?;
             Ok(0)
         }
         Action::Webhook {
@@ -351,9 +320,9 @@ async fn effects(
                 // The webhook channel posts `body` as it is instead of its envelope.
                 // `store`: the attributes the answer sets once delivered.
                 payload: if store.is_empty() {
-                    serde_json::json!({ "kind": "webhook", "body": body })
+                    serde_json::json!({ "kind": MessageKind::Webhook.as_str(), "body": body })
                 } else {
-                    serde_json::json!({ "kind": "webhook", "body": body, "store": store })
+                    serde_json::json!({ "kind": MessageKind::Webhook.as_str(), "body": body, "store": store })
                 },
                 at: now,
             };
@@ -381,26 +350,17 @@ async fn effects(
                 to: &to,
                 subject: None,
                 body,
-                payload: serde_json::json!({ "kind": "notice" }),
+                payload: serde_json::json!({ "kind": MessageKind::Notice.as_str() }),
                 at: now,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
         Action::Tag { add, remove } => {
             for t in add {
-                sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&d.contact_id)
-                    .bind(t)
-                    .bind(ms(now))
-                    .execute(&mut *tx)
-                    .await?;
+                plan_writes::add_tag(tx, &d.contact_id, t, ms(now)).await?;
             }
             for t in remove {
-                sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
-                    .bind(&d.contact_id)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
+                plan_writes::remove_tag(tx, &d.contact_id, t).await?;
             }
             Ok(0)
         }
@@ -421,18 +381,9 @@ pub async fn wake_waiting(
     now: DateTime<Utc>,
 ) -> Result<()> {
     for w in wakes {
-        sqlx::query(
-            "UPDATE enrollments SET next_run_at = $1
-              WHERE contact_id = $2 AND workflow = $3 AND step_id = $4
-                AND status = 'active' AND wait_since IS NOT NULL AND next_run_at > $1",
-        )
-        .bind(ms(now))
-        .bind(&w.contact_id)
-        .bind(&w.workflow)
-        .bind(&w.step_id)
-        .execute(&mut **tx)
-        .await
-        .context("waking a wait_until step")?;
+        enrollments::wake_waiting(tx, &w.contact_id, &w.workflow, &w.step_id, ms(now))
+            .await
+            .context("waking a wait_until step")?;
     }
     Ok(())
 }
@@ -475,17 +426,13 @@ async fn wecom_transfer(
     else {
         return Ok(None);
     };
-    let external: Option<Option<String>> =
-        sqlx::query_scalar("SELECT wecom_external_userid FROM contacts WHERE id = $1")
-            .bind(&d.contact_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("reading the contact's WeCom id")?;
+    let external = plan_writes::wecom_external_userid(tx, &d.contact_id)
+        .await
+        .context("reading the contact's WeCom id")?;
     let Some(external) = external.flatten().filter(|e| !e.trim().is_empty()) else {
         return Ok(None);
     };
-    let payload =
-        serde_json::json!({ "kind": "transfer", "handover_userid": from, "takeover_userid": to });
+    let payload = serde_json::json!({ "kind": MessageKind::Transfer.as_str(), "handover_userid": from, "takeover_userid": to });
     Ok(Some((channel, external, payload)))
 }
 
@@ -511,27 +458,24 @@ async fn queue(
     m: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    let n = sqlx::query(
-        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
-                             payload, status, attempts, not_before, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $11, $12)
-         ON CONFLICT (id) DO NOTHING",
+    let n = crate::store::outbox::insert(
+        tx,
+        &crate::store::outbox::NewMessage {
+            id: m.id,
+            workflow: &d.workflow.name,
+            contact_id: &d.contact_id,
+            enrollment_id,
+            step_id: step,
+            channel: m.channel,
+            recipient: m.to,
+            subject: m.subject,
+            body: m.body,
+            payload: m.payload.to_string(),
+            not_before: ms(m.at),
+            created_at: ms(now),
+        },
     )
-    .bind(m.id)
-    .bind(&d.workflow.name)
-    .bind(&d.contact_id)
-    .bind(enrollment_id)
-    .bind(step)
-    .bind(m.channel)
-    .bind(m.to)
-    .bind(m.subject)
-    .bind(m.body)
-    .bind(m.payload.to_string())
-    .bind(ms(m.at))
-    .bind(ms(now))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .await?;
     Ok(n as usize)
 }
 
@@ -549,14 +493,9 @@ pub fn touches_shared_counters(batch: &[Decided<'_>]) -> bool {
 /// Takes [`EVENT_LOG_WRITE`] for the rest of the transaction (PostgreSQL;
 /// SQLite's write lock already serialises writers).
 pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect) -> Result<()> {
-    if dialect == Dialect::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(EVENT_LOG_WRITE)
-            .execute(&mut **tx)
-            .await
-            .context("locking the event log")?;
-    }
-    Ok(())
+    plan_writes::lock_event_log(tx, dialect)
+        .await
+        .context("locking the event log")
 }
 
 /// Writes an `assign` step's choice, and returns the salesperson chosen.
@@ -594,24 +533,14 @@ async fn assign(
         // One statement creates the team's row if needed, locks it (an
         // upsert that updates takes the row lock on PostgreSQL) and reads
         // the cursor.
-        let cursor: i64 = sqlx::query_scalar(
-            "INSERT INTO team_cursors (team, next_index) VALUES ($1, 0)
-             ON CONFLICT (team) DO UPDATE SET next_index = team_cursors.next_index
-             RETURNING next_index",
-        )
-        .bind(&a.team.value)
-        .fetch_one(&mut *tx)
-        .await?;
+        let cursor = plan_writes::lock_team_cursor(tx, &a.team.value).await?;
         let mut state = AssignState::default();
         state.team_cursor.insert(a.team.value.clone(), cursor);
         // Open contacts matter to least-loaded, and to round robin only when
         // someone has a capacity. They are read under the team's lock: every
         // assignment to the team (the only writer of owners here) holds it.
         if a.strategy == Strategy::LeastLoaded || team.iter().any(|p| p.capacity.is_some()) {
-            let loads: Vec<(String, i64)> =
-                sqlx::query_as("SELECT salesperson_id, open_contacts FROM salesperson_load")
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let loads = plan_writes::salesperson_loads(tx).await?;
             state.load.extend(loads);
         }
         // The choice does not depend on the current owner (the plan checked
@@ -649,19 +578,10 @@ async fn assign(
         }
         if a.strategy == Strategy::RoundRobin {
             let next = state.team_cursor.get(&a.team.value).copied().unwrap_or(0);
-            sqlx::query("UPDATE team_cursors SET next_index = $1 WHERE team = $2")
-                .bind(next)
-                .bind(&a.team.value)
-                .execute(&mut *tx)
-                .await?;
+            plan_writes::set_team_cursor(tx, &a.team.value, next).await?;
         }
     }
-    sqlx::query("UPDATE contacts SET owner = $1, updated_at = $2 WHERE id = $3")
-        .bind(&chosen)
-        .bind(ms(now))
-        .bind(&d.contact_id)
-        .execute(&mut *tx)
-        .await?;
+    plan_writes::set_owner(tx, &d.contact_id, &chosen, ms(now)).await?;
     Ok(chosen)
 }
 

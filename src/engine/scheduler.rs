@@ -31,21 +31,7 @@ use crate::store::workflow_states;
 use crate::store::{Dialect, Store};
 use crate::workflow::Workflow;
 
-/// The transaction-scoped advisory lock of the event-log cursor on
-/// PostgreSQL: one daemon at a time reads a batch after the cursor, applies
-/// it and moves the cursor, in one transaction; the others skip the log for
-/// that pass instead of planning the same batch.
-const EVENT_LOG_CURSOR: i64 = 4_711_002;
-
-/// A stable advisory-lock key per workflow for its cron ticks (FNV-1a).
-fn tick_lock_key(workflow: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "nurture-tick:".bytes().chain(workflow.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
-}
+use crate::store::ticks;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +90,7 @@ impl Scheduler {
                 continue;
             }
             if let Some(mode) = self.until_idle {
-                match idle_state(&pool, now).await {
+                match idle_state(&self.store, now).await {
                     Ok(st) if st.done(mode) => {
                         match mode {
                             IdleMode::All => {
@@ -130,7 +116,7 @@ impl Scheduler {
                     Err(e) => tracing::warn!(error = %e, "--until-idle: cannot read the store"),
                 }
             }
-            let sleep = next_wake(&pool, &project, now)
+            let sleep = next_wake(&self.store, &project, now)
                 .await
                 .unwrap_or(StdDuration::from_secs(1));
             tokio::select! {
@@ -259,14 +245,8 @@ impl Scheduler {
         let mut tx = crate::store::begin(pool, dialect)
             .await
             .context("beginning a transaction")?;
-        if dialect == Dialect::Postgres {
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                .bind(EVENT_LOG_CURSOR)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !got {
-                return Ok(());
-            }
+        if !ticks::try_lock_cursor(&mut tx, dialect).await? {
+            return Ok(());
         }
         let after = plan_reads::cursor(&mut *tx, DAEMON_CURSOR).await?;
         let entries = plan_reads::pending_log(&mut *tx, after, BATCH as i64).await?;
@@ -327,32 +307,15 @@ impl Scheduler {
         // runs the tick again, and the entry keys make that harmless.
         if self.store.dialect() == Dialect::Postgres {
             // Taken already (the usual pass): no lock needed to know it.
-            let last: Option<i64> =
-                sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = $1")
-                    .bind(&wf.name)
-                    .fetch_one(pool)
-                    .await?;
+            let last = ticks::last_tick(&self.store, &wf.name).await?;
             if last.is_some_and(|t| t >= ms(tick)) {
                 return Ok(());
             }
-            let mut conn = pool.acquire().await?;
-            let key = tick_lock_key(&wf.name);
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await?;
-            if !got {
+            let Some(lock) = ticks::try_lock_tick(&self.store, &wf.name).await? else {
                 return Ok(());
-            }
+            };
             let ran = self.run_tick(pool, enabled, wf, tick, planner, pass).await;
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(key)
-                .execute(&mut *conn)
-                .await;
-            if unlocked.is_err() {
-                // Never hand a connection that may still hold the lock back to the pool.
-                let _ = conn.detach();
-            }
+            lock.release().await;
             return ran;
         }
         self.run_tick(pool, enabled, wf, tick, planner, pass).await
@@ -369,14 +332,10 @@ impl Scheduler {
         pass: &mut Pass,
     ) -> Result<()> {
         let now = planner.now;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT max(tick_at) FROM cron_ticks WHERE workflow = $1")
-                .bind(&wf.name)
-                .fetch_one(pool)
-                .await?;
+        let last = ticks::last_tick(&self.store, &wf.name).await?;
         match sources::tick_due(last, tick) {
             sources::TickDue::FirstSight => {
-                take_tick(pool, wf, tick, now).await?;
+                ticks::take_tick(&self.store, &wf.name, ms(tick), ms(now)).await?;
                 return Ok(());
             }
             sources::TickDue::Taken => return Ok(()),
@@ -391,7 +350,7 @@ impl Scheduler {
             // start runs it again (its entry keys make that harmless).
             return Ok(());
         }
-        take_tick(pool, wf, tick, now).await?;
+        ticks::take_tick(&self.store, &wf.name, ms(tick), ms(now)).await?;
         pass.plans = pass.plans.max(1);
         Ok(())
     }
@@ -536,16 +495,7 @@ impl Scheduler {
         }
         crate::engine::apply::wake_waiting(&mut tx, wakes, planner.now).await?;
         if let Some(seq) = cursor {
-            sqlx::query(
-                "INSERT INTO cursors (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = CASE
-                     WHEN excluded.position > cursors.position THEN excluded.position
-                     ELSE cursors.position END",
-            )
-            .bind(DAEMON_CURSOR)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
+            ticks::advance_cursor(&mut tx, DAEMON_CURSOR, seq).await?;
         }
         tx.commit().await.context("committing plans")?;
         planner.forget_planned();
@@ -594,21 +544,6 @@ pub fn runnable<'w>(
             (!gates.is_paused(&wf.name)).then_some((e, wf))
         })
         .collect()
-}
-
-async fn take_tick(
-    pool: &AnyPool,
-    wf: &Workflow,
-    tick: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("INSERT INTO cron_ticks (workflow, tick_at, taken_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(&wf.name)
-        .bind(ms(tick))
-        .bind(ms(now))
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Nothing to plan or deliver: the log is consumed, no enrollment is active,
@@ -689,45 +624,25 @@ impl IdleState {
     }
 }
 
-pub async fn idle_state(pool: &AnyPool, now: DateTime<Utc>) -> Result<IdleState> {
-    let now = plan_reads::ms(now);
-    let row: (i64, i64, i64, Option<i64>, i64, i64, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM event_log WHERE seq > coalesce((SELECT position FROM cursors WHERE name = $1), 0)),
-                (SELECT count(*) FROM enrollments WHERE status = 'active'),
-                (SELECT count(*) FROM enrollments WHERE status = 'active' AND next_run_at <= $2),
-                (SELECT min(next_run_at) FROM enrollments WHERE status = 'active'),
-                (SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')),
-                (SELECT count(*) FROM outbox WHERE status = 'sending' OR (status = 'queued' AND next_attempt_at <= $2 AND not_before <= $2)),
-                (SELECT min(CASE WHEN next_attempt_at > not_before THEN next_attempt_at ELSE not_before END) FROM outbox WHERE status = 'queued')",
-    )
-    .bind(DAEMON_CURSOR)
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
+pub async fn idle_state(store: &Store, now: DateTime<Utc>) -> Result<IdleState> {
+    let left = ticks::leftover(store, DAEMON_CURSOR, plan_reads::ms(now)).await?;
     Ok(IdleState {
-        pending_log: row.0,
-        active: row.1,
-        active_due: row.2,
-        next_active: row.3,
-        queued: row.4,
-        queued_due: row.5,
-        next_queued: row.6,
+        pending_log: left.pending_log,
+        active: left.active,
+        active_due: left.active_due,
+        next_active: left.next_active,
+        queued: left.queued,
+        queued_due: left.queued_due,
+        next_queued: left.next_queued,
     })
 }
 
 /// How long to sleep: until the next due enrollment or cron tick, at most 1 s
 /// (new work from outside the API — rows written by other systems — is found
 /// by polling).
-async fn next_wake(pool: &AnyPool, project: &Project, now: DateTime<Utc>) -> Result<StdDuration> {
+async fn next_wake(store: &Store, project: &Project, now: DateTime<Utc>) -> Result<StdDuration> {
     let mut next = now + chrono::Duration::seconds(1);
-    let due: Option<i64> =
-        // A row leased to another daemon is due for us only when its lease ends.
-        sqlx::query_scalar(
-            "SELECT min(CASE WHEN lease_until > next_run_at THEN lease_until ELSE next_run_at END)
-               FROM enrollments WHERE status = 'active'",
-        )
-        .fetch_one(pool)
-        .await?;
+    let due = ticks::next_enrollment_due(store).await?;
     if let Some(d) = due {
         next = next.min(plan_reads::from_ms(d));
     }

@@ -15,6 +15,7 @@
 //! wait's end, a cron tick), with passes at each until nothing more is due.
 //! It assumes no new events arrive; the dry-run says so.
 
+use crate::store::states::EnrollmentStatus;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use anyhow::Result;
@@ -91,21 +92,9 @@ impl<'a> Simulation<'a> {
     pub async fn new(store: &'a Store, project: &'a Project, opts: SimOptions) -> Result<Self> {
         let pool = store.db();
         let cursor = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
-        let max_seq: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM event_log")
-            .fetch_one(pool)
-            .await?;
-        let max_id: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM enrollments")
-            .fetch_one(pool)
-            .await?;
-        let mut ticks = HashMap::new();
-        for (wf, t) in sqlx::query_as::<_, (String, i64)>(
-            "SELECT workflow, max(tick_at) FROM cron_ticks GROUP BY workflow",
-        )
-        .fetch_all(pool)
-        .await?
-        {
-            ticks.insert(wf, t);
-        }
+        let marks = crate::store::ticks::marks(store).await?;
+        let (max_seq, max_id) = (marks.max_seq, marks.max_enrollment_id);
+        let ticks: HashMap<String, i64> = marks.ticks.into_iter().collect();
         let now = opts.at;
         Ok(Simulation {
             store,
@@ -346,7 +335,7 @@ impl<'a> Simulation<'a> {
             return Ok(());
         }
         let is_woken = |e: &EnrollmentRow| {
-            e.status == "active"
+            e.status == EnrollmentStatus::Active
                 && e.wait_since.is_some()
                 && e.next_run_at.is_some_and(|n| n > now)
                 && wakes.iter().any(|w| {
@@ -617,7 +606,7 @@ impl<'a> Simulation<'a> {
                         workflow: d.workflow.name.clone(),
                         contact_id: d.contact_id.clone(),
                         entry_key: entry_key.clone(),
-                        status: "active".into(),
+                        status: EnrollmentStatus::Active,
                         step_id: None,
                         next_run_at: None,
                         started_at: now,
@@ -664,7 +653,7 @@ impl<'a> Simulation<'a> {
                         workflow: d.workflow.name.clone(),
                         contact_id: d.contact_id.clone(),
                         entry_key: String::new(),
-                        status: "active".into(),
+                        status: EnrollmentStatus::Active,
                         step_id: next_step.clone(),
                         next_run_at: Some(*until),
                         started_at,
@@ -702,12 +691,7 @@ impl<'a> Simulation<'a> {
                 next = Some(c);
             }
         };
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT min(next_run_at) FROM enrollments WHERE status = 'active' AND next_run_at > $1",
-        )
-        .bind(ms(t))
-        .fetch_one(self.store.db())
-        .await?;
+        let stored = crate::store::ticks::next_enrollment_due_after(self.store, ms(t)).await?;
         if let Some(s) = stored {
             consider(plan_reads::from_ms(s));
         }

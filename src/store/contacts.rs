@@ -769,8 +769,7 @@ impl Store {
         let cancelled: Vec<(String, String, String)> = sqlx::query_as(
             "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
               WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)
-                AND payload NOT LIKE '%\"kind\":\"notice\"%'
-                AND payload NOT LIKE '%\"kind\":\"transfer\"%'
+                AND kind NOT IN ('notice', 'transfer')
               RETURNING workflow, step_id, channel",
         )
         .bind(id)

@@ -1,8 +1,12 @@
-//! Operator actions on the outbox.
+//! The outbox: the delivery worker's claims, leases and outcomes, the
+//! messages a plan queues, and operator actions.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use sqlx::{AnyConnection, Row};
 
-use super::{Store, StoreError, to_ms};
+use super::{Dialect, Store, StoreError, to_ms};
 
 /// Which dead letters to bring back.
 #[derive(Debug, Clone, Default)]
@@ -49,4 +53,378 @@ impl Store {
         }
         Ok(q.execute(self.db()).await?.rows_affected())
     }
+}
+
+// ---------------------------------------------------------------------------
+// The delivery worker's queries (channels/delivery.rs decides; these write).
+
+/// A claimed outbox row.
+#[derive(Debug)]
+pub struct Claimed {
+    pub id: String,
+    pub workflow: String,
+    pub contact_id: String,
+    pub step_id: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: i64,
+    /// The outbox `payload` column, JSON text.
+    pub payload: String,
+    /// When the message first failed with an error worth retrying.
+    pub first_failed_at: Option<i64>,
+    /// Reclaimed after a lease expired: an earlier call may have reached the provider.
+    pub in_doubt: bool,
+}
+
+/// What becomes of one claimed message.
+#[derive(Debug)]
+pub enum Fate {
+    Sent {
+        provider_id: Option<String>,
+        /// A webhook step's `store:`: the attributes its answer sets.
+        store: serde_json::Map<String, serde_json::Value>,
+    },
+    Retry {
+        next_at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+    /// Back to the pool without counting a try.
+    Release {
+        next_at: i64,
+        error: String,
+    },
+}
+
+/// One outcome to record.
+#[derive(Debug)]
+pub struct Recorded<'a> {
+    pub id: &'a str,
+    pub contact_id: &'a str,
+    pub channel: &'a str,
+    pub fate: &'a Fate,
+    /// The provider says the recipient opted out of the channel (a dead
+    /// message whose reason says so): recorded as an opt-out in the same
+    /// transaction.
+    pub opted_out: bool,
+}
+
+/// How a claim runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTimes {
+    pub now: i64,
+    pub lease_until: i64,
+    /// When messages of channels not in the settings are looked at again.
+    pub unknown_until: i64,
+}
+
+const CLAIMED_COLS: &str = "id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at, in_doubt";
+
+/// Claims up to `n` due messages of each channel in `wants` for `owner`, in
+/// one write transaction. Also puts expired leases back in the pool and,
+/// when `known` is given, pushes back the due messages of channels not in
+/// it.
+pub async fn claim(
+    store: &Store,
+    owner: &str,
+    times: ClaimTimes,
+    wants: &[(String, usize)],
+    known: Option<Vec<String>>,
+) -> Result<Vec<Vec<Claimed>>, sqlx::Error> {
+    let now = times.now;
+    let mut tx = store.begin().await?;
+    let reaped = sqlx::query(
+        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL, in_doubt = 1,
+                last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
+          WHERE status = 'sending' AND lease_until < $1",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if reaped > 0 {
+        tracing::warn!(messages = reaped, "reclaimed messages whose lease expired");
+    }
+    if let Some(known) = known {
+        let names = serde_json::to_string(&known).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = $1,
+                    last_error = 'channel \"' || channel || '\" is not in the settings; the message waits until it is'
+              WHERE status = 'queued' AND next_attempt_at <= $2
+                AND channel NOT IN {}",
+            store.dialect().json_strings(3)
+        );
+        let parked = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(times.unknown_until)
+            .bind(now)
+            .bind(names)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if parked > 0 {
+            tracing::warn!(
+                messages = parked,
+                "messages for channels that are not in the settings stay queued"
+            );
+        }
+    }
+    let mut out = Vec::with_capacity(wants.len());
+    for (channel, n) in wants {
+        let sql = super::claim::Claim {
+            table: "outbox",
+            key: "id",
+            lease: "status = 'sending', lease_owner = $1, lease_until = $2",
+            due: "status = 'queued' AND next_attempt_at <= $3 AND channel = $4",
+            order: "next_attempt_at",
+            limit: "$5",
+            returning: CLAIMED_COLS,
+        }
+        .sql(store.dialect());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(times.lease_until)
+            .bind(now)
+            .bind(channel)
+            .bind(*n as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut due_at: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            due_at.insert(r.try_get(0)?, r.try_get(10)?);
+            claimed.push(Claimed {
+                id: r.try_get(0)?,
+                workflow: r.try_get(1)?,
+                contact_id: r.try_get(2)?,
+                step_id: r.try_get(3)?,
+                channel: r.try_get(4)?,
+                recipient: r.try_get(5)?,
+                subject: r.try_get(6)?,
+                body: r.try_get(7)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
+                created_at: r.try_get(9)?,
+                payload: r.try_get(11)?,
+                first_failed_at: r.try_get(12)?,
+                in_doubt: r.try_get::<i64, _>(13)? != 0,
+            });
+        }
+        // RETURNING gives no order (PostgreSQL's differs from SQLite's):
+        // calls start in due order.
+        claimed.sort_by_key(|c| due_at.get(&c.id).copied().unwrap_or(0));
+        out.push(claimed);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Extends the leases `owner` holds to `until`.
+pub async fn renew_leases(store: &Store, owner: &str, until: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2",
+    )
+    .bind(until)
+    .bind(owner)
+    .execute(store.db())
+    .await?
+    .rows_affected())
+}
+
+/// Puts every message `owner` holds back in the pool (attempts unchanged).
+pub async fn hand_back(store: &Store, owner: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
+          WHERE status = 'sending' AND lease_owner = $1",
+    )
+    .bind(owner)
+    .execute(store.db())
+    .await?
+    .rows_affected())
+}
+
+/// When the next queued message is due.
+pub async fn next_due(store: &Store) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
+        .fetch_one(store.db())
+        .await
+}
+
+/// Messages queued or being sent.
+pub async fn queue_depth(store: &Store) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
+        .fetch_one(store.db())
+        .await
+}
+
+/// Sent outcomes per statement (two parameters each).
+const SENT_CHUNK: usize = 500;
+
+/// Records the outcomes of `owner`'s sends in one transaction; an outcome
+/// whose lease another worker took is not written (and logged).
+pub async fn record_outcomes(
+    store: &Store,
+    owner: &str,
+    now: i64,
+    outcomes: &[Recorded<'_>],
+) -> Result<(), sqlx::Error> {
+    let mut tx = store.begin().await?;
+    // Sent, the common fate, is written a chunk of messages per statement:
+    // on PostgreSQL every statement is a round trip to the server.
+    let sent: Vec<(&str, Option<&str>)> = outcomes
+        .iter()
+        .filter_map(|o| match o.fate {
+            Fate::Sent { provider_id, .. } => Some((o.id, provider_id.as_deref())),
+            _ => None,
+        })
+        .collect();
+    let mut recorded: HashSet<String> = HashSet::new();
+    for chunk in sent.chunks(SENT_CHUNK) {
+        let mut values = String::new();
+        for i in 0..chunk.len() {
+            let k = 3 + 2 * i;
+            values.push_str(&format!(
+                "{}(${k}, ${})",
+                if i == 0 { "" } else { "," },
+                k + 1
+            ));
+        }
+        let sql = format!(
+            "WITH v(id, provider_id) AS (VALUES {values})
+             UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = v.provider_id,
+                    attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
+               FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = $2
+             RETURNING {}",
+            match store.dialect() {
+                Dialect::Sqlite => "id",
+                Dialect::Postgres => "outbox.id",
+            }
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(owner);
+        for (id, provider) in chunk {
+            q = q.bind(*id).bind(*provider);
+        }
+        let written: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+        for (id, _) in chunk {
+            if !written.contains(*id) {
+                tracing::warn!(id = %id, "outcome not recorded: the message's lease was taken by another worker");
+            }
+        }
+        recorded.extend(written);
+    }
+    // What webhook steps' answers set, in the transaction that records them sent.
+    for o in outcomes {
+        if let Fate::Sent { store, .. } = o.fate
+            && !store.is_empty()
+            && recorded.contains(o.id)
+        {
+            let when = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+            super::answers::store_answer(&mut tx, o.contact_id, store, when).await?;
+        }
+    }
+    for o in outcomes {
+        let q = match o.fate {
+            Fate::Sent { .. } => continue,
+            Fate::Retry { next_at, error } => sqlx::query(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
+                        lease_owner = NULL, lease_until = NULL,
+                        first_failed_at = coalesce(first_failed_at, $3)
+                  WHERE id = $4 AND status = 'sending' AND lease_owner = $5",
+            )
+            .bind(*next_at)
+            .bind(error.as_str())
+            .bind(now),
+            Fate::Dead { error } => sqlx::query(
+                "UPDATE outbox SET status = 'dead', last_error = $1, attempts = attempts + 1,
+                        lease_owner = NULL, lease_until = NULL, dead_at = $2
+                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
+            )
+            .bind(error.as_str())
+            .bind(now),
+            Fate::Cancelled { reason } => sqlx::query(
+                "UPDATE outbox SET status = 'cancelled', last_error = $1, lease_owner = NULL, lease_until = NULL
+                  WHERE id = $2 AND status = 'sending' AND lease_owner = $3",
+            )
+            .bind(reason.as_str()),
+            Fate::Release { next_at, error } => sqlx::query(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2,
+                        lease_owner = NULL, lease_until = NULL
+                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
+            )
+            .bind(*next_at)
+            .bind(error.as_str()),
+        };
+        let done = q.bind(o.id).bind(owner).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            tracing::warn!(id = %o.id, "outcome not recorded: the message's lease was taken by another worker");
+        }
+        // The provider says the recipient opted out (Twilio 21610, "STOP"):
+        // record it, so no workflow plans another message on this channel.
+        if o.opted_out && matches!(o.fate, Fate::Dead { .. }) {
+            sqlx::query(
+                "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(o.contact_id)
+            .bind(o.channel)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await
+}
+
+/// A message on its way into the outbox (written by `engine::apply` in the
+/// plan's transaction).
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    /// The idempotency key.
+    pub id: &'a str,
+    pub workflow: &'a str,
+    pub contact_id: &'a str,
+    pub enrollment_id: i64,
+    pub step_id: &'a str,
+    pub channel: &'a str,
+    pub recipient: &'a str,
+    pub subject: Option<&'a str>,
+    pub body: &'a str,
+    /// What the channel needs beyond the text, JSON.
+    pub payload: String,
+    /// Not before (quiet hours), ms.
+    pub not_before: i64,
+    pub created_at: i64,
+}
+
+/// Queues `m` unless a message with its id exists; returns how many rows
+/// were written (0 or 1).
+pub async fn insert(tx: &mut AnyConnection, m: &NewMessage<'_>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
+                             payload, status, attempts, not_before, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $11, $12)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(m.id)
+    .bind(m.workflow)
+    .bind(m.contact_id)
+    .bind(m.enrollment_id)
+    .bind(m.step_id)
+    .bind(m.channel)
+    .bind(m.recipient)
+    .bind(m.subject)
+    .bind(m.body)
+    .bind(m.payload.as_str())
+    .bind(m.not_before)
+    .bind(m.created_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected())
 }

@@ -73,7 +73,7 @@ pub struct EnrollmentRow {
     pub workflow: String,
     pub contact_id: String,
     pub entry_key: String,
-    pub status: String,
+    pub status: crate::store::states::EnrollmentStatus,
     pub step_id: Option<String>,
     pub next_run_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
@@ -175,15 +175,16 @@ pub async fn claim_due_enrollments(
     lease_until: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<EnrollmentRow>> {
-    let sql = format!(
-        "UPDATE enrollments SET lease_owner = $1, lease_until = $2
-          WHERE id IN (SELECT id FROM enrollments
-                        WHERE status = 'active' AND next_run_at <= $3
-                          AND (lease_until IS NULL OR lease_until < $3)
-                        ORDER BY next_run_at, id LIMIT $4{})
-         RETURNING {ENROLLMENT_COLS}",
-        dialect.skip_locked()
-    );
+    let sql = crate::store::claim::Claim {
+        table: "enrollments",
+        key: "id",
+        lease: "lease_owner = $1, lease_until = $2",
+        due: "status = 'active' AND next_run_at <= $3 AND (lease_until IS NULL OR lease_until < $3)",
+        order: "next_run_at, id",
+        limit: "$4",
+        returning: ENROLLMENT_COLS,
+    }
+    .sql(dialect);
     let mut rows: Vec<EnrollmentRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(worker)
         .bind(lease_until)
@@ -321,8 +322,7 @@ pub async fn recent_messages(
         push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(&format!(
             ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') \
-             AND payload NOT LIKE '%\"kind\":\"notice\"%' AND payload NOT LIKE '%\"kind\":\"transfer\"%' \
-             AND payload NOT LIKE '%\"kind\":\"webhook\"%' \
+             AND kind = 'message' \
              GROUP BY contact_id",
             chunk.len() + 1
         ));

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::{AnyPool, Row as _};
 
+use super::states::MessageKind;
 use super::{from_ms, to_ms};
 
 // ---------------------------------------------------------------------------
@@ -42,7 +43,7 @@ pub struct WorkflowCounts {
     pub deferred_until: Option<DateTime<Utc>>,
     /// Messages dead-lettered (retries exhausted or a permanent error).
     pub failed: i64,
-    /// Messages waiting to be delivered (queued, sending, or failed and due for a retry).
+    /// Messages waiting to be delivered (queued, also for a retry, or sending).
     pub queued: i64,
     /// Messages cancelled before delivery.
     pub cancelled: i64,
@@ -58,7 +59,7 @@ pub struct WorkflowCounts {
 }
 
 /// Outbox statuses that still wait for delivery.
-pub const WAITING_OUTBOX: &str = "('queued', 'sending', 'failed')";
+pub const WAITING_OUTBOX: &str = "('queued', 'sending')";
 
 /// Counts for every workflow that has enrollments or messages, by name.
 pub async fn workflow_counts(
@@ -91,11 +92,11 @@ pub async fn workflow_counts(
     }
     let rows = sqlx::query(
         "SELECT workflow, \
-                count(*) FILTER (WHERE status = 'sent' AND payload NOT LIKE '%\"kind\":\"notice\"%'), \
+                count(*) FILTER (WHERE status = 'sent' AND kind <> 'notice'), \
                 count(*) FILTER (WHERE status = 'dead'), \
-                count(*) FILTER (WHERE status IN ('queued', 'sending', 'failed')), \
+                count(*) FILTER (WHERE status IN ('queued', 'sending')), \
                 count(*) FILTER (WHERE status = 'cancelled'), \
-                count(*) FILTER (WHERE status = 'sent' AND payload LIKE '%\"kind\":\"notice\"%'), \
+                count(*) FILTER (WHERE status = 'sent' AND kind = 'notice'), \
                 count(*) FILTER (WHERE status = 'queued' AND attempts = 0 AND not_before > $1 \
                                    AND not_before > created_at), \
                 min(CASE WHEN status = 'queued' AND attempts = 0 AND not_before > $1 \
@@ -182,11 +183,9 @@ pub async fn workflow_counts(
 /// Messages waiting in the outbox, all workflows together (the
 /// `nurture_outbox_queue_depth` gauge).
 pub async fn outbox_queue_depth(pool: &AnyPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending', 'failed')",
-    )
-    .fetch_one(pool)
-    .await
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status IN ('queued', 'sending')")
+        .fetch_one(pool)
+        .await
 }
 
 // ---------------------------------------------------------------------------
@@ -466,7 +465,7 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
                 -- why (a mass message from a follow-user who is not the owner).
                 coalesce(last_error, (SELECT t.detail FROM wecom_tasks t \
                                        WHERE t.message_id = outbox.id AND t.status = 'pending')), \
-                rowid, not_before, payload \
+                rowid, not_before, kind \
            FROM outbox WHERE contact_id = $1 ORDER BY created_at, rowid",
     )
     .bind(id)
@@ -477,7 +476,7 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
         let status: String = r.try_get(8)?;
         let created: i64 = r.try_get(11)?;
         let not_before: i64 = r.try_get(16)?;
-        let notice = r.try_get::<String, _>(17)?.contains("\"kind\":\"notice\"");
+        let notice = r.try_get::<MessageKind, _>(17)? == MessageKind::Notice;
         let base = |at: i64, kind: &'static str, rank: u8| -> sqlx::Result<HistoryEntry> {
             let mut e = HistoryEntry::new(at, kind, rank, rowid);
             e.message_id = Some(r.try_get(0)?);

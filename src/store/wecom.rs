@@ -12,9 +12,12 @@ use sqlx::AnyConnection;
 use super::contacts::{ContactInput, Upserted, write_rows};
 use super::{Dialect, Store, StoreError, to_ms};
 
+pub mod contact_ways;
 pub mod recorded;
 pub mod relationships;
+pub mod resigned;
 pub mod tags;
+pub mod tasks;
 
 use relationships::FollowUser;
 

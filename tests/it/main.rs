@@ -33,6 +33,7 @@ mod plan_equals_daemon;
 mod real_exports;
 mod scheduler_fairness;
 mod schema_file;
+mod schema_parity;
 mod segments;
 mod send_window;
 mod set_notify;

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::api::WecomApi;
 use crate::channels::Exchange;
@@ -27,36 +26,7 @@ pub const ADD_CONTACT_WAY: &str = "/cgi-bin/externalcontact/add_contact_way";
 pub const UPDATE_CONTACT_WAY: &str = "/cgi-bin/externalcontact/update_contact_way";
 pub const DEL_CONTACT_WAY: &str = "/cgi-bin/externalcontact/del_contact_way";
 
-/// A code as stored.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub name: String,
-    pub channel: String,
-    pub config_id: String,
-    pub qr_code: Option<String>,
-    pub pushed: Value,
-    pub delete_listed_at: Option<i64>,
-}
-
-pub async fn stored(store: &Store) -> sqlx::Result<Vec<Stored>> {
-    let rows = sqlx::query(
-        "SELECT name, channel, config_id, qr_code, pushed, delete_listed_at \
-         FROM wecom_contact_ways ORDER BY name",
-    )
-    .fetch_all(store.db())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Stored {
-            name: r.get(0),
-            channel: r.get(1),
-            config_id: r.get(2),
-            qr_code: r.get(3),
-            pushed: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or(Value::Null),
-            delete_listed_at: r.get(5),
-        })
-        .collect())
-}
+pub use crate::store::wecom::contact_ways::{Stored, stored};
 
 /// Adds through `name` today per salesperson id: relationships whose
 /// `state` is the code's, added since the start of the day.
@@ -67,18 +37,9 @@ pub async fn adds_today(
     now: DateTime<Utc>,
 ) -> sqlx::Result<HashMap<String, u32>> {
     let since = to_ms(contact_ways::day_start(&project.settings, now));
-    let rows = sqlx::query(
-        "SELECT userid, count(*) FROM wecom_relationships WHERE state = $1 AND added_at >= $2 \
-         GROUP BY userid",
-    )
-    .bind(name)
-    .bind(since)
-    .fetch_all(store.db())
-    .await?;
+    let rows = crate::store::wecom::contact_ways::adds_since(store, name, since).await?;
     let mut out = HashMap::new();
-    for r in rows {
-        let userid: String = r.get(0);
-        let n: i64 = r.get(1);
+    for (userid, n) in rows {
         if let Some(id) = contact_ways::salesperson_of_userid(&project.settings, &userid) {
             out.insert(id, n as u32);
         }
@@ -279,10 +240,7 @@ pub async fn sync(
         };
         if dry_run {
             if let Err(e) =
-                sqlx::query("UPDATE wecom_contact_ways SET delete_listed_at = $1 WHERE name = $2")
-                    .bind(to_ms(now))
-                    .bind(&gone.name)
-                    .execute(store.db())
+                crate::store::wecom::contact_ways::delete_listed(store, &gone.name, to_ms(now))
                     .await
             {
                 return Err((lines, err(e)));
@@ -308,46 +266,4 @@ pub async fn sync(
     Ok(lines)
 }
 
-async fn forget(store: &Store, name: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM wecom_contact_ways WHERE name = $1")
-        .bind(name)
-        .execute(store.db())
-        .await
-        .map(|_| ())
-}
-
-async fn pushed(store: &Store, name: &str, body: &Value, now: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query("UPDATE wecom_contact_ways SET pushed = $1, updated_at = $2 WHERE name = $3")
-        .bind(body.to_string())
-        .bind(to_ms(now))
-        .bind(name)
-        .execute(store.db())
-        .await
-        .map(|_| ())
-}
-
-async fn created(
-    store: &Store,
-    name: &str,
-    channel: &str,
-    config_id: &str,
-    qr: Option<&str>,
-    body: &Value,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO wecom_contact_ways (name, channel, config_id, qr_code, pushed, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO UPDATE SET channel = excluded.channel, \
-         config_id = excluded.config_id, qr_code = excluded.qr_code, pushed = excluded.pushed, \
-         updated_at = excluded.updated_at, delete_listed_at = NULL",
-    )
-    .bind(name)
-    .bind(channel)
-    .bind(config_id)
-    .bind(qr)
-    .bind(body.to_string())
-    .bind(to_ms(now))
-    .execute(store.db())
-    .await
-    .map(|_| ())
-}
+use crate::store::wecom::contact_ways::{created, forget, pushed};

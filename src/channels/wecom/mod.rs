@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 
 use super::{Channel, Delivery, Exchange, OutMessage};
 use crate::store::Store;
+use crate::store::states::WecomTaskKind;
 use crate::store::wecom::relationships::{self, Relationship};
 
 pub mod api;
@@ -328,7 +329,7 @@ impl WecomChannel {
         let task = tasks::Task {
             message_id: msg.id.clone(),
             channel: self.config.name.clone(),
-            kind: "mass".into(),
+            kind: WecomTaskKind::Mass,
             contact_id: msg.contact_id.clone(),
             external_userid: msg.to.clone(),
             userid: sender,
@@ -559,7 +560,7 @@ impl WecomChannel {
                     .start_transfer(
                         msg,
                         resigned::RESIGNED_TRANSFER_CUSTOMER,
-                        "resigned",
+                        WecomTaskKind::Resigned,
                         r.handover_userid,
                         takeover,
                         note,
@@ -591,8 +592,15 @@ impl WecomChannel {
         if let Some(n) = &note {
             tracing::info!(message = %msg.id, %n, "wecom transfer not from the previous owner");
         }
-        self.start_transfer(msg, TRANSFER_CUSTOMER, "transfer", handover, takeover, note)
-            .await
+        self.start_transfer(
+            msg,
+            TRANSFER_CUSTOMER,
+            WecomTaskKind::Transfer,
+            handover,
+            takeover,
+            note,
+        )
+        .await
     }
 
     /// `transfer_customer` or `resigned/transfer_customer` (`path`) of the
@@ -601,7 +609,7 @@ impl WecomChannel {
         &self,
         msg: &OutMessage,
         path: &str,
-        kind: &str,
+        kind: WecomTaskKind,
         handover: String,
         takeover: String,
         note: Option<String>,
@@ -629,7 +637,7 @@ impl WecomChannel {
                 let task = tasks::Task {
                     message_id: msg.id.clone(),
                     channel: self.config.name.clone(),
-                    kind: kind.into(),
+                    kind,
                     contact_id: msg.contact_id.clone(),
                     external_userid: msg.to.clone(),
                     userid: handover,

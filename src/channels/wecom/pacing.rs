@@ -106,16 +106,7 @@ async fn sent_notices(
     userid: &str,
     since: i64,
 ) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar(
-        "SELECT sent_at FROM outbox WHERE channel = $1 AND lower(recipient) = $2
-            AND status = 'sent' AND sent_at >= $3 AND payload LIKE $4",
-    )
-    .bind(channel)
-    .bind(userid)
-    .bind(since)
-    .bind(r#"%"kind":"notice"%"#)
-    .fetch_all(store.db())
-    .await
+    super::tasks::sent_notices(store.db(), channel, userid, since).await
 }
 
 #[cfg(test)]

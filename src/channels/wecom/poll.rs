@@ -36,6 +36,7 @@ use super::{REMIND_GROUPMSG_SEND, SEND_RESULT, TRANSFER_RESULT, WecomConfig, now
 use crate::channels::Delivery;
 use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
+use crate::store::states::{WecomTaskKind, WecomTaskStatus};
 use crate::store::{Dialect, Store};
 
 /// How often the daemon reads WeCom's unassigned list (customers of staff
@@ -77,7 +78,7 @@ pub enum Outcome {
     /// Not decided yet (with what was seen, for the record).
     Waiting(String),
     /// Decided: (our status, WeCom's status number, the note).
-    Final(&'static str, Option<i64>, String),
+    Final(WecomTaskStatus, Option<i64>, String),
 }
 
 /// The outcome of a mass message from its `send_list` status.
@@ -85,17 +86,17 @@ pub fn mass_outcome(status: i64, sender: &str, cap: Option<&str>) -> Outcome {
     match status {
         0 => Outcome::Waiting("not sent yet (status 0)".into()),
         1 => Outcome::Final(
-            "sent",
+            WecomTaskStatus::Sent,
             Some(1),
             "wecom: delivered to the customer (status 1)".into(),
         ),
         2 => Outcome::Final(
-            "not_friend",
+            WecomTaskStatus::NotFriend,
             Some(2),
             format!("wecom: not a friend of {sender} (status 2)"),
         ),
         3 => Outcome::Final(
-            "over_cap",
+            WecomTaskStatus::OverCap,
             Some(3),
             format!(
                 "wecom: over the per-customer mass-message cap{} (status 3)",
@@ -103,7 +104,7 @@ pub fn mass_outcome(status: i64, sender: &str, cap: Option<&str>) -> Outcome {
             ),
         ),
         other => Outcome::Final(
-            "error",
+            WecomTaskStatus::Error,
             Some(other),
             format!("wecom: unknown send status {other}"),
         ),
@@ -113,20 +114,23 @@ pub fn mass_outcome(status: i64, sender: &str, cap: Option<&str>) -> Outcome {
 /// The outcome of a transfer from its `transfer_result` status.
 pub fn transfer_outcome(status: i64) -> Outcome {
     let (s, note) = match status {
-        1 => ("done", "transfer done (status 1)"),
+        1 => (WecomTaskStatus::Done, "transfer done (status 1)"),
         2 => return Outcome::Waiting("waiting for the takeover (status 2)".into()),
-        3 => ("refused", "the customer refused the transfer (status 3)"),
+        3 => (
+            WecomTaskStatus::Refused,
+            "the customer refused the transfer (status 3)",
+        ),
         4 => (
-            "takeover_limit",
+            WecomTaskStatus::TakeoverLimit,
             "the takeover member is at their customer limit (status 4)",
         ),
         5 => (
-            "no_record",
+            WecomTaskStatus::NoRecord,
             "WeCom has no record of the transfer (status 5)",
         ),
         other => {
             return Outcome::Final(
-                "error",
+                WecomTaskStatus::Error,
                 Some(other),
                 format!("wecom: unknown transfer status {other}"),
             );
@@ -288,7 +292,7 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
         // A mass task's `detail` holds that note until the outcome: what a
         // look saw meanwhile is only logged.
         let seen = |what: String| {
-            if task.kind == "mass" {
+            if task.kind == WecomTaskKind::Mass {
                 tracing::debug!(message = %task.message_id, %what, "wecom mass task still waiting");
                 None
             } else {
@@ -304,7 +308,7 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                 pool,
                 dialect,
                 &task,
-                "expired",
+                WecomTaskStatus::Expired,
                 None,
                 &outcome_note(&note),
                 now,
@@ -312,32 +316,33 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
             .await?;
             continue;
         }
-        let outcome = match task.kind.as_str() {
-            "mass" => check_mass(p, &task).await,
-            "transfer" => check_transfer(p, &task, TRANSFER_RESULT).await,
-            "resigned" => check_transfer(p, &task, super::resigned::RESIGNED_TRANSFER_RESULT).await,
-            other => Err(Delivery::Permanent {
-                reason: format!("unknown task kind {other:?}"),
-            }),
+        let outcome = match task.kind {
+            WecomTaskKind::Mass => check_mass(p, &task).await,
+            WecomTaskKind::Transfer => check_transfer(p, &task, TRANSFER_RESULT).await,
+            WecomTaskKind::Resigned => {
+                check_transfer(p, &task, super::resigned::RESIGNED_TRANSFER_RESULT).await
+            }
         };
         let next = now_ms() + millis(next_check_delay(p.config.poll_interval, task.checks));
         match outcome {
             Ok(Outcome::Final(status, code, note)) => {
-                tracing::info!(message = %task.message_id, status, "wecom task finished");
+                tracing::info!(message = %task.message_id, status = %status, "wecom task finished");
                 // The customer is the takeover member's now: the sender of
                 // the next mass message (and the next handover) follows.
-                if let ("transfer" | "resigned", "done", Some(takeover)) =
-                    (task.kind.as_str(), status, task.takeover_userid.as_deref())
-                    && let Err(e) = crate::store::wecom::relationships::transfer_done(
-                        pool,
-                        dialect,
-                        &task.external_userid,
-                        &task.userid,
-                        takeover,
-                        now_ms(),
-                        now_ms(),
-                    )
-                    .await
+                if let (true, WecomTaskStatus::Done, Some(takeover)) = (
+                    task.kind.is_transfer(),
+                    status,
+                    task.takeover_userid.as_deref(),
+                ) && let Err(e) = crate::store::wecom::relationships::transfer_done(
+                    pool,
+                    dialect,
+                    &task.external_userid,
+                    &task.userid,
+                    takeover,
+                    now_ms(),
+                    now_ms(),
+                )
+                .await
                 {
                     // Polled again: the outcome is written only after this.
                     tracing::warn!(message = %task.message_id, error = %e,
@@ -345,14 +350,14 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                     tasks::postpone(pool, &task.message_id, next, None).await?;
                     continue;
                 }
-                if task.kind == "resigned" && status == "done" {
+                if task.kind == WecomTaskKind::Resigned && status == WecomTaskStatus::Done {
                     super::resigned::assigned(pool, &task.external_userid, &task.userid).await?;
                 }
                 let note = outcome_note(&note);
                 tasks::finish(pool, dialect, &task, status, code, &note, now_ms()).await?;
             }
             Ok(Outcome::Waiting(what)) => {
-                if task.kind == "mass" {
+                if task.kind == WecomTaskKind::Mass {
                     remind(pool, p, &task).await?;
                 }
                 tasks::postpone(pool, &task.message_id, next, seen(what).as_deref()).await?;
@@ -360,7 +365,16 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
             Err(Delivery::Permanent { reason }) => {
                 tracing::warn!(message = %task.message_id, %reason, "wecom task cannot be followed");
                 let note = outcome_note(&reason);
-                tasks::finish(pool, dialect, &task, "error", None, &note, now_ms()).await?;
+                tasks::finish(
+                    pool,
+                    dialect,
+                    &task,
+                    WecomTaskStatus::Error,
+                    None,
+                    &note,
+                    now_ms(),
+                )
+                .await?;
             }
             Err(Delivery::Wait { reason, after }) => {
                 let next = next.max(now_ms() + millis(after));
@@ -402,10 +416,7 @@ async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<(
     let (Some(after), Some(msgid)) = (p.config.remind_after, task.msgid.as_deref()) else {
         return Ok(());
     };
-    let sent_at: Vec<i64> = sqlx::query_scalar("SELECT at FROM wecom_reminders WHERE msgid = $1")
-        .bind(msgid)
-        .fetch_all(pool)
-        .await?;
+    let sent_at = tasks::reminders_sent(pool, msgid).await?;
     let now = now_ms();
     if !reminder_due(after, task.created_at, &sent_at, now) {
         return Ok(());
@@ -431,15 +442,7 @@ async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<(
             code
         }
     };
-    sqlx::query(
-        "INSERT INTO wecom_reminders (message_id, msgid, at, errcode) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&task.message_id)
-    .bind(msgid)
-    .bind(now)
-    .bind(errcode)
-    .execute(pool)
-    .await?;
+    tasks::record_reminder(pool, &task.message_id, msgid, now, errcode).await?;
     Ok(())
 }
 
@@ -518,32 +521,34 @@ mod tests {
         assert!(matches!(mass_outcome(0, "u", None), Outcome::Waiting(_)));
         assert!(matches!(
             mass_outcome(1, "u", None),
-            Outcome::Final("sent", Some(1), _)
+            Outcome::Final(WecomTaskStatus::Sent, Some(1), _)
         ));
         match mass_outcome(2, "wangfang", None) {
-            Outcome::Final("not_friend", Some(2), n) => assert!(n.contains("wangfang")),
+            Outcome::Final(WecomTaskStatus::NotFriend, Some(2), n) => {
+                assert!(n.contains("wangfang"))
+            }
             o => panic!("{o:?}"),
         }
         match mass_outcome(3, "u", Some("month")) {
-            Outcome::Final("over_cap", Some(3), n) => assert!(n.contains("month")),
+            Outcome::Final(WecomTaskStatus::OverCap, Some(3), n) => assert!(n.contains("month")),
             o => panic!("{o:?}"),
         }
         assert!(matches!(
             transfer_outcome(1),
-            Outcome::Final("done", Some(1), _)
+            Outcome::Final(WecomTaskStatus::Done, Some(1), _)
         ));
         assert!(matches!(transfer_outcome(2), Outcome::Waiting(_)));
         assert!(matches!(
             transfer_outcome(3),
-            Outcome::Final("refused", Some(3), _)
+            Outcome::Final(WecomTaskStatus::Refused, Some(3), _)
         ));
         assert!(matches!(
             transfer_outcome(4),
-            Outcome::Final("takeover_limit", Some(4), _)
+            Outcome::Final(WecomTaskStatus::TakeoverLimit, Some(4), _)
         ));
         assert!(matches!(
             transfer_outcome(5),
-            Outcome::Final("no_record", Some(5), _)
+            Outcome::Final(WecomTaskStatus::NoRecord, Some(5), _)
         ));
     }
 

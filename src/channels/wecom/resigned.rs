@@ -19,7 +19,7 @@
 //! ([`RESIGNED_WITHIN`]).
 
 use serde_json::{Value, json};
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 
 use super::api::WecomApi;
 use crate::channels::Exchange;
@@ -108,6 +108,8 @@ pub async fn sync(api: &WecomApi, store: &Store, now_ms: i64) -> Result<Found, (
     Ok(out)
 }
 
+pub use crate::store::wecom::resigned::{Resigned, assigned, resigned_handover};
+
 /// Records one entry; a new one logs [`EVENT_STAFF_LEFT`] on its contact in
 /// the same transaction. Returns (new, event logged).
 async fn record(
@@ -117,108 +119,21 @@ async fn record(
     dimission_ms: Option<i64>,
     now_ms: i64,
 ) -> Result<(bool, bool), StoreError> {
-    let dialect = store.dialect();
-    let mut tx = store.begin().await?;
-    let new = sqlx::query(
-        "INSERT INTO wecom_unassigned (external_userid, handover_userid, dimission_time, first_seen_at, last_seen_at)
-         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (external_userid, handover_userid) DO NOTHING",
+    crate::store::wecom::resigned::record(
+        store,
+        ext,
+        handover,
+        dimission_ms,
+        now_ms,
+        EVENT_STAFF_LEFT,
     )
-    .bind(ext)
-    .bind(handover)
-    .bind(dimission_ms)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    let mut logged = false;
-    if new {
-        let contact: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM contacts WHERE wecom_external_userid = $1 ORDER BY created_at, id LIMIT 1",
-        )
-        .bind(ext)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(id) = contact {
-            let props = json!({
-                "handover_userid": handover,
-                "external_userid": ext,
-                "dimission_time": dimission_ms,
-            });
-            logged = crate::store::wecom::log_quiet_event(
-                &mut tx,
-                dialect,
-                &id,
-                EVENT_STAFF_LEFT,
-                now_ms,
-                &props,
-            )
-            .await?;
-        }
-    } else {
-        sqlx::query(
-            "UPDATE wecom_unassigned SET last_seen_at = $1, dimission_time = coalesce($2, dimission_time)
-              WHERE external_userid = $3 AND handover_userid = $4",
-        )
-        .bind(now_ms)
-        .bind(dimission_ms)
-        .bind(ext)
-        .bind(handover)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok((new, logged))
-}
-
-/// A member who left and still has the customer (from the unassigned list):
-/// the handover of a resigned transfer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resigned {
-    pub handover_userid: String,
-    pub dimission_ms: Option<i64>,
-}
-
-/// The member who left the customer, if any (the most recent leaver).
-pub async fn resigned_handover(pool: &AnyPool, ext: &str) -> sqlx::Result<Option<Resigned>> {
-    let row = sqlx::query(
-        "SELECT handover_userid, dimission_time FROM wecom_unassigned WHERE external_userid = $1
-          ORDER BY coalesce(dimission_time, 0) DESC, handover_userid LIMIT 1",
-    )
-    .bind(ext)
-    .fetch_optional(pool)
-    .await?;
-    Ok(match row {
-        Some(r) => Some(Resigned {
-            handover_userid: r.try_get(0)?,
-            dimission_ms: r.try_get(1)?,
-        }),
-        None => None,
-    })
-}
-
-/// The customer was handed over: it is no longer unassigned.
-pub async fn assigned(pool: &AnyPool, ext: &str, handover: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM wecom_unassigned WHERE external_userid = $1 AND handover_userid = $2")
-        .bind(ext)
-        .bind(handover)
-        .execute(pool)
-        .await?;
-    Ok(())
+    .await
 }
 
 /// Transfers of the customer WeCom started (either kind) in the 90 days
 /// before `now_ms`; a transfer WeCom has no record of does not count.
 pub async fn transfers_in_window(pool: &AnyPool, ext: &str, now_ms: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM wecom_tasks
-          WHERE external_userid = $1 AND kind IN ('transfer', 'resigned')
-            AND status <> 'no_record' AND created_at > $2",
-    )
-    .bind(ext)
-    .bind(now_ms - TRANSFER_WINDOW_MS)
-    .fetch_one(pool)
-    .await
+    crate::store::wecom::resigned::transfers_since(pool, ext, now_ms - TRANSFER_WINDOW_MS).await
 }
 
 /// Why a transfer of the customer would be refused by WeCom's limits now,

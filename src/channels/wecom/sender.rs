@@ -25,6 +25,7 @@
 //! goes on the task and, with the outcome, into `nurture history`.
 
 use super::tasks::LatestTransfer;
+use crate::store::states::{OutboxStatus, WecomTaskStatus};
 use crate::store::wecom::relationships::Relationship;
 
 /// The member a mass message goes out from.
@@ -44,13 +45,15 @@ fn pending_transfer<'a>(owner: &str, t: &'a LatestTransfer) -> Option<(&'a str, 
     if takeover != owner || handover == owner {
         return None;
     }
-    let why = match (t.outbox_status.as_str(), t.task_status.as_deref()) {
-        ("sent", Some("done")) => return None,
-        ("sent", Some("pending")) => "pending".to_string(),
-        ("sent", Some(s @ ("refused" | "takeover_limit" | "no_record"))) => {
+    use OutboxStatus as O;
+    use WecomTaskStatus as T;
+    let why = match (t.outbox_status, t.task_status) {
+        (O::Sent, Some(T::Done)) => return None,
+        (O::Sent, Some(T::Pending)) => "pending".to_string(),
+        (O::Sent, Some(s @ (T::Refused | T::TakeoverLimit | T::NoRecord))) => {
             let what = match s {
-                "refused" => "refused by the customer",
-                "takeover_limit" => "failed: the takeover member is at their customer limit",
+                T::Refused => "refused by the customer",
+                T::TakeoverLimit => "failed: the takeover member is at their customer limit",
                 _ => "failed: WeCom has no record of it",
             };
             match t.provider_status {
@@ -58,8 +61,8 @@ fn pending_transfer<'a>(owner: &str, t: &'a LatestTransfer) -> Option<(&'a str, 
                 None => what.to_string(),
             }
         }
-        ("sent", _) => "outcome unknown".to_string(),
-        ("queued" | "sending", _) => "not started yet".to_string(),
+        (O::Sent, _) => "outcome unknown".to_string(),
+        (O::Queued | O::Sending, _) => "not started yet".to_string(),
         (s, _) => format!("not started ({s})"),
     };
     Some((handover.as_str(), format!("transfer to {takeover} {why}")))
@@ -185,8 +188,8 @@ mod tests {
         LatestTransfer {
             handover_userid: Some("lilei".into()),
             takeover_userid: Some("wangfang".into()),
-            outbox_status: outbox.into(),
-            task_status: task.map(str::to_string),
+            outbox_status: outbox.parse().unwrap(),
+            task_status: task.map(|t| t.parse().unwrap()),
             provider_status: provider,
         }
     }

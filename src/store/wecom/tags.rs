@@ -142,16 +142,17 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<TagSyncRequest>, StoreError> {
-        let sql = format!(
-            "UPDATE wecom_tag_sync SET next_attempt_at = $1 \
-             WHERE (channel, contact_id, staff_userid) IN ( \
-               SELECT channel, contact_id, staff_userid FROM wecom_tag_sync \
-                WHERE next_attempt_at <= $2 \
-                ORDER BY next_attempt_at, requested_at LIMIT $3{}) \
-             RETURNING channel, contact_id, staff_userid, external_userid, generation, \
-                       attempts, requested_at",
-            self.dialect().skip_locked()
-        );
+        let sql = crate::store::claim::Claim {
+            table: "wecom_tag_sync",
+            key: "channel, contact_id, staff_userid",
+            lease: "next_attempt_at = $1",
+            due: "next_attempt_at <= $2",
+            order: "next_attempt_at, requested_at",
+            limit: "$3",
+            returning: "channel, contact_id, staff_userid, external_userid, generation, \
+                        attempts, requested_at",
+        }
+        .sql(self.dialect());
         let mut rows: Vec<(String, String, String, String, i64, i64, i64)> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(to_ms(lease_until))

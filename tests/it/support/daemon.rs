@@ -174,10 +174,11 @@ impl Project {
     pub async fn settled(&self, timeout: Duration) {
         use nurture::engine::scheduler::{IdleMode, idle_state};
         let pool = self.pool().await;
+        let store = nurture::store::Store::open(&self.db_url()).await.unwrap();
         let deadline = Instant::now() + timeout;
         loop {
             let now = chrono::Utc::now();
-            let st = idle_state(&pool, now).await.unwrap();
+            let st = idle_state(&store, now).await.unwrap();
             // The WeCom tag sync's queue (fed by the callback) too.
             let tag_syncs: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM wecom_tag_sync WHERE next_attempt_at <= $1",

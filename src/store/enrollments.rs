@@ -1,0 +1,182 @@
+//! What applying a plan writes to the enrollments and their step records
+//! (`engine::apply` decides; these run in its transaction). The reads the
+//! planner makes are in [`super::plan_reads`].
+
+use sqlx::{AnyConnection, AssertSqlSafe};
+
+use super::Dialect;
+use super::states::EnrollmentStatus;
+
+/// An enrollment a plan starts.
+#[derive(Debug)]
+pub struct NewEnrollment<'a> {
+    pub workflow: &'a str,
+    pub contact_id: &'a str,
+    pub entry_key: &'a str,
+    pub started_at: i64,
+    /// The trigger event, JSON.
+    pub trigger_event: Option<String>,
+}
+
+/// Starts `e` as `active`; `None` when its entry key exists (another run got
+/// there first).
+pub async fn start(tx: &mut AnyConnection, e: &NewEnrollment<'_>) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at, trigger_event)
+         VALUES ($1, $2, $3, 'active', $4, $5)
+         ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(e.workflow)
+    .bind(e.contact_id)
+    .bind(e.entry_key)
+    .bind(e.started_at)
+    .bind(e.trigger_event.as_deref())
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// Stores `e` `held` at `first_step` (the blast guard): nothing runs until
+/// `nurture resume`. `None` when its entry key exists.
+pub async fn hold(
+    tx: &mut AnyConnection,
+    e: &NewEnrollment<'_>,
+    first_step: &str,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, started_at, trigger_event)
+         VALUES ($1, $2, $3, 'held', $4, $5, $6)
+         ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(e.workflow)
+    .bind(e.contact_id)
+    .bind(e.entry_key)
+    .bind(first_step)
+    .bind(e.started_at)
+    .bind(e.trigger_event.as_deref())
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// The status and step of enrollment `id`, locked for the rest of the
+/// transaction on PostgreSQL (a second daemon holding the same plan waits
+/// here, then finds the enrollment moved on).
+pub async fn lock(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    id: i64,
+) -> sqlx::Result<Option<(EnrollmentStatus, Option<String>)>> {
+    let sql = format!(
+        "SELECT status, step_id FROM enrollments WHERE id = $1{}",
+        dialect.for_update()
+    );
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+/// Records that `step` ran; `false` when it had run already (a replay, or an
+/// edit that moved ids): it is not done again.
+pub async fn record_step(
+    tx: &mut AnyConnection,
+    enrollment_id: i64,
+    step: &str,
+    ran_at: i64,
+    action: &str,
+    detail: Option<String>,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(enrollment_id)
+    .bind(step)
+    .bind(ran_at)
+    .bind(action)
+    .bind(detail)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Replaces the detail of a step record (an assignment re-decided under the
+/// team's lock says why).
+pub async fn set_step_detail(
+    tx: &mut AnyConnection,
+    enrollment_id: i64,
+    step: &str,
+    detail: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE enrollment_steps SET detail = $1 WHERE enrollment_id = $2 AND step_id = $3",
+    )
+    .bind(detail)
+    .bind(enrollment_id)
+    .bind(step)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Where a plan leaves an enrollment.
+#[derive(Debug)]
+pub struct Settled {
+    pub id: i64,
+    pub status: EnrollmentStatus,
+    pub step_id: Option<String>,
+    /// The last step that ran, if any ran.
+    pub last_step: Option<String>,
+    pub next_run_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub now: i64,
+    pub wait_since: Option<i64>,
+}
+
+/// Writes where the plan left the enrollment, and clears its lease.
+pub async fn settle(tx: &mut AnyConnection, s: Settled) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
+                next_run_at = $4, end_reason = $5,
+                ended_at = CASE WHEN $6 = 'active' THEN NULL ELSE $7 END,
+                lease_owner = NULL, lease_until = NULL, wait_since = $9
+          WHERE id = $8",
+    )
+    .bind(s.status)
+    .bind(s.step_id)
+    .bind(s.last_step)
+    .bind(s.next_run_at)
+    .bind(s.end_reason)
+    .bind(s.status)
+    .bind(s.now)
+    .bind(s.id)
+    .bind(s.wait_since)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Makes the enrollments of `contact_id` waiting at `step_id` of `workflow`
+/// (a `wait_until` step) due at `now`.
+pub async fn wake_waiting(
+    tx: &mut AnyConnection,
+    contact_id: &str,
+    workflow: &str,
+    step_id: &str,
+    now: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE enrollments SET next_run_at = $1
+          WHERE contact_id = $2 AND workflow = $3 AND step_id = $4
+            AND status = 'active' AND wait_since IS NOT NULL AND next_run_at > $1",
+    )
+    .bind(now)
+    .bind(contact_id)
+    .bind(workflow)
+    .bind(step_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
