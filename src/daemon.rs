@@ -146,6 +146,12 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         wake.clone(),
         shutdown.clone(),
     ));
+    // Marks corp tags in WeCom for tag steps on contacts mirrored from it.
+    let wecom_marks = tokio::spawn(crate::channels::wecom::tag_marks::run(
+        store.clone(),
+        project_rx.clone(),
+        shutdown.clone(),
+    ));
     let scheduler = Scheduler {
         store: store.clone(),
         project: project_rx,
@@ -185,6 +191,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     watcher.abort();
     let _ = wecom_poller.await;
     let _ = wecom_tags.await;
+    let _ = wecom_marks.await;
     store_watch.abort();
     let store_lost = store_watch.await.ok().and_then(|r| r.err());
     s.context("the scheduler task panicked")??;

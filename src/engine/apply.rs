@@ -393,6 +393,22 @@ async fn effects(
                     .execute(&mut *tx)
                     .await?;
             }
+            // A contact mirrored from WeCom: the corp tag follows, through
+            // the daemon's tag-mark worker (queued here, in the same
+            // transaction, so a crash loses neither).
+            let marking = crate::channels::wecom::tag_marks::marking_channels(settings);
+            if !marking.is_empty() {
+                crate::store::wecom_marks::queue(
+                    &mut *tx,
+                    &marking,
+                    &d.contact_id,
+                    add,
+                    remove,
+                    ms(now),
+                )
+                .await
+                .context("queueing WeCom tag marks")?;
+            }
             Ok(0)
         }
         Action::Wait { .. }

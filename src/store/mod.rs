@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod plan_reads;
 pub mod status;
 pub mod wecom;
+pub mod wecom_marks;
 pub mod workflow_states;
 
 pub use contacts::{Bind, ContactInput, Upserted};

@@ -52,3 +52,4 @@ mod wecom_callback;
 mod wecom_channel;
 mod wecom_contact_ways;
 mod wecom_crypto;
+mod wecom_tag_marks;

@@ -170,6 +170,19 @@ impl Running {
         (status, text)
     }
 
+    /// POSTs JSON to the daemon's API with the test token; the status.
+    pub(crate) async fn post_api(&self, path: &str, body: Value) -> u16 {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(support::daemon::TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub(crate) fn stop(mut self, p: &Project) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

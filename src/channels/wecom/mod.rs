@@ -47,6 +47,7 @@ pub mod pacing;
 pub mod poll;
 pub mod resigned;
 pub mod sender;
+pub mod tag_marks;
 pub mod tasks;
 pub mod token;
 

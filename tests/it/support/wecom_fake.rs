@@ -51,6 +51,19 @@
 //!   any), paged with `next_cursor` when [`WecomHandle::set_follow_user_page`]
 //!   says so.
 //!
+//! - corp tags (reference §1.6; WxJava `WxCpExternalContactService`,
+//!   WeCom's errcode list): `get_corp_tag_list` (`tag_id` / `group_id`
+//!   filters) lists the library; `add_corp_tag` puts tags in the group
+//!   `group_id` names (40068 for an unknown one) or the group named
+//!   `group_name` (created when missing), refusing a duplicate name in the
+//!   group (40071) and an empty or over-30-character name (40072);
+//!   `mark_tag` needs `userid` and `external_userid` and one of
+//!   `add_tag` / `remove_tag` (40063), refuses a tag id not in the library
+//!   (40068 "invalid tagid") and a member who is not a follow-user of the
+//!   customer (84061, 不存在外部联系人的关系), and changes that relationship's
+//!   tags as `externalcontact/get` then lists them (type 1). Like WeCom it
+//!   raises no callback for the change.
+//!
 //! Answers can be scripted per path ([`WecomHandle::script`]): a queue, each
 //! request on that path (after the token check) takes the next one; when the
 //! queue is empty the fake answers like WeCom would on success.
@@ -92,6 +105,9 @@ pub const RESIGNED_TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/resigned/tr
 pub const ADD_CONTACT_WAY: &str = "/cgi-bin/externalcontact/add_contact_way";
 pub const UPDATE_CONTACT_WAY: &str = "/cgi-bin/externalcontact/update_contact_way";
 pub const DEL_CONTACT_WAY: &str = "/cgi-bin/externalcontact/del_contact_way";
+pub const GET_CORP_TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
+pub const ADD_CORP_TAG: &str = "/cgi-bin/externalcontact/add_corp_tag";
+pub const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -191,6 +207,17 @@ struct State {
     resigned_transfers: HashSet<(String, String, String)>,
     /// add_contact_way codes: config_id → the code (type, scene, user, state, ...).
     contact_ways: HashMap<String, Value>,
+    /// The corp tag library: groups with their tags.
+    corp_groups: Vec<CorpGroup>,
+}
+
+/// One corp tag group of the fake's library.
+#[derive(Debug, Clone, Default)]
+struct CorpGroup {
+    id: String,
+    name: String,
+    /// (tag id, tag name).
+    tags: Vec<(String, String)>,
 }
 
 /// Staff members the fake's directory has from the start.
@@ -487,6 +514,58 @@ impl WecomHandle {
         self.state.lock().unwrap().contact_ways.clone()
     }
 
+    /// The corp tag library: (group name, tag name, tag id), in order.
+    pub fn corp_tags(&self) -> Vec<(String, String, String)> {
+        let st = self.state.lock().unwrap();
+        st.corp_groups
+            .iter()
+            .flat_map(|g| {
+                g.tags
+                    .iter()
+                    .map(|(id, name)| (g.name.clone(), name.clone(), id.clone()))
+            })
+            .collect()
+    }
+
+    /// An admin adds a corp tag in the console (its group made if needed);
+    /// gives its id.
+    pub fn create_corp_tag(&self, group: &str, name: &str) -> String {
+        let mut st = self.state.lock().unwrap();
+        new_corp_tag(&mut st, group, name)
+    }
+
+    /// An admin deletes a corp tag: it leaves the library and every
+    /// relationship (mark_tag then refuses its id with 40068).
+    pub fn delete_corp_tag(&self, tag_id: &str) {
+        let mut st = self.state.lock().unwrap();
+        for g in &mut st.corp_groups {
+            g.tags.retain(|(id, _)| id != tag_id);
+        }
+        for list in st.follow_users.values_mut() {
+            for e in list.iter_mut() {
+                if let Some(tags) = e["tags"].as_array_mut() {
+                    tags.retain(|t| t["tag_id"] != tag_id);
+                }
+            }
+        }
+    }
+
+    /// The tag names on the relationship of `userid` with `external_userid`.
+    pub fn relationship_tags(&self, external_userid: &str, userid: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        let mut v: Vec<String> = st
+            .follow_users
+            .get(external_userid)
+            .and_then(|l| l.iter().find(|e| e["userid"] == userid))
+            .and_then(|e| e["tags"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["tag_name"].as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -600,6 +679,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         ADD_CONTACT_WAY,
         UPDATE_CONTACT_WAY,
         DEL_CONTACT_WAY,
+        GET_CORP_TAG_LIST,
+        ADD_CORP_TAG,
+        MARK_TAG,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -622,6 +704,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
     let text = |b: &Value| b["text"]["content"].as_str().is_some_and(|c| !c.is_empty());
     match call.path.as_str() {
         ADD_CONTACT_WAY | UPDATE_CONTACT_WAY | DEL_CONTACT_WAY => contact_way(st, call),
+        GET_CORP_TAG_LIST | ADD_CORP_TAG | MARK_TAG => corp_tags(st, call),
         ADD_MSG_TEMPLATE => {
             let Some(sender) = b["sender"].as_str().filter(|s| !s.is_empty()) else {
                 return missing("sender");
@@ -1167,6 +1250,159 @@ fn contact_way(st: &mut State, call: &Call) -> Answer {
             };
             if st.contact_ways.remove(id).is_none() {
                 return Answer::errcode(40058, "invalid config_id");
+            }
+            Answer::errcode(0, "ok")
+        }
+    }
+}
+
+/// Adds a tag to the group named `group` (made if missing); gives its id.
+fn new_corp_tag(st: &mut State, group: &str, name: &str) -> String {
+    st.next_id += 1;
+    let id = format!("et-corp-{}", st.next_id);
+    let gi = match st.corp_groups.iter().position(|g| g.name == group) {
+        Some(i) => i,
+        None => {
+            st.next_id += 1;
+            st.corp_groups.push(CorpGroup {
+                id: format!("eg{}", st.next_id),
+                name: group.into(),
+                tags: Vec::new(),
+            });
+            st.corp_groups.len() - 1
+        }
+    };
+    st.corp_groups[gi].tags.push((id.clone(), name.into()));
+    id
+}
+
+fn group_json(g: &CorpGroup, only: Option<&[String]>) -> Value {
+    let tags: Vec<Value> = g
+        .tags
+        .iter()
+        .filter(|(id, _)| only.is_none_or(|o| o.contains(id)))
+        .map(|(id, name)| json!({"id": id, "name": name, "create_time": 1_700_000_000, "order": 0, "deleted": false}))
+        .collect();
+    json!({"group_id": g.id, "group_name": g.name, "create_time": 1_700_000_000, "order": 0,
+           "deleted": false, "tag": tags})
+}
+
+/// `get_corp_tag_list`, `add_corp_tag`, `mark_tag` (see the module docs).
+fn corp_tags(st: &mut State, call: &Call) -> Answer {
+    let b = &call.body;
+    let strings = |k: &str| -> Vec<String> {
+        b[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match call.path.as_str() {
+        GET_CORP_TAG_LIST => {
+            let (tag_ids, group_ids) = (strings("tag_id"), strings("group_id"));
+            let groups: Vec<Value> = st
+                .corp_groups
+                .iter()
+                .filter(|g| group_ids.is_empty() || group_ids.contains(&g.id))
+                .filter(|g| tag_ids.is_empty() || g.tags.iter().any(|(id, _)| tag_ids.contains(id)))
+                .map(|g| group_json(g, (!tag_ids.is_empty()).then_some(tag_ids.as_slice())))
+                .collect();
+            Answer::Json(json!({"errcode": 0, "errmsg": "ok", "tag_group": groups}))
+        }
+        ADD_CORP_TAG => {
+            let names: Vec<String> = match b["tag"].as_array() {
+                Some(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|t| t["name"].as_str().unwrap_or("").to_string())
+                    .collect(),
+                _ => return missing("tag"),
+            };
+            let group = match b["group_id"].as_str().filter(|g| !g.is_empty()) {
+                Some(gid) => match st.corp_groups.iter().find(|g| g.id == gid) {
+                    Some(g) => g.name.clone(),
+                    None => return Answer::errcode(40068, "invalid group id"),
+                },
+                None => match b["group_name"].as_str().filter(|g| !g.is_empty()) {
+                    Some(n) if n.chars().count() <= 30 => n.to_string(),
+                    Some(_) => return Answer::errcode(40072, "invalid group name length"),
+                    None => return missing("group_id/group_name"),
+                },
+            };
+            let existing: Vec<String> = st
+                .corp_groups
+                .iter()
+                .find(|g| g.name == group)
+                .map(|g| g.tags.iter().map(|(_, n)| n.clone()).collect())
+                .unwrap_or_default();
+            for (i, n) in names.iter().enumerate() {
+                if n.trim().is_empty() || n.chars().count() > 30 {
+                    return Answer::errcode(40072, "invalid tag name length");
+                }
+                if existing.contains(n) || names[..i].contains(n) {
+                    return Answer::errcode(40071, "tag name exists");
+                }
+            }
+            let ids: Vec<String> = names.iter().map(|n| new_corp_tag(st, &group, n)).collect();
+            let g = st
+                .corp_groups
+                .iter()
+                .find(|g| g.name == group)
+                .expect("made above");
+            Answer::Json(
+                json!({"errcode": 0, "errmsg": "ok", "tag_group": group_json(g, Some(&ids))}),
+            )
+        }
+        _ => {
+            let Some(userid) = b["userid"].as_str().filter(|u| !u.is_empty()) else {
+                return missing("userid");
+            };
+            let Some(ext) = b["external_userid"].as_str().filter(|e| !e.is_empty()) else {
+                return missing("external_userid");
+            };
+            let (add, remove) = (strings("add_tag"), strings("remove_tag"));
+            if add.is_empty() && remove.is_empty() {
+                return missing("add_tag/remove_tag");
+            }
+            let lookup = |id: &String| {
+                st.corp_groups.iter().find_map(|g| {
+                    g.tags
+                        .iter()
+                        .find(|(t, _)| t == id)
+                        .map(|(_, n)| (g.name.clone(), n.clone()))
+                })
+            };
+            let mut named = Vec::new();
+            for id in &add {
+                match lookup(id) {
+                    Some((g, n)) => named.push((id.clone(), g, n)),
+                    None => return Answer::errcode(40068, "invalid tagid"),
+                }
+            }
+            if remove.iter().any(|id| lookup(id).is_none()) {
+                return Answer::errcode(40068, "invalid tagid");
+            }
+            let Some(entry) = st
+                .follow_users
+                .get_mut(ext)
+                .and_then(|l| l.iter_mut().find(|e| e["userid"] == userid))
+            else {
+                return Answer::errcode(84061, "not external contact");
+            };
+            if !entry["tags"].is_array() {
+                entry["tags"] = json!([]);
+            }
+            let tags = entry["tags"].as_array_mut().expect("an array");
+            tags.retain(|t| {
+                !t["tag_id"]
+                    .as_str()
+                    .is_some_and(|id| remove.iter().any(|r| r == id))
+            });
+            for (id, g, n) in named {
+                if !tags.iter().any(|t| t["tag_id"] == id.as_str()) {
+                    tags.push(json!({"group_name": g, "tag_name": n, "tag_id": id, "type": 1}));
+                }
             }
             Answer::errcode(0, "ok")
         }
