@@ -332,6 +332,7 @@ pub fn wecom_config(
         timeout: timeout_option(cs)?,
         max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
         senders,
+        root: settings.root.clone(),
     })
 }
 

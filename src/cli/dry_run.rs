@@ -562,13 +562,19 @@ impl Sink for TableSink {
                     body,
                     at,
                     tz,
+                    attachments,
                     ..
                 } => {
                     let b = super::table::truncate(&body.replace('\n', " "), 48);
-                    format!(
+                    let mut d = format!(
                         "{channel} → {to} at {}: {b}",
                         at.with_timezone(tz).format("%Y-%m-%d %H:%M:%S %:z")
-                    )
+                    );
+                    // Each attachment as `+ link: TITLE (URL)`.
+                    for a in attachments {
+                        d.push_str(&format!(" + {}", a.summary()));
+                    }
+                    d
                 }
                 Action::Assign {
                     salesperson,

@@ -225,16 +225,24 @@ async fn effects(
             subject,
             body,
             at,
+            attachments,
             ..
         } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
+            // Attachments travel with the message as the plan rendered them
+            // (the WeCom channel uploads their files when it sends).
+            let payload = if attachments.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "attachments": attachments })
+            };
             let msg = Queued {
                 id: &id,
                 channel,
                 to,
                 subject: subject.as_deref(),
                 body,
-                payload: serde_json::json!({}),
+                payload,
                 at: *at,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await

@@ -102,6 +102,8 @@ pub enum Action {
         at: DateTime<Utc>,
         /// The contact's timezone, to print `at` as the contact sees it.
         tz: Tz,
+        /// The template's `attachments:` (WeCom), rendered.
+        attachments: Vec<crate::attachments::Attachment>,
     },
     Assign {
         salesperson: String,
@@ -990,6 +992,7 @@ impl<'a> Planner<'a> {
             body: rendered.body,
             at,
             tz,
+            attachments: rendered.attachments,
         }
     }
 }
@@ -1035,6 +1038,9 @@ pub struct RowJson<'a> {
     /// The JSON body a `webhook:` step posts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<&'a serde_json::Value>,
+    /// A WeCom message's attachments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<&'a [crate::attachments::Attachment]>,
 }
 
 impl PlannedStep {
@@ -1062,6 +1068,7 @@ impl PlannedStep {
             arm: None,
             set: None,
             payload: None,
+            attachments: None,
         };
         match &self.action {
             Action::Send {
@@ -1071,11 +1078,15 @@ impl PlannedStep {
                 body,
                 at,
                 tz,
+                attachments,
             } => {
                 r.channel = Some(channel);
                 r.to = Some(to);
                 r.subject = subject.as_deref();
                 r.body = Some(body);
+                if !attachments.is_empty() {
+                    r.attachments = Some(attachments);
+                }
                 r.at = Some(secs(at.with_timezone(tz)));
             }
             Action::Assign {

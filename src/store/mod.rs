@@ -24,6 +24,7 @@ pub mod plan_reads;
 pub mod status;
 pub mod wecom;
 pub mod wecom_marks;
+pub mod wecom_media;
 pub mod workflow_states;
 
 pub use contacts::{Bind, ContactInput, Upserted};

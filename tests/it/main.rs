@@ -48,6 +48,7 @@ mod validate;
 mod validate_channels;
 mod validate_helps;
 mod wait_until;
+mod wecom_attachments;
 mod wecom_callback;
 mod wecom_channel;
 mod wecom_contact_ways;

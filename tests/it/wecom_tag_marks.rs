@@ -242,6 +242,7 @@ async fn refused_marks_are_skipped_or_recovered() {
 async fn the_fake_enforces_corp_tag_rules() {
     let (base_url, fake) = WecomFake::start().await;
     fake.befriend("wmF", "zhangsan");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let tok: Value = client
         .get(format!(

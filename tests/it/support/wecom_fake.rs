@@ -64,6 +64,19 @@
 //!   tags as `externalcontact/get` then lists them (type 1). Like WeCom it
 //!   raises no callback for the change.
 //!
+//! - `media/upload?type=image|file` (multipart, one field `media` with a
+//!   `filename`): 40005 for another `type`, 44001 for an empty file, 40006
+//!   for one of 5 bytes or less or over 20 MB (40009 for an image over
+//!   10 MB), 40004 for an image that is not a JPG or PNG; otherwise a new
+//!   `media_id`, valid for [`MEDIA_LIFE`] ([`WecomHandle::age_media`]).
+//!   `send_welcome_msg` and `add_msg_template` check `attachments`: at most
+//!   9 (40058; WeCom's exact code for more is not documented in the SDKs
+//!   read), each `msgtype` one of image, link, miniprogram, video, file with
+//!   its object (40063), a link's `title` and `url`, a mini-program's
+//!   `title`, `appid`, `page` (40063), and every `media_id` /
+//!   `pic_media_id` one it issued, of the right type and not expired (40007
+//!   "invalid media_id").
+//!
 //! Answers can be scripted per path ([`WecomHandle::script`]): a queue, each
 //! request on that path (after the token check) takes the next one; when the
 //! queue is empty the fake answers like WeCom would on success.
@@ -108,6 +121,9 @@ pub const DEL_CONTACT_WAY: &str = "/cgi-bin/externalcontact/del_contact_way";
 pub const GET_CORP_TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
 pub const ADD_CORP_TAG: &str = "/cgi-bin/externalcontact/add_corp_tag";
 pub const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
+pub const MEDIA_UPLOAD: &str = "/cgi-bin/media/upload";
+/// WeCom keeps an uploaded temporary file this long.
+pub const MEDIA_LIFE: Duration = Duration::from_secs(3 * 86_400);
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -118,6 +134,9 @@ pub struct Call {
     pub query: HashMap<String, String>,
     /// The JSON body (`Null` for a GET or a body that is not JSON).
     pub body: Value,
+    /// The raw body and its content type (media uploads are multipart).
+    pub raw: Vec<u8>,
+    pub content_type: String,
     pub at: Instant,
 }
 
@@ -209,6 +228,9 @@ struct State {
     contact_ways: HashMap<String, Value>,
     /// The corp tag library: groups with their tags.
     corp_groups: Vec<CorpGroup>,
+    /// media/upload: media_id → (type, file name, size, when issued, and
+    /// how much older than that it counts: [`WecomHandle::age_media`]).
+    media: HashMap<String, (String, String, usize, Instant, Duration)>,
 }
 
 /// One corp tag group of the fake's library.
@@ -566,6 +588,23 @@ impl WecomHandle {
         v
     }
 
+    /// Media ids issued so far: media_id → (type, file name, size).
+    pub fn media(&self) -> HashMap<String, (String, String, usize)> {
+        let st = self.state.lock().unwrap();
+        st.media
+            .iter()
+            .map(|(id, (t, n, len, _, _))| (id.clone(), (t.clone(), n.clone(), *len)))
+            .collect()
+    }
+
+    /// Makes every media id issued so far `by` older: past [`MEDIA_LIFE`]
+    /// they are refused with 40007.
+    pub fn age_media(&self, by: Duration) {
+        for m in self.state.lock().unwrap().media.values_mut() {
+            m.4 += by;
+        }
+    }
+
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -582,6 +621,7 @@ async fn serve(
     axum::extract::State(h): axum::extract::State<WecomHandle>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let call = Call {
@@ -589,6 +629,12 @@ async fn serve(
         path: uri.path().to_string(),
         query: parse_query(&uri),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        raw: body.to_vec(),
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
         at: Instant::now(),
     };
     let answer = {
@@ -682,6 +728,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         GET_CORP_TAG_LIST,
         ADD_CORP_TAG,
         MARK_TAG,
+        MEDIA_UPLOAD,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -705,6 +752,7 @@ fn decide(st: &mut State, call: &Call) -> Answer {
     match call.path.as_str() {
         ADD_CONTACT_WAY | UPDATE_CONTACT_WAY | DEL_CONTACT_WAY => contact_way(st, call),
         GET_CORP_TAG_LIST | ADD_CORP_TAG | MARK_TAG => corp_tags(st, call),
+        MEDIA_UPLOAD => media_upload(st, call),
         ADD_MSG_TEMPLATE => {
             let Some(sender) = b["sender"].as_str().filter(|s| !s.is_empty()) else {
                 return missing("sender");
@@ -721,6 +769,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             }
             if !text(b) {
                 return Answer::errcode(44004, "empty content");
+            }
+            if let Some(a) = check_attachments(st, b) {
+                return a;
             }
             // Only a member the customer is a friend of can send to them;
             // a task in which nobody can be sent to is refused.
@@ -780,6 +831,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             };
             if !text(b) {
                 return Answer::errcode(44004, "empty content");
+            }
+            if let Some(a) = check_attachments(st, b) {
+                return a;
             }
             if !st.used_codes.insert(code.to_string()) {
                 return Answer::errcode(41051, "welcome code used");
@@ -1407,4 +1461,129 @@ fn corp_tags(st: &mut State, call: &Call) -> Answer {
             Answer::errcode(0, "ok")
         }
     }
+}
+
+/// The file of a multipart body's field `media`: (file name, bytes).
+fn multipart_media(content_type: &str, raw: &[u8]) -> Option<(String, Vec<u8>)> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))?
+        .trim_matches('"');
+    if !content_type.trim_start().starts_with("multipart/form-data") {
+        return None;
+    }
+    let delim = format!("--{boundary}");
+    let text_pos = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| i + from)
+    };
+    let mut at = text_pos(raw, delim.as_bytes(), 0)?;
+    loop {
+        let head_start = at + delim.len();
+        if raw.get(head_start..head_start + 2) == Some(b"--") {
+            return None;
+        }
+        let head_end = text_pos(raw, b"\r\n\r\n", head_start)?;
+        let head = String::from_utf8_lossy(&raw[head_start..head_end]).to_string();
+        let next = text_pos(raw, format!("\r\n{delim}").as_bytes(), head_end + 4)?;
+        if head.contains("name=\"media\"") {
+            let name = head
+                .split("filename=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            return Some((name, raw[head_end + 4..next].to_vec()));
+        }
+        at = next + 2;
+    }
+}
+
+/// `media/upload` (see the module docs).
+fn media_upload(st: &mut State, call: &Call) -> Answer {
+    let ty = call.query.get("type").map(String::as_str).unwrap_or("");
+    if !["image", "voice", "video", "file"].contains(&ty) {
+        return Answer::errcode(40005, "invalid media type");
+    }
+    let Some((name, bytes)) = multipart_media(&call.content_type, &call.raw) else {
+        return Answer::errcode(44001, "empty media data");
+    };
+    if bytes.is_empty() {
+        return Answer::errcode(44001, "empty media data");
+    }
+    if bytes.len() <= 5 || bytes.len() > 20 * 1024 * 1024 {
+        return Answer::errcode(40006, "invalid file size");
+    }
+    if ty == "image" {
+        if bytes.len() > 10 * 1024 * 1024 {
+            return Answer::errcode(40009, "invalid image size");
+        }
+        let png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
+        let jpg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+        if !png && !jpg {
+            return Answer::errcode(40004, "invalid media file type");
+        }
+    }
+    st.next_id += 1;
+    let id = format!("media-{}-{}", ty, st.next_id);
+    st.media.insert(
+        id.clone(),
+        (
+            ty.to_string(),
+            name,
+            bytes.len(),
+            Instant::now(),
+            Duration::ZERO,
+        ),
+    );
+    Answer::Json(
+        json!({"errcode": 0, "errmsg": "ok", "type": ty, "media_id": id,
+                        "created_at": "1700000000"}),
+    )
+}
+
+/// Checks a message's `attachments` (see the module docs); the refusal, if
+/// any.
+fn check_attachments(st: &State, b: &Value) -> Option<Answer> {
+    let list = match b.get("attachments") {
+        None | Some(Value::Null) => return None,
+        Some(Value::Array(a)) => a,
+        Some(_) => return Some(missing("attachments")),
+    };
+    if list.len() > 9 {
+        return Some(Answer::errcode(40058, "attachments exceed 9"));
+    }
+    let valid = |id: &Value, ty: &str| {
+        id.as_str()
+            .and_then(|id| st.media.get(id))
+            .is_some_and(|(t, _, _, at, older)| t == ty && at.elapsed() + *older < MEDIA_LIFE)
+    };
+    for a in list {
+        let kind = a["msgtype"].as_str().unwrap_or("");
+        let o = &a[kind];
+        if !o.is_object() {
+            return Some(missing("attachments.msgtype"));
+        }
+        let has = |k: &str| o[k].as_str().is_some_and(|v| !v.is_empty());
+        let refusal = match kind {
+            "image" if has("pic_url") => None,
+            "image" if !valid(&o["media_id"], "image") => Some(40007),
+            "file" if !valid(&o["media_id"], "file") => Some(40007),
+            "video" if !valid(&o["media_id"], "video") => Some(40007),
+            "link" if !has("title") || !has("url") => Some(40063),
+            "miniprogram" if !has("title") || !has("appid") || !has("page") => Some(40063),
+            "miniprogram" if !valid(&o["pic_media_id"], "image") => Some(40007),
+            "image" | "file" | "video" | "link" | "miniprogram" => None,
+            _ => Some(40063),
+        };
+        match refusal {
+            Some(40007) => return Some(Answer::errcode(40007, "invalid media_id")),
+            Some(c) => return Some(Answer::errcode(c, "missing or bad attachment field")),
+            None => {}
+        }
+    }
+    None
 }
