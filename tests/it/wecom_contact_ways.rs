@@ -299,3 +299,27 @@ async fn an_add_through_a_code_gets_its_attribute_tags_welcome_and_via_workflow(
     d.stop(&p);
     let _ = support::db::url_for;
 }
+
+/// `dry-run` says what a contact added through each code gets now, in the
+/// table and as a `contact_way` line of `--format jsonl`.
+#[test]
+fn dry_run_says_what_an_add_via_a_code_gets() {
+    let p = project("http://127.0.0.1:9");
+    p.write("contacts.csv", "id,name\nc1,Wang\n");
+    let (ok, out, err) = run(&p, &["contacts", "import", "contacts.csv"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&p, &["dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("Contact-way codes:\n  a contact added via douyin-0618 gets staff s1 Wang Fang, s2 Li Lei (round_robin: the pool members under their cap), tags douyin, live-0618, welcome douyin-welcome"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&p, &["dry-run", "--format", "jsonl"]);
+    assert!(ok, "{out}{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["action"], "contact_way");
+    assert_eq!(first["contact_way"], "douyin-0618");
+    assert_eq!(first["staff"], json!(["s1", "s2"]));
+    assert_eq!(first["tags"], json!(["douyin", "live-0618"]));
+    assert_eq!(first["welcome"], "douyin-welcome");
+}
