@@ -25,7 +25,8 @@
 //!   (WeCom fetches it), so it is not uploaded.
 //! - Only WeCom sends attachments: `validate` rejects a template with
 //!   attachments sent on another channel (dropping them silently would send
-//!   something the preview did not show).
+//!   something the preview did not show). A `log` channel standing in for
+//!   WeCom (the quick start) writes them to the log with the text.
 
 use std::collections::BTreeMap;
 use std::path::Path;

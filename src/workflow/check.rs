@@ -231,7 +231,8 @@ fn check_sms_params(cx: &CheckContext, wf: &Workflow, send: &SendStep, out: &mut
     }
 }
 
-/// A template with `attachments:` sent on a channel that is not WeCom: only
+/// A template with `attachments:` sent on a channel that is not WeCom (or a
+/// `log` channel standing in for it): only
 /// WeCom sends them, and dropping them would send something other than what
 /// the preview shows (see `crate::attachments`).
 fn check_attachments_channel(
@@ -244,7 +245,13 @@ fn check_attachments_channel(
         return;
     };
     let t = &send.template;
-    if ch.kind == crate::settings::ChannelKind::Wecom || cx.templates.attachments_at(t).is_none() {
+    // A `log` channel may stand in for WeCom (the quick start): it writes
+    // the attachments to the log with the text.
+    if matches!(
+        ch.kind,
+        crate::settings::ChannelKind::Wecom | crate::settings::ChannelKind::Log
+    ) || cx.templates.attachments_at(t).is_none()
+    {
         return;
     }
     out.push(

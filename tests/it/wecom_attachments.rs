@@ -105,21 +105,25 @@ fn validate_reports_attachment_mistakes_at_their_place() {
         assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
 
-    // Attachments on a channel that is not WeCom: refused at the step.
+    // Attachments on a channel that is not WeCom (nor a log channel standing
+    // in for it): refused at the step.
     p.write("templates/promo.hbs", PROMO);
     let s = std::fs::read_to_string(p.path("nurture.yaml")).unwrap();
     p.write(
         "nurture.yaml",
-        &s.replace("channels:\n", "channels:\n  log: { kind: log }\n"),
+        &s.replace(
+            "channels:\n",
+            "channels:\n  hook: { kind: webhook, url: \"http://127.0.0.1:9/h\" }\n",
+        ),
     );
     p.write(
         "workflows/promo.yaml",
-        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: log, template: promo }\n",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: hook, template: promo }\n",
     );
     let (ok, _, err) = run(&p, &["validate"]);
     assert!(!ok);
     assert!(
-        err.contains("promo.yaml:3:37: template \"promo\" has attachments, but channel \"log\" is log: only WeCom sends attachments"),
+        err.contains("promo.yaml:3:38: template \"promo\" has attachments, but channel \"hook\" is webhook: only WeCom sends attachments"),
         "{err}"
     );
 }
@@ -329,5 +333,66 @@ async fn the_fake_enforces_media_rules() {
         code(&post(task(json!([image(&id)]))).await),
         40007,
         "expired"
+    );
+}
+
+/// `channels test wecom --template T` sends the attachments as the daemon
+/// would (uploading the files) and says what tag steps will do;
+/// `validate` checks `mark_tags` and `tag_group`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_test_sends_attachments_and_checks_tag_settings() {
+    let (base_url, fake) = WecomFake::start().await;
+    fake.befriend("wmC", "zhangsan");
+    fake.create_corp_tag("nurture", "vip");
+    let p = project(&base_url);
+    let (ok, out, err) = run(
+        &p,
+        &[
+            "channels",
+            "test",
+            "wecom",
+            "--to",
+            "wmC",
+            "--template",
+            "promo",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("  + link: 618 for "), "{out}");
+    assert!(out.contains("  + file: media/brochure.pdf"), "{out}");
+    assert!(
+        out.contains("tag steps mark corp tags: 1 corp tags in 1 groups; group \"nurture\" has 1"),
+        "{out}"
+    );
+    let sent = fake.requests(wecom_fake::ADD_MSG_TEMPLATE);
+    assert_eq!(sent[0]["attachments"].as_array().unwrap().len(), 4);
+    assert_eq!(fake.count(wecom_fake::MEDIA_UPLOAD), 2);
+
+    let s = std::fs::read_to_string(p.path("nurture.yaml")).unwrap();
+    p.write(
+        "nurture.yaml",
+        &s.replace(
+            "agent_id: \"1000002\"",
+            "agent_id: \"1000002\", mark_tags: maybe, tag_group: \"\"",
+        ),
+    );
+    let (ok, _, err) = run(&p, &["validate"]);
+    assert!(!ok);
+    assert!(
+        err.contains("mark_tags \"maybe\" must be true or false"),
+        "{err}"
+    );
+    p.write(
+        "nurture.yaml",
+        &s.replace(
+            "agent_id: \"1000002\"",
+            "agent_id: \"1000002\", tag_group: 客户标签",
+        ),
+    );
+    let (ok, out, err) = run(&p, &["channels", "test", "wecom", "--to", "wmC"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("group \"客户标签\" does not exist yet"),
+        "{out}"
     );
 }

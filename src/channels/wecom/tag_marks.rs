@@ -338,6 +338,43 @@ impl Marker {
     }
 }
 
+/// For `channels test`: what tag steps will do on this channel, read from
+/// WeCom's tag library (`get_corp_tag_list`, read-only). `Err` is WeCom's
+/// refusal (a missing customer-contact permission shows here first).
+pub async fn describe(config: &WecomConfig, cs: &ChannelSettings) -> Result<String, String> {
+    if !marks_tags(cs) {
+        return Ok("tag steps do not mark corp tags on this channel (mark_tags: false)".into());
+    }
+    let group = tag_group(cs);
+    let api = config.api()?;
+    let answer = api
+        .post(GET_CORP_TAG_LIST, &json!({}))
+        .await
+        .map_err(|e| match e.delivery {
+            Delivery::Permanent { reason }
+            | Delivery::Retry { reason, .. }
+            | Delivery::Wait { reason, .. } => reason,
+            Delivery::Delivered { .. } => "no answer".into(),
+        })?;
+    let tags = corp_tags(&answer.json);
+    let mine = tags.iter().filter(|t| t.group_name == group).count();
+    let groups: std::collections::BTreeSet<&str> =
+        tags.iter().map(|t| t.group_name.as_str()).collect();
+    Ok(if groups.contains(group.as_str()) {
+        format!(
+            "tag steps mark corp tags: {} corp tags in {} groups; group \"{group}\" has {mine} (new tags are created there)",
+            tags.len(),
+            groups.len()
+        )
+    } else {
+        format!(
+            "tag steps mark corp tags: {} corp tags in {} groups; group \"{group}\" does not exist yet (made with the first new tag)",
+            tags.len(),
+            groups.len()
+        )
+    })
+}
+
 /// The corp tags of a `get_corp_tag_list` answer (`tag_group[].tag[]`),
 /// without deleted ones.
 pub fn corp_tags(answer: &Value) -> Vec<CorpTag> {
