@@ -646,8 +646,12 @@ impl Sink for TableSink {
                     Some(n) => format!("→ {} (notified on {n})", person(salesperson)),
                     None => format!("→ {}", person(salesperson)),
                 },
-                Action::Tag { add, remove } => {
-                    format!("+[{}] -[{}]", add.join(", "), remove.join(", "))
+                Action::Tag { add, remove, wecom } => {
+                    let mut d = format!("+[{}] -[{}]", add.join(", "), remove.join(", "));
+                    if !wecom.is_empty() {
+                        d.push_str(&format!(" + WeCom corp tags via {}", wecom.join(", ")));
+                    }
+                    d
                 }
                 Action::Wait { until } => format!(
                     "until {}",

@@ -385,7 +385,7 @@ async fn effects(
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
-        Action::Tag { add, remove } => {
+        Action::Tag { add, remove, wecom } => {
             for t in add {
                 sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                     .bind(&d.contact_id)
@@ -404,11 +404,10 @@ async fn effects(
             // A contact mirrored from WeCom: the corp tag follows, through
             // the daemon's tag-mark worker (queued here, in the same
             // transaction, so a crash loses neither).
-            let marking = crate::channels::wecom::tag_marks::marking_channels(settings);
-            if !marking.is_empty() {
+            if !wecom.is_empty() {
                 crate::store::wecom_marks::queue(
                     &mut *tx,
-                    &marking,
+                    wecom,
                     &d.contact_id,
                     add,
                     remove,
@@ -676,7 +675,16 @@ fn detail(s: &PlannedStep) -> Option<String> {
     match &s.action {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
-        Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
+        Action::Tag { add, remove, wecom } => Some(format!(
+            "+{} -{}{}",
+            add.join(","),
+            remove.join(","),
+            if wecom.is_empty() {
+                String::new()
+            } else {
+                format!(" (corp tags marked in WeCom via {})", wecom.join(","))
+            }
+        )),
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::WaitEnded { why, .. } => Some(why.clone()),
         Action::Split { arm } => Some(arm.clone()),

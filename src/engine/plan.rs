@@ -119,6 +119,9 @@ pub enum Action {
     Tag {
         add: Vec<String>,
         remove: Vec<String>,
+        /// The wecom channels that also mark these as corp tags in WeCom
+        /// (a contact mirrored from WeCom; see `channels::wecom::tag_marks`).
+        wecom: Vec<String>,
     },
     Wait {
         until: DateTime<Utc>,
@@ -679,7 +682,16 @@ impl<'a> Planner<'a> {
                     for r in &remove {
                         c.to_mut().tags.remove(r);
                     }
-                    steps.push(row(step, Action::Tag { add, remove }));
+                    let mirrored = c
+                        .wecom_external_userid
+                        .as_deref()
+                        .is_some_and(|id| !id.is_empty());
+                    let wecom = if mirrored && (!add.is_empty() || !remove.is_empty()) {
+                        crate::channels::wecom::tag_marks::marking_channels(self.settings)
+                    } else {
+                        Vec::new()
+                    };
+                    steps.push(row(step, Action::Tag { add, remove, wecom }));
                 }
                 StepAction::Wait(d) => {
                     let until = self.now + d.to_chrono();
@@ -1041,6 +1053,9 @@ pub struct RowJson<'a> {
     /// A WeCom message's attachments.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachments: Option<&'a [crate::attachments::Attachment]>,
+    /// A tag step's wecom channels that mark the corp tags too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wecom: Option<&'a [String]>,
 }
 
 impl PlannedStep {
@@ -1069,6 +1084,7 @@ impl PlannedStep {
             set: None,
             payload: None,
             attachments: None,
+            wecom: None,
         };
         match &self.action {
             Action::Send {
@@ -1106,9 +1122,12 @@ impl PlannedStep {
                     None => {}
                 }
             }
-            Action::Tag { add, remove } => {
+            Action::Tag { add, remove, wecom } => {
                 r.add = Some(add);
                 r.remove = Some(remove);
+                if !wecom.is_empty() {
+                    r.wecom = Some(wecom);
+                }
             }
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Split { arm } => r.arm = Some(arm),

@@ -332,3 +332,52 @@ async fn the_fake_enforces_corp_tag_rules() {
     let list = post(wecom_fake::GET_CORP_TAG_LIST, json!({})).await;
     assert_eq!(list["tag_group"][0]["tag"][0]["name"], "vip");
 }
+
+/// `dry-run` shows the marks: a tag step on a contact mirrored from WeCom
+/// says it marks the corp tags too; on another contact it does not.
+#[test]
+fn dry_run_shows_which_tag_steps_mark_wecom() {
+    let p = Project::new(&settings("http://127.0.0.1:9", true));
+    p.write(
+        "workflows/tag-new.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - tag: { add: [vip] }\n",
+    )
+    .write(
+        "contacts.csv",
+        "id,name,wecom_external_userid\nw1,Wang,wmDry\ne1,Li,\n",
+    );
+    let mut cmd = p.command();
+    for (k, v) in env() {
+        cmd.env(k, v);
+    }
+    assert!(
+        cmd.args(["contacts", "import", "contacts.csv"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    crate::support::db::running_since_epoch(&p.db_url(), &["tag-new"]);
+    let mut cmd = p.command();
+    for (k, v) in env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(["dry-run", "--format", "jsonl"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tag = |id: &str| {
+        rows.iter()
+            .find(|r| r["contact_id"] == id && r["action"] == "tag")
+            .unwrap_or_else(|| panic!("no tag row for {id}: {rows:?}"))
+            .clone()
+    };
+    assert_eq!(tag("w1")["wecom"], json!(["wecom"]));
+    assert!(tag("e1").get("wecom").is_none());
+}
