@@ -255,6 +255,9 @@ async fn an_add_through_a_code_gets_its_attribute_tags_welcome_and_via_workflow(
     );
     let (ok, out, err) = run(&p, &["wecom", "sync"]);
     assert!(ok, "{out}{err}");
+    // In WeCom, lisi is the customer's friend: the code's tags are marked
+    // on that relationship.
+    fake.befriend("wmVia", "lisi");
     let d = Running::start(&p, &env());
     let c = crypto();
     let now = chrono::Utc::now().timestamp();
@@ -296,6 +299,23 @@ async fn an_add_through_a_code_gets_its_attribute_tags_welcome_and_via_workflow(
     let attrs: serde_json::Value =
         serde_json::from_str(rows[0]["attrs"].as_str().unwrap()).unwrap();
     assert_eq!(attrs["acquisition_channel"], "douyin-0618");
+    // The code's tags (and the workflows' tag steps) as corp tags in WeCom.
+    let deadline = std::time::Instant::now() + 20 * SECS;
+    loop {
+        let tags = fake.relationship_tags("wmVia", "lisi");
+        if ["douyin", "live-0618", "from-douyin-workflow", "any-add"]
+            .iter()
+            .all(|t| tags.iter().any(|x| x == t))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{tags:?}\n{}",
+            p.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     d.stop(&p);
     let _ = support::db::url_for;
 }

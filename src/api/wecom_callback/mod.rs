@@ -475,6 +475,7 @@ impl InnerEvent {
                         .map(|w| Via {
                             name: w.name.clone(),
                             tags: w.tags.clone(),
+                            mark: crate::channels::wecom::tag_marks::marking_channels(settings),
                         }),
                 }
             }
@@ -575,6 +576,12 @@ async fn event(
             }
             if done.tag_sync {
                 crate::channels::wecom::contact_tags::sync_requested();
+            }
+            // A code's tags may have queued corp tag marks.
+            if let ContactChange::Added { via: Some(v), .. } = &change
+                && !v.tags.is_empty()
+            {
+                crate::channels::wecom::tag_marks::marks_queued();
             }
             tracing::info!(
                 %channel,
