@@ -177,7 +177,7 @@ async fn welcome_and_mass_messages_carry_uploaded_attachments() {
     let p = project(&base_url);
     let d = Running::start(&p, &env());
     let c = crypto();
-    let now = chrono::Utc::now().timestamp();
+    let now = d.wait_active(&p, 1).await;
     fake.befriend("wmA1", "zhangsan");
     let add = contact_event(
         "add_external_contact",

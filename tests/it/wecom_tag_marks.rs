@@ -75,7 +75,7 @@ async fn tag_steps_mark_corp_tags_and_reading_them_back_does_not_loop() {
     let p = project(&base_url);
     let d = Running::start(&p, &env());
     let c = crypto();
-    let now = chrono::Utc::now().timestamp();
+    let now = d.wait_active(&p, 3).await;
     for (i, user) in ["zhangsan", "lisi"].iter().enumerate() {
         let add = contact_event("add_external_contact", user, "wmT1", now + i as i64, "");
         assert_eq!(d.post_event(&c, &add, i as u8).await.0, 200);
@@ -195,7 +195,7 @@ async fn refused_marks_are_skipped_or_recovered() {
     );
     let d = Running::start(&p, &env());
     let c = crypto();
-    let now = chrono::Utc::now().timestamp();
+    let now = d.wait_active(&p, 1).await;
     // lisi is a follow-user as far as the callback says, not in WeCom.
     let add = contact_event("add_external_contact", "zhangsan", "wmR1", now, "");
     assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
