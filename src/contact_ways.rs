@@ -501,6 +501,66 @@ pub fn salesperson_of_userid(settings: &Settings, userid: &str) -> Option<String
         .map(|s| s.id.clone())
 }
 
+/// What a contact added through a code now gets (`dry-run` shows it: "a
+/// contact added via NAME gets staff X, tags Y, welcome Z").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Preview {
+    #[serde(rename = "contact_way")]
+    pub name: String,
+    pub channel: Option<String>,
+    /// Salesperson ids on the code now ([`members_now`]).
+    pub staff: Vec<String>,
+    /// Why those (online hours, caps, strategy).
+    pub why: String,
+    pub tags: Vec<String>,
+    pub welcome: Option<String>,
+}
+
+impl Preview {
+    pub fn new(way: &ContactWay, settings: &Settings, staff: Vec<String>, why: String) -> Preview {
+        Preview {
+            name: way.name.clone(),
+            channel: channel_of(way, settings).map(str::to_string),
+            staff,
+            why,
+            tags: way.tags.clone(),
+            welcome: way.welcome.as_ref().map(|w| w.value.clone()),
+        }
+    }
+
+    /// One sentence; salespeople by id and name.
+    pub fn describe(&self, settings: &Settings) -> String {
+        let staff = if self.staff.is_empty() {
+            "no staff (nobody can be on the code now)".to_string()
+        } else {
+            let names: Vec<String> = self
+                .staff
+                .iter()
+                .map(
+                    |id| match settings.salesperson(id).and_then(|s| s.name.as_deref()) {
+                        Some(n) => format!("{id} {n}"),
+                        None => id.clone(),
+                    },
+                )
+                .collect();
+            format!("staff {} ({})", names.join(", "), self.why)
+        };
+        let tags = if self.tags.is_empty() {
+            "no tags".to_string()
+        } else {
+            format!("tags {}", self.tags.join(", "))
+        };
+        let welcome = match &self.welcome {
+            Some(w) => format!("welcome {w}"),
+            None => "no welcome".to_string(),
+        };
+        format!(
+            "a contact added via {} gets {staff}, {tags}, {welcome}",
+            self.name
+        )
+    }
+}
+
 /// WeCom's `type`: 1 for a code of one member in all, else 2.
 pub fn wecom_type(way: &ContactWay) -> i64 {
     let mut all: Vec<&str> = way

@@ -172,6 +172,18 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             Ok(())
         }
     });
+    // Marks corp tags in WeCom for tag steps on contacts mirrored from it.
+    tasks.spawn("wecom-tag-marks", {
+        let run = crate::channels::wecom::tag_marks::run(
+            store.clone(),
+            project_rx.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            run.await;
+            Ok(())
+        }
+    });
     let scheduler = Scheduler {
         store: store.clone(),
         project: project_rx,

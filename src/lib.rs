@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod assign;
+pub mod attachments;
 pub mod audience;
 pub mod calendar;
 pub mod channels;

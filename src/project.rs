@@ -138,6 +138,18 @@ impl Project {
         }
         let (templates, d) = Templates::load(&folders.templates_dir);
         diags.extend(d);
+        // Attachment files exist and are what WeCom takes.
+        for name in templates.names() {
+            let files = templates.attachment_files(name);
+            if !files.is_empty() {
+                let file = folders.templates_dir.join(format!("{name}.hbs"));
+                diags.extend(crate::attachments::check_files(
+                    &file,
+                    &folders.root,
+                    &files,
+                ));
+            }
+        }
         let (ways, d) = contact_ways::load_dir(&folders.root.join(contact_ways::DIR));
         diags.extend(d);
         if let Some(s) = &settings {

@@ -70,6 +70,9 @@ pub struct Rendered {
     /// (`{"name":"王芳"}`): what the SMS provider receives as the approved
     /// template's variables, and what `dry-run` shows.
     pub params: BTreeMap<String, String>,
+    /// `attachments:` (WeCom images, links, mini-programs, files), each
+    /// text field rendered (see [`crate::attachments`]).
+    pub attachments: Vec<crate::attachments::Attachment>,
 }
 
 /// The name of the assignment notice's template when `notify:` names none.
@@ -145,6 +148,10 @@ struct Part {
 #[derive(Debug, Clone)]
 struct Entry {
     parts: Vec<Part>,
+    /// `attachments:` local files: (path, media type, position of the path).
+    files: Vec<(String, crate::attachments::MediaType, Pos)>,
+    /// Where the first attachment is, if the template has any.
+    attachments_at: Option<Pos>,
 }
 
 /// The compiled templates of a folder. Cheap to share behind an `Arc`; `Send + Sync`.
@@ -281,6 +288,23 @@ impl Templates {
             Ok(x) => x,
             Err((pos, msg)) => return vec![(pos, msg)],
         };
+        let mut files = Vec::new();
+        let mut attachments_at = None;
+        for f in &front {
+            if let Some(rest) = f.key.strip_prefix(crate::attachments::PREFIX) {
+                attachments_at.get_or_insert(Pos::new(f.line, f.col));
+                let ty = if rest.ends_with(".image.file") || rest.ends_with(".miniprogram.pic") {
+                    Some(crate::attachments::MediaType::Image)
+                } else if rest.ends_with(".file.file") {
+                    Some(crate::attachments::MediaType::File)
+                } else {
+                    None
+                };
+                if let Some(ty) = ty {
+                    files.push((f.value.clone(), ty, Pos::new(f.line, f.col)));
+                }
+            }
+        }
         let mut compiled = Vec::new();
         let mut pieces: Vec<(Option<String>, String, u32, u32)> = front
             .into_iter()
@@ -322,7 +346,14 @@ impl Templates {
             self.text.register_template(&part.reg_name, t);
             parts.push(part);
         }
-        self.entries.insert(name.to_string(), Entry { parts });
+        self.entries.insert(
+            name.to_string(),
+            Entry {
+                parts,
+                files,
+                attachments_at,
+            },
+        );
         problems
     }
 
@@ -356,6 +387,23 @@ impl Templates {
     }
 
     /// Front matter keys of a template (e.g. `subject`).
+    /// The local files a template's `attachments:` upload: (path as
+    /// written, media type, position in the file).
+    pub fn attachment_files(
+        &self,
+        name: &str,
+    ) -> Vec<(String, crate::attachments::MediaType, Pos)> {
+        self.entries
+            .get(name)
+            .map(|e| e.files.clone())
+            .unwrap_or_default()
+    }
+
+    /// Where a template's first attachment is, if it has any.
+    pub fn attachments_at(&self, name: &str) -> Option<Pos> {
+        self.entries.get(name).and_then(|e| e.attachments_at)
+    }
+
     pub fn front_matter_keys(&self, name: &str) -> impl Iterator<Item = &str> {
         self.entries
             .get(name)
@@ -442,6 +490,7 @@ impl Templates {
             .get(name)
             .ok_or_else(|| TemplateError::NotFound(name.to_string()))?;
         let mut out = Rendered::default();
+        let mut attachment_parts = BTreeMap::new();
         for part in &entry.parts {
             let too_long = || TemplateError::TooLong {
                 template: name.to_string(),
@@ -473,6 +522,9 @@ impl Templates {
             match part.key.as_deref() {
                 None => out.body = text,
                 Some("subject") => out.subject = Some(text),
+                Some(k) if k.starts_with(crate::attachments::PREFIX) => {
+                    attachment_parts.insert(k.to_string(), text);
+                }
                 Some(k) => match k.strip_prefix(PARAM_PREFIX) {
                     Some(p) => {
                         out.params.insert(p.to_string(), text);
@@ -483,6 +535,7 @@ impl Templates {
                 },
             }
         }
+        out.attachments = crate::attachments::collect(&attachment_parts);
         if !out.params.is_empty() {
             out.body = serde_json::to_string(&out.params).unwrap_or_default();
         }
@@ -819,6 +872,74 @@ fn split_front_matter(source: &str) -> Result<Split<'_>, (Pos, String)> {
         let lead = rest.len() - rest.trim_start().len();
         let raw = rest.trim();
         let col = line[..colon + 1 + lead].chars().count() as u32 + 1;
+        if key == "attachments" {
+            // One indented `- KIND: VALUE` line per attachment (see
+            // `crate::attachments`).
+            if !(raw.is_empty() || raw.starts_with('#')) {
+                return Err((
+                    Pos::new(line_no, col),
+                    "attachments is a list: one indented `- KIND: ...` line per attachment (image, link, miniprogram, file)".into(),
+                ));
+            }
+            let mut n = 0usize;
+            loop {
+                let end = source[offset..]
+                    .find('\n')
+                    .map(|i| offset + i + 1)
+                    .unwrap_or(source.len());
+                let next = source[offset..end].trim_end_matches(['\n', '\r']);
+                if !next.starts_with([' ', '\t']) || next.trim().is_empty() {
+                    break;
+                }
+                line_no += 1;
+                offset = end;
+                let indent = (next.len() - next.trim_start().len()) as u32;
+                let t = next.trim_start();
+                if t.starts_with('#') {
+                    continue;
+                }
+                let Some(item) = t.strip_prefix("- ") else {
+                    return Err((
+                        Pos::new(line_no, indent + 1),
+                        "attachments entries are `- KIND: ...` lines (image, link, miniprogram, file)".into(),
+                    ));
+                };
+                if n >= crate::attachments::MAX {
+                    return Err((
+                        Pos::new(line_no, indent + 1),
+                        format!(
+                            "attachment {} of a message: WeCom sends at most {} attachments with a welcome or mass message",
+                            n + 1,
+                            crate::attachments::MAX
+                        ),
+                    ));
+                }
+                let lead = (item.len() - item.trim_start().len()) as u32;
+                let item_col = indent + 3 + lead;
+                let (kind, fields) = crate::attachments::parse_item(
+                    item.trim_start(),
+                    parse_flow_params,
+                    parse_scalar,
+                )
+                .map_err(|(c, m)| (Pos::new(line_no, item_col + c - 1), m))?;
+                for (field, value, c) in fields {
+                    values.push(FrontValue {
+                        key: format!("{}{n}.{kind}.{field}", crate::attachments::PREFIX),
+                        value,
+                        line: line_no,
+                        col: item_col + c - 1,
+                    });
+                }
+                n += 1;
+            }
+            if n == 0 {
+                return Err((
+                    Pos::new(line_no, col),
+                    "attachments needs at least one indented `- KIND: ...` line".into(),
+                ));
+            }
+            continue;
+        }
         if key == "params" {
             // `params: { name: "{{contact.name}}", date: "..." }` on one
             // line, or an empty value and one indented `name: value` line

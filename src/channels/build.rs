@@ -296,7 +296,9 @@ fn build_aliyun_sms(
 /// A `wecom` channel's options (reference §1): `corp_id_env`, `secret_env`,
 /// `agent_id` (an integer, the app that sends notices), `base_url`,
 /// `mass_message_cap` (informational: `month`, `week`, `day`),
-/// `poll_interval` (default 60 s), `remind_after` (none) and `timeout`. Senders come from the
+/// `poll_interval` (default 60 s), `remind_after` (none), `timeout`,
+/// `mark_tags` (default true) and `tag_group` (default `nurture`: see
+/// `wecom::tag_marks`). Senders come from the
 /// settings' teams (salesperson id → `wecom_userid`).
 pub fn wecom_config(
     cs: &ChannelSettings,
@@ -310,6 +312,7 @@ pub fn wecom_config(
     let agent_id: i64 = agent_id
         .parse()
         .map_err(|_| format!("agent_id \"{agent_id}\" must be an integer (the app's AgentId)"))?;
+    super::wecom::tag_marks::check_options(cs)?;
     let corp_id = secret_from_env(cs, env, "corp_id_env", "corp id")?;
     let secret = secret_from_env(cs, env, "secret_env", "app secret")?;
     let poll_interval = match option(cs, "poll_interval") {
@@ -343,6 +346,7 @@ pub fn wecom_config(
         timeout: timeout_option(cs)?,
         max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
         senders,
+        root: settings.root.clone(),
     })
 }
 

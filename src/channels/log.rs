@@ -45,15 +45,35 @@ impl Channel for LogChannel {
                 one_line(&msg.body),
             )
         };
-        tracing::info!(
-            target: "nurture::channel::log",
-            id = %msg.id,
-            channel = %msg.channel,
-            to = %msg.to,
-            subject = %subject,
-            body = %body,
-            "message"
-        );
+        // A WeCom message's attachments (the log channel standing in for
+        // WeCom), one summary each.
+        let attachments: Vec<String> = crate::channels::wecom::media::of_payload(&msg.payload)
+            .unwrap_or_default()
+            .iter()
+            .map(crate::attachments::Attachment::summary)
+            .collect();
+        if attachments.is_empty() {
+            tracing::info!(
+                target: "nurture::channel::log",
+                id = %msg.id,
+                channel = %msg.channel,
+                to = %msg.to,
+                subject = %subject,
+                body = %body,
+                "message"
+            );
+        } else {
+            tracing::info!(
+                target: "nurture::channel::log",
+                id = %msg.id,
+                channel = %msg.channel,
+                to = %msg.to,
+                subject = %subject,
+                body = %body,
+                attachments = %attachments.join(" | "),
+                "message"
+            );
+        }
         Box::pin(std::future::ready(Exchange {
             delivery: Delivery::Delivered { provider_id: None },
             answer: Some("written to the log (target nurture::channel::log)".into()),

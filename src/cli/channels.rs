@@ -82,7 +82,7 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         None => sample_contact(),
     };
     let now = Utc::now();
-    let (subject, body) = match &args.template {
+    let (subject, body, attachments) = match &args.template {
         Some(t) => {
             let owner = contact
                 .owner
@@ -100,7 +100,7 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
                 .templates
                 .render(t, &ctx)
                 .map_err(|e| Failure::Input(format!("template \"{t}\": {e}")))?;
-            (r.subject, r.body)
+            (r.subject, r.body, r.attachments)
         }
         None => (
             Some("nurture test message".to_string()),
@@ -109,6 +109,7 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
                 args.name,
                 now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
+            Vec::new(),
         ),
     };
     let registry =
@@ -133,7 +134,13 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         body,
         contact: Contact::template_value(&contact),
         attempt: 1,
-        payload: serde_json::json!({}),
+        // The template's attachments go as the daemon sends them (WeCom
+        // uploads their files).
+        payload: if attachments.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "attachments": attachments })
+        },
         in_doubt: false,
     };
     println!("sending through \"{}\" to {}:", args.name, args.to);
@@ -143,7 +150,23 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
     for line in msg.body.lines() {
         println!("  | {line}");
     }
+    for a in &attachments {
+        println!("  + {}", a.summary());
+    }
     let exchange = adapter.exchange(&msg).await;
+    // A wecom channel: what tag steps will do (read-only).
+    if let Some(cs) = settings
+        .channels
+        .get(&args.name)
+        .filter(|c| c.kind == crate::settings::ChannelKind::Wecom)
+        && let Ok(config) =
+            crate::channels::build::wecom_config(cs, settings, &|n| std::env::var(n).ok())
+    {
+        match crate::channels::wecom::tag_marks::describe(&config, cs).await {
+            Ok(line) => println!("\n{line}"),
+            Err(e) => println!("\ntag marking will fail: {e}"),
+        }
+    }
     store.close().await;
     println!();
     match &exchange.answer {

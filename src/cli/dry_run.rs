@@ -123,6 +123,28 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         Format::Csv => Box::new(CsvSink::new()),
         Format::Table => Box::new(TableSink::new(args.limit, tz)),
     };
+    // What a contact added through each contact-way code gets now.
+    if args.workflow.is_none() {
+        let mut previews = Vec::new();
+        for way in &project.contact_ways {
+            let (_, ids, why) =
+                crate::channels::wecom::contact_way::desired(&store, &project, way, at)
+                    .await
+                    .context("reading the store")?;
+            previews.push(crate::contact_ways::Preview::new(
+                way,
+                &project.settings,
+                ids,
+                why,
+            ));
+        }
+        if let Err(e) = sink.contact_ways(&mut out, previews) {
+            return match e.kind() {
+                io::ErrorKind::BrokenPipe => Ok(()),
+                _ => Err(Failure::Other(e.into())),
+            };
+        }
+    }
     let only = args.workflow.clone();
     // Every workflow is simulated (they share teams, caps and contacts);
     // `--workflow` only chooses what is shown.
@@ -245,6 +267,14 @@ trait Sink {
         when: DateTime<Utc>,
     ) -> anyhow::Result<()>;
     fn entered(&mut self, _workflow: &str) {}
+    /// What adds through the contact-way codes get (shown before the rows).
+    fn contact_ways(
+        &mut self,
+        _out: &mut dyn Write,
+        _ways: Vec<crate::contact_ways::Preview>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
     /// The contacts whose names the output shows.
     fn named_contacts(&self) -> Vec<String> {
         Vec::new()
@@ -266,6 +296,21 @@ struct JsonlSink {
 }
 
 impl Sink for JsonlSink {
+    /// One line per code, `"action": "contact_way"`, before the rows.
+    fn contact_ways(
+        &mut self,
+        out: &mut dyn Write,
+        ways: Vec<crate::contact_ways::Preview>,
+    ) -> io::Result<()> {
+        for w in ways {
+            let mut v = serde_json::to_value(&w).map_err(io::Error::other)?;
+            v["action"] = serde_json::json!("contact_way");
+            let mut line = serde_json::to_vec(&v).map_err(io::Error::other)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
+        }
+        Ok(())
+    }
     fn row(
         &mut self,
         out: &mut dyn Write,
@@ -378,6 +423,8 @@ struct TableSink {
     per_workflow: BTreeMap<String, Counts>,
     /// The names of the contacts in `rows`, read once the run is over.
     names: std::collections::HashMap<String, String>,
+    /// What adds through each contact-way code get.
+    ways: Vec<crate::contact_ways::Preview>,
 }
 
 #[derive(Default)]
@@ -394,11 +441,20 @@ impl TableSink {
             rows: Vec::new(),
             per_workflow: BTreeMap::new(),
             names: Default::default(),
+            ways: Vec::new(),
         }
     }
 }
 
 impl Sink for TableSink {
+    fn contact_ways(
+        &mut self,
+        _out: &mut dyn Write,
+        ways: Vec<crate::contact_ways::Preview>,
+    ) -> io::Result<()> {
+        self.ways = ways;
+        Ok(())
+    }
     fn row(
         &mut self,
         _out: &mut dyn Write,
@@ -527,6 +583,12 @@ impl Sink for TableSink {
                 )?;
             }
         }
+        if !self.ways.is_empty() {
+            writeln!(out, "\nContact-way codes:")?;
+            for w in &self.ways {
+                writeln!(out, "  {}", w.describe(&h.project.settings))?;
+            }
+        }
         let total: u64 = self
             .per_workflow
             .values()
@@ -562,13 +624,19 @@ impl Sink for TableSink {
                     body,
                     at,
                     tz,
+                    attachments,
                     ..
                 } => {
                     let b = super::table::truncate(&body.replace('\n', " "), 48);
-                    format!(
+                    let mut d = format!(
                         "{channel} → {to} at {}: {b}",
                         at.with_timezone(tz).format("%Y-%m-%d %H:%M:%S %:z")
-                    )
+                    );
+                    // Each attachment as `+ link: TITLE (URL)`.
+                    for a in attachments {
+                        d.push_str(&format!(" + {}", a.summary()));
+                    }
+                    d
                 }
                 Action::Assign {
                     salesperson,
@@ -578,8 +646,12 @@ impl Sink for TableSink {
                     Some(n) => format!("→ {} (notified on {n})", person(salesperson)),
                     None => format!("→ {}", person(salesperson)),
                 },
-                Action::Tag { add, remove } => {
-                    format!("+[{}] -[{}]", add.join(", "), remove.join(", "))
+                Action::Tag { add, remove, wecom } => {
+                    let mut d = format!("+[{}] -[{}]", add.join(", "), remove.join(", "));
+                    if !wecom.is_empty() {
+                        d.push_str(&format!(" + WeCom corp tags via {}", wecom.join(", ")));
+                    }
+                    d
                 }
                 Action::Wait { until } => format!(
                     "until {}",

@@ -207,16 +207,24 @@ async fn effects(
             subject,
             body,
             at,
+            attachments,
             ..
         } => {
             let id = message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step);
+            // Attachments travel with the message as the plan rendered them
+            // (the WeCom channel uploads their files when it sends).
+            let payload = if attachments.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "attachments": attachments })
+            };
             let msg = Queued {
                 id: &id,
                 channel,
                 to,
                 subject: subject.as_deref(),
                 body,
-                payload: serde_json::json!({}),
+                payload,
                 at: *at,
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
@@ -355,12 +363,27 @@ async fn effects(
             };
             queue(tx, d, enrollment_id, &s.step, msg, now).await
         }
-        Action::Tag { add, remove } => {
+        Action::Tag { add, remove, wecom } => {
             for t in add {
                 plan_writes::add_tag(tx, &d.contact_id, t, ms(now)).await?;
             }
             for t in remove {
                 plan_writes::remove_tag(tx, &d.contact_id, t).await?;
+            }
+            // A contact mirrored from WeCom: the corp tag follows, through
+            // the daemon's tag-mark worker (queued here, in the same
+            // transaction, so a crash loses neither).
+            if !wecom.is_empty() {
+                crate::store::wecom_marks::queue(
+                    &mut *tx,
+                    wecom,
+                    &d.contact_id,
+                    add,
+                    remove,
+                    ms(now),
+                )
+                .await
+                .context("queueing WeCom tag marks")?;
             }
             Ok(0)
         }
@@ -602,7 +625,16 @@ fn detail(s: &PlannedStep) -> Option<String> {
     match &s.action {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
-        Action::Tag { add, remove } => Some(format!("+{} -{}", add.join(","), remove.join(","))),
+        Action::Tag { add, remove, wecom } => Some(format!(
+            "+{} -{}{}",
+            add.join(","),
+            remove.join(","),
+            if wecom.is_empty() {
+                String::new()
+            } else {
+                format!(" (corp tags marked in WeCom via {})", wecom.join(","))
+            }
+        )),
         Action::Wait { until } => Some(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         Action::WaitEnded { why, .. } => Some(why.clone()),
         Action::Split { arm } => Some(arm.clone()),

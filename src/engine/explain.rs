@@ -399,7 +399,7 @@ fn describe_step(s: &PlannedStep, tz: Tz) -> String {
             )
         }
         Assign { salesperson, .. } => format!("assign to {salesperson}"),
-        Tag { add, remove } => format!("tag +{:?} -{:?}", add, remove),
+        Tag { add, remove, .. } => format!("tag +{:?} -{:?}", add, remove),
         Wait { until } => format!(
             "wait until {}",
             until

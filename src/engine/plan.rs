@@ -102,6 +102,8 @@ pub enum Action {
         at: DateTime<Utc>,
         /// The contact's timezone, to print `at` as the contact sees it.
         tz: Tz,
+        /// The template's `attachments:` (WeCom), rendered.
+        attachments: Vec<crate::attachments::Attachment>,
     },
     Assign {
         salesperson: String,
@@ -117,6 +119,9 @@ pub enum Action {
     Tag {
         add: Vec<String>,
         remove: Vec<String>,
+        /// The wecom channels that also mark these as corp tags in WeCom
+        /// (a contact mirrored from WeCom; see `channels::wecom::tag_marks`).
+        wecom: Vec<String>,
     },
     Wait {
         until: DateTime<Utc>,
@@ -759,7 +764,16 @@ impl<'a> Planner<'a> {
                     for r in &remove {
                         c.to_mut().tags.remove(r);
                     }
-                    steps.push(row(step, Action::Tag { add, remove }));
+                    let mirrored = c
+                        .wecom_external_userid
+                        .as_deref()
+                        .is_some_and(|id| !id.is_empty());
+                    let wecom = if mirrored && (!add.is_empty() || !remove.is_empty()) {
+                        crate::channels::wecom::tag_marks::marking_channels(self.settings)
+                    } else {
+                        Vec::new()
+                    };
+                    steps.push(row(step, Action::Tag { add, remove, wecom }));
                 }
                 StepAction::Wait(d) => {
                     let until = self.now + d.to_chrono();
@@ -1163,6 +1177,7 @@ impl<'a> Planner<'a> {
             body: rendered.body,
             at,
             tz,
+            attachments: rendered.attachments,
         }
     }
 }
@@ -1212,6 +1227,12 @@ pub struct RowJson<'a> {
     /// pointer (the answer is not known before the call).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_store: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// A WeCom message's attachments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<&'a [crate::attachments::Attachment]>,
+    /// A tag step's wecom channels that mark the corp tags too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wecom: Option<&'a [String]>,
 }
 
 impl PlannedStep {
@@ -1240,6 +1261,8 @@ impl PlannedStep {
             set: None,
             payload: None,
             would_store: None,
+            attachments: None,
+            wecom: None,
         };
         match &self.action {
             Action::Send {
@@ -1249,11 +1272,15 @@ impl PlannedStep {
                 body,
                 at,
                 tz,
+                attachments,
             } => {
                 r.channel = Some(channel);
                 r.to = Some(to);
                 r.subject = subject.as_deref();
                 r.body = Some(body);
+                if !attachments.is_empty() {
+                    r.attachments = Some(attachments);
+                }
                 r.at = Some(secs(at.with_timezone(tz)));
             }
             Action::Assign {
@@ -1273,9 +1300,12 @@ impl PlannedStep {
                     None => {}
                 }
             }
-            Action::Tag { add, remove } => {
+            Action::Tag { add, remove, wecom } => {
                 r.add = Some(add);
                 r.remove = Some(remove);
+                if !wecom.is_empty() {
+                    r.wecom = Some(wecom);
+                }
             }
             Action::Wait { until } => r.until = Some(secs(until.with_timezone(&settings_tz))),
             Action::Split { arm } => r.arm = Some(arm),

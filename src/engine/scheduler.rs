@@ -499,6 +499,15 @@ impl Scheduler {
         }
         tx.commit().await.context("committing plans")?;
         planner.forget_planned();
+        // Tag steps may have queued WeCom tag marks: wake their worker.
+        if stored.iter().any(|d| {
+            d.plan
+                .steps
+                .iter()
+                .any(|s| matches!(s.action, crate::engine::plan::Action::Tag { .. }))
+        }) {
+            crate::channels::wecom::tag_marks::marks_queued();
+        }
         for (name, reason) in paused {
             tracing::warn!(workflow = %name, %reason, "workflow paused by the blast guard; its enrollments wait for `nurture resume`");
         }

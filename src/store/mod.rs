@@ -34,6 +34,8 @@ pub mod states;
 pub mod status;
 pub mod ticks;
 pub mod wecom;
+pub mod wecom_marks;
+pub mod wecom_media;
 pub mod workflow_states;
 
 pub use contacts::{Bind, ContactInput, Upserted};

@@ -35,6 +35,9 @@ pub struct Via {
     pub name: String,
     /// The code's `tags:`, added to the contact.
     pub tags: Vec<String>,
+    /// The wecom channels that mark those tags as corp tags in WeCom too
+    /// (see `store::wecom_marks`).
+    pub mark: Vec<String>,
 }
 
 /// Event names recorded for deleted relationships: `del_external_contact`
@@ -385,6 +388,8 @@ async fn added(
             .execute(&mut *conn)
             .await?;
         }
+        // ... and on the relationship in WeCom (LinkWeChat's 新客户自动打标签).
+        super::wecom_marks::queue(&mut *conn, &v.mark, &id, &v.tags, &[], now).await?;
     }
     if let Some(code) = welcome_code {
         sqlx::query(

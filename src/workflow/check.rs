@@ -231,6 +231,46 @@ fn check_sms_params(cx: &CheckContext, wf: &Workflow, send: &SendStep, out: &mut
     }
 }
 
+/// A template with `attachments:` sent on a channel that is not WeCom (or a
+/// `log` channel standing in for it): only
+/// WeCom sends them, and dropping them would send something other than what
+/// the preview shows (see `crate::attachments`).
+fn check_attachments_channel(
+    cx: &CheckContext,
+    wf: &Workflow,
+    send: &SendStep,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(ch) = cx.settings.channels.get(&send.channel.value) else {
+        return;
+    };
+    let t = &send.template;
+    // A `log` channel may stand in for WeCom (the quick start): it writes
+    // the attachments to the log with the text.
+    if matches!(
+        ch.kind,
+        crate::settings::ChannelKind::Wecom | crate::settings::ChannelKind::Log
+    ) || cx.templates.attachments_at(t).is_none()
+    {
+        return;
+    }
+    out.push(
+        Diagnostic::new(
+            &wf.file,
+            t.pos,
+            format!(
+                "template \"{}\" has attachments, but channel \"{}\" is {}: only WeCom sends attachments",
+                t.value,
+                send.channel.value,
+                ch.kind.name()
+            ),
+        )
+        .with_suggestion(
+            "send this template on a wecom channel, or use a template without attachments: (put a link in the text instead)",
+        ),
+    );
+}
+
 /// The event a workflow's trigger starts its enrollments with, as the
 /// sample render sees it, and whether its properties are open (not declared
 /// under `events:`: any property may exist). `None` for cron triggers.
@@ -471,6 +511,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
             StepAction::Send(send) => {
                 check_channel(file, &send.channel, &channels, out);
                 check_sms_params(cx, wf, send, out);
+                check_attachments_channel(cx, wf, send, out);
                 let t = &send.template;
                 if t.value.is_empty() {
                     // Missing in the file: reported by the loader.

@@ -170,6 +170,28 @@ impl Running {
         (status, text)
     }
 
+    /// Waits until the daemon activated `n` workflows: a trigger event from
+    /// before a workflow's activation does not enroll. Gives a `CreateTime`
+    /// (seconds) after the activations.
+    pub(crate) async fn wait_active(&self, p: &Project, n: i64) -> i64 {
+        p.wait_count("SELECT count(*) FROM workflow_states", n, 20 * SECS)
+            .await;
+        chrono::Utc::now().timestamp() + 1
+    }
+
+    /// POSTs JSON to the daemon's API with the test token; the status.
+    pub(crate) async fn post_api(&self, path: &str, body: Value) -> u16 {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(support::daemon::TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub(crate) fn stop(mut self, p: &Project) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -255,9 +255,13 @@ async fn an_add_through_a_code_gets_its_attribute_tags_welcome_and_via_workflow(
     );
     let (ok, out, err) = run(&p, &["wecom", "sync"]);
     assert!(ok, "{out}{err}");
+    // In WeCom, lisi is the customer's friend: the code's tags are marked
+    // on that relationship.
+    fake.befriend("wmVia", "lisi");
     let d = Running::start(&p, &env());
     let c = crypto();
-    let now = chrono::Utc::now().timestamp();
+    // douyin-followup, other-adds and the code's welcome workflow.
+    let now = d.wait_active(&p, 3).await;
     let add = contact_event(
         "add_external_contact",
         "lisi",
@@ -268,7 +272,16 @@ async fn an_add_through_a_code_gets_its_attribute_tags_welcome_and_via_workflow(
     assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
     let plain = contact_event("add_external_contact", "zhangsan", "wmPlain", now, "");
     assert_eq!(d.post_event(&c, &plain, 2).await.0, 200);
-    let sent = fake.wait_for(wecom_fake::SEND_WELCOME, 1, 15 * SECS).await;
+    let deadline = std::time::Instant::now() + 15 * SECS;
+    while fake.count(wecom_fake::SEND_WELCOME) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no welcome; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let sent = fake.requests(wecom_fake::SEND_WELCOME);
     assert_eq!(sent[0]["welcome_code"], "WC-VIA");
     assert_eq!(
         sent[0]["text"]["content"],
@@ -296,6 +309,47 @@ async fn an_add_through_a_code_gets_its_attribute_tags_welcome_and_via_workflow(
     let attrs: serde_json::Value =
         serde_json::from_str(rows[0]["attrs"].as_str().unwrap()).unwrap();
     assert_eq!(attrs["acquisition_channel"], "douyin-0618");
+    // The code's tags (and the workflows' tag steps) as corp tags in WeCom.
+    let deadline = std::time::Instant::now() + 20 * SECS;
+    loop {
+        let tags = fake.relationship_tags("wmVia", "lisi");
+        if ["douyin", "live-0618", "from-douyin-workflow", "any-add"]
+            .iter()
+            .all(|t| tags.iter().any(|x| x == t))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{tags:?}\n{}",
+            p.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     d.stop(&p);
     let _ = support::db::url_for;
+}
+
+/// `dry-run` says what a contact added through each code gets now, in the
+/// table and as a `contact_way` line of `--format jsonl`.
+#[test]
+fn dry_run_says_what_an_add_via_a_code_gets() {
+    let p = project("http://127.0.0.1:9");
+    p.write("contacts.csv", "id,name\nc1,Wang\n");
+    let (ok, out, err) = run(&p, &["contacts", "import", "contacts.csv"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&p, &["dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("Contact-way codes:\n  a contact added via douyin-0618 gets staff s1 Wang Fang, s2 Li Lei (round_robin: the pool members under their cap), tags douyin, live-0618, welcome douyin-welcome"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&p, &["dry-run", "--format", "jsonl"]);
+    assert!(ok, "{out}{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["action"], "contact_way");
+    assert_eq!(first["contact_way"], "douyin-0618");
+    assert_eq!(first["staff"], json!(["s1", "s2"]));
+    assert_eq!(first["tags"], json!(["douyin", "live-0618"]));
+    assert_eq!(first["welcome"], "douyin-welcome");
 }

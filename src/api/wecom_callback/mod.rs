@@ -480,6 +480,7 @@ impl InnerEvent {
                         .map(|w| Via {
                             name: w.name.clone(),
                             tags: w.tags.clone(),
+                            mark: crate::channels::wecom::tag_marks::marking_channels(settings),
                         }),
                 }
             }
@@ -582,6 +583,12 @@ async fn event(
                 // A permit is kept if the sync is busy, so a request made
                 // during a round is not missed.
                 st.tag_sync.notify_one();
+            }
+            // A code's tags may have queued corp tag marks.
+            if let ContactChange::Added { via: Some(v), .. } = &change
+                && !v.tags.is_empty()
+            {
+                crate::channels::wecom::tag_marks::marks_queued();
             }
             tracing::info!(
                 %channel,

@@ -105,6 +105,48 @@ pub fn errcode_delivery(path: &str, code: i64, v: &Value) -> Delivery {
     }
 }
 
+pub const MEDIA_UPLOAD: &str = "/cgi-bin/media/upload";
+
+/// What a call sends.
+enum Payload<'a> {
+    Json(&'a Value),
+    Upload {
+        media_type: &'a str,
+        filename: &'a str,
+        bytes: &'a [u8],
+    },
+}
+
+/// A `multipart/form-data` body with one file field `media`, as WeCom's
+/// upload documents it (`filename` and `filelength` in the disposition):
+/// (content type, body). The boundary is a fixed string checked against
+/// the bytes, lengthened until the file does not contain it.
+fn multipart(filename: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let mut boundary = String::from("nurture-media-boundary-7c1f");
+    while bytes
+        .windows(boundary.len())
+        .any(|w| w == boundary.as_bytes())
+    {
+        boundary.push('x');
+    }
+    // A quote or line break would end the header value early.
+    let name: String = filename
+        .chars()
+        .map(|c| if c == '"' || c.is_control() { '_' } else { c })
+        .collect();
+    let mut body = Vec::with_capacity(bytes.len() + 256);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{name}\"; filelength={}\r\nContent-Type: application/octet-stream\r\n\r\n",
+            bytes.len()
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 enum Call {
     Done(Answer),
     /// The token was refused: refetch and try again (once).
@@ -213,12 +255,27 @@ impl WecomApi {
         self.token().await.map(|_| ())
     }
 
-    async fn call_once(&self, path: &str, token: &str, body: &Value) -> Call {
-        let url = match self.url(path, &[("access_token", token)]) {
+    async fn call_once_with(&self, path: &str, token: &str, payload: &Payload<'_>) -> Call {
+        let mut query = vec![("access_token", token)];
+        if let Payload::Upload { media_type, .. } = payload {
+            query.push(("type", media_type));
+        }
+        let url = match self.url(path, &query) {
             Ok(u) => u,
             Err(d) => return Call::Failed(d.into()),
         };
-        let req = self.client.post(url).json(body);
+        let req = match payload {
+            Payload::Json(body) => self.client.post(url).json(body),
+            Payload::Upload {
+                filename, bytes, ..
+            } => {
+                let (content_type, body) = multipart(filename, bytes);
+                self.client
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(body)
+            }
+        };
         let (status, _, raw) = match read_answer(req, SystemTime::now()).await {
             Ok(a) => a,
             Err(d) => return Call::Failed(d.into()),
@@ -246,15 +303,38 @@ impl WecomApi {
     /// POSTs `body` to `path` with a token; `Ok` for errcode 0, else the
     /// exchange to report.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, Exchange> {
+        self.send(path, &Payload::Json(body)).await
+    }
+
+    /// `POST /cgi-bin/media/upload?type=image|file` with the file as the
+    /// multipart field `media` (WeCom's temporary media, kept 3 days).
+    pub async fn upload(
+        &self,
+        media_type: &str,
+        filename: &str,
+        bytes: &[u8],
+    ) -> Result<Answer, Exchange> {
+        self.send(
+            MEDIA_UPLOAD,
+            &Payload::Upload {
+                media_type,
+                filename,
+                bytes,
+            },
+        )
+        .await
+    }
+
+    async fn send(&self, path: &str, payload: &Payload<'_>) -> Result<Answer, Exchange> {
         let token = self.token().await?;
-        match self.call_once(path, &token, body).await {
+        match self.call_once_with(path, &token, payload).await {
             Call::Done(a) => Ok(a),
             Call::Failed(e) => Err(e),
             Call::BadToken(_) => {
                 tracing::info!(path, "wecom refused the access token; fetching a new one");
                 self.tokens.invalidate(&token);
                 let token = self.token().await?;
-                match self.call_once(path, &token, body).await {
+                match self.call_once_with(path, &token, payload).await {
                     Call::Done(a) => Ok(a),
                     Call::Failed(e) | Call::BadToken(e) => Err(e),
                 }

@@ -125,6 +125,17 @@ pub const CODES: &[(i64, Class, &str)] = &[
     (44004, Class::Permanent, "empty text"),
     (45002, Class::Permanent, "content too large"),
     (81013, Class::Permanent, "all recipients invalid"),
+    // Corp tags and media (issue 9, points 8 and 11; WeCom's errcode list
+    // as WxJava's WxCpErrorMsgEnum has it).
+    (40068, Class::Permanent, "invalid tag id"),
+    (40071, Class::Permanent, "tag name already exists"),
+    (40072, Class::Permanent, "tag name empty or too long"),
+    (40004, Class::Permanent, "invalid media file type"),
+    (40005, Class::Permanent, "invalid media type parameter"),
+    (40006, Class::Permanent, "invalid file size"),
+    (40007, Class::Permanent, "invalid or expired media_id"),
+    (40009, Class::Permanent, "invalid image size"),
+    (44001, Class::Permanent, "empty media file"),
     (
         41051,
         Class::Permanent,
@@ -185,6 +196,15 @@ mod tests {
             (45002, Class::Permanent),
             (81013, Class::Permanent),
             (41051, Class::Permanent),
+            (40068, Class::Permanent),
+            (40071, Class::Permanent),
+            (40072, Class::Permanent),
+            (40004, Class::Permanent),
+            (40005, Class::Permanent),
+            (40006, Class::Permanent),
+            (40007, Class::Permanent),
+            (40009, Class::Permanent),
+            (44001, Class::Permanent),
         ];
         for (code, class) in expected {
             assert_eq!(classify(*code), *class, "errcode {code}");

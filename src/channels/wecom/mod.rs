@@ -46,10 +46,12 @@ pub mod contact_tags;
 pub mod contact_way;
 pub mod errcode;
 pub mod follow_sync;
+pub mod media;
 pub mod pacing;
 pub mod poll;
 pub mod resigned;
 pub mod sender;
+pub mod tag_marks;
 pub mod tasks;
 pub mod token;
 
@@ -96,6 +98,8 @@ pub struct WecomConfig {
     pub max_idle: usize,
     /// Salesperson id → `wecom_userid`, from the settings' teams.
     pub senders: HashMap<String, String>,
+    /// The project folder: attachment files' paths are taken from it.
+    pub root: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for WecomConfig {
@@ -184,10 +188,28 @@ impl WecomChannel {
                 msg.body.len()
             ));
         }
+        // Attachments first: an upload takes time, and a welcome code is
+        // good for 20 s from the add.
+        let attachments = match media::of_payload(&msg.payload) {
+            Ok(a) => a,
+            Err(reason) => return permanent(&reason),
+        };
+        let built = match media::build(
+            &self.api,
+            self.store.as_ref(),
+            &self.config.name,
+            &self.config.root,
+            &attachments,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
         let pool = self.store.as_ref().map(Store::db);
         if let Some(pool) = pool {
             match tasks::take_welcome_code(pool, &msg.contact_id, now_ms()).await {
-                Ok(Some(code)) => return self.welcome(pool, msg, &code).await,
+                Ok(Some(code)) => return self.welcome(pool, msg, &code, &built).await,
                 Ok(None) => {}
                 Err(e) => {
                     // Not knowing whether a code exists: a mass task now could
@@ -200,7 +222,21 @@ impl WecomChannel {
                 }
             }
         }
-        self.mass_task(msg).await
+        self.mass_task(msg, &built).await
+    }
+
+    /// WeCom refused a media id of this message (40007): forget the ids so
+    /// the retry uploads the files again.
+    async fn media_refused(&self, built: &media::Built, e: Exchange) -> Exchange {
+        media::forget(self.store.as_ref(), &self.config.name, built).await;
+        match e.delivery {
+            Delivery::Permanent { reason } => Delivery::Retry {
+                after: None,
+                reason: format!("{reason} (the attachments are uploaded again)"),
+            }
+            .into(),
+            _ => e,
+        }
     }
 
     /// Asks before sending a message again that an earlier call, cut short
@@ -234,7 +270,13 @@ impl WecomChannel {
     }
 
     /// `send_welcome_msg` with a code taken for this message.
-    async fn welcome(&self, pool: &sqlx::AnyPool, msg: &OutMessage, code: &str) -> Exchange {
+    async fn welcome(
+        &self,
+        pool: &sqlx::AnyPool,
+        msg: &OutMessage,
+        code: &str,
+        built: &media::Built,
+    ) -> Exchange {
         let release = || async {
             if let Err(err) = tasks::release_welcome_code(pool, &msg.contact_id, code).await {
                 tracing::warn!(error = %err, "cannot give a welcome code back");
@@ -246,15 +288,23 @@ impl WecomChannel {
             release().await;
             return e;
         }
-        let body = json!({ "welcome_code": code, "text": { "content": msg.body } });
+        let mut body = json!({ "welcome_code": code, "text": { "content": msg.body } });
+        if !built.json.is_empty() {
+            body["attachments"] = json!(built.json);
+        }
         match self.api.post(SEND_WELCOME, &body).await {
             Ok(a) => a.exchange(Delivery::Delivered { provider_id: None }),
+            // The code was not used: the retry may still be inside its 20 s.
+            Err(e) if is_errcode(&e, media::INVALID_MEDIA_ID) => {
+                release().await;
+                self.media_refused(built, e).await
+            }
             // 41050: the code is invalid, expired or used (an admin's console
             // welcome, a chat already started): the message still goes out,
             // as a mass task the salesperson confirms.
             Err(e) if is_errcode(&e, 41050) => {
                 tracing::info!(message = %msg.id, "wecom welcome code refused (41050); sending a mass task instead");
-                self.mass_task(msg).await
+                self.mass_task(msg, built).await
             }
             Err(e) => {
                 // WeCom answered "busy": the code was not used, and a retry
@@ -272,7 +322,7 @@ impl WecomChannel {
 
     /// `add_msg_template` for one customer, from a member the customer is a
     /// friend of (see [`sender`]).
-    async fn mass_task(&self, msg: &OutMessage) -> Exchange {
+    async fn mass_task(&self, msg: &OutMessage, built: &media::Built) -> Exchange {
         let sender::Sender {
             userid: sender,
             note,
@@ -280,14 +330,20 @@ impl WecomChannel {
             Ok(s) => s,
             Err(e) => return e,
         };
-        let body = json!({
+        let mut body = json!({
             "chat_type": "single",
             "external_userid": [msg.to],
             "sender": sender,
             "text": { "content": msg.body },
         });
+        if !built.json.is_empty() {
+            body["attachments"] = json!(built.json);
+        }
         let answer = match self.api.post(ADD_MSG_TEMPLATE, &body).await {
             Ok(a) => a,
+            Err(e) if is_errcode(&e, media::INVALID_MEDIA_ID) => {
+                return self.media_refused(built, e).await;
+            }
             Err(mut e) => {
                 // Say who sent it when WeCom refused the task (41048: nobody
                 // in it can be sent to).

@@ -13,7 +13,12 @@
 //! - a WeCom-sourced tag that no relationship of the contact has any more
 //!   (every `follow_user` entry is looked at, so one salesperson removing a
 //!   tag another still has removes nothing) is removed (`tag_removed`);
-//! - tags set by workflows, the CLI or the API are never removed.
+//! - tags set by workflows, the CLI or the API are never removed, unless
+//!   nurture marked them in WeCom (a workflow's `tag:` step, see
+//!   `store::wecom_marks`): then they are on both sides and a removal in
+//!   WeCom removes them here too;
+//! - a tag nurture is marking in WeCom (a pending mark, or one done after
+//!   the edit) is left alone: reading its own mark back is no tag event.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -34,6 +39,9 @@ pub struct TagSyncRequest {
     pub generation: i64,
     /// Failed fetches so far.
     pub attempts: i64,
+    /// ms, the latest edit's arrival: WeCom is read after it, so a tag mark
+    /// nurture made before it is in the read (see `store::wecom_marks`).
+    pub requested_at: i64,
 }
 
 /// What WeCom says the contact's tags are (nurture tag names).
@@ -102,9 +110,9 @@ impl Store {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<TagSyncRequest>, StoreError> {
-        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
-            "SELECT channel, contact_id, staff_userid, external_userid, generation, attempts \
-             FROM wecom_tag_sync WHERE next_attempt_at <= $1 \
+        let rows: Vec<(String, String, String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT channel, contact_id, staff_userid, external_userid, generation, attempts, \
+             requested_at FROM wecom_tag_sync WHERE next_attempt_at <= $1 \
              ORDER BY next_attempt_at, requested_at LIMIT $2",
         )
         .bind(to_ms(now))
@@ -114,7 +122,15 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(channel, contact_id, staff_userid, external_userid, generation, attempts)| {
+                |(
+                    channel,
+                    contact_id,
+                    staff_userid,
+                    external_userid,
+                    generation,
+                    attempts,
+                    requested_at,
+                )| {
                     TagSyncRequest {
                         channel,
                         contact_id,
@@ -122,6 +138,7 @@ impl Store {
                         external_userid,
                         generation,
                         attempts,
+                        requested_at,
                     }
                 },
             )
@@ -166,7 +183,15 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(channel, contact_id, staff_userid, external_userid, generation, attempts, _)| {
+                |(
+                    channel,
+                    contact_id,
+                    staff_userid,
+                    external_userid,
+                    generation,
+                    attempts,
+                    requested_at,
+                )| {
                     TagSyncRequest {
                         channel,
                         contact_id,
@@ -174,6 +199,7 @@ impl Store {
                         external_userid,
                         generation,
                         attempts,
+                        requested_at,
                     }
                 },
             )
@@ -286,9 +312,14 @@ impl Store {
                 .bind(&req.contact_id)
                 .fetch_all(&mut *tx)
                 .await?;
+        // Tags nurture itself is marking in WeCom: reading them back is not
+        // news (see `store::wecom_marks`).
+        let (adding, removing) =
+            crate::store::wecom_marks::in_flight(&mut tx, &req.contact_id, req.requested_at)
+                .await?;
 
         for tag in &wecom.editor {
-            if current.contains(tag) {
+            if current.contains(tag) || removing.contains(tag) {
                 continue;
             }
             sqlx::query(
@@ -313,7 +344,10 @@ impl Store {
         }
 
         if let Some(all) = &wecom.all {
-            for tag in sourced.iter().filter(|t| !all.contains(*t)) {
+            for tag in sourced
+                .iter()
+                .filter(|t| !all.contains(*t) && !adding.contains(*t))
+            {
                 let n = sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
                     .bind(&req.contact_id)
                     .bind(tag)
@@ -597,5 +631,51 @@ mod tests {
             .unwrap();
         assert!(d.contact_gone);
         assert_eq!(s.next_wecom_tag_sync_at().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn marks_nurture_is_making_are_not_read_back_as_news() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        sqlx::query("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('c1', 'wm1', 1, 1)")
+            .execute(s.db())
+            .await
+            .unwrap();
+        s.add_tags("c1", &["lead".into()], t(0)).await.unwrap();
+        sqlx::query(
+            "INSERT INTO wecom_contact_tags (contact_id, tag, added_at) VALUES ('c1', 'lead', 1)",
+        )
+        .execute(s.db())
+        .await
+        .unwrap();
+        // A workflow removed vip and added lead; WeCom has not been told yet.
+        let mut conn = s.db().acquire().await.unwrap();
+        crate::store::wecom_marks::queue(
+            &mut conn,
+            &["wecom".into()],
+            "c1",
+            &["lead".into()],
+            &["vip".into()],
+            to_ms(t(0)),
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        edit(&s, "wm1", "zhangsan", "10").await;
+        let req = s.due_wecom_tag_syncs(t(1), 10).await.unwrap().remove(0);
+        // WeCom still shows vip and not yet lead.
+        let d = s
+            .apply_wecom_tags(
+                &req,
+                &WecomTags {
+                    editor: set(&["vip"]),
+                    all: Some(set(&["vip"])),
+                    relationships: None,
+                },
+                t(2),
+            )
+            .await
+            .unwrap();
+        assert!(d.added.is_empty() && d.removed.is_empty(), "{d:?}");
+        assert_eq!(tags(&s, "c1").await, vec!["lead"]);
     }
 }

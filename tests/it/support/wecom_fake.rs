@@ -51,6 +51,32 @@
 //!   any), paged with `next_cursor` when [`WecomHandle::set_follow_user_page`]
 //!   says so.
 //!
+//! - corp tags (reference §1.6; WxJava `WxCpExternalContactService`,
+//!   WeCom's errcode list): `get_corp_tag_list` (`tag_id` / `group_id`
+//!   filters) lists the library; `add_corp_tag` puts tags in the group
+//!   `group_id` names (40068 for an unknown one) or the group named
+//!   `group_name` (created when missing), refusing a duplicate name in the
+//!   group (40071) and an empty or over-30-character name (40072);
+//!   `mark_tag` needs `userid` and `external_userid` and one of
+//!   `add_tag` / `remove_tag` (40063), refuses a tag id not in the library
+//!   (40068 "invalid tagid") and a member who is not a follow-user of the
+//!   customer (84061, 不存在外部联系人的关系), and changes that relationship's
+//!   tags as `externalcontact/get` then lists them (type 1). Like WeCom it
+//!   raises no callback for the change.
+//!
+//! - `media/upload?type=image|file` (multipart, one field `media` with a
+//!   `filename`): 40005 for another `type`, 44001 for an empty file, 40006
+//!   for one of 5 bytes or less or over 20 MB (40009 for an image over
+//!   10 MB), 40004 for an image that is not a JPG or PNG; otherwise a new
+//!   `media_id`, valid for [`MEDIA_LIFE`] ([`WecomHandle::age_media`]).
+//!   `send_welcome_msg` and `add_msg_template` check `attachments`: at most
+//!   9 (40058; WeCom's exact code for more is not documented in the SDKs
+//!   read), each `msgtype` one of image, link, miniprogram, video, file with
+//!   its object (40063), a link's `title` and `url`, a mini-program's
+//!   `title`, `appid`, `page` (40063), and every `media_id` /
+//!   `pic_media_id` one it issued, of the right type and not expired (40007
+//!   "invalid media_id").
+//!
 //! Answers can be scripted per path ([`WecomHandle::script`]): a queue, each
 //! request on that path (after the token check) takes the next one; when the
 //! queue is empty the fake answers like WeCom would on success.
@@ -92,6 +118,12 @@ pub const RESIGNED_TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/resigned/tr
 pub const ADD_CONTACT_WAY: &str = "/cgi-bin/externalcontact/add_contact_way";
 pub const UPDATE_CONTACT_WAY: &str = "/cgi-bin/externalcontact/update_contact_way";
 pub const DEL_CONTACT_WAY: &str = "/cgi-bin/externalcontact/del_contact_way";
+pub const GET_CORP_TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
+pub const ADD_CORP_TAG: &str = "/cgi-bin/externalcontact/add_corp_tag";
+pub const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
+pub const MEDIA_UPLOAD: &str = "/cgi-bin/media/upload";
+/// WeCom keeps an uploaded temporary file this long.
+pub const MEDIA_LIFE: Duration = Duration::from_secs(3 * 86_400);
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
@@ -102,6 +134,9 @@ pub struct Call {
     pub query: HashMap<String, String>,
     /// The JSON body (`Null` for a GET or a body that is not JSON).
     pub body: Value,
+    /// The raw body and its content type (media uploads are multipart).
+    pub raw: Vec<u8>,
+    pub content_type: String,
     pub at: Instant,
 }
 
@@ -191,6 +226,20 @@ struct State {
     resigned_transfers: HashSet<(String, String, String)>,
     /// add_contact_way codes: config_id → the code (type, scene, user, state, ...).
     contact_ways: HashMap<String, Value>,
+    /// The corp tag library: groups with their tags.
+    corp_groups: Vec<CorpGroup>,
+    /// media/upload: media_id → (type, file name, size, when issued, and
+    /// how much older than that it counts: [`WecomHandle::age_media`]).
+    media: HashMap<String, (String, String, usize, Instant, Duration)>,
+}
+
+/// One corp tag group of the fake's library.
+#[derive(Debug, Clone, Default)]
+struct CorpGroup {
+    id: String,
+    name: String,
+    /// (tag id, tag name).
+    tags: Vec<(String, String)>,
 }
 
 /// Staff members the fake's directory has from the start.
@@ -487,6 +536,75 @@ impl WecomHandle {
         self.state.lock().unwrap().contact_ways.clone()
     }
 
+    /// The corp tag library: (group name, tag name, tag id), in order.
+    pub fn corp_tags(&self) -> Vec<(String, String, String)> {
+        let st = self.state.lock().unwrap();
+        st.corp_groups
+            .iter()
+            .flat_map(|g| {
+                g.tags
+                    .iter()
+                    .map(|(id, name)| (g.name.clone(), name.clone(), id.clone()))
+            })
+            .collect()
+    }
+
+    /// An admin adds a corp tag in the console (its group made if needed);
+    /// gives its id.
+    pub fn create_corp_tag(&self, group: &str, name: &str) -> String {
+        let mut st = self.state.lock().unwrap();
+        new_corp_tag(&mut st, group, name)
+    }
+
+    /// An admin deletes a corp tag: it leaves the library and every
+    /// relationship (mark_tag then refuses its id with 40068).
+    pub fn delete_corp_tag(&self, tag_id: &str) {
+        let mut st = self.state.lock().unwrap();
+        for g in &mut st.corp_groups {
+            g.tags.retain(|(id, _)| id != tag_id);
+        }
+        for list in st.follow_users.values_mut() {
+            for e in list.iter_mut() {
+                if let Some(tags) = e["tags"].as_array_mut() {
+                    tags.retain(|t| t["tag_id"] != tag_id);
+                }
+            }
+        }
+    }
+
+    /// The tag names on the relationship of `userid` with `external_userid`.
+    pub fn relationship_tags(&self, external_userid: &str, userid: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        let mut v: Vec<String> = st
+            .follow_users
+            .get(external_userid)
+            .and_then(|l| l.iter().find(|e| e["userid"] == userid))
+            .and_then(|e| e["tags"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["tag_name"].as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Media ids issued so far: media_id → (type, file name, size).
+    pub fn media(&self) -> HashMap<String, (String, String, usize)> {
+        let st = self.state.lock().unwrap();
+        st.media
+            .iter()
+            .map(|(id, (t, n, len, _, _))| (id.clone(), (t.clone(), n.clone(), *len)))
+            .collect()
+    }
+
+    /// Makes every media id issued so far `by` older: past [`MEDIA_LIFE`]
+    /// they are refused with 40007.
+    pub fn age_media(&self, by: Duration) {
+        for m in self.state.lock().unwrap().media.values_mut() {
+            m.4 += by;
+        }
+    }
+
     pub fn tasks(&self) -> HashMap<String, (String, Vec<String>)> {
         self.state.lock().unwrap().tasks.clone()
     }
@@ -503,6 +621,7 @@ async fn serve(
     axum::extract::State(h): axum::extract::State<WecomHandle>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let call = Call {
@@ -510,6 +629,12 @@ async fn serve(
         path: uri.path().to_string(),
         query: parse_query(&uri),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        raw: body.to_vec(),
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
         at: Instant::now(),
     };
     let answer = {
@@ -600,6 +725,10 @@ fn decide(st: &mut State, call: &Call) -> Answer {
         ADD_CONTACT_WAY,
         UPDATE_CONTACT_WAY,
         DEL_CONTACT_WAY,
+        GET_CORP_TAG_LIST,
+        ADD_CORP_TAG,
+        MARK_TAG,
+        MEDIA_UPLOAD,
     ];
     if !KNOWN.contains(&call.path.as_str()) {
         return Answer::Status(404);
@@ -622,6 +751,8 @@ fn decide(st: &mut State, call: &Call) -> Answer {
     let text = |b: &Value| b["text"]["content"].as_str().is_some_and(|c| !c.is_empty());
     match call.path.as_str() {
         ADD_CONTACT_WAY | UPDATE_CONTACT_WAY | DEL_CONTACT_WAY => contact_way(st, call),
+        GET_CORP_TAG_LIST | ADD_CORP_TAG | MARK_TAG => corp_tags(st, call),
+        MEDIA_UPLOAD => media_upload(st, call),
         ADD_MSG_TEMPLATE => {
             let Some(sender) = b["sender"].as_str().filter(|s| !s.is_empty()) else {
                 return missing("sender");
@@ -638,6 +769,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             }
             if !text(b) {
                 return Answer::errcode(44004, "empty content");
+            }
+            if let Some(a) = check_attachments(st, b) {
+                return a;
             }
             // Only a member the customer is a friend of can send to them;
             // a task in which nobody can be sent to is refused.
@@ -697,6 +831,9 @@ fn decide(st: &mut State, call: &Call) -> Answer {
             };
             if !text(b) {
                 return Answer::errcode(44004, "empty content");
+            }
+            if let Some(a) = check_attachments(st, b) {
+                return a;
             }
             if !st.used_codes.insert(code.to_string()) {
                 return Answer::errcode(41051, "welcome code used");
@@ -1171,4 +1308,282 @@ fn contact_way(st: &mut State, call: &Call) -> Answer {
             Answer::errcode(0, "ok")
         }
     }
+}
+
+/// Adds a tag to the group named `group` (made if missing); gives its id.
+fn new_corp_tag(st: &mut State, group: &str, name: &str) -> String {
+    st.next_id += 1;
+    let id = format!("et-corp-{}", st.next_id);
+    let gi = match st.corp_groups.iter().position(|g| g.name == group) {
+        Some(i) => i,
+        None => {
+            st.next_id += 1;
+            st.corp_groups.push(CorpGroup {
+                id: format!("eg{}", st.next_id),
+                name: group.into(),
+                tags: Vec::new(),
+            });
+            st.corp_groups.len() - 1
+        }
+    };
+    st.corp_groups[gi].tags.push((id.clone(), name.into()));
+    id
+}
+
+fn group_json(g: &CorpGroup, only: Option<&[String]>) -> Value {
+    let tags: Vec<Value> = g
+        .tags
+        .iter()
+        .filter(|(id, _)| only.is_none_or(|o| o.contains(id)))
+        .map(|(id, name)| json!({"id": id, "name": name, "create_time": 1_700_000_000, "order": 0, "deleted": false}))
+        .collect();
+    json!({"group_id": g.id, "group_name": g.name, "create_time": 1_700_000_000, "order": 0,
+           "deleted": false, "tag": tags})
+}
+
+/// `get_corp_tag_list`, `add_corp_tag`, `mark_tag` (see the module docs).
+fn corp_tags(st: &mut State, call: &Call) -> Answer {
+    let b = &call.body;
+    let strings = |k: &str| -> Vec<String> {
+        b[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match call.path.as_str() {
+        GET_CORP_TAG_LIST => {
+            let (tag_ids, group_ids) = (strings("tag_id"), strings("group_id"));
+            let groups: Vec<Value> = st
+                .corp_groups
+                .iter()
+                .filter(|g| group_ids.is_empty() || group_ids.contains(&g.id))
+                .filter(|g| tag_ids.is_empty() || g.tags.iter().any(|(id, _)| tag_ids.contains(id)))
+                .map(|g| group_json(g, (!tag_ids.is_empty()).then_some(tag_ids.as_slice())))
+                .collect();
+            Answer::Json(json!({"errcode": 0, "errmsg": "ok", "tag_group": groups}))
+        }
+        ADD_CORP_TAG => {
+            let names: Vec<String> = match b["tag"].as_array() {
+                Some(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|t| t["name"].as_str().unwrap_or("").to_string())
+                    .collect(),
+                _ => return missing("tag"),
+            };
+            let group = match b["group_id"].as_str().filter(|g| !g.is_empty()) {
+                Some(gid) => match st.corp_groups.iter().find(|g| g.id == gid) {
+                    Some(g) => g.name.clone(),
+                    None => return Answer::errcode(40068, "invalid group id"),
+                },
+                None => match b["group_name"].as_str().filter(|g| !g.is_empty()) {
+                    Some(n) if n.chars().count() <= 30 => n.to_string(),
+                    Some(_) => return Answer::errcode(40072, "invalid group name length"),
+                    None => return missing("group_id/group_name"),
+                },
+            };
+            let existing: Vec<String> = st
+                .corp_groups
+                .iter()
+                .find(|g| g.name == group)
+                .map(|g| g.tags.iter().map(|(_, n)| n.clone()).collect())
+                .unwrap_or_default();
+            for (i, n) in names.iter().enumerate() {
+                if n.trim().is_empty() || n.chars().count() > 30 {
+                    return Answer::errcode(40072, "invalid tag name length");
+                }
+                if existing.contains(n) || names[..i].contains(n) {
+                    return Answer::errcode(40071, "tag name exists");
+                }
+            }
+            let ids: Vec<String> = names.iter().map(|n| new_corp_tag(st, &group, n)).collect();
+            let g = st
+                .corp_groups
+                .iter()
+                .find(|g| g.name == group)
+                .expect("made above");
+            Answer::Json(
+                json!({"errcode": 0, "errmsg": "ok", "tag_group": group_json(g, Some(&ids))}),
+            )
+        }
+        _ => {
+            let Some(userid) = b["userid"].as_str().filter(|u| !u.is_empty()) else {
+                return missing("userid");
+            };
+            let Some(ext) = b["external_userid"].as_str().filter(|e| !e.is_empty()) else {
+                return missing("external_userid");
+            };
+            let (add, remove) = (strings("add_tag"), strings("remove_tag"));
+            if add.is_empty() && remove.is_empty() {
+                return missing("add_tag/remove_tag");
+            }
+            let lookup = |id: &String| {
+                st.corp_groups.iter().find_map(|g| {
+                    g.tags
+                        .iter()
+                        .find(|(t, _)| t == id)
+                        .map(|(_, n)| (g.name.clone(), n.clone()))
+                })
+            };
+            let mut named = Vec::new();
+            for id in &add {
+                match lookup(id) {
+                    Some((g, n)) => named.push((id.clone(), g, n)),
+                    None => return Answer::errcode(40068, "invalid tagid"),
+                }
+            }
+            if remove.iter().any(|id| lookup(id).is_none()) {
+                return Answer::errcode(40068, "invalid tagid");
+            }
+            let Some(entry) = st
+                .follow_users
+                .get_mut(ext)
+                .and_then(|l| l.iter_mut().find(|e| e["userid"] == userid))
+            else {
+                return Answer::errcode(84061, "not external contact");
+            };
+            if !entry["tags"].is_array() {
+                entry["tags"] = json!([]);
+            }
+            let tags = entry["tags"].as_array_mut().expect("an array");
+            tags.retain(|t| {
+                !t["tag_id"]
+                    .as_str()
+                    .is_some_and(|id| remove.iter().any(|r| r == id))
+            });
+            for (id, g, n) in named {
+                if !tags.iter().any(|t| t["tag_id"] == id.as_str()) {
+                    tags.push(json!({"group_name": g, "tag_name": n, "tag_id": id, "type": 1}));
+                }
+            }
+            Answer::errcode(0, "ok")
+        }
+    }
+}
+
+/// The file of a multipart body's field `media`: (file name, bytes).
+fn multipart_media(content_type: &str, raw: &[u8]) -> Option<(String, Vec<u8>)> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))?
+        .trim_matches('"');
+    if !content_type.trim_start().starts_with("multipart/form-data") {
+        return None;
+    }
+    let delim = format!("--{boundary}");
+    let text_pos = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| i + from)
+    };
+    let mut at = text_pos(raw, delim.as_bytes(), 0)?;
+    loop {
+        let head_start = at + delim.len();
+        if raw.get(head_start..head_start + 2) == Some(b"--") {
+            return None;
+        }
+        let head_end = text_pos(raw, b"\r\n\r\n", head_start)?;
+        let head = String::from_utf8_lossy(&raw[head_start..head_end]).to_string();
+        let next = text_pos(raw, format!("\r\n{delim}").as_bytes(), head_end + 4)?;
+        if head.contains("name=\"media\"") {
+            let name = head
+                .split("filename=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            return Some((name, raw[head_end + 4..next].to_vec()));
+        }
+        at = next + 2;
+    }
+}
+
+/// `media/upload` (see the module docs).
+fn media_upload(st: &mut State, call: &Call) -> Answer {
+    let ty = call.query.get("type").map(String::as_str).unwrap_or("");
+    if !["image", "voice", "video", "file"].contains(&ty) {
+        return Answer::errcode(40005, "invalid media type");
+    }
+    let Some((name, bytes)) = multipart_media(&call.content_type, &call.raw) else {
+        return Answer::errcode(44001, "empty media data");
+    };
+    if bytes.is_empty() {
+        return Answer::errcode(44001, "empty media data");
+    }
+    if bytes.len() <= 5 || bytes.len() > 20 * 1024 * 1024 {
+        return Answer::errcode(40006, "invalid file size");
+    }
+    if ty == "image" {
+        if bytes.len() > 10 * 1024 * 1024 {
+            return Answer::errcode(40009, "invalid image size");
+        }
+        let png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
+        let jpg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+        if !png && !jpg {
+            return Answer::errcode(40004, "invalid media file type");
+        }
+    }
+    st.next_id += 1;
+    let id = format!("media-{}-{}", ty, st.next_id);
+    st.media.insert(
+        id.clone(),
+        (
+            ty.to_string(),
+            name,
+            bytes.len(),
+            Instant::now(),
+            Duration::ZERO,
+        ),
+    );
+    Answer::Json(
+        json!({"errcode": 0, "errmsg": "ok", "type": ty, "media_id": id,
+                        "created_at": "1700000000"}),
+    )
+}
+
+/// Checks a message's `attachments` (see the module docs); the refusal, if
+/// any.
+fn check_attachments(st: &State, b: &Value) -> Option<Answer> {
+    let list = match b.get("attachments") {
+        None | Some(Value::Null) => return None,
+        Some(Value::Array(a)) => a,
+        Some(_) => return Some(missing("attachments")),
+    };
+    if list.len() > 9 {
+        return Some(Answer::errcode(40058, "attachments exceed 9"));
+    }
+    let valid = |id: &Value, ty: &str| {
+        id.as_str()
+            .and_then(|id| st.media.get(id))
+            .is_some_and(|(t, _, _, at, older)| t == ty && at.elapsed() + *older < MEDIA_LIFE)
+    };
+    for a in list {
+        let kind = a["msgtype"].as_str().unwrap_or("");
+        let o = &a[kind];
+        if !o.is_object() {
+            return Some(missing("attachments.msgtype"));
+        }
+        let has = |k: &str| o[k].as_str().is_some_and(|v| !v.is_empty());
+        let refusal = match kind {
+            "image" if has("pic_url") => None,
+            "image" if !valid(&o["media_id"], "image") => Some(40007),
+            "file" if !valid(&o["media_id"], "file") => Some(40007),
+            "video" if !valid(&o["media_id"], "video") => Some(40007),
+            "link" if !has("title") || !has("url") => Some(40063),
+            "miniprogram" if !has("title") || !has("appid") || !has("page") => Some(40063),
+            "miniprogram" if !valid(&o["pic_media_id"], "image") => Some(40007),
+            "image" | "file" | "video" | "link" | "miniprogram" => None,
+            _ => Some(40063),
+        };
+        match refusal {
+            Some(40007) => return Some(Answer::errcode(40007, "invalid media_id")),
+            Some(c) => return Some(Answer::errcode(c, "missing or bad attachment field")),
+            None => {}
+        }
+    }
+    None
 }

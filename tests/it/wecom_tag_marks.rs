@@ -1,0 +1,383 @@
+//! Tags go both ways (issue 9, point 11): a workflow's `tag:` step on a
+//! contact mirrored from WeCom marks the corp tag on the customer's
+//! relationships through the daemon's tag-mark worker, against a fake that
+//! enforces mark_tag's and add_corp_tag's rules; reading the marks back (a
+//! salesperson's edit makes the tag sync read the customer) makes no tag
+//! event, so nothing loops.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::daemon::Project;
+use crate::support::wecom_fake::{self, WecomFake, WecomHandle};
+use crate::wecom_callback::{Running, contact_event, crypto, env, settings};
+
+const SECS: Duration = Duration::from_secs(1);
+
+/// Polls `cond` until it holds; panics with `what` after `timeout`.
+async fn until(p: &Project, what: &str, timeout: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn project(base_url: &str) -> Project {
+    let p = Project::new(&settings(base_url, true));
+    p.write(
+        "workflows/tag-new.yaml",
+        "trigger: { event: { name: tagme } }\nsteps:\n  - tag: { add: [vip, lead] }\n",
+    )
+    .write(
+        "workflows/unvip.yaml",
+        "trigger: { event: { name: unvip } }\nsteps:\n  - tag: { remove: [vip] }\n",
+    )
+    .write(
+        "workflows/on-vip.yaml",
+        "trigger: { tag_added: { tag: vip } }\nentry: every_time\nsteps:\n  - tag: { add: [vip-seen] }\n",
+    );
+    p
+}
+
+/// Once `n` relationships of `ext` are recorded, posts the `tagme` event.
+async fn tag_when_recorded(p: &Project, d: &Running, ext: &str, n: i64) {
+    p.wait_count(
+        &format!(
+            "SELECT count(*) FROM wecom_relationships WHERE external_userid = '{ext}' AND standing = 1"
+        ),
+        n,
+        10 * SECS,
+    )
+    .await;
+    let status = d
+        .post_api("/v1/events", json!({"contact_id": ext, "name": "tagme"}))
+        .await;
+    assert!((200..300).contains(&status), "{status}");
+}
+
+fn tags(fake: &WecomHandle, ext: &str, user: &str) -> Vec<String> {
+    fake.relationship_tags(ext, user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_steps_mark_corp_tags_and_reading_them_back_does_not_loop() {
+    let (base_url, fake) = WecomFake::start().await;
+    // vip is already a corp tag (an admin made it); lead is not.
+    let vip_id = fake.create_corp_tag("Level", "vip");
+    fake.befriend("wmT1", "zhangsan");
+    fake.befriend("wmT1", "lisi");
+    let p = project(&base_url);
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let now = d.wait_active(&p, 3).await;
+    for (i, user) in ["zhangsan", "lisi"].iter().enumerate() {
+        let add = contact_event("add_external_contact", user, "wmT1", now + i as i64, "");
+        assert_eq!(d.post_event(&c, &add, i as u8).await.0, 200);
+    }
+    // Marks go to the relationships standing when the worker runs: the
+    // workflow starts once both are recorded.
+    tag_when_recorded(&p, &d, "wmT1", 2).await;
+    until(&p, "both relationships marked", 20 * SECS, || {
+        // vip-seen: on-vip's step, marked too.
+        tags(&fake, "wmT1", "zhangsan") == ["lead", "vip", "vip-seen"]
+            && tags(&fake, "wmT1", "lisi") == ["lead", "vip", "vip-seen"]
+    })
+    .await;
+    // vip is the admin's tag; lead was made once, in the `nurture` group.
+    let lib = fake.corp_tags();
+    assert_eq!(
+        lib.iter().filter(|t| t.1 == "vip").count(),
+        1,
+        "no second vip: {lib:?}"
+    );
+    assert!(
+        lib.iter().any(|t| t.0 == "nurture" && t.1 == "lead"),
+        "{lib:?}"
+    );
+    assert_eq!(fake.count(wecom_fake::ADD_CORP_TAG), 2, "lead and vip-seen");
+    let marks = fake.requests(wecom_fake::MARK_TAG);
+    assert!(
+        marks
+            .iter()
+            .any(|m| m["add_tag"] == json!([vip_id]) && m["userid"] == "lisi"),
+        "{marks:?}"
+    );
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tag_marks WHERE contact_id = 'wmT1' AND state = 'done'",
+        3,
+        10 * SECS,
+    )
+    .await;
+
+    // A salesperson's edit: the sync reads the marks back. No tag event,
+    // so on-vip runs once.
+    let edit = contact_event("edit_external_contact", "zhangsan", "wmT1", now + 5, "");
+    assert_eq!(d.post_event(&c, &edit, 7).await.0, 200);
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 10 * SECS)
+        .await;
+    let gets = fake.count(wecom_fake::EXTERNALCONTACT_GET);
+    assert!(gets >= 1);
+    assert_eq!(
+        p.count("SELECT count(*) FROM event_log WHERE kind = 'tag_added' AND contact_id = 'wmT1' AND name IN ('vip', 'lead')").await,
+        2
+    );
+    p.wait_count(
+        "SELECT count(*) FROM contact_tags WHERE contact_id = 'wmT1' AND tag = 'vip-seen'",
+        1,
+        10 * SECS,
+    )
+    .await;
+
+    // A workflow removes vip: gone from both relationships, and the read
+    // back after another edit does not add it again.
+    let status = d
+        .post_api("/v1/events", json!({"contact_id": "wmT1", "name": "unvip"}))
+        .await;
+    assert!((200..300).contains(&status), "{status}");
+    until(&p, "vip removed in WeCom", 20 * SECS, || {
+        tags(&fake, "wmT1", "zhangsan") == ["lead", "vip-seen"]
+            && tags(&fake, "wmT1", "lisi") == ["lead", "vip-seen"]
+    })
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tag_marks WHERE contact_id = 'wmT1' AND tag = 'vip' AND action = 'remove' AND state = 'done'",
+        1,
+        10 * SECS,
+    )
+    .await;
+    let edit = contact_event("edit_external_contact", "lisi", "wmT1", now + 6, "");
+    assert_eq!(d.post_event(&c, &edit, 8).await.0, 200);
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 10 * SECS)
+        .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM contact_tags WHERE contact_id = 'wmT1' AND tag = 'vip'")
+            .await,
+        0
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM enrollments WHERE workflow = 'on-vip'")
+            .await,
+        1,
+        "no loop"
+    );
+
+    // Both ways: salespeople remove lead in WeCom, nurture follows.
+    fake.set_follow_user("wmT1", "zhangsan", &[]);
+    fake.set_follow_user("wmT1", "lisi", &[]);
+    let edit = contact_event("edit_external_contact", "lisi", "wmT1", now + 7, "");
+    assert_eq!(d.post_event(&c, &edit, 9).await.0, 200);
+    p.wait_count(
+        "SELECT count(*) FROM contact_tags WHERE contact_id = 'wmT1' AND tag = 'lead'",
+        0,
+        10 * SECS,
+    )
+    .await;
+    d.stop(&p);
+}
+
+/// Refusals end to end: a relationship WeCom does not have (84061) is
+/// skipped, a tag an admin deleted (40068) is made again in the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_marks_are_skipped_or_recovered() {
+    let (base_url, fake) = WecomFake::start().await;
+    let vip_id = fake.create_corp_tag("Level", "vip");
+    fake.befriend("wmR1", "zhangsan");
+    let p = Project::new(&settings(&base_url, true));
+    p.write(
+        "workflows/tag-new.yaml",
+        "trigger: { event: { name: tagme } }\nentry: every_time\nsteps:\n  - tag: { add: [vip] }\n",
+    );
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let now = d.wait_active(&p, 1).await;
+    // lisi is a follow-user as far as the callback says, not in WeCom.
+    let add = contact_event("add_external_contact", "zhangsan", "wmR1", now, "");
+    assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
+    let add = contact_event("add_external_contact", "lisi", "wmR1", now + 1, "");
+    assert_eq!(d.post_event(&c, &add, 2).await.0, 200);
+    tag_when_recorded(&p, &d, "wmR1", 2).await;
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tag_marks WHERE contact_id = 'wmR1' AND state = 'done' AND marked = 'zhangsan'",
+        1,
+        20 * SECS,
+    )
+    .await;
+    assert_eq!(tags(&fake, "wmR1", "zhangsan"), ["vip"]);
+    // The refusal was WeCom's: mark_tag for lisi was tried.
+    assert!(
+        fake.requests(wecom_fake::MARK_TAG)
+            .iter()
+            .any(|m| m["userid"] == "lisi")
+    );
+
+    // An admin deletes vip; the cached id is refused, nurture makes vip again
+    // in its group and marks the next contact with it.
+    fake.delete_corp_tag(&vip_id);
+    fake.befriend("wmR2", "zhangsan");
+    let add = contact_event("add_external_contact", "zhangsan", "wmR2", now + 2, "");
+    assert_eq!(d.post_event(&c, &add, 3).await.0, 200);
+    tag_when_recorded(&p, &d, "wmR2", 1).await;
+    until(&p, "vip marked again", 20 * SECS, || {
+        tags(&fake, "wmR2", "zhangsan") == ["vip"]
+    })
+    .await;
+    let lib = fake.corp_tags();
+    assert_eq!(
+        lib.iter()
+            .map(|t| (t.0.as_str(), t.1.as_str()))
+            .collect::<Vec<_>>(),
+        [("nurture", "vip")]
+    );
+    d.stop(&p);
+}
+
+/// The fake's own rules, over HTTP.
+#[tokio::test]
+async fn the_fake_enforces_corp_tag_rules() {
+    let (base_url, fake) = WecomFake::start().await;
+    fake.befriend("wmF", "zhangsan");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let tok: Value = client
+        .get(format!(
+            "{base_url}/cgi-bin/gettoken?corpid={}&corpsecret={}",
+            wecom_fake::CORP_ID,
+            wecom_fake::SECRET
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tok = tok["access_token"].as_str().unwrap().to_string();
+    let post = |path: &'static str, body: Value| {
+        let url = format!("{base_url}{path}?access_token={tok}");
+        let client = client.clone();
+        async move {
+            let v: Value = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let code = |v: &Value| v["errcode"].as_i64().unwrap();
+    let made = post(
+        wecom_fake::ADD_CORP_TAG,
+        json!({"group_name": "nurture", "tag": [{"name": "vip"}]}),
+    )
+    .await;
+    assert_eq!(code(&made), 0, "{made}");
+    let id = made["tag_group"]["tag"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gid = made["tag_group"]["group_id"].as_str().unwrap().to_string();
+    // A duplicate name in the group, by name or by id.
+    let dup = post(
+        wecom_fake::ADD_CORP_TAG,
+        json!({"group_name": "nurture", "tag": [{"name": "vip"}]}),
+    )
+    .await;
+    assert_eq!(code(&dup), 40071);
+    let dup = post(
+        wecom_fake::ADD_CORP_TAG,
+        json!({"group_id": gid, "tag": [{"name": "vip"}]}),
+    )
+    .await;
+    assert_eq!(code(&dup), 40071);
+    let long = post(
+        wecom_fake::ADD_CORP_TAG,
+        json!({"group_name": "nurture", "tag": [{"name": "x".repeat(31)}]}),
+    )
+    .await;
+    assert_eq!(code(&long), 40072);
+    let mark =
+        |user: &str, add: Value| json!({"userid": user, "external_userid": "wmF", "add_tag": add});
+    assert_eq!(
+        code(&post(wecom_fake::MARK_TAG, mark("zhangsan", json!(["et-nope"]))).await),
+        40068
+    );
+    assert_eq!(
+        code(&post(wecom_fake::MARK_TAG, mark("lisi", json!([id]))).await),
+        84061
+    );
+    assert_eq!(
+        code(
+            &post(
+                wecom_fake::MARK_TAG,
+                json!({"userid": "zhangsan", "external_userid": "wmF"})
+            )
+            .await
+        ),
+        40063
+    );
+    assert_eq!(
+        code(&post(wecom_fake::MARK_TAG, mark("zhangsan", json!([id]))).await),
+        0
+    );
+    assert_eq!(fake.relationship_tags("wmF", "zhangsan"), ["vip"]);
+    let list = post(wecom_fake::GET_CORP_TAG_LIST, json!({})).await;
+    assert_eq!(list["tag_group"][0]["tag"][0]["name"], "vip");
+}
+
+/// `dry-run` shows the marks: a tag step on a contact mirrored from WeCom
+/// says it marks the corp tags too; on another contact it does not.
+#[test]
+fn dry_run_shows_which_tag_steps_mark_wecom() {
+    let p = Project::new(&settings("http://127.0.0.1:9", true));
+    p.write(
+        "workflows/tag-new.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - tag: { add: [vip] }\n",
+    )
+    .write(
+        "contacts.csv",
+        "id,name,wecom_external_userid\nw1,Wang,wmDry\ne1,Li,\n",
+    );
+    let mut cmd = p.command();
+    for (k, v) in env() {
+        cmd.env(k, v);
+    }
+    assert!(
+        cmd.args(["contacts", "import", "contacts.csv"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    crate::support::db::running_since_epoch(&p.db_url(), &["tag-new"]);
+    let mut cmd = p.command();
+    for (k, v) in env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(["dry-run", "--format", "jsonl"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tag = |id: &str| {
+        rows.iter()
+            .find(|r| r["contact_id"] == id && r["action"] == "tag")
+            .unwrap_or_else(|| panic!("no tag row for {id}: {rows:?}"))
+            .clone()
+    };
+    assert_eq!(tag("w1")["wecom"], json!(["wecom"]));
+    assert!(tag("e1").get("wecom").is_none());
+}
