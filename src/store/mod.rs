@@ -20,6 +20,7 @@ mod bulk;
 pub mod contacts;
 pub mod import;
 pub mod outbox;
+mod pg_import;
 pub mod plan_reads;
 pub mod status;
 pub mod wecom;
