@@ -50,8 +50,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::bulk::{BulkWriter, Counts};
-use super::pg_import::PgBulkWriter;
 use super::contacts::{Row, check_tag, write_rows};
+use super::pg_import::PgBulkWriter;
 use super::{Store, StoreError, to_ms};
 use crate::settings::FieldType;
 

@@ -104,7 +104,10 @@ fn update_existing() -> String {
         "OR (v.attrs <> '{}' AND ",
         "OR (v.attrs <> '{}' AND NOT (v.flat AND CAST(contacts.attrs AS jsonb) @> CAST(v.attrs AS jsonb)) AND ",
     );
-    assert!(tail.contains("v.flat"), "update_tail changed its attrs test");
+    assert!(
+        tail.contains("v.flat"),
+        "update_tail changed its attrs test"
+    );
     format!(
         "WITH v AS (SELECT id, name, email, phone, wecom_external_userid, owner, timezone, \
          created_at, last_active_at, unsubscribed, attrs, flat FROM nurture_import_stage \
@@ -142,9 +145,14 @@ fn push_num(buf: &mut Vec<u8>, v: Option<i64>) {
 /// CSV row's attributes always are).
 fn flat(attrs: &str) -> bool {
     match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(attrs) {
-        Ok(m) => m
-            .values()
-            .all(|v| matches!(v, serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_))),
+        Ok(m) => m.values().all(|v| {
+            matches!(
+                v,
+                serde_json::Value::String(_)
+                    | serde_json::Value::Number(_)
+                    | serde_json::Value::Bool(_)
+            )
+        }),
         Err(_) => false,
     }
 }
@@ -213,7 +221,11 @@ impl PgBulkWriter {
 
     /// Upserts `rows` (ids unique among them) in one transaction; on error
     /// nothing of the batch is written.
-    pub(crate) async fn write_batch(&mut self, rows: &[Row], now: i64) -> Result<Counts, StoreError> {
+    pub(crate) async fn write_batch(
+        &mut self,
+        rows: &[Row],
+        now: i64,
+    ) -> Result<Counts, StoreError> {
         let data = copy_text(rows);
         let update_sql = self.update_sql.as_str();
         let c = &mut self.conn;

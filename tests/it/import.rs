@@ -363,13 +363,18 @@ async fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_are_read() {
 /// Everything an import writes that the engine reads, in a comparable form:
 /// the event log in seq order (without seq, which differs only by where the
 /// log started), contacts and tags.
-async fn import_effects(db: &AnyPool) -> (Vec<(String, String, Option<String>, i64, Option<String>)>, Vec<String>, Vec<String>) {
-    let log: Vec<(String, String, Option<String>, i64, Option<String>)> = sqlx::query_as(
-        "SELECT kind, contact_id, name, at, origin FROM event_log ORDER BY seq",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap();
+async fn import_effects(
+    db: &AnyPool,
+) -> (
+    Vec<(String, String, Option<String>, i64, Option<String>)>,
+    Vec<String>,
+    Vec<String>,
+) {
+    let log: Vec<(String, String, Option<String>, i64, Option<String>)> =
+        sqlx::query_as("SELECT kind, contact_id, name, at, origin FROM event_log ORDER BY seq")
+            .fetch_all(db)
+            .await
+            .unwrap();
     let contacts: Vec<(String, Option<String>, Option<String>, i64, Option<i64>, i64, String, i64)> = sqlx::query_as(
         "SELECT id, name, email, created_at, last_active_at, unsubscribed, attrs, updated_at FROM contacts ORDER BY id",
     )
