@@ -22,6 +22,7 @@ pub mod import;
 pub mod outbox;
 mod pg_import;
 pub mod plan_reads;
+pub mod prune;
 pub mod status;
 pub mod wecom;
 pub mod workflow_states;
