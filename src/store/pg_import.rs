@@ -78,7 +78,7 @@ const INSERT_TAGS: &str = "WITH t AS (
      WHERE s.tags <> '[]'),
 ins AS (
     INSERT INTO contact_tags (contact_id, tag, added_at)
-    SELECT t.id, t.tag, $1 FROM t ORDER BY NOT t.created, t.ord, t.k
+    SELECT t.id, t.tag, $1 FROM t
     ON CONFLICT DO NOTHING
     RETURNING contact_id, tag),
 logged AS (
@@ -234,7 +234,12 @@ impl PgBulkWriter {
         }
         let out = async {
             // SET LOCAL: for this transaction only (see migration 0031).
-            c.execute("SET LOCAL nurture.bulk_import = 'on'; TRUNCATE nurture_import_stage")
+            // work_mem: the batch's sorts (file order for the log) stay in
+            // memory instead of spilling to disk at the default 4 MB.
+            c.execute(
+                "SET LOCAL nurture.bulk_import = 'on'; SET LOCAL work_mem = '64MB'; \
+                 TRUNCATE nurture_import_stage",
+            )
                 .await?;
             let mut copy = c.copy_in_raw(COPY_STAGE).await?;
             if let Err(e) = copy.send(data).await {
