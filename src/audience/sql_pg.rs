@@ -618,7 +618,7 @@ fn int_cmp(x: &dyn Fn(&mut Sql), op: Op, n: Num, out: &mut Sql) -> bool {
         return false;
     }
     // Beyond i64: every integer is below (or above) it.
-    if r >= 9_223_372_036_854_775_808.0 || r < -9_223_372_036_854_775_808.0 {
+    if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&r) {
         let o = if r > 0.0 {
             std::cmp::Ordering::Less
         } else {

@@ -240,7 +240,7 @@ impl PgBulkWriter {
                 "SET LOCAL nurture.bulk_import = 'on'; SET LOCAL work_mem = '64MB'; \
                  TRUNCATE nurture_import_stage",
             )
-                .await?;
+            .await?;
             let mut copy = c.copy_in_raw(COPY_STAGE).await?;
             if let Err(e) = copy.send(data).await {
                 let _ = copy.abort("import batch failed").await;

@@ -360,22 +360,30 @@ async fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_are_read() {
     assert_eq!(n, 4);
 }
 
+/// An event-log row without its seq: kind, contact, name, at, origin.
+type LogRow = (String, String, Option<String>, i64, Option<String>);
+/// A contact row: id, name, email, created_at, last_active_at, unsubscribed, attrs, updated_at.
+type ContactRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    i64,
+    String,
+    i64,
+);
+
 /// Everything an import writes that the engine reads, in a comparable form:
 /// the event log in seq order (without seq, which differs only by where the
 /// log started), contacts and tags.
-async fn import_effects(
-    db: &AnyPool,
-) -> (
-    Vec<(String, String, Option<String>, i64, Option<String>)>,
-    Vec<String>,
-    Vec<String>,
-) {
-    let log: Vec<(String, String, Option<String>, i64, Option<String>)> =
+async fn import_effects(db: &AnyPool) -> (Vec<LogRow>, Vec<String>, Vec<String>) {
+    let log: Vec<LogRow> =
         sqlx::query_as("SELECT kind, contact_id, name, at, origin FROM event_log ORDER BY seq")
             .fetch_all(db)
             .await
             .unwrap();
-    let contacts: Vec<(String, Option<String>, Option<String>, i64, Option<i64>, i64, String, i64)> = sqlx::query_as(
+    let contacts: Vec<ContactRow> = sqlx::query_as(
         "SELECT id, name, email, created_at, last_active_at, unsubscribed, attrs, updated_at FROM contacts ORDER BY id",
     )
     .fetch_all(db)
