@@ -88,6 +88,9 @@ run() {
     local before; before=$(server_cpu)
     if /usr/bin/time -f "%e %M %U %S" -o "$OUT/time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"; then
         read -r s kb u sy <"$OUT/time"
+        # The postmaster adds an exited backend's CPU time to its own
+        # children's total when it reaps it, on SIGCHLD: give it a moment.
+        sleep 1
         local cpu; cpu=$(awk -v a="$before" -v b="$(server_cpu)" -v u="$u" -v s="$sy" 'BEGIN { printf "%.1f", b - a + u + s }')
         RES["$name|$round"]="$s $((kb / 1024)) $l $cpu"
     else

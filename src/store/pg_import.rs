@@ -38,7 +38,7 @@ const CREATE_STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS nurture_import_stage
     created_at BIGINT, last_active_at BIGINT, unsubscribed BIGINT,
     attrs TEXT NOT NULL,
     attrs_new TEXT,
-    -- the attrs patch holds only scalars: see UPDATE_EXISTING
+    -- the attrs patch holds only scalars: see update_existing()
     flat BOOLEAN NOT NULL,
     tags TEXT NOT NULL,
     created BOOLEAN NOT NULL DEFAULT FALSE,
@@ -68,14 +68,32 @@ const LOG_CREATED: &str = "INSERT INTO event_log (kind, contact_id, name, event_
     SELECT 'contact_created', s.id, NULL, NULL, coalesce(s.created_at, $1)
       FROM nurture_import_stage s WHERE s.created ORDER BY s.ord";
 
-/// The tags, and what `contact_tags_log_added` writes for those inserted
-/// (marked `import`): the new contacts' first, then the existing ones', each
-/// in file order and in the row's order of tags.
-const INSERT_TAGS: &str = "WITH t AS (
-    SELECT s.ord, s.created, s.id, e.tag, e.k
+/// The new contacts' tags, in file order and the row's order of tags. A
+/// contact created by this transaction is seen by no one else yet, so every
+/// one of its tags is inserted: they are logged straight from the staging
+/// table, with no join back to what was inserted.
+const INSERT_NEW_TAGS: &str = "INSERT INTO contact_tags (contact_id, tag, added_at)
+    SELECT s.id, e.tag, $1
+      FROM nurture_import_stage s
+      CROSS JOIN LATERAL jsonb_array_elements_text(CAST(s.tags AS jsonb)) AS e(tag)
+     WHERE s.created AND s.tags <> '[]'";
+
+/// What `contact_tags_log_added` writes for them (marked `import`).
+const LOG_NEW_TAGS: &str = "INSERT INTO event_log (kind, contact_id, name, event_id, at, origin)
+    SELECT 'tag_added', s.id, e.tag, NULL, $1, 'import'
       FROM nurture_import_stage s
       CROSS JOIN LATERAL jsonb_array_elements_text(CAST(s.tags AS jsonb)) WITH ORDINALITY AS e(tag, k)
-     WHERE s.tags <> '[]'),
+     WHERE s.created AND s.tags <> '[]'
+     ORDER BY s.ord, e.k";
+
+/// The existing contacts' tags: only those they did not have are inserted
+/// and logged (after the new contacts', in file order), and make the
+/// contact Updated.
+const INSERT_OLD_TAGS: &str = "WITH t AS (
+    SELECT s.ord, s.id, e.tag, e.k
+      FROM nurture_import_stage s
+      CROSS JOIN LATERAL jsonb_array_elements_text(CAST(s.tags AS jsonb)) WITH ORDINALITY AS e(tag, k)
+     WHERE NOT s.created AND s.tags <> '[]'),
 ins AS (
     INSERT INTO contact_tags (contact_id, tag, added_at)
     SELECT t.id, t.tag, $1 FROM t
@@ -85,7 +103,7 @@ logged AS (
     INSERT INTO event_log (kind, contact_id, name, event_id, at, origin)
     SELECT 'tag_added', t.id, t.tag, NULL, $1, 'import'
       FROM ins JOIN t ON t.id = ins.contact_id AND t.tag = ins.tag
-     ORDER BY NOT t.created, t.ord, t.k)
+     ORDER BY t.ord, t.k)
 UPDATE nurture_import_stage s SET changed = TRUE
  WHERE NOT s.created AND s.id IN (SELECT contact_id FROM ins)";
 
@@ -260,7 +278,9 @@ impl PgBulkWriter {
                 .bind(now)
                 .execute(&mut *c)
                 .await?;
-            sqlx::query(INSERT_TAGS).bind(now).execute(&mut *c).await?;
+            sqlx::query(INSERT_NEW_TAGS).bind(now).execute(&mut *c).await?;
+            sqlx::query(LOG_NEW_TAGS).bind(now).execute(&mut *c).await?;
+            sqlx::query(INSERT_OLD_TAGS).bind(now).execute(&mut *c).await?;
             let (created, updated, all): (i64, i64, i64) =
                 sqlx::query_as(COUNTS).fetch_one(&mut *c).await?;
             Ok::<_, StoreError>(Counts {
