@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod parse;
 pub mod sql;
+mod sql_pg;
 
 use crate::duration::Duration;
 use crate::workflow::Located;

@@ -21,12 +21,11 @@ use super::{Condition, FieldTest, Literal, OwnerTest};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
-    /// On PostgreSQL, [`compile`] writes a *pre-filter*: a condition every
-    /// contact of the audience meets (tags, owner and events exactly; field
-    /// tests, whose SQLite-compatible typing rules are not ported yet, as
-    /// `TRUE`). The callers keep only the contacts that `eval::holds` admits
-    /// (they re-check every scanned contact in Rust anyway, with its events
-    /// loaded), so the audience is the same; field tests cost a wider scan.
+    /// On PostgreSQL, [`compile`] writes [`pg_prefilter`]: exactly the
+    /// audience (tags, owner, events and field tests, the latter in
+    /// `sql_pg.rs`), except an event's `where:` on its properties, which is
+    /// left to Rust (the scan then selects a superset). The callers keep
+    /// only the contacts that `eval::holds` admits either way.
     Postgres,
 }
 
@@ -246,9 +245,9 @@ pub fn pg_prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
             // Without `where:` the count is exact; with it, a superset.
             where_.is_none()
         }
-        Condition::Field { .. } => {
-            out.push("TRUE");
-            false
+        Condition::Field { field, test } => {
+            super::sql_pg::field(field, test, now_ms, out);
+            true
         }
     }
 }

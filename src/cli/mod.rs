@@ -14,6 +14,7 @@ pub mod graph;
 pub mod history;
 pub mod init;
 pub mod outbox;
+pub mod prune;
 pub mod report;
 pub mod run;
 pub mod schema;
@@ -161,6 +162,12 @@ pub enum Command {
   nurture outbox requeue --dead --channel sms
   nurture outbox requeue --dead --since 2026-11-30T08:00")]
     Outbox(outbox::OutboxCommand),
+    /// Retention: delete finished enrollments, sent and dead messages and
+    /// consumed event-log rows older than an age, keeping their counts.
+    #[command(after_help = "Examples:
+  nurture prune --older-than 90d --dry-run
+  nurture prune --older-than 90d")]
+    Prune(prune::PruneArgs),
 }
 
 /// Refuses to create a store by accident: with no settings file and no
@@ -285,6 +292,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Console(args) => console::run(&cli.config, args).await,
         Command::Outbox(cmd) => outbox::run(&cli.config, cmd).await,
         Command::Test(args) => test::run(&cli.config, args).await,
+        Command::Prune(args) => prune::run(&cli.config, args).await,
     }
 }
 

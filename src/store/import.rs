@@ -32,9 +32,12 @@
 //! - Importing the same file again changes nothing and logs nothing.
 //!
 //! Speed: one thread parses while another writes batches of [`BATCH_ROWS`]
-//! rows, one transaction each, through `rusqlite` on its own connection to
-//! the store's file (`store::bulk`; an in-memory store and PostgreSQL are
-//! written through the pool with `write_rows`, the same SQL).
+//! rows, one transaction each: on SQLite through `rusqlite` on its own
+//! connection to the store's file (`store::bulk`), on PostgreSQL by `COPY`
+//! into a staging table and set-based statements on a connection of its own
+//! (`store::pg_import`), which write the event log in bulk. An in-memory
+//! SQLite store is written through the pool with `write_rows`. All three
+//! write the same rows and the same event log.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,6 +51,7 @@ use tokio::sync::mpsc;
 
 use super::bulk::{BulkWriter, Counts};
 use super::contacts::{Row, check_tag, write_rows};
+use super::pg_import::PgBulkWriter;
 use super::{Store, StoreError, to_ms};
 use crate::settings::FieldType;
 
@@ -739,9 +743,8 @@ impl Store {
             })?
             .len();
         // The file behind a SQLite store; empty for an in-memory store, which
-        // a second connection cannot reach, and for PostgreSQL, which takes
-        // the batches through the pool (multi-row INSERTs and UPDATE ... FROM
-        // VALUES, the same statements).
+        // a second connection cannot reach (it takes the batches through the
+        // pool), and for PostgreSQL (`PgBulkWriter`, below).
         let db_file: String = match &self.sqlite {
             // A dry run goes through the pool: one transaction, rolled back.
             Some(_) if opts.dry_run => String::new(),
@@ -796,6 +799,35 @@ impl Store {
                 if let Err(e) = task.await {
                     std::panic::resume_unwind(e.into_panic());
                 }
+            }
+            None if self.dialect == super::Dialect::Postgres => {
+                let mut rx = rx;
+                let mut pg = PgBulkWriter::open(&self.url, opts.dry_run).await?;
+                while let Some(msg) = rx.recv().await {
+                    let batch = match msg {
+                        Ok(b) => b,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    };
+                    let counts = if batch.rows.is_empty() {
+                        Counts::default()
+                    } else {
+                        match pg.write_batch(&batch.rows, now_ms).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    };
+                    tally(&mut report, &mut state, Written { counts, batch });
+                    progress(state);
+                }
+                // Dropping the receiver stops the parser if it is still reading.
+                drop(rx);
+                pg.finish().await?;
             }
             None => {
                 let mut rx = rx;

@@ -177,6 +177,8 @@ pub async fn workflow_counts(
             *c.cancelled_by_reason.entry(reason).or_insert(0) += n;
         }
     }
+    // What `nurture prune` deleted still counts.
+    super::prune::add_pruned(pool, &mut out).await?;
     Ok(out)
 }
 

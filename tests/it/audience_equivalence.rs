@@ -1,6 +1,7 @@
 //! The two audience evaluators agree: for random contacts stored in a real
-//! SQLite database and random conditions, the ids selected by the compiled
-//! SQL are exactly the contacts for which `eval::holds` is true.
+//! SQLite database (and PostgreSQL, when `NURTURE_TEST_POSTGRES` names a
+//! server) and random conditions, the ids selected by the compiled SQL are
+//! exactly the contacts for which `eval::holds` is true.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,6 +54,17 @@ const TEXTS: &[&str] = &[
     "9223372036854775808",
     "99999999999999999999",
     "\u{a0}12",
+    // Numbers PostgreSQL's float8 or numeric would refuse, and ones that
+    // only compare right as integers or as correctly rounded reals.
+    "1e400",
+    "-1e-400",
+    "1e-99999",
+    "2e99999",
+    "0e99999",
+    "0.1",
+    "9007199254740993",
+    "-9223372036854775809",
+    " 1.5e3\t",
     "true",
     "TRUE",
     "False",
@@ -75,6 +87,8 @@ const TEXTS: &[&str] = &[
 ];
 
 const NUMS: &[f64] = &[
+    0.1,
+    9_007_199_254_740_992.0,
     0.0,
     -0.0,
     1.0,
@@ -447,6 +461,10 @@ fn documented_decisions() {
     attrs.insert("seen".into(), json!("2026-05-30T00:00:00Z"));
     attrs.insert("nothing".into(), Value::Null);
     attrs.insert("q\"k\\".into(), json!("quoted key"));
+    attrs.insert("huge".into(), json!("1e400"));
+    attrs.insert("tiny".into(), json!("-1e-99999"));
+    attrs.insert("big".into(), json!("9007199254740993"));
+    attrs.insert("tenth".into(), json!(0.1));
     let c = Contact {
         id: "c1".into(),
         name: Some("Ada 100%".into()),
@@ -528,9 +546,38 @@ fn documented_decisions() {
             },
             true,
         ),
+        // Text read as a number: past f64's range is infinity, below it
+        // zero; an integer compares exactly, a real after rounding.
+        (field("huge", FieldTest::Gt(Literal::Num(1e300))), true),
+        (
+            field("huge", FieldTest::Equals(Literal::Num(f64::INFINITY))),
+            true,
+        ),
+        (field("tiny", FieldTest::Equals(Literal::Num(0.0))), true),
+        (
+            field("big", FieldTest::Gt(Literal::Num(9_007_199_254_740_992.0))),
+            true,
+        ),
+        (
+            field(
+                "big",
+                FieldTest::Equals(Literal::Num(9_007_199_254_740_992.0)),
+            ),
+            false,
+        ),
+        (field("tenth", FieldTest::Equals(s("0.1"))), true),
+        (field("tenth", FieldTest::Lt(Literal::Num(0.1000001))), true),
+        (field("tenth", FieldTest::Contains("0".into())), false),
         (Condition::All(vec![]), true),
         (Condition::Any(vec![]), false),
     ];
+    let pg = support::db::postgres_admin().map(|admin| {
+        let url = support::db::fresh_postgres(&admin);
+        let store = rt.block_on(nurture::store::Store::open(&url)).unwrap();
+        let pool = store.db().clone();
+        rt.block_on(store_pg(&pool, std::slice::from_ref(&c)));
+        pool
+    });
     for (cond, want) in cases {
         assert_eq!(holds(&cond, &c, now()), want, "Rust: {cond:?}");
         let (got, sql) = rt.block_on(selected(&pool, &cond));
@@ -540,7 +587,38 @@ fn documented_decisions() {
             "SQL: {cond:?}\n{}",
             sql.inline_sqlite()
         );
+        if let Some(pg) = &pg {
+            let (got, exact, sql) = rt.block_on(selected_pg(pg, &cond));
+            assert!(exact, "{cond:?} is exact on PostgreSQL");
+            assert_eq!(
+                got.contains("c1"),
+                want,
+                "PostgreSQL: {cond:?}\n{}",
+                sql.text
+            );
+        }
     }
+}
+
+/// The ids PostgreSQL selects with [`nurture::audience::sql::pg_prefilter`],
+/// and whether it says the SQL is exact.
+async fn selected_pg(pool: &sqlx::AnyPool, cond: &Condition) -> (BTreeSet<String>, bool, Sql) {
+    let mut sql = Sql::new(Dialect::Postgres);
+    sql.push("SELECT c.id FROM contacts c WHERE ");
+    let exact = nurture::audience::sql::pg_prefilter(cond, now().timestamp_millis(), &mut sql);
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
+    for b in &sql.binds {
+        q = match b {
+            nurture::audience::sql::Bind::Text(s) => q.bind(s.clone()),
+            nurture::audience::sql::Bind::Int(i) => q.bind(*i),
+            nurture::audience::sql::Bind::Real(r) => q.bind(*r),
+        };
+    }
+    let got = q
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{:?}", sql.text, sql.binds));
+    (got.into_iter().collect(), exact, sql)
 }
 
 /// The contacts stored on PostgreSQL (through the same schema the daemon uses).
@@ -596,9 +674,9 @@ async fn store_pg(pool: &sqlx::AnyPool, contacts: &[Contact]) {
     tx.commit().await.unwrap();
 }
 
-/// On PostgreSQL the compiled audience is a pre-filter: it keeps every
-/// contact the Rust evaluator admits (the callers then apply the evaluator),
-/// and exactly those when `pg_prefilter` says it is exact.
+/// On PostgreSQL the compiled audience selects exactly the contacts the Rust
+/// evaluator admits (field tests included: JSON types, numbers as integers
+/// or reals, missing and non-numeric values), and says it is exact.
 #[test]
 fn postgres_prefilter_keeps_every_member() {
     let Some(admin) = support::db::postgres_admin() else {
@@ -625,22 +703,12 @@ fn postgres_prefilter_keeps_every_member() {
     let result = runner.run(&strategy, |(contacts, conds)| {
         rt.block_on(store_pg(&pool, &contacts));
         for cond in &conds {
-            let mut sql = Sql::new(Dialect::Postgres);
-            sql.push("SELECT c.id FROM contacts c WHERE ");
-            let exact = nurture::audience::sql::pg_prefilter(cond, now().timestamp_millis(), &mut sql);
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
-            for b in &sql.binds {
-                q = match b {
-                    nurture::audience::sql::Bind::Text(s) => q.bind(s.clone()),
-                    nurture::audience::sql::Bind::Int(i) => q.bind(*i),
-                    nurture::audience::sql::Bind::Real(r) => q.bind(*r),
-                };
+            let (got, exact, sql) = rt.block_on(selected_pg(&pool, cond));
+            // Field tests are compiled exactly (sql_pg.rs): only an event's
+            // `where:` leaves a pre-filter, and the generator writes none.
+            if !exact {
+                return Err(TestCaseError::fail(format!("{cond:#?} not exact on PostgreSQL")));
             }
-            let got: BTreeSet<String> = rt
-                .block_on(q.fetch_all(&pool))
-                .unwrap_or_else(|e| panic!("{e}\n{}", sql.text))
-                .into_iter()
-                .collect();
             let want = expected(&contacts, cond);
             let missing: Vec<&String> = want.difference(&got).collect();
             if !missing.is_empty() || (exact && got != want) {

@@ -359,3 +359,119 @@ async fn an_unclosed_quote_is_one_bad_row_and_the_rows_after_it_are_read() {
     .await;
     assert_eq!(n, 4);
 }
+
+/// An event-log row without its seq: kind, contact, name, at, origin.
+type LogRow = (String, String, Option<String>, i64, Option<String>);
+/// A contact row: id, name, email, created_at, last_active_at, unsubscribed, attrs, updated_at.
+type ContactRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    i64,
+    String,
+    i64,
+);
+
+/// Everything an import writes that the engine reads, in a comparable form:
+/// the event log in seq order (without seq, which differs only by where the
+/// log started), contacts and tags.
+async fn import_effects(db: &AnyPool) -> (Vec<LogRow>, Vec<String>, Vec<String>) {
+    let log: Vec<LogRow> =
+        sqlx::query_as("SELECT kind, contact_id, name, at, origin FROM event_log ORDER BY seq")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    let contacts: Vec<ContactRow> = sqlx::query_as(
+        "SELECT id, name, email, created_at, last_active_at, unsubscribed, attrs, updated_at FROM contacts ORDER BY id",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    // Attributes compared as JSON values (PostgreSQL's json_patch writes
+    // jsonb's canonical text).
+    let contacts = contacts
+        .into_iter()
+        .map(|(id, n, e, c, l, u, a, up)| {
+            let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+            format!("{id}|{n:?}|{e:?}|{c}|{l:?}|{u}|{a}|{up}")
+        })
+        .collect();
+    let tags: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT contact_id, tag, added_at FROM contact_tags ORDER BY contact_id, tag",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    let tags = tags.into_iter().map(|t| format!("{t:?}")).collect();
+    (log, contacts, tags)
+}
+
+/// The three writers of an import (SQLite's rusqlite bulk writer, the pool's
+/// `write_rows` for an in-memory store, PostgreSQL's COPY and set-based
+/// statements, which write the event log themselves) leave the same
+/// contacts, tags and event-log rows, in the same order, and count the same.
+/// On PostgreSQL only when the suite runs with one (`NURTURE_TEST_POSTGRES`).
+#[tokio::test]
+async fn every_import_writer_logs_the_same_events() {
+    use chrono::TimeZone;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.csv");
+    let second = dir.path().join("second.csv");
+    std::fs::write(
+        &first,
+        "id,name,email,tags,created_at,unsubscribed,city,score\n\
+         c3,Cy,,b;a,2026-01-03T00:00:00Z,,Shanghai,7\n\
+         c1,Ada,ada@example.com,vip;newsletter,2026-01-01T09:00:00+08:00,no,Shanghai,\n\
+         c2,Ben,,,,yes,\"Bei\\jing\ttab\",1.5\n\
+         c4,,,x,,,,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &second,
+        "id,name,tags,city,score\n\
+         c9,New,z;vip,Hangzhou,\n\
+         c2,Ben,vip,,\n\
+         c1,Ada,newsletter;late,Beijing,\n\
+         c3,Cy,a,Shanghai,7\n\
+         c4,Dee,,,\n",
+    )
+    .unwrap();
+    let t1 = chrono::Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+    let t2 = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    let memory = format!(
+        "sqlite:file:import-eq-{:x}?mode=memory&cache=shared",
+        rand::random::<u64>()
+    );
+    let mut urls = vec![
+        format!("sqlite://{}", dir.path().join("file.db").display()),
+        memory,
+    ];
+    if let Some(admin) = support::db::postgres_admin() {
+        urls.push(support::db::fresh_postgres(&admin));
+    }
+    let mut seen = Vec::new();
+    for url in &urls {
+        let store = nurture::store::Store::open(url).await.unwrap();
+        let a = store.import_csv(&first, t1, |_| {}).await.unwrap();
+        let b = store.import_csv(&second, t2, |_| {}).await.unwrap();
+        let again = store.import_csv(&second, t2, |_| {}).await.unwrap();
+        let counts = [
+            (a.inserted, a.updated, a.unchanged),
+            (b.inserted, b.updated, b.unchanged),
+            (again.inserted, again.updated, again.unchanged),
+        ];
+        assert_eq!(counts, [(4, 0, 0), (1, 3, 1), (0, 0, 5)], "{url}");
+        let effects = import_effects(store.db()).await;
+        store.close().await;
+        seen.push((url.clone(), effects));
+    }
+    let (first_url, want) = &seen[0];
+    assert_eq!(want.0.len(), 4 + 5 + 1 + 2 + 2, "{:#?}", want.0);
+    for (url, got) in &seen[1..] {
+        assert_eq!(got.0, want.0, "event log: {url} vs {first_url}");
+        assert_eq!(got.1, want.1, "contacts: {url} vs {first_url}");
+        assert_eq!(got.2, want.2, "tags: {url} vs {first_url}");
+    }
+}

@@ -30,6 +30,7 @@ mod multi_daemon;
 mod no_surprises;
 mod people_output;
 mod plan_equals_daemon;
+mod prune;
 mod real_exports;
 mod scheduler_fairness;
 mod schema_file;

@@ -401,6 +401,7 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["console"],
         &["outbox"],
         &["outbox", "requeue"],
+        &["prune"],
         &["report"],
         &["segments"],
         &["segments", "count"],

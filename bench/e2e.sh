@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# End to end, side by side (issue "faster than the script a data person
+# would write"): N contacts imported, then a welcome message each POSTed to
+# the same loopback receiver, by
+#   - nurture: `contacts import` then `nurture run --until-idle` (durable:
+#     event log, enrollments, outbox);
+#   - the peer: bench/peer.py (sqlite3 + Jinja2 + aiohttp, 64 in flight, no
+#     durability) reading the same contacts from the store nurture imported;
+#   - the HTTP limit: wrk (Debian's package) POSTing a fixed body, 64
+#     connections, for WRK_S seconds.
+# Alternating, ROUNDS rounds (3), min and median; the load average before
+# each run is recorded. messages/s = requests / (last - first receipt) at
+# the receiver (examples/bench_receiver.rs).
+#
+#   bench/e2e.sh            # N=100000
+#   N=20000 bench/e2e.sh    # a quicker look
+#
+# Needs: python3 (venv), sqlite3, curl, wrk (apt-get install wrk). The peer's
+# dependencies are pinned in bench/requirements.txt and installed from PyPI
+# into bench/out/venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N="${N:-100000}"
+ROUNDS="${ROUNDS:-3}"
+WRK_S="${WRK_S:-5}"
+OUT="$ROOT/bench/out/e2e"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="${BIN:-$TARGET/release/nurture}"
+RECEIVER="${RECEIVER:-$TARGET/release/examples/bench_receiver}"
+export NURTURE_LOG="${NURTURE_LOG:-warn}" NURTURE_API_TOKEN=bench-token
+unset NURTURE_DATABASE
+mkdir -p "$OUT"
+
+for tool in python3 sqlite3 curl wrk; do
+    command -v "$tool" >/dev/null || { echo "bench: needs $tool (apt-get install $tool)" >&2; exit 2; }
+done
+if [[ ! -x "$BIN" || ! -x "$RECEIVER" ]]; then
+    echo "== build" >&2
+    cargo build --release --locked --bin nurture --example bench_receiver >&2
+fi
+VENV="$ROOT/bench/out/venv"
+if [[ ! -x "$VENV/bin/python" ]] || ! cmp -s bench/requirements.txt "$VENV/requirements.txt"; then
+    echo "== venv for the Python peer (bench/requirements.txt)" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q -r bench/requirements.txt
+    cp bench/requirements.txt "$VENV/requirements.txt"
+fi
+
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+"$RECEIVER" 127.0.0.1:0 >"$OUT/receiver.out" 2>"$OUT/receiver.err" &
+PIDS+=($!)
+for _ in $(seq 1 200); do
+    ADDR=$(sed -n 's/^listening on //p' "$OUT/receiver.out" | head -n1)
+    [[ -n "$ADDR" ]] && break
+    sleep 0.05
+done
+[[ -n "$ADDR" ]] || { echo "bench: the receiver did not start" >&2; exit 1; }
+RECV="http://$ADDR"
+
+P="$OUT/project"
+rm -rf "$P"; mkdir -p "$P/workflows" "$P/templates"
+cat >"$P/nurture.yaml" <<YAML
+database: sqlite://nurture.db
+timezone: Asia/Shanghai
+# The benchmark enrolls every contact at once on purpose.
+policies:
+  blast_guard: off
+channels:
+  hook:
+    kind: webhook
+    url: $RECV/hook
+YAML
+cat >"$P/workflows/welcome.yaml" <<'YAML'
+trigger: { contact_created: {} }
+steps:
+  - send: { channel: hook, template: welcome }
+YAML
+printf 'Welcome, {{contact.name}}! Your account {{contact.id}} is ready.' >"$P/templates/welcome.hbs"
+python3 - "$N" >"$P/contacts.csv" <<'PY'
+import sys
+n = int(sys.argv[1])
+print("id,name,email")
+for i in range(n):
+    print(f"t{i:07},Name {i},t{i:07}@example.com")
+PY
+cat >"$OUT/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"message_id":"m","workflow":"welcome","contact_id":"t0000001","to":"t0000001@example.com","subject":null,"body":"Welcome, Name 1! Your account t0000001 is ready.","contact":{"id":"t0000001","name":"Name 1"}}'
+LUA
+
+rate() { # messages/s at the receiver since the last reset
+    curl -s "$RECV/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); d=(s["last_us"]-s["first_us"])/1e6; print("%d %.0f" % (s["count"], s["count"]/d if d > 0 else 0))'
+}
+load() { awk '{ print $1 }' /proc/loadavg; }
+declare -A R
+for r in $(seq 1 "$ROUNDS"); do
+    echo "== round $r" >&2
+    rm -f "$P"/nurture.db*
+    # The daemon first sees (activates) the workflow on an empty store, so
+    # the contacts imported next are news to it (contacts that were there
+    # before a workflow's activation do not enter it).
+    "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/activate.out" 2>&1
+    "$BIN" --config "$P/nurture.yaml" contacts import "$P/contacts.csv" >"$OUT/import.log" 2>&1
+    # The peer reads the contacts before nurture's run, from the same store.
+    curl -s -X POST "$RECV/reset" >/dev/null
+    l=$(load)
+    "$VENV/bin/python" bench/peer.py "$P/nurture.db" "$RECV/hook" 64 >"$OUT/peer.out"
+    read -r n m <<<"$(rate)"; R[peer|$r]="$m $n $l"
+    curl -s -X POST "$RECV/reset" >/dev/null
+    l=$(load)
+    "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run.out" 2>"$OUT/run.err"
+    read -r n m <<<"$(rate)"; R[nurture|$r]="$m $n $l"
+    curl -s -X POST "$RECV/reset" >/dev/null
+    l=$(load)
+    w=$(wrk -t2 -c64 -d"${WRK_S}s" -s "$OUT/post.lua" "$RECV/hook" | awk '/Requests\/sec/ { printf "%.0f", $2 }')
+    R[wrk|$r]="$w - $l"
+    curl -s -X POST "$RECV/reset" >/dev/null
+done
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+    echo
+    echo "### $(date -u +%Y-%m-%dT%H:%MZ), commit $commit, $N contacts, $(nproc) CPUs, $ROUNDS alternating rounds"
+    echo
+    echo "| who | runs: msg/s (requests, load before) | min | median |"
+    echo "|---|---|---:|---:|"
+    for who in nurture peer wrk; do
+        cells=() vals=()
+        for r in $(seq 1 "$ROUNDS"); do
+            read -r m n l <<<"${R[$who|$r]}"
+            cells+=("$m ($n, $l)"); vals+=("$m")
+        done
+        sorted=$(printf '%s\n' "${vals[@]}" | sort -g)
+        echo "| $who | $(IFS=';'; echo "${cells[*]}") | $(echo "$sorted" | head -1) | $(echo "$sorted" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }') |"
+    done
+} | tee -a "$OUT/results.md"

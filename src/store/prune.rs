@@ -1,0 +1,158 @@
+//! Retention: `nurture prune --older-than D` deletes what only grows and is
+//! no longer read by the engine, and keeps its counts (`pruned_counts`,
+//! migration 0030) so `status` still adds up.
+//!
+//! What goes, when it ended before the cutoff:
+//! - enrollments that are `done` or `exited` (with their step records),
+//!   **except the latest one of each contact in each workflow**: the entry
+//!   policies read it (`entry: once` must still see that the contact was
+//!   in; an inactivity spell's key must still be taken);
+//! - outbox rows `sent` or `dead` (by `sent_at`, `dead_at`, else `created_at`);
+//! - event-log rows every cursor has consumed (`seq` at or below the lowest
+//!   cursor) whose `at` is before the cutoff. A store no daemon has read
+//!   keeps its log.
+//!
+//! Waiting messages, active enrollments, contacts, tags and events are
+//! never touched. The caller keeps the cutoff behind the frequency cap's
+//! and the blast guard's windows, which count recent messages and
+//! enrollments.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::status::WorkflowCounts;
+use super::{Store, StoreError, to_ms};
+
+const ENROLLMENTS: &str = "e.status IN ('done', 'exited') AND e.ended_at < $1 \
+    AND EXISTS (SELECT 1 FROM enrollments n \
+                 WHERE n.workflow = e.workflow AND n.contact_id = e.contact_id AND n.id > e.id)";
+
+const OUTBOX: &str =
+    "o.status IN ('sent', 'dead') AND coalesce(o.sent_at, o.dead_at, o.created_at) < $1";
+
+const LOG: &str = "l.seq <= coalesce((SELECT min(position) FROM cursors), 0) AND l.at < $1";
+
+/// What a prune deletes (or, in a dry run, would delete), per workflow and
+/// kind (`what` as in `pruned_counts`; event-log rows under workflow "").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub counts: BTreeMap<(String, String), i64>,
+}
+
+impl Pruned {
+    pub fn enrollments(&self) -> i64 {
+        self.sum(|w| w.starts_with("enrollments_"))
+    }
+    pub fn messages(&self) -> i64 {
+        self.sum(|w| matches!(w, "sent" | "notices" | "dead"))
+    }
+    pub fn log_rows(&self) -> i64 {
+        self.sum(|w| w.starts_with("log_"))
+    }
+    fn sum(&self, f: impl Fn(&str) -> bool) -> i64 {
+        self.counts
+            .iter()
+            .filter(|((_, w), _)| f(w))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Store {
+    /// Deletes what ended before `cutoff` (see the module documentation) in
+    /// one transaction and adds its counts to `pruned_counts`; with
+    /// `dry_run`, only counts. Gives the counts either way.
+    pub async fn prune(&self, cutoff: DateTime<Utc>, dry_run: bool) -> Result<Pruned, StoreError> {
+        let mut tx = self.begin().await?;
+        let at = to_ms(cutoff);
+        let mut pruned = Pruned::default();
+        let queries = [
+            format!(
+                "SELECT e.workflow, 'enrollments_' || e.status, count(*) FROM enrollments e \
+                 WHERE {ENROLLMENTS} GROUP BY 1, 2"
+            ),
+            format!(
+                "SELECT o.workflow, CASE WHEN o.status = 'dead' THEN 'dead' \
+                   WHEN o.payload LIKE '%\"kind\":\"notice\"%' THEN 'notices' ELSE 'sent' END, \
+                   count(*) FROM outbox o WHERE {OUTBOX} GROUP BY 1, 2"
+            ),
+            format!(
+                "SELECT '', 'log_' || l.kind, count(*) FROM event_log l WHERE {LOG} GROUP BY 1, 2"
+            ),
+        ];
+        for q in queries {
+            for r in sqlx::query(AssertSqlSafe(q))
+                .bind(at)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                pruned
+                    .counts
+                    .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+            }
+        }
+        if dry_run {
+            tx.rollback().await?;
+            return Ok(pruned);
+        }
+        for ((workflow, what), n) in &pruned.counts {
+            sqlx::query(
+                "INSERT INTO pruned_counts (workflow, what, n) VALUES ($1, $2, $3) \
+                 ON CONFLICT (workflow, what) DO UPDATE SET n = pruned_counts.n + excluded.n",
+            )
+            .bind(workflow)
+            .bind(what)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for q in [
+            format!("DELETE FROM enrollments AS e WHERE {ENROLLMENTS}"),
+            format!("DELETE FROM outbox AS o WHERE {OUTBOX}"),
+            format!("DELETE FROM event_log AS l WHERE {LOG}"),
+        ] {
+            sqlx::query(AssertSqlSafe(q))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(pruned)
+    }
+}
+
+/// Adds what earlier prunes deleted to the live counts of `status`.
+pub(crate) async fn add_pruned(
+    pool: &sqlx::AnyPool,
+    out: &mut BTreeMap<String, WorkflowCounts>,
+) -> sqlx::Result<()> {
+    let rows = sqlx::query("SELECT workflow, what, n FROM pruned_counts WHERE workflow <> ''")
+        .fetch_all(pool)
+        .await?;
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let what: String = r.try_get(1)?;
+        let n: i64 = r.try_get(2)?;
+        let c = out.entry(name.clone()).or_insert_with(|| WorkflowCounts {
+            workflow: name,
+            ..Default::default()
+        });
+        match what.as_str() {
+            "enrollments_done" => {
+                c.done += n;
+                c.enrolled += n;
+            }
+            "enrollments_exited" => {
+                c.exited += n;
+                c.enrolled += n;
+            }
+            "sent" => c.sent += n,
+            "notices" => c.notices += n,
+            "dead" => c.failed += n,
+            _ => {}
+        }
+    }
+    Ok(())
+}
