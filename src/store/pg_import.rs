@@ -278,9 +278,15 @@ impl PgBulkWriter {
                 .bind(now)
                 .execute(&mut *c)
                 .await?;
-            sqlx::query(INSERT_NEW_TAGS).bind(now).execute(&mut *c).await?;
+            sqlx::query(INSERT_NEW_TAGS)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
             sqlx::query(LOG_NEW_TAGS).bind(now).execute(&mut *c).await?;
-            sqlx::query(INSERT_OLD_TAGS).bind(now).execute(&mut *c).await?;
+            sqlx::query(INSERT_OLD_TAGS)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
             let (created, updated, all): (i64, i64, i64) =
                 sqlx::query_as(COUNTS).fetch_one(&mut *c).await?;
             Ok::<_, StoreError>(Counts {
