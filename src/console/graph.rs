@@ -511,7 +511,7 @@ pub fn clip(s: &str, max: usize) -> String {
 pub fn svg(g: &Graph) -> String {
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-         font-family=\"'Noto Sans CJK SC','PingFang SC','Microsoft YaHei',sans-serif\" font-size=\"13\">\n\
+         font-family=\"'Noto Sans CJK SC','PingFang SC','Microsoft YaHei','WenQuanYi Micro Hei',sans-serif\" font-size=\"13\">\n\
          <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\">\
          <path d=\"M0,0 L10,5 L0,10 z\" fill=\"#667\"/></marker></defs>\n\
          <title>{}</title>\n",

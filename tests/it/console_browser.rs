@@ -241,6 +241,16 @@ async fn the_console_in_chromium() {
         .await
         .unwrap();
     assert!(counts.as_str().unwrap().starts_with("进入 "), "{counts}");
+    // A part the page leaves out (no pause, no description) is left out, not
+    // printed as "null".
+    let text = c
+        .execute("return document.querySelector('main').innerText", vec![])
+        .await
+        .unwrap();
+    assert!(
+        !text.as_str().unwrap().lines().any(|l| l.trim() == "null"),
+        "{text}"
+    );
     shot(&c, "2-journey-diagram.png").await;
 
     // Performance.

@@ -108,7 +108,8 @@ async function api(path) {
 
 const main = () => document.getElementById("main");
 function show(...nodes) {
-  main().replaceChildren(...nodes);
+  // replaceChildren would print a left-out part (null) as the text "null".
+  main().replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function applyLang() {
@@ -227,7 +228,9 @@ function diagram(g) {
     if (!a || !b) continue;
     const x1 = a.x + a.w / 2, y1 = a.y + a.h + 14, x2 = b.x + b.w / 2, y2 = b.y, my = y1 + 8;
     svg.append(s("path", { d: `M${x1},${y1} L${x1},${my} L${x2},${my} L${x2},${y2}`, fill: "none", stroke: "#667", "stroke-width": 1.4, "marker-end": "url(#arrow)" }));
-    if (e.label) svg.append(s("text", { x: (x1 + x2) / 2 + 4, y: my - 3, "font-size": 12, fill: "#445" }, e.label === "yes" ? (lang === "zh" ? "是" : "yes") : (lang === "zh" ? "否" : "no")));
+    // Beside the drop into the branch's first step, below the parent (which
+    // would otherwise cover it).
+    if (e.label) svg.append(s("text", { x: x2 + 5, y: my + 12, "font-size": 12, fill: "#445", class: "edge-label" }, e.label === "yes" ? (lang === "zh" ? "是" : "yes") : (lang === "zh" ? "否" : "no")));
   }
   for (const n of g.nodes) {
     const [fill, stroke] = COLOURS[n.kind] || COLOURS.end;
