@@ -10,6 +10,7 @@ const T = {
     "j.title": "Journeys", "j.trigger": "Trigger", "j.state": "File", "j.running": "running version",
     "j.rejected": "rejected edit", "j.enrolled": "entered", "j.active": "active", "j.sent": "sent",
     "j.done": "done", "j.exited": "exited", "j.activated": "activated", "j.paused": "PAUSED by the blast guard",
+    "state.loaded": "loaded", "state.disabled": "disabled", "state.edit_rejected": "edit rejected",
     "j.notrunning": "not running", "j.files": "Files", "j.open": "Open diagram", "j.back": "← all journeys",
     "c.reached": "reached", "c.waiting": "waiting", "c.held": "held", "c.sent": "sent", "c.skipped": "skipped",
     "c.entered": "entered", "c.done": "done", "c.converted": "converted", "c.failed": "failed",
@@ -38,6 +39,7 @@ const T = {
     "j.title": "旅程", "j.trigger": "触发", "j.state": "文件", "j.running": "运行版本",
     "j.rejected": "被拒绝的修改", "j.enrolled": "进入", "j.active": "进行中", "j.sent": "已发送",
     "j.done": "完成", "j.exited": "退出", "j.activated": "启用于", "j.paused": "已被防误发保护暂停",
+    "state.loaded": "运行中", "state.disabled": "已停用", "state.edit_rejected": "修改被拒",
     "j.notrunning": "未运行", "j.files": "文件", "j.open": "查看流程图", "j.back": "← 全部旅程",
     "c.reached": "到达", "c.waiting": "等待", "c.held": "暂扣", "c.sent": "已发送", "c.skipped": "跳过",
     "c.entered": "进入", "c.done": "完成", "c.converted": "转化", "c.failed": "失败",
@@ -146,7 +148,10 @@ function loginPage(message) {
 // Journeys
 
 function badge(state) {
-  return h("span", { class: `badge ${state}` }, state);
+  // The class keeps the state's own name (tests and styles read it); the text is translated.
+  const key = `state.${state}`;
+  const label = t(key);
+  return h("span", { class: `badge ${state}`, "data-state": state }, label === key ? state : label);
 }
 
 async function journeysPage() {
