@@ -190,9 +190,7 @@ pub async fn serve_with_limits(
     limits: ServeLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP API listening");
-    }
+    // The caller (`run`, `console`) says where it listens, once.
     let mut app = router_with_wecom(state, wecom);
     if let Some(c) = console {
         app = app.merge(crate::console::router(c));
