@@ -76,12 +76,40 @@ fn channel_name(
             wecom.join(", ")
         ))),
         (None, [one]) => Ok(one.to_string()),
-        (None, []) => Err(Failure::Input("the settings have no wecom channel".into())),
+        (None, []) => Err(no_wecom_channel(settings)),
         (None, _) => Err(Failure::Input(format!(
             "several wecom channels ({}): name one with --channel",
             wecom.join(", ")
         ))),
     }
+}
+
+/// No channel talks to WeCom. The quick start has a `log` channel standing in
+/// for one, so say that, and what to change.
+fn no_wecom_channel(settings: &crate::settings::Settings) -> Failure {
+    let stand_ins: Vec<String> = settings
+        .channels
+        .values()
+        .filter(|c| {
+            c.name.contains("wecom")
+                || c.options.get("address").map(|a| a.value.as_str())
+                    == Some("wecom_external_userid")
+        })
+        .map(|c| format!("\"{}\" is kind: {}", c.name, c.kind.name()))
+        .collect();
+    let mut msg = String::from("the settings have no channel of kind: wecom");
+    if !stand_ins.is_empty() {
+        msg.push_str(&format!(
+            " ({}, a stand-in that never calls WeCom)",
+            stand_ins.join(", ")
+        ));
+    }
+    msg.push_str(
+        "\n  help: this command calls WeCom's API: set the channel's kind to wecom with \
+         corp_id_env and secret_env (see docs/operations.md); meanwhile `nurture dry-run` \
+         shows what each contact-way code gives",
+    );
+    Failure::Input(msg)
 }
 
 fn reason_of(d: Delivery) -> String {
@@ -191,7 +219,7 @@ async fn contact_ways(config: &Path, args: ContactWaySyncArgs) -> CliResult {
             .collect(),
     };
     if names.is_empty() {
-        return Err(Failure::Input("the settings have no wecom channel".into()));
+        return Err(no_wecom_channel(settings));
     }
     let url = settings.database_url();
     let store = Store::open(&url)

@@ -96,3 +96,44 @@ fn no_store_is_created_by_accident_in_a_folder_that_is_not_a_project() {
     assert!(out.contains("no customer store"), "{out}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+/// The quick start's `wecom` channel is a `log` stand-in: the `wecom`
+/// commands say so and what to change, instead of "no wecom channel" next to
+/// a channel called wecom.
+#[test]
+fn wecom_commands_on_the_stand_in_channel_say_what_to_change() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(root.join("nurture.yaml"), tmp.path().join("nurture.yaml")).unwrap();
+    for dir in ["workflows", "templates", "contact_ways", "segments"] {
+        let from = root.join(dir);
+        if !from.exists() {
+            continue;
+        }
+        std::fs::create_dir(tmp.path().join(dir)).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_file() {
+                std::fs::copy(&f, tmp.path().join(dir).join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    for args in [
+        &["wecom", "sync"][..],
+        &["wecom", "sync-relationships"][..],
+        &["wecom", "resigned"][..],
+    ] {
+        let (code, _, err) = nurture(tmp.path(), args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("no channel of kind: wecom (\"wecom\" is kind: log"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("help: this command calls WeCom's API"),
+            "{err}"
+        );
+    }
+    // Nothing was created by the refusal.
+    assert!(!tmp.path().join("nurture.db").exists());
+}
