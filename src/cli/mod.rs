@@ -149,7 +149,7 @@ pub enum Command {
   nurture console
   nurture console --listen 127.0.0.1:8081")]
     Console(console::ConsoleArgs),
-    /// Run the workflow tests (`workflow-tests/*.yaml`, the `tests:` setting): contacts, events at times, and what
+    /// Run the workflow tests (`*.yaml` in the `tests:` folder, `tests/` by default): contacts, events at times, and what
     /// should happen, checked on a throwaway store with the dry-run's engine.
     #[command(after_help = "Examples:
   nurture test
