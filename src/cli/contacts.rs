@@ -583,7 +583,7 @@ async fn export(
     let audience = match audience_of {
         None => None,
         Some(name) => {
-            let project = crate::project::Project::load_or_report(config)?;
+            let project = super::load_project(config)?;
             let Some(wf) = project.workflows.iter().find(|w| w.name == name) else {
                 let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
                 let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())

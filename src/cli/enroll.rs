@@ -68,7 +68,7 @@ async fn open_store(project: &Project) -> Result<Store, Failure> {
 }
 
 pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
     if !wf.enabled {
         return Err(Failure::Input(format!(
@@ -171,7 +171,7 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
 }
 
 pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
     let store = open_store(&project).await?;
     let r = workflow_states::resume(store.db(), store.dialect(), &wf.name, Utc::now())

@@ -10,7 +10,6 @@ use futures::StreamExt;
 
 use super::{CliResult, Failure};
 use crate::audience::sql::{Sql, compile};
-use crate::project::Project;
 use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -30,7 +29,7 @@ pub enum SegmentsCommand {
 }
 
 pub async fn run(config: &Path, cmd: SegmentsCommand) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let (segs, diags) = crate::segments::load(&project.settings.segments_dir);
     if !diags.is_empty() {
         crate::project::eprint_report(&diags);
