@@ -89,6 +89,12 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
             .context("reading workflow states")?,
         unrecorded: Some(now),
     };
+    // `throttle:` continues after the last message already queued, as the
+    // daemon's pass does (without it, the first enrolled message went out
+    // at once, next to the daemon's).
+    planner.throttle_last = plan_reads::throttle_state(pool, &[wf])
+        .await
+        .context("reading the throttle state")?;
     crate::engine::caps::load(&mut planner, pool, &[wf])
         .await
         .context("reading the per-salesperson caps")?;
