@@ -65,7 +65,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let (project, running) =
         match crate::reload::reload(&opts.config, None, Utc::now(), &mut |_| Vec::new()) {
             Ok(mut r) => {
-                if let Ok(before) = crate::store::status::file_states(store.db()).await {
+                if let Ok(before) = store.file_states().await {
                     for f in before {
                         if let (Some(h), Some(at)) = (&f.running_hash, f.loaded_at) {
                             r.running.adopt_loaded_at(Path::new(&f.file), h, at);
@@ -496,9 +496,7 @@ async fn record_states(store: &Store, files: &[crate::reload::FileReport]) {
             ..FileState::new(f.file.display().to_string())
         })
         .collect();
-    if let Err(e) =
-        crate::store::status::record_file_states(store.db(), store.dialect(), &states).await
-    {
+    if let Err(e) = store.record_file_states(&states).await {
         tracing::warn!(error = %e, "cannot record file states");
     }
 }

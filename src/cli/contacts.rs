@@ -605,7 +605,8 @@ async fn export(
         cond.event_names(&mut names);
         if !names.is_empty() {
             let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
-            let mut events = crate::store::plan_reads::events_of(store.db(), &ids, &names)
+            let mut events = store
+                .events_of(&ids, &names)
                 .await
                 .map_err(|e| Failure::Other(e.into()))?;
             for c in &mut contacts {

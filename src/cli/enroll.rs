@@ -180,7 +180,8 @@ pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
     let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
     let store = open_store(&project).await?;
-    let r = workflow_states::resume(store.db(), store.dialect(), &wf.name, Utc::now())
+    let r = store
+        .resume_workflow(&wf.name, Utc::now())
         .await
         .context("resuming")?;
     if !r.was_paused && r.released == 0 {

@@ -104,7 +104,7 @@ pub async fn count(
                 .iter()
                 .map(|c: &crate::contact::Contact| c.id.clone())
                 .collect();
-            let mut events = crate::store::plan_reads::events_of(store.db(), &ids, &names).await?;
+            let mut events = store.events_of(&ids, &names).await?;
             for mut c in chunk.drain(..) {
                 c.events = events.remove(&c.id).unwrap_or_default();
                 if crate::audience::eval::holds(cond, &c, now) {
