@@ -49,21 +49,23 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         .await
         .context("refusing to start")?;
     let registry =
-        crate::channels::build::build_registry_with_store(&settings, &store).map_err(|errs| {
-            anyhow::anyhow!(
-                errs.iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+        crate::config::compile_settings(&settings, &opts.config, &process_env, Some(&store))
+            .map_err(|diags| {
+                anyhow::anyhow!(
+                    diags
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
     // The per-file state starts from the files as they are now (the project
     // was just checked as a whole); a restart keeps the load times recorded
     // for versions that did not change.
     let (project, running) =
         match crate::reload::reload(&opts.config, None, Utc::now(), &mut |_| Vec::new()) {
             Ok(mut r) => {
-                if let Ok(before) = crate::store::status::file_states(store.db()).await {
+                if let Ok(before) = store.file_states().await {
                     for f in before {
                         if let (Some(h), Some(at)) = (&f.running_hash, f.loaded_at) {
                             r.running.adopt_loaded_at(Path::new(&f.file), h, at);
@@ -375,17 +377,18 @@ async fn reload(
     // A new settings version is taken only if its channels can be built.
     let mut registry = None;
     let outcome = {
-        let mut accept = |s: &crate::settings::Settings| {
-            match crate::channels::build::build_registry_with_store(s, store) {
-                Ok(r) => {
-                    registry = Some(r);
-                    Vec::new()
-                }
-                Err(errs) => errs
-                    .iter()
-                    .map(|e| format!("channel settings: {e}"))
-                    .collect(),
+        // The compiler `validate` and the start use: channels and callback.
+        let mut accept = |s: &crate::settings::Settings| match crate::config::compile_settings(
+            s,
+            config,
+            &process_env,
+            Some(store),
+        ) {
+            Ok(r) => {
+                registry = Some(r);
+                Vec::new()
             }
+            Err(diags) => diags,
         };
         crate::reload::reload(config, running.as_ref(), Utc::now(), &mut accept)
     };
@@ -451,6 +454,10 @@ async fn reload(
     *running = Some(r.running);
 }
 
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Lets the API verify the unsubscribe links `registry`'s smtp channels sign.
 fn add_keys(keys: &crate::channels::smtp::token::UnsubscribeKeys, registry: &Registry) {
     for (channel, key) in &registry.unsubscribe_keys {
@@ -489,9 +496,7 @@ async fn record_states(store: &Store, files: &[crate::reload::FileReport]) {
             ..FileState::new(f.file.display().to_string())
         })
         .collect();
-    if let Err(e) =
-        crate::store::status::record_file_states(store.db(), store.dialect(), &states).await
-    {
+    if let Err(e) = store.record_file_states(&states).await {
         tracing::warn!(error = %e, "cannot record file states");
     }
 }

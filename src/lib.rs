@@ -11,6 +11,7 @@ pub mod audience;
 pub mod calendar;
 pub mod channels;
 pub mod cli;
+pub mod config;
 pub mod console;
 pub mod contact;
 pub mod contact_ways;

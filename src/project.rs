@@ -184,15 +184,6 @@ impl Project {
         Project::load_report(config_path, Utc::now()).into_project()
     }
 
-    /// Like [`load_strict`](Self::load_strict), printing the problems to stderr
-    /// (with a count) and failing with [`Failure::Reported`](crate::cli::Failure::Reported).
-    pub fn load_or_report(config_path: &Path) -> Result<Project, crate::cli::Failure> {
-        Project::load_strict(config_path).map_err(|diags| {
-            eprint_report(&diags);
-            crate::cli::Failure::Reported
-        })
-    }
-
     pub fn enabled_workflows(&self) -> impl Iterator<Item = &Workflow> {
         self.workflows.iter().filter(|w| w.enabled)
     }

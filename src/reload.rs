@@ -196,7 +196,7 @@ pub fn reload(
     config: &Path,
     prev: Option<&Running>,
     now: DateTime<Utc>,
-    accept_settings: &mut dyn FnMut(&Settings) -> Vec<String>,
+    accept_settings: &mut dyn FnMut(&Settings) -> Vec<Diagnostic>,
 ) -> Result<Reload, Vec<Diagnostic>> {
     let bytes = std::fs::read(config).unwrap_or_default();
     let hash = short_hash(&bytes);
@@ -210,12 +210,7 @@ pub fn reload(
                 if problems.is_empty() {
                     Some(s)
                 } else {
-                    settings_rejected = Some(
-                        problems
-                            .into_iter()
-                            .map(|m| Diagnostic::new(config, Pos::default(), m))
-                            .collect(),
-                    );
+                    settings_rejected = Some(problems);
                     None
                 }
             }

@@ -351,7 +351,7 @@ async fn funnel(st: &ApiState) {
 /// `GET /metrics`: the Prometheus text format; the outbox queue depth is
 /// counted on each scrape.
 async fn metrics(State(st): State<ApiState>) -> Response {
-    match crate::store::status::outbox_queue_depth(st.store.db()).await {
+    match st.store.outbox_queue_depth().await {
         Ok(n) => {
             crate::metrics::global().queue_depth.set(n);
         }

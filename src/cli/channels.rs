@@ -59,7 +59,7 @@ pub async fn run(config: &Path, cmd: ChannelsCommand) -> CliResult {
 }
 
 async fn test(config: &Path, args: TestArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let settings = &project.settings;
     if !settings.channels.contains_key(&args.name) {
         let known: Vec<&str> = settings.channels.keys().map(String::as_str).collect();

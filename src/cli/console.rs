@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::{CliResult, Failure};
 use crate::console::ConsoleState;
-use crate::project::Project;
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -21,7 +20,7 @@ pub struct ConsoleArgs {
 
 pub async fn run(config: &Path, args: ConsoleArgs) -> CliResult {
     super::run::init_logging(super::run::LogFormat::Text);
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let url = project.settings.database_url();
     if let Some(path) = url.strip_prefix("sqlite://")
         && !Path::new(path).exists()

@@ -583,7 +583,7 @@ async fn export(
     let audience = match audience_of {
         None => None,
         Some(name) => {
-            let project = crate::project::Project::load_or_report(config)?;
+            let project = super::load_project(config)?;
             let Some(wf) = project.workflows.iter().find(|w| w.name == name) else {
                 let names: Vec<&str> = project.workflows.iter().map(|w| w.name.as_str()).collect();
                 let hint = crate::diagnostics::did_you_mean(name, names.iter().copied())
@@ -605,7 +605,8 @@ async fn export(
         cond.event_names(&mut names);
         if !names.is_empty() {
             let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
-            let mut events = crate::store::plan_reads::events_of(store.db(), &ids, &names)
+            let mut events = store
+                .events_of(&ids, &names)
                 .await
                 .map_err(|e| Failure::Other(e.into()))?;
             for c in &mut contacts {

@@ -9,19 +9,17 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clap::{Args, ValueEnum};
 
 use super::table::Table;
 use super::{CliResult, Failure};
-use crate::engine::explain::{ExplainInput, explain};
-use crate::engine::plan::{Action, PlannedStep, Planner, StartAt};
+use crate::engine::plan::{Action, PlannedStep, Planner};
 use crate::engine::simulate::{SimOptions, SimReport, Simulation, next_tick};
-use crate::engine::sources::{self, Start};
+use crate::engine::sources::Start;
 use crate::project::Project;
 use crate::store::Store;
-use crate::store::plan_reads;
 
 #[derive(Args, Debug)]
 pub struct DryRunArgs {
@@ -67,10 +65,10 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .try_init();
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let tz = project.settings.timezone;
     let at = match &args.at {
-        Some(s) => parse_at(s, tz).map_err(Failure::Input)?,
+        Some(s) => crate::timefmt::parse_at(s, tz).map_err(Failure::Input)?,
         None => Utc::now(),
     };
     if let Some(name) = &args.workflow
@@ -97,7 +95,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
     let until = match &args.until {
         None => at,
-        Some(u) => parse_until(u, at, tz).map_err(Failure::Input)?,
+        Some(u) => crate::timefmt::parse_until(u, at, tz).map_err(Failure::Input)?,
     };
     let mut sim = Simulation::new(
         &store,
@@ -210,52 +208,11 @@ pub struct Header<'a> {
 }
 
 /// `--until`: a duration after `at`, or a time as `--at` takes it.
-pub fn parse_until(s: &str, at: DateTime<Utc>, tz: Tz) -> Result<DateTime<Utc>, String> {
-    if let Ok(d) = s.parse::<crate::duration::Duration>() {
-        return Ok(at + d.to_chrono());
-    }
-    let t = parse_at(s, tz).map_err(|_| {
-        format!("--until \"{s}\" is neither a duration (7d, 36h) nor a time like 2026-11-08T10:00")
-    })?;
-    if t < at {
-        return Err(format!(
-            "--until {s} is before --at {}; give a later time or a duration such as 7d",
-            at.with_timezone(&tz)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ));
-    }
-    Ok(t)
-}
-
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
-}
-
-/// RFC 3339, or a local date-time (`T` or space, seconds optional) in `tz`.
-pub fn parse_at(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
-            return tz
-                .from_local_datetime(&n)
-                .earliest()
-                .map(|t| t.with_timezone(&Utc))
-                .ok_or_else(|| format!("--at {s}: that time does not exist in {tz} (a DST gap)"));
-        }
-    }
-    Err(format!(
-        "--at \"{s}\" is not a time; write RFC 3339 like 2026-11-01T09:00:00+08:00, or 2026-11-01T09:00 in {tz}"
-    ))
 }
 
 /// Where planned rows go.
@@ -718,109 +675,9 @@ async fn explain_contact(
     id: &str,
     only: Option<&str>,
 ) -> CliResult {
-    let out = explain_text(project, store, planner, id, only).await?;
+    let out = crate::engine::explain_contact::explain_text(project, store, planner, id, only)
+        .await?
+        .ok_or_else(|| Failure::Input(format!("no contact with id \"{id}\"")))?;
     print!("{out}");
     Ok(())
-}
-
-/// What `--explain ID` prints (the console's explain too).
-pub async fn explain_text(
-    project: &Project,
-    store: &Store,
-    planner: &mut Planner<'_>,
-    id: &str,
-    only: Option<&str>,
-) -> Result<String, Failure> {
-    let pool = store.db();
-    let Some(mut contact) = store.contact(id).await.context("reading the contact")? else {
-        return Err(Failure::Input(format!("no contact with id \"{id}\"")));
-    };
-    let at = planner.now;
-    let tz = crate::policy::contact_tz(&contact, &project.settings);
-    let enrollments = plan_reads::enrollments_of(pool, id)
-        .await
-        .context("reading enrollments")?;
-    let cursor = plan_reads::cursor(pool, plan_reads::DAEMON_CURSOR)
-        .await
-        .context("reading the cursor")?;
-    let pending: Vec<plan_reads::LogEntry> = plan_reads::pending_log(pool, cursor, i64::MAX)
-        .await
-        .context("reading the event log")?
-        .into_iter()
-        .filter(|e| e.contact_id == id)
-        .collect();
-    let mut names = Vec::new();
-    for wf in &project.workflows {
-        for n in sources::event_names(wf) {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-    }
-    let mut events = plan_reads::events_of(pool, &[id.to_string()], &names)
-        .await
-        .context("reading events")?;
-    contact.events = events.remove(id).unwrap_or_default();
-    let recent = match &project.settings.policies.frequency_cap {
-        Some(cap) => plan_reads::recent_messages(pool, &[id.to_string()], at - cap.per.to_chrono())
-            .await
-            .context("reading messages")?
-            .get(id)
-            .copied()
-            .unwrap_or(0),
-        None => 0,
-    };
-    let mut out = String::new();
-    out.push_str(&format!(
-        "Contact {id}{} at {}\n\n",
-        contact
-            .name
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default(),
-        at.with_timezone(&tz)
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    ));
-    for wf in project
-        .workflows
-        .iter()
-        .filter(|w| only.is_none_or(|o| o == w.name))
-    {
-        let firing: Vec<&plan_reads::LogEntry> =
-            pending.iter().filter(|e| sources::fires(wf, e)).collect();
-        let before_activation = firing
-            .iter()
-            .filter(|e| {
-                !crate::engine::gates::after_activation(
-                    &planner.gates,
-                    wf,
-                    e,
-                    Some(contact.created_at),
-                )
-            })
-            .count();
-        let pending_triggers = firing.len() - before_activation;
-        let activated_at = planner.gates.states.get(&wf.name).map(|s| s.activated_at);
-        let trigger = firing.last().map(|e| e.trigger_event());
-        let plan = planner.plan(
-            wf,
-            &contact,
-            StartAt::First { since: at },
-            recent,
-            trigger.as_ref(),
-        );
-        out.push_str(&explain(&ExplainInput {
-            wf,
-            contact: &contact,
-            at,
-            tz,
-            enrollments: &enrollments,
-            pending_triggers,
-            before_activation,
-            activated_at,
-            would_do: Some(&plan.steps),
-        }));
-        out.push('\n');
-    }
-    Ok(out)
 }

@@ -68,7 +68,7 @@ async fn open_store(project: &Project) -> Result<Store, Failure> {
 }
 
 pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
     if !wf.enabled {
         return Err(Failure::Input(format!(
@@ -89,6 +89,12 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
             .context("reading workflow states")?,
         unrecorded: Some(now),
     };
+    // `throttle:` continues after the last message already queued, as the
+    // daemon's pass does (without it, the first enrolled message went out
+    // at once, next to the daemon's).
+    planner.throttle_last = plan_reads::throttle_state(pool, &[wf])
+        .await
+        .context("reading the throttle state")?;
     crate::engine::caps::load(&mut planner, pool, &[wf])
         .await
         .context("reading the per-salesperson caps")?;
@@ -171,10 +177,11 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
 }
 
 pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
     let store = open_store(&project).await?;
-    let r = workflow_states::resume(store.db(), store.dialect(), &wf.name, Utc::now())
+    let r = store
+        .resume_workflow(&wf.name, Utc::now())
         .await
         .context("resuming")?;
     if !r.was_paused && r.released == 0 {

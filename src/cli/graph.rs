@@ -7,7 +7,6 @@ use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure};
 use crate::console::graph;
-use crate::project::Project;
 
 #[derive(Args, Debug)]
 pub struct GraphArgs {
@@ -25,7 +24,7 @@ pub enum GraphFormat {
 }
 
 pub async fn run(config: &Path, args: GraphArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let Some(wf) = project.workflows.iter().find(|w| w.name == args.workflow) else {
         let hint = crate::diagnostics::did_you_mean(
             &args.workflow,

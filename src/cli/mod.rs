@@ -194,6 +194,15 @@ pub fn refuse_accidental_store(
     )))
 }
 
+/// The project at `config`, or its problems printed to stderr (with a
+/// count) and [`Failure::Reported`].
+pub fn load_project(config: &std::path::Path) -> Result<crate::project::Project, Failure> {
+    crate::project::Project::load_strict(config).map_err(|diags| {
+        crate::project::eprint_report(&diags);
+        Failure::Reported
+    })
+}
+
 /// How a command failed, which decides the exit code (SPEC §3).
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {

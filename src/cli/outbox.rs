@@ -59,7 +59,7 @@ pub async fn run(config: &Path, cmd: OutboxCommand) -> CliResult {
     }
     let since = match &args.since {
         Some(s) => Some(
-            super::dry_run::parse_at(s, settings.timezone)
+            crate::timefmt::parse_at(s, settings.timezone)
                 .map_err(|e| Failure::Input(e.replace("--at", "--since")))?,
         ),
         None => None,

@@ -9,7 +9,6 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure};
-use crate::project::Project;
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -31,7 +30,7 @@ pub enum ReportFormat {
 }
 
 pub async fn run(config: &Path, args: ReportArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let Some(wf) = project.workflows.iter().find(|w| w.name == args.workflow) else {
         let hint = crate::diagnostics::did_you_mean(
             &args.workflow,

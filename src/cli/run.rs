@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure};
-use crate::project::Project;
+use crate::config::EnvChecks;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -53,7 +53,15 @@ pub enum LogFormat {
 
 pub async fn run(config: &Path, args: RunArgs) -> CliResult {
     init_logging(args.log_format);
-    let project = Project::load_or_report(config)?;
+    // What `validate` checks, refused the same way: the files, the channels
+    // and the callback's settings (the daemon builds the channels again with
+    // its store).
+    let project = crate::config::compile(config, chrono::Utc::now(), EnvChecks::PROCESS)
+        .map_err(|diags| {
+            crate::project::eprint_report(&diags);
+            Failure::Reported
+        })?
+        .project;
     let delivery = crate::channels::delivery::DeliveryOptions {
         max_attempts: args.max_attempts.unwrap_or(u32::MAX),
         retry_for: Duration::from_secs(u64::try_from(args.retry_for.secs()).unwrap_or(0)),

@@ -10,7 +10,6 @@ use futures::StreamExt;
 
 use super::{CliResult, Failure};
 use crate::audience::sql::{Sql, compile};
-use crate::project::Project;
 use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -30,7 +29,7 @@ pub enum SegmentsCommand {
 }
 
 pub async fn run(config: &Path, cmd: SegmentsCommand) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let (segs, diags) = crate::segments::load(&project.settings.segments_dir);
     if !diags.is_empty() {
         crate::project::eprint_report(&diags);
@@ -105,7 +104,7 @@ pub async fn count(
                 .iter()
                 .map(|c: &crate::contact::Contact| c.id.clone())
                 .collect();
-            let mut events = crate::store::plan_reads::events_of(store.db(), &ids, &names).await?;
+            let mut events = store.events_of(&ids, &names).await?;
             for mut c in chunk.drain(..) {
                 c.events = events.remove(&c.id).unwrap_or_default();
                 if crate::audience::eval::holds(cond, &c, now) {

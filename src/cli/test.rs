@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliResult, Failure};
-use crate::project::Project;
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -22,7 +21,7 @@ pub struct TestArgs {
 }
 
 pub async fn run(config: &Path, args: TestArgs) -> CliResult {
-    let mut project = Project::load_or_report(config)?;
+    let mut project = super::load_project(config)?;
     let paths = if args.paths.is_empty() {
         vec![project.settings.tests_dir.clone()]
     } else {

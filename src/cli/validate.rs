@@ -7,8 +7,9 @@ use chrono::Utc;
 use clap::Args;
 
 use super::{CliResult, Failure};
+use crate::config::EnvChecks;
 use crate::diagnostics::Diagnostic;
-use crate::project::{Project, eprint_report};
+use crate::project::eprint_report;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -26,7 +27,9 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
             Err(e) => return Err(Failure::Input(format!("{}: {e}", p.display()))),
         }
     }
-    let report = Project::load_report(config, Utc::now());
+    // The files, the channels and the callback's settings, checked as the
+    // daemon checks them when it starts and on each reload.
+    let report = crate::config::compile_report(config, Utc::now(), EnvChecks::PROCESS);
     // A template given: the workflows that send it are checked with it.
     if let Some(settings) = &report.settings {
         let mut users = Vec::new();
@@ -64,44 +67,12 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         // Problems in the settings concern every file.
         settings_file.as_ref() == Some(&f) || wanted.iter().any(|w| f.starts_with(w))
     };
-    let mut diags: Vec<Diagnostic> = report
+    let diags: Vec<Diagnostic> = report
         .diagnostics
         .iter()
         .filter(|d| selected(d))
         .cloned()
         .collect();
-    // Each channel's own settings: required keys, and the environment
-    // variables its `*_env` keys name (checked for presence, never printed).
-    if let Some(settings) = &report.settings
-        && let Err(errors) = crate::channels::build::build_registry(settings)
-    {
-        let file = settings
-            .file
-            .clone()
-            .unwrap_or_else(|| config.to_path_buf());
-        for e in errors {
-            let pos = settings
-                .channels
-                .get(&e.channel)
-                .map(|c| c.pos)
-                .unwrap_or_default();
-            diags.push(Diagnostic::new(file.clone(), pos, e.to_string()));
-        }
-        crate::diagnostics::sort(&mut diags);
-    }
-    // The WeCom callback's settings (token_env, aes_key_env) on wecom channels.
-    if let Some(settings) = &report.settings {
-        let file = settings
-            .file
-            .clone()
-            .unwrap_or_else(|| config.to_path_buf());
-        let env = |name: &str| std::env::var(name).ok();
-        let found = crate::api::wecom_callback::settings::diagnostics(settings, &file, &env);
-        if !found.is_empty() {
-            diags.extend(found);
-            crate::diagnostics::sort(&mut diags);
-        }
-    }
     // Warnings: printed, not counted as problems.
     let warnings: Vec<Diagnostic> = report
         .warnings

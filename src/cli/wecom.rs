@@ -13,7 +13,6 @@ use clap::{Args, Subcommand};
 use super::{CliResult, Failure};
 use crate::channels::Delivery;
 use crate::channels::wecom::{follow_sync, resigned};
-use crate::project::Project;
 use crate::settings::ChannelKind;
 use crate::store::Store;
 
@@ -122,7 +121,7 @@ fn reason_of(d: Delivery) -> String {
 }
 
 async fn resigned(config: &Path, args: SyncArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let settings = &project.settings;
     let name = channel_name(settings, args.channel.as_ref())?;
     let cs = &settings.channels[&name];
@@ -155,7 +154,7 @@ async fn resigned(config: &Path, args: SyncArgs) -> CliResult {
 }
 
 async fn sync(config: &Path, args: SyncArgs) -> CliResult {
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let settings = &project.settings;
     let name = channel_name(settings, args.channel.as_ref())?;
     let cs = &settings.channels[&name];
@@ -207,7 +206,7 @@ async fn sync(config: &Path, args: SyncArgs) -> CliResult {
 
 async fn contact_ways(config: &Path, args: ContactWaySyncArgs) -> CliResult {
     use crate::channels::wecom::contact_way::{self, Action};
-    let project = Project::load_or_report(config)?;
+    let project = super::load_project(config)?;
     let settings = &project.settings;
     let names: Vec<String> = match &args.channel {
         Some(_) => vec![channel_name(settings, args.channel.as_ref())?],

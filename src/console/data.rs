@@ -18,8 +18,7 @@ use serde_json::{Value, json};
 
 use super::ConsoleState;
 use crate::api::ApiError;
-use crate::cli::Failure;
-use crate::cli::dry_run::{explain_text, parse_at, parse_until};
+use crate::engine::explain_contact::explain_text;
 use crate::engine::plan::Action;
 use crate::engine::simulate::{SimOptions, Simulation};
 use crate::engine::sources::Start;
@@ -27,6 +26,7 @@ use crate::project::Project;
 use crate::store::plan_reads;
 use crate::store::status::{contact_history, file_states, workflow_counts};
 use crate::store::{from_ms, to_ms};
+use crate::timefmt::{parse_at, parse_until};
 
 pub(super) type Params = Query<HashMap<String, String>>;
 
@@ -773,10 +773,10 @@ pub async fn explain(
     .map_err(internal)?;
     let mut planner = sim.planner().await.map_err(internal)?;
     match explain_text(&project, &st.store, &mut planner, &id, only).await {
-        Ok(text) => Ok(Json(
+        Ok(Some(text)) => Ok(Json(
             json!({"contact_id": id, "at": time(at, tz), "text": text}),
         )),
-        Err(Failure::Input(_)) => Err(no_contact(&id)),
+        Ok(None) => Err(no_contact(&id)),
         Err(e) => Err(internal(e)),
     }
 }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod caps;
 pub mod explain;
+pub mod explain_contact;
 pub mod gates;
 pub mod plan;
 pub mod scheduler;

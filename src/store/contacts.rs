@@ -260,7 +260,7 @@ pub(crate) async fn log_position_locked(
 ) -> Result<i64, StoreError> {
     if dialect == Dialect::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(crate::engine::apply::EVENT_LOG_WRITE)
+            .bind(super::plan_writes::EVENT_LOG_WRITE)
             .execute(&mut **tx)
             .await?;
     }

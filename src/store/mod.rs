@@ -25,6 +25,7 @@ pub mod contacts;
 pub mod enrollments;
 pub mod import;
 pub mod log_position;
+mod named;
 pub mod outbox;
 mod pg_import;
 pub mod plan_reads;

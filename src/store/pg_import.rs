@@ -27,7 +27,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use super::StoreError;
 use super::bulk::Counts;
 use super::contacts::{Row, update_tail};
-use crate::engine::apply::EVENT_LOG_WRITE;
+use super::plan_writes::EVENT_LOG_WRITE;
 
 /// The staging table: one row per CSV row of the batch, in file order
 /// (`ord`); `created` and `changed` are filled by the statements below.

@@ -58,9 +58,6 @@ pub struct WorkflowCounts {
     pub failed_by_reason: BTreeMap<String, i64>,
 }
 
-/// Outbox statuses that still wait for delivery.
-pub const WAITING_OUTBOX: &str = "('queued', 'sending')";
-
 /// Counts for every workflow that has enrollments or messages, by name.
 pub async fn workflow_counts(
     pool: &AnyPool,

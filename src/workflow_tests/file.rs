@@ -398,7 +398,7 @@ fn time(
     {
         return Some(start + d.to_chrono());
     }
-    match crate::cli::dry_run::parse_at(&text, tz) {
+    match crate::timefmt::parse_at(&text, tz) {
         Ok(t) => {
             if let Some(s) = start
                 && t < s

@@ -25,6 +25,7 @@ mod fuzz;
 mod getting_started;
 mod goals;
 mod import;
+mod layering;
 mod marketer_day;
 mod multi_daemon;
 mod no_surprises;

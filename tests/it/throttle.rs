@@ -78,3 +78,40 @@ async fn a_throttled_workflow_spaces_its_messages() {
         .await;
     assert_eq!(last[0]["not_before"].as_i64().unwrap() / 1000 - ms[3], 1800);
 }
+
+/// `enroll --existing` on a throttled workflow continues after the last
+/// message the daemon queued, as the daemon's own pass does (it used to
+/// start its first message at once, next to the daemon's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_existing_continues_the_throttle_after_what_is_queued() {
+    let p =
+        Project::new("timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log, address: phone }\n");
+    p.write(
+        "workflows/t.yaml",
+        "name: t\ntrigger: { contact_created: {} }\nthrottle: 2/h\nsteps:\n  - id: hi\n    send: { channel: sms, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "hi {{contact.name}}")
+    .write(
+        "contacts.csv",
+        "id,name,phone\nc1,A,+8613000000001\nc2,B,+8613000000002\n",
+    );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["t"]);
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    assert!(d.wait(Duration::from_secs(30)).success(), "{}", p.log());
+    let last = p.rows("SELECT max(not_before) AS m FROM outbox").await[0]["m"]
+        .as_i64()
+        .unwrap();
+    p.write("more.csv", "id,name,phone\nc3,C,+8613000000003\n");
+    p.ok(&["contacts", "import", p.path("more.csv").to_str().unwrap()]);
+    p.ok(&["enroll", "t", "--existing"]);
+    let c3 = p
+        .rows("SELECT not_before FROM outbox WHERE contact_id = 'c3'")
+        .await;
+    assert_eq!(c3.len(), 1, "c3 enrolled once");
+    assert_eq!(c3[0]["not_before"].as_i64().unwrap() - last, 1_800_000);
+}

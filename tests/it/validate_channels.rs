@@ -150,3 +150,45 @@ fn aliyun_sms_templates_need_short_params_without_links() {
     );
     assert!(!err.contains("workflows/d.yaml"), "{err}");
 }
+
+/// `run` compiles the project as `validate` does (one config compiler): a
+/// channel `validate` refuses stops the daemon before it opens the store,
+/// with the same diagnostic and exit 1; so does a half-configured WeCom
+/// callback.
+#[test]
+fn run_refuses_what_validate_refuses_before_opening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!(
+        "database: sqlite://store.db\n{SETTINGS}  wecom:\n    kind: wecom\n    corp_id_env: NURTURE_TEST_CORP\n    secret_env: NURTURE_TEST_CORP\n    agent_id: 1\n    token_env: NURTURE_TEST_CORP\n"
+    );
+    std::fs::write(dir.path().join("nurture.yaml"), settings).unwrap();
+    let out = validate(dir.path())
+        .env("NURTURE_TEST_CORP", "ww1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let validate_err = String::from_utf8(out.stderr).unwrap();
+    let mut run = Command::cargo_bin("nurture").unwrap();
+    let out = run
+        .current_dir(dir.path())
+        .env_remove("NURTURE_TEST_TW_SID")
+        .env_remove("NURTURE_TEST_TW_TOKEN")
+        .env_remove("NURTURE_DATABASE")
+        .env("NURTURE_TEST_CORP", "ww1")
+        .args(["run", "--until-idle", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let run_err = String::from_utf8(out.stderr).unwrap();
+    for wanted in [
+        "nurture.yaml:3:3: channel \"sms\": the environment variable NURTURE_TEST_TW_SID (account_sid_env) is not set",
+        "token_env and aes_key_env go together",
+    ] {
+        assert!(validate_err.contains(wanted), "{validate_err}");
+        assert!(run_err.contains(wanted), "{run_err}");
+    }
+    assert!(
+        !dir.path().join("store.db").exists(),
+        "the store was created"
+    );
+}

@@ -1,0 +1,115 @@
+//! For one contact: every workflow's explanation ([`super::explain`]) with
+//! what the planner would do now. Shared by `dry-run --explain` and the
+//! console, so both say the same.
+
+use anyhow::Context;
+
+use super::explain::{ExplainInput, explain};
+use super::plan::{Planner, StartAt};
+use super::sources;
+use crate::project::Project;
+use crate::store::Store;
+use crate::store::plan_reads;
+
+/// What `dry-run --explain ID` prints and the console shows; `None` when
+/// there is no contact `id`.
+pub async fn explain_text(
+    project: &Project,
+    store: &Store,
+    planner: &mut Planner<'_>,
+    id: &str,
+    only: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let pool = store.db();
+    let Some(mut contact) = store.contact(id).await.context("reading the contact")? else {
+        return Ok(None);
+    };
+    let at = planner.now;
+    let tz = crate::policy::contact_tz(&contact, &project.settings);
+    let enrollments = plan_reads::enrollments_of(pool, id)
+        .await
+        .context("reading enrollments")?;
+    let cursor = plan_reads::cursor(pool, plan_reads::DAEMON_CURSOR)
+        .await
+        .context("reading the cursor")?;
+    let pending: Vec<plan_reads::LogEntry> = plan_reads::pending_log(pool, cursor, i64::MAX)
+        .await
+        .context("reading the event log")?
+        .into_iter()
+        .filter(|e| e.contact_id == id)
+        .collect();
+    let mut names = Vec::new();
+    for wf in &project.workflows {
+        for n in sources::event_names(wf) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let mut events = plan_reads::events_of(pool, &[id.to_string()], &names)
+        .await
+        .context("reading events")?;
+    contact.events = events.remove(id).unwrap_or_default();
+    let recent = match &project.settings.policies.frequency_cap {
+        Some(cap) => plan_reads::recent_messages(pool, &[id.to_string()], at - cap.per.to_chrono())
+            .await
+            .context("reading messages")?
+            .get(id)
+            .copied()
+            .unwrap_or(0),
+        None => 0,
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Contact {id}{} at {}\n\n",
+        contact
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        at.with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    for wf in project
+        .workflows
+        .iter()
+        .filter(|w| only.is_none_or(|o| o == w.name))
+    {
+        let firing: Vec<&plan_reads::LogEntry> =
+            pending.iter().filter(|e| sources::fires(wf, e)).collect();
+        let before_activation = firing
+            .iter()
+            .filter(|e| {
+                !crate::engine::gates::after_activation(
+                    &planner.gates,
+                    wf,
+                    e,
+                    Some(contact.created_at),
+                )
+            })
+            .count();
+        let pending_triggers = firing.len() - before_activation;
+        let activated_at = planner.gates.states.get(&wf.name).map(|s| s.activated_at);
+        let trigger = firing.last().map(|e| e.trigger_event());
+        let plan = planner.plan(
+            wf,
+            &contact,
+            StartAt::First { since: at },
+            recent,
+            trigger.as_ref(),
+        );
+        out.push_str(&explain(&ExplainInput {
+            wf,
+            contact: &contact,
+            at,
+            tz,
+            enrollments: &enrollments,
+            pending_triggers,
+            before_activation,
+            activated_at,
+            would_do: Some(&plan.steps),
+        }));
+        out.push('\n');
+    }
+    Ok(Some(out))
+}
