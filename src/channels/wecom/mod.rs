@@ -49,6 +49,7 @@ pub mod follow_sync;
 pub mod media;
 pub mod pacing;
 pub mod poll;
+pub mod queue;
 pub mod resigned;
 pub mod sender;
 pub mod tag_marks;
@@ -461,6 +462,7 @@ impl WecomChannel {
                 relationships::record_list(store, external_userid, &list, "get", now_ms())
                     .await
                     .map_err(|e| retry("record", &e))?;
+                tag_marks::marks_queued();
                 relationships::of_customer(store.db(), external_userid)
                     .await
                     .map_err(|e| retry("read", &e))
