@@ -2529,3 +2529,47 @@ async fn a_reclaimed_message_whose_task_is_recorded_is_not_sent_again() {
     );
     assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
 }
+
+/// A welcome whose worker died after taking the code (the message is
+/// reclaimed `in_doubt`), or whose call got no answer (a retry), may have
+/// reached the customer: WeCom cannot be asked, so it is not sent again as
+/// a mass task. A code WeCom refused (41050) leaves no doubt: the mass task
+/// that replaces the welcome is retried until WeCom takes it. Both stores.
+#[tokio::test]
+async fn a_welcome_in_doubt_is_not_sent_again_as_a_mass_task() {
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_at(base, fake, "", Some(())).await;
+    welcome_code(&s.store, "WC-doubt", 0).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    // The outcome was lost: the reclaimed message comes back in doubt.
+    let mut again = to_contact(1);
+    again.in_doubt = true;
+    let d = send(&s.channel, &again).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    assert_eq!(s.fake.count(SEND_WELCOME), 1);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0, "no second greeting");
+    // Another message to the contact is no welcome in doubt: a mass task.
+    let mut other = to_contact(1);
+    other.id = "other:c1:1:0".into();
+    other.attempt = 2;
+    let d = send(&s.channel, &other).await;
+    assert!(matches!(d, Delivery::Delivered { provider_id: Some(_) }), "{d:?}");
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 1);
+
+    // 41050, then the mass task meets a busy WeCom: the retry sends it.
+    welcome_code(&s.store, "WC-refused", 0).await;
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(41050, "invalid welcome code"));
+    s.fake
+        .script(ADD_MSG_TEMPLATE, Answer::errcode(-1, "system busy"));
+    let mut m = to_contact(1);
+    m.id = "refused:c1:1:0".into();
+    assert!(is_retry(&send(&s.channel, &m).await));
+    m.attempt = 2;
+    m.in_doubt = true;
+    let d = send(&s.channel, &m).await;
+    assert!(matches!(d, Delivery::Delivered { provider_id: Some(_) }), "{d:?}");
+    assert_eq!(s.fake.count(SEND_WELCOME), 2);
+    assert_eq!(s.fake.tasks().len(), 2, "the refused welcome went out as a task");
+}
