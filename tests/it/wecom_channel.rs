@@ -234,7 +234,7 @@ async fn rows(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
 
 async fn exec(store: &Store, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(store.sqlite_pool().unwrap())
+        .execute(store.db())
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
