@@ -979,14 +979,17 @@ async fn a_transfer_is_handed_over_by_a_real_follow_user() {
             .contains("lilei is not a WeCom friend"),
         "{r:?}"
     );
-    // A second transfer while the first waits: WeCom says 40129.
+    // A second transfer while the first waits (WeCom would say 40129): it
+    // waits for the takeover, without asking.
     let mut again = transfer("wmEXT3", "chenjie", "lilei");
     again.id = "t3b".into();
+    let before = s.fake.count(TRANSFER_CUSTOMER);
     let d = send(&s.channel, &again).await;
     assert!(
-        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("40129"),
+        matches!(d, Delivery::Wait { .. }) && reason(&d).contains("40129"),
         "{d:?}"
     );
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), before);
     // The takeover member already is a follow-user: nothing to transfer.
     only_friends(&s, "wmEXT4", &["lilei", "wangfang"]).await;
     let before = s.fake.count(TRANSFER_CUSTOMER);
@@ -2572,4 +2575,47 @@ async fn a_welcome_in_doubt_is_not_sent_again_as_a_mass_task() {
     assert!(matches!(d, Delivery::Delivered { provider_id: Some(_) }), "{d:?}");
     assert_eq!(s.fake.count(SEND_WELCOME), 2);
     assert_eq!(s.fake.tasks().len(), 2, "the refused welcome went out as a task");
+}
+
+/// WeCom takes a customer over 24 h after a transfer started and refuses
+/// another transfer before then (40129): the channel defers the second one
+/// until the takeover (a wait, which uses up no attempt) instead of asking,
+/// and a refusal by the 90-day limit says when a transfer is possible again.
+/// Both stores.
+#[tokio::test]
+async fn a_transfer_waits_for_the_takeover_of_the_previous_one() {
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_at(base, fake, "", Some(())).await;
+    let first = send(&s.channel, &transfer("wmEXT4", "wangfang", "lilei")).await;
+    assert!(matches!(first, Delivery::Delivered { .. }), "{first:?}");
+    let mut second = transfer("wmEXT4", "wangfang", "chenjie");
+    second.id = "second:c4:1:0:transfer".into();
+    let d = send(&s.channel, &second).await;
+    let Delivery::Wait { after, reason: why } = &d else {
+        panic!("{d:?}");
+    };
+    assert!(
+        *after > Duration::from_secs(23 * 3600) && *after <= Duration::from_secs(24 * 3600),
+        "{after:?}"
+    );
+    assert!(why.contains("WeCom takes over only after 24 h"), "{why}");
+    assert!(why.contains("deferred until"), "{why}");
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 1, "the second is not asked for");
+    // Taken over: the limit counts two transfers in 90 days now, and says
+    // when the window has room again.
+    exec(&s.store, "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'").await;
+    s.fake.set_transfer_status("wmEXT4", 1);
+    relationship(&s.store, "wmEXT4", "wangfang", false).await;
+    relationship(&s.store, "wmEXT4", "lilei", true).await;
+    let mut second = transfer("wmEXT4", "lilei", "chenjie");
+    second.id = "second:c4:1:0:transfer".into();
+    let d = send(&s.channel, &second).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    let mut third = transfer("wmEXT4", "lilei", "wangfang");
+    third.id = "third:c4:1:0:transfer".into();
+    exec(&s.store, "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'").await;
+    let d = send(&s.channel, &third).await;
+    assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
+    assert!(reason(&d).contains("40128") && reason(&d).contains("possible again from"), "{d:?}");
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 2);
 }

@@ -646,12 +646,26 @@ impl WecomChannel {
                 Ok(l) => l.filter(|r| r.handover_userid != takeover),
                 Err(e) => return retry(e),
             };
-            let recent = match resigned::transfers_in_window(pool, &msg.to, now_ms()).await {
-                Ok(n) => n,
+            let started = match resigned::transfers_started(pool, &msg.to, now_ms()).await {
+                Ok(s) => s,
                 Err(e) => return retry(e),
             };
-            if let Some(reason) = resigned::refused_by_limits(recent, left.as_ref(), now_ms()) {
-                return permanent(&format!("wecom: {}: {reason}", msg.to));
+            match resigned::held_by_limits(&started, left.as_ref(), now_ms()) {
+                // Waiting for a takeover is no failure of this transfer.
+                Some(resigned::Held {
+                    limit: resigned::Limit::TakeoverPending,
+                    frees_at: Some(at),
+                    reason,
+                }) => {
+                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    return Delivery::Wait {
+                        after: Duration::from_millis(wait.max(1_000)),
+                        reason: format!("wecom: {}: {reason}", msg.to),
+                    }
+                    .into();
+                }
+                Some(h) => return permanent(&format!("wecom: {}: {}", msg.to, h.reason)),
+                None => {}
             }
             // A member who left still holds the customer: only the resigned
             // transfer moves it (the member cannot hand over any more).
