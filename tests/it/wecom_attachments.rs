@@ -144,9 +144,15 @@ fn validate_refuses_attachments_on_a_notice_template() {
         err.contains("promo.yaml:3:41: notice template \"promo\" has attachments (templates/promo.hbs line 3), but a notice to a salesperson is sent as text only"),
         "{err}"
     );
-    assert!(err.contains("use a notice template without attachments"), "{err}");
+    assert!(
+        err.contains("use a notice template without attachments"),
+        "{err}"
+    );
     // The same template's text alone is a fine notice.
-    p.write("templates/promo.hbs", "Hi {{contact.id}}, a new contact for you.\n");
+    p.write(
+        "templates/promo.hbs",
+        "Hi {{contact.id}}, a new contact for you.\n",
+    );
     let (ok, out, err) = run(&p, &["validate"]);
     assert!(ok, "{out}{err}");
 }

@@ -2557,7 +2557,15 @@ async fn a_welcome_in_doubt_is_not_sent_again_as_a_mass_task() {
     other.id = "other:c1:1:0".into();
     other.attempt = 2;
     let d = send(&s.channel, &other).await;
-    assert!(matches!(d, Delivery::Delivered { provider_id: Some(_) }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
     assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 1);
 
     // 41050, then the mass task meets a busy WeCom: the retry sends it.
@@ -2572,9 +2580,21 @@ async fn a_welcome_in_doubt_is_not_sent_again_as_a_mass_task() {
     m.attempt = 2;
     m.in_doubt = true;
     let d = send(&s.channel, &m).await;
-    assert!(matches!(d, Delivery::Delivered { provider_id: Some(_) }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
     assert_eq!(s.fake.count(SEND_WELCOME), 2);
-    assert_eq!(s.fake.tasks().len(), 2, "the refused welcome went out as a task");
+    assert_eq!(
+        s.fake.tasks().len(),
+        2,
+        "the refused welcome went out as a task"
+    );
 }
 
 /// WeCom takes a customer over 24 h after a transfer started and refuses
@@ -2600,10 +2620,18 @@ async fn a_transfer_waits_for_the_takeover_of_the_previous_one() {
     );
     assert!(why.contains("WeCom takes over only after 24 h"), "{why}");
     assert!(why.contains("deferred until"), "{why}");
-    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 1, "the second is not asked for");
+    assert_eq!(
+        s.fake.count(TRANSFER_CUSTOMER),
+        1,
+        "the second is not asked for"
+    );
     // Taken over: the limit counts two transfers in 90 days now, and says
     // when the window has room again.
-    exec(&s.store, "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'").await;
+    exec(
+        &s.store,
+        "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'",
+    )
+    .await;
     s.fake.set_transfer_status("wmEXT4", 1);
     relationship(&s.store, "wmEXT4", "wangfang", false).await;
     relationship(&s.store, "wmEXT4", "lilei", true).await;
@@ -2613,9 +2641,16 @@ async fn a_transfer_waits_for_the_takeover_of_the_previous_one() {
     assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
     let mut third = transfer("wmEXT4", "lilei", "wangfang");
     third.id = "third:c4:1:0:transfer".into();
-    exec(&s.store, "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'").await;
+    exec(
+        &s.store,
+        "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'",
+    )
+    .await;
     let d = send(&s.channel, &third).await;
     assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
-    assert!(reason(&d).contains("40128") && reason(&d).contains("possible again from"), "{d:?}");
+    assert!(
+        reason(&d).contains("40128") && reason(&d).contains("possible again from"),
+        "{d:?}"
+    );
     assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 2);
 }

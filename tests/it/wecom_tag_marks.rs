@@ -429,7 +429,11 @@ async fn a_relationship_added_later_gets_the_earlier_marks() {
         10 * SECS,
     )
     .await;
-    assert_eq!(to_zhangsan(&fake), before, "the first relationship is not marked again");
+    assert_eq!(
+        to_zhangsan(&fake),
+        before,
+        "the first relationship is not marked again"
+    );
     // The tags come back on lisi's edit: no tag event, no loop.
     let edit = contact_event("edit_external_contact", "lisi", "wmL1", now + 2, "");
     assert_eq!(d.post_event(&c, &edit, 3).await.0, 200);
@@ -451,7 +455,13 @@ async fn a_relationship_added_later_gets_the_earlier_marks() {
 /// An in-process store (SQLite, or PostgreSQL under `NURTURE_TEST_POSTGRES`)
 /// with one customer `ext` of `zhangsan`, tagged `tag` in nurture, and a
 /// pending add mark of it that has failed `attempts` times.
-async fn mark_setup(base_url: &str) -> (nurture::store::Store, nurture::settings::Settings, tempfile::TempDir) {
+async fn mark_setup(
+    base_url: &str,
+) -> (
+    nurture::store::Store,
+    nurture::settings::Settings,
+    tempfile::TempDir,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let settings = nurture::settings::Settings::parse_str(
@@ -467,10 +477,16 @@ async fn mark_setup(base_url: &str) -> (nurture::store::Store, nurture::settings
 
 async fn queued_mark(store: &nurture::store::Store, id: &str, ext: &str, tag: &str, attempts: i64) {
     for sql in [
-        format!("INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('{id}', '{ext}', 1, 1)"),
+        format!(
+            "INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('{id}', '{ext}', 1, 1)"
+        ),
         format!("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ('{id}', '{tag}', 1)"),
-        format!("INSERT INTO wecom_relationships (external_userid, userid, standing, source, updated_at) VALUES ('{ext}', 'zhangsan', 1, 'test', 1)"),
-        format!("INSERT INTO wecom_tag_marks (channel, contact_id, tag, action, state, generation, attempts, next_attempt_at, requested_at) VALUES ('wecom', '{id}', '{tag}', 'add', 'pending', 1, {attempts}, 0, 0)"),
+        format!(
+            "INSERT INTO wecom_relationships (external_userid, userid, standing, source, updated_at) VALUES ('{ext}', 'zhangsan', 1, 'test', 1)"
+        ),
+        format!(
+            "INSERT INTO wecom_tag_marks (channel, contact_id, tag, action, state, generation, attempts, next_attempt_at, requested_at) VALUES ('wecom', '{id}', '{tag}', 'add', 'pending', 1, {attempts}, 0, 0)"
+        ),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(store.db())
@@ -507,29 +523,67 @@ async fn an_add_corp_tag_answer_without_the_tag_is_retried_then_given_up() {
     fake.omit_new_tags(1, true);
     queued_mark(&store, "o1", "wmO1", "lead", 0).await;
     let r = mark_due(&store, &settings, &env_fn).await.unwrap();
-    assert_eq!(r, Round { done: 0, postponed: 1, failed: 0 });
+    assert_eq!(
+        r,
+        Round {
+            done: 0,
+            postponed: 1,
+            failed: 0
+        }
+    );
     let (state, attempts, err) = mark_row(&store, "o1").await;
     assert_eq!((state.as_str(), attempts), ("pending", 1));
-    assert!(err.as_deref().unwrap_or("").contains("no tag named \"lead\""), "{err:?}");
-    assert!(fake.relationship_tags("wmO1", "zhangsan").is_empty(), "not marked");
+    assert!(
+        err.as_deref()
+            .unwrap_or("")
+            .contains("no tag named \"lead\""),
+        "{err:?}"
+    );
+    assert!(
+        fake.relationship_tags("wmO1", "zhangsan").is_empty(),
+        "not marked"
+    );
     // The retry (made due now) finds the tag in the list and marks it.
     sqlx::query("UPDATE wecom_tag_marks SET next_attempt_at = 0")
         .execute(store.db())
         .await
         .unwrap();
     let r = mark_due(&store, &settings, &env_fn).await.unwrap();
-    assert_eq!(r, Round { done: 1, postponed: 0, failed: 0 });
+    assert_eq!(
+        r,
+        Round {
+            done: 1,
+            postponed: 0,
+            failed: 0
+        }
+    );
     assert_eq!(fake.relationship_tags("wmO1", "zhangsan"), ["lead"]);
-    assert_eq!(fake.count(wecom_fake::ADD_CORP_TAG), 1, "found, not made twice");
+    assert_eq!(
+        fake.count(wecom_fake::ADD_CORP_TAG),
+        1,
+        "found, not made twice"
+    );
 
     // Never in the answer, never made: given up on the last attempt.
     fake.omit_new_tags(usize::MAX, false);
     queued_mark(&store, "o2", "wmO2", "vip", MAX_ATTEMPTS - 1).await;
     let r = mark_due(&store, &settings, &env_fn).await.unwrap();
-    assert_eq!(r, Round { done: 0, postponed: 0, failed: 1 });
+    assert_eq!(
+        r,
+        Round {
+            done: 0,
+            postponed: 0,
+            failed: 1
+        }
+    );
     let (state, _, err) = mark_row(&store, "o2").await;
     assert_eq!(state, "failed");
-    assert!(err.as_deref().unwrap_or("").contains("answered ok but its answer has no tag named \"vip\""), "{err:?}");
+    assert!(
+        err.as_deref()
+            .unwrap_or("")
+            .contains("answered ok but its answer has no tag named \"vip\""),
+        "{err:?}"
+    );
     let logged: Vec<String> = sqlx::query_scalar(
         "SELECT properties FROM events WHERE contact_id = 'o2' AND name = 'wecom_tag_mark_failed'",
     )

@@ -296,11 +296,21 @@ mod tests {
         assert_eq!(h.limit, Limit::TakeoverPending);
         assert_eq!(h.frees_at, Some(now + 22 * 3_600_000));
         // Taken over (or 24 h passed): free.
-        assert_eq!(held_by_limits(&[(now - 2 * 3_600_000, false)], None, now), None);
-        assert_eq!(held_by_limits(&[(now - 25 * 3_600_000, true)], None, now), None);
+        assert_eq!(
+            held_by_limits(&[(now - 2 * 3_600_000, false)], None, now),
+            None
+        );
+        assert_eq!(
+            held_by_limits(&[(now - 25 * 3_600_000, true)], None, now),
+            None
+        );
         // Out of the window: free.
         assert_eq!(
-            held_by_limits(&[(now - 91 * DAY_MS, false), (now - DAY_MS * 2, false)], None, now),
+            held_by_limits(
+                &[(now - 91 * DAY_MS, false), (now - DAY_MS * 2, false)],
+                None,
+                now
+            ),
             None
         );
         let r = Resigned {

@@ -139,13 +139,8 @@ pub async fn stands(
     .execute(&mut *conn)
     .await?;
     if added {
-        crate::store::wecom_marks::requeue_for_relationship(
-            conn,
-            external_userid,
-            &f.userid,
-            now,
-        )
-        .await?;
+        crate::store::wecom_marks::requeue_for_relationship(conn, external_userid, &f.userid, now)
+            .await?;
     }
     Ok(added)
 }
