@@ -2654,3 +2654,56 @@ async fn a_transfer_waits_for_the_takeover_of_the_previous_one() {
     );
     assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 2);
 }
+
+/// `dry-run --explain` shows WeCom's transfer limits on a customer with the
+/// channel's own verdict: which limit holds a transfer now and when it
+/// frees up. Both stores.
+#[test]
+fn explain_shows_which_transfer_limit_holds_and_when_it_frees_up() {
+    use crate::wecom_callback::{env, settings};
+    let p = crate::support::daemon::Project::new(&settings("http://127.0.0.1:9", true));
+    p.write(
+        "contacts.csv",
+        "id,name,wecom_external_userid\nw1,Wang,wmLim\nw2,Li,wmFree\n",
+    );
+    let run = |args: &[&str]| {
+        let mut cmd = p.command();
+        for (k, v) in env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["contacts", "import", "contacts.csv"]);
+    let now = Utc::now().timestamp_millis();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (i, days) in [(1, 80), (2, 10)] {
+            p.exec(&format!(
+                "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
+                                          takeover_userid, status, created_at, checks, next_check_at)
+                 VALUES ('lim{i}', 'wecom', 'transfer', 'w1', 'wmLim', 'wangfang', 'lilei', 'done', {}, 1, 0)",
+                now - days * 86_400_000
+            ))
+            .await;
+        }
+    });
+    let out = run(&["dry-run", "--explain", "w1"]);
+    assert!(
+        out.contains("WeCom transfers of wmLim: 2 in the last 90 days (at most 2)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a transfer now is held by limit 2_per_90_days (frees up "),
+        "{out}"
+    );
+    assert!(out.contains("errcode 40128"), "{out}");
+    // No transfers, nobody who left: nothing to say.
+    let out = run(&["dry-run", "--explain", "w2"]);
+    assert!(!out.contains("WeCom transfers"), "{out}");
+}

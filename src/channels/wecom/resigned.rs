@@ -249,6 +249,48 @@ pub fn held_by_limits(
     None
 }
 
+/// For `dry-run --explain`: WeCom's transfer limits on the customer
+/// `ext` at `now_ms`, from the same reads and verdict the channel uses
+/// before a transfer ([`held_by_limits`]). `None` when no transfer in the
+/// last 90 days and no member who left holds the customer.
+pub async fn explain_limits(
+    pool: &AnyPool,
+    ext: &str,
+    now_ms: i64,
+) -> sqlx::Result<Option<String>> {
+    let started = transfers_started(pool, ext, now_ms).await?;
+    let left = resigned_handover(pool, ext).await?;
+    if started.is_empty() && left.is_none() {
+        return Ok(None);
+    }
+    let mut out = format!(
+        "WeCom transfers of {ext}: {} in the last 90 days (at most {TRANSFERS_PER_WINDOW})",
+        started.len()
+    );
+    if let Some(r) = &left {
+        out.push_str(&format!(
+            "; held by {} who left{}",
+            r.handover_userid,
+            r.dimission_ms
+                .map(|t| format!(" at {}", when(t)))
+                .unwrap_or_default()
+        ));
+    }
+    out.push('\n');
+    match held_by_limits(&started, left.as_ref(), now_ms) {
+        Some(h) => out.push_str(&format!(
+            "  a transfer now is held by limit {}{}: {}\n",
+            h.limit.as_str(),
+            h.frees_at
+                .map(|t| format!(" (frees up {})", when(t)))
+                .unwrap_or_else(|| " (never frees up)".into()),
+            h.reason
+        )),
+        None => out.push_str("  a transfer now is within WeCom's limits\n"),
+    }
+    Ok(Some(out))
+}
+
 /// Why a transfer of the customer would be refused by WeCom's limits now,
 /// if it would: `recent` transfers in 90 days, and for a resigned handover
 /// the time since the member left.
