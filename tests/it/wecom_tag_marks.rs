@@ -594,3 +594,58 @@ async fn an_add_corp_tag_answer_without_the_tag_is_retried_then_given_up() {
     assert!(logged[0].contains("no tag named"), "{logged:?}");
     assert!(fake.relationship_tags("wmO2", "zhangsan").is_empty());
 }
+
+/// The queue worker's lease: a claim pushes the row's due time to the
+/// lease's end; a renewal moves only rows still held at that end, and a
+/// hand-back makes them due now. Both stores.
+#[tokio::test]
+async fn claims_are_renewed_and_handed_back_by_their_lease() {
+    use chrono::{TimeZone, Utc};
+    let (store, _settings, _dir) = mark_setup("http://127.0.0.1:9").await;
+    queued_mark(&store, "h1", "wmH1", "vip", 0).await;
+    let t = |s: i64| Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap();
+    let due = |store: nurture::store::Store| async move {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT next_attempt_at FROM wecom_tag_marks WHERE contact_id = 'h1'",
+        )
+        .fetch_one(store.db())
+        .await
+        .unwrap();
+        v
+    };
+    let claimed = store.claim_wecom_tag_marks(t(0), t(60), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_wecom_tag_marks(t(1), t(61), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held"
+    );
+    // Renewed: held until t(120) now.
+    store
+        .move_wecom_tag_marks(&claimed, t(60), t(120))
+        .await
+        .unwrap();
+    assert_eq!(due(store.clone()).await, t(120).timestamp_millis());
+    // A move from the old lease end finds nothing held there.
+    store
+        .move_wecom_tag_marks(&claimed, t(60), t(5))
+        .await
+        .unwrap();
+    assert_eq!(due(store.clone()).await, t(120).timestamp_millis());
+    // Handed back: due at once for the next claim.
+    store
+        .move_wecom_tag_marks(&claimed, t(120), t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_wecom_tag_marks(t(3), t(90), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
