@@ -111,5 +111,18 @@ pub async fn explain_text(
         }));
         out.push('\n');
     }
+    // WeCom's transfer limits on the customer, as the channel checks them
+    // before an assignment's transfer.
+    if let Some(ext) = contact
+        .wecom_external_userid
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+        && let Some(text) =
+            crate::channels::wecom::resigned::explain_limits(pool, ext, at.timestamp_millis())
+                .await
+                .context("reading the customer's WeCom transfers")?
+    {
+        out.push_str(&text);
+    }
     Ok(Some(out))
 }

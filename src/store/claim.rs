@@ -17,7 +17,7 @@
 //! and a claimer that dies leaves the row to come due again). RETURNING
 //! gives no order: callers sort what they claimed.
 
-use super::Dialect;
+use super::{Dialect, StoreError};
 
 pub(crate) struct Claim<'a> {
     pub table: &'static str,
@@ -58,6 +58,56 @@ impl Claim<'_> {
     }
 }
 
+/// Rows of a queue whose lease is its due time (the WeCom tag sync and tag
+/// marks): renewing a lease and handing a claim back are one statement,
+/// moving the due time of the rows still held at `from` to `to` (a later
+/// lease's end, or now). A row whose outcome was written meanwhile no longer
+/// holds `from` and is left alone.
+pub(crate) struct Held {
+    pub table: &'static str,
+    /// The row's identity, one column per key value.
+    pub key: &'static [&'static str],
+    /// The due-time column the lease is written to.
+    pub due: &'static str,
+}
+
+impl Held {
+    fn sql(&self) -> String {
+        let mut sql = format!(
+            "UPDATE {t} SET {d} = $1 WHERE {d} = $2",
+            t = self.table,
+            d = self.due
+        );
+        for (i, k) in self.key.iter().enumerate() {
+            sql.push_str(&format!(" AND {k} = ${}", i + 3));
+        }
+        sql
+    }
+
+    /// Moves the rows of `keys` (each as many values as [`Held::key`]) held
+    /// until `from_ms` to `to_ms`. Gives how many moved.
+    pub async fn moved(
+        &self,
+        pool: &sqlx::AnyPool,
+        keys: &[Vec<&str>],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let sql = self.sql();
+        let mut n = 0;
+        for key in keys {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(to_ms)
+                .bind(from_ms);
+            for v in key {
+                q = q.bind(*v);
+            }
+            n += q.execute(pool).await?.rows_affected();
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +127,18 @@ mod tests {
         assert!(pg.contains("WHERE (a, b) IN (SELECT a, b FROM q"), "{pg}");
         assert!(pg.contains("LIMIT $3 FOR UPDATE SKIP LOCKED)"), "{pg}");
         assert!(c.sql(Dialect::Sqlite).contains("LIMIT $3)"));
+    }
+
+    #[test]
+    fn held_rows_move_by_key_and_lease() {
+        let h = Held {
+            table: "q",
+            key: &["a", "b"],
+            due: "due",
+        };
+        assert_eq!(
+            h.sql(),
+            "UPDATE q SET due = $1 WHERE due = $2 AND a = $3 AND b = $4"
+        );
     }
 }

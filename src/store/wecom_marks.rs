@@ -24,6 +24,9 @@ use sqlx::AnyConnection;
 
 use super::{Store, StoreError, to_ms};
 
+/// The event a mark that was given up logs on its contact.
+pub const MARK_FAILED_EVENT: &str = "wecom_tag_mark_failed";
+
 /// What a mark does to the corp tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkAction {
@@ -59,6 +62,10 @@ pub struct MarkRequest {
     /// outcome of this one is then not written.
     pub generation: i64,
     pub attempts: i64,
+    /// Relationships (staff userids) this intent was already marked on: a
+    /// mark queued again for a relationship added later
+    /// ([`requeue_for_relationship`]) marks only the others.
+    pub already: Vec<String>,
 }
 
 /// How a mark ended.
@@ -119,7 +126,7 @@ pub(crate) async fn queue(
                  ON CONFLICT (channel, contact_id, tag) DO UPDATE SET action = excluded.action, \
                    state = 'pending', generation = wecom_tag_marks.generation + 1, attempts = 0, \
                    next_attempt_at = excluded.next_attempt_at, requested_at = excluded.requested_at, \
-                   last_error = NULL",
+                   last_error = NULL, marked = NULL",
             )
             .bind(channel)
             .bind(tag)
@@ -130,6 +137,56 @@ pub(crate) async fn queue(
             .await?
             .rows_affected();
         }
+    }
+    Ok(n)
+}
+
+/// A relationship of `external_userid` with `userid` was added (or stands
+/// again) after nurture marked corp tags on the customer: WeCom's tags are
+/// per relationship, so the new one lacks them. Every add mark of the
+/// customer's contact that is done or pending, for a tag the contact still
+/// has, is queued again (a new generation, due now): the worker marks the
+/// relationships not yet marked ([`MarkRequest::already`]), which now
+/// include `userid`. Nothing loops: a pending add is what the tag sync
+/// already treats as nurture's own (see [`in_flight`]), and mark_tag raises
+/// no callback. Gives the marks queued again.
+pub(crate) async fn requeue_for_relationship(
+    conn: &mut AnyConnection,
+    external_userid: &str,
+    userid: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT m.channel, m.contact_id, m.tag, m.marked FROM wecom_tag_marks m \
+           JOIN contacts c ON c.id = m.contact_id \
+           JOIN contact_tags t ON t.contact_id = m.contact_id AND t.tag = m.tag \
+          WHERE c.wecom_external_userid = $1 AND m.action = 'add' \
+            AND m.state IN ('done', 'pending')",
+    )
+    .bind(external_userid)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut n = 0;
+    for (channel, contact_id, tag, marked) in rows {
+        // A relationship that ended and stands again is a new one in WeCom:
+        // its old marks went with it.
+        let kept: Vec<String> = split_marked(marked.as_deref())
+            .into_iter()
+            .filter(|u| u != userid)
+            .collect();
+        n += sqlx::query(
+            "UPDATE wecom_tag_marks SET state = 'pending', generation = generation + 1, \
+             attempts = 0, next_attempt_at = $1, requested_at = $1, last_error = NULL, \
+             marked = $2 WHERE channel = $3 AND contact_id = $4 AND tag = $5",
+        )
+        .bind(now_ms)
+        .bind((!kept.is_empty()).then(|| kept.join(",")))
+        .bind(&channel)
+        .bind(&contact_id)
+        .bind(&tag)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     }
     Ok(n)
 }
@@ -171,28 +228,47 @@ type MarkTuple = (
     Option<String>,
     Option<String>,
 );
-type ClaimRow = (String, String, String, String, i64, i64, i64);
+type ClaimRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
+
+fn split_marked(marked: Option<&str>) -> Vec<String> {
+    marked
+        .unwrap_or("")
+        .split(',')
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 impl Store {
     /// Claims up to `limit` pending marks due at `now`, oldest first, by
-    /// pushing their `next_attempt_at` to `lease_until` (the pattern of
-    /// `claim_wecom_tag_syncs`: another daemon skips them; a daemon that dies
-    /// leaves them to come due when the lease ends).
+    /// pushing their `next_attempt_at` to `lease_until` (the statement of
+    /// every claim loop, `store::claim`: another daemon skips them; a daemon
+    /// that dies leaves them to come due when the lease ends).
     pub async fn claim_wecom_tag_marks(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<MarkRequest>, StoreError> {
-        let sql = format!(
-            "UPDATE wecom_tag_marks SET next_attempt_at = $1 \
-             WHERE (channel, contact_id, tag) IN ( \
-               SELECT channel, contact_id, tag FROM wecom_tag_marks \
-                WHERE state = 'pending' AND next_attempt_at <= $2 \
-                ORDER BY next_attempt_at, requested_at LIMIT $3{}) \
-             RETURNING channel, contact_id, tag, action, generation, attempts, requested_at",
-            self.dialect().skip_locked()
-        );
+        let sql = super::claim::Claim {
+            table: "wecom_tag_marks",
+            key: "channel, contact_id, tag",
+            lease: "next_attempt_at = $1",
+            due: "state = 'pending' AND next_attempt_at <= $2",
+            order: "next_attempt_at, requested_at",
+            limit: "$3",
+            returning: "channel, contact_id, tag, action, generation, attempts, requested_at, marked",
+        }
+        .sql(self.dialect());
         let mut rows: Vec<ClaimRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(to_ms(lease_until))
             .bind(to_ms(now))
@@ -203,38 +279,38 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(channel, contact_id, tag, action, generation, attempts, _)| MarkRequest {
+                |(channel, contact_id, tag, action, generation, attempts, _, marked)| MarkRequest {
                     channel,
                     contact_id,
                     tag,
                     action: MarkAction::parse(&action),
                     generation,
                     attempts,
+                    already: split_marked(marked.as_deref()),
                 },
             )
             .collect())
     }
 
-    /// Gives back claims a stopping worker did not get to.
-    pub async fn release_wecom_tag_marks(
+    /// Moves the claims still held until `from` to `to`: a renewed lease, or
+    /// (`to` = now) claims a stopping worker did not get to.
+    pub async fn move_wecom_tag_marks(
         &self,
         reqs: &[MarkRequest],
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        for r in reqs {
-            sqlx::query(
-                "UPDATE wecom_tag_marks SET next_attempt_at = $1 WHERE channel = $2 \
-                 AND contact_id = $3 AND tag = $4 AND state = 'pending' AND next_attempt_at = $5",
-            )
-            .bind(to_ms(now))
-            .bind(&r.channel)
-            .bind(&r.contact_id)
-            .bind(&r.tag)
-            .bind(to_ms(lease_until))
-            .execute(self.db())
-            .await?;
+        let keys: Vec<Vec<&str>> = reqs
+            .iter()
+            .map(|r| vec![r.channel.as_str(), &r.contact_id, &r.tag])
+            .collect();
+        super::claim::Held {
+            table: "wecom_tag_marks",
+            key: &["channel", "contact_id", "tag"],
+            due: "next_attempt_at",
         }
+        .moved(self.db(), &keys, to_ms(from), to_ms(to))
+        .await?;
         Ok(())
     }
 
@@ -304,6 +380,28 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n == 1
+            && let MarkOutcome::Failed { reason } = outcome
+        {
+            // Shown by `nurture history --contact` (and a workflow can
+            // trigger on it): the tag is in nurture but not in WeCom.
+            let props = serde_json::json!({
+                "channel": r.channel,
+                "tag": r.tag,
+                "action": r.action.as_str(),
+                "attempts": r.attempts + 1,
+                "reason": reason,
+            });
+            super::wecom::log_quiet_event(
+                &mut tx,
+                self.dialect(),
+                &r.contact_id,
+                MARK_FAILED_EVENT,
+                to_ms(now),
+                &props,
+            )
+            .await?;
+        }
         if n == 1
             && let MarkOutcome::Done { marked } = outcome
             && !marked.is_empty()

@@ -849,6 +849,23 @@ fn check_notice(cx: &CheckContext, file: &std::path::Path, n: &Notify, out: &mut
         );
         return;
     }
+    // A notice is one text app message: attachments would not reach the
+    // salesperson, and the preview would show what is not sent.
+    if let Some(at) = cx.templates.attachments_at(name) {
+        out.push(
+            Diagnostic::new(
+                file,
+                pos,
+                format!(
+                    "notice template \"{name}\" has attachments (templates/{name}.hbs line {}), but a notice to a salesperson is sent as text only",
+                    at.line
+                ),
+            )
+            .with_suggestion(
+                "use a notice template without attachments: (put the link in its text), or send the attachment to the contact with a send: step",
+            ),
+        );
+    }
     let ctx = sample_context(cx, "sample-workflow");
     let owner = ctx.get("owner").cloned().unwrap_or_default();
     let mut ctx = ctx;

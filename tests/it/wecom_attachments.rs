@@ -128,6 +128,35 @@ fn validate_reports_attachment_mistakes_at_their_place() {
     );
 }
 
+/// A notice to a salesperson is one text app message: a notice template
+/// with attachments is refused where the step names it, with the template's
+/// line, instead of dropping them silently.
+#[test]
+fn validate_refuses_attachments_on_a_notice_template() {
+    let p = project("http://127.0.0.1:9");
+    p.write(
+        "workflows/promo.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - notify: { channel: wecom, template: promo }\n",
+    );
+    let (ok, out, err) = run(&p, &["validate"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("promo.yaml:3:41: notice template \"promo\" has attachments (templates/promo.hbs line 3), but a notice to a salesperson is sent as text only"),
+        "{err}"
+    );
+    assert!(
+        err.contains("use a notice template without attachments"),
+        "{err}"
+    );
+    // The same template's text alone is a fine notice.
+    p.write(
+        "templates/promo.hbs",
+        "Hi {{contact.id}}, a new contact for you.\n",
+    );
+    let (ok, out, err) = run(&p, &["validate"]);
+    assert!(ok, "{out}{err}");
+}
+
 #[test]
 fn dry_run_shows_the_attachments() {
     let p = project("http://127.0.0.1:9");

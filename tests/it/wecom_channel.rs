@@ -234,7 +234,7 @@ async fn rows(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
 
 async fn exec(store: &Store, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(store.sqlite_pool().unwrap())
+        .execute(store.db())
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
@@ -979,14 +979,17 @@ async fn a_transfer_is_handed_over_by_a_real_follow_user() {
             .contains("lilei is not a WeCom friend"),
         "{r:?}"
     );
-    // A second transfer while the first waits: WeCom says 40129.
+    // A second transfer while the first waits (WeCom would say 40129): it
+    // waits for the takeover, without asking.
     let mut again = transfer("wmEXT3", "chenjie", "lilei");
     again.id = "t3b".into();
+    let before = s.fake.count(TRANSFER_CUSTOMER);
     let d = send(&s.channel, &again).await;
     assert!(
-        matches!(d, Delivery::Permanent { .. }) && reason(&d).contains("40129"),
+        matches!(d, Delivery::Wait { .. }) && reason(&d).contains("40129"),
         "{d:?}"
     );
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), before);
     // The takeover member already is a follow-user: nothing to transfer.
     only_friends(&s, "wmEXT4", &["lilei", "wangfang"]).await;
     let before = s.fake.count(TRANSFER_CUSTOMER);
@@ -2528,4 +2531,179 @@ async fn a_reclaimed_message_whose_task_is_recorded_is_not_sent_again() {
         "{d:?}"
     );
     assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 2);
+}
+
+/// A welcome whose worker died after taking the code (the message is
+/// reclaimed `in_doubt`), or whose call got no answer (a retry), may have
+/// reached the customer: WeCom cannot be asked, so it is not sent again as
+/// a mass task. A code WeCom refused (41050) leaves no doubt: the mass task
+/// that replaces the welcome is retried until WeCom takes it. Both stores.
+#[tokio::test]
+async fn a_welcome_in_doubt_is_not_sent_again_as_a_mass_task() {
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_at(base, fake, "", Some(())).await;
+    welcome_code(&s.store, "WC-doubt", 0).await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    // The outcome was lost: the reclaimed message comes back in doubt.
+    let mut again = to_contact(1);
+    again.in_doubt = true;
+    let d = send(&s.channel, &again).await;
+    assert_eq!(d, Delivery::Delivered { provider_id: None });
+    assert_eq!(s.fake.count(SEND_WELCOME), 1);
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 0, "no second greeting");
+    // Another message to the contact is no welcome in doubt: a mass task.
+    let mut other = to_contact(1);
+    other.id = "other:c1:1:0".into();
+    other.attempt = 2;
+    let d = send(&s.channel, &other).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(ADD_MSG_TEMPLATE), 1);
+
+    // 41050, then the mass task meets a busy WeCom: the retry sends it.
+    welcome_code(&s.store, "WC-refused", 0).await;
+    s.fake
+        .script(SEND_WELCOME, Answer::errcode(41050, "invalid welcome code"));
+    s.fake
+        .script(ADD_MSG_TEMPLATE, Answer::errcode(-1, "system busy"));
+    let mut m = to_contact(1);
+    m.id = "refused:c1:1:0".into();
+    assert!(is_retry(&send(&s.channel, &m).await));
+    m.attempt = 2;
+    m.in_doubt = true;
+    let d = send(&s.channel, &m).await;
+    assert!(
+        matches!(
+            d,
+            Delivery::Delivered {
+                provider_id: Some(_)
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(SEND_WELCOME), 2);
+    assert_eq!(
+        s.fake.tasks().len(),
+        2,
+        "the refused welcome went out as a task"
+    );
+}
+
+/// WeCom takes a customer over 24 h after a transfer started and refuses
+/// another transfer before then (40129): the channel defers the second one
+/// until the takeover (a wait, which uses up no attempt) instead of asking,
+/// and a refusal by the 90-day limit says when a transfer is possible again.
+/// Both stores.
+#[tokio::test]
+async fn a_transfer_waits_for_the_takeover_of_the_previous_one() {
+    let (base, fake) = WecomFake::start().await;
+    let s = setup_at(base, fake, "", Some(())).await;
+    let first = send(&s.channel, &transfer("wmEXT4", "wangfang", "lilei")).await;
+    assert!(matches!(first, Delivery::Delivered { .. }), "{first:?}");
+    let mut second = transfer("wmEXT4", "wangfang", "chenjie");
+    second.id = "second:c4:1:0:transfer".into();
+    let d = send(&s.channel, &second).await;
+    let Delivery::Wait { after, reason: why } = &d else {
+        panic!("{d:?}");
+    };
+    assert!(
+        *after > Duration::from_secs(23 * 3600) && *after <= Duration::from_secs(24 * 3600),
+        "{after:?}"
+    );
+    assert!(why.contains("WeCom takes over only after 24 h"), "{why}");
+    assert!(why.contains("deferred until"), "{why}");
+    assert_eq!(
+        s.fake.count(TRANSFER_CUSTOMER),
+        1,
+        "the second is not asked for"
+    );
+    // Taken over: the limit counts two transfers in 90 days now, and says
+    // when the window has room again.
+    exec(
+        &s.store,
+        "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'",
+    )
+    .await;
+    s.fake.set_transfer_status("wmEXT4", 1);
+    relationship(&s.store, "wmEXT4", "wangfang", false).await;
+    relationship(&s.store, "wmEXT4", "lilei", true).await;
+    let mut second = transfer("wmEXT4", "lilei", "chenjie");
+    second.id = "second:c4:1:0:transfer".into();
+    let d = send(&s.channel, &second).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    let mut third = transfer("wmEXT4", "lilei", "wangfang");
+    third.id = "third:c4:1:0:transfer".into();
+    exec(
+        &s.store,
+        "UPDATE wecom_tasks SET status = 'done' WHERE external_userid = 'wmEXT4'",
+    )
+    .await;
+    let d = send(&s.channel, &third).await;
+    assert!(matches!(d, Delivery::Permanent { .. }), "{d:?}");
+    assert!(
+        reason(&d).contains("40128") && reason(&d).contains("possible again from"),
+        "{d:?}"
+    );
+    assert_eq!(s.fake.count(TRANSFER_CUSTOMER), 2);
+}
+
+/// `dry-run --explain` shows WeCom's transfer limits on a customer with the
+/// channel's own verdict: which limit holds a transfer now and when it
+/// frees up. Both stores.
+#[test]
+fn explain_shows_which_transfer_limit_holds_and_when_it_frees_up() {
+    use crate::wecom_callback::{env, settings};
+    let p = crate::support::daemon::Project::new(&settings("http://127.0.0.1:9", true));
+    p.write(
+        "contacts.csv",
+        "id,name,wecom_external_userid\nw1,Wang,wmLim\nw2,Li,wmFree\n",
+    );
+    let run = |args: &[&str]| {
+        let mut cmd = p.command();
+        for (k, v) in env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["contacts", "import", "contacts.csv"]);
+    let now = Utc::now().timestamp_millis();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (i, days) in [(1, 80), (2, 10)] {
+            p.exec(&format!(
+                "INSERT INTO wecom_tasks (message_id, channel, kind, contact_id, external_userid, userid,
+                                          takeover_userid, status, created_at, checks, next_check_at)
+                 VALUES ('lim{i}', 'wecom', 'transfer', 'w1', 'wmLim', 'wangfang', 'lilei', 'done', {}, 1, 0)",
+                now - days * 86_400_000
+            ))
+            .await;
+        }
+    });
+    let out = run(&["dry-run", "--explain", "w1"]);
+    assert!(
+        out.contains("WeCom transfers of wmLim: 2 in the last 90 days (at most 2)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("a transfer now is held by limit 2_per_90_days (frees up "),
+        "{out}"
+    );
+    assert!(out.contains("errcode 40128"), "{out}");
+    // No transfers, nobody who left: nothing to say.
+    let out = run(&["dry-run", "--explain", "w2"]);
+    assert!(!out.contains("WeCom transfers"), "{out}");
 }

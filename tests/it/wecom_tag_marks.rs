@@ -381,3 +381,271 @@ fn dry_run_shows_which_tag_steps_mark_wecom() {
     assert_eq!(tag("w1")["wecom"], json!(["wecom"]));
     assert!(tag("e1").get("wecom").is_none());
 }
+
+/// A relationship added after nurture marked the customer's corp tags gets
+/// them too (WeCom's tags are per relationship): only the new relationship
+/// is marked, and reading the tags back makes no tag event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relationship_added_later_gets_the_earlier_marks() {
+    let (base_url, fake) = WecomFake::start().await;
+    fake.befriend("wmL1", "zhangsan");
+    let p = project(&base_url);
+    let d = Running::start(&p, &env());
+    let c = crypto();
+    let now = d.wait_active(&p, 3).await;
+    let add = contact_event("add_external_contact", "zhangsan", "wmL1", now, "");
+    assert_eq!(d.post_event(&c, &add, 1).await.0, 200);
+    tag_when_recorded(&p, &d, "wmL1", 1).await;
+    until(&p, "zhangsan marked", 20 * SECS, || {
+        tags(&fake, "wmL1", "zhangsan") == ["lead", "vip", "vip-seen"]
+    })
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tag_marks WHERE contact_id = 'wmL1' AND state = 'done'",
+        3,
+        10 * SECS,
+    )
+    .await;
+    let to_zhangsan = |fake: &WecomHandle| {
+        fake.requests(wecom_fake::MARK_TAG)
+            .iter()
+            .filter(|m| m["userid"] == "zhangsan")
+            .count()
+    };
+    let before = to_zhangsan(&fake);
+
+    // lisi adds the customer later.
+    fake.befriend("wmL1", "lisi");
+    let add = contact_event("add_external_contact", "lisi", "wmL1", now + 1, "");
+    assert_eq!(d.post_event(&c, &add, 2).await.0, 200);
+    until(&p, "lisi marked with the earlier tags", 20 * SECS, || {
+        tags(&fake, "wmL1", "lisi") == ["lead", "vip", "vip-seen"]
+    })
+    .await;
+    p.wait_count(
+        "SELECT count(*) FROM wecom_tag_marks WHERE contact_id = 'wmL1' AND state = 'done' \
+         AND marked IN ('zhangsan,lisi', 'lisi,zhangsan')",
+        3,
+        10 * SECS,
+    )
+    .await;
+    assert_eq!(
+        to_zhangsan(&fake),
+        before,
+        "the first relationship is not marked again"
+    );
+    // The tags come back on lisi's edit: no tag event, no loop.
+    let edit = contact_event("edit_external_contact", "lisi", "wmL1", now + 2, "");
+    assert_eq!(d.post_event(&c, &edit, 3).await.0, 200);
+    p.wait_count("SELECT count(*) FROM wecom_tag_sync", 0, 10 * SECS)
+        .await;
+    assert_eq!(
+        p.count("SELECT count(*) FROM enrollments WHERE workflow = 'on-vip'")
+            .await,
+        1,
+        "no loop"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM event_log WHERE kind = 'tag_added' AND contact_id = 'wmL1' AND name = 'vip'").await,
+        1
+    );
+    d.stop(&p);
+}
+
+/// An in-process store (SQLite, or PostgreSQL under `NURTURE_TEST_POSTGRES`)
+/// with one customer `ext` of `zhangsan`, tagged `tag` in nurture, and a
+/// pending add mark of it that has failed `attempts` times.
+async fn mark_setup(
+    base_url: &str,
+) -> (
+    nurture::store::Store,
+    nurture::settings::Settings,
+    tempfile::TempDir,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = nurture::settings::Settings::parse_str(
+        &dir.path().join("nurture.yaml"),
+        &settings(base_url, true),
+    )
+    .unwrap();
+    let store = nurture::store::Store::open(&crate::support::db::store_url(dir.path()))
+        .await
+        .unwrap();
+    (store, settings, dir)
+}
+
+async fn queued_mark(store: &nurture::store::Store, id: &str, ext: &str, tag: &str, attempts: i64) {
+    for sql in [
+        format!(
+            "INSERT INTO contacts (id, wecom_external_userid, created_at, updated_at) VALUES ('{id}', '{ext}', 1, 1)"
+        ),
+        format!("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ('{id}', '{tag}', 1)"),
+        format!(
+            "INSERT INTO wecom_relationships (external_userid, userid, standing, source, updated_at) VALUES ('{ext}', 'zhangsan', 1, 'test', 1)"
+        ),
+        format!(
+            "INSERT INTO wecom_tag_marks (channel, contact_id, tag, action, state, generation, attempts, next_attempt_at, requested_at) VALUES ('wecom', '{id}', '{tag}', 'add', 'pending', 1, {attempts}, 0, 0)"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.db())
+            .await
+            .unwrap();
+    }
+}
+
+async fn mark_row(store: &nurture::store::Store, id: &str) -> (String, i64, Option<String>) {
+    sqlx::query_as("SELECT state, attempts, last_error FROM wecom_tag_marks WHERE contact_id = $1")
+        .bind(id)
+        .fetch_one(store.db())
+        .await
+        .unwrap()
+}
+
+/// add_corp_tag answering ok without the new tag is not a mark: it is tried
+/// again (and found in the list then), and after MAX_ATTEMPTS it is given up
+/// with the reason, logged on the contact for `history`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_corp_tag_answer_without_the_tag_is_retried_then_given_up() {
+    use nurture::channels::wecom::tag_marks::{MAX_ATTEMPTS, Round, mark_due};
+    let (base_url, fake) = WecomFake::start().await;
+    fake.befriend("wmO1", "zhangsan");
+    fake.befriend("wmO2", "zhangsan");
+    let (store, settings, _dir) = mark_setup(&base_url).await;
+    let envs: std::collections::HashMap<String, String> = env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let env_fn = move |n: &str| envs.get(n).cloned();
+
+    // WeCom made the tag but its answer does not list it.
+    fake.omit_new_tags(1, true);
+    queued_mark(&store, "o1", "wmO1", "lead", 0).await;
+    let r = mark_due(&store, &settings, &env_fn).await.unwrap();
+    assert_eq!(
+        r,
+        Round {
+            done: 0,
+            postponed: 1,
+            failed: 0
+        }
+    );
+    let (state, attempts, err) = mark_row(&store, "o1").await;
+    assert_eq!((state.as_str(), attempts), ("pending", 1));
+    assert!(
+        err.as_deref()
+            .unwrap_or("")
+            .contains("no tag named \"lead\""),
+        "{err:?}"
+    );
+    assert!(
+        fake.relationship_tags("wmO1", "zhangsan").is_empty(),
+        "not marked"
+    );
+    // The retry (made due now) finds the tag in the list and marks it.
+    sqlx::query("UPDATE wecom_tag_marks SET next_attempt_at = 0")
+        .execute(store.db())
+        .await
+        .unwrap();
+    let r = mark_due(&store, &settings, &env_fn).await.unwrap();
+    assert_eq!(
+        r,
+        Round {
+            done: 1,
+            postponed: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(fake.relationship_tags("wmO1", "zhangsan"), ["lead"]);
+    assert_eq!(
+        fake.count(wecom_fake::ADD_CORP_TAG),
+        1,
+        "found, not made twice"
+    );
+
+    // Never in the answer, never made: given up on the last attempt.
+    fake.omit_new_tags(usize::MAX, false);
+    queued_mark(&store, "o2", "wmO2", "vip", MAX_ATTEMPTS - 1).await;
+    let r = mark_due(&store, &settings, &env_fn).await.unwrap();
+    assert_eq!(
+        r,
+        Round {
+            done: 0,
+            postponed: 0,
+            failed: 1
+        }
+    );
+    let (state, _, err) = mark_row(&store, "o2").await;
+    assert_eq!(state, "failed");
+    assert!(
+        err.as_deref()
+            .unwrap_or("")
+            .contains("answered ok but its answer has no tag named \"vip\""),
+        "{err:?}"
+    );
+    let logged: Vec<String> = sqlx::query_scalar(
+        "SELECT properties FROM events WHERE contact_id = 'o2' AND name = 'wecom_tag_mark_failed'",
+    )
+    .fetch_all(store.db())
+    .await
+    .unwrap();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("no tag named"), "{logged:?}");
+    assert!(fake.relationship_tags("wmO2", "zhangsan").is_empty());
+}
+
+/// The queue worker's lease: a claim pushes the row's due time to the
+/// lease's end; a renewal moves only rows still held at that end, and a
+/// hand-back makes them due now. Both stores.
+#[tokio::test]
+async fn claims_are_renewed_and_handed_back_by_their_lease() {
+    use chrono::{TimeZone, Utc};
+    let (store, _settings, _dir) = mark_setup("http://127.0.0.1:9").await;
+    queued_mark(&store, "h1", "wmH1", "vip", 0).await;
+    let t = |s: i64| Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap();
+    let due = |store: nurture::store::Store| async move {
+        let v: i64 = sqlx::query_scalar(
+            "SELECT next_attempt_at FROM wecom_tag_marks WHERE contact_id = 'h1'",
+        )
+        .fetch_one(store.db())
+        .await
+        .unwrap();
+        v
+    };
+    let claimed = store.claim_wecom_tag_marks(t(0), t(60), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_wecom_tag_marks(t(1), t(61), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held"
+    );
+    // Renewed: held until t(120) now.
+    store
+        .move_wecom_tag_marks(&claimed, t(60), t(120))
+        .await
+        .unwrap();
+    assert_eq!(due(store.clone()).await, t(120).timestamp_millis());
+    // A move from the old lease end finds nothing held there.
+    store
+        .move_wecom_tag_marks(&claimed, t(60), t(5))
+        .await
+        .unwrap();
+    assert_eq!(due(store.clone()).await, t(120).timestamp_millis());
+    // Handed back: due at once for the next claim.
+    store
+        .move_wecom_tag_marks(&claimed, t(120), t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_wecom_tag_marks(t(3), t(90), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -584,10 +584,9 @@ async fn event(
                 // during a round is not missed.
                 st.tag_sync.notify_one();
             }
-            // A code's tags may have queued corp tag marks.
-            if let ContactChange::Added { via: Some(v), .. } = &change
-                && !v.tags.is_empty()
-            {
+            // A code's tags may have queued corp tag marks, and a new
+            // relationship takes the marks nurture made on the customer.
+            if let ContactChange::Added { .. } = &change {
                 crate::channels::wecom::tag_marks::marks_queued();
             }
             tracing::info!(

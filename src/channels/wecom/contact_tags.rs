@@ -72,10 +72,6 @@ pub const MAX_ATTEMPTS: i64 = 30;
 /// The first retry's wait; it doubles with each failure.
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(3_600);
-/// Rows claimed per batch, and batches per round (500 rows). Batches are
-/// small because a claim's lease must cover the whole batch's calls.
-const BATCH: i64 = 10;
-const BATCHES_PER_ROUND: usize = 50;
 /// The longest the worker sleeps without looking at the queue.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -372,59 +368,66 @@ pub async fn sync_due(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Round, StoreError> {
-    round(
-        store,
-        &TagReader::all(settings, env),
-        &mut Claimed::default(),
-    )
-    .await
-}
-
-/// The rows a round has claimed and not yet written an outcome for, with
-/// their lease: a shutdown that cuts the round short gives them back.
-#[derive(Default)]
-struct Claimed {
-    rows: Vec<TagSyncRequest>,
-    lease_until: chrono::DateTime<Utc>,
-}
-
-async fn round(
-    store: &Store,
-    readers: &HashMap<String, TagReader>,
-    claimed: &mut Claimed,
-) -> Result<Round, StoreError> {
+    let q = Syncs {
+        readers: TagReader::all(settings, env),
+    };
     let mut out = Round::default();
-    for _ in 0..BATCHES_PER_ROUND {
-        // Claimed, not just read: another daemon on the same store skips
-        // them. The lease covers the batch at the slowest channel's timeout
-        // (see `poll::lease`).
-        let timeout = readers
+    super::queue::round(store, &q, &mut Default::default(), &mut out).await?;
+    Ok(out)
+}
+
+/// The `wecom_tag_sync` queue, worked by [`super::queue`] with the readers
+/// of the current settings.
+struct Syncs {
+    readers: HashMap<String, TagReader>,
+}
+
+impl super::queue::Queue for Syncs {
+    type Row = TagSyncRequest;
+    type Stats = Round;
+    const NAME: &'static str = "wecom tag sync";
+
+    fn row_time(&self) -> Duration {
+        // One page call per row, at the slowest channel's timeout.
+        self.readers
             .values()
             .map(|r| r.timeout)
             .max()
-            .unwrap_or_default();
-        let now = Utc::now();
-        let lease = chrono::Duration::from_std(super::poll::lease(timeout, BATCH))
-            .unwrap_or(chrono::Duration::hours(1));
-        claimed.lease_until = now + lease;
-        claimed.rows = store
-            .claim_wecom_tag_syncs(now, claimed.lease_until, BATCH)
-            .await?;
-        // Worked from the end (oldest first): a row leaves the list only
-        // once its outcome is written.
-        claimed.rows.reverse();
-        let n = claimed.rows.len();
-        while let Some(req) = claimed.rows.last().cloned() {
-            one(store, readers, &req, &mut out).await?;
-            claimed.rows.pop();
-        }
-        // Each row looked at is retired or postponed, so the next batch
-        // holds other rows.
-        if n < BATCH as usize {
-            break;
-        }
+            .unwrap_or_default()
     }
-    Ok(out)
+
+    async fn claim(
+        &self,
+        store: &Store,
+        now: chrono::DateTime<Utc>,
+        lease_until: chrono::DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TagSyncRequest>, StoreError> {
+        store.claim_wecom_tag_syncs(now, lease_until, limit).await
+    }
+
+    async fn work(
+        &self,
+        store: &Store,
+        row: &TagSyncRequest,
+        stats: &mut Round,
+    ) -> Result<(), StoreError> {
+        one(store, &self.readers, row, stats).await
+    }
+
+    async fn moved(
+        &self,
+        store: &Store,
+        rows: &[TagSyncRequest],
+        from: chrono::DateTime<Utc>,
+        to: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        store.move_wecom_tag_syncs(rows, from, to).await
+    }
+
+    async fn next_due(&self, store: &Store) -> Result<Option<i64>, StoreError> {
+        store.next_wecom_tag_sync_at().await
+    }
 }
 
 async fn one(
@@ -452,6 +455,8 @@ async fn one(
                 return Ok(());
             }
             out.applied += 1;
+            // A relationship the read found new may take nurture's marks.
+            super::tag_marks::marks_queued();
             out.changed |= !done.added.is_empty() || !done.removed.is_empty();
             tracing::info!(
                 channel = %req.channel,
@@ -506,77 +511,32 @@ async fn one(
     Ok(())
 }
 
-/// Runs until `shutdown`: works the queue with the channels of the current
-/// settings, and wakes the scheduler (`wake`) when tags changed.
 /// Runs the tag sync until `shutdown`. `requested` is notified by the
 /// callback when it queued a sync; `wake` is the scheduler's, notified when
 /// a sync changed a contact's tags.
 pub async fn run(
     store: Store,
-    mut project: watch::Receiver<Arc<Project>>,
+    project: watch::Receiver<Arc<Project>>,
     requested: Arc<Notify>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut readers: HashMap<String, TagReader> = HashMap::new();
-    let mut built_for: Option<Arc<Project>> = None;
-    loop {
-        let current = project.borrow_and_update().clone();
-        if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
-            readers = TagReader::all(&current.settings, &|name| std::env::var(name).ok());
-            built_for = Some(current);
-        }
-        // A shutdown does not wait for WeCom: a sync cut short (its
-        // transaction rolled back) stays queued, and its claim (with the
-        // batch's others) is given back so the next start need not wait out
-        // the lease.
-        let mut claimed = Claimed::default();
-        let done = tokio::select! {
-            _ = shutdown.cancelled() => {
-                if let Err(e) = store
-                    .release_wecom_tag_syncs(&claimed.rows, claimed.lease_until, Utc::now())
-                    .await
-                {
-                    tracing::warn!(error = %e, "wecom tag sync claims not given back; they wait for their lease");
-                }
-                return;
+    super::queue::run(
+        store,
+        project,
+        requested,
+        IDLE,
+        |settings: &Settings| Syncs {
+            readers: TagReader::all(settings, &|name| std::env::var(name).ok()),
+        },
+        move |r: &Round| {
+            if r.changed {
+                wake.notify_one();
             }
-            r = round(&store, &readers, &mut claimed) => r,
-        };
-        match done {
-            Ok(r) if r.changed => wake.notify_one(),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "wecom tag sync round failed");
-                // The rows it had not got to are tried again next round
-                // rather than after their lease (best effort: the store just
-                // failed).
-                let _ = store
-                    .release_wecom_tag_syncs(&claimed.rows, claimed.lease_until, Utc::now())
-                    .await;
-            }
-        }
-        let sleep = match store.next_wecom_tag_sync_at().await {
-            Ok(Some(at)) => {
-                let ms = at - crate::store::to_ms(Utc::now());
-                Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(IDLE)
-            }
-            Ok(None) => IDLE,
-            Err(e) => {
-                tracing::warn!(error = %e, "wecom tag sync cannot read its queue");
-                IDLE
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(sleep.max(Duration::from_millis(50))) => {}
-            _ = requested.notified() => {}
-            r = project.changed() => if r.is_err() {
-                shutdown.cancelled().await;
-                return;
-            },
-        }
-    }
+        },
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

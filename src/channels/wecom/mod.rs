@@ -28,7 +28,10 @@
 //! a message reclaimed after a crash (`in_doubt`) whose task is recorded is
 //! not sent again; only a crash between WeCom's answer and that record can
 //! create a second task for the salesperson to confirm. `message/send` is
-//! protected by its duplicate check.
+//! protected by its duplicate check. `send_welcome_msg` can be neither
+//! recorded first nor asked about: a message that took a welcome code and
+//! then lost its outcome (reclaimed, or no answer) is delivered at most
+//! once: it is not sent again as a mass task (`welcome_in_doubt`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +52,7 @@ pub mod follow_sync;
 pub mod media;
 pub mod pacing;
 pub mod poll;
+pub mod queue;
 pub mod resigned;
 pub mod sender;
 pub mod tag_marks;
@@ -167,6 +171,12 @@ impl WecomChannel {
         {
             return e;
         }
+        if (msg.in_doubt || msg.attempt > 1)
+            && kind.is_none()
+            && let Some(e) = self.welcome_in_doubt(msg).await
+        {
+            return e;
+        }
         match kind {
             None => self.to_contact(msg).await,
             Some("notice") => self.notice(msg).await,
@@ -208,7 +218,7 @@ impl WecomChannel {
         };
         let pool = self.store.as_ref().map(Store::db);
         if let Some(pool) = pool {
-            match tasks::take_welcome_code(pool, &msg.contact_id, now_ms()).await {
+            match tasks::take_welcome_code(pool, &msg.contact_id, &msg.id, now_ms()).await {
                 Ok(Some(code)) => return self.welcome(pool, msg, &code, &built).await,
                 Ok(None) => {}
                 Err(e) => {
@@ -269,6 +279,37 @@ impl WecomChannel {
         }
     }
 
+    /// A message tried before (reclaimed after its worker died, or retried
+    /// after a call that got no answer) that had taken its contact's welcome
+    /// code and not given it back: its `send_welcome_msg` may have reached
+    /// WeCom, and WeCom cannot be asked whether a welcome went out (no id,
+    /// no look-up). Sending it again as a mass task could greet the customer
+    /// twice, so it is recorded as delivered, at most once, with the doubt
+    /// in the log. A code WeCom refused (41050) is no longer this message's
+    /// ([`tasks::welcome_code_refused`]): that message goes on as a mass
+    /// task, whose record [`Self::already_accepted`] finds once WeCom took
+    /// it. `None`: this message holds no code; send.
+    async fn welcome_in_doubt(&self, msg: &OutMessage) -> Option<Exchange> {
+        let pool = self.store.as_ref().map(Store::db)?;
+        match tasks::welcome_taken_by(pool, &msg.contact_id, &msg.id).await {
+            Ok(true) => {
+                tracing::warn!(message = %msg.id, contact = %msg.contact_id,
+                    "wecom welcome in doubt: the worker stopped during send_welcome_msg, which WeCom cannot be asked about; not sent again as a mass task");
+                Some(Delivery::Delivered { provider_id: None }.into())
+            }
+            Ok(false) => None,
+            Err(e) => Some(
+                Delivery::Retry {
+                    after: None,
+                    reason: format!(
+                        "wecom: cannot tell whether an earlier welcome was sent (reading its code: {e}); not sending until it can"
+                    ),
+                }
+                .into(),
+            ),
+        }
+    }
+
     /// `send_welcome_msg` with a code taken for this message.
     async fn welcome(
         &self,
@@ -303,13 +344,19 @@ impl WecomChannel {
             // welcome, a chat already started): the message still goes out,
             // as a mass task the salesperson confirms.
             Err(e) if is_errcode(&e, 41050) => {
+                if let Err(err) = tasks::welcome_code_refused(pool, &msg.contact_id, code).await {
+                    // Then a retry of the mass task below would take the
+                    // welcome as in doubt: not sending is the safe side.
+                    tracing::warn!(error = %err, "cannot record a refused welcome code");
+                }
                 tracing::info!(message = %msg.id, "wecom welcome code refused (41050); sending a mass task instead");
                 self.mass_task(msg, built).await
             }
             Err(e) => {
                 // WeCom answered "busy": the code was not used, and a retry
                 // may still be inside its 20 s. (After a timeout nobody knows,
-                // so the code stays used and the retry becomes a mass task.)
+                // so the code stays this message's and the retry does not
+                // send again: see `welcome_in_doubt`.)
                 if matches!(e.delivery, Delivery::Retry { .. } | Delivery::Wait { .. })
                     && e.answer.is_some()
                 {
@@ -461,6 +508,7 @@ impl WecomChannel {
                 relationships::record_list(store, external_userid, &list, "get", now_ms())
                     .await
                     .map_err(|e| retry("record", &e))?;
+                tag_marks::marks_queued();
                 relationships::of_customer(store.db(), external_userid)
                     .await
                     .map_err(|e| retry("read", &e))
@@ -598,12 +646,26 @@ impl WecomChannel {
                 Ok(l) => l.filter(|r| r.handover_userid != takeover),
                 Err(e) => return retry(e),
             };
-            let recent = match resigned::transfers_in_window(pool, &msg.to, now_ms()).await {
-                Ok(n) => n,
+            let started = match resigned::transfers_started(pool, &msg.to, now_ms()).await {
+                Ok(s) => s,
                 Err(e) => return retry(e),
             };
-            if let Some(reason) = resigned::refused_by_limits(recent, left.as_ref(), now_ms()) {
-                return permanent(&format!("wecom: {}: {reason}", msg.to));
+            match resigned::held_by_limits(&started, left.as_ref(), now_ms()) {
+                // Waiting for a takeover is no failure of this transfer.
+                Some(resigned::Held {
+                    limit: resigned::Limit::TakeoverPending,
+                    frees_at: Some(at),
+                    reason,
+                }) => {
+                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    return Delivery::Wait {
+                        after: Duration::from_millis(wait.max(1_000)),
+                        reason: format!("wecom: {}: {reason}", msg.to),
+                    }
+                    .into();
+                }
+                Some(h) => return permanent(&format!("wecom: {}: {}", msg.to, h.reason)),
+                None => {}
             }
             // A member who left still holds the customer: only the resigned
             // transfer moves it (the member cannot hand over any more).

@@ -136,26 +136,170 @@ pub async fn transfers_in_window(pool: &AnyPool, ext: &str, now_ms: i64) -> sqlx
     crate::store::wecom::resigned::transfers_since(pool, ext, now_ms - TRANSFER_WINDOW_MS).await
 }
 
-/// Why a transfer of the customer would be refused by WeCom's limits now,
-/// if it would: `recent` transfers in 90 days, and for a resigned handover
-/// the time since the member left.
-pub fn refused_by_limits(recent: i64, resigned: Option<&Resigned>, now_ms: i64) -> Option<String> {
-    if recent >= TRANSFERS_PER_WINDOW {
-        return Some(format!(
-            "WeCom allows {TRANSFERS_PER_WINDOW} transfers of a customer in 90 days and this one had {recent} (errcode 40128): not transferred"
-        ));
+/// The transfers of the customer in the 90 days before `now_ms`: (started
+/// ms, still waiting for the takeover), oldest first.
+pub async fn transfers_started(
+    pool: &AnyPool,
+    ext: &str,
+    now_ms: i64,
+) -> sqlx::Result<Vec<(i64, bool)>> {
+    crate::store::wecom::resigned::transfers_started(pool, ext, now_ms - TRANSFER_WINDOW_MS).await
+}
+
+/// WeCom takes a customer over 24 h after the transfer started; another
+/// transfer before that is refused (40129, a transfer is in progress).
+pub const TAKEOVER_AFTER_MS: i64 = DAY_MS;
+
+/// Which of WeCom's transfer limits holds a transfer back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// At most 2 transfers per customer in 90 days (40128).
+    TwoPer90Days,
+    /// A transfer of the customer is waiting for its takeover (24 h; 40129).
+    TakeoverPending,
+    /// A resigned member's customers only within a year of leaving.
+    ResignedWithinAYear,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::TwoPer90Days => "2_per_90_days",
+            Limit::TakeoverPending => "takeover_after_24h",
+            Limit::ResignedWithinAYear => "resigned_within_a_year",
+        }
     }
+}
+
+/// A transfer WeCom's limits hold back now: which limit, when it frees up
+/// (ms; `None`: never), and the reason in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub limit: Limit,
+    pub frees_at: Option<i64>,
+    pub reason: String,
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Whether WeCom's limits hold a transfer of the customer back at `now_ms`:
+/// `started` are its transfers in the last 90 days (started ms, still
+/// waiting), `resigned` the member who left it, if any. A waiting transfer
+/// younger than 24 h defers the new one until its takeover; 2 in 90 days
+/// refuse it until the older of them is 90 days old; a resigned handover
+/// more than a year after leaving never frees up.
+pub fn held_by_limits(
+    started: &[(i64, bool)],
+    resigned: Option<&Resigned>,
+    now_ms: i64,
+) -> Option<Held> {
     if let Some(Resigned {
         handover_userid,
         dimission_ms: Some(left),
     }) = resigned
         && now_ms - left > RESIGNED_WITHIN_MS
     {
-        return Some(format!(
-            "{handover_userid} left more than {RESIGNED_WITHIN} ago: WeCom hands over a resigned member's customers only within {RESIGNED_WITHIN} of leaving"
-        ));
+        return Some(Held {
+            limit: Limit::ResignedWithinAYear,
+            frees_at: None,
+            reason: format!(
+                "{handover_userid} left more than {RESIGNED_WITHIN} ago: WeCom hands over a resigned member's customers only within {RESIGNED_WITHIN} of leaving"
+            ),
+        });
+    }
+    let recent: Vec<i64> = started
+        .iter()
+        .map(|(at, _)| *at)
+        .filter(|at| *at > now_ms - TRANSFER_WINDOW_MS)
+        .collect();
+    if recent.len() as i64 >= TRANSFERS_PER_WINDOW {
+        // The window frees a place when the oldest counted transfer leaves it.
+        let frees = recent[recent.len() - TRANSFERS_PER_WINDOW as usize] + TRANSFER_WINDOW_MS;
+        return Some(Held {
+            limit: Limit::TwoPer90Days,
+            frees_at: Some(frees),
+            reason: format!(
+                "WeCom allows {TRANSFERS_PER_WINDOW} transfers of a customer in 90 days and this one had {} (errcode 40128): not transferred; a transfer is possible again from {}",
+                recent.len(),
+                when(frees)
+            ),
+        });
+    }
+    if let Some(at) = started
+        .iter()
+        .filter(|(at, waiting)| *waiting && now_ms - at < TAKEOVER_AFTER_MS)
+        .map(|(at, _)| *at)
+        .max()
+    {
+        let frees = at + TAKEOVER_AFTER_MS;
+        return Some(Held {
+            limit: Limit::TakeoverPending,
+            frees_at: Some(frees),
+            reason: format!(
+                "a transfer of this customer started at {} and WeCom takes over only after 24 h (errcode 40129 before then): deferred until {}",
+                when(at),
+                when(frees)
+            ),
+        });
     }
     None
+}
+
+/// For `dry-run --explain`: WeCom's transfer limits on the customer
+/// `ext` at `now_ms`, from the same reads and verdict the channel uses
+/// before a transfer ([`held_by_limits`]). `None` when no transfer in the
+/// last 90 days and no member who left holds the customer.
+pub async fn explain_limits(
+    pool: &AnyPool,
+    ext: &str,
+    now_ms: i64,
+) -> sqlx::Result<Option<String>> {
+    let started = transfers_started(pool, ext, now_ms).await?;
+    let left = resigned_handover(pool, ext).await?;
+    if started.is_empty() && left.is_none() {
+        return Ok(None);
+    }
+    let mut out = format!(
+        "WeCom transfers of {ext}: {} in the last 90 days (at most {TRANSFERS_PER_WINDOW})",
+        started.len()
+    );
+    if let Some(r) = &left {
+        out.push_str(&format!(
+            "; held by {} who left{}",
+            r.handover_userid,
+            r.dimission_ms
+                .map(|t| format!(" at {}", when(t)))
+                .unwrap_or_default()
+        ));
+    }
+    out.push('\n');
+    match held_by_limits(&started, left.as_ref(), now_ms) {
+        Some(h) => out.push_str(&format!(
+            "  a transfer now is held by limit {}{}: {}\n",
+            h.limit.as_str(),
+            h.frees_at
+                .map(|t| format!(" (frees up {})", when(t)))
+                .unwrap_or_else(|| " (never frees up)".into()),
+            h.reason
+        )),
+        None => out.push_str("  a transfer now is within WeCom's limits\n"),
+    }
+    Ok(Some(out))
+}
+
+/// Why a transfer of the customer would be refused by WeCom's limits now,
+/// if it would: `recent` transfers in 90 days, and for a resigned handover
+/// the time since the member left.
+pub fn refused_by_limits(recent: i64, resigned: Option<&Resigned>, now_ms: i64) -> Option<String> {
+    // `recent` transfers, all long taken over, at the window's start.
+    let started: Vec<(i64, bool)> = (0..recent)
+        .map(|_| (now_ms - TRANSFER_WINDOW_MS + 1, false))
+        .collect();
+    held_by_limits(&started, resigned, now_ms).map(|h| h.reason)
 }
 
 #[cfg(test)]
@@ -177,5 +321,45 @@ mod tests {
                 .unwrap()
                 .contains("lisi left more than a year ago")
         );
+    }
+
+    #[test]
+    fn held_transfers_say_which_limit_and_when_it_frees_up() {
+        let now = 1_000 * DAY_MS;
+        // One 10 days ago, one 2 h ago still waiting: the 24 h first? No:
+        // two in 90 days refuse it, until the older is 90 days old.
+        let started = [(now - 10 * DAY_MS, false), (now - 2 * 3_600_000, true)];
+        let h = held_by_limits(&started, None, now).unwrap();
+        assert_eq!(h.limit, Limit::TwoPer90Days);
+        assert_eq!(h.frees_at, Some(now + 80 * DAY_MS));
+        assert!(h.reason.contains("possible again from"), "{}", h.reason);
+        // One waiting, started 2 h ago: deferred to its takeover.
+        let h = held_by_limits(&started[1..], None, now).unwrap();
+        assert_eq!(h.limit, Limit::TakeoverPending);
+        assert_eq!(h.frees_at, Some(now + 22 * 3_600_000));
+        // Taken over (or 24 h passed): free.
+        assert_eq!(
+            held_by_limits(&[(now - 2 * 3_600_000, false)], None, now),
+            None
+        );
+        assert_eq!(
+            held_by_limits(&[(now - 25 * 3_600_000, true)], None, now),
+            None
+        );
+        // Out of the window: free.
+        assert_eq!(
+            held_by_limits(
+                &[(now - 91 * DAY_MS, false), (now - DAY_MS * 2, false)],
+                None,
+                now
+            ),
+            None
+        );
+        let r = Resigned {
+            handover_userid: "lisi".into(),
+            dimission_ms: Some(now - 400 * DAY_MS),
+        };
+        let h = held_by_limits(&[], Some(&r), now).unwrap();
+        assert_eq!((h.limit, h.frees_at), (Limit::ResignedWithinAYear, None));
     }
 }

@@ -56,19 +56,18 @@ pub const DEFAULT_TAG_GROUP: &str = "nurture";
 pub const NAME_MAX: usize = 30;
 /// Failed tries after which a mark is given up (about a day of backoff).
 pub const MAX_ATTEMPTS: i64 = 30;
-const BATCH: i64 = 10;
-const BATCHES_PER_ROUND: usize = 50;
 const IDLE: Duration = Duration::from_secs(30);
 /// The tag list is read at most this often per channel when a name is not
 /// in the cache (a remove of a tag WeCom never had must not read it each time).
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
-fn wakeup() -> &'static Notify {
-    static WAKE: OnceLock<Notify> = OnceLock::new();
-    WAKE.get_or_init(Notify::new)
+fn wakeup() -> &'static Arc<Notify> {
+    static WAKE: OnceLock<Arc<Notify>> = OnceLock::new();
+    WAKE.get_or_init(|| Arc::new(Notify::new()))
 }
 
-/// Tells the worker that plans with tag steps were stored.
+/// Tells the worker that marks were queued (plans with tag steps, or a
+/// relationship added after nurture marked the customer).
 pub fn marks_queued() {
     wakeup().notify_one();
 }
@@ -247,13 +246,23 @@ impl Marker {
                     .add_wecom_corp_tags(&self.channel, &made, Utc::now())
                     .await
                     .map_err(store_retry)?;
-                tracing::info!(channel = %self.channel, %tag, group = %self.group, "wecom corp tag created");
-                Ok(made
-                    .into_iter()
-                    .filter(|t| t.name == tag)
-                    .map(|t| t.tag_id)
-                    .take(1)
-                    .collect())
+                match made.into_iter().find(|t| t.name == tag) {
+                    Some(t) => {
+                        tracing::info!(channel = %self.channel, %tag, group = %self.group, "wecom corp tag created");
+                        Ok(vec![t.tag_id])
+                    }
+                    // WeCom said ok but named no such tag: nothing to mark
+                    // with. Tried again (the retry reads the list first, and
+                    // a tag WeCom did make is found there, or refused as a
+                    // duplicate, 40071); given up after MAX_ATTEMPTS.
+                    None => Err(Delivery::Retry {
+                        after: None,
+                        reason: format!(
+                            "wecom {ADD_CORP_TAG}: answered ok but its answer has no tag named {tag:?} in group {:?}; the tag is not marked yet",
+                            self.group
+                        ),
+                    }),
+                }
             }
             // The name exists (made meanwhile, or the group id went stale):
             // read the list again and take it from there.
@@ -278,15 +287,26 @@ impl Marker {
         else {
             return Ok(Vec::new());
         };
-        let standing: Vec<String> = relationships::of_customer(store.db(), &ext)
+        let all: Vec<String> = relationships::of_customer(store.db(), &ext)
             .await
             .map_err(store_retry)?
             .into_iter()
             .filter(|r| r.standing)
             .map(|r| r.userid)
             .collect();
+        // Queued again for a relationship added later: the ones this intent
+        // already marked keep their mark.
+        let mut marked: Vec<String> = all
+            .iter()
+            .filter(|u| req.already.contains(u))
+            .cloned()
+            .collect();
+        let standing: Vec<String> = all
+            .into_iter()
+            .filter(|u| !req.already.contains(u))
+            .collect();
         if standing.is_empty() {
-            return Ok(Vec::new());
+            return Ok(marked);
         }
         if req.tag.chars().count() > NAME_MAX {
             return Err(Delivery::Permanent {
@@ -298,7 +318,6 @@ impl Marker {
         }
         let mut ids = self.tag_ids(store, &req.tag, req.action, false).await?;
         let mut retried = false;
-        let mut marked = Vec::new();
         for userid in standing {
             loop {
                 if ids.is_empty() {
@@ -443,46 +462,67 @@ pub async fn mark_due(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Round, StoreError> {
-    round(store, &Marker::all(settings, env), &mut Claimed::default()).await
-}
-
-#[derive(Default)]
-struct Claimed {
-    rows: Vec<MarkRequest>,
-    lease_until: chrono::DateTime<Utc>,
-}
-
-async fn round(
-    store: &Store,
-    markers: &HashMap<String, Marker>,
-    claimed: &mut Claimed,
-) -> Result<Round, StoreError> {
+    let q = Marks {
+        markers: Marker::all(settings, env),
+    };
     let mut out = Round::default();
-    let timeout = markers
-        .values()
-        .map(|m| m.timeout)
-        .max()
-        .unwrap_or_default();
-    for _ in 0..BATCHES_PER_ROUND {
-        let now = Utc::now();
-        // A mark may take a few calls (list, create, one per relationship).
-        let lease = chrono::Duration::from_std(super::poll::lease(timeout * 4, BATCH))
-            .unwrap_or(chrono::Duration::hours(1));
-        claimed.lease_until = now + lease;
-        claimed.rows = store
-            .claim_wecom_tag_marks(now, claimed.lease_until, BATCH)
-            .await?;
-        claimed.rows.reverse();
-        let n = claimed.rows.len();
-        while let Some(req) = claimed.rows.last().cloned() {
-            one(store, markers, &req, &mut out).await?;
-            claimed.rows.pop();
-        }
-        if n < BATCH as usize {
-            break;
-        }
-    }
+    super::queue::round(store, &q, &mut Default::default(), &mut out).await?;
     Ok(out)
+}
+
+/// The `wecom_tag_marks` queue, worked by [`super::queue`] with the
+/// markers of the current settings.
+struct Marks {
+    markers: HashMap<String, Marker>,
+}
+
+impl super::queue::Queue for Marks {
+    type Row = MarkRequest;
+    type Stats = Round;
+    const NAME: &'static str = "wecom tag marks";
+
+    fn row_time(&self) -> Duration {
+        // A mark may take a few calls (list, create, one per relationship).
+        self.markers
+            .values()
+            .map(|m| m.timeout)
+            .max()
+            .unwrap_or_default()
+            * 4
+    }
+
+    async fn claim(
+        &self,
+        store: &Store,
+        now: chrono::DateTime<Utc>,
+        lease_until: chrono::DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<MarkRequest>, StoreError> {
+        store.claim_wecom_tag_marks(now, lease_until, limit).await
+    }
+
+    async fn work(
+        &self,
+        store: &Store,
+        row: &MarkRequest,
+        stats: &mut Round,
+    ) -> Result<(), StoreError> {
+        one(store, &self.markers, row, stats).await
+    }
+
+    async fn moved(
+        &self,
+        store: &Store,
+        rows: &[MarkRequest],
+        from: chrono::DateTime<Utc>,
+        to: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        store.move_wecom_tag_marks(rows, from, to).await
+    }
+
+    async fn next_due(&self, store: &Store) -> Result<Option<i64>, StoreError> {
+        store.next_wecom_tag_mark_at().await
+    }
 }
 
 async fn one(
@@ -559,57 +599,21 @@ async fn one(
 /// settings.
 pub async fn run(
     store: Store,
-    mut project: watch::Receiver<Arc<Project>>,
+    project: watch::Receiver<Arc<Project>>,
     shutdown: CancellationToken,
 ) {
-    let mut markers: HashMap<String, Marker> = HashMap::new();
-    let mut built_for: Option<Arc<Project>> = None;
-    loop {
-        let current = project.borrow_and_update().clone();
-        if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
-            markers = Marker::all(&current.settings, &|name| std::env::var(name).ok());
-            built_for = Some(current);
-        }
-        let mut claimed = Claimed::default();
-        let done = tokio::select! {
-            _ = shutdown.cancelled() => {
-                if let Err(e) = store
-                    .release_wecom_tag_marks(&claimed.rows, claimed.lease_until, Utc::now())
-                    .await
-                {
-                    tracing::warn!(error = %e, "wecom tag mark claims not given back; they wait for their lease");
-                }
-                return;
-            }
-            r = round(&store, &markers, &mut claimed) => r,
-        };
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "wecom tag mark round failed");
-            let _ = store
-                .release_wecom_tag_marks(&claimed.rows, claimed.lease_until, Utc::now())
-                .await;
-        }
-        let sleep = match store.next_wecom_tag_mark_at().await {
-            Ok(Some(at)) => {
-                let ms = at - crate::store::to_ms(Utc::now());
-                Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(IDLE)
-            }
-            Ok(None) => IDLE,
-            Err(e) => {
-                tracing::warn!(error = %e, "wecom tag marks cannot read their queue");
-                IDLE
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(sleep.max(Duration::from_millis(50))) => {}
-            _ = wakeup().notified() => {}
-            r = project.changed() => if r.is_err() {
-                shutdown.cancelled().await;
-                return;
-            },
-        }
-    }
+    super::queue::run(
+        store,
+        project,
+        wakeup().clone(),
+        IDLE,
+        |settings: &Settings| Marks {
+            markers: Marker::all(settings, &|name| std::env::var(name).ok()),
+        },
+        |_: &Round| {},
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

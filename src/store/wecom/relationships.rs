@@ -100,13 +100,24 @@ pub const ENDED_BY_SYNC: &str = "sync";
 
 /// Records that `userid` is (again) a follow-user of `external_userid`.
 /// `added_at`, `state` and `remark` replace the stored ones when given.
+/// A relationship that did not stand before gets the corp tags nurture
+/// marked on the customer (`wecom_marks::requeue_for_relationship`). Gives
+/// whether it is new (or stands again).
 pub async fn stands(
     conn: &mut AnyConnection,
     external_userid: &str,
     f: &FollowUser,
     source: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let before: Option<i64> = sqlx::query_scalar(
+        "SELECT standing FROM wecom_relationships WHERE external_userid = $1 AND userid = $2",
+    )
+    .bind(external_userid)
+    .bind(&f.userid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let added = before != Some(1);
     sqlx::query(
         "INSERT INTO wecom_relationships (external_userid, userid, added_at, state, remark, \
          standing, ended_by, ended_at, source, updated_at) \
@@ -127,7 +138,11 @@ pub async fn stands(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    if added {
+        crate::store::wecom_marks::requeue_for_relationship(conn, external_userid, &f.userid, now)
+            .await?;
+    }
+    Ok(added)
 }
 
 /// Records that the relationship of `userid` with `external_userid` ended

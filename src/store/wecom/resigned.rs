@@ -115,3 +115,27 @@ pub async fn transfers_since(pool: &AnyPool, ext: &str, since: i64) -> sqlx::Res
     .fetch_one(pool)
     .await
 }
+
+/// When each transfer of the customer WeCom started (either kind) after
+/// `since` (ms), and whether it is still waiting for the takeover; a
+/// transfer WeCom has no record of does not count. Oldest first.
+pub async fn transfers_started(
+    pool: &AnyPool,
+    ext: &str,
+    since: i64,
+) -> sqlx::Result<Vec<(i64, bool)>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT created_at, status FROM wecom_tasks
+          WHERE external_userid = $1 AND kind IN ('transfer', 'resigned')
+            AND status <> 'no_record' AND created_at > $2
+          ORDER BY created_at",
+    )
+    .bind(ext)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(at, status)| (at, status == "pending"))
+        .collect())
+}

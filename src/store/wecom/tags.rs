@@ -206,29 +206,28 @@ impl Store {
             .collect())
     }
 
-    /// Gives back claims a stopping worker did not get to (or was cut short
-    /// on): due at `now` again, so the next start (or another daemon) need not
-    /// wait for the lease. A row whose outcome was written meanwhile no longer
-    /// holds `lease_until` and is left alone.
-    pub async fn release_wecom_tag_syncs(
+    /// Moves the claims still held until `from` to `to`: a renewed lease,
+    /// or (`to` = now) claims a stopping worker did not get to, given back so
+    /// the next start (or another daemon) need not wait for the lease. A row
+    /// whose outcome was written meanwhile no longer holds `from` and is left
+    /// alone.
+    pub async fn move_wecom_tag_syncs(
         &self,
         reqs: &[TagSyncRequest],
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        for req in reqs {
-            sqlx::query(
-                "UPDATE wecom_tag_sync SET next_attempt_at = $1 WHERE channel = $2 \
-                 AND contact_id = $3 AND staff_userid = $4 AND next_attempt_at = $5",
-            )
-            .bind(to_ms(now))
-            .bind(&req.channel)
-            .bind(&req.contact_id)
-            .bind(&req.staff_userid)
-            .bind(to_ms(lease_until))
-            .execute(self.tag_pool()?)
-            .await?;
+        let keys: Vec<Vec<&str>> = reqs
+            .iter()
+            .map(|r| vec![r.channel.as_str(), &r.contact_id, &r.staff_userid])
+            .collect();
+        crate::store::claim::Held {
+            table: "wecom_tag_sync",
+            key: &["channel", "contact_id", "staff_userid"],
+            due: "next_attempt_at",
         }
+        .moved(self.tag_pool()?, &keys, to_ms(from), to_ms(to))
+        .await?;
         Ok(())
     }
 

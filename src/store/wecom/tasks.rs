@@ -11,20 +11,23 @@ use crate::store::states::{OutboxStatus, WecomTaskKind, WecomTaskStatus};
 pub const WELCOME_CODE_TTL_MS: i64 = 20_000;
 
 /// Takes the contact's welcome code if it is fresh and unused, marking it
-/// used in the same statement, so two sends can never both use one code.
+/// used (by outbox message `message_id`) in the same statement, so two
+/// sends can never both use one code.
 pub async fn take_welcome_code(
     pool: &AnyPool,
     contact_id: &str,
+    message_id: &str,
     now_ms: i64,
 ) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
-        "UPDATE wecom_welcome_codes SET used_at = $1
+        "UPDATE wecom_welcome_codes SET used_at = $1, used_by = $4
           WHERE contact_id = $2 AND used_at IS NULL AND received_at >= $3
          RETURNING welcome_code",
     )
     .bind(now_ms)
     .bind(contact_id)
     .bind(now_ms - WELCOME_CODE_TTL_MS)
+    .bind(message_id)
     .fetch_optional(pool)
     .await
 }
@@ -37,13 +40,50 @@ pub async fn release_welcome_code(
     code: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE wecom_welcome_codes SET used_at = NULL WHERE contact_id = $1 AND welcome_code = $2",
+        "UPDATE wecom_welcome_codes SET used_at = NULL, used_by = NULL
+          WHERE contact_id = $1 AND welcome_code = $2",
     )
     .bind(contact_id)
     .bind(code)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// WeCom refused the code outright (41050: invalid, expired or used
+/// elsewhere): no welcome went out, so the message that took it is no
+/// longer in doubt about one (the code stays used).
+pub async fn welcome_code_refused(
+    pool: &AnyPool,
+    contact_id: &str,
+    code: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE wecom_welcome_codes SET used_by = NULL WHERE contact_id = $1 AND welcome_code = $2",
+    )
+    .bind(contact_id)
+    .bind(code)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Whether outbox message `message_id` took its contact's welcome code and
+/// did not give it back: its `send_welcome_msg` may have reached WeCom.
+pub async fn welcome_taken_by(
+    pool: &AnyPool,
+    contact_id: &str,
+    message_id: &str,
+) -> sqlx::Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM wecom_welcome_codes
+          WHERE contact_id = $1 AND used_by = $2 AND used_at IS NOT NULL",
+    )
+    .bind(contact_id)
+    .bind(message_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
 }
 
 /// A task to poll.

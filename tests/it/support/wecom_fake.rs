@@ -62,7 +62,9 @@
 //!   (40068 "invalid tagid") and a member who is not a follow-user of the
 //!   customer (84061, 不存在外部联系人的关系), and changes that relationship's
 //!   tags as `externalcontact/get` then lists them (type 1). Like WeCom it
-//!   raises no callback for the change.
+//!   raises no callback for the change. [`WecomHandle::omit_new_tags`] makes
+//!   `add_corp_tag` answer ok with a group that lists none of the new tags
+//!   (an answer nurture must not take as the tag made).
 //!
 //! - `media/upload?type=image|file` (multipart, one field `media` with a
 //!   `filename`): 40005 for another `type`, 44001 for an empty file, 40006
@@ -228,6 +230,10 @@ struct State {
     contact_ways: HashMap<String, Value>,
     /// The corp tag library: groups with their tags.
     corp_groups: Vec<CorpGroup>,
+    /// add_corp_tag answers left that list none of the new tags, and
+    /// whether those calls still make the tags.
+    omit_new_tags: usize,
+    omitted_still_made: bool,
     /// media/upload: media_id → (type, file name, size, when issued, and
     /// how much older than that it counts: [`WecomHandle::age_media`]).
     media: HashMap<String, (String, String, usize, Instant, Duration)>,
@@ -547,6 +553,14 @@ impl WecomHandle {
                     .map(|(id, name)| (g.name.clone(), name.clone(), id.clone()))
             })
             .collect()
+    }
+
+    /// The next `n` add_corp_tag answers are `errcode 0` with the group but
+    /// none of the new tags in it; `made`: the tags are made all the same.
+    pub fn omit_new_tags(&self, n: usize, made: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.omit_new_tags = n;
+        st.omitted_still_made = made;
     }
 
     /// An admin adds a corp tag in the console (its group made if needed);
@@ -1397,6 +1411,23 @@ fn corp_tags(st: &mut State, call: &Call) -> Answer {
                 if existing.contains(n) || names[..i].contains(n) {
                     return Answer::errcode(40071, "tag name exists");
                 }
+            }
+            if st.omit_new_tags > 0 {
+                st.omit_new_tags -= 1;
+                if st.omitted_still_made {
+                    for n in &names {
+                        new_corp_tag(st, &group, n);
+                    }
+                }
+                let gid = st
+                    .corp_groups
+                    .iter()
+                    .find(|g| g.name == group)
+                    .map(|g| g.id.clone())
+                    .unwrap_or_else(|| "etGroupOmitted".into());
+                return Answer::Json(json!({"errcode": 0, "errmsg": "ok", "tag_group": {
+                    "group_id": gid, "group_name": group, "create_time": 1_700_000_000,
+                    "order": 0, "tag": []}}));
             }
             let ids: Vec<String> = names.iter().map(|n| new_corp_tag(st, &group, n)).collect();
             let g = st
