@@ -7,6 +7,7 @@ pub mod explain;
 pub mod gates;
 pub mod plan;
 pub mod scheduler;
+pub mod sim_index;
 pub mod simulate;
 pub mod sources;
 
