@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn starts_count_in_the_window() {
-        let t = |s| Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap();
+        let t = |s: i64| Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap();
         let mut s = Starts::default();
         for _ in 0..3 {
             s.add("w", t(0));

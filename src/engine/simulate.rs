@@ -88,6 +88,9 @@ pub struct Simulation<'a> {
     /// ticked workflow that cannot be entered again before it needs no
     /// entries kept.
     horizon: Option<DateTime<Utc>>,
+    /// Per ticked workflow, its next tick after the moment it was asked at
+    /// (asked once per moment, not once per enrollment).
+    next_ticks: HashMap<String, (DateTime<Utc>, Option<DateTime<Utc>>)>,
     existing_done: HashSet<String>,
     imagined: bool,
     /// The moment the simulation has reached (`at` until it runs).
@@ -119,6 +122,7 @@ impl<'a> Simulation<'a> {
             ticks,
             started: Starts::default(),
             horizon: None,
+            next_ticks: HashMap::new(),
             existing_done: HashSet::new(),
             imagined: false,
             now,
@@ -510,7 +514,7 @@ impl<'a> Simulation<'a> {
         let guarded = planner.settings.policies.blast_guard.is_some();
         let mut remaining: i64 = 0;
         if guarded {
-            let mut stream = store.scan_contacts(&filter.text, &filter.binds);
+            let mut stream = store.scan_contacts_threaded(&filter.text, &filter.binds);
             while let Some(c) = stream.next().await {
                 let c = c?;
                 if !check || self.may_enter(wf, &key_of, &c, planner.now, below) {
@@ -518,7 +522,7 @@ impl<'a> Simulation<'a> {
                 }
             }
         }
-        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
+        let mut stream = store.scan_contacts_threaded(&filter.text, &filter.binds);
         let mut plans = 0;
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
         // One contact read ahead: a full batch is planned only once it is
@@ -594,7 +598,7 @@ impl<'a> Simulation<'a> {
     /// workflow always (the log, `--all-contacts`); a ticked one if its
     /// `entry_existing` scan is still to come or it ticks again before the
     /// run ends (always when the end is not known).
-    fn may_reenter(&self, wf: &Workflow, planner: &Planner<'_>) -> bool {
+    fn may_reenter(&mut self, wf: &Workflow, planner: &Planner<'_>) -> bool {
         if !wf.trigger.is_ticked() {
             return true;
         }
@@ -608,7 +612,19 @@ impl<'a> Simulation<'a> {
         let Some(horizon) = self.horizon else {
             return true;
         };
-        existing_pending || next_tick(self.project, wf, planner.now).is_some_and(|t| t <= horizon)
+        if existing_pending {
+            return true;
+        }
+        let now = planner.now;
+        let next = match self.next_ticks.get(&wf.name) {
+            Some((at, next)) if *at == now => *next,
+            _ => {
+                let next = next_tick(self.project, wf, now);
+                self.next_ticks.insert(wf.name.clone(), (now, next));
+                next
+            }
+        };
+        next.is_some_and(|t| t <= horizon)
     }
 
     /// What the daemon would write for these plans, kept in memory.
