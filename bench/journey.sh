@@ -71,7 +71,7 @@ FLOOR="SELECT c.id, c.name, c.email, c.phone, c.wecom_external_userid, c.owner, 
 
 # The report's store: a copy with one bench-ab enrollment per contact,
 # started at AT - 10 d, its split row (arm by rowid), its send row and a sent
-# message; a purchase 2 days after the start for one contact in ten (inside
+# message; a purchase 2 days after the start for one contact in seven (inside
 # the 7-day goal).
 echo "== writing $ROWS enrollments for the report" >&2
 rm -f "$REPORT_DB" "$REPORT_DB-wal" "$REPORT_DB-shm"
@@ -94,7 +94,7 @@ INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, r
 SELECT 'm' || id, workflow, contact_id, id, last_step_id, 'sms', contact_id, 'bench', 'sent',
        1, started_at, started_at, started_at, started_at + 1000 FROM enrollments;
 INSERT INTO events (contact_id, name, at, properties)
-SELECT contact_id, 'purchase', started_at + 2 * $day_ms, '{"amount": 99}' FROM enrollments WHERE id % 10 = 0;
+SELECT contact_id, 'purchase', started_at + 2 * $day_ms, '{"amount": 99}' FROM enrollments WHERE id % 7 = 0;
 COMMIT;
 ANALYZE;
 SQL
