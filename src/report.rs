@@ -424,7 +424,12 @@ pub async fn build_summary(
         Some((
             WaitFor::Event {
                 name,
-                condition: Condition::Event { name: want, where_: None, .. },
+                condition:
+                    Condition::Event {
+                        name: want,
+                        where_: None,
+                        ..
+                    },
             },
             within,
         )) if want == name => GoalSql::Event {
@@ -434,15 +439,24 @@ pub async fn build_summary(
         Some(_) => return build(pool, wf, since).await,
     };
     let since_ms = since.map(ms).unwrap_or(i64::MIN);
-    let counts = reports::group_counts(pool, &wf.name, since_ms, &goal).await?;
+    let counts = reports::counts(pool, &wf.name, since_ms, &goal).await?;
+    // Entered and converted of the enrollments with a split record.
     let find = |step: &str, detail: Option<&str>| -> (u64, u64) {
         counts
             .iter()
-            .filter(|(s, d, _, _)| s == step && (detail.is_none() || d.as_deref() == detail))
-            .fold((0, 0), |(n, k), (_, _, a, b)| (n + *a as u64, k + *b as u64))
+            .filter(|(s, a, d, ..)| {
+                s == step && a == "split" && (detail.is_none() || d.as_deref() == detail)
+            })
+            .fold((0, 0), |(n, k), (_, _, _, a, b, _)| {
+                (n + *a as u64, k + *b as u64)
+            })
     };
     let mut groups = Vec::new();
-    let (n, k) = find("", None);
+    let (n, k) = counts
+        .iter()
+        .find(|(s, a, ..)| s.is_empty() && a.is_empty())
+        .map(|(_, _, _, n, k, _)| (*n as u64, *k as u64))
+        .unwrap_or((0, 0));
     groups.push(Group::new("all", n, k));
     for s in wf.all_steps() {
         if let StepAction::Split(sp) = &s.action {
@@ -474,16 +488,23 @@ pub async fn build_summary(
         .enumerate()
         .map(|(i, r)| (r.step.clone(), i))
         .collect();
-    for (step, action, detail, n, conv) in
-        reports::funnel_counts(pool, &wf.name, since_ms, &goal).await?
-    {
-        let Some(&i) = index.get(&step) else { continue };
+    for (step, action, detail, n, _, after) in &counts {
+        // Left before running the step: it was not reached.
+        if action == "exit" {
+            continue;
+        }
+        let Some(&i) = index.get(step) else { continue };
         let row = &mut rows[i];
-        row.reached += n as u64;
-        row.converted_after += conv as u64;
+        row.reached += *n as u64;
+        row.converted_after += *after as u64;
         if action == "skip" {
-            let code = detail.as_deref().unwrap_or("").split(':').next().unwrap_or("");
-            *row.skipped.entry(code.to_string()).or_insert(0) += n as u64;
+            let code = detail
+                .as_deref()
+                .unwrap_or("")
+                .split(':')
+                .next()
+                .unwrap_or("");
+            *row.skipped.entry(code.to_string()).or_insert(0) += *n as u64;
         }
     }
     for (step, n) in reports::sent_counts(pool, &wf.name, since_ms).await? {

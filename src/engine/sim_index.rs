@@ -159,7 +159,12 @@ impl Starts {
     pub fn since(&self, workflow: &str, since: DateTime<Utc>) -> i64 {
         self.runs
             .get(workflow)
-            .map(|r| r.iter().filter(|(t, _)| *t >= since).map(|(_, n)| *n).sum::<u64>() as i64)
+            .map(|r| {
+                r.iter()
+                    .filter(|(t, _)| *t >= since)
+                    .map(|(_, n)| *n)
+                    .sum::<u64>() as i64
+            })
             .unwrap_or(0)
     }
 }

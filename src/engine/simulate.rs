@@ -647,13 +647,8 @@ impl<'a> Simulation<'a> {
                     let id = self.next_id;
                     self.next_id += 1;
                     if self.may_reenter(d.workflow, planner) {
-                        self.entries.insert(
-                            id,
-                            &d.workflow.name,
-                            &d.contact_id,
-                            entry_key,
-                            now,
-                        );
+                        self.entries
+                            .insert(id, &d.workflow.name, &d.contact_id, entry_key, now);
                     }
                     self.started.add(&d.workflow.name, now);
                     id
