@@ -37,7 +37,7 @@ export NURTURE_API_TOKEN=bench-token
 at_ms=$(( $(date -d "$AT" +%s) * 1000 )); cutoff_ms=$(( at_ms - 30 * 86400000 ))
 FLOOR_SQ="SELECT c.id, c.name, c.email, c.phone, c.wecom_external_userid, c.owner, c.timezone, c.created_at, c.last_active_at, c.unsubscribed, c.attrs, (SELECT group_concat(t.tag, ';') FROM contact_tags t WHERE t.contact_id = c.id) FROM contacts c WHERE coalesce(c.last_active_at, c.created_at) < $cutoff_ms AND EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = 'newsletter') AND json_extract(c.attrs, '\$.city') IN ('Shanghai', 'Beijing') AND NOT EXISTS (SELECT 1 FROM contact_tags t WHERE t.contact_id = c.id AND t.tag = 'do-not-disturb');"
 FLOOR_PG="${FLOOR_SQ//group_concat/string_agg}"
-FLOOR_PG="${FLOOR_PG//json_extract(c.attrs, '\$.city')/(CAST(c.attrs AS json) ->> 'city')}"
+FLOOR_PG=$(printf '%s' "$FLOOR_PG" | sed "s/json_extract(c.attrs, '\$.city')/(CAST(c.attrs AS json) ->> 'city')/")
 
 load() { awk '{ print $1 }' /proc/loadavg; }
 LINES=()

@@ -604,11 +604,11 @@ impl<'a> Simulation<'a> {
         }
         let existing_pending = wf.entry_existing
             && !self.existing_done.contains(&wf.name)
-            && !planner
+            && planner
                 .gates
                 .states
                 .get(&wf.name)
-                .is_some_and(|s| s.existing_done_at.is_some());
+                .is_none_or(|s| s.existing_done_at.is_none());
         let Some(horizon) = self.horizon else {
             return true;
         };
