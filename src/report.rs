@@ -406,6 +406,126 @@ pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) 
     })
 }
 
+/// The report of `wf` counted by the store (set-based SQL: a few rows come
+/// back, not one per enrollment), for `nurture report`: the same groups,
+/// lift and funnel as [`build`], without the per-enrollment list (the
+/// console's chart reads that from [`build`]). A goal on an event's
+/// properties is decided in Rust (`property_holds`): [`build`] then.
+pub async fn build_summary(
+    pool: &AnyPool,
+    wf: &Workflow,
+    since: Option<DateTime<Utc>>,
+) -> Result<Report> {
+    use crate::audience::Condition;
+    use reports::GoalSql;
+    let goal = match wf.goal.as_ref().map(|g| (&g.on, g.within)) {
+        None => GoalSql::None,
+        Some((WaitFor::Condition(_), _)) => GoalSql::Exit,
+        Some((
+            WaitFor::Event {
+                name,
+                condition:
+                    Condition::Event {
+                        name: want,
+                        where_: None,
+                        ..
+                    },
+            },
+            within,
+        )) if want == name => GoalSql::Event {
+            event: name,
+            within_ms: within.to_chrono().num_milliseconds(),
+        },
+        Some(_) => return build(pool, wf, since).await,
+    };
+    let since_ms = since.map(ms).unwrap_or(i64::MIN);
+    let counts = reports::counts(pool, &wf.name, since_ms, &goal).await?;
+    // Entered and converted of the enrollments with a split record.
+    let find = |step: &str, detail: Option<&str>| -> (u64, u64) {
+        counts
+            .iter()
+            .filter(|(s, a, d, ..)| {
+                s == step && a == "split" && (detail.is_none() || d.as_deref() == detail)
+            })
+            .fold((0, 0), |(n, k), (_, _, _, a, b, _)| {
+                (n + *a as u64, k + *b as u64)
+            })
+    };
+    let mut groups = Vec::new();
+    let (n, k) = counts
+        .iter()
+        .find(|(s, a, ..)| s.is_empty() && a.is_empty())
+        .map(|(_, _, _, n, k, _)| (*n as u64, *k as u64))
+        .unwrap_or((0, 0));
+    groups.push(Group::new("all", n, k));
+    for s in wf.all_steps() {
+        if let StepAction::Split(sp) = &s.action {
+            for a in &sp.arms {
+                let (n, k) = find(&s.id, Some(&a.name.value));
+                groups.push(Group::new(format!("arm {}={}", s.id, a.name.value), n, k));
+            }
+        }
+    }
+    let mut lift_of = None;
+    if wf.holdout.is_some() {
+        let (n0, k0) = find(crate::engine::plan::HOLDOUT_STEP, None);
+        let (n1, k1) = (n - n0, k - k0);
+        groups.push(Group::new("treatment", n1, k1));
+        groups.push(Group::new("holdout", n0, k0));
+        lift_of = lift(k1, n1, k0, n0);
+    }
+    let mut rows: Vec<StepRow> = wf
+        .all_steps()
+        .iter()
+        .map(|s| StepRow {
+            step: s.id.clone(),
+            kind: s.action.kind().to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let index: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.step.clone(), i))
+        .collect();
+    for (step, action, detail, n, _, after) in &counts {
+        // Left before running the step: it was not reached.
+        if action == "exit" {
+            continue;
+        }
+        let Some(&i) = index.get(step) else { continue };
+        let row = &mut rows[i];
+        row.reached += *n as u64;
+        row.converted_after += *after as u64;
+        if action == "skip" {
+            let code = detail
+                .as_deref()
+                .unwrap_or("")
+                .split(':')
+                .next()
+                .unwrap_or("");
+            *row.skipped.entry(code.to_string()).or_insert(0) += *n as u64;
+        }
+    }
+    for (step, n) in reports::sent_counts(pool, &wf.name, since_ms).await? {
+        if let Some(&i) = index.get(&step) {
+            rows[i].sent += n as u64;
+        }
+    }
+    Ok(Report {
+        workflow: wf.name.clone(),
+        goal: wf.goal.as_ref().map(|g| match &g.on {
+            WaitFor::Event { name, .. } => format!("event {name} within {}", g.within),
+            WaitFor::Condition(_) => format!("condition within {}", g.within),
+        }),
+        since: since.map(|s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        groups,
+        lift: lift_of,
+        steps: rows,
+        enrollments: Vec::new(),
+    })
+}
+
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }

@@ -8,6 +8,7 @@ pub mod explain_contact;
 pub mod gates;
 pub mod plan;
 pub mod scheduler;
+pub mod sim_index;
 pub mod simulate;
 pub mod sources;
 

@@ -1119,10 +1119,14 @@ impl<'a> Planner<'a> {
                 };
             }
         };
-        self.planned_sends
-            .entry(c.id.clone())
-            .or_default()
-            .push(self.now);
+        // Only the frequency cap reads these: without one, a million planned
+        // sends would be remembered for nothing (the dry-run never forgets).
+        if self.settings.policies.frequency_cap.is_some() {
+            self.planned_sends
+                .entry(c.id.clone())
+                .or_default()
+                .push(self.now);
+        }
         // `at: "10:00"`: the next such local time; then quiet hours.
         let base = match send.at {
             Some(t) => crate::workflow::next_local_time(t, self.now, tz),

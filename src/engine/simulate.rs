@@ -26,6 +26,7 @@ use crate::contact::Contact;
 use crate::engine::gates::Gates;
 use crate::engine::plan::{Action, Outcome, Planner};
 use crate::engine::scheduler::runnable;
+use crate::engine::sim_index::{EntryIndex, Starts};
 use crate::engine::sources::{self, BATCH, Decided, Scan, Start, TickDue};
 use crate::project::Project;
 use crate::store::Store;
@@ -74,13 +75,22 @@ pub struct Simulation<'a> {
     active: HashMap<i64, EnrollmentRow>,
     /// Store enrollments the simulation has taken over.
     taken: HashSet<i64>,
-    /// New enrollments by contact, for entry policies.
-    by_contact: HashMap<String, Vec<EnrollmentRow>>,
+    /// New enrollments by contact, for entry policies (compact: only what
+    /// the policies read).
+    entries: EntryIndex,
     next_id: i64,
     /// The last cron tick taken, per workflow.
     ticks: HashMap<String, i64>,
     /// Enrollment starts per workflow, for the blast guard.
-    started: HashMap<String, Vec<DateTime<Utc>>>,
+    started: Starts,
+    /// The last moment this run simulates, when it is known for the whole
+    /// run (`run`; `nurture test` runs in legs and does not know it): a
+    /// ticked workflow that cannot be entered again before it needs no
+    /// entries kept.
+    horizon: Option<DateTime<Utc>>,
+    /// Per ticked workflow, its next tick after the moment it was asked at
+    /// (asked once per moment, not once per enrollment).
+    next_ticks: HashMap<String, (DateTime<Utc>, Option<DateTime<Utc>>)>,
     existing_done: HashSet<String>,
     imagined: bool,
     /// The moment the simulation has reached (`at` until it runs).
@@ -107,10 +117,12 @@ impl<'a> Simulation<'a> {
             next_seq: max_seq.unwrap_or(0) + 1,
             active: HashMap::new(),
             taken: HashSet::new(),
-            by_contact: HashMap::new(),
+            entries: EntryIndex::default(),
             next_id: max_id.unwrap_or(0) + 1,
             ticks,
-            started: HashMap::new(),
+            started: Starts::default(),
+            horizon: None,
+            next_ticks: HashMap::new(),
             existing_done: HashSet::new(),
             imagined: false,
             now,
@@ -151,6 +163,7 @@ impl<'a> Simulation<'a> {
         F: FnMut(&Decided<'a>, DateTime<Utc>) -> Result<()>,
     {
         let until = self.opts.until;
+        self.horizon = Some(until);
         self.run_to(planner, until, on_plan).await
     }
 
@@ -304,13 +317,22 @@ impl<'a> Simulation<'a> {
             .filter(|w| !w.trigger.is_ticked())
             .collect();
         let mut entered = HashSet::new();
+        // The simulation's enrollments of the batch's contacts, as rows.
+        let mut mine: HashMap<String, Vec<EnrollmentRow>> = HashMap::new();
+        for e in &entries {
+            if !mine.contains_key(&e.contact_id)
+                && let Some(rows) = self.entries.rows(&e.contact_id, i64::MAX)
+            {
+                mine.insert(e.contact_id.clone(), rows);
+            }
+        }
         let mut batch = sources::plan_log_batch(
             self.store,
             &event_triggered,
             &entries,
             planner,
             &mut entered,
-            Some(&self.by_contact),
+            Some(&mine),
         )
         .await?;
         let (recent, upcoming) = self.guard_counts(&batch, planner, Some(last.seq)).await?;
@@ -434,11 +456,7 @@ impl<'a> Simulation<'a> {
         };
         for (name, n) in recent.iter_mut() {
             let since = planner.gates.window_start(name, &guard, planner.now);
-            *n += self
-                .started
-                .get(name)
-                .map(|v| v.iter().filter(|t| **t >= since).count() as i64)
-                .unwrap_or(0);
+            *n += self.started.since(name, since);
             if log_after.is_none() {
                 continue;
             }
@@ -465,7 +483,11 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    /// A scan of `wf`'s audience, planned and taken in the daemon's batches.
+    /// A scan of `wf`'s audience, planned and taken in the daemon's batches,
+    /// as it streams: nothing the size of the audience is held. With the
+    /// blast guard on, the daemon judges a scan by its size before the first
+    /// batch (it collects the scan first); here the scan is counted first
+    /// and then read again (the store does not change under a dry-run).
     async fn scan<F>(
         &mut self,
         enabled: &[&'a Workflow],
@@ -485,101 +507,124 @@ impl<'a> Simulation<'a> {
             scan,
         )?;
         let store: &'a Store = self.store;
-        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
-        let mut plans = 0;
-        if planner.settings.policies.blast_guard.is_none() {
-            // No guard to judge the scan as a whole: plan it as it streams,
-            // in the daemon's batches, without holding a million contacts.
-            let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
-            // One contact read ahead: a full batch is planned only once it
-            // is known whether another follows (the daemon moves the event
-            // log between batches, not after the last).
-            let mut ahead: Option<Contact> = None;
-            loop {
-                let next = match ahead.take() {
-                    Some(c) => Some(c),
-                    None => loop {
-                        match stream.next().await {
-                            None => break None,
-                            Some(c) => {
-                                let c = c?;
-                                if self.may_enter(wf, &key_of, &c, planner.now) {
-                                    break Some(c);
-                                }
-                            }
-                        }
-                    },
-                };
-                let Some(c) = next else {
-                    if !chunk.is_empty() {
-                        let batch = sources::plan_scan_chunk(
-                            self.store, wf, &mut chunk, &key_of, &cause, planner,
-                        )
-                        .await?;
-                        plans += self.take(batch, planner, on_plan)?;
-                    }
-                    return Ok(plans);
-                };
-                if chunk.len() == BATCH {
-                    // Another contact follows this full batch.
-                    ahead = Some(c);
-                    let batch = sources::plan_scan_chunk(
-                        self.store, wf, &mut chunk, &key_of, &cause, planner,
-                    )
-                    .await?;
-                    plans += self.take(batch, planner, on_plan)?;
-                    plans += self.log_step(enabled, planner, on_plan).await?;
-                } else {
-                    chunk.push(c);
+        // The simulation's enrollments as the scan began (see `may_enter`);
+        // none of this workflow: no look-up per contact.
+        let below = self.next_id;
+        let check = self.entries.has_workflow(&wf.name);
+        let guarded = planner.settings.policies.blast_guard.is_some();
+        let mut remaining: i64 = 0;
+        if guarded {
+            let mut stream = store.scan_contacts_threaded(&filter.text, &filter.binds);
+            while let Some(c) = stream.next().await {
+                let c = c?;
+                if !check || self.may_enter(wf, &key_of, &c, planner.now, below) {
+                    remaining += 1;
                 }
             }
         }
-        // The daemon collects the scan first and the guard judges it whole.
-        let mut contacts: Vec<Contact> = Vec::new();
-        while let Some(c) = stream.next().await {
-            let c = c?;
-            if self.may_enter(wf, &key_of, &c, planner.now) {
-                contacts.push(c);
-            }
-        }
-        drop(stream);
-        let mut remaining = contacts.len() as i64;
+        let mut stream = store.scan_contacts_threaded(&filter.text, &filter.binds);
+        let mut plans = 0;
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
-        let mut contacts = contacts.into_iter().peekable();
-        while contacts.peek().is_some() {
-            chunk.extend(contacts.by_ref().take(BATCH));
+        // One contact read ahead: a full batch is planned only once it is
+        // known whether another follows (the daemon moves the event log
+        // between batches, not after the last).
+        let mut ahead: Option<Contact> = None;
+        loop {
+            let next = match ahead.take() {
+                Some(c) => Some(c),
+                None => loop {
+                    match stream.next().await {
+                        None => break None,
+                        Some(c) => {
+                            let c = c?;
+                            if !check || self.may_enter(wf, &key_of, &c, planner.now, below) {
+                                break Some(c);
+                            }
+                        }
+                    }
+                },
+            };
+            let last = next.is_none();
+            if chunk.len() < BATCH && !last {
+                chunk.extend(next);
+                continue;
+            }
+            if chunk.is_empty() {
+                return Ok(plans);
+            }
+            ahead = next;
             remaining -= chunk.len() as i64;
             let mut batch =
                 sources::plan_scan_chunk(self.store, wf, &mut chunk, &key_of, &cause, planner)
                     .await?;
-            let (recent, _) = self.guard_counts(&batch, planner, None).await?;
-            let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
-            self.pause(
-                sources::guard_batch(&mut batch, planner, &recent, &upcoming),
-                planner,
-            );
-            plans += self.take(batch, planner, on_plan)?;
-            // As the daemon: the event log moves between batches.
-            if contacts.peek().is_some() {
-                plans += self.log_step(enabled, planner, on_plan).await?;
+            if guarded {
+                let (recent, _) = self.guard_counts(&batch, planner, None).await?;
+                let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
+                self.pause(
+                    sources::guard_batch(&mut batch, planner, &recent, &upcoming),
+                    planner,
+                );
             }
+            plans += self.take(batch, planner, on_plan)?;
+            if last {
+                return Ok(plans);
+            }
+            // As the daemon: the event log moves between batches.
+            plans += self.log_step(enabled, planner, on_plan).await?;
         }
-        Ok(plans)
     }
 
     /// The entry policy over the simulation's own enrollments (the scan's
     /// SQL checked the store's).
+    /// `below`: only the simulation's enrollments with a smaller id count
+    /// (those made before the scan began: the daemon collects a scan first,
+    /// so enrollments made between its batches do not change what it plans).
     fn may_enter(
         &self,
         wf: &Workflow,
         key_of: &sources::KeyOf,
         c: &Contact,
         at: DateTime<Utc>,
+        below: i64,
     ) -> bool {
-        match self.by_contact.get(&c.id) {
+        match self.entries.rows(&c.id, below) {
             None => true,
-            Some(mine) => sources::may_enter_given(wf, mine, &key_of.key(wf, c), at),
+            Some(mine) => sources::may_enter_given(wf, &mine, &key_of.key(wf, c), at),
         }
+    }
+
+    /// Whether `wf` could be entered again later in this run, so its new
+    /// enrollments must be kept for the entry policy: an event-triggered
+    /// workflow always (the log, `--all-contacts`); a ticked one if its
+    /// `entry_existing` scan is still to come or it ticks again before the
+    /// run ends (always when the end is not known).
+    fn may_reenter(&mut self, wf: &Workflow, planner: &Planner<'_>) -> bool {
+        if !wf.trigger.is_ticked() {
+            return true;
+        }
+        let existing_pending = wf.entry_existing
+            && !self.existing_done.contains(&wf.name)
+            && planner
+                .gates
+                .states
+                .get(&wf.name)
+                .is_none_or(|s| s.existing_done_at.is_none());
+        let Some(horizon) = self.horizon else {
+            return true;
+        };
+        if existing_pending {
+            return true;
+        }
+        let now = planner.now;
+        let next = match self.next_ticks.get(&wf.name) {
+            Some((at, next)) if *at == now => *next,
+            _ => {
+                let next = next_tick(self.project, wf, now);
+                self.next_ticks.insert(wf.name.clone(), (now, next));
+                next
+            }
+        };
+        next.is_some_and(|t| t <= horizon)
     }
 
     /// What the daemon would write for these plans, kept in memory.
@@ -601,26 +646,11 @@ impl<'a> Simulation<'a> {
                 Start::New { entry_key, .. } => {
                     let id = self.next_id;
                     self.next_id += 1;
-                    let row = EnrollmentRow {
-                        id,
-                        workflow: d.workflow.name.clone(),
-                        contact_id: d.contact_id.clone(),
-                        entry_key: entry_key.clone(),
-                        status: EnrollmentStatus::Active,
-                        step_id: None,
-                        next_run_at: None,
-                        started_at: now,
-                        trigger: d.trigger.clone(),
-                        wait_since: None,
-                    };
-                    self.by_contact
-                        .entry(d.contact_id.clone())
-                        .or_default()
-                        .push(row);
-                    self.started
-                        .entry(d.workflow.name.clone())
-                        .or_default()
-                        .push(now);
+                    if self.may_reenter(d.workflow, planner) {
+                        self.entries
+                            .insert(id, &d.workflow.name, &d.contact_id, entry_key, now);
+                    }
+                    self.started.add(&d.workflow.name, now);
                     id
                 }
                 Start::Existing { enrollment_id } => {
@@ -629,17 +659,12 @@ impl<'a> Simulation<'a> {
                 }
             };
             plans += 1;
-            let (started_at, trigger) = self
-                .active
-                .remove(&id)
-                .map(|e| (e.started_at, e.trigger))
-                .or_else(|| {
-                    self.by_contact
-                        .get(&d.contact_id)
-                        .and_then(|v| v.iter().find(|e| e.id == id))
-                        .map(|e| (e.started_at, e.trigger.clone()))
-                })
-                .unwrap_or((now, None));
+            let (started_at, trigger) = match self.active.remove(&id) {
+                Some(e) => (e.started_at, e.trigger),
+                // A new enrollment starts now, with its trigger.
+                None if d.is_new() => (now, d.trigger.clone()),
+                None => (now, None),
+            };
             if let Outcome::Waiting {
                 next_step,
                 until,

@@ -475,7 +475,7 @@ async fn write_tags(
 // ---------------------------------------------------------------------------
 // Reading contacts.
 
-const CONTACT_COLUMNS: &str = "SELECT c.id, c.name, c.email, c.phone, c.wecom_external_userid, \
+pub(super) const CONTACT_COLUMNS: &str = "SELECT c.id, c.name, c.email, c.phone, c.wecom_external_userid, \
     c.owner, c.timezone, c.created_at, c.last_active_at, c.unsubscribed, c.attrs, \
     (SELECT group_concat(t.tag, char(31)) FROM contact_tags t WHERE t.contact_id = c.id) AS tags, \
     (SELECT group_concat(o.channel, char(31)) FROM contact_opt_outs o WHERE o.contact_id = c.id) AS opt_outs \

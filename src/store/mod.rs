@@ -33,6 +33,7 @@ pub mod plan_writes;
 pub mod prune;
 pub mod report_reads;
 pub mod reports;
+mod scan_sqlite;
 pub mod states;
 pub mod status;
 pub mod ticks;

@@ -150,6 +150,36 @@ async fn arms_are_stable_recorded_and_the_holdout_gets_nothing() {
         };
         assert!(planned[&c].contains(arm), "{c}: {j}");
     }
+    // `nurture report` counts in SQL what `status` counts row by row: the
+    // same groups (each arm, treatment and holdout) and funnel.
+    let report: Value = serde_json::from_str(&p.ok(&["report", "ab", "--format", "json"])).unwrap();
+    let status: Value = serde_json::from_str(&p.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(status["reports"]["ab"], report, "report vs status");
+    let entered = |g: &str| {
+        report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["group"] == g)
+            .map(|x| x["entered"].as_u64().unwrap())
+    };
+    // Per enrollment: the dry-run's split rows by step and arm.
+    let rows_of = |step: &str, arm: Option<&str>| {
+        rows.iter()
+            .filter(|r| r["action"] == "split" && r["step"] == step)
+            .filter(|r| arm.is_none_or(|a| r["arm"] == a))
+            .count() as u64
+    };
+    let coupon = rows_of("offer", Some("coupon"));
+    let call = rows_of("offer", Some("call"));
+    assert!(coupon > call && call > 0, "{coupon} / {call}");
+    assert_eq!(entered("arm offer=coupon"), Some(coupon));
+    assert_eq!(entered("arm offer=call"), Some(call));
+    assert_eq!(entered("holdout"), Some(rows_of("@holdout", None)));
+    assert_eq!(
+        entered("all"),
+        Some(entered("treatment").unwrap() + entered("holdout").unwrap())
+    );
     // history shows the arm.
     let c = planned.keys().next().unwrap();
     let h = p.ok(&["history", "--contact", c]);

@@ -1,0 +1,208 @@
+//! A SQLite scan of contacts read on a thread of its own (issue 13 item 4).
+//!
+//! `Store::scan_contacts` goes through sqlx, whose SQLite driver steps the
+//! statement on its worker thread and hands every row across to the caller
+//! (a channel send, a wake-up and a copy per row); the dry-run's planner then
+//! decodes it. Here a plain rusqlite connection, read-only, steps the same
+//! kind of SELECT on its own thread, decodes the contacts there and hands
+//! them over 256 at a time: the reading and decoding run beside the planning
+//! (the machine has two CPUs; `sqlite3` running the same SELECT uses one).
+//! Same rows, same order (the same WHERE clause, no ORDER BY: storage order).
+//! A store with no file behind it (`sqlite::memory:`) and PostgreSQL take
+//! `scan_contacts`.
+
+use futures::stream::{self, BoxStream, StreamExt};
+use rusqlite::{Connection, OpenFlags, types::Value as SqlValue};
+use serde_json::{Map, Value};
+
+use super::contacts::CONTACT_COLUMNS;
+use super::plan_reads::from_ms;
+use super::{BUSY_TIMEOUT, Store, StoreError};
+use crate::audience::sql::Bind;
+use crate::contact::Contact;
+
+/// Contacts handed over at a time.
+const HANDOFF: usize = 256;
+
+impl Store {
+    /// As [`Store::scan_contacts`] (same contacts, same order), read and
+    /// decoded on a thread of its own on a SQLite file.
+    pub fn scan_contacts_threaded<'a>(
+        &'a self,
+        where_sql: &str,
+        binds: &[Bind],
+    ) -> BoxStream<'a, Result<Contact, StoreError>> {
+        let Some(pool) = self.sqlite.clone() else {
+            return self.scan_contacts(where_sql, binds);
+        };
+        let (where_sql, binds) = (where_sql.to_string(), binds.to_vec());
+        let file = async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+            )
+            .fetch_one(&pool)
+            .await
+            .map_err(StoreError::from)
+        };
+        stream::once(file)
+            .flat_map(move |file| match file {
+                Ok(f) if !f.is_empty() => read_on_thread(f, &where_sql, &binds),
+                Ok(_) => self.scan_contacts(&where_sql, &binds),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            })
+            .boxed()
+    }
+}
+
+fn read_on_thread(
+    file: String,
+    where_sql: &str,
+    binds: &[Bind],
+) -> BoxStream<'static, Result<Contact, StoreError>> {
+    let sql = format!("{CONTACT_COLUMNS} WHERE {where_sql}");
+    let params: Vec<SqlValue> = binds
+        .iter()
+        .map(|b| match b {
+            Bind::Text(s) => SqlValue::Text(s.clone()),
+            Bind::Int(i) => SqlValue::Integer(*i),
+            Bind::Real(f) => SqlValue::Real(*f),
+        })
+        .collect();
+    // A few batches ahead at most: memory stays flat however many match.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Contact>, StoreError>>(4);
+    std::thread::spawn(move || {
+        let read = || -> Result<(), StoreError> {
+            let conn = Connection::open_with_flags(
+                &file,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(err)?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+            let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params))
+                .map_err(err)?;
+            let mut chunk = Vec::with_capacity(HANDOFF);
+            while let Some(row) = rows.next().map_err(err)? {
+                chunk.push(decode(row)?);
+                if chunk.len() == HANDOFF {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(HANDOFF));
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        // The reader went away (the scan was dropped).
+                        return Ok(());
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(Ok(chunk));
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+        .flat_map(|batch| match batch {
+            Ok(v) => stream::iter(v.into_iter().map(Ok)).left_stream(),
+            Err(e) => stream::once(async move { Err(e) }).right_stream(),
+        })
+        .boxed()
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError::Invalid(format!("reading contacts: {e}"))
+}
+
+/// One row of [`CONTACT_COLUMNS`], as `contacts::decode_contact` reads it.
+fn decode(row: &rusqlite::Row<'_>) -> Result<Contact, StoreError> {
+    let id: String = row.get(0).map_err(err)?;
+    let attrs_text: String = row.get(10).map_err(err)?;
+    let attrs = if attrs_text == "{}" {
+        Map::new()
+    } else {
+        serde_json::from_str::<Map<String, Value>>(&attrs_text).map_err(|e| {
+            StoreError::Invalid(format!(
+                "contact {id:?}: stored attributes are not a JSON object: {e}"
+            ))
+        })?
+    };
+    let set = |i: usize| -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let s: Option<String> = row.get(i).map_err(err)?;
+        Ok(match s {
+            Some(s) if !s.is_empty() => s.split('\u{1f}').map(str::to_string).collect(),
+            _ => Default::default(),
+        })
+    };
+    Ok(Contact {
+        name: row.get(1).map_err(err)?,
+        email: row.get(2).map_err(err)?,
+        phone: row.get(3).map_err(err)?,
+        wecom_external_userid: row.get(4).map_err(err)?,
+        owner: row.get(5).map_err(err)?,
+        timezone: row.get(6).map_err(err)?,
+        created_at: from_ms(row.get(7).map_err(err)?),
+        last_active_at: row.get::<_, Option<i64>>(8).map_err(err)?.map(from_ms),
+        unsubscribed: row.get::<_, i64>(9).map_err(err)? != 0,
+        attrs,
+        tags: set(11)?,
+        opted_out: set(12)?,
+        events: Vec::new(),
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contacts::ContactInput;
+    use chrono::TimeZone;
+    use futures::TryStreamExt;
+
+    /// The threaded scan returns what `scan_contacts` returns, in its order.
+    #[tokio::test]
+    async fn the_threaded_scan_reads_what_the_pool_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let t = chrono::Utc.timestamp_opt(1_780_000_000, 0).unwrap();
+        for i in 0..600 {
+            let mut c = ContactInput {
+                id: format!("c{i:04}"),
+                name: Some(format!("名字 {i}")),
+                ..Default::default()
+            };
+            if i % 3 == 0 {
+                c.tags = vec!["vip".into(), "new".into()];
+            }
+            if i % 2 == 0 {
+                c.attrs.insert("city".into(), "Shanghai".into());
+            }
+            store.upsert_contact(&c, t).await.unwrap();
+        }
+        let filter = "json_extract(c.attrs, '$.city') = ? OR c.id = ?";
+        let binds = [Bind::Text("Shanghai".into()), Bind::Text("c0001".into())];
+        let pooled: Vec<Contact> = store
+            .scan_contacts(filter, &binds)
+            .try_collect()
+            .await
+            .unwrap();
+        let threaded: Vec<Contact> = store
+            .scan_contacts_threaded(filter, &binds)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(pooled.len(), 301);
+        assert_eq!(format!("{pooled:?}"), format!("{threaded:?}"));
+        // A bad clause is an error, not a hang.
+        let bad: Result<Vec<Contact>, _> = store
+            .scan_contacts_threaded("no_such_column = 1", &[])
+            .try_collect()
+            .await;
+        assert!(bad.is_err());
+        // Dropping the scan part-way stops the thread (no hang).
+        let mut s = store.scan_contacts_threaded("1=1", &[]);
+        assert!(s.next().await.is_some());
+        drop(s);
+    }
+}
