@@ -212,7 +212,7 @@ pub async fn apply_batch(
             let end = (i..batch.len())
                 .find(|&k| !batchable(&batch[k]))
                 .unwrap_or(batch.len());
-            out.extend(apply_new_run(tx, &batch[i..end], now).await?);
+            out.extend(apply_new_run(tx, dialect, &batch[i..end], now).await?);
             i = end;
         } else {
             out.push(apply_in(tx, dialect, settings, &batch[i], now).await?);
@@ -246,6 +246,7 @@ fn batchable(d: &Decided<'_>) -> bool {
 /// Writes a run of [`batchable`] plans with multi-row statements.
 async fn apply_new_run(
     tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
     run: &[Decided<'_>],
     now: DateTime<Utc>,
 ) -> Result<Vec<Applied>> {
@@ -276,10 +277,20 @@ async fn apply_new_run(
                 wait_since.map(ms),
             ),
             Outcome::Done => (EnrollmentStatus::Done, None, None, None, None),
-            Outcome::Exited(r) => (EnrollmentStatus::Exited, None, None, Some(r.to_string()), None),
-            Outcome::Held { first_step } => {
-                (EnrollmentStatus::Held, Some(first_step.clone()), None, None, None)
-            }
+            Outcome::Exited(r) => (
+                EnrollmentStatus::Exited,
+                None,
+                None,
+                Some(r.to_string()),
+                None,
+            ),
+            Outcome::Held { first_step } => (
+                EnrollmentStatus::Held,
+                Some(first_step.clone()),
+                None,
+                None,
+                None,
+            ),
         };
         let held = status == EnrollmentStatus::Held;
         rows.push(enrollments::NewSettled {
@@ -294,16 +305,13 @@ async fn apply_new_run(
             },
             next_run_at,
             end_reason,
-            ended_at: matches!(
-                status,
-                EnrollmentStatus::Done | EnrollmentStatus::Exited
-            )
-            .then_some(ms(now)),
+            ended_at: matches!(status, EnrollmentStatus::Done | EnrollmentStatus::Exited)
+                .then_some(ms(now)),
             wait_since,
         });
         which.push(i);
     }
-    let ids = enrollments::start_settled_many(tx, &rows)
+    let ids = enrollments::start_settled_many(tx, dialect, &rows)
         .await
         .context("creating the enrollments")?;
     let mut out: Vec<Applied> = run
@@ -344,29 +352,34 @@ async fn apply_new_run(
             messages: queued,
         };
     }
-    enrollments::record_steps_many(tx, &steps)
+    enrollments::record_steps_many(tx, dialect, &steps)
         .await
         .context("recording the steps")?;
-    let payloads: Vec<String> = messages.iter().map(|(.., m)| m.payload.to_string()).collect();
+    let payloads: Vec<String> = messages
+        .iter()
+        .map(|(.., m)| m.payload.to_string())
+        .collect();
     let rows: Vec<crate::store::outbox::NewMessage<'_>> = messages
         .iter()
         .zip(&payloads)
-        .map(|((d, enrollment_id, step, m), payload)| crate::store::outbox::NewMessage {
-            id: &m.id,
-            workflow: &d.workflow.name,
-            contact_id: &d.contact_id,
-            enrollment_id: *enrollment_id,
-            step_id: step,
-            channel: &m.channel,
-            recipient: &m.to,
-            subject: m.subject.as_deref(),
-            body: &m.body,
-            payload: payload.clone(),
-            not_before: ms(m.at),
-            created_at: ms(now),
-        })
+        .map(
+            |((d, enrollment_id, step, m), payload)| crate::store::outbox::NewMessage {
+                id: &m.id,
+                workflow: &d.workflow.name,
+                contact_id: &d.contact_id,
+                enrollment_id: *enrollment_id,
+                step_id: step,
+                channel: &m.channel,
+                recipient: &m.to,
+                subject: m.subject.as_deref(),
+                body: &m.body,
+                payload: payload.clone(),
+                not_before: ms(m.at),
+                created_at: ms(now),
+            },
+        )
         .collect();
-    crate::store::outbox::insert_many(tx, &rows)
+    crate::store::outbox::insert_many(tx, dialect, &rows)
         .await
         .context("queueing the messages")?;
     Ok(out)

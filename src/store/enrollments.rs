@@ -197,8 +197,10 @@ pub struct NewSettled<'a> {
 }
 
 /// Rows per multi-row statement: far under SQLite's 32,766 and
-/// PostgreSQL's 65,535 parameters.
-pub const ROWS_PER_STATEMENT: usize = 500;
+/// PostgreSQL's 65,535 parameters. (On SQLite the placeholders are
+/// anonymous `?`: binding a named `$N` looks its name up in a list, which
+/// made a 3,000-parameter statement cost more to bind than to run.)
+pub const ROWS_PER_STATEMENT: usize = 256;
 
 /// Inserts `rows` with multi-row statements, skipping those whose entry key
 /// exists (another run got there first). Returns the ids of the rows
@@ -206,6 +208,7 @@ pub const ROWS_PER_STATEMENT: usize = 500;
 /// the order of `rows`, as one INSERT per row would.
 pub async fn start_settled_many(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     rows: &[NewSettled<'_>],
 ) -> sqlx::Result<Vec<Option<i64>>> {
     use sqlx::Arguments as _;
@@ -227,19 +230,22 @@ pub async fn start_settled_many(
                 if k > 1 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("${}", b + k));
+                sql.push_str(&dialect.placeholder(b + k));
             }
             sql.push(')');
             args.add(r.new.workflow).map_err(sqlx::Error::Encode)?;
             args.add(r.new.contact_id).map_err(sqlx::Error::Encode)?;
             args.add(r.new.entry_key).map_err(sqlx::Error::Encode)?;
             args.add(r.status).map_err(sqlx::Error::Encode)?;
-            args.add(r.step_id.as_deref()).map_err(sqlx::Error::Encode)?;
-            args.add(r.last_step.as_deref()).map_err(sqlx::Error::Encode)?;
+            args.add(r.step_id.as_deref())
+                .map_err(sqlx::Error::Encode)?;
+            args.add(r.last_step.as_deref())
+                .map_err(sqlx::Error::Encode)?;
             args.add(r.next_run_at).map_err(sqlx::Error::Encode)?;
             args.add(r.new.started_at).map_err(sqlx::Error::Encode)?;
             args.add(r.ended_at).map_err(sqlx::Error::Encode)?;
-            args.add(r.end_reason.as_deref()).map_err(sqlx::Error::Encode)?;
+            args.add(r.end_reason.as_deref())
+                .map_err(sqlx::Error::Encode)?;
             args.add(r.new.trigger_event.as_deref())
                 .map_err(sqlx::Error::Encode)?;
             args.add(r.wait_since).map_err(sqlx::Error::Encode)?;
@@ -285,6 +291,7 @@ pub struct StepRecord<'a> {
 /// Records steps of new enrollments with multi-row statements.
 pub async fn record_steps_many(
     tx: &mut AnyConnection,
+    dialect: Dialect,
     rows: &[StepRecord<'_>],
 ) -> sqlx::Result<()> {
     use sqlx::Arguments as _;
@@ -298,14 +305,8 @@ pub async fn record_steps_many(
                 sql.push(',');
             }
             let b = i * 5;
-            sql.push_str(&format!(
-                "(${},${},${},${},${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5
-            ));
+            let p: Vec<String> = (1..=5).map(|k| dialect.placeholder(b + k)).collect();
+            sql.push_str(&format!("({})", p.join(",")));
             args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
             args.add(r.step).map_err(sqlx::Error::Encode)?;
             args.add(r.ran_at).map_err(sqlx::Error::Encode)?;

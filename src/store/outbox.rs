@@ -431,7 +431,11 @@ pub async fn insert(tx: &mut AnyConnection, m: &NewMessage<'_>) -> Result<u64, s
 
 /// Queues `msgs` with multi-row statements, skipping ids that exist;
 /// returns how many rows were written.
-pub async fn insert_many(tx: &mut AnyConnection, msgs: &[NewMessage<'_>]) -> Result<u64, sqlx::Error> {
+pub async fn insert_many(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    msgs: &[NewMessage<'_>],
+) -> Result<u64, sqlx::Error> {
     use sqlx::Arguments as _;
     let mut written = 0;
     for chunk in msgs.chunks(super::enrollments::ROWS_PER_STATEMENT) {
@@ -444,10 +448,12 @@ pub async fn insert_many(tx: &mut AnyConnection, msgs: &[NewMessage<'_>]) -> Res
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * 12;
+            let b = i * 13;
+            let p: Vec<String> = (1..=13).map(|k| dialect.placeholder(b + k)).collect();
             sql.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${},${},'queued',0,${},${},${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 11, b + 12
+                "({},'queued',0,{})",
+                p[..10].join(","),
+                p[10..].join(",")
             ));
             args.add(m.id).map_err(sqlx::Error::Encode)?;
             args.add(m.workflow).map_err(sqlx::Error::Encode)?;
@@ -459,6 +465,8 @@ pub async fn insert_many(tx: &mut AnyConnection, msgs: &[NewMessage<'_>]) -> Res
             args.add(m.subject).map_err(sqlx::Error::Encode)?;
             args.add(m.body).map_err(sqlx::Error::Encode)?;
             args.add(m.payload.as_str()).map_err(sqlx::Error::Encode)?;
+            args.add(m.not_before).map_err(sqlx::Error::Encode)?;
+            // next_attempt_at: not before.
             args.add(m.not_before).map_err(sqlx::Error::Encode)?;
             args.add(m.created_at).map_err(sqlx::Error::Encode)?;
         }
