@@ -96,14 +96,22 @@ rate() { # messages/s at the receiver since the last reset
 }
 load() { awk '{ print $1 }' /proc/loadavg; }
 declare -A R
-for r in $(seq 1 "$ROUNDS"); do
-    echo "== round $r" >&2
+# A fresh store with the workflow activated and the N contacts imported.
+fresh_store() {
     rm -f "$P"/nurture.db*
     # The daemon first sees (activates) the workflow on an empty store, so
     # the contacts imported next are news to it (contacts that were there
     # before a workflow's activation do not enter it).
-    "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/activate.out" 2>&1
-    "$BIN" --config "$P/nurture.yaml" contacts import "$P/contacts.csv" >"$OUT/import.log" 2>&1
+    "$1" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/activate.out" 2>&1
+    "$1" --config "$P/nurture.yaml" contacts import "$P/contacts.csv" >"$OUT/import.log" 2>&1
+}
+# BASE=/path/to/nurture adds a baseline build, run on its own fresh store
+# in the same rounds.
+WHO="nurture peer wrk"
+[[ -n "${BASE:-}" ]] && WHO="nurture base peer wrk"
+for r in $(seq 1 "$ROUNDS"); do
+    echo "== round $r" >&2
+    fresh_store "$BIN"
     # The peer reads the contacts before nurture's run, from the same store.
     curl -s -X POST "$RECV/reset" >/dev/null
     l=$(load)
@@ -113,6 +121,13 @@ for r in $(seq 1 "$ROUNDS"); do
     l=$(load)
     "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run.out" 2>"$OUT/run.err"
     read -r n m <<<"$(rate)"; R[nurture|$r]="$m $n $l"
+    if [[ -n "${BASE:-}" ]]; then
+        fresh_store "$BASE"
+        curl -s -X POST "$RECV/reset" >/dev/null
+        l=$(load)
+        "$BASE" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base.out" 2>"$OUT/base.err"
+        read -r n m <<<"$(rate)"; R[base|$r]="$m $n $l"
+    fi
     curl -s -X POST "$RECV/reset" >/dev/null
     l=$(load)
     w=$(wrk -t2 -c64 -d"${WRK_S}s" -s "$OUT/post.lua" "$RECV/hook" | awk '/Requests\/sec/ { printf "%.0f", $2 }')
@@ -126,7 +141,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo
     echo "| who | runs: msg/s (requests, load before) | min | median |"
     echo "|---|---|---:|---:|"
-    for who in nurture peer wrk; do
+    for who in $WHO; do
         cells=() vals=()
         for r in $(seq 1 "$ROUNDS"); do
             read -r m n l <<<"${R[$who|$r]}"

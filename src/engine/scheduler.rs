@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::contact::Contact;
-use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
+use crate::engine::apply::{Applied, apply_batch, lock_event_log, touches_shared_counters};
 use crate::engine::gates::Gates;
 use crate::engine::plan::{Action, Outcome, Planner};
 use crate::engine::sources::{self, BATCH, Decided, Scan, Start};
@@ -482,8 +482,9 @@ impl Scheduler {
         }
         let mut stored = Vec::new();
         let mut passed: HashMap<&str, u64> = HashMap::new();
-        for d in &batch {
-            match apply_in(&mut tx, dialect, planner.settings, d, planner.now).await? {
+        let applied = apply_batch(&mut tx, dialect, planner.settings, &batch, planner.now).await?;
+        for (d, applied) in batch.iter().zip(applied) {
+            match applied {
                 Applied::Stored { messages, .. } => {
                     pass.plans += 1;
                     pass.messages += messages;

@@ -180,3 +180,143 @@ pub async fn wake_waiting(
     .await?;
     Ok(())
 }
+
+/// A new enrollment written in its final state at once (a plan whose steps
+/// only queue messages: the daemon's common case, written many per
+/// statement by [`start_settled_many`]).
+#[derive(Debug)]
+pub struct NewSettled<'a> {
+    pub new: NewEnrollment<'a>,
+    pub status: EnrollmentStatus,
+    pub step_id: Option<String>,
+    pub last_step: Option<String>,
+    pub next_run_at: Option<i64>,
+    pub end_reason: Option<String>,
+    pub ended_at: Option<i64>,
+    pub wait_since: Option<i64>,
+}
+
+/// Rows per multi-row statement: far under SQLite's 32,766 and
+/// PostgreSQL's 65,535 parameters. (On SQLite the placeholders are
+/// anonymous `?`: binding a named `$N` looks its name up in a list, which
+/// made a 3,000-parameter statement cost more to bind than to run.)
+pub const ROWS_PER_STATEMENT: usize = 256;
+
+/// Inserts `rows` with multi-row statements, skipping those whose entry key
+/// exists (another run got there first). Returns the ids of the rows
+/// written, by position in `rows` (`None`: skipped). The ids are assigned in
+/// the order of `rows`, as one INSERT per row would.
+pub async fn start_settled_many(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    rows: &[NewSettled<'_>],
+) -> sqlx::Result<Vec<Option<i64>>> {
+    use sqlx::Arguments as _;
+    let mut out = vec![None; rows.len()];
+    for (c, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO enrollments (workflow, contact_id, entry_key, status, step_id, last_step_id,
+                                      next_run_at, started_at, ended_at, end_reason, trigger_event, wait_since)
+             VALUES ",
+        );
+        let mut args = sqlx::any::AnyArguments::default();
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let b = i * 12;
+            sql.push('(');
+            for k in 1..=12 {
+                if k > 1 {
+                    sql.push(',');
+                }
+                sql.push_str(&dialect.placeholder(b + k));
+            }
+            sql.push(')');
+            args.add(r.new.workflow).map_err(sqlx::Error::Encode)?;
+            args.add(r.new.contact_id).map_err(sqlx::Error::Encode)?;
+            args.add(r.new.entry_key).map_err(sqlx::Error::Encode)?;
+            args.add(r.status).map_err(sqlx::Error::Encode)?;
+            args.add(r.step_id.as_deref())
+                .map_err(sqlx::Error::Encode)?;
+            args.add(r.last_step.as_deref())
+                .map_err(sqlx::Error::Encode)?;
+            args.add(r.next_run_at).map_err(sqlx::Error::Encode)?;
+            args.add(r.new.started_at).map_err(sqlx::Error::Encode)?;
+            args.add(r.ended_at).map_err(sqlx::Error::Encode)?;
+            args.add(r.end_reason.as_deref())
+                .map_err(sqlx::Error::Encode)?;
+            args.add(r.new.trigger_event.as_deref())
+                .map_err(sqlx::Error::Encode)?;
+            args.add(r.wait_since).map_err(sqlx::Error::Encode)?;
+        }
+        sql.push_str(
+            " ON CONFLICT (workflow, contact_id, entry_key) DO NOTHING
+              RETURNING id, workflow, contact_id, entry_key",
+        );
+        let written: Vec<(i64, String, String, String)> =
+            sqlx::query_as_with(AssertSqlSafe(sql), args)
+                .fetch_all(&mut *tx)
+                .await?;
+        // By unique key; the first row with a key is the one written (a
+        // later duplicate in the same statement conflicts with it).
+        let mut by_key: std::collections::HashMap<(String, String, String), i64> = written
+            .into_iter()
+            .map(|(id, w, c, k)| ((w, c, k), id))
+            .collect();
+        let base = c * ROWS_PER_STATEMENT;
+        for (i, r) in chunk.iter().enumerate() {
+            let key = (
+                r.new.workflow.to_string(),
+                r.new.contact_id.to_string(),
+                r.new.entry_key.to_string(),
+            );
+            out[base + i] = by_key.remove(&key);
+        }
+    }
+    Ok(out)
+}
+
+/// A step record of a new enrollment (always fresh: the enrollment was
+/// just created).
+#[derive(Debug)]
+pub struct StepRecord<'a> {
+    pub enrollment_id: i64,
+    pub step: &'a str,
+    pub ran_at: i64,
+    pub action: &'a str,
+    pub detail: Option<String>,
+}
+
+/// Records steps of new enrollments with multi-row statements.
+pub async fn record_steps_many(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    rows: &[StepRecord<'_>],
+) -> sqlx::Result<()> {
+    use sqlx::Arguments as _;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES ",
+        );
+        let mut args = sqlx::any::AnyArguments::default();
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let b = i * 5;
+            let p: Vec<String> = (1..=5).map(|k| dialect.placeholder(b + k)).collect();
+            sql.push_str(&format!("({})", p.join(",")));
+            args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
+            args.add(r.step).map_err(sqlx::Error::Encode)?;
+            args.add(r.ran_at).map_err(sqlx::Error::Encode)?;
+            args.add(r.action).map_err(sqlx::Error::Encode)?;
+            args.add(r.detail.as_deref()).map_err(sqlx::Error::Encode)?;
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}

@@ -448,6 +448,16 @@ impl Dialect {
     }
 
     /// The suffix of a read that a write in the same transaction depends on.
+    /// The `n`th (1-based) bind placeholder of a generated statement:
+    /// `$n` on PostgreSQL, an anonymous `?` on SQLite (bound in order; a
+    /// named `$n` costs SQLite a lookup in a list per parameter).
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => "?".to_string(),
+        }
+    }
+
     pub fn for_update(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",

@@ -428,3 +428,53 @@ pub async fn insert(tx: &mut AnyConnection, m: &NewMessage<'_>) -> Result<u64, s
     .await?
     .rows_affected())
 }
+
+/// Queues `msgs` with multi-row statements, skipping ids that exist;
+/// returns how many rows were written.
+pub async fn insert_many(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+    msgs: &[NewMessage<'_>],
+) -> Result<u64, sqlx::Error> {
+    use sqlx::Arguments as _;
+    let mut written = 0;
+    for chunk in msgs.chunks(super::enrollments::ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
+                                 payload, status, attempts, not_before, next_attempt_at, created_at) VALUES ",
+        );
+        let mut args = sqlx::any::AnyArguments::default();
+        for (i, m) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let b = i * 13;
+            let p: Vec<String> = (1..=13).map(|k| dialect.placeholder(b + k)).collect();
+            sql.push_str(&format!(
+                "({},'queued',0,{})",
+                p[..10].join(","),
+                p[10..].join(",")
+            ));
+            args.add(m.id).map_err(sqlx::Error::Encode)?;
+            args.add(m.workflow).map_err(sqlx::Error::Encode)?;
+            args.add(m.contact_id).map_err(sqlx::Error::Encode)?;
+            args.add(m.enrollment_id).map_err(sqlx::Error::Encode)?;
+            args.add(m.step_id).map_err(sqlx::Error::Encode)?;
+            args.add(m.channel).map_err(sqlx::Error::Encode)?;
+            args.add(m.recipient).map_err(sqlx::Error::Encode)?;
+            args.add(m.subject).map_err(sqlx::Error::Encode)?;
+            args.add(m.body).map_err(sqlx::Error::Encode)?;
+            args.add(m.payload.as_str()).map_err(sqlx::Error::Encode)?;
+            args.add(m.not_before).map_err(sqlx::Error::Encode)?;
+            // next_attempt_at: not before.
+            args.add(m.not_before).map_err(sqlx::Error::Encode)?;
+            args.add(m.created_at).map_err(sqlx::Error::Encode)?;
+        }
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+        written += sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(written)
+}
