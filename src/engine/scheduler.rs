@@ -34,10 +34,12 @@ use crate::workflow::Workflow;
 use crate::store::ticks;
 
 /// What one pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {
     pub plans: usize,
     pub messages: usize,
+    /// Trigger events from before their workflow's activation, per workflow.
+    pub passed_over: HashMap<String, u64>,
 }
 
 pub struct Scheduler {
@@ -62,6 +64,10 @@ impl Scheduler {
     pub async fn run(mut self) -> Result<()> {
         let pool = self.store.db().clone();
         let mut last_waiting: Option<String> = None;
+        // Passed-over triggers are told once per backlog (a pass reads one
+        // log batch: an import of a million rows would be thousands of lines).
+        let mut passed_over: HashMap<String, u64> = HashMap::new();
+        let mut passed_since = std::time::Instant::now();
         loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -72,14 +78,25 @@ impl Scheduler {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "scheduler pass failed; retrying in 1 s");
-                    Pass {
-                        plans: 0,
-                        messages: 0,
-                    }
+                    Pass::default()
                 }
             };
             if pass.messages > 0 {
                 self.deliver.notify_one();
+            }
+            let caught_up = pass.passed_over.is_empty();
+            for (name, n) in pass.passed_over {
+                *passed_over.entry(name).or_insert(0) += n;
+            }
+            if !passed_over.is_empty()
+                && (caught_up || passed_since.elapsed() >= StdDuration::from_secs(30))
+            {
+                let mut told: Vec<_> = passed_over.drain().collect();
+                told.sort();
+                for (name, n) in told {
+                    tracing::info!(workflow = %name, triggers = n, "trigger events from before the workflow's activation passed over");
+                }
+                passed_since = std::time::Instant::now();
             }
             if pass.plans > 0 {
                 tracing::debug!(
@@ -481,7 +498,6 @@ impl Scheduler {
             workflow_states::pause(&mut tx, name, planner.now, reason).await?;
         }
         let mut stored = Vec::new();
-        let mut passed: HashMap<&str, u64> = HashMap::new();
         let applied = apply_batch(&mut tx, dialect, planner.settings, &batch, planner.now).await?;
         for (d, applied) in batch.iter().zip(applied) {
             match applied {
@@ -490,7 +506,9 @@ impl Scheduler {
                     pass.messages += messages;
                     stored.push(d);
                 }
-                Applied::Passed => *passed.entry(d.workflow.name.as_str()).or_insert(0) += 1,
+                Applied::Passed => {
+                    *pass.passed_over.entry(d.workflow.name.clone()).or_insert(0) += 1
+                }
                 Applied::Stale => {}
             }
         }
@@ -511,9 +529,6 @@ impl Scheduler {
         }
         for (name, reason) in paused {
             tracing::warn!(workflow = %name, %reason, "workflow paused by the blast guard; its enrollments wait for `nurture resume`");
-        }
-        for (name, n) in passed {
-            tracing::info!(workflow = %name, triggers = n, "trigger events from before the workflow's activation passed over");
         }
         for d in stored {
             let outcome = match (&d.start, &d.plan.outcome) {

@@ -326,3 +326,32 @@ async fn existing_contacts_are_enrolled_only_on_purpose() {
         vec!["hello o1", "hello o2", "intro o1", "intro o2", "intro o3"]
     );
 }
+
+/// A daemon's first start over an imported store passes over every
+/// trigger from before activation, and says so once per workflow, not once
+/// per log batch (an import of a million rows made thousands of lines).
+#[tokio::test]
+async fn passed_over_triggers_are_told_once_per_workflow() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = project(&rx, "");
+    let mut csv = String::from("id,name,tags\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("c{i:04},N{i},vip\n"));
+    }
+    p.write("many.csv", &csv);
+    p.ok(&["contacts", "import", p.path("many.csv").to_str().unwrap()]);
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    let status = d.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", p.log());
+    let log = p.log();
+    let told: Vec<&str> = log.lines().filter(|l| l.contains("passed over")).collect();
+    assert_eq!(told.len(), 2, "one line each for welcome and vip:\n{log}");
+    for wf in ["welcome", "vip"] {
+        assert!(
+            told.iter()
+                .any(|l| l.contains(&format!("workflow={wf}")) && l.contains("triggers=1000")),
+            "{wf}: {told:?}"
+        );
+    }
+    assert!(rx.requests().is_empty());
+}
