@@ -627,7 +627,11 @@ fn int_cmp(x: &dyn Fn(&mut Sql), op: Op, n: Num, out: &mut Sql) -> bool {
         if !op.holds(o) {
             return false;
         }
-        out.push("TRUE");
+        // Every value holds, but a missing one (NULL) still does not, as in
+        // the evaluator: not a bare TRUE.
+        out.push("(");
+        x(out);
+        out.push(" IS NOT NULL)");
         return true;
     }
     let f = r.floor();

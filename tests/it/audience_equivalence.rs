@@ -700,7 +700,24 @@ fn postgres_prefilter_keeps_every_member() {
         ..Config::default()
     });
     let strategy = (contacts(), prop::collection::vec(condition(), 1..16));
-    let result = runner.run(&strategy, |(contacts, conds)| {
+    // Found by this test: a bound past every integer made the comparison a
+    // bare TRUE, so a missing time or number passed too. Checked on every
+    // generated store from now on.
+    let beyond: Vec<Condition> = ["last_active_at", "created_at", "score"]
+        .iter()
+        .flat_map(|f| {
+            [
+                Condition::Not(Box::new(field(
+                    f,
+                    FieldTest::Lte(Literal::Num(f64::INFINITY)),
+                ))),
+                field(f, FieldTest::Gt(Literal::Num(f64::NEG_INFINITY))),
+                field(f, FieldTest::Lt(Literal::Num(1e300))),
+            ]
+        })
+        .collect();
+    let result = runner.run(&strategy, |(contacts, mut conds)| {
+        conds.extend(beyond.iter().cloned());
         rt.block_on(store_pg(&pool, &contacts));
         for cond in &conds {
             let (got, exact, sql) = rt.block_on(selected_pg(&pool, cond));
