@@ -226,15 +226,31 @@ pub async fn claim(
 }
 
 /// Extends the leases `owner` holds to `until`.
+///
+/// On PostgreSQL the rows are taken in id order and those locked right now
+/// are skipped: they are the ones this daemon's outcome writer is finishing
+/// (it clears their lease), and waiting for them while holding others
+/// deadlocked against that writer under load (10M contacts, three daemons:
+/// `deadlock detected`). A skipped row whose outcome write fails is renewed
+/// on the next round, well inside its lease. SQLite has one writer at a time:
+/// nothing to order.
 pub async fn renew_leases(store: &Store, owner: &str, until: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2",
-    )
-    .bind(until)
-    .bind(owner)
-    .execute(store.db())
-    .await?
-    .rows_affected())
+    let sql = match store.dialect() {
+        Dialect::Sqlite => {
+            "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2"
+        }
+        Dialect::Postgres => {
+            "UPDATE outbox SET lease_until = $1 WHERE id IN (
+                SELECT id FROM outbox WHERE status = 'sending' AND lease_owner = $2
+                 ORDER BY id FOR UPDATE SKIP LOCKED)"
+        }
+    };
+    Ok(sqlx::query(sql)
+        .bind(until)
+        .bind(owner)
+        .execute(store.db())
+        .await?
+        .rows_affected())
 }
 
 /// Puts every message `owner` holds back in the pool (attempts unchanged).
