@@ -506,6 +506,7 @@ impl SeenIds {
     fn first_line<R: Read>(
         &mut self,
         id: &str,
+        line: u64,
         header: &Header,
         again: &mut Box<dyn ReadSeek>,
         rec: &csv::ByteRecord,
@@ -514,7 +515,7 @@ impl SeenIds {
         let Some(pos) = rec.position() else {
             return Ok(None);
         };
-        let (start, line) = (pos.byte(), pos.line());
+        let start = pos.byte();
         let end = reader.position().byte();
         let h = Self::hash(id);
         match self.first.get(&h) {
@@ -649,6 +650,15 @@ fn parse_file(
         });
     }
     let header = read_header(path, &rec, opts)?;
+    // The csv crate leaves the LF of a CRLF terminator unread when it returns
+    // a record, so with CRLF (Excel's and WPS's exports) every later record's
+    // line is one short (BurntSushi/rust-csv#395). It then starts at that LF:
+    // look once, after the header, and add the line back when reporting.
+    let crlf: u64 = {
+        let at = reader.position().byte();
+        let next = raw_range(&mut again, at, at + 1).map_err(io)?;
+        u64::from(next.first() == Some(&b'\n'))
+    };
     let mut seen = SeenIds::default();
     let mut batch = Batch {
         rows: Vec::with_capacity(BATCH_ROWS),
@@ -662,7 +672,7 @@ fn parse_file(
             Ok(false) => break,
             Err(e) => {
                 // An I/O error ends the import; a malformed record is a bad row.
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let line = e.position().map(|p| p.line() + crlf).unwrap_or(0);
                 if let csv::ErrorKind::Io(_) = e.kind() {
                     return Err(csv_err(e));
                 }
@@ -674,7 +684,7 @@ fn parse_file(
                 continue;
             }
         }
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec.position().map(|p| p.line() + crlf).unwrap_or(0);
         batch.records += 1;
         let end = reader.position().clone();
         if let Some(start) = rec.position().cloned()
@@ -711,7 +721,7 @@ fn parse_file(
         }
         let mut row = Row::default();
         match parse_row(&header, &rec, &mut row) {
-            Ok(()) => match seen.first_line(&row.id, &header, &mut again, &rec, &reader)? {
+            Ok(()) => match seen.first_line(&row.id, line, &header, &mut again, &rec, &reader)? {
                 Some(first) => batch.bad.push(BadRow {
                     line,
                     reason: format!(

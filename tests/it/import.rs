@@ -475,3 +475,45 @@ async fn every_import_writer_logs_the_same_events() {
         assert_eq!(got.2, want.2, "tags: {url} vs {first_url}");
     }
 }
+
+/// Excel and WPS write CRLF: the same file with CRLF line ends reports the
+/// same lines (the csv crate alone counts every record after the first one
+/// line short, BurntSushi/rust-csv#395).
+#[tokio::test]
+async fn crlf_files_report_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let lf = std::fs::read(mixed_csv(dir.path())).unwrap();
+    let mut crlf = Vec::new();
+    for &b in &lf {
+        if b == b'\n' {
+            crlf.push(b'\r');
+        }
+        crlf.push(b);
+    }
+    let path = dir.path().join("crlf.csv");
+    std::fs::write(&path, crlf).unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = path.display().to_string();
+    for (line, what) in [
+        (5, "missing id"),
+        (6, "created_at"),
+        (7, "timezone"),
+        (9, "expected 9 columns, found 2"),
+        (10, "already on line 2"),
+        (11, "unsubscribed"),
+        (13, "UTF-8"),
+    ] {
+        let prefix = format!("{f}:{line}: ");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(what)),
+            "no {prefix}...{what} in:\n{stderr}"
+        );
+    }
+}
