@@ -52,6 +52,18 @@ pub struct OutMessage {
     pub in_doubt: bool,
 }
 
+impl OutMessage {
+    /// Whom the message is for, from its payload's `kind` (none: the
+    /// contact). An unknown kind comes back as its text, for the error.
+    pub fn kind(&self) -> Result<crate::store::states::MessageKind, String> {
+        use crate::store::states::MessageKind;
+        match self.payload.get("kind").and_then(serde_json::Value::as_str) {
+            None => Ok(MessageKind::Message),
+            Some(k) => MessageKind::parse(k).map_err(|_| k.to_string()),
+        }
+    }
+}
+
 /// What a provider said about one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {

@@ -164,25 +164,35 @@ impl WecomChannel {
     }
 
     async fn deliver(&self, msg: &OutMessage) -> Exchange {
-        let kind = msg.payload.get("kind").and_then(Value::as_str);
+        use crate::store::states::MessageKind;
+        let kind = match msg.kind() {
+            Ok(k) => k,
+            Err(other) => {
+                return Delivery::Permanent {
+                    reason: format!("wecom: unknown payload kind {other:?}"),
+                }
+                .into();
+            }
+        };
         if msg.in_doubt
-            && matches!(kind, None | Some("transfer"))
+            && matches!(kind, MessageKind::Message | MessageKind::Transfer)
             && let Some(e) = self.already_accepted(msg).await
         {
             return e;
         }
         if (msg.in_doubt || msg.attempt > 1)
-            && kind.is_none()
+            && kind == MessageKind::Message
             && let Some(e) = self.welcome_in_doubt(msg).await
         {
             return e;
         }
         match kind {
-            None => self.to_contact(msg).await,
-            Some("notice") => self.notice(msg).await,
-            Some("transfer") => self.transfer(msg).await,
-            Some(other) => Delivery::Permanent {
-                reason: format!("wecom: unknown payload kind {other:?}"),
+            MessageKind::Message => self.to_contact(msg).await,
+            MessageKind::Notice => self.notice(msg).await,
+            MessageKind::Transfer => self.transfer(msg).await,
+            // A webhook step's call is queued on its own webhook channel.
+            MessageKind::Webhook => Delivery::Permanent {
+                reason: "wecom: a webhook call cannot go out on a wecom channel".into(),
             }
             .into(),
         }
