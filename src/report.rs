@@ -337,20 +337,7 @@ pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) 
     for key in reports::sent(pool, &wf.name).await? {
         *sent.entry(key).or_insert(0) += 1;
     }
-    let mut rows: Vec<StepRow> = wf
-        .all_steps()
-        .iter()
-        .map(|s| StepRow {
-            step: s.id.clone(),
-            kind: s.action.kind().to_string(),
-            ..Default::default()
-        })
-        .collect();
-    let index: HashMap<String, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.step.clone(), i))
-        .collect();
+    let (mut rows, index) = empty_funnel(wf);
     for (id, step, action, detail, at) in &reached {
         let Some(&i) = index.get(step) else { continue };
         let Some(e) = enrolled.get(id) else { continue };
@@ -474,20 +461,7 @@ pub async fn build_summary(
         groups.push(Group::new("holdout", n0, k0));
         lift_of = lift(k1, n1, k0, n0);
     }
-    let mut rows: Vec<StepRow> = wf
-        .all_steps()
-        .iter()
-        .map(|s| StepRow {
-            step: s.id.clone(),
-            kind: s.action.kind().to_string(),
-            ..Default::default()
-        })
-        .collect();
-    let index: HashMap<String, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.step.clone(), i))
-        .collect();
+    let (mut rows, index) = empty_funnel(wf);
     for (step, action, detail, n, _, after) in &counts {
         // Left before running the step: it was not reached.
         if action == "exit" {
@@ -661,6 +635,26 @@ impl Report {
         }
         out
     }
+}
+
+/// The funnel's rows in the workflow's step order, all zero, and where
+/// each step's row is.
+fn empty_funnel(wf: &Workflow) -> (Vec<StepRow>, HashMap<String, usize>) {
+    let rows: Vec<StepRow> = wf
+        .all_steps()
+        .iter()
+        .map(|s| StepRow {
+            step: s.id.clone(),
+            kind: s.action.kind().to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let index = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.step.clone(), i))
+        .collect();
+    (rows, index)
 }
 
 #[cfg(test)]
