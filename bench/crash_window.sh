@@ -47,21 +47,7 @@ trap cleanup EXIT
 
 # Starts "$@" in the background (stdout to $OUT/$1.out); waits for its
 # "listening on ADDR" line; sets ADDR and PID.
-start_listening() {
-    local name=$1; shift
-    "$@" >"$OUT/$name.out" 2>>"$OUT/$name.err" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 1 400); do
-        if ADDR=$(sed -n 's/^listening on //p' "$OUT/$name.out" | head -n1) && [[ -n "$ADDR" ]]; then
-            return 0
-        fi
-        kill -0 "$PID" 2>/dev/null || { echo "bench: $name exited; see $OUT/$name.err" >&2; exit 1; }
-        sleep 0.05
-    done
-    echo "bench: $name did not print its address" >&2
-    exit 1
-}
+source bench/lib.sh   # (the script runs from the repository root)
 
 stat_of() { curl -s "$RECV/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 

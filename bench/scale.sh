@@ -64,14 +64,9 @@ psql -q "$ADMIN" -c "CREATE DATABASE nurture_scale" >/dev/null
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
-"$RECEIVER" 127.0.0.1:0 >"$OUT/receiver.out" 2>"$OUT/receiver.err" &
-PIDS+=($!)
-for _ in $(seq 1 200); do
-    ADDR=$(sed -n 's/^listening on //p' "$OUT/receiver.out" | head -n1)
-    [[ -n "$ADDR" ]] && break
-    sleep 0.05
-done
-[[ -n "$ADDR" ]] || { echo "bench: the receiver did not start" >&2; exit 1; }
+source "$ROOT/bench/lib.sh"
+rm -f "$OUT/receiver.err"
+start_listening receiver "$RECEIVER" 127.0.0.1:0
 RECV="http://$ADDR"
 
 P="$OUT/project"
