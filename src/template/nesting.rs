@@ -1,0 +1,147 @@
+//! The bounds on a template's shape, checked before handlebars sees it: block
+//! and sub-expression depth, and the elements a template may not use
+//! (partials, decorators).
+
+use super::*;
+
+/// Refuses templates nested deeper than [`MAX_TEMPLATE_DEPTH`] blocks or
+/// [`MAX_SUBEXPRESSION_DEPTH`] parentheses, before handlebars sees them: its
+/// parser and renderer recurse once per level, so thousands of nested
+/// `{{#if}}` would overflow the stack. A lexical scan, so it cannot recurse
+/// itself; an `{{else if}}` chain counts one level per link, as handlebars
+/// nests it. Comments and raw blocks are not special-cased: a tag-like text
+/// in a comment may count, which errs on the side of refusing.
+pub(super) fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
+    // One entry per open block: how many levels it holds (1 + `else X` links).
+    let mut stack: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let (mut line, mut col) = (1u32, 1u32);
+    let mut rest = src;
+    while let Some(i) = rest.find("{{") {
+        for c in rest[..i].chars() {
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        let at = (line, col);
+        let tag_start = &rest[i..];
+        let end = tag_start
+            .find("}}")
+            .map(|e| e + 2)
+            .unwrap_or(tag_start.len());
+        let tag = &tag_start[..end];
+        let inner = tag
+            .trim_start_matches('{')
+            .trim_start_matches('~')
+            .trim_start();
+        let opens = inner.starts_with('#')
+            || (inner.starts_with('^') && !inner[1..].trim_start().starts_with(['}', '~']));
+        let chained_else = inner.starts_with("else")
+            && inner[4..].starts_with(char::is_whitespace)
+            && !inner[4..].trim_start().starts_with(['}', '~']);
+        if opens {
+            stack.push(1);
+            depth += 1;
+        } else if chained_else {
+            if let Some(top) = stack.last_mut() {
+                *top += 1;
+                depth += 1;
+            }
+        } else if inner.starts_with('/')
+            && let Some(n) = stack.pop()
+        {
+            depth -= n;
+        }
+        if depth > MAX_TEMPLATE_DEPTH {
+            return Err((
+                at.0,
+                at.1,
+                format!(
+                    "blocks are nested more than {MAX_TEMPLATE_DEPTH} deep; flatten the template (an `{{{{else if}}}}` chain counts one level per link)"
+                ),
+            ));
+        }
+        let mut parens = 0usize;
+        for c in tag.chars() {
+            match c {
+                '(' => {
+                    parens += 1;
+                    if parens > MAX_SUBEXPRESSION_DEPTH {
+                        return Err((
+                            at.0,
+                            at.1,
+                            format!(
+                                "subexpressions are nested more than {MAX_SUBEXPRESSION_DEPTH} deep"
+                            ),
+                        ));
+                    }
+                }
+                ')' => parens = parens.saturating_sub(1),
+                _ => {}
+            }
+        }
+        for c in tag.chars() {
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        rest = &tag_start[end..];
+    }
+    Ok(())
+}
+
+pub(super) fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Refuses partials and decorators: templates may not include other
+/// templates (which could recurse without end) or define inline partials.
+pub(super) fn check_elements(t: &Template) -> Result<(), (u32, u32, String)> {
+    for (i, e) in t.elements.iter().enumerate() {
+        let pos = t
+            .mapping
+            .get(i)
+            .map(|m| (to_u32(m.0), to_u32(m.1)))
+            .unwrap_or((1, 1));
+        match e {
+            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => {
+                return Err((
+                    pos.0,
+                    pos.1,
+                    "partials ({{> name}}) are not supported in nurture templates".into(),
+                ));
+            }
+            TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
+                return Err((
+                    pos.0,
+                    pos.1,
+                    "decorators ({{* ...}}) are not supported in nurture templates".into(),
+                ));
+            }
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h)
+                if h.name.as_name() == Some("log") =>
+            {
+                return Err((
+                    pos.0,
+                    pos.1,
+                    "{{log}} is disabled in nurture templates: it would write contact data into the daemon's log".into(),
+                ));
+            }
+            TemplateElement::HelperBlock(h) => {
+                for inner in [&h.template, &h.inverse].into_iter().flatten() {
+                    check_elements(inner)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
