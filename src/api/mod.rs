@@ -337,7 +337,7 @@ async fn funnel(st: &ApiState) {
     }
     let mut reports = Vec::new();
     for wf in project.enabled_workflows() {
-        match crate::report::build(st.store.db(), wf, None).await {
+        match crate::report::build(&st.store, wf, None).await {
             Ok(r) => reports.push(r),
             Err(e) => {
                 tracing::warn!(workflow = %wf.name, error = %e, "cannot read the funnel for /metrics");
