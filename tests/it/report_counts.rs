@@ -63,18 +63,20 @@ struct Enrollment {
     steps: Vec<(String, &'static str, Option<String>, i64)>,
 }
 
+/// (id, workflow, contact, enrollment, step, status, sent at)
+type Message = (
+    String,
+    &'static str,
+    String,
+    Option<i64>,
+    String,
+    &'static str,
+    Option<i64>,
+);
+
 struct Seed {
     enrollments: Vec<Enrollment>,
-    /// (id, workflow, contact, enrollment, step, status, sent at)
-    messages: Vec<(
-        String,
-        &'static str,
-        String,
-        Option<i64>,
-        String,
-        &'static str,
-        Option<i64>,
-    )>,
+    messages: Vec<Message>,
     /// (contact, name, at, amount)
     events: Vec<(String, &'static str, i64, i64)>,
 }
