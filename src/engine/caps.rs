@@ -155,5 +155,9 @@ pub async fn recheck_owner_slot(
     };
     let since = now - rate.per.to_chrono();
     let mine = caps::owner_sends_of(&mut *tx, &wf.name, step, contact_id, since).await?;
-    Ok(owner_slot(&mine, planned, rate, quiet, tz))
+    let at = owner_slot(&mine, planned, rate, quiet, tz);
+    if at != planned {
+        tracing::info!(workflow = %wf.name, contact = %contact_id, step, planned = %planned, at = %at, "a send capped per salesperson goes out later than planned: another daemon queued the owner's messages meanwhile");
+    }
+    Ok(at)
 }
