@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::AnyPool;
 
-use crate::store::plan_reads::{from_ms, ms, parse_props};
-use crate::store::reports;
+use crate::store::Store;
+use crate::store::plan_reads::{ms, parse_props};
+use crate::store::reports::{self, GoalSql};
 use crate::workflow::{StepAction, WaitFor, Workflow};
 
 /// Conversion of one group of enrollments.
@@ -84,21 +85,6 @@ pub struct Report {
     pub groups: Vec<Group>,
     pub lift: Option<Lift>,
     pub steps: Vec<StepRow>,
-    /// Each enrollment counted, for series over time (the console's chart
-    /// per arm); not part of the report's output.
-    #[serde(skip)]
-    pub enrollments: Vec<Counted>,
-}
-
-/// One enrollment as the report counted it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Counted {
-    pub id: i64,
-    pub started: DateTime<Utc>,
-    pub converted: Option<DateTime<Utc>>,
-    /// The groups it is in besides `all`: `STEP=ARM` per split arm taken,
-    /// and `treatment` or `holdout` when the workflow has a holdout.
-    pub groups: Vec<String>,
 }
 
 /// A group's entered, sent and converted per day.
@@ -108,70 +94,6 @@ pub struct DailyGroup {
     pub entered: Vec<u64>,
     pub sent: Vec<u64>,
     pub converted: Vec<u64>,
-}
-
-impl Report {
-    /// Per group (`all`, each arm, `treatment`, `holdout`), entered,
-    /// messages sent and converted per day: `days` days from day number
-    /// `first` (days since the epoch in local time, `offset_ms` from UTC).
-    /// `sent` gives (enrollment, sent at) of the workflow's messages.
-    pub fn daily(
-        &self,
-        sent: &[(i64, DateTime<Utc>)],
-        offset_ms: i64,
-        first: i64,
-        days: usize,
-    ) -> Vec<DailyGroup> {
-        const DAY: i64 = 86_400_000;
-        let slot = |t: DateTime<Utc>| -> Option<usize> {
-            let d = (ms(t) + offset_ms).div_euclid(DAY) - first;
-            usize::try_from(d).ok().filter(|d| *d < days)
-        };
-        let names: Vec<String> = self
-            .groups
-            .iter()
-            .map(|g| g.group.strip_prefix("arm ").unwrap_or(&g.group).to_string())
-            .collect();
-        let mut out: Vec<DailyGroup> = names
-            .iter()
-            .map(|n| DailyGroup {
-                group: n.clone(),
-                entered: vec![0; days],
-                sent: vec![0; days],
-                converted: vec![0; days],
-            })
-            .collect();
-        let index: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
-        let mut of: HashMap<i64, Vec<usize>> = HashMap::new();
-        for e in &self.enrollments {
-            let gs: Vec<usize> = std::iter::once("all")
-                .chain(e.groups.iter().map(String::as_str))
-                .filter_map(|g| index.get(g).copied())
-                .collect();
-            for &g in &gs {
-                if let Some(d) = slot(e.started) {
-                    out[g].entered[d] += 1;
-                }
-                if let Some(d) = e.converted.and_then(slot) {
-                    out[g].converted[d] += 1;
-                }
-            }
-            of.insert(e.id, gs);
-        }
-        for (id, at) in sent {
-            let (Some(gs), Some(d)) = (of.get(id), slot(*at)) else {
-                continue;
-            };
-            for &g in gs {
-                out[g].sent[d] += 1;
-            }
-        }
-        out
-    }
 }
 
 /// The 95% Wilson score interval of k successes in n.
@@ -225,244 +147,61 @@ pub fn lift(k1: u64, n1: u64, k0: u64, n0: u64) -> Option<Lift> {
     })
 }
 
-/// (enrollment, step, action, detail, ran at).
-type StepRecord = (i64, String, String, Option<String>, DateTime<Utc>);
-/// A goal event's time and properties.
-type GoalEvent = (DateTime<Utc>, serde_json::Map<String, serde_json::Value>);
-
-struct Enrolled {
-    contact: String,
-    started: DateTime<Utc>,
-    converted: Option<DateTime<Utc>>,
-    arms: Vec<String>,
-    holdout: bool,
-}
-
-/// The report of `wf` over enrollments started at or after `since`.
-pub async fn build(pool: &AnyPool, wf: &Workflow, since: Option<DateTime<Utc>>) -> Result<Report> {
+/// The report of `wf` over enrollments started at or after `since`, for
+/// `nurture report`, `status --format json`, `/metrics` and the console:
+/// counted by the store (a few rows come back, not one per enrollment).
+pub async fn build(store: &Store, wf: &Workflow, since: Option<DateTime<Utc>>) -> Result<Report> {
+    let (pool, dialect) = (store.db(), store.dialect());
     let since_ms = since.map(ms).unwrap_or(i64::MIN);
-    let mut enrolled: HashMap<i64, Enrolled> = HashMap::new();
-    for (id, contact, started) in reports::enrollments(pool, &wf.name, since_ms).await? {
-        enrolled.insert(
-            id,
-            Enrolled {
-                contact,
-                started: from_ms(started),
-                converted: None,
-                arms: vec![],
-                holdout: false,
-            },
-        );
-    }
-    // Step records: arms, skips, exits, and when each step was reached.
-    let mut reached: Vec<StepRecord> = Vec::new();
-    for (id, step, action, detail, at) in reports::steps(pool, &wf.name, since_ms).await? {
-        let at = from_ms(at);
-        if let Some(e) = enrolled.get_mut(&id) {
-            if action == "split" && step == crate::engine::plan::HOLDOUT_STEP {
-                e.holdout = true;
-            } else if action == "split" {
-                e.arms
-                    .push(format!("{step}={}", detail.clone().unwrap_or_default()));
-            }
-            // A condition goal is seen by the plan, which exits on it.
-            if action == "exit"
-                && detail.as_deref() == Some("goal_reached")
-                && matches!(wf.goal.as_ref().map(|g| &g.on), Some(WaitFor::Condition(_)))
-            {
-                e.converted = Some(at);
-            }
-        }
-        reached.push((id, step, action, detail, at));
-    }
-    // Event goals: the first goal event in each enrollment's window.
-    if let Some(g) = &wf.goal
-        && let WaitFor::Event { name, condition } = &g.on
-    {
-        let mut events: HashMap<String, Vec<GoalEvent>> = HashMap::new();
-        for (contact, at, props) in reports::goal_events(pool, name, &wf.name, since_ms).await? {
-            events
-                .entry(contact)
-                .or_default()
-                .push((from_ms(at), parse_props(props.as_deref())));
-        }
-        let now = Utc::now();
-        for e in enrolled.values_mut() {
-            let end = e.started + g.within.to_chrono();
-            e.converted = events
-                .get(&e.contact)
-                .into_iter()
-                .flatten()
-                .filter(|(at, props)| {
-                    *at >= e.started
-                        && *at <= end
-                        && crate::workflow::event_passes(condition, name, props, now)
-                })
-                .map(|(at, _)| *at)
-                .min();
-        }
-    }
-
-    let count = |f: &dyn Fn(&Enrolled) -> bool| -> (u64, u64) {
-        let n = enrolled.values().filter(|e| f(e)).count() as u64;
-        let k = enrolled
-            .values()
-            .filter(|e| f(e) && e.converted.is_some())
-            .count() as u64;
+    let decided = decide_in_rust(pool, wf, since_ms).await?;
+    let goal = goal_sql(wf, decided.as_deref());
+    // Three independent reads, on three connections of the pool.
+    let (steps, conv, sent) = tokio::try_join!(
+        reports::funnel(pool, dialect, &wf.name, since_ms),
+        reports::conversions(pool, dialect, &wf.name, since_ms, &goal),
+        reports::sent(pool, dialect, &wf.name, since_ms),
+    )?;
+    // (entered, converted) of the enrollments with a split record at `step`
+    // (of arm `arm`, or any).
+    let of_split = |step: &str, arm: Option<&str>| -> (u64, u64) {
+        let hit = |s: &str, a: &str, d: &Option<String>| {
+            s == step && a == "split" && (arm.is_none() || d.as_deref() == arm)
+        };
+        let n = steps
+            .iter()
+            .filter(|(s, a, d, _)| hit(s, a, d))
+            .map(|r| r.3 as u64)
+            .sum();
+        let k = conv
+            .iter()
+            .filter(|(s, a, d, ..)| hit(s, a, d))
+            .map(|r| r.3 as u64)
+            .sum();
         (n, k)
     };
     let mut groups = Vec::new();
-    let (n, k) = count(&|_| true);
+    let (n, k) = conv
+        .iter()
+        .find(|(s, a, ..)| s.is_empty() && a.is_empty())
+        .map(|r| (r.3 as u64, r.4 as u64))
+        .unwrap_or((0, 0));
     groups.push(Group::new("all", n, k));
-    for s in wf.all_steps() {
-        if let StepAction::Split(sp) = &s.action {
-            for a in &sp.arms {
-                let key = format!("{}={}", s.id, a.name.value);
-                let (n, k) = count(&|e| e.arms.contains(&key));
-                groups.push(Group::new(format!("arm {key}"), n, k));
-            }
-        }
+    for (step, arm) in arms(wf) {
+        let (an, ak) = of_split(&step, Some(&arm));
+        groups.push(Group::new(format!("arm {step}={arm}"), an, ak));
     }
     let mut lift_of = None;
     if wf.holdout.is_some() {
-        let (n1, k1) = count(&|e| !e.holdout);
-        let (n0, k0) = count(&|e| e.holdout);
+        let (n0, k0) = of_split(crate::engine::plan::HOLDOUT_STEP, None);
+        let (n1, k1) = (n - n0, k - k0);
         groups.push(Group::new("treatment", n1, k1));
         groups.push(Group::new("holdout", n0, k0));
         lift_of = lift(k1, n1, k0, n0);
     }
 
     // The funnel, in the workflow's step order.
-    let mut sent: HashMap<(i64, String), u64> = HashMap::new();
-    for key in reports::sent(pool, &wf.name).await? {
-        *sent.entry(key).or_insert(0) += 1;
-    }
     let (mut rows, index) = empty_funnel(wf);
-    for (id, step, action, detail, at) in &reached {
-        let Some(&i) = index.get(step) else { continue };
-        let Some(e) = enrolled.get(id) else { continue };
-        let row = &mut rows[i];
-        if action == "exit" {
-            // Left before running the step: it was not reached.
-            continue;
-        }
-        row.reached += 1;
-        if action == "skip" {
-            let code = detail
-                .as_deref()
-                .unwrap_or("")
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            *row.skipped.entry(code).or_insert(0) += 1;
-        }
-        row.sent += sent.get(&(*id, step.clone())).copied().unwrap_or(0);
-        if e.converted.is_some_and(|c| c >= *at) {
-            row.converted_after += 1;
-        }
-    }
-    Ok(Report {
-        workflow: wf.name.clone(),
-        goal: wf.goal.as_ref().map(|g| match &g.on {
-            WaitFor::Event { name, .. } => format!("event {name} within {}", g.within),
-            WaitFor::Condition(_) => format!("condition within {}", g.within),
-        }),
-        since: since.map(|s| s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        groups,
-        lift: lift_of,
-        steps: rows,
-        enrollments: enrolled
-            .iter()
-            .map(|(id, e)| Counted {
-                id: *id,
-                started: e.started,
-                converted: e.converted,
-                groups: e
-                    .arms
-                    .iter()
-                    .cloned()
-                    .chain(
-                        wf.holdout
-                            .is_some()
-                            .then(|| if e.holdout { "holdout" } else { "treatment" }.to_string()),
-                    )
-                    .collect(),
-            })
-            .collect(),
-    })
-}
-
-/// The report of `wf` counted by the store (set-based SQL: a few rows come
-/// back, not one per enrollment), for `nurture report`: the same groups,
-/// lift and funnel as [`build`], without the per-enrollment list (the
-/// console's chart reads that from [`build`]). A goal on an event's
-/// properties is decided in Rust (`property_holds`): [`build`] then.
-pub async fn build_summary(
-    pool: &AnyPool,
-    wf: &Workflow,
-    since: Option<DateTime<Utc>>,
-) -> Result<Report> {
-    use crate::audience::Condition;
-    use reports::GoalSql;
-    let goal = match wf.goal.as_ref().map(|g| (&g.on, g.within)) {
-        None => GoalSql::None,
-        Some((WaitFor::Condition(_), _)) => GoalSql::Exit,
-        Some((
-            WaitFor::Event {
-                name,
-                condition:
-                    Condition::Event {
-                        name: want,
-                        where_: None,
-                        ..
-                    },
-            },
-            within,
-        )) if want == name => GoalSql::Event {
-            event: name,
-            within_ms: within.to_chrono().num_milliseconds(),
-        },
-        Some(_) => return build(pool, wf, since).await,
-    };
-    let since_ms = since.map(ms).unwrap_or(i64::MIN);
-    let counts = reports::counts(pool, &wf.name, since_ms, &goal).await?;
-    // Entered and converted of the enrollments with a split record.
-    let find = |step: &str, detail: Option<&str>| -> (u64, u64) {
-        counts
-            .iter()
-            .filter(|(s, a, d, ..)| {
-                s == step && a == "split" && (detail.is_none() || d.as_deref() == detail)
-            })
-            .fold((0, 0), |(n, k), (_, _, _, a, b, _)| {
-                (n + *a as u64, k + *b as u64)
-            })
-    };
-    let mut groups = Vec::new();
-    let (n, k) = counts
-        .iter()
-        .find(|(s, a, ..)| s.is_empty() && a.is_empty())
-        .map(|(_, _, _, n, k, _)| (*n as u64, *k as u64))
-        .unwrap_or((0, 0));
-    groups.push(Group::new("all", n, k));
-    for s in wf.all_steps() {
-        if let StepAction::Split(sp) = &s.action {
-            for a in &sp.arms {
-                let (n, k) = find(&s.id, Some(&a.name.value));
-                groups.push(Group::new(format!("arm {}={}", s.id, a.name.value), n, k));
-            }
-        }
-    }
-    let mut lift_of = None;
-    if wf.holdout.is_some() {
-        let (n0, k0) = find(crate::engine::plan::HOLDOUT_STEP, None);
-        let (n1, k1) = (n - n0, k - k0);
-        groups.push(Group::new("treatment", n1, k1));
-        groups.push(Group::new("holdout", n0, k0));
-        lift_of = lift(k1, n1, k0, n0);
-    }
-    let (mut rows, index) = empty_funnel(wf);
-    for (step, action, detail, n, _, after) in &counts {
+    for (step, action, detail, n) in &steps {
         // Left before running the step: it was not reached.
         if action == "exit" {
             continue;
@@ -470,7 +209,6 @@ pub async fn build_summary(
         let Some(&i) = index.get(step) else { continue };
         let row = &mut rows[i];
         row.reached += *n as u64;
-        row.converted_after += *after as u64;
         if action == "skip" {
             let code = detail
                 .as_deref()
@@ -481,7 +219,15 @@ pub async fn build_summary(
             *row.skipped.entry(code.to_string()).or_insert(0) += *n as u64;
         }
     }
-    for (step, n) in reports::sent_counts(pool, &wf.name, since_ms).await? {
+    for (step, action, _, _, after) in &conv {
+        if action == "exit" || step.is_empty() {
+            continue;
+        }
+        if let Some(&i) = index.get(step) {
+            rows[i].converted_after += *after as u64;
+        }
+    }
+    for (step, n) in sent {
         if let Some(&i) = index.get(&step) {
             rows[i].sent += n as u64;
         }
@@ -496,8 +242,153 @@ pub async fn build_summary(
         groups,
         lift: lift_of,
         steps: rows,
-        enrollments: Vec::new(),
     })
+}
+
+/// (split step, arm) of every arm of the workflow, in step order.
+fn arms(wf: &Workflow) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in wf.all_steps() {
+        if let StepAction::Split(sp) = &s.action {
+            for a in &sp.arms {
+                out.push((s.id.clone(), a.name.value.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// How the store decides conversions for `wf`'s goal; `decided`: the
+/// conversions [`decide_in_rust`] made.
+fn goal_sql<'a>(wf: &'a Workflow, decided: Option<&'a [(i64, i64)]>) -> GoalSql<'a> {
+    if let Some(pairs) = decided {
+        return GoalSql::Decided(pairs);
+    }
+    match wf.goal.as_ref().map(|g| (&g.on, g.within)) {
+        None => GoalSql::None,
+        Some((WaitFor::Condition(_), _)) => GoalSql::Exit,
+        Some((WaitFor::Event { name, .. }, within)) => GoalSql::Event {
+            event: name,
+            within_ms: within.to_chrono().num_milliseconds(),
+        },
+    }
+}
+
+/// A goal on an event's properties (`where:`): the audience's SQL leaves
+/// properties to Rust, and so does the report. The goal events inside each
+/// enrollment's window are read, and the first that passes is the
+/// conversion: (enrollment, converted at). `None` for other goals, which
+/// the store decides by itself.
+async fn decide_in_rust(
+    pool: &AnyPool,
+    wf: &Workflow,
+    since_ms: i64,
+) -> Result<Option<Vec<(i64, i64)>>> {
+    use crate::audience::Condition;
+    let Some(g) = &wf.goal else { return Ok(None) };
+    let WaitFor::Event { name, condition } = &g.on else {
+        return Ok(None);
+    };
+    if let Condition::Event {
+        name: want,
+        where_: None,
+        ..
+    } = condition
+        && want == name
+    {
+        return Ok(None);
+    }
+    let within = g.within.to_chrono().num_milliseconds();
+    let now = Utc::now();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for (id, at, props) in reports::goal_candidates(pool, &wf.name, since_ms, name, within).await? {
+        // By enrollment, then time: the first that passes is the one.
+        if out.last().is_some_and(|(last, _)| *last == id) {
+            continue;
+        }
+        if crate::workflow::event_passes(condition, name, &parse_props(props.as_deref()), now) {
+            out.push((id, at));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Per group of the report (`all`, each arm, `treatment`, `holdout`; arm
+/// groups named `STEP=ARM`): entered, messages sent and converted per day,
+/// `days` days from day number `first` (days since the epoch in local
+/// time, `offset_ms` from UTC), of the enrollments started since `since`.
+/// Counted by the store, as [`build`].
+pub async fn daily(
+    store: &Store,
+    wf: &Workflow,
+    since: DateTime<Utc>,
+    offset_ms: i64,
+    first: i64,
+    days: usize,
+) -> Result<Vec<DailyGroup>> {
+    let (pool, dialect) = (store.db(), store.dialect());
+    let since_ms = ms(since);
+    let decided = decide_in_rust(pool, wf, since_ms).await?;
+    let goal = goal_sql(wf, decided.as_deref());
+    let counts = reports::daily(
+        pool, dialect, &wf.name, since_ms, &goal, offset_ms, since_ms,
+    )
+    .await?;
+    let holdout = crate::engine::plan::HOLDOUT_STEP;
+    let mut names = vec!["all".to_string()];
+    names.extend(arms(wf).into_iter().map(|(s, a)| format!("{s}={a}")));
+    if wf.holdout.is_some() {
+        names.extend(["treatment".to_string(), "holdout".to_string()]);
+    }
+    let mut out: Vec<DailyGroup> = names
+        .iter()
+        .map(|n| DailyGroup {
+            group: n.clone(),
+            entered: vec![0; days],
+            sent: vec![0; days],
+            converted: vec![0; days],
+        })
+        .collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    for (what, day, step, arm, n) in &counts {
+        let Some(d) = usize::try_from(day - first).ok().filter(|d| *d < days) else {
+            continue;
+        };
+        let group = if step.is_empty() {
+            "all".to_string()
+        } else if step == holdout {
+            "holdout".to_string()
+        } else {
+            format!("{step}={}", arm.as_deref().unwrap_or(""))
+        };
+        let Some(&g) = index.get(group.as_str()) else {
+            continue;
+        };
+        let series = match what.as_str() {
+            reports::ENTERED => &mut out[g].entered,
+            reports::CONVERTED => &mut out[g].converted,
+            _ => &mut out[g].sent,
+        };
+        series[d] += *n as u64;
+    }
+    // The treatment is everyone but the holdout.
+    if let (Some(&t), Some(&h), Some(&a)) = (
+        index.get("treatment"),
+        index.get("holdout"),
+        index.get("all"),
+    ) {
+        for d in 0..days {
+            out[t].entered[d] = out[a].entered[d] - out[h].entered[d].min(out[a].entered[d]);
+            out[t].sent[d] = out[a].sent[d] - out[h].sent[d].min(out[a].sent[d]);
+            out[t].converted[d] =
+                out[a].converted[d] - out[h].converted[d].min(out[a].converted[d]);
+        }
+    }
+    Ok(out)
 }
 
 fn pct(x: f64) -> String {

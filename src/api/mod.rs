@@ -318,7 +318,7 @@ fn unavailable(message: String) -> Response {
 
 /// The funnel and conversion gauges: `nurture report`'s numbers for every
 /// enabled workflow, read from the store on a scrape, at most once a minute
-/// (a report reads every enrollment of its workflow; Prometheus scrapes
+/// (a report counts every enrollment of its workflow; Prometheus scrapes
 /// every 15 s by default). Scrapes in between show the last numbers.
 async fn funnel(st: &ApiState) {
     use std::sync::Mutex;
@@ -337,7 +337,7 @@ async fn funnel(st: &ApiState) {
     }
     let mut reports = Vec::new();
     for wf in project.enabled_workflows() {
-        match crate::report::build(st.store.db(), wf, None).await {
+        match crate::report::build(&st.store, wf, None).await {
             Ok(r) => reports.push(r),
             Err(e) => {
                 tracing::warn!(workflow = %wf.name, error = %e, "cannot read the funnel for /metrics");

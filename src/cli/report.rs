@@ -61,7 +61,7 @@ pub async fn run(config: &Path, args: ReportArgs) -> CliResult {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {url}"))?;
-    let report = crate::report::build_summary(store.db(), wf, since)
+    let report = crate::report::build(&store, wf, since)
         .await
         .context("reading the workflow's enrollments")?;
     store.close().await;

@@ -122,7 +122,7 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
             .context("reading workflow states")?;
         if args.format == StatusFormat::Json {
             for l in &report.workflows {
-                let r = crate::report::build(pool, &l.workflow, None)
+                let r = crate::report::build(&store, &l.workflow, None)
                     .await
                     .with_context(|| format!("the report of {}", l.workflow.name))?;
                 reports.insert(l.workflow.name.clone(), r);

@@ -37,14 +37,12 @@ pub async fn report_workflow(
     let today = (to_ms(now) + offset_ms).div_euclid(DAY);
     let first = today - days + 1;
     let since = from_ms(first * DAY - offset_ms);
-    let pool = st.store.db();
-    let report = crate::report::build(pool, wf, Some(since))
+    let report = crate::report::build(&st.store, wf, Some(since))
         .await
         .map_err(internal)?;
-    let sent = crate::store::report_reads::sent_by_enrollment(pool, &wf.name, since)
+    let daily = crate::report::daily(&st.store, wf, since, offset_ms, first, days as usize)
         .await
         .map_err(internal)?;
-    let daily = report.daily(&sent, offset_ms, first, days as usize);
     let labels: Vec<String> = (first..=today)
         .map(|d| from_ms(d * DAY).format("%Y-%m-%d").to_string())
         .collect();

@@ -228,6 +228,8 @@ fn batchable(d: &Decided<'_>) -> bool {
     match d.start {
         Start::Passed { .. } => true,
         Start::Existing { .. } => false,
+        // A capped send is placed again when queued (`effects`), one at a time.
+        Start::New { .. } if capped_send(d) => false,
         Start::New { .. } => d.plan.steps.iter().all(|s| {
             matches!(
                 s.action,
@@ -395,8 +397,22 @@ async fn effects(
     now: DateTime<Utc>,
 ) -> Result<usize> {
     match &s.action {
-        Action::Send { .. } => {
-            let m = message_of(d, enrollment_id, s, now).expect("a send queues a message");
+        Action::Send { tz, .. } => {
+            let mut m = message_of(d, enrollment_id, s, now).expect("a send queues a message");
+            // `per_salesperson`: placed again under the lock, against what
+            // other daemons queued since the plan.
+            let quiet = settings.policies.quiet_hours.as_ref();
+            m.at = crate::engine::caps::recheck_owner_slot(
+                tx,
+                quiet,
+                d.workflow,
+                &s.step,
+                &d.contact_id,
+                m.at,
+                *tz,
+                now,
+            )
+            .await?;
             queue(tx, d, enrollment_id, &s.step, m.queued(), now).await
         }
         Action::Assign {
@@ -735,13 +751,28 @@ async fn queue(
 }
 
 /// Whether applying these plans may both write the event log and lock the
-/// assignment counters (see [`EVENT_LOG_WRITE`]).
+/// assignment counters (see [`EVENT_LOG_WRITE`]), or queue a send capped
+/// per salesperson (the lock serialises those transactions across daemons,
+/// so each reads the owner's messages the others queued).
 pub fn touches_shared_counters(batch: &[Decided<'_>]) -> bool {
     batch.iter().any(|d| {
-        d.plan
-            .steps
-            .iter()
-            .any(|s| matches!(s.action, Action::Tag { .. } | Action::Assign { .. }))
+        capped_send(d)
+            || d.plan
+                .steps
+                .iter()
+                .any(|s| matches!(s.action, Action::Tag { .. } | Action::Assign { .. }))
+    })
+}
+
+/// Whether the plan sends from a step with `per_salesperson`: its time is
+/// decided again under [`EVENT_LOG_WRITE`] (`caps::recheck_owner_slot`).
+fn capped_send(d: &Decided<'_>) -> bool {
+    d.plan.steps.iter().any(|s| {
+        matches!(s.action, Action::Send { .. })
+            && matches!(
+                d.workflow.step(&s.step).map(|st| &st.action),
+                Some(StepAction::Send(send)) if send.per_salesperson.is_some()
+            )
     })
 }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::AnyPool;
 
 use crate::engine::plan::Planner;
-use crate::settings::OnCap;
+use crate::settings::{OnCap, QuietHours, RateLimit};
 use crate::store::caps;
 use crate::workflow::{StepAction, Workflow};
 
@@ -89,4 +89,75 @@ pub fn at_cap(
         v.sort();
     }
     by
+}
+
+/// `per_salesperson: N/PERIOD` on a send: the first moment at or after `at`,
+/// and after the owner's last counted message of the step (they go out in
+/// order), when fewer than N of `mine` (the owner's counted messages of the
+/// step) fall in the PERIOD ending then; moved out of quiet hours. The
+/// planner and the apply's re-check under the lock ([`recheck_owner_slot`])
+/// make this one computation.
+pub fn owner_slot(
+    mine: &[DateTime<Utc>],
+    mut at: DateTime<Utc>,
+    rate: RateLimit,
+    quiet: Option<&QuietHours>,
+    tz: chrono_tz::Tz,
+) -> DateTime<Utc> {
+    let per = rate.per.to_chrono();
+    let n = rate.count as usize;
+    if let Some(last) = mine.iter().max() {
+        at = at.max(*last);
+    }
+    loop {
+        let mut window: Vec<DateTime<Utc>> = mine
+            .iter()
+            .copied()
+            .filter(|t| *t > at - per && *t <= at)
+            .collect();
+        window.sort();
+        // `count` is at least 1 (`parse_rate`).
+        if window.len() < n.max(1) {
+            return at;
+        }
+        let frees = window[window.len() - n.max(1)] + per;
+        at = crate::policy::deliverable_at(quiet, frees, tz);
+    }
+}
+
+/// The time a capped send of `step` to `contact` goes out, decided again in
+/// the transaction that queues it. The plan placed it from the counters its
+/// run read; another daemon may have queued messages of the same step for
+/// the same owner since. Called with [`EVENT_LOG_WRITE`] held (PostgreSQL;
+/// SQLite's one writer), which every transaction that queues a capped send
+/// takes ([`crate::engine::apply::touches_shared_counters`]): the owner's
+/// messages are read after every other such transaction committed, so two
+/// daemons never exceed the cap. On one daemon the plan's time stands (it
+/// was placed from the same messages, or more), so dry-run == daemon.
+///
+/// [`EVENT_LOG_WRITE`]: crate::engine::apply::EVENT_LOG_WRITE
+#[allow(clippy::too_many_arguments)]
+pub async fn recheck_owner_slot(
+    tx: &mut sqlx::AnyConnection,
+    quiet: Option<&QuietHours>,
+    wf: &Workflow,
+    step: &str,
+    contact_id: &str,
+    planned: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>> {
+    let Some(StepAction::Send(s)) = wf.step(step).map(|st| &st.action) else {
+        return Ok(planned);
+    };
+    let Some(rate) = s.per_salesperson else {
+        return Ok(planned);
+    };
+    let since = now - rate.per.to_chrono();
+    let mine = caps::owner_sends_of(&mut *tx, &wf.name, step, contact_id, since).await?;
+    let at = owner_slot(&mine, planned, rate, quiet, tz);
+    if at != planned {
+        tracing::info!(workflow = %wf.name, contact = %contact_id, step, planned = %planned, at = %at, "a send capped per salesperson goes out later than planned: another daemon queued the owner's messages meanwhile");
+    }
+    Ok(at)
 }

@@ -59,6 +59,12 @@ pub async fn explain_text(
             .unwrap_or(0),
         None => 0,
     };
+    // `on_cap: defer`: the moment the window frees is the oldest counted
+    // message's, read as the daemon's pass reads it (without it the plan
+    // could only say "a window from now").
+    crate::engine::caps::load_oldest(planner, pool, &[id.to_string()])
+        .await
+        .context("reading the contact's messages in the cap's window")?;
     let mut out = String::new();
     out.push_str(&format!(
         "Contact {id}{} at {}\n\n",

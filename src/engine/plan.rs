@@ -1149,29 +1149,18 @@ impl<'a> Planner<'a> {
                 .owner_sends
                 .entry((wf.name.clone(), step_id.to_string()))
                 .or_default();
-            let per = rate.per.to_chrono();
-            let n = rate.count as usize;
             let mine: Vec<DateTime<Utc>> = sent
                 .iter()
                 .filter(|(o, _)| o == owner)
                 .map(|(_, t)| *t)
                 .collect();
-            if let Some(last) = mine.iter().max() {
-                at = at.max(*last);
-            }
-            loop {
-                let mut window: Vec<DateTime<Utc>> = mine
-                    .iter()
-                    .copied()
-                    .filter(|t| *t > at - per && *t <= at)
-                    .collect();
-                window.sort();
-                if window.len() < n {
-                    break;
-                }
-                let frees = window[window.len() - n] + per;
-                at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), frees, tz);
-            }
+            at = crate::engine::caps::owner_slot(
+                &mine,
+                at,
+                rate,
+                self.settings.policies.quiet_hours.as_ref(),
+                tz,
+            );
             sent.push((owner.to_string(), at));
         }
         Action::Send {

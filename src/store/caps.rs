@@ -102,3 +102,34 @@ pub async fn owner_sends_since(
         .map(|r| (r.get::<String, _>(0), from_ms(r.get::<i64, _>(1))))
         .collect())
 }
+
+/// The messages a send step queued whose time to go out is after `since`,
+/// for the current owner of `contact_id` (as [`owner_sends_since`] counts
+/// them), in time order; none when the contact has no owner. Read in the
+/// transaction that queues the next one.
+pub async fn owner_sends_of<'e, E>(
+    executor: E,
+    workflow: &str,
+    step: &str,
+    contact_id: &str,
+    since: DateTime<Utc>,
+) -> sqlx::Result<Vec<DateTime<Utc>>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT o.not_before FROM outbox o JOIN contacts c ON c.id = o.contact_id
+          WHERE o.workflow = $1 AND o.step_id = $2 AND o.not_before > $3
+            AND o.status NOT IN ('cancelled', 'dead')
+            AND o.id NOT LIKE '%:notify' AND o.id NOT LIKE '%:transfer'
+            AND c.owner = (SELECT owner FROM contacts WHERE id = $4)
+          ORDER BY o.not_before",
+    )
+    .bind(workflow)
+    .bind(step)
+    .bind(ms(since))
+    .bind(contact_id)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|(t,)| from_ms(t)).collect())
+}

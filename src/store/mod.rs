@@ -31,7 +31,6 @@ mod pg_import;
 pub mod plan_reads;
 pub mod plan_writes;
 pub mod prune;
-pub mod report_reads;
 pub mod reports;
 mod scan_sqlite;
 pub mod states;

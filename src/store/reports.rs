@@ -1,69 +1,25 @@
-//! The reads of `nurture report` (`crate::report` computes the conversion
-//! and the funnel from them).
+//! The reads of `nurture report`, `status --format json`, `/metrics` and
+//! the console's performance page (`crate::report` turns them into groups,
+//! the funnel and series per day). Everything is counted by the store, set
+//! based: a handful of rows come back, not one per enrollment (issue 14: a
+//! report over a million enrollments in under 2 s).
+//!
+//! Placeholders appear in the text in their numbers' order: SQLite numbers
+//! `$N` by first appearance, so a `$3` written before `$1` would take the
+//! first value bound.
 
 use sqlx::AnyPool;
 
-/// (id, contact, started at) of `workflow`'s enrollments started at or after `since`.
-pub async fn enrollments(
-    pool: &AnyPool,
-    workflow: &str,
-    since: i64,
-) -> sqlx::Result<Vec<(i64, String, i64)>> {
-    sqlx::query_as(
-        "SELECT id, contact_id, started_at FROM enrollments WHERE workflow = $1 AND started_at >= $2",
-    )
-    .bind(workflow)
-    .bind(since)
-    .fetch_all(pool)
-    .await
-}
+use super::Dialect;
 
-/// A step record: (enrollment, step, action, detail, ran at).
-pub type StepRow = (i64, String, String, Option<String>, i64);
+/// The funnel's key for a step record: the detail is kept for splits (the
+/// arm) and skips (the reason), and is NULL otherwise (a send's detail,
+/// "channel → address", differs per contact). The same expression is the
+/// third column of the `enrollment_steps_funnel` index (migration 0039), so
+/// SQLite groups by walking that index instead of sorting.
+const KEY: &str = "CASE WHEN s.action IN ('skip', 'split') THEN s.detail END";
 
-/// The step records of those enrollments.
-pub async fn steps(pool: &AnyPool, workflow: &str, since: i64) -> sqlx::Result<Vec<StepRow>> {
-    sqlx::query_as(
-        "SELECT s.enrollment_id, s.step_id, s.action, s.detail, s.ran_at
-           FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id
-          WHERE e.workflow = $1 AND e.started_at >= $2",
-    )
-    .bind(workflow)
-    .bind(since)
-    .fetch_all(pool)
-    .await
-}
-
-/// (contact, at, properties) of the events `event` of those enrollments' contacts.
-pub async fn goal_events(
-    pool: &AnyPool,
-    event: &str,
-    workflow: &str,
-    since: i64,
-) -> sqlx::Result<Vec<(String, i64, Option<String>)>> {
-    sqlx::query_as(
-        "SELECT ev.contact_id, ev.at, ev.properties FROM events ev
-          WHERE ev.name = $1 AND ev.contact_id IN
-                (SELECT contact_id FROM enrollments WHERE workflow = $2 AND started_at >= $3)",
-    )
-    .bind(event)
-    .bind(workflow)
-    .bind(since)
-    .fetch_all(pool)
-    .await
-}
-
-/// (enrollment, step) of every message of `workflow` sent.
-pub async fn sent(pool: &AnyPool, workflow: &str) -> sqlx::Result<Vec<(i64, String)>> {
-    sqlx::query_as(
-        "SELECT enrollment_id, step_id FROM outbox WHERE workflow = $1 AND status = 'sent' AND enrollment_id IS NOT NULL",
-    )
-    .bind(workflow)
-    .fetch_all(pool)
-    .await
-}
-
-/// How a set-based report decides each enrollment's conversion in SQL.
+/// How the store decides each enrollment's conversion.
 pub enum GoalSql<'a> {
     /// No goal: nobody converts.
     None,
@@ -71,94 +27,271 @@ pub enum GoalSql<'a> {
     Event { event: &'a str, within_ms: i64 },
     /// A condition goal: the plan's `goal_reached` exit.
     Exit,
+    /// Decided in Rust (a goal on the event's properties, which the SQL
+    /// evaluators leave to Rust as the audience scan does): (enrollment,
+    /// converted at), of the enrollments counted.
+    Decided(&'a [(i64, i64)]),
 }
 
-/// The enrollments of `workflow` since `since` with `conv_at`, the moment
-/// each converted (NULL if it did not), as a CTE named `en`. Binds: $1
-/// workflow, $2 since, then $3 event and $4 window for an event goal.
-fn enrolled_cte(goal: &GoalSql<'_>) -> String {
-    let conv = match goal {
-        GoalSql::None => "CAST(NULL AS BIGINT)".to_string(),
-        GoalSql::Event { .. } => {
-            "(SELECT min(ev.at) FROM events ev WHERE ev.contact_id = b.contact_id \
-             AND ev.name = $3 AND ev.at >= b.started_at AND ev.at <= b.started_at + $4)"
-                .to_string()
+impl GoalSql<'_> {
+    /// How many placeholders [`converted_cte`] uses.
+    fn binds(&self) -> usize {
+        match self {
+            GoalSql::None | GoalSql::Exit => 2,
+            GoalSql::Event { .. } => 4,
+            GoalSql::Decided(_) => 3,
         }
-        GoalSql::Exit => {
-            "(SELECT max(x.ran_at) FROM enrollment_steps x WHERE x.enrollment_id = b.id \
-             AND x.action = 'exit' AND x.detail = 'goal_reached')"
-                .to_string()
-        }
-    };
-    // The parameters appear in their numbers' order (SQLite numbers `$N`
-    // by first appearance).
-    format!(
-        "WITH b AS (SELECT e.id, e.contact_id, e.started_at FROM enrollments e \
-          WHERE e.workflow = $1 AND e.started_at >= $2), \
-         en AS MATERIALIZED (SELECT b.id, {conv} AS conv_at FROM b)"
-    )
-}
-
-fn bind_goal<'q, O>(
-    q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments>,
-    goal: &GoalSql<'q>,
-) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments> {
-    match goal {
-        GoalSql::Event { event, within_ms } => q.bind(*event).bind(*within_ms),
-        _ => q,
     }
 }
 
-/// One row of [`counts`]: (step, action, detail, how many, how many of
-/// their enrollments converted, how many converted at or after the step
-/// ran). The first row is every enrollment (step and action `""`); then one
-/// per step record kind, the detail kept for splits (the arm) and skips
-/// (the reason).
-pub type StepCount = (String, String, Option<String>, i64, i64, i64);
+/// CTEs `b` (the enrollments of `workflow` since `since`: id, contact,
+/// started at) and `conv` (those that converted: id, converted at). Binds:
+/// $1 workflow, $2 since, then $3 event and $4 window for an event goal, or
+/// $3 the decided pairs as a JSON array of `[id, at]`.
+fn converted_cte(dialect: Dialect, goal: &GoalSql<'_>) -> String {
+    let b = "b AS (SELECT e.id, e.contact_id, e.started_at FROM enrollments e \
+             WHERE e.workflow = $1 AND e.started_at >= $2)";
+    let per_enrollment = |conv: &str| {
+        format!(
+            "conv AS MATERIALIZED (SELECT id, conv_at FROM \
+             (SELECT b.id, {conv} AS conv_at FROM b) x WHERE conv_at IS NOT NULL)"
+        )
+    };
+    // SQLite probes `events_by_contact` once per enrollment; PostgreSQL
+    // joins and groups (its per-row subplans cost ~4 µs each: 4 s at a
+    // million enrollments, against 0.6 s hashed).
+    let conv = match (goal, dialect) {
+        (GoalSql::None, _) => per_enrollment("CAST(NULL AS BIGINT)"),
+        (GoalSql::Event { .. }, Dialect::Sqlite) => per_enrollment(
+            "(SELECT min(ev.at) FROM events ev WHERE ev.contact_id = b.contact_id \
+             AND ev.name = $3 AND ev.at >= b.started_at AND ev.at <= b.started_at + $4)",
+        ),
+        (GoalSql::Event { .. }, Dialect::Postgres) => {
+            "conv AS MATERIALIZED (SELECT b.id, min(ev.at) AS conv_at FROM b JOIN events ev \
+             ON ev.contact_id = b.contact_id AND ev.name = $3 \
+             AND ev.at >= b.started_at AND ev.at <= b.started_at + $4 GROUP BY b.id)"
+                .to_string()
+        }
+        (GoalSql::Exit, Dialect::Sqlite) => per_enrollment(
+            "(SELECT max(x.ran_at) FROM enrollment_steps x WHERE x.enrollment_id = b.id \
+             AND x.action = 'exit' AND x.detail = 'goal_reached')",
+        ),
+        (GoalSql::Exit, Dialect::Postgres) => {
+            "conv AS MATERIALIZED (SELECT b.id, max(x.ran_at) AS conv_at FROM b JOIN enrollment_steps x \
+             ON x.enrollment_id = b.id AND x.action = 'exit' AND x.detail = 'goal_reached' GROUP BY b.id)"
+                .to_string()
+        }
+        (GoalSql::Decided(_), _) => match dialect {
+            Dialect::Sqlite => "conv AS MATERIALIZED (SELECT CAST(json_extract(j.value, '$[0]') AS INTEGER) AS id, \
+                 CAST(json_extract(j.value, '$[1]') AS INTEGER) AS conv_at FROM json_each($3) j)"
+                .to_string(),
+            Dialect::Postgres => "conv AS MATERIALIZED (SELECT (j->>0)::bigint AS id, (j->>1)::bigint AS conv_at \
+                 FROM jsonb_array_elements(CAST($3 AS TEXT)::jsonb) j)"
+                .to_string(),
+        },
+    };
+    format!("WITH {b}, {conv}")
+}
 
-/// The report's numbers counted in SQL in one statement, over the store's
-/// rows rather than in memory (issue 14: a report over a million
-/// enrollments in under 2 s). Each enrollment's conversion is decided once
-/// (`MATERIALIZED`), then joined to its step records.
-pub async fn counts(
+/// `CROSS JOIN` on SQLite, which keeps the left table outside (the order
+/// the query is written for); a plain join on PostgreSQL, which has no such
+/// `CROSS JOIN … ON` and plans its own order.
+fn cross_join(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "CROSS JOIN",
+        Dialect::Postgres => "JOIN",
+    }
+}
+
+/// Runs a report read. On PostgreSQL in a transaction without JIT: compiling
+/// these aggregates took about 1 s of a report over a million enrollments,
+/// more than it saved.
+async fn fetch<'q, O>(pool: &AnyPool, dialect: Dialect, q: Query<'q, O>) -> sqlx::Result<Vec<O>>
+where
+    O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    match dialect {
+        Dialect::Sqlite => q.fetch_all(pool).await,
+        Dialect::Postgres => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+            let rows = q.fetch_all(&mut *tx).await?;
+            tx.rollback().await?;
+            Ok(rows)
+        }
+    }
+}
+
+type Query<'q, O> = sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments>;
+
+fn bind_goal<'q, O>(q: Query<'q, O>, goal: &GoalSql<'q>) -> Query<'q, O> {
+    match goal {
+        GoalSql::Event { event, within_ms } => q.bind(*event).bind(*within_ms),
+        GoalSql::Decided(pairs) => q.bind(serde_json::to_string(pairs).expect("pairs serialise")),
+        GoalSql::None | GoalSql::Exit => q,
+    }
+}
+
+/// A funnel row: (step, action, arm or skip reason, how many step records)
+/// of the enrollments counted.
+pub type StepCount = (String, String, Option<String>, i64);
+
+/// The step records of `workflow`'s enrollments started at or after
+/// `since`, counted per (step, action, [`KEY`]).
+pub async fn funnel(
     pool: &AnyPool,
+    dialect: Dialect,
     workflow: &str,
     since: i64,
-    goal: &GoalSql<'_>,
 ) -> sqlx::Result<Vec<StepCount>> {
+    // SQLite: walk `enrollment_steps_funnel` in order (no sort), looking
+    // each enrollment up by its id; `CROSS JOIN` keeps that order.
+    // PostgreSQL hashes the join and the groups.
+    let join = cross_join(dialect);
     let sql = format!(
-        "{} SELECT '', '', CAST(NULL AS TEXT), count(*), count(conv_at), CAST(0 AS BIGINT) FROM en \
-         UNION ALL \
-         SELECT s.step_id, s.action, CASE WHEN s.action IN ('skip', 'split') THEN s.detail END, \
-                count(*), count(en.conv_at), \
-                CAST(coalesce(sum(CASE WHEN en.conv_at >= s.ran_at THEN 1 ELSE 0 END), 0) AS BIGINT) \
-           FROM en JOIN enrollment_steps s ON s.enrollment_id = en.id \
-          GROUP BY s.step_id, s.action, CASE WHEN s.action IN ('skip', 'split') THEN s.detail END",
-        enrolled_cte(goal)
+        "SELECT s.step_id, s.action, {KEY}, count(*) \
+           FROM enrollment_steps s {join} enrollments e ON e.id = s.enrollment_id \
+          WHERE e.workflow = $1 AND e.started_at >= $2 \
+          GROUP BY s.step_id, s.action, {KEY}"
     );
     let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(workflow)
         .bind(since);
-    bind_goal(q, goal).fetch_all(pool).await
+    fetch(pool, dialect, q).await
 }
 
-/// Per step: the sent messages of those enrollments' step records (exits
-/// left out), as the funnel counts them.
-pub async fn sent_counts(
+/// A conversion row: (step, action, [`KEY`], how many of the enrollments
+/// with such a record converted, how many converted at or after it ran).
+/// The first row is every enrollment (step and action `""`): (entered,
+/// converted) in the last two columns.
+pub type ConvCount = (String, String, Option<String>, i64, i64);
+
+/// Entered and converted, and the converted per step record kind. Only the
+/// converted enrollments' step records are read.
+pub async fn conversions(
     pool: &AnyPool,
+    dialect: Dialect,
+    workflow: &str,
+    since: i64,
+    goal: &GoalSql<'_>,
+) -> sqlx::Result<Vec<ConvCount>> {
+    // SQLite: the converted enrollments outside, each one's records by the
+    // primary key (left to itself, SQLite walks the funnel index instead).
+    let join = cross_join(dialect);
+    let sql = format!(
+        "{} SELECT '', '', CAST(NULL AS TEXT), \
+         (SELECT count(*) FROM enrollments e WHERE e.workflow = $1 AND e.started_at >= $2), \
+         (SELECT count(*) FROM conv) \
+         UNION ALL \
+         SELECT s.step_id, s.action, {KEY}, count(*), \
+                CAST(coalesce(sum(CASE WHEN conv.conv_at >= s.ran_at THEN 1 ELSE 0 END), 0) AS BIGINT) \
+           FROM conv {join} enrollment_steps s ON s.enrollment_id = conv.id \
+          GROUP BY s.step_id, s.action, {KEY}",
+        converted_cte(dialect, goal)
+    );
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(workflow)
+        .bind(since);
+    fetch(pool, dialect, bind_goal(q, goal)).await
+}
+
+/// Per step: the sent messages of those enrollments. (A message's step
+/// record is the one that queued it: the record's key is (enrollment,
+/// step), so it is never an exit.)
+pub async fn sent(
+    pool: &AnyPool,
+    dialect: Dialect,
     workflow: &str,
     since: i64,
 ) -> sqlx::Result<Vec<(String, i64)>> {
+    // The partial index `outbox_sent_by_workflow` in (step) order, each
+    // enrollment looked up by its id.
+    let join = cross_join(dialect);
+    let sql = format!(
+        "SELECT o.step_id, count(*) FROM outbox o {join} enrollments e ON e.id = o.enrollment_id \
+          WHERE o.workflow = $1 AND o.status = 'sent' \
+            AND e.workflow = $1 AND e.started_at >= $2 \
+          GROUP BY o.step_id"
+    );
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(workflow)
+        .bind(since);
+    fetch(pool, dialect, q).await
+}
+
+/// For a goal on an event's properties: the goal events within each
+/// enrollment's window, (enrollment, at, properties), by enrollment and
+/// time. Rust keeps the first whose properties pass.
+pub async fn goal_candidates(
+    pool: &AnyPool,
+    workflow: &str,
+    since: i64,
+    event: &str,
+    within_ms: i64,
+) -> sqlx::Result<Vec<(i64, i64, Option<String>)>> {
     sqlx::query_as(
-        "SELECT o.step_id, count(*) FROM outbox o
-           JOIN enrollments e ON e.id = o.enrollment_id
-           JOIN enrollment_steps s ON s.enrollment_id = o.enrollment_id AND s.step_id = o.step_id
-          WHERE o.workflow = $1 AND o.status = 'sent' AND o.enrollment_id IS NOT NULL
-            AND e.workflow = $1 AND e.started_at >= $2 AND s.action <> 'exit'
-          GROUP BY o.step_id",
+        "WITH b AS (SELECT e.id, e.contact_id, e.started_at FROM enrollments e
+                     WHERE e.workflow = $1 AND e.started_at >= $2)
+         SELECT b.id, ev.at, ev.properties FROM b JOIN events ev
+             ON ev.contact_id = b.contact_id AND ev.name = $3
+            AND ev.at >= b.started_at AND ev.at <= b.started_at + $4
+          ORDER BY b.id, ev.at",
     )
     .bind(workflow)
     .bind(since)
+    .bind(event)
+    .bind(within_ms)
     .fetch_all(pool)
     .await
+}
+
+/// What a [`daily`] row counts.
+pub const ENTERED: &str = "entered";
+pub const CONVERTED: &str = "converted";
+pub const SENT: &str = "sent";
+
+/// A row of [`daily`]: (what, day number, split step or `""` for every
+/// enrollment, arm, how many). Day numbers are days since the epoch in
+/// local time, `offset_ms` from UTC.
+pub type DayCount = (String, i64, String, Option<String>, i64);
+
+/// Per day: the enrollments started, converted, and their messages sent
+/// (at or after `sent_since`), for every enrollment and per split arm.
+pub async fn daily(
+    pool: &AnyPool,
+    dialect: Dialect,
+    workflow: &str,
+    since: i64,
+    goal: &GoalSql<'_>,
+    offset_ms: i64,
+    sent_since: i64,
+) -> sqlx::Result<Vec<DayCount>> {
+    let (off, from) = (goal.binds() + 1, goal.binds() + 2);
+    let day = |col: &str| format!("CAST(({col} + k.off) / 86400000 AS BIGINT)");
+    let sql = format!(
+        "{cte}, \
+         k AS (SELECT CAST(${off} AS BIGINT) AS off, CAST(${from} AS BIGINT) AS sent_since), \
+         arm AS (SELECT s.enrollment_id AS id, s.step_id, s.detail FROM b \
+                   JOIN enrollment_steps s ON s.enrollment_id = b.id AND s.action = 'split'), \
+         sent AS (SELECT o.enrollment_id AS id, o.sent_at FROM outbox o JOIN b ON b.id = o.enrollment_id \
+                   CROSS JOIN k WHERE o.workflow = $1 AND o.status = 'sent' AND o.sent_at >= k.sent_since) \
+         SELECT '{ENTERED}', {d_b}, '', CAST(NULL AS TEXT), count(*) FROM b CROSS JOIN k GROUP BY 2 \
+         UNION ALL SELECT '{ENTERED}', {d_b}, arm.step_id, arm.detail, count(*) \
+           FROM b JOIN arm ON arm.id = b.id CROSS JOIN k GROUP BY 2, 3, 4 \
+         UNION ALL SELECT '{CONVERTED}', {d_c}, '', NULL, count(*) FROM conv CROSS JOIN k GROUP BY 2 \
+         UNION ALL SELECT '{CONVERTED}', {d_c}, arm.step_id, arm.detail, count(*) \
+           FROM conv JOIN arm ON arm.id = conv.id CROSS JOIN k GROUP BY 2, 3, 4 \
+         UNION ALL SELECT '{SENT}', {d_s}, '', NULL, count(*) FROM sent CROSS JOIN k GROUP BY 2 \
+         UNION ALL SELECT '{SENT}', {d_s}, arm.step_id, arm.detail, count(*) \
+           FROM sent JOIN arm ON arm.id = sent.id CROSS JOIN k GROUP BY 2, 3, 4",
+        cte = converted_cte(dialect, goal),
+        d_b = day("b.started_at"),
+        d_c = day("conv.conv_at"),
+        d_s = day("sent.sent_at"),
+    );
+    let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(workflow)
+        .bind(since);
+    let q = bind_goal(q, goal).bind(offset_ms).bind(sent_since);
+    fetch(pool, dialect, q).await
 }

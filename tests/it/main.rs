@@ -33,6 +33,8 @@ mod people_output;
 mod plan_equals_daemon;
 mod prune;
 mod real_exports;
+mod report_counts;
+mod salesperson_cap;
 mod scheduler_fairness;
 mod schema_file;
 mod schema_parity;

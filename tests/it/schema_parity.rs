@@ -143,12 +143,14 @@ async fn sqlite_schema(store: &Store) -> Schema {
                 .await
                 .unwrap();
         for (name, unique, origin, partial) in indexes {
-            let mut cols: Vec<(i64, String)> =
-                sqlx::query_as("SELECT seqno, name FROM pragma_index_info($1)")
-                    .bind(&name)
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
+            // An expression (no column name) is "?", as on PostgreSQL.
+            let mut cols: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT seqno, coalesce(nullif(name, ''), '?') FROM pragma_index_info($1)",
+            )
+            .bind(&name)
+            .fetch_all(pool)
+            .await
+            .unwrap();
             cols.sort();
             let cols: Vec<String> = cols.into_iter().map(|(_, n)| n).collect();
             match origin.as_str() {

@@ -115,3 +115,53 @@ async fn enroll_existing_continues_the_throttle_after_what_is_queued() {
     assert_eq!(c3.len(), 1, "c3 enrolled once");
     assert_eq!(c3[0]["not_before"].as_i64().unwrap() - last, 1_800_000);
 }
+
+/// `on_cap: defer` (issue 14, item 7): `dry-run --explain` says when the
+/// frequency cap's window frees — the oldest counted message's time plus
+/// the window, as the daemon computes it — not "a window from now". The
+/// daemon then stores that very moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_when_the_cap_window_frees_as_the_daemon_does() {
+    let p = Project::new(
+        "timezone: Asia/Shanghai\npolicies:\n  frequency_cap: { max: 1, per: 1d, on_cap: defer }\n\
+         channels:\n  sms: { kind: log, address: phone }\n",
+    );
+    p.write(
+        "workflows/t.yaml",
+        "name: t\ntrigger: { tag_added: { tag: vip } }\nsteps:\n  - id: hi\n    send: { channel: sms, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "hi {{contact.name}}")
+    .write("contacts.csv", "id,name,phone,tags\nc1,A,+8613000000001,vip\n");
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["t"]);
+    // A message 3 h 17 min ago fills the cap: the window frees a day after it.
+    let sent = chrono::Utc::now().timestamp_millis() - (3 * 60 + 17) * 60_000;
+    p.exec(&format!(
+        "INSERT INTO outbox (id, workflow, contact_id, step_id, channel, recipient, body, status, \
+         attempts, not_before, next_attempt_at, created_at, sent_at) \
+         VALUES ('before', 'other', 'c1', 's', 'sms', '+8613000000001', 'b', 'sent', 1, {sent}, {sent}, {sent}, {sent})"
+    ))
+    .await;
+    let frees = chrono::DateTime::from_timestamp_millis(sent + 86_400_000)
+        .unwrap()
+        .with_timezone(&chrono_tz::Asia::Shanghai);
+    let want = format!(
+        "step hi@cap: wait until {}",
+        frees.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let out = p.ok(&["dry-run", "--explain", "c1"]);
+    assert!(out.contains(&want), "want {want:?} in:\n{out}");
+
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    assert!(d.wait(Duration::from_secs(30)).success(), "{}", p.log());
+    let rows = p
+        .rows("SELECT step_id, next_run_at FROM enrollments WHERE workflow = 't'")
+        .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["step_id"], "hi");
+    assert_eq!(rows[0]["next_run_at"], sent + 86_400_000, "{rows:?}");
+}
