@@ -59,6 +59,8 @@ pub async fn explain_text(
             .unwrap_or(0),
         None => 0,
     };
+    let all: Vec<&crate::workflow::Workflow> = project.workflows.iter().collect();
+    crate::engine::transfer::load(planner, pool, &all, [&contact]).await?;
     let mut out = String::new();
     out.push_str(&format!(
         "Contact {id}{} at {}\n\n",

@@ -244,6 +244,29 @@ pub async fn of_customer(
     Ok(rows.iter().map(from_row).collect::<sqlx::Result<_>>()?)
 }
 
+/// The relationships of each of `external_userids`, as [`of_customer`]
+/// orders them, in chunks of 500 (the planner's batched read).
+pub async fn of_customers(
+    pool: &AnyPool,
+    external_userids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<Relationship>>, StoreError> {
+    let mut out: std::collections::HashMap<String, Vec<Relationship>> = Default::default();
+    for chunk in external_userids.chunks(500) {
+        let mut sql = format!("SELECT {COLUMNS} FROM wecom_relationships WHERE external_userid IN (");
+        crate::store::plan_reads::push_placeholders(&mut sql, 1, chunk.len());
+        sql.push_str(") ORDER BY external_userid, standing DESC, coalesce(ended_at, added_at, 0) DESC, userid");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(e);
+        }
+        for r in q.fetch_all(pool).await? {
+            let rel = from_row(&r)?;
+            out.entry(rel.external_userid.clone()).or_default().push(rel);
+        }
+    }
+    Ok(out)
+}
+
 /// Sets or clears `wecom_deleted_by` on the contacts of `external_userid`
 /// from its rows (see the module's "Reachability").
 pub async fn refresh_reachability(
