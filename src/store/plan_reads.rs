@@ -384,11 +384,11 @@ pub async fn transfer_facts(
         // of does not count. Queued: the outbox rows whose task is not
         // recorded yet (a row being delivered is counted once).
         let sql = format!(
-            "SELECT external_userid, created_at, CASE WHEN status = 'pending' THEN 1 ELSE 0 END FROM wecom_tasks
+            "SELECT external_userid, created_at, CAST(CASE WHEN status = 'pending' THEN 1 ELSE 0 END AS BIGINT) FROM wecom_tasks
               WHERE external_userid IN ({ids}) AND kind IN ('transfer', 'resigned')
                 AND status <> 'no_record' AND created_at > ${}
              UNION ALL
-             SELECT o.recipient, o.not_before, 1 FROM outbox o
+             SELECT o.recipient, o.not_before, CAST(1 AS BIGINT) FROM outbox o
               WHERE o.recipient IN ({ids}) AND o.kind = 'transfer'
                 AND o.status IN ('queued', 'sending')
                 AND NOT EXISTS (SELECT 1 FROM wecom_tasks t WHERE t.message_id = o.id)",
