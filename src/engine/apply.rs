@@ -428,7 +428,8 @@ async fn effects(
             // why); it is applied as decided. Only an owner the team's lock
             // re-chose was not planned: its transfer is queued now and
             // WeCom's limits are checked by the channel at delivery.
-            let planned = matches!(&s.action, Action::Assign { salesperson: p, .. } if p == salesperson);
+            let planned =
+                matches!(&s.action, Action::Assign { salesperson: p, .. } if p == salesperson);
             let decided = if planned {
                 transfer.as_ref().and_then(|t| {
                     let at = t.queued_at_ms(ms(now))?;

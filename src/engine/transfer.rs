@@ -11,7 +11,6 @@
 //! same verdict ([`held_by_limits`]) once more at delivery, as the last
 //! guard: the store may change between plan and send.
 
-use crate::store::wecom::relationships::Relationship;
 use crate::store::wecom::resigned::Resigned;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -125,25 +124,17 @@ pub fn when(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// What the store says about one customer, for a transfer decision (read
-/// in batches by `store::plan_reads::transfer_facts`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Facts {
-    /// Its WeCom relationships (who can hand it over, who already stands).
-    pub relationships: Vec<Relationship>,
-    /// Its transfers in the last 90 days: (started ms, still waiting for
-    /// the takeover), oldest first. A transfer queued and not yet started
-    /// counts from its `not_before`, waiting.
-    pub started: Vec<(i64, bool)>,
-    /// The member who left it, if any.
-    pub resigned: Option<Resigned>,
-}
+/// What the store says about one customer, for a transfer decision.
+pub use crate::store::plan_reads::TransferFacts as Facts;
 
 /// Who hands the customer over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handover {
     /// A standing follow-user (`note`: why not the previous owner).
-    Member { userid: String, note: Option<String> },
+    Member {
+        userid: String,
+        note: Option<String>,
+    },
     /// A member who left, with the resigned transfer.
     Resigned { userid: String },
     /// nurture has no relationship rows of the customer yet: the channel
@@ -209,7 +200,7 @@ impl Transfer {
     }
 
     /// The handover member in words.
-    fn from_words(&self) -> String {
+    fn handover_words(&self) -> String {
         let from = match &self.verdict {
             Verdict::Now { from } | Verdict::Deferred { from, .. } => from,
             _ => return String::new(),
@@ -229,7 +220,10 @@ impl Transfer {
         let (ext, to) = (&self.external_userid, &self.takeover);
         match &self.verdict {
             Verdict::Now { .. } => {
-                format!("transfer of {ext}{} to {to}: queued now", self.from_words())
+                format!(
+                    "transfer of {ext}{} to {to}: queued now",
+                    self.handover_words()
+                )
             }
             Verdict::Deferred {
                 until_ms,
@@ -237,7 +231,7 @@ impl Transfer {
                 ..
             } => format!(
                 "transfer of {ext}{} to {to}: deferred until {}, a transfer started at {} waits for takeover (WeCom takes over after 24 h; errcode 40129 before then)",
-                self.from_words(),
+                self.handover_words(),
                 when(*until_ms),
                 when(*started_ms)
             ),
@@ -253,7 +247,7 @@ impl Transfer {
 
 impl Transfer {
     /// The handover member as the row shows it (`None`: picked at delivery).
-    fn from_userid(&self) -> Option<&str> {
+    fn handover_userid(&self) -> Option<&str> {
         match &self.verdict {
             Verdict::Now { from } | Verdict::Deferred { from, .. } => match from {
                 Handover::Member { userid, .. } | Handover::Resigned { userid } => Some(userid),
@@ -284,7 +278,7 @@ impl Transfer {
             "verdict": self.verdict.as_str(),
             "reason": self.describe(),
         });
-        if let Some(from) = self.from_userid() {
+        if let Some(from) = self.handover_userid() {
             v["from"] = from.into();
         }
         if let Some(u) = until {

@@ -357,6 +357,20 @@ pub async fn assign_state(pool: &AnyPool) -> sqlx::Result<AssignState> {
     Ok(st)
 }
 
+/// What the store says about one customer, for a transfer decision (read
+/// in batches by [`transfer_facts`]; decided on by `engine::transfer`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransferFacts {
+    /// Its WeCom relationships (who can hand it over, who already stands).
+    pub relationships: Vec<crate::store::wecom::relationships::Relationship>,
+    /// Its transfers in the last 90 days: (started ms, still waiting for
+    /// the takeover), oldest first. A transfer queued and not yet started
+    /// counts from its `not_before`, waiting.
+    pub started: Vec<(i64, bool)>,
+    /// The member who left it, if any.
+    pub resigned: Option<crate::store::wecom::resigned::Resigned>,
+}
+
 /// What the planner needs to decide WeCom transfers of these customers
 /// (`engine::transfer`): their relationships, their transfers since
 /// `since_ms` (started by WeCom, either kind, or queued in the outbox and not
@@ -366,8 +380,8 @@ pub async fn transfer_facts(
     pool: &AnyPool,
     external_userids: &[String],
     since_ms: i64,
-) -> Result<HashMap<String, crate::engine::transfer::Facts>, crate::store::StoreError> {
-    let mut out: HashMap<String, crate::engine::transfer::Facts> = HashMap::new();
+) -> Result<HashMap<String, TransferFacts>, crate::store::StoreError> {
+    let mut out: HashMap<String, TransferFacts> = HashMap::new();
     if external_userids.is_empty() {
         return Ok(out);
     }

@@ -180,7 +180,9 @@ async fn the_dry_run_shows_each_transfer_verdict_and_the_daemon_does_it() {
         "{text}"
     );
     assert!(
-        text.contains("no transfer of wmStanding to chenjie: chenjie already is a WeCom follow-user"),
+        text.contains(
+            "no transfer of wmStanding to chenjie: chenjie already is a WeCom follow-user"
+        ),
         "{text}"
     );
 
@@ -300,5 +302,9 @@ steps:
     let first_at = chrono::DateTime::parse_from_rfc3339(rows[0]["at"].as_str().unwrap()).unwrap();
     let second_until =
         chrono::DateTime::parse_from_rfc3339(transfers[1]["until"].as_str().unwrap()).unwrap();
-    assert_eq!(second_until - first_at, chrono::Duration::hours(24), "{rows:#?}");
+    assert_eq!(
+        second_until - first_at,
+        chrono::Duration::hours(24),
+        "{rows:#?}"
+    );
 }

@@ -34,11 +34,11 @@ pub const PAGE_SIZE: i64 = 1_000;
 const MAX_PAGES: usize = 1_000;
 // WeCom's transfer limits and their verdict are pure and shared with the
 // planner (which decides transfers, issue 9): one function, in the engine.
+use crate::engine::transfer::when;
 pub use crate::engine::transfer::{
     Held, Limit, RESIGNED_WITHIN, RESIGNED_WITHIN_MS, TAKEOVER_AFTER_MS, TRANSFER_WINDOW_MS,
     TRANSFERS_PER_WINDOW, held_by_limits,
 };
-use crate::engine::transfer::when;
 
 /// What a look at the unassigned list found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

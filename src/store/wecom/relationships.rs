@@ -360,7 +360,8 @@ pub async fn of_customers(
 ) -> Result<std::collections::HashMap<String, Vec<Relationship>>, StoreError> {
     let mut out: std::collections::HashMap<String, Vec<Relationship>> = Default::default();
     for chunk in external_userids.chunks(500) {
-        let mut sql = format!("SELECT {COLUMNS} FROM wecom_relationships WHERE external_userid IN (");
+        let mut sql =
+            format!("SELECT {COLUMNS} FROM wecom_relationships WHERE external_userid IN (");
         crate::store::plan_reads::push_placeholders(&mut sql, 1, chunk.len());
         sql.push_str(") ORDER BY external_userid, standing DESC, coalesce(ended_at, added_at, 0) DESC, userid");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -369,7 +370,9 @@ pub async fn of_customers(
         }
         for r in q.fetch_all(pool).await? {
             let rel = from_row(&r)?;
-            out.entry(rel.external_userid.clone()).or_default().push(rel);
+            out.entry(rel.external_userid.clone())
+                .or_default()
+                .push(rel);
         }
     }
     Ok(out)
@@ -533,7 +536,10 @@ mod tests {
         tx.commit().await.unwrap();
         assert_eq!(added, 2, "lilei stands again, chenjie is new");
         let one = of_customer(s.db(), "wm1").await.unwrap();
-        assert!(one.iter().all(|r| r.standing && r.ended_by.is_none()), "{one:?}");
+        assert!(
+            one.iter().all(|r| r.standing && r.ended_by.is_none()),
+            "{one:?}"
+        );
         let two = of_customer(s.db(), "wm2").await.unwrap();
         assert_eq!(two.len(), 1);
         assert_eq!(two[0].added_at, Some(5));
