@@ -429,6 +429,42 @@ pub async fn refresh_reachability(
     Ok(())
 }
 
+/// Clears `wecom_deleted_by` on the contacts of `external_userids`, each of
+/// which has a standing relationship (what [`refresh_reachability`] does for
+/// such a customer): one locking SELECT per 500, an UPDATE per contact that
+/// carried the mark.
+async fn reachable_many(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    external_userids: &[&str],
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in external_userids.chunks(500) {
+        let mut sql =
+            String::from("SELECT id, attrs FROM contacts WHERE wecom_external_userid IN (");
+        crate::store::plan_reads::push_placeholders(&mut sql, 1, chunk.len());
+        sql.push(')');
+        sql.push_str(dialect.for_update());
+        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(*e);
+        }
+        for (id, attrs) in q.fetch_all(&mut *conn).await? {
+            let mut m = serde_json::from_str::<Map<String, Value>>(&attrs).unwrap_or_default();
+            if m.remove(ATTR_DELETED_BY).is_none() {
+                continue;
+            }
+            sqlx::query("UPDATE contacts SET attrs = $1, updated_at = $2 WHERE id = $3")
+                .bind(Value::Object(m).to_string())
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// A complete list read from WeCom (externalcontact/get) for
 /// `external_userid`, in one transaction with the reachability mark.
 pub async fn record_list(
@@ -458,9 +494,9 @@ pub async fn record_batch(
     let mut seen: Vec<&str> = entries.iter().map(|(e, _)| e.as_str()).collect();
     seen.sort_unstable();
     seen.dedup();
-    for ext in seen {
-        refresh_reachability(&mut tx, store.dialect(), ext, now).await?;
-    }
+    // Each listed customer now has a standing relationship: reachable, so
+    // `refresh_reachability` would only clear the mark. Done set-based.
+    reachable_many(&mut tx, store.dialect(), &seen, now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -545,8 +581,37 @@ mod tests {
         assert_eq!(two[0].added_at, Some(5));
     }
 
+    #[tokio::test]
+    async fn a_synced_page_makes_its_customers_reachable_again() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        for (id, ext) in [("c1", "wm1"), ("c2", "wm2")] {
+            let input = crate::store::contacts::ContactInput {
+                id: id.into(),
+                wecom_external_userid: Some(ext.into()),
+                ..Default::default()
+            };
+            s.upsert_contact(&input, chrono::Utc::now()).await.unwrap();
+        }
+        sqlx::query(
+            "UPDATE contacts SET attrs = '{\"wecom_deleted_by\":\"customer\",\"city\":\"Suzhou\"}'",
+        )
+        .execute(s.db())
+        .await
+        .unwrap();
+        record_batch(&s, &[("wm1".to_string(), follow("lilei", 1))], 7)
+            .await
+            .unwrap();
+        let attrs: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, attrs FROM contacts ORDER BY id")
+                .fetch_all(s.db())
+                .await
+                .unwrap();
+        assert_eq!(attrs[0].1, r#"{"city":"Suzhou"}"#);
+        assert!(attrs[1].1.contains("wecom_deleted_by"), "not listed: kept");
+    }
+
     /// `nurture wecom sync-relationships` records pages of 100: 3,000
-    /// relationships (1,000 customers × 3 members), on a SQLite file.
+    /// relationships (1,000 contacts' customers × 3 members), on a SQLite file.
     /// Run: `cargo test --lib relationships::tests::sync_speed -- --ignored --nocapture`.
     #[tokio::test]
     #[ignore]
@@ -554,6 +619,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("n.db").display());
         let s = Store::open(&url).await.unwrap();
+        for c in 0..1_000 {
+            let input = crate::store::contacts::ContactInput {
+                id: format!("c{c:05}"),
+                wecom_external_userid: Some(format!("wm{c:05}")),
+                ..Default::default()
+            };
+            s.upsert_contact(&input, chrono::Utc::now()).await.unwrap();
+        }
         let entries: Vec<(String, FollowUser)> = (0..1_000)
             .flat_map(|c| {
                 ["wangfang", "lilei", "chenjie"]
