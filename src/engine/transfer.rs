@@ -445,4 +445,149 @@ mod tests {
         let h = held_by_limits(&[], Some(&r), now).unwrap();
         assert_eq!((h.limit, h.frees_at), (Limit::ResignedWithinAYear, None));
     }
+
+    fn rel(
+        userid: &str,
+        added: i64,
+        standing: bool,
+    ) -> crate::store::wecom::relationships::Relationship {
+        crate::store::wecom::relationships::Relationship {
+            external_userid: "wm1".into(),
+            userid: userid.into(),
+            added_at: Some(added),
+            state: None,
+            remark: None,
+            standing,
+            ended_by: (!standing).then(|| "customer".to_string()),
+            ended_at: None,
+        }
+    }
+
+    fn transfer(verdict: Verdict) -> Transfer {
+        Transfer {
+            channel: "wecom".into(),
+            external_userid: "wm1".into(),
+            wanted: "wangfang".into(),
+            takeover: "chenjie".into(),
+            verdict,
+        }
+    }
+
+    #[test]
+    fn the_plan_decides_each_verdict_in_the_channels_order() {
+        let now = 1_000 * DAY_MS;
+        let facts = Facts {
+            relationships: vec![rel("wangfang", 1, true), rel("lilei", 2, true)],
+            ..Default::default()
+        };
+        // Allowed: the previous owner stands and hands over.
+        let v = decide(&facts, Some("wangfang"), "chenjie", now);
+        assert_eq!(
+            v,
+            Verdict::Now {
+                from: Handover::Member {
+                    userid: "wangfang".into(),
+                    note: None
+                }
+            }
+        );
+        assert_eq!(
+            transfer(v).describe(),
+            "transfer of wm1 from wangfang to chenjie: queued now"
+        );
+        // The previous owner is no follow-user: the newest follow-user.
+        let v = decide(&facts, Some("zhaomin"), "chenjie", now);
+        assert!(
+            matches!(&v, Verdict::Now { from: Handover::Member { userid, note: Some(_) } } if userid == "lilei"),
+            "{v:?}"
+        );
+        // No rows known: the channel looks the follow-users up at delivery.
+        let v = decide(&Facts::default(), Some("wangfang"), "chenjie", now);
+        assert_eq!(
+            v,
+            Verdict::Now {
+                from: Handover::AtDelivery
+            }
+        );
+        // Deferred by a waiting transfer 2 h old, until its takeover.
+        let pending = Facts {
+            started: vec![(now - 2 * 3_600_000, true)],
+            ..facts.clone()
+        };
+        let v = decide(&pending, Some("wangfang"), "chenjie", now);
+        assert!(
+            matches!(v, Verdict::Deferred { until_ms, started_ms, .. }
+                if until_ms == now + 22 * 3_600_000 && started_ms == now - 2 * 3_600_000),
+            "{v:?}"
+        );
+        assert!(transfer(v).describe().contains("waits for takeover"));
+        // Refused: two in 90 days.
+        let twice = Facts {
+            started: vec![(now - 20 * DAY_MS, false), (now - 10 * DAY_MS, false)],
+            ..facts.clone()
+        };
+        let v = decide(&twice, Some("wangfang"), "chenjie", now);
+        assert!(
+            matches!(v, Verdict::Refused { limit: Some(Limit::TwoPer90Days), frees_at: Some(t), .. }
+                if t == now + 70 * DAY_MS),
+            "{v:?}"
+        );
+        // Refused: the member who holds it left over a year ago.
+        let left = Facts {
+            resigned: Some(Resigned {
+                handover_userid: "lisi".into(),
+                dimission_ms: Some(now - 400 * DAY_MS),
+            }),
+            ..facts.clone()
+        };
+        let v = decide(&left, Some("wangfang"), "chenjie", now);
+        assert!(
+            matches!(
+                v,
+                Verdict::Refused {
+                    limit: Some(Limit::ResignedWithinAYear),
+                    frees_at: None,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        // Within the year: the resigned transfer, from the member who left.
+        let recent = Facts {
+            resigned: Some(Resigned {
+                handover_userid: "lisi".into(),
+                dimission_ms: Some(now - 10 * DAY_MS),
+            }),
+            ..facts.clone()
+        };
+        let v = decide(&recent, Some("wangfang"), "chenjie", now);
+        assert_eq!(
+            v,
+            Verdict::Now {
+                from: Handover::Resigned {
+                    userid: "lisi".into()
+                }
+            }
+        );
+        // Not needed: the takeover member stands, whatever the limits say.
+        let v = decide(&twice, Some("wangfang"), "lilei", now);
+        assert_eq!(v, Verdict::NotNeeded);
+        // Nobody stands to hand over: refused, never.
+        let gone = Facts {
+            relationships: vec![rel("wangfang", 1, false)],
+            ..Default::default()
+        };
+        let v = decide(&gone, Some("wangfang"), "chenjie", now);
+        assert!(
+            matches!(
+                v,
+                Verdict::Refused {
+                    limit: None,
+                    frees_at: None,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+    }
 }
