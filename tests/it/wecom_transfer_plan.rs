@@ -249,6 +249,14 @@ async fn the_dry_run_shows_each_transfer_verdict_and_the_daemon_does_it() {
     }
     let h = p.ok(&["history", "--contact", "c4"]);
     assert!(h.contains("lisi left more than a year ago"), "{h}");
+    // The deferred transfer waits for a takeover, not for quiet hours.
+    let h = p.ok(&["history", "--contact", "c2"]);
+    assert!(
+        h.contains("reassign: WeCom transfer queued on wecom to wmDeferred (step owner)"),
+        "{h}"
+    );
+    assert!(h.contains("deferred until"), "{h}");
+    assert!(!h.contains("quiet hours"), "{h}");
 }
 
 /// The dry-run counts the transfers it plans itself: a second assignment of
