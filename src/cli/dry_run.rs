@@ -598,11 +598,19 @@ impl Sink for TableSink {
                 Action::Assign {
                     salesperson,
                     notify,
+                    transfer,
                     ..
-                } => match notify {
-                    Some(n) => format!("→ {} (notified on {n})", person(salesperson)),
-                    None => format!("→ {}", person(salesperson)),
-                },
+                } => {
+                    let mut d = match notify {
+                        Some(n) => format!("→ {} (notified on {n})", person(salesperson)),
+                        None => format!("→ {}", person(salesperson)),
+                    };
+                    // The WeCom transfer and its verdict, in words.
+                    if let Some(t) = transfer {
+                        d.push_str(&format!("; {}", t.describe()));
+                    }
+                    d
+                }
                 Action::Tag { add, remove, wecom } => {
                     let mut d = format!("+[{}] -[{}]", add.join(", "), remove.join(", "));
                     if !wecom.is_empty() {

@@ -289,8 +289,12 @@ pub fn describe(e: &HistoryEntry, ctx: &Names) -> String {
                 e.to.as_deref().unwrap_or("?"),
                 which(e, ctx)
             );
-            if let Some(t) = e.deferred_until {
-                s.push_str(&format!(" — deferred by quiet hours until {}", ctx.time(t)));
+            // A transfer waits for a takeover, not quiet hours (its body
+            // says which).
+            match e.deferred_until {
+                Some(t) if e.transfer => s.push_str(&format!(" — deferred until {}", ctx.time(t))),
+                Some(t) => s.push_str(&format!(" — deferred by quiet hours until {}", ctx.time(t))),
+                None => {}
             }
             if let Some(subj) = &e.subject {
                 s.push_str(&format!(" subject {:?}", snippet(subj, 60)));
@@ -353,6 +357,8 @@ pub fn describe(e: &HistoryEntry, ctx: &Names) -> String {
 fn what(e: &HistoryEntry) -> &'static str {
     if e.notice {
         "notice to the salesperson"
+    } else if e.transfer {
+        "WeCom transfer"
     } else {
         "message"
     }

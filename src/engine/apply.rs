@@ -420,6 +420,7 @@ async fn effects(
             previous,
             notify,
             notices,
+            transfer,
         } => {
             let chosen = assign(tx, settings, d, enrollment_id, &s.step, salesperson, now).await?;
             if chosen != *salesperson {
@@ -438,14 +439,39 @@ async fn effects(
                 return Ok(0);
             }
             let mut queued = 0;
-            if let Some((channel, to, payload)) =
-                wecom_transfer(tx, settings, d, salesperson, previous.as_deref()).await?
-            {
+            // The plan decided the transfer (queued now, deferred until the
+            // takeover, not needed, or refused: then the step's detail says
+            // why); it is applied as decided. Only an owner the team's lock
+            // re-chose was not planned: its transfer is queued now and
+            // WeCom's limits are checked by the channel at delivery.
+            let planned =
+                matches!(&s.action, Action::Assign { salesperson: p, .. } if p == salesperson);
+            let decided = if planned {
+                transfer.as_ref().and_then(|t| {
+                    let at = t.queued_at_ms(ms(now))?;
+                    Some((
+                        t.channel.clone(),
+                        t.external_userid.clone(),
+                        transfer_payload(&t.wanted, &t.takeover),
+                        t.describe(),
+                        crate::store::plan_reads::from_ms(at),
+                    ))
+                })
+            } else {
+                wecom_transfer(tx, settings, d, salesperson, previous.as_deref())
+                    .await?
+                    .map(|(channel, to, payload)| {
+                        let body = format!(
+                            "transfer of {to} to {salesperson} (re-chosen under the team's lock; WeCom's limits are checked at delivery)"
+                        );
+                        (channel, to, payload, body, now)
+                    })
+            };
+            if let Some((channel, to, payload, body, at)) = decided {
                 let id = format!(
                     "{}:transfer",
                     message_id(&d.workflow.name, &d.contact_id, enrollment_id, &s.step)
                 );
-                let body = format!("transfer of {to} to {salesperson}");
                 let msg = Queued {
                     id: &id,
                     channel: &channel,
@@ -453,7 +479,7 @@ async fn effects(
                     subject: None,
                     body: &body,
                     payload,
-                    at: now,
+                    at,
                 };
                 queued += queue(tx, d, enrollment_id, &s.step, msg, now).await?;
             }
@@ -577,7 +603,8 @@ pub async fn wake_waiting(
     Ok(())
 }
 
-/// The WeCom transfer an assignment calls for (reference §1.5): when the
+/// The WeCom transfer an assignment the team's lock re-chose calls for
+/// (reference §1.5; a planned one is decided by `engine::transfer`): when the
 /// contact has a WeCom id, the new salesperson has a `wecom_userid` (other
 /// than the previous one's; an empty `handover_userid` lets the channel pick
 /// a real follow-user), and the settings have a `wecom` channel (the first by
@@ -621,8 +648,14 @@ async fn wecom_transfer(
     let Some(external) = external.flatten().filter(|e| !e.trim().is_empty()) else {
         return Ok(None);
     };
-    let payload = serde_json::json!({ "kind": MessageKind::Transfer.as_str(), "handover_userid": from, "takeover_userid": to });
+    let payload = transfer_payload(&from, &to);
     Ok(Some((channel, external, payload)))
+}
+
+/// A transfer's outbox payload: the previous owner's `wecom_userid` (""
+/// lets the channel pick a real follow-user) and the takeover member's.
+fn transfer_payload(from: &str, to: &str) -> serde_json::Value {
+    serde_json::json!({ "kind": MessageKind::Transfer.as_str(), "handover_userid": from, "takeover_userid": to })
 }
 
 /// The outbox row a `send` or `webhook` step queues (the one place that
@@ -887,6 +920,15 @@ fn salesperson_address(settings: &Settings, channel: &str, salesperson: &str) ->
 fn detail(s: &PlannedStep) -> Option<String> {
     match &s.action {
         Action::Send { channel, to, .. } => Some(format!("{channel} → {to}")),
+        // A refused WeCom transfer is recorded with the assignment (the
+        // salesperson stays the detail's first word, which the caps read).
+        Action::Assign {
+            salesperson,
+            transfer: Some(t),
+            ..
+        } if matches!(t.verdict, crate::engine::transfer::Verdict::Refused { .. }) => {
+            Some(format!("{salesperson} — {}", t.describe()))
+        }
         Action::Assign { salesperson, .. } => Some(salesperson.clone()),
         Action::Tag { add, remove, wecom } => Some(format!(
             "+{} -{}{}",

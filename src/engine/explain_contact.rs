@@ -65,6 +65,8 @@ pub async fn explain_text(
     crate::engine::caps::load_oldest(planner, pool, &[id.to_string()])
         .await
         .context("reading the contact's messages in the cap's window")?;
+    let all: Vec<&crate::workflow::Workflow> = project.workflows.iter().collect();
+    crate::engine::transfer::load(planner, pool, &all, [&contact]).await?;
     let mut out = String::new();
     out.push_str(&format!(
         "Contact {id}{} at {}\n\n",

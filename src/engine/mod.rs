@@ -11,5 +11,6 @@ pub mod scheduler;
 pub mod sim_index;
 pub mod simulate;
 pub mod sources;
+pub mod transfer;
 
 pub use plan::*;

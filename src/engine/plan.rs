@@ -115,6 +115,9 @@ pub enum Action {
         /// again under the team's lock): `salesperson`'s, and for those
         /// strategies every other team member's. `Err` is a template error.
         notices: std::collections::BTreeMap<String, Result<String, String>>,
+        /// The WeCom transfer the new owner calls for, with its verdict
+        /// (see `engine::transfer`).
+        transfer: Option<crate::engine::transfer::Transfer>,
     },
     Tag {
         add: Vec<String>,
@@ -305,6 +308,13 @@ pub struct Planner<'a> {
     /// `per_salesperson` on send steps: (workflow, step) → the owner and
     /// when each message goes out.
     pub owner_sends: crate::engine::caps::PerSalesperson,
+    /// WeCom customers (external userid) → what the store says about their
+    /// transfers (see `engine::transfer::load`).
+    pub wecom_facts: HashMap<String, crate::engine::transfer::Facts>,
+    /// Transfers planned in this run, per customer: when each goes out.
+    /// Like planned messages, forgotten once a batch is applied (the store
+    /// has them then, as queued outbox rows).
+    planned_transfers: HashMap<String, Vec<i64>>,
 }
 
 impl<'a> Planner<'a> {
@@ -326,6 +336,8 @@ impl<'a> Planner<'a> {
             cap_oldest: HashMap::new(),
             assigned: HashMap::new(),
             owner_sends: HashMap::new(),
+            wecom_facts: HashMap::new(),
+            planned_transfers: HashMap::new(),
         }
     }
 
@@ -334,6 +346,7 @@ impl<'a> Planner<'a> {
     pub fn forget_planned(&mut self) {
         self.planned_sends.clear();
         self.changes.clear();
+        self.planned_transfers.clear();
     }
 
     /// Tags changed in the store from outside the plans (a `nurture test`
@@ -388,6 +401,64 @@ impl<'a> Planner<'a> {
             .iter()
             .filter(|t| from.is_none_or(|f| **t > f))
             .count() as u32
+    }
+
+    /// The WeCom transfer an assignment of `c` from `previous` to
+    /// `salesperson` calls for: when the contact has a WeCom external userid,
+    /// the new salesperson a `wecom_userid` (other than the previous one's;
+    /// without one the handover is a real follow-user), and the settings a
+    /// wecom channel (the first by name). Decided from the store's facts
+    /// and the transfers this run planned before, which it then counts.
+    fn transfer(
+        &mut self,
+        c: &Contact,
+        previous: Option<&str>,
+        salesperson: &str,
+    ) -> Option<crate::engine::transfer::Transfer> {
+        let userid = |id: &str| {
+            self.settings
+                .salesperson(id)
+                .and_then(|p| p.wecom_userid.clone())
+        };
+        let takeover = userid(salesperson)?;
+        let wanted = previous.and_then(userid).unwrap_or_default();
+        if wanted == takeover {
+            return None;
+        }
+        let channel = self
+            .settings
+            .channels
+            .values()
+            .find(|ch| ch.kind == crate::settings::ChannelKind::Wecom)?
+            .name
+            .clone();
+        let ext = c
+            .wecom_external_userid
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())?
+            .to_string();
+        let mut facts = self.wecom_facts.get(&ext).cloned().unwrap_or_default();
+        if let Some(planned) = self.planned_transfers.get(&ext) {
+            facts.started.extend(planned.iter().map(|at| (*at, true)));
+            facts.started.sort();
+        }
+        let now = self.now.timestamp_millis();
+        let verdict = crate::engine::transfer::decide(&facts, Some(&wanted), &takeover, now);
+        let t = crate::engine::transfer::Transfer {
+            channel,
+            external_userid: ext,
+            wanted,
+            takeover,
+            verdict,
+        };
+        if let Some(at) = t.queued_at_ms(now) {
+            self.planned_transfers
+                .entry(t.external_userid.clone())
+                .or_default()
+                .push(at);
+        }
+        Some(t)
     }
 
     /// Plan a contact's way through `wf` from `start`, until a wait, the end,
@@ -727,11 +798,13 @@ impl<'a> Planner<'a> {
                                 None => Default::default(),
                             };
                             let previous = c.to_mut().owner.replace(id.clone());
+                            let transfer = self.transfer(c, previous.as_deref(), &id);
                             Action::Assign {
                                 salesperson: id,
                                 previous,
                                 notify: a.notify.as_ref().map(|n| n.channel.value.clone()),
                                 notices,
+                                transfer,
                             }
                         }
                         Pick::AlreadyAssigned => Action::Skip {
@@ -1226,6 +1299,9 @@ pub struct RowJson<'a> {
     /// A tag step's wecom channels that mark the corp tags too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wecom: Option<&'a [String]>,
+    /// An assign step's WeCom transfer and its verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<serde_json::Value>,
 }
 
 impl PlannedStep {
@@ -1256,6 +1332,7 @@ impl PlannedStep {
             would_store: None,
             attachments: None,
             wecom: None,
+            transfer: None,
         };
         match &self.action {
             Action::Send {
@@ -1280,8 +1357,10 @@ impl PlannedStep {
                 salesperson,
                 notify,
                 notices,
+                transfer,
                 ..
             } => {
+                r.transfer = transfer.as_ref().map(|t| t.to_json(settings_tz));
                 r.salesperson = Some(salesperson);
                 r.notify = notify.as_deref();
                 match notices.get(salesperson) {

@@ -452,6 +452,8 @@ pub async fn plan_log_batch<'w>(
         _ => HashMap::new(),
     };
     crate::engine::caps::load_oldest(planner, pool, &ids).await?;
+    let firing_workflows: Vec<&Workflow> = firing.iter().map(|(_, wf)| *wf).collect();
+    crate::engine::transfer::load(planner, pool, &firing_workflows, contacts.values()).await?;
     let mut enrollments = if ids.is_empty() {
         HashMap::new()
     } else {
@@ -623,6 +625,7 @@ pub async fn enrich(
 ) -> Result<Vec<u32>> {
     let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
     crate::engine::caps::load_oldest(planner, pool, &ids).await?;
+    crate::engine::transfer::load(planner, pool, &[wf], contacts.iter()).await?;
     let names = event_names(wf);
     if !names.is_empty() {
         let mut events = plan_reads::events_of(pool, &ids, &names).await?;

@@ -357,6 +357,94 @@ pub async fn assign_state(pool: &AnyPool) -> sqlx::Result<AssignState> {
     Ok(st)
 }
 
+/// What the store says about one customer, for a transfer decision (read
+/// in batches by [`transfer_facts`]; decided on by `engine::transfer`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransferFacts {
+    /// Its WeCom relationships (who can hand it over, who already stands).
+    pub relationships: Vec<crate::store::wecom::relationships::Relationship>,
+    /// Its transfers in the last 90 days: (started ms, still waiting for
+    /// the takeover), oldest first. A transfer queued and not yet started
+    /// counts from its `not_before`, waiting.
+    pub started: Vec<(i64, bool)>,
+    /// The member who left it, if any.
+    pub resigned: Option<crate::store::wecom::resigned::Resigned>,
+}
+
+/// What the planner needs to decide WeCom transfers of these customers
+/// (`engine::transfer`): their relationships, their transfers since
+/// `since_ms` (started by WeCom, either kind, or queued in the outbox and not
+/// started yet, counted from their `not_before` as waiting), and the member
+/// who left each, if any. A few queries per 500 customers.
+pub async fn transfer_facts(
+    pool: &AnyPool,
+    external_userids: &[String],
+    since_ms: i64,
+) -> Result<HashMap<String, TransferFacts>, crate::store::StoreError> {
+    let mut out: HashMap<String, TransferFacts> = HashMap::new();
+    if external_userids.is_empty() {
+        return Ok(out);
+    }
+    for (ext, rels) in
+        crate::store::wecom::relationships::of_customers(pool, external_userids).await?
+    {
+        out.entry(ext).or_default().relationships = rels;
+    }
+    for chunk in external_userids.chunks(500) {
+        let n = chunk.len();
+        let mut ids = String::new();
+        push_placeholders(&mut ids, 1, n);
+        // Started by WeCom: `wecom_tasks`; a transfer WeCom has no record
+        // of does not count. Queued: the outbox rows whose task is not
+        // recorded yet (a row being delivered is counted once).
+        let sql = format!(
+            "SELECT external_userid, created_at, CAST(CASE WHEN status = 'pending' THEN 1 ELSE 0 END AS BIGINT) FROM wecom_tasks
+              WHERE external_userid IN ({ids}) AND kind IN ('transfer', 'resigned')
+                AND status <> 'no_record' AND created_at > ${}
+             UNION ALL
+             SELECT o.recipient, o.not_before, CAST(1 AS BIGINT) FROM outbox o
+              WHERE o.recipient IN ({ids}) AND o.kind = 'transfer'
+                AND o.status IN ('queued', 'sending')
+                AND NOT EXISTS (SELECT 1 FROM wecom_tasks t WHERE t.message_id = o.id)",
+            n + 1
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(e);
+        }
+        for r in q.bind(since_ms).fetch_all(pool).await? {
+            let waiting: i64 = r.try_get(2)?;
+            out.entry(r.try_get(0)?)
+                .or_default()
+                .started
+                .push((r.try_get(1)?, waiting == 1));
+        }
+        let sql = format!(
+            "SELECT external_userid, handover_userid, dimission_time FROM wecom_unassigned
+              WHERE external_userid IN ({ids})
+              ORDER BY external_userid, coalesce(dimission_time, 0) DESC, handover_userid"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q.bind(e);
+        }
+        for r in q.fetch_all(pool).await? {
+            let f = out.entry(r.try_get(0)?).or_default();
+            // The most recent leaver, as `resigned_handover` reads it.
+            if f.resigned.is_none() {
+                f.resigned = Some(crate::store::wecom::resigned::Resigned {
+                    handover_userid: r.try_get(1)?,
+                    dimission_ms: r.try_get(2)?,
+                });
+            }
+        }
+    }
+    for f in out.values_mut() {
+        f.started.sort();
+    }
+    Ok(out)
+}
+
 /// `$first, $first+1, ...`: `n` numbered placeholders, comma-separated.
 pub fn push_placeholders(sql: &mut String, first: usize, n: usize) {
     use std::fmt::Write;

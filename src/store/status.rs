@@ -340,6 +340,9 @@ pub struct HistoryEntry {
     /// A notice to a salesperson (not a message to the contact).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub notice: bool,
+    /// A WeCom transfer an `assign` queued (not a message to the contact).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
     /// A message held by quiet hours: when it may go out.
     #[serde(skip)]
     pub deferred_until: Option<DateTime<Utc>>,
@@ -368,6 +371,7 @@ impl HistoryEntry {
             provider_id: None,
             attempts: None,
             notice: false,
+            transfer: false,
             deferred_until: None,
             order: (rank, seq),
         }
@@ -475,7 +479,9 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
         let status: String = r.try_get(8)?;
         let created: i64 = r.try_get(11)?;
         let not_before: i64 = r.try_get(16)?;
-        let notice = r.try_get::<MessageKind, _>(17)? == MessageKind::Notice;
+        let message_kind = r.try_get::<MessageKind, _>(17)?;
+        let notice = message_kind == MessageKind::Notice;
+        let transfer = message_kind == MessageKind::Transfer;
         let base = |at: i64, kind: &'static str, rank: u8| -> sqlx::Result<HistoryEntry> {
             let mut e = HistoryEntry::new(at, kind, rank, rowid);
             e.message_id = Some(r.try_get(0)?);
@@ -485,6 +491,7 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
             e.channel = Some(r.try_get(4)?);
             e.to = Some(r.try_get(5)?);
             e.notice = notice;
+            e.transfer = transfer;
             Ok(e)
         };
         let mut q = base(r.try_get(11)?, "message_queued", 5)?;

@@ -59,4 +59,5 @@ mod wecom_channel;
 mod wecom_contact_ways;
 mod wecom_crypto;
 mod wecom_tag_marks;
+mod wecom_transfer_plan;
 mod workflow_tests;

@@ -32,13 +32,13 @@ pub const RESIGNED_TRANSFER_RESULT: &str = "/cgi-bin/externalcontact/resigned/tr
 pub const EVENT_STAFF_LEFT: &str = crate::workflow::STAFF_LEFT_EVENT;
 pub const PAGE_SIZE: i64 = 1_000;
 const MAX_PAGES: usize = 1_000;
-const DAY_MS: i64 = 24 * 3600 * 1000;
-/// Resigned members' customers can be handed over within a year of leaving.
-pub const RESIGNED_WITHIN_MS: i64 = 365 * DAY_MS;
-pub const RESIGNED_WITHIN: &str = "a year";
-/// At most 2 transfers per customer in 90 days (errcode 40128).
-pub const TRANSFERS_PER_WINDOW: i64 = 2;
-pub const TRANSFER_WINDOW_MS: i64 = 90 * DAY_MS;
+// WeCom's transfer limits and their verdict are pure and shared with the
+// planner (which decides transfers, issue 9): one function, in the engine.
+use crate::engine::transfer::when;
+pub use crate::engine::transfer::{
+    Held, Limit, RESIGNED_WITHIN, RESIGNED_WITHIN_MS, TAKEOVER_AFTER_MS, TRANSFER_WINDOW_MS,
+    TRANSFERS_PER_WINDOW, held_by_limits,
+};
 
 /// What a look at the unassigned list found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,109 +146,6 @@ pub async fn transfers_started(
     crate::store::wecom::resigned::transfers_started(pool, ext, now_ms - TRANSFER_WINDOW_MS).await
 }
 
-/// WeCom takes a customer over 24 h after the transfer started; another
-/// transfer before that is refused (40129, a transfer is in progress).
-pub const TAKEOVER_AFTER_MS: i64 = DAY_MS;
-
-/// Which of WeCom's transfer limits holds a transfer back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    /// At most 2 transfers per customer in 90 days (40128).
-    TwoPer90Days,
-    /// A transfer of the customer is waiting for its takeover (24 h; 40129).
-    TakeoverPending,
-    /// A resigned member's customers only within a year of leaving.
-    ResignedWithinAYear,
-}
-
-impl Limit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Limit::TwoPer90Days => "2_per_90_days",
-            Limit::TakeoverPending => "takeover_after_24h",
-            Limit::ResignedWithinAYear => "resigned_within_a_year",
-        }
-    }
-}
-
-/// A transfer WeCom's limits hold back now: which limit, when it frees up
-/// (ms; `None`: never), and the reason in words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub limit: Limit,
-    pub frees_at: Option<i64>,
-    pub reason: String,
-}
-
-fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// Whether WeCom's limits hold a transfer of the customer back at `now_ms`:
-/// `started` are its transfers in the last 90 days (started ms, still
-/// waiting), `resigned` the member who left it, if any. A waiting transfer
-/// younger than 24 h defers the new one until its takeover; 2 in 90 days
-/// refuse it until the older of them is 90 days old; a resigned handover
-/// more than a year after leaving never frees up.
-pub fn held_by_limits(
-    started: &[(i64, bool)],
-    resigned: Option<&Resigned>,
-    now_ms: i64,
-) -> Option<Held> {
-    if let Some(Resigned {
-        handover_userid,
-        dimission_ms: Some(left),
-    }) = resigned
-        && now_ms - left > RESIGNED_WITHIN_MS
-    {
-        return Some(Held {
-            limit: Limit::ResignedWithinAYear,
-            frees_at: None,
-            reason: format!(
-                "{handover_userid} left more than {RESIGNED_WITHIN} ago: WeCom hands over a resigned member's customers only within {RESIGNED_WITHIN} of leaving"
-            ),
-        });
-    }
-    let recent: Vec<i64> = started
-        .iter()
-        .map(|(at, _)| *at)
-        .filter(|at| *at > now_ms - TRANSFER_WINDOW_MS)
-        .collect();
-    if recent.len() as i64 >= TRANSFERS_PER_WINDOW {
-        // The window frees a place when the oldest counted transfer leaves it.
-        let frees = recent[recent.len() - TRANSFERS_PER_WINDOW as usize] + TRANSFER_WINDOW_MS;
-        return Some(Held {
-            limit: Limit::TwoPer90Days,
-            frees_at: Some(frees),
-            reason: format!(
-                "WeCom allows {TRANSFERS_PER_WINDOW} transfers of a customer in 90 days and this one had {} (errcode 40128): not transferred; a transfer is possible again from {}",
-                recent.len(),
-                when(frees)
-            ),
-        });
-    }
-    if let Some(at) = started
-        .iter()
-        .filter(|(at, waiting)| *waiting && now_ms - at < TAKEOVER_AFTER_MS)
-        .map(|(at, _)| *at)
-        .max()
-    {
-        let frees = at + TAKEOVER_AFTER_MS;
-        return Some(Held {
-            limit: Limit::TakeoverPending,
-            frees_at: Some(frees),
-            reason: format!(
-                "a transfer of this customer started at {} and WeCom takes over only after 24 h (errcode 40129 before then): deferred until {}",
-                when(at),
-                when(frees)
-            ),
-        });
-    }
-    None
-}
-
 /// For `dry-run --explain`: WeCom's transfer limits on the customer
 /// `ext` at `now_ms`, from the same reads and verdict the channel uses
 /// before a transfer ([`held_by_limits`]). `None` when no transfer in the
@@ -305,6 +202,7 @@ pub fn refused_by_limits(recent: i64, resigned: Option<&Resigned>, now_ms: i64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    const DAY_MS: i64 = 24 * 3600 * 1000;
 
     #[test]
     fn limits() {
@@ -321,45 +219,5 @@ mod tests {
                 .unwrap()
                 .contains("lisi left more than a year ago")
         );
-    }
-
-    #[test]
-    fn held_transfers_say_which_limit_and_when_it_frees_up() {
-        let now = 1_000 * DAY_MS;
-        // One 10 days ago, one 2 h ago still waiting: the 24 h first? No:
-        // two in 90 days refuse it, until the older is 90 days old.
-        let started = [(now - 10 * DAY_MS, false), (now - 2 * 3_600_000, true)];
-        let h = held_by_limits(&started, None, now).unwrap();
-        assert_eq!(h.limit, Limit::TwoPer90Days);
-        assert_eq!(h.frees_at, Some(now + 80 * DAY_MS));
-        assert!(h.reason.contains("possible again from"), "{}", h.reason);
-        // One waiting, started 2 h ago: deferred to its takeover.
-        let h = held_by_limits(&started[1..], None, now).unwrap();
-        assert_eq!(h.limit, Limit::TakeoverPending);
-        assert_eq!(h.frees_at, Some(now + 22 * 3_600_000));
-        // Taken over (or 24 h passed): free.
-        assert_eq!(
-            held_by_limits(&[(now - 2 * 3_600_000, false)], None, now),
-            None
-        );
-        assert_eq!(
-            held_by_limits(&[(now - 25 * 3_600_000, true)], None, now),
-            None
-        );
-        // Out of the window: free.
-        assert_eq!(
-            held_by_limits(
-                &[(now - 91 * DAY_MS, false), (now - DAY_MS * 2, false)],
-                None,
-                now
-            ),
-            None
-        );
-        let r = Resigned {
-            handover_userid: "lisi".into(),
-            dimission_ms: Some(now - 400 * DAY_MS),
-        };
-        let h = held_by_limits(&[], Some(&r), now).unwrap();
-        assert_eq!((h.limit, h.frees_at), (Limit::ResignedWithinAYear, None));
     }
 }
