@@ -104,6 +104,9 @@ pub struct WecomConfig {
     pub senders: HashMap<String, String>,
     /// The project folder: attachment files' paths are taken from it.
     pub root: std::path::PathBuf,
+    /// The daemon's token caches: every API client built from this config
+    /// shares the app's token with the others the daemon built.
+    pub tokens: token::TokenCaches,
 }
 
 impl std::fmt::Debug for WecomConfig {
@@ -126,6 +129,7 @@ impl WecomConfig {
             self.secret.clone(),
             self.timeout,
             self.max_idle,
+            &self.tokens,
         )
     }
 }
@@ -142,11 +146,18 @@ pub struct WecomChannel {
     reader: Option<contact_tags::TagReader>,
     /// Notices per salesperson, held to WeCom's per-member limits.
     pacing: pacing::Pacing,
+    /// The marks worker's wake-up (relationships read here may take marks).
+    marks_queued: tag_marks::MarksQueued,
 }
 
 impl WecomChannel {
-    pub fn new(config: WecomConfig, store: Option<Store>) -> Result<WecomChannel, String> {
+    pub fn new(
+        config: WecomConfig,
+        store: Option<Store>,
+        marks_queued: tag_marks::MarksQueued,
+    ) -> Result<WecomChannel, String> {
         Ok(WecomChannel {
+            marks_queued,
             api: config.api()?,
             reader: match store {
                 Some(_) => Some(contact_tags::TagReader::new(&config)?),
@@ -518,7 +529,7 @@ impl WecomChannel {
                 relationships::record_list(store, external_userid, &list, "get", now_ms())
                     .await
                     .map_err(|e| retry("record", &e))?;
-                tag_marks::marks_queued();
+                self.marks_queued.notify();
                 relationships::of_customer(store.db(), external_userid)
                     .await
                     .map_err(|e| retry("read", &e))

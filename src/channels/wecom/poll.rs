@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::WecomApi;
 use super::tasks::{self, Task};
+use super::token::TokenCaches;
 use super::{REMIND_GROUPMSG_SEND, SEND_RESULT, TRANSFER_RESULT, WecomConfig, now_ms};
 use crate::channels::Delivery;
 use crate::project::Project;
@@ -148,6 +149,7 @@ struct Poller {
 pub async fn run(
     store: Store,
     mut project: watch::Receiver<Arc<Project>>,
+    tokens: TokenCaches,
     shutdown: CancellationToken,
 ) {
     let pool = store.db().clone();
@@ -160,7 +162,7 @@ pub async fn run(
     loop {
         let current = project.borrow_and_update().clone();
         if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
-            pollers = build_pollers(&current.settings, &|name| std::env::var(name).ok());
+            pollers = build_pollers(&current.settings, &|name| std::env::var(name).ok(), &tokens);
             built_for = Some(current);
         }
         let mut tick = Duration::from_secs(60);
@@ -229,9 +231,10 @@ pub async fn poll_once(
     store: &Store,
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> sqlx::Result<()> {
     let pool = store.db();
-    for p in build_pollers(settings, env).values() {
+    for p in build_pollers(settings, env, tokens).values() {
         round(pool, store.dialect(), p).await?;
     }
     Ok(())
@@ -240,13 +243,14 @@ pub async fn poll_once(
 fn build_pollers(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> HashMap<String, Poller> {
     let mut out = HashMap::new();
     for (name, cs) in &settings.channels {
         if cs.kind != ChannelKind::Wecom {
             continue;
         }
-        let built = crate::channels::build::wecom_config(cs, settings, env)
+        let built = crate::channels::build::wecom_config(cs, settings, env, tokens)
             .and_then(|config| Ok((config.api()?, config)));
         match built {
             Ok((api, config)) => {
