@@ -41,7 +41,9 @@ pub async fn report_workflow(
     let report = crate::report::build(pool, wf, Some(since))
         .await
         .map_err(internal)?;
-    let sent = crate::store::report_reads::sent_by_enrollment(pool, &wf.name, since)
+    let sent = st
+        .store
+        .sent_by_enrollment(&wf.name, since)
         .await
         .map_err(internal)?;
     let daily = report.daily(&sent, offset_ms, first, days as usize);

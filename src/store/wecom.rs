@@ -16,6 +16,8 @@ pub mod contact_ways;
 pub mod recorded;
 pub mod relationships;
 pub mod resigned;
+mod rows;
+pub use rows::WecomRows;
 pub mod tags;
 pub mod tasks;
 

@@ -43,7 +43,6 @@ use super::token::TokenCaches;
 use crate::channels::{Delivery, Exchange};
 use crate::project::Project;
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
-use crate::store::wecom::relationships;
 use crate::store::wecom_marks::{CorpTag, MarkAction, MarkOutcome, MarkRequest};
 use crate::store::{Store, StoreError};
 
@@ -292,7 +291,9 @@ impl Marker {
         else {
             return Ok(Vec::new());
         };
-        let all: Vec<String> = relationships::of_customer(store.db(), &ext)
+        let all: Vec<String> = store
+            .wecom()
+            .relationships_of(&ext)
             .await
             .map_err(store_retry)?
             .into_iter()
