@@ -52,7 +52,7 @@ pub enum Upserted {
 
 /// A bound value of a WHERE clause given to [`Store::scan_contacts`]: the
 /// audience compiler's own parameter type, so its output binds as is.
-pub use crate::audience::sql::Bind;
+pub use super::dialect::Bind;
 
 /// One contact row as the batched writer takes it: already checked, times in
 /// milliseconds, attributes as JSON text.

@@ -17,11 +17,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 pub mod answers;
+pub mod audience_sql;
 mod bulk;
 pub mod caps;
 mod claim;
 pub mod console;
 pub mod contacts;
+pub mod dialect;
 pub mod enrollments;
 pub mod import;
 pub mod log_position;
@@ -97,7 +99,7 @@ pub enum StoreError {
     Replaced { path: String },
 }
 
-pub use crate::audience::sql::Dialect;
+pub use dialect::Dialect;
 
 /// A handle on the customer store. Cheap to clone (connection pools).
 ///
