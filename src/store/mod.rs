@@ -30,6 +30,7 @@ pub mod log_position;
 mod named;
 pub mod outbox;
 mod pg_import;
+pub mod placeholders;
 pub mod plan_reads;
 pub mod plan_writes;
 pub mod prune;
