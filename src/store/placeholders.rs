@@ -28,6 +28,22 @@ pub fn groups(first: usize, width: usize, n: usize) -> String {
     s
 }
 
+/// `head` followed by `n` copies of `group` separated by commas, then
+/// `tail`: rows of anonymous `?` placeholders (SQLite's multi-row batches,
+/// see `Dialect::placeholder`).
+pub fn repeat(head: &str, group: &str, n: usize, tail: &str) -> String {
+    let mut s = String::with_capacity(head.len() + tail.len() + n * (group.len() + 1));
+    s.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(group);
+    }
+    s.push_str(tail);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +59,6 @@ mod tests {
         assert_eq!(empty, "");
         assert_eq!(groups(3, 2, 2), "($3,$4),($5,$6)");
         assert_eq!(groups(1, 3, 1), "($1,$2,$3)");
+        assert_eq!(repeat("VALUES ", "(?,?)", 2, ";"), "VALUES (?,?),(?,?);");
     }
 }

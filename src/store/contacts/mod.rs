@@ -15,9 +15,7 @@ mod read;
 mod write;
 
 pub(crate) use read::CONTACT_COLUMNS;
-pub(crate) use write::{
-    MARK_IMPORTED_TAGS, log_position_locked, repeat_sql, update_tail, write_rows,
-};
+pub(crate) use write::{MARK_IMPORTED_TAGS, log_position_locked, update_tail, write_rows};
 
 use std::str::FromStr;
 

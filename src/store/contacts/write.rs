@@ -19,20 +19,6 @@ pub(crate) const CONTACT_CHUNK: usize = 500;
 pub(crate) const TAG_CHUNK: usize = 1000;
 pub(crate) const EXISTS_CHUNK: usize = 1000;
 
-/// `head` followed by `n` groups `group` separated by commas, then `tail`.
-pub(crate) fn repeat_sql(head: &str, group: &str, n: usize, tail: &str) -> String {
-    let mut s = String::with_capacity(head.len() + tail.len() + n * (group.len() + 1));
-    s.push_str(head);
-    for i in 0..n {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(group);
-    }
-    s.push_str(tail);
-    s
-}
-
 pub(crate) fn add<'q, T>(args: &mut AnyArguments, v: T)
 where
     T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
