@@ -14,10 +14,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::channels::Registry;
+use crate::channels::build::Handles;
 use crate::diagnostics::{self, Diagnostic};
 use crate::project::{LoadReport, Project};
 use crate::settings::Settings;
-use crate::store::Store;
 
 /// Whether compiling checks what needs the environment.
 #[derive(Clone, Copy)]
@@ -52,7 +52,7 @@ pub struct Compiled {
 pub fn compile_report(config: &Path, now: DateTime<Utc>, env: EnvChecks<'_>) -> LoadReport {
     let mut report = Project::load_report(config, now);
     if let (Some(settings), EnvChecks::Check(lookup)) = (&report.settings, env)
-        && let Err(found) = compile_settings(settings, config, lookup, None)
+        && let Err(found) = compile_settings(settings, config, lookup, &Handles::default())
     {
         report.diagnostics.extend(found);
         diagnostics::sort(&mut report.diagnostics);
@@ -68,16 +68,19 @@ pub fn compile(
 ) -> Result<Compiled, Vec<Diagnostic>> {
     let project = Project::load_report(config, now).into_project()?;
     let registry = match env {
-        EnvChecks::Check(lookup) => {
-            Some(compile_settings(&project.settings, config, lookup, None)?)
-        }
+        EnvChecks::Check(lookup) => Some(compile_settings(
+            &project.settings,
+            config,
+            lookup,
+            &Handles::default(),
+        )?),
         EnvChecks::Skip => None,
     };
     Ok(Compiled { project, registry })
 }
 
-/// The settings' channels, built (with `store` for the channels that keep
-/// state there: the daemon's), and the WeCom callback's settings resolved;
+/// The settings' channels, built with the owner's `handles` (the daemon's
+/// store, token caches and log format), and the WeCom callback's settings resolved;
 /// or every problem of both, at its key in the settings file (`config` when
 /// the settings have no file). The daemon's start and each reload of the
 /// settings call this, as `validate` does through [`compile_report`].
@@ -85,14 +88,14 @@ pub fn compile_settings(
     settings: &Settings,
     config: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-    store: Option<&Store>,
+    handles: &Handles,
 ) -> Result<Registry, Vec<Diagnostic>> {
     let file = settings
         .file
         .clone()
         .unwrap_or_else(|| config.to_path_buf());
     let mut found = Vec::new();
-    let registry = match crate::channels::build::build_registry_full(settings, env, store) {
+    let registry = match crate::channels::build::build_registry_full(settings, env, handles) {
         Ok(r) => Some(r),
         Err(errors) => {
             for e in errors {

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::Registry;
+use crate::channels::build::Handles;
 use crate::engine::scheduler::Scheduler;
 use crate::project::Project;
 use crate::store::Store;
@@ -34,6 +35,8 @@ pub struct DaemonOptions {
     /// Stop once nothing is left to do (or nothing is due now).
     pub until_idle: Option<crate::engine::scheduler::IdleMode>,
     pub delivery: crate::channels::delivery::DeliveryOptions,
+    /// `--log-format`: the log channel writes its messages in it.
+    pub log_format: crate::logging::LogFormat,
 }
 
 pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
@@ -48,17 +51,25 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         .check_writable(Utc::now())
         .await
         .context("refusing to start")?;
-    let registry =
-        crate::config::compile_settings(&settings, &opts.config, &process_env, Some(&store))
-            .map_err(|diags| {
-                anyhow::anyhow!(
-                    diags
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })?;
+    // What the daemon's channels and workers share, owned here (no process
+    // globals): the store, the WeCom token caches (one gettoken per app for
+    // the sender, the poller, the tag sync and marks; a reload's channels
+    // keep them), the log format and the marks worker's wake-up.
+    let handles = Handles {
+        store: Some(store.clone()),
+        log_format: opts.log_format,
+        ..Handles::default()
+    };
+    let registry = crate::config::compile_settings(&settings, &opts.config, &process_env, &handles)
+        .map_err(|diags| {
+            anyhow::anyhow!(
+                diags
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
     // The per-file state starts from the files as they are now (the project
     // was just checked as a whole); a restart keeps the load times recorded
     // for versions that did not change.
@@ -127,6 +138,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
                 .collect()
         })),
         unsubscribe_keys: unsubscribe_keys.clone(),
+        funnel_read: Default::default(),
     };
     // The WeCom callback asks the tag sync for work through this handle.
     let tag_sync = Arc::new(Notify::new());
@@ -135,6 +147,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         store.clone(),
         wake.clone(),
         tag_sync.clone(),
+        handles.marks_queued.clone(),
         project_rx.clone(),
     );
     let console = crate::console::ConsoleState::new(store.clone(), project_rx.clone());
@@ -153,8 +166,12 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
 
     // Follows WeCom mass-message tasks and transfers to their outcome.
     tasks.spawn("wecom-poller", {
-        let run =
-            crate::channels::wecom::poll::run(store.clone(), project_rx.clone(), shutdown.clone());
+        let run = crate::channels::wecom::poll::run(
+            store.clone(),
+            project_rx.clone(),
+            handles.wecom_tokens.clone(),
+            shutdown.clone(),
+        );
         async move {
             run.await;
             Ok(())
@@ -167,6 +184,8 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             project_rx.clone(),
             tag_sync,
             wake.clone(),
+            handles.wecom_tokens.clone(),
+            handles.marks_queued.clone(),
             shutdown.clone(),
         );
         async move {
@@ -179,6 +198,8 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         let run = crate::channels::wecom::tag_marks::run(
             store.clone(),
             project_rx.clone(),
+            handles.wecom_tokens.clone(),
+            handles.marks_queued.clone(),
             shutdown.clone(),
         );
         async move {
@@ -191,6 +212,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         project: project_rx,
         wake: wake.clone(),
         deliver: deliver.clone(),
+        marks_queued: handles.marks_queued.clone(),
         shutdown: shutdown.clone(),
         until_idle: opts.until_idle,
         worker: opts.delivery.worker_id.clone(),
@@ -219,6 +241,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
                 project: project_tx,
                 registry: registry_tx,
                 keys: unsubscribe_keys,
+                handles,
             },
             wake.clone(),
             shutdown.clone(),
@@ -284,6 +307,8 @@ struct Reloaded {
     project: watch::Sender<Arc<Project>>,
     registry: watch::Sender<Arc<Registry>>,
     keys: crate::channels::smtp::token::UnsubscribeKeys,
+    /// The daemon's handles: a reload's channels get the same ones.
+    handles: Handles,
 }
 
 /// Watch the settings, workflows and templates; reload on change, file by
@@ -382,7 +407,7 @@ async fn reload(
             s,
             config,
             &process_env,
-            Some(store),
+            &to.handles,
         ) {
             Ok(r) => {
                 registry = Some(r);

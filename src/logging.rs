@@ -9,6 +9,16 @@
 
 use std::io::Write;
 
+/// The daemon's log format (`--log-format`). The log channel gets it too
+/// (through channel building): a JSON line keeps a multi-line body as it
+/// is, the text format escapes its line breaks.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Longest log line written, in bytes (newline included).
 pub const MAX_LOG_LINE: usize = 16 * 1024;
 

@@ -67,7 +67,14 @@ pub struct ApiState {
     /// The keys one-click unsubscribe links are verified with (the daemon
     /// adds those of every registry it builds, so reloads apply).
     pub unsubscribe_keys: crate::channels::smtp::token::UnsubscribeKeys,
+    /// When this API last read the funnel gauges from the store (at most
+    /// once a minute): the API's own, so two in one process do not share it.
+    pub funnel_read: FunnelRead,
 }
+
+/// When the funnel gauges were last read (see [`ApiState::funnel_read`]).
+#[derive(Clone, Debug, Default)]
+pub struct FunnelRead(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
 
 /// Gives the channel names of the settings in force.
 pub type ChannelNames = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
@@ -97,6 +104,7 @@ impl ApiState {
             project: None,
             channel_names: Some(Arc::new(move || names.clone())),
             unsubscribe_keys: Default::default(),
+            funnel_read: Default::default(),
         }
     }
 }
@@ -321,15 +329,13 @@ fn unavailable(message: String) -> Response {
 /// (a report counts every enrollment of its workflow; Prometheus scrapes
 /// every 15 s by default). Scrapes in between show the last numbers.
 async fn funnel(st: &ApiState) {
-    use std::sync::Mutex;
     use std::time::{Duration, Instant};
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
     const EVERY: Duration = Duration::from_secs(60);
     let Some(project) = st.project.as_ref().map(|p| p.borrow().clone()) else {
         return;
     };
     {
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = st.funnel_read.0.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| t.elapsed() < EVERY) {
             return;
         }

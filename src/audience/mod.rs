@@ -1,13 +1,11 @@
 //! Audience conditions: one syntax tree, two evaluators.
 //!
-//! `sql` compiles a condition into a parameterised WHERE clause for scans over
-//! millions of contacts; `eval` decides it in Rust for one contact on the event
-//! path. A property test holds the two equal.
+//! The store compiles a condition into a parameterised WHERE clause for scans
+//! over millions of contacts (`store::audience_sql`); `eval` decides it in
+//! Rust for one contact on the event path. A property test holds the two equal.
 
 pub mod eval;
 pub mod parse;
-pub mod sql;
-mod sql_pg;
 
 use crate::duration::Duration;
 use crate::workflow::Located;

@@ -10,8 +10,11 @@ use super::aliyun_sms::{AliyunSmsChannel, AliyunSmsConfig};
 use super::log::LogChannel;
 use super::twilio::{Sender, TwilioChannel, TwilioConfig};
 use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
+use super::wecom::tag_marks::MarksQueued;
+use super::wecom::token::TokenCaches;
 use super::wecom::{WecomChannel, WecomConfig};
 use super::{Channel, ChannelError, Delivery, Exchange, OutMessage, Registry};
+use crate::logging::LogFormat;
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
 use crate::store::Store;
 
@@ -25,13 +28,45 @@ pub fn build_registry(settings: &Settings) -> Result<Registry, Vec<ChannelError>
     build_registry_with_env(settings, &|name| std::env::var(name).ok())
 }
 
-/// [`build_registry`] for the daemon: channels that keep state in the store
-/// (the WeCom channel's welcome codes and tasks) get `store`.
+/// What the channels share with their owner (the daemon, a command, a
+/// test): handles passed in, not process globals, so two daemons in one
+/// process never share state and a reload's channels get the same handles.
+#[derive(Clone, Debug, Default)]
+pub struct Handles {
+    /// Channels that keep state in the store (the WeCom channel's welcome
+    /// codes and tasks) get it; none when the channels are only checked.
+    pub store: Option<Store>,
+    /// The WeCom apps' token caches, shared by the channels and the WeCom
+    /// workers (poller, tag sync, marks) of one owner.
+    pub wecom_tokens: TokenCaches,
+    /// The daemon's log format, which the log channel writes in.
+    pub log_format: LogFormat,
+    /// The WeCom tag marks worker's wake-up (a channel that reads a
+    /// customer's relationships may queue marks for them).
+    pub marks_queued: MarksQueued,
+}
+
+impl Handles {
+    /// Handles with `store` (the daemon's, or a command's that sends).
+    pub fn with_store(store: &Store) -> Handles {
+        Handles {
+            store: Some(store.clone()),
+            ..Handles::default()
+        }
+    }
+}
+
+/// [`build_registry`] for a command that sends: channels that keep state in
+/// the store (the WeCom channel's welcome codes and tasks) get `store`.
 pub fn build_registry_with_store(
     settings: &Settings,
     store: &Store,
 ) -> Result<Registry, Vec<ChannelError>> {
-    build_registry_full(settings, &|name| std::env::var(name).ok(), Some(store))
+    build_registry_full(
+        settings,
+        &|name| std::env::var(name).ok(),
+        &Handles::with_store(store),
+    )
 }
 
 /// [`build_registry`] with the environment given as a lookup function (tests).
@@ -39,15 +74,15 @@ pub fn build_registry_with_env(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Registry, Vec<ChannelError>> {
-    build_registry_full(settings, env, None)
+    build_registry_full(settings, env, &Handles::default())
 }
 
 /// [`build_registry`] with the environment given as a lookup function and
-/// the store when there is one.
+/// the owner's handles.
 pub fn build_registry_full(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
-    store: Option<&Store>,
+    handles: &Handles,
 ) -> Result<Registry, Vec<ChannelError>> {
     let mut registry = Registry {
         policy: super::DeliveryPolicy::of(settings),
@@ -57,7 +92,7 @@ pub fn build_registry_full(
     for (name, cs) in &settings.channels {
         let built = if cs.kind == ChannelKind::Wecom {
             // The WeCom channel also needs the teams (senders) and the store.
-            build_wecom(cs, settings, env, store).map_err(|message| ChannelError {
+            build_wecom(cs, settings, env, handles).map_err(|message| ChannelError {
                 channel: cs.name.clone(),
                 message,
             })
@@ -73,7 +108,7 @@ pub fn build_registry_full(
                     message,
                 })
         } else {
-            build_channel(cs, env)
+            build_channel(cs, env, handles)
         };
         match built {
             Ok(ch) => {
@@ -141,13 +176,16 @@ fn more_problems(cs: &ChannelSettings, env: &dyn Fn(&str) -> Option<String>) -> 
 pub fn build_channel(
     cs: &ChannelSettings,
     env: &dyn Fn(&str) -> Option<String>,
+    handles: &Handles,
 ) -> Result<Arc<dyn Channel>, ChannelError> {
     let err = |message: String| ChannelError {
         channel: cs.name.clone(),
         message,
     };
     match cs.kind {
-        ChannelKind::Log => Ok(Arc::new(LogChannel)),
+        ChannelKind::Log => Ok(Arc::new(LogChannel {
+            format: handles.log_format,
+        })),
         ChannelKind::Webhook => {
             let url_text = option(cs, "url").ok_or_else(|| {
                 err("a webhook channel needs \"url\" (the full URL to POST to)".into())
@@ -195,7 +233,7 @@ pub fn build_channel(
         // Without the settings' teams and a store, a send to a contact has no
         // sender: `build_registry*` build WeCom channels whole.
         ChannelKind::Wecom => {
-            build_wecom(cs, &Settings::defaults(".".into()), env, None).map_err(err)
+            build_wecom(cs, &Settings::defaults(".".into()), env, handles).map_err(err)
         }
     }
 }
@@ -304,6 +342,7 @@ pub fn wecom_config(
     cs: &ChannelSettings,
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> Result<WecomConfig, String> {
     let base_url = base_url(cs, super::wecom::DEFAULT_BASE_URL)?;
     let agent_id = option(cs, "agent_id").ok_or(
@@ -347,6 +386,7 @@ pub fn wecom_config(
         max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
         senders,
         root: settings.root.clone(),
+        tokens: tokens.clone(),
     })
 }
 
@@ -354,10 +394,14 @@ fn build_wecom(
     cs: &ChannelSettings,
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
-    store: Option<&Store>,
+    handles: &Handles,
 ) -> Result<Arc<dyn Channel>, String> {
-    let config = wecom_config(cs, settings, env)?;
-    Ok(Arc::new(WecomChannel::new(config, store.cloned())?))
+    let config = wecom_config(cs, settings, env, &handles.wecom_tokens)?;
+    Ok(Arc::new(WecomChannel::new(
+        config,
+        handles.store.clone(),
+        handles.marks_queued.clone(),
+    )?))
 }
 
 pub(super) fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {

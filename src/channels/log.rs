@@ -4,10 +4,7 @@
 use futures::future::BoxFuture;
 
 use super::{Channel, Delivery, Exchange, OutMessage};
-
-/// Whether the daemon logs JSON (`--log-format json`): a JSON line keeps a
-/// multi-line body as it is; the text format escapes its line breaks.
-pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+use crate::logging::LogFormat;
 
 /// A body on one line for the text log: `\` as `\\`, line breaks as `\n`
 /// and `\r`, so one message is always one line.
@@ -29,11 +26,15 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Writes each message with `tracing::info!` (target `nurture::channel::log`).
 #[derive(Debug, Clone, Default)]
-pub struct LogChannel;
+pub struct LogChannel {
+    /// The daemon's log format: a JSON line keeps a multi-line body as it
+    /// is; the text format puts it on one line ([`one_line`]).
+    pub format: LogFormat,
+}
 
 impl Channel for LogChannel {
     fn exchange<'a>(&'a self, msg: &'a OutMessage) -> BoxFuture<'a, Exchange> {
-        let json = JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed);
+        let json = self.format == LogFormat::Json;
         let (subject, body): (std::borrow::Cow<str>, std::borrow::Cow<str>) = if json {
             (
                 msg.subject.as_deref().unwrap_or("").into(),
@@ -83,9 +84,64 @@ impl Channel for LogChannel {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
     #[test]
     fn a_multi_line_body_is_one_line() {
         assert_eq!(super::one_line("您好\n周一见\\"), "您好\\n周一见\\\\");
         assert_eq!(super::one_line("plain"), "plain");
+    }
+
+    /// What a channel writes under a JSON subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn body_logged(format: LogFormat) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let msg = OutMessage {
+            id: "m1".into(),
+            workflow: "w".into(),
+            contact_id: "c1".into(),
+            step_id: "1".into(),
+            channel: "log".into(),
+            to: "c1".into(),
+            subject: None,
+            body: "您好\n周一见".into(),
+            contact: serde_json::json!({}),
+            attempt: 1,
+            payload: serde_json::json!({}),
+            in_doubt: false,
+        };
+        let channel = LogChannel { format };
+        tracing::subscriber::with_default(subscriber, || {
+            futures::executor::block_on(channel.exchange(&msg))
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        line["fields"]["body"].as_str().unwrap().to_string()
+    }
+
+    /// The format is the channel's (handed down from `--log-format` when
+    /// the daemon builds its channels), not a process-wide switch.
+    #[test]
+    fn the_channel_writes_in_the_format_it_was_built_with() {
+        assert_eq!(body_logged(LogFormat::Json), "您好\n周一见");
+        assert_eq!(body_logged(LogFormat::Text), "您好\\n周一见");
     }
 }

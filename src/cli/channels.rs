@@ -112,16 +112,19 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
             Vec::new(),
         ),
     };
+    // The channel and the tag-marking check below share one token cache.
+    let handles = crate::channels::build::Handles::with_store(&store);
     let registry =
-        crate::channels::build::build_registry_with_store(settings, &store).map_err(|errors| {
-            Failure::Input(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        crate::channels::build::build_registry_full(settings, &|n| std::env::var(n).ok(), &handles)
+            .map_err(|errors| {
+                Failure::Input(
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            })?;
     let (_, adapter) = registry.get(&args.name).context("the channel was built")?;
     let msg = OutMessage {
         id: format!("channels-test:{}:{}", args.name, now.timestamp_millis()),
@@ -159,8 +162,12 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         .channels
         .get(&args.name)
         .filter(|c| c.kind == crate::settings::ChannelKind::Wecom)
-        && let Ok(config) =
-            crate::channels::build::wecom_config(cs, settings, &|n| std::env::var(n).ok())
+        && let Ok(config) = crate::channels::build::wecom_config(
+            cs,
+            settings,
+            &|n| std::env::var(n).ok(),
+            &handles.wecom_tokens,
+        )
     {
         match crate::channels::wecom::tag_marks::describe(&config, cs).await {
             Ok(line) => println!("\n{line}"),

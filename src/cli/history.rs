@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::{CliResult, Failure};
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::store::status::{HistoryEntry, contact_exists, contact_history};
+use crate::store::status::HistoryEntry;
 use crate::workflow::StepAction;
 
 #[derive(Args, Debug)]
@@ -58,8 +58,8 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
-    let pool = store.db();
-    if !contact_exists(pool, &args.contact)
+    if !store
+        .contact_exists(&args.contact)
         .await
         .context("reading the store")?
     {
@@ -69,7 +69,8 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
             args.contact
         )));
     }
-    let entries = contact_history(pool, &args.contact)
+    let entries = store
+        .contact_history(&args.contact)
         .await
         .context("reading the contact's history")?;
     let contact_name = store

@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::{CliResult, Failure};
 use crate::config::EnvChecks;
+pub use crate::logging::LogFormat;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -45,12 +46,6 @@ pub struct RunArgs {
     pub lease_ms: u64,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 pub async fn run(config: &Path, args: RunArgs) -> CliResult {
     init_logging(args.log_format);
     // What `validate` checks, refused the same way: the files, the channels
@@ -75,6 +70,7 @@ pub async fn run(config: &Path, args: RunArgs) -> CliResult {
         listen: args.listen,
         until_idle: args.until_idle,
         delivery,
+        log_format: args.log_format,
     };
     crate::daemon::run(project, opts)
         .await
@@ -93,10 +89,7 @@ pub fn init_logging(format: LogFormat) {
         })
         .with_ansi(ansi);
     let _ = match format {
-        LogFormat::Json => {
-            crate::channels::log::JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
-            builder.json().try_init()
-        }
+        LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

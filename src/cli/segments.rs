@@ -9,8 +9,9 @@ use clap::Subcommand;
 use futures::StreamExt;
 
 use super::{CliResult, Failure};
-use crate::audience::sql::{Sql, compile};
 use crate::store::Store;
+use crate::store::audience_sql::compile;
+use crate::store::dialect::Sql;
 
 #[derive(Subcommand, Debug)]
 pub enum SegmentsCommand {

@@ -29,7 +29,7 @@ use super::table::Table;
 use super::{CliResult, Failure};
 use crate::project::Project;
 use crate::store::Store;
-use crate::store::status::{WorkflowCounts, file_states, workflow_counts};
+use crate::store::status::WorkflowCounts;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -112,12 +112,13 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
         let store = Store::open(&url)
             .await
             .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
-        let pool = store.db();
-        let counts = workflow_counts(pool, now)
+        let counts = store
+            .workflow_counts(now)
             .await
             .context("counting enrollments and messages")?;
-        recorded = file_states(pool).await.context("reading file states")?;
-        wf_states = crate::store::workflow_states::all(pool)
+        recorded = store.file_states().await.context("reading file states")?;
+        wf_states = store
+            .workflow_states()
             .await
             .context("reading workflow states")?;
         if args.format == StatusFormat::Json {

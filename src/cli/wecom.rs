@@ -126,7 +126,9 @@ async fn resigned(config: &Path, args: SyncArgs) -> CliResult {
     let name = channel_name(settings, args.channel.as_ref())?;
     let cs = &settings.channels[&name];
     let env = |k: &str| std::env::var(k).ok();
-    let config = crate::channels::build::wecom_config(cs, settings, &env)
+    // A one-shot command: its own token cache (the daemon has its own).
+    let tokens = crate::channels::wecom::token::TokenCaches::default();
+    let config = crate::channels::build::wecom_config(cs, settings, &env, &tokens)
         .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")))?;
     let api = config
         .api()
@@ -159,7 +161,9 @@ async fn sync(config: &Path, args: SyncArgs) -> CliResult {
     let name = channel_name(settings, args.channel.as_ref())?;
     let cs = &settings.channels[&name];
     let env = |k: &str| std::env::var(k).ok();
-    let config = crate::channels::build::wecom_config(cs, settings, &env)
+    // A one-shot command: its own token cache (the daemon has its own).
+    let tokens = crate::channels::wecom::token::TokenCaches::default();
+    let config = crate::channels::build::wecom_config(cs, settings, &env, &tokens)
         .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")))?;
     let api = config
         .api()
@@ -229,7 +233,9 @@ async fn contact_ways(config: &Path, args: ContactWaySyncArgs) -> CliResult {
     for name in names {
         let cs = &settings.channels[&name];
         let env = |k: &str| std::env::var(k).ok();
-        let built = crate::channels::build::wecom_config(cs, settings, &env)
+        // A one-shot command: its own token cache (the daemon has its own).
+        let tokens = crate::channels::wecom::token::TokenCaches::default();
+        let built = crate::channels::build::wecom_config(cs, settings, &env, &tokens)
             .and_then(|c| c.api())
             .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")));
         let api = match built {

@@ -23,8 +23,6 @@ use crate::engine::plan::Action;
 use crate::engine::simulate::{SimOptions, Simulation};
 use crate::engine::sources::Start;
 use crate::project::Project;
-use crate::store::plan_reads;
-use crate::store::status::{contact_history, file_states, workflow_counts};
 use crate::store::{from_ms, to_ms};
 use crate::timefmt::{parse_at, parse_until};
 
@@ -92,13 +90,10 @@ pub async fn workflows(State(st): State<ConsoleState>) -> Result<Json<Value>, Ap
     let project = st.project();
     let tz = project.settings.timezone;
     let root = project.settings.root.clone();
-    let pool = st.store.db();
     let now = Utc::now();
-    let counts = workflow_counts(pool, now).await.map_err(internal)?;
-    let files = file_states(pool).await.map_err(internal)?;
-    let states = crate::store::workflow_states::all(pool)
-        .await
-        .map_err(internal)?;
+    let counts = st.store.workflow_counts(now).await.map_err(internal)?;
+    let files = st.store.file_states().await.map_err(internal)?;
+    let states = st.store.workflow_states().await.map_err(internal)?;
     let file_json = |f: &crate::store::status::FileState| {
         json!({
             "file": relative(&root, FsPath::new(&f.file)),
@@ -190,7 +185,7 @@ pub async fn workflow_graph(
 /// run it or held before it), `end` (done), `goal` (converted, and other
 /// exits by reason).
 async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
-    let pool = st.store.db();
+    let reads = st.store.console();
     let mut nodes: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     let bump = |nodes: &mut BTreeMap<String, serde_json::Map<String, Value>>,
                 node: &str,
@@ -210,11 +205,11 @@ async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
             }
         }
     };
-    for (step, action, n) in console::step_actions(pool, wf).await? {
+    for (step, action, n) in reads.step_actions(wf).await? {
         bump(&mut nodes, &step, &["reached"], n);
         bump(&mut nodes, &step, &[action.as_str()], n);
     }
-    for (step, detail, n) in console::skips(pool, wf).await? {
+    for (step, detail, n) in reads.skips(wf).await? {
         let code = detail
             .as_deref()
             .and_then(|d| d.split(':').next())
@@ -224,7 +219,7 @@ async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
             .to_string();
         bump(&mut nodes, &step, &["skipped", code.as_str()], n);
     }
-    for (step, status, n) in console::messages_by_step(pool, wf).await? {
+    for (step, status, n) in reads.messages_by_step(wf).await? {
         let key = match status.as_str() {
             "sent" => "sent",
             "dead" => "failed",
@@ -233,7 +228,7 @@ async fn step_counts(st: &ConsoleState, wf: &str) -> sqlx::Result<Value> {
         };
         bump(&mut nodes, &step, &["messages", key], n);
     }
-    for (step, status, reason, n) in console::enrollments_by_step(pool, wf).await? {
+    for (step, status, reason, n) in reads.enrollments_by_step(wf).await? {
         bump(&mut nodes, "trigger", &["entered"], n);
         match status.as_str() {
             "active" | "held" => {
@@ -298,7 +293,6 @@ pub async fn report_workflows(
     let labels: Vec<String> = (first..=today)
         .map(|d| from_ms(d * DAY).format("%Y-%m-%d").to_string())
         .collect();
-    let pool = st.store.db();
     let mut series: BTreeMap<String, BTreeMap<&'static str, Vec<i64>>> = BTreeMap::new();
     for wf in project
         .workflows
@@ -316,7 +310,10 @@ pub async fn report_workflows(
         ("converted", console::Daily::Converted),
     ];
     for (key, which) in queries {
-        for (name, day, n) in console::daily(pool, which, offset_ms, since)
+        for (name, day, n) in st
+            .store
+            .console()
+            .daily(which, offset_ms, since)
             .await
             .map_err(internal)?
         {
@@ -360,7 +357,6 @@ pub async fn report_workflows(
 /// `/metrics` counts it, and this process's `nurture_sends_total` counters
 /// (`since_start`; empty for `nurture console`, which sends nothing).
 pub async fn report_channels(State(st): State<ConsoleState>) -> Result<Json<Value>, ApiError> {
-    let pool = st.store.db();
     let mut channels = BTreeMap::new();
     for name in st.project().settings.channels.keys() {
         channels.insert(
@@ -368,7 +364,13 @@ pub async fn report_channels(State(st): State<ConsoleState>) -> Result<Json<Valu
             json!({"sent": 0, "retried": 0, "dead": 0, "cancelled": 0, "queued": 0, "since_start": {}}),
         );
     }
-    for t in console::channel_totals(pool).await.map_err(internal)? {
+    for t in st
+        .store
+        .console()
+        .channel_totals()
+        .await
+        .map_err(internal)?
+    {
         channels.insert(
             t.channel,
             json!({"sent": t.sent, "dead": t.dead, "cancelled": t.cancelled, "queued": t.queued, "retried": t.retried, "since_start": {}}),
@@ -396,9 +398,7 @@ pub async fn report_channels(State(st): State<ConsoleState>) -> Result<Json<Valu
         });
         entry["since_start"][outcome] = json!(n as i64);
     }
-    let depth = crate::store::status::outbox_queue_depth(pool)
-        .await
-        .map_err(internal)?;
+    let depth = st.store.outbox_queue_depth().await.map_err(internal)?;
     Ok(Json(json!({
         "queue_depth": depth,
         "channels": channels.into_iter().map(|(k, mut v)| { v["channel"] = json!(k); v }).collect::<Vec<_>>(),
@@ -638,7 +638,10 @@ pub async fn search_contacts(
         ));
     };
     let limit = number(&q, "limit", 20, 200)? as i64;
-    let rows = console::search_contacts(st.store.db(), text, limit)
+    let rows = st
+        .store
+        .console()
+        .search_contacts(text, limit)
         .await
         .map_err(internal)?;
     let mut out = Vec::new();
@@ -675,7 +678,7 @@ pub async fn contact_value(
     let Some(c) = store.contact(id).await? else {
         return Ok(None);
     };
-    let enrollments = plan_reads::enrollments_of(store.db(), id).await?;
+    let enrollments = store.enrollments_of(id).await?;
     let owner = c.owner.as_deref().map(|o| {
         let sp = settings.salesperson(o);
         json!({"id": o, "name": sp.map(|s| s.name.clone())})
@@ -724,14 +727,10 @@ pub async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tz = st.project().settings.timezone;
-    let pool = st.store.db();
-    if !crate::store::status::contact_exists(pool, &id)
-        .await
-        .map_err(internal)?
-    {
+    if !st.store.contact_exists(&id).await.map_err(internal)? {
         return Err(no_contact(&id));
     }
-    let entries = contact_history(pool, &id).await.map_err(internal)?;
+    let entries = st.store.contact_history(&id).await.map_err(internal)?;
     let mut out = Vec::with_capacity(entries.len());
     for e in &entries {
         let mut v = serde_json::to_value(e).map_err(internal)?;

@@ -49,6 +49,8 @@ pub struct Scheduler {
     pub wake: Arc<Notify>,
     /// Wakes the delivery worker when messages were queued.
     pub deliver: Arc<Notify>,
+    /// Wakes the WeCom tag marks worker when tag steps queued marks.
+    pub marks_queued: crate::channels::wecom::tag_marks::MarksQueued,
     pub shutdown: CancellationToken,
     /// `--until-idle`: stop once nothing is left to do (tests, batch runs).
     pub until_idle: Option<IdleMode>,
@@ -525,7 +527,7 @@ impl Scheduler {
                 .iter()
                 .any(|s| matches!(s.action, crate::engine::plan::Action::Tag { .. }))
         }) {
-            crate::channels::wecom::tag_marks::marks_queued();
+            self.marks_queued.notify();
         }
         for (name, reason) in paused {
             tracing::warn!(workflow = %name, %reason, "workflow paused by the blast guard; its enrollments wait for `nurture resume`");

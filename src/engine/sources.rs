@@ -18,11 +18,12 @@ use futures::StreamExt;
 use sqlx::AnyPool;
 
 use crate::audience::Condition;
-use crate::audience::sql::{Bind, Dialect, Sql, compile};
 use crate::contact::Contact;
 use crate::engine::gates::{self, after_activation};
 use crate::engine::plan::{Action, EnrollmentPlan, Outcome, PlannedStep, Planner, Reason, StartAt};
 use crate::store::Store;
+use crate::store::audience_sql::compile;
+use crate::store::dialect::{Bind, Dialect, Sql};
 use crate::store::plan_reads::{self, EnrollmentRow, ms};
 use crate::store::workflow_states;
 use crate::workflow::{Entry, StepAction, Trigger, Workflow};

@@ -32,7 +32,8 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OpenFlags, Statement, ToSql};
 
 use super::Dialect;
-use super::contacts::{Row, Upserted, repeat_sql, update_tail};
+use super::contacts::{Row, Upserted, update_tail};
+use super::placeholders;
 use super::{BUSY_TIMEOUT, StoreError};
 
 /// A rusqlite error as the store reports database errors (`StoreError::Db`).
@@ -106,7 +107,7 @@ const TAG_CHUNK: usize = 1000;
 /// New contacts, `n` rows; gives the ids it inserted (an id that exists is
 /// left for the UPDATE).
 fn insert_sql(n: usize) -> String {
-    repeat_sql(
+    placeholders::repeat(
         "INSERT INTO contacts (id, name, email, phone, wecom_external_userid, owner, timezone, \
          created_at, last_active_at, unsubscribed, attrs, updated_at) VALUES ",
         "(?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -117,7 +118,7 @@ fn insert_sql(n: usize) -> String {
 
 /// Tags, `n` (contact, tag, added_at) triples.
 fn tags_sql(n: usize, returning: bool) -> String {
-    repeat_sql(
+    placeholders::repeat(
         "INSERT OR IGNORE INTO contact_tags (contact_id, tag, added_at) VALUES ",
         "(?,?,?)",
         n,
@@ -131,7 +132,7 @@ fn tags_sql(n: usize, returning: bool) -> String {
 
 /// `write_rows`' UPDATE, `n` rows; gives the ids it changed.
 fn update_sql(n: usize) -> String {
-    repeat_sql(
+    placeholders::repeat(
         "WITH v(id, name, email, phone, wecom_external_userid, owner, timezone, created_at, \
          last_active_at, unsubscribed, attrs) AS (VALUES ",
         "(?,?,?,?,?,?,?,?,?,?,?)",

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::{AnyPool, Row};
 
-use super::plan_reads::{from_ms, ms, push_placeholders};
+use super::placeholders::push_list;
+use super::plan_reads::{from_ms, ms};
 
 /// Per contact, the oldest message the frequency cap counts since `since`
 /// (the same messages as `plan_reads::recent_messages`): when it leaves the
@@ -20,7 +21,7 @@ pub async fn oldest_recent_messages(
     for chunk in contact_ids.chunks(500) {
         let mut sql =
             String::from("SELECT contact_id, min(created_at) FROM outbox WHERE contact_id IN (");
-        push_placeholders(&mut sql, 1, chunk.len());
+        push_list(&mut sql, 1, chunk.len());
         sql.push_str(&format!(
             ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') \
              AND payload NOT LIKE '%\"kind\":\"notice\"%' AND payload NOT LIKE '%\"kind\":\"transfer\"%' \

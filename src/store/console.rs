@@ -157,3 +157,59 @@ pub async fn search_contacts(pool: &AnyPool, text: &str, limit: i64) -> sqlx::Re
     .fetch_all(pool)
     .await
 }
+
+/// The console's reads of one store: `store.console().skips(wf)` (issue 12
+/// item 1: no raw pool above the store). Each method is the function of
+/// the same name in this module.
+#[derive(Clone, Copy)]
+pub struct ConsoleReads<'a> {
+    store: &'a super::Store,
+}
+
+impl super::Store {
+    /// The console's counts and searches.
+    pub fn console(&self) -> ConsoleReads<'_> {
+        ConsoleReads { store: self }
+    }
+}
+
+impl ConsoleReads<'_> {
+    pub async fn step_actions(self, workflow: &str) -> sqlx::Result<Vec<(String, String, i64)>> {
+        step_actions(self.store.db(), workflow).await
+    }
+
+    pub async fn skips(self, workflow: &str) -> sqlx::Result<Vec<(String, Option<String>, i64)>> {
+        skips(self.store.db(), workflow).await
+    }
+
+    pub async fn messages_by_step(
+        self,
+        workflow: &str,
+    ) -> sqlx::Result<Vec<(String, String, i64)>> {
+        messages_by_step(self.store.db(), workflow).await
+    }
+
+    pub async fn enrollments_by_step(
+        self,
+        workflow: &str,
+    ) -> sqlx::Result<Vec<(Option<String>, String, Option<String>, i64)>> {
+        enrollments_by_step(self.store.db(), workflow).await
+    }
+
+    pub async fn daily(
+        self,
+        series: Daily,
+        offset_ms: i64,
+        since: i64,
+    ) -> sqlx::Result<Vec<(String, i64, i64)>> {
+        daily(self.store.db(), series, offset_ms, since).await
+    }
+
+    pub async fn channel_totals(self) -> sqlx::Result<Vec<ChannelTotals>> {
+        channel_totals(self.store.db()).await
+    }
+
+    pub async fn search_contacts(self, text: &str, limit: i64) -> sqlx::Result<Vec<Found>> {
+        search_contacts(self.store.db(), text, limit).await
+    }
+}

@@ -17,17 +17,20 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Any, AnyPool, Connection, PgConnection, SqlitePool, Transaction};
 
 pub mod answers;
+pub mod audience_sql;
 mod bulk;
 pub mod caps;
 mod claim;
 pub mod console;
 pub mod contacts;
+pub mod dialect;
 pub mod enrollments;
 pub mod import;
 pub mod log_position;
 mod named;
 pub mod outbox;
 mod pg_import;
+pub mod placeholders;
 pub mod plan_reads;
 pub mod plan_writes;
 pub mod prune;
@@ -96,7 +99,7 @@ pub enum StoreError {
     Replaced { path: String },
 }
 
-pub use crate::audience::sql::Dialect;
+pub use dialect::Dialect;
 
 /// A handle on the customer store. Cheap to clone (connection pools).
 ///

@@ -16,9 +16,9 @@ use rusqlite::{Connection, OpenFlags, types::Value as SqlValue};
 use serde_json::{Map, Value};
 
 use super::contacts::CONTACT_COLUMNS;
+use super::dialect::Bind;
 use super::plan_reads::from_ms;
 use super::{BUSY_TIMEOUT, Store, StoreError};
-use crate::audience::sql::Bind;
 use crate::contact::Contact;
 
 /// Contacts handed over at a time.

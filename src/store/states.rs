@@ -189,6 +189,38 @@ state_enum!(
     }
 );
 
+state_enum!(
+    /// `wecom_tag_marks.action`: what a mark does to the corp tag.
+    MarkAction, "tag mark action", {
+        Add = "add",
+        Remove = "remove",
+    }
+);
+
+state_enum!(
+    /// `wecom_tag_marks.state`.
+    MarkState, "tag mark state", {
+        /// Queued (or claimed) for the marks worker.
+        Pending = "pending",
+        /// WeCom took the latest intent (the row stays: nurture's record).
+        Done = "done",
+        /// Refused for good or failed too often (`last_error` says why).
+        Failed = "failed",
+    }
+);
+
+state_enum!(
+    /// Who ended a WeCom relationship (`wecom_relationships.ended_by`, where
+    /// a transfer writes `transfer` instead).
+    DeletedBy, "relationship ender", {
+        /// `del_follow_user`: the customer deleted the staff member.
+        Customer = "customer",
+        /// `del_external_contact`: the staff member deleted the customer
+        /// (with `Source=DELETE_BY_TRANSFER` when a transfer moved them).
+        Staff = "staff",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +241,15 @@ mod tests {
         }
         for s in MessageKind::ALL {
             assert_eq!(MessageKind::parse(s.as_str()), Ok(*s));
+        }
+        for s in MarkAction::ALL {
+            assert_eq!(MarkAction::parse(s.as_str()), Ok(*s));
+        }
+        for s in MarkState::ALL {
+            assert_eq!(MarkState::parse(s.as_str()), Ok(*s));
+        }
+        for s in DeletedBy::ALL {
+            assert_eq!(DeletedBy::parse(s.as_str()), Ok(*s));
         }
     }
 

@@ -16,6 +16,8 @@ pub mod contact_ways;
 pub mod recorded;
 pub mod relationships;
 pub mod resigned;
+mod rows;
+pub use rows::WecomRows;
 pub mod tags;
 pub mod tasks;
 
@@ -60,24 +62,8 @@ pub struct CallbackKey {
     pub create_time: String,
 }
 
-/// Who ended a WeCom relationship.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletedBy {
-    /// `del_follow_user`: the customer deleted the staff member.
-    Customer,
-    /// `del_external_contact`: the staff member deleted the customer (with
-    /// `Source=DELETE_BY_TRANSFER` when a transfer moved the customer).
-    Staff,
-}
-
-impl DeletedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeletedBy::Customer => "customer",
-            DeletedBy::Staff => "staff",
-        }
-    }
-}
+/// Who ended a WeCom relationship (a typed state, with the others).
+pub use super::states::DeletedBy;
 
 /// What an event does to a contact.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,29 +27,9 @@ use super::{Store, StoreError, to_ms};
 /// The event a mark that was given up logs on its contact.
 pub const MARK_FAILED_EVENT: &str = "wecom_tag_mark_failed";
 
-/// What a mark does to the corp tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MarkAction {
-    Add,
-    Remove,
-}
-
-impl MarkAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MarkAction::Add => "add",
-            MarkAction::Remove => "remove",
-        }
-    }
-
-    fn parse(s: &str) -> MarkAction {
-        if s == "remove" {
-            MarkAction::Remove
-        } else {
-            MarkAction::Add
-        }
-    }
-}
+/// What a mark does to the corp tag, and a mark row's state (typed
+/// states, with the others; migration 0035 holds the columns to them).
+pub use super::states::{MarkAction, MarkState};
 
 /// One queued mark, as claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,8 +72,8 @@ pub struct CorpTag {
 pub struct MarkRow {
     pub channel: String,
     pub tag: String,
-    pub action: String,
-    pub state: String,
+    pub action: MarkAction,
+    pub state: MarkState,
     pub attempts: i64,
     pub marked: Option<String>,
     pub last_error: Option<String>,
@@ -201,7 +181,7 @@ pub(crate) async fn in_flight(
     contact_id: &str,
     since_ms: i64,
 ) -> Result<(HashSet<String>, HashSet<String>), StoreError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
+    let rows: Vec<(String, MarkAction)> = sqlx::query_as(
         "SELECT tag, action FROM wecom_tag_marks WHERE contact_id = $1 \
          AND (state = 'pending' OR (state = 'done' AND done_at >= $2))",
     )
@@ -211,7 +191,7 @@ pub(crate) async fn in_flight(
     .await?;
     let (mut adding, mut removing) = (HashSet::new(), HashSet::new());
     for (tag, action) in rows {
-        match MarkAction::parse(&action) {
+        match action {
             MarkAction::Add => adding.insert(tag),
             MarkAction::Remove => removing.insert(tag),
         };
@@ -222,8 +202,8 @@ pub(crate) async fn in_flight(
 type MarkTuple = (
     String,
     String,
-    String,
-    String,
+    MarkAction,
+    MarkState,
     i64,
     Option<String>,
     Option<String>,
@@ -232,7 +212,7 @@ type ClaimRow = (
     String,
     String,
     String,
-    String,
+    MarkAction,
     i64,
     i64,
     i64,
@@ -283,7 +263,7 @@ impl Store {
                     channel,
                     contact_id,
                     tag,
-                    action: MarkAction::parse(&action),
+                    action,
                     generation,
                     attempts,
                     already: split_marked(marked.as_deref()),
@@ -361,8 +341,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let (state, marked, error) = match outcome {
-            MarkOutcome::Done { marked } => ("done", Some(marked.join(",")), None),
-            MarkOutcome::Failed { reason } => ("failed", None, Some(reason.as_str())),
+            MarkOutcome::Done { marked } => (MarkState::Done, Some(marked.join(",")), None),
+            MarkOutcome::Failed { reason } => (MarkState::Failed, None, Some(reason.as_str())),
         };
         let n = sqlx::query(
             "UPDATE wecom_tag_marks SET state = $1, done_at = $2, marked = $3, last_error = $4 \

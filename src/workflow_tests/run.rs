@@ -200,12 +200,9 @@ async fn run_enabled(project: &Project, case: &Case) -> Result<Vec<Observed>> {
         let mut c = planner.current(&stored).into_owned();
         let names = sources::event_names(wf);
         if !names.is_empty() {
-            let mut events = crate::store::plan_reads::events_of(
-                store.db(),
-                std::slice::from_ref(&contact_id),
-                &names,
-            )
-            .await?;
+            let mut events = store
+                .events_of(std::slice::from_ref(&contact_id), &names)
+                .await?;
             c.events = events.remove(&contact_id).unwrap_or_default();
         }
         if let Some(at) = goal.converted_at(&c, case.until, since) {

@@ -45,6 +45,7 @@ impl Api {
                 ["sms", "email", "wecom"].map(String::from).to_vec()
             })),
             unsubscribe_keys: Default::default(),
+            funnel_read: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

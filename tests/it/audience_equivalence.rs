@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 use nurture::audience::eval::holds;
-use nurture::audience::sql::{Dialect, Sql, bind_sqlite_scalar, compile};
 use nurture::audience::{Condition, FieldTest, Literal, OwnerTest};
 use nurture::contact::{Contact, EventFact};
 use nurture::diagnostics::Pos;
 use nurture::duration::Duration;
+use nurture::store::audience_sql::{compile, prefilter};
+use nurture::store::dialect::{Bind, Dialect, Sql, bind_sqlite_scalar};
 use nurture::workflow::Located;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -600,18 +601,18 @@ fn documented_decisions() {
     }
 }
 
-/// The ids PostgreSQL selects with [`nurture::audience::sql::pg_prefilter`],
+/// The ids PostgreSQL selects with [`nurture::store::audience_sql::prefilter`],
 /// and whether it says the SQL is exact.
 async fn selected_pg(pool: &sqlx::AnyPool, cond: &Condition) -> (BTreeSet<String>, bool, Sql) {
     let mut sql = Sql::new(Dialect::Postgres);
     sql.push("SELECT c.id FROM contacts c WHERE ");
-    let exact = nurture::audience::sql::pg_prefilter(cond, now().timestamp_millis(), &mut sql);
+    let exact = prefilter(cond, now().timestamp_millis(), &mut sql);
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
     for b in &sql.binds {
         q = match b {
-            nurture::audience::sql::Bind::Text(s) => q.bind(s.clone()),
-            nurture::audience::sql::Bind::Int(i) => q.bind(*i),
-            nurture::audience::sql::Bind::Real(r) => q.bind(*r),
+            Bind::Text(s) => q.bind(s.clone()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::Real(r) => q.bind(*r),
         };
     }
     let got = q
@@ -721,7 +722,7 @@ fn postgres_prefilter_keeps_every_member() {
         rt.block_on(store_pg(&pool, &contacts));
         for cond in &conds {
             let (got, exact, sql) = rt.block_on(selected_pg(&pool, cond));
-            // Field tests are compiled exactly (sql_pg.rs): only an event's
+            // Field tests are compiled exactly (store/audience_sql/postgres.rs): only an event's
             // `where:` leaves a pre-filter, and the generator writes none.
             if !exact {
                 return Err(TestCaseError::fail(format!("{cond:#?} not exact on PostgreSQL")));

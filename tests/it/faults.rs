@@ -138,6 +138,7 @@ async fn healthz_is_503_when_the_store_is_gone_or_read_only() {
             project: None,
             channel_names: None,
             unsubscribe_keys: Default::default(),
+            funnel_read: Default::default(),
         };
         tokio::spawn(nurture::api::serve(listener, state, Default::default()));
         answers.push(base);
@@ -423,6 +424,7 @@ async fn api_with(limits: nurture::api::ServeLimits) -> (std::net::SocketAddr, t
         project: None,
         channel_names: None,
         unsubscribe_keys: Default::default(),
+        funnel_read: Default::default(),
     };
     tokio::spawn(nurture::api::serve_with_limits(
         listener,

@@ -151,6 +151,7 @@ fn api_server() -> &'static ApiServer {
                 project: None,
                 channel_names: Some(std::sync::Arc::new(|| vec!["sms".to_string()])),
                 unsubscribe_keys: Default::default(),
+                funnel_read: Default::default(),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use nurture::store::Store;
 use nurture::store::states::{
-    EnrollmentStatus, MessageKind, OutboxStatus, WecomTaskKind, WecomTaskStatus,
+    EnrollmentStatus, MarkAction, MarkState, MessageKind, OutboxStatus, WecomTaskKind,
+    WecomTaskStatus,
 };
 use sqlx::AnyPool;
 
@@ -422,6 +423,14 @@ async fn the_state_guards_allow_exactly_the_enums() {
             "wecom_tasks_kind_check",
             sorted(WecomTaskKind::ALL.iter().map(|s| s.as_str())),
         ),
+        (
+            "wecom_tag_marks_action_check",
+            sorted(MarkAction::ALL.iter().map(|s| s.as_str())),
+        ),
+        (
+            "wecom_tag_marks_state_check",
+            sorted(MarkState::ALL.iter().map(|s| s.as_str())),
+        ),
     ];
     for (guard, values) in expect {
         assert_eq!(s.guards.get(guard).map(|g| &g.1), Some(&values), "{guard}");
@@ -495,6 +504,40 @@ async fn a_state_outside_its_set_is_refused() {
     .to_string();
     assert!(
         e.contains("enrollments_status_check") || e.contains("enrollments.status must be one of"),
+        "{e}"
+    );
+    // The WeCom tag marks (migration 0035).
+    sqlx::query("INSERT INTO contacts (id, created_at, updated_at) VALUES ('c1', 0, 0)")
+        .execute(db)
+        .await
+        .unwrap();
+    let mark = |action: &str, state: &str| {
+        sqlx::query(
+            "INSERT INTO wecom_tag_marks (channel, contact_id, tag, action, state,
+                                          next_attempt_at, requested_at)
+             VALUES ('wecom', 'c1', $1, $2, $3, 0, 0)",
+        )
+        .bind(format!("{action}-{state}"))
+        .bind(action.to_string())
+        .bind(state.to_string())
+        .execute(db)
+    };
+    mark("add", "pending").await.unwrap();
+    mark("remove", "done").await.unwrap();
+    let e = mark("toggle", "pending").await.unwrap_err().to_string();
+    assert!(
+        e.contains("wecom_tag_marks_action_check")
+            || e.contains("wecom_tag_marks.action must be one of"),
+        "{e}"
+    );
+    let e = sqlx::query("UPDATE wecom_tag_marks SET state = 'lost'")
+        .execute(db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("wecom_tag_marks_state_check")
+            || e.contains("wecom_tag_marks.state must be one of"),
         "{e}"
     );
     store.close().await;

@@ -928,11 +928,13 @@ fn in_process() -> &'static InProcess {
                 project: None,
                 channel_names: None,
                 unsubscribe_keys: Default::default(),
+                funnel_read: Default::default(),
             };
             let cb = CallbackState {
                 store,
                 wake,
                 tag_sync: Arc::new(Notify::new()),
+                marks_queued: Default::default(),
                 settings: SettingsSource::Fixed(Arc::new(settings)),
                 env: Arc::new(move |name| env.get(name).cloned()),
             };
@@ -1212,6 +1214,8 @@ struct SyncSetup {
     store: Store,
     settings: Settings,
     env: HashMap<String, String>,
+    /// The rounds' token caches (the daemon's tag sync keeps one too).
+    tokens: nurture::channels::wecom::token::TokenCaches,
     _dir: tempfile::TempDir,
 }
 
@@ -1230,6 +1234,7 @@ impl SyncSetup {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            tokens: Default::default(),
             _dir: dir,
         }
     }
@@ -1278,9 +1283,14 @@ impl SyncSetup {
 
     async fn sync(&self) -> Round {
         let env = self.env.clone();
-        sync_due(&self.store, &self.settings, &move |n| env.get(n).cloned())
-            .await
-            .unwrap()
+        sync_due(
+            &self.store,
+            &self.settings,
+            &move |n| env.get(n).cloned(),
+            &self.tokens,
+        )
+        .await
+        .unwrap()
     }
 
     async fn exec(&self, sql: &str) {
@@ -1316,6 +1326,9 @@ fn round(applied: usize, postponed: usize, dropped: usize, changed: bool) -> Rou
         postponed,
         dropped,
         changed,
+        // Every applied sync asks the marks worker to look (the customer's
+        // relationships may take nurture's marks).
+        marks_queued: applied > 0,
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use nurture::channels::build::build_registry_full;
+use nurture::channels::build::{Handles, build_registry_full};
 use nurture::channels::wecom::poll;
 use nurture::channels::{Channel, Delivery, Exchange, OutMessage};
 use nurture::settings::Settings;
@@ -59,6 +59,7 @@ struct Setup {
     channel: Arc<dyn Channel>,
     store: Store,
     settings: Settings,
+    handles: Handles,
     _dir: tempfile::TempDir,
 }
 
@@ -80,9 +81,6 @@ async fn setup_at(base: String, fake: WecomHandle, extra: &str, pg: Option<()>) 
     for n in 0..=60 {
         fake.befriend(&format!("wmEXT{n}"), "wangfang");
     }
-    // Tokens are cached per process by URL and app; an earlier test's fake
-    // may have had this port.
-    nurture::channels::wecom::token::TokenCache::shared(&base, CORP_ID, SECRET).clear();
     let dir = tempfile::tempdir().unwrap();
     let url = match pg {
         Some(()) => support::db::url_for(dir.path()),
@@ -95,14 +93,17 @@ async fn setup_at(base: String, fake: WecomHandle, extra: &str, pg: Option<()>) 
         relationship(&store, &format!("wmEXT{n}"), "wangfang", true).await;
     }
     let settings = settings(&base, extra);
-    let reg =
-        build_registry_full(&settings, &env, Some(&store)).unwrap_or_else(|e| panic!("{e:?}"));
+    // This test's own handles (a daemon's): its token caches start empty,
+    // whatever fake an earlier test started on the same port.
+    let handles = Handles::with_store(&store);
+    let reg = build_registry_full(&settings, &env, &handles).unwrap_or_else(|e| panic!("{e:?}"));
     let channel = reg.get("wecom").expect("the channel").1.clone();
     Setup {
         fake,
         channel,
         store,
         settings,
+        handles,
         _dir: dir,
     }
 }
@@ -320,6 +321,64 @@ async fn the_token_is_cached_across_sends() {
     );
 }
 
+/// Issue 12 item 6: the token cache is a handle the daemon owns, not a
+/// process global. The channel and the poller built with the same handles
+/// share one gettoken; another owner's handles fetch their own; a reload
+/// whose settings carry a rotated secret fetches a token with the new
+/// secret and its workers share that one.
+#[tokio::test]
+async fn workers_share_the_daemons_token_and_a_rotated_secret_takes_effect() {
+    let s = setup().await;
+    let d = send(&s.channel, &to_contact(1)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    let_time_pass(Duration::from_millis(30)).await;
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
+    assert!(s.fake.count(SEND_RESULT) >= 1, "the poller called WeCom");
+    assert_eq!(
+        s.fake.count(GETTOKEN),
+        1,
+        "the poller used the channel's token"
+    );
+
+    // Another owner (a second daemon in this process) has its own cache.
+    let other = nurture::channels::wecom::token::TokenCaches::default();
+    poll::poll_once(&s.store, &s.settings, &env, &other)
+        .await
+        .unwrap();
+    assert_eq!(s.fake.count(GETTOKEN), 2);
+
+    // The admin resets the secret; the reload reads the new one.
+    const ROTATED: &str = "rotated-app-secret";
+    s.fake.set_secret(ROTATED);
+    let rotated = |name: &str| match name {
+        "WECOM_SECRET" => Some(ROTATED.to_string()),
+        n => env(n),
+    };
+    let reg = build_registry_full(&s.settings, &rotated, &s.handles).unwrap();
+    let channel = reg.get("wecom").unwrap().1.clone();
+    let d = send(&channel, &to_contact(2)).await;
+    assert!(matches!(d, Delivery::Delivered { .. }), "{d:?}");
+    let fetched = s.fake.requests(GETTOKEN);
+    assert_eq!(fetched.len(), 3);
+    assert_eq!(fetched[2]["corpsecret"], ROTATED);
+    let_time_pass(Duration::from_millis(30)).await;
+    let polled = s.fake.count(SEND_RESULT);
+    poll::poll_once(&s.store, &s.settings, &rotated, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
+    assert!(
+        s.fake.count(SEND_RESULT) > polled,
+        "the poller called WeCom"
+    );
+    assert_eq!(
+        s.fake.count(GETTOKEN),
+        3,
+        "the reloaded poller shares the new token"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_token_is_fetched_again_and_the_call_retried_once() {
     let s = setup().await;
@@ -420,7 +479,7 @@ async fn gettoken_errors() {
     let mut settings = settings(&base, "");
     let wc = settings.channels.get_mut("wecom").unwrap();
     wc.options.get_mut("secret_env").unwrap().value = "WRONG_SECRET".into();
-    let reg = build_registry_full(&settings, &env, Some(&s.store)).unwrap();
+    let reg = build_registry_full(&settings, &env, &s.handles).unwrap();
     let bad = reg.get("wecom").unwrap().1.clone();
     let ex = bad.exchange(&to_contact(1)).await;
     let answer = ex.answer.clone().unwrap_or_default();
@@ -895,7 +954,9 @@ async fn a_transfer_is_started_and_its_result_recorded() {
     let pending = "SELECT status, provider_status FROM wecom_tasks WHERE kind = 'transfer'";
     // Waiting (status 2): still pending after a poll.
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     assert_eq!(s.fake.count(TRANSFER_RESULT), 1);
     assert_eq!(
         s.fake.requests(TRANSFER_RESULT)[0],
@@ -908,7 +969,9 @@ async fn a_transfer_is_started_and_its_result_recorded() {
     // Done.
     s.fake.set_transfer_status("wmEXT1", 1);
     let_time_pass(Duration::from_millis(60)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     assert_eq!(
         rows(&s.store, pending).await,
         vec![vec![Some("done".into()), Some("1".into())]]
@@ -1042,7 +1105,9 @@ async fn transfer_refusals_and_limits_are_recorded() {
         s.fake.set_transfer_status(ext, status);
     }
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     let got = rows(
         &s.store,
         "SELECT external_userid, status FROM wecom_tasks ORDER BY external_userid",
@@ -1132,7 +1197,9 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
     )
     .await;
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     assert!(matches!(
         send(&s.channel, &to_c1("m2")).await,
         Delivery::Delivered { .. }
@@ -1163,7 +1230,9 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let want = format!("wecom: delivered to the customer (status 1); {note}");
     loop {
-        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+            .await
+            .unwrap();
         let r = rows(
             &s.store,
             "SELECT status, detail FROM wecom_tasks WHERE message_id = 'm2'",
@@ -1196,7 +1265,9 @@ async fn during_a_transfer_the_handover_member_sends_until_it_is_done() {
     s.fake.set_transfer_status("wmEXT1", 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+            .await
+            .unwrap();
         let r = rows(
             &s.store,
             &format!("SELECT status FROM wecom_tasks WHERE message_id = '{tid}'"),
@@ -1235,7 +1306,9 @@ async fn after_a_refused_or_failed_transfer_the_handover_member_keeps_sending() 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+            .await
+            .unwrap();
         let r = rows(
             &s.store,
             &format!("SELECT status FROM wecom_tasks WHERE message_id = '{tid}'"),
@@ -1340,7 +1413,9 @@ async fn the_poller_records_sent_not_a_friend_and_over_the_cap() {
     s.fake.set_send_status("wmEXT3", 3);
     // wmEXT4: 0, the salesperson has not confirmed yet.
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     let bodies = s.fake.requests(SEND_RESULT);
     assert_eq!(bodies.len(), 4);
     assert!(
@@ -1375,7 +1450,9 @@ async fn the_poller_records_sent_not_a_friend_and_over_the_cap() {
     s.fake.set_send_status("wmEXT4", 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+            .await
+            .unwrap();
         let st = rows(
             &s.store,
             "SELECT status FROM wecom_tasks WHERE contact_id = 'c4'",
@@ -1404,7 +1481,9 @@ async fn a_task_not_yet_sent_by_the_worker_is_not_polled() {
     )
     .await;
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     assert_eq!(s.fake.count(SEND_RESULT), 0);
 }
 
@@ -1422,7 +1501,7 @@ async fn settings_are_checked() {
             .collect();
         text.push_str(extra_opts);
         let settings = Settings::parse_str(Path::new("nurture.yaml"), &text).unwrap();
-        match build_registry_full(&settings, &env, None) {
+        match build_registry_full(&settings, &env, &Handles::default()) {
             Ok(_) => String::new(),
             Err(e) => e
                 .iter()
@@ -1762,7 +1841,7 @@ async fn a_frequency_limit_waits_its_window_without_using_up_attempts() {
         ADD_MSG_TEMPLATE,
         Answer::errcode(45009, "api freq out of limit, per hour"),
     );
-    let reg = build_registry_full(&s.settings, &env, Some(&s.store)).unwrap();
+    let reg = build_registry_full(&s.settings, &env, &s.handles).unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(reg));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -1842,7 +1921,9 @@ async fn the_poller_asks_again_while_wecom_is_still_dispatching() {
     s.fake.set_send_status("wmEXT1", 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+            .await
+            .unwrap();
         let r = rows(&s.store, "SELECT status, detail FROM wecom_tasks").await;
         match r[0][0].as_deref() {
             Some("pending") => {}
@@ -2116,9 +2197,13 @@ async fn task_outcomes_are_events_on_the_contact() {
     )
     .await;
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     // Asked again: nothing is logged twice.
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     let got = rows(
         &s.store,
         "SELECT e.contact_id, e.name, json_extract(e.properties, '$.workflow'),
@@ -2175,7 +2260,9 @@ async fn an_unconfirmed_task_is_reminded_at_most_three_times_a_day() {
         .unwrap();
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(25)).await;
-        poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+        poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+            .await
+            .unwrap();
     }
     // WeCom's 3 a day, and nurture never asked for a fourth.
     assert_eq!(s.fake.reminders(&msgid), 3);
@@ -2188,7 +2275,9 @@ async fn an_unconfirmed_task_is_reminded_at_most_three_times_a_day() {
     assert_eq!(r[0], [Some("3".into()), Some("0".into()), Some("0".into())]);
     // Once sent, no more reminders.
     s.fake.set_send_status("wmEXT1", 1);
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     assert_eq!(s.fake.count(wecom_fake::REMIND_GROUPMSG_SEND), 3);
 }
 
@@ -2206,6 +2295,7 @@ async fn the_fake_refuses_a_fourth_reminder_and_an_unknown_msgid() {
         s.settings.channels.get("wecom").unwrap(),
         &s.settings,
         &env,
+        &s.handles.wecom_tokens,
     )
     .unwrap()
     .api()
@@ -2237,6 +2327,7 @@ fn api_of(s: &Setup) -> nurture::channels::wecom::api::WecomApi {
         s.settings.channels.get("wecom").unwrap(),
         &s.settings,
         &env,
+        &s.handles.wecom_tokens,
     )
     .unwrap()
     .api()
@@ -2315,7 +2406,9 @@ async fn a_customer_of_staff_who_left_moves_with_the_resigned_transfer() {
     .await;
     s.fake.set_transfer_status("wmEXT1", 1);
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     assert_eq!(s.fake.count(wecom_fake::RESIGNED_TRANSFER_RESULT), 1);
     let t = rows(&s.store, "SELECT kind, status, userid FROM wecom_tasks").await;
     assert_eq!(
@@ -2447,7 +2540,9 @@ async fn outcomes_reminders_and_staff_left_on_either_store() {
     }
     s.fake.set_send_status("wmEXT1", 1);
     let_time_pass(Duration::from_millis(30)).await;
-    poll::poll_once(&s.store, &s.settings, &env).await.unwrap();
+    poll::poll_once(&s.store, &s.settings, &env, &s.handles.wecom_tokens)
+        .await
+        .unwrap();
     let names: Vec<(String, String)> =
         sqlx::query_as("SELECT contact_id, name FROM events ORDER BY contact_id")
             .fetch_all(db)

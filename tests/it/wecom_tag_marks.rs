@@ -518,11 +518,13 @@ async fn an_add_corp_tag_answer_without_the_tag_is_retried_then_given_up() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let env_fn = move |n: &str| envs.get(n).cloned();
+    // One token cache for the test's rounds, as the daemon's worker has.
+    let tokens = nurture::channels::wecom::token::TokenCaches::default();
 
     // WeCom made the tag but its answer does not list it.
     fake.omit_new_tags(1, true);
     queued_mark(&store, "o1", "wmO1", "lead", 0).await;
-    let r = mark_due(&store, &settings, &env_fn).await.unwrap();
+    let r = mark_due(&store, &settings, &env_fn, &tokens).await.unwrap();
     assert_eq!(
         r,
         Round {
@@ -548,7 +550,7 @@ async fn an_add_corp_tag_answer_without_the_tag_is_retried_then_given_up() {
         .execute(store.db())
         .await
         .unwrap();
-    let r = mark_due(&store, &settings, &env_fn).await.unwrap();
+    let r = mark_due(&store, &settings, &env_fn, &tokens).await.unwrap();
     assert_eq!(
         r,
         Round {
@@ -567,7 +569,7 @@ async fn an_add_corp_tag_answer_without_the_tag_is_retried_then_given_up() {
     // Never in the answer, never made: given up on the last attempt.
     fake.omit_new_tags(usize::MAX, false);
     queued_mark(&store, "o2", "wmO2", "vip", MAX_ATTEMPTS - 1).await;
-    let r = mark_due(&store, &settings, &env_fn).await.unwrap();
+    let r = mark_due(&store, &settings, &env_fn, &tokens).await.unwrap();
     assert_eq!(
         r,
         Round {

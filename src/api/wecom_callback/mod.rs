@@ -102,6 +102,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 
 use crate::api::wecom_crypto::{CryptoError, extract_encrypt, xml_field};
+use crate::channels::wecom::tag_marks::MarksQueued;
 use crate::contact_ways::ContactWay;
 use crate::project::Project;
 use crate::settings::Settings;
@@ -159,6 +160,9 @@ pub struct CallbackState {
     /// The WeCom tag sync's wake-up: notified when an event queued a sync
     /// (the daemon's tag-sync task waits on the same handle).
     pub tag_sync: Arc<Notify>,
+    /// The WeCom tag marks worker's wake-up: a new relationship takes the
+    /// marks nurture made on the customer.
+    pub marks_queued: MarksQueued,
     pub settings: SettingsSource,
     pub env: EnvLookup,
 }
@@ -177,12 +181,14 @@ impl CallbackState {
         store: Store,
         wake: Arc<Notify>,
         tag_sync: Arc<Notify>,
+        marks_queued: MarksQueued,
         project: watch::Receiver<Arc<Project>>,
     ) -> CallbackState {
         let st = CallbackState {
             store,
             wake,
             tag_sync,
+            marks_queued,
             settings: SettingsSource::Project(project),
             env: Arc::new(|name| std::env::var(name).ok()),
         };
@@ -587,7 +593,7 @@ async fn event(
             // A code's tags may have queued corp tag marks, and a new
             // relationship takes the marks nurture made on the customer.
             if let ContactChange::Added { .. } = &change {
-                crate::channels::wecom::tag_marks::marks_queued();
+                st.marks_queued.notify();
             }
             tracing::info!(
                 %channel,

@@ -1,7 +1,8 @@
 //! Calling WeCom's server API (reference §1.0–§1.1): JSON bodies, the token
 //! in `?access_token=`, errors as `errcode` in an HTTP 200.
 //!
-//! [`WecomApi::post`] gets a token from the shared cache, makes the call and,
+//! [`WecomApi::post`] gets a token from the app's cache (shared through
+//! the daemon's [`TokenCaches`]), makes the call and,
 //! when WeCom says the token is bad or expired (40014, 42001, 40001), drops
 //! it, fetches a new one and makes the call once more. Anything else that is
 //! not errcode 0 comes back as an [`Exchange`] with the class of its errcode.
@@ -13,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::errcode::{Class, classify, meaning};
-use super::token::{Fetched, TokenCache};
+use super::token::{Fetched, TokenCache, TokenCaches};
 use crate::channels::http::{excerpt, http_client, read_answer};
 use crate::channels::{Delivery, Exchange};
 
@@ -161,11 +162,12 @@ impl WecomApi {
         secret: String,
         timeout: Duration,
         max_idle: usize,
+        tokens: &TokenCaches,
     ) -> Result<WecomApi, String> {
         let base = base_url.as_str().trim_end_matches('/').to_string();
         Ok(WecomApi {
             client: http_client(timeout, max_idle)?,
-            tokens: TokenCache::shared(&base, &corp_id, &secret),
+            tokens: tokens.app(&base, &corp_id, &secret),
             base,
             corp_id,
             secret,

@@ -52,6 +52,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{WecomApi, errcode_delivery};
 use super::errcode::{Class, classify};
+use super::tag_marks::MarksQueued;
+use super::token::TokenCaches;
 use crate::channels::Delivery;
 use crate::channels::http::{excerpt, http_client, read_answer};
 use crate::project::Project;
@@ -117,13 +119,14 @@ impl TagReader {
     pub fn all(
         settings: &Settings,
         env: &dyn Fn(&str) -> Option<String>,
+        tokens: &TokenCaches,
     ) -> HashMap<String, TagReader> {
         let mut out = HashMap::new();
         for (name, cs) in &settings.channels {
             if cs.kind != ChannelKind::Wecom {
                 continue;
             }
-            let built = crate::channels::build::wecom_config(cs, settings, env)
+            let built = crate::channels::build::wecom_config(cs, settings, env, tokens)
                 .and_then(|c| TagReader::new(&c));
             match built {
                 Ok(r) => {
@@ -359,6 +362,9 @@ pub struct Round {
     pub dropped: usize,
     /// Some contact's tags changed: the scheduler has work.
     pub changed: bool,
+    /// A read found relationships, which may take nurture's marks: the
+    /// marks worker has work.
+    pub marks_queued: bool,
 }
 
 /// Works off the syncs due now with the channels of `settings` (the daemon
@@ -367,9 +373,10 @@ pub async fn sync_due(
     store: &Store,
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> Result<Round, StoreError> {
     let q = Syncs {
-        readers: TagReader::all(settings, env),
+        readers: TagReader::all(settings, env, tokens),
     };
     let mut out = Round::default();
     super::queue::round(store, &q, &mut Default::default(), &mut out).await?;
@@ -456,7 +463,7 @@ async fn one(
             }
             out.applied += 1;
             // A relationship the read found new may take nurture's marks.
-            super::tag_marks::marks_queued();
+            out.marks_queued = true;
             out.changed |= !done.added.is_empty() || !done.removed.is_empty();
             tracing::info!(
                 channel = %req.channel,
@@ -519,6 +526,8 @@ pub async fn run(
     project: watch::Receiver<Arc<Project>>,
     requested: Arc<Notify>,
     wake: Arc<Notify>,
+    tokens: TokenCaches,
+    marks: MarksQueued,
     shutdown: CancellationToken,
 ) {
     super::queue::run(
@@ -526,12 +535,15 @@ pub async fn run(
         project,
         requested,
         IDLE,
-        |settings: &Settings| Syncs {
-            readers: TagReader::all(settings, &|name| std::env::var(name).ok()),
+        move |settings: &Settings| Syncs {
+            readers: TagReader::all(settings, &|name| std::env::var(name).ok(), &tokens),
         },
         move |r: &Round| {
             if r.changed {
                 wake.notify_one();
+            }
+            if r.marks_queued {
+                marks.notify();
             }
         },
         shutdown,

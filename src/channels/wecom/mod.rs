@@ -104,6 +104,9 @@ pub struct WecomConfig {
     pub senders: HashMap<String, String>,
     /// The project folder: attachment files' paths are taken from it.
     pub root: std::path::PathBuf,
+    /// The daemon's token caches: every API client built from this config
+    /// shares the app's token with the others the daemon built.
+    pub tokens: token::TokenCaches,
 }
 
 impl std::fmt::Debug for WecomConfig {
@@ -126,6 +129,7 @@ impl WecomConfig {
             self.secret.clone(),
             self.timeout,
             self.max_idle,
+            &self.tokens,
         )
     }
 }
@@ -142,11 +146,18 @@ pub struct WecomChannel {
     reader: Option<contact_tags::TagReader>,
     /// Notices per salesperson, held to WeCom's per-member limits.
     pacing: pacing::Pacing,
+    /// The marks worker's wake-up (relationships read here may take marks).
+    marks_queued: tag_marks::MarksQueued,
 }
 
 impl WecomChannel {
-    pub fn new(config: WecomConfig, store: Option<Store>) -> Result<WecomChannel, String> {
+    pub fn new(
+        config: WecomConfig,
+        store: Option<Store>,
+        marks_queued: tag_marks::MarksQueued,
+    ) -> Result<WecomChannel, String> {
         Ok(WecomChannel {
+            marks_queued,
             api: config.api()?,
             reader: match store {
                 Some(_) => Some(contact_tags::TagReader::new(&config)?),
@@ -226,10 +237,13 @@ impl WecomChannel {
             Ok(b) => b,
             Err(e) => return e,
         };
-        let pool = self.store.as_ref().map(Store::db);
-        if let Some(pool) = pool {
-            match tasks::take_welcome_code(pool, &msg.contact_id, &msg.id, now_ms()).await {
-                Ok(Some(code)) => return self.welcome(pool, msg, &code, &built).await,
+        if let Some(store) = self.store.as_ref() {
+            let taken = store
+                .wecom()
+                .take_welcome_code(&msg.contact_id, &msg.id, now_ms())
+                .await;
+            match taken {
+                Ok(Some(code)) => return self.welcome(store, msg, &code, &built).await,
                 Ok(None) => {}
                 Err(e) => {
                     // Not knowing whether a code exists: a mass task now could
@@ -264,8 +278,8 @@ impl WecomChannel {
     /// WeCom accepted it (delivered, with the recorded `msgid`); a store
     /// that cannot tell means not sending now. `None`: send.
     async fn already_accepted(&self, msg: &OutMessage) -> Option<Exchange> {
-        let pool = self.store.as_ref().map(Store::db)?;
-        match crate::store::wecom::recorded::task_of_message(pool, &msg.id).await {
+        let store = self.store.as_ref()?;
+        match store.wecom().task_of_message(&msg.id).await {
             Ok(Some(task)) => {
                 tracing::info!(message = %msg.id, kind = %task.kind,
                     "wecom already accepted this message before the worker stopped (task recorded); not sent again");
@@ -300,8 +314,8 @@ impl WecomChannel {
     /// task, whose record [`Self::already_accepted`] finds once WeCom took
     /// it. `None`: this message holds no code; send.
     async fn welcome_in_doubt(&self, msg: &OutMessage) -> Option<Exchange> {
-        let pool = self.store.as_ref().map(Store::db)?;
-        match tasks::welcome_taken_by(pool, &msg.contact_id, &msg.id).await {
+        let store = self.store.as_ref()?;
+        match store.wecom().welcome_taken_by(&msg.contact_id, &msg.id).await {
             Ok(true) => {
                 tracing::warn!(message = %msg.id, contact = %msg.contact_id,
                     "wecom welcome in doubt: the worker stopped during send_welcome_msg, which WeCom cannot be asked about; not sent again as a mass task");
@@ -323,13 +337,17 @@ impl WecomChannel {
     /// `send_welcome_msg` with a code taken for this message.
     async fn welcome(
         &self,
-        pool: &sqlx::AnyPool,
+        store: &Store,
         msg: &OutMessage,
         code: &str,
         built: &media::Built,
     ) -> Exchange {
         let release = || async {
-            if let Err(err) = tasks::release_welcome_code(pool, &msg.contact_id, code).await {
+            if let Err(err) = store
+                .wecom()
+                .release_welcome_code(&msg.contact_id, code)
+                .await
+            {
                 tracing::warn!(error = %err, "cannot give a welcome code back");
             }
         };
@@ -354,7 +372,11 @@ impl WecomChannel {
             // welcome, a chat already started): the message still goes out,
             // as a mass task the salesperson confirms.
             Err(e) if is_errcode(&e, 41050) => {
-                if let Err(err) = tasks::welcome_code_refused(pool, &msg.contact_id, code).await {
+                if let Err(err) = store
+                    .wecom()
+                    .welcome_code_refused(&msg.contact_id, code)
+                    .await
+                {
                     // Then a retry of the mass task below would take the
                     // welcome as in doubt: not sending is the safe side.
                     tracing::warn!(error = %err, "cannot record a refused welcome code");
@@ -504,7 +526,9 @@ impl WecomChannel {
             }
             .into()
         };
-        let known = relationships::of_customer(store.db(), external_userid)
+        let known = store
+            .wecom()
+            .relationships_of(external_userid)
             .await
             .map_err(|e| retry("read", &e))?;
         if !known.is_empty() {
@@ -518,8 +542,10 @@ impl WecomChannel {
                 relationships::record_list(store, external_userid, &list, "get", now_ms())
                     .await
                     .map_err(|e| retry("record", &e))?;
-                tag_marks::marks_queued();
-                relationships::of_customer(store.db(), external_userid)
+                self.marks_queued.notify();
+                store
+                    .wecom()
+                    .relationships_of(external_userid)
                     .await
                     .map_err(|e| retry("read", &e))
             }
@@ -538,19 +564,22 @@ impl WecomChannel {
             };
         };
         let rels = self.relationships(store, &msg.to).await?;
-        let latest =
-            match tasks::latest_transfer(store.db(), &self.config.name, &msg.contact_id).await {
-                Ok(l) => l,
-                // A task from the wrong member is lost ("not a friend"): wait
-                // rather than guess.
-                Err(e) => {
-                    return Err(Delivery::Retry {
-                        after: None,
-                        reason: format!("wecom: cannot read the contact's transfers: {e}"),
-                    }
-                    .into());
+        let latest = match store
+            .wecom()
+            .latest_transfer(&self.config.name, &msg.contact_id)
+            .await
+        {
+            Ok(l) => l,
+            // A task from the wrong member is lost ("not a friend"): wait
+            // rather than guess.
+            Err(e) => {
+                return Err(Delivery::Retry {
+                    after: None,
+                    reason: format!("wecom: cannot read the contact's transfers: {e}"),
                 }
-            };
+                .into());
+            }
+        };
         let owner = self.owner_userid(msg);
         sender::choose(owner.as_deref(), &rels, latest.as_ref())
             .map_err(|reason| permanent(&format!("wecom: {} not sent: {reason}", msg.to)))
@@ -644,7 +673,6 @@ impl WecomChannel {
         }
         let wanted = field("handover_userid");
         if let Some(store) = self.store.as_ref() {
-            let pool = store.db();
             let retry = |e: sqlx::Error| -> Exchange {
                 Delivery::Retry {
                     after: None,
@@ -652,11 +680,12 @@ impl WecomChannel {
                 }
                 .into()
             };
-            let left = match resigned::resigned_handover(pool, &msg.to).await {
+            let left = match store.wecom().resigned_handover(&msg.to).await {
                 Ok(l) => l.filter(|r| r.handover_userid != takeover),
                 Err(e) => return retry(e),
             };
-            let started = match resigned::transfers_started(pool, &msg.to, now_ms()).await {
+            let since = now_ms() - resigned::TRANSFER_WINDOW_MS;
+            let started = match store.wecom().transfers_started(&msg.to, since).await {
                 Ok(s) => s,
                 Err(e) => return retry(e),
             };
@@ -792,11 +821,11 @@ impl WecomChannel {
     /// failure here is logged, not turned into a retry (which would create a
     /// second task).
     async fn record(&self, task: &tasks::Task) {
-        let Some(pool) = self.store.as_ref().map(Store::db) else {
+        let Some(store) = self.store.as_ref() else {
             return;
         };
         let first = now_ms() + poll::millis(self.config.poll_interval);
-        if let Err(e) = tasks::record(pool, task, first).await {
+        if let Err(e) = store.wecom().record_task(task, first).await {
             tracing::warn!(message = %task.message_id, error = %e,
                 "wecom accepted the call but its task could not be recorded; its outcome will not be polled");
         }

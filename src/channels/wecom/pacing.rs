@@ -106,7 +106,7 @@ async fn sent_notices(
     userid: &str,
     since: i64,
 ) -> sqlx::Result<Vec<i64>> {
-    super::tasks::sent_notices(store.db(), channel, userid, since).await
+    store.wecom().sent_notices(channel, userid, since).await
 }
 
 #[cfg(test)]

@@ -31,13 +31,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::api::WecomApi;
-use super::tasks::{self, Task};
+use super::tasks::Task;
+use super::token::TokenCaches;
 use super::{REMIND_GROUPMSG_SEND, SEND_RESULT, TRANSFER_RESULT, WecomConfig, now_ms};
 use crate::channels::Delivery;
 use crate::project::Project;
 use crate::settings::{ChannelKind, Settings};
+use crate::store::Store;
 use crate::store::states::{WecomTaskKind, WecomTaskStatus};
-use crate::store::{Dialect, Store};
 
 /// How often the daemon reads WeCom's unassigned list (customers of staff
 /// who left).
@@ -148,10 +149,9 @@ struct Poller {
 pub async fn run(
     store: Store,
     mut project: watch::Receiver<Arc<Project>>,
+    tokens: TokenCaches,
     shutdown: CancellationToken,
 ) {
-    let pool = store.db().clone();
-    let dialect = store.dialect();
     let mut pollers: HashMap<String, Poller> = HashMap::new();
     let mut built_for: Option<Arc<Project>> = None;
     // Per channel: when the unassigned list was last read (once a day; at
@@ -160,13 +160,13 @@ pub async fn run(
     loop {
         let current = project.borrow_and_update().clone();
         if built_for.as_ref().is_none_or(|b| !Arc::ptr_eq(b, &current)) {
-            pollers = build_pollers(&current.settings, &|name| std::env::var(name).ok());
+            pollers = build_pollers(&current.settings, &|name| std::env::var(name).ok(), &tokens);
             built_for = Some(current);
         }
         let mut tick = Duration::from_secs(60);
         for p in pollers.values() {
             tick = tick.min(p.config.poll_interval);
-            if let Err(e) = round(&pool, dialect, p).await {
+            if let Err(e) = round(&store, p).await {
                 tracing::warn!(channel = %p.config.name, error = %e, "wecom poll round failed");
             }
             let due = resigned_at
@@ -229,10 +229,10 @@ pub async fn poll_once(
     store: &Store,
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> sqlx::Result<()> {
-    let pool = store.db();
-    for p in build_pollers(settings, env).values() {
-        round(pool, store.dialect(), p).await?;
+    for p in build_pollers(settings, env, tokens).values() {
+        round(store, p).await?;
     }
     Ok(())
 }
@@ -240,13 +240,14 @@ pub async fn poll_once(
 fn build_pollers(
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> HashMap<String, Poller> {
     let mut out = HashMap::new();
     for (name, cs) in &settings.channels {
         if cs.kind != ChannelKind::Wecom {
             continue;
         }
-        let built = crate::channels::build::wecom_config(cs, settings, env)
+        let built = crate::channels::build::wecom_config(cs, settings, env, tokens)
             .and_then(|config| Ok((config.api()?, config)));
         match built {
             Ok((api, config)) => {
@@ -263,11 +264,11 @@ fn build_pollers(
 const BATCHES_PER_ROUND: usize = 100;
 
 /// One round over a channel's due tasks.
-async fn round(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Result<()> {
+async fn round(store: &Store, p: &Poller) -> sqlx::Result<()> {
     for _ in 0..BATCHES_PER_ROUND {
         // Each task claimed is leased, then finished or postponed, so the
         // next batch holds other tasks.
-        if batch(pool, dialect, p).await? < BATCH as usize {
+        if batch(store, p).await? < BATCH as usize {
             break;
         }
     }
@@ -275,11 +276,14 @@ async fn round(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
 }
 
 /// One batch of due tasks; returns how many there were.
-async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Result<usize> {
+async fn batch(store: &Store, p: &Poller) -> sqlx::Result<usize> {
+    let rows = store.wecom();
     let now = now_ms();
     // Claimed, not just read: another daemon on the same store skips them.
     let lease_until = now + millis(lease(p.config.timeout, BATCH));
-    let due = tasks::claim(pool, dialect, &p.config.name, now, lease_until, BATCH).await?;
+    let due = rows
+        .claim_tasks(&p.config.name, now, lease_until, BATCH)
+        .await?;
     let n = due.len();
     for task in due {
         // A mass task's note ("sent from lilei: transfer to wangfang
@@ -304,9 +308,7 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                 "wecom: no outcome after {} days; stopped asking",
                 GIVE_UP_AFTER.as_secs() / 86_400
             );
-            tasks::finish(
-                pool,
-                dialect,
+            rows.finish_task(
                 &task,
                 WecomTaskStatus::Expired,
                 None,
@@ -333,59 +335,54 @@ async fn batch(pool: &sqlx::AnyPool, dialect: Dialect, p: &Poller) -> sqlx::Resu
                     task.kind.is_transfer(),
                     status,
                     task.takeover_userid.as_deref(),
-                ) && let Err(e) = crate::store::wecom::relationships::transfer_done(
-                    pool,
-                    dialect,
-                    &task.external_userid,
-                    &task.userid,
-                    takeover,
-                    now_ms(),
-                    now_ms(),
-                )
-                .await
+                ) && let Err(e) = rows
+                    .transfer_done(
+                        &task.external_userid,
+                        &task.userid,
+                        takeover,
+                        now_ms(),
+                        now_ms(),
+                    )
+                    .await
                 {
                     // Polled again: the outcome is written only after this.
                     tracing::warn!(message = %task.message_id, error = %e,
                         "wecom: the transfer's relationships could not be recorded");
-                    tasks::postpone(pool, &task.message_id, next, None).await?;
+                    rows.postpone_task(&task.message_id, next, None).await?;
                     continue;
                 }
                 if task.kind == WecomTaskKind::Resigned && status == WecomTaskStatus::Done {
-                    super::resigned::assigned(pool, &task.external_userid, &task.userid).await?;
+                    rows.assigned(&task.external_userid, &task.userid).await?;
                 }
                 let note = outcome_note(&note);
-                tasks::finish(pool, dialect, &task, status, code, &note, now_ms()).await?;
+                rows.finish_task(&task, status, code, &note, now_ms())
+                    .await?;
             }
             Ok(Outcome::Waiting(what)) => {
                 if task.kind == WecomTaskKind::Mass {
-                    remind(pool, p, &task).await?;
+                    remind(store, p, &task).await?;
                 }
-                tasks::postpone(pool, &task.message_id, next, seen(what).as_deref()).await?;
+                rows.postpone_task(&task.message_id, next, seen(what).as_deref())
+                    .await?;
             }
             Err(Delivery::Permanent { reason }) => {
                 tracing::warn!(message = %task.message_id, %reason, "wecom task cannot be followed");
                 let note = outcome_note(&reason);
-                tasks::finish(
-                    pool,
-                    dialect,
-                    &task,
-                    WecomTaskStatus::Error,
-                    None,
-                    &note,
-                    now_ms(),
-                )
-                .await?;
+                rows.finish_task(&task, WecomTaskStatus::Error, None, &note, now_ms())
+                    .await?;
             }
             Err(Delivery::Wait { reason, after }) => {
                 let next = next.max(now_ms() + millis(after));
-                tasks::postpone(pool, &task.message_id, next, seen(reason).as_deref()).await?;
+                rows.postpone_task(&task.message_id, next, seen(reason).as_deref())
+                    .await?;
             }
             Err(Delivery::Retry { reason, after }) => {
                 let next = next.max(now_ms() + after.map(millis).unwrap_or(0));
-                tasks::postpone(pool, &task.message_id, next, seen(reason).as_deref()).await?;
+                rows.postpone_task(&task.message_id, next, seen(reason).as_deref())
+                    .await?;
             }
             Err(Delivery::Delivered { .. }) => {
-                tasks::postpone(pool, &task.message_id, next, None).await?;
+                rows.postpone_task(&task.message_id, next, None).await?;
             }
         }
     }
@@ -412,11 +409,11 @@ pub fn reminder_due(remind_after: Duration, created_at: i64, sent_at: &[i64], no
 /// channel's `remind_after` says so ([`reminder_due`]). A failed reminder is
 /// logged and recorded with its errcode (it counts towards WeCom's 3, as
 /// WeCom may have counted it); it never fails the round.
-async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<()> {
+async fn remind(store: &Store, p: &Poller, task: &Task) -> sqlx::Result<()> {
     let (Some(after), Some(msgid)) = (p.config.remind_after, task.msgid.as_deref()) else {
         return Ok(());
     };
-    let sent_at = tasks::reminders_sent(pool, msgid).await?;
+    let sent_at = store.wecom().reminders_sent(msgid).await?;
     let now = now_ms();
     if !reminder_due(after, task.created_at, &sent_at, now) {
         return Ok(());
@@ -442,7 +439,10 @@ async fn remind(pool: &sqlx::AnyPool, p: &Poller, task: &Task) -> sqlx::Result<(
             code
         }
     };
-    tasks::record_reminder(pool, &task.message_id, msgid, now, errcode).await?;
+    store
+        .wecom()
+        .record_reminder(&task.message_id, msgid, now, errcode)
+        .await?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@
 //! marked (see `store::wecom_marks`), so nothing loops.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -39,10 +39,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::WecomConfig;
 use super::api::WecomApi;
+use super::token::TokenCaches;
 use crate::channels::{Delivery, Exchange};
 use crate::project::Project;
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
-use crate::store::wecom::relationships;
 use crate::store::wecom_marks::{CorpTag, MarkAction, MarkOutcome, MarkRequest};
 use crate::store::{Store, StoreError};
 
@@ -61,15 +61,18 @@ const IDLE: Duration = Duration::from_secs(30);
 /// in the cache (a remove of a tag WeCom never had must not read it each time).
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
-fn wakeup() -> &'static Arc<Notify> {
-    static WAKE: OnceLock<Arc<Notify>> = OnceLock::new();
-    WAKE.get_or_init(|| Arc::new(Notify::new()))
-}
+/// Tells the marks worker that marks were queued (plans with tag steps, or
+/// a relationship added after nurture marked the customer). A handle the
+/// daemon owns and gives the scheduler, the WeCom channels, the tag sync and
+/// the callback; a notification without a waiting worker keeps a permit, so
+/// one made during a round is not missed.
+#[derive(Clone, Debug, Default)]
+pub struct MarksQueued(Arc<Notify>);
 
-/// Tells the worker that marks were queued (plans with tag steps, or a
-/// relationship added after nurture marked the customer).
-pub fn marks_queued() {
-    wakeup().notify_one();
+impl MarksQueued {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
 }
 
 fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
@@ -146,13 +149,14 @@ impl Marker {
     pub fn all(
         settings: &Settings,
         env: &dyn Fn(&str) -> Option<String>,
+        tokens: &TokenCaches,
     ) -> HashMap<String, Marker> {
         let mut out = HashMap::new();
         for (name, cs) in &settings.channels {
             if !marks_tags(cs) {
                 continue;
             }
-            let built = crate::channels::build::wecom_config(cs, settings, env)
+            let built = crate::channels::build::wecom_config(cs, settings, env, tokens)
                 .and_then(|c| Marker::new(&c, tag_group(cs)));
             match built {
                 Ok(m) => {
@@ -287,7 +291,9 @@ impl Marker {
         else {
             return Ok(Vec::new());
         };
-        let all: Vec<String> = relationships::of_customer(store.db(), &ext)
+        let all: Vec<String> = store
+            .wecom()
+            .relationships_of(&ext)
             .await
             .map_err(store_retry)?
             .into_iter()
@@ -461,9 +467,10 @@ pub async fn mark_due(
     store: &Store,
     settings: &Settings,
     env: &dyn Fn(&str) -> Option<String>,
+    tokens: &TokenCaches,
 ) -> Result<Round, StoreError> {
     let q = Marks {
-        markers: Marker::all(settings, env),
+        markers: Marker::all(settings, env, tokens),
     };
     let mut out = Round::default();
     super::queue::round(store, &q, &mut Default::default(), &mut out).await?;
@@ -600,15 +607,17 @@ async fn one(
 pub async fn run(
     store: Store,
     project: watch::Receiver<Arc<Project>>,
+    tokens: TokenCaches,
+    queued: MarksQueued,
     shutdown: CancellationToken,
 ) {
     super::queue::run(
         store,
         project,
-        wakeup().clone(),
+        queued.0,
         IDLE,
-        |settings: &Settings| Marks {
-            markers: Marker::all(settings, &|name| std::env::var(name).ok()),
+        move |settings: &Settings| Marks {
+            markers: Marker::all(settings, &|name| std::env::var(name).ok(), &tokens),
         },
         |_: &Round| {},
         shutdown,

@@ -1,8 +1,9 @@
 //! The WeCom access token cache (reference §1.1).
 //!
 //! Each app secret has its own token, so there is one cache per
-//! (base URL, corp id, secret), shared by every channel built with that
-//! triple (and kept across settings reloads). A token is used until
+//! (base URL, corp id, secret) in the daemon's [`TokenCaches`], shared by
+//! every channel and worker built with that triple (and kept across settings
+//! reloads). A token is used until
 //! `expires_in − 200 s`; WeCom may also invalidate it early, which callers
 //! report with [`TokenCache::invalidate`].
 //!
@@ -13,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 // tokio's clock, so tests move it with `tokio::time::pause` and `advance`.
@@ -57,24 +58,43 @@ pub fn usable_for(expires_in: Duration) -> Duration {
     }
 }
 
-impl TokenCache {
+/// The token caches of every app, by (base URL, corp id, secret): a handle
+/// the daemon owns and hands to every channel and worker it builds (the
+/// sender, the poller, the tag sync and marks), so they share one token per
+/// app and one `gettoken` call refreshes it for all. A clone is the same set
+/// of caches. It is not a process global: two daemons in one process (tests)
+/// never see each other's tokens, and a rotated secret is another key, so a
+/// reload with a new secret fetches a token with it.
+#[derive(Clone, Default)]
+pub struct TokenCaches {
+    caches: Arc<Mutex<HashMap<AppKey, Arc<TokenCache>>>>,
+}
+
+/// (base URL without a trailing slash, corp id, SHA-256 of the secret: the
+/// secret itself is not kept in the key).
+type AppKey = (String, String, Vec<u8>);
+
+impl std::fmt::Debug for TokenCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCaches").finish_non_exhaustive()
+    }
+}
+
+impl TokenCaches {
     /// The cache of the app (`base_url`, `corp_id`, `secret`), created on
-    /// first use. The secret is kept as a SHA-256 digest in the key.
-    pub fn shared(base_url: &str, corp_id: &str, secret: &str) -> Arc<TokenCache> {
-        type Caches = Mutex<HashMap<(String, String, Vec<u8>), Arc<TokenCache>>>;
-        static CACHES: OnceLock<Caches> = OnceLock::new();
+    /// first use.
+    pub fn app(&self, base_url: &str, corp_id: &str, secret: &str) -> Arc<TokenCache> {
         let key = (
             base_url.trim_end_matches('/').to_string(),
             corp_id.to_string(),
             Sha256::digest(secret.as_bytes()).to_vec(),
         );
-        let mut caches = CACHES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.entry(key).or_default().clone()
     }
+}
 
+impl TokenCache {
     fn fresh(&self) -> Option<String> {
         let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         cur.as_ref()
@@ -116,13 +136,6 @@ impl TokenCache {
         }
     }
 
-    /// Forgets the token. Tests that start a fake WeCom on a port an earlier
-    /// fake used (the same URL and app, so the same shared cache) must not
-    /// inherit a token that fake issued.
-    pub fn clear(&self) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
     /// How many gettoken calls this cache made (for tests and logs).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
@@ -153,12 +166,16 @@ mod tests {
     }
 
     #[test]
-    fn caches_are_shared_per_app() {
-        let a = TokenCache::shared("http://x/", "corp", "s1");
-        let b = TokenCache::shared("http://x", "corp", "s1");
-        let c = TokenCache::shared("http://x", "corp", "s2");
+    fn caches_are_shared_per_app_within_one_handle() {
+        let caches = TokenCaches::default();
+        let a = caches.app("http://x/", "corp", "s1");
+        let b = caches.clone().app("http://x", "corp", "s1");
+        let c = caches.app("http://x", "corp", "s2");
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
+        // Another owner's handle is another set of caches.
+        let other = TokenCaches::default().app("http://x", "corp", "s1");
+        assert!(!Arc::ptr_eq(&a, &other));
     }
 
     #[tokio::test]

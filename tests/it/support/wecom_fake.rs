@@ -377,6 +377,14 @@ impl WecomHandle {
         st.current = None;
     }
 
+    /// The admin reset the app's secret: gettoken accepts only `secret`
+    /// from now on (40001 for the old one) and issues a new token.
+    pub fn set_secret(&self, secret: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.secret = secret.into();
+        st.current = None;
+    }
+
     /// The token gettoken currently hands out, if any.
     pub fn current_token(&self) -> Option<String> {
         self.state.lock().unwrap().current.clone()
