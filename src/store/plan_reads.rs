@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::assign::AssignState;
 use crate::contact::EventFact;
+use crate::store::placeholders::push_list;
 
 /// The daemon's event-log consumer; the dry-run reads its position.
 pub const DAEMON_CURSOR: &str = "daemon";
@@ -219,7 +220,7 @@ pub async fn throttle_state(
         let mut sql = String::from(
             "SELECT max(not_before) FROM outbox WHERE workflow = $1 AND id NOT LIKE '%:notify' AND id NOT LIKE '%:transfer' AND step_id IN (",
         );
-        push_placeholders(&mut sql, 2, sends.len());
+        push_list(&mut sql, 2, sends.len());
         sql.push(')');
         let mut q = sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(sql)).bind(&wf.name);
         for s in &sends {
@@ -254,7 +255,7 @@ pub async fn enrollments_of_many(
     let mut out: HashMap<String, Vec<EnrollmentRow>> = HashMap::new();
     for chunk in contact_ids.chunks(500) {
         let mut sql = format!("SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id IN (");
-        push_placeholders(&mut sql, 1, chunk.len());
+        push_list(&mut sql, 1, chunk.len());
         sql.push_str(") ORDER BY started_at, id");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -283,9 +284,9 @@ pub async fn events_of(
         let mut sql = String::from(
             "SELECT contact_id, name, at, properties FROM events WHERE contact_id IN (",
         );
-        push_placeholders(&mut sql, 1, chunk.len());
+        push_list(&mut sql, 1, chunk.len());
         sql.push_str(") AND name IN (");
-        push_placeholders(&mut sql, chunk.len() + 1, names.len());
+        push_list(&mut sql, chunk.len() + 1, names.len());
         sql.push(')');
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
         for id in chunk {
@@ -319,7 +320,7 @@ pub async fn recent_messages(
     let mut out = HashMap::new();
     for chunk in contact_ids.chunks(500) {
         let mut sql = String::from("SELECT contact_id, count(*) FROM outbox WHERE contact_id IN (");
-        push_placeholders(&mut sql, 1, chunk.len());
+        push_list(&mut sql, 1, chunk.len());
         sql.push_str(&format!(
             ") AND created_at > ${} AND status NOT IN ('cancelled', 'dead') \
              AND kind = 'message' \
@@ -393,7 +394,7 @@ pub async fn transfer_facts(
     for chunk in external_userids.chunks(500) {
         let n = chunk.len();
         let mut ids = String::new();
-        push_placeholders(&mut ids, 1, n);
+        push_list(&mut ids, 1, n);
         // Started by WeCom: `wecom_tasks`; a transfer WeCom has no record
         // of does not count. Queued: the outbox rows whose task is not
         // recorded yet (a row being delivered is counted once).
@@ -443,12 +444,4 @@ pub async fn transfer_facts(
         f.started.sort();
     }
     Ok(out)
-}
-
-/// `$first, $first+1, ...`: `n` numbered placeholders, comma-separated.
-pub fn push_placeholders(sql: &mut String, first: usize, n: usize) {
-    use std::fmt::Write;
-    for i in 0..n {
-        let _ = write!(sql, "{}${}", if i == 0 { "" } else { "," }, first + i);
-    }
 }

@@ -156,7 +156,7 @@ pub async fn stand_many(
     source: &str,
     now: i64,
 ) -> Result<usize, StoreError> {
-    use crate::store::plan_reads::push_placeholders;
+    use crate::store::placeholders::push_list;
     use std::collections::{HashMap, HashSet};
     // The last listing of each pair (PostgreSQL's upsert may not touch a
     // row twice in one statement).
@@ -175,7 +175,7 @@ pub async fn stand_many(
         let mut sql = String::from(
             "SELECT external_userid, userid FROM wecom_relationships WHERE standing = 1 AND external_userid IN (",
         );
-        push_placeholders(&mut sql, 1, exts.len());
+        push_list(&mut sql, 1, exts.len());
         sql.push(')');
         let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
         for e in &exts {
@@ -239,7 +239,7 @@ pub async fn stand_many(
               WHERE m.action = 'add' AND m.state IN ('done', 'pending') \
                 AND c.wecom_external_userid IN (",
         );
-        push_placeholders(&mut sql, 1, exts.len());
+        push_list(&mut sql, 1, exts.len());
         sql.push(')');
         let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for e in &exts {
@@ -362,7 +362,7 @@ pub async fn of_customers(
     for chunk in external_userids.chunks(500) {
         let mut sql =
             format!("SELECT {COLUMNS} FROM wecom_relationships WHERE external_userid IN (");
-        crate::store::plan_reads::push_placeholders(&mut sql, 1, chunk.len());
+        crate::store::placeholders::push_list(&mut sql, 1, chunk.len());
         sql.push_str(") ORDER BY external_userid, standing DESC, coalesce(ended_at, added_at, 0) DESC, userid");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for e in chunk {
@@ -442,7 +442,7 @@ async fn reachable_many(
     for chunk in external_userids.chunks(500) {
         let mut sql =
             String::from("SELECT id, attrs FROM contacts WHERE wecom_external_userid IN (");
-        crate::store::plan_reads::push_placeholders(&mut sql, 1, chunk.len());
+        crate::store::placeholders::push_list(&mut sql, 1, chunk.len());
         sql.push(')');
         sql.push_str(dialect.for_update());
         let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
