@@ -32,6 +32,7 @@ pub mod settings;
 pub mod store;
 pub mod template;
 pub mod timefmt;
+pub mod web;
 pub mod workflow;
 pub mod workflow_tests;
 pub mod yaml;

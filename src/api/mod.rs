@@ -41,7 +41,7 @@ use crate::store::Store;
 pub use serve::ServeLimits;
 
 pub mod contacts;
-pub mod error;
+pub use crate::web::error;
 mod serve;
 pub mod unsubscribe;
 pub mod wecom_callback;
@@ -215,13 +215,7 @@ pub async fn serve_with_limits(
     serve::serve_router(listener, router, limits, shutdown).await
 }
 
-/// Equal in time whatever the guess: the loop runs over the whole expected
-/// token and never stops early.
-pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    // `subtle` compares equal-length slices without an early exit; a length
-    // mismatch (which reveals only the length) is false.
-    subtle::ConstantTimeEq::ct_eq(given, expected).into()
-}
+pub use crate::web::constant_time_eq;
 
 fn unauthorized(message: String) -> Response {
     let mut r = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();

@@ -17,7 +17,6 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 
 use super::ConsoleState;
-use crate::api::ApiError;
 use crate::engine::explain_contact::explain_text;
 use crate::engine::plan::Action;
 use crate::engine::simulate::{SimOptions, Simulation};
@@ -25,6 +24,7 @@ use crate::engine::sources::Start;
 use crate::project::Project;
 use crate::store::{from_ms, to_ms};
 use crate::timefmt::{parse_at, parse_until};
+use crate::web::ApiError;
 
 pub(super) type Params = Query<HashMap<String, String>>;
 

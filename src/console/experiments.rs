@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::ConsoleState;
 use super::data::{Params, internal, number, unknown_workflow};
-use crate::api::ApiError;
 use crate::store::{from_ms, to_ms};
+use crate::web::ApiError;
 
 /// `?days=30` (at most 366): the days of the series, ending today in the
 /// settings' time zone (at today's UTC offset, as `/v1/report/workflows`).

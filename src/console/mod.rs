@@ -30,9 +30,9 @@ use hmac::{KeyInit, Mac};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::api::ApiError;
 use crate::project::Project;
 use crate::store::Store;
+use crate::web::ApiError;
 
 pub mod data;
 pub mod experiments;
@@ -196,7 +196,7 @@ fn token_for(st: &ConsoleState, role: Role) -> Option<&str> {
 fn check_token(st: &ConsoleState, given: &str) -> Option<Role> {
     [Role::Api, Role::Console].into_iter().find(|r| {
         token_for(st, *r)
-            .is_some_and(|t| crate::api::constant_time_eq(given.as_bytes(), t.as_bytes()))
+            .is_some_and(|t| crate::web::constant_time_eq(given.as_bytes(), t.as_bytes()))
     })
 }
 
@@ -230,7 +230,7 @@ fn role_of_cookie(st: &ConsoleState, value: &str) -> Option<Role> {
         return None;
     }
     let want = mac(token_for(st, role)?, role, expires);
-    crate::api::constant_time_eq(given.as_bytes(), want.as_bytes()).then_some(role)
+    crate::web::constant_time_eq(given.as_bytes(), want.as_bytes()).then_some(role)
 }
 
 fn cookie_of(headers: &HeaderMap) -> Option<&str> {
