@@ -99,13 +99,9 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 /// Rows per multi-row statement. SQLite allows 32,766 bound variables; the
 /// widest statement binds 12 per row. Every statement that fires a trigger
 /// copies each page it changes into a statement journal, once per statement:
-/// one row per statement would copy the same pages over and over. So the
-/// chunks are as wide as the variables allow (30,000 a statement): at 500
-/// contacts and 1,000 tags a statement, the statement journal (its page
-/// copies and their allocations) was about 5% of a million-row import's
-/// profile (issue 13).
-const CONTACT_CHUNK: usize = 2_500;
-const TAG_CHUNK: usize = 10_000;
+/// one row per statement would copy the same pages over and over.
+const CONTACT_CHUNK: usize = 500;
+const TAG_CHUNK: usize = 1000;
 
 /// New contacts, `n` rows; gives the ids it inserted (an id that exists is
 /// left for the UPDATE).
