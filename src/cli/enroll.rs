@@ -16,11 +16,11 @@ use clap::Args;
 use futures::StreamExt;
 
 use super::{CliResult, Failure};
+use crate::contact::Contact;
 use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
 use crate::engine::gates::Gates;
 use crate::engine::plan::{Action, Planner};
 use crate::engine::sources::{self, BATCH, Scan};
-use crate::contact::Contact;
 use crate::project::Project;
 use crate::store::Store;
 use crate::store::{plan_reads, workflow_states};

@@ -421,7 +421,10 @@ mod tests {
         for sql in [LOG_CREATED, INSERT_NEW_TAGS, LOG_NEW_TAGS] {
             let fast = every_row(sql);
             assert!(fast.contains("WHERE TRUE "), "{fast}");
-            assert!(!fast.contains("s.created ") && fast.contains("s.created_at") == sql.contains("s.created_at"));
+            assert!(
+                !fast.contains("s.created ")
+                    && fast.contains("s.created_at") == sql.contains("s.created_at")
+            );
         }
     }
 
