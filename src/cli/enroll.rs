@@ -16,6 +16,7 @@ use clap::Args;
 use futures::StreamExt;
 
 use super::{CliResult, Failure};
+use crate::contact::Contact;
 use crate::engine::apply::{Applied, apply_in, lock_event_log, touches_shared_counters};
 use crate::engine::gates::Gates;
 use crate::engine::plan::{Action, Planner};
@@ -109,18 +110,26 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
         Scan::Existing,
     )
     .map_err(Failure::Other)?;
-    let mut contacts = Vec::new();
-    {
-        let mut stream = store.scan_contacts(&filter.text, &filter.binds);
-        while let Some(c) = stream.next().await {
-            contacts.push(c.context("reading contacts")?);
-        }
-    }
+    // Read, planned and applied a batch at a time (issue 13): collecting
+    // the audience first took 2.4 GB for 1.44 M contacts. The scan sees the
+    // store as it began, so the decisions are those of a collected scan.
+    let mut stream = store
+        .scan_contacts_beside_writes(&filter.text, &filter.binds)
+        .fuse();
     let mut entered = 0u64;
     let mut actions: BTreeMap<String, u64> = BTreeMap::new();
     let mut messages = 0usize;
-    for chunk in contacts.chunks(BATCH) {
-        let mut chunk = chunk.to_vec();
+    let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
+    loop {
+        while chunk.len() < BATCH {
+            match stream.next().await {
+                Some(c) => chunk.push(c.context("reading contacts")?),
+                None => break,
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
         let batch =
             sources::plan_scan_chunk(&store, wf, &mut chunk, &key_of, &cause, &mut planner).await?;
         for d in &batch {

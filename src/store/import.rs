@@ -852,7 +852,9 @@ impl Store {
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
             Some(w)
         };
-        let (tx, rx) = mpsc::channel::<Result<Batch, StoreError>>(2);
+        // One batch queued ahead of the writer: the parser is the faster of
+        // the two, and each batch in flight holds 50,000 rows (about 30 MB).
+        let (tx, rx) = mpsc::channel::<Result<Batch, StoreError>>(1);
         let owned: PathBuf = path.to_path_buf();
         let popts = opts.clone();
         let parser = std::thread::spawn(move || {

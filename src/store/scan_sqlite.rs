@@ -54,6 +54,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The contacts `where_sql` selects, in [`Store::scan_contacts`]' order,
+    /// as a stream that may stay open while this process writes to the
+    /// store between its items (`enroll --existing` plans and applies each
+    /// batch as it reads): memory stays flat however many match.
+    ///
+    /// The scan sees the store as it was when it began, as a scan collected
+    /// whole before the first write would: one statement, one snapshot (a
+    /// SQLite WAL read transaction, a PostgreSQL statement snapshot). On a
+    /// SQLite file it reads on a read-only connection of its own (WAL: the
+    /// writes do not wait behind it, though the WAL cannot be checkpointed
+    /// past the scan's start until it ends); on PostgreSQL it holds one of
+    /// the pool's connections. An in-memory store has one connection, which
+    /// a write would wait for behind the open scan: there the contacts are
+    /// collected first.
+    pub fn scan_contacts_beside_writes<'a>(
+        &'a self,
+        where_sql: &str,
+        binds: &[Bind],
+    ) -> BoxStream<'a, Result<Contact, StoreError>> {
+        if self.sqlite.is_none() || self.file.is_some() {
+            return self.scan_contacts_threaded(where_sql, binds);
+        }
+        let all = self.scan_contacts(where_sql, binds);
+        stream::once(all.collect::<Vec<_>>())
+            .flat_map(stream::iter)
+            .boxed()
+    }
+}
+
 fn read_on_thread(
     file: String,
     where_sql: &str,

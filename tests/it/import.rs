@@ -506,3 +506,84 @@ async fn crlf_files_report_the_same_lines() {
     let f = path.display().to_string();
     assert_mixed_lines(&f, &stderr);
 }
+
+/// PostgreSQL's fast path for a batch of new contacts (a plain INSERT, no
+/// `ON CONFLICT`): a contact created by a writer the batch's existence probe
+/// cannot see yet (inserted, not committed; here a raw SQL writer that, like
+/// an import, stands the log triggers aside and so takes no log lock) makes
+/// the batch's insert wait, then fail on the key; the batch is then written
+/// by the general path, which counts that contact as existing and updates
+/// it. Nothing of the batch is lost. Only with a server
+/// (`NURTURE_TEST_POSTGRES`).
+#[tokio::test]
+async fn pg_a_contact_created_while_a_new_batch_is_written_is_updated() {
+    use sqlx::{Connection, Executor};
+    let Some(admin) = support::db::postgres_admin() else {
+        return;
+    };
+    let url = support::db::fresh_postgres(&admin);
+    let store = nurture::store::Store::open(&url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("new.csv");
+    std::fs::write(&csv, "id,name,tags\nc1,Ada,vip\nc2,Ben,vip\nc3,Cy,\n").unwrap();
+
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    other
+        .execute(
+            "BEGIN; SET LOCAL nurture.bulk_import = 'on'; \
+             INSERT INTO contacts (id, name, created_at, updated_at) VALUES ('c2', 'Other', 1, 1)",
+        )
+        .await
+        .unwrap();
+    let importing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.import_csv(&csv, chrono::Utc::now(), |_| {}).await })
+    };
+    // The import's insert waits on the uncommitted c2.
+    let db = store.db().clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = scalar(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await;
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never waited on the other writer's contact"
+        );
+        // The polling interval, as support's wait_count.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    other.execute("COMMIT").await.unwrap();
+    let report = importing.await.unwrap().unwrap();
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (2, 1, 0)
+    );
+    let name: String = scalar(&db, "SELECT name FROM contacts WHERE id = 'c2'").await;
+    assert_eq!(name, "Ben");
+    let log: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT kind, contact_id, name FROM event_log ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let log: Vec<String> = log
+        .into_iter()
+        .map(|(k, c, n)| format!("{k} {c} {}", n.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "contact_created c1 ",
+            "contact_created c3 ",
+            "tag_added c1 vip",
+            "tag_added c2 vip"
+        ]
+    );
+    store.close().await;
+}
