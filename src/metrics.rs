@@ -245,18 +245,7 @@ impl Metrics {
     }
 }
 
-/// The class of a dead letter's error, for labels and `status`:
-/// `opted_out` (the provider says the recipient opted out),
-/// `retries_exhausted`, or `permanent_error`.
-pub fn dead_reason(error: &str) -> &'static str {
-    if error.starts_with(crate::channels::delivery::OPTED_OUT) {
-        "opted_out"
-    } else if error.starts_with("gave up after ") {
-        "retries_exhausted"
-    } else {
-        "permanent_error"
-    }
-}
+pub use crate::store::outbox::dead_reason;
 
 /// A step skipped at run time (template failure, no address, frequency cap,
 /// unsubscribed, team full, ...): an info log line and
@@ -300,6 +289,14 @@ pub fn dead_letter(workflow: &str, contact: &str, step: &str, channel: &str, err
             ("reason", reason.to_string()),
         ])
         .inc();
+}
+
+/// The waiting messages an unsubscribe cancelled (`Store::unsubscribe`
+/// gives them; every caller counts them here).
+pub fn unsubscribed(contact: &str, u: &crate::store::Unsubscribed) {
+    for (workflow, step, channel) in &u.cancelled {
+        cancelled(workflow, contact, step, channel, "unsubscribed");
+    }
 }
 
 /// A message cancelled before delivery (unsubscribed, contact deleted): an

@@ -197,10 +197,12 @@ pub async fn unsubscribe(
             )));
         }
     }
-    let changed = st
+    let done = st
         .store
         .unsubscribe(&id, channel.as_deref(), Utc::now())
         .await?;
+    crate::metrics::unsubscribed(&id, &done);
+    let changed = done.changed;
     if changed {
         st.wake.notify_one();
     }

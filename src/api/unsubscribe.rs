@@ -71,7 +71,9 @@ pub async fn one_click(
         .unsubscribe(&contact_id, Some(&channel), Utc::now())
         .await
     {
-        Ok(changed) => {
+        Ok(done) => {
+            crate::metrics::unsubscribed(&contact_id, &done);
+            let changed = done.changed;
             tracing::info!(%channel, contact_id = %contact_id, changed, "one-click unsubscribe");
             if changed {
                 st.wake.notify_one();

@@ -427,10 +427,12 @@ async fn unsubscribe(
             known.join(", ")
         )));
     }
-    let changed = store
+    let done = store
         .unsubscribe(&a.id, a.channel.as_deref(), now)
         .await
         .map_err(store_failure)?;
+    crate::metrics::unsubscribed(&a.id, &done);
+    let changed = done.changed;
     let scope = match &a.channel {
         Some(ch) => format!("from channel {ch}"),
         None => "from every channel".to_string(),

@@ -44,7 +44,7 @@ pub mod wecom_marks;
 pub mod wecom_media;
 pub mod workflow_states;
 
-pub use contacts::{Bind, ContactInput, Upserted};
+pub use contacts::{Bind, ContactInput, Unsubscribed, Upserted};
 pub use import::{BadRow, Encoding, ImportOptions, ImportProgress, ImportReport};
 
 /// What can go wrong in the store. Every variant says which store, file or

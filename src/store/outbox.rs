@@ -8,6 +8,23 @@ use sqlx::{AnyConnection, Row};
 
 use super::{Dialect, Store, StoreError, to_ms};
 
+/// How an adapter's permanent reason starts when the provider reports that
+/// the recipient opted out of the channel (kept in `outbox.last_error`).
+pub const OPTED_OUT: &str = "opted_out:";
+
+/// The class of a dead letter's stored error, for metrics labels and
+/// `status`: `opted_out` (the provider says the recipient opted out),
+/// `retries_exhausted`, or `permanent_error`.
+pub fn dead_reason(error: &str) -> &'static str {
+    if error.starts_with(OPTED_OUT) {
+        "opted_out"
+    } else if error.starts_with("gave up after ") {
+        "retries_exhausted"
+    } else {
+        "permanent_error"
+    }
+}
+
 /// Which dead letters to bring back.
 #[derive(Debug, Clone, Default)]
 pub struct RequeueFilter {

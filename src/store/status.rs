@@ -163,7 +163,7 @@ pub async fn workflow_counts(
         let c = entry(&mut out, name);
         if status == "dead" {
             *c.failed_by_reason
-                .entry(crate::metrics::dead_reason(&error).to_string())
+                .entry(super::outbox::dead_reason(&error).to_string())
                 .or_insert(0) += n;
         } else {
             let reason = if error.is_empty() {

@@ -41,22 +41,19 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// `from -> to` uses of a higher layer that exist today.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // The store counts cancelled messages and classifies dead letters with
-    // `metrics` (which reads `channels::delivery::OPTED_OUT`): the counters
-    // belong in a leaf the store and the channels both use.
-    ("store", "metrics"),
-];
+const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 /// Cycles between top-level modules that exist today (each a set).
 const KNOWN_CYCLES: &[&[&str]] = &[
     // `workflow::Located` (a value with its source position, a leaf type)
     // is used by settings and audience, which the workflow model uses.
     &["audience", "settings", "workflow"],
-    // The store counts metrics; metrics read channels (OPTED_OUT) and
-    // report; report reads the engine (HOLDOUT_STEP); the channels write
-    // through the store.
-    &["channels", "engine", "metrics", "report", "store"],
+    // The engine plans WeCom transfers and tag marks with the channel's
+    // rules (`sender::handover`, `tag_marks`) and the WeCom channel checks a
+    // transfer again with the engine's verdict (`engine::transfer`): those
+    // WeCom rules belong in a domain module below both. Metrics read the
+    // report, which reads the engine's `HOLDOUT_STEP`.
+    &["channels", "engine", "metrics", "report"],
     // The project loads segments and contact ways, which reach back for
     // `project::workflow_files` (and `reload::short_hash`): those helpers
     // belong in a leaf.

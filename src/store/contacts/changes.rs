@@ -101,13 +101,14 @@ impl Store {
     }
 
     /// Unsubscribes a contact from every channel (`None`) or opts it out of
-    /// one channel. Gives whether anything changed.
+    /// one channel. Gives whether anything changed and the waiting messages
+    /// it cancelled (the caller counts them: the store keeps no metrics).
     pub async fn unsubscribe(
         &self,
         id: &str,
         channel: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Unsubscribed, StoreError> {
         let mut tx = self.begin().await?;
         require_contact(&mut tx, id).await?;
         let channel = channel
@@ -135,7 +136,7 @@ impl Store {
         // worker claims them (it checks consent again, for the ones already
         // claimed). Notices to salespeople and WeCom transfers are not
         // messages to the contact: they stay.
-        let cancelled: Vec<(String, String, String)> = sqlx::query_as(
+        let cancelled: Vec<Cancelled> = sqlx::query_as(
             "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
               WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)
                 AND kind NOT IN ('notice', 'transfer')
@@ -147,12 +148,24 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        for (workflow, step, channel) in &cancelled {
-            crate::metrics::cancelled(workflow, id, step, channel, "unsubscribed");
-        }
-        Ok(n.rows_affected() > 0)
+        Ok(Unsubscribed {
+            changed: n.rows_affected() > 0,
+            cancelled,
+        })
     }
 }
+
+/// What [`Store::unsubscribe`] did.
+#[derive(Debug, Default)]
+pub struct Unsubscribed {
+    /// The contact was not already unsubscribed (or opted out of the channel).
+    pub changed: bool,
+    /// The waiting messages cancelled: (workflow, step, channel).
+    pub cancelled: Vec<Cancelled>,
+}
+
+/// A waiting message cancelled by an unsubscribe: (workflow, step, channel).
+pub type Cancelled = (String, String, String);
 
 pub(super) async fn require_contact(conn: &mut AnyConnection, id: &str) -> Result<(), StoreError> {
     let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM contacts WHERE id = $1")

@@ -11,6 +11,7 @@
 //! events, opt-outs); this file holds the input types and their checks.
 
 mod changes;
+pub use changes::Unsubscribed;
 mod read;
 mod write;
 
@@ -379,9 +380,9 @@ mod tests {
             s.contact("b").await.unwrap().unwrap().last_active_at,
             Some(t(100))
         );
-        assert!(s.unsubscribe("c", Some("sms"), t(3)).await.unwrap());
-        assert!(!s.unsubscribe("c", Some("sms"), t(3)).await.unwrap());
-        assert!(s.unsubscribe("c", None, t(3)).await.unwrap());
+        assert!(s.unsubscribe("c", Some("sms"), t(3)).await.unwrap().changed);
+        assert!(!s.unsubscribe("c", Some("sms"), t(3)).await.unwrap().changed);
+        assert!(s.unsubscribe("c", None, t(3)).await.unwrap().changed);
         let mut all: Vec<Contact> = s.scan_contacts("1 = 1", &[]).try_collect().await.unwrap();
         // Scans come in storage order; the set is what matters here.
         all.sort_by(|x, y| x.id.cmp(&y.id));
