@@ -297,6 +297,17 @@ pub async fn record_outcomes(
     outcomes: &[Recorded<'_>],
 ) -> Result<(), sqlx::Error> {
     let _turn = store.write_turn().await;
+    record_outcomes_in_turn(store, owner, now, outcomes).await
+}
+
+/// [`record_outcomes`] for a caller that holds the store's write turn
+/// ([`Store::write_turn`]) already.
+pub async fn record_outcomes_in_turn(
+    store: &Store,
+    owner: &str,
+    now: i64,
+    outcomes: &[Recorded<'_>],
+) -> Result<(), sqlx::Error> {
     let mut tx = store.begin().await?;
     // Sent, the common fate, is written a chunk of messages per statement:
     // on PostgreSQL every statement is a round trip to the server.
