@@ -396,7 +396,9 @@ async fn sent_outcomes_are_written_in_chunks_under_the_lease() {
     outbox::record_outcomes(&store, "w1", 9_000, &recorded)
         .await
         .unwrap();
-    let rows: Vec<(String, String, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+    // id, status, provider_id, sent_at, lease_owner
+    type Row = (String, String, Option<String>, Option<i64>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, status, provider_id, sent_at, lease_owner FROM outbox ORDER BY id",
     )
     .fetch_all(db)
