@@ -1,8 +1,10 @@
 //! The `nurture` binary: everything lives in the library; see `cli`.
 
-// The planner, the scan and the delivery path allocate a little per contact
-// (decoded attributes, rendered text, JSON lines); glibc's malloc took a
-// quarter of a dry-run's CPU in `perf` (BENCHMARKS.md, "allocator").
+// mimalloc rather than glibc's malloc: the planner, the scan and the delivery
+// path allocate and free small values per contact (decoded attributes,
+// rendered text, JSON lines, requests) on several threads; glibc's allocator
+// was a quarter of a dry-run's samples and a sixth of the end-to-end profile
+// (BENCHMARKS.md, "The allocator").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

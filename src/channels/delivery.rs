@@ -950,7 +950,19 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
         }
         let mut tries = 0u32;
         loop {
-            match write_outcomes(&shared, &buf).await {
+            // The turn first (SQLite: behind the scheduler's commit, often),
+            // then what finished while waiting for it joins this commit: the
+            // calls' concurrency slots are released a commit sooner.
+            let turn = shared.store.write_turn().await;
+            while buf.len() < 1_024 {
+                match rx.try_recv() {
+                    Ok(o) => buf.push(o),
+                    Err(_) => break,
+                }
+            }
+            let written = write_outcomes(&shared, &buf).await;
+            drop(turn);
+            match written {
                 Ok(()) => break,
                 Err(e) => {
                     tries += 1;
@@ -1004,8 +1016,8 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outcome>, shutdown: 
 }
 
 /// How an adapter's permanent reason starts when the provider reports that
-/// the recipient opted out of the channel.
-pub const OPTED_OUT: &str = "opted_out:";
+/// the recipient opted out of the channel (the outbox keeps the text).
+pub use crate::store::outbox::OPTED_OUT;
 
 async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sqlx::Error> {
     let recorded: Vec<Recorded<'_>> = outcomes
@@ -1018,7 +1030,8 @@ async fn write_outcomes(shared: &Shared, outcomes: &[Outcome]) -> Result<(), sql
             opted_out: matches!(&o.fate, Fate::Dead { error } if error.starts_with(OPTED_OUT)),
         })
         .collect();
-    outbox::record_outcomes(&shared.store, &shared.opts.worker_id, now_ms(), &recorded).await
+    outbox::record_outcomes_in_turn(&shared.store, &shared.opts.worker_id, now_ms(), &recorded)
+        .await
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ impl Scheduler {
             }
             let project = self.project.borrow_and_update().clone();
             let now = Utc::now();
+            let started = std::time::Instant::now();
             let pass = match self.pass(&pool, &project, now).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -104,12 +105,17 @@ impl Scheduler {
                 tracing::debug!(
                     plans = pass.plans,
                     messages = pass.messages,
+                    ms = started.elapsed().as_millis() as u64,
                     "scheduler pass"
                 );
                 continue;
             }
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "idle pass");
             if let Some(mode) = self.until_idle {
-                match idle_state(&self.store, now).await {
+                let checked = std::time::Instant::now();
+                let idle = idle_state(&self.store, now).await;
+                tracing::debug!(ms = checked.elapsed().as_millis() as u64, "idle check");
+                match idle {
                     Ok(st) if st.done(mode) => {
                         match mode {
                             IdleMode::All => {
@@ -164,8 +170,16 @@ impl Scheduler {
         let mut pass = Pass::default();
         self.due_steps(pool, &enabled, &mut planner, &mut pass)
             .await?;
-        self.event_log(pool, &enabled, &mut planner, &mut pass)
-            .await?;
+        if self
+            .event_log(pool, &enabled, &mut planner, &mut pass, true)
+            .await?
+            == LogBatch::Raced
+        {
+            // The planner's counters include plans that were dropped: this
+            // pass ends here, the next starts from the store.
+            pass.plans = pass.plans.max(1);
+            return Ok(pass);
+        }
         for wf in enabled.iter().filter(|w| w.trigger.is_ticked()) {
             if self.shutdown.is_cancelled() {
                 break;
@@ -225,7 +239,9 @@ impl Scheduler {
         pass: &mut Pass,
     ) -> Result<()> {
         // Claimed, not just read: with several daemons each due enrollment
-        // is planned by the daemon that holds its lease.
+        // is planned by the daemon that holds its lease. The claim is a
+        // write: in turn with delivery's.
+        let turn = self.store.write_turn().await;
         let due = plan_reads::claim_due_enrollments(
             pool,
             self.store.dialect(),
@@ -235,6 +251,7 @@ impl Scheduler {
             BATCH as i64,
         )
         .await?;
+        drop(turn);
         // The workflow was removed, disabled or paused: its enrollments wait
         // for it to return.
         let due = runnable(due, enabled, &planner.gates);
@@ -243,36 +260,79 @@ impl Scheduler {
     }
 
     /// New entries of the event log, for event-triggered workflows.
+    ///
+    /// `early`: the batch may be planned before this daemon takes its write
+    /// turn (SQLite, between whole passes). Planning then runs while the
+    /// delivery worker writes its claims and outcomes, instead of holding the
+    /// store's one writer; the cursor is read again under the lock, and a
+    /// batch another daemon took meanwhile is dropped (`LogBatch::Raced`).
+    /// Mid-scan (the planner carries the scan's state) the batch is planned
+    /// under the lock, as on PostgreSQL, where the cursor's lock is what
+    /// elects the one daemon that plans it.
     async fn event_log(
         &self,
         pool: &AnyPool,
         enabled: &[&Workflow],
         planner: &mut Planner<'_>,
         pass: &mut Pass,
-    ) -> Result<()> {
+        early: bool,
+    ) -> Result<LogBatch> {
+        let dialect = self.store.dialect();
+        // Nothing new (the usual idle pass): no transaction, no lock.
+        let seen = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
+        if early && dialect == Dialect::Sqlite {
+            let entries = plan_reads::pending_log(pool, seen, BATCH as i64).await?;
+            if entries.is_empty() {
+                return Ok(LogBatch::Empty);
+            }
+            let planned = self.plan_log(pool, enabled, planner, &entries).await?;
+            let _turn = self.store.write_turn().await;
+            let mut tx = crate::store::begin(pool, dialect)
+                .await
+                .context("beginning a transaction")?;
+            if plan_reads::cursor(&mut *tx, DAEMON_CURSOR).await? != seen {
+                // Another process moved the cursor while this batch was
+                // planned: its plans (and the planner's counters) are stale.
+                return Ok(LogBatch::Raced);
+            }
+            self.commit_log(tx, planner, planned, pass).await?;
+            return Ok(LogBatch::Applied);
+        }
+        if plan_reads::pending_log(pool, seen, 1).await?.is_empty() {
+            return Ok(LogBatch::Empty);
+        }
         // The transaction that applies the batch is opened first: on
         // PostgreSQL it takes the cursor's lock before reading the cursor, so
         // one daemon plans each batch (the others find the lock taken and move
         // on), and the cursor moves with the batch's plans.
-        let dialect = self.store.dialect();
-        // Nothing new (the usual idle pass): no transaction, no lock.
-        let seen = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
-        if plan_reads::pending_log(pool, seen, 1).await?.is_empty() {
-            return Ok(());
-        }
         let _turn = self.store.write_turn().await;
         let mut tx = crate::store::begin(pool, dialect)
             .await
             .context("beginning a transaction")?;
         if !ticks::try_lock_cursor(&mut tx, dialect).await? {
-            return Ok(());
+            return Ok(LogBatch::Empty);
         }
         let after = plan_reads::cursor(&mut *tx, DAEMON_CURSOR).await?;
         let entries = plan_reads::pending_log(&mut *tx, after, BATCH as i64).await?;
-        let Some(last) = entries.last().map(|e| e.seq) else {
-            return Ok(());
-        };
-        for entry in &entries {
+        if entries.is_empty() {
+            return Ok(LogBatch::Empty);
+        }
+        let planned = self.plan_log(pool, enabled, planner, &entries).await?;
+        self.commit_log(tx, planner, planned, pass).await?;
+        Ok(LogBatch::Applied)
+    }
+
+    /// Plans a batch of event-log entries (not empty): the plans, the blast
+    /// guard's verdict, the waits the entries wake and the cursor's new place.
+    async fn plan_log<'w>(
+        &self,
+        pool: &AnyPool,
+        enabled: &[&'w Workflow],
+        planner: &mut Planner<'_>,
+        entries: &[plan_reads::LogEntry],
+    ) -> Result<PlannedLog<'w>> {
+        let last = entries.last().map_or(0, |e| e.seq);
+        for entry in entries {
             metrics::global().event(&entry.kind);
         }
         let event_triggered: Vec<&Workflow> = enabled
@@ -284,7 +344,7 @@ impl Scheduler {
         let mut batch = sources::plan_log_batch(
             &self.store,
             &event_triggered,
-            &entries,
+            entries,
             planner,
             &mut entered,
             None,
@@ -294,8 +354,29 @@ impl Scheduler {
         let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
         // Enrollments waiting for these entries (wait_until) become due,
         // with the batch's own new enrollments.
-        let wakes = sources::wakes(enabled, &entries);
-        // The plans and the cursor move together.
+        let wakes = sources::wakes(enabled, entries);
+        Ok(PlannedLog {
+            batch,
+            paused,
+            wakes,
+            last,
+        })
+    }
+
+    /// Applies a planned log batch in `tx`: the plans and the cursor move together.
+    async fn commit_log(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
+        planner: &mut Planner<'_>,
+        planned: PlannedLog<'_>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let PlannedLog {
+            batch,
+            paused,
+            wakes,
+            last,
+        } = planned;
         self.commit_in(tx, planner, batch, Some(last), &paused, &wakes, pass)
             .await?;
         pass.plans = pass.plans.max(1);
@@ -452,7 +533,7 @@ impl Scheduler {
                 if self.shutdown.is_cancelled() {
                     return Ok(false);
                 }
-                self.event_log(pool, enabled, planner, pass).await?;
+                self.event_log(pool, enabled, planner, pass, false).await?;
             }
         }
         Ok(true)
@@ -556,6 +637,25 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// What became of a pass's event-log batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogBatch {
+    /// Nothing new (or another daemon holds the log).
+    Empty,
+    Applied,
+    /// Planned, then found taken by another daemon: dropped.
+    Raced,
+}
+
+/// A planned event-log batch waiting for its transaction.
+struct PlannedLog<'w> {
+    batch: Vec<Decided<'w>>,
+    paused: Vec<(String, String)>,
+    wakes: Vec<sources::Wake>,
+    /// The last entry's sequence number: where the cursor moves.
+    last: i64,
 }
 
 /// Due enrollments whose workflow runs: removed, disabled and paused

@@ -157,6 +157,10 @@ pub async fn claim(
     known: Option<Vec<String>>,
 ) -> Result<Vec<Vec<Claimed>>, sqlx::Error> {
     let now = times.now;
+    // In turn with this process's other writers (SQLite has one): waiting
+    // for SQLite's lock instead spins in its busy handler, which sleeps
+    // 1–100 ms a try while the scheduler commits.
+    let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
     let reaped = sqlx::query(
         "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL, in_doubt = 1,
@@ -262,6 +266,7 @@ pub async fn renew_leases(store: &Store, owner: &str, until: i64) -> Result<u64,
                  ORDER BY id FOR UPDATE SKIP LOCKED)"
         }
     };
+    let _turn = store.write_turn().await;
     Ok(sqlx::query(sql)
         .bind(until)
         .bind(owner)
@@ -272,6 +277,7 @@ pub async fn renew_leases(store: &Store, owner: &str, until: i64) -> Result<u64,
 
 /// Puts every message `owner` holds back in the pool (attempts unchanged).
 pub async fn hand_back(store: &Store, owner: &str) -> Result<u64, sqlx::Error> {
+    let _turn = store.write_turn().await;
     Ok(sqlx::query(
         "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
           WHERE status = 'sending' AND lease_owner = $1",
@@ -307,6 +313,18 @@ pub async fn record_outcomes(
     now: i64,
     outcomes: &[Recorded<'_>],
 ) -> Result<(), sqlx::Error> {
+    let _turn = store.write_turn().await;
+    record_outcomes_in_turn(store, owner, now, outcomes).await
+}
+
+/// [`record_outcomes`] for a caller that holds the store's write turn
+/// ([`Store::write_turn`]) already.
+pub async fn record_outcomes_in_turn(
+    store: &Store,
+    owner: &str,
+    now: i64,
+    outcomes: &[Recorded<'_>],
+) -> Result<(), sqlx::Error> {
     let mut tx = store.begin().await?;
     // Sent, the common fate, is written a chunk of messages per statement:
     // on PostgreSQL every statement is a round trip to the server.
@@ -319,32 +337,38 @@ pub async fn record_outcomes(
         .collect();
     let mut recorded: HashSet<String> = HashSet::new();
     for chunk in sent.chunks(SENT_CHUNK) {
+        // Anonymous `?` on SQLite: sqlx binds a named `$N` by looking its
+        // name up in the statement's parameter list, once per parameter.
+        let ph = |n: usize| store.dialect().placeholder(n);
         let mut values = String::new();
         for i in 0..chunk.len() {
-            let k = 3 + 2 * i;
+            let k = 1 + 2 * i;
             values.push_str(&format!(
-                "{}(${k}, ${})",
+                "{}({}, {})",
                 if i == 0 { "" } else { "," },
-                k + 1
+                ph(k),
+                ph(k + 1)
             ));
         }
         let sql = format!(
             "WITH v(id, provider_id) AS (VALUES {values})
-             UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = v.provider_id,
+             UPDATE outbox SET status = 'sent', sent_at = {}, provider_id = v.provider_id,
                     attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
-               FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = $2
+               FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = {}
              RETURNING {}",
+            // The values come first in the text, so they are bound first.
+            ph(2 * chunk.len() + 1),
+            ph(2 * chunk.len() + 2),
             match store.dialect() {
                 Dialect::Sqlite => "id",
                 Dialect::Postgres => "outbox.id",
             }
         );
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(owner);
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for (id, provider) in chunk {
             q = q.bind(*id).bind(*provider);
         }
+        let q = q.bind(now).bind(owner);
         let written: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
         for (id, _) in chunk {
             if !written.contains(*id) {

@@ -335,3 +335,83 @@ fn redact_masks_user_passwords_and_secret_parameters() {
         assert_eq!(redact(url), shown, "{url}");
     }
 }
+
+/// Sent outcomes are written a chunk per statement (500 each, values bound
+/// before the time and owner): every message of three chunks is marked sent
+/// with its own provider id, and a message whose lease another worker took
+/// meanwhile is left to that worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_outcomes_are_written_in_chunks_under_the_lease() {
+    use nurture::store::outbox::{self, ClaimTimes, Fate, Recorded};
+    let (store, _dir) = store().await;
+    let db = store.db();
+    let n = 1_100;
+    for i in 0..n {
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at)
+             VALUES ($1, 'w', $2, 1, 's', 'hook', $2, 'hi', 'queued', 0, 0, $3, 0)",
+        )
+        .bind(format!("m{i:04}"))
+        .bind(format!("c{i:04}"))
+        .bind(i as i64)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    let times = ClaimTimes {
+        now: 5_000,
+        lease_until: 60_000,
+        unknown_until: 60_000,
+    };
+    let claimed = outbox::claim(&store, "w1", times, &[("hook".to_string(), n)], None)
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].len(), n);
+    // Another worker holds one message now (w1's lease expired and was reclaimed).
+    sqlx::query("UPDATE outbox SET lease_owner = 'w2' WHERE id = 'm0777'")
+        .execute(db)
+        .await
+        .unwrap();
+    let fates: Vec<(String, Fate)> = (0..n)
+        .map(|i| {
+            let provider_id = (i % 2 == 0).then(|| format!("p{i}"));
+            let fate = Fate::Sent {
+                provider_id,
+                store: Default::default(),
+            };
+            (format!("m{i:04}"), fate)
+        })
+        .collect();
+    let recorded: Vec<Recorded<'_>> = fates
+        .iter()
+        .map(|(id, fate)| Recorded {
+            id,
+            contact_id: "c",
+            channel: "hook",
+            fate,
+            opted_out: false,
+        })
+        .collect();
+    outbox::record_outcomes(&store, "w1", 9_000, &recorded)
+        .await
+        .unwrap();
+    // id, status, provider_id, sent_at, lease_owner
+    type Row = (String, String, Option<String>, Option<i64>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, status, provider_id, sent_at, lease_owner FROM outbox ORDER BY id",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), n);
+    for (i, (id, status, provider, sent_at, owner)) in rows.into_iter().enumerate() {
+        if id == "m0777" {
+            assert_eq!((status.as_str(), owner.as_deref()), ("sending", Some("w2")));
+            continue;
+        }
+        assert_eq!(status, "sent", "{id}");
+        assert_eq!(provider, (i % 2 == 0).then(|| format!("p{i}")), "{id}");
+        assert_eq!((sent_at, owner), (Some(9_000), None), "{id}");
+    }
+}
