@@ -160,6 +160,9 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
                 .context("the API server failed")
         }
     });
+    // The file watchers are in place before the daemon says it listens: an
+    // edit made right after that line is reloaded, not missed.
+    let files = watch_project_files(&opts.config, &project_rx.borrow());
     // Tests and scripts read this line to find the port when listening on :0.
     tracing::info!(address = %local, "listening");
     println!("listening on {local}");
@@ -234,6 +237,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     tasks.spawn(
         "reload-watcher",
         watch_files(
+            files,
             opts.config.clone(),
             running,
             store.clone(),
@@ -311,21 +315,17 @@ struct Reloaded {
     handles: Handles,
 }
 
-/// Watch the settings, workflows and templates; reload on change, file by
-/// file (see [`crate::reload`]): a valid edit of a file runs; an invalid one
-/// is logged with its diagnostics and recorded for `status`, and that file's
-/// last valid version keeps running.
-async fn watch_files(
-    config: PathBuf,
-    mut running: Option<crate::reload::Running>,
-    store: Store,
-    to: Reloaded,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// The file watcher on the settings, workflows, templates and segments,
+/// with the channel its changes arrive on; `None` (hot reload off, logged)
+/// when the system gives no watcher.
+type FileWatch = Option<(
+    notify::RecommendedWatcher,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+)>;
+
+fn watch_project_files(config: &Path, current: &Project) -> FileWatch {
     use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let current = to.project.borrow().clone();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let config_name = config.file_name().map(|n| n.to_os_string());
     let dirs = [
         current.settings.workflows_dir.clone(),
@@ -350,9 +350,7 @@ async fn watch_files(
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch files; hot reload is off");
-            // Not a failure of the daemon: it runs on without reloads.
-            shutdown.cancelled().await;
-            return Ok(());
+            return None;
         }
     };
     let folder = config
@@ -375,7 +373,27 @@ async fn watch_files(
         },
         RecursiveMode::NonRecursive,
     );
+    Some((watcher, rx))
+}
 
+/// Reload on every change the watcher reports, file by file (see
+/// [`crate::reload`]): a valid edit of a file runs; an invalid one is logged
+/// with its diagnostics and recorded for `status`, and that file's last valid
+/// version keeps running.
+async fn watch_files(
+    files: FileWatch,
+    config: PathBuf,
+    mut running: Option<crate::reload::Running>,
+    store: Store,
+    to: Reloaded,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let Some((_watcher, mut rx)) = files else {
+        // Not a failure of the daemon: it runs on without reloads.
+        shutdown.cancelled().await;
+        return Ok(());
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
