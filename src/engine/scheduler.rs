@@ -500,25 +500,38 @@ impl Scheduler {
             self.store.dialect(),
             scan,
         )?;
-        let mut stream = self.store.scan_contacts(&filter.text, &filter.binds);
-        let mut contacts = Vec::new();
-        // Collect first: the scan holds a read on the store that the applies
-        // below would otherwise wait behind.
-        while let Some(c) = stream.next().await {
-            contacts.push(c?);
+        // The blast guard judges the whole scan before its first batch: with
+        // a guard, the audience is counted first (as the dry-run counts it).
+        // The scan itself is streamed beside the writes below (a read of its
+        // own, one snapshot), so memory stays flat however many match.
+        let mut remaining: i64 = 0;
+        if planner.settings.policies.blast_guard.is_some() {
+            let mut count = self
+                .store
+                .scan_contacts_beside_writes(&filter.text, &filter.binds);
+            while let Some(c) = count.next().await {
+                c?;
+                remaining += 1;
+            }
         }
-        drop(stream);
-        let mut remaining = contacts.len() as i64;
+        let mut contacts = self
+            .store
+            .scan_contacts_beside_writes(&filter.text, &filter.binds)
+            .peekable();
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
-        let mut contacts = contacts.into_iter().peekable();
-        while contacts.peek().is_some() {
-            chunk.extend(contacts.by_ref().take(BATCH));
+        while std::pin::Pin::new(&mut contacts).peek().await.is_some() {
+            while chunk.len() < BATCH {
+                match contacts.next().await {
+                    Some(c) => chunk.push(c?),
+                    None => break,
+                }
+            }
             remaining -= chunk.len() as i64;
             let mut batch =
                 sources::plan_scan_chunk(&self.store, wf, &mut chunk, &key_of, &cause, planner)
                     .await?;
             let (recent, _) = sources::guard_counts(pool, &batch, planner, None).await?;
-            let upcoming = HashMap::from([(wf.name.clone(), remaining)]);
+            let upcoming = HashMap::from([(wf.name.clone(), remaining.max(0))]);
             let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
             // In turn with the API's writes (SQLite has one writer): a
             // contact posted during a long scan is written between batches.
@@ -529,7 +542,7 @@ impl Scheduler {
             self.commit_in(tx, planner, batch, None, &paused, &[], pass)
                 .await?;
             drop(turn);
-            if contacts.peek().is_some() {
+            if std::pin::Pin::new(&mut contacts).peek().await.is_some() {
                 if self.shutdown.is_cancelled() {
                     return Ok(false);
                 }
