@@ -21,7 +21,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dialect::{Bind, Dialect, Sql};
-use crate::audience::{Condition, OwnerTest};
+use crate::audience::{Condition, FieldTest, Literal, OwnerTest};
 
 mod postgres;
 mod sqlite;
@@ -182,6 +182,52 @@ pub fn prefilter(cond: &Condition, now_ms: i64, out: &mut Sql) -> bool {
             }
             true
         }
+    }
+}
+
+/// A comparison operator, as both dialects write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    Eq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Op {
+    pub(super) fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => " = ",
+            Op::Gt => " > ",
+            Op::Gte => " >= ",
+            Op::Lt => " < ",
+            Op::Lte => " <= ",
+        }
+    }
+
+    /// Whether `x op y` holds when x < y (`Less`), and so on.
+    pub(super) fn holds(self, o: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            Op::Eq => o == Equal,
+            Op::Gt => o == Greater,
+            Op::Gte => o != Less,
+            Op::Lt => o == Less,
+            Op::Lte => o != Greater,
+        }
+    }
+}
+
+/// The comparison a field test makes, with its literal (`gt`, `gte`, `lt`,
+/// `lte`); `None` for the other tests.
+pub(super) fn cmp_op(test: &FieldTest) -> Option<(Op, &Literal)> {
+    match test {
+        FieldTest::Gt(l) => Some((Op::Gt, l)),
+        FieldTest::Gte(l) => Some((Op::Gte, l)),
+        FieldTest::Lt(l) => Some((Op::Lt, l)),
+        FieldTest::Lte(l) => Some((Op::Lte, l)),
+        _ => None,
     }
 }
 

@@ -23,6 +23,7 @@
 //! Every test yields a boolean that is never NULL (`COALESCE(..., FALSE)`),
 //! so `NOT` means `!`.
 
+use super::{Op, cmp_op};
 use crate::audience::eval::{
     FieldRef, Num, bool_word, key_of_ms, parse_json_number, resolve, rfc3339_ms,
 };
@@ -36,39 +37,6 @@ const OVERFLOW: &str = "17976931348623158079372897140530341507993413271003782693
 
 /// The JSON number grammar (RFC 8259), as `eval::parse_json_number` reads it.
 const JSON_NUMBER: &str = "^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?$";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Eq,
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-}
-
-impl Op {
-    fn sql(self) -> &'static str {
-        match self {
-            Op::Eq => " = ",
-            Op::Gt => " > ",
-            Op::Gte => " >= ",
-            Op::Lt => " < ",
-            Op::Lte => " <= ",
-        }
-    }
-
-    /// Whether `x op y` holds when x < y (`Less`), and so on.
-    fn holds(self, o: std::cmp::Ordering) -> bool {
-        use std::cmp::Ordering::*;
-        match self {
-            Op::Eq => o == Equal,
-            Op::Gt => o == Greater,
-            Op::Gte => o != Less,
-            Op::Lt => o == Less,
-            Op::Lte => o != Greater,
-        }
-    }
-}
 
 /// Where a value comes from; each use writes the expression again (with its
 /// own placeholder for an attribute's key).
@@ -292,16 +260,6 @@ fn tags(test: &FieldTest, out: &mut Sql) {
             out.push(") = 1)");
         }
         _ => out.push("FALSE"),
-    }
-}
-
-fn cmp_op(test: &FieldTest) -> Option<(Op, &Literal)> {
-    match test {
-        FieldTest::Gt(l) => Some((Op::Gt, l)),
-        FieldTest::Gte(l) => Some((Op::Gte, l)),
-        FieldTest::Lt(l) => Some((Op::Lt, l)),
-        FieldTest::Lte(l) => Some((Op::Lte, l)),
-        _ => None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! 0 or 1, never NULL (NULL is folded to 0 with `COALESCE`), so `NOT` means
 //! exactly what `!` means in Rust.
 
+use super::cmp_op;
 use crate::audience::eval::{
     FieldRef, Num, bool_word, key_of_ms, parse_json_number, resolve, rfc3339_ms,
 };
@@ -214,16 +215,6 @@ fn tags_sql(test: &FieldTest, out: &mut Sql) {
     }
 }
 
-fn cmp_op(test: &FieldTest) -> Option<(&'static str, &Literal)> {
-    match test {
-        FieldTest::Gt(l) => Some((" > ", l)),
-        FieldTest::Gte(l) => Some((" >= ", l)),
-        FieldTest::Lt(l) => Some((" < ", l)),
-        FieldTest::Lte(l) => Some((" <= ", l)),
-        _ => None,
-    }
-}
-
 /// Writes the test for one kind of value; returns false (writing nothing)
 /// when the test can never hold for that kind.
 fn branch(kind: Kind<'_>, test: &FieldTest, now_ms: i64, out: &mut Sql) -> bool {
@@ -273,7 +264,7 @@ fn branch(kind: Kind<'_>, test: &FieldTest, now_ms: i64, out: &mut Sql) -> bool 
             let Some((op, lit)) = cmp_op(test) else {
                 return false;
             };
-            ord_sql(kind, op, lit, out)
+            ord_sql(kind, op.sql(), lit, out)
         }
     }
 }
