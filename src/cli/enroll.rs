@@ -97,9 +97,7 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
         .throttle_state(&[wf])
         .await
         .context("reading the throttle state")?;
-    // The engine's cap reader still takes the pool (the engine is being
-    // reworked elsewhere; it moves to a store method with it).
-    crate::engine::caps::load(&mut planner, store.db(), &[wf])
+    crate::engine::caps::load(&mut planner, &store, &[wf])
         .await
         .context("reading the per-salesperson caps")?;
     let (filter, key_of, cause) = sources::scan_filter(
@@ -146,13 +144,16 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
         if args.dry_run {
             continue;
         }
-        let mut tx = store.begin().await.context("beginning a transaction")?;
+        let mut tx = store
+            .transaction()
+            .await
+            .context("beginning a transaction")?;
         if touches_shared_counters(&batch) {
-            lock_event_log(&mut tx, store.dialect()).await?;
+            lock_event_log(&mut tx).await?;
         }
         for d in &batch {
             if let Applied::Stored { messages: m, .. } =
-                apply_in(&mut tx, store.dialect(), &project.settings, d, now).await?
+                apply_in(&mut tx, &project.settings, d, now).await?
             {
                 messages += m;
             }

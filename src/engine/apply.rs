@@ -5,18 +5,16 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{Any, AnyPool, Transaction};
 
 use crate::assign::{AssignState, Pick};
 use crate::contact::Contact;
 use crate::engine::plan::{Action, Outcome, PlannedStep};
 use crate::engine::sources::{Decided, Start};
 use crate::settings::Settings;
-use crate::store::Dialect;
 use crate::store::enrollments::{self, NewEnrollment, Settled};
 use crate::store::plan_reads::ms;
-use crate::store::plan_writes;
 use crate::store::states::{EnrollmentStatus, MessageKind};
+use crate::store::{Store, Tx};
 use crate::workflow::{StepAction, Strategy};
 
 pub use crate::store::plan_writes::EVENT_LOG_WRITE;
@@ -41,19 +39,19 @@ pub fn message_id(workflow: &str, contact_id: &str, enrollment_id: i64, step: &s
 }
 
 pub async fn apply(
-    pool: &AnyPool,
-    dialect: Dialect,
+    store: &Store,
     settings: &Settings,
     d: &Decided<'_>,
     now: DateTime<Utc>,
 ) -> Result<Applied> {
-    let mut tx = crate::store::begin(pool, dialect)
+    let mut tx = store
+        .transaction()
         .await
         .context("beginning a transaction")?;
     if touches_shared_counters(std::slice::from_ref(d)) {
-        lock_event_log(&mut tx, dialect).await?;
+        lock_event_log(&mut tx).await?;
     }
-    let applied = apply_in(&mut tx, dialect, settings, d, now).await?;
+    let applied = apply_in(&mut tx, settings, d, now).await?;
     tx.commit().await.context("committing the plan")?;
     Ok(applied)
 }
@@ -62,13 +60,11 @@ pub async fn apply(
 /// of plans, and moves its cursor, in one transaction). A stale plan writes
 /// nothing and leaves the transaction usable.
 pub async fn apply_in(
-    tx: &mut Transaction<'static, Any>,
-    dialect: Dialect,
+    tx: &mut Tx,
     settings: &Settings,
     d: &Decided<'_>,
     now: DateTime<Utc>,
 ) -> Result<Applied> {
-    let tx = &mut **tx;
     if let Start::Passed { .. } = d.start {
         return Ok(Applied::Passed);
     }
@@ -84,7 +80,8 @@ pub async fn apply_in(
             started_at: ms(now),
             trigger_event: d.trigger.as_ref().map(|t| t.to_json()),
         };
-        let id = enrollments::hold(tx, &new, first_step)
+        let id = tx
+            .hold_enrollment(&new, first_step)
             .await
             .context("holding the enrollment")?;
         return Ok(match id {
@@ -104,7 +101,8 @@ pub async fn apply_in(
                 started_at: ms(now),
                 trigger_event: d.trigger.as_ref().map(|t| t.to_json()),
             };
-            let id = enrollments::start(tx, &new)
+            let id = tx
+                .start_enrollment(&new)
                 .await
                 .context("creating the enrollment")?;
             match id {
@@ -118,7 +116,7 @@ pub async fn apply_in(
             // On PostgreSQL the row lock makes the check and the writes below
             // one step: a second daemon holding the same plan waits here, then
             // finds the enrollment moved on.
-            let row = enrollments::lock(tx, dialect, *enrollment_id).await?;
+            let row = tx.lock_enrollment(*enrollment_id).await?;
             match row {
                 Some((status, step))
                     if status == EnrollmentStatus::Active
@@ -134,15 +132,9 @@ pub async fn apply_in(
     let mut last_step = None;
     for s in &d.plan.steps {
         // A step that already ran (a replay, or an edit that moved ids) is not done again.
-        let fresh = enrollments::record_step(
-            tx,
-            enrollment_id,
-            &s.step,
-            ms(now),
-            s.action.name(),
-            detail(s),
-        )
-        .await?;
+        let fresh = tx
+            .record_step(enrollment_id, &s.step, ms(now), s.action.name(), detail(s))
+            .await?;
         last_step = Some(s.step.clone());
         if !fresh {
             continue;
@@ -170,19 +162,16 @@ pub async fn apply_in(
         Outcome::Waiting { wait_since, .. } => wait_since.map(ms),
         _ => None,
     };
-    enrollments::settle(
-        tx,
-        Settled {
-            id: enrollment_id,
-            status,
-            step_id,
-            last_step,
-            next_run_at,
-            end_reason: reason,
-            now: ms(now),
-            wait_since,
-        },
-    )
+    tx.settle_enrollment(Settled {
+        id: enrollment_id,
+        status,
+        step_id,
+        last_step,
+        next_run_at,
+        end_reason: reason,
+        now: ms(now),
+        wait_since,
+    })
     .await
     .context("updating the enrollment")?;
     Ok(Applied::Stored {
@@ -199,8 +188,7 @@ pub async fn apply_in(
 /// plan; every other plan goes through [`apply_in`]. The rows written are
 /// the same, with the same ids in the same order.
 pub async fn apply_batch(
-    tx: &mut Transaction<'static, Any>,
-    dialect: Dialect,
+    tx: &mut Tx,
     settings: &Settings,
     batch: &[Decided<'_>],
     now: DateTime<Utc>,
@@ -212,10 +200,10 @@ pub async fn apply_batch(
             let end = (i..batch.len())
                 .find(|&k| !batchable(&batch[k]))
                 .unwrap_or(batch.len());
-            out.extend(apply_new_run(tx, dialect, &batch[i..end], now).await?);
+            out.extend(apply_new_run(tx, &batch[i..end], now).await?);
             i = end;
         } else {
-            out.push(apply_in(tx, dialect, settings, &batch[i], now).await?);
+            out.push(apply_in(tx, settings, &batch[i], now).await?);
             i += 1;
         }
     }
@@ -247,12 +235,10 @@ fn batchable(d: &Decided<'_>) -> bool {
 
 /// Writes a run of [`batchable`] plans with multi-row statements.
 async fn apply_new_run(
-    tx: &mut Transaction<'static, Any>,
-    dialect: Dialect,
+    tx: &mut Tx,
     run: &[Decided<'_>],
     now: DateTime<Utc>,
 ) -> Result<Vec<Applied>> {
-    let tx = &mut **tx;
     let mut rows = Vec::new();
     let mut which = Vec::new();
     for (i, d) in run.iter().enumerate() {
@@ -313,7 +299,8 @@ async fn apply_new_run(
         });
         which.push(i);
     }
-    let ids = enrollments::start_settled_many(tx, dialect, &rows)
+    let ids = tx
+        .start_settled_many(&rows)
         .await
         .context("creating the enrollments")?;
     let mut out: Vec<Applied> = run
@@ -354,7 +341,7 @@ async fn apply_new_run(
             messages: queued,
         };
     }
-    enrollments::record_steps_many(tx, dialect, &steps)
+    tx.record_steps_many(&steps)
         .await
         .context("recording the steps")?;
     let payloads: Vec<String> = messages
@@ -381,7 +368,7 @@ async fn apply_new_run(
             },
         )
         .collect();
-    crate::store::outbox::insert_many(tx, dialect, &rows)
+    tx.queue_messages(&rows)
         .await
         .context("queueing the messages")?;
     Ok(out)
@@ -389,7 +376,7 @@ async fn apply_new_run(
 
 /// What a step changes in the store; returns how many messages it queued.
 async fn effects(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Tx,
     settings: &Settings,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -431,7 +418,7 @@ async fn effects(
                     "{chosen} (planned {salesperson}; the team's counters changed since the plan, another daemon assigned meanwhile)"
                 );
                 tracing::warn!(workflow = %d.workflow.name, contact = %d.contact_id, step = %s.step, planned = %salesperson, chosen = %chosen, "assignment re-decided under the team's lock");
-                enrollments::set_step_detail(tx, enrollment_id, &s.step, &why).await?;
+                tx.set_step_detail(enrollment_id, &s.step, &why).await?;
             }
             let salesperson = &chosen;
             if previous.as_deref() == Some(salesperson.as_str()) {
@@ -519,7 +506,7 @@ async fn effects(
             }
             // A JSON merge patch: null removes the attribute.
             let patch = serde_json::to_string(values).expect("a JSON map serialises");
-            plan_writes::patch_attrs(tx, &d.contact_id, &patch, ms(now))
+            tx.patch_attrs(&d.contact_id, &patch, ms(now))
                 .await
                 .context("setting attributes")?;
             Ok(0)
@@ -557,25 +544,18 @@ async fn effects(
         }
         Action::Tag { add, remove, wecom } => {
             for t in add {
-                plan_writes::add_tag(tx, &d.contact_id, t, ms(now)).await?;
+                tx.add_tag(&d.contact_id, t, ms(now)).await?;
             }
             for t in remove {
-                plan_writes::remove_tag(tx, &d.contact_id, t).await?;
+                tx.remove_tag(&d.contact_id, t).await?;
             }
             // A contact mirrored from WeCom: the corp tag follows, through
             // the daemon's tag-mark worker (queued here, in the same
             // transaction, so a crash loses neither).
             if !wecom.is_empty() {
-                crate::store::wecom_marks::queue(
-                    &mut *tx,
-                    wecom,
-                    &d.contact_id,
-                    add,
-                    remove,
-                    ms(now),
-                )
-                .await
-                .context("queueing WeCom tag marks")?;
+                tx.queue_wecom_marks(wecom, &d.contact_id, add, remove, ms(now))
+                    .await
+                    .context("queueing WeCom tag marks")?;
             }
             Ok(0)
         }
@@ -591,12 +571,12 @@ async fn effects(
 /// `now` (in the transaction that moves the event-log cursor over the
 /// entries that woke them). Their plans decide whether the wait is over.
 pub async fn wake_waiting(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Tx,
     wakes: &[crate::engine::sources::Wake],
     now: DateTime<Utc>,
 ) -> Result<()> {
     for w in wakes {
-        enrollments::wake_waiting(tx, &w.contact_id, &w.workflow, &w.step_id, ms(now))
+        tx.wake_waiting(&w.contact_id, &w.workflow, &w.step_id, ms(now))
             .await
             .context("waking a wait_until step")?;
     }
@@ -612,7 +592,7 @@ pub async fn wake_waiting(
 /// channel finds that out from the relationships. Returns the channel, the contact's external userid and
 /// the outbox payload.
 async fn wecom_transfer(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Tx,
     settings: &Settings,
     d: &Decided<'_>,
     salesperson: &str,
@@ -642,7 +622,8 @@ async fn wecom_transfer(
     else {
         return Ok(None);
     };
-    let external = plan_writes::wecom_external_userid(tx, &d.contact_id)
+    let external = tx
+        .wecom_external_userid(&d.contact_id)
         .await
         .context("reading the contact's WeCom id")?;
     let Some(external) = external.flatten().filter(|e| !e.trim().is_empty()) else {
@@ -755,16 +736,15 @@ struct Queued<'a> {
 }
 
 async fn queue(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Tx,
     d: &Decided<'_>,
     enrollment_id: i64,
     step: &str,
     m: Queued<'_>,
     now: DateTime<Utc>,
 ) -> Result<usize> {
-    let n = crate::store::outbox::insert(
-        tx,
-        &crate::store::outbox::NewMessage {
+    let n = tx
+        .queue_message(&crate::store::outbox::NewMessage {
             id: m.id,
             workflow: &d.workflow.name,
             contact_id: &d.contact_id,
@@ -777,9 +757,8 @@ async fn queue(
             payload: m.payload.to_string(),
             not_before: ms(m.at),
             created_at: ms(now),
-        },
-    )
-    .await?;
+        })
+        .await?;
     Ok(n as usize)
 }
 
@@ -811,10 +790,8 @@ fn capped_send(d: &Decided<'_>) -> bool {
 
 /// Takes [`EVENT_LOG_WRITE`] for the rest of the transaction (PostgreSQL;
 /// SQLite's write lock already serialises writers).
-pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect) -> Result<()> {
-    plan_writes::lock_event_log(tx, dialect)
-        .await
-        .context("locking the event log")
+pub async fn lock_event_log(tx: &mut Tx) -> Result<()> {
+    tx.lock_event_log().await.context("locking the event log")
 }
 
 /// Writes an `assign` step's choice, and returns the salesperson chosen.
@@ -831,7 +808,7 @@ pub async fn lock_event_log(tx: &mut Transaction<'static, Any>, dialect: Dialect
 /// the planned salesperson.)
 #[allow(clippy::too_many_arguments)]
 async fn assign(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Tx,
     settings: &Settings,
     d: &Decided<'_>,
     enrollment_id: i64,
@@ -852,14 +829,14 @@ async fn assign(
         // One statement creates the team's row if needed, locks it (an
         // upsert that updates takes the row lock on PostgreSQL) and reads
         // the cursor.
-        let cursor = plan_writes::lock_team_cursor(tx, &a.team.value).await?;
+        let cursor = tx.lock_team_cursor(&a.team.value).await?;
         let mut state = AssignState::default();
         state.team_cursor.insert(a.team.value.clone(), cursor);
         // Open contacts matter to least-loaded, and to round robin only when
         // someone has a capacity. They are read under the team's lock: every
         // assignment to the team (the only writer of owners here) holds it.
         if a.strategy == Strategy::LeastLoaded || team.iter().any(|p| p.capacity.is_some()) {
-            let loads = plan_writes::salesperson_loads(tx).await?;
+            let loads = tx.salesperson_loads().await?;
             state.load.extend(loads);
         }
         // The choice does not depend on the current owner (the plan checked
@@ -873,14 +850,9 @@ async fn assign(
         let capped: std::collections::HashSet<String> = match a.per_salesperson {
             Some(rate) => {
                 let since = now - rate.per.to_chrono();
-                let rows = crate::store::caps::assigned_since(
-                    &mut *tx,
-                    &d.workflow.name,
-                    step,
-                    since,
-                    Some(enrollment_id),
-                )
-                .await?;
+                let rows = tx
+                    .assigned_since(&d.workflow.name, step, since, Some(enrollment_id))
+                    .await?;
                 crate::engine::caps::at_cap(&rows, rate.count, since)
                     .into_keys()
                     .collect()
@@ -897,10 +869,10 @@ async fn assign(
         }
         if a.strategy == Strategy::RoundRobin {
             let next = state.team_cursor.get(&a.team.value).copied().unwrap_or(0);
-            plan_writes::set_team_cursor(tx, &a.team.value, next).await?;
+            tx.set_team_cursor(&a.team.value, next).await?;
         }
     }
-    plan_writes::set_owner(tx, &d.contact_id, &chosen, ms(now)).await?;
+    tx.set_owner(&d.contact_id, &chosen, ms(now)).await?;
     Ok(chosen)
 }
 

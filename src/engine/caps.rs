@@ -8,22 +8,17 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use sqlx::AnyPool;
 
 use crate::engine::plan::Planner;
 use crate::settings::{OnCap, QuietHours, RateLimit};
-use crate::store::caps;
+use crate::store::{Store, Tx};
 use crate::workflow::{StepAction, Workflow};
 
 /// (workflow, step) → (salesperson, when), oldest first.
 pub type PerSalesperson = HashMap<(String, String), Vec<(String, DateTime<Utc>)>>;
 
 /// Loads the per-salesperson counts of every capped step of `workflows`.
-pub async fn load(
-    planner: &mut Planner<'_>,
-    pool: &AnyPool,
-    workflows: &[&Workflow],
-) -> Result<()> {
+pub async fn load(planner: &mut Planner<'_>, store: &Store, workflows: &[&Workflow]) -> Result<()> {
     for wf in workflows {
         for step in wf.all_steps() {
             let key = (wf.name.clone(), step.id.clone());
@@ -31,15 +26,14 @@ pub async fn load(
                 StepAction::Assign(a) => {
                     if let Some(rate) = a.per_salesperson {
                         let since = planner.now - rate.per.to_chrono();
-                        let rows =
-                            caps::assigned_since(pool, &wf.name, &step.id, since, None).await?;
+                        let rows = store.assigned_since(&wf.name, &step.id, since).await?;
                         planner.assigned.insert(key, rows);
                     }
                 }
                 StepAction::Send(s) => {
                     if let Some(rate) = s.per_salesperson {
                         let since = planner.now - rate.per.to_chrono();
-                        let rows = caps::owner_sends_since(pool, &wf.name, &step.id, since).await?;
+                        let rows = store.owner_sends_since(&wf.name, &step.id, since).await?;
                         planner.owner_sends.insert(key, rows);
                     }
                 }
@@ -52,7 +46,7 @@ pub async fn load(
 
 /// For `on_cap: defer`: the oldest counted message of each of `ids` (those
 /// without one are forgotten, so a stale time is never used).
-pub async fn load_oldest(planner: &mut Planner<'_>, pool: &AnyPool, ids: &[String]) -> Result<()> {
+pub async fn load_oldest(planner: &mut Planner<'_>, store: &Store, ids: &[String]) -> Result<()> {
     let Some(cap) = planner.settings.policies.frequency_cap else {
         return Ok(());
     };
@@ -60,7 +54,7 @@ pub async fn load_oldest(planner: &mut Planner<'_>, pool: &AnyPool, ids: &[Strin
         return Ok(());
     }
     let since = planner.now - cap.per.to_chrono();
-    let mut oldest = caps::oldest_recent_messages(pool, ids, since).await?;
+    let mut oldest = store.oldest_recent_messages(ids, since).await?;
     for id in ids {
         match oldest.remove(id) {
             Some(t) => {
@@ -138,7 +132,7 @@ pub fn owner_slot(
 /// [`EVENT_LOG_WRITE`]: crate::engine::apply::EVENT_LOG_WRITE
 #[allow(clippy::too_many_arguments)]
 pub async fn recheck_owner_slot(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Tx,
     quiet: Option<&QuietHours>,
     wf: &Workflow,
     step: &str,
@@ -154,7 +148,7 @@ pub async fn recheck_owner_slot(
         return Ok(planned);
     };
     let since = now - rate.per.to_chrono();
-    let mine = caps::owner_sends_of(&mut *tx, &wf.name, step, contact_id, since).await?;
+    let mine = tx.owner_sends_of(&wf.name, step, contact_id, since).await?;
     let at = owner_slot(&mine, planned, rate, quiet, tz);
     if at != planned {
         tracing::info!(workflow = %wf.name, contact = %contact_id, step, planned = %planned, at = %at, "a send capped per salesperson goes out later than planned: another daemon queued the owner's messages meanwhile");

@@ -20,19 +20,21 @@ pub async fn explain_text(
     id: &str,
     only: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
-    let pool = store.db();
     let Some(mut contact) = store.contact(id).await.context("reading the contact")? else {
         return Ok(None);
     };
     let at = planner.now;
     let tz = crate::policy::contact_tz(&contact, &project.settings);
-    let enrollments = plan_reads::enrollments_of(pool, id)
+    let enrollments = store
+        .enrollments_of(id)
         .await
         .context("reading enrollments")?;
-    let cursor = plan_reads::cursor(pool, plan_reads::DAEMON_CURSOR)
+    let cursor = store
+        .cursor(plan_reads::DAEMON_CURSOR)
         .await
         .context("reading the cursor")?;
-    let pending: Vec<plan_reads::LogEntry> = plan_reads::pending_log(pool, cursor, i64::MAX)
+    let pending: Vec<plan_reads::LogEntry> = store
+        .pending_log(cursor, i64::MAX)
         .await
         .context("reading the event log")?
         .into_iter()
@@ -46,12 +48,14 @@ pub async fn explain_text(
             }
         }
     }
-    let mut events = plan_reads::events_of(pool, &[id.to_string()], &names)
+    let mut events = store
+        .events_of(&[id.to_string()], &names)
         .await
         .context("reading events")?;
     contact.events = events.remove(id).unwrap_or_default();
     let recent = match &project.settings.policies.frequency_cap {
-        Some(cap) => plan_reads::recent_messages(pool, &[id.to_string()], at - cap.per.to_chrono())
+        Some(cap) => store
+            .recent_messages(&[id.to_string()], at - cap.per.to_chrono())
             .await
             .context("reading messages")?
             .get(id)
@@ -62,11 +66,11 @@ pub async fn explain_text(
     // `on_cap: defer`: the moment the window frees is the oldest counted
     // message's, read as the daemon's pass reads it (without it the plan
     // could only say "a window from now").
-    crate::engine::caps::load_oldest(planner, pool, &[id.to_string()])
+    crate::engine::caps::load_oldest(planner, store, &[id.to_string()])
         .await
         .context("reading the contact's messages in the cap's window")?;
     let all: Vec<&crate::workflow::Workflow> = project.workflows.iter().collect();
-    crate::engine::transfer::load(planner, pool, &all, [&contact]).await?;
+    crate::engine::transfer::load(planner, store, &all, [&contact]).await?;
     let mut out = String::new();
     out.push_str(&format!(
         "Contact {id}{} at {}\n\n",
@@ -126,7 +130,7 @@ pub async fn explain_text(
         .as_deref()
         .filter(|e| !e.trim().is_empty())
         && let Some(text) =
-            crate::channels::wecom::resigned::explain_limits(pool, ext, at.timestamp_millis())
+            crate::channels::wecom::resigned::explain_limits(store, ext, at.timestamp_millis())
                 .await
                 .context("reading the customer's WeCom transfers")?
     {

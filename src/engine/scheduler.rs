@@ -15,7 +15,6 @@ use std::time::Duration as StdDuration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sqlx::AnyPool;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +26,7 @@ use crate::engine::sources::{self, BATCH, Decided, Scan, Start};
 use crate::metrics;
 use crate::project::Project;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
-use crate::store::workflow_states;
-use crate::store::{Dialect, Store};
+use crate::store::{Dialect, Store, Tx};
 use crate::workflow::Workflow;
 
 use crate::store::ticks;
@@ -64,7 +62,6 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub async fn run(mut self) -> Result<()> {
-        let pool = self.store.db().clone();
         let mut last_waiting: Option<String> = None;
         // Passed-over triggers are told once per backlog (a pass reads one
         // log batch: an import of a million rows would be thousands of lines).
@@ -77,7 +74,7 @@ impl Scheduler {
             let project = self.project.borrow_and_update().clone();
             let now = Utc::now();
             let started = std::time::Instant::now();
-            let pass = match self.pass(&pool, &project, now).await {
+            let pass = match self.pass(&project, now).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "scheduler pass failed; retrying in 1 s");
@@ -155,23 +152,18 @@ impl Scheduler {
     }
 
     /// One pass over everything due at `now`.
-    pub async fn pass(
-        &self,
-        pool: &AnyPool,
-        project: &Project,
-        now: DateTime<Utc>,
-    ) -> Result<Pass> {
-        let assign = plan_reads::assign_state(pool).await?;
+    pub async fn pass(&self, project: &Project, now: DateTime<Utc>) -> Result<Pass> {
+        let store = &self.store;
+        let assign = store.assign_state().await?;
         let mut planner = Planner::new(&project.settings, &project.templates, now, assign);
         let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
-        planner.gates = self.gates(pool, &enabled, now).await?;
-        planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
-        crate::engine::caps::load(&mut planner, pool, &enabled).await?;
+        planner.gates = self.gates(&enabled, now).await?;
+        planner.throttle_last = store.throttle_state(&enabled).await?;
+        crate::engine::caps::load(&mut planner, store, &enabled).await?;
         let mut pass = Pass::default();
-        self.due_steps(pool, &enabled, &mut planner, &mut pass)
-            .await?;
+        self.due_steps(&enabled, &mut planner, &mut pass).await?;
         if self
-            .event_log(pool, &enabled, &mut planner, &mut pass, true)
+            .event_log(&enabled, &mut planner, &mut pass, true)
             .await?
             == LogBatch::Raced
         {
@@ -184,7 +176,7 @@ impl Scheduler {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            self.tick(pool, project, &enabled, wf, &mut planner, &mut pass)
+            self.tick(project, &enabled, wf, &mut planner, &mut pass)
                 .await?;
         }
         for wf in enabled.iter().filter(|w| w.entry_existing) {
@@ -197,7 +189,7 @@ impl Scheduler {
                 .get(&wf.name)
                 .is_some_and(|s| s.existing_done_at.is_some());
             if !done {
-                self.enroll_existing(pool, &enabled, wf, &mut planner, &mut pass)
+                self.enroll_existing(&enabled, wf, &mut planner, &mut pass)
                     .await?;
             }
         }
@@ -206,23 +198,18 @@ impl Scheduler {
 
     /// Activation and pause of every workflow: a workflow this daemon loads
     /// for the first time on this store is activated now.
-    async fn gates(
-        &self,
-        pool: &AnyPool,
-        enabled: &[&Workflow],
-        now: DateTime<Utc>,
-    ) -> Result<Gates> {
-        let mut states = workflow_states::all(pool).await?;
+    async fn gates(&self, enabled: &[&Workflow], now: DateTime<Utc>) -> Result<Gates> {
+        let mut states = self.store.workflow_states().await?;
         let fresh: Vec<&str> = enabled
             .iter()
             .map(|w| w.name.as_str())
             .filter(|n| !states.contains_key(*n))
             .collect();
         if !fresh.is_empty() {
-            for name in workflow_states::activate(pool, &fresh, now).await? {
+            for name in self.store.activate_workflows(&fresh, now).await? {
                 tracing::info!(workflow = %name, "activated: the workflow acts on trigger events from now on");
             }
-            states = workflow_states::all(pool).await?;
+            states = self.store.workflow_states().await?;
         }
         Ok(Gates {
             states,
@@ -233,7 +220,6 @@ impl Scheduler {
     /// Enrollments whose next step is due.
     async fn due_steps(
         &self,
-        pool: &AnyPool,
         enabled: &[&Workflow],
         planner: &mut Planner<'_>,
         pass: &mut Pass,
@@ -242,21 +228,21 @@ impl Scheduler {
         // is planned by the daemon that holds its lease. The claim is a
         // write: in turn with delivery's.
         let turn = self.store.write_turn().await;
-        let due = plan_reads::claim_due_enrollments(
-            pool,
-            self.store.dialect(),
-            &self.worker,
-            planner.now,
-            ms(planner.now) + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
-            BATCH as i64,
-        )
-        .await?;
+        let due = self
+            .store
+            .claim_due_enrollments(
+                &self.worker,
+                planner.now,
+                ms(planner.now) + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX),
+                BATCH as i64,
+            )
+            .await?;
         drop(turn);
         // The workflow was removed, disabled or paused: its enrollments wait
         // for it to return.
         let due = runnable(due, enabled, &planner.gates);
         let batch = sources::plan_due_batch(&self.store, due, planner).await?;
-        self.commit(pool, planner, batch, None, pass).await
+        self.commit(planner, batch, None, pass).await
     }
 
     /// New entries of the event log, for event-triggered workflows.
@@ -271,7 +257,6 @@ impl Scheduler {
     /// elects the one daemon that plans it.
     async fn event_log(
         &self,
-        pool: &AnyPool,
         enabled: &[&Workflow],
         planner: &mut Planner<'_>,
         pass: &mut Pass,
@@ -279,18 +264,20 @@ impl Scheduler {
     ) -> Result<LogBatch> {
         let dialect = self.store.dialect();
         // Nothing new (the usual idle pass): no transaction, no lock.
-        let seen = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
+        let seen = self.store.cursor(DAEMON_CURSOR).await?;
         if early && dialect == Dialect::Sqlite {
-            let entries = plan_reads::pending_log(pool, seen, BATCH as i64).await?;
+            let entries = self.store.pending_log(seen, BATCH as i64).await?;
             if entries.is_empty() {
                 return Ok(LogBatch::Empty);
             }
-            let planned = self.plan_log(pool, enabled, planner, &entries).await?;
+            let planned = self.plan_log(enabled, planner, &entries).await?;
             let _turn = self.store.write_turn().await;
-            let mut tx = crate::store::begin(pool, dialect)
+            let mut tx = self
+                .store
+                .transaction()
                 .await
                 .context("beginning a transaction")?;
-            if plan_reads::cursor(&mut *tx, DAEMON_CURSOR).await? != seen {
+            if tx.cursor(DAEMON_CURSOR).await? != seen {
                 // Another process moved the cursor while this batch was
                 // planned: its plans (and the planner's counters) are stale.
                 return Ok(LogBatch::Raced);
@@ -298,7 +285,7 @@ impl Scheduler {
             self.commit_log(tx, planner, planned, pass).await?;
             return Ok(LogBatch::Applied);
         }
-        if plan_reads::pending_log(pool, seen, 1).await?.is_empty() {
+        if self.store.pending_log(seen, 1).await?.is_empty() {
             return Ok(LogBatch::Empty);
         }
         // The transaction that applies the batch is opened first: on
@@ -306,18 +293,20 @@ impl Scheduler {
         // one daemon plans each batch (the others find the lock taken and move
         // on), and the cursor moves with the batch's plans.
         let _turn = self.store.write_turn().await;
-        let mut tx = crate::store::begin(pool, dialect)
+        let mut tx = self
+            .store
+            .transaction()
             .await
             .context("beginning a transaction")?;
-        if !ticks::try_lock_cursor(&mut tx, dialect).await? {
+        if !tx.try_lock_cursor().await? {
             return Ok(LogBatch::Empty);
         }
-        let after = plan_reads::cursor(&mut *tx, DAEMON_CURSOR).await?;
-        let entries = plan_reads::pending_log(&mut *tx, after, BATCH as i64).await?;
+        let after = tx.cursor(DAEMON_CURSOR).await?;
+        let entries = tx.pending_log(after, BATCH as i64).await?;
         if entries.is_empty() {
             return Ok(LogBatch::Empty);
         }
-        let planned = self.plan_log(pool, enabled, planner, &entries).await?;
+        let planned = self.plan_log(enabled, planner, &entries).await?;
         self.commit_log(tx, planner, planned, pass).await?;
         Ok(LogBatch::Applied)
     }
@@ -326,7 +315,6 @@ impl Scheduler {
     /// guard's verdict, the waits the entries wake and the cursor's new place.
     async fn plan_log<'w>(
         &self,
-        pool: &AnyPool,
         enabled: &[&'w Workflow],
         planner: &mut Planner<'_>,
         entries: &[plan_reads::LogEntry],
@@ -350,7 +338,8 @@ impl Scheduler {
             None,
         )
         .await?;
-        let (recent, upcoming) = sources::guard_counts(pool, &batch, planner, Some(last)).await?;
+        let (recent, upcoming) =
+            sources::guard_counts(&self.store, &batch, planner, Some(last)).await?;
         let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
         // Enrollments waiting for these entries (wait_until) become due,
         // with the batch's own new enrollments.
@@ -366,7 +355,7 @@ impl Scheduler {
     /// Applies a planned log batch in `tx`: the plans and the cursor move together.
     async fn commit_log(
         &self,
-        tx: sqlx::Transaction<'static, sqlx::Any>,
+        tx: Tx,
         planner: &mut Planner<'_>,
         planned: PlannedLog<'_>,
         pass: &mut Pass,
@@ -386,7 +375,6 @@ impl Scheduler {
     /// A cron-ticked workflow: run its latest tick if not taken yet.
     async fn tick(
         &self,
-        pool: &AnyPool,
         project: &Project,
         enabled: &[&Workflow],
         wf: &Workflow,
@@ -414,17 +402,16 @@ impl Scheduler {
             let Some(lock) = ticks::try_lock_tick(&self.store, &wf.name).await? else {
                 return Ok(());
             };
-            let ran = self.run_tick(pool, enabled, wf, tick, planner, pass).await;
+            let ran = self.run_tick(enabled, wf, tick, planner, pass).await;
             lock.release().await;
             return ran;
         }
-        self.run_tick(pool, enabled, wf, tick, planner, pass).await
+        self.run_tick(enabled, wf, tick, planner, pass).await
     }
 
     /// Runs `tick` of `wf` unless it was taken already.
     async fn run_tick(
         &self,
-        pool: &AnyPool,
         enabled: &[&Workflow],
         wf: &Workflow,
         tick: DateTime<Utc>,
@@ -442,10 +429,7 @@ impl Scheduler {
             sources::TickDue::Run => {}
         }
         tracing::info!(workflow = %wf.name, tick = %tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "cron tick");
-        if !self
-            .scan(pool, enabled, wf, Scan::Trigger, planner, pass)
-            .await?
-        {
+        if !self.scan(enabled, wf, Scan::Trigger, planner, pass).await? {
             // Shutting down mid-scan: the tick is not recorded, so the next
             // start runs it again (its entry keys make that harmless).
             return Ok(());
@@ -458,7 +442,6 @@ impl Scheduler {
     /// `entry_existing`: enroll the audience as it is, once.
     async fn enroll_existing(
         &self,
-        pool: &AnyPool,
         enabled: &[&Workflow],
         wf: &Workflow,
         planner: &mut Planner<'_>,
@@ -466,12 +449,14 @@ impl Scheduler {
     ) -> Result<()> {
         tracing::info!(workflow = %wf.name, "entry_existing: enrolling the contacts already in the audience");
         if !self
-            .scan(pool, enabled, wf, Scan::Existing, planner, pass)
+            .scan(enabled, wf, Scan::Existing, planner, pass)
             .await?
         {
             return Ok(());
         }
-        workflow_states::existing_done(pool, &wf.name, planner.now).await?;
+        self.store
+            .record_existing_done(&wf.name, planner.now)
+            .await?;
         pass.plans = pass.plans.max(1);
         Ok(())
     }
@@ -486,7 +471,6 @@ impl Scheduler {
     /// between batches (returns `false`: not finished).
     async fn scan(
         &self,
-        pool: &AnyPool,
         enabled: &[&Workflow],
         wf: &Workflow,
         scan: Scan,
@@ -530,13 +514,15 @@ impl Scheduler {
             let mut batch =
                 sources::plan_scan_chunk(&self.store, wf, &mut chunk, &key_of, &cause, planner)
                     .await?;
-            let (recent, _) = sources::guard_counts(pool, &batch, planner, None).await?;
+            let (recent, _) = sources::guard_counts(&self.store, &batch, planner, None).await?;
             let upcoming = HashMap::from([(wf.name.clone(), remaining.max(0))]);
             let paused = sources::guard_batch(&mut batch, planner, &recent, &upcoming);
             // In turn with the API's writes (SQLite has one writer): a
             // contact posted during a long scan is written between batches.
             let turn = self.store.write_turn().await;
-            let tx = crate::store::begin(pool, self.store.dialect())
+            let tx = self
+                .store
+                .transaction()
                 .await
                 .context("beginning a transaction")?;
             self.commit_in(tx, planner, batch, None, &paused, &[], pass)
@@ -546,7 +532,7 @@ impl Scheduler {
                 if self.shutdown.is_cancelled() {
                     return Ok(false);
                 }
-                self.event_log(pool, enabled, planner, pass, false).await?;
+                self.event_log(enabled, planner, pass, false).await?;
             }
         }
         Ok(true)
@@ -555,7 +541,6 @@ impl Scheduler {
     /// Apply a batch of plans in one transaction.
     async fn commit(
         &self,
-        pool: &AnyPool,
         planner: &mut Planner<'_>,
         batch: Vec<Decided<'_>>,
         cursor: Option<i64>,
@@ -565,7 +550,9 @@ impl Scheduler {
             return Ok(());
         }
         let _turn = self.store.write_turn().await;
-        let tx = crate::store::begin(pool, self.store.dialect())
+        let tx = self
+            .store
+            .transaction()
             .await
             .context("beginning a transaction")?;
         self.commit_in(tx, planner, batch, cursor, &[], &[], pass)
@@ -578,7 +565,7 @@ impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     async fn commit_in(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        mut tx: Tx,
         planner: &mut Planner<'_>,
         batch: Vec<Decided<'_>>,
         cursor: Option<i64>,
@@ -586,15 +573,14 @@ impl Scheduler {
         wakes: &[sources::Wake],
         pass: &mut Pass,
     ) -> Result<()> {
-        let dialect = self.store.dialect();
         if touches_shared_counters(&batch) {
-            lock_event_log(&mut tx, dialect).await?;
+            lock_event_log(&mut tx).await?;
         }
         for (name, reason) in paused {
-            workflow_states::pause(&mut tx, name, planner.now, reason).await?;
+            tx.pause_workflow(name, planner.now, reason).await?;
         }
         let mut stored = Vec::new();
-        let applied = apply_batch(&mut tx, dialect, planner.settings, &batch, planner.now).await?;
+        let applied = apply_batch(&mut tx, planner.settings, &batch, planner.now).await?;
         for (d, applied) in batch.iter().zip(applied) {
             match applied {
                 Applied::Stored { messages, .. } => {
@@ -610,7 +596,7 @@ impl Scheduler {
         }
         crate::engine::apply::wake_waiting(&mut tx, wakes, planner.now).await?;
         if let Some(seq) = cursor {
-            ticks::advance_cursor(&mut tx, DAEMON_CURSOR, seq).await?;
+            tx.advance_cursor(DAEMON_CURSOR, seq).await?;
         }
         tx.commit().await.context("committing plans")?;
         planner.forget_planned();

@@ -31,7 +31,6 @@ use crate::engine::sources::{self, BATCH, Decided, Scan, Start, TickDue};
 use crate::project::Project;
 use crate::store::Store;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, EnrollmentRow, LogEntry, ms};
-use crate::store::workflow_states;
 use crate::workflow::Workflow;
 
 /// What to simulate.
@@ -100,8 +99,7 @@ pub struct Simulation<'a> {
 
 impl<'a> Simulation<'a> {
     pub async fn new(store: &'a Store, project: &'a Project, opts: SimOptions) -> Result<Self> {
-        let pool = store.db();
-        let cursor = plan_reads::cursor(pool, DAEMON_CURSOR).await?;
+        let cursor = store.cursor(DAEMON_CURSOR).await?;
         let marks = crate::store::ticks::marks(store).await?;
         let (max_seq, max_id) = (marks.max_seq, marks.max_enrollment_id);
         let ticks: HashMap<String, i64> = marks.ticks.into_iter().collect();
@@ -133,8 +131,8 @@ impl<'a> Simulation<'a> {
     /// The planner the simulation runs with: counters from the store, and
     /// workflows no daemon has loaded yet activated at `at`.
     pub async fn planner(&self) -> Result<Planner<'a>> {
-        let pool = self.store.db();
-        let assign = plan_reads::assign_state(pool).await?;
+        let store = self.store;
+        let assign = store.assign_state().await?;
         let mut planner = Planner::new(
             &self.project.settings,
             &self.project.templates,
@@ -142,7 +140,7 @@ impl<'a> Simulation<'a> {
             assign,
         );
         planner.gates = Gates {
-            states: workflow_states::all(pool).await?,
+            states: store.workflow_states().await?,
             unrecorded: Some(self.opts.at),
         };
         let enabled: Vec<&Workflow> = self
@@ -151,8 +149,8 @@ impl<'a> Simulation<'a> {
             .iter()
             .filter(|w| w.enabled)
             .collect();
-        planner.throttle_last = plan_reads::throttle_state(pool, &enabled).await?;
-        crate::engine::caps::load(&mut planner, pool, &enabled).await?;
+        planner.throttle_last = store.throttle_state(&enabled).await?;
+        crate::engine::caps::load(&mut planner, store, &enabled).await?;
         Ok(planner)
     }
 
@@ -200,9 +198,7 @@ impl<'a> Simulation<'a> {
     /// the new event-log entries are read as the daemon would read them.
     /// The simulation's own entries not yet planned are numbered after them.
     pub async fn absorb_store_writes(&mut self) -> Result<()> {
-        let max = crate::store::log_position::max_seq(self.store.db())
-            .await?
-            .unwrap_or(0);
+        let max = self.store.max_log_seq().await?.unwrap_or(0);
         if max <= self.store_max_seq {
             return Ok(());
         }
@@ -374,7 +370,7 @@ impl<'a> Simulation<'a> {
         let mut ids: Vec<String> = wakes.iter().map(|w| w.contact_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let stored = plan_reads::enrollments_of_many(self.store.db(), &ids).await?;
+        let stored = self.store.enrollments_of_many(&ids).await?;
         for rows in stored.into_values() {
             for mut e in rows {
                 if self.taken.contains(&e.id) || !is_woken(&e) {
@@ -397,7 +393,9 @@ impl<'a> Simulation<'a> {
     /// Due enrollments: the store's not yet taken over, and the simulation's.
     async fn due(&self, at: DateTime<Utc>) -> Result<Vec<EnrollmentRow>> {
         let limit = (BATCH + self.taken.len()) as i64;
-        let mut rows: Vec<EnrollmentRow> = plan_reads::due_enrollments(self.store.db(), at, limit)
+        let mut rows: Vec<EnrollmentRow> = self
+            .store
+            .due_enrollments(at, limit)
             .await?
             .into_iter()
             .filter(|e| !self.taken.contains(&e.id))
@@ -421,7 +419,7 @@ impl<'a> Simulation<'a> {
         if self.log_ahead.len() < BATCH {
             let after = self.log_ahead.back().map(|e| e.seq).unwrap_or(self.cursor);
             if after < self.cursor_limit() {
-                let page = plan_reads::pending_log(self.store.db(), after, 8192).await?;
+                let page = self.store.pending_log(after, 8192).await?;
                 self.log_ahead
                     .extend(page.into_iter().filter(|e| e.seq <= self.store_max_seq));
             }
@@ -450,7 +448,7 @@ impl<'a> Simulation<'a> {
         let limit = self.cursor_limit();
         let store_after = log_after.map(|a| a.min(limit)).filter(|a| *a < limit);
         let (mut recent, mut upcoming) =
-            sources::guard_counts(self.store.db(), batch, planner, store_after).await?;
+            sources::guard_counts(self.store, batch, planner, store_after).await?;
         let Some(guard) = planner.settings.policies.blast_guard else {
             return Ok((recent, upcoming));
         };

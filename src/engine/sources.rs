@@ -15,7 +15,6 @@ use std::collections::{HashMap, HashSet};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sqlx::AnyPool;
 
 use crate::audience::Condition;
 use crate::contact::Contact;
@@ -25,7 +24,6 @@ use crate::store::Store;
 use crate::store::audience_sql::compile;
 use crate::store::dialect::{Bind, Dialect, Sql};
 use crate::store::plan_reads::{self, EnrollmentRow, ms};
-use crate::store::workflow_states;
 use crate::workflow::{Entry, StepAction, Trigger, Workflow};
 
 /// Plans per batch: due enrollments and event-log entries are taken this many
@@ -83,7 +81,6 @@ pub async fn plan_due_batch<'w>(
     due: Vec<(EnrollmentRow, &'w Workflow)>,
     planner: &mut Planner<'_>,
 ) -> Result<Vec<Decided<'w>>> {
-    let pool = store.db();
     let ids: Vec<String> = due.iter().map(|(e, _)| e.contact_id.clone()).collect();
     let contacts = load_contacts(store, &ids).await?;
     let mut ready: HashMap<(String, String), (Contact, u32)> = HashMap::new();
@@ -101,7 +98,7 @@ pub async fn plan_due_batch<'w>(
             .collect();
         mine.sort_by(|a, b| a.id.cmp(&b.id));
         mine.dedup_by(|a, b| a.id == b.id);
-        let recent = enrich(pool, wf, &mut mine, planner).await?;
+        let recent = enrich(store, wf, &mut mine, planner).await?;
         for (c, r) in mine.into_iter().zip(recent) {
             ready.insert((name.to_string(), c.id.clone()), (c, r));
         }
@@ -154,7 +151,7 @@ pub async fn plan_scan_chunk<'w>(
     cause: &Cause,
     planner: &mut Planner<'_>,
 ) -> Result<Vec<Decided<'w>>> {
-    let recent = enrich(store.db(), wf, chunk, planner).await?;
+    let recent = enrich(store, wf, chunk, planner).await?;
     let mut batch = Vec::new();
     for (contact, recent) in chunk.drain(..).zip(recent) {
         // The SQL chose the audience; conditions on events are re-checked
@@ -404,7 +401,6 @@ pub async fn plan_log_batch<'w>(
     entered: &mut HashSet<(String, String)>,
     more_enrollments: Option<&HashMap<String, Vec<EnrollmentRow>>>,
 ) -> Result<Vec<Decided<'w>>> {
-    let pool = store.db();
     let at = planner.now;
     let firing: Vec<(&plan_reads::LogEntry, &'w Workflow)> = entries
         .iter()
@@ -442,23 +438,25 @@ pub async fn plan_log_batch<'w>(
             }
         }
     }
-    let mut events = plan_reads::events_of(pool, &ids, &names).await?;
+    let mut events = store.events_of(&ids, &names).await?;
     for c in contacts.values_mut() {
         c.events = events.remove(&c.id).unwrap_or_default();
     }
     let recent = match &planner.settings.policies.frequency_cap {
         Some(cap) if !ids.is_empty() => {
-            plan_reads::recent_messages(pool, &ids, at - cap.per.to_chrono()).await?
+            store
+                .recent_messages(&ids, at - cap.per.to_chrono())
+                .await?
         }
         _ => HashMap::new(),
     };
-    crate::engine::caps::load_oldest(planner, pool, &ids).await?;
+    crate::engine::caps::load_oldest(planner, store, &ids).await?;
     let firing_workflows: Vec<&Workflow> = firing.iter().map(|(_, wf)| *wf).collect();
-    crate::engine::transfer::load(planner, pool, &firing_workflows, contacts.values()).await?;
+    crate::engine::transfer::load(planner, store, &firing_workflows, contacts.values()).await?;
     let mut enrollments = if ids.is_empty() {
         HashMap::new()
     } else {
-        plan_reads::enrollments_of_many(pool, &ids).await?
+        store.enrollments_of_many(&ids).await?
     };
     if let Some(more) = more_enrollments {
         for id in &ids {
@@ -619,24 +617,26 @@ pub fn event_names(wf: &Workflow) -> Vec<String> {
 /// Load what the planner needs beyond the contact rows: the events the
 /// workflow's conditions look at, and recent message counts for the cap.
 pub async fn enrich(
-    pool: &AnyPool,
+    store: &Store,
     wf: &Workflow,
     contacts: &mut [Contact],
     planner: &mut Planner<'_>,
 ) -> Result<Vec<u32>> {
     let ids: Vec<String> = contacts.iter().map(|c| c.id.clone()).collect();
-    crate::engine::caps::load_oldest(planner, pool, &ids).await?;
-    crate::engine::transfer::load(planner, pool, &[wf], contacts.iter()).await?;
+    crate::engine::caps::load_oldest(planner, store, &ids).await?;
+    crate::engine::transfer::load(planner, store, &[wf], contacts.iter()).await?;
     let names = event_names(wf);
     if !names.is_empty() {
-        let mut events = plan_reads::events_of(pool, &ids, &names).await?;
+        let mut events = store.events_of(&ids, &names).await?;
         for c in contacts.iter_mut() {
             c.events = events.remove(&c.id).unwrap_or_default();
         }
     }
     let counts = match &planner.settings.policies.frequency_cap {
         Some(cap) => {
-            plan_reads::recent_messages(pool, &ids, planner.now - cap.per.to_chrono()).await?
+            store
+                .recent_messages(&ids, planner.now - cap.per.to_chrono())
+                .await?
         }
         None => Default::default(),
     };
@@ -755,7 +755,7 @@ pub fn tick_due(last_taken_ms: Option<i64>, tick: DateTime<Utc>) -> TickDue {
 /// after that position. The daemon uses these as they are; the dry-run adds
 /// its own enrollments and log entries.
 pub async fn guard_counts(
-    pool: &AnyPool,
+    store: &Store,
     batch: &[Decided<'_>],
     planner: &Planner<'_>,
     log_after: Option<i64>,
@@ -771,11 +771,7 @@ pub async fn guard_counts(
             continue;
         }
         let since = planner.gates.window_start(name, &guard, planner.now);
-        let mut conn = pool.acquire().await?;
-        recent.insert(
-            name.clone(),
-            workflow_states::started_since(&mut conn, name, since).await?,
-        );
+        recent.insert(name.clone(), store.started_since(name, since).await?);
         let wf = batch
             .iter()
             .find(|d| &d.workflow.name == name)
@@ -788,7 +784,9 @@ pub async fn guard_counts(
             };
             upcoming.insert(
                 name.clone(),
-                workflow_states::pending_firing(pool, after, kind, tag_or_event, activated).await?,
+                store
+                    .pending_firing(after, kind, tag_or_event, activated)
+                    .await?,
             );
         }
     }

@@ -356,7 +356,7 @@ pub fn decide(facts: &Facts, wanted: Option<&str>, takeover: &str, now_ms: i64) 
 /// facts are forgotten, so a stale entry is never used).
 pub async fn load<'c>(
     planner: &mut crate::engine::plan::Planner<'_>,
-    pool: &sqlx::AnyPool,
+    store: &crate::store::Store,
     workflows: &[&crate::workflow::Workflow],
     contacts: impl IntoIterator<Item = &'c crate::contact::Contact>,
 ) -> anyhow::Result<()> {
@@ -388,7 +388,7 @@ pub async fn load<'c>(
         return Ok(());
     }
     let since = planner.now.timestamp_millis() - TRANSFER_WINDOW_MS;
-    let mut facts = crate::store::plan_reads::transfer_facts(pool, &exts, since).await?;
+    let mut facts = store.transfer_facts(&exts, since).await?;
     for e in exts {
         match facts.remove(&e) {
             Some(f) => {

@@ -39,6 +39,7 @@ mod scan_sqlite;
 pub mod states;
 pub mod status;
 pub mod ticks;
+mod tx;
 pub mod wecom;
 pub mod wecom_marks;
 pub mod wecom_media;
@@ -46,6 +47,7 @@ pub mod workflow_states;
 
 pub use contacts::{Bind, ContactInput, Unsubscribed, Upserted};
 pub use import::{BadRow, Encoding, ImportOptions, ImportProgress, ImportReport};
+pub use tx::Tx;
 
 /// What can go wrong in the store. Every variant says which store, file or
 /// contact it is about.

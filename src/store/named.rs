@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::Store;
-use super::plan_reads::EnrollmentRow;
+use super::plan_reads::{EnrollmentRow, LogEntry, TransferFacts};
 use super::status::{FileState, HistoryEntry, WorkflowCounts};
 use super::workflow_states::{Resumed, WorkflowState};
+use super::{Store, StoreError};
 use crate::assign::AssignState;
 use crate::contact::EventFact;
 use crate::workflow::Workflow;
@@ -106,5 +106,126 @@ impl Store {
         workflows: &[&Workflow],
     ) -> sqlx::Result<HashMap<String, DateTime<Utc>>> {
         super::plan_reads::throttle_state(self.db(), workflows).await
+    }
+
+    // What a pass of the daemon or the dry-run reads (`engine::sources`).
+
+    /// The position of the event-log cursor `name` (0 before the first move).
+    pub async fn cursor(&self, name: &str) -> sqlx::Result<i64> {
+        super::plan_reads::cursor(self.db(), name).await
+    }
+
+    /// Event-log entries after `after`, at most `limit`, in order.
+    pub async fn pending_log(&self, after: i64, limit: i64) -> sqlx::Result<Vec<LogEntry>> {
+        super::plan_reads::pending_log(self.db(), after, limit).await
+    }
+
+    /// The last event-log sequence number, if any entry was logged.
+    pub async fn max_log_seq(&self) -> sqlx::Result<Option<i64>> {
+        super::log_position::max_seq(self.db()).await
+    }
+
+    /// Active enrollments due at `at` (read, not claimed: the dry-run).
+    pub async fn due_enrollments(
+        &self,
+        at: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EnrollmentRow>> {
+        super::plan_reads::due_enrollments(self.db(), at, limit).await
+    }
+
+    /// Claims up to `limit` enrollments due at `at` for `worker` until
+    /// `lease_until` (ms): the daemon's due steps.
+    pub async fn claim_due_enrollments(
+        &self,
+        worker: &str,
+        at: DateTime<Utc>,
+        lease_until: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EnrollmentRow>> {
+        super::plan_reads::claim_due_enrollments(
+            self.db(),
+            self.dialect(),
+            worker,
+            at,
+            lease_until,
+            limit,
+        )
+        .await
+    }
+
+    /// The enrollments of these contacts, by contact.
+    pub async fn enrollments_of_many(
+        &self,
+        contact_ids: &[String],
+    ) -> sqlx::Result<HashMap<String, Vec<EnrollmentRow>>> {
+        super::plan_reads::enrollments_of_many(self.db(), contact_ids).await
+    }
+
+    /// Messages the frequency cap counts since `since`, per contact.
+    pub async fn recent_messages(
+        &self,
+        contact_ids: &[String],
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<HashMap<String, u32>> {
+        super::plan_reads::recent_messages(self.db(), contact_ids, since).await
+    }
+
+    /// The oldest message the frequency cap counts since `since`, per contact.
+    pub async fn oldest_recent_messages(
+        &self,
+        contact_ids: &[String],
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<HashMap<String, DateTime<Utc>>> {
+        super::caps::oldest_recent_messages(self.db(), contact_ids, since).await
+    }
+
+    /// Assignments of `workflow`'s `step` since `since`: (salesperson, when).
+    pub async fn assigned_since(
+        &self,
+        workflow: &str,
+        step: &str,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+        super::caps::assigned_since(self.db(), workflow, step, since, None).await
+    }
+
+    /// Counted messages of `workflow`'s `step` since `since`, by the
+    /// contact's owner: (salesperson, when).
+    pub async fn owner_sends_since(
+        &self,
+        workflow: &str,
+        step: &str,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+        super::caps::owner_sends_since(self.db(), workflow, step, since).await
+    }
+
+    /// WeCom transfer facts of these customers since `since_ms`.
+    pub async fn transfer_facts(
+        &self,
+        external_userids: &[String],
+        since_ms: i64,
+    ) -> Result<HashMap<String, TransferFacts>, StoreError> {
+        super::plan_reads::transfer_facts(self.db(), external_userids, since_ms).await
+    }
+
+    /// How many enrollments of `workflow` started at or after `since` (the
+    /// blast guard's window).
+    pub async fn started_since(&self, workflow: &str, since: DateTime<Utc>) -> sqlx::Result<i64> {
+        let mut conn = self.db().acquire().await?;
+        super::workflow_states::started_since(&mut conn, workflow, since).await
+    }
+
+    /// Log entries after `after` that would fire a trigger of `kind` (and
+    /// `name`) at or after `since`.
+    pub async fn pending_firing(
+        &self,
+        after: i64,
+        kind: &str,
+        name: Option<&str>,
+        since: DateTime<Utc>,
+    ) -> sqlx::Result<i64> {
+        super::workflow_states::pending_firing(self.db(), after, kind, name, since).await
     }
 }

@@ -19,7 +19,6 @@
 //! ([`RESIGNED_WITHIN`]).
 
 use serde_json::{Value, json};
-use sqlx::AnyPool;
 
 use super::api::WecomApi;
 use crate::channels::Exchange;
@@ -132,31 +131,33 @@ async fn record(
 
 /// Transfers of the customer WeCom started (either kind) in the 90 days
 /// before `now_ms`; a transfer WeCom has no record of does not count.
-pub async fn transfers_in_window(pool: &AnyPool, ext: &str, now_ms: i64) -> sqlx::Result<i64> {
-    crate::store::wecom::resigned::transfers_since(pool, ext, now_ms - TRANSFER_WINDOW_MS).await
+pub async fn transfers_in_window(store: &Store, ext: &str, now_ms: i64) -> sqlx::Result<i64> {
+    store
+        .wecom()
+        .transfers_since(ext, now_ms - TRANSFER_WINDOW_MS)
+        .await
 }
 
 /// The transfers of the customer in the 90 days before `now_ms`: (started
 /// ms, still waiting for the takeover), oldest first.
 pub async fn transfers_started(
-    pool: &AnyPool,
+    store: &Store,
     ext: &str,
     now_ms: i64,
 ) -> sqlx::Result<Vec<(i64, bool)>> {
-    crate::store::wecom::resigned::transfers_started(pool, ext, now_ms - TRANSFER_WINDOW_MS).await
+    store
+        .wecom()
+        .transfers_started(ext, now_ms - TRANSFER_WINDOW_MS)
+        .await
 }
 
 /// For `dry-run --explain`: WeCom's transfer limits on the customer
 /// `ext` at `now_ms`, from the same reads and verdict the channel uses
 /// before a transfer ([`held_by_limits`]). `None` when no transfer in the
 /// last 90 days and no member who left holds the customer.
-pub async fn explain_limits(
-    pool: &AnyPool,
-    ext: &str,
-    now_ms: i64,
-) -> sqlx::Result<Option<String>> {
-    let started = transfers_started(pool, ext, now_ms).await?;
-    let left = resigned_handover(pool, ext).await?;
+pub async fn explain_limits(store: &Store, ext: &str, now_ms: i64) -> sqlx::Result<Option<String>> {
+    let started = transfers_started(store, ext, now_ms).await?;
+    let left = store.wecom().resigned_handover(ext).await?;
     if started.is_empty() && left.is_none() {
         return Ok(None);
     }

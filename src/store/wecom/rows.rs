@@ -186,6 +186,11 @@ impl WecomRows<'_> {
         resigned::assigned(self.store.db(), ext, handover).await
     }
 
+    /// How many transfers of the customer WeCom started since `since` (ms).
+    pub async fn transfers_since(self, ext: &str, since: i64) -> sqlx::Result<i64> {
+        resigned::transfers_since(self.store.db(), ext, since).await
+    }
+
     /// The customer's transfers started since `since` (time, still counting).
     pub async fn transfers_started(self, ext: &str, since: i64) -> sqlx::Result<Vec<(i64, bool)>> {
         resigned::transfers_started(self.store.db(), ext, since).await
