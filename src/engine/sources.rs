@@ -21,8 +21,7 @@ use crate::contact::Contact;
 use crate::engine::gates::{self, after_activation};
 use crate::engine::plan::{Action, EnrollmentPlan, Outcome, PlannedStep, Planner, Reason, StartAt};
 use crate::store::Store;
-use crate::store::audience_sql::compile;
-use crate::store::dialect::{Bind, Dialect, Sql};
+use crate::store::dialect::{Dialect, Sql};
 use crate::store::plan_reads::{self, EnrollmentRow, ms};
 use crate::workflow::{Entry, StepAction, Trigger, Workflow};
 
@@ -292,70 +291,14 @@ pub fn scan_filter(
     dialect: Dialect,
     scan: Scan,
 ) -> Result<(Sql, KeyOf, Cause)> {
-    let mut sql = Sql::new(dialect);
-    // The trigger's own test first: it is the cheapest, and SQLite evaluates
-    // the terms in order, so most contacts are dismissed before the audience's
-    // subqueries run.
+    let sql = crate::store::scans::workflow_scan(wf, at, dialect, scan == Scan::Existing)?;
     let (key_of, cause) = match &wf.trigger {
         _ if scan == Scan::Existing => (KeyOf::Existing(ms(at)), Cause::Existing),
-        Trigger::Inactive { quiet_for, .. } => {
-            sql.push("coalesce(c.last_active_at, c.created_at) < ");
-            sql.bind(Bind::Int(ms(at - quiet_for.to_chrono())));
-            sql.push(" AND ");
-            (KeyOf::Spell, Cause::Tick(at))
-        }
+        Trigger::Inactive { .. } => (KeyOf::Spell, Cause::Tick(at)),
         Trigger::Schedule { .. } => (KeyOf::Tick(ms(at)), Cause::Tick(at)),
-        Trigger::Date(d) => {
-            // The attribute is set; the date itself is decided in Rust, in
-            // the contact's time zone (`date_due`). An occurrence taken in
-            // the last two days is not taken again.
-            if d.calendar.is_none() {
-                compile(
-                    &Condition::Field {
-                        field: d.field.clone(),
-                        test: crate::audience::FieldTest::Exists(true),
-                    },
-                    at,
-                    &mut sql,
-                )?;
-                sql.push(" AND ");
-            }
-            sql.push("NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
-            sql.bind(Bind::Text(wf.name.clone()));
-            sql.push(" AND e.entry_key LIKE 'date:%' AND e.started_at > ");
-            sql.bind(Bind::Int(ms(at - chrono::TimeDelta::days(2))));
-            sql.push(") AND ");
-            (KeyOf::Date(at, tz), Cause::Tick(at))
-        }
+        Trigger::Date(_) => (KeyOf::Date(at, tz), Cause::Tick(at)),
         _ => (KeyOf::Now(ms(at)), Cause::Imagined),
     };
-    sql.push("(");
-    match &wf.audience {
-        Some(cond) => compile(cond, at, &mut sql)?,
-        None => sql.push("1=1"),
-    }
-    sql.push(")");
-    if let (Trigger::Inactive { .. }, Scan::Trigger) = (&wf.trigger, scan) {
-        // Once per quiet spell: not if this spell already entered.
-        sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
-        sql.bind(Bind::Text(wf.name.clone()));
-        sql.push(" AND e.entry_key = 'spell:' || coalesce(c.last_active_at, c.created_at))");
-    }
-    match wf.entry {
-        Entry::Once => {
-            sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
-            sql.bind(Bind::Text(wf.name.clone()));
-            sql.push(")");
-        }
-        Entry::OncePer(d) => {
-            sql.push(" AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
-            sql.bind(Bind::Text(wf.name.clone()));
-            sql.push(" AND e.started_at > ");
-            sql.bind(Bind::Int(ms(at - d.to_chrono())));
-            sql.push(")");
-        }
-        Entry::EveryTime => {}
-    }
     let key_of = if wf.entry == Entry::Once {
         KeyOf::Once
     } else {
@@ -546,15 +489,7 @@ pub async fn plan_log_batch<'w>(
 pub async fn load_contacts(store: &Store, ids: &[String]) -> Result<HashMap<String, Contact>> {
     let mut contacts: HashMap<String, Contact> = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut filter = Sql::new(store.dialect());
-        filter.push("c.id IN (");
-        for (i, id) in chunk.iter().enumerate() {
-            if i > 0 {
-                filter.push(",");
-            }
-            filter.bind(Bind::Text(id.clone()));
-        }
-        filter.push(")");
+        let filter = crate::store::scans::contacts_with_ids(chunk, store.dialect());
         let mut stream = store.scan_contacts(&filter.text, &filter.binds);
         while let Some(c) = stream.next().await {
             let c = c?;

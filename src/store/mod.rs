@@ -36,6 +36,7 @@ pub mod plan_writes;
 pub mod prune;
 pub mod reports;
 mod scan_sqlite;
+pub mod scans;
 pub mod states;
 pub mod status;
 pub mod ticks;
