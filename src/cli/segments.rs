@@ -10,8 +10,6 @@ use futures::StreamExt;
 
 use super::{CliResult, Failure};
 use crate::store::Store;
-use crate::store::audience_sql::compile;
-use crate::store::dialect::Sql;
 
 #[derive(Subcommand, Debug)]
 pub enum SegmentsCommand {
@@ -82,8 +80,7 @@ pub async fn count(
     cond: &crate::audience::Condition,
     now: chrono::DateTime<Utc>,
 ) -> anyhow::Result<u64> {
-    let mut sql = Sql::new(store.dialect());
-    compile(cond, now, &mut sql)?;
+    let sql = crate::store::scans::condition(cond, now, store.dialect())?;
     // SQLite decides a condition without event `where:` exactly in SQL; on
     // PostgreSQL the SQL is a prefilter (a superset), decided in Rust.
     if store.dialect() == crate::store::Dialect::Sqlite && !cond.has_event_where() {

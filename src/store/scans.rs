@@ -1,6 +1,7 @@
 //! The WHERE clauses of the engine's contact scans (issue 12 item 1: only
 //! the store writes SQL): a workflow's audience scan (a cron tick,
-//! `entry_existing`, `--all-contacts`) and contacts by id. The engine decides
+//! `entry_existing`, `--all-contacts`), a condition's members (`nurture
+//! segments`) and contacts by id. The engine decides
 //! what a scan is for (`engine::sources::scan_filter`); this writes the SQL
 //! the store's contact scans (`Store::scan_contacts*`) take.
 
@@ -97,4 +98,17 @@ pub fn contacts_with_ids(ids: &[String], dialect: Dialect) -> Sql {
     }
     filter.push(")");
     filter
+}
+
+/// The WHERE clause of the contacts a condition holds for at `now`: exact on
+/// SQLite for a condition without event `where:`, otherwise a prefilter (a
+/// superset) that Rust decides.
+pub fn condition(
+    cond: &Condition,
+    now: DateTime<Utc>,
+    dialect: Dialect,
+) -> Result<Sql, CompileError> {
+    let mut sql = Sql::new(dialect);
+    compile(cond, now, &mut sql)?;
+    Ok(sql)
 }

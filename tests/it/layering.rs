@@ -236,9 +236,6 @@ const KNOWN_OUTSIDE_STORE: &[(&str, &str)] = &[
     // The report's queries (being moved into `store/reports.rs`).
     ("report.rs", "AnyPool"),
     ("report.rs", ".db()"),
-    // `nurture segments` compiles a segment's condition for the contact
-    // scan: the scan should take the condition, not its SQL.
-    ("cli/segments.rs", "Sql::new("),
 ];
 
 #[test]
