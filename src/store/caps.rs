@@ -12,7 +12,7 @@ use super::plan_reads::{from_ms, ms};
 /// Per contact, the oldest message the frequency cap counts since `since`
 /// (the same messages as `plan_reads::recent_messages`): when it leaves the
 /// window, the contact may be sent to again.
-pub async fn oldest_recent_messages(
+pub(in crate::store) async fn oldest_recent_messages(
     pool: &AnyPool,
     contact_ids: &[String],
     since: DateTime<Utc>,
@@ -44,7 +44,7 @@ pub async fn oldest_recent_messages(
 /// oldest first. A choice re-decided under the team's lock is recorded as
 /// "ID (planned …)": its first word is the salesperson. `except`: an
 /// enrollment whose row is not counted (the one being applied).
-pub async fn assigned_since<'e, E>(
+pub(in crate::store) async fn assigned_since<'e, E>(
     executor: E,
     workflow: &str,
     step: &str,
@@ -80,7 +80,7 @@ where
 /// The messages a send step queued whose time to go out is after `since`,
 /// by the contact's owner: (owner, when), in time order. Cancelled and dead
 /// letters do not count.
-pub async fn owner_sends_since(
+pub(in crate::store) async fn owner_sends_since(
     pool: &AnyPool,
     workflow: &str,
     step: &str,
@@ -108,7 +108,7 @@ pub async fn owner_sends_since(
 /// for the current owner of `contact_id` (as [`owner_sends_since`] counts
 /// them), in time order; none when the contact has no owner. Read in the
 /// transaction that queues the next one.
-pub async fn owner_sends_of<'e, E>(
+pub(in crate::store) async fn owner_sends_of<'e, E>(
     executor: E,
     workflow: &str,
     step: &str,

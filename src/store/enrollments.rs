@@ -20,7 +20,10 @@ pub struct NewEnrollment<'a> {
 
 /// Starts `e` as `active`; `None` when its entry key exists (another run got
 /// there first).
-pub async fn start(tx: &mut AnyConnection, e: &NewEnrollment<'_>) -> sqlx::Result<Option<i64>> {
+pub(in crate::store) async fn start(
+    tx: &mut AnyConnection,
+    e: &NewEnrollment<'_>,
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
         "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at, trigger_event)
          VALUES ($1, $2, $3, 'active', $4, $5)
@@ -38,7 +41,7 @@ pub async fn start(tx: &mut AnyConnection, e: &NewEnrollment<'_>) -> sqlx::Resul
 
 /// Stores `e` `held` at `first_step` (the blast guard): nothing runs until
 /// `nurture resume`. `None` when its entry key exists.
-pub async fn hold(
+pub(in crate::store) async fn hold(
     tx: &mut AnyConnection,
     e: &NewEnrollment<'_>,
     first_step: &str,
@@ -62,7 +65,7 @@ pub async fn hold(
 /// The status and step of enrollment `id`, locked for the rest of the
 /// transaction on PostgreSQL (a second daemon holding the same plan waits
 /// here, then finds the enrollment moved on).
-pub async fn lock(
+pub(in crate::store) async fn lock(
     tx: &mut AnyConnection,
     dialect: Dialect,
     id: i64,
@@ -79,7 +82,7 @@ pub async fn lock(
 
 /// Records that `step` ran; `false` when it had run already (a replay, or an
 /// edit that moved ids): it is not done again.
-pub async fn record_step(
+pub(in crate::store) async fn record_step(
     tx: &mut AnyConnection,
     enrollment_id: i64,
     step: &str,
@@ -104,7 +107,7 @@ pub async fn record_step(
 
 /// Replaces the detail of a step record (an assignment re-decided under the
 /// team's lock says why).
-pub async fn set_step_detail(
+pub(in crate::store) async fn set_step_detail(
     tx: &mut AnyConnection,
     enrollment_id: i64,
     step: &str,
@@ -136,7 +139,7 @@ pub struct Settled {
 }
 
 /// Writes where the plan left the enrollment, and clears its lease.
-pub async fn settle(tx: &mut AnyConnection, s: Settled) -> sqlx::Result<()> {
+pub(in crate::store) async fn settle(tx: &mut AnyConnection, s: Settled) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE enrollments SET status = $1, step_id = $2, last_step_id = coalesce($3, last_step_id),
                 next_run_at = $4, end_reason = $5,
@@ -160,7 +163,7 @@ pub async fn settle(tx: &mut AnyConnection, s: Settled) -> sqlx::Result<()> {
 
 /// Makes the enrollments of `contact_id` waiting at `step_id` of `workflow`
 /// (a `wait_until` step) due at `now`.
-pub async fn wake_waiting(
+pub(in crate::store) async fn wake_waiting(
     tx: &mut AnyConnection,
     contact_id: &str,
     workflow: &str,
@@ -206,7 +209,7 @@ pub const ROWS_PER_STATEMENT: usize = 256;
 /// exists (another run got there first). Returns the ids of the rows
 /// written, by position in `rows` (`None`: skipped). The ids are assigned in
 /// the order of `rows`, as one INSERT per row would.
-pub async fn start_settled_many(
+pub(in crate::store) async fn start_settled_many(
     tx: &mut AnyConnection,
     dialect: Dialect,
     rows: &[NewSettled<'_>],
@@ -289,7 +292,7 @@ pub struct StepRecord<'a> {
 }
 
 /// Records steps of new enrollments with multi-row statements.
-pub async fn record_steps_many(
+pub(in crate::store) async fn record_steps_many(
     tx: &mut AnyConnection,
     dialect: Dialect,
     rows: &[StepRecord<'_>],

@@ -84,7 +84,7 @@ pub struct EnrollmentRow {
     pub wait_since: Option<DateTime<Utc>>,
 }
 
-pub async fn cursor<'e>(
+pub(in crate::store) async fn cursor<'e>(
     pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     name: &str,
 ) -> sqlx::Result<i64> {
@@ -96,7 +96,7 @@ pub async fn cursor<'e>(
 }
 
 /// Log entries after `after`, oldest first, at most `limit`.
-pub async fn pending_log<'e>(
+pub(in crate::store) async fn pending_log<'e>(
     pool: impl sqlx::Executor<'e, Database = sqlx::Any>,
     after: i64,
     limit: i64,
@@ -145,7 +145,7 @@ fn enrollment(r: sqlx::any::AnyRow) -> EnrollmentRow {
 const ENROLLMENT_COLS: &str = "id, workflow, contact_id, entry_key, status, step_id, next_run_at, started_at, trigger_event, wait_since";
 
 /// Active enrollments whose next step is due at `at`, oldest due first.
-pub async fn due_enrollments(
+pub(in crate::store) async fn due_enrollments(
     pool: &AnyPool,
     at: DateTime<Utc>,
     limit: i64,
@@ -168,7 +168,7 @@ pub async fn due_enrollments(
 /// (and, on PostgreSQL, rows another daemon is claiming right now: `SKIP
 /// LOCKED`). Applying a plan clears the lease; a daemon that dies leaves
 /// its claims to the others when the lease expires. Oldest due first.
-pub async fn claim_due_enrollments(
+pub(in crate::store) async fn claim_due_enrollments(
     pool: &AnyPool,
     dialect: crate::store::Dialect,
     worker: &str,
@@ -202,7 +202,7 @@ pub async fn claim_due_enrollments(
 
 /// Per throttled workflow, when its latest message (of a send step) is due
 /// to go out: where the planner's spacing continues from.
-pub async fn throttle_state(
+pub(in crate::store) async fn throttle_state(
     pool: &AnyPool,
     workflows: &[&crate::workflow::Workflow],
 ) -> sqlx::Result<HashMap<String, DateTime<Utc>>> {
@@ -234,7 +234,10 @@ pub async fn throttle_state(
 }
 
 /// Every enrollment of a contact (all workflows), oldest first.
-pub async fn enrollments_of(pool: &AnyPool, contact_id: &str) -> sqlx::Result<Vec<EnrollmentRow>> {
+pub(in crate::store) async fn enrollments_of(
+    pool: &AnyPool,
+    contact_id: &str,
+) -> sqlx::Result<Vec<EnrollmentRow>> {
     let sql = format!(
         "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE contact_id = $1 ORDER BY started_at, id"
     );
@@ -248,7 +251,7 @@ pub async fn enrollments_of(pool: &AnyPool, contact_id: &str) -> sqlx::Result<Ve
 }
 
 /// Every enrollment of each of the given contacts, by contact.
-pub async fn enrollments_of_many(
+pub(in crate::store) async fn enrollments_of_many(
     pool: &AnyPool,
     contact_ids: &[String],
 ) -> sqlx::Result<HashMap<String, Vec<EnrollmentRow>>> {
@@ -270,7 +273,7 @@ pub async fn enrollments_of_many(
 }
 
 /// Events named `names` of the given contacts, grouped by contact.
-pub async fn events_of(
+pub(in crate::store) async fn events_of(
     pool: &AnyPool,
     contact_ids: &[String],
     names: &[String],
@@ -312,7 +315,7 @@ pub async fn events_of(
 /// Messages queued or sent to each contact since `since` (for the frequency cap).
 /// Notices to salespeople and WeCom transfers (outbox `payload` kinds) are
 /// not messages to the contact and do not count.
-pub async fn recent_messages(
+pub(in crate::store) async fn recent_messages(
     pool: &AnyPool,
     contact_ids: &[String],
     since: DateTime<Utc>,
@@ -341,7 +344,7 @@ pub async fn recent_messages(
 }
 
 /// Round-robin positions and open contacts per salesperson.
-pub async fn assign_state(pool: &AnyPool) -> sqlx::Result<AssignState> {
+pub(in crate::store) async fn assign_state(pool: &AnyPool) -> sqlx::Result<AssignState> {
     let mut st = AssignState::default();
     for r in sqlx::query("SELECT team, next_index FROM team_cursors")
         .fetch_all(pool)
@@ -377,7 +380,7 @@ pub struct TransferFacts {
 /// `since_ms` (started by WeCom, either kind, or queued in the outbox and not
 /// started yet, counted from their `not_before` as waiting), and the member
 /// who left each, if any. A few queries per 500 customers.
-pub async fn transfer_facts(
+pub(in crate::store) async fn transfer_facts(
     pool: &AnyPool,
     external_userids: &[String],
     since_ms: i64,

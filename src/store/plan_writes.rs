@@ -15,7 +15,10 @@ pub const EVENT_LOG_WRITE: i64 = 4_711_001;
 
 /// Takes [`EVENT_LOG_WRITE`] for the rest of the transaction (PostgreSQL;
 /// SQLite's write lock already serialises writers).
-pub async fn lock_event_log(tx: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<()> {
+pub(in crate::store) async fn lock_event_log(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+) -> sqlx::Result<()> {
     if dialect == Dialect::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(EVENT_LOG_WRITE)
@@ -25,7 +28,7 @@ pub async fn lock_event_log(tx: &mut AnyConnection, dialect: Dialect) -> sqlx::R
     Ok(())
 }
 
-pub async fn add_tag(
+pub(in crate::store) async fn add_tag(
     tx: &mut AnyConnection,
     contact_id: &str,
     tag: &str,
@@ -40,7 +43,11 @@ pub async fn add_tag(
     Ok(())
 }
 
-pub async fn remove_tag(tx: &mut AnyConnection, contact_id: &str, tag: &str) -> sqlx::Result<()> {
+pub(in crate::store) async fn remove_tag(
+    tx: &mut AnyConnection,
+    contact_id: &str,
+    tag: &str,
+) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
         .bind(contact_id)
         .bind(tag)
@@ -51,7 +58,7 @@ pub async fn remove_tag(tx: &mut AnyConnection, contact_id: &str, tag: &str) -> 
 
 /// Merges `patch` (a JSON merge patch: null removes the attribute) into the
 /// contact's attributes.
-pub async fn patch_attrs(
+pub(in crate::store) async fn patch_attrs(
     tx: &mut AnyConnection,
     contact_id: &str,
     patch: &str,
@@ -68,7 +75,7 @@ pub async fn patch_attrs(
 
 /// The contact's WeCom external userid: `None` for no contact, `Some(None)`
 /// for a contact without one.
-pub async fn wecom_external_userid(
+pub(in crate::store) async fn wecom_external_userid(
     tx: &mut AnyConnection,
     contact_id: &str,
 ) -> sqlx::Result<Option<Option<String>>> {
@@ -78,7 +85,7 @@ pub async fn wecom_external_userid(
         .await
 }
 
-pub async fn set_owner(
+pub(in crate::store) async fn set_owner(
     tx: &mut AnyConnection,
     contact_id: &str,
     owner: &str,
@@ -96,7 +103,10 @@ pub async fn set_owner(
 /// The team's round-robin cursor, its row created if needed and locked for
 /// the rest of the transaction (an upsert that updates takes the row lock on
 /// PostgreSQL), in one statement.
-pub async fn lock_team_cursor(tx: &mut AnyConnection, team: &str) -> sqlx::Result<i64> {
+pub(in crate::store) async fn lock_team_cursor(
+    tx: &mut AnyConnection,
+    team: &str,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "INSERT INTO team_cursors (team, next_index) VALUES ($1, 0)
          ON CONFLICT (team) DO UPDATE SET next_index = team_cursors.next_index
@@ -107,7 +117,11 @@ pub async fn lock_team_cursor(tx: &mut AnyConnection, team: &str) -> sqlx::Resul
     .await
 }
 
-pub async fn set_team_cursor(tx: &mut AnyConnection, team: &str, next: i64) -> sqlx::Result<()> {
+pub(in crate::store) async fn set_team_cursor(
+    tx: &mut AnyConnection,
+    team: &str,
+    next: i64,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE team_cursors SET next_index = $1 WHERE team = $2")
         .bind(next)
         .bind(team)
@@ -117,7 +131,9 @@ pub async fn set_team_cursor(tx: &mut AnyConnection, team: &str, next: i64) -> s
 }
 
 /// Open contacts per salesperson.
-pub async fn salesperson_loads(tx: &mut AnyConnection) -> sqlx::Result<Vec<(String, i64)>> {
+pub(in crate::store) async fn salesperson_loads(
+    tx: &mut AnyConnection,
+) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as("SELECT salesperson_id, open_contacts FROM salesperson_load")
         .fetch_all(&mut *tx)
         .await

@@ -26,7 +26,10 @@ fn tick_lock_key(workflow: &str) -> i64 {
 /// Takes the event-log cursor's lock for the rest of `tx` on PostgreSQL;
 /// `false` when another daemon holds it. Always `true` on SQLite, whose
 /// write lock already serialises writers.
-pub async fn try_lock_cursor(tx: &mut AnyConnection, dialect: Dialect) -> sqlx::Result<bool> {
+pub(in crate::store) async fn try_lock_cursor(
+    tx: &mut AnyConnection,
+    dialect: Dialect,
+) -> sqlx::Result<bool> {
     if dialect != Dialect::Postgres {
         return Ok(true);
     }
@@ -37,7 +40,11 @@ pub async fn try_lock_cursor(tx: &mut AnyConnection, dialect: Dialect) -> sqlx::
 }
 
 /// Moves cursor `name` forward to `position` (never back).
-pub async fn advance_cursor(tx: &mut AnyConnection, name: &str, position: i64) -> sqlx::Result<()> {
+pub(in crate::store) async fn advance_cursor(
+    tx: &mut AnyConnection,
+    name: &str,
+    position: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO cursors (name, position) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET position = CASE

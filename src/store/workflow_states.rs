@@ -22,7 +22,7 @@ pub struct WorkflowState {
 }
 
 /// Every workflow's state, by name.
-pub async fn all<'e>(
+pub(in crate::store) async fn all<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Any>,
 ) -> sqlx::Result<HashMap<String, WorkflowState>> {
     let rows = sqlx::query(
@@ -51,7 +51,7 @@ pub async fn all<'e>(
 
 /// Records `now` as the activation of every workflow in `names` that has
 /// none yet; returns the names activated by this call.
-pub async fn activate(
+pub(in crate::store) async fn activate(
     db: &sqlx::AnyPool,
     names: &[&str],
     now: DateTime<Utc>,
@@ -76,7 +76,7 @@ pub async fn activate(
 
 /// Marks `workflow` paused by the blast guard (inside the transaction that
 /// holds its enrollments).
-pub async fn pause(
+pub(in crate::store) async fn pause(
     tx: &mut sqlx::AnyConnection,
     workflow: &str,
     now: DateTime<Utc>,
@@ -98,7 +98,7 @@ pub async fn pause(
 
 /// How many enrollments of `workflow` started at or after `since` (held
 /// ones included: they will run once resumed).
-pub async fn started_since(
+pub(in crate::store) async fn started_since(
     tx: &mut sqlx::AnyConnection,
     workflow: &str,
     since: DateTime<Utc>,
@@ -111,7 +111,7 @@ pub async fn started_since(
 }
 
 /// Records that `entry_existing` enrolled `workflow`'s audience.
-pub async fn existing_done(
+pub(in crate::store) async fn existing_done(
     db: &sqlx::AnyPool,
     workflow: &str,
     now: DateTime<Utc>,
@@ -127,7 +127,7 @@ pub async fn existing_done(
 /// Log entries after `after` that would fire a trigger of `kind` (and
 /// `name`, for tags and events) at or after `since`: what the blast guard
 /// expects still to come.
-pub async fn pending_firing(
+pub(in crate::store) async fn pending_firing(
     db: &sqlx::AnyPool,
     after: i64,
     kind: &str,
@@ -157,7 +157,7 @@ pub struct Resumed {
 
 /// Lifts the blast guard's pause: held enrollments become active and due at
 /// `now`, and the guard counts afresh from `now`.
-pub async fn resume(
+pub(in crate::store) async fn resume(
     db: &sqlx::AnyPool,
     dialect: super::Dialect,
     workflow: &str,

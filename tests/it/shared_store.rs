@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use nurture::store::plan_reads::claim_due_enrollments;
 use nurture::store::{Dialect, Store};
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -41,8 +40,8 @@ async fn due_enrollments_are_claimed_once_until_the_lease_ends() {
     let lease_until = 20_000;
     // Two workers claim at the same time: disjoint sets, 100 in all.
     let (a, b) = tokio::join!(
-        claim_due_enrollments(db, store.dialect(), "a", now, lease_until, 60),
-        claim_due_enrollments(db, store.dialect(), "b", now, lease_until, 60),
+        store.claim_due_enrollments("a", now, lease_until, 60),
+        store.claim_due_enrollments("b", now, lease_until, 60),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let ids_a: BTreeSet<i64> = a.iter().map(|e| e.id).collect();
@@ -57,13 +56,15 @@ async fn due_enrollments_are_claimed_once_until_the_lease_ends() {
     assert!(a.windows(2).all(|w| w[0].next_run_at <= w[1].next_run_at));
 
     // Leased: nobody else gets them before the lease ends...
-    let c = claim_due_enrollments(db, store.dialect(), "c", now, lease_until, 500)
+    let c = store
+        .claim_due_enrollments("c", now, lease_until, 500)
         .await
         .unwrap();
     assert!(c.is_empty(), "claimed while leased: {}", c.len());
     // ...and everyone may after (a daemon that died leaves them to the others).
     let later = Utc.timestamp_millis_opt(lease_until + 1).unwrap();
-    let c = claim_due_enrollments(db, store.dialect(), "c", later, lease_until + 30_000, 500)
+    let c = store
+        .claim_due_enrollments("c", later, lease_until + 30_000, 500)
         .await
         .unwrap();
     assert_eq!(c.len(), 100);

@@ -1561,13 +1561,11 @@ async fn notices_and_transfers_are_not_messages_to_the_contact() {
         )
         .await;
     }
-    let recent = nurture::store::plan_reads::recent_messages(
-        s.store.db(),
-        &["c1".to_string()],
-        now - chrono::Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    let recent = s
+        .store
+        .recent_messages(&["c1".to_string()], now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
     assert_eq!(recent.get("c1"), Some(&1), "only the send counts");
     s.store.unsubscribe("c1", None, now).await.unwrap();
     let st = rows(&s.store, "SELECT id, status FROM outbox ORDER BY id").await;
