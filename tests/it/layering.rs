@@ -226,6 +226,8 @@ const STORE_ONLY: &[&str] = &[
     ".db()",
     ".sqlite_pool()",
     "store::begin(",
+    ".begin()",
+    "begin_with(",
     "sqlx::query",
     "Sql::new(",
 ];
