@@ -33,6 +33,7 @@ pub mod store;
 pub mod template;
 pub mod timefmt;
 pub mod web;
+pub mod wecom;
 pub mod workflow;
 pub mod workflow_tests;
 pub mod yaml;

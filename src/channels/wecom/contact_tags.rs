@@ -52,7 +52,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{WecomApi, errcode_delivery};
 use super::errcode::{Class, classify};
-use super::tag_marks::MarksQueued;
 use super::token::TokenCaches;
 use crate::channels::Delivery;
 use crate::channels::http::{excerpt, http_client, read_answer};
@@ -62,6 +61,7 @@ use crate::store::contacts::check_tag;
 use crate::store::wecom::relationships::FollowUser;
 use crate::store::wecom::tags::{TagSyncRequest, WecomTags};
 use crate::store::{Store, StoreError};
+use crate::wecom::tag_marks::MarksQueued;
 
 pub const EXTERNALCONTACT_GET: &str = "/cgi-bin/externalcontact/get";
 

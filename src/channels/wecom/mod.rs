@@ -43,6 +43,7 @@ use super::{Channel, Delivery, Exchange, OutMessage};
 use crate::store::Store;
 use crate::store::states::WecomTaskKind;
 use crate::store::wecom::relationships::{self, Relationship};
+use crate::wecom::sender;
 
 pub mod api;
 pub mod contact_tags;
@@ -54,7 +55,6 @@ pub mod pacing;
 pub mod poll;
 pub mod queue;
 pub mod resigned;
-pub mod sender;
 pub mod tag_marks;
 pub mod tasks;
 pub mod token;
@@ -147,14 +147,14 @@ pub struct WecomChannel {
     /// Notices per salesperson, held to WeCom's per-member limits.
     pacing: pacing::Pacing,
     /// The marks worker's wake-up (relationships read here may take marks).
-    marks_queued: tag_marks::MarksQueued,
+    marks_queued: crate::wecom::tag_marks::MarksQueued,
 }
 
 impl WecomChannel {
     pub fn new(
         config: WecomConfig,
         store: Option<Store>,
-        marks_queued: tag_marks::MarksQueued,
+        marks_queued: crate::wecom::tag_marks::MarksQueued,
     ) -> Result<WecomChannel, String> {
         Ok(WecomChannel {
             marks_queued,
