@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod diagnostics;
 pub mod duration;
 pub mod engine;
+pub mod located;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

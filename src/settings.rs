@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 
 use crate::diagnostics::{Diagnostic, Pos};
 use crate::duration::Duration;
-use crate::workflow::Located;
+use crate::located::Located;
 use crate::yaml::{self, Node, Reader};
 
 #[derive(Debug, Clone)]
