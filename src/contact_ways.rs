@@ -99,7 +99,7 @@ const STAFF_KEYS: &[&str] = &["pool", "strategy", "backup", "daily_cap", "online
 
 /// `*.yaml` / `*.yml` files of `dir`, sorted; none when it does not exist.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
-    crate::project::workflow_files(dir).unwrap_or_default()
+    crate::project_files::workflow_files(dir).unwrap_or_default()
 }
 
 /// Reads every file of the folder.

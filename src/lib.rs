@@ -25,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod project;
+pub mod project_files;
 pub mod reload;
 pub mod report;
 pub mod schedule;

@@ -30,21 +30,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 use crate::diagnostics::{Diagnostic, Pos};
-use crate::project::{Project, workflow_files};
+use crate::project::Project;
+use crate::project_files::{short_hash, workflow_files};
 use crate::settings::Settings;
 use crate::template::{MAX_TEMPLATE_BYTES, TemplateError, Templates};
 use crate::workflow::check::{CheckContext, check_project, template_files};
 use crate::workflow::{LoadedWorkflow, StepAction, load_str};
-
-/// The first 12 hex digits of the SHA-256 of a file's bytes: how `status`
-/// names a version.
-pub fn short_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    hex::encode(&digest[..6])
-}
 
 /// One version of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

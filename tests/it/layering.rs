@@ -37,6 +37,7 @@ const LAYERS: &[&[&str]] = &[
         "contact",
         "diagnostics",
         "located",
+        "project_files",
         "duration",
         "yaml",
         "timefmt",
@@ -53,10 +54,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
     // Metrics read the report, which reads the engine's `HOLDOUT_STEP`
     // (helper r14d moves it out of the engine).
     &["engine", "metrics", "report"],
-    // The project loads segments and contact ways, which reach back for
-    // `project::workflow_files` (and `reload::short_hash`): those helpers
-    // belong in a leaf.
-    &["contact_ways", "project", "reload", "segments"],
 ];
 
 fn layer_of(m: &str) -> Option<usize> {
