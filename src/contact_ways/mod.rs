@@ -21,7 +21,7 @@
 //! re-pushes the members on a code every minute when the pool's members
 //! change (a cap reached, online hours starting or ending).
 //!
-//! Who is on the code now ([`ContactWay::members_now`]): the pool members
+//! Who is on the code now ([`members_now`]): the pool members
 //! inside online hours and under their daily cap; with `round_robin` all of
 //! them (WeCom hands the adds of a multi-member code out among them), with
 //! `least_loaded` only those with the fewest adds today. Nobody left: the
