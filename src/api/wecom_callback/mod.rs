@@ -102,12 +102,12 @@ use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 
 use crate::api::wecom_crypto::{CryptoError, extract_encrypt, xml_field};
+use crate::channels::wecom::tag_marks::MarksQueued;
 use crate::contact_ways::ContactWay;
 use crate::project::Project;
 use crate::settings::Settings;
 use crate::store::wecom::{CallbackKey, ContactChange, DeletedBy, Via};
 use crate::store::{Store, StoreError};
-use crate::wecom::tag_marks::MarksQueued;
 
 pub mod settings;
 
@@ -486,7 +486,7 @@ impl InnerEvent {
                         .map(|w| Via {
                             name: w.name.clone(),
                             tags: w.tags.clone(),
-                            mark: crate::wecom::tag_marks::marking_channels(settings),
+                            mark: crate::channels::wecom::tag_marks::marking_channels(settings),
                         }),
                 }
             }

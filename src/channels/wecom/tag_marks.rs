@@ -45,7 +45,11 @@ use crate::project::Project;
 use crate::settings::{ChannelSettings, Settings};
 use crate::store::wecom_marks::{CorpTag, MarkAction, MarkOutcome, MarkRequest};
 use crate::store::{Store, StoreError};
-use crate::wecom::tag_marks::{MarksQueued, NAME_MAX, marks_tags, tag_group};
+use crate::wecom::tag_marks::{NAME_MAX, marks_tags, tag_group};
+// Which channels mark tags and the marks worker's wake-up are WeCom's rules
+// (the planner uses them too); re-exported for the layers above channels
+// (the callback), which may reach them here.
+pub use crate::wecom::tag_marks::{MarksQueued, marking_channels};
 
 pub const GET_CORP_TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
 pub const ADD_CORP_TAG: &str = "/cgi-bin/externalcontact/add_corp_tag";
