@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::contact_ways::{self, ContactWay};
 use crate::diagnostics::{self, Diagnostic};
+use crate::project_files::workflow_files;
 use crate::settings::Settings;
 use crate::template::Templates;
 use crate::workflow::check::{CheckContext, check_project, template_files};
@@ -72,27 +73,6 @@ impl LoadReport {
             _ => Err(self.diagnostics),
         }
     }
-}
-
-/// `*.yaml` and `*.yml` files directly in `dir`, sorted. A missing folder has none.
-pub fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(Diagnostic::new(
-                dir,
-                Default::default(),
-                format!("cannot read the workflows folder: {e}"),
-            ));
-        }
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 impl Project {

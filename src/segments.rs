@@ -36,7 +36,7 @@ pub struct Segments {
 /// Loads `dir/*.yaml` (a missing folder has none) and resolves them.
 pub fn load(dir: &Path) -> (Segments, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let files = match crate::project::workflow_files(dir) {
+    let files = match crate::project_files::workflow_files(dir) {
         Ok(f) => f,
         Err(d) => return (Segments::default(), vec![d]),
     };
@@ -92,7 +92,7 @@ pub fn load(dir: &Path) -> (Segments, Vec<Diagnostic>) {
     let mut segs = Segments {
         by_name,
         resolved: BTreeMap::new(),
-        hash: crate::reload::short_hash(&all),
+        hash: crate::project_files::short_hash(&all),
     };
     let names: Vec<String> = segs.by_name.keys().cloned().collect();
     for n in names {

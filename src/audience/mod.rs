@@ -8,7 +8,7 @@ pub mod eval;
 pub mod parse;
 
 use crate::duration::Duration;
-use crate::workflow::Located;
+use crate::located::Located;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {

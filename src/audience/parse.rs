@@ -6,7 +6,7 @@
 
 use super::{Condition, FieldTest, Literal, OwnerTest};
 use crate::diagnostics::Diagnostic;
-use crate::workflow::Located;
+use crate::located::Located;
 use crate::yaml::{Kind, Node, Reader};
 
 /// The keys that say what kind of condition a map is.
@@ -127,9 +127,7 @@ fn parse_kind(
         "segment" => {
             r.fields(map, "a \"segment\" condition", &["segment"])?;
             let name = r.string(value, "segment")?;
-            Some(Condition::Segment(crate::workflow::Located::new(
-                name, value.pos,
-            )))
+            Some(Condition::Segment(Located::new(name, value.pos)))
         }
         "tag" => {
             r.fields(map, "a \"tag\" condition", &["tag"])?;

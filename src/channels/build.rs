@@ -10,13 +10,13 @@ use super::aliyun_sms::{AliyunSmsChannel, AliyunSmsConfig};
 use super::log::LogChannel;
 use super::twilio::{Sender, TwilioChannel, TwilioConfig};
 use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
-use super::wecom::tag_marks::MarksQueued;
 use super::wecom::token::TokenCaches;
 use super::wecom::{WecomChannel, WecomConfig};
 use super::{Channel, ChannelError, Delivery, Exchange, OutMessage, Registry};
 use crate::logging::LogFormat;
 use crate::settings::{ChannelKind, ChannelSettings, Settings};
 use crate::store::Store;
+use crate::wecom::tag_marks::MarksQueued;
 
 /// In-flight requests of a channel without `concurrency` in its settings.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
@@ -351,7 +351,7 @@ pub fn wecom_config(
     let agent_id: i64 = agent_id
         .parse()
         .map_err(|_| format!("agent_id \"{agent_id}\" must be an integer (the app's AgentId)"))?;
-    super::wecom::tag_marks::check_options(cs)?;
+    crate::wecom::tag_marks::check_options(cs)?;
     let corp_id = secret_from_env(cs, env, "corp_id_env", "corp id")?;
     let secret = secret_from_env(cs, env, "secret_env", "app secret")?;
     let poll_interval = match option(cs, "poll_interval") {

@@ -129,12 +129,20 @@ pub async fn explain_text(
         .wecom_external_userid
         .as_deref()
         .filter(|e| !e.trim().is_empty())
-        && let Some(text) =
-            crate::channels::wecom::resigned::explain_limits(store, ext, at.timestamp_millis())
-                .await
-                .context("reading the customer's WeCom transfers")?
     {
-        out.push_str(&text);
+        let now_ms = at.timestamp_millis();
+        let wecom = store.wecom();
+        let started = wecom
+            .transfers_started(ext, now_ms - super::transfer::TRANSFER_WINDOW_MS)
+            .await
+            .context("reading the customer's WeCom transfers")?;
+        let left = wecom
+            .resigned_handover(ext)
+            .await
+            .context("reading the customer's WeCom transfers")?;
+        if let Some(text) = super::transfer::explain_limits(ext, &started, left.as_ref(), now_ms) {
+            out.push_str(&text);
+        }
     }
     Ok(Some(out))
 }

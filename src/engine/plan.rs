@@ -584,7 +584,7 @@ impl<'a> Planner<'a> {
                         .as_deref()
                         .is_some_and(|id| !id.is_empty());
                     let wecom = if mirrored && (!add.is_empty() || !remove.is_empty()) {
-                        crate::channels::wecom::tag_marks::marking_channels(self.settings)
+                        crate::wecom::tag_marks::marking_channels(self.settings)
                     } else {
                         Vec::new()
                     };

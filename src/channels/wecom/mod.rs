@@ -7,7 +7,7 @@
 //!   `add_msg_template` task (`chat_type: single`, the contact's
 //!   `external_userid`, `sender` = the `wecom_userid` of the contact's
 //!   salesperson in the settings' teams; while a transfer of the contact to
-//!   that salesperson is not done, the handover member's: see [`sender`]).
+//!   that salesperson is not done, the handover member's: see [`crate::wecom::sender`]).
 //!   WeCom only creates a task: the
 //!   salesperson confirms it in the client, so the outbox row is `sent` with
 //!   the task's `msgid`, and the poller ([`poll`]) later records whether the
@@ -37,12 +37,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
 
 use super::{Channel, Delivery, Exchange, OutMessage};
 use crate::store::Store;
-use crate::store::states::WecomTaskKind;
-use crate::store::wecom::relationships::{self, Relationship};
 
 pub mod api;
 pub mod contact_tags;
@@ -50,14 +47,17 @@ pub mod contact_way;
 pub mod errcode;
 pub mod follow_sync;
 pub mod media;
+mod notice;
 pub mod pacing;
 pub mod poll;
 pub mod queue;
 pub mod resigned;
-pub mod sender;
 pub mod tag_marks;
 pub mod tasks;
+mod to_contact;
 pub mod token;
+mod transfer;
+mod welcome;
 
 use api::WecomApi;
 
@@ -147,14 +147,14 @@ pub struct WecomChannel {
     /// Notices per salesperson, held to WeCom's per-member limits.
     pacing: pacing::Pacing,
     /// The marks worker's wake-up (relationships read here may take marks).
-    marks_queued: tag_marks::MarksQueued,
+    marks_queued: crate::wecom::tag_marks::MarksQueued,
 }
 
 impl WecomChannel {
     pub fn new(
         config: WecomConfig,
         store: Option<Store>,
-        marks_queued: tag_marks::MarksQueued,
+        marks_queued: crate::wecom::tag_marks::MarksQueued,
     ) -> Result<WecomChannel, String> {
         Ok(WecomChannel {
             marks_queued,
@@ -209,70 +209,6 @@ impl WecomChannel {
         }
     }
 
-    async fn to_contact(&self, msg: &OutMessage) -> Exchange {
-        if msg.to.trim().is_empty() {
-            return permanent("wecom: the contact has no wecom_external_userid");
-        }
-        if msg.body.len() > CUSTOMER_TEXT_MAX {
-            return permanent(&format!(
-                "wecom: the text is {} bytes; WeCom takes at most {CUSTOMER_TEXT_MAX}",
-                msg.body.len()
-            ));
-        }
-        // Attachments first: an upload takes time, and a welcome code is
-        // good for 20 s from the add.
-        let attachments = match media::of_payload(&msg.payload) {
-            Ok(a) => a,
-            Err(reason) => return permanent(&reason),
-        };
-        let built = match media::build(
-            &self.api,
-            self.store.as_ref(),
-            &self.config.name,
-            &self.config.root,
-            &attachments,
-        )
-        .await
-        {
-            Ok(b) => b,
-            Err(e) => return e,
-        };
-        if let Some(store) = self.store.as_ref() {
-            let taken = store
-                .wecom()
-                .take_welcome_code(&msg.contact_id, &msg.id, now_ms())
-                .await;
-            match taken {
-                Ok(Some(code)) => return self.welcome(store, msg, &code, &built).await,
-                Ok(None) => {}
-                Err(e) => {
-                    // Not knowing whether a code exists: a mass task now could
-                    // duplicate the welcome the retry may still send.
-                    return Delivery::Retry {
-                        after: None,
-                        reason: format!("wecom: cannot read welcome codes: {e}"),
-                    }
-                    .into();
-                }
-            }
-        }
-        self.mass_task(msg, &built).await
-    }
-
-    /// WeCom refused a media id of this message (40007): forget the ids so
-    /// the retry uploads the files again.
-    async fn media_refused(&self, built: &media::Built, e: Exchange) -> Exchange {
-        media::forget(self.store.as_ref(), &self.config.name, built).await;
-        match e.delivery {
-            Delivery::Permanent { reason } => Delivery::Retry {
-                after: None,
-                reason: format!("{reason} (the attachments are uploaded again)"),
-            }
-            .into(),
-            _ => e,
-        }
-    }
-
     /// Asks before sending a message again that an earlier call, cut short
     /// by a crash, may have handed to WeCom: a task recorded for it means
     /// WeCom accepted it (delivered, with the recorded `msgid`); a store
@@ -300,520 +236,6 @@ impl WecomChannel {
                 }
                 .into(),
             ),
-        }
-    }
-
-    /// A message tried before (reclaimed after its worker died, or retried
-    /// after a call that got no answer) that had taken its contact's welcome
-    /// code and not given it back: its `send_welcome_msg` may have reached
-    /// WeCom, and WeCom cannot be asked whether a welcome went out (no id,
-    /// no look-up). Sending it again as a mass task could greet the customer
-    /// twice, so it is recorded as delivered, at most once, with the doubt
-    /// in the log. A code WeCom refused (41050) is no longer this message's
-    /// ([`tasks::welcome_code_refused`]): that message goes on as a mass
-    /// task, whose record [`Self::already_accepted`] finds once WeCom took
-    /// it. `None`: this message holds no code; send.
-    async fn welcome_in_doubt(&self, msg: &OutMessage) -> Option<Exchange> {
-        let store = self.store.as_ref()?;
-        match store.wecom().welcome_taken_by(&msg.contact_id, &msg.id).await {
-            Ok(true) => {
-                tracing::warn!(message = %msg.id, contact = %msg.contact_id,
-                    "wecom welcome in doubt: the worker stopped during send_welcome_msg, which WeCom cannot be asked about; not sent again as a mass task");
-                Some(Delivery::Delivered { provider_id: None }.into())
-            }
-            Ok(false) => None,
-            Err(e) => Some(
-                Delivery::Retry {
-                    after: None,
-                    reason: format!(
-                        "wecom: cannot tell whether an earlier welcome was sent (reading its code: {e}); not sending until it can"
-                    ),
-                }
-                .into(),
-            ),
-        }
-    }
-
-    /// `send_welcome_msg` with a code taken for this message.
-    async fn welcome(
-        &self,
-        store: &Store,
-        msg: &OutMessage,
-        code: &str,
-        built: &media::Built,
-    ) -> Exchange {
-        let release = || async {
-            if let Err(err) = store
-                .wecom()
-                .release_welcome_code(&msg.contact_id, code)
-                .await
-            {
-                tracing::warn!(error = %err, "cannot give a welcome code back");
-            }
-        };
-        // No token, no call: the code was not used and a retry may still be
-        // inside its 20 s.
-        if let Err(e) = self.api.ensure_token().await {
-            release().await;
-            return e;
-        }
-        let mut body = json!({ "welcome_code": code, "text": { "content": msg.body } });
-        if !built.json.is_empty() {
-            body["attachments"] = json!(built.json);
-        }
-        match self.api.post(SEND_WELCOME, &body).await {
-            Ok(a) => a.exchange(Delivery::Delivered { provider_id: None }),
-            // The code was not used: the retry may still be inside its 20 s.
-            Err(e) if is_errcode(&e, media::INVALID_MEDIA_ID) => {
-                release().await;
-                self.media_refused(built, e).await
-            }
-            // 41050: the code is invalid, expired or used (an admin's console
-            // welcome, a chat already started): the message still goes out,
-            // as a mass task the salesperson confirms.
-            Err(e) if is_errcode(&e, 41050) => {
-                if let Err(err) = store
-                    .wecom()
-                    .welcome_code_refused(&msg.contact_id, code)
-                    .await
-                {
-                    // Then a retry of the mass task below would take the
-                    // welcome as in doubt: not sending is the safe side.
-                    tracing::warn!(error = %err, "cannot record a refused welcome code");
-                }
-                tracing::info!(message = %msg.id, "wecom welcome code refused (41050); sending a mass task instead");
-                self.mass_task(msg, built).await
-            }
-            Err(e) => {
-                // WeCom answered "busy": the code was not used, and a retry
-                // may still be inside its 20 s. (After a timeout nobody knows,
-                // so the code stays this message's and the retry does not
-                // send again: see `welcome_in_doubt`.)
-                if matches!(e.delivery, Delivery::Retry { .. } | Delivery::Wait { .. })
-                    && e.answer.is_some()
-                {
-                    release().await;
-                }
-                e
-            }
-        }
-    }
-
-    /// `add_msg_template` for one customer, from a member the customer is a
-    /// friend of (see [`sender`]).
-    async fn mass_task(&self, msg: &OutMessage, built: &media::Built) -> Exchange {
-        let sender::Sender {
-            userid: sender,
-            note,
-        } = match self.choose_sender(msg).await {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        let mut body = json!({
-            "chat_type": "single",
-            "external_userid": [msg.to],
-            "sender": sender,
-            "text": { "content": msg.body },
-        });
-        if !built.json.is_empty() {
-            body["attachments"] = json!(built.json);
-        }
-        let answer = match self.api.post(ADD_MSG_TEMPLATE, &body).await {
-            Ok(a) => a,
-            Err(e) if is_errcode(&e, media::INVALID_MEDIA_ID) => {
-                return self.media_refused(built, e).await;
-            }
-            Err(mut e) => {
-                // Say who sent it when WeCom refused the task (41048: nobody
-                // in it can be sent to).
-                if let (Some(n), Delivery::Permanent { reason }) = (&note, &mut e.delivery) {
-                    reason.push_str(&format!("; {n}"));
-                }
-                return e;
-            }
-        };
-        let failed = answer
-            .json
-            .get("fail_list")
-            .and_then(Value::as_array)
-            .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(msg.to.as_str())));
-        if failed {
-            return answer.exchange(Delivery::Permanent {
-                reason: format!(
-                    "wecom: {} is in add_msg_template's fail_list: WeCom cannot send to them from {sender} (not a friend, or an invalid id){}",
-                    msg.to,
-                    note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
-                ),
-            });
-        }
-        let Some(msgid) = answer
-            .json
-            .get("msgid")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string)
-        else {
-            // errcode 0 without a task id: WeCom created nothing we can follow.
-            return answer.exchange(Delivery::Permanent {
-                reason: "wecom: add_msg_template answered without a msgid".into(),
-            });
-        };
-        if let Some(n) = &note {
-            tracing::info!(message = %msg.id, %n, "wecom mass task not from the owner");
-        }
-        let task = tasks::Task {
-            message_id: msg.id.clone(),
-            channel: self.config.name.clone(),
-            kind: WecomTaskKind::Mass,
-            contact_id: msg.contact_id.clone(),
-            external_userid: msg.to.clone(),
-            userid: sender,
-            takeover_userid: None,
-            msgid: Some(msgid.clone()),
-            note,
-            created_at: now_ms(),
-            checks: 0,
-        };
-        self.record(&task).await;
-        answer.exchange(Delivery::Delivered {
-            provider_id: Some(msgid),
-        })
-    }
-
-    /// The `wecom_userid` of the contact's salesperson, if it has one.
-    fn owner_userid(&self, msg: &OutMessage) -> Option<String> {
-        let owner = msg
-            .contact
-            .get("owner")
-            .and_then(Value::as_str)
-            .filter(|o| !o.is_empty())?;
-        self.config.senders.get(owner).cloned()
-    }
-
-    /// The owner's `wecom_userid`, or the reason a mass message cannot be
-    /// sent without one (no store: no relationships to pick from).
-    fn owner_required(&self, msg: &OutMessage) -> Result<String, String> {
-        let owner = msg
-            .contact
-            .get("owner")
-            .and_then(Value::as_str)
-            .filter(|o| !o.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "wecom: contact {} has no owner: a mass message needs the salesperson who sends it (assign one first)",
-                    msg.contact_id
-                )
-            })?;
-        self.config.senders.get(owner).cloned().ok_or_else(|| {
-            format!(
-                "wecom: salesperson {owner:?} (owner of contact {}) has no wecom_userid in the settings' teams",
-                msg.contact_id
-            )
-        })
-    }
-
-    /// The customer's relationships as nurture knows them; when it knows
-    /// none, read from WeCom (`externalcontact/get`) and recorded first.
-    async fn relationships(
-        &self,
-        store: &Store,
-        external_userid: &str,
-    ) -> Result<Vec<Relationship>, Exchange> {
-        let retry = |what: &str, e: &dyn std::fmt::Display| -> Exchange {
-            Delivery::Retry {
-                after: None,
-                reason: format!("wecom: cannot {what} the customer's relationships: {e}"),
-            }
-            .into()
-        };
-        let known = store
-            .wecom()
-            .relationships_of(external_userid)
-            .await
-            .map_err(|e| retry("read", &e))?;
-        if !known.is_empty() {
-            return Ok(known);
-        }
-        let Some(reader) = &self.reader else {
-            return Ok(known);
-        };
-        match reader.follow_users(external_userid).await {
-            Ok(Some(list)) => {
-                relationships::record_list(store, external_userid, &list, "get", now_ms())
-                    .await
-                    .map_err(|e| retry("record", &e))?;
-                self.marks_queued.notify();
-                store
-                    .wecom()
-                    .relationships_of(external_userid)
-                    .await
-                    .map_err(|e| retry("read", &e))
-            }
-            Ok(None) => Ok(known),
-            Err(d) => Err(d.into()),
-        }
-    }
-
-    /// The member a mass message goes out from (see [`sender`]). Without a
-    /// store there is nothing to look at and the owner sends.
-    async fn choose_sender(&self, msg: &OutMessage) -> Result<sender::Sender, Exchange> {
-        let Some(store) = self.store.as_ref() else {
-            return match self.owner_required(msg) {
-                Ok(userid) => Ok(sender::Sender { userid, note: None }),
-                Err(reason) => Err(permanent(&reason)),
-            };
-        };
-        let rels = self.relationships(store, &msg.to).await?;
-        let latest = match store
-            .wecom()
-            .latest_transfer(&self.config.name, &msg.contact_id)
-            .await
-        {
-            Ok(l) => l,
-            // A task from the wrong member is lost ("not a friend"): wait
-            // rather than guess.
-            Err(e) => {
-                return Err(Delivery::Retry {
-                    after: None,
-                    reason: format!("wecom: cannot read the contact's transfers: {e}"),
-                }
-                .into());
-            }
-        };
-        let owner = self.owner_userid(msg);
-        sender::choose(owner.as_deref(), &rels, latest.as_ref())
-            .map_err(|reason| permanent(&format!("wecom: {} not sent: {reason}", msg.to)))
-    }
-
-    /// `message/send` to a salesperson, paced to WeCom's per-member limits
-    /// (see [`pacing`]).
-    async fn notice(&self, msg: &OutMessage) -> Exchange {
-        if msg.to.trim().is_empty() {
-            return permanent("wecom: the salesperson has no wecom_userid");
-        }
-        if msg.body.len() > NOTICE_TEXT_MAX {
-            return permanent(&format!(
-                "wecom: the notice is {} bytes; app messages take at most {NOTICE_TEXT_MAX}",
-                msg.body.len()
-            ));
-        }
-        if let Err(wait) = self
-            .pacing
-            .reserve(self.store.as_ref(), &self.config.name, &msg.to)
-            .await
-        {
-            return wait.into();
-        }
-        let body = json!({
-            "touser": msg.to,
-            "msgtype": "text",
-            "agentid": self.config.agent_id,
-            "text": { "content": msg.body },
-            "safe": 0,
-            "enable_duplicate_check": 1,
-            "duplicate_check_interval": 1800,
-        });
-        let answer = match self.api.post(MESSAGE_SEND, &body).await {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
-        // WeCom userids are case-insensitive and `invaliduser` comes back
-        // lower-cased; `unlicenseduser` members did not get it either.
-        let listed = |key: &str| {
-            answer
-                .json
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .split('|')
-                .any(|u| u.trim().eq_ignore_ascii_case(msg.to.trim()))
-        };
-        if listed("invaliduser") {
-            return answer.exchange(Delivery::Permanent {
-                reason: format!(
-                    "wecom: {} is not a member the app {} can reach (invaliduser)",
-                    msg.to, self.config.agent_id
-                ),
-            });
-        }
-        if listed("unlicenseduser") {
-            return answer.exchange(Delivery::Permanent {
-                reason: format!(
-                    "wecom: {} has no WeCom account licence: the notice was not delivered (unlicenseduser)",
-                    msg.to
-                ),
-            });
-        }
-        let provider_id = answer
-            .json
-            .get("msgid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        answer.exchange(Delivery::Delivered { provider_id })
-    }
-
-    /// `transfer_customer` of one customer. The handover member must be a
-    /// follow-user of the customer (else WeCom answers 40131): the payload's
-    /// `handover_userid` (the previous owner) when it is one, else the
-    /// follow-user who added the customer most recently ([`sender::handover`]).
-    /// A takeover member who already is a follow-user needs no transfer.
-    async fn transfer(&self, msg: &OutMessage) -> Exchange {
-        let field = |k: &str| {
-            msg.payload
-                .get(k)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        let Some(takeover) = field("takeover_userid") else {
-            return permanent("wecom: a transfer needs takeover_userid");
-        };
-        if msg.to.trim().is_empty() {
-            return permanent("wecom: the contact has no wecom_external_userid to transfer");
-        }
-        let wanted = field("handover_userid");
-        if let Some(store) = self.store.as_ref() {
-            let retry = |e: sqlx::Error| -> Exchange {
-                Delivery::Retry {
-                    after: None,
-                    reason: format!("wecom: cannot read the customer's transfers: {e}"),
-                }
-                .into()
-            };
-            let left = match store.wecom().resigned_handover(&msg.to).await {
-                Ok(l) => l.filter(|r| r.handover_userid != takeover),
-                Err(e) => return retry(e),
-            };
-            let since = now_ms() - resigned::TRANSFER_WINDOW_MS;
-            let started = match store.wecom().transfers_started(&msg.to, since).await {
-                Ok(s) => s,
-                Err(e) => return retry(e),
-            };
-            match resigned::held_by_limits(&started, left.as_ref(), now_ms()) {
-                // Waiting for a takeover is no failure of this transfer.
-                Some(resigned::Held {
-                    limit: resigned::Limit::TakeoverPending,
-                    frees_at: Some(at),
-                    reason,
-                }) => {
-                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
-                    return Delivery::Wait {
-                        after: Duration::from_millis(wait.max(1_000)),
-                        reason: format!("wecom: {}: {reason}", msg.to),
-                    }
-                    .into();
-                }
-                Some(h) => return permanent(&format!("wecom: {}: {}", msg.to, h.reason)),
-                None => {}
-            }
-            // A member who left still holds the customer: only the resigned
-            // transfer moves it (the member cannot hand over any more).
-            if let Some(r) = left {
-                let note = Some(format!(
-                    "handed over from {} (left the company) with the resigned transfer",
-                    r.handover_userid
-                ));
-                return self
-                    .start_transfer(
-                        msg,
-                        resigned::RESIGNED_TRANSFER_CUSTOMER,
-                        WecomTaskKind::Resigned,
-                        r.handover_userid,
-                        takeover,
-                        note,
-                    )
-                    .await;
-            }
-        }
-        let (handover, note) = match self.store.as_ref() {
-            Some(store) => {
-                let rels = match self.relationships(store, &msg.to).await {
-                    Ok(r) => r,
-                    Err(e) => return e,
-                };
-                match sender::handover(wanted.as_deref(), &takeover, &rels) {
-                    Ok(Some(s)) => (s.userid, s.note),
-                    Ok(None) => {
-                        tracing::info!(message = %msg.id, customer = %msg.to, %takeover,
-                            "wecom transfer not needed: the takeover member already is a follow-user");
-                        return Delivery::Delivered { provider_id: None }.into();
-                    }
-                    Err(reason) => return permanent(&format!("wecom: {reason}")),
-                }
-            }
-            None => match wanted {
-                Some(w) => (w, None),
-                None => return permanent("wecom: a transfer needs handover_userid"),
-            },
-        };
-        if let Some(n) = &note {
-            tracing::info!(message = %msg.id, %n, "wecom transfer not from the previous owner");
-        }
-        self.start_transfer(
-            msg,
-            TRANSFER_CUSTOMER,
-            WecomTaskKind::Transfer,
-            handover,
-            takeover,
-            note,
-        )
-        .await
-    }
-
-    /// `transfer_customer` or `resigned/transfer_customer` (`path`) of the
-    /// message's customer; per-customer errcode 0 records a task of `kind`.
-    async fn start_transfer(
-        &self,
-        msg: &OutMessage,
-        path: &str,
-        kind: WecomTaskKind,
-        handover: String,
-        takeover: String,
-        note: Option<String>,
-    ) -> Exchange {
-        let body = json!({
-            "handover_userid": handover,
-            "takeover_userid": takeover,
-            "external_userid": [msg.to],
-        });
-        let answer = match self.api.post(path, &body).await {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
-        let code = answer
-            .json
-            .get("customer")
-            .and_then(Value::as_array)
-            .and_then(|l| {
-                l.iter()
-                    .find(|c| c.get("external_userid").and_then(Value::as_str) == Some(&msg.to))
-            })
-            .and_then(|c| c.get("errcode").and_then(Value::as_i64));
-        match code {
-            Some(0) => {
-                let task = tasks::Task {
-                    message_id: msg.id.clone(),
-                    channel: self.config.name.clone(),
-                    kind,
-                    contact_id: msg.contact_id.clone(),
-                    external_userid: msg.to.clone(),
-                    userid: handover,
-                    takeover_userid: Some(takeover),
-                    msgid: None,
-                    note,
-                    created_at: now_ms(),
-                    checks: 0,
-                };
-                self.record(&task).await;
-                answer.exchange(Delivery::Delivered { provider_id: None })
-            }
-            Some(c) => {
-                let d = api::errcode_delivery(TRANSFER_CUSTOMER, c, &json!({"errcode": c}));
-                answer.exchange(d)
-            }
-            None => answer.exchange(Delivery::Permanent {
-                reason: format!("wecom: {path}'s answer does not mention {}", msg.to),
-            }),
         }
     }
 
@@ -873,21 +295,4 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod clock_tests {
-    #[tokio::test]
-    async fn the_wecom_clock_follows_a_paused_tokio_clock() {
-        let before = super::now_ms();
-        assert!((before - crate::store::to_ms(chrono::Utc::now())).abs() < 1_000);
-        tokio::time::pause();
-        let paused = super::now_ms();
-        tokio::time::advance(std::time::Duration::from_secs(3_600)).await;
-        let later = super::now_ms();
-        assert!(
-            (later - paused - 3_600_000).abs() < 1_000,
-            "{paused} → {later}"
-        );
-        tokio::time::resume();
-        // Running again, still an hour ahead of the system time.
-        assert!(super::now_ms() - crate::store::to_ms(chrono::Utc::now()) >= 3_599_000);
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@
 //! note, into the outbox row's `last_error` (the row stays `sent`), which
 //! `nurture history --contact` shows. A mass task sent from a handover
 //! member during a transfer keeps the reason in its `detail` (see
-//! [`super::sender`]) and its outcome note ends with it, so what was seen
+//! [`crate::wecom::sender`]) and its outcome note ends with it, so what was seen
 //! while it waited is logged rather than stored for mass tasks.
 //!
 //! The poller runs in the daemon beside the delivery worker and takes the

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::WecomConfig;
@@ -42,88 +42,25 @@ use super::api::WecomApi;
 use super::token::TokenCaches;
 use crate::channels::{Delivery, Exchange};
 use crate::project::Project;
-use crate::settings::{ChannelKind, ChannelSettings, Settings};
+use crate::settings::{ChannelSettings, Settings};
 use crate::store::wecom_marks::{CorpTag, MarkAction, MarkOutcome, MarkRequest};
 use crate::store::{Store, StoreError};
+use crate::wecom::tag_marks::{NAME_MAX, marks_tags, tag_group};
+// Which channels mark tags and the marks worker's wake-up are WeCom's rules
+// (the planner uses them too); re-exported for the layers above channels
+// (the callback), which may reach them here.
+pub use crate::wecom::tag_marks::{MarksQueued, marking_channels};
 
 pub const GET_CORP_TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
 pub const ADD_CORP_TAG: &str = "/cgi-bin/externalcontact/add_corp_tag";
 pub const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
 
-/// The corp tag group nurture creates its tags in, unless `tag_group` says.
-pub const DEFAULT_TAG_GROUP: &str = "nurture";
-/// WeCom's longest tag and group name (characters).
-pub const NAME_MAX: usize = 30;
 /// Failed tries after which a mark is given up (about a day of backoff).
 pub const MAX_ATTEMPTS: i64 = 30;
 const IDLE: Duration = Duration::from_secs(30);
 /// The tag list is read at most this often per channel when a name is not
 /// in the cache (a remove of a tag WeCom never had must not read it each time).
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
-
-/// Tells the marks worker that marks were queued (plans with tag steps, or
-/// a relationship added after nurture marked the customer). A handle the
-/// daemon owns and gives the scheduler, the WeCom channels, the tag sync and
-/// the callback; a notification without a waiting worker keeps a permit, so
-/// one made during a round is not missed.
-#[derive(Clone, Debug, Default)]
-pub struct MarksQueued(Arc<Notify>);
-
-impl MarksQueued {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-}
-
-fn option<'a>(cs: &'a ChannelSettings, key: &str) -> Option<&'a str> {
-    cs.options.get(key).map(|v| v.value.as_str())
-}
-
-/// Whether a wecom channel marks tags (`mark_tags`, default true).
-pub fn marks_tags(cs: &ChannelSettings) -> bool {
-    cs.kind == ChannelKind::Wecom && option(cs, "mark_tags").is_none_or(|v| v != "false")
-}
-
-/// The channel's tag group (`tag_group`, default `nurture`).
-pub fn tag_group(cs: &ChannelSettings) -> String {
-    option(cs, "tag_group")
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .unwrap_or(DEFAULT_TAG_GROUP)
-        .to_string()
-}
-
-/// The wecom channels a tag step marks corp tags through (sorted by name).
-pub fn marking_channels(settings: &Settings) -> Vec<String> {
-    let mut v: Vec<String> = settings
-        .channels
-        .values()
-        .filter(|cs| marks_tags(cs))
-        .map(|cs| cs.name.clone())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Checks the settings a channel's marks use (`validate`, `channels test`):
-/// `mark_tags` true/false, `tag_group` a WeCom group name.
-pub fn check_options(cs: &ChannelSettings) -> Result<(), String> {
-    if let Some(v) = option(cs, "mark_tags")
-        && v != "true"
-        && v != "false"
-    {
-        return Err(format!("mark_tags \"{v}\" must be true or false"));
-    }
-    if let Some(g) = option(cs, "tag_group") {
-        let n = g.trim().chars().count();
-        if n == 0 || n > NAME_MAX {
-            return Err(format!(
-                "tag_group \"{g}\" must be 1 to {NAME_MAX} characters (WeCom's limit for a tag group name)"
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// Marks tags through one channel.
 pub struct Marker {
@@ -614,7 +551,7 @@ pub async fn run(
     super::queue::run(
         store,
         project,
-        queued.0,
+        queued.into_notify(),
         IDLE,
         move |settings: &Settings| Marks {
             markers: Marker::all(settings, &|name| std::env::var(name).ok(), &tokens),

@@ -57,7 +57,7 @@ pub struct Scheduler {
     /// Wakes the delivery worker when messages were queued.
     pub deliver: Arc<Notify>,
     /// Wakes the WeCom tag marks worker when tag steps queued marks.
-    pub marks_queued: crate::channels::wecom::tag_marks::MarksQueued,
+    pub marks_queued: crate::wecom::tag_marks::MarksQueued,
     pub shutdown: CancellationToken,
     /// `--until-idle`: stop once nothing is left to do (tests, batch runs).
     pub until_idle: Option<IdleMode>,

@@ -13,25 +13,8 @@ mod trigger;
 
 pub use trigger::*;
 
-/// A value together with where it was written in the user's file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Located<T> {
-    pub value: T,
-    pub pos: Pos,
-}
-
-impl<T> Located<T> {
-    pub fn new(value: T, pos: Pos) -> Self {
-        Located { value, pos }
-    }
-}
-
-impl<T> std::ops::Deref for Located<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
+// A leaf type, used below the workflow model too (settings, audience).
+pub use crate::located::Located;
 
 #[derive(Debug, Clone)]
 pub struct Workflow {

@@ -24,9 +24,9 @@
 //! not a WeCom friend of the customer; transfer to wangfang pending"); it
 //! goes on the task and, with the outcome, into `nurture history`.
 
-use super::tasks::LatestTransfer;
 use crate::store::states::{OutboxStatus, WecomTaskStatus};
 use crate::store::wecom::relationships::Relationship;
+use crate::store::wecom::tasks::LatestTransfer;
 
 /// The member a mass message goes out from.
 #[derive(Debug, Clone, PartialEq)]
