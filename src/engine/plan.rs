@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::assign::{AssignState, Pick};
+use crate::assign::AssignState;
 use crate::audience::eval::{holds, holds_since};
 use crate::contact::{Contact, TriggerEvent};
 use crate::policy;
@@ -18,6 +18,7 @@ use crate::template::Templates;
 use crate::workflow::{Step, StepAction, Workflow};
 
 mod assign;
+use assign::Assigned;
 mod row;
 mod send;
 mod set;
@@ -378,116 +379,15 @@ impl<'a> Planner<'a> {
                         },
                     ));
                 }
-                StepAction::Assign(a) => {
-                    let team = self
-                        .settings
-                        .teams
-                        .get(&a.team.value)
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
-                    let cursor_before = self.assign.team_cursor.get(&a.team.value).copied();
-                    let key = (wf.name.clone(), step.id.clone());
-                    let capped = match a.per_salesperson {
-                        Some(rate) => crate::engine::caps::at_cap(
-                            self.assigned.get(&key).map(Vec::as_slice).unwrap_or(&[]),
-                            rate.count,
-                            self.now - rate.per.to_chrono(),
-                        ),
-                        None => HashMap::new(),
-                    };
-                    let capped_ids: std::collections::HashSet<String> =
-                        capped.keys().cloned().collect();
-                    let picked = self.assign.pick_capped(a, team, c, &capped_ids);
+                StepAction::Assign(a) => match self.plan_assign(wf, step, c, a) {
+                    Assigned::Decided(action) => steps.push(row(step, action)),
                     // The whole team (or the matching salesperson) is at the
-                    // cap: the enrollment waits, not run, for the first place
-                    // to free, and is taken again in its turn.
-                    if let (Pick::TeamFull | Pick::NoMatch, Some(rate)) =
-                        (&picked, a.per_salesperson)
-                        && !capped.is_empty()
-                        && matches!(self.assign.clone().pick(a, team, c), Pick::Chosen(_))
-                    {
+                    // cap: the step waits, not run, and is taken again then.
+                    Assigned::WaitsForCap(until) => {
                         ran.pop();
-                        let per = rate.per.to_chrono();
-                        let n = rate.count as usize;
-                        let until = capped
-                            .values()
-                            .map(|times| times[times.len() - n] + per)
-                            .min()
-                            .unwrap_or(self.now + per);
                         return self.wait_at(wf, &contact_id, step, "cap", until, steps, ran);
                     }
-                    if let (Pick::Chosen(id), Some(_)) = (&picked, a.per_salesperson)
-                        && c.owner.as_deref() != Some(id.as_str())
-                    {
-                        self.assigned
-                            .entry(key)
-                            .or_default()
-                            .push((id.clone(), self.now));
-                    }
-                    let action = match picked {
-                        // The owner does not change: no reassignment, no notice.
-                        // Nothing is written, so the daemon's round-robin
-                        // position does not move; neither does the plan's.
-                        Pick::Chosen(id) if c.owner.as_deref() == Some(id.as_str()) => {
-                            match cursor_before {
-                                Some(v) => {
-                                    self.assign.team_cursor.insert(a.team.value.clone(), v);
-                                }
-                                None => {
-                                    self.assign.team_cursor.remove(&a.team.value);
-                                }
-                            }
-                            Action::Skip {
-                                reason: Reason::AlreadyAssigned,
-                            }
-                        }
-                        Pick::Chosen(id) => {
-                            let notices = match &a.notify {
-                                Some(n) => {
-                                    let others: Vec<&str> = if matches!(
-                                        a.strategy,
-                                        crate::workflow::Strategy::RoundRobin
-                                            | crate::workflow::Strategy::LeastLoaded
-                                    ) {
-                                        team.iter().map(|p| p.id.as_str()).collect()
-                                    } else {
-                                        vec![]
-                                    };
-                                    std::iter::once(id.as_str())
-                                        .chain(others)
-                                        .filter(|s| c.owner.as_deref() != Some(*s))
-                                        .map(|s| {
-                                            (
-                                                s.to_string(),
-                                                self.notice(wf, c, s, n.template_name()),
-                                            )
-                                        })
-                                        .collect()
-                                }
-                                None => Default::default(),
-                            };
-                            let previous = c.to_mut().owner.replace(id.clone());
-                            let transfer = self.transfer(c, previous.as_deref(), &id);
-                            Action::Assign {
-                                salesperson: id,
-                                previous,
-                                notify: a.notify.as_ref().map(|n| n.channel.value.clone()),
-                                notices,
-                                transfer,
-                            }
-                        }
-                        Pick::AlreadyAssigned => Action::Skip {
-                            reason: Reason::AlreadyAssigned,
-                        },
-                        Pick::TeamFull => Action::Skip {
-                            reason: Reason::TeamFull,
-                        },
-                        Pick::NoMatch => Action::Skip {
-                            reason: Reason::NoMatchingSalesperson,
-                        },
-                    };
-                    steps.push(row(step, action));
-                }
+                },
                 StepAction::Tag(t) => {
                     // Only real changes are reported, as only they produce tag events.
                     let add: Vec<String> = t
