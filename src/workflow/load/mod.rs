@@ -9,10 +9,14 @@ use crate::diagnostics::{Diagnostic, Pos};
 use crate::schedule::CronSchedule;
 use crate::yaml::{self, Fields, Node, Reader};
 
+mod assign;
+mod branch;
 mod step;
 mod trigger;
 
-use step::read_steps;
+use assign::{read_assign, read_notify, read_per_salesperson};
+use branch::{read_split, read_wait_until};
+use step::{read_steps, required_located};
 use trigger::{read_entry, read_trigger};
 
 pub const WORKFLOW_KEYS: &[&str] = &[
