@@ -61,15 +61,14 @@ pub(super) fn read_wait_until(r: &mut Reader, v: &Node, id: &str) -> Option<Step
             return None;
         }
     };
-    let Some(t) = f.get("timeout") else {
-        r.push(
-            Diagnostic::new(r.file, v.pos, "a wait_until step needs timeout: DURATION")
-                .with_suggestion(
-                    "the enrollment takes else: once the timeout passes, e.g. timeout: 3d",
-                ),
-        );
-        return None;
-    };
+    let t = required(
+        r,
+        &f,
+        v,
+        "timeout",
+        "a wait_until step needs timeout: DURATION",
+        Some("the enrollment takes else: once the timeout passes, e.g. timeout: 3d"),
+    )?;
     let timeout = r.duration(t, "timeout")?;
     if timeout.to_chrono() <= chrono::TimeDelta::zero() {
         r.error(t.pos, "timeout must be longer than 0");
@@ -98,14 +97,16 @@ pub(super) fn read_wait_until(r: &mut Reader, v: &Node, id: &str) -> Option<Step
 /// `split: { arms: [ { name, weight, steps }, ... ] }`.
 pub(super) fn read_split(r: &mut Reader, v: &Node, id: &str) -> Option<StepAction> {
     let f = r.fields(v, "a split step", &["arms"])?;
-    let Some(arms_node) = f.get("arms") else {
-        r.push(
-            Diagnostic::new(r.file, v.pos, "a split step needs arms: [...]").with_suggestion(
-                "write split: { arms: [ { name: a, weight: 50, steps: [...] }, { name: b, weight: 50, steps: [...] } ] }",
-            ),
-        );
-        return None;
-    };
+    let arms_node = required(
+        r,
+        &f,
+        v,
+        "arms",
+        "a split step needs arms: [...]",
+        Some(
+            "write split: { arms: [ { name: a, weight: 50, steps: [...] }, { name: b, weight: 50, steps: [...] } ] }",
+        ),
+    )?;
     let items = r.seq(arms_node, "arms")?;
     if items.len() < 2 {
         r.error(arms_node.pos, "a split needs at least two arms");

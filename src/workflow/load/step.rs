@@ -314,25 +314,6 @@ pub(super) fn read_set(r: &mut Reader, v: &Node) -> Option<StepAction> {
     Some(StepAction::Set(SetStep { values }))
 }
 
-pub(super) fn required_located(
-    r: &mut Reader,
-    f: &Fields,
-    at: &Node,
-    key: &str,
-    what: &str,
-) -> Option<Located<String>> {
-    match f.get(key) {
-        Some(n) => r.string(n, key).map(|s| Located::new(s, n.pos)),
-        None => {
-            if !f.misspelt(key) {
-                r.error(at.pos, format!("{what} needs \"{key}\""));
-            }
-            // An empty name is a placeholder the checks skip (already reported).
-            Some(Located::new(String::new(), at.pos))
-        }
-    }
-}
-
 /// A webhook step's `store: { ATTRIBUTE: /json/pointer }`.
 pub(super) fn read_webhook_store(r: &mut Reader, n: &Node) -> Vec<(Located<String>, String)> {
     let Some(entries) = n.as_map() else {
