@@ -210,6 +210,9 @@ impl Planner<'_> {
 }
 
 /// What an assign step comes to.
+// Returned and matched at once, never stored: boxing the action would cost
+// an allocation per assignment for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Assigned {
     /// Assigned, or skipped with a reason.
     Decided(Action),
