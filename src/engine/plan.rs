@@ -9,15 +9,19 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::assign::{AssignState, Pick};
+use crate::assign::AssignState;
 use crate::audience::eval::{holds, holds_since};
 use crate::contact::{Contact, TriggerEvent};
 use crate::policy;
 use crate::settings::Settings;
-use crate::template::{Templates, render_context};
+use crate::template::Templates;
 use crate::workflow::{Step, StepAction, Workflow};
 
+mod assign;
+use assign::Assigned;
 mod row;
+mod send;
+mod set;
 mod types;
 
 pub use row::*;
@@ -125,82 +129,6 @@ impl<'a> Planner<'a> {
                 std::borrow::Cow::Owned(c)
             }
         }
-    }
-
-    /// Messages planned in this run for `contact_id` inside the frequency
-    /// cap's window ending now.
-    fn planned_in_window(&self, contact_id: &str) -> u32 {
-        let Some(times) = self.planned_sends.get(contact_id) else {
-            return 0;
-        };
-        let from = self
-            .settings
-            .policies
-            .frequency_cap
-            .as_ref()
-            .map(|c| self.now - c.per.to_chrono());
-        times
-            .iter()
-            .filter(|t| from.is_none_or(|f| **t > f))
-            .count() as u32
-    }
-
-    /// The WeCom transfer an assignment of `c` from `previous` to
-    /// `salesperson` calls for: when the contact has a WeCom external userid,
-    /// the new salesperson a `wecom_userid` (other than the previous one's;
-    /// without one the handover is a real follow-user), and the settings a
-    /// wecom channel (the first by name). Decided from the store's facts
-    /// and the transfers this run planned before, which it then counts.
-    fn transfer(
-        &mut self,
-        c: &Contact,
-        previous: Option<&str>,
-        salesperson: &str,
-    ) -> Option<crate::engine::transfer::Transfer> {
-        let userid = |id: &str| {
-            self.settings
-                .salesperson(id)
-                .and_then(|p| p.wecom_userid.clone())
-        };
-        let takeover = userid(salesperson)?;
-        let wanted = previous.and_then(userid).unwrap_or_default();
-        if wanted == takeover {
-            return None;
-        }
-        let channel = self
-            .settings
-            .channels
-            .values()
-            .find(|ch| ch.kind == crate::settings::ChannelKind::Wecom)?
-            .name
-            .clone();
-        let ext = c
-            .wecom_external_userid
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty())?
-            .to_string();
-        let mut facts = self.wecom_facts.get(&ext).cloned().unwrap_or_default();
-        if let Some(planned) = self.planned_transfers.get(&ext) {
-            facts.started.extend(planned.iter().map(|at| (*at, true)));
-            facts.started.sort();
-        }
-        let now = self.now.timestamp_millis();
-        let verdict = crate::engine::transfer::decide(&facts, Some(&wanted), &takeover, now);
-        let t = crate::engine::transfer::Transfer {
-            channel,
-            external_userid: ext,
-            wanted,
-            takeover,
-            verdict,
-        };
-        if let Some(at) = t.queued_at_ms(now) {
-            self.planned_transfers
-                .entry(t.external_userid.clone())
-                .or_default()
-                .push(at);
-        }
-        Some(t)
     }
 
     /// Plan a contact's way through `wf` from `start`, until a wait, the end,
@@ -451,116 +379,15 @@ impl<'a> Planner<'a> {
                         },
                     ));
                 }
-                StepAction::Assign(a) => {
-                    let team = self
-                        .settings
-                        .teams
-                        .get(&a.team.value)
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
-                    let cursor_before = self.assign.team_cursor.get(&a.team.value).copied();
-                    let key = (wf.name.clone(), step.id.clone());
-                    let capped = match a.per_salesperson {
-                        Some(rate) => crate::engine::caps::at_cap(
-                            self.assigned.get(&key).map(Vec::as_slice).unwrap_or(&[]),
-                            rate.count,
-                            self.now - rate.per.to_chrono(),
-                        ),
-                        None => HashMap::new(),
-                    };
-                    let capped_ids: std::collections::HashSet<String> =
-                        capped.keys().cloned().collect();
-                    let picked = self.assign.pick_capped(a, team, c, &capped_ids);
+                StepAction::Assign(a) => match self.plan_assign(wf, step, c, a) {
+                    Assigned::Decided(action) => steps.push(row(step, action)),
                     // The whole team (or the matching salesperson) is at the
-                    // cap: the enrollment waits, not run, for the first place
-                    // to free, and is taken again in its turn.
-                    if let (Pick::TeamFull | Pick::NoMatch, Some(rate)) =
-                        (&picked, a.per_salesperson)
-                        && !capped.is_empty()
-                        && matches!(self.assign.clone().pick(a, team, c), Pick::Chosen(_))
-                    {
+                    // cap: the step waits, not run, and is taken again then.
+                    Assigned::WaitsForCap(until) => {
                         ran.pop();
-                        let per = rate.per.to_chrono();
-                        let n = rate.count as usize;
-                        let until = capped
-                            .values()
-                            .map(|times| times[times.len() - n] + per)
-                            .min()
-                            .unwrap_or(self.now + per);
                         return self.wait_at(wf, &contact_id, step, "cap", until, steps, ran);
                     }
-                    if let (Pick::Chosen(id), Some(_)) = (&picked, a.per_salesperson)
-                        && c.owner.as_deref() != Some(id.as_str())
-                    {
-                        self.assigned
-                            .entry(key)
-                            .or_default()
-                            .push((id.clone(), self.now));
-                    }
-                    let action = match picked {
-                        // The owner does not change: no reassignment, no notice.
-                        // Nothing is written, so the daemon's round-robin
-                        // position does not move; neither does the plan's.
-                        Pick::Chosen(id) if c.owner.as_deref() == Some(id.as_str()) => {
-                            match cursor_before {
-                                Some(v) => {
-                                    self.assign.team_cursor.insert(a.team.value.clone(), v);
-                                }
-                                None => {
-                                    self.assign.team_cursor.remove(&a.team.value);
-                                }
-                            }
-                            Action::Skip {
-                                reason: Reason::AlreadyAssigned,
-                            }
-                        }
-                        Pick::Chosen(id) => {
-                            let notices = match &a.notify {
-                                Some(n) => {
-                                    let others: Vec<&str> = if matches!(
-                                        a.strategy,
-                                        crate::workflow::Strategy::RoundRobin
-                                            | crate::workflow::Strategy::LeastLoaded
-                                    ) {
-                                        team.iter().map(|p| p.id.as_str()).collect()
-                                    } else {
-                                        vec![]
-                                    };
-                                    std::iter::once(id.as_str())
-                                        .chain(others)
-                                        .filter(|s| c.owner.as_deref() != Some(*s))
-                                        .map(|s| {
-                                            (
-                                                s.to_string(),
-                                                self.notice(wf, c, s, n.template_name()),
-                                            )
-                                        })
-                                        .collect()
-                                }
-                                None => Default::default(),
-                            };
-                            let previous = c.to_mut().owner.replace(id.clone());
-                            let transfer = self.transfer(c, previous.as_deref(), &id);
-                            Action::Assign {
-                                salesperson: id,
-                                previous,
-                                notify: a.notify.as_ref().map(|n| n.channel.value.clone()),
-                                notices,
-                                transfer,
-                            }
-                        }
-                        Pick::AlreadyAssigned => Action::Skip {
-                            reason: Reason::AlreadyAssigned,
-                        },
-                        Pick::TeamFull => Action::Skip {
-                            reason: Reason::TeamFull,
-                        },
-                        Pick::NoMatch => Action::Skip {
-                            reason: Reason::NoMatchingSalesperson,
-                        },
-                    };
-                    steps.push(row(step, action));
-                }
+                },
                 StepAction::Tag(t) => {
                     // Only real changes are reported, as only they produce tag events.
                     let add: Vec<String> = t
@@ -704,28 +531,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// When a contact over the frequency cap may be sent to again: the
-    /// oldest message counted (the store's, or this run's) leaves the window.
-    fn cap_frees(&self, contact_id: &str, cap: crate::settings::FrequencyCap) -> DateTime<Utc> {
-        let per = cap.per.to_chrono();
-        let from = self.now - per;
-        let planned = self
-            .planned_sends
-            .get(contact_id)
-            .and_then(|v| v.iter().filter(|t| **t > from).min().copied());
-        let stored = self
-            .cap_oldest
-            .get(contact_id)
-            .copied()
-            .filter(|t| *t > from);
-        match (stored, planned) {
-            (Some(a), Some(b)) => a.min(b) + per,
-            (Some(a), None) | (None, Some(a)) => a + per,
-            // Nothing known in the window (a cap of 0): look again a window later.
-            (None, None) => self.now + per,
-        }
-    }
-
     /// The plan stops before `step`, which waits until `until` (recorded as
     /// STEP@WHY) and is run then.
     #[allow(clippy::too_many_arguments)]
@@ -754,238 +559,6 @@ impl<'a> Planner<'a> {
                 wait_since: None,
             },
             ran,
-        }
-    }
-
-    /// The assignment notice telling `salesperson` about contact `c` (whose
-    /// owner is still the previous one).
-    fn notice(
-        &self,
-        wf: &Workflow,
-        c: &Contact,
-        salesperson: &str,
-        template: &str,
-    ) -> Result<String, String> {
-        let value = |id: &str| {
-            self.settings
-                .salesperson(id)
-                .map(|s| s.template_value())
-                .unwrap_or_else(|| serde_json::json!({ "id": id }))
-        };
-        let owner = value(salesperson);
-        let previous = c.owner.as_deref().map(value);
-        let ctx = crate::template::notice_context(
-            c,
-            &owner,
-            previous.as_ref(),
-            &wf.name,
-            self.now,
-            self.settings.timezone,
-        );
-        self.templates
-            .render_notice(template, &ctx)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The values of a `set:` step: literals as written, templates rendered
-    /// (with `contact`, `owner`, `event`) and read as the field's declared
-    /// type.
-    fn set_values(
-        &self,
-        wf: &Workflow,
-        c: &Contact,
-        st: &crate::workflow::SetStep,
-        trigger: Option<&TriggerEvent>,
-    ) -> Result<Vec<(String, serde_json::Value)>, String> {
-        use crate::settings::FieldType;
-        use crate::workflow::SetValue;
-        let mut ctx = None;
-        let mut out = Vec::with_capacity(st.values.len());
-        for (k, v) in &st.values {
-            let value = match v {
-                SetValue::Literal(x) => x.clone(),
-                SetValue::Template(src) => {
-                    let ctx = ctx.get_or_insert_with(|| {
-                        let tz = policy::contact_tz(c, self.settings);
-                        let owner = c
-                            .owner
-                            .as_deref()
-                            .and_then(|id| self.settings.salesperson(id))
-                            .map(|s| s.template_value());
-                        let mut ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
-                        if let (Some(e), Some(m)) = (trigger, ctx.as_object_mut()) {
-                            m.insert("event".into(), e.template_value(tz));
-                        }
-                        ctx
-                    });
-                    let text = self
-                        .templates
-                        .render_inline(src, ctx)
-                        .map_err(|e| format!("set {}: {e}", k.value))?;
-                    match self.settings.fields.get(&k.value) {
-                        Some(FieldType::Number) => {
-                            let n: f64 = text.trim().parse().map_err(|_| {
-                                format!("set {}: \"{text}\" is not a number", k.value)
-                            })?;
-                            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                                serde_json::Value::from(n as i64)
-                            } else {
-                                serde_json::Value::from(n)
-                            }
-                        }
-                        Some(FieldType::Bool) => match text.trim() {
-                            "true" => serde_json::Value::Bool(true),
-                            "false" => serde_json::Value::Bool(false),
-                            _ => {
-                                return Err(format!(
-                                    "set {}: \"{text}\" is not true or false",
-                                    k.value
-                                ));
-                            }
-                        },
-                        _ => serde_json::Value::String(text),
-                    }
-                }
-            };
-            out.push((k.value.clone(), value));
-        }
-        Ok(out)
-    }
-
-    /// Decide one message: consent, address, cap, rendering, quiet hours.
-    fn plan_send(
-        &mut self,
-        wf: &Workflow,
-        step_id: &str,
-        c: &Contact,
-        send: &crate::workflow::SendStep,
-        recent: u32,
-        trigger: Option<&TriggerEvent>,
-    ) -> Action {
-        let channel = send.channel.value.as_str();
-        let template = send.template.value.as_str();
-        if wf.held_out(&c.id) {
-            return Action::Skip {
-                reason: Reason::Holdout,
-            };
-        }
-        let Some(ch) = self.settings.channels.get(channel) else {
-            // `validate` refuses unknown channels, so this only happens on a broken reload.
-            return Action::Skip {
-                reason: Reason::TemplateError(format!("unknown channel \"{channel}\"")),
-            };
-        };
-        if !policy::consents(c, channel) {
-            return Action::Skip {
-                reason: Reason::Unsubscribed,
-            };
-        }
-        // A log or webhook channel reaches the contact by id, unless its
-        // `address:` option names the field it stands in for (a `log` channel
-        // named `sms` in a quick start previews real phone numbers).
-        let field = ch
-            .kind
-            .address_field()
-            .or_else(|| ch.options.get("address").map(|a| a.value.as_str()));
-        let to = match field {
-            Some("phone") => c.phone.clone(),
-            Some("email") => c.email.clone(),
-            // A customer whose WeCom relationship ended (marked by the
-            // callback) cannot be reached there any more.
-            Some("wecom_external_userid") => c
-                .wecom_external_userid
-                .clone()
-                .filter(|_| !c.attrs.contains_key(crate::store::wecom::ATTR_DELETED_BY)),
-            _ => Some(c.id.clone()),
-        };
-        let Some(to) = to.filter(|t| !t.trim().is_empty()) else {
-            return Action::Skip {
-                reason: Reason::NoAddress,
-            };
-        };
-        let planned = self.planned_in_window(&c.id);
-        if policy::over_cap(
-            self.settings.policies.frequency_cap.as_ref(),
-            recent + planned,
-        ) {
-            return Action::Skip {
-                reason: Reason::FrequencyCap,
-            };
-        }
-        let tz = policy::contact_tz(c, self.settings);
-        let owner = c
-            .owner
-            .as_deref()
-            .and_then(|id| self.settings.salesperson(id))
-            .map(|s| s.template_value());
-        let mut ctx = render_context(c, owner.as_ref(), &wf.name, self.now, tz);
-        if let (Some(e), Some(m)) = (trigger, ctx.as_object_mut()) {
-            m.insert("event".into(), e.template_value(tz));
-        }
-        let ctx = handlebars::Context::from(ctx);
-        let rendered = match self
-            .templates
-            .render_limited(template, &ctx, ch.kind.message_limit())
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Action::Skip {
-                    reason: Reason::TemplateError(e.to_string()),
-                };
-            }
-        };
-        // Only the frequency cap reads these: without one, a million planned
-        // sends would be remembered for nothing (the dry-run never forgets).
-        if self.settings.policies.frequency_cap.is_some() {
-            self.planned_sends
-                .entry(c.id.clone())
-                .or_default()
-                .push(self.now);
-        }
-        // `at: "10:00"`: the next such local time; then quiet hours.
-        let base = match send.at {
-            Some(t) => crate::workflow::next_local_time(t, self.now, tz),
-            None => self.now,
-        };
-        let mut at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), base, tz);
-        // `throttle: N/PERIOD`: one message every PERIOD/N, in plan order.
-        if let Some(rate) = wf.throttle {
-            let every = rate.per.to_chrono() / rate.count as i32;
-            if let Some(last) = self.throttle_last.get(&wf.name) {
-                let slot = at.max(*last + every);
-                at = policy::deliverable_at(self.settings.policies.quiet_hours.as_ref(), slot, tz);
-            }
-            self.throttle_last.insert(wf.name.clone(), at);
-        }
-        // `per_salesperson: N/PERIOD`: at most N of the step's messages per
-        // owner in any PERIOD; the excess goes out as places free, in order.
-        if let (Some(rate), Some(owner)) = (send.per_salesperson, c.owner.as_deref()) {
-            let sent = self
-                .owner_sends
-                .entry((wf.name.clone(), step_id.to_string()))
-                .or_default();
-            let mine: Vec<DateTime<Utc>> = sent
-                .iter()
-                .filter(|(o, _)| o == owner)
-                .map(|(_, t)| *t)
-                .collect();
-            at = crate::engine::caps::owner_slot(
-                &mine,
-                at,
-                rate,
-                self.settings.policies.quiet_hours.as_ref(),
-                tz,
-            );
-            sent.push((owner.to_string(), at));
-        }
-        Action::Send {
-            channel: channel.to_string(),
-            to,
-            subject: rendered.subject,
-            body: rendered.body,
-            at,
-            tz,
-            attachments: rendered.attachments,
         }
     }
 }

@@ -97,19 +97,21 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{Map, Value};
+use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
-use crate::api::wecom_crypto::{CryptoError, extract_encrypt, xml_field};
+use crate::api::wecom_crypto::{CryptoError, extract_encrypt};
 use crate::channels::wecom::tag_marks::MarksQueued;
 use crate::contact_ways::ContactWay;
 use crate::project::Project;
 use crate::settings::Settings;
-use crate::store::wecom::{CallbackKey, ContactChange, DeletedBy, Via};
+use crate::store::wecom::ContactChange;
 use crate::store::{Store, StoreError};
 
+mod event;
 pub mod settings;
+
+pub use event::InnerEvent;
 
 use settings::CallbackConfig;
 
@@ -382,155 +384,6 @@ async fn url_check(
     }
 }
 
-/// The fields of a decrypted event nurture reads (absent ones are `""`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InnerEvent {
-    pub event: String,
-    pub change_type: String,
-    pub user_id: String,
-    pub external_userid: String,
-    pub create_time: String,
-    pub state: Option<String>,
-    pub welcome_code: Option<String>,
-    pub source: Option<String>,
-    pub fail_reason: Option<String>,
-    pub tag_id: String,
-    pub tag_type: Option<String>,
-}
-
-impl InnerEvent {
-    /// Never fails: missing or malformed elements are empty.
-    pub fn parse(xml: &str) -> InnerEvent {
-        let field = |name: &str| xml_field(xml, name).unwrap_or_default().trim().to_string();
-        let opt = |name: &str| Some(field(name)).filter(|v| !v.is_empty());
-        let event = field("Event");
-        InnerEvent {
-            change_type: field("ChangeType"),
-            user_id: field("UserID"),
-            external_userid: field("ExternalUserID"),
-            create_time: field("CreateTime"),
-            state: opt("State"),
-            welcome_code: opt("WelcomeCode"),
-            source: opt("Source"),
-            fail_reason: opt("FailReason"),
-            tag_id: if event == "change_external_tag" {
-                field("Id")
-            } else {
-                String::new()
-            },
-            tag_type: opt("TagType"),
-            event,
-        }
-    }
-
-    fn key(&self) -> CallbackKey {
-        CallbackKey {
-            event: self.event.clone(),
-            change_type: self.change_type.clone(),
-            user_id: self.user_id.clone(),
-            external_userid: self.external_userid.clone(),
-            tag_id: self.tag_id.clone(),
-            create_time: self.create_time.clone(),
-        }
-    }
-
-    /// The event's own time (`CreateTime`, seconds), else `now`.
-    fn at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.create_time
-            .parse::<i64>()
-            .ok()
-            .and_then(|s| Utc.timestamp_opt(s, 0).single())
-            .unwrap_or(now)
-    }
-
-    /// The fields kept in the record (no welcome code: it is single-use and
-    /// lives in `wecom_welcome_codes`).
-    fn detail(&self) -> Value {
-        let mut m = Map::new();
-        for (k, v) in [
-            ("state", &self.state),
-            ("source", &self.source),
-            ("fail_reason", &self.fail_reason),
-            ("tag_type", &self.tag_type),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), Value::from(v.as_str()));
-            }
-        }
-        if self.welcome_code.is_some() {
-            m.insert("welcome_code".into(), Value::Bool(true));
-        }
-        Value::Object(m)
-    }
-
-    /// What the event does to a contact; `channel` is the wecom channel
-    /// whose callback settings opened it (a tag sync uses its token).
-    /// `ways`: the project's contact-way codes (a `State` naming one makes
-    /// the add an add through that code).
-    pub fn change(&self, settings: &Settings, ways: &[ContactWay], channel: &str) -> ContactChange {
-        let has_ids = !self.external_userid.is_empty() && !self.user_id.is_empty();
-        match (self.event.as_str(), self.change_type.as_str()) {
-            ("change_external_contact", "add_external_contact" | "add_half_external_contact")
-                if has_ids =>
-            {
-                ContactChange::Added {
-                    external_userid: self.external_userid.clone(),
-                    staff_userid: self.user_id.clone(),
-                    owner: salesperson_of(settings, &self.user_id),
-                    state: self.state.clone(),
-                    welcome_code: self.welcome_code.clone(),
-                    via: self
-                        .state
-                        .as_deref()
-                        .and_then(|st| ways.iter().find(|w| w.name == st))
-                        .map(|w| Via {
-                            name: w.name.clone(),
-                            tags: w.tags.clone(),
-                            mark: crate::channels::wecom::tag_marks::marking_channels(settings),
-                        }),
-                }
-            }
-            ("change_external_contact", "edit_external_contact")
-                if !self.external_userid.is_empty() =>
-            {
-                ContactChange::Edited {
-                    external_userid: self.external_userid.clone(),
-                    staff_userid: self.user_id.clone(),
-                    channel: channel.to_string(),
-                }
-            }
-            ("change_external_contact", kind @ ("del_external_contact" | "del_follow_user"))
-                if has_ids =>
-            {
-                ContactChange::Deleted {
-                    external_userid: self.external_userid.clone(),
-                    staff_userid: self.user_id.clone(),
-                    // del_external_contact: the staff member deleted the
-                    // customer; del_follow_user: the customer deleted the
-                    // staff member (reference §1.7).
-                    by: if kind == "del_external_contact" {
-                        DeletedBy::Staff
-                    } else {
-                        DeletedBy::Customer
-                    },
-                    source: self.source.clone(),
-                }
-            }
-            _ => ContactChange::Record,
-        }
-    }
-}
-
-/// The salesperson of `teams` whose `wecom_userid` is `user_id`.
-fn salesperson_of(settings: &Settings, user_id: &str) -> Option<String> {
-    settings
-        .teams
-        .values()
-        .flatten()
-        .find(|s| s.wecom_userid.as_deref() == Some(user_id))
-        .map(|s| s.id.clone())
-}
-
 /// `POST`: an encrypted event.
 async fn event(
     State(st): State<CallbackState>,
@@ -625,71 +478,4 @@ async fn event(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::settings::Salesperson;
-    use std::path::PathBuf;
-
-    #[test]
-    fn parses_and_maps_events() {
-        let xml = "<xml><ToUserName><![CDATA[corp]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
-            <CreateTime>1403610513</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-            <Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]></ChangeType>\
-            <UserID><![CDATA[zhangsan]]></UserID><ExternalUserID><![CDATA[woAJ2G]]></ExternalUserID>\
-            <State><![CDATA[qr]]></State><WelcomeCode><![CDATA[WC]]></WelcomeCode></xml>";
-        let ev = InnerEvent::parse(xml);
-        assert_eq!(ev.create_time, "1403610513");
-        assert_eq!(ev.at(Utc::now()).timestamp(), 1403610513);
-        let mut s = Settings::defaults(PathBuf::from("."));
-        s.teams.insert(
-            "sales".into(),
-            vec![Salesperson {
-                id: "sp-zhang".into(),
-                name: None,
-                wecom_userid: Some("zhangsan".into()),
-                email: None,
-                region: None,
-                capacity: None,
-            }],
-        );
-        assert_eq!(
-            ev.change(&s, &[], "wecom"),
-            ContactChange::Added {
-                external_userid: "woAJ2G".into(),
-                staff_userid: "zhangsan".into(),
-                owner: Some("sp-zhang".into()),
-                state: Some("qr".into()),
-                welcome_code: Some("WC".into()),
-                via: None,
-            }
-        );
-        assert_eq!(
-            ev.detail(),
-            serde_json::json!({"state": "qr", "welcome_code": true})
-        );
-        // An add without an ExternalUserID is only recorded.
-        let ev = InnerEvent::parse(
-            &xml.replace("<ExternalUserID><![CDATA[woAJ2G]]></ExternalUserID>", ""),
-        );
-        assert_eq!(ev.change(&s, &[], "wecom"), ContactChange::Record);
-        let tag = InnerEvent::parse(
-            "<xml><Event>change_external_tag</Event><Id>etXX</Id><TagType>tag</TagType><ChangeType>delete</ChangeType><CreateTime>5</CreateTime></xml>",
-        );
-        assert_eq!(tag.tag_id, "etXX");
-        assert_eq!(tag.change(&s, &[], "wecom"), ContactChange::Record);
-        // An edit names the staff member and the channel for the tag sync.
-        let edit = InnerEvent::parse(
-            "<xml><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType>\
-             <UserID>zhangsan</UserID><ExternalUserID>wmE</ExternalUserID><CreateTime>7</CreateTime></xml>",
-        );
-        assert_eq!(
-            edit.change(&s, &[], "corp-a"),
-            ContactChange::Edited {
-                external_userid: "wmE".into(),
-                staff_userid: "zhangsan".into(),
-                channel: "corp-a".into(),
-            }
-        );
-        assert_eq!(InnerEvent::parse("garbage"), InnerEvent::default());
-    }
-}
+mod tests;

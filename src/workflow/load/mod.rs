@@ -9,9 +9,13 @@ use crate::diagnostics::{Diagnostic, Pos};
 use crate::schedule::CronSchedule;
 use crate::yaml::{self, Fields, Node, Reader};
 
+mod assign;
+mod branch;
 mod step;
 mod trigger;
 
+use assign::{read_assign, read_notify, read_per_salesperson};
+use branch::{read_split, read_wait_until};
 use step::read_steps;
 use trigger::{read_entry, read_trigger};
 
@@ -260,6 +264,47 @@ fn cron(r: &mut Reader, n: &Node, what: &str) -> Option<CronSchedule> {
     }
 }
 
+/// The value of `key`, which the map `at` (read as `f`) must have. When it
+/// is missing, reports `missing` (with `suggestion`) at `at`, unless another
+/// key of the map is a misspelling of it: `fields` has already said that,
+/// with a did-you-mean, and a second error about the same key is noise.
+/// Every "X needs KEY" of the loader goes through here, so a misspelt
+/// required key is always reported once.
+fn required<'n>(
+    r: &mut Reader,
+    f: &Fields<'n>,
+    at: &Node,
+    key: &str,
+    missing: impl Into<String>,
+    suggestion: Option<&str>,
+) -> Option<&'n Node> {
+    let found = f.get(key);
+    if found.is_none() && !f.misspelt(key) {
+        let mut d = Diagnostic::new(r.file, at.pos, missing);
+        if let Some(s) = suggestion {
+            d = d.with_suggestion(s);
+        }
+        r.push(d);
+    }
+    found
+}
+
+/// A required text value with its position. When it is missing (reported),
+/// an empty placeholder at `at` that the checks skip, so that the rest of
+/// the step is still read and checked.
+fn required_located(
+    r: &mut Reader,
+    f: &Fields,
+    at: &Node,
+    key: &str,
+    what: &str,
+) -> Option<Located<String>> {
+    match required(r, f, at, key, format!("{what} needs \"{key}\""), None) {
+        Some(n) => r.string(n, key).map(|s| Located::new(s, n.pos)),
+        None => Some(Located::new(String::new(), at.pos)),
+    }
+}
+
 fn one_kind<'n>(
     r: &mut Reader,
     node: &'n Node,
@@ -373,17 +418,14 @@ fn read_goal(r: &mut Reader, v: &Node) -> Option<Goal> {
             return None;
         }
     };
-    let Some(w) = f.get("within") else {
-        r.push(
-            Diagnostic::new(
-                r.file,
-                v.pos,
-                "a goal needs within: DURATION (the conversion window)",
-            )
-            .with_suggestion("e.g. goal: { event: purchase, within: 7d }"),
-        );
-        return None;
-    };
+    let w = required(
+        r,
+        &f,
+        v,
+        "within",
+        "a goal needs within: DURATION (the conversion window)",
+        Some("e.g. goal: { event: purchase, within: 7d }"),
+    )?;
     let within = r.duration(w, "within")?;
     Some(Goal { on, within })
 }

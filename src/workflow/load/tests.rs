@@ -191,7 +191,17 @@ steps:
                 .any(|m| m.starts_with("5:7: unknown key \"timout\"") && m.contains("timeout")),
             "{e:?}"
         );
-        assert!(e.iter().any(|m| m.contains("needs timeout")), "{e:?}");
+        // The misspelling says it all: no second error about the same key.
+        assert!(!e.iter().any(|m| m.contains("needs timeout")), "{e:?}");
+        let e = errors(&format!(
+            "{head}  - wait_until:\n      event: purchase\n      then: []\n"
+        ));
+        assert_eq!(
+            e,
+            [
+                "4:7: a wait_until step needs timeout: DURATION (the enrollment takes else: once the timeout passes, e.g. timeout: 3d)"
+            ]
+        );
         let e = errors(&format!("{head}  - wait_until: {{ timeout: 3d }}\n"));
         assert!(
             e.iter()
@@ -262,5 +272,84 @@ mod set_notify_tests {
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert_eq!((diags[0].pos.line, diags[0].pos.col), (3, 15));
         assert!(diags[0].message.contains("not a valid template"));
+    }
+}
+
+/// Every "X needs KEY" goes through one helper: a missing required key is
+/// reported once, where its map is, with its example; a misspelt one only
+/// as the misspelling (with a did-you-mean).
+mod required_keys {
+    use super::*;
+
+    fn messages(src: &str) -> Vec<String> {
+        let (_, diags) = load_str(Path::new("w.yaml"), src);
+        diags
+            .iter()
+            .map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message))
+            .collect()
+    }
+
+    const STEPS: &str = "steps:\n  - tag: { add: [a] }\n";
+
+    #[test]
+    fn a_missing_key_is_reported_at_its_map() {
+        let cases = [
+            (
+                "trigger: { event: {} }\n",
+                "1:19: the event trigger needs \"name\"",
+            ),
+            (
+                "trigger: { tag_added: {} }\n",
+                "1:23: tag_added needs \"tag\"",
+            ),
+            (
+                "trigger: { inactive: {} }\n",
+                "1:22: inactive needs \"for\"",
+            ),
+            (
+                "trigger: { schedule: {} }\n",
+                "1:22: schedule needs \"cron\"",
+            ),
+            (
+                "trigger: { date: { at: \"10:00\" } }\n",
+                "1:18: the date trigger needs field:",
+            ),
+        ];
+        for (trigger, want) in cases {
+            let m = messages(&format!("{trigger}{STEPS}"));
+            assert_eq!(m.len(), 1, "{trigger}: {m:?}");
+            assert!(m[0].starts_with(want), "{trigger}: {m:?}");
+        }
+        let m = messages("trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms }\n");
+        assert_eq!(m, ["3:11: a send step needs \"template\""]);
+        let m = messages("trigger: { contact_created: {} }\nsteps:\n  - split: {}\n");
+        assert_eq!(m, ["3:12: a split step needs arms: [...]"]);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_reported_once_as_the_misspelling() {
+        let cases = [
+            ("trigger: { event: { nmae: buy } }\n", "nmae"),
+            ("trigger: { tag_added: { tga: vip } }\n", "tga"),
+            ("trigger: { date: { feild: birthday } }\n", "feild"),
+            (
+                "trigger: { contact_created: {} }\nsteps:\n  - send: { chanel: sms, template: t }\n",
+                "chanel",
+            ),
+            (
+                "trigger: { contact_created: {} }\nsteps:\n  - split: { arm: [] }\n",
+                "arm",
+            ),
+        ];
+        for (src, key) in cases {
+            let src = if src.contains("steps:") {
+                src.to_string()
+            } else {
+                format!("{src}{STEPS}")
+            };
+            let m = messages(&src);
+            assert_eq!(m.len(), 1, "{src}: {m:?}");
+            assert!(m[0].contains(&format!("unknown key \"{key}\"")), "{m:?}");
+        }
     }
 }

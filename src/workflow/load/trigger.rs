@@ -27,31 +27,29 @@ pub(super) fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
         }
         "tag_added" => {
             let f = r.fields(v, "tag_added", &["tag"])?;
-            let Some(t) = f.get("tag") else {
-                if f.misspelt("tag") {
-                    return None;
-                }
-                r.error(
-                    v.pos,
-                    "tag_added needs \"tag\", e.g. tag_added: { tag: vip }",
-                );
-                return None;
-            };
+            let t = required(
+                r,
+                &f,
+                v,
+                "tag",
+                "tag_added needs \"tag\", e.g. tag_added: { tag: vip }",
+                None,
+            )?;
             Some(Trigger::TagAdded {
                 tag: r.string(t, "tag")?,
             })
         }
         "inactive" => {
             let f = r.fields(v, "inactive", &["for", "check"])?;
-            let quiet_for = match f.get("for") {
-                Some(n) => r.duration(n, "for"),
-                None => {
-                    if !f.misspelt("for") {
-                        r.error(v.pos, "inactive needs \"for\", e.g. inactive: { for: 30d }");
-                    }
-                    None
-                }
-            };
+            let quiet_for = required(
+                r,
+                &f,
+                v,
+                "for",
+                "inactive needs \"for\", e.g. inactive: { for: 30d }",
+                None,
+            )
+            .and_then(|n| r.duration(n, "for"));
             let check = match f.get("check") {
                 Some(n) => cron(r, n, "check"),
                 None => CronSchedule::parse(DEFAULT_INACTIVE_CHECK).ok(),
@@ -63,16 +61,14 @@ pub(super) fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
         }
         "event" => {
             let f = r.fields(v, "the event trigger", &["name"])?;
-            let Some(n) = f.get("name") else {
-                if f.misspelt("name") {
-                    return None;
-                }
-                r.error(
-                    v.pos,
-                    "the event trigger needs \"name\", e.g. event: { name: purchase }",
-                );
-                return None;
-            };
+            let n = required(
+                r,
+                &f,
+                v,
+                "name",
+                "the event trigger needs \"name\", e.g. event: { name: purchase }",
+                None,
+            )?;
             Some(Trigger::Event {
                 name: r.string(n, "name")?,
             })
@@ -82,16 +78,14 @@ pub(super) fn read_trigger(r: &mut Reader, node: &Node) -> Option<Trigger> {
             if let Some(on) = f.get("on") {
                 return read_calendar_schedule(r, &f, on);
             }
-            let Some(n) = f.get("cron") else {
-                if f.misspelt("cron") {
-                    return None;
-                }
-                r.error(
-                    v.pos,
-                    "schedule needs \"cron\", e.g. schedule: { cron: \"0 9 * * 1\" }",
-                );
-                return None;
-            };
+            let n = required(
+                r,
+                &f,
+                v,
+                "cron",
+                "schedule needs \"cron\", e.g. schedule: { cron: \"0 9 * * 1\" }",
+                None,
+            )?;
             Some(Trigger::Schedule {
                 cron: cron(r, n, "cron")?,
             })
@@ -208,17 +202,14 @@ pub(super) fn whole_days(r: &mut Reader, n: &Node) -> Option<i64> {
 /// `date: { field, offset?, at?, every? }`.
 pub(super) fn read_date_trigger(r: &mut Reader, v: &Node) -> Option<Trigger> {
     let f = r.fields(v, "the date trigger", &["field", "offset", "at", "every"])?;
-    let Some(fnode) = f.get("field") else {
-        r.push(
-            Diagnostic::new(
-                r.file,
-                v.pos,
-                "the date trigger needs field: (a date attribute)",
-            )
-            .with_suggestion("e.g. date: { field: birthday, at: \"10:00\", every: year }"),
-        );
-        return None;
-    };
+    let fnode = required(
+        r,
+        &f,
+        v,
+        "field",
+        "the date trigger needs field: (a date attribute)",
+        Some("e.g. date: { field: birthday, at: \"10:00\", every: year }"),
+    )?;
     let field = Located::new(r.string(fnode, "field")?, fnode.pos);
     let offset_days = match f.get("offset") {
         None => 0,
