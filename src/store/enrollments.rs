@@ -77,6 +77,14 @@ pub async fn lock(
         .await
 }
 
+/// A step record carries its enrollment's workflow and start (migration
+/// 0040), copied from the enrollment as the record is written: the report
+/// counts one workflow's records from one index range. Scalar subqueries
+/// rather than a join, so a missing enrollment still fails the foreign key.
+fn enrollment_of(id: &str, column: &str) -> String {
+    format!("(SELECT {column} FROM enrollments WHERE id = {id})")
+}
+
 /// Records that `step` ran; `false` when it had run already (a replay, or an
 /// edit that moved ids): it is not done again.
 pub async fn record_step(
@@ -88,8 +96,10 @@ pub async fn record_step(
     detail: Option<String>,
 ) -> sqlx::Result<bool> {
     Ok(sqlx::query(
-        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at)
+         VALUES ($1, $2, $3, $4, $5, (SELECT workflow FROM enrollments WHERE id = $1),
+                 (SELECT started_at FROM enrollments WHERE id = $1))
+         ON CONFLICT DO NOTHING",
     )
     .bind(enrollment_id)
     .bind(step)
@@ -297,21 +307,30 @@ pub async fn record_steps_many(
     use sqlx::Arguments as _;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
-            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES ",
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at) VALUES ",
         );
         let mut args = sqlx::any::AnyArguments::default();
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * 5;
-            let p: Vec<String> = (1..=5).map(|k| dialect.placeholder(b + k)).collect();
-            sql.push_str(&format!("({})", p.join(",")));
+            // The enrollment id is bound three times: SQLite's `?` cannot
+            // be referred to twice.
+            let b = i * 7;
+            let p: Vec<String> = (1..=7).map(|k| dialect.placeholder(b + k)).collect();
+            sql.push_str(&format!(
+                "({}, {}, {})",
+                p[..5].join(","),
+                enrollment_of(&p[5], "workflow"),
+                enrollment_of(&p[6], "started_at"),
+            ));
             args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
             args.add(r.step).map_err(sqlx::Error::Encode)?;
             args.add(r.ran_at).map_err(sqlx::Error::Encode)?;
             args.add(r.action).map_err(sqlx::Error::Encode)?;
             args.add(r.detail.as_deref()).map_err(sqlx::Error::Encode)?;
+            args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
+            args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         sqlx::query_with(AssertSqlSafe(sql), args)

@@ -10,12 +10,12 @@
 
 use sqlx::AnyPool;
 
-use super::Dialect;
+use super::{Dialect, Store};
 
 /// The funnel's key for a step record: the detail is kept for splits (the
 /// arm) and skips (the reason), and is NULL otherwise (a send's detail,
 /// "channel → address", differs per contact). The same expression is the
-/// third column of the `enrollment_steps_funnel` index (migration 0039), so
+/// fourth column of the `enrollment_steps_funnel` index (migration 0040), so
 /// SQLite groups by walking that index instead of sorting.
 const KEY: &str = "CASE WHEN s.action IN ('skip', 'split') THEN s.detail END";
 
@@ -137,21 +137,19 @@ fn bind_goal<'q, O>(q: Query<'q, O>, goal: &GoalSql<'q>) -> Query<'q, O> {
 pub type StepCount = (String, String, Option<String>, i64);
 
 /// The step records of `workflow`'s enrollments started at or after
-/// `since`, counted per (step, action, [`KEY`]).
-pub async fn funnel(
+/// `since`, counted per (step, action, [`KEY`]): one range of
+/// `enrollment_steps_funnel` (migration 0040: each record carries its
+/// enrollment's workflow and start), walked in order, so SQLite groups
+/// without sorting and looks no enrollment up.
+async fn funnel(
     pool: &AnyPool,
     dialect: Dialect,
     workflow: &str,
     since: i64,
 ) -> sqlx::Result<Vec<StepCount>> {
-    // SQLite: walk `enrollment_steps_funnel` in order (no sort), looking
-    // each enrollment up by its id; `CROSS JOIN` keeps that order.
-    // PostgreSQL hashes the join and the groups.
-    let join = cross_join(dialect);
     let sql = format!(
-        "SELECT s.step_id, s.action, {KEY}, count(*) \
-           FROM enrollment_steps s {join} enrollments e ON e.id = s.enrollment_id \
-          WHERE e.workflow = $1 AND e.started_at >= $2 \
+        "SELECT s.step_id, s.action, {KEY}, count(*) FROM enrollment_steps s \
+          WHERE s.workflow = $1 AND s.started_at >= $2 \
           GROUP BY s.step_id, s.action, {KEY}"
     );
     let q = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -168,7 +166,7 @@ pub type ConvCount = (String, String, Option<String>, i64, i64);
 
 /// Entered and converted, and the converted per step record kind. Only the
 /// converted enrollments' step records are read.
-pub async fn conversions(
+async fn conversions(
     pool: &AnyPool,
     dialect: Dialect,
     workflow: &str,
@@ -198,7 +196,7 @@ pub async fn conversions(
 /// Per step: the sent messages of those enrollments. (A message's step
 /// record is the one that queued it: the record's key is (enrollment,
 /// step), so it is never an exit.)
-pub async fn sent(
+async fn sent(
     pool: &AnyPool,
     dialect: Dialect,
     workflow: &str,
@@ -222,7 +220,7 @@ pub async fn sent(
 /// For a goal on an event's properties: the goal events within each
 /// enrollment's window, (enrollment, at, properties), by enrollment and
 /// time. Rust keeps the first whose properties pass.
-pub async fn goal_candidates(
+async fn goal_candidates(
     pool: &AnyPool,
     workflow: &str,
     since: i64,
@@ -257,7 +255,7 @@ pub type DayCount = (String, i64, String, Option<String>, i64);
 
 /// Per day: the enrollments started, converted, and their messages sent
 /// (at or after `sent_since`), for every enrollment and per split arm.
-pub async fn daily(
+async fn daily(
     pool: &AnyPool,
     dialect: Dialect,
     workflow: &str,
@@ -294,4 +292,73 @@ pub async fn daily(
         .bind(since);
     let q = bind_goal(q, goal).bind(offset_ms).bind(sent_since);
     fetch(pool, dialect, q).await
+}
+
+/// What [`Store::report_counts`] returns: the funnel, the conversions and
+/// the sent messages of one workflow's enrollments.
+#[derive(Debug, Default)]
+pub struct ReportCounts {
+    pub steps: Vec<StepCount>,
+    pub conversions: Vec<ConvCount>,
+    pub sent: Vec<(String, i64)>,
+}
+
+impl Store {
+    /// The counts behind `nurture report WORKFLOW`, of the enrollments
+    /// started at or after `since` (ms): three independent reads, run at
+    /// once on three connections of the pool.
+    pub async fn report_counts(
+        &self,
+        workflow: &str,
+        since: i64,
+        goal: &GoalSql<'_>,
+    ) -> sqlx::Result<ReportCounts> {
+        let (pool, dialect) = (self.db(), self.dialect());
+        let (steps, conversions, sent) = tokio::try_join!(
+            funnel(pool, dialect, workflow, since),
+            conversions(pool, dialect, workflow, since, goal),
+            sent(pool, dialect, workflow, since),
+        )?;
+        Ok(ReportCounts {
+            steps,
+            conversions,
+            sent,
+        })
+    }
+
+    /// For a goal on an event's properties: the goal events within each
+    /// enrollment's window, (enrollment, at, properties), by enrollment and
+    /// time.
+    pub async fn report_goal_candidates(
+        &self,
+        workflow: &str,
+        since: i64,
+        event: &str,
+        within_ms: i64,
+    ) -> sqlx::Result<Vec<(i64, i64, Option<String>)>> {
+        goal_candidates(self.db(), workflow, since, event, within_ms).await
+    }
+
+    /// Per day (local days, `offset_ms` from UTC): the enrollments started,
+    /// converted, and their messages sent at or after `sent_since`, for
+    /// every enrollment and per split arm.
+    pub async fn report_daily(
+        &self,
+        workflow: &str,
+        since: i64,
+        goal: &GoalSql<'_>,
+        offset_ms: i64,
+        sent_since: i64,
+    ) -> sqlx::Result<Vec<DayCount>> {
+        daily(
+            self.db(),
+            self.dialect(),
+            workflow,
+            since,
+            goal,
+            offset_ms,
+            sent_since,
+        )
+        .await
+    }
 }
