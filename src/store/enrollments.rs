@@ -77,16 +77,11 @@ pub async fn lock(
         .await
 }
 
-/// A step record carries its enrollment's workflow and start (migration
-/// 0040), copied from the enrollment as the record is written: the report
-/// counts one workflow's records from one index range. Scalar subqueries
-/// rather than a join, so a missing enrollment still fails the foreign key.
-fn enrollment_of(id: &str, column: &str) -> String {
-    format!("(SELECT {column} FROM enrollments WHERE id = {id})")
-}
-
 /// Records that `step` ran; `false` when it had run already (a replay, or an
-/// edit that moved ids): it is not done again.
+/// edit that moved ids): it is not done again. The record carries its
+/// enrollment's workflow and start (migration 0040: the report counts one
+/// workflow's records from one index range), copied from the enrollment,
+/// which the caller holds locked (a missing one records nothing).
 pub async fn record_step(
     tx: &mut AnyConnection,
     enrollment_id: i64,
@@ -97,8 +92,7 @@ pub async fn record_step(
 ) -> sqlx::Result<bool> {
     Ok(sqlx::query(
         "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at)
-         VALUES ($1, $2, $3, $4, $5, (SELECT workflow FROM enrollments WHERE id = $1),
-                 (SELECT started_at FROM enrollments WHERE id = $1))
+         SELECT $1, $2, $3, $4, $5, e.workflow, e.started_at FROM enrollments e WHERE e.id = $1
          ON CONFLICT DO NOTHING",
     )
     .bind(enrollment_id)
@@ -292,6 +286,10 @@ pub async fn start_settled_many(
 #[derive(Debug)]
 pub struct StepRecord<'a> {
     pub enrollment_id: i64,
+    /// The enrollment's workflow and start, copied into the record (see
+    /// [`record_step`]).
+    pub workflow: &'a str,
+    pub started_at: i64,
     pub step: &'a str,
     pub ran_at: i64,
     pub action: &'a str,
@@ -314,23 +312,16 @@ pub async fn record_steps_many(
             if i > 0 {
                 sql.push(',');
             }
-            // The enrollment id is bound three times: SQLite's `?` cannot
-            // be referred to twice.
             let b = i * 7;
             let p: Vec<String> = (1..=7).map(|k| dialect.placeholder(b + k)).collect();
-            sql.push_str(&format!(
-                "({}, {}, {})",
-                p[..5].join(","),
-                enrollment_of(&p[5], "workflow"),
-                enrollment_of(&p[6], "started_at"),
-            ));
+            sql.push_str(&format!("({})", p.join(",")));
             args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
             args.add(r.step).map_err(sqlx::Error::Encode)?;
             args.add(r.ran_at).map_err(sqlx::Error::Encode)?;
             args.add(r.action).map_err(sqlx::Error::Encode)?;
             args.add(r.detail.as_deref()).map_err(sqlx::Error::Encode)?;
-            args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
-            args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
+            args.add(r.workflow).map_err(sqlx::Error::Encode)?;
+            args.add(r.started_at).map_err(sqlx::Error::Encode)?;
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         sqlx::query_with(AssertSqlSafe(sql), args)
