@@ -330,3 +330,66 @@ pub async fn record_steps_many(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Both writers copy the enrollment's workflow and start into its step
+    /// records (the report counts one workflow's records by them); a record
+    /// of a missing enrollment is not written.
+    #[tokio::test]
+    async fn step_records_carry_their_enrollments_workflow_and_start() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        let mut conn = s.db().acquire().await.unwrap();
+        let e = NewEnrollment {
+            workflow: "promo",
+            contact_id: "c1",
+            entry_key: "k",
+            started_at: 1_000,
+            trigger_event: None,
+        };
+        let id = start(&mut conn, &e).await.unwrap().unwrap();
+        assert!(
+            record_step(&mut conn, id, "a", 2_000, "send", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !record_step(&mut conn, id, "a", 3_000, "send", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !record_step(&mut conn, id + 1, "a", 2_000, "send", None)
+                .await
+                .unwrap()
+        );
+        let many = [StepRecord {
+            enrollment_id: id,
+            workflow: "promo",
+            started_at: 1_000,
+            step: "b",
+            ran_at: 2_000,
+            action: "split",
+            detail: Some("x".into()),
+        }];
+        record_steps_many(&mut conn, s.dialect(), &many)
+            .await
+            .unwrap();
+        let rows: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT step_id, workflow, started_at FROM enrollment_steps ORDER BY step_id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_string(), Some("promo".to_string()), Some(1_000)),
+                ("b".to_string(), Some("promo".to_string()), Some(1_000)),
+            ]
+        );
+    }
+}
