@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::AnyPool;
 
 use crate::store::Store;
 use crate::store::plan_reads::{ms, parse_props};
@@ -151,16 +150,14 @@ pub fn lift(k1: u64, n1: u64, k0: u64, n0: u64) -> Option<Lift> {
 /// `nurture report`, `status --format json`, `/metrics` and the console:
 /// counted by the store (a few rows come back, not one per enrollment).
 pub async fn build(store: &Store, wf: &Workflow, since: Option<DateTime<Utc>>) -> Result<Report> {
-    let (pool, dialect) = (store.db(), store.dialect());
     let since_ms = since.map(ms).unwrap_or(i64::MIN);
-    let decided = decide_in_rust(pool, wf, since_ms).await?;
+    let decided = decide_in_rust(store, wf, since_ms).await?;
     let goal = goal_sql(wf, decided.as_deref());
-    // Three independent reads, on three connections of the pool.
-    let (steps, conv, sent) = tokio::try_join!(
-        reports::funnel(pool, dialect, &wf.name, since_ms),
-        reports::conversions(pool, dialect, &wf.name, since_ms, &goal),
-        reports::sent(pool, dialect, &wf.name, since_ms),
-    )?;
+    let reports::ReportCounts {
+        steps,
+        conversions: conv,
+        sent,
+    } = store.report_counts(&wf.name, since_ms, &goal).await?;
     // (entered, converted) of the enrollments with a split record at `step`
     // (of arm `arm`, or any).
     let of_split = |step: &str, arm: Option<&str>| -> (u64, u64) {
@@ -192,7 +189,7 @@ pub async fn build(store: &Store, wf: &Workflow, since: Option<DateTime<Utc>>) -
     }
     let mut lift_of = None;
     if wf.holdout.is_some() {
-        let (n0, k0) = of_split(crate::engine::plan::HOLDOUT_STEP, None);
+        let (n0, k0) = of_split(crate::workflow::HOLDOUT_STEP, None);
         let (n1, k1) = (n - n0, k - k0);
         groups.push(Group::new("treatment", n1, k1));
         groups.push(Group::new("holdout", n0, k0));
@@ -280,7 +277,7 @@ fn goal_sql<'a>(wf: &'a Workflow, decided: Option<&'a [(i64, i64)]>) -> GoalSql<
 /// conversion: (enrollment, converted at). `None` for other goals, which
 /// the store decides by itself.
 async fn decide_in_rust(
-    pool: &AnyPool,
+    store: &Store,
     wf: &Workflow,
     since_ms: i64,
 ) -> Result<Option<Vec<(i64, i64)>>> {
@@ -301,7 +298,10 @@ async fn decide_in_rust(
     let within = g.within.to_chrono().num_milliseconds();
     let now = Utc::now();
     let mut out: Vec<(i64, i64)> = Vec::new();
-    for (id, at, props) in reports::goal_candidates(pool, &wf.name, since_ms, name, within).await? {
+    for (id, at, props) in store
+        .report_goal_candidates(&wf.name, since_ms, name, within)
+        .await?
+    {
         // By enrollment, then time: the first that passes is the one.
         if out.last().is_some_and(|(last, _)| *last == id) {
             continue;
@@ -326,15 +326,13 @@ pub async fn daily(
     first: i64,
     days: usize,
 ) -> Result<Vec<DailyGroup>> {
-    let (pool, dialect) = (store.db(), store.dialect());
     let since_ms = ms(since);
-    let decided = decide_in_rust(pool, wf, since_ms).await?;
+    let decided = decide_in_rust(store, wf, since_ms).await?;
     let goal = goal_sql(wf, decided.as_deref());
-    let counts = reports::daily(
-        pool, dialect, &wf.name, since_ms, &goal, offset_ms, since_ms,
-    )
-    .await?;
-    let holdout = crate::engine::plan::HOLDOUT_STEP;
+    let counts = store
+        .report_daily(&wf.name, since_ms, &goal, offset_ms, since_ms)
+        .await?;
+    let holdout = crate::workflow::HOLDOUT_STEP;
     let mut names = vec!["all".to_string()];
     names.extend(arms(wf).into_iter().map(|(s, a)| format!("{s}={a}")));
     if wf.holdout.is_some() {

@@ -81,7 +81,10 @@ pub(in crate::store) async fn lock(
 }
 
 /// Records that `step` ran; `false` when it had run already (a replay, or an
-/// edit that moved ids): it is not done again.
+/// edit that moved ids): it is not done again. The record carries its
+/// enrollment's workflow and start (migration 0040: the report counts one
+/// workflow's records from one index range), copied from the enrollment,
+/// which the caller holds locked (a missing one records nothing).
 pub(in crate::store) async fn record_step(
     tx: &mut AnyConnection,
     enrollment_id: i64,
@@ -91,8 +94,9 @@ pub(in crate::store) async fn record_step(
     detail: Option<String>,
 ) -> sqlx::Result<bool> {
     Ok(sqlx::query(
-        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at)
+         SELECT $1, $2, $3, $4, $5, e.workflow, e.started_at FROM enrollments e WHERE e.id = $1
+         ON CONFLICT DO NOTHING",
     )
     .bind(enrollment_id)
     .bind(step)
@@ -285,6 +289,10 @@ pub(in crate::store) async fn start_settled_many(
 #[derive(Debug)]
 pub struct StepRecord<'a> {
     pub enrollment_id: i64,
+    /// The enrollment's workflow and start, copied into the record (see
+    /// [`record_step`]).
+    pub workflow: &'a str,
+    pub started_at: i64,
     pub step: &'a str,
     pub ran_at: i64,
     pub action: &'a str,
@@ -300,21 +308,23 @@ pub(in crate::store) async fn record_steps_many(
     use sqlx::Arguments as _;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
-            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES ",
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at) VALUES ",
         );
         let mut args = sqlx::any::AnyArguments::default();
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * 5;
-            let p: Vec<String> = (1..=5).map(|k| dialect.placeholder(b + k)).collect();
+            let b = i * 7;
+            let p: Vec<String> = (1..=7).map(|k| dialect.placeholder(b + k)).collect();
             sql.push_str(&format!("({})", p.join(",")));
             args.add(r.enrollment_id).map_err(sqlx::Error::Encode)?;
             args.add(r.step).map_err(sqlx::Error::Encode)?;
             args.add(r.ran_at).map_err(sqlx::Error::Encode)?;
             args.add(r.action).map_err(sqlx::Error::Encode)?;
             args.add(r.detail.as_deref()).map_err(sqlx::Error::Encode)?;
+            args.add(r.workflow).map_err(sqlx::Error::Encode)?;
+            args.add(r.started_at).map_err(sqlx::Error::Encode)?;
         }
         sql.push_str(" ON CONFLICT DO NOTHING");
         sqlx::query_with(AssertSqlSafe(sql), args)
@@ -322,4 +332,67 @@ pub(in crate::store) async fn record_steps_many(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Both writers copy the enrollment's workflow and start into its step
+    /// records (the report counts one workflow's records by them); a record
+    /// of a missing enrollment is not written.
+    #[tokio::test]
+    async fn step_records_carry_their_enrollments_workflow_and_start() {
+        let s = Store::open("sqlite::memory:").await.unwrap();
+        let mut conn = s.db().acquire().await.unwrap();
+        let e = NewEnrollment {
+            workflow: "promo",
+            contact_id: "c1",
+            entry_key: "k",
+            started_at: 1_000,
+            trigger_event: None,
+        };
+        let id = start(&mut conn, &e).await.unwrap().unwrap();
+        assert!(
+            record_step(&mut conn, id, "a", 2_000, "send", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !record_step(&mut conn, id, "a", 3_000, "send", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !record_step(&mut conn, id + 1, "a", 2_000, "send", None)
+                .await
+                .unwrap()
+        );
+        let many = [StepRecord {
+            enrollment_id: id,
+            workflow: "promo",
+            started_at: 1_000,
+            step: "b",
+            ran_at: 2_000,
+            action: "split",
+            detail: Some("x".into()),
+        }];
+        record_steps_many(&mut conn, s.dialect(), &many)
+            .await
+            .unwrap();
+        let rows: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT step_id, workflow, started_at FROM enrollment_steps ORDER BY step_id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_string(), Some("promo".to_string()), Some(1_000)),
+                ("b".to_string(), Some("promo".to_string()), Some(1_000)),
+            ]
+        );
+    }
 }

@@ -13,3 +13,9 @@ pub mod schema;
 
 pub use load::{LoadedWorkflow, load_file, load_str, load_valid};
 pub use model::*;
+
+/// The step id under which an enrollment in the workflow's holdout is
+/// recorded (a split record, arm `holdout`): it names a step record, so the
+/// planner that writes it and the report that counts it both take it from
+/// here.
+pub const HOLDOUT_STEP: &str = "@holdout";

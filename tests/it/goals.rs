@@ -81,6 +81,19 @@ async fn the_goal_ends_the_journey_at_once_and_the_report_counts_it() {
         .count("SELECT count(*) FROM enrollment_steps WHERE step_id = '@holdout'")
         .await as u64;
     assert!((3..25).contains(&held), "{held} held out");
+    // Every step record carries its enrollment's workflow and start (the
+    // report counts one workflow's records by them).
+    let all = p.count("SELECT count(*) FROM enrollment_steps").await;
+    let copied = p
+        .count(
+            "SELECT count(*) FROM enrollment_steps s JOIN enrollments e ON e.id = s.enrollment_id \
+              WHERE s.workflow = e.workflow AND s.started_at = e.started_at",
+        )
+        .await;
+    assert_eq!(
+        copied, all,
+        "step records without their enrollment's workflow and start"
+    );
     rx.wait_for((40 - held) as usize, Duration::from_secs(10))
         .await;
     p.wait_count(

@@ -378,12 +378,22 @@ async fn insert(p: &Project, s: &Seed) {
             .iter()
             .flat_map(|e| {
                 e.steps.iter().map(move |(st, a, d, t)| {
-                    format!("({}, {}, {t}, {}, {})", e.id, q(st), q(a), opt(d))
+                    // Each record carries its enrollment's workflow and
+                    // start, as the store's writer copies them.
+                    format!(
+                        "({}, {}, {t}, {}, {}, {}, {})",
+                        e.id,
+                        q(st),
+                        q(a),
+                        opt(d),
+                        q(e.workflow),
+                        e.started
+                    )
                 })
             })
             .collect();
         p.exec(&format!(
-            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) VALUES {}",
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at) VALUES {}",
             rows.join(", ")
         ))
         .await;

@@ -118,6 +118,8 @@ pub(super) async fn apply_new_run(
                 }
                 steps.push(enrollments::StepRecord {
                     enrollment_id,
+                    workflow: row.new.workflow,
+                    started_at: row.new.started_at,
                     step: &s.step,
                     ran_at: ms(now),
                     action: s.action.name(),

@@ -75,7 +75,7 @@ impl Reason {
 }
 
 /// The step id under which an enrollment in the holdout is recorded.
-pub const HOLDOUT_STEP: &str = "@holdout";
+pub use crate::workflow::HOLDOUT_STEP;
 
 /// One decided action.
 #[derive(Debug, Clone, PartialEq)]
