@@ -1,0 +1,260 @@
+//! The import's run: the parsing thread beside one of three writers (SQLite
+//! file, PostgreSQL, in-memory SQLite through the pool), progress after
+//! each batch.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::reader::{Batch, parse_file};
+use super::{ImportOptions, ImportProgress, ImportReport};
+use crate::store::bulk::{BulkWriter, Counts};
+use crate::store::contacts::{Row, write_rows};
+use crate::store::pg_import::PgBulkWriter;
+use crate::store::{Store, StoreError, to_ms};
+
+/// What the writer hands back after a batch: its counts, and the batch
+/// (dropped on the async side, off the writer's thread).
+struct Written {
+    counts: Counts,
+    batch: Batch,
+}
+
+/// Adds a written batch to the report and the progress.
+fn tally(report: &mut ImportReport, state: &mut ImportProgress, w: Written) {
+    report.inserted += w.counts.created;
+    report.updated += w.counts.updated;
+    report.unchanged += w.counts.unchanged;
+    report.rows += w.batch.records;
+    report.bad.extend(w.batch.bad);
+    state.bytes_read = w.batch.bytes_read;
+    state.rows = report.rows;
+    state.inserted = report.inserted;
+    state.updated = report.updated;
+    state.unchanged = report.unchanged;
+    state.bad = report.bad.len() as u64;
+}
+
+/// Writes the parser's batches through `writer` until the parser is done or
+/// an error; sends each result on.
+fn write_batches(
+    mut writer: BulkWriter,
+    mut rx: mpsc::Receiver<Result<Batch, StoreError>>,
+    done: mpsc::Sender<Result<Written, StoreError>>,
+    now_ms: i64,
+) {
+    while let Some(msg) = rx.blocking_recv() {
+        let written = msg.and_then(|batch| {
+            let counts = if batch.rows.is_empty() {
+                Counts::default()
+            } else {
+                writer.write_batch(&batch.rows, now_ms)?
+            };
+            Ok(Written { counts, batch })
+        });
+        let failed = written.is_err();
+        if done.blocking_send(written).is_err() || failed {
+            return;
+        }
+    }
+}
+
+impl Store {
+    /// Upserts the contacts of a CSV file (see the module documentation for
+    /// the rules). Bad rows are reported, not fatal; an unreadable file or a
+    /// bad header is an error and imports nothing. `now` is the creation time
+    /// of contacts without `created_at` and the time their tags were added.
+    pub async fn import_csv(
+        &self,
+        path: &Path,
+        now: DateTime<Utc>,
+        progress: impl FnMut(ImportProgress),
+    ) -> Result<ImportReport, StoreError> {
+        self.import_csv_with(path, now, &ImportOptions::default(), progress)
+            .await
+    }
+
+    /// [`Store::import_csv`] with declared types, a time zone, an encoding,
+    /// and `dry_run` (every batch in one transaction, rolled back).
+    pub async fn import_csv_with(
+        &self,
+        path: &Path,
+        now: DateTime<Utc>,
+        opts: &ImportOptions,
+        mut progress: impl FnMut(ImportProgress),
+    ) -> Result<ImportReport, StoreError> {
+        let started = Instant::now();
+        let total_bytes = std::fs::metadata(path)
+            .map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
+            .len();
+        // The file behind a SQLite store; empty for an in-memory store, which
+        // a second connection cannot reach (it takes the batches through the
+        // pool), and for PostgreSQL (`PgBulkWriter`, below).
+        let db_file: String = match &self.sqlite {
+            // A dry run goes through the pool: one transaction, rolled back.
+            Some(_) if opts.dry_run => String::new(),
+            Some(pool) => {
+                sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                    .fetch_one(pool)
+                    .await?
+            }
+            None => String::new(),
+        };
+        let writer = if db_file.is_empty() {
+            None
+        } else {
+            let w = tokio::task::spawn_blocking(move || BulkWriter::open(&db_file))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            Some(w)
+        };
+        // One batch queued ahead of the writer: the parser is the faster of
+        // the two, and each batch in flight holds 50,000 rows (about 30 MB).
+        let (tx, rx) = mpsc::channel::<Result<Batch, StoreError>>(1);
+        let owned: PathBuf = path.to_path_buf();
+        let popts = opts.clone();
+        let parser = std::thread::spawn(move || {
+            if let Err(e) = parse_file(&owned, &popts, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let now_ms = to_ms(now);
+        let mut report = ImportReport::default();
+        let mut state = ImportProgress {
+            total_bytes,
+            ..Default::default()
+        };
+        let mut result = Ok(());
+        match writer {
+            Some(writer) => {
+                let (done_tx, mut done) = mpsc::channel::<Result<Written, StoreError>>(2);
+                let task =
+                    tokio::task::spawn_blocking(move || write_batches(writer, rx, done_tx, now_ms));
+                while let Some(msg) = done.recv().await {
+                    match msg {
+                        Ok(w) => {
+                            tally(&mut report, &mut state, w);
+                            progress(state);
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                drop(done);
+                if let Err(e) = task.await {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+            None if self.dialect == crate::store::Dialect::Postgres => {
+                let mut rx = rx;
+                let mut pg = PgBulkWriter::open(&self.url, opts.dry_run).await?;
+                while let Some(msg) = rx.recv().await {
+                    let batch = match msg {
+                        Ok(b) => b,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    };
+                    let counts = if batch.rows.is_empty() {
+                        Counts::default()
+                    } else {
+                        match pg.write_batch(&batch.rows, now_ms).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    };
+                    tally(&mut report, &mut state, Written { counts, batch });
+                    progress(state);
+                }
+                // Dropping the receiver stops the parser if it is still reading.
+                drop(rx);
+                pg.finish().await?;
+            }
+            None => {
+                let mut rx = rx;
+                let mut dry = if opts.dry_run {
+                    Some(self.begin().await?)
+                } else {
+                    None
+                };
+                while let Some(msg) = rx.recv().await {
+                    let mut batch = match msg {
+                        Ok(b) => b,
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    };
+                    let mut counts = Counts::default();
+                    if !batch.rows.is_empty() {
+                        let written = match dry.as_mut() {
+                            Some(t) => {
+                                write_batch_in(t, self.dialect, &mut batch.rows, now_ms).await
+                            }
+                            None => {
+                                async {
+                                    let mut t = self.begin().await?;
+                                    let out = write_batch_in(
+                                        &mut t,
+                                        self.dialect,
+                                        &mut batch.rows,
+                                        now_ms,
+                                    )
+                                    .await?;
+                                    t.commit().await?;
+                                    Ok(out)
+                                }
+                                .await
+                            }
+                        };
+                        match written {
+                            Ok(out) => counts = Counts::of(&out),
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    tally(&mut report, &mut state, Written { counts, batch });
+                    progress(state);
+                }
+                if let Some(t) = dry {
+                    t.rollback().await?;
+                }
+            }
+        }
+        let _ = parser.join();
+        result?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
+
+/// One batch in `t`: the rows, and their tags marked as imported.
+async fn write_batch_in(
+    t: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: crate::store::Dialect,
+    rows: &mut [Row],
+    now_ms: i64,
+) -> Result<Vec<crate::store::Upserted>, StoreError> {
+    let before = crate::store::contacts::log_position_locked(t, dialect).await?;
+    let out = write_rows(&mut *t, dialect, rows, now_ms).await?;
+    sqlx::query(sqlx::AssertSqlSafe(
+        crate::store::contacts::MARK_IMPORTED_TAGS.replace('?', "$1"),
+    ))
+    .bind(before)
+    .execute(&mut **t)
+    .await?;
+    Ok(out)
+}
