@@ -1,6 +1,6 @@
 //! The parsing thread: reads the file (UTF-8, or GB18030 decoded), cuts it
-//! into records, turns them into rows or bad rows, and sends batches of
-//! [`BATCH_ROWS`] rows to the writer.
+//! into records, turns them into rows or bad rows, and sends them to the
+//! writer in batches.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::header::read_header;
 use super::record::parse_row;
 use super::seen::SeenIds;
-use super::{BATCH_ROWS, BadRow, Encoding, ImportOptions};
+use super::{BadRow, Encoding, ImportOptions};
 use crate::store::StoreError;
 use crate::store::contacts::Row;
 
@@ -91,16 +91,30 @@ fn looks_gb18030(head: &[u8]) -> bool {
     !matches!(res, encoding_rs::DecoderResult::Malformed(..))
 }
 
+/// Records read before the file's row count is estimated from their length.
+const SAMPLE_RECORDS: u64 = 1_000;
+
+/// The rows a file of `total_bytes` holds if they are as long as the
+/// `SAMPLE_RECORDS` read in its first `read` bytes, with a tenth more.
+fn expected_rows(total_bytes: u64, read: u64) -> usize {
+    let per_row = read.max(1) as f64 / SAMPLE_RECORDS as f64;
+    let rows = total_bytes as f64 / per_row * 1.1;
+    // A row is at least a few bytes: a short sample says little beyond that.
+    rows.min(total_bytes as f64 / 4.0) as usize
+}
+
 pub(super) fn parse_file(
     path: &Path,
     opts: &ImportOptions,
     tx: &mpsc::Sender<Result<Batch, StoreError>>,
+    rows_per_batch: usize,
 ) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.display().to_string(),
         source,
     };
     let mut file = File::open(path).map_err(io)?;
+    let total_bytes = file.metadata().map_err(io)?.len();
     let gbk = match opts.encoding {
         Some(e) => e == Encoding::Gb18030,
         None => {
@@ -157,8 +171,9 @@ pub(super) fn parse_file(
         u64::from(next.first() == Some(&b'\n'))
     };
     let mut seen = SeenIds::default();
+    let mut records_read: u64 = 0;
     let mut batch = Batch {
-        rows: Vec::with_capacity(BATCH_ROWS),
+        rows: Vec::with_capacity(rows_per_batch),
         bad: Vec::new(),
         records: 0,
         bytes_read: 0,
@@ -183,6 +198,10 @@ pub(super) fn parse_file(
         }
         let line = rec.position().map(|p| p.line() + crlf).unwrap_or(0);
         batch.records += 1;
+        records_read += 1;
+        if records_read == SAMPLE_RECORDS {
+            seen.expect(expected_rows(total_bytes, reader.position().byte()));
+        }
         let end = reader.position().clone();
         if let Some(start) = rec.position().cloned()
             && end.line() > start.line() + 1
@@ -230,10 +249,10 @@ pub(super) fn parse_file(
             },
             Err(reason) => batch.bad.push(BadRow { line, reason }),
         }
-        if batch.rows.len() >= BATCH_ROWS {
+        if batch.rows.len() >= rows_per_batch {
             batch.bytes_read = reader.position().byte();
             let next = Batch {
-                rows: Vec::with_capacity(BATCH_ROWS),
+                rows: Vec::with_capacity(rows_per_batch),
                 bad: Vec::new(),
                 records: 0,
                 bytes_read: 0,

@@ -9,56 +9,81 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::reader::{Batch, parse_file};
-use super::{ImportOptions, ImportProgress, ImportReport};
+use super::{BATCH_ROWS, ImportOptions, ImportProgress, ImportReport};
 use crate::store::bulk::{BulkWriter, Counts};
 use crate::store::contacts::{Row, write_rows};
 use crate::store::pg_import::PgBulkWriter;
 use crate::store::{Store, StoreError, to_ms};
 
-/// What the writer hands back after a batch: its counts, and the batch
-/// (dropped on the async side, off the writer's thread).
-struct Written {
-    counts: Counts,
-    batch: Batch,
+/// Rows per message from the parser to the SQLite file's writer, which
+/// writes several into one transaction of [`BATCH_ROWS`] rows: the rows in
+/// flight (parsed, queued, being written) are a few thousand rather than
+/// three batches of 50,000 (about 30 MB each), while commits stay as few.
+const CHUNK_ROWS: usize = 5_000;
+
+/// What the SQLite file's writer hands back.
+enum Written {
+    /// A chunk written into the open transaction: its bad rows and position
+    /// for the report, its rows to be dropped (on the async side, off the
+    /// writer's thread).
+    Chunk(Batch),
+    /// The open transaction committed.
+    Committed(Counts),
 }
 
-/// Adds a written batch to the report and the progress.
-fn tally(report: &mut ImportReport, state: &mut ImportProgress, w: Written) {
-    report.inserted += w.counts.created;
-    report.updated += w.counts.updated;
-    report.unchanged += w.counts.unchanged;
-    report.rows += w.batch.records;
-    report.bad.extend(w.batch.bad);
-    state.bytes_read = w.batch.bytes_read;
+/// Adds a parsed batch's records and bad rows to the report and the progress.
+fn tally_read(report: &mut ImportReport, state: &mut ImportProgress, batch: Batch) {
+    report.rows += batch.records;
+    report.bad.extend(batch.bad);
+    state.bytes_read = batch.bytes_read;
     state.rows = report.rows;
-    state.inserted = report.inserted;
-    state.updated = report.updated;
-    state.unchanged = report.unchanged;
     state.bad = report.bad.len() as u64;
 }
 
-/// Writes the parser's batches through `writer` until the parser is done or
-/// an error; sends each result on.
+/// Adds a committed transaction's counts to the report and the progress.
+fn tally_written(report: &mut ImportReport, state: &mut ImportProgress, counts: Counts) {
+    report.inserted += counts.created;
+    report.updated += counts.updated;
+    report.unchanged += counts.unchanged;
+    state.inserted = report.inserted;
+    state.updated = report.updated;
+    state.unchanged = report.unchanged;
+}
+
+/// Writes the parser's chunks through `writer`, committing every
+/// [`BATCH_ROWS`] rows and at the end, until the parser is done or an error;
+/// sends each step on. A transaction left open by an error is rolled back
+/// when the writer is dropped.
 fn write_batches(
     mut writer: BulkWriter,
     mut rx: mpsc::Receiver<Result<Batch, StoreError>>,
     done: mpsc::Sender<Result<Written, StoreError>>,
     now_ms: i64,
 ) {
+    let mut in_transaction = 0;
+    let commit = |writer: &mut BulkWriter| writer.commit(now_ms).map(Written::Committed);
     while let Some(msg) = rx.blocking_recv() {
-        let written = msg.and_then(|batch| {
-            let counts = if batch.rows.is_empty() {
-                Counts::default()
-            } else {
-                writer.write_batch(&batch.rows, now_ms)?
-            };
-            Ok(Written { counts, batch })
+        let written = msg.and_then(|mut batch| {
+            if !batch.rows.is_empty() {
+                writer.write_chunk(&mut batch.rows, now_ms)?;
+                in_transaction += batch.rows.len();
+            }
+            Ok(Written::Chunk(batch))
         });
         let failed = written.is_err();
         if done.blocking_send(written).is_err() || failed {
             return;
         }
+        if in_transaction >= BATCH_ROWS {
+            in_transaction = 0;
+            let committed = commit(&mut writer);
+            let failed = committed.is_err();
+            if done.blocking_send(committed).is_err() || failed {
+                return;
+            }
+        }
     }
+    let _ = done.blocking_send(commit(&mut writer));
 }
 
 impl Store {
@@ -114,12 +139,18 @@ impl Store {
             Some(w)
         };
         // One batch queued ahead of the writer: the parser is the faster of
-        // the two, and each batch in flight holds 50,000 rows (about 30 MB).
+        // the two. The SQLite file's writer takes chunks (`CHUNK_ROWS`); the
+        // others write each message in a transaction of its own.
         let (tx, rx) = mpsc::channel::<Result<Batch, StoreError>>(1);
         let owned: PathBuf = path.to_path_buf();
         let popts = opts.clone();
+        let rows_per_batch = if writer.is_some() {
+            CHUNK_ROWS
+        } else {
+            BATCH_ROWS
+        };
         let parser = std::thread::spawn(move || {
-            if let Err(e) = parse_file(&owned, &popts, &tx) {
+            if let Err(e) = parse_file(&owned, &popts, &tx, rows_per_batch) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
@@ -132,13 +163,14 @@ impl Store {
         let mut result = Ok(());
         match writer {
             Some(writer) => {
-                let (done_tx, mut done) = mpsc::channel::<Result<Written, StoreError>>(2);
+                let (done_tx, mut done) = mpsc::channel::<Result<Written, StoreError>>(4);
                 let task =
                     tokio::task::spawn_blocking(move || write_batches(writer, rx, done_tx, now_ms));
                 while let Some(msg) = done.recv().await {
                     match msg {
-                        Ok(w) => {
-                            tally(&mut report, &mut state, w);
+                        Ok(Written::Chunk(batch)) => tally_read(&mut report, &mut state, batch),
+                        Ok(Written::Committed(counts)) => {
+                            tally_written(&mut report, &mut state, counts);
                             progress(state);
                         }
                         Err(e) => {
@@ -174,7 +206,8 @@ impl Store {
                             }
                         }
                     };
-                    tally(&mut report, &mut state, Written { counts, batch });
+                    tally_read(&mut report, &mut state, batch);
+                    tally_written(&mut report, &mut state, counts);
                     progress(state);
                 }
                 // Dropping the receiver stops the parser if it is still reading.
@@ -226,7 +259,8 @@ impl Store {
                             }
                         }
                     }
-                    tally(&mut report, &mut state, Written { counts, batch });
+                    tally_read(&mut report, &mut state, batch);
+                    tally_written(&mut report, &mut state, counts);
                     progress(state);
                 }
                 if let Some(t) = dry {
