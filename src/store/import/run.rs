@@ -188,31 +188,54 @@ impl Store {
                 let mut rx = rx;
                 let mut pg = PgBulkWriter::open(&self.url, opts.dry_run).await?;
                 while let Some(msg) = rx.recv().await {
-                    let batch = match msg {
+                    let mut batch = match msg {
                         Ok(b) => b,
                         Err(e) => {
                             result = Err(e);
                             break;
                         }
                     };
-                    let counts = if batch.rows.is_empty() {
-                        Counts::default()
-                    } else {
-                        match pg.write_batch(&batch.rows, now_ms).await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                result = Err(e);
-                                break;
-                            }
-                        }
-                    };
+                    let rows = std::mem::take(&mut batch.rows);
+                    // Read now, counted when written (two batches are
+                    // written at once: PgBulkWriter).
                     tally_read(&mut report, &mut state, batch);
-                    tally_written(&mut report, &mut state, counts);
-                    progress(state);
+                    let done = if rows.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        pg.submit(rows, now_ms).await
+                    };
+                    match done {
+                        Ok(done) => {
+                            for counts in done {
+                                tally_written(&mut report, &mut state, counts);
+                            }
+                            progress(state);
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
                 }
                 // Dropping the receiver stops the parser if it is still reading.
                 drop(rx);
-                pg.finish().await?;
+                match pg.drain().await {
+                    Ok(done) => {
+                        for counts in done {
+                            tally_written(&mut report, &mut state, counts);
+                        }
+                        progress(state);
+                    }
+                    Err(e) => {
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
+                    }
+                }
+                let finished = pg.finish().await;
+                if result.is_ok() {
+                    result = finished;
+                }
             }
             None => {
                 let mut rx = rx;
