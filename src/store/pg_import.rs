@@ -19,8 +19,11 @@
 //!    `origin` = `import`, as `MARK_IMPORTED_TAGS` marks them).
 //!
 //! The transaction sets `nurture.bulk_import` (migration 0031): the per-row
-//! log triggers stand aside for it, and it takes the event-log writers' lock
-//! (`EVENT_LOG_WRITE`) before its first log row, as every log writer does.
+//! log triggers stand aside for it. It takes the event-log writers' lock
+//! (`EVENT_LOG_WRITE`) before its first contact, in shared mode: two
+//! batches of one import are written at once, on two connections, and write
+//! their log rows in turn ([`PgBulkWriter`] says why that keeps the log's
+//! order).
 
 use std::sync::Arc;
 

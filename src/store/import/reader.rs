@@ -74,7 +74,6 @@ pub(super) struct Batch {
     pub(super) bytes_read: u64,
 }
 
-/// Reads the file on the current (blocking) thread and sends batches.
 /// Whether the start of a file is not UTF-8 but reads as GB18030.
 fn looks_gb18030(head: &[u8]) -> bool {
     let utf8_broken = match std::str::from_utf8(head) {
@@ -103,6 +102,8 @@ fn expected_rows(total_bytes: u64, read: u64) -> usize {
     rows.min(total_bytes as f64 / 4.0) as usize
 }
 
+/// Reads the file on the current (blocking) thread and sends batches of
+/// `rows_per_batch` rows.
 pub(super) fn parse_file(
     path: &Path,
     opts: &ImportOptions,
