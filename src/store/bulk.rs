@@ -155,9 +155,34 @@ fn open_conn(path: &str) -> Result<Connection, StoreError> {
 /// A connection that writes import batches.
 pub(crate) struct BulkWriter {
     conn: Connection,
+    /// The transaction being written, if one is open.
+    open: Option<Open>,
     /// Wakes the checkpointing thread after each commit.
     checkpoint: Option<mpsc::Sender<()>>,
     checkpointer: Option<JoinHandle<()>>,
+}
+
+/// An open transaction: the chunks written so far leave here only what its
+/// commit still needs (the tags, logged after every contact of the
+/// transaction, as one `write_rows` call over the whole batch would).
+struct Open {
+    /// The log's last `seq` before the transaction: tags logged after it
+    /// are the import's (`MARK_IMPORTED_TAGS`).
+    before: i64,
+    /// The attrs checks lifted for the transaction (see `lift_attrs_checks`).
+    lifted: Vec<String>,
+    /// New contacts' tags, in file order.
+    new_tags: Vec<Tagged>,
+    /// Existing contacts, in file order: their tags, and whether the UPDATE
+    /// changed them.
+    old: Vec<(Tagged, bool)>,
+    created: u64,
+}
+
+/// A contact's id and the tags its row gives.
+struct Tagged {
+    id: String,
+    tags: Vec<String>,
 }
 
 /// How many rows of a batch were created, updated and left unchanged.
@@ -202,36 +227,111 @@ impl BulkWriter {
         conn.set_prepared_statement_cache_capacity(32);
         Ok(BulkWriter {
             conn,
+            open: None,
             checkpoint: Some(checkpoint),
             checkpointer: Some(checkpointer),
         })
     }
 
-    /// Upserts `rows` (ids unique among them) in one `BEGIN IMMEDIATE`
-    /// transaction; on error nothing of the batch is written.
-    pub(crate) fn write_batch(&mut self, rows: &[Row], now: i64) -> Result<Counts, StoreError> {
-        let tx =
-            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-        let lifted = lift_attrs_checks(&tx).map_err(db_err)?;
-        // The write lock is held (IMMEDIATE): log rows after this one are ours.
-        let before: i64 = tx
-            .query_row("SELECT coalesce(max(seq), 0) FROM event_log", [], |r| {
-                r.get(0)
-            })
-            .map_err(db_err)?;
-        let counts = write(&tx, rows, now).map_err(db_err)?;
-        tx.execute(super::contacts::MARK_IMPORTED_TAGS, [before])
-            .map_err(db_err)?;
-        for sql in &lifted {
-            tx.execute_batch(sql).map_err(db_err)?;
+    /// Writes `rows` (ids unique in the whole transaction) into the open
+    /// transaction, opening one (`BEGIN IMMEDIATE`) if none is. Takes their
+    /// ids and tags (kept for the commit): the rest of each row may go.
+    /// On error the transaction is rolled back.
+    pub(crate) fn write_chunk(&mut self, rows: &mut [Row], now: i64) -> Result<(), StoreError> {
+        let out = self.try_write_chunk(rows, now);
+        if out.is_err() {
+            self.rollback();
         }
-        tx.commit().map_err(db_err)?;
+        out.map_err(db_err)
+    }
+
+    fn try_write_chunk(&mut self, rows: &mut [Row], now: i64) -> rusqlite::Result<()> {
+        if self.open.is_none() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let lifted = lift_attrs_checks(&self.conn)?;
+            // The write lock is held (IMMEDIATE): log rows after this one are ours.
+            let before: i64 =
+                self.conn
+                    .query_row("SELECT coalesce(max(seq), 0) FROM event_log", [], |r| {
+                        r.get(0)
+                    })?;
+            self.open = Some(Open {
+                before,
+                lifted,
+                new_tags: Vec::new(),
+                old: Vec::new(),
+                created: 0,
+            });
+        }
+        let (existing, changed) = write_contacts(&self.conn, rows, now)?;
+        let open = self.open.as_mut().expect("opened above");
+        for (i, r) in rows.iter_mut().enumerate() {
+            let t = Tagged {
+                id: std::mem::take(&mut r.id),
+                tags: std::mem::take(&mut r.tags),
+            };
+            if existing[i] {
+                open.old.push((t, changed[i]));
+            } else {
+                open.created += 1;
+                if !t.tags.is_empty() {
+                    open.new_tags.push(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the tags of the open transaction's contacts and commits it;
+    /// gives its counts (all zero if no transaction is open). On error the
+    /// transaction is rolled back: nothing of it is written.
+    pub(crate) fn commit(&mut self, now: i64) -> Result<Counts, StoreError> {
+        let Some(open) = self.open.take() else {
+            return Ok(Counts::default());
+        };
+        let out = finish(&self.conn, open, now);
+        if out.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return out.map_err(db_err);
+        }
         if let Some(c) = &self.checkpoint {
             let _ = c.send(());
         }
-        Ok(counts)
+        out.map_err(db_err)
     }
+
+    fn rollback(&mut self) {
+        if self.open.take().is_some() || !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Steps 2 and 4 of the module documentation over a whole transaction, the
+/// counts, the attrs checks put back, the commit.
+fn finish(conn: &Connection, open: Open, now: i64) -> rusqlite::Result<Counts> {
+    // 2. The new contacts' tags.
+    write_tags(conn, open.new_tags.iter(), now, None)?;
+    // 4. Existing contacts' tags: a new one makes the contact Updated.
+    let mut got: HashSet<String> = HashSet::new();
+    write_tags(conn, open.old.iter().map(|(t, _)| t), now, Some(&mut got))?;
+    let mut counts = Counts {
+        created: open.created,
+        ..Counts::default()
+    };
+    for (t, changed) in &open.old {
+        if *changed || got.contains(t.id.as_str()) {
+            counts.updated += 1;
+        } else {
+            counts.unchanged += 1;
+        }
+    }
+    conn.execute(super::contacts::MARK_IMPORTED_TAGS, [open.before])?;
+    for sql in &open.lifted {
+        conn.execute_batch(sql)?;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(counts)
 }
 
 /// Drops the triggers that check `contacts.attrs` (migration 0007) inside
@@ -271,47 +371,42 @@ fn returned(st: &mut Statement<'_>, mut each: impl FnMut(&str)) -> rusqlite::Res
     Ok(())
 }
 
-/// Adds the tags of `rows[which]`; with `changed`, marks the rows that got a
-/// tag they did not have.
-fn write_tags(
+/// Adds the tags of `contacts`, in order; with `got`, collects the ids of
+/// the contacts that got a tag they did not have.
+fn write_tags<'a>(
     conn: &Connection,
-    rows: &[Row],
-    which: &[usize],
+    contacts: impl Iterator<Item = &'a Tagged>,
     now: i64,
-    changed: Option<&mut [bool]>,
+    mut got: Option<&mut HashSet<String>>,
 ) -> rusqlite::Result<()> {
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
-    for &i in which {
-        pairs.extend((0..rows[i].tags.len()).map(|k| (i, k)));
-    }
-    let mut got: HashSet<String> = HashSet::new();
+    let pairs: Vec<(&str, &str)> = contacts
+        .flat_map(|t| t.tags.iter().map(move |tag| (t.id.as_str(), tag.as_str())))
+        .collect();
     for chunk in pairs.chunks(TAG_CHUNK) {
-        let mut st = conn.prepare_cached(&tags_sql(chunk.len(), changed.is_some()))?;
+        let mut st = conn.prepare_cached(&tags_sql(chunk.len(), got.is_some()))?;
         let mut next = 1;
-        for &(i, k) in chunk {
-            bind(&mut st, &mut next, &[&rows[i].id, &rows[i].tags[k], &now])?;
+        for (id, tag) in chunk {
+            bind(&mut st, &mut next, &[id, tag, &now])?;
         }
-        if changed.is_some() {
-            returned(&mut st, |id| {
+        match got.as_deref_mut() {
+            Some(got) => returned(&mut st, |id| {
                 got.insert(id.to_string());
-            })?;
-        } else {
-            st.raw_execute()?;
-        }
-    }
-    if let Some(changed) = changed
-        && !got.is_empty()
-    {
-        for &i in which {
-            if got.contains(rows[i].id.as_str()) {
-                changed[i] = true;
+            })?,
+            None => {
+                st.raw_execute()?;
             }
         }
     }
     Ok(())
 }
 
-fn write(conn: &Connection, rows: &[Row], now: i64) -> rusqlite::Result<Counts> {
+/// Steps 1 and 3 of the module documentation for `rows`: gives, per row,
+/// whether the contact existed and whether the UPDATE changed it.
+fn write_contacts(
+    conn: &Connection,
+    rows: &[Row],
+    now: i64,
+) -> rusqlite::Result<(Vec<bool>, Vec<bool>)> {
     // 1. New contacts (the trigger logs contact_created); an id that exists
     //    is not inserted, nor returned.
     let mut existing = vec![false; rows.len()];
@@ -351,9 +446,7 @@ fn write(conn: &Connection, rows: &[Row], now: i64) -> rusqlite::Result<Counts> 
             }
         }
     }
-    let (old, new): (Vec<usize>, Vec<usize>) = (0..rows.len()).partition(|&i| existing[i]);
-    // 2. The new contacts' tags.
-    write_tags(conn, rows, &new, now, None)?;
+    let old: Vec<usize> = (0..rows.len()).filter(|&i| existing[i]).collect();
 
     // 3. Existing contacts: only the rows whose values differ are written.
     let mut changed = vec![false; rows.len()];
@@ -391,22 +484,13 @@ fn write(conn: &Connection, rows: &[Row], now: i64) -> rusqlite::Result<Counts> 
             changed[i] = got.contains(rows[i].id.as_str());
         }
     }
-    // 4. Their tags: a new one makes the contact Updated.
-    write_tags(conn, rows, &old, now, Some(&mut changed))?;
-
-    let mut counts = Counts::default();
-    for (old, ch) in existing.iter().zip(&changed) {
-        match (old, ch) {
-            (false, _) => counts.created += 1,
-            (true, true) => counts.updated += 1,
-            (true, false) => counts.unchanged += 1,
-        }
-    }
-    Ok(counts)
+    Ok((existing, changed))
 }
 
 impl Drop for BulkWriter {
     fn drop(&mut self) {
+        // A transaction left open (the import stopped) writes nothing.
+        self.rollback();
         // The last checkpoint runs before the import reports.
         self.checkpoint = None;
         if let Some(h) = self.checkpointer.take() {

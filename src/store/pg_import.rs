@@ -19,10 +19,16 @@
 //!    `origin` = `import`, as `MARK_IMPORTED_TAGS` marks them).
 //!
 //! The transaction sets `nurture.bulk_import` (migration 0031): the per-row
-//! log triggers stand aside for it, and it takes the event-log writers' lock
-//! (`EVENT_LOG_WRITE`) before its first log row, as every log writer does.
+//! log triggers stand aside for it. It takes the event-log writers' lock
+//! (`EVENT_LOG_WRITE`) before its first contact, in shared mode: two
+//! batches of one import are written at once, on two connections, and write
+//! their log rows in turn ([`PgBulkWriter`] says why that keeps the log's
+//! order).
+
+use std::sync::Arc;
 
 use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::bulk::Counts;
@@ -238,153 +244,317 @@ fn copy_text(rows: &[Row]) -> Vec<u8> {
     buf
 }
 
-/// A connection of its own that writes import batches.
-pub(crate) struct PgBulkWriter {
+/// The session advisory lock one import holds from start to end (key
+/// beside `EVENT_LOG_WRITE` and the cursor's 4_711_002): the lanes of one
+/// import write the log in turn, and a second import waits for the first.
+pub(crate) const IMPORT_WRITE: i64 = 4_711_003;
+
+/// One connection that writes batches, with its staging table.
+struct Lane {
     conn: PgConnection,
-    update_sql: String,
-    /// A dry run: every batch in one transaction, rolled back at the end.
+}
+
+/// What a batch's task gives back: its lane, and its counts or error.
+type Finished = (Lane, Result<Counts, StoreError>);
+
+/// Writes import batches on two connections ("lanes"), one batch beside the
+/// next: while one batch writes its event-log rows and commits, the next is
+/// `COPY`'d, and its contacts and tags are inserted. Two server processes
+/// share the work: on one, the server was the import's bottleneck.
+///
+/// The event log stays in batch order and readers still see it in `seq`
+/// order: each batch takes `EVENT_LOG_WRITE` **shared** before it writes
+/// anything (where it took it exclusive, alone), so every other log writer,
+/// which takes it exclusive, waits until no batch is open, as before; and a
+/// batch writes its first log row only after the batch before it has
+/// committed (`after`). Between the lanes of one import, and only there, the
+/// lock is shared; `IMPORT_WRITE` keeps a second import out.
+///
+/// A batch that names owners is written alone: its trigger updates the
+/// owners' `salesperson_load` rows in file order, and two batches doing so
+/// at once could lock two of them in opposite orders.
+pub(crate) struct PgBulkWriter {
+    /// Lanes with no batch.
+    free: Vec<Lane>,
+    /// Batches being written, oldest first.
+    pending: std::collections::VecDeque<tokio::task::JoinHandle<Finished>>,
+    /// Resolves when the last batch submitted has committed (dropped unsent
+    /// if it failed).
+    last_commit: Option<oneshot::Receiver<()>>,
+    update_sql: Arc<str>,
+    /// A dry run: one lane, every batch in one transaction, rolled back at
+    /// the end.
     dry_run: bool,
 }
 
 impl PgBulkWriter {
     pub(crate) async fn open(url: &str, dry_run: bool) -> Result<PgBulkWriter, StoreError> {
-        let mut conn = PgConnection::connect(url).await?;
-        if dry_run {
-            conn.execute("BEGIN").await?;
+        let lanes = if dry_run { 1 } else { 2 };
+        let mut free = Vec::with_capacity(lanes);
+        for i in 0..lanes {
+            let mut conn = PgConnection::connect(url).await?;
+            if i == 0 {
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(IMPORT_WRITE)
+                    .execute(&mut conn)
+                    .await?;
+            }
+            if dry_run {
+                conn.execute("BEGIN").await?;
+            }
+            conn.execute(CREATE_STAGE).await?;
+            free.push(Lane { conn });
         }
-        conn.execute(CREATE_STAGE).await?;
         Ok(PgBulkWriter {
-            conn,
-            update_sql: update_existing(),
+            free,
+            pending: Default::default(),
+            last_commit: None,
+            update_sql: update_existing().into(),
             dry_run,
         })
     }
 
-    /// Upserts `rows` (ids unique among them) in one transaction; on error
-    /// nothing of the batch is written.
-    pub(crate) async fn write_batch(
+    /// Starts writing `rows` (ids unique in the whole import) in a
+    /// transaction of its own, after the batches submitted before it; gives
+    /// the counts of the earlier batches that finished meanwhile, in order.
+    /// On error nothing of the failed batch, nor of any later one, is
+    /// written.
+    pub(crate) async fn submit(
         &mut self,
-        rows: &[Row],
+        rows: Vec<Row>,
         now: i64,
-    ) -> Result<Counts, StoreError> {
-        let data = copy_text(rows);
-        let update_sql = self.update_sql.as_str();
-        let c = &mut self.conn;
-        if !self.dry_run {
-            c.execute("BEGIN").await?;
+    ) -> Result<Vec<Counts>, StoreError> {
+        let mut done = Vec::new();
+        let alone = rows.iter().any(|r| r.owner.is_some());
+        while (alone && !self.pending.is_empty()) || self.free.is_empty() {
+            done.push(self.join_oldest().await?);
         }
-        let out = async {
-            // SET LOCAL: for this transaction only (see migration 0031).
-            // work_mem: the batch's sorts (file order for the log) stay in
-            // memory instead of spilling to disk at the default 4 MB.
-            c.execute(
-                "SET LOCAL nurture.bulk_import = 'on'; SET LOCAL work_mem = '64MB'; \
-                 TRUNCATE nurture_import_stage",
-            )
-            .await?;
-            let mut copy = c.copy_in_raw(COPY_STAGE).await?;
-            if let Err(e) = copy.send(data).await {
-                let _ = copy.abort("import batch failed").await;
-                return Err(e.into());
-            }
-            copy.finish().await?;
-            // Log rows appear in seq order: take the log writers' lock
-            // before the first one, as the triggers do.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(EVENT_LOG_WRITE)
-                .execute(&mut *c)
-                .await?;
-            let any_existing: bool = sqlx::query_scalar(ANY_EXISTING).fetch_one(&mut *c).await?;
-            if !any_existing {
-                // A savepoint, not the batch's transaction: a dry run holds
-                // every batch in one transaction.
-                c.execute("SAVEPOINT nurture_import_fast").await?;
-                match sqlx::query(INSERT_ALL).bind(now).execute(&mut *c).await {
-                    Ok(done) => {
-                        c.execute("RELEASE SAVEPOINT nurture_import_fast").await?;
-                        for sql in [LOG_CREATED, INSERT_NEW_TAGS, LOG_NEW_TAGS] {
-                            sqlx::query(sqlx::AssertSqlSafe(every_row(sql)))
-                                .bind(now)
-                                .execute(&mut *c)
-                                .await?;
-                        }
-                        return Ok(Counts {
-                            created: done.rows_affected(),
-                            ..Counts::default()
-                        });
-                    }
-                    Err(sqlx::Error::Database(e))
-                        if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
-                    {
-                        // Created meanwhile by another writer: the general path.
-                        c.execute("ROLLBACK TO SAVEPOINT nurture_import_fast")
-                            .await?;
-                    }
-                    Err(e) => return Err(e.into()),
+        let lane = self.free.pop().expect("a lane is free");
+        let (committed, next) = oneshot::channel();
+        let after = self.last_commit.replace(next);
+        let update_sql = self.update_sql.clone();
+        let dry_run = self.dry_run;
+        self.pending.push_back(tokio::spawn(async move {
+            write_batch(lane, rows, now, update_sql, after, committed, dry_run).await
+        }));
+        Ok(done)
+    }
+
+    /// Waits for every batch submitted; gives their counts, in order.
+    pub(crate) async fn drain(&mut self) -> Result<Vec<Counts>, StoreError> {
+        let mut done = Vec::new();
+        while !self.pending.is_empty() {
+            done.push(self.join_oldest().await?);
+        }
+        Ok(done)
+    }
+
+    /// The oldest batch's counts. On its error, the later batches (which
+    /// then roll back) are waited for first.
+    async fn join_oldest(&mut self) -> Result<Counts, StoreError> {
+        let task = self.pending.pop_front().expect("a batch is pending");
+        let (lane, out) = task
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        self.free.push(lane);
+        if out.is_err() {
+            while let Some(task) = self.pending.pop_front() {
+                if let Ok((lane, _)) = task.await {
+                    self.free.push(lane);
                 }
             }
-            // Statistics on the id only: the joins to `contacts` are by id,
-            // and a full ANALYZE of the wide rows (attrs, tags) cost about a
-            // tenth of the batch.
-            c.execute("ANALYZE nurture_import_stage (id)").await?;
-            let created = sqlx::query(INSERT_NEW)
-                .bind(now)
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
-            sqlx::query(LOG_CREATED).bind(now).execute(&mut *c).await?;
-            if created < rows.len() as u64 {
-                sqlx::query(sqlx::AssertSqlSafe(update_sql))
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await?;
-            }
-            sqlx::query(INSERT_NEW_TAGS)
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-            sqlx::query(LOG_NEW_TAGS).bind(now).execute(&mut *c).await?;
-            if created == rows.len() as u64 {
-                return Ok(Counts {
-                    created,
-                    ..Counts::default()
-                });
-            }
-            sqlx::query(INSERT_OLD_TAGS)
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-            let (created, updated, all): (i64, i64, i64) =
-                sqlx::query_as(COUNTS).fetch_one(&mut *c).await?;
-            Ok::<_, StoreError>(Counts {
-                created: created as u64,
-                updated: updated as u64,
-                unchanged: (all - created - updated) as u64,
-            })
         }
-        .await;
-        match out {
-            Ok(counts) => {
-                if !self.dry_run {
-                    c.execute("COMMIT").await?;
-                }
-                Ok(counts)
-            }
-            Err(e) => {
-                let _ = c.execute("ROLLBACK").await;
-                Err(e)
-            }
-        }
+        out
     }
 
     /// Ends the import: a dry run's transaction is rolled back.
     pub(crate) async fn finish(mut self) -> Result<(), StoreError> {
-        if self.dry_run {
-            self.conn.execute("ROLLBACK").await?;
+        self.drain().await?;
+        for mut lane in self.free {
+            if self.dry_run {
+                lane.conn.execute("ROLLBACK").await?;
+            }
+            let _ = lane.conn.close().await;
         }
-        let _ = self.conn.close().await;
         Ok(())
     }
+}
+
+/// How far the first phase of a batch went.
+enum Staged {
+    /// Every row was new (the fast path): inserted, with their tags.
+    AllNew(u64),
+    /// The general path: new contacts inserted (this many) and existing
+    /// ones updated; the new contacts' tags inserted.
+    Mixed(u64),
+}
+
+/// One batch in a transaction of its own (or in the dry run's): the first
+/// phase at once, the log rows and the commit after the batch before it
+/// has committed. Sends on `committed` when it has; drops it on error.
+async fn write_batch(
+    mut lane: Lane,
+    rows: Vec<Row>,
+    now: i64,
+    update_sql: Arc<str>,
+    after: Option<oneshot::Receiver<()>>,
+    committed: oneshot::Sender<()>,
+    dry_run: bool,
+) -> Finished {
+    let data = copy_text(&rows);
+    let n = rows.len() as u64;
+    drop(rows);
+    let c = &mut lane.conn;
+    let out = async {
+        if !dry_run {
+            c.execute("BEGIN").await?;
+        }
+        let staged = stage(c, data, n, &update_sql, now).await?;
+        if let Some(after) = after
+            && after.await.is_err()
+        {
+            return Err(StoreError::Invalid(
+                "an earlier batch of the import failed; this one was not written".into(),
+            ));
+        }
+        let counts = log_rows(c, staged, n, now).await?;
+        if !dry_run {
+            c.execute("COMMIT").await?;
+        }
+        Ok(counts)
+    }
+    .await;
+    match &out {
+        Ok(_) => {
+            let _ = committed.send(());
+        }
+        Err(_) => {
+            if !dry_run {
+                let _ = c.execute("ROLLBACK").await;
+            }
+        }
+    }
+    (lane, out)
+}
+
+/// The first phase: `COPY`, the shared log lock, then every statement that
+/// writes no log row.
+async fn stage(
+    c: &mut PgConnection,
+    data: Vec<u8>,
+    n: u64,
+    update_sql: &str,
+    now: i64,
+) -> Result<Staged, StoreError> {
+    // SET LOCAL: for this transaction only (see migration 0031).
+    // work_mem: the batch's sorts (file order for the log) stay in
+    // memory instead of spilling to disk at the default 4 MB.
+    c.execute(
+        "SET LOCAL nurture.bulk_import = 'on'; SET LOCAL work_mem = '64MB'; \
+         TRUNCATE nurture_import_stage",
+    )
+    .await?;
+    let mut copy = c.copy_in_raw(COPY_STAGE).await?;
+    if let Err(e) = copy.send(data).await {
+        let _ = copy.abort("import batch failed").await;
+        return Err(e.into());
+    }
+    copy.finish().await?;
+    // Before the first contact is written, as every log writer takes the
+    // lock (see PgBulkWriter).
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(EVENT_LOG_WRITE)
+        .execute(&mut *c)
+        .await?;
+    let any_existing: bool = sqlx::query_scalar(ANY_EXISTING).fetch_one(&mut *c).await?;
+    if !any_existing {
+        // A savepoint, not the batch's transaction: a dry run holds
+        // every batch in one transaction.
+        c.execute("SAVEPOINT nurture_import_fast").await?;
+        match sqlx::query(INSERT_ALL).bind(now).execute(&mut *c).await {
+            Ok(done) => {
+                c.execute("RELEASE SAVEPOINT nurture_import_fast").await?;
+                sqlx::query(sqlx::AssertSqlSafe(every_row(INSERT_NEW_TAGS)))
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+                return Ok(Staged::AllNew(done.rows_affected()));
+            }
+            Err(sqlx::Error::Database(e))
+                if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+            {
+                // Created meanwhile by a writer outside nurture: the
+                // general path.
+                c.execute("ROLLBACK TO SAVEPOINT nurture_import_fast")
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Statistics on the id only: the joins to `contacts` are by id,
+    // and a full ANALYZE of the wide rows (attrs, tags) cost about a
+    // tenth of the batch.
+    c.execute("ANALYZE nurture_import_stage (id)").await?;
+    let created = sqlx::query(INSERT_NEW)
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    if created < n {
+        sqlx::query(sqlx::AssertSqlSafe(update_sql))
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    }
+    sqlx::query(INSERT_NEW_TAGS)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    Ok(Staged::Mixed(created))
+}
+
+/// The second phase: the batch's log rows (the created contacts, their
+/// tags, then the tags existing contacts did not have), and the counts.
+async fn log_rows(
+    c: &mut PgConnection,
+    staged: Staged,
+    n: u64,
+    now: i64,
+) -> Result<Counts, StoreError> {
+    let created = match staged {
+        Staged::AllNew(created) => {
+            for sql in [LOG_CREATED, LOG_NEW_TAGS] {
+                sqlx::query(sqlx::AssertSqlSafe(every_row(sql)))
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            return Ok(Counts {
+                created,
+                ..Counts::default()
+            });
+        }
+        Staged::Mixed(created) => created,
+    };
+    sqlx::query(LOG_CREATED).bind(now).execute(&mut *c).await?;
+    sqlx::query(LOG_NEW_TAGS).bind(now).execute(&mut *c).await?;
+    if created == n {
+        return Ok(Counts {
+            created,
+            ..Counts::default()
+        });
+    }
+    sqlx::query(INSERT_OLD_TAGS)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    let (created, updated, all): (i64, i64, i64) =
+        sqlx::query_as(COUNTS).fetch_one(&mut *c).await?;
+    Ok(Counts {
+        created: created as u64,
+        updated: updated as u64,
+        unchanged: (all - created - updated) as u64,
+    })
 }
 
 #[cfg(test)]

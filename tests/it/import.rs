@@ -481,6 +481,73 @@ async fn every_import_writer_logs_the_same_events() {
     }
 }
 
+/// The same over files longer than one transaction (50,000 rows): the
+/// SQLite file's writer takes the parser's rows in chunks of 5,000 into each
+/// transaction and writes the tags at its commit; PostgreSQL writes two
+/// batches at once on two connections, the log rows in batch order. The
+/// second file updates every third contact, leaves the others as they are,
+/// adds tags to some and brings new contacts.
+#[tokio::test]
+async fn writers_agree_over_several_transactions() {
+    use chrono::TimeZone;
+    use std::fmt::Write;
+    const N: usize = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
+    let mut a = String::from("id,name,tags,city\n");
+    for i in 0..N {
+        let tags = ["", "vip", "a;b", "newsletter"][i % 4];
+        writeln!(a, "c{i:06},N{i},{tags},C{}", i % 7).unwrap();
+    }
+    let mut b = String::from("id,name,tags,city\n");
+    for i in (0..N + 6_000).step_by(2) {
+        let name = if i % 3 == 0 {
+            format!("M{i}")
+        } else {
+            format!("N{i}")
+        };
+        let tags = ["", "vip", "late", "b"][i % 4];
+        writeln!(b, "c{i:06},{name},{tags},C{}", i % 7).unwrap();
+    }
+    std::fs::write(&first, a).unwrap();
+    std::fs::write(&second, b).unwrap();
+    let t1 = chrono::Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+    let t2 = chrono::Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    let mut urls = vec![
+        format!("sqlite://{}", dir.path().join("file.db").display()),
+        format!(
+            "sqlite:file:import-many-{:x}?mode=memory&cache=shared",
+            rand::random::<u64>()
+        ),
+    ];
+    if let Some(admin) = support::db::postgres_admin() {
+        urls.push(support::db::fresh_postgres(&admin));
+    }
+    let mut seen = Vec::new();
+    for url in &urls {
+        let store = nurture::store::Store::open(url).await.unwrap();
+        let a = store.import_csv(&first, t1, |_| {}).await.unwrap();
+        let b = store.import_csv(&second, t2, |_| {}).await.unwrap();
+        let counts = [
+            (a.inserted, a.updated, a.unchanged),
+            (b.inserted, b.updated, b.unchanged),
+        ];
+        // Second file: 30,000 existing rows (ids 0, 2, 4, ...): those at
+        // i % 4 == 2 get "late", a new tag (15,000); of the others, those
+        // renamed (i % 12 == 0) are updated too (5,000); 3,000 new contacts.
+        assert_eq!(counts, [(N as u64, 0, 0), (3_000, 20_000, 10_000)], "{url}");
+        let effects = import_effects(store.db()).await;
+        store.close().await;
+        seen.push((url.clone(), effects));
+    }
+    let (first_url, want) = &seen[0];
+    for (url, got) in &seen[1..] {
+        assert!(got.0 == want.0, "event log: {url} vs {first_url}");
+        assert!(got.1 == want.1, "contacts: {url} vs {first_url}");
+        assert!(got.2 == want.2, "tags: {url} vs {first_url}");
+    }
+}
+
 /// Excel and WPS write CRLF: the same file with CRLF line ends reports the
 /// same lines (the csv crate alone counts every record after the first one
 /// line short, BurntSushi/rust-csv#395).
@@ -585,5 +652,84 @@ async fn pg_a_contact_created_while_a_new_batch_is_written_is_updated() {
             "tag_added c2 vip"
         ]
     );
+    store.close().await;
+}
+
+/// PostgreSQL: an import's batches take the event-log writers' lock in
+/// shared mode (two batches of one import are written at once), so a log
+/// writer holding it (exclusive, as every other writer takes it) keeps the
+/// import from writing any contact until it commits, and a second import
+/// waits for the first one to end (its session lock): the log's rows
+/// become visible in seq order. Only with a server (`NURTURE_TEST_POSTGRES`).
+#[tokio::test]
+async fn pg_an_import_waits_for_the_log_writers_and_for_another_import() {
+    use sqlx::{Connection, Executor};
+    let Some(admin) = support::db::postgres_admin() else {
+        return;
+    };
+    let url = support::db::fresh_postgres(&admin);
+    let store = nurture::store::Store::open(&url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("new.csv");
+    std::fs::write(&csv, "id,name,tags\nc1,Ada,vip\nc2,Ben,\n").unwrap();
+    let db = store.db().clone();
+    // Waits until `n` sessions wait on an advisory lock.
+    let waiting_for_lock = |n: i64| {
+        let db = db.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let waiting: i64 = scalar(
+                    &db,
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event = 'advisory'",
+                )
+                .await;
+                if waiting >= n {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no import waited on the lock"
+                );
+                // The polling interval, as support's wait_count.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let import = || {
+        let store = store.clone();
+        let csv = csv.clone();
+        tokio::spawn(async move { store.import_csv(&csv, chrono::Utc::now(), |_| {}).await })
+    };
+
+    // A log writer in the middle of its transaction.
+    let mut writer = sqlx::PgConnection::connect(&url).await.unwrap();
+    writer
+        .execute("BEGIN; SELECT pg_advisory_xact_lock(4711001)")
+        .await
+        .unwrap();
+    let first = import();
+    waiting_for_lock(1).await;
+    let contacts: i64 = scalar(&db, "SELECT count(*) FROM contacts").await;
+    assert_eq!(contacts, 0);
+    writer.execute("COMMIT").await.unwrap();
+    let report = first.await.unwrap().unwrap();
+    assert_eq!(report.inserted, 2);
+
+    // Another import holding its session lock (as an import does from
+    // start to end).
+    writer
+        .execute("SELECT pg_advisory_lock(4711003)")
+        .await
+        .unwrap();
+    let second = import();
+    waiting_for_lock(1).await;
+    writer
+        .execute("SELECT pg_advisory_unlock(4711003)")
+        .await
+        .unwrap();
+    let report = second.await.unwrap().unwrap();
+    assert_eq!((report.inserted, report.unchanged), (0, 2));
     store.close().await;
 }
