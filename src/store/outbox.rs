@@ -178,7 +178,7 @@ pub async fn claim_with(
     let _turn = store.write_turn().await;
     let mut tx = store.begin().await?;
     if reap {
-        reap_expired(&mut *tx, now).await?;
+        reap_expired(&mut tx, now).await?;
     }
     if let Some(known) = known {
         let names = serde_json::to_string(&known).unwrap_or_else(|_| "[]".into());
