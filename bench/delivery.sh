@@ -5,6 +5,7 @@
 #   bench/delivery.sh                 # all three measurements
 #   bench/delivery.sh throughput      # (a) only; also: latency, idle
 #   bench/delivery.sh stores          # (d) only: SQLite vs PostgreSQL, 1-3 daemons
+#   BASE=/path/nurture bench/delivery.sh compare   # (a3): delivery alone, this build vs BASE vs wrk
 #
 # (a) throughput: N contacts (default 100,000; env N) imported, a
 #     contact_created workflow sending one webhook each, `nurture run
@@ -168,6 +169,85 @@ EOF
     {
         echo
         echo "(a2) delivery only, $count messages already in the outbox: ${span} s from first to last receipt = **$rate messages/s**, peak RSS ${peak} MB, CPU $cpu"
+    } | tee -a "$RESULT"
+fi
+
+# --- (a3) delivery alone, side by side: this build, BASE, wrk -----------------
+# BASE=/path/to/nurture ROUNDS=3 bench/delivery.sh compare
+# Each build gets its own store of N queued messages (made as in (a)); every
+# round sets it back to queued (a copy of the file), runs `run --until-idle`
+# under GNU time with each build in turn, then wrk for WRK_S seconds against
+# the same receiver. Reported: msg/s at the receiver, CPU seconds of the
+# daemon per 100,000 messages (user + sys; less noisy than the rate on a
+# loaded machine) and the load average before each run.
+if [[ "$WHAT" == compare ]]; then
+    ROUNDS="${ROUNDS:-3}"
+    WRK_S="${WRK_S:-5}"
+    command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 2; }
+    cat >"$OUT/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"message_id":"m","workflow":"welcome","contact_id":"t0000001","to":"t0000001@example.com","subject":null,"body":"Welcome, Name 1! Your account t0000001 is ready.","contact":{"id":"t0000001","name":"Name 1"}}'
+LUA
+    python3 - "$N" >"$OUT/contacts.csv" <<'EOF2'
+import sys
+n = int(sys.argv[1])
+print("id,name,email")
+for i in range(n):
+    print(f"t{i:07},Name {i},t{i:07}@example.com")
+EOF2
+    WHO=(new)
+    declare -A BINS=([new]="$BIN")
+    if [[ -n "${BASE:-}" ]]; then WHO+=(base); BINS[base]="$BASE"; fi
+    for who in "${WHO[@]}"; do
+        P="$OUT/compare-$who"
+        webhook_project "$P" "$RECV/hook"
+        b=${BINS[$who]}
+        "$b" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >/dev/null 2>&1
+        "$b" --config "$P/nurture.yaml" contacts import "$OUT/contacts.csv" >/dev/null 2>&1
+        "$b" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >/dev/null 2>&1
+        sqlite3 "$P/nurture.db" "PRAGMA wal_checkpoint(TRUNCATE);
+            UPDATE outbox SET status = 'queued', sent_at = NULL, attempts = 0, next_attempt_at = 0,
+                   lease_owner = NULL, lease_until = NULL, provider_id = NULL;
+            PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+        cp "$P/nurture.db" "$P/queued.db"
+    done
+    declare -A R
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "== (a3) round $r" >&2
+        for who in "${WHO[@]}"; do
+            P="$OUT/compare-$who"
+            rm -f "$P"/nurture.db*; cp "$P/queued.db" "$P/nurture.db"
+            curl -s -X POST "$RECV/reset" >/dev/null
+            l=$(cut -d' ' -f1 /proc/loadavg)
+            /usr/bin/time -f '%U %S' -o "$OUT/time.compare" "${BINS[$who]}" --config "$P/nurture.yaml" \
+                run --until-idle --listen 127.0.0.1:0 >/dev/null 2>"$OUT/compare-$who.err"
+            stats=$(curl -s "$RECV/stats")
+            read -r count rate <<<"$(echo "$stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); d=(s["last_us"]-s["first_us"])/1e6; print(s["count"], "%.0f" % (s["count"]/d if d > 0 else 0))')"
+            cpu=$(awk -v n="$count" '{ if (n > 0) printf "%.2f", ($1 + $2) * 100000 / n }' "$OUT/time.compare")
+            R[$who|$r]="$rate $cpu $count $l"
+        done
+        curl -s -X POST "$RECV/reset" >/dev/null
+        l=$(cut -d' ' -f1 /proc/loadavg)
+        w=$(wrk -t2 -c64 -d"${WRK_S}s" -s "$OUT/post.lua" "$RECV/hook" | awk '/Requests\/sec/ { printf "%.0f", $2 }')
+        R[wrk|$r]="$w - - $l"
+        curl -s -X POST "$RECV/reset" >/dev/null
+    done
+    {
+        echo
+        echo "(a3) delivery alone, $N queued messages, $ROUNDS rounds (new = $BIN${BASE:+, base = $BASE})"
+        echo
+        echo "| who | runs: msg/s (CPU s per 100k, requests, load before) | min | median | median CPU s per 100k |"
+        echo "|---|---|---:|---:|---:|"
+        for who in "${WHO[@]}" wrk; do
+            cells=() vals=() cpus=()
+            for r in $(seq 1 "$ROUNDS"); do
+                read -r m c n l <<<"${R[$who|$r]}"
+                cells+=("$m ($c, $n, $l)"); vals+=("$m"); cpus+=("$c")
+            done
+            med() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+            echo "| $who | $(IFS=';'; echo "${cells[*]}") | $(printf '%s\n' "${vals[@]}" | sort -g | head -1) | $(med "${vals[@]}") | $(med "${cpus[@]}") |"
+        done
     } | tee -a "$RESULT"
 fi
 

@@ -421,7 +421,15 @@ impl Store {
 /// first lets the rollback queued by the dropped transaction run, so the
 /// depth read after it is the real one; a connection still in a transaction
 /// is closed and the pool opens a fresh one when it needs it.
+///
+/// A connection at depth 0 has no rollback queued (a dropped transaction
+/// leaves the depth at 1 until its rollback ran), so it goes back without
+/// the ping: on SQLite every ping is a round trip to the connection's
+/// thread, one more per statement the delivery worker runs.
 async fn release_clean<C: Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
     conn.ping().await?;
     if conn.is_in_transaction() {
         tracing::warn!("closing a store connection left inside a failed transaction");

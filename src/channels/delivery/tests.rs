@@ -41,8 +41,8 @@ mod unit {
 
     #[test]
     fn pending_is_bounded_by_rate_and_concurrency() {
-        assert_eq!(max_pending(64, None, 256), 256);
-        assert_eq!(max_pending(1, None, 256), 4);
+        assert_eq!(max_pending(64, None, 256), 512);
+        assert_eq!(max_pending(1, None, 256), 8);
         assert_eq!(max_pending(64, Some(rate(20, 1)), 256), 100);
         assert_eq!(max_pending(64, Some(rate(1, 60)), 256), 1);
         assert_eq!(max_pending(1_000, None, 256), 1_024);
