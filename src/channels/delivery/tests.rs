@@ -1,6 +1,7 @@
 //! Tests of delivery's pure parts.
 
 use super::*;
+use crate::settings::RateLimit;
 
 mod unit {
     use super::*;
