@@ -25,22 +25,7 @@ pub(super) fn read_wait_until(r: &mut Reader, v: &Node, id: &str) -> Option<Step
             );
             return None;
         }
-        (Some(e), None) => {
-            let name = r.string(e, "event")?;
-            let where_ = match f.get("where") {
-                Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
-                None => None,
-            };
-            WaitFor::Event {
-                condition: Condition::Event {
-                    name: name.clone(),
-                    within: None,
-                    at_least: 1,
-                    where_,
-                },
-                name,
-            }
-        }
+        (Some(e), None) => wait_for_event(r, e, &f)?,
         (None, Some(c)) => {
             if let Some(w) = f.get("where") {
                 r.error(w.pos, "where: tests the event of wait_until: { event: ... }; a condition has its own where: inside event: conditions");

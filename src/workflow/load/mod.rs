@@ -382,6 +382,25 @@ fn local_time(r: &mut Reader, n: &Node, what: &str) -> Option<chrono::NaiveTime>
 }
 
 /// `goal: { event: NAME, where?: {...}, within: D }` or `goal: { condition: C, within: D }`.
+/// An event to wait for (`wait_until:` or a goal): `event: NAME` with an
+/// optional `where:` test of its properties, one occurrence.
+fn wait_for_event(r: &mut Reader, e: &Node, f: &Fields) -> Option<WaitFor> {
+    let name = r.string(e, "event")?;
+    let where_ = match f.get("where") {
+        Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
+        None => None,
+    };
+    Some(WaitFor::Event {
+        condition: Condition::Event {
+            name: name.clone(),
+            within: None,
+            at_least: 1,
+            where_,
+        },
+        name,
+    })
+}
+
 fn read_goal(r: &mut Reader, v: &Node) -> Option<Goal> {
     let f = r.fields(v, "a goal", &["event", "where", "condition", "within"])?;
     let on = match (f.get("event"), f.get("condition")) {
@@ -389,22 +408,7 @@ fn read_goal(r: &mut Reader, v: &Node) -> Option<Goal> {
             r.error(c.pos, "a goal is an event or a condition, not both");
             return None;
         }
-        (Some(e), None) => {
-            let name = r.string(e, "event")?;
-            let where_ = match f.get("where") {
-                Some(w) => Some(Box::new(crate::audience::parse::parse_where(r, w)?)),
-                None => None,
-            };
-            WaitFor::Event {
-                condition: Condition::Event {
-                    name: name.clone(),
-                    within: None,
-                    at_least: 1,
-                    where_,
-                },
-                name,
-            }
-        }
+        (Some(e), None) => wait_for_event(r, e, &f)?,
         (None, Some(c)) => WaitFor::Condition(parse_condition(r, c)?),
         (None, None) => {
             r.push(
