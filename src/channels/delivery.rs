@@ -59,6 +59,7 @@ use crate::contact::Contact;
 use crate::metrics;
 use crate::settings::QuietHours;
 use crate::store::outbox::{self, ClaimTimes, Claimed, Fate, Recorded};
+use crate::store::outbox_conn::OutboxConn;
 use crate::store::states::MessageKind;
 use crate::store::{Bind, Store};
 use chrono_tz::Tz;
@@ -163,6 +164,8 @@ struct Outcome {
 
 struct Shared {
     store: Store,
+    /// The delivery's own connection on a SQLite file (`None`: the pool).
+    conn: Option<OutboxConn>,
     opts: DeliveryOptions,
     /// Ids claimed by this worker and not yet written back: a reclaim of one of
     /// them (after a stall longer than the lease) must not start a second call.
@@ -190,8 +193,16 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let conn = match OutboxConn::open(&store).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open the delivery's own store connection; outcomes go through the pool");
+            None
+        }
+    };
     let shared = Arc::new(Shared {
         store,
+        conn,
         opts,
         inflight: Mutex::new(HashSet::new()),
         room: Notify::new(),
@@ -416,15 +427,30 @@ async fn claim(
         lease_until: now + dur_ms(shared.opts.lease),
         unknown_until: now + dur_ms(shared.opts.unknown_channel_delay),
     };
-    outbox::claim_with(
-        &shared.store,
-        &shared.opts.worker_id,
-        times,
-        wants,
-        known,
-        reap,
-    )
-    .await
+    match &shared.conn {
+        Some(conn) => {
+            conn.claim(
+                &shared.store,
+                shared.opts.worker_id.clone(),
+                times,
+                wants.to_vec(),
+                known,
+                reap,
+            )
+            .await
+        }
+        None => {
+            outbox::claim_with(
+                &shared.store,
+                &shared.opts.worker_id,
+                times,
+                wants,
+                known,
+                reap,
+            )
+            .await
+        }
+    }
 }
 
 async fn renew_leases(shared: &Shared) -> Result<u64, sqlx::Error> {

@@ -5,6 +5,11 @@ use chrono::{DateTime, Utc};
 
 use super::plan_reads::ms;
 
+/// The patch text of `values`.
+pub(super) fn patch(values: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::Value::Object(values.clone()).to_string()
+}
+
 /// Merges `values` into the contact's custom attributes (a JSON merge
 /// patch, as a `set:` step writes them).
 pub async fn store_answer(
@@ -16,14 +21,7 @@ pub async fn store_answer(
     if values.is_empty() {
         return Ok(());
     }
-    let patch = serde_json::Value::Object(values.clone()).to_string();
-    sqlx::query("UPDATE contacts SET attrs = json_patch(attrs, $1), updated_at = $2 WHERE id = $3")
-        .bind(patch)
-        .bind(ms(now))
-        .bind(contact_id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    super::plan_writes::patch_attrs(tx, contact_id, &patch(values), ms(now)).await
 }
 
 /// The values at the JSON pointers of `store` (attribute → pointer) in an

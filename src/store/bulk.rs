@@ -86,7 +86,7 @@ impl sqlx::error::DatabaseError for BulkError {
     }
 }
 
-fn db_err(e: rusqlite::Error) -> StoreError {
+pub(super) fn db_err(e: rusqlite::Error) -> StoreError {
     let (code, message) = match &e {
         rusqlite::Error::SqliteFailure(f, msg) => (
             f.extended_code,
@@ -142,7 +142,7 @@ fn update_sql(n: usize) -> String {
 }
 
 /// A connection to the store's file (created and migrated by Store::open).
-fn open_conn(path: &str) -> Result<Connection, StoreError> {
+pub(super) fn open_conn(path: &str) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

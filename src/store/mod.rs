@@ -29,6 +29,7 @@ pub mod import;
 pub mod log_position;
 mod named;
 pub mod outbox;
+pub mod outbox_conn;
 mod pg_import;
 pub mod placeholders;
 pub mod plan_reads;
@@ -360,6 +361,19 @@ impl Store {
     pub async fn write_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let q = self.write_queue.clone()?;
         q.acquire_owned().await.ok()
+    }
+
+    /// The file behind a SQLite store, for a second connection to reach it;
+    /// `None` on PostgreSQL and for an in-memory store.
+    pub(crate) async fn sqlite_file(&self) -> Result<Option<String>, StoreError> {
+        let Some(pool) = &self.sqlite else {
+            return Ok(None);
+        };
+        let file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(pool)
+                .await?;
+        Ok(Some(file).filter(|f| !f.is_empty()))
     }
 
     /// Whether the SQLite file opened is still the file at its path (always

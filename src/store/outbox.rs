@@ -1,7 +1,7 @@
 //! The outbox: the delivery worker's claims, leases and outcomes, the
 //! messages a plan queues, and operator actions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
@@ -88,6 +88,8 @@ pub struct Claimed {
     pub body: String,
     pub attempts: u32,
     pub created_at: i64,
+    /// When it was due (its `next_attempt_at`).
+    pub due_at: i64,
     /// The outbox `payload` column, JSON text.
     pub payload: String,
     /// When the message first failed with an error worth retrying.
@@ -143,7 +145,70 @@ pub struct ClaimTimes {
     pub unknown_until: i64,
 }
 
+// The claim's statements, shared by the pool's path below and the delivery
+// connection's (`outbox_conn.rs`); parameters appear in order.
+
+/// The columns a claim returns, in [`Claimed`]'s order.
 const CLAIMED_COLS: &str = "id, workflow, contact_id, step_id, channel, recipient, subject, body, attempts, created_at, next_attempt_at, payload, first_failed_at, in_doubt";
+
+/// Claims up to `$5` due messages of channel `$4` at `$3` for owner `$1`,
+/// leased until `$2`.
+pub(super) fn claim_sql(dialect: Dialect) -> String {
+    super::claim::Claim {
+        table: "outbox",
+        key: "id",
+        lease: "status = 'sending', lease_owner = $1, lease_until = $2",
+        due: "status = 'queued' AND next_attempt_at <= $3 AND channel = $4",
+        order: "next_attempt_at",
+        limit: "$5",
+        returning: CLAIMED_COLS,
+    }
+    .sql(dialect)
+}
+
+/// Pushes the messages due at `$2` of channels not in `$3` (a JSON list of
+/// names) back to `$1`.
+pub(super) fn park_unknown_sql(dialect: Dialect) -> String {
+    format!(
+        "UPDATE outbox SET next_attempt_at = $1,
+                last_error = 'channel \"' || channel || '\" is not in the settings; the message waits until it is'
+          WHERE status = 'queued' AND next_attempt_at <= $2
+            AND channel NOT IN {}",
+        dialect.json_strings(3)
+    )
+}
+
+/// The channel names of the settings as [`park_unknown_sql`] takes them.
+pub(super) fn channel_names(known: &[String]) -> String {
+    serde_json::to_string(known).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) fn parked_unknown(parked: u64) {
+    if parked > 0 {
+        tracing::warn!(
+            messages = parked,
+            "messages for channels that are not in the settings stay queued"
+        );
+    }
+}
+
+/// Puts the messages whose lease expired before `$1` back in the pool.
+pub(super) const REAP_SQL: &str = "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL, in_doubt = 1,
+        last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
+  WHERE status = 'sending' AND lease_until < $1";
+
+pub(super) fn reaped_expired(reaped: u64) {
+    if reaped > 0 {
+        tracing::warn!(messages = reaped, "reclaimed messages whose lease expired");
+    }
+}
+
+/// RETURNING gives no order (PostgreSQL's differs from SQLite's): calls
+/// start in due order.
+pub(super) fn in_due_order(mut claimed: Vec<Claimed>) -> Vec<Claimed> {
+    claimed.sort_by_key(|c| c.due_at);
+    claimed
+}
 
 /// Claims up to `n` due messages of each channel in `wants` for `owner`, in
 /// one write transaction. Also puts expired leases back in the pool and,
@@ -181,41 +246,19 @@ pub async fn claim_with(
         reap_expired(&mut tx, now).await?;
     }
     if let Some(known) = known {
-        let names = serde_json::to_string(&known).unwrap_or_else(|_| "[]".into());
-        let sql = format!(
-            "UPDATE outbox SET next_attempt_at = $1,
-                    last_error = 'channel \"' || channel || '\" is not in the settings; the message waits until it is'
-              WHERE status = 'queued' AND next_attempt_at <= $2
-                AND channel NOT IN {}",
-            store.dialect().json_strings(3)
-        );
-        let parked = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let parked = sqlx::query(sqlx::AssertSqlSafe(park_unknown_sql(store.dialect())))
             .bind(times.unknown_until)
             .bind(now)
-            .bind(names)
+            .bind(channel_names(&known))
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if parked > 0 {
-            tracing::warn!(
-                messages = parked,
-                "messages for channels that are not in the settings stay queued"
-            );
-        }
+        parked_unknown(parked);
     }
+    let sql = claim_sql(store.dialect());
     let mut out = Vec::with_capacity(wants.len());
     for (channel, n) in wants {
-        let sql = super::claim::Claim {
-            table: "outbox",
-            key: "id",
-            lease: "status = 'sending', lease_owner = $1, lease_until = $2",
-            due: "status = 'queued' AND next_attempt_at <= $3 AND channel = $4",
-            order: "next_attempt_at",
-            limit: "$5",
-            returning: CLAIMED_COLS,
-        }
-        .sql(store.dialect());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(owner)
             .bind(times.lease_until)
             .bind(now)
@@ -224,9 +267,7 @@ pub async fn claim_with(
             .fetch_all(&mut *tx)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
-        let mut due_at: HashMap<String, i64> = HashMap::with_capacity(rows.len());
         for r in rows {
-            due_at.insert(r.try_get(0)?, r.try_get(10)?);
             claimed.push(Claimed {
                 id: r.try_get(0)?,
                 workflow: r.try_get(1)?,
@@ -238,15 +279,13 @@ pub async fn claim_with(
                 body: r.try_get(7)?,
                 attempts: u32::try_from(r.try_get::<i64, _>(8)?).unwrap_or(0),
                 created_at: r.try_get(9)?,
+                due_at: r.try_get(10)?,
                 payload: r.try_get(11)?,
                 first_failed_at: r.try_get(12)?,
                 in_doubt: r.try_get::<i64, _>(13)? != 0,
             });
         }
-        // RETURNING gives no order (PostgreSQL's differs from SQLite's):
-        // calls start in due order.
-        claimed.sort_by_key(|c| due_at.get(&c.id).copied().unwrap_or(0));
-        out.push(claimed);
+        out.push(in_due_order(claimed));
     }
     tx.commit().await?;
     Ok(out)
@@ -255,18 +294,12 @@ pub async fn claim_with(
 /// Puts the messages whose lease expired (their worker stopped mid-send)
 /// back in the pool, marked `in_doubt`.
 async fn reap_expired(tx: &mut AnyConnection, now: i64) -> Result<(), sqlx::Error> {
-    let reaped = sqlx::query(
-        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL, in_doubt = 1,
-                last_error = 'lease expired: the worker stopped during the send; sending again with the same idempotency key'
-          WHERE status = 'sending' AND lease_until < $1",
-    )
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if reaped > 0 {
-        tracing::warn!(messages = reaped, "reclaimed messages whose lease expired");
-    }
+    let reaped = sqlx::query(REAP_SQL)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    reaped_expired(reaped);
     Ok(())
 }
 
@@ -324,6 +357,57 @@ pub async fn queue_depth(store: &Store) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')")
         .fetch_one(store.db())
         .await
+}
+
+// The outcome statements, shared by the pool's path below and the delivery
+// connection's (`outbox_conn.rs`). Every parameter appears once, in
+// order, so `$N` binds by position on both drivers; each ends with the
+// message's id and the lease owner: an outcome is written only while this
+// worker still holds the lease.
+
+/// A retry: queued again at `next_at`, one more attempt counted.
+pub(super) const RETRY_SQL: &str = "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
+        lease_owner = NULL, lease_until = NULL,
+        first_failed_at = coalesce(first_failed_at, $3)
+  WHERE id = $4 AND status = 'sending' AND lease_owner = $5";
+
+/// A dead letter (permanent error or retries over).
+pub(super) const DEAD_SQL: &str =
+    "UPDATE outbox SET status = 'dead', last_error = $1, attempts = attempts + 1,
+        lease_owner = NULL, lease_until = NULL, dead_at = $2
+  WHERE id = $3 AND status = 'sending' AND lease_owner = $4";
+
+/// Not sent: consent withdrawn since the plan.
+pub(super) const CANCELLED_SQL: &str = "UPDATE outbox SET status = 'cancelled', last_error = $1, lease_owner = NULL, lease_until = NULL
+  WHERE id = $2 AND status = 'sending' AND lease_owner = $3";
+
+/// Back to the pool without counting a try (quiet hours, a provider's wait).
+pub(super) const RELEASE_SQL: &str =
+    "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2,
+        lease_owner = NULL, lease_until = NULL
+  WHERE id = $3 AND status = 'sending' AND lease_owner = $4";
+
+/// Sent, one message (the delivery connection's statement; the pool's path
+/// writes a chunk per statement, see [`sent_sql`]).
+pub(super) const SENT_ONE_SQL: &str =
+    "UPDATE outbox SET status = 'sent', sent_at = $1, provider_id = $2,
+        attempts = attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
+  WHERE id = $3 AND status = 'sending' AND lease_owner = $4";
+
+/// The provider says the recipient opted out (Twilio 21610, "STOP"): recorded
+/// with the dead letter, so no workflow plans another message on this channel.
+pub(super) const OPT_OUT_SQL: &str = "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+impl Recorded<'_> {
+    /// Whether this outcome also records an opt-out.
+    pub(super) fn records_opt_out(&self) -> bool {
+        self.opted_out && matches!(self.fate, Fate::Dead { .. })
+    }
+}
+
+/// An outcome the lease no longer allows writing.
+pub(super) fn lease_lost(id: &str) {
+    tracing::warn!(id = %id, "outcome not recorded: the message's lease was taken by another worker");
 }
 
 /// Sent outcomes per statement (two parameters each).
@@ -396,7 +480,7 @@ pub async fn record_outcomes_in_turn(
         let written: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
         for (id, _) in chunk {
             if !written.contains(*id) {
-                tracing::warn!(id = %id, "outcome not recorded: the message's lease was taken by another worker");
+                lease_lost(id);
             }
         }
         recorded.extend(written);
@@ -414,50 +498,27 @@ pub async fn record_outcomes_in_turn(
     for o in outcomes {
         let q = match o.fate {
             Fate::Sent { .. } => continue,
-            Fate::Retry { next_at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2, attempts = attempts + 1,
-                        lease_owner = NULL, lease_until = NULL,
-                        first_failed_at = coalesce(first_failed_at, $3)
-                  WHERE id = $4 AND status = 'sending' AND lease_owner = $5",
-            )
-            .bind(*next_at)
-            .bind(error.as_str())
-            .bind(now),
-            Fate::Dead { error } => sqlx::query(
-                "UPDATE outbox SET status = 'dead', last_error = $1, attempts = attempts + 1,
-                        lease_owner = NULL, lease_until = NULL, dead_at = $2
-                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
-            )
-            .bind(error.as_str())
-            .bind(now),
-            Fate::Cancelled { reason } => sqlx::query(
-                "UPDATE outbox SET status = 'cancelled', last_error = $1, lease_owner = NULL, lease_until = NULL
-                  WHERE id = $2 AND status = 'sending' AND lease_owner = $3",
-            )
-            .bind(reason.as_str()),
-            Fate::Release { next_at, error } => sqlx::query(
-                "UPDATE outbox SET status = 'queued', next_attempt_at = $1, last_error = $2,
-                        lease_owner = NULL, lease_until = NULL
-                  WHERE id = $3 AND status = 'sending' AND lease_owner = $4",
-            )
-            .bind(*next_at)
-            .bind(error.as_str()),
+            Fate::Retry { next_at, error } => sqlx::query(RETRY_SQL)
+                .bind(*next_at)
+                .bind(error.as_str())
+                .bind(now),
+            Fate::Dead { error } => sqlx::query(DEAD_SQL).bind(error.as_str()).bind(now),
+            Fate::Cancelled { reason } => sqlx::query(CANCELLED_SQL).bind(reason.as_str()),
+            Fate::Release { next_at, error } => {
+                sqlx::query(RELEASE_SQL).bind(*next_at).bind(error.as_str())
+            }
         };
         let done = q.bind(o.id).bind(owner).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
-            tracing::warn!(id = %o.id, "outcome not recorded: the message's lease was taken by another worker");
+            lease_lost(o.id);
         }
-        // The provider says the recipient opted out (Twilio 21610, "STOP"):
-        // record it, so no workflow plans another message on this channel.
-        if o.opted_out && matches!(o.fate, Fate::Dead { .. }) {
-            sqlx::query(
-                "INSERT INTO contact_opt_outs (contact_id, channel, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(o.contact_id)
-            .bind(o.channel)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if o.records_opt_out() {
+            sqlx::query(OPT_OUT_SQL)
+                .bind(o.contact_id)
+                .bind(o.channel)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     tx.commit().await

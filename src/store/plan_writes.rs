@@ -56,6 +56,12 @@ pub(in crate::store) async fn remove_tag(
     Ok(())
 }
 
+/// Merges a JSON merge patch (null removes the attribute) into a contact's
+/// attributes (PostgreSQL has a `json_patch` of the same meaning): the
+/// patch, the time, the contact.
+pub(in crate::store) const PATCH_ATTRS_SQL: &str =
+    "UPDATE contacts SET attrs = json_patch(attrs, $1), updated_at = $2 WHERE id = $3";
+
 /// Merges `patch` (a JSON merge patch: null removes the attribute) into the
 /// contact's attributes.
 pub(in crate::store) async fn patch_attrs(
@@ -64,7 +70,7 @@ pub(in crate::store) async fn patch_attrs(
     patch: &str,
     at: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE contacts SET attrs = json_patch(attrs, $1), updated_at = $2 WHERE id = $3")
+    sqlx::query(PATCH_ATTRS_SQL)
         .bind(patch)
         .bind(at)
         .bind(contact_id)

@@ -27,7 +27,21 @@ pub(super) async fn writer(
                     Err(_) => break,
                 }
             }
-            let written = write_outcomes(&shared, &buf).await;
+            let written = match &shared.conn {
+                Some(conn) => {
+                    let (back, written) = conn
+                        .record_outcomes(
+                            shared.opts.worker_id.clone(),
+                            now_ms(),
+                            std::mem::take(&mut buf),
+                            Outcome::recorded,
+                        )
+                        .await;
+                    buf = back;
+                    written
+                }
+                None => write_outcomes(&shared, &buf).await,
+            };
             drop(turn);
             match written {
                 Ok(()) => break,
@@ -82,20 +96,26 @@ pub(super) async fn writer(
     }
 }
 
+impl Outcome {
+    /// What the store writes for this outcome.
+    fn recorded(&self) -> Recorded<'_> {
+        Recorded {
+            id: &self.id,
+            contact_id: &self.contact_id,
+            channel: &self.channel,
+            fate: &self.fate,
+            opted_out: matches!(&self.fate, Fate::Dead { error } if error.starts_with(OPTED_OUT)),
+        }
+    }
+}
+
+/// Writes `outcomes` through the store's pool (PostgreSQL, an in-memory
+/// SQLite store).
 pub(super) async fn write_outcomes(
     shared: &Shared,
     outcomes: &[Outcome],
 ) -> Result<(), sqlx::Error> {
-    let recorded: Vec<Recorded<'_>> = outcomes
-        .iter()
-        .map(|o| Recorded {
-            id: &o.id,
-            contact_id: &o.contact_id,
-            channel: &o.channel,
-            fate: &o.fate,
-            opted_out: matches!(&o.fate, Fate::Dead { error } if error.starts_with(OPTED_OUT)),
-        })
-        .collect();
+    let recorded: Vec<Recorded<'_>> = outcomes.iter().map(Outcome::recorded).collect();
     outbox::record_outcomes_in_turn(&shared.store, &shared.opts.worker_id, now_ms(), &recorded)
         .await
 }

@@ -120,15 +120,11 @@ impl Store {
         // The file behind a SQLite store; empty for an in-memory store, which
         // a second connection cannot reach (it takes the batches through the
         // pool), and for PostgreSQL (`PgBulkWriter`, below).
-        let db_file: String = match &self.sqlite {
+        let db_file: String = if opts.dry_run {
             // A dry run goes through the pool: one transaction, rolled back.
-            Some(_) if opts.dry_run => String::new(),
-            Some(pool) => {
-                sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                    .fetch_one(pool)
-                    .await?
-            }
-            None => String::new(),
+            String::new()
+        } else {
+            self.sqlite_file().await?.unwrap_or_default()
         };
         let writer = if db_file.is_empty() {
             None
