@@ -149,6 +149,25 @@ pub async fn leftover(store: &Store, cursor: &str, now: i64) -> sqlx::Result<Lef
     })
 }
 
+/// What [`leftover`] would find, as yes or no: anything at all, anything
+/// due at `now` (ms). Each part stops at its first row, where the counts
+/// read the whole outbox: `--until-idle` asks after every idle pass.
+pub async fn anything_left(store: &Store, cursor: &str, now: i64) -> sqlx::Result<(bool, bool)> {
+    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM event_log WHERE seq > coalesce((SELECT position FROM cursors WHERE name = $1), 0) LIMIT 1) l),
+                (SELECT count(*) FROM (SELECT 1 FROM enrollments WHERE status = 'active' LIMIT 1) a),
+                (SELECT count(*) FROM (SELECT 1 FROM enrollments WHERE status = 'active' AND next_run_at <= $2 LIMIT 1) d),
+                (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE status IN ('queued', 'sending') LIMIT 1) q),
+                (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE status = 'sending' OR (status = 'queued' AND next_attempt_at <= $2 AND not_before <= $2) LIMIT 1) n)",
+    )
+    .bind(cursor)
+    .bind(now)
+    .fetch_one(store.db())
+    .await?;
+    let log = row.0 > 0;
+    Ok((log || row.1 > 0 || row.3 > 0, log || row.2 > 0 || row.4 > 0))
+}
+
 /// When the next active enrollment is due, ms. A row leased to another
 /// daemon is due for us only when its lease ends.
 pub async fn next_enrollment_due(store: &Store) -> sqlx::Result<Option<i64>> {

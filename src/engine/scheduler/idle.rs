@@ -94,6 +94,16 @@ pub async fn idle_state(store: &Store, now: DateTime<Utc>) -> Result<IdleState> 
     })
 }
 
+/// Whether `--until-idle` in `mode` may stop at `now`: [`IdleState::done`]
+/// without counting what is left.
+pub async fn is_idle(store: &Store, now: DateTime<Utc>, mode: IdleMode) -> Result<bool> {
+    let (left, due) = ticks::anything_left(store, DAEMON_CURSOR, plan_reads::ms(now)).await?;
+    Ok(match mode {
+        IdleMode::All => !left,
+        IdleMode::Now => !due,
+    })
+}
+
 /// How long to sleep: until the next due enrollment or cron tick, at most 1 s
 /// (new work from outside the API — rows written by other systems — is found
 /// by polling).

@@ -38,7 +38,10 @@ mod scans;
 
 use event_log::*;
 use idle::*;
-pub use idle::{IdleMode, IdleState, idle_state};
+pub use idle::{IdleMode, IdleState, idle_state, is_idle};
+
+/// How often `--until-idle` counts and tells what it still waits for.
+const TELL_EVERY: StdDuration = StdDuration::from_secs(5);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -72,6 +75,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub async fn run(mut self) -> Result<()> {
         let mut last_waiting: Option<String> = None;
+        let mut told_at: Option<std::time::Instant> = None;
         // Passed-over triggers are told once per backlog (a pass reads one
         // log batch: an import of a million rows would be thousands of lines).
         let mut passed_over: HashMap<String, u64> = HashMap::new();
@@ -119,31 +123,47 @@ impl Scheduler {
             tracing::debug!(ms = started.elapsed().as_millis() as u64, "idle pass");
             if let Some(mode) = self.until_idle {
                 let checked = std::time::Instant::now();
-                let idle = idle_state(&self.store, now).await;
+                let idle = is_idle(&self.store, now, mode).await;
                 tracing::debug!(ms = checked.elapsed().as_millis() as u64, "idle check");
                 match idle {
-                    Ok(st) if st.done(mode) => {
+                    Ok(true) => {
                         match mode {
                             IdleMode::All => {
                                 tracing::info!("nothing left to do; stopping (--until-idle)")
                             }
-                            IdleMode::Now => tracing::info!(
-                                waiting_enrollments = st.active,
-                                deferred_messages = st.queued,
-                                "nothing due now; stopping (--until-idle=now): {}",
-                                st.left()
-                            ),
+                            IdleMode::Now => match idle_state(&self.store, now).await {
+                                Ok(st) => tracing::info!(
+                                    waiting_enrollments = st.active,
+                                    deferred_messages = st.queued,
+                                    "nothing due now; stopping (--until-idle=now): {}",
+                                    st.left()
+                                ),
+                                Err(_) => {
+                                    tracing::info!("nothing due now; stopping (--until-idle=now)")
+                                }
+                            },
                         }
                         self.shutdown.cancel();
                         break;
                     }
-                    Ok(st) => {
-                        let what = st.waiting_for(mode);
-                        if last_waiting.as_deref() != Some(what.as_str()) {
-                            tracing::info!("--until-idle: waiting for {what}");
-                            last_waiting = Some(what);
+                    // What it waits for, counted at most every few seconds
+                    // (the counts read the whole outbox).
+                    Ok(false) if told_at.is_none_or(|t| t.elapsed() >= TELL_EVERY) => {
+                        told_at = Some(std::time::Instant::now());
+                        match idle_state(&self.store, now).await {
+                            Ok(st) => {
+                                let what = st.waiting_for(mode);
+                                if last_waiting.as_deref() != Some(what.as_str()) {
+                                    tracing::info!("--until-idle: waiting for {what}");
+                                    last_waiting = Some(what);
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "--until-idle: cannot read the store")
+                            }
                         }
                     }
+                    Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "--until-idle: cannot read the store"),
                 }
             }
