@@ -14,6 +14,9 @@
 #
 #   bench/e2e.sh            # N=100000
 #   N=20000 bench/e2e.sh    # a quicker look
+#   PG=1 bench/e2e.sh       # also nurture on PostgreSQL (a throwaway server
+#                           # from .ci/with-postgres.sh), same contacts and
+#                           # receiver, in the same rounds
 #
 # Needs: python3 (venv), sqlite3, curl, wrk (apt-get install wrk). The peer's
 # dependencies are pinned in bench/requirements.txt and installed from PyPI
@@ -21,6 +24,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+if [[ -n "${PG:-}" && -z "${NURTURE_TEST_POSTGRES:-}" ]]; then
+    exec .ci/with-postgres.sh "$0" "$@"
+fi
 N="${N:-100000}"
 ROUNDS="${ROUNDS:-3}"
 WRK_S="${WRK_S:-5}"
@@ -100,10 +106,22 @@ fresh_store() {
     "$1" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/activate.out" 2>&1
     "$1" --config "$P/nurture.yaml" contacts import "$P/contacts.csv" >"$OUT/import.log" 2>&1
 }
+# The same on PostgreSQL: a fresh database each round.
+if [[ -n "${PG:-}" ]]; then
+    PG_URL="${NURTURE_TEST_POSTGRES%/*}/e2e"
+    sed "s#^database:.*#database: $PG_URL#" "$P/nurture.yaml" >"$P/nurture-pg.yaml"
+fi
+fresh_pg() {
+    psql -q "$NURTURE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS e2e" -c "CREATE DATABASE e2e"
+    "$1" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/activate-pg.out" 2>&1
+    "$1" --config "$P/nurture-pg.yaml" contacts import "$P/contacts.csv" >"$OUT/import-pg.log" 2>&1
+}
 # BASE=/path/to/nurture adds a baseline build, run on its own fresh store
 # in the same rounds.
-WHO="nurture peer wrk"
-[[ -n "${BASE:-}" ]] && WHO="nurture base peer wrk"
+WHO="nurture"
+[[ -n "${PG:-}" ]] && WHO="$WHO postgres"
+[[ -n "${BASE:-}" ]] && WHO="$WHO base"
+WHO="$WHO peer wrk"
 for r in $(seq 1 "$ROUNDS"); do
     echo "== round $r" >&2
     fresh_store "$BIN"
@@ -116,6 +134,13 @@ for r in $(seq 1 "$ROUNDS"); do
     l=$(load)
     "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run.out" 2>"$OUT/run.err"
     read -r n m <<<"$(rate)"; R[nurture|$r]="$m $n $l"
+    if [[ -n "${PG:-}" ]]; then
+        fresh_pg "$BIN"
+        curl -s -X POST "$RECV/reset" >/dev/null
+        l=$(load)
+        "$BIN" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run-pg.out" 2>"$OUT/run-pg.err"
+        read -r n m <<<"$(rate)"; R[postgres|$r]="$m $n $l"
+    fi
     if [[ -n "${BASE:-}" ]]; then
         fresh_store "$BASE"
         curl -s -X POST "$RECV/reset" >/dev/null
