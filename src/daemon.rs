@@ -318,10 +318,16 @@ struct Reloaded {
 /// The file watcher on the settings, workflows, templates and segments,
 /// with the channel its changes arrive on; `None` (hot reload off, logged)
 /// when the system gives no watcher.
-type FileWatch = Option<(
-    notify::RecommendedWatcher,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-)>;
+type FileWatch = Option<(Watchers, tokio::sync::mpsc::UnboundedReceiver<()>)>;
+
+/// The watchers, kept alive for as long as changes are wanted.
+struct Watchers {
+    _folders: notify::RecommendedWatcher,
+    _settings: Option<notify::PollWatcher>,
+}
+
+/// How often the settings file is looked at (see [`watch_project_files`]).
+const SETTINGS_POLL: Duration = Duration::from_secs(1);
 
 fn watch_project_files(config: &Path, current: &Project) -> FileWatch {
     use notify::{RecursiveMode, Watcher};
@@ -339,41 +345,56 @@ fn watch_project_files(config: &Path, current: &Project) -> FileWatch {
         p.file_name().map(|n| n.to_os_string()) == config_name
             || matches!(ext, "yaml" | "yml" | "hbs")
     };
-    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+    let handler = move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && !matches!(ev.kind, notify::EventKind::Access(_))
             && ev.paths.iter().any(|p| relevant(p))
         {
             let _ = tx.send(());
         }
-    }) {
+    };
+    let mut watcher = match notify::recommended_watcher(handler.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch files; hot reload is off");
             return None;
         }
     };
-    let folder = config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
     // segments/ is optional.
     for d in dirs.iter().filter(|d| d.exists()) {
         if let Err(e) = watcher.watch(d, RecursiveMode::Recursive) {
             tracing::warn!(dir = %d.display(), error = %e, "cannot watch folder");
         }
     }
-    // The settings file itself (teams, channels, policies): watch its folder
-    // without recursion, since editors replace files rather than write them.
-    let _ = watcher.watch(
-        if folder.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &folder
+    // The settings file itself (teams, channels, policies) is looked at
+    // every second rather than watched through its folder: the store (the
+    // quick start's nurture.db and its WAL) usually lives in that folder, and
+    // a folder watch woke this process for every page SQLite writes (a few
+    // percent of the daemon's CPU under load). Polling the path also follows
+    // editors that replace the file rather than write it.
+    let settings = notify::PollWatcher::new(
+        handler,
+        // By content: an edit within the second of the last look keeps the
+        // mtime the poller compares.
+        notify::Config::default()
+            .with_poll_interval(SETTINGS_POLL)
+            .with_compare_contents(true),
+    )
+    .and_then(|mut w| w.watch(config, RecursiveMode::NonRecursive).map(|()| w));
+    let settings = match settings {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(file = %config.display(), error = %e, "cannot watch the settings file; its changes need a restart");
+            None
+        }
+    };
+    Some((
+        Watchers {
+            _folders: watcher,
+            _settings: settings,
         },
-        RecursiveMode::NonRecursive,
-    );
-    Some((watcher, rx))
+        rx,
+    ))
 }
 
 /// Reload on every change the watcher reports, file by file (see
