@@ -433,7 +433,6 @@ pub async fn record_outcomes_in_turn(
     now: i64,
     outcomes: &[Recorded<'_>],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = store.begin().await?;
     // Sent, the common fate, is written a chunk of messages per statement:
     // on PostgreSQL every statement is a round trip to the server.
     let sent: Vec<(&str, Option<&str>)> = outcomes
@@ -443,47 +442,22 @@ pub async fn record_outcomes_in_turn(
             _ => None,
         })
         .collect();
+    // Only sent messages without answers to store, in one statement: that
+    // statement is its own transaction, without the two round trips of
+    // BEGIN and COMMIT (the usual group under load).
+    let one_statement = sent.len() == outcomes.len()
+        && sent.len() <= SENT_CHUNK
+        && outcomes
+            .iter()
+            .all(|o| matches!(o.fate, Fate::Sent { store, .. } if store.is_empty()));
+    if one_statement {
+        write_sent(store, store.db(), owner, now, &sent).await?;
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
     let mut recorded: HashSet<String> = HashSet::new();
     for chunk in sent.chunks(SENT_CHUNK) {
-        // Anonymous `?` on SQLite: sqlx binds a named `$N` by looking its
-        // name up in the statement's parameter list, once per parameter.
-        let ph = |n: usize| store.dialect().placeholder(n);
-        let mut values = String::new();
-        for i in 0..chunk.len() {
-            let k = 1 + 2 * i;
-            values.push_str(&format!(
-                "{}({}, {})",
-                if i == 0 { "" } else { "," },
-                ph(k),
-                ph(k + 1)
-            ));
-        }
-        let sql = format!(
-            "WITH v(id, provider_id) AS (VALUES {values})
-             UPDATE outbox SET status = 'sent', sent_at = {}, provider_id = v.provider_id,
-                    attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
-               FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = {}
-             RETURNING {}",
-            // The values come first in the text, so they are bound first.
-            ph(2 * chunk.len() + 1),
-            ph(2 * chunk.len() + 2),
-            match store.dialect() {
-                Dialect::Sqlite => "id",
-                Dialect::Postgres => "outbox.id",
-            }
-        );
-        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for (id, provider) in chunk {
-            q = q.bind(*id).bind(*provider);
-        }
-        let q = q.bind(now).bind(owner);
-        let written: HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
-        for (id, _) in chunk {
-            if !written.contains(*id) {
-                lease_lost(id);
-            }
-        }
-        recorded.extend(written);
+        recorded.extend(write_sent(store, &mut *tx, owner, now, chunk).await?);
     }
     // What webhook steps' answers set, in the transaction that records them sent.
     for o in outcomes {
@@ -522,6 +496,65 @@ pub async fn record_outcomes_in_turn(
         }
     }
     tx.commit().await
+}
+
+/// Marks `chunk` (at most [`SENT_CHUNK`] messages, with their provider ids)
+/// sent in one statement; gives the ids written (a message whose lease
+/// another worker took is not, and is logged).
+async fn write_sent<'e, E>(
+    store: &Store,
+    on: E,
+    owner: &str,
+    now: i64,
+    chunk: &[(&str, Option<&str>)],
+) -> Result<HashSet<String>, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    // Anonymous `?` on SQLite: sqlx binds a named `$N` by looking its
+    // name up in the statement's parameter list, once per parameter.
+    let ph = |n: usize| store.dialect().placeholder(n);
+    let mut values = String::new();
+    for i in 0..chunk.len() {
+        let k = 1 + 2 * i;
+        values.push_str(&format!(
+            "{}({}, {})",
+            if i == 0 { "" } else { "," },
+            ph(k),
+            ph(k + 1)
+        ));
+    }
+    let sql = format!(
+        "WITH v(id, provider_id) AS (VALUES {values})
+         UPDATE outbox SET status = 'sent', sent_at = {}, provider_id = v.provider_id,
+                attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
+           FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = {}
+         RETURNING {}",
+        // The values come first in the text, so they are bound first.
+        ph(2 * chunk.len() + 1),
+        ph(2 * chunk.len() + 2),
+        match store.dialect() {
+            Dialect::Sqlite => "id",
+            Dialect::Postgres => "outbox.id",
+        }
+    );
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for (id, provider) in chunk {
+        q = q.bind(*id).bind(*provider);
+    }
+    let written: HashSet<String> = q
+        .bind(now)
+        .bind(owner)
+        .fetch_all(on)
+        .await?
+        .into_iter()
+        .collect();
+    for (id, _) in chunk {
+        if !written.contains(*id) {
+            lease_lost(id);
+        }
+    }
+    Ok(written)
 }
 
 /// A message on its way into the outbox (written by `engine::apply` in the
