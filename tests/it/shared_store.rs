@@ -416,3 +416,204 @@ async fn sent_outcomes_are_written_in_chunks_under_the_lease() {
         assert_eq!((sent_at, owner), (Some(9_000), None), "{id}");
     }
 }
+
+/// The delivery worker's own connection on a SQLite file
+/// (`store::outbox_conn`) claims and records exactly what the pool's path
+/// does: the same rows in the same order, then every fate (sent with and
+/// without a provider id, sent with a webhook answer to store, retry, dead
+/// with the provider's opt-out, cancelled, released, and an outcome whose
+/// lease another worker took) leaves the same outbox, contacts and opt-outs.
+/// On PostgreSQL there is no such connection: the pool's path is the only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_connection_writes_what_the_pool_writes() {
+    use nurture::store::outbox::{self, ClaimTimes, Fate, Recorded};
+    use nurture::store::outbox_conn::OutboxConn;
+    let (pool_store, _a) = store().await;
+    let (conn_store, _b) = store().await;
+    let Some(conn) = OutboxConn::open(&conn_store).await.unwrap() else {
+        assert_eq!(conn_store.dialect(), Dialect::Postgres);
+        return;
+    };
+    for s in [&pool_store, &conn_store] {
+        for i in 0..8 {
+            sqlx::query(
+                "INSERT INTO contacts (id, name, created_at, attrs, updated_at) VALUES ($1, 'n', 0, '{\"keep\":1}', 0)",
+            )
+            .bind(format!("c{i}"))
+            .execute(s.db())
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                     status, attempts, not_before, next_attempt_at, created_at)
+                 VALUES ($1, 'w', $2, 1, 's', $3, 'to', 'hi', 'queued', 0, 0, $4, 0)",
+            )
+            .bind(format!("m{i}"))
+            .bind(format!("c{i}"))
+            .bind(if i == 7 { "gone" } else { "hook" })
+            // Due in reverse id order: the claim gives due order.
+            .bind(100 - i as i64)
+            .execute(s.db())
+            .await
+            .unwrap();
+        }
+    }
+    let times = ClaimTimes {
+        now: 5_000,
+        lease_until: 60_000,
+        unknown_until: 70_000,
+    };
+    let wants = vec![("hook".to_string(), 10)];
+    let known = Some(vec!["hook".to_string()]);
+    let by_pool = outbox::claim_with(&pool_store, "w1", times, &wants, known.clone(), true)
+        .await
+        .unwrap();
+    let by_conn = conn
+        .claim(&conn_store, "w1".into(), times, wants, known, true)
+        .await
+        .unwrap();
+    let seen = |c: &Vec<Vec<outbox::Claimed>>| format!("{c:?}");
+    assert_eq!(seen(&by_pool), seen(&by_conn));
+    let ids: Vec<&str> = by_conn[0].iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["m6", "m5", "m4", "m3", "m2", "m1", "m0"], "due order");
+
+    let mut answer = serde_json::Map::new();
+    answer.insert("plan".into(), serde_json::json!("gold"));
+    let fates: Vec<(&str, &str, Fate)> = vec![
+        (
+            "m0",
+            "c0",
+            Fate::Sent {
+                provider_id: Some("p0".into()),
+                store: Default::default(),
+            },
+        ),
+        (
+            "m1",
+            "c1",
+            Fate::Sent {
+                provider_id: None,
+                store: answer,
+            },
+        ),
+        (
+            "m2",
+            "c2",
+            Fate::Retry {
+                next_at: 20_000,
+                error: "503".into(),
+            },
+        ),
+        (
+            "m3",
+            "c3",
+            Fate::Dead {
+                error: format!("{}21610 STOP", outbox::OPTED_OUT),
+            },
+        ),
+        (
+            "m4",
+            "c4",
+            Fate::Cancelled {
+                reason: "unsubscribed".into(),
+            },
+        ),
+        (
+            "m5",
+            "c5",
+            Fate::Release {
+                next_at: 30_000,
+                error: "quiet hours".into(),
+            },
+        ),
+        (
+            "m6",
+            "c6",
+            Fate::Sent {
+                provider_id: Some("p6".into()),
+                store: Default::default(),
+            },
+        ),
+    ];
+    for s in [&pool_store, &conn_store] {
+        // Another worker took m6's lease meanwhile: its outcome is not ours.
+        sqlx::query("UPDATE outbox SET lease_owner = 'w2' WHERE id = 'm6'")
+            .execute(s.db())
+            .await
+            .unwrap();
+    }
+    fn recorded<'a>(f: &'a (&'static str, &'static str, Fate)) -> Recorded<'a> {
+        Recorded {
+            id: f.0,
+            contact_id: f.1,
+            channel: "hook",
+            fate: &f.2,
+            opted_out: matches!(f.2, Fate::Dead { .. }),
+        }
+    }
+    let view: Vec<Recorded<'_>> = fates.iter().map(recorded).collect();
+    outbox::record_outcomes(&pool_store, "w1", 9_000, &view)
+        .await
+        .unwrap();
+    drop(view);
+    let turn = conn_store.write_turn().await;
+    let (_, written) = conn
+        .record_outcomes("w1".into(), 9_000, fates, recorded)
+        .await;
+    written.unwrap();
+    drop(turn);
+
+    // id, status, attempts, sent_at, provider_id, last_error, lease_owner,
+    // lease_until, first_failed_at, dead_at, next_attempt_at
+    type OutboxRow = (
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        i64,
+    );
+    async fn state(s: &Store) -> String {
+        let outbox: Vec<OutboxRow> =
+            sqlx::query_as(
+                "SELECT id, status, attempts, sent_at, provider_id, last_error, lease_owner, lease_until,
+                        first_failed_at, dead_at, next_attempt_at
+                   FROM outbox ORDER BY id",
+            )
+            .fetch_all(s.db())
+            .await
+            .unwrap();
+        let contacts: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT id, attrs, updated_at FROM contacts ORDER BY id")
+                .fetch_all(s.db())
+                .await
+                .unwrap();
+        let opt_outs: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT contact_id, channel, at FROM contact_opt_outs ORDER BY contact_id",
+        )
+        .fetch_all(s.db())
+        .await
+        .unwrap();
+        format!("{outbox:#?}\n{contacts:#?}\n{opt_outs:#?}")
+    }
+    let (a, b) = (state(&pool_store).await, state(&conn_store).await);
+    assert_eq!(a, b);
+    // And what that is: the answer stored, the opt-out recorded, m6 left to
+    // w2, m7 (a channel not in the settings) pushed back.
+    assert!(a.contains(r#""{\"keep\":1,\"plan\":\"gold\"}""#), "{a}");
+    assert!(
+        a.contains(
+            r#""c3",
+        "hook",
+        9000"#
+        ),
+        "{a}"
+    );
+    assert!(a.contains(r#""w2""#), "{a}");
+    assert!(a.contains("70000"), "{a}");
+}
