@@ -39,6 +39,7 @@ pub mod reports;
 mod scan_sqlite;
 pub mod scans;
 pub mod states;
+mod statistics;
 pub mod status;
 pub mod ticks;
 mod tx;
@@ -126,6 +127,9 @@ pub struct Store {
     /// The queue API writes wait in on SQLite (one at a time, first come
     /// first served); `None` on PostgreSQL, which has row locks.
     write_queue: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// Rows the planner wrote since its tables were analyzed; `None` but on
+    /// PostgreSQL (see `statistics.rs`).
+    growth: Option<std::sync::Arc<statistics::Growth>>,
 }
 
 /// A file's path and (device, inode) when it was opened: the same path with
@@ -284,6 +288,7 @@ impl Store {
             url: given.to_string(),
             file,
             write_queue: Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
+            growth: None,
         })
     }
 
@@ -321,6 +326,7 @@ impl Store {
             url: url.to_string(),
             file: None,
             write_queue: None,
+            growth: Some(statistics::Growth::new()),
         })
     }
 

@@ -511,6 +511,13 @@ async fn write_sent<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
+    // Guarded by the lease alone (a lease is held only while sending: the
+    // outbox_lease_check guard). With `status = 'sending'` in this join,
+    // PostgreSQL chose the outbox_due index on a fresh store, and that
+    // index keeps an entry for every dead 'sending' row version until a
+    // vacuum: each group visited all of them (94 µs per message by the end
+    // of a 100,000-message run, against 30 µs by the primary key).
+    //
     // Anonymous `?` on SQLite: sqlx binds a named `$N` by looking its
     // name up in the statement's parameter list, once per parameter.
     let ph = |n: usize| store.dialect().placeholder(n);
@@ -528,7 +535,7 @@ where
         "WITH v(id, provider_id) AS (VALUES {values})
          UPDATE outbox SET status = 'sent', sent_at = {}, provider_id = v.provider_id,
                 attempts = outbox.attempts + 1, last_error = NULL, lease_owner = NULL, lease_until = NULL
-           FROM v WHERE outbox.id = v.id AND outbox.status = 'sending' AND outbox.lease_owner = {}
+           FROM v WHERE outbox.id = v.id AND outbox.lease_owner = {}
          RETURNING {}",
         // The values come first in the text, so they are bound first.
         ph(2 * chunk.len() + 1),

@@ -494,6 +494,34 @@ async fn a_state_outside_its_set_is_refused() {
         e.contains("outbox_status_check") || e.contains("outbox.status must be one of"),
         "{e}"
     );
+    // A lease is held only while sending: the grouped sent outcome is
+    // guarded by the lease alone (src/store/outbox.rs, write_sent).
+    let e = sqlx::query("UPDATE outbox SET lease_owner = 'w1' WHERE id = 'm1'")
+        .execute(db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outbox_lease_check") || e.contains("lease_owner is set only while"),
+        "{e}"
+    );
+    sqlx::query("UPDATE outbox SET status = 'sending', lease_owner = 'w1' WHERE id = 'm1'")
+        .execute(db)
+        .await
+        .unwrap();
+    let e = sqlx::query("UPDATE outbox SET status = 'sent' WHERE id = 'm1'")
+        .execute(db)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outbox_lease_check") || e.contains("lease_owner is set only while"),
+        "{e}"
+    );
+    sqlx::query("UPDATE outbox SET status = 'queued', lease_owner = NULL WHERE id = 'm1'")
+        .execute(db)
+        .await
+        .unwrap();
     let e = sqlx::query(
         "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at)
          VALUES ('w', 'c1', 'once', 'paused', 0)",

@@ -66,6 +66,12 @@ impl Scheduler {
             tx.advance_cursor(DAEMON_CURSOR, seq).await?;
         }
         tx.commit().await.context("committing plans")?;
+        self.store.grew_by(
+            stored
+                .iter()
+                .filter(|d| matches!(d.start, Start::New { .. }))
+                .count() as u64,
+        );
         planner.forget_planned();
         // Tag steps may have queued WeCom tag marks: wake their worker.
         if stored.iter().any(|d| {
