@@ -7,7 +7,9 @@
 # with trust authentication (a test server: nothing else can reach it), and
 # is stopped and removed however CMD ends. CMD sees
 #   NURTURE_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres
-# (tests create a fresh database per test from it).
+# (tests create a fresh database per test from it). NURTURE_PG_OPTIONS adds
+# server options (`-c name=value ...`; bench/pg_statements.sh loads
+# pg_stat_statements with it).
 #
 # PostgreSQL comes from Debian's packages; it is installed when no pg_ctl is
 # found. PostgreSQL refuses to run as root, so as root the server runs as the
@@ -56,7 +58,7 @@ trap stop EXIT
 # Tests and the three-daemon test open many connections; fsync off: a
 # throwaway server need not survive a power cut, and tests run faster.
 "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off ${NURTURE_PG_OPTIONS:-}" \
     start >/dev/null ||
     { cat "$dir/server.log" >&2; exit 1; }
 
