@@ -61,31 +61,7 @@ start_listening receiver "$RECEIVER" 127.0.0.1:0
 RECV="http://$ADDR"
 
 P="$OUT/project"
-rm -rf "$P"; mkdir -p "$P/workflows" "$P/templates"
-cat >"$P/nurture.yaml" <<YAML
-database: sqlite://nurture.db
-timezone: Asia/Shanghai
-# The benchmark enrolls every contact at once on purpose.
-policies:
-  blast_guard: off
-channels:
-  hook:
-    kind: webhook
-    url: $RECV/hook
-YAML
-cat >"$P/workflows/welcome.yaml" <<'YAML'
-trigger: { contact_created: {} }
-steps:
-  - send: { channel: hook, template: welcome }
-YAML
-printf 'Welcome, {{contact.name}}! Your account {{contact.id}} is ready.' >"$P/templates/welcome.hbs"
-python3 - "$N" >"$P/contacts.csv" <<'PY'
-import sys
-n = int(sys.argv[1])
-print("id,name,email")
-for i in range(n):
-    print(f"t{i:07},Name {i},t{i:07}@example.com")
-PY
+welcome_project "$P" "sqlite://nurture.db" "$RECV" "$N"
 cat >"$OUT/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

@@ -33,30 +33,8 @@ start_listening receiver "$RECEIVER" 127.0.0.1:0
 RECV="http://$ADDR"
 
 P="$OUT/project"
-rm -rf "$P"; mkdir -p "$P/workflows" "$P/templates"
 DB="${NURTURE_TEST_POSTGRES%/*}/statements"
-cat >"$P/nurture.yaml" <<YAML
-database: $DB
-timezone: Asia/Shanghai
-policies:
-  blast_guard: off
-channels:
-  hook:
-    kind: webhook
-    url: $RECV/hook
-YAML
-cat >"$P/workflows/welcome.yaml" <<'YAML'
-trigger: { contact_created: {} }
-steps:
-  - send: { channel: hook, template: welcome }
-YAML
-printf 'Welcome, {{contact.name}}! Your account {{contact.id}} is ready.' >"$P/templates/welcome.hbs"
-python3 - "$N" >"$P/contacts.csv" <<'PY'
-import sys
-print("id,name,email")
-for i in range(int(sys.argv[1])):
-    print(f"t{i:07},Name {i},t{i:07}@example.com")
-PY
+welcome_project "$P" "$DB" "$RECV" "$N"
 
 psql -q "$NURTURE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS statements" -c "CREATE DATABASE statements"
 psql -q "$DB" -c "CREATE EXTENSION pg_stat_statements"

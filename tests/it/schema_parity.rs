@@ -437,6 +437,13 @@ async fn the_state_guards_allow_exactly_the_enums() {
     }
 }
 
+/// `sql` fails, naming the guard: PostgreSQL names the constraint
+/// (`either[0]`), SQLite's trigger raises its message (`either[1]`).
+async fn refused(db: &AnyPool, sql: &'static str, either: [&str; 2]) {
+    let e = sqlx::query(sql).execute(db).await.unwrap_err().to_string();
+    assert!(e.contains(either[0]) || e.contains(either[1]), "{sql}: {e}");
+}
+
 /// A state outside its set is refused where it is written, on the store the
 /// suite runs on; the outbox's kind follows its payload.
 #[tokio::test]
@@ -485,39 +492,31 @@ async fn a_state_outside_its_set_is_refused() {
             ("m2".into(), MessageKind::Notice)
         ]
     );
-    let e = sqlx::query("UPDATE outbox SET status = 'lost' WHERE id = 'm1'")
-        .execute(db)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("outbox_status_check") || e.contains("outbox.status must be one of"),
-        "{e}"
-    );
+    refused(
+        db,
+        "UPDATE outbox SET status = 'lost' WHERE id = 'm1'",
+        ["outbox_status_check", "outbox.status must be one of"],
+    )
+    .await;
     // A lease is held only while sending: the grouped sent outcome is
     // guarded by the lease alone (src/store/outbox.rs, write_sent).
-    let e = sqlx::query("UPDATE outbox SET lease_owner = 'w1' WHERE id = 'm1'")
-        .execute(db)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("outbox_lease_check") || e.contains("lease_owner is set only while"),
-        "{e}"
-    );
+    let lease_refused = ["outbox_lease_check", "lease_owner is set only while"];
+    refused(
+        db,
+        "UPDATE outbox SET lease_owner = 'w1' WHERE id = 'm1'",
+        lease_refused,
+    )
+    .await;
     sqlx::query("UPDATE outbox SET status = 'sending', lease_owner = 'w1' WHERE id = 'm1'")
         .execute(db)
         .await
         .unwrap();
-    let e = sqlx::query("UPDATE outbox SET status = 'sent' WHERE id = 'm1'")
-        .execute(db)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("outbox_lease_check") || e.contains("lease_owner is set only while"),
-        "{e}"
-    );
+    refused(
+        db,
+        "UPDATE outbox SET status = 'sent' WHERE id = 'm1'",
+        lease_refused,
+    )
+    .await;
     sqlx::query("UPDATE outbox SET status = 'queued', lease_owner = NULL WHERE id = 'm1'")
         .execute(db)
         .await
