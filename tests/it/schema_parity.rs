@@ -91,6 +91,42 @@ fn allowed_values(sql: &str) -> Vec<String> {
     out
 }
 
+/// The `CONSTRAINT name CHECK (expression)` clauses of a SQLite `CREATE
+/// TABLE`: each name with its expression.
+fn named_checks(create: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = create;
+    while let Some(at) = rest.find("CONSTRAINT ") {
+        rest = &rest[at + "CONSTRAINT ".len()..];
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some("CHECK")) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Some(open) = rest.find('(') else { break };
+        let mut depth = 0;
+        let mut end = rest.len();
+        for (i, c) in rest[open..].char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push((
+            name.trim_matches('"').to_string(),
+            rest[open..end].to_string(),
+        ));
+        rest = &rest[end..];
+    }
+    out
+}
+
 async fn sqlite_schema(store: &Store) -> Schema {
     let pool = store.sqlite_pool().expect("a SQLite store");
     let mut s = Schema::default();
@@ -171,6 +207,19 @@ async fn sqlite_schema(store: &Store) -> Schema {
     .fetch_all(pool)
     .await
     .unwrap();
+    // Guards are CHECK constraints (the outbox's, migration 0042) or
+    // triggers that raise (the other tables').
+    let tables_sql: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    for (table, sql) in tables_sql.iter().filter(|t| ours(&t.0)) {
+        for (name, check) in named_checks(sql) {
+            s.guards
+                .insert(name, (table.clone(), allowed_values(&check)));
+        }
+    }
     for (name, table, sql) in triggers {
         if !sql.contains("RAISE(ABORT") {
             continue;
@@ -437,8 +486,9 @@ async fn the_state_guards_allow_exactly_the_enums() {
     }
 }
 
-/// `sql` fails, naming the guard: PostgreSQL names the constraint
-/// (`either[0]`), SQLite's trigger raises its message (`either[1]`).
+/// `sql` fails, naming the guard: a CHECK constraint is named (`either[0]`,
+/// both stores' outbox guards), SQLite's other guards are triggers that
+/// raise their message (`either[1]`).
 async fn refused(db: &AnyPool, sql: &'static str, either: [&str; 2]) {
     let e = sqlx::query(sql).execute(db).await.unwrap_err().to_string();
     assert!(e.contains(either[0]) || e.contains(either[1]), "{sql}: {e}");
