@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 if [[ -z "${NURTURE_TEST_POSTGRES:-}" ]]; then
-    export NURTURE_PG_OPTIONS="-c shared_preload_libraries=pg_stat_statements,auto_explain -c pg_stat_statements.track=all -c auto_explain.log_min_duration=4"
+    export NURTURE_PG_OPTIONS="${NURTURE_PG_OPTIONS:--c shared_preload_libraries=pg_stat_statements,auto_explain -c pg_stat_statements.track=all -c auto_explain.log_min_duration=4}"
     exec .ci/with-postgres.sh "$0" "$@"
 fi
 N="${N:-100000}"
@@ -66,7 +66,8 @@ rate=$(curl -s "$RECV/stats" | python3 -c 'import json,sys; s=json.load(sys.stdi
     echo
     echo '```'
     psql -X "$DB" -c "SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 60) AS statement, sum(calls) AS calls, sum(rows) AS rows,
-                              round(sum(total_exec_time)::numeric / 1000, 2) AS seconds
+                              round(sum(total_exec_time)::numeric / 1000, 2) AS seconds,
+                              round(sum(total_plan_time)::numeric / 1000, 2) AS planning
                          FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
                         GROUP BY 1 ORDER BY 4 DESC LIMIT 15"
     echo '```'
