@@ -1,10 +1,11 @@
 //! The two migration sets give one schema (issue 12, item 12): the same
 //! tables, columns (types normalised: SQLite's INTEGER is PostgreSQL's
-//! BIGINT), keys, foreign keys, indexes and state constraints. SQLite holds
-//! its state columns with BEFORE INSERT/UPDATE triggers where PostgreSQL has
-//! CHECK constraints (see migrations/sqlite/0026): a guard named `X` is the
-//! triggers `X_insert` and `X_update` on SQLite and the constraint `X` on
-//! PostgreSQL, with the same allowed values.
+//! BIGINT), keys, foreign keys, indexes and state constraints. PostgreSQL
+//! holds its state columns with CHECK constraints; SQLite with the same
+//! constraints on the outbox (migration 0042) and with BEFORE INSERT/UPDATE
+//! triggers on its other tables (migration 0026), where a guard named `X` is
+//! the triggers `X_insert` and `X_update`; either way with the same allowed
+//! values.
 //!
 //! The comparison needs a PostgreSQL server, so it is ignored unless asked
 //! for; `./test.sh` runs it in its PostgreSQL pass. The state constraints
@@ -618,4 +619,154 @@ async fn a_state_outside_its_set_is_refused() {
         "{e}"
     );
     store.close().await;
+}
+
+/// Upgrading a SQLite store across migration 0042 (the outbox rebuilt with
+/// CHECK constraints instead of triggers) keeps every message as it was,
+/// rowid included (history orders by it), and the guards still refuse.
+#[tokio::test]
+async fn upgrading_sqlite_keeps_every_message_and_its_guards() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nurture.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    // The store as the build before 0042 left it.
+    let mut before = sqlx::migrate!("migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 42)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let states = ["queued", "sending", "sent", "dead", "cancelled"];
+    for i in 0..500i64 {
+        let status = states[(i % 5) as usize];
+        let payload = if i % 7 == 0 {
+            r#"{"kind":"notice"}"#
+        } else {
+            "{}"
+        };
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel,
+                                 recipient, subject, body, payload, status, attempts, not_before,
+                                 next_attempt_at, created_at, lease_owner, lease_until, in_doubt)
+             VALUES (?, 'w', ?, ?, 's', 'log', 'to', NULL, 'hi', ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        )
+        .bind(format!("m{i:03}"))
+        .bind(format!("c{}", i % 13))
+        .bind(i)
+        .bind(payload)
+        .bind(status)
+        .bind(i % 3)
+        .bind(1_000 + i)
+        .bind(2_000 + i)
+        .bind((status == "sending").then_some("w1"))
+        .bind((status == "sending").then_some(9_000i64))
+        .bind(i % 2)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // Gaps in the rowids, as pruning leaves them.
+    sqlx::query("DELETE FROM outbox WHERE rowid % 11 = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let snapshot = "SELECT rowid, id, contact_id, enrollment_id, payload, status, attempts,
+                           next_attempt_at, created_at,
+                           coalesce(lease_owner, '-') || ' until ' || coalesce(lease_until, '-'),
+                           in_doubt, kind
+                      FROM outbox ORDER BY rowid";
+    type Row = (
+        i64,
+        String,
+        String,
+        Option<i64>,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        String,
+        i64,
+        String,
+    );
+    let old: Vec<Row> = sqlx::query_as(snapshot).fetch_all(&pool).await.unwrap();
+    pool.close().await;
+
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let db = store.sqlite_pool().unwrap();
+    let new: Vec<Row> = sqlx::query_as(snapshot).fetch_all(db).await.unwrap();
+    assert_eq!((old.len(), new.len()), (455, 455));
+    for (before, after) in old.iter().zip(&new) {
+        assert_eq!(after, before);
+    }
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'outbox'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(triggers, 0, "the outbox's guards are constraints now");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'
+            AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        ["outbox_by_contact", "outbox_due", "outbox_sent_by_workflow"]
+    );
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let any = store.db();
+    refused(
+        any,
+        "UPDATE outbox SET status = 'lost' WHERE id = 'm001'",
+        ["outbox_status_check", "outbox.status must be one of"],
+    )
+    .await;
+    refused(
+        any,
+        "UPDATE outbox SET lease_owner = 'w2' WHERE id = 'm002'",
+        ["outbox_lease_check", "lease_owner is set only while"],
+    )
+    .await;
+    refused(
+        any,
+        "UPDATE outbox SET payload = '{\"kind\":\"bogus\"}' WHERE id = 'm003'",
+        ["outbox_kind_check", "outbox.kind must be one of"],
+    )
+    .await;
+    // New messages go on after the highest rowid kept.
+    sqlx::query(
+        "INSERT INTO outbox (id, workflow, contact_id, step_id, channel, recipient, body,
+                             status, not_before, next_attempt_at, created_at)
+         VALUES ('new', 'w', 'c1', 's', 'log', 'to', 'hi', 'queued', 0, 0, 0)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+    let rowid: i64 = sqlx::query_scalar("SELECT rowid FROM outbox WHERE id = 'new'")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert!(rowid > old.last().unwrap().0, "rowid {rowid}");
 }
