@@ -73,28 +73,10 @@ source bench/lib.sh   # (the script runs from the repository root)
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
-# A project in $1 whose one workflow sends a webhook to every new contact.
+# A project in $1 whose one workflow sends a webhook to every new contact
+# (bench/lib.sh's end-to-end project, without contacts); $2 is the receiver.
 webhook_project() {
-    local dir=$1 url=$2
-    rm -rf "$dir"
-    mkdir -p "$dir/workflows" "$dir/templates"
-    cat >"$dir/nurture.yaml" <<EOF
-database: sqlite://nurture.db
-timezone: Asia/Shanghai
-# The benchmark enrolls every contact at once on purpose.
-policies:
-  blast_guard: off
-channels:
-  hook:
-    kind: webhook
-    url: $url
-EOF
-    cat >"$dir/workflows/welcome.yaml" <<'EOF'
-trigger: { contact_created: {} }
-steps:
-  - send: { channel: hook, template: welcome }
-EOF
-    printf 'Welcome, {{contact.name}}! Your account %s is ready.' '{{contact.id}}' >"$dir/templates/welcome.hbs"
+    welcome_project "$1" "sqlite://nurture.db" "$2" 0
 }
 
 start_listening receiver "$RECEIVER" 127.0.0.1:0
@@ -116,7 +98,7 @@ RESULT="$OUT/results.md"
 # --- (a) sustained throughput ----------------------------------------------
 if [[ "$WHAT" == all || "$WHAT" == throughput ]]; then
     P="$OUT/throughput"
-    webhook_project "$P" "$RECV/hook"
+    webhook_project "$P" "$RECV"
     echo "== (a) generate and import $N contacts" >&2
     python3 - "$N" >"$P/contacts.csv" <<'EOF'
 import sys
@@ -201,7 +183,7 @@ EOF2
     if [[ -n "${BASE:-}" ]]; then WHO+=(base); BINS[base]="$BASE"; fi
     for who in "${WHO[@]}"; do
         P="$OUT/compare-$who"
-        webhook_project "$P" "$RECV/hook"
+        webhook_project "$P" "$RECV"
         b=${BINS[$who]}
         "$b" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >/dev/null 2>&1
         "$b" --config "$P/nurture.yaml" contacts import "$OUT/contacts.csv" >/dev/null 2>&1
@@ -254,7 +236,7 @@ fi
 # --- (b) latency at a steady rate --------------------------------------------
 if [[ "$WHAT" == all || "$WHAT" == latency ]]; then
     P="$OUT/latency"
-    webhook_project "$P" "$RECV/hook"
+    webhook_project "$P" "$RECV"
     curl -s -X POST "$RECV/reset" >/dev/null
     echo "== (b) daemon, then $RATE contacts/s for $SECONDS_LOAD s" >&2
     start_listening latency-daemon "$BIN" --config "$P/nurture.yaml" run --listen 127.0.0.1:0
@@ -332,7 +314,7 @@ deliver_with() {
 if [[ "$WHAT" == all || "$WHAT" == stores ]]; then
     PSQL=$(ls /usr/lib/postgresql/*/bin/psql | head -n1)
     P="$OUT/stores"
-    webhook_project "$P" "$RECV/hook"
+    webhook_project "$P" "$RECV"
     echo "== (d) SQLite, 1 daemon, $M queued messages" >&2
     echo id >"$P/empty.csv"
     "$BIN" --config "$P/nurture.yaml" contacts import "$P/empty.csv" >/dev/null # creates the store
