@@ -780,3 +780,193 @@ async fn upgrading_sqlite_keeps_every_message_and_its_guards() {
         .unwrap();
     assert!(rowid > old.last().unwrap().0, "rowid {rowid}");
 }
+
+/// Upgrading a SQLite store across migration 0044 (enrollments rebuilt with
+/// a CHECK constraint instead of triggers, outside a transaction because
+/// step records refer to them with ON DELETE CASCADE) keeps every enrollment
+/// and every step record, and ids go on from the old high-water mark: a
+/// pruned enrollment's id is not handed out again.
+#[tokio::test]
+async fn upgrading_sqlite_keeps_every_enrollment_its_steps_and_its_ids() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nurture.db");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .foreign_keys(true),
+        )
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 44)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let states = ["active", "held", "done", "exited"];
+    for i in 1..=300i64 {
+        let status = states[(i % 4) as usize];
+        sqlx::query(
+            "INSERT INTO enrollments (id, workflow, contact_id, entry_key, status, step_id,
+                                      last_step_id, next_run_at, started_at, ended_at, end_reason,
+                                      lease_owner, lease_until, trigger_event, wait_since)
+             VALUES (?, ?, ?, 'k', ?, 's2', 's1', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(i)
+        .bind(format!("w{}", i % 3))
+        .bind(format!("c{i}"))
+        .bind(status)
+        .bind(5_000 + i)
+        .bind(1_000 + i)
+        .bind((status == "done").then_some(2_000 + i))
+        .bind((status == "exited").then_some("exit_when"))
+        .bind((i % 10 == 0).then_some("w1"))
+        .bind((i % 10 == 0).then_some(9_000i64))
+        .bind((i % 2 == 0).then_some(r#"{"kind":"contact_created"}"#))
+        .bind((i % 5 == 0).then_some(3_000 + i))
+        .execute(&pool)
+        .await
+        .unwrap();
+        for step in ["s1", "s2"] {
+            sqlx::query(
+                "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail,
+                                               workflow, started_at)
+                 VALUES (?, ?, ?, 'send', 'log → c', ?, ?)",
+            )
+            .bind(i)
+            .bind(step)
+            .bind(1_500 + i)
+            .bind(format!("w{}", i % 3))
+            .bind(1_000 + i)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    // Pruned: the newest twenty and every seventh (their step records go
+    // with them, by the cascade).
+    sqlx::query("DELETE FROM enrollments WHERE id > 280 OR id % 7 = 0")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Every column, NULLs told apart (`quote`), as one string per row.
+    let enrollments = "SELECT id, quote(workflow) || ',' || quote(contact_id) || ',' ||
+                              quote(entry_key) || ',' || quote(status) || ',' || quote(step_id) ||
+                              ',' || quote(last_step_id) || ',' || quote(next_run_at) || ',' ||
+                              quote(started_at) || ',' || quote(ended_at) || ',' ||
+                              quote(end_reason) || ',' || quote(lease_owner) || ',' ||
+                              quote(lease_until) || ',' || quote(trigger_event) || ',' ||
+                              quote(wait_since)
+                         FROM enrollments ORDER BY id";
+    type Enrollment = (i64, String);
+    let steps = "SELECT rowid, enrollment_id, step_id, ran_at, action, detail, workflow, started_at
+                   FROM enrollment_steps ORDER BY rowid";
+    type Step = (i64, i64, String, i64, String, String, String, i64);
+    let old_enrollments: Vec<Enrollment> =
+        sqlx::query_as(enrollments).fetch_all(&pool).await.unwrap();
+    let old_steps: Vec<Step> = sqlx::query_as(steps).fetch_all(&pool).await.unwrap();
+    assert_eq!((old_enrollments.len(), old_steps.len()), (240, 480));
+    pool.close().await;
+
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let db = store.sqlite_pool().unwrap();
+    let new_enrollments: Vec<Enrollment> = sqlx::query_as(enrollments).fetch_all(db).await.unwrap();
+    let new_steps: Vec<Step> = sqlx::query_as(steps).fetch_all(db).await.unwrap();
+    assert_eq!(new_enrollments, old_enrollments);
+    assert_eq!(new_steps, old_steps, "no step record was cascaded away");
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'enrollments'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(triggers, 0, "the enrollments' guard is a constraint now");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'enrollments'
+            AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "enrollments_by_contact",
+            "enrollments_by_workflow",
+            "enrollments_claim"
+        ]
+    );
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let dangling: Vec<(String, i64)> =
+        sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert!(dangling.is_empty(), "{dangling:?}");
+    let any = store.db();
+    let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(any)
+        .await
+        .unwrap();
+    assert_eq!(on, 1, "foreign keys are enforced after the migration");
+    refused(
+        any,
+        "UPDATE enrollments SET status = 'lost' WHERE id = 1",
+        [
+            "enrollments_status_check",
+            "enrollments.status must be one of",
+        ],
+    )
+    .await;
+    // The next enrollment continues after the pruned ones.
+    sqlx::query(
+        "INSERT INTO enrollments (workflow, contact_id, entry_key, status, started_at)
+         VALUES ('w1', 'new', 'k', 'active', 0)",
+    )
+    .execute(any)
+    .await
+    .unwrap();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM enrollments WHERE contact_id = 'new'")
+        .fetch_one(any)
+        .await
+        .unwrap();
+    assert_eq!(id, 301, "pruned ids are not handed out again");
+    // The step records' foreign key still holds, cascade included.
+    assert!(
+        sqlx::query(
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action)
+             VALUES (7, 's1', 0, 'send')",
+        )
+        .execute(any)
+        .await
+        .is_err(),
+        "a step record of a missing enrollment is refused"
+    );
+    sqlx::query("DELETE FROM enrollments WHERE id = 1")
+        .execute(any)
+        .await
+        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM enrollment_steps WHERE enrollment_id = 1")
+            .fetch_one(any)
+            .await
+            .unwrap();
+    assert_eq!(
+        left, 0,
+        "deleting an enrollment still deletes its step records"
+    );
+    store.close().await;
+}
