@@ -175,3 +175,64 @@ async fn a_schedule_on_a_calendar_day() {
         "{err}"
     );
 }
+
+/// A birthday among many is not a blast. A date check's scan finds every
+/// contact with the attribute and decides the date in Rust; the blast guard
+/// (on by default: 500 new enrollments an hour) must count only the
+/// contacts whose date is due. It counted them all, so with a thousand birthdays
+/// spread over the year the one due today was held and the workflow paused,
+/// in the dry-run and in the daemon alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_birthday_among_many_is_not_a_blast() {
+    use chrono::Datelike;
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let sh = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai) - chrono::TimeDelta::minutes(1);
+    let at = format!("{:02}:{:02}", sh.hour(), sh.minute());
+    let tomorrow = sh.date_naive() + chrono::TimeDelta::days(1);
+    let p = project(&rx, &at);
+    // The two due first: the scan's first batch holds them and the
+    // thousand others are still to come.
+    let due = tomorrow.format("1990-%m-%d");
+    let mut csv = format!("id,name,birthday\nd1,Ada,{due}\nd2,Bo,{due}\n");
+    let mut others = 0;
+    let mut day = chrono::NaiveDate::from_ymd_opt(1995, 1, 1).unwrap();
+    while others < 1000 {
+        if (day.month(), day.day()) != (tomorrow.month(), tomorrow.day()) {
+            csv.push_str(&format!("o{others:03},Other,{day}\n"));
+            others += 1;
+        }
+        day = day.succ_opt().unwrap();
+        if day.year() > 1995 {
+            day = chrono::NaiveDate::from_ymd_opt(1995, 1, 1).unwrap();
+        }
+    }
+    p.write("contacts.csv", &csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["birthday"]);
+
+    let out = p.ok(&["dry-run", "--workflow", "birthday", "--format", "jsonl"]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut sent: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["action"] == "send")
+        .map(|r| r["contact_id"].as_str().unwrap())
+        .collect();
+    sent.sort();
+    assert_eq!(sent, ["d1", "d2"], "{out}");
+    assert!(!out.contains("blast_guard"), "{out}");
+
+    let mut d = Daemon::start(&p, &["--until-idle"]);
+    assert!(d.wait(Duration::from_secs(60)).success(), "{}", p.log());
+    assert_eq!(rx.count(), 2, "{}", p.log());
+    let paused = p
+        .rows("SELECT paused_at FROM workflow_states WHERE workflow = 'birthday'")
+        .await;
+    assert_eq!(paused[0]["paused_at"], Value::Null, "{paused:?}");
+}

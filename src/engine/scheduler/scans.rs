@@ -121,11 +121,19 @@ impl Scheduler {
         // a guard, the audience is counted first (as the dry-run counts it).
         // The scan itself is streamed beside the writes below (a read of its
         // own, one snapshot), so memory stays flat however many match.
+        let (now, tz) = (planner.now, planner.settings.timezone);
+        let takes = |c: &Result<Contact, _>| {
+            std::future::ready(
+                c.as_ref()
+                    .map_or(true, |c| sources::takes(wf, &cause, c, now, tz)),
+            )
+        };
         let mut remaining: i64 = 0;
         if planner.settings.policies.blast_guard.is_some() {
             let mut count = self
                 .store
-                .scan_contacts_beside_writes(&filter.text, &filter.binds);
+                .scan_contacts_beside_writes(&filter.text, &filter.binds)
+                .filter(takes);
             while let Some(c) = count.next().await {
                 c?;
                 remaining += 1;
@@ -134,6 +142,7 @@ impl Scheduler {
         let mut contacts = self
             .store
             .scan_contacts_beside_writes(&filter.text, &filter.binds)
+            .filter(takes)
             .peekable();
         let mut chunk: Vec<Contact> = Vec::with_capacity(BATCH);
         while std::pin::Pin::new(&mut contacts).peek().await.is_some() {

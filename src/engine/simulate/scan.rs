@@ -32,13 +32,17 @@ impl<'a> Simulation<'a> {
         // none of this workflow: no look-up per contact.
         let below = self.next_id;
         let check = self.entries.has_workflow(&wf.name);
+        let tz = planner.settings.timezone;
+        let takes = |c: &Contact, at| sources::takes(wf, &cause, c, at, tz);
         let guarded = planner.settings.policies.blast_guard.is_some();
         let mut remaining: i64 = 0;
         if guarded {
             let mut stream = store.scan_contacts_threaded(&filter.text, &filter.binds);
             while let Some(c) = stream.next().await {
                 let c = c?;
-                if !check || self.may_enter(wf, &key_of, &c, planner.now, below) {
+                if takes(&c, planner.now)
+                    && (!check || self.may_enter(wf, &key_of, &c, planner.now, below))
+                {
                     remaining += 1;
                 }
             }
@@ -58,7 +62,9 @@ impl<'a> Simulation<'a> {
                         None => break None,
                         Some(c) => {
                             let c = c?;
-                            if !check || self.may_enter(wf, &key_of, &c, planner.now, below) {
+                            if takes(&c, planner.now)
+                                && (!check || self.may_enter(wf, &key_of, &c, planner.now, below))
+                            {
                                 break Some(c);
                             }
                         }

@@ -22,11 +22,9 @@ pub async fn plan_scan_chunk<'w>(
         if !in_audience(wf, &planner.current(&contact), planner.now) {
             continue;
         }
-        // A date trigger: only contacts whose date is due now.
-        if matches!(cause, Cause::Tick(_))
-            && matches!(wf.trigger, Trigger::Date(_))
-            && date_due(wf, &contact, planner.now, planner.settings.timezone).is_none()
-        {
+        // A date trigger: only contacts whose date is due now (the scans
+        // leave the others out already; `nurture enroll` may not).
+        if !takes(wf, cause, &contact, planner.now, planner.settings.timezone) {
             continue;
         }
         let plan = planner.plan(
@@ -133,6 +131,24 @@ pub fn may_enter_given(
             mine.all(|e| e.entry_key != key && e.started_at <= since)
         }
     }
+}
+
+/// Whether a contact the scan's SQL found is the scan's to plan. A date
+/// trigger's tick takes only the contacts whose date is due now: the SQL
+/// finds every contact with the attribute (the date is decided in Rust, in
+/// the contact's time zone), and the others are neither planned nor counted
+/// by the blast guard, which would otherwise see each birthday as the first
+/// of a thousand and hold it.
+pub fn takes(
+    wf: &Workflow,
+    cause: &Cause,
+    c: &Contact,
+    at: DateTime<Utc>,
+    default_tz: chrono_tz::Tz,
+) -> bool {
+    !(matches!(cause, Cause::Tick(_))
+        && matches!(wf.trigger, Trigger::Date(_))
+        && date_due(wf, c, at, default_tz).is_none())
 }
 
 /// For a date-triggered workflow: the occurrence of the contact's date due
