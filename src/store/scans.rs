@@ -37,6 +37,14 @@ pub fn workflow_scan(
             // The attribute is set; the date itself is decided in Rust, in
             // the contact's time zone (`engine::sources::date_due`). An
             // occurrence taken in the last two days is not taken again.
+            // A calendar day due nowhere on earth now: the check finds no
+            // one, without reading the audience (`engine::sources::takes`
+            // would drop every contact).
+            if let Some(day) = &d.calendar
+                && !d.calendar_may_be_due(day, at)
+            {
+                sql.push("1 = 0 AND ");
+            }
             if d.calendar.is_none() {
                 compile(
                     &Condition::Field {

@@ -112,6 +112,26 @@ impl DateTrigger {
         self.first_due(candidates, tz, now)
     }
 
+    /// Whether the calendar day `name` can be due at `now` for a contact in
+    /// any time zone: a superset of [`Self::due_on_calendar`] over all zones,
+    /// which lets a check skip its scan on the other 364 days. Local time
+    /// runs from UTC-12 to UTC+14, so the day's moment falls between 14 hours
+    /// before and 12 hours after its local time read as UTC (one more for a
+    /// gap at a clock change), and stays due for a day.
+    pub fn calendar_may_be_due(&self, name: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::Datelike;
+        let y = now.year();
+        let shift = chrono::TimeDelta::days(self.offset_days);
+        (y - 2..=y + 2)
+            .filter_map(|y| crate::calendar::date_of(name, y))
+            .map(|d| (d + shift).and_time(self.at).and_utc())
+            .any(|local| {
+                let earliest = local - chrono::TimeDelta::hours(14);
+                let latest = local + chrono::TimeDelta::hours(13);
+                now >= earliest && now < latest + chrono::TimeDelta::days(1)
+            })
+    }
+
     fn first_due(
         &self,
         candidates: Vec<chrono::NaiveDate>,
@@ -171,6 +191,61 @@ impl Trigger {
             Trigger::Schedule { cron } => Some(cron),
             Trigger::Date(d) => Some(&d.check),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeDelta, TimeZone, Utc};
+
+    fn cny(offset_days: i64, at: &str) -> DateTrigger {
+        DateTrigger {
+            field: Located::new(String::new(), Default::default()),
+            calendar: Some("春节".into()),
+            offset_days,
+            at: chrono::NaiveTime::parse_from_str(at, "%H:%M").unwrap(),
+            every_year: true,
+            check: CronSchedule::parse(DateTrigger::CHECK).unwrap(),
+        }
+    }
+
+    /// Wherever a contact lives, a calendar day due for them is a day the
+    /// check does not skip; and most days it is skipped.
+    #[test]
+    fn the_calendar_shortcut_never_skips_a_due_day() {
+        let zones: Vec<chrono_tz::Tz> = [
+            "Pacific/Kiritimati",
+            "Etc/GMT+12",
+            "Asia/Shanghai",
+            "Asia/Kathmandu",
+            "America/St_Johns",
+            "America/New_York",
+            "Europe/London",
+            "Australia/Lord_Howe",
+        ]
+        .iter()
+        .map(|z| z.parse().unwrap())
+        .collect();
+        for (offset, at) in [(-7, "10:00"), (0, "00:00"), (1, "23:59"), (-30, "02:30")] {
+            let t = cny(offset, at);
+            let mut skipped = 0;
+            let mut now = Utc.with_ymd_and_hms(2030, 11, 1, 0, 0, 0).unwrap();
+            let end = Utc.with_ymd_and_hms(2032, 4, 1, 0, 0, 0).unwrap();
+            while now < end {
+                let may = t.calendar_may_be_due("春节", now);
+                for tz in &zones {
+                    if t.due_on_calendar("春节", *tz, now).is_some() {
+                        assert!(may, "{offset} {at}: due in {tz} at {now}, skipped");
+                    }
+                }
+                skipped += usize::from(!may);
+                now += TimeDelta::minutes(15);
+            }
+            // 17 months of 15-minute checks; at most about three days a year
+            // are looked at.
+            assert!(skipped > 45_000, "{offset} {at}: only {skipped} skipped");
         }
     }
 }
