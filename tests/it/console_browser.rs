@@ -96,7 +96,12 @@ async fn browser(d: &Driver, chromium: &PathBuf) -> Client {
 
 /// Polls `script` (which returns a value) until it is truthy.
 async fn wait_for(c: &Client, what: &str, script: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_up_to(c, Duration::from_secs(60), what, script).await
+}
+
+/// [`wait_for`] with its own deadline.
+async fn wait_up_to(c: &Client, limit: Duration, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + limit;
     loop {
         let v = c.execute(script, vec![]).await.unwrap();
         let ok = match &v {
@@ -351,8 +356,13 @@ async fn the_console_in_chromium() {
     c.goto(&format!("{base}/console/#/preview?workflow=welcome-wecom"))
         .await
         .unwrap();
-    let range = wait_for(
+    // The preview plans 100,000 contacts before its first page: about a
+    // minute in a debug build on two busy CPUs (it took over 60 s twice
+    // while other builds ran). The paging is what is tested here, not the
+    // time; the release build's times are in BENCHMARKS.md.
+    let range = wait_up_to(
         &c,
+        Duration::from_secs(300),
         "the first page",
         "return document.querySelector('#range')?.textContent",
     )
