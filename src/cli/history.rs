@@ -27,9 +27,12 @@ use crate::workflow::StepAction;
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
-    /// The contact's id.
-    #[arg(long, value_name = "ID")]
-    pub contact: String,
+    /// The contact's id: `nurture history c0000042`.
+    #[arg(value_name = "ID", required_unless_present = "contact_flag")]
+    pub id: Option<String>,
+    /// The same, as an option (`--contact ID`, the form other commands use).
+    #[arg(long = "contact", value_name = "ID", conflicts_with = "id")]
+    pub contact_flag: Option<String>,
     /// `text`: one readable line per entry; `jsonl`: one JSON object per line.
     #[arg(long, value_enum, default_value_t = HistoryFormat::Text)]
     pub format: HistoryFormat,
@@ -39,6 +42,16 @@ pub struct HistoryArgs {
 pub enum HistoryFormat {
     Text,
     Jsonl,
+}
+
+impl HistoryArgs {
+    /// The contact asked for, whichever way it was given.
+    fn contact(&self) -> &str {
+        self.id
+            .as_deref()
+            .or(self.contact_flag.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
@@ -52,29 +65,29 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
     {
         return Err(Failure::Input(format!(
             "no contact {:?}: there is no customer store at {path} yet",
-            args.contact
+            args.contact()
         )));
     }
     let store = Store::open(&url)
         .await
         .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
     if !store
-        .contact_exists(&args.contact)
+        .contact_exists(args.contact())
         .await
         .context("reading the store")?
     {
         store.close().await;
         return Err(Failure::Input(format!(
             "no contact with id {:?} in the store {url}",
-            args.contact
+            args.contact()
         )));
     }
     let entries = store
-        .contact_history(&args.contact)
+        .contact_history(args.contact())
         .await
         .context("reading the contact's history")?;
     let contact_name = store
-        .contact(&args.contact)
+        .contact(args.contact())
         .await
         .context("reading the contact")?
         .and_then(|c| c.name)
@@ -87,12 +100,12 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
     let res = match args.format {
         HistoryFormat::Text => write_text(
             &mut out,
-            &args.contact,
+            args.contact(),
             contact_name.as_deref(),
             &entries,
             &ctx,
         ),
-        HistoryFormat::Jsonl => write_jsonl(&mut out, &args.contact, &entries, &ctx),
+        HistoryFormat::Jsonl => write_jsonl(&mut out, args.contact(), &entries, &ctx),
     };
     match res.and_then(|()| out.flush()) {
         Ok(()) => Ok(()),

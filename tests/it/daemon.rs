@@ -294,7 +294,12 @@ steps:
         .collect();
     assert_eq!(buyer, ["first for Bea"]);
 
-    let history = p.ok(&["history", "--contact", "buyer"]);
+    let history = p.ok(&["history", "buyer"]);
+    assert_eq!(p.ok(&["history", "--contact", "buyer"]), history);
+    let o = p.command().arg("history").output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("<ID>"), "{err}");
     assert!(
         history
             .lines()
