@@ -363,7 +363,7 @@ fn known_differences(sqlite: &mut Schema, pg: &mut Schema) {
         pg.indexes.remove("outbox_claim").is_some(),
         "index outbox_claim on PostgreSQL"
     );
-    // Migration 0043: outbox_due holds only queued and sending rows on
+    // Migrations 0043 and 0045: outbox_due leaves the sent messages out on
     // PostgreSQL. SQLite uses a partial index only for a query that repeats
     // its condition, and its readers ask for `status = 'queued'` alone.
     let due = pg

@@ -22,8 +22,9 @@ pub async fn plan_scan_chunk<'w>(
         if !in_audience(wf, &planner.current(&contact), planner.now) {
             continue;
         }
-        // A date trigger: only contacts whose date is due now (the scans
-        // leave the others out already; `nurture enroll` may not).
+        // A date trigger: only contacts whose date is due now. The scans
+        // leave the others out before counting them for the blast guard;
+        // checked again here so that a batch is right whoever builds it.
         if !takes(wf, cause, &contact, planner.now, planner.settings.timezone) {
             continue;
         }
