@@ -636,28 +636,10 @@ async fn a_state_outside_its_set_is_refused() {
 /// rowid included (history orders by it), and the guards still refuse.
 #[tokio::test]
 async fn upgrading_sqlite_keeps_every_message_and_its_guards() {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nurture.db");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true),
-        )
-        .await
-        .unwrap();
     // The store as the build before 0042 left it.
-    let mut before = sqlx::migrate!("migrations/sqlite");
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version < 42)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    let pool = sqlite_store_before(&path, 42).await;
     let states = ["queued", "sending", "sent", "dead", "cancelled"];
     for i in 0..500i64 {
         let status = states[(i % 5) as usize];
@@ -723,29 +705,13 @@ async fn upgrading_sqlite_keeps_every_message_and_its_guards() {
     for (before, after) in old.iter().zip(&new) {
         assert_eq!(after, before);
     }
-    let triggers: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'outbox'",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap();
+    let (triggers, indexes) = triggers_and_indexes(db, "outbox").await;
     assert_eq!(triggers, 0, "the outbox's guards are constraints now");
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'
-            AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap();
     assert_eq!(
         indexes,
         ["outbox_by_contact", "outbox_due", "outbox_sent_by_workflow"]
     );
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(db)
-        .await
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    assert_eq!(integrity(db).await, "ok");
     let any = store.db();
     refused(
         any,
@@ -788,28 +754,9 @@ async fn upgrading_sqlite_keeps_every_message_and_its_guards() {
 /// pruned enrollment's id is not handed out again.
 #[tokio::test]
 async fn upgrading_sqlite_keeps_every_enrollment_its_steps_and_its_ids() {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nurture.db");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .foreign_keys(true),
-        )
-        .await
-        .unwrap();
-    let mut before = sqlx::migrate!("migrations/sqlite");
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version < 44)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    let pool = sqlite_store_before(&path, 44).await;
     let states = ["active", "held", "done", "exited"];
     for i in 1..=300i64 {
         let status = states[(i % 4) as usize];
@@ -883,20 +830,8 @@ async fn upgrading_sqlite_keeps_every_enrollment_its_steps_and_its_ids() {
     let new_steps: Vec<Step> = sqlx::query_as(steps).fetch_all(db).await.unwrap();
     assert_eq!(new_enrollments, old_enrollments);
     assert_eq!(new_steps, old_steps, "no step record was cascaded away");
-    let triggers: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'enrollments'",
-    )
-    .fetch_one(db)
-    .await
-    .unwrap();
+    let (triggers, indexes) = triggers_and_indexes(db, "enrollments").await;
     assert_eq!(triggers, 0, "the enrollments' guard is a constraint now");
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'enrollments'
-            AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap();
     assert_eq!(
         indexes,
         [
@@ -905,11 +840,7 @@ async fn upgrading_sqlite_keeps_every_enrollment_its_steps_and_its_ids() {
             "enrollments_claim"
         ]
     );
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(db)
-        .await
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    assert_eq!(integrity(db).await, "ok");
     let dangling: Vec<(String, i64)> =
         sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check")
             .fetch_all(db)
@@ -969,4 +900,59 @@ async fn upgrading_sqlite_keeps_every_enrollment_its_steps_and_its_ids() {
         "deleting an enrollment still deletes its step records"
     );
     store.close().await;
+}
+
+/// A SQLite store at `path` migrated up to (not including) `version`, as
+/// the build before that migration left it; foreign keys enforced, as the
+/// store's own connections do.
+async fn sqlite_store_before(path: &std::path::Path, version: i64) -> sqlx::SqlitePool {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .foreign_keys(true),
+        )
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate!("migrations/sqlite");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    pool
+}
+
+/// How many triggers `table` has, and its own indexes by name (not the
+/// ones SQLite makes for keys).
+async fn triggers_and_indexes(db: &sqlx::SqlitePool, table: &str) -> (i64, Vec<String>) {
+    let triggers = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = $1",
+    )
+    .bind(table)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let indexes = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1
+            AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name",
+    )
+    .bind(table)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    (triggers, indexes)
+}
+
+async fn integrity(db: &sqlx::SqlitePool) -> String {
+    sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(db)
+        .await
+        .unwrap()
 }
