@@ -210,8 +210,14 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
             Ok(())
         }
     });
+    // Messages due now go from the scheduler's commits straight to delivery.
+    let (handoff, inbox) = crate::channels::delivery::handoff::DeliveryHandoff::new(
+        opts.delivery.worker_id.clone(),
+        opts.delivery.lease,
+    );
     let scheduler = Scheduler {
         store: store.clone(),
+        handoff: Some(handoff.clone()),
         project: project_rx,
         wake: wake.clone(),
         deliver: deliver.clone(),
@@ -224,11 +230,12 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     tasks.spawn("scheduler", scheduler.run());
     tasks.spawn(
         "delivery",
-        crate::channels::delivery::run(
+        crate::channels::delivery::run_with(
             store.clone(),
             registry_rx,
             opts.delivery,
             deliver.clone(),
+            Some((handoff, inbox)),
             shutdown.clone(),
         ),
     );

@@ -13,6 +13,10 @@
 //!    twice, and its id, sent as the idempotency key, lets the receiver dedupe.
 //!    A live worker renews its leases every `lease / 3`, so a message waiting
 //!    for its channel's rate limit is never taken by another worker.
+//!    Messages this daemon's scheduler plans for now skip the claim: the plan's
+//!    commit writes them already leased to the worker, which gets them through
+//!    [`handoff`] while it has room on their channel and has caught up with
+//!    what waits in the outbox.
 //! 2. **Consent.** The contacts of a claimed batch are read in one query. An
 //!    unsubscribed or opted-out contact's message is `cancelled` (last_error
 //!    `unsubscribed`), a deleted contact's too (`contact_deleted`). A message
@@ -64,6 +68,7 @@ use crate::store::states::MessageKind;
 use crate::store::{Bind, Store};
 use chrono_tz::Tz;
 
+pub mod handoff;
 mod lanes;
 mod send;
 mod writer;
@@ -188,11 +193,25 @@ fn dur_ms(d: Duration) -> i64 {
 /// messages.
 pub async fn run(
     store: Store,
-    mut registry: watch::Receiver<Arc<Registry>>,
+    registry: watch::Receiver<Arc<Registry>>,
     opts: DeliveryOptions,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(store, registry, opts, wake, None, shutdown).await
+}
+
+/// [`run`], also taking the messages the scheduler hands straight over
+/// (`handoff`: see [`handoff`]).
+pub async fn run_with(
+    store: Store,
+    mut registry: watch::Receiver<Arc<Registry>>,
+    opts: DeliveryOptions,
+    wake: Arc<Notify>,
+    handoff: Option<(Arc<handoff::DeliveryHandoff>, handoff::Inbox)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (handoff, mut inbox) = handoff.unzip();
     let conn = match OutboxConn::open(&store).await {
         Ok(c) => c,
         Err(e) => {
@@ -237,6 +256,13 @@ pub async fn run(
         }
         let reg = registry.borrow_and_update().clone();
         sync_lanes(&mut lanes, &reg, opts.batch, &tracker, &shutdown);
+        if let Some(h) = &handoff {
+            h.sync(&lanes);
+        }
+        // Messages handed over since the last turn.
+        while let Some(rows) = inbox.as_mut().and_then(|i| i.try_recv().ok()) {
+            dispatch_handed(&shared, &lanes, &reg, rows, &out_tx, &hard_stop).await;
+        }
 
         if last_renew.elapsed() >= opts.lease / 3 {
             if let Err(e) = renew_leases(&shared).await {
@@ -302,6 +328,9 @@ pub async fn run(
             if rows.len() >= *want {
                 more = true;
             }
+            if let Some(h) = &handoff {
+                h.claimed(name, rows.len() < *want);
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -314,6 +343,7 @@ pub async fn run(
                 adapter.clone(),
                 &reg.policy,
                 rows,
+                Slots::Claimed,
                 &out_tx,
                 &hard_stop,
             )
@@ -351,6 +381,9 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = wake.notified() => {}
             _ = shared.room.notified(), if blocked => {}
+            Some(rows) = async { inbox.as_mut()?.recv().await }, if inbox.is_some() => {
+                dispatch_handed(&shared, &lanes, &reg, rows, &out_tx, &hard_stop).await;
+            }
             r = registry.changed(), if registry_open => {
                 if r.is_err() {
                     registry_open = false;
@@ -364,8 +397,13 @@ pub async fn run(
         }
     }
 
-    // Shutdown: calls in progress finish (bounded), the rest is handed back.
+    // Shutdown: calls in progress finish (bounded), the rest is handed back
+    // (with what was handed over and not started: it is leased to us).
     tracing::info!(worker = %opts.worker_id, "delivery worker stopping");
+    if let Some(h) = &handoff {
+        h.close();
+    }
+    drop(inbox);
     tracker.close();
     if tokio::time::timeout(opts.shutdown_grace, tracker.wait())
         .await
@@ -469,10 +507,12 @@ async fn dispatch(
     adapter: Arc<dyn Channel>,
     policy: &DeliveryPolicy,
     rows: Vec<Claimed>,
+    slots: Slots,
     out: &mpsc::Sender<Outcome>,
     hard_stop: &CancellationToken,
 ) {
     // Not ours to start again: still running from an earlier claim.
+    let given = rows.len();
     let rows: Vec<Claimed> = {
         let mut inflight = shared
             .inflight
@@ -482,10 +522,18 @@ async fn dispatch(
             .filter(|r| inflight.insert(r.id.clone()))
             .collect()
     };
+    match slots {
+        Slots::Claimed => {
+            lane.pending.fetch_add(rows.len(), Ordering::AcqRel);
+        }
+        // Slots of messages not started here are not held.
+        Slots::Taken => {
+            lane.pending.fetch_sub(given - rows.len(), Ordering::AcqRel);
+        }
+    }
     if rows.is_empty() {
         return;
     }
-    lane.pending.fetch_add(rows.len(), Ordering::AcqRel);
     let room_at = lane.max_pending / 2;
     let checked_at = Instant::now();
     let ids: Vec<&str> = rows.iter().map(|r| r.contact_id.as_str()).collect();
@@ -577,6 +625,62 @@ async fn dispatch(
         };
         // The pump ends only on shutdown; the row is then handed back.
         let _ = lane.queue.send((task, msg));
+    }
+}
+
+/// Whose the lane slots of the rows given to [`dispatch`] are.
+enum Slots {
+    /// Claimed from the outbox: [`dispatch`] counts them in the lane.
+    Claimed,
+    /// Handed over: the handoff counted them when the planner took them.
+    Taken,
+}
+
+/// Starts the messages handed over in one committed transaction, per
+/// channel. A channel gone from the settings meanwhile gets its messages
+/// back in the pool (queued), where the unknown-channel sweep finds them.
+async fn dispatch_handed(
+    shared: &Arc<Shared>,
+    lanes: &HashMap<String, Lane>,
+    reg: &Registry,
+    rows: Vec<Claimed>,
+    out: &mpsc::Sender<Outcome>,
+    hard_stop: &CancellationToken,
+) {
+    let mut by_channel: HashMap<String, Vec<Claimed>> = HashMap::new();
+    for r in rows {
+        by_channel.entry(r.channel.clone()).or_default().push(r);
+    }
+    for (name, mut rows) in by_channel {
+        match (lanes.get(&name), reg.get(&name)) {
+            (Some(lane), Some((_, adapter))) => {
+                rows.sort_by_key(|r| r.due_at);
+                dispatch(
+                    shared,
+                    lane,
+                    adapter.clone(),
+                    &reg.policy,
+                    rows,
+                    Slots::Taken,
+                    out,
+                    hard_stop,
+                )
+                .await;
+            }
+            (lane, _) => {
+                if let Some(lane) = lane {
+                    lane.pending.fetch_sub(rows.len(), Ordering::AcqRel);
+                }
+                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let back = {
+                    let _turn = shared.store.write_turn().await;
+                    outbox::hand_back_ids(&shared.store, &shared.opts.worker_id, &ids).await
+                };
+                if let Err(e) = back {
+                    tracing::warn!(error = %e, channel = %name, "handing back messages of a channel no longer configured failed; they return to the pool when their lease expires");
+                }
+            }
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod console;
 pub mod contacts;
 pub mod dialect;
 pub mod enrollments;
+pub mod handoff;
 pub mod import;
 pub mod log_position;
 mod named;

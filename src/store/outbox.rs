@@ -592,58 +592,63 @@ pub struct NewMessage<'a> {
     pub created_at: i64,
 }
 
-/// Queues `m` unless a message with its id exists; returns how many rows
-/// were written (0 or 1).
-pub async fn insert(tx: &mut AnyConnection, m: &NewMessage<'_>) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
-                             payload, status, attempts, not_before, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $11, $12)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(m.id)
-    .bind(m.workflow)
-    .bind(m.contact_id)
-    .bind(m.enrollment_id)
-    .bind(m.step_id)
-    .bind(m.channel)
-    .bind(m.recipient)
-    .bind(m.subject)
-    .bind(m.body)
-    .bind(m.payload.as_str())
-    .bind(m.not_before)
-    .bind(m.created_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected())
+/// The lease a message is written with when it goes straight to this
+/// daemon's delivery worker ([`super::handoff`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: i64,
 }
 
-/// Queues `msgs` with multi-row statements, skipping ids that exist;
-/// returns how many rows were written.
+/// What [`insert_many`] wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub rows: u64,
+    /// The ids written, when some message was to be leased (to know which
+    /// of those were written: an id that existed is skipped).
+    pub ids: Option<HashSet<String>>,
+}
+
+/// Queues `msgs` with multi-row statements, skipping ids that exist. The
+/// messages marked in `leased` are written `sending` with `lease` (they go
+/// straight to that worker, [`super::handoff`]); the others `queued`.
 pub async fn insert_many(
     tx: &mut AnyConnection,
     dialect: Dialect,
     msgs: &[NewMessage<'_>],
-) -> Result<u64, sqlx::Error> {
+    lease: Option<Lease<'_>>,
+    leased: &[bool],
+) -> Result<Written, sqlx::Error> {
     use sqlx::Arguments as _;
-    let mut written = 0;
-    for chunk in msgs.chunks(super::enrollments::ROWS_PER_STATEMENT) {
+    let any_leased = lease.is_some() && leased.iter().any(|l| *l);
+    let mut out = Written {
+        rows: 0,
+        ids: any_leased.then(HashSet::new),
+    };
+    const PER_ROW: usize = 16;
+    for (c, chunk) in msgs
+        .chunks(super::enrollments::ROWS_PER_STATEMENT)
+        .enumerate()
+    {
         let mut sql = String::from(
             "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, subject, body,
-                                 payload, status, attempts, not_before, next_attempt_at, created_at) VALUES ",
+                                 payload, status, attempts, not_before, next_attempt_at, created_at,
+                                 lease_owner, lease_until) VALUES ",
         );
         let mut args = sqlx::any::AnyArguments::default();
         for (i, m) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            let b = i * 13;
-            let p: Vec<String> = (1..=13).map(|k| dialect.placeholder(b + k)).collect();
-            sql.push_str(&format!(
-                "({},'queued',0,{})",
-                p[..10].join(","),
-                p[10..].join(",")
-            ));
+            let b = i * PER_ROW;
+            let p: Vec<String> = (1..=PER_ROW).map(|k| dialect.placeholder(b + k)).collect();
+            sql.push_str(&format!("({},0,{})", p[..11].join(","), p[11..].join(",")));
+            let to_worker = lease.filter(|_| {
+                leased
+                    .get(c * super::enrollments::ROWS_PER_STATEMENT + i)
+                    .copied()
+                    .unwrap_or(false)
+            });
             args.add(m.id).map_err(sqlx::Error::Encode)?;
             args.add(m.workflow).map_err(sqlx::Error::Encode)?;
             args.add(m.contact_id).map_err(sqlx::Error::Encode)?;
@@ -654,16 +659,57 @@ pub async fn insert_many(
             args.add(m.subject).map_err(sqlx::Error::Encode)?;
             args.add(m.body).map_err(sqlx::Error::Encode)?;
             args.add(m.payload.as_str()).map_err(sqlx::Error::Encode)?;
+            args.add(if to_worker.is_some() {
+                "sending"
+            } else {
+                "queued"
+            })
+            .map_err(sqlx::Error::Encode)?;
             args.add(m.not_before).map_err(sqlx::Error::Encode)?;
             // next_attempt_at: not before.
             args.add(m.not_before).map_err(sqlx::Error::Encode)?;
             args.add(m.created_at).map_err(sqlx::Error::Encode)?;
+            args.add(to_worker.map(|l| l.owner))
+                .map_err(sqlx::Error::Encode)?;
+            args.add(to_worker.map(|l| l.until))
+                .map_err(sqlx::Error::Encode)?;
         }
         sql.push_str(" ON CONFLICT (id) DO NOTHING");
-        written += sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        match &mut out.ids {
+            None => {
+                out.rows += sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            Some(ids) => {
+                sql.push_str(" RETURNING id");
+                let written: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                out.rows += written.len() as u64;
+                ids.extend(written);
+            }
+        }
     }
-    Ok(written)
+    Ok(out)
+}
+
+/// Puts the messages `ids` leased to `owner` back in the pool (attempts
+/// unchanged): handed messages the worker refused because it was stopping.
+/// Not in a write turn: it runs right after the plan's commit, whose turn
+/// is still held.
+pub async fn hand_back_ids(store: &Store, owner: &str, ids: &[&str]) -> Result<u64, sqlx::Error> {
+    let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let sql = format!(
+        "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
+          WHERE status = 'sending' AND lease_owner = $1 AND id IN {}",
+        store.dialect().json_strings(2)
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(json)
+        .execute(store.db())
+        .await?
+        .rows_affected())
 }

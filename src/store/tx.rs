@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Any, AnyConnection, Transaction};
 
 use super::enrollments::{self, NewEnrollment, NewSettled, Settled, StepRecord};
+use std::sync::Arc;
+
+use super::handoff::{Handed, Handoff};
 use super::outbox::{self, NewMessage};
 use super::plan_reads::{self, LogEntry};
 use super::states::EnrollmentStatus;
@@ -23,6 +26,10 @@ use super::{Dialect, Store, StoreError};
 pub struct Tx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
+    store: Store,
+    /// Messages due now that go straight to this daemon's delivery worker
+    /// ([`super::handoff`]), when [`Tx::hand_off_to`] was called.
+    handed: Option<Handed>,
 }
 
 impl Store {
@@ -33,6 +40,8 @@ impl Store {
         Ok(Tx {
             tx: self.begin().await?,
             dialect: self.dialect(),
+            store: self.clone(),
+            handed: None,
         })
     }
 }
@@ -42,8 +51,22 @@ impl Tx {
         self.dialect
     }
 
+    /// Messages this transaction queues that are due now go to `to` when it
+    /// has room for them, leased to it (see [`super::handoff`]).
+    pub fn hand_off_to(&mut self, to: Arc<dyn Handoff>) {
+        self.handed = Some(Handed::new(to));
+    }
+
+    /// Commits, then gives the worker the messages leased to it.
     pub async fn commit(self) -> sqlx::Result<()> {
-        self.tx.commit().await
+        let Tx {
+            tx, store, handed, ..
+        } = self;
+        tx.commit().await?;
+        if let Some(handed) = handed {
+            handed.deliver(&store).await;
+        }
+        Ok(())
     }
 
     fn conn(&mut self) -> &mut AnyConnection {
@@ -137,13 +160,33 @@ impl Tx {
     // The outbox.
 
     /// Queues a message; 0 when its id was queued before.
-    pub async fn queue_message(&mut self, m: &NewMessage<'_>) -> sqlx::Result<u64> {
-        outbox::insert(self.conn(), m).await
+    pub async fn queue_message(&mut self, m: NewMessage<'_>) -> sqlx::Result<u64> {
+        self.queue_messages(std::slice::from_ref(&m)).await
     }
 
+    /// Queues messages (an id queued before is skipped); gives how many
+    /// were written. Those due now go to the worker this transaction hands
+    /// off to, as far as it has room.
     pub async fn queue_messages(&mut self, msgs: &[NewMessage<'_>]) -> sqlx::Result<u64> {
         let dialect = self.dialect;
-        outbox::insert_many(self.conn(), dialect, msgs).await
+        let Some(handed) = self.handed.as_mut() else {
+            return Ok(outbox::insert_many(&mut self.tx, dialect, msgs, None, &[])
+                .await?
+                .rows);
+        };
+        let now = super::to_ms(Utc::now());
+        let (leased, lease) = handed.offer(msgs, now);
+        let written = outbox::insert_many(&mut self.tx, dialect, msgs, Some(lease), &leased).await;
+        match written {
+            Ok(w) => {
+                handed.settle(msgs, &leased, w.ids.as_ref());
+                Ok(w.rows)
+            }
+            Err(e) => {
+                handed.settle(msgs, &leased, None);
+                Err(e)
+            }
+        }
     }
 
     // The contact.

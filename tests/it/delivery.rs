@@ -4,6 +4,8 @@
 
 use crate::support;
 
+mod handoff;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

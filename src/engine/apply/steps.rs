@@ -301,7 +301,7 @@ pub(super) async fn queue(
     now: DateTime<Utc>,
 ) -> Result<usize> {
     let n = tx
-        .queue_message(&crate::store::outbox::NewMessage {
+        .queue_message(crate::store::outbox::NewMessage {
             id: m.id,
             workflow: &d.workflow.name,
             contact_id: &d.contact_id,

@@ -40,6 +40,9 @@ impl Scheduler {
         wakes: &[sources::Wake],
         pass: &mut Pass,
     ) -> Result<()> {
+        if let Some(h) = &self.handoff {
+            tx.hand_off_to(h.clone());
+        }
         if touches_shared_counters(&batch) {
             lock_event_log(&mut tx).await?;
         }

@@ -25,6 +25,7 @@ use crate::engine::plan::{Action, Outcome, Planner};
 use crate::engine::sources::{self, BATCH, Decided, Scan, Start};
 use crate::metrics;
 use crate::project::Project;
+use crate::store::handoff::Handoff;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
 use crate::store::{Dialect, Store, Tx};
 use crate::workflow::Workflow;
@@ -54,6 +55,9 @@ pub struct Pass {
 
 pub struct Scheduler {
     pub store: Store,
+    /// This daemon's delivery worker, which takes the messages due now
+    /// straight from the commits ([`crate::store::handoff`]).
+    pub handoff: Option<Arc<dyn Handoff>>,
     pub project: watch::Receiver<Arc<Project>>,
     /// Woken by the API and hot reload when there may be new work.
     pub wake: Arc<Notify>,

@@ -1,0 +1,156 @@
+//! The worker's side of [`crate::store::handoff`]: which channels take
+//! messages straight from the planner's transaction, and the inbox they
+//! arrive in.
+//!
+//! A channel takes a handed message only while
+//! - its lane has room (the slot is counted in the lane's `pending`, as a
+//!   claimed message is, and freed by the same outcome write), and
+//! - its last claim found nothing more due in the outbox: messages already
+//!   waiting there (a backlog after an outage, retries come due) go first,
+//!   in due order, and handing off resumes once the claims have caught up.
+//!
+//! When the worker stops it closes the handoff first, under the same lock
+//! [`Handoff::deliver`] takes: rows delivered before that are handed back
+//! with the worker's final hand-back; rows refused after it are handed back
+//! by the transaction that wrote them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::lanes::Lane;
+use crate::store::handoff::Handoff;
+use crate::store::outbox::Claimed;
+
+/// Where handed messages arrive, one committed transaction's at a time.
+pub type Inbox = mpsc::UnboundedReceiver<Vec<Claimed>>;
+
+/// The delivery worker's [`Handoff`].
+pub struct DeliveryHandoff {
+    owner: String,
+    lease: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    open: bool,
+    rooms: HashMap<String, Room>,
+    inbox: mpsc::UnboundedSender<Vec<Claimed>>,
+}
+
+/// A lane as the handoff sees it.
+struct Room {
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+    /// The channel's last claim found nothing more due.
+    caught_up: bool,
+}
+
+impl DeliveryHandoff {
+    /// A handoff to the worker `owner` whose leases last `lease`, and its inbox.
+    pub fn new(owner: String, lease: Duration) -> (Arc<DeliveryHandoff>, Inbox) {
+        let (inbox, rx) = mpsc::unbounded_channel();
+        let handoff = DeliveryHandoff {
+            owner,
+            lease,
+            state: Mutex::new(State {
+                open: true,
+                rooms: HashMap::new(),
+                inbox,
+            }),
+        };
+        (Arc::new(handoff), rx)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows the worker's lanes (after a settings reload): a new lane
+    /// takes nothing until its first claim has caught up.
+    pub(super) fn sync(&self, lanes: &HashMap<String, Lane>) {
+        let mut st = self.state();
+        st.rooms.retain(|name, _| lanes.contains_key(name));
+        for (name, lane) in lanes {
+            let caught_up = st.rooms.get(name).is_some_and(|r| r.caught_up);
+            st.rooms.insert(
+                name.clone(),
+                Room {
+                    pending: lane.pending.clone(),
+                    max_pending: lane.max_pending,
+                    caught_up,
+                },
+            );
+        }
+    }
+
+    /// What the last claim of `channel` found: everything due
+    /// (`caught_up`), or as many as it asked for.
+    pub(super) fn claimed(&self, channel: &str, caught_up: bool) {
+        if let Some(room) = self.state().rooms.get_mut(channel) {
+            room.caught_up = caught_up;
+        }
+    }
+
+    /// Takes no more messages (the worker is stopping).
+    pub(super) fn close(&self) {
+        self.state().open = false;
+    }
+}
+
+impl Handoff for DeliveryHandoff {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn take(&self, channel: &str) -> bool {
+        let mut st = self.state();
+        if !st.open {
+            return false;
+        }
+        let Some(room) = st.rooms.get_mut(channel).filter(|r| r.caught_up) else {
+            return false;
+        };
+        // The writer frees slots concurrently: compare and swap.
+        let taken = room
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p < room.max_pending).then_some(p + 1)
+            })
+            .is_ok();
+        if !taken {
+            // This message waits in the outbox now: the ones after it wait
+            // behind it until a claim has caught up.
+            room.caught_up = false;
+        }
+        taken
+    }
+
+    fn untake(&self, channel: &str, n: usize) {
+        if let Some(room) = self.state().rooms.get(channel) {
+            // Saturating: a lane rebuilt meanwhile may not hold these slots.
+            let _ = room
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                    Some(p.saturating_sub(n))
+                });
+        }
+    }
+
+    fn deliver(&self, rows: Vec<Claimed>) -> Result<(), Vec<Claimed>> {
+        let st = self.state();
+        if !st.open {
+            return Err(rows);
+        }
+        st.inbox.send(rows).map_err(|e| e.0)
+    }
+}
