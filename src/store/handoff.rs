@@ -47,6 +47,9 @@ pub trait Handoff: Send + Sync {
 pub(super) struct Handed {
     to: Arc<dyn Handoff>,
     rows: Vec<Claimed>,
+    /// When the first of them was leased (ms): their leases run from then,
+    /// not from the commit.
+    first_lease: Option<i64>,
 }
 
 impl Handed {
@@ -54,26 +57,33 @@ impl Handed {
         Handed {
             to,
             rows: Vec::new(),
+            first_lease: None,
         }
     }
 
     /// Which of `msgs` (due at or before `now`) go to the worker: a slot
     /// each, taken now; and the lease they are written with.
     pub(super) fn offer(
-        &self,
+        &mut self,
         msgs: &[NewMessage<'_>],
         now: i64,
     ) -> (Vec<bool>, outbox::Lease<'_>) {
-        let leased = msgs
+        let leased: Vec<bool> = msgs
             .iter()
             .map(|m| m.not_before <= now && self.to.take(m.channel))
             .collect();
-        let lease_ms = i64::try_from(self.to.lease().as_millis()).unwrap_or(i64::MAX);
+        if leased.contains(&true) {
+            self.first_lease.get_or_insert(now);
+        }
         let lease = outbox::Lease {
             owner: self.to.owner(),
-            until: now.saturating_add(lease_ms),
+            until: now.saturating_add(self.lease_ms()),
         };
         (leased, lease)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.to.lease().as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Keeps the offered messages that were written (`written` holds their
@@ -102,6 +112,10 @@ impl Handed {
     /// refuses them; they are put back in the pool (`queued`) here, or, if
     /// that fails too, come back when their lease expires.
     pub(super) async fn deliver(mut self, store: &Store) {
+        if self.rows.is_empty() {
+            return;
+        }
+        self.confirm_if_late(store).await;
         let rows = std::mem::take(&mut self.rows);
         if rows.is_empty() {
             return;
@@ -114,6 +128,50 @@ impl Handed {
             tracing::warn!(error = %e, messages = ids.len(), "handing messages back failed; they return to the pool when their lease expires");
         }
         self.rows = refused;
+    }
+}
+
+impl Handed {
+    /// A commit that came more than a tenth of a lease after the rows were
+    /// leased (a long transaction, a stalled process) may find their leases
+    /// expired, and another daemon may have reclaimed them meanwhile: their
+    /// leases are renewed, and only the rows still this worker's are
+    /// delivered (the others' slots are given back). Rows leased less than a
+    /// tenth of a lease ago keep nine tenths of it, more than a claimed
+    /// message has left at the worker's next renewal (every third of a lease).
+    async fn confirm_if_late(&mut self, store: &Store) {
+        let now = super::to_ms(chrono::Utc::now());
+        let lease_ms = self.lease_ms();
+        let Some(first) = self.first_lease else {
+            return;
+        };
+        if now.saturating_sub(first) <= lease_ms / 10 {
+            return;
+        }
+        let ids: Vec<&str> = self.rows.iter().map(|r| r.id.as_str()).collect();
+        let ours = outbox::renew_ids(store, self.to.owner(), &ids, now.saturating_add(lease_ms))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, messages = ids.len(), "renewing the leases of handed messages failed; they return to the pool when their lease expires");
+                Default::default()
+            });
+        let (keep, gone): (Vec<Claimed>, Vec<Claimed>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|r| ours.contains(&r.id));
+        self.rows = keep;
+        if !gone.is_empty() {
+            tracing::warn!(
+                messages = gone.len(),
+                waited_ms = now.saturating_sub(first),
+                "a plan's commit came after its messages' lease ran out and another daemon took them; it sends them"
+            );
+        }
+        // Slots of rows no longer ours are given back.
+        drop(Handed {
+            to: self.to.clone(),
+            rows: gone,
+            first_lease: None,
+        });
     }
 }
 
@@ -146,5 +204,121 @@ fn claimed(m: &NewMessage<'_>) -> Claimed {
         payload: m.payload.clone(),
         first_failed_at: None,
         in_doubt: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A handoff that records what it is given back and delivered.
+    struct Recorder {
+        untaken: Mutex<Vec<(String, usize)>>,
+        delivered: Mutex<Vec<String>>,
+    }
+
+    impl Handoff for Recorder {
+        fn owner(&self) -> &str {
+            "w"
+        }
+        fn lease(&self) -> Duration {
+            Duration::from_secs(60)
+        }
+        fn take(&self, _: &str) -> bool {
+            true
+        }
+        fn untake(&self, channel: &str, n: usize) {
+            self.untaken.lock().unwrap().push((channel.to_string(), n));
+        }
+        fn deliver(&self, rows: Vec<Claimed>) -> Result<(), Vec<Claimed>> {
+            let mut d = self.delivered.lock().unwrap();
+            d.extend(rows.into_iter().map(|r| r.id));
+            Ok(())
+        }
+    }
+
+    fn message(id: &str) -> Claimed {
+        claimed(&NewMessage {
+            id,
+            workflow: "welcome",
+            contact_id: "c1",
+            enrollment_id: 1,
+            step_id: "1",
+            channel: "hook",
+            recipient: "c1@example.com",
+            subject: None,
+            body: "Hello",
+            payload: "{}".into(),
+            not_before: 0,
+            created_at: 0,
+        })
+    }
+
+    async fn leased(store: &Store, id: &str, owner: &str, until: i64) {
+        sqlx::query(
+            "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
+                                 status, attempts, not_before, next_attempt_at, created_at, lease_owner, lease_until)
+             VALUES ($1, 'welcome', 'c1', 1, '1', 'hook', 'c1@example.com', 'Hello', 'sending', 0, 0, 0, 0, $2, $3)",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(until)
+        .execute(store.db())
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_late_commit_delivers_only_the_rows_still_leased_to_the_worker_with_fresh_leases() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = crate::store::to_ms(chrono::Utc::now());
+        // Leased 30 s ago with a 60 s lease: `a` is still the worker's,
+        // `b` was reclaimed by another daemon meanwhile.
+        leased(&store, "a", "w", now + 30_000).await;
+        leased(&store, "b", "other", now + 60_000).await;
+        let rec = Arc::new(Recorder {
+            untaken: Mutex::new(Vec::new()),
+            delivered: Mutex::new(Vec::new()),
+        });
+        let handed = Handed {
+            to: rec.clone(),
+            rows: vec![message("a"), message("b")],
+            first_lease: Some(now - 30_000),
+        };
+        handed.deliver(&store).await;
+        assert_eq!(*rec.delivered.lock().unwrap(), ["a"]);
+        assert_eq!(*rec.untaken.lock().unwrap(), [("hook".to_string(), 1)]);
+        let until: i64 = sqlx::query_scalar("SELECT lease_until FROM outbox WHERE id = 'a'")
+            .fetch_one(store.db())
+            .await
+            .unwrap();
+        assert!(until >= now + 60_000, "the lease is renewed: {until}");
+        let other: String = sqlx::query_scalar("SELECT lease_owner FROM outbox WHERE id = 'b'")
+            .fetch_one(store.db())
+            .await
+            .unwrap();
+        assert_eq!(other, "other");
+    }
+
+    #[tokio::test]
+    async fn a_prompt_commit_delivers_without_touching_the_leases() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = crate::store::to_ms(chrono::Utc::now());
+        leased(&store, "a", "w", now + 60_000).await;
+        let rec = Arc::new(Recorder {
+            untaken: Mutex::new(Vec::new()),
+            delivered: Mutex::new(Vec::new()),
+        });
+        let handed = Handed {
+            to: rec.clone(),
+            // Even a row no longer ours: a prompt commit does not look (its
+            // lease cannot have run out).
+            rows: vec![message("a"), message("gone")],
+            first_lease: Some(now),
+        };
+        handed.deliver(&store).await;
+        assert_eq!(*rec.delivered.lock().unwrap(), ["a", "gone"]);
+        assert!(rec.untaken.lock().unwrap().is_empty());
     }
 }

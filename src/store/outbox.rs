@@ -695,6 +695,31 @@ pub async fn insert_many(
     Ok(out)
 }
 
+/// Extends the leases of the messages `ids` that are still `owner`'s to
+/// `until`; gives those ids. Not in a write turn (as [`hand_back_ids`]).
+pub async fn renew_ids(
+    store: &Store,
+    owner: &str,
+    ids: &[&str],
+    until: i64,
+) -> Result<HashSet<String>, sqlx::Error> {
+    let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let sql = format!(
+        "UPDATE outbox SET lease_until = $1
+          WHERE status = 'sending' AND lease_owner = $2 AND id IN {}
+         RETURNING id",
+        store.dialect().json_strings(3)
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(until)
+        .bind(owner)
+        .bind(json)
+        .fetch_all(store.db())
+        .await?
+        .into_iter()
+        .collect())
+}
+
 /// Puts the messages `ids` leased to `owner` back in the pool (attempts
 /// unchanged): handed messages the worker refused because it was stopping.
 /// Not in a write turn: it runs right after the plan's commit, whose turn
