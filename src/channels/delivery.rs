@@ -237,6 +237,9 @@ pub async fn run_with(
     let mut writer_died: Option<anyhow::Error> = None;
 
     let mut lanes: HashMap<String, Lane> = HashMap::new();
+    // Each channel's pending count, kept when its lane is rebuilt or removed
+    // (a handed message's slot is given back to the count it was taken from).
+    let mut counters: HashMap<String, Arc<AtomicUsize>> = HashMap::new();
     let mut registry_open = true;
     let mut last_renew = Instant::now();
     // Expired leases are looked for at the first claim, then on this timer.
@@ -255,13 +258,20 @@ pub async fn run_with(
             break;
         }
         let reg = registry.borrow_and_update().clone();
-        sync_lanes(&mut lanes, &reg, opts.batch, &tracker, &shutdown);
+        sync_lanes(
+            &mut lanes,
+            &mut counters,
+            &reg,
+            opts.batch,
+            &tracker,
+            &shutdown,
+        );
         if let Some(h) = &handoff {
             h.sync(&lanes);
         }
         // Messages handed over since the last turn.
         while let Some(rows) = inbox.as_mut().and_then(|i| i.try_recv().ok()) {
-            dispatch_handed(&shared, &lanes, &reg, rows, &out_tx, &hard_stop).await;
+            dispatch_handed(&shared, &lanes, &counters, &reg, rows, &out_tx, &hard_stop).await;
         }
 
         if last_renew.elapsed() >= opts.lease / 3 {
@@ -277,18 +287,15 @@ pub async fn run_with(
             last_depth = Some(Instant::now());
         }
 
-        // How many each channel may claim now.
+        // How many each channel may claim now: counted in its lane before
+        // the claim (the planner's handoff takes slots meanwhile), the
+        // unused part given back after it.
         let mut wants: Vec<(String, usize)> = Vec::new();
         let mut blocked = false;
         for (name, lane) in &lanes {
-            let room = lane
-                .max_pending
-                .saturating_sub(lane.pending.load(Ordering::Acquire));
-            let n = room.min(opts.batch);
-            if n == 0 || room < claim_room(lane.max_pending) {
-                blocked = true;
-            } else {
-                wants.push((name.clone(), n));
+            match reserve(lane, opts.batch) {
+                Some(n) => wants.push((name.clone(), n)),
+                None => blocked = true,
             }
         }
         let sweep = last_unknown_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
@@ -315,6 +322,11 @@ pub async fn run_with(
                     c
                 }
                 Err(e) => {
+                    for (name, n) in &wants {
+                        if let Some(lane) = lanes.get(name) {
+                            lane.pending.fetch_sub(*n, Ordering::AcqRel);
+                        }
+                    }
                     tracing::warn!(error = %e, "claiming outbox messages failed; trying again shortly");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -331,6 +343,10 @@ pub async fn run_with(
             if let Some(h) = &handoff {
                 h.claimed(name, rows.len() < *want);
             }
+            if let Some(lane) = lanes.get(name) {
+                lane.pending
+                    .fetch_sub(want - rows.len().min(*want), Ordering::AcqRel);
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -343,7 +359,6 @@ pub async fn run_with(
                 adapter.clone(),
                 &reg.policy,
                 rows,
-                Slots::Claimed,
                 &out_tx,
                 &hard_stop,
             )
@@ -382,7 +397,7 @@ pub async fn run_with(
             _ = wake.notified() => {}
             _ = shared.room.notified(), if blocked => {}
             Some(rows) = async { inbox.as_mut()?.recv().await }, if inbox.is_some() => {
-                dispatch_handed(&shared, &lanes, &reg, rows, &out_tx, &hard_stop).await;
+                dispatch_handed(&shared, &lanes, &counters, &reg, rows, &out_tx, &hard_stop).await;
             }
             r = registry.changed(), if registry_open => {
                 if r.is_err() {
@@ -491,9 +506,23 @@ async fn claim(
     }
 }
 
+/// Renews the leases of the messages this worker holds (claimed or handed
+/// over, and not yet written back). A row leased to this worker that it does
+/// not hold (a handed message whose commit reported an error, or whose
+/// delivery to the worker failed) is left to expire and be reclaimed.
 async fn renew_leases(shared: &Shared) -> Result<u64, sqlx::Error> {
     let until = now_ms() + dur_ms(shared.opts.lease);
-    outbox::renew_leases(&shared.store, &shared.opts.worker_id, until).await
+    let held: Vec<String> = shared
+        .inflight
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    if held.is_empty() {
+        return Ok(0);
+    }
+    outbox::renew_leases(&shared.store, &shared.opts.worker_id, &held, until).await
 }
 
 async fn hand_back(shared: &Shared) -> Result<u64, sqlx::Error> {
@@ -507,11 +536,12 @@ async fn dispatch(
     adapter: Arc<dyn Channel>,
     policy: &DeliveryPolicy,
     rows: Vec<Claimed>,
-    slots: Slots,
     out: &mpsc::Sender<Outcome>,
     hard_stop: &CancellationToken,
 ) {
-    // Not ours to start again: still running from an earlier claim.
+    // The rows arrive counted in the lane's pending (reserved before the
+    // claim, or taken by the handoff). Not ours to start again: still
+    // running from an earlier claim; its slot is given back.
     let given = rows.len();
     let rows: Vec<Claimed> = {
         let mut inflight = shared
@@ -522,15 +552,7 @@ async fn dispatch(
             .filter(|r| inflight.insert(r.id.clone()))
             .collect()
     };
-    match slots {
-        Slots::Claimed => {
-            lane.pending.fetch_add(rows.len(), Ordering::AcqRel);
-        }
-        // Slots of messages not started here are not held.
-        Slots::Taken => {
-            lane.pending.fetch_sub(given - rows.len(), Ordering::AcqRel);
-        }
-    }
+    lane.pending.fetch_sub(given - rows.len(), Ordering::AcqRel);
     if rows.is_empty() {
         return;
     }
@@ -628,12 +650,18 @@ async fn dispatch(
     }
 }
 
-/// Whose the lane slots of the rows given to [`dispatch`] are.
-enum Slots {
-    /// Claimed from the outbox: [`dispatch`] counts them in the lane.
-    Claimed,
-    /// Handed over: the handoff counted them when the planner took them.
-    Taken,
+/// Counts up to `batch` claims ahead in `lane`'s pending, when it has at
+/// least [`claim_room`] free; gives how many.
+fn reserve(lane: &Lane, batch: usize) -> Option<usize> {
+    let mut n = 0;
+    lane.pending
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+            let room = lane.max_pending.saturating_sub(p);
+            n = room.min(batch);
+            (n > 0 && room >= claim_room(lane.max_pending)).then_some(p + n)
+        })
+        .ok()
+        .map(|_| n)
 }
 
 /// Starts the messages handed over in one committed transaction, per
@@ -642,6 +670,7 @@ enum Slots {
 async fn dispatch_handed(
     shared: &Arc<Shared>,
     lanes: &HashMap<String, Lane>,
+    counters: &HashMap<String, Arc<AtomicUsize>>,
     reg: &Registry,
     rows: Vec<Claimed>,
     out: &mpsc::Sender<Outcome>,
@@ -661,15 +690,14 @@ async fn dispatch_handed(
                     adapter.clone(),
                     &reg.policy,
                     rows,
-                    Slots::Taken,
                     out,
                     hard_stop,
                 )
                 .await;
             }
-            (lane, _) => {
-                if let Some(lane) = lane {
-                    lane.pending.fetch_sub(rows.len(), Ordering::AcqRel);
+            _ => {
+                if let Some(pending) = counters.get(&name) {
+                    pending.fetch_sub(rows.len(), Ordering::AcqRel);
                 }
                 let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
                 let back = {

@@ -5,9 +5,10 @@
 //! `sending`, with a lease): on PostgreSQL that update rewrites the row and
 //! three of its index entries, about a fifth of the server's work per
 //! message end to end. When the worker has room on the message's channel and
-//! nothing of that channel is waiting in the outbox, the plan's transaction
-//! writes the message already `sending`, leased to the worker, and once that
-//! transaction commits the worker gets the rows as if it had claimed them.
+//! its last claim of that channel caught up with the outbox (see
+//! `channels::delivery::handoff`), the plan's transaction writes the message
+//! already `sending`, leased to the worker, and once that transaction
+//! commits the worker gets the rows as if it had claimed them.
 //!
 //! Nothing about a message's fate changes: it is in the outbox, durably,
 //! from the same commit as before; it is leased exactly as a claimed message
@@ -149,21 +150,27 @@ impl Handed {
             return;
         }
         let ids: Vec<&str> = self.rows.iter().map(|r| r.id.as_str()).collect();
-        let ours = outbox::renew_ids(store, self.to.owner(), &ids, now.saturating_add(lease_ms))
-            .await
-            .unwrap_or_else(|e| {
+        let renewed =
+            outbox::renew_ids(store, self.to.owner(), &ids, now.saturating_add(lease_ms)).await;
+        let failed = renewed.is_err();
+        let ours = match renewed {
+            Ok(ours) => ours,
+            Err(e) => {
+                // Not delivered: the worker does not renew what it does not
+                // hold, so they expire and are reclaimed.
                 tracing::warn!(error = %e, messages = ids.len(), "renewing the leases of handed messages failed; they return to the pool when their lease expires");
                 Default::default()
-            });
+            }
+        };
         let (keep, gone): (Vec<Claimed>, Vec<Claimed>) = std::mem::take(&mut self.rows)
             .into_iter()
             .partition(|r| ours.contains(&r.id));
         self.rows = keep;
-        if !gone.is_empty() {
+        if !gone.is_empty() && !failed {
             tracing::warn!(
                 messages = gone.len(),
                 waited_ms = now.saturating_sub(first),
-                "a plan's commit came after its messages' lease ran out and another daemon took them; it sends them"
+                "a plan's commit came after its messages' lease ran out and they were reclaimed; whoever reclaimed them sends them"
             );
         }
         // Slots of rows no longer ours are given back.
@@ -213,9 +220,12 @@ mod tests {
     use std::sync::Mutex;
 
     /// A handoff that records what it is given back and delivered.
+    #[derive(Default)]
     struct Recorder {
         untaken: Mutex<Vec<(String, usize)>>,
         delivered: Mutex<Vec<String>>,
+        /// Refuses deliveries, as a stopping worker does.
+        stopping: bool,
     }
 
     impl Handoff for Recorder {
@@ -232,6 +242,9 @@ mod tests {
             self.untaken.lock().unwrap().push((channel.to_string(), n));
         }
         fn deliver(&self, rows: Vec<Claimed>) -> Result<(), Vec<Claimed>> {
+            if self.stopping {
+                return Err(rows);
+            }
             let mut d = self.delivered.lock().unwrap();
             d.extend(rows.into_iter().map(|r| r.id));
             Ok(())
@@ -256,14 +269,19 @@ mod tests {
     }
 
     async fn leased(store: &Store, id: &str, owner: &str, until: i64) {
+        leased_in_doubt(store, id, owner, until, 0).await
+    }
+
+    async fn leased_in_doubt(store: &Store, id: &str, owner: &str, until: i64, in_doubt: i64) {
         sqlx::query(
             "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body,
-                                 status, attempts, not_before, next_attempt_at, created_at, lease_owner, lease_until)
-             VALUES ($1, 'welcome', 'c1', 1, '1', 'hook', 'c1@example.com', 'Hello', 'sending', 0, 0, 0, 0, $2, $3)",
+                                 status, attempts, not_before, next_attempt_at, created_at, lease_owner, lease_until, in_doubt)
+             VALUES ($1, 'welcome', 'c1', 1, '1', 'hook', 'c1@example.com', 'Hello', 'sending', 0, 0, 0, 0, $2, $3, $4)",
         )
         .bind(id)
         .bind(owner)
         .bind(until)
+        .bind(in_doubt)
         .execute(store.db())
         .await
         .unwrap();
@@ -274,21 +292,21 @@ mod tests {
         let store = Store::open("sqlite::memory:").await.unwrap();
         let now = crate::store::to_ms(chrono::Utc::now());
         // Leased 30 s ago with a 60 s lease: `a` is still the worker's,
-        // `b` was reclaimed by another daemon meanwhile.
+        // `b` was reclaimed by another daemon meanwhile, `c` by this
+        // worker's own claim (a reclaimed row is `in_doubt`): it is sent
+        // from that claim, not twice.
         leased(&store, "a", "w", now + 30_000).await;
         leased(&store, "b", "other", now + 60_000).await;
-        let rec = Arc::new(Recorder {
-            untaken: Mutex::new(Vec::new()),
-            delivered: Mutex::new(Vec::new()),
-        });
+        leased_in_doubt(&store, "c", "w", now + 60_000, 1).await;
+        let rec = Arc::new(Recorder::default());
         let handed = Handed {
             to: rec.clone(),
-            rows: vec![message("a"), message("b")],
+            rows: vec![message("a"), message("b"), message("c")],
             first_lease: Some(now - 30_000),
         };
         handed.deliver(&store).await;
         assert_eq!(*rec.delivered.lock().unwrap(), ["a"]);
-        assert_eq!(*rec.untaken.lock().unwrap(), [("hook".to_string(), 1)]);
+        assert_eq!(*rec.untaken.lock().unwrap(), [("hook".to_string(), 2)]);
         let until: i64 = sqlx::query_scalar("SELECT lease_until FROM outbox WHERE id = 'a'")
             .fetch_one(store.db())
             .await
@@ -306,10 +324,7 @@ mod tests {
         let store = Store::open("sqlite::memory:").await.unwrap();
         let now = crate::store::to_ms(chrono::Utc::now());
         leased(&store, "a", "w", now + 60_000).await;
-        let rec = Arc::new(Recorder {
-            untaken: Mutex::new(Vec::new()),
-            delivered: Mutex::new(Vec::new()),
-        });
+        let rec = Arc::new(Recorder::default());
         let handed = Handed {
             to: rec.clone(),
             // Even a row no longer ours: a prompt commit does not look (its
@@ -320,5 +335,42 @@ mod tests {
         handed.deliver(&store).await;
         assert_eq!(*rec.delivered.lock().unwrap(), ["a", "gone"]);
         assert!(rec.untaken.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stopping_worker_refuses_and_the_rows_go_back_to_the_pool_with_their_slots() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = crate::store::to_ms(chrono::Utc::now());
+        leased(&store, "a", "w", now + 60_000).await;
+        // Another worker's row of the same id list is left alone.
+        leased(&store, "b", "other", now + 60_000).await;
+        let rec = Arc::new(Recorder {
+            stopping: true,
+            ..Recorder::default()
+        });
+        let handed = Handed {
+            to: rec.clone(),
+            rows: vec![message("a"), message("b")],
+            first_lease: Some(now),
+        };
+        handed.deliver(&store).await;
+        assert!(rec.delivered.lock().unwrap().is_empty());
+        assert_eq!(*rec.untaken.lock().unwrap(), [("hook".to_string(), 2)]);
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, status, lease_owner FROM outbox ORDER BY id")
+                .fetch_all(store.db())
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_string(), "queued".to_string(), None),
+                (
+                    "b".to_string(),
+                    "sending".to_string(),
+                    Some("other".to_string())
+                ),
+            ]
+        );
     }
 }

@@ -310,7 +310,9 @@ async fn reap_expired(tx: &mut AnyConnection, now: i64) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Extends the leases `owner` holds to `until`.
+/// Extends the leases of the messages `ids` that `owner` holds to `until`
+/// (the worker names what it holds: a row leased to it that it lost track
+/// of expires and is reclaimed, rather than being renewed forever).
 ///
 /// On PostgreSQL the rows are taken in id order and those locked right now
 /// are skipped: they are the ones this daemon's outcome writer is finishing
@@ -319,21 +321,29 @@ async fn reap_expired(tx: &mut AnyConnection, now: i64) -> Result<(), sqlx::Erro
 /// `deadlock detected`). A skipped row whose outcome write fails is renewed
 /// on the next round, well inside its lease. SQLite has one writer at a time:
 /// nothing to order.
-pub async fn renew_leases(store: &Store, owner: &str, until: i64) -> Result<u64, sqlx::Error> {
+pub async fn renew_leases(
+    store: &Store,
+    owner: &str,
+    ids: &[String],
+    until: i64,
+) -> Result<u64, sqlx::Error> {
+    let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let held = store.dialect().json_strings(3);
     let sql = match store.dialect() {
-        Dialect::Sqlite => {
-            "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2"
-        }
-        Dialect::Postgres => {
+        Dialect::Sqlite => format!(
+            "UPDATE outbox SET lease_until = $1 WHERE status = 'sending' AND lease_owner = $2 AND id IN {held}"
+        ),
+        Dialect::Postgres => format!(
             "UPDATE outbox SET lease_until = $1 WHERE id IN (
-                SELECT id FROM outbox WHERE status = 'sending' AND lease_owner = $2
+                SELECT id FROM outbox WHERE status = 'sending' AND lease_owner = $2 AND id IN {held}
                  ORDER BY id FOR UPDATE SKIP LOCKED)"
-        }
+        ),
     };
     let _turn = store.write_turn().await;
-    Ok(sqlx::query(sql)
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(until)
         .bind(owner)
+        .bind(json)
         .execute(store.db())
         .await?
         .rows_affected())
@@ -706,7 +716,7 @@ pub async fn renew_ids(
     let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let sql = format!(
         "UPDATE outbox SET lease_until = $1
-          WHERE status = 'sending' AND lease_owner = $2 AND id IN {}
+          WHERE status = 'sending' AND lease_owner = $2 AND in_doubt = 0 AND id IN {}
          RETURNING id",
         store.dialect().json_strings(3)
     );

@@ -53,8 +53,12 @@ impl Tx {
 
     /// Messages this transaction queues that are due now go to `to` when it
     /// has room for them, leased to it (see [`super::handoff`]).
+    /// Only the first call counts: a second would forget what the first
+    /// took.
     pub fn hand_off_to(&mut self, to: Arc<dyn Handoff>) {
-        self.handed = Some(Handed::new(to));
+        if self.handed.is_none() {
+            self.handed = Some(Handed::new(to));
+        }
     }
 
     /// Commits, then gives the worker the messages leased to it.

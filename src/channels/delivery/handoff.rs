@@ -5,9 +5,13 @@
 //! A channel takes a handed message only while
 //! - its lane has room (the slot is counted in the lane's `pending`, as a
 //!   claimed message is, and freed by the same outcome write), and
-//! - its last claim found nothing more due in the outbox: messages already
-//!   waiting there (a backlog after an outage, retries come due) go first,
-//!   in due order, and handing off resumes once the claims have caught up.
+//! - its last claim, less than [`CAUGHT_UP_FOR`] ago, found fewer messages
+//!   than it asked for, and no message of it was queued since for want of
+//!   room: messages already waiting in the outbox (a backlog after an
+//!   outage, retries come due) go first, in due order, and handing off
+//!   resumes once a claim has caught up. The time limit makes the worker
+//!   claim again now and then even when plans keep its lane busy, so a
+//!   retry that came due is never held back for long.
 //!
 //! When the worker stops it closes the handoff first, under the same lock
 //! [`Handoff::deliver`] takes: rows delivered before that are handed back
@@ -17,13 +21,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::lanes::Lane;
 use crate::store::handoff::Handoff;
 use crate::store::outbox::Claimed;
+
+/// How long a claim that caught up lets the channel take handed messages.
+pub const CAUGHT_UP_FOR: Duration = Duration::from_secs(1);
 
 /// Where handed messages arrive, one committed transaction's at a time.
 pub type Inbox = mpsc::UnboundedReceiver<Vec<Claimed>>;
@@ -41,12 +48,15 @@ struct State {
     inbox: mpsc::UnboundedSender<Vec<Claimed>>,
 }
 
-/// A lane as the handoff sees it.
+/// A lane as the handoff sees it (kept when the channel is removed: slots
+/// taken before are given back to its count).
 struct Room {
     pending: Arc<AtomicUsize>,
     max_pending: usize,
-    /// The channel's last claim found nothing more due.
-    caught_up: bool,
+    /// The channel is in the settings.
+    configured: bool,
+    /// When the channel's last claim found fewer than it asked for.
+    caught_up_at: Option<Instant>,
 }
 
 impl DeliveryHandoff {
@@ -72,18 +82,25 @@ impl DeliveryHandoff {
     }
 
     /// Follows the worker's lanes (after a settings reload): a new lane
-    /// takes nothing until its first claim has caught up.
+    /// takes nothing until its first claim has caught up; a removed one
+    /// takes nothing.
     pub(super) fn sync(&self, lanes: &HashMap<String, Lane>) {
         let mut st = self.state();
-        st.rooms.retain(|name, _| lanes.contains_key(name));
+        for (name, room) in st.rooms.iter_mut() {
+            if !lanes.contains_key(name) {
+                room.configured = false;
+                room.caught_up_at = None;
+            }
+        }
         for (name, lane) in lanes {
-            let caught_up = st.rooms.get(name).is_some_and(|r| r.caught_up);
+            let caught_up_at = st.rooms.get(name).and_then(|r| r.caught_up_at);
             st.rooms.insert(
                 name.clone(),
                 Room {
                     pending: lane.pending.clone(),
                     max_pending: lane.max_pending,
-                    caught_up,
+                    configured: true,
+                    caught_up_at,
                 },
             );
         }
@@ -93,7 +110,7 @@ impl DeliveryHandoff {
     /// (`caught_up`), or as many as it asked for.
     pub(super) fn claimed(&self, channel: &str, caught_up: bool) {
         if let Some(room) = self.state().rooms.get_mut(channel) {
-            room.caught_up = caught_up;
+            room.caught_up_at = caught_up.then(Instant::now);
         }
     }
 
@@ -117,7 +134,9 @@ impl Handoff for DeliveryHandoff {
         if !st.open {
             return false;
         }
-        let Some(room) = st.rooms.get_mut(channel).filter(|r| r.caught_up) else {
+        let Some(room) = st.rooms.get_mut(channel).filter(|r| {
+            r.configured && r.caught_up_at.is_some_and(|t| t.elapsed() < CAUGHT_UP_FOR)
+        }) else {
             return false;
         };
         // The writer frees slots concurrently: compare and swap.
@@ -130,14 +149,14 @@ impl Handoff for DeliveryHandoff {
         if !taken {
             // This message waits in the outbox now: the ones after it wait
             // behind it until a claim has caught up.
-            room.caught_up = false;
+            room.caught_up_at = None;
         }
         taken
     }
 
     fn untake(&self, channel: &str, n: usize) {
         if let Some(room) = self.state().rooms.get(channel) {
-            // Saturating: a lane rebuilt meanwhile may not hold these slots.
+            // The channel's count, kept across reloads; saturating all the same.
             let _ = room
                 .pending
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {

@@ -76,6 +76,7 @@ pub(super) struct Lane {
 /// the old one finishes what it was given (under the old limits) and ends.
 pub(super) fn sync_lanes(
     lanes: &mut HashMap<String, Lane>,
+    counters: &mut HashMap<String, Arc<AtomicUsize>>,
     reg: &Registry,
     batch: usize,
     tracker: &TaskTracker,
@@ -88,11 +89,9 @@ pub(super) fn sync_lanes(
         if lanes.get(name).is_some_and(|l| l.limits == limits) {
             continue;
         }
-        // New or changed: fresh limits; the pending count carries over.
-        let pending = lanes
-            .get(name)
-            .map(|l| l.pending.clone())
-            .unwrap_or_default();
+        // New or changed: fresh limits; the channel's pending count carries
+        // over (also across a removal and a re-adding).
+        let pending = counters.entry(name.clone()).or_default().clone();
         let (queue, rx) = mpsc::unbounded_channel();
         tracker.spawn(pump(
             rx,

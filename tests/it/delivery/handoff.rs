@@ -268,3 +268,46 @@ async fn a_stopping_worker_refuses_handed_messages_and_they_go_back_to_the_pool(
     assert_eq!(row.attempts, 0);
     assert_eq!(rx.count(), 1);
 }
+
+#[tokio::test]
+async fn a_row_leased_to_the_worker_that_it_does_not_hold_expires_and_is_sent_once() {
+    // A handed message whose commit reported an error (but happened), or
+    // whose delivery to the worker failed, is leased to the worker without
+    // the worker knowing: its lease is not renewed, it expires and is
+    // reclaimed like a dead worker's.
+    let env = env().await;
+    env.contact("c1").await;
+    // `busy` keeps the worker holding a message (renewing its lease) while
+    // the orphan's lease runs out.
+    let rx = Receiver::start(Arc::new(|r: &support::receiver::Request| {
+        if r.header("idempotency-key") == Some("busy") {
+            Reply::ok().delay(Duration::from_secs(6))
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    env.queue("busy", "c1", "hook").await;
+    env.queue("orphan", "c1", "hook").await;
+    sqlx::query(
+        "UPDATE outbox SET status = 'sending', lease_owner = 'test-worker', lease_until = $1 WHERE id = 'orphan'",
+    )
+    .bind(now_ms() + 900)
+    .execute(env.pool())
+    .await
+    .unwrap();
+    let opts = DeliveryOptions {
+        lease: Duration::from_millis(900),
+        ..fast_options()
+    };
+    let h = start(&env, registry(&hook(&rx.url("/hook"), "")), opts);
+    let row = env
+        .wait_status("orphan", "sent", Duration::from_secs(4))
+        .await;
+    assert_eq!(row.attempts, 1);
+    assert_eq!(env.row("busy").await.status, "sending");
+    env.wait_status("busy", "sent", Duration::from_secs(10))
+        .await;
+    assert_eq!(rx.count(), 2);
+    h.worker.stop().await;
+}
