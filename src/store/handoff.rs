@@ -130,9 +130,7 @@ impl Handed {
         }
         self.rows = refused;
     }
-}
 
-impl Handed {
     /// A commit that came more than a tenth of a lease after the rows were
     /// leased (a long transaction, a stalled process) may find their leases
     /// expired, and another daemon may have reclaimed them meanwhile: their
