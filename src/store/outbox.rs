@@ -310,6 +310,11 @@ async fn reap_expired(tx: &mut AnyConnection, now: i64) -> Result<(), sqlx::Erro
     Ok(())
 }
 
+/// `ids` as the JSON array text [`super::Dialect::json_strings`] reads.
+fn id_list<S: serde::Serialize>(ids: &[S]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// Extends the leases of the messages `ids` that `owner` holds to `until`
 /// (the worker names what it holds: a row leased to it that it lost track
 /// of expires and is reclaimed, rather than being renewed forever).
@@ -327,7 +332,7 @@ pub async fn renew_leases(
     ids: &[String],
     until: i64,
 ) -> Result<u64, sqlx::Error> {
-    let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = id_list(ids)?;
     let held = store.dialect().json_strings(3);
     let sql = match store.dialect() {
         Dialect::Sqlite => format!(
@@ -713,7 +718,7 @@ pub async fn renew_ids(
     ids: &[&str],
     until: i64,
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = id_list(ids)?;
     let sql = format!(
         "UPDATE outbox SET lease_until = $1
           WHERE status = 'sending' AND lease_owner = $2 AND in_doubt = 0 AND id IN {}
@@ -735,7 +740,7 @@ pub async fn renew_ids(
 /// Not in a write turn: it runs right after the plan's commit, whose turn
 /// is still held.
 pub async fn hand_back_ids(store: &Store, owner: &str, ids: &[&str]) -> Result<u64, sqlx::Error> {
-    let json = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = id_list(ids)?;
     let sql = format!(
         "UPDATE outbox SET status = 'queued', lease_owner = NULL, lease_until = NULL
           WHERE status = 'sending' AND lease_owner = $1 AND id IN {}",

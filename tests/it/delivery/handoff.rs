@@ -47,6 +47,30 @@ fn start(env: &Env, registry: Registry, opts: DeliveryOptions) -> Handing {
     }
 }
 
+/// A receiver answering after `delay`, a sleepy worker on `hook` (with
+/// `extra` settings) that has taken a first message through the outbox: its
+/// claim has caught up, so the channel takes handed messages.
+async fn warmed(env: &Env, delay: Duration, extra: &str) -> (Receiver, Handing) {
+    let rx = Receiver::start(script::always(Reply::ok().delay(delay))).await;
+    env.queue("warm", "c1", "hook").await;
+    let h = start(
+        env,
+        registry(&hook(&rx.url("/hook"), extra)),
+        sleepy_options(),
+    );
+    env.wait_status("warm", "sent", Duration::from_secs(10))
+        .await;
+    (rx, h)
+}
+
+/// The idempotency keys the receiver got, in order.
+fn keys(rx: &Receiver) -> Vec<String> {
+    rx.requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap_or("").to_string())
+        .collect()
+}
+
 /// Queues messages `ids` for `contact` on `hook`, due at `at`, in one plan
 /// transaction handed off to `h`; commits unless `rollback`.
 async fn plan(env: &Env, h: &Handing, ids: &[&str], contact: &str, at: i64, rollback: bool) {
@@ -86,20 +110,7 @@ async fn count(env: &Env, sql: &str) -> i64 {
 async fn a_message_due_now_is_leased_in_the_plans_commit_and_sent_without_a_claim() {
     let env = env().await;
     env.contact("c1").await;
-    let rx = Receiver::start(script::always(
-        Reply::ok().delay(Duration::from_millis(300)),
-    ))
-    .await;
-    // A first message through the outbox: the worker's claim then has
-    // caught up with it, and the channel takes handed messages.
-    env.queue("warm", "c1", "hook").await;
-    let h = start(
-        &env,
-        registry(&hook(&rx.url("/hook"), "")),
-        sleepy_options(),
-    );
-    env.wait_status("warm", "sent", Duration::from_secs(10))
-        .await;
+    let (rx, h) = warmed(&env, Duration::from_millis(300), "").await;
 
     plan(&env, &h, &["now"], "c1", now_ms(), false).await;
     plan(&env, &h, &["later"], "c1", now_ms() + 3_600_000, false).await;
@@ -118,11 +129,7 @@ async fn a_message_due_now_is_leased_in_the_plans_commit_and_sent_without_a_clai
     // Not due yet: queued in the outbox, not leased.
     let later = env.row("later").await;
     assert_eq!((later.status.as_str(), later.lease_owner), ("queued", None));
-    let keys: Vec<String> = rx
-        .requests()
-        .iter()
-        .map(|r| r.header("idempotency-key").unwrap_or("").to_string())
-        .collect();
+    let keys = keys(&rx);
     assert_eq!(keys, ["warm", "now"]);
     h.worker.stop().await;
 }
@@ -132,18 +139,7 @@ async fn a_rolled_back_plan_gives_its_slots_back_and_a_full_channel_leaves_messa
     let env = env().await;
     env.contact("c1").await;
     // One call at a time: the channel holds at most 8 messages.
-    let rx = Receiver::start(script::always(
-        Reply::ok().delay(Duration::from_millis(500)),
-    ))
-    .await;
-    env.queue("warm", "c1", "hook").await;
-    let h = start(
-        &env,
-        registry(&hook(&rx.url("/hook"), "    concurrency: 1\n")),
-        sleepy_options(),
-    );
-    env.wait_status("warm", "sent", Duration::from_secs(10))
-        .await;
+    let (rx, h) = warmed(&env, Duration::from_millis(500), "    concurrency: 1\n").await;
 
     let ids: Vec<String> = (0..8).map(|i| format!("rolled-{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -207,11 +203,7 @@ async fn a_backlog_in_the_outbox_goes_before_newly_planned_messages() {
 
     env.wait_status("new", "sent", Duration::from_secs(30))
         .await;
-    let keys: Vec<String> = rx
-        .requests()
-        .iter()
-        .map(|r| r.header("idempotency-key").unwrap_or("").to_string())
-        .collect();
+    let keys = keys(&rx);
     assert_eq!(keys.len(), 31);
     assert_eq!(keys.last().map(String::as_str), Some("new"), "{keys:?}");
     h.worker.stop().await;
@@ -221,15 +213,7 @@ async fn a_backlog_in_the_outbox_goes_before_newly_planned_messages() {
 async fn a_stopping_worker_refuses_handed_messages_and_they_go_back_to_the_pool() {
     let env = env().await;
     env.contact("c1").await;
-    let rx = Receiver::start(script::always(Reply::ok())).await;
-    env.queue("warm", "c1", "hook").await;
-    let h = start(
-        &env,
-        registry(&hook(&rx.url("/hook"), "")),
-        sleepy_options(),
-    );
-    env.wait_status("warm", "sent", Duration::from_secs(10))
-        .await;
+    let (rx, h) = warmed(&env, Duration::ZERO, "").await;
 
     // The plan takes its slot while the worker runs; the worker stops
     // before the plan commits.
