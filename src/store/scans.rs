@@ -34,9 +34,10 @@ pub fn workflow_scan(
             sql.push(" AND ");
         }
         Trigger::Date(d) => {
-            // The attribute is set; the date itself is decided in Rust, in
-            // the contact's time zone (`engine::sources::date_due`). An
-            // occurrence taken in the last two days is not taken again.
+            // The attribute is set and its date is near; whether it is due
+            // is decided in Rust, in the contact's time zone
+            // (`engine::sources::date_due`). An occurrence taken in the
+            // last two days is not taken again.
             // A calendar day due nowhere on earth now: the check finds no
             // one, without reading the audience (`engine::sources::takes`
             // would drop every contact).
@@ -46,6 +47,7 @@ pub fn workflow_scan(
                 sql.push("1 = 0 AND ");
             }
             if d.calendar.is_none() {
+                super::audience_sql::attr_mentioned(&d.field.value, &mut sql);
                 compile(
                     &Condition::Field {
                         field: d.field.clone(),
@@ -54,6 +56,11 @@ pub fn workflow_scan(
                     at,
                     &mut sql,
                 )?;
+                sql.push(" AND ");
+                // Only the contacts whose date is near: the check runs
+                // every 15 minutes, and most contacts' dates are months
+                // away.
+                super::audience_sql::date_texts(&d.field.value, &d.texts_maybe_due(at), &mut sql);
                 sql.push(" AND ");
             }
             sql.push("NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");

@@ -745,3 +745,220 @@ fn postgres_prefilter_keeps_every_member() {
         panic!("{e}");
     }
 }
+
+/// A date trigger's scan reads only the contacts whose date is near
+/// (`store::audience_sql::date_texts`): on both stores the SQL passes
+/// exactly the values `DateTexts::may_be_due` passes, and every value that
+/// is not text.
+#[test]
+fn date_texts_agree_with_rust() {
+    use nurture::store::audience_sql::date_texts;
+    use nurture::workflow::DateTexts;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = rt.block_on(database(dir.path()));
+    let values = [
+        json!("1990-06-15"),
+        json!("1990-06-16"),
+        json!("1990-06-15T23:30:00-11:00"),
+        json!("2031-06-15"),
+        json!("1990-06-15 "),
+        json!(" 1990-06-14"),
+        json!("1990-6-15"),
+        json!("+01990-06-14"),
+        json!("19900614"),
+        json!("１９９０-06-14"),
+        json!("1990-06-1"),
+        json!("1990-06-155"),
+        json!("2000-02-29"),
+        json!("ab"),
+        json!(""),
+        json!(19900615),
+        json!(true),
+        json!({"d": "1990-06-16"}),
+        json!(["1990-06-16"]),
+        Value::Null,
+    ];
+    let contacts: Vec<Contact> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Contact {
+            id: format!("c{i:02}"),
+            created_at: now(),
+            attrs: [("birth\"day".to_string(), v.clone())]
+                .into_iter()
+                .collect(),
+            ..Contact::default()
+        })
+        .collect();
+    rt.block_on(store(&pool, &contacts));
+    let pg = support::db::postgres_admin().map(|admin| {
+        let url = support::db::fresh_postgres(&admin);
+        let store = rt.block_on(nurture::store::Store::open(&url)).unwrap();
+        let pool = store.db().clone();
+        rt.block_on(store_pg(&pool, &contacts));
+        pool
+    });
+    let configs = [
+        DateTexts {
+            every_year: true,
+            keys: vec!["06-15".into(), "02-29".into()],
+        },
+        DateTexts {
+            every_year: false,
+            keys: vec!["1990-06-15".into(), "2031-06-15".into()],
+        },
+        DateTexts {
+            every_year: true,
+            keys: vec![],
+        },
+    ];
+    for texts in configs {
+        let want: BTreeSet<String> = contacts
+            .iter()
+            .filter(|c| match &c.attrs["birth\"day"] {
+                Value::String(s) => texts.may_be_due(s),
+                _ => true,
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        let mut sql = Sql::new(Dialect::Sqlite);
+        sql.push("SELECT c.id FROM contacts c WHERE ");
+        date_texts("birth\"day", &texts, &mut sql);
+        let got: BTreeSet<String> = rt
+            .block_on(
+                bind_sqlite_scalar(
+                    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
+                    &sql.binds,
+                )
+                .fetch_all(&pool),
+            )
+            .unwrap_or_else(|e| panic!("{e}\n{}", sql.inline_sqlite()))
+            .into_iter()
+            .collect();
+        assert_eq!(got, want, "SQLite, {texts:?}\n{}", sql.inline_sqlite());
+        if let Some(pg) = &pg {
+            let mut sql = Sql::new(Dialect::Postgres);
+            sql.push("SELECT c.id FROM contacts c WHERE ");
+            date_texts("birth\"day", &texts, &mut sql);
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
+            for b in &sql.binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.clone()),
+                    Bind::Int(i) => q.bind(*i),
+                    Bind::Real(r) => q.bind(*r),
+                };
+            }
+            let got: BTreeSet<String> = rt
+                .block_on(q.fetch_all(pg))
+                .unwrap_or_else(|e| panic!("{e}\n{}", sql.text))
+                .into_iter()
+                .collect();
+            assert_eq!(got, want, "PostgreSQL, {texts:?}\n{}", sql.text);
+        }
+    }
+}
+
+/// The date check's cheap first test (`attr_mentioned`, a substring search
+/// of the attributes' text) leaves out no contact that has the attribute,
+/// on both stores, whichever way the attributes were written.
+#[test]
+fn attr_mentioned_keeps_every_contact_with_the_attribute() {
+    use nurture::store::audience_sql::attr_mentioned;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = rt.block_on(database(dir.path()));
+    let attrs = [
+        json!({"birthday": "1990-06-15"}),
+        json!({"city": "Shanghai", "birthday": 3}),
+        json!({"birthday": null}),
+        json!({"note": "\"birthday\""}),
+        json!({"birthdays": "1990-06-15"}),
+        json!({"Birthday": "1990-06-15"}),
+        json!({}),
+    ];
+    let contacts: Vec<Contact> = attrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Contact {
+            id: format!("c{i}"),
+            created_at: now(),
+            attrs: a.as_object().unwrap().clone(),
+            ..Contact::default()
+        })
+        .collect();
+    rt.block_on(store(&pool, &contacts));
+    // An attribute set by a step goes through the store's JSON functions.
+    rt.block_on(
+        sqlx::query("UPDATE contacts SET attrs = json_patch(attrs, '{\"birthday\":\"1991-01-01\"}') WHERE id = 'c6'")
+            .execute(&pool),
+    )
+    .unwrap();
+    let pg = support::db::postgres_admin().map(|admin| {
+        let url = support::db::fresh_postgres(&admin);
+        let store = rt.block_on(nurture::store::Store::open(&url)).unwrap();
+        let pool = store.db().clone();
+        rt.block_on(store_pg(&pool, &contacts));
+        rt.block_on(
+            sqlx::query("UPDATE contacts SET attrs = json_patch(attrs, '{\"birthday\":\"1991-01-01\"}') WHERE id = 'c6'")
+                .execute(&pool),
+        )
+        .unwrap();
+        pool
+    });
+    let exists = field("birthday", FieldTest::Exists(true));
+    let with_and_without = |dialect: Dialect| {
+        let mut plain = Sql::new(dialect);
+        plain.push("SELECT c.id FROM contacts c WHERE ");
+        compile(&exists, now(), &mut plain).unwrap();
+        let mut cheap = Sql::new(dialect);
+        cheap.push("SELECT c.id FROM contacts c WHERE ");
+        attr_mentioned("birthday", &mut cheap);
+        compile(&exists, now(), &mut cheap).unwrap();
+        assert!(cheap.text.contains("> 0 AND"), "{}", cheap.text);
+        (plain, cheap)
+    };
+    let (plain, cheap) = with_and_without(Dialect::Sqlite);
+    let run = |sql: &Sql| -> BTreeSet<String> {
+        rt.block_on(
+            bind_sqlite_scalar(
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
+                &sql.binds,
+            )
+            .fetch_all(&pool),
+        )
+        .unwrap()
+        .into_iter()
+        .collect()
+    };
+    let want = run(&plain);
+    assert!(want.contains("c0") && want.contains("c6"), "{want:?}");
+    assert_eq!(run(&cheap), want, "SQLite");
+    if let Some(pg) = &pg {
+        let (plain, cheap) = with_and_without(Dialect::Postgres);
+        let run = |sql: &Sql| -> BTreeSet<String> {
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
+            for b in &sql.binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.clone()),
+                    Bind::Int(i) => q.bind(*i),
+                    Bind::Real(r) => q.bind(*r),
+                };
+            }
+            rt.block_on(q.fetch_all(pg)).unwrap().into_iter().collect()
+        };
+        let want = run(&plain);
+        assert!(want.contains("c0") && want.contains("c6"), "{want:?}");
+        assert_eq!(run(&cheap), want, "PostgreSQL");
+    }
+    // A key a writer might escape gets no substring test.
+    let mut sql = Sql::new(Dialect::Sqlite);
+    attr_mentioned("birth\"day", &mut sql);
+    assert!(sql.text.is_empty());
+}

@@ -90,6 +90,64 @@ async fn the_dry_run_shows_each_birthday_at_the_contacts_local_time() {
     );
 }
 
+/// A timestamp attribute counts on its date where the contact lives, which
+/// can be a day or two from the date it is written with: the scan's SQL,
+/// which reads only the contacts whose date is near the check's, lets it
+/// through, and leaves out a date a week away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_counts_on_its_date_where_the_contact_lives() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  hook: {{ kind: webhook, url: \"{}\" }}\nfields:\n  signed_up: timestamp\n",
+        rx.url("/hook")
+    ));
+    p.write(
+        "workflows/anniversary.yaml",
+        "name: anniversary\ntrigger: { date: { field: signed_up, at: \"10:00\" } }\nsteps:\n  - id: thanks\n    send: { channel: hook, template: thanks }\n",
+    )
+    .write("templates/thanks.hbs", "a year with us, {{contact.name}}")
+    .write(
+        "contacts.csv",
+        "id,name,signed_up,timezone\nwest,Ada,2029-06-14T20:00:00-08:00,\nkiri,Bo,2029-06-14T23:30:00Z,Pacific/Kiritimati\nweek,Cy,2029-06-22T10:00:00+08:00,\n",
+    );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2030-06-14T00:00:00+08:00",
+        "--until",
+        "3d",
+        "--format",
+        "jsonl",
+    ]);
+    let mut sends: Vec<(String, String)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .map(|r| {
+            (
+                r["contact_id"].as_str().unwrap().to_string(),
+                r["at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    sends.sort();
+    // West: 04:00 on the 15th in Shanghai. Kiritimati (UTC+14): 13:30 on
+    // the 15th there.
+    assert_eq!(
+        sends,
+        vec![
+            ("kiri".to_string(), "2030-06-15T10:00:00+14:00".to_string()),
+            ("west".to_string(), "2030-06-15T10:00:00+08:00".to_string()),
+        ],
+        "{out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_wishes_once_when_the_day_comes() {
     let rx = Receiver::start(script::always(Reply::ok())).await;

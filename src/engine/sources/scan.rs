@@ -136,8 +136,9 @@ pub fn may_enter_given(
 
 /// Whether a contact the scan's SQL found is the scan's to plan. A date
 /// trigger's tick takes only the contacts whose date is due now: the SQL
-/// finds every contact with the attribute (the date is decided in Rust, in
-/// the contact's time zone), and the others are neither planned nor counted
+/// finds the contacts whose date is within days of it (whether it is due is
+/// decided in Rust, in the contact's time zone), and the others are neither
+/// planned nor counted
 /// by the blast guard, which would otherwise see each birthday as the first
 /// of a thousand and hold it.
 pub fn takes(

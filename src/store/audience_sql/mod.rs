@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 
 use super::dialect::{Bind, Dialect, Sql};
 use crate::audience::{Condition, FieldTest, Literal, OwnerTest};
+use crate::workflow::DateTexts;
 
 mod postgres;
 mod sqlite;
@@ -59,6 +60,72 @@ impl Lits {
             },
         }
     }
+}
+
+/// Appends a test that is false for every contact without attribute `key`
+/// and costs a substring search instead of parsing the attributes' JSON
+/// (`c.attrs` names the key as `"key"`, as every writer of it serialises
+/// it: serde_json, SQLite's and PostgreSQL's JSON functions), followed by
+/// `AND`; nothing for a key with characters a writer might escape.
+/// Why: a date trigger's check runs every 15 minutes over every contact,
+/// and most have no such attribute.
+pub fn attr_mentioned(key: &str, out: &mut Sql) {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !plain {
+        return;
+    }
+    out.push(match out.dialect {
+        Dialect::Sqlite => "instr(c.attrs, ",
+        Dialect::Postgres => "strpos(c.attrs, ",
+    });
+    out.bind(Bind::Text(format!("\"{key}\"")));
+    out.push(") > 0 AND ");
+}
+
+/// Appends the test that attribute `key` passes `texts`, with exactly the
+/// meaning of [`DateTexts::may_be_due`]: a value that is not text starting
+/// with a plain `YYYY-MM-DD` passes (a date trigger's check decides it in
+/// Rust); one that does passes when its `MM-DD` (each year) or
+/// `YYYY-MM-DD` (once) is listed. True or false, never NULL.
+pub fn date_texts(key: &str, texts: &DateTexts, out: &mut Sql) {
+    let (from, len) = if texts.every_year { (6, 5) } else { (1, 10) };
+    let value = |out: &mut Sql| match out.dialect {
+        Dialect::Sqlite => {
+            out.push("json_extract(c.attrs, ");
+            out.bind(Bind::Text(sqlite::json_path(key)));
+            out.push(")");
+        }
+        Dialect::Postgres => {
+            out.push("(CAST(c.attrs AS json) ->> CAST(");
+            out.bind(Bind::Text(key.to_string()));
+            out.push(" AS text))");
+        }
+    };
+    out.push("(coalesce(NOT (");
+    value(out);
+    out.push(match out.dialect {
+        Dialect::Sqlite => " GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'), ",
+        Dialect::Postgres => " ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}'), ",
+    });
+    out.push(Lits::of(out.dialect).t);
+    out.push(") OR coalesce(substr(");
+    value(out);
+    out.push(&format!(", {from}, {len}) IN ("));
+    for (i, k) in texts.keys.iter().enumerate() {
+        if i > 0 {
+            out.push(", ");
+        }
+        out.bind(Bind::Text(k.clone()));
+    }
+    if texts.keys.is_empty() {
+        out.push("NULL");
+    }
+    out.push("), ");
+    out.push(Lits::of(out.dialect).f);
+    out.push("))");
 }
 
 /// Appends `cond` as a boolean SQL expression over `contacts c`, deciding

@@ -54,7 +54,7 @@ impl Src<'_> {
 
 /// `$."key"` with `"` and `\` escaped, which SQLite's JSON path reads back
 /// as the key itself.
-fn json_path(key: &str) -> String {
+pub(super) fn json_path(key: &str) -> String {
     let mut p = String::with_capacity(key.len() + 4);
     p.push_str("$.\"");
     for ch in key.chars() {

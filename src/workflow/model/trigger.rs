@@ -95,6 +95,47 @@ impl DateTrigger {
         self.first_due(candidates, tz, now)
     }
 
+    /// The date texts whose contacts [`Self::due`] can find due at `now`,
+    /// in any time zone: a superset a scan can test in SQL before reading a
+    /// contact, so a check every 15 minutes reads the few contacts whose date
+    /// is near instead of every contact with the attribute.
+    ///
+    /// A value that [`Self::due`] finds due either does not start with a
+    /// plain `YYYY-MM-DD` (a padded year, month and day: left for Rust to
+    /// decide, see [`DateTexts::may_be_due`]) or starts with one whose
+    /// `MM-DD` (each year) or `YYYY-MM-DD` (once) is listed. Why the window
+    /// is wide enough: the occurrence's moment is its date at `at` in the
+    /// contact's zone (UTC-12 to UTC+14, an hour more in a clock change's
+    /// gap), due for one day up to `now`, so its date is within two days of
+    /// `now`'s UTC date; a timestamp's date in the contact's zone is within
+    /// two days of the date it is written with (offsets up to ±24 h on
+    /// either side); 29 February falls on the 28th in common years.
+    pub fn texts_maybe_due(&self, now: chrono::DateTime<chrono::Utc>) -> DateTexts {
+        let today = now.date_naive();
+        let shift = chrono::TimeDelta::days(self.offset_days);
+        let mut keys = std::collections::BTreeSet::new();
+        for days in -5..=5 {
+            let Some(base) = today
+                .checked_add_signed(chrono::TimeDelta::days(days))
+                .and_then(|d| d.checked_sub_signed(shift))
+            else {
+                continue;
+            };
+            keys.insert(if self.every_year {
+                base.format("%m-%d").to_string()
+            } else {
+                base.format("%Y-%m-%d").to_string()
+            });
+        }
+        if self.every_year {
+            keys.insert("02-29".into());
+        }
+        DateTexts {
+            every_year: self.every_year,
+            keys: keys.into_iter().collect(),
+        }
+    }
+
     /// The occurrence due for a calendar day (`schedule: { on: 春节 }`).
     pub fn due_on_calendar(
         &self,
@@ -156,6 +197,37 @@ impl DateTrigger {
     }
 }
 
+/// What [`DateTrigger::texts_maybe_due`] lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateTexts {
+    /// Each year: `keys` are `MM-DD`; once: `YYYY-MM-DD`.
+    pub every_year: bool,
+    pub keys: Vec<String>,
+}
+
+impl DateTexts {
+    /// Whether a value with this text passes (what the scan's SQL computes,
+    /// `store::scans`): one that does not start with a plain date always
+    /// does.
+    pub fn may_be_due(&self, text: &str) -> bool {
+        let b = text.as_bytes();
+        let plain = b.len() >= 10
+            && b[..10].iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                _ => c.is_ascii_digit(),
+            });
+        if !plain {
+            return true;
+        }
+        let key = if self.every_year {
+            &text[5..10]
+        } else {
+            &text[..10]
+        };
+        self.keys.iter().any(|k| k == key)
+    }
+}
+
 impl Trigger {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -198,7 +270,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeDelta, TimeZone, Utc};
+    use chrono::{Datelike, TimeDelta, TimeZone, Utc};
 
     fn cny(offset_days: i64, at: &str) -> DateTrigger {
         DateTrigger {
@@ -247,5 +319,100 @@ mod tests {
             // are looked at.
             assert!(skipped > 45_000, "{offset} {at}: only {skipped} skipped");
         }
+    }
+
+    /// Whatever the zone, the offset, the hour or the way the date is
+    /// written, a value due at a check passes the scan's text test; and a
+    /// date ten days off does not.
+    #[test]
+    fn the_date_text_test_never_drops_a_due_contact() {
+        let zones: Vec<chrono_tz::Tz> = [
+            "Pacific/Kiritimati",
+            "Etc/GMT+12",
+            "Asia/Shanghai",
+            "America/St_Johns",
+            "America/New_York",
+            "Australia/Lord_Howe",
+        ]
+        .iter()
+        .map(|z| z.parse().unwrap())
+        .collect();
+        let configs = [
+            (-1, "10:00", true),
+            (0, "00:00", true),
+            (3, "23:59", false),
+            (-30, "02:30", true),
+            (0, "12:00", false),
+        ];
+        let fixed = [
+            "2000-02-29",
+            "2001-02-28",
+            "1999-12-31",
+            "2004-02-29T23:30:00-10:00",
+        ];
+        let mut due_seen = 0;
+        for (offset, at, every_year) in configs {
+            let t = DateTrigger {
+                field: Located::new("birthday".into(), Default::default()),
+                calendar: None,
+                offset_days: offset,
+                at: chrono::NaiveTime::parse_from_str(at, "%H:%M").unwrap(),
+                every_year,
+                check: CronSchedule::parse(DateTrigger::CHECK).unwrap(),
+            };
+            let mut now = Utc.with_ymd_and_hms(2031, 12, 20, 0, 0, 0).unwrap();
+            let end = Utc.with_ymd_and_hms(2033, 3, 10, 0, 0, 0).unwrap();
+            while now < end {
+                let texts = t.texts_maybe_due(now);
+                // Dates near the occurrence, written as a date and as
+                // timestamps with far offsets, in this year and another.
+                let mut values: Vec<String> = fixed.iter().map(|v| v.to_string()).collect();
+                for k in -4..=4 {
+                    let d = now.date_naive() + TimeDelta::days(k - offset);
+                    for year_back in [0, 25] {
+                        let d = d.with_year(d.year() - year_back).unwrap_or(d);
+                        values.push(d.format("%Y-%m-%d").to_string());
+                        values.push(format!("{}T23:30:00-11:00", d.format("%Y-%m-%d")));
+                        values.push(format!("{}T00:30:00+13:45", d.format("%Y-%m-%d")));
+                    }
+                }
+                for v in &values {
+                    let json = serde_json::Value::String(v.clone());
+                    for tz in &zones {
+                        if t.due(&json, *tz, now).is_some() {
+                            due_seen += 1;
+                            assert!(
+                                texts.may_be_due(v),
+                                "{offset} {at} {every_year}: {v} due in {tz} at {now}, dropped by {texts:?}"
+                            );
+                        }
+                    }
+                }
+                let far = (now.date_naive() + TimeDelta::days(10 - offset)).format("%Y-%m-%d");
+                // (29 February always passes: it falls on the 28th in common years.)
+                let far = far.to_string();
+                assert!(
+                    far.ends_with("02-29") || !texts.may_be_due(&far),
+                    "{far} at {now}"
+                );
+                now += TimeDelta::minutes(1013);
+            }
+        }
+        assert!(due_seen > 3_000, "only {due_seen} due values tried");
+        // Texts not written as a plain date are left to the check.
+        let t = DateTexts {
+            every_year: true,
+            keys: vec!["05-03".into()],
+        };
+        for v in [
+            " 1990-06-01",
+            "1990-6-1",
+            "+01990-06-01",
+            "19900601",
+            "06/01/1990",
+        ] {
+            assert!(t.may_be_due(v), "{v}");
+        }
+        assert!(t.may_be_due("1990-05-03T10:00:00Z") && !t.may_be_due("1990-05-04"));
     }
 }
