@@ -131,6 +131,9 @@ pub struct Store {
     /// Rows the planner wrote since its tables were analyzed; `None` but on
     /// PostgreSQL (see `statistics.rs`).
     growth: Option<std::sync::Arc<statistics::Growth>>,
+    /// Read-only connections to the SQLite file that contact scans reuse
+    /// (`scan_sqlite.rs`); `None` in memory and on PostgreSQL.
+    readers: Option<std::sync::Arc<scan_sqlite::Readers>>,
 }
 
 /// A file's path and (device, inode) when it was opened: the same path with
@@ -290,6 +293,9 @@ impl Store {
                 source: e,
             })?)
         };
+        let readers = file
+            .as_ref()
+            .map(|f| std::sync::Arc::new(scan_sqlite::Readers::new(f.path.clone())));
         Ok(Store {
             db,
             dialect: Dialect::Sqlite,
@@ -298,6 +304,7 @@ impl Store {
             file,
             write_queue: Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
             growth: None,
+            readers,
         })
     }
 
@@ -337,6 +344,7 @@ impl Store {
             file: None,
             write_queue: None,
             growth: Some(statistics::Growth::new()),
+            readers: None,
         })
     }
 
