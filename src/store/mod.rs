@@ -438,8 +438,13 @@ impl Store {
         tx.commit().await.map_err(not_writable)
     }
 
-    /// Closes every connection (checkpointing the WAL).
+    /// Closes every connection (checkpointing the WAL). The scans' kept
+    /// readers go first: the last connection to close checkpoints, and a
+    /// read-only one cannot.
     pub async fn close(&self) {
+        if let Some(readers) = &self.readers {
+            readers.close();
+        }
         self.db.close().await;
         if let Some(p) = &self.sqlite {
             p.close().await;

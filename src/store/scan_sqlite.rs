@@ -47,6 +47,9 @@ impl Store {
 pub(super) struct Readers {
     path: std::path::PathBuf,
     idle: std::sync::Mutex<Vec<Connection>>,
+    /// The store was closed: a scan that ends later does not keep its
+    /// connection.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Readers {
@@ -66,6 +69,7 @@ impl Readers {
         Readers {
             path,
             idle: std::sync::Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -91,9 +95,18 @@ impl Readers {
     /// A connection whose scan ended (its statement reset) is kept.
     fn give_back(&self, conn: Connection) {
         let mut idle = self.idle();
-        if idle.len() < IDLE_READERS {
+        if idle.len() < IDLE_READERS && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
             idle.push(conn);
         }
+    }
+
+    /// Closes the kept connections, and those of scans still running when
+    /// they end ([`Store::close`]).
+    pub(super) fn close(&self) {
+        let mut idle = self.idle();
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        idle.clear();
     }
 }
 
@@ -315,5 +328,13 @@ mod tests {
         store.upsert_contact(&add(601), t).await.unwrap();
         assert_eq!(count().await, 602);
         assert!(readers.idle().len() <= IDLE_READERS);
+        // Closing the store closes them, so its last connection checkpoints
+        // and the WAL file goes.
+        store.close().await;
+        assert_eq!(readers.idle().len(), 0);
+        assert!(
+            !dir.path().join("s.db-wal").exists(),
+            "the WAL was not checkpointed at close"
+        );
     }
 }

@@ -64,9 +64,10 @@ impl Lits {
 
 /// Appends a test that is false for every contact without attribute `key`
 /// and costs a substring search instead of parsing the attributes' JSON
-/// (`c.attrs` names the key as `"key"`, as every writer of it serialises
-/// it: serde_json, SQLite's and PostgreSQL's JSON functions), followed by
-/// `AND`; nothing for a key with characters a writer might escape.
+/// (`c.attrs` names the key as `"key"`, as nurture's writers serialise it:
+/// serde_json, SQLite's and PostgreSQL's `json_patch`; another system
+/// writing the table must too, docs/operations.md), followed by `AND`;
+/// nothing for a key with characters a writer might escape.
 /// Why: a date trigger's check runs every 15 minutes over every contact,
 /// and most have no such attribute.
 pub fn attr_mentioned(key: &str, out: &mut Sql) {
