@@ -376,15 +376,7 @@ async fn selected(pool: &SqlitePool, cond: &Condition) -> (BTreeSet<String>, Sql
     let mut sql = Sql::new(Dialect::Sqlite);
     sql.push("SELECT c.id FROM contacts c WHERE ");
     compile(cond, now(), &mut sql).unwrap();
-    let q = bind_sqlite_scalar(
-        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
-        &sql.binds,
-    );
-    let ids = q
-        .fetch_all(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", sql.inline_sqlite()));
-    (ids.into_iter().collect(), sql)
+    (ids_sqlite(pool, &sql).await, sql)
 }
 
 fn expected(contacts: &[Contact], cond: &Condition) -> BTreeSet<String> {
@@ -601,12 +593,21 @@ fn documented_decisions() {
     }
 }
 
-/// The ids PostgreSQL selects with [`nurture::store::audience_sql::prefilter`],
-/// and whether it says the SQL is exact.
-async fn selected_pg(pool: &sqlx::AnyPool, cond: &Condition) -> (BTreeSet<String>, bool, Sql) {
-    let mut sql = Sql::new(Dialect::Postgres);
-    sql.push("SELECT c.id FROM contacts c WHERE ");
-    let exact = prefilter(cond, now().timestamp_millis(), &mut sql);
+/// The ids a `SELECT c.id …` selects on SQLite.
+async fn ids_sqlite(pool: &SqlitePool, sql: &Sql) -> BTreeSet<String> {
+    bind_sqlite_scalar(
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
+        &sql.binds,
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", sql.inline_sqlite()))
+    .into_iter()
+    .collect()
+}
+
+/// The ids a `SELECT c.id …` selects on PostgreSQL.
+async fn ids_pg(pool: &sqlx::AnyPool, sql: &Sql) -> BTreeSet<String> {
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
     for b in &sql.binds {
         q = match b {
@@ -615,11 +616,20 @@ async fn selected_pg(pool: &sqlx::AnyPool, cond: &Condition) -> (BTreeSet<String
             Bind::Real(r) => q.bind(*r),
         };
     }
-    let got = q
-        .fetch_all(pool)
+    q.fetch_all(pool)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{:?}", sql.text, sql.binds));
-    (got.into_iter().collect(), exact, sql)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{:?}", sql.text, sql.binds))
+        .into_iter()
+        .collect()
+}
+
+/// The ids PostgreSQL selects with [`nurture::store::audience_sql::prefilter`],
+/// and whether it says the SQL is exact.
+async fn selected_pg(pool: &sqlx::AnyPool, cond: &Condition) -> (BTreeSet<String>, bool, Sql) {
+    let mut sql = Sql::new(Dialect::Postgres);
+    sql.push("SELECT c.id FROM contacts c WHERE ");
+    let exact = prefilter(cond, now().timestamp_millis(), &mut sql);
+    (ids_pg(pool, &sql).await, exact, sql)
 }
 
 /// The contacts stored on PostgreSQL (through the same schema the daemon uses).
@@ -828,35 +838,13 @@ fn date_texts_agree_with_rust() {
         let mut sql = Sql::new(Dialect::Sqlite);
         sql.push("SELECT c.id FROM contacts c WHERE ");
         date_texts("birth\"day", &texts, &mut sql);
-        let got: BTreeSet<String> = rt
-            .block_on(
-                bind_sqlite_scalar(
-                    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
-                    &sql.binds,
-                )
-                .fetch_all(&pool),
-            )
-            .unwrap_or_else(|e| panic!("{e}\n{}", sql.inline_sqlite()))
-            .into_iter()
-            .collect();
+        let got = rt.block_on(ids_sqlite(&pool, &sql));
         assert_eq!(got, want, "SQLite, {texts:?}\n{}", sql.inline_sqlite());
         if let Some(pg) = &pg {
             let mut sql = Sql::new(Dialect::Postgres);
             sql.push("SELECT c.id FROM contacts c WHERE ");
             date_texts("birth\"day", &texts, &mut sql);
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
-            for b in &sql.binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.clone()),
-                    Bind::Int(i) => q.bind(*i),
-                    Bind::Real(r) => q.bind(*r),
-                };
-            }
-            let got: BTreeSet<String> = rt
-                .block_on(q.fetch_all(pg))
-                .unwrap_or_else(|e| panic!("{e}\n{}", sql.text))
-                .into_iter()
-                .collect();
+            let got = rt.block_on(ids_pg(pg, &sql));
             assert_eq!(got, want, "PostgreSQL, {texts:?}\n{}", sql.text);
         }
     }
@@ -925,37 +913,14 @@ fn attr_mentioned_keeps_every_contact_with_the_attribute() {
         (plain, cheap)
     };
     let (plain, cheap) = with_and_without(Dialect::Sqlite);
-    let run = |sql: &Sql| -> BTreeSet<String> {
-        rt.block_on(
-            bind_sqlite_scalar(
-                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone())),
-                &sql.binds,
-            )
-            .fetch_all(&pool),
-        )
-        .unwrap()
-        .into_iter()
-        .collect()
-    };
-    let want = run(&plain);
+    let want = rt.block_on(ids_sqlite(&pool, &plain));
     assert!(want.contains("c0") && want.contains("c6"), "{want:?}");
-    assert_eq!(run(&cheap), want, "SQLite");
+    assert_eq!(rt.block_on(ids_sqlite(&pool, &cheap)), want, "SQLite");
     if let Some(pg) = &pg {
         let (plain, cheap) = with_and_without(Dialect::Postgres);
-        let run = |sql: &Sql| -> BTreeSet<String> {
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.text.clone()));
-            for b in &sql.binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.clone()),
-                    Bind::Int(i) => q.bind(*i),
-                    Bind::Real(r) => q.bind(*r),
-                };
-            }
-            rt.block_on(q.fetch_all(pg)).unwrap().into_iter().collect()
-        };
-        let want = run(&plain);
+        let want = rt.block_on(ids_pg(pg, &plain));
         assert!(want.contains("c0") && want.contains("c6"), "{want:?}");
-        assert_eq!(run(&cheap), want, "PostgreSQL");
+        assert_eq!(rt.block_on(ids_pg(pg, &cheap)), want, "PostgreSQL");
     }
     // A key a writer might escape gets no substring test.
     let mut sql = Sql::new(Dialect::Sqlite);

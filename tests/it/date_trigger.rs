@@ -28,6 +28,21 @@ fn project(rx: &Receiver, at: &str) -> Project {
     p
 }
 
+/// The sends of a `dry-run --format jsonl`: (contact, time), in its order.
+fn sends(jsonl: &str) -> Vec<(String, String)> {
+    jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .map(|r| {
+            (
+                r["contact_id"].as_str().unwrap().to_string(),
+                r["at"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dry_run_shows_each_birthday_at_the_contacts_local_time() {
     let rx = Receiver::start(script::always(Reply::ok())).await;
@@ -50,20 +65,7 @@ async fn the_dry_run_shows_each_birthday_at_the_contacts_local_time() {
         "--format",
         "jsonl",
     ]);
-    let rows: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let sends: Vec<(String, String)> = rows
-        .iter()
-        .filter(|r| r["action"] == "send")
-        .map(|r| {
-            (
-                r["contact_id"].as_str().unwrap().to_string(),
-                r["at"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let sends = sends(&out);
     // 10:00 on the 14th where each contact lives (the first 15-minute check
     // at or after it), once.
     assert_eq!(
@@ -124,17 +126,7 @@ async fn a_timestamp_counts_on_its_date_where_the_contact_lives() {
         "--format",
         "jsonl",
     ]);
-    let mut sends: Vec<(String, String)> = out
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["action"] == "send")
-        .map(|r| {
-            (
-                r["contact_id"].as_str().unwrap().to_string(),
-                r["at"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let mut sends = sends(&out);
     sends.sort();
     // West: 04:00 on the 15th in Shanghai. Kiritimati (UTC+14): 13:30 on
     // the 15th there.
