@@ -46,17 +46,16 @@ impl Store {
 /// connection cost more than the scan.
 pub(super) struct Readers {
     path: std::path::PathBuf,
-    idle: std::sync::Mutex<Vec<Connection>>,
-    /// The store was closed: a scan that ends later does not keep its
-    /// connection.
-    closed: std::sync::atomic::AtomicBool,
+    /// `None` once the store is closed: a scan that ends later does not
+    /// keep its connection.
+    idle: std::sync::Mutex<Option<Vec<Connection>>>,
 }
 
 impl std::fmt::Debug for Readers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readers")
             .field("path", &self.path)
-            .field("idle", &self.idle().len())
+            .field("idle", &self.idle().as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -68,19 +67,18 @@ impl Readers {
     pub(super) fn new(path: std::path::PathBuf) -> Readers {
         Readers {
             path,
-            idle: std::sync::Mutex::new(Vec::new()),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            idle: std::sync::Mutex::new(Some(Vec::new())),
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Option<Vec<Connection>>> {
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
-        if let Some(conn) = self.idle().pop() {
+        if let Some(conn) = self.idle().as_mut().and_then(Vec::pop) {
             return Ok(conn);
         }
         let conn = Connection::open_with_flags(
@@ -94,8 +92,7 @@ impl Readers {
 
     /// A connection whose scan ended (its statement reset) is kept.
     fn give_back(&self, conn: Connection) {
-        let mut idle = self.idle();
-        if idle.len() < IDLE_READERS && !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+        if let Some(idle) = self.idle().as_mut().filter(|i| i.len() < IDLE_READERS) {
             idle.push(conn);
         }
     }
@@ -103,10 +100,7 @@ impl Readers {
     /// Closes the kept connections, and those of scans still running when
     /// they end ([`Store::close`]).
     pub(super) fn close(&self) {
-        let mut idle = self.idle();
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        idle.clear();
+        *self.idle() = None;
     }
 }
 
@@ -318,7 +312,11 @@ mod tests {
         };
         let readers = store.readers.clone().unwrap();
         assert_eq!(count().await, 600);
-        assert_eq!(readers.idle().len(), 1, "kept after the scan");
+        assert_eq!(
+            readers.idle().as_ref().map(Vec::len),
+            Some(1),
+            "kept after the scan"
+        );
         // Dropped after its first 256: the thread stops at its next hand-over.
         let mut s = store.scan_contacts_threaded("1=1", &[]);
         assert!(s.next().await.is_some());
@@ -327,11 +325,11 @@ mod tests {
         assert_eq!(count().await, 601);
         store.upsert_contact(&add(601), t).await.unwrap();
         assert_eq!(count().await, 602);
-        assert!(readers.idle().len() <= IDLE_READERS);
+        assert!(readers.idle().as_ref().unwrap().len() <= IDLE_READERS);
         // Closing the store closes them, so its last connection checkpoints
         // and the WAL file goes.
         store.close().await;
-        assert_eq!(readers.idle().len(), 0);
+        assert!(readers.idle().is_none());
         assert!(
             !dir.path().join("s.db-wal").exists(),
             "the WAL was not checkpointed at close"
