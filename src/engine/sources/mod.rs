@@ -83,3 +83,6 @@ impl Decided<'_> {
         matches!(self.start, Start::New { .. })
     }
 }
+
+#[cfg(test)]
+mod tests;
