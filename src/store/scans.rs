@@ -11,7 +11,7 @@ use super::audience_sql::{CompileError, compile};
 use super::dialect::{Bind, Dialect, Sql};
 use super::to_ms as ms;
 use crate::audience::Condition;
-use crate::workflow::{Entry, Trigger, Workflow};
+use crate::workflow::{DateTexts, DateTrigger, Entry, Trigger, Workflow};
 
 /// The WHERE clause of a scan of `wf`'s audience at `at`: the trigger's own
 /// test (unless `existing`: the audience as it is), the audience, and the
@@ -47,20 +47,7 @@ pub fn workflow_scan(
                 sql.push("1 = 0 AND ");
             }
             if d.calendar.is_none() {
-                super::audience_sql::attr_mentioned(&d.field.value, &mut sql);
-                compile(
-                    &Condition::Field {
-                        field: d.field.clone(),
-                        test: crate::audience::FieldTest::Exists(true),
-                    },
-                    at,
-                    &mut sql,
-                )?;
-                sql.push(" AND ");
-                // Only the contacts whose date is near: the check runs
-                // every 15 minutes, and most contacts' dates are months
-                // away.
-                super::audience_sql::date_texts(&d.field.value, &d.texts_maybe_due(at), &mut sql);
+                date_near(d, &d.texts_maybe_due(at), at, &mut sql)?;
                 sql.push(" AND ");
             }
             sql.push("NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.contact_id = c.id AND e.workflow = ");
@@ -99,6 +86,99 @@ pub fn workflow_scan(
         Entry::EveryTime => {}
     }
     Ok(sql)
+}
+
+/// The contacts whose date attribute is near (`texts`): the part of a date
+/// trigger's check that changes once a day (with the texts), not every
+/// check. Only the contacts whose date is near are read: the check runs
+/// every 15 minutes, and most contacts' dates are months away.
+fn date_near(
+    d: &DateTrigger,
+    texts: &DateTexts,
+    at: DateTime<Utc>,
+    sql: &mut Sql,
+) -> Result<(), CompileError> {
+    super::audience_sql::attr_mentioned(&d.field.value, sql);
+    compile(
+        &Condition::Field {
+            field: d.field.clone(),
+            test: crate::audience::FieldTest::Exists(true),
+        },
+        at,
+        sql,
+    )?;
+    sql.push(" AND ");
+    super::audience_sql::date_texts(&d.field.value, texts, sql);
+    Ok(())
+}
+
+/// For a date trigger on an attribute: the texts its check at `at` lets
+/// through, and the WHERE clause of the contacts whose date is near. Every
+/// check with the same texts (a day's 96) finds its contacts among these
+/// ([`workflow_scan`] at `at` is this and more); a dry-run that does not
+/// write reads them once a day ([`among`]) rather than every contact at
+/// each check.
+pub fn date_candidates(
+    wf: &Workflow,
+    at: DateTime<Utc>,
+    dialect: Dialect,
+) -> Result<Option<(DateTexts, Sql)>, CompileError> {
+    let Trigger::Date(d) = &wf.trigger else {
+        return Ok(None);
+    };
+    if d.calendar.is_some() {
+        return Ok(None);
+    }
+    let texts = d.texts_maybe_due(at);
+    let mut sql = Sql::new(dialect);
+    date_near(d, &texts, at, &mut sql)?;
+    Ok(Some((texts, sql)))
+}
+
+/// Contacts named by their place in the store ([`Store::contact_keys`]):
+/// SQLite's rowids, PostgreSQL's ids, as one JSON array bound to a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactKeys {
+    json: String,
+    len: usize,
+}
+
+impl ContactKeys {
+    pub(super) fn new<T: serde::Serialize>(keys: &[T]) -> ContactKeys {
+        ContactKeys {
+            json: serde_json::to_string(keys).expect("numbers and strings serialize"),
+            len: keys.len(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// `filter` restricted to the contacts `keys` names, in the order a scan
+/// of `filter` alone returns them on SQLite (rowid order: the keys are
+/// looked up in ascending order, as a full scan visits them).
+pub fn among(filter: &Sql, keys: &ContactKeys) -> Sql {
+    let mut sql = filter.clone();
+    sql.text = format!("({}) AND ", sql.text);
+    match sql.dialect {
+        Dialect::Sqlite => {
+            sql.push("c.rowid IN (SELECT value FROM json_each(");
+            sql.bind(Bind::Text(keys.json.clone()));
+            sql.push("))");
+        }
+        Dialect::Postgres => {
+            sql.push("c.id IN (SELECT jsonb_array_elements_text(CAST(");
+            sql.bind(Bind::Text(keys.json.clone()));
+            sql.push(" AS jsonb)))");
+        }
+    }
+    sql
 }
 
 /// The WHERE clause of the contacts with these ids.

@@ -140,6 +140,51 @@ async fn a_timestamp_counts_on_its_date_where_the_contact_lives() {
     );
 }
 
+/// A preview of weeks finds each birthday on its day: the dry-run reads the
+/// contacts whose date is near once a day, and again when the day moves on
+/// (a list kept from the first day would miss the later birthdays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_of_weeks_finds_each_birthday_on_its_day() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = project(&rx, "10:00");
+    p.write(
+        "contacts.csv",
+        "id,name,birthday
+d1,A,1990-06-15
+d9,B,1991-06-23
+d20,C,1992-07-04
+d40,D,1993-07-24
+far,E,1994-12-25
+",
+    );
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    let out = p.ok(&[
+        "dry-run",
+        "--at",
+        "2030-06-13T00:00:00+08:00",
+        "--until",
+        "45d",
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(
+        sends(&out),
+        [
+            ("d1", "2030-06-14"),
+            ("d9", "2030-06-22"),
+            ("d20", "2030-07-03"),
+            ("d40", "2030-07-23"),
+        ]
+        .map(|(c, d)| (c.to_string(), format!("{d}T10:00:00+08:00")))
+        .to_vec(),
+        "{out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_wishes_once_when_the_day_comes() {
     let rx = Receiver::start(script::always(Reply::ok())).await;

@@ -31,6 +31,8 @@ use crate::engine::sources::{self, BATCH, Decided, Scan, Start, TickDue};
 use crate::project::Project;
 use crate::store::Store;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, EnrollmentRow, LogEntry, ms};
+use crate::store::scans::ContactKeys;
+use crate::workflow::DateTexts;
 use crate::workflow::Workflow;
 
 mod event_log;
@@ -98,6 +100,11 @@ pub struct Simulation<'a> {
     imagined: bool,
     /// The moment the simulation has reached (`at` until it runs).
     now: DateTime<Utc>,
+    /// Per date-triggered workflow, the contacts whose date is near for
+    /// the day's texts (`None`: too many to be worth naming; the checks
+    /// scan). The store does not change under a dry-run: the day's 96
+    /// checks look among these rather than at every contact.
+    date_keys: HashMap<String, (DateTexts, Option<ContactKeys>)>,
     pub report: SimReport,
 }
 
@@ -128,6 +135,7 @@ impl<'a> Simulation<'a> {
             existing_done: HashSet::new(),
             imagined: false,
             now,
+            date_keys: HashMap::new(),
             report: SimReport::default(),
         })
     }
@@ -202,6 +210,8 @@ impl<'a> Simulation<'a> {
     /// the new event-log entries are read as the daemon would read them.
     /// The simulation's own entries not yet planned are numbered after them.
     pub async fn absorb_store_writes(&mut self) -> Result<()> {
+        // The contacts may have changed: their dates are read again.
+        self.date_keys.clear();
         let max = self.store.max_log_seq().await?.unwrap_or(0);
         if max <= self.store_max_seq {
             return Ok(());

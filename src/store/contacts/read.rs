@@ -215,3 +215,32 @@ impl Store {
             .await?)
     }
 }
+
+impl Store {
+    /// The contacts `filter` selects, as keys a later query can restrict
+    /// itself to ([`crate::store::scans::among`]): a dry-run reads the
+    /// contacts whose date is near once a day, not at each check.
+    pub async fn contact_keys(
+        &self,
+        filter: &crate::store::dialect::Sql,
+    ) -> Result<crate::store::scans::ContactKeys, StoreError> {
+        let mut args = AnyArguments::default();
+        bind_all(&mut args, &filter.binds);
+        Ok(match self.dialect {
+            Dialect::Sqlite => {
+                let text = format!("SELECT c.rowid FROM contacts c WHERE {}", filter.text);
+                let keys: Vec<i64> = sqlx::query_scalar_with(AssertSqlSafe(text), args)
+                    .fetch_all(self.db())
+                    .await?;
+                crate::store::scans::ContactKeys::new(&keys)
+            }
+            Dialect::Postgres => {
+                let text = format!("SELECT c.id FROM contacts c WHERE {}", filter.text);
+                let keys: Vec<String> = sqlx::query_scalar_with(AssertSqlSafe(text), args)
+                    .fetch_all(self.db())
+                    .await?;
+                crate::store::scans::ContactKeys::new(&keys)
+            }
+        })
+    }
+}
