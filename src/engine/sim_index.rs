@@ -65,6 +65,9 @@ pub struct EntryIndex {
     /// Per workflow, how many entries it has (a scan of a workflow without
     /// any skips the look-ups).
     per_workflow: Vec<u64>,
+    /// Per workflow, its entries for a date's occurrence (`date:…` keys) in
+    /// the order they started: (started, id, contact).
+    dated: Vec<Vec<(i64, i64, Box<str>)>>,
 }
 
 impl EntryIndex {
@@ -74,6 +77,7 @@ impl EntryIndex {
             None => {
                 self.names.push(name.to_string());
                 self.per_workflow.push(0);
+                self.dated.push(Vec::new());
                 (self.names.len() - 1) as u32
             }
         }
@@ -89,6 +93,9 @@ impl EntryIndex {
     ) {
         let w = self.workflow_index(workflow);
         self.per_workflow[w as usize] += 1;
+        if entry_key.starts_with("date:") {
+            self.dated[w as usize].push((ms(started_at), id, contact_id.into()));
+        }
         let entry = Entry {
             workflow: w,
             key: Key::of(entry_key),
@@ -109,6 +116,24 @@ impl EntryIndex {
             .iter()
             .position(|n| n == workflow)
             .is_some_and(|i| self.per_workflow[i] > 0)
+    }
+
+    /// The contacts with an entry of `workflow` for a date's occurrence
+    /// started after `since`, with an id below `below`: those the store's
+    /// scan of a date trigger leaves out by their enrollments
+    /// (`store::scans::workflow_scan`), had the daemon stored them.
+    pub fn dated_since(&self, workflow: &str, since: DateTime<Utc>, below: i64) -> Vec<&str> {
+        let Some(w) = self.names.iter().position(|n| n == workflow) else {
+            return Vec::new();
+        };
+        let dated = &self.dated[w];
+        // Started in time order: the simulation's clock only moves forward.
+        let from = dated.partition_point(|(t, _, _)| *t <= ms(since));
+        dated[from..]
+            .iter()
+            .filter(|(_, id, _)| *id < below)
+            .map(|(_, _, c)| &**c)
+            .collect()
     }
 
     /// The contact's enrollments with an id below `below` (those that
@@ -213,6 +238,28 @@ mod tests {
         );
         assert_eq!(rows[0].started_at, t);
         assert_eq!(ix.rows("c1", i64::MAX).unwrap().len(), 2);
+    }
+
+    /// What the store's scan of a date trigger would leave out had the
+    /// daemon stored the run's enrollments: this workflow's, for a date's
+    /// occurrence, started after the moment, made before the scan began.
+    #[test]
+    fn dated_entries_since_a_moment() {
+        let t = |s: i64| Utc.timestamp_opt(1_780_000_000 + s, 0).unwrap();
+        let mut ix = EntryIndex::default();
+        assert!(ix.dated_since("w", t(0), i64::MAX).is_empty());
+        ix.insert(1, "w", "old", "date:2030-06-14", t(0));
+        ix.insert(2, "w", "a", "date:2030-06-15", t(10));
+        ix.insert(3, "w", "log", "log:7", t(10));
+        ix.insert(4, "v", "other", "date:2030-06-15", t(10));
+        ix.insert(5, "w", "b", "once", t(20));
+        ix.insert(6, "w", "c", "date:2030-06-15", t(20));
+        assert_eq!(ix.dated_since("w", t(0), i64::MAX), ["a", "c"]);
+        assert_eq!(ix.dated_since("w", t(-1), i64::MAX), ["old", "a", "c"]);
+        assert_eq!(ix.dated_since("w", t(0), 6), ["a"]);
+        assert_eq!(ix.dated_since("w", t(20), i64::MAX), Vec::<&str>::new());
+        assert_eq!(ix.dated_since("v", t(0), i64::MAX), ["other"]);
+        assert!(ix.dated_since("x", t(0), i64::MAX).is_empty());
     }
 
     #[test]

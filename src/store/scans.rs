@@ -181,6 +181,29 @@ pub fn among(filter: &Sql, keys: &ContactKeys) -> Sql {
     sql
 }
 
+/// `filter` without the contacts `ids` (a dry-run's own enrollments, which
+/// the store's scans cannot see).
+pub fn excluding(filter: &Sql, ids: &[&str]) -> Sql {
+    let mut sql = filter.clone();
+    sql.text = format!("({}) AND ", sql.text);
+    let json = serde_json::to_string(ids).expect("strings serialize");
+    match sql.dialect {
+        Dialect::Sqlite => {
+            sql.push("c.id NOT IN (SELECT value FROM json_each(");
+            sql.bind(Bind::Text(json));
+            sql.push("))");
+        }
+        // NOT EXISTS rather than NOT IN: an anti-join PostgreSQL can hash
+        // however many ids there are.
+        Dialect::Postgres => {
+            sql.push("NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(CAST(");
+            sql.bind(Bind::Text(json));
+            sql.push(" AS jsonb)) AS x(v) WHERE x.v = c.id)");
+        }
+    }
+    sql
+}
+
 /// The WHERE clause of the contacts with these ids.
 pub fn contacts_with_ids(ids: &[String], dialect: Dialect) -> Sql {
     let mut filter = Sql::new(dialect);

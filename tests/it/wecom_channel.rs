@@ -2102,7 +2102,10 @@ teams:
 /// A customer added in WeCom by a member nurture has no owner for (no
 /// `owner`) is still handed to the salesperson an `assign` picks: the
 /// transfer goes out from the real follow-user, the one who added them.
-#[tokio::test]
+// Two worker threads: `terminate` waits synchronously, and the fake must go
+// on answering the daemon's calls meanwhile (on one thread a call in flight
+// at SIGTERM waited out the 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assignment_without_a_previous_owner_transfers_from_the_follow_user() {
     use support::daemon::{Daemon, HOOK_SECRET, Project, TOKEN};
     let (base, fake) = WecomFake::start_with(TOKEN, HOOK_SECRET).await;

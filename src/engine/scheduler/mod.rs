@@ -293,3 +293,6 @@ pub fn runnable<'w>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,19 +32,35 @@ impl<'a> Simulation<'a> {
             self.store.dialect(),
             scan,
         )?;
-        // A date check looks among the contacts whose date is near.
-        let filter = match scan {
-            Scan::Trigger => match self.date_keys(wf, planner.now).await? {
-                Some(keys) if keys.is_empty() => return Ok(0),
-                Some(keys) => crate::store::scans::among(&filter, &keys),
-                None => filter,
-            },
-            Scan::Existing => filter,
-        };
-        let store: &'a Store = self.store;
         // The simulation's enrollments as the scan began (see `may_enter`);
         // none of this workflow: no look-up per contact.
         let below = self.next_id;
+        // A date check looks among the contacts whose date is near, and
+        // leaves out those whose occurrence this run took already, as the
+        // daemon's scan leaves out those with a stored enrollment: the day
+        // after a calendar day a whole audience stays due for a day, and
+        // each check would read it all again only to find it taken.
+        let filter = match scan {
+            Scan::Trigger => {
+                let filter = match self.date_keys(wf, planner.now).await? {
+                    Some(keys) if keys.is_empty() => return Ok(0),
+                    Some(keys) => crate::store::scans::among(&filter, &keys),
+                    None => filter,
+                };
+                let taken = self.entries.dated_since(
+                    &wf.name,
+                    planner.now - chrono::TimeDelta::days(2),
+                    below,
+                );
+                if taken.is_empty() {
+                    filter
+                } else {
+                    crate::store::scans::excluding(&filter, &taken)
+                }
+            }
+            Scan::Existing => filter,
+        };
+        let store: &'a Store = self.store;
         let check = self.entries.has_workflow(&wf.name);
         let tz = planner.settings.timezone;
         let takes = |c: &Contact, at| sources::takes(wf, &cause, c, at, tz);

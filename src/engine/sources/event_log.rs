@@ -140,12 +140,6 @@ pub async fn plan_log_batch<'w>(
         // Goals count events after the trigger, not the trigger itself.
         let since = at.max(entry.at + chrono::Duration::milliseconds(1));
         let trigger = entry.trigger_event();
-        // The daemon reads the log last in a pass whose `now` was fixed when
-        // it began: a contact created meanwhile is planned from the moment
-        // it was created, so its waits count from then and never end early.
-        // (The dry-run's entries are never after its clock: no change.)
-        let pass_now = planner.now;
-        planner.now = pass_now.max(entry.at);
         let plan = planner.plan(
             wf,
             contact,
@@ -153,7 +147,6 @@ pub async fn plan_log_batch<'w>(
             recent.get(&contact.id).copied().unwrap_or(0),
             Some(&trigger),
         );
-        planner.now = pass_now;
         out.push(Decided {
             workflow: wf,
             contact_id: contact.id.clone(),

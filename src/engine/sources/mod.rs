@@ -83,6 +83,3 @@ impl Decided<'_> {
         matches!(self.start, Start::New { .. })
     }
 }
-
-#[cfg(test)]
-mod tests;
