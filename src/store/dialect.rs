@@ -60,6 +60,31 @@ impl Sql {
         })
     }
 
+    /// Appends `other` (same dialect), its placeholders numbered after this
+    /// one's. A `$` inside a quoted literal is left alone.
+    pub fn append(&mut self, other: &Sql) {
+        let offset = self.binds.len();
+        let mut chars = other.text.chars().peekable();
+        let mut quoted = false;
+        while let Some(ch) = chars.next() {
+            if ch == '\'' {
+                quoted = !quoted;
+            }
+            if quoted || ch != '$' || !chars.peek().is_some_and(char::is_ascii_digit) {
+                self.text.push(ch);
+                continue;
+            }
+            let mut n = 0usize;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                n = n.saturating_mul(10).saturating_add(d as usize);
+                chars.next();
+            }
+            self.text.push('$');
+            self.text.push_str(&(n + offset).to_string());
+        }
+        self.binds.extend(other.binds.iter().cloned());
+    }
+
     /// The SQL with every parameter written in as a literal, for the sqlite3
     /// command-line shell (benchmarks, debugging). SQLite dialect only; the
     /// text must hold no `$DIGIT` other than placeholders (true of what
@@ -109,4 +134,36 @@ pub fn bind_sqlite_scalar<'q, O>(
         };
     }
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_placeholders_follow_the_first_ones() {
+        let mut a = Sql::new(Dialect::Sqlite);
+        a.push("a = ");
+        a.bind(Bind::Int(1));
+        a.push(" AND ");
+        let mut b = Sql::new(Dialect::Sqlite);
+        b.push("x GLOB '$1*' AND b = ");
+        b.bind(Bind::Text("two".into()));
+        b.push(" AND c IN (");
+        for i in 0..10 {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.bind(Bind::Int(i));
+        }
+        b.push(")");
+        a.append(&b);
+        assert_eq!(
+            a.text,
+            "a = $1 AND x GLOB '$1*' AND b = $2 AND c IN ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        assert_eq!(a.binds.len(), 12);
+        assert_eq!(a.binds[1], Bind::Text("two".into()));
+        assert_eq!(a.binds[11], Bind::Int(9));
+    }
 }

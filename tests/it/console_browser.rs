@@ -393,8 +393,10 @@ async fn the_console_in_chromium() {
             .await
             .unwrap();
         let want = format!("{}", page * 50 + 1);
-        wait_for(
+        // Each page runs the simulation again: the first page's allowance.
+        wait_up_to(
             &c,
+            Duration::from_secs(300),
             "the next page",
             &format!(
                 "return (document.querySelector('#range')?.textContent || '').includes('{want}')"
