@@ -16,9 +16,13 @@ use crate::workflow::{DateTexts, DateTrigger, Entry, Trigger, Workflow};
 /// The WHERE clause of a scan of `wf`'s audience at `at`: the trigger's own
 /// test (unless `existing`: the audience as it is), the audience, and the
 /// entry policy over the stored enrollments.
+///
+/// `default_tz`: the settings' time zone, which a contact without a zone of
+/// its own (or with one that is not a zone's name) is in.
 pub fn workflow_scan(
     wf: &Workflow,
     at: DateTime<Utc>,
+    default_tz: chrono_tz::Tz,
     dialect: Dialect,
     existing: bool,
 ) -> Result<Sql, CompileError> {
@@ -41,10 +45,14 @@ pub fn workflow_scan(
             // A calendar day due nowhere on earth now: the check finds no
             // one, without reading the audience (`engine::sources::takes`
             // would drop every contact).
-            if let Some(day) = &d.calendar
-                && !d.calendar_may_be_due(day, at)
-            {
-                sql.push("1 = 0 AND ");
+            if let Some(day) = &d.calendar {
+                if d.calendar_may_be_due(day, at) {
+                    // Only the contacts in a zone where the day is due.
+                    in_zones(&d.calendar_zones_due(day, at), default_tz, &mut sql);
+                    sql.push(" AND ");
+                } else {
+                    sql.push("1 = 0 AND ");
+                }
             }
             if d.calendar.is_none() {
                 date_near(d, &d.texts_maybe_due(at), at, &mut sql)?;
@@ -86,6 +94,39 @@ pub fn workflow_scan(
         Entry::EveryTime => {}
     }
     Ok(sql)
+}
+
+/// The contacts in one of `zones`, as `engine::sources::date_due` places
+/// them: in their own zone when it is a zone's name, otherwise in
+/// `default_tz`. True or false, never NULL.
+fn in_zones(zones: &[chrono_tz::Tz], default_tz: chrono_tz::Tz, sql: &mut Sql) {
+    let names = |zones: &mut dyn Iterator<Item = chrono_tz::Tz>| {
+        let names: Vec<&str> = zones.map(|z| z.name()).collect();
+        Bind::Text(serde_json::to_string(&names).expect("strings serialize"))
+    };
+    let list = |sql: &mut Sql, b: Bind| match sql.dialect {
+        Dialect::Sqlite => {
+            sql.push("(SELECT value FROM json_each(");
+            sql.bind(b);
+            sql.push("))");
+        }
+        Dialect::Postgres => {
+            sql.push("(SELECT jsonb_array_elements_text(CAST(");
+            sql.bind(b);
+            sql.push(" AS jsonb)))");
+        }
+    };
+    sql.push("(coalesce(c.timezone IN ");
+    list(sql, names(&mut zones.iter().copied()));
+    sql.push(match sql.dialect {
+        Dialect::Sqlite => ", 0)",
+        Dialect::Postgres => ", FALSE)",
+    });
+    if zones.contains(&default_tz) {
+        sql.push(" OR c.timezone IS NULL OR c.timezone NOT IN ");
+        list(sql, names(&mut chrono_tz::TZ_VARIANTS.iter().copied()));
+    }
+    sql.push(")");
 }
 
 /// The contacts whose date attribute is near (`texts`): the part of a date

@@ -999,7 +999,8 @@ async fn a_days_checks_find_their_contacts_among_the_near_ones() {
     let mut found = BTreeSet::new();
     for check in 0..(2 * 96) {
         let at = day0 + chrono::TimeDelta::minutes(15 * check);
-        let full = workflow_scan(&wf, at, store.dialect(), false).unwrap();
+        let full =
+            workflow_scan(&wf, at, chrono_tz::Asia::Shanghai, store.dialect(), false).unwrap();
         let (texts, near) = date_candidates(&wf, at, store.dialect()).unwrap().unwrap();
         let keys = match &day_keys {
             Some((t, k)) if *t == texts => k,
@@ -1051,5 +1052,97 @@ async fn a_days_checks_find_their_contacts_among_the_near_ones() {
             .iter()
             .all(|id| id[1..].parse::<i64>().unwrap() % 7 != 0),
         "{found:?}"
+    );
+}
+
+/// A calendar day (`schedule: { on: 春节 }`) is due at a check in some time
+/// zones and not others: the check's SQL reads exactly the contacts in a
+/// zone where it is due, as Rust places them (their own zone when it is a
+/// zone's name, otherwise the settings' zone), over three days of
+/// 15-minute checks around the day, on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_days_check_reads_the_contacts_in_zones_where_it_is_due() {
+    use futures::StreamExt;
+    use nurture::store::scans::workflow_scan;
+    use nurture::store::{ContactInput, Store};
+    use nurture::workflow::Trigger;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&support::db::url_for(dir.path()))
+        .await
+        .unwrap();
+    let (wf, d) = nurture::workflow::load_str(
+        std::path::Path::new("festival.yaml"),
+        "name: festival\ntrigger: { schedule: { on: 春节, offset: -7d, at: \"10:00\" } }\nsteps:\n  - tag: { add: [greeted] }\n",
+    );
+    assert!(d.is_empty(), "{d:?}");
+    let wf = wf.unwrap().workflow;
+    let Trigger::Date(trigger) = &wf.trigger else {
+        panic!("{:?}", wf.trigger)
+    };
+    let zones = [
+        None,
+        Some("Asia/Shanghai"),
+        Some("America/New_York"),
+        Some("Pacific/Kiritimati"),
+        Some("Etc/GMT+12"),
+        Some("PRC"),
+        Some("US/Eastern"),
+        Some("Mars/Base"),
+        Some("asia/shanghai"),
+        Some(""),
+    ];
+    for (i, tz) in zones.iter().enumerate() {
+        let input = ContactInput {
+            id: format!("z{i}"),
+            ..Default::default()
+        };
+        store.upsert_contact(&input, Utc::now()).await.unwrap();
+        // Written as another system might: no check of the name.
+        let sql = match store.dialect() {
+            Dialect::Sqlite => "UPDATE contacts SET timezone = ?1 WHERE id = ?2",
+            Dialect::Postgres => "UPDATE contacts SET timezone = $1 WHERE id = $2",
+        };
+        sqlx::query(sql)
+            .bind(tz.map(str::to_string))
+            .bind(format!("z{i}"))
+            .execute(store.db())
+            .await
+            .unwrap();
+    }
+    let all: Vec<(String, Option<&str>)> = zones
+        .iter()
+        .enumerate()
+        .map(|(i, tz)| (format!("z{i}"), *tz))
+        .collect();
+    // 2027: 春节 on 6 February, the greeting a week before.
+    let start = Utc.with_ymd_and_hms(2027, 1, 28, 0, 0, 0).unwrap();
+    let mut ever = BTreeSet::new();
+    for default in [chrono_tz::Asia::Shanghai, chrono_tz::America::New_York] {
+        for check in 0..(4 * 96) {
+            let at = start + chrono::TimeDelta::minutes(15 * check);
+            let want: BTreeSet<String> = all
+                .iter()
+                .filter(|(_, tz)| {
+                    let tz = tz
+                        .and_then(|t| t.parse::<chrono_tz::Tz>().ok())
+                        .unwrap_or(default);
+                    trigger.due_on_calendar("春节", tz, at).is_some()
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            let sql = workflow_scan(&wf, at, default, store.dialect(), false).unwrap();
+            let got: BTreeSet<String> = store
+                .scan_contacts(&sql.text, &sql.binds)
+                .map(|c| c.unwrap().id)
+                .collect()
+                .await;
+            assert_eq!(got, want, "check at {at}, default {default}");
+            ever.extend(want);
+        }
+    }
+    assert_eq!(
+        ever.len(),
+        zones.len(),
+        "every contact was due at some check"
     );
 }

@@ -100,7 +100,7 @@ pub fn scan_filter(
     dialect: Dialect,
     scan: Scan,
 ) -> Result<(Sql, KeyOf, Cause)> {
-    let sql = crate::store::scans::workflow_scan(wf, at, dialect, scan == Scan::Existing)?;
+    let sql = crate::store::scans::workflow_scan(wf, at, tz, dialect, scan == Scan::Existing)?;
     let (key_of, cause) = match &wf.trigger {
         _ if scan == Scan::Existing => (KeyOf::Existing(ms(at)), Cause::Existing),
         Trigger::Inactive { .. } => (KeyOf::Spell, Cause::Tick(at)),

@@ -173,6 +173,22 @@ impl DateTrigger {
             })
     }
 
+    /// The time zones in which the calendar day `name` is due at `now`
+    /// ([`Self::due_on_calendar`] in each): a contact is due when its zone
+    /// is among them. Lets a check read only those contacts rather than the
+    /// whole audience for the two days around the day.
+    pub fn calendar_zones_due(
+        &self,
+        name: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<chrono_tz::Tz> {
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .copied()
+            .filter(|tz| self.due_on_calendar(name, *tz, now).is_some())
+            .collect()
+    }
+
     fn first_due(
         &self,
         candidates: Vec<chrono::NaiveDate>,
