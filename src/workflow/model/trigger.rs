@@ -81,7 +81,9 @@ impl DateTrigger {
         };
         let shift = chrono::TimeDelta::days(self.offset_days);
         let candidates: Vec<chrono::NaiveDate> = if self.every_year {
-            let y = now.with_timezone(&tz).year();
+            // The year of the date whose shifted occurrence is near now: an
+            // offset can be longer than a year.
+            let y = (now.with_timezone(&tz).date_naive() - shift).year();
             (y - 1..=y + 1)
                 .filter_map(|y| {
                     chrono::NaiveDate::from_ymd_opt(y, base.month(), base.day())
@@ -144,8 +146,8 @@ impl DateTrigger {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
         use chrono::Datelike;
-        let y = now.with_timezone(&tz).year();
         let shift = chrono::TimeDelta::days(self.offset_days);
+        let y = (now.with_timezone(&tz).date_naive() - shift).year();
         let candidates = (y - 1..=y + 1)
             .filter_map(|y| crate::calendar::date_of(name, y))
             .map(|d| d + shift)
@@ -161,8 +163,8 @@ impl DateTrigger {
     /// gap at a clock change), and stays due for a day.
     pub fn calendar_may_be_due(&self, name: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
         use chrono::Datelike;
-        let y = now.year();
         let shift = chrono::TimeDelta::days(self.offset_days);
+        let y = (now.date_naive() - shift).year();
         (y - 2..=y + 2)
             .filter_map(|y| crate::calendar::date_of(name, y))
             .map(|d| (d + shift).and_time(self.at).and_utc())
@@ -334,6 +336,52 @@ mod tests {
             // 17 months of 15-minute checks; at most about three days a year
             // are looked at.
             assert!(skipped > 45_000, "{offset} {at}: only {skipped} skipped");
+        }
+    }
+
+    /// An offset longer than a year still finds each year's occurrence
+    /// (the candidate years are those of the shifted date, not of now's).
+    #[test]
+    fn an_offset_over_a_year_finds_every_occurrence() {
+        let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+        for offset in [-400i64, 400, -800] {
+            for calendar in [None, Some("春节".to_string())] {
+                let t = DateTrigger {
+                    field: Located::new("birthday".into(), Default::default()),
+                    calendar: calendar.clone(),
+                    offset_days: offset,
+                    at: chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
+                    every_year: true,
+                    check: CronSchedule::parse(DateTrigger::CHECK).unwrap(),
+                };
+                let value = serde_json::json!("1990-06-15");
+                let mut found = std::collections::BTreeSet::new();
+                let mut now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+                let end = Utc.with_ymd_and_hms(2034, 1, 1, 0, 0, 0).unwrap();
+                while now < end {
+                    let due = match &calendar {
+                        Some(day) => {
+                            let due = t.due_on_calendar(day, tz, now);
+                            if due.is_some() {
+                                assert!(t.calendar_may_be_due(day, now), "{offset} {now}");
+                            }
+                            due
+                        }
+                        None => t.due(&value, tz, now),
+                    };
+                    found.extend(due.map(|(d, _)| d));
+                    now += TimeDelta::minutes(15);
+                }
+                let want: std::collections::BTreeSet<chrono::NaiveDate> = (2020..2040)
+                    .filter_map(|y| match &calendar {
+                        Some(day) => crate::calendar::date_of(day, y),
+                        None => chrono::NaiveDate::from_ymd_opt(y, 6, 15),
+                    })
+                    .map(|d| d + TimeDelta::days(offset))
+                    .filter(|d| d.year() >= 2030 && d.year() < 2034)
+                    .collect();
+                assert_eq!(found, want, "offset {offset}, {calendar:?}");
+            }
         }
     }
 
