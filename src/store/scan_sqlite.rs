@@ -134,20 +134,57 @@ impl Store {
     }
 }
 
-fn read_on_thread(
-    readers: std::sync::Arc<Readers>,
-    where_sql: &str,
-    binds: &[Bind],
-) -> BoxStream<'static, Result<Contact, StoreError>> {
-    let sql = format!("{CONTACT_COLUMNS} WHERE {where_sql}");
-    let params: Vec<SqlValue> = binds
+impl Store {
+    /// The rowids of the contacts `where_sql` selects, read on a kept
+    /// read-only connection (`None`: no file behind the store). A pool
+    /// connection would keep up to 64 MB of the table in its page cache
+    /// after reading it whole; a kept reader keeps SQLite's default 2 MB.
+    pub(super) async fn rowids_on_reader(
+        &self,
+        where_sql: &str,
+        binds: &[Bind],
+    ) -> Option<Result<Vec<i64>, StoreError>> {
+        let readers = self.readers.clone()?;
+        let sql = format!("SELECT c.rowid FROM contacts c WHERE {where_sql}");
+        let params = values(binds);
+        let read = move || -> Result<Vec<i64>, StoreError> {
+            let conn = readers.take()?;
+            let ids = {
+                let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))
+                    .map_err(err)?;
+                rows.collect::<Result<Vec<i64>, _>>().map_err(err)?
+            };
+            readers.give_back(conn);
+            Ok(ids)
+        };
+        Some(
+            tokio::task::spawn_blocking(read)
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Invalid(format!("reading contacts: {e}")))),
+        )
+    }
+}
+
+fn values(binds: &[Bind]) -> Vec<SqlValue> {
+    binds
         .iter()
         .map(|b| match b {
             Bind::Text(s) => SqlValue::Text(s.clone()),
             Bind::Int(i) => SqlValue::Integer(*i),
             Bind::Real(f) => SqlValue::Real(*f),
         })
-        .collect();
+        .collect()
+}
+
+fn read_on_thread(
+    readers: std::sync::Arc<Readers>,
+    where_sql: &str,
+    binds: &[Bind],
+) -> BoxStream<'static, Result<Contact, StoreError>> {
+    let sql = format!("{CONTACT_COLUMNS} WHERE {where_sql}");
+    let params = values(binds);
     // A few batches ahead at most: memory stays flat however many match.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Contact>, StoreError>>(4);
     std::thread::spawn(move || {

@@ -228,6 +228,9 @@ impl Store {
         bind_all(&mut args, &filter.binds);
         Ok(match self.dialect {
             Dialect::Sqlite => {
+                if let Some(read) = self.rowids_on_reader(&filter.text, &filter.binds).await {
+                    return Ok(crate::store::scans::ContactKeys::new(&read?));
+                }
                 let text = format!("SELECT c.rowid FROM contacts c WHERE {}", filter.text);
                 let keys: Vec<i64> = sqlx::query_scalar_with(AssertSqlSafe(text), args)
                     .fetch_all(self.db())
