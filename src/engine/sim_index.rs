@@ -118,6 +118,17 @@ impl EntryIndex {
             .is_some_and(|i| self.per_workflow[i] > 0)
     }
 
+    /// Forgets the dated entries started at or before `before` (the
+    /// simulation's clock only moves forward, and a check looks back two
+    /// days): a run of weeks keeps a few days' entries, not all of them.
+    pub fn forget_dated_until(&mut self, before: DateTime<Utc>) {
+        let before = ms(before);
+        for dated in &mut self.dated {
+            let n = dated.partition_point(|(t, _, _)| *t <= before);
+            dated.drain(..n);
+        }
+    }
+
     /// The contacts with an entry of `workflow` for a date's occurrence
     /// started after `since`, with an id below `below`: those the store's
     /// scan of a date trigger leaves out by their enrollments
@@ -260,6 +271,9 @@ mod tests {
         assert_eq!(ix.dated_since("w", t(20), i64::MAX), Vec::<&str>::new());
         assert_eq!(ix.dated_since("v", t(0), i64::MAX), ["other"]);
         assert!(ix.dated_since("x", t(0), i64::MAX).is_empty());
+        ix.forget_dated_until(t(0));
+        assert_eq!(ix.dated_since("w", t(-1), i64::MAX), ["a", "c"]);
+        assert_eq!(ix.dated_since("v", t(-1), i64::MAX), ["other"]);
     }
 
     #[test]

@@ -72,29 +72,7 @@ impl Scheduler {
 
     /// Plans a batch of event-log entries (not empty): the plans, the blast
     /// guard's verdict, the waits the entries wake and the cursor's new place.
-    ///
-    /// The pass fixed its `now` when it began, and reads the log after its
-    /// due steps: a contact created meanwhile would be planned from before
-    /// it existed, its waits ending early. The batch is planned at its
-    /// newest entry's time when that is later; the pass's own clock stays
-    /// (a scan in progress keeps its moment). A dry-run never comes here: its
-    /// clock is its own, whatever the entries' times.
     pub(super) async fn plan_log<'w>(
-        &self,
-        enabled: &[&'w Workflow],
-        planner: &mut Planner<'_>,
-        entries: &[plan_reads::LogEntry],
-    ) -> Result<PlannedLog<'w>> {
-        let pass_now = planner.now;
-        if let Some(newest) = entries.iter().map(|e| e.at).max() {
-            planner.now = pass_now.max(newest);
-        }
-        let planned = self.plan_log_now(enabled, planner, entries).await;
-        planner.now = pass_now;
-        planned
-    }
-
-    async fn plan_log_now<'w>(
         &self,
         enabled: &[&'w Workflow],
         planner: &mut Planner<'_>,
@@ -117,6 +95,11 @@ impl Scheduler {
             planner,
             &mut entered,
             None,
+            // The pass fixed its clock when it began, and reads the log
+            // after its due steps: each entry is planned no earlier than it
+            // was written (a contact created in between waits from its
+            // creation), nor later than now.
+            Some(Utc::now()),
         )
         .await?;
         let (recent, upcoming) =

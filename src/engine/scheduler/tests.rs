@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::store::ContactInput;
-use chrono::TimeZone;
+use chrono::Timelike;
 
 /// A contact created after a pass began (the pass reads the log after its
 /// due steps) waits from its creation: its wait never ends early. Found as
@@ -19,7 +19,10 @@ async fn a_contact_created_after_the_pass_began_waits_from_its_creation() {
     .unwrap();
     let project = Arc::new(Project::load_strict(&dir.path().join("nurture.yaml")).unwrap());
     let store = Store::open("sqlite::memory:").await.unwrap();
-    let t0 = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    // In the past: the daemon plans an entry no later than its wall clock.
+    let t0 = (Utc::now() - chrono::TimeDelta::minutes(1))
+        .with_nanosecond(0)
+        .unwrap();
     store
         .activate_workflows(&["w"], t0 - chrono::TimeDelta::hours(1))
         .await

@@ -51,6 +51,7 @@ impl<'a> Simulation<'a> {
             planner,
             &mut entered,
             Some(&mine),
+            None,
         )
         .await?;
         let (recent, upcoming) = self.guard_counts(&batch, planner, Some(last.seq)).await?;

@@ -47,11 +47,9 @@ impl<'a> Simulation<'a> {
                     Some(keys) => crate::store::scans::among(&filter, &keys),
                     None => filter,
                 };
-                let taken = self.entries.dated_since(
-                    &wf.name,
-                    planner.now - chrono::TimeDelta::days(2),
-                    below,
-                );
+                let since = planner.now - chrono::TimeDelta::days(2);
+                self.entries.forget_dated_until(since);
+                let taken = self.entries.dated_since(&wf.name, since, below);
                 if taken.is_empty() {
                     filter
                 } else {

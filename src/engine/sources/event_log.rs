@@ -14,6 +14,10 @@ use super::*;
 ///
 /// A trigger that happened before the workflow's activation comes back as
 /// [`Start::Passed`] with a `before_activation` skip: shown, never stored.
+///
+/// `wall` (the daemon's clock, `None` in a dry-run, whose clock is its
+/// own): an entry written after the planner's `now` is planned at its own
+/// time, up to `wall`.
 pub async fn plan_log_batch<'w>(
     store: &Store,
     workflows: &[&'w Workflow],
@@ -21,6 +25,7 @@ pub async fn plan_log_batch<'w>(
     planner: &mut Planner<'_>,
     entered: &mut HashSet<(String, String)>,
     more_enrollments: Option<&HashMap<String, Vec<EnrollmentRow>>>,
+    wall: Option<DateTime<Utc>>,
 ) -> Result<Vec<Decided<'w>>> {
     let at = planner.now;
     let firing: Vec<(&plan_reads::LogEntry, &'w Workflow)> = entries
@@ -140,6 +145,10 @@ pub async fn plan_log_batch<'w>(
         // Goals count events after the trigger, not the trigger itself.
         let since = at.max(entry.at + chrono::Duration::milliseconds(1));
         let trigger = entry.trigger_event();
+        let pass_now = planner.now;
+        if let Some(wall) = wall {
+            planner.now = pass_now.max(entry.at.min(wall));
+        }
         let plan = planner.plan(
             wf,
             contact,
@@ -147,6 +156,7 @@ pub async fn plan_log_batch<'w>(
             recent.get(&contact.id).copied().unwrap_or(0),
             Some(&trigger),
         );
+        planner.now = pass_now;
         out.push(Decided {
             workflow: wf,
             contact_id: contact.id.clone(),

@@ -170,6 +170,9 @@ pub(super) fn read_calendar_schedule(r: &mut Reader, f: &Fields, on: &Node) -> O
 }
 
 /// `-3d`, `7d`, `+1w`: whole days before (negative) or after.
+/// The longest offset a date trigger takes: 100 years.
+const MAX_OFFSET_DAYS: i64 = 36_525;
+
 pub(super) fn whole_days(r: &mut Reader, n: &Node) -> Option<i64> {
     let text = r.string(n, "offset")?;
     let t = text.trim();
@@ -182,7 +185,10 @@ pub(super) fn whole_days(r: &mut Reader, n: &Node) -> Option<i64> {
         .ok()
         .map(|d| d.to_chrono())
         .filter(|d| *d == chrono::TimeDelta::days(d.num_days()))
-        .map(|d| d.num_days());
+        .map(|d| d.num_days())
+        // A century either way is more than any journey needs, and keeps
+        // the date arithmetic far from the calendar's ends.
+        .filter(|d| *d <= MAX_OFFSET_DAYS);
     match days {
         Some(d) => Some(if neg { -d } else { d }),
         None => {
@@ -190,7 +196,9 @@ pub(super) fn whole_days(r: &mut Reader, n: &Node) -> Option<i64> {
                 Diagnostic::new(
                     r.file,
                     n.pos,
-                    format!("offset \"{text}\" must be whole days, e.g. -3d or 7d"),
+                    format!(
+                        "offset \"{text}\" must be whole days within a century, e.g. -3d or 7d"
+                    ),
                 )
                 .with_suggestion("the time of day is at: \"10:00\""),
             );
@@ -213,32 +221,7 @@ pub(super) fn read_date_trigger(r: &mut Reader, v: &Node) -> Option<Trigger> {
     let field = Located::new(r.string(fnode, "field")?, fnode.pos);
     let offset_days = match f.get("offset") {
         None => 0,
-        Some(n) => {
-            let text = r.string(n, "offset")?;
-            let t = text.trim();
-            let (neg, rest) = match t.strip_prefix('-') {
-                Some(x) => (true, x),
-                None => (false, t.strip_prefix('+').unwrap_or(t)),
-            };
-            let days = rest
-                .parse::<crate::duration::Duration>()
-                .ok()
-                .map(|d| d.to_chrono())
-                .filter(|d| *d == chrono::TimeDelta::days(d.num_days()))
-                .map(|d| d.num_days());
-            let Some(days) = days else {
-                r.push(
-                    Diagnostic::new(
-                        r.file,
-                        n.pos,
-                        format!("offset \"{text}\" must be whole days, e.g. -3d or 7d"),
-                    )
-                    .with_suggestion("the time of day is at: \"10:00\""),
-                );
-                return None;
-            };
-            if neg { -days } else { days }
-        }
+        Some(n) => whole_days(r, n)?,
     };
     let at = match f.get("at") {
         None => chrono::NaiveTime::from_hms_opt(9, 0, 0).expect("a valid time"),

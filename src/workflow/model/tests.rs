@@ -199,6 +199,25 @@ mod date_trigger_tests {
         );
     }
 
+    /// A date at the calendar's end, or a century's offset, is never due
+    /// rather than a panic in the date arithmetic.
+    #[test]
+    fn dates_at_the_calendars_ends_are_never_due() {
+        let utc = chrono_tz::UTC;
+        let now = Utc.with_ymd_and_hms(2030, 6, 17, 11, 0, 0).unwrap();
+        for src in [
+            "{ field: b, offset: 36525d, every: once }",
+            "{ field: b, offset: -36525d, every: once }",
+            "{ field: b, offset: 36525d }",
+            "{ field: b, offset: -36525d }",
+        ] {
+            let t = trigger(src);
+            for v in ["+262142-12-31", "-262143-01-01", "9999-12-31", "0000-01-01"] {
+                assert_eq!(t.due(&json!(v), utc, now), None, "{src} {v}");
+            }
+        }
+    }
+
     #[test]
     fn once_fires_for_the_date_itself_only() {
         let t = trigger("{ field: renewal_at, offset: -3d, at: \"10:00\", every: once }");
@@ -216,6 +235,8 @@ mod date_trigger_tests {
     fn validate_reads_offsets_and_refuses_mistakes() {
         for (src, want) in [
             ("{ field: b, offset: 36h }", "must be whole days"),
+            ("{ field: b, offset: -36526d }", "within a century"),
+            ("{ field: b, offset: 99999999999d }", "within a century"),
             ("{ field: b, at: \"25:00\" }", "must be a time HH:MM"),
             ("{ field: b, every: yaer }", "did you mean \"year\"?"),
             ("{ offset: 1d }", "needs field:"),

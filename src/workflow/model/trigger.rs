@@ -83,16 +83,21 @@ impl DateTrigger {
         let candidates: Vec<chrono::NaiveDate> = if self.every_year {
             // The year of the date whose shifted occurrence is near now: an
             // offset can be longer than a year.
-            let y = (now.with_timezone(&tz).date_naive() - shift).year();
+            let y = now
+                .with_timezone(&tz)
+                .date_naive()
+                .checked_sub_signed(shift)?
+                .year();
             (y - 1..=y + 1)
                 .filter_map(|y| {
                     chrono::NaiveDate::from_ymd_opt(y, base.month(), base.day())
                         .or_else(|| chrono::NaiveDate::from_ymd_opt(y, 2, 28))
                 })
-                .map(|d| d + shift)
+                .filter_map(|d| d.checked_add_signed(shift))
                 .collect()
         } else {
-            vec![base + shift]
+            // A date near the end of the calendar cannot be shifted past it.
+            base.checked_add_signed(shift).into_iter().collect()
         };
         self.first_due(candidates, tz, now)
     }
@@ -147,10 +152,14 @@ impl DateTrigger {
     ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
         use chrono::Datelike;
         let shift = chrono::TimeDelta::days(self.offset_days);
-        let y = (now.with_timezone(&tz).date_naive() - shift).year();
+        let y = now
+            .with_timezone(&tz)
+            .date_naive()
+            .checked_sub_signed(shift)?
+            .year();
         let candidates = (y - 1..=y + 1)
             .filter_map(|y| crate::calendar::date_of(name, y))
-            .map(|d| d + shift)
+            .filter_map(|d| d.checked_add_signed(shift))
             .collect();
         self.first_due(candidates, tz, now)
     }
@@ -164,10 +173,14 @@ impl DateTrigger {
     pub fn calendar_may_be_due(&self, name: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
         use chrono::Datelike;
         let shift = chrono::TimeDelta::days(self.offset_days);
-        let y = (now.date_naive() - shift).year();
+        let Some(shifted) = now.date_naive().checked_sub_signed(shift) else {
+            return false;
+        };
+        let y = shifted.year();
         (y - 2..=y + 2)
             .filter_map(|y| crate::calendar::date_of(name, y))
-            .map(|d| (d + shift).and_time(self.at).and_utc())
+            .filter_map(|d| d.checked_add_signed(shift))
+            .map(|d| d.and_time(self.at).and_utc())
             .any(|local| {
                 let earliest = local - chrono::TimeDelta::hours(14);
                 let latest = local + chrono::TimeDelta::hours(13);
