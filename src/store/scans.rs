@@ -201,6 +201,22 @@ impl ContactKeys {
     }
 }
 
+/// `filter`'s contacts in the order they were added (SQLite's rowid), for
+/// a date check's scan. The daemon scans the audience and the dry-run reads
+/// the day's near contacts by rowid ([`among`]): an audience on owners can
+/// be read through the owner index (an OR by union) in one and not the
+/// other, and the order decides a throttle's send times and a round
+/// robin's picks. A date check reads the few contacts whose date is near
+/// (a calendar day, its audience in the zones where it is due), so a sort,
+/// where the plan does not already give this order, is small. PostgreSQL's
+/// scans keep the server's order (see docs/decisions.md).
+pub fn in_added_order(mut filter: Sql) -> Sql {
+    if filter.dialect == Dialect::Sqlite {
+        filter.push(" ORDER BY c.rowid");
+    }
+    filter
+}
+
 /// `filter` restricted to the contacts `keys` names, in the order a scan
 /// of `filter` alone returns them on SQLite (rowid order: the keys are
 /// looked up in ascending order, as a full scan visits them).

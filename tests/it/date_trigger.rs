@@ -331,3 +331,53 @@ async fn a_birthday_among_many_is_not_a_blast() {
         .await;
     assert_eq!(paused[0]["paused_at"], Value::Null, "{paused:?}");
 }
+
+/// The preview plans a date check's contacts in the daemon's order, where
+/// the order decides something (a throttle's send times, a round robin):
+/// the dry-run reads the day's near contacts by rowid, the daemon scans the
+/// audience, and an audience on owners can be read through the owner index
+/// (SQLite's OR by union), in another order unless the scan fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_checks_contacts_come_in_the_daemons_order() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let sh = Utc::now().with_timezone(&chrono_tz::Asia::Shanghai) - chrono::TimeDelta::minutes(1);
+    let at = format!("{:02}:{:02}", sh.hour(), sh.minute());
+    let due = (sh.date_naive() + chrono::TimeDelta::days(1)).format("1990-%m-%d");
+    let p = project(&rx, &at);
+    p.write(
+        "workflows/birthday.yaml",
+        &format!(
+            "name: birthday\ntrigger: {{ date: {{ field: birthday, offset: -1d, at: \"{at}\" }} }}\nthrottle: 60/h\naudience:\n  any:\n    - owner: s2\n    - owner: s1\nsteps:\n  - id: wish\n    send: {{ channel: hook, template: wish }}\n"
+        ),
+    );
+    let mut csv = String::from("id,name,birthday,owner\n");
+    for i in 0..40 {
+        csv.push_str(&format!("c{i:02},N{i},{due},s{}\n", 1 + i % 2));
+    }
+    p.write("contacts.csv", &csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+    support::db::running_since_epoch(&p.db_url(), &["birthday"]);
+
+    let out = p.ok(&["dry-run", "--workflow", "birthday", "--format", "jsonl"]);
+    let preview: Vec<String> = sends(&out).into_iter().map(|(c, _)| c).collect();
+    assert_eq!(preview.len(), 40, "{out}");
+
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    assert!(d.wait(Duration::from_secs(60)).success(), "{}", p.log());
+    let rows = p
+        .rows("SELECT contact_id FROM enrollments WHERE workflow = 'birthday' ORDER BY id")
+        .await;
+    let daemon: Vec<&str> = rows
+        .iter()
+        .map(|r| r["contact_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(daemon, preview, "{out}");
+    // The order contacts were added (without the fix both read the owner
+    // index here: c01, c03, …, then c00, c02, …).
+    let added: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(preview, added, "{out}");
+}

@@ -117,6 +117,12 @@ impl Scheduler {
             self.store.dialect(),
             scan,
         )?;
+        let filter = match (&wf.trigger, scan) {
+            (crate::workflow::Trigger::Date(_), Scan::Trigger) => {
+                crate::store::scans::in_added_order(filter)
+            }
+            _ => filter,
+        };
         // The blast guard judges the whole scan before its first batch: with
         // a guard, the audience is counted first (as the dry-run counts it).
         // The scan itself is streamed beside the writes below (a read of its

@@ -50,10 +50,17 @@ impl<'a> Simulation<'a> {
                 let since = planner.now - chrono::TimeDelta::days(2);
                 self.entries.forget_dated_until(since);
                 let taken = self.entries.dated_since(&wf.name, since, below);
-                if taken.is_empty() {
+                let filter = if taken.is_empty() {
                     filter
                 } else {
                     crate::store::scans::excluding(&filter, &taken)
+                };
+                match wf.trigger {
+                    // In the daemon's order (see `in_added_order`).
+                    crate::workflow::Trigger::Date(_) => {
+                        crate::store::scans::in_added_order(filter)
+                    }
+                    _ => filter,
                 }
             }
             Scan::Existing => filter,
