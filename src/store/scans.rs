@@ -201,19 +201,21 @@ impl ContactKeys {
     }
 }
 
-/// `filter`'s contacts in the order they were added (SQLite's rowid), for
-/// a date check's scan. The daemon scans the audience and the dry-run reads
-/// the day's near contacts by rowid ([`among`]): an audience on owners can
-/// be read through the owner index (an OR by union) in one and not the
-/// other, and the order decides a throttle's send times and a round
-/// robin's picks. A date check reads the few contacts whose date is near
-/// (a calendar day, its audience in the zones where it is due), so a sort,
-/// where the plan does not already give this order, is small. PostgreSQL's
-/// scans keep the server's order (see docs/decisions.md).
-pub fn in_added_order(mut filter: Sql) -> Sql {
-    if filter.dialect == Dialect::Sqlite {
-        filter.push(" ORDER BY c.rowid");
-    }
+/// `filter`'s contacts in a fixed order, for a date check's scan: on
+/// SQLite the order they were added (the rowid), on PostgreSQL, which keeps
+/// no such order, their id. The daemon scans the audience and the dry-run
+/// reads the day's near contacts ([`among`]); without an order each follows
+/// its own plan (an audience on owners read through the owner index, an OR
+/// by union, comes in owner order; PostgreSQL's heap order moves as rows
+/// are updated), and the order decides a throttle's send times and a round
+/// robin's picks. A date check reads the few contacts whose date is near (a
+/// calendar day, its audience in the zones where it is due), so a sort,
+/// where the plan does not already give this order, is small.
+pub fn in_scan_order(mut filter: Sql) -> Sql {
+    filter.push(match filter.dialect {
+        Dialect::Sqlite => " ORDER BY c.rowid",
+        Dialect::Postgres => " ORDER BY c.id",
+    });
     filter
 }
 

@@ -119,7 +119,7 @@ impl Scheduler {
         )?;
         let filter = match (&wf.trigger, scan) {
             (crate::workflow::Trigger::Date(_), Scan::Trigger) => {
-                crate::store::scans::in_added_order(filter)
+                crate::store::scans::in_scan_order(filter)
             }
             _ => filter,
         };

@@ -56,10 +56,8 @@ impl<'a> Simulation<'a> {
                     crate::store::scans::excluding(&filter, &taken)
                 };
                 match wf.trigger {
-                    // In the daemon's order (see `in_added_order`).
-                    crate::workflow::Trigger::Date(_) => {
-                        crate::store::scans::in_added_order(filter)
-                    }
+                    // In the daemon's order (see `in_scan_order`).
+                    crate::workflow::Trigger::Date(_) => crate::store::scans::in_scan_order(filter),
                     _ => filter,
                 }
             }
