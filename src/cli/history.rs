@@ -288,6 +288,24 @@ pub fn describe(e: &HistoryEntry, ctx: &Names) -> String {
                 None => what,
             }
         }
+        // A wait's end is stored as UTC (RFC 3339): shown in the zone the
+        // header names, as every other time here.
+        "step" if e.action.as_deref() == Some("wait") => {
+            match e
+                .detail
+                .as_deref()
+                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+            {
+                Some(t) => format!(
+                    "{wf}: step {name} wait until {}",
+                    ctx.time(t.with_timezone(&chrono::Utc))
+                ),
+                None => format!(
+                    "{wf}: step {name} wait: {}",
+                    e.detail.as_deref().unwrap_or("?")
+                ),
+            }
+        }
         "step" => {
             let mut s = format!("{wf}: step {name} {}", e.action.as_deref().unwrap_or("?"));
             if let Some(d) = e.detail.as_deref().filter(|d| !d.is_empty()) {

@@ -144,6 +144,12 @@ fn seed(p: &Project) {
              VALUES (1, '0', {}, 'send', 'sms to c1')",
             t(20)
         ),
+        // A wait's end is stored in UTC.
+        format!(
+            "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail) \
+             VALUES (1, '1', {}, 'wait', '2026-11-02T01:00:00Z')",
+            t(25)
+        ),
         format!(
             "INSERT INTO outbox (id, workflow, contact_id, enrollment_id, step_id, channel, recipient, body, status, \
              attempts, not_before, next_attempt_at, created_at, sent_at, provider_id) \
@@ -304,6 +310,11 @@ fn history_lists_what_happened_in_order() {
             "welcome: message queued on sms to c1",
         ),
         ("2026-11-01 09:21:00 +08:00", ", provider id log-1"),
+        // In the zone the header names, not UTC.
+        (
+            "2026-11-01 09:25:00 +08:00",
+            "welcome: step 1 wait until 2026-11-02 09:00:00 +08:00",
+        ),
         (
             "2026-11-01 09:30:00 +08:00",
             "event purchase {\"amount\":\"5\"}",
