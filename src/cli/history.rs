@@ -300,10 +300,10 @@ pub fn describe(e: &HistoryEntry, ctx: &Names) -> String {
                     "{wf}: step {name} wait until {}",
                     ctx.time(t.with_timezone(&chrono::Utc))
                 ),
-                None => format!(
-                    "{wf}: step {name} wait: {}",
-                    e.detail.as_deref().unwrap_or("?")
-                ),
+                None => match e.detail.as_deref().filter(|d| !d.is_empty()) {
+                    Some(d) => format!("{wf}: step {name} wait: {d}"),
+                    None => format!("{wf}: step {name} wait"),
+                },
             }
         }
         "step" => {

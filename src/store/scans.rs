@@ -208,9 +208,11 @@ impl ContactKeys {
 /// its own plan (an audience on owners read through the owner index, an OR
 /// by union, comes in owner order; PostgreSQL's heap order moves as rows
 /// are updated), and the order decides a throttle's send times and a round
-/// robin's picks. A date check reads the few contacts whose date is near (a
-/// calendar day, its audience in the zones where it is due), so a sort,
-/// where the plan does not already give this order, is small.
+/// robin's picks. A date check reads the few contacts whose date is near;
+/// a calendar day's reads its audience in the zones where it is due, which
+/// SQLite's full scan gives in rowid order without a sort, and which
+/// PostgreSQL sorts (345,498 contacts at a million: no cost that shows
+/// beside planning them, BENCHMARKS.md, session 9).
 pub fn in_scan_order(mut filter: Sql) -> Sql {
     filter.push(match filter.dialect {
         Dialect::Sqlite => " ORDER BY c.rowid",

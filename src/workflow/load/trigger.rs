@@ -169,10 +169,11 @@ pub(super) fn read_calendar_schedule(r: &mut Reader, f: &Fields, on: &Node) -> O
     }))
 }
 
-/// `-3d`, `7d`, `+1w`: whole days before (negative) or after.
-/// The longest offset a date trigger takes: 100 years.
-const MAX_OFFSET_DAYS: i64 = 36_525;
+/// The longest offset a date trigger takes: a century, as the duration
+/// parser reads `100y` (100 years of 366 days).
+const MAX_OFFSET_DAYS: i64 = 36_600;
 
+/// `-3d`, `7d`, `+1w`: whole days before (negative) or after.
 pub(super) fn whole_days(r: &mut Reader, n: &Node) -> Option<i64> {
     let text = r.string(n, "offset")?;
     let t = text.trim();

@@ -203,17 +203,26 @@ mod date_trigger_tests {
     /// rather than a panic in the date arithmetic.
     #[test]
     fn dates_at_the_calendars_ends_are_never_due() {
-        let utc = chrono_tz::UTC;
         let now = Utc.with_ymd_and_hms(2030, 6, 17, 11, 0, 0).unwrap();
         for src in [
-            "{ field: b, offset: 36525d, every: once }",
-            "{ field: b, offset: -36525d, every: once }",
-            "{ field: b, offset: 36525d }",
-            "{ field: b, offset: -36525d }",
+            "{ field: b, offset: 36600d, every: once }",
+            "{ field: b, offset: -36600d, every: once }",
+            "{ field: b, offset: 36600d }",
+            "{ field: b, offset: -36600d }",
+            // Late in the day west of UTC: the moment falls past the
+            // calendar's end, and the clock-change retry an hour later too.
+            "{ field: b, every: once, at: \"23:30\" }",
+            "{ field: b, every: once, at: \"00:30\" }",
         ] {
             let t = trigger(src);
-            for v in ["+262142-12-31", "-262143-01-01", "9999-12-31", "0000-01-01"] {
-                assert_eq!(t.due(&json!(v), utc, now), None, "{src} {v}");
+            for tz in [
+                chrono_tz::UTC,
+                chrono_tz::America::New_York,
+                chrono_tz::Pacific::Kiritimati,
+            ] {
+                for v in ["+262142-12-31", "-262143-01-01", "9999-12-31", "0000-01-01"] {
+                    assert_eq!(t.due(&json!(v), tz, now), None, "{src} {v} {tz}");
+                }
             }
         }
     }
@@ -235,7 +244,7 @@ mod date_trigger_tests {
     fn validate_reads_offsets_and_refuses_mistakes() {
         for (src, want) in [
             ("{ field: b, offset: 36h }", "must be whole days"),
-            ("{ field: b, offset: -36526d }", "within a century"),
+            ("{ field: b, offset: -36601d }", "within a century"),
             ("{ field: b, offset: 99999999999d }", "within a century"),
             ("{ field: b, at: \"25:00\" }", "must be a time HH:MM"),
             ("{ field: b, every: yaer }", "did you mean \"year\"?"),

@@ -216,8 +216,10 @@ impl DateTrigger {
             tz.from_local_datetime(&local)
                 .earliest()
                 .or_else(|| {
-                    tz.from_local_datetime(&(local + chrono::TimeDelta::hours(1)))
-                        .earliest()
+                    // In a clock change's gap, an hour later (unless that
+                    // is past the calendar's end).
+                    let later = local.checked_add_signed(chrono::TimeDelta::hours(1))?;
+                    tz.from_local_datetime(&later).earliest()
                 })
                 .map(|t| t.with_timezone(&chrono::Utc))
         };
