@@ -28,6 +28,16 @@ fn project(rx: &Receiver, at: &str) -> Project {
     p
 }
 
+/// Writes `csv` as the project's contacts file and imports it.
+fn import(p: &Project, csv: &str) {
+    p.write("contacts.csv", csv);
+    p.ok(&[
+        "contacts",
+        "import",
+        p.path("contacts.csv").to_str().unwrap(),
+    ]);
+}
+
 /// The sends of a `dry-run --format jsonl`: (contact, time), in its order.
 fn sends(jsonl: &str) -> Vec<(String, String)> {
     jsonl
@@ -47,15 +57,10 @@ fn sends(jsonl: &str) -> Vec<(String, String)> {
 async fn the_dry_run_shows_each_birthday_at_the_contacts_local_time() {
     let rx = Receiver::start(script::always(Reply::ok())).await;
     let p = project(&rx, "10:00");
-    p.write(
-        "contacts.csv",
+    import(
+        &p,
         "id,name,birthday,timezone\nsh,Ada,1990-06-15,\nny,Bo,1985-06-15,America/New_York\nleap,Cy,2000-02-29,\nnone,Di,,\n",
     );
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
     let out = p.ok(&[
         "dry-run",
         "--at",
@@ -107,16 +112,11 @@ async fn a_timestamp_counts_on_its_date_where_the_contact_lives() {
         "workflows/anniversary.yaml",
         "name: anniversary\ntrigger: { date: { field: signed_up, at: \"10:00\" } }\nsteps:\n  - id: thanks\n    send: { channel: hook, template: thanks }\n",
     )
-    .write("templates/thanks.hbs", "a year with us, {{contact.name}}")
-    .write(
-        "contacts.csv",
+    .write("templates/thanks.hbs", "a year with us, {{contact.name}}");
+    import(
+        &p,
         "id,name,signed_up,timezone\nwest,Ada,2029-06-14T20:00:00-08:00,\nkiri,Bo,2029-06-14T23:30:00Z,Pacific/Kiritimati\nweek,Cy,2029-06-22T10:00:00+08:00,\n",
     );
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
     let out = p.ok(&[
         "dry-run",
         "--at",
@@ -147,8 +147,8 @@ async fn a_timestamp_counts_on_its_date_where_the_contact_lives() {
 async fn a_preview_of_weeks_finds_each_birthday_on_its_day() {
     let rx = Receiver::start(script::always(Reply::ok())).await;
     let p = project(&rx, "10:00");
-    p.write(
-        "contacts.csv",
+    import(
+        &p,
         "id,name,birthday
 d1,A,1990-06-15
 d9,B,1991-06-23
@@ -157,11 +157,6 @@ d40,D,1993-07-24
 far,E,1994-12-25
 ",
     );
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
     let out = p.ok(&[
         "dry-run",
         "--at",
@@ -195,15 +190,10 @@ async fn the_daemon_wishes_once_when_the_day_comes() {
         .format("1995-%m-%d")
         .to_string();
     let p = project(&rx, &at);
-    p.write(
-        "contacts.csv",
+    import(
+        &p,
         &format!("id,name,birthday\nc1,Ada,{birthday}\nc2,Bo,1995-01-01\n"),
     );
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
     support::db::running_since_epoch(&p.db_url(), &["birthday"]);
     // (running_since_epoch records a check taken long ago: the current
     // one runs, it is not the first sight.)
@@ -232,13 +222,8 @@ async fn a_schedule_on_a_calendar_day() {
     p.write(
         "workflows/cny.yaml",
         "name: cny\ntrigger: { schedule: { on: 春节, offset: -7d, at: \"10:00\" } }\nsteps:\n  - id: greet\n    send: { channel: hook, template: wish }\n",
-    )
-    .write("contacts.csv", "id,name\nc1,Ada\n");
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
+    );
+    import(&p, "id,name\nc1,Ada\n");
     // 春节 2031 is 23 January: a week before, the 16th, at 10:00 Shanghai.
     let out = p.ok(&[
         "dry-run",
@@ -301,12 +286,7 @@ async fn a_birthday_among_many_is_not_a_blast() {
             day = chrono::NaiveDate::from_ymd_opt(1995, 1, 1).unwrap();
         }
     }
-    p.write("contacts.csv", &csv);
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
+    import(&p, &csv);
     support::db::running_since_epoch(&p.db_url(), &["birthday"]);
 
     let out = p.ok(&["dry-run", "--workflow", "birthday", "--format", "jsonl"]);
@@ -359,12 +339,7 @@ async fn a_date_checks_contacts_come_in_the_daemons_order() {
     for (n, id) in added.iter().enumerate() {
         csv.push_str(&format!("{id},N{n},{due},s{}\n", 1 + n % 2));
     }
-    p.write("contacts.csv", &csv);
-    p.ok(&[
-        "contacts",
-        "import",
-        p.path("contacts.csv").to_str().unwrap(),
-    ]);
+    import(&p, &csv);
     support::db::running_since_epoch(&p.db_url(), &["birthday"]);
 
     let out = p.ok(&["dry-run", "--workflow", "birthday", "--format", "jsonl"]);
