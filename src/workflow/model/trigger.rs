@@ -83,11 +83,7 @@ impl DateTrigger {
         let candidates: Vec<chrono::NaiveDate> = if self.every_year {
             // The year of the date whose shifted occurrence is near now: an
             // offset can be longer than a year.
-            let y = now
-                .with_timezone(&tz)
-                .date_naive()
-                .checked_sub_signed(shift)?
-                .year();
+            let y = self.shifted_year(tz, now)?;
             (y - 1..=y + 1)
                 .filter_map(|y| {
                     chrono::NaiveDate::from_ymd_opt(y, base.month(), base.day())
@@ -150,13 +146,8 @@ impl DateTrigger {
         tz: chrono_tz::Tz,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<(chrono::NaiveDate, chrono::DateTime<chrono::Utc>)> {
-        use chrono::Datelike;
         let shift = chrono::TimeDelta::days(self.offset_days);
-        let y = now
-            .with_timezone(&tz)
-            .date_naive()
-            .checked_sub_signed(shift)?
-            .year();
+        let y = self.shifted_year(tz, now)?;
         let candidates = (y - 1..=y + 1)
             .filter_map(|y| crate::calendar::date_of(name, y))
             .filter_map(|d| d.checked_add_signed(shift))
@@ -202,6 +193,16 @@ impl DateTrigger {
             .copied()
             .filter(|tz| self.due_on_calendar(name, *tz, now).is_some())
             .collect()
+    }
+
+    /// The year of the date whose shifted occurrence is near `now` in
+    /// `tz` (an offset can be longer than a year); `None` past the
+    /// calendar's ends.
+    fn shifted_year(&self, tz: chrono_tz::Tz, now: chrono::DateTime<chrono::Utc>) -> Option<i32> {
+        use chrono::Datelike;
+        let today = now.with_timezone(&tz).date_naive();
+        let shifted = today.checked_sub_signed(chrono::TimeDelta::days(self.offset_days))?;
+        Some(shifted.year())
     }
 
     fn first_due(
