@@ -20,6 +20,7 @@ pub mod answers;
 pub mod audience_sql;
 mod bulk;
 pub mod caps;
+mod checkpointer;
 mod claim;
 pub mod console;
 pub mod contacts;
@@ -134,6 +135,9 @@ pub struct Store {
     /// Read-only connections to the SQLite file that contact scans reuse
     /// (`scan_sqlite.rs`); `None` in memory and on PostgreSQL.
     readers: Option<std::sync::Arc<scan_sqlite::Readers>>,
+    /// The thread that copies the WAL into a SQLite file
+    /// (`checkpointer.rs`); `None` in memory and on PostgreSQL.
+    checkpointer: Option<std::sync::Arc<checkpointer::Checkpointer>>,
 }
 
 /// A file's path and (device, inode) when it was opened: the same path with
@@ -171,6 +175,16 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// take the rest and leave the scheduler waiting for a connection while
 /// they waited for its lock (30 s stalls until the pool gave up).
 pub const SQLITE_CONNECTIONS: u32 = 12;
+
+/// The per-connection settings of the SQLite `AnyPool`'s connections.
+static ANY_POOL_PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = 60000; PRAGMA temp_store = memory; \
+         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {}",
+        checkpointer::SAFETY_NET_PAGES
+    )
+});
 
 /// Connections per daemon to PostgreSQL: the scheduler, the delivery claim
 /// and writer, the API and a scan can each hold one. Three daemons use 30 of
@@ -222,6 +236,10 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-65536")
+            .pragma(
+                "wal_autocheckpoint",
+                checkpointer::SAFETY_NET_PAGES.to_string(),
+            )
             // Rows cross from SQLite's worker thread in a bounded channel; a deep
             // one lets a scan over a million contacts run without a thread
             // handoff per row.
@@ -273,12 +291,7 @@ impl Store {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     use sqlx::Executor;
-                    conn.execute(
-                        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                         PRAGMA busy_timeout = 60000; PRAGMA temp_store = memory; \
-                         PRAGMA cache_size = -65536",
-                    )
-                    .await?;
+                    conn.execute(ANY_POOL_PRAGMAS.as_str()).await?;
                     Ok(())
                 })
             })
@@ -296,6 +309,12 @@ impl Store {
         let readers = file
             .as_ref()
             .map(|f| std::sync::Arc::new(scan_sqlite::Readers::new(f.path.clone())));
+        let checkpointer = match &file {
+            Some(f) => Some(std::sync::Arc::new(checkpointer::Checkpointer::start(
+                &f.path.to_string_lossy(),
+            )?)),
+            None => None,
+        };
         Ok(Store {
             db,
             dialect: Dialect::Sqlite,
@@ -305,6 +324,7 @@ impl Store {
             write_queue: Some(std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
             growth: None,
             readers,
+            checkpointer,
         })
     }
 
@@ -345,6 +365,7 @@ impl Store {
             write_queue: None,
             growth: Some(statistics::Growth::new()),
             readers: None,
+            checkpointer: None,
         })
     }
 
@@ -444,6 +465,9 @@ impl Store {
     pub async fn close(&self) {
         if let Some(readers) = &self.readers {
             readers.close();
+        }
+        if let Some(c) = self.checkpointer.clone() {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
         }
         self.db.close().await;
         if let Some(p) = &self.sqlite {

@@ -42,12 +42,15 @@ impl OutboxConn {
         };
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let conn = open_conn(&path)?;
-            conn.execute_batch(
-                // The pool's per-connection settings (journal_mode = WAL is
-                // kept in the file by Store::open).
+            // The pool's per-connection settings (journal_mode = WAL is kept
+            // in the file by Store::open; checkpoints are the store's
+            // checkpointer's, `checkpointer.rs`).
+            conn.execute_batch(&format!(
                 "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                 PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
-            )
+                 PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; \
+                 PRAGMA wal_autocheckpoint = {};",
+                super::checkpointer::SAFETY_NET_PAGES
+            ))
             .map_err(db_err)?;
             Ok(conn)
         })
