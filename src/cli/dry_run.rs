@@ -96,16 +96,33 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
             "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
         )));
     }
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
     let until = match &args.until {
         None => at,
         Some(u) => crate::timefmt::parse_until(u, at, tz).map_err(Failure::Input)?,
     };
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
+    let result = preview(&store, &project, &args, at, until, tz).await;
+    // Closed on every way out: the last connection to close removes the
+    // store's WAL files (left behind, they made a newcomer's `ls` after the
+    // quick start show `nurture.db-wal` now and then).
+    store.close().await;
+    result
+}
+
+/// The preview itself, on an open store.
+async fn preview(
+    store: &Store,
+    project: &Project,
+    args: &DryRunArgs,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    tz: Tz,
+) -> CliResult {
     let mut sim = Simulation::new(
-        &store,
-        &project,
+        store,
+        project,
         SimOptions {
             at,
             until,
@@ -117,7 +134,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
     let mut planner = sim.planner().await.context("reading the store")?;
 
     if let Some(id) = &args.explain {
-        return explain_contact(&project, &store, &mut planner, id, args.workflow.as_deref()).await;
+        return explain_contact(project, store, &mut planner, id, args.workflow.as_deref()).await;
     }
 
     let stdout = io::stdout();
@@ -132,7 +149,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         let mut previews = Vec::new();
         for way in &project.contact_ways {
             let (_, ids, why) =
-                crate::channels::wecom::contact_way::desired(&store, &project, way, at)
+                crate::channels::wecom::contact_way::desired(store, project, way, at)
                     .await
                     .context("reading the store")?;
             previews.push(crate::contact_ways::Preview::new(
@@ -192,7 +209,7 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         until,
         tz,
         report: &sim.report,
-        project: &project,
+        project,
     };
     let result = result.and_then(|_| sink.finish(&mut out, &shown, &header).map_err(Into::into));
     let result = result.and_then(|_| out.flush().map_err(Into::into));

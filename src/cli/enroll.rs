@@ -77,6 +77,19 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
         )));
     }
     let store = open_store(&project).await?;
+    let result = enroll_in(&store, &project, wf, &args).await;
+    // Closed on every way out, so the store's WAL files go with it.
+    store.close().await;
+    result
+}
+
+/// [`enroll`] on an open store.
+async fn enroll_in(
+    store: &Store,
+    project: &Project,
+    wf: &crate::workflow::Workflow,
+    args: &EnrollArgs,
+) -> CliResult {
     let now = Utc::now();
     let assign = store
         .assign_state()
@@ -97,7 +110,7 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
         .throttle_state(&[wf])
         .await
         .context("reading the throttle state")?;
-    crate::engine::caps::load(&mut planner, &store, &[wf])
+    crate::engine::caps::load(&mut planner, store, &[wf])
         .await
         .context("reading the per-salesperson caps")?;
     let (filter, key_of, cause) = sources::scan_filter(
@@ -129,7 +142,7 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
             break;
         }
         let batch =
-            sources::plan_scan_chunk(&store, wf, &mut chunk, &key_of, &cause, &mut planner).await?;
+            sources::plan_scan_chunk(store, wf, &mut chunk, &key_of, &cause, &mut planner).await?;
         for d in &batch {
             entered += 1;
             for s in &d.plan.steps {
@@ -195,10 +208,9 @@ pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
     let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
     let store = open_store(&project).await?;
-    let r = store
-        .resume_workflow(&wf.name, Utc::now())
-        .await
-        .context("resuming")?;
+    let r = store.resume_workflow(&wf.name, Utc::now()).await;
+    store.close().await;
+    let r = r.context("resuming")?;
     if !r.was_paused && r.released == 0 {
         println!("{} is not paused; nothing to do.", wf.name);
     } else {

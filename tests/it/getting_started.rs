@@ -53,6 +53,15 @@ fn init_scaffolds_a_project_that_validates_and_runs() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Dry run"), "{out}");
+    // The preview closes the store: no `nurture.db-wal` or `-shm` is left
+    // in the project (one run in five left them before it did).
+    for _ in 0..5 {
+        let (code, _, err) = nurture(&dir, &["dry-run", "--at", "2026-11-01T10:00:00+08:00"]);
+        assert_eq!(code, 0, "{err}");
+        let mut left = walk(&dir);
+        left.retain(|f| f.starts_with("nurture.db-"));
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
 
     // Again: nothing is overwritten.
     let (code, _, err) = nurture(tmp.path(), &["init", "shop"]);
