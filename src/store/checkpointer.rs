@@ -8,8 +8,9 @@
 //! committing thread. In the daemon that thread is the delivery worker's
 //! outcome writer or the scheduler, holding the store's write turn; while it
 //! waits for the disk, every send's concurrency slot waits for its outcome
-//! (delivery alone at 100,000 messages ran 15,400 msg/s with checkpoints in
-//! the commits and 19,000 without them, median of three).
+//! (`bench/delivery.sh compare`, 100,000 queued messages: 17,882 msg/s
+//! with checkpoints in the commits, 22,415 with this thread, medians of
+//! three alternating rounds; BENCHMARKS.md, session 10).
 //!
 //! So the store's writing connections leave checkpoints to this thread: a
 //! `PASSIVE` checkpoint every [`EVERY`], which copies what no reader still
