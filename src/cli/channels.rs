@@ -73,6 +73,57 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         )));
     }
     let store = open_store(&project).await?;
+    let exchange = send_test(&store, &project, &args).await;
+    // Closed on every way out, so the store's WAL files go with it.
+    store.close().await;
+    let exchange = exchange?;
+    println!();
+    match &exchange.answer {
+        Some(answer) => {
+            println!("provider answer:");
+            for line in answer.lines() {
+                println!("  {line}");
+            }
+        }
+        None => println!("no answer from the provider"),
+    }
+    println!();
+    match exchange.delivery {
+        Delivery::Delivered { provider_id } => {
+            println!(
+                "result: accepted{}",
+                provider_id
+                    .map(|id| format!(" (provider id {id})"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Delivery::Permanent { reason } => Err(Failure::Input(format!(
+            "refused (the daemon would dead-letter it): {reason}"
+        ))),
+        Delivery::Wait { reason, after } => Err(Failure::Other(anyhow::anyhow!(
+            "not sent (the daemon would wait {}s, without using up an attempt): {reason}",
+            after.as_secs()
+        ))),
+        Delivery::Retry { reason, after } => {
+            let when = after
+                .map(|a| format!(" after {}s", a.as_secs()))
+                .unwrap_or_default();
+            Err(Failure::Other(anyhow::anyhow!(
+                "not sent (the daemon would retry{when}): {reason}"
+            )))
+        }
+    }
+}
+
+/// Sends `channels test`'s message (and, on WeCom, checks tag marking) on an
+/// open store; gives the provider's answer.
+async fn send_test(
+    store: &Store,
+    project: &Project,
+    args: &TestArgs,
+) -> Result<crate::channels::Exchange, Failure> {
+    let settings = &project.settings;
     let contact = match &args.contact {
         Some(id) => store
             .contact(id)
@@ -113,7 +164,7 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
         ),
     };
     // The channel and the tag-marking check below share one token cache.
-    let handles = crate::channels::build::Handles::with_store(&store);
+    let handles = crate::channels::build::Handles::with_store(store);
     let registry =
         crate::channels::build::build_registry_full(settings, &|n| std::env::var(n).ok(), &handles)
             .map_err(|errors| {
@@ -174,44 +225,7 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
             Err(e) => println!("\ntag marking will fail: {e}"),
         }
     }
-    store.close().await;
-    println!();
-    match &exchange.answer {
-        Some(answer) => {
-            println!("provider answer:");
-            for line in answer.lines() {
-                println!("  {line}");
-            }
-        }
-        None => println!("no answer from the provider"),
-    }
-    println!();
-    match exchange.delivery {
-        Delivery::Delivered { provider_id } => {
-            println!(
-                "result: accepted{}",
-                provider_id
-                    .map(|id| format!(" (provider id {id})"))
-                    .unwrap_or_default()
-            );
-            Ok(())
-        }
-        Delivery::Permanent { reason } => Err(Failure::Input(format!(
-            "refused (the daemon would dead-letter it): {reason}"
-        ))),
-        Delivery::Wait { reason, after } => Err(Failure::Other(anyhow::anyhow!(
-            "not sent (the daemon would wait {}s, without using up an attempt): {reason}",
-            after.as_secs()
-        ))),
-        Delivery::Retry { reason, after } => {
-            let when = after
-                .map(|a| format!(" after {}s", a.as_secs()))
-                .unwrap_or_default();
-            Err(Failure::Other(anyhow::anyhow!(
-                "not sent (the daemon would retry{when}): {reason}"
-            )))
-        }
-    }
+    Ok(exchange)
 }
 
 async fn open_store(project: &Project) -> Result<Store, Failure> {

@@ -146,6 +146,11 @@ async fn a_template_is_rendered_for_a_contact_of_the_store() {
     assert_eq!(code, 1);
     assert!(err.contains("nope"), "{err}");
     assert_eq!(rx.count(), 1);
+    // Refused or not, the command closed the store: no WAL is left behind.
+    if !support::db::on_postgres() {
+        assert!(dir.path().join("nurture.db").exists());
+        assert!(!dir.path().join("nurture.db-wal").exists());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
