@@ -109,6 +109,12 @@ impl Store {
             .await?;
         }
         for q in [
+            // Step records first: on PostgreSQL they carry no foreign key
+            // to cascade along (migration 0046).
+            format!(
+                "DELETE FROM enrollment_steps WHERE enrollment_id IN \
+                 (SELECT e.id FROM enrollments AS e WHERE {ENROLLMENTS})"
+            ),
             format!("DELETE FROM enrollments AS e WHERE {ENROLLMENTS}"),
             format!("DELETE FROM outbox AS o WHERE {OUTBOX}"),
             format!("DELETE FROM event_log AS l WHERE {LOG}"),

@@ -63,6 +63,14 @@ async fn history(url: &str) {
         .await
         .unwrap();
     }
+    // A step record for each: they go with their enrollment.
+    sqlx::query(
+        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, workflow, started_at) \
+         SELECT id, 's', started_at, 'send', workflow, started_at FROM enrollments",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
     let outbox = [
         ("m1", "sent", Some(old), None, "{}"),
         ("m2", "sent", Some(old), None, "{\"kind\":\"notice\"}"),
@@ -170,6 +178,19 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
     .await
     .unwrap();
     assert_eq!(left, ["v:a:k1", "w:a:k2", "w:b:k0", "w:c:k0", "w:c:k1"]);
+    // Their step records stay, the pruned ones' go (PostgreSQL has no
+    // cascade for them: migration 0046).
+    let steps: Vec<String> = sqlx::query_scalar(
+        "SELECT e.workflow || ':' || e.contact_id || ':' || e.entry_key \
+           FROM enrollment_steps s LEFT JOIN enrollments e ON e.id = s.enrollment_id ORDER BY 1",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        steps, left,
+        "one step record per enrollment left, none orphaned"
+    );
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
         .fetch_all(&db)
         .await

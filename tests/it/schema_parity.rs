@@ -363,6 +363,41 @@ fn known_differences(sqlite: &mut Schema, pg: &mut Schema) {
         pg.indexes.remove("outbox_claim").is_some(),
         "index outbox_claim on PostgreSQL"
     );
+    // Migration 0046: on PostgreSQL the step records carry no foreign key to
+    // their enrollment (its check per inserted row was a third of the
+    // statement's time) and the entry's unique key, ordered (contact,
+    // workflow, entry key), also serves the lookups by contact that
+    // enrollments_by_contact served. SQLite's writes are cheaper, and there
+    // both are inline in the tables: changing them means rebuilding them.
+    assert!(
+        sqlite.foreign_keys.remove(&(
+            "enrollment_steps".into(),
+            "enrollment_id".into(),
+            "enrollments".into(),
+            "id".into(),
+            "cascade".into(),
+        )),
+        "the step records' foreign key on SQLite: {:?}",
+        sqlite.foreign_keys
+    );
+    assert!(
+        sqlite.indexes.remove("enrollments_by_contact").is_some(),
+        "enrollments_by_contact on SQLite"
+    );
+    let entry = |s: &[&str]| {
+        (
+            "enrollments".to_string(),
+            s.iter().map(|c| c.to_string()).collect(),
+        )
+    };
+    assert!(
+        pg.uniques
+            .remove(&entry(&["contact_id", "workflow", "entry_key"])),
+        "the entry key on PostgreSQL: {:?}",
+        pg.uniques
+    );
+    pg.uniques
+        .insert(entry(&["workflow", "contact_id", "entry_key"]));
     // Migrations 0043 and 0045: outbox_due leaves the sent messages out on
     // PostgreSQL. SQLite uses a partial index only for a query that repeats
     // its condition, and its readers ask for `status = 'queued'` alone.
