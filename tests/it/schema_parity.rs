@@ -576,6 +576,19 @@ async fn a_state_outside_its_set_is_refused() {
         e.contains("outbox_kind_check") || e.contains("outbox.kind must be one of"),
         "{e}"
     );
+    // Payloads other systems may write: the key spelled with an escape, not
+    // JSON at all, JSON that is not an object, a kind after an escaped
+    // backslash (PostgreSQL's expression skips parsing a payload that
+    // cannot name a kind: migration 0047).
+    for (id, payload) in [
+        ("m5", r#"{"\u006bind":"webhook"}"#),
+        ("m6", r#"not json, "kind" all the same"#),
+        ("m7", r#"["kind", "notice"]"#),
+        ("m8", r#"{"a":"\\u0041 \n", "kind": "transfer"}"#),
+        ("m9", r#"{"body":"line\nline"}"#),
+    ] {
+        insert(id, "queued", payload).await.unwrap();
+    }
     let kinds: Vec<(String, MessageKind)> =
         sqlx::query_as("SELECT id, kind FROM outbox ORDER BY id")
             .fetch_all(db)
@@ -585,7 +598,12 @@ async fn a_state_outside_its_set_is_refused() {
         kinds,
         vec![
             ("m1".into(), MessageKind::Message),
-            ("m2".into(), MessageKind::Notice)
+            ("m2".into(), MessageKind::Notice),
+            ("m5".into(), MessageKind::Webhook),
+            ("m6".into(), MessageKind::Message),
+            ("m7".into(), MessageKind::Message),
+            ("m8".into(), MessageKind::Transfer),
+            ("m9".into(), MessageKind::Message),
         ]
     );
     refused(
