@@ -8,7 +8,8 @@
 #      (bench/peer.py) and wrk against the same receiver (bench/e2e.sh PG=1,
 #      100,000 contacts);
 #      and where PostgreSQL's time goes in that run, by statement
-#      (bench/pg_statements.sh);
+#      (bench/pg_statements.sh), and two per-row costs it no longer pays
+#      (bench/pg_row_writes.sh);
 #   3. delivery alone against wrk (bench/delivery.sh compare, 100,000 queued);
 #   4. a journey's dry-run and `nurture report` over N enrollments, SQLite and
 #      PostgreSQL (bench/journey.sh, bench/journey-pg.sh);
@@ -37,6 +38,7 @@ bench/side_by_side.sh "$N"
 echo "== 2. end to end, both stores, the Python peer, wrk" >&2
 PG=1 bench/e2e.sh
 bench/pg_statements.sh
+bench/pg_row_writes.sh
 echo "== 3. delivery alone against wrk" >&2
 bench/delivery.sh compare
 echo "== 4. a journey's dry-run and report, both stores" >&2
