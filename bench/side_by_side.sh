@@ -47,9 +47,17 @@ PROJ="$OUT/project"
 rm -rf "$PROJ"; mkdir -p "$PROJ"
 cp -r bench/workflows bench/templates "$PROJ/"
 sed 's#^database:.*#database: sqlite://out/bench.db#' bench/nurture.yaml >"$PROJ/nurture.yaml"
-# An older baseline may not know every setting: it gets the ones it accepts
-# (without the blast guard, which it does not have either).
-grep -v -e '^policies:' -e 'blast_guard' "$PROJ/nurture.yaml" >"$PROJ/nurture-base.yaml"
+# The baseline gets the same settings when it accepts them. One older than
+# the blast guard refuses `policies: blast_guard`: it gets the rest (it has
+# no guard to turn off). A baseline given the stripped settings while it
+# has the guard would dry-run with the guard on, which is not the same work.
+if [[ -z "$BASE" ]] || NURTURE_DATABASE="sqlite://$PROJ/validate.db" $BASE --config "$PROJ/nurture.yaml" validate >/dev/null 2>&1; then
+    cp "$PROJ/nurture.yaml" "$PROJ/nurture-base.yaml"
+else
+    echo "bench: BASE refuses policies: blast_guard; it runs without it" >&2
+    grep -v -e '^policies:' -e 'blast_guard' "$PROJ/nurture.yaml" >"$PROJ/nurture-base.yaml"
+fi
+rm -f "$PROJ"/validate.db*
 
 at_ms=$(( $(date -d "$AT" +%s) * 1000 ))
 cutoff_ms=$(( at_ms - 30 * 86400000 ))
