@@ -72,11 +72,10 @@ async fn test(config: &Path, args: TestArgs) -> CliResult {
             known.join(", ")
         )));
     }
-    let store = open_store(&project).await?;
-    let exchange = send_test(&store, &project, &args).await;
-    // Closed on every way out, so the store's WAL files go with it.
-    store.close().await;
-    let exchange = exchange?;
+    let url = project.settings.database_url();
+    let exchange =
+        super::store_use::with_store(&url, async |store| send_test(store, &project, &args).await)
+            .await?;
     println!();
     match &exchange.answer {
         Some(answer) => {
@@ -226,11 +225,4 @@ async fn send_test(
         }
     }
     Ok(exchange)
-}
-
-async fn open_store(project: &Project) -> Result<Store, Failure> {
-    let url = project.settings.database_url();
-    Ok(Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?)
 }

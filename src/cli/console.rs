@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use super::{CliResult, Failure};
+use super::CliResult;
 use crate::console::ConsoleState;
+use crate::project::Project;
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -22,19 +23,15 @@ pub async fn run(config: &Path, args: ConsoleArgs) -> CliResult {
     super::run::init_logging(super::run::LogFormat::Text);
     let project = super::load_project(config)?;
     let url = project.settings.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && !Path::new(path).exists()
-    {
-        return Err(Failure::Input(format!(
-            "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
-        )));
-    }
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {url}"))?;
+    super::store_use::existing_store(&url, super::store_use::IMPORT_FIRST)?;
     let listen = args
         .listen
         .unwrap_or_else(|| project.settings.listen.clone());
+    super::store_use::with_store(&url, async |store| serve(store, project, &listen).await).await
+}
+
+/// The console on `listen` until a signal stops it.
+async fn serve(store: &Store, project: Project, listen: &str) -> CliResult {
     let (_keep, rx) = tokio::sync::watch::channel(Arc::new(project));
     let state = ConsoleState::new(store.clone(), rx);
     if state.api_token.is_none() && state.console_token.is_none() {
@@ -43,7 +40,7 @@ pub async fn run(config: &Path, args: ConsoleArgs) -> CliResult {
              nobody can sign in"
         );
     }
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr().context("reading the address")?;
@@ -70,6 +67,5 @@ pub async fn run(config: &Path, args: ConsoleArgs) -> CliResult {
     crate::console::serve(listener, state, shutdown)
         .await
         .context("serving the console")?;
-    store.close().await;
     Ok(())
 }

@@ -174,7 +174,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         .await
         .map_err(store_failure)?;
     let now = Utc::now();
-    let result = match cmd {
+    super::store_use::closing(store, async |store| match cmd {
         ContactsCommand::Import {
             file,
             encoding,
@@ -193,22 +193,21 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
                         encoding,
                         dry_run,
                     };
-                    import(&store, &file, now, &opts).await
+                    import(store, &file, now, &opts).await
                 }
                 Err(e) => Err(e),
             }
         }
-        ContactsCommand::Show { id, format } => show(&store, &settings, &id, format).await,
+        ContactsCommand::Show { id, format } => show(store, &settings, &id, format).await,
         ContactsCommand::Export { audience_of } => {
-            export(&store, config, &settings, audience_of.as_deref(), now).await
+            export(store, config, &settings, audience_of.as_deref(), now).await
         }
-        ContactsCommand::Add(a) => add(&store, a, now).await,
-        ContactsCommand::Tag(a) => tag(&store, a, now).await,
-        ContactsCommand::Event(a) => event(&store, a, now, settings.timezone).await,
-        ContactsCommand::Unsubscribe(a) => unsubscribe(&store, &settings, a, now).await,
-    };
-    store.close().await;
-    result
+        ContactsCommand::Add(a) => add(store, a, now).await,
+        ContactsCommand::Tag(a) => tag(store, a, now).await,
+        ContactsCommand::Event(a) => event(store, a, now, settings.timezone).await,
+        ContactsCommand::Unsubscribe(a) => unsubscribe(store, &settings, a, now).await,
+    })
+    .await
 }
 
 fn load_settings(config: &Path) -> Result<Settings, Failure> {

@@ -89,26 +89,15 @@ pub async fn run(config: &Path, args: DryRunArgs) -> CliResult {
         )));
     }
     let url = project.settings.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && !Path::new(path).exists()
-    {
-        return Err(Failure::Input(format!(
-            "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
-        )));
-    }
+    super::store_use::existing_store(&url, super::store_use::IMPORT_FIRST)?;
     let until = match &args.until {
         None => at,
         Some(u) => crate::timefmt::parse_until(u, at, tz).map_err(Failure::Input)?,
     };
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
-    let result = preview(&store, &project, &args, at, until, tz).await;
-    // Closed on every way out: the last connection to close removes the
-    // store's WAL files (left behind, they made a newcomer's `ls` after the
-    // quick start show `nurture.db-wal` now and then).
-    store.close().await;
-    result
+    super::store_use::with_store(&url, async |store| {
+        preview(store, &project, &args, at, until, tz).await
+    })
+    .await
 }
 
 /// The preview itself, on an open store.

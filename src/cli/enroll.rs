@@ -52,19 +52,11 @@ fn find<'p>(project: &'p Project, name: &str) -> Result<&'p crate::workflow::Wor
     })
 }
 
+/// The project's store, which must exist already.
 async fn open_store(project: &Project) -> Result<Store, Failure> {
     let url = project.settings.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && !Path::new(path).exists()
-    {
-        return Err(Failure::Input(format!(
-            "no customer store at {path}: import contacts first (nurture contacts import FILE.csv)"
-        )));
-    }
-    Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))
-        .map_err(Failure::Other)
+    super::store_use::existing_store(&url, super::store_use::IMPORT_FIRST)?;
+    super::store_use::open_store(&url).await
 }
 
 pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
@@ -76,11 +68,10 @@ pub async fn enroll(config: &Path, args: EnrollArgs) -> CliResult {
             wf.name
         )));
     }
-    let store = open_store(&project).await?;
-    let result = enroll_in(&store, &project, wf, &args).await;
-    // Closed on every way out, so the store's WAL files go with it.
-    store.close().await;
-    result
+    super::store_use::closing(open_store(&project).await?, async |store| {
+        enroll_in(store, &project, wf, &args).await
+    })
+    .await
 }
 
 /// [`enroll`] on an open store.
@@ -207,10 +198,13 @@ async fn enroll_in(
 pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
     let project = super::load_project(config)?;
     let wf = find(&project, &args.workflow)?;
-    let store = open_store(&project).await?;
-    let r = store.resume_workflow(&wf.name, Utc::now()).await;
-    store.close().await;
-    let r = r.context("resuming")?;
+    let r = super::store_use::closing(open_store(&project).await?, async |store| {
+        Ok(store
+            .resume_workflow(&wf.name, Utc::now())
+            .await
+            .context("resuming")?)
+    })
+    .await?;
     if !r.was_paused && r.released == 0 {
         println!("{} is not paused; nothing to do.", wf.name);
     } else {

@@ -21,7 +21,6 @@ use serde_json::Value;
 
 use super::{CliResult, Failure};
 use crate::settings::Settings;
-use crate::store::Store;
 use crate::store::status::HistoryEntry;
 use crate::workflow::StepAction;
 
@@ -68,31 +67,31 @@ pub async fn run(config: &Path, args: HistoryArgs) -> CliResult {
             args.contact()
         )));
     }
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
-    if !store
-        .contact_exists(args.contact())
-        .await
-        .context("reading the store")?
-    {
-        store.close().await;
-        return Err(Failure::Input(format!(
-            "no contact with id {:?} in the store {url}",
-            args.contact()
-        )));
-    }
-    let entries = store
-        .contact_history(args.contact())
-        .await
-        .context("reading the contact's history")?;
-    let contact_name = store
-        .contact(args.contact())
-        .await
-        .context("reading the contact")?
-        .and_then(|c| c.name)
-        .filter(|n| !n.is_empty());
-    store.close().await;
+    let (entries, contact_name) = super::store_use::with_store(&url, async |store| {
+        if !store
+            .contact_exists(args.contact())
+            .await
+            .context("reading the store")?
+        {
+            return Err(Failure::Input(format!(
+                "no contact with id {:?} in the store {}",
+                args.contact(),
+                crate::store::redact(&url)
+            )));
+        }
+        let entries = store
+            .contact_history(args.contact())
+            .await
+            .context("reading the contact's history")?;
+        let contact_name = store
+            .contact(args.contact())
+            .await
+            .context("reading the contact")?
+            .and_then(|c| c.name)
+            .filter(|n| !n.is_empty());
+        Ok((entries, contact_name))
+    })
+    .await?;
     let ctx = Names::new(config, &settings);
 
     let stdout = std::io::stdout();

@@ -20,6 +20,7 @@ pub mod run;
 pub mod schema;
 pub mod segments;
 pub mod status;
+pub mod store_use;
 pub mod table;
 pub mod test;
 pub mod validate;

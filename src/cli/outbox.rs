@@ -13,7 +13,6 @@ use clap::{Args, Subcommand};
 
 use super::{CliResult, Failure};
 use crate::settings::Settings;
-use crate::store::Store;
 use crate::store::outbox::RequeueFilter;
 
 #[derive(Subcommand, Debug)]
@@ -65,20 +64,17 @@ pub async fn run(config: &Path, cmd: OutboxCommand) -> CliResult {
         None => None,
     };
     let url = settings.database_url();
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
-    let n = store
-        .requeue_dead(
-            &RequeueFilter {
-                channel: args.channel.clone(),
-                since,
-            },
-            Utc::now(),
-        )
-        .await
-        .context("requeueing dead letters")?;
+    let filter = RequeueFilter {
+        channel: args.channel.clone(),
+        since,
+    };
+    let n = super::store_use::with_store(&url, async |store| {
+        Ok(store
+            .requeue_dead(&filter, Utc::now())
+            .await
+            .context("requeueing dead letters")?)
+    })
+    .await?;
     println!("requeued {n} dead message{}", if n == 1 { "" } else { "s" });
-    store.close().await;
     Ok(())
 }

@@ -18,7 +18,6 @@ use clap::Args;
 use super::{CliResult, Failure};
 use crate::duration::Duration;
 use crate::settings::Settings;
-use crate::store::Store;
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
@@ -64,21 +63,15 @@ pub async fn run(config: &Path, args: PruneArgs) -> CliResult {
         )));
     }
     let url = settings.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://")
-        && !Path::new(path).exists()
-    {
-        return Err(Failure::Input(format!(
-            "there is no customer store at {path}: nothing to prune"
-        )));
-    }
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
+    super::store_use::existing_store(&url, "nothing to prune")?;
     let cutoff = Utc::now() - age.to_chrono();
-    let pruned = store
-        .prune(cutoff, args.dry_run)
-        .await
-        .context("pruning the store")?;
+    let pruned = super::store_use::with_store(&url, async |store| {
+        Ok(store
+            .prune(cutoff, args.dry_run)
+            .await
+            .context("pruning the store")?)
+    })
+    .await?;
     let verb = if args.dry_run {
         "would delete"
     } else {
@@ -104,6 +97,5 @@ pub async fn run(config: &Path, args: PruneArgs) -> CliResult {
     if args.dry_run {
         println!("nothing was deleted (--dry-run)");
     }
-    store.close().await;
     Ok(())
 }

@@ -9,7 +9,6 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 
 use super::{CliResult, Failure};
-use crate::store::Store;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -58,13 +57,12 @@ pub async fn run(config: &Path, args: ReportArgs) -> CliResult {
         },
     };
     let url = project.settings.database_url();
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {url}"))?;
-    let report = crate::report::build(&store, wf, since)
-        .await
-        .context("reading the workflow's enrollments")?;
-    store.close().await;
+    let report = super::store_use::with_store(&url, async |store| {
+        Ok(crate::report::build(store, wf, since)
+            .await
+            .context("reading the workflow's enrollments")?)
+    })
+    .await?;
     match args.format {
         ReportFormat::Table => print!("{}", report.table()),
         ReportFormat::Json => println!(

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use chrono::Utc;
 use clap::Subcommand;
 use futures::StreamExt;
@@ -58,17 +57,16 @@ pub async fn run(config: &Path, cmd: SegmentsCommand) -> CliResult {
                 None => segs.by_name.keys().cloned().collect(),
             };
             let url = project.settings.database_url();
-            let store = Store::open(&url)
-                .await
-                .with_context(|| format!("opening the store {url}"))?;
             let now = Utc::now();
-            for n in names {
-                let cond = &segs.resolved[&n];
-                let count = count(&store, cond, now).await?;
-                println!("{n}\t{count}");
-            }
-            store.close().await;
-            Ok(())
+            super::store_use::with_store(&url, async |store| {
+                for n in names {
+                    let cond = &segs.resolved[&n];
+                    let count = count(store, cond, now).await?;
+                    println!("{n}\t{count}");
+                }
+                Ok(())
+            })
+            .await
         }
     }
 }

@@ -28,7 +28,6 @@ use serde_json::json;
 use super::table::Table;
 use super::{CliResult, Failure};
 use crate::project::Project;
-use crate::store::Store;
 use crate::store::status::WorkflowCounts;
 
 #[derive(Args, Debug)]
@@ -109,28 +108,27 @@ pub async fn run(config: &Path, args: StatusArgs) -> CliResult {
     let counts = if no_store {
         BTreeMap::new()
     } else {
-        let store = Store::open(&url)
-            .await
-            .with_context(|| format!("opening the store {}", crate::store::redact(&url)))?;
-        let counts = store
-            .workflow_counts(now)
-            .await
-            .context("counting enrollments and messages")?;
-        recorded = store.file_states().await.context("reading file states")?;
-        wf_states = store
-            .workflow_states()
-            .await
-            .context("reading workflow states")?;
-        if args.format == StatusFormat::Json {
-            for l in &report.workflows {
-                let r = crate::report::build(&store, &l.workflow, None)
-                    .await
-                    .with_context(|| format!("the report of {}", l.workflow.name))?;
-                reports.insert(l.workflow.name.clone(), r);
+        super::store_use::with_store(&url, async |store| {
+            let counts = store
+                .workflow_counts(now)
+                .await
+                .context("counting enrollments and messages")?;
+            recorded = store.file_states().await.context("reading file states")?;
+            wf_states = store
+                .workflow_states()
+                .await
+                .context("reading workflow states")?;
+            if args.format == StatusFormat::Json {
+                for l in &report.workflows {
+                    let r = crate::report::build(store, &l.workflow, None)
+                        .await
+                        .with_context(|| format!("the report of {}", l.workflow.name))?;
+                    reports.insert(l.workflow.name.clone(), r);
+                }
             }
-        }
-        store.close().await;
-        counts
+            Ok(counts)
+        })
+        .await?
     };
 
     // File states: the daemon's, else checked now.

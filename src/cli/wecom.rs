@@ -7,14 +7,12 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::{CliResult, Failure};
 use crate::channels::Delivery;
 use crate::channels::wecom::{follow_sync, resigned};
 use crate::settings::ChannelKind;
-use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
 pub enum WecomCommand {
@@ -134,11 +132,10 @@ async fn resigned(config: &Path, args: SyncArgs) -> CliResult {
         .api()
         .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")))?;
     let url = settings.database_url();
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {url}"))?;
-    let result = resigned::sync(&api, &store, crate::store::to_ms(chrono::Utc::now())).await;
-    store.close().await;
+    let result = super::store_use::with_store(&url, async |store| {
+        Ok(resigned::sync(&api, store, crate::store::to_ms(chrono::Utc::now())).await)
+    })
+    .await?;
     match result {
         Ok(f) => {
             println!(
@@ -182,11 +179,10 @@ async fn sync(config: &Path, args: SyncArgs) -> CliResult {
         ));
     }
     let url = settings.database_url();
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {url}"))?;
-    let result = follow_sync::sync_by_user(&api, &store, &userids).await;
-    store.close().await;
+    let result = super::store_use::with_store(&url, async |store| {
+        Ok(follow_sync::sync_by_user(&api, store, &userids).await)
+    })
+    .await?;
     match result {
         Ok(s) => {
             println!(
@@ -225,67 +221,60 @@ async fn contact_ways(config: &Path, args: ContactWaySyncArgs) -> CliResult {
         return Err(no_wecom_channel(settings));
     }
     let url = settings.database_url();
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store {url}"))?;
     let now = chrono::Utc::now();
-    let mut failed = None;
-    for name in names {
-        let cs = &settings.channels[&name];
-        let env = |k: &str| std::env::var(k).ok();
-        // A one-shot command: its own token cache (the daemon has its own).
-        let tokens = crate::channels::wecom::token::TokenCaches::default();
-        let built = crate::channels::build::wecom_config(cs, settings, &env, &tokens)
-            .and_then(|c| c.api())
-            .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")));
-        let api = match built {
-            Ok(a) => a,
-            Err(e) => {
-                store.close().await;
-                return Err(e);
-            }
-        };
-        let (lines, error) = match contact_way::sync(
-            &api,
-            &store,
-            &project,
-            &name,
-            args.dry_run,
-            false,
-            now,
-        )
-        .await
-        {
-            Ok(l) => (l, None),
-            Err((l, e)) => (l, Some(e)),
-        };
-        for l in &lines {
-            let members = l.members.join(", ");
-            let what = match (&l.action, args.dry_run) {
-                (Action::Create, true) => format!("would create (members {members}: {})", l.why),
-                (Action::Create, false) => format!("created (members {members}: {})", l.why),
-                (Action::Update, true) => format!("would update (members {members}: {})", l.why),
-                (Action::Update, false) => format!("updated (members {members}: {})", l.why),
-                (Action::Recreate, true) => format!("would delete and create again: one member <-> several changes WeCom's type (members {members})"),
-                (Action::Recreate, false) => format!("deleted and created again (members {members}): print the new QR code"),
-                (Action::Unchanged, _) => format!("unchanged (members {members}: {})", l.why),
-                (Action::Delete, true) => "would delete: its file is gone (listed: nurture wecom sync deletes it)".into(),
-                (Action::Delete, false) => "deleted: its file is gone".into(),
-                (Action::DeletePending, _) => "its file is gone: run nurture wecom sync --dry-run to review, then sync deletes it".into(),
-                (Action::NoMembers, _) => format!("not pushed: nobody can be on the code now ({})", l.why),
-            };
-            println!("wecom {name}: {} {what}", l.name);
-            if let Some(qr) = &l.qr_code
-                && !matches!(l.action, Action::Delete)
+    let failed = super::store_use::with_store(&url, async |store| {
+        let mut failed = None;
+        for name in names {
+            let cs = &settings.channels[&name];
+            let env = |k: &str| std::env::var(k).ok();
+            // A one-shot command: its own token cache (the daemon has its own).
+            let tokens = crate::channels::wecom::token::TokenCaches::default();
+            let api = crate::channels::build::wecom_config(cs, settings, &env, &tokens)
+                .and_then(|c| c.api())
+                .map_err(|e| Failure::Input(format!("channel \"{name}\": {e}")))?;
+            let (lines, error) = match contact_way::sync(
+                &api,
+                store,
+                &project,
+                &name,
+                args.dry_run,
+                false,
+                now,
+            )
+            .await
             {
-                println!("  QR code: {qr}");
+                Ok(l) => (l, None),
+                Err((l, e)) => (l, Some(e)),
+            };
+            for l in &lines {
+                let members = l.members.join(", ");
+                let what = match (&l.action, args.dry_run) {
+                    (Action::Create, true) => format!("would create (members {members}: {})", l.why),
+                    (Action::Create, false) => format!("created (members {members}: {})", l.why),
+                    (Action::Update, true) => format!("would update (members {members}: {})", l.why),
+                    (Action::Update, false) => format!("updated (members {members}: {})", l.why),
+                    (Action::Recreate, true) => format!("would delete and create again: one member <-> several changes WeCom's type (members {members})"),
+                    (Action::Recreate, false) => format!("deleted and created again (members {members}): print the new QR code"),
+                    (Action::Unchanged, _) => format!("unchanged (members {members}: {})", l.why),
+                    (Action::Delete, true) => "would delete: its file is gone (listed: nurture wecom sync deletes it)".into(),
+                    (Action::Delete, false) => "deleted: its file is gone".into(),
+                    (Action::DeletePending, _) => "its file is gone: run nurture wecom sync --dry-run to review, then sync deletes it".into(),
+                    (Action::NoMembers, _) => format!("not pushed: nobody can be on the code now ({})", l.why),
+                };
+                println!("wecom {name}: {} {what}", l.name);
+                if let Some(qr) = &l.qr_code
+                    && !matches!(l.action, Action::Delete)
+                {
+                    println!("  QR code: {qr}");
+                }
+            }
+            if let Some(e) = error {
+                failed = Some(format!("wecom {name}: {e}"));
             }
         }
-        if let Some(e) = error {
-            failed = Some(format!("wecom {name}: {e}"));
-        }
-    }
-    store.close().await;
+        Ok(failed)
+    })
+    .await?;
     match failed {
         Some(e) => Err(Failure::Other(anyhow::anyhow!(e))),
         None => Ok(()),

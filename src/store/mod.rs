@@ -203,9 +203,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::open_postgres(url).await
         } else {
-            Err(StoreError::UnsupportedUrl {
-                url: url.to_string(),
-            })
+            Err(StoreError::UnsupportedUrl { url: redact(url) })
         }
     }
 

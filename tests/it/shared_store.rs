@@ -274,18 +274,45 @@ fn no_command_shows_the_database_password() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("nurture.yaml"),
-        "timezone: UTC\nchannels:\n  console: { kind: log }\n",
+        "timezone: UTC\n\
+         channels:\n  console: { kind: log }\n\
+         \x20 wecom: { kind: wecom, corp_id_env: T_CORP, secret_env: T_SECRET, agent_id: 1, base_url: \"http://127.0.0.1:1\" }\n\
+         teams:\n  sales:\n    - { id: s1, wecom_userid: zhang }\n",
     )
     .unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for d in ["templates", "workflows", "segments"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
     std::fs::write(dir.path().join("templates/hi.hbs"), "hi").unwrap();
-    let commands: [&[&str]; 6] = [
+    std::fs::write(
+        dir.path().join("workflows/w.yaml"),
+        "name: w\ntrigger: { event: { name: visit } }\nsteps:\n  - send: { channel: console, template: hi }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("segments/s.yaml"),
+        "condition: { tag: vip }\n",
+    )
+    .unwrap();
+    // Every command that opens the store (`nurture --help`'s list).
+    let commands: [&[&str]; 17] = [
         &["run", "--listen", "127.0.0.1:0"],
         &["status"],
         &["dry-run"],
         &["history", "--contact", "c1"],
         &["channels", "test", "console", "--to", "c1"],
         &["contacts", "add", "c1"],
+        &["contacts", "import", "none.csv"],
+        &["enroll", "w", "--existing", "--dry-run"],
+        &["resume", "w"],
+        &["report", "w"],
+        &["segments", "count", "s"],
+        &["console", "--listen", "127.0.0.1:0"],
+        &["outbox", "requeue", "--dead"],
+        &["prune", "--older-than", "90d", "--dry-run"],
+        &["wecom", "sync-relationships"],
+        &["wecom", "resigned"],
+        &["wecom", "sync", "--dry-run"],
     ];
     for args in commands {
         let out = assert_cmd::Command::cargo_bin("nurture")
@@ -295,6 +322,8 @@ fn no_command_shows_the_database_password() {
                 "NURTURE_DATABASE",
                 "postgres://nurture:s3cret@127.0.0.1:1/nurture?sslmode=disable&password=s3cret2",
             )
+            .env("T_CORP", "ww1")
+            .env("T_SECRET", "sec")
             .args(args)
             .timeout(Duration::from_secs(60))
             .output()
@@ -314,6 +343,44 @@ fn no_command_shows_the_database_password() {
             "{args:?}: {all}"
         );
     }
+}
+
+/// A command that fails after opening a SQLite store still closes it: the
+/// last connection to close removes `nurture.db-wal` and `nurture.db-shm`,
+/// which a newcomer otherwise finds beside the store after a typo.
+#[test]
+fn a_command_that_fails_on_an_open_store_leaves_only_the_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        "timezone: UTC\nchannels:\n  console: { kind: log }\n",
+    )
+    .unwrap();
+    let nurture = |args: &[&str]| {
+        assert_cmd::Command::cargo_bin("nurture")
+            .unwrap()
+            .current_dir(dir.path())
+            .env_remove("NURTURE_DATABASE")
+            .args(args)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let out = nurture(&["contacts", "add", "c1"]);
+    assert!(out.status.success(), "{out:?}");
+    // Fails once the store is open: the address cannot be listened on.
+    let out = nurture(&["console", "--listen", "256.0.0.1:0"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listening on 256.0.0.1:0"),
+        "{out:?}"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["nurture.db", "nurture.yaml"]);
 }
 
 #[test]
