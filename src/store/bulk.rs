@@ -149,6 +149,11 @@ pub(super) fn open_conn(path: &str) -> Result<Connection, StoreError> {
     )
     .map_err(db_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_size_limit = {}",
+        super::checkpointer::WAL_SIZE_LIMIT
+    ))
+    .map_err(db_err)?;
     Ok(conn)
 }
 

@@ -41,6 +41,18 @@ pub(super) const EVERY: Duration = Duration::from_millis(100);
 /// size (in pages) past which a commit checkpoints by itself.
 pub(super) const SAFETY_NET_PAGES: u32 = 16_384;
 
+/// `PRAGMA journal_size_limit` of every connection: the size (bytes, the
+/// safety net's 64 MB of 4 KB pages) the WAL file is cut back to when it
+/// starts over from its beginning.
+///
+/// Why: the WAL can only start over once no reader needs its oldest part,
+/// so a long read beside a burst of writes (a dry-run over a million
+/// contacts while an import or a day's welcomes commit) grows it to hundreds
+/// of megabytes. SQLite then reuses the file from its start but keeps its
+/// size, and a daemon that runs for weeks kept that disk space until it
+/// stopped. With the limit the first commit after the restart truncates it.
+pub(super) const WAL_SIZE_LIMIT: i64 = SAFETY_NET_PAGES as i64 * 4096;
+
 /// The checkpointing thread of one store file; stopped by [`Checkpointer::stop`]
 /// (`Store::close`) or when the last handle on it goes.
 #[derive(Debug)]
@@ -151,5 +163,59 @@ mod tests {
         // checkpoints it and removes it).
         store.close().await;
         assert!(!wal.exists());
+    }
+
+    /// A WAL grown past the limit while a reader held its oldest part is
+    /// cut back to the limit once it starts over, while the store stays open.
+    #[tokio::test]
+    async fn a_grown_wal_is_cut_back_when_it_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE scratch (x BLOB)")
+            .execute(store.db())
+            .await
+            .unwrap();
+        // A long read: the WAL cannot start over while it lasts.
+        let reader = open_conn(&path.to_string_lossy()).unwrap();
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM scratch;")
+            .unwrap();
+        // About 80 MB in ten commits, past the limit.
+        for _ in 0..10 {
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+                 INSERT INTO scratch SELECT randomblob(4000) FROM n",
+            )
+            .execute(store.db())
+            .await
+            .unwrap();
+        }
+        let wal = dir.path().join("s.db-wal");
+        let grown = std::fs::metadata(&wal).unwrap().len();
+        assert!(grown > WAL_SIZE_LIMIT as u64, "{grown}");
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        // Once the thread has copied all of it, a commit starts the WAL over
+        // and cuts the file back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            sqlx::query("INSERT INTO scratch VALUES (x'00')")
+                .execute(store.db())
+                .await
+                .unwrap();
+            if std::fs::metadata(&wal).unwrap().len() <= WAL_SIZE_LIMIT as u64 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL stayed at {} bytes",
+                std::fs::metadata(&wal).unwrap().len()
+            );
+            tokio::time::sleep(EVERY).await;
+        }
+        store.close().await;
     }
 }

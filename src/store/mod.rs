@@ -181,8 +181,10 @@ static ANY_POOL_PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     format!(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
          PRAGMA busy_timeout = 60000; PRAGMA temp_store = memory; \
-         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {}",
-        checkpointer::SAFETY_NET_PAGES
+         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = {}; \
+         PRAGMA journal_size_limit = {}",
+        checkpointer::SAFETY_NET_PAGES,
+        checkpointer::WAL_SIZE_LIMIT
     )
 });
 
@@ -237,6 +239,10 @@ impl Store {
             .pragma(
                 "wal_autocheckpoint",
                 checkpointer::SAFETY_NET_PAGES.to_string(),
+            )
+            .pragma(
+                "journal_size_limit",
+                checkpointer::WAL_SIZE_LIMIT.to_string(),
             )
             // Rows cross from SQLite's worker thread in a bounded channel; a deep
             // one lets a scan over a million contacts run without a thread
