@@ -575,35 +575,73 @@ const SECRET_PARAMS: &[&str] = &[
 
 /// The URL with its credentials masked, for anything shown to a person
 /// (errors, logs, `status`): the password of `scheme://user:PASSWORD@host`
-/// and the values of `password=`-like query parameters become `***`.
+/// and the values of `password=`-like parameters become `***`.
+///
+/// It masks mistyped URLs too, since those are the ones an error echoes:
+/// `user:PASSWORD@host` without its scheme (or with `//` for `://`), and a
+/// libpq key-value string (`host=db user=mkt password=PASSWORD`), which
+/// the store refuses as unsupported and names in its error.
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    mask_secret_values(&mask_userinfo(url))
+}
+
+/// `scheme://user:***@host...`: the password of the part before the last
+/// `@` (of the part before `?`), from the first `:` after the scheme.
+fn mask_userinfo(url: &str) -> String {
+    let base = url.split_once('?').map_or(url, |(b, _)| b);
+    let Some(at) = base.rfind('@') else {
+        return url.to_string();
     };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &base[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
-                None => base.to_string(),
+    let from = base.find("://").map_or(0, |s| s + 3);
+    match base[from..at].find(':') {
+        Some(c) => format!("{}***{}", &url[..from + c + 1], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// `password=***`: the value of every secret-named parameter, in a query
+/// (`&`-separated) or a key-value string (space-separated, values quoted
+/// with `'` or not).
+fn mask_secret_values(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        let at_start = i == 0 || matches!(bytes[i - 1], b' ' | b'&' | b'?' | b';' | b'\t');
+        let key = at_start
+            .then(|| {
+                SECRET_PARAMS.iter().find(|k| {
+                    let end = i + k.len();
+                    end < bytes.len()
+                        && bytes[end] == b'='
+                        && bytes[i..end].eq_ignore_ascii_case(k.as_bytes())
+                })
+            })
+            .flatten();
+        let Some(key) = key else {
+            i += 1;
+            continue;
+        };
+        let value = i + key.len() + 1;
+        let mut end = value;
+        if bytes.get(value) == Some(&b'\'') {
+            end += 1;
+            while end < bytes.len() && bytes[end] != b'\'' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            end = (end + 1).min(bytes.len());
+        } else {
+            while end < bytes.len() && !matches!(bytes[end], b' ' | b'&' | b';' | b'\t') {
+                end += 1;
             }
         }
-        _ => base.to_string(),
-    };
-    if let Some(q) = query {
-        out.push('?');
-        let params: Vec<String> = q
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
-                    format!("{k}=***")
-                }
-                _ => kv.to_string(),
-            })
-            .collect();
-        out.push_str(&params.join("&"));
+        out.push_str(&s[copied..value]);
+        out.push_str("***");
+        copied = end;
+        i = end;
     }
+    out.push_str(&s[copied..]);
     out
 }
 

@@ -345,6 +345,42 @@ fn no_command_shows_the_database_password() {
     }
 }
 
+/// A mistyped database URL is echoed by the error that refuses it, with
+/// its password masked however it was written.
+#[test]
+fn a_mistyped_database_url_is_shown_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        "timezone: UTC\nchannels:\n  console: { kind: log }\n",
+    )
+    .unwrap();
+    for url in [
+        "host=127.0.0.1 port=1 user=mkt password=hunter2pw",
+        "postgres//mkt:hunter2pw@db/shop",
+        "mkt:hunter2pw@db/shop",
+    ] {
+        for args in [&["status"][..], &["run", "--listen", "127.0.0.1:0"]] {
+            let out = assert_cmd::Command::cargo_bin("nurture")
+                .unwrap()
+                .current_dir(dir.path())
+                .env("NURTURE_DATABASE", url)
+                .args(args)
+                .timeout(Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.status.success(), "{url} {args:?}: {all}");
+            assert!(!all.contains("hunter2"), "{url} {args:?}: {all}");
+            assert!(all.contains("***"), "{url} {args:?}: {all}");
+        }
+    }
+}
+
 /// A command that fails after opening a SQLite store still closes it: the
 /// last connection to close removes `nurture.db-wal` and `nurture.db-shm`,
 /// which a newcomer otherwise finds beside the store after a typo.
@@ -399,6 +435,21 @@ fn redact_masks_user_passwords_and_secret_parameters() {
         ),
         ("sqlite://nurture.db?mode=ro", "sqlite://nurture.db?mode=ro"),
         ("sqlite://nurture.db", "sqlite://nurture.db"),
+        // Mistyped URLs, which the errors echo.
+        ("postgres//mkt:hunter2@db/shop", "postgres//mkt:***@db/shop"),
+        ("mkt:hunter2@db/shop", "mkt:***@db/shop"),
+        ("mkt:hun/ter2@db/shop", "mkt:***@db/shop"),
+        (
+            "host=127.0.0.1 port=1 user=mkt password=hunter2 dbname=shop",
+            "host=127.0.0.1 port=1 user=mkt password=*** dbname=shop",
+        ),
+        (
+            "host=db PASSWORD='hun ter\\'2' user=mkt",
+            "host=db PASSWORD=*** user=mkt",
+        ),
+        ("password=", "password=***"),
+        ("user=passwordless", "user=passwordless"),
+        ("上海:密码@db", "上海:***@db"),
     ] {
         assert_eq!(redact(url), shown, "{url}");
     }
