@@ -229,6 +229,37 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             e.entry_key,
             e.step_id.as_deref().unwrap_or("-")
         );
+        // A running enrollment checks its goal before each step, counting
+        // events from its own start: say what that check finds now, so the
+        // explanation agrees with the preview's exit.
+        if e.status == crate::store::states::EnrollmentStatus::Active
+            && let Some(cond) = &wf.exit_when
+        {
+            let reached = crate::audience::eval::holds_since(cond, c, at, e.started_at);
+            let _ = writeln!(
+                out,
+                "      {} exit_when (events since it entered {}): {}",
+                mark(!reached),
+                e.started_at
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                if reached {
+                    "holds: it leaves before its next step (goal_reached)"
+                } else {
+                    "does not hold: it goes on"
+                }
+            );
+            let since = Contact {
+                events: c
+                    .events
+                    .iter()
+                    .filter(|ev| ev.at >= e.started_at)
+                    .cloned()
+                    .collect(),
+                ..c.clone()
+            };
+            tree(&mut out, cond, &since, at, 4);
+        }
         // Waiting at a wait_until step: for what, since when, and whether
         // it would end now.
         if let (Some(since), Some(step)) = (
@@ -320,7 +351,7 @@ pub fn explain(input: &ExplainInput<'_>) -> String {
             let reached = holds(cond, c, at);
             let _ = writeln!(
                 out,
-                "  {} exit_when (events after entry only) {}:",
+                "  {} exit_when for an entry now (events after entry only) {}:",
                 mark(!reached),
                 if reached {
                     "holds: the contact is at the goal and would leave"

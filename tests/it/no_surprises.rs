@@ -119,7 +119,7 @@ async fn a_goal_counts_only_events_after_entry() {
     let p = Project::new(&settings(&rx, ""));
     p.write(
         "workflows/nudge.yaml",
-        "trigger: { tag_added: { tag: lapsed } }\nexit_when: { event: purchase }\nsteps:\n  - send: { channel: hook, template: nudge }\n",
+        "trigger: { tag_added: { tag: lapsed } }\nexit_when: { event: purchase }\nsteps:\n  - send: { channel: hook, template: nudge }\n  - wait: 3d\n  - send: { channel: hook, template: nudge }\n",
     )
     .write("templates/nudge.hbs", "nudge {{contact.id}}");
     let d = Daemon::start(&p, &[]);
@@ -145,9 +145,23 @@ async fn a_goal_counts_only_events_after_entry() {
     assert_eq!(bodies(&rx), vec!["nudge b1"]);
     let explain = p.ok(&["dry-run", "--explain", "b1", "--workflow", "nudge"]);
     assert!(
-        explain.contains("exit_when (events after entry only) does not hold"),
+        explain.contains("exit_when for an entry now (events after entry only) does not hold"),
         "{explain}"
     );
+    assert!(
+        explain.contains("does not hold: it goes on"),
+        "the running enrollment has not bought since it entered: {explain}"
+    );
+    // A purchase now, after the entry: the running enrollment is at its
+    // goal. The explanation says so, as the preview does.
+    p.ok(&["contacts", "event", "b1", "purchase"]);
+    let explain = p.ok(&["dry-run", "--explain", "b1", "--workflow", "nudge"]);
+    assert!(
+        explain.contains("holds: it leaves before its next step (goal_reached)"),
+        "{explain}"
+    );
+    let preview = p.ok(&["dry-run", "--until", "7d", "--workflow", "nudge"]);
+    assert!(preview.contains("goal_reached"), "{preview}");
     d.terminate(Duration::from_secs(15));
 }
 
