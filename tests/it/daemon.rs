@@ -1160,6 +1160,22 @@ async fn an_unsubscribe_cancels_a_message_held_by_quiet_hours() {
         h.contains("greet: message (template ") && h.contains("on hook cancelled: unsubscribed"),
         "{h}"
     );
+    // Dated when the unsubscribe cancelled it, not at the end of quiet
+    // hours it was waiting for (two hours away).
+    let at = |kind: &str| -> chrono::DateTime<chrono::FixedOffset> {
+        let lines = p.ok(&["history", "--contact", "c1", "--format", "jsonl"]);
+        let line = lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {lines}"));
+        chrono::DateTime::parse_from_rfc3339(line["at"].as_str().unwrap()).unwrap()
+    };
+    let late = at("message_cancelled") - at("unsubscribed");
+    assert!(
+        late.num_seconds().abs() < 60,
+        "cancelled {late} after the unsubscribe"
+    );
     stop(d, &p);
 }
 

@@ -135,9 +135,11 @@ impl Store {
         // channel) are cancelled now, not left `queued` until the delivery
         // worker claims them (it checks consent again, for the ones already
         // claimed). Notices to salespeople and WeCom transfers are not
-        // messages to the contact: they stay.
+        // messages to the contact: they stay. The cancellation is dated now
+        // (`next_attempt_at`, which history shows for a message that ended
+        // unsent), not at the send time it was waiting for.
         let cancelled: Vec<Cancelled> = sqlx::query_as(
-            "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed'
+            "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed', next_attempt_at = $4
               WHERE contact_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $3)
                 AND kind NOT IN ('notice', 'transfer')
               RETURNING workflow, step_id, channel",
@@ -145,6 +147,7 @@ impl Store {
         .bind(id)
         .bind(channel.as_deref())
         .bind(channel.as_deref())
+        .bind(to_ms(now))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
