@@ -130,7 +130,7 @@ async fn preview(
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut sink: Box<dyn Sink> = match args.format {
         Format::Jsonl => Box::new(JsonlSink { tz }),
-        Format::Csv => Box::new(CsvSink::new()),
+        Format::Csv => Box::new(CsvSink::new(tz)),
         Format::Table => Box::new(TableSink::new(args.limit, tz)),
     };
     // What a contact added through each contact-way code gets now.

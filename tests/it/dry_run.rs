@@ -605,6 +605,18 @@ fn csv_and_table_formats_carry_the_same_plan() {
     let body_col = headers.iter().position(|h| h == "body").unwrap();
     let first_send = records.iter().find(|r| &r[3] == "send").unwrap();
     assert!(first_send[body_col].contains("\"quoted\", comma"));
+    // The same times as the JSON lines, in the same zones and notation (the
+    // waits' were in UTC, with `Z` and `+00:00` mixed).
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    for (r, j) in records.iter().zip(&jsonl) {
+        assert_eq!(&r[col("at")], j["at"].as_str().unwrap(), "{r:?} {j}");
+        assert_eq!(
+            &r[col("until")],
+            j["until"].as_str().unwrap_or(""),
+            "{r:?} {j}"
+        );
+    }
+    assert!(records.iter().any(|r| &r[3] == "wait"));
 
     let table = String::from_utf8(
         p.cmd()

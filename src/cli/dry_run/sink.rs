@@ -88,14 +88,18 @@ const CSV_COLUMNS: [&str; 15] = [
     "reason",
 ];
 
+/// The JSON lines' fields as columns, with the same times (a send's in the
+/// contact's zone, every other in the settings' zone).
 pub(super) struct CsvSink {
     header_written: bool,
+    tz: Tz,
 }
 
 impl CsvSink {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(tz: Tz) -> Self {
         CsvSink {
             header_written: false,
+            tz,
         }
     }
 }
@@ -114,14 +118,9 @@ impl Sink for CsvSink {
             w.write_record(CSV_COLUMNS)?;
             self.header_written = true;
         }
-        let r = s.to_json_row(Tz::UTC, when);
+        let r = s.to_json_row(self.tz, when);
         let join = |v: Option<&[String]>| v.map(|v| v.join(";")).unwrap_or_default();
-        let at = match &s.action {
-            Action::Send { at, tz, .. } => at
-                .with_timezone(tz)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            _ => when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        };
+        let at = r.at.clone().unwrap_or_default();
         // Cells a spreadsheet would run as formulas get a leading `'`.
         w.write_record(
             [
