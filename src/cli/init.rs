@@ -1,6 +1,6 @@
 //! `nurture init [DIR]`: a new project that validates — settings with log
-//! channels (nothing leaves the machine), one workflow, its template, a few
-//! sample contacts and a `.gitignore` for the store. Existing files are
+//! channels (nothing leaves the machine), one workflow, its templates, its
+//! workflow tests, a few sample contacts and a `.gitignore` for the store. Existing files are
 //! never overwritten: if any is there, nothing is written.
 //!
 //! Exit codes: 0 written; 1 a file is already there; 2 a file cannot be written.
@@ -68,14 +68,37 @@ c0000002,王芳,+8613800000002,,北京,
 c0000003,Ann Lee,+8613800000003,ann@example.com,,vip
 ";
 
+const TESTS: &str = r#"# Workflow tests: `nurture test` runs each case through the daemon's own
+# engine on a throwaway store (your store is never opened, nothing is sent)
+# and says which expectation no longer holds. Put it in CI beside
+# `nurture validate`; `nurture test --update` writes what was seen.
+cases:
+  - name: a new contact is welcomed at once and reminded three days later
+    start: 2026-11-02T10:00          # the settings' time zone
+    contacts:
+      - { id: t1, name: 周晓明, phone: "+8613800000001", city: 上海 }
+    expect:
+      - send: { workflow: welcome, contact: t1, channel: sms, at: "2026-11-02T10:00", body_contains: 上海门店 }
+      - send: { workflow: welcome, contact: t1, channel: sms, at: "2026-11-05T10:00", body_contains: 新人礼 }
+  - name: a purchase before the reminder means no reminder
+    start: 2026-11-02T10:00
+    contacts:
+      - { id: t2, name: 王芳, phone: "+8613800000002" }
+    events:
+      - { at: 1d, contact: t2, event: purchase }
+    expect:
+      - send: { workflow: welcome, contact: t2, channel: sms, at: "2026-11-02T10:00", body_contains: 欢迎加入 }
+"#;
+
 const GITIGNORE: &str = "# the customer store (SQLite) and its journal files\nnurture.db\nnurture.db-shm\nnurture.db-wal\n";
 
 /// What `init` writes, relative to the folder.
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 7] = [
     ("nurture.yaml", SETTINGS),
     ("workflows/welcome.yaml", WORKFLOW),
     ("templates/welcome.hbs", TEMPLATE),
     ("templates/welcome-reminder.hbs", REMINDER),
+    ("tests/welcome.yaml", TESTS),
     ("contacts/sample.csv", CONTACTS),
     (".gitignore", GITIGNORE),
 ];
@@ -112,7 +135,7 @@ pub fn run(args: InitArgs) -> CliResult {
         format!("  cd {}\n", dir.display())
     };
     println!(
-        "a new nurture project in {}: nurture.yaml, workflows/welcome.yaml, templates/welcome.hbs and welcome-reminder.hbs, contacts/sample.csv, .gitignore\n\nnext:\n{cd}  nurture validate\n  nurture run                                   # the daemon (messages go to its log); then, in another terminal:\n  nurture contacts import contacts/sample.csv   # each new contact enters the welcome workflow\n  nurture history --contact c0000001",
+        "a new nurture project in {}: nurture.yaml, workflows/welcome.yaml, templates/welcome.hbs and welcome-reminder.hbs, tests/welcome.yaml, contacts/sample.csv, .gitignore\n\nnext:\n{cd}  nurture validate\n  nurture test                                  # the workflow's tests: what it sends, to whom, when\n  nurture run                                   # the daemon (messages go to its log); then, in another terminal:\n  nurture contacts import contacts/sample.csv   # each new contact enters the welcome workflow\n  nurture history --contact c0000001",
         dir.display()
     );
     Ok(())

@@ -33,6 +33,11 @@ fn init_scaffolds_a_project_that_validates_and_runs() {
     let (code, out, err) = nurture(&dir, &["validate"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(err.is_empty(), "no warning expected:\n{err}");
+    // Its workflow tests pass out of the box (`nurture test` found no tests
+    // folder in a new project and failed).
+    let (code, out, err) = nurture(&dir, &["test"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 cases: 2 passed, 0 failed"), "{out}");
     let (code, _, err) = nurture(&dir, &["contacts", "import", "contacts/sample.csv"]);
     assert_eq!(code, 0, "{err}");
     // The store is ignored by git, as .gitignore says.
