@@ -230,7 +230,16 @@ impl Failure {
 pub type CliResult = Result<(), Failure>;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A mistyped command line is the user's input: exit 1, as the
+            // docs promise (clap's own exit is 2, our "anything else").
+            // `--help` and `--version` print to stdout and succeed.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // `nurture history ... | head` ends quietly, as other Unix tools do,
         // instead of failing with "Broken pipe". (The daemon keeps Rust's

@@ -151,3 +151,29 @@ fn wecom_commands_on_the_stand_in_channel_say_what_to_change() {
     // Nothing was created by the refusal.
     assert!(!tmp.path().join("nurture.db").exists());
 }
+
+/// A mistyped command line is wrong input: exit 1 with clap's message (the
+/// docs' "1 your input is wrong"); help and version succeed.
+#[test]
+fn a_mistyped_command_line_exits_1_and_help_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["dry-run", "--format", "xml"][..],
+        &["prune", "--dry-run"],
+        &["history"],
+        &["no-such-command"],
+        &[],
+    ] {
+        let (code, out, err) = nurture(tmp.path(), args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("--help") || err.contains("Usage:"),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [&["--help"][..], &["--version"], &["dry-run", "--help"]] {
+        let (code, out, err) = nurture(tmp.path(), args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!out.is_empty(), "{args:?}");
+    }
+}
