@@ -196,6 +196,18 @@ async fn the_blast_guard_holds_a_mass_enrollment_until_resumed() {
         "{status}"
     );
     assert!(p.log().contains("paused by the blast guard"));
+    // One line for the five held, not a line per contact (a real mistaken
+    // broadcast holds thousands).
+    let log = p.log();
+    assert!(
+        log.contains("enrollments held by the blast guard") && log.contains("held=5"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("step skipped") && l.contains("blast_guard")),
+        "{log}"
+    );
 
     let out = p.ok(&["resume", "welcome"]);
     assert!(out.contains("5 held enrollment(s) run now"), "{out}");

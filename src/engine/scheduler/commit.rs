@@ -88,6 +88,7 @@ impl Scheduler {
         for (name, reason) in paused {
             tracing::warn!(workflow = %name, %reason, "workflow paused by the blast guard; its enrollments wait for `nurture resume`");
         }
+        let mut held: std::collections::BTreeMap<&str, usize> = Default::default();
         for d in stored {
             let outcome = match (&d.start, &d.plan.outcome) {
                 (_, Outcome::Held { .. }) => "held",
@@ -99,7 +100,13 @@ impl Scheduler {
             metrics::global().enrollment(&d.workflow.name, outcome);
             for s in &d.plan.steps {
                 tracing::debug!(workflow = %s.workflow, contact = %s.contact_id, step = %s.step, action = s.action.name(), "applied");
-                if let Action::Skip { reason } = &s.action {
+                if let Action::Skip {
+                    reason: reason @ crate::engine::plan::Reason::BlastGuard,
+                } = &s.action
+                {
+                    metrics::counted_skip(&s.workflow, reason.code());
+                    *held.entry(s.workflow.as_str()).or_default() += 1;
+                } else if let Action::Skip { reason } = &s.action {
                     metrics::skipped(
                         &s.workflow,
                         &s.contact_id,
@@ -109,6 +116,15 @@ impl Scheduler {
                     );
                 }
             }
+        }
+        // One line per workflow, not one per contact held: a mistaken
+        // broadcast is what the guard catches, and it is thousands of them.
+        for (workflow, n) in held {
+            tracing::info!(
+                workflow,
+                held = n,
+                "enrollments held by the blast guard until `nurture resume`"
+            );
         }
         Ok(())
     }
