@@ -121,10 +121,10 @@ pub struct AddArgs {
     /// IANA time zone name, e.g. Asia/Shanghai.
     #[arg(long)]
     pub timezone: Option<String>,
-    /// RFC 3339; default: now, for a new contact.
+    /// RFC 3339, or 2026-11-01T09:00 in the settings' timezone; default: now, for a new contact.
     #[arg(long)]
     pub created_at: Option<String>,
-    /// RFC 3339.
+    /// RFC 3339, or 2026-11-01T09:00 in the settings' timezone.
     #[arg(long)]
     pub last_active_at: Option<String>,
     /// A custom attribute, KEY=VALUE (a string); repeat for more.
@@ -152,7 +152,7 @@ pub struct EventArgs {
     pub id: String,
     /// The event's name, e.g. purchase.
     pub name: String,
-    /// When it happened (RFC 3339); default: now.
+    /// When it happened: RFC 3339, or 2026-11-01T09:00 in the settings' timezone; default: now.
     #[arg(long)]
     pub at: Option<String>,
     /// A property, KEY=VALUE (a string); repeat for more.
@@ -202,7 +202,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         ContactsCommand::Export { audience_of } => {
             export(store, config, &settings, audience_of.as_deref(), now).await
         }
-        ContactsCommand::Add(a) => add(store, a, now).await,
+        ContactsCommand::Add(a) => add(store, a, now, settings.timezone).await,
         ContactsCommand::Tag(a) => tag(store, a, now).await,
         ContactsCommand::Event(a) => event(store, a, now, settings.timezone).await,
         ContactsCommand::Unsubscribe(a) => unsubscribe(store, &settings, a, now).await,
@@ -231,14 +231,10 @@ fn store_failure(e: StoreError) -> Failure {
     }
 }
 
-fn parse_time(flag: &str, s: &str) -> Result<DateTime<Utc>, Failure> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            Failure::Input(format!(
-                "{flag}: {s:?} is not an RFC 3339 timestamp (like 2026-01-31T09:00:00+08:00)"
-            ))
-        })
+/// A time given on the command line, read as `dry-run --at` reads it:
+/// RFC 3339, or a date and time in the settings' zone.
+fn parse_time(flag: &str, s: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, Failure> {
+    crate::timefmt::parse_at(s, tz).map_err(|e| Failure::Input(e.replacen("--at", flag, 1)))
 }
 
 fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Map<String, Value>, Failure> {
@@ -256,7 +252,7 @@ fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Map<String, Value>, Failu
     Ok(m)
 }
 
-async fn add(store: &Store, a: AddArgs, now: DateTime<Utc>) -> CliResult {
+async fn add(store: &Store, a: AddArgs, now: DateTime<Utc>, tz: chrono_tz::Tz) -> CliResult {
     let input = ContactInput {
         id: a.id.clone(),
         name: a.name,
@@ -268,12 +264,12 @@ async fn add(store: &Store, a: AddArgs, now: DateTime<Utc>) -> CliResult {
         created_at: a
             .created_at
             .as_deref()
-            .map(|s| parse_time("--created-at", s))
+            .map(|s| parse_time("--created-at", s, tz))
             .transpose()?,
         last_active_at: a
             .last_active_at
             .as_deref()
-            .map(|s| parse_time("--last-active-at", s))
+            .map(|s| parse_time("--last-active-at", s, tz))
             .transpose()?,
         unsubscribed: None,
         tags: a.tags,
@@ -324,7 +320,7 @@ async fn tag(store: &Store, a: TagArgs, now: DateTime<Utc>) -> CliResult {
 async fn event(store: &Store, a: EventArgs, now: DateTime<Utc>, tz: chrono_tz::Tz) -> CliResult {
     let at =
         a.at.as_deref()
-            .map(|s| parse_time("--at", s))
+            .map(|s| parse_time("--at", s, tz))
             .transpose()?
             .unwrap_or(now);
     let props = Value::Object(parse_pairs("--prop", &a.props)?);

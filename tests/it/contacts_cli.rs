@@ -202,3 +202,54 @@ async fn a_row_written_by_another_system_is_logged() {
         2
     );
 }
+
+/// The contacts commands read a time as `dry-run --at` does: RFC 3339, or
+/// a date and time in the settings' zone (Asia/Shanghai here). They took
+/// RFC 3339 only, so `--at 2026-12-01T10:00` worked for dry-run and failed
+/// for `contacts event`.
+#[tokio::test]
+async fn times_are_read_as_dry_run_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["contacts", "add", "c1", "--created-at", "2026-01-01 10:00"][..],
+        &[
+            "contacts",
+            "add",
+            "c2",
+            "--last-active-at",
+            "2026-01-01T10:00:00+00:00",
+        ],
+        &[
+            "contacts",
+            "event",
+            "c1",
+            "visit",
+            "--at",
+            "2026-12-01T10:00",
+        ],
+    ] {
+        let (code, out, err) = run(d, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let pool = pool(d).await;
+    let created: i64 = scalar(&pool, "SELECT created_at FROM contacts WHERE id = 'c1'").await;
+    assert_eq!(created, 1_767_232_800_000, "2026-01-01 10:00 +08:00");
+    let active: i64 = scalar(&pool, "SELECT last_active_at FROM contacts WHERE id = 'c2'").await;
+    assert_eq!(active, 1_767_261_600_000, "2026-01-01 10:00 UTC");
+    let at: i64 = scalar(&pool, "SELECT at FROM events WHERE contact_id = 'c1'").await;
+    assert_eq!(at, 1_796_090_400_000, "2026-12-01 10:00 +08:00");
+    // A time that is none is refused with the flag's name.
+    let (code, _, err) = run(
+        d,
+        &["contacts", "event", "c1", "visit", "--at", "yesterday"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--at \"yesterday\" is not a time"), "{err}");
+    let (code, _, err) = run(d, &["contacts", "add", "c3", "--created-at", "2026/13/01"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--created-at \"2026/13/01\" is not a time"),
+        "{err}"
+    );
+}
