@@ -57,10 +57,11 @@ steps:
 exit_when: { event: purchase }   # a contact who buys leaves: no reminder
 "#;
 
-const TEMPLATE: &str = "{{contact.name}}您好，欢迎加入！{{#if contact.city}}{{contact.city}}门店期待您的光临。{{/if}}回复TD退订\n";
+// `default`: a contact added without a name still gets the message (a
+// variable that is missing otherwise skips the send, by design).
+const TEMPLATE: &str = "{{default contact.name \"亲\"}}您好，欢迎加入！{{#if contact.city}}{{contact.city}}门店期待您的光临。{{/if}}回复TD退订\n";
 
-const REMINDER: &str =
-    "{{contact.name}}，新人礼还在等您，{{date (add now \"7d\") \"M月D日\"}}前有效。回复TD退订\n";
+const REMINDER: &str = "{{default contact.name \"亲\"}}，新人礼还在等您，{{date (add now \"7d\") \"M月D日\"}}前有效。回复TD退订\n";
 
 const CONTACTS: &str = "id,name,phone,email,city,tags
 c0000001,周晓明,+8613800000001,xiaoming@example.com,上海,trial

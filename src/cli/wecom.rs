@@ -22,6 +22,9 @@ pub enum WecomCommand {
   nurture wecom sync-relationships --channel wecom")]
     SyncRelationships(SyncArgs),
     /// Find the customers of staff who left (get_unassigned_list): logs wecom_staff_left on each, once.
+    #[command(after_help = "Examples:
+  nurture wecom resigned                    # then a workflow with trigger staff_left hands them over
+  nurture wecom resigned --channel wecom")]
     Resigned(SyncArgs),
     /// Push contact_ways/*.yaml to WeCom (add_contact_way/update_contact_way) and print each QR code; codes whose file is gone are deleted once a --dry-run listed them.
     #[command(after_help = "Examples:

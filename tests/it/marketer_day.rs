@@ -396,6 +396,8 @@ fn every_command_has_examples_and_completions_are_printed() {
         &["resume"],
         &["wecom"],
         &["wecom", "sync-relationships"],
+        &["wecom", "resigned"],
+        &["wecom", "sync"],
         &["completions"],
         &["graph"],
         &["console"],
