@@ -257,7 +257,8 @@ async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let res = next.run(req).await;
     let status = res.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Milliseconds to a tenth: a log line reads `ms=1.9`, not `ms=1.9512589999999999`.
+    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     if path == "/healthz" || path == "/metrics" {
         tracing::debug!(%method, %path, status, ms, "request");
     } else {

@@ -55,11 +55,9 @@ pub async fn run(config: &Path, args: PruneArgs) -> CliResult {
     }
     if age.secs() < floor.1.secs() {
         return Err(Failure::Input(format!(
-            "--older-than {}: must be at least {} ({}s), which counts recent history; \
+            "--older-than {}: must be at least {} ({}), which counts recent history; \
              hint: --older-than 90d",
-            args.older_than,
-            floor.0,
-            floor.1.secs()
+            args.older_than, floor.0, floor.1
         )));
     }
     let url = settings.database_url();

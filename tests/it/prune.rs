@@ -252,7 +252,11 @@ fn an_age_inside_the_policies_windows_is_refused() {
     .unwrap();
     let url = support::db::url_for(dir.path());
     for (age, want) in [
-        ("3d", "frequency cap"),
+        // The window in the units a marketer writes (it said `(604800s)`).
+        (
+            "3d",
+            "frequency cap's window (policies.frequency_cap.per) (1w)",
+        ),
         ("12h", "frequency cap"),
         ("soon", "--older-than \"soon\""),
     ] {
