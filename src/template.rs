@@ -206,6 +206,14 @@ fn registry(escape: bool) -> Handlebars<'static> {
     r
 }
 
+/// The helpers a template can call, sorted (for did-you-mean): ours and
+/// handlebars' built-in ones but `log` (see [`registry`]; a unit test
+/// checks each is registered).
+pub const HELPERS: [&str; 21] = [
+    "add", "and", "date", "default", "each", "eq", "gt", "gte", "if", "len", "lookup", "lt", "lte",
+    "money", "ne", "not", "number", "or", "raw", "unless", "with",
+];
+
 impl Templates {
     pub fn empty() -> Templates {
         Templates {
@@ -442,6 +450,10 @@ fn compile(src: &str) -> Result<Template, (u32, u32, String)> {
         let (line, col) = e.pos().unwrap_or((1, 1));
         let msg = match e.reason() {
             handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+                // Blocks that do not pair up are the usual cause: say which.
+                if let Some(unpaired) = nesting::unpaired_block(src) {
+                    return unpaired;
+                }
                 "invalid template syntax".to_string()
             }
             r => r.to_string(),
@@ -450,4 +462,54 @@ fn compile(src: &str) -> Result<Template, (u32, u32, String)> {
     })?;
     check_elements(&t)?;
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name validate suggests is a helper templates can call, and
+    /// `log` (unregistered: it would log contact data) is not one.
+    #[test]
+    fn the_helpers_named_for_did_you_mean_are_registered() {
+        let r = registry(false);
+        let not_found = |name: &str| {
+            r.render_template(&format!("{{{{{name} 1}}}}"), &serde_json::json!({}))
+                .err()
+                .is_some_and(|e| e.to_string().contains("Helper not found"))
+        };
+        for name in HELPERS {
+            assert!(!not_found(name), "{name}");
+        }
+        assert!(not_found("log"));
+        assert!(not_found("dat"));
+    }
+
+    /// Blocks that do not pair up are named, with where they opened
+    /// (handlebars alone said "invalid template syntax" at the end).
+    #[test]
+    fn unpaired_blocks_are_named_where_they_open() {
+        let err = |src: &str| compile(src).expect_err(src);
+        assert_eq!(
+            err("您好{{#if contact.city}}{{contact.city}}门店\n"),
+            (
+                1,
+                3,
+                "{{#if}} is never closed; add {{/if}} where it should end".into()
+            )
+        );
+        assert_eq!(
+            err("{{#each contact.tags}}\n{{#if this}}x{{/each}}"),
+            (
+                2,
+                14,
+                "{{/each}} closes the {{#if}} opened at 2:1; close it with {{/if}} first".into()
+            )
+        );
+        assert_eq!(
+            err("x{{/if}}").2,
+            "{{/if}} closes a block that was never opened; remove it or add {{#if ...}} before it"
+        );
+        assert!(compile("{{#if a}}{{#each b}}{{/each}}{{else}}{{/if}}{{! {{#if }}").is_ok());
+    }
 }

@@ -96,6 +96,88 @@ pub(super) fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
     Ok(())
 }
 
+/// Where a template's blocks do not pair up, said the way a marketer fixes
+/// it: a `{{#if}}` never closed, or a `{{/each}}` that closes an `{{#if}}`.
+/// Handlebars itself only says "invalid syntax" at the end of the text. A
+/// lexical scan like [`check_nesting`]; `None` when the blocks pair up.
+pub(super) fn unpaired_block(src: &str) -> Option<(u32, u32, String)> {
+    // The open blocks: (name, line, column).
+    let mut open: Vec<(String, u32, u32)> = Vec::new();
+    let (mut line, mut col) = (1u32, 1u32);
+    let advance = |s: &str, line: &mut u32, col: &mut u32| {
+        for c in s.chars() {
+            if c == '\n' {
+                *line += 1;
+                *col = 1;
+            } else {
+                *col += 1;
+            }
+        }
+    };
+    let mut rest = src;
+    while let Some(i) = rest.find("{{") {
+        advance(&rest[..i], &mut line, &mut col);
+        let tag_start = &rest[i..];
+        let end = tag_start
+            .find("}}")
+            .map(|e| e + 2)
+            .unwrap_or(tag_start.len());
+        let tag = &tag_start[..end];
+        let inner = tag
+            .trim_start_matches('{')
+            .trim_start_matches('~')
+            .trim_start();
+        let name = |s: &str| -> String {
+            s.trim_start()
+                .split(|c: char| c.is_whitespace() || c == '}' || c == '~' || c == '(')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        if !inner.starts_with('!') {
+            if let Some(opened) = inner.strip_prefix('#').or_else(|| {
+                inner
+                    .strip_prefix('^')
+                    .filter(|r| !r.trim_start().starts_with(['}', '~']))
+            }) {
+                open.push((name(opened), line, col));
+            } else if let Some(closed) = inner.strip_prefix('/') {
+                let closed = name(closed);
+                match open.pop() {
+                    Some((o, l, c)) if o != closed => {
+                        return Some((
+                            line,
+                            col,
+                            format!(
+                                "{{{{/{closed}}}}} closes the {{{{#{o}}}}} opened at {l}:{c}; close it with {{{{/{o}}}}} first"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Some((
+                            line,
+                            col,
+                            format!(
+                                "{{{{/{closed}}}}} closes a block that was never opened; remove it or add {{{{#{closed} ...}}}} before it"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        advance(tag, &mut line, &mut col);
+        rest = &tag_start[end..];
+    }
+    open.pop().map(|(o, l, c)| {
+        (
+            l,
+            c,
+            format!("{{{{#{o}}}}} is never closed; add {{{{/{o}}}}} where it should end"),
+        )
+    })
+}
+
 pub(super) fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }

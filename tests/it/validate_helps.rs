@@ -125,3 +125,30 @@ fn every_problem_of_a_channel_is_reported_in_one_run() {
     }
     insta::assert_snapshot!(out);
 }
+
+/// A helper name with a typo is placed at the name and gets a did-you-mean;
+/// a name like nothing lists the helpers.
+#[test]
+fn an_unknown_helper_is_placed_and_gets_a_suggestion() {
+    let dir = folder(&[
+        (
+            "nurture.yaml",
+            "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\n",
+        ),
+        (
+            "workflows/hello.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: hello }\n  - send: { channel: sms, template: other }\n",
+        ),
+        ("templates/hello.hbs", "您好 {{dat now \"M月D日\"}}"),
+        ("templates/other.hbs", "您好 {{frobnicate now}}"),
+    ]);
+    let (code, all) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{all}");
+    assert!(all.contains("templates/hello.hbs:1:6: "), "{all}");
+    assert!(all.contains("help: did you mean \"date\"?"), "{all}");
+    assert!(all.contains("templates/other.hbs:1:6: "), "{all}");
+    assert!(
+        all.contains("help: the helpers are add, and, date, default"),
+        "{all}"
+    );
+}

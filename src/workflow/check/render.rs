@@ -6,8 +6,14 @@ use super::*;
 /// The column (in characters, from 1) of a missing variable on `line` of
 /// the template file; 1 when it cannot be told.
 pub(super) fn column_in(file: &std::path::Path, line: u32, e: &TemplateError) -> u32 {
-    let TemplateError::MissingVariable { var: Some(var), .. } = e else {
-        return 1;
+    // The missing variable, or the unknown helper's name.
+    let var = match e {
+        TemplateError::MissingVariable { var: Some(var), .. } => var.as_str(),
+        TemplateError::Render { message, .. } => match message.strip_prefix("Helper not found ") {
+            Some(name) => name.trim(),
+            None => return 1,
+        },
+        _ => return 1,
     };
     let Ok(text) = std::fs::read_to_string(file) else {
         return 1;
@@ -15,7 +21,7 @@ pub(super) fn column_in(file: &std::path::Path, line: u32, e: &TemplateError) ->
     let Some(l) = text.lines().nth(line.saturating_sub(1) as usize) else {
         return 1;
     };
-    match l.find(var.as_str()) {
+    match l.find(var) {
         Some(i) => l[..i].chars().count() as u32 + 1,
         None => 1,
     }
@@ -179,6 +185,16 @@ pub(super) fn render_diag(cx: &CheckContext, d: Diagnostic, e: &TemplateError) -
             "use {{{{default {var} \"...\"}}}} for a field some contacts lack, or declare it under fields: in nurture.yaml; the contact's fields are {}",
             known.iter().map(|k| format!("contact.{k}")).collect::<Vec<_>>().join(", ")
         ));
+    }
+    if let TemplateError::Render { message, .. } = e
+        && let Some(name) = message.strip_prefix("Helper not found ")
+    {
+        let helpers = crate::template::HELPERS;
+        let d = d.did_you_mean(name.trim(), helpers);
+        if d.suggestion.is_some() {
+            return d;
+        }
+        return d.with_suggestion(format!("the helpers are {}", helpers.join(", ")));
     }
     if let TemplateError::MissingVariable { var: Some(var), .. } = e {
         let ctx = sample_context(cx, "sample-workflow");
