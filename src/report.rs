@@ -416,22 +416,35 @@ impl Report {
             .max()
             .unwrap_or(5)
             .max(5);
-        let _ = writeln!(
-            out,
-            "\n{:<w$}  {:>8}  {:>9}  {:>6}  95% INTERVAL",
-            "GROUP", "ENTERED", "CONVERTED", "RATE"
-        );
-        for g in &self.groups {
+        // Without a goal there is no conversion to show: entries only.
+        let measured = self.goal.is_some();
+        if measured {
             let _ = writeln!(
                 out,
-                "{:<w$}  {:>8}  {:>9}  {:>6}  [{}, {}]",
-                g.group,
-                g.entered,
-                g.converted,
-                pct(g.rate),
-                pct(g.ci[0]),
-                pct(g.ci[1])
+                "\n{:<w$}  {:>8}  {:>9}  {:>6}  95% INTERVAL",
+                "GROUP", "ENTERED", "CONVERTED", "RATE"
             );
+        } else {
+            let _ = writeln!(out, "\n{:<w$}  {:>8}", "GROUP", "ENTERED");
+        }
+        for g in &self.groups {
+            if !measured {
+                let _ = writeln!(out, "{:<w$}  {:>8}", g.group, g.entered);
+            } else if g.entered == 0 {
+                // No rate of nobody.
+                let _ = writeln!(out, "{:<w$}  {:>8}  {:>9}  {:>6}  -", g.group, 0, 0, "-");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<w$}  {:>8}  {:>9}  {:>6}  [{}, {}]",
+                    g.group,
+                    g.entered,
+                    g.converted,
+                    pct(g.rate),
+                    pct(g.ci[0]),
+                    pct(g.ci[1])
+                );
+            }
         }
         if let Some(l) = &self.lift {
             let _ = writeln!(
@@ -475,7 +488,11 @@ impl Report {
                 s.kind,
                 s.reached,
                 s.sent,
-                s.converted_after,
+                if measured {
+                    s.converted_after.to_string()
+                } else {
+                    "-".to_string()
+                },
                 if skipped.is_empty() { "-" } else { &skipped }
             );
         }

@@ -225,3 +225,28 @@ async fn the_goal_ends_the_journey_at_once_and_the_report_counts_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"promo\"?"));
 }
+
+/// A workflow without a goal measures no conversion: its report shows who
+/// entered and the funnel, not a rate and an interval of nothing (it
+/// printed `0.0%  [0.0%, 65.8%]` under "conversion not measured").
+#[test]
+fn a_report_without_a_goal_shows_no_conversion() {
+    let p = Project::new("timezone: Asia/Shanghai\nchannels:\n  log: { kind: log }\n");
+    p.write(
+        "workflows/hello.yaml",
+        "trigger: { event: { name: visit } }\nsteps:\n  - send: { channel: log, template: hi }\n",
+    )
+    .write("templates/hi.hbs", "hi");
+    p.ok(&["contacts", "add", "c1"]);
+    let table = p.ok(&["report", "hello"]);
+    assert!(
+        table.contains("goal none (conversion not measured)"),
+        "{table}"
+    );
+    assert!(!table.contains('%'), "{table}");
+    assert!(!table.contains("CONVERTED  "), "{table}");
+    assert!(
+        table.contains("GROUP   ENTERED\nall           0"),
+        "{table}"
+    );
+}
