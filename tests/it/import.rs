@@ -276,7 +276,39 @@ fn a_file_without_an_id_column_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no \"id\" column"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("noid.csv:1:1: no \"id\" column"));
+    // A header fault is at FILE:1:COLUMN.
+    let dup = dir.path().join("dup.csv");
+    std::fs::write(&dup, "id,name,id\n1,a,2\n").unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&dup)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("dup.csv:1:3: column \"id\" appears twice (columns 1 and 3)"),
+        "{out:?}"
+    );
+    // UTF-16 (Excel's "Unicode Text") is named, with what to save instead.
+    let wide = dir.path().join("wide.csv");
+    let mut bytes = vec![0xFF, 0xFE];
+    for u in "id,name\n1,王芳\n".encode_utf16() {
+        bytes.extend(u.to_le_bytes());
+    }
+    std::fs::write(&wide, bytes).unwrap();
+    let out = nurture(dir.path())
+        .args(["contacts", "import"])
+        .arg(&wide)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the file is in UTF-16")
+            && String::from_utf8_lossy(&out.stderr).contains("CSV UTF-8"),
+        "{out:?}"
+    );
     let missing = nurture(dir.path())
         .args(["contacts", "import", "nope.csv"])
         .output()

@@ -56,8 +56,9 @@ pub(super) fn read_header(
     rec: &csv::ByteRecord,
     opts: &ImportOptions,
 ) -> Result<Header, StoreError> {
-    let bad = |message: String| StoreError::BadFile {
-        path: path.display().to_string(),
+    // FILE:1:COLUMN: the header is the file's first line.
+    let bad = |col: usize, message: String| StoreError::BadFile {
+        path: format!("{}:1:{col}", path.display()),
         message,
     };
     let mut cols = Vec::new();
@@ -72,25 +73,31 @@ pub(super) fn read_header(
         };
         let name = std::str::from_utf8(field)
             .map_err(|_| {
-                bad(format!(
-                    "1: column {} of the header is not valid UTF-8",
-                    i + 1
-                ))
+                bad(
+                    i + 1,
+                    format!(
+                        "column {} of the header is not valid UTF-8; save the file as \"CSV UTF-8\" in Excel, or import it with --encoding gbk",
+                        i + 1
+                    ),
+                )
             })?
             .trim()
             .to_string();
         if name.is_empty() {
-            return Err(bad(format!(
-                "1: column {} of the header has no name",
-                i + 1
-            )));
+            return Err(bad(
+                i + 1,
+                format!("column {} of the header has no name", i + 1),
+            ));
         }
         if let Some(j) = names.iter().position(|n| *n == name) {
-            return Err(bad(format!(
-                "1: column {name:?} appears twice (columns {} and {})",
-                j + 1,
-                i + 1
-            )));
+            return Err(bad(
+                i + 1,
+                format!(
+                    "column {name:?} appears twice (columns {} and {})",
+                    j + 1,
+                    i + 1
+                ),
+            ));
         }
         let col = match builtin_col(&name) {
             Some(c) => c,
@@ -106,10 +113,10 @@ pub(super) fn read_header(
         names.push(name);
     }
     if !cols.contains(&Col::Id) {
-        return Err(bad(format!(
-            "1: no \"id\" column (the header names: {})",
-            names.join(", ")
-        )));
+        return Err(bad(
+            1,
+            format!("no \"id\" column (the header names: {})", names.join(", ")),
+        ));
     }
     Ok(Header {
         cols,

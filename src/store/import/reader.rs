@@ -116,6 +116,21 @@ pub(super) fn parse_file(
     };
     let mut file = File::open(path).map_err(io)?;
     let total_bytes = file.metadata().map_err(io)?.len();
+    {
+        // UTF-16 (a BOM of FF FE or FE FF) is what Excel's "Unicode Text"
+        // saves, tab-separated: read as CSV it is one garbled column. Said
+        // plainly instead, with what to save.
+        use std::io::{Read, Seek};
+        let mut bom = [0u8; 2];
+        let n = file.read(&mut bom).map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        if n == 2 && (bom == [0xFF, 0xFE] || bom == [0xFE, 0xFF]) {
+            return Err(StoreError::BadFile {
+                path: path.display().to_string(),
+                message: "the file is in UTF-16 (as Excel's \"Unicode Text\" saves), which import does not read; save it as \"CSV UTF-8 (逗号分隔)\" and import that".into(),
+            });
+        }
+    }
     let gbk = match opts.encoding {
         Some(e) => e == Encoding::Gb18030,
         None => {
