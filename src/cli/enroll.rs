@@ -209,7 +209,7 @@ pub async fn resume(config: &Path, args: ResumeArgs) -> CliResult {
         println!("{} is not paused; nothing to do.", wf.name);
     } else {
         println!(
-            "Resumed {}: {} held enrollment(s) run now; the blast guard counts afresh from now.",
+            "Resumed {}: {} held enrollment(s) are due now, and the daemon runs them at its next pass (start `nurture run` if none is running); the blast guard counts afresh from now.",
             wf.name, r.released
         );
     }

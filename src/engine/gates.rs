@@ -103,7 +103,7 @@ pub fn trips(guard: Option<&BlastGuard>, recent: i64, incoming: i64) -> bool {
 /// The reason stored and shown when the guard pauses a workflow.
 pub fn pause_reason(guard: &BlastGuard, recent: i64, incoming: i64) -> String {
     format!(
-        "blast guard: {} new enrollments within {} (limit {}); check the dry-run, then run `nurture resume`",
+        "blast guard: {} new enrollments within {} (limit {}); check the dry-run, then resume it",
         recent + incoming,
         guard.per,
         guard.max

@@ -521,7 +521,10 @@ pub async fn contact_history(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<Histo
                 out.push(e);
             }
             "cancelled" => {
-                let mut e = base(sent_at.unwrap_or(last_at), "message_cancelled", 6)?;
+                // Never before its queued line (clocks of two machines, or
+                // a message created ahead of the cancelling command's now).
+                let at = sent_at.unwrap_or(last_at).max(created);
+                let mut e = base(at, "message_cancelled", 6)?;
                 e.detail = r.try_get(14)?;
                 out.push(e);
             }

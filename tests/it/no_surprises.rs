@@ -210,7 +210,10 @@ async fn the_blast_guard_holds_a_mass_enrollment_until_resumed() {
     );
 
     let out = p.ok(&["resume", "welcome"]);
-    assert!(out.contains("5 held enrollment(s) run now"), "{out}");
+    assert!(
+        out.contains("5 held enrollment(s) are due now, and the daemon runs them"),
+        "{out}"
+    );
     rx.wait_for(5, Duration::from_secs(20)).await;
     assert_eq!(rx.count(), 5);
     let status = p.ok(&["status"]);
