@@ -59,6 +59,9 @@ pub async fn run(config: &Path, cmd: ChannelsCommand) -> CliResult {
 }
 
 async fn test(config: &Path, args: TestArgs) -> CliResult {
+    // The daemon's log on stderr: a `log` channel writes its message there
+    // (the answer says "written to the log", and nothing showed).
+    super::run::init_logging(super::run::LogFormat::Text);
     let project = super::load_project(config)?;
     let settings = &project.settings;
     if !settings.channels.contains_key(&args.name) {

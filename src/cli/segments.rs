@@ -34,6 +34,16 @@ pub async fn run(config: &Path, cmd: SegmentsCommand) -> CliResult {
         return Err(Failure::Reported);
     }
     match cmd {
+        SegmentsCommand::List | SegmentsCommand::Count { name: None }
+            if segs.by_name.is_empty() =>
+        {
+            // Not an error (a project need not have any), but said.
+            eprintln!(
+                "no segments: a segment is a file {}/NAME.yaml with a condition: (see docs/workflows.md)",
+                project.settings.segments_dir.display()
+            );
+            Ok(())
+        }
         SegmentsCommand::List => {
             for s in segs.by_name.values() {
                 println!(

@@ -186,3 +186,18 @@ fn an_unknown_channel_is_named_with_a_suggestion() {
     assert!(err.contains("no channel \"hoek\""), "{err}");
     assert!(err.contains("did you mean \"hook\""), "{err}");
 }
+
+/// A `log` channel's test message is written where the answer says: the
+/// log, on stderr (no log was set up for the command, so nothing showed).
+#[test]
+fn a_log_channel_test_shows_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), "http://127.0.0.1:1/hook");
+    let (code, out, err) = run(dir.path(), &["channels", "test", "console", "--to", "c1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("written to the log"), "{out}");
+    assert!(
+        err.contains("nurture::channel::log") && err.contains("to=c1"),
+        "{err}"
+    );
+}

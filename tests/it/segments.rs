@@ -150,3 +150,24 @@ async fn editing_a_segment_reloads_the_workflows_that_use_it() {
     let got = rx.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].json()["contact_id"], "c3");
 }
+
+/// Without segments, list and count say so on stderr (they printed
+/// nothing) and succeed; a count of a named segment is still an error.
+#[test]
+fn no_segments_is_said() {
+    let p = Project::new("timezone: Asia/Shanghai\nchannels:\n  log: { kind: log }\n");
+    for args in [&["segments", "list"][..], &["segments", "count"]] {
+        let out = p.command().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no segments: a segment is a file"),
+            "{args:?}: {out:?}"
+        );
+    }
+    let out = p
+        .command()
+        .args(["segments", "count", "vip"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
