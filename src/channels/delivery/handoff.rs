@@ -114,6 +114,14 @@ impl DeliveryHandoff {
         }
     }
 
+    /// When the last claim of `channel` caught up, if it did: the handoff
+    /// takes its messages for [`CAUGHT_UP_FOR`] after that. Tests wait for
+    /// a fresh one before they hand messages off, instead of hoping the
+    /// warm-up's is still recent on a loaded machine.
+    pub fn caught_up_at(&self, channel: &str) -> Option<Instant> {
+        self.state().rooms.get(channel).and_then(|r| r.caught_up_at)
+    }
+
     /// Takes no more messages (the worker is stopping).
     pub(super) fn close(&self) {
         self.state().open = false;

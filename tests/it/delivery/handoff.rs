@@ -71,6 +71,26 @@ fn keys(rx: &Receiver) -> Vec<String> {
         .collect()
 }
 
+/// Wakes the worker and waits for its claim of `hook` to catch up afresh:
+/// the handoff takes messages for `CAUGHT_UP_FOR` (1 s) after such a
+/// claim, and on a loaded machine the warm-up's could be older than that
+/// by the time a test plans (the suite failed so once: 0 of 8 leased).
+async fn caught_up(h: &Handing) {
+    let since = std::time::Instant::now();
+    let deadline = since + Duration::from_secs(10);
+    loop {
+        if h.handoff.caught_up_at("hook").is_some_and(|t| t >= since) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's claim did not catch up"
+        );
+        h.worker.wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Queues messages `ids` for `contact` on `hook`, due at `at`, in one plan
 /// transaction handed off to `h`; commits unless `rollback`.
 async fn plan(env: &Env, h: &Handing, ids: &[&str], contact: &str, at: i64, rollback: bool) {
@@ -112,6 +132,7 @@ async fn a_message_due_now_is_leased_in_the_plans_commit_and_sent_without_a_clai
     env.contact("c1").await;
     let (rx, h) = warmed(&env, Duration::from_millis(300), "").await;
 
+    caught_up(&h).await;
     plan(&env, &h, &["now"], "c1", now_ms(), false).await;
     plan(&env, &h, &["later"], "c1", now_ms() + 3_600_000, false).await;
     // Right after the commit, before any claim: leased to the worker.
@@ -143,6 +164,7 @@ async fn a_rolled_back_plan_gives_its_slots_back_and_a_full_channel_leaves_messa
 
     let ids: Vec<String> = (0..8).map(|i| format!("rolled-{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    caught_up(&h).await;
     plan(&env, &h, &refs, "c1", now_ms(), true).await;
     assert_eq!(
         count(&env, "SELECT COUNT(*) FROM outbox WHERE id LIKE 'rolled-%'").await,
@@ -153,6 +175,7 @@ async fn a_rolled_back_plan_gives_its_slots_back_and_a_full_channel_leaves_messa
     // leased in the commit, the ninth waits in the outbox.
     let ids: Vec<String> = (0..9).map(|i| format!("m{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    caught_up(&h).await;
     plan(&env, &h, &refs, "c1", now_ms(), false).await;
     assert_eq!(
         count(
