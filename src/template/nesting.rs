@@ -15,28 +15,12 @@ pub(super) fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
     // One entry per open block: how many levels it holds (1 + `else X` links).
     let mut stack: Vec<usize> = Vec::new();
     let mut depth = 0usize;
-    let (mut line, mut col) = (1u32, 1u32);
-    let mut rest = src;
-    while let Some(i) = rest.find("{{") {
-        for c in rest[..i].chars() {
-            if c == '\n' {
-                line += 1;
-                col = 1;
-            } else {
-                col += 1;
-            }
-        }
-        let at = (line, col);
-        let tag_start = &rest[i..];
-        let end = tag_start
-            .find("}}")
-            .map(|e| e + 2)
-            .unwrap_or(tag_start.len());
-        let tag = &tag_start[..end];
-        let inner = tag
-            .trim_start_matches('{')
-            .trim_start_matches('~')
-            .trim_start();
+    for Tag {
+        at,
+        text: tag,
+        inner,
+    } in tags(src)
+    {
         let opens = inner.starts_with('#')
             || (inner.starts_with('^') && !inner[1..].trim_start().starts_with(['}', '~']));
         let chained_else = inner.starts_with("else")
@@ -83,7 +67,23 @@ pub(super) fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
                 _ => {}
             }
         }
-        for c in tag.chars() {
+    }
+    Ok(())
+}
+
+/// One `{{...}}` tag of a template: where it starts (line, column), its
+/// text, and its text after the opening braces and `~`.
+struct Tag<'a> {
+    at: (u32, u32),
+    text: &'a str,
+    inner: &'a str,
+}
+
+/// The tags of `src` in order, found lexically (an unclosed tag runs to the end).
+fn tags(src: &str) -> impl Iterator<Item = Tag<'_>> {
+    let (mut line, mut col) = (1u32, 1u32);
+    let mut advance = move |s: &str| {
+        for c in s.chars() {
             if c == '\n' {
                 line += 1;
                 col = 1;
@@ -91,9 +91,26 @@ pub(super) fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
                 col += 1;
             }
         }
+        (line, col)
+    };
+    let mut rest = src;
+    std::iter::from_fn(move || {
+        let i = rest.find("{{")?;
+        let at = advance(&rest[..i]);
+        let tag_start = &rest[i..];
+        let end = tag_start
+            .find("}}")
+            .map(|e| e + 2)
+            .unwrap_or(tag_start.len());
+        let text = &tag_start[..end];
+        advance(text);
         rest = &tag_start[end..];
-    }
-    Ok(())
+        let inner = text
+            .trim_start_matches('{')
+            .trim_start_matches('~')
+            .trim_start();
+        Some(Tag { at, text, inner })
+    })
 }
 
 /// Where a template's blocks do not pair up, said the way a marketer fixes
@@ -103,71 +120,52 @@ pub(super) fn check_nesting(src: &str) -> Result<(), (u32, u32, String)> {
 pub(super) fn unpaired_block(src: &str) -> Option<(u32, u32, String)> {
     // The open blocks: (name, line, column).
     let mut open: Vec<(String, u32, u32)> = Vec::new();
-    let (mut line, mut col) = (1u32, 1u32);
-    let advance = |s: &str, line: &mut u32, col: &mut u32| {
-        for c in s.chars() {
-            if c == '\n' {
-                *line += 1;
-                *col = 1;
-            } else {
-                *col += 1;
-            }
-        }
+    let name = |s: &str| -> String {
+        s.trim_start()
+            .split(|c: char| c.is_whitespace() || c == '}' || c == '~' || c == '(')
+            .next()
+            .unwrap_or_default()
+            .to_string()
     };
-    let mut rest = src;
-    while let Some(i) = rest.find("{{") {
-        advance(&rest[..i], &mut line, &mut col);
-        let tag_start = &rest[i..];
-        let end = tag_start
-            .find("}}")
-            .map(|e| e + 2)
-            .unwrap_or(tag_start.len());
-        let tag = &tag_start[..end];
-        let inner = tag
-            .trim_start_matches('{')
-            .trim_start_matches('~')
-            .trim_start();
-        let name = |s: &str| -> String {
-            s.trim_start()
-                .split(|c: char| c.is_whitespace() || c == '}' || c == '~' || c == '(')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        };
-        if !inner.starts_with('!') {
-            if let Some(opened) = inner.strip_prefix('#').or_else(|| {
-                inner
-                    .strip_prefix('^')
-                    .filter(|r| !r.trim_start().starts_with(['}', '~']))
-            }) {
-                open.push((name(opened), line, col));
-            } else if let Some(closed) = inner.strip_prefix('/') {
-                let closed = name(closed);
-                match open.pop() {
-                    Some((o, l, c)) if o != closed => {
-                        return Some((
-                            line,
-                            col,
-                            format!(
-                                "{{{{/{closed}}}}} closes the {{{{#{o}}}}} opened at {l}:{c}; close it with {{{{/{o}}}}} first"
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        return Some((
-                            line,
-                            col,
-                            format!(
-                                "{{{{/{closed}}}}} closes a block that was never opened; remove it or add {{{{#{closed} ...}}}} before it"
-                            ),
-                        ));
-                    }
+    for Tag {
+        at: (line, col),
+        inner,
+        ..
+    } in tags(src)
+    {
+        if inner.starts_with('!') {
+            continue;
+        }
+        if let Some(opened) = inner.strip_prefix('#').or_else(|| {
+            inner
+                .strip_prefix('^')
+                .filter(|r| !r.trim_start().starts_with(['}', '~']))
+        }) {
+            open.push((name(opened), line, col));
+        } else if let Some(closed) = inner.strip_prefix('/') {
+            let closed = name(closed);
+            match open.pop() {
+                Some((o, l, c)) if o != closed => {
+                    return Some((
+                        line,
+                        col,
+                        format!(
+                            "{{{{/{closed}}}}} closes the {{{{#{o}}}}} opened at {l}:{c}; close it with {{{{/{o}}}}} first"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    return Some((
+                        line,
+                        col,
+                        format!(
+                            "{{{{/{closed}}}}} closes a block that was never opened; remove it or add {{{{#{closed} ...}}}} before it"
+                        ),
+                    ));
                 }
             }
         }
-        advance(tag, &mut line, &mut col);
-        rest = &tag_start[end..];
     }
     open.pop().map(|(o, l, c)| {
         (
