@@ -267,6 +267,27 @@ async fn writes_recover_by_themselves_after_the_disk_was_full() {
     }
 }
 
+/// Runs nurture in `dir` with `NURTURE_DATABASE=url` (and the WeCom
+/// channel's variables): whether it succeeded, and its stdout and stderr.
+fn on_database(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
+    let out = assert_cmd::Command::cargo_bin("nurture")
+        .unwrap()
+        .current_dir(dir)
+        .env("NURTURE_DATABASE", url)
+        .env("T_CORP", "ww1")
+        .env("T_SECRET", "sec")
+        .args(args)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), all)
+}
+
 /// Every command that opens the store, run against one that cannot be
 /// reached: none shows the password, in the URL's user part or its query.
 #[test]
@@ -315,25 +336,12 @@ fn no_command_shows_the_database_password() {
         &["wecom", "sync", "--dry-run"],
     ];
     for args in commands {
-        let out = assert_cmd::Command::cargo_bin("nurture")
-            .unwrap()
-            .current_dir(dir.path())
-            .env(
-                "NURTURE_DATABASE",
-                "postgres://nurture:s3cret@127.0.0.1:1/nurture?sslmode=disable&password=s3cret2",
-            )
-            .env("T_CORP", "ww1")
-            .env("T_SECRET", "sec")
-            .args(args)
-            .timeout(Duration::from_secs(60))
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, all) = on_database(
+            dir.path(),
+            "postgres://nurture:s3cret@127.0.0.1:1/nurture?sslmode=disable&password=s3cret2",
+            args,
         );
-        assert!(!out.status.success(), "{args:?}: {all}");
+        assert!(!ok, "{args:?}: {all}");
         assert!(
             !all.contains("s3cret"),
             "{args:?} showed the password: {all}"
@@ -361,20 +369,8 @@ fn a_mistyped_database_url_is_shown_without_its_password() {
         "mkt:hunter2pw@db/shop",
     ] {
         for args in [&["status"][..], &["run", "--listen", "127.0.0.1:0"]] {
-            let out = assert_cmd::Command::cargo_bin("nurture")
-                .unwrap()
-                .current_dir(dir.path())
-                .env("NURTURE_DATABASE", url)
-                .args(args)
-                .timeout(Duration::from_secs(60))
-                .output()
-                .unwrap();
-            let all = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(!out.status.success(), "{url} {args:?}: {all}");
+            let (ok, all) = on_database(dir.path(), url, args);
+            assert!(!ok, "{url} {args:?}: {all}");
             assert!(!all.contains("hunter2"), "{url} {args:?}: {all}");
             assert!(all.contains("***"), "{url} {args:?}: {all}");
         }
