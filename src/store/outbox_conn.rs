@@ -5,8 +5,10 @@
 //! committed (the crash window, `channels/delivery.rs`), so how long a
 //! commit takes paces delivery. Through the pool a commit is four hand-offs
 //! to sqlx's worker thread (acquire, `BEGIN`, the update, `COMMIT`), each a
-//! thread wake-up, with every returned row copied across; here it is one
-//! hand-off, and prepared statements bind borrowed values.
+//! thread wake-up, with every returned row copied across; here a claim is
+//! one hand-off, an outcome commit none (the writer is a thread of its own,
+//! `channels/delivery/writer.rs`), and prepared statements bind borrowed
+//! values.
 //!
 //! The statements are the pool path's (`outbox.rs`), so what is written is
 //! the same, in the store's write turn as on the pool.
@@ -77,23 +79,20 @@ impl OutboxConn {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    /// [`super::outbox::record_outcomes_in_turn`] through this connection:
-    /// the outcomes `view` sees in `items`, in one transaction. The caller
-    /// holds the store's write turn. Gives `items` back.
-    pub async fn record_outcomes<T: Send + 'static>(
+    /// [`super::outbox::record_outcomes_in_turn`] through this connection,
+    /// on the calling thread (the delivery's writer thread): `outcomes` in
+    /// one transaction. The caller holds the store's write turn.
+    pub fn record_outcomes_here(
         &self,
-        owner: String,
+        owner: &str,
         now: i64,
-        items: Vec<T>,
-        view: for<'a> fn(&'a T) -> Recorded<'a>,
-    ) -> (Vec<T>, Result<(), sqlx::Error>) {
-        self.with(move |c| {
-            let outcomes: Vec<Recorded<'_>> = items.iter().map(view).collect();
-            let r = record(c, &owner, now, &outcomes).map_err(sqlx_err);
-            drop(outcomes);
-            (items, r)
-        })
-        .await
+        outcomes: &[Recorded<'_>],
+    ) -> Result<(), sqlx::Error> {
+        let mut c = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        record(&mut c, owner, now, outcomes).map_err(sqlx_err)
     }
 
     /// [`super::outbox::claim_with`] through this connection, in the

@@ -671,10 +671,14 @@ async fn the_delivery_connection_writes_what_the_pool_writes() {
         .unwrap();
     drop(view);
     let turn = conn_store.write_turn().await;
-    let (_, written) = conn
-        .record_outcomes("w1".into(), 9_000, fates, recorded)
-        .await;
-    written.unwrap();
+    // The delivery's writer thread calls this on its own thread.
+    tokio::task::spawn_blocking(move || {
+        let view: Vec<Recorded<'_>> = fates.iter().map(recorded).collect();
+        conn.record_outcomes_here("w1", 9_000, &view)
+    })
+    .await
+    .unwrap()
+    .unwrap();
     drop(turn);
 
     // id, status, attempts, sent_at, provider_id, last_error, lease_owner,
