@@ -132,6 +132,16 @@ pub async fn run(config: &Path, args: ValidateArgs) -> CliResult {
         ));
     }
     println!("{line}");
+    // The likely case: run from the wrong folder. "ok" alone would read as
+    // "your project is fine".
+    if report.settings.as_ref().is_some_and(|s| s.file.is_none()) && report.workflows.is_empty() {
+        eprintln!(
+            "note: there is no {} here and no workflows: these are the built-in defaults \
+             (one `console` channel). Run nurture in your project's folder, pass \
+             --config PATH, or start a project here with `nurture init`.",
+            config.display()
+        );
+    }
     Ok(())
 }
 

@@ -128,9 +128,15 @@ fn clean_project_passes() {
 #[test]
 fn fresh_folder_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, _) = validate(dir.path(), &[]);
+    let (code, out, err) = validate(dir.path(), &[]);
     assert_eq!(code, 0);
     assert_eq!(out, "ok: 0 workflows, 0 templates, 1 channel, 0 teams\n");
+    // Most often the wrong folder: said, with the ways out.
+    assert!(
+        err.starts_with("note: there is no nurture.yaml here and no workflows")
+            && err.contains("nurture init"),
+        "{err}"
+    );
     // The default `console` channel exists without nurture.yaml.
     write(
         dir.path(),
@@ -145,6 +151,8 @@ fn fresh_folder_passes() {
     let (code, out, err) = validate(dir.path(), &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "ok: 1 workflow, 1 template, 1 channel, 0 teams\n");
+    // A project without nurture.yaml is a project: no note.
+    assert_eq!(err, "");
 }
 
 #[test]
