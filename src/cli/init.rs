@@ -113,7 +113,7 @@ pub fn run(args: InitArgs) -> CliResult {
         .collect();
     if !there.is_empty() {
         return Err(Failure::Input(format!(
-            "nothing was written: {} already there ({}); init starts a new project in an empty folder",
+            "nothing was written: {} already there ({}); init never overwrites a file: move them away, or init another folder",
             if there.len() == 1 {
                 "a file is"
             } else {

@@ -47,7 +47,7 @@ pub enum Command {
     /// sample contacts and a .gitignore for the store.
     #[command(after_help = "Examples:
   nurture init shop-crm && cd shop-crm && nurture validate
-  nurture init            # in the current, empty folder")]
+  nurture init            # in the current folder, beside what is there (never overwrites)")]
     Init(init::InitArgs),
     /// Check settings, workflows and templates; exit 1 with every problem found.
     #[command(after_help = "Examples:

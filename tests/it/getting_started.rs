@@ -72,6 +72,19 @@ fn init_scaffolds_a_project_that_validates_and_runs() {
     let (code, _, err) = nurture(tmp.path(), &["init", "shop"]);
     assert_eq!(code, 1);
     assert!(err.contains("nothing was written"), "{err}");
+    assert!(err.contains("init never overwrites a file"), "{err}");
+
+    // A folder with other files in it is fine: init adds its own.
+    let other = tmp.path().join("notes");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("plan.txt"), "ideas\n").unwrap();
+    let (code, _, err) = nurture(tmp.path(), &["init", "notes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(other.join("nurture.yaml").exists());
+    assert_eq!(
+        std::fs::read_to_string(other.join("plan.txt")).unwrap(),
+        "ideas\n"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<String> {
