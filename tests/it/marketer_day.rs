@@ -505,6 +505,16 @@ fn until_idle_says_what_it_waits_for_and_now_stops_when_nothing_is_due() {
         log.contains("nothing due now; stopping (--until-idle=now): left for later: 1 enrollment(s) in a wait, the next due at "),
         "{log}"
     );
+    // In the project's time zone, as the dry-run and history show times.
+    let due = log
+        .split("the next due at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        due.ends_with("+08:00") && chrono::DateTime::parse_from_rfc3339(due).is_ok(),
+        "{due:?} in {log}"
+    );
     // The wait stays in the store.
     let status = p.ok(&["status", "--format", "json"]);
     assert!(status.contains("\"drip\""), "{status}");

@@ -34,13 +34,14 @@ impl IdleState {
         }
     }
 
-    /// What the daemon still waits for, in words.
-    pub fn waiting_for(&self, mode: IdleMode) -> String {
+    /// What the daemon still waits for, in words; times in `tz` (the
+    /// project's zone, as the dry-run and `history` show them).
+    pub fn waiting_for(&self, mode: IdleMode, tz: chrono_tz::Tz) -> String {
         let at = |t: Option<i64>| {
             t.map(|t| {
                 format!(
                     ", the next due at {}",
-                    crate::timefmt::rfc3339(&plan_reads::from_ms(t))
+                    crate::timefmt::in_tz(plan_reads::from_ms(t), tz)
                 )
             })
             .unwrap_or_default()
@@ -73,11 +74,11 @@ impl IdleState {
     }
 
     /// What stays in the store when `--until-idle=now` stops.
-    pub fn left(&self) -> String {
+    pub fn left(&self, tz: chrono_tz::Tz) -> String {
         if self.active == 0 && self.queued == 0 {
             return "nothing left in the store".to_string();
         }
-        format!("left for later: {}", self.waiting_for(IdleMode::All))
+        format!("left for later: {}", self.waiting_for(IdleMode::All, tz))
     }
 }
 

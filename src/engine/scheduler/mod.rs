@@ -140,7 +140,7 @@ impl Scheduler {
                                     waiting_enrollments = st.active,
                                     deferred_messages = st.queued,
                                     "nothing due now; stopping (--until-idle=now): {}",
-                                    st.left()
+                                    st.left(project.settings.timezone)
                                 ),
                                 Err(_) => {
                                     tracing::info!("nothing due now; stopping (--until-idle=now)")
@@ -156,7 +156,7 @@ impl Scheduler {
                         told_at = Some(std::time::Instant::now());
                         match idle_state(&self.store, now).await {
                             Ok(st) => {
-                                let what = st.waiting_for(mode);
+                                let what = st.waiting_for(mode, project.settings.timezone);
                                 if last_waiting.as_deref() != Some(what.as_str()) {
                                     tracing::info!("--until-idle: waiting for {what}");
                                     last_waiting = Some(what);

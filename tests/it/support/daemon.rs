@@ -193,7 +193,7 @@ impl Project {
             if Instant::now() > deadline {
                 panic!(
                     "the daemon did not settle within {timeout:?}: waiting for {} and {tag_syncs} WeCom tag sync(s); log:\n{}",
-                    st.waiting_for(IdleMode::Now),
+                    st.waiting_for(IdleMode::Now, chrono_tz::UTC),
                     self.log()
                 );
             }
