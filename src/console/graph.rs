@@ -242,7 +242,9 @@ pub fn graph(wf: &Workflow) -> Graph {
 
 fn trigger(t: &Trigger) -> String {
     match t {
-        Trigger::ContactCreated { .. } => "contact created".into(),
+        Trigger::ContactCreated { via: None } => "contact created".into(),
+        // A contact way's welcome: only the contacts that code brought.
+        Trigger::ContactCreated { via: Some(way) } => format!("contact created via {}", way.value),
         Trigger::TagAdded { tag } => format!("tag added: {tag}"),
         Trigger::Inactive { quiet_for, check } => {
             format!("inactive {quiet_for} (check {})", check.source())

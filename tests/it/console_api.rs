@@ -398,6 +398,10 @@ fn nurture_graph_prints_the_diagram() {
     let out = run(&["graph", "vip-upgrade", "--format", "svg"]);
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+    // A contact way's welcome names its code: not every new contact.
+    let out = run(&["graph", "contact-way:douyin-0618", "--format", "mermaid"]);
+    let m = String::from_utf8(out.stdout).unwrap();
+    assert!(m.contains("contact created via douyin-0618"), "{m}");
     let out = run(&["graph", "welcome", "--format", "svg"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"welcome-wecom\""));
