@@ -6,6 +6,7 @@
 #   bench/delivery.sh throughput      # (a) only; also: latency, idle
 #   bench/delivery.sh stores          # (d) only: SQLite vs PostgreSQL, 1-3 daemons
 #   BASE=/path/nurture bench/delivery.sh compare   # (a3): delivery alone, this build vs BASE vs wrk
+#   CONCURRENCY=128 bench/delivery.sh compare       # the same with the channel's concurrency at 128
 #
 # (a) throughput: N contacts (default 100,000; env N) imported, a
 #     contact_created workflow sending one webhook each, `nurture run
@@ -75,8 +76,12 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # A project in $1 whose one workflow sends a webhook to every new contact
 # (bench/lib.sh's end-to-end project, without contacts); $2 is the receiver.
+# CONCURRENCY=N sets the channel's `concurrency` (default: nurture's, 64).
 webhook_project() {
     welcome_project "$1" "sqlite://nurture.db" "$2" 0
+    if [[ -n "${CONCURRENCY:-}" ]]; then
+        echo "    concurrency: $CONCURRENCY" >>"$1/nurture.yaml"
+    fi
 }
 
 start_listening receiver "$RECEIVER" 127.0.0.1:0
