@@ -24,6 +24,8 @@ pub(super) async fn writer(
 ) {
     if let Some(conn) = shared.conn.clone() {
         let handle = tokio::runtime::Handle::current();
+        // A blocking-pool thread for the worker's life: its JoinHandle is
+        // what the worker watches, as it watched the task.
         let thread = tokio::task::spawn_blocking(move || {
             writer_thread(&shared, &conn, rx, &shutdown, &handle)
         });
@@ -174,6 +176,7 @@ fn written_back(shared: &Shared, buf: &mut Vec<Outcome>) {
         }
     }
 }
+
 impl Outcome {
     /// What the store writes for this outcome.
     fn recorded(&self) -> Recorded<'_> {
