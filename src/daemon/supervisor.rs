@@ -152,6 +152,44 @@ impl Supervisor {
     }
 }
 
+/// Runs `task` on a thread of its own, on a single-threaded runtime, and
+/// resolves to its result (a panic on the thread resumes here, so the
+/// supervisor names it as it names a task's panic).
+///
+/// Why: a task whose work is a chain of hand-offs between its own tasks
+/// (the delivery worker: claim loop, pumps, calls, the HTTP client's
+/// connections) pays a cross-thread wake-up for most of them on the shared
+/// multi-threaded runtime. On one thread they are queue pushes.
+pub fn on_own_thread<F>(name: &str, task: F) -> impl Future<Output = Result<()>> + Send + 'static
+where
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(task),
+                    Err(e) => Err(anyhow!("cannot start its runtime: {e}")),
+                }
+            }));
+            let _ = tx.send(ran);
+        });
+    let name = name.to_string();
+    async move {
+        spawned.map_err(|e| anyhow!("cannot start the {name} thread: {e}"))?;
+        match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(anyhow!("the {name} thread ended without a result")),
+        }
+    }
+}
+
 fn join_error_text(e: JoinError) -> String {
     if e.is_cancelled() {
         return "cancelled".into();
@@ -220,6 +258,45 @@ mod tests {
         });
         let err = s.run(std::future::pending()).await.unwrap_err();
         assert!(err.to_string().contains("the store file is gone"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_task_on_its_own_thread_stops_with_the_token_and_its_panic_is_named() {
+        let token = CancellationToken::new();
+        let mut s = Supervisor::new(token.clone());
+        s.fault = None;
+        let t = token.clone();
+        let caller = std::thread::current().id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.spawn(
+            "delivery",
+            on_own_thread("test-own", async move {
+                let _ = tx.send((
+                    std::thread::current().id(),
+                    std::thread::current().name().map(str::to_string),
+                ));
+                // Its own runtime's timers and tasks work.
+                tokio::spawn(async {}).await?;
+                t.cancelled().await;
+                Ok(())
+            }),
+        );
+        let (id, name) = rx.await.unwrap();
+        assert_ne!(id, caller);
+        assert_eq!(name.as_deref(), Some("test-own"));
+        s.run(async {}).await.unwrap();
+
+        let token = CancellationToken::new();
+        let mut s = Supervisor::new(token.clone());
+        s.fault = None;
+        s.spawn("api", quiet(token.clone()));
+        s.spawn(
+            "delivery",
+            on_own_thread("test-own", async { panic!("boom") }),
+        );
+        let err = s.run(std::future::pending()).await.unwrap_err();
+        assert!(token.is_cancelled());
+        assert_eq!(err.to_string(), "the delivery task died: panicked: boom");
     }
 
     #[test]
