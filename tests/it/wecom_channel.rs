@@ -343,6 +343,9 @@ async fn workers_share_the_daemons_token_and_a_rotated_secret_takes_effect() {
     );
 
     // Another owner (a second daemon in this process) has its own cache.
+    // The task is due for its next check again (its poll interval, 10 ms,
+    // passes on the WeCom code's clock).
+    let_time_pass(Duration::from_millis(30)).await;
     let other = nurture::channels::wecom::token::TokenCaches::default();
     poll::poll_once(&s.store, &s.settings, &env, &other)
         .await
