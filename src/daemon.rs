@@ -105,6 +105,13 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     let (project_tx, project_rx) = watch::channel(Arc::new(project));
     let (registry_tx, registry_rx) = watch::channel(Arc::new(registry));
 
+    // The workflows loaded now are active before the API takes a request
+    // (see `activate_loaded`).
+    let loaded = project_rx.borrow().clone();
+    crate::engine::scheduler::activate_loaded(&store, &loaded, Utc::now())
+        .await
+        .context("activating the workflows")?;
+
     // The HTTP API.
     let listen = opts
         .listen

@@ -27,6 +27,7 @@ use crate::metrics;
 use crate::project::Project;
 use crate::store::handoff::Handoff;
 use crate::store::plan_reads::{self, DAEMON_CURSOR, ms};
+use crate::store::workflow_states::WorkflowState;
 use crate::store::{Dialect, Store, Tx};
 use crate::workflow::Workflow;
 
@@ -74,6 +75,40 @@ pub struct Scheduler {
     /// lease, `--lease-ms`): a daemon that dies holding claims leaves them to
     /// the others after this long.
     pub lease: StdDuration,
+}
+
+/// Activates, at `now`, the enabled workflows of `project` this store has
+/// not seen: the daemon calls it before it says it listens, so a contact the
+/// API takes after that line is never from before its workflows'
+/// activation (the scheduler's first pass, a few milliseconds later, would
+/// otherwise pass it over). Workflows added later are activated by the pass
+/// that first loads them.
+pub async fn activate_loaded(store: &Store, project: &Project, now: DateTime<Utc>) -> Result<()> {
+    let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
+    activate_fresh(store, &enabled, now).await?;
+    Ok(())
+}
+
+/// Every workflow's state, after activating at `now` those of `enabled`
+/// this store has not seen.
+async fn activate_fresh(
+    store: &Store,
+    enabled: &[&Workflow],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, WorkflowState>> {
+    let mut states = store.workflow_states().await?;
+    let fresh: Vec<&str> = enabled
+        .iter()
+        .map(|w| w.name.as_str())
+        .filter(|n| !states.contains_key(*n))
+        .collect();
+    if !fresh.is_empty() {
+        for name in store.activate_workflows(&fresh, now).await? {
+            tracing::info!(workflow = %name, "activated: the workflow acts on trigger events from now on");
+        }
+        states = store.workflow_states().await?;
+    }
+    Ok(states)
 }
 
 impl Scheduler {
@@ -232,20 +267,8 @@ impl Scheduler {
     /// Activation and pause of every workflow: a workflow this daemon loads
     /// for the first time on this store is activated now.
     async fn gates(&self, enabled: &[&Workflow], now: DateTime<Utc>) -> Result<Gates> {
-        let mut states = self.store.workflow_states().await?;
-        let fresh: Vec<&str> = enabled
-            .iter()
-            .map(|w| w.name.as_str())
-            .filter(|n| !states.contains_key(*n))
-            .collect();
-        if !fresh.is_empty() {
-            for name in self.store.activate_workflows(&fresh, now).await? {
-                tracing::info!(workflow = %name, "activated: the workflow acts on trigger events from now on");
-            }
-            states = self.store.workflow_states().await?;
-        }
         Ok(Gates {
-            states,
+            states: activate_fresh(&self.store, enabled, now).await?,
             unrecorded: None,
         })
     }
