@@ -114,26 +114,30 @@ pub(super) fn check_template(
         template_files: &no_files,
         now,
     };
-    if let Err(e) = crate::workflow::check::render_sample(&cx, name, None, &mut Vec::new()) {
-        let line = match &e {
-            TemplateError::MissingVariable { line, .. } | TemplateError::Render { line, .. } => {
-                line.unwrap_or(1)
-            }
-            TemplateError::NotFound(_) | TemplateError::TooLong { .. } => 1,
-        };
-        let mut d = Diagnostic::new(
-            path,
-            Pos::new(line, 1),
-            format!("template does not render for a sample contact: {e}"),
-        );
-        if let TemplateError::MissingVariable { var: Some(var), .. } = &e
-            && var.starts_with("contact.")
-        {
-            d = d.with_suggestion(format!(
-                "use {{{{default {var} \"...\"}}}} for a field some contacts lack, or declare it under fields: in nurture.yaml"
-            ));
-        }
-        return Err(vec![d]);
+    if let Err(errors) = crate::workflow::check::render_sample(&cx, name, None, &mut Vec::new()) {
+        return Err(errors.iter().map(|e| render_problem(path, e)).collect());
     }
     Ok(src)
+}
+
+/// A reloaded template's render error as a diagnostic at its line.
+fn render_problem(path: &Path, e: &TemplateError) -> Diagnostic {
+    let line = match e {
+        TemplateError::MissingVariable { line, .. } | TemplateError::Render { line, .. } => {
+            line.unwrap_or(1)
+        }
+        TemplateError::NotFound(_) | TemplateError::TooLong { .. } => 1,
+    };
+    let d = Diagnostic::new(
+        path,
+        Pos::new(line, 1),
+        format!("template does not render for a sample contact: {e}"),
+    );
+    match e {
+        TemplateError::MissingVariable { var: Some(var), .. } if var.starts_with("contact.") => d
+            .with_suggestion(format!(
+                "use {{{{default {var} \"...\"}}}} for a field some contacts lack, or declare it under fields: in nurture.yaml"
+            )),
+        _ => d,
+    }
 }

@@ -258,6 +258,36 @@ fn template_with_a_missing_variable() {
 }
 
 #[test]
+fn every_missing_variable_of_a_template_is_reported_in_one_run() {
+    // A marketer fixes them all at once instead of one per run; a variable
+    // read inside a block is said once, and the list ends there.
+    let dir = project(&[("workflows/winback-vip.yaml", WINBACK)]);
+    write(
+        dir.path(),
+        "templates/winback.hbs",
+        "Hi {{contact.nmae}},\nfrom {{shop.city}} and {{shop.name}}\n{{#each contact.tags}}{{label}}{{/each}} {{agent}}\n",
+    );
+    let (code, _, err) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{err}");
+    for at in [
+        "templates/winback.hbs:1:6: ",
+        "templates/winback.hbs:2:8: ",
+        "templates/winback.hbs:2:26: ",
+    ] {
+        assert_eq!(err.matches(at).count(), 1, "{at} once in:\n{err}");
+    }
+    assert!(err.contains("did you mean \"name\"?"), "{err}");
+    assert_eq!(
+        err.matches("missing variable \"label\"").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("4 problems in 1 file"), "{err}");
+    // The first error is reported as before: the list stops at the block's.
+    assert!(!err.contains("\"agent\""), "{err}");
+}
+
+#[test]
 fn template_that_does_not_compile() {
     let dir = project(&[("workflows/winback-vip.yaml", WINBACK)]);
     write(dir.path(), "templates/winback.hbs", "Hi {{contact.name}\n");

@@ -130,14 +130,13 @@ pub fn check_project(cx: &CheckContext, workflows: &[LoadedWorkflow]) -> Vec<Dia
         for f in undeclared {
             out.push(undeclared_warning(&file, Pos::new(1, 1), &f));
         }
-        if let Err(e) = r {
-            let file = cx.settings.templates_dir.join(format!("{name}.hbs"));
+        for e in r.err().unwrap_or_default() {
             let line = template_error_line(&e).unwrap_or(1);
             let col = column_in(&file, line, &e);
             out.push(render_diag(
                 cx,
                 Diagnostic::new(
-                    file,
+                    file.clone(),
                     Pos::new(line, col),
                     format!("template does not render for a sample contact: {e}"),
                 ),
@@ -229,7 +228,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                     out.push(d);
                 } else if cx.templates.contains(t)
                     && rendered.insert(t.value.as_str())
-                    && let Err(e) = {
+                    && let Err(errors) = {
                         let mut undeclared = Vec::new();
                         let r = render_sample(cx, t, Some(wf), &mut undeclared);
                         for f in undeclared {
@@ -244,23 +243,25 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                 {
                     // Said where it is to be fixed: the template's file and line.
                     let hbs = s.templates_dir.join(format!("{}.hbs", t.value));
-                    let line = template_error_line(&e).unwrap_or(1);
-                    let col = column_in(&hbs, line, &e);
-                    out.push(render_diag(
-                        cx,
-                        Diagnostic::new(
-                            hbs,
-                            Pos::new(line, col),
-                            format!(
-                                "template \"{}\" does not render for a sample contact of workflow \"{}\" ({}:{}): {e}",
-                                t.value,
-                                wf.name,
-                                file.display(),
-                                t.pos.line
+                    for e in errors {
+                        let line = template_error_line(&e).unwrap_or(1);
+                        let col = column_in(&hbs, line, &e);
+                        out.push(render_diag(
+                            cx,
+                            Diagnostic::new(
+                                hbs.clone(),
+                                Pos::new(line, col),
+                                format!(
+                                    "template \"{}\" does not render for a sample contact of workflow \"{}\" ({}:{}): {e}",
+                                    t.value,
+                                    wf.name,
+                                    file.display(),
+                                    t.pos.line
+                                ),
                             ),
-                        ),
-                        &e,
-                    ));
+                            &e,
+                        ));
+                    }
                 }
             }
             StepAction::Assign(a) => {

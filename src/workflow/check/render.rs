@@ -86,26 +86,102 @@ pub(super) fn sample_value(name: &str, ty: FieldType) -> Value {
     }
 }
 
+/// The most missing variables reported for one template.
+const MAX_MISSING: usize = 20;
+
 /// Renders a template for the sample contact, with the event `wf`'s trigger
 /// starts (any workflow's, for a template no workflow sends). Properties of
 /// an event not declared under `events:` may be anything: each one the
 /// template reads is given a sample value.
+///
+/// Every missing variable is reported, not only the first: each is given a
+/// sample value and the template rendered again, so a marketer fixes them
+/// all in one pass (at most [`MAX_MISSING`]; an error of another kind ends
+/// the list).
 pub fn render_sample(
     cx: &CheckContext,
     template: &str,
     wf: Option<&Workflow>,
     undeclared: &mut Vec<String>,
-) -> Result<template::Rendered, TemplateError> {
-    let mut ctx = sample_context(cx, wf.map_or("sample-workflow", |w| w.name.as_str()));
-    let event = sample_event(cx, wf);
-    let tz = cx.settings.timezone;
-    let mut open = false;
-    if let (Some((e, o)), Some(m)) = (&event, ctx.as_object_mut()) {
-        m.insert("event".into(), e.template_value(tz));
-        open = *o;
+) -> Result<template::Rendered, Vec<TemplateError>> {
+    let mut ctx = sample_render_context(cx, wf);
+    let mut errors: Vec<TemplateError> = Vec::new();
+    loop {
+        match render_sample_in(cx, template, wf, &mut ctx, undeclared) {
+            Ok(r) if errors.is_empty() => return Ok(r),
+            Ok(_) => return Err(errors),
+            // Filling it changed nothing (a variable inside a block,
+            // read relative to the block's value): said once, then stop.
+            Err(e) if errors.contains(&e) => return Err(errors),
+            Err(e) => {
+                let filled = match &e {
+                    TemplateError::MissingVariable { var: Some(var), .. }
+                        if errors.len() < MAX_MISSING =>
+                    {
+                        fill(&mut ctx, var)
+                    }
+                    _ => false,
+                };
+                errors.push(e);
+                if !filled {
+                    return Err(errors);
+                }
+            }
+        }
     }
+}
+
+/// Sets the variable at dotted `path` in `ctx` to a sample string, making
+/// the objects on the way; false when it cannot be set (a step through a
+/// value that is not an object, an index, or a value already there: the
+/// error would only repeat).
+fn fill(ctx: &mut Value, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| {
+        p.is_empty() || p.starts_with('[') || p.starts_with('@') || p.parse::<usize>().is_ok()
+    }) {
+        return false;
+    }
+    let mut at = ctx;
+    for (i, p) in parts.iter().enumerate() {
+        let Some(m) = at.as_object_mut() else {
+            return false;
+        };
+        if i + 1 == parts.len() {
+            if m.contains_key(*p) {
+                return false;
+            }
+            m.insert((*p).to_string(), Value::String(format!("sample {p}")));
+            return true;
+        }
+        at = m
+            .entry((*p).to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    false
+}
+
+/// The sample contact's context, with the event `wf`'s trigger starts.
+fn sample_render_context(cx: &CheckContext, wf: Option<&Workflow>) -> Value {
+    let mut ctx = sample_context(cx, wf.map_or("sample-workflow", |w| w.name.as_str()));
+    if let (Some((e, _)), Some(m)) = (sample_event(cx, wf), ctx.as_object_mut()) {
+        m.insert("event".into(), e.template_value(cx.settings.timezone));
+    }
+    ctx
+}
+
+/// One render of `template` over `ctx`, giving undeclared contact fields
+/// and open event properties their sample values as it goes.
+fn render_sample_in(
+    cx: &CheckContext,
+    template: &str,
+    wf: Option<&Workflow>,
+    ctx: &mut Value,
+    undeclared: &mut Vec<String>,
+) -> Result<template::Rendered, TemplateError> {
+    let open = sample_event(cx, wf).is_some_and(|(_, open)| open);
     for _ in 0..32 {
-        match cx.templates.render(template, &ctx) {
+        match cx.templates.render(template, ctx) {
             // A custom attribute not declared under `fields:` (and not a
             // near miss of a known name): a warning, rendered with a sample.
             Err(TemplateError::MissingVariable { var: Some(var), .. })
@@ -135,14 +211,14 @@ pub fn render_sample(
                     .to_string();
                 let props = &mut ctx["event"]["properties"];
                 if prop.is_empty() || props.get(&prop).is_some() {
-                    return cx.templates.render(template, &ctx);
+                    return cx.templates.render(template, ctx);
                 }
                 props[prop.as_str()] = Value::String(format!("sample {prop}"));
             }
             other => return other,
         }
     }
-    cx.templates.render(template, &ctx)
+    cx.templates.render(template, ctx)
 }
 
 pub(super) fn render_diag(cx: &CheckContext, d: Diagnostic, e: &TemplateError) -> Diagnostic {
