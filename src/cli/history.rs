@@ -140,6 +140,22 @@ fn write_jsonl(
                         .into(),
                 );
             }
+            // A wait's end, stored in UTC, in the zone of every other time
+            // here (as the text format shows it).
+            if e.kind == "step"
+                && e.action.as_deref() == Some("wait")
+                && let Some(t) = e
+                    .detail
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+            {
+                m.insert(
+                    "detail".into(),
+                    t.with_timezone(&tz)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        .into(),
+                );
+            }
             if let Some(t) = ctx.template_of(e) {
                 m.insert("template".into(), t.into());
             }

@@ -358,6 +358,16 @@ fn history_lists_what_happened_in_order() {
     assert_eq!(rows[2]["body"], "Hello c2");
     assert_eq!(rows[2]["at"], "2026-11-01T10:00:00+08:00");
     assert!(rows.iter().all(|r| r["contact_id"] == "c2"));
+
+    // A wait's end is in the project's zone too, as in the text.
+    let out = p.run_ok(&["history", "--contact", "c1", "--format", "jsonl"]);
+    let wait: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "wait")
+        .collect();
+    assert_eq!(wait.len(), 1, "{out}");
+    assert_eq!(wait[0]["detail"], "2026-11-02T09:00:00+08:00", "{out}");
 }
 
 #[test]
