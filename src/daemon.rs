@@ -532,6 +532,14 @@ async fn reload(
     }
     record_states(store, &r.files).await;
     if r.changed {
+        // Workflows new to this store are active from the moment the daemon
+        // takes them, before the API's requests and the scheduler's next pass
+        // see them (that pass activates them if this fails).
+        if let Err(e) =
+            crate::engine::scheduler::activate_loaded(store, &r.project, Utc::now()).await
+        {
+            tracing::warn!(error = %e, "activating the reloaded workflows failed; the scheduler's next pass does it");
+        }
         for f in &r.loaded {
             let hash = r
                 .files

@@ -623,6 +623,47 @@ fn file_state(p: &Project, suffix: &str) -> Value {
         .clone()
 }
 
+/// A workflow added while the daemon runs is active once the reload that
+/// takes it is logged: a contact created right after enrolls in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_added_by_a_reload_is_active_when_the_reload_is_logged() {
+    let rx = Receiver::start(script::always(Reply::ok())).await;
+    let p = Project::new(&settings(&rx, "", ""));
+    p.write("workflows/greet.yaml", &greet_workflow("welcome"))
+        .write("templates/welcome.hbs", "Hello {{contact.name}}");
+    let d = Daemon::start(&p, &[]);
+    let reloads = p.log().matches("reloaded workflows and templates").count();
+    p.write("templates/second.hbs", "Second {{contact.name}}")
+        .write("workflows/second.yaml", &greet_workflow("second"));
+    let second = "SELECT count(*) FROM workflow_states WHERE workflow = 'second'";
+    // The template may be taken by an earlier reload than the workflow.
+    let deadline = Instant::now() + 10 * SECS;
+    while !p.log().contains("workflows/second.yaml") {
+        assert!(
+            Instant::now() < deadline,
+            "never loaded:
+{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_log(&p, "reloaded workflows and templates", reloads, 10 * SECS).await;
+    assert_eq!(
+        p.count(second).await,
+        1,
+        "activated by the reload:
+{}",
+        p.log()
+    );
+    d.post_ok("/v1/contacts", json!({"id": "c1", "name": "Ada"}))
+        .await;
+    let reqs = rx.wait_for(2, 10 * SECS).await;
+    let mut bodies: Vec<String> = reqs.iter().map(body_of).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["Hello Ada", "Second Ada"]);
+    stop(d, &p);
+}
+
 /// 8. Hot reload: a valid template edit applies to the next contact without a
 ///    restart; a broken workflow (bad YAML, then an unknown channel) is
 ///    rejected with its diagnostic in the log and in `status`, and the last
