@@ -354,13 +354,7 @@ impl Store {
                 })?;
             let _ = conn.close().await;
         }
-        let db = AnyPoolOptions::new()
-            .test_before_acquire(false)
-            .after_release(|conn, _| Box::pin(release_clean(conn)))
-            .max_connections(PG_CONNECTIONS)
-            .min_connections(0)
-            .idle_timeout(Some(Duration::from_secs(600)))
-            .acquire_timeout(Duration::from_secs(30))
+        let db = pg_pool_options(PG_CONNECTIONS)
             .connect(url)
             .await
             .map_err(open_err)?;
@@ -388,13 +382,7 @@ impl Store {
         if self.dialect != Dialect::Postgres {
             return Ok(self.clone());
         }
-        let db = AnyPoolOptions::new()
-            .test_before_acquire(false)
-            .after_release(|conn, _| Box::pin(release_clean(conn)))
-            .max_connections(PG_DELIVERY_CONNECTIONS)
-            .min_connections(0)
-            .idle_timeout(Some(Duration::from_secs(600)))
-            .acquire_timeout(Duration::from_secs(30))
+        let db = pg_pool_options(PG_DELIVERY_CONNECTIONS)
             .connect_lazy(&self.url)
             .map_err(|source| StoreError::Open {
                 url: redact(&self.url),
@@ -517,6 +505,18 @@ impl Store {
             p.close().await;
         }
     }
+}
+
+/// A PostgreSQL pool of at most `max` connections: none opened ahead, each
+/// closed after ten idle minutes, handed back clean (`release_clean`).
+fn pg_pool_options(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .test_before_acquire(false)
+        .after_release(|conn, _| Box::pin(release_clean(conn)))
+        .max_connections(max)
+        .min_connections(0)
+        .idle_timeout(Some(Duration::from_secs(600)))
+        .acquire_timeout(Duration::from_secs(30))
 }
 
 /// Decides whether a connection goes back to the pool: only when no
