@@ -81,8 +81,9 @@ pub struct Scheduler {
 /// not seen: the daemon calls it before it says it listens, so a contact the
 /// API takes after that line is never from before its workflows'
 /// activation (the scheduler's first pass, a few milliseconds later, would
-/// otherwise pass it over). Workflows added later are activated by the pass
-/// that first loads them.
+/// otherwise pass it over), and a reload calls it before it publishes the
+/// workflows it took. The pass activates whatever is still new (if those
+/// calls failed).
 pub async fn activate_loaded(store: &Store, project: &Project, now: DateTime<Utc>) -> Result<()> {
     let enabled: Vec<&Workflow> = project.workflows.iter().filter(|w| w.enabled).collect();
     activate_fresh(store, &enabled, now).await?;
