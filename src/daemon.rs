@@ -8,8 +8,8 @@
 //! in hand, the worker lets in-flight sends finish and hands back what it
 //! claimed, and the process exits 0. The tasks are supervised as one
 //! ([`supervisor`]): if any of them dies, the others are stopped the same way
-//! and the process exits non-zero. The delivery worker runs on a thread and
-//! runtime of its own, the rest on the shared multi-threaded runtime.
+//! and the process exits non-zero. On SQLite the delivery worker runs on a
+//! thread and runtime of its own, the rest on the shared multi-threaded runtime.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -236,37 +236,31 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         lease: opts.delivery.lease,
     };
     tasks.spawn("scheduler", scheduler.run());
-    // Delivery runs on a thread of its own (`supervisor::on_own_thread`):
-    // its claim loop, lanes, calls and the HTTP client's connections hand
-    // work to each other for every message, and on one thread those
-    // hand-offs are queue pushes instead of cross-thread wake-ups (delivery
-    // alone: 18% less CPU per message, 8% more messages/s; BENCHMARKS.md).
-    // On PostgreSQL it has its own connections, opened on that thread.
-    let delivery = {
-        let store = store.clone();
-        let deliver = deliver.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let own = store
-                .for_own_runtime()
-                .context("the delivery worker's store connections")?;
-            let ran = crate::channels::delivery::run_with(
-                own.clone(),
-                registry_rx,
-                opts.delivery,
-                deliver,
-                Some((handoff, inbox)),
-                shutdown,
-            )
-            .await;
-            own.close_own_runtime().await;
-            ran
-        }
-    };
-    tasks.spawn(
-        "delivery",
-        supervisor::on_own_thread("nurture-delivery", delivery),
+    // On SQLite, delivery runs on a thread of its own
+    // (`supervisor::on_own_thread`): its claim loop, lanes, calls and the
+    // HTTP client's connections hand work to each other for every message,
+    // and on one thread those hand-offs are queue pushes instead of
+    // cross-thread wake-ups (delivery alone: 18% less CPU per message, 8%
+    // more messages/s; BENCHMARKS.md). Not on PostgreSQL: its pool
+    // connections belong to the I/O driver of the runtime that opened them,
+    // and a pool of delivery's own was not proven under load (the
+    // three-daemon kill test saw a lease lapse once with it).
+    let delivery = crate::channels::delivery::run_with(
+        store.clone(),
+        registry_rx,
+        opts.delivery,
+        deliver.clone(),
+        Some((handoff, inbox)),
+        shutdown.clone(),
     );
+    if store.dialect() == crate::store::Dialect::Sqlite {
+        tasks.spawn(
+            "delivery",
+            supervisor::on_own_thread("nurture-delivery", delivery),
+        );
+    } else {
+        tasks.spawn("delivery", delivery);
+    }
     // Stops the daemon (non-zero) when its store file is deleted or replaced.
     tasks.spawn("store-watch", watch_store(store.clone(), shutdown.clone()));
     tasks.spawn(

@@ -188,14 +188,10 @@ static ANY_POOL_PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
-/// Connections per daemon to PostgreSQL: the scheduler, the API and a scan
-/// can each hold one; the delivery worker has [`PG_DELIVERY_CONNECTIONS`]
-/// more of its own (`Store::for_own_runtime`). Three daemons use 39 of the
-/// server's default 100.
+/// Connections per daemon to PostgreSQL: the scheduler, the delivery claim
+/// and writer, the API and a scan can each hold one. Three daemons use 30 of
+/// the server's default 100.
 const PG_CONNECTIONS: u32 = 10;
-/// The delivery worker's own PostgreSQL connections: its claim, its outcome
-/// writer, and a contact read before a call.
-const PG_DELIVERY_CONNECTIONS: u32 = 3;
 
 impl Store {
     /// Opens (and creates, for SQLite) the store at `url` and applies the
@@ -369,35 +365,6 @@ impl Store {
             readers: None,
             checkpointer: None,
         })
-    }
-
-    /// This store, for a task that runs on a runtime of its own (the
-    /// daemon's delivery thread). On PostgreSQL it gets a pool of its own,
-    /// connected lazily, so its connections are opened on that runtime: a
-    /// connection opened there belongs to its I/O driver, which ends with
-    /// that runtime, and must not be left in the pool the rest of the
-    /// daemon uses. SQLite's connections are threads of their own and work
-    /// from any runtime: the same store.
-    pub fn for_own_runtime(&self) -> Result<Store, StoreError> {
-        if self.dialect != Dialect::Postgres {
-            return Ok(self.clone());
-        }
-        let db = pg_pool_options(PG_DELIVERY_CONNECTIONS)
-            .connect_lazy(&self.url)
-            .map_err(|source| StoreError::Open {
-                url: redact(&self.url),
-                source,
-            })?;
-        Ok(Store { db, ..self.clone() })
-    }
-
-    /// Closes the connections [`Store::for_own_runtime`] opened (on
-    /// PostgreSQL), on the runtime that opened them; a SQLite store is the
-    /// daemon's, closed by it. Only for a store from `for_own_runtime`.
-    pub async fn close_own_runtime(&self) {
-        if self.dialect == Dialect::Postgres {
-            self.db.close().await;
-        }
     }
 
     /// The URL this store was opened with.
