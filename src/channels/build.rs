@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use super::aliyun_sms::{AliyunSmsChannel, AliyunSmsConfig};
 use super::log::LogChannel;
 use super::twilio::{Sender, TwilioChannel, TwilioConfig};
-use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig};
+use super::webhook::{DEFAULT_TIMEOUT, Secret, WebhookChannel, WebhookConfig, proxy_configured};
 use super::wecom::token::TokenCaches;
 use super::wecom::{WecomChannel, WecomConfig};
 use super::{Channel, ChannelError, Delivery, Exchange, OutMessage, Registry};
@@ -223,6 +223,7 @@ pub fn build_channel(
                 secret,
                 timeout,
                 max_idle: cs.concurrency.unwrap_or(DEFAULT_CONCURRENCY) as usize,
+                proxied: proxy_configured(env),
             })
             .map_err(err)?;
             Ok(Arc::new(ch))

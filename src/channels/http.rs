@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::Delivery;
 use super::retry::parse_retry_after;
@@ -16,7 +16,10 @@ use super::retry::parse_retry_after;
 /// Characters of an answer kept in a reason.
 const EXCERPT_CHARS: usize = 200;
 /// Bytes of an answer read at most.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The `User-Agent` of every HTTP call.
+pub(crate) const USER_AGENT_VALUE: &str = concat!("nurture/", env!("CARGO_PKG_VERSION"));
 
 /// Makes sure rustls has its crypto provider (reqwest is built without one).
 pub(crate) fn install_crypto_provider() {
@@ -33,7 +36,7 @@ pub(crate) fn http_client(timeout: Duration, max_idle: usize) -> Result<reqwest:
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(max_idle.max(1))
         .tcp_nodelay(true)
-        .user_agent(concat!("nurture/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT_VALUE)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
@@ -47,11 +50,7 @@ pub(crate) async fn read_answer(
 ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), Delivery> {
     let mut resp = req.send().await.map_err(transport_error)?;
     let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now));
+    let retry_after = retry_after(resp.headers(), now);
     let mut answer = Vec::new();
     loop {
         match resp.chunk().await {
@@ -76,6 +75,14 @@ pub(crate) async fn read_answer(
     Ok((status, retry_after, answer))
 }
 
+/// The delay an answer's `Retry-After` header asks for, if any.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now))
+}
+
 /// A failed request as a retry, with the causes but without the URL: it may
 /// carry credentials in its query string.
 pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
@@ -87,8 +94,16 @@ pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
     } else {
         "request failed"
     };
+    Delivery::Retry {
+        after: None,
+        reason: format!("{what}: {}", with_causes(&e)),
+    }
+}
+
+/// An error and its causes on one line, each said once.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
+    let mut src = e.source();
     while let Some(inner) = src {
         let t = inner.to_string();
         if !s.contains(&t) {
@@ -97,10 +112,7 @@ pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
         }
         src = inner.source();
     }
-    Delivery::Retry {
-        after: None,
-        reason: format!("{what}: {s}"),
-    }
+    s
 }
 
 /// The first characters of an answer, on one line.

@@ -19,11 +19,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::future::BoxFuture;
 use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
-use super::http::{http_client, read_answer, with_excerpt};
+use super::http::with_excerpt;
 use super::{Channel, Delivery, Exchange, OutMessage};
+
+mod transport;
+use transport::Transport;
+pub use transport::{PROXY_VARS, proxy_configured};
 
 /// The default request timeout (connect, send and read the answer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,6 +73,11 @@ pub fn signature(secret: &Secret, id: &str, timestamp: u64, body: &[u8]) -> Stri
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
 /// The JSON body of one request.
 #[derive(Serialize)]
 struct Payload<'a> {
@@ -90,18 +99,22 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Connections kept open to the endpoint (the channel's concurrency).
     pub max_idle: usize,
+    /// The environment names a proxy ([`proxy_configured`]): calls go
+    /// through reqwest, which applies it (see `transport`).
+    pub proxied: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct WebhookChannel {
-    client: reqwest::Client,
+    transport: Transport,
     config: WebhookConfig,
 }
 
 impl WebhookChannel {
     pub fn new(config: WebhookConfig) -> Result<WebhookChannel, String> {
-        let client = http_client(config.timeout, config.max_idle)?;
-        Ok(WebhookChannel { client, config })
+        let transport =
+            Transport::new(&config.url, config.timeout, config.max_idle, config.proxied)?;
+        Ok(WebhookChannel { transport, config })
     }
 
     async fn deliver(&self, msg: &OutMessage) -> Exchange {
@@ -138,17 +151,19 @@ impl WebhookChannel {
             }
             .into();
         };
-        let mut req = self
-            .client
-            .post(self.config.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", id_header.clone())
-            .header("webhook-id", id_header)
-            .header("webhook-timestamp", ts.to_string());
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(IDEMPOTENCY_KEY, id_header.clone());
+        headers.insert(WEBHOOK_ID, id_header);
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(ts));
         if let Some(secret) = &self.config.secret {
-            req = req.header("webhook-signature", signature(secret, &msg.id, ts, &body));
+            let signed = signature(secret, &msg.id, ts, &body);
+            // Base64 and "v1,": always a valid header value.
+            if let Ok(v) = HeaderValue::from_str(&signed) {
+                headers.insert(WEBHOOK_SIGNATURE, v);
+            }
         }
-        let (status, retry_after, answer) = match read_answer(req.body(body), now).await {
+        let (status, retry_after, answer) = match self.transport.post(headers, body, now).await {
             Ok(a) => a,
             Err(d) => return d.into(),
         };

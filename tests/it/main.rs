@@ -53,6 +53,7 @@ mod validate;
 mod validate_channels;
 mod validate_helps;
 mod wait_until;
+mod webhook_transport;
 mod wecom_attachments;
 mod wecom_callback;
 mod wecom_channel;

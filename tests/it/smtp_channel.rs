@@ -27,6 +27,7 @@ use nurture::channels::{Channel, Delivery, Exchange, OutMessage};
 use nurture::settings::Settings;
 use serde_json::{Value, json};
 use sha2::Digest;
+use support::certs::Certs;
 use support::daemon::Project;
 
 const SECRET: &str = "unsubscribe-secret-for-tests-0123";
@@ -454,109 +455,18 @@ async fn a_refused_connection_is_retried() {
 
 // ---- TLS ----
 
-/// A test CA and a certificate for 127.0.0.1 signed by it, made with the
-/// openssl command.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn make() -> Certs {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("the TLS tests need the openssl command (apt-get install openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=nurture test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign",
-            ],
-        ]
-        .concat());
-        run(&[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat());
-        std::fs::write(
-            dir.path().join("leaf.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             extendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ]);
-        Certs { dir }
+/// Server arguments: this certificate, STARTTLS (or implicit TLS).
+fn server_args(certs: &Certs, implicit: bool) -> Vec<String> {
+    let mut a = vec![
+        "--tls-cert".to_string(),
+        certs.path("leaf.pem"),
+        "--tls-key".to_string(),
+        certs.path("leaf.key"),
+    ];
+    if implicit {
+        a.push("--implicit-tls".into());
     }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
-
-    /// Server arguments: this certificate, STARTTLS (or implicit TLS).
-    fn server_args(&self, implicit: bool) -> Vec<String> {
-        let mut a = vec![
-            "--tls-cert".to_string(),
-            self.path("leaf.pem"),
-            "--tls-key".to_string(),
-            self.path("leaf.key"),
-        ];
-        if implicit {
-            a.push("--implicit-tls".into());
-        }
-        a
-    }
+    a
 }
 
 fn tls_channel(server: &SmtpServer, tls: &str, ca: Option<&str>) -> Arc<dyn Channel> {
@@ -581,7 +491,7 @@ fn position(cmds: &[String], prefix: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_then_auth_with_a_verified_certificate() {
     let certs = Certs::make();
-    let args = certs.server_args(false);
+    let args = server_args(&certs, false);
     let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let ch = tls_channel(&server, "starttls", Some(&certs.path("ca.pem")));
     let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
@@ -602,7 +512,7 @@ async fn starttls_then_auth_with_a_verified_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_waits_instead_of_dead_lettering() {
     let certs = Certs::make();
-    let mut args = certs.server_args(true);
+    let mut args = server_args(&certs, true);
     args.push("--reject-logins".into());
     let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let ch = tls_channel(&server, "tls", Some(&certs.path("ca.pem")));
@@ -629,7 +539,7 @@ async fn a_refused_login_waits_instead_of_dead_lettering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls_with_a_verified_certificate() {
     let certs = Certs::make();
-    let args = certs.server_args(true);
+    let args = server_args(&certs, true);
     let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let ch = tls_channel(&server, "tls", Some(&certs.path("ca.pem")));
     let ex = ch.exchange(&msg("w:c:1:0", "c", "ann@example.com")).await;
@@ -643,7 +553,7 @@ async fn implicit_tls_with_a_verified_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_stops_before_auth() {
     let certs = Certs::make();
-    let args = certs.server_args(false);
+    let args = server_args(&certs, false);
     let server = SmtpServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     // Without tls_ca_file the test CA is not trusted.
     let ch = tls_channel(&server, "starttls", None);

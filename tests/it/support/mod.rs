@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests (`use crate::support;`).
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod console;
 pub mod daemon;
 pub mod db;
