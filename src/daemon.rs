@@ -26,6 +26,7 @@ use crate::engine::scheduler::Scheduler;
 use crate::project::Project;
 use crate::store::Store;
 
+pub(crate) mod signals;
 mod supervisor;
 use supervisor::Supervisor;
 
@@ -111,6 +112,9 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
     crate::engine::scheduler::activate_loaded(&store, &loaded, Utc::now())
         .await
         .context("activating the workflows")?;
+
+    // SIGINT and SIGTERM stop the daemon cleanly from here on (see `signals`).
+    let stop = signals::stop_signal();
 
     // The HTTP API.
     let listen = opts
@@ -281,7 +285,7 @@ pub async fn run(project: Project, opts: DaemonOptions) -> Result<()> {
         ),
     );
 
-    let outcome = tasks.run(shutdown_signal()).await;
+    let outcome = tasks.run(stop).await;
     store.close().await;
     outcome.context("stopped")?;
     tracing::info!("stopped");
@@ -308,29 +312,6 @@ async fn watch_store(store: Store, shutdown: CancellationToken) -> Result<()> {
             shutdown.cancel();
             return Err(e.into());
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

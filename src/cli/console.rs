@@ -40,6 +40,8 @@ async fn serve(store: &Store, project: Project, listen: &str) -> CliResult {
              nobody can sign in"
         );
     }
+    // SIGINT and SIGTERM stop the console cleanly from here on.
+    let stop = crate::daemon::signals::stop_signal();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -47,23 +49,11 @@ async fn serve(store: &Store, project: Project, listen: &str) -> CliResult {
     // Tests and scripts read this line to find the port when listening on :0.
     println!("console on http://{local}/console/");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
+    let cancel = shutdown.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
+        stop.await;
+        cancel.cancel();
     });
-    #[cfg(unix)]
-    {
-        let stop = shutdown.clone();
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::spawn(async move {
-                term.recv().await;
-                stop.cancel();
-            });
-        }
-    }
     crate::console::serve(listener, state, shutdown)
         .await
         .context("serving the console")?;
