@@ -16,7 +16,8 @@
 #     time from just before each POST to the receiver seeing its welcome
 #     message, p50/p90/p99/max.
 # (c) idle memory: the quick-start project (nurture.yaml, workflows/,
-#     templates/ and contacts/sample.csv of the repository, copied), daemon
+#     templates/, segments/, contact_ways/ and contacts/sample.csv of the
+#     repository, copied), daemon
 #     started, VmRSS from /proc/PID/status after IDLE_S seconds (default 5).
 #
 # (d) stores: delivery alone (as a2) of M messages (default 50,000; env M)
@@ -265,7 +266,11 @@ if [[ "$WHAT" == all || "$WHAT" == idle ]]; then
     P="$OUT/idle"
     rm -rf "$P"
     mkdir -p "$P"
-    cp -r nurture.yaml workflows templates "$P/"
+    # Every directory the quick start's workflows read (a workflow naming a
+    # segment or a contact way fails validation without it).
+    for part in nurture.yaml workflows templates segments contact_ways; do
+        [[ -e "$part" ]] && cp -r "$part" "$P/"
+    done
     echo "== (c) the quick-start project, sample contacts, daemon idle for $IDLE_S s" >&2
     if [[ -f contacts/sample.csv ]]; then
         "$BIN" --config "$P/nurture.yaml" contacts import contacts/sample.csv >"$OUT/idle-import.log" 2>&1 || true
