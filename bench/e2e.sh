@@ -93,10 +93,11 @@ fresh_pg() {
     "$1" --config "$P/nurture-pg.yaml" contacts import "$P/contacts.csv" >"$OUT/import-pg.log" 2>&1
 }
 # BASE=/path/to/nurture adds a baseline build, run on its own fresh store
-# in the same rounds.
+# in the same rounds (with PG=1 on PostgreSQL too: "base-postgres").
 WHO="nurture"
 [[ -n "${PG:-}" ]] && WHO="$WHO postgres"
 [[ -n "${BASE:-}" ]] && WHO="$WHO base"
+[[ -n "${BASE:-}" && -n "${PG:-}" ]] && WHO="$WHO base-postgres"
 WHO="$WHO peer wrk"
 for r in $(seq 1 "$ROUNDS"); do
     echo "== round $r" >&2
@@ -123,6 +124,13 @@ for r in $(seq 1 "$ROUNDS"); do
         l=$(load)
         "$BASE" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base.out" 2>"$OUT/base.err"
         read -r n m <<<"$(rate)"; R[base|$r]="$m $n $l"
+        if [[ -n "${PG:-}" ]]; then
+            fresh_pg "$BASE"
+            curl -s -X POST "$RECV/reset" >/dev/null
+            l=$(load)
+            "$BASE" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base-pg.out" 2>"$OUT/base-pg.err"
+            read -r n m <<<"$(rate)"; R[base-postgres|$r]="$m $n $l"
+        fi
     fi
     curl -s -X POST "$RECV/reset" >/dev/null
     l=$(load)
