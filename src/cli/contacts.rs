@@ -24,6 +24,7 @@ use crate::store::import::thousands;
 use crate::store::{ContactInput, Encoding, ImportOptions, Store, StoreError, Upserted};
 
 mod import_export;
+mod owners;
 mod show;
 
 use import_export::{export, import};
@@ -193,7 +194,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
                         encoding,
                         dry_run,
                     };
-                    import(store, &file, now, &opts).await
+                    import(store, &settings, &file, now, &opts).await
                 }
                 Err(e) => Err(e),
             }
@@ -202,7 +203,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
         ContactsCommand::Export { audience_of } => {
             export(store, config, &settings, audience_of.as_deref(), now).await
         }
-        ContactsCommand::Add(a) => add(store, a, now, settings.timezone).await,
+        ContactsCommand::Add(a) => add(store, &settings, a, now).await,
         ContactsCommand::Tag(a) => tag(store, a, now).await,
         ContactsCommand::Event(a) => event(store, a, now, settings.timezone).await,
         ContactsCommand::Unsubscribe(a) => unsubscribe(store, &settings, a, now).await,
@@ -252,7 +253,8 @@ fn parse_pairs(flag: &str, pairs: &[String]) -> Result<Map<String, Value>, Failu
     Ok(m)
 }
 
-async fn add(store: &Store, a: AddArgs, now: DateTime<Utc>, tz: chrono_tz::Tz) -> CliResult {
+async fn add(store: &Store, settings: &Settings, a: AddArgs, now: DateTime<Utc>) -> CliResult {
+    let tz = settings.timezone;
     let input = ContactInput {
         id: a.id.clone(),
         name: a.name,
@@ -285,6 +287,13 @@ async fn add(store: &Store, a: AddArgs, now: DateTime<Utc>, tz: chrono_tz::Tz) -
         Upserted::Unchanged => "unchanged",
     };
     println!("{what} contact {}", a.id);
+    if let Some(w) = input
+        .owner
+        .as_deref()
+        .and_then(|o| owners::warning_for_one(settings, o))
+    {
+        eprintln!("{w}");
+    }
     Ok(())
 }
 

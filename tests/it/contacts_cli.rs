@@ -253,3 +253,67 @@ async fn times_are_read_as_dry_run_reads_them() {
         "{err}"
     );
 }
+
+/// An owner who is not a salesperson of the settings' teams is accepted (a
+/// WeCom follow-user outside the teams is a legitimate owner) with a
+/// warning, by `contacts add` and `contacts import`: such a contact's
+/// templates see no `owner`. No teams, no warning.
+#[tokio::test]
+async fn owners_outside_the_teams_are_kept_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("nurture.yaml"),
+        "timezone: Asia/Shanghai\nteams:\n  east:\n    - { id: s01, name: 王芳 }\n    - { id: s02, name: 李雷 }\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(d, &["contacts", "add", "c1", "--owner", "s0l"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("created contact c1"), "{out}");
+    assert!(
+        err.contains(
+            "warning: owner \"s0l\" is not a salesperson of any team (did you mean \"s01\"?)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("owner.*") && err.contains("team members: s01, s02"),
+        "{err}"
+    );
+    let (code, _, err) = run(d, &["contacts", "add", "c2", "--owner", "s02"]);
+    assert_eq!(code, 0);
+    assert!(!err.contains("warning"), "{err}");
+    let p = pool(d).await;
+    let owner: String = scalar(&p, "SELECT owner FROM contacts WHERE id = 'c1'").await;
+    assert_eq!(owner, "s0l", "kept as given");
+
+    std::fs::write(
+        d.join("people.csv"),
+        "id,name,owner\nx1,A,s99\nx2,B,s99\nx3,C,s01\nx4,D,zz\nx5,E,\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(d, &["contacts", "import", "people.csv"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("5 new"), "{out}");
+    assert!(
+        err.contains(
+            "warning: 3 rows name an owner who is not a salesperson of any team: \
+             \"s99\" (2 rows), \"zz\" (1 row)"
+        ),
+        "{err}"
+    );
+    let n: i64 = scalar(
+        &p,
+        "SELECT COUNT(*) FROM contacts WHERE owner IN ('s99', 'zz')",
+    )
+    .await;
+    assert_eq!(n, 3, "every row imported");
+
+    // Without teams, nobody is a salesperson: nothing to warn about.
+    std::fs::write(d.join("nurture.yaml"), "timezone: Asia/Shanghai\n").unwrap();
+    let (code, _, err) = run(d, &["contacts", "add", "c3", "--owner", "s77"]);
+    assert_eq!(code, 0);
+    assert!(!err.contains("warning"), "{err}");
+    let (_, _, err) = run(d, &["contacts", "import", "people.csv"]);
+    assert!(!err.contains("warning"), "{err}");
+}

@@ -4,6 +4,7 @@ use super::*;
 
 pub(super) async fn import(
     store: &Store,
+    settings: &Settings,
     file: &Path,
     now: DateTime<Utc>,
     opts: &ImportOptions,
@@ -61,6 +62,12 @@ pub(super) async fn import(
             ""
         },
     );
+    if let Some(w) = super::owners::warning_for_import(
+        settings,
+        report.owners.iter().map(|(o, n)| (o.as_str(), *n)),
+    ) {
+        eprintln!("{w}");
+    }
     if report.bad.is_empty() {
         Ok(())
     } else {

@@ -135,6 +135,10 @@ pub struct ImportReport {
     pub unchanged: u64,
     pub bad: Vec<BadRow>,
     pub elapsed: Duration,
+    /// How many good rows name each `owner` (rows without one are not
+    /// counted): `contacts import` warns about owners that are not
+    /// salespeople of the settings' teams.
+    pub owners: std::collections::BTreeMap<String, u64>,
 }
 
 /// Writes `n` with thousands separators: 1234567 → "1,234,567".

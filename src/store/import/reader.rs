@@ -2,6 +2,7 @@
 //! into records, turns them into rows or bad rows, and sends them to the
 //! writer in batches.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -72,6 +73,8 @@ pub(super) struct Batch {
     pub(super) bad: Vec<BadRow>,
     pub(super) records: u64,
     pub(super) bytes_read: u64,
+    /// Good rows per `owner` named (see [`super::ImportReport::owners`]).
+    pub(super) owners: HashMap<String, u64>,
 }
 
 /// Whether the start of a file is not UTF-8 but reads as GB18030.
@@ -193,6 +196,7 @@ pub(super) fn parse_file(
         bad: Vec::new(),
         records: 0,
         bytes_read: 0,
+        owners: HashMap::new(),
     };
     loop {
         match reader.read_byte_record(&mut rec) {
@@ -261,7 +265,17 @@ pub(super) fn parse_file(
                         row.id
                     ),
                 }),
-                None => batch.rows.push(row),
+                None => {
+                    if let Some(owner) = &row.owner {
+                        match batch.owners.get_mut(owner.as_str()) {
+                            Some(n) => *n += 1,
+                            None => {
+                                batch.owners.insert(owner.clone(), 1);
+                            }
+                        }
+                    }
+                    batch.rows.push(row)
+                }
             },
             Err(reason) => batch.bad.push(BadRow { line, reason }),
         }
@@ -272,6 +286,7 @@ pub(super) fn parse_file(
                 bad: Vec::new(),
                 records: 0,
                 bytes_read: 0,
+                owners: HashMap::new(),
             };
             if tx
                 .blocking_send(Ok(std::mem::replace(&mut batch, next)))

@@ -35,6 +35,9 @@ enum Written {
 fn tally_read(report: &mut ImportReport, state: &mut ImportProgress, batch: Batch) {
     report.rows += batch.records;
     report.bad.extend(batch.bad);
+    for (owner, n) in batch.owners {
+        *report.owners.entry(owner).or_default() += n;
+    }
     state.bytes_read = batch.bytes_read;
     state.rows = report.rows;
     state.bad = report.bad.len() as u64;
