@@ -79,7 +79,11 @@ async fn both_transports_send_the_same_request_and_read_answers_alike() {
     let kinds = ["ok", "busy", "down", "gone", "moved", "big", "slow"];
     let mut seen = Vec::new();
     for proxied in [false, true] {
-        let ch = channel(&rx.url("/hook?token=abc"), proxied);
+        // With credentials in the URL: both send them as Basic auth.
+        let url = rx
+            .url("/hook?token=abc")
+            .replace("http://", "http://crm:p%40ss@");
+        let ch = channel(&url, proxied);
         let mut exchanges = Vec::new();
         for kind in kinds {
             exchanges.push(ch.exchange(&msg(&format!("{kind}:{proxied}"))).await);
@@ -158,6 +162,12 @@ async fn both_transports_send_the_same_request_and_read_answers_alike() {
             }
             assert_eq!(a.headers.get(name), b.headers.get(name), "{kind}: {name}");
         }
+        assert_eq!(a.header("authorization"), Some("Basic Y3JtOnBAc3M="));
+        assert!(
+            !a.header("host").unwrap().contains('@'),
+            "{:?}",
+            a.header("host")
+        );
         assert_eq!(a.header("idempotency-key"), a.header("webhook-id"));
         assert_eq!(b.header("idempotency-key"), b.header("webhook-id"));
         let (ja, jb) = (a.json(), b.json());

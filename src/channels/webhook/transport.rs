@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT};
 
 use crate::channels::Delivery;
 use crate::channels::http::{
@@ -61,7 +61,11 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 pub(super) enum Transport {
     Direct {
         client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        /// The URL without its user and password, which go in `auth`.
         uri: hyper::Uri,
+        /// `Authorization: Basic` from the URL's `user:password@`, as
+        /// reqwest sends it.
+        auth: Option<HeaderValue>,
         timeout: Duration,
     },
     Proxied {
@@ -94,7 +98,9 @@ impl Transport {
                 url: url.clone(),
             });
         }
-        let uri: hyper::Uri = url
+        let mut bare = url.clone();
+        let auth = take_credentials(&mut bare);
+        let uri: hyper::Uri = bare
             .as_str()
             .parse()
             .map_err(|e| format!("the url is not a valid request target: {e}"))?;
@@ -115,6 +121,7 @@ impl Transport {
         Ok(Transport::Direct {
             client,
             uri,
+            auth,
             timeout,
         })
     }
@@ -134,8 +141,12 @@ impl Transport {
             Transport::Direct {
                 client,
                 uri,
+                auth,
                 timeout,
             } => {
+                if let Some(auth) = auth {
+                    headers.insert(AUTHORIZATION, auth.clone());
+                }
                 headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
                 headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
                 let mut req = hyper::Request::new(Full::new(Bytes::from(body)));
@@ -201,6 +212,33 @@ async fn exchange(
     Ok((status, delay, answer))
 }
 
+/// Removes `user:password@` from `url` and gives it as an `Authorization:
+/// Basic` value (marked sensitive), as reqwest does for a URL with
+/// credentials: a webhook URL such as `https://crm:secret@host/hook` keeps
+/// working, and the credentials never reach the `Host` header.
+fn take_credentials(url: &mut reqwest::Url) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    use percent_encoding::percent_decode_str;
+    let user = percent_decode_str(url.username())
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let password = url
+        .password()
+        .and_then(|p| percent_decode_str(p).decode_utf8().ok())
+        .map(|p| p.into_owned());
+    if user.is_empty() && password.is_none() {
+        return None;
+    }
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let pair = format!("{user}:{}", password.unwrap_or_default());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// rustls' client configuration: the platform's roots for an `https://`
 /// endpoint; for an `http://` one no roots are loaded (none are used, and a
 /// machine without a CA bundle can still call a plain-HTTP endpoint).
@@ -231,6 +269,18 @@ fn tls_config(https: bool) -> Result<rustls::ClientConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_become_basic_auth() {
+        let mut url = reqwest::Url::parse("https://crm:p%40ss@example.com/hook?x=1").unwrap();
+        let auth = take_credentials(&mut url).unwrap();
+        // base64("crm:p@ss")
+        assert_eq!(auth.to_str().unwrap(), "Basic Y3JtOnBAc3M=");
+        assert!(auth.is_sensitive());
+        assert_eq!(url.as_str(), "https://example.com/hook?x=1");
+        let mut plain = reqwest::Url::parse("https://example.com/hook").unwrap();
+        assert!(take_credentials(&mut plain).is_none());
+    }
 
     #[test]
     fn a_proxy_in_the_environment_is_noticed_in_either_case() {
