@@ -16,7 +16,7 @@ use super::retry::parse_retry_after;
 /// Characters of an answer kept in a reason.
 const EXCERPT_CHARS: usize = 200;
 /// Bytes of an answer read at most.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The `User-Agent` of every HTTP call.
 pub(crate) const USER_AGENT_VALUE: &str = concat!("nurture/", env!("CARGO_PKG_VERSION"));
@@ -55,9 +55,7 @@ pub(crate) async fn read_answer(
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                let room = MAX_BODY_BYTES.saturating_sub(answer.len());
-                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if answer.len() >= MAX_BODY_BYTES {
+                if keep_bounded(&mut answer, &chunk) {
                     break;
                 }
             }
@@ -94,9 +92,23 @@ pub(crate) fn transport_error(e: reqwest::Error) -> Delivery {
     } else {
         "request failed"
     };
+    failed(what, &e)
+}
+
+/// Appends what still fits of `chunk` to an answer (at most
+/// [`MAX_BODY_BYTES`] in all); true once the answer is full.
+pub(crate) fn keep_bounded(answer: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    let room = MAX_BODY_BYTES.saturating_sub(answer.len());
+    answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    answer.len() >= MAX_BODY_BYTES
+}
+
+/// A failed exchange as a retry: `what` ("timed out", "connection failed",
+/// "request failed"), then the error and its causes.
+pub(crate) fn failed(what: &str, e: &dyn std::error::Error) -> Delivery {
     Delivery::Retry {
         after: None,
-        reason: format!("{what}: {}", with_causes(&e)),
+        reason: format!("{what}: {}", with_causes(e)),
     }
 }
 

@@ -12,7 +12,7 @@
 //! rules, `NO_PROXY` included, that the direct path does not have.
 //!
 //! Both send the same request and read the answer the same way: at most
-//! [`MAX_BODY_BYTES`] of it, its `Retry-After`, a transport error as a retry
+//! `MAX_BODY_BYTES` (64 KiB) of it, its `Retry-After`, a transport error as a retry
 //! without the URL, and the whole exchange (connect, send, read) bounded by
 //! the channel's `timeout`.
 
@@ -30,8 +30,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, USER_AGENT}
 
 use crate::channels::Delivery;
 use crate::channels::http::{
-    MAX_BODY_BYTES, USER_AGENT_VALUE, http_client, install_crypto_provider, read_answer,
-    retry_after, with_causes,
+    USER_AGENT_VALUE, failed, http_client, install_crypto_provider, keep_bounded, read_answer,
+    retry_after,
 };
 
 /// The environment variables that make reqwest use a proxy.
@@ -165,7 +165,7 @@ impl Transport {
     }
 }
 
-/// Sends `req` and reads at most [`MAX_BODY_BYTES`] of the answer.
+/// Sends `req` and reads at most `MAX_BODY_BYTES` of the answer (`keep_bounded`).
 async fn exchange(
     client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     req: hyper::Request<Full<Bytes>>,
@@ -177,22 +177,20 @@ async fn exchange(
         } else {
             "request failed"
         };
-        Delivery::Retry {
-            after: None,
-            reason: format!("{what}: {}", with_causes(&e)),
-        }
+        failed(what, &e)
     })?;
     let status = resp.status();
     let delay = retry_after(resp.headers(), now);
     let mut body = resp.into_body();
     let mut answer = Vec::new();
-    while answer.len() < MAX_BODY_BYTES {
+    loop {
         match body.frame().await {
             None => break,
             Some(Ok(frame)) => {
-                if let Ok(chunk) = frame.into_data() {
-                    let room = MAX_BODY_BYTES - answer.len();
-                    answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if let Ok(chunk) = frame.into_data()
+                    && keep_bounded(&mut answer, &chunk)
+                {
+                    break;
                 }
             }
             // As `read_answer`: a broken body after a success status does
@@ -201,12 +199,7 @@ async fn exchange(
                 tracing::debug!(error = %e, "answer body unreadable after a success status");
                 break;
             }
-            Some(Err(e)) => {
-                return Err(Delivery::Retry {
-                    after: None,
-                    reason: format!("request failed: {}", with_causes(&e)),
-                });
-            }
+            Some(Err(e)) => return Err(failed("request failed", &e)),
         }
     }
     Ok((status, delay, answer))
