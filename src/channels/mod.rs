@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use crate::settings::{ChannelKind, ChannelSettings};
 
+pub mod address;
 pub mod aliyun_sms;
 pub mod build;
 pub mod delivery;

@@ -320,11 +320,7 @@ impl SmtpChannel {
 
     /// The email for `msg`, or why it cannot be made (a permanent failure).
     pub fn build_message(&self, msg: &OutMessage, date: SystemTime) -> Result<Message, String> {
-        let to: Address = msg
-            .to
-            .trim()
-            .parse()
-            .map_err(|e| format!("\"{}\" is not an email address: {e}", msg.to))?;
+        let to = recipient(&msg.to)?;
         let notice = msg.payload.get("kind").and_then(|k| k.as_str()) == Some("notice");
         let link = (!notice).then(|| self.unsubscribe_link(&msg.contact_id));
 
@@ -399,6 +395,15 @@ pub fn message_id(key: &str, domain: &str) -> String {
     let digest = sha2::Sha256::digest(key.as_bytes());
     let hex = hex::encode(&digest[..16]);
     format!("<{hex}@{domain}>")
+}
+
+/// The recipient `to` names, or why it names none: the planner skips such a
+/// send as `bad_address` ([`super::address`]) with this same check, so the
+/// channel and the preview agree on what an email address is.
+pub fn recipient(to: &str) -> Result<Address, String> {
+    let to = to.trim();
+    to.parse()
+        .map_err(|e| format!("{to:?} is not an email address: {e}"))
 }
 
 #[cfg(test)]

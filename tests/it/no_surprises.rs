@@ -423,3 +423,91 @@ async fn passed_over_triggers_are_told_once_per_workflow() {
     }
     assert!(rx.requests().is_empty());
 }
+
+/// A phone number the provider would refuse for its form is a skip the
+/// preview shows (`bad_address`, with the number and the form wanted), and
+/// the daemon sends nothing to it: the provider (a Twilio fake that refuses
+/// a `To` out of E.164 with 21211, as Twilio does) sees only the good number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
+    let rx = Receiver::start(std::sync::Arc::new(|r: &support::receiver::Request| {
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        let to: String = body
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("To="))
+            .map(|v| {
+                percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let e164 = to.strip_prefix('+').is_some_and(|n| {
+            (7..=15).contains(&n.len())
+                && !n.starts_with('0')
+                && n.bytes().all(|b| b.is_ascii_digit())
+        });
+        if e164 {
+            Reply::status(201).body(&format!(r#"{{"sid":"SM{}","status":"queued"}}"#, r.index))
+        } else {
+            Reply::status(400)
+                .body(r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#)
+        }
+    }))
+    .await;
+    let p = Project::new(&format!(
+        "timezone: Asia/Shanghai\nchannels:\n  sms:\n    kind: twilio\n    base_url: {}\n    account_sid_env: TW_SID\n    auth_token_env: TW_TOKEN\n    from: \"+15005550006\"\n",
+        rx.url("")
+    ));
+    p.write(
+        "workflows/welcome.yaml",
+        "trigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: welcome }\n",
+    )
+    .write("templates/welcome.hbs", "welcome {{contact.id}}");
+    let env = [("TW_SID", "AC0123"), ("TW_TOKEN", "secret")];
+    p.ok(&["contacts", "add", "good", "--phone", "+8613800138000"]);
+    p.ok(&["contacts", "add", "spaced", "--phone", "+86 138 0013 8000"]);
+    p.ok(&["contacts", "add", "none"]);
+    support::db::running_since_epoch(&p.db_url(), &["welcome"]);
+
+    let preview = p.ok(&["dry-run", "--format", "jsonl"]);
+    let rows: Vec<serde_json::Value> = preview
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["step"].is_string())
+        .collect();
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r["contact_id"] == id)
+            .unwrap_or_else(|| panic!("no row for {id}: {preview}"))
+    };
+    assert_eq!(row("good")["action"], "send", "{preview}");
+    assert_eq!(row("spaced")["action"], "skip", "{preview}");
+    let reason = row("spaced")["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(r#"bad_address: phone "+86 138 0013 8000" is not in E.164 form"#),
+        "{reason}"
+    );
+    assert_eq!(row("none")["reason"], "no_address", "{preview}");
+
+    let mut d = Daemon::start_with_env(&p, &["--until-idle"], &env);
+    let status = d.wait(Duration::from_secs(30));
+    assert!(status.success(), "exit {status}; log:\n{}", p.log());
+    let sent: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).to_string())
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the good number reaches Twilio: {sent:?}"
+    );
+    assert!(sent[0].contains("To=%2B8613800138000"), "{sent:?}");
+    let history = p.ok(&["history", "spaced"]);
+    assert!(history.contains("bad_address"), "{history}");
+    assert_eq!(
+        p.count("SELECT count(*) FROM outbox WHERE contact_id = 'spaced'")
+            .await,
+        0
+    );
+}

@@ -120,7 +120,16 @@ fn twilio_fake() -> Script {
                 r#"{{"code":{code},"message":"error {code}","more_info":"https://www.twilio.com/docs/errors/{code}","status":{http}}}"#
             ))
         };
-        match f["To"].as_str() {
+        // Twilio takes `To` in E.164 only: 21211, "Invalid 'To' Phone Number".
+        let to = f.get("To").map(String::as_str).unwrap_or_default();
+        let national = to.strip_prefix('+').unwrap_or("-");
+        if !(7..=15).contains(&national.len())
+            || national.starts_with('0')
+            || !national.chars().all(|c| c.is_ascii_digit())
+        {
+            return err(400, 21211);
+        }
+        match to {
             "+15005550429" => err(429, 20429).header("Retry-After", "3"),
             "+15005550500" => Reply::status(500).body("oops"),
             "+15005550610" => err(400, 21610),
@@ -334,7 +343,17 @@ fn aliyun_fake() -> Script {
                 r#"{{"Code":"{c}","Message":"m {c}","RequestId":"r"}}"#
             ))
         };
-        match f["PhoneNumbers"].as_str() {
+        // Each of the comma-separated numbers: a mainland one (11 digits
+        // from 1, with +86, 86 or 0086 in front or not) or a country code
+        // and number; digits only.
+        let phones = f
+            .get("PhoneNumbers")
+            .map(String::as_str)
+            .unwrap_or_default();
+        if !phones.split(',').all(aliyun_takes) {
+            return code("isv.MOBILE_NUMBER_ILLEGAL");
+        }
+        match phones {
             "13800000001" => Reply::ok().body(
                 r#"{"Code":"isv.BUSINESS_LIMIT_CONTROL","Message":"触发小时级流控Permits:5","RequestId":"r"}"#,
             ),
@@ -355,6 +374,26 @@ fn aliyun_fake() -> Script {
             )),
         }
     })
+}
+
+/// Whether the Aliyun fake takes `phone` (see `aliyun_fake`).
+fn aliyun_takes(phone: &str) -> bool {
+    let explicit = phone.starts_with('+') || phone.starts_with("00");
+    let n = phone.trim_start_matches('+');
+    let n = if explicit {
+        n.strip_prefix("00").unwrap_or(n)
+    } else {
+        n
+    };
+    if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let is_mainland = |m: &str| m.len() == 11 && m.starts_with('1');
+    match n.strip_prefix("86") {
+        Some(m) => is_mainland(m),
+        None if !explicit && n.starts_with('1') => is_mainland(n),
+        None => !n.starts_with('0') && (7..=15).contains(&n.len()),
+    }
 }
 
 /// The variables of the fake's approved template SMS_15305000.
@@ -739,4 +778,61 @@ async fn aliyun_reclaimed_message_is_looked_up_before_it_is_sent_again() {
             "SendSms"
         ]
     );
+}
+
+/// The planner skips a send as `bad_address` exactly when the provider
+/// would refuse the number for its form: each adapter, against its fake,
+/// for numbers the planner takes and numbers it refuses.
+#[tokio::test]
+async fn the_planners_bad_address_is_what_the_providers_refuse() {
+    use nurture::channels::address::refusal;
+    use nurture::settings::ChannelKind;
+    let numbers = [
+        "+8613800138000",
+        "13800138000",
+        "8613800138000",
+        "008613800138000",
+        "+85291234567",
+        "85291234567",
+        "+14155550100",
+        "1380013800",
+        "+861380013800",
+        "138 0013 8000",
+        "138-0013-8000",
+        "+1 415 555 0100",
+        "+0123456789",
+        "0138001380",
+        "phone",
+    ];
+    let tw = Receiver::start(twilio_fake()).await;
+    let twilio = channel(
+        &twilio_yaml(&tw.url(""), "    from: \"+15005550006\"\n"),
+        "sms",
+    );
+    let ali = Receiver::start(aliyun_fake()).await;
+    let aliyun = channel(&aliyun_yaml(&ali.url("/"), ""), "ali");
+    for n in numbers {
+        for (kind, ch, body) in [
+            (ChannelKind::Twilio, &twilio, "hi"),
+            (ChannelKind::AliyunSms, &aliyun, PARAMS),
+        ] {
+            let skipped = refusal(kind, n);
+            let refused = match ch.send(&msg(n, body)).await {
+                Delivery::Delivered { .. } => false,
+                Delivery::Permanent { reason } => {
+                    assert!(
+                        reason.contains("21211") || reason.contains("MOBILE_NUMBER_ILLEGAL"),
+                        "{kind:?} {n}: {reason}"
+                    );
+                    true
+                }
+                d => panic!("{kind:?} {n}: {d:?}"),
+            };
+            assert_eq!(
+                skipped.is_some(),
+                refused,
+                "{kind:?} {n:?}: the planner says {skipped:?}, the provider refused: {refused}"
+            );
+        }
+    }
 }

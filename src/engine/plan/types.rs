@@ -10,6 +10,10 @@ use super::*;
 pub enum Reason {
     Unsubscribed,
     NoAddress,
+    /// The contact's address is not one the channel's provider takes (a
+    /// phone number's digits, an email's form): the detail says which and
+    /// why ([`crate::channels::address`]).
+    BadAddress(String),
     FrequencyCap,
     TemplateError(String),
     LeftAudience,
@@ -36,6 +40,7 @@ impl std::fmt::Display for Reason {
         match self {
             Reason::Unsubscribed => f.write_str("unsubscribed"),
             Reason::NoAddress => f.write_str("no_address"),
+            Reason::BadAddress(why) => write!(f, "bad_address: {why}"),
             Reason::FrequencyCap => f.write_str("frequency_cap"),
             Reason::TemplateError(e) => write!(f, "template_error: {e}"),
             Reason::LeftAudience => f.write_str("left_audience"),
@@ -58,6 +63,7 @@ impl Reason {
         match self {
             Reason::Unsubscribed => "unsubscribed",
             Reason::NoAddress => "no_address",
+            Reason::BadAddress(_) => "bad_address",
             Reason::FrequencyCap => "frequency_cap",
             Reason::TemplateError(_) => "template_error",
             Reason::LeftAudience => "left_audience",
