@@ -23,6 +23,7 @@ use crate::settings::Settings;
 use crate::store::import::thousands;
 use crate::store::{ContactInput, Encoding, ImportOptions, Store, StoreError, Upserted};
 
+mod addresses;
 mod import_export;
 mod owners;
 mod show;
@@ -193,6 +194,7 @@ pub async fn run(config: &Path, cmd: ContactsCommand) -> CliResult {
                         tz: settings.timezone,
                         encoding,
                         dry_run,
+                        check: addresses::row_check(&settings),
                     };
                     import(store, &settings, &file, now, &opts).await
                 }
@@ -292,6 +294,9 @@ async fn add(store: &Store, settings: &Settings, a: AddArgs, now: DateTime<Utc>)
         .as_deref()
         .and_then(|o| owners::warning_for_one(settings, o))
     {
+        eprintln!("{w}");
+    }
+    for w in addresses::warnings_for_one(settings, input.phone.as_deref(), input.email.as_deref()) {
         eprintln!("{w}");
     }
     Ok(())

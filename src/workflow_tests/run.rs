@@ -78,6 +78,7 @@ async fn run_enabled(project: &Project, case: &Case) -> Result<Vec<Observed>> {
                 tz: project.settings.timezone,
                 encoding: None,
                 dry_run: false,
+                check: None,
             };
             let report = store
                 .import_csv_with(path, case.start, &opts, |_| {})

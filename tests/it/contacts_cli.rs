@@ -317,3 +317,101 @@ async fn owners_outside_the_teams_are_kept_with_a_warning() {
     let (_, _, err) = run(d, &["contacts", "import", "people.csv"]);
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// A phone or email a channel's provider would refuse for its form is kept,
+/// with a warning that its messages on that channel are skipped
+/// (`bad_address`): one per channel for `contacts add`, counted with the
+/// first line for `contacts import`. Without such channels, no warning.
+#[tokio::test]
+async fn addresses_a_provider_would_refuse_are_kept_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("nurture.yaml"),
+        "timezone: Asia/Shanghai\nchannels:\n  \
+         sms:\n    kind: aliyun_sms\n    access_key_id_env: ALI_ID\n    access_key_secret_env: ALI_SECRET\n    \
+         sign_name: 示例商城\n    template_code: SMS_15305000\n  \
+         email:\n    kind: smtp\n    host: smtp.example.com\n    from: news@example.com\n    \
+         unsubscribe_url: https://mail.example.com\n    unsubscribe_secret_env: UNSUB_SECRET\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        d,
+        &[
+            "contacts",
+            "add",
+            "c1",
+            "--phone",
+            "1380013800",
+            "--email",
+            "wang.example.com",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("created contact c1"), "{out}");
+    assert!(
+        err.contains(
+            "warning: phone \"1380013800\" is not a number Aliyun SMS takes: 11 digits starting with 1"
+        ) && err.contains("messages on the sms channel are skipped for this contact (bad_address)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"wang.example.com\" is not an email address")
+            && err.contains("messages on the email channel are skipped"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        d,
+        &[
+            "contacts",
+            "add",
+            "c2",
+            "--phone",
+            "+8613800138000",
+            "--email",
+            "li@example.com",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(!err.contains("warning"), "{err}");
+    let p = pool(d).await;
+    let phone: String = scalar(&p, "SELECT phone FROM contacts WHERE id = 'c1'").await;
+    assert_eq!(phone, "1380013800", "kept as given");
+
+    std::fs::write(
+        d.join("people.csv"),
+        "id,phone,email\nx1,13800138000,a@example.com\nx2,138 0013 8000,b@example.com\n\
+         x3,1380013800,c@\nx4,,\nx5,+85291234567,e@example.com\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(d, &["contacts", "import", "people.csv"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("5 new"), "{out}");
+    assert!(
+        err.contains(
+            "warning: 2 rows have an address the sms channel's provider would refuse \
+             (the first, line 3: phone \"138 0013 8000\" is not a number Aliyun SMS takes"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "warning: 1 row has an address the email channel's provider would refuse \
+             (the first, line 4: \"c@\" is not an email address"
+        ),
+        "{err}"
+    );
+    let n: i64 = scalar(&p, "SELECT COUNT(*) FROM contacts WHERE id LIKE 'x%'").await;
+    assert_eq!(n, 5, "every row imported");
+
+    // Channels that reach a contact by id check nothing.
+    std::fs::write(
+        d.join("nurture.yaml"),
+        "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log, address: phone }\n",
+    )
+    .unwrap();
+    let (_, _, err) = run(d, &["contacts", "add", "c3", "--phone", "12"]);
+    assert!(!err.contains("warning"), "{err}");
+    let (_, _, err) = run(d, &["contacts", "import", "people.csv"]);
+    assert!(!err.contains("warning"), "{err}");
+}

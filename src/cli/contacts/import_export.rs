@@ -68,6 +68,9 @@ pub(super) async fn import(
     ) {
         eprintln!("{w}");
     }
+    for w in super::addresses::warnings_for_import(&report.flagged) {
+        eprintln!("{w}");
+    }
     if report.bad.is_empty() {
         Ok(())
     } else {

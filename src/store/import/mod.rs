@@ -71,6 +71,40 @@ pub struct ImportOptions {
     pub encoding: Option<Encoding>,
     /// Count what would change, then roll back: nothing is written.
     pub dry_run: bool,
+    /// What the caller checks in each good row's phone and email (`contacts
+    /// import`: the channels' address rules, which the store does not know).
+    pub check: Option<RowCheck>,
+}
+
+/// A check of a good row's phone and email: each problem it finds, as (a
+/// key naming the problem, why), is counted in [`ImportReport::flagged`].
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct RowCheck(
+    pub std::sync::Arc<dyn Fn(Option<&str>, Option<&str>) -> Vec<(String, String)> + Send + Sync>,
+);
+
+impl std::fmt::Debug for RowCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowCheck")
+    }
+}
+
+/// Good rows a [`RowCheck`] found a problem in, and the first of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flagged {
+    pub rows: u64,
+    /// The file's line of the first such row.
+    pub first_line: u64,
+    /// Why, for that row.
+    pub first_why: String,
+}
+
+impl Flagged {
+    /// Counts rows of `other` (read after these) in.
+    pub(super) fn add(&mut self, other: Flagged) {
+        self.rows += other.rows;
+    }
 }
 
 impl Default for ImportOptions {
@@ -80,6 +114,7 @@ impl Default for ImportOptions {
             tz: chrono_tz::UTC,
             encoding: None,
             dry_run: false,
+            check: None,
         }
     }
 }
@@ -139,6 +174,8 @@ pub struct ImportReport {
     /// counted): `contacts import` warns about owners that are not
     /// salespeople of the settings' teams.
     pub owners: std::collections::BTreeMap<String, u64>,
+    /// What [`ImportOptions::check`] found, by its key.
+    pub flagged: std::collections::BTreeMap<String, Flagged>,
 }
 
 /// Writes `n` with thousands separators: 1234567 → "1,234,567".

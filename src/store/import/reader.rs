@@ -75,6 +75,8 @@ pub(super) struct Batch {
     pub(super) bytes_read: u64,
     /// Good rows per `owner` named (see [`super::ImportReport::owners`]).
     pub(super) owners: HashMap<String, u64>,
+    /// What the caller's check found (see [`super::ImportReport::flagged`]).
+    pub(super) flagged: HashMap<String, super::Flagged>,
 }
 
 /// Whether the start of a file is not UTF-8 but reads as GB18030.
@@ -197,6 +199,7 @@ pub(super) fn parse_file(
         records: 0,
         bytes_read: 0,
         owners: HashMap::new(),
+        flagged: HashMap::new(),
     };
     loop {
         match reader.read_byte_record(&mut rec) {
@@ -266,6 +269,23 @@ pub(super) fn parse_file(
                     ),
                 }),
                 None => {
+                    if let Some(check) = &opts.check {
+                        for (key, why) in (check.0)(row.phone.as_deref(), row.email.as_deref()) {
+                            match batch.flagged.get_mut(&key) {
+                                Some(f) => f.rows += 1,
+                                None => {
+                                    batch.flagged.insert(
+                                        key,
+                                        super::Flagged {
+                                            rows: 1,
+                                            first_line: line,
+                                            first_why: why,
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                    }
                     if let Some(owner) = &row.owner {
                         match batch.owners.get_mut(owner.as_str()) {
                             Some(n) => *n += 1,
@@ -287,6 +307,7 @@ pub(super) fn parse_file(
                 records: 0,
                 bytes_read: 0,
                 owners: HashMap::new(),
+                flagged: HashMap::new(),
             };
             if tx
                 .blocking_send(Ok(std::mem::replace(&mut batch, next)))

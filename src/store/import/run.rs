@@ -38,6 +38,14 @@ fn tally_read(report: &mut ImportReport, state: &mut ImportProgress, batch: Batc
     for (owner, n) in batch.owners {
         *report.owners.entry(owner).or_default() += n;
     }
+    for (key, f) in batch.flagged {
+        match report.flagged.get_mut(&key) {
+            Some(seen) => seen.add(f),
+            None => {
+                report.flagged.insert(key, f);
+            }
+        }
+    }
     state.bytes_read = batch.bytes_read;
     state.rows = report.rows;
     state.bad = report.bad.len() as u64;
