@@ -1,5 +1,5 @@
 //! `nurture prune --older-than 90d [--dry-run]`: retention. Deletes finished
-//! enrollments, sent and dead messages and consumed event-log rows that
+//! enrollments, sent, dead and cancelled messages and consumed event-log rows that
 //! ended longer ago than the given age, keeping their counts for `status`
 //! (see `store::prune` for exactly what goes and what always stays).
 //! `--dry-run` prints the counts and deletes nothing.

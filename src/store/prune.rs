@@ -7,7 +7,10 @@
 //!   **except the latest one of each contact in each workflow**: the entry
 //!   policies read it (`entry: once` must still see that the contact was
 //!   in; an inactivity spell's key must still be taken);
-//! - outbox rows `sent` or `dead` (by `sent_at`, `dead_at`, else `created_at`);
+//! - outbox rows `sent` or `dead` (by `sent_at`, `dead_at`, else
+//!   `created_at`), and `cancelled` ones (consent withdrawn before the send;
+//!   by `next_attempt_at`, when the cancellation or the send it stopped
+//!   was due): the caps and the planner read none of them;
 //! - event-log rows every cursor has consumed (`seq` at or below the lowest
 //!   cursor) whose `at` is before the cutoff. A store no daemon has read
 //!   keeps its log.
@@ -29,8 +32,8 @@ const ENROLLMENTS: &str = "e.status IN ('done', 'exited') AND e.ended_at < $1 \
     AND EXISTS (SELECT 1 FROM enrollments n \
                  WHERE n.workflow = e.workflow AND n.contact_id = e.contact_id AND n.id > e.id)";
 
-const OUTBOX: &str =
-    "o.status IN ('sent', 'dead') AND coalesce(o.sent_at, o.dead_at, o.created_at) < $1";
+const OUTBOX: &str = "((o.status IN ('sent', 'dead') AND coalesce(o.sent_at, o.dead_at, o.created_at) < $1) \
+      OR (o.status = 'cancelled' AND o.next_attempt_at < $1))";
 
 const LOG: &str = "l.seq <= coalesce((SELECT min(position) FROM cursors), 0) AND l.at < $1";
 
@@ -46,7 +49,7 @@ impl Pruned {
         self.sum(|w| w.starts_with("enrollments_"))
     }
     pub fn messages(&self) -> i64 {
-        self.sum(|w| matches!(w, "sent" | "notices" | "dead"))
+        self.sum(|w| matches!(w, "sent" | "notices" | "dead" | "cancelled"))
     }
     pub fn log_rows(&self) -> i64 {
         self.sum(|w| w.starts_with("log_"))
@@ -75,6 +78,7 @@ impl Store {
             ),
             format!(
                 "SELECT o.workflow, CASE WHEN o.status = 'dead' THEN 'dead' \
+                   WHEN o.status = 'cancelled' THEN 'cancelled' \
                    WHEN o.payload LIKE '%\"kind\":\"notice\"%' THEN 'notices' ELSE 'sent' END, \
                    count(*) FROM outbox o WHERE {OUTBOX} GROUP BY 1, 2"
             ),
@@ -157,6 +161,7 @@ pub(crate) async fn add_pruned(
             "sent" => c.sent += n,
             "notices" => c.notices += n,
             "dead" => c.failed += n,
+            "cancelled" => c.cancelled += n,
             _ => {}
         }
     }

@@ -77,13 +77,18 @@ async fn history(url: &str) {
         ("m3", "dead", None, Some(old), "{}"),
         ("m4", "sent", Some(recent), None, "{}"),
         ("m5", "queued", None, None, "{}"),
+        // Cancelled (consent withdrawn): dated by `next_attempt_at`.
         ("m6", "cancelled", None, None, "{}"),
+        ("m7", "cancelled", None, None, "{}"),
     ];
     for (id, status, sent, dead, payload) in outbox {
+        // m7 was queued long ago and cancelled recently (an unsubscribe
+        // while it waited for a retry): it stays.
+        let next = if id == "m7" { recent } else { old };
         sqlx::query(
             "INSERT INTO outbox (id, workflow, contact_id, step_id, channel, recipient, body, payload, \
-             status, not_before, next_attempt_at, created_at, sent_at, dead_at) \
-             VALUES ($1, 'w', 'a', 's', 'sms', '+86', 'hi', $2, $3, $4, $4, $4, $5, $6)",
+             status, not_before, next_attempt_at, created_at, sent_at, dead_at, last_error) \
+             VALUES ($1, 'w', 'a', 's', 'sms', '+86', 'hi', $2, $3, $4, $7, $4, $5, $6, $8)",
         )
         .bind(id)
         .bind(payload)
@@ -91,6 +96,8 @@ async fn history(url: &str) {
         .bind(old)
         .bind(sent)
         .bind(dead)
+        .bind(next)
+        .bind((status == "cancelled").then_some("unsubscribed"))
         .execute(&db)
         .await
         .unwrap();
@@ -147,7 +154,7 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("would delete 2 enrollments, 3 messages, 2 event-log rows"),
+        text.contains("would delete 2 enrollments, 4 messages, 2 event-log rows"),
         "{text}"
     );
     let after_dry = (
@@ -165,11 +172,11 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("deleted 2 enrollments, 3 messages, 2 event-log rows"),
+        text.contains("deleted 2 enrollments, 4 messages, 2 event-log rows"),
         "{text}"
     );
     // What stays: the latest enrollment per contact and workflow, active
-    // ones, recent ones; recent, waiting and cancelled messages; the log
+    // ones, recent ones; recent, waiting and recently cancelled messages; the log
     // row no cursor has passed and the recent one.
     let left: Vec<String> = sqlx::query_scalar(
         "SELECT workflow || ':' || contact_id || ':' || entry_key FROM enrollments ORDER BY 1",
@@ -195,7 +202,7 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
         .fetch_all(&db)
         .await
         .unwrap();
-    assert_eq!(left, ["m4", "m5", "m6"]);
+    assert_eq!(left, ["m4", "m5", "m7"]);
     let left: Vec<String> = sqlx::query_scalar("SELECT kind FROM event_log ORDER BY seq")
         .fetch_all(&db)
         .await
@@ -215,6 +222,7 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
         [
             ("", "log_contact_created", 1),
             ("", "log_tag_added", 1),
+            ("w", "cancelled", 1),
             ("w", "dead", 1),
             ("w", "enrollments_done", 1),
             ("w", "enrollments_exited", 1),
@@ -229,6 +237,7 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
     let w = &counts["w"];
     assert_eq!((w.enrolled, w.done, w.exited), (6, 3, 2));
     assert_eq!((w.sent, w.notices, w.failed), (2, 1, 1));
+    assert_eq!(w.cancelled, 2, "the pruned one and the one left");
 
     // Again: nothing more is old enough.
     let out = nurture(dir.path(), &url)
