@@ -1,46 +1,131 @@
-//! Whether a contact's address has the shape its channel's provider takes.
+//! The address a send goes to, in the form its channel's provider takes,
+//! or why the provider would refuse it.
 //!
-//! The planner asks before it plans a send: an address the provider would
-//! refuse (a phone number with a digit missing, an email without `@`) is a
-//! skip with the reason `bad_address`, shown by the dry-run, instead of a
-//! send the preview shows and the provider then refuses. Only the shape is
-//! checked, as the provider documents it; whether the number exists is the
-//! provider's to say (Aliyun's `isv.MOBILE_NUMBER_ILLEGAL`, Twilio's 21211
-//! for a number it knows to be invalid stay permanent failures).
+//! The planner asks before it plans a send: it sends the address this gives
+//! (the preview shows that same address), and an address the provider would
+//! refuse for its form (a phone number with a digit missing, an email
+//! without `@`) is a skip with the reason `bad_address`, shown by the
+//! dry-run, instead of a send the preview shows and the provider then
+//! refuses. Only the form is checked, as the provider documents it; whether
+//! the number exists is the provider's to say (Aliyun's
+//! `isv.MOBILE_NUMBER_ILLEGAL`, Twilio's 21211 for a number it knows to be
+//! invalid stay permanent failures).
 //!
+//! - Every address is trimmed; a phone number loses the spaces, dashes, dots
+//!   and parentheses people write numbers with (`+86 138-0013-8000`), which
+//!   neither provider documents taking.
 //! - Twilio's `To` is E.164: `+`, the country code and the number, digits
 //!   only, at most 15 (reference §2).
 //! - Aliyun's `PhoneNumbers` (reference §3): a mainland number is 11 digits
 //!   starting with 1, and may carry `+86`, `86` or `0086` in front; a number
 //!   of another country is its country code and number (with `+` or `00`
-//!   in front, or without). Digits only: Aliyun does not strip spaces or
-//!   dashes.
-//! - An email is what the SMTP channel can address ([`super::smtp::recipient`]).
+//!   in front, or without).
+//! - An email is what the SMTP channel can address ([`super::smtp::parse_recipient`]).
 //! - WeCom's external user ids are opaque; the log and webhook channels reach
-//!   a contact by id (or preview a field): nothing to check.
+//!   a contact by id (or preview a field, `address:`): nothing to check.
 
 use crate::settings::ChannelKind;
 
-/// Why `to` cannot be sent to on a channel of `kind`, if it cannot.
-pub fn refusal(kind: ChannelKind, to: &str) -> Option<String> {
-    let to = to.trim();
-    match kind {
-        ChannelKind::Twilio => (!e164(to)).then(|| {
-            format!(
-                "phone {to:?} is not in E.164 form, which Twilio needs: \
-                 + then the country code and number, digits only (+8613800138000)"
-            )
-        }),
-        ChannelKind::AliyunSms => (!aliyun(to)).then(|| {
-            format!(
-                "phone {to:?} is not a number Aliyun SMS takes: 11 digits starting with 1 \
-                 for the mainland (+86, 86 or 0086 in front allowed), or the country code \
-                 and number, digits only"
-            )
-        }),
-        ChannelKind::Smtp => super::smtp::recipient(to).err(),
-        ChannelKind::Wecom | ChannelKind::Webhook | ChannelKind::Log => None,
+/// Why a provider would refuse an address. The address is part of the
+/// text the dry-run shows and the step record keeps; the daemon's log gets
+/// [`Refusal::without_address`] (no contact data in the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `phone` or `email`.
+    pub field: &'static str,
+    /// The address as the contact has it (cut to [`SHOWN`] characters).
+    pub address: String,
+    /// What the provider takes, after "is not" ("in E.164 form, ...").
+    pub wanted: String,
+}
+
+/// Characters of a refused address shown: a junk cell may be megabytes.
+const SHOWN: usize = 40;
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:?} is not {}",
+            self.field, self.address, self.wanted
+        )
     }
+}
+
+impl Refusal {
+    fn new(field: &'static str, address: &str, wanted: String) -> Refusal {
+        let address = if address.chars().count() > SHOWN {
+            address.chars().take(SHOWN).chain(['…']).collect()
+        } else {
+            address.to_string()
+        };
+        Refusal {
+            field,
+            address,
+            wanted,
+        }
+    }
+
+    /// The refusal without the address, for the log.
+    pub fn without_address(&self) -> String {
+        format!("the {} is not {}", self.field, self.wanted)
+    }
+}
+
+/// The address to send `to` on a channel of `kind`, or why its provider
+/// would refuse it.
+pub fn for_channel(kind: ChannelKind, to: &str) -> Result<String, Refusal> {
+    let trimmed = to.trim();
+    match kind {
+        ChannelKind::Twilio => {
+            let phone = compact(trimmed);
+            if e164(&phone) {
+                return Ok(phone);
+            }
+            Err(Refusal::new(
+                "phone",
+                trimmed,
+                "in E.164 form, which Twilio needs: + then the country code and number \
+                 (+8613800138000)"
+                    .into(),
+            ))
+        }
+        ChannelKind::AliyunSms => {
+            let phone = compact(trimmed);
+            if aliyun(&phone) {
+                return Ok(phone);
+            }
+            Err(Refusal::new(
+                "phone",
+                trimmed,
+                "a number Aliyun SMS takes: 11 digits starting with 1 for the mainland \
+                 (+86, 86 or 0086 in front allowed), or the country code and number"
+                    .into(),
+            ))
+        }
+        ChannelKind::Smtp => match super::smtp::parse_recipient(trimmed) {
+            Ok(_) => Ok(trimmed.to_string()),
+            Err(e) => Err(Refusal::new(
+                "email",
+                trimmed,
+                format!("an email address: {e}"),
+            )),
+        },
+        ChannelKind::Wecom | ChannelKind::Webhook | ChannelKind::Log => Ok(trimmed.to_string()),
+    }
+}
+
+/// Why `to` cannot be sent to on a channel of `kind`, if it cannot.
+pub fn refusal(kind: ChannelKind, to: &str) -> Option<Refusal> {
+    for_channel(kind, to).err()
+}
+
+/// A phone number without the separators people write in it.
+fn compact(phone: &str) -> String {
+    phone
+        .chars()
+        .filter(|c| !(c.is_whitespace() || matches!(c, '-' | '.' | '(' | ')')))
+        .collect()
 }
 
 fn digits(s: &str) -> bool {
@@ -84,82 +169,108 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twilio_takes_e164_only() {
-        for ok in [
-            "+8613800138000",
-            "+14155550100",
-            "+6834002",
-            " +447700900123 ",
+    fn twilio_takes_e164_written_with_or_without_separators() {
+        for (given, sent) in [
+            ("+8613800138000", "+8613800138000"),
+            ("+14155550100", "+14155550100"),
+            ("+6834002", "+6834002"),
+            (" +447700900123 ", "+447700900123"),
+            ("+1 (415) 555-0100", "+14155550100"),
+            ("+86 138.0013.8000", "+8613800138000"),
+            ("\u{3000}+8613800138000\u{a0}", "+8613800138000"),
         ] {
-            assert_eq!(refusal(ChannelKind::Twilio, ok), None, "{ok}");
+            assert_eq!(for_channel(ChannelKind::Twilio, given), Ok(sent.into()));
         }
         for bad in [
             "13800138000",
-            "+1 415 555 0100",
-            "+1-415-555-0100",
+            "138-0013-8000",
             "+0123456789",
             "+1234567890123456",
             "+12345",
             "++8613800138000",
             "tel:+14155550100",
+            "+86138001380O0",
         ] {
             let why = refusal(ChannelKind::Twilio, bad).expect(bad);
-            assert!(why.contains("E.164"), "{why}");
+            assert_eq!(why.field, "phone");
+            assert!(why.to_string().contains("is not in E.164 form"), "{why}");
         }
     }
 
     #[test]
     fn aliyun_takes_mainland_numbers_with_or_without_86_and_other_countries() {
-        for ok in [
-            "13800138000",
-            "+8613800138000",
-            "8613800138000",
-            "008613800138000",
-            "85291234567",
-            "+85291234567",
-            "0085291234567",
-            "+14155550100",
-            "0014155550100",
+        for (given, sent) in [
+            ("13800138000", "13800138000"),
+            ("+8613800138000", "+8613800138000"),
+            ("8613800138000", "8613800138000"),
+            ("008613800138000", "008613800138000"),
+            ("85291234567", "85291234567"),
+            ("+85291234567", "+85291234567"),
+            ("0085291234567", "0085291234567"),
+            ("+14155550100", "+14155550100"),
+            ("0014155550100", "0014155550100"),
+            ("138 0013 8000", "13800138000"),
+            ("138-0013-8000", "13800138000"),
+            ("+86 (138) 0013 8000", "+8613800138000"),
         ] {
-            assert_eq!(refusal(ChannelKind::AliyunSms, ok), None, "{ok}");
+            assert_eq!(for_channel(ChannelKind::AliyunSms, given), Ok(sent.into()));
         }
         for bad in [
             "1380013800",
             "138001380001",
             "+861380013800",
             "86138001380",
-            "138 0013 8000",
-            "138-0013-8000",
-            "+86 13800138000",
             "0138001380",
+            "+0086 13800138000",
+            "13800138000,13900139000",
             "abc",
             "+",
         ] {
             let why = refusal(ChannelKind::AliyunSms, bad).expect(bad);
-            assert!(why.contains("Aliyun"), "{why}");
+            assert!(why.to_string().contains("Aliyun"), "{why}");
         }
     }
 
     #[test]
     fn smtp_takes_what_it_can_address() {
-        assert_eq!(refusal(ChannelKind::Smtp, "wang@example.com"), None);
-        assert_eq!(refusal(ChannelKind::Smtp, " wang@example.com "), None);
-        for bad in [
-            "wang",
-            "wang@",
-            "@example.com",
-            "wang@@example.com",
-            "王 @example.com",
+        for (given, sent) in [
+            ("wang@example.com", "wang@example.com"),
+            (" wang@example.com ", "wang@example.com"),
         ] {
+            assert_eq!(for_channel(ChannelKind::Smtp, given), Ok(sent.into()));
+        }
+        for bad in ["wang", "wang@", "@example.com", "wang@@example.com"] {
             let why = refusal(ChannelKind::Smtp, bad).expect(bad);
-            assert!(why.contains("not an email address"), "{why}");
+            assert!(why.to_string().contains("is not an email address"), "{why}");
         }
     }
 
     #[test]
-    fn ids_are_not_checked() {
+    fn ids_are_only_trimmed() {
         for kind in [ChannelKind::Wecom, ChannelKind::Webhook, ChannelKind::Log] {
-            assert_eq!(refusal(kind, "anything at all"), None);
+            assert_eq!(
+                for_channel(kind, " any thing "),
+                Ok("any thing".to_string())
+            );
         }
+    }
+
+    #[test]
+    fn the_log_gets_no_address_and_a_long_one_is_cut() {
+        let why = refusal(ChannelKind::Twilio, "13912345678").unwrap();
+        assert_eq!(
+            why.to_string(),
+            "phone \"13912345678\" is not in E.164 form, which Twilio needs: + then the \
+             country code and number (+8613800138000)"
+        );
+        assert!(!why.without_address().contains("13912345678"));
+        assert!(
+            why.without_address()
+                .starts_with("the phone is not in E.164 form")
+        );
+        let junk = "x".repeat(1_000_000);
+        let why = refusal(ChannelKind::AliyunSms, &junk).unwrap();
+        assert_eq!(why.address.chars().count(), SHOWN + 1);
+        assert!(why.to_string().len() < 300);
     }
 }

@@ -397,13 +397,17 @@ pub fn message_id(key: &str, domain: &str) -> String {
     format!("<{hex}@{domain}>")
 }
 
-/// The recipient `to` names, or why it names none: the planner skips such a
-/// send as `bad_address` ([`super::address`]) with this same check, so the
-/// channel and the preview agree on what an email address is.
+/// The recipient `to` names, or why it names none (a permanent failure).
 pub fn recipient(to: &str) -> Result<Address, String> {
     let to = to.trim();
-    to.parse()
-        .map_err(|e| format!("{to:?} is not an email address: {e}"))
+    parse_recipient(to).map_err(|e| format!("{to:?} is not an email address: {e}"))
+}
+
+/// The address `to` names: the planner skips a send to one that names none
+/// as `bad_address` ([`super::address`]) with this same parse, so the
+/// channel and the preview agree on what an email address is.
+pub fn parse_recipient(to: &str) -> Result<Address, lettre::address::AddressError> {
+    to.trim().parse()
 }
 
 #[cfg(test)]

@@ -465,7 +465,8 @@ async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
     .write("templates/welcome.hbs", "welcome {{contact.id}}");
     let env = [("TW_SID", "AC0123"), ("TW_TOKEN", "secret")];
     p.ok(&["contacts", "add", "good", "--phone", "+8613800138000"]);
-    p.ok(&["contacts", "add", "spaced", "--phone", "+86 138 0013 8000"]);
+    p.ok(&["contacts", "add", "spaced", "--phone", "+86 139 0013-9000"]);
+    p.ok(&["contacts", "add", "national", "--phone", "138-0013-8000"]);
     p.ok(&["contacts", "add", "none"]);
     support::db::running_since_epoch(&p.db_url(), &["welcome"]);
 
@@ -481,10 +482,14 @@ async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
             .unwrap_or_else(|| panic!("no row for {id}: {preview}"))
     };
     assert_eq!(row("good")["action"], "send", "{preview}");
-    assert_eq!(row("spaced")["action"], "skip", "{preview}");
-    let reason = row("spaced")["reason"].as_str().unwrap();
+    // Written with spaces and a dash, sent as E.164: the preview shows the
+    // number Twilio gets.
+    assert_eq!(row("spaced")["action"], "send", "{preview}");
+    assert_eq!(row("spaced")["to"], "+8613900139000", "{preview}");
+    assert_eq!(row("national")["action"], "skip", "{preview}");
+    let reason = row("national")["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with(r#"bad_address: phone "+86 138 0013 8000" is not in E.164 form"#),
+        reason.starts_with(r#"bad_address: phone "138-0013-8000" is not in E.164 form"#),
         "{reason}"
     );
     assert_eq!(row("none")["reason"], "no_address", "{preview}");
@@ -492,22 +497,33 @@ async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
     let mut d = Daemon::start_with_env(&p, &["--until-idle"], &env);
     let status = d.wait(Duration::from_secs(30));
     assert!(status.success(), "exit {status}; log:\n{}", p.log());
-    let sent: Vec<String> = rx
+    let mut to: Vec<String> = rx
         .requests()
         .iter()
         .map(|r| String::from_utf8_lossy(&r.body).to_string())
+        .filter_map(|b| {
+            b.split('&')
+                .find_map(|kv| kv.strip_prefix("To=").map(str::to_string))
+        })
         .collect();
+    to.sort();
     assert_eq!(
-        sent.len(),
-        1,
-        "only the good number reaches Twilio: {sent:?}"
+        to,
+        ["%2B8613800138000", "%2B8613900139000"],
+        "only numbers in E.164 reach Twilio"
     );
-    assert!(sent[0].contains("To=%2B8613800138000"), "{sent:?}");
-    let history = p.ok(&["history", "spaced"]);
+    let history = p.ok(&["history", "national"]);
     assert!(history.contains("bad_address"), "{history}");
     assert_eq!(
-        p.count("SELECT count(*) FROM outbox WHERE contact_id = 'spaced'")
+        p.count("SELECT count(*) FROM outbox WHERE contact_id = 'national'")
             .await,
         0
     );
+    // The daemon's log says why, without the number.
+    let log = p.log();
+    assert!(
+        log.contains("bad_address: the phone is not in E.164 form"),
+        "{log}"
+    );
+    assert!(!log.contains("138-0013-8000"), "{log}");
 }

@@ -36,7 +36,7 @@ fn refusals(
         .filter_map(|(name, kind, is_phone)| {
             let value = if *is_phone { phone } else { email };
             let value = value.filter(|v| !v.trim().is_empty())?;
-            refusal(*kind, value).map(|why| (name.clone(), why))
+            refusal(*kind, value).map(|why| (name.clone(), why.to_string()))
         })
         .collect()
 }

@@ -105,12 +105,16 @@ impl Planner<'_> {
                 reason: Reason::NoAddress,
             };
         };
-        // Not an address the provider takes: shown as a skip, not sent to be refused.
-        if let Some(why) = crate::channels::address::refusal(ch.kind, &to) {
-            return Action::Skip {
-                reason: Reason::BadAddress(why),
-            };
-        }
+        // The address in the provider's form; one it would refuse is shown
+        // as a skip, not sent to be refused.
+        let to = match crate::channels::address::for_channel(ch.kind, &to) {
+            Ok(to) => to,
+            Err(why) => {
+                return Action::Skip {
+                    reason: Reason::BadAddress(why),
+                };
+            }
+        };
         let planned = self.planned_in_window(&c.id);
         if policy::over_cap(
             self.settings.policies.frequency_cap.as_ref(),

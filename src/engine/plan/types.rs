@@ -13,7 +13,7 @@ pub enum Reason {
     /// The contact's address is not one the channel's provider takes (a
     /// phone number's digits, an email's form): the detail says which and
     /// why ([`crate::channels::address`]).
-    BadAddress(String),
+    BadAddress(crate::channels::address::Refusal),
     FrequencyCap,
     TemplateError(String),
     LeftAudience,
@@ -58,6 +58,15 @@ impl std::fmt::Display for Reason {
 }
 
 impl Reason {
+    /// The reason as the daemon's log says it: without the contact's
+    /// address (which the dry-run and the step record show).
+    pub fn for_the_log(&self) -> String {
+        match self {
+            Reason::BadAddress(r) => format!("bad_address: {}", r.without_address()),
+            r => r.to_string(),
+        }
+    }
+
     /// The reason's code without detail, for summaries.
     pub fn code(&self) -> &'static str {
         match self {

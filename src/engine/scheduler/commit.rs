@@ -112,7 +112,7 @@ impl Scheduler {
                         &s.contact_id,
                         &s.step,
                         reason.code(),
-                        &reason.to_string(),
+                        &reason.for_the_log(),
                     );
                 }
             }
