@@ -126,6 +126,14 @@ async fn send_test(
     args: &TestArgs,
 ) -> Result<crate::channels::Exchange, Failure> {
     let settings = &project.settings;
+    // The address as the daemon would send it (a phone without its
+    // separators), or not at all: the daemon would skip it (`bad_address`).
+    let kind = settings.channels[&args.name].kind;
+    let to = crate::channels::address::for_channel(kind, &args.to).map_err(|why| {
+        Failure::Input(format!(
+            "not sent: {why}; the daemon skips sends to such an address (bad_address)"
+        ))
+    })?;
     let contact = match &args.contact {
         Some(id) => store
             .contact(id)
@@ -185,7 +193,7 @@ async fn send_test(
         contact_id: contact.id.clone(),
         step_id: "test".into(),
         channel: args.name.clone(),
-        to: args.to.clone(),
+        to,
         subject,
         body,
         contact: Contact::template_value(&contact),

@@ -201,3 +201,54 @@ fn a_log_channel_test_shows_its_message() {
         "{err}"
     );
 }
+
+/// `channels test` sends to the address as the daemon would (a phone
+/// without its separators), and not at all to one the daemon would skip
+/// (`bad_address`): the provider (a Twilio fake) sees the one E.164 number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_goes_to_the_address_the_daemon_would_use() {
+    let rx = Receiver::start(script::always(
+        Reply::status(201).body(r#"{"sid":"SM1","status":"queued"}"#),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), &rx.url("/hook"));
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        format!(
+            "channels:\n  sms:\n    kind: twilio\n    base_url: {}\n    account_sid_env: TW_SID\n    \
+             auth_token_env: TW_TOKEN\n    from: \"+15005550006\"\n",
+            rx.url("")
+        ),
+    )
+    .unwrap();
+    let out = nurture(dir.path())
+        .env("TW_SID", "AC0123")
+        .env("TW_TOKEN", "secret")
+        .args(["channels", "test", "sms", "--to", "138-0013-8000"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not sent: phone \"138-0013-8000\" is not in E.164 form")
+            && err.contains("(bad_address)"),
+        "{err}"
+    );
+    assert_eq!(rx.count(), 0, "nothing reached the provider");
+
+    let out = nurture(dir.path())
+        .env("TW_SID", "AC0123")
+        .env("TW_TOKEN", "secret")
+        .args(["channels", "test", "sms", "--to", "+86 138-0013-8000"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = String::from_utf8_lossy(&rx.requests()[0].body).to_string();
+    assert!(body.contains("To=%2B8613800138000"), "{body}");
+}
