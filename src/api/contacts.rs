@@ -14,6 +14,7 @@ use super::error::{
     ApiError, JsonObject, OptionalJsonObject, no_other_fields, opt_bool, opt_string, opt_time,
     req_string, string_list, type_name,
 };
+use crate::channels::address::AddressChecks;
 use crate::store::{ContactInput, Upserted};
 
 /// Keys of `POST /v1/contacts` that are not custom attributes: the built-in
@@ -98,7 +99,21 @@ pub async fn upsert(
     if done != Upserted::Unchanged {
         st.wake.notify_one();
     }
-    Ok((status, Json(json!({ "id": input.id, "result": result }))).into_response())
+    let mut answer = json!({ "id": input.id, "result": result });
+    // A phone or email a channel's provider would refuse: kept, and said,
+    // as `contacts add` says it (the planner skips those sends).
+    if let Some(project) = &st.project {
+        let checks = AddressChecks::new(&project.borrow().settings);
+        let warnings: Vec<String> = checks
+            .refusals(input.phone.as_deref(), input.email.as_deref())
+            .iter()
+            .map(|(channel, why)| AddressChecks::warning(channel, why))
+            .collect();
+        if !warnings.is_empty() {
+            answer["warnings"] = json!(warnings);
+        }
+    }
+    Ok((status, Json(answer)).into_response())
 }
 
 /// `POST /v1/contacts/{id}/tags` with `{"add": [...], "remove": [...]}`.

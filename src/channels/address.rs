@@ -120,6 +120,59 @@ pub fn refusal(kind: ChannelKind, to: &str) -> Option<Refusal> {
     for_channel(kind, to).err()
 }
 
+/// The channels of the settings whose provider takes a contact's phone
+/// (`twilio`, `aliyun_sms`) or email (`smtp`): what `contacts add`,
+/// `contacts import` and `POST /v1/contacts` check a contact's addresses
+/// against, to warn about the sends the planner will skip.
+#[derive(Debug, Clone, Default)]
+pub struct AddressChecks {
+    /// (channel, kind, whether it takes the phone rather than the email).
+    channels: Vec<(String, ChannelKind, bool)>,
+}
+
+impl AddressChecks {
+    pub fn new(settings: &crate::settings::Settings) -> AddressChecks {
+        let channels = settings
+            .channels
+            .values()
+            .filter_map(|c| match c.kind {
+                ChannelKind::Twilio | ChannelKind::AliyunSms => {
+                    Some((c.name.clone(), c.kind, true))
+                }
+                ChannelKind::Smtp => Some((c.name.clone(), c.kind, false)),
+                ChannelKind::Wecom | ChannelKind::Webhook | ChannelKind::Log => None,
+            })
+            .collect();
+        AddressChecks { channels }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// What each channel's provider would refuse of this phone and email:
+    /// (channel, why). An empty or absent address is not refused (the
+    /// planner skips it as `no_address`).
+    pub fn refusals(&self, phone: Option<&str>, email: Option<&str>) -> Vec<(String, Refusal)> {
+        self.channels
+            .iter()
+            .filter_map(|(name, kind, is_phone)| {
+                let value = if *is_phone { phone } else { email };
+                let value = value.filter(|v| !v.trim().is_empty())?;
+                refusal(*kind, value).map(|why| (name.clone(), why))
+            })
+            .collect()
+    }
+
+    /// The warning for one contact's refusal on `channel`.
+    pub fn warning(channel: &str, why: &Refusal) -> String {
+        format!(
+            "{why}; messages on the {channel} channel are skipped for this contact \
+             (bad_address) until it is fixed"
+        )
+    }
+}
+
 /// A phone number without the separators people write in it.
 fn compact(phone: &str) -> String {
     phone

@@ -527,3 +527,44 @@ async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
     );
     assert!(!log.contains("138-0013-8000"), "{log}");
 }
+
+/// `POST /v1/contacts` keeps a phone the channel's provider would refuse
+/// and says so in its answer (`warnings`), as `contacts add` does; a good
+/// number gets no warnings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_warns_about_an_address_the_provider_would_refuse() {
+    let p = Project::new(
+        "timezone: Asia/Shanghai\nchannels:\n  sms:\n    kind: aliyun_sms\n    \
+         access_key_id_env: ALI_ID\n    access_key_secret_env: ALI_SECRET\n    \
+         sign_name: 示例商城\n    template_code: SMS_15305000\n",
+    );
+    let env = [("ALI_ID", "id"), ("ALI_SECRET", "secret")];
+    let d = Daemon::start_with_env(&p, &[], &env);
+    let (status, v) = d
+        .post("/v1/contacts", json!({"id": "a1", "phone": "1380013800"}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{v}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.starts_with(r#"phone "1380013800" is not a number Aliyun SMS takes"#)
+            && w.contains("messages on the sms channel are skipped for this contact (bad_address)"),
+        "{w}"
+    );
+    let (status, v) = d
+        .post(
+            "/v1/contacts",
+            json!({"id": "a2", "phone": "138 0013 8000"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v, json!({"id": "a2", "result": "created"}));
+    assert_eq!(
+        p.count("SELECT count(*) FROM contacts WHERE id IN ('a1', 'a2')")
+            .await,
+        2,
+        "both kept"
+    );
+    d.terminate(Duration::from_secs(15));
+}

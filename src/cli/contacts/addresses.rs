@@ -7,48 +7,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::channels::address::refusal;
-use crate::settings::{ChannelKind, Settings};
+use crate::channels::address::AddressChecks;
+use crate::settings::Settings;
 use crate::store::import::{Flagged, RowCheck, thousands};
-
-/// The channels whose provider takes the contact's phone or email, with
-/// the field: (channel, kind, phone or not).
-fn checked(settings: &Settings) -> Vec<(String, ChannelKind, bool)> {
-    settings
-        .channels
-        .values()
-        .filter_map(|c| match c.kind {
-            ChannelKind::Twilio | ChannelKind::AliyunSms => Some((c.name.clone(), c.kind, true)),
-            ChannelKind::Smtp => Some((c.name.clone(), c.kind, false)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Each refusal of `phone` or `email`: (channel, why).
-fn refusals(
-    channels: &[(String, ChannelKind, bool)],
-    phone: Option<&str>,
-    email: Option<&str>,
-) -> Vec<(String, String)> {
-    channels
-        .iter()
-        .filter_map(|(name, kind, is_phone)| {
-            let value = if *is_phone { phone } else { email };
-            let value = value.filter(|v| !v.trim().is_empty())?;
-            refusal(*kind, value).map(|why| (name.clone(), why.to_string()))
-        })
-        .collect()
-}
 
 /// The check an import runs on every good row; none without such channels.
 pub(super) fn row_check(settings: &Settings) -> Option<RowCheck> {
-    let channels = checked(settings);
-    if channels.is_empty() {
+    let checks = AddressChecks::new(settings);
+    if checks.is_empty() {
         return None;
     }
     Some(RowCheck(Arc::new(move |phone, email| {
-        refusals(&channels, phone, email)
+        checks
+            .refusals(phone, email)
+            .into_iter()
+            .map(|(channel, why)| (channel, why.to_string()))
+            .collect()
     })))
 }
 
@@ -58,14 +32,10 @@ pub(super) fn warnings_for_one(
     phone: Option<&str>,
     email: Option<&str>,
 ) -> Vec<String> {
-    refusals(&checked(settings), phone, email)
-        .into_iter()
-        .map(|(channel, why)| {
-            format!(
-                "warning: {why}; messages on the {channel} channel are skipped for this \
-                 contact (bad_address) until it is fixed"
-            )
-        })
+    AddressChecks::new(settings)
+        .refusals(phone, email)
+        .iter()
+        .map(|(channel, why)| format!("warning: {}", AddressChecks::warning(channel, why)))
         .collect()
 }
 
