@@ -86,12 +86,33 @@ pub(super) fn read_teams(r: &mut Reader, node: &Node) -> BTreeMap<String, Vec<Sa
             }
             seen.insert(id.clone(), (team.clone(), idn.pos));
             let mut opt = |key: &str| f.get(key).and_then(|n| r.string(n, key));
+            let name = opt("name");
+            let wecom_userid = opt("wecom_userid");
+            let email = opt("email");
+            let region = opt("region");
+            // Notices to the salesperson on an smtp channel go to this
+            // address: one SMTP cannot address would be refused at each
+            // notice (the same parse as the channel's, which takes any
+            // address in use, internationalized ones included).
+            if let (Some(e), Some(node)) = (&email, f.get("email"))
+                && let Err(why) = e.trim().parse::<lettre::Address>()
+            {
+                let d = crate::diagnostics::Diagnostic::new(
+                    r.file,
+                    node.pos,
+                    format!("salesperson \"{id}\": email {e:?} is not an email address ({why})"),
+                )
+                .with_suggestion(
+                    "notices to them on an smtp channel would be refused: fix it, or leave email out",
+                );
+                r.push(d);
+            }
             let sp = Salesperson {
                 id,
-                name: opt("name"),
-                wecom_userid: opt("wecom_userid"),
-                email: opt("email"),
-                region: opt("region"),
+                name,
+                wecom_userid,
+                email,
+                region,
                 capacity: f.get("capacity").and_then(|n| r.u32(n, "capacity")),
             };
             people.push(sp);

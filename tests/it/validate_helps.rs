@@ -152,3 +152,29 @@ fn an_unknown_helper_is_placed_and_gets_a_suggestion() {
         "{all}"
     );
 }
+
+/// A salesperson's email that SMTP cannot address is reported at its line
+/// and column (notices on an smtp channel go there); internationalized
+/// addresses are fine.
+#[test]
+fn a_salespersons_email_smtp_cannot_address_is_an_error_at_its_place() {
+    let dir = folder(&[(
+        "nurture.yaml",
+        "timezone: Asia/Shanghai\nteams:\n  east:\n    \
+         - { id: s01, name: 王芳, email: wangfang.example.com }\n    \
+         - { id: s02, name: 李雷, email: 李雷@例子.中国 }\n",
+    )]);
+    let (code, out) = validate(dir.path(), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "nurture.yaml:4:35: salesperson \"s01\": email \"wangfang.example.com\" is not an email address"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("notices to them on an smtp channel would be refused"),
+        "{out}"
+    );
+    assert!(out.contains("1 problem"), "only s01's: {out}");
+}
