@@ -24,6 +24,8 @@
 //! - WeCom's external user ids are opaque; the log and webhook channels reach
 //!   a contact by id (or preview a field, `address:`): nothing to check.
 
+use std::borrow::Cow;
+
 use crate::settings::ChannelKind;
 
 /// Why a provider would refuse an address. The address is part of the
@@ -75,6 +77,20 @@ impl Refusal {
 /// The address to send `to` on a channel of `kind`, or why its provider
 /// would refuse it.
 pub fn for_channel(kind: ChannelKind, to: &str) -> Result<String, Refusal> {
+    form(kind, to).map(Cow::into_owned)
+}
+
+/// [`for_channel`] for an address the caller owns: the planner's, for every
+/// send, which is nearly always in form already (then it is kept as it is).
+pub fn into_channel_form(kind: ChannelKind, to: String) -> Result<String, Refusal> {
+    let changed = match form(kind, &to)? {
+        Cow::Borrowed(s) if s.len() == to.len() => None,
+        other => Some(other.into_owned()),
+    };
+    Ok(changed.unwrap_or(to))
+}
+
+fn form(kind: ChannelKind, to: &str) -> Result<Cow<'_, str>, Refusal> {
     let trimmed = to.trim();
     match kind {
         ChannelKind::Twilio => {
@@ -104,14 +120,14 @@ pub fn for_channel(kind: ChannelKind, to: &str) -> Result<String, Refusal> {
             ))
         }
         ChannelKind::Smtp => match super::smtp::parse_recipient(trimmed) {
-            Ok(_) => Ok(trimmed.to_string()),
+            Ok(_) => Ok(Cow::Borrowed(trimmed)),
             Err(e) => Err(Refusal::new(
                 "email",
                 trimmed,
                 format!("an email address: {e}"),
             )),
         },
-        ChannelKind::Wecom | ChannelKind::Webhook | ChannelKind::Log => Ok(trimmed.to_string()),
+        ChannelKind::Wecom | ChannelKind::Webhook | ChannelKind::Log => Ok(Cow::Borrowed(trimmed)),
     }
 }
 
@@ -174,11 +190,12 @@ impl AddressChecks {
 }
 
 /// A phone number without the separators people write in it.
-fn compact(phone: &str) -> String {
-    phone
-        .chars()
-        .filter(|c| !(c.is_whitespace() || matches!(c, '-' | '.' | '(' | ')')))
-        .collect()
+fn compact(phone: &str) -> Cow<'_, str> {
+    let separator = |c: char| c.is_whitespace() || matches!(c, '-' | '.' | '(' | ')');
+    if !phone.contains(separator) {
+        return Cow::Borrowed(phone);
+    }
+    Cow::Owned(phone.chars().filter(|c| !separator(*c)).collect())
 }
 
 fn digits(s: &str) -> bool {
@@ -296,6 +313,23 @@ mod tests {
             let why = refusal(ChannelKind::Smtp, bad).expect(bad);
             assert!(why.to_string().contains("is not an email address"), "{why}");
         }
+    }
+
+    #[test]
+    fn an_address_in_form_is_kept_as_it_is() {
+        let to = String::from("+8613800138000");
+        let ptr = to.as_ptr();
+        let kept = into_channel_form(ChannelKind::Twilio, to).unwrap();
+        assert_eq!(kept.as_ptr(), ptr, "no copy");
+        assert_eq!(
+            into_channel_form(ChannelKind::Twilio, " +86 138 0013 8000".into()),
+            Ok("+8613800138000".to_string())
+        );
+        assert_eq!(
+            into_channel_form(ChannelKind::Log, " c1 ".into()),
+            Ok("c1".to_string())
+        );
+        assert!(into_channel_form(ChannelKind::AliyunSms, "1380013800".into()).is_err());
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl Planner<'_> {
         };
         // The address in the provider's form; one it would refuse is shown
         // as a skip, not sent to be refused.
-        let to = match crate::channels::address::for_channel(ch.kind, &to) {
+        let to = match crate::channels::address::into_channel_form(ch.kind, to) {
             Ok(to) => to,
             Err(why) => {
                 return Action::Skip {
