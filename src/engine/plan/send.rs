@@ -111,7 +111,7 @@ impl Planner<'_> {
             Ok(to) => to,
             Err(why) => {
                 return Action::Skip {
-                    reason: Reason::BadAddress(why),
+                    reason: Reason::BadAddress(Box::new(why)),
                 };
             }
         };

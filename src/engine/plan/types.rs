@@ -13,7 +13,7 @@ pub enum Reason {
     /// The contact's address is not one the channel's provider takes (a
     /// phone number's digits, an email's form): the detail says which and
     /// why ([`crate::channels::address`]).
-    BadAddress(crate::channels::address::Refusal),
+    BadAddress(Box<crate::channels::address::Refusal>),
     FrequencyCap,
     TemplateError(String),
     LeftAudience,
