@@ -133,7 +133,7 @@ fn form(kind: ChannelKind, to: &str) -> Result<Cow<'_, str>, Refusal> {
 
 /// Why `to` cannot be sent to on a channel of `kind`, if it cannot.
 pub fn refusal(kind: ChannelKind, to: &str) -> Option<Refusal> {
-    for_channel(kind, to).err()
+    form(kind, to).err()
 }
 
 /// The channels of the settings whose provider takes a contact's phone
@@ -148,15 +148,15 @@ pub struct AddressChecks {
 
 impl AddressChecks {
     pub fn new(settings: &crate::settings::Settings) -> AddressChecks {
+        // The field each kind sends to ([`ChannelKind::address_field`]);
+        // WeCom's ids are opaque, and log and webhook channels check nothing.
         let channels = settings
             .channels
             .values()
-            .filter_map(|c| match c.kind {
-                ChannelKind::Twilio | ChannelKind::AliyunSms => {
-                    Some((c.name.clone(), c.kind, true))
-                }
-                ChannelKind::Smtp => Some((c.name.clone(), c.kind, false)),
-                ChannelKind::Wecom | ChannelKind::Webhook | ChannelKind::Log => None,
+            .filter_map(|c| match c.kind.address_field() {
+                Some("phone") => Some((c.name.clone(), c.kind, true)),
+                Some("email") => Some((c.name.clone(), c.kind, false)),
+                _ => None,
             })
             .collect();
         AddressChecks { channels }

@@ -100,13 +100,6 @@ pub struct Flagged {
     pub first_why: String,
 }
 
-impl Flagged {
-    /// Counts rows of `other` (read after these) in.
-    pub(super) fn add(&mut self, other: Flagged) {
-        self.rows += other.rows;
-    }
-}
-
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {

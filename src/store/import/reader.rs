@@ -271,19 +271,15 @@ pub(super) fn parse_file(
                 None => {
                     if let Some(check) = &opts.check {
                         for (key, why) in (check.0)(row.phone.as_deref(), row.email.as_deref()) {
-                            match batch.flagged.get_mut(&key) {
-                                Some(f) => f.rows += 1,
-                                None => {
-                                    batch.flagged.insert(
-                                        key,
-                                        super::Flagged {
-                                            rows: 1,
-                                            first_line: line,
-                                            first_why: why,
-                                        },
-                                    );
-                                }
-                            }
+                            batch
+                                .flagged
+                                .entry(key)
+                                .and_modify(|f| f.rows += 1)
+                                .or_insert_with(|| super::Flagged {
+                                    rows: 1,
+                                    first_line: line,
+                                    first_why: why,
+                                });
                         }
                     }
                     if let Some(owner) = &row.owner {

@@ -38,13 +38,14 @@ fn tally_read(report: &mut ImportReport, state: &mut ImportProgress, batch: Batc
     for (owner, n) in batch.owners {
         *report.owners.entry(owner).or_default() += n;
     }
+    // Batches arrive in the file's order: the first one's first line stays.
     for (key, f) in batch.flagged {
-        match report.flagged.get_mut(&key) {
-            Some(seen) => seen.add(f),
-            None => {
-                report.flagged.insert(key, f);
-            }
-        }
+        let rows = f.rows;
+        report
+            .flagged
+            .entry(key)
+            .and_modify(|seen| seen.rows += rows)
+            .or_insert(f);
     }
     state.bytes_read = batch.bytes_read;
     state.rows = report.rows;
