@@ -430,30 +430,7 @@ async fn passed_over_triggers_are_told_once_per_workflow() {
 /// a `To` out of E.164 with 21211, as Twilio does) sees only the good number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
-    let rx = Receiver::start(std::sync::Arc::new(|r: &support::receiver::Request| {
-        let body = String::from_utf8_lossy(&r.body).to_string();
-        let to: String = body
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("To="))
-            .map(|v| {
-                percent_encoding::percent_decode_str(&v.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .unwrap_or_default();
-        let e164 = to.strip_prefix('+').is_some_and(|n| {
-            (7..=15).contains(&n.len())
-                && !n.starts_with('0')
-                && n.bytes().all(|b| b.is_ascii_digit())
-        });
-        if e164 {
-            Reply::status(201).body(&format!(r#"{{"sid":"SM{}","status":"queued"}}"#, r.index))
-        } else {
-            Reply::status(400)
-                .body(r#"{"code":21211,"message":"Invalid 'To' Phone Number","status":400}"#)
-        }
-    }))
-    .await;
+    let rx = Receiver::start(support::twilio_fake::script()).await;
     let p = Project::new(&format!(
         "timezone: Asia/Shanghai\nchannels:\n  sms:\n    kind: twilio\n    base_url: {}\n    account_sid_env: TW_SID\n    auth_token_env: TW_TOKEN\n    from: \"+15005550006\"\n",
         rx.url("")
@@ -500,16 +477,12 @@ async fn a_number_the_provider_would_refuse_is_a_skip_the_preview_shows() {
     let mut to: Vec<String> = rx
         .requests()
         .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).to_string())
-        .filter_map(|b| {
-            b.split('&')
-                .find_map(|kv| kv.strip_prefix("To=").map(str::to_string))
-        })
+        .map(support::twilio_fake::to_of)
         .collect();
     to.sort();
     assert_eq!(
         to,
-        ["%2B8613800138000", "%2B8613900139000"],
+        ["+8613800138000", "+8613900139000"],
         "only numbers in E.164 reach Twilio"
     );
     let history = p.ok(&["history", "national"]);

@@ -6,4 +6,5 @@ pub mod console;
 pub mod daemon;
 pub mod db;
 pub mod receiver;
+pub mod twilio_fake;
 pub mod wecom_fake;
