@@ -59,6 +59,7 @@ source "$ROOT/bench/lib.sh"
 rm -f "$OUT/receiver.err"
 start_listening receiver "$RECEIVER" 127.0.0.1:0
 RECV="http://$ADDR"
+RECV_PID=$PID
 
 P="$OUT/project"
 welcome_project "$P" "sqlite://nurture.db" "$RECV" "$N"
@@ -72,7 +73,39 @@ rate() { # messages/s at the receiver since the last reset
     curl -s "$RECV/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); d=(s["last_us"]-s["first_us"])/1e6; print("%d %.0f" % (s["count"], s["count"]/d if d > 0 else 0))'
 }
 load() { awk '{ print $1 }' /proc/loadavg; }
-declare -A R
+declare -A R C
+# CPU ticks of the pids given (their exited children included: the
+# postmaster's holds the backends that ended).
+ticks() {
+    local t=0 p a
+    for p in "$@"; do
+        read -ra a < <(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        t=$((t + a[11] + a[12] + a[13] + a[14]))
+    done
+    echo "$t"
+}
+# timed WHO CMD...: runs the daemon CMD and keeps, for the CPU table, its CPU
+# seconds, the PostgreSQL server's and the receiver's during the run, and
+# the run's wall time, in C[WHO|round].
+timed() {
+    local who=$1; shift
+    local hz s0 r0 s1 r1 u sy e
+    hz=$(getconf CLK_TCK)
+    s0=$(ticks $(pgrep -x postgres || true)); r0=$(ticks "$RECV_PID")
+    /usr/bin/time -f '%e %U %S' -o "$OUT/time" "$@"
+    # The daemon's backends end after it does: their time is counted once
+    # the postmaster has collected them.
+    if [[ -n "${PG:-}" ]]; then
+        for _ in $(seq 1 100); do
+            [[ $(psql -Atq "$NURTURE_TEST_POSTGRES" -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'e2e'") == 0 ]] && break
+            sleep 0.02
+        done
+    fi
+    s1=$(ticks $(pgrep -x postgres || true)); r1=$(ticks "$RECV_PID")
+    read -r e u sy <"$OUT/time"
+    C[$who|$r]=$(awk -v e="$e" -v u="$u" -v sy="$sy" -v s="$((s1 - s0))" -v rc="$((r1 - r0))" -v hz="$hz" \
+        'BEGIN { printf "%.2f %.2f %.2f %.2f", u + sy, s / hz, rc / hz, e }')
+}
 # A fresh store with the workflow activated and the N contacts imported.
 fresh_store() {
     rm -f "$P"/nurture.db*
@@ -109,13 +142,13 @@ for r in $(seq 1 "$ROUNDS"); do
     read -r n m <<<"$(rate)"; R[peer|$r]="$m $n $l"
     curl -s -X POST "$RECV/reset" >/dev/null
     l=$(load)
-    "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run.out" 2>"$OUT/run.err"
+    timed nurture "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run.out" 2>"$OUT/run.err"
     read -r n m <<<"$(rate)"; R[nurture|$r]="$m $n $l"
     if [[ -n "${PG:-}" ]]; then
         fresh_pg "$BIN"
         curl -s -X POST "$RECV/reset" >/dev/null
         l=$(load)
-        "$BIN" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run-pg.out" 2>"$OUT/run-pg.err"
+        timed postgres "$BIN" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run-pg.out" 2>"$OUT/run-pg.err"
         read -r n m <<<"$(rate)"; R[postgres|$r]="$m $n $l"
     fi
     if [[ -n "${BASE:-}" ]]; then
@@ -153,5 +186,19 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
         done
         sorted=$(printf '%s\n' "${vals[@]}" | sort -g)
         echo "| $who | $(IFS=';'; echo "${cells[*]}") | $(echo "$sorted" | head -1) | $(echo "$sorted" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }') |"
+    done
+    echo
+    echo "CPU seconds of each run (the daemon; the PostgreSQL server, its exited backends included; the receiver), their sum, and how busy that kept the machine's $(nproc) CPUs over the daemon's run:"
+    echo
+    echo "| who | round | msg/s | daemon | server | receiver | sum | CPU µs per message | wall s | busy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for who in nurture postgres; do
+        for r in $(seq 1 "$ROUNDS"); do
+            [[ -n "${C[$who|$r]:-}" ]] || continue
+            read -r d s v e <<<"${C[$who|$r]}"
+            read -r m n _ <<<"${R[$who|$r]}"
+            awk -v w="$who" -v r="$r" -v m="$m" -v n="$n" -v d="$d" -v s="$s" -v v="$v" -v e="$e" -v c="$(nproc)" \
+                'BEGIN { printf "| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.0f | %.2f | %.0f%% |\n", w, r, m, d, s, v, d + s + v, 1e6 * (d + s + v) / (n > 0 ? n : 1), e, 100 * (d + s + v) / (e * c) }'
+        done
     done
 } | tee -a "$OUT/results.md"

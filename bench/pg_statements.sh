@@ -51,11 +51,24 @@ server_cpu() {
     done
     awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
 }
+# The same by process kind ("postgres: walwriter", a backend, ...), one line
+# each: kind, CPU ticks; the postmaster's line holds the exited backends and
+# autovacuum workers (its children's time).
+server_cpu_by_kind() {
+    local p f
+    for p in $(pgrep -u "$(psql -Atq "$DB" -c 'SELECT current_user')" postgres || pgrep postgres); do
+        f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        set -- $f
+        printf '%s\t%s\n' "$(tr '\0' ' ' <"/proc/$p/cmdline" | sed 's/ *$//; s/postgres: //; s/postgres .*statements .*/backend/; s/^\/.*\/postgres .*/postmaster (exited children included)/')" "$((${12} + ${13} + ${14} + ${15}))"
+    done
+}
 psql -q "$DB" -c "SELECT pg_stat_statements_reset()" >/dev/null
 curl -s -X POST "$RECV/reset" >/dev/null
 c0=$(server_cpu)
+server_cpu_by_kind >"$OUT/cpu_before"
 /usr/bin/time -f '%e %U %S' -o "$OUT/time" "$BIN" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/run.out" 2>"$OUT/run.err"
 c1=$(server_cpu)
+server_cpu_by_kind >"$OUT/cpu_after"
 read -r wall user sys <"$OUT/time"
 rate=$(curl -s "$RECV/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); d=(s["last_us"]-s["first_us"])/1e6; print("%d messages, %.0f msg/s" % (s["count"], s["count"]/d if d > 0 else 0))')
 {
@@ -70,6 +83,16 @@ rate=$(curl -s "$RECV/stats" | python3 -c 'import json,sys; s=json.load(sys.stdi
                               round(sum(total_plan_time)::numeric / 1000, 2) AS planning
                          FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
                         GROUP BY 1 ORDER BY 4 DESC LIMIT 15"
+    echo '```'
+    echo
+    echo "The server's CPU seconds by process (after minus before), and the tables' vacuums during the run:"
+    echo
+    echo '```'
+    awk -F'\t' -v hz="$(getconf CLK_TCK)" 'NR == FNR { b[$1] += $2; next } { a[$1] += $2 }
+        END { for (k in a) if (a[k] - b[k] > 0) printf "%6.2f  %s\n", (a[k] - b[k]) / hz, k }' \
+        "$OUT/cpu_before" "$OUT/cpu_after" | sort -rn
+    psql -X -Atq "$DB" -c "SELECT relname || ': ' || autovacuum_count || ' autovacuum, ' || autoanalyze_count || ' autoanalyze'
+                             FROM pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0 ORDER BY relname"
     echo '```'
 } | tee -a "$OUT/results.md"
 srv=$(dirname "$(dirname "$(psql -Atq "$DB" -c 'SHOW data_directory')")")
