@@ -201,7 +201,10 @@ pub(in crate::store) async fn claim_due_enrollments(
 }
 
 /// Per throttled workflow, when its latest message (of a send step) is due
-/// to go out: where the planner's spacing continues from.
+/// to go out: where the planner's spacing continues from. A cancelled
+/// message (its contact unsubscribed while it waited) goes out never, so
+/// it holds no place: the next message takes the slot it left, and pruning
+/// it (`nurture prune` deletes cancelled messages) changes nothing.
 pub(in crate::store) async fn throttle_state(
     pool: &AnyPool,
     workflows: &[&crate::workflow::Workflow],
@@ -218,7 +221,7 @@ pub(in crate::store) async fn throttle_state(
             continue;
         }
         let mut sql = String::from(
-            "SELECT max(not_before) FROM outbox WHERE workflow = $1 AND id NOT LIKE '%:notify' AND id NOT LIKE '%:transfer' AND step_id IN (",
+            "SELECT max(not_before) FROM outbox WHERE workflow = $1 AND status <> 'cancelled' AND id NOT LIKE '%:notify' AND id NOT LIKE '%:transfer' AND step_id IN (",
         );
         push_list(&mut sql, 2, sends.len());
         sql.push(')');

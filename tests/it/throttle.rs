@@ -77,6 +77,39 @@ async fn a_throttled_workflow_spaces_its_messages() {
         .rows("SELECT not_before FROM outbox WHERE contact_id = 'c5'")
         .await;
     assert_eq!(last[0]["not_before"].as_i64().unwrap() / 1000 - ms[3], 1800);
+
+    // A message cancelled while it waited holds no place: c5 unsubscribes,
+    // its message is cancelled, and the next contact's message takes its
+    // slot, in the dry-run as in the daemon.
+    p.ok(&["contacts", "unsubscribe", "c5"]);
+    let c5 = p
+        .rows("SELECT status FROM outbox WHERE contact_id = 'c5'")
+        .await;
+    assert_eq!(c5[0]["status"], "cancelled");
+    p.ok(&[
+        "contacts",
+        "add",
+        "c6",
+        "--name",
+        "F",
+        "--phone",
+        "+8613000000006",
+    ]);
+    let out = p.ok(&["dry-run", "--format", "jsonl"]);
+    let planned: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "send")
+        .collect();
+    assert_eq!(planned.len(), 1, "{out}");
+    let at = chrono::DateTime::parse_from_rfc3339(planned[0]["at"].as_str().unwrap()).unwrap();
+    assert_eq!(at.timestamp() - ms[3], 1800, "{out}");
+    let mut d = Daemon::start(&p, &["--until-idle=now"]);
+    assert!(d.wait(Duration::from_secs(30)).success());
+    let c6 = p
+        .rows("SELECT not_before FROM outbox WHERE contact_id = 'c6'")
+        .await;
+    assert_eq!(c6[0]["not_before"].as_i64().unwrap() / 1000, at.timestamp());
 }
 
 /// `enroll --existing` on a throttled workflow continues after the last
