@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use super::CliResult;
+use super::{CliResult, Failure};
 use crate::console::ConsoleState;
 use crate::project::Project;
 use crate::store::Store;
@@ -32,19 +32,27 @@ pub async fn run(config: &Path, args: ConsoleArgs) -> CliResult {
 
 /// The console on `listen` until a signal stops it.
 async fn serve(store: &Store, project: Project, listen: &str) -> CliResult {
+    let api_token_env = project.settings.api_token_env.clone();
+    let console_token_env = project.settings.console_token_env.clone();
     let (_keep, rx) = tokio::sync::watch::channel(Arc::new(project));
     let state = ConsoleState::new(store.clone(), rx);
-    if state.api_token.is_none() && state.console_token.is_none() {
-        tracing::warn!(
-            "neither api_token_env nor console_token_env names a variable that is set: \
-             nobody can sign in"
-        );
-    }
     // SIGINT and SIGTERM stop the console cleanly from here on.
     let stop = crate::daemon::signals::stop_signal();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    // A console nobody can sign in to is of no use: say which variable to
+    // set instead of serving a sign-in page that refuses everyone. (The
+    // daemon's console only warns: the daemon has its other work.)
+    if state.api_token.is_none() && state.console_token.is_none() {
+        let console = console_token_env.map_or_else(
+            || "or name a read-only console token's variable with `console_token_env` in nurture.yaml".to_string(),
+            |v| format!("or {v} (console_token_env)"),
+        );
+        return Err(Failure::Input(format!(
+            "nobody could sign in to the console: set {api_token_env} (api_token_env) {console}"
+        )));
+    }
     let local = listener.local_addr().context("reading the address")?;
     // Tests and scripts read this line to find the port when listening on :0.
     println!("console on http://{local}/console/");

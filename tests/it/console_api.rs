@@ -678,3 +678,53 @@ async fn the_dry_run_stream_keeps_the_servers_memory_bounded() {
     );
     drop(d);
 }
+
+/// `nurture console` alone with neither token's variable set refuses to
+/// start, naming the variables, instead of serving a sign-in page that
+/// refuses everyone.
+#[test]
+fn the_console_alone_without_a_token_says_which_variable_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        "timezone: UTC\nchannels:\n  console: { kind: log }\n",
+    )
+    .unwrap();
+    let nurture = |args: &[&str], console_env: bool| {
+        let mut c = assert_cmd::Command::cargo_bin("nurture").unwrap();
+        c.current_dir(dir.path())
+            .env_remove("NURTURE_DATABASE")
+            .env_remove("NURTURE_API_TOKEN")
+            .env_remove("NURTURE_CONSOLE_TOKEN")
+            .args(args)
+            .timeout(Duration::from_secs(60));
+        if console_env {
+            c.env("NURTURE_CONSOLE_TOKEN", "");
+        }
+        c.output().unwrap()
+    };
+    assert!(nurture(&["contacts", "add", "c1"], false).status.success());
+    let out = nurture(&["console", "--listen", "127.0.0.1:0"], false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains("nobody could sign in to the console: set NURTURE_API_TOKEN (api_token_env)")
+            && err.contains("console_token_env"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // A console token's variable named but empty counts as unset.
+    std::fs::write(
+        dir.path().join("nurture.yaml"),
+        "timezone: UTC\nconsole_token_env: NURTURE_CONSOLE_TOKEN\nchannels:\n  console: { kind: log }\n",
+    )
+    .unwrap();
+    let out = nurture(&["console", "--listen", "127.0.0.1:0"], true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains("or NURTURE_CONSOLE_TOKEN (console_token_env)"),
+        "{err}"
+    );
+}
