@@ -15,6 +15,11 @@
 //!   cursor) whose `at` is before the cutoff. A store no daemon has read
 //!   keeps its log.
 //!
+//! Besides the totals, the reasons `status` splits them by are kept too
+//! (`what` = `dead:REASON`, `cancelled:REASON`, `skipped:CODE`, the last
+//! for the skipped steps of the pruned enrollments), so its per-reason
+//! lines add up to its totals after a prune as before it.
+//!
 //! Waiting messages, active enrollments, contacts, tags and events are
 //! never touched. The caller keeps the cutoff behind the frequency cap's
 //! and the blast guard's windows, which count recent messages and
@@ -25,7 +30,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::status::WorkflowCounts;
+use super::outbox::dead_reason;
+use super::status::{WorkflowCounts, cancel_reason, skip_code};
 use super::{Store, StoreError, to_ms};
 
 const ENROLLMENTS: &str = "e.status IN ('done', 'exited') AND e.ended_at < $1 \
@@ -42,6 +48,9 @@ const LOG: &str = "l.seq <= coalesce((SELECT min(position) FROM cursors), 0) AND
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub counts: BTreeMap<(String, String), i64>,
+    /// Per workflow, the reasons `status` splits `counts` by (`dead:…`,
+    /// `cancelled:…`, `skipped:…`); kept with them, not printed.
+    pub by_reason: BTreeMap<(String, String), i64>,
 }
 
 impl Pruned {
@@ -101,7 +110,8 @@ impl Store {
             tx.rollback().await?;
             return Ok(pruned);
         }
-        for ((workflow, what), n) in &pruned.counts {
+        pruned.by_reason = by_reason(&mut tx, at).await?;
+        for ((workflow, what), n) in pruned.counts.iter().chain(&pruned.by_reason) {
             sqlx::query(
                 "INSERT INTO pruned_counts (workflow, what, n) VALUES ($1, $2, $3) \
                  ON CONFLICT (workflow, what) DO UPDATE SET n = pruned_counts.n + excluded.n",
@@ -133,6 +143,46 @@ impl Store {
     }
 }
 
+/// The reasons `status` splits the pruned messages and enrollments by, in
+/// its words (see `status::workflow_counts`).
+async fn by_reason(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    at: i64,
+) -> sqlx::Result<BTreeMap<(String, String), i64>> {
+    let mut out = BTreeMap::new();
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT o.workflow, o.status, o.last_error, count(*) FROM outbox o \
+          WHERE o.status IN ('dead', 'cancelled') AND {OUTBOX} GROUP BY 1, 2, 3"
+    )))
+    .bind(at)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in rows {
+        let status: String = r.try_get(1)?;
+        let error: Option<String> = r.try_get(2)?;
+        let what = if status == "dead" {
+            format!("dead:{}", dead_reason(error.as_deref().unwrap_or("")))
+        } else {
+            format!("cancelled:{}", cancel_reason(error.as_deref()))
+        };
+        *out.entry((r.try_get(0)?, what)).or_insert(0) += r.try_get::<i64, _>(3)?;
+    }
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT e.workflow, s.detail, count(*) FROM enrollments e \
+           JOIN enrollment_steps s ON s.enrollment_id = e.id \
+          WHERE s.action = 'skip' AND {ENROLLMENTS} GROUP BY 1, 2"
+    )))
+    .bind(at)
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in rows {
+        let detail: Option<String> = r.try_get(1)?;
+        let what = format!("skipped:{}", skip_code(detail.as_deref()));
+        *out.entry((r.try_get(0)?, what)).or_insert(0) += r.try_get::<i64, _>(2)?;
+    }
+    Ok(out)
+}
+
 /// Adds what earlier prunes deleted to the live counts of `status`.
 pub(crate) async fn add_pruned(
     pool: &sqlx::AnyPool,
@@ -162,7 +212,16 @@ pub(crate) async fn add_pruned(
             "notices" => c.notices += n,
             "dead" => c.failed += n,
             "cancelled" => c.cancelled += n,
-            _ => {}
+            other => {
+                let (kind, reason) = other.split_once(':').unwrap_or((other, ""));
+                let split = match kind {
+                    "dead" => &mut c.failed_by_reason,
+                    "cancelled" => &mut c.cancelled_by_reason,
+                    "skipped" => &mut c.skipped,
+                    _ => continue,
+                };
+                *split.entry(reason.to_string()).or_insert(0) += n;
+            }
         }
     }
     Ok(())

@@ -139,13 +139,7 @@ pub async fn workflow_counts(
         let name: String = r.try_get(0)?;
         let detail: Option<String> = r.try_get(1)?;
         let n: i64 = r.try_get(2)?;
-        let code = detail
-            .as_deref()
-            .and_then(|d| d.split(':').next())
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .unwrap_or("unknown")
-            .to_string();
+        let code = skip_code(detail.as_deref()).to_string();
         *entry(&mut out, name).skipped.entry(code).or_insert(0) += n;
     }
     let rows = sqlx::query(
@@ -166,17 +160,29 @@ pub async fn workflow_counts(
                 .entry(super::outbox::dead_reason(&error).to_string())
                 .or_insert(0) += n;
         } else {
-            let reason = if error.is_empty() {
-                "unknown".to_string()
-            } else {
-                error
-            };
+            let reason = cancel_reason(Some(&error)).to_string();
             *c.cancelled_by_reason.entry(reason).or_insert(0) += n;
         }
     }
     // What `nurture prune` deleted still counts.
     super::prune::add_pruned(pool, &mut out).await?;
     Ok(out)
+}
+
+/// A skip's reason code: its detail up to the first colon
+/// (`template_error: missing variable ...`), `unknown` without one.
+pub(crate) fn skip_code(detail: Option<&str>) -> &str {
+    detail
+        .and_then(|d| d.split(':').next())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .unwrap_or("unknown")
+}
+
+/// A cancelled message's reason: its last error (`unsubscribed`,
+/// `contact_deleted`), `unknown` without one.
+pub(crate) fn cancel_reason(error: Option<&str>) -> &str {
+    error.filter(|e| !e.is_empty()).unwrap_or("unknown")
 }
 
 /// Messages waiting in the outbox, all workflows together (the

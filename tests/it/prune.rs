@@ -71,6 +71,18 @@ async fn history(url: &str) {
     .execute(&db)
     .await
     .unwrap();
+    // A skipped step in a pruned enrollment and in a kept one: `status`
+    // splits skips by reason code.
+    sqlx::query(
+        "INSERT INTO enrollment_steps (enrollment_id, step_id, ran_at, action, detail, workflow, started_at) \
+         SELECT id, 'k', started_at, 'skip', \
+                CASE entry_key WHEN 'k1' THEN 'template_error: missing variable x' ELSE 'no_address' END, \
+                workflow, started_at \
+           FROM enrollments WHERE workflow = 'w' AND contact_id = 'a'",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
     let outbox = [
         ("m1", "sent", Some(old), None, "{}"),
         ("m2", "sent", Some(old), None, "{\"kind\":\"notice\"}"),
@@ -97,7 +109,11 @@ async fn history(url: &str) {
         .bind(sent)
         .bind(dead)
         .bind(next)
-        .bind((status == "cancelled").then_some("unsubscribed"))
+        .bind(match status {
+            "cancelled" => Some("unsubscribed"),
+            "dead" => Some("gave up after 12 attempts: 503 Service Unavailable"),
+            _ => None,
+        })
         .execute(&db)
         .await
         .unwrap();
@@ -188,7 +204,7 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
     // Their step records stay, the pruned ones' go (PostgreSQL has no
     // cascade for them: migration 0046).
     let steps: Vec<String> = sqlx::query_scalar(
-        "SELECT e.workflow || ':' || e.contact_id || ':' || e.entry_key \
+        "SELECT DISTINCT e.workflow || ':' || e.contact_id || ':' || e.entry_key \
            FROM enrollment_steps s LEFT JOIN enrollments e ON e.id = s.enrollment_id ORDER BY 1",
     )
     .fetch_all(&db)
@@ -196,7 +212,7 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
     .unwrap();
     assert_eq!(
         steps, left,
-        "one step record per enrollment left, none orphaned"
+        "the step records of the enrollments left, none orphaned"
     );
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
         .fetch_all(&db)
@@ -223,11 +239,14 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
             ("", "log_contact_created", 1),
             ("", "log_tag_added", 1),
             ("w", "cancelled", 1),
+            ("w", "cancelled:unsubscribed", 1),
             ("w", "dead", 1),
+            ("w", "dead:retries_exhausted", 1),
             ("w", "enrollments_done", 1),
             ("w", "enrollments_exited", 1),
             ("w", "notices", 1),
             ("w", "sent", 1),
+            ("w", "skipped:template_error", 1),
         ]
     );
     // `status` still counts what was pruned.
@@ -238,6 +257,25 @@ async fn prune_deletes_old_history_keeps_what_the_engine_reads_and_its_counts() 
     assert_eq!((w.enrolled, w.done, w.exited), (6, 3, 2));
     assert_eq!((w.sent, w.notices, w.failed), (2, 1, 1));
     assert_eq!(w.cancelled, 2, "the pruned one and the one left");
+    // Its per-reason lines too: they add up to the totals.
+    let split = |m: &std::collections::BTreeMap<String, i64>| {
+        m.iter().map(|(k, n)| (k.clone(), *n)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        split(&w.cancelled_by_reason),
+        [("unsubscribed".to_string(), 2)]
+    );
+    assert_eq!(
+        split(&w.failed_by_reason),
+        [("retries_exhausted".to_string(), 1)]
+    );
+    assert_eq!(
+        split(&w.skipped),
+        [
+            ("no_address".to_string(), 1),
+            ("template_error".to_string(), 1)
+        ]
+    );
 
     // Again: nothing more is old enough.
     let out = nurture(dir.path(), &url)
