@@ -178,3 +178,60 @@ fn a_salespersons_email_smtp_cannot_address_is_an_error_at_its_place() {
     );
     assert!(out.contains("1 problem"), "only s01's: {out}");
 }
+
+/// A template that reads `owner.*`, sent where a contact may have no owner
+/// (no `assign` before it, no `if: { owner: any }` around it, an audience
+/// that does not require one), is a warning at the template's line: such a
+/// contact is skipped. Guarded sends, and a `{{#if owner}}`, are not.
+#[test]
+fn a_template_reading_the_owner_where_there_may_be_none_is_a_warning() {
+    let dir = folder(&[
+        (
+            "nurture.yaml",
+            "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\nteams:\n  east:\n    - { id: s1, name: 王芳 }\n",
+        ),
+        (
+            "templates/hi.hbs",
+            "{{contact.name}}您好，我是{{owner.name}}\n",
+        ),
+        (
+            "templates/safe.hbs",
+            "{{#if owner}}{{owner.name}}{{/if}}您好\n",
+        ),
+        (
+            "workflows/a.yaml",
+            "trigger: { contact_created: {} }
+steps:
+  - send: { channel: sms, template: safe }
+  - if: { owner: none }
+    then:
+      - send: { channel: sms, template: safe }
+    else:
+      - send: { channel: sms, template: hi }
+  - send: { channel: sms, template: hi }
+",
+        ),
+        (
+            "workflows/b.yaml",
+            "trigger: { contact_created: {} }\nsteps:\n  - assign: { team: east }\n  - send: { channel: sms, template: hi }\n",
+        ),
+        (
+            "workflows/c.yaml",
+            "trigger: { tag_added: { tag: vip } }\naudience: { all: [ { owner: any }, { tag: vip } ] }\nsteps:\n  - send: { channel: sms, template: hi }\n",
+        ),
+    ]);
+    let (code, out) = validate(dir.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "templates/hi.hbs:1:24: warning: template \"hi\" reads owner.name, and workflow \"a\" \
+             sends it (workflows/a.yaml:9) where a contact may have no owner: such a contact is skipped (template_error)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("help: add an assign step before this send"),
+        "{out}"
+    );
+    assert_eq!(out.matches("warning:").count(), 1, "{out}");
+}

@@ -18,6 +18,7 @@ use crate::template::{self, TemplateError, Templates};
 
 mod fields;
 mod messages;
+mod owner;
 mod render;
 
 pub use fields::literal_type_problem;
@@ -226,21 +227,17 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
                         ));
                     }
                     out.push(d);
-                } else if cx.templates.contains(t)
-                    && rendered.insert(t.value.as_str())
-                    && let Err(errors) = {
-                        let mut undeclared = Vec::new();
-                        let r = render_sample(cx, t, Some(wf), &mut undeclared);
-                        for f in undeclared {
-                            out.push(undeclared_warning(
-                                file,
-                                t.pos,
-                                &format!("{f}\" in template \"{}", t.value),
-                            ));
-                        }
-                        r
+                } else if cx.templates.contains(t) && rendered.insert(t.value.as_str()) {
+                    let mut undeclared = Vec::new();
+                    let r = render_sample(cx, t, Some(wf), &mut undeclared);
+                    for f in undeclared {
+                        out.push(undeclared_warning(
+                            file,
+                            t.pos,
+                            &format!("{f}\" in template \"{}", t.value),
+                        ));
                     }
-                {
+                    let errors = r.err().unwrap_or_default();
                     // Said where it is to be fixed: the template's file and line.
                     let hbs = s.templates_dir.join(format!("{}.hbs", t.value));
                     for e in errors {
@@ -380,6 +377,7 @@ fn check_workflow(cx: &CheckContext, wf: &Workflow, out: &mut Vec<Diagnostic>) {
             StepAction::Tag(_) | StepAction::Wait(_) => {}
         }
     }
+    out.extend(owner::sends_without_owner(cx, wf, file));
     for c in [&wf.audience, &wf.exit_when].into_iter().flatten() {
         check_condition(cx, file, c, out);
     }

@@ -162,7 +162,7 @@ fn fill(ctx: &mut Value, path: &str) -> bool {
 }
 
 /// The sample contact's context, with the event `wf`'s trigger starts.
-fn sample_render_context(cx: &CheckContext, wf: Option<&Workflow>) -> Value {
+pub(super) fn sample_render_context(cx: &CheckContext, wf: Option<&Workflow>) -> Value {
     let mut ctx = sample_context(cx, wf.map_or("sample-workflow", |w| w.name.as_str()));
     if let (Some((e, _)), Some(m)) = (sample_event(cx, wf), ctx.as_object_mut()) {
         m.insert("event".into(), e.template_value(cx.settings.timezone));
@@ -172,7 +172,7 @@ fn sample_render_context(cx: &CheckContext, wf: Option<&Workflow>) -> Value {
 
 /// One render of `template` over `ctx`, giving undeclared contact fields
 /// and open event properties their sample values as it goes.
-fn render_sample_in(
+pub(super) fn render_sample_in(
     cx: &CheckContext,
     template: &str,
     wf: Option<&Workflow>,

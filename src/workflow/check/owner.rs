@@ -1,0 +1,138 @@
+//! A template that reads `owner.*`, sent where a contact may have no owner.
+//!
+//! Rendering is strict, so such a contact is skipped (`template_error`),
+//! and a marketer finds out only from the dry-run. A contact has an owner
+//! after an `assign` step on its path, inside an `if` whose branch says so
+//! (`if: { owner: any }`, or the `else` of `owner: none`), or when the
+//! workflow's audience requires one. Anywhere else the sample render runs
+//! once more without an owner. Contacts imported with an owner, or assigned
+//! by another workflow, have one, so this is a warning.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// One warning per template that reads `owner.*` and is sent where a
+/// contact may have no owner, placed in the template, naming the first
+/// such send.
+pub(super) fn sends_without_owner(
+    cx: &CheckContext,
+    wf: &Workflow,
+    file: &std::path::Path,
+) -> Vec<Diagnostic> {
+    let mut sends: BTreeMap<&str, &Located<String>> = BTreeMap::new();
+    let has_owner = wf.audience.as_ref().is_some_and(implies_owner);
+    walk(&wf.steps, has_owner, &mut sends);
+    sends
+        .into_values()
+        .filter_map(|t| warning(cx, wf, file, t))
+        .collect()
+}
+
+/// Collects the templates of the sends in `steps` reached without an owner
+/// (`has_owner`: whether one is certain on entry); gives whether one is
+/// certain after the last step.
+fn walk<'a>(
+    steps: &'a [Step],
+    mut has_owner: bool,
+    sends: &mut BTreeMap<&'a str, &'a Located<String>>,
+) -> bool {
+    for step in steps {
+        match &step.action {
+            StepAction::Send(s) if !has_owner => {
+                sends
+                    .entry(s.template.value.as_str())
+                    .or_insert(&s.template);
+            }
+            StepAction::Assign(_) => has_owner = true,
+            StepAction::If(i) => {
+                let then = walk(&i.then, has_owner || implies_owner(&i.condition), sends);
+                let otherwise = walk(
+                    &i.otherwise,
+                    has_owner || false_implies_owner(&i.condition),
+                    sends,
+                );
+                has_owner = then && otherwise;
+            }
+            other => {
+                let children = other.children();
+                if !children.is_empty() {
+                    has_owner = children
+                        .into_iter()
+                        .map(|c| walk(c, has_owner, sends))
+                        .fold(true, |all, b| all && b);
+                }
+            }
+        }
+    }
+    has_owner
+}
+
+/// The contact has an owner wherever `c` holds.
+fn implies_owner(c: &Condition) -> bool {
+    match c {
+        Condition::Owner(OwnerTest::Any | OwnerTest::Is(_)) => true,
+        Condition::All(cs) => cs.iter().any(implies_owner),
+        Condition::Any(cs) => !cs.is_empty() && cs.iter().all(implies_owner),
+        Condition::Not(c) => false_implies_owner(c),
+        _ => false,
+    }
+}
+
+/// The contact has an owner wherever `c` does not hold.
+fn false_implies_owner(c: &Condition) -> bool {
+    match c {
+        Condition::Owner(OwnerTest::None) => true,
+        Condition::Any(cs) => cs.iter().any(false_implies_owner),
+        Condition::All(cs) => !cs.is_empty() && cs.iter().all(false_implies_owner),
+        Condition::Not(c) => implies_owner(c),
+        _ => false,
+    }
+}
+
+/// The warning for `template`, if it reads `owner.*` where the sample
+/// contact has none (and renders with one: otherwise its errors are
+/// reported already).
+fn warning(
+    cx: &CheckContext,
+    wf: &Workflow,
+    file: &std::path::Path,
+    template: &Located<String>,
+) -> Option<Diagnostic> {
+    if !cx.templates.contains(template) {
+        return None;
+    }
+    let mut ctx = sample_render_context(cx, Some(wf));
+    render_sample_in(cx, template, Some(wf), &mut ctx.clone(), &mut Vec::new()).ok()?;
+    ctx.as_object_mut()?.remove("owner");
+    let e = render_sample_in(cx, template, Some(wf), &mut ctx, &mut Vec::new()).err()?;
+    let TemplateError::MissingVariable { var: Some(var), .. } = &e else {
+        return None;
+    };
+    if var != "owner" && !var.starts_with("owner.") {
+        return None;
+    }
+    let hbs = cx
+        .settings
+        .templates_dir
+        .join(format!("{}.hbs", template.value));
+    let line = template_error_line(&e).unwrap_or(1);
+    let col = column_in(&hbs, line, &e);
+    Some(
+        Diagnostic::warning(
+            hbs,
+            Pos::new(line, col),
+            format!(
+                "template \"{}\" reads {var}, and workflow \"{}\" sends it ({}:{}) where a contact may have no owner: \
+                 such a contact is skipped (template_error)",
+                template.value,
+                wf.name,
+                file.display(),
+                template.pos.line
+            ),
+        )
+        .with_suggestion(
+            "add an assign step before this send, send it under if: { owner: any }, or put the owner's part inside {{#if owner}}...{{/if}}",
+        ),
+    )
+}
