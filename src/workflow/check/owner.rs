@@ -57,10 +57,13 @@ fn walk<'a>(
             other => {
                 let children = other.children();
                 if !children.is_empty() {
-                    has_owner = children
+                    // Every branch walked (each may hold a send), then
+                    // certain after it only if certain after each.
+                    let ends: Vec<bool> = children
                         .into_iter()
                         .map(|c| walk(c, has_owner, sends))
-                        .fold(true, |all, b| all && b);
+                        .collect();
+                    has_owner = ends.iter().all(|b| *b);
                 }
             }
         }
@@ -135,4 +138,59 @@ fn warning(
             "add an assign step before this send, send it under if: { owner: any }, or put the owner's part inside {{#if owner}}...{{/if}}",
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(t: OwnerTest) -> Condition {
+        Condition::Owner(t)
+    }
+
+    #[test]
+    fn which_conditions_promise_an_owner() {
+        let vip = || Condition::Tag("vip".into());
+        let holds = [
+            owner(OwnerTest::Any),
+            owner(OwnerTest::Is("s1".into())),
+            Condition::All(vec![vip(), owner(OwnerTest::Any)]),
+            Condition::Any(vec![
+                owner(OwnerTest::Is("s1".into())),
+                owner(OwnerTest::Any),
+            ]),
+            Condition::Not(Box::new(owner(OwnerTest::None))),
+        ];
+        for c in &holds {
+            assert!(implies_owner(c), "{c:?}");
+        }
+        let not = [
+            owner(OwnerTest::None),
+            vip(),
+            Condition::Any(vec![vip(), owner(OwnerTest::Any)]),
+            Condition::Any(vec![]),
+            Condition::Not(Box::new(owner(OwnerTest::Any))),
+        ];
+        for c in &not {
+            assert!(!implies_owner(c), "{c:?}");
+        }
+        // Where the condition fails (an `else`).
+        let fails = [
+            owner(OwnerTest::None),
+            Condition::Any(vec![owner(OwnerTest::None), vip()]),
+            Condition::All(vec![owner(OwnerTest::None)]),
+            Condition::Not(Box::new(owner(OwnerTest::Any))),
+        ];
+        for c in &fails {
+            assert!(false_implies_owner(c), "{c:?}");
+        }
+        let not = [
+            owner(OwnerTest::Any),
+            Condition::All(vec![owner(OwnerTest::None), vip()]),
+            Condition::All(vec![]),
+        ];
+        for c in &not {
+            assert!(!false_implies_owner(c), "{c:?}");
+        }
+    }
 }
