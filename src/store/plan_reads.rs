@@ -203,8 +203,9 @@ pub(in crate::store) async fn claim_due_enrollments(
 /// Per throttled workflow, when its latest message (of a send step) is due
 /// to go out: where the planner's spacing continues from. A cancelled
 /// message (its contact unsubscribed while it waited) goes out never, so
-/// it holds no place: the next message takes the slot it left, and pruning
-/// it (`nurture prune` deletes cancelled messages) changes nothing.
+/// it is not the workflow's last: when the latest one is cancelled, the
+/// next message takes its slot; and pruning it (`nurture prune` deletes
+/// cancelled messages) changes nothing.
 pub(in crate::store) async fn throttle_state(
     pool: &AnyPool,
     workflows: &[&crate::workflow::Workflow],

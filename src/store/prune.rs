@@ -78,6 +78,16 @@ impl Store {
     /// `dry_run`, only counts. Gives the counts either way.
     pub async fn prune(&self, cutoff: DateTime<Utc>, dry_run: bool) -> Result<Pruned, StoreError> {
         let mut tx = self.begin().await?;
+        if self.dialect() == super::Dialect::Postgres {
+            // One snapshot for the counts and the deletes: under READ
+            // COMMITTED an enrollment a daemon starts meanwhile can make an
+            // older one prunable between the count and the DELETE (it is
+            // no longer the contact's latest), deleting it uncounted.
+            // (SQLite's BEGIN IMMEDIATE already keeps other writers out.)
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
         let at = to_ms(cutoff);
         let mut pruned = Pruned::default();
         let queries = [

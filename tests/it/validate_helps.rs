@@ -188,7 +188,7 @@ fn a_template_reading_the_owner_where_there_may_be_none_is_a_warning() {
     let dir = folder(&[
         (
             "nurture.yaml",
-            "timezone: Asia/Shanghai\nchannels:\n  sms: { kind: log }\nteams:\n  east:\n    - { id: s1, name: 王芳 }\n",
+            "timezone: Asia/Shanghai\nfields: { city: string }\nchannels:\n  sms: { kind: log }\nteams:\n  east:\n    - { id: s1, name: 王芳, region: 上海 }\n",
         ),
         (
             "templates/hi.hbs",
@@ -219,6 +219,39 @@ steps:
             "workflows/c.yaml",
             "trigger: { tag_added: { tag: vip } }\naudience: { all: [ { owner: any }, { tag: vip } ] }\nsteps:\n  - send: { channel: sms, template: hi }\n",
         ),
+        // Guarded by a wait_until on the owner field: no warning.
+        (
+            "workflows/d.yaml",
+            "trigger: { tag_added: { tag: lead } }
+steps:
+  - wait_until:
+      condition: { field: owner, exists: true }
+      timeout: 3d
+      then: [ { send: { channel: sms, template: hi } } ]
+",
+        ),
+        // The second arm of a split sends it unguarded: a warning, though
+        // the first arm has nothing to say.
+        (
+            "workflows/e.yaml",
+            "trigger: { tag_added: { tag: trial } }
+steps:
+  - split:
+      arms:
+        - { name: a, weight: 50, steps: [ { send: { channel: sms, template: safe } } ] }
+        - { name: b, weight: 50, steps: [ { send: { channel: sms, template: hi } } ] }
+",
+        ),
+        // A by_field assign leaves a contact whose city names nobody
+        // without an owner: a warning.
+        (
+            "workflows/f.yaml",
+            "trigger: { tag_added: { tag: store } }
+steps:
+  - assign: { team: east, strategy: by_field, field: city }
+  - send: { channel: sms, template: hi }
+",
+        ),
     ]);
     let (code, out) = validate(dir.path(), &[]);
     assert_eq!(code, 0, "{out}");
@@ -230,8 +263,16 @@ steps:
         "{out}"
     );
     assert!(
-        out.contains("help: add an assign step before this send"),
+        out.contains("help: add a round_robin or least_loaded assign step before this send"),
         "{out}"
     );
-    assert_eq!(out.matches("warning:").count(), 1, "{out}");
+    assert!(
+        out.contains("workflow \"e\" sends it (workflows/e.yaml:6)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("workflow \"f\" sends it (workflows/f.yaml:4)"),
+        "{out}"
+    );
+    assert_eq!(out.matches("warning:").count(), 3, "{out}");
 }

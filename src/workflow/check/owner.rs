@@ -2,11 +2,16 @@
 //!
 //! Rendering is strict, so such a contact is skipped (`template_error`),
 //! and a marketer finds out only from the dry-run. A contact has an owner
-//! after an `assign` step on its path, inside an `if` whose branch says so
-//! (`if: { owner: any }`, or the `else` of `owner: none`), or when the
-//! workflow's audience requires one. Anywhere else the sample render runs
-//! once more without an owner. Contacts imported with an owner, or assigned
-//! by another workflow, have one, so this is a warning.
+//! after an `assign` step on its path (`round_robin` or `least_loaded`: a
+//! `by_field` assign leaves a contact whose field names nobody without
+//! one), inside an `if` or a `wait_until` whose branch says so (`if: {
+//! owner: any }`, `field: owner` tests, the `else` of `owner: none`), when
+//! the workflow's audience requires one, or when the contact came through
+//! a contact-way code (`contact_created: { via: CODE }`: the salesperson
+//! who added it owns it). Anywhere else the sample render runs once more
+//! without an owner. Contacts imported with an owner, or assigned by
+//! another workflow, have one, so this is a warning. (A full team also
+//! leaves a contact without one; the dry-run shows that skip.)
 
 use std::collections::BTreeMap;
 
@@ -21,7 +26,8 @@ pub(super) fn sends_without_owner(
     file: &std::path::Path,
 ) -> Vec<Diagnostic> {
     let mut sends: BTreeMap<&str, &Located<String>> = BTreeMap::new();
-    let has_owner = wf.audience.as_ref().is_some_and(implies_owner);
+    let has_owner = wf.audience.as_ref().is_some_and(implies_owner)
+        || matches!(wf.trigger, Trigger::ContactCreated { via: Some(_) });
     walk(&wf.steps, has_owner, &mut sends);
     sends
         .into_values()
@@ -44,7 +50,9 @@ fn walk<'a>(
                     .entry(s.template.value.as_str())
                     .or_insert(&s.template);
             }
-            StepAction::Assign(_) => has_owner = true,
+            StepAction::Assign(a) => {
+                has_owner = has_owner || !matches!(a.strategy, Strategy::ByField);
+            }
             StepAction::If(i) => {
                 let then = walk(&i.then, has_owner || implies_owner(&i.condition), sends);
                 let otherwise = walk(
@@ -52,6 +60,16 @@ fn walk<'a>(
                     has_owner || false_implies_owner(&i.condition),
                     sends,
                 );
+                has_owner = then && otherwise;
+            }
+            // `then` once the condition holds; `else` at the timeout.
+            StepAction::WaitUntil(w) => {
+                let then = walk(
+                    &w.then,
+                    has_owner || implies_owner(w.until.condition()),
+                    sends,
+                );
+                let otherwise = walk(&w.otherwise, has_owner, sends);
                 has_owner = then && otherwise;
             }
             other => {
@@ -75,6 +93,12 @@ fn walk<'a>(
 fn implies_owner(c: &Condition) -> bool {
     match c {
         Condition::Owner(OwnerTest::Any | OwnerTest::Is(_)) => true,
+        Condition::Field { field, test } if field.value == "owner" => match test {
+            FieldTest::Exists(e) => *e,
+            FieldTest::In(vs) => !vs.is_empty(),
+            FieldTest::Equals(_) | FieldTest::StartsWith(_) | FieldTest::Contains(_) => true,
+            _ => false,
+        },
         Condition::All(cs) => cs.iter().any(implies_owner),
         Condition::Any(cs) => !cs.is_empty() && cs.iter().all(implies_owner),
         Condition::Not(c) => false_implies_owner(c),
@@ -86,6 +110,9 @@ fn implies_owner(c: &Condition) -> bool {
 fn false_implies_owner(c: &Condition) -> bool {
     match c {
         Condition::Owner(OwnerTest::None) => true,
+        Condition::Field { field, test } if field.value == "owner" => {
+            matches!(test, FieldTest::Exists(false))
+        }
         Condition::Any(cs) => cs.iter().any(false_implies_owner),
         Condition::All(cs) => !cs.is_empty() && cs.iter().all(false_implies_owner),
         Condition::Not(c) => implies_owner(c),
@@ -135,7 +162,7 @@ fn warning(
             ),
         )
         .with_suggestion(
-            "add an assign step before this send, send it under if: { owner: any }, or put the owner's part inside {{#if owner}}...{{/if}}",
+            "add a round_robin or least_loaded assign step before this send, send it under if: { owner: any }, or put the owner's part inside {{#if owner}}...{{/if}}",
         ),
     )
 }
@@ -151,7 +178,15 @@ mod tests {
     #[test]
     fn which_conditions_promise_an_owner() {
         let vip = || Condition::Tag("vip".into());
+        let field = |test: FieldTest| Condition::Field {
+            field: Located::new("owner".into(), Pos::new(1, 1)),
+            test,
+        };
         let holds = [
+            field(FieldTest::Exists(true)),
+            field(FieldTest::Equals(crate::audience::Literal::Str(
+                "s1".into(),
+            ))),
             owner(OwnerTest::Any),
             owner(OwnerTest::Is("s1".into())),
             Condition::All(vec![vip(), owner(OwnerTest::Any)]),
@@ -165,6 +200,10 @@ mod tests {
             assert!(implies_owner(c), "{c:?}");
         }
         let not = [
+            field(FieldTest::Exists(false)),
+            field(FieldTest::NotEquals(crate::audience::Literal::Str(
+                "s1".into(),
+            ))),
             owner(OwnerTest::None),
             vip(),
             Condition::Any(vec![vip(), owner(OwnerTest::Any)]),
@@ -176,6 +215,7 @@ mod tests {
         }
         // Where the condition fails (an `else`).
         let fails = [
+            field(FieldTest::Exists(false)),
             owner(OwnerTest::None),
             Condition::Any(vec![owner(OwnerTest::None), vip()]),
             Condition::All(vec![owner(OwnerTest::None)]),
