@@ -155,13 +155,13 @@ for r in $(seq 1 "$ROUNDS"); do
         fresh_store "$BASE"
         curl -s -X POST "$RECV/reset" >/dev/null
         l=$(load)
-        "$BASE" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base.out" 2>"$OUT/base.err"
+        timed base "$BASE" --config "$P/nurture.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base.out" 2>"$OUT/base.err"
         read -r n m <<<"$(rate)"; R[base|$r]="$m $n $l"
         if [[ -n "${PG:-}" ]]; then
             fresh_pg "$BASE"
             curl -s -X POST "$RECV/reset" >/dev/null
             l=$(load)
-            "$BASE" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base-pg.out" 2>"$OUT/base-pg.err"
+            timed base-postgres "$BASE" --config "$P/nurture-pg.yaml" run --until-idle --listen 127.0.0.1:0 >"$OUT/base-pg.out" 2>"$OUT/base-pg.err"
             read -r n m <<<"$(rate)"; R[base-postgres|$r]="$m $n $l"
         fi
     fi
@@ -192,7 +192,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo
     echo "| who | round | msg/s | daemon | server | receiver | sum | CPU µs per message | wall s | busy |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for who in nurture postgres; do
+    for who in nurture postgres base base-postgres; do
         for r in $(seq 1 "$ROUNDS"); do
             [[ -n "${C[$who|$r]:-}" ]] || continue
             read -r d s v e <<<"${C[$who|$r]}"
