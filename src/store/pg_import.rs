@@ -292,7 +292,7 @@ impl PgBulkWriter {
         let lanes = if dry_run { 1 } else { 2 };
         let mut free = Vec::with_capacity(lanes);
         for i in 0..lanes {
-            let mut conn = PgConnection::connect(url).await?;
+            let mut conn = super::pg_session(url).await?;
             if i == 0 {
                 sqlx::query("SELECT pg_advisory_lock($1)")
                     .bind(IMPORT_WRITE)

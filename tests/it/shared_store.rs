@@ -193,6 +193,38 @@ async fn a_transaction_the_database_ended_by_itself_leaves_the_pool_clean() {
     assert_eq!(n, 4);
 }
 
+/// PostgreSQL compiles a statement it estimates costly to machine code (JIT);
+/// for nurture's statements that costs more than it saves (a calendar check
+/// compiled for 300-400 ms to run 10 ms), so every session nurture opens,
+/// the pool's and the bulk import's, runs with it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_sessions_run_without_jit() {
+    if !support::db::on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = support::db::url_for(dir.path());
+    let store = Store::open(&url).await.unwrap();
+    // Every connection of the pool, not only the first.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(store.db().acquire().await.unwrap());
+    }
+    for c in &mut conns {
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap();
+        assert_eq!(jit, "off", "a pool connection");
+    }
+    let mut own = nurture::store::pg_session(&url).await.unwrap();
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&mut own)
+        .await
+        .unwrap();
+    assert_eq!(jit, "off", "a connection of its own");
+}
+
 /// A real "database or disk is full" (SQLite's `max_page_count` makes the
 /// file full at its current size): the failed write is reported, and once
 /// there is room again every write succeeds without a restart.
