@@ -152,6 +152,9 @@ for r in $(seq 1 "$ROUNDS"); do
     run pg-import "$r" env NURTURE_DATABASE="$cur_pg" $BIN --config "$PROJ/nurture.yaml" contacts import "$CSV"
     tick "$cur_pg"
     run pg-floor "$r" psql -X -q -o /dev/null "$cur_pg" -c "$PG_FLOOR"
+    # nurture's sessions run without JIT (store::PG_SESSION_SETTINGS); the
+    # floor under the same setting too.
+    run pg-floor-nojit "$r" psql -X -q -o /dev/null "$cur_pg" -c "SET jit = off" -c "$PG_FLOOR"
     run pg-dry "$r" env NURTURE_DATABASE="$cur_pg" $BIN --config "$PROJ/nurture.yaml" "${DRY[@]}"
     # SQLite's measurements with no PostgreSQL database left to vacuum.
     psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS ${cur_pg##*/}" >/dev/null || true
@@ -177,7 +180,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo
     echo "| measure | runs: seconds (peak MB, load, CPU s client+server) | min s | median s | rows/s at min |"
     echo "|---|---|---:|---:|---:|"
-    for m in pg-import-base pg-import sqlite-import pg-floor pg-dry pg-dry-base sqlite-floor sqlite-dry; do
+    for m in pg-import-base pg-import sqlite-import pg-floor pg-floor-nojit pg-dry pg-dry-base sqlite-floor sqlite-dry; do
         [[ -n "${RES[$m|1]:-}" ]] || continue
         cells=() secs=()
         for r in $(seq 1 "$ROUNDS"); do
