@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Any, AnyPool, Connection, Executor as _, PgConnection, SqlitePool, Transaction};
 
@@ -203,10 +203,20 @@ const PG_CONNECTIONS: u32 = 10;
 /// where compiling cannot pay for itself.
 pub(crate) const PG_SESSION_SETTINGS: &str = "SET jit = off";
 
+/// How long a statement runs before sqlx logs it as slow, and at which
+/// level: debug (`NURTURE_LOG=sqlx=debug`), not sqlx's default warning. A
+/// scan of a million contacts (an `inactive` tick, a dry-run) takes a
+/// second or more by design, and a warning with the whole statement at each
+/// tick would teach an operator to ignore the daemon's warnings.
+fn quiet_slow_statements<O: sqlx::ConnectOptions>(options: O) -> O {
+    options.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
+}
+
 /// A connection of its own to the PostgreSQL server at `url`, set up as the
 /// pool's are ([`PG_SESSION_SETTINGS`]): the bulk import's lanes.
 pub async fn pg_session(url: &str) -> Result<PgConnection, sqlx::Error> {
-    let mut conn = PgConnection::connect(url).await?;
+    let options = quiet_slow_statements(sqlx::postgres::PgConnectOptions::from_str(url)?);
+    let mut conn = PgConnection::connect_with(&options).await?;
     conn.execute(PG_SESSION_SETTINGS).await?;
     Ok(conn)
 }
@@ -266,6 +276,7 @@ impl Store {
             // one lets a scan over a million contacts run without a thread
             // handoff per row.
             .row_buffer_size(4096);
+        let options = quiet_slow_statements(options);
         // No ping before each acquire (sqlx's default): it was a round trip
         // (to the connection's thread here, to the server on PostgreSQL) in
         // front of every statement on the planner's serial path, +7% end to
@@ -317,7 +328,9 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(&url)
+            .connect_with(quiet_slow_statements(
+                AnyConnectOptions::from_str(&url).map_err(open_err)?,
+            ))
             .await
             .map_err(open_err)?;
         let file = if memory {
@@ -358,7 +371,7 @@ impl Store {
         // Migrations run on a concrete connection; sqlx's PostgreSQL migrator
         // takes an advisory lock, so daemons starting together apply them once.
         {
-            let mut conn = PgConnection::connect(url).await.map_err(open_err)?;
+            let mut conn = pg_session(url).await.map_err(open_err)?;
             sqlx::migrate!("migrations/postgres")
                 .run(&mut conn)
                 .await
@@ -369,7 +382,9 @@ impl Store {
             let _ = conn.close().await;
         }
         let db = pg_pool_options(PG_CONNECTIONS)
-            .connect(url)
+            .connect_with(quiet_slow_statements(
+                AnyConnectOptions::from_str(url).map_err(open_err)?,
+            ))
             .await
             .map_err(open_err)?;
         Ok(Store {

@@ -225,6 +225,45 @@ async fn postgresql_sessions_run_without_jit() {
     assert_eq!(jit, "off", "a connection of its own");
 }
 
+/// sqlx warns of every statement that runs over a second, with its whole
+/// text; a scan of a million contacts does by design, at every `inactive`
+/// tick. The store logs those at debug: the daemon's log (info by default)
+/// keeps its warnings for what needs a look.
+#[tokio::test(flavor = "current_thread")]
+async fn a_statement_over_a_second_is_not_a_warning() {
+    if !support::db::on_postgres() {
+        return;
+    }
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (store, _dir) = store().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    tracing::warn!("the capture works");
+    sqlx::query("SELECT pg_sleep(1.1)")
+        .execute(store.db())
+        .await
+        .unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("the capture works"), "{log}");
+    assert!(!log.contains("slow statement"), "{log}");
+}
+
 /// A real "database or disk is full" (SQLite's `max_page_count` makes the
 /// file full at its current size): the failed write is reported, and once
 /// there is room again every write succeeds without a restart.
