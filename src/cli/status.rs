@@ -446,6 +446,13 @@ fn write_table(
         writeln!(out)?;
         for r in rows {
             match (&r.activated_at, &r.paused) {
+                // Switched off in its file: neither "activated" nor "not
+                // activated yet" would be true of what the daemon does.
+                _ if r.state == "disabled" => writeln!(
+                    out,
+                    "{}: disabled (`enabled: false` in its file): the daemon does not run it",
+                    r.name
+                )?,
                 (_, Some(reason)) => writeln!(
                     out,
                     "{}: PAUSED by the {reason} (`nurture resume {}`)",

@@ -193,27 +193,35 @@ static ANY_POOL_PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 /// the server's default 100.
 const PG_CONNECTIONS: u32 = 10;
 
-/// Set on every PostgreSQL session nurture opens (the pool's and the bulk
-/// import's). PostgreSQL compiles a statement to machine code (JIT) when
+/// Set on every PostgreSQL session nurture opens (the pool's, the
+/// migrations' and the bulk import's).
+///
+/// `jit = off`: PostgreSQL compiles a statement to machine code (JIT) when
 /// its estimated cost is high, and it estimates an audience scan's
 /// correlated tag and enrollment probes very high: on 100,000 contacts a
 /// calendar check that finds nobody ran 10 ms and compiled for 300-400 ms,
 /// 9.7 s of a 13.2 s dry-run (`auto_explain`). Every statement nurture runs
 /// is an index lookup, a batch write or a scan that reads each row once,
 /// where compiling cannot pay for itself.
-pub(crate) const PG_SESSION_SETTINGS: &str = "SET jit = off";
+///
+/// `client_min_messages = warning`: the server's notices ("relation
+/// _sqlx_migrations already exists, skipping" at every start) are not news
+/// to an operator; its warnings still reach the log.
+pub(crate) const PG_SESSION_SETTINGS: &str = "SET jit = off; SET client_min_messages = warning";
 
-/// How long a statement runs before sqlx logs it as slow, and at which
-/// level: debug (`NURTURE_LOG=sqlx=debug`), not sqlx's default warning. A
-/// scan of a million contacts (an `inactive` tick, a dry-run) takes a
-/// second or more by design, and a warning with the whole statement at each
-/// tick would teach an operator to ignore the daemon's warnings.
+/// sqlx logs a statement that runs over a second as a warning, with its
+/// whole text. A scan of a million contacts (an `inactive` tick, a dry-run)
+/// takes a second or more by design, and a warning at each tick would teach
+/// an operator to ignore the daemon's warnings: only a statement that ran
+/// half a minute is one (a lock held that long, a plan gone wrong).
+/// `NURTURE_LOG=info,sqlx=debug` shows every statement with its time.
 fn quiet_slow_statements<O: sqlx::ConnectOptions>(options: O) -> O {
-    options.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
+    options.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(30))
 }
 
 /// A connection of its own to the PostgreSQL server at `url`, set up as the
-/// pool's are ([`PG_SESSION_SETTINGS`]): the bulk import's lanes.
+/// pool's are ([`PG_SESSION_SETTINGS`]): the migrations' and the bulk
+/// import's lanes.
 pub async fn pg_session(url: &str) -> Result<PgConnection, sqlx::Error> {
     let options = quiet_slow_statements(sqlx::postgres::PgConnectOptions::from_str(url)?);
     let mut conn = PgConnection::connect_with(&options).await?;

@@ -115,8 +115,9 @@ const MMAP_BYTES: i64 = 1 << 32;
 /// back to SQLite's default (no map) before the connection returns to the
 /// pool: the rest of the store reads as it always has (a mapped file turns
 /// an I/O error into a signal, which a short read can accept). On
-/// PostgreSQL in a transaction without JIT: compiling these aggregates took
-/// about 1 s of a report over a million enrollments, more than it saved.
+/// PostgreSQL without JIT, as every session of the store
+/// ([`super::PG_SESSION_SETTINGS`]): compiling these aggregates took about
+/// 1 s of a report over a million enrollments, more than it saved.
 async fn fetch<'q, O>(pool: &AnyPool, dialect: Dialect, q: Query<'q, O>) -> sqlx::Result<Vec<O>>
 where
     O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
@@ -139,13 +140,7 @@ where
             c.undone = true;
             Ok(rows)
         }
-        Dialect::Postgres => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-            let rows = q.fetch_all(&mut *tx).await?;
-            tx.rollback().await?;
-            Ok(rows)
-        }
+        Dialect::Postgres => q.fetch_all(pool).await,
     }
 }
 

@@ -123,6 +123,32 @@ fn without_times(s: &str) -> String {
     lines.join("\n")
 }
 
+/// A workflow switched off in its file is neither "activated" nor "not
+/// activated yet" (which promised the daemon would activate it).
+#[test]
+fn status_says_a_disabled_workflow_is_disabled() {
+    let p = project();
+    p.write(
+        "workflows/later.yaml",
+        "enabled: false\ntrigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: welcome }\n",
+    );
+    let out = p.command().args(["run", "--until-idle"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = run(&p, None, &["status"]);
+    assert!(
+        status
+            .contains("later: disabled (`enabled: false` in its file): the daemon does not run it"),
+        "{status}"
+    );
+    assert!(!status.contains("later: not activated"), "{status}");
+    assert!(!status.contains("later: activated"), "{status}");
+    assert!(status.contains("welcome: activated"), "{status}");
+}
+
 #[tokio::test]
 async fn status_and_history_tell_messages_from_notices_deferrals_and_unsubscribes() {
     let p = project();
