@@ -207,7 +207,15 @@ const PG_CONNECTIONS: u32 = 10;
 /// `client_min_messages = warning`: the server's notices ("relation
 /// _sqlx_migrations already exists, skipping" at every start) are not news
 /// to an operator; its warnings still reach the log.
-pub(crate) const PG_SESSION_SETTINGS: &str = "SET jit = off; SET client_min_messages = warning";
+///
+/// `default_transaction_isolation = 'read committed'`: the claims (`FOR
+/// UPDATE SKIP LOCKED` under a lease) and the event log's reads in sequence
+/// order are written for PostgreSQL's default isolation; a database set to
+/// repeatable read or serializable would fail them with serialization
+/// errors when daemons meet. A transaction that needs more asks for it
+/// (`prune`: repeatable read).
+pub(crate) const PG_SESSION_SETTINGS: &str = "SET jit = off; SET client_min_messages = warning; \
+     SET default_transaction_isolation = 'read committed'";
 
 /// sqlx logs a statement that runs over a second as a warning, with its
 /// whole text. A scan of a million contacts (an `inactive` tick, a dry-run)

@@ -197,14 +197,31 @@ async fn a_transaction_the_database_ended_by_itself_leaves_the_pool_clean() {
 /// for nurture's statements that costs more than it saves (a calendar check
 /// compiled for 300-400 ms to run 10 ms), so every session nurture opens,
 /// the pool's and its own connections (migrations, the bulk import), runs
-/// with it off, and without the server's notices in the daemon's log.
+/// with it off, without the server's notices in the daemon's log, and read
+/// committed whatever the database's default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgresql_sessions_run_without_jit() {
+async fn postgresql_sessions_have_nurtures_settings() {
     if !support::db::on_postgres() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let url = support::db::url_for(dir.path());
+    // A database whose administrator made every transaction serializable:
+    // nurture's claims and event-log reads are written for read committed.
+    {
+        let pool = support::db::any_pool(&url).await;
+        let db: String = sqlx::query_scalar("SELECT CAST(current_database() AS text)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{db}\" SET default_transaction_isolation = 'serializable'"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
     let store = Store::open(&url).await.unwrap();
     // Every connection of the pool, not only the first.
     let mut conns = Vec::new();
@@ -214,9 +231,10 @@ async fn postgresql_sessions_run_without_jit() {
     // Set by the session itself, whatever the server's default: the test
     // holds on a server started with `-c jit=off` too.
     const SETTINGS: &str = "SELECT name || '=' || setting || ' from ' || source FROM pg_settings \
-         WHERE name IN ('jit', 'client_min_messages') ORDER BY name";
+         WHERE name IN ('jit', 'client_min_messages', 'default_transaction_isolation') ORDER BY name";
     let expected = vec![
         "client_min_messages=warning from session".to_string(),
+        "default_transaction_isolation=read committed from session".to_string(),
         "jit=off from session".to_string(),
     ];
     for c in &mut conns {
