@@ -5,8 +5,9 @@
 #
 # The suite runs twice: on SQLite (the default store), then on a throwaway
 # PostgreSQL server that .ci/with-postgres.sh starts and stops (installing
-# PostgreSQL from Debian's packages if it is missing). NURTURE_SKIP_POSTGRES=1
-# skips the second run.
+# PostgreSQL from Debian's packages if it is missing), and the equivalence
+# tests a third time under a Chinese collation. NURTURE_SKIP_POSTGRES=1
+# skips the PostgreSQL runs.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,6 +34,14 @@ if [[ "${NURTURE_SKIP_POSTGRES:-}" != 1 ]]; then
     # The schema-parity test compares both migration sets; it needs the server.
     echo "== schema parity (SQLite and PostgreSQL migrations)" >&2
     .ci/with-postgres.sh cargo test --locked --test it schema_parity -- --ignored
+    # A database's collation must not change what an audience selects nor
+    # make the preview differ from the daemon (docs/operations.md): the
+    # tests that compare the stores' SQL with the evaluator and the preview
+    # with the daemon, on a server whose default collation is ICU's zh-CN
+    # (pinyin order; `c_2` before `c-1`, `C2` after `c10`).
+    echo "== PostgreSQL under ICU's zh-CN collation (the equivalence tests)" >&2
+    NURTURE_PG_ICU_LOCALE=zh-CN .ci/with-postgres.sh cargo test --locked --test it -- \
+        audience_equivalence plan_equals_daemon date_trigger dry_run:: split:: throttle::
 fi
 
 # The examples are part of the product: the quick start runs them, users copy them.

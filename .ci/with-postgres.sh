@@ -53,7 +53,12 @@ stop() {
 }
 trap stop EXIT
 
-"${as_pg[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
+# The C locale, unless NURTURE_PG_ICU_LOCALE names an ICU locale for the
+# server's default collation (test.sh runs some tests under zh-CN).
+locale=(--no-locale)
+[[ -z "${NURTURE_PG_ICU_LOCALE:-}" ]] ||
+    locale=(--locale=C.utf8 --locale-provider=icu "--icu-locale=$NURTURE_PG_ICU_LOCALE")
+"${as_pg[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 "${locale[@]}" >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log" >&2; exit 1; }
 # Tests and the three-daemon test open many connections; fsync off: a
 # throwaway server need not survive a power cut, and tests run faster.
