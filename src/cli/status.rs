@@ -519,6 +519,29 @@ fn write_table(
             .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
             .unwrap_or_else(|| "?".into())
     };
+    // A file loaded when the daemon recorded them all (every file, after a
+    // start) would repeat the heading's time on each line: only a file
+    // loaded at another time (a later reload, a file left as it was) says
+    // when.
+    let recorded = recorded_at.map(|t| {
+        t.with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
+    });
+    let loaded = |t: &Option<String>| -> String {
+        let local = t
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| {
+                t.with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %:z")
+                    .to_string()
+            });
+        match local {
+            Some(l) if Some(&l) == recorded.as_ref() => String::new(),
+            _ => format!(" (loaded {})", at(t)),
+        }
+    };
     for f in files {
         if recorded_at.is_none() {
             // Checked now: no versions, the first problem on the line.
@@ -539,10 +562,10 @@ fn write_table(
         match &f.running_version {
             Some(v) => writeln!(
                 out,
-                "  {:<6}  {}  running {v} (loaded {})",
+                "  {:<6}  {}  running {v}{}",
                 f.state,
                 file(f),
-                at(&f.loaded_at)
+                loaded(&f.loaded_at)
             )?,
             None => writeln!(out, "  {:<6}  {}  not running", f.state, file(f))?,
         }

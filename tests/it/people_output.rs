@@ -132,7 +132,11 @@ fn status_says_a_disabled_workflow_is_disabled() {
         "workflows/later.yaml",
         "enabled: false\ntrigger: { contact_created: {} }\nsteps:\n  - send: { channel: sms, template: welcome }\n",
     );
-    let out = p.command().args(["run", "--until-idle"]).output().unwrap();
+    let out = p
+        .command()
+        .args(["run", "--until-idle", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -147,6 +151,17 @@ fn status_says_a_disabled_workflow_is_disabled() {
     assert!(!status.contains("later: not activated"), "{status}");
     assert!(!status.contains("later: activated"), "{status}");
     assert!(status.contains("welcome: activated"), "{status}");
+    // The files' lines do not repeat the heading's load time.
+    let heading = status
+        .lines()
+        .find_map(|l| l.strip_prefix("files (as the daemon loaded them at "))
+        .and_then(|l| l.strip_suffix("):"))
+        .unwrap_or_else(|| panic!("no files heading:\n{status}"));
+    let running: Vec<&str> = status.lines().filter(|l| l.contains(" running ")).collect();
+    assert!(running.len() >= 3, "{status}");
+    for line in running {
+        assert!(!line.contains(&format!("(loaded {heading})")), "{status}");
+    }
 }
 
 #[tokio::test]
@@ -155,7 +170,7 @@ async fn status_and_history_tell_messages_from_notices_deferrals_and_unsubscribe
     // The daemon runs the workflow for the three contacts and delivers.
     let out = p
         .command()
-        .args(["run", "--until-idle"])
+        .args(["run", "--until-idle", "--listen", "127.0.0.1:0"])
         .env_remove("COLUMNS")
         .output()
         .unwrap();
