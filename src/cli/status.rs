@@ -523,23 +523,16 @@ fn write_table(
     // start) would repeat the heading's time on each line: only a file
     // loaded at another time (a later reload, a file left as it was) says
     // when.
-    let recorded = recorded_at.map(|t| {
-        t.with_timezone(&tz)
-            .format("%Y-%m-%d %H:%M:%S %:z")
-            .to_string()
-    });
     let loaded = |t: &Option<String>| -> String {
-        let local = t
+        let at_heading = t
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| {
-                t.with_timezone(&tz)
-                    .format("%Y-%m-%d %H:%M:%S %:z")
-                    .to_string()
-            });
-        match local {
-            Some(l) if Some(&l) == recorded.as_ref() => String::new(),
-            _ => format!(" (loaded {})", at(t)),
+            .zip(recorded_at)
+            .is_some_and(|(t, r)| t.timestamp() == r.timestamp());
+        if at_heading {
+            String::new()
+        } else {
+            format!(" (loaded {})", at(t))
         }
     };
     for f in files {
